@@ -1,0 +1,45 @@
+// Shared plumbing of the `ktune` subcommands: exit codes, error printing, JSON output, and the
+// --db option.
+//
+// Exit codes (DESIGN.md, "Command line"): 0 success, 1 failure, 2 bad usage.
+#ifndef KTUNE_CLI_COMMAND_H_
+#define KTUNE_CLI_COMMAND_H_
+
+#include <CLI/CLI.hpp>
+#include <functional>
+#include <memory>
+#include <string>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "db/sqlite_tuning_database.h"
+
+namespace ktune::cli {
+
+inline constexpr int kExitOk = 0;
+inline constexpr int kExitFailure = 1;
+inline constexpr int kExitUsage = 2;
+
+// What the chosen subcommand runs once parsing succeeded; set by each subcommand's callback.
+using Action = std::function<int()>;
+
+// Prints "ktune <command>: <message>" to stderr and returns kExitFailure, or kExitUsage for
+// InvalidArgument statuses that come from the command line itself (use UsageError for those).
+int Fail(const std::string& command, const absl::Status& status);
+int UsageError(const std::string& command, const std::string& message);
+
+// Adds --db PATH (default ktune.db in the current directory) to `sub`.
+void AddDbOption(CLI::App* sub, std::string* path);
+absl::StatusOr<std::unique_ptr<SqliteTuningDatabase>> OpenDatabase(const std::string& path);
+
+// Registration of each command group; each adds its subcommands to `app` and sets `*action`
+// when one of them is chosen.
+void RegisterDbCommands(CLI::App& app, Action* action);
+void RegisterQueryCommands(CLI::App& app, Action* action);
+void RegisterSpaceCommand(CLI::App& app, Action* action);
+void RegisterBenchCommands(CLI::App& app, Action* action);
+void RegisterServiceCommands(CLI::App& app, Action* action);
+
+}  // namespace ktune::cli
+
+#endif  // KTUNE_CLI_COMMAND_H_

@@ -1,0 +1,188 @@
+// ktune db import | export | stats
+#include <fstream>
+#include <iostream>
+#include <nlohmann/json.hpp>
+#include <sstream>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/time/clock.h"
+#include "cli/command.h"
+#include "common/file_util.h"
+#include "db/interchange/record_files.h"
+
+namespace ktune::cli {
+namespace {
+
+struct ImportArgs {
+  std::string db, file, format = "auto", kernel, device, problem;
+  bool json = false;
+};
+
+int RunImport(const ImportArgs& a) {
+  const std::string cmd = "db import";
+  auto format = ParseRecordFileFormat(a.format);
+  if (!format.ok()) return UsageError(cmd, std::string(format.status().message()));
+  auto problem = ParseParamMapAssignments(a.problem);
+  if (!problem.ok()) return UsageError(cmd, absl::StrCat("--problem: ", problem.status().message()));
+  auto db = OpenDatabase(a.db);
+  if (!db.ok()) return Fail(cmd, db.status());
+  ReadOptions options;
+  options.format = *format;
+  options.kernel = a.kernel;
+  options.device = a.device;
+  options.problem = *problem;
+  absl::Time start = absl::Now();
+  auto summary = ImportRecordFile(**db, a.file, options);
+  if (!summary.ok()) return Fail(cmd, summary.status());
+  double seconds = absl::ToDoubleSeconds(absl::Now() - start);
+  if (a.json) {
+    std::cout << nlohmann::json{{"file", a.file},
+                                {"format", RecordFileFormatName(summary->format)},
+                                {"records_read", summary->records_read},
+                                {"records_added", summary->records_added},
+                                {"seconds", seconds}}
+                     .dump()
+              << "\n";
+  } else {
+    std::cout << "imported " << a.file << " (" << RecordFileFormatName(summary->format)
+              << "): " << summary->records_added << " records added, "
+              << summary->records_read - summary->records_added << " already present, in "
+              << absl::StrFormat("%.2f", seconds) << " s\n";
+  }
+  return kExitOk;
+}
+
+struct ExportArgs {
+  std::string db, format = "jsonl", out, kernel, device, problem;
+};
+
+int RunExport(const ExportArgs& a) {
+  const std::string cmd = "db export";
+  auto format = ParseRecordFileFormat(a.format);
+  if (!format.ok() || *format == RecordFileFormat::kAuto ||
+      *format == RecordFileFormat::kKernelTuner) {
+    return UsageError(cmd, "--format must be jsonl or t4");
+  }
+  auto problem = ParseParamMapAssignments(a.problem);
+  if (!problem.ok()) return UsageError(cmd, absl::StrCat("--problem: ", problem.status().message()));
+  auto db = OpenDatabase(a.db);
+  if (!db.ok()) return Fail(cmd, db.status());
+  std::ostringstream out;
+  absl::StatusOr<int64_t> written;
+  if (*format == RecordFileFormat::kJsonl) {
+    written = ExportJsonl(**db, out);
+  } else {
+    // A T4 file holds one task: pick it from the flags, or the only one there is.
+    auto tasks = (*db)->ListTasks();
+    if (!tasks.ok()) return Fail(cmd, tasks.status());
+    std::vector<TaskKey> matching;
+    for (const TaskKey& t : *tasks) {
+      if ((a.kernel.empty() || t.kernel == a.kernel) &&
+          (a.device.empty() || t.device_class == a.device) &&
+          (a.problem.empty() || t.problem == *problem)) {
+        matching.push_back(t);
+      }
+    }
+    if (matching.size() != 1) {
+      std::string list;
+      for (const TaskKey& t : matching) {
+        absl::StrAppend(&list, "\n  --kernel ", t.kernel, " --device ", t.device_class,
+                        t.problem.empty() ? "" : " --problem ",
+                        FormatParamMapAssignments(t.problem));
+      }
+      return UsageError(cmd, matching.empty()
+                                 ? "no task matches --kernel/--device/--problem"
+                                 : absl::StrCat("a T4 file holds one task; ", matching.size(),
+                                                " match, choose one:", list));
+    }
+    written = ExportT4(**db, matching.front(), out);
+  }
+  if (!written.ok()) return Fail(cmd, written.status());
+  if (a.out.empty() || a.out == "-") {
+    std::cout << out.str();
+  } else {
+    bool gzip = absl::EndsWith(a.out, ".gz");
+    absl::Status st = WriteFileAtomically(a.out, out.str(), gzip);
+    if (!st.ok()) return Fail(cmd, st);
+    std::cerr << "exported " << *written << " records to " << a.out << "\n";
+  }
+  return kExitOk;
+}
+
+struct StatsArgs {
+  std::string db;
+  bool json = false;
+};
+
+int RunStats(const StatsArgs& a) {
+  auto db = OpenDatabase(a.db);
+  if (!db.ok()) return Fail("db stats", db.status());
+  auto stats = (*db)->Stats();
+  if (!stats.ok()) return Fail("db stats", stats.status());
+  if (a.json) {
+    std::cout << nlohmann::json{{"db", a.db},
+                                {"schema_version", (*db)->schema_version()},
+                                {"kernels", stats->kernels},
+                                {"workloads", stats->workloads},
+                                {"devices", stats->devices},
+                                {"records", stats->records},
+                                {"records_by_status", stats->records_by_status},
+                                {"jobs", stats->jobs}}
+                     .dump()
+              << "\n";
+    return kExitOk;
+  }
+  std::cout << a.db << " (schema version " << (*db)->schema_version() << ")\n"
+            << "  kernels    " << stats->kernels << "\n"
+            << "  workloads  " << stats->workloads << "\n"
+            << "  devices    " << stats->devices << "\n"
+            << "  records    " << stats->records << "\n";
+  for (const auto& [status, count] : stats->records_by_status) {
+    std::cout << "    " << status << std::string(16 - std::min<size_t>(status.size(), 15), ' ')
+              << count << "\n";
+  }
+  std::cout << "  jobs       " << stats->jobs << "\n";
+  return kExitOk;
+}
+
+}  // namespace
+
+void RegisterDbCommands(CLI::App& app, Action* action) {
+  CLI::App* db = app.add_subcommand("db", "Tuning database: import, export, stats");
+  db->require_subcommand(1);
+
+  auto import_args = std::make_shared<ImportArgs>();
+  CLI::App* imp = db->add_subcommand(
+      "import", "Import a T4, Kernel Tuner cache or JSONL file (gzip or plain) in one transaction");
+  AddDbOption(imp, &import_args->db);
+  imp->add_option("FILE", import_args->file, "File to import")->required();
+  imp->add_option("--format", import_args->format, "t4, kernel-tuner, jsonl or auto (from the content)")
+      ->capture_default_str();
+  imp->add_option("--kernel", import_args->kernel,
+                  "Kernel name (default: from a <kernel>_<device>_<format> file name, or the file)");
+  imp->add_option("--device", import_args->device, "Device name (default: as for --kernel)");
+  imp->add_option("--problem", import_args->problem,
+                  "Problem the file was measured on, e.g. M=4096,N=4096 (default: none)");
+  imp->add_flag("--json", import_args->json, "Print the summary as JSON");
+  imp->callback([=] { *action = [=] { return RunImport(*import_args); }; });
+
+  auto export_args = std::make_shared<ExportArgs>();
+  CLI::App* exp = db->add_subcommand("export", "Export records as JSONL (all) or T4 (one task)");
+  AddDbOption(exp, &export_args->db);
+  exp->add_option("--format", export_args->format, "jsonl or t4")->capture_default_str();
+  exp->add_option("--out", export_args->out, "Output file (.gz compresses; default: stdout)");
+  exp->add_option("--kernel", export_args->kernel, "T4: the task's kernel");
+  exp->add_option("--device", export_args->device, "T4: the task's device class");
+  exp->add_option("--problem", export_args->problem, "T4: the task's problem");
+  exp->callback([=] { *action = [=] { return RunExport(*export_args); }; });
+
+  auto stats_args = std::make_shared<StatsArgs>();
+  CLI::App* stats = db->add_subcommand("stats", "Counts of kernels, workloads, devices, records, jobs");
+  AddDbOption(stats, &stats_args->db);
+  stats->add_flag("--json", stats_args->json, "Print as JSON");
+  stats->callback([=] { *action = [=] { return RunStats(*stats_args); }; });
+}
+
+}  // namespace ktune::cli

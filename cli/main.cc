@@ -1,0 +1,34 @@
+// ktune: the command line of the kernel autotuning service. See ../shared/DESIGN.md.
+#include <CLI/CLI.hpp>
+#include <iostream>
+
+#include "cli/command.h"
+
+int main(int argc, char** argv) {
+  using namespace ktune::cli;
+  CLI::App app{"ktune: reinforcement-learning kernel autotuning", "ktune"};
+  app.require_subcommand(1);
+  app.set_version_flag("--version", "ktune 0.1.0");
+  app.footer("Run 'ktune COMMAND --help' for a command's options.");
+  Action action;
+  // Bench first: the service commands add bench search|kernel|service to it.
+  RegisterBenchCommands(app, &action);
+  RegisterServiceCommands(app, &action);
+  RegisterQueryCommands(app, &action);
+  RegisterDbCommands(app, &action);
+  RegisterSpaceCommand(app, &action);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::CallForHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::CallForAllHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::CallForVersion& e) {
+    return app.exit(e);
+  } catch (const CLI::ParseError& e) {
+    app.exit(e);
+    return kExitUsage;
+  }
+  if (!action) return UsageError("", "no command given");
+  return action();
+}

@@ -1,0 +1,141 @@
+// ktune best | jobs
+#include <iostream>
+#include <nlohmann/json.hpp>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "cli/command.h"
+
+namespace ktune::cli {
+namespace {
+
+struct BestArgs {
+  std::string db, kernel, kernel_version, problem, device, family, fingerprint;
+  int top = 1;
+  bool json = false;
+};
+
+int RunBest(const BestArgs& a) {
+  const std::string cmd = "best";
+  auto problem = ParseParamMapAssignments(a.problem);
+  if (!problem.ok()) return UsageError(cmd, absl::StrCat("--problem: ", problem.status().message()));
+  if (a.top < 1 || a.top > 100) return UsageError(cmd, "--top must be between 1 and 100");
+  auto db = OpenDatabase(a.db);
+  if (!db.ok()) return Fail(cmd, db.status());
+  BestQuery q;
+  q.kernel = a.kernel;
+  q.kernel_version = a.kernel_version;
+  q.problem = *problem;
+  q.device_class = a.device;
+  q.family = a.family;
+  q.fingerprint_hash = a.fingerprint;
+  q.top_k = a.top;
+  auto best = (*db)->QueryBest(q);
+  if (!best.ok()) return Fail(cmd, best.status());
+  if (a.json) {
+    nlohmann::json records = nlohmann::json::array();
+    for (const Record& r : best->records) records.push_back(nlohmann::json::parse(RecordToJsonLine(r)));
+    nlohmann::json out = {{"kernel", a.kernel},
+                          {"problem", nlohmann::json::parse(CanonicalJson(*problem))},
+                          {"device", a.device},
+                          {"level", MatchLevelName(best->level)},
+                          {"best", records}};
+    std::cout << out.dump() << "\n";
+  } else if (best->records.empty()) {
+    std::cout << "nothing known for " << a.kernel
+              << (problem->empty() ? "" : " " + FormatParamMapAssignments(*problem)) << " on "
+              << a.device << "\n";
+  } else {
+    std::cout << a.kernel << (problem->empty() ? "" : " " + FormatParamMapAssignments(*problem))
+              << " on " << a.device << " (match: " << MatchLevelName(best->level) << ")\n";
+    int rank = 1;
+    for (const Record& r : best->records) {
+      std::cout << absl::StrFormat("%3d. %.4f ms", rank++, *r.time_ms);
+      if (r.median_ms) {
+        std::cout << absl::StrFormat("  (median %.4f ms, sd %.4f ms, %d repeats)", *r.median_ms,
+                                     r.stddev_ms.value_or(0), r.repeat_times_ms.size());
+      }
+      if (best->level != MatchLevel::kDeviceClass && best->level != MatchLevel::kExact) {
+        std::cout << "  measured on " << r.device.device_class;
+      }
+      std::cout << "\n     " << FormatParamMapAssignments(r.config) << "\n";
+    }
+  }
+  // Nothing known is an answer, not a failure of the command.
+  return kExitOk;
+}
+
+struct JobsArgs {
+  std::string db;
+  bool json = false;
+};
+
+int RunJobs(const JobsArgs& a) {
+  auto db = OpenDatabase(a.db);
+  if (!db.ok()) return Fail("jobs", db.status());
+  auto jobs = (*db)->ListJobs();
+  if (!jobs.ok()) return Fail("jobs", jobs.status());
+  if (a.json) {
+    nlohmann::json out = nlohmann::json::array();
+    for (const Job& j : *jobs) {
+      int64_t done = 0, budget = 0;
+      for (const JobTask& t : j.tasks) {
+        done += t.measurements_done;
+        budget += t.budget;
+      }
+      out.push_back({{"id", j.id},
+                     {"name", j.name},
+                     {"state", JobStateName(j.state)},
+                     {"strategy", j.strategy},
+                     {"priority", j.priority},
+                     {"tasks", j.tasks.size()},
+                     {"measurements_done", done},
+                     {"measurements_total", budget},
+                     {"message", j.message}});
+    }
+    std::cout << out.dump() << "\n";
+    return kExitOk;
+  }
+  if (jobs->empty()) {
+    std::cout << "no jobs in " << a.db << "\n";
+    return kExitOk;
+  }
+  std::cout << absl::StrFormat("%-6s %-24s %-10s %6s %s\n", "ID", "NAME", "STATE", "TASKS", "PROGRESS");
+  for (const Job& j : *jobs) {
+    int64_t done = 0, budget = 0;
+    for (const JobTask& t : j.tasks) {
+      done += t.measurements_done;
+      budget += t.budget;
+    }
+    std::cout << absl::StrFormat("%-6d %-24s %-10s %6d %d/%d\n", j.id, j.name, JobStateName(j.state),
+                                 j.tasks.size(), done, budget);
+  }
+  return kExitOk;
+}
+
+}  // namespace
+
+void RegisterQueryCommands(CLI::App& app, Action* action) {
+  auto best_args = std::make_shared<BestArgs>();
+  CLI::App* best = app.add_subcommand(
+      "best", "Best known configuration of a task (exact device, then class, then family)");
+  AddDbOption(best, &best_args->db);
+  best->add_option("--kernel", best_args->kernel, "Kernel name")->required();
+  best->add_option("--kernel-version", best_args->kernel_version, "Kernel version (default: any)");
+  best->add_option("--problem", best_args->problem, "Problem, e.g. M=1024,N=1024,K=1024");
+  best->add_option("--device", best_args->device, "Device class, e.g. A100")->required();
+  best->add_option("--family", best_args->family,
+                   "Architecture family to fall back to (default: the class's known family)");
+  best->add_option("--fingerprint", best_args->fingerprint, "Exact device fingerprint hash");
+  best->add_option("--top", best_args->top, "How many distinct configurations")->capture_default_str();
+  best->add_flag("--json", best_args->json, "Print as JSON");
+  best->callback([=] { *action = [=] { return RunBest(*best_args); }; });
+
+  auto jobs_args = std::make_shared<JobsArgs>();
+  CLI::App* jobs = app.add_subcommand("jobs", "List fleet jobs stored in the database");
+  AddDbOption(jobs, &jobs_args->db);
+  jobs->add_flag("--json", jobs_args->json, "Print as JSON");
+  jobs->callback([=] { *action = [=] { return RunJobs(*jobs_args); }; });
+}
+
+}  // namespace ktune::cli

@@ -1,0 +1,100 @@
+// The commands of DESIGN.md that need the tuning server, the measurement workers, the kernel
+// registry or the agent: serve, worker, tune, submit, watch, cancel, kernels and bench
+// search|kernel|service. Their options are declared now so that scripts and --help are stable;
+// until the component lands, running one says which component is missing and exits 1.
+#include <iostream>
+
+#include "cli/command.h"
+
+namespace ktune::cli {
+namespace {
+
+struct Unavailable {
+  std::string command;
+  std::string needs;
+};
+
+void SetUnavailable(CLI::App* sub, Action* action, Unavailable u) {
+  sub->callback([=] {
+    *action = [=] {
+      std::cerr << "ktune " << u.command << ": not available in this build: it needs " << u.needs
+                << ".\nAvailable now: ktune db import|export|stats, ktune best, ktune jobs, "
+                   "ktune space, ktune bench import|space.\n";
+      return kExitFailure;
+    };
+  });
+}
+
+// Option storage for the declared commands: parsed and validated by CLI11, not yet used.
+struct Options {
+  std::string listen = "127.0.0.1:7470", db = "ktune.db", auth, tls_cert, tls_key, server,
+              device = "cpu", kernel, problem, dtype = "f32", strategy = "ppo", job, spec;
+  int64_t budget = 64;
+  uint64_t seed = 0;
+  bool json = false;
+};
+
+}  // namespace
+
+void RegisterServiceCommands(CLI::App& app, Action* action) {
+  auto o = std::make_shared<Options>();
+
+  CLI::App* serve = app.add_subcommand("serve", "Run the tuning server");
+  serve->add_option("--listen", o->listen, "Address to listen on")->capture_default_str();
+  serve->add_option("--db", o->db, "Tuning database file")->capture_default_str();
+  serve->add_option("--auth", o->auth, "Token file (bearer tokens with roles)");
+  serve->add_option("--tls-cert", o->tls_cert, "TLS certificate (PEM)");
+  serve->add_option("--tls-key", o->tls_key, "TLS private key (PEM)");
+  SetUnavailable(serve, action, {"serve", "the gRPC tuning server (server/)"});
+
+  CLI::App* worker = app.add_subcommand("worker", "Run a measurement worker");
+  worker->add_option("--server", o->server, "Server address HOST:PORT")->required();
+  worker->add_option("--device", o->device, "cpu, cuda[:N] or replay:FILE")->capture_default_str();
+  SetUnavailable(worker, action, {"worker", "the measurement worker (measurer/)"});
+
+  CLI::App* tune = app.add_subcommand("tune", "Tune one task and print the best configuration");
+  tune->add_option("--kernel", o->kernel, "Kernel from the registry")->required();
+  tune->add_option("--problem", o->problem, "Problem, e.g. M=1024,N=1024,K=1024");
+  tune->add_option("--dtype", o->dtype, "Data type")->capture_default_str();
+  tune->add_option("--device", o->device, "cpu, cuda[:N] or replay:FILE")->capture_default_str();
+  tune->add_option("--budget", o->budget, "Measurements")->capture_default_str();
+  tune->add_option("--strategy", o->strategy, "ppo, random, anneal, genetic, model")
+      ->capture_default_str();
+  tune->add_option("--seed", o->seed, "Random seed")->capture_default_str();
+  tune->add_option("--server", o->server, "Use a running server instead of the embedded one");
+  tune->add_option("--db", o->db, "Tuning database file")->capture_default_str();
+  SetUnavailable(tune, action,
+                 {"tune", "the kernel registry, the measurer and the agent (kernels/, measurer/, agent/)"});
+
+  CLI::App* submit = app.add_subcommand("submit", "Submit a fleet job (YAML or JSON spec)");
+  submit->add_option("JOB", o->spec, "Job spec file")->required();
+  submit->add_option("--server", o->server, "Server address");
+  SetUnavailable(submit, action, {"submit", "the job scheduler of the tuning server (server/)"});
+
+  CLI::App* watch = app.add_subcommand("watch", "Follow a job's progress until it ends");
+  watch->add_option("JOB", o->job, "Job id")->required();
+  watch->add_option("--server", o->server, "Server address");
+  SetUnavailable(watch, action, {"watch", "the tuning server's WatchJob stream (server/)"});
+
+  CLI::App* cancel = app.add_subcommand("cancel", "Cancel a job");
+  cancel->add_option("JOB", o->job, "Job id")->required();
+  cancel->add_option("--server", o->server, "Server address");
+  SetUnavailable(cancel, action, {"cancel", "the tuning server (server/)"});
+
+  CLI::App* kernels = app.add_subcommand("kernels", "List the kernel registry");
+  kernels->add_flag("--json", o->json, "Print as JSON");
+  SetUnavailable(kernels, action, {"kernels", "the kernel registry (kernels/)"});
+
+  CLI::App* bench = app.get_subcommand("bench");
+  for (const auto& [name, description, needs] :
+       std::vector<std::tuple<std::string, std::string, std::string>>{
+           {"search", "Compare search strategies on recorded spaces", "the agent (agent/)"},
+           {"kernel", "Tuned vs default vs vendor library kernels", "the kernel registry and measurer"},
+           {"service", "Query and dispatch throughput of the server", "the tuning server (server/)"}}) {
+    CLI::App* sub = bench->add_subcommand(name, description);
+    sub->allow_extras();
+    SetUnavailable(sub, action, {"bench " + name, needs});
+  }
+}
+
+}  // namespace ktune::cli

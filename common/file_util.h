@@ -1,0 +1,24 @@
+// Whole-file reading and writing. Not thread-hostile: each call owns its file handles.
+#ifndef KTUNE_COMMON_FILE_UTIL_H_
+#define KTUNE_COMMON_FILE_UTIL_H_
+
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+
+namespace ktune {
+
+// Reads a whole file, decompressing it when it is gzip (detected by its magic bytes, not its
+// name). NotFound when it does not exist; DataLoss, naming the file, when the gzip stream is
+// corrupt or truncated.
+absl::StatusOr<std::string> ReadFileMaybeGzip(const std::string& path);
+
+// Writes `contents` to `path` through a temporary file in the same folder and a rename, so a
+// reader sees the old file or the new one, never half of it. Gzip-compresses when `gzip` is set.
+absl::Status WriteFileAtomically(const std::string& path, absl::string_view contents,
+                                 bool gzip = false);
+
+}  // namespace ktune
+
+#endif  // KTUNE_COMMON_FILE_UTIL_H_

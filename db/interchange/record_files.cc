@@ -1,0 +1,420 @@
+#include "db/interchange/record_files.h"
+
+#include <nlohmann/json.hpp>
+#include <regex>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
+#include "absl/time/time.h"
+#include "common/file_util.h"
+#include "common/status_macros.h"
+
+namespace ktune {
+namespace {
+
+using Json = nlohmann::json;
+
+std::string BaseName(const std::string& path) {
+  size_t slash = path.find_last_of('/');
+  return slash == std::string::npos ? path : path.substr(slash + 1);
+}
+
+// "line L, column C" of byte offset `byte` (1-based, as nlohmann reports it).
+std::string Position(const std::string& text, size_t byte) {
+  size_t end = std::min(byte, text.size());
+  size_t line = 1, col = 1;
+  for (size_t i = 0; i + 1 < end; ++i) {
+    if (text[i] == '\n') {
+      ++line;
+      col = 1;
+    } else {
+      ++col;
+    }
+  }
+  return absl::StrCat("line ", line, ", column ", col);
+}
+
+absl::Status FileError(const std::string& path, const std::string& where, absl::string_view what) {
+  return absl::InvalidArgumentError(absl::StrCat(path, ": ", where, ": ", what));
+}
+
+absl::StatusOr<Json> ParseJson(const std::string& path, const std::string& text) {
+  try {
+    return Json::parse(text);
+  } catch (const Json::parse_error& e) {
+    std::string what = e.what();
+    // nlohmann prefixes "[json.exception.parse_error.101] parse error at line 1, column 5: ".
+    size_t colon = what.find(": ");
+    if (colon != std::string::npos) what = what.substr(colon + 2);
+    std::string where = e.byte >= text.size() ? absl::StrCat("truncated at ", Position(text, e.byte))
+                                              : Position(text, e.byte);
+    return FileError(path, where, what);
+  }
+}
+
+absl::StatusOr<Configuration> ConfigFrom(const Json& j) {
+  return ParseParamMapJson(j.dump());
+}
+
+struct NameParts {
+  std::string kernel, device;
+};
+
+NameParts PartsFromFileName(const std::string& path) {
+  static const std::regex kPattern(R"(^([^_]+)_(.+)_(T4|kernel_tuner_cache)\.json(\.gz)?$)");
+  std::smatch m;
+  std::string name = BaseName(path);
+  if (std::regex_match(name, m, kPattern)) return {m[1], m[2]};
+  return {};
+}
+
+absl::StatusOr<double> TimeUnitToMs(const std::string& unit) {
+  // "miliseconds" is how the shared T4 files spell it.
+  if (unit.empty() || unit == "milliseconds" || unit == "miliseconds" || unit == "ms") return 1.0;
+  if (unit == "seconds" || unit == "s") return 1000.0;
+  if (unit == "microseconds" || unit == "us") return 1e-3;
+  if (unit == "nanoseconds" || unit == "ns") return 1e-6;
+  return absl::InvalidArgumentError(absl::StrCat("unknown time unit '", unit, "'"));
+}
+
+absl::StatusOr<MeasurementStatus> StatusFromT4Invalidity(const std::string& s) {
+  if (s == "correct") return MeasurementStatus::kOk;
+  if (s == "compile") return MeasurementStatus::kCompileError;
+  if (s == "runtime") return MeasurementStatus::kRuntimeError;
+  if (s == "timeout") return MeasurementStatus::kTimeout;
+  if (s == "correctness") return MeasurementStatus::kWrongResult;
+  if (s == "constraints") return MeasurementStatus::kInvalidConfig;
+  return absl::InvalidArgumentError(absl::StrCat("unknown invalidity '", s, "'"));
+}
+
+const char* T4Invalidity(MeasurementStatus s) {
+  switch (s) {
+    case MeasurementStatus::kOk: return "correct";
+    case MeasurementStatus::kCompileError: return "compile";
+    case MeasurementStatus::kTimeout: return "timeout";
+    case MeasurementStatus::kWrongResult: return "correctness";
+    case MeasurementStatus::kInvalidConfig: return "constraints";
+    default: return "runtime";
+  }
+}
+
+MeasurementStatus StatusFromKernelTunerString(const std::string& s) {
+  if (s == "CompilationFailedConfig") return MeasurementStatus::kCompileError;
+  if (s == "InvalidConfig") return MeasurementStatus::kInvalidConfig;
+  return MeasurementStatus::kRuntimeError;  // RuntimeFailedConfig and anything else
+}
+
+Record Skeleton(const ReadOptions& o, const std::string& kernel, const std::string& device,
+                const std::string& path) {
+  Record r;
+  r.kernel = kernel;
+  r.problem = o.problem;
+  r.device = DeviceInfo::FromName(device);
+  r.source = absl::StrCat("import:", BaseName(path));
+  return r;
+}
+
+absl::Status ResolveNames(const std::string& path, const ReadOptions& o, const Json& doc,
+                          std::string* kernel, std::string* device) {
+  NameParts parts = PartsFromFileName(path);
+  *kernel = !o.kernel.empty() ? o.kernel : parts.kernel;
+  *device = !o.device.empty() ? o.device : parts.device;
+  if (kernel->empty() && doc.contains("kernel_name") && doc["kernel_name"].is_string()) {
+    *kernel = doc["kernel_name"].get<std::string>();
+  }
+  if (device->empty() && doc.contains("device_name") && doc["device_name"].is_string()) {
+    *device = doc["device_name"].get<std::string>();
+  }
+  if (kernel->empty()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(path, ": the file does not name its kernel; pass --kernel NAME"));
+  }
+  if (device->empty()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(path, ": the file does not name its device; pass --device NAME"));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::vector<Record>> ReadT4(const std::string& path, const Json& doc,
+                                           const ReadOptions& o) {
+  std::string kernel, device;
+  KTUNE_RETURN_IF_ERROR(ResolveNames(path, o, doc, &kernel, &device));
+  double scale = 1.0;
+  if (doc.contains("metadata") && doc["metadata"].is_object()) {
+    auto unit = TimeUnitToMs(doc["metadata"].value("timeunit", ""));
+    if (!unit.ok()) return FileError(path, "metadata.timeunit", unit.status().message());
+    scale = *unit;
+  }
+  if (!doc.contains("results") || !doc["results"].is_array()) {
+    return FileError(path, "top level", "no \"results\" array: not a T4 file");
+  }
+  std::vector<Record> out;
+  out.reserve(doc["results"].size());
+  size_t index = 0;
+  for (const Json& e : doc["results"]) {
+    std::string where = absl::StrCat("results[", index++, "]");
+    if (!e.is_object()) return FileError(path, where, "not an object");
+    Record r = Skeleton(o, kernel, device, path);
+    if (!e.contains("configuration")) return FileError(path, where, "no configuration");
+    auto config = ConfigFrom(e["configuration"]);
+    if (!config.ok()) return FileError(path, where + ".configuration", config.status().message());
+    r.config = *std::move(config);
+    std::string invalidity = e.value("invalidity", "correct");
+    auto status = StatusFromT4Invalidity(invalidity);
+    if (!status.ok()) return FileError(path, where + ".invalidity", status.status().message());
+    r.status = *status;
+    const Json* time = nullptr;
+    if (e.contains("measurements") && e["measurements"].is_array()) {
+      for (const Json& m : e["measurements"]) {
+        if (m.is_object() && m.value("name", "") == "time" && m.contains("value")) time = &m["value"];
+      }
+    }
+    if (r.status == MeasurementStatus::kOk) {
+      if (time == nullptr || !time->is_number()) {
+        return FileError(path, where, "a correct result without a numeric \"time\" measurement");
+      }
+      double ms = time->get<double>() * scale;
+      if (!(ms >= 0)) return FileError(path, where, "negative or NaN time");
+      r.time_ms = ms;
+    } else {
+      r.message = time != nullptr && time->is_string()
+                      ? absl::StrCat(time->get<std::string>(), " (recorded)")
+                      : absl::StrCat("invalidity '", invalidity, "' (recorded)");
+    }
+    if (e.contains("times") && e["times"].is_object() && e["times"].contains("runtimes")) {
+      const Json& rt = e["times"]["runtimes"];
+      if (!rt.is_array()) return FileError(path, where + ".times.runtimes", "not an array");
+      for (const Json& t : rt) {
+        if (!t.is_number()) return FileError(path, where + ".times.runtimes", "holds a non-number");
+        r.repeat_times_ms.push_back(t.get<double>() * scale);
+      }
+    }
+    FillRepeatStatistics(r);
+    if (e.contains("timestamp") && e["timestamp"].is_string()) {
+      auto ts = ParseTimestampUs(e["timestamp"].get<std::string>());
+      if (!ts.ok()) return FileError(path, where + ".timestamp", ts.status().message());
+      r.measured_at_us = *ts;
+    }
+    out.push_back(std::move(r));
+  }
+  return out;
+}
+
+absl::StatusOr<std::vector<Record>> ReadKernelTuner(const std::string& path, const Json& doc,
+                                                    const ReadOptions& o) {
+  std::string kernel, device;
+  KTUNE_RETURN_IF_ERROR(ResolveNames(path, o, doc, &kernel, &device));
+  if (!doc.contains("cache") || !doc["cache"].is_object()) {
+    return FileError(path, "top level", "no \"cache\" object: not a Kernel Tuner cache file");
+  }
+  if (!doc.contains("tune_params_keys") || !doc["tune_params_keys"].is_array()) {
+    return FileError(path, "top level", "no \"tune_params_keys\" list");
+  }
+  std::vector<std::string> keys;
+  for (const Json& k : doc["tune_params_keys"]) {
+    if (!k.is_string()) return FileError(path, "tune_params_keys", "holds a non-string");
+    keys.push_back(k.get<std::string>());
+  }
+  std::string fingerprint_name =
+      doc.contains("device_name") && doc["device_name"].is_string() ? doc["device_name"].get<std::string>() : "";
+  std::vector<Record> out;
+  out.reserve(doc["cache"].size());
+  for (auto it = doc["cache"].begin(); it != doc["cache"].end(); ++it) {
+    std::string where = absl::StrCat("cache[\"", it.key(), "\"]");
+    const Json& e = it.value();
+    if (!e.is_object()) return FileError(path, where, "not an object");
+    Record r = Skeleton(o, kernel, device, path);
+    if (!fingerprint_name.empty()) {
+      r.device.fingerprint_json = Json({{"name", fingerprint_name}}).dump();
+    }
+    for (const std::string& k : keys) {
+      if (!e.contains(k)) return FileError(path, where, absl::StrCat("no value for parameter ", k));
+      const Json& v = e[k];
+      if (v.is_number_integer()) r.config[k] = v.get<int64_t>();
+      else if (v.is_number()) r.config[k] = v.get<double>();
+      else if (v.is_string()) r.config[k] = v.get<std::string>();
+      else return FileError(path, where, absl::StrCat("parameter ", k, " is not a number or string"));
+    }
+    if (!e.contains("time")) return FileError(path, where, "no \"time\"");
+    const Json& t = e["time"];
+    if (t.is_string()) {
+      r.status = StatusFromKernelTunerString(t.get<std::string>());
+      r.message = absl::StrCat(t.get<std::string>(), " (recorded)");
+    } else if (t.is_number()) {
+      double ms = t.get<double>();
+      if (ms >= 1e20) {  // Kernel Tuner's failure sentinel
+        r.status = MeasurementStatus::kRuntimeError;
+        r.message = "recorded with Kernel Tuner's failure time 1e20";
+      } else if (!(ms >= 0)) {
+        return FileError(path, where, "negative or NaN time");
+      } else {
+        r.time_ms = ms;
+      }
+    } else {
+      return FileError(path, where, "\"time\" is neither a number nor a failure string");
+    }
+    if (e.contains("times") && e["times"].is_array()) {
+      for (const Json& x : e["times"]) {
+        if (!x.is_number()) return FileError(path, where + ".times", "holds a non-number");
+        r.repeat_times_ms.push_back(x.get<double>());
+      }
+    }
+    FillRepeatStatistics(r);
+    if (e.contains("timestamp") && e["timestamp"].is_string()) {
+      auto ts = ParseTimestampUs(e["timestamp"].get<std::string>());
+      if (!ts.ok()) return FileError(path, where + ".timestamp", ts.status().message());
+      r.measured_at_us = *ts;
+    }
+    out.push_back(std::move(r));
+  }
+  return out;
+}
+
+absl::StatusOr<std::vector<Record>> ReadJsonl(const std::string& path, const std::string& text) {
+  std::vector<Record> out;
+  size_t line_no = 0;
+  for (absl::string_view line : absl::StrSplit(text, '\n')) {
+    ++line_no;
+    if (absl::StripAsciiWhitespace(line).empty()) continue;
+    auto r = RecordFromJsonLine(line);
+    if (!r.ok()) return FileError(path, absl::StrCat("line ", line_no), r.status().message());
+    out.push_back(*std::move(r));
+  }
+  return out;
+}
+
+RecordFileFormat DetectFormat(const std::string& text) {
+  size_t first = text.find_first_not_of(" \t\r\n");
+  if (first == std::string::npos) return RecordFileFormat::kJsonl;
+  size_t newline = text.find('\n', first);
+  absl::string_view head = absl::string_view(text).substr(first, std::min<size_t>(text.size() - first, 4096));
+  // A JSONL file starts with a whole record on its first line.
+  if (newline != std::string::npos &&
+      RecordFromJsonLine(absl::string_view(text).substr(first, newline - first)).ok()) {
+    return RecordFileFormat::kJsonl;
+  }
+  if (absl::StrContains(head, "\"results\"") || absl::StrContains(head, "\"schema_version\"") ||
+      absl::StrContains(head, "\"metadata\"")) {
+    return RecordFileFormat::kT4;
+  }
+  return RecordFileFormat::kKernelTuner;
+}
+
+}  // namespace
+
+absl::string_view RecordFileFormatName(RecordFileFormat f) {
+  switch (f) {
+    case RecordFileFormat::kT4: return "t4";
+    case RecordFileFormat::kKernelTuner: return "kernel-tuner";
+    case RecordFileFormat::kJsonl: return "jsonl";
+    case RecordFileFormat::kAuto: return "auto";
+  }
+  return "auto";
+}
+
+absl::StatusOr<RecordFileFormat> ParseRecordFileFormat(absl::string_view name) {
+  if (name == "t4") return RecordFileFormat::kT4;
+  if (name == "kernel-tuner" || name == "kernel_tuner") return RecordFileFormat::kKernelTuner;
+  if (name == "jsonl") return RecordFileFormat::kJsonl;
+  if (name == "auto" || name.empty()) return RecordFileFormat::kAuto;
+  return absl::InvalidArgumentError(
+      absl::StrCat("unknown format '", name, "' (expected t4, kernel-tuner or jsonl)"));
+}
+
+absl::StatusOr<RecordFile> ReadRecordFile(const std::string& path, const ReadOptions& options) {
+  KTUNE_ASSIGN_OR_RETURN(std::string text, ReadFileMaybeGzip(path));
+  RecordFile file;
+  file.format = options.format == RecordFileFormat::kAuto ? DetectFormat(text) : options.format;
+  if (file.format == RecordFileFormat::kJsonl) {
+    KTUNE_ASSIGN_OR_RETURN(file.records, ReadJsonl(path, text));
+    return file;
+  }
+  KTUNE_ASSIGN_OR_RETURN(Json doc, ParseJson(path, text));
+  if (!doc.is_object()) return FileError(path, "top level", "not a JSON object");
+  if (file.format == RecordFileFormat::kT4) {
+    KTUNE_ASSIGN_OR_RETURN(file.records, ReadT4(path, doc, options));
+  } else {
+    KTUNE_ASSIGN_OR_RETURN(file.records, ReadKernelTuner(path, doc, options));
+  }
+  return file;
+}
+
+absl::StatusOr<RecordedSpace> LoadRecordedSpace(const std::string& path,
+                                                const ReadOptions& options) {
+  KTUNE_ASSIGN_OR_RETURN(RecordFile file, ReadRecordFile(path, options));
+  std::vector<Configuration> configs;
+  configs.reserve(file.records.size());
+  for (const Record& r : file.records) configs.push_back(r.config);
+  auto space = SearchSpace::FromConfigurations(configs);
+  if (!space.ok()) {
+    return absl::Status(space.status().code(), absl::StrCat(path, ": ", space.status().message()));
+  }
+  return RecordedSpace{*std::move(space), std::move(file.records)};
+}
+
+absl::StatusOr<ImportSummary> ImportRecordFile(TuningDatabase& db, const std::string& path,
+                                               const ReadOptions& options) {
+  KTUNE_ASSIGN_OR_RETURN(RecordFile file, ReadRecordFile(path, options));
+  ImportSummary summary;
+  summary.format = file.format;
+  summary.records_read = static_cast<int64_t>(file.records.size());
+  auto added = db.AddRecords(file.records);
+  if (!added.ok()) {
+    return absl::Status(added.status().code(),
+                        absl::StrCat(path, ": nothing imported: ", added.status().message()));
+  }
+  summary.records_added = *added;
+  return summary;
+}
+
+absl::StatusOr<int64_t> ExportJsonl(TuningDatabase& db, std::ostream& out) {
+  int64_t n = 0;
+  KTUNE_RETURN_IF_ERROR(db.ForEachRecord([&](const Record& r) {
+    out << RecordToJsonLine(r) << '\n';
+    ++n;
+    return out ? absl::OkStatus() : absl::UnavailableError("write failed");
+  }));
+  return n;
+}
+
+absl::StatusOr<int64_t> ExportT4(TuningDatabase& db, const TaskKey& task, std::ostream& out) {
+  KTUNE_ASSIGN_OR_RETURN(std::vector<Record> records, db.TaskRecords(task));
+  Json results = Json::array();
+  for (const Record& r : records) {
+    Json e;
+    if (r.measured_at_us) {
+      e["timestamp"] = absl::FormatTime("%Y-%m-%d %H:%M:%E6S%Ez",
+                                        absl::FromUnixMicros(*r.measured_at_us), absl::UTCTimeZone());
+    }
+    Json config = Json::object();
+    for (const auto& [k, v] : r.config) std::visit([&](const auto& x) { config[k] = x; }, v);
+    e["configuration"] = config;
+    e["times"] = {{"runtimes", r.repeat_times_ms}};
+    e["invalidity"] = T4Invalidity(r.status);
+    e["correctness"] = r.status == MeasurementStatus::kOk ? 1 : 0;
+    Json value;
+    if (r.time_ms) {
+      value = *r.time_ms;
+    } else if (r.status == MeasurementStatus::kCompileError) {
+      value = "CompilationFailedConfig";
+    } else if (r.status == MeasurementStatus::kInvalidConfig) {
+      value = "InvalidConfig";
+    } else {
+      value = "RuntimeFailedConfig";
+    }
+    e["measurements"] = Json::array({{{"name", "time"}, {"value", value}, {"unit", "milliseconds"}}});
+    e["objectives"] = Json::array({"time"});
+    results.push_back(std::move(e));
+  }
+  Json doc = {{"schema_version", "1.0.0"},
+              {"metadata", {{"timeunit", "milliseconds"}}},
+              {"results", std::move(results)}};
+  out << doc.dump(1) << '\n';
+  if (!out) return absl::UnavailableError("write failed");
+  return static_cast<int64_t>(records.size());
+}
+
+}  // namespace ktune

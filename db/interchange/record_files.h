@@ -1,0 +1,71 @@
+// Reading and writing record files: T4 and Kernel Tuner cache files (as in
+// ../shared/datasets/spaces, gzip or plain) and ktune's own JSONL.
+//
+// Reading never touches a database: it returns records, or an error that names the file and
+// where it broke (line and column for JSON syntax, the entry for a bad field).
+#ifndef KTUNE_DB_INTERCHANGE_RECORD_FILES_H_
+#define KTUNE_DB_INTERCHANGE_RECORD_FILES_H_
+
+#include <ostream>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "db/record.h"
+#include "db/tuning_database.h"
+#include "kernels/search_space.h"
+
+namespace ktune {
+
+enum class RecordFileFormat { kAuto, kT4, kKernelTuner, kJsonl };
+absl::string_view RecordFileFormatName(RecordFileFormat f);  // "t4", "kernel-tuner", "jsonl"
+// "t4", "kernel-tuner" (or "kernel_tuner"), "jsonl", "auto".
+absl::StatusOr<RecordFileFormat> ParseRecordFileFormat(absl::string_view name);
+
+struct ReadOptions {
+  RecordFileFormat format = RecordFileFormat::kAuto;  // kAuto: from the content
+  // T4 and Kernel Tuner files only. Empty kernel/device: taken from a file name of the form
+  // <kernel>_<device>_(T4|kernel_tuner_cache).json[.gz], else from the file (Kernel Tuner's
+  // kernel_name and device_name), else an error that asks for --kernel / --device.
+  std::string kernel;
+  std::string device;
+  Problem problem;  // the problem the file's measurements were taken on; default {}
+};
+
+struct RecordFile {
+  RecordFileFormat format = RecordFileFormat::kAuto;
+  std::vector<Record> records;  // in file order
+};
+
+absl::StatusOr<RecordFile> ReadRecordFile(const std::string& path, const ReadOptions& options);
+
+// A recorded space: the search space whose valid set is the file's configurations, with the
+// file's records (ReplayMeasurer answers from them).
+struct RecordedSpace {
+  SearchSpace space;
+  std::vector<Record> records;
+};
+absl::StatusOr<RecordedSpace> LoadRecordedSpace(const std::string& path,
+                                                const ReadOptions& options = {});
+
+struct ImportSummary {
+  RecordFileFormat format = RecordFileFormat::kAuto;
+  int64_t records_read = 0;
+  int64_t records_added = 0;  // the rest were already stored
+};
+
+// Reads `path` and stores its records in one transaction: all of the file or nothing.
+absl::StatusOr<ImportSummary> ImportRecordFile(TuningDatabase& db, const std::string& path,
+                                               const ReadOptions& options);
+
+// Every record, one JSON object a line, in insertion order. Returns how many were written.
+absl::StatusOr<int64_t> ExportJsonl(TuningDatabase& db, std::ostream& out);
+
+// One task's records as a T4 file (a T4 file holds one kernel on one device). ok -> "correct";
+// compile_error -> "compile"; runtime_error and lost -> "runtime"; timeout -> "timeout";
+// wrong_result -> "correctness"; invalid_config -> "constraints".
+absl::StatusOr<int64_t> ExportT4(TuningDatabase& db, const TaskKey& task, std::ostream& out);
+
+}  // namespace ktune
+
+#endif  // KTUNE_DB_INTERCHANGE_RECORD_FILES_H_

@@ -1,0 +1,219 @@
+#include "db/memory_tuning_database.h"
+
+#include <algorithm>
+#include <tuple>
+
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "common/status_macros.h"
+#include "db/device_family.h"
+
+namespace ktune {
+namespace {
+
+bool SameWorkload(const Record& r, const std::string& kernel, const std::string& version,
+                  const Problem& problem) {
+  return r.kernel == kernel && (version.empty() || r.kernel_version == version) &&
+         r.problem == problem;
+}
+
+auto TaskOrder(const TaskKey& t) {
+  return std::make_tuple(t.kernel, t.kernel_version, CanonicalJson(t.problem), t.device_class);
+}
+
+}  // namespace
+
+absl::StatusOr<int64_t> MemoryTuningDatabase::AddRecords(const std::vector<Record>& records) {
+  for (const Record& r : records) KTUNE_RETURN_IF_ERROR(ValidateRecord(r));
+  absl::MutexLock lock(&mu_);
+  int64_t added = 0;
+  for (const Record& r : records) {
+    if (record_ids_.insert(r.RecordId()).second) {
+      records_.push_back(r);
+      ++added;
+    }
+  }
+  return added;
+}
+
+absl::StatusOr<BestResult> MemoryTuningDatabase::QueryBest(const BestQuery& q) {
+  absl::MutexLock lock(&mu_);
+  std::string family = q.family;
+  if (family.empty() && !q.device_class.empty()) {
+    for (const Record& r : records_) {
+      if (r.device.device_class == q.device_class && !r.device.family.empty()) {
+        family = r.device.family;
+        break;
+      }
+    }
+  }
+  if (family.empty()) family = InferDeviceFamily(q.device_class);
+  const std::pair<MatchLevel, std::function<bool(const DeviceInfo&)>> levels[] = {
+      {MatchLevel::kExact,
+       [&](const DeviceInfo& d) {
+         return !q.fingerprint_hash.empty() && d.FingerprintHash() == q.fingerprint_hash;
+       }},
+      {MatchLevel::kDeviceClass,
+       [&](const DeviceInfo& d) { return !q.device_class.empty() && d.device_class == q.device_class; }},
+      {MatchLevel::kFamily, [&](const DeviceInfo& d) { return !family.empty() && d.family == family; }},
+  };
+  for (const auto& [level, matches] : levels) {
+    std::vector<const Record*> hits;
+    for (const Record& r : records_) {
+      if (r.status == MeasurementStatus::kOk && SameWorkload(r, q.kernel, q.kernel_version, q.problem) &&
+          matches(r.device)) {
+        hits.push_back(&r);
+      }
+    }
+    if (hits.empty()) continue;
+    std::vector<std::pair<std::string, const Record*>> keyed;
+    for (const Record* r : hits) keyed.emplace_back(r->RecordId(), r);
+    std::sort(keyed.begin(), keyed.end(), [](const auto& a, const auto& b) {
+      return std::tie(*a.second->time_ms, a.first) < std::tie(*b.second->time_ms, b.first);
+    });
+    BestResult result;
+    result.level = level;
+    std::set<std::string> seen;
+    for (const auto& [id, r] : keyed) {
+      if (static_cast<int>(result.records.size()) >= q.top_k) break;
+      if (seen.insert(r->ConfigHash()).second) result.records.push_back(*r);
+    }
+    return result;
+  }
+  return BestResult{};
+}
+
+absl::StatusOr<std::vector<Record>> MemoryTuningDatabase::TaskRecords(const TaskKey& task) {
+  absl::MutexLock lock(&mu_);
+  std::vector<std::pair<std::string, const Record*>> keyed;
+  for (const Record& r : records_) {
+    if (SameWorkload(r, task.kernel, task.kernel_version, task.problem) &&
+        r.device.device_class == task.device_class) {
+      keyed.emplace_back(r.RecordId(), &r);
+    }
+  }
+  std::sort(keyed.begin(), keyed.end(), [](const auto& a, const auto& b) {
+    // Unknown times first, then by time, then by id.
+    auto key = [](const auto& x) {
+      return std::make_tuple(x.second->measured_at_us.has_value(),
+                             x.second->measured_at_us.value_or(0), x.first);
+    };
+    return key(a) < key(b);
+  });
+  std::vector<Record> out;
+  for (const auto& [id, r] : keyed) out.push_back(*r);
+  return out;
+}
+
+absl::StatusOr<std::vector<TaskKey>> MemoryTuningDatabase::ListTasks() {
+  absl::MutexLock lock(&mu_);
+  std::vector<TaskKey> tasks;
+  for (const Record& r : records_) {
+    TaskKey t{r.kernel, r.kernel_version, r.problem, r.device.device_class};
+    bool known = std::any_of(tasks.begin(), tasks.end(),
+                             [&](const TaskKey& x) { return TaskOrder(x) == TaskOrder(t); });
+    if (!known) tasks.push_back(std::move(t));
+  }
+  std::sort(tasks.begin(), tasks.end(),
+            [](const TaskKey& a, const TaskKey& b) { return TaskOrder(a) < TaskOrder(b); });
+  return tasks;
+}
+
+absl::Status MemoryTuningDatabase::ForEachRecord(
+    const std::function<absl::Status(const Record&)>& fn) {
+  std::vector<Record> snapshot;
+  {
+    absl::MutexLock lock(&mu_);
+    snapshot = records_;
+  }
+  for (const Record& r : snapshot) KTUNE_RETURN_IF_ERROR(fn(r));
+  return absl::OkStatus();
+}
+
+absl::StatusOr<DatabaseStats> MemoryTuningDatabase::Stats() {
+  absl::MutexLock lock(&mu_);
+  DatabaseStats s;
+  std::set<std::pair<std::string, std::string>> kernels;
+  std::set<std::string> workloads, devices;
+  for (const Record& r : records_) {
+    kernels.insert({r.kernel, r.kernel_version});
+    workloads.insert(absl::StrCat(r.kernel, "\n", r.kernel_version, "\n", CanonicalJson(r.problem)));
+    devices.insert(r.device.FingerprintHash());
+    ++s.records_by_status[std::string(StatusName(r.status))];
+  }
+  s.kernels = static_cast<int64_t>(kernels.size());
+  s.workloads = static_cast<int64_t>(workloads.size());
+  s.devices = static_cast<int64_t>(devices.size());
+  s.records = static_cast<int64_t>(records_.size());
+  s.jobs = static_cast<int64_t>(jobs_.size());
+  return s;
+}
+
+absl::StatusOr<int64_t> MemoryTuningDatabase::CreateJob(const Job& job) {
+  absl::MutexLock lock(&mu_);
+  Job stored = job;
+  stored.id = next_job_id_++;
+  stored.state = JobState::kQueued;
+  stored.created_at_us = stored.updated_at_us = absl::ToUnixMicros(absl::Now());
+  jobs_[stored.id] = stored;
+  return stored.id;
+}
+
+absl::StatusOr<Job> MemoryTuningDatabase::GetJob(int64_t id) {
+  absl::MutexLock lock(&mu_);
+  auto it = jobs_.find(id);
+  if (it == jobs_.end()) return absl::NotFoundError(absl::StrCat("no job ", id));
+  return it->second;
+}
+
+absl::StatusOr<std::vector<Job>> MemoryTuningDatabase::ListJobs() {
+  absl::MutexLock lock(&mu_);
+  std::vector<Job> out;
+  for (auto it = jobs_.rbegin(); it != jobs_.rend(); ++it) out.push_back(it->second);
+  return out;
+}
+
+absl::Status MemoryTuningDatabase::SetJobState(int64_t id, JobState state,
+                                               const std::string& message) {
+  absl::MutexLock lock(&mu_);
+  auto it = jobs_.find(id);
+  if (it == jobs_.end()) return absl::NotFoundError(absl::StrCat("no job ", id));
+  if (!IsAllowedJobTransition(it->second.state, state)) {
+    return absl::FailedPreconditionError(absl::StrCat("job ", id, " cannot go from ",
+                                                      JobStateName(it->second.state), " to ",
+                                                      JobStateName(state)));
+  }
+  it->second.state = state;
+  it->second.message = message;
+  it->second.updated_at_us = absl::ToUnixMicros(absl::Now());
+  return absl::OkStatus();
+}
+
+absl::Status MemoryTuningDatabase::UpdateJobTask(int64_t job_id, int task_index, JobState state,
+                                                 int64_t measurements_done) {
+  absl::MutexLock lock(&mu_);
+  auto it = jobs_.find(job_id);
+  if (it == jobs_.end()) return absl::NotFoundError(absl::StrCat("no job ", job_id));
+  if (task_index < 0 || task_index >= static_cast<int>(it->second.tasks.size())) {
+    return absl::NotFoundError(absl::StrCat("job ", job_id, " has no task ", task_index));
+  }
+  it->second.tasks[task_index].state = state;
+  it->second.tasks[task_index].measurements_done = measurements_done;
+  it->second.updated_at_us = absl::ToUnixMicros(absl::Now());
+  return absl::OkStatus();
+}
+
+absl::Status MemoryTuningDatabase::SaveCheckpoint(const std::string& key, const std::string& blob) {
+  absl::MutexLock lock(&mu_);
+  checkpoints_[key] = blob;
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::string> MemoryTuningDatabase::LoadCheckpoint(const std::string& key) {
+  absl::MutexLock lock(&mu_);
+  auto it = checkpoints_.find(key);
+  if (it == checkpoints_.end()) return absl::NotFoundError(absl::StrCat("no checkpoint '", key, "'"));
+  return it->second;
+}
+
+}  // namespace ktune

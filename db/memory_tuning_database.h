@@ -1,0 +1,43 @@
+// A TuningDatabase held in memory: for tests and throwaway runs. Nothing survives the object.
+// Thread-safe (one mutex).
+#ifndef KTUNE_DB_MEMORY_TUNING_DATABASE_H_
+#define KTUNE_DB_MEMORY_TUNING_DATABASE_H_
+
+#include <map>
+#include <set>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/synchronization/mutex.h"
+#include "db/tuning_database.h"
+
+namespace ktune {
+
+class MemoryTuningDatabase : public TuningDatabase {
+ public:
+  absl::StatusOr<int64_t> AddRecords(const std::vector<Record>& records) override;
+  absl::StatusOr<BestResult> QueryBest(const BestQuery& query) override;
+  absl::StatusOr<std::vector<Record>> TaskRecords(const TaskKey& task) override;
+  absl::StatusOr<std::vector<TaskKey>> ListTasks() override;
+  absl::Status ForEachRecord(const std::function<absl::Status(const Record&)>& fn) override;
+  absl::StatusOr<DatabaseStats> Stats() override;
+  absl::StatusOr<int64_t> CreateJob(const Job& job) override;
+  absl::StatusOr<Job> GetJob(int64_t id) override;
+  absl::StatusOr<std::vector<Job>> ListJobs() override;
+  absl::Status SetJobState(int64_t id, JobState state, const std::string& message) override;
+  absl::Status UpdateJobTask(int64_t job_id, int task_index, JobState state,
+                             int64_t measurements_done) override;
+  absl::Status SaveCheckpoint(const std::string& key, const std::string& blob) override;
+  absl::StatusOr<std::string> LoadCheckpoint(const std::string& key) override;
+
+ private:
+  absl::Mutex mu_;
+  std::vector<Record> records_ ABSL_GUARDED_BY(mu_);  // insertion order
+  std::set<std::string> record_ids_ ABSL_GUARDED_BY(mu_);
+  std::map<int64_t, Job> jobs_ ABSL_GUARDED_BY(mu_);
+  int64_t next_job_id_ ABSL_GUARDED_BY(mu_) = 1;
+  std::map<std::string, std::string> checkpoints_ ABSL_GUARDED_BY(mu_);
+};
+
+}  // namespace ktune
+
+#endif  // KTUNE_DB_MEMORY_TUNING_DATABASE_H_

@@ -1,0 +1,94 @@
+// The tuning database's domain types: measurement statuses, devices, tasks and records.
+#ifndef KTUNE_DB_RECORD_H_
+#define KTUNE_DB_RECORD_H_
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "kernels/configuration.h"
+
+namespace ktune {
+
+// The outcome of one measurement. A failure is a record with one of these, never a sentinel time.
+enum class MeasurementStatus {
+  kOk,
+  kCompileError,
+  kRuntimeError,   // crash, signal, launch failure
+  kTimeout,        // build or run exceeded its limit
+  kWrongResult,    // output differs from the reference
+  kInvalidConfig,  // breaks the constraints or the device's limits
+  kLost,           // the worker vanished with the lease
+};
+
+// "ok", "compile_error", "runtime_error", "timeout", "wrong_result", "invalid_config", "lost".
+absl::string_view StatusName(MeasurementStatus s);
+absl::StatusOr<MeasurementStatus> ParseStatusName(absl::string_view name);
+inline constexpr int kMeasurementStatusCount = 7;
+
+// A device as results depend on it, at the three levels lookups fall back through.
+struct DeviceInfo {
+  std::string fingerprint_json;  // canonical JSON of every fact (exact level)
+  std::string device_class;      // the model, e.g. "A100" (class level)
+  std::string family;            // the architecture, e.g. "ampere"; may be empty (family level)
+
+  // StableHashHex(fingerprint_json).
+  std::string FingerprintHash() const;
+  // A device known only by its model name (as in recorded spaces): fingerprint {"name": name},
+  // class = name, family inferred from the name (InferDeviceFamily), or empty.
+  static DeviceInfo FromName(const std::string& name);
+};
+
+// What is tuned: kernel + kernel version + problem + device class.
+struct TaskKey {
+  std::string kernel;
+  std::string kernel_version;  // empty: any version (queries) / unversioned (records)
+  Problem problem;
+  std::string device_class;
+};
+
+// One measurement of one configuration for one task.
+struct Record {
+  std::string kernel;
+  std::string kernel_version;
+  Problem problem;
+  DeviceInfo device;
+  Configuration config;
+  MeasurementStatus status = MeasurementStatus::kOk;
+  std::string message;  // why it failed; empty when OK
+  // The objective: the median of the repeats for ktune's own measurements, the file's recorded
+  // objective for imported ones. Set exactly when status is kOk.
+  std::optional<double> time_ms;
+  std::vector<double> repeat_times_ms;  // every repeat, in order
+  std::optional<double> median_ms, min_ms, stddev_ms;  // of the repeats; unset without repeats
+  std::string worker;
+  std::optional<int64_t> measured_at_us;  // Unix microseconds, UTC; unset if the source did not say
+  std::string source;                     // "worker", or "import:<file name>"
+
+  std::string ConfigHash() const { return ParamMapHash(config); }
+  // Content hash of everything above (16 hex digits): equal records have equal ids, so importing
+  // the same data twice adds nothing, and an export re-imports to the same ids.
+  std::string RecordId() const;
+};
+
+// Sets median_ms, min_ms and stddev_ms (sample standard deviation; 0 for one repeat) from
+// repeat_times_ms; clears them when there are no repeats.
+void FillRepeatStatistics(Record& r);
+
+// One JSON object on one line, keys in a fixed order, including "record_id". The JSONL
+// interchange format: RecordFromJsonLine(RecordToJsonLine(r)) == r, field for field.
+std::string RecordToJsonLine(const Record& r);
+// InvalidArgument naming the missing or mistyped field. A "record_id" present in the line must
+// match the content (a hand-edited record is refused rather than stored under a wrong id).
+absl::StatusOr<Record> RecordFromJsonLine(absl::string_view line);
+
+// RFC 3339 with microseconds in UTC ("2023-12-22T09:54:05.502007+00:00") and back.
+std::string FormatTimestampUs(int64_t unix_us);
+absl::StatusOr<int64_t> ParseTimestampUs(absl::string_view text);
+
+}  // namespace ktune
+
+#endif  // KTUNE_DB_RECORD_H_

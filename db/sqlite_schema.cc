@@ -1,0 +1,94 @@
+#include "db/sqlite_schema.h"
+
+namespace ktune {
+
+const std::vector<const char*> kSqliteMigrations = {
+    // 0 -> 1: measurements. Workloads (kernel + version + problem) are separate from records, as
+    // in TVM MetaSchedule; devices carry the three lookup levels.
+    R"sql(
+CREATE TABLE meta (
+  key TEXT PRIMARY KEY NOT NULL,
+  value TEXT NOT NULL
+);
+CREATE TABLE kernels (
+  id INTEGER PRIMARY KEY,
+  name TEXT NOT NULL,
+  version TEXT NOT NULL,
+  UNIQUE (name, version)
+);
+CREATE TABLE workloads (
+  id INTEGER PRIMARY KEY,
+  kernel_id INTEGER NOT NULL REFERENCES kernels (id),
+  problem_json TEXT NOT NULL,
+  problem_hash TEXT NOT NULL,
+  UNIQUE (kernel_id, problem_hash)
+);
+CREATE TABLE devices (
+  id INTEGER PRIMARY KEY,
+  fingerprint_hash TEXT NOT NULL UNIQUE,
+  fingerprint_json TEXT NOT NULL,
+  device_class TEXT NOT NULL,
+  family TEXT NOT NULL
+);
+CREATE INDEX devices_by_class ON devices (device_class);
+CREATE INDEX devices_by_family ON devices (family);
+CREATE TABLE records (
+  id INTEGER PRIMARY KEY,
+  record_uid TEXT NOT NULL UNIQUE,
+  workload_id INTEGER NOT NULL REFERENCES workloads (id),
+  device_id INTEGER NOT NULL REFERENCES devices (id),
+  config_json TEXT NOT NULL,
+  config_hash TEXT NOT NULL,
+  status TEXT NOT NULL CHECK (status IN ('ok', 'compile_error', 'runtime_error', 'timeout',
+                                         'wrong_result', 'invalid_config', 'lost')),
+  message TEXT NOT NULL,
+  time_ms REAL CHECK ((status = 'ok') = (time_ms IS NOT NULL)),
+  repeat_times_ms BLOB NOT NULL,  -- little-endian float64 array
+  median_ms REAL,
+  min_ms REAL,
+  stddev_ms REAL,
+  worker TEXT NOT NULL,
+  measured_at_us INTEGER,
+  source TEXT NOT NULL
+);
+CREATE INDEX records_by_task ON records (workload_id, device_id, status, time_ms);
+INSERT INTO meta (key, value) VALUES ('version', '1');
+)sql",
+    // 1 -> 2: fleet jobs and agent checkpoints.
+    R"sql(
+CREATE TABLE jobs (
+  id INTEGER PRIMARY KEY,
+  name TEXT NOT NULL,
+  spec_json TEXT NOT NULL,
+  strategy TEXT NOT NULL,
+  priority INTEGER NOT NULL,
+  state TEXT NOT NULL CHECK (state IN ('queued', 'running', 'paused', 'done', 'failed',
+                                       'cancelled')),
+  message TEXT NOT NULL,
+  created_at_us INTEGER NOT NULL,
+  updated_at_us INTEGER NOT NULL
+);
+CREATE TABLE job_tasks (
+  job_id INTEGER NOT NULL REFERENCES jobs (id),
+  task_index INTEGER NOT NULL,
+  kernel TEXT NOT NULL,
+  kernel_version TEXT NOT NULL,
+  problem_json TEXT NOT NULL,
+  device_class TEXT NOT NULL,
+  state TEXT NOT NULL,
+  budget INTEGER NOT NULL,
+  measurements_done INTEGER NOT NULL,
+  PRIMARY KEY (job_id, task_index)
+);
+CREATE TABLE agent_checkpoints (
+  key TEXT PRIMARY KEY NOT NULL,
+  blob BLOB NOT NULL,
+  updated_at_us INTEGER NOT NULL
+);
+UPDATE meta SET value = '2' WHERE key = 'version';
+)sql",
+};
+
+int CurrentSqliteSchemaVersion() { return static_cast<int>(kSqliteMigrations.size()); }
+
+}  // namespace ktune

@@ -1,0 +1,548 @@
+#include "db/sqlite_tuning_database.h"
+
+#include <cstring>
+#include <set>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "common/status_macros.h"
+#include "db/device_family.h"
+#include "db/sqlite_schema.h"
+#include "db/sqlite_util.h"
+
+namespace ktune {
+namespace {
+
+// --- SQL ---------------------------------------------------------------------------------------
+
+constexpr char kHasMetaTable[] =
+    "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = 'meta'";
+constexpr char kSelectVersion[] = "SELECT value FROM meta WHERE key = 'version'";
+
+constexpr char kInsertKernel[] = "INSERT OR IGNORE INTO kernels (name, version) VALUES (?, ?)";
+constexpr char kSelectKernel[] = "SELECT id FROM kernels WHERE name = ? AND version = ?";
+constexpr char kInsertWorkload[] =
+    "INSERT OR IGNORE INTO workloads (kernel_id, problem_json, problem_hash) VALUES (?, ?, ?)";
+constexpr char kSelectWorkload[] =
+    "SELECT id FROM workloads WHERE kernel_id = ? AND problem_hash = ?";
+constexpr char kInsertDevice[] =
+    "INSERT OR IGNORE INTO devices (fingerprint_hash, fingerprint_json, device_class, family) "
+    "VALUES (?, ?, ?, ?)";
+constexpr char kSelectDevice[] = "SELECT id FROM devices WHERE fingerprint_hash = ?";
+constexpr char kInsertRecord[] =
+    "INSERT OR IGNORE INTO records (record_uid, workload_id, device_id, config_json, config_hash, "
+    "status, message, time_ms, repeat_times_ms, median_ms, min_ms, stddev_ms, worker, "
+    "measured_at_us, source) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
+
+// Columns read by ReadRecord, in this order.
+constexpr char kRecordSelect[] =
+    "SELECT k.name, k.version, w.problem_json, d.fingerprint_json, d.device_class, d.family, "
+    "r.config_json, r.status, r.message, r.time_ms, r.repeat_times_ms, r.median_ms, r.min_ms, "
+    "r.stddev_ms, r.worker, r.measured_at_us, r.source, r.record_uid, r.config_hash "
+    "FROM records r JOIN workloads w ON r.workload_id = w.id "
+    "JOIN kernels k ON w.kernel_id = k.id JOIN devices d ON r.device_id = d.id ";
+constexpr char kWorkloadFilter[] =
+    "WHERE k.name = ?1 AND (?2 = '' OR k.version = ?2) AND w.problem_hash = ?3 ";
+constexpr char kBestOrder[] = "AND r.status = 'ok' ORDER BY r.time_ms, r.record_uid";
+constexpr char kFamilyOfClass[] =
+    "SELECT family FROM devices WHERE device_class = ? AND family != '' ORDER BY id LIMIT 1";
+constexpr char kTaskOrder[] =
+    "ORDER BY r.measured_at_us IS NOT NULL, r.measured_at_us, r.record_uid";
+constexpr char kAllRecordsOrder[] = "ORDER BY r.id";
+constexpr char kListTasks[] =
+    "SELECT DISTINCT k.name, k.version, w.problem_json, d.device_class "
+    "FROM records r JOIN workloads w ON r.workload_id = w.id "
+    "JOIN kernels k ON w.kernel_id = k.id JOIN devices d ON r.device_id = d.id "
+    "ORDER BY k.name, k.version, w.problem_json, d.device_class";
+
+constexpr char kCountKernels[] = "SELECT COUNT(*) FROM kernels";
+constexpr char kCountWorkloads[] = "SELECT COUNT(*) FROM workloads";
+constexpr char kCountDevices[] = "SELECT COUNT(*) FROM devices";
+constexpr char kCountRecordsByStatus[] =
+    "SELECT status, COUNT(*) FROM records GROUP BY status ORDER BY status";
+constexpr char kCountJobs[] = "SELECT COUNT(*) FROM jobs";
+
+constexpr char kInsertJob[] =
+    "INSERT INTO jobs (name, spec_json, strategy, priority, state, message, created_at_us, "
+    "updated_at_us) VALUES (?, ?, ?, ?, 'queued', '', ?, ?)";
+constexpr char kInsertJobTask[] =
+    "INSERT INTO job_tasks (job_id, task_index, kernel, kernel_version, problem_json, "
+    "device_class, state, budget, measurements_done) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)";
+constexpr char kSelectJob[] =
+    "SELECT id, name, spec_json, strategy, priority, state, message, created_at_us, "
+    "updated_at_us FROM jobs WHERE id = ?";
+constexpr char kSelectJobIds[] = "SELECT id FROM jobs ORDER BY id DESC";
+constexpr char kSelectJobTasks[] =
+    "SELECT kernel, kernel_version, problem_json, device_class, state, budget, "
+    "measurements_done FROM job_tasks WHERE job_id = ? ORDER BY task_index";
+constexpr char kUpdateJobState[] =
+    "UPDATE jobs SET state = ?, message = ?, updated_at_us = ? WHERE id = ?";
+constexpr char kUpdateJobTask[] =
+    "UPDATE job_tasks SET state = ?, measurements_done = ? WHERE job_id = ? AND task_index = ?";
+constexpr char kTouchJob[] = "UPDATE jobs SET updated_at_us = ? WHERE id = ?";
+constexpr char kUpsertCheckpoint[] =
+    "INSERT INTO agent_checkpoints (key, blob, updated_at_us) VALUES (?, ?, ?) "
+    "ON CONFLICT (key) DO UPDATE SET blob = excluded.blob, updated_at_us = excluded.updated_at_us";
+constexpr char kSelectCheckpoint[] = "SELECT blob FROM agent_checkpoints WHERE key = ?";
+
+// --- helpers -----------------------------------------------------------------------------------
+
+int64_t NowUs() { return absl::ToUnixMicros(absl::Now()); }
+
+std::string PackDoubles(const std::vector<double>& v) {
+  std::string out(v.size() * sizeof(double), '\0');
+  if (!v.empty()) std::memcpy(out.data(), v.data(), out.size());  // x86-64 and arm64: little-endian
+  return out;
+}
+
+std::vector<double> UnpackDoubles(const std::string& blob) {
+  std::vector<double> v(blob.size() / sizeof(double));
+  if (!v.empty()) std::memcpy(v.data(), blob.data(), v.size() * sizeof(double));
+  return v;
+}
+
+absl::StatusOr<int64_t> QueryInt(sqlite3* db, const char* sql) {
+  KTUNE_ASSIGN_OR_RETURN(SqliteStatement s, SqliteStatement::Prepare(db, sql));
+  KTUNE_ASSIGN_OR_RETURN(bool row, s.Step());
+  return row ? s.ColumnInt(0) : 0;
+}
+
+absl::StatusOr<Record> ReadRecord(const SqliteStatement& s) {
+  Record r;
+  r.kernel = s.ColumnText(0);
+  r.kernel_version = s.ColumnText(1);
+  KTUNE_ASSIGN_OR_RETURN(r.problem, ParseParamMapJson(s.ColumnText(2)));
+  r.device.fingerprint_json = s.ColumnText(3);
+  r.device.device_class = s.ColumnText(4);
+  r.device.family = s.ColumnText(5);
+  KTUNE_ASSIGN_OR_RETURN(r.config, ParseParamMapJson(s.ColumnText(6)));
+  KTUNE_ASSIGN_OR_RETURN(r.status, ParseStatusName(s.ColumnText(7)));
+  r.message = s.ColumnText(8);
+  r.time_ms = s.ColumnOptionalDouble(9);
+  r.repeat_times_ms = UnpackDoubles(s.ColumnBlob(10));
+  r.median_ms = s.ColumnOptionalDouble(11);
+  r.min_ms = s.ColumnOptionalDouble(12);
+  r.stddev_ms = s.ColumnOptionalDouble(13);
+  r.worker = s.ColumnText(14);
+  r.measured_at_us = s.ColumnOptionalInt(15);
+  r.source = s.ColumnText(16);
+  return r;
+}
+
+// Looks up or creates the id of a row identified by a unique key.
+absl::StatusOr<int64_t> InternRow(SqliteStatement& insert, SqliteStatement& select) {
+  KTUNE_RETURN_IF_ERROR(insert.Run());
+  insert.Reset();
+  KTUNE_ASSIGN_OR_RETURN(bool row, select.Step());
+  if (!row) return absl::InternalError("row vanished right after INSERT OR IGNORE");
+  int64_t id = select.ColumnInt(0);
+  select.Reset();
+  return id;
+}
+
+absl::Status WithPath(const absl::Status& st, const std::string& path) {
+  if (st.ok()) return st;
+  return absl::Status(st.code(), absl::StrCat(path, ": ", st.message()));
+}
+
+}  // namespace
+
+// --- opening and migrations --------------------------------------------------------------------
+
+absl::StatusOr<std::unique_ptr<SqliteTuningDatabase>> SqliteTuningDatabase::Open(
+    const std::string& path, Options options) {
+  sqlite3* raw = nullptr;
+  int rc = sqlite3_open_v2(path.c_str(), &raw,
+                           SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_FULLMUTEX,
+                           nullptr);
+  if (rc != SQLITE_OK) {
+    absl::Status st = SqliteError(rc, raw, absl::StrCat("cannot open database ", path));
+    sqlite3_close(raw);
+    return st;
+  }
+  std::unique_ptr<SqliteTuningDatabase> db(new SqliteTuningDatabase(raw, path));
+  sqlite3_busy_timeout(raw, options.busy_timeout_ms);
+  sqlite3_extended_result_codes(raw, 1);
+
+  // Read the stored version before anything writes to the file.
+  auto has_meta = QueryInt(raw, kHasMetaTable);
+  if (!has_meta.ok()) return WithPath(has_meta.status(), path);
+  int stored = 0;
+  if (*has_meta) {
+    auto s = SqliteStatement::Prepare(raw, kSelectVersion);
+    if (!s.ok()) return WithPath(s.status(), path);
+    auto row = s->Step();
+    if (!row.ok()) return WithPath(row.status(), path);
+    if (!*row || !absl::SimpleAtoi(s->ColumnText(0), &stored)) {
+      return absl::DataLossError(absl::StrCat(path, ": meta table has no valid schema version"));
+    }
+  }
+  if (stored > CurrentSqliteSchemaVersion()) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        path, ": written by a newer ktune (schema version ", stored, "; this build knows up to ",
+        CurrentSqliteSchemaVersion(), "). Upgrade ktune; the file was not modified."));
+  }
+  absl::Status st = SqliteExec(raw, "PRAGMA journal_mode = WAL");
+  if (st.ok()) st = SqliteExec(raw, "PRAGMA synchronous = FULL");
+  if (st.ok()) st = SqliteExec(raw, "PRAGMA foreign_keys = ON");
+  if (!st.ok()) return WithPath(st, path);
+  db->schema_version_ = stored;
+  int target = options.target_version > 0 ? options.target_version : CurrentSqliteSchemaVersion();
+  {
+    absl::MutexLock lock(&db->mu_);
+    st = db->Migrate(target);
+  }
+  if (!st.ok()) return WithPath(st, path);
+  return db;
+}
+
+absl::Status SqliteTuningDatabase::Migrate(int target_version) {
+  if (schema_version_ >= target_version) return absl::OkStatus();
+  KTUNE_ASSIGN_OR_RETURN(SqliteTransaction txn, SqliteTransaction::Begin(db_));
+  for (int v = schema_version_; v < target_version; ++v) {
+    absl::Status st = SqliteExec(db_, kSqliteMigrations[v]);
+    if (!st.ok()) {
+      return absl::Status(st.code(),
+                          absl::StrCat("migrating schema ", v, " -> ", v + 1, ": ", st.message()));
+    }
+  }
+  KTUNE_RETURN_IF_ERROR(txn.Commit());
+  schema_version_ = target_version;
+  return absl::OkStatus();
+}
+
+SqliteTuningDatabase::~SqliteTuningDatabase() {
+  absl::MutexLock lock(&mu_);
+  sqlite3_close(db_);
+}
+
+absl::Status SqliteTuningDatabase::CheckIntegrity() {
+  absl::MutexLock lock(&mu_);
+  KTUNE_ASSIGN_OR_RETURN(SqliteStatement s, SqliteStatement::Prepare(db_, "PRAGMA integrity_check"));
+  std::string report;
+  while (true) {
+    KTUNE_ASSIGN_OR_RETURN(bool row, s.Step());
+    if (!row) break;
+    absl::StrAppend(&report, report.empty() ? "" : "; ", s.ColumnText(0));
+  }
+  if (report == "ok") return absl::OkStatus();
+  return absl::DataLossError(absl::StrCat(path_, ": integrity check failed: ", report));
+}
+
+// --- records -----------------------------------------------------------------------------------
+
+absl::StatusOr<int64_t> SqliteTuningDatabase::AddRecords(const std::vector<Record>& records) {
+  for (const Record& r : records) KTUNE_RETURN_IF_ERROR(ValidateRecord(r));
+  absl::MutexLock lock(&mu_);
+  KTUNE_ASSIGN_OR_RETURN(SqliteTransaction txn, SqliteTransaction::Begin(db_));
+  KTUNE_ASSIGN_OR_RETURN(SqliteStatement insert_kernel, SqliteStatement::Prepare(db_, kInsertKernel));
+  KTUNE_ASSIGN_OR_RETURN(SqliteStatement select_kernel, SqliteStatement::Prepare(db_, kSelectKernel));
+  KTUNE_ASSIGN_OR_RETURN(SqliteStatement insert_workload,
+                         SqliteStatement::Prepare(db_, kInsertWorkload));
+  KTUNE_ASSIGN_OR_RETURN(SqliteStatement select_workload,
+                         SqliteStatement::Prepare(db_, kSelectWorkload));
+  KTUNE_ASSIGN_OR_RETURN(SqliteStatement insert_device, SqliteStatement::Prepare(db_, kInsertDevice));
+  KTUNE_ASSIGN_OR_RETURN(SqliteStatement select_device, SqliteStatement::Prepare(db_, kSelectDevice));
+  KTUNE_ASSIGN_OR_RETURN(SqliteStatement insert_record, SqliteStatement::Prepare(db_, kInsertRecord));
+
+  // Ids seen in this call: most batches share one kernel, problem and device.
+  absl::flat_hash_map<std::string, int64_t> workload_ids, device_ids;
+  int64_t added = 0;
+  for (const Record& r : records) {
+    std::string problem_json = CanonicalJson(r.problem);
+    std::string workload_key = absl::StrCat(r.kernel, "\n", r.kernel_version, "\n", problem_json);
+    auto wit = workload_ids.find(workload_key);
+    if (wit == workload_ids.end()) {
+      insert_kernel.Bind(1, r.kernel).Bind(2, r.kernel_version);
+      select_kernel.Bind(1, r.kernel).Bind(2, r.kernel_version);
+      KTUNE_ASSIGN_OR_RETURN(int64_t kernel_id, InternRow(insert_kernel, select_kernel));
+      std::string problem_hash = ParamMapHash(r.problem);
+      insert_workload.Bind(1, kernel_id).Bind(2, problem_json).Bind(3, problem_hash);
+      select_workload.Bind(1, kernel_id).Bind(2, problem_hash);
+      KTUNE_ASSIGN_OR_RETURN(int64_t workload_id, InternRow(insert_workload, select_workload));
+      wit = workload_ids.emplace(workload_key, workload_id).first;
+    }
+    std::string fingerprint_hash = r.device.FingerprintHash();
+    auto dit = device_ids.find(fingerprint_hash);
+    if (dit == device_ids.end()) {
+      insert_device.Bind(1, fingerprint_hash)
+          .Bind(2, r.device.fingerprint_json)
+          .Bind(3, r.device.device_class)
+          .Bind(4, r.device.family);
+      select_device.Bind(1, fingerprint_hash);
+      KTUNE_ASSIGN_OR_RETURN(int64_t device_id, InternRow(insert_device, select_device));
+      dit = device_ids.emplace(fingerprint_hash, device_id).first;
+    }
+    std::string repeats = PackDoubles(r.repeat_times_ms);
+    insert_record.Bind(1, r.RecordId())
+        .Bind(2, wit->second)
+        .Bind(3, dit->second)
+        .Bind(4, CanonicalJson(r.config))
+        .Bind(5, r.ConfigHash())
+        .Bind(6, StatusName(r.status))
+        .Bind(7, r.message)
+        .Bind(8, r.time_ms)
+        .BindBlob(9, repeats.data(), repeats.size())
+        .Bind(10, r.median_ms)
+        .Bind(11, r.min_ms)
+        .Bind(12, r.stddev_ms)
+        .Bind(13, r.worker)
+        .Bind(14, r.measured_at_us)
+        .Bind(15, r.source);
+    KTUNE_RETURN_IF_ERROR(insert_record.Run());
+    added += sqlite3_changes(db_);
+    insert_record.Reset();
+  }
+  KTUNE_RETURN_IF_ERROR(txn.Commit());
+  return added;
+}
+
+absl::StatusOr<BestResult> SqliteTuningDatabase::QueryBest(const BestQuery& q) {
+  absl::MutexLock lock(&mu_);
+  std::string family = q.family;
+  if (family.empty() && !q.device_class.empty()) {
+    KTUNE_ASSIGN_OR_RETURN(SqliteStatement s, SqliteStatement::Prepare(db_, kFamilyOfClass));
+    s.Bind(1, q.device_class);
+    KTUNE_ASSIGN_OR_RETURN(bool row, s.Step());
+    if (row) family = s.ColumnText(0);
+  }
+  if (family.empty()) family = InferDeviceFamily(q.device_class);
+  const std::pair<MatchLevel, std::pair<const char*, std::string>> levels[] = {
+      {MatchLevel::kExact, {"AND d.fingerprint_hash = ?4 ", q.fingerprint_hash}},
+      {MatchLevel::kDeviceClass, {"AND d.device_class = ?4 ", q.device_class}},
+      {MatchLevel::kFamily, {"AND d.family = ?4 ", family}},
+  };
+  std::string problem_hash = ParamMapHash(q.problem);
+  for (const auto& [level, filter] : levels) {
+    if (filter.second.empty()) continue;
+    KTUNE_ASSIGN_OR_RETURN(
+        SqliteStatement s,
+        SqliteStatement::Prepare(db_, absl::StrCat(kRecordSelect, kWorkloadFilter, filter.first,
+                                                   kBestOrder)));
+    s.Bind(1, q.kernel).Bind(2, q.kernel_version).Bind(3, problem_hash).Bind(4, filter.second);
+    BestResult result;
+    result.level = level;
+    std::set<std::string> seen_configs;
+    while (static_cast<int>(result.records.size()) < q.top_k) {
+      KTUNE_ASSIGN_OR_RETURN(bool row, s.Step());
+      if (!row) break;
+      if (!seen_configs.insert(s.ColumnText(18)).second) continue;
+      KTUNE_ASSIGN_OR_RETURN(Record r, ReadRecord(s));
+      result.records.push_back(std::move(r));
+    }
+    if (!result.records.empty()) return result;
+  }
+  return BestResult{};
+}
+
+absl::StatusOr<std::vector<Record>> SqliteTuningDatabase::TaskRecords(const TaskKey& task) {
+  absl::MutexLock lock(&mu_);
+  KTUNE_ASSIGN_OR_RETURN(
+      SqliteStatement s,
+      SqliteStatement::Prepare(db_, absl::StrCat(kRecordSelect, kWorkloadFilter,
+                                                 "AND d.device_class = ?4 ", kTaskOrder)));
+  s.Bind(1, task.kernel)
+      .Bind(2, task.kernel_version)
+      .Bind(3, ParamMapHash(task.problem))
+      .Bind(4, task.device_class);
+  std::vector<Record> out;
+  while (true) {
+    KTUNE_ASSIGN_OR_RETURN(bool row, s.Step());
+    if (!row) break;
+    KTUNE_ASSIGN_OR_RETURN(Record r, ReadRecord(s));
+    out.push_back(std::move(r));
+  }
+  return out;
+}
+
+absl::StatusOr<std::vector<TaskKey>> SqliteTuningDatabase::ListTasks() {
+  absl::MutexLock lock(&mu_);
+  KTUNE_ASSIGN_OR_RETURN(SqliteStatement s, SqliteStatement::Prepare(db_, kListTasks));
+  std::vector<TaskKey> out;
+  while (true) {
+    KTUNE_ASSIGN_OR_RETURN(bool row, s.Step());
+    if (!row) break;
+    TaskKey t;
+    t.kernel = s.ColumnText(0);
+    t.kernel_version = s.ColumnText(1);
+    KTUNE_ASSIGN_OR_RETURN(t.problem, ParseParamMapJson(s.ColumnText(2)));
+    t.device_class = s.ColumnText(3);
+    out.push_back(std::move(t));
+  }
+  return out;
+}
+
+absl::Status SqliteTuningDatabase::ForEachRecord(
+    const std::function<absl::Status(const Record&)>& fn) {
+  absl::MutexLock lock(&mu_);
+  KTUNE_ASSIGN_OR_RETURN(SqliteStatement s,
+                         SqliteStatement::Prepare(db_, absl::StrCat(kRecordSelect, kAllRecordsOrder)));
+  while (true) {
+    KTUNE_ASSIGN_OR_RETURN(bool row, s.Step());
+    if (!row) return absl::OkStatus();
+    KTUNE_ASSIGN_OR_RETURN(Record r, ReadRecord(s));
+    KTUNE_RETURN_IF_ERROR(fn(r));
+  }
+}
+
+absl::StatusOr<DatabaseStats> SqliteTuningDatabase::Stats() {
+  absl::MutexLock lock(&mu_);
+  DatabaseStats stats;
+  KTUNE_ASSIGN_OR_RETURN(stats.kernels, QueryInt(db_, kCountKernels));
+  KTUNE_ASSIGN_OR_RETURN(stats.workloads, QueryInt(db_, kCountWorkloads));
+  KTUNE_ASSIGN_OR_RETURN(stats.devices, QueryInt(db_, kCountDevices));
+  KTUNE_ASSIGN_OR_RETURN(stats.jobs, QueryInt(db_, kCountJobs));
+  KTUNE_ASSIGN_OR_RETURN(SqliteStatement s, SqliteStatement::Prepare(db_, kCountRecordsByStatus));
+  while (true) {
+    KTUNE_ASSIGN_OR_RETURN(bool row, s.Step());
+    if (!row) break;
+    stats.records_by_status[s.ColumnText(0)] = s.ColumnInt(1);
+    stats.records += s.ColumnInt(1);
+  }
+  return stats;
+}
+
+// --- jobs and checkpoints ------------------------------------------------------------------------
+
+absl::StatusOr<int64_t> SqliteTuningDatabase::CreateJob(const Job& job) {
+  absl::MutexLock lock(&mu_);
+  KTUNE_ASSIGN_OR_RETURN(SqliteTransaction txn, SqliteTransaction::Begin(db_));
+  KTUNE_ASSIGN_OR_RETURN(SqliteStatement insert, SqliteStatement::Prepare(db_, kInsertJob));
+  int64_t now = NowUs();
+  insert.Bind(1, job.name)
+      .Bind(2, job.spec_json)
+      .Bind(3, job.strategy)
+      .Bind(4, static_cast<int64_t>(job.priority))
+      .Bind(5, now)
+      .Bind(6, now);
+  KTUNE_RETURN_IF_ERROR(insert.Run());
+  int64_t id = sqlite3_last_insert_rowid(db_);
+  KTUNE_ASSIGN_OR_RETURN(SqliteStatement task, SqliteStatement::Prepare(db_, kInsertJobTask));
+  for (size_t i = 0; i < job.tasks.size(); ++i) {
+    const JobTask& t = job.tasks[i];
+    task.Bind(1, id)
+        .Bind(2, static_cast<int64_t>(i))
+        .Bind(3, t.task.kernel)
+        .Bind(4, t.task.kernel_version)
+        .Bind(5, CanonicalJson(t.task.problem))
+        .Bind(6, t.task.device_class)
+        .Bind(7, JobStateName(JobState::kQueued))
+        .Bind(8, t.budget)
+        .Bind(9, t.measurements_done);
+    KTUNE_RETURN_IF_ERROR(task.Run());
+    task.Reset();
+  }
+  KTUNE_RETURN_IF_ERROR(txn.Commit());
+  return id;
+}
+
+absl::StatusOr<Job> SqliteTuningDatabase::GetJobLocked(int64_t id) {
+  KTUNE_ASSIGN_OR_RETURN(SqliteStatement s, SqliteStatement::Prepare(db_, kSelectJob));
+  s.Bind(1, id);
+  KTUNE_ASSIGN_OR_RETURN(bool row, s.Step());
+  if (!row) return absl::NotFoundError(absl::StrCat("no job ", id));
+  Job job;
+  job.id = s.ColumnInt(0);
+  job.name = s.ColumnText(1);
+  job.spec_json = s.ColumnText(2);
+  job.strategy = s.ColumnText(3);
+  job.priority = static_cast<int>(s.ColumnInt(4));
+  KTUNE_ASSIGN_OR_RETURN(job.state, ParseJobStateName(s.ColumnText(5)));
+  job.message = s.ColumnText(6);
+  job.created_at_us = s.ColumnInt(7);
+  job.updated_at_us = s.ColumnInt(8);
+  KTUNE_ASSIGN_OR_RETURN(SqliteStatement t, SqliteStatement::Prepare(db_, kSelectJobTasks));
+  t.Bind(1, id);
+  while (true) {
+    KTUNE_ASSIGN_OR_RETURN(bool more, t.Step());
+    if (!more) break;
+    JobTask task;
+    task.task.kernel = t.ColumnText(0);
+    task.task.kernel_version = t.ColumnText(1);
+    KTUNE_ASSIGN_OR_RETURN(task.task.problem, ParseParamMapJson(t.ColumnText(2)));
+    task.task.device_class = t.ColumnText(3);
+    KTUNE_ASSIGN_OR_RETURN(task.state, ParseJobStateName(t.ColumnText(4)));
+    task.budget = t.ColumnInt(5);
+    task.measurements_done = t.ColumnInt(6);
+    job.tasks.push_back(std::move(task));
+  }
+  return job;
+}
+
+absl::StatusOr<Job> SqliteTuningDatabase::GetJob(int64_t id) {
+  absl::MutexLock lock(&mu_);
+  return GetJobLocked(id);
+}
+
+absl::StatusOr<std::vector<Job>> SqliteTuningDatabase::ListJobs() {
+  absl::MutexLock lock(&mu_);
+  KTUNE_ASSIGN_OR_RETURN(SqliteStatement s, SqliteStatement::Prepare(db_, kSelectJobIds));
+  std::vector<int64_t> ids;
+  while (true) {
+    KTUNE_ASSIGN_OR_RETURN(bool row, s.Step());
+    if (!row) break;
+    ids.push_back(s.ColumnInt(0));
+  }
+  std::vector<Job> jobs;
+  for (int64_t id : ids) {
+    KTUNE_ASSIGN_OR_RETURN(Job job, GetJobLocked(id));
+    jobs.push_back(std::move(job));
+  }
+  return jobs;
+}
+
+absl::Status SqliteTuningDatabase::SetJobState(int64_t id, JobState state,
+                                               const std::string& message) {
+  absl::MutexLock lock(&mu_);
+  KTUNE_ASSIGN_OR_RETURN(SqliteTransaction txn, SqliteTransaction::Begin(db_));
+  KTUNE_ASSIGN_OR_RETURN(Job job, GetJobLocked(id));
+  if (!IsAllowedJobTransition(job.state, state)) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "job ", id, " cannot go from ", JobStateName(job.state), " to ", JobStateName(state)));
+  }
+  KTUNE_ASSIGN_OR_RETURN(SqliteStatement s, SqliteStatement::Prepare(db_, kUpdateJobState));
+  s.Bind(1, JobStateName(state)).Bind(2, message).Bind(3, NowUs()).Bind(4, id);
+  KTUNE_RETURN_IF_ERROR(s.Run());
+  return txn.Commit();
+}
+
+absl::Status SqliteTuningDatabase::UpdateJobTask(int64_t job_id, int task_index, JobState state,
+                                                 int64_t measurements_done) {
+  absl::MutexLock lock(&mu_);
+  KTUNE_ASSIGN_OR_RETURN(SqliteTransaction txn, SqliteTransaction::Begin(db_));
+  KTUNE_ASSIGN_OR_RETURN(SqliteStatement s, SqliteStatement::Prepare(db_, kUpdateJobTask));
+  s.Bind(1, JobStateName(state))
+      .Bind(2, measurements_done)
+      .Bind(3, job_id)
+      .Bind(4, static_cast<int64_t>(task_index));
+  KTUNE_RETURN_IF_ERROR(s.Run());
+  if (sqlite3_changes(db_) == 0) {
+    return absl::NotFoundError(absl::StrCat("job ", job_id, " has no task ", task_index));
+  }
+  KTUNE_ASSIGN_OR_RETURN(SqliteStatement touch, SqliteStatement::Prepare(db_, kTouchJob));
+  touch.Bind(1, NowUs()).Bind(2, job_id);
+  KTUNE_RETURN_IF_ERROR(touch.Run());
+  return txn.Commit();
+}
+
+absl::Status SqliteTuningDatabase::SaveCheckpoint(const std::string& key, const std::string& blob) {
+  absl::MutexLock lock(&mu_);
+  KTUNE_ASSIGN_OR_RETURN(SqliteTransaction txn, SqliteTransaction::Begin(db_));
+  KTUNE_ASSIGN_OR_RETURN(SqliteStatement s, SqliteStatement::Prepare(db_, kUpsertCheckpoint));
+  s.Bind(1, key).BindBlob(2, blob.data(), blob.size()).Bind(3, NowUs());
+  KTUNE_RETURN_IF_ERROR(s.Run());
+  return txn.Commit();
+}
+
+absl::StatusOr<std::string> SqliteTuningDatabase::LoadCheckpoint(const std::string& key) {
+  absl::MutexLock lock(&mu_);
+  KTUNE_ASSIGN_OR_RETURN(SqliteStatement s, SqliteStatement::Prepare(db_, kSelectCheckpoint));
+  s.Bind(1, key);
+  KTUNE_ASSIGN_OR_RETURN(bool row, s.Step());
+  if (!row) return absl::NotFoundError(absl::StrCat("no checkpoint '", key, "'"));
+  return s.ColumnBlob(0);
+}
+
+}  // namespace ktune

@@ -1,0 +1,76 @@
+// The default TuningDatabase: one SQLite file.
+//
+// Durability: WAL journal, synchronous=FULL, every write in one transaction; a write that returned
+// OK has been committed. A busy timeout makes concurrent writers (other processes) wait rather
+// than fail; if they still collide, the call fails with Aborted and stored nothing.
+//
+// Schema: versioned (db/sqlite_schema.h). Opening migrates an older file in one transaction.
+// A file written by a newer ktune is refused with FailedPrecondition and is not modified.
+//
+// Thread-safe: one connection behind a mutex.
+#ifndef KTUNE_DB_SQLITE_TUNING_DATABASE_H_
+#define KTUNE_DB_SQLITE_TUNING_DATABASE_H_
+
+#include <sqlite3.h>
+
+#include <memory>
+#include <string>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/synchronization/mutex.h"
+#include "db/tuning_database.h"
+
+namespace ktune {
+
+class SqliteTuningDatabase : public TuningDatabase {
+ public:
+  struct Options {
+    int busy_timeout_ms = 5000;
+    // Migrate up to this version (tests use it to create old files); 0 = current.
+    int target_version = 0;
+  };
+
+  // Opens or creates `path`. Errors name the path: FailedPrecondition for a newer schema,
+  // DataLoss for a file that is not a SQLite database, Unavailable when it cannot be opened.
+  static absl::StatusOr<std::unique_ptr<SqliteTuningDatabase>> Open(const std::string& path,
+                                                                    Options options);
+  static absl::StatusOr<std::unique_ptr<SqliteTuningDatabase>> Open(const std::string& path) {
+    return Open(path, Options());
+  }
+  ~SqliteTuningDatabase() override;
+
+  // The schema version stored in the file.
+  int schema_version() const { return schema_version_; }
+  // PRAGMA integrity_check: OK, or DataLoss with SQLite's report.
+  absl::Status CheckIntegrity();
+
+  absl::StatusOr<int64_t> AddRecords(const std::vector<Record>& records) override;
+  absl::StatusOr<BestResult> QueryBest(const BestQuery& query) override;
+  absl::StatusOr<std::vector<Record>> TaskRecords(const TaskKey& task) override;
+  absl::StatusOr<std::vector<TaskKey>> ListTasks() override;
+  // `fn` runs under the database's lock: it must not call back into this database.
+  absl::Status ForEachRecord(const std::function<absl::Status(const Record&)>& fn) override;
+  absl::StatusOr<DatabaseStats> Stats() override;
+  absl::StatusOr<int64_t> CreateJob(const Job& job) override;
+  absl::StatusOr<Job> GetJob(int64_t id) override;
+  absl::StatusOr<std::vector<Job>> ListJobs() override;
+  absl::Status SetJobState(int64_t id, JobState state, const std::string& message) override;
+  absl::Status UpdateJobTask(int64_t job_id, int task_index, JobState state,
+                             int64_t measurements_done) override;
+  absl::Status SaveCheckpoint(const std::string& key, const std::string& blob) override;
+  absl::StatusOr<std::string> LoadCheckpoint(const std::string& key) override;
+
+ private:
+  SqliteTuningDatabase(sqlite3* db, std::string path) : db_(db), path_(std::move(path)) {}
+  absl::Status Migrate(int target_version);
+  absl::StatusOr<Job> GetJobLocked(int64_t id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
+  absl::Mutex mu_;
+  sqlite3* db_ ABSL_GUARDED_BY(mu_);
+  const std::string path_;
+  int schema_version_ = 0;
+};
+
+}  // namespace ktune
+
+#endif  // KTUNE_DB_SQLITE_TUNING_DATABASE_H_

@@ -1,0 +1,62 @@
+#include "db/tuning_database.h"
+
+#include "absl/strings/str_cat.h"
+
+namespace ktune {
+namespace {
+constexpr absl::string_view kJobStateNames[] = {"queued", "running",   "paused",
+                                                "done",   "failed",    "cancelled"};
+}  // namespace
+
+absl::string_view MatchLevelName(MatchLevel level) {
+  switch (level) {
+    case MatchLevel::kExact: return "exact";
+    case MatchLevel::kDeviceClass: return "device_class";
+    case MatchLevel::kFamily: return "family";
+    case MatchLevel::kNone: return "none";
+  }
+  return "none";
+}
+
+absl::string_view JobStateName(JobState s) { return kJobStateNames[static_cast<int>(s)]; }
+
+absl::StatusOr<JobState> ParseJobStateName(absl::string_view name) {
+  for (int i = 0; i < 6; ++i) {
+    if (kJobStateNames[i] == name) return static_cast<JobState>(i);
+  }
+  return absl::InvalidArgumentError(absl::StrCat("unknown job state '", name, "'"));
+}
+
+bool IsAllowedJobTransition(JobState from, JobState to) {
+  switch (from) {
+    case JobState::kQueued:
+      return to == JobState::kRunning || to == JobState::kCancelled;
+    case JobState::kRunning:
+      return to == JobState::kPaused || to == JobState::kDone || to == JobState::kFailed ||
+             to == JobState::kCancelled;
+    case JobState::kPaused:
+      return to == JobState::kRunning || to == JobState::kCancelled;
+    default:
+      return false;  // final states
+  }
+}
+
+absl::Status ValidateRecord(const Record& r) {
+  if (r.kernel.empty()) return absl::InvalidArgumentError("a record needs a kernel name");
+  if (r.device.device_class.empty()) {
+    return absl::InvalidArgumentError("a record needs a device class");
+  }
+  if ((r.status == MeasurementStatus::kOk) != r.time_ms.has_value()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "record of ", r.kernel, " ", CanonicalJson(r.config),
+        ": time_ms must be set exactly when the status is ok (status ", StatusName(r.status), ")"));
+  }
+  if (r.time_ms && !(*r.time_ms >= 0)) {
+    return absl::InvalidArgumentError(absl::StrCat("record of ", r.kernel, " ",
+                                                   CanonicalJson(r.config),
+                                                   ": time_ms must be a non-negative number"));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace ktune

@@ -1,0 +1,131 @@
+// The tuning database: every measurement ktune has made or imported, the jobs that asked for
+// them, and the agent's checkpoints.
+//
+// Implementations: MemoryTuningDatabase (tests, throwaway runs) and SqliteTuningDatabase (the
+// default). Both pass tests/db/tuning_database_conformance_test.cc. All methods are thread-safe.
+// A write that returns OK is durable for the implementation's notion of durability (for SQLite:
+// after COMMIT returned, with synchronous=FULL); a write that fails stored nothing.
+#ifndef KTUNE_DB_TUNING_DATABASE_H_
+#define KTUNE_DB_TUNING_DATABASE_H_
+
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "db/record.h"
+
+namespace ktune {
+
+// Which level of a best-known lookup matched.
+enum class MatchLevel { kExact, kDeviceClass, kFamily, kNone };
+absl::string_view MatchLevelName(MatchLevel level);  // "exact", "device_class", "family", "none"
+
+struct BestQuery {
+  std::string kernel;
+  std::string kernel_version;  // empty: any version
+  Problem problem;
+  // The device at its three levels; an empty field skips that level. When `family` is empty it
+  // is taken from the devices of `device_class` the database knows, else inferred from the
+  // class name (InferDeviceFamily).
+  std::string fingerprint_hash;
+  std::string device_class;
+  std::string family;
+  int top_k = 1;  // distinct configurations, best first
+};
+
+struct BestResult {
+  MatchLevel level = MatchLevel::kNone;
+  std::vector<Record> records;  // ok records, fastest first, one per configuration; <= top_k
+};
+
+struct DatabaseStats {
+  int64_t kernels = 0;
+  int64_t workloads = 0;  // kernel + version + problem
+  int64_t devices = 0;
+  int64_t records = 0;
+  std::map<std::string, int64_t> records_by_status;  // StatusName -> count; zero counts omitted
+  int64_t jobs = 0;
+};
+
+// Job state machine: queued -> running <-> paused; queued|running|paused -> cancelled;
+// running -> done|failed. Done, failed and cancelled are final.
+enum class JobState { kQueued, kRunning, kPaused, kDone, kFailed, kCancelled };
+absl::string_view JobStateName(JobState s);
+absl::StatusOr<JobState> ParseJobStateName(absl::string_view name);
+bool IsAllowedJobTransition(JobState from, JobState to);
+
+struct JobTask {
+  TaskKey task;
+  JobState state = JobState::kQueued;
+  int64_t budget = 0;             // measurements
+  int64_t measurements_done = 0;
+};
+
+struct Job {
+  int64_t id = 0;      // assigned by CreateJob
+  std::string name;
+  std::string spec_json;  // the submitted spec, as given
+  std::string strategy;
+  int priority = 0;
+  JobState state = JobState::kQueued;
+  std::string message;  // why it failed or was cancelled
+  std::vector<JobTask> tasks;
+  int64_t created_at_us = 0;
+  int64_t updated_at_us = 0;
+};
+
+class TuningDatabase {
+ public:
+  virtual ~TuningDatabase() = default;
+
+  // --- Records ---
+  // Stores `records` atomically: all or none. Records whose RecordId() is already stored are
+  // skipped. Returns how many were added. InvalidArgument (nothing stored) when a record has no
+  // kernel or device class, or time_ms set/unset against its status.
+  virtual absl::StatusOr<int64_t> AddRecords(const std::vector<Record>& records) = 0;
+
+  // Best known configurations: exact fingerprint, then device class, then family; the first
+  // level with an ok record wins.
+  virtual absl::StatusOr<BestResult> QueryBest(const BestQuery& query) = 0;
+
+  // Every record of a task (any status), ordered by measured_at (unknown first) then record id.
+  virtual absl::StatusOr<std::vector<Record>> TaskRecords(const TaskKey& task) = 0;
+
+  // The distinct tasks that have records, ordered by kernel, version, problem, device class.
+  virtual absl::StatusOr<std::vector<TaskKey>> ListTasks() = 0;
+
+  // Calls `fn` on every record in insertion order; stops with fn's error if it returns one.
+  virtual absl::Status ForEachRecord(const std::function<absl::Status(const Record&)>& fn) = 0;
+
+  virtual absl::StatusOr<DatabaseStats> Stats() = 0;
+
+  // --- Jobs ---
+  // Stores a new job with its tasks, state queued; returns its id (> 0).
+  virtual absl::StatusOr<int64_t> CreateJob(const Job& job) = 0;
+  virtual absl::StatusOr<Job> GetJob(int64_t id) = 0;  // NotFound
+  // All jobs, newest first, with their tasks.
+  virtual absl::StatusOr<std::vector<Job>> ListJobs() = 0;
+  // FailedPrecondition when the transition is not allowed (the message names both states).
+  virtual absl::Status SetJobState(int64_t id, JobState state, const std::string& message) = 0;
+  // Updates one task's progress (task_index into Job::tasks).
+  virtual absl::Status UpdateJobTask(int64_t job_id, int task_index, JobState state,
+                                     int64_t measurements_done) = 0;
+
+  // --- Agent checkpoints ---
+  // Stores `blob` under `key`, replacing any previous one.
+  virtual absl::Status SaveCheckpoint(const std::string& key, const std::string& blob) = 0;
+  // The blob under `key`, or NotFound.
+  virtual absl::StatusOr<std::string> LoadCheckpoint(const std::string& key) = 0;
+};
+
+// Checks a record before storing it: the rules AddRecords enforces, in one place.
+absl::Status ValidateRecord(const Record& r);
+
+}  // namespace ktune
+
+#endif  // KTUNE_DB_TUNING_DATABASE_H_

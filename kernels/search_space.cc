@@ -1,0 +1,279 @@
+#include "kernels/search_space.h"
+
+#include <algorithm>
+#include <limits>
+
+#include "absl/container/flat_hash_set.h"
+#include "absl/random/distributions.h"
+#include "absl/strings/str_cat.h"
+#include "common/status_macros.h"
+
+namespace ktune {
+namespace {
+
+ExprValue ToExprValue(const ParamValue& v, ExprSymbols& symbols) {
+  if (const auto* i = std::get_if<int64_t>(&v)) return ExprValue::Int(*i);
+  if (const auto* d = std::get_if<double>(&v)) return ExprValue::Float(*d);
+  return ExprValue::String(symbols.Intern(std::get<std::string>(v)));
+}
+
+bool SameValue(const ParamValue& a, const ParamValue& b) {
+  return !ParamValueLess(a, b) && !ParamValueLess(b, a) && a.index() == b.index();
+}
+
+}  // namespace
+
+absl::StatusOr<SearchSpace> SearchSpace::Create(std::vector<Parameter> parameters,
+                                                std::vector<std::string> constraints,
+                                                const Problem& problem) {
+  SearchSpace space;
+  if (parameters.empty()) return absl::InvalidArgumentError("a search space needs parameters");
+  if (parameters.size() > 64) {
+    return absl::InvalidArgumentError("a search space has at most 64 parameters");
+  }
+  ExprSymbols symbols;
+  double product = 1;
+  for (size_t k = 0; k < parameters.size(); ++k) {
+    const Parameter& p = parameters[k];
+    if (p.values.empty()) {
+      return absl::InvalidArgumentError(absl::StrCat("parameter '", p.name, "' has no values"));
+    }
+    if (p.values.size() > std::numeric_limits<uint16_t>::max()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("parameter '", p.name, "' has more than 65535 values"));
+    }
+    for (size_t a = 0; a < p.values.size(); ++a) {
+      for (size_t b = a + 1; b < p.values.size(); ++b) {
+        if (SameValue(p.values[a], p.values[b])) {
+          return absl::InvalidArgumentError(absl::StrCat(
+              "parameter '", p.name, "' lists the value ", FormatParamValue(p.values[a]),
+              " twice"));
+        }
+      }
+    }
+    if (!symbols.Bind(p.name, static_cast<int>(k))) {
+      return absl::InvalidArgumentError(absl::StrCat("parameter '", p.name, "' appears twice"));
+    }
+    product *= static_cast<double>(p.values.size());
+  }
+  if (product > 1.8e19) {
+    return absl::ResourceExhaustedError("the unconstrained space exceeds 2^64 configurations");
+  }
+  std::vector<ExprValue> problem_values;
+  for (const auto& [name, value] : problem) {
+    int slot = static_cast<int>(parameters.size() + problem_values.size());
+    if (!symbols.Bind(name, slot)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("problem parameter '", name, "' has the name of a tunable parameter"));
+    }
+    problem_values.push_back(ToExprValue(value, symbols));
+  }
+  space.parameters_ = std::move(parameters);
+  space.constraint_texts_ = std::move(constraints);
+  space.radix_.resize(space.parameters_.size());
+  uint64_t weight = 1;
+  for (size_t k = space.parameters_.size(); k-- > 0;) {
+    space.radix_[k] = weight;
+    weight *= space.parameters_[k].values.size();
+  }
+
+  // Compile the constraints; each is checked at the depth of the last parameter it reads.
+  struct Compiled {
+    Expression expr;
+    int level;  // -1: reads only problem values
+  };
+  std::vector<std::vector<const Expression*>> checks_at(space.parameters_.size());
+  std::vector<Compiled> compiled;
+  compiled.reserve(space.constraint_texts_.size());
+  for (const std::string& text : space.constraint_texts_) {
+    KTUNE_ASSIGN_OR_RETURN(Expression e, Expression::Compile(text, symbols));
+    int level = -1;
+    for (int slot : e.slots_used()) {
+      if (slot < static_cast<int>(space.parameters_.size())) level = std::max(level, slot);
+    }
+    compiled.push_back({std::move(e), level});
+  }
+  std::vector<const Expression*> problem_only;
+  for (const Compiled& c : compiled) {
+    (c.level < 0 ? problem_only : checks_at[c.level]).push_back(&c.expr);
+  }
+
+  // Per parameter, its values as expression values.
+  const size_t n = space.parameters_.size();
+  std::vector<std::vector<ExprValue>> values(n);
+  for (size_t k = 0; k < n; ++k) {
+    for (const ParamValue& v : space.parameters_[k].values) {
+      values[k].push_back(ToExprValue(v, symbols));
+    }
+  }
+  std::vector<ExprValue> slots(n + problem_values.size());
+  std::copy(problem_values.begin(), problem_values.end(), slots.begin() + n);
+  for (const Expression* e : problem_only) {
+    if (!e->IsTrue(slots.data())) return space;  // the problem rules out every configuration
+  }
+
+  // Depth-first enumeration with pruning.
+  std::vector<uint16_t> point(n, 0);
+  std::vector<size_t> next(n, 0);
+  size_t depth = 0;
+  while (true) {
+    if (next[depth] == values[depth].size()) {
+      if (depth == 0) break;
+      next[depth] = 0;
+      --depth;
+      continue;
+    }
+    uint16_t vi = static_cast<uint16_t>(next[depth]++);
+    point[depth] = vi;
+    slots[depth] = values[depth][vi];
+    bool ok = true;
+    for (const Expression* e : checks_at[depth]) {
+      if (!e->IsTrue(slots.data())) {
+        ok = false;
+        break;
+      }
+    }
+    if (!ok) continue;
+    if (depth + 1 == n) {
+      if (space.size() >= kMaxValidConfigurations) {
+        return absl::ResourceExhaustedError(absl::StrCat(
+            "the constrained space has more than ", kMaxValidConfigurations,
+            " valid configurations; narrow the value lists or add constraints"));
+      }
+      space.Insert(point.data());
+    } else {
+      ++depth;
+    }
+  }
+  return space;
+}
+
+absl::StatusOr<SearchSpace> SearchSpace::FromConfigurations(
+    const std::vector<Configuration>& configs) {
+  if (configs.empty()) return absl::InvalidArgumentError("a recorded space needs configurations");
+  SearchSpace space;
+  for (const auto& [name, unused] : configs.front()) {
+    space.parameters_.push_back({name, {}});
+  }
+  const size_t n = space.parameters_.size();
+  if (n == 0) return absl::InvalidArgumentError("recorded configurations have no parameters");
+  // Distinct values per parameter, sorted.
+  for (size_t k = 0; k < n; ++k) {
+    std::vector<ParamValue>& vals = space.parameters_[k].values;
+    for (const Configuration& c : configs) {
+      auto it = c.find(space.parameters_[k].name);
+      if (it == c.end() || c.size() != n) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "recorded configurations do not all have the same parameters (", CanonicalJson(c),
+            " vs ", CanonicalJson(configs.front()), ")"));
+      }
+      vals.push_back(it->second);
+    }
+    std::sort(vals.begin(), vals.end(), ParamValueLess);
+    vals.erase(std::unique(vals.begin(), vals.end(), SameValue), vals.end());
+  }
+  space.radix_.resize(n);
+  uint64_t weight = 1;
+  for (size_t k = n; k-- > 0;) {
+    space.radix_[k] = weight;
+    weight *= space.parameters_[k].values.size();
+  }
+  std::vector<Point> points;
+  points.reserve(configs.size());
+  for (const Configuration& c : configs) {
+    KTUNE_ASSIGN_OR_RETURN(Point p, space.ToPoint(c));
+    points.push_back(std::move(p));
+  }
+  std::sort(points.begin(), points.end());
+  points.erase(std::unique(points.begin(), points.end()), points.end());
+  for (const Point& p : points) space.Insert(p.data());
+  return space;
+}
+
+void SearchSpace::Insert(const uint16_t* point) {
+  uint64_t key = 0;
+  for (size_t k = 0; k < Width(); ++k) key += point[k] * radix_[k];
+  index_.emplace(key, static_cast<uint32_t>(size()));
+  valid_.insert(valid_.end(), point, point + Width());
+}
+
+double SearchSpace::unconstrained_size() const {
+  double product = 1;
+  for (const Parameter& p : parameters_) product *= static_cast<double>(p.values.size());
+  return product;
+}
+
+uint64_t SearchSpace::Encode(const Point& p) const {
+  uint64_t key = 0;
+  for (size_t k = 0; k < Width(); ++k) key += p[k] * radix_[k];
+  return key;
+}
+
+Point SearchSpace::PointAt(int64_t i) const {
+  auto begin = valid_.begin() + i * static_cast<int64_t>(Width());
+  return Point(begin, begin + Width());
+}
+
+int64_t SearchSpace::IndexOf(const Point& p) const {
+  if (p.size() != Width()) return -1;
+  for (size_t k = 0; k < Width(); ++k) {
+    if (p[k] >= parameters_[k].values.size()) return -1;
+  }
+  auto it = index_.find(Encode(p));
+  return it == index_.end() ? -1 : static_cast<int64_t>(it->second);
+}
+
+Configuration SearchSpace::ToConfiguration(const Point& p) const {
+  Configuration c;
+  for (size_t k = 0; k < Width(); ++k) c[parameters_[k].name] = parameters_[k].values[p[k]];
+  return c;
+}
+
+absl::StatusOr<Point> SearchSpace::ToPoint(const Configuration& config) const {
+  Point p(Width());
+  if (config.size() != Width()) {
+    for (const auto& [name, unused] : config) {
+      bool known = std::any_of(parameters_.begin(), parameters_.end(),
+                               [&](const Parameter& q) { return q.name == name; });
+      if (!known) return absl::InvalidArgumentError(absl::StrCat("unknown parameter '", name, "'"));
+    }
+  }
+  for (size_t k = 0; k < Width(); ++k) {
+    const Parameter& param = parameters_[k];
+    auto it = config.find(param.name);
+    if (it == config.end()) {
+      return absl::InvalidArgumentError(absl::StrCat("parameter '", param.name, "' is missing"));
+    }
+    auto v = std::find_if(param.values.begin(), param.values.end(),
+                          [&](const ParamValue& x) { return SameValue(x, it->second); });
+    if (v == param.values.end()) {
+      return absl::InvalidArgumentError(absl::StrCat("parameter '", param.name, "' has value ",
+                                                     FormatParamValue(it->second),
+                                                     ", which is not in its value list"));
+    }
+    p[k] = static_cast<uint16_t>(v - param.values.begin());
+  }
+  return p;
+}
+
+Point SearchSpace::SampleUniform(absl::BitGenRef rng) const {
+  return PointAt(absl::Uniform<int64_t>(rng, 0, size()));
+}
+
+std::vector<Point> SearchSpace::Neighbours(const Point& p, Neighbourhood kind) const {
+  std::vector<Point> out;
+  Point q = p;
+  for (size_t k = 0; k < Width(); ++k) {
+    const int count = static_cast<int>(parameters_[k].values.size());
+    for (int v = 0; v < count; ++v) {
+      if (v == p[k]) continue;
+      if (kind == Neighbourhood::kAdjacent && std::abs(v - static_cast<int>(p[k])) != 1) continue;
+      q[k] = static_cast<uint16_t>(v);
+      if (IsValid(q)) out.push_back(q);
+    }
+    q[k] = p[k];
+  }
+  return out;
+}
+
+}  // namespace ktune

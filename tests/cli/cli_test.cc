@@ -1,0 +1,155 @@
+// The ktune binary as users run it: exit codes (0 ok, 1 failure, 2 bad usage), --help
+// everywhere, --json that parses, and the acceptance check of the foundation: each shared
+// recorded space imported, then `ktune best` answering its optimum, which the test finds by
+// reading the file itself.
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+#include <zlib.h>
+
+#include <nlohmann/json.hpp>
+
+#include "tests/testing/test_util.h"
+
+namespace ktune {
+namespace {
+
+using ::testing::HasSubstr;
+using testing::RunKtune;
+using testing::SpaceFile;
+using testing::TempDir;
+
+TEST(CliTest, EveryCommandHasHelp) {
+  const std::vector<std::vector<std::string>> commands = {
+      {}, {"serve"}, {"worker"}, {"tune"}, {"submit"}, {"jobs"}, {"watch"}, {"cancel"},
+      {"best"}, {"kernels"}, {"db"}, {"db", "import"}, {"db", "export"}, {"db", "stats"},
+      {"space"}, {"bench"}, {"bench", "import"}, {"bench", "space"}, {"bench", "search"},
+      {"bench", "kernel"}, {"bench", "service"}};
+  for (std::vector<std::string> args : commands) {
+    args.push_back("--help");
+    auto r = RunKtune(args);
+    EXPECT_EQ(r.exit_code, 0) << ::testing::PrintToString(args) << r.err;
+    EXPECT_THAT(r.out, HasSubstr("Usage")) << ::testing::PrintToString(args);
+  }
+}
+
+TEST(CliTest, BadUsageExitsWithTwo) {
+  TempDir dir;
+  std::string db = dir.File("k.db");
+  EXPECT_EQ(RunKtune({}).exit_code, 2);
+  EXPECT_EQ(RunKtune({"frobnicate"}).exit_code, 2);
+  EXPECT_EQ(RunKtune({"best", "--device", "A100"}).exit_code, 2);  // --kernel missing
+  EXPECT_EQ(RunKtune({"db", "stats", "--db", db, "--colour"}).exit_code, 2);
+  auto bad_problem = RunKtune({"best", "--db", db, "--kernel", "gemm", "--device", "A100",
+                               "--problem", "M1024"});
+  EXPECT_EQ(bad_problem.exit_code, 2);
+  EXPECT_THAT(bad_problem.err, HasSubstr("NAME=VALUE"));
+  auto bad_format = RunKtune({"db", "import", "x.json", "--db", db, "--format", "csv"});
+  EXPECT_EQ(bad_format.exit_code, 2);
+  EXPECT_THAT(bad_format.err, HasSubstr("unknown format 'csv'"));
+}
+
+TEST(CliTest, FailuresExitWithOneAndSayWhy) {
+  TempDir dir;
+  auto missing = RunKtune({"db", "import", dir.File("nope.json"), "--db", dir.File("k.db")});
+  EXPECT_EQ(missing.exit_code, 1);
+  EXPECT_THAT(missing.err, HasSubstr("nope.json"));
+  auto serve = RunKtune({"serve"});
+  EXPECT_EQ(serve.exit_code, 1);
+  EXPECT_THAT(serve.err, HasSubstr("not available in this build"));
+}
+
+TEST(CliTest, StatsAndJobsSpeakJson) {
+  TempDir dir;
+  std::string db = dir.File("k.db");
+  auto import = RunKtune({"db", "import", SpaceFile("pnpoly_RTX_3090_T4.json.gz"), "--db", db, "--json"});
+  ASSERT_EQ(import.exit_code, 0) << import.err;
+  auto summary = nlohmann::json::parse(import.out);
+  EXPECT_EQ(summary["records_added"], 4092);
+  auto stats = RunKtune({"db", "stats", "--db", db, "--json"});
+  ASSERT_EQ(stats.exit_code, 0);
+  auto s = nlohmann::json::parse(stats.out);
+  EXPECT_EQ(s["records"], 4092);
+  EXPECT_EQ(s["records_by_status"]["runtime_error"], 330);
+  auto jobs = RunKtune({"jobs", "--db", db, "--json"});
+  ASSERT_EQ(jobs.exit_code, 0);
+  EXPECT_TRUE(nlohmann::json::parse(jobs.out).is_array());
+}
+
+TEST(CliTest, ExportWritesJsonlAndT4Files) {
+  TempDir dir;
+  std::string db = dir.File("k.db");
+  ASSERT_EQ(RunKtune({"db", "import", SpaceFile("pnpoly_RTX_3090_T4.json.gz"), "--db", db}).exit_code, 0);
+  ASSERT_EQ(RunKtune({"db", "export", "--db", db, "--out", dir.File("all.jsonl.gz")}).exit_code, 0);
+  ASSERT_EQ(RunKtune({"db", "export", "--db", db, "--format", "t4", "--out",
+                      dir.File("pnpoly_copy_T4.json")}).exit_code, 0);
+  std::string db2 = dir.File("k2.db");
+  auto back = RunKtune({"db", "import", dir.File("all.jsonl.gz"), "--db", db2, "--json"});
+  ASSERT_EQ(back.exit_code, 0) << back.err;
+  EXPECT_EQ(nlohmann::json::parse(back.out)["records_added"], 4092);
+  auto t4 = RunKtune({"db", "import", dir.File("pnpoly_copy_T4.json"), "--db", db2, "--json"});
+  ASSERT_EQ(t4.exit_code, 0) << t4.err;
+  EXPECT_EQ(nlohmann::json::parse(t4.out)["format"], "t4");
+}
+
+struct Optimum {
+  std::string config_json;
+  double time_ms;
+};
+
+// The fastest correct configuration, read straight from the file with no ktune code.
+Optimum FileOptimum(const std::string& path) {
+  gzFile gz = gzopen(path.c_str(), "rb");
+  std::string text;
+  char buf[65536];
+  int n;
+  while ((n = gzread(gz, buf, sizeof buf)) > 0) text.append(buf, n);
+  gzclose(gz);
+  auto doc = nlohmann::json::parse(text);
+  Optimum best{"", 1e300};
+  if (doc.contains("results")) {
+    for (const auto& r : doc["results"]) {
+      if (r["invalidity"] != "correct") continue;
+      for (const auto& m : r["measurements"]) {
+        if (m["name"] == "time" && m["value"].is_number() && m["value"].get<double>() < best.time_ms) {
+          best = {r["configuration"].dump(), m["value"].get<double>()};
+        }
+      }
+    }
+  } else {
+    for (const auto& [key, e] : doc["cache"].items()) {
+      if (!e["time"].is_number() || e["time"].get<double>() >= 1e20) continue;
+      if (e["time"].get<double>() < best.time_ms) {
+        nlohmann::json config;
+        for (const auto& k : doc["tune_params_keys"]) config[k.get<std::string>()] = e[k.get<std::string>()];
+        best = {config.dump(), e["time"].get<double>()};
+      }
+    }
+  }
+  return best;
+}
+
+TEST(CliTest, BestReturnsTheOptimumOfEverySharedSpace) {
+  std::vector<std::string> files = testing::AllSpaceFiles();
+  ASSERT_EQ(files.size(), 12u) << "expected the 12 recorded spaces in " << KTUNE_DATASETS_DIR;
+  TempDir dir;
+  for (const std::string& name : files) {
+    std::string db = dir.File(name + ".db");
+    auto imported = RunKtune({"db", "import", SpaceFile(name), "--db", db});
+    ASSERT_EQ(imported.exit_code, 0) << name << ": " << imported.err;
+    // <kernel>_<device>_<format>.json.gz
+    std::string kernel = name.substr(0, name.find('_'));
+    size_t fmt = name.find(name.find("_T4.") != std::string::npos ? "_T4." : "_kernel_tuner_cache.");
+    std::string device = name.substr(kernel.size() + 1, fmt - kernel.size() - 1);
+    auto best = RunKtune({"best", "--db", db, "--kernel", kernel, "--device", device, "--json"});
+    ASSERT_EQ(best.exit_code, 0) << name << ": " << best.err;
+    auto answer = nlohmann::json::parse(best.out);
+    ASSERT_EQ(answer["level"], "device_class") << name;
+    ASSERT_EQ(answer["best"].size(), 1u) << name;
+    Optimum want = FileOptimum(SpaceFile(name));
+    EXPECT_EQ(answer["best"][0]["config"].dump(), want.config_json) << name;
+    EXPECT_EQ(answer["best"][0]["time_ms"].get<double>(), want.time_ms) << name;
+  }
+}
+
+}  // namespace
+}  // namespace ktune

@@ -1,0 +1,224 @@
+// Record files are read from the shared recorded spaces and from small files the tests write,
+// broken in the ways real files break (truncated gzip, truncated JSON, a bad field); every
+// failure must name the file and the place, and store nothing.
+#include "db/interchange/record_files.h"
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+#include <zlib.h>
+
+#include <fstream>
+#include <set>
+#include <sstream>
+
+#include "db/memory_tuning_database.h"
+#include "db/sqlite_tuning_database.h"
+#include "tests/testing/test_util.h"
+
+namespace ktune {
+namespace {
+
+using ::testing::HasSubstr;
+using testing::ReadWholeFile;
+using testing::SpaceFile;
+using testing::TempDir;
+
+void WriteFile(const std::string& path, const std::string& contents) {
+  std::ofstream(path, std::ios::binary) << contents;
+}
+
+std::string Gunzipped(const std::string& path) {
+  gzFile gz = gzopen(path.c_str(), "rb");
+  std::string out;
+  char buf[65536];
+  int n;
+  while ((n = gzread(gz, buf, sizeof buf)) > 0) out.append(buf, n);
+  gzclose(gz);
+  return out;
+}
+
+TEST(RecordFilesTest, ReadsT4AndKernelTunerFilesOfTheSameMeasurementsAlike) {
+  auto t4 = ReadRecordFile(SpaceFile("convolution_A100_T4.json.gz"), {});
+  auto kt = ReadRecordFile(SpaceFile("convolution_A100_kernel_tuner_cache.json.gz"), {});
+  ASSERT_TRUE(t4.ok()) << t4.status();
+  ASSERT_TRUE(kt.ok()) << kt.status();
+  EXPECT_EQ(t4->format, RecordFileFormat::kT4);
+  EXPECT_EQ(kt->format, RecordFileFormat::kKernelTuner);
+  ASSERT_EQ(t4->records.size(), 4362u);
+  ASSERT_EQ(kt->records.size(), 4362u);
+  std::map<std::string, const Record*> by_config;
+  for (const Record& r : kt->records) by_config[r.ConfigHash()] = &r;
+  int failed = 0;
+  for (const Record& r : t4->records) {
+    const Record* other = by_config.at(r.ConfigHash());
+    EXPECT_EQ(r.status, other->status);
+    EXPECT_EQ(r.time_ms, other->time_ms);
+    EXPECT_EQ(r.repeat_times_ms, other->repeat_times_ms);
+    EXPECT_EQ(r.kernel, "convolution");
+    EXPECT_EQ(r.device.device_class, "A100");
+    EXPECT_EQ(r.device.family, "ampere");
+    failed += r.status != MeasurementStatus::kOk;
+  }
+  EXPECT_EQ(failed, 161);  // as the datasets README lists
+}
+
+TEST(RecordFilesTest, ImportingTheSameFileTwiceAddsNothing) {
+  MemoryTuningDatabase db;
+  auto first = ImportRecordFile(db, SpaceFile("pnpoly_RTX_3090_T4.json.gz"), {});
+  ASSERT_TRUE(first.ok()) << first.status();
+  EXPECT_EQ(first->records_added, 4092);
+  auto second = ImportRecordFile(db, SpaceFile("pnpoly_RTX_3090_T4.json.gz"), {});
+  ASSERT_TRUE(second.ok());
+  EXPECT_EQ(second->records_read, 4092);
+  EXPECT_EQ(second->records_added, 0);
+  EXPECT_EQ(db.Stats()->records_by_status.at("runtime_error"), 330);
+}
+
+TEST(RecordFilesTest, JsonlExportReimportsToIdenticalRecords) {
+  TempDir dir;
+  auto db = SqliteTuningDatabase::Open(dir.File("a.db"));
+  ASSERT_TRUE(db.ok());
+  ASSERT_TRUE(ImportRecordFile(**db, SpaceFile("convolution_A4000_T4.json.gz"), {}).ok());
+  ASSERT_TRUE(ImportRecordFile(**db, SpaceFile("pnpoly_RTX_3090_T4.json.gz"), {}).ok());
+  std::ostringstream first;
+  ASSERT_EQ(*ExportJsonl(**db, first), 4362 + 4092);
+  WriteFile(dir.File("export.jsonl"), first.str());
+
+  auto copy = SqliteTuningDatabase::Open(dir.File("b.db"));
+  ASSERT_TRUE(copy.ok());
+  auto imported = ImportRecordFile(**copy, dir.File("export.jsonl"), {});
+  ASSERT_TRUE(imported.ok()) << imported.status();
+  EXPECT_EQ(imported->format, RecordFileFormat::kJsonl);
+  EXPECT_EQ(imported->records_added, 4362 + 4092);
+  std::ostringstream second;
+  ASSERT_TRUE(ExportJsonl(**copy, second).ok());
+  EXPECT_EQ(first.str(), second.str());
+  // And into the original: all present already.
+  EXPECT_EQ(ImportRecordFile(**db, dir.File("export.jsonl"), {})->records_added, 0);
+}
+
+TEST(RecordFilesTest, T4ExportReimportsWithTheSameBest) {
+  TempDir dir;
+  MemoryTuningDatabase db;
+  ASSERT_TRUE(ImportRecordFile(db, SpaceFile("convolution_A100_T4.json.gz"), {}).ok());
+  TaskKey task{"convolution", "", {}, "A100"};
+  std::ostringstream out;
+  ASSERT_EQ(*ExportT4(db, task, out), 4362);
+  WriteFile(dir.File("convolution_A100copy_T4.json"), out.str());
+
+  MemoryTuningDatabase copy;
+  auto imported = ImportRecordFile(copy, dir.File("convolution_A100copy_T4.json"), {});
+  ASSERT_TRUE(imported.ok()) << imported.status();
+  EXPECT_EQ(imported->records_added, 4362);
+  BestQuery q{"convolution", "", {}, "", "A100", "", 3};
+  BestQuery q_copy{"convolution", "", {}, "", "A100copy", "", 3};
+  auto best = db.QueryBest(q), best_copy = copy.QueryBest(q_copy);
+  ASSERT_EQ(best->records.size(), 3u);
+  ASSERT_EQ(best_copy->records.size(), 3u);
+  for (int i = 0; i < 3; ++i) {
+    EXPECT_EQ(best->records[i].config, best_copy->records[i].config);
+    EXPECT_EQ(best->records[i].time_ms, best_copy->records[i].time_ms);
+    EXPECT_EQ(best->records[i].repeat_times_ms, best_copy->records[i].repeat_times_ms);
+    EXPECT_EQ(best->records[i].measured_at_us, best_copy->records[i].measured_at_us);
+  }
+  EXPECT_EQ(copy.Stats()->records_by_status.at("runtime_error"), 155);
+  EXPECT_EQ(copy.Stats()->records_by_status.at("compile_error"), 6);
+}
+
+TEST(RecordFilesTest, TruncatedGzipNamesTheFileAndStoresNothing) {
+  TempDir dir;
+  std::string whole = ReadWholeFile(SpaceFile("pnpoly_RTX_3090_T4.json.gz"));
+  std::string path = dir.File("pnpoly_RTX_3090_T4.json.gz");
+  WriteFile(path, whole.substr(0, whole.size() / 2));
+  MemoryTuningDatabase db;
+  auto st = ImportRecordFile(db, path, {});
+  ASSERT_FALSE(st.ok());
+  EXPECT_EQ(st.status().code(), absl::StatusCode::kDataLoss);
+  EXPECT_THAT(st.status().message(), HasSubstr(path));
+  EXPECT_THAT(st.status().message(), HasSubstr("truncated"));
+  EXPECT_EQ(db.Stats()->records, 0);
+}
+
+TEST(RecordFilesTest, TruncatedJsonNamesTheLineAndStoresNothing) {
+  TempDir dir;
+  std::string json = Gunzipped(SpaceFile("convolution_W6600_T4.json.gz"));
+  std::string path = dir.File("convolution_W6600_T4.json");
+  WriteFile(path, json.substr(0, json.size() * 2 / 3));
+  auto db = SqliteTuningDatabase::Open(dir.File("k.db"));
+  ASSERT_TRUE(db.ok());
+  auto st = ImportRecordFile(**db, path, {});
+  ASSERT_FALSE(st.ok());
+  EXPECT_EQ(st.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(st.status().message(), HasSubstr(path));
+  EXPECT_THAT(st.status().message(), HasSubstr("truncated at line"));
+  EXPECT_EQ((*db)->Stats()->records, 0);
+}
+
+TEST(RecordFilesTest, ABadFieldNamesTheEntryAndStoresNothing) {
+  TempDir dir;
+  std::string path = dir.File("tiny_GPU_T4.json");
+  WriteFile(path, R"({"schema_version": "1.0.0", "metadata": {"timeunit": "milliseconds"},
+    "results": [
+      {"configuration": {"x": 1}, "invalidity": "correct",
+       "measurements": [{"name": "time", "value": 1.5}], "times": {"runtimes": [1.5]}},
+      {"configuration": {"x": 2}, "invalidity": "exploded",
+       "measurements": [{"name": "time", "value": "RuntimeFailedConfig"}]}]})");
+  MemoryTuningDatabase db;
+  auto st = ImportRecordFile(db, path, {});
+  ASSERT_FALSE(st.ok());
+  EXPECT_THAT(st.status().message(), HasSubstr("results[1].invalidity"));
+  EXPECT_THAT(st.status().message(), HasSubstr("exploded"));
+  EXPECT_EQ(db.Stats()->records, 0);
+}
+
+TEST(RecordFilesTest, ABadJsonlLineNamesItsNumber) {
+  TempDir dir;
+  std::string path = dir.File("records.jsonl");
+  MemoryTuningDatabase source;
+  ASSERT_TRUE(ImportRecordFile(source, SpaceFile("pnpoly_RTX_3090_T4.json.gz"), {}).ok());
+  std::ostringstream out;
+  ASSERT_TRUE(ExportJsonl(source, out).ok());
+  std::string text = out.str();
+  // Edit the time on line 3: the record no longer matches its record_id.
+  size_t line3 = text.find('\n', text.find('\n') + 1) + 1;
+  size_t time = text.find("\"time_ms\":", line3);
+  text.insert(time + 10, "9");
+  WriteFile(path, text);
+  MemoryTuningDatabase db;
+  auto st = ImportRecordFile(db, path, {});
+  ASSERT_FALSE(st.ok());
+  EXPECT_THAT(st.status().message(), HasSubstr("line 3"));
+  EXPECT_THAT(st.status().message(), HasSubstr("record_id"));
+  EXPECT_EQ(db.Stats()->records, 0);
+}
+
+TEST(RecordFilesTest, KernelAndDeviceComeFromFlagsThenNameThenFile) {
+  TempDir dir;
+  std::string json = Gunzipped(SpaceFile("gemm_RTX_Titan_kernel_tuner_cache.json.gz"));
+  std::string odd_name = dir.File("cache.json");
+  WriteFile(odd_name, json);
+  auto from_file = ReadRecordFile(odd_name, {});
+  ASSERT_TRUE(from_file.ok()) << from_file.status();
+  EXPECT_EQ(from_file->records[0].kernel, "Xgemm");
+  EXPECT_EQ(from_file->records[0].device.device_class, "NVIDIA TITAN RTX");
+  EXPECT_EQ(from_file->records[0].device.family, "turing");
+  ReadOptions flags;
+  flags.kernel = "clblast_gemm";
+  flags.device = "titan";
+  flags.problem = {{"M", int64_t{4096}}};
+  auto from_flags = ReadRecordFile(odd_name, flags);
+  ASSERT_TRUE(from_flags.ok());
+  EXPECT_EQ(from_flags->records[0].kernel, "clblast_gemm");
+  EXPECT_EQ(from_flags->records[0].device.device_class, "titan");
+  EXPECT_EQ(from_flags->records[0].problem, flags.problem);
+
+  // A T4 file does not name its device: without a telling file name, ask for --device.
+  std::string t4 = Gunzipped(SpaceFile("pnpoly_RTX_3090_T4.json.gz"));
+  WriteFile(dir.File("results.json"), t4);
+  auto nameless = ReadRecordFile(dir.File("results.json"), {});
+  ASSERT_FALSE(nameless.ok());
+  EXPECT_THAT(nameless.status().message(), HasSubstr("--kernel"));
+}
+
+}  // namespace
+}  // namespace ktune

@@ -1,0 +1,163 @@
+// What only the SQLite implementation promises: the file survives the process, old schemas
+// migrate, newer schemas and foreign files are refused without being touched, and the journal is
+// WAL. Files are inspected with the SQLite C API directly, not through the class under test.
+#include "db/sqlite_tuning_database.h"
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+#include <sqlite3.h>
+
+#include <fstream>
+
+#include "db/sqlite_schema.h"
+#include "tests/testing/test_util.h"
+
+namespace ktune {
+namespace {
+
+using ::testing::HasSubstr;
+using testing::ReadWholeFile;
+using testing::TempDir;
+
+Record SimpleRecord(int64_t x, double ms) {
+  Record r;
+  r.kernel = "softmax";
+  r.problem = {{"rows", int64_t{4096}}};
+  r.device = DeviceInfo::FromName("H100");
+  r.config = {{"x", x}};
+  r.time_ms = ms;
+  r.source = "worker";
+  return r;
+}
+
+std::string RawQuery(const std::string& path, const std::string& sql) {
+  sqlite3* db = nullptr;
+  sqlite3_open_v2(path.c_str(), &db, SQLITE_OPEN_READONLY, nullptr);
+  sqlite3_stmt* stmt = nullptr;
+  std::string out;
+  if (sqlite3_prepare_v2(db, sql.c_str(), -1, &stmt, nullptr) == SQLITE_OK &&
+      sqlite3_step(stmt) == SQLITE_ROW) {
+    const unsigned char* t = sqlite3_column_text(stmt, 0);
+    out = t ? reinterpret_cast<const char*>(t) : "";
+  }
+  sqlite3_finalize(stmt);
+  sqlite3_close(db);
+  return out;
+}
+
+void RawExec(const std::string& path, const std::string& sql) {
+  sqlite3* db = nullptr;
+  sqlite3_open(path.c_str(), &db);
+  ASSERT_EQ(sqlite3_exec(db, sql.c_str(), nullptr, nullptr, nullptr), SQLITE_OK) << sqlite3_errmsg(db);
+  sqlite3_close(db);
+}
+
+TEST(SqliteTuningDatabaseTest, RecordsSurviveReopening) {
+  TempDir dir;
+  std::string path = dir.File("k.db");
+  {
+    auto db = SqliteTuningDatabase::Open(path);
+    ASSERT_TRUE(db.ok()) << db.status();
+    ASSERT_EQ(*(*db)->AddRecords({SimpleRecord(1, 2.0), SimpleRecord(2, 1.0)}), 2);
+  }
+  auto db = SqliteTuningDatabase::Open(path);
+  ASSERT_TRUE(db.ok());
+  EXPECT_EQ((*db)->Stats()->records, 2);
+  BestQuery q{"softmax", "", {{"rows", int64_t{4096}}}, "", "H100", "", 1};
+  EXPECT_DOUBLE_EQ(*(*db)->QueryBest(q)->records[0].time_ms, 1.0);
+  EXPECT_TRUE((*db)->CheckIntegrity().ok());
+}
+
+TEST(SqliteTuningDatabaseTest, UsesWalAndStoresItsSchemaVersion) {
+  TempDir dir;
+  std::string path = dir.File("k.db");
+  auto db = SqliteTuningDatabase::Open(path);
+  ASSERT_TRUE(db.ok());
+  EXPECT_EQ((*db)->schema_version(), CurrentSqliteSchemaVersion());
+  EXPECT_EQ(RawQuery(path, "PRAGMA journal_mode"), "wal");
+  EXPECT_EQ(RawQuery(path, "SELECT value FROM meta WHERE key = 'version'"),
+            std::to_string(CurrentSqliteSchemaVersion()));
+}
+
+TEST(SqliteTuningDatabaseTest, OldSchemaMigratesKeepingItsRecords) {
+  TempDir dir;
+  std::string path = dir.File("old.db");
+  {
+    SqliteTuningDatabase::Options v1;
+    v1.target_version = 1;
+    auto db = SqliteTuningDatabase::Open(path, v1);
+    ASSERT_TRUE(db.ok()) << db.status();
+    ASSERT_EQ((*db)->schema_version(), 1);
+    ASSERT_EQ(*(*db)->AddRecords({SimpleRecord(1, 2.0)}), 1);
+  }
+  EXPECT_EQ(RawQuery(path, "SELECT COUNT(*) FROM sqlite_master WHERE name = 'jobs'"), "0");
+  auto db = SqliteTuningDatabase::Open(path);
+  ASSERT_TRUE(db.ok()) << db.status();
+  EXPECT_EQ((*db)->schema_version(), CurrentSqliteSchemaVersion());
+  EXPECT_EQ((*db)->Stats()->records, 1);
+  Job job;
+  job.name = "after-migration";
+  EXPECT_TRUE((*db)->CreateJob(job).ok());  // the table added by migration 1 -> 2 works
+  EXPECT_TRUE((*db)->CheckIntegrity().ok());
+}
+
+TEST(SqliteTuningDatabaseTest, NewerSchemaIsRefusedAndLeftUntouched) {
+  TempDir dir;
+  std::string path = dir.File("future.db");
+  {
+    auto db = SqliteTuningDatabase::Open(path);
+    ASSERT_TRUE(db.ok());
+    ASSERT_TRUE((*db)->AddRecords({SimpleRecord(1, 2.0)}).ok());
+  }
+  RawExec(path, "UPDATE meta SET value = '99' WHERE key = 'version'; PRAGMA wal_checkpoint(TRUNCATE);");
+  std::string before = ReadWholeFile(path);
+  auto db = SqliteTuningDatabase::Open(path);
+  ASSERT_FALSE(db.ok());
+  EXPECT_EQ(db.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(db.status().message(), HasSubstr("newer ktune"));
+  EXPECT_THAT(db.status().message(), HasSubstr(path));
+  EXPECT_EQ(ReadWholeFile(path), before);
+}
+
+TEST(SqliteTuningDatabaseTest, AFileThatIsNotADatabaseIsRefusedAndLeftUntouched) {
+  TempDir dir;
+  std::string path = dir.File("notes.txt");
+  std::ofstream(path) << "these are my notes, not a database\n" << std::string(4096, 'x');
+  std::string before = ReadWholeFile(path);
+  auto db = SqliteTuningDatabase::Open(path);
+  ASSERT_FALSE(db.ok());
+  EXPECT_EQ(db.status().code(), absl::StatusCode::kDataLoss);
+  EXPECT_THAT(db.status().message(), HasSubstr(path));
+  EXPECT_EQ(ReadWholeFile(path), before);
+}
+
+TEST(SqliteTuningDatabaseTest, AnUnopenablePathSaysWhy) {
+  auto db = SqliteTuningDatabase::Open("/nonexistent-dir/ktune.db");
+  ASSERT_FALSE(db.ok());
+  EXPECT_EQ(db.status().code(), absl::StatusCode::kUnavailable);
+  EXPECT_THAT(db.status().message(), HasSubstr("/nonexistent-dir/ktune.db"));
+}
+
+// A second process holding the write lock makes a write wait up to the busy timeout, then fail
+// with Aborted (retry), storing nothing.
+TEST(SqliteTuningDatabaseTest, AWriteBlockedByAnotherWriterFailsCleanly) {
+  TempDir dir;
+  std::string path = dir.File("k.db");
+  SqliteTuningDatabase::Options quick;
+  quick.busy_timeout_ms = 50;
+  auto db = SqliteTuningDatabase::Open(path, quick);
+  ASSERT_TRUE(db.ok());
+  sqlite3* other = nullptr;
+  sqlite3_open(path.c_str(), &other);
+  ASSERT_EQ(sqlite3_exec(other, "BEGIN IMMEDIATE", nullptr, nullptr, nullptr), SQLITE_OK);
+  auto added = (*db)->AddRecords({SimpleRecord(1, 1.0)});
+  sqlite3_exec(other, "ROLLBACK", nullptr, nullptr, nullptr);
+  sqlite3_close(other);
+  ASSERT_FALSE(added.ok());
+  EXPECT_EQ(added.status().code(), absl::StatusCode::kAborted);
+  EXPECT_EQ((*db)->Stats()->records, 0);
+  EXPECT_EQ(*(*db)->AddRecords({SimpleRecord(1, 1.0)}), 1);  // and works once the lock is gone
+}
+
+}  // namespace
+}  // namespace ktune

@@ -1,0 +1,266 @@
+// One contract, every implementation: each test runs against MemoryTuningDatabase and
+// SqliteTuningDatabase (a fresh file) through the TuningDatabase interface only.
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <functional>
+#include <memory>
+
+#include "db/memory_tuning_database.h"
+#include "db/sqlite_tuning_database.h"
+#include "tests/testing/test_util.h"
+
+namespace ktune {
+namespace {
+
+using ::testing::HasSubstr;
+
+struct Backend {
+  std::string name;
+  std::function<std::unique_ptr<TuningDatabase>(const std::string& dir)> make;
+};
+
+Record MakeRecord(const std::string& device_class, int64_t tile, std::optional<double> time_ms,
+                  const std::string& family = "ampere", const std::string& driver = "550") {
+  Record r;
+  r.kernel = "gemm";
+  r.kernel_version = "v1";
+  r.problem = {{"M", int64_t{1024}}, {"N", int64_t{1024}}};
+  r.device.fingerprint_json = "{\"driver\":\"" + driver + "\",\"name\":\"" + device_class + "\"}";
+  r.device.device_class = device_class;
+  r.device.family = family;
+  r.config = {{"tile", tile}, {"unroll", int64_t{4}}};
+  r.status = time_ms ? MeasurementStatus::kOk : MeasurementStatus::kRuntimeError;
+  r.time_ms = time_ms;
+  if (!time_ms) r.message = "signal 11 (SIGSEGV)";
+  if (time_ms) {
+    r.repeat_times_ms = {*time_ms * 1.01, *time_ms, *time_ms * 0.99};
+    FillRepeatStatistics(r);
+  }
+  r.worker = "worker-1";
+  r.measured_at_us = 1'700'000'000'000'000 + tile;
+  r.source = "worker";
+  return r;
+}
+
+BestQuery QueryFor(const std::string& device_class, const std::string& fingerprint = "") {
+  BestQuery q;
+  q.kernel = "gemm";
+  q.problem = {{"M", int64_t{1024}}, {"N", int64_t{1024}}};
+  q.device_class = device_class;
+  q.fingerprint_hash = fingerprint;
+  return q;
+}
+
+class TuningDatabaseConformanceTest : public ::testing::TestWithParam<Backend> {
+ protected:
+  void SetUp() override { db_ = GetParam().make(dir_.path()); }
+  testing::TempDir dir_;
+  std::unique_ptr<TuningDatabase> db_;
+};
+
+TEST_P(TuningDatabaseConformanceTest, StoresRecordsFieldForField) {
+  Record r = MakeRecord("A100", 32, 1.5);
+  ASSERT_EQ(*db_->AddRecords({r}), 1);
+  auto task = db_->TaskRecords({"gemm", "v1", r.problem, "A100"});
+  ASSERT_TRUE(task.ok()) << task.status();
+  ASSERT_EQ(task->size(), 1u);
+  const Record& got = task->front();
+  EXPECT_EQ(RecordToJsonLine(got), RecordToJsonLine(r));
+  EXPECT_EQ(got.RecordId(), r.RecordId());
+  EXPECT_EQ(got.repeat_times_ms, r.repeat_times_ms);
+  EXPECT_EQ(got.measured_at_us, r.measured_at_us);
+}
+
+TEST_P(TuningDatabaseConformanceTest, AddingTheSameRecordsAgainAddsNothing) {
+  std::vector<Record> batch = {MakeRecord("A100", 16, 2.0), MakeRecord("A100", 32, 1.0)};
+  EXPECT_EQ(*db_->AddRecords(batch), 2);
+  EXPECT_EQ(*db_->AddRecords(batch), 0);
+  batch.push_back(MakeRecord("A100", 64, 3.0));
+  EXPECT_EQ(*db_->AddRecords(batch), 1);
+  EXPECT_EQ(db_->Stats()->records, 3);
+}
+
+TEST_P(TuningDatabaseConformanceTest, ABatchWithOneBadRecordStoresNothing) {
+  Record bad = MakeRecord("A100", 8, 1.0);
+  bad.time_ms.reset();  // status ok without a time
+  auto added = db_->AddRecords({MakeRecord("A100", 16, 2.0), bad});
+  ASSERT_FALSE(added.ok());
+  EXPECT_EQ(added.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(added.status().message(), HasSubstr("time_ms"));
+  EXPECT_EQ(db_->Stats()->records, 0);
+}
+
+TEST_P(TuningDatabaseConformanceTest, BestIsTheFastestOkRecordOfTheTask) {
+  ASSERT_TRUE(db_->AddRecords({MakeRecord("A100", 16, 2.0), MakeRecord("A100", 32, 1.2),
+                               MakeRecord("A100", 64, std::nullopt), MakeRecord("A100", 128, 1.7)})
+                  .ok());
+  auto best = db_->QueryBest(QueryFor("A100"));
+  ASSERT_TRUE(best.ok()) << best.status();
+  EXPECT_EQ(best->level, MatchLevel::kDeviceClass);
+  ASSERT_EQ(best->records.size(), 1u);
+  EXPECT_EQ(std::get<int64_t>(best->records[0].config.at("tile")), 32);
+  EXPECT_DOUBLE_EQ(*best->records[0].time_ms, 1.2);
+
+  BestQuery top = QueryFor("A100");
+  top.top_k = 10;
+  auto all = db_->QueryBest(top);
+  ASSERT_EQ(all->records.size(), 3u);  // the failed record never ranks
+  EXPECT_DOUBLE_EQ(*all->records[1].time_ms, 1.7);
+  EXPECT_DOUBLE_EQ(*all->records[2].time_ms, 2.0);
+}
+
+TEST_P(TuningDatabaseConformanceTest, TopKListsDistinctConfigurations) {
+  Record again = MakeRecord("A100", 32, 1.3);
+  again.measured_at_us = 5;  // a second measurement of the same configuration
+  ASSERT_TRUE(db_->AddRecords({MakeRecord("A100", 32, 1.2), again, MakeRecord("A100", 16, 1.4)}).ok());
+  BestQuery q = QueryFor("A100");
+  q.top_k = 2;
+  auto best = db_->QueryBest(q);
+  ASSERT_EQ(best->records.size(), 2u);
+  EXPECT_DOUBLE_EQ(*best->records[0].time_ms, 1.2);
+  EXPECT_DOUBLE_EQ(*best->records[1].time_ms, 1.4);
+}
+
+TEST_P(TuningDatabaseConformanceTest, BestFallsBackFromFingerprintToClassToFamily) {
+  Record exact = MakeRecord("A100", 16, 2.0, "ampere", "550");
+  Record same_class = MakeRecord("A100", 32, 1.0, "ampere", "535");  // other driver
+  Record same_family = MakeRecord("A4000", 64, 0.5, "ampere");
+  ASSERT_TRUE(db_->AddRecords({exact, same_class, same_family}).ok());
+
+  auto by_fingerprint = db_->QueryBest(QueryFor("A100", exact.device.FingerprintHash()));
+  EXPECT_EQ(by_fingerprint->level, MatchLevel::kExact);
+  EXPECT_EQ(std::get<int64_t>(by_fingerprint->records[0].config.at("tile")), 16);
+
+  auto by_class = db_->QueryBest(QueryFor("A100", "0000000000000000"));
+  EXPECT_EQ(by_class->level, MatchLevel::kDeviceClass);
+  EXPECT_EQ(std::get<int64_t>(by_class->records[0].config.at("tile")), 32);
+
+  // An A10 has never been tuned: the family (inferred from the name) answers.
+  auto by_family = db_->QueryBest(QueryFor("A10"));
+  EXPECT_EQ(by_family->level, MatchLevel::kFamily);
+  EXPECT_EQ(std::get<int64_t>(by_family->records[0].config.at("tile")), 64);
+
+  auto nothing = db_->QueryBest(QueryFor("MI250X"));
+  EXPECT_EQ(nothing->level, MatchLevel::kNone);
+  EXPECT_TRUE(nothing->records.empty());
+
+  BestQuery other_problem = QueryFor("A100");
+  other_problem.problem = {{"M", int64_t{2048}}};
+  EXPECT_EQ(db_->QueryBest(other_problem)->level, MatchLevel::kNone);
+}
+
+TEST_P(TuningDatabaseConformanceTest, KernelVersionFiltersWhenGiven) {
+  Record v2 = MakeRecord("A100", 16, 0.1);
+  v2.kernel_version = "v2";
+  ASSERT_TRUE(db_->AddRecords({MakeRecord("A100", 32, 1.0), v2}).ok());
+  BestQuery q = QueryFor("A100");
+  EXPECT_EQ(db_->QueryBest(q)->records[0].kernel_version, "v2");  // any version
+  q.kernel_version = "v1";
+  EXPECT_EQ(db_->QueryBest(q)->records[0].kernel_version, "v1");
+}
+
+TEST_P(TuningDatabaseConformanceTest, TaskRecordsAreOrderedAndCountsAddUp) {
+  Record undated = MakeRecord("A100", 8, std::nullopt);
+  undated.measured_at_us.reset();
+  ASSERT_TRUE(db_->AddRecords({MakeRecord("A100", 64, 1.0), MakeRecord("A100", 16, 2.0), undated,
+                               MakeRecord("H100", 16, 0.5, "hopper")})
+                  .ok());
+  auto records = db_->TaskRecords({"gemm", "", QueryFor("A100").problem, "A100"});
+  ASSERT_EQ(records->size(), 3u);
+  EXPECT_FALSE((*records)[0].measured_at_us.has_value());  // unknown time first
+  EXPECT_LT(*(*records)[1].measured_at_us, *(*records)[2].measured_at_us);
+
+  auto tasks = db_->ListTasks();
+  ASSERT_EQ(tasks->size(), 2u);
+  EXPECT_EQ((*tasks)[0].device_class, "A100");
+  EXPECT_EQ((*tasks)[1].device_class, "H100");
+
+  auto stats = db_->Stats();
+  EXPECT_EQ(stats->records, 4);
+  EXPECT_EQ(stats->records_by_status.at("ok"), 3);
+  EXPECT_EQ(stats->records_by_status.at("runtime_error"), 1);
+  EXPECT_EQ(stats->kernels, 1);
+  EXPECT_EQ(stats->workloads, 1);
+  EXPECT_EQ(stats->devices, 2);
+}
+
+TEST_P(TuningDatabaseConformanceTest, ForEachRecordVisitsInInsertionOrder) {
+  ASSERT_TRUE(db_->AddRecords({MakeRecord("A100", 64, 1.0)}).ok());
+  ASSERT_TRUE(db_->AddRecords({MakeRecord("A100", 16, 2.0)}).ok());
+  std::vector<int64_t> tiles;
+  ASSERT_TRUE(db_->ForEachRecord([&](const Record& r) {
+                   tiles.push_back(std::get<int64_t>(r.config.at("tile")));
+                   return absl::OkStatus();
+                 }).ok());
+  EXPECT_EQ(tiles, (std::vector<int64_t>{64, 16}));
+  auto stopped = db_->ForEachRecord([](const Record&) { return absl::CancelledError("stop"); });
+  EXPECT_EQ(stopped.code(), absl::StatusCode::kCancelled);
+}
+
+TEST_P(TuningDatabaseConformanceTest, JobsFollowTheirStateMachine) {
+  Job job;
+  job.name = "llama-gemms";
+  job.spec_json = "{}";
+  job.strategy = "ppo";
+  job.priority = 50;
+  job.tasks.push_back({{"gemm", "v1", {{"M", int64_t{16}}}, "H100"}, JobState::kQueued, 200, 0});
+  job.tasks.push_back({{"gemm", "v1", {{"M", int64_t{32}}}, "H100"}, JobState::kQueued, 200, 0});
+  auto id = db_->CreateJob(job);
+  ASSERT_TRUE(id.ok()) << id.status();
+  auto second = db_->CreateJob(job);
+  ASSERT_TRUE(second.ok());
+  EXPECT_NE(*id, *second);
+
+  auto stored = db_->GetJob(*id);
+  ASSERT_TRUE(stored.ok());
+  EXPECT_EQ(stored->state, JobState::kQueued);
+  EXPECT_EQ(stored->tasks.size(), 2u);
+  EXPECT_EQ(stored->tasks[1].task.problem, job.tasks[1].task.problem);
+
+  EXPECT_TRUE(db_->SetJobState(*id, JobState::kRunning, "").ok());
+  EXPECT_TRUE(db_->UpdateJobTask(*id, 1, JobState::kRunning, 17).ok());
+  EXPECT_EQ(db_->GetJob(*id)->tasks[1].measurements_done, 17);
+  EXPECT_EQ(db_->UpdateJobTask(*id, 5, JobState::kRunning, 1).code(), absl::StatusCode::kNotFound);
+  EXPECT_TRUE(db_->SetJobState(*id, JobState::kPaused, "").ok());
+  EXPECT_TRUE(db_->SetJobState(*id, JobState::kRunning, "").ok());
+  EXPECT_TRUE(db_->SetJobState(*id, JobState::kDone, "").ok());
+  absl::Status again = db_->SetJobState(*id, JobState::kRunning, "");
+  EXPECT_EQ(again.code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(again.message(), HasSubstr("from done to running"));
+  EXPECT_EQ(db_->SetJobState(*second, JobState::kDone, "").code(),
+            absl::StatusCode::kFailedPrecondition);  // queued cannot finish without running
+  EXPECT_TRUE(db_->SetJobState(*second, JobState::kCancelled, "operator").ok());
+  EXPECT_EQ(db_->GetJob(*second)->message, "operator");
+
+  auto jobs = db_->ListJobs();
+  ASSERT_EQ(jobs->size(), 2u);
+  EXPECT_EQ((*jobs)[0].id, *second);  // newest first
+  EXPECT_EQ(db_->GetJob(999).status().code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(db_->Stats()->jobs, 2);
+}
+
+TEST_P(TuningDatabaseConformanceTest, CheckpointsAreReplacedAndLoaded) {
+  EXPECT_EQ(db_->LoadCheckpoint("ppo/gemm").status().code(), absl::StatusCode::kNotFound);
+  std::string blob("\0\1\2binary", 9);
+  ASSERT_TRUE(db_->SaveCheckpoint("ppo/gemm", blob).ok());
+  EXPECT_EQ(*db_->LoadCheckpoint("ppo/gemm"), blob);
+  ASSERT_TRUE(db_->SaveCheckpoint("ppo/gemm", "v2").ok());
+  EXPECT_EQ(*db_->LoadCheckpoint("ppo/gemm"), "v2");
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    AllBackends, TuningDatabaseConformanceTest,
+    ::testing::Values(
+        Backend{"memory", [](const std::string&) -> std::unique_ptr<TuningDatabase> {
+                  return std::make_unique<MemoryTuningDatabase>();
+                }},
+        Backend{"sqlite", [](const std::string& dir) -> std::unique_ptr<TuningDatabase> {
+                  auto db = SqliteTuningDatabase::Open(dir + "/conformance.db");
+                  EXPECT_TRUE(db.ok()) << db.status();
+                  return std::move(db).value();
+                }}),
+    [](const ::testing::TestParamInfo<Backend>& info) { return info.param.name; });
+
+}  // namespace
+}  // namespace ktune

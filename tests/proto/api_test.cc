@@ -1,0 +1,96 @@
+// The ktune.v1 API as clients and workers rely on it: the services and their streaming shapes
+// (read from the generated descriptors), messages that round-trip through the wire format, and a
+// lint over the .proto sources that every RPC and every field carries a comment.
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <fstream>
+#include <regex>
+#include <sstream>
+
+#include "ktune/v1/tuning_service.grpc.pb.h"
+#include "ktune/v1/worker_service.grpc.pb.h"
+
+namespace ktune {
+namespace {
+
+const google::protobuf::MethodDescriptor* Method(const google::protobuf::ServiceDescriptor* s,
+                                                 const std::string& name) {
+  const auto* m = s->FindMethodByName(name);
+  EXPECT_NE(m, nullptr) << s->name() << "." << name;
+  return m;
+}
+
+TEST(ApiTest, TuningServiceOffersTheDesignedCalls) {
+  const auto* s = v1::SubmitJobRequest::descriptor()->file()->FindServiceByName("TuningService");
+  ASSERT_NE(s, nullptr);
+  for (const char* name : {"SubmitJob", "GetJob", "ListJobs", "WatchJob", "CancelJob", "PauseJob",
+                           "ResumeJob", "QueryBest", "Tune", "ListRecords", "ExportRecords",
+                           "ImportRecords", "ListKernels", "RegisterKernel", "ListWorkers"}) {
+    Method(s, name);
+  }
+  EXPECT_TRUE(Method(s, "WatchJob")->server_streaming());
+  EXPECT_TRUE(Method(s, "Tune")->server_streaming());
+  EXPECT_TRUE(Method(s, "ExportRecords")->server_streaming());
+  EXPECT_TRUE(Method(s, "ImportRecords")->client_streaming());
+  EXPECT_FALSE(Method(s, "QueryBest")->server_streaming());
+}
+
+TEST(ApiTest, WorkerServiceOffersTheDesignedCalls) {
+  const auto* s = v1::RegisterRequest::descriptor()->file()->FindServiceByName("WorkerService");
+  ASSERT_NE(s, nullptr);
+  for (const char* name : {"Register", "LeaseBatch", "ReportResults", "Heartbeat", "Leave"}) {
+    const auto* m = Method(s, name);
+    ASSERT_NE(m, nullptr);
+    EXPECT_FALSE(m->server_streaming() || m->client_streaming()) << name;
+  }
+}
+
+TEST(ApiTest, RecordsRoundTripThroughTheWire) {
+  v1::Record r;
+  r.set_record_id("0123456789abcdef");
+  r.mutable_task()->mutable_kernel()->set_name("gemm");
+  (*r.mutable_task()->mutable_problem()->mutable_params())["M"].set_int_value(4096);
+  (*r.mutable_config()->mutable_params())["MWG"].set_int_value(64);
+  r.set_status(v1::MEASUREMENT_STATUS_OK);
+  r.set_time_ms(1.25);
+  r.add_repeat_times_ms(1.2);
+  r.add_repeat_times_ms(1.3);
+  std::string wire = r.SerializeAsString();
+  v1::Record back;
+  ASSERT_TRUE(back.ParseFromString(wire));
+  EXPECT_EQ(back.task().problem().params().at("M").int_value(), 4096);
+  EXPECT_TRUE(back.has_time_ms());
+  EXPECT_DOUBLE_EQ(back.time_ms(), 1.25);
+  v1::Record failed;
+  failed.set_status(v1::MEASUREMENT_STATUS_TIMEOUT);
+  EXPECT_FALSE(failed.has_time_ms());  // a failure has no time, not a sentinel
+}
+
+// Every rpc has a comment line above it; every field has a comment on its line or just above.
+TEST(ApiTest, EveryRpcAndFieldIsCommented) {
+  const std::regex field(R"(^\s*(repeated |optional )?(map<[^>]+>|[A-Za-z_.][\w.]*) \w+ = \d+;)");
+  const std::regex rpc(R"(^\s*rpc \w+)");
+  for (const char* file : {"types.proto", "tuning_service.proto", "worker_service.proto"}) {
+    std::ifstream in(std::string(KTUNE_PROTO_DIR) + "/ktune/v1/" + file);
+    ASSERT_TRUE(in) << file;
+    std::string line, previous;
+    int line_no = 0;
+    while (std::getline(in, line)) {
+      ++line_no;
+      bool commented_above = previous.find("//") != std::string::npos &&
+                             previous.find_first_not_of(" ") == previous.find("//");
+      bool commented_here = line.find("//") != std::string::npos;
+      if (std::regex_search(line, rpc)) {
+        EXPECT_TRUE(commented_above) << file << ":" << line_no << ": rpc without a comment";
+      } else if (std::regex_search(line, field)) {
+        EXPECT_TRUE(commented_above || commented_here)
+            << file << ":" << line_no << ": field without a comment: " << line;
+      }
+      if (line.find_first_not_of(" ") != std::string::npos) previous = line;
+    }
+  }
+}
+
+}  // namespace
+}  // namespace ktune

@@ -1,0 +1,85 @@
+#include "tests/testing/test_util.h"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstdlib>
+#include <fstream>
+#include <sstream>
+#include <stdexcept>
+
+namespace ktune::testing {
+
+TempDir::TempDir() {
+  char tmpl[] = "/tmp/ktune-test-XXXXXX";
+  if (mkdtemp(tmpl) == nullptr) throw std::runtime_error("mkdtemp failed");
+  path_ = tmpl;
+}
+
+TempDir::~TempDir() {
+  std::string cmd = "rm -rf '" + path_ + "'";
+  (void)std::system(cmd.c_str());
+}
+
+std::string KtuneBinary() { return KTUNE_BINARY; }
+
+std::string ReadWholeFile(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::ostringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+CommandResult RunKtune(const std::vector<std::string>& args) {
+  TempDir dir;
+  std::string out_path = dir.File("out"), err_path = dir.File("err");
+  pid_t pid = fork();
+  if (pid == 0) {
+    int out = open(out_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    int err = open(err_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    dup2(out, 1);
+    dup2(err, 2);
+    std::vector<char*> argv;
+    std::string bin = KtuneBinary();
+    argv.push_back(bin.data());
+    std::vector<std::string> copy = args;
+    for (std::string& a : copy) argv.push_back(a.data());
+    argv.push_back(nullptr);
+    execv(bin.c_str(), argv.data());
+    _exit(127);
+  }
+  int status = 0;
+  waitpid(pid, &status, 0);
+  CommandResult r;
+  r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  r.out = ReadWholeFile(out_path);
+  r.err = ReadWholeFile(err_path);
+  return r;
+}
+
+std::string SpaceFile(const std::string& name) {
+  return std::string(KTUNE_DATASETS_DIR) + "/spaces/" + name;
+}
+
+std::string DefinitionFile(const std::string& name) {
+  return std::string(KTUNE_DATASETS_DIR) + "/definitions/" + name;
+}
+
+std::vector<std::string> AllSpaceFiles() {
+  std::vector<std::string> out;
+  std::string dir = std::string(KTUNE_DATASETS_DIR) + "/spaces";
+  if (DIR* d = opendir(dir.c_str())) {
+    while (dirent* e = readdir(d)) {
+      std::string n = e->d_name;
+      if (n.size() > 8 && n.substr(n.size() - 8) == ".json.gz") out.push_back(n);
+    }
+    closedir(d);
+  }
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+}  // namespace ktune::testing

@@ -1,0 +1,44 @@
+// Shared test helpers: temporary folders, running the ktune binary, locating datasets.
+#ifndef KTUNE_TESTS_TESTING_TEST_UTIL_H_
+#define KTUNE_TESTS_TESTING_TEST_UTIL_H_
+
+#include <string>
+#include <vector>
+
+namespace ktune::testing {
+
+// A fresh folder under /tmp, removed with everything in it when the object dies.
+class TempDir {
+ public:
+  TempDir();
+  ~TempDir();
+  TempDir(const TempDir&) = delete;
+  const std::string& path() const { return path_; }
+  std::string File(const std::string& name) const { return path_ + "/" + name; }
+
+ private:
+  std::string path_;
+};
+
+struct CommandResult {
+  int exit_code = -1;  // -1 when killed by a signal
+  std::string out, err;
+};
+
+// Runs the ktune binary built with the tests, with `args`, and waits for it.
+CommandResult RunKtune(const std::vector<std::string>& args);
+
+// Path of the ktune binary (for tests that start and kill it themselves).
+std::string KtuneBinary();
+
+// ../shared/datasets/spaces/<name> and ../shared/datasets/definitions/<name>.
+std::string SpaceFile(const std::string& name);
+std::string DefinitionFile(const std::string& name);
+// The 12 recorded spaces shipped in ../shared/datasets/spaces, sorted.
+std::vector<std::string> AllSpaceFiles();
+
+std::string ReadWholeFile(const std::string& path);
+
+}  // namespace ktune::testing
+
+#endif  // KTUNE_TESTS_TESTING_TEST_UTIL_H_
