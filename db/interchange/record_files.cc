@@ -138,6 +138,29 @@ absl::Status ResolveNames(const std::string& path, const ReadOptions& o, const J
   return absl::OkStatus();
 }
 
+// Appends the repeat times in `times` (scaled to ms) to r.repeat_times_ms.
+absl::Status ReadRepeats(const Json& times, double scale, const std::string& path,
+                         const std::string& where, Record& r) {
+  if (!times.is_array()) return FileError(path, where, "not an array");
+  for (const Json& t : times) {
+    if (!t.is_number()) return FileError(path, where, "holds a non-number");
+    r.repeat_times_ms.push_back(t.get<double>() * scale);
+  }
+  return absl::OkStatus();
+}
+
+// Repeat statistics and the entry's timestamp, shared by both file formats.
+absl::Status FinishRecord(const Json& e, const std::string& path, const std::string& where,
+                          Record& r) {
+  FillRepeatStatistics(r);
+  if (e.contains("timestamp") && e["timestamp"].is_string()) {
+    auto ts = ParseTimestampUs(e["timestamp"].get<std::string>());
+    if (!ts.ok()) return FileError(path, where + ".timestamp", ts.status().message());
+    r.measured_at_us = *ts;
+  }
+  return absl::OkStatus();
+}
+
 absl::StatusOr<std::vector<Record>> ReadT4(const std::string& path, const Json& doc,
                                            const ReadOptions& o) {
   std::string kernel, device;
@@ -185,19 +208,10 @@ absl::StatusOr<std::vector<Record>> ReadT4(const std::string& path, const Json& 
                       : absl::StrCat("invalidity '", invalidity, "' (recorded)");
     }
     if (e.contains("times") && e["times"].is_object() && e["times"].contains("runtimes")) {
-      const Json& rt = e["times"]["runtimes"];
-      if (!rt.is_array()) return FileError(path, where + ".times.runtimes", "not an array");
-      for (const Json& t : rt) {
-        if (!t.is_number()) return FileError(path, where + ".times.runtimes", "holds a non-number");
-        r.repeat_times_ms.push_back(t.get<double>() * scale);
-      }
+      KTUNE_RETURN_IF_ERROR(
+          ReadRepeats(e["times"]["runtimes"], scale, path, where + ".times.runtimes", r));
     }
-    FillRepeatStatistics(r);
-    if (e.contains("timestamp") && e["timestamp"].is_string()) {
-      auto ts = ParseTimestampUs(e["timestamp"].get<std::string>());
-      if (!ts.ok()) return FileError(path, where + ".timestamp", ts.status().message());
-      r.measured_at_us = *ts;
-    }
+    KTUNE_RETURN_IF_ERROR(FinishRecord(e, path, where, r));
     out.push_back(std::move(r));
   }
   return out;
@@ -256,18 +270,10 @@ absl::StatusOr<std::vector<Record>> ReadKernelTuner(const std::string& path, con
     } else {
       return FileError(path, where, "\"time\" is neither a number nor a failure string");
     }
-    if (e.contains("times") && e["times"].is_array()) {
-      for (const Json& x : e["times"]) {
-        if (!x.is_number()) return FileError(path, where + ".times", "holds a non-number");
-        r.repeat_times_ms.push_back(x.get<double>());
-      }
+    if (e.contains("times")) {
+      KTUNE_RETURN_IF_ERROR(ReadRepeats(e["times"], 1.0, path, where + ".times", r));
     }
-    FillRepeatStatistics(r);
-    if (e.contains("timestamp") && e["timestamp"].is_string()) {
-      auto ts = ParseTimestampUs(e["timestamp"].get<std::string>());
-      if (!ts.ok()) return FileError(path, where + ".timestamp", ts.status().message());
-      r.measured_at_us = *ts;
-    }
+    KTUNE_RETURN_IF_ERROR(FinishRecord(e, path, where, r));
     out.push_back(std::move(r));
   }
   return out;

@@ -98,13 +98,7 @@ struct Optimum {
 
 // The fastest correct configuration, read straight from the file with no ktune code.
 Optimum FileOptimum(const std::string& path) {
-  gzFile gz = gzopen(path.c_str(), "rb");
-  std::string text;
-  char buf[65536];
-  int n;
-  while ((n = gzread(gz, buf, sizeof buf)) > 0) text.append(buf, n);
-  gzclose(gz);
-  auto doc = nlohmann::json::parse(text);
+  auto doc = nlohmann::json::parse(testing::ReadGzipFile(path));
   Optimum best{"", 1e300};
   if (doc.contains("results")) {
     for (const auto& r : doc["results"]) {

@@ -27,15 +27,7 @@ void WriteFile(const std::string& path, const std::string& contents) {
   std::ofstream(path, std::ios::binary) << contents;
 }
 
-std::string Gunzipped(const std::string& path) {
-  gzFile gz = gzopen(path.c_str(), "rb");
-  std::string out;
-  char buf[65536];
-  int n;
-  while ((n = gzread(gz, buf, sizeof buf)) > 0) out.append(buf, n);
-  gzclose(gz);
-  return out;
-}
+std::string Gunzipped(const std::string& path) { return testing::ReadGzipFile(path); }
 
 TEST(RecordFilesTest, ReadsT4AndKernelTunerFilesOfTheSameMeasurementsAlike) {
   auto t4 = ReadRecordFile(SpaceFile("convolution_A100_T4.json.gz"), {});

@@ -38,6 +38,8 @@ std::string DefinitionFile(const std::string& name);
 std::vector<std::string> AllSpaceFiles();
 
 std::string ReadWholeFile(const std::string& path);
+// The decompressed contents of a gzip file.
+std::string ReadGzipFile(const std::string& path);
 
 }  // namespace ktune::testing
 
