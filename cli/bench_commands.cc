@@ -12,6 +12,8 @@
 #include "absl/strings/str_format.h"
 #include "absl/time/clock.h"
 #include "cli/command.h"
+#include "absl/strings/str_split.h"
+#include "bench/search_benchmark.h"
 #include "db/interchange/record_files.h"
 #include "kernels/t1_definition.h"
 
@@ -107,6 +109,54 @@ int RunSpaceBench(const SpaceBenchArgs& a) {
   return kExitOk;
 }
 
+struct SearchBenchArgs {
+  std::vector<std::string> spaces;
+  std::string strategies = "random,anneal,genetic,model";
+  int64_t budget = 400;
+  int seeds = 10;
+  int batch_size = 8;
+  bool json = false;
+  bool quiet = false;
+};
+
+int RunSearchBench(const SearchBenchArgs& a) {
+  const std::string cmd = "bench search";
+  SearchBenchOptions options;
+  options.spaces = a.spaces;
+  options.strategies = absl::StrSplit(a.strategies, ',', absl::SkipEmpty());
+  for (const std::string& s : options.strategies) {
+    auto made = MakeStrategy(s);
+    if (!made.ok()) return UsageError(cmd, std::string(made.status().message()));
+  }
+  options.budget = a.budget;
+  options.seeds = a.seeds;
+  options.batch_size = a.batch_size;
+  if (!a.json) {
+    std::cout << absl::StrFormat("%-44s %-8s %8s %8s %8s %8s %8s %8s %6s %8s %6s %9s\n", "space",
+                                 "strategy", "@25", "@50", "@100", "@200", "@400", "to5%",
+                                 "hit5%", "to2%", "hit2%", "agent ms");
+  }
+  absl::Status st = RunSearchBenchmark(
+      options,
+      [&](const SearchBenchRow& row) {
+        if (a.json) {
+          std::cout << SearchBenchRowJson(row) << std::endl;
+          return;
+        }
+        std::cout << absl::StrFormat("%-44s %-8s", row.space, row.strategy);
+        for (const auto& [b, ratio] : row.best_over_opt) std::cout << absl::StrFormat(" %8.4f", ratio);
+        std::cout << absl::StrFormat(" %8.1f %6.2f %8.1f %6.2f %9.2f", row.evals_to_5pct,
+                                     row.reached_5pct, row.evals_to_2pct, row.reached_2pct,
+                                     row.agent_ms_per_batch)
+                  << std::endl;
+      },
+      [&](const std::string& line) {
+        if (!a.quiet) std::cerr << line << "\n";
+      });
+  if (!st.ok()) return Fail(cmd, st);
+  return kExitOk;
+}
+
 }  // namespace
 
 void RegisterBenchCommands(CLI::App& app, Action* action) {
@@ -128,6 +178,23 @@ void RegisterBenchCommands(CLI::App& app, Action* action) {
       ->check(CLI::Range(1, 100))->capture_default_str();
   space->add_flag("--json", space_args->json, "One JSON line per file");
   space->callback([=] { *action = [=] { return RunSpaceBench(*space_args); }; });
+
+  auto search_args = std::make_shared<SearchBenchArgs>();
+  CLI::App* search = bench->add_subcommand(
+      "search", "Compare search strategies on recorded spaces (replayed, many seeds)");
+  search->add_option("--space", search_args->spaces, "Recorded space files (T4 / Kernel Tuner)")
+      ->required();
+  search->add_option("--strategies", search_args->strategies, "Comma-separated strategy names")
+      ->capture_default_str();
+  search->add_option("--budget", search_args->budget, "Measurements per run")
+      ->check(CLI::Range(int64_t{1}, int64_t{100000}))->capture_default_str();
+  search->add_option("--seeds", search_args->seeds, "Runs per strategy and space")
+      ->check(CLI::Range(1, 1000))->capture_default_str();
+  search->add_option("--batch-size", search_args->batch_size, "Measurements per batch")
+      ->check(CLI::Range(1, 1024))->capture_default_str();
+  search->add_flag("--json", search_args->json, "One JSON line per space and strategy");
+  search->add_flag("--quiet", search_args->quiet, "No per-run progress on stderr");
+  search->callback([=] { *action = [=] { return RunSearchBench(*search_args); }; });
 }
 
 }  // namespace ktune::cli

@@ -19,7 +19,7 @@ void SetUnavailable(CLI::App* sub, Action* action, Unavailable u) {
     *action = [=] {
       std::cerr << "ktune " << u.command << ": not available in this build: it needs " << u.needs
                 << ".\nAvailable now: ktune db import|export|stats, ktune best, ktune jobs, "
-                   "ktune space, ktune bench import|space.\n";
+                   "ktune space, ktune bench import|space|search.\n";
       return kExitFailure;
     };
   });
@@ -88,7 +88,6 @@ void RegisterServiceCommands(CLI::App& app, Action* action) {
   CLI::App* bench = app.get_subcommand("bench");
   for (const auto& [name, description, needs] :
        std::vector<std::tuple<std::string, std::string, std::string>>{
-           {"search", "Compare search strategies on recorded spaces", "the agent (agent/)"},
            {"kernel", "Tuned vs default vs vendor library kernels", "the kernel registry and measurer"},
            {"service", "Query and dispatch throughput of the server", "the tuning server (server/)"}}) {
     CLI::App* sub = bench->add_subcommand(name, description);

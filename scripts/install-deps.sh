@@ -15,6 +15,8 @@ packages=(
   nlohmann-json3-dev libcli11-dev libfmt-dev libspdlog-dev libyaml-cpp-dev
   # tests and benchmarks
   googletest libgtest-dev libgmock-dev libbenchmark-dev libopenblas-dev
+  # the model-based search baseline (gradient-boosted trees)
+  libxgboost-dev
 )
 
 missing=()

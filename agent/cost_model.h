@@ -1,0 +1,41 @@
+// A regression model from configuration features to a score (higher = faster), as AutoTVM's
+// cost model: gradient-boosted trees through XGBoost's C API. Deterministic for a seed; uses one
+// thread so that runs are reproducible and do not compete with measurements.
+#ifndef KTUNE_AGENT_COST_MODEL_H_
+#define KTUNE_AGENT_COST_MODEL_H_
+
+#include <cstdint>
+#include <vector>
+
+#include "absl/status/statusor.h"
+
+namespace ktune {
+
+class XgbCostModel {
+ public:
+  struct Options {
+    int rounds = 60;       // boosting rounds per fit
+    int max_depth = 5;
+    double eta = 0.2;      // learning rate
+    double subsample = 1.0;
+  };
+  XgbCostModel() : XgbCostModel(Options()) {}
+  explicit XgbCostModel(Options options) : options_(options) {}
+  ~XgbCostModel();
+  XgbCostModel(const XgbCostModel&) = delete;
+  XgbCostModel& operator=(const XgbCostModel&) = delete;
+
+  // Fits from scratch: `x` holds rows of `width` features, `y` one target per row.
+  absl::Status Fit(const std::vector<float>& x, int width, const std::vector<float>& y,
+                   uint64_t seed);
+  // Scores rows of `x`. FailedPrecondition before Fit.
+  absl::StatusOr<std::vector<float>> Predict(const std::vector<float>& x, int width) const;
+
+ private:
+  Options options_;
+  void* booster_ = nullptr;  // BoosterHandle
+};
+
+}  // namespace ktune
+
+#endif  // KTUNE_AGENT_COST_MODEL_H_

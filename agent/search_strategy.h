@@ -1,0 +1,59 @@
+// Search strategies: what to measure next.
+//
+// Lifecycle (as TVM MetaSchedule's): Initialize once with the space and a seed -> PreTuning with
+// the budget and batch size -> ProposeBatch / NotifyResults, repeatedly, until ProposeBatch
+// returns an empty batch -> PostTuning.
+//
+// Contract, for every strategy (tests/agent/strategy_contract_test.cc checks it):
+// - proposals are valid points of the space, never one proposed before;
+// - the number proposed in total is exactly min(budget, space size): batches of batch_size, the
+//   last one smaller (20 in batches of 7: 7, 7, 6);
+// - the same seed gives the same proposals, given the same results;
+// - failed measurements are results too (ok = false), and the strategy goes on.
+// Not thread-safe: one tuning loop drives one strategy.
+#ifndef KTUNE_AGENT_SEARCH_STRATEGY_H_
+#define KTUNE_AGENT_SEARCH_STRATEGY_H_
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "kernels/search_space.h"
+
+namespace ktune {
+
+// The outcome of measuring one point, as a strategy sees it.
+struct Observation {
+  Point point;
+  bool ok = false;       // false for every failure status
+  double time_ms = 0;    // meaningful only when ok
+};
+
+class SearchStrategy {
+ public:
+  virtual ~SearchStrategy() = default;
+
+  // `space` must outlive the strategy. InvalidArgument for an empty space.
+  virtual absl::Status Initialize(const SearchSpace& space, uint64_t seed) = 0;
+  // InvalidArgument unless budget >= 1 and batch_size >= 1.
+  virtual absl::Status PreTuning(int64_t budget, int batch_size) = 0;
+  // The next batch; empty when the budget is spent or the space exhausted.
+  virtual absl::StatusOr<std::vector<Point>> ProposeBatch() = 0;
+  // Results of the last batch, one per proposed point, in proposal order. InvalidArgument if
+  // they do not match the batch.
+  virtual absl::Status NotifyResults(const std::vector<Observation>& results) = 0;
+  virtual void PostTuning() {}
+
+  virtual std::string name() const = 0;
+};
+
+// Strategies by name: "random", "anneal", "genetic", "model", "ppo". InvalidArgument listing
+// the known names otherwise. Registration is explicit here, not by static initialisers.
+absl::StatusOr<std::unique_ptr<SearchStrategy>> MakeStrategy(const std::string& name);
+std::vector<std::string> StrategyNames();
+
+}  // namespace ktune
+
+#endif  // KTUNE_AGENT_SEARCH_STRATEGY_H_

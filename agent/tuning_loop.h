@@ -1,0 +1,39 @@
+// Drives a strategy against a measurer: the loop behind `ktune tune` and `ktune bench search`.
+#ifndef KTUNE_AGENT_TUNING_LOOP_H_
+#define KTUNE_AGENT_TUNING_LOOP_H_
+
+#include <functional>
+#include <vector>
+
+#include "agent/search_strategy.h"
+#include "measurer/measurer.h"
+
+namespace ktune {
+
+struct TuningOptions {
+  int64_t budget = 64;  // measurements, failures included
+  int batch_size = 8;
+  uint64_t seed = 1;
+};
+
+struct TuningOutcome {
+  std::vector<Observation> trace;  // every measurement, in order
+  double agent_seconds = 0;        // time inside ProposeBatch and NotifyResults
+  double measure_seconds = 0;      // time inside Measurer::Measure
+  int batches = 0;
+};
+
+// Called after each measured batch (to store records, show progress). An error stops the loop.
+using BatchCallback = std::function<absl::Status(const std::vector<Configuration>& configs,
+                                                 const std::vector<MeasureResult>& results)>;
+
+// Initialises `strategy` with `space` and options.seed, then proposes, measures and notifies
+// until the strategy's batches run out. Errors of the strategy or the measurer end the run.
+absl::StatusOr<TuningOutcome> RunTuningLoop(SearchStrategy& strategy, const SearchSpace& space,
+                                            Measurer& measurer, const TaskKey& task,
+                                            const TuningOptions& options,
+                                            const BatchCallback& on_batch = nullptr);
+
+}  // namespace ktune
+
+#endif  // KTUNE_AGENT_TUNING_LOOP_H_

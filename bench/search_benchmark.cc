@@ -1,0 +1,117 @@
+#include "bench/search_benchmark.h"
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <nlohmann/json.hpp>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "agent/tuning_loop.h"
+#include "common/status_macros.h"
+#include "db/interchange/record_files.h"
+#include "measurer/replay_measurer.h"
+
+namespace ktune {
+
+double BestOverOptimumAt(const std::vector<Observation>& trace, double optimum, int64_t b) {
+  double best = std::numeric_limits<double>::infinity();
+  for (int64_t i = 0; i < b && i < static_cast<int64_t>(trace.size()); ++i) {
+    if (trace[i].ok) best = std::min(best, trace[i].time_ms);
+  }
+  return best / optimum;
+}
+
+int64_t EvalsToWithin(const std::vector<Observation>& trace, double optimum, double fraction,
+                      int64_t never) {
+  for (size_t i = 0; i < trace.size(); ++i) {
+    if (trace[i].ok && trace[i].time_ms <= optimum * (1 + fraction)) {
+      return static_cast<int64_t>(i + 1);
+    }
+  }
+  return never;
+}
+
+double Median(std::vector<double> v) {
+  if (v.empty()) return std::nan("");
+  std::sort(v.begin(), v.end());
+  size_t n = v.size();
+  return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
+}
+
+absl::Status RunSearchBenchmark(const SearchBenchOptions& options,
+                               const std::function<void(const SearchBenchRow&)>& on_row,
+                               const std::function<void(const std::string&)>& progress) {
+  static constexpr int64_t kCheckpoints[] = {25, 50, 100, 200, 400};
+  for (const std::string& file : options.spaces) {
+    KTUNE_ASSIGN_OR_RETURN(RecordedSpace recorded, LoadRecordedSpace(file));
+    ReplayMeasurer measurer(recorded.records);
+    const double optimum = measurer.optimum_ms();
+    TaskKey task{recorded.records.front().kernel, "", {}, measurer.device().device_class};
+    std::string space_name = file.substr(file.find_last_of('/') + 1);
+    for (const std::string& name : options.strategies) {
+      std::vector<std::vector<Observation>> traces;
+      std::vector<double> agent_ms_per_batch;
+      for (int seed = 1; seed <= options.seeds; ++seed) {
+        KTUNE_ASSIGN_OR_RETURN(std::unique_ptr<SearchStrategy> strategy, MakeStrategy(name));
+        TuningOptions run{options.budget, options.batch_size, static_cast<uint64_t>(seed)};
+        KTUNE_ASSIGN_OR_RETURN(TuningOutcome outcome,
+                               RunTuningLoop(*strategy, recorded.space, measurer, task, run));
+        agent_ms_per_batch.push_back(1e3 * outcome.agent_seconds / std::max(1, outcome.batches));
+        if (progress) {
+          progress(absl::StrFormat("%s %s seed %d: best/opt %.3f, agent %.1f ms/batch", space_name,
+                                   name, seed,
+                                   BestOverOptimumAt(outcome.trace, optimum, options.budget),
+                                   agent_ms_per_batch.back()));
+        }
+        traces.push_back(std::move(outcome.trace));
+      }
+      SearchBenchRow row;
+      row.space = space_name;
+      row.strategy = name;
+      row.budget = options.budget;
+      row.seeds = options.seeds;
+      for (int64_t b : kCheckpoints) {
+        std::vector<double> ratios;
+        for (const auto& t : traces) ratios.push_back(BestOverOptimumAt(t, optimum, b));
+        row.best_over_opt.push_back({b, Median(ratios)});
+      }
+      const int64_t never = 10 * options.budget;
+      for (auto [fraction, evals, reached] :
+           {std::make_tuple(0.05, &row.evals_to_5pct, &row.reached_5pct),
+            std::make_tuple(0.02, &row.evals_to_2pct, &row.reached_2pct)}) {
+        std::vector<double> counts;
+        int hit = 0;
+        for (const auto& t : traces) {
+          int64_t e = EvalsToWithin(t, optimum, fraction, never);
+          counts.push_back(static_cast<double>(e));
+          hit += e != never;
+        }
+        *evals = Median(counts);
+        *reached = static_cast<double>(hit) / traces.size();
+      }
+      row.agent_ms_per_batch = Median(agent_ms_per_batch);
+      on_row(row);
+    }
+  }
+  return absl::OkStatus();
+}
+
+std::string SearchBenchRowJson(const SearchBenchRow& row) {
+  nlohmann::ordered_json j;
+  j["space"] = row.space;
+  j["strategy"] = row.strategy;
+  j["budget"] = row.budget;
+  j["seeds"] = row.seeds;
+  for (const auto& [b, ratio] : row.best_over_opt) {
+    j[absl::StrCat("best/opt@", b)] = std::isfinite(ratio) ? nlohmann::ordered_json(ratio)
+                                                           : nlohmann::ordered_json(nullptr);
+  }
+  j["evals_to_5pct"] = row.evals_to_5pct;
+  j["reached_5pct"] = row.reached_5pct;
+  j["evals_to_2pct"] = row.evals_to_2pct;
+  j["reached_2pct"] = row.reached_2pct;
+  return j.dump();
+}
+
+}  // namespace ktune

@@ -1,0 +1,59 @@
+// The search benchmark that judges strategies (`ktune bench search`): every strategy, many seeds,
+// on recorded spaces replayed through ReplayMeasurer.
+//
+// Definitions (from the agent issue): an evaluation is one distinct configuration measured,
+// failed ones included; best/opt@B is the median over seeds of (best time within the first B
+// evaluations) / (the space's optimum); evals_to_X is the median over seeds of the number of
+// evaluations after which the best first came within X of the optimum, a seed that never did
+// counting as 10 x budget; reached_X is the fraction of seeds that did.
+#ifndef KTUNE_BENCH_SEARCH_BENCHMARK_H_
+#define KTUNE_BENCH_SEARCH_BENCHMARK_H_
+
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "agent/search_strategy.h"
+
+namespace ktune {
+
+// Best time within the first `b` evaluations of `trace` (all of it if shorter), divided by
+// `optimum`; +infinity if none of them was ok.
+double BestOverOptimumAt(const std::vector<Observation>& trace, double optimum, int64_t b);
+// 1-based evaluation count after which the best first came within `fraction` of `optimum`
+// (time <= optimum * (1 + fraction)), or `never` if it did not.
+int64_t EvalsToWithin(const std::vector<Observation>& trace, double optimum, double fraction,
+                      int64_t never);
+double Median(std::vector<double> values);
+
+struct SearchBenchOptions {
+  std::vector<std::string> spaces;      // recorded space files
+  std::vector<std::string> strategies;  // names for MakeStrategy
+  int64_t budget = 400;
+  int seeds = 10;
+  int batch_size = 8;
+};
+
+struct SearchBenchRow {
+  std::string space, strategy;
+  int64_t budget = 0;
+  int seeds = 0;
+  std::vector<std::pair<int64_t, double>> best_over_opt;  // (B, best/opt@B) for B in 25..400
+  double evals_to_5pct = 0, reached_5pct = 0, evals_to_2pct = 0, reached_2pct = 0;
+  double agent_ms_per_batch = 0;  // median over seeds
+};
+
+// Runs the benchmark; `on_row` receives each row as soon as it is complete, `progress` a line
+// per finished run (may be null).
+absl::Status RunSearchBenchmark(const SearchBenchOptions& options,
+                               const std::function<void(const SearchBenchRow&)>& on_row,
+                               const std::function<void(const std::string&)>& progress);
+
+// The row as the one-line JSON object the issue specifies (exactly its keys).
+std::string SearchBenchRowJson(const SearchBenchRow& row);
+
+}  // namespace ktune
+
+#endif  // KTUNE_BENCH_SEARCH_BENCHMARK_H_

@@ -1,0 +1,45 @@
+// The seam between search and hardware: a Measurer measures configurations of a task on one
+// device and reports each outcome as data.
+//
+// Implementations: ReplayMeasurer (answers from a recorded space); CpuMeasurer and CudaMeasurer
+// come with the kernel issues. A failing candidate is a result with a status and a message,
+// never an error of the call: an error means the measurer itself cannot go on.
+#ifndef KTUNE_MEASURER_MEASURER_H_
+#define KTUNE_MEASURER_MEASURER_H_
+
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "db/record.h"
+
+namespace ktune {
+
+struct MeasureResult {
+  MeasurementStatus status = MeasurementStatus::kOk;
+  std::string message;                  // why it failed; empty when ok
+  std::optional<double> time_ms;        // the objective; set exactly when ok
+  std::vector<double> repeat_times_ms;  // every timed run
+};
+
+class Measurer {
+ public:
+  virtual ~Measurer() = default;
+
+  // The device results are measured on.
+  virtual DeviceInfo device() const = 0;
+
+  // Measures `configs` of `task`: one result per configuration, in order. Not thread-safe unless
+  // an implementation says so.
+  virtual absl::StatusOr<std::vector<MeasureResult>> Measure(
+      const TaskKey& task, const std::vector<Configuration>& configs) = 0;
+};
+
+// The record a result becomes in the tuning database.
+Record ToRecord(const TaskKey& task, const DeviceInfo& device, const Configuration& config,
+                const MeasureResult& result, const std::string& worker);
+
+}  // namespace ktune
+
+#endif  // KTUNE_MEASURER_MEASURER_H_

@@ -1,0 +1,61 @@
+#include "measurer/replay_measurer.h"
+
+#include <limits>
+
+#include "absl/strings/str_cat.h"
+
+namespace ktune {
+
+Record ToRecord(const TaskKey& task, const DeviceInfo& device, const Configuration& config,
+                const MeasureResult& result, const std::string& worker) {
+  Record r;
+  r.kernel = task.kernel;
+  r.kernel_version = task.kernel_version;
+  r.problem = task.problem;
+  r.device = device;
+  r.config = config;
+  r.status = result.status;
+  r.message = result.message;
+  r.time_ms = result.time_ms;
+  r.repeat_times_ms = result.repeat_times_ms;
+  FillRepeatStatistics(r);
+  r.worker = worker;
+  r.source = "worker";
+  return r;
+}
+
+ReplayMeasurer::ReplayMeasurer(const std::vector<Record>& records) {
+  double best = std::numeric_limits<double>::infinity();
+  for (const Record& r : records) {
+    if (device_.device_class.empty()) device_ = r.device;
+    MeasureResult m;
+    m.status = r.status;
+    m.message = r.message;
+    m.time_ms = r.time_ms;
+    m.repeat_times_ms = r.repeat_times_ms;
+    if (r.time_ms && *r.time_ms < best) best = *r.time_ms;
+    by_config_[CanonicalJson(r.config)] = std::move(m);
+  }
+  optimum_ms_ = best;
+}
+
+absl::StatusOr<std::vector<MeasureResult>> ReplayMeasurer::Measure(
+    const TaskKey& task, const std::vector<Configuration>& configs) {
+  std::vector<MeasureResult> out;
+  out.reserve(configs.size());
+  for (const Configuration& c : configs) {
+    auto it = by_config_.find(CanonicalJson(c));
+    if (it == by_config_.end()) {
+      MeasureResult m;
+      m.status = MeasurementStatus::kInvalidConfig;
+      m.message = absl::StrCat("not in the recorded space: ", CanonicalJson(c));
+      out.push_back(std::move(m));
+    } else {
+      out.push_back(it->second);
+    }
+  }
+  measurements_ += static_cast<int64_t>(configs.size());
+  return out;
+}
+
+}  // namespace ktune

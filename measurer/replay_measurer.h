@@ -1,0 +1,39 @@
+// A Measurer that answers from a recorded space (T4 or Kernel Tuner file): each configuration gets
+// the status and times recorded for it. Lets strategies be compared on real landscapes without
+// the hardware. A configuration the file does not hold is invalid_config.
+#ifndef KTUNE_MEASURER_REPLAY_MEASURER_H_
+#define KTUNE_MEASURER_REPLAY_MEASURER_H_
+
+#include <string>
+
+#include "absl/container/flat_hash_map.h"
+#include "db/interchange/record_files.h"
+#include "measurer/measurer.h"
+
+namespace ktune {
+
+class ReplayMeasurer : public Measurer {
+ public:
+  // `records` are the file's records (RecordedSpace::records); the last one of a configuration
+  // wins. All must be of one device.
+  explicit ReplayMeasurer(const std::vector<Record>& records);
+
+  DeviceInfo device() const override { return device_; }
+  absl::StatusOr<std::vector<MeasureResult>> Measure(
+      const TaskKey& task, const std::vector<Configuration>& configs) override;
+
+  // The fastest ok time in the file: what "optimum" means for this space.
+  double optimum_ms() const { return optimum_ms_; }
+  // Number of measurements answered so far.
+  int64_t measurements() const { return measurements_; }
+
+ private:
+  DeviceInfo device_;
+  absl::flat_hash_map<std::string, MeasureResult> by_config_;  // canonical JSON -> result
+  double optimum_ms_ = 0;
+  int64_t measurements_ = 0;
+};
+
+}  // namespace ktune
+
+#endif  // KTUNE_MEASURER_REPLAY_MEASURER_H_

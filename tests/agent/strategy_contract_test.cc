@@ -1,0 +1,160 @@
+// One contract test runs every strategy (as TVM MetaSchedule's and Kernel Tuner's do): each is
+// driven through the lifecycle on a small constrained space and on a recorded space replayed
+// with its failures, and must respect the budget, batch sizes, validity, no-repeat and seeding
+// rules of agent/search_strategy.h.
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <set>
+
+#include "agent/search_strategy.h"
+#include "agent/tuning_loop.h"
+#include "db/interchange/record_files.h"
+#include "measurer/replay_measurer.h"
+#include "tests/testing/test_util.h"
+
+namespace ktune {
+namespace {
+
+std::vector<ParamValue> Range(int64_t n) {
+  std::vector<ParamValue> v;
+  for (int64_t i = 1; i <= n; ++i) v.push_back(i);
+  return v;
+}
+
+// A synthetic landscape with one optimum and failures: time = distance to (6, 3, 5) + 1;
+// configurations with a + b == 9 fail.
+class SyntheticMeasurer : public Measurer {
+ public:
+  DeviceInfo device() const override { return DeviceInfo::FromName("synthetic"); }
+  absl::StatusOr<std::vector<MeasureResult>> Measure(
+      const TaskKey&, const std::vector<Configuration>& configs) override {
+    std::vector<MeasureResult> out;
+    for (const Configuration& c : configs) {
+      int64_t a = std::get<int64_t>(c.at("a")), b = std::get<int64_t>(c.at("b")),
+              d = std::get<int64_t>(c.at("d"));
+      MeasureResult r;
+      if (a + b == 9) {
+        r.status = MeasurementStatus::kRuntimeError;
+        r.message = "synthetic crash";
+      } else {
+        r.time_ms = 1.0 + std::abs(a - 6) + std::abs(b - 3) + 0.5 * std::abs(d - 5);
+      }
+      out.push_back(r);
+    }
+    return out;
+  }
+};
+
+SearchSpace SmallSpace() {
+  return *SearchSpace::Create({{"a", Range(8)}, {"b", Range(8)}, {"d", Range(6)}},
+                              {"a * b <= 40", "d != 2"});
+}
+
+class StrategyContractTest : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(StrategyContractTest, BatchesAddUpToTheBudgetExactly) {
+  SearchSpace space = SmallSpace();
+  auto strategy = MakeStrategy(GetParam());
+  ASSERT_TRUE(strategy.ok());
+  ASSERT_TRUE((*strategy)->Initialize(space, 7).ok());
+  ASSERT_TRUE((*strategy)->PreTuning(20, 7).ok());
+  SyntheticMeasurer measurer;
+  std::vector<size_t> sizes;
+  std::set<Point> seen;
+  while (true) {
+    auto batch = (*strategy)->ProposeBatch();
+    ASSERT_TRUE(batch.ok()) << batch.status();
+    if (batch->empty()) break;
+    sizes.push_back(batch->size());
+    std::vector<Configuration> configs;
+    for (const Point& p : *batch) {
+      EXPECT_TRUE(space.IsValid(p)) << GetParam();
+      EXPECT_TRUE(seen.insert(p).second) << GetParam() << ": proposed twice";
+      configs.push_back(space.ToConfiguration(p));
+    }
+    auto results = *measurer.Measure({}, configs);
+    std::vector<Observation> obs;
+    for (size_t i = 0; i < batch->size(); ++i) {
+      obs.push_back({(*batch)[i], results[i].time_ms.has_value(), results[i].time_ms.value_or(0)});
+    }
+    ASSERT_TRUE((*strategy)->NotifyResults(obs).ok());
+  }
+  EXPECT_EQ(sizes, (std::vector<size_t>{7, 7, 6})) << GetParam();
+}
+
+TEST_P(StrategyContractTest, SameSeedSameProposalsAndFailuresAreSurvived) {
+  SearchSpace space = SmallSpace();
+  SyntheticMeasurer measurer;
+  std::vector<std::vector<Observation>> traces;
+  for (uint64_t seed : {11, 11, 12}) {
+    auto strategy = MakeStrategy(GetParam());
+    ASSERT_TRUE(strategy.ok());
+    auto outcome = RunTuningLoop(**strategy, space, measurer, {}, {120, 8, seed});
+    ASSERT_TRUE(outcome.ok()) << outcome.status();
+    ASSERT_EQ(outcome->trace.size(), 120u);
+    traces.push_back(outcome->trace);
+  }
+  auto points = [](const std::vector<Observation>& t) {
+    std::vector<Point> p;
+    for (const Observation& o : t) p.push_back(o.point);
+    return p;
+  };
+  EXPECT_EQ(points(traces[0]), points(traces[1])) << GetParam();
+  EXPECT_NE(points(traces[0]), points(traces[2])) << GetParam();
+  EXPECT_TRUE(std::any_of(traces[0].begin(), traces[0].end(), [](const Observation& o) { return !o.ok; }))
+      << "the synthetic space should have produced failures";
+}
+
+TEST_P(StrategyContractTest, ABudgetLargerThanTheSpaceMeasuresEachPointOnce) {
+  SyntheticMeasurer measurer;
+  auto strategy = MakeStrategy(GetParam());
+  ASSERT_TRUE(strategy.ok());
+  SearchSpace with_d = *SearchSpace::Create({{"a", Range(5)}, {"b", Range(4)}, {"d", {int64_t{5}}}},
+                                            {"a != b"});
+  auto outcome = RunTuningLoop(**strategy, with_d, measurer, {}, {1000, 6, 3});
+  ASSERT_TRUE(outcome.ok()) << outcome.status();
+  EXPECT_EQ(static_cast<int64_t>(outcome->trace.size()), with_d.size());
+  std::set<Point> distinct;
+  for (const Observation& o : outcome->trace) distinct.insert(o.point);
+  EXPECT_EQ(static_cast<int64_t>(distinct.size()), with_d.size());
+}
+
+TEST_P(StrategyContractTest, RunsOnARecordedSpaceWithFailures) {
+  auto recorded = LoadRecordedSpace(testing::SpaceFile("pnpoly_RTX_3090_T4.json.gz"));
+  ASSERT_TRUE(recorded.ok());
+  ReplayMeasurer measurer(recorded->records);
+  auto strategy = MakeStrategy(GetParam());
+  ASSERT_TRUE(strategy.ok());
+  auto outcome = RunTuningLoop(**strategy, recorded->space, measurer, {}, {100, 10, 5});
+  ASSERT_TRUE(outcome.ok()) << outcome.status();
+  EXPECT_EQ(outcome->trace.size(), 100u);
+  EXPECT_EQ(measurer.measurements(), 100);
+}
+
+TEST_P(StrategyContractTest, MisuseIsAnError) {
+  SearchSpace space = SmallSpace();
+  auto strategy = MakeStrategy(GetParam());
+  ASSERT_TRUE(strategy.ok());
+  EXPECT_FALSE((*strategy)->ProposeBatch().ok());  // before Initialize/PreTuning
+  ASSERT_TRUE((*strategy)->Initialize(space, 1).ok());
+  EXPECT_EQ((*strategy)->PreTuning(0, 4).code(), absl::StatusCode::kInvalidArgument);
+  ASSERT_TRUE((*strategy)->PreTuning(10, 4).ok());
+  auto batch = (*strategy)->ProposeBatch();
+  ASSERT_TRUE(batch.ok());
+  EXPECT_FALSE((*strategy)->ProposeBatch().ok());  // results of the last batch first
+  EXPECT_EQ((*strategy)->NotifyResults({}).code(), absl::StatusCode::kInvalidArgument);
+}
+
+INSTANTIATE_TEST_SUITE_P(AllStrategies, StrategyContractTest,
+                         ::testing::ValuesIn(StrategyNames()),
+                         [](const auto& info) { return info.param; });
+
+TEST(StrategyRegistryTest, UnknownNamesAreRefusedWithTheList) {
+  auto s = MakeStrategy("hillclimb");
+  ASSERT_FALSE(s.ok());
+  EXPECT_THAT(s.status().message(), ::testing::HasSubstr("random"));
+}
+
+}  // namespace
+}  // namespace ktune
