@@ -4,14 +4,16 @@
 #include "agent/annealing_strategy.h"
 #include "agent/genetic_strategy.h"
 #include "agent/model_based_strategy.h"
+#include "agent/ppo_strategy.h"
 #include "agent/random_strategy.h"
 #include "agent/search_strategy.h"
 
 namespace ktune {
 
-std::vector<std::string> StrategyNames() { return {"random", "anneal", "genetic", "model"}; }
+std::vector<std::string> StrategyNames() { return {"ppo", "random", "anneal", "genetic", "model"}; }
 
 absl::StatusOr<std::unique_ptr<SearchStrategy>> MakeStrategy(const std::string& name) {
+  if (name == "ppo") return std::make_unique<PpoStrategy>();
   if (name == "random") return std::make_unique<RandomStrategy>();
   if (name == "anneal") return std::make_unique<AnnealingStrategy>();
   if (name == "genetic") return std::make_unique<GeneticStrategy>();

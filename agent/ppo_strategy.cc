@@ -1,0 +1,481 @@
+#include "agent/ppo_strategy.h"
+
+#include <torch/torch.h>
+
+#include <algorithm>
+#include <cmath>
+#include <numeric>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/strings/str_cat.h"
+#include "agent/cost_model.h"
+#include "agent/features.h"
+#include "agent/model_based_strategy.h"
+#include "common/status_macros.h"
+
+namespace ktune {
+namespace {
+
+// --- The network ---------------------------------------------------------------------------------
+
+struct ActorCriticImpl : torch::nn::Module {
+  ActorCriticImpl(int inputs, int hidden, int actions)
+      : l1(register_module("l1", torch::nn::Linear(inputs, hidden))),
+        l2(register_module("l2", torch::nn::Linear(hidden, hidden))),
+        pi(register_module("pi", torch::nn::Linear(hidden, actions))),
+        v(register_module("v", torch::nn::Linear(hidden, 1))) {}
+
+  struct Output {
+    torch::Tensor logits;  // [batch, actions], before masking
+    torch::Tensor value;   // [batch]
+  };
+
+  Output forward(const torch::Tensor& x) {
+    torch::Tensor h = torch::tanh(l2(torch::tanh(l1(x))));
+    return {pi(h), v(h).squeeze(1)};
+  }
+
+  torch::nn::Linear l1, l2, pi, v;
+};
+TORCH_MODULE(ActorCritic);
+
+constexpr float kIllegal = -1e9f;
+
+// --- Landscapes: what a state is worth -----------------------------------------------------------
+
+// Scores (higher = faster, in -log time units) of valid points, by space index.
+class Landscape {
+ public:
+  virtual ~Landscape() = default;
+  virtual absl::StatusOr<std::vector<float>> Scores(const std::vector<int64_t>& indices) = 0;
+};
+
+// The cost model's predictions, cached per index.
+class ModelLandscape : public Landscape {
+ public:
+  ModelLandscape(const SearchSpace& space, const SpaceFeatures& features, const XgbCostModel& model)
+      : space_(space), features_(features), model_(model) {}
+
+  absl::StatusOr<std::vector<float>> Scores(const std::vector<int64_t>& indices) override {
+    std::vector<int64_t> missing;
+    std::vector<float> x;
+    for (int64_t i : indices) {
+      if (!cache_.contains(i) && std::find(missing.begin(), missing.end(), i) == missing.end()) {
+        missing.push_back(i);
+        features_.Append(space_.PointAt(i), x);
+      }
+    }
+    if (!missing.empty()) {
+      KTUNE_ASSIGN_OR_RETURN(std::vector<float> s, model_.Predict(x, features_.width()));
+      for (size_t k = 0; k < missing.size(); ++k) cache_[missing[k]] = s[k];
+    }
+    std::vector<float> out;
+    out.reserve(indices.size());
+    for (int64_t i : indices) out.push_back(cache_.at(i));
+    return out;
+  }
+
+ private:
+  const SearchSpace& space_;
+  const SpaceFeatures& features_;
+  const XgbCostModel& model_;
+  absl::flat_hash_map<int64_t, float> cache_;
+};
+
+// A recorded landscape (transfer source): -log(time / fastest); failures one below the worst.
+class RecordedLandscape : public Landscape {
+ public:
+  explicit RecordedLandscape(const std::vector<double>& time_ms) {
+    double fastest = INFINITY;
+    for (double t : time_ms) {
+      if (std::isfinite(t) && t > 0) fastest = std::min(fastest, t);
+    }
+    float worst = 0;
+    scores_.resize(time_ms.size(), NAN);
+    for (size_t i = 0; i < time_ms.size(); ++i) {
+      if (std::isfinite(time_ms[i]) && time_ms[i] > 0) {
+        scores_[i] = static_cast<float>(-std::log(time_ms[i] / fastest));
+        worst = std::min(worst, scores_[i]);
+      }
+    }
+    for (float& s : scores_) {
+      if (std::isnan(s)) s = worst - 1;
+    }
+  }
+  absl::StatusOr<std::vector<float>> Scores(const std::vector<int64_t>& indices) override {
+    std::vector<float> out;
+    for (int64_t i : indices) out.push_back(scores_[i]);
+    return out;
+  }
+  // Indices of the k best points.
+  std::vector<int64_t> Top(size_t k) const {
+    std::vector<int64_t> order(scores_.size());
+    std::iota(order.begin(), order.end(), 0);
+    k = std::min(k, order.size());
+    std::partial_sort(order.begin(), order.begin() + k, order.end(),
+                      [&](int64_t a, int64_t b) { return scores_[a] > scores_[b]; });
+    order.resize(k);
+    return order;
+  }
+
+ private:
+  std::vector<float> scores_;
+};
+
+}  // namespace
+
+// --- The agent -----------------------------------------------------------------------------------
+
+class PpoStrategy::Impl {
+ public:
+  Impl(const SearchSpace& space, const PpoOptions& options, std::mt19937_64& rng)
+      : space_(space),
+        options_(options),
+        rng_(rng),
+        features_(space),
+        width_(static_cast<int>(space.parameters().size())),
+        inputs_(features_.width() + 1),
+        actions_(2 * width_ + 1),
+        net_(inputs_, options.hidden, actions_),
+        optimizer_(net_->parameters(), torch::optim::AdamOptions(options.learning_rate)) {
+    InitialiseWeights();
+  }
+
+  const SearchSpace& space() const { return space_; }
+  SpaceFeatures& features() { return features_; }
+  std::vector<std::pair<std::string, double>> metrics() const { return metrics_; }
+
+  // Runs `iterations` PPO iterations on `land`, episodes starting from `starts` (space indices;
+  // half the episodes) and from random points (the other half).
+  absl::Status Train(Landscape& land, const std::vector<int64_t>& starts, int iterations) {
+    try {
+      for (int it = 0; it < iterations; ++it) {
+        KTUNE_RETURN_IF_ERROR(Iterate(land, starts));
+      }
+    } catch (const c10::Error& e) {
+      return absl::InternalError(absl::StrCat("LibTorch: ", e.what_without_backtrace()));
+    }
+    return absl::OkStatus();
+  }
+
+  // Walks the policy from `starts` (and random points) for `episodes` episodes; returns every
+  // state reached after the start, in order of first visit, and the final states.
+  absl::StatusOr<std::pair<std::vector<int64_t>, std::vector<int64_t>>> Walk(
+      const std::vector<int64_t>& starts, int episodes) {
+    try {
+      torch::NoGradGuard no_grad;
+      std::vector<int64_t> state = StartStates(starts, episodes);
+      std::vector<int64_t> reached, finals;
+      absl::flat_hash_map<int64_t, bool> seen;
+      for (int t = 0; t < options_.horizon; ++t) {
+        std::vector<float> mask;
+        torch::Tensor obs = Observe(state, t, &mask);
+        torch::Tensor logits = net_->forward(obs).logits + MaskTensor(mask, state.size());
+        std::vector<int> actions = Sample(logits);
+        for (size_t e = 0; e < state.size(); ++e) {
+          state[e] = Move(state[e], actions[e]);
+          if (seen.emplace(state[e], true).second) reached.push_back(state[e]);
+        }
+      }
+      finals = state;
+      return std::make_pair(reached, finals);
+    } catch (const c10::Error& e) {
+      return absl::InternalError(absl::StrCat("LibTorch: ", e.what_without_backtrace()));
+    }
+  }
+
+ private:
+  void InitialiseWeights() {
+    // PyTorch's default Linear init, U(-1/sqrt(fan_in), 1/sqrt(fan_in)), drawn from our seeded
+    // generator rather than LibTorch's global one.
+    torch::NoGradGuard no_grad;
+    for (auto& p : net_->named_parameters()) {
+      torch::Tensor t = p.value();
+      int64_t fan_in = t.dim() == 2 ? t.size(1) : 0;
+      if (fan_in == 0) {  // bias: fan_in of its layer
+        std::string weight = p.key().substr(0, p.key().find('.')) + ".weight";
+        fan_in = net_->named_parameters()[weight].size(1);
+      }
+      double bound = 1.0 / std::sqrt(static_cast<double>(fan_in));
+      if (p.key().rfind("pi.", 0) == 0) bound *= 0.01;  // near-uniform initial policy
+      std::uniform_real_distribution<float> u(-bound, bound);
+      std::vector<float> values(t.numel());
+      for (float& v : values) v = u(rng_);
+      t.copy_(torch::from_blob(values.data(), t.sizes(), torch::kFloat));
+    }
+  }
+
+  std::vector<int64_t> StartStates(const std::vector<int64_t>& starts, int count) {
+    std::vector<int64_t> out;
+    std::uniform_int_distribution<int64_t> any(0, space_.size() - 1);
+    for (int e = 0; e < count; ++e) {
+      if (!starts.empty() && e % 2 == 0) {
+        out.push_back(starts[std::uniform_int_distribution<size_t>(0, starts.size() - 1)(rng_)]);
+      } else {
+        out.push_back(any(rng_));
+      }
+    }
+    return out;
+  }
+
+  // The state reached by `action` from `state` (the same state for "stay").
+  int64_t Move(int64_t state, int action) const {
+    if (action >= 2 * width_) return state;
+    Point p = space_.PointAt(state);
+    int k = action / 2;
+    int v = static_cast<int>(p[k]) + (action % 2 ? 1 : -1);
+    if (v < 0 || v >= static_cast<int>(space_.parameters()[k].values.size())) return state;
+    p[k] = static_cast<uint16_t>(v);
+    int64_t next = space_.IndexOf(p);
+    return next >= 0 ? next : state;
+  }
+
+  // Observations of `states` at step t, and their legal-action masks (1 legal, 0 not).
+  torch::Tensor Observe(const std::vector<int64_t>& states, int t, std::vector<float>* mask) {
+    std::vector<float> x;
+    x.reserve(states.size() * inputs_);
+    mask->assign(states.size() * actions_, 0.f);
+    for (size_t e = 0; e < states.size(); ++e) {
+      features_.Append(space_.PointAt(states[e]), x);
+      x.push_back(static_cast<float>(t) / options_.horizon);
+      for (int a = 0; a < actions_; ++a) {
+        (*mask)[e * actions_ + a] = (a == 2 * width_ || Move(states[e], a) != states[e]) ? 1.f : 0.f;
+      }
+    }
+    return torch::from_blob(x.data(), {static_cast<int64_t>(states.size()), inputs_}, torch::kFloat)
+        .clone();
+  }
+
+  torch::Tensor MaskTensor(const std::vector<float>& mask, size_t rows) {
+    torch::Tensor m = torch::from_blob(const_cast<float*>(mask.data()),
+                                       {static_cast<int64_t>(rows), actions_}, torch::kFloat);
+    return (1 - m) * kIllegal;
+  }
+
+  // One action per row of `logits`, drawn from the softmax with our generator.
+  std::vector<int> Sample(const torch::Tensor& logits) {
+    torch::Tensor probs = torch::softmax(logits, 1).contiguous();
+    auto acc = probs.accessor<float, 2>();
+    std::vector<int> out(probs.size(0));
+    std::uniform_real_distribution<float> u(0, 1);
+    for (int64_t e = 0; e < probs.size(0); ++e) {
+      float r = u(rng_), sum = 0;
+      int a = actions_ - 1;
+      for (int k = 0; k < actions_; ++k) {
+        sum += acc[e][k];
+        if (r < sum) {
+          a = k;
+          break;
+        }
+      }
+      out[e] = a;
+    }
+    return out;
+  }
+
+  // One PPO iteration: a rollout of envs x horizon steps on `land`, GAE, and the update.
+  absl::Status Iterate(Landscape& land, const std::vector<int64_t>& starts) {
+    const int T = options_.horizon, E = options_.envs;
+    std::vector<torch::Tensor> obs(T), masks(T), actions(T), logps(T), values(T);
+    std::vector<std::vector<float>> rewards(T, std::vector<float>(E));
+    std::vector<int64_t> state = StartStates(starts, E);
+    {
+      torch::NoGradGuard no_grad;
+      KTUNE_ASSIGN_OR_RETURN(std::vector<float> score, land.Scores(state));
+      for (int t = 0; t < T; ++t) {
+        std::vector<float> mask;
+        obs[t] = Observe(state, t, &mask);
+        masks[t] = MaskTensor(mask, E).clone();
+        auto out = net_->forward(obs[t]);
+        torch::Tensor logits = out.logits + masks[t];
+        std::vector<int> a = Sample(logits);
+        actions[t] = torch::tensor(std::vector<int64_t>(a.begin(), a.end()), torch::kLong);
+        logps[t] = torch::log_softmax(logits, 1).gather(1, actions[t].unsqueeze(1)).squeeze(1);
+        values[t] = out.value;
+        for (int e = 0; e < E; ++e) state[e] = Move(state[e], a[e]);
+        KTUNE_ASSIGN_OR_RETURN(std::vector<float> next, land.Scores(state));
+        for (int e = 0; e < E; ++e) rewards[t][e] = next[e] - score[e];
+        score = std::move(next);
+      }
+    }
+    // GAE, backwards over time; every episode ends at the horizon.
+    torch::Tensor value = torch::stack(values);  // [T, E]
+    auto v = value.accessor<float, 2>();
+    std::vector<float> adv(T * E), ret(T * E);
+    for (int e = 0; e < E; ++e) {
+      float last = 0;
+      for (int t = T - 1; t >= 0; --t) {
+        float next_value = t == T - 1 ? 0.f : v[t + 1][e];
+        float nonterminal = t == T - 1 ? 0.f : 1.f;
+        float delta = rewards[t][e] + options_.gamma * next_value * nonterminal - v[t][e];
+        last = delta + options_.gamma * options_.gae_lambda * nonterminal * last;
+        adv[t * E + e] = last;
+        ret[t * E + e] = last + v[t][e];
+      }
+    }
+    return Update(torch::cat(obs), torch::cat(masks), torch::cat(actions), torch::cat(logps),
+                  value.reshape({-1}),
+                  torch::from_blob(adv.data(), {T * E}, torch::kFloat).clone(),
+                  torch::from_blob(ret.data(), {T * E}, torch::kFloat).clone());
+  }
+
+  absl::Status Update(const torch::Tensor& obs, const torch::Tensor& masks,
+                      const torch::Tensor& actions, const torch::Tensor& old_logp,
+                      const torch::Tensor& old_value, const torch::Tensor& advantages,
+                      const torch::Tensor& returns) {
+    const int64_t n = obs.size(0);
+    const int64_t mb = std::max<int64_t>(1, n / options_.minibatches);
+    std::vector<int64_t> order(n);
+    std::iota(order.begin(), order.end(), 0);
+    double approx_kl = 0, clipfrac = 0, pg = 0, vl = 0, ent = 0;
+    int updates = 0;
+    for (int epoch = 0; epoch < options_.epochs; ++epoch) {
+      std::shuffle(order.begin(), order.end(), rng_);
+      for (int64_t start = 0; start < n; start += mb) {
+        int64_t end = std::min(n, start + mb);
+        torch::Tensor idx = torch::tensor(
+            std::vector<int64_t>(order.begin() + start, order.begin() + end), torch::kLong);
+        auto out = net_->forward(obs.index_select(0, idx));
+        torch::Tensor logp_all = torch::log_softmax(out.logits + masks.index_select(0, idx), 1);
+        torch::Tensor logp = logp_all.gather(1, actions.index_select(0, idx).unsqueeze(1)).squeeze(1);
+        torch::Tensor legal = masks.index_select(0, idx) == 0;
+        torch::Tensor entropy = -(logp_all.exp() * logp_all.masked_fill(~legal, 0)).sum(1).mean();
+        torch::Tensor log_ratio = logp - old_logp.index_select(0, idx);
+        torch::Tensor ratio = log_ratio.exp();
+        torch::Tensor adv = advantages.index_select(0, idx);
+        adv = (adv - adv.mean()) / (adv.std(/*unbiased=*/false) + 1e-8);
+        torch::Tensor pg_loss = torch::max(-adv * ratio,
+                                           -adv * torch::clamp(ratio, 1 - options_.clip, 1 + options_.clip))
+                                    .mean();
+        torch::Tensor ret = returns.index_select(0, idx);
+        torch::Tensor old_v = old_value.index_select(0, idx);
+        torch::Tensor v_clipped = old_v + torch::clamp(out.value - old_v, -options_.clip, options_.clip);
+        torch::Tensor v_loss =
+            0.5 * torch::max((out.value - ret).pow(2), (v_clipped - ret).pow(2)).mean();
+        torch::Tensor loss = pg_loss - options_.entropy_coef * entropy + options_.value_coef * v_loss;
+        optimizer_.zero_grad();
+        loss.backward();
+        torch::nn::utils::clip_grad_norm_(net_->parameters(), options_.max_grad_norm);
+        optimizer_.step();
+        {
+          torch::NoGradGuard no_grad;
+          approx_kl = ((ratio - 1) - log_ratio).mean().item<double>();
+          clipfrac = ((ratio - 1).abs() > options_.clip).to(torch::kFloat).mean().item<double>();
+        }
+        pg = pg_loss.item<double>();
+        vl = v_loss.item<double>();
+        ent = entropy.item<double>();
+        ++updates;
+      }
+      if (approx_kl > options_.target_kl) break;
+    }
+    metrics_ = {{"losses/policy_loss", pg},   {"losses/value_loss", vl},
+                {"losses/entropy", ent},      {"losses/approx_kl", approx_kl},
+                {"losses/clipfrac", clipfrac}, {"charts/updates", updates}};
+    return absl::OkStatus();
+  }
+
+  const SearchSpace& space_;
+  const PpoOptions& options_;
+  std::mt19937_64& rng_;
+  SpaceFeatures features_;
+  const int width_, inputs_, actions_;
+  ActorCritic net_;
+  torch::optim::Adam optimizer_;
+  std::vector<std::pair<std::string, double>> metrics_;
+};
+
+// --- The strategy --------------------------------------------------------------------------------
+
+PpoStrategy::PpoStrategy(PpoOptions options) : options_(options) {}
+PpoStrategy::~PpoStrategy() = default;
+
+absl::Status PpoStrategy::AddTransferSource(TransferSource source) {
+  if (source.space == nullptr || source.time_ms == nullptr ||
+      static_cast<int64_t>(source.time_ms->size()) != source.space->size()) {
+    return absl::InvalidArgumentError("a transfer source needs a space and one time per point");
+  }
+  sources_.push_back(source);
+  return absl::OkStatus();
+}
+
+std::vector<std::pair<std::string, double>> PpoStrategy::LastMetrics() const {
+  return impl_ ? impl_->metrics() : std::vector<std::pair<std::string, double>>{};
+}
+
+absl::Status PpoStrategy::Start() {
+  at::set_num_threads(1);
+  impl_ = std::make_unique<Impl>(space(), options_, rng());
+  // Learn on the transfer sources' true landscapes, through the target's own space: a source
+  // contributes only if it has the same parameters and value lists, so its points map 1:1.
+  for (const TransferSource& source : sources_) {
+    const auto& a = source.space->parameters();
+    const auto& b = space().parameters();
+    bool same = a.size() == b.size();
+    for (size_t k = 0; same && k < a.size(); ++k) {
+      same = a[k].name == b[k].name && a[k].values.size() == b[k].values.size();
+    }
+    if (!same) continue;
+    // Map source times onto the target's valid points (recorded spaces differ in which
+    // configurations failed or exist); points the source lacks count as failures.
+    std::vector<double> times(space().size(), NAN);
+    for (int64_t i = 0; i < source.space->size(); ++i) {
+      int64_t j = space().IndexOf(source.space->PointAt(i));
+      if (j >= 0) times[j] = (*source.time_ms)[i];
+    }
+    RecordedLandscape land(times);
+    KTUNE_RETURN_IF_ERROR(impl_->Train(land, land.Top(options_.elite_starts),
+                                       options_.transfer_iterations));
+    transferred_ = true;
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::vector<Point>> PpoStrategy::Generate(int n) {
+  const auto& h = history();
+  const int exploit = n - static_cast<int>(std::lround(options_.epsilon * n));
+  bool any_ok = std::any_of(h.begin(), h.end(), [](const Observation& o) { return o.ok; });
+  if (static_cast<int>(h.size()) < options_.warmup || !any_ok) {
+    if (!transferred_) return std::vector<Point>();  // random warm-up, filled by the base
+    // Transferred policy, no data yet: measure where its walks end.
+    KTUNE_ASSIGN_OR_RETURN(auto walked, impl_->Walk({}, options_.proposal_episodes));
+    std::vector<Point> out;
+    for (int64_t i : walked.second) {
+      if (static_cast<int>(out.size()) >= exploit) break;
+      if (!Visited(i)) out.push_back(space().PointAt(i));
+    }
+    return out;
+  }
+  // Fit the cost model, train the policy on it, and let the policy propose.
+  std::vector<float> x;
+  for (const Observation& o : h) impl_->features().Append(o.point, x);
+  KTUNE_RETURN_IF_ERROR(model_.Fit(x, impl_->features().width(), ScoreTargets(h), rng()()));
+  ModelLandscape land(space(), impl_->features(), model_);
+  std::vector<size_t> order(h.size());
+  std::iota(order.begin(), order.end(), 0);
+  std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) {
+    if (h[a].ok != h[b].ok) return h[a].ok;
+    return h[a].ok && h[a].time_ms < h[b].time_ms;
+  });
+  std::vector<int64_t> elite;
+  for (size_t i = 0; i < order.size() && static_cast<int>(elite.size()) < options_.elite_starts; ++i) {
+    if (h[order[i]].ok) elite.push_back(space().IndexOf(h[order[i]].point));
+  }
+  KTUNE_RETURN_IF_ERROR(impl_->Train(land, elite, options_.iterations_per_batch));
+  KTUNE_ASSIGN_OR_RETURN(auto walked, impl_->Walk(elite, options_.proposal_episodes));
+  std::vector<int64_t> candidates;
+  for (int64_t i : walked.first) {
+    if (!Visited(i)) candidates.push_back(i);
+  }
+  KTUNE_ASSIGN_OR_RETURN(std::vector<float> scores, land.Scores(candidates));
+  std::vector<size_t> rank(candidates.size());
+  std::iota(rank.begin(), rank.end(), 0);
+  std::stable_sort(rank.begin(), rank.end(), [&](size_t a, size_t b) { return scores[a] > scores[b]; });
+  std::vector<Point> out;
+  for (size_t r = 0; r < rank.size() && static_cast<int>(out.size()) < exploit; ++r) {
+    out.push_back(space().PointAt(candidates[rank[r]]));
+  }
+  return out;
+}
+
+}  // namespace ktune

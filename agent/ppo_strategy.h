@@ -1,0 +1,88 @@
+// PPO, the default strategy: a policy that learns to walk the search space towards fast
+// configurations, trained with Proximal Policy Optimization on a learned cost model (as
+// Chameleon does), and sampled to choose each batch.
+//
+// Each batch:
+//  1. the cost model (XgbCostModel, as the model-based baseline's) is refitted on every result;
+//  2. episodes start from the fastest configurations measured so far and from random ones; an
+//     action moves one parameter to its previous or next value, or stays; moves that would
+//     break the constraints are masked out, so the agent never leaves the valid space; the
+//     reward is the model's predicted improvement (a step's change in -log time);
+//  3. PPO updates the actor-critic (clipped surrogate, value baseline with clipped value loss,
+//     GAE, entropy bonus, minibatch epochs, gradient-norm clipping, KL early stop);
+//  4. the policy's walks propose states; the unvisited ones the model scores best form the
+//     batch, with an epsilon share of random configurations.
+// Before any result (and during a short random warm-up) batches are random, unless transfer
+// sources are given: then the policy is first trained on their recorded landscapes (other
+// devices' measurements of the same kernel) and proposes the first batch itself.
+//
+// LibTorch stays inside ppo_strategy.cc (its headers cost ~20 s a file to compile). The network
+// is seeded from the strategy's own generator; it uses one intra-op thread.
+#ifndef KTUNE_AGENT_PPO_STRATEGY_H_
+#define KTUNE_AGENT_PPO_STRATEGY_H_
+
+#include <memory>
+
+#include "agent/cost_model.h"
+#include "agent/strategy_base.h"
+
+namespace ktune {
+
+struct PpoOptions {
+  int warmup = 16;              // random measurements before the first model (no transfer)
+  double epsilon = 0.1;         // share of each batch chosen at random
+  int iterations_per_batch = 4; // PPO iterations (rollout + update) after each batch
+  int transfer_iterations = 60; // PPO iterations per transfer source, before tuning
+  int envs = 64;                // parallel episodes per rollout
+  int horizon = 8;              // steps per episode
+  int proposal_episodes = 128;  // policy walks that propose a batch
+  int hidden = 64;              // units in each of the two hidden layers
+  double learning_rate = 3e-3;  // Adam
+  double gamma = 0.9;           // discount
+  double gae_lambda = 0.95;     // GAE lambda
+  double clip = 0.2;            // PPO ratio clip (policy and value)
+  int epochs = 4;               // update epochs per rollout
+  int minibatches = 4;          // minibatches per epoch
+  double entropy_coef = 0.01;   // entropy bonus
+  double value_coef = 0.5;      // value-loss weight
+  double max_grad_norm = 0.5;   // gradient-norm clip
+  double target_kl = 0.03;      // stop the epochs early past this approximate KL
+  int elite_starts = 8;         // fastest measured configurations used as episode starts
+};
+
+// A recorded landscape of the same kernel on another device: the valid points of `space` with
+// their measured times (NaN for failures). Both must outlive the strategy.
+struct TransferSource {
+  const SearchSpace* space = nullptr;
+  const std::vector<double>* time_ms = nullptr;  // indexed like space->PointAt(i)
+};
+
+class PpoStrategy : public StrategyBase {
+ public:
+  explicit PpoStrategy(PpoOptions options = {});
+  ~PpoStrategy() override;
+  std::string name() const override { return "ppo"; }
+
+  // Adds a source to learn from before tuning; call before PreTuning. Sources whose parameters
+  // differ from the target's (names or value lists) are skipped, with a reason in the status.
+  absl::Status AddTransferSource(TransferSource source);
+
+  // Metrics of the last PPO update, CleanRL-style names ("losses/approx_kl", ...).
+  std::vector<std::pair<std::string, double>> LastMetrics() const;
+
+ protected:
+  absl::Status Start() override;
+  absl::StatusOr<std::vector<Point>> Generate(int n) override;
+
+ private:
+  class Impl;
+  PpoOptions options_;
+  std::vector<TransferSource> sources_;
+  bool transferred_ = false;  // the policy learned from at least one source
+  std::unique_ptr<Impl> impl_;
+  XgbCostModel model_;
+};
+
+}  // namespace ktune
+
+#endif  // KTUNE_AGENT_PPO_STRATEGY_H_
