@@ -10,6 +10,7 @@
 #include "absl/strings/str_cat.h"
 #include "agent/cost_model.h"
 #include "agent/features.h"
+#include "agent/gae.h"
 #include "agent/model_based_strategy.h"
 #include "common/status_macros.h"
 
@@ -300,23 +301,15 @@ class PpoStrategy::Impl {
     }
     // GAE, backwards over time; every episode ends at the horizon.
     torch::Tensor value = torch::stack(values);  // [T, E]
-    auto v = value.accessor<float, 2>();
-    std::vector<float> adv(T * E), ret(T * E);
-    for (int e = 0; e < E; ++e) {
-      float last = 0;
-      for (int t = T - 1; t >= 0; --t) {
-        float next_value = t == T - 1 ? 0.f : v[t + 1][e];
-        float nonterminal = t == T - 1 ? 0.f : 1.f;
-        float delta = rewards[t][e] + options_.gamma * next_value * nonterminal - v[t][e];
-        last = delta + options_.gamma * options_.gae_lambda * nonterminal * last;
-        adv[t * E + e] = last;
-        ret[t * E + e] = last + v[t][e];
-      }
-    }
+    torch::Tensor value_flat = value.reshape({-1}).contiguous();
+    std::vector<float> flat_rewards, flat_values(value_flat.data_ptr<float>(),
+                                                 value_flat.data_ptr<float>() + T * E);
+    for (const auto& r : rewards) flat_rewards.insert(flat_rewards.end(), r.begin(), r.end());
+    GaeResult gae = ComputeGae(flat_rewards, flat_values, T, E, options_.gamma, options_.gae_lambda);
     return Update(torch::cat(obs), torch::cat(masks), torch::cat(actions), torch::cat(logps),
-                  value.reshape({-1}),
-                  torch::from_blob(adv.data(), {T * E}, torch::kFloat).clone(),
-                  torch::from_blob(ret.data(), {T * E}, torch::kFloat).clone());
+                  value_flat,
+                  torch::from_blob(gae.advantages.data(), {T * E}, torch::kFloat).clone(),
+                  torch::from_blob(gae.returns.data(), {T * E}, torch::kFloat).clone());
   }
 
   absl::Status Update(const torch::Tensor& obs, const torch::Tensor& masks,

@@ -1,0 +1,140 @@
+// PPO the CleanRL way: GAE checked against numbers worked out by hand, and seeded runs that must
+// learn a landscape (beat random search clearly) and be reproducible.
+#include "agent/ppo_strategy.h"
+
+#include <gtest/gtest.h>
+
+#include <cmath>
+
+#include "agent/gae.h"
+#include "agent/tuning_loop.h"
+
+namespace ktune {
+namespace {
+
+TEST(GaeTest, MatchesHandComputedValues) {
+  // One env, three steps, gamma 0.5, lambda 0.5.
+  // deltas: t2: 1 - 0.5 = 0.5 (terminal: no next value)
+  //         t1: 0 + 0.5 * 0.5 - 1 = -0.75
+  //         t0: 2 + 0.5 * 1 - 0 = 2.5
+  // advantages: a2 = 0.5; a1 = -0.75 + 0.25 * 0.5 = -0.625; a0 = 2.5 + 0.25 * -0.625 = 2.34375
+  GaeResult g = ComputeGae({2, 0, 1}, {0, 1, 0.5}, 3, 1, 0.5, 0.5);
+  EXPECT_FLOAT_EQ(g.advantages[2], 0.5f);
+  EXPECT_FLOAT_EQ(g.advantages[1], -0.625f);
+  EXPECT_FLOAT_EQ(g.advantages[0], 2.34375f);
+  EXPECT_FLOAT_EQ(g.returns[0], 2.34375f);
+  EXPECT_FLOAT_EQ(g.returns[1], 0.375f);
+  EXPECT_FLOAT_EQ(g.returns[2], 1.0f);
+}
+
+TEST(GaeTest, EnvsAreIndependentAndInterleaved) {
+  // Two envs, two steps, layout [t * envs + e]; gamma = lambda = 1: advantage = sum of future
+  // rewards minus the current value.
+  GaeResult g = ComputeGae({1, 10, 2, 20}, {0, 0, 0, 0}, 2, 2, 1.0, 1.0);
+  EXPECT_FLOAT_EQ(g.advantages[0], 3);   // env 0: 1 + 2
+  EXPECT_FLOAT_EQ(g.advantages[1], 30);  // env 1: 10 + 20
+  EXPECT_FLOAT_EQ(g.advantages[2], 2);
+  EXPECT_FLOAT_EQ(g.advantages[3], 20);
+}
+
+// A smooth bowl with its optimum inside a constrained space: time = 1 + sum (x_k - c_k)^2 / 8.
+class BowlMeasurer : public Measurer {
+ public:
+  DeviceInfo device() const override { return DeviceInfo::FromName("bowl"); }
+  absl::StatusOr<std::vector<MeasureResult>> Measure(
+      const TaskKey&, const std::vector<Configuration>& configs) override {
+    std::vector<MeasureResult> out;
+    const int64_t centre[] = {13, 4, 9, 2};
+    for (const Configuration& c : configs) {
+      double t = 1;
+      int k = 0;
+      for (const auto& [name, v] : c) {
+        double d = static_cast<double>(std::get<int64_t>(v) - centre[k++]);
+        t += d * d / 8;
+      }
+      MeasureResult r;
+      r.time_ms = t;
+      out.push_back(r);
+    }
+    return out;
+  }
+};
+
+SearchSpace Bowl() {
+  auto values = [](int n) {
+    std::vector<ParamValue> v;
+    for (int64_t i = 0; i < n; ++i) v.push_back(i);
+    return v;
+  };
+  return *SearchSpace::Create({{"a", values(16)}, {"b", values(8)}, {"c", values(12)}, {"d", values(6)}},
+                              {"a + b < 20"});
+}
+
+int64_t EvalsToOptimum(const std::vector<Observation>& trace) {
+  for (size_t i = 0; i < trace.size(); ++i) {
+    if (trace[i].ok && trace[i].time_ms <= 1.0) return static_cast<int64_t>(i + 1);
+  }
+  return 1000;
+}
+
+TEST(PpoStrategyTest, LearnsTheLandscapeFasterThanRandomSearch) {
+  SearchSpace space = Bowl();
+  BowlMeasurer measurer;
+  std::vector<double> ppo, random;
+  for (uint64_t seed = 1; seed <= 3; ++seed) {
+    PpoStrategy p;
+    auto a = RunTuningLoop(p, space, measurer, {}, {150, 8, seed});
+    ASSERT_TRUE(a.ok()) << a.status();
+    ppo.push_back(static_cast<double>(EvalsToOptimum(a->trace)));
+    auto r = MakeStrategy("random");
+    auto b = RunTuningLoop(**r, space, measurer, {}, {150, 8, seed});
+    ASSERT_TRUE(b.ok());
+    random.push_back(static_cast<double>(EvalsToOptimum(b->trace)));
+    auto metrics = p.LastMetrics();
+    ASSERT_FALSE(metrics.empty());
+    for (const auto& [name, value] : metrics) EXPECT_TRUE(std::isfinite(value)) << name;
+  }
+  std::sort(ppo.begin(), ppo.end());
+  std::sort(random.begin(), random.end());
+  // The space has 8,784 points: random search expects ~4,400 evaluations to hit the optimum.
+  EXPECT_LE(ppo[1], 100) << "median evaluations to the optimum";
+  EXPECT_LT(ppo[1] * 3, random[1]);
+}
+
+TEST(PpoStrategyTest, SameSeedSameRun) {
+  SearchSpace space = Bowl();
+  BowlMeasurer measurer;
+  std::vector<std::vector<Point>> runs;
+  for (int i = 0; i < 2; ++i) {
+    PpoStrategy p;
+    auto out = RunTuningLoop(p, space, measurer, {}, {48, 8, 42});
+    ASSERT_TRUE(out.ok());
+    std::vector<Point> points;
+    for (const Observation& o : out->trace) points.push_back(o.point);
+    runs.push_back(points);
+  }
+  EXPECT_EQ(runs[0], runs[1]);
+}
+
+TEST(PpoStrategyTest, TransferFromAnotherDeviceProposesGoodFirstBatches) {
+  SearchSpace space = Bowl();
+  BowlMeasurer measurer;
+  // The source device's landscape: the same bowl, twice as slow.
+  std::vector<double> source_times;
+  for (int64_t i = 0; i < space.size(); ++i) {
+    auto r = measurer.Measure({}, {space.ToConfiguration(space.PointAt(i))});
+    source_times.push_back(2 * *(*r)[0].time_ms);
+  }
+  PpoStrategy p;
+  ASSERT_TRUE(p.AddTransferSource({&space, &source_times}).ok());
+  auto out = RunTuningLoop(p, space, measurer, {}, {16, 8, 3});
+  ASSERT_TRUE(out.ok()) << out.status();
+  double best = 1e9;
+  for (const Observation& o : out->trace) best = std::min(best, o.time_ms);
+  // Random search's best of 16 draws has a median of 2.1x the optimum here and is within 1.5x in
+  // 15% of runs (simulated); the transferred policy walks to the bowl's bottom before measuring.
+  EXPECT_LE(best, 1.5);
+}
+
+}  // namespace
+}  // namespace ktune
