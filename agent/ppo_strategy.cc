@@ -1,5 +1,6 @@
 #include "agent/ppo_strategy.h"
 
+#include <dlfcn.h>
 #include <torch/torch.h>
 
 #include <algorithm>
@@ -124,6 +125,23 @@ class RecordedLandscape : public Landscape {
 };
 
 }  // namespace
+
+// Rank targets: 1 for the fastest result down to 0 for the slowest, failures 0. Order is what
+// the search needs; unlike -log(time), a few very slow configurations cannot dominate the fit.
+std::vector<float> RankTargets(const std::vector<Observation>& h) {
+  std::vector<size_t> order(h.size());
+  std::iota(order.begin(), order.end(), 0);
+  std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) {
+    if (h[a].ok != h[b].ok) return h[a].ok;
+    return h[a].ok && h[a].time_ms < h[b].time_ms;
+  });
+  std::vector<float> y(h.size(), 0.f);
+  const float n = static_cast<float>(std::max<size_t>(1, h.size() - 1));
+  for (size_t r = 0; r < order.size(); ++r) {
+    if (h[order[r]].ok) y[order[r]] = 1.f - static_cast<float>(r) / n;
+  }
+  return y;
+}
 
 // --- The agent -----------------------------------------------------------------------------------
 
@@ -396,8 +414,19 @@ std::vector<std::pair<std::string, double>> PpoStrategy::LastMetrics() const {
   return impl_ ? impl_->metrics() : std::vector<std::pair<std::string, double>>{};
 }
 
+// LibTorch's CPU matrix products go through the system BLAS. OpenBLAS's own thread pool
+// spin-yields between our tiny products and doubled the process's CPU time (perf: a third of it
+// in sched_yield), so it is limited to one thread, if it is the BLAS loaded.
+void UseOneBlasThread() {
+  using SetThreads = void (*)(int);
+  if (auto set = reinterpret_cast<SetThreads>(dlsym(RTLD_DEFAULT, "openblas_set_num_threads"))) {
+    set(1);
+  }
+}
+
 absl::Status PpoStrategy::Start() {
   at::set_num_threads(1);
+  UseOneBlasThread();
   impl_ = std::make_unique<Impl>(space(), options_, rng());
   // Learn on the transfer sources' true landscapes, through the target's own space: a source
   // contributes only if it has the same parameters and value lists, so its points map 1:1.
@@ -440,9 +469,17 @@ absl::StatusOr<std::vector<Point>> PpoStrategy::Generate(int n) {
     return out;
   }
   // Fit the cost model, train the policy on it, and let the policy propose.
-  std::vector<float> x;
-  for (const Observation& o : h) impl_->features().Append(o.point, x);
-  KTUNE_RETURN_IF_ERROR(model_.Fit(x, impl_->features().width(), ScoreTargets(h), rng()()));
+  // Thompson sampling by bootstrap: each batch fits the model on a resample of the results, so
+  // its optimism varies where data is scarce and the batches explore basins a single fit would
+  // write off.
+  std::vector<float> targets = options_.rank_targets ? RankTargets(h) : ScoreTargets(h), x, y;
+  std::uniform_int_distribution<size_t> draw(0, h.size() - 1);
+  for (size_t i = 0; i < h.size(); ++i) {
+    size_t j = options_.bootstrap ? draw(rng()) : i;
+    impl_->features().Append(h[j].point, x);
+    y.push_back(targets[j]);
+  }
+  KTUNE_RETURN_IF_ERROR(model_.Fit(x, impl_->features().width(), y, rng()()));
   ModelLandscape land(space(), impl_->features(), model_);
   std::vector<size_t> order(h.size());
   std::iota(order.begin(), order.end(), 0);
@@ -461,12 +498,78 @@ absl::StatusOr<std::vector<Point>> PpoStrategy::Generate(int n) {
     if (!Visited(i)) candidates.push_back(i);
   }
   KTUNE_ASSIGN_OR_RETURN(std::vector<float> scores, land.Scores(candidates));
+  return Diverse(candidates, scores, exploit);
+}
+
+std::vector<Point> PpoStrategy::Diverse(const std::vector<int64_t>& candidates,
+                                        const std::vector<float>& scores, int k) {
+  // Chameleon's adaptive sampling: cluster the best-scored candidates and measure the best of
+  // each cluster, so one basin of the model cannot take the whole batch.
   std::vector<size_t> rank(candidates.size());
   std::iota(rank.begin(), rank.end(), 0);
   std::stable_sort(rank.begin(), rank.end(), [&](size_t a, size_t b) { return scores[a] > scores[b]; });
+  rank.resize(std::min(rank.size(), static_cast<size_t>(options_.pool_per_pick * k)));
   std::vector<Point> out;
-  for (size_t r = 0; r < rank.size() && static_cast<int>(out.size()) < exploit; ++r) {
-    out.push_back(space().PointAt(candidates[rank[r]]));
+  if (static_cast<int>(rank.size()) <= k) {
+    for (size_t r : rank) out.push_back(space().PointAt(candidates[r]));
+    return out;
+  }
+  SpaceFeatures& f = impl_->features();
+  const int w = f.width();
+  std::vector<float> x;
+  for (size_t r : rank) f.Append(space().PointAt(candidates[r]), x);
+  auto dist = [&](size_t a, const float* c) {
+    float d = 0;
+    for (int j = 0; j < w; ++j) d += (x[a * w + j] - c[j]) * (x[a * w + j] - c[j]);
+    return d;
+  };
+  // k-means++ seeding from the best candidate, then Lloyd iterations.
+  std::vector<float> centres(x.begin(), x.begin() + w);
+  std::vector<float> nearest(rank.size(), INFINITY);
+  while (static_cast<int>(centres.size() / w) < k) {
+    const float* last = &centres[centres.size() - w];
+    double total = 0;
+    for (size_t i = 0; i < rank.size(); ++i) total += nearest[i] = std::min(nearest[i], dist(i, last));
+    if (total <= 0) break;
+    double pick = std::uniform_real_distribution<double>(0, total)(rng());
+    size_t chosen = 0;
+    for (double acc = 0; chosen < rank.size(); ++chosen) {
+      acc += nearest[chosen];
+      if (acc >= pick) break;
+    }
+    chosen = std::min(chosen, rank.size() - 1);
+    centres.insert(centres.end(), x.begin() + chosen * w, x.begin() + (chosen + 1) * w);
+  }
+  const int clusters = static_cast<int>(centres.size() / w);
+  std::vector<int> assign(rank.size(), 0);
+  for (int iter = 0; iter < 10; ++iter) {
+    for (size_t i = 0; i < rank.size(); ++i) {
+      float best = INFINITY;
+      for (int c = 0; c < clusters; ++c) {
+        float d = dist(i, &centres[c * w]);
+        if (d < best) best = d, assign[i] = c;
+      }
+    }
+    std::vector<float> sum(centres.size(), 0.f);
+    std::vector<int> count(clusters, 0);
+    for (size_t i = 0; i < rank.size(); ++i) {
+      ++count[assign[i]];
+      for (int j = 0; j < w; ++j) sum[assign[i] * w + j] += x[i * w + j];
+    }
+    for (int c = 0; c < clusters; ++c) {
+      if (count[c] == 0) continue;
+      for (int j = 0; j < w; ++j) centres[c * w + j] = sum[c * w + j] / count[c];
+    }
+  }
+  // The best-scored member of each cluster (rank order is score order), then the rest by score.
+  std::vector<bool> taken_cluster(clusters, false), taken(rank.size(), false);
+  for (size_t i = 0; i < rank.size() && static_cast<int>(out.size()) < k; ++i) {
+    if (taken_cluster[assign[i]]) continue;
+    taken_cluster[assign[i]] = taken[i] = true;
+    out.push_back(space().PointAt(candidates[rank[i]]));
+  }
+  for (size_t i = 0; i < rank.size() && static_cast<int>(out.size()) < k; ++i) {
+    if (!taken[i]) out.push_back(space().PointAt(candidates[rank[i]]));
   }
   return out;
 }

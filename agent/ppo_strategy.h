@@ -3,15 +3,17 @@
 // Chameleon does), and sampled to choose each batch.
 //
 // Each batch:
-//  1. the cost model (XgbCostModel, as the model-based baseline's) is refitted on every result;
+//  1. the cost model (XgbCostModel, as the model-based baseline's) is refitted on a bootstrap
+//     resample of every result (Thompson sampling: exploration where data is scarce);
 //  2. episodes start from the fastest configurations measured so far and from random ones; an
 //     action moves one parameter to its previous or next value, or stays; moves that would
 //     break the constraints are masked out, so the agent never leaves the valid space; the
 //     reward is the model's predicted improvement (a step's change in -log time);
 //  3. PPO updates the actor-critic (clipped surrogate, value baseline with clipped value loss,
 //     GAE, entropy bonus, minibatch epochs, gradient-norm clipping, KL early stop);
-//  4. the policy's walks propose states; the unvisited ones the model scores best form the
-//     batch, with an epsilon share of random configurations.
+//  4. the policy's walks propose states; the unvisited ones the model scores best are clustered
+//     (k-means on their features, as Chameleon's adaptive sampling) and the best of each cluster
+//     forms the batch, with an epsilon share of random configurations.
 // Before any result (and during a short random warm-up) batches are random, unless transfer
 // sources are given: then the policy is first trained on their recorded landscapes (other
 // devices' measurements of the same kernel) and proposes the first batch itself.
@@ -48,6 +50,9 @@ struct PpoOptions {
   double max_grad_norm = 0.5;   // gradient-norm clip
   double target_kl = 0.03;      // stop the epochs early past this approximate KL
   int elite_starts = 8;         // fastest measured configurations used as episode starts
+  int pool_per_pick = 4;        // best-scored candidates clustered per configuration picked
+  bool bootstrap = true;        // fit each batch's cost model on a resample (Thompson sampling)
+  bool rank_targets = true;     // fit the model to ranks, not -log(time)
 };
 
 // A recorded landscape of the same kernel on another device: the valid points of `space` with
@@ -75,6 +80,10 @@ class PpoStrategy : public StrategyBase {
   absl::StatusOr<std::vector<Point>> Generate(int n) override;
 
  private:
+  // The k candidates to measure: the best-scored of each of k clusters of the top candidates.
+  std::vector<Point> Diverse(const std::vector<int64_t>& candidates,
+                             const std::vector<float>& scores, int k);
+
   class Impl;
   PpoOptions options_;
   std::vector<TransferSource> sources_;

@@ -7,6 +7,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "agent/ppo_strategy.h"
 #include "agent/tuning_loop.h"
 #include "common/status_macros.h"
 #include "db/interchange/record_files.h"
@@ -39,10 +40,42 @@ double Median(std::vector<double> v) {
   return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
 }
 
+namespace {
+
+// A recorded space as a transfer source: its space and one time per valid point.
+struct LoadedSource {
+  explicit LoadedSource(RecordedSpace r) : recorded(std::move(r)) {}
+  std::string file, kernel, device;
+  RecordedSpace recorded;
+  std::vector<double> time_ms;
+};
+
+absl::StatusOr<std::vector<std::unique_ptr<LoadedSource>>> LoadSources(
+    const std::vector<std::string>& files) {
+  std::vector<std::unique_ptr<LoadedSource>> out;
+  for (const std::string& file : files) {
+    KTUNE_ASSIGN_OR_RETURN(RecordedSpace recorded, LoadRecordedSpace(file));
+    auto source = std::make_unique<LoadedSource>(std::move(recorded));
+    source->file = file;
+    source->kernel = source->recorded.records.front().kernel;
+    source->device = source->recorded.records.front().device.device_class;
+    source->time_ms.assign(source->recorded.space.size(), std::nan(""));
+    for (const Record& r : source->recorded.records) {
+      KTUNE_ASSIGN_OR_RETURN(Point p, source->recorded.space.ToPoint(r.config));
+      if (r.time_ms) source->time_ms[source->recorded.space.IndexOf(p)] = *r.time_ms;
+    }
+    out.push_back(std::move(source));
+  }
+  return out;
+}
+
+}  // namespace
+
 absl::Status RunSearchBenchmark(const SearchBenchOptions& options,
                                const std::function<void(const SearchBenchRow&)>& on_row,
                                const std::function<void(const std::string&)>& progress) {
   static constexpr int64_t kCheckpoints[] = {25, 50, 100, 200, 400};
+  KTUNE_ASSIGN_OR_RETURN(auto sources, LoadSources(options.transfer_from));
   for (const std::string& file : options.spaces) {
     KTUNE_ASSIGN_OR_RETURN(RecordedSpace recorded, LoadRecordedSpace(file));
     ReplayMeasurer measurer(recorded.records);
@@ -54,6 +87,12 @@ absl::Status RunSearchBenchmark(const SearchBenchOptions& options,
       std::vector<double> agent_ms_per_batch;
       for (int seed = 1; seed <= options.seeds; ++seed) {
         KTUNE_ASSIGN_OR_RETURN(std::unique_ptr<SearchStrategy> strategy, MakeStrategy(name));
+        if (auto* ppo = dynamic_cast<PpoStrategy*>(strategy.get())) {
+          for (const auto& source : sources) {
+            if (source->kernel != task.kernel || source->device == task.device_class) continue;
+            KTUNE_RETURN_IF_ERROR(ppo->AddTransferSource({&source->recorded.space, &source->time_ms}));
+          }
+        }
         TuningOptions run{options.budget, options.batch_size, static_cast<uint64_t>(seed)};
         KTUNE_ASSIGN_OR_RETURN(TuningOutcome outcome,
                                RunTuningLoop(*strategy, recorded.space, measurer, task, run));

@@ -34,6 +34,9 @@ struct SearchBenchOptions {
   int64_t budget = 400;
   int seeds = 10;
   int batch_size = 8;
+  // Recorded spaces PPO learns from before tuning each target: those of the target's kernel on
+  // other devices (a file is never its own source: leave-one-device-out).
+  std::vector<std::string> transfer_from;
 };
 
 struct SearchBenchRow {

@@ -115,6 +115,7 @@ struct SearchBenchArgs {
   int64_t budget = 400;
   int seeds = 10;
   int batch_size = 8;
+  std::vector<std::string> transfer_from;
   bool json = false;
   bool quiet = false;
 };
@@ -131,6 +132,7 @@ int RunSearchBench(const SearchBenchArgs& a) {
   options.budget = a.budget;
   options.seeds = a.seeds;
   options.batch_size = a.batch_size;
+  options.transfer_from = a.transfer_from;
   if (!a.json) {
     std::cout << absl::StrFormat("%-44s %-8s %8s %8s %8s %8s %8s %8s %6s %8s %6s %9s\n", "space",
                                  "strategy", "@25", "@50", "@100", "@200", "@400", "to5%",
@@ -192,6 +194,9 @@ void RegisterBenchCommands(CLI::App& app, Action* action) {
       ->check(CLI::Range(1, 1000))->capture_default_str();
   search->add_option("--batch-size", search_args->batch_size, "Measurements per batch")
       ->check(CLI::Range(1, 1024))->capture_default_str();
+  search->add_option("--transfer-from", search_args->transfer_from,
+                     "Recorded spaces of the same kernel on other devices for PPO to learn from "
+                     "first (a space is never its own source)");
   search->add_flag("--json", search_args->json, "One JSON line per space and strategy");
   search->add_flag("--quiet", search_args->quiet, "No per-run progress on stderr");
   search->callback([=] { *action = [=] { return RunSearchBench(*search_args); }; });
