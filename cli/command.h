@@ -39,6 +39,7 @@ void RegisterQueryCommands(CLI::App& app, Action* action);
 void RegisterSpaceCommand(CLI::App& app, Action* action);
 void RegisterBenchCommands(CLI::App& app, Action* action);
 void RegisterServiceCommands(CLI::App& app, Action* action);
+void RegisterTuneCommand(CLI::App& app, Action* action);
 
 }  // namespace ktune::cli
 

@@ -14,6 +14,7 @@ int main(int argc, char** argv) {
   // Bench first: the service commands add bench search|kernel|service to it.
   RegisterBenchCommands(app, &action);
   RegisterServiceCommands(app, &action);
+  RegisterTuneCommand(app, &action);
   RegisterQueryCommands(app, &action);
   RegisterDbCommands(app, &action);
   RegisterSpaceCommand(app, &action);

@@ -1,6 +1,5 @@
-// The commands of DESIGN.md that need the tuning server, the measurement workers, the kernel
-// registry or the agent: serve, worker, tune, submit, watch, cancel, kernels and bench
-// search|kernel|service. Their options are declared now so that scripts and --help are stable;
+// The commands of DESIGN.md that need the tuning server, the measurement workers or the kernel
+// registry: serve, worker, submit, watch, cancel, kernels and bench kernel|service. Their options are declared now so that scripts and --help are stable;
 // until the component lands, running one says which component is missing and exits 1.
 #include <iostream>
 
@@ -19,7 +18,7 @@ void SetUnavailable(CLI::App* sub, Action* action, Unavailable u) {
     *action = [=] {
       std::cerr << "ktune " << u.command << ": not available in this build: it needs " << u.needs
                 << ".\nAvailable now: ktune db import|export|stats, ktune best, ktune jobs, "
-                   "ktune space, ktune bench import|space|search.\n";
+                   "ktune tune --device replay:FILE, ktune space, ktune bench import|space|search.\n";
       return kExitFailure;
     };
   });
@@ -28,9 +27,7 @@ void SetUnavailable(CLI::App* sub, Action* action, Unavailable u) {
 // Option storage for the declared commands: parsed and validated by CLI11, not yet used.
 struct Options {
   std::string listen = "127.0.0.1:7470", db = "ktune.db", auth, tls_cert, tls_key, server,
-              device = "cpu", kernel, problem, dtype = "f32", strategy = "ppo", job, spec;
-  int64_t budget = 64;
-  uint64_t seed = 0;
+              device = "cpu", job, spec;
   bool json = false;
 };
 
@@ -51,20 +48,6 @@ void RegisterServiceCommands(CLI::App& app, Action* action) {
   worker->add_option("--server", o->server, "Server address HOST:PORT")->required();
   worker->add_option("--device", o->device, "cpu, cuda[:N] or replay:FILE")->capture_default_str();
   SetUnavailable(worker, action, {"worker", "the measurement worker (measurer/)"});
-
-  CLI::App* tune = app.add_subcommand("tune", "Tune one task and print the best configuration");
-  tune->add_option("--kernel", o->kernel, "Kernel from the registry")->required();
-  tune->add_option("--problem", o->problem, "Problem, e.g. M=1024,N=1024,K=1024");
-  tune->add_option("--dtype", o->dtype, "Data type")->capture_default_str();
-  tune->add_option("--device", o->device, "cpu, cuda[:N] or replay:FILE")->capture_default_str();
-  tune->add_option("--budget", o->budget, "Measurements")->capture_default_str();
-  tune->add_option("--strategy", o->strategy, "ppo, random, anneal, genetic, model")
-      ->capture_default_str();
-  tune->add_option("--seed", o->seed, "Random seed")->capture_default_str();
-  tune->add_option("--server", o->server, "Use a running server instead of the embedded one");
-  tune->add_option("--db", o->db, "Tuning database file")->capture_default_str();
-  SetUnavailable(tune, action,
-                 {"tune", "the kernel registry, the measurer and the agent (kernels/, measurer/, agent/)"});
 
   CLI::App* submit = app.add_subcommand("submit", "Submit a fleet job (YAML or JSON spec)");
   submit->add_option("JOB", o->spec, "Job spec file")->required();

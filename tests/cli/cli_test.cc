@@ -91,6 +91,33 @@ TEST(CliTest, ExportWritesJsonlAndT4Files) {
   EXPECT_EQ(nlohmann::json::parse(t4.out)["format"], "t4");
 }
 
+TEST(CliTest, TuneOnAReplayDeviceStoresEveryMeasurement) {
+  TempDir dir;
+  std::string db = dir.File("k.db");
+  auto tune = RunKtune({"tune", "--db", db, "--device",
+                        "replay:" + SpaceFile("pnpoly_RTX_3090_T4.json.gz"), "--budget", "40",
+                        "--strategy", "random", "--json"});
+  ASSERT_EQ(tune.exit_code, 0) << tune.err;
+  auto result = nlohmann::json::parse(tune.out);
+  EXPECT_EQ(result["measurements"], 40);
+  EXPECT_EQ(result["records_stored"], 40);
+  EXPECT_GE(result["best_over_optimum"].get<double>(), 1.0);
+  auto stats = nlohmann::json::parse(RunKtune({"db", "stats", "--db", db, "--json"}).out);
+  EXPECT_EQ(stats["records"], 40);
+  auto best = nlohmann::json::parse(
+      RunKtune({"best", "--db", db, "--kernel", "pnpoly", "--device", "RTX_3090", "--json"}).out);
+  EXPECT_EQ(best["best"][0]["time_ms"], result["best"]["time_ms"]);
+}
+
+TEST(CliTest, TuneSaysWhatItCannotDoYet) {
+  auto cpu = RunKtune({"tune", "--kernel", "gemm", "--device", "cpu"});
+  EXPECT_EQ(cpu.exit_code, 1);
+  EXPECT_THAT(cpu.err, HasSubstr("replay:FILE"));
+  auto bad = RunKtune({"tune", "--device", "replay:x.json", "--strategy", "hillclimb"});
+  EXPECT_EQ(bad.exit_code, 2);
+  EXPECT_THAT(bad.err, HasSubstr("unknown strategy"));
+}
+
 struct Optimum {
   std::string config_json;
   double time_ms;
