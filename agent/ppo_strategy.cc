@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cmath>
 #include <numeric>
+#include <sstream>
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/strings/str_cat.h"
@@ -13,6 +14,7 @@
 #include "agent/features.h"
 #include "agent/gae.h"
 #include "agent/model_based_strategy.h"
+#include "common/hash.h"
 #include "common/status_macros.h"
 
 namespace ktune {
@@ -162,6 +164,31 @@ class PpoStrategy::Impl {
 
   const SearchSpace& space() const { return space_; }
   SpaceFeatures& features() { return features_; }
+
+  absl::StatusOr<std::string> Save() const {
+    try {
+      torch::serialize::OutputArchive archive;
+      net_->save(archive);
+      std::ostringstream out;
+      archive.save_to(out);
+      return out.str();
+    } catch (const c10::Error& e) {
+      return absl::InternalError(absl::StrCat("saving the policy: ", e.what_without_backtrace()));
+    }
+  }
+
+  absl::Status Load(const std::string& blob) {
+    try {
+      torch::serialize::InputArchive archive;
+      std::istringstream in(blob);
+      archive.load_from(in);
+      net_->load(archive);
+      return absl::OkStatus();
+    } catch (const c10::Error& e) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("the saved policy does not fit this space: ", e.what_without_backtrace()));
+    }
+  }
   std::vector<std::pair<std::string, double>> metrics() const { return metrics_; }
 
   // Runs `iterations` PPO iterations on `land`, episodes starting from `starts` (space indices;
@@ -410,6 +437,19 @@ absl::Status PpoStrategy::AddTransferSource(TransferSource source) {
   return absl::OkStatus();
 }
 
+absl::StatusOr<std::string> PpoStrategy::SavePolicy() const {
+  if (!impl_) return absl::FailedPreconditionError("SavePolicy before PreTuning");
+  return impl_->Save();
+}
+
+std::string PpoStrategy::CheckpointKey(const std::string& kernel, const SearchSpace& space) {
+  std::string signature;
+  for (const Parameter& p : space.parameters()) {
+    absl::StrAppend(&signature, p.name, ":", p.values.size(), ";");
+  }
+  return absl::StrCat("ppo/", kernel, "/", StableHashHex(signature));
+}
+
 std::vector<std::pair<std::string, double>> PpoStrategy::LastMetrics() const {
   return impl_ ? impl_->metrics() : std::vector<std::pair<std::string, double>>{};
 }
@@ -428,6 +468,10 @@ absl::Status PpoStrategy::Start() {
   at::set_num_threads(1);
   UseOneBlasThread();
   impl_ = std::make_unique<Impl>(space(), options_, rng());
+  if (!saved_policy_.empty()) {
+    KTUNE_RETURN_IF_ERROR(impl_->Load(saved_policy_));
+    transferred_ = true;
+  }
   // Learn on the transfer sources' true landscapes, through the target's own space: a source
   // contributes only if it has the same parameters and value lists, so its points map 1:1.
   for (const TransferSource& source : sources_) {

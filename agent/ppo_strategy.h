@@ -72,6 +72,17 @@ class PpoStrategy : public StrategyBase {
   // differ from the target's (names or value lists) are skipped, with a reason in the status.
   absl::Status AddTransferSource(TransferSource source);
 
+  // The policy's weights, to store as an agent checkpoint (TuningDatabase::SaveCheckpoint).
+  // FailedPrecondition before PreTuning.
+  absl::StatusOr<std::string> SavePolicy() const;
+  // Warm-starts from a saved policy; call before PreTuning. The first batches then come from
+  // the policy's walks, as with transfer. A policy of another shape (a kernel with other
+  // parameters) is refused with InvalidArgument when tuning starts.
+  void LoadPolicy(std::string blob) { saved_policy_ = std::move(blob); }
+  // Checkpoint key for policies of a space: kernel name plus a hash of parameter names and value
+  // counts, so every problem and device of a kernel shares one policy.
+  static std::string CheckpointKey(const std::string& kernel, const SearchSpace& space);
+
   // Metrics of the last PPO update, CleanRL-style names ("losses/approx_kl", ...).
   std::vector<std::pair<std::string, double>> LastMetrics() const;
 
@@ -87,7 +98,8 @@ class PpoStrategy : public StrategyBase {
   class Impl;
   PpoOptions options_;
   std::vector<TransferSource> sources_;
-  bool transferred_ = false;  // the policy learned from at least one source
+  bool transferred_ = false;  // the policy learned from a source or a saved policy
+  std::string saved_policy_;
   std::unique_ptr<Impl> impl_;
   XgbCostModel model_;
 };

@@ -10,6 +10,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/time/clock.h"
+#include "agent/ppo_strategy.h"
 #include "agent/tuning_loop.h"
 #include "cli/command.h"
 #include "db/interchange/record_files.h"
@@ -71,6 +72,21 @@ int RunTune(const TuneArgs& a) {
   auto db = OpenDatabase(a.db);
   if (!db.ok()) return Fail(cmd, db.status());
 
+  // PPO warm-starts from the kernel's saved policy and saves what it learned.
+  auto* ppo = dynamic_cast<PpoStrategy*>(strategy->get());
+  const std::string checkpoint =
+      PpoStrategy::CheckpointKey(recorded->records.front().kernel, recorded->space);
+  bool warm = false;
+  if (ppo != nullptr) {
+    auto saved = (*db)->LoadCheckpoint(checkpoint);
+    if (saved.ok()) {
+      ppo->LoadPolicy(*saved);
+      warm = true;
+    } else if (!absl::IsNotFound(saved.status())) {
+      return Fail(cmd, saved.status());
+    }
+  }
+
   ReplayMeasurer measurer(recorded->records);
   const Record& first = recorded->records.front();
   TaskKey task{first.kernel, first.kernel_version, first.problem, measurer.device().device_class};
@@ -103,6 +119,11 @@ int RunTune(const TuneArgs& a) {
                                {a.budget, a.batch_size, a.seed}, on_batch);
   if (!outcome.ok()) return Fail(cmd, outcome.status());
   double seconds = absl::ToDoubleSeconds(absl::Now() - start);
+  if (ppo != nullptr) {
+    auto blob = ppo->SavePolicy();
+    absl::Status saved = blob.ok() ? (*db)->SaveCheckpoint(checkpoint, *blob) : blob.status();
+    if (!saved.ok()) return Fail(cmd, saved);
+  }
   if (best_ms == 0) {
     return Fail(cmd, absl::NotFoundError(absl::StrCat("no configuration measured ok in ", done)));
   }
@@ -115,6 +136,7 @@ int RunTune(const TuneArgs& a) {
                                 {"records_stored", stored},
                                 {"seconds", seconds},
                                 {"agent_seconds", outcome->agent_seconds},
+                                {"warm_started", warm},
                                 {"best", nlohmann::json::parse(RecordToJsonLine(best))},
                                 {"space_optimum_ms", optimum},
                                 {"best_over_optimum", best_ms / optimum}}
@@ -124,7 +146,8 @@ int RunTune(const TuneArgs& a) {
   }
   std::cout << task.kernel << " on " << task.device_class << " (replayed from " << file << "), "
             << a.strategy << ", " << done << " measurements in "
-            << absl::StrFormat("%.1f s (agent %.1f s)", seconds, outcome->agent_seconds) << "\n"
+            << absl::StrFormat("%.1f s (agent %.1f s)", seconds, outcome->agent_seconds)
+            << (warm ? ", policy warm-started from " + checkpoint : "") << "\n"
             << absl::StrFormat("  best      %.4f ms  (%.3fx the recorded optimum %.4f ms)\n",
                                best_ms, best_ms / optimum, optimum)
             << "  config    " << FormatParamMapAssignments(best.config) << "\n"
