@@ -21,7 +21,7 @@ XgbCostModel::~XgbCostModel() {
 }
 
 absl::Status XgbCostModel::Fit(const std::vector<float>& x, int width, const std::vector<float>& y,
-                               uint64_t seed) {
+                               uint64_t seed, const std::vector<float>& weights) {
   const bst_ulong rows = y.size();
   if (rows == 0 || x.size() != rows * width) {
     return absl::InvalidArgumentError("cost model: features and targets do not match");
@@ -29,6 +29,13 @@ absl::Status XgbCostModel::Fit(const std::vector<float>& x, int width, const std
   DMatrixHandle train;
   if (XGDMatrixCreateFromMat(x.data(), rows, width, NAN, &train) != 0) return XgbError("matrix");
   XGDMatrixSetFloatInfo(train, "label", y.data(), rows);
+  if (!weights.empty()) {
+    if (weights.size() != rows) {
+      XGDMatrixFree(train);
+      return absl::InvalidArgumentError("cost model: one weight per row");
+    }
+    XGDMatrixSetFloatInfo(train, "weight", weights.data(), rows);
+  }
   if (booster_) XGBoosterFree(booster_);
   booster_ = nullptr;
   BoosterHandle booster;

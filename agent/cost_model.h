@@ -25,9 +25,10 @@ class XgbCostModel {
   XgbCostModel(const XgbCostModel&) = delete;
   XgbCostModel& operator=(const XgbCostModel&) = delete;
 
-  // Fits from scratch: `x` holds rows of `width` features, `y` one target per row.
+  // Fits from scratch: `x` holds rows of `width` features, `y` one target per row, `weights`
+  // (if not empty) one weight per row.
   absl::Status Fit(const std::vector<float>& x, int width, const std::vector<float>& y,
-                   uint64_t seed);
+                   uint64_t seed, const std::vector<float>& weights = {});
   // Scores rows of `x`. FailedPrecondition before Fit.
   absl::StatusOr<std::vector<float>> Predict(const std::vector<float>& x, int width) const;
 

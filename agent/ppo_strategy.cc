@@ -9,6 +9,7 @@
 #include <sstream>
 
 #include "absl/container/flat_hash_map.h"
+#include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_cat.h"
 #include "agent/cost_model.h"
 #include "agent/features.h"
@@ -57,8 +58,11 @@ class Landscape {
 // The cost model's predictions, cached per index.
 class ModelLandscape : public Landscape {
  public:
-  ModelLandscape(const SearchSpace& space, const SpaceFeatures& features, const XgbCostModel& model)
-      : space_(space), features_(features), model_(model) {}
+  // `domain_feature`: the model was fitted with one more feature, 0 for the target's rows (and 1
+  // for transfer sources' rows); predictions are for the target.
+  ModelLandscape(const SearchSpace& space, const SpaceFeatures& features, const XgbCostModel& model,
+                 bool domain_feature = false)
+      : space_(space), features_(features), model_(model), domain_feature_(domain_feature) {}
 
   absl::StatusOr<std::vector<float>> Scores(const std::vector<int64_t>& indices) override {
     std::vector<int64_t> missing;
@@ -67,10 +71,12 @@ class ModelLandscape : public Landscape {
       if (!cache_.contains(i) && std::find(missing.begin(), missing.end(), i) == missing.end()) {
         missing.push_back(i);
         features_.Append(space_.PointAt(i), x);
+        if (domain_feature_) x.push_back(0.f);
       }
     }
     if (!missing.empty()) {
-      KTUNE_ASSIGN_OR_RETURN(std::vector<float> s, model_.Predict(x, features_.width()));
+      KTUNE_ASSIGN_OR_RETURN(std::vector<float> s,
+                             model_.Predict(x, features_.width() + (domain_feature_ ? 1 : 0)));
       for (size_t k = 0; k < missing.size(); ++k) cache_[missing[k]] = s[k];
     }
     std::vector<float> out;
@@ -83,6 +89,7 @@ class ModelLandscape : public Landscape {
   const SearchSpace& space_;
   const SpaceFeatures& features_;
   const XgbCostModel& model_;
+  const bool domain_feature_;
   absl::flat_hash_map<int64_t, float> cache_;
 };
 
@@ -490,9 +497,32 @@ absl::Status PpoStrategy::Start() {
       if (j >= 0) times[j] = (*source.time_ms)[i];
     }
     RecordedLandscape land(times);
-    KTUNE_RETURN_IF_ERROR(impl_->Train(land, land.Top(options_.elite_starts),
-                                       options_.transfer_iterations));
+    std::vector<int64_t> top = land.Top(options_.elite_starts);
+    KTUNE_RETURN_IF_ERROR(impl_->Train(land, top, options_.transfer_iterations));
     transferred_ = true;
+    source_elites_.insert(source_elites_.end(), top.begin(), top.end());
+    // The source's measurements become rows of the cost model (scores within the source): its
+    // best configurations and a uniform sample of the rest, at most source_rows in all, so that
+    // fitting stays fast.
+    std::vector<int64_t> rows = land.Top(static_cast<size_t>(options_.source_rows / 4));
+    absl::flat_hash_set<int64_t> chosen(rows.begin(), rows.end());
+    std::vector<int64_t> rest;
+    for (int64_t j = 0; j < space().size(); ++j) {
+      if (!std::isnan(times[j]) && !chosen.contains(j)) rest.push_back(j);
+    }
+    std::shuffle(rest.begin(), rest.end(), rng());
+    for (size_t r = 0; r < rest.size() && static_cast<int>(rows.size()) < options_.source_rows; ++r) {
+      rows.push_back(rest[r]);
+    }
+    KTUNE_ASSIGN_OR_RETURN(std::vector<float> scores, land.Scores(rows));
+    for (size_t r = 0; r < rows.size(); ++r) {
+      impl_->features().Append(space().PointAt(rows[r]), source_x_);
+      source_y_.push_back(scores[r]);
+    }
+  }
+  if (!source_y_.empty()) {
+    // The prior: what the sources agree is fast, before the target has results.
+    KTUNE_RETURN_IF_ERROR(prior_.Fit(source_x_, impl_->features().width(), source_y_, rng()()));
   }
   return absl::OkStatus();
 }
@@ -503,14 +533,30 @@ absl::StatusOr<std::vector<Point>> PpoStrategy::Generate(int n) {
   bool any_ok = std::any_of(h.begin(), h.end(), [](const Observation& o) { return o.ok; });
   if (static_cast<int>(h.size()) < options_.warmup || !any_ok) {
     if (!transferred_) return std::vector<Point>();  // random warm-up, filled by the base
-    // Transferred policy, no data yet: measure where its walks end.
-    KTUNE_ASSIGN_OR_RETURN(auto walked, impl_->Walk({}, options_.proposal_episodes));
-    std::vector<Point> out;
-    for (int64_t i : walked.second) {
-      if (static_cast<int>(out.size()) >= exploit) break;
-      if (!Visited(i)) out.push_back(space().PointAt(i));
+    if (source_y_.empty()) {
+      // A saved policy and nothing else: measure where its walks end.
+      KTUNE_ASSIGN_OR_RETURN(auto walked, impl_->Walk({}, options_.proposal_episodes));
+      std::vector<Point> out;
+      for (int64_t i : walked.second) {
+        if (static_cast<int>(out.size()) >= exploit) break;
+        if (!Visited(i)) out.push_back(space().PointAt(i));
+      }
+      return out;
     }
-    return out;
+    // Transfer sources: walk from their best configurations; rank what is reached by the prior.
+    ModelLandscape prior(space(), impl_->features(), prior_);
+    KTUNE_ASSIGN_OR_RETURN(auto walked, impl_->Walk(source_elites_, options_.proposal_episodes));
+    std::vector<int64_t> candidates;
+    for (int64_t i : source_elites_) {
+      if (!Visited(i)) candidates.push_back(i);
+    }
+    for (int64_t i : walked.first) {
+      if (!Visited(i)) candidates.push_back(i);
+    }
+    std::sort(candidates.begin(), candidates.end());
+    candidates.erase(std::unique(candidates.begin(), candidates.end()), candidates.end());
+    KTUNE_ASSIGN_OR_RETURN(std::vector<float> prior_scores, prior.Scores(candidates));
+    return Diverse(candidates, prior_scores, exploit);
   }
   // Fit the cost model, train the policy on it, and let the policy propose.
   // Thompson sampling by bootstrap: each batch fits the model on a resample of the results, so
@@ -518,13 +564,39 @@ absl::StatusOr<std::vector<Point>> PpoStrategy::Generate(int n) {
   // write off.
   std::vector<float> targets = options_.rank_targets ? RankTargets(h) : ScoreTargets(h), x, y;
   std::uniform_int_distribution<size_t> draw(0, h.size() - 1);
+  const bool with_sources = !source_y_.empty();
+  std::vector<float> weights;
   for (size_t i = 0; i < h.size(); ++i) {
     size_t j = options_.bootstrap ? draw(rng()) : i;
     impl_->features().Append(h[j].point, x);
+    if (with_sources) x.push_back(0.f);
     y.push_back(targets[j]);
   }
-  KTUNE_RETURN_IF_ERROR(model_.Fit(x, impl_->features().width(), y, rng()()));
-  ModelLandscape land(space(), impl_->features(), model_);
+  if (with_sources) {
+    // Source rows, marked by the domain feature, weigh options_.source_weight in all: a prior
+    // that the target's own results outweigh as they accumulate.
+    weights.assign(h.size(), 1.f);
+    const int w = impl_->features().width();
+    const float each = static_cast<float>(options_.source_weight / source_y_.size());
+    for (size_t r = 0; r < source_y_.size(); ++r) {
+      x.insert(x.end(), source_x_.begin() + r * w, source_x_.begin() + (r + 1) * w);
+      x.push_back(1.f);
+      y.push_back(options_.rank_targets ? 0.f : source_y_[r]);
+      weights.push_back(each);
+    }
+    if (options_.rank_targets) {
+      // Sources' rows as ranks too: 1 fastest .. 0 slowest within all source rows.
+      std::vector<size_t> order(source_y_.size());
+      std::iota(order.begin(), order.end(), 0);
+      std::stable_sort(order.begin(), order.end(),
+                       [&](size_t a, size_t b) { return source_y_[a] > source_y_[b]; });
+      const float n = static_cast<float>(std::max<size_t>(1, order.size() - 1));
+      for (size_t r = 0; r < order.size(); ++r) y[h.size() + order[r]] = 1.f - r / n;
+    }
+  }
+  KTUNE_RETURN_IF_ERROR(model_.Fit(x, impl_->features().width() + (with_sources ? 1 : 0), y,
+                                   rng()(), weights));
+  ModelLandscape land(space(), impl_->features(), model_, with_sources);
   std::vector<size_t> order(h.size());
   std::iota(order.begin(), order.end(), 0);
   std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) {

@@ -3,8 +3,8 @@
 // Chameleon does), and sampled to choose each batch.
 //
 // Each batch:
-//  1. the cost model (XgbCostModel, as the model-based baseline's) is refitted on a bootstrap
-//     resample of every result (Thompson sampling: exploration where data is scarce);
+//  1. the cost model (XgbCostModel, as the model-based baseline's) is refitted on every result,
+//     as ranks (optionally on a bootstrap resample: Thompson sampling);
 //  2. episodes start from the fastest configurations measured so far and from random ones; an
 //     action moves one parameter to its previous or next value, or stays; moves that would
 //     break the constraints are masked out, so the agent never leaves the valid space; the
@@ -16,7 +16,10 @@
 //     forms the batch, with an epsilon share of random configurations.
 // Before any result (and during a short random warm-up) batches are random, unless transfer
 // sources are given: then the policy is first trained on their recorded landscapes (other
-// devices' measurements of the same kernel) and proposes the first batch itself.
+// devices' measurements of the same kernel); the first batches are its walks from the sources'
+// best configurations, ranked by a prior cost model fitted on the sources; later, the sources'
+// rows stay in the cost model (marked by a domain feature, with a fixed total weight) as a prior
+// that the target's own results outweigh.
 //
 // LibTorch stays inside ppo_strategy.cc (its headers cost ~20 s a file to compile). The network
 // is seeded from the strategy's own generator; it uses one intra-op thread.
@@ -51,8 +54,10 @@ struct PpoOptions {
   double target_kl = 0.03;      // stop the epochs early past this approximate KL
   int elite_starts = 8;         // fastest measured configurations used as episode starts
   int pool_per_pick = 4;        // best-scored candidates clustered per configuration picked
-  bool bootstrap = true;        // fit each batch's cost model on a resample (Thompson sampling)
+  bool bootstrap = false;       // fit each batch's cost model on a resample (Thompson sampling)
   bool rank_targets = true;     // fit the model to ranks, not -log(time)
+  double source_weight = 64;    // total weight of transfer sources' rows in the cost model
+  int source_rows = 1024;       // cost-model rows per transfer source (its best quarter + sample)
 };
 
 // A recorded landscape of the same kernel on another device: the valid points of `space` with
@@ -100,6 +105,11 @@ class PpoStrategy : public StrategyBase {
   std::vector<TransferSource> sources_;
   bool transferred_ = false;  // the policy learned from a source or a saved policy
   std::string saved_policy_;
+  // Transfer sources as cost-model rows (target-space features, scores within their source),
+  // their best points, and the prior model fitted on them alone.
+  std::vector<float> source_x_, source_y_;
+  std::vector<int64_t> source_elites_;
+  XgbCostModel prior_;
   std::unique_ptr<Impl> impl_;
   XgbCostModel model_;
 };
