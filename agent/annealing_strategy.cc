@@ -16,7 +16,8 @@ absl::StatusOr<std::vector<Point>> AnnealingStrategy::Generate(int n) {
   std::vector<Point> adjacent = space().Neighbours(*current_, Neighbourhood::kAdjacent);
   std::vector<Point> far = space().Neighbours(*current_, Neighbourhood::kHamming);
   auto unvisited = [&](std::vector<Point>& v) {
-    v.erase(std::remove_if(v.begin(), v.end(), [&](const Point& p) { return Visited(p); }), v.end());
+    v.erase(std::remove_if(v.begin(), v.end(), [&](const Point& p) { return Visited(p); }),
+            v.end());
     std::shuffle(v.begin(), v.end(), rng());
   };
   unvisited(adjacent);

@@ -15,9 +15,9 @@ namespace ktune {
 class AnnealingStrategy : public StrategyBase {
  public:
   struct Options {
-    double initial_temperature = 0.5;   // relative slowdown accepted with probability 1/e at start
-    double final_temperature = 0.005;   // ... at the end of the budget
-    double hamming_fraction = 0.3;      // share of moves that jump to any value, not a neighbour
+    double initial_temperature = 0.5;  // relative slowdown accepted with probability 1/e at start
+    double final_temperature = 0.005;  // ... at the end of the budget
+    double hamming_fraction = 0.3;     // share of moves that jump to any value, not a neighbour
   };
   AnnealingStrategy() : AnnealingStrategy(Options()) {}
   explicit AnnealingStrategy(Options options) : options_(options) {}

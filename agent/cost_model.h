@@ -14,9 +14,9 @@ namespace ktune {
 class XgbCostModel {
  public:
   struct Options {
-    int rounds = 60;       // boosting rounds per fit
+    int rounds = 60;  // boosting rounds per fit
     int max_depth = 5;
-    double eta = 0.2;      // learning rate
+    double eta = 0.2;  // learning rate
     double subsample = 1.0;
   };
   XgbCostModel() : XgbCostModel(Options()) {}

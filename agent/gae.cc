@@ -13,8 +13,8 @@ GaeResult ComputeGae(const std::vector<float>& rewards, const std::vector<float>
       const bool final_step = t == horizon - 1;
       const double next_value = final_step ? 0.0 : values[(t + 1) * envs + e];
       const double nonterminal = final_step ? 0.0 : 1.0;
-      const double delta = rewards[t * envs + e] + gamma * next_value * nonterminal -
-                           values[t * envs + e];
+      const double delta =
+          rewards[t * envs + e] + gamma * next_value * nonterminal - values[t * envs + e];
       last = delta + gamma * lambda * nonterminal * last;
       out.advantages[t * envs + e] = static_cast<float>(last);
       out.returns[t * envs + e] = static_cast<float>(last + values[t * envs + e]);

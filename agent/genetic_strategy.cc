@@ -46,7 +46,8 @@ absl::StatusOr<std::vector<Point>> GeneticStrategy::Generate(int n) {
     Point child(width);
     for (size_t k = 0; k < width; ++k) child[k] = coin(rng()) ? a[k] : b[k];
     Mutate(child, rate);
-    for (int r = 0; r < options_.repair_attempts && (!space().IsValid(child) || Visited(child)); ++r) {
+    for (int r = 0; r < options_.repair_attempts && (!space().IsValid(child) || Visited(child));
+         ++r) {
       Mutate(child, std::max(rate, 0.5));
     }
     if (space().IsValid(child) && !Visited(child)) out.push_back(std::move(child));

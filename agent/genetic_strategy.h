@@ -12,10 +12,10 @@ namespace ktune {
 class GeneticStrategy : public StrategyBase {
  public:
   struct Options {
-    int population = 20;           // parents kept: the fastest so far
-    int tournament = 3;            // candidates per parent selection
-    double mutation_rate = 0.0;    // per parameter; 0 = 1 / number of parameters
-    int repair_attempts = 20;      // re-mutations of an invalid child
+    int population = 20;         // parents kept: the fastest so far
+    int tournament = 3;          // candidates per parent selection
+    double mutation_rate = 0.0;  // per parameter; 0 = 1 / number of parameters
+    int repair_attempts = 20;    // re-mutations of an invalid child
   };
   GeneticStrategy() : GeneticStrategy(Options()) {}
   explicit GeneticStrategy(Options options) : options_(options) {}

@@ -20,8 +20,8 @@ namespace ktune {
 class ModelBasedStrategy : public StrategyBase {
  public:
   struct Options {
-    int warmup = 16;               // random measurements before the first model
-    double epsilon = 0.1;          // share of each batch chosen at random
+    int warmup = 16;       // random measurements before the first model
+    double epsilon = 0.1;  // share of each batch chosen at random
     int64_t exhaustive_limit = 250'000;
     XgbCostModel::Options model;
   };

@@ -292,7 +292,8 @@ class PpoStrategy::Impl {
       features_.Append(space_.PointAt(states[e]), x);
       x.push_back(static_cast<float>(t) / options_.horizon);
       for (int a = 0; a < actions_; ++a) {
-        (*mask)[e * actions_ + a] = (a == 2 * width_ || Move(states[e], a) != states[e]) ? 1.f : 0.f;
+        (*mask)[e * actions_ + a] =
+            (a == 2 * width_ || Move(states[e], a) != states[e]) ? 1.f : 0.f;
       }
     }
     return torch::from_blob(x.data(), {static_cast<int64_t>(states.size()), inputs_}, torch::kFloat)
@@ -354,10 +355,11 @@ class PpoStrategy::Impl {
     // GAE, backwards over time; every episode ends at the horizon.
     torch::Tensor value = torch::stack(values);  // [T, E]
     torch::Tensor value_flat = value.reshape({-1}).contiguous();
-    std::vector<float> flat_rewards, flat_values(value_flat.data_ptr<float>(),
-                                                 value_flat.data_ptr<float>() + T * E);
+    std::vector<float> flat_rewards,
+        flat_values(value_flat.data_ptr<float>(), value_flat.data_ptr<float>() + T * E);
     for (const auto& r : rewards) flat_rewards.insert(flat_rewards.end(), r.begin(), r.end());
-    GaeResult gae = ComputeGae(flat_rewards, flat_values, T, E, options_.gamma, options_.gae_lambda);
+    GaeResult gae =
+        ComputeGae(flat_rewards, flat_values, T, E, options_.gamma, options_.gae_lambda);
     return Update(torch::cat(obs), torch::cat(masks), torch::cat(actions), torch::cat(logps),
                   value_flat,
                   torch::from_blob(gae.advantages.data(), {T * E}, torch::kFloat).clone(),
@@ -382,22 +384,26 @@ class PpoStrategy::Impl {
             std::vector<int64_t>(order.begin() + start, order.begin() + end), torch::kLong);
         auto out = net_->forward(obs.index_select(0, idx));
         torch::Tensor logp_all = torch::log_softmax(out.logits + masks.index_select(0, idx), 1);
-        torch::Tensor logp = logp_all.gather(1, actions.index_select(0, idx).unsqueeze(1)).squeeze(1);
+        torch::Tensor logp =
+            logp_all.gather(1, actions.index_select(0, idx).unsqueeze(1)).squeeze(1);
         torch::Tensor legal = masks.index_select(0, idx) == 0;
         torch::Tensor entropy = -(logp_all.exp() * logp_all.masked_fill(~legal, 0)).sum(1).mean();
         torch::Tensor log_ratio = logp - old_logp.index_select(0, idx);
         torch::Tensor ratio = log_ratio.exp();
         torch::Tensor adv = advantages.index_select(0, idx);
         adv = (adv - adv.mean()) / (adv.std(/*unbiased=*/false) + 1e-8);
-        torch::Tensor pg_loss = torch::max(-adv * ratio,
-                                           -adv * torch::clamp(ratio, 1 - options_.clip, 1 + options_.clip))
-                                    .mean();
+        torch::Tensor pg_loss =
+            torch::max(-adv * ratio,
+                       -adv * torch::clamp(ratio, 1 - options_.clip, 1 + options_.clip))
+                .mean();
         torch::Tensor ret = returns.index_select(0, idx);
         torch::Tensor old_v = old_value.index_select(0, idx);
-        torch::Tensor v_clipped = old_v + torch::clamp(out.value - old_v, -options_.clip, options_.clip);
+        torch::Tensor v_clipped =
+            old_v + torch::clamp(out.value - old_v, -options_.clip, options_.clip);
         torch::Tensor v_loss =
             0.5 * torch::max((out.value - ret).pow(2), (v_clipped - ret).pow(2)).mean();
-        torch::Tensor loss = pg_loss - options_.entropy_coef * entropy + options_.value_coef * v_loss;
+        torch::Tensor loss =
+            pg_loss - options_.entropy_coef * entropy + options_.value_coef * v_loss;
         optimizer_.zero_grad();
         loss.backward();
         torch::nn::utils::clip_grad_norm_(net_->parameters(), options_.max_grad_norm);
@@ -414,8 +420,8 @@ class PpoStrategy::Impl {
       }
       if (approx_kl > options_.target_kl) break;
     }
-    metrics_ = {{"losses/policy_loss", pg},   {"losses/value_loss", vl},
-                {"losses/entropy", ent},      {"losses/approx_kl", approx_kl},
+    metrics_ = {{"losses/policy_loss", pg},    {"losses/value_loss", vl},
+                {"losses/entropy", ent},       {"losses/approx_kl", approx_kl},
                 {"losses/clipfrac", clipfrac}, {"charts/updates", updates}};
     return absl::OkStatus();
   }
@@ -511,7 +517,8 @@ absl::Status PpoStrategy::Start() {
       if (!std::isnan(times[j]) && !chosen.contains(j)) rest.push_back(j);
     }
     std::shuffle(rest.begin(), rest.end(), rng());
-    for (size_t r = 0; r < rest.size() && static_cast<int>(rows.size()) < options_.source_rows; ++r) {
+    for (size_t r = 0; r < rest.size() && static_cast<int>(rows.size()) < options_.source_rows;
+         ++r) {
       rows.push_back(rest[r]);
     }
     KTUNE_ASSIGN_OR_RETURN(std::vector<float> scores, land.Scores(rows));
@@ -594,8 +601,8 @@ absl::StatusOr<std::vector<Point>> PpoStrategy::Generate(int n) {
       for (size_t r = 0; r < order.size(); ++r) y[h.size() + order[r]] = 1.f - r / n;
     }
   }
-  KTUNE_RETURN_IF_ERROR(model_.Fit(x, impl_->features().width() + (with_sources ? 1 : 0), y,
-                                   rng()(), weights));
+  KTUNE_RETURN_IF_ERROR(
+      model_.Fit(x, impl_->features().width() + (with_sources ? 1 : 0), y, rng()(), weights));
   ModelLandscape land(space(), impl_->features(), model_, with_sources);
   std::vector<size_t> order(h.size());
   std::iota(order.begin(), order.end(), 0);
@@ -604,7 +611,8 @@ absl::StatusOr<std::vector<Point>> PpoStrategy::Generate(int n) {
     return h[a].ok && h[a].time_ms < h[b].time_ms;
   });
   std::vector<int64_t> elite;
-  for (size_t i = 0; i < order.size() && static_cast<int>(elite.size()) < options_.elite_starts; ++i) {
+  for (size_t i = 0; i < order.size() && static_cast<int>(elite.size()) < options_.elite_starts;
+       ++i) {
     if (h[order[i]].ok) elite.push_back(space().IndexOf(h[order[i]].point));
   }
   KTUNE_RETURN_IF_ERROR(impl_->Train(land, elite, options_.iterations_per_batch));
@@ -623,7 +631,8 @@ std::vector<Point> PpoStrategy::Diverse(const std::vector<int64_t>& candidates,
   // each cluster, so one basin of the model cannot take the whole batch.
   std::vector<size_t> rank(candidates.size());
   std::iota(rank.begin(), rank.end(), 0);
-  std::stable_sort(rank.begin(), rank.end(), [&](size_t a, size_t b) { return scores[a] > scores[b]; });
+  std::stable_sort(rank.begin(), rank.end(),
+                   [&](size_t a, size_t b) { return scores[a] > scores[b]; });
   rank.resize(std::min(rank.size(), static_cast<size_t>(options_.pool_per_pick * k)));
   std::vector<Point> out;
   if (static_cast<int>(rank.size()) <= k) {
@@ -645,7 +654,8 @@ std::vector<Point> PpoStrategy::Diverse(const std::vector<int64_t>& candidates,
   while (static_cast<int>(centres.size() / w) < k) {
     const float* last = &centres[centres.size() - w];
     double total = 0;
-    for (size_t i = 0; i < rank.size(); ++i) total += nearest[i] = std::min(nearest[i], dist(i, last));
+    for (size_t i = 0; i < rank.size(); ++i)
+      total += nearest[i] = std::min(nearest[i], dist(i, last));
     if (total <= 0) break;
     double pick = std::uniform_real_distribution<double>(0, total)(rng());
     size_t chosen = 0;

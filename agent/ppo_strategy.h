@@ -34,30 +34,30 @@
 namespace ktune {
 
 struct PpoOptions {
-  int warmup = 16;              // random measurements before the first model (no transfer)
-  double epsilon = 0.1;         // share of each batch chosen at random
-  int iterations_per_batch = 4; // PPO iterations (rollout + update) after each batch
-  int transfer_iterations = 60; // PPO iterations per transfer source, before tuning
-  int envs = 64;                // parallel episodes per rollout
-  int horizon = 8;              // steps per episode
-  int proposal_episodes = 128;  // policy walks that propose a batch
-  int hidden = 64;              // units in each of the two hidden layers
-  double learning_rate = 3e-3;  // Adam
-  double gamma = 0.9;           // discount
-  double gae_lambda = 0.95;     // GAE lambda
-  double clip = 0.2;            // PPO ratio clip (policy and value)
-  int epochs = 4;               // update epochs per rollout
-  int minibatches = 4;          // minibatches per epoch
-  double entropy_coef = 0.01;   // entropy bonus
-  double value_coef = 0.5;      // value-loss weight
-  double max_grad_norm = 0.5;   // gradient-norm clip
-  double target_kl = 0.03;      // stop the epochs early past this approximate KL
-  int elite_starts = 8;         // fastest measured configurations used as episode starts
-  int pool_per_pick = 4;        // best-scored candidates clustered per configuration picked
-  bool bootstrap = false;       // fit each batch's cost model on a resample (Thompson sampling)
-  bool rank_targets = true;     // fit the model to ranks, not -log(time)
-  double source_weight = 64;    // total weight of transfer sources' rows in the cost model
-  int source_rows = 1024;       // cost-model rows per transfer source (its best quarter + sample)
+  int warmup = 16;               // random measurements before the first model (no transfer)
+  double epsilon = 0.1;          // share of each batch chosen at random
+  int iterations_per_batch = 4;  // PPO iterations (rollout + update) after each batch
+  int transfer_iterations = 60;  // PPO iterations per transfer source, before tuning
+  int envs = 64;                 // parallel episodes per rollout
+  int horizon = 8;               // steps per episode
+  int proposal_episodes = 128;   // policy walks that propose a batch
+  int hidden = 64;               // units in each of the two hidden layers
+  double learning_rate = 3e-3;   // Adam
+  double gamma = 0.9;            // discount
+  double gae_lambda = 0.95;      // GAE lambda
+  double clip = 0.2;             // PPO ratio clip (policy and value)
+  int epochs = 4;                // update epochs per rollout
+  int minibatches = 4;           // minibatches per epoch
+  double entropy_coef = 0.01;    // entropy bonus
+  double value_coef = 0.5;       // value-loss weight
+  double max_grad_norm = 0.5;    // gradient-norm clip
+  double target_kl = 0.03;       // stop the epochs early past this approximate KL
+  int elite_starts = 8;          // fastest measured configurations used as episode starts
+  int pool_per_pick = 4;         // best-scored candidates clustered per configuration picked
+  bool bootstrap = false;        // fit each batch's cost model on a resample (Thompson sampling)
+  bool rank_targets = true;      // fit the model to ranks, not -log(time)
+  double source_weight = 64;     // total weight of transfer sources' rows in the cost model
+  int source_rows = 1024;        // cost-model rows per transfer source (its best quarter + sample)
 };
 
 // A recorded landscape of the same kernel on another device: the valid points of `space` with

@@ -27,8 +27,8 @@ namespace ktune {
 // The outcome of measuring one point, as a strategy sees it.
 struct Observation {
   Point point;
-  bool ok = false;       // false for every failure status
-  double time_ms = 0;    // meaningful only when ok
+  bool ok = false;     // false for every failure status
+  double time_ms = 0;  // meaningful only when ok
 };
 
 class SearchStrategy {

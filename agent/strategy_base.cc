@@ -73,8 +73,8 @@ absl::StatusOr<std::vector<Point>> StrategyBase::ProposeBatch() {
 
 absl::Status StrategyBase::NotifyResults(const std::vector<Observation>& results) {
   if (results.size() != pending_.size()) {
-    return absl::InvalidArgumentError(absl::StrCat("expected ", pending_.size(),
-                                                   " results, got ", results.size()));
+    return absl::InvalidArgumentError(
+        absl::StrCat("expected ", pending_.size(), " results, got ", results.size()));
   }
   for (size_t i = 0; i < results.size(); ++i) {
     if (results[i].point != pending_[i]) {

@@ -27,8 +27,8 @@ absl::StatusOr<TuningOutcome> RunTuningLoop(SearchStrategy& strategy, const Sear
     KTUNE_ASSIGN_OR_RETURN(std::vector<MeasureResult> results, measurer.Measure(task, configs));
     outcome.measure_seconds += absl::ToDoubleSeconds(absl::Now() - m);
     if (results.size() != batch.size()) {
-      return absl::InternalError(absl::StrCat("measurer returned ", results.size(),
-                                              " results for ", batch.size(), " candidates"));
+      return absl::InternalError(absl::StrCat("measurer returned ", results.size(), " results for ",
+                                              batch.size(), " candidates"));
     }
     std::vector<Observation> observations;
     for (size_t i = 0; i < batch.size(); ++i) {

@@ -72,8 +72,8 @@ absl::StatusOr<std::vector<std::unique_ptr<LoadedSource>>> LoadSources(
 }  // namespace
 
 absl::Status RunSearchBenchmark(const SearchBenchOptions& options,
-                               const std::function<void(const SearchBenchRow&)>& on_row,
-                               const std::function<void(const std::string&)>& progress) {
+                                const std::function<void(const SearchBenchRow&)>& on_row,
+                                const std::function<void(const std::string&)>& progress) {
   static constexpr int64_t kCheckpoints[] = {25, 50, 100, 200, 400};
   KTUNE_ASSIGN_OR_RETURN(auto sources, LoadSources(options.transfer_from));
   for (const std::string& file : options.spaces) {
@@ -90,7 +90,8 @@ absl::Status RunSearchBenchmark(const SearchBenchOptions& options,
         if (auto* ppo = dynamic_cast<PpoStrategy*>(strategy.get())) {
           for (const auto& source : sources) {
             if (source->kernel != task.kernel || source->device == task.device_class) continue;
-            KTUNE_RETURN_IF_ERROR(ppo->AddTransferSource({&source->recorded.space, &source->time_ms}));
+            KTUNE_RETURN_IF_ERROR(
+                ppo->AddTransferSource({&source->recorded.space, &source->time_ms}));
           }
         }
         TuningOptions run{options.budget, options.batch_size, static_cast<uint64_t>(seed)};
@@ -143,8 +144,8 @@ std::string SearchBenchRowJson(const SearchBenchRow& row) {
   j["budget"] = row.budget;
   j["seeds"] = row.seeds;
   for (const auto& [b, ratio] : row.best_over_opt) {
-    j[absl::StrCat("best/opt@", b)] = std::isfinite(ratio) ? nlohmann::ordered_json(ratio)
-                                                           : nlohmann::ordered_json(nullptr);
+    j[absl::StrCat("best/opt@", b)] =
+        std::isfinite(ratio) ? nlohmann::ordered_json(ratio) : nlohmann::ordered_json(nullptr);
   }
   j["evals_to_5pct"] = row.evals_to_5pct;
   j["reached_5pct"] = row.reached_5pct;

@@ -51,8 +51,8 @@ struct SearchBenchRow {
 // Runs the benchmark; `on_row` receives each row as soon as it is complete, `progress` a line
 // per finished run (may be null).
 absl::Status RunSearchBenchmark(const SearchBenchOptions& options,
-                               const std::function<void(const SearchBenchRow&)>& on_row,
-                               const std::function<void(const std::string&)>& progress);
+                                const std::function<void(const SearchBenchRow&)>& on_row,
+                                const std::function<void(const std::string&)>& progress);
 
 // The row as the one-line JSON object the issue specifies (exactly its keys).
 std::string SearchBenchRowJson(const SearchBenchRow& row);

@@ -10,10 +10,10 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
-#include "absl/time/clock.h"
-#include "cli/command.h"
 #include "absl/strings/str_split.h"
+#include "absl/time/clock.h"
 #include "bench/search_benchmark.h"
+#include "cli/command.h"
 #include "db/interchange/record_files.h"
 #include "kernels/t1_definition.h"
 
@@ -59,15 +59,19 @@ int RunImportBench(const ImportBenchArgs& a) {
     }
     Timing t = Summarise(seconds);
     if (a.json) {
-      std::cout << nlohmann::json{{"benchmark", "import"}, {"file", file}, {"records", records},
-                                  {"repeats", a.repeats}, {"min_s", t.min_s},
+      std::cout << nlohmann::json{{"benchmark", "import"},
+                                  {"file", file},
+                                  {"records", records},
+                                  {"repeats", a.repeats},
+                                  {"min_s", t.min_s},
                                   {"median_s", t.median_s},
                                   {"records_per_s", records / t.median_s}}
                        .dump()
                 << "\n";
     } else {
-      std::cout << absl::StrFormat("import %s: %d records, median %.3f s (min %.3f s) over %d, %.0f records/s\n",
-                                   file, records, t.median_s, t.min_s, a.repeats, records / t.median_s);
+      std::cout << absl::StrFormat(
+          "import %s: %d records, median %.3f s (min %.3f s) over %d, %.0f records/s\n", file,
+          records, t.median_s, t.min_s, a.repeats, records / t.median_s);
     }
   }
   rmdir(dir.c_str());
@@ -95,15 +99,16 @@ int RunSpaceBench(const SpaceBenchArgs& a) {
     }
     Timing t = Summarise(seconds);
     if (a.json) {
-      std::cout << nlohmann::json{{"benchmark", "space"}, {"definition", file},
-                                  {"valid", size}, {"unconstrained", unconstrained},
-                                  {"repeats", a.repeats}, {"min_s", t.min_s},
+      std::cout << nlohmann::json{{"benchmark", "space"},  {"definition", file},
+                                  {"valid", size},         {"unconstrained", unconstrained},
+                                  {"repeats", a.repeats},  {"min_s", t.min_s},
                                   {"median_s", t.median_s}}
                        .dump()
                 << "\n";
     } else {
-      std::cout << absl::StrFormat("space %s: %d valid of %.0f, enumerated in median %.1f ms (min %.1f ms)\n",
-                                   file, size, unconstrained, t.median_s * 1e3, t.min_s * 1e3);
+      std::cout << absl::StrFormat(
+          "space %s: %d valid of %.0f, enumerated in median %.1f ms (min %.1f ms)\n", file, size,
+          unconstrained, t.median_s * 1e3, t.min_s * 1e3);
     }
   }
   return kExitOk;
@@ -111,7 +116,7 @@ int RunSpaceBench(const SpaceBenchArgs& a) {
 
 struct SearchBenchArgs {
   std::vector<std::string> spaces;
-  std::string strategies = "random,anneal,genetic,model";
+  std::string strategies = "ppo,random,anneal,genetic,model";
   int64_t budget = 400;
   int seeds = 10;
   int batch_size = 8;
@@ -135,8 +140,8 @@ int RunSearchBench(const SearchBenchArgs& a) {
   options.transfer_from = a.transfer_from;
   if (!a.json) {
     std::cout << absl::StrFormat("%-44s %-8s %8s %8s %8s %8s %8s %8s %6s %8s %6s %9s\n", "space",
-                                 "strategy", "@25", "@50", "@100", "@200", "@400", "to5%",
-                                 "hit5%", "to2%", "hit2%", "agent ms");
+                                 "strategy", "@25", "@50", "@100", "@200", "@400", "to5%", "hit5%",
+                                 "to2%", "hit2%", "agent ms");
   }
   absl::Status st = RunSearchBenchmark(
       options,
@@ -146,7 +151,8 @@ int RunSearchBench(const SearchBenchArgs& a) {
           return;
         }
         std::cout << absl::StrFormat("%-44s %-8s", row.space, row.strategy);
-        for (const auto& [b, ratio] : row.best_over_opt) std::cout << absl::StrFormat(" %8.4f", ratio);
+        for (const auto& [b, ratio] : row.best_over_opt)
+          std::cout << absl::StrFormat(" %8.4f", ratio);
         std::cout << absl::StrFormat(" %8.1f %6.2f %8.1f %6.2f %9.2f", row.evals_to_5pct,
                                      row.reached_5pct, row.evals_to_2pct, row.reached_2pct,
                                      row.agent_ms_per_batch)
@@ -166,9 +172,11 @@ void RegisterBenchCommands(CLI::App& app, Action* action) {
   bench->require_subcommand(1);
 
   auto import_args = std::make_shared<ImportBenchArgs>();
-  CLI::App* imp = bench->add_subcommand("import", "Time importing record files into a fresh database");
+  CLI::App* imp =
+      bench->add_subcommand("import", "Time importing record files into a fresh database");
   imp->add_option("FILES", import_args->files, "Record files")->required();
-  imp->add_option("--repeats", import_args->repeats, "Imports per file")->check(CLI::Range(1, 100))
+  imp->add_option("--repeats", import_args->repeats, "Imports per file")
+      ->check(CLI::Range(1, 100))
       ->capture_default_str();
   imp->add_flag("--json", import_args->json, "One JSON line per file");
   imp->callback([=] { *action = [=] { return RunImportBench(*import_args); }; });
@@ -177,7 +185,8 @@ void RegisterBenchCommands(CLI::App& app, Action* action) {
   CLI::App* space = bench->add_subcommand("space", "Time enumerating T1 search-space definitions");
   space->add_option("DEFINITIONS", space_args->definitions, "T1 definition files")->required();
   space->add_option("--repeats", space_args->repeats, "Enumerations per file")
-      ->check(CLI::Range(1, 100))->capture_default_str();
+      ->check(CLI::Range(1, 100))
+      ->capture_default_str();
   space->add_flag("--json", space_args->json, "One JSON line per file");
   space->callback([=] { *action = [=] { return RunSpaceBench(*space_args); }; });
 
@@ -189,11 +198,14 @@ void RegisterBenchCommands(CLI::App& app, Action* action) {
   search->add_option("--strategies", search_args->strategies, "Comma-separated strategy names")
       ->capture_default_str();
   search->add_option("--budget", search_args->budget, "Measurements per run")
-      ->check(CLI::Range(int64_t{1}, int64_t{100000}))->capture_default_str();
+      ->check(CLI::Range(int64_t{1}, int64_t{100000}))
+      ->capture_default_str();
   search->add_option("--seeds", search_args->seeds, "Runs per strategy and space")
-      ->check(CLI::Range(1, 1000))->capture_default_str();
+      ->check(CLI::Range(1, 1000))
+      ->capture_default_str();
   search->add_option("--batch-size", search_args->batch_size, "Measurements per batch")
-      ->check(CLI::Range(1, 1024))->capture_default_str();
+      ->check(CLI::Range(1, 1024))
+      ->capture_default_str();
   search->add_option("--transfer-from", search_args->transfer_from,
                      "Recorded spaces of the same kernel on other devices for PPO to learn from "
                      "first (a space is never its own source)");

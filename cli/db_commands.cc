@@ -25,7 +25,8 @@ int RunImport(const ImportArgs& a) {
   auto format = ParseRecordFileFormat(a.format);
   if (!format.ok()) return UsageError(cmd, std::string(format.status().message()));
   auto problem = ParseParamMapAssignments(a.problem);
-  if (!problem.ok()) return UsageError(cmd, absl::StrCat("--problem: ", problem.status().message()));
+  if (!problem.ok())
+    return UsageError(cmd, absl::StrCat("--problem: ", problem.status().message()));
   auto db = OpenDatabase(a.db);
   if (!db.ok()) return Fail(cmd, db.status());
   ReadOptions options;
@@ -66,7 +67,8 @@ int RunExport(const ExportArgs& a) {
     return UsageError(cmd, "--format must be jsonl or t4");
   }
   auto problem = ParseParamMapAssignments(a.problem);
-  if (!problem.ok()) return UsageError(cmd, absl::StrCat("--problem: ", problem.status().message()));
+  if (!problem.ok())
+    return UsageError(cmd, absl::StrCat("--problem: ", problem.status().message()));
   auto db = OpenDatabase(a.db);
   if (!db.ok()) return Fail(cmd, db.status());
   std::ostringstream out;
@@ -158,10 +160,12 @@ void RegisterDbCommands(CLI::App& app, Action* action) {
       "import", "Import a T4, Kernel Tuner cache or JSONL file (gzip or plain) in one transaction");
   AddDbOption(imp, &import_args->db);
   imp->add_option("FILE", import_args->file, "File to import")->required();
-  imp->add_option("--format", import_args->format, "t4, kernel-tuner, jsonl or auto (from the content)")
+  imp->add_option("--format", import_args->format,
+                  "t4, kernel-tuner, jsonl or auto (from the content)")
       ->capture_default_str();
-  imp->add_option("--kernel", import_args->kernel,
-                  "Kernel name (default: from a <kernel>_<device>_<format> file name, or the file)");
+  imp->add_option(
+      "--kernel", import_args->kernel,
+      "Kernel name (default: from a <kernel>_<device>_<format> file name, or the file)");
   imp->add_option("--device", import_args->device, "Device name (default: as for --kernel)");
   imp->add_option("--problem", import_args->problem,
                   "Problem the file was measured on, e.g. M=4096,N=4096 (default: none)");
@@ -179,7 +183,8 @@ void RegisterDbCommands(CLI::App& app, Action* action) {
   exp->callback([=] { *action = [=] { return RunExport(*export_args); }; });
 
   auto stats_args = std::make_shared<StatsArgs>();
-  CLI::App* stats = db->add_subcommand("stats", "Counts of kernels, workloads, devices, records, jobs");
+  CLI::App* stats =
+      db->add_subcommand("stats", "Counts of kernels, workloads, devices, records, jobs");
   AddDbOption(stats, &stats_args->db);
   stats->add_flag("--json", stats_args->json, "Print as JSON");
   stats->callback([=] { *action = [=] { return RunStats(*stats_args); }; });

@@ -18,7 +18,8 @@ struct BestArgs {
 int RunBest(const BestArgs& a) {
   const std::string cmd = "best";
   auto problem = ParseParamMapAssignments(a.problem);
-  if (!problem.ok()) return UsageError(cmd, absl::StrCat("--problem: ", problem.status().message()));
+  if (!problem.ok())
+    return UsageError(cmd, absl::StrCat("--problem: ", problem.status().message()));
   if (a.top < 1 || a.top > 100) return UsageError(cmd, "--top must be between 1 and 100");
   auto db = OpenDatabase(a.db);
   if (!db.ok()) return Fail(cmd, db.status());
@@ -34,7 +35,8 @@ int RunBest(const BestArgs& a) {
   if (!best.ok()) return Fail(cmd, best.status());
   if (a.json) {
     nlohmann::json records = nlohmann::json::array();
-    for (const Record& r : best->records) records.push_back(nlohmann::json::parse(RecordToJsonLine(r)));
+    for (const Record& r : best->records)
+      records.push_back(nlohmann::json::parse(RecordToJsonLine(r)));
     nlohmann::json out = {{"kernel", a.kernel},
                           {"problem", nlohmann::json::parse(CanonicalJson(*problem))},
                           {"device", a.device},
@@ -100,15 +102,16 @@ int RunJobs(const JobsArgs& a) {
     std::cout << "no jobs in " << a.db << "\n";
     return kExitOk;
   }
-  std::cout << absl::StrFormat("%-6s %-24s %-10s %6s %s\n", "ID", "NAME", "STATE", "TASKS", "PROGRESS");
+  std::cout << absl::StrFormat("%-6s %-24s %-10s %6s %s\n", "ID", "NAME", "STATE", "TASKS",
+                               "PROGRESS");
   for (const Job& j : *jobs) {
     int64_t done = 0, budget = 0;
     for (const JobTask& t : j.tasks) {
       done += t.measurements_done;
       budget += t.budget;
     }
-    std::cout << absl::StrFormat("%-6d %-24s %-10s %6d %d/%d\n", j.id, j.name, JobStateName(j.state),
-                                 j.tasks.size(), done, budget);
+    std::cout << absl::StrFormat("%-6d %-24s %-10s %6d %d/%d\n", j.id, j.name,
+                                 JobStateName(j.state), j.tasks.size(), done, budget);
   }
   return kExitOk;
 }
@@ -127,7 +130,8 @@ void RegisterQueryCommands(CLI::App& app, Action* action) {
   best->add_option("--family", best_args->family,
                    "Architecture family to fall back to (default: the class's known family)");
   best->add_option("--fingerprint", best_args->fingerprint, "Exact device fingerprint hash");
-  best->add_option("--top", best_args->top, "How many distinct configurations")->capture_default_str();
+  best->add_option("--top", best_args->top, "How many distinct configurations")
+      ->capture_default_str();
   best->add_flag("--json", best_args->json, "Print as JSON");
   best->callback([=] { *action = [=] { return RunBest(*best_args); }; });
 

@@ -1,6 +1,7 @@
 // The commands of DESIGN.md that need the tuning server, the measurement workers or the kernel
-// registry: serve, worker, submit, watch, cancel, kernels and bench kernel|service. Their options are declared now so that scripts and --help are stable;
-// until the component lands, running one says which component is missing and exits 1.
+// registry: serve, worker, submit, watch, cancel, kernels and bench kernel|service. Their options
+// are declared now so that scripts and --help are stable; until the component lands, running one
+// says which component is missing and exits 1.
 #include <iostream>
 
 #include "cli/command.h"
@@ -16,9 +17,10 @@ struct Unavailable {
 void SetUnavailable(CLI::App* sub, Action* action, Unavailable u) {
   sub->callback([=] {
     *action = [=] {
-      std::cerr << "ktune " << u.command << ": not available in this build: it needs " << u.needs
-                << ".\nAvailable now: ktune db import|export|stats, ktune best, ktune jobs, "
-                   "ktune tune --device replay:FILE, ktune space, ktune bench import|space|search.\n";
+      std::cerr
+          << "ktune " << u.command << ": not available in this build: it needs " << u.needs
+          << ".\nAvailable now: ktune db import|export|stats, ktune best, ktune jobs, "
+             "ktune tune --device replay:FILE, ktune space, ktune bench import|space|search.\n";
       return kExitFailure;
     };
   });
@@ -71,8 +73,10 @@ void RegisterServiceCommands(CLI::App& app, Action* action) {
   CLI::App* bench = app.get_subcommand("bench");
   for (const auto& [name, description, needs] :
        std::vector<std::tuple<std::string, std::string, std::string>>{
-           {"kernel", "Tuned vs default vs vendor library kernels", "the kernel registry and measurer"},
-           {"service", "Query and dispatch throughput of the server", "the tuning server (server/)"}}) {
+           {"kernel", "Tuned vs default vs vendor library kernels",
+            "the kernel registry and measurer"},
+           {"service", "Query and dispatch throughput of the server",
+            "the tuning server (server/)"}}) {
     CLI::App* sub = bench->add_subcommand(name, description);
     sub->allow_extras();
     SetUnavailable(sub, action, {"bench " + name, needs});

@@ -49,11 +49,13 @@ int RunSpace(const SpaceArgs& a) {
     nlohmann::json params = nlohmann::json::array();
     for (const Parameter& p : space->parameters()) {
       nlohmann::json values = nlohmann::json::array();
-      for (const ParamValue& v : p.values) std::visit([&](const auto& x) { values.push_back(x); }, v);
+      for (const ParamValue& v : p.values)
+        std::visit([&](const auto& x) { values.push_back(x); }, v);
       params.push_back({{"name", p.name}, {"values", values}});
     }
     nlohmann::json sample_json = nlohmann::json::array();
-    for (const Configuration& c : samples) sample_json.push_back(nlohmann::json::parse(CanonicalJson(c)));
+    for (const Configuration& c : samples)
+      sample_json.push_back(nlohmann::json::parse(CanonicalJson(c)));
     std::cout << nlohmann::json{{"name", name},
                                 {"parameters", params},
                                 {"constraints", space->constraints()},
@@ -70,11 +72,13 @@ int RunSpace(const SpaceArgs& a) {
             << absl::StrFormat("%.1f", ms) << " ms)\n";
   for (const Parameter& p : space->parameters()) {
     std::string values;
-    for (const ParamValue& v : p.values) absl::StrAppend(&values, values.empty() ? "" : " ", FormatParamValue(v));
+    for (const ParamValue& v : p.values)
+      absl::StrAppend(&values, values.empty() ? "" : " ", FormatParamValue(v));
     std::cout << "  " << p.name << ": " << values << "\n";
   }
   for (const std::string& c : space->constraints()) std::cout << "  constraint: " << c << "\n";
-  for (const Configuration& c : samples) std::cout << "  sample: " << FormatParamMapAssignments(c) << "\n";
+  for (const Configuration& c : samples)
+    std::cout << "  sample: " << FormatParamMapAssignments(c) << "\n";
   return kExitOk;
 }
 

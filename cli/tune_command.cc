@@ -66,8 +66,9 @@ int RunTune(const TuneArgs& a) {
   auto recorded = LoadRecordedSpace(file);
   if (!recorded.ok()) return Fail(cmd, recorded.status());
   if (!a.kernel.empty() && a.kernel != recorded->records.front().kernel) {
-    return UsageError(cmd, absl::StrCat("--kernel ", a.kernel, " does not match the recorded space's kernel ",
-                                        recorded->records.front().kernel));
+    return UsageError(
+        cmd, absl::StrCat("--kernel ", a.kernel, " does not match the recorded space's kernel ",
+                          recorded->records.front().kernel));
   }
   auto db = OpenDatabase(a.db);
   if (!db.ok()) return Fail(cmd, db.status());
@@ -167,7 +168,8 @@ void RegisterTuneCommand(CLI::App& app, Action* action) {
   tune->add_option("--device", a->device, "cpu, cuda[:N] or replay:FILE")->capture_default_str();
   tune->add_option("--budget", a->budget, "Measurements, failures included")->capture_default_str();
   tune->add_option("--batch-size", a->batch_size, "Measurements per batch")
-      ->check(CLI::Range(1, 1024))->capture_default_str();
+      ->check(CLI::Range(1, 1024))
+      ->capture_default_str();
   tune->add_option("--strategy", a->strategy, "ppo, random, anneal, genetic or model")
       ->capture_default_str();
   tune->add_option("--seed", a->seed, "Random seed")->capture_default_str();

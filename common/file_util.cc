@@ -46,9 +46,9 @@ absl::StatusOr<std::string> Gunzip(const std::string& path, const std::string& c
   size_t consumed = compressed.size() - zs.avail_in;
   inflateEnd(&zs);
   if (rc != Z_STREAM_END) {
-    return absl::DataLossError(absl::StrCat(
-        path, ": corrupt or truncated gzip data at compressed byte ", consumed, " of ",
-        compressed.size(), " (", zs.msg ? zs.msg : "stream ended early", ")"));
+    return absl::DataLossError(
+        absl::StrCat(path, ": corrupt or truncated gzip data at compressed byte ", consumed, " of ",
+                     compressed.size(), " (", zs.msg ? zs.msg : "stream ended early", ")"));
   }
   return out;
 }
@@ -69,8 +69,7 @@ absl::StatusOr<std::string> ReadFileMaybeGzip(const std::string& path) {
   return data;
 }
 
-absl::Status WriteFileAtomically(const std::string& path, absl::string_view contents,
-                                 bool gzip) {
+absl::Status WriteFileAtomically(const std::string& path, absl::string_view contents, bool gzip) {
   std::string tmp = absl::StrCat(path, ".tmp.", getpid());
   if (gzip) {
     gzFile gz = gzopen(tmp.c_str(), "wb");

@@ -9,9 +9,9 @@
 #define KTUNE_CONCAT_(a, b) KTUNE_CONCAT_INNER_(a, b)
 
 // Evaluates `expr` (an absl::Status) and returns it from the enclosing function unless OK.
-#define KTUNE_RETURN_IF_ERROR(expr)            \
-  do {                                         \
-    ::absl::Status ktune_status_ = (expr);     \
+#define KTUNE_RETURN_IF_ERROR(expr)                \
+  do {                                             \
+    ::absl::Status ktune_status_ = (expr);         \
     if (!ktune_status_.ok()) return ktune_status_; \
   } while (0)
 

@@ -54,14 +54,17 @@ absl::StatusOr<BestResult> MemoryTuningDatabase::QueryBest(const BestQuery& q) {
          return !q.fingerprint_hash.empty() && d.FingerprintHash() == q.fingerprint_hash;
        }},
       {MatchLevel::kDeviceClass,
-       [&](const DeviceInfo& d) { return !q.device_class.empty() && d.device_class == q.device_class; }},
-      {MatchLevel::kFamily, [&](const DeviceInfo& d) { return !family.empty() && d.family == family; }},
+       [&](const DeviceInfo& d) {
+         return !q.device_class.empty() && d.device_class == q.device_class;
+       }},
+      {MatchLevel::kFamily,
+       [&](const DeviceInfo& d) { return !family.empty() && d.family == family; }},
   };
   for (const auto& [level, matches] : levels) {
     std::vector<const Record*> hits;
     for (const Record& r : records_) {
-      if (r.status == MeasurementStatus::kOk && SameWorkload(r, q.kernel, q.kernel_version, q.problem) &&
-          matches(r.device)) {
+      if (r.status == MeasurementStatus::kOk &&
+          SameWorkload(r, q.kernel, q.kernel_version, q.problem) && matches(r.device)) {
         hits.push_back(&r);
       }
     }
@@ -137,7 +140,8 @@ absl::StatusOr<DatabaseStats> MemoryTuningDatabase::Stats() {
   std::set<std::string> workloads, devices;
   for (const Record& r : records_) {
     kernels.insert({r.kernel, r.kernel_version});
-    workloads.insert(absl::StrCat(r.kernel, "\n", r.kernel_version, "\n", CanonicalJson(r.problem)));
+    workloads.insert(
+        absl::StrCat(r.kernel, "\n", r.kernel_version, "\n", CanonicalJson(r.problem)));
     devices.insert(r.device.FingerprintHash());
     ++s.records_by_status[std::string(StatusName(r.status))];
   }
@@ -212,7 +216,8 @@ absl::Status MemoryTuningDatabase::SaveCheckpoint(const std::string& key, const 
 absl::StatusOr<std::string> MemoryTuningDatabase::LoadCheckpoint(const std::string& key) {
   absl::MutexLock lock(&mu_);
   auto it = checkpoints_.find(key);
-  if (it == checkpoints_.end()) return absl::NotFoundError(absl::StrCat("no checkpoint '", key, "'"));
+  if (it == checkpoints_.end())
+    return absl::NotFoundError(absl::StrCat("no checkpoint '", key, "'"));
   return it->second;
 }
 

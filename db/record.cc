@@ -51,7 +51,8 @@ Json RecordContentJson(const Record& r) {
 }
 
 absl::StatusOr<ParamMap> ParamMapFromJson(const Json& j, const char* field) {
-  if (!j.is_object()) return absl::InvalidArgumentError(absl::StrCat("'", field, "' is not an object"));
+  if (!j.is_object())
+    return absl::InvalidArgumentError(absl::StrCat("'", field, "' is not an object"));
   return ParseParamMapJson(j.dump());
 }
 
@@ -78,9 +79,9 @@ absl::StatusOr<MeasurementStatus> ParseStatusName(absl::string_view name) {
   for (int i = 0; i < kMeasurementStatusCount; ++i) {
     if (kStatusNames[i] == name) return static_cast<MeasurementStatus>(i);
   }
-  return absl::InvalidArgumentError(absl::StrCat(
-      "unknown measurement status '", name,
-      "' (expected ok, compile_error, runtime_error, timeout, wrong_result, invalid_config, lost)"));
+  return absl::InvalidArgumentError(absl::StrCat("unknown measurement status '", name,
+                                                 "' (expected ok, compile_error, runtime_error, "
+                                                 "timeout, wrong_result, invalid_config, lost)"));
 }
 
 std::string DeviceInfo::FingerprintHash() const { return StableHashHex(fingerprint_json); }
@@ -145,7 +146,8 @@ absl::StatusOr<Record> RecordFromJsonLine(absl::string_view line) {
   if (d.contains("family")) {
     KTUNE_ASSIGN_OR_RETURN(r.device.family, RequiredString(d, "family"));
   }
-  if (!d.contains("fingerprint")) return absl::InvalidArgumentError("'device.fingerprint' is missing");
+  if (!d.contains("fingerprint"))
+    return absl::InvalidArgumentError("'device.fingerprint' is missing");
   // Canonical form: nlohmann::json objects dump with sorted keys.
   r.device.fingerprint_json = d["fingerprint"].is_string()
                                   ? d["fingerprint"].get<std::string>()
@@ -186,9 +188,9 @@ absl::StatusOr<Record> RecordFromJsonLine(absl::string_view line) {
   if (j.contains("record_id")) {
     KTUNE_ASSIGN_OR_RETURN(std::string id, RequiredString(j, "record_id"));
     if (id != r.RecordId()) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "'record_id' ", id, " does not match the record's content (", r.RecordId(),
-          "): the line was edited; remove record_id to import it as a new record"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("'record_id' ", id, " does not match the record's content (", r.RecordId(),
+                       "): the line was edited; remove record_id to import it as a new record"));
     }
   }
   return r;

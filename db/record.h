@@ -62,7 +62,7 @@ struct Record {
   // The objective: the median of the repeats for ktune's own measurements, the file's recorded
   // objective for imported ones. Set exactly when status is kOk.
   std::optional<double> time_ms;
-  std::vector<double> repeat_times_ms;  // every repeat, in order
+  std::vector<double> repeat_times_ms;                 // every repeat, in order
   std::optional<double> median_ms, min_ms, stddev_ms;  // of the repeats; unset without repeats
   std::string worker;
   std::optional<int64_t> measured_at_us;  // Unix microseconds, UTC; unset if the source did not say

@@ -154,9 +154,9 @@ absl::Status WithPath(const absl::Status& st, const std::string& path) {
 absl::StatusOr<std::unique_ptr<SqliteTuningDatabase>> SqliteTuningDatabase::Open(
     const std::string& path, Options options) {
   sqlite3* raw = nullptr;
-  int rc = sqlite3_open_v2(path.c_str(), &raw,
-                           SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_FULLMUTEX,
-                           nullptr);
+  int rc =
+      sqlite3_open_v2(path.c_str(), &raw,
+                      SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_FULLMUTEX, nullptr);
   if (rc != SQLITE_OK) {
     absl::Status st = SqliteError(rc, raw, absl::StrCat("cannot open database ", path));
     sqlite3_close(raw);
@@ -220,7 +220,8 @@ SqliteTuningDatabase::~SqliteTuningDatabase() {
 
 absl::Status SqliteTuningDatabase::CheckIntegrity() {
   absl::MutexLock lock(&mu_);
-  KTUNE_ASSIGN_OR_RETURN(SqliteStatement s, SqliteStatement::Prepare(db_, "PRAGMA integrity_check"));
+  KTUNE_ASSIGN_OR_RETURN(SqliteStatement s,
+                         SqliteStatement::Prepare(db_, "PRAGMA integrity_check"));
   std::string report;
   while (true) {
     KTUNE_ASSIGN_OR_RETURN(bool row, s.Step());
@@ -237,15 +238,20 @@ absl::StatusOr<int64_t> SqliteTuningDatabase::AddRecords(const std::vector<Recor
   for (const Record& r : records) KTUNE_RETURN_IF_ERROR(ValidateRecord(r));
   absl::MutexLock lock(&mu_);
   KTUNE_ASSIGN_OR_RETURN(SqliteTransaction txn, SqliteTransaction::Begin(db_));
-  KTUNE_ASSIGN_OR_RETURN(SqliteStatement insert_kernel, SqliteStatement::Prepare(db_, kInsertKernel));
-  KTUNE_ASSIGN_OR_RETURN(SqliteStatement select_kernel, SqliteStatement::Prepare(db_, kSelectKernel));
+  KTUNE_ASSIGN_OR_RETURN(SqliteStatement insert_kernel,
+                         SqliteStatement::Prepare(db_, kInsertKernel));
+  KTUNE_ASSIGN_OR_RETURN(SqliteStatement select_kernel,
+                         SqliteStatement::Prepare(db_, kSelectKernel));
   KTUNE_ASSIGN_OR_RETURN(SqliteStatement insert_workload,
                          SqliteStatement::Prepare(db_, kInsertWorkload));
   KTUNE_ASSIGN_OR_RETURN(SqliteStatement select_workload,
                          SqliteStatement::Prepare(db_, kSelectWorkload));
-  KTUNE_ASSIGN_OR_RETURN(SqliteStatement insert_device, SqliteStatement::Prepare(db_, kInsertDevice));
-  KTUNE_ASSIGN_OR_RETURN(SqliteStatement select_device, SqliteStatement::Prepare(db_, kSelectDevice));
-  KTUNE_ASSIGN_OR_RETURN(SqliteStatement insert_record, SqliteStatement::Prepare(db_, kInsertRecord));
+  KTUNE_ASSIGN_OR_RETURN(SqliteStatement insert_device,
+                         SqliteStatement::Prepare(db_, kInsertDevice));
+  KTUNE_ASSIGN_OR_RETURN(SqliteStatement select_device,
+                         SqliteStatement::Prepare(db_, kSelectDevice));
+  KTUNE_ASSIGN_OR_RETURN(SqliteStatement insert_record,
+                         SqliteStatement::Prepare(db_, kInsertRecord));
 
   // Ids seen in this call: most batches share one kernel, problem and device.
   absl::flat_hash_map<std::string, int64_t> workload_ids, device_ids;
@@ -317,10 +323,9 @@ absl::StatusOr<BestResult> SqliteTuningDatabase::QueryBest(const BestQuery& q) {
   std::string problem_hash = ParamMapHash(q.problem);
   for (const auto& [level, filter] : levels) {
     if (filter.second.empty()) continue;
-    KTUNE_ASSIGN_OR_RETURN(
-        SqliteStatement s,
-        SqliteStatement::Prepare(db_, absl::StrCat(kRecordSelect, kWorkloadFilter, filter.first,
-                                                   kBestOrder)));
+    KTUNE_ASSIGN_OR_RETURN(SqliteStatement s, SqliteStatement::Prepare(
+                                                  db_, absl::StrCat(kRecordSelect, kWorkloadFilter,
+                                                                    filter.first, kBestOrder)));
     s.Bind(1, q.kernel).Bind(2, q.kernel_version).Bind(3, problem_hash).Bind(4, filter.second);
     BestResult result;
     result.level = level;
@@ -377,8 +382,9 @@ absl::StatusOr<std::vector<TaskKey>> SqliteTuningDatabase::ListTasks() {
 absl::Status SqliteTuningDatabase::ForEachRecord(
     const std::function<absl::Status(const Record&)>& fn) {
   absl::MutexLock lock(&mu_);
-  KTUNE_ASSIGN_OR_RETURN(SqliteStatement s,
-                         SqliteStatement::Prepare(db_, absl::StrCat(kRecordSelect, kAllRecordsOrder)));
+  KTUNE_ASSIGN_OR_RETURN(
+      SqliteStatement s,
+      SqliteStatement::Prepare(db_, absl::StrCat(kRecordSelect, kAllRecordsOrder)));
   while (true) {
     KTUNE_ASSIGN_OR_RETURN(bool row, s.Step());
     if (!row) return absl::OkStatus();

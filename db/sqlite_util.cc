@@ -96,7 +96,8 @@ absl::StatusOr<bool> SqliteStatement::Step() {
   int rc = sqlite3_step(stmt_);
   if (rc == SQLITE_ROW) return true;
   if (rc == SQLITE_DONE) return false;
-  return SqliteError(rc, db_, absl::StrCat("running '", std::string(sqlite3_sql(stmt_)).substr(0, 80), "'"));
+  return SqliteError(rc, db_,
+                     absl::StrCat("running '", std::string(sqlite3_sql(stmt_)).substr(0, 80), "'"));
 }
 
 absl::Status SqliteStatement::Run() {

@@ -4,16 +4,20 @@
 
 namespace ktune {
 namespace {
-constexpr absl::string_view kJobStateNames[] = {"queued", "running",   "paused",
-                                                "done",   "failed",    "cancelled"};
+constexpr absl::string_view kJobStateNames[] = {"queued", "running", "paused",
+                                                "done",   "failed",  "cancelled"};
 }  // namespace
 
 absl::string_view MatchLevelName(MatchLevel level) {
   switch (level) {
-    case MatchLevel::kExact: return "exact";
-    case MatchLevel::kDeviceClass: return "device_class";
-    case MatchLevel::kFamily: return "family";
-    case MatchLevel::kNone: return "none";
+    case MatchLevel::kExact:
+      return "exact";
+    case MatchLevel::kDeviceClass:
+      return "device_class";
+    case MatchLevel::kFamily:
+      return "family";
+    case MatchLevel::kNone:
+      return "none";
   }
   return "none";
 }

@@ -62,12 +62,12 @@ bool IsAllowedJobTransition(JobState from, JobState to);
 struct JobTask {
   TaskKey task;
   JobState state = JobState::kQueued;
-  int64_t budget = 0;             // measurements
+  int64_t budget = 0;  // measurements
   int64_t measurements_done = 0;
 };
 
 struct Job {
-  int64_t id = 0;      // assigned by CreateJob
+  int64_t id = 0;  // assigned by CreateJob
   std::string name;
   std::string spec_json;  // the submitted spec, as given
   std::string strategy;

@@ -14,9 +14,12 @@ namespace ktune {
 
 bool ExprValue::Truthy() const {
   switch (kind) {
-    case Kind::kInt: return i != 0;
-    case Kind::kFloat: return f != 0.0;
-    case Kind::kString: return true;  // only non-empty literals reach here in practice
+    case Kind::kInt:
+      return i != 0;
+    case Kind::kFloat:
+      return f != 0.0;
+    case Kind::kString:
+      return true;  // only non-empty literals reach here in practice
   }
   return false;
 }
@@ -67,10 +70,10 @@ absl::StatusOr<std::vector<Token>> Tokenize(absl::string_view s) {
         (c == '.' && i + 1 < s.size() && std::isdigit(static_cast<unsigned char>(s[i + 1])))) {
       size_t j = i;
       bool is_float = false;
-      while (j < s.size() && (std::isalnum(static_cast<unsigned char>(s[j])) || s[j] == '.' ||
-                              s[j] == '_' ||
-                              ((s[j] == '+' || s[j] == '-') && (s[j - 1] == 'e' || s[j - 1] == 'E') &&
-                               !(s.substr(i, 2) == "0x")))) {
+      while (j < s.size() &&
+             (std::isalnum(static_cast<unsigned char>(s[j])) || s[j] == '.' || s[j] == '_' ||
+              ((s[j] == '+' || s[j] == '-') && (s[j - 1] == 'e' || s[j - 1] == 'E') &&
+               !(s.substr(i, 2) == "0x")))) {
         if (s[j] == '.' || s[j] == 'e' || s[j] == 'E') is_float = true;
         ++j;
       }
@@ -178,7 +181,8 @@ class ExprParser {
   absl::Status Error(const std::string& what) const {
     const Token& t = Peek();
     std::string near = t.kind == Tok::kEnd ? "end of expression" : absl::StrCat("'", t.text, "'");
-    return absl::InvalidArgumentError(absl::StrCat(what, " at column ", t.column, " (near ", near, ")"));
+    return absl::InvalidArgumentError(
+        absl::StrCat(what, " at column ", t.column, " (near ", near, ")"));
   }
 
   int Add(Node n) {
@@ -225,13 +229,20 @@ class ExprParser {
   bool PeekCmp(Node::Cmp* cmp) const {
     if (Peek().kind != Tok::kOp) return false;
     const std::string& t = Peek().text;
-    if (t == "<") *cmp = Node::Cmp::kLt;
-    else if (t == "<=") *cmp = Node::Cmp::kLe;
-    else if (t == ">") *cmp = Node::Cmp::kGt;
-    else if (t == ">=") *cmp = Node::Cmp::kGe;
-    else if (t == "==") *cmp = Node::Cmp::kEq;
-    else if (t == "!=") *cmp = Node::Cmp::kNe;
-    else return false;
+    if (t == "<")
+      *cmp = Node::Cmp::kLt;
+    else if (t == "<=")
+      *cmp = Node::Cmp::kLe;
+    else if (t == ">")
+      *cmp = Node::Cmp::kGt;
+    else if (t == ">=")
+      *cmp = Node::Cmp::kGe;
+    else if (t == "==")
+      *cmp = Node::Cmp::kEq;
+    else if (t == "!=")
+      *cmp = Node::Cmp::kNe;
+    else
+      return false;
     return true;
   }
 
@@ -418,28 +429,39 @@ bool Compare(Node::Cmp cmp, const ExprValue& x, const ExprValue& y, EvalError* e
   }
   if (x.kind == ExprValue::Kind::kInt && y.kind == ExprValue::Kind::kInt) {
     switch (cmp) {
-      case Node::Cmp::kLt: return x.i < y.i;
-      case Node::Cmp::kLe: return x.i <= y.i;
-      case Node::Cmp::kGt: return x.i > y.i;
-      case Node::Cmp::kGe: return x.i >= y.i;
-      case Node::Cmp::kEq: return x.i == y.i;
-      case Node::Cmp::kNe: return x.i != y.i;
+      case Node::Cmp::kLt:
+        return x.i < y.i;
+      case Node::Cmp::kLe:
+        return x.i <= y.i;
+      case Node::Cmp::kGt:
+        return x.i > y.i;
+      case Node::Cmp::kGe:
+        return x.i >= y.i;
+      case Node::Cmp::kEq:
+        return x.i == y.i;
+      case Node::Cmp::kNe:
+        return x.i != y.i;
     }
   }
   double a = x.AsDouble(), b = y.AsDouble();
   switch (cmp) {
-    case Node::Cmp::kLt: return a < b;
-    case Node::Cmp::kLe: return a <= b;
-    case Node::Cmp::kGt: return a > b;
-    case Node::Cmp::kGe: return a >= b;
-    case Node::Cmp::kEq: return a == b;
-    case Node::Cmp::kNe: return a != b;
+    case Node::Cmp::kLt:
+      return a < b;
+    case Node::Cmp::kLe:
+      return a <= b;
+    case Node::Cmp::kGt:
+      return a > b;
+    case Node::Cmp::kGe:
+      return a >= b;
+    case Node::Cmp::kEq:
+      return a == b;
+    case Node::Cmp::kNe:
+      return a != b;
   }
   return false;
 }
 
-ExprValue Eval(const std::vector<Node>& nodes, int index, const ExprValue* slots,
-               EvalError* err) {
+ExprValue Eval(const std::vector<Node>& nodes, int index, const ExprValue* slots, EvalError* err) {
   const Node& n = nodes[index];
   switch (n.op) {
     case Node::Op::kConst:
@@ -491,8 +513,9 @@ ExprValue Eval(const std::vector<Node>& nodes, int index, const ExprValue* slots
                                                : ExprValue::Float(std::fabs(x.f));
       }
       if (n.function == "int") {
-        return x.kind == ExprValue::Kind::kInt ? x
-                                               : ExprValue::Int(static_cast<int64_t>(std::trunc(x.f)));
+        return x.kind == ExprValue::Kind::kInt
+                   ? x
+                   : ExprValue::Int(static_cast<int64_t>(std::trunc(x.f)));
       }
       if (n.function == "float") return ExprValue::Float(x.AsDouble());
       if (n.function == "round") {
@@ -560,8 +583,7 @@ absl::StatusOr<Expression> Expression::Compile(absl::string_view text, ExprSymbo
   absl::Status st = parser.ParseInto(e);
   if (st.ok() && toks[parser.pos()].kind != Tok::kEnd) {
     const Token& t = toks[parser.pos()];
-    st = absl::InvalidArgumentError(
-        absl::StrCat("unexpected '", t.text, "' at column ", t.column));
+    st = absl::InvalidArgumentError(absl::StrCat("unexpected '", t.text, "' at column ", t.column));
   }
   if (!st.ok()) {
     return absl::InvalidArgumentError(absl::StrCat("in expression '", text, "': ", st.message()));

@@ -84,18 +84,31 @@ class Expression {
   // One node of the compiled tree; an implementation detail, public only for the evaluator.
   struct Node {
     enum class Op : uint8_t {
-      kConst, kVar, kNeg, kPos, kNot, kAnd, kOr,
-      kAdd, kSub, kMul, kTrueDiv, kFloorDiv, kMod, kPow,
-      kCompareChain, kCall,
+      kConst,
+      kVar,
+      kNeg,
+      kPos,
+      kNot,
+      kAnd,
+      kOr,
+      kAdd,
+      kSub,
+      kMul,
+      kTrueDiv,
+      kFloorDiv,
+      kMod,
+      kPow,
+      kCompareChain,
+      kCall,
     };
     enum class Cmp : uint8_t { kLt, kLe, kGt, kGe, kEq, kNe };
     Op op = Op::kConst;
-    ExprValue constant;       // kConst
-    int slot = -1;            // kVar
-    int a = -1, b = -1;       // operands of unary and binary ops
-    std::vector<int> args;    // kCompareChain operands, kCall arguments
-    std::vector<Cmp> cmps;    // kCompareChain operators (args.size() - 1)
-    std::string function;     // kCall: min, max, abs, int, float, round
+    ExprValue constant;     // kConst
+    int slot = -1;          // kVar
+    int a = -1, b = -1;     // operands of unary and binary ops
+    std::vector<int> args;  // kCompareChain operands, kCall arguments
+    std::vector<Cmp> cmps;  // kCompareChain operators (args.size() - 1)
+    std::string function;   // kCall: min, max, abs, int, float, round
   };
 
  private:

@@ -45,9 +45,9 @@ absl::StatusOr<SearchSpace> SearchSpace::Create(std::vector<Parameter> parameter
     for (size_t a = 0; a < p.values.size(); ++a) {
       for (size_t b = a + 1; b < p.values.size(); ++b) {
         if (SameValue(p.values[a], p.values[b])) {
-          return absl::InvalidArgumentError(absl::StrCat(
-              "parameter '", p.name, "' lists the value ", FormatParamValue(p.values[a]),
-              " twice"));
+          return absl::InvalidArgumentError(absl::StrCat("parameter '", p.name,
+                                                         "' lists the value ",
+                                                         FormatParamValue(p.values[a]), " twice"));
         }
       }
     }
@@ -136,9 +136,9 @@ absl::StatusOr<SearchSpace> SearchSpace::Create(std::vector<Parameter> parameter
     if (!ok) continue;
     if (depth + 1 == n) {
       if (space.size() >= kMaxValidConfigurations) {
-        return absl::ResourceExhaustedError(absl::StrCat(
-            "the constrained space has more than ", kMaxValidConfigurations,
-            " valid configurations; narrow the value lists or add constraints"));
+        return absl::ResourceExhaustedError(
+            absl::StrCat("the constrained space has more than ", kMaxValidConfigurations,
+                         " valid configurations; narrow the value lists or add constraints"));
       }
       space.Insert(point.data());
     } else {
@@ -163,9 +163,9 @@ absl::StatusOr<SearchSpace> SearchSpace::FromConfigurations(
     for (const Configuration& c : configs) {
       auto it = c.find(space.parameters_[k].name);
       if (it == c.end() || c.size() != n) {
-        return absl::InvalidArgumentError(absl::StrCat(
-            "recorded configurations do not all have the same parameters (", CanonicalJson(c),
-            " vs ", CanonicalJson(configs.front()), ")"));
+        return absl::InvalidArgumentError(
+            absl::StrCat("recorded configurations do not all have the same parameters (",
+                         CanonicalJson(c), " vs ", CanonicalJson(configs.front()), ")"));
       }
       vals.push_back(it->second);
     }

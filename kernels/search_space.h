@@ -87,8 +87,8 @@ class SearchSpace {
 
   std::vector<Parameter> parameters_;
   std::vector<std::string> constraint_texts_;
-  std::vector<uint64_t> radix_;       // mixed-radix weights for Encode
-  std::vector<uint16_t> valid_;       // size() points, Width() indices each
+  std::vector<uint64_t> radix_;                    // mixed-radix weights for Encode
+  std::vector<uint16_t> valid_;                    // size() points, Width() indices each
   absl::flat_hash_map<uint64_t, uint32_t> index_;  // Encode(point) -> position in valid_
 };
 

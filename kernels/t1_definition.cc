@@ -60,13 +60,19 @@ absl::StatusOr<T1Definition> LoadT1Definition(const std::string& path) {
       values = *std::move(parsed);
     } else if (p["Values"].is_array()) {
       for (const auto& v : p["Values"]) {
-        if (v.is_number_integer()) values.push_back(ExprValue::Int(v.get<int64_t>()));
-        else if (v.is_number()) values.push_back(ExprValue::Float(v.get<double>()));
-        else if (v.is_string()) values.push_back(ExprValue::String(symbols.Intern(v.get<std::string>())));
-        else return fail(absl::StrCat("parameter ", param.name, ": a value is not a number or string"));
+        if (v.is_number_integer())
+          values.push_back(ExprValue::Int(v.get<int64_t>()));
+        else if (v.is_number())
+          values.push_back(ExprValue::Float(v.get<double>()));
+        else if (v.is_string())
+          values.push_back(ExprValue::String(symbols.Intern(v.get<std::string>())));
+        else
+          return fail(
+              absl::StrCat("parameter ", param.name, ": a value is not a number or string"));
       }
     } else {
-      return fail(absl::StrCat("parameter ", param.name, ": Values is neither a list nor a string"));
+      return fail(
+          absl::StrCat("parameter ", param.name, ": Values is neither a list nor a string"));
     }
     for (const ExprValue& v : values) {
       auto converted = Convert(v, type, symbols);

@@ -48,15 +48,14 @@ absl::StatusOr<Json> ParseJson(const std::string& path, const std::string& text)
     // nlohmann prefixes "[json.exception.parse_error.101] parse error at line 1, column 5: ".
     size_t colon = what.find(": ");
     if (colon != std::string::npos) what = what.substr(colon + 2);
-    std::string where = e.byte >= text.size() ? absl::StrCat("truncated at ", Position(text, e.byte))
-                                              : Position(text, e.byte);
+    std::string where = e.byte >= text.size()
+                            ? absl::StrCat("truncated at ", Position(text, e.byte))
+                            : Position(text, e.byte);
     return FileError(path, where, what);
   }
 }
 
-absl::StatusOr<Configuration> ConfigFrom(const Json& j) {
-  return ParseParamMapJson(j.dump());
-}
+absl::StatusOr<Configuration> ConfigFrom(const Json& j) { return ParseParamMapJson(j.dump()); }
 
 struct NameParts {
   std::string kernel, device;
@@ -91,12 +90,18 @@ absl::StatusOr<MeasurementStatus> StatusFromT4Invalidity(const std::string& s) {
 
 const char* T4Invalidity(MeasurementStatus s) {
   switch (s) {
-    case MeasurementStatus::kOk: return "correct";
-    case MeasurementStatus::kCompileError: return "compile";
-    case MeasurementStatus::kTimeout: return "timeout";
-    case MeasurementStatus::kWrongResult: return "correctness";
-    case MeasurementStatus::kInvalidConfig: return "constraints";
-    default: return "runtime";
+    case MeasurementStatus::kOk:
+      return "correct";
+    case MeasurementStatus::kCompileError:
+      return "compile";
+    case MeasurementStatus::kTimeout:
+      return "timeout";
+    case MeasurementStatus::kWrongResult:
+      return "correctness";
+    case MeasurementStatus::kInvalidConfig:
+      return "constraints";
+    default:
+      return "runtime";
   }
 }
 
@@ -192,7 +197,8 @@ absl::StatusOr<std::vector<Record>> ReadT4(const std::string& path, const Json& 
     const Json* time = nullptr;
     if (e.contains("measurements") && e["measurements"].is_array()) {
       for (const Json& m : e["measurements"]) {
-        if (m.is_object() && m.value("name", "") == "time" && m.contains("value")) time = &m["value"];
+        if (m.is_object() && m.value("name", "") == "time" && m.contains("value"))
+          time = &m["value"];
       }
     }
     if (r.status == MeasurementStatus::kOk) {
@@ -232,8 +238,9 @@ absl::StatusOr<std::vector<Record>> ReadKernelTuner(const std::string& path, con
     if (!k.is_string()) return FileError(path, "tune_params_keys", "holds a non-string");
     keys.push_back(k.get<std::string>());
   }
-  std::string fingerprint_name =
-      doc.contains("device_name") && doc["device_name"].is_string() ? doc["device_name"].get<std::string>() : "";
+  std::string fingerprint_name = doc.contains("device_name") && doc["device_name"].is_string()
+                                     ? doc["device_name"].get<std::string>()
+                                     : "";
   std::vector<Record> out;
   out.reserve(doc["cache"].size());
   for (auto it = doc["cache"].begin(); it != doc["cache"].end(); ++it) {
@@ -247,10 +254,14 @@ absl::StatusOr<std::vector<Record>> ReadKernelTuner(const std::string& path, con
     for (const std::string& k : keys) {
       if (!e.contains(k)) return FileError(path, where, absl::StrCat("no value for parameter ", k));
       const Json& v = e[k];
-      if (v.is_number_integer()) r.config[k] = v.get<int64_t>();
-      else if (v.is_number()) r.config[k] = v.get<double>();
-      else if (v.is_string()) r.config[k] = v.get<std::string>();
-      else return FileError(path, where, absl::StrCat("parameter ", k, " is not a number or string"));
+      if (v.is_number_integer())
+        r.config[k] = v.get<int64_t>();
+      else if (v.is_number())
+        r.config[k] = v.get<double>();
+      else if (v.is_string())
+        r.config[k] = v.get<std::string>();
+      else
+        return FileError(path, where, absl::StrCat("parameter ", k, " is not a number or string"));
     }
     if (!e.contains("time")) return FileError(path, where, "no \"time\"");
     const Json& t = e["time"];
@@ -296,7 +307,8 @@ RecordFileFormat DetectFormat(const std::string& text) {
   size_t first = text.find_first_not_of(" \t\r\n");
   if (first == std::string::npos) return RecordFileFormat::kJsonl;
   size_t newline = text.find('\n', first);
-  absl::string_view head = absl::string_view(text).substr(first, std::min<size_t>(text.size() - first, 4096));
+  absl::string_view head =
+      absl::string_view(text).substr(first, std::min<size_t>(text.size() - first, 4096));
   // A JSONL file starts with a whole record on its first line.
   if (newline != std::string::npos &&
       RecordFromJsonLine(absl::string_view(text).substr(first, newline - first)).ok()) {
@@ -313,10 +325,14 @@ RecordFileFormat DetectFormat(const std::string& text) {
 
 absl::string_view RecordFileFormatName(RecordFileFormat f) {
   switch (f) {
-    case RecordFileFormat::kT4: return "t4";
-    case RecordFileFormat::kKernelTuner: return "kernel-tuner";
-    case RecordFileFormat::kJsonl: return "jsonl";
-    case RecordFileFormat::kAuto: return "auto";
+    case RecordFileFormat::kT4:
+      return "t4";
+    case RecordFileFormat::kKernelTuner:
+      return "kernel-tuner";
+    case RecordFileFormat::kJsonl:
+      return "jsonl";
+    case RecordFileFormat::kAuto:
+      return "auto";
   }
   return "auto";
 }
@@ -392,8 +408,8 @@ absl::StatusOr<int64_t> ExportT4(TuningDatabase& db, const TaskKey& task, std::o
   for (const Record& r : records) {
     Json e;
     if (r.measured_at_us) {
-      e["timestamp"] = absl::FormatTime("%Y-%m-%d %H:%M:%E6S%Ez",
-                                        absl::FromUnixMicros(*r.measured_at_us), absl::UTCTimeZone());
+      e["timestamp"] = absl::FormatTime(
+          "%Y-%m-%d %H:%M:%E6S%Ez", absl::FromUnixMicros(*r.measured_at_us), absl::UTCTimeZone());
     }
     Json config = Json::object();
     for (const auto& [k, v] : r.config) std::visit([&](const auto& x) { config[k] = x; }, v);
@@ -411,7 +427,8 @@ absl::StatusOr<int64_t> ExportT4(TuningDatabase& db, const TaskKey& task, std::o
     } else {
       value = "RuntimeFailedConfig";
     }
-    e["measurements"] = Json::array({{{"name", "time"}, {"value", value}, {"unit", "milliseconds"}}});
+    e["measurements"] =
+        Json::array({{{"name", "time"}, {"value", value}, {"unit", "milliseconds"}}});
     e["objectives"] = Json::array({"time"});
     results.push_back(std::move(e));
   }

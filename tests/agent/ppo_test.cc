@@ -1,12 +1,11 @@
 // PPO the CleanRL way: GAE checked against numbers worked out by hand, and seeded runs that must
 // learn a landscape (beat random search clearly) and be reproducible.
-#include "agent/ppo_strategy.h"
-
 #include <gtest/gtest.h>
 
 #include <cmath>
 
 #include "agent/gae.h"
+#include "agent/ppo_strategy.h"
 #include "agent/tuning_loop.h"
 
 namespace ktune {
@@ -66,8 +65,18 @@ SearchSpace Bowl() {
     for (int64_t i = 0; i < n; ++i) v.push_back(i);
     return v;
   };
-  return *SearchSpace::Create({{"a", values(16)}, {"b", values(8)}, {"c", values(12)}, {"d", values(6)}},
-                              {"a + b < 20"});
+  return *SearchSpace::Create(
+      {{"a", values(16)}, {"b", values(8)}, {"c", values(12)}, {"d", values(6)}}, {"a + b < 20"});
+}
+
+// Every point of `space` measured, times scaled by `slowdown`: a recorded source device.
+std::vector<double> Recording(const SearchSpace& space, Measurer& measurer, double slowdown) {
+  std::vector<double> times;
+  for (int64_t i = 0; i < space.size(); ++i) {
+    auto r = measurer.Measure({}, {space.ToConfiguration(space.PointAt(i))});
+    times.push_back(slowdown * *(*r)[0].time_ms);
+  }
+  return times;
 }
 
 int64_t EvalsToOptimum(const std::vector<Observation>& trace) {
@@ -120,11 +129,7 @@ TEST(PpoStrategyTest, TransferFromAnotherDeviceProposesGoodFirstBatches) {
   SearchSpace space = Bowl();
   BowlMeasurer measurer;
   // The source device's landscape: the same bowl, twice as slow.
-  std::vector<double> source_times;
-  for (int64_t i = 0; i < space.size(); ++i) {
-    auto r = measurer.Measure({}, {space.ToConfiguration(space.PointAt(i))});
-    source_times.push_back(2 * *(*r)[0].time_ms);
-  }
+  std::vector<double> source_times = Recording(space, measurer, 2.0);
   PpoStrategy p;
   ASSERT_TRUE(p.AddTransferSource({&space, &source_times}).ok());
   auto out = RunTuningLoop(p, space, measurer, {}, {16, 8, 3});
@@ -140,11 +145,7 @@ TEST(PpoStrategyTest, PoliciesSaveAndWarmStart) {
   SearchSpace space = Bowl();
   BowlMeasurer measurer;
   // A policy that learned the bowl (from a recording of it, as in the transfer test).
-  std::vector<double> source_times;
-  for (int64_t i = 0; i < space.size(); ++i) {
-    auto r = measurer.Measure({}, {space.ToConfiguration(space.PointAt(i))});
-    source_times.push_back(*(*r)[0].time_ms);
-  }
+  std::vector<double> source_times = Recording(space, measurer, 1.0);
   PpoStrategy trained;
   ASSERT_FALSE(trained.SavePolicy().ok());  // nothing to save before tuning
   ASSERT_TRUE(trained.AddTransferSource({&space, &source_times}).ok());
@@ -161,7 +162,8 @@ TEST(PpoStrategyTest, PoliciesSaveAndWarmStart) {
   EXPECT_EQ(*reloaded, *blob);  // the same weights
 
   // The warm-started policy proposes its first batch from its walks, not at random: they end
-  // near the bottom of the bowl (random draws: the best of 8 has a median of 2.75x the optimum and is within 1.5x in 8% of runs).
+  // near the bottom of the bowl (random draws: the best of 8 has a median of 2.75x the optimum and
+  // is within 1.5x in 8% of runs).
   auto out = RunTuningLoop(warm, space, measurer, {}, {8, 8, 6});
   ASSERT_TRUE(out.ok()) << out.status();
   double best = 1e9;

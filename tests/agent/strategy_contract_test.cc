@@ -102,16 +102,17 @@ TEST_P(StrategyContractTest, SameSeedSameProposalsAndFailuresAreSurvived) {
   };
   EXPECT_EQ(points(traces[0]), points(traces[1])) << GetParam();
   EXPECT_NE(points(traces[0]), points(traces[2])) << GetParam();
-  EXPECT_TRUE(std::any_of(traces[0].begin(), traces[0].end(), [](const Observation& o) { return !o.ok; }))
-      << "the synthetic space should have produced failures";
+  EXPECT_TRUE(std::any_of(traces[0].begin(), traces[0].end(), [](const Observation& o) {
+    return !o.ok;
+  })) << "the synthetic space should have produced failures";
 }
 
 TEST_P(StrategyContractTest, ABudgetLargerThanTheSpaceMeasuresEachPointOnce) {
   SyntheticMeasurer measurer;
   auto strategy = MakeStrategy(GetParam());
   ASSERT_TRUE(strategy.ok());
-  SearchSpace with_d = *SearchSpace::Create({{"a", Range(5)}, {"b", Range(4)}, {"d", {int64_t{5}}}},
-                                            {"a != b"});
+  SearchSpace with_d =
+      *SearchSpace::Create({{"a", Range(5)}, {"b", Range(4)}, {"d", {int64_t{5}}}}, {"a != b"});
   auto outcome = RunTuningLoop(**strategy, with_d, measurer, {}, {1000, 6, 3});
   ASSERT_TRUE(outcome.ok()) << outcome.status();
   EXPECT_EQ(static_cast<int64_t>(outcome->trace.size()), with_d.size());
@@ -146,8 +147,7 @@ TEST_P(StrategyContractTest, MisuseIsAnError) {
   EXPECT_EQ((*strategy)->NotifyResults({}).code(), absl::StatusCode::kInvalidArgument);
 }
 
-INSTANTIATE_TEST_SUITE_P(AllStrategies, StrategyContractTest,
-                         ::testing::ValuesIn(StrategyNames()),
+INSTANTIATE_TEST_SUITE_P(AllStrategies, StrategyContractTest, ::testing::ValuesIn(StrategyNames()),
                          [](const auto& info) { return info.param; });
 
 TEST(StrategyRegistryTest, UnknownNamesAreRefusedWithTheList) {

@@ -19,11 +19,27 @@ using testing::SpaceFile;
 using testing::TempDir;
 
 TEST(CliTest, EveryCommandHasHelp) {
-  const std::vector<std::vector<std::string>> commands = {
-      {}, {"serve"}, {"worker"}, {"tune"}, {"submit"}, {"jobs"}, {"watch"}, {"cancel"},
-      {"best"}, {"kernels"}, {"db"}, {"db", "import"}, {"db", "export"}, {"db", "stats"},
-      {"space"}, {"bench"}, {"bench", "import"}, {"bench", "space"}, {"bench", "search"},
-      {"bench", "kernel"}, {"bench", "service"}};
+  const std::vector<std::vector<std::string>> commands = {{},
+                                                          {"serve"},
+                                                          {"worker"},
+                                                          {"tune"},
+                                                          {"submit"},
+                                                          {"jobs"},
+                                                          {"watch"},
+                                                          {"cancel"},
+                                                          {"best"},
+                                                          {"kernels"},
+                                                          {"db"},
+                                                          {"db", "import"},
+                                                          {"db", "export"},
+                                                          {"db", "stats"},
+                                                          {"space"},
+                                                          {"bench"},
+                                                          {"bench", "import"},
+                                                          {"bench", "space"},
+                                                          {"bench", "search"},
+                                                          {"bench", "kernel"},
+                                                          {"bench", "service"}};
   for (std::vector<std::string> args : commands) {
     args.push_back("--help");
     auto r = RunKtune(args);
@@ -39,8 +55,8 @@ TEST(CliTest, BadUsageExitsWithTwo) {
   EXPECT_EQ(RunKtune({"frobnicate"}).exit_code, 2);
   EXPECT_EQ(RunKtune({"best", "--device", "A100"}).exit_code, 2);  // --kernel missing
   EXPECT_EQ(RunKtune({"db", "stats", "--db", db, "--colour"}).exit_code, 2);
-  auto bad_problem = RunKtune({"best", "--db", db, "--kernel", "gemm", "--device", "A100",
-                               "--problem", "M1024"});
+  auto bad_problem =
+      RunKtune({"best", "--db", db, "--kernel", "gemm", "--device", "A100", "--problem", "M1024"});
   EXPECT_EQ(bad_problem.exit_code, 2);
   EXPECT_THAT(bad_problem.err, HasSubstr("NAME=VALUE"));
   auto bad_format = RunKtune({"db", "import", "x.json", "--db", db, "--format", "csv"});
@@ -61,7 +77,8 @@ TEST(CliTest, FailuresExitWithOneAndSayWhy) {
 TEST(CliTest, StatsAndJobsSpeakJson) {
   TempDir dir;
   std::string db = dir.File("k.db");
-  auto import = RunKtune({"db", "import", SpaceFile("pnpoly_RTX_3090_T4.json.gz"), "--db", db, "--json"});
+  auto import =
+      RunKtune({"db", "import", SpaceFile("pnpoly_RTX_3090_T4.json.gz"), "--db", db, "--json"});
   ASSERT_EQ(import.exit_code, 0) << import.err;
   auto summary = nlohmann::json::parse(import.out);
   EXPECT_EQ(summary["records_added"], 4092);
@@ -78,10 +95,13 @@ TEST(CliTest, StatsAndJobsSpeakJson) {
 TEST(CliTest, ExportWritesJsonlAndT4Files) {
   TempDir dir;
   std::string db = dir.File("k.db");
-  ASSERT_EQ(RunKtune({"db", "import", SpaceFile("pnpoly_RTX_3090_T4.json.gz"), "--db", db}).exit_code, 0);
+  ASSERT_EQ(
+      RunKtune({"db", "import", SpaceFile("pnpoly_RTX_3090_T4.json.gz"), "--db", db}).exit_code, 0);
   ASSERT_EQ(RunKtune({"db", "export", "--db", db, "--out", dir.File("all.jsonl.gz")}).exit_code, 0);
   ASSERT_EQ(RunKtune({"db", "export", "--db", db, "--format", "t4", "--out",
-                      dir.File("pnpoly_copy_T4.json")}).exit_code, 0);
+                      dir.File("pnpoly_copy_T4.json")})
+                .exit_code,
+            0);
   std::string db2 = dir.File("k2.db");
   auto back = RunKtune({"db", "import", dir.File("all.jsonl.gz"), "--db", db2, "--json"});
   ASSERT_EQ(back.exit_code, 0) << back.err;
@@ -94,9 +114,9 @@ TEST(CliTest, ExportWritesJsonlAndT4Files) {
 TEST(CliTest, TuneOnAReplayDeviceStoresEveryMeasurement) {
   TempDir dir;
   std::string db = dir.File("k.db");
-  auto tune = RunKtune({"tune", "--db", db, "--device",
-                        "replay:" + SpaceFile("pnpoly_RTX_3090_T4.json.gz"), "--budget", "40",
-                        "--strategy", "random", "--json"});
+  auto tune =
+      RunKtune({"tune", "--db", db, "--device", "replay:" + SpaceFile("pnpoly_RTX_3090_T4.json.gz"),
+                "--budget", "40", "--strategy", "random", "--json"});
   ASSERT_EQ(tune.exit_code, 0) << tune.err;
   auto result = nlohmann::json::parse(tune.out);
   EXPECT_EQ(result["measurements"], 40);
@@ -131,7 +151,8 @@ Optimum FileOptimum(const std::string& path) {
     for (const auto& r : doc["results"]) {
       if (r["invalidity"] != "correct") continue;
       for (const auto& m : r["measurements"]) {
-        if (m["name"] == "time" && m["value"].is_number() && m["value"].get<double>() < best.time_ms) {
+        if (m["name"] == "time" && m["value"].is_number() &&
+            m["value"].get<double>() < best.time_ms) {
           best = {r["configuration"].dump(), m["value"].get<double>()};
         }
       }
@@ -141,7 +162,8 @@ Optimum FileOptimum(const std::string& path) {
       if (!e["time"].is_number() || e["time"].get<double>() >= 1e20) continue;
       if (e["time"].get<double>() < best.time_ms) {
         nlohmann::json config;
-        for (const auto& k : doc["tune_params_keys"]) config[k.get<std::string>()] = e[k.get<std::string>()];
+        for (const auto& k : doc["tune_params_keys"])
+          config[k.get<std::string>()] = e[k.get<std::string>()];
         best = {config.dump(), e["time"].get<double>()};
       }
     }
@@ -159,7 +181,8 @@ TEST(CliTest, BestReturnsTheOptimumOfEverySharedSpace) {
     ASSERT_EQ(imported.exit_code, 0) << name << ": " << imported.err;
     // <kernel>_<device>_<format>.json.gz
     std::string kernel = name.substr(0, name.find('_'));
-    size_t fmt = name.find(name.find("_T4.") != std::string::npos ? "_T4." : "_kernel_tuner_cache.");
+    size_t fmt =
+        name.find(name.find("_T4.") != std::string::npos ? "_T4." : "_kernel_tuner_cache.");
     std::string device = name.substr(kernel.size() + 1, fmt - kernel.size() - 1);
     auto best = RunKtune({"best", "--db", db, "--kernel", kernel, "--device", device, "--json"});
     ASSERT_EQ(best.exit_code, 0) << name << ": " << best.err;

@@ -1,10 +1,10 @@
 // Crash safety for real: a child `ktune db import` process is killed with SIGKILL at a random
 // moment, many times; afterwards the file must pass PRAGMA integrity_check and hold either all
 // of the import or none of it, on top of what was committed before.
+#include <fcntl.h>
 #include <gtest/gtest.h>
 #include <signal.h>
 #include <sys/wait.h>
-#include <fcntl.h>
 #include <unistd.h>
 
 #include <random>
@@ -35,8 +35,8 @@ pid_t StartImport(const std::string& db, const std::string& file) {
 
 TEST(ImportCrashTest, SigkillDuringImportLosesAtMostThatImport) {
   TempDir dir;
-  const std::string base = SpaceFile("convolution_A100_T4.json.gz");         // 4362 records
-  const std::string killed = SpaceFile("dedispersion_A4000_T4.json.gz");     // 11130 records
+  const std::string base = SpaceFile("convolution_A100_T4.json.gz");      // 4362 records
+  const std::string killed = SpaceFile("dedispersion_A4000_T4.json.gz");  // 11130 records
   std::mt19937 rng(20261127);
   int all = 0, none = 0;
   const int kRuns = 16;

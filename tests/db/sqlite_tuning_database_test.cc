@@ -48,7 +48,8 @@ std::string RawQuery(const std::string& path, const std::string& sql) {
 void RawExec(const std::string& path, const std::string& sql) {
   sqlite3* db = nullptr;
   sqlite3_open(path.c_str(), &db);
-  ASSERT_EQ(sqlite3_exec(db, sql.c_str(), nullptr, nullptr, nullptr), SQLITE_OK) << sqlite3_errmsg(db);
+  ASSERT_EQ(sqlite3_exec(db, sql.c_str(), nullptr, nullptr, nullptr), SQLITE_OK)
+      << sqlite3_errmsg(db);
   sqlite3_close(db);
 }
 
@@ -109,7 +110,8 @@ TEST(SqliteTuningDatabaseTest, NewerSchemaIsRefusedAndLeftUntouched) {
     ASSERT_TRUE(db.ok());
     ASSERT_TRUE((*db)->AddRecords({SimpleRecord(1, 2.0)}).ok());
   }
-  RawExec(path, "UPDATE meta SET value = '99' WHERE key = 'version'; PRAGMA wal_checkpoint(TRUNCATE);");
+  RawExec(path,
+          "UPDATE meta SET value = '99' WHERE key = 'version'; PRAGMA wal_checkpoint(TRUNCATE);");
   std::string before = ReadWholeFile(path);
   auto db = SqliteTuningDatabase::Open(path);
   ASSERT_FALSE(db.ok());

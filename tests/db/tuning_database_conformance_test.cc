@@ -113,7 +113,8 @@ TEST_P(TuningDatabaseConformanceTest, BestIsTheFastestOkRecordOfTheTask) {
 TEST_P(TuningDatabaseConformanceTest, TopKListsDistinctConfigurations) {
   Record again = MakeRecord("A100", 32, 1.3);
   again.measured_at_us = 5;  // a second measurement of the same configuration
-  ASSERT_TRUE(db_->AddRecords({MakeRecord("A100", 32, 1.2), again, MakeRecord("A100", 16, 1.4)}).ok());
+  ASSERT_TRUE(
+      db_->AddRecords({MakeRecord("A100", 32, 1.2), again, MakeRecord("A100", 16, 1.4)}).ok());
   BestQuery q = QueryFor("A100");
   q.top_k = 2;
   auto best = db_->QueryBest(q);
@@ -192,7 +193,8 @@ TEST_P(TuningDatabaseConformanceTest, ForEachRecordVisitsInInsertionOrder) {
   ASSERT_TRUE(db_->ForEachRecord([&](const Record& r) {
                    tiles.push_back(std::get<int64_t>(r.config.at("tile")));
                    return absl::OkStatus();
-                 }).ok());
+                 })
+                  .ok());
   EXPECT_EQ(tiles, (std::vector<int64_t>{64, 16}));
   auto stopped = db_->ForEachRecord([](const Record&) { return absl::CancelledError("stop"); });
   EXPECT_EQ(stopped.code(), absl::StatusCode::kCancelled);
@@ -251,15 +253,16 @@ TEST_P(TuningDatabaseConformanceTest, CheckpointsAreReplacedAndLoaded) {
 
 INSTANTIATE_TEST_SUITE_P(
     AllBackends, TuningDatabaseConformanceTest,
-    ::testing::Values(
-        Backend{"memory", [](const std::string&) -> std::unique_ptr<TuningDatabase> {
-                  return std::make_unique<MemoryTuningDatabase>();
-                }},
-        Backend{"sqlite", [](const std::string& dir) -> std::unique_ptr<TuningDatabase> {
-                  auto db = SqliteTuningDatabase::Open(dir + "/conformance.db");
-                  EXPECT_TRUE(db.ok()) << db.status();
-                  return std::move(db).value();
-                }}),
+    ::testing::Values(Backend{"memory",
+                              [](const std::string&) -> std::unique_ptr<TuningDatabase> {
+                                return std::make_unique<MemoryTuningDatabase>();
+                              }},
+                      Backend{"sqlite",
+                              [](const std::string& dir) -> std::unique_ptr<TuningDatabase> {
+                                auto db = SqliteTuningDatabase::Open(dir + "/conformance.db");
+                                EXPECT_TRUE(db.ok()) << db.status();
+                                return std::move(db).value();
+                              }}),
     [](const ::testing::TestParamInfo<Backend>& info) { return info.param.name; });
 
 }  // namespace

@@ -24,10 +24,10 @@ TEST(ExpressionTest, IntegerArithmeticFollowsPython) {
     const char* text;
     int64_t want;
   } cases[] = {
-      {"1 + 2 * 3", 7},   {"(1 + 2) * 3", 9}, {"7 // 2", 3},   {"-7 // 2", -4},
-      {"7 // -2", -4},    {"-7 % 3", 2},      {"7 % -3", -2},  {"2 ** 10", 1024},
-      {"-2 ** 2", -4},    {"2 ** 3 ** 2", 512}, {"10 - 3 - 2", 5}, {"min(3, 1, 2)", 1},
-      {"max(3, 9, 2)", 9}, {"abs(-3)", 3},    {"int(7 / 2)", 3}, {"0x10 + 1", 17},
+      {"1 + 2 * 3", 7},    {"(1 + 2) * 3", 9},   {"7 // 2", 3},     {"-7 // 2", -4},
+      {"7 // -2", -4},     {"-7 % 3", 2},        {"7 % -3", -2},    {"2 ** 10", 1024},
+      {"-2 ** 2", -4},     {"2 ** 3 ** 2", 512}, {"10 - 3 - 2", 5}, {"min(3, 1, 2)", 1},
+      {"max(3, 9, 2)", 9}, {"abs(-3)", 3},       {"int(7 / 2)", 3}, {"0x10 + 1", 17},
   };
   for (const Case& c : cases) {
     ExprValue v = Eval(c.text, s);
@@ -109,7 +109,8 @@ TEST(ExpressionTest, CompileErrorsNameTheColumnAndTheProblem) {
   EXPECT_THAT(Expression::Compile("(1 + 2", s).status().message(), HasSubstr("expected ')'"));
   EXPECT_THAT(Expression::Compile("1 + ", s).status().message(), HasSubstr("expected a value"));
   EXPECT_THAT(Expression::Compile("1 2", s).status().message(), HasSubstr("unexpected '2'"));
-  EXPECT_THAT(Expression::Compile("1 $ 2", s).status().message(), HasSubstr("unexpected character"));
+  EXPECT_THAT(Expression::Compile("1 $ 2", s).status().message(),
+              HasSubstr("unexpected character"));
   EXPECT_THAT(Expression::Compile("abs(1, 2)", s).status().message(), HasSubstr("arguments"));
 }
 

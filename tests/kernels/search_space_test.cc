@@ -17,8 +17,8 @@
 namespace ktune {
 namespace {
 
-using ::testing::HasSubstr;
 using testing::DefinitionFile;
+using ::testing::HasSubstr;
 using testing::SpaceFile;
 
 std::vector<ParamValue> Ints(std::initializer_list<int64_t> v) {
@@ -39,9 +39,12 @@ std::vector<Point> NaiveEnumerate(const std::vector<Parameter>& params,
   while (true) {
     for (size_t k = 0; k < params.size(); ++k) {
       const ParamValue& v = params[k].values[p[k]];
-      if (const auto* i = std::get_if<int64_t>(&v)) slots[k] = ExprValue::Int(*i);
-      else if (const auto* d = std::get_if<double>(&v)) slots[k] = ExprValue::Float(*d);
-      else slots[k] = ExprValue::String(symbols.Intern(std::get<std::string>(v)));
+      if (const auto* i = std::get_if<int64_t>(&v))
+        slots[k] = ExprValue::Int(*i);
+      else if (const auto* d = std::get_if<double>(&v))
+        slots[k] = ExprValue::Float(*d);
+      else
+        slots[k] = ExprValue::String(symbols.Intern(std::get<std::string>(v)));
     }
     bool ok = true;
     for (const Expression& e : exprs) ok = ok && e.IsTrue(slots.data());
@@ -227,7 +230,8 @@ TEST(T1DefinitionTest, BrokenFilesNameTheFileAndThePart) {
   std::string path = dir.File("bad.json");
   FILE* f = fopen(path.c_str(), "w");
   fputs(R"({"ConfigurationSpace": {"TuningParameters": [{"Name": "x", "Type": "int",
-        "Values": "[1, 2"}]}})", f);
+        "Values": "[1, 2"}]}})",
+        f);
   fclose(f);
   auto def = LoadT1Definition(path);
   ASSERT_FALSE(def.ok());
