@@ -12,6 +12,10 @@ double AnnealingStrategy::Temperature() const {
 }
 
 absl::StatusOr<std::vector<Point>> AnnealingStrategy::Generate(int n) {
+  if (!current_ && best()) {  // prior results: start from the best of them
+    current_ = best()->point;
+    current_ms_ = best()->time_ms;
+  }
   if (!current_) return std::vector<Point>();  // first batch: random (filled by the base)
   std::vector<Point> adjacent = space().Neighbours(*current_, Neighbourhood::kAdjacent);
   std::vector<Point> far = space().Neighbours(*current_, Neighbourhood::kHamming);

@@ -1,12 +1,13 @@
 // Search strategies: what to measure next.
 //
-// Lifecycle (as TVM MetaSchedule's): Initialize once with the space and a seed -> PreTuning with
-// the budget and batch size -> ProposeBatch / NotifyResults, repeatedly, until ProposeBatch
-// returns an empty batch -> PostTuning.
+// Lifecycle (as TVM MetaSchedule's): Initialize once with the space and a seed -> optionally
+// AddPriorResults (what the database already holds for the task) -> PreTuning with the budget and
+// batch size -> ProposeBatch / NotifyResults, repeatedly, until ProposeBatch returns an empty
+// batch -> PostTuning.
 //
 // Contract, for every strategy (tests/agent/strategy_contract_test.cc checks it):
-// - proposals are valid points of the space, never one proposed before;
-// - the number proposed in total is exactly min(budget, space size): batches of batch_size, the
+// - proposals are valid points of the space, never one proposed before nor a prior result;
+// - the number proposed in total is exactly min(budget, points left): batches of batch_size, the
 //   last one smaller (20 in batches of 7: 7, 7, 6);
 // - the same seed gives the same proposals, given the same results;
 // - failed measurements are results too (ok = false), and the strategy goes on.
@@ -35,8 +36,13 @@ class SearchStrategy {
  public:
   virtual ~SearchStrategy() = default;
 
-  // `space` must outlive the strategy. InvalidArgument for an empty space.
+  // Starts a run (forgetting any previous one). `space` must outlive the strategy.
+  // InvalidArgument for an empty space.
   virtual absl::Status Initialize(const SearchSpace& space, uint64_t seed) = 0;
+  // Results measured before this run (e.g. earlier runs of the task): they are never proposed
+  // again and inform the search, and do not count against the budget. Points outside the space
+  // are InvalidArgument. Call between Initialize and PreTuning.
+  virtual absl::Status AddPriorResults(const std::vector<Observation>& results) = 0;
   // InvalidArgument unless budget >= 1 and batch_size >= 1.
   virtual absl::Status PreTuning(int64_t budget, int batch_size) = 0;
   // The next batch; empty when the budget is spent or the space exhausted.

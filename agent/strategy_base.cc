@@ -11,6 +11,29 @@ absl::Status StrategyBase::Initialize(const SearchSpace& space, uint64_t seed) {
   if (space.size() == 0) return absl::InvalidArgumentError("the search space is empty");
   space_ = &space;
   rng_.seed(seed);
+  // A new run: forget everything of a previous one.
+  tuning_ = false;
+  budget_ = proposed_ = 0;
+  batch_size_ = 0;
+  pending_.clear();
+  history_.clear();
+  best_index_ = -1;
+  visited_.clear();
+  return absl::OkStatus();
+}
+
+absl::Status StrategyBase::AddPriorResults(const std::vector<Observation>& results) {
+  if (space_ == nullptr) return absl::FailedPreconditionError("AddPriorResults before Initialize");
+  if (tuning_) return absl::FailedPreconditionError("AddPriorResults after PreTuning");
+  for (const Observation& o : results) {
+    int64_t i = space_->IndexOf(o.point);
+    if (i < 0) return absl::InvalidArgumentError("a prior result is not a point of the space");
+    if (!visited_.insert(i).second) continue;  // measured twice before: keep the first
+    history_.push_back(o);
+    if (o.ok && (best_index_ < 0 || o.time_ms < history_[best_index_].time_ms)) {
+      best_index_ = static_cast<int64_t>(history_.size() - 1);
+    }
+  }
   return absl::OkStatus();
 }
 
@@ -18,7 +41,9 @@ absl::Status StrategyBase::PreTuning(int64_t budget, int batch_size) {
   if (space_ == nullptr) return absl::FailedPreconditionError("PreTuning before Initialize");
   if (budget < 1) return absl::InvalidArgumentError("the budget must be at least 1");
   if (batch_size < 1) return absl::InvalidArgumentError("the batch size must be at least 1");
-  budget_ = std::min<int64_t>(budget, space_->size());
+  budget_ = std::min<int64_t>(budget, space_->size() - static_cast<int64_t>(visited_.size()));
+  batch_size_ = batch_size;
+  tuning_ = true;
   batch_size_ = batch_size;
   return Start();
 }
@@ -45,7 +70,7 @@ Point StrategyBase::RandomUnvisited() {
 }
 
 absl::StatusOr<std::vector<Point>> StrategyBase::ProposeBatch() {
-  if (budget_ == 0) return absl::FailedPreconditionError("ProposeBatch before PreTuning");
+  if (!tuning_) return absl::FailedPreconditionError("ProposeBatch before PreTuning");
   if (!pending_.empty()) {
     return absl::FailedPreconditionError("ProposeBatch before the last batch's results");
   }

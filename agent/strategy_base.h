@@ -19,6 +19,7 @@ namespace ktune {
 class StrategyBase : public SearchStrategy {
  public:
   absl::Status Initialize(const SearchSpace& space, uint64_t seed) final;
+  absl::Status AddPriorResults(const std::vector<Observation>& results) final;
   absl::Status PreTuning(int64_t budget, int batch_size) final;
   absl::StatusOr<std::vector<Point>> ProposeBatch() final;
   absl::Status NotifyResults(const std::vector<Observation>& results) final;
@@ -36,7 +37,7 @@ class StrategyBase : public SearchStrategy {
   std::mt19937_64& rng() { return rng_; }
   int64_t budget() const { return budget_; }
   int batch_size() const { return batch_size_; }
-  // Every result so far, in measurement order.
+  // Every result so far, prior results first, in measurement order.
   const std::vector<Observation>& history() const { return history_; }
   bool Visited(const Point& p) const;
   bool Visited(int64_t index) const { return visited_.contains(index); }
@@ -48,13 +49,14 @@ class StrategyBase : public SearchStrategy {
  private:
   const SearchSpace* space_ = nullptr;
   std::mt19937_64 rng_;
-  int64_t budget_ = 0;
+  bool tuning_ = false;  // PreTuning has run
+  int64_t budget_ = 0;   // measurements this run may propose
   int batch_size_ = 0;
   int64_t proposed_ = 0;
   std::vector<Point> pending_;  // the batch awaiting results
   std::vector<Observation> history_;
   int64_t best_index_ = -1;
-  absl::flat_hash_set<int64_t> visited_;  // space indices proposed so far
+  absl::flat_hash_set<int64_t> visited_;  // space indices proposed or known so far
 };
 
 }  // namespace ktune

@@ -13,6 +13,7 @@ absl::StatusOr<TuningOutcome> RunTuningLoop(SearchStrategy& strategy, const Sear
   TuningOutcome outcome;
   absl::Time t0 = absl::Now();
   KTUNE_RETURN_IF_ERROR(strategy.Initialize(space, options.seed));
+  KTUNE_RETURN_IF_ERROR(strategy.AddPriorResults(options.prior));
   KTUNE_RETURN_IF_ERROR(strategy.PreTuning(options.budget, options.batch_size));
   outcome.agent_seconds += absl::ToDoubleSeconds(absl::Now() - t0);
   while (true) {

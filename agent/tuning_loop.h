@@ -11,9 +11,10 @@
 namespace ktune {
 
 struct TuningOptions {
-  int64_t budget = 64;  // measurements, failures included
+  int64_t budget = 64;  // new measurements, failures included
   int batch_size = 8;
   uint64_t seed = 1;
+  std::vector<Observation> prior;  // results already known (AddPriorResults)
 };
 
 struct TuningOutcome {
@@ -27,7 +28,8 @@ struct TuningOutcome {
 using BatchCallback = std::function<absl::Status(const std::vector<Configuration>& configs,
                                                  const std::vector<MeasureResult>& results)>;
 
-// Initialises `strategy` with `space` and options.seed, then proposes, measures and notifies
+// Initialises `strategy` with `space`, options.seed and options.prior, then proposes, measures
+// and notifies
 // until the strategy's batches run out. Errors of the strategy or the measurer end the run.
 absl::StatusOr<TuningOutcome> RunTuningLoop(SearchStrategy& strategy, const SearchSpace& space,
                                             Measurer& measurer, const TaskKey& task,

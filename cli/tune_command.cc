@@ -91,7 +91,7 @@ int RunTune(const TuneArgs& a) {
   ReplayMeasurer measurer(recorded->records);
   const Record& first = recorded->records.front();
   TaskKey task{first.kernel, first.kernel_version, first.problem, measurer.device().device_class};
-  Progress progress(std::min<int64_t>(a.budget, recorded->space.size()));
+  Progress progress(std::max<int64_t>(1, std::min<int64_t>(a.budget, recorded->space.size())));
   int64_t done = 0, stored = 0;
   double best_ms = 0;
   Record best;
@@ -115,9 +115,24 @@ int RunTune(const TuneArgs& a) {
     if (!a.json) progress.Update(done, best_ms);
     return absl::OkStatus();
   };
+  // What the database already holds for this task is never measured again: it seeds the search
+  // and the budget buys new measurements only.
+  TuningOptions options{a.budget, a.batch_size, a.seed};
+  auto known = (*db)->TaskRecords(task);
+  if (!known.ok()) return Fail(cmd, known.status());
+  for (const Record& r : *known) {
+    auto point = recorded->space.ToPoint(r.config);
+    if (!point.ok()) continue;  // another version's parameters
+    bool ok = r.status == MeasurementStatus::kOk;
+    options.prior.push_back({*point, ok, ok ? *r.time_ms : 0.0});
+    if (ok && (best_ms == 0 || *r.time_ms < best_ms)) {
+      best_ms = *r.time_ms;
+      best = r;
+    }
+  }
   absl::Time start = absl::Now();
-  auto outcome = RunTuningLoop(**strategy, recorded->space, measurer, task,
-                               {a.budget, a.batch_size, a.seed}, on_batch);
+  auto outcome =
+      RunTuningLoop(**strategy, recorded->space, measurer, task, options, on_batch);
   if (!outcome.ok()) return Fail(cmd, outcome.status());
   double seconds = absl::ToDoubleSeconds(absl::Now() - start);
   if (ppo != nullptr) {
@@ -138,6 +153,7 @@ int RunTune(const TuneArgs& a) {
                                 {"seconds", seconds},
                                 {"agent_seconds", outcome->agent_seconds},
                                 {"warm_started", warm},
+                                {"prior_records", options.prior.size()},
                                 {"best", nlohmann::json::parse(RecordToJsonLine(best))},
                                 {"space_optimum_ms", optimum},
                                 {"best_over_optimum", best_ms / optimum}}
@@ -148,7 +164,11 @@ int RunTune(const TuneArgs& a) {
   std::cout << task.kernel << " on " << task.device_class << " (replayed from " << file << "), "
             << a.strategy << ", " << done << " measurements in "
             << absl::StrFormat("%.1f s (agent %.1f s)", seconds, outcome->agent_seconds)
-            << (warm ? ", policy warm-started from " + checkpoint : "") << "\n"
+            << (warm ? ", policy warm-started from " + checkpoint : "")
+            << (options.prior.empty() ? ""
+                                      : absl::StrCat(", ", options.prior.size(),
+                                                     " earlier measurements reused"))
+            << "\n"
             << absl::StrFormat("  best      %.4f ms  (%.3fx the recorded optimum %.4f ms)\n",
                                best_ms, best_ms / optimum, optimum)
             << "  config    " << FormatParamMapAssignments(best.config) << "\n"

@@ -121,6 +121,33 @@ TEST_P(StrategyContractTest, ABudgetLargerThanTheSpaceMeasuresEachPointOnce) {
   EXPECT_EQ(static_cast<int64_t>(distinct.size()), with_d.size());
 }
 
+TEST_P(StrategyContractTest, PriorResultsAreNeverProposedAndDoNotSpendTheBudget) {
+  SearchSpace space = SmallSpace();
+  SyntheticMeasurer measurer;
+  TuningOptions options{30, 8, 4};
+  for (int64_t i = 0; i < space.size(); i += 3) {  // a third of the space is already known
+    Point p = space.PointAt(i);
+    auto r = *measurer.Measure({}, {space.ToConfiguration(p)});
+    options.prior.push_back({p, r[0].time_ms.has_value(), r[0].time_ms.value_or(0)});
+  }
+  auto strategy = MakeStrategy(GetParam());
+  ASSERT_TRUE(strategy.ok());
+  auto outcome = RunTuningLoop(**strategy, space, measurer, {}, options);
+  ASSERT_TRUE(outcome.ok()) << outcome.status();
+  EXPECT_EQ(outcome->trace.size(), 30u);
+  std::set<Point> known;
+  for (const Observation& o : options.prior) known.insert(o.point);
+  for (const Observation& o : outcome->trace) EXPECT_FALSE(known.count(o.point)) << GetParam();
+
+  // When the prior results cover the space, there is nothing left to propose.
+  std::vector<Observation> all;
+  for (int64_t i = 0; i < space.size(); ++i) all.push_back({space.PointAt(i), false, 0});
+  auto full = MakeStrategy(GetParam());
+  auto done = RunTuningLoop(**full, space, measurer, {}, {10, 4, 1, all});
+  ASSERT_TRUE(done.ok()) << done.status();
+  EXPECT_TRUE(done->trace.empty());
+}
+
 TEST_P(StrategyContractTest, RunsOnARecordedSpaceWithFailures) {
   auto recorded = LoadRecordedSpace(testing::SpaceFile("pnpoly_RTX_3090_T4.json.gz"));
   ASSERT_TRUE(recorded.ok());

@@ -127,6 +127,18 @@ TEST(CliTest, TuneOnAReplayDeviceStoresEveryMeasurement) {
   auto best = nlohmann::json::parse(
       RunKtune({"best", "--db", db, "--kernel", "pnpoly", "--device", "RTX_3090", "--json"}).out);
   EXPECT_EQ(best["best"][0]["time_ms"], result["best"]["time_ms"]);
+
+  // Tuning the same task again measures only new configurations.
+  auto again = RunKtune({"tune", "--db", db, "--device",
+                         "replay:" + SpaceFile("pnpoly_RTX_3090_T4.json.gz"), "--budget", "40",
+                         "--strategy", "random", "--seed", "2", "--json"});
+  ASSERT_EQ(again.exit_code, 0) << again.err;
+  auto second = nlohmann::json::parse(again.out);
+  EXPECT_EQ(second["prior_records"], 40);
+  EXPECT_EQ(second["records_stored"], 40);
+  EXPECT_LE(second["best"]["time_ms"].get<double>(), result["best"]["time_ms"].get<double>());
+  stats = nlohmann::json::parse(RunKtune({"db", "stats", "--db", db, "--json"}).out);
+  EXPECT_EQ(stats["records"], 80);
 }
 
 TEST(CliTest, TuneSaysWhatItCannotDoYet) {
