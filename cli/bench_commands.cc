@@ -41,7 +41,6 @@ int RunImportBench(const ImportBenchArgs& a) {
   char dir_template[] = "/tmp/ktune-bench-XXXXXX";
   if (mkdtemp(dir_template) == nullptr) return Fail(cmd, absl::UnavailableError("mkdtemp failed"));
   std::string dir = dir_template;
-  int rc = kExitOk;
   for (const std::string& file : a.files) {
     std::vector<double> seconds;
     int64_t records = 0;
@@ -75,7 +74,7 @@ int RunImportBench(const ImportBenchArgs& a) {
     }
   }
   rmdir(dir.c_str());
-  return rc;
+  return kExitOk;
 }
 
 struct SpaceBenchArgs {

@@ -713,7 +713,6 @@ class ValueListParser {
   }
 
   absl::StatusOr<std::vector<ExprValue>> ParseBracket() {
-    size_t open = pos_;
     ++pos_;
     // A comprehension has 'for' at this bracket's depth: find it before parsing the element.
     int depth = 0;
@@ -780,7 +779,6 @@ class ValueListParser {
       KTUNE_ASSIGN_OR_RETURN(ExprValue e, element.Evaluate(&v));
       out.push_back(e);
     }
-    (void)open;
     return out;
   }
 
