@@ -168,6 +168,7 @@ int RunSearchBench(const SearchBenchArgs& a) {
 
 void RegisterBenchCommands(CLI::App& app, Action* action) {
   CLI::App* bench = app.add_subcommand("bench", "Benchmarks that judge the project");
+  RegisterBenchKernelCommand(*bench, action);
   bench->require_subcommand(1);
 
   auto import_args = std::make_shared<ImportBenchArgs>();

@@ -40,6 +40,9 @@ void RegisterSpaceCommand(CLI::App& app, Action* action);
 void RegisterBenchCommands(CLI::App& app, Action* action);
 void RegisterServiceCommands(CLI::App& app, Action* action);
 void RegisterTuneCommand(CLI::App& app, Action* action);
+void RegisterKernelsCommand(CLI::App& app, Action* action);
+// `ktune bench kernel`, added to the bench command group.
+void RegisterBenchKernelCommand(CLI::App& bench, Action* action);
 
 }  // namespace ktune::cli
 

@@ -15,6 +15,7 @@ int main(int argc, char** argv) {
   RegisterBenchCommands(app, &action);
   RegisterServiceCommands(app, &action);
   RegisterTuneCommand(app, &action);
+  RegisterKernelsCommand(app, &action);
   RegisterQueryCommands(app, &action);
   RegisterDbCommands(app, &action);
   RegisterSpaceCommand(app, &action);

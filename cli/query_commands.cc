@@ -5,6 +5,8 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "cli/command.h"
+#include "kernels/kernel_registry.h"
+#include "measurer/cpu_device.h"
 
 namespace ktune::cli {
 namespace {
@@ -30,6 +32,20 @@ int RunBest(const BestArgs& a) {
   q.device_class = a.device;
   q.family = a.family;
   q.fingerprint_hash = a.fingerprint;
+  // Registry kernels: the problem as tasks store it (validated, dtype filled in).
+  const KernelRegistry registry = KernelRegistry::WithBuiltins();
+  if (const KernelDefinition* k = registry.Find(a.kernel); k != nullptr && !a.problem.empty()) {
+    auto canonical = k->ValidateProblem(*problem);
+    if (!canonical.ok()) return UsageError(cmd, std::string(canonical.status().message()));
+    q.problem = *canonical;
+  }
+  // `cpu` is this machine's CPU: its exact fingerprint, then its class, then its family.
+  if (a.device == "cpu") {
+    const DeviceInfo cpu = DescribeThisCpu().ToDeviceInfo();
+    q.device_class = cpu.device_class;
+    if (q.family.empty()) q.family = cpu.family;
+    if (q.fingerprint_hash.empty()) q.fingerprint_hash = cpu.FingerprintHash();
+  }
   q.top_k = a.top;
   auto best = (*db)->QueryBest(q);
   if (!best.ok()) return Fail(cmd, best.status());
@@ -38,18 +54,18 @@ int RunBest(const BestArgs& a) {
     for (const Record& r : best->records)
       records.push_back(nlohmann::json::parse(RecordToJsonLine(r)));
     nlohmann::json out = {{"kernel", a.kernel},
-                          {"problem", nlohmann::json::parse(CanonicalJson(*problem))},
-                          {"device", a.device},
+                          {"problem", nlohmann::json::parse(CanonicalJson(q.problem))},
+                          {"device", q.device_class},
                           {"level", MatchLevelName(best->level)},
                           {"best", records}};
     std::cout << out.dump() << "\n";
   } else if (best->records.empty()) {
     std::cout << "nothing known for " << a.kernel
               << (problem->empty() ? "" : " " + FormatParamMapAssignments(*problem)) << " on "
-              << a.device << "\n";
+              << q.device_class << "\n";
   } else {
     std::cout << a.kernel << (problem->empty() ? "" : " " + FormatParamMapAssignments(*problem))
-              << " on " << a.device << " (match: " << MatchLevelName(best->level) << ")\n";
+              << " on " << q.device_class << " (match: " << MatchLevelName(best->level) << ")\n";
     int rank = 1;
     for (const Record& r : best->records) {
       std::cout << absl::StrFormat("%3d. %.4f ms", rank++, *r.time_ms);
@@ -126,7 +142,8 @@ void RegisterQueryCommands(CLI::App& app, Action* action) {
   best->add_option("--kernel", best_args->kernel, "Kernel name")->required();
   best->add_option("--kernel-version", best_args->kernel_version, "Kernel version (default: any)");
   best->add_option("--problem", best_args->problem, "Problem, e.g. M=1024,N=1024,K=1024");
-  best->add_option("--device", best_args->device, "Device class, e.g. A100")->required();
+  best->add_option("--device", best_args->device, "Device class, e.g. A100, or cpu (this machine)")
+      ->required();
   best->add_option("--family", best_args->family,
                    "Architecture family to fall back to (default: the class's known family)");
   best->add_option("--fingerprint", best_args->fingerprint, "Exact device fingerprint hash");

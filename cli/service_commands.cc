@@ -1,5 +1,5 @@
 // The commands of DESIGN.md that need the tuning server, the measurement workers or the kernel
-// registry: serve, worker, submit, watch, cancel, kernels and bench kernel|service. Their options
+// registry: serve, worker, submit, watch, cancel and bench service. Their options
 // are declared now so that scripts and --help are stable; until the component lands, running one
 // says which component is missing and exits 1.
 #include <iostream>
@@ -20,7 +20,7 @@ void SetUnavailable(CLI::App* sub, Action* action, Unavailable u) {
       std::cerr
           << "ktune " << u.command << ": not available in this build: it needs " << u.needs
           << ".\nAvailable now: ktune db import|export|stats, ktune best, ktune jobs, "
-             "ktune tune --device replay:FILE, ktune space, ktune bench import|space|search.\n";
+             "ktune tune, ktune kernels, ktune space, ktune bench import|space|search|kernel.\n";
       return kExitFailure;
     };
   });
@@ -66,15 +66,9 @@ void RegisterServiceCommands(CLI::App& app, Action* action) {
   cancel->add_option("--server", o->server, "Server address");
   SetUnavailable(cancel, action, {"cancel", "the tuning server (server/)"});
 
-  CLI::App* kernels = app.add_subcommand("kernels", "List the kernel registry");
-  kernels->add_flag("--json", o->json, "Print as JSON");
-  SetUnavailable(kernels, action, {"kernels", "the kernel registry (kernels/)"});
-
   CLI::App* bench = app.get_subcommand("bench");
   for (const auto& [name, description, needs] :
        std::vector<std::tuple<std::string, std::string, std::string>>{
-           {"kernel", "Tuned vs default vs vendor library kernels",
-            "the kernel registry and measurer"},
            {"service", "Query and dispatch throughput of the server",
             "the tuning server (server/)"}}) {
     CLI::App* sub = bench->add_subcommand(name, description);

@@ -10,6 +10,7 @@
 #include "agent/search_strategy.h"
 #include "agent/tuning_loop.h"
 #include "db/interchange/record_files.h"
+#include "measurer/fault_injecting_measurer.h"
 #include "measurer/replay_measurer.h"
 #include "tests/testing/test_util.h"
 
@@ -158,6 +159,35 @@ TEST_P(StrategyContractTest, RunsOnARecordedSpaceWithFailures) {
   ASSERT_TRUE(outcome.ok()) << outcome.status();
   EXPECT_EQ(outcome->trace.size(), 100u);
   EXPECT_EQ(measurer.measurements(), 100);
+}
+
+TEST_P(StrategyContractTest, EveryFailureKindIsSurvivedAndABrokenMeasurerEndsTheRun) {
+  auto recorded = LoadRecordedSpace(testing::SpaceFile("pnpoly_RTX_3090_T4.json.gz"));
+  ASSERT_TRUE(recorded.ok());
+  ReplayMeasurer replay(recorded->records);
+  const MeasurementStatus kinds[] = {MeasurementStatus::kCompileError,
+                                     MeasurementStatus::kRuntimeError, MeasurementStatus::kTimeout,
+                                     MeasurementStatus::kWrongResult,
+                                     MeasurementStatus::kInvalidConfig};
+  int64_t seen = 0;
+  FaultInjectingMeasurer faulty(&replay, [&](const Configuration&) -> std::optional<MeasureResult> {
+    const int64_t k = seen++;
+    if (k % 3 != 0) return std::nullopt;  // every third candidate fails, each kind in turn
+    return FaultInjectingMeasurer::Failure(kinds[(k / 3) % 5], "injected");
+  });
+  auto strategy = MakeStrategy(GetParam());
+  ASSERT_TRUE(strategy.ok());
+  auto outcome = RunTuningLoop(**strategy, recorded->space, faulty, {}, {60, 6, 3});
+  ASSERT_TRUE(outcome.ok()) << outcome.status();
+  ASSERT_EQ(outcome->trace.size(), 60u);
+  int failed = 0;
+  for (const Observation& o : outcome->trace) failed += !o.ok;
+  EXPECT_GE(failed, 20);  // the injected ones, plus any the recording itself holds
+
+  faulty.FailNextCalls(1, absl::UnavailableError("worker lost"));
+  auto again = MakeStrategy(GetParam());
+  auto broken = RunTuningLoop(**again, recorded->space, faulty, {}, {60, 6, 3});
+  EXPECT_EQ(broken.status().code(), absl::StatusCode::kUnavailable);
 }
 
 TEST_P(StrategyContractTest, MisuseIsAnError) {

@@ -2,6 +2,8 @@
 // everywhere, --json that parses, and the acceptance check of the foundation: each shared
 // recorded space imported, then `ktune best` answering its optimum, which the test finds by
 // reading the file itself.
+#include <set>
+
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 #include <zlib.h>
@@ -141,13 +143,79 @@ TEST(CliTest, TuneOnAReplayDeviceStoresEveryMeasurement) {
   EXPECT_EQ(stats["records"], 80);
 }
 
-TEST(CliTest, TuneSaysWhatItCannotDoYet) {
-  auto cpu = RunKtune({"tune", "--kernel", "gemm", "--device", "cpu"});
-  EXPECT_EQ(cpu.exit_code, 1);
-  EXPECT_THAT(cpu.err, HasSubstr("replay:FILE"));
+TEST(CliTest, TuneOnThisCpuReportsSpeedupAndStoresRecords) {
+  testing::TempDir dir;
+  const std::string db = dir.File("k.db");
+  auto tune = RunKtune({"tune", "--db", db, "--kernel", "gemm", "--problem", "M=96,N=80,K=64",
+                        "--device", "cpu", "--budget", "12", "--strategy", "random", "--json"});
+  ASSERT_EQ(tune.exit_code, 0) << tune.err;
+  auto result = nlohmann::json::parse(tune.out);
+  EXPECT_EQ(result["measurements"], 12);  // the default configuration counts against the budget
+  EXPECT_EQ(result["records_stored"], 12);
+  EXPECT_EQ(result["problem"]["dtype"], "f32");
+  EXPECT_GT(result["best_gflops"].get<double>(), 0);
+  EXPECT_GT(result["best_percent_of_peak"].get<double>(), 0);
+  EXPECT_GE(result["speedup_over_default"].get<double>(), 1.0);  // the default was a candidate
+  EXPECT_EQ(result["default"]["config"]["MR"], 6);
+  // A compiler's question: the best known configuration on this CPU, exact fingerprint.
+  auto best = RunKtune({"best", "--db", db, "--kernel", "gemm", "--problem", "M=96,N=80,K=64",
+                        "--device", "cpu", "--json"});
+  ASSERT_EQ(best.exit_code, 0) << best.err;
+  auto answer = nlohmann::json::parse(best.out);
+  EXPECT_EQ(answer["level"], "exact");
+  EXPECT_EQ(answer["best"][0]["config"], result["best"]["config"]);
+  // Again: the 12 are reused, 4 new ones measured.
+  auto again = RunKtune({"tune", "--db", db, "--kernel", "gemm", "--problem", "M=96,N=80,K=64",
+                         "--device", "cpu", "--budget", "4", "--strategy", "random", "--json"});
+  ASSERT_EQ(again.exit_code, 0) << again.err;
+  auto second = nlohmann::json::parse(again.out);
+  EXPECT_EQ(second["prior_records"], 12);
+  EXPECT_EQ(second["measurements"], 4);
+}
+
+TEST(CliTest, TuneRefusesBadInputWithClearMessages) {
+  auto no_kernel = RunKtune({"tune", "--device", "cpu", "--problem", "M=8"});
+  EXPECT_EQ(no_kernel.exit_code, 2);
+  EXPECT_THAT(no_kernel.err, HasSubstr("--kernel is required"));
+  auto unknown = RunKtune({"tune", "--kernel", "fft", "--device", "cpu", "--problem", "N=8"});
+  EXPECT_EQ(unknown.exit_code, 2);
+  EXPECT_THAT(unknown.err, HasSubstr("known kernels: gemm"));
+  auto missing = RunKtune({"tune", "--kernel", "gemm", "--device", "cpu", "--problem", "M=8,N=8"});
+  EXPECT_EQ(missing.exit_code, 2);
+  EXPECT_THAT(missing.err, HasSubstr("needs problem parameter K"));
+  auto huge = RunKtune({"tune", "--kernel", "gemm", "--device", "cpu", "--problem",
+                        "M=8,N=8,K=999999999"});
+  EXPECT_EQ(huge.exit_code, 2);
+  EXPECT_THAT(huge.err, HasSubstr("out of range"));
+  auto dtype = RunKtune({"tune", "--kernel", "gemm", "--device", "cpu", "--problem",
+                         "M=8,N=8,K=8", "--dtype", "f64"});
+  EXPECT_EQ(dtype.exit_code, 2);
+  EXPECT_THAT(dtype.err, HasSubstr("supports dtype f32"));
+  auto device = RunKtune({"tune", "--kernel", "gemm", "--device", "tpu", "--problem", "M=8"});
+  EXPECT_EQ(device.exit_code, 2);
+  auto cuda = RunKtune({"tune", "--kernel", "gemm", "--device", "cuda", "--problem", "M=8"});
+  EXPECT_EQ(cuda.exit_code, 1);
+  EXPECT_THAT(cuda.err, HasSubstr("CUDA measurement is not in this build"));
   auto bad = RunKtune({"tune", "--device", "replay:x.json", "--strategy", "hillclimb"});
   EXPECT_EQ(bad.exit_code, 2);
   EXPECT_THAT(bad.err, HasSubstr("unknown strategy"));
+}
+
+TEST(CliTest, KernelsListsTheRegistry) {
+  auto all = RunKtune({"kernels", "--json"});
+  ASSERT_EQ(all.exit_code, 0) << all.err;
+  auto kernels = nlohmann::json::parse(all.out);
+  std::set<std::string> names;
+  for (const auto& k : kernels) names.insert(k["name"].get<std::string>());
+  EXPECT_EQ(names, (std::set<std::string>{"gemm", "conv2d", "softmax", "gemm_openblas"}));
+  auto gemm = RunKtune({"kernels", "gemm", "--problem", "M=512,N=512,K=512", "--json"});
+  ASSERT_EQ(gemm.exit_code, 0) << gemm.err;
+  auto g = nlohmann::json::parse(gemm.out)[0];
+  EXPECT_GT(g["space_size"].get<int64_t>(), 10000);
+  EXPECT_EQ(g["default_config"]["MR"], 6);
+  EXPECT_EQ(g["version"].get<std::string>().size(), 16u);
+  auto text = RunKtune({"kernels"});
+  EXPECT_THAT(text.out, HasSubstr("MR in {1, 2, 4, 6, 8, 12, 16} [compile-time]"));
 }
 
 struct Optimum {

@@ -1,0 +1,234 @@
+// ktune bench kernel: a kernel tuned on this machine against its untuned default and a vendor
+// library, in one run and at the same thread count.
+//
+//   ktune bench kernel --kernel gemm --problem M=1024,N=1024,K=1024 [--problem ...] \
+//       --vs openblas --budget 500 --threads 1
+//
+// For each problem: tune (the embedded default: records go to --db, earlier ones are reused),
+// then measure the tuned best, the default and the vendor kernel again with more repeats, in the
+// same runner process and timing loop, and report GFLOP/s and ratios; finally the geometric mean
+// of tuned / vendor over the problems. With --repeatability N, instead measure one configuration
+// in N separate runner processes and report the spread of their medians.
+#include <cmath>
+#include <iostream>
+#include <nlohmann/json.hpp>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "cli/command.h"
+#include "cli/tune_session.h"
+#include "cli/tune_target.h"
+#include "db/interchange/record_files.h"
+
+namespace ktune::cli {
+namespace {
+
+struct BenchKernelArgs {
+  std::string kernel = "gemm", vs, strategy = "ppo", db = "ktune-bench.db", config;
+  std::vector<std::string> problems;
+  int64_t budget = 500;
+  int threads = 0;
+  int rounds = 3;
+  int repeatability = 0;
+  uint64_t seed = 1;
+  bool json = false;
+};
+
+// Final measurements: more samples than while tuning.
+CpuMeasurerOptions PreciseOptions() {
+  CpuMeasurerOptions o;
+  o.min_repeats = 10;
+  o.max_repeats = 60;
+  o.target_cv = 0.01;
+  o.max_seconds = 1.0;
+  o.min_sample_ms = 5;
+  return o;
+}
+
+double Median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  const size_t n = v.size();
+  return n == 0 ? 0 : n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
+}
+
+// Measures `config` of `task` `rounds` times; the median of the ok times, or an error naming
+// the failure.
+absl::StatusOr<double> MeasureMedian(CpuMeasurer& measurer, const TaskKey& task,
+                                     const Configuration& config, int rounds) {
+  std::vector<Configuration> configs(rounds, config);
+  absl::StatusOr<std::vector<MeasureResult>> results = measurer.Measure(task, configs);
+  if (!results.ok()) return results.status();
+  std::vector<double> times;
+  for (const MeasureResult& r : *results) {
+    if (r.status != MeasurementStatus::kOk) {
+      return absl::InternalError(absl::StrCat(task.kernel, " ", CanonicalJson(config), ": ",
+                                              StatusName(r.status), ": ", r.message));
+    }
+    times.push_back(*r.time_ms);
+  }
+  return Median(times);
+}
+
+int RunRepeatability(const BenchKernelArgs& a, const KernelRegistry& registry) {
+  const std::string cmd = "bench kernel";
+  if (a.problems.size() != 1) return UsageError(cmd, "--repeatability takes one --problem");
+  absl::StatusOr<TuneTarget> t = CpuTarget(registry, a.kernel, a.problems[0], "", a.threads);
+  if (!t.ok()) return UsageError(cmd, std::string(t.status().message()));
+  Configuration config = *t->default_config;
+  if (!a.config.empty()) {
+    absl::StatusOr<ParamMap> given = ParseParamMapAssignments(a.config);
+    if (!given.ok()) return UsageError(cmd, std::string(given.status().message()));
+    for (const auto& [k, v] : *given) config[k] = v;
+  }
+  std::vector<double> medians;
+  for (int run = 0; run < a.repeatability; ++run) {
+    CpuMeasurer measurer(&registry);  // a new runner process each time
+    absl::StatusOr<double> ms = MeasureMedian(measurer, t->task, config, 1);
+    if (!ms.ok()) return Fail(cmd, ms.status());
+    medians.push_back(*ms);
+  }
+  double mean = 0, var = 0;
+  for (double m : medians) mean += m / medians.size();
+  for (double m : medians) var += (m - mean) * (m - mean) / std::max<size_t>(1, medians.size() - 1);
+  const double cv = std::sqrt(var) / mean;
+  nlohmann::json out{{"kernel", a.kernel},
+                     {"problem", a.problems[0]},
+                     {"config", nlohmann::json::parse(CanonicalJson(config))},
+                     {"runs", medians.size()},
+                     {"median_ms_per_run", medians},
+                     {"mean_ms", mean},
+                     {"cv", cv}};
+  if (a.json) {
+    std::cout << out.dump() << "\n";
+  } else {
+    std::cout << absl::StrFormat(
+        "%s %s, %s: %d separate runs, mean %.4f ms, coefficient of variation %.2f%%\n", a.kernel,
+        a.problems[0], FormatParamMapAssignments(config), a.repeatability, mean, 100 * cv);
+  }
+  return kExitOk;
+}
+
+int RunBenchKernel(const BenchKernelArgs& a) {
+  const std::string cmd = "bench kernel";
+  const KernelRegistry registry = KernelRegistry::WithBuiltins();
+  if (a.problems.empty()) return UsageError(cmd, "give at least one --problem");
+  if (a.repeatability > 0) return RunRepeatability(a, registry);
+  std::string vendor_kernel;
+  if (a.vs == "openblas") {
+    if (a.kernel != "gemm") return UsageError(cmd, "--vs openblas compares gemm only");
+    vendor_kernel = "gemm_openblas";
+  } else if (!a.vs.empty()) {
+    return UsageError(cmd, absl::StrCat("unknown --vs '", a.vs, "'; this build has openblas"));
+  }
+  auto db = OpenDatabase(a.db);
+  if (!db.ok()) return Fail(cmd, db.status());
+  double log_ratio_sum = 0;
+  int ratios = 0;
+  for (const std::string& problem : a.problems) {
+    absl::StatusOr<TuneTarget> target = CpuTarget(registry, a.kernel, problem, "", a.threads);
+    if (!target.ok()) return UsageError(cmd, std::string(target.status().message()));
+    TuneTarget& t = *target;
+    Progress progress(a.budget, absl::StrCat(a.kernel, " ", problem, " "));
+    TuneSessionOptions options{a.strategy, a.budget, 8, a.seed};
+    options.on_progress = [&](int64_t done, double best) { progress.Update(done, best); };
+    absl::StatusOr<TuneSummary> s = RunTuneSession(t, **db, options);
+    if (!s.ok()) return Fail(cmd, s.status());
+    if (!s->best) return Fail(cmd, absl::NotFoundError(absl::StrCat(problem, ": nothing ran ok")));
+
+    // The final comparison: one fresh runner, the same timing loop for all three.
+    CpuMeasurer measurer(&registry, PreciseOptions());
+    const Configuration& tuned = s->best->config;
+    absl::StatusOr<double> tuned_ms = MeasureMedian(measurer, t.task, tuned, a.rounds);
+    if (!tuned_ms.ok()) return Fail(cmd, tuned_ms.status());
+    absl::StatusOr<double> default_ms =
+        MeasureMedian(measurer, t.task, *t.default_config, a.rounds);
+    if (!default_ms.ok()) return Fail(cmd, default_ms.status());
+    const int threads = std::min(ThreadsOf(tuned), t.cores);
+    nlohmann::json out{{"kernel", a.kernel},
+                       {"problem", problem},
+                       {"threads", threads},
+                       {"strategy", a.strategy},
+                       {"budget", a.budget},
+                       {"measurements", s->measurements},
+                       {"reused", s->reused},
+                       {"tune_seconds", s->seconds},
+                       {"tuned_config", nlohmann::json::parse(CanonicalJson(tuned))},
+                       {"tuned_ms", *tuned_ms},
+                       {"tuned_gflops", t.flops / (*tuned_ms * 1e6)},
+                       {"default_ms", *default_ms},
+                       {"default_gflops", t.flops / (*default_ms * 1e6)},
+                       {"tuned_over_default", *default_ms / *tuned_ms},
+                       {"peak_gflops", t.peak_gflops_per_thread * threads}};
+    if (!vendor_kernel.empty()) {
+      TaskKey vendor{vendor_kernel, "", t.task.problem, t.task.device_class};
+      absl::StatusOr<double> vendor_ms =
+          MeasureMedian(measurer, vendor, {{"threads", int64_t{threads}}}, a.rounds);
+      if (!vendor_ms.ok()) return Fail(cmd, vendor_ms.status());
+      out["vs"] = a.vs;
+      out["vs_ms"] = *vendor_ms;
+      out["vs_gflops"] = t.flops / (*vendor_ms * 1e6);
+      out["tuned_over_vs"] = *vendor_ms / *tuned_ms;
+      log_ratio_sum += std::log(*vendor_ms / *tuned_ms);
+      ++ratios;
+    }
+    if (a.json) {
+      std::cout << out.dump() << "\n" << std::flush;
+      continue;
+    }
+    std::cout << absl::StrFormat("%s %s, %d thread%s: tuned %.1f GFLOP/s (%.3f ms), default %.1f "
+                                 "GFLOP/s: %.2fx",
+                                 a.kernel, problem, threads, threads == 1 ? "" : "s",
+                                 out["tuned_gflops"].get<double>(), *tuned_ms,
+                                 out["default_gflops"].get<double>(),
+                                 out["tuned_over_default"].get<double>());
+    if (out.contains("vs")) {
+      std::cout << absl::StrFormat(", %s %.1f GFLOP/s: tuned/%s %.3fx", a.vs,
+                                   out["vs_gflops"].get<double>(), a.vs,
+                                   out["tuned_over_vs"].get<double>());
+    }
+    std::cout << "\n  tuned config " << FormatParamMapAssignments(tuned) << "\n" << std::flush;
+  }
+  if (ratios > 0) {
+    const double geomean = std::exp(log_ratio_sum / ratios);
+    if (a.json) {
+      std::cout << nlohmann::json{{"summary", "geomean"}, {"vs", a.vs}, {"problems", ratios},
+                                  {"tuned_over_vs_geomean", geomean}}
+                       .dump()
+                << "\n";
+    } else {
+      std::cout << absl::StrFormat("geometric mean over %d problems: tuned/%s %.3fx\n", ratios,
+                                   a.vs, geomean);
+    }
+  }
+  return kExitOk;
+}
+
+}  // namespace
+
+void RegisterBenchKernelCommand(CLI::App& bench, Action* action) {
+  auto a = std::make_shared<BenchKernelArgs>();
+  CLI::App* sub = bench.add_subcommand(
+      "kernel", "Tune a kernel, then compare tuned, default and a vendor library side by side");
+  sub->add_option("--kernel", a->kernel, "Registry kernel")->capture_default_str();
+  sub->add_option("--problem", a->problems, "Problem (repeatable), e.g. M=1024,N=1024,K=1024")
+      ->required();
+  sub->add_option("--vs", a->vs, "Vendor library to compare with: openblas (gemm)");
+  sub->add_option("--budget", a->budget, "Tuning measurements per problem")->capture_default_str();
+  sub->add_option("--strategy", a->strategy, "Search strategy")->capture_default_str();
+  sub->add_option("--threads", a->threads, "Fix the thread count (tuned, default and vendor)")
+      ->check(CLI::Range(1, 1024));
+  sub->add_option("--rounds", a->rounds, "Final measurements of each kernel (median taken)")
+      ->check(CLI::Range(1, 100))
+      ->capture_default_str();
+  sub->add_option("--repeatability", a->repeatability,
+                  "Instead: measure one configuration in N separate runs and report the spread")
+      ->check(CLI::Range(2, 1000));
+  sub->add_option("--config", a->config, "With --repeatability: parameters over the default");
+  sub->add_option("--seed", a->seed, "Random seed")->capture_default_str();
+  sub->add_option("--db", a->db, "Tuning database for the benchmark's records")
+      ->capture_default_str();
+  sub->add_flag("--json", a->json, "One JSON line per problem, then the geometric mean");
+  sub->callback([=] { *action = [=] { return RunBenchKernel(*a); }; });
+}
+
+}  // namespace ktune::cli

@@ -1,0 +1,48 @@
+// What `ktune tune` tunes: a task with its search space and a measurer for a device. Replay
+// devices come from a recorded space; `cpu` from the kernel registry, measured on this machine.
+#ifndef KTUNE_CLI_TUNE_TARGET_H_
+#define KTUNE_CLI_TUNE_TARGET_H_
+
+#include <memory>
+#include <optional>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "db/record.h"
+#include "kernels/kernel_registry.h"
+#include "kernels/search_space.h"
+#include "measurer/cpu_measurer.h"
+#include "measurer/measurer.h"
+
+namespace ktune::cli {
+
+struct TuneTarget {
+  TaskKey task;
+  std::unique_ptr<SearchSpace> space;
+  std::unique_ptr<Measurer> measurer;
+  std::string device_description;  // "replayed from FILE", "this CPU: AMD EPYC, 2 cores"
+  std::string worker_id;
+  // Registry kernels only: the untuned default, the work per run and the machine's peak.
+  std::optional<Configuration> default_config;
+  double flops = 0;                         // per run; 0 when unknown
+  double peak_gflops_per_thread = 0;        // 0 when unknown
+  int cores = 1;
+  double optimum_ms = 0;  // replay only: the recorded space's fastest time
+};
+
+// --device replay:FILE. `kernel` (may be empty) must match the file's.
+absl::StatusOr<TuneTarget> ReplayTarget(const std::string& file, const std::string& kernel);
+
+// --device cpu with a registry kernel. `problem_text` is "M=..,N=.."; `dtype` joins it.
+// `threads` > 0 fixes the kernel's `threads` parameter (space and default) to that value.
+// `options` tune the measurer (timing, timeouts).
+absl::StatusOr<TuneTarget> CpuTarget(const KernelRegistry& registry, const std::string& kernel,
+                                     const std::string& problem_text, const std::string& dtype,
+                                     int threads = 0, CpuMeasurerOptions options = {});
+
+// The configuration's thread count (parameter "threads"), or 1.
+int ThreadsOf(const Configuration& config);
+
+}  // namespace ktune::cli
+
+#endif  // KTUNE_CLI_TUNE_TARGET_H_

@@ -1,0 +1,13 @@
+#include "kernels/cpu/builtin_cpu_kernels.h"
+
+namespace ktune::cpu {
+
+const BuiltinCpuKernel* FindBuiltinCpuKernel(std::string_view name) {
+  for (const BuiltinCpuKernel* k :
+       {&kGemmCpuKernel, &kConv2dCpuKernel, &kSoftmaxCpuKernel, &kGemmOpenBlasCpuKernel}) {
+    if (name == k->name) return k;
+  }
+  return nullptr;
+}
+
+}  // namespace ktune::cpu

@@ -1,0 +1,33 @@
+// The CPU kernels pre-built into the measurement runner (ktune-runner) and the kernel benchmark.
+// Their descriptions (parameters, problem, buffers, defaults) are in kernels/builtin_kernels.cc;
+// the order of values in a ktune_cpu_call follows those descriptions.
+//
+// This library is compiled with -O3 -march=native -fopenmp: only the runner and benchmarks link
+// it, never the server or the CLI's core.
+#ifndef KTUNE_KERNELS_CPU_BUILTIN_CPU_KERNELS_H_
+#define KTUNE_KERNELS_CPU_BUILTIN_CPU_KERNELS_H_
+
+#include <string_view>
+
+#include "kernels/cpu/cpu_kernel_abi.h"
+
+namespace ktune::cpu {
+
+struct BuiltinCpuKernel {
+  const char* name;
+  ktune_cpu_kernel_fn run;        // the tunable implementation
+  ktune_cpu_kernel_fn reference;  // the trusted one results are compared with
+};
+
+// Each defined in its kernel's file (gemm.cc, conv2d.cc, softmax.cc).
+extern const BuiltinCpuKernel kGemmCpuKernel;
+extern const BuiltinCpuKernel kConv2dCpuKernel;
+extern const BuiltinCpuKernel kSoftmaxCpuKernel;
+extern const BuiltinCpuKernel kGemmOpenBlasCpuKernel;  // gemm_openblas.cc
+
+// nullptr when no built-in kernel has that name.
+const BuiltinCpuKernel* FindBuiltinCpuKernel(std::string_view name);
+
+}  // namespace ktune::cpu
+
+#endif  // KTUNE_KERNELS_CPU_BUILTIN_CPU_KERNELS_H_

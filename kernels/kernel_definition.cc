@@ -1,0 +1,242 @@
+#include "kernels/kernel_definition.h"
+
+#include <algorithm>
+#include <cmath>
+
+#include "absl/container/flat_hash_set.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "common/hash.h"
+#include "common/status_macros.h"
+#include "kernels/expression.h"
+
+namespace ktune {
+namespace {
+
+bool IsValidName(const std::string& name) {
+  if (name.empty() || name.size() > 64) return false;
+  return std::all_of(name.begin(), name.end(), [](char c) {
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_';
+  });
+}
+
+// The problem's values plus the machine variables, as expression inputs.
+Problem ExpressionInputs(const Problem& problem, const MachineVariables& machine) {
+  Problem inputs = problem;
+  inputs["cores"] = machine.cores;
+  return inputs;
+}
+
+absl::StatusOr<double> Evaluate(const std::string& text, const Problem& inputs) {
+  ExprSymbols symbols;
+  std::vector<ExprValue> slots;
+  for (const auto& [name, value] : inputs) {
+    symbols.Bind(name, static_cast<int>(slots.size()));
+    if (const auto* i = std::get_if<int64_t>(&value)) {
+      slots.push_back(ExprValue::Int(*i));
+    } else if (const auto* d = std::get_if<double>(&value)) {
+      slots.push_back(ExprValue::Float(*d));
+    } else {
+      slots.push_back(ExprValue::String(symbols.Intern(std::get<std::string>(value))));
+    }
+  }
+  KTUNE_ASSIGN_OR_RETURN(Expression expr, Expression::Compile(text, symbols));
+  KTUNE_ASSIGN_OR_RETURN(ExprValue v, expr.Evaluate(slots.data()));
+  if (!v.is_number()) {
+    return absl::InvalidArgumentError(absl::StrCat("'", text, "' is not a number"));
+  }
+  return v.AsDouble();
+}
+
+}  // namespace
+
+std::string KernelDefinition::Version() const {
+  std::string text = absl::StrCat(name, "\n", language, "\n", source, "\n");
+  for (const KernelParameter& p : parameters) {
+    absl::StrAppend(&text, p.name, p.compile_time ? "!" : "", "=", absl::StrJoin(p.values, ","),
+                    "\n");
+  }
+  absl::StrAppend(&text, absl::StrJoin(constraints, "\n"), "\n");
+  for (const ProblemParameter& p : problem) absl::StrAppend(&text, p.name, ";");
+  for (const BufferSpec& b : buffers) {
+    absl::StrAppend(&text, b.name, ":", b.elements, b.output ? ":out;" : ":in;");
+  }
+  return StableHashHex(text);
+}
+
+absl::StatusOr<Problem> KernelDefinition::ValidateProblem(const Problem& given) const {
+  Problem out;
+  absl::flat_hash_set<std::string> known;
+  for (const ProblemParameter& p : problem) {
+    known.insert(p.name);
+    auto it = given.find(p.name);
+    if (it == given.end()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("kernel '", name, "' needs problem parameter ", p.name, " (",
+                       p.description, "), e.g. --problem ", p.name, "=", std::min<int64_t>(p.max, 512)));
+    }
+    const auto* v = std::get_if<int64_t>(&it->second);
+    if (v == nullptr) {
+      return absl::InvalidArgumentError(absl::StrCat("problem parameter ", p.name,
+                                                     " must be an integer, got '",
+                                                     FormatParamValue(it->second), "'"));
+    }
+    if (*v < p.min || *v > p.max) {
+      return absl::InvalidArgumentError(absl::StrCat("problem parameter ", p.name, "=", *v,
+                                                     " is out of range [", p.min, ", ", p.max,
+                                                     "]"));
+    }
+    out[p.name] = *v;
+  }
+  for (const auto& [key, value] : given) {
+    if (key == "dtype") continue;
+    if (!known.contains(key)) {
+      std::vector<std::string> names;
+      for (const ProblemParameter& p : problem) names.push_back(p.name);
+      return absl::InvalidArgumentError(absl::StrCat("kernel '", name,
+                                                     "' has no problem parameter '", key,
+                                                     "'; its parameters are ",
+                                                     absl::StrJoin(names, ", "), ", dtype"));
+    }
+  }
+  std::string dtype = dtypes.empty() ? "f32" : dtypes.front();
+  if (auto it = given.find("dtype"); it != given.end()) {
+    const auto* s = std::get_if<std::string>(&it->second);
+    if (s == nullptr || std::find(dtypes.begin(), dtypes.end(), *s) == dtypes.end()) {
+      return absl::InvalidArgumentError(absl::StrCat("kernel '", name, "' supports dtype ",
+                                                     absl::StrJoin(dtypes, ", "), "; got '",
+                                                     FormatParamValue(it->second), "'"));
+    }
+    dtype = *s;
+  }
+  out["dtype"] = dtype;
+  return out;
+}
+
+absl::StatusOr<SearchSpace> KernelDefinition::Space(const Problem& problem,
+                                                    const MachineVariables& machine) const {
+  std::vector<Parameter> params;
+  for (const KernelParameter& p : parameters) {
+    Parameter param{p.name, {}};
+    std::vector<int64_t> values = p.values;
+    if (p.add_cores && std::find(values.begin(), values.end(), machine.cores) == values.end()) {
+      values.insert(std::upper_bound(values.begin(), values.end(), machine.cores), machine.cores);
+    }
+    for (int64_t v : values) param.values.emplace_back(v);
+    params.push_back(std::move(param));
+  }
+  return SearchSpace::Create(std::move(params), constraints, ExpressionInputs(problem, machine));
+}
+
+absl::StatusOr<Configuration> KernelDefinition::DefaultConfiguration(
+    const Problem& problem, const MachineVariables& machine) const {
+  Configuration config;
+  const Problem inputs = ExpressionInputs(problem, machine);
+  for (const auto& [param, expression] : default_config) {
+    KTUNE_ASSIGN_OR_RETURN(double v, Evaluate(expression, inputs));
+    config[param] = static_cast<int64_t>(std::llround(v));
+  }
+  return config;
+}
+
+absl::StatusOr<double> KernelDefinition::EvaluateForProblem(const std::string& expression,
+                                                            const Problem& problem,
+                                                            const MachineVariables& machine) const {
+  return Evaluate(expression, ExpressionInputs(problem, machine));
+}
+
+absl::StatusOr<std::vector<int64_t>> KernelDefinition::ProblemValues(const Problem& p) const {
+  std::vector<int64_t> values;
+  for (const ProblemParameter& param : problem) {
+    auto it = p.find(param.name);
+    if (it == p.end() || !std::holds_alternative<int64_t>(it->second)) {
+      return absl::InvalidArgumentError(absl::StrCat("problem has no integer ", param.name));
+    }
+    values.push_back(std::get<int64_t>(it->second));
+  }
+  return values;
+}
+
+absl::StatusOr<std::vector<int64_t>> KernelDefinition::ConfigValues(
+    const Configuration& config) const {
+  std::vector<int64_t> values;
+  for (const KernelParameter& param : parameters) {
+    auto it = config.find(param.name);
+    if (it == config.end() || !std::holds_alternative<int64_t>(it->second)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("configuration has no integer value for ", param.name));
+    }
+    values.push_back(std::get<int64_t>(it->second));
+  }
+  if (config.size() != parameters.size()) {
+    return absl::InvalidArgumentError(absl::StrCat("configuration ", CanonicalJson(config),
+                                                   " names parameters kernel '", name,
+                                                   "' does not have"));
+  }
+  return values;
+}
+
+absl::Status KernelDefinition::Validate() const {
+  if (!IsValidName(name)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("kernel name '", name, "' must be 1-64 characters of [A-Za-z0-9_]"));
+  }
+  if (language != "cpp" && language != "cuda") {
+    return absl::InvalidArgumentError(
+        absl::StrCat("kernel language must be \"cpp\" or \"cuda\", got '", language, "'"));
+  }
+  if (parameters.empty()) return absl::InvalidArgumentError("a kernel needs tunable parameters");
+  absl::flat_hash_set<std::string> names = {"cores", "dtype"};
+  for (const KernelParameter& p : parameters) {
+    if (!IsValidName(p.name) || !names.insert(p.name).second) {
+      return absl::InvalidArgumentError(absl::StrCat("bad or repeated parameter name '", p.name, "'"));
+    }
+    if (p.values.empty() || p.values.size() > 4096) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("parameter ", p.name, " needs 1 to 4096 values"));
+    }
+  }
+  Problem sample;
+  for (const ProblemParameter& p : problem) {
+    if (!IsValidName(p.name) || !names.insert(p.name).second) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("bad or repeated problem parameter name '", p.name, "'"));
+    }
+    if (p.min > p.max) {
+      return absl::InvalidArgumentError(absl::StrCat("problem parameter ", p.name, " has min > max"));
+    }
+    sample[p.name] = p.min;
+  }
+  sample["dtype"] = dtypes.empty() ? std::string("f32") : dtypes.front();
+  if (buffers.empty() || !buffers.back().output) {
+    return absl::InvalidArgumentError("a kernel needs at least one output buffer, listed last");
+  }
+  bool seen_output = false;
+  for (const BufferSpec& b : buffers) {
+    if (seen_output && !b.output) {
+      return absl::InvalidArgumentError("input buffers must come before output buffers");
+    }
+    seen_output |= b.output;
+    auto n = EvaluateForProblem(b.elements, sample);
+    if (!n.ok()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("buffer ", b.name, " size: ", n.status().message()));
+    }
+  }
+  for (const std::string* e : {&flops, &bytes}) {
+    auto v = EvaluateForProblem(*e, sample);
+    if (!v.ok()) {
+      return absl::InvalidArgumentError(absl::StrCat("'", *e, "': ", v.status().message()));
+    }
+  }
+  auto space = Space(sample, MachineVariables{});
+  if (!space.ok()) return space.status();
+  auto defaults = DefaultConfiguration(sample, MachineVariables{});
+  if (!defaults.ok()) return defaults.status();
+  if (defaults->size() != parameters.size()) {
+    return absl::InvalidArgumentError("the default configuration must give every parameter");
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace ktune

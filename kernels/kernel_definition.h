@@ -1,0 +1,102 @@
+// A tunable kernel: what it computes (problem parameters, buffers, FLOP and byte counts), how it
+// may be configured (its search space) and what an untuned library would run (its default
+// configuration). Built-in kernels (KernelRegistry) and kernels registered by clients share this
+// one description.
+//
+// Expressions (constraints, buffer sizes, FLOP/byte counts, default values) are Python-style, as
+// in kernels/expression.h, over the problem parameters and the machine variables below; the
+// constraints also read the tunable parameters.
+#ifndef KTUNE_KERNELS_KERNEL_DEFINITION_H_
+#define KTUNE_KERNELS_KERNEL_DEFINITION_H_
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "kernels/configuration.h"
+#include "kernels/search_space.h"
+
+namespace ktune {
+
+struct KernelParameter {
+  std::string name;
+  std::vector<int64_t> values;  // in tuning order; no duplicates
+  // Run-time compiled kernels see compile-time parameters as macros KT_<NAME>; each distinct
+  // set of their values is one build. Built-in kernels are pre-built for every such set.
+  bool compile_time = false;
+  std::string description;
+  // The machine's core count joins `values` (kept ascending) when it is not there already, so
+  // that "all cores" is always a choice.
+  bool add_cores = false;
+};
+
+struct ProblemParameter {
+  std::string name;
+  int64_t min = 1;  // inclusive bounds checked by ValidateProblem
+  int64_t max = 1 << 20;
+  std::string description;
+};
+
+struct BufferSpec {
+  std::string name;
+  std::string elements;  // expression over the problem: number of float32 elements
+  bool output = false;   // outputs are checked against the reference; inputs are random
+};
+
+// What the machine contributes to expressions: `cores` (cores the kernel may use).
+struct MachineVariables {
+  int64_t cores = 1;
+};
+
+struct KernelDefinition {
+  std::string name;         // [a-z0-9_]+
+  std::string language;     // "cpp" (CPU) or "cuda"
+  std::string description;  // one line for people
+  std::string source;  // the template; for built-ins a hash of the implementation's files
+  std::vector<KernelParameter> parameters;
+  std::vector<std::string> constraints;
+  std::vector<ProblemParameter> problem;
+  std::vector<std::string> dtypes = {"f32"};  // accepted `dtype` problem values, first = default
+  std::vector<BufferSpec> buffers;            // inputs first, then outputs
+  std::string flops;                          // expression: floating-point operations per run
+  std::string bytes;                          // expression: bytes a perfect cache would move
+  std::vector<std::pair<std::string, std::string>> default_config;  // name -> expression
+  // An output passes when every element has |out - ref| <= atol + rtol * max|ref| (the largest
+  // reference magnitude of that buffer: cancellation near zero is not an error) and no NaN.
+  double rtol = 1e-4;
+  double atol = 1e-5;
+  bool builtin = false;  // pre-built into the runner; otherwise compiled from `source`
+
+  // Content hash of the source, parameters, constraints and buffers (16 hex digits): records of
+  // different versions are different tasks.
+  std::string Version() const;
+
+  // Checks a problem given on the command line or over the API: every problem parameter present,
+  // an integer within its bounds, nothing unknown; `dtype` optional (one of `dtypes`). Returns the
+  // problem with `dtype` filled in. InvalidArgument saying which parameter and why otherwise.
+  absl::StatusOr<Problem> ValidateProblem(const Problem& problem) const;
+
+  // The search space for a validated problem on a machine.
+  absl::StatusOr<SearchSpace> Space(const Problem& problem, const MachineVariables& machine) const;
+
+  // The default configuration for a problem on a machine; it is in Space(problem, machine).
+  absl::StatusOr<Configuration> DefaultConfiguration(const Problem& problem,
+                                                     const MachineVariables& machine) const;
+
+  // Evaluates an expression of this definition (flops, bytes, a buffer size) for a problem.
+  absl::StatusOr<double> EvaluateForProblem(const std::string& expression, const Problem& problem,
+                                            const MachineVariables& machine = {}) const;
+
+  // Integer values in the ABI's order, for a validated problem and a configuration of Space().
+  absl::StatusOr<std::vector<int64_t>> ProblemValues(const Problem& problem) const;
+  absl::StatusOr<std::vector<int64_t>> ConfigValues(const Configuration& config) const;
+
+  // Checks the definition itself: names, value lists, expressions that compile, a default
+  // configuration naming every parameter. Used for client-registered kernels.
+  absl::Status Validate() const;
+};
+
+}  // namespace ktune
+
+#endif  // KTUNE_KERNELS_KERNEL_DEFINITION_H_

@@ -1,0 +1,43 @@
+// The kernels ktune can tune: the built-in ones (gemm, conv2d, softmax on CPUs) and those clients
+// register at run time. A registry is immutable once built, except for Register, which callers
+// serialise (the server holds it under its own lock).
+#ifndef KTUNE_KERNELS_KERNEL_REGISTRY_H_
+#define KTUNE_KERNELS_KERNEL_REGISTRY_H_
+
+#include <string_view>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "kernels/kernel_definition.h"
+
+namespace ktune {
+
+// Descriptions of the built-in CPU kernels; their implementations are in kernels/cpu/.
+KernelDefinition GemmDefinition();
+KernelDefinition Conv2dDefinition();
+KernelDefinition SoftmaxDefinition();
+KernelDefinition GemmOpenBlasDefinition();  // OpenBLAS sgemm, the baseline for gemm
+
+class KernelRegistry {
+ public:
+  // A registry holding the built-in kernels.
+  static KernelRegistry WithBuiltins();
+
+  // nullptr when no kernel has that name.
+  const KernelDefinition* Find(std::string_view name) const;
+  // NotFound listing the kernels there are.
+  absl::StatusOr<const KernelDefinition*> Get(std::string_view name) const;
+
+  const std::vector<KernelDefinition>& kernels() const { return kernels_; }
+
+  // Adds a client kernel after KernelDefinition::Validate. AlreadyExists when the name is taken
+  // by a kernel of another version; registering the same version again is a no-op.
+  absl::Status Register(KernelDefinition definition);
+
+ private:
+  std::vector<KernelDefinition> kernels_;
+};
+
+}  // namespace ktune
+
+#endif  // KTUNE_KERNELS_KERNEL_REGISTRY_H_

@@ -1,0 +1,179 @@
+#include "measurer/cpu_measurer.h"
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdlib>
+#include <filesystem>
+
+#include "absl/strings/str_cat.h"
+#include "common/status_macros.h"
+
+namespace ktune {
+namespace {
+
+MeasureResult Failed(MeasurementStatus status, std::string message) {
+  MeasureResult r;
+  r.status = status;
+  r.message = std::move(message);
+  return r;
+}
+
+}  // namespace
+
+std::string DefaultRunnerPath() {
+  if (const char* p = std::getenv("KTUNE_RUNNER"); p && *p) return p;
+  std::error_code ec;
+  std::filesystem::path self = std::filesystem::read_symlink("/proc/self/exe", ec);
+  if (ec) return "ktune-runner";
+  // Beside the executable (the build tree's layout puts it in measurer/ next to cli/'s ktune).
+  for (const auto& candidate : {self.parent_path() / "ktune-runner",
+                                self.parent_path().parent_path() / "measurer" / "ktune-runner"}) {
+    if (::access(candidate.c_str(), X_OK) == 0) return candidate.string();
+  }
+  return (self.parent_path() / "ktune-runner").string();
+}
+
+CpuMeasurer::CpuMeasurer(const KernelRegistry* registry, CpuMeasurerOptions options)
+    : registry_(registry),
+      options_(std::move(options)),
+      cpu_(DescribeThisCpu()),
+      device_(cpu_.ToDeviceInfo()),
+      compiler_(options_.compile),
+      runner_(RunnerProcess::Options{
+          options_.runner_path.empty() ? DefaultRunnerPath() : options_.runner_path,
+          options_.memory_limit_bytes}) {}
+
+absl::StatusOr<CpuMeasurer::TaskState*> CpuMeasurer::StateFor(const TaskKey& task) {
+  const std::string key = task.kernel + "\n" + CanonicalJson(task.problem);
+  if (auto it = tasks_.find(key); it != tasks_.end()) return it->second.get();
+  auto state = std::make_unique<TaskState>();
+  KTUNE_ASSIGN_OR_RETURN(state->definition, registry_->Get(task.kernel));
+  const KernelDefinition& def = *state->definition;
+  if (def.language != "cpp") {
+    return absl::InvalidArgumentError(absl::StrCat("kernel '", def.name, "' is ", def.language,
+                                                   " code; a CPU worker runs cpp kernels"));
+  }
+  KTUNE_ASSIGN_OR_RETURN(state->problem, def.ValidateProblem(task.problem));
+  KTUNE_ASSIGN_OR_RETURN(SearchSpace space,
+                         def.Space(state->problem, MachineVariables{cpu_.cores}));
+  state->space = std::make_unique<SearchSpace>(std::move(space));
+  runner::KernelSpec& spec = state->spec;
+  spec.set_name(def.name);
+  KTUNE_ASSIGN_OR_RETURN(std::vector<int64_t> problem_values, def.ProblemValues(state->problem));
+  for (int64_t v : problem_values) spec.add_problem(v);
+  int outputs = 0;
+  for (const BufferSpec& b : def.buffers) {
+    KTUNE_ASSIGN_OR_RETURN(double n, def.EvaluateForProblem(b.elements, state->problem));
+    if (!(n >= 1) || n > 4e9) {
+      return absl::InvalidArgumentError(absl::StrCat("buffer ", b.name, " would hold ", n,
+                                                     " floats for this problem"));
+    }
+    spec.add_buffer_elements(static_cast<int64_t>(n));
+    outputs += b.output;
+  }
+  spec.set_num_outputs(outputs);
+  spec.set_rtol(def.rtol);
+  spec.set_atol(def.atol);
+  spec.set_seed(options_.seed);
+  return (tasks_[key] = std::move(state)).get();
+}
+
+absl::StatusOr<std::vector<MeasureResult>> CpuMeasurer::Measure(
+    const TaskKey& task, const std::vector<Configuration>& configs) {
+  KTUNE_ASSIGN_OR_RETURN(TaskState * state, StateFor(task));
+  std::vector<MeasureResult> results;
+  for (const Configuration& config : configs) {
+    KTUNE_ASSIGN_OR_RETURN(MeasureResult r, MeasureOne(*state, config));
+    if (r.status == MeasurementStatus::kOk) {
+      state->best_ms = state->best_ms > 0 ? std::min(state->best_ms, *r.time_ms) : *r.time_ms;
+    }
+    results.push_back(std::move(r));
+  }
+  return results;
+}
+
+absl::StatusOr<MeasureResult> CpuMeasurer::MeasureOne(TaskState& state,
+                                                      const Configuration& config) {
+  const KernelDefinition& def = *state.definition;
+  absl::StatusOr<Point> point = state.space->ToPoint(config);
+  if (!point.ok()) return Failed(MeasurementStatus::kInvalidConfig, point.status().ToString());
+  if (!state.space->IsValid(*point)) {
+    return Failed(MeasurementStatus::kInvalidConfig,
+                  "the configuration breaks the kernel's constraints for this problem");
+  }
+  absl::StatusOr<std::vector<int64_t>> values = def.ConfigValues(config);
+  if (!values.ok()) return Failed(MeasurementStatus::kInvalidConfig, values.status().ToString());
+
+  runner::RunRequest request;
+  *request.mutable_kernel() = state.spec;
+  if (!def.builtin) {
+    KTUNE_ASSIGN_OR_RETURN(CpuBuild build, compiler_.Build(def, config));
+    if (!build.ok) return Failed(MeasurementStatus::kCompileError, build.message);
+    request.mutable_kernel()->set_library_path(build.library_path);
+  }
+
+  // Prepare first (inputs, reference) under its own generous deadline.
+  runner::RunResponse response;
+  std::string death;
+  KTUNE_ASSIGN_OR_RETURN(RunnerProcess::Outcome outcome,
+                         runner_.Call(request, options_.prepare_timeout_ms, &response, &death));
+  if (outcome == RunnerProcess::Outcome::kTimedOut) {
+    return Failed(MeasurementStatus::kTimeout,
+                  absl::StrCat("preparing the inputs and reference took longer than ",
+                               options_.prepare_timeout_ms / 1000.0, " s"));
+  }
+  if (outcome == RunnerProcess::Outcome::kDied) {
+    return Failed(MeasurementStatus::kRuntimeError,
+                  absl::StrCat("the runner ", death, " while loading the kernel"));
+  }
+  if (response.status() != runner::RunResponse::OK) {
+    return Failed(MeasurementStatus::kRuntimeError, response.message());
+  }
+
+  for (int64_t v : *values) request.add_config(v);
+  request.set_warmup_runs(options_.warmup_runs);
+  request.set_min_repeats(options_.min_repeats);
+  request.set_max_repeats(options_.max_repeats);
+  request.set_target_cv(options_.target_cv);
+  request.set_max_seconds(options_.max_seconds);
+  request.set_min_sample_ms(options_.min_sample_ms);
+  int64_t timeout_ms = options_.run_timeout_ms;
+  if (state.best_ms > 0) {
+    const double runs = options_.warmup_runs + options_.min_repeats;
+    const double relative = options_.relative_timeout * state.best_ms * runs +
+                            options_.max_seconds * 1e3 + 1000;
+    timeout_ms = std::min<int64_t>(timeout_ms, static_cast<int64_t>(relative));
+  }
+  response.Clear();
+  KTUNE_ASSIGN_OR_RETURN(outcome, runner_.Call(request, timeout_ms, &response, &death));
+  switch (outcome) {
+    case RunnerProcess::Outcome::kTimedOut:
+      return Failed(MeasurementStatus::kTimeout,
+                    absl::StrCat("no result within ", timeout_ms / 1000.0, " s; stopped"));
+    case RunnerProcess::Outcome::kDied:
+      return Failed(MeasurementStatus::kRuntimeError, absl::StrCat("the kernel's process ", death));
+    case RunnerProcess::Outcome::kAnswered:
+      break;
+  }
+  switch (response.status()) {
+    case runner::RunResponse::OK: {
+      MeasureResult r;
+      r.repeat_times_ms.assign(response.times_ms().begin(), response.times_ms().end());
+      std::vector<double> sorted = r.repeat_times_ms;
+      std::sort(sorted.begin(), sorted.end());
+      const size_t n = sorted.size();
+      r.time_ms = n % 2 ? sorted[n / 2] : (sorted[n / 2 - 1] + sorted[n / 2]) / 2;
+      return r;
+    }
+    case runner::RunResponse::INVALID_CONFIG:
+      return Failed(MeasurementStatus::kInvalidConfig, response.message());
+    case runner::RunResponse::WRONG_RESULT:
+      return Failed(MeasurementStatus::kWrongResult, response.message());
+    default:
+      return Failed(MeasurementStatus::kRuntimeError, response.message());
+  }
+}
+
+}  // namespace ktune

@@ -1,0 +1,27 @@
+// Length-prefixed protobuf messages over file descriptors: a 4-byte little-endian length, then
+// the serialised message. Used by both ends of the runner protocol.
+#ifndef KTUNE_MEASURER_RUNNER_FRAMING_H_
+#define KTUNE_MEASURER_RUNNER_FRAMING_H_
+
+#include <cstdint>
+
+#include "google/protobuf/message_lite.h"
+
+namespace ktune::runner {
+
+inline constexpr uint32_t kMaxFrameBytes = 64 << 20;
+
+// Writes one frame; false when the pipe is closed or broken.
+bool WriteFrame(int fd, const google::protobuf::MessageLite& message);
+
+// Reads one frame into `message`. Returns false at end of file, on a read error or a malformed
+// or oversized frame. `deadline_ms` < 0 waits forever; otherwise `*timed_out` is set when the
+// deadline passed first (milliseconds of a steady clock, from SteadyNowMs()).
+bool ReadFrame(int fd, google::protobuf::MessageLite& message, int64_t deadline_ms = -1,
+               bool* timed_out = nullptr);
+
+int64_t SteadyNowMs();
+
+}  // namespace ktune::runner
+
+#endif  // KTUNE_MEASURER_RUNNER_FRAMING_H_

@@ -1,0 +1,38 @@
+// ktune-runner: the isolated child process a CPU worker measures candidates in. It reads
+// RunRequest frames on stdin and answers RunResponse frames on stdout until stdin closes. The
+// worker kills it on a timeout and starts another after a crash; see measurer/cpu_measurer.h.
+//
+// Anything a kernel prints goes to stderr: stdout is reserved for the protocol.
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cstdio>
+
+#include "measurer/runner/framing.h"
+#include "measurer/runner/runner_session.h"
+
+int main(int argc, char** argv) {
+  if (argc > 1) {
+    std::fprintf(stderr,
+                 "usage: ktune-runner  (started by a ktune CPU worker; speaks a private "
+                 "protocol on stdin/stdout)\n");
+    return 2;
+  }
+  // Keep private copies of the protocol pipes; point fds 0 and 1 elsewhere.
+  const int in = ::dup(0);
+  const int out = ::dup(1);
+  const int null_fd = ::open("/dev/null", O_RDONLY);
+  if (in < 0 || out < 0 || null_fd < 0) return 1;
+  ::dup2(null_fd, 0);
+  ::dup2(2, 1);
+  ::close(null_fd);
+
+  ktune::runner::RunnerSession session;
+  ktune::runner::RunRequest request;
+  while (ktune::runner::ReadFrame(in, request)) {
+    ktune::runner::RunResponse response = session.Handle(request);
+    if (!ktune::runner::WriteFrame(out, response)) return 1;
+    if (response.restart()) return 3;  // memory may be corrupt: let the worker start afresh
+  }
+  return 0;
+}

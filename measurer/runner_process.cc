@@ -1,0 +1,112 @@
+#include "measurer/runner_process.h"
+
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+
+#include "absl/strings/str_cat.h"
+#include "measurer/runner/framing.h"
+
+namespace ktune {
+
+std::string DescribeSignal(int signal) {
+  const char* name = sigabbrev_np(signal);
+  return absl::StrCat("SIG", name ? name : std::to_string(signal), " (", strsignal(signal), ")");
+}
+
+absl::Status RunnerProcess::Start() {
+  int down[2], up[2];
+  if (::pipe2(down, O_CLOEXEC) != 0 || ::pipe2(up, O_CLOEXEC) != 0) {
+    return absl::InternalError(absl::StrCat("pipe: ", std::strerror(errno)));
+  }
+  // Checked before fork: exec's failure in the child would look like a crash.
+  if (::access(options_.runner_path.c_str(), X_OK) != 0) {
+    ::close(down[0]), ::close(down[1]), ::close(up[0]), ::close(up[1]);
+    return absl::FailedPreconditionError(
+        absl::StrCat("the measurement runner '", options_.runner_path,
+                     "' is not executable: ", std::strerror(errno),
+                     " (set KTUNE_RUNNER to its path)"));
+  }
+  const pid_t pid = ::fork();
+  if (pid < 0) return absl::InternalError(absl::StrCat("fork: ", std::strerror(errno)));
+  if (pid == 0) {
+    ::setpgid(0, 0);
+    ::dup2(down[0], 0);
+    ::dup2(up[1], 1);
+    if (options_.memory_limit_bytes > 0) {
+      rlimit limit{static_cast<rlim_t>(options_.memory_limit_bytes),
+                   static_cast<rlim_t>(options_.memory_limit_bytes)};
+      ::setrlimit(RLIMIT_AS, &limit);
+    }
+    rlimit no_core{0, 0};
+    ::setrlimit(RLIMIT_CORE, &no_core);
+    ::setenv("OMP_PROC_BIND", "close", 0);
+    ::setenv("OMP_PLACES", "cores", 0);
+    ::execl(options_.runner_path.c_str(), options_.runner_path.c_str(), nullptr);
+    ::_exit(127);
+  }
+  ::close(down[0]);
+  ::close(up[1]);
+  pid_ = pid;
+  to_child_ = down[1];
+  from_child_ = up[0];
+  ++starts_;
+  return absl::OkStatus();
+}
+
+std::string RunnerProcess::Reap() {
+  int status = 0;
+  std::string how = "ended";
+  if (::waitpid(pid_, &status, 0) == pid_) {
+    if (WIFSIGNALED(status)) {
+      how = absl::StrCat("killed by ", DescribeSignal(WTERMSIG(status)));
+    } else if (WIFEXITED(status)) {
+      how = absl::StrCat("exited with status ", WEXITSTATUS(status));
+    }
+  }
+  ::close(to_child_);
+  ::close(from_child_);
+  pid_ = -1;
+  to_child_ = from_child_ = -1;
+  return how;
+}
+
+void RunnerProcess::Stop() {
+  if (pid_ <= 0) return;
+  ::kill(-pid_, SIGKILL);
+  ::kill(pid_, SIGKILL);
+  Reap();
+}
+
+absl::StatusOr<RunnerProcess::Outcome> RunnerProcess::Call(const runner::RunRequest& request,
+                                                           int64_t timeout_ms,
+                                                           runner::RunResponse* response,
+                                                           std::string* death) {
+  if (pid_ <= 0) {
+    if (absl::Status s = Start(); !s.ok()) return s;
+  }
+  // A child that died between calls shows up as a broken pipe here or EOF below.
+  const sighandler_t old = ::signal(SIGPIPE, SIG_IGN);
+  const bool sent = runner::WriteFrame(to_child_, request);
+  ::signal(SIGPIPE, old);
+  bool timed_out = false;
+  if (sent && runner::ReadFrame(from_child_, *response, runner::SteadyNowMs() + timeout_ms,
+                                &timed_out)) {
+    if (response->restart()) Reap();  // it exits by itself after saying so
+    return Outcome::kAnswered;
+  }
+  if (timed_out) {
+    Stop();
+    return Outcome::kTimedOut;
+  }
+  ::kill(-pid_, SIGKILL);  // the whole group, in case the kernel forked
+  *death = Reap();
+  return Outcome::kDied;
+}
+
+}  // namespace ktune

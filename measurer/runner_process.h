@@ -1,0 +1,65 @@
+// The worker's handle on one ktune-runner child: starts it (own process group, memory limit,
+// OpenMP threads bound to cores), sends a request and waits for the answer with a deadline, and
+// kills it when it hangs or after it crashed.
+#ifndef KTUNE_MEASURER_RUNNER_PROCESS_H_
+#define KTUNE_MEASURER_RUNNER_PROCESS_H_
+
+#include <sys/types.h>
+
+#include <cstdint>
+#include <string>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "measurer/runner/runner.pb.h"
+
+namespace ktune {
+
+class RunnerProcess {
+ public:
+  struct Options {
+    std::string runner_path;
+    int64_t memory_limit_bytes = 0;  // RLIMIT_AS of the child; 0: none
+  };
+
+  enum class Outcome {
+    kAnswered,  // `response` is the runner's answer
+    kTimedOut,  // no answer in time: the child was killed
+    kDied,      // the child ended without answering: `death` says how (signal or exit code)
+  };
+
+  explicit RunnerProcess(Options options) : options_(std::move(options)) {}
+  ~RunnerProcess() { Stop(); }
+  RunnerProcess(const RunnerProcess&) = delete;
+  RunnerProcess& operator=(const RunnerProcess&) = delete;
+
+  // Sends `request` (starting the child first if none runs) and waits up to `timeout_ms`.
+  // An error only when the child cannot be started at all.
+  absl::StatusOr<Outcome> Call(const runner::RunRequest& request, int64_t timeout_ms,
+                               runner::RunResponse* response, std::string* death);
+
+  // Kills the child (if any) and reaps it.
+  void Stop();
+
+  bool running() const { return pid_ > 0; }
+  // Children started so far (the first one included).
+  int64_t starts() const { return starts_; }
+
+ private:
+  absl::Status Start();
+  // Waits for the child to end (it has closed its pipe or been killed); describes how.
+  std::string Reap();
+
+  Options options_;
+  pid_t pid_ = -1;
+  int to_child_ = -1;
+  int from_child_ = -1;
+  int64_t starts_ = 0;
+};
+
+// "SIGSEGV (segmentation fault)" for 11, and so on.
+std::string DescribeSignal(int signal);
+
+}  // namespace ktune
+
+#endif  // KTUNE_MEASURER_RUNNER_PROCESS_H_

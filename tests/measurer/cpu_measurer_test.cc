@@ -1,0 +1,175 @@
+// CpuMeasurer: real kernels measured in the real runner child; faults of every kind become the
+// right status and the next candidate is measured normally.
+#include "measurer/cpu_measurer.h"
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include "kernels/kernel_registry.h"
+#include "tests/testing/test_util.h"
+
+namespace ktune {
+namespace {
+
+using ::testing::HasSubstr;
+
+// A client kernel whose compile-time parameter `fault` picks a misbehaviour: y = 2 * x, then
+// 0 nothing, 1 a null write (SIGSEGV), 2 a loop that never ends, 3 a write just past the end
+// of y, 4 one wrong value, 5 code that does not compile, 6 a write into the input x, 7 abort().
+constexpr char kFaultySource[] = R"(
+#include <stdlib.h>
+#if KT_fault == 5
+this line is not C++;
+#endif
+extern "C" int ktune_reference(const ktune_cpu_call* c) {
+  const int64_t n = c->problem[0];
+  for (int64_t i = 0; i < n; ++i) c->buffers[1][i] = 2 * c->buffers[0][i];
+  return 0;
+}
+extern "C" int ktune_kernel(const ktune_cpu_call* c) {
+  const int64_t n = c->problem[0];
+  float* x = c->buffers[0];
+  float* y = c->buffers[1];
+  for (int64_t i = 0; i < n; ++i) y[i] = 2 * x[i];
+  switch (KT_fault) {
+    case 1: *(volatile int*)0 = 1; break;
+    case 2: for (volatile int spin = 0;; spin = spin + 1) {} break;
+    case 3: y[n + 2] = 0; break;
+    case 4: y[n / 2] += 1; break;
+    case 6: x[0] = 42; break;
+    case 7: abort();
+  }
+  return 0;
+}
+)";
+
+KernelDefinition FaultyKernel() {
+  KernelDefinition d;
+  d.name = "faulty";
+  d.language = "cpp";
+  d.description = "y = 2x, with a fault chosen by a compile-time parameter";
+  d.source = kFaultySource;
+  d.parameters = {{"fault", {0, 1, 2, 3, 4, 5, 6, 7}, true, "which misbehaviour"}};
+  d.problem = {{"n", 1, 1 << 24, "elements"}};
+  d.buffers = {{"x", "n", false}, {"y", "n", true}};
+  d.flops = "n";
+  d.bytes = "8 * n";
+  d.default_config = {{"fault", "0"}};
+  return d;
+}
+
+class CpuMeasurerTest : public ::testing::Test {
+ protected:
+  CpuMeasurerTest() {
+    EXPECT_TRUE(registry_.Register(FaultyKernel()).ok());
+    options_.runner_path = KTUNE_RUNNER;
+    options_.compile.cache_dir = cache_.path();
+    options_.run_timeout_ms = 3000;
+    options_.max_seconds = 0.05;
+  }
+  testing::TempDir cache_;
+  KernelRegistry registry_ = KernelRegistry::WithBuiltins();
+  CpuMeasurerOptions options_;
+};
+
+TEST_F(CpuMeasurerTest, EveryFaultBecomesItsStatusAndTheNextCandidateIsMeasured) {
+  CpuMeasurer measurer(&registry_, options_);
+  TaskKey task{"faulty", "", {{"n", int64_t{1000}}}, measurer.device().device_class};
+  auto fault = [](int64_t f) { return Configuration{{"fault", f}}; };
+  std::vector<Configuration> configs;
+  for (int64_t f : {1, 2, 3, 4, 5, 6, 7}) {
+    configs.push_back(fault(f));
+    configs.push_back(fault(0));  // after each fault, a healthy candidate
+  }
+  auto results = measurer.Measure(task, configs);
+  ASSERT_TRUE(results.ok()) << results.status();
+  ASSERT_EQ(results->size(), configs.size());
+  struct Expected {
+    MeasurementStatus status;
+    const char* message;
+  };
+  const Expected expected[] = {
+      {MeasurementStatus::kRuntimeError, "SIGSEGV"},
+      {MeasurementStatus::kTimeout, "no result within"},
+      {MeasurementStatus::kRuntimeError, "wrote outside its buffers: buffer 1, after the end"},
+      {MeasurementStatus::kWrongResult, "1 of 1000 elements differ"},
+      {MeasurementStatus::kCompileError, "this line is not C++"},
+      {MeasurementStatus::kRuntimeError, "wrote into an input buffer"},
+      {MeasurementStatus::kRuntimeError, "SIGABRT"},
+  };
+  for (size_t i = 0; i < std::size(expected); ++i) {
+    const MeasureResult& bad = (*results)[2 * i];
+    EXPECT_EQ(bad.status, expected[i].status) << i << ": " << bad.message;
+    EXPECT_THAT(bad.message, HasSubstr(expected[i].message)) << i;
+    EXPECT_FALSE(bad.time_ms.has_value()) << i;
+    const MeasureResult& good = (*results)[2 * i + 1];
+    EXPECT_EQ(good.status, MeasurementStatus::kOk) << "after fault " << i + 1 << ": "
+                                                   << good.message;
+    EXPECT_TRUE(good.time_ms.has_value() && *good.time_ms > 0);
+    EXPECT_GE(good.repeat_times_ms.size(), 1u);
+  }
+  // Crash, hang, overrun, input write and abort each cost the runner; the compile error and the
+  // wrong value did not.
+  EXPECT_EQ(measurer.runner_starts(), 6);
+}
+
+TEST_F(CpuMeasurerTest, CompiledKernelsAreCachedOnDisk) {
+  CpuMeasurer first(&registry_, options_);
+  TaskKey task{"faulty", "", {{"n", int64_t{64}}}, first.device().device_class};
+  ASSERT_TRUE(first.Measure(task, {{{"fault", int64_t{0}}}}).ok());
+  EXPECT_EQ(first.compiler().builds(), 1);
+  ASSERT_TRUE(first.Measure(task, {{{"fault", int64_t{0}}}}).ok());
+  EXPECT_EQ(first.compiler().builds(), 1);
+  CpuMeasurer second(&registry_, options_);  // a new process would find the same file
+  auto r = second.Measure(task, {{{"fault", int64_t{0}}}});
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(r->front().status, MeasurementStatus::kOk);
+  EXPECT_EQ(second.compiler().builds(), 0);
+}
+
+TEST_F(CpuMeasurerTest, BuiltinGemmDefaultIsCorrectAndTimed) {
+  CpuMeasurer measurer(&registry_, options_);
+  const KernelDefinition* gemm = registry_.Find("gemm");
+  ASSERT_NE(gemm, nullptr);
+  Problem problem{{"M", int64_t{67}}, {"N", int64_t{45}}, {"K", int64_t{129}}};
+  TaskKey task{"gemm", gemm->Version(), problem, measurer.device().device_class};
+  auto validated = gemm->ValidateProblem(problem);
+  ASSERT_TRUE(validated.ok());
+  auto config = gemm->DefaultConfiguration(*validated, {measurer.cpu().cores});
+  ASSERT_TRUE(config.ok());
+  Configuration outside = *config;
+  outside["MR"] = int64_t{16};
+  outside["NR"] = int64_t{32};  // 16 x 32 floats breaks MR * NR <= 192
+  Configuration unknown = *config;
+  unknown["MR"] = int64_t{5};
+  auto results = measurer.Measure(task, {*config, outside, unknown});
+  ASSERT_TRUE(results.ok()) << results.status();
+  EXPECT_EQ((*results)[0].status, MeasurementStatus::kOk) << (*results)[0].message;
+  EXPECT_EQ((*results)[1].status, MeasurementStatus::kInvalidConfig);
+  EXPECT_THAT((*results)[1].message, HasSubstr("constraints"));
+  EXPECT_EQ((*results)[2].status, MeasurementStatus::kInvalidConfig);
+}
+
+TEST_F(CpuMeasurerTest, BadTasksAreErrorsOfTheCall) {
+  CpuMeasurer measurer(&registry_, options_);
+  auto unknown = measurer.Measure({"nope", "", {}, ""}, {{}});
+  EXPECT_EQ(unknown.status().code(), absl::StatusCode::kNotFound);
+  auto missing = measurer.Measure({"gemm", "", {{"M", int64_t{8}}}, ""}, {{}});
+  EXPECT_EQ(missing.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(missing.status().message(), HasSubstr("needs problem parameter N"));
+  Problem negative{{"M", int64_t{-3}}, {"N", int64_t{8}}, {"K", int64_t{8}}};
+  auto bad = measurer.Measure({"gemm", "", negative, ""}, {{}});
+  EXPECT_EQ(bad.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(bad.status().message(), HasSubstr("M=-3 is out of range"));
+}
+
+TEST_F(CpuMeasurerTest, MissingRunnerIsAClearError) {
+  options_.runner_path = cache_.File("no-such-runner");
+  CpuMeasurer measurer(&registry_, options_);
+  auto r = measurer.Measure({"faulty", "", {{"n", int64_t{8}}}, ""}, {{{"fault", int64_t{0}}}});
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(r.status().message(), HasSubstr("KTUNE_RUNNER"));
+}
+
+}  // namespace
+}  // namespace ktune
