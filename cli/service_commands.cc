@@ -1,80 +1,317 @@
-// The commands of DESIGN.md that need the tuning server, the measurement workers or the kernel
-// registry: serve, worker, submit, watch, cancel and bench service. Their options
-// are declared now so that scripts and --help are stable; until the component lands, running one
-// says which component is missing and exits 1.
-#include <iostream>
+// The service commands: ktune serve (the tuning server), ktune worker (a measurement worker),
+// and the job client commands submit, watch and cancel, which talk to a server over gRPC. Every
+// client call carries a deadline.
+#include <signal.h>
+#include <unistd.h>
 
+#include <atomic>
+#include <fstream>
+#include <iostream>
+#include <nlohmann/json.hpp>
+#include <sstream>
+#include <thread>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/time/clock.h"
 #include "cli/command.h"
+#include "db/interchange/record_files.h"
+#include "grpcpp/create_channel.h"
+#include "kernels/kernel_registry.h"
+#include "ktune/v1/tuning_service.grpc.pb.h"
+#include "measurer/cpu_measurer.h"
+#include "measurer/replay_measurer.h"
+#include "measurer/worker_loop.h"
+#include "proto/convert.h"
+#include "server/tuning_server.h"
 
 namespace ktune::cli {
 namespace {
 
-struct Unavailable {
-  std::string command;
-  std::string needs;
-};
+constexpr char kDefaultServer[] = "127.0.0.1:7470";
 
-void SetUnavailable(CLI::App* sub, Action* action, Unavailable u) {
-  sub->callback([=] {
-    *action = [=] {
-      std::cerr
-          << "ktune " << u.command << ": not available in this build: it needs " << u.needs
-          << ".\nAvailable now: ktune db import|export|stats, ktune best, ktune jobs, "
-             "ktune tune, ktune kernels, ktune space, ktune bench import|space|search|kernel.\n";
-      return kExitFailure;
-    };
+// Blocks SIGTERM and SIGINT in every thread; returns a thread that waits for one and calls
+// `on_signal` once.
+std::thread OnTerminationSignal(std::function<void()> on_signal) {
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGTERM);
+  sigaddset(&set, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &set, nullptr);
+  return std::thread([set, on_signal] {
+    int sig = 0;
+    sigwait(&set, &sig);
+    on_signal();
   });
 }
 
-// Option storage for the declared commands: parsed and validated by CLI11, not yet used.
-struct Options {
-  std::string listen = "127.0.0.1:7470", db = "ktune.db", auth, tls_cert, tls_key, server,
-              device = "cpu", job, spec;
-  bool json = false;
+absl::Status FromGrpc(const grpc::Status& s) {
+  if (s.ok()) return absl::OkStatus();
+  return absl::Status(static_cast<absl::StatusCode>(s.error_code()),
+                      s.error_message().empty() ? "the server did not say why"
+                                                : s.error_message());
+}
+
+std::unique_ptr<grpc::ClientContext> Context(int seconds = 10) {
+  auto ctx = std::make_unique<grpc::ClientContext>();
+  ctx->set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(seconds));
+  return ctx;
+}
+
+std::string StateName(v1::JobState s) {
+  std::string name = v1::JobState_Name(s);
+  return absl::AsciiStrToLower(name.substr(strlen("JOB_STATE_")));
+}
+
+nlohmann::json JobJson(const v1::Job& job) {
+  nlohmann::json j{{"job_id", job.job_id()},
+                   {"name", job.spec().name()},
+                   {"state", StateName(job.state())},
+                   {"message", job.message()},
+                   {"measurements_done", job.measurements_done()},
+                   {"measurements_total", job.measurements_total()},
+                   {"estimated_seconds_left", job.estimated_seconds_left()}};
+  for (const v1::TaskProgress& t : job.tasks()) {
+    nlohmann::json task{{"kernel", t.task().kernel().name()},
+                        {"device_class", t.task().device_class()},
+                        {"state", StateName(t.state())},
+                        {"measurements_done", t.measurements_done()},
+                        {"measurements_failed", t.measurements_failed()}};
+    if (t.has_best_time_ms()) task["best_time_ms"] = t.best_time_ms();
+    if (t.has_best_gflops()) task["best_gflops"] = t.best_gflops();
+    j["tasks"].push_back(task);
+  }
+  return j;
+}
+
+// --- serve ---
+
+struct ServeArgs {
+  std::string listen = kDefaultServer, db = "ktune.db";
+  std::vector<std::string> replay;
+  int64_t lease_timeout_ms = 30'000;
 };
+
+int RunServe(const ServeArgs& a) {
+  TuningServerOptions options;
+  options.listen = a.listen;
+  options.db_path = a.db;
+  options.replay_files = a.replay;
+  options.scheduler.lease_timeout = absl::Milliseconds(a.lease_timeout_ms);
+  options.scheduler.heartbeat_interval = absl::Milliseconds(std::max<int64_t>(50, a.lease_timeout_ms / 3));
+  std::thread signals;
+  absl::StatusOr<std::unique_ptr<TuningServer>> server = TuningServer::Start(options);
+  if (!server.ok()) return Fail("serve", server.status());
+  TuningServer* raw = server->get();
+  signals = OnTerminationSignal([raw] { raw->Shutdown(); });
+  std::cerr << "ktune serve: " << a.listen << ", database " << a.db << std::endl;
+  std::cout << "listening on port " << raw->port() << std::endl;
+  raw->Wait();
+  signals.join();
+  return kExitOk;
+}
+
+// --- worker ---
+
+struct WorkerArgs {
+  std::string server = kDefaultServer, device = "cpu";
+  int max_candidates = 8;
+  int64_t max_measurements = 0;
+  double idle_exit_s = 0;
+};
+
+int RunWorker(const WorkerArgs& a) {
+  const std::string cmd = "worker";
+  std::unique_ptr<Measurer> measurer;
+  const KernelRegistry registry = KernelRegistry::WithBuiltins();
+  int cores = 1;
+  if (absl::StartsWith(a.device, "replay:")) {
+    absl::StatusOr<RecordedSpace> recorded = LoadRecordedSpace(a.device.substr(7));
+    if (!recorded.ok()) return Fail(cmd, recorded.status());
+    measurer = std::make_unique<ReplayMeasurer>(recorded->records);
+  } else if (a.device == "cpu") {
+    auto cpu = std::make_unique<CpuMeasurer>(&registry);
+    cores = cpu->cpu().cores;
+    measurer = std::move(cpu);
+  } else {
+    return UsageError(cmd, absl::StrCat("device '", a.device,
+                                        "' is not available in this build; use cpu or replay:FILE"));
+  }
+  auto channel = grpc::CreateChannel(a.server, grpc::InsecureChannelCredentials());
+  auto stub = v1::WorkerService::NewStub(channel);
+  std::atomic<bool> stop{false};
+  std::thread signals = OnTerminationSignal([&stop] { stop = true; });
+  signals.detach();
+  WorkerLoopOptions options;
+  char host[256] = {};
+  ::gethostname(host, sizeof(host) - 1);
+  options.host = host;
+  options.cores = cores;
+  options.max_candidates = a.max_candidates;
+  options.max_measurements = a.max_measurements;
+  options.idle_exit = absl::Seconds(a.idle_exit_s);
+  std::cerr << "ktune worker: " << measurer->device().device_class << " -> " << a.server
+            << std::endl;
+  WorkerLoop loop(stub.get(), measurer.get(), options, &stop);
+  absl::Status s = loop.Run();
+  std::cerr << "ktune worker: reported " << loop.reported() << " results" << std::endl;
+  if (!s.ok()) return Fail(cmd, s);
+  return kExitOk;
+}
+
+// --- submit / watch / cancel ---
+
+struct JobArgs {
+  std::string server = kDefaultServer, job, spec;
+  bool json = false;
+  double poll_s = 1.0;
+};
+
+int RunSubmit(const JobArgs& a) {
+  const std::string cmd = "submit";
+  std::ifstream in(a.spec);
+  if (!in) return Fail(cmd, absl::NotFoundError(absl::StrCat("cannot read ", a.spec)));
+  std::stringstream text;
+  text << in.rdbuf();
+  auto stub = v1::TuningService::NewStub(
+      grpc::CreateChannel(a.server, grpc::InsecureChannelCredentials()));
+  v1::SubmitJobRequest request;
+  request.set_spec_text(text.str());
+  v1::Job job;
+  absl::Status s = FromGrpc(stub->SubmitJob(Context().get(), request, &job));
+  if (absl::IsInvalidArgument(s) || absl::IsNotFound(s)) {
+    return UsageError(cmd, absl::StrCat(a.spec, ": ", s.message()));
+  }
+  if (!s.ok()) return Fail(cmd, s);
+  if (a.json) {
+    std::cout << JobJson(job).dump() << "\n";
+  } else {
+    std::cout << "job " << job.job_id() << " submitted: " << job.tasks_size() << " tasks, "
+              << job.measurements_total() << " measurements\n";
+  }
+  return kExitOk;
+}
+
+int RunWatch(const JobArgs& a) {
+  const std::string cmd = "watch";
+  auto stub = v1::TuningService::NewStub(
+      grpc::CreateChannel(a.server, grpc::InsecureChannelCredentials()));
+  std::string last;
+  while (true) {
+    v1::GetJobRequest request;
+    request.set_job_id(a.job);
+    v1::Job job;
+    absl::Status s = FromGrpc(stub->GetJob(Context().get(), request, &job));
+    if (!s.ok()) return absl::IsInvalidArgument(s) ? UsageError(cmd, std::string(s.message()))
+                                                   : Fail(cmd, s);
+    std::string line;
+    if (a.json) {
+      line = JobJson(job).dump();
+    } else {
+      double best_gflops = 0, best_ms = 0;
+      for (const auto& t : job.tasks()) {
+        best_gflops = std::max(best_gflops, t.best_gflops());
+        if (t.has_best_time_ms()) best_ms = best_ms == 0 ? t.best_time_ms() : std::min(best_ms, t.best_time_ms());
+      }
+      line = absl::StrFormat("job %s %s: %d/%d measurements", job.job_id(), StateName(job.state()),
+                             job.measurements_done(), job.measurements_total());
+      if (best_gflops > 0) absl::StrAppendFormat(&line, ", best %.1f GFLOP/s", best_gflops);
+      else if (best_ms > 0) absl::StrAppendFormat(&line, ", best %.4f ms", best_ms);
+      if (job.estimated_seconds_left() > 0) {
+        absl::StrAppendFormat(&line, ", about %.0f s left", job.estimated_seconds_left());
+      }
+    }
+    if (line != last) std::cout << line << std::endl;
+    last = line;
+    switch (job.state()) {
+      case v1::JOB_STATE_DONE: return kExitOk;
+      case v1::JOB_STATE_FAILED:
+      case v1::JOB_STATE_CANCELLED: return kExitFailure;
+      default: break;
+    }
+    absl::SleepFor(absl::Seconds(a.poll_s));
+  }
+}
+
+int RunCancel(const JobArgs& a) {
+  auto stub = v1::TuningService::NewStub(
+      grpc::CreateChannel(a.server, grpc::InsecureChannelCredentials()));
+  v1::CancelJobRequest request;
+  request.set_job_id(a.job);
+  v1::Job job;
+  absl::Status s = FromGrpc(stub->CancelJob(Context().get(), request, &job));
+  if (!s.ok()) return absl::IsInvalidArgument(s) ? UsageError("cancel", std::string(s.message()))
+                                                 : Fail("cancel", s);
+  if (a.json) {
+    std::cout << JobJson(job).dump() << "\n";
+  } else {
+    std::cout << "job " << job.job_id() << " " << StateName(job.state()) << "\n";
+  }
+  return kExitOk;
+}
 
 }  // namespace
 
 void RegisterServiceCommands(CLI::App& app, Action* action) {
-  auto o = std::make_shared<Options>();
-
+  auto serve_args = std::make_shared<ServeArgs>();
   CLI::App* serve = app.add_subcommand("serve", "Run the tuning server");
-  serve->add_option("--listen", o->listen, "Address to listen on")->capture_default_str();
-  serve->add_option("--db", o->db, "Tuning database file")->capture_default_str();
-  serve->add_option("--auth", o->auth, "Token file (bearer tokens with roles)");
-  serve->add_option("--tls-cert", o->tls_cert, "TLS certificate (PEM)");
-  serve->add_option("--tls-key", o->tls_key, "TLS private key (PEM)");
-  SetUnavailable(serve, action, {"serve", "the gRPC tuning server (server/)"});
+  serve->add_option("--listen", serve_args->listen, "Address to listen on (port 0: any free one)")
+      ->capture_default_str();
+  serve->add_option("--db", serve_args->db, "Tuning database file")->capture_default_str();
+  serve->add_option("--replay", serve_args->replay,
+                    "Recorded space (T4 / Kernel Tuner) to serve tasks of, for replay workers");
+  serve->add_option("--lease-timeout-ms", serve_args->lease_timeout_ms,
+                    "A lease not reported or heartbeated within this goes back to the queue")
+      ->check(CLI::Range(int64_t{50}, int64_t{3'600'000}))
+      ->capture_default_str();
+  serve->callback([=] { *action = [=] { return RunServe(*serve_args); }; });
 
+  auto worker_args = std::make_shared<WorkerArgs>();
   CLI::App* worker = app.add_subcommand("worker", "Run a measurement worker");
-  worker->add_option("--server", o->server, "Server address HOST:PORT")->required();
-  worker->add_option("--device", o->device, "cpu, cuda[:N] or replay:FILE")->capture_default_str();
-  SetUnavailable(worker, action, {"worker", "the measurement worker (measurer/)"});
+  worker->add_option("--server", worker_args->server, "Server address HOST:PORT")
+      ->capture_default_str();
+  worker->add_option("--device", worker_args->device, "cpu or replay:FILE")->capture_default_str();
+  worker->add_option("--max-candidates", worker_args->max_candidates, "Candidates per lease")
+      ->check(CLI::Range(1, 256))
+      ->capture_default_str();
+  worker->add_option("--max-measurements", worker_args->max_measurements,
+                     "Exit after reporting this many results (0: never)");
+  worker->add_option("--idle-exit", worker_args->idle_exit_s,
+                     "Exit after this many seconds with nothing to measure (0: never)");
+  worker->callback([=] { *action = [=] { return RunWorker(*worker_args); }; });
 
+  auto job_args = std::make_shared<JobArgs>();
   CLI::App* submit = app.add_subcommand("submit", "Submit a fleet job (YAML or JSON spec)");
-  submit->add_option("JOB", o->spec, "Job spec file")->required();
-  submit->add_option("--server", o->server, "Server address");
-  SetUnavailable(submit, action, {"submit", "the job scheduler of the tuning server (server/)"});
+  submit->add_option("JOB", job_args->spec, "Job spec file")->required();
+  submit->add_option("--server", job_args->server, "Server address")->capture_default_str();
+  submit->add_flag("--json", job_args->json, "Print the job as JSON");
+  submit->callback([=] { *action = [=] { return RunSubmit(*job_args); }; });
 
   CLI::App* watch = app.add_subcommand("watch", "Follow a job's progress until it ends");
-  watch->add_option("JOB", o->job, "Job id")->required();
-  watch->add_option("--server", o->server, "Server address");
-  SetUnavailable(watch, action, {"watch", "the tuning server's WatchJob stream (server/)"});
+  watch->add_option("JOB", job_args->job, "Job id")->required();
+  watch->add_option("--server", job_args->server, "Server address")->capture_default_str();
+  watch->add_option("--interval", job_args->poll_s, "Seconds between updates")
+      ->capture_default_str();
+  watch->add_flag("--json", job_args->json, "One JSON object a line");
+  watch->callback([=] { *action = [=] { return RunWatch(*job_args); }; });
 
   CLI::App* cancel = app.add_subcommand("cancel", "Cancel a job");
-  cancel->add_option("JOB", o->job, "Job id")->required();
-  cancel->add_option("--server", o->server, "Server address");
-  SetUnavailable(cancel, action, {"cancel", "the tuning server (server/)"});
+  cancel->add_option("JOB", job_args->job, "Job id")->required();
+  cancel->add_option("--server", job_args->server, "Server address")->capture_default_str();
+  cancel->add_flag("--json", job_args->json, "Print the job as JSON");
+  cancel->callback([=] { *action = [=] { return RunCancel(*job_args); }; });
 
   CLI::App* bench = app.get_subcommand("bench");
-  for (const auto& [name, description, needs] :
-       std::vector<std::tuple<std::string, std::string, std::string>>{
-           {"service", "Query and dispatch throughput of the server",
-            "the tuning server (server/)"}}) {
-    CLI::App* sub = bench->add_subcommand(name, description);
-    sub->allow_extras();
-    SetUnavailable(sub, action, {"bench " + name, needs});
-  }
+  CLI::App* service = bench->add_subcommand("service", "Query and dispatch throughput of the server");
+  service->allow_extras();
+  service->callback([=] {
+    *action = [] {
+      std::cerr << "ktune bench service: not available in this build yet\n";
+      return kExitFailure;
+    };
+  });
 }
 
 }  // namespace ktune::cli

@@ -5,6 +5,14 @@
 
 namespace ktune {
 
+namespace {
+
+// Eight output rows per im2col panel, or one where eight would pass the panel size limit.
+constexpr char kDefaultTP[] =
+    "(C * R * S * min(8, H - R + 1) * (W - S + 1) <= 16777216) and 8 or 1";
+
+}  // namespace
+
 KernelDefinition Conv2dDefinition() {
   KernelDefinition d;
   d.name = "conv2d";
@@ -23,7 +31,9 @@ KernelDefinition Conv2dDefinition() {
       {"VB", {1, 2, 3, 4}, false, "vectors of 8 floats per row of the register tile"},
       {"unroll", {1, 2, 4}, false, "unroll of the micro-kernel's reduction loop"},
       {"layout", {0, 1}, false, "im2col panel: 0 one row per (c, r, s); 1 packed micro-panels"},
-      {"TK", {8, 16, 24, 32, 48, 64, 96, 128, 256, 4096}, false,
+      {"TK",
+       {8, 16, 24, 32, 48, 64, 96, 128, 256, 4096},
+       false,
        "output channels per tile (4096: all)"},
       {"TP", {1, 2, 4, 8, 16, 32, 4096}, false, "output rows per tile (4096: all)"},
       {"TQ", {8, 16, 24, 32, 48, 64, 96, 128, 4096}, false, "output columns per tile (4096: all)"},
@@ -31,7 +41,7 @@ KernelDefinition Conv2dDefinition() {
       {"threads", {1, 2, 4, 8, 16, 32, 64, 128}, false, "OpenMP threads", true},
   };
   d.constraints = {
-      "R <= H and S <= W",  // an empty output: no valid configuration
+      "R <= H and S <= W",   // an empty output: no valid configuration
       "4 <= RB * VB <= 16",  // smaller tiles are slow, larger ones spill; not built
       "threads <= cores",
       "algorithm == 1 or layout == 0",
@@ -39,7 +49,7 @@ KernelDefinition Conv2dDefinition() {
       // larger-than-the-problem tiles are not repeated; the defaults stay in.
       "TK == 4096 or (TK < K and ((vec == 0 and TK % RB == 0) or (vec == 1 and TK % (8 * VB) "
       "== 0)))",
-      "TP < H - R + 1 or TP == 4096 or TP == 8",
+      "TP < H - R + 1 or TP == 4096 or TP == 8 or TP == 1",
       "TQ < W - S + 1 or TQ == 4096",
       // Direct tiles are whole pixel blocks wide (a block must not cross a row); im2col tiles
       // are whole rows (the panel is the rows' pixels, flattened).
@@ -62,9 +72,9 @@ KernelDefinition Conv2dDefinition() {
   d.bytes = "4 * (C * H * W + K * C * R * S + K * (H - R + 1) * (W - S + 1))";
   // What an untuned library runs: im2col over a few output rows at a time into packed panels,
   // then a 4 x 24 register-tile matmul over all output channels, all cores.
-  d.default_config = {{"algorithm", "1"}, {"vec", "0"},   {"RB", "4"},      {"VB", "3"},
-                      {"unroll", "4"},    {"layout", "1"}, {"TK", "4096"},   {"TP", "8"},
-                      {"TQ", "4096"},     {"order", "0"}, {"threads", "cores"}};
+  d.default_config = {{"algorithm", "1"}, {"vec", "0"},    {"RB", "4"},         {"VB", "3"},
+                      {"unroll", "4"},    {"layout", "1"}, {"TK", "4096"},      {"TP", kDefaultTP},
+                      {"TQ", "4096"},     {"order", "0"},  {"threads", "cores"}};
   d.rtol = 1e-4;
   d.atol = 1e-5;
   return d;

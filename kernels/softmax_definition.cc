@@ -19,13 +19,14 @@ KernelDefinition SoftmaxDefinition() {
       {"cache_exp", {0, 1}, false, "3 passes: keep exp(x - max) in the output for the last pass"},
       {"fast_exp", {0, 1}, false, "0: std::exp; 1: vectorised polynomial exp"},
       {"chunk", {1, 2, 4, 8, 16, 32, 64, 128, 256}, false, "rows a thread takes at a time"},
-      {"schedule", {0, 1, 2}, false,
+      {"schedule",
+       {0, 1, 2},
+       false,
        "0: one contiguous block of rows per thread; 1: chunks round-robin; 2: chunks on demand"},
       {"threads", {1, 2, 4, 8, 16, 32, 64, 128}, false, "OpenMP threads", true},
   };
   d.constraints = {
-      "threads <= cores",
-      "passes == 3 or cache_exp == 0",
+      "threads <= cores", "passes == 3 or cache_exp == 0",
       // With one thread, or one block of rows per thread, chunks do not matter.
       "(schedule == 0 and chunk == 1) or (threads > 1 and schedule > 0)",
       "chunk < 2 * rows",  // larger chunks repeat chunk == all rows
@@ -39,9 +40,8 @@ KernelDefinition SoftmaxDefinition() {
   d.bytes = "8 * rows * cols";  // read x, write y
   // What an untuned library runs (e.g. PyTorch's CPU softmax): 8-wide vectors unrolled twice,
   // three passes keeping exp in the output, a vectorised exp, rows split evenly over all cores.
-  d.default_config = {{"VW", "8"},        {"unroll", "2"},   {"passes", "3"},
-                      {"cache_exp", "1"}, {"fast_exp", "1"}, {"chunk", "1"},
-                      {"schedule", "0"},  {"threads", "cores"}};
+  d.default_config = {{"VW", "8"},       {"unroll", "2"}, {"passes", "3"},   {"cache_exp", "1"},
+                      {"fast_exp", "1"}, {"chunk", "1"},  {"schedule", "0"}, {"threads", "cores"}};
   d.rtol = 1e-5;
   d.atol = 1e-7;
   return d;

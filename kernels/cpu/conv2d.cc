@@ -26,8 +26,6 @@
 //   TK, TP, TQ tile size in output channels, rows and columns (4096: the whole dimension)
 //   order      loops inside a tile. 0: channel blocks outside, pixel blocks inside; 1: reverse
 //   threads    OpenMP threads
-#include <omp.h>
-
 #include <algorithm>
 #include <cstdint>
 #include <cstdlib>
@@ -158,10 +156,14 @@ MicroFn PickUnroll(int unroll, bool vec_k, bool panel) {
     return nullptr;
   } else {
     switch (unroll) {
-      case 1: return PickVariant<RB, VB, 1>(vec_k, panel);
-      case 2: return PickVariant<RB, VB, 2>(vec_k, panel);
-      case 4: return PickVariant<RB, VB, 4>(vec_k, panel);
-      default: return nullptr;
+      case 1:
+        return PickVariant<RB, VB, 1>(vec_k, panel);
+      case 2:
+        return PickVariant<RB, VB, 2>(vec_k, panel);
+      case 4:
+        return PickVariant<RB, VB, 4>(vec_k, panel);
+      default:
+        return nullptr;
     }
   }
 }
@@ -169,24 +171,36 @@ MicroFn PickUnroll(int unroll, bool vec_k, bool panel) {
 template <int RB>
 MicroFn PickVB(int vb, int unroll, bool vec_k, bool panel) {
   switch (vb) {
-    case 1: return PickUnroll<RB, 1>(unroll, vec_k, panel);
-    case 2: return PickUnroll<RB, 2>(unroll, vec_k, panel);
-    case 3: return PickUnroll<RB, 3>(unroll, vec_k, panel);
-    case 4: return PickUnroll<RB, 4>(unroll, vec_k, panel);
-    default: return nullptr;
+    case 1:
+      return PickUnroll<RB, 1>(unroll, vec_k, panel);
+    case 2:
+      return PickUnroll<RB, 2>(unroll, vec_k, panel);
+    case 3:
+      return PickUnroll<RB, 3>(unroll, vec_k, panel);
+    case 4:
+      return PickUnroll<RB, 4>(unroll, vec_k, panel);
+    default:
+      return nullptr;
   }
 }
 
 // The instantiated micro-kernel, or nullptr when none is built for these values.
 MicroFn PickMicro(int rb, int vb, int unroll, bool vec_k, bool panel) {
   switch (rb) {
-    case 1: return PickVB<1>(vb, unroll, vec_k, panel);
-    case 2: return PickVB<2>(vb, unroll, vec_k, panel);
-    case 3: return PickVB<3>(vb, unroll, vec_k, panel);
-    case 4: return PickVB<4>(vb, unroll, vec_k, panel);
-    case 6: return PickVB<6>(vb, unroll, vec_k, panel);
-    case 8: return PickVB<8>(vb, unroll, vec_k, panel);
-    default: return nullptr;
+    case 1:
+      return PickVB<1>(vb, unroll, vec_k, panel);
+    case 2:
+      return PickVB<2>(vb, unroll, vec_k, panel);
+    case 3:
+      return PickVB<3>(vb, unroll, vec_k, panel);
+    case 4:
+      return PickVB<4>(vb, unroll, vec_k, panel);
+    case 6:
+      return PickVB<6>(vb, unroll, vec_k, panel);
+    case 8:
+      return PickVB<8>(vb, unroll, vec_k, panel);
+    default:
+      return nullptr;
   }
 }
 
@@ -199,10 +213,10 @@ struct Conv {
   const float* in;
   const float* filt;
   float* out;
-  float* fpack;             // [ceil(K / kb)][CRS][kb], zero channels past K
-  const float** rows;       // direct: &in[c][r][s] per reduction row i
-  int64_t tile_floats;      // per-thread tile buffer size
-  int64_t panel_floats;     // per-thread panel size (im2col)
+  float* fpack;          // [ceil(K / kb)][CRS][kb], zero channels past K
+  const float** rows;    // direct: &in[c][r][s] per reduction row i
+  int64_t tile_floats;   // per-thread tile buffer size
+  int64_t panel_floats;  // per-thread panel size (im2col)
 
   // Pixels of a tile: t = pp * Pitch(tq) + qq. Direct pads each tile row to whole pixel blocks
   // (a block must not cross an image row); im2col flattens the tile and pads only the end.
@@ -224,8 +238,7 @@ struct Conv {
 
   // Unfolds the input for the tile at (p0, q0) of tp x tq pixels into `panel`: row i = (c, r, s)
   // holds in[c][p0 + pp + r][q0 + qq + s] at pixel t = pp * tq + qq, zeros up to np pixels.
-  void BuildPanel(int64_t p0, int64_t q0, int64_t tp, int64_t tq, int64_t np,
-                  float* panel) const {
+  void BuildPanel(int64_t p0, int64_t q0, int64_t tp, int64_t tq, int64_t np, float* panel) const {
     for (int64_t c = 0; c < C; ++c) {
       for (int64_t r = 0; r < R; ++r) {
         for (int64_t s = 0; s < S; ++s) {
@@ -255,8 +268,7 @@ struct Conv {
   }
 
   // One tile: channels [k0, k0 + tk), rows [p0, p0 + tp), columns [q0, q0 + tq).
-  void Tile(int64_t k0, int64_t p0, int64_t q0, bool build_panel, float* tile,
-            float* panel) const {
+  void Tile(int64_t k0, int64_t p0, int64_t q0, bool build_panel, float* tile, float* panel) const {
     const int64_t tk = std::min(TK, K - k0), tkp = RoundUp(tk, kb);
     const int64_t tp = std::min(TP, P - p0), tq = std::min(TQ, Q - q0);
     const int64_t pitch = Pitch(tq), np = Pixels(tp, tq);

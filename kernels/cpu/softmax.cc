@@ -111,6 +111,24 @@ KT_INLINE To BitCast(From v) {
   std::memcpy(&t, &v, sizeof(t));
   return t;
 }
+// By halves: one 64-byte copy becomes 16-byte pieces that stall the 32-byte loads after them.
+template <>
+KT_INLINE v16f Load<v16f>(const float* p) {
+  return {Load<v8f>(p), Load<v8f>(p + 8)};
+}
+template <>
+KT_INLINE void Store<v16f>(float* p, v16f v) {
+  Store(p, v.lo);
+  Store(p + 8, v.hi);
+}
+template <>
+KT_INLINE v16i BitCast<v16i, v16f>(v16f v) {
+  return {BitCast<v8i>(v.lo), BitCast<v8i>(v.hi)};
+}
+template <>
+KT_INLINE v16f BitCast<v16f, v16i>(v16i v) {
+  return {BitCast<v8f>(v.lo), BitCast<v8f>(v.hi)};
+}
 
 template <typename F>
 KT_INLINE F Splat(float x) {
@@ -249,12 +267,7 @@ struct Row {
     // Combine the lanes, then the scalar tail.
     float bm = HMax<VW>(m);
     for (int64_t t = j; t < n; ++t) bm = std::max(bm, x[t]);
-    float bs = 0;
-    if constexpr (VW == 1) {
-      if (j > 0) bs = s * Exp<1, kFast>(m - bm);
-    } else {
-      if (j > 0) bs = HSum<VW>(s * Exp<VW, kFast>(m - bm));
-    }
+    float bs = j > 0 ? HSum<VW>(s * Exp<VW, kFast>(m - bm)) : 0.f;  // j == 0: lanes unused
     for (int64_t t = j; t < n; ++t) bs += Exp<1, kFast>(x[t] - bm);
     *max_out = bm;
     *sum_out = bs;
@@ -316,20 +329,30 @@ RowFn PickExp(bool fast) {
 template <int VW>
 RowFn PickUnroll(int unroll, bool fast) {
   switch (unroll) {
-    case 1: return PickExp<VW, 1>(fast);
-    case 2: return PickExp<VW, 2>(fast);
-    case 4: return PickExp<VW, 4>(fast);
-    case 8: return PickExp<VW, 8>(fast);
-    default: return nullptr;
+    case 1:
+      return PickExp<VW, 1>(fast);
+    case 2:
+      return PickExp<VW, 2>(fast);
+    case 4:
+      return PickExp<VW, 4>(fast);
+    case 8:
+      return PickExp<VW, 8>(fast);
+    default:
+      return nullptr;
   }
 }
 RowFn PickRow(int vw, int unroll, bool fast) {
   switch (vw) {
-    case 1: return PickUnroll<1>(unroll, fast);
-    case 4: return PickUnroll<4>(unroll, fast);
-    case 8: return PickUnroll<8>(unroll, fast);
-    case 16: return PickUnroll<16>(unroll, fast);
-    default: return nullptr;
+    case 1:
+      return PickUnroll<1>(unroll, fast);
+    case 4:
+      return PickUnroll<4>(unroll, fast);
+    case 8:
+      return PickUnroll<8>(unroll, fast);
+    case 16:
+      return PickUnroll<16>(unroll, fast);
+    default:
+      return nullptr;
   }
 }
 
@@ -343,8 +366,8 @@ int SoftmaxRun(const ktune_cpu_call* call) {
   const int schedule = static_cast<int>(c[6]);
   const int threads = static_cast<int>(c[7]);
   const RowFn row = PickRow(static_cast<int>(c[0]), static_cast<int>(c[1]), c[4] != 0);
-  if (row == nullptr || (passes != 2 && passes != 3) || chunk < 1 || schedule < 0 ||
-      schedule > 2 || threads < 1 || rows < 1 || cols < 1) {
+  if (row == nullptr || (passes != 2 && passes != 3) || chunk < 1 || schedule < 0 || schedule > 2 ||
+      threads < 1 || rows < 1 || cols < 1) {
     return 1;
   }
   if (call->buffer_elements[0] < rows * cols || call->buffer_elements[1] < rows * cols) return 1;
@@ -383,7 +406,8 @@ int SoftmaxReference(const ktune_cpu_call* call) {
     for (int64_t j = 0; j < cols; ++j) m = std::max(m, static_cast<double>(xr[j]));
     double sum = 0;
     for (int64_t j = 0; j < cols; ++j) sum += std::exp(xr[j] - m);
-    for (int64_t j = 0; j < cols; ++j) y[i * cols + j] = static_cast<float>(std::exp(xr[j] - m) / sum);
+    for (int64_t j = 0; j < cols; ++j)
+      y[i * cols + j] = static_cast<float>(std::exp(xr[j] - m) / sum);
   }
   return 0;
 }

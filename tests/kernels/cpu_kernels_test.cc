@@ -147,26 +147,26 @@ TEST_P(CpuKernelCorrectness, SampledConfigurationsMatchReference) {
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(
-    Problems, CpuKernelCorrectness,
-    ::testing::Values(KernelCase{"gemm", "M=37,N=45,K=29"}, KernelCase{"gemm", "M=1,N=64,K=300"},
-                      KernelCase{"gemm", "M=130,N=7,K=1"},
-                      KernelCase{"conv2d", "C=3,K=5,H=13,W=13,R=3,S=3"},
-                      KernelCase{"conv2d", "C=16,K=24,H=9,W=9,R=1,S=1"},
-                      KernelCase{"conv2d", "C=7,K=19,H=17,W=23,R=5,S=2"},
-                      KernelCase{"conv2d", "C=2,K=33,H=6,W=6,R=3,S=3"},
-                      KernelCase{"conv2d", "C=1,K=1,H=1,W=1,R=1,S=1"},
-                      KernelCase{"softmax", "rows=7,cols=1000"},
-                      KernelCase{"softmax", "rows=64,cols=33"},
-                      KernelCase{"softmax", "rows=3,cols=2500"},
-                      KernelCase{"softmax", "rows=1,cols=1"}),
-    [](const ::testing::TestParamInfo<KernelCase>& info) {
-      std::string name = info.param.kernel + "_" + info.param.problem;
-      for (char& c : name) {
-        if (!std::isalnum(static_cast<unsigned char>(c))) c = '_';
-      }
-      return name;
-    });
+INSTANTIATE_TEST_SUITE_P(Problems, CpuKernelCorrectness,
+                         ::testing::Values(KernelCase{"gemm", "M=37,N=45,K=29"},
+                                           KernelCase{"gemm", "M=1,N=64,K=300"},
+                                           KernelCase{"gemm", "M=130,N=7,K=1"},
+                                           KernelCase{"conv2d", "C=3,K=5,H=13,W=13,R=3,S=3"},
+                                           KernelCase{"conv2d", "C=16,K=24,H=9,W=9,R=1,S=1"},
+                                           KernelCase{"conv2d", "C=7,K=19,H=17,W=23,R=5,S=2"},
+                                           KernelCase{"conv2d", "C=2,K=33,H=6,W=6,R=3,S=3"},
+                                           KernelCase{"conv2d", "C=1,K=1,H=1,W=1,R=1,S=1"},
+                                           KernelCase{"softmax", "rows=7,cols=1000"},
+                                           KernelCase{"softmax", "rows=64,cols=33"},
+                                           KernelCase{"softmax", "rows=3,cols=2500"},
+                                           KernelCase{"softmax", "rows=1,cols=1"}),
+                         [](const ::testing::TestParamInfo<KernelCase>& info) {
+                           std::string name = info.param.kernel + "_" + info.param.problem;
+                           for (char& c : name) {
+                             if (!std::isalnum(static_cast<unsigned char>(c))) c = '_';
+                           }
+                           return name;
+                         });
 
 TEST(CpuKernelDefinitions, Validate) {
   for (const KernelDefinition& def : {GemmDefinition(), Conv2dDefinition(), SoftmaxDefinition()}) {
@@ -241,6 +241,25 @@ TEST(CpuKernelDefinitions, ValidateProblemNamesTheParameter) {
   s = softmax.ValidateProblem(*ParseParamMapAssignments("rows=0,cols=8"));
   ASSERT_FALSE(s.ok());
   EXPECT_THAT(std::string(s.status().message()), HasSubstr("rows=0"));
+}
+
+// Where eight rows of im2col panel would pass the panel size limit, the default takes one row
+// and stays in the space.
+TEST(CpuKernelDefinitions, Conv2dDefaultOnALargeProblem) {
+  const KernelDefinition conv = Conv2dDefinition();
+  for (const char* text : {"C=1024,K=64,H=300,W=300,R=3,S=3", "C=4096,K=8,H=1,W=4096,R=1,S=11"}) {
+    SCOPED_TRACE(text);
+    auto problem = conv.ValidateProblem(*ParseParamMapAssignments(text));
+    ASSERT_TRUE(problem.ok()) << problem.status();
+    auto space = conv.Space(*problem, kMachine);
+    ASSERT_TRUE(space.ok()) << space.status();
+    auto defaults = conv.DefaultConfiguration(*problem, kMachine);
+    ASSERT_TRUE(defaults.ok()) << defaults.status();
+    EXPECT_EQ(std::get<int64_t>(defaults->at("TP")), 1);
+    auto point = space->ToPoint(*defaults);
+    ASSERT_TRUE(point.ok()) << point.status();
+    EXPECT_TRUE(space->IsValid(*point)) << CanonicalJson(*defaults);
+  }
 }
 
 // A filter larger than the image leaves no output: the space is empty rather than wrong.

@@ -1,0 +1,189 @@
+#include "measurer/worker_loop.h"
+
+#include <condition_variable>
+#include <map>
+#include <mutex>
+#include <thread>
+
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "proto/convert.h"
+
+namespace ktune {
+namespace {
+
+absl::Status FromGrpc(const grpc::Status& s) {
+  if (s.ok()) return absl::OkStatus();
+  return absl::Status(static_cast<absl::StatusCode>(s.error_code()), s.error_message());
+}
+
+// Errors after which retrying cannot help.
+bool IsFatal(const absl::Status& s) {
+  return absl::IsPermissionDenied(s) || absl::IsUnauthenticated(s) || absl::IsInvalidArgument(s);
+}
+
+// Sends Heartbeat for one lease every `interval` until destroyed.
+class LeaseHeartbeat {
+ public:
+  LeaseHeartbeat(v1::WorkerService::StubInterface* stub, std::string worker, std::string lease,
+                 absl::Duration interval, absl::Duration deadline)
+      : thread_([=] {
+          std::unique_lock<std::mutex> lock(mu_);
+          while (!cv_.wait_for(lock, absl::ToChronoMilliseconds(interval), [&] { return done_; })) {
+            grpc::ClientContext ctx;
+            ctx.set_deadline(std::chrono::system_clock::now() + absl::ToChronoMilliseconds(deadline));
+            v1::HeartbeatRequest request;
+            request.set_worker_id(worker);
+            request.add_lease_ids(lease);
+            v1::HeartbeatResponse response;
+            stub->Heartbeat(&ctx, request, &response);  // best effort: the report decides
+          }
+        }) {}
+  ~LeaseHeartbeat() {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      done_ = true;
+    }
+    cv_.notify_all();
+    thread_.join();
+  }
+
+ private:
+  std::mutex mu_;
+  std::condition_variable cv_;
+  bool done_ = false;
+  std::thread thread_;
+};
+
+}  // namespace
+
+WorkerLoop::WorkerLoop(v1::WorkerService::StubInterface* stub, Measurer* measurer,
+                       WorkerLoopOptions options, const std::atomic<bool>* stop)
+    : stub_(stub), measurer_(measurer), options_(std::move(options)), stop_(stop) {}
+
+absl::Status WorkerLoop::Register() {
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() +
+                   absl::ToChronoMilliseconds(options_.rpc_deadline));
+  v1::RegisterRequest request;
+  *request.mutable_device() = ToProto(measurer_->device());
+  request.mutable_device()->set_cores_used(options_.cores);
+  request.set_host(options_.host);
+  request.mutable_capabilities()->add_languages("cpp");
+  request.mutable_capabilities()->set_max_parallel(1);
+  v1::RegisterResponse response;
+  absl::Status s = FromGrpc(stub_->Register(&ctx, request, &response));
+  if (!s.ok()) return s;
+  worker_id_ = response.worker_id();
+  if (response.heartbeat_interval_ms() > 0) {
+    heartbeat_interval_ = absl::Milliseconds(response.heartbeat_interval_ms());
+  }
+  return absl::OkStatus();
+}
+
+absl::Status WorkerLoop::Run() {
+  absl::Duration backoff = absl::Milliseconds(100);
+  absl::Time idle_since = absl::Now();
+  auto wait = [&](absl::Duration d) {
+    const absl::Time until = absl::Now() + d;
+    while (!Stopping() && absl::Now() < until) absl::SleepFor(absl::Milliseconds(20));
+  };
+  while (!Stopping()) {
+    if (options_.max_measurements > 0 && reported_ >= options_.max_measurements) break;
+    if (worker_id_.empty()) {
+      absl::Status s = Register();
+      if (IsFatal(s)) return s;
+      if (!s.ok()) {
+        wait(backoff);
+        backoff = std::min(backoff * 2, options_.max_backoff);
+        continue;
+      }
+      backoff = absl::Milliseconds(100);
+    }
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() +
+                     absl::ToChronoMilliseconds(options_.rpc_deadline));
+    v1::LeaseBatchRequest request;
+    request.set_worker_id(worker_id_);
+    request.set_max_candidates(options_.max_candidates);
+    v1::LeaseBatchResponse lease;
+    absl::Status s = FromGrpc(stub_->LeaseBatch(&ctx, request, &lease));
+    if (absl::IsNotFound(s)) {  // the server restarted and forgot us
+      worker_id_.clear();
+      continue;
+    }
+    if (IsFatal(s)) return s;
+    if (!s.ok()) {
+      wait(backoff);
+      backoff = std::min(backoff * 2, options_.max_backoff);
+      continue;
+    }
+    backoff = absl::Milliseconds(100);
+    if (lease.lease_id().empty()) {
+      if (options_.idle_exit > absl::ZeroDuration() && absl::Now() - idle_since > options_.idle_exit) {
+        break;
+      }
+      wait(absl::Milliseconds(std::max<int64_t>(10, lease.retry_after_ms())));
+      continue;
+    }
+    idle_since = absl::Now();
+
+    // Measure: candidates grouped by task, in lease order within each task.
+    v1::ReportResultsRequest report;
+    report.set_worker_id(worker_id_);
+    report.set_lease_id(lease.lease_id());
+    {
+      LeaseHeartbeat heartbeat(stub_, worker_id_, lease.lease_id(), heartbeat_interval_,
+                               options_.rpc_deadline);
+      std::map<std::string, std::vector<int>> by_task;  // serialized task -> candidate indices
+      for (int i = 0; i < lease.candidates_size(); ++i) {
+        by_task[lease.candidates(i).task().SerializeAsString()].push_back(i);
+      }
+      for (const auto& [key, indices] : by_task) {
+        absl::StatusOr<TaskKey> task = FromProto(lease.candidates(indices[0]).task());
+        if (!task.ok()) return task.status();
+        std::vector<Configuration> configs;
+        for (int i : indices) {
+          absl::StatusOr<ParamMap> config =
+              FromProto(lease.candidates(i).config().params(), "candidate.config");
+          if (!config.ok()) return config.status();
+          configs.push_back(*std::move(config));
+        }
+        absl::StatusOr<std::vector<MeasureResult>> results = measurer_->Measure(*task, configs);
+        if (!results.ok()) return results.status();
+        for (size_t k = 0; k < indices.size(); ++k) {
+          const MeasureResult& r = (*results)[k];
+          v1::CandidateResult* out = report.add_results();
+          out->set_candidate_id(lease.candidates(indices[k]).candidate_id());
+          out->set_status(ToProto(r.status));
+          out->set_message(r.message.substr(0, 4096));
+          for (double t : r.repeat_times_ms) out->add_repeat_times_ms(t);
+        }
+      }
+    }
+    grpc::ClientContext report_ctx;
+    report_ctx.set_deadline(std::chrono::system_clock::now() +
+                            absl::ToChronoMilliseconds(options_.rpc_deadline));
+    v1::ReportResultsResponse stored;
+    s = FromGrpc(stub_->ReportResults(&report_ctx, report, &stored));
+    if (s.ok()) {
+      reported_ += report.results_size();
+    } else if (IsFatal(s)) {
+      return s;
+    }
+    // FAILED_PRECONDITION: the lease expired and was handed out again; the results are dropped
+    // by design (someone else measures them). UNAVAILABLE: the same happens after the timeout.
+  }
+  if (!worker_id_.empty()) {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() +
+                     absl::ToChronoMilliseconds(options_.rpc_deadline));
+    v1::LeaveRequest request;
+    request.set_worker_id(worker_id_);
+    v1::LeaveResponse response;
+    stub_->Leave(&ctx, request, &response);
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace ktune

@@ -1,0 +1,60 @@
+// The measurement worker: registers with the server, then leases a batch of candidates,
+// measures them with its Measurer and reports the results, again and again. It heartbeats its
+// lease while measuring, registers again when the server forgets it (a restart), retries with
+// exponential backoff while the server is unreachable, and on stop finishes its current lease,
+// reports it and leaves.
+#ifndef KTUNE_MEASURER_WORKER_LOOP_H_
+#define KTUNE_MEASURER_WORKER_LOOP_H_
+
+#include <atomic>
+#include <cstdint>
+#include <string>
+
+#include "absl/status/status.h"
+#include "absl/time/time.h"
+#include "ktune/v1/worker_service.grpc.pb.h"
+#include "measurer/measurer.h"
+
+namespace ktune {
+
+struct WorkerLoopOptions {
+  std::string host;                 // reported at registration
+  int cores = 1;                    // cores the kernels may use
+  int max_candidates = 8;           // per lease
+  absl::Duration rpc_deadline = absl::Seconds(10);
+  absl::Duration max_backoff = absl::Seconds(5);
+  // Stop once this many results were reported (0: never); for tests and benchmarks.
+  int64_t max_measurements = 0;
+  // Stop after this long with nothing to lease (zero: never); for tests and benchmarks.
+  absl::Duration idle_exit = absl::ZeroDuration();
+};
+
+class WorkerLoop {
+ public:
+  // `stub` and `measurer` must outlive the loop. `stop` (may be null) ends Run gracefully.
+  WorkerLoop(v1::WorkerService::StubInterface* stub, Measurer* measurer, WorkerLoopOptions options,
+             const std::atomic<bool>* stop = nullptr);
+
+  // Runs until stopped. An error only when the measurer itself fails or the server refuses the
+  // worker outright (PERMISSION_DENIED, UNAUTHENTICATED, INVALID_ARGUMENT).
+  absl::Status Run();
+
+  int64_t reported() const { return reported_; }
+  const std::string& worker_id() const { return worker_id_; }
+
+ private:
+  absl::Status Register();
+  bool Stopping() const { return stop_ != nullptr && stop_->load(); }
+
+  v1::WorkerService::StubInterface* stub_;
+  Measurer* measurer_;
+  WorkerLoopOptions options_;
+  const std::atomic<bool>* stop_;
+  std::string worker_id_;
+  absl::Duration heartbeat_interval_ = absl::Seconds(5);
+  int64_t reported_ = 0;
+};
+
+}  // namespace ktune
+
+#endif  // KTUNE_MEASURER_WORKER_LOOP_H_

@@ -1,0 +1,31 @@
+// Conversions between the ktune.v1 API messages and the C++ types of the core (kernels/, db/).
+// Every conversion from a message validates what the core relies on and fails with
+// InvalidArgument naming the field.
+#ifndef KTUNE_PROTO_CONVERT_H_
+#define KTUNE_PROTO_CONVERT_H_
+
+#include "absl/status/statusor.h"
+#include "db/record.h"
+#include "kernels/configuration.h"
+#include "ktune/v1/types.pb.h"
+
+namespace ktune {
+
+void ToProto(const ParamMap& params, google::protobuf::Map<std::string, v1::ParamValue>* out);
+absl::StatusOr<ParamMap> FromProto(const google::protobuf::Map<std::string, v1::ParamValue>& in,
+                                   const char* field);
+
+v1::TaskKey ToProto(const TaskKey& task);
+absl::StatusOr<TaskKey> FromProto(const v1::TaskKey& task);
+
+// The fingerprint travels whole in extra["fingerprint_json"]; class and family in their fields.
+v1::DeviceFingerprint ToProto(const DeviceInfo& device);
+absl::StatusOr<DeviceInfo> FromProto(const v1::DeviceFingerprint& device);
+
+v1::MeasurementStatus ToProto(MeasurementStatus status);
+v1::Record ToProto(const Record& record);
+absl::StatusOr<MeasurementStatus> FromProto(v1::MeasurementStatus status);
+
+}  // namespace ktune
+
+#endif  // KTUNE_PROTO_CONVERT_H_

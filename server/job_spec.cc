@@ -1,0 +1,167 @@
+#include "server/job_spec.h"
+
+#include <yaml-cpp/yaml.h>
+
+#include <nlohmann/json.hpp>
+
+#include "absl/strings/str_cat.h"
+#include "common/status_macros.h"
+#include "proto/convert.h"
+
+namespace ktune {
+namespace {
+
+absl::Status Bad(const YAML::Node& node, const std::string& what) {
+  const YAML::Mark mark = node.Mark();
+  return absl::InvalidArgumentError(
+      mark.line >= 0 ? absl::StrCat("job spec line ", mark.line + 1, ": ", what)
+                     : absl::StrCat("job spec: ", what));
+}
+
+absl::StatusOr<v1::ParamValue> Scalar(const YAML::Node& node, const std::string& field) {
+  if (!node.IsScalar()) return Bad(node, field + " must be a number or a string");
+  v1::ParamValue v;
+  int64_t i;
+  double d;
+  if (YAML::convert<int64_t>::decode(node, i)) {
+    v.set_int_value(i);
+  } else if (YAML::convert<double>::decode(node, d)) {
+    v.set_float_value(d);
+  } else {
+    v.set_string_value(node.as<std::string>());
+  }
+  return v;
+}
+
+}  // namespace
+
+std::string StrategyName(v1::Strategy s) {
+  switch (s) {
+    case v1::STRATEGY_RANDOM: return "random";
+    case v1::STRATEGY_ANNEALING: return "anneal";
+    case v1::STRATEGY_GENETIC: return "genetic";
+    case v1::STRATEGY_MODEL_BASED: return "model";
+    default: return "ppo";
+  }
+}
+
+absl::StatusOr<v1::Strategy> ParseStrategy(const std::string& name) {
+  for (v1::Strategy s : {v1::STRATEGY_PPO, v1::STRATEGY_RANDOM, v1::STRATEGY_ANNEALING,
+                         v1::STRATEGY_GENETIC, v1::STRATEGY_MODEL_BASED}) {
+    if (StrategyName(s) == name) return s;
+  }
+  return absl::InvalidArgumentError(
+      absl::StrCat("unknown strategy '", name, "'; use ppo, random, anneal, genetic or model"));
+}
+
+absl::StatusOr<v1::JobSpec> ParseJobSpecText(const std::string& text) {
+  if (text.size() > (1 << 20)) return absl::InvalidArgumentError("job spec is larger than 1 MiB");
+  YAML::Node root;
+  try {
+    root = YAML::Load(text);
+  } catch (const YAML::Exception& e) {
+    return absl::InvalidArgumentError(absl::StrCat("job spec is not valid YAML or JSON: line ",
+                                                   e.mark.line + 1, ": ", e.msg));
+  }
+  if (!root.IsMap()) return absl::InvalidArgumentError("job spec must be a mapping");
+  v1::JobSpec spec;
+  try {
+    for (const auto& kv : root) {
+      const std::string key = kv.first.as<std::string>();
+      const YAML::Node& v = kv.second;
+      if (key == "name") {
+        spec.set_name(v.as<std::string>());
+      } else if (key == "kernels") {
+        if (!v.IsSequence()) return Bad(v, "kernels must be a list");
+        for (const YAML::Node& k : v) {
+          v1::KernelRef* ref = spec.add_kernels();
+          if (k.IsMap()) {
+            ref->set_name(k["name"].as<std::string>(""));
+            ref->set_version(k["version"].as<std::string>(""));
+          } else {
+            ref->set_name(k.as<std::string>());
+          }
+        }
+      } else if (key == "problems") {
+        if (!v.IsSequence()) return Bad(v, "problems must be a list of mappings");
+        for (const YAML::Node& p : v) {
+          if (!p.IsMap()) return Bad(p, "each problem must be a mapping such as {M: 512}");
+          v1::Problem* problem = spec.add_problems();
+          for (const auto& pv : p) {
+            const std::string name = pv.first.as<std::string>();
+            KTUNE_ASSIGN_OR_RETURN(v1::ParamValue value, Scalar(pv.second, "problem " + name));
+            (*problem->mutable_params())[name] = value;
+          }
+        }
+      } else if (key == "device_classes") {
+        if (!v.IsSequence()) return Bad(v, "device_classes must be a list");
+        for (const YAML::Node& d : v) spec.add_device_classes(d.as<std::string>());
+      } else if (key == "budget") {
+        spec.set_budget_measurements(v.as<int64_t>());
+      } else if (key == "budget_wall_seconds") {
+        spec.set_budget_wall_seconds(v.as<int64_t>());
+      } else if (key == "strategy") {
+        KTUNE_ASSIGN_OR_RETURN(v1::Strategy s, ParseStrategy(v.as<std::string>()));
+        spec.set_strategy(s);
+      } else if (key == "priority") {
+        spec.set_priority(v.as<int32_t>());
+      } else if (key == "seed") {
+        spec.set_seed(v.as<uint64_t>());
+      } else {
+        return Bad(kv.first, absl::StrCat("unknown field '", key,
+                                          "' (fields: name, kernels, problems, device_classes, "
+                                          "budget, budget_wall_seconds, strategy, priority, seed)"));
+      }
+    }
+  } catch (const YAML::Exception& e) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("job spec line ", e.mark.line + 1, ": wrong type: ", e.msg));
+  }
+  return spec;
+}
+
+absl::StatusOr<JobRequest> ToJobRequest(const v1::JobSpec& spec, const TaskSpaces& spaces) {
+  if (spec.name().size() > 128) return absl::InvalidArgumentError("name is longer than 128 bytes");
+  if (spec.kernels().empty() || spec.kernels_size() > 64) {
+    return absl::InvalidArgumentError("kernels: give 1 to 64");
+  }
+  if (spec.problems().empty() || spec.problems_size() > 1024) {
+    return absl::InvalidArgumentError("problems: give 1 to 1024");
+  }
+  if (spec.device_classes().empty() || spec.device_classes_size() > 64) {
+    return absl::InvalidArgumentError("device_classes: give 1 to 64");
+  }
+  if (spec.budget_measurements() < 1 || spec.budget_measurements() > 1'000'000) {
+    return absl::InvalidArgumentError("budget must be between 1 and 1,000,000 per task");
+  }
+  if (spec.priority() < 0 || spec.priority() > 100) {
+    return absl::InvalidArgumentError("priority must be between 0 and 100");
+  }
+  JobRequest r;
+  r.name = spec.name();
+  r.budget = spec.budget_measurements();
+  r.strategy = StrategyName(spec.strategy());
+  r.priority = spec.priority();
+  r.seed = spec.seed() == 0 ? 1 : spec.seed();
+  for (const v1::KernelRef& k : spec.kernels()) {
+    for (const v1::Problem& p : spec.problems()) {
+      for (const std::string& d : spec.device_classes()) {
+        KTUNE_ASSIGN_OR_RETURN(Problem problem, FromProto(p.params(), "problem"));
+        TaskKey task{k.name(), k.version(), problem, d};
+        absl::StatusOr<TaskKey> canonical = spaces.Canonical(task);
+        if (!canonical.ok()) {
+          return absl::Status(canonical.status().code(),
+                              absl::StrCat("task ", k.name(), " ", FormatParamMapAssignments(problem),
+                                           " on ", d, ": ", canonical.status().message()));
+        }
+        r.tasks.push_back(*std::move(canonical));
+      }
+    }
+  }
+  nlohmann::json stored{{"name", r.name},         {"budget", r.budget},   {"strategy", r.strategy},
+                        {"priority", r.priority}, {"seed", r.seed},       {"tasks", r.tasks.size()}};
+  r.spec_json = stored.dump();
+  return r;
+}
+
+}  // namespace ktune

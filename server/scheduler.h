@@ -1,0 +1,143 @@
+// The server's core, without gRPC: jobs -> tasks -> candidate batches -> leases -> records.
+//
+// Each task of a job is driven by its own SearchStrategy. A strategy proposes a batch; its
+// candidates wait in the task's queue until a worker of the task's device class leases them; a
+// report commits their records to the database (before it is acknowledged) and, once the whole
+// batch is in, the strategy is notified and proposes the next. Jobs share workers by stride
+// scheduling on priority: higher priority leases more often, and every job with work leases
+// eventually.
+//
+// Reliability: a lease not reported or heartbeated within the lease timeout expires and its
+// candidates go back to the front of their queue; a report on an expired or unknown lease is
+// refused (FailedPrecondition) and stores nothing. Records carry source "job:<id>", so after a
+// restart (Recover) each task's progress is recounted from the database: nothing acknowledged is
+// lost and nothing is measured twice beyond its budget.
+//
+// Thread-safe: every method takes the scheduler's lock.
+#ifndef KTUNE_SERVER_SCHEDULER_H_
+#define KTUNE_SERVER_SCHEDULER_H_
+
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "agent/search_strategy.h"
+#include "db/tuning_database.h"
+#include "ktune/v1/worker_service.pb.h"
+#include "server/task_spaces.h"
+
+namespace ktune {
+
+struct SchedulerOptions {
+  absl::Duration lease_timeout = absl::Seconds(30);
+  absl::Duration heartbeat_interval = absl::Seconds(5);
+  int batch_size = 8;
+  std::function<absl::Time()> now = [] { return absl::Now(); };
+};
+
+// A job as submitted: canonical tasks (TaskSpaces::Canonical), each with the same budget.
+struct JobRequest {
+  std::string name;
+  std::vector<TaskKey> tasks;
+  int64_t budget = 0;  // measurements per task
+  std::string strategy = "ppo";
+  int priority = 0;  // 0..100
+  uint64_t seed = 1;
+  std::string spec_json;  // as submitted, for the record
+};
+
+// Progress of a task as clients see it.
+struct TaskStatus {
+  TaskKey task;
+  JobState state = JobState::kQueued;
+  int64_t budget = 0;
+  int64_t done = 0;  // records stored, failures included
+  int64_t failed = 0;
+  std::optional<double> best_ms;
+  Configuration best_config;
+  double flops = 0;  // per run; 0 when unknown
+};
+
+struct JobStatus {
+  Job job;  // as stored (tasks' progress too)
+  std::vector<TaskStatus> tasks;
+  int64_t done = 0, total = 0;
+  double estimated_seconds_left = 0;  // 0 when unknown
+};
+
+struct LeaseGrant {
+  std::string lease_id;  // empty when nothing is queued for the worker's device class
+  std::vector<v1::Candidate> candidates;
+  absl::Duration expires_in;
+};
+
+class Scheduler {
+ public:
+  Scheduler(TuningDatabase* db, const TaskSpaces* spaces, SchedulerOptions options = {});
+  ~Scheduler();
+
+  // Loads the unfinished jobs from the database (call once, at start).
+  absl::Status Recover();
+
+  absl::StatusOr<int64_t> Submit(const JobRequest& request);
+  absl::StatusOr<JobStatus> GetJob(int64_t id);
+  absl::StatusOr<std::vector<JobStatus>> ListJobs();
+  // Cancel drops queued candidates (leased ones are still recorded when reported); pause stops
+  // leasing; resume continues where the job stopped.
+  absl::StatusOr<JobStatus> Cancel(int64_t id);
+  absl::StatusOr<JobStatus> Pause(int64_t id);
+  absl::StatusOr<JobStatus> Resume(int64_t id);
+
+  // Workers. `cores` sizes registry kernels' spaces for the worker's class.
+  std::string RegisterWorker(const DeviceInfo& device, const std::string& host, int cores);
+  // NotFound for an unknown worker (the server restarted: register again).
+  absl::StatusOr<LeaseGrant> Lease(const std::string& worker_id, int max_candidates);
+  // Stores the results of a lease and returns how many records were added.
+  absl::StatusOr<int64_t> Report(const std::string& worker_id, const std::string& lease_id,
+                                 const std::vector<v1::CandidateResult>& results);
+  // Extends the worker's leases; returns the ids of `lease_ids` that are no longer valid.
+  absl::StatusOr<std::vector<std::string>> Heartbeat(const std::string& worker_id,
+                                                     const std::vector<std::string>& lease_ids);
+  absl::Status Leave(const std::string& worker_id);
+  // Takes back expired leases; the server calls it periodically.
+  void ExpireLeases();
+
+  const SchedulerOptions& options() const { return options_; }
+
+ private:
+  struct TaskRun;
+  struct JobRun;
+  struct LeaseRun;
+  struct WorkerRun;
+
+  absl::Status InitTask(JobRun& job, TaskRun& task, int cores) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Proposes the next batch when the previous one is complete.
+  absl::Status Refill(JobRun& job, TaskRun& task) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void ReturnToQueue(LeaseRun& lease) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::Status FinishIfDone(JobRun& job) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  JobStatus StatusOf(const JobRun& job) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::StatusOr<JobRun*> FindJob(int64_t id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::Status AddJobRun(Job job, uint64_t seed) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
+  TuningDatabase* db_;
+  const TaskSpaces* spaces_;
+  SchedulerOptions options_;
+  absl::Mutex mu_;
+  std::map<int64_t, std::unique_ptr<JobRun>> jobs_ ABSL_GUARDED_BY(mu_);
+  std::map<std::string, std::unique_ptr<LeaseRun>> leases_ ABSL_GUARDED_BY(mu_);
+  std::map<std::string, WorkerRun> workers_ ABSL_GUARDED_BY(mu_);
+  int64_t next_id_ ABSL_GUARDED_BY(mu_) = 1;
+  double pass_floor_ ABSL_GUARDED_BY(mu_) = 0;
+};
+
+}  // namespace ktune
+
+#endif  // KTUNE_SERVER_SCHEDULER_H_

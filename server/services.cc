@@ -1,0 +1,246 @@
+#include "server/services.h"
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "proto/convert.h"
+#include "server/job_spec.h"
+
+namespace ktune {
+namespace {
+
+// Finishes a unary call with `status`.
+grpc::ServerUnaryReactor* Done(grpc::CallbackServerContext* ctx, const absl::Status& status) {
+  grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
+  reactor->Finish(ToGrpc(status));
+  return reactor;
+}
+
+absl::StatusOr<int64_t> ParseJobId(const std::string& id) {
+  int64_t n;
+  if (!absl::SimpleAtoi(id, &n) || n <= 0) {
+    return absl::InvalidArgumentError(absl::StrCat("job_id '", id, "' is not a job id"));
+  }
+  return n;
+}
+
+v1::JobState ToProto(JobState s) { return static_cast<v1::JobState>(static_cast<int>(s) + 1); }
+
+google::protobuf::Timestamp Timestamp(int64_t us) {
+  google::protobuf::Timestamp t;
+  t.set_seconds(us / 1'000'000);
+  t.set_nanos(static_cast<int32_t>(us % 1'000'000) * 1000);
+  return t;
+}
+
+}  // namespace
+
+grpc::Status ToGrpc(const absl::Status& s) {
+  if (s.ok()) return grpc::Status::OK;
+  return grpc::Status(static_cast<grpc::StatusCode>(s.code()), std::string(s.message()));
+}
+
+v1::Job ToProto(const JobStatus& s, bool with_tasks) {
+  v1::Job out;
+  out.set_job_id(std::to_string(s.job.id));
+  out.mutable_spec()->set_name(s.job.name);
+  out.set_state(ToProto(s.job.state));
+  out.set_message(s.job.message);
+  out.set_measurements_done(s.done);
+  out.set_measurements_total(s.total);
+  out.set_estimated_seconds_left(s.estimated_seconds_left);
+  *out.mutable_created_at() = Timestamp(s.job.created_at_us);
+  *out.mutable_updated_at() = Timestamp(s.job.updated_at_us);
+  if (!with_tasks) return out;
+  for (const TaskStatus& t : s.tasks) {
+    v1::TaskProgress* p = out.add_tasks();
+    *p->mutable_task() = ktune::ToProto(t.task);
+    p->set_state(ToProto(t.state));
+    p->set_measurements_done(t.done);
+    p->set_measurements_failed(t.failed);
+    if (t.best_ms) {
+      p->set_best_time_ms(*t.best_ms);
+      if (t.flops > 0) p->set_best_gflops(t.flops / (*t.best_ms * 1e6));
+      ktune::ToProto(t.best_config, p->mutable_best_config()->mutable_params());
+    }
+  }
+  return out;
+}
+
+// --- WorkerService ---
+
+grpc::ServerUnaryReactor* WorkerServiceImpl::Register(grpc::CallbackServerContext* ctx,
+                                                      const v1::RegisterRequest* request,
+                                                      v1::RegisterResponse* response) {
+  absl::StatusOr<DeviceInfo> device = FromProto(request->device());
+  if (!device.ok()) return Done(ctx, device.status());
+  if (request->host().size() > 253) {
+    return Done(ctx, absl::InvalidArgumentError("host is longer than 253 bytes"));
+  }
+  const int cores = std::max(1, request->device().cores_used());
+  response->set_worker_id(scheduler_->RegisterWorker(*device, request->host(), cores));
+  response->set_heartbeat_interval_ms(
+      absl::ToInt64Milliseconds(scheduler_->options().heartbeat_interval));
+  response->set_lease_timeout_ms(absl::ToInt64Milliseconds(scheduler_->options().lease_timeout));
+  return Done(ctx, absl::OkStatus());
+}
+
+grpc::ServerUnaryReactor* WorkerServiceImpl::LeaseBatch(grpc::CallbackServerContext* ctx,
+                                                        const v1::LeaseBatchRequest* request,
+                                                        v1::LeaseBatchResponse* response) {
+  absl::StatusOr<LeaseGrant> grant =
+      scheduler_->Lease(request->worker_id(), request->max_candidates());
+  if (!grant.ok()) return Done(ctx, grant.status());
+  response->set_lease_id(grant->lease_id);
+  for (v1::Candidate& c : grant->candidates) *response->add_candidates() = std::move(c);
+  response->set_lease_expires_in_ms(absl::ToInt64Milliseconds(grant->expires_in));
+  if (grant->lease_id.empty()) response->set_retry_after_ms(200);
+  return Done(ctx, absl::OkStatus());
+}
+
+grpc::ServerUnaryReactor* WorkerServiceImpl::ReportResults(grpc::CallbackServerContext* ctx,
+                                                           const v1::ReportResultsRequest* request,
+                                                           v1::ReportResultsResponse* response) {
+  if (request->results_size() > 256) {
+    return Done(ctx, absl::InvalidArgumentError("at most 256 results per report"));
+  }
+  std::vector<v1::CandidateResult> results(request->results().begin(), request->results().end());
+  absl::StatusOr<int64_t> stored =
+      scheduler_->Report(request->worker_id(), request->lease_id(), results);
+  if (!stored.ok()) return Done(ctx, stored.status());
+  response->set_records_stored(static_cast<int32_t>(*stored));
+  return Done(ctx, absl::OkStatus());
+}
+
+grpc::ServerUnaryReactor* WorkerServiceImpl::Heartbeat(grpc::CallbackServerContext* ctx,
+                                                       const v1::HeartbeatRequest* request,
+                                                       v1::HeartbeatResponse* response) {
+  std::vector<std::string> leases(request->lease_ids().begin(), request->lease_ids().end());
+  absl::StatusOr<std::vector<std::string>> revoked =
+      scheduler_->Heartbeat(request->worker_id(), leases);
+  if (absl::IsNotFound(revoked.status())) {
+    response->set_reregister(true);
+    for (const std::string& id : leases) response->add_revoked_lease_ids(id);
+    return Done(ctx, absl::OkStatus());
+  }
+  if (!revoked.ok()) return Done(ctx, revoked.status());
+  for (const std::string& id : *revoked) response->add_revoked_lease_ids(id);
+  return Done(ctx, absl::OkStatus());
+}
+
+grpc::ServerUnaryReactor* WorkerServiceImpl::Leave(grpc::CallbackServerContext* ctx,
+                                                   const v1::LeaveRequest* request,
+                                                   v1::LeaveResponse*) {
+  return Done(ctx, scheduler_->Leave(request->worker_id()));
+}
+
+// --- TuningService ---
+
+grpc::ServerUnaryReactor* TuningServiceImpl::SubmitJob(grpc::CallbackServerContext* ctx,
+                                                       const v1::SubmitJobRequest* request,
+                                                       v1::Job* response) {
+  v1::JobSpec spec = request->spec();
+  if (!request->spec_text().empty()) {
+    absl::StatusOr<v1::JobSpec> parsed = ParseJobSpecText(request->spec_text());
+    if (!parsed.ok()) return Done(ctx, parsed.status());
+    spec = *std::move(parsed);
+  }
+  absl::StatusOr<JobRequest> job = ToJobRequest(spec, *spaces_);
+  if (!job.ok()) return Done(ctx, job.status());
+  absl::StatusOr<int64_t> id = scheduler_->Submit(*job);
+  if (!id.ok()) return Done(ctx, id.status());
+  absl::StatusOr<JobStatus> status = scheduler_->GetJob(*id);
+  if (!status.ok()) return Done(ctx, status.status());
+  *response = ToProto(*status, true);
+  *response->mutable_spec() = spec;
+  return Done(ctx, absl::OkStatus());
+}
+
+grpc::ServerUnaryReactor* TuningServiceImpl::GetJob(grpc::CallbackServerContext* ctx,
+                                                    const v1::GetJobRequest* request,
+                                                    v1::Job* response) {
+  absl::StatusOr<int64_t> id = ParseJobId(request->job_id());
+  if (!id.ok()) return Done(ctx, id.status());
+  absl::StatusOr<JobStatus> status = scheduler_->GetJob(*id);
+  if (!status.ok()) return Done(ctx, status.status());
+  *response = ToProto(*status, true);
+  return Done(ctx, absl::OkStatus());
+}
+
+grpc::ServerUnaryReactor* TuningServiceImpl::ListJobs(grpc::CallbackServerContext* ctx,
+                                                      const v1::ListJobsRequest* request,
+                                                      v1::ListJobsResponse* response) {
+  absl::StatusOr<std::vector<JobStatus>> jobs = scheduler_->ListJobs();
+  if (!jobs.ok()) return Done(ctx, jobs.status());
+  const int page = request->page_size() <= 0 ? 100 : std::min(request->page_size(), 1000);
+  int64_t skip = 0;
+  if (!request->page_token().empty() && !absl::SimpleAtoi(request->page_token(), &skip)) {
+    return Done(ctx, absl::InvalidArgumentError("bad page_token"));
+  }
+  int64_t seen = 0;
+  for (const JobStatus& j : *jobs) {
+    if (!request->states().empty() &&
+        std::find(request->states().begin(), request->states().end(),
+                  static_cast<int>(j.job.state) + 1) == request->states().end()) {
+      continue;
+    }
+    if (seen++ < skip) continue;
+    if (response->jobs_size() == page) {
+      response->set_next_page_token(std::to_string(skip + page));
+      break;
+    }
+    *response->add_jobs() = ToProto(j, false);
+  }
+  return Done(ctx, absl::OkStatus());
+}
+
+#define KTUNE_JOB_ACTION(Method, Request, call)                                                \
+  grpc::ServerUnaryReactor* TuningServiceImpl::Method(                                        \
+      grpc::CallbackServerContext* ctx, const v1::Request* request, v1::Job* response) {      \
+    absl::StatusOr<int64_t> id = ParseJobId(request->job_id());                                \
+    if (!id.ok()) return Done(ctx, id.status());                                               \
+    absl::StatusOr<JobStatus> status = scheduler_->call(*id);                                  \
+    if (!status.ok()) return Done(ctx, status.status());                                       \
+    *response = ToProto(*status, true);                                                        \
+    return Done(ctx, absl::OkStatus());                                                        \
+  }
+KTUNE_JOB_ACTION(CancelJob, CancelJobRequest, Cancel)
+KTUNE_JOB_ACTION(PauseJob, PauseJobRequest, Pause)
+KTUNE_JOB_ACTION(ResumeJob, ResumeJobRequest, Resume)
+#undef KTUNE_JOB_ACTION
+
+grpc::ServerUnaryReactor* TuningServiceImpl::QueryBest(grpc::CallbackServerContext* ctx,
+                                                       const v1::QueryBestRequest* request,
+                                                       v1::QueryBestResponse* response) {
+  if (request->kernel().name().empty()) {
+    return Done(ctx, absl::InvalidArgumentError("kernel.name is required"));
+  }
+  if (request->top_k() < 0 || request->top_k() > 100) {
+    return Done(ctx, absl::InvalidArgumentError("top_k must be between 1 and 100"));
+  }
+  absl::StatusOr<Problem> problem = FromProto(request->problem().params(), "problem");
+  if (!problem.ok()) return Done(ctx, problem.status());
+  BestQuery q;
+  q.kernel = request->kernel().name();
+  q.kernel_version = request->kernel().version();
+  q.problem = *problem;
+  if (const KernelDefinition* k = spaces_->registry().Find(q.kernel); k != nullptr) {
+    absl::StatusOr<Problem> canonical = k->ValidateProblem(q.problem);
+    if (!canonical.ok()) return Done(ctx, canonical.status());
+    q.problem = *canonical;
+  }
+  q.device_class = request->device().device_class();
+  q.family = request->device().family();
+  if (auto it = request->device().extra().find("fingerprint_json");
+      it != request->device().extra().end()) {
+    q.fingerprint_hash = DeviceInfo{it->second, "", ""}.FingerprintHash();
+  }
+  q.top_k = request->top_k() == 0 ? 1 : request->top_k();
+  absl::StatusOr<BestResult> best = db_->QueryBest(q);
+  if (!best.ok()) return Done(ctx, best.status());
+  response->set_level(static_cast<v1::MatchLevel>(static_cast<int>(best->level) + 1));
+  if (best->level == MatchLevel::kNone) response->set_level(v1::MATCH_LEVEL_NONE);
+  for (const Record& r : best->records) *response->add_best() = ktune::ToProto(r);
+  return Done(ctx, absl::OkStatus());
+}
+
+}  // namespace ktune

@@ -1,0 +1,79 @@
+// The gRPC front of the scheduler: ktune.v1.WorkerService and the job and query part of
+// ktune.v1.TuningService, on the callback API. Each handler validates its request at the edge,
+// calls the Scheduler (or the database) and maps absl::Status codes to gRPC codes one to one.
+// RPCs not listed here answer UNIMPLEMENTED.
+#ifndef KTUNE_SERVER_SERVICES_H_
+#define KTUNE_SERVER_SERVICES_H_
+
+#include "db/tuning_database.h"
+#include "kernels/kernel_registry.h"
+#include "ktune/v1/tuning_service.grpc.pb.h"
+#include "ktune/v1/worker_service.grpc.pb.h"
+#include "server/scheduler.h"
+#include "server/task_spaces.h"
+
+namespace ktune {
+
+grpc::Status ToGrpc(const absl::Status& s);
+
+class WorkerServiceImpl final : public v1::WorkerService::CallbackService {
+ public:
+  explicit WorkerServiceImpl(Scheduler* scheduler) : scheduler_(scheduler) {}
+  grpc::ServerUnaryReactor* Register(grpc::CallbackServerContext* ctx,
+                                     const v1::RegisterRequest* request,
+                                     v1::RegisterResponse* response) override;
+  grpc::ServerUnaryReactor* LeaseBatch(grpc::CallbackServerContext* ctx,
+                                       const v1::LeaseBatchRequest* request,
+                                       v1::LeaseBatchResponse* response) override;
+  grpc::ServerUnaryReactor* ReportResults(grpc::CallbackServerContext* ctx,
+                                          const v1::ReportResultsRequest* request,
+                                          v1::ReportResultsResponse* response) override;
+  grpc::ServerUnaryReactor* Heartbeat(grpc::CallbackServerContext* ctx,
+                                      const v1::HeartbeatRequest* request,
+                                      v1::HeartbeatResponse* response) override;
+  grpc::ServerUnaryReactor* Leave(grpc::CallbackServerContext* ctx,
+                                  const v1::LeaveRequest* request,
+                                  v1::LeaveResponse* response) override;
+
+ private:
+  Scheduler* scheduler_;
+};
+
+class TuningServiceImpl final : public v1::TuningService::CallbackService {
+ public:
+  // `db` must be safe to share with the scheduler's threads (LockedTuningDatabase).
+  TuningServiceImpl(Scheduler* scheduler, const TaskSpaces* spaces, TuningDatabase* db)
+      : scheduler_(scheduler), spaces_(spaces), db_(db) {}
+  grpc::ServerUnaryReactor* SubmitJob(grpc::CallbackServerContext* ctx,
+                                      const v1::SubmitJobRequest* request,
+                                      v1::Job* response) override;
+  grpc::ServerUnaryReactor* GetJob(grpc::CallbackServerContext* ctx,
+                                   const v1::GetJobRequest* request, v1::Job* response) override;
+  grpc::ServerUnaryReactor* ListJobs(grpc::CallbackServerContext* ctx,
+                                     const v1::ListJobsRequest* request,
+                                     v1::ListJobsResponse* response) override;
+  grpc::ServerUnaryReactor* CancelJob(grpc::CallbackServerContext* ctx,
+                                      const v1::CancelJobRequest* request,
+                                      v1::Job* response) override;
+  grpc::ServerUnaryReactor* PauseJob(grpc::CallbackServerContext* ctx,
+                                     const v1::PauseJobRequest* request,
+                                     v1::Job* response) override;
+  grpc::ServerUnaryReactor* ResumeJob(grpc::CallbackServerContext* ctx,
+                                      const v1::ResumeJobRequest* request,
+                                      v1::Job* response) override;
+  grpc::ServerUnaryReactor* QueryBest(grpc::CallbackServerContext* ctx,
+                                      const v1::QueryBestRequest* request,
+                                      v1::QueryBestResponse* response) override;
+
+ private:
+  Scheduler* scheduler_;
+  const TaskSpaces* spaces_;
+  TuningDatabase* db_;
+};
+
+// A Job message from a scheduler status.
+v1::Job ToProto(const JobStatus& status, bool with_tasks);
+
+}  // namespace ktune
+
+#endif  // KTUNE_SERVER_SERVICES_H_

@@ -1,0 +1,50 @@
+#include "server/task_spaces.h"
+
+#include "absl/strings/str_cat.h"
+#include "common/status_macros.h"
+#include "db/interchange/record_files.h"
+
+namespace ktune {
+
+std::string TaskSpaces::Key(const TaskKey& task) {
+  return absl::StrCat(task.kernel, "\n", CanonicalJson(task.problem), "\n", task.device_class);
+}
+
+absl::Status TaskSpaces::AddRecordedFile(const std::string& file) {
+  KTUNE_ASSIGN_OR_RETURN(RecordedSpace recorded, LoadRecordedSpace(file));
+  const Record& first = recorded.records.front();
+  TaskKey task{first.kernel, first.kernel_version, first.problem, first.device.device_class};
+  recorded_[Key(task)] = std::make_shared<const SearchSpace>(std::move(recorded.space));
+  return absl::OkStatus();
+}
+
+absl::StatusOr<TaskKey> TaskSpaces::Canonical(const TaskKey& task) const {
+  if (task.device_class.empty()) return absl::InvalidArgumentError("a task needs a device class");
+  if (recorded_.count(Key(task))) return task;
+  KTUNE_ASSIGN_OR_RETURN(const KernelDefinition* def, registry_->Get(task.kernel));
+  if (!task.kernel_version.empty() && task.kernel_version != def->Version()) {
+    return absl::NotFoundError(absl::StrCat("kernel ", task.kernel, " has version ",
+                                            def->Version(), ", not ", task.kernel_version));
+  }
+  TaskKey out = task;
+  out.kernel_version = def->Version();
+  KTUNE_ASSIGN_OR_RETURN(out.problem, def->ValidateProblem(task.problem));
+  return out;
+}
+
+absl::StatusOr<std::shared_ptr<const SearchSpace>> TaskSpaces::Space(const TaskKey& task,
+                                                                      int cores) const {
+  if (auto it = recorded_.find(Key(task)); it != recorded_.end()) return it->second;
+  KTUNE_ASSIGN_OR_RETURN(const KernelDefinition* def, registry_->Get(task.kernel));
+  KTUNE_ASSIGN_OR_RETURN(SearchSpace space, def->Space(task.problem, MachineVariables{cores}));
+  return std::make_shared<const SearchSpace>(std::move(space));
+}
+
+double TaskSpaces::Flops(const TaskKey& task) const {
+  const KernelDefinition* def = registry_->Find(task.kernel);
+  if (def == nullptr) return 0;
+  absl::StatusOr<double> flops = def->EvaluateForProblem(def->flops, task.problem);
+  return flops.ok() ? *flops : 0;
+}
+
+}  // namespace ktune

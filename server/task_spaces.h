@@ -1,0 +1,46 @@
+// Where the server finds a task's search space: the kernel registry (the space depends on the
+// measuring machine, e.g. its core count) or a recorded space the server was started with
+// (`ktune serve --replay FILE`: replay workers answer measurements from the same file).
+#ifndef KTUNE_SERVER_TASK_SPACES_H_
+#define KTUNE_SERVER_TASK_SPACES_H_
+
+#include <map>
+#include <memory>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "db/record.h"
+#include "kernels/kernel_registry.h"
+#include "kernels/search_space.h"
+
+namespace ktune {
+
+class TaskSpaces {
+ public:
+  explicit TaskSpaces(const KernelRegistry* registry) : registry_(registry) {}
+
+  // Serves the recorded space of FILE (T4 or Kernel Tuner) for its kernel, problem and device.
+  absl::Status AddRecordedFile(const std::string& file);
+
+  // Checks a task a client submits and returns it canonical: a recorded space's task as is, or a
+  // registry kernel with its problem validated (dtype filled in) and its current version.
+  // InvalidArgument / NotFound saying what is wrong.
+  absl::StatusOr<TaskKey> Canonical(const TaskKey& task) const;
+
+  // The space of a canonical task when measured with `cores` cores.
+  absl::StatusOr<std::shared_ptr<const SearchSpace>> Space(const TaskKey& task, int cores) const;
+
+  const KernelRegistry& registry() const { return *registry_; }
+
+  // The kernel's FLOPs per run for a task, 0 when unknown (recorded spaces).
+  double Flops(const TaskKey& task) const;
+
+ private:
+  static std::string Key(const TaskKey& task);
+  const KernelRegistry* registry_;
+  std::map<std::string, std::shared_ptr<const SearchSpace>> recorded_;  // by Key()
+};
+
+}  // namespace ktune
+
+#endif  // KTUNE_SERVER_TASK_SPACES_H_

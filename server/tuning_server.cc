@@ -1,0 +1,61 @@
+#include "server/tuning_server.h"
+
+#include "absl/strings/str_cat.h"
+#include "common/status_macros.h"
+#include "grpcpp/ext/proto_server_reflection_plugin.h"
+#include "grpcpp/health_check_service_interface.h"
+#include "grpcpp/server_builder.h"
+
+namespace ktune {
+
+absl::StatusOr<std::unique_ptr<TuningServer>> TuningServer::Start(TuningServerOptions options) {
+  std::unique_ptr<TuningServer> s(new TuningServer());
+  s->options_ = std::move(options);
+  KTUNE_ASSIGN_OR_RETURN(s->sqlite_, SqliteTuningDatabase::Open(s->options_.db_path));
+  s->db_ = std::make_unique<LockedTuningDatabase>(s->sqlite_.get());
+  s->spaces_ = std::make_unique<TaskSpaces>(&s->registry_);
+  for (const std::string& file : s->options_.replay_files) {
+    KTUNE_RETURN_IF_ERROR(s->spaces_->AddRecordedFile(file));
+  }
+  s->scheduler_ = std::make_unique<Scheduler>(s->db_.get(), s->spaces_.get(),
+                                              s->options_.scheduler);
+  KTUNE_RETURN_IF_ERROR(s->scheduler_->Recover());
+  s->worker_service_ = std::make_unique<WorkerServiceImpl>(s->scheduler_.get());
+  s->tuning_service_ =
+      std::make_unique<TuningServiceImpl>(s->scheduler_.get(), s->spaces_.get(), s->db_.get());
+
+  grpc::EnableDefaultHealthCheckService(true);
+  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
+  grpc::ServerBuilder builder;
+  builder.AddListeningPort(s->options_.listen, grpc::InsecureServerCredentials(), &s->port_);
+  builder.SetMaxReceiveMessageSize(static_cast<int>(s->options_.max_message_bytes));
+  builder.RegisterService(s->worker_service_.get());
+  builder.RegisterService(s->tuning_service_.get());
+  s->server_ = builder.BuildAndStart();
+  if (s->server_ == nullptr || s->port_ == 0) {
+    return absl::UnavailableError(
+        absl::StrCat("cannot listen on ", s->options_.listen, " (in use, or a bad address)"));
+  }
+  // Leases are checked a few times per lease timeout.
+  const absl::Duration tick =
+      std::max(absl::Milliseconds(20), s->options_.scheduler.lease_timeout / 10);
+  TuningServer* raw = s.get();
+  s->expiry_ = std::thread([raw, tick] {
+    while (!raw->stop_.WaitForNotificationWithTimeout(tick)) raw->scheduler_->ExpireLeases();
+  });
+  return s;
+}
+
+void TuningServer::Shutdown() {
+  if (shut_down_) return;
+  shut_down_ = true;
+  stop_.Notify();
+  server_->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(5));
+  if (expiry_.joinable()) expiry_.join();
+}
+
+void TuningServer::Wait() { server_->Wait(); }
+
+TuningServer::~TuningServer() { Shutdown(); }
+
+}  // namespace ktune

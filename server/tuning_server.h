@@ -1,0 +1,64 @@
+// The ktune server as one object: database, scheduler, gRPC services (with the standard health
+// service and reflection), and the thread that takes back expired leases. `ktune serve` runs
+// one; tests start one in-process on a free loopback port.
+#ifndef KTUNE_SERVER_TUNING_SERVER_H_
+#define KTUNE_SERVER_TUNING_SERVER_H_
+
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/synchronization/notification.h"
+#include "db/locked_tuning_database.h"
+#include "db/sqlite_tuning_database.h"
+#include "grpcpp/server.h"
+#include "kernels/kernel_registry.h"
+#include "server/scheduler.h"
+#include "server/services.h"
+#include "server/task_spaces.h"
+
+namespace ktune {
+
+struct TuningServerOptions {
+  std::string listen = "127.0.0.1:7470";  // port 0 picks a free one (see port())
+  std::string db_path = "ktune.db";
+  std::vector<std::string> replay_files;  // recorded spaces served for replay workers
+  SchedulerOptions scheduler;
+  int64_t max_message_bytes = 4 << 20;
+};
+
+class TuningServer {
+ public:
+  // Opens the database, recovers unfinished jobs and starts serving.
+  static absl::StatusOr<std::unique_ptr<TuningServer>> Start(TuningServerOptions options);
+  ~TuningServer();
+
+  int port() const { return port_; }
+  // Stops accepting calls, finishes those in flight, stops the lease thread.
+  void Shutdown();
+  // Blocks until Shutdown (from another thread or a signal handler's thread).
+  void Wait();
+
+ private:
+  TuningServer() = default;
+
+  TuningServerOptions options_;
+  std::unique_ptr<SqliteTuningDatabase> sqlite_;
+  std::unique_ptr<LockedTuningDatabase> db_;
+  KernelRegistry registry_ = KernelRegistry::WithBuiltins();
+  std::unique_ptr<TaskSpaces> spaces_;
+  std::unique_ptr<Scheduler> scheduler_;
+  std::unique_ptr<WorkerServiceImpl> worker_service_;
+  std::unique_ptr<TuningServiceImpl> tuning_service_;
+  std::unique_ptr<grpc::Server> server_;
+  absl::Notification stop_;
+  std::thread expiry_;
+  int port_ = 0;
+  bool shut_down_ = false;
+};
+
+}  // namespace ktune
+
+#endif  // KTUNE_SERVER_TUNING_SERVER_H_

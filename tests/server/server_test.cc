@@ -1,0 +1,226 @@
+// The tuning server over real gRPC on loopback: jobs run to completion on replay workers with
+// exactly their budget recorded; bad requests get the right codes; a lease that expires is
+// handed out again and its late report refused.
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <thread>
+
+#include "db/interchange/record_files.h"
+#include "db/sqlite_tuning_database.h"
+#include "grpcpp/create_channel.h"
+#include "ktune/v1/tuning_service.grpc.pb.h"
+#include "measurer/replay_measurer.h"
+#include "measurer/worker_loop.h"
+#include "proto/convert.h"
+#include "server/tuning_server.h"
+#include "tests/testing/test_util.h"
+
+namespace ktune {
+namespace {
+
+using ::testing::HasSubstr;
+
+const char* kSpaces[] = {"convolution_A100_T4.json.gz", "convolution_A4000_T4.json.gz",
+                         "convolution_MI250X_T4.json.gz"};
+
+std::unique_ptr<grpc::ClientContext> Context() {
+  auto ctx = std::make_unique<grpc::ClientContext>();
+  ctx->set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
+  return ctx;
+}
+
+class ServerTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    TuningServerOptions options;
+    options.listen = "127.0.0.1:0";
+    options.db_path = dir_.File("server.db");
+    for (const char* s : kSpaces) options.replay_files.push_back(testing::SpaceFile(s));
+    options.scheduler.lease_timeout = absl::Milliseconds(500);
+    options.scheduler.heartbeat_interval = absl::Milliseconds(150);
+    auto server = TuningServer::Start(options);
+    ASSERT_TRUE(server.ok()) << server.status();
+    server_ = *std::move(server);
+    address_ = absl::StrCat("127.0.0.1:", server_->port());
+    channel_ = grpc::CreateChannel(address_, grpc::InsecureChannelCredentials());
+    tuning_ = v1::TuningService::NewStub(channel_);
+    workers_ = v1::WorkerService::NewStub(channel_);
+  }
+
+  // A spec over the three convolution devices: three tasks.
+  v1::JobSpec ThreeTaskSpec(int64_t budget) {
+    v1::JobSpec spec;
+    spec.set_name("conv");
+    auto recorded = LoadRecordedSpace(testing::SpaceFile(kSpaces[0]));
+    EXPECT_TRUE(recorded.ok());
+    spec.add_kernels()->set_name(recorded->records.front().kernel);
+    ToProto(recorded->records.front().problem, spec.add_problems()->mutable_params());
+    for (const char* s : kSpaces) {
+      auto r = LoadRecordedSpace(testing::SpaceFile(s));
+      spec.add_device_classes(r->records.front().device.device_class);
+    }
+    spec.set_budget_measurements(budget);
+    spec.set_strategy(v1::STRATEGY_RANDOM);
+    spec.set_seed(3);
+    return spec;
+  }
+
+  testing::TempDir dir_;
+  std::unique_ptr<TuningServer> server_;
+  std::string address_;
+  std::shared_ptr<grpc::Channel> channel_;
+  std::unique_ptr<v1::TuningService::Stub> tuning_;
+  std::unique_ptr<v1::WorkerService::Stub> workers_;
+};
+
+TEST_F(ServerTest, ThreeWorkersFinishAThreeTaskJobWithExactlyTheBudgetRecorded) {
+  v1::SubmitJobRequest submit;
+  *submit.mutable_spec() = ThreeTaskSpec(40);
+  v1::Job job;
+  ASSERT_TRUE(tuning_->SubmitJob(Context().get(), submit, &job).ok());
+  ASSERT_EQ(job.tasks_size(), 3);
+  EXPECT_EQ(job.measurements_total(), 120);
+
+  std::vector<std::thread> threads;
+  std::vector<int64_t> reported(3);
+  for (int w = 0; w < 3; ++w) {
+    threads.emplace_back([&, w] {
+      auto recorded = LoadRecordedSpace(testing::SpaceFile(kSpaces[w]));
+      ReplayMeasurer measurer(recorded->records);
+      auto stub = v1::WorkerService::NewStub(channel_);
+      WorkerLoopOptions options;
+      options.max_candidates = 3;
+      options.idle_exit = absl::Seconds(1);
+      WorkerLoop loop(stub.get(), &measurer, options);
+      EXPECT_TRUE(loop.Run().ok());
+      reported[w] = loop.reported();
+    });
+  }
+  for (std::thread& t : threads) t.join();
+  EXPECT_EQ(reported, (std::vector<int64_t>{40, 40, 40}));
+
+  v1::GetJobRequest get;
+  get.set_job_id(job.job_id());
+  ASSERT_TRUE(tuning_->GetJob(Context().get(), get, &job).ok());
+  EXPECT_EQ(job.state(), v1::JOB_STATE_DONE);
+  EXPECT_EQ(job.measurements_done(), 120);
+  for (const v1::TaskProgress& t : job.tasks()) {
+    EXPECT_EQ(t.measurements_done(), 40);
+    EXPECT_TRUE(t.has_best_time_ms());
+  }
+  server_->Shutdown();
+  auto db = SqliteTuningDatabase::Open(dir_.File("server.db"));
+  ASSERT_TRUE(db.ok());
+  auto stats = (*db)->Stats();
+  ASSERT_TRUE(stats.ok());
+  EXPECT_EQ(stats->records, 120);
+}
+
+TEST_F(ServerTest, AnExpiredLeaseIsHandedOutAgainAndItsLateReportRefused) {
+  v1::SubmitJobRequest submit;
+  *submit.mutable_spec() = ThreeTaskSpec(4);
+  v1::Job job;
+  ASSERT_TRUE(tuning_->SubmitJob(Context().get(), submit, &job).ok());
+  auto recorded = LoadRecordedSpace(testing::SpaceFile(kSpaces[0]));
+  ReplayMeasurer measurer(recorded->records);
+
+  // A worker that leases and then goes silent.
+  v1::RegisterRequest reg;
+  *reg.mutable_device() = ToProto(measurer.device());
+  v1::RegisterResponse silent;
+  ASSERT_TRUE(workers_->Register(Context().get(), reg, &silent).ok());
+  v1::LeaseBatchRequest lease_request;
+  lease_request.set_worker_id(silent.worker_id());
+  lease_request.set_max_candidates(4);
+  v1::LeaseBatchResponse lease;
+  ASSERT_TRUE(workers_->LeaseBatch(Context().get(), lease_request, &lease).ok());
+  ASSERT_EQ(lease.candidates_size(), 4);
+  absl::SleepFor(absl::Milliseconds(900));  // past the 500 ms lease timeout
+
+  // A healthy worker of the same class gets the same work.
+  WorkerLoopOptions options;
+  options.idle_exit = absl::Milliseconds(500);
+  WorkerLoop loop(workers_.get(), &measurer, options);
+  ASSERT_TRUE(loop.Run().ok());
+  EXPECT_EQ(loop.reported(), 4);
+
+  // The silent worker's late report is refused and stores nothing.
+  v1::ReportResultsRequest late;
+  late.set_worker_id(silent.worker_id());
+  late.set_lease_id(lease.lease_id());
+  for (const v1::Candidate& c : lease.candidates()) {
+    v1::CandidateResult* r = late.add_results();
+    r->set_candidate_id(c.candidate_id());
+    r->set_status(v1::MEASUREMENT_STATUS_OK);
+    r->add_repeat_times_ms(1.0);
+  }
+  v1::ReportResultsResponse stored;
+  grpc::Status s = workers_->ReportResults(Context().get(), late, &stored);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+  EXPECT_THAT(s.error_message(), HasSubstr("expired"));
+
+  v1::GetJobRequest get;
+  get.set_job_id(job.job_id());
+  ASSERT_TRUE(tuning_->GetJob(Context().get(), get, &job).ok());
+  EXPECT_EQ(job.tasks(0).measurements_done(), 4);
+}
+
+TEST_F(ServerTest, BadRequestsGetTheRightCodeAndSayWhatIsWrong) {
+  v1::SubmitJobRequest unknown_kernel;
+  *unknown_kernel.mutable_spec() = ThreeTaskSpec(4);
+  unknown_kernel.mutable_spec()->mutable_kernels(0)->set_name("fft");
+  v1::Job job;
+  grpc::Status s = tuning_->SubmitJob(Context().get(), unknown_kernel, &job);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::NOT_FOUND);
+  EXPECT_THAT(s.error_message(), HasSubstr("unknown kernel 'fft'"));
+
+  v1::SubmitJobRequest bad_problem;
+  bad_problem.set_spec_text(
+      "kernels: [gemm]\nproblems: [{M: -4, N: 8, K: 8}]\ndevice_classes: [cpu:x]\nbudget: 5\n");
+  s = tuning_->SubmitJob(Context().get(), bad_problem, &job);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(s.error_message(), HasSubstr("M=-4 is out of range"));
+
+  v1::SubmitJobRequest bad_yaml;
+  bad_yaml.set_spec_text("kernels: [gemm\nbudget: 5\n");
+  s = tuning_->SubmitJob(Context().get(), bad_yaml, &job);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(s.error_message(), HasSubstr("line"));
+
+  v1::SubmitJobRequest unknown_field;
+  unknown_field.set_spec_text("kernels: [gemm]\nbudgett: 5\n");
+  s = tuning_->SubmitJob(Context().get(), unknown_field, &job);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(s.error_message(), HasSubstr("unknown field 'budgett'"));
+
+  v1::SubmitJobRequest zero_budget;
+  *zero_budget.mutable_spec() = ThreeTaskSpec(0);
+  s = tuning_->SubmitJob(Context().get(), zero_budget, &job);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(s.error_message(), HasSubstr("budget"));
+
+  v1::GetJobRequest missing;
+  missing.set_job_id("424242");
+  s = tuning_->GetJob(Context().get(), missing, &job);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::NOT_FOUND);
+  missing.set_job_id("abc");
+  s = tuning_->GetJob(Context().get(), missing, &job);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+
+  v1::LeaseBatchRequest stranger;
+  stranger.set_worker_id("nobody");
+  stranger.set_max_candidates(1);
+  v1::LeaseBatchResponse lease;
+  s = workers_->LeaseBatch(Context().get(), stranger, &lease);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::NOT_FOUND);
+
+  // A message over the server's size limit.
+  v1::SubmitJobRequest huge;
+  huge.set_spec_text(std::string(5 << 20, '#'));
+  s = tuning_->SubmitJob(Context().get(), huge, &job);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
+}
+
+}  // namespace
+}  // namespace ktune
