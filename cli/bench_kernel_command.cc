@@ -1,8 +1,7 @@
 // ktune bench kernel: a kernel tuned on this machine against its untuned default and a vendor
 // library, in one run and at the same thread count.
 //
-//   ktune bench kernel --kernel gemm --problem M=1024,N=1024,K=1024 [--problem ...] \
-//       --vs openblas --budget 500 --threads 1
+//   ktune bench kernel --kernel gemm --problem M=1024,N=1024,K=1024 --vs openblas --threads 1
 //
 // For each problem: tune (the embedded default: records go to --db, earlier ones are reused),
 // then measure the tuned best, the default and the vendor kernel again with more repeats, in the

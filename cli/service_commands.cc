@@ -32,18 +32,26 @@ namespace {
 
 constexpr char kDefaultServer[] = "127.0.0.1:7470";
 
-// Blocks SIGTERM and SIGINT in every thread; returns a thread that waits for one and calls
-// `on_signal` once.
+// SIGTERM and SIGINT, whichever thread receives them, write to a pipe; OnTerminationSignal's
+// thread reads it and calls back outside the signal handler. (Blocking the signals instead
+// would miss threads that libraries start before main.)
+int g_signal_pipe[2] = {-1, -1};
+
+void WriteSignal(int) {
+  const char byte = 1;
+  [[maybe_unused]] ssize_t n = write(g_signal_pipe[1], &byte, 1);
+}
+
 std::thread OnTerminationSignal(std::function<void()> on_signal) {
-  sigset_t set;
-  sigemptyset(&set);
-  sigaddset(&set, SIGTERM);
-  sigaddset(&set, SIGINT);
-  pthread_sigmask(SIG_BLOCK, &set, nullptr);
-  return std::thread([set, on_signal] {
-    int sig = 0;
-    sigwait(&set, &sig);
-    on_signal();
+  if (g_signal_pipe[0] < 0 && pipe(g_signal_pipe) != 0) return std::thread([] {});
+  struct sigaction action = {};
+  action.sa_handler = WriteSignal;
+  sigemptyset(&action.sa_mask);
+  sigaction(SIGTERM, &action, nullptr);
+  sigaction(SIGINT, &action, nullptr);
+  return std::thread([on_signal] {
+    char byte;
+    if (read(g_signal_pipe[0], &byte, 1) == 1) on_signal();
   });
 }
 

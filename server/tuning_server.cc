@@ -50,11 +50,15 @@ void TuningServer::Shutdown() {
   if (shut_down_) return;
   shut_down_ = true;
   stop_.Notify();
-  server_->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(5));
+  if (server_ != nullptr) {
+    server_->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(5));
+  }
   if (expiry_.joinable()) expiry_.join();
 }
 
-void TuningServer::Wait() { server_->Wait(); }
+void TuningServer::Wait() {
+  if (server_ != nullptr) server_->Wait();
+}
 
 TuningServer::~TuningServer() { Shutdown(); }
 

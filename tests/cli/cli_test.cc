@@ -71,9 +71,15 @@ TEST(CliTest, FailuresExitWithOneAndSayWhy) {
   auto missing = RunKtune({"db", "import", dir.File("nope.json"), "--db", dir.File("k.db")});
   EXPECT_EQ(missing.exit_code, 1);
   EXPECT_THAT(missing.err, HasSubstr("nope.json"));
-  auto serve = RunKtune({"serve"});
+  auto serve = RunKtune({"serve", "--listen", "999.1.1.1:7", "--db", dir.File("s.db")});
   EXPECT_EQ(serve.exit_code, 1);
-  EXPECT_THAT(serve.err, HasSubstr("not available in this build"));
+  EXPECT_THAT(serve.err, HasSubstr("cannot listen on 999.1.1.1:7"));
+  auto watch = RunKtune({"watch", "1", "--server", "127.0.0.1:1"});  // nobody there
+  EXPECT_EQ(watch.exit_code, 1);
+  EXPECT_THAT(watch.err, HasSubstr("ktune watch:"));
+  auto submit = RunKtune({"submit", dir.File("nope.yaml"), "--server", "127.0.0.1:1"});
+  EXPECT_EQ(submit.exit_code, 1);
+  EXPECT_THAT(submit.err, HasSubstr("cannot read"));
 }
 
 TEST(CliTest, StatsAndJobsSpeakJson) {

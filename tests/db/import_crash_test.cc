@@ -7,6 +7,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <random>
 
 #include "db/interchange/record_files.h"
@@ -40,6 +41,18 @@ TEST(ImportCrashTest, SigkillDuringImportLosesAtMostThatImport) {
   std::mt19937 rng(20261127);
   int all = 0, none = 0;
   const int kRuns = 16;
+  // How long one import takes on this machine now (it varies with load): kills are spread over
+  // that, so that some land before, some inside and some after the write transaction.
+  const auto start = std::chrono::steady_clock::now();
+  {
+    pid_t pid = StartImport(dir.File("timing.db"), killed);
+    int status = 0;
+    waitpid(pid, &status, 0);
+    ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+  }
+  const int import_us = static_cast<int>(std::chrono::duration_cast<std::chrono::microseconds>(
+                                             std::chrono::steady_clock::now() - start)
+                                             .count());
   for (int run = 0; run < kRuns; ++run) {
     std::string db_path = dir.File("crash-" + std::to_string(run) + ".db");
     {
@@ -48,9 +61,8 @@ TEST(ImportCrashTest, SigkillDuringImportLosesAtMostThatImport) {
       ASSERT_TRUE(ImportRecordFile(**db, base, {}).ok());
     }
     pid_t pid = StartImport(db_path, killed);
-    // Most of an import's time is parsing; the commit comes at the end. Spread the kills over
-    // the whole run (about 1-2 s here) so that some land inside the write transaction.
-    usleep(std::uniform_int_distribution<int>(50'000, 2'500'000)(rng));
+    // Most of an import's time is parsing; the commit comes at the end.
+    usleep(std::uniform_int_distribution<int>(import_us / 20, import_us * 13 / 10)(rng));
     kill(pid, SIGKILL);
     int status = 0;
     waitpid(pid, &status, 0);

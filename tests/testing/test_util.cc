@@ -2,6 +2,7 @@
 
 #include <dirent.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
 #include <zlib.h>
@@ -45,9 +46,11 @@ std::string ReadGzipFile(const std::string& path) {
   return out;
 }
 
-CommandResult RunKtune(const std::vector<std::string>& args) {
-  TempDir dir;
-  std::string out_path = dir.File("out"), err_path = dir.File("err");
+namespace {
+
+// Starts the ktune binary with `args`, stdout and stderr into the given files.
+pid_t SpawnKtune(const std::vector<std::string>& args, const std::string& out_path,
+                 const std::string& err_path) {
   pid_t pid = fork();
   if (pid == 0) {
     int out = open(out_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
@@ -63,6 +66,15 @@ CommandResult RunKtune(const std::vector<std::string>& args) {
     execv(bin.c_str(), argv.data());
     _exit(127);
   }
+  return pid;
+}
+
+}  // namespace
+
+CommandResult RunKtune(const std::vector<std::string>& args) {
+  TempDir dir;
+  std::string out_path = dir.File("out"), err_path = dir.File("err");
+  pid_t pid = SpawnKtune(args, out_path, err_path);
   int status = 0;
   waitpid(pid, &status, 0);
   CommandResult r;
@@ -71,6 +83,32 @@ CommandResult RunKtune(const std::vector<std::string>& args) {
   r.err = ReadWholeFile(err_path);
   return r;
 }
+
+KtuneProcess::KtuneProcess(const std::vector<std::string>& args)
+    : pid_(SpawnKtune(args, dir_.File("out"), dir_.File("err"))) {}
+
+KtuneProcess::~KtuneProcess() {
+  if (pid_ > 0) {
+    kill(pid_, SIGKILL);
+    Wait();
+  }
+}
+
+void KtuneProcess::Signal(int signal) {
+  if (pid_ > 0) kill(pid_, signal);
+}
+
+int KtuneProcess::Wait() {
+  if (pid_ <= 0) return exit_code_;
+  int status = 0;
+  waitpid(pid_, &status, 0);
+  pid_ = -1;
+  exit_code_ = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  return exit_code_;
+}
+
+std::string KtuneProcess::Out() const { return ReadWholeFile(dir_.File("out")); }
+std::string KtuneProcess::Err() const { return ReadWholeFile(dir_.File("err")); }
 
 std::string SpaceFile(const std::string& name) {
   return std::string(KTUNE_DATASETS_DIR) + "/spaces/" + name;

@@ -28,6 +28,24 @@ struct CommandResult {
 // Runs the ktune binary built with the tests, with `args`, and waits for it.
 CommandResult RunKtune(const std::vector<std::string>& args);
 
+// A ktune process running in the background (a server, a worker), killed when destroyed.
+class KtuneProcess {
+ public:
+  explicit KtuneProcess(const std::vector<std::string>& args);
+  ~KtuneProcess();
+  KtuneProcess(const KtuneProcess&) = delete;
+  void Signal(int signal);
+  // Waits for the process to end; its exit code, or -1 when a signal ended it.
+  int Wait();
+  std::string Out() const;  // what it printed so far
+  std::string Err() const;
+
+ private:
+  TempDir dir_;
+  int pid_ = -1;
+  int exit_code_ = -1;
+};
+
 // Path of the ktune binary (for tests that start and kill it themselves).
 std::string KtuneBinary();
 

@@ -1,0 +1,176 @@
+// The fleet with real processes: `ktune serve` and `ktune worker` started as the operator would,
+// then killed with SIGKILL mid-job. The job must still finish with exactly its budget recorded,
+// no configuration measured twice, and nothing acknowledged lost.
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <set>
+
+#include "db/interchange/record_files.h"
+#include "db/sqlite_tuning_database.h"
+#include "grpcpp/create_channel.h"
+#include "ktune/v1/tuning_service.grpc.pb.h"
+#include "proto/convert.h"
+#include "tests/testing/test_util.h"
+
+namespace ktune {
+namespace {
+
+using testing::KtuneProcess;
+
+const std::string kSpace = "convolution_A100_T4.json.gz";
+
+int FreePort() {
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr));
+  socklen_t len = sizeof(addr);
+  getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
+  close(fd);
+  return ntohs(addr.sin_port);
+}
+
+class FleetProcessTest : public ::testing::Test {
+ protected:
+  FleetProcessTest() : port_(FreePort()), address_(absl::StrCat("127.0.0.1:", port_)) {}
+
+  std::unique_ptr<KtuneProcess> StartServer() {
+    auto server = std::make_unique<KtuneProcess>(std::vector<std::string>{
+        "serve", "--listen", address_, "--db", dir_.File("fleet.db"), "--replay",
+        testing::SpaceFile(kSpace), "--lease-timeout-ms", "800"});
+    // Ready when it says so.
+    for (int i = 0; i < 200 && server->Out().find("listening") == std::string::npos; ++i) {
+      absl::SleepFor(absl::Milliseconds(50));
+    }
+    EXPECT_THAT(server->Out(), ::testing::HasSubstr("listening on port")) << server->Err();
+    return server;
+  }
+
+  std::unique_ptr<KtuneProcess> StartWorker() {
+    return std::make_unique<KtuneProcess>(std::vector<std::string>{
+        "worker", "--server", address_, "--device", "replay:" + testing::SpaceFile(kSpace),
+        "--max-candidates", "4", "--idle-exit", "3"});
+  }
+
+  std::unique_ptr<v1::TuningService::Stub> Client() {
+    return v1::TuningService::NewStub(
+        grpc::CreateChannel(address_, grpc::InsecureChannelCredentials()));
+  }
+
+  std::string Submit(int64_t budget, v1::Strategy strategy) {
+    auto recorded = LoadRecordedSpace(testing::SpaceFile(kSpace));
+    EXPECT_TRUE(recorded.ok());
+    v1::SubmitJobRequest request;
+    v1::JobSpec* spec = request.mutable_spec();
+    spec->add_kernels()->set_name(recorded->records.front().kernel);
+    ToProto(recorded->records.front().problem, spec->add_problems()->mutable_params());
+    spec->add_device_classes(recorded->records.front().device.device_class);
+    spec->set_budget_measurements(budget);
+    spec->set_strategy(strategy);
+    v1::Job job;
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
+    grpc::Status s = Client()->SubmitJob(&ctx, request, &job);
+    EXPECT_TRUE(s.ok()) << s.error_message();
+    return job.job_id();
+  }
+
+  // The job, or nullopt while the server is unreachable.
+  std::optional<v1::Job> Get(const std::string& id) {
+    v1::GetJobRequest request;
+    request.set_job_id(id);
+    v1::Job job;
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(2));
+    if (!Client()->GetJob(&ctx, request, &job).ok()) return std::nullopt;
+    return job;
+  }
+
+  // Waits until the job has at least `done` measurements (or has ended).
+  v1::Job WaitFor(const std::string& id, int64_t done, absl::Duration limit = absl::Seconds(60)) {
+    const absl::Time end = absl::Now() + limit;
+    std::optional<v1::Job> job;
+    while (absl::Now() < end) {
+      job = Get(id);
+      if (job && (job->measurements_done() >= done || job->state() == v1::JOB_STATE_DONE)) {
+        return *job;
+      }
+      absl::SleepFor(absl::Milliseconds(20));
+    }
+    ADD_FAILURE() << "job " << id << " did not reach " << done << " measurements";
+    return job.value_or(v1::Job{});
+  }
+
+  // Records of the job in the database file: count and distinct configurations.
+  std::pair<int64_t, int64_t> StoredRecords(const std::string& job_id) {
+    auto db = SqliteTuningDatabase::Open(dir_.File("fleet.db"));
+    EXPECT_TRUE(db.ok());
+    int64_t n = 0;
+    std::set<std::string> configs;
+    EXPECT_TRUE((*db)
+                    ->ForEachRecord([&](const Record& r) {
+                      if (r.source == "job:" + job_id) {
+                        ++n;
+                        configs.insert(r.ConfigHash());
+                      }
+                      return absl::OkStatus();
+                    })
+                    .ok());
+    return {n, static_cast<int64_t>(configs.size())};
+  }
+
+  testing::TempDir dir_;
+  int port_;
+  std::string address_;
+};
+
+TEST_F(FleetProcessTest, AWorkerKilledMidJobCostsNothingButTime) {
+  auto server = StartServer();
+  const std::string job = Submit(120, v1::STRATEGY_PPO);
+  auto first = StartWorker();
+  WaitFor(job, 24);
+  first->Signal(SIGKILL);  // whatever lease it holds is never reported
+  first->Wait();
+  auto second = StartWorker();
+  v1::Job done = WaitFor(job, 120);
+  EXPECT_EQ(done.state(), v1::JOB_STATE_DONE);
+  EXPECT_EQ(done.measurements_done(), 120);
+  EXPECT_EQ(second->Wait(), 0) << second->Err();  // leaves by itself once idle
+  server->Signal(SIGTERM);
+  EXPECT_EQ(server->Wait(), 0);
+  auto [records, distinct] = StoredRecords(job);
+  EXPECT_EQ(records, 120);
+  EXPECT_EQ(distinct, 120);
+}
+
+TEST_F(FleetProcessTest, AServerKilledMidJobResumesItAndLosesNothingAcknowledged) {
+  auto server = StartServer();
+  const std::string job = Submit(160, v1::STRATEGY_PPO);
+  auto worker = StartWorker();
+  const v1::Job before = WaitFor(job, 40);
+  server->Signal(SIGKILL);
+  server->Wait();
+  const int64_t acknowledged = before.measurements_done();
+  // Every result the server acknowledged is in the file, even with no server running.
+  EXPECT_GE(StoredRecords(job).first, acknowledged);
+
+  server = StartServer();  // the worker reconnects and registers again by itself
+  v1::Job done = WaitFor(job, 160);
+  EXPECT_EQ(done.state(), v1::JOB_STATE_DONE);
+  EXPECT_EQ(done.measurements_done(), 160);
+  EXPECT_EQ(worker->Wait(), 0) << worker->Err();
+  server->Signal(SIGTERM);
+  EXPECT_EQ(server->Wait(), 0);
+  auto [records, distinct] = StoredRecords(job);
+  EXPECT_EQ(records, 160);
+  EXPECT_EQ(distinct, 160);
+}
+
+}  // namespace
+}  // namespace ktune
