@@ -62,9 +62,17 @@ absl::Status FromGrpc(const grpc::Status& s) {
                                                 : s.error_message());
 }
 
-std::unique_ptr<grpc::ClientContext> Context(int seconds = 10) {
+// --token, else $KTUNE_TOKEN.
+std::string TokenOr(const std::string& token) {
+  if (!token.empty()) return token;
+  const char* env = std::getenv("KTUNE_TOKEN");
+  return env ? env : "";
+}
+
+std::unique_ptr<grpc::ClientContext> Context(const std::string& token, int seconds = 10) {
   auto ctx = std::make_unique<grpc::ClientContext>();
   ctx->set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(seconds));
+  if (!TokenOr(token).empty()) ctx->AddMetadata("authorization", "Bearer " + TokenOr(token));
   return ctx;
 }
 
@@ -97,7 +105,7 @@ nlohmann::json JobJson(const v1::Job& job) {
 // --- serve ---
 
 struct ServeArgs {
-  std::string listen = kDefaultServer, db = "ktune.db";
+  std::string listen = kDefaultServer, db = "ktune.db", auth;
   std::vector<std::string> replay;
   int64_t lease_timeout_ms = 30'000;
 };
@@ -107,6 +115,7 @@ int RunServe(const ServeArgs& a) {
   options.listen = a.listen;
   options.db_path = a.db;
   options.replay_files = a.replay;
+  options.auth_file = a.auth;
   options.scheduler.lease_timeout = absl::Milliseconds(a.lease_timeout_ms);
   options.scheduler.heartbeat_interval = absl::Milliseconds(std::max<int64_t>(50, a.lease_timeout_ms / 3));
   std::thread signals;
@@ -124,7 +133,7 @@ int RunServe(const ServeArgs& a) {
 // --- worker ---
 
 struct WorkerArgs {
-  std::string server = kDefaultServer, device = "cpu";
+  std::string server = kDefaultServer, device = "cpu", token;
   int max_candidates = 8;
   int64_t max_measurements = 0;
   double idle_exit_s = 0;
@@ -156,6 +165,7 @@ int RunWorker(const WorkerArgs& a) {
   char host[256] = {};
   ::gethostname(host, sizeof(host) - 1);
   options.host = host;
+  options.token = TokenOr(a.token);
   options.cores = cores;
   options.max_candidates = a.max_candidates;
   options.max_measurements = a.max_measurements;
@@ -172,7 +182,7 @@ int RunWorker(const WorkerArgs& a) {
 // --- submit / watch / cancel ---
 
 struct JobArgs {
-  std::string server = kDefaultServer, job, spec;
+  std::string server = kDefaultServer, job, spec, token;
   bool json = false;
   double poll_s = 1.0;
 };
@@ -188,7 +198,7 @@ int RunSubmit(const JobArgs& a) {
   v1::SubmitJobRequest request;
   request.set_spec_text(text.str());
   v1::Job job;
-  absl::Status s = FromGrpc(stub->SubmitJob(Context().get(), request, &job));
+  absl::Status s = FromGrpc(stub->SubmitJob(Context(a.token).get(), request, &job));
   if (absl::IsInvalidArgument(s) || absl::IsNotFound(s)) {
     return UsageError(cmd, absl::StrCat(a.spec, ": ", s.message()));
   }
@@ -211,7 +221,7 @@ int RunWatch(const JobArgs& a) {
     v1::GetJobRequest request;
     request.set_job_id(a.job);
     v1::Job job;
-    absl::Status s = FromGrpc(stub->GetJob(Context().get(), request, &job));
+    absl::Status s = FromGrpc(stub->GetJob(Context(a.token).get(), request, &job));
     if (!s.ok()) return absl::IsInvalidArgument(s) ? UsageError(cmd, std::string(s.message()))
                                                    : Fail(cmd, s);
     std::string line;
@@ -249,7 +259,7 @@ int RunCancel(const JobArgs& a) {
   v1::CancelJobRequest request;
   request.set_job_id(a.job);
   v1::Job job;
-  absl::Status s = FromGrpc(stub->CancelJob(Context().get(), request, &job));
+  absl::Status s = FromGrpc(stub->CancelJob(Context(a.token).get(), request, &job));
   if (!s.ok()) return absl::IsInvalidArgument(s) ? UsageError("cancel", std::string(s.message()))
                                                  : Fail("cancel", s);
   if (a.json) {
@@ -268,6 +278,8 @@ void RegisterServiceCommands(CLI::App& app, Action* action) {
   serve->add_option("--listen", serve_args->listen, "Address to listen on (port 0: any free one)")
       ->capture_default_str();
   serve->add_option("--db", serve_args->db, "Tuning database file")->capture_default_str();
+  serve->add_option("--auth", serve_args->auth,
+                    "Token file: 'TOKEN ROLES' lines (roles query, submit, worker, admin)");
   serve->add_option("--replay", serve_args->replay,
                     "Recorded space (T4 / Kernel Tuner) to serve tasks of, for replay workers");
   serve->add_option("--lease-timeout-ms", serve_args->lease_timeout_ms,
@@ -281,6 +293,7 @@ void RegisterServiceCommands(CLI::App& app, Action* action) {
   worker->add_option("--server", worker_args->server, "Server address HOST:PORT")
       ->capture_default_str();
   worker->add_option("--device", worker_args->device, "cpu or replay:FILE")->capture_default_str();
+  worker->add_option("--token", worker_args->token, "Bearer token with the worker role (or $KTUNE_TOKEN)");
   worker->add_option("--max-candidates", worker_args->max_candidates, "Candidates per lease")
       ->check(CLI::Range(1, 256))
       ->capture_default_str();
@@ -294,12 +307,14 @@ void RegisterServiceCommands(CLI::App& app, Action* action) {
   CLI::App* submit = app.add_subcommand("submit", "Submit a fleet job (YAML or JSON spec)");
   submit->add_option("JOB", job_args->spec, "Job spec file")->required();
   submit->add_option("--server", job_args->server, "Server address")->capture_default_str();
+  submit->add_option("--token", job_args->token, "Bearer token (or $KTUNE_TOKEN)");
   submit->add_flag("--json", job_args->json, "Print the job as JSON");
   submit->callback([=] { *action = [=] { return RunSubmit(*job_args); }; });
 
   CLI::App* watch = app.add_subcommand("watch", "Follow a job's progress until it ends");
   watch->add_option("JOB", job_args->job, "Job id")->required();
   watch->add_option("--server", job_args->server, "Server address")->capture_default_str();
+  watch->add_option("--token", job_args->token, "Bearer token (or $KTUNE_TOKEN)");
   watch->add_option("--interval", job_args->poll_s, "Seconds between updates")
       ->capture_default_str();
   watch->add_flag("--json", job_args->json, "One JSON object a line");
@@ -308,6 +323,7 @@ void RegisterServiceCommands(CLI::App& app, Action* action) {
   CLI::App* cancel = app.add_subcommand("cancel", "Cancel a job");
   cancel->add_option("JOB", job_args->job, "Job id")->required();
   cancel->add_option("--server", job_args->server, "Server address")->capture_default_str();
+  cancel->add_option("--token", job_args->token, "Bearer token (or $KTUNE_TOKEN)");
   cancel->add_flag("--json", job_args->json, "Print the job as JSON");
   cancel->callback([=] { *action = [=] { return RunCancel(*job_args); }; });
 

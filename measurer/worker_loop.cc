@@ -12,6 +12,14 @@
 namespace ktune {
 namespace {
 
+// A client context with the call's deadline and the worker's token.
+std::unique_ptr<grpc::ClientContext> Context(absl::Duration deadline, const std::string& token) {
+  auto ctx = std::make_unique<grpc::ClientContext>();
+  ctx->set_deadline(std::chrono::system_clock::now() + absl::ToChronoMilliseconds(deadline));
+  if (!token.empty()) ctx->AddMetadata("authorization", "Bearer " + token);
+  return ctx;
+}
+
 absl::Status FromGrpc(const grpc::Status& s) {
   if (s.ok()) return absl::OkStatus();
   return absl::Status(static_cast<absl::StatusCode>(s.error_code()), s.error_message());
@@ -26,17 +34,16 @@ bool IsFatal(const absl::Status& s) {
 class LeaseHeartbeat {
  public:
   LeaseHeartbeat(v1::WorkerService::StubInterface* stub, std::string worker, std::string lease,
-                 absl::Duration interval, absl::Duration deadline)
+                 absl::Duration interval, absl::Duration deadline, std::string token)
       : thread_([=] {
           std::unique_lock<std::mutex> lock(mu_);
           while (!cv_.wait_for(lock, absl::ToChronoMilliseconds(interval), [&] { return done_; })) {
-            grpc::ClientContext ctx;
-            ctx.set_deadline(std::chrono::system_clock::now() + absl::ToChronoMilliseconds(deadline));
             v1::HeartbeatRequest request;
             request.set_worker_id(worker);
             request.add_lease_ids(lease);
             v1::HeartbeatResponse response;
-            stub->Heartbeat(&ctx, request, &response);  // best effort: the report decides
+            // Best effort: the report decides.
+            stub->Heartbeat(Context(deadline, token).get(), request, &response);
           }
         }) {}
   ~LeaseHeartbeat() {
@@ -62,9 +69,6 @@ WorkerLoop::WorkerLoop(v1::WorkerService::StubInterface* stub, Measurer* measure
     : stub_(stub), measurer_(measurer), options_(std::move(options)), stop_(stop) {}
 
 absl::Status WorkerLoop::Register() {
-  grpc::ClientContext ctx;
-  ctx.set_deadline(std::chrono::system_clock::now() +
-                   absl::ToChronoMilliseconds(options_.rpc_deadline));
   v1::RegisterRequest request;
   *request.mutable_device() = ToProto(measurer_->device());
   request.mutable_device()->set_cores_used(options_.cores);
@@ -72,7 +76,8 @@ absl::Status WorkerLoop::Register() {
   request.mutable_capabilities()->add_languages("cpp");
   request.mutable_capabilities()->set_max_parallel(1);
   v1::RegisterResponse response;
-  absl::Status s = FromGrpc(stub_->Register(&ctx, request, &response));
+  absl::Status s = FromGrpc(
+      stub_->Register(Context(options_.rpc_deadline, options_.token).get(), request, &response));
   if (!s.ok()) return s;
   worker_id_ = response.worker_id();
   if (response.heartbeat_interval_ms() > 0) {
@@ -100,14 +105,12 @@ absl::Status WorkerLoop::Run() {
       }
       backoff = absl::Milliseconds(100);
     }
-    grpc::ClientContext ctx;
-    ctx.set_deadline(std::chrono::system_clock::now() +
-                     absl::ToChronoMilliseconds(options_.rpc_deadline));
     v1::LeaseBatchRequest request;
     request.set_worker_id(worker_id_);
     request.set_max_candidates(options_.max_candidates);
     v1::LeaseBatchResponse lease;
-    absl::Status s = FromGrpc(stub_->LeaseBatch(&ctx, request, &lease));
+    absl::Status s = FromGrpc(
+        stub_->LeaseBatch(Context(options_.rpc_deadline, options_.token).get(), request, &lease));
     if (absl::IsNotFound(s)) {  // the server restarted and forgot us
       worker_id_.clear();
       continue;
@@ -134,7 +137,7 @@ absl::Status WorkerLoop::Run() {
     report.set_lease_id(lease.lease_id());
     {
       LeaseHeartbeat heartbeat(stub_, worker_id_, lease.lease_id(), heartbeat_interval_,
-                               options_.rpc_deadline);
+                               options_.rpc_deadline, options_.token);
       std::map<std::string, std::vector<int>> by_task;  // serialized task -> candidate indices
       for (int i = 0; i < lease.candidates_size(); ++i) {
         by_task[lease.candidates(i).task().SerializeAsString()].push_back(i);
@@ -161,11 +164,9 @@ absl::Status WorkerLoop::Run() {
         }
       }
     }
-    grpc::ClientContext report_ctx;
-    report_ctx.set_deadline(std::chrono::system_clock::now() +
-                            absl::ToChronoMilliseconds(options_.rpc_deadline));
     v1::ReportResultsResponse stored;
-    s = FromGrpc(stub_->ReportResults(&report_ctx, report, &stored));
+    s = FromGrpc(stub_->ReportResults(Context(options_.rpc_deadline, options_.token).get(), report,
+                                      &stored));
     if (s.ok()) {
       reported_ += report.results_size();
     } else if (IsFatal(s)) {
@@ -175,13 +176,10 @@ absl::Status WorkerLoop::Run() {
     // by design (someone else measures them). UNAVAILABLE: the same happens after the timeout.
   }
   if (!worker_id_.empty()) {
-    grpc::ClientContext ctx;
-    ctx.set_deadline(std::chrono::system_clock::now() +
-                     absl::ToChronoMilliseconds(options_.rpc_deadline));
     v1::LeaveRequest request;
     request.set_worker_id(worker_id_);
     v1::LeaveResponse response;
-    stub_->Leave(&ctx, request, &response);
+    stub_->Leave(Context(options_.rpc_deadline, options_.token).get(), request, &response);
   }
   return absl::OkStatus();
 }

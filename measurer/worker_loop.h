@@ -19,6 +19,7 @@ namespace ktune {
 
 struct WorkerLoopOptions {
   std::string host;                 // reported at registration
+  std::string token;                // bearer token with the worker role; empty: none
   int cores = 1;                    // cores the kernels may use
   int max_candidates = 8;           // per lease
   absl::Duration rpc_deadline = absl::Seconds(10);

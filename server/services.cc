@@ -71,6 +71,7 @@ v1::Job ToProto(const JobStatus& s, bool with_tasks) {
 grpc::ServerUnaryReactor* WorkerServiceImpl::Register(grpc::CallbackServerContext* ctx,
                                                       const v1::RegisterRequest* request,
                                                       v1::RegisterResponse* response) {
+  if (absl::Status a = auth_->Check(ctx, Role::kWorker); !a.ok()) return Done(ctx, a);
   absl::StatusOr<DeviceInfo> device = FromProto(request->device());
   if (!device.ok()) return Done(ctx, device.status());
   if (request->host().size() > 253) {
@@ -87,6 +88,7 @@ grpc::ServerUnaryReactor* WorkerServiceImpl::Register(grpc::CallbackServerContex
 grpc::ServerUnaryReactor* WorkerServiceImpl::LeaseBatch(grpc::CallbackServerContext* ctx,
                                                         const v1::LeaseBatchRequest* request,
                                                         v1::LeaseBatchResponse* response) {
+  if (absl::Status a = auth_->Check(ctx, Role::kWorker); !a.ok()) return Done(ctx, a);
   absl::StatusOr<LeaseGrant> grant =
       scheduler_->Lease(request->worker_id(), request->max_candidates());
   if (!grant.ok()) return Done(ctx, grant.status());
@@ -100,6 +102,7 @@ grpc::ServerUnaryReactor* WorkerServiceImpl::LeaseBatch(grpc::CallbackServerCont
 grpc::ServerUnaryReactor* WorkerServiceImpl::ReportResults(grpc::CallbackServerContext* ctx,
                                                            const v1::ReportResultsRequest* request,
                                                            v1::ReportResultsResponse* response) {
+  if (absl::Status a = auth_->Check(ctx, Role::kWorker); !a.ok()) return Done(ctx, a);
   if (request->results_size() > 256) {
     return Done(ctx, absl::InvalidArgumentError("at most 256 results per report"));
   }
@@ -114,6 +117,7 @@ grpc::ServerUnaryReactor* WorkerServiceImpl::ReportResults(grpc::CallbackServerC
 grpc::ServerUnaryReactor* WorkerServiceImpl::Heartbeat(grpc::CallbackServerContext* ctx,
                                                        const v1::HeartbeatRequest* request,
                                                        v1::HeartbeatResponse* response) {
+  if (absl::Status a = auth_->Check(ctx, Role::kWorker); !a.ok()) return Done(ctx, a);
   std::vector<std::string> leases(request->lease_ids().begin(), request->lease_ids().end());
   absl::StatusOr<std::vector<std::string>> revoked =
       scheduler_->Heartbeat(request->worker_id(), leases);
@@ -130,6 +134,7 @@ grpc::ServerUnaryReactor* WorkerServiceImpl::Heartbeat(grpc::CallbackServerConte
 grpc::ServerUnaryReactor* WorkerServiceImpl::Leave(grpc::CallbackServerContext* ctx,
                                                    const v1::LeaveRequest* request,
                                                    v1::LeaveResponse*) {
+  if (absl::Status a = auth_->Check(ctx, Role::kWorker); !a.ok()) return Done(ctx, a);
   return Done(ctx, scheduler_->Leave(request->worker_id()));
 }
 
@@ -138,6 +143,7 @@ grpc::ServerUnaryReactor* WorkerServiceImpl::Leave(grpc::CallbackServerContext* 
 grpc::ServerUnaryReactor* TuningServiceImpl::SubmitJob(grpc::CallbackServerContext* ctx,
                                                        const v1::SubmitJobRequest* request,
                                                        v1::Job* response) {
+  if (absl::Status a = auth_->Check(ctx, Role::kSubmit); !a.ok()) return Done(ctx, a);
   v1::JobSpec spec = request->spec();
   if (!request->spec_text().empty()) {
     absl::StatusOr<v1::JobSpec> parsed = ParseJobSpecText(request->spec_text());
@@ -158,6 +164,7 @@ grpc::ServerUnaryReactor* TuningServiceImpl::SubmitJob(grpc::CallbackServerConte
 grpc::ServerUnaryReactor* TuningServiceImpl::GetJob(grpc::CallbackServerContext* ctx,
                                                     const v1::GetJobRequest* request,
                                                     v1::Job* response) {
+  if (absl::Status a = auth_->Check(ctx, Role::kQuery); !a.ok()) return Done(ctx, a);
   absl::StatusOr<int64_t> id = ParseJobId(request->job_id());
   if (!id.ok()) return Done(ctx, id.status());
   absl::StatusOr<JobStatus> status = scheduler_->GetJob(*id);
@@ -169,6 +176,7 @@ grpc::ServerUnaryReactor* TuningServiceImpl::GetJob(grpc::CallbackServerContext*
 grpc::ServerUnaryReactor* TuningServiceImpl::ListJobs(grpc::CallbackServerContext* ctx,
                                                       const v1::ListJobsRequest* request,
                                                       v1::ListJobsResponse* response) {
+  if (absl::Status a = auth_->Check(ctx, Role::kQuery); !a.ok()) return Done(ctx, a);
   absl::StatusOr<std::vector<JobStatus>> jobs = scheduler_->ListJobs();
   if (!jobs.ok()) return Done(ctx, jobs.status());
   const int page = request->page_size() <= 0 ? 100 : std::min(request->page_size(), 1000);
@@ -196,6 +204,7 @@ grpc::ServerUnaryReactor* TuningServiceImpl::ListJobs(grpc::CallbackServerContex
 #define KTUNE_JOB_ACTION(Method, Request, call)                                                \
   grpc::ServerUnaryReactor* TuningServiceImpl::Method(                                        \
       grpc::CallbackServerContext* ctx, const v1::Request* request, v1::Job* response) {      \
+    if (absl::Status a = auth_->Check(ctx, Role::kSubmit); !a.ok()) return Done(ctx, a);       \
     absl::StatusOr<int64_t> id = ParseJobId(request->job_id());                                \
     if (!id.ok()) return Done(ctx, id.status());                                               \
     absl::StatusOr<JobStatus> status = scheduler_->call(*id);                                  \
@@ -211,6 +220,7 @@ KTUNE_JOB_ACTION(ResumeJob, ResumeJobRequest, Resume)
 grpc::ServerUnaryReactor* TuningServiceImpl::QueryBest(grpc::CallbackServerContext* ctx,
                                                        const v1::QueryBestRequest* request,
                                                        v1::QueryBestResponse* response) {
+  if (absl::Status a = auth_->Check(ctx, Role::kQuery); !a.ok()) return Done(ctx, a);
   if (request->kernel().name().empty()) {
     return Done(ctx, absl::InvalidArgumentError("kernel.name is required"));
   }

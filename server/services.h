@@ -9,6 +9,7 @@
 #include "kernels/kernel_registry.h"
 #include "ktune/v1/tuning_service.grpc.pb.h"
 #include "ktune/v1/worker_service.grpc.pb.h"
+#include "server/auth.h"
 #include "server/scheduler.h"
 #include "server/task_spaces.h"
 
@@ -18,7 +19,8 @@ grpc::Status ToGrpc(const absl::Status& s);
 
 class WorkerServiceImpl final : public v1::WorkerService::CallbackService {
  public:
-  explicit WorkerServiceImpl(Scheduler* scheduler) : scheduler_(scheduler) {}
+  WorkerServiceImpl(Scheduler* scheduler, const Authenticator* auth)
+      : scheduler_(scheduler), auth_(auth) {}
   grpc::ServerUnaryReactor* Register(grpc::CallbackServerContext* ctx,
                                      const v1::RegisterRequest* request,
                                      v1::RegisterResponse* response) override;
@@ -37,13 +39,15 @@ class WorkerServiceImpl final : public v1::WorkerService::CallbackService {
 
  private:
   Scheduler* scheduler_;
+  const Authenticator* auth_;
 };
 
 class TuningServiceImpl final : public v1::TuningService::CallbackService {
  public:
   // `db` must be safe to share with the scheduler's threads (LockedTuningDatabase).
-  TuningServiceImpl(Scheduler* scheduler, const TaskSpaces* spaces, TuningDatabase* db)
-      : scheduler_(scheduler), spaces_(spaces), db_(db) {}
+  TuningServiceImpl(Scheduler* scheduler, const TaskSpaces* spaces, TuningDatabase* db,
+                    const Authenticator* auth)
+      : scheduler_(scheduler), spaces_(spaces), db_(db), auth_(auth) {}
   grpc::ServerUnaryReactor* SubmitJob(grpc::CallbackServerContext* ctx,
                                       const v1::SubmitJobRequest* request,
                                       v1::Job* response) override;
@@ -69,6 +73,7 @@ class TuningServiceImpl final : public v1::TuningService::CallbackService {
   Scheduler* scheduler_;
   const TaskSpaces* spaces_;
   TuningDatabase* db_;
+  const Authenticator* auth_;
 };
 
 // A Job message from a scheduler status.

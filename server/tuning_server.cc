@@ -20,9 +20,12 @@ absl::StatusOr<std::unique_ptr<TuningServer>> TuningServer::Start(TuningServerOp
   s->scheduler_ = std::make_unique<Scheduler>(s->db_.get(), s->spaces_.get(),
                                               s->options_.scheduler);
   KTUNE_RETURN_IF_ERROR(s->scheduler_->Recover());
-  s->worker_service_ = std::make_unique<WorkerServiceImpl>(s->scheduler_.get());
-  s->tuning_service_ =
-      std::make_unique<TuningServiceImpl>(s->scheduler_.get(), s->spaces_.get(), s->db_.get());
+  if (!s->options_.auth_file.empty()) {
+    KTUNE_ASSIGN_OR_RETURN(s->auth_, Authenticator::FromFile(s->options_.auth_file));
+  }
+  s->worker_service_ = std::make_unique<WorkerServiceImpl>(s->scheduler_.get(), &s->auth_);
+  s->tuning_service_ = std::make_unique<TuningServiceImpl>(s->scheduler_.get(), s->spaces_.get(),
+                                                           s->db_.get(), &s->auth_);
 
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();

@@ -15,6 +15,7 @@
 #include "db/sqlite_tuning_database.h"
 #include "grpcpp/server.h"
 #include "kernels/kernel_registry.h"
+#include "server/auth.h"
 #include "server/scheduler.h"
 #include "server/services.h"
 #include "server/task_spaces.h"
@@ -25,6 +26,7 @@ struct TuningServerOptions {
   std::string listen = "127.0.0.1:7470";  // port 0 picks a free one (see port())
   std::string db_path = "ktune.db";
   std::vector<std::string> replay_files;  // recorded spaces served for replay workers
+  std::string auth_file;                  // bearer tokens with roles (server/auth.h); empty: none
   SchedulerOptions scheduler;
   int64_t max_message_bytes = 4 << 20;
 };
@@ -49,6 +51,7 @@ class TuningServer {
   std::unique_ptr<LockedTuningDatabase> db_;
   KernelRegistry registry_ = KernelRegistry::WithBuiltins();
   std::unique_ptr<TaskSpaces> spaces_;
+  Authenticator auth_;
   std::unique_ptr<Scheduler> scheduler_;
   std::unique_ptr<WorkerServiceImpl> worker_service_;
   std::unique_ptr<TuningServiceImpl> tuning_service_;

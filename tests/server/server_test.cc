@@ -4,6 +4,7 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <fstream>
 #include <thread>
 
 #include "db/interchange/record_files.h"
@@ -220,6 +221,71 @@ TEST_F(ServerTest, BadRequestsGetTheRightCodeAndSayWhatIsWrong) {
   huge.set_spec_text(std::string(5 << 20, '#'));
   s = tuning_->SubmitJob(Context().get(), huge, &job);
   EXPECT_EQ(s.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
+}
+
+TEST(ServerAuthTest, TokensAndRolesAreEnforced) {
+  testing::TempDir dir;
+  {
+    std::ofstream tokens(dir.File("tokens"));
+    tokens << "# token roles\n"
+           << "worker-token-0123456789 worker\n"
+           << "query-token-0123456789  query\n"
+           << "admin-token-0123456789  admin\n";
+  }
+  TuningServerOptions options;
+  options.listen = "127.0.0.1:0";
+  options.db_path = dir.File("auth.db");
+  options.auth_file = dir.File("tokens");
+  auto server = TuningServer::Start(options);
+  ASSERT_TRUE(server.ok()) << server.status();
+  auto channel = grpc::CreateChannel(absl::StrCat("127.0.0.1:", (*server)->port()),
+                                     grpc::InsecureChannelCredentials());
+  auto tuning = v1::TuningService::NewStub(channel);
+  auto workers = v1::WorkerService::NewStub(channel);
+  auto with = [](const std::string& token) {
+    auto ctx = Context();
+    if (!token.empty()) ctx->AddMetadata("authorization", "Bearer " + token);
+    return ctx;
+  };
+  v1::ListJobsRequest list;
+  v1::ListJobsResponse jobs;
+  EXPECT_EQ(tuning->ListJobs(with("").get(), list, &jobs).error_code(),
+            grpc::StatusCode::UNAUTHENTICATED);
+  EXPECT_EQ(tuning->ListJobs(with("not-a-token-at-all").get(), list, &jobs).error_code(),
+            grpc::StatusCode::UNAUTHENTICATED);
+  EXPECT_TRUE(tuning->ListJobs(with("query-token-0123456789").get(), list, &jobs).ok());
+  EXPECT_TRUE(tuning->ListJobs(with("admin-token-0123456789").get(), list, &jobs).ok());
+
+  v1::SubmitJobRequest submit;
+  submit.set_spec_text("kernels: [gemm]\nproblems: [{M: 8, N: 8, K: 8}]\n"
+                       "device_classes: [cpu:x]\nbudget: 2\n");
+  v1::Job job;
+  grpc::Status s = tuning->SubmitJob(with("query-token-0123456789").get(), submit, &job);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::PERMISSION_DENIED);
+  EXPECT_THAT(s.error_message(), HasSubstr("submit role"));
+  EXPECT_TRUE(tuning->SubmitJob(with("admin-token-0123456789").get(), submit, &job).ok());
+
+  v1::RegisterRequest reg;
+  reg.mutable_device()->set_device_class("cpu:x");
+  v1::RegisterResponse registered;
+  EXPECT_EQ(workers->Register(with("query-token-0123456789").get(), reg, &registered).error_code(),
+            grpc::StatusCode::PERMISSION_DENIED);
+  EXPECT_TRUE(workers->Register(with("worker-token-0123456789").get(), reg, &registered).ok());
+}
+
+TEST(ServerAuthTest, ABadTokenFileStopsTheServerWithTheLine) {
+  testing::TempDir dir;
+  {
+    std::ofstream tokens(dir.File("tokens"));
+    tokens << "good-token-0123456789 worker\nshort query\n";
+  }
+  TuningServerOptions options;
+  options.listen = "127.0.0.1:0";
+  options.db_path = dir.File("auth.db");
+  options.auth_file = dir.File("tokens");
+  auto server = TuningServer::Start(options);
+  EXPECT_EQ(server.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(server.status().message(), HasSubstr("line 2"));
 }
 
 }  // namespace

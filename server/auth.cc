@@ -1,0 +1,87 @@
+#include "server/auth.h"
+
+#include <fstream>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+
+namespace ktune {
+namespace {
+
+const char* RoleName(Role r) {
+  switch (r) {
+    case Role::kQuery: return "query";
+    case Role::kSubmit: return "submit";
+    case Role::kWorker: return "worker";
+    case Role::kAdmin: return "admin";
+  }
+  return "?";
+}
+
+// Equal strings, in time that does not depend on where they differ.
+bool SameSecret(absl::string_view a, absl::string_view b) {
+  if (a.size() != b.size()) return false;
+  unsigned char diff = 0;
+  for (size_t i = 0; i < a.size(); ++i) diff |= static_cast<unsigned char>(a[i] ^ b[i]);
+  return diff == 0;
+}
+
+}  // namespace
+
+absl::StatusOr<Authenticator> Authenticator::FromFile(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) return absl::NotFoundError(absl::StrCat("cannot read the token file ", path));
+  Authenticator auth;
+  std::string line;
+  for (int number = 1; std::getline(in, line); ++number) {
+    absl::string_view text = absl::StripAsciiWhitespace(line);
+    if (text.empty() || text[0] == '#') continue;
+    std::vector<absl::string_view> fields = absl::StrSplit(text, absl::ByAnyChar(" \t"),
+                                                           absl::SkipEmpty());
+    if (fields.size() != 2 || fields[0].size() < 16) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          path, " line ", number, ": expected 'TOKEN ROLES' with a token of 16+ characters"));
+    }
+    std::set<Role>& roles = auth.tokens_[std::string(fields[0])];
+    for (absl::string_view name : absl::StrSplit(fields[1], ',')) {
+      bool known = false;
+      for (Role r : {Role::kQuery, Role::kSubmit, Role::kWorker, Role::kAdmin}) {
+        if (name == RoleName(r)) roles.insert(r), known = true;
+      }
+      if (!known) {
+        return absl::InvalidArgumentError(absl::StrCat(path, " line ", number, ": unknown role '",
+                                                       name, "' (query, submit, worker, admin)"));
+      }
+    }
+  }
+  if (auth.tokens_.empty()) {
+    return absl::InvalidArgumentError(absl::StrCat(path, " holds no tokens"));
+  }
+  return auth;
+}
+
+absl::Status Authenticator::Check(const grpc::CallbackServerContext* ctx, Role needed) const {
+  if (!enabled()) return absl::OkStatus();
+  const auto& metadata = ctx->client_metadata();
+  auto it = metadata.find("authorization");
+  if (it == metadata.end()) {
+    return absl::UnauthenticatedError("missing 'authorization: Bearer <token>' metadata");
+  }
+  absl::string_view value(it->second.data(), it->second.size());
+  if (!absl::ConsumePrefix(&value, "Bearer ")) {
+    return absl::UnauthenticatedError("authorization metadata must be 'Bearer <token>'");
+  }
+  for (const auto& [token, roles] : tokens_) {
+    if (!SameSecret(token, value)) continue;
+    const bool allowed = roles.count(Role::kAdmin) || roles.count(needed) ||
+                         (needed == Role::kQuery && roles.count(Role::kSubmit));
+    if (allowed) return absl::OkStatus();
+    return absl::PermissionDeniedError(
+        absl::StrCat("this token does not have the ", RoleName(needed), " role"));
+  }
+  return absl::UnauthenticatedError("unknown token");
+}
+
+}  // namespace ktune

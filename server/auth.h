@@ -1,0 +1,43 @@
+// Bearer-token authentication with roles. A token file holds one token per line with its roles:
+//
+//   # token                         roles (comma-separated)
+//   7f3c...e1                       admin
+//   0a9b...44                       worker
+//   c2d8...19                       query,submit
+//
+// Roles: query (read jobs, best-known queries), submit (jobs: submit, cancel, pause, resume;
+// includes query), worker (the WorkerService), admin (everything, including kernels that are not
+// in the registry). Clients send `authorization: Bearer <token>`. Without a token file the server
+// accepts every call (a local, single-user setup).
+#ifndef KTUNE_SERVER_AUTH_H_
+#define KTUNE_SERVER_AUTH_H_
+
+#include <map>
+#include <set>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "grpcpp/server_context.h"
+
+namespace ktune {
+
+enum class Role { kQuery, kSubmit, kWorker, kAdmin };
+
+class Authenticator {
+ public:
+  // Accepts every call.
+  Authenticator() = default;
+  // InvalidArgument naming the line for an unknown role or a short token (< 16 characters).
+  static absl::StatusOr<Authenticator> FromFile(const std::string& path);
+
+  bool enabled() const { return !tokens_.empty(); }
+  // OK, UNAUTHENTICATED (no or unknown token) or PERMISSION_DENIED (the token lacks the role).
+  absl::Status Check(const grpc::CallbackServerContext* ctx, Role needed) const;
+
+ private:
+  std::map<std::string, std::set<Role>> tokens_;
+};
+
+}  // namespace ktune
+
+#endif  // KTUNE_SERVER_AUTH_H_
