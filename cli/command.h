@@ -43,6 +43,7 @@ void RegisterTuneCommand(CLI::App& app, Action* action);
 void RegisterKernelsCommand(CLI::App& app, Action* action);
 // `ktune bench kernel`, added to the bench command group.
 void RegisterBenchKernelCommand(CLI::App& bench, Action* action);
+void RegisterBenchServiceCommand(CLI::App& bench, Action* action);
 
 }  // namespace ktune::cli
 

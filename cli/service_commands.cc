@@ -327,15 +327,7 @@ void RegisterServiceCommands(CLI::App& app, Action* action) {
   cancel->add_flag("--json", job_args->json, "Print the job as JSON");
   cancel->callback([=] { *action = [=] { return RunCancel(*job_args); }; });
 
-  CLI::App* bench = app.get_subcommand("bench");
-  CLI::App* service = bench->add_subcommand("service", "Query and dispatch throughput of the server");
-  service->allow_extras();
-  service->callback([=] {
-    *action = [] {
-      std::cerr << "ktune bench service: not available in this build yet\n";
-      return kExitFailure;
-    };
-  });
+  RegisterBenchServiceCommand(*app.get_subcommand("bench"), action);
 }
 
 }  // namespace ktune::cli

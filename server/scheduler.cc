@@ -444,6 +444,7 @@ absl::StatusOr<int64_t> Scheduler::Report(const std::string& worker_id, const st
                                m.time_ms.value_or(0)}});
   }
   KTUNE_ASSIGN_OR_RETURN(int64_t added, db_->AddRecords(records));  // committed before the reply
+  if (options_.on_stored) options_.on_stored(records);
   for (size_t i = 0; i < observed.size(); ++i) {
     const auto& [item, obs] = observed[i];
     JobRun& job = *jobs_.at(item.job_id);

@@ -41,6 +41,8 @@ struct SchedulerOptions {
   absl::Duration heartbeat_interval = absl::Seconds(5);
   int batch_size = 8;
   std::function<absl::Time()> now = [] { return absl::Now(); };
+  // Called with the records of each report once they are committed (e.g. to refresh caches).
+  std::function<void(const std::vector<Record>&)> on_stored;
 };
 
 // A job as submitted: canonical tasks (TaskSpaces::Canonical), each with the same budget.

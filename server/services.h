@@ -10,6 +10,7 @@
 #include "ktune/v1/tuning_service.grpc.pb.h"
 #include "ktune/v1/worker_service.grpc.pb.h"
 #include "server/auth.h"
+#include "server/best_cache.h"
 #include "server/scheduler.h"
 #include "server/task_spaces.h"
 
@@ -44,10 +45,9 @@ class WorkerServiceImpl final : public v1::WorkerService::CallbackService {
 
 class TuningServiceImpl final : public v1::TuningService::CallbackService {
  public:
-  // `db` must be safe to share with the scheduler's threads (LockedTuningDatabase).
-  TuningServiceImpl(Scheduler* scheduler, const TaskSpaces* spaces, TuningDatabase* db,
+  TuningServiceImpl(Scheduler* scheduler, const TaskSpaces* spaces, BestCache* best,
                     const Authenticator* auth)
-      : scheduler_(scheduler), spaces_(spaces), db_(db), auth_(auth) {}
+      : scheduler_(scheduler), spaces_(spaces), best_(best), auth_(auth) {}
   grpc::ServerUnaryReactor* SubmitJob(grpc::CallbackServerContext* ctx,
                                       const v1::SubmitJobRequest* request,
                                       v1::Job* response) override;
@@ -72,7 +72,7 @@ class TuningServiceImpl final : public v1::TuningService::CallbackService {
  private:
   Scheduler* scheduler_;
   const TaskSpaces* spaces_;
-  TuningDatabase* db_;
+  BestCache* best_;
   const Authenticator* auth_;
 };
 

@@ -17,15 +17,18 @@ absl::StatusOr<std::unique_ptr<TuningServer>> TuningServer::Start(TuningServerOp
   for (const std::string& file : s->options_.replay_files) {
     KTUNE_RETURN_IF_ERROR(s->spaces_->AddRecordedFile(file));
   }
-  s->scheduler_ = std::make_unique<Scheduler>(s->db_.get(), s->spaces_.get(),
-                                              s->options_.scheduler);
+  s->best_ = std::make_unique<BestCache>(s->db_.get());
+  SchedulerOptions scheduler_options = s->options_.scheduler;
+  BestCache* best = s->best_.get();
+  scheduler_options.on_stored = [best](const std::vector<Record>& r) { best->Invalidate(r); };
+  s->scheduler_ = std::make_unique<Scheduler>(s->db_.get(), s->spaces_.get(), scheduler_options);
   KTUNE_RETURN_IF_ERROR(s->scheduler_->Recover());
   if (!s->options_.auth_file.empty()) {
     KTUNE_ASSIGN_OR_RETURN(s->auth_, Authenticator::FromFile(s->options_.auth_file));
   }
   s->worker_service_ = std::make_unique<WorkerServiceImpl>(s->scheduler_.get(), &s->auth_);
   s->tuning_service_ = std::make_unique<TuningServiceImpl>(s->scheduler_.get(), s->spaces_.get(),
-                                                           s->db_.get(), &s->auth_);
+                                                           s->best_.get(), &s->auth_);
 
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();

@@ -16,6 +16,7 @@
 #include "grpcpp/server.h"
 #include "kernels/kernel_registry.h"
 #include "server/auth.h"
+#include "server/best_cache.h"
 #include "server/scheduler.h"
 #include "server/services.h"
 #include "server/task_spaces.h"
@@ -52,6 +53,7 @@ class TuningServer {
   KernelRegistry registry_ = KernelRegistry::WithBuiltins();
   std::unique_ptr<TaskSpaces> spaces_;
   Authenticator auth_;
+  std::unique_ptr<BestCache> best_;
   std::unique_ptr<Scheduler> scheduler_;
   std::unique_ptr<WorkerServiceImpl> worker_service_;
   std::unique_ptr<TuningServiceImpl> tuning_service_;

@@ -82,6 +82,14 @@ TEST_F(ServerTest, ThreeWorkersFinishAThreeTaskJobWithExactlyTheBudgetRecorded) 
   ASSERT_TRUE(tuning_->SubmitJob(Context().get(), submit, &job).ok());
   ASSERT_EQ(job.tasks_size(), 3);
   EXPECT_EQ(job.measurements_total(), 120);
+  // Nothing is known yet; the answer is cached, and must be dropped when records arrive.
+  v1::QueryBestRequest query;
+  *query.mutable_kernel() = submit.spec().kernels(0);
+  *query.mutable_problem() = submit.spec().problems(0);
+  query.mutable_device()->set_device_class(submit.spec().device_classes(1));
+  v1::QueryBestResponse answer;
+  ASSERT_TRUE(tuning_->QueryBest(Context().get(), query, &answer).ok());
+  EXPECT_EQ(answer.level(), v1::MATCH_LEVEL_NONE);
 
   std::vector<std::thread> threads;
   std::vector<int64_t> reported(3);
@@ -110,6 +118,10 @@ TEST_F(ServerTest, ThreeWorkersFinishAThreeTaskJobWithExactlyTheBudgetRecorded) 
     EXPECT_EQ(t.measurements_done(), 40);
     EXPECT_TRUE(t.has_best_time_ms());
   }
+  ASSERT_TRUE(tuning_->QueryBest(Context().get(), query, &answer).ok());
+  ASSERT_EQ(answer.level(), v1::MATCH_LEVEL_DEVICE_CLASS);
+  ASSERT_EQ(answer.best_size(), 1);
+  EXPECT_EQ(answer.best(0).time_ms(), job.tasks(1).best_time_ms());
   server_->Shutdown();
   auto db = SqliteTuningDatabase::Open(dir_.File("server.db"));
   ASSERT_TRUE(db.ok());

@@ -1,0 +1,265 @@
+// ktune bench service: the server's own costs, on loopback, with an in-process server.
+//
+// 1. Best-known queries: QueryBest (served from the server's cache) against the standard gRPC
+//    health check (an empty RPC) on the same server, in the same run, with 1, 16 and 64 clients
+//    calling back to back: calls per second and p50/p99 latency.
+// 2. Dispatch: replay workers (no real measuring) run a job over four recorded spaces through the
+//    server; every result is committed to SQLite before it is acknowledged. Measurements per
+//    second from submission to the job's end.
+#include <algorithm>
+#include <future>
+#include <iostream>
+#include <nlohmann/json.hpp>
+#include <thread>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_split.h"
+#include "absl/time/clock.h"
+#include "cli/command.h"
+#include "db/interchange/record_files.h"
+#include "grpcpp/create_channel.h"
+#include "grpcpp/generic/generic_stub.h"
+#include "ktune/v1/tuning_service.grpc.pb.h"
+#include "measurer/replay_measurer.h"
+#include "measurer/worker_loop.h"
+#include "proto/convert.h"
+#include "server/tuning_server.h"
+
+namespace ktune::cli {
+namespace {
+
+struct BenchServiceArgs {
+  std::string clients = "1,16,64";
+  std::string datasets = KTUNE_DEFAULT_DATASETS_DIR;
+  double seconds = 3;
+  int workers = 8;
+  int64_t budget = 4000;
+  bool json = false;
+};
+
+struct LoadResult {
+  double calls_per_second = 0, p50_ms = 0, p99_ms = 0;
+  int64_t errors = 0;
+};
+
+// `clients` threads call `call` back to back for `seconds`.
+LoadResult RunLoad(int clients, double seconds, const std::function<bool()>& call) {
+  std::vector<std::vector<double>> latencies(clients);
+  std::vector<int64_t> errors(clients);
+  const absl::Time end = absl::Now() + absl::Seconds(seconds);
+  std::vector<std::thread> threads;
+  for (int c = 0; c < clients; ++c) {
+    threads.emplace_back([&, c] {
+      while (absl::Now() < end) {
+        const absl::Time start = absl::Now();
+        if (!call()) ++errors[c];
+        latencies[c].push_back(absl::ToDoubleMilliseconds(absl::Now() - start));
+      }
+    });
+  }
+  for (std::thread& t : threads) t.join();
+  std::vector<double> all;
+  LoadResult r;
+  for (int c = 0; c < clients; ++c) {
+    all.insert(all.end(), latencies[c].begin(), latencies[c].end());
+    r.errors += errors[c];
+  }
+  std::sort(all.begin(), all.end());
+  r.calls_per_second = all.size() / seconds;
+  if (!all.empty()) {
+    r.p50_ms = all[all.size() / 2];
+    r.p99_ms = all[std::min(all.size() - 1, all.size() * 99 / 100)];
+  }
+  return r;
+}
+
+std::unique_ptr<grpc::ClientContext> Context() {
+  auto ctx = std::make_unique<grpc::ClientContext>();
+  ctx->set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
+  return ctx;
+}
+
+int RunBenchService(const BenchServiceArgs& a) {
+  const std::string cmd = "bench service";
+  char dir_template[] = "/tmp/ktune-bench-service-XXXXXX";
+  if (mkdtemp(dir_template) == nullptr) return Fail(cmd, absl::UnavailableError("mkdtemp"));
+  const std::string dir = dir_template;
+  const std::vector<std::string> spaces = {
+      a.datasets + "/spaces/convolution_A100_T4.json.gz",
+      a.datasets + "/spaces/convolution_A4000_T4.json.gz",
+      a.datasets + "/spaces/convolution_MI250X_T4.json.gz",
+      a.datasets + "/spaces/convolution_W6600_T4.json.gz"};
+  std::vector<RecordedSpace> recorded;
+  for (const std::string& f : spaces) {
+    absl::StatusOr<RecordedSpace> r = LoadRecordedSpace(f);
+    if (!r.ok()) return Fail(cmd, r.status());
+    recorded.push_back(*std::move(r));
+  }
+  std::vector<int> client_counts;
+  for (absl::string_view c : absl::StrSplit(a.clients, ',')) {
+    int n;
+    if (!absl::SimpleAtoi(c, &n) || n < 1 || n > 1024) {
+      return UsageError(cmd, absl::StrCat("bad --clients entry '", c, "'"));
+    }
+    client_counts.push_back(n);
+  }
+
+  // --- 1. Queries ---
+  {
+    const std::string db_path = dir + "/queries.db";
+    {
+      auto db = SqliteTuningDatabase::Open(db_path);
+      if (!db.ok()) return Fail(cmd, db.status());
+      absl::StatusOr<ImportSummary> imported = ImportRecordFile(**db, spaces[0], {});
+      if (!imported.ok()) return Fail(cmd, imported.status());
+    }
+    TuningServerOptions options;
+    options.listen = "127.0.0.1:0";
+    options.db_path = db_path;
+    auto server = TuningServer::Start(options);
+    if (!server.ok()) return Fail(cmd, server.status());
+    const std::string address = absl::StrCat("127.0.0.1:", (*server)->port());
+    auto channel = grpc::CreateChannel(address, grpc::InsecureChannelCredentials());
+    auto stub = v1::TuningService::NewStub(channel);
+    grpc::GenericStub generic(channel);
+    const Record& any = recorded[0].records.front();
+    v1::QueryBestRequest query;
+    query.mutable_kernel()->set_name(any.kernel);
+    ToProto(any.problem, query.mutable_problem()->mutable_params());
+    query.mutable_device()->set_device_class(any.device.device_class);
+    auto query_best = [&] {
+      v1::QueryBestResponse response;
+      return stub->QueryBest(Context().get(), query, &response).ok() && response.best_size() == 1;
+    };
+    auto health_check = [&] {  // grpc.health.v1.Health/Check with an empty request
+      grpc::ByteBuffer request, response;
+      grpc::Slice empty("");
+      request = grpc::ByteBuffer(&empty, 1);
+      std::promise<grpc::Status> done;
+      auto ctx = Context();
+      generic.UnaryCall(ctx.get(), "/grpc.health.v1.Health/Check", grpc::StubOptions(), &request,
+                        &response, [&](grpc::Status s) { done.set_value(s); });
+      return done.get_future().get().ok();
+    };
+    if (!query_best()) return Fail(cmd, absl::InternalError("QueryBest found nothing"));
+    if (!health_check()) return Fail(cmd, absl::InternalError("the health check failed"));
+    for (int clients : client_counts) {
+      const LoadResult empty = RunLoad(clients, a.seconds, health_check);
+      const LoadResult best = RunLoad(clients, a.seconds, query_best);
+      nlohmann::json out{{"benchmark", "query"},
+                         {"clients", clients},
+                         {"seconds", a.seconds},
+                         {"empty_rpc_calls_per_second", empty.calls_per_second},
+                         {"empty_rpc_p50_ms", empty.p50_ms},
+                         {"empty_rpc_p99_ms", empty.p99_ms},
+                         {"query_best_calls_per_second", best.calls_per_second},
+                         {"query_best_p50_ms", best.p50_ms},
+                         {"query_best_p99_ms", best.p99_ms},
+                         {"query_best_over_empty", best.calls_per_second / empty.calls_per_second},
+                         {"errors", empty.errors + best.errors}};
+      if (a.json) {
+        std::cout << out.dump() << std::endl;
+      } else {
+        std::cout << absl::StrFormat(
+                         "%3d clients: QueryBest %8.0f/s (p50 %.3f ms, p99 %.3f ms), empty RPC "
+                         "%8.0f/s (p50 %.3f ms, p99 %.3f ms): %.0f%%",
+                         clients, best.calls_per_second, best.p50_ms, best.p99_ms,
+                         empty.calls_per_second, empty.p50_ms, empty.p99_ms,
+                         100 * best.calls_per_second / empty.calls_per_second)
+                  << std::endl;
+      }
+    }
+  }
+
+  // --- 2. Dispatch ---
+  {
+    TuningServerOptions options;
+    options.listen = "127.0.0.1:0";
+    options.db_path = dir + "/dispatch.db";
+    options.replay_files = spaces;
+    options.scheduler.batch_size = 64;
+    auto server = TuningServer::Start(options);
+    if (!server.ok()) return Fail(cmd, server.status());
+    const std::string address = absl::StrCat("127.0.0.1:", (*server)->port());
+    auto channel = grpc::CreateChannel(address, grpc::InsecureChannelCredentials());
+    auto stub = v1::TuningService::NewStub(channel);
+    v1::SubmitJobRequest submit;
+    v1::JobSpec* spec = submit.mutable_spec();
+    spec->add_kernels()->set_name(recorded[0].records.front().kernel);
+    ToProto(recorded[0].records.front().problem, spec->add_problems()->mutable_params());
+    for (const RecordedSpace& r : recorded) {
+      spec->add_device_classes(r.records.front().device.device_class);
+    }
+    spec->set_budget_measurements(a.budget);
+    spec->set_strategy(v1::STRATEGY_RANDOM);
+    v1::Job job;
+    const absl::Time start = absl::Now();
+    grpc::Status s = stub->SubmitJob(Context().get(), submit, &job);
+    if (!s.ok()) return Fail(cmd, absl::InternalError(s.error_message()));
+    std::vector<std::thread> threads;
+    std::vector<int64_t> reported(a.workers);
+    for (int w = 0; w < a.workers; ++w) {
+      threads.emplace_back([&, w] {
+        ReplayMeasurer measurer(recorded[w % recorded.size()].records);
+        auto worker_stub =
+            v1::WorkerService::NewStub(grpc::CreateChannel(address, grpc::InsecureChannelCredentials()));
+        WorkerLoopOptions o;
+        o.max_candidates = 64;
+        o.idle_exit = absl::Milliseconds(300);
+        WorkerLoop loop(worker_stub.get(), &measurer, o);
+        loop.Run().IgnoreError();
+        reported[w] = loop.reported();
+      });
+    }
+    for (std::thread& t : threads) t.join();
+    const double seconds = absl::ToDoubleSeconds(absl::Now() - start) - 0.3;  // less the idle exit
+    v1::GetJobRequest get;
+    get.set_job_id(job.job_id());
+    s = stub->GetJob(Context().get(), get, &job);
+    int64_t total = 0;
+    for (int64_t r : reported) total += r;
+    nlohmann::json out{{"benchmark", "dispatch"},
+                       {"workers", a.workers},
+                       {"tasks", job.tasks_size()},
+                       {"measurements", job.measurements_done()},
+                       {"reported", total},
+                       {"job_state", v1::JobState_Name(job.state())},
+                       {"seconds", seconds},
+                       {"measurements_per_second", job.measurements_done() / seconds}};
+    if (a.json) {
+      std::cout << out.dump() << std::endl;
+    } else {
+      std::cout << absl::StrFormat("dispatch: %d workers, %d measurements committed in %.2f s: "
+                                   "%.0f measurements/s (%s)",
+                                   a.workers, job.measurements_done(), seconds,
+                                   job.measurements_done() / seconds,
+                                   v1::JobState_Name(job.state()))
+                << std::endl;
+    }
+  }
+  std::filesystem::remove_all(dir);
+  return kExitOk;
+}
+
+}  // namespace
+
+void RegisterBenchServiceCommand(CLI::App& bench, Action* action) {
+  auto a = std::make_shared<BenchServiceArgs>();
+  CLI::App* sub = bench.add_subcommand("service", "Query and dispatch throughput of the server");
+  sub->add_option("--clients", a->clients, "Concurrent query clients, comma-separated")
+      ->capture_default_str();
+  sub->add_option("--seconds", a->seconds, "Seconds per load level")->capture_default_str();
+  sub->add_option("--workers", a->workers, "Replay workers for the dispatch benchmark")
+      ->check(CLI::Range(1, 256))
+      ->capture_default_str();
+  sub->add_option("--budget", a->budget, "Dispatch: measurements per task (4 tasks)")
+      ->check(CLI::Range(int64_t{1}, int64_t{4362}))
+      ->capture_default_str();
+  sub->add_option("--datasets", a->datasets, "Folder with spaces/ (the recorded spaces)")
+      ->capture_default_str();
+  sub->add_flag("--json", a->json, "One JSON line per measurement");
+  sub->callback([=] { *action = [=] { return RunBenchService(*a); }; });
+}
+
+}  // namespace ktune::cli

@@ -1,0 +1,43 @@
+// Best-known answers served from memory. The first query for a task reads the database; later
+// ones are answered from the cache until records of that kernel and problem are stored through
+// the server, which drops the cached answers for them. Records written to the database file by
+// another process (ktune db import beside a running server) are seen after the server restarts.
+//
+// Thread-safe; lookups share a reader lock.
+#ifndef KTUNE_SERVER_BEST_CACHE_H_
+#define KTUNE_SERVER_BEST_CACHE_H_
+
+#include <string>
+#include <vector>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/synchronization/mutex.h"
+#include "db/tuning_database.h"
+
+namespace ktune {
+
+class BestCache {
+ public:
+  explicit BestCache(TuningDatabase* db) : db_(db) {}
+
+  absl::StatusOr<BestResult> Query(const BestQuery& query);
+  // New records were stored: answers for their kernels and problems are stale.
+  void Invalidate(const std::vector<Record>& records);
+
+  int64_t hits() const { return hits_.load(); }
+  int64_t misses() const { return misses_.load(); }
+
+ private:
+  static std::string TaskPart(const std::string& kernel, const Problem& problem);
+
+  TuningDatabase* db_;
+  absl::Mutex mu_;
+  // kernel + problem -> (the rest of the query -> answer)
+  absl::flat_hash_map<std::string, absl::flat_hash_map<std::string, BestResult>> answers_
+      ABSL_GUARDED_BY(mu_);
+  std::atomic<int64_t> hits_{0}, misses_{0};
+};
+
+}  // namespace ktune
+
+#endif  // KTUNE_SERVER_BEST_CACHE_H_
