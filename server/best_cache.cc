@@ -1,6 +1,7 @@
 #include "server/best_cache.h"
 
 #include "absl/strings/str_cat.h"
+#include "proto/convert.h"
 
 namespace ktune {
 
@@ -8,7 +9,8 @@ std::string BestCache::TaskPart(const std::string& kernel, const Problem& proble
   return absl::StrCat(kernel, "\n", CanonicalJson(problem));
 }
 
-absl::StatusOr<BestResult> BestCache::Query(const BestQuery& q) {
+absl::StatusOr<std::shared_ptr<const v1::QueryBestResponse>> BestCache::Query(
+    const BestQuery& q) {
   const std::string task = TaskPart(q.kernel, q.problem);
   const std::string rest = absl::StrCat(q.kernel_version, "\n", q.fingerprint_hash, "\n",
                                         q.device_class, "\n", q.family, "\n", q.top_k);
@@ -24,10 +26,15 @@ absl::StatusOr<BestResult> BestCache::Query(const BestQuery& q) {
     }
   }
   ++misses_;
-  absl::StatusOr<BestResult> answer = db_->QueryBest(q);
-  if (!answer.ok()) return answer.status();
+  absl::StatusOr<BestResult> best = db_->QueryBest(q);
+  if (!best.ok()) return best.status();
+  auto answer = std::make_shared<v1::QueryBestResponse>();
+  answer->set_level(best->level == MatchLevel::kNone
+                        ? v1::MATCH_LEVEL_NONE
+                        : static_cast<v1::MatchLevel>(static_cast<int>(best->level) + 1));
+  for (const Record& r : best->records) *answer->add_best() = ToProto(r);
   absl::MutexLock lock(&mu_);
-  answers_[task][rest] = *answer;
+  answers_[task][rest] = answer;
   return answer;
 }
 

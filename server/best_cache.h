@@ -7,12 +7,15 @@
 #ifndef KTUNE_SERVER_BEST_CACHE_H_
 #define KTUNE_SERVER_BEST_CACHE_H_
 
+#include <atomic>
+#include <memory>
 #include <string>
 #include <vector>
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/synchronization/mutex.h"
 #include "db/tuning_database.h"
+#include "ktune/v1/tuning_service.pb.h"
 
 namespace ktune {
 
@@ -20,7 +23,9 @@ class BestCache {
  public:
   explicit BestCache(TuningDatabase* db) : db_(db) {}
 
-  absl::StatusOr<BestResult> Query(const BestQuery& query);
+  // The answer as the API sends it, built once per cache fill: a hit costs a lookup and a
+  // reference count.
+  absl::StatusOr<std::shared_ptr<const v1::QueryBestResponse>> Query(const BestQuery& query);
   // New records were stored: answers for their kernels and problems are stale.
   void Invalidate(const std::vector<Record>& records);
 
@@ -33,8 +38,9 @@ class BestCache {
   TuningDatabase* db_;
   absl::Mutex mu_;
   // kernel + problem -> (the rest of the query -> answer)
-  absl::flat_hash_map<std::string, absl::flat_hash_map<std::string, BestResult>> answers_
-      ABSL_GUARDED_BY(mu_);
+  absl::flat_hash_map<std::string,
+                      absl::flat_hash_map<std::string, std::shared_ptr<const v1::QueryBestResponse>>>
+      answers_ ABSL_GUARDED_BY(mu_);
   std::atomic<int64_t> hits_{0}, misses_{0};
 };
 

@@ -245,11 +245,9 @@ grpc::ServerUnaryReactor* TuningServiceImpl::QueryBest(grpc::CallbackServerConte
     q.fingerprint_hash = DeviceInfo{it->second, "", ""}.FingerprintHash();
   }
   q.top_k = request->top_k() == 0 ? 1 : request->top_k();
-  absl::StatusOr<BestResult> best = best_->Query(q);
+  absl::StatusOr<std::shared_ptr<const v1::QueryBestResponse>> best = best_->Query(q);
   if (!best.ok()) return Done(ctx, best.status());
-  response->set_level(static_cast<v1::MatchLevel>(static_cast<int>(best->level) + 1));
-  if (best->level == MatchLevel::kNone) response->set_level(v1::MATCH_LEVEL_NONE);
-  for (const Record& r : best->records) *response->add_best() = ktune::ToProto(r);
+  *response = **best;
   return Done(ctx, absl::OkStatus());
 }
 

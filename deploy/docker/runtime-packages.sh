@@ -11,8 +11,10 @@
 set -euo pipefail
 [ $# -gt 0 ] || { echo "usage: $0 BINARY..." >&2; exit 2; }
 
-# The libraries: "name => /path (addr)", "/lib64/ld-linux... (addr)", "name => not found".
+# The libraries: "name => /path (addr)", "/lib64/ld-linux... (addr)", "name => not found";
+# with several binaries ldd heads each list with "BINARY:".
 mapfile -t libs < <(ldd "$@" | awk '
+  NF == 1 && /:$/ { next }
   $2 == "=>" && $3 == "not" { print "missing " $1; next }
   $2 == "=>" && $3 ~ /^\// { print $3; next }
   $1 ~ /^\// { print $1 }' | sort -u)
