@@ -184,7 +184,7 @@ int RunWorker(const WorkerArgs& a) {
 struct JobArgs {
   std::string server = kDefaultServer, job, spec, token;
   bool json = false;
-  double poll_s = 1.0;
+  int timeout_s = 24 * 3600;  // watch: the stream's deadline
 };
 
 int RunSubmit(const JobArgs& a) {
@@ -212,45 +212,53 @@ int RunSubmit(const JobArgs& a) {
   return kExitOk;
 }
 
+std::string ProgressLine(const v1::Job& job) {
+  std::string line = absl::StrFormat("job %s %s: %d/%d measurements", job.job_id(),
+                                     StateName(job.state()), job.measurements_done(),
+                                     job.measurements_total());
+  if (job.estimated_seconds_left() > 0) {
+    absl::StrAppendFormat(&line, ", about %.0f s left", job.estimated_seconds_left());
+  }
+  return line;
+}
+
+// Follows the WatchJob stream, then prints the job's final state with its tasks' best results.
 int RunWatch(const JobArgs& a) {
   const std::string cmd = "watch";
   auto stub = v1::TuningService::NewStub(
       grpc::CreateChannel(a.server, grpc::InsecureChannelCredentials()));
-  std::string last;
-  while (true) {
-    v1::GetJobRequest request;
-    request.set_job_id(a.job);
-    v1::Job job;
-    absl::Status s = FromGrpc(stub->GetJob(Context(a.token).get(), request, &job));
-    if (!s.ok()) return absl::IsInvalidArgument(s) ? UsageError(cmd, std::string(s.message()))
-                                                   : Fail(cmd, s);
-    std::string line;
-    if (a.json) {
-      line = JobJson(job).dump();
-    } else {
-      double best_gflops = 0, best_ms = 0;
-      for (const auto& t : job.tasks()) {
-        best_gflops = std::max(best_gflops, t.best_gflops());
-        if (t.has_best_time_ms()) best_ms = best_ms == 0 ? t.best_time_ms() : std::min(best_ms, t.best_time_ms());
-      }
-      line = absl::StrFormat("job %s %s: %d/%d measurements", job.job_id(), StateName(job.state()),
-                             job.measurements_done(), job.measurements_total());
-      if (best_gflops > 0) absl::StrAppendFormat(&line, ", best %.1f GFLOP/s", best_gflops);
-      else if (best_ms > 0) absl::StrAppendFormat(&line, ", best %.4f ms", best_ms);
-      if (job.estimated_seconds_left() > 0) {
-        absl::StrAppendFormat(&line, ", about %.0f s left", job.estimated_seconds_left());
-      }
-    }
-    if (line != last) std::cout << line << std::endl;
-    last = line;
-    switch (job.state()) {
-      case v1::JOB_STATE_DONE: return kExitOk;
-      case v1::JOB_STATE_FAILED:
-      case v1::JOB_STATE_CANCELLED: return kExitFailure;
-      default: break;
-    }
-    absl::SleepFor(absl::Seconds(a.poll_s));
+  v1::WatchJobRequest request;
+  request.set_job_id(a.job);
+  auto ctx = Context(a.token, a.timeout_s);
+  std::unique_ptr<grpc::ClientReader<v1::JobEvent>> reader = stub->WatchJob(ctx.get(), request);
+  v1::JobEvent event;
+  while (reader->Read(&event)) {
+    std::cout << (a.json ? JobJson(event.job()).dump() : ProgressLine(event.job())) << std::endl;
   }
+  absl::Status s = FromGrpc(reader->Finish());
+  if (!s.ok()) {
+    return absl::IsInvalidArgument(s) ? UsageError(cmd, std::string(s.message())) : Fail(cmd, s);
+  }
+  v1::GetJobRequest get;
+  get.set_job_id(a.job);
+  v1::Job job;
+  s = FromGrpc(stub->GetJob(Context(a.token).get(), get, &job));
+  if (!s.ok()) return Fail(cmd, s);
+  if (a.json) {
+    std::cout << JobJson(job).dump() << std::endl;
+  } else {
+    for (const v1::TaskProgress& t : job.tasks()) {
+      std::cout << absl::StrFormat("  %s %s on %s: %s, %d measurements", t.task().kernel().name(),
+                                   FormatParamMapAssignments(*FromProto(t.task().problem().params(),
+                                                                        "problem")),
+                                   t.task().device_class(), StateName(t.state()),
+                                   t.measurements_done());
+      if (t.has_best_time_ms()) std::cout << absl::StrFormat(", best %.4f ms", t.best_time_ms());
+      if (t.has_best_gflops()) std::cout << absl::StrFormat(" (%.1f GFLOP/s)", t.best_gflops());
+      std::cout << "\n";
+    }
+  }
+  return job.state() == v1::JOB_STATE_DONE ? kExitOk : kExitFailure;
 }
 
 int RunCancel(const JobArgs& a) {
@@ -315,7 +323,7 @@ void RegisterServiceCommands(CLI::App& app, Action* action) {
   watch->add_option("JOB", job_args->job, "Job id")->required();
   watch->add_option("--server", job_args->server, "Server address")->capture_default_str();
   watch->add_option("--token", job_args->token, "Bearer token (or $KTUNE_TOKEN)");
-  watch->add_option("--interval", job_args->poll_s, "Seconds between updates")
+  watch->add_option("--timeout", job_args->timeout_s, "Give up after this many seconds")
       ->capture_default_str();
   watch->add_flag("--json", job_args->json, "One JSON object a line");
   watch->callback([=] { *action = [=] { return RunWatch(*job_args); }; });

@@ -13,6 +13,11 @@
 #include "cli/tune_session.h"
 #include "cli/tune_target.h"
 #include "db/interchange/record_files.h"
+#include "grpcpp/create_channel.h"
+#include "ktune/v1/tuning_service.grpc.pb.h"
+#include "measurer/cpu_device.h"
+#include "proto/convert.h"
+#include "server/job_spec.h"
 
 namespace ktune::cli {
 namespace {
@@ -26,13 +31,97 @@ struct TuneArgs {
   bool json = false;
 };
 
+// --server: the task becomes a one-task job on that server, measured by its workers of the
+// device class; progress comes from the WatchJob stream.
+int RunRemoteTune(const TuneArgs& a) {
+  const std::string cmd = "tune";
+  if (a.kernel.empty()) return UsageError(cmd, "--kernel is required");
+  std::string device_class = a.device;
+  if (a.device == "cpu") device_class = DescribeThisCpu().ToDeviceInfo().device_class;
+  if (absl::StartsWith(a.device, "replay:")) {
+    return UsageError(cmd, "with --server, --device names a device class; recorded spaces are "
+                           "served by the server (ktune serve --replay FILE)");
+  }
+  absl::StatusOr<ParamMap> problem = ParseParamMapAssignments(a.problem);
+  if (!problem.ok()) return UsageError(cmd, absl::StrCat("--problem: ", problem.status().message()));
+  if (!a.dtype.empty()) (*problem)["dtype"] = a.dtype;
+  v1::SubmitJobRequest submit;
+  v1::JobSpec* spec = submit.mutable_spec();
+  spec->set_name(absl::StrCat("tune ", a.kernel));
+  spec->add_kernels()->set_name(a.kernel);
+  ToProto(*problem, spec->add_problems()->mutable_params());
+  spec->add_device_classes(device_class);
+  spec->set_budget_measurements(a.budget);
+  absl::StatusOr<v1::Strategy> strategy = ParseStrategy(a.strategy);
+  if (!strategy.ok()) return UsageError(cmd, std::string(strategy.status().message()));
+  spec->set_strategy(*strategy);
+  spec->set_seed(a.seed);
+  auto stub = v1::TuningService::NewStub(
+      grpc::CreateChannel(a.server, grpc::InsecureChannelCredentials()));
+  auto context = [&](int seconds) {
+    auto ctx = std::make_unique<grpc::ClientContext>();
+    ctx->set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(seconds));
+    const char* token = std::getenv("KTUNE_TOKEN");
+    if (token != nullptr && *token) ctx->AddMetadata("authorization", absl::StrCat("Bearer ", token));
+    return ctx;
+  };
+  v1::Job job;
+  grpc::Status s = stub->SubmitJob(context(10).get(), submit, &job);
+  if (!s.ok()) {
+    const absl::Status status(static_cast<absl::StatusCode>(s.error_code()), s.error_message());
+    return absl::IsInvalidArgument(status) || absl::IsNotFound(status)
+               ? UsageError(cmd, s.error_message())
+               : Fail(cmd, status);
+  }
+  Progress progress(a.budget);
+  v1::WatchJobRequest watch;
+  watch.set_job_id(job.job_id());
+  auto watch_ctx = context(7 * 24 * 3600);
+  auto reader = stub->WatchJob(watch_ctx.get(), watch);
+  v1::JobEvent event;
+  while (reader->Read(&event)) {
+    if (!a.json) progress.Update(event.job().measurements_done(), 0);
+  }
+  if (grpc::Status done = reader->Finish(); !done.ok()) {
+    return Fail(cmd, absl::Status(static_cast<absl::StatusCode>(done.error_code()),
+                                  done.error_message()));
+  }
+  v1::GetJobRequest get;
+  get.set_job_id(job.job_id());
+  s = stub->GetJob(context(10).get(), get, &job);
+  if (!s.ok() || job.tasks_size() != 1) {
+    return Fail(cmd, absl::UnavailableError("could not read the finished job"));
+  }
+  const v1::TaskProgress& t = job.tasks(0);
+  absl::StatusOr<ParamMap> best = FromProto(t.best_config().params(), "best_config");
+  if (a.json) {
+    nlohmann::json out{{"job_id", job.job_id()},
+                       {"kernel", a.kernel},
+                       {"device", device_class},
+                       {"measurements", t.measurements_done()},
+                       {"failed", t.measurements_failed()}};
+    if (t.has_best_time_ms()) {
+      out["best_time_ms"] = t.best_time_ms();
+      out["best_config"] = nlohmann::json::parse(CanonicalJson(*best));
+    }
+    if (t.has_best_gflops()) out["best_gflops"] = t.best_gflops();
+    std::cout << out.dump() << "\n";
+  } else {
+    std::cout << a.kernel << " on " << device_class << " via " << a.server << " (job "
+              << job.job_id() << "): " << t.measurements_done() << " measurements, "
+              << t.measurements_failed() << " failed\n";
+    if (t.has_best_time_ms()) {
+      std::cout << absl::StrFormat("  best      %.4f ms", t.best_time_ms());
+      if (t.has_best_gflops()) std::cout << absl::StrFormat("  %.1f GFLOP/s", t.best_gflops());
+      std::cout << "\n  config    " << FormatParamMapAssignments(*best) << "\n";
+    }
+  }
+  return job.state() == v1::JOB_STATE_DONE && t.has_best_time_ms() ? kExitOk : kExitFailure;
+}
+
 int RunTune(const TuneArgs& a) {
   const std::string cmd = "tune";
-  if (!a.server.empty()) {
-    return Fail(cmd, absl::UnimplementedError(
-                         "--server needs the tuning server, which is not in this build yet; "
-                         "without --server, ktune tune runs in-process"));
-  }
+  if (!a.server.empty()) return RunRemoteTune(a);
   if (a.budget < 1) return UsageError(cmd, "--budget must be at least 1");
   if (absl::Status s = MakeStrategy(a.strategy).status(); !s.ok()) {
     return UsageError(cmd, std::string(s.message()));
@@ -160,7 +249,8 @@ void RegisterTuneCommand(CLI::App& app, Action* action) {
                    "cpu: tune with exactly this many threads (default: any up to the cores)")
       ->check(CLI::Range(1, 1024));
   tune->add_option("--seed", a->seed, "Random seed")->capture_default_str();
-  tune->add_option("--server", a->server, "Use a running server instead of the embedded one");
+  tune->add_option("--server", a->server,
+                   "Tune through a running server and its workers (token: $KTUNE_TOKEN)");
   tune->add_flag("--json", a->json, "Print the result as JSON");
   tune->callback([=] { *action = [=] { return RunTune(*a); }; });
 }

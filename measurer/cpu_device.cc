@@ -69,7 +69,8 @@ DeviceInfo CpuDescription::ToDeviceInfo() const {
                     {"l2_bytes", l2_bytes},
                     {"l3_bytes", l3_bytes},
                     {"nominal_mhz", static_cast<int64_t>(nominal_mhz)},
-                    {"compiler", compiler}};
+                    {"compiler", compiler},
+                    {"kernel_flags", kernel_flags}};
   DeviceInfo info;
   info.fingerprint_json = CanonicalJson(facts);
   info.device_class = "cpu:" + model;
@@ -113,6 +114,7 @@ CpuDescription DescribeThisCpu() {
   d.l1d_bytes = std::max(0L, sysconf(_SC_LEVEL1_DCACHE_SIZE));
   d.l2_bytes = std::max(0L, sysconf(_SC_LEVEL2_CACHE_SIZE));
   d.l3_bytes = std::max(0L, sysconf(_SC_LEVEL3_CACHE_SIZE));
+  d.kernel_flags = KTUNE_CPU_KERNEL_FLAGS;
 #if defined(__clang__)
   d.compiler = std::string("clang ") + __clang_version__;
 #elif defined(__GNUC__)

@@ -20,6 +20,9 @@ struct CpuDescription {
   double nominal_mhz = 0;  // as /proc/cpuinfo reports it; part of the fingerprint
   double mhz = 0;  // measured core clock (turbo included), for the peak; not in the fingerprint
   std::string compiler;  // the compiler the kernels were built with
+  // The ISA flags the built-in kernels were compiled with ("-march=native", "-march=x86-64-v3"):
+  // the same CPU runs different code under different flags.
+  std::string kernel_flags;
 
   // float32 FLOP per cycle per core: 2 FMA pipes x vector width x 2.
   int FlopsPerCycle() const;

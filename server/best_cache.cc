@@ -1,7 +1,9 @@
 #include "server/best_cache.h"
 
 #include "absl/strings/str_cat.h"
+#include "common/status_macros.h"
 #include "proto/convert.h"
+#include "server/prediction.h"
 
 namespace ktune {
 
@@ -33,14 +35,28 @@ absl::StatusOr<std::shared_ptr<const v1::QueryBestResponse>> BestCache::Query(
                         ? v1::MATCH_LEVEL_NONE
                         : static_cast<v1::MatchLevel>(static_cast<int>(best->level) + 1));
   for (const Record& r : best->records) *answer->add_best() = ToProto(r);
+  if (best->level == MatchLevel::kNone) {
+    KTUNE_ASSIGN_OR_RETURN(std::optional<Record> predicted, PredictBest(*db_, *registry_, q));
+    if (predicted) {
+      answer->set_level(v1::MATCH_LEVEL_PREDICTED);
+      *answer->add_best() = ToProto(*predicted);
+    }
+  }
   absl::MutexLock lock(&mu_);
   answers_[task][rest] = answer;
+  if (best->level == MatchLevel::kNone) speculative_[q.kernel].push_back(task);
   return answer;
 }
 
 void BestCache::Invalidate(const std::vector<Record>& records) {
   absl::MutexLock lock(&mu_);
-  for (const Record& r : records) answers_.erase(TaskPart(r.kernel, r.problem));
+  for (const Record& r : records) {
+    answers_.erase(TaskPart(r.kernel, r.problem));
+    auto it = speculative_.find(r.kernel);
+    if (it == speculative_.end()) continue;
+    for (const std::string& task : it->second) answers_.erase(task);
+    speculative_.erase(it);
+  }
 }
 
 }  // namespace ktune

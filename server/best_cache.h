@@ -1,6 +1,8 @@
-// Best-known answers served from memory. The first query for a task reads the database; later
-// ones are answered from the cache until records of that kernel and problem are stored through
-// the server, which drops the cached answers for them. Records written to the database file by
+// Best-known answers served from memory. The first query for a task reads the database (and,
+// when nothing was measured for it, predicts from the nearest tuned problem: prediction.h);
+// later ones are answered from the cache until records of that kernel and problem are stored
+// through the server, which drops the cached answers for them (and every predicted or empty
+// answer of the kernel, which other problems' records can change). Records written to the database file by
 // another process (ktune db import beside a running server) are seen after the server restarts.
 //
 // Thread-safe; lookups share a reader lock.
@@ -15,13 +17,14 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/synchronization/mutex.h"
 #include "db/tuning_database.h"
+#include "kernels/kernel_registry.h"
 #include "ktune/v1/tuning_service.pb.h"
 
 namespace ktune {
 
 class BestCache {
  public:
-  explicit BestCache(TuningDatabase* db) : db_(db) {}
+  BestCache(TuningDatabase* db, const KernelRegistry* registry) : db_(db), registry_(registry) {}
 
   // The answer as the API sends it, built once per cache fill: a hit costs a lookup and a
   // reference count.
@@ -36,7 +39,10 @@ class BestCache {
   static std::string TaskPart(const std::string& kernel, const Problem& problem);
 
   TuningDatabase* db_;
+  const KernelRegistry* registry_;
   absl::Mutex mu_;
+  // kernel -> task parts holding predicted or empty answers
+  absl::flat_hash_map<std::string, std::vector<std::string>> speculative_ ABSL_GUARDED_BY(mu_);
   // kernel + problem -> (the rest of the query -> answer)
   absl::flat_hash_map<std::string,
                       absl::flat_hash_map<std::string, std::shared_ptr<const v1::QueryBestResponse>>>

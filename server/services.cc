@@ -1,5 +1,9 @@
 #include "server/services.h"
 
+#include <condition_variable>
+#include <mutex>
+#include <thread>
+
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "proto/convert.h"
@@ -217,6 +221,116 @@ KTUNE_JOB_ACTION(PauseJob, PauseJobRequest, Pause)
 KTUNE_JOB_ACTION(ResumeJob, ResumeJobRequest, Resume)
 #undef KTUNE_JOB_ACTION
 
+namespace {
+
+class JobWatch final : public grpc::ServerWriteReactor<v1::JobEvent> {
+ public:
+  JobWatch(Scheduler* scheduler, int64_t id) : scheduler_(scheduler), id_(id) {
+    std::thread([this] { Loop(); }).detach();
+  }
+  void OnWriteDone(bool ok) override {
+    std::lock_guard<std::mutex> lock(mu_);
+    writing_ = false;
+    if (!ok) cancelled_ = true;
+    cv_.notify_all();
+  }
+  void OnCancel() override {
+    std::lock_guard<std::mutex> lock(mu_);
+    cancelled_ = true;
+    cv_.notify_all();
+  }
+  void OnDone() override { delete this; }
+
+ private:
+  static bool IsFinal(v1::JobState s) {
+    return s == v1::JOB_STATE_DONE || s == v1::JOB_STATE_FAILED || s == v1::JOB_STATE_CANCELLED;
+  }
+
+  // Polls four times a second; sends when something changed and a second has passed since the
+  // last event, or at once when the job ended. Finish is the last thing it does.
+  void Loop() {
+    std::string last;
+    auto last_sent = std::chrono::steady_clock::now() - std::chrono::seconds(1);
+    while (true) {
+      absl::StatusOr<JobStatus> status = scheduler_->GetJob(id_);
+      if (!status.ok()) return Finish(ToGrpc(status.status()));
+      v1::JobEvent event;
+      *event.mutable_job() = ToProto(*status, false);
+      const bool final = IsFinal(event.job().state());
+      const std::string progress = event.job().SerializeAsString();
+      const auto now = std::chrono::steady_clock::now();
+      if (progress != last && (final || now - last_sent >= std::chrono::seconds(1))) {
+        last = progress;
+        last_sent = now;
+        std::unique_lock<std::mutex> lock(mu_);
+        if (cancelled_) return Finish(grpc::Status::CANCELLED);
+        event_ = std::move(event);
+        writing_ = true;
+        StartWrite(&event_);
+        cv_.wait(lock, [&] { return !writing_ || cancelled_; });
+      }
+      if (final) return Finish(grpc::Status::OK);
+      std::unique_lock<std::mutex> lock(mu_);
+      cv_.wait_for(lock, std::chrono::milliseconds(250), [&] { return cancelled_; });
+      if (cancelled_) return Finish(grpc::Status::CANCELLED);
+    }
+  }
+
+  Scheduler* scheduler_;
+  int64_t id_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  bool writing_ = false, cancelled_ = false;
+  v1::JobEvent event_;
+};
+
+// A stream that ends at once with `status`.
+class FailedWatch final : public grpc::ServerWriteReactor<v1::JobEvent> {
+ public:
+  explicit FailedWatch(const absl::Status& status) { Finish(ToGrpc(status)); }
+  void OnDone() override { delete this; }
+};
+
+}  // namespace
+
+grpc::ServerWriteReactor<v1::JobEvent>* TuningServiceImpl::WatchJob(
+    grpc::CallbackServerContext* ctx, const v1::WatchJobRequest* request) {
+  if (absl::Status a = auth_->Check(ctx, Role::kQuery); !a.ok()) return new FailedWatch(a);
+  absl::StatusOr<int64_t> id = ParseJobId(request->job_id());
+  if (!id.ok()) return new FailedWatch(id.status());
+  if (absl::Status s = scheduler_->GetJob(*id).status(); !s.ok()) return new FailedWatch(s);
+  return new JobWatch(scheduler_, *id);
+}
+
+absl::StatusOr<std::string> TuningServiceImpl::TuneInBackground(const BestQuery& q) {
+  if (q.device_class.empty()) {
+    return absl::InvalidArgumentError("tune_if_missing needs device.device_class");
+  }
+  TaskKey task{q.kernel, q.kernel_version, q.problem, q.device_class};
+  absl::StatusOr<TaskKey> canonical = spaces_->Canonical(task);
+  if (!canonical.ok()) return canonical.status();
+  const std::string key = absl::StrCat(canonical->kernel, "\n", CanonicalJson(canonical->problem),
+                                       "\n", canonical->device_class);
+  absl::MutexLock lock(&background_mu_);
+  if (auto it = background_.find(key); it != background_.end()) {
+    absl::StatusOr<JobStatus> job = scheduler_->GetJob(it->second);
+    if (job.ok() && job->job.state != JobState::kDone && job->job.state != JobState::kFailed &&
+        job->job.state != JobState::kCancelled) {
+      return std::to_string(it->second);  // already queued: the same job
+    }
+  }
+  JobRequest request;
+  request.name = "tune_if_missing";
+  request.tasks = {*canonical};
+  request.budget = kBackgroundBudget;
+  request.strategy = "ppo";
+  request.spec_json = R"({"name":"tune_if_missing","seed":1})";
+  absl::StatusOr<int64_t> id = scheduler_->Submit(request);
+  if (!id.ok()) return id.status();
+  background_[key] = *id;
+  return std::to_string(*id);
+}
+
 grpc::ServerUnaryReactor* TuningServiceImpl::QueryBest(grpc::CallbackServerContext* ctx,
                                                        const v1::QueryBestRequest* request,
                                                        v1::QueryBestResponse* response) {
@@ -248,6 +362,14 @@ grpc::ServerUnaryReactor* TuningServiceImpl::QueryBest(grpc::CallbackServerConte
   absl::StatusOr<std::shared_ptr<const v1::QueryBestResponse>> best = best_->Query(q);
   if (!best.ok()) return Done(ctx, best.status());
   *response = **best;
+  const bool measured = response->level() == v1::MATCH_LEVEL_EXACT ||
+                        response->level() == v1::MATCH_LEVEL_DEVICE_CLASS;
+  if (request->tune_if_missing() && !measured) {
+    if (absl::Status a = auth_->Check(ctx, Role::kSubmit); !a.ok()) return Done(ctx, a);
+    absl::StatusOr<std::string> job = TuneInBackground(q);
+    if (!job.ok()) return Done(ctx, job.status());
+    response->set_queued_job_id(*job);
+  }
   return Done(ctx, absl::OkStatus());
 }
 

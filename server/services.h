@@ -5,6 +5,10 @@
 #ifndef KTUNE_SERVER_SERVICES_H_
 #define KTUNE_SERVER_SERVICES_H_
 
+#include <map>
+#include <string>
+
+#include "absl/synchronization/mutex.h"
 #include "db/tuning_database.h"
 #include "kernels/kernel_registry.h"
 #include "ktune/v1/tuning_service.grpc.pb.h"
@@ -65,6 +69,10 @@ class TuningServiceImpl final : public v1::TuningService::CallbackService {
   grpc::ServerUnaryReactor* ResumeJob(grpc::CallbackServerContext* ctx,
                                       const v1::ResumeJobRequest* request,
                                       v1::Job* response) override;
+  // A server stream: an event when the job's progress changes (at most one a second), a last one
+  // when it ends, then OK. Each watch has a thread of its own that polls the scheduler.
+  grpc::ServerWriteReactor<v1::JobEvent>* WatchJob(grpc::CallbackServerContext* ctx,
+                                                  const v1::WatchJobRequest* request) override;
   grpc::ServerUnaryReactor* QueryBest(grpc::CallbackServerContext* ctx,
                                       const v1::QueryBestRequest* request,
                                       v1::QueryBestResponse* response) override;
@@ -72,8 +80,14 @@ class TuningServiceImpl final : public v1::TuningService::CallbackService {
  private:
   Scheduler* scheduler_;
   const TaskSpaces* spaces_;
+  // tune_if_missing: queues a job for the task (one per task while it runs).
+  absl::StatusOr<std::string> TuneInBackground(const BestQuery& query);
+  static constexpr int64_t kBackgroundBudget = 64;
+
   BestCache* best_;
   const Authenticator* auth_;
+  absl::Mutex background_mu_;
+  std::map<std::string, int64_t> background_ ABSL_GUARDED_BY(background_mu_);  // task -> job
 };
 
 // A Job message from a scheduler status.

@@ -17,7 +17,7 @@ absl::StatusOr<std::unique_ptr<TuningServer>> TuningServer::Start(TuningServerOp
   for (const std::string& file : s->options_.replay_files) {
     KTUNE_RETURN_IF_ERROR(s->spaces_->AddRecordedFile(file));
   }
-  s->best_ = std::make_unique<BestCache>(s->db_.get());
+  s->best_ = std::make_unique<BestCache>(s->db_.get(), &s->registry_);
   SchedulerOptions scheduler_options = s->options_.scheduler;
   BestCache* best = s->best_.get();
   scheduler_options.on_stored = [best](const std::vector<Record>& r) { best->Invalidate(r); };

@@ -8,6 +8,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <nlohmann/json.hpp>
 #include <set>
 
 #include "db/interchange/record_files.h"
@@ -170,6 +171,29 @@ TEST_F(FleetProcessTest, AServerKilledMidJobResumesItAndLosesNothingAcknowledged
   auto [records, distinct] = StoredRecords(job);
   EXPECT_EQ(records, 160);
   EXPECT_EQ(distinct, 160);
+}
+
+TEST_F(FleetProcessTest, TuneThroughAServerWatchesItsJobAndPrintsTheBest) {
+  auto server = StartServer();
+  auto worker = StartWorker();
+  auto recorded = LoadRecordedSpace(testing::SpaceFile(kSpace));
+  ASSERT_TRUE(recorded.ok());
+  const Record& any = recorded->records.front();
+  auto tune = testing::RunKtune({"tune", "--server", address_, "--kernel", any.kernel,
+                                 "--problem", FormatParamMapAssignments(any.problem), "--device",
+                                 any.device.device_class, "--budget", "24", "--strategy",
+                                 "random", "--json"});
+  ASSERT_EQ(tune.exit_code, 0) << tune.err;
+  auto result = nlohmann::json::parse(tune.out);
+  EXPECT_EQ(result["measurements"], 24);
+  EXPECT_GT(result["best_time_ms"].get<double>(), 0);
+  auto [records, distinct] = StoredRecords(result["job_id"].get<std::string>());
+  EXPECT_EQ(records, 24);
+  EXPECT_EQ(distinct, 24);
+  auto unknown = testing::RunKtune({"tune", "--server", address_, "--kernel", "fft", "--problem",
+                                    "N=8", "--device", "x", "--budget", "4"});
+  EXPECT_EQ(unknown.exit_code, 2);
+  EXPECT_THAT(unknown.err, ::testing::HasSubstr("unknown kernel 'fft'"));
 }
 
 }  // namespace

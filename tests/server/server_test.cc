@@ -11,6 +11,7 @@
 #include "db/sqlite_tuning_database.h"
 #include "grpcpp/create_channel.h"
 #include "ktune/v1/tuning_service.grpc.pb.h"
+#include "kernels/kernel_registry.h"
 #include "measurer/replay_measurer.h"
 #include "measurer/worker_loop.h"
 #include "proto/convert.h"
@@ -91,6 +92,20 @@ TEST_F(ServerTest, ThreeWorkersFinishAThreeTaskJobWithExactlyTheBudgetRecorded) 
   ASSERT_TRUE(tuning_->QueryBest(Context().get(), query, &answer).ok());
   EXPECT_EQ(answer.level(), v1::MATCH_LEVEL_NONE);
 
+  // A client follows the job on the WatchJob stream while it runs.
+  std::vector<v1::JobEvent> events;
+  grpc::Status watch_status;
+  std::thread watcher([&] {
+    v1::WatchJobRequest watch;
+    watch.set_job_id(job.job_id());
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(60));
+    auto reader = tuning_->WatchJob(&ctx, watch);
+    v1::JobEvent event;
+    while (reader->Read(&event)) events.push_back(event);
+    watch_status = reader->Finish();
+  });
+
   std::vector<std::thread> threads;
   std::vector<int64_t> reported(3);
   for (int w = 0; w < 3; ++w) {
@@ -108,6 +123,14 @@ TEST_F(ServerTest, ThreeWorkersFinishAThreeTaskJobWithExactlyTheBudgetRecorded) 
   }
   for (std::thread& t : threads) t.join();
   EXPECT_EQ(reported, (std::vector<int64_t>{40, 40, 40}));
+  watcher.join();
+  EXPECT_TRUE(watch_status.ok()) << watch_status.error_message();
+  ASSERT_FALSE(events.empty());
+  EXPECT_EQ(events.back().job().state(), v1::JOB_STATE_DONE);
+  EXPECT_EQ(events.back().job().measurements_done(), 120);
+  for (size_t i = 1; i < events.size(); ++i) {  // progress only moves forward
+    EXPECT_GE(events[i].job().measurements_done(), events[i - 1].job().measurements_done());
+  }
 
   v1::GetJobRequest get;
   get.set_job_id(job.job_id());
@@ -233,6 +256,62 @@ TEST_F(ServerTest, BadRequestsGetTheRightCodeAndSayWhatIsWrong) {
   huge.set_spec_text(std::string(5 << 20, '#'));
   s = tuning_->SubmitJob(Context().get(), huge, &job);
   EXPECT_EQ(s.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
+}
+
+TEST(ServerPredictionTest, ANeverTunedProblemGetsThePredictionOfTheNearestAndCanBeQueued) {
+  testing::TempDir dir;
+  const KernelRegistry registry = KernelRegistry::WithBuiltins();
+  const KernelDefinition* gemm = registry.Find("gemm");
+  auto problem_of = [&](int64_t n) {
+    return *gemm->ValidateProblem({{"M", n}, {"N", n}, {"K", n}});
+  };
+  DeviceInfo device{R"({"cores":2,"name":"test"})", "cpu:test", "x86-64-v3"};
+  {
+    auto db = SqliteTuningDatabase::Open(dir.File("p.db"));
+    ASSERT_TRUE(db.ok());
+    std::vector<Record> records;
+    for (int64_t n : {128, 4096}) {  // 256 is nearer to 128 (distance 3) than to 4096 (12)
+      Configuration config = *gemm->DefaultConfiguration(problem_of(n), {2});
+      config["MC"] = n == 128 ? int64_t{96} : int64_t{288};
+      MeasureResult m;
+      m.time_ms = 1.0;
+      m.repeat_times_ms = {1.0};
+      records.push_back(ToRecord({"gemm", gemm->Version(), problem_of(n), "cpu:test"}, device,
+                                 config, m, "w"));
+    }
+    ASSERT_TRUE((*db)->AddRecords(records).ok());
+  }
+  TuningServerOptions options;
+  options.listen = "127.0.0.1:0";
+  options.db_path = dir.File("p.db");
+  auto server = TuningServer::Start(options);
+  ASSERT_TRUE(server.ok()) << server.status();
+  auto tuning = v1::TuningService::NewStub(grpc::CreateChannel(
+      absl::StrCat("127.0.0.1:", (*server)->port()), grpc::InsecureChannelCredentials()));
+  v1::QueryBestRequest query;
+  query.mutable_kernel()->set_name("gemm");
+  ToProto(Problem{{"M", int64_t{256}}, {"N", int64_t{256}}, {"K", int64_t{256}}},
+          query.mutable_problem()->mutable_params());
+  query.mutable_device()->set_device_class("cpu:test");
+  v1::QueryBestResponse answer;
+  ASSERT_TRUE(tuning->QueryBest(Context().get(), query, &answer).ok());
+  EXPECT_EQ(answer.level(), v1::MATCH_LEVEL_PREDICTED);
+  ASSERT_EQ(answer.best_size(), 1);
+  EXPECT_EQ(answer.best(0).config().params().at("MC").int_value(), 96);
+  EXPECT_TRUE(answer.queued_job_id().empty());
+
+  query.set_tune_if_missing(true);
+  ASSERT_TRUE(tuning->QueryBest(Context().get(), query, &answer).ok());
+  const std::string job = answer.queued_job_id();
+  EXPECT_FALSE(job.empty());
+  ASSERT_TRUE(tuning->QueryBest(Context().get(), query, &answer).ok());
+  EXPECT_EQ(answer.queued_job_id(), job);  // the same job, not a second one
+  v1::GetJobRequest get;
+  get.set_job_id(job);
+  v1::Job queued;
+  ASSERT_TRUE(tuning->GetJob(Context().get(), get, &queued).ok());
+  EXPECT_EQ(queued.state(), v1::JOB_STATE_QUEUED);
+  EXPECT_EQ(queued.tasks(0).task().device_class(), "cpu:test");
 }
 
 TEST(ServerAuthTest, TokensAndRolesAreEnforced) {

@@ -1,0 +1,81 @@
+#include "server/prediction.h"
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+
+#include "common/status_macros.h"
+#include "nlohmann/json.hpp"
+
+namespace ktune {
+namespace {
+
+// Distance between problems; infinity when a non-numeric parameter differs or names differ.
+double Distance(const Problem& a, const Problem& b) {
+  if (a.size() != b.size()) return std::numeric_limits<double>::infinity();
+  double d = 0;
+  for (const auto& [name, va] : a) {
+    auto it = b.find(name);
+    if (it == b.end()) return std::numeric_limits<double>::infinity();
+    const auto* ia = std::get_if<int64_t>(&va);
+    const auto* ib = std::get_if<int64_t>(&it->second);
+    if (ia && ib && *ia > 0 && *ib > 0) {
+      d += std::fabs(std::log2(static_cast<double>(*ia)) - std::log2(static_cast<double>(*ib)));
+    } else if (va != it->second) {
+      return std::numeric_limits<double>::infinity();
+    }
+  }
+  return d;
+}
+
+// Cores of the machine a record was measured on (CPU fingerprints say), else unbounded.
+int64_t CoresOf(const Record& r) {
+  auto facts = nlohmann::json::parse(r.device.fingerprint_json, nullptr, false);
+  if (facts.is_object() && facts.contains("cores") && facts["cores"].is_number_integer()) {
+    return facts["cores"].get<int64_t>();
+  }
+  return 1 << 20;
+}
+
+}  // namespace
+
+absl::StatusOr<std::optional<Record>> PredictBest(TuningDatabase& db,
+                                                  const KernelRegistry& registry,
+                                                  const BestQuery& query) {
+  const KernelDefinition* def = registry.Find(query.kernel);
+  if (def == nullptr) return std::optional<Record>();
+  KTUNE_ASSIGN_OR_RETURN(std::vector<TaskKey> tasks, db.ListTasks());
+  struct Candidate {
+    bool same_class;
+    double distance;
+    const TaskKey* task;
+  };
+  std::vector<Candidate> near;
+  for (const TaskKey& t : tasks) {
+    if (t.kernel != query.kernel || t.problem == query.problem) continue;
+    if (!query.kernel_version.empty() && t.kernel_version != query.kernel_version) continue;
+    const double d = Distance(t.problem, query.problem);
+    if (std::isfinite(d)) near.push_back({t.device_class == query.device_class, d, &t});
+  }
+  std::sort(near.begin(), near.end(), [](const Candidate& a, const Candidate& b) {
+    return a.same_class != b.same_class ? a.same_class : a.distance < b.distance;
+  });
+  for (size_t i = 0; i < near.size() && i < 4; ++i) {
+    BestQuery source = query;
+    source.problem = near[i].task->problem;
+    source.device_class = near[i].task->device_class;
+    source.fingerprint_hash.clear();
+    source.top_k = 16;
+    KTUNE_ASSIGN_OR_RETURN(BestResult best, db.QueryBest(source));
+    for (const Record& r : best.records) {
+      absl::StatusOr<SearchSpace> space =
+          def->Space(query.problem, MachineVariables{CoresOf(r)});
+      if (!space.ok()) break;
+      absl::StatusOr<Point> point = space->ToPoint(r.config);
+      if (point.ok() && space->IsValid(*point)) return std::optional<Record>(r);
+    }
+  }
+  return std::optional<Record>();
+}
+
+}  // namespace ktune
