@@ -28,6 +28,7 @@ struct BenchKernelArgs {
   int64_t budget = 500;
   int threads = 0;
   int rounds = 3;
+  int verify_top = 5;
   int repeatability = 0;
   uint64_t seed = 1;
   bool json = false;
@@ -136,8 +137,31 @@ int RunBenchKernel(const BenchKernelArgs& a) {
 
     // The final comparison: one fresh runner, the same timing loop for all three.
     CpuMeasurer measurer(&registry, PreciseOptions());
-    const Configuration& tuned = s->best->config;
-    absl::StatusOr<double> tuned_ms = MeasureMedian(measurer, t.task, tuned, a.rounds);
+    // The fastest time of hundreds of noisy measurements flatters its configuration (the
+    // winner's curse): the tuning's best few are measured again, and the fastest on re-measure
+    // is the tuned result.
+    BestQuery top;
+    top.kernel = t.task.kernel;
+    top.kernel_version = t.task.kernel_version;
+    top.problem = t.task.problem;
+    top.device_class = t.task.device_class;
+    top.top_k = a.verify_top;
+    absl::StatusOr<BestResult> finalists = (*db)->QueryBest(top);
+    if (!finalists.ok()) return Fail(cmd, finalists.status());
+    Configuration tuned = s->best->config;
+    double best_ms = 0;
+    std::vector<nlohmann::json> remeasured;
+    for (const Record& r : finalists->records) {
+      if (a.threads > 0 && ThreadsOf(r.config) != a.threads) continue;
+      absl::StatusOr<double> ms = MeasureMedian(measurer, t.task, r.config, a.rounds);
+      if (!ms.ok()) return Fail(cmd, ms.status());
+      remeasured.push_back({{"config", nlohmann::json::parse(CanonicalJson(r.config))},
+                            {"tuning_ms", *r.time_ms},
+                            {"remeasured_ms", *ms}});
+      if (best_ms == 0 || *ms < best_ms) best_ms = *ms, tuned = r.config;
+    }
+    absl::StatusOr<double> tuned_ms = best_ms > 0 ? absl::StatusOr<double>(best_ms)
+                                                  : MeasureMedian(measurer, t.task, tuned, a.rounds);
     if (!tuned_ms.ok()) return Fail(cmd, tuned_ms.status());
     absl::StatusOr<double> default_ms =
         MeasureMedian(measurer, t.task, *t.default_config, a.rounds);
@@ -157,7 +181,8 @@ int RunBenchKernel(const BenchKernelArgs& a) {
                        {"default_ms", *default_ms},
                        {"default_gflops", t.flops / (*default_ms * 1e6)},
                        {"tuned_over_default", *default_ms / *tuned_ms},
-                       {"peak_gflops", t.peak_gflops_per_thread * threads}};
+                       {"peak_gflops", t.peak_gflops_per_thread * threads},
+                       {"finalists", remeasured}};
     if (!vendor_kernel.empty()) {
       TaskKey vendor{vendor_kernel, "", t.task.problem, t.task.device_class};
       absl::StatusOr<double> vendor_ms =
@@ -217,6 +242,10 @@ void RegisterBenchKernelCommand(CLI::App& bench, Action* action) {
   sub->add_option("--threads", a->threads, "Fix the thread count (tuned, default and vendor)")
       ->check(CLI::Range(1, 1024));
   sub->add_option("--rounds", a->rounds, "Final measurements of each kernel (median taken)")
+      ->check(CLI::Range(1, 100))
+      ->capture_default_str();
+  sub->add_option("--verify-top", a->verify_top,
+                  "Measure the tuning's best N again and keep the fastest")
       ->check(CLI::Range(1, 100))
       ->capture_default_str();
   sub->add_option("--repeatability", a->repeatability,

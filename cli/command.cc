@@ -1,5 +1,7 @@
 #include "cli/command.h"
 
+#include "proto/channel.h"
+
 #include <iostream>
 
 namespace ktune::cli {
@@ -22,6 +24,16 @@ void AddDbOption(CLI::App* sub, std::string* path) {
 
 absl::StatusOr<std::unique_ptr<SqliteTuningDatabase>> OpenDatabase(const std::string& path) {
   return SqliteTuningDatabase::Open(path);
+}
+
+}  // namespace ktune::cli
+
+namespace ktune::cli {
+
+void AddClientTlsOptions(CLI::App* sub, ClientTls* tls) {
+  sub->add_option("--tls-ca", tls->ca_file, "Connect with TLS, trusting this CA (PEM)");
+  sub->add_option("--tls-cert", tls->cert_file, "Client certificate for mutual TLS (PEM)");
+  sub->add_option("--tls-key", tls->key_file, "Its private key (PEM)");
 }
 
 }  // namespace ktune::cli

@@ -14,6 +14,10 @@
 #include "absl/status/statusor.h"
 #include "db/sqlite_tuning_database.h"
 
+namespace ktune {
+struct ClientTls;
+}
+
 namespace ktune::cli {
 
 inline constexpr int kExitOk = 0;
@@ -27,6 +31,9 @@ using Action = std::function<int()>;
 // InvalidArgument statuses that come from the command line itself (use UsageError for those).
 int Fail(const std::string& command, const absl::Status& status);
 int UsageError(const std::string& command, const std::string& message);
+
+// Adds --tls-ca, --tls-cert and --tls-key (a client's view of the server's TLS) to `sub`.
+void AddClientTlsOptions(CLI::App* sub, ClientTls* tls);
 
 // Adds --db PATH (default ktune.db in the current directory) to `sub`.
 void AddDbOption(CLI::App* sub, std::string* path);

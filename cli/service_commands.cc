@@ -24,6 +24,7 @@
 #include "measurer/cpu_measurer.h"
 #include "measurer/replay_measurer.h"
 #include "measurer/worker_loop.h"
+#include "proto/channel.h"
 #include "proto/convert.h"
 #include "server/tuning_server.h"
 
@@ -105,7 +106,7 @@ nlohmann::json JobJson(const v1::Job& job) {
 // --- serve ---
 
 struct ServeArgs {
-  std::string listen = kDefaultServer, db = "ktune.db", auth;
+  std::string listen = kDefaultServer, db = "ktune.db", auth, tls_cert, tls_key, tls_client_ca;
   std::vector<std::string> replay;
   int64_t lease_timeout_ms = 30'000;
 };
@@ -116,6 +117,9 @@ int RunServe(const ServeArgs& a) {
   options.db_path = a.db;
   options.replay_files = a.replay;
   options.auth_file = a.auth;
+  options.tls_cert = a.tls_cert;
+  options.tls_key = a.tls_key;
+  options.tls_client_ca = a.tls_client_ca;
   options.scheduler.lease_timeout = absl::Milliseconds(a.lease_timeout_ms);
   options.scheduler.heartbeat_interval = absl::Milliseconds(std::max<int64_t>(50, a.lease_timeout_ms / 3));
   std::thread signals;
@@ -134,6 +138,7 @@ int RunServe(const ServeArgs& a) {
 
 struct WorkerArgs {
   std::string server = kDefaultServer, device = "cpu", token;
+  ClientTls tls;
   int max_candidates = 8;
   int64_t max_measurements = 0;
   double idle_exit_s = 0;
@@ -156,8 +161,9 @@ int RunWorker(const WorkerArgs& a) {
     return UsageError(cmd, absl::StrCat("device '", a.device,
                                         "' is not available in this build; use cpu or replay:FILE"));
   }
-  auto channel = grpc::CreateChannel(a.server, grpc::InsecureChannelCredentials());
-  auto stub = v1::WorkerService::NewStub(channel);
+  absl::StatusOr<std::shared_ptr<grpc::Channel>> channel = MakeChannel(a.server, a.tls);
+  if (!channel.ok()) return UsageError(cmd, std::string(channel.status().message()));
+  auto stub = v1::WorkerService::NewStub(*channel);
   std::atomic<bool> stop{false};
   std::thread signals = OnTerminationSignal([&stop] { stop = true; });
   signals.detach();
@@ -183,6 +189,7 @@ int RunWorker(const WorkerArgs& a) {
 
 struct JobArgs {
   std::string server = kDefaultServer, job, spec, token;
+  ClientTls tls;
   bool json = false;
   int timeout_s = 24 * 3600;  // watch: the stream's deadline
 };
@@ -193,8 +200,9 @@ int RunSubmit(const JobArgs& a) {
   if (!in) return Fail(cmd, absl::NotFoundError(absl::StrCat("cannot read ", a.spec)));
   std::stringstream text;
   text << in.rdbuf();
-  auto stub = v1::TuningService::NewStub(
-      grpc::CreateChannel(a.server, grpc::InsecureChannelCredentials()));
+  absl::StatusOr<std::shared_ptr<grpc::Channel>> channel = MakeChannel(a.server, a.tls);
+  if (!channel.ok()) return UsageError("client", std::string(channel.status().message()));
+  auto stub = v1::TuningService::NewStub(*channel);
   v1::SubmitJobRequest request;
   request.set_spec_text(text.str());
   v1::Job job;
@@ -225,8 +233,9 @@ std::string ProgressLine(const v1::Job& job) {
 // Follows the WatchJob stream, then prints the job's final state with its tasks' best results.
 int RunWatch(const JobArgs& a) {
   const std::string cmd = "watch";
-  auto stub = v1::TuningService::NewStub(
-      grpc::CreateChannel(a.server, grpc::InsecureChannelCredentials()));
+  absl::StatusOr<std::shared_ptr<grpc::Channel>> channel = MakeChannel(a.server, a.tls);
+  if (!channel.ok()) return UsageError("client", std::string(channel.status().message()));
+  auto stub = v1::TuningService::NewStub(*channel);
   v1::WatchJobRequest request;
   request.set_job_id(a.job);
   auto ctx = Context(a.token, a.timeout_s);
@@ -262,8 +271,9 @@ int RunWatch(const JobArgs& a) {
 }
 
 int RunCancel(const JobArgs& a) {
-  auto stub = v1::TuningService::NewStub(
-      grpc::CreateChannel(a.server, grpc::InsecureChannelCredentials()));
+  absl::StatusOr<std::shared_ptr<grpc::Channel>> channel = MakeChannel(a.server, a.tls);
+  if (!channel.ok()) return UsageError("client", std::string(channel.status().message()));
+  auto stub = v1::TuningService::NewStub(*channel);
   v1::CancelJobRequest request;
   request.set_job_id(a.job);
   v1::Job job;
@@ -288,6 +298,10 @@ void RegisterServiceCommands(CLI::App& app, Action* action) {
   serve->add_option("--db", serve_args->db, "Tuning database file")->capture_default_str();
   serve->add_option("--auth", serve_args->auth,
                     "Token file: 'TOKEN ROLES' lines (roles query, submit, worker, admin)");
+  serve->add_option("--tls-cert", serve_args->tls_cert, "TLS certificate chain (PEM)");
+  serve->add_option("--tls-key", serve_args->tls_key, "TLS private key (PEM)");
+  serve->add_option("--tls-client-ca", serve_args->tls_client_ca,
+                    "Require client certificates signed by this CA (mutual TLS)");
   serve->add_option("--replay", serve_args->replay,
                     "Recorded space (T4 / Kernel Tuner) to serve tasks of, for replay workers");
   serve->add_option("--lease-timeout-ms", serve_args->lease_timeout_ms,
@@ -302,6 +316,7 @@ void RegisterServiceCommands(CLI::App& app, Action* action) {
       ->capture_default_str();
   worker->add_option("--device", worker_args->device, "cpu or replay:FILE")->capture_default_str();
   worker->add_option("--token", worker_args->token, "Bearer token with the worker role (or $KTUNE_TOKEN)");
+  AddClientTlsOptions(worker, &worker_args->tls);
   worker->add_option("--max-candidates", worker_args->max_candidates, "Candidates per lease")
       ->check(CLI::Range(1, 256))
       ->capture_default_str();
@@ -316,6 +331,7 @@ void RegisterServiceCommands(CLI::App& app, Action* action) {
   submit->add_option("JOB", job_args->spec, "Job spec file")->required();
   submit->add_option("--server", job_args->server, "Server address")->capture_default_str();
   submit->add_option("--token", job_args->token, "Bearer token (or $KTUNE_TOKEN)");
+  AddClientTlsOptions(submit, &job_args->tls);
   submit->add_flag("--json", job_args->json, "Print the job as JSON");
   submit->callback([=] { *action = [=] { return RunSubmit(*job_args); }; });
 
@@ -323,6 +339,7 @@ void RegisterServiceCommands(CLI::App& app, Action* action) {
   watch->add_option("JOB", job_args->job, "Job id")->required();
   watch->add_option("--server", job_args->server, "Server address")->capture_default_str();
   watch->add_option("--token", job_args->token, "Bearer token (or $KTUNE_TOKEN)");
+  AddClientTlsOptions(watch, &job_args->tls);
   watch->add_option("--timeout", job_args->timeout_s, "Give up after this many seconds")
       ->capture_default_str();
   watch->add_flag("--json", job_args->json, "One JSON object a line");
@@ -332,6 +349,7 @@ void RegisterServiceCommands(CLI::App& app, Action* action) {
   cancel->add_option("JOB", job_args->job, "Job id")->required();
   cancel->add_option("--server", job_args->server, "Server address")->capture_default_str();
   cancel->add_option("--token", job_args->token, "Bearer token (or $KTUNE_TOKEN)");
+  AddClientTlsOptions(cancel, &job_args->tls);
   cancel->add_flag("--json", job_args->json, "Print the job as JSON");
   cancel->callback([=] { *action = [=] { return RunCancel(*job_args); }; });
 

@@ -16,6 +16,7 @@
 #include "grpcpp/create_channel.h"
 #include "ktune/v1/tuning_service.grpc.pb.h"
 #include "measurer/cpu_device.h"
+#include "proto/channel.h"
 #include "proto/convert.h"
 #include "server/job_spec.h"
 
@@ -29,6 +30,7 @@ struct TuneArgs {
   int threads = 0;
   uint64_t seed = 1;
   bool json = false;
+  ClientTls tls;  // with --server
 };
 
 // --server: the task becomes a one-task job on that server, measured by its workers of the
@@ -56,8 +58,9 @@ int RunRemoteTune(const TuneArgs& a) {
   if (!strategy.ok()) return UsageError(cmd, std::string(strategy.status().message()));
   spec->set_strategy(*strategy);
   spec->set_seed(a.seed);
-  auto stub = v1::TuningService::NewStub(
-      grpc::CreateChannel(a.server, grpc::InsecureChannelCredentials()));
+  absl::StatusOr<std::shared_ptr<grpc::Channel>> channel = MakeChannel(a.server, a.tls);
+  if (!channel.ok()) return UsageError(cmd, std::string(channel.status().message()));
+  auto stub = v1::TuningService::NewStub(*channel);
   auto context = [&](int seconds) {
     auto ctx = std::make_unique<grpc::ClientContext>();
     ctx->set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(seconds));
@@ -251,6 +254,7 @@ void RegisterTuneCommand(CLI::App& app, Action* action) {
   tune->add_option("--seed", a->seed, "Random seed")->capture_default_str();
   tune->add_option("--server", a->server,
                    "Tune through a running server and its workers (token: $KTUNE_TOKEN)");
+  AddClientTlsOptions(tune, &a->tls);
   tune->add_flag("--json", a->json, "Print the result as JSON");
   tune->callback([=] { *action = [=] { return RunTune(*a); }; });
 }

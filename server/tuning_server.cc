@@ -4,7 +4,9 @@
 #include "common/status_macros.h"
 #include "grpcpp/ext/proto_server_reflection_plugin.h"
 #include "grpcpp/health_check_service_interface.h"
+#include "grpcpp/security/server_credentials.h"
 #include "grpcpp/server_builder.h"
+#include "proto/channel.h"
 
 namespace ktune {
 
@@ -32,8 +34,25 @@ absl::StatusOr<std::unique_ptr<TuningServer>> TuningServer::Start(TuningServerOp
 
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
+  std::shared_ptr<grpc::ServerCredentials> credentials = grpc::InsecureServerCredentials();
+  const TuningServerOptions& o = s->options_;
+  if (!o.tls_cert.empty() || !o.tls_key.empty()) {
+    grpc::SslServerCredentialsOptions tls(
+        o.tls_client_ca.empty() ? GRPC_SSL_DONT_REQUEST_CLIENT_CERTIFICATE
+                                : GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY);
+    grpc::SslServerCredentialsOptions::PemKeyCertPair pair;
+    KTUNE_ASSIGN_OR_RETURN(pair.cert_chain, ReadPem(o.tls_cert));
+    KTUNE_ASSIGN_OR_RETURN(pair.private_key, ReadPem(o.tls_key));
+    tls.pem_key_cert_pairs.push_back(pair);
+    if (!o.tls_client_ca.empty()) {
+      KTUNE_ASSIGN_OR_RETURN(tls.pem_root_certs, ReadPem(o.tls_client_ca));
+    }
+    credentials = grpc::SslServerCredentials(tls);
+  } else if (!o.tls_client_ca.empty()) {
+    return absl::InvalidArgumentError("--tls-client-ca needs --tls-cert and --tls-key");
+  }
   grpc::ServerBuilder builder;
-  builder.AddListeningPort(s->options_.listen, grpc::InsecureServerCredentials(), &s->port_);
+  builder.AddListeningPort(s->options_.listen, credentials, &s->port_);
   builder.SetMaxReceiveMessageSize(static_cast<int>(s->options_.max_message_bytes));
   builder.RegisterService(s->worker_service_.get());
   builder.RegisterService(s->tuning_service_.get());

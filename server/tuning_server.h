@@ -28,6 +28,9 @@ struct TuningServerOptions {
   std::string db_path = "ktune.db";
   std::vector<std::string> replay_files;  // recorded spaces served for replay workers
   std::string auth_file;                  // bearer tokens with roles (server/auth.h); empty: none
+  // TLS: the server's PEM certificate chain and key (both or neither); with client_ca, clients
+  // must present a certificate that CA signed (mutual TLS, for workers).
+  std::string tls_cert, tls_key, tls_client_ca;
   SchedulerOptions scheduler;
   int64_t max_message_bytes = 4 << 20;
 };

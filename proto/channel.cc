@@ -1,0 +1,41 @@
+#include "proto/channel.h"
+
+#include <fstream>
+#include <sstream>
+
+#include "absl/strings/str_cat.h"
+#include "common/status_macros.h"
+#include "grpcpp/create_channel.h"
+#include "grpcpp/security/credentials.h"
+
+namespace ktune {
+
+absl::StatusOr<std::string> ReadPem(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) return absl::NotFoundError(absl::StrCat("cannot read ", path));
+  std::stringstream text;
+  text << in.rdbuf();
+  if (text.str().find("-----BEGIN") == std::string::npos) {
+    return absl::InvalidArgumentError(absl::StrCat(path, " is not a PEM file"));
+  }
+  return text.str();
+}
+
+absl::StatusOr<std::shared_ptr<grpc::Channel>> MakeChannel(const std::string& address,
+                                                           const ClientTls& tls) {
+  if (tls.ca_file.empty()) {
+    if (!tls.cert_file.empty()) {
+      return absl::InvalidArgumentError("a client certificate needs --tls-ca too");
+    }
+    return grpc::CreateChannel(address, grpc::InsecureChannelCredentials());
+  }
+  grpc::SslCredentialsOptions options;
+  KTUNE_ASSIGN_OR_RETURN(options.pem_root_certs, ReadPem(tls.ca_file));
+  if (!tls.cert_file.empty() || !tls.key_file.empty()) {
+    KTUNE_ASSIGN_OR_RETURN(options.pem_cert_chain, ReadPem(tls.cert_file));
+    KTUNE_ASSIGN_OR_RETURN(options.pem_private_key, ReadPem(tls.key_file));
+  }
+  return grpc::CreateChannel(address, grpc::SslCredentials(options));
+}
+
+}  // namespace ktune

@@ -1,0 +1,29 @@
+// Client channels to a ktune server: plaintext, TLS (the server's certificate checked against a
+// CA file), or mutual TLS (the client presents its own certificate too).
+#ifndef KTUNE_PROTO_CHANNEL_H_
+#define KTUNE_PROTO_CHANNEL_H_
+
+#include <memory>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "grpcpp/channel.h"
+
+namespace ktune {
+
+struct ClientTls {
+  std::string ca_file;    // PEM roots that sign the server's certificate; empty: plaintext
+  std::string cert_file;  // PEM client certificate chain, for mutual TLS
+  std::string key_file;   // its private key
+};
+
+// NotFound naming the file when a PEM file cannot be read.
+absl::StatusOr<std::shared_ptr<grpc::Channel>> MakeChannel(const std::string& address,
+                                                           const ClientTls& tls);
+
+// The contents of a PEM file; NotFound naming it.
+absl::StatusOr<std::string> ReadPem(const std::string& path);
+
+}  // namespace ktune
+
+#endif  // KTUNE_PROTO_CHANNEL_H_
