@@ -106,7 +106,8 @@ nlohmann::json JobJson(const v1::Job& job) {
 // --- serve ---
 
 struct ServeArgs {
-  std::string listen = kDefaultServer, db = "ktune.db", auth, tls_cert, tls_key, tls_client_ca;
+  std::string listen = kDefaultServer, db = "ktune.db", auth, tls_cert, tls_key, tls_client_ca,
+              metrics_listen;
   std::vector<std::string> replay;
   int64_t lease_timeout_ms = 30'000;
 };
@@ -120,6 +121,7 @@ int RunServe(const ServeArgs& a) {
   options.tls_cert = a.tls_cert;
   options.tls_key = a.tls_key;
   options.tls_client_ca = a.tls_client_ca;
+  options.metrics_listen = a.metrics_listen;
   options.scheduler.lease_timeout = absl::Milliseconds(a.lease_timeout_ms);
   options.scheduler.heartbeat_interval = absl::Milliseconds(std::max<int64_t>(50, a.lease_timeout_ms / 3));
   std::thread signals;
@@ -298,6 +300,8 @@ void RegisterServiceCommands(CLI::App& app, Action* action) {
   serve->add_option("--db", serve_args->db, "Tuning database file")->capture_default_str();
   serve->add_option("--auth", serve_args->auth,
                     "Token file: 'TOKEN ROLES' lines (roles query, submit, worker, admin)");
+  serve->add_option("--metrics-listen", serve_args->metrics_listen,
+                    "Serve Prometheus metrics at http://HOST:PORT/metrics");
   serve->add_option("--tls-cert", serve_args->tls_cert, "TLS certificate chain (PEM)");
   serve->add_option("--tls-key", serve_args->tls_key, "TLS private key (PEM)");
   serve->add_option("--tls-client-ca", serve_args->tls_client_ca,

@@ -11,10 +11,11 @@ packages=(
   # learning (the PPO agent)
   libtorch-dev
   # core libraries
-  libabsl-dev libsqlite3-dev sqlite3 openssl zlib1g-dev libxxhash-dev
+  libabsl-dev libsqlite3-dev sqlite3 zlib1g-dev libxxhash-dev
   nlohmann-json3-dev libcli11-dev libfmt-dev libspdlog-dev libyaml-cpp-dev
-  # tests and benchmarks
-  googletest libgtest-dev libgmock-dev libbenchmark-dev libopenblas-dev
+  # tests and benchmarks: OpenBLAS (the gemm baseline), openssl (TLS test certificates),
+  # Prometheus and curl (the metrics test scrapes a real server)
+  googletest libgtest-dev libgmock-dev libbenchmark-dev libopenblas-dev openssl curl prometheus
   # the model-based search baseline (gradient-boosted trees)
   libxgboost-dev
 )

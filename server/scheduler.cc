@@ -443,8 +443,11 @@ absl::StatusOr<int64_t> Scheduler::Report(const std::string& worker_id, const st
     observed.push_back({item, {t.batch[item.position], status == MeasurementStatus::kOk,
                                m.time_ms.value_or(0)}});
   }
+  const absl::Time commit_start = absl::Now();
   KTUNE_ASSIGN_OR_RETURN(int64_t added, db_->AddRecords(records));  // committed before the reply
-  if (options_.on_stored) options_.on_stored(records);
+  if (options_.on_stored) {
+    options_.on_stored(records, absl::ToDoubleSeconds(absl::Now() - commit_start));
+  }
   for (size_t i = 0; i < observed.size(); ++i) {
     const auto& [item, obs] = observed[i];
     JobRun& job = *jobs_.at(item.job_id);
@@ -535,6 +538,22 @@ absl::Status Scheduler::Leave(const std::string& worker_id) {
   }
   workers_.erase(worker_id);
   return absl::OkStatus();
+}
+
+Scheduler::Counts Scheduler::CountNow() {
+  absl::MutexLock lock(&mu_);
+  Counts c;
+  c.active_leases = static_cast<int64_t>(leases_.size());
+  for (const auto& [id, job] : jobs_) {
+    ++c.jobs[std::string(JobStateName(job->job.state))];
+    for (const TaskRun& t : job->tasks) c.queued_candidates += t.queued.size();
+  }
+  std::map<std::string, bool> measuring;
+  for (const auto& [id, lease] : leases_) measuring[lease->worker] = true;
+  for (const auto& [id, w] : workers_) {
+    ++c.workers[{w.device.device_class, measuring.count(id) ? "measuring" : "idle"}];
+  }
+  return c;
 }
 
 void Scheduler::ExpireLeases() {

@@ -41,8 +41,9 @@ struct SchedulerOptions {
   absl::Duration heartbeat_interval = absl::Seconds(5);
   int batch_size = 8;
   std::function<absl::Time()> now = [] { return absl::Now(); };
-  // Called with the records of each report once they are committed (e.g. to refresh caches).
-  std::function<void(const std::vector<Record>&)> on_stored;
+  // Called with the records of each report once they are committed (to refresh caches, count
+  // measurements) and the seconds the commit took.
+  std::function<void(const std::vector<Record>&, double)> on_stored;
 };
 
 // A job as submitted: canonical tasks (TaskSpaces::Canonical), each with the same budget.
@@ -113,6 +114,16 @@ class Scheduler {
   void ExpireLeases();
 
   const SchedulerOptions& options() const { return options_; }
+
+  // Queue, lease, worker and job counts for metrics: workers by (device class, "measuring" |
+  // "idle"), jobs by state name.
+  struct Counts {
+    int64_t queued_candidates = 0;
+    int64_t active_leases = 0;
+    std::map<std::pair<std::string, std::string>, int64_t> workers;
+    std::map<std::string, int64_t> jobs;
+  };
+  Counts CountNow();
 
  private:
   struct TaskRun;

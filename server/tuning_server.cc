@@ -22,7 +22,13 @@ absl::StatusOr<std::unique_ptr<TuningServer>> TuningServer::Start(TuningServerOp
   s->best_ = std::make_unique<BestCache>(s->db_.get(), &s->registry_);
   SchedulerOptions scheduler_options = s->options_.scheduler;
   BestCache* best = s->best_.get();
-  scheduler_options.on_stored = [best](const std::vector<Record>& r) { best->Invalidate(r); };
+  Metrics* metrics = &s->metrics_;
+  scheduler_options.on_stored = [best, metrics](const std::vector<Record>& records,
+                                                double commit_seconds) {
+    best->Invalidate(records);
+    metrics->ObserveCommit(commit_seconds);
+    for (const Record& r : records) metrics->CountMeasurement(std::string(StatusName(r.status)));
+  };
   s->scheduler_ = std::make_unique<Scheduler>(s->db_.get(), s->spaces_.get(), scheduler_options);
   KTUNE_RETURN_IF_ERROR(s->scheduler_->Recover());
   if (!s->options_.auth_file.empty()) {
@@ -54,12 +60,23 @@ absl::StatusOr<std::unique_ptr<TuningServer>> TuningServer::Start(TuningServerOp
   grpc::ServerBuilder builder;
   builder.AddListeningPort(s->options_.listen, credentials, &s->port_);
   builder.SetMaxReceiveMessageSize(static_cast<int>(s->options_.max_message_bytes));
+  std::vector<std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>> interceptors;
+  interceptors.push_back(s->metrics_.InterceptorFactory());
+  builder.experimental().SetInterceptorCreators(std::move(interceptors));
   builder.RegisterService(s->worker_service_.get());
   builder.RegisterService(s->tuning_service_.get());
   s->server_ = builder.BuildAndStart();
   if (s->server_ == nullptr || s->port_ == 0) {
     return absl::UnavailableError(
         absl::StrCat("cannot listen on ", s->options_.listen, " (in use, or a bad address)"));
+  }
+  if (!s->options_.metrics_listen.empty()) {
+    KTUNE_ASSIGN_OR_RETURN(s->metrics_http_, MetricsHttpServer::Start(s->options_.metrics_listen, [raw = s.get()] {
+      const Scheduler::Counts c = raw->scheduler_->CountNow();
+      Metrics::Gauges g{c.queued_candidates, c.active_leases, c.workers, c.jobs,
+                        raw->best_->hits(), raw->best_->misses()};
+      return raw->metrics_.Render(g);
+    }));
   }
   // Leases are checked a few times per lease timeout.
   const absl::Duration tick =

@@ -17,6 +17,7 @@
 #include "kernels/kernel_registry.h"
 #include "server/auth.h"
 #include "server/best_cache.h"
+#include "server/metrics.h"
 #include "server/scheduler.h"
 #include "server/services.h"
 #include "server/task_spaces.h"
@@ -31,6 +32,7 @@ struct TuningServerOptions {
   // TLS: the server's PEM certificate chain and key (both or neither); with client_ca, clients
   // must present a certificate that CA signed (mutual TLS, for workers).
   std::string tls_cert, tls_key, tls_client_ca;
+  std::string metrics_listen;  // HOST:PORT for Prometheus' /metrics; empty: none
   SchedulerOptions scheduler;
   int64_t max_message_bytes = 4 << 20;
 };
@@ -56,6 +58,8 @@ class TuningServer {
   KernelRegistry registry_ = KernelRegistry::WithBuiltins();
   std::unique_ptr<TaskSpaces> spaces_;
   Authenticator auth_;
+  Metrics metrics_;
+  std::unique_ptr<MetricsHttpServer> metrics_http_;
   std::unique_ptr<BestCache> best_;
   std::unique_ptr<Scheduler> scheduler_;
   std::unique_ptr<WorkerServiceImpl> worker_service_;

@@ -1,0 +1,135 @@
+// Metrics for real: a running `ktune serve --metrics-listen` is scraped by a real Prometheus
+// server (Debian's prometheus package), and Prometheus' own query API must show the series.
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <signal.h>
+#include <sys/wait.h>
+
+#include <cstdio>
+#include <set>
+#include <fstream>
+#include <memory>
+#include <nlohmann/json.hpp>
+
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "tests/testing/test_util.h"
+
+namespace ktune {
+namespace {
+
+int FreePort() {
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr));
+  socklen_t len = sizeof(addr);
+  getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
+  close(fd);
+  return ntohs(addr.sin_port);
+}
+
+// stdout of a shell command.
+std::string Shell(const std::string& command) {
+  std::string out;
+  std::unique_ptr<FILE, int (*)(FILE*)> pipe(popen(command.c_str(), "r"), pclose);
+  char buf[4096];
+  size_t n;
+  while (pipe && (n = fread(buf, 1, sizeof(buf), pipe.get())) > 0) out.append(buf, n);
+  return out;
+}
+
+// A child process (Prometheus) killed when the test ends.
+class Child {
+ public:
+  explicit Child(const std::string& command) {
+    pid_ = fork();
+    if (pid_ == 0) {
+      execl("/bin/sh", "sh", "-c", ("exec " + command).c_str(), nullptr);
+      _exit(127);
+    }
+  }
+  ~Child() {
+    kill(pid_, SIGKILL);
+    waitpid(pid_, nullptr, 0);
+  }
+
+ private:
+  pid_t pid_;
+};
+
+TEST(MetricsTest, PrometheusScrapesTheServerAndSeesEverySeries) {
+  testing::TempDir dir;
+  const int grpc_port = FreePort(), metrics_port = FreePort(), prometheus_port = FreePort();
+  testing::KtuneProcess server({"serve", "--listen", absl::StrCat("127.0.0.1:", grpc_port),
+                                "--db", dir.File("m.db"), "--metrics-listen",
+                                absl::StrCat("127.0.0.1:", metrics_port), "--replay",
+                                testing::SpaceFile("convolution_A100_T4.json.gz")});
+  for (int i = 0; i < 200 && server.Out().find("listening") == std::string::npos; ++i) {
+    absl::SleepFor(absl::Milliseconds(50));
+  }
+  // Some traffic: a job (a rejected one too), a worker that measures it.
+  {
+    std::ofstream spec(dir.File("job.yaml"));
+    spec << "kernels: [fft]\nproblems: [{N: 8}]\ndevice_classes: [x]\nbudget: 2\n";
+  }
+  auto rejected = testing::RunKtune({"submit", dir.File("job.yaml"), "--server",
+                                     absl::StrCat("127.0.0.1:", grpc_port)});
+  EXPECT_EQ(rejected.exit_code, 2);
+  testing::KtuneProcess worker({"worker", "--server", absl::StrCat("127.0.0.1:", grpc_port),
+                                "--device",
+                                "replay:" + testing::SpaceFile("convolution_A100_T4.json.gz"),
+                                "--idle-exit", "30"});
+
+  // The endpoint itself, as text.
+  const std::string text = Shell(absl::StrCat("curl -s http://127.0.0.1:", metrics_port, "/metrics"));
+  EXPECT_THAT(text, ::testing::HasSubstr("# TYPE ktune_rpc_requests_total counter"));
+  EXPECT_THAT(text, ::testing::HasSubstr("code=\"NOT_FOUND\""));
+
+  {
+    std::ofstream config(dir.File("prometheus.yml"));
+    config << "global:\n  scrape_interval: 1s\n"
+           << "scrape_configs:\n  - job_name: ktune\n    static_configs:\n"
+           << "      - targets: ['127.0.0.1:" << metrics_port << "']\n";
+  }
+  Child prometheus(absl::StrCat("prometheus --config.file=", dir.File("prometheus.yml"),
+                                " --storage.tsdb.path=", dir.File("tsdb"),
+                                " --web.listen-address=127.0.0.1:", prometheus_port,
+                                " --log.level=error >", dir.File("prometheus.log"), " 2>&1"));
+  const std::vector<std::string> series = {
+      "ktune_rpc_requests_total",         "ktune_rpc_duration_seconds_bucket",
+      "ktune_queue_candidates",           "ktune_leases_active",
+      "ktune_workers",                    "ktune_jobs",
+      "ktune_best_cache_requests_total",  "ktune_db_commit_duration_seconds_count"};
+  std::set<std::string> seen;
+  for (int attempt = 0; attempt < 120 && seen.size() < series.size(); ++attempt) {
+    absl::SleepFor(absl::Milliseconds(500));
+    for (const std::string& name : series) {
+      if (seen.count(name)) continue;
+      const std::string body = Shell(absl::StrCat("curl -s 'http://127.0.0.1:", prometheus_port,
+                                                "/api/v1/query?query=", name, "'"));
+      auto json = nlohmann::json::parse(body, nullptr, false);
+      if (json.is_object() && json.value("status", "") == "success" &&
+          !json["data"]["result"].empty()) {
+        seen.insert(name);
+      }
+    }
+  }
+  for (const std::string& name : series) {
+    EXPECT_TRUE(seen.count(name)) << name << " not in Prometheus; its log:\n"
+                                  << testing::ReadWholeFile(dir.File("prometheus.log"));
+  }
+  // Prometheus' view of the rejected submission: code label and all.
+  const std::string body = Shell(absl::StrCat(
+      "curl -s 'http://127.0.0.1:", prometheus_port,
+      "/api/v1/query?query=ktune_rpc_requests_total%7Bcode%3D%22NOT_FOUND%22%7D'"));
+  EXPECT_THAT(body, ::testing::HasSubstr("/ktune.v1.TuningService/SubmitJob"));
+}
+
+}  // namespace
+}  // namespace ktune
