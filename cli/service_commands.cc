@@ -17,6 +17,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/time/clock.h"
 #include "cli/command.h"
+#include "common/event_log.h"
 #include "db/interchange/record_files.h"
 #include "grpcpp/create_channel.h"
 #include "kernels/kernel_registry.h"
@@ -107,12 +108,15 @@ nlohmann::json JobJson(const v1::Job& job) {
 
 struct ServeArgs {
   std::string listen = kDefaultServer, db = "ktune.db", auth, tls_cert, tls_key, tls_client_ca,
-              metrics_listen;
+              metrics_listen, log_format = "text";
   std::vector<std::string> replay;
   int64_t lease_timeout_ms = 30'000;
 };
 
 int RunServe(const ServeArgs& a) {
+  LogFormat format;
+  if (!ParseLogFormat(a.log_format, &format)) return UsageError("serve", "--log-format: text or json");
+  SetLogFormat(format);
   TuningServerOptions options;
   options.listen = a.listen;
   options.db_path = a.db;
@@ -129,17 +133,22 @@ int RunServe(const ServeArgs& a) {
   if (!server.ok()) return Fail("serve", server.status());
   TuningServer* raw = server->get();
   signals = OnTerminationSignal([raw] { raw->Shutdown(); });
-  std::cerr << "ktune serve: " << a.listen << ", database " << a.db << std::endl;
+  LogEvent("server_started", {{"listen", a.listen},
+                              {"port", std::to_string(raw->port())},
+                              {"db", a.db},
+                              {"auth", a.auth.empty() ? "off" : "on"},
+                              {"tls", a.tls_cert.empty() ? "off" : "on"}});
   std::cout << "listening on port " << raw->port() << std::endl;
   raw->Wait();
   signals.join();
+  LogEvent("server_stopped");
   return kExitOk;
 }
 
 // --- worker ---
 
 struct WorkerArgs {
-  std::string server = kDefaultServer, device = "cpu", token;
+  std::string server = kDefaultServer, device = "cpu", token, log_format = "text";
   ClientTls tls;
   int max_candidates = 8;
   int64_t max_measurements = 0;
@@ -148,6 +157,9 @@ struct WorkerArgs {
 
 int RunWorker(const WorkerArgs& a) {
   const std::string cmd = "worker";
+  LogFormat format;
+  if (!ParseLogFormat(a.log_format, &format)) return UsageError(cmd, "--log-format: text or json");
+  SetLogFormat(format);
   std::unique_ptr<Measurer> measurer;
   const KernelRegistry registry = KernelRegistry::WithBuiltins();
   int cores = 1;
@@ -178,11 +190,12 @@ int RunWorker(const WorkerArgs& a) {
   options.max_candidates = a.max_candidates;
   options.max_measurements = a.max_measurements;
   options.idle_exit = absl::Seconds(a.idle_exit_s);
-  std::cerr << "ktune worker: " << measurer->device().device_class << " -> " << a.server
-            << std::endl;
+  LogEvent("worker_started", {{"device_class", measurer->device().device_class},
+                              {"server", a.server}});
   WorkerLoop loop(stub.get(), measurer.get(), options, &stop);
   absl::Status s = loop.Run();
-  std::cerr << "ktune worker: reported " << loop.reported() << " results" << std::endl;
+  LogEvent("worker_stopped", {{"worker_id", loop.worker_id()},
+                              {"reported", std::to_string(loop.reported())}});
   if (!s.ok()) return Fail(cmd, s);
   return kExitOk;
 }
@@ -300,6 +313,8 @@ void RegisterServiceCommands(CLI::App& app, Action* action) {
   serve->add_option("--db", serve_args->db, "Tuning database file")->capture_default_str();
   serve->add_option("--auth", serve_args->auth,
                     "Token file: 'TOKEN ROLES' lines (roles query, submit, worker, admin)");
+  serve->add_option("--log-format", serve_args->log_format, "text or json (one object a line)")
+      ->capture_default_str();
   serve->add_option("--metrics-listen", serve_args->metrics_listen,
                     "Serve Prometheus metrics at http://HOST:PORT/metrics");
   serve->add_option("--tls-cert", serve_args->tls_cert, "TLS certificate chain (PEM)");
@@ -321,6 +336,8 @@ void RegisterServiceCommands(CLI::App& app, Action* action) {
   worker->add_option("--device", worker_args->device, "cpu or replay:FILE")->capture_default_str();
   worker->add_option("--token", worker_args->token, "Bearer token with the worker role (or $KTUNE_TOKEN)");
   AddClientTlsOptions(worker, &worker_args->tls);
+  worker->add_option("--log-format", worker_args->log_format, "text or json (one object a line)")
+      ->capture_default_str();
   worker->add_option("--max-candidates", worker_args->max_candidates, "Candidates per lease")
       ->check(CLI::Range(1, 256))
       ->capture_default_str();

@@ -7,6 +7,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
+#include "common/event_log.h"
 #include "proto/convert.h"
 
 namespace ktune {
@@ -80,6 +81,7 @@ absl::Status WorkerLoop::Register() {
       stub_->Register(Context(options_.rpc_deadline, options_.token).get(), request, &response));
   if (!s.ok()) return s;
   worker_id_ = response.worker_id();
+  LogEvent("worker_registered", {{"worker_id", worker_id_}, {"server_says", "ok"}});
   if (response.heartbeat_interval_ms() > 0) {
     heartbeat_interval_ = absl::Milliseconds(response.heartbeat_interval_ms());
   }
@@ -112,6 +114,7 @@ absl::Status WorkerLoop::Run() {
     absl::Status s = FromGrpc(
         stub_->LeaseBatch(Context(options_.rpc_deadline, options_.token).get(), request, &lease));
     if (absl::IsNotFound(s)) {  // the server restarted and forgot us
+      LogEvent("worker_forgotten", {{"worker_id", worker_id_}});
       worker_id_.clear();
       continue;
     }
@@ -171,6 +174,10 @@ absl::Status WorkerLoop::Run() {
       reported_ += report.results_size();
     } else if (IsFatal(s)) {
       return s;
+    } else {
+      LogEvent("report_failed", {{"worker_id", worker_id_},
+                                 {"lease_id", lease.lease_id()},
+                                 {"error", std::string(s.message())}});
     }
     // FAILED_PRECONDITION: the lease expired and was handed out again; the results are dropped
     // by design (someone else measures them). UNAVAILABLE: the same happens after the timeout.

@@ -5,6 +5,7 @@
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "common/event_log.h"
 #include "common/status_macros.h"
 #include "measurer/measurer.h"
 #include "proto/convert.h"
@@ -129,6 +130,8 @@ absl::Status Scheduler::Recover() {
       absl::SimpleAtoi(job.spec_json.substr(pos + 7, job.spec_json.find_first_of(",}", pos) - pos - 7),
                        &seed);
     }
+    LogEvent("job_recovered", {{"job_id", std::to_string(job.id)},
+                               {"state", std::string(JobStateName(job.state))}});
     KTUNE_RETURN_IF_ERROR(AddJobRun(std::move(job), seed));
   }
   return absl::OkStatus();
@@ -153,6 +156,12 @@ absl::StatusOr<int64_t> Scheduler::Submit(const JobRequest& r) {
   absl::MutexLock lock(&mu_);
   KTUNE_ASSIGN_OR_RETURN(job.id, db_->CreateJob(job));
   const int64_t id = job.id;
+  LogEvent("job_submitted", {{"job_id", std::to_string(id)},
+                             {"name", r.name},
+                             {"tasks", std::to_string(r.tasks.size())},
+                             {"budget", std::to_string(r.budget)},
+                             {"strategy", r.strategy},
+                             {"priority", std::to_string(r.priority)}});
   KTUNE_RETURN_IF_ERROR(AddJobRun(std::move(job), r.seed));
   return id;
 }
@@ -216,6 +225,7 @@ absl::StatusOr<JobStatus> Scheduler::Cancel(int64_t id) {
   absl::MutexLock lock(&mu_);
   KTUNE_ASSIGN_OR_RETURN(JobRun * job, FindJob(id));
   KTUNE_RETURN_IF_ERROR(db_->SetJobState(id, JobState::kCancelled, "cancelled by a client"));
+  LogEvent("job_cancelled", {{"job_id", std::to_string(id)}});
   job->job.state = JobState::kCancelled;
   for (TaskRun& t : job->tasks) {
     t.queued.clear();
@@ -261,6 +271,10 @@ std::string Scheduler::RegisterWorker(const DeviceInfo& device, const std::strin
   static std::mt19937_64 rng(std::random_device{}());
   std::string id = absl::StrCat("w", next_id_++, "-", rng() % 1000000);
   workers_[id] = WorkerRun{device, host, std::max(1, cores), options_.now()};
+  LogEvent("worker_registered", {{"worker_id", id},
+                                 {"device_class", device.device_class},
+                                 {"host", host},
+                                 {"cores", std::to_string(cores)}});
   return id;
 }
 
@@ -328,6 +342,9 @@ absl::StatusOr<LeaseGrant> Scheduler::Lease(const std::string& worker_id, int ma
         if (t.task.device_class != worker.device.device_class || IsFinal(t.state)) continue;
         if (t.strategy == nullptr) {
           if (absl::Status s = InitTask(*job, t, worker.cores); !s.ok()) {
+            LogEvent("task_failed", {{"job_id", std::to_string(id)},
+                                     {"task", std::to_string(t.index)},
+                                     {"reason", std::string(s.message())}});
             t.state = JobState::kFailed;
             KTUNE_RETURN_IF_ERROR(db_->UpdateJobTask(id, t.index, t.state, t.done));
             continue;
@@ -401,6 +418,7 @@ absl::StatusOr<int64_t> Scheduler::Report(const std::string& worker_id, const st
   absl::MutexLock lock(&mu_);
   auto l = leases_.find(lease_id);
   if (l == leases_.end() || l->second->worker != worker_id) {
+    LogEvent("report_refused", {{"worker_id", worker_id}, {"lease_id", lease_id}});
     return absl::FailedPreconditionError(absl::StrCat(
         "lease ", lease_id, " is not held by worker ", worker_id,
         " (it expired and its candidates were handed out again); nothing was stored"));
@@ -502,6 +520,11 @@ absl::Status Scheduler::FinishIfDone(JobRun& job) {
       KTUNE_RETURN_IF_ERROR(db_->SetJobState(
           id, any_failed ? JobState::kFailed : JobState::kDone,
           any_failed ? "a task could not be set up (unknown space for its device)" : ""));
+      int64_t done = 0;
+      for (const TaskRun& t : job.tasks) done += t.done;
+      LogEvent("job_finished", {{"job_id", std::to_string(id)},
+                                {"state", any_failed ? "failed" : "done"},
+                                {"measurements", std::to_string(done)}});
     }
     jobs_.erase(id);
   }
@@ -536,7 +559,7 @@ absl::Status Scheduler::Leave(const std::string& worker_id) {
       ++it;
     }
   }
-  workers_.erase(worker_id);
+  if (workers_.erase(worker_id) > 0) LogEvent("worker_left", {{"worker_id", worker_id}});
   return absl::OkStatus();
 }
 
@@ -561,6 +584,9 @@ void Scheduler::ExpireLeases() {
   const absl::Time now = options_.now();
   for (auto it = leases_.begin(); it != leases_.end();) {
     if (it->second->expires <= now) {
+      LogEvent("lease_expired", {{"lease_id", it->first},
+                                 {"worker_id", it->second->worker},
+                                 {"candidates", std::to_string(it->second->items.size())}});
       ReturnToQueue(*it->second);
       it = leases_.erase(it);
     } else {

@@ -10,6 +10,7 @@
 
 #include <nlohmann/json.hpp>
 #include <set>
+#include <sstream>
 
 #include "db/interchange/record_files.h"
 #include "db/sqlite_tuning_database.h"
@@ -44,7 +45,7 @@ class FleetProcessTest : public ::testing::Test {
   std::unique_ptr<KtuneProcess> StartServer() {
     auto server = std::make_unique<KtuneProcess>(std::vector<std::string>{
         "serve", "--listen", address_, "--db", dir_.File("fleet.db"), "--replay",
-        testing::SpaceFile(kSpace), "--lease-timeout-ms", "800"});
+        testing::SpaceFile(kSpace), "--lease-timeout-ms", "800", "--log-format", "json"});
     // Ready when it says so.
     for (int i = 0; i < 200 && server->Out().find("listening") == std::string::npos; ++i) {
       absl::SleepFor(absl::Milliseconds(50));
@@ -148,6 +149,17 @@ TEST_F(FleetProcessTest, AWorkerKilledMidJobCostsNothingButTime) {
   auto [records, distinct] = StoredRecords(job);
   EXPECT_EQ(records, 120);
   EXPECT_EQ(distinct, 120);
+  // The server's log is one JSON object a line; the killed worker's lease expiry is there.
+  std::set<std::string> events;
+  std::istringstream lines(server->Err());
+  for (std::string line; std::getline(lines, line);) {
+    auto json = nlohmann::json::parse(line, nullptr, false);
+    if (json.is_object() && json.contains("event")) events.insert(json["event"]);
+  }
+  EXPECT_TRUE(events.count("worker_registered"));
+  EXPECT_TRUE(events.count("job_submitted"));
+  EXPECT_TRUE(events.count("job_finished"));
+  EXPECT_TRUE(events.count("server_stopped"));
 }
 
 TEST_F(FleetProcessTest, AServerKilledMidJobResumesItAndLosesNothingAcknowledged) {
