@@ -373,4 +373,32 @@ grpc::ServerUnaryReactor* TuningServiceImpl::QueryBest(grpc::CallbackServerConte
   return Done(ctx, absl::OkStatus());
 }
 
+grpc::ServerUnaryReactor* TuningServiceImpl::ListKernels(grpc::CallbackServerContext* ctx,
+                                                         const v1::ListKernelsRequest*,
+                                                         v1::ListKernelsResponse* response) {
+  if (absl::Status a = auth_->Check(ctx, Role::kQuery); !a.ok()) return Done(ctx, a);
+  for (const KernelDefinition& k : spaces_->registry().kernels()) {
+    v1::KernelInfo* info = response->add_kernels();
+    info->mutable_kernel()->set_name(k.name);
+    info->mutable_kernel()->set_version(k.Version());
+    info->set_language(k.language);
+    info->set_description(k.description);
+    for (const KernelParameter& p : k.parameters) {
+      v1::ParameterInfo* param = info->add_parameters();
+      param->set_name(p.name);
+      for (int64_t v : p.values) param->add_values()->set_int_value(v);
+    }
+    for (const std::string& c : k.constraints) info->add_constraints(c);
+    for (const ProblemParameter& p : k.problem) info->add_problem_parameters(p.name);
+    for (const auto& [name, expression] : k.default_config) {
+      // Defaults may depend on the problem and machine; the API shows constant ones.
+      int64_t v;
+      if (absl::SimpleAtoi(expression, &v)) {
+        (*info->mutable_default_config()->mutable_params())[name].set_int_value(v);
+      }
+    }
+  }
+  return Done(ctx, absl::OkStatus());
+}
+
 }  // namespace ktune

@@ -76,6 +76,9 @@ class TuningServiceImpl final : public v1::TuningService::CallbackService {
   grpc::ServerUnaryReactor* QueryBest(grpc::CallbackServerContext* ctx,
                                       const v1::QueryBestRequest* request,
                                       v1::QueryBestResponse* response) override;
+  grpc::ServerUnaryReactor* ListKernels(grpc::CallbackServerContext* ctx,
+                                        const v1::ListKernelsRequest* request,
+                                        v1::ListKernelsResponse* response) override;
 
  private:
   Scheduler* scheduler_;

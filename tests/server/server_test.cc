@@ -202,6 +202,47 @@ TEST_F(ServerTest, AnExpiredLeaseIsHandedOutAgainAndItsLateReportRefused) {
   EXPECT_EQ(job.tasks(0).measurements_done(), 4);
 }
 
+TEST_F(ServerTest, JobsShareWorkersByPriorityAndNoneStarves) {
+  // Two jobs on the same device class, priorities 90 and 0; one worker leases one candidate at
+  // a time. The high-priority job gets most leases, the low one still gets some.
+  v1::SubmitJobRequest high, low;
+  *high.mutable_spec() = ThreeTaskSpec(200);
+  high.mutable_spec()->set_priority(90);
+  *low.mutable_spec() = ThreeTaskSpec(200);
+  low.mutable_spec()->set_priority(0);
+  for (v1::SubmitJobRequest* r : {&high, &low}) {
+    r->mutable_spec()->clear_device_classes();
+    r->mutable_spec()->add_device_classes(ThreeTaskSpec(1).device_classes(0));
+  }
+  v1::Job high_job, low_job;
+  ASSERT_TRUE(tuning_->SubmitJob(Context().get(), high, &high_job).ok());
+  ASSERT_TRUE(tuning_->SubmitJob(Context().get(), low, &low_job).ok());
+  auto recorded = LoadRecordedSpace(testing::SpaceFile(kSpaces[0]));
+  ReplayMeasurer measurer(recorded->records);
+  WorkerLoopOptions options;
+  options.max_candidates = 1;
+  options.max_measurements = 91;
+  WorkerLoop loop(workers_.get(), &measurer, options);
+  ASSERT_TRUE(loop.Run().ok());
+  v1::GetJobRequest get;
+  get.set_job_id(high_job.job_id());
+  ASSERT_TRUE(tuning_->GetJob(Context().get(), get, &high_job).ok());
+  get.set_job_id(low_job.job_id());
+  ASSERT_TRUE(tuning_->GetJob(Context().get(), get, &low_job).ok());
+  EXPECT_EQ(high_job.measurements_done() + low_job.measurements_done(), 91);
+  EXPECT_GE(low_job.measurements_done(), 1);   // not starved
+  EXPECT_GE(high_job.measurements_done(), 80);  // 91 : 1 by stride
+}
+
+TEST_F(ServerTest, ListKernelsShowsTheRegistry) {
+  v1::ListKernelsResponse kernels;
+  ASSERT_TRUE(tuning_->ListKernels(Context().get(), v1::ListKernelsRequest(), &kernels).ok());
+  ASSERT_GE(kernels.kernels_size(), 3);
+  EXPECT_EQ(kernels.kernels(0).kernel().name(), "gemm");
+  EXPECT_EQ(kernels.kernels(0).kernel().version().size(), 16u);
+  EXPECT_EQ(kernels.kernels(0).default_config().params().at("MR").int_value(), 6);
+}
+
 TEST_F(ServerTest, BadRequestsGetTheRightCodeAndSayWhatIsWrong) {
   v1::SubmitJobRequest unknown_kernel;
   *unknown_kernel.mutable_spec() = ThreeTaskSpec(4);
