@@ -160,8 +160,9 @@ int RunBenchKernel(const BenchKernelArgs& a) {
                             {"remeasured_ms", *ms}});
       if (best_ms == 0 || *ms < best_ms) best_ms = *ms, tuned = r.config;
     }
-    absl::StatusOr<double> tuned_ms = best_ms > 0 ? absl::StatusOr<double>(best_ms)
-                                                  : MeasureMedian(measurer, t.task, tuned, a.rounds);
+    absl::StatusOr<double> tuned_ms = best_ms > 0
+                                          ? absl::StatusOr<double>(best_ms)
+                                          : MeasureMedian(measurer, t.task, tuned, a.rounds);
     if (!tuned_ms.ok()) return Fail(cmd, tuned_ms.status());
     absl::StatusOr<double> default_ms =
         MeasureMedian(measurer, t.task, *t.default_config, a.rounds);
@@ -199,12 +200,11 @@ int RunBenchKernel(const BenchKernelArgs& a) {
       std::cout << out.dump() << "\n" << std::flush;
       continue;
     }
-    std::cout << absl::StrFormat("%s %s, %d thread%s: tuned %.1f GFLOP/s (%.3f ms), default %.1f "
-                                 "GFLOP/s: %.2fx",
-                                 a.kernel, problem, threads, threads == 1 ? "" : "s",
-                                 out["tuned_gflops"].get<double>(), *tuned_ms,
-                                 out["default_gflops"].get<double>(),
-                                 out["tuned_over_default"].get<double>());
+    std::cout << absl::StrFormat(
+        "%s %s, %d thread%s: tuned %.1f GFLOP/s (%.3f ms), default %.1f "
+        "GFLOP/s: %.2fx",
+        a.kernel, problem, threads, threads == 1 ? "" : "s", out["tuned_gflops"].get<double>(),
+        *tuned_ms, out["default_gflops"].get<double>(), out["tuned_over_default"].get<double>());
     if (out.contains("vs")) {
       std::cout << absl::StrFormat(", %s %.1f GFLOP/s: tuned/%s %.3fx", a.vs,
                                    out["vs_gflops"].get<double>(), a.vs,
@@ -215,7 +215,9 @@ int RunBenchKernel(const BenchKernelArgs& a) {
   if (ratios > 0) {
     const double geomean = std::exp(log_ratio_sum / ratios);
     if (a.json) {
-      std::cout << nlohmann::json{{"summary", "geomean"}, {"vs", a.vs}, {"problems", ratios},
+      std::cout << nlohmann::json{{"summary", "geomean"},
+                                  {"vs", a.vs},
+                                  {"problems", ratios},
                                   {"tuned_over_vs_geomean", geomean}}
                        .dump()
                 << "\n";

@@ -85,11 +85,10 @@ int RunBenchService(const BenchServiceArgs& a) {
   char dir_template[] = "/tmp/ktune-bench-service-XXXXXX";
   if (mkdtemp(dir_template) == nullptr) return Fail(cmd, absl::UnavailableError("mkdtemp"));
   const std::string dir = dir_template;
-  const std::vector<std::string> spaces = {
-      a.datasets + "/spaces/convolution_A100_T4.json.gz",
-      a.datasets + "/spaces/convolution_A4000_T4.json.gz",
-      a.datasets + "/spaces/convolution_MI250X_T4.json.gz",
-      a.datasets + "/spaces/convolution_W6600_T4.json.gz"};
+  const std::vector<std::string> spaces = {a.datasets + "/spaces/convolution_A100_T4.json.gz",
+                                           a.datasets + "/spaces/convolution_A4000_T4.json.gz",
+                                           a.datasets + "/spaces/convolution_MI250X_T4.json.gz",
+                                           a.datasets + "/spaces/convolution_W6600_T4.json.gz"};
   std::vector<RecordedSpace> recorded;
   for (const std::string& f : spaces) {
     absl::StatusOr<RecordedSpace> r = LoadRecordedSpace(f);
@@ -202,8 +201,8 @@ int RunBenchService(const BenchServiceArgs& a) {
     for (int w = 0; w < a.workers; ++w) {
       threads.emplace_back([&, w] {
         ReplayMeasurer measurer(recorded[w % recorded.size()].records);
-        auto worker_stub =
-            v1::WorkerService::NewStub(grpc::CreateChannel(address, grpc::InsecureChannelCredentials()));
+        auto worker_stub = v1::WorkerService::NewStub(
+            grpc::CreateChannel(address, grpc::InsecureChannelCredentials()));
         WorkerLoopOptions o;
         o.max_candidates = 64;
         o.idle_exit = absl::Milliseconds(300);
@@ -230,11 +229,11 @@ int RunBenchService(const BenchServiceArgs& a) {
     if (a.json) {
       std::cout << out.dump() << std::endl;
     } else {
-      std::cout << absl::StrFormat("dispatch: %d workers, %d measurements committed in %.2f s: "
-                                   "%.0f measurements/s (%s)",
-                                   a.workers, job.measurements_done(), seconds,
-                                   job.measurements_done() / seconds,
-                                   v1::JobState_Name(job.state()))
+      std::cout << absl::StrFormat(
+                       "dispatch: %d workers, %d measurements committed in %.2f s: "
+                       "%.0f measurements/s (%s)",
+                       a.workers, job.measurements_done(), seconds,
+                       job.measurements_done() / seconds, v1::JobState_Name(job.state()))
                 << std::endl;
     }
   }

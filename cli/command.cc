@@ -1,8 +1,8 @@
 #include "cli/command.h"
 
-#include "proto/channel.h"
-
 #include <iostream>
+
+#include "proto/channel.h"
 
 namespace ktune::cli {
 

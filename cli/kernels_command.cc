@@ -38,10 +38,14 @@ int RunKernels(const KernelsArgs& a) {
   const MachineVariables machine{Cores()};
   nlohmann::json all = nlohmann::json::array();
   for (const KernelDefinition* k : chosen) {
-    nlohmann::json j{{"name", k->name},       {"version", k->Version()},
-                     {"language", k->language}, {"description", k->description},
-                     {"constraints", k->constraints}, {"dtypes", k->dtypes},
-                     {"flops", k->flops},     {"bytes", k->bytes}};
+    nlohmann::json j{{"name", k->name},
+                     {"version", k->Version()},
+                     {"language", k->language},
+                     {"description", k->description},
+                     {"constraints", k->constraints},
+                     {"dtypes", k->dtypes},
+                     {"flops", k->flops},
+                     {"bytes", k->bytes}};
     for (const KernelParameter& p : k->parameters) {
       j["parameters"].push_back({{"name", p.name},
                                  {"values", p.values},

@@ -60,8 +60,7 @@ std::thread OnTerminationSignal(std::function<void()> on_signal) {
 absl::Status FromGrpc(const grpc::Status& s) {
   if (s.ok()) return absl::OkStatus();
   return absl::Status(static_cast<absl::StatusCode>(s.error_code()),
-                      s.error_message().empty() ? "the server did not say why"
-                                                : s.error_message());
+                      s.error_message().empty() ? "the server did not say why" : s.error_message());
 }
 
 // --token, else $KTUNE_TOKEN.
@@ -115,7 +114,8 @@ struct ServeArgs {
 
 int RunServe(const ServeArgs& a) {
   LogFormat format;
-  if (!ParseLogFormat(a.log_format, &format)) return UsageError("serve", "--log-format: text or json");
+  if (!ParseLogFormat(a.log_format, &format))
+    return UsageError("serve", "--log-format: text or json");
   SetLogFormat(format);
   TuningServerOptions options;
   options.listen = a.listen;
@@ -127,7 +127,8 @@ int RunServe(const ServeArgs& a) {
   options.tls_client_ca = a.tls_client_ca;
   options.metrics_listen = a.metrics_listen;
   options.scheduler.lease_timeout = absl::Milliseconds(a.lease_timeout_ms);
-  options.scheduler.heartbeat_interval = absl::Milliseconds(std::max<int64_t>(50, a.lease_timeout_ms / 3));
+  options.scheduler.heartbeat_interval =
+      absl::Milliseconds(std::max<int64_t>(50, a.lease_timeout_ms / 3));
   std::thread signals;
   absl::StatusOr<std::unique_ptr<TuningServer>> server = TuningServer::Start(options);
   if (!server.ok()) return Fail("serve", server.status());
@@ -172,8 +173,9 @@ int RunWorker(const WorkerArgs& a) {
     cores = cpu->cpu().cores;
     measurer = std::move(cpu);
   } else {
-    return UsageError(cmd, absl::StrCat("device '", a.device,
-                                        "' is not available in this build; use cpu or replay:FILE"));
+    return UsageError(cmd,
+                      absl::StrCat("device '", a.device,
+                                   "' is not available in this build; use cpu or replay:FILE"));
   }
   absl::StatusOr<std::shared_ptr<grpc::Channel>> channel = MakeChannel(a.server, a.tls);
   if (!channel.ok()) return UsageError(cmd, std::string(channel.status().message()));
@@ -190,12 +192,12 @@ int RunWorker(const WorkerArgs& a) {
   options.max_candidates = a.max_candidates;
   options.max_measurements = a.max_measurements;
   options.idle_exit = absl::Seconds(a.idle_exit_s);
-  LogEvent("worker_started", {{"device_class", measurer->device().device_class},
-                              {"server", a.server}});
+  LogEvent("worker_started",
+           {{"device_class", measurer->device().device_class}, {"server", a.server}});
   WorkerLoop loop(stub.get(), measurer.get(), options, &stop);
   absl::Status s = loop.Run();
-  LogEvent("worker_stopped", {{"worker_id", loop.worker_id()},
-                              {"reported", std::to_string(loop.reported())}});
+  LogEvent("worker_stopped",
+           {{"worker_id", loop.worker_id()}, {"reported", std::to_string(loop.reported())}});
   if (!s.ok()) return Fail(cmd, s);
   return kExitOk;
 }
@@ -236,9 +238,9 @@ int RunSubmit(const JobArgs& a) {
 }
 
 std::string ProgressLine(const v1::Job& job) {
-  std::string line = absl::StrFormat("job %s %s: %d/%d measurements", job.job_id(),
-                                     StateName(job.state()), job.measurements_done(),
-                                     job.measurements_total());
+  std::string line =
+      absl::StrFormat("job %s %s: %d/%d measurements", job.job_id(), StateName(job.state()),
+                      job.measurements_done(), job.measurements_total());
   if (job.estimated_seconds_left() > 0) {
     absl::StrAppendFormat(&line, ", about %.0f s left", job.estimated_seconds_left());
   }
@@ -272,11 +274,10 @@ int RunWatch(const JobArgs& a) {
     std::cout << JobJson(job).dump() << std::endl;
   } else {
     for (const v1::TaskProgress& t : job.tasks()) {
-      std::cout << absl::StrFormat("  %s %s on %s: %s, %d measurements", t.task().kernel().name(),
-                                   FormatParamMapAssignments(*FromProto(t.task().problem().params(),
-                                                                        "problem")),
-                                   t.task().device_class(), StateName(t.state()),
-                                   t.measurements_done());
+      std::cout << absl::StrFormat(
+          "  %s %s on %s: %s, %d measurements", t.task().kernel().name(),
+          FormatParamMapAssignments(*FromProto(t.task().problem().params(), "problem")),
+          t.task().device_class(), StateName(t.state()), t.measurements_done());
       if (t.has_best_time_ms()) std::cout << absl::StrFormat(", best %.4f ms", t.best_time_ms());
       if (t.has_best_gflops()) std::cout << absl::StrFormat(" (%.1f GFLOP/s)", t.best_gflops());
       std::cout << "\n";
@@ -293,8 +294,9 @@ int RunCancel(const JobArgs& a) {
   request.set_job_id(a.job);
   v1::Job job;
   absl::Status s = FromGrpc(stub->CancelJob(Context(a.token).get(), request, &job));
-  if (!s.ok()) return absl::IsInvalidArgument(s) ? UsageError("cancel", std::string(s.message()))
-                                                 : Fail("cancel", s);
+  if (!s.ok())
+    return absl::IsInvalidArgument(s) ? UsageError("cancel", std::string(s.message()))
+                                      : Fail("cancel", s);
   if (a.json) {
     std::cout << JobJson(job).dump() << "\n";
   } else {
@@ -323,8 +325,9 @@ void RegisterServiceCommands(CLI::App& app, Action* action) {
                     "Require client certificates signed by this CA (mutual TLS)");
   serve->add_option("--replay", serve_args->replay,
                     "Recorded space (T4 / Kernel Tuner) to serve tasks of, for replay workers");
-  serve->add_option("--lease-timeout-ms", serve_args->lease_timeout_ms,
-                    "A lease not reported or heartbeated within this goes back to the queue")
+  serve
+      ->add_option("--lease-timeout-ms", serve_args->lease_timeout_ms,
+                   "A lease not reported or heartbeated within this goes back to the queue")
       ->check(CLI::Range(int64_t{50}, int64_t{3'600'000}))
       ->capture_default_str();
   serve->callback([=] { *action = [=] { return RunServe(*serve_args); }; });
@@ -334,7 +337,8 @@ void RegisterServiceCommands(CLI::App& app, Action* action) {
   worker->add_option("--server", worker_args->server, "Server address HOST:PORT")
       ->capture_default_str();
   worker->add_option("--device", worker_args->device, "cpu or replay:FILE")->capture_default_str();
-  worker->add_option("--token", worker_args->token, "Bearer token with the worker role (or $KTUNE_TOKEN)");
+  worker->add_option("--token", worker_args->token,
+                     "Bearer token with the worker role (or $KTUNE_TOKEN)");
   AddClientTlsOptions(worker, &worker_args->tls);
   worker->add_option("--log-format", worker_args->log_format, "text or json (one object a line)")
       ->capture_default_str();

@@ -41,11 +41,13 @@ int RunRemoteTune(const TuneArgs& a) {
   std::string device_class = a.device;
   if (a.device == "cpu") device_class = DescribeThisCpu().ToDeviceInfo().device_class;
   if (absl::StartsWith(a.device, "replay:")) {
-    return UsageError(cmd, "with --server, --device names a device class; recorded spaces are "
-                           "served by the server (ktune serve --replay FILE)");
+    return UsageError(cmd,
+                      "with --server, --device names a device class; recorded spaces are "
+                      "served by the server (ktune serve --replay FILE)");
   }
   absl::StatusOr<ParamMap> problem = ParseParamMapAssignments(a.problem);
-  if (!problem.ok()) return UsageError(cmd, absl::StrCat("--problem: ", problem.status().message()));
+  if (!problem.ok())
+    return UsageError(cmd, absl::StrCat("--problem: ", problem.status().message()));
   if (!a.dtype.empty()) (*problem)["dtype"] = a.dtype;
   v1::SubmitJobRequest submit;
   v1::JobSpec* spec = submit.mutable_spec();
@@ -65,7 +67,8 @@ int RunRemoteTune(const TuneArgs& a) {
     auto ctx = std::make_unique<grpc::ClientContext>();
     ctx->set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(seconds));
     const char* token = std::getenv("KTUNE_TOKEN");
-    if (token != nullptr && *token) ctx->AddMetadata("authorization", absl::StrCat("Bearer ", token));
+    if (token != nullptr && *token)
+      ctx->AddMetadata("authorization", absl::StrCat("Bearer ", token));
     return ctx;
   };
   v1::Job job;
@@ -86,8 +89,8 @@ int RunRemoteTune(const TuneArgs& a) {
     if (!a.json) progress.Update(event.job().measurements_done(), 0);
   }
   if (grpc::Status done = reader->Finish(); !done.ok()) {
-    return Fail(cmd, absl::Status(static_cast<absl::StatusCode>(done.error_code()),
-                                  done.error_message()));
+    return Fail(
+        cmd, absl::Status(static_cast<absl::StatusCode>(done.error_code()), done.error_message()));
   }
   v1::GetJobRequest get;
   get.set_job_id(job.job_id());
@@ -140,8 +143,8 @@ int RunTune(const TuneArgs& a) {
                          "CUDA measurement is not in this build yet; use --device cpu or "
                          "--device replay:FILE"));
   } else {
-    return UsageError(cmd, absl::StrCat("unknown device '", a.device,
-                                        "'; use cpu, cuda[:N] or replay:FILE"));
+    return UsageError(
+        cmd, absl::StrCat("unknown device '", a.device, "'; use cpu, cuda[:N] or replay:FILE"));
   }
   if (!target.ok()) {
     return absl::IsInvalidArgument(target.status()) || absl::IsNotFound(target.status())
@@ -154,7 +157,8 @@ int RunTune(const TuneArgs& a) {
 
   Progress progress(std::min<int64_t>(a.budget, t.space->size()));
   TuneSessionOptions options{a.strategy, a.budget, a.batch_size, a.seed};
-  if (!a.json) options.on_progress = [&](int64_t done, double best) { progress.Update(done, best); };
+  if (!a.json)
+    options.on_progress = [&](int64_t done, double best) { progress.Update(done, best); };
   absl::StatusOr<TuneSummary> run = RunTuneSession(t, **db, options);
   if (!run.ok()) return Fail(cmd, run.status());
   const TuneSummary& s = *run;

@@ -26,8 +26,8 @@ absl::StatusOr<TuneTarget> ReplayTarget(const std::string& file, const std::stri
   TuneTarget t;
   auto measurer = std::make_unique<ReplayMeasurer>(recorded.records);
   t.optimum_ms = measurer->optimum_ms();
-  t.task = TaskKey{first.kernel, first.kernel_version, first.problem,
-                   measurer->device().device_class};
+  t.task =
+      TaskKey{first.kernel, first.kernel_version, first.problem, measurer->device().device_class};
   t.space = std::make_unique<SearchSpace>(std::move(recorded.space));
   t.measurer = std::move(measurer);
   t.device_description = "replayed from " + file;
@@ -72,8 +72,8 @@ absl::StatusOr<TuneTarget> CpuTarget(const KernelRegistry& registry, const std::
   MachineVariables machine{cpu.cores};
   KTUNE_ASSIGN_OR_RETURN(SearchSpace space, def->Space(problem, machine));
   if (space.size() == 0) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "no configuration of ", kernel, " satisfies its constraints for this problem"));
+    return absl::InvalidArgumentError(absl::StrCat("no configuration of ", kernel,
+                                                   " satisfies its constraints for this problem"));
   }
   KTUNE_ASSIGN_OR_RETURN(t.default_config, def->DefaultConfiguration(problem, machine));
   KTUNE_ASSIGN_OR_RETURN(t.flops, def->EvaluateForProblem(def->flops, problem));

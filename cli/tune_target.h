@@ -24,8 +24,8 @@ struct TuneTarget {
   std::string worker_id;
   // Registry kernels only: the untuned default, the work per run and the machine's peak.
   std::optional<Configuration> default_config;
-  double flops = 0;                         // per run; 0 when unknown
-  double peak_gflops_per_thread = 0;        // 0 when unknown
+  double flops = 0;                   // per run; 0 when unknown
+  double peak_gflops_per_thread = 0;  // 0 when unknown
   int cores = 1;
   double optimum_ms = 0;  // replay only: the recorded space's fastest time
 };

@@ -3,7 +3,6 @@
 #include <atomic>
 #include <cstdio>
 #include <mutex>
-
 #include <nlohmann/json.hpp>
 
 #include "absl/strings/str_cat.h"
@@ -21,15 +20,17 @@ std::mutex g_mu;
 void SetLogFormat(LogFormat format) { g_format = format; }
 
 bool ParseLogFormat(absl::string_view name, LogFormat* format) {
-  if (name == "text") *format = LogFormat::kText;
-  else if (name == "json") *format = LogFormat::kJson;
-  else return false;
+  if (name == "text")
+    *format = LogFormat::kText;
+  else if (name == "json")
+    *format = LogFormat::kJson;
+  else
+    return false;
   return true;
 }
 
 void LogEvent(absl::string_view event, std::initializer_list<LogField> fields) {
-  const std::string ts =
-      absl::FormatTime("%Y-%m-%dT%H:%M:%E3SZ", absl::Now(), absl::UTCTimeZone());
+  const std::string ts = absl::FormatTime("%Y-%m-%dT%H:%M:%E3SZ", absl::Now(), absl::UTCTimeZone());
   std::string line;
   if (g_format == LogFormat::kJson) {
     nlohmann::json j{{"ts", ts}, {"event", std::string(event)}};

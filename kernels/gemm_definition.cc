@@ -40,8 +40,8 @@ KernelDefinition GemmDefinition() {
   d.flops = "2 * M * N * K";
   d.bytes = "4 * (M * K + K * N + M * N)";
   // BLIS's Haswell sgemm blocking, all cores: what a library would run untuned.
-  d.default_config = {{"MR", "6"},   {"NR", "16"},  {"unroll", "4"},    {"pack_a", "1"},
-                      {"pack_b", "1"}, {"MC", "144"}, {"KC", "256"},    {"NC", "3072"},
+  d.default_config = {{"MR", "6"},          {"NR", "16"},          {"unroll", "4"}, {"pack_a", "1"},
+                      {"pack_b", "1"},      {"MC", "144"},         {"KC", "256"},   {"NC", "3072"},
                       {"threads", "cores"}, {"parallel_loop", "0"}};
   d.rtol = 1e-4;
   d.atol = 1e-5;

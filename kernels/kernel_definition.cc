@@ -72,8 +72,8 @@ absl::StatusOr<Problem> KernelDefinition::ValidateProblem(const Problem& given) 
     auto it = given.find(p.name);
     if (it == given.end()) {
       return absl::InvalidArgumentError(
-          absl::StrCat("kernel '", name, "' needs problem parameter ", p.name, " (",
-                       p.description, "), e.g. --problem ", p.name, "=", std::min<int64_t>(p.max, 512)));
+          absl::StrCat("kernel '", name, "' needs problem parameter ", p.name, " (", p.description,
+                       "), e.g. --problem ", p.name, "=", std::min<int64_t>(p.max, 512)));
     }
     const auto* v = std::get_if<int64_t>(&it->second);
     if (v == nullptr) {
@@ -82,9 +82,8 @@ absl::StatusOr<Problem> KernelDefinition::ValidateProblem(const Problem& given) 
                                                      FormatParamValue(it->second), "'"));
     }
     if (*v < p.min || *v > p.max) {
-      return absl::InvalidArgumentError(absl::StrCat("problem parameter ", p.name, "=", *v,
-                                                     " is out of range [", p.min, ", ", p.max,
-                                                     "]"));
+      return absl::InvalidArgumentError(absl::StrCat(
+          "problem parameter ", p.name, "=", *v, " is out of range [", p.min, ", ", p.max, "]"));
     }
     out[p.name] = *v;
   }
@@ -93,10 +92,9 @@ absl::StatusOr<Problem> KernelDefinition::ValidateProblem(const Problem& given) 
     if (!known.contains(key)) {
       std::vector<std::string> names;
       for (const ProblemParameter& p : problem) names.push_back(p.name);
-      return absl::InvalidArgumentError(absl::StrCat("kernel '", name,
-                                                     "' has no problem parameter '", key,
-                                                     "'; its parameters are ",
-                                                     absl::StrJoin(names, ", "), ", dtype"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("kernel '", name, "' has no problem parameter '", key,
+                       "'; its parameters are ", absl::StrJoin(names, ", "), ", dtype"));
     }
   }
   std::string dtype = dtypes.empty() ? "f32" : dtypes.front();
@@ -189,7 +187,8 @@ absl::Status KernelDefinition::Validate() const {
   absl::flat_hash_set<std::string> names = {"cores", "dtype"};
   for (const KernelParameter& p : parameters) {
     if (!IsValidName(p.name) || !names.insert(p.name).second) {
-      return absl::InvalidArgumentError(absl::StrCat("bad or repeated parameter name '", p.name, "'"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("bad or repeated parameter name '", p.name, "'"));
     }
     if (p.values.empty() || p.values.size() > 4096) {
       return absl::InvalidArgumentError(
@@ -203,7 +202,8 @@ absl::Status KernelDefinition::Validate() const {
           absl::StrCat("bad or repeated problem parameter name '", p.name, "'"));
     }
     if (p.min > p.max) {
-      return absl::InvalidArgumentError(absl::StrCat("problem parameter ", p.name, " has min > max"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("problem parameter ", p.name, " has min > max"));
     }
     sample[p.name] = p.min;
   }

@@ -53,7 +53,7 @@ struct KernelDefinition {
   std::string name;         // [a-z0-9_]+
   std::string language;     // "cpp" (CPU) or "cuda"
   std::string description;  // one line for people
-  std::string source;  // the template; for built-ins a hash of the implementation's files
+  std::string source;       // the template; for built-ins a hash of the implementation's files
   std::vector<KernelParameter> parameters;
   std::vector<std::string> constraints;
   std::vector<ProblemParameter> problem;

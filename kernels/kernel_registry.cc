@@ -23,8 +23,9 @@ absl::StatusOr<const KernelDefinition*> KernelRegistry::Get(std::string_view nam
   if (const KernelDefinition* k = Find(name)) return k;
   std::vector<std::string> names;
   for (const KernelDefinition& k : kernels_) names.push_back(k.name);
-  return absl::NotFoundError(absl::StrCat("unknown kernel '", absl::string_view(name.data(), name.size()), "'; known kernels: ",
-                                          absl::StrJoin(names, ", "), " (see `ktune kernels`)"));
+  return absl::NotFoundError(
+      absl::StrCat("unknown kernel '", absl::string_view(name.data(), name.size()),
+                   "'; known kernels: ", absl::StrJoin(names, ", "), " (see `ktune kernels`)"));
 }
 
 absl::Status KernelRegistry::Register(KernelDefinition definition) {
@@ -32,9 +33,8 @@ absl::Status KernelRegistry::Register(KernelDefinition definition) {
   definition.builtin = false;
   if (const KernelDefinition* existing = Find(definition.name)) {
     if (existing->Version() == definition.Version()) return absl::OkStatus();
-    return absl::AlreadyExistsError(absl::StrCat("kernel '", definition.name,
-                                                 "' is already registered with version ",
-                                                 existing->Version()));
+    return absl::AlreadyExistsError(absl::StrCat(
+        "kernel '", definition.name, "' is already registered with version ", existing->Version()));
   }
   kernels_.push_back(std::move(definition));
   return absl::OkStatus();

@@ -74,8 +74,9 @@ DeviceInfo CpuDescription::ToDeviceInfo() const {
   DeviceInfo info;
   info.fingerprint_json = CanonicalJson(facts);
   info.device_class = "cpu:" + model;
-  info.family = FlopsPerCycle() >= 64 ? "x86-64-v4" : FlopsPerCycle() >= 32 ? "x86-64-v3"
-                                                                             : "x86-64";
+  info.family = FlopsPerCycle() >= 64   ? "x86-64-v4"
+                : FlopsPerCycle() >= 32 ? "x86-64-v3"
+                                        : "x86-64";
   return info;
 }
 
@@ -83,8 +84,8 @@ CpuDescription DescribeThisCpu() {
   CpuDescription d;
   std::ifstream cpuinfo("/proc/cpuinfo");
   std::string line;
-  static const char* kIsa[] = {"sse4_2", "avx", "avx2", "fma", "avx512f", "avx512bw",
-                               "avx512vl", "avx512_bf16", "amx_tile", "neon", "asimd", "sve"};
+  static const char* kIsa[] = {"sse4_2",   "avx",         "avx2",     "fma",  "avx512f", "avx512bw",
+                               "avx512vl", "avx512_bf16", "amx_tile", "neon", "asimd",   "sve"};
   while (std::getline(cpuinfo, line)) {
     std::pair<std::string, std::string> kv = absl::StrSplit(line, absl::MaxSplits(':', 1));
     std::string key(absl::StripAsciiWhitespace(kv.first));

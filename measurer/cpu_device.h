@@ -13,9 +13,9 @@
 namespace ktune {
 
 struct CpuDescription {
-  std::string model;  // "AMD EPYC 7B13", from /proc/cpuinfo
+  std::string model;                        // "AMD EPYC 7B13", from /proc/cpuinfo
   std::vector<std::string> isa_extensions;  // of interest to kernels: avx2, fma, avx512f, ...
-  int cores = 1;      // cores this process may run on
+  int cores = 1;                            // cores this process may run on
   int64_t l1d_bytes = 0, l2_bytes = 0, l3_bytes = 0;
   double nominal_mhz = 0;  // as /proc/cpuinfo reports it; part of the fingerprint
   double mhz = 0;  // measured core clock (turbo included), for the peak; not in the fingerprint

@@ -80,12 +80,11 @@ absl::StatusOr<CpuBuild> CpuKernelCompiler::Build(const KernelDefinition& defini
   }
   const std::string key = StableHashHex(
       absl::StrCat(options_.compiler, "\n", absl::StrJoin(options_.flags, " "), "\n",
-                   absl::StrJoin(defines, " "), "\n", kCpuKernelAbiText, "\n",
-                   definition.source));
+                   absl::StrJoin(defines, " "), "\n", kCpuKernelAbiText, "\n", definition.source));
   if (auto it = failed_.find(key); it != failed_.end()) return it->second;
 
-  const std::filesystem::path dir = options_.cache_dir.empty() ? DefaultCacheDir()
-                                                              : options_.cache_dir;
+  const std::filesystem::path dir =
+      options_.cache_dir.empty() ? DefaultCacheDir() : options_.cache_dir;
   std::error_code ec;
   std::filesystem::create_directories(dir, ec);
   if (ec) {

@@ -17,7 +17,7 @@ namespace ktune {
 
 struct CpuCompileOptions {
   std::string compiler = "c++";
-  std::vector<std::string> flags = {"-std=c++17", "-O3",    "-march=native",
+  std::vector<std::string> flags = {"-std=c++17", "-O3",   "-march=native",
                                     "-fopenmp",   "-fPIC", "-shared"};
   std::string cache_dir;  // created when missing
   int64_t timeout_ms = 60'000;

@@ -67,8 +67,8 @@ absl::StatusOr<CpuMeasurer::TaskState*> CpuMeasurer::StateFor(const TaskKey& tas
   for (const BufferSpec& b : def.buffers) {
     KTUNE_ASSIGN_OR_RETURN(double n, def.EvaluateForProblem(b.elements, state->problem));
     if (!(n >= 1) || n > 4e9) {
-      return absl::InvalidArgumentError(absl::StrCat("buffer ", b.name, " would hold ", n,
-                                                     " floats for this problem"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("buffer ", b.name, " would hold ", n, " floats for this problem"));
     }
     spec.add_buffer_elements(static_cast<int64_t>(n));
     outputs += b.output;
@@ -142,8 +142,8 @@ absl::StatusOr<MeasureResult> CpuMeasurer::MeasureOne(TaskState& state,
   int64_t timeout_ms = options_.run_timeout_ms;
   if (state.best_ms > 0) {
     const double runs = options_.warmup_runs + options_.min_repeats;
-    const double relative = options_.relative_timeout * state.best_ms * runs +
-                            options_.max_seconds * 1e3 + 1000;
+    const double relative =
+        options_.relative_timeout * state.best_ms * runs + options_.max_seconds * 1e3 + 1000;
     timeout_ms = std::min<int64_t>(timeout_ms, static_cast<int64_t>(relative));
   }
   response.Clear();

@@ -30,8 +30,8 @@ struct CpuMeasurerOptions {
   std::string runner_path;  // empty: $KTUNE_RUNNER, else ktune-runner beside this executable
   CpuCompileOptions compile;
   int64_t memory_limit_bytes = int64_t{16} << 30;  // address space of the runner
-  int64_t prepare_timeout_ms = 600'000;  // inputs and reference, once per task
-  int64_t run_timeout_ms = 20'000;       // one candidate, all its runs
+  int64_t prepare_timeout_ms = 600'000;            // inputs and reference, once per task
+  int64_t run_timeout_ms = 20'000;                 // one candidate, all its runs
   // Once a task has an ok result, a candidate is also stopped after this many times the best
   // time per run, times its runs, plus the sampling cap: far slower candidates are timeouts.
   double relative_timeout = 50;
@@ -39,9 +39,9 @@ struct CpuMeasurerOptions {
   int min_repeats = 5;
   int max_repeats = 30;
   double target_cv = 0.02;
-  double max_seconds = 0.25;   // sampling cap per candidate (after min_repeats)
-  double min_sample_ms = 2;    // fast kernels repeat inside a sample until it lasts this long
-  uint64_t seed = 1;           // of the random inputs
+  double max_seconds = 0.25;  // sampling cap per candidate (after min_repeats)
+  double min_sample_ms = 2;   // fast kernels repeat inside a sample until it lasts this long
+  uint64_t seed = 1;          // of the random inputs
 };
 
 class CpuMeasurer : public Measurer {

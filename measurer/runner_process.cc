@@ -27,10 +27,9 @@ absl::Status RunnerProcess::Start() {
   // Checked before fork: exec's failure in the child would look like a crash.
   if (::access(options_.runner_path.c_str(), X_OK) != 0) {
     ::close(down[0]), ::close(down[1]), ::close(up[0]), ::close(up[1]);
-    return absl::FailedPreconditionError(
-        absl::StrCat("the measurement runner '", options_.runner_path,
-                     "' is not executable: ", std::strerror(errno),
-                     " (set KTUNE_RUNNER to its path)"));
+    return absl::FailedPreconditionError(absl::StrCat(
+        "the measurement runner '", options_.runner_path,
+        "' is not executable: ", std::strerror(errno), " (set KTUNE_RUNNER to its path)"));
   }
   const pid_t pid = ::fork();
   if (pid < 0) return absl::InternalError(absl::StrCat("fork: ", std::strerror(errno)));
@@ -95,8 +94,8 @@ absl::StatusOr<RunnerProcess::Outcome> RunnerProcess::Call(const runner::RunRequ
   const bool sent = runner::WriteFrame(to_child_, request);
   ::signal(SIGPIPE, old);
   bool timed_out = false;
-  if (sent && runner::ReadFrame(from_child_, *response, runner::SteadyNowMs() + timeout_ms,
-                                &timed_out)) {
+  if (sent &&
+      runner::ReadFrame(from_child_, *response, runner::SteadyNowMs() + timeout_ms, &timed_out)) {
     if (response->restart()) Reap();  // it exits by itself after saying so
     return Outcome::kAnswered;
   }

@@ -126,7 +126,8 @@ absl::Status WorkerLoop::Run() {
     }
     backoff = absl::Milliseconds(100);
     if (lease.lease_id().empty()) {
-      if (options_.idle_exit > absl::ZeroDuration() && absl::Now() - idle_since > options_.idle_exit) {
+      if (options_.idle_exit > absl::ZeroDuration() &&
+          absl::Now() - idle_since > options_.idle_exit) {
         break;
       }
       wait(absl::Milliseconds(std::max<int64_t>(10, lease.retry_after_ms())));

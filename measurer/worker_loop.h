@@ -18,10 +18,10 @@
 namespace ktune {
 
 struct WorkerLoopOptions {
-  std::string host;                 // reported at registration
-  std::string token;                // bearer token with the worker role; empty: none
-  int cores = 1;                    // cores the kernels may use
-  int max_candidates = 8;           // per lease
+  std::string host;        // reported at registration
+  std::string token;       // bearer token with the worker role; empty: none
+  int cores = 1;           // cores the kernels may use
+  int max_candidates = 8;  // per lease
   absl::Duration rpc_deadline = absl::Seconds(10);
   absl::Duration max_backoff = absl::Seconds(5);
   // Stop once this many results were reported (0: never); for tests and benchmarks.

@@ -29,8 +29,12 @@ absl::StatusOr<ParamMap> FromProto(const google::protobuf::Map<std::string, v1::
       return absl::InvalidArgumentError(absl::StrCat(field, ": bad parameter name '", name, "'"));
     }
     switch (value.kind_case()) {
-      case v1::ParamValue::kIntValue: out[name] = value.int_value(); break;
-      case v1::ParamValue::kFloatValue: out[name] = value.float_value(); break;
+      case v1::ParamValue::kIntValue:
+        out[name] = value.int_value();
+        break;
+      case v1::ParamValue::kFloatValue:
+        out[name] = value.float_value();
+        break;
       case v1::ParamValue::kStringValue:
         if (value.string_value().size() > 256) {
           return absl::InvalidArgumentError(absl::StrCat(field, ".", name, " is too long"));
@@ -81,9 +85,8 @@ absl::StatusOr<DeviceInfo> FromProto(const v1::DeviceFingerprint& device) {
   out.device_class = device.device_class();
   out.family = device.family();
   auto it = device.extra().find("fingerprint_json");
-  out.fingerprint_json = it != device.extra().end()
-                             ? it->second
-                             : CanonicalJson({{"name", device.device_class()}});
+  out.fingerprint_json =
+      it != device.extra().end() ? it->second : CanonicalJson({{"name", device.device_class()}});
   if (out.fingerprint_json.size() > 16384) {
     return absl::InvalidArgumentError("device fingerprint is larger than 16 KiB");
   }
@@ -97,8 +100,8 @@ v1::MeasurementStatus ToProto(MeasurementStatus status) {
 v1::Record ToProto(const Record& r) {
   v1::Record out;
   out.set_record_id(r.RecordId());
-  *out.mutable_task() = ToProto(TaskKey{r.kernel, r.kernel_version, r.problem,
-                                        r.device.device_class});
+  *out.mutable_task() =
+      ToProto(TaskKey{r.kernel, r.kernel_version, r.problem, r.device.device_class});
   *out.mutable_device() = ToProto(r.device);
   ToProto(r.config, out.mutable_config()->mutable_params());
   out.set_config_hash(r.ConfigHash());
@@ -112,7 +115,8 @@ v1::Record ToProto(const Record& r) {
   out.set_worker_id(r.worker);
   if (r.measured_at_us) {
     out.mutable_measured_at()->set_seconds(*r.measured_at_us / 1'000'000);
-    out.mutable_measured_at()->set_nanos(static_cast<int32_t>(*r.measured_at_us % 1'000'000) * 1000);
+    out.mutable_measured_at()->set_nanos(static_cast<int32_t>(*r.measured_at_us % 1'000'000) *
+                                         1000);
   }
   out.set_source(r.source);
   return out;

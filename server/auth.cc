@@ -12,10 +12,14 @@ namespace {
 
 const char* RoleName(Role r) {
   switch (r) {
-    case Role::kQuery: return "query";
-    case Role::kSubmit: return "submit";
-    case Role::kWorker: return "worker";
-    case Role::kAdmin: return "admin";
+    case Role::kQuery:
+      return "query";
+    case Role::kSubmit:
+      return "submit";
+    case Role::kWorker:
+      return "worker";
+    case Role::kAdmin:
+      return "admin";
   }
   return "?";
 }
@@ -38,8 +42,8 @@ absl::StatusOr<Authenticator> Authenticator::FromFile(const std::string& path) {
   for (int number = 1; std::getline(in, line); ++number) {
     absl::string_view text = absl::StripAsciiWhitespace(line);
     if (text.empty() || text[0] == '#') continue;
-    std::vector<absl::string_view> fields = absl::StrSplit(text, absl::ByAnyChar(" \t"),
-                                                           absl::SkipEmpty());
+    std::vector<absl::string_view> fields =
+        absl::StrSplit(text, absl::ByAnyChar(" \t"), absl::SkipEmpty());
     if (fields.size() != 2 || fields[0].size() < 16) {
       return absl::InvalidArgumentError(absl::StrCat(
           path, " line ", number, ": expected 'TOKEN ROLES' with a token of 16+ characters"));

@@ -11,8 +11,7 @@ std::string BestCache::TaskPart(const std::string& kernel, const Problem& proble
   return absl::StrCat(kernel, "\n", CanonicalJson(problem));
 }
 
-absl::StatusOr<std::shared_ptr<const v1::QueryBestResponse>> BestCache::Query(
-    const BestQuery& q) {
+absl::StatusOr<std::shared_ptr<const v1::QueryBestResponse>> BestCache::Query(const BestQuery& q) {
   const std::string task = TaskPart(q.kernel, q.problem);
   const std::string rest = absl::StrCat(q.kernel_version, "\n", q.fingerprint_hash, "\n",
                                         q.device_class, "\n", q.family, "\n", q.top_k);

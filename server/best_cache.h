@@ -2,8 +2,9 @@
 // when nothing was measured for it, predicts from the nearest tuned problem: prediction.h);
 // later ones are answered from the cache until records of that kernel and problem are stored
 // through the server, which drops the cached answers for them (and every predicted or empty
-// answer of the kernel, which other problems' records can change). Records written to the database file by
-// another process (ktune db import beside a running server) are seen after the server restarts.
+// answer of the kernel, which other problems' records can change). Records written to the database
+// file by another process (ktune db import beside a running server) are seen after the server
+// restarts.
 //
 // Thread-safe; lookups share a reader lock.
 #ifndef KTUNE_SERVER_BEST_CACHE_H_
@@ -44,8 +45,8 @@ class BestCache {
   // kernel -> task parts holding predicted or empty answers
   absl::flat_hash_map<std::string, std::vector<std::string>> speculative_ ABSL_GUARDED_BY(mu_);
   // kernel + problem -> (the rest of the query -> answer)
-  absl::flat_hash_map<std::string,
-                      absl::flat_hash_map<std::string, std::shared_ptr<const v1::QueryBestResponse>>>
+  absl::flat_hash_map<
+      std::string, absl::flat_hash_map<std::string, std::shared_ptr<const v1::QueryBestResponse>>>
       answers_ ABSL_GUARDED_BY(mu_);
   std::atomic<int64_t> hits_{0}, misses_{0};
 };

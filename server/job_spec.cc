@@ -13,9 +13,9 @@ namespace {
 
 absl::Status Bad(const YAML::Node& node, const std::string& what) {
   const YAML::Mark mark = node.Mark();
-  return absl::InvalidArgumentError(
-      mark.line >= 0 ? absl::StrCat("job spec line ", mark.line + 1, ": ", what)
-                     : absl::StrCat("job spec: ", what));
+  return absl::InvalidArgumentError(mark.line >= 0
+                                        ? absl::StrCat("job spec line ", mark.line + 1, ": ", what)
+                                        : absl::StrCat("job spec: ", what));
 }
 
 absl::StatusOr<v1::ParamValue> Scalar(const YAML::Node& node, const std::string& field) {
@@ -37,11 +37,16 @@ absl::StatusOr<v1::ParamValue> Scalar(const YAML::Node& node, const std::string&
 
 std::string StrategyName(v1::Strategy s) {
   switch (s) {
-    case v1::STRATEGY_RANDOM: return "random";
-    case v1::STRATEGY_ANNEALING: return "anneal";
-    case v1::STRATEGY_GENETIC: return "genetic";
-    case v1::STRATEGY_MODEL_BASED: return "model";
-    default: return "ppo";
+    case v1::STRATEGY_RANDOM:
+      return "random";
+    case v1::STRATEGY_ANNEALING:
+      return "anneal";
+    case v1::STRATEGY_GENETIC:
+      return "genetic";
+    case v1::STRATEGY_MODEL_BASED:
+      return "model";
+    default:
+      return "ppo";
   }
 }
 
@@ -60,8 +65,8 @@ absl::StatusOr<v1::JobSpec> ParseJobSpecText(const std::string& text) {
   try {
     root = YAML::Load(text);
   } catch (const YAML::Exception& e) {
-    return absl::InvalidArgumentError(absl::StrCat("job spec is not valid YAML or JSON: line ",
-                                                   e.mark.line + 1, ": ", e.msg));
+    return absl::InvalidArgumentError(
+        absl::StrCat("job spec is not valid YAML or JSON: line ", e.mark.line + 1, ": ", e.msg));
   }
   if (!root.IsMap()) return absl::InvalidArgumentError("job spec must be a mapping");
   v1::JobSpec spec;
@@ -108,9 +113,10 @@ absl::StatusOr<v1::JobSpec> ParseJobSpecText(const std::string& text) {
       } else if (key == "seed") {
         spec.set_seed(v.as<uint64_t>());
       } else {
-        return Bad(kv.first, absl::StrCat("unknown field '", key,
-                                          "' (fields: name, kernels, problems, device_classes, "
-                                          "budget, budget_wall_seconds, strategy, priority, seed)"));
+        return Bad(kv.first,
+                   absl::StrCat("unknown field '", key,
+                                "' (fields: name, kernels, problems, device_classes, "
+                                "budget, budget_wall_seconds, strategy, priority, seed)"));
       }
     }
   } catch (const YAML::Exception& e) {
@@ -150,16 +156,17 @@ absl::StatusOr<JobRequest> ToJobRequest(const v1::JobSpec& spec, const TaskSpace
         TaskKey task{k.name(), k.version(), problem, d};
         absl::StatusOr<TaskKey> canonical = spaces.Canonical(task);
         if (!canonical.ok()) {
-          return absl::Status(canonical.status().code(),
-                              absl::StrCat("task ", k.name(), " ", FormatParamMapAssignments(problem),
-                                           " on ", d, ": ", canonical.status().message()));
+          return absl::Status(
+              canonical.status().code(),
+              absl::StrCat("task ", k.name(), " ", FormatParamMapAssignments(problem), " on ", d,
+                           ": ", canonical.status().message()));
         }
         r.tasks.push_back(*std::move(canonical));
       }
     }
   }
-  nlohmann::json stored{{"name", r.name},         {"budget", r.budget},   {"strategy", r.strategy},
-                        {"priority", r.priority}, {"seed", r.seed},       {"tasks", r.tasks.size()}};
+  nlohmann::json stored{{"name", r.name},         {"budget", r.budget}, {"strategy", r.strategy},
+                        {"priority", r.priority}, {"seed", r.seed},     {"tasks", r.tasks.size()}};
   r.spec_json = stored.dump();
   return r;
 }

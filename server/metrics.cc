@@ -5,13 +5,13 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <chrono>
 #include <cstdio>
+#include <cstring>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
-#include <cerrno>
-#include <cstring>
 #include "absl/strings/str_format.h"
 
 namespace ktune {
@@ -75,8 +75,7 @@ class RpcInterceptor final : public grpc::experimental::Interceptor {
   std::chrono::steady_clock::time_point start_ = std::chrono::steady_clock::now();
 };
 
-class RpcInterceptorFactory final
-    : public grpc::experimental::ServerInterceptorFactoryInterface {
+class RpcInterceptorFactory final : public grpc::experimental::ServerInterceptorFactoryInterface {
  public:
   explicit RpcInterceptorFactory(Metrics* metrics) : metrics_(metrics) {}
   grpc::experimental::Interceptor* CreateServerInterceptor(
@@ -98,8 +97,7 @@ void Histogram::Observe(double seconds) {
   sum_ += seconds;
 }
 
-void Histogram::Render(const std::string& name, const std::string& labels,
-                       std::string* out) const {
+void Histogram::Render(const std::string& name, const std::string& labels, std::string* out) const {
   for (size_t i = 0; i < kBuckets.size(); ++i) {
     absl::StrAppendFormat(out, "%s_bucket{%sle=\"%g\"} %d\n", name, labels, kBuckets[i],
                           counts_[i]);
@@ -129,46 +127,53 @@ void Metrics::CountMeasurement(const std::string& status, int64_t n) {
 std::string Metrics::Render(const Gauges& g) {
   std::string out;
   absl::MutexLock lock(&mu_);
-  out += "# HELP ktune_rpc_requests_total RPCs handled, by method and status code.\n"
-         "# TYPE ktune_rpc_requests_total counter\n";
+  out +=
+      "# HELP ktune_rpc_requests_total RPCs handled, by method and status code.\n"
+      "# TYPE ktune_rpc_requests_total counter\n";
   for (const auto& [key, n] : requests_) {
     absl::StrAppendFormat(&out, "ktune_rpc_requests_total{method=\"%s\",code=\"%s\"} %d\n",
                           Escape(key.first), CodeName(key.second), n);
   }
-  out += "# HELP ktune_rpc_duration_seconds Time from request metadata to status, by method.\n"
-         "# TYPE ktune_rpc_duration_seconds histogram\n";
+  out +=
+      "# HELP ktune_rpc_duration_seconds Time from request metadata to status, by method.\n"
+      "# TYPE ktune_rpc_duration_seconds histogram\n";
   for (const auto& [method, h] : rpc_seconds_) {
-    h.Render("ktune_rpc_duration_seconds", absl::StrCat("method=\"", Escape(method), "\","),
-             &out);
+    h.Render("ktune_rpc_duration_seconds", absl::StrCat("method=\"", Escape(method), "\","), &out);
   }
-  out += "# HELP ktune_measurements_total Measurement results stored, by status.\n"
-         "# TYPE ktune_measurements_total counter\n";
+  out +=
+      "# HELP ktune_measurements_total Measurement results stored, by status.\n"
+      "# TYPE ktune_measurements_total counter\n";
   for (const auto& [status, n] : measurements_) {
     absl::StrAppendFormat(&out, "ktune_measurements_total{status=\"%s\"} %d\n", status, n);
   }
-  out += "# HELP ktune_db_commit_duration_seconds Time to commit one report's records.\n"
-         "# TYPE ktune_db_commit_duration_seconds histogram\n";
+  out +=
+      "# HELP ktune_db_commit_duration_seconds Time to commit one report's records.\n"
+      "# TYPE ktune_db_commit_duration_seconds histogram\n";
   commit_seconds_.Render("ktune_db_commit_duration_seconds", "", &out);
-  out += "# HELP ktune_best_cache_requests_total Best-known queries, by cache result.\n"
-         "# TYPE ktune_best_cache_requests_total counter\n";
-  absl::StrAppendFormat(&out, "ktune_best_cache_requests_total{result=\"hit\"} %d\n",
-                        g.cache_hits);
+  out +=
+      "# HELP ktune_best_cache_requests_total Best-known queries, by cache result.\n"
+      "# TYPE ktune_best_cache_requests_total counter\n";
+  absl::StrAppendFormat(&out, "ktune_best_cache_requests_total{result=\"hit\"} %d\n", g.cache_hits);
   absl::StrAppendFormat(&out, "ktune_best_cache_requests_total{result=\"miss\"} %d\n",
                         g.cache_misses);
-  out += "# HELP ktune_queue_candidates Candidates proposed and waiting for a worker.\n"
-         "# TYPE ktune_queue_candidates gauge\n";
+  out +=
+      "# HELP ktune_queue_candidates Candidates proposed and waiting for a worker.\n"
+      "# TYPE ktune_queue_candidates gauge\n";
   absl::StrAppendFormat(&out, "ktune_queue_candidates %d\n", g.queued_candidates);
-  out += "# HELP ktune_leases_active Leases held by workers.\n"
-         "# TYPE ktune_leases_active gauge\n";
+  out +=
+      "# HELP ktune_leases_active Leases held by workers.\n"
+      "# TYPE ktune_leases_active gauge\n";
   absl::StrAppendFormat(&out, "ktune_leases_active %d\n", g.active_leases);
-  out += "# HELP ktune_workers Registered workers, by device class and state.\n"
-         "# TYPE ktune_workers gauge\n";
+  out +=
+      "# HELP ktune_workers Registered workers, by device class and state.\n"
+      "# TYPE ktune_workers gauge\n";
   for (const auto& [key, n] : g.workers) {
     absl::StrAppendFormat(&out, "ktune_workers{device_class=\"%s\",state=\"%s\"} %d\n",
                           Escape(key.first), key.second, n);
   }
-  out += "# HELP ktune_jobs Jobs the scheduler holds, by state.\n"
-         "# TYPE ktune_jobs gauge\n";
+  out +=
+      "# HELP ktune_jobs Jobs the scheduler holds, by state.\n"
+      "# TYPE ktune_jobs gauge\n";
   for (const char* state : {"queued", "running", "paused", "done", "failed", "cancelled"}) {
     auto it = g.jobs.find(state);
     absl::StrAppendFormat(&out, "ktune_jobs{state=\"%s\"} %d\n", state,

@@ -19,26 +19,24 @@
 
 #include <array>
 #include <atomic>
-#include <thread>
 #include <functional>
 #include <map>
 #include <memory>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "grpcpp/support/server_interceptor.h"
 
-
 namespace ktune {
 
 // A histogram with fixed buckets (seconds).
 class Histogram {
  public:
-  static constexpr std::array<double, 12> kBuckets = {0.0001, 0.00025, 0.0005, 0.001, 0.0025,
-                                                      0.005,  0.01,    0.025,  0.05,  0.1,
-                                                      0.5,    2.5};
+  static constexpr std::array<double, 12> kBuckets = {0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005,
+                                                      0.01,   0.025,   0.05,   0.1,   0.5,    2.5};
   void Observe(double seconds);
   // Appends the _bucket, _sum and _count lines of `name` with `labels` ("" or `a="b",`).
   void Render(const std::string& name, const std::string& labels, std::string* out) const;

@@ -68,8 +68,7 @@ absl::StatusOr<std::optional<Record>> PredictBest(TuningDatabase& db,
     source.top_k = 16;
     KTUNE_ASSIGN_OR_RETURN(BestResult best, db.QueryBest(source));
     for (const Record& r : best.records) {
-      absl::StatusOr<SearchSpace> space =
-          def->Space(query.problem, MachineVariables{CoresOf(r)});
+      absl::StatusOr<SearchSpace> space = def->Space(query.problem, MachineVariables{CoresOf(r)});
       if (!space.ok()) break;
       absl::StatusOr<Point> point = space->ToPoint(r.config);
       if (point.ok() && space->IsValid(*point)) return std::optional<Record>(r);

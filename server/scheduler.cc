@@ -24,11 +24,11 @@ struct Scheduler::TaskRun {
   JobState state = JobState::kQueued;
   std::shared_ptr<const SearchSpace> space;  // set when a worker of the class first leases
   std::unique_ptr<SearchStrategy> strategy;
-  std::vector<Point> batch;                           // the strategy's current batch
-  std::vector<std::optional<Observation>> results;    // per batch position
-  std::deque<size_t> queued;                          // batch positions not leased
-  int64_t in_flight = 0;                              // leased, not reported
-  bool exhausted = false;                             // the strategy has nothing left
+  std::vector<Point> batch;                         // the strategy's current batch
+  std::vector<std::optional<Observation>> results;  // per batch position
+  std::deque<size_t> queued;                        // batch positions not leased
+  int64_t in_flight = 0;                            // leased, not reported
+  bool exhausted = false;                           // the strategy has nothing left
 };
 
 struct Scheduler::JobRun {
@@ -127,11 +127,11 @@ absl::Status Scheduler::Recover() {
     uint64_t seed = 1;
     // The seed is kept in the stored spec: {"seed": N, ...}.
     if (auto pos = job.spec_json.find("\"seed\":"); pos != std::string::npos) {
-      absl::SimpleAtoi(job.spec_json.substr(pos + 7, job.spec_json.find_first_of(",}", pos) - pos - 7),
-                       &seed);
+      absl::SimpleAtoi(
+          job.spec_json.substr(pos + 7, job.spec_json.find_first_of(",}", pos) - pos - 7), &seed);
     }
-    LogEvent("job_recovered", {{"job_id", std::to_string(job.id)},
-                               {"state", std::string(JobStateName(job.state))}});
+    LogEvent("job_recovered",
+             {{"job_id", std::to_string(job.id)}, {"state", std::string(JobStateName(job.state))}});
     KTUNE_RETURN_IF_ERROR(AddJobRun(std::move(job), seed));
   }
   return absl::OkStatus();
@@ -177,8 +177,8 @@ JobStatus Scheduler::StatusOf(const JobRun& run) const {
   JobStatus s;
   s.job = run.job;
   for (const TaskRun& t : run.tasks) {
-    s.tasks.push_back({t.task, t.state, t.budget, t.done, t.failed, t.best_ms, t.best_config,
-                       t.flops});
+    s.tasks.push_back(
+        {t.task, t.state, t.budget, t.done, t.failed, t.best_ms, t.best_config, t.flops});
     s.done += t.done;
     s.total += t.budget;
   }
@@ -369,8 +369,8 @@ absl::StatusOr<LeaseGrant> Scheduler::Lease(const std::string& worker_id, int ma
     t.queued.pop_front();
     ++t.in_flight;
     chosen->pass += 1.0 / (chosen->job.priority + 1);
-    const std::string cid = absl::StrCat(chosen->job.id, ".", t.index, ".", position, ".",
-                                         next_id_++);
+    const std::string cid =
+        absl::StrCat(chosen->job.id, ".", t.index, ".", position, ".", next_id_++);
     lease->items[cid] = {chosen->job.id, t.index, position};
     v1::Candidate c;
     c.set_candidate_id(cid);
@@ -419,9 +419,9 @@ absl::StatusOr<int64_t> Scheduler::Report(const std::string& worker_id, const st
   auto l = leases_.find(lease_id);
   if (l == leases_.end() || l->second->worker != worker_id) {
     LogEvent("report_refused", {{"worker_id", worker_id}, {"lease_id", lease_id}});
-    return absl::FailedPreconditionError(absl::StrCat(
-        "lease ", lease_id, " is not held by worker ", worker_id,
-        " (it expired and its candidates were handed out again); nothing was stored"));
+    return absl::FailedPreconditionError(
+        absl::StrCat("lease ", lease_id, " is not held by worker ", worker_id,
+                     " (it expired and its candidates were handed out again); nothing was stored"));
   }
   LeaseRun& lease = *l->second;
   const auto w = workers_.find(worker_id);
@@ -453,13 +453,13 @@ absl::StatusOr<int64_t> Scheduler::Report(const std::string& worker_id, const st
       const size_t n = sorted.size();
       m.time_ms = n % 2 ? sorted[n / 2] : (sorted[n / 2 - 1] + sorted[n / 2]) / 2;
     }
-    Record rec = ToRecord(t.task, device, t.space->ToConfiguration(t.batch[item.position]), m,
-                          worker_id);
+    Record rec =
+        ToRecord(t.task, device, t.space->ToConfiguration(t.batch[item.position]), m, worker_id);
     rec.measured_at_us = now_us;
     rec.source = JobSource(item.job_id);
     records.push_back(std::move(rec));
-    observed.push_back({item, {t.batch[item.position], status == MeasurementStatus::kOk,
-                               m.time_ms.value_or(0)}});
+    observed.push_back(
+        {item, {t.batch[item.position], status == MeasurementStatus::kOk, m.time_ms.value_or(0)}});
   }
   const absl::Time commit_start = absl::Now();
   KTUNE_ASSIGN_OR_RETURN(int64_t added, db_->AddRecords(records));  // committed before the reply

@@ -205,16 +205,16 @@ grpc::ServerUnaryReactor* TuningServiceImpl::ListJobs(grpc::CallbackServerContex
   return Done(ctx, absl::OkStatus());
 }
 
-#define KTUNE_JOB_ACTION(Method, Request, call)                                                \
-  grpc::ServerUnaryReactor* TuningServiceImpl::Method(                                        \
-      grpc::CallbackServerContext* ctx, const v1::Request* request, v1::Job* response) {      \
-    if (absl::Status a = auth_->Check(ctx, Role::kSubmit); !a.ok()) return Done(ctx, a);       \
-    absl::StatusOr<int64_t> id = ParseJobId(request->job_id());                                \
-    if (!id.ok()) return Done(ctx, id.status());                                               \
-    absl::StatusOr<JobStatus> status = scheduler_->call(*id);                                  \
-    if (!status.ok()) return Done(ctx, status.status());                                       \
-    *response = ToProto(*status, true);                                                        \
-    return Done(ctx, absl::OkStatus());                                                        \
+#define KTUNE_JOB_ACTION(Method, Request, call)                                          \
+  grpc::ServerUnaryReactor* TuningServiceImpl::Method(                                   \
+      grpc::CallbackServerContext* ctx, const v1::Request* request, v1::Job* response) { \
+    if (absl::Status a = auth_->Check(ctx, Role::kSubmit); !a.ok()) return Done(ctx, a); \
+    absl::StatusOr<int64_t> id = ParseJobId(request->job_id());                          \
+    if (!id.ok()) return Done(ctx, id.status());                                         \
+    absl::StatusOr<JobStatus> status = scheduler_->call(*id);                            \
+    if (!status.ok()) return Done(ctx, status.status());                                 \
+    *response = ToProto(*status, true);                                                  \
+    return Done(ctx, absl::OkStatus());                                                  \
   }
 KTUNE_JOB_ACTION(CancelJob, CancelJobRequest, Cancel)
 KTUNE_JOB_ACTION(PauseJob, PauseJobRequest, Pause)

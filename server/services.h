@@ -38,8 +38,7 @@ class WorkerServiceImpl final : public v1::WorkerService::CallbackService {
   grpc::ServerUnaryReactor* Heartbeat(grpc::CallbackServerContext* ctx,
                                       const v1::HeartbeatRequest* request,
                                       v1::HeartbeatResponse* response) override;
-  grpc::ServerUnaryReactor* Leave(grpc::CallbackServerContext* ctx,
-                                  const v1::LeaveRequest* request,
+  grpc::ServerUnaryReactor* Leave(grpc::CallbackServerContext* ctx, const v1::LeaveRequest* request,
                                   v1::LeaveResponse* response) override;
 
  private:
@@ -72,7 +71,7 @@ class TuningServiceImpl final : public v1::TuningService::CallbackService {
   // A server stream: an event when the job's progress changes (at most one a second), a last one
   // when it ends, then OK. Each watch has a thread of its own that polls the scheduler.
   grpc::ServerWriteReactor<v1::JobEvent>* WatchJob(grpc::CallbackServerContext* ctx,
-                                                  const v1::WatchJobRequest* request) override;
+                                                   const v1::WatchJobRequest* request) override;
   grpc::ServerUnaryReactor* QueryBest(grpc::CallbackServerContext* ctx,
                                       const v1::QueryBestRequest* request,
                                       v1::QueryBestResponse* response) override;

@@ -23,8 +23,8 @@ absl::StatusOr<TaskKey> TaskSpaces::Canonical(const TaskKey& task) const {
   if (recorded_.count(Key(task))) return task;
   KTUNE_ASSIGN_OR_RETURN(const KernelDefinition* def, registry_->Get(task.kernel));
   if (!task.kernel_version.empty() && task.kernel_version != def->Version()) {
-    return absl::NotFoundError(absl::StrCat("kernel ", task.kernel, " has version ",
-                                            def->Version(), ", not ", task.kernel_version));
+    return absl::NotFoundError(absl::StrCat("kernel ", task.kernel, " has version ", def->Version(),
+                                            ", not ", task.kernel_version));
   }
   TaskKey out = task;
   out.kernel_version = def->Version();
@@ -33,7 +33,7 @@ absl::StatusOr<TaskKey> TaskSpaces::Canonical(const TaskKey& task) const {
 }
 
 absl::StatusOr<std::shared_ptr<const SearchSpace>> TaskSpaces::Space(const TaskKey& task,
-                                                                      int cores) const {
+                                                                     int cores) const {
   if (auto it = recorded_.find(Key(task)); it != recorded_.end()) return it->second;
   KTUNE_ASSIGN_OR_RETURN(const KernelDefinition* def, registry_->Get(task.kernel));
   KTUNE_ASSIGN_OR_RETURN(SearchSpace space, def->Space(task.problem, MachineVariables{cores}));

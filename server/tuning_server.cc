@@ -71,12 +71,13 @@ absl::StatusOr<std::unique_ptr<TuningServer>> TuningServer::Start(TuningServerOp
         absl::StrCat("cannot listen on ", s->options_.listen, " (in use, or a bad address)"));
   }
   if (!s->options_.metrics_listen.empty()) {
-    KTUNE_ASSIGN_OR_RETURN(s->metrics_http_, MetricsHttpServer::Start(s->options_.metrics_listen, [raw = s.get()] {
-      const Scheduler::Counts c = raw->scheduler_->CountNow();
-      Metrics::Gauges g{c.queued_candidates, c.active_leases, c.workers, c.jobs,
-                        raw->best_->hits(), raw->best_->misses()};
-      return raw->metrics_.Render(g);
-    }));
+    KTUNE_ASSIGN_OR_RETURN(
+        s->metrics_http_, MetricsHttpServer::Start(s->options_.metrics_listen, [raw = s.get()] {
+          const Scheduler::Counts c = raw->scheduler_->CountNow();
+          Metrics::Gauges g{c.queued_candidates, c.active_leases,     c.workers, c.jobs,
+                            raw->best_->hits(),  raw->best_->misses()};
+          return raw->metrics_.Render(g);
+        }));
   }
   // Leases are checked a few times per lease timeout.
   const absl::Duration tick =

@@ -30,7 +30,7 @@ typedef struct ktune_cpu_call {
   int32_t num_problem;
   const int64_t* config; /* tunable parameter values, definition order */
   int32_t num_config;
-  float* const* buffers; /* inputs, then outputs, definition order */
+  float* const* buffers;          /* inputs, then outputs, definition order */
   const int64_t* buffer_elements; /* length of each buffer, in floats */
   int32_t num_buffers;
 } ktune_cpu_call;

@@ -266,14 +266,22 @@ MicroKernelFn GemmMicroKernelMR16(int, int, bool, bool);
 
 MicroKernelFn GemmMicroKernelFor(int mr, int nr, int unroll, bool packed_a, bool packed_b) {
   switch (mr) {
-    case 1: return GemmMicroKernelMR1(nr, unroll, packed_a, packed_b);
-    case 2: return GemmMicroKernelMR2(nr, unroll, packed_a, packed_b);
-    case 4: return GemmMicroKernelMR4(nr, unroll, packed_a, packed_b);
-    case 6: return GemmMicroKernelMR6(nr, unroll, packed_a, packed_b);
-    case 8: return GemmMicroKernelMR8(nr, unroll, packed_a, packed_b);
-    case 12: return GemmMicroKernelMR12(nr, unroll, packed_a, packed_b);
-    case 16: return GemmMicroKernelMR16(nr, unroll, packed_a, packed_b);
-    default: return nullptr;
+    case 1:
+      return GemmMicroKernelMR1(nr, unroll, packed_a, packed_b);
+    case 2:
+      return GemmMicroKernelMR2(nr, unroll, packed_a, packed_b);
+    case 4:
+      return GemmMicroKernelMR4(nr, unroll, packed_a, packed_b);
+    case 6:
+      return GemmMicroKernelMR6(nr, unroll, packed_a, packed_b);
+    case 8:
+      return GemmMicroKernelMR8(nr, unroll, packed_a, packed_b);
+    case 12:
+      return GemmMicroKernelMR12(nr, unroll, packed_a, packed_b);
+    case 16:
+      return GemmMicroKernelMR16(nr, unroll, packed_a, packed_b);
+    default:
+      return nullptr;
   }
 }
 

@@ -67,8 +67,8 @@ bool ReadFrame(int fd, google::protobuf::MessageLite& message, int64_t deadline_
   if (timed_out) *timed_out = false;
   unsigned char header[4];
   if (!ReadAll(fd, reinterpret_cast<char*>(header), 4, deadline_ms, timed_out)) return false;
-  const uint32_t n = header[0] | (header[1] << 8) | (header[2] << 16) |
-                     (static_cast<uint32_t>(header[3]) << 24);
+  const uint32_t n =
+      header[0] | (header[1] << 8) | (header[2] << 16) | (static_cast<uint32_t>(header[3]) << 24);
   if (n > kMaxFrameBytes) return false;
   std::string body(n, '\0');
   if (!ReadAll(fd, body.data(), n, deadline_ms, timed_out)) return false;

@@ -27,8 +27,8 @@ GuardedBuffer::GuardedBuffer(int64_t floats) : floats_(floats) {
   const size_t inner = (2 * kCanaryFloats + 16 + static_cast<size_t>(floats)) * sizeof(float);
   const size_t inner_pages = (inner + page - 1) / page * page;
   mapping_bytes_ = inner_pages + 2 * page;
-  void* m = ::mmap(nullptr, mapping_bytes_, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
-                   -1, 0);
+  void* m =
+      ::mmap(nullptr, mapping_bytes_, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
   if (m == MAP_FAILED) {
     mapping_bytes_ = 0;
     return;

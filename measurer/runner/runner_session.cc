@@ -114,8 +114,13 @@ std::string RunnerSession::Prepare(const KernelSpec& spec) {
 
   std::vector<int64_t> sizes(spec.buffer_elements().begin(), spec.buffer_elements().end());
   std::vector<int64_t> problem(spec.problem().begin(), spec.problem().end());
-  ktune_cpu_call call{problem.data(), static_cast<int32_t>(problem.size()), nullptr, 0,
-                      buffer_ptrs_.data(), sizes.data(), n};
+  ktune_cpu_call call{problem.data(),
+                      static_cast<int32_t>(problem.size()),
+                      nullptr,
+                      0,
+                      buffer_ptrs_.data(),
+                      sizes.data(),
+                      n};
   if (reference_(&call) != 0) return "the reference implementation refused the problem";
   for (int b = first_output; b < n; ++b) {
     const float* p = buffer_ptrs_[b];
@@ -142,9 +147,9 @@ bool RunnerSession::RunOnce(const ktune_cpu_call& call, RunResponse& response) {
     return false;
   }
   if (rc != 0) {
-    response = Failure(RunResponse::INVALID_CONFIG,
-                       "the kernel refused the configuration (returned " + std::to_string(rc) +
-                           ")");
+    response =
+        Failure(RunResponse::INVALID_CONFIG,
+                "the kernel refused the configuration (returned " + std::to_string(rc) + ")");
     return false;
   }
   return true;
@@ -155,10 +160,9 @@ bool RunnerSession::MemoryIntact(RunResponse& response) {
   for (int b = 0; b < n; ++b) {
     std::string where;
     if (!buffers_[b]->CanariesIntact(&where)) {
-      response = Failure(RunResponse::RUNTIME_ERROR,
-                         "the kernel wrote outside its buffers: buffer " + std::to_string(b) +
-                             ", " + where,
-                         true);
+      response = Failure(
+          RunResponse::RUNTIME_ERROR,
+          "the kernel wrote outside its buffers: buffer " + std::to_string(b) + ", " + where, true);
       return false;
     }
   }
@@ -205,15 +209,17 @@ RunResponse RunnerSession::Measure(const RunRequest& request) {
   std::vector<int64_t> sizes(spec_.buffer_elements().begin(), spec_.buffer_elements().end());
   std::vector<int64_t> problem(spec_.problem().begin(), spec_.problem().end());
   std::vector<int64_t> config(request.config().begin(), request.config().end());
-  const ktune_cpu_call call{problem.data(), static_cast<int32_t>(problem.size()),
-                            config.data(),  static_cast<int32_t>(config.size()),
-                            buffer_ptrs_.data(), sizes.data(),
+  const ktune_cpu_call call{problem.data(),
+                            static_cast<int32_t>(problem.size()),
+                            config.data(),
+                            static_cast<int32_t>(config.size()),
+                            buffer_ptrs_.data(),
+                            sizes.data(),
                             static_cast<int32_t>(sizes.size())};
   // Poison the outputs so that elements the kernel never writes are caught.
   const int first_output = static_cast<int>(buffers_.size()) - spec_.num_outputs();
   for (int b = first_output; b < static_cast<int>(buffers_.size()); ++b) {
-    std::fill(buffer_ptrs_[b], buffer_ptrs_[b] + sizes[b],
-              std::numeric_limits<float>::quiet_NaN());
+    std::fill(buffer_ptrs_[b], buffer_ptrs_[b] + sizes[b], std::numeric_limits<float>::quiet_NaN());
   }
   double start = NowMs();
   if (!RunOnce(call, response)) return response;

@@ -2,13 +2,12 @@
 // everywhere, --json that parses, and the acceptance check of the foundation: each shared
 // recorded space imported, then `ktune best` answering its optimum, which the test finds by
 // reading the file itself.
-#include <set>
-
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 #include <zlib.h>
 
 #include <nlohmann/json.hpp>
+#include <set>
 
 #include "tests/testing/test_util.h"
 
@@ -137,9 +136,9 @@ TEST(CliTest, TuneOnAReplayDeviceStoresEveryMeasurement) {
   EXPECT_EQ(best["best"][0]["time_ms"], result["best"]["time_ms"]);
 
   // Tuning the same task again measures only new configurations.
-  auto again = RunKtune({"tune", "--db", db, "--device",
-                         "replay:" + SpaceFile("pnpoly_RTX_3090_T4.json.gz"), "--budget", "40",
-                         "--strategy", "random", "--seed", "2", "--json"});
+  auto again =
+      RunKtune({"tune", "--db", db, "--device", "replay:" + SpaceFile("pnpoly_RTX_3090_T4.json.gz"),
+                "--budget", "40", "--strategy", "random", "--seed", "2", "--json"});
   ASSERT_EQ(again.exit_code, 0) << again.err;
   auto second = nlohmann::json::parse(again.out);
   EXPECT_EQ(second["prior_records"], 40);
@@ -189,12 +188,12 @@ TEST(CliTest, TuneRefusesBadInputWithClearMessages) {
   auto missing = RunKtune({"tune", "--kernel", "gemm", "--device", "cpu", "--problem", "M=8,N=8"});
   EXPECT_EQ(missing.exit_code, 2);
   EXPECT_THAT(missing.err, HasSubstr("needs problem parameter K"));
-  auto huge = RunKtune({"tune", "--kernel", "gemm", "--device", "cpu", "--problem",
-                        "M=8,N=8,K=999999999"});
+  auto huge =
+      RunKtune({"tune", "--kernel", "gemm", "--device", "cpu", "--problem", "M=8,N=8,K=999999999"});
   EXPECT_EQ(huge.exit_code, 2);
   EXPECT_THAT(huge.err, HasSubstr("out of range"));
-  auto dtype = RunKtune({"tune", "--kernel", "gemm", "--device", "cpu", "--problem",
-                         "M=8,N=8,K=8", "--dtype", "f64"});
+  auto dtype = RunKtune({"tune", "--kernel", "gemm", "--device", "cpu", "--problem", "M=8,N=8,K=8",
+                         "--dtype", "f64"});
   EXPECT_EQ(dtype.exit_code, 2);
   EXPECT_THAT(dtype.err, HasSubstr("supports dtype f32"));
   auto device = RunKtune({"tune", "--kernel", "gemm", "--device", "tpu", "--problem", "M=8"});

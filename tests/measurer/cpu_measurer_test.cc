@@ -103,8 +103,8 @@ TEST_F(CpuMeasurerTest, EveryFaultBecomesItsStatusAndTheNextCandidateIsMeasured)
     EXPECT_THAT(bad.message, HasSubstr(expected[i].message)) << i;
     EXPECT_FALSE(bad.time_ms.has_value()) << i;
     const MeasureResult& good = (*results)[2 * i + 1];
-    EXPECT_EQ(good.status, MeasurementStatus::kOk) << "after fault " << i + 1 << ": "
-                                                   << good.message;
+    EXPECT_EQ(good.status, MeasurementStatus::kOk)
+        << "after fault " << i + 1 << ": " << good.message;
     EXPECT_TRUE(good.time_ms.has_value() && *good.time_ms > 0);
     EXPECT_GE(good.repeat_times_ms.size(), 1u);
   }

@@ -191,10 +191,10 @@ TEST_F(FleetProcessTest, TuneThroughAServerWatchesItsJobAndPrintsTheBest) {
   auto recorded = LoadRecordedSpace(testing::SpaceFile(kSpace));
   ASSERT_TRUE(recorded.ok());
   const Record& any = recorded->records.front();
-  auto tune = testing::RunKtune({"tune", "--server", address_, "--kernel", any.kernel,
-                                 "--problem", FormatParamMapAssignments(any.problem), "--device",
-                                 any.device.device_class, "--budget", "24", "--strategy",
-                                 "random", "--json"});
+  auto tune = testing::RunKtune({"tune", "--server", address_, "--kernel", any.kernel, "--problem",
+                                 FormatParamMapAssignments(any.problem), "--device",
+                                 any.device.device_class, "--budget", "24", "--strategy", "random",
+                                 "--json"});
   ASSERT_EQ(tune.exit_code, 0) << tune.err;
   auto result = nlohmann::json::parse(tune.out);
   EXPECT_EQ(result["measurements"], 24);

@@ -3,17 +3,16 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 #include <netinet/in.h>
+#include <signal.h>
 #include <sys/socket.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
-#include <signal.h>
-#include <sys/wait.h>
-
 #include <cstdio>
-#include <set>
 #include <fstream>
 #include <memory>
 #include <nlohmann/json.hpp>
+#include <set>
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
@@ -66,8 +65,8 @@ class Child {
 TEST(MetricsTest, PrometheusScrapesTheServerAndSeesEverySeries) {
   testing::TempDir dir;
   const int grpc_port = FreePort(), metrics_port = FreePort(), prometheus_port = FreePort();
-  testing::KtuneProcess server({"serve", "--listen", absl::StrCat("127.0.0.1:", grpc_port),
-                                "--db", dir.File("m.db"), "--metrics-listen",
+  testing::KtuneProcess server({"serve", "--listen", absl::StrCat("127.0.0.1:", grpc_port), "--db",
+                                dir.File("m.db"), "--metrics-listen",
                                 absl::StrCat("127.0.0.1:", metrics_port), "--replay",
                                 testing::SpaceFile("convolution_A100_T4.json.gz")});
   for (int i = 0; i < 200 && server.Out().find("listening") == std::string::npos; ++i) {
@@ -78,16 +77,16 @@ TEST(MetricsTest, PrometheusScrapesTheServerAndSeesEverySeries) {
     std::ofstream spec(dir.File("job.yaml"));
     spec << "kernels: [fft]\nproblems: [{N: 8}]\ndevice_classes: [x]\nbudget: 2\n";
   }
-  auto rejected = testing::RunKtune({"submit", dir.File("job.yaml"), "--server",
-                                     absl::StrCat("127.0.0.1:", grpc_port)});
+  auto rejected = testing::RunKtune(
+      {"submit", dir.File("job.yaml"), "--server", absl::StrCat("127.0.0.1:", grpc_port)});
   EXPECT_EQ(rejected.exit_code, 2);
-  testing::KtuneProcess worker({"worker", "--server", absl::StrCat("127.0.0.1:", grpc_port),
-                                "--device",
-                                "replay:" + testing::SpaceFile("convolution_A100_T4.json.gz"),
-                                "--idle-exit", "30"});
+  testing::KtuneProcess worker(
+      {"worker", "--server", absl::StrCat("127.0.0.1:", grpc_port), "--device",
+       "replay:" + testing::SpaceFile("convolution_A100_T4.json.gz"), "--idle-exit", "30"});
 
   // The endpoint itself, as text.
-  const std::string text = Shell(absl::StrCat("curl -s http://127.0.0.1:", metrics_port, "/metrics"));
+  const std::string text =
+      Shell(absl::StrCat("curl -s http://127.0.0.1:", metrics_port, "/metrics"));
   EXPECT_THAT(text, ::testing::HasSubstr("# TYPE ktune_rpc_requests_total counter"));
   EXPECT_THAT(text, ::testing::HasSubstr("code=\"NOT_FOUND\""));
 
@@ -101,18 +100,21 @@ TEST(MetricsTest, PrometheusScrapesTheServerAndSeesEverySeries) {
                                 " --storage.tsdb.path=", dir.File("tsdb"),
                                 " --web.listen-address=127.0.0.1:", prometheus_port,
                                 " --log.level=error >", dir.File("prometheus.log"), " 2>&1"));
-  const std::vector<std::string> series = {
-      "ktune_rpc_requests_total",         "ktune_rpc_duration_seconds_bucket",
-      "ktune_queue_candidates",           "ktune_leases_active",
-      "ktune_workers",                    "ktune_jobs",
-      "ktune_best_cache_requests_total",  "ktune_db_commit_duration_seconds_count"};
+  const std::vector<std::string> series = {"ktune_rpc_requests_total",
+                                           "ktune_rpc_duration_seconds_bucket",
+                                           "ktune_queue_candidates",
+                                           "ktune_leases_active",
+                                           "ktune_workers",
+                                           "ktune_jobs",
+                                           "ktune_best_cache_requests_total",
+                                           "ktune_db_commit_duration_seconds_count"};
   std::set<std::string> seen;
   for (int attempt = 0; attempt < 120 && seen.size() < series.size(); ++attempt) {
     absl::SleepFor(absl::Milliseconds(500));
     for (const std::string& name : series) {
       if (seen.count(name)) continue;
       const std::string body = Shell(absl::StrCat("curl -s 'http://127.0.0.1:", prometheus_port,
-                                                "/api/v1/query?query=", name, "'"));
+                                                  "/api/v1/query?query=", name, "'"));
       auto json = nlohmann::json::parse(body, nullptr, false);
       if (json.is_object() && json.value("status", "") == "success" &&
           !json["data"]["result"].empty()) {
@@ -125,9 +127,9 @@ TEST(MetricsTest, PrometheusScrapesTheServerAndSeesEverySeries) {
                                   << testing::ReadWholeFile(dir.File("prometheus.log"));
   }
   // Prometheus' view of the rejected submission: code label and all.
-  const std::string body = Shell(absl::StrCat(
-      "curl -s 'http://127.0.0.1:", prometheus_port,
-      "/api/v1/query?query=ktune_rpc_requests_total%7Bcode%3D%22NOT_FOUND%22%7D'"));
+  const std::string body = Shell(
+      absl::StrCat("curl -s 'http://127.0.0.1:", prometheus_port,
+                   "/api/v1/query?query=ktune_rpc_requests_total%7Bcode%3D%22NOT_FOUND%22%7D'"));
   EXPECT_THAT(body, ::testing::HasSubstr("/ktune.v1.TuningService/SubmitJob"));
 }
 

@@ -10,8 +10,8 @@
 #include "db/interchange/record_files.h"
 #include "db/sqlite_tuning_database.h"
 #include "grpcpp/create_channel.h"
-#include "ktune/v1/tuning_service.grpc.pb.h"
 #include "kernels/kernel_registry.h"
+#include "ktune/v1/tuning_service.grpc.pb.h"
 #include "measurer/replay_measurer.h"
 #include "measurer/worker_loop.h"
 #include "proto/convert.h"
@@ -230,7 +230,7 @@ TEST_F(ServerTest, JobsShareWorkersByPriorityAndNoneStarves) {
   get.set_job_id(low_job.job_id());
   ASSERT_TRUE(tuning_->GetJob(Context().get(), get, &low_job).ok());
   EXPECT_EQ(high_job.measurements_done() + low_job.measurements_done(), 91);
-  EXPECT_GE(low_job.measurements_done(), 1);   // not starved
+  EXPECT_GE(low_job.measurements_done(), 1);    // not starved
   EXPECT_GE(high_job.measurements_done(), 80);  // 91 : 1 by stride
 }
 
@@ -317,8 +317,8 @@ TEST(ServerPredictionTest, ANeverTunedProblemGetsThePredictionOfTheNearestAndCan
       MeasureResult m;
       m.time_ms = 1.0;
       m.repeat_times_ms = {1.0};
-      records.push_back(ToRecord({"gemm", gemm->Version(), problem_of(n), "cpu:test"}, device,
-                                 config, m, "w"));
+      records.push_back(
+          ToRecord({"gemm", gemm->Version(), problem_of(n), "cpu:test"}, device, config, m, "w"));
     }
     ASSERT_TRUE((*db)->AddRecords(records).ok());
   }
@@ -389,8 +389,9 @@ TEST(ServerAuthTest, TokensAndRolesAreEnforced) {
   EXPECT_TRUE(tuning->ListJobs(with("admin-token-0123456789").get(), list, &jobs).ok());
 
   v1::SubmitJobRequest submit;
-  submit.set_spec_text("kernels: [gemm]\nproblems: [{M: 8, N: 8, K: 8}]\n"
-                       "device_classes: [cpu:x]\nbudget: 2\n");
+  submit.set_spec_text(
+      "kernels: [gemm]\nproblems: [{M: 8, N: 8, K: 8}]\n"
+      "device_classes: [cpu:x]\nbudget: 2\n");
   v1::Job job;
   grpc::Status s = tuning->SubmitJob(with("query-token-0123456789").get(), submit, &job);
   EXPECT_EQ(s.error_code(), grpc::StatusCode::PERMISSION_DENIED);

@@ -20,7 +20,8 @@ void MakeCertificates(const testing::TempDir& dir) {
       "set -e; cd ", d, "; exec >openssl.log 2>&1\n",
       "openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.pem -days 2 "
       "-subj /CN=ktune-test-ca\n",
-      "openssl req -newkey rsa:2048 -nodes -keyout server.key -out server.csr -subj /CN=localhost\n",
+      "openssl req -newkey rsa:2048 -nodes -keyout server.key -out server.csr -subj "
+      "/CN=localhost\n",
       "printf 'subjectAltName=DNS:localhost,IP:127.0.0.1' > san.ext\n",
       "openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out server.pem "
       "-days 2 -extfile san.ext\n",
@@ -58,8 +59,8 @@ TEST(TlsTest, MutualTlsAdmitsOnlyClientsWithACertificateFromTheCa) {
   auto no_client_cert = MakeChannel(address, {dir.File("ca.pem"), "", ""});
   ASSERT_TRUE(no_client_cert.ok());
   EXPECT_FALSE(ListJobs(*no_client_cert).ok());
-  auto mutual = MakeChannel(address, {dir.File("ca.pem"), dir.File("client.pem"),
-                                      dir.File("client.key")});
+  auto mutual =
+      MakeChannel(address, {dir.File("ca.pem"), dir.File("client.pem"), dir.File("client.key")});
   ASSERT_TRUE(mutual.ok());
   grpc::Status s = ListJobs(*mutual);
   EXPECT_TRUE(s.ok()) << s.error_message();
