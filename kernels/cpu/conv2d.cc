@@ -33,6 +33,7 @@
 #include <vector>
 
 #include "kernels/cpu/builtin_cpu_kernels.h"
+#include "kernels/cpu/scratch.h"
 
 namespace ktune::cpu {
 namespace {
@@ -48,41 +49,11 @@ inline void Store8(float* p, v8f v) { std::memcpy(p, &v, sizeof(v)); }
 
 int64_t RoundUp(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
 
-// A scratch buffer, 64-byte aligned, grown on demand and kept between calls.
-class Scratch {
- public:
-  ~Scratch() { std::free(data_); }
-  float* Get(int64_t floats) {
-    if (floats > size_) {
-      std::free(data_);
-      size_ = floats;
-      data_ = static_cast<float*>(std::aligned_alloc(64, RoundUp(floats * 4, 64)));
-    }
-    return data_;
-  }
-
- private:
-  float* data_ = nullptr;
-  int64_t size_ = 0;
-};
-
 // Per-thread buffers of a tile; per-call buffers live with the calling thread.
-Scratch& TileScratch() {
-  static thread_local Scratch s;
-  return s;
-}
-Scratch& PanelScratch() {
-  static thread_local Scratch s;
-  return s;
-}
-Scratch& FilterScratch() {
-  static thread_local Scratch s;
-  return s;
-}
-Scratch& LastChannelScratch() {
-  static thread_local Scratch s;
-  return s;
-}
+Scratch& TileScratch() { return ThreadScratch<struct TileScratchTag>(); }
+Scratch& PanelScratch() { return ThreadScratch<struct PanelScratchTag>(); }
+Scratch& FilterScratch() { return ThreadScratch<struct FilterScratchTag>(); }
+Scratch& LastChannelScratch() { return ThreadScratch<struct LastChannelScratchTag>(); }
 
 // One micro-kernel call: reduction rows [0, n) of the image operand (direct: rows[i] + disp;
 // im2col: panel + i * ldp) times the packed filter block (filt + i * kb), into

@@ -7,46 +7,20 @@
 #include <omp.h>
 
 #include <algorithm>
-#include <cstdlib>
 #include <cstring>
 #include <vector>
 
 #include "kernels/cpu/builtin_cpu_kernels.h"
 #include "kernels/cpu/gemm_microkernel.h"
+#include "kernels/cpu/scratch.h"
 
 namespace ktune::cpu {
 namespace {
 
-// A per-thread scratch buffer, 64-byte aligned, grown on demand and kept between calls.
-class Scratch {
- public:
-  ~Scratch() { std::free(data_); }
-  float* Get(int64_t floats) {
-    if (floats > size_) {
-      std::free(data_);
-      size_ = floats;
-      data_ = static_cast<float*>(std::aligned_alloc(64, ((floats * 4 + 63) / 64) * 64));
-    }
-    return data_;
-  }
-
- private:
-  float* data_ = nullptr;
-  int64_t size_ = 0;
-};
-
-Scratch& PackAScratch() {
-  static thread_local Scratch s;
-  return s;
-}
-Scratch& PackBScratch() {
-  static thread_local Scratch s;
-  return s;
-}
-Scratch& EdgeScratch() {
-  static thread_local Scratch s;
-  return s;
-}
+// Per-thread packing and edge buffers.
+Scratch& PackAScratch() { return ThreadScratch<struct PackAScratchTag>(); }
+Scratch& PackBScratch() { return ThreadScratch<struct PackBScratchTag>(); }
+Scratch& EdgeScratch() { return ThreadScratch<struct EdgeScratchTag>(); }
 
 struct Gemm {
   int64_t M, N, K;

@@ -26,21 +26,9 @@ using testing::KtuneProcess;
 
 const std::string kSpace = "convolution_A100_T4.json.gz";
 
-int FreePort() {
-  int fd = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr));
-  socklen_t len = sizeof(addr);
-  getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
-  close(fd);
-  return ntohs(addr.sin_port);
-}
-
 class FleetProcessTest : public ::testing::Test {
  protected:
-  FleetProcessTest() : port_(FreePort()), address_(absl::StrCat("127.0.0.1:", port_)) {}
+  FleetProcessTest() : port_(testing::FreePort()), address_(absl::StrCat("127.0.0.1:", port_)) {}
 
   std::unique_ptr<KtuneProcess> StartServer() {
     auto server = std::make_unique<KtuneProcess>(std::vector<std::string>{

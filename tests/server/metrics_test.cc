@@ -21,18 +21,6 @@
 namespace ktune {
 namespace {
 
-int FreePort() {
-  int fd = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr));
-  socklen_t len = sizeof(addr);
-  getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
-  close(fd);
-  return ntohs(addr.sin_port);
-}
-
 // stdout of a shell command.
 std::string Shell(const std::string& command) {
   std::string out;
@@ -64,7 +52,8 @@ class Child {
 
 TEST(MetricsTest, PrometheusScrapesTheServerAndSeesEverySeries) {
   testing::TempDir dir;
-  const int grpc_port = FreePort(), metrics_port = FreePort(), prometheus_port = FreePort();
+  const int grpc_port = testing::FreePort(), metrics_port = testing::FreePort(),
+            prometheus_port = testing::FreePort();
   testing::KtuneProcess server({"serve", "--listen", absl::StrCat("127.0.0.1:", grpc_port), "--db",
                                 dir.File("m.db"), "--metrics-listen",
                                 absl::StrCat("127.0.0.1:", metrics_port), "--replay",

@@ -46,6 +46,9 @@ class KtuneProcess {
   int exit_code_ = -1;
 };
 
+// A TCP port on 127.0.0.1 that was free a moment ago (for servers a test starts by address).
+int FreePort();
+
 // Path of the ktune binary (for tests that start and kill it themselves).
 std::string KtuneBinary();
 
