@@ -41,7 +41,7 @@ int RunBest(const BestArgs& a) {
   }
   // `cpu` is this machine's CPU: its exact fingerprint, then its class, then its family.
   if (a.device == "cpu") {
-    const DeviceInfo cpu = DescribeThisCpu().ToDeviceInfo();
+    const DeviceInfo cpu = DescribeThisCpu(/*measure_clock=*/false).ToDeviceInfo();
     q.device_class = cpu.device_class;
     if (q.family.empty()) q.family = cpu.family;
     if (q.fingerprint_hash.empty()) q.fingerprint_hash = cpu.FingerprintHash();

@@ -33,7 +33,9 @@ struct CpuDescription {
   DeviceInfo ToDeviceInfo() const;
 };
 
-CpuDescription DescribeThisCpu();
+// `measure_clock` false skips the clock measurement (~20 ms) when only the fingerprint is needed;
+// mhz is then the reported one.
+CpuDescription DescribeThisCpu(bool measure_clock = true);
 
 }  // namespace ktune
 
