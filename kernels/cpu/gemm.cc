@@ -52,14 +52,18 @@ struct Gemm {
   }
 
   // Packs rows [pc, pc+kc) x cols [jc+q*NR ...) of B into NR-column micro-panels, zero-padded.
-  void PackB(int64_t pc, int64_t kc, int64_t jc, int64_t nc, float* dst, int64_t q) const {
-    float* panel = dst + q * NR * kc;
-    const int64_t cols = std::min<int64_t>(NR, nc - q * NR);
+  // Row by row: each row of B is read once, contiguously (a column-panel-first order reads B
+  // with an N-float stride and misses the TLB on every row once N is large).
+  void PackB(int64_t pc, int64_t kc, int64_t jc, int64_t nc, float* dst, int64_t q0,
+             int64_t q1) const {
     for (int64_t k = 0; k < kc; ++k) {
-      const float* src = B + (pc + k) * N + jc + q * NR;
-      float* row = panel + k * NR;
-      std::memcpy(row, src, cols * sizeof(float));
-      for (int64_t j = cols; j < NR; ++j) row[j] = 0.f;
+      const float* src = B + (pc + k) * N + jc;
+      for (int64_t q = q0; q < q1; ++q) {
+        float* row = dst + q * NR * kc + k * NR;
+        const int64_t cols = std::min<int64_t>(NR, nc - q * NR);
+        std::memcpy(row, src + q * NR, cols * sizeof(float));
+        for (int64_t j = cols; j < NR; ++j) row[j] = 0.f;
+      }
     }
   }
 
@@ -139,8 +143,11 @@ struct Gemm {
         float* b_panel = nullptr;
         if (pack_b) {
           b_panel = PackBScratch().Get(panels * NR * kc);
-#pragma omp parallel for num_threads(threads) if (threads > 1) schedule(static)
-          for (int64_t q = 0; q < panels; ++q) PackB(pc, kc, jc, nc, b_panel, q);
+#pragma omp parallel num_threads(threads) if (threads > 1)
+          {
+            const int t = omp_get_thread_num(), nt = omp_get_num_threads();
+            PackB(pc, kc, jc, nc, b_panel, panels * t / nt, panels * (t + 1) / nt);
+          }
         }
         const int64_t blocks = (M + MC - 1) / MC;
         if (parallel_loop == 0) {
