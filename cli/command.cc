@@ -1,7 +1,10 @@
 #include "cli/command.h"
 
+#include <chrono>
+#include <cstdlib>
 #include <iostream>
 
+#include "grpcpp/client_context.h"
 #include "proto/channel.h"
 
 namespace ktune::cli {
@@ -29,6 +32,21 @@ absl::StatusOr<std::unique_ptr<SqliteTuningDatabase>> OpenDatabase(const std::st
 }  // namespace ktune::cli
 
 namespace ktune::cli {
+
+std::string TokenOr(const std::string& token) {
+  if (!token.empty()) return token;
+  const char* env = std::getenv("KTUNE_TOKEN");
+  return env ? env : "";
+}
+
+std::unique_ptr<grpc::ClientContext> ClientContextFor(const std::string& token, int seconds) {
+  auto ctx = std::make_unique<grpc::ClientContext>();
+  ctx->set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(seconds));
+  if (const std::string t = TokenOr(token); !t.empty()) {
+    ctx->AddMetadata("authorization", "Bearer " + t);
+  }
+  return ctx;
+}
 
 void AddClientTlsOptions(CLI::App* sub, ClientTls* tls) {
   sub->add_option("--tls-ca", tls->ca_file, "Connect with TLS, trusting this CA (PEM)");

@@ -14,6 +14,9 @@
 #include "absl/status/statusor.h"
 #include "db/sqlite_tuning_database.h"
 
+namespace grpc {
+class ClientContext;
+}
 namespace ktune {
 struct ClientTls;
 }
@@ -34,6 +37,11 @@ int UsageError(const std::string& command, const std::string& message);
 
 // Adds --tls-ca, --tls-cert and --tls-key (a client's view of the server's TLS) to `sub`.
 void AddClientTlsOptions(CLI::App* sub, ClientTls* tls);
+
+// `token`, else $KTUNE_TOKEN, else empty.
+std::string TokenOr(const std::string& token);
+// A client context with a deadline `seconds` away and the bearer token (TokenOr), if any.
+std::unique_ptr<grpc::ClientContext> ClientContextFor(const std::string& token, int seconds = 10);
 
 // Adds --db PATH (default ktune.db in the current directory) to `sub`.
 void AddDbOption(CLI::App* sub, std::string* path);

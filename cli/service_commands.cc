@@ -63,20 +63,6 @@ absl::Status FromGrpc(const grpc::Status& s) {
                       s.error_message().empty() ? "the server did not say why" : s.error_message());
 }
 
-// --token, else $KTUNE_TOKEN.
-std::string TokenOr(const std::string& token) {
-  if (!token.empty()) return token;
-  const char* env = std::getenv("KTUNE_TOKEN");
-  return env ? env : "";
-}
-
-std::unique_ptr<grpc::ClientContext> Context(const std::string& token, int seconds = 10) {
-  auto ctx = std::make_unique<grpc::ClientContext>();
-  ctx->set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(seconds));
-  if (!TokenOr(token).empty()) ctx->AddMetadata("authorization", "Bearer " + TokenOr(token));
-  return ctx;
-}
-
 std::string StateName(v1::JobState s) {
   std::string name = v1::JobState_Name(s);
   return absl::AsciiStrToLower(name.substr(strlen("JOB_STATE_")));
@@ -223,7 +209,7 @@ int RunSubmit(const JobArgs& a) {
   v1::SubmitJobRequest request;
   request.set_spec_text(text.str());
   v1::Job job;
-  absl::Status s = FromGrpc(stub->SubmitJob(Context(a.token).get(), request, &job));
+  absl::Status s = FromGrpc(stub->SubmitJob(ClientContextFor(a.token).get(), request, &job));
   if (absl::IsInvalidArgument(s) || absl::IsNotFound(s)) {
     return UsageError(cmd, absl::StrCat(a.spec, ": ", s.message()));
   }
@@ -255,7 +241,7 @@ int RunWatch(const JobArgs& a) {
   auto stub = v1::TuningService::NewStub(*channel);
   v1::WatchJobRequest request;
   request.set_job_id(a.job);
-  auto ctx = Context(a.token, a.timeout_s);
+  auto ctx = ClientContextFor(a.token, a.timeout_s);
   std::unique_ptr<grpc::ClientReader<v1::JobEvent>> reader = stub->WatchJob(ctx.get(), request);
   v1::JobEvent event;
   while (reader->Read(&event)) {
@@ -268,7 +254,7 @@ int RunWatch(const JobArgs& a) {
   v1::GetJobRequest get;
   get.set_job_id(a.job);
   v1::Job job;
-  s = FromGrpc(stub->GetJob(Context(a.token).get(), get, &job));
+  s = FromGrpc(stub->GetJob(ClientContextFor(a.token).get(), get, &job));
   if (!s.ok()) return Fail(cmd, s);
   if (a.json) {
     std::cout << JobJson(job).dump() << std::endl;
@@ -293,7 +279,7 @@ int RunCancel(const JobArgs& a) {
   v1::CancelJobRequest request;
   request.set_job_id(a.job);
   v1::Job job;
-  absl::Status s = FromGrpc(stub->CancelJob(Context(a.token).get(), request, &job));
+  absl::Status s = FromGrpc(stub->CancelJob(ClientContextFor(a.token).get(), request, &job));
   if (!s.ok())
     return absl::IsInvalidArgument(s) ? UsageError("cancel", std::string(s.message()))
                                       : Fail("cancel", s);

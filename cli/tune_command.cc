@@ -30,7 +30,8 @@ struct TuneArgs {
   int threads = 0;
   uint64_t seed = 1;
   bool json = false;
-  ClientTls tls;  // with --server
+  ClientTls tls;      // with --server
+  std::string token;  // with --server; else $KTUNE_TOKEN
 };
 
 // --server: the task becomes a one-task job on that server, measured by its workers of the
@@ -39,7 +40,8 @@ int RunRemoteTune(const TuneArgs& a) {
   const std::string cmd = "tune";
   if (a.kernel.empty()) return UsageError(cmd, "--kernel is required");
   std::string device_class = a.device;
-  if (a.device == "cpu") device_class = DescribeThisCpu(/*measure_clock=*/false).ToDeviceInfo().device_class;
+  if (a.device == "cpu")
+    device_class = DescribeThisCpu(/*measure_clock=*/false).ToDeviceInfo().device_class;
   if (absl::StartsWith(a.device, "replay:")) {
     return UsageError(cmd,
                       "with --server, --device names a device class; recorded spaces are "
@@ -63,14 +65,7 @@ int RunRemoteTune(const TuneArgs& a) {
   absl::StatusOr<std::shared_ptr<grpc::Channel>> channel = MakeChannel(a.server, a.tls);
   if (!channel.ok()) return UsageError(cmd, std::string(channel.status().message()));
   auto stub = v1::TuningService::NewStub(*channel);
-  auto context = [&](int seconds) {
-    auto ctx = std::make_unique<grpc::ClientContext>();
-    ctx->set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(seconds));
-    const char* token = std::getenv("KTUNE_TOKEN");
-    if (token != nullptr && *token)
-      ctx->AddMetadata("authorization", absl::StrCat("Bearer ", token));
-    return ctx;
-  };
+  auto context = [&](int seconds) { return ClientContextFor(a.token, seconds); };
   v1::Job job;
   grpc::Status s = stub->SubmitJob(context(10).get(), submit, &job);
   if (!s.ok()) {
@@ -258,6 +253,7 @@ void RegisterTuneCommand(CLI::App& app, Action* action) {
   tune->add_option("--seed", a->seed, "Random seed")->capture_default_str();
   tune->add_option("--server", a->server,
                    "Tune through a running server and its workers (token: $KTUNE_TOKEN)");
+  tune->add_option("--token", a->token, "With --server: bearer token (or $KTUNE_TOKEN)");
   AddClientTlsOptions(tune, &a->tls);
   tune->add_flag("--json", a->json, "Print the result as JSON");
   tune->callback([=] { *action = [=] { return RunTune(*a); }; });
