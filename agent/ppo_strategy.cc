@@ -455,7 +455,7 @@ absl::StatusOr<std::string> PpoStrategy::SavePolicy() const {
   return impl_->Save();
 }
 
-std::string PpoStrategy::CheckpointKey(const std::string& kernel, const SearchSpace& space) {
+std::string PpoStrategy::PolicyKey(const std::string& kernel, const SearchSpace& space) {
   std::string signature;
   for (const Parameter& p : space.parameters()) {
     absl::StrAppend(&signature, p.name, ":", p.values.size(), ";");

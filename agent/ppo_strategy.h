@@ -84,9 +84,15 @@ class PpoStrategy : public StrategyBase {
   // the policy's walks, as with transfer. A policy of another shape (a kernel with other
   // parameters) is refused with InvalidArgument when tuning starts.
   void LoadPolicy(std::string blob) { saved_policy_ = std::move(blob); }
+
+  std::string CheckpointKey(const std::string& kernel, const SearchSpace& space) const override {
+    return PolicyKey(kernel, space);
+  }
+  void LoadCheckpoint(std::string blob) override { LoadPolicy(std::move(blob)); }
+  absl::StatusOr<std::string> SaveCheckpoint() const override { return SavePolicy(); }
   // Checkpoint key for policies of a space: kernel name plus a hash of parameter names and value
   // counts, so every problem and device of a kernel shares one policy.
-  static std::string CheckpointKey(const std::string& kernel, const SearchSpace& space);
+  static std::string PolicyKey(const std::string& kernel, const SearchSpace& space);
 
   // Metrics of the last PPO update, CleanRL-style names ("losses/approx_kl", ...).
   std::vector<std::pair<std::string, double>> LastMetrics() const;

@@ -53,6 +53,15 @@ class SearchStrategy {
   virtual void PostTuning() {}
 
   virtual std::string name() const = 0;
+
+  // What a strategy learns across tasks (PPO's policy), kept in the database between runs. Empty
+  // key: the strategy keeps nothing. LoadCheckpoint goes before PreTuning; SaveCheckpoint after
+  // a run that measured something.
+  virtual std::string CheckpointKey(const std::string& kernel, const SearchSpace& space) const {
+    return "";
+  }
+  virtual void LoadCheckpoint(std::string blob) {}
+  virtual absl::StatusOr<std::string> SaveCheckpoint() const { return std::string(); }
 };
 
 // Strategies by name: "random", "anneal", "genetic", "model", "ppo". InvalidArgument listing

@@ -4,16 +4,30 @@
 #include "agent/annealing_strategy.h"
 #include "agent/genetic_strategy.h"
 #include "agent/model_based_strategy.h"
+#if KTUNE_WITH_TORCH
 #include "agent/ppo_strategy.h"
+#endif
 #include "agent/random_strategy.h"
 #include "agent/search_strategy.h"
 
 namespace ktune {
 
+#if KTUNE_WITH_TORCH
 std::vector<std::string> StrategyNames() { return {"ppo", "random", "anneal", "genetic", "model"}; }
+#else
+std::vector<std::string> StrategyNames() { return {"random", "anneal", "genetic", "model"}; }
+#endif
 
 absl::StatusOr<std::unique_ptr<SearchStrategy>> MakeStrategy(const std::string& name) {
+#if KTUNE_WITH_TORCH
   if (name == "ppo") return std::make_unique<PpoStrategy>();
+#else
+  if (name == "ppo") {
+    return absl::FailedPreconditionError(
+        "this ktune was built without LibTorch (KTUNE_WITH_TORCH=OFF): no ppo strategy; use "
+        "random, anneal, genetic or model");
+  }
+#endif
   if (name == "random") return std::make_unique<RandomStrategy>();
   if (name == "anneal") return std::make_unique<AnnealingStrategy>();
   if (name == "genetic") return std::make_unique<GeneticStrategy>();

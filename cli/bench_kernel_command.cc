@@ -2,19 +2,24 @@
 // library, in one run and at the same thread count.
 //
 //   ktune bench kernel --kernel gemm --problem M=1024,N=1024,K=1024 --vs openblas --threads 1
+//   ktune bench kernel --device cuda --kernel cuda_gemm --problem M=4096,N=4096,K=4096 --vs cublas
 //
 // For each problem: tune (the embedded default: records go to --db, earlier ones are reused),
-// then measure the tuned best, the default and the vendor kernel again with more repeats, in the
-// same runner process and timing loop, and report GFLOP/s and ratios; finally the geometric mean
-// of tuned / vendor over the problems. With --repeatability N, instead measure one configuration
+// then measure the tuning's best few, the default and the vendor kernel again with more repeats,
+// in one runner process, round by round (each round measures every contender once, so drift of
+// the machine's speed hits all of them alike), and report the medians as GFLOP/s and ratios;
+// finally the geometric mean of tuned / vendor over the problems. With --repeatability N, instead measure one configuration
 // in N separate runner processes and report the spread of their medians.
 #include <cmath>
+#include <optional>
 #include <iostream>
 #include <nlohmann/json.hpp>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/match.h"
 #include "cli/command.h"
+#include "common/status_macros.h"
 #include "cli/tune_session.h"
 #include "cli/tune_target.h"
 #include "db/interchange/record_files.h"
@@ -24,6 +29,7 @@ namespace {
 
 struct BenchKernelArgs {
   std::string kernel = "gemm", vs, strategy = "ppo", db = "ktune-bench.db", config;
+  std::string device = "cpu", dtype;
   std::vector<std::string> problems;
   int64_t budget = 500;
   int threads = 0;
@@ -34,15 +40,40 @@ struct BenchKernelArgs {
   bool json = false;
 };
 
-// Final measurements: more samples than while tuning.
-CpuMeasurerOptions PreciseOptions() {
+// The task's target on --device (the measurer tunes with the usual options).
+absl::StatusOr<TuneTarget> TargetFor(const BenchKernelArgs& a, const KernelRegistry& registry,
+                                     const std::string& problem) {
+  if (absl::StartsWith(a.device, "cuda")) {
+    return CudaTarget(registry, a.device, a.kernel, problem, a.dtype);
+  }
+  if (a.device != "cpu") {
+    return absl::InvalidArgumentError(
+        absl::StrCat("unknown device '", a.device, "'; use cpu or cuda[:N]"));
+  }
+  return CpuTarget(registry, a.kernel, problem, a.dtype, a.threads);
+}
+
+// A fresh measurer for final measurements: more samples than while tuning.
+absl::StatusOr<std::unique_ptr<Measurer>> PreciseMeasurer(const BenchKernelArgs& a,
+                                                          const KernelRegistry& registry) {
+  if (absl::StartsWith(a.device, "cuda")) {
+    CudaMeasurerOptions o;
+    KTUNE_ASSIGN_OR_RETURN(o.device, CudaOrdinal(a.device));
+    o.min_repeats = 10;
+    o.max_repeats = 100;
+    o.target_cv = 0.005;
+    o.max_seconds = 1.0;
+    o.min_sample_ms = 2;
+    KTUNE_ASSIGN_OR_RETURN(std::unique_ptr<CudaMeasurer> m, CudaMeasurer::Create(&registry, o));
+    return std::unique_ptr<Measurer>(std::move(m));
+  }
   CpuMeasurerOptions o;
   o.min_repeats = 10;
   o.max_repeats = 60;
   o.target_cv = 0.01;
   o.max_seconds = 1.0;
   o.min_sample_ms = 5;
-  return o;
+  return std::unique_ptr<Measurer>(std::make_unique<CpuMeasurer>(&registry, o));
 }
 
 double Median(std::vector<double> v) {
@@ -53,7 +84,7 @@ double Median(std::vector<double> v) {
 
 // Measures `config` of `task` `rounds` times; the median of the ok times, or an error naming
 // the failure.
-absl::StatusOr<double> MeasureMedian(CpuMeasurer& measurer, const TaskKey& task,
+absl::StatusOr<double> MeasureMedian(Measurer& measurer, const TaskKey& task,
                                      const Configuration& config, int rounds) {
   std::vector<Configuration> configs(rounds, config);
   absl::StatusOr<std::vector<MeasureResult>> results = measurer.Measure(task, configs);
@@ -72,8 +103,8 @@ absl::StatusOr<double> MeasureMedian(CpuMeasurer& measurer, const TaskKey& task,
 int RunRepeatability(const BenchKernelArgs& a, const KernelRegistry& registry) {
   const std::string cmd = "bench kernel";
   if (a.problems.size() != 1) return UsageError(cmd, "--repeatability takes one --problem");
-  absl::StatusOr<TuneTarget> t = CpuTarget(registry, a.kernel, a.problems[0], "", a.threads);
-  if (!t.ok()) return UsageError(cmd, std::string(t.status().message()));
+  absl::StatusOr<TuneTarget> t = TargetFor(a, registry, a.problems[0]);
+  if (!t.ok()) return UsageOrFail(cmd, t.status());
   Configuration config = *t->default_config;
   if (!a.config.empty()) {
     absl::StatusOr<ParamMap> given = ParseParamMapAssignments(a.config);
@@ -82,8 +113,10 @@ int RunRepeatability(const BenchKernelArgs& a, const KernelRegistry& registry) {
   }
   std::vector<double> medians;
   for (int run = 0; run < a.repeatability; ++run) {
-    CpuMeasurer measurer(&registry);  // a new runner process each time
-    absl::StatusOr<double> ms = MeasureMedian(measurer, t->task, config, 1);
+    // A new runner process each time.
+    absl::StatusOr<std::unique_ptr<Measurer>> measurer = PreciseMeasurer(a, registry);
+    if (!measurer.ok()) return Fail(cmd, measurer.status());
+    absl::StatusOr<double> ms = MeasureMedian(**measurer, t->task, config, 1);
     if (!ms.ok()) return Fail(cmd, ms.status());
     medians.push_back(*ms);
   }
@@ -117,16 +150,19 @@ int RunBenchKernel(const BenchKernelArgs& a) {
   if (a.vs == "openblas") {
     if (a.kernel != "gemm") return UsageError(cmd, "--vs openblas compares gemm only");
     vendor_kernel = "gemm_openblas";
+  } else if (a.vs == "cublas") {
+    if (a.kernel != "cuda_gemm") return UsageError(cmd, "--vs cublas compares cuda_gemm only");
+    vendor_kernel = "cuda_gemm_cublas";
   } else if (!a.vs.empty()) {
-    return UsageError(cmd, absl::StrCat("unknown --vs '", a.vs, "'; this build has openblas"));
+    return UsageError(cmd, absl::StrCat("unknown --vs '", a.vs, "'; use openblas or cublas"));
   }
   auto db = OpenDatabase(a.db);
   if (!db.ok()) return Fail(cmd, db.status());
   double log_ratio_sum = 0;
   int ratios = 0;
   for (const std::string& problem : a.problems) {
-    absl::StatusOr<TuneTarget> target = CpuTarget(registry, a.kernel, problem, "", a.threads);
-    if (!target.ok()) return UsageError(cmd, std::string(target.status().message()));
+    absl::StatusOr<TuneTarget> target = TargetFor(a, registry, problem);
+    if (!target.ok()) return UsageOrFail(cmd, target.status());
     TuneTarget& t = *target;
     Progress progress(a.budget, absl::StrCat(a.kernel, " ", problem, " "));
     TuneSessionOptions options{a.strategy, a.budget, 8, a.seed};
@@ -135,11 +171,12 @@ int RunBenchKernel(const BenchKernelArgs& a) {
     if (!s.ok()) return Fail(cmd, s.status());
     if (!s->best) return Fail(cmd, absl::NotFoundError(absl::StrCat(problem, ": nothing ran ok")));
 
-    // The final comparison: one fresh runner, the same timing loop for all three.
-    CpuMeasurer measurer(&registry, PreciseOptions());
+    // The final comparison: one fresh runner; every contender measured once per round.
     // The fastest time of hundreds of noisy measurements flatters its configuration (the
-    // winner's curse): the tuning's best few are measured again, and the fastest on re-measure
-    // is the tuned result.
+    // winner's curse): the tuning's best few (and the default) are measured again, and the
+    // fastest on re-measure is the tuned result.
+    absl::StatusOr<std::unique_ptr<Measurer>> precise = PreciseMeasurer(a, registry);
+    if (!precise.ok()) return Fail(cmd, precise.status());
     BestQuery top;
     top.kernel = t.task.kernel;
     top.kernel_version = t.task.kernel_version;
@@ -148,25 +185,56 @@ int RunBenchKernel(const BenchKernelArgs& a) {
     top.top_k = a.verify_top;
     absl::StatusOr<BestResult> finalists = (*db)->QueryBest(top);
     if (!finalists.ok()) return Fail(cmd, finalists.status());
-    Configuration tuned = s->best->config;
-    double best_ms = 0;
-    std::vector<nlohmann::json> remeasured;
+    struct Contender {
+      TaskKey task;
+      Configuration config;
+      std::optional<double> tuning_ms;
+      std::vector<double> times;
+    };
+    std::vector<Contender> contenders;
     for (const Record& r : finalists->records) {
       if (a.threads > 0 && ThreadsOf(r.config) != a.threads) continue;
-      absl::StatusOr<double> ms = MeasureMedian(measurer, t.task, r.config, a.rounds);
-      if (!ms.ok()) return Fail(cmd, ms.status());
-      remeasured.push_back({{"config", nlohmann::json::parse(CanonicalJson(r.config))},
-                            {"tuning_ms", *r.time_ms},
-                            {"remeasured_ms", *ms}});
-      if (best_ms == 0 || *ms < best_ms) best_ms = *ms, tuned = r.config;
+      contenders.push_back({t.task, r.config, r.time_ms, {}});
     }
-    absl::StatusOr<double> tuned_ms = best_ms > 0
-                                          ? absl::StatusOr<double>(best_ms)
-                                          : MeasureMedian(measurer, t.task, tuned, a.rounds);
-    if (!tuned_ms.ok()) return Fail(cmd, tuned_ms.status());
-    absl::StatusOr<double> default_ms =
-        MeasureMedian(measurer, t.task, *t.default_config, a.rounds);
-    if (!default_ms.ok()) return Fail(cmd, default_ms.status());
+    if (contenders.empty()) contenders.push_back({t.task, s->best->config, s->best->time_ms, {}});
+    const size_t default_index = contenders.size();
+    contenders.push_back({t.task, *t.default_config, std::nullopt, {}});
+    int vendor_index = -1;
+    if (!vendor_kernel.empty()) {
+      const KernelDefinition* vendor_def = registry.Find(vendor_kernel);
+      absl::StatusOr<Configuration> vendor_config =
+          vendor_def->DefaultConfiguration(t.task.problem, MachineVariables{t.cores});
+      if (!vendor_config.ok()) return Fail(cmd, vendor_config.status());
+      if (vendor_config->count("threads")) {
+        (*vendor_config)["threads"] = int64_t{std::min(ThreadsOf(s->best->config), t.cores)};
+        if (a.threads > 0) (*vendor_config)["threads"] = int64_t{a.threads};
+      }
+      vendor_index = static_cast<int>(contenders.size());
+      contenders.push_back({TaskKey{vendor_kernel, "", t.task.problem, t.task.device_class},
+                            *vendor_config, std::nullopt, {}});
+    }
+    for (int round = 0; round < a.rounds; ++round) {
+      for (Contender& c : contenders) {
+        absl::StatusOr<double> ms = MeasureMedian(**precise, c.task, c.config, 1);
+        if (!ms.ok()) return Fail(cmd, ms.status());
+        c.times.push_back(*ms);
+      }
+    }
+    Configuration tuned = contenders[0].config;
+    double best_ms = 0;
+    std::vector<nlohmann::json> remeasured;
+    for (size_t i = 0; i < contenders.size(); ++i) {
+      if (static_cast<int>(i) == vendor_index) continue;
+      const double ms = Median(contenders[i].times);
+      nlohmann::json entry{{"config", nlohmann::json::parse(CanonicalJson(contenders[i].config))},
+                           {"remeasured_ms", ms}};
+      if (contenders[i].tuning_ms) entry["tuning_ms"] = *contenders[i].tuning_ms;
+      if (i == default_index) entry["default"] = true;
+      remeasured.push_back(entry);
+      if (best_ms == 0 || ms < best_ms) best_ms = ms, tuned = contenders[i].config;
+    }
+    const absl::StatusOr<double> tuned_ms = best_ms;
+    const absl::StatusOr<double> default_ms = Median(contenders[default_index].times);
     const int threads = std::min(ThreadsOf(tuned), t.cores);
     nlohmann::json out{{"kernel", a.kernel},
                        {"problem", problem},
@@ -184,11 +252,8 @@ int RunBenchKernel(const BenchKernelArgs& a) {
                        {"tuned_over_default", *default_ms / *tuned_ms},
                        {"peak_gflops", t.peak_gflops_per_thread * threads},
                        {"finalists", remeasured}};
-    if (!vendor_kernel.empty()) {
-      TaskKey vendor{vendor_kernel, "", t.task.problem, t.task.device_class};
-      absl::StatusOr<double> vendor_ms =
-          MeasureMedian(measurer, vendor, {{"threads", int64_t{threads}}}, a.rounds);
-      if (!vendor_ms.ok()) return Fail(cmd, vendor_ms.status());
+    if (vendor_index >= 0) {
+      const absl::StatusOr<double> vendor_ms = Median(contenders[vendor_index].times);
       out["vs"] = a.vs;
       out["vs_ms"] = *vendor_ms;
       out["vs_gflops"] = t.flops / (*vendor_ms * 1e6);
@@ -238,7 +303,10 @@ void RegisterBenchKernelCommand(CLI::App& bench, Action* action) {
   sub->add_option("--kernel", a->kernel, "Registry kernel")->capture_default_str();
   sub->add_option("--problem", a->problems, "Problem (repeatable), e.g. M=1024,N=1024,K=1024")
       ->required();
-  sub->add_option("--vs", a->vs, "Vendor library to compare with: openblas (gemm)");
+  sub->add_option("--vs", a->vs,
+                  "Vendor library to compare with: openblas (gemm), cublas (cuda_gemm)");
+  sub->add_option("--device", a->device, "cpu or cuda[:N]")->capture_default_str();
+  sub->add_option("--dtype", a->dtype, "Data type of the problem (e.g. f16 for cuda_gemm)");
   sub->add_option("--budget", a->budget, "Tuning measurements per problem")->capture_default_str();
   sub->add_option("--strategy", a->strategy, "Search strategy")->capture_default_str();
   sub->add_option("--threads", a->threads, "Fix the thread count (tuned, default and vendor)")

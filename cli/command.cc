@@ -14,6 +14,12 @@ int Fail(const std::string& command, const absl::Status& status) {
   return kExitFailure;
 }
 
+int UsageOrFail(const std::string& command, const absl::Status& status) {
+  return absl::IsInvalidArgument(status) || absl::IsNotFound(status)
+             ? UsageError(command, std::string(status.message()))
+             : Fail(command, status);
+}
+
 int UsageError(const std::string& command, const std::string& message) {
   std::cerr << "ktune " << command << ": " << message << "\nRun 'ktune " << command
             << " --help' for usage.\n";

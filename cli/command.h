@@ -34,6 +34,9 @@ using Action = std::function<int()>;
 // InvalidArgument statuses that come from the command line itself (use UsageError for those).
 int Fail(const std::string& command, const absl::Status& status);
 int UsageError(const std::string& command, const std::string& message);
+// A target that could not be set up: UsageError for InvalidArgument and NotFound (a bad flag,
+// an unknown kernel), Fail otherwise (no GPU, no runner).
+int UsageOrFail(const std::string& command, const absl::Status& status);
 
 // Adds --tls-ca, --tls-cert and --tls-key (a client's view of the server's TLS) to `sub`.
 void AddClientTlsOptions(CLI::App* sub, ClientTls* tls);

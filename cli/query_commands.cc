@@ -2,11 +2,14 @@
 #include <iostream>
 #include <nlohmann/json.hpp>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "cli/command.h"
+#include "cli/tune_target.h"
 #include "kernels/kernel_registry.h"
 #include "measurer/cpu_device.h"
+#include "measurer/cuda_measurer.h"
 
 namespace ktune::cli {
 namespace {
@@ -45,6 +48,19 @@ int RunBest(const BestArgs& a) {
     q.device_class = cpu.device_class;
     if (q.family.empty()) q.family = cpu.family;
     if (q.fingerprint_hash.empty()) q.fingerprint_hash = cpu.FingerprintHash();
+  }
+  // `cuda[:N]` is that GPU of this machine: its exact fingerprint, then its class and family.
+  if (absl::StartsWith(a.device, "cuda")) {
+    absl::StatusOr<DeviceInfo> gpu = DescribeCudaDevice(a.device);
+    if (!gpu.ok()) {
+      return UsageOrFail(cmd, absl::Status(gpu.status().code(),
+                                           absl::StrCat(gpu.status().message(),
+                                                        " (name the GPU model with --device to "
+                                                        "query without one)")));
+    }
+    q.device_class = gpu->device_class;
+    if (q.family.empty()) q.family = gpu->family;
+    if (q.fingerprint_hash.empty()) q.fingerprint_hash = gpu->FingerprintHash();
   }
   q.top_k = a.top;
   auto best = (*db)->QueryBest(q);

@@ -22,7 +22,9 @@
 #include "grpcpp/create_channel.h"
 #include "kernels/kernel_registry.h"
 #include "ktune/v1/tuning_service.grpc.pb.h"
+#include "cli/tune_target.h"
 #include "measurer/cpu_measurer.h"
+#include "measurer/cuda_measurer.h"
 #include "measurer/replay_measurer.h"
 #include "measurer/worker_loop.h"
 #include "proto/channel.h"
@@ -158,10 +160,17 @@ int RunWorker(const WorkerArgs& a) {
     auto cpu = std::make_unique<CpuMeasurer>(&registry);
     cores = cpu->cpu().cores;
     measurer = std::move(cpu);
+  } else if (absl::StartsWith(a.device, "cuda")) {
+    CudaMeasurerOptions cuda;
+    absl::StatusOr<int> ordinal = cli::CudaOrdinal(a.device);
+    if (!ordinal.ok()) return UsageError(cmd, std::string(ordinal.status().message()));
+    cuda.device = *ordinal;
+    absl::StatusOr<std::unique_ptr<CudaMeasurer>> gpu = CudaMeasurer::Create(&registry, cuda);
+    if (!gpu.ok()) return Fail(cmd, gpu.status());
+    measurer = *std::move(gpu);
   } else {
-    return UsageError(cmd,
-                      absl::StrCat("device '", a.device,
-                                   "' is not available in this build; use cpu or replay:FILE"));
+    return UsageError(cmd, absl::StrCat("unknown device '", a.device,
+                                        "'; use cpu, cuda[:N] or replay:FILE"));
   }
   absl::StatusOr<std::shared_ptr<grpc::Channel>> channel = MakeChannel(a.server, a.tls);
   if (!channel.ok()) return UsageError(cmd, std::string(channel.status().message()));
@@ -322,7 +331,7 @@ void RegisterServiceCommands(CLI::App& app, Action* action) {
   CLI::App* worker = app.add_subcommand("worker", "Run a measurement worker");
   worker->add_option("--server", worker_args->server, "Server address HOST:PORT")
       ->capture_default_str();
-  worker->add_option("--device", worker_args->device, "cpu or replay:FILE")->capture_default_str();
+  worker->add_option("--device", worker_args->device, "cpu, cuda[:N] or replay:FILE")->capture_default_str();
   worker->add_option("--token", worker_args->token,
                      "Bearer token with the worker role (or $KTUNE_TOKEN)");
   AddClientTlsOptions(worker, &worker_args->tls);

@@ -30,6 +30,7 @@ struct TuneArgs {
   int threads = 0;
   uint64_t seed = 1;
   bool json = false;
+  bool flush_l2 = false;  // --device cuda
   ClientTls tls;      // with --server
   std::string token;  // with --server; else $KTUNE_TOKEN
 };
@@ -42,6 +43,11 @@ int RunRemoteTune(const TuneArgs& a) {
   std::string device_class = a.device;
   if (a.device == "cpu")
     device_class = DescribeThisCpu(/*measure_clock=*/false).ToDeviceInfo().device_class;
+  if (absl::StartsWith(a.device, "cuda")) {
+    absl::StatusOr<DeviceInfo> gpu = DescribeCudaDevice(a.device);
+    if (!gpu.ok()) return UsageOrFail(cmd, gpu.status());
+    device_class = gpu->device_class;
+  }
   if (absl::StartsWith(a.device, "replay:")) {
     return UsageError(cmd,
                       "with --server, --device names a device class; recorded spaces are "
@@ -69,10 +75,8 @@ int RunRemoteTune(const TuneArgs& a) {
   v1::Job job;
   grpc::Status s = stub->SubmitJob(context(10).get(), submit, &job);
   if (!s.ok()) {
-    const absl::Status status(static_cast<absl::StatusCode>(s.error_code()), s.error_message());
-    return absl::IsInvalidArgument(status) || absl::IsNotFound(status)
-               ? UsageError(cmd, s.error_message())
-               : Fail(cmd, status);
+    return UsageOrFail(
+        cmd, absl::Status(static_cast<absl::StatusCode>(s.error_code()), s.error_message()));
   }
   Progress progress(a.budget);
   v1::WatchJobRequest watch;
@@ -134,18 +138,14 @@ int RunTune(const TuneArgs& a) {
   } else if (a.device == "cpu") {
     target = CpuTarget(registry, a.kernel, a.problem, a.dtype, a.threads);
   } else if (absl::StartsWith(a.device, "cuda")) {
-    return Fail(cmd, absl::UnimplementedError(
-                         "CUDA measurement is not in this build yet; use --device cpu or "
-                         "--device replay:FILE"));
+    CudaMeasurerOptions cuda;
+    cuda.flush_l2 = a.flush_l2;
+    target = CudaTarget(registry, a.device, a.kernel, a.problem, a.dtype, cuda);
   } else {
     return UsageError(
         cmd, absl::StrCat("unknown device '", a.device, "'; use cpu, cuda[:N] or replay:FILE"));
   }
-  if (!target.ok()) {
-    return absl::IsInvalidArgument(target.status()) || absl::IsNotFound(target.status())
-               ? UsageError(cmd, std::string(target.status().message()))
-               : Fail(cmd, target.status());
-  }
+  if (!target.ok()) return UsageOrFail(cmd, target.status());
   TuneTarget& t = *target;
   auto db = OpenDatabase(a.db);
   if (!db.ok()) return Fail(cmd, db.status());
@@ -256,6 +256,8 @@ void RegisterTuneCommand(CLI::App& app, Action* action) {
   tune->add_option("--token", a->token, "With --server: bearer token (or $KTUNE_TOKEN)");
   AddClientTlsOptions(tune, &a->tls);
   tune->add_flag("--json", a->json, "Print the result as JSON");
+  tune->add_flag("--flush-l2", a->flush_l2,
+                 "--device cuda: overwrite the L2 cache before every timed run (cold-cache times)");
   tune->callback([=] { *action = [=] { return RunTune(*a); }; });
 }
 

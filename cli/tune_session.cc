@@ -6,7 +6,6 @@
 
 #include "absl/strings/str_format.h"
 #include "absl/time/clock.h"
-#include "agent/ppo_strategy.h"
 #include "agent/tuning_loop.h"
 #include "common/status_macros.h"
 
@@ -38,13 +37,13 @@ absl::StatusOr<TuneSummary> RunTuneSession(TuneTarget& t, TuningDatabase& db,
                                            const TuneSessionOptions& o) {
   KTUNE_ASSIGN_OR_RETURN(std::unique_ptr<SearchStrategy> strategy, MakeStrategy(o.strategy));
   TuneSummary summary;
-  // PPO warm-starts from the kernel's saved policy and saves what it learned.
-  auto* ppo = dynamic_cast<PpoStrategy*>(strategy.get());
-  summary.checkpoint = PpoStrategy::CheckpointKey(t.task.kernel, *t.space);
-  if (ppo != nullptr) {
+  // A learning strategy (PPO) warm-starts from what it saved for the kernel and saves what it
+  // learned.
+  summary.checkpoint = strategy->CheckpointKey(t.task.kernel, *t.space);
+  if (!summary.checkpoint.empty()) {
     absl::StatusOr<std::string> saved = db.LoadCheckpoint(summary.checkpoint);
     if (saved.ok()) {
-      ppo->LoadPolicy(*saved);
+      strategy->LoadCheckpoint(*saved);
       summary.warm_started = true;
     } else if (!absl::IsNotFound(saved.status())) {
       return saved.status();
@@ -104,8 +103,8 @@ absl::StatusOr<TuneSummary> RunTuneSession(TuneTarget& t, TuningDatabase& db,
     KTUNE_ASSIGN_OR_RETURN(TuningOutcome outcome,
                            RunTuningLoop(*strategy, *t.space, *t.measurer, t.task, options, store));
     summary.agent_seconds = outcome.agent_seconds;
-    if (ppo != nullptr && outcome.batches > 0) {
-      KTUNE_ASSIGN_OR_RETURN(std::string blob, ppo->SavePolicy());
+    if (!summary.checkpoint.empty() && outcome.batches > 0) {
+      KTUNE_ASSIGN_OR_RETURN(std::string blob, strategy->SaveCheckpoint());
       KTUNE_RETURN_IF_ERROR(db.SaveCheckpoint(summary.checkpoint, blob));
     }
   }

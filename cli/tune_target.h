@@ -12,6 +12,7 @@
 #include "kernels/kernel_registry.h"
 #include "kernels/search_space.h"
 #include "measurer/cpu_measurer.h"
+#include "measurer/cuda_measurer.h"
 #include "measurer/measurer.h"
 
 namespace ktune::cli {
@@ -39,6 +40,19 @@ absl::StatusOr<TuneTarget> ReplayTarget(const std::string& file, const std::stri
 absl::StatusOr<TuneTarget> CpuTarget(const KernelRegistry& registry, const std::string& kernel,
                                      const std::string& problem_text, const std::string& dtype,
                                      int threads = 0, CpuMeasurerOptions options = {});
+
+// --device cuda or cuda:N with a registry CUDA kernel: a ktune-cuda-runner for that GPU.
+// FailedPrecondition (saying why) on a machine without a usable GPU.
+absl::StatusOr<TuneTarget> CudaTarget(const KernelRegistry& registry, const std::string& device,
+                                      const std::string& kernel, const std::string& problem_text,
+                                      const std::string& dtype, CudaMeasurerOptions options = {});
+
+// The GPU `device` ("cuda[:N]") of this machine, described by the CUDA runner;
+// FailedPrecondition saying why when there is none.
+absl::StatusOr<DeviceInfo> DescribeCudaDevice(const std::string& device);
+
+// "cuda" -> 0, "cuda:3" -> 3; InvalidArgument otherwise.
+absl::StatusOr<int> CudaOrdinal(const std::string& device);
 
 // The configuration's thread count (parameter "threads"), or 1.
 int ThreadsOf(const Configuration& config);

@@ -58,6 +58,11 @@ std::string KernelDefinition::Version() const {
   }
   absl::StrAppend(&text, absl::StrJoin(constraints, "\n"), "\n");
   for (const ProblemParameter& p : problem) absl::StrAppend(&text, p.name, ";");
+  if (language == "cuda") {  // how it is launched and checked is part of a CUDA kernel
+    absl::StrAppend(&text, "\n", absl::StrJoin(launch.grid, ","), "|",
+                    absl::StrJoin(launch.block, ","), "|", launch.reference_items, "|",
+                    launch.zero_outputs, "|", vendor_library, "\n", reference_source);
+  }
   for (const BufferSpec& b : buffers) {
     absl::StrAppend(&text, b.name, ":", b.elements, b.output ? ":out;" : ":in;");
   }
@@ -141,6 +146,21 @@ absl::StatusOr<double> KernelDefinition::EvaluateForProblem(const std::string& e
                                                             const Problem& problem,
                                                             const MachineVariables& machine) const {
   return Evaluate(expression, ExpressionInputs(problem, machine));
+}
+
+std::pair<double, double> KernelDefinition::ToleranceFor(const std::string& dtype) const {
+  for (const auto& [name, tolerance] : dtype_tolerance) {
+    if (name == dtype) return tolerance;
+  }
+  return {rtol, atol};
+}
+
+absl::StatusOr<double> KernelDefinition::EvaluateForConfig(const std::string& expression,
+                                                           const Problem& problem,
+                                                           const Configuration& config) const {
+  Problem inputs = problem;
+  for (const auto& [name, value] : config) inputs[name] = value;
+  return Evaluate(expression, inputs);
 }
 
 absl::StatusOr<std::vector<int64_t>> KernelDefinition::ProblemValues(const Problem& p) const {

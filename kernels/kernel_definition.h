@@ -9,6 +9,7 @@
 #ifndef KTUNE_KERNELS_KERNEL_DEFINITION_H_
 #define KTUNE_KERNELS_KERNEL_DEFINITION_H_
 
+#include <array>
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -44,6 +45,18 @@ struct BufferSpec {
   bool output = false;   // outputs are checked against the reference; inputs are random
 };
 
+// How a CUDA kernel (language "cuda") is launched. Expressions over the problem parameters and
+// the tunable parameters; see kernels/cuda/README.md for the source contract.
+struct CudaLaunch {
+  std::array<std::string, 3> grid = {"1", "1", "1"};   // blocks in x, y, z
+  std::array<std::string, 3> block = {"1", "1", "1"};  // threads per block in x, y, z
+  // Work items of the reference kernel (ktune_reference runs a grid-stride loop over them).
+  std::string reference_items = "1";
+  // Nonzero: outputs are zeroed before every run (kernels that accumulate with atomics, such as
+  // split-K GEMM); otherwise they are filled with NaN before the checked run.
+  std::string zero_outputs = "0";
+};
+
 // What the machine contributes to expressions: `cores` (cores the kernel may use).
 struct MachineVariables {
   int64_t cores = 1;
@@ -66,7 +79,16 @@ struct KernelDefinition {
   // reference magnitude of that buffer: cancellation near zero is not an error) and no NaN.
   double rtol = 1e-4;
   double atol = 1e-5;
+  // Overrides of rtol/atol for a dtype (e.g. "f16"), as {dtype, {rtol, atol}}.
+  std::vector<std::pair<std::string, std::pair<double, double>>> dtype_tolerance;
   bool builtin = false;  // pre-built into the runner; otherwise compiled from `source`
+  CudaLaunch launch;     // language "cuda" only
+  // Set for vendor-library baselines (e.g. "cublas"): the runner calls that library's routine
+  // instead of compiling `source`; the parameters choose among the library's own options.
+  std::string vendor_library;
+  // CUDA: the template whose ktune_reference checks results when `source` is not one (vendor
+  // baselines); empty: `source`.
+  std::string reference_source;
 
   // Content hash of the source, parameters, constraints and buffers (16 hex digits): records of
   // different versions are different tasks.
@@ -87,6 +109,13 @@ struct KernelDefinition {
   // Evaluates an expression of this definition (flops, bytes, a buffer size) for a problem.
   absl::StatusOr<double> EvaluateForProblem(const std::string& expression, const Problem& problem,
                                             const MachineVariables& machine = {}) const;
+
+  // {rtol, atol} for a dtype: its override, else rtol and atol.
+  std::pair<double, double> ToleranceFor(const std::string& dtype) const;
+
+  // Evaluates an expression over a problem and a configuration (launch sizes of CUDA kernels).
+  absl::StatusOr<double> EvaluateForConfig(const std::string& expression, const Problem& problem,
+                                           const Configuration& config) const;
 
   // Integer values in the ABI's order, for a validated problem and a configuration of Space().
   absl::StatusOr<std::vector<int64_t>> ProblemValues(const Problem& problem) const;

@@ -7,8 +7,11 @@ namespace ktune {
 
 KernelRegistry KernelRegistry::WithBuiltins() {
   KernelRegistry registry;
-  registry.kernels_ = {GemmDefinition(), Conv2dDefinition(), SoftmaxDefinition(),
-                       GemmOpenBlasDefinition()};
+  registry.kernels_ = {GemmDefinition(),          Conv2dDefinition(),
+                       SoftmaxDefinition(),       GemmOpenBlasDefinition(),
+                       CudaGemmDefinition(),      CudaGemmCublasDefinition(),
+                       CudaConv2dDefinition(),    CudaReduceRowsDefinition(),
+                       CudaSoftmaxDefinition()};
   return registry;
 }
 

@@ -22,18 +22,7 @@ MeasureResult Failed(MeasurementStatus status, std::string message) {
 
 }  // namespace
 
-std::string DefaultRunnerPath() {
-  if (const char* p = std::getenv("KTUNE_RUNNER"); p && *p) return p;
-  std::error_code ec;
-  std::filesystem::path self = std::filesystem::read_symlink("/proc/self/exe", ec);
-  if (ec) return "ktune-runner";
-  // Beside the executable (the build tree's layout puts it in measurer/ next to cli/'s ktune).
-  for (const auto& candidate : {self.parent_path() / "ktune-runner",
-                                self.parent_path().parent_path() / "measurer" / "ktune-runner"}) {
-    if (::access(candidate.c_str(), X_OK) == 0) return candidate.string();
-  }
-  return (self.parent_path() / "ktune-runner").string();
-}
+std::string DefaultRunnerPath() { return FindRunner("ktune-runner", "KTUNE_RUNNER"); }
 
 CpuMeasurer::CpuMeasurer(const KernelRegistry* registry, CpuMeasurerOptions options)
     : registry_(registry),

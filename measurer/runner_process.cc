@@ -7,6 +7,8 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdlib>
+#include <filesystem>
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
@@ -17,6 +19,18 @@ namespace ktune {
 std::string DescribeSignal(int signal) {
   const char* name = sigabbrev_np(signal);
   return absl::StrCat("SIG", name ? name : std::to_string(signal), " (", strsignal(signal), ")");
+}
+
+std::string FindRunner(const std::string& name, const char* env_var) {
+  if (const char* p = std::getenv(env_var); p && *p) return p;
+  std::error_code ec;
+  std::filesystem::path self = std::filesystem::read_symlink("/proc/self/exe", ec);
+  if (ec) return name;
+  for (const auto& candidate :
+       {self.parent_path() / name, self.parent_path().parent_path() / "measurer" / name}) {
+    if (::access(candidate.c_str(), X_OK) == 0) return candidate.string();
+  }
+  return (self.parent_path() / name).string();
 }
 
 absl::Status RunnerProcess::Start() {
@@ -31,6 +45,11 @@ absl::Status RunnerProcess::Start() {
         "the measurement runner '", options_.runner_path,
         "' is not executable: ", std::strerror(errno), " (set KTUNE_RUNNER to its path)"));
   }
+  // Built before fork: the child of a multi-threaded worker may only call async-signal-safe
+  // functions (no malloc) until exec.
+  std::vector<char*> argv = {const_cast<char*>(options_.runner_path.c_str())};
+  for (const std::string& a : options_.args) argv.push_back(const_cast<char*>(a.c_str()));
+  argv.push_back(nullptr);
   const pid_t pid = ::fork();
   if (pid < 0) return absl::InternalError(absl::StrCat("fork: ", std::strerror(errno)));
   if (pid == 0) {
@@ -46,7 +65,7 @@ absl::Status RunnerProcess::Start() {
     ::setrlimit(RLIMIT_CORE, &no_core);
     ::setenv("OMP_PROC_BIND", "close", 0);
     ::setenv("OMP_PLACES", "cores", 0);
-    ::execl(options_.runner_path.c_str(), options_.runner_path.c_str(), nullptr);
+    ::execv(options_.runner_path.c_str(), argv.data());
     ::_exit(127);
   }
   ::close(down[0]);
@@ -86,6 +105,16 @@ absl::StatusOr<RunnerProcess::Outcome> RunnerProcess::Call(const runner::RunRequ
                                                            int64_t timeout_ms,
                                                            runner::RunResponse* response,
                                                            std::string* death) {
+  absl::StatusOr<Outcome> outcome =
+      Call(static_cast<const google::protobuf::MessageLite&>(request), timeout_ms,
+           static_cast<google::protobuf::MessageLite*>(response), death);
+  if (outcome.ok() && *outcome == Outcome::kAnswered && response->restart()) Reap();
+  return outcome;
+}
+
+absl::StatusOr<RunnerProcess::Outcome> RunnerProcess::Call(
+    const google::protobuf::MessageLite& request, int64_t timeout_ms,
+    google::protobuf::MessageLite* response, std::string* death) {
   if (pid_ <= 0) {
     if (absl::Status s = Start(); !s.ok()) return s;
   }
@@ -96,7 +125,6 @@ absl::StatusOr<RunnerProcess::Outcome> RunnerProcess::Call(const runner::RunRequ
   bool timed_out = false;
   if (sent &&
       runner::ReadFrame(from_child_, *response, runner::SteadyNowMs() + timeout_ms, &timed_out)) {
-    if (response->restart()) Reap();  // it exits by itself after saying so
     return Outcome::kAnswered;
   }
   if (timed_out) {

@@ -8,6 +8,7 @@
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
@@ -20,6 +21,7 @@ class RunnerProcess {
   struct Options {
     std::string runner_path;
     int64_t memory_limit_bytes = 0;  // RLIMIT_AS of the child; 0: none
+    std::vector<std::string> args;   // command-line arguments after the program name
   };
 
   enum class Outcome {
@@ -34,7 +36,13 @@ class RunnerProcess {
   RunnerProcess& operator=(const RunnerProcess&) = delete;
 
   // Sends `request` (starting the child first if none runs) and waits up to `timeout_ms`.
-  // An error only when the child cannot be started at all.
+  // An error only when the child cannot be started at all. Any protocol whose messages are
+  // length-prefixed frames (measurer/runner/framing.h) works: the CPU runner's and the CUDA
+  // runner's.
+  absl::StatusOr<Outcome> Call(const google::protobuf::MessageLite& request, int64_t timeout_ms,
+                               google::protobuf::MessageLite* response, std::string* death);
+  // The CPU runner's protocol: a response with `restart` set means the child exits by itself;
+  // it is reaped before the next call starts a fresh one.
   absl::StatusOr<Outcome> Call(const runner::RunRequest& request, int64_t timeout_ms,
                                runner::RunResponse* response, std::string* death);
 
@@ -56,6 +64,10 @@ class RunnerProcess {
   int from_child_ = -1;
   int64_t starts_ = 0;
 };
+
+// A runner executable: $<env_var> when set, else `name` beside the running executable (or in
+// the build tree's measurer/ folder next to cli/).
+std::string FindRunner(const std::string& name, const char* env_var);
 
 // "SIGSEGV (segmentation fault)" for 11, and so on.
 std::string DescribeSignal(int signal);

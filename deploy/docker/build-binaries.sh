@@ -2,7 +2,9 @@
 # The build stage of every Dockerfile here runs this from the repository root, after
 # scripts/install-deps.sh: it configures like scripts/build.sh, builds only the two binaries
 # (tests need ../shared/datasets, which is not in the build context), and writes to OUT_DIR:
-#   bin/ktune, bin/ktune-runner   the binaries (the runner must sit beside ktune)
+#   bin/ktune, bin/ktune-runner   the binaries (the runners must sit beside ktune)
+#   bin/ktune-cuda-runner         where the CUDA toolkit's headers were found (it loads the
+#                                 driver, NVRTC and cuBLAS at run time)
 #   runtime-packages.txt          the Debian packages their shared libraries come from
 #
 # KTUNE_MARCH (default: x86-64-v3 on x86-64, armv8.2-a on arm64) is the ISA the code, and above
@@ -32,10 +34,16 @@ fi
 build=${KTUNE_BUILD_DIR:-/tmp/ktune-build}
 cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE="${KTUNE_BUILD_TYPE:-RelWithDebInfo}" \
   "${arch_flags[@]}"
-cmake --build "$build" -j "${KTUNE_BUILD_JOBS:-$(nproc)}" --target ktune ktune-runner
+targets=(ktune ktune-runner)
+# The CUDA runner exists where CMake found the toolkit (see CMakeLists.txt).
+if cmake --build "$build" --target help | grep -q '^ktune-cuda-runner:'; then
+  targets+=(ktune-cuda-runner)
+fi
+cmake --build "$build" -j "${KTUNE_BUILD_JOBS:-$(nproc)}" --target "${targets[@]}"
 
 install -d "$out/bin"
-install -m 0755 "$build/cli/ktune" "$build/measurer/ktune-runner" "$out/bin/"
-bash deploy/docker/runtime-packages.sh "$out/bin/ktune" "$out/bin/ktune-runner" \
-  > "$out/runtime-packages.txt"
+binaries=("$build/cli/ktune" "$build/measurer/ktune-runner")
+[ -x "$build/measurer/ktune-cuda-runner" ] && binaries+=("$build/measurer/ktune-cuda-runner")
+install -m 0755 "${binaries[@]}" "$out/bin/"
+bash deploy/docker/runtime-packages.sh "$out"/bin/* > "$out/runtime-packages.txt"
 echo "build-binaries: -march=$march; $(wc -l < "$out/runtime-packages.txt") runtime packages"

@@ -174,8 +174,8 @@ TEST(PpoStrategyTest, PoliciesSaveAndWarmStart) {
   wrong.LoadPolicy("not a policy");
   ASSERT_TRUE(wrong.Initialize(space, 1).ok());
   EXPECT_EQ(wrong.PreTuning(8, 8).code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_EQ(PpoStrategy::CheckpointKey("gemm", space), PpoStrategy::CheckpointKey("gemm", Bowl()));
-  EXPECT_NE(PpoStrategy::CheckpointKey("gemm", space), PpoStrategy::CheckpointKey("conv", space));
+  EXPECT_EQ(PpoStrategy::PolicyKey("gemm", space), PpoStrategy::PolicyKey("gemm", Bowl()));
+  EXPECT_NE(PpoStrategy::PolicyKey("gemm", space), PpoStrategy::PolicyKey("conv", space));
 }
 
 }  // namespace

@@ -198,9 +198,14 @@ TEST(CliTest, TuneRefusesBadInputWithClearMessages) {
   EXPECT_THAT(dtype.err, HasSubstr("supports dtype f32"));
   auto device = RunKtune({"tune", "--kernel", "gemm", "--device", "tpu", "--problem", "M=8"});
   EXPECT_EQ(device.exit_code, 2);
-  auto cuda = RunKtune({"tune", "--kernel", "gemm", "--device", "cuda", "--problem", "M=8"});
-  EXPECT_EQ(cuda.exit_code, 1);
-  EXPECT_THAT(cuda.err, HasSubstr("CUDA measurement is not in this build"));
+  auto cpu_kernel_on_gpu =
+      RunKtune({"tune", "--kernel", "gemm", "--device", "cuda", "--problem", "M=8,N=8,K=8"});
+  EXPECT_EQ(cpu_kernel_on_gpu.exit_code, 2);
+  EXPECT_THAT(cpu_kernel_on_gpu.err, HasSubstr("is cpp code; --device cuda runs cuda kernels"));
+  auto ordinal = RunKtune(
+      {"tune", "--kernel", "cuda_gemm", "--device", "cuda:x", "--problem", "M=8,N=8,K=8"});
+  EXPECT_EQ(ordinal.exit_code, 2);
+  EXPECT_THAT(ordinal.err, HasSubstr("use cuda or cuda:N"));
   auto bad = RunKtune({"tune", "--device", "replay:x.json", "--strategy", "hillclimb"});
   EXPECT_EQ(bad.exit_code, 2);
   EXPECT_THAT(bad.err, HasSubstr("unknown strategy"));
@@ -212,7 +217,19 @@ TEST(CliTest, KernelsListsTheRegistry) {
   auto kernels = nlohmann::json::parse(all.out);
   std::set<std::string> names;
   for (const auto& k : kernels) names.insert(k["name"].get<std::string>());
-  EXPECT_EQ(names, (std::set<std::string>{"gemm", "conv2d", "softmax", "gemm_openblas"}));
+  EXPECT_EQ(names, (std::set<std::string>{"gemm", "conv2d", "softmax", "gemm_openblas",
+                                          "cuda_gemm", "cuda_gemm_cublas", "cuda_conv2d",
+                                          "cuda_reduce_rows", "cuda_softmax"}));
+  auto cuda_gemm =
+      RunKtune({"kernels", "cuda_gemm", "--problem", "M=4096,N=4096,K=4096", "--json"});
+  ASSERT_EQ(cuda_gemm.exit_code, 0) << cuda_gemm.err;
+  auto cg = nlohmann::json::parse(cuda_gemm.out)[0];
+  EXPECT_EQ(cg["language"], "cuda");
+  EXPECT_GT(cg["space_size"].get<int64_t>(), 10000);
+  auto f16 = RunKtune(
+      {"kernels", "cuda_gemm", "--problem", "M=4096,N=4096,K=4096,dtype=f16", "--json"});
+  ASSERT_EQ(f16.exit_code, 0) << f16.err;
+  EXPECT_GT(nlohmann::json::parse(f16.out)[0]["space_size"].get<int64_t>(), 100);
   auto gemm = RunKtune({"kernels", "gemm", "--problem", "M=512,N=512,K=512", "--json"});
   ASSERT_EQ(gemm.exit_code, 0) << gemm.err;
   auto g = nlohmann::json::parse(gemm.out)[0];
@@ -221,6 +238,24 @@ TEST(CliTest, KernelsListsTheRegistry) {
   EXPECT_EQ(g["version"].get<std::string>().size(), 16u);
   auto text = RunKtune({"kernels"});
   EXPECT_THAT(text.out, HasSubstr("MR in {1, 2, 4, 6, 8, 12, 16} [compile-time]"));
+}
+
+// ktune starts and works on a machine without the NVIDIA driver: GPU commands say why they
+// cannot run (exit 1), everything else works (this whole suite runs on such machines).
+TEST(CliTest, GpuCommandsWithoutAGpuSayWhy) {
+  TempDir dir;
+  auto tune = RunKtune({"tune", "--kernel", "cuda_gemm", "--device", "cuda", "--problem",
+                        "M=64,N=64,K=64", "--budget", "2", "--db", dir.File("k.db")});
+  if (tune.exit_code == 0) GTEST_SKIP() << "a GPU is present: tuning on it ran";
+  EXPECT_EQ(tune.exit_code, 1) << tune.err;
+  EXPECT_THAT(tune.err, HasSubstr("no usable CUDA device cuda:0"));
+  auto worker = RunKtune({"worker", "--device", "cuda", "--server", "localhost:1"});
+  EXPECT_EQ(worker.exit_code, 1);
+  EXPECT_THAT(worker.err, HasSubstr("no usable CUDA device cuda:0"));
+  auto best = RunKtune({"best", "--kernel", "cuda_gemm", "--device", "cuda", "--db",
+                        dir.File("k.db")});
+  EXPECT_EQ(best.exit_code, 1);
+  EXPECT_THAT(best.err, HasSubstr("name the GPU model with --device"));
 }
 
 struct Optimum {

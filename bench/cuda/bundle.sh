@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Packs what bench/cuda/run-on-gpu.sh needs into .gpu/bundle.tar.xz: the built ktune binaries,
+# the CUDA test binary, and every shared library they load except glibc's and the C++ runtime's
+# (the GPU machine's are newer) and the NVIDIA driver's (the GPU machine has its own).
+#
+# Why a bundle: the device tool's GPU machines run another distribution with no network, so
+# neither scripts/install-deps.sh nor a build can run there; binaries built here, with their
+# Debian libraries beside them, can. Run after scripts/build.sh:
+#   bash bench/cuda/bundle.sh [BUILD_DIR]      -> .gpu/bundle.tar.xz (ignored by git)
+set -euo pipefail
+build=${1:-build}
+root=$(cd "$(dirname "$0")/../.." && pwd)
+stage=$(mktemp -d)
+trap 'rm -rf "$stage"' EXIT
+mkdir -p "$stage/bin" "$stage/lib" "$root/.gpu"
+bins=("$build/cli/ktune" "$build/measurer/ktune-runner" "$build/measurer/ktune-cuda-runner"
+      "$build/tests/cuda_test")
+cp "${bins[@]}" "$stage/bin/"
+ldd "${bins[@]}" | awk '$2 == "=>" && $3 ~ /^\// { print $3 }' | sort -u | while read -r lib; do
+  case $(basename "$lib") in
+    libc.so.*|libm.so.*|libpthread.so.*|libdl.so.*|librt.so.*|ld-linux*|libstdc++.so.*|\
+    libgcc_s.so.*|libcuda.so*) ;;
+    *) cp -L "$lib" "$stage/lib/" ;;
+  esac
+done
+tar -C "$stage" -cf - bin lib | xz -T0 -6 > "$root/.gpu/bundle.tar.xz"
+grep -qx '/.gpu/' "$root/.git/info/exclude" 2>/dev/null || echo '/.gpu/' >> "$root/.git/info/exclude"
+echo "bundle: $(du -h "$root/.gpu/bundle.tar.xz" | cut -f1) ($(ls "$stage/lib" | wc -l) libraries)"

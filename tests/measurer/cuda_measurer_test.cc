@@ -1,0 +1,347 @@
+// The CUDA back end. Without a GPU (this machine, CI): every CUDA template compiles through the
+// worker's own path (ktune-cuda-runner, NVRTC) for sm_80 and sm_90, a sample of each space with
+// the default configuration, within the hardware's limits; compile errors and the cubin cache;
+// and a machine without the NVIDIA driver gets a reason, not a crash. With a GPU: every kernel's
+// default configuration and cuBLAS match the reference, and faults (illegal address, hang,
+// wrong result, compile error) become the right status while the next candidate runs normally.
+// GPU tests skip themselves, saying why, when no device is present.
+#include "measurer/cuda_measurer.h"
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <unistd.h>
+
+#include <cstdlib>
+#include <random>
+
+#include "kernels/kernel_registry.h"
+#include "measurer/cuda/nvrtc_compiler.h"
+#include "measurer/cuda_programs.h"
+#include "tests/testing/test_util.h"
+
+namespace ktune {
+namespace {
+
+using ::testing::HasSubstr;
+
+// The runner under test: $KTUNE_CUDA_RUNNER (bench/cuda/run-on-gpu.sh runs a bundle elsewhere),
+// else the one built beside this test.
+std::string RunnerPath() {
+  const char* env = std::getenv("KTUNE_CUDA_RUNNER");
+  return env && *env ? env : KTUNE_CUDA_RUNNER;
+}
+
+// Problems every CUDA template is compiled for: a typical size and sizes that divide no tile.
+std::vector<Problem> SampleProblems(const KernelDefinition& def) {
+  std::vector<Problem> problems;
+  Problem typical, odd;
+  for (const ProblemParameter& p : def.problem) {
+    const std::string& n = p.name;
+    const bool filter = n.find("filter") != std::string::npos;
+    typical[n] = int64_t{filter ? 15 : 4096};
+    odd[n] = int64_t{filter ? 3 : (n == "K" || n == "cols") ? 77 : 999};
+  }
+  if (def.name == "cuda_gemm") odd["M"] = int64_t{16};
+  for (const std::string& dtype : def.dtypes) {
+    for (Problem p : {typical, odd}) {
+      p["dtype"] = dtype;
+      problems.push_back(p);
+    }
+  }
+  return problems;
+}
+
+// `count` random valid configurations plus the default.
+std::vector<Configuration> SampleConfigs(const KernelDefinition& def, const Problem& problem,
+                                         int count, uint64_t seed) {
+  absl::StatusOr<SearchSpace> space = def.Space(problem, MachineVariables{});
+  EXPECT_TRUE(space.ok()) << space.status();
+  if (!space.ok()) return {};
+  EXPECT_GT(space->size(), 0) << def.name << " " << CanonicalJson(problem);
+  std::vector<Configuration> configs = {*def.DefaultConfiguration(problem, MachineVariables{})};
+  std::mt19937_64 rng(seed);
+  for (int i = 0; i < count && space->size() > 0; ++i) {
+    configs.push_back(space->ToConfiguration(space->PointAt(static_cast<int64_t>(
+        rng() % static_cast<uint64_t>(space->size())))));
+  }
+  return configs;
+}
+
+TEST(CudaCompileTest, EveryTemplateCompilesForSm80AndSm90WithinTheHardwareLimits) {
+  const KernelRegistry registry = KernelRegistry::WithBuiltins();
+  testing::TempDir cache;
+  CudaRunnerClient runner(RunnerPath());
+  int kernels = 0;
+  for (const KernelDefinition& def : registry.kernels()) {
+    if (def.language != "cuda" || !def.vendor_library.empty()) continue;
+    ++kernels;
+    for (const Problem& given : SampleProblems(def)) {
+      absl::StatusOr<Problem> problem = def.ValidateProblem(given);
+      ASSERT_TRUE(problem.ok()) << problem.status();
+      const std::vector<Configuration> configs = SampleConfigs(def, *problem, 3, kernels);
+      for (const std::string arch : {"sm_80", "sm_90"}) {
+        std::vector<cuda_runner::Program> programs;
+        std::vector<CudaLaunchGeometry> launches;
+        absl::StatusOr<cuda_runner::Program> reference = CudaReferenceProgram(def, *problem, arch);
+        ASSERT_TRUE(reference.ok()) << reference.status();
+        programs.push_back(*reference);
+        launches.emplace_back();
+        for (const Configuration& config : configs) {
+          absl::StatusOr<cuda_runner::Program> program =
+              CudaKernelProgram(def, *problem, config, arch);
+          ASSERT_TRUE(program.ok()) << program.status();
+          absl::StatusOr<CudaLaunchGeometry> launch = CudaLaunchFor(def, *problem, config);
+          ASSERT_TRUE(launch.ok()) << def.name << " " << CanonicalJson(config) << ": "
+                                   << launch.status();
+          programs.push_back(*program);
+          launches.push_back(*launch);
+        }
+        absl::StatusOr<std::vector<cuda_runner::CompileResult>> results =
+            runner.Compile(programs, cache.path(), 0, 900'000);
+        ASSERT_TRUE(results.ok()) << results.status();
+        for (size_t i = 0; i < results->size(); ++i) {
+          const cuda_runner::CompileResult& r = (*results)[i];
+          const std::string what =
+              absl::StrCat(def.name, " ", arch, " ", CanonicalJson(*problem), " ",
+                           i == 0 ? "reference" : CanonicalJson(configs[i - 1]));
+          ASSERT_TRUE(r.ok()) << what << "\n" << r.log();
+          EXPECT_GT(r.registers(), 0) << what << "\n" << r.log();
+          EXPECT_LE(r.registers(), 255) << what;
+          EXPECT_LE(r.shared_bytes(), 48 * 1024) << what;
+          if (i > 0) {
+            EXPECT_LE(r.registers() * launches[i].threads(), 65536)
+                << what << ": " << r.registers() << " registers x " << launches[i].threads()
+                << " threads cannot launch";
+          }
+        }
+      }
+    }
+  }
+  EXPECT_GE(kernels, 4);  // gemm, conv2d, reduce_rows, softmax
+}
+
+TEST(CudaCompileTest, ReportsCompileErrorsWithTheCompilersMessage) {
+  testing::TempDir cache;
+  CudaRunnerClient runner(RunnerPath());
+  cuda_runner::Program bad;
+  bad.set_source("extern \"C\" __global__ void ktune_kernel(float* x) { x[0] = undefined_name; }");
+  bad.set_arch("sm_90");
+  bad.set_entry("ktune_kernel");
+  auto results = runner.Compile({bad}, cache.path(), 1, 120'000);
+  ASSERT_TRUE(results.ok()) << results.status();
+  EXPECT_FALSE((*results)[0].ok());
+  EXPECT_THAT((*results)[0].log(), HasSubstr("undefined_name"));
+}
+
+TEST(CudaCompileTest, CachesCubinsByProgramAndArchitecture) {
+  testing::TempDir cache;
+  CudaRunnerClient runner(RunnerPath());
+  cuda_runner::Program p;
+  p.set_source(
+      "extern \"C\" __global__ void ktune_kernel(float* x, int n) {"
+      " int i = blockIdx.x * blockDim.x + threadIdx.x; if (i < n) x[i] *= KT_SCALE; }");
+  p.set_arch("sm_80");
+  p.set_entry("ktune_kernel");
+  p.add_defines("KT_SCALE=2");
+  auto first = runner.Compile({p}, cache.path(), 1, 120'000);
+  auto again = runner.Compile({p}, cache.path(), 1, 120'000);
+  p.set_arch("sm_90");
+  auto other = runner.Compile({p}, cache.path(), 1, 120'000);
+  ASSERT_TRUE(first.ok() && again.ok() && other.ok());
+  ASSERT_TRUE((*first)[0].ok()) << (*first)[0].log();
+  EXPECT_FALSE((*first)[0].cached());
+  EXPECT_TRUE((*again)[0].cached());
+  EXPECT_EQ((*again)[0].cubin_path(), (*first)[0].cubin_path());
+  EXPECT_EQ((*again)[0].registers(), (*first)[0].registers());
+  EXPECT_FALSE((*other)[0].cached());
+  EXPECT_NE((*other)[0].cubin_path(), (*first)[0].cubin_path());
+}
+
+TEST(CudaCompileTest, ParsesPtxasReportOfTheRightEntry) {
+  const std::string log =
+      "ptxas info    : Compiling entry function 'ktune_reference' for 'sm_90'\n"
+      "ptxas info    : Used 12 registers, 0 bytes smem\n"
+      "ptxas info    : Compiling entry function 'ktune_kernel' for 'sm_90'\n"
+      "ptxas         .     16 bytes stack frame, 8 bytes spill stores, 4 bytes spill loads\n"
+      "ptxas info    : Used 128 registers, used 1 barriers, 33280 bytes smem, 400 bytes cmem[0]\n";
+  cuda_runner::CompileResult r;
+  cuda::ParsePtxasReport(log, "ktune_kernel", &r);
+  EXPECT_EQ(r.registers(), 128);
+  EXPECT_EQ(r.shared_bytes(), 33280);
+  EXPECT_EQ(r.spill_bytes(), 12);
+}
+
+TEST(CudaLaunchTest, GeometryOutsideTheHardwareLimitsIsRefused) {
+  KernelDefinition def;
+  def.name = "k";
+  def.language = "cuda";
+  def.parameters = {{"B", {64, 2048}, true}};
+  def.problem = {{"n", 1, 1 << 30}};
+  def.launch.grid = {"(n + B - 1) // B", "1", "1"};
+  def.launch.block = {"B", "1", "1"};
+  const Problem problem{{"n", int64_t{1000}}};
+  auto ok = CudaLaunchFor(def, problem, {{"B", int64_t{64}}});
+  ASSERT_TRUE(ok.ok()) << ok.status();
+  EXPECT_EQ(ok->grid[0], 16);
+  EXPECT_EQ(ok->block[0], 64);
+  auto too_big = CudaLaunchFor(def, problem, {{"B", int64_t{2048}}});
+  EXPECT_FALSE(too_big.ok());
+  EXPECT_THAT(too_big.status().message(), HasSubstr("block size x"));
+}
+
+// ---- With a GPU ----
+
+// The runner's description of cuda:0, or the reason there is none.
+const cuda_runner::DeviceDescription& Gpu() {
+  static const cuda_runner::DeviceDescription* d = [] {
+    CudaRunnerClient runner(RunnerPath());
+    auto desc = runner.Describe(0);
+    auto* out = new cuda_runner::DeviceDescription;
+    if (desc.ok()) {
+      *out = *desc;
+    } else {
+      out->set_reason(std::string(desc.status().message()));
+    }
+    return out;
+  }();
+  return *d;
+}
+
+#define KTUNE_REQUIRE_GPU()                                                  \
+  if (!Gpu().available()) GTEST_SKIP() << "no CUDA device: " << Gpu().reason()
+
+TEST(CudaDeviceTest, WithoutAGpuTheRunnerSaysWhyInsteadOfCrashing) {
+  if (Gpu().available()) GTEST_SKIP() << "a GPU is present (" << Gpu().name() << ")";
+  EXPECT_FALSE(Gpu().reason().empty());
+  auto measurer = CudaMeasurer::Create(nullptr, CudaMeasurerOptions{RunnerPath()});
+  ASSERT_FALSE(measurer.ok());
+  EXPECT_TRUE(absl::IsFailedPrecondition(measurer.status())) << measurer.status();
+  EXPECT_THAT(measurer.status().message(), HasSubstr("no usable CUDA device cuda:0"));
+}
+
+// The toolkit's driver stub resolves every driver function the runner uses (a missing or
+// renamed symbol would be reported instead) and refuses to initialise.
+TEST(CudaDeviceTest, TheDriverStubLoadsButIsReportedAsNoDriver) {
+  if (Gpu().available()) GTEST_SKIP() << "a GPU is present (" << Gpu().name() << ")";
+  testing::TempDir dir;
+  ASSERT_EQ(::symlink(KTUNE_CUDA_DRIVER_STUB, dir.File("libcuda.so.1").c_str()), 0);
+  const char* old = std::getenv("LD_LIBRARY_PATH");
+  const std::string saved = old ? old : "";
+  ::setenv("LD_LIBRARY_PATH", dir.path().c_str(), 1);
+  CudaRunnerClient runner(RunnerPath());
+  auto desc = runner.Describe(0);
+  if (old) ::setenv("LD_LIBRARY_PATH", saved.c_str(), 1); else ::unsetenv("LD_LIBRARY_PATH");
+  ASSERT_TRUE(desc.ok()) << desc.status();
+  EXPECT_FALSE(desc->available());
+  EXPECT_THAT(desc->reason(), HasSubstr("CUDA_ERROR_STUB_LIBRARY"));
+  EXPECT_FALSE(desc->nvrtc_version().empty());
+}
+
+CudaMeasurerOptions FastOptions() {
+  CudaMeasurerOptions o;
+  o.runner_path = RunnerPath();
+  o.min_repeats = 3;
+  o.max_repeats = 5;
+  o.max_seconds = 0.05;
+  return o;
+}
+
+TEST(CudaDeviceTest, FingerprintNamesTheGpuAndItsSoftware) {
+  KTUNE_REQUIRE_GPU();
+  const DeviceInfo info = CudaDeviceInfo(Gpu());
+  EXPECT_EQ(info.device_class, Gpu().name());
+  EXPECT_THAT(info.fingerprint_json, HasSubstr("compute_capability"));
+  EXPECT_THAT(info.fingerprint_json, HasSubstr("driver_version"));
+  EXPECT_THAT(info.fingerprint_json, HasSubstr("nvrtc_version"));
+  EXPECT_GT(Gpu().sm_count(), 0);
+}
+
+TEST(CudaMeasurerTest, DefaultConfigurationsAndCublasMatchTheReference) {
+  KTUNE_REQUIRE_GPU();
+  const KernelRegistry registry = KernelRegistry::WithBuiltins();
+  auto measurer = CudaMeasurer::Create(&registry, FastOptions());
+  ASSERT_TRUE(measurer.ok()) << measurer.status();
+  for (const KernelDefinition& def : registry.kernels()) {
+    if (def.language != "cuda") continue;
+    for (const Problem& given : SampleProblems(def)) {
+      Problem problem = *def.ValidateProblem(given);
+      TaskKey task{def.name, def.Version(), problem, (*measurer)->device().device_class};
+      std::vector<Configuration> configs = SampleConfigs(def, problem, 2, 7);
+      auto results = (*measurer)->Measure(task, configs);
+      ASSERT_TRUE(results.ok()) << results.status();
+      for (size_t i = 0; i < configs.size(); ++i) {
+        EXPECT_EQ((*results)[i].status, MeasurementStatus::kOk)
+            << def.name << " " << CanonicalJson(problem) << " " << CanonicalJson(configs[i])
+            << ": " << (*results)[i].message;
+      }
+    }
+  }
+}
+
+// A client CUDA kernel whose compile-time parameter FAULT picks a misbehaviour: y = 2x, then
+// 0 nothing, 1 an illegal address, 2 a loop that never ends, 3 one wrong value, 4 code that
+// does not compile.
+constexpr char kFaultySource[] = R"(
+#if KT_REFERENCE
+extern "C" __global__ void ktune_reference(const float* x, float* y, int n) {
+  for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += gridDim.x * blockDim.x)
+    y[i] = 2 * x[i];
+}
+#else
+#if KT_FAULT == 4
+this line is not CUDA;
+#endif
+extern "C" __global__ void ktune_kernel(const float* x, float* y, int n) {
+  int i = blockIdx.x * blockDim.x + threadIdx.x;
+  if (i < n) y[i] = 2 * x[i];
+  if (KT_FAULT == 1 && i == 0) *(volatile float*)(0x10) = 1;
+  if (KT_FAULT == 2 && i == 0) { volatile int spin = 0; while (true) spin = spin + 1; }
+  if (KT_FAULT == 3 && i == n / 2) y[i] += 1;
+}
+#endif
+)";
+
+TEST(CudaMeasurerTest, FaultsBecomeTheRightStatusAndTheNextCandidateRuns) {
+  KTUNE_REQUIRE_GPU();
+  KernelRegistry registry;
+  KernelDefinition d;
+  d.name = "faulty_cuda";
+  d.language = "cuda";
+  d.description = "y = 2x with a fault";
+  d.source = kFaultySource;
+  d.parameters = {{"FAULT", {0, 1, 2, 3, 4}, true}};
+  d.problem = {{"n", 1, 1 << 24}};
+  d.buffers = {{"x", "n", false}, {"y", "n", true}};
+  d.flops = "n";
+  d.bytes = "8 * n";
+  d.default_config = {{"FAULT", "0"}};
+  d.launch.grid = {"(n + 255) // 256", "1", "1"};
+  d.launch.block = {"256", "1", "1"};
+  d.launch.reference_items = "n";
+  ASSERT_TRUE(registry.Register(d).ok());
+  CudaMeasurerOptions options = FastOptions();
+  options.run_timeout_ms = 5000;
+  auto measurer = CudaMeasurer::Create(&registry, options);
+  ASSERT_TRUE(measurer.ok()) << measurer.status();
+  TaskKey task{"faulty_cuda", "", {{"n", int64_t{100000}}}, (*measurer)->device().device_class};
+  auto config = [](int64_t fault) { return Configuration{{"FAULT", fault}}; };
+  auto results = (*measurer)->Measure(
+      task, {config(0), config(1), config(0), config(2), config(0), config(3), config(0),
+             config(4), config(0)});
+  ASSERT_TRUE(results.ok()) << results.status();
+  const std::vector<MeasurementStatus> expected = {
+      MeasurementStatus::kOk,          MeasurementStatus::kRuntimeError, MeasurementStatus::kOk,
+      MeasurementStatus::kTimeout,     MeasurementStatus::kOk,
+      MeasurementStatus::kWrongResult, MeasurementStatus::kOk,
+      MeasurementStatus::kCompileError, MeasurementStatus::kOk};
+  for (size_t i = 0; i < expected.size(); ++i) {
+    EXPECT_EQ((*results)[i].status, expected[i]) << i << ": " << (*results)[i].message;
+  }
+  EXPECT_THAT((*results)[1].message, HasSubstr("CUDA_ERROR"));
+  EXPECT_THAT((*results)[7].message, HasSubstr("error"));
+  EXPECT_GE((*measurer)->runner_starts(), 3);  // after the illegal address and the hang
+}
+
+}  // namespace
+}  // namespace ktune
