@@ -60,13 +60,6 @@ struct PpoOptions {
   int source_rows = 1024;        // cost-model rows per transfer source (its best quarter + sample)
 };
 
-// A recorded landscape of the same kernel on another device: the valid points of `space` with
-// their measured times (NaN for failures). Both must outlive the strategy.
-struct TransferSource {
-  const SearchSpace* space = nullptr;
-  const std::vector<double>* time_ms = nullptr;  // indexed like space->PointAt(i)
-};
-
 class PpoStrategy : public StrategyBase {
  public:
   explicit PpoStrategy(PpoOptions options = {});
@@ -75,7 +68,7 @@ class PpoStrategy : public StrategyBase {
 
   // Adds a source to learn from before tuning; call before PreTuning. Sources whose parameters
   // differ from the target's (names or value lists) are skipped, with a reason in the status.
-  absl::Status AddTransferSource(TransferSource source);
+  absl::Status AddTransferSource(TransferSource source) override;
 
   // The policy's weights, to store as an agent checkpoint (TuningDatabase::SaveCheckpoint).
   // FailedPrecondition before PreTuning.

@@ -32,6 +32,13 @@ struct Observation {
   double time_ms = 0;  // meaningful only when ok
 };
 
+// A recorded landscape of the same kernel on another device: the valid points of `space` with
+// their measured times (NaN for failures). Both must outlive the strategy.
+struct TransferSource {
+  const SearchSpace* space = nullptr;
+  const std::vector<double>* time_ms = nullptr;  // indexed like space->PointAt(i)
+};
+
 class SearchStrategy {
  public:
   virtual ~SearchStrategy() = default;
@@ -62,6 +69,9 @@ class SearchStrategy {
   }
   virtual void LoadCheckpoint(std::string blob) {}
   virtual absl::StatusOr<std::string> SaveCheckpoint() const { return std::string(); }
+  // Strategies that learn from other devices' recordings (PPO: transfer) take them before
+  // PreTuning; the others ignore them.
+  virtual absl::Status AddTransferSource(TransferSource source) { return absl::OkStatus(); }
 };
 
 // Strategies by name: "random", "anneal", "genetic", "model", "ppo". InvalidArgument listing

@@ -7,7 +7,6 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
-#include "agent/ppo_strategy.h"
 #include "agent/tuning_loop.h"
 #include "common/status_macros.h"
 #include "db/interchange/record_files.h"
@@ -87,12 +86,10 @@ absl::Status RunSearchBenchmark(const SearchBenchOptions& options,
       std::vector<double> agent_ms_per_batch;
       for (int seed = 1; seed <= options.seeds; ++seed) {
         KTUNE_ASSIGN_OR_RETURN(std::unique_ptr<SearchStrategy> strategy, MakeStrategy(name));
-        if (auto* ppo = dynamic_cast<PpoStrategy*>(strategy.get())) {
-          for (const auto& source : sources) {
-            if (source->kernel != task.kernel || source->device == task.device_class) continue;
-            KTUNE_RETURN_IF_ERROR(
-                ppo->AddTransferSource({&source->recorded.space, &source->time_ms}));
-          }
+        for (const auto& source : sources) {
+          if (source->kernel != task.kernel || source->device == task.device_class) continue;
+          KTUNE_RETURN_IF_ERROR(
+              strategy->AddTransferSource({&source->recorded.space, &source->time_ms}));
         }
         TuningOptions run{options.budget, options.batch_size, static_cast<uint64_t>(seed)};
         KTUNE_ASSIGN_OR_RETURN(TuningOutcome outcome,

@@ -62,7 +62,7 @@ absl::StatusOr<std::unique_ptr<Measurer>> PreciseMeasurer(const BenchKernelArgs&
     o.min_repeats = 10;
     o.max_repeats = 100;
     o.target_cv = 0.005;
-    o.max_seconds = 1.0;
+    o.max_seconds = 0.3;
     o.min_sample_ms = 2;
     KTUNE_ASSIGN_OR_RETURN(std::unique_ptr<CudaMeasurer> m, CudaMeasurer::Create(&registry, o));
     return std::unique_ptr<Measurer>(std::move(m));

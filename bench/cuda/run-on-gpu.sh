@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # The GPU check of the CUDA issue, for a machine with an NVIDIA GPU (the device tool's H100 or
-# H200), in about 8 minutes: the CUDA tests (they skip nothing when a GPU is present), then
-# `ktune bench kernel --vs cublas` tuning cuda_gemm at 4096³ and at M=16, N=K=4096, in f32 and
-# f16 (budget 200 each), each compared with cuBLAS in the same run. Output under $OUT (or
-# ./gpu-out): nvidia-smi.txt, cuda_test.txt, bench-f32.jsonl, bench-f16.jsonl, log.txt.
+# H200), in at most 9.5 minutes (device run: timeout_s 600): the CUDA tests (the GPU ones run
+# when a GPU is present), then `ktune bench kernel --vs cublas` tuning cuda_gemm at 4096³ and at
+# M=16, N=K=4096, in f32 and f16 (budget 200 each; the model-based strategy, as the bundle has
+# no LibTorch), each compared with cuBLAS in the same run. Output under $OUT (or ./gpu-out):
+# nvidia-smi.txt, cuda_test.txt, bench-f32.jsonl, bench-f16.jsonl, log.txt.
 #
 # The binaries come from .gpu/bundle.tar.xz (bench/cuda/bundle.sh, run where the project
-# builds); with the device tool:
-#   bash bench/cuda/bundle.sh && device run (carry .gpu): bash bench/cuda/run-on-gpu.sh
+# builds). With the device tool: `bash bench/cuda/bundle.sh` here, then
+#   run(command="bash bench/cuda/run-on-gpu.sh", carry=[".gpu"], timeout_s=600)
 set -uo pipefail
 out=${OUT:-$PWD/gpu-out}
 mkdir -p "$out"
@@ -16,7 +17,12 @@ root=$(cd "$(dirname "$0")/../.." && pwd)
 kt=/tmp/ktune-bundle
 rm -rf "$kt" && mkdir -p "$kt"
 xz -dc "$root/.gpu/bundle.tar.xz" | tar -C "$kt" -xf - || { echo "no bundle: run bench/cuda/bundle.sh first"; exit 1; }
-export LD_LIBRARY_PATH="$kt/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+# NVRTC and cuBLAS: the toolkit's, else the CUDA wheels beside the machine's PyTorch.
+extra=/usr/local/cuda/lib64
+for d in $(python3 -c 'import nvidia, os; print(" ".join(os.path.join(p, q, "lib") for p in nvidia.__path__ for q in os.listdir(p)))' 2>/dev/null); do
+  extra=$extra:$d
+done
+export LD_LIBRARY_PATH="$kt/lib:$extra${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 export KTUNE_RUNNER="$kt/bin/ktune-runner" KTUNE_CUDA_RUNNER="$kt/bin/ktune-cuda-runner"
 export KTUNE_CACHE_DIR=/tmp/ktune-cache
 [ -d /usr/local/cuda/include ] && export KTUNE_CUDA_INCLUDE=/usr/local/cuda/include
@@ -25,10 +31,10 @@ cd /tmp
 nvidia-smi > "$out/nvidia-smi.txt" 2>&1
 head -15 "$out/nvidia-smi.txt"
 echo "== cuda_test"
-timeout 240 "$kt/bin/cuda_test" 2>&1 | tee "$out/cuda_test.txt" | grep -E '^\[ *(OK|FAILED|SKIPPED|PASSED) ' 
+timeout 150 "$kt/bin/cuda_test" 2>&1 | tee "$out/cuda_test.txt" | grep -E '^\[ *(OK|FAILED|SKIPPED|PASSED) ' 
 for dtype in f32 f16; do
   echo "== bench $dtype"
-  timeout 200 "$kt/bin/ktune" bench kernel --device cuda --kernel cuda_gemm --vs cublas \
+  timeout 210 "$kt/bin/ktune" bench kernel --device cuda --kernel cuda_gemm --vs cublas \
     --dtype "$dtype" --problem M=4096,N=4096,K=4096 --problem M=16,N=4096,K=4096 \
-    --budget 200 --rounds 5 --db "/tmp/bench-$dtype.db" --json | tee "$out/bench-$dtype.jsonl"
+    --budget 200 --rounds 5 --strategy model --db "/tmp/bench-$dtype.db" --json | tee "$out/bench-$dtype.jsonl"
 done
