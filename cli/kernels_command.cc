@@ -30,7 +30,7 @@ int RunKernels(const KernelsArgs& a) {
     if (!k.ok()) return UsageError(cmd, std::string(k.status().message()));
     chosen.push_back(*k);
   } else {
-    for (const KernelDefinition& k : registry.kernels()) chosen.push_back(&k);
+    chosen = registry.List();
   }
   if (!a.problem.empty() && chosen.size() != 1) {
     return UsageError(cmd, "--problem needs a kernel name: ktune kernels NAME --problem ...");

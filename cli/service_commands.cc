@@ -150,7 +150,8 @@ int RunWorker(const WorkerArgs& a) {
   if (!ParseLogFormat(a.log_format, &format)) return UsageError(cmd, "--log-format: text or json");
   SetLogFormat(format);
   std::unique_ptr<Measurer> measurer;
-  const KernelRegistry registry = KernelRegistry::WithBuiltins();
+  // Built-ins, plus the kernels clients registered with the server as they arrive.
+  KernelRegistry registry = KernelRegistry::WithBuiltins();
   int cores = 1;
   if (absl::StartsWith(a.device, "replay:")) {
     absl::StatusOr<RecordedSpace> recorded = LoadRecordedSpace(a.device.substr(7));
@@ -187,6 +188,7 @@ int RunWorker(const WorkerArgs& a) {
   options.max_candidates = a.max_candidates;
   options.max_measurements = a.max_measurements;
   options.idle_exit = absl::Seconds(a.idle_exit_s);
+  options.registry = &registry;
   LogEvent("worker_started",
            {{"device_class", measurer->device().device_class}, {"server", a.server}});
   WorkerLoop loop(stub.get(), measurer.get(), options, &stop);

@@ -103,6 +103,9 @@ KernelDefinition CudaGemmCublasDefinition() {
   d.rtol = gemm.rtol;
   d.atol = gemm.atol;
   d.dtype_tolerance = gemm.dtype_tolerance;
+  // Checked against the template's reference kernel, launched as for cuda_gemm.
+  d.reference_source = gemm.source;
+  d.launch.reference_items = gemm.launch.reference_items;
   return d;
 }
 

@@ -256,6 +256,22 @@ absl::Status KernelDefinition::Validate() const {
   if (defaults->size() != parameters.size()) {
     return absl::InvalidArgumentError("the default configuration must give every parameter");
   }
+  if (language == "cuda") {
+    for (const std::string* e :
+         {&launch.grid[0], &launch.grid[1], &launch.grid[2], &launch.block[0], &launch.block[1],
+          &launch.block[2], &launch.zero_outputs}) {
+      auto v = EvaluateForConfig(*e, sample, *defaults);
+      if (!v.ok()) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("launch size '", *e, "': ", v.status().message()));
+      }
+    }
+    auto items = EvaluateForProblem(launch.reference_items, sample);
+    if (!items.ok()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("launch.reference_items: ", items.status().message()));
+    }
+  }
   return absl::OkStatus();
 }
 

@@ -5,6 +5,9 @@
 #define KTUNE_KERNELS_KERNEL_REGISTRY_H_
 
 #include <string_view>
+#include <deque>
+#include <mutex>
+#include <shared_mutex>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -24,8 +27,15 @@ KernelDefinition CudaConv2dDefinition();      // the shared convolution spaces' 
 KernelDefinition CudaReduceRowsDefinition();  // row sums
 KernelDefinition CudaSoftmaxDefinition();     // row softmax
 
+// Thread-safe: Find, Get, List and Register may run concurrently (the server registers client
+// kernels while serving). A definition, once in the registry, never moves or changes: pointers
+// to it stay valid for the registry's life.
 class KernelRegistry {
  public:
+  KernelRegistry() = default;
+  KernelRegistry(const KernelRegistry&) = delete;
+  KernelRegistry& operator=(const KernelRegistry&) = delete;
+
   // A registry holding the built-in kernels.
   static KernelRegistry WithBuiltins();
 
@@ -34,14 +44,19 @@ class KernelRegistry {
   // NotFound listing the kernels there are.
   absl::StatusOr<const KernelDefinition*> Get(std::string_view name) const;
 
-  const std::vector<KernelDefinition>& kernels() const { return kernels_; }
+  // Every kernel, in registration order (built-ins first).
+  std::vector<const KernelDefinition*> List() const;
 
   // Adds a client kernel after KernelDefinition::Validate. AlreadyExists when the name is taken
-  // by a kernel of another version; registering the same version again is a no-op.
-  absl::Status Register(KernelDefinition definition);
+  // by a kernel of another version; registering the same version again is a no-op. Returns the
+  // registered definition.
+  absl::StatusOr<const KernelDefinition*> Register(KernelDefinition definition);
 
  private:
-  std::vector<KernelDefinition> kernels_;
+  explicit KernelRegistry(std::vector<KernelDefinition> kernels);
+
+  mutable std::shared_mutex mu_;
+  std::deque<KernelDefinition> kernels_;  // a deque: growing it moves no element
 };
 
 }  // namespace ktune

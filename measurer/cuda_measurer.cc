@@ -1,7 +1,10 @@
 #include "measurer/cuda_measurer.h"
 
 #include <algorithm>
+#include <limits>
+#include <optional>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
 #include "measurer/cuda_programs.h"
@@ -150,7 +153,15 @@ absl::StatusOr<CudaMeasurer::TaskState*> CudaMeasurer::StateFor(const TaskKey& t
   const std::string dtype = FormatParamValue(state->problem.at("dtype"));
   spec.set_dtype(dtype);
   KTUNE_ASSIGN_OR_RETURN(std::vector<int64_t> problem_values, def.ProblemValues(state->problem));
-  for (int64_t v : problem_values) spec.add_problem(v);
+  for (size_t i = 0; i < problem_values.size(); ++i) {
+    if (problem_values[i] > std::numeric_limits<int32_t>::max()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "problem parameter ", def.problem[i].name, " = ", problem_values[i],
+          " does not fit the kernel's int argument"));
+    }
+    spec.add_problem(problem_values[i]);
+  }
+  const double element_bytes = dtype == "f16" ? 2 : 4;
   int outputs = 0;
   for (const BufferSpec& b : def.buffers) {
     KTUNE_ASSIGN_OR_RETURN(double n, def.EvaluateForProblem(b.elements, state->problem));
@@ -160,6 +171,7 @@ absl::StatusOr<CudaMeasurer::TaskState*> CudaMeasurer::StateFor(const TaskKey& t
     }
     spec.add_buffer_elements(static_cast<int64_t>(n));
     outputs += b.output;
+    if (b.output) state->output_bytes += n * element_bytes;
   }
   spec.set_num_outputs(outputs);
   const auto [rtol, atol] = def.ToleranceFor(dtype);
@@ -236,10 +248,16 @@ absl::StatusOr<std::vector<MeasureResult>> CudaMeasurer::Measure(
     }
     state->spec.set_reference_cubin(ref.cubin_path());
   }
+  std::optional<MeasureResult> unprepared;  // the task's inputs or reference failed
   for (size_t i = 0; i < configs.size(); ++i) {
     if (!runnable[i]) continue;
+    if (unprepared) {
+      results[i] = *unprepared;
+      continue;
+    }
     const cuda_runner::CompileResult* build = program_of[i] >= 0 ? &builds[program_of[i]] : nullptr;
     results[i] = RunOne(*state, configs[i], build);
+    if (absl::StartsWith(results[i].message, "preparing the task failed")) unprepared = results[i];
     if (results[i].status == MeasurementStatus::kOk) {
       state->best_ms =
           state->best_ms > 0 ? std::min(state->best_ms, *results[i].time_ms) : *results[i].time_ms;
@@ -279,14 +297,19 @@ MeasureResult CudaMeasurer::RunOne(TaskState& state, const Configuration& config
   request.set_min_sample_ms(options_.min_sample_ms);
   request.set_flush_l2(options_.flush_l2);
 
-  // The first run of a task also prepares inputs and the reference.
+  // The run's time: absolute, or relative to the task's best; plus copying the outputs back and
+  // comparing them (at 100 MB/s at worst), plus preparing the task when the runner does not
+  // hold it (a new task, or a new runner after a crash or timeout).
   int64_t timeout_ms = options_.run_timeout_ms;
   if (state.best_ms > 0) {
     const double runs = options_.warmup_runs + options_.min_repeats;
     const double relative =
         options_.relative_timeout * state.best_ms * runs + options_.max_seconds * 1e3 + 1000;
     timeout_ms = std::min<int64_t>(timeout_ms, static_cast<int64_t>(relative));
-  } else {
+  }
+  timeout_ms += static_cast<int64_t>(state.output_bytes / 1e5);
+  const std::string task_key = state.spec.SerializeAsString();
+  if (!client_.running() || client_.starts() != prepared_in_start_ || prepared_task_ != task_key) {
     timeout_ms += options_.prepare_timeout_ms;
   }
   cuda_runner::Response response;
@@ -294,6 +317,10 @@ MeasureResult CudaMeasurer::RunOne(TaskState& state, const Configuration& config
   absl::StatusOr<RunnerProcess::Outcome> outcome =
       client_.Run(request, timeout_ms, &response, &death);
   if (!outcome.ok()) return Failed(MeasurementStatus::kRuntimeError, outcome.status().ToString());
+  if (*outcome == RunnerProcess::Outcome::kAnswered && client_.running()) {
+    prepared_task_ = task_key;
+    prepared_in_start_ = client_.starts();
+  }
   switch (*outcome) {
     case RunnerProcess::Outcome::kTimedOut:
       return Failed(MeasurementStatus::kTimeout,

@@ -47,6 +47,7 @@ class CudaRunnerClient {
                                              std::string* death);
 
   int64_t starts() const { return process_.starts(); }
+  bool running() const { return process_.running(); }
 
  private:
   RunnerProcess process_;
@@ -96,6 +97,7 @@ class CudaMeasurer : public Measurer {
     std::unique_ptr<SearchSpace> space;
     cuda_runner::TaskSpec spec;  // reference_cubin set once compiled
     double best_ms = 0;
+    double output_bytes = 0;
   };
   absl::StatusOr<TaskState*> StateFor(const TaskKey& task);
   MeasureResult RunOne(TaskState& state, const Configuration& config,
@@ -104,6 +106,10 @@ class CudaMeasurer : public Measurer {
   const KernelRegistry* registry_;
   CudaMeasurerOptions options_;
   CudaRunnerClient client_;
+  // The task the runner holds prepared (inputs, reference), and in which of its lives: a run
+  // of another task, or in a fresh runner, is given the preparation's time too.
+  std::string prepared_task_;
+  int64_t prepared_in_start_ = -1;
   cuda_runner::DeviceDescription description_;
   DeviceInfo device_;
   std::map<std::string, std::unique_ptr<TaskState>> tasks_;

@@ -143,8 +143,20 @@ absl::Status WorkerLoop::Run() {
       LeaseHeartbeat heartbeat(stub_, worker_id_, lease.lease_id(), heartbeat_interval_,
                                options_.rpc_deadline, options_.token);
       std::map<std::string, std::vector<int>> by_task;  // serialized task -> candidate indices
+      std::map<std::string, absl::Status> unusable;     // kernel -> why it cannot be measured
       for (int i = 0; i < lease.candidates_size(); ++i) {
         by_task[lease.candidates(i).task().SerializeAsString()].push_back(i);
+        const v1::Candidate& c = lease.candidates(i);
+        if (!c.has_kernel_spec()) continue;
+        absl::Status registered =
+            options_.registry == nullptr
+                ? absl::FailedPreconditionError("this worker does not take client kernels")
+                : [&] {
+                    absl::StatusOr<KernelDefinition> k = FromProto(c.kernel_spec());
+                    if (!k.ok()) return k.status();
+                    return options_.registry->Register(*std::move(k)).status();
+                  }();
+        if (!registered.ok()) unusable[c.kernel_spec().name()] = registered;
       }
       for (const auto& [key, indices] : by_task) {
         absl::StatusOr<TaskKey> task = FromProto(lease.candidates(indices[0]).task());
@@ -156,7 +168,22 @@ absl::Status WorkerLoop::Run() {
           if (!config.ok()) return config.status();
           configs.push_back(*std::move(config));
         }
-        absl::StatusOr<std::vector<MeasureResult>> results = measurer_->Measure(*task, configs);
+        absl::StatusOr<std::vector<MeasureResult>> results =
+            unusable.count(task->kernel) ? absl::StatusOr<std::vector<MeasureResult>>(
+                                               unusable[task->kernel])
+                                         : measurer_->Measure(*task, configs);
+        // A task this worker cannot measure (a kernel it cannot load, a problem its measurer
+        // refuses) fails its candidates, not the worker.
+        if (!results.ok() && (absl::IsInvalidArgument(results.status()) ||
+                              absl::IsNotFound(results.status()) ||
+                              absl::IsFailedPrecondition(results.status()) ||
+                              absl::IsAlreadyExists(results.status()))) {
+          MeasureResult failed;
+          failed.status = MeasurementStatus::kRuntimeError;
+          failed.message =
+              absl::StrCat("this worker cannot measure the task: ", results.status().message());
+          results = std::vector<MeasureResult>(indices.size(), failed);
+        }
         if (!results.ok()) return results.status();
         for (size_t k = 0; k < indices.size(); ++k) {
           const MeasureResult& r = (*results)[k];

@@ -13,6 +13,7 @@
 #include "absl/status/status.h"
 #include "absl/time/time.h"
 #include "ktune/v1/worker_service.grpc.pb.h"
+#include "kernels/kernel_registry.h"
 #include "measurer/measurer.h"
 
 namespace ktune {
@@ -28,6 +29,10 @@ struct WorkerLoopOptions {
   int64_t max_measurements = 0;
   // Stop after this long with nothing to lease (zero: never); for tests and benchmarks.
   absl::Duration idle_exit = absl::ZeroDuration();
+  // Where kernels that clients registered with the server (their specs come with the
+  // candidates) are added, so that the measurer finds them; the measurer's registry. Null: such
+  // candidates are reported as failures.
+  KernelRegistry* registry = nullptr;
 };
 
 class WorkerLoop {

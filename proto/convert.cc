@@ -1,5 +1,7 @@
 #include "proto/convert.h"
 
+#include <map>
+
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
 
@@ -128,6 +130,105 @@ absl::StatusOr<MeasurementStatus> FromProto(v1::MeasurementStatus status) {
     return absl::InvalidArgumentError(absl::StrCat("unknown measurement status ", s));
   }
   return static_cast<MeasurementStatus>(s - 1);
+}
+
+v1::KernelSpec ToProto(const KernelDefinition& k) {
+  v1::KernelSpec spec;
+  spec.set_name(k.name);
+  spec.set_language(k.language);
+  spec.set_description(k.description);
+  spec.set_source(k.source);
+  for (const KernelParameter& p : k.parameters) {
+    v1::KernelParameterSpec* param = spec.add_parameters();
+    param->set_name(p.name);
+    for (int64_t v : p.values) param->add_values(v);
+    param->set_compile_time(p.compile_time);
+    param->set_description(p.description);
+  }
+  for (const std::string& c : k.constraints) spec.add_constraints(c);
+  for (const ProblemParameter& p : k.problem) {
+    v1::ProblemParameterSpec* param = spec.add_problem();
+    param->set_name(p.name);
+    param->set_min(p.min);
+    param->set_max(p.max);
+    param->set_description(p.description);
+  }
+  for (const std::string& d : k.dtypes) spec.add_dtypes(d);
+  for (const BufferSpec& b : k.buffers) {
+    v1::BufferSpec* buffer = spec.add_buffers();
+    buffer->set_name(b.name);
+    buffer->set_elements(b.elements);
+    buffer->set_output(b.output);
+  }
+  spec.set_flops(k.flops);
+  spec.set_bytes(k.bytes);
+  for (const auto& [name, expression] : k.default_config) {
+    (*spec.mutable_default_config())[name] = expression;
+  }
+  spec.set_rtol(k.rtol);
+  spec.set_atol(k.atol);
+  if (k.language == "cuda") {
+    for (const std::string& g : k.launch.grid) spec.mutable_launch()->add_grid(g);
+    for (const std::string& b : k.launch.block) spec.mutable_launch()->add_block(b);
+    spec.mutable_launch()->set_reference_items(k.launch.reference_items);
+    spec.mutable_launch()->set_zero_outputs(k.launch.zero_outputs);
+  }
+  spec.set_reference_source(k.reference_source);
+  spec.set_version(k.Version());
+  return spec;
+}
+
+absl::StatusOr<KernelDefinition> FromProto(const v1::KernelSpec& spec) {
+  auto too_many = [](const char* field, size_t limit) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("kernel.", field, " is over the API's limit of ", limit));
+  };
+  if (spec.source().size() > (1 << 20)) return too_many("source (bytes)", 1 << 20);
+  if (spec.reference_source().size() > (1 << 20)) {
+    return too_many("reference_source (bytes)", 1 << 20);
+  }
+  if (spec.parameters_size() > 64) return too_many("parameters", 64);
+  if (spec.constraints_size() > 256) return too_many("constraints", 256);
+  if (spec.problem_size() > 32) return too_many("problem", 32);
+  if (spec.buffers_size() > 16) return too_many("buffers", 16);
+  KernelDefinition k;
+  k.name = spec.name();
+  k.language = spec.language();
+  k.description = spec.description();
+  k.source = spec.source();
+  for (const v1::KernelParameterSpec& p : spec.parameters()) {
+    if (p.values_size() > 4096) return too_many("parameters[].values", 4096);
+    k.parameters.push_back({p.name(), {p.values().begin(), p.values().end()}, p.compile_time(),
+                            p.description()});
+  }
+  k.constraints.assign(spec.constraints().begin(), spec.constraints().end());
+  for (const v1::ProblemParameterSpec& p : spec.problem()) {
+    k.problem.push_back({p.name(), p.min(), p.max(), p.description()});
+  }
+  if (spec.dtypes_size() > 0) k.dtypes.assign(spec.dtypes().begin(), spec.dtypes().end());
+  for (const v1::BufferSpec& b : spec.buffers()) {
+    k.buffers.push_back({b.name(), b.elements(), b.output()});
+  }
+  k.flops = spec.flops();
+  k.bytes = spec.bytes();
+  // Sorted by name: the map's order on the wire is unspecified, the version must not be.
+  std::map<std::string, std::string> defaults(spec.default_config().begin(),
+                                              spec.default_config().end());
+  k.default_config.assign(defaults.begin(), defaults.end());
+  if (spec.rtol() > 0) k.rtol = spec.rtol();
+  if (spec.atol() > 0) k.atol = spec.atol();
+  if (spec.has_launch()) {
+    const v1::CudaLaunchSpec& l = spec.launch();
+    if (l.grid_size() != 3 || l.block_size() != 3) {
+      return absl::InvalidArgumentError("kernel.launch needs 3 grid and 3 block expressions");
+    }
+    for (int i = 0; i < 3; ++i) k.launch.grid[i] = l.grid(i), k.launch.block[i] = l.block(i);
+    if (!l.reference_items().empty()) k.launch.reference_items = l.reference_items();
+    if (!l.zero_outputs().empty()) k.launch.zero_outputs = l.zero_outputs();
+  }
+  k.reference_source = spec.reference_source();
+  KTUNE_RETURN_IF_ERROR(k.Validate());
+  return k;
 }
 
 }  // namespace ktune

@@ -7,6 +7,7 @@
 #include "absl/status/statusor.h"
 #include "db/record.h"
 #include "kernels/configuration.h"
+#include "kernels/kernel_definition.h"
 #include "ktune/v1/types.pb.h"
 
 namespace ktune {
@@ -21,6 +22,12 @@ absl::StatusOr<TaskKey> FromProto(const v1::TaskKey& task);
 // The fingerprint travels whole in extra["fingerprint_json"]; class and family in their fields.
 v1::DeviceFingerprint ToProto(const DeviceInfo& device);
 absl::StatusOr<DeviceInfo> FromProto(const v1::DeviceFingerprint& device);
+
+// A kernel on the wire (RegisterKernel, candidates of client kernels). FromProto enforces the
+// API's size limits and KernelDefinition::Validate: InvalidArgument saying what is wrong. The
+// result is not `builtin`.
+v1::KernelSpec ToProto(const KernelDefinition& kernel);
+absl::StatusOr<KernelDefinition> FromProto(const v1::KernelSpec& spec);
 
 v1::MeasurementStatus ToProto(MeasurementStatus status);
 v1::Record ToProto(const Record& record);

@@ -1,5 +1,7 @@
 #include "server/services.h"
 
+#include <set>
+
 #include <condition_variable>
 #include <mutex>
 #include <thread>
@@ -97,7 +99,15 @@ grpc::ServerUnaryReactor* WorkerServiceImpl::LeaseBatch(grpc::CallbackServerCont
       scheduler_->Lease(request->worker_id(), request->max_candidates());
   if (!grant.ok()) return Done(ctx, grant.status());
   response->set_lease_id(grant->lease_id);
-  for (v1::Candidate& c : grant->candidates) *response->add_candidates() = std::move(c);
+  // Client kernels travel with their first candidate: workers know only the built-ins.
+  std::set<std::string> described;
+  for (v1::Candidate& c : grant->candidates) {
+    const KernelDefinition* k = registry_->Find(c.task().kernel().name());
+    if (k != nullptr && !k->builtin && described.insert(k->name).second) {
+      *c.mutable_kernel_spec() = ToProto(*k);
+    }
+    *response->add_candidates() = std::move(c);
+  }
   response->set_lease_expires_in_ms(absl::ToInt64Milliseconds(grant->expires_in));
   if (grant->lease_id.empty()) response->set_retry_after_ms(200);
   return Done(ctx, absl::OkStatus());
@@ -373,31 +383,53 @@ grpc::ServerUnaryReactor* TuningServiceImpl::QueryBest(grpc::CallbackServerConte
   return Done(ctx, absl::OkStatus());
 }
 
+namespace {
+
+v1::KernelInfo KernelInfoOf(const KernelDefinition& k) {
+  v1::KernelInfo info;
+  info.mutable_kernel()->set_name(k.name);
+  info.mutable_kernel()->set_version(k.Version());
+  info.set_language(k.language);
+  info.set_description(k.description);
+  for (const KernelParameter& p : k.parameters) {
+    v1::ParameterInfo* param = info.add_parameters();
+    param->set_name(p.name);
+    for (int64_t v : p.values) param->add_values()->set_int_value(v);
+  }
+  for (const std::string& c : k.constraints) info.add_constraints(c);
+  for (const ProblemParameter& p : k.problem) info.add_problem_parameters(p.name);
+  for (const auto& [name, expression] : k.default_config) {
+    // Defaults may depend on the problem and machine; the API shows constant ones.
+    int64_t v;
+    if (absl::SimpleAtoi(expression, &v)) {
+      (*info.mutable_default_config()->mutable_params())[name].set_int_value(v);
+    }
+  }
+  return info;
+}
+
+}  // namespace
+
 grpc::ServerUnaryReactor* TuningServiceImpl::ListKernels(grpc::CallbackServerContext* ctx,
                                                          const v1::ListKernelsRequest*,
                                                          v1::ListKernelsResponse* response) {
   if (absl::Status a = auth_->Check(ctx, Role::kQuery); !a.ok()) return Done(ctx, a);
-  for (const KernelDefinition& k : spaces_->registry().kernels()) {
-    v1::KernelInfo* info = response->add_kernels();
-    info->mutable_kernel()->set_name(k.name);
-    info->mutable_kernel()->set_version(k.Version());
-    info->set_language(k.language);
-    info->set_description(k.description);
-    for (const KernelParameter& p : k.parameters) {
-      v1::ParameterInfo* param = info->add_parameters();
-      param->set_name(p.name);
-      for (int64_t v : p.values) param->add_values()->set_int_value(v);
-    }
-    for (const std::string& c : k.constraints) info->add_constraints(c);
-    for (const ProblemParameter& p : k.problem) info->add_problem_parameters(p.name);
-    for (const auto& [name, expression] : k.default_config) {
-      // Defaults may depend on the problem and machine; the API shows constant ones.
-      int64_t v;
-      if (absl::SimpleAtoi(expression, &v)) {
-        (*info->mutable_default_config()->mutable_params())[name].set_int_value(v);
-      }
-    }
+  for (const KernelDefinition* k : spaces_->registry().List()) {
+    *response->add_kernels() = KernelInfoOf(*k);
   }
+  return Done(ctx, absl::OkStatus());
+}
+
+grpc::ServerUnaryReactor* TuningServiceImpl::RegisterKernel(
+    grpc::CallbackServerContext* ctx, const v1::RegisterKernelRequest* request,
+    v1::KernelInfo* response) {
+  if (absl::Status a = auth_->Check(ctx, Role::kAdmin); !a.ok()) return Done(ctx, a);
+  if (!request->has_kernel()) {
+    return Done(ctx, absl::InvalidArgumentError("kernel (a KernelSpec) is required"));
+  }
+  absl::StatusOr<const KernelDefinition*> registered = client_kernels_->Register(request->kernel());
+  if (!registered.ok()) return Done(ctx, registered.status());
+  *response = KernelInfoOf(**registered);
   return Done(ctx, absl::OkStatus());
 }
 

@@ -15,6 +15,7 @@
 #include "ktune/v1/worker_service.grpc.pb.h"
 #include "server/auth.h"
 #include "server/best_cache.h"
+#include "server/client_kernels.h"
 #include "server/scheduler.h"
 #include "server/task_spaces.h"
 
@@ -24,8 +25,9 @@ grpc::Status ToGrpc(const absl::Status& s);
 
 class WorkerServiceImpl final : public v1::WorkerService::CallbackService {
  public:
-  WorkerServiceImpl(Scheduler* scheduler, const Authenticator* auth)
-      : scheduler_(scheduler), auth_(auth) {}
+  WorkerServiceImpl(Scheduler* scheduler, const KernelRegistry* registry,
+                    const Authenticator* auth)
+      : scheduler_(scheduler), registry_(registry), auth_(auth) {}
   grpc::ServerUnaryReactor* Register(grpc::CallbackServerContext* ctx,
                                      const v1::RegisterRequest* request,
                                      v1::RegisterResponse* response) override;
@@ -43,14 +45,19 @@ class WorkerServiceImpl final : public v1::WorkerService::CallbackService {
 
  private:
   Scheduler* scheduler_;
+  const KernelRegistry* registry_;
   const Authenticator* auth_;
 };
 
 class TuningServiceImpl final : public v1::TuningService::CallbackService {
  public:
   TuningServiceImpl(Scheduler* scheduler, const TaskSpaces* spaces, BestCache* best,
-                    const Authenticator* auth)
-      : scheduler_(scheduler), spaces_(spaces), best_(best), auth_(auth) {}
+                    ClientKernels* client_kernels, const Authenticator* auth)
+      : scheduler_(scheduler),
+        spaces_(spaces),
+        best_(best),
+        client_kernels_(client_kernels),
+        auth_(auth) {}
   grpc::ServerUnaryReactor* SubmitJob(grpc::CallbackServerContext* ctx,
                                       const v1::SubmitJobRequest* request,
                                       v1::Job* response) override;
@@ -78,10 +85,15 @@ class TuningServiceImpl final : public v1::TuningService::CallbackService {
   grpc::ServerUnaryReactor* ListKernels(grpc::CallbackServerContext* ctx,
                                         const v1::ListKernelsRequest* request,
                                         v1::ListKernelsResponse* response) override;
+  // Admin role only: the kernel is validated, versioned, stored and then usable in jobs.
+  grpc::ServerUnaryReactor* RegisterKernel(grpc::CallbackServerContext* ctx,
+                                           const v1::RegisterKernelRequest* request,
+                                           v1::KernelInfo* response) override;
 
  private:
   Scheduler* scheduler_;
   const TaskSpaces* spaces_;
+  ClientKernels* client_kernels_;
   // tune_if_missing: queues a job for the task (one per task while it runs).
   absl::StatusOr<std::string> TuneInBackground(const BestQuery& query);
   static constexpr int64_t kBackgroundBudget = 64;

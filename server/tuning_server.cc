@@ -16,6 +16,9 @@ absl::StatusOr<std::unique_ptr<TuningServer>> TuningServer::Start(TuningServerOp
   KTUNE_ASSIGN_OR_RETURN(s->sqlite_, SqliteTuningDatabase::Open(s->options_.db_path));
   s->db_ = std::make_unique<LockedTuningDatabase>(s->sqlite_.get());
   s->spaces_ = std::make_unique<TaskSpaces>(&s->registry_);
+  // Client kernels first: recovered jobs may use them.
+  s->client_kernels_ = std::make_unique<ClientKernels>(s->db_.get(), &s->registry_);
+  KTUNE_RETURN_IF_ERROR(s->client_kernels_->Load());
   for (const std::string& file : s->options_.replay_files) {
     KTUNE_RETURN_IF_ERROR(s->spaces_->AddRecordedFile(file));
   }
@@ -34,9 +37,10 @@ absl::StatusOr<std::unique_ptr<TuningServer>> TuningServer::Start(TuningServerOp
   if (!s->options_.auth_file.empty()) {
     KTUNE_ASSIGN_OR_RETURN(s->auth_, Authenticator::FromFile(s->options_.auth_file));
   }
-  s->worker_service_ = std::make_unique<WorkerServiceImpl>(s->scheduler_.get(), &s->auth_);
-  s->tuning_service_ = std::make_unique<TuningServiceImpl>(s->scheduler_.get(), s->spaces_.get(),
-                                                           s->best_.get(), &s->auth_);
+  s->worker_service_ =
+      std::make_unique<WorkerServiceImpl>(s->scheduler_.get(), &s->registry_, &s->auth_);
+  s->tuning_service_ = std::make_unique<TuningServiceImpl>(
+      s->scheduler_.get(), s->spaces_.get(), s->best_.get(), s->client_kernels_.get(), &s->auth_);
 
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();

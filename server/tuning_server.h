@@ -15,6 +15,7 @@
 #include "db/sqlite_tuning_database.h"
 #include "grpcpp/server.h"
 #include "kernels/kernel_registry.h"
+#include "server/client_kernels.h"
 #include "server/auth.h"
 #include "server/best_cache.h"
 #include "server/metrics.h"
@@ -57,6 +58,7 @@ class TuningServer {
   std::unique_ptr<LockedTuningDatabase> db_;
   KernelRegistry registry_ = KernelRegistry::WithBuiltins();
   std::unique_ptr<TaskSpaces> spaces_;
+  std::unique_ptr<ClientKernels> client_kernels_;
   Authenticator auth_;
   Metrics metrics_;
   std::unique_ptr<MetricsHttpServer> metrics_http_;

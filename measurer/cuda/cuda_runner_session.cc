@@ -16,6 +16,7 @@ namespace {
 using cuda_runner::RunResponse;
 
 constexpr int kReferenceBlock = 256;
+constexpr char kPrepareFailed[] = "preparing the task failed: ";
 
 double Seconds(std::chrono::steady_clock::time_point since) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - since).count();
@@ -192,6 +193,21 @@ absl::StatusOr<CUfunction> CudaRunnerSession::Function(const std::string& cubin_
   return function;
 }
 
+void CudaRunnerSession::Unload(const std::string& cubin_path) {
+  auto it = modules_.find(cubin_path);
+  if (it == modules_.end()) return;
+  if (it->second != nullptr) driver_->cuModuleUnload(it->second);
+  modules_.erase(it);
+}
+
+CUresult CudaRunnerSession::UploadInputs() {
+  for (size_t b = 0; b < inputs_.size(); ++b) {
+    const CUresult r = driver_->cuMemcpyHtoD(buffers_[b], inputs_[b].data(), inputs_[b].size());
+    if (r != CUDA_SUCCESS) return r;
+  }
+  return CUDA_SUCCESS;
+}
+
 CUresult CudaRunnerSession::FillOutputs(unsigned char byte) {
   const int first = static_cast<int>(buffers_.size()) - task_.num_outputs();
   for (int b = first; b < static_cast<int>(buffers_.size()); ++b) {
@@ -211,7 +227,10 @@ absl::Status CudaRunnerSession::PrepareTask(const cuda_runner::TaskSpec& task,
   const CudaDriver& d = *driver_;
   for (CUdeviceptr p : buffers_) d.cuMemFree(p);
   buffers_.clear();
+  inputs_.clear();
   reference_.clear();
+  tolerance_.clear();
+  if (!task_.reference_cubin().empty()) Unload(task_.reference_cubin());
   task_key_.clear();
   task_ = task;
   element_bytes_ = task.dtype() == "f16" ? 2 : 4;
@@ -231,27 +250,27 @@ absl::Status CudaRunnerSession::PrepareTask(const cuda_runner::TaskSpec& task,
   std::uniform_real_distribution<float> uniform(-1.0f, 1.0f);
   for (int b = 0; b < inputs; ++b) {
     const int64_t count = task.buffer_elements(b);
-    CUresult r;
-    if (element_bytes_ == 4) {
-      std::vector<float> host(count);
-      for (float& v : host) v = uniform(rng);
-      r = d.cuMemcpyHtoD(buffers_[b], host.data(), count * 4);
-    } else {
-      std::vector<uint16_t> host(count);
-      for (uint16_t& v : host) v = FloatToHalfBits(uniform(rng));
-      r = d.cuMemcpyHtoD(buffers_[b], host.data(), count * 2);
+    std::vector<unsigned char>& host = inputs_.emplace_back(count * element_bytes_);
+    for (int64_t i = 0; i < count; ++i) {
+      const float v = uniform(rng);
+      if (element_bytes_ == 4) {
+        std::memcpy(host.data() + 4 * i, &v, 4);
+      } else {
+        const uint16_t bits = FloatToHalfBits(v);
+        std::memcpy(host.data() + 2 * i, &bits, 2);
+      }
     }
-    if (r != CUDA_SUCCESS) return absl::InternalError(d.ErrorText(r));
   }
+  if (CUresult r = UploadInputs(); r != CUDA_SUCCESS) return absl::InternalError(d.ErrorText(r));
+  problem_.assign(task.problem().begin(), task.problem().end());
 
   // The reference writes the outputs; they are kept on the host.
   absl::StatusOr<CUfunction> reference = Function(task.reference_cubin(), "ktune_reference");
   if (!reference.ok()) return reference.status();
   if (CUresult r = FillOutputs(0xFF); r != CUDA_SUCCESS) return absl::InternalError(d.ErrorText(r));
   std::vector<void*> args;
-  std::vector<int> problem(task.problem().begin(), task.problem().end());
   for (CUdeviceptr& p : buffers_) args.push_back(&p);
-  for (int& v : problem) args.push_back(&v);
+  for (int& v : problem_) args.push_back(&v);
   const int64_t items = std::max<int64_t>(1, task.reference_items());
   const unsigned blocks = static_cast<unsigned>(
       std::min<int64_t>((items + kReferenceBlock - 1) / kReferenceBlock, int64_t{1} << 16));
@@ -265,40 +284,45 @@ absl::Status CudaRunnerSession::PrepareTask(const cuda_runner::TaskSpec& task,
     reference_.emplace_back();
     r = CopyToHost(d, buffers_[b], task.buffer_elements(b), element_bytes_, &reference_.back());
     if (r != CUDA_SUCCESS) return absl::InternalError(d.ErrorText(r));
+    double max_ref = 0;
+    for (float v : reference_.back()) max_ref = std::max(max_ref, std::fabs(static_cast<double>(v)));
+    tolerance_.push_back(task.atol() + task.rtol() * max_ref);
   }
   task_key_ = std::move(key);
   *prepare_ms = Seconds(start) * 1e3;
   return absl::OkStatus();
 }
 
-CUresult CudaRunnerSession::Launch(const cuda_runner::RunRequest& request, CUfunction function) {
+CUresult CudaRunnerSession::Launch(const cuda_runner::RunRequest& request, CUfunction function,
+                                   const std::vector<void*>& args) {
   const CudaDriver& d = *driver_;
   if (request.zero_outputs()) {
     if (CUresult r = FillOutputs(0); r != CUDA_SUCCESS) return r;
   }
-  if (request.vendor_library() == "cublas") {
-    const Cublas& blas = **Cublas::Get();  // checked before the first launch
-    const int m = static_cast<int>(task_.problem(0)), n = static_cast<int>(task_.problem(1)),
-              k = static_cast<int>(task_.problem(2));
-    const float alpha = 1, beta = 0;
-    const cudaDataType type = element_bytes_ == 2 ? CUDA_R_16F : CUDA_R_32F;
-    const auto algo = static_cast<cublasGemmAlgo_t>(request.vendor_config_size() > 0
-                                                        ? request.vendor_config(0)
-                                                        : int64_t{CUBLAS_GEMM_DEFAULT});
-    // Row-major C = A·B is column-major C^T = B^T·A^T.
-    const cublasStatus_t s = blas.cublasGemmEx(
-        static_cast<cublasHandle_t>(cublas_), CUBLAS_OP_N, CUBLAS_OP_N, n, m, k, &alpha,
-        reinterpret_cast<void*>(buffers_[1]), type, n, reinterpret_cast<void*>(buffers_[0]), type,
-        k, &beta, reinterpret_cast<void*>(buffers_[2]), type, n, CUBLAS_COMPUTE_32F, algo);
-    return s == CUBLAS_STATUS_SUCCESS ? CUDA_SUCCESS : CUDA_ERROR_INVALID_VALUE;
+  if (function != nullptr) {
+    return d.cuLaunchKernel(function, request.grid(0), request.grid(1), request.grid(2),
+                            request.block(0), request.block(1), request.block(2), 0, nullptr,
+                            const_cast<void**>(args.data()), nullptr);
   }
-  std::vector<void*> args;
-  std::vector<int> problem(task_.problem().begin(), task_.problem().end());
-  for (CUdeviceptr& p : buffers_) args.push_back(&p);
-  for (int& v : problem) args.push_back(&v);
-  return d.cuLaunchKernel(function, request.grid(0), request.grid(1), request.grid(2),
-                          request.block(0), request.block(1), request.block(2), 0, nullptr,
-                          args.data(), nullptr);
+  // cuBLAS (checked loadable before the first launch).
+  const Cublas& blas = **Cublas::Get();
+  const int m = problem_[0], n = problem_[1], k = problem_[2];
+  const float alpha = 1, beta = 0;
+  const cudaDataType type = element_bytes_ == 2 ? CUDA_R_16F : CUDA_R_32F;
+  const auto algo = static_cast<cublasGemmAlgo_t>(request.vendor_config_size() > 0
+                                                      ? request.vendor_config(0)
+                                                      : int64_t{CUBLAS_GEMM_DEFAULT});
+  // Row-major C = A·B is column-major C^T = B^T·A^T.
+  const cublasStatus_t s = blas.cublasGemmEx(
+      static_cast<cublasHandle_t>(cublas_), CUBLAS_OP_N, CUBLAS_OP_N, n, m, k, &alpha,
+      reinterpret_cast<void*>(buffers_[1]), type, n, reinterpret_cast<void*>(buffers_[0]), type,
+      k, &beta, reinterpret_cast<void*>(buffers_[2]), type, n, CUBLAS_COMPUTE_32F, algo);
+  if (s == CUBLAS_STATUS_SUCCESS) return CUDA_SUCCESS;
+  vendor_error_ = absl::StrCat("cublasGemmEx returned cublasStatus_t ", static_cast<int>(s));
+  // Unsupported arguments are a refused configuration; anything else may have broken the context.
+  return s == CUBLAS_STATUS_NOT_SUPPORTED || s == CUBLAS_STATUS_INVALID_VALUE
+             ? CUDA_ERROR_INVALID_VALUE
+             : CUDA_ERROR_LAUNCH_FAILED;
 }
 
 absl::StatusOr<std::string> CudaRunnerSession::CheckOutputs() {
@@ -309,9 +333,7 @@ absl::StatusOr<std::string> CudaRunnerSession::CheckOutputs() {
                                   element_bytes_, &out);
     if (r != CUDA_SUCCESS) return absl::InternalError(driver_->ErrorText(r));
     const std::vector<float>& ref = reference_[o];
-    double max_ref = 0;
-    for (float v : ref) max_ref = std::max(max_ref, std::fabs(static_cast<double>(v)));
-    const double tolerance = task_.atol() + task_.rtol() * max_ref;
+    const double tolerance = tolerance_[o];
     int64_t bad = 0, first = -1;
     for (size_t i = 0; i < out.size(); ++i) {
       if (!(std::fabs(static_cast<double>(out[i]) - ref[i]) <= tolerance)) {
@@ -361,18 +383,29 @@ cuda_runner::Response CudaRunnerSession::Run(const cuda_runner::RunRequest& requ
   double prepare_ms = 0;
   if (absl::Status s = PrepareTask(request.task(), &prepare_ms); !s.ok()) {
     // A failed reference may have poisoned the context.
-    return RunFailure(RunResponse::RUNTIME_ERROR, std::string(s.message()),
-                      absl::IsInternal(s));
+    return RunFailure(RunResponse::RUNTIME_ERROR,
+                      absl::StrCat(kPrepareFailed, s.message()), absl::IsInternal(s));
   }
   response.mutable_run()->set_prepare_ms(prepare_ms);
 
+  // The candidate's module is unloaded when its run ends, whatever the outcome: a worker loads
+  // thousands of them.
+  struct UnloadAtEnd {
+    CudaRunnerSession* session;
+    std::string path;
+    ~UnloadAtEnd() {
+      if (!path.empty()) session->Unload(path);
+    }
+  } unload_at_end{this, vendor ? "" : request.cubin_path()};
   CUfunction function = nullptr;
   if (!vendor) {
     absl::StatusOr<CUfunction> f = Function(request.cubin_path(), "ktune_kernel");
     if (!f.ok()) return RunFailure(RunResponse::RUNTIME_ERROR, std::string(f.status().message()));
     function = *f;
     int max_threads = 0;
-    d.cuFuncGetAttribute(&max_threads, CU_FUNC_ATTRIBUTE_MAX_THREADS_PER_BLOCK, function);
+    const CUresult r =
+        d.cuFuncGetAttribute(&max_threads, CU_FUNC_ATTRIBUTE_MAX_THREADS_PER_BLOCK, function);
+    if (r != CUDA_SUCCESS) return RunFailure(RunResponse::RUNTIME_ERROR, d.ErrorText(r), true);
     const int64_t threads = int64_t{request.block(0)} * request.block(1) * request.block(2);
     if (threads > max_threads) {
       return RunFailure(RunResponse::INVALID_CONFIG,
@@ -380,21 +413,26 @@ cuda_runner::Response CudaRunnerSession::Run(const cuda_runner::RunRequest& requ
                                      max_threads, " on this device"));
     }
   }
+  std::vector<void*> args;  // built once: nothing but launches inside the timed loop
+  for (CUdeviceptr& p : buffers_) args.push_back(&p);
+  for (int& v : problem_) args.push_back(&v);
 
   // Runs `launches` of the candidate (or one with an L2 flush first) between the events and
   // returns the milliseconds per run; an error describes a failed launch.
   std::string error;
   bool refused = false;
+  unsigned flushes = 0;
+  vendor_error_.clear();
   auto timed = [&](int launches) -> double {
     if (request.flush_l2() && flush_bytes_ > 0) {
-      d.cuMemsetD8Async(flush_, static_cast<unsigned char>(launches), flush_bytes_, 0);
+      d.cuMemsetD8Async(flush_, static_cast<unsigned char>(++flushes), flush_bytes_, nullptr);
     }
     d.cuEventRecord(start_, nullptr);
     for (int i = 0; i < launches; ++i) {
-      const CUresult r = Launch(request, function);
+      const CUresult r = Launch(request, function, args);
       if (r != CUDA_SUCCESS) {
         refused = IsLaunchRefusal(r);
-        error = d.ErrorText(r);
+        error = vendor_error_.empty() ? d.ErrorText(r) : vendor_error_;
         return 0;
       }
     }
@@ -405,6 +443,10 @@ cuda_runner::Response CudaRunnerSession::Run(const cuda_runner::RunRequest& requ
     if (r != CUDA_SUCCESS) error = d.ErrorText(r);
     return static_cast<double>(ms) / launches;
   };
+  auto failed = [&] {
+    return refused ? RunFailure(RunResponse::INVALID_CONFIG, "launch refused: " + error)
+                   : RunFailure(RunResponse::RUNTIME_ERROR, error, /*restart=*/true);
+  };
 
   // The checked run.
   if (!request.zero_outputs()) {
@@ -412,26 +454,37 @@ cuda_runner::Response CudaRunnerSession::Run(const cuda_runner::RunRequest& requ
       return RunFailure(RunResponse::RUNTIME_ERROR, d.ErrorText(r), true);
     }
   }
-  const double first_ms = timed(1);
-  if (!error.empty()) {
-    if (refused) return RunFailure(RunResponse::INVALID_CONFIG, "launch refused: " + error);
-    return RunFailure(RunResponse::RUNTIME_ERROR, error, true);
-  }
+  timed(1);
+  if (!error.empty()) return failed();
   absl::StatusOr<std::string> mismatch = CheckOutputs();
   if (!mismatch.ok()) {
     return RunFailure(RunResponse::RUNTIME_ERROR, std::string(mismatch.status().message()), true);
   }
-  if (!mismatch->empty()) return RunFailure(RunResponse::WRONG_RESULT, *mismatch);
+  if (!mismatch->empty()) {
+    // It may have written into the inputs too: the next candidate gets them fresh.
+    if (CUresult r = UploadInputs(); r != CUDA_SUCCESS) {
+      return RunFailure(RunResponse::WRONG_RESULT, *mismatch, true);
+    }
+    return RunFailure(RunResponse::WRONG_RESULT, *mismatch);
+  }
 
   if (request.flush_l2() && flush_bytes_ == 0) {
     int l2 = 0;
     CUdevice dev;
     d.cuDeviceGet(&dev, device_);
     d.cuDeviceGetAttribute(&l2, CU_DEVICE_ATTRIBUTE_L2_CACHE_SIZE, dev);
-    if (l2 > 0 && d.cuMemAlloc(&flush_, size_t{2} * l2) == CUDA_SUCCESS) flush_bytes_ = 2 * l2;
+    if (l2 <= 0 || d.cuMemAlloc(&flush_, size_t{2} * l2) != CUDA_SUCCESS) {
+      return RunFailure(RunResponse::RUNTIME_ERROR,
+                        "cannot allocate the L2 flush buffer (twice the L2's size)");
+    }
+    flush_bytes_ = size_t{2} * l2;
   }
-  double per_run = first_ms;
-  for (int i = 1; i < request.warmup_runs() && error.empty(); ++i) per_run = timed(1);
+  // Warm-up; the last warm run (the first one paid for loading the module) sizes the samples.
+  double per_run = 0;
+  for (int i = 0; i < std::max(1, request.warmup_runs() - 1) && error.empty(); ++i) {
+    per_run = timed(1);
+  }
+  if (!error.empty()) return failed();
   const int launches =
       request.flush_l2()
           ? 1
@@ -440,9 +493,9 @@ cuda_runner::Response CudaRunnerSession::Run(const cuda_runner::RunRequest& requ
   const auto start = std::chrono::steady_clock::now();
   std::vector<double> samples;
   double sum = 0, sum_sq = 0;
-  while (error.empty()) {
+  while (true) {
     const double t = timed(launches);
-    if (!error.empty()) break;
+    if (!error.empty()) return failed();
     samples.push_back(t);
     sum += t;
     sum_sq += t * t;
@@ -455,7 +508,6 @@ cuda_runner::Response CudaRunnerSession::Run(const cuda_runner::RunRequest& requ
       if (Seconds(start) >= request.max_seconds()) break;
     }
   }
-  if (!error.empty()) return RunFailure(RunResponse::RUNTIME_ERROR, error, !refused);
   for (double t : samples) response.mutable_run()->add_times_ms(t);
   response.mutable_run()->set_status(RunResponse::OK);
   return response;

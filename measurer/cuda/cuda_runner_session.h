@@ -37,8 +37,13 @@ class CudaRunnerSession {
   absl::Status UseDevice(int device);
   absl::Status PrepareTask(const cuda_runner::TaskSpec& task, double* prepare_ms);
   absl::StatusOr<CUfunction> Function(const std::string& cubin_path, const char* entry);
-  // Launches the candidate (kernel or vendor routine) once, asynchronously.
-  CUresult Launch(const cuda_runner::RunRequest& request, CUfunction function);
+  void Unload(const std::string& cubin_path);
+  // Writes the inputs again from the host copies (a candidate may have written into them).
+  CUresult UploadInputs();
+  // Launches the candidate (kernel or vendor routine) once, asynchronously, with `args` (the
+  // kernel's argument pointers). A failed cuBLAS call sets vendor_error_.
+  CUresult Launch(const cuda_runner::RunRequest& request, CUfunction function,
+                  const std::vector<void*>& args);
   // Copies every output back and compares it with the reference: empty when it matches.
   absl::StatusOr<std::string> CheckOutputs();
   CUresult FillOutputs(unsigned char byte);
@@ -55,7 +60,11 @@ class CudaRunnerSession {
   cuda_runner::TaskSpec task_;
   size_t element_bytes_ = 4;
   std::vector<CUdeviceptr> buffers_;
-  std::vector<std::vector<float>> reference_;  // per output, as float
+  std::vector<std::vector<unsigned char>> inputs_;  // host copies, as uploaded
+  std::vector<std::vector<float>> reference_;       // per output, as float
+  std::vector<double> tolerance_;                   // per output: atol + rtol * max|ref|
+  std::vector<int> problem_;                        // the kernel's int arguments
+  std::string vendor_error_;
   std::map<std::string, CUmodule> modules_;    // by cubin path
 };
 

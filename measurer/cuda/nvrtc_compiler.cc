@@ -40,9 +40,12 @@ bool WriteFileAtomically(const std::filesystem::path& path, const std::string& d
   return !ec;
 }
 
-std::string CacheKey(const cuda_runner::Program& p, const std::string& compiler) {
-  std::string text = absl::StrCat(compiler, "\n", p.arch(), "\n", p.entry(), "\n");
-  for (const std::string& d : p.defines()) absl::StrAppend(&text, d, "\n");
+// Everything the cubin depends on: the compiler, its options (include folder, defines,
+// architecture) and the source.
+std::string CacheKey(const cuda_runner::Program& p, const std::string& compiler,
+                     const std::vector<std::string>& options) {
+  std::string text = absl::StrCat(compiler, "\n", p.entry(), "\n");
+  for (const std::string& o : options) absl::StrAppend(&text, o, "\n");
   absl::StrAppend(&text, p.source());
   const XXH128_hash_t h = XXH3_128bits(text.data(), text.size());
   return absl::StrFormat("%016x%016x", h.high64, h.low64);
@@ -84,7 +87,11 @@ cuda_runner::CompileResult CompileProgram(const cuda_runner::Program& program,
     return result;
   }
   const Nvrtc& nvrtc = **nvrtc_or;
-  const std::string key = CacheKey(program, "nvrtc " + nvrtc.VersionText());
+  std::vector<std::string> options = {
+      "-std=c++17", absl::StrCat("-arch=", program.arch()), "-default-device", "-Xptxas=-v",
+      absl::StrCat("-I", CudaIncludeDir()), absl::StrCat("-I", CudaIncludeDir(), "/cccl")};
+  for (const std::string& d : program.defines()) options.push_back("-D" + d);
+  const std::string key = CacheKey(program, "nvrtc " + nvrtc.VersionText(), options);
   const std::filesystem::path cubin = std::filesystem::path(cache_dir) / (key + ".cubin");
   const std::filesystem::path report = std::filesystem::path(cache_dir) / (key + ".log");
   if (!cache_dir.empty() && std::filesystem::exists(cubin) && std::filesystem::exists(report)) {
@@ -104,10 +111,6 @@ cuda_runner::CompileResult CompileProgram(const cuda_runner::Program& program,
     result.set_log(absl::StrCat("nvrtcCreateProgram: ", nvrtc.nvrtcGetErrorString(r)));
     return result;
   }
-  std::vector<std::string> options = {
-      "-std=c++17", absl::StrCat("-arch=", program.arch()), "-default-device", "-Xptxas=-v",
-      absl::StrCat("-I", CudaIncludeDir()), absl::StrCat("-I", CudaIncludeDir(), "/cccl")};
-  for (const std::string& d : program.defines()) options.push_back("-D" + d);
   std::vector<const char*> argv;
   for (const std::string& o : options) argv.push_back(o.c_str());
   r = nvrtc.nvrtcCompileProgram(prog, static_cast<int>(argv.size()), argv.data());
