@@ -23,6 +23,9 @@ struct ClientTls;
 
 namespace ktune::cli {
 
+// Where clients and workers find the server unless told (--server).
+inline constexpr char kDefaultServer[] = "127.0.0.1:7470";
+
 inline constexpr int kExitOk = 0;
 inline constexpr int kExitFailure = 1;
 inline constexpr int kExitUsage = 2;

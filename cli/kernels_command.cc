@@ -9,6 +9,10 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "cli/command.h"
+#include "common/file_util.h"
+#include "google/protobuf/util/json_util.h"
+#include "ktune/v1/tuning_service.grpc.pb.h"
+#include "proto/channel.h"
 #include "kernels/kernel_registry.h"
 
 namespace ktune::cli {
@@ -109,16 +113,72 @@ int RunKernels(const KernelsArgs& a) {
   return kExitOk;
 }
 
+// --- kernels register ---
+
+struct RegisterArgs {
+  std::string file, source, server = kDefaultServer, token;
+  ClientTls tls;
+  bool json = false;
+};
+
+int RunRegister(const RegisterArgs& a) {
+  const std::string cmd = "kernels register";
+  absl::StatusOr<std::string> text = ReadFileMaybeGzip(a.file);
+  if (!text.ok()) return UsageError(cmd, std::string(text.status().message()));
+  v1::RegisterKernelRequest request;
+  const google::protobuf::util::Status parsed =
+      google::protobuf::util::JsonStringToMessage(*text, request.mutable_kernel());
+  if (!parsed.ok()) {
+    return UsageError(cmd, absl::StrCat(a.file, " is not a KernelSpec in JSON: ",
+                                        parsed.message().ToString()));
+  }
+  if (!a.source.empty()) {
+    absl::StatusOr<std::string> source = ReadFileMaybeGzip(a.source);
+    if (!source.ok()) return UsageError(cmd, std::string(source.status().message()));
+    request.mutable_kernel()->set_source(*source);
+  }
+  absl::StatusOr<std::shared_ptr<grpc::Channel>> channel = MakeChannel(a.server, a.tls);
+  if (!channel.ok()) return UsageError(cmd, std::string(channel.status().message()));
+  v1::KernelInfo info;
+  grpc::Status s = v1::TuningService::NewStub(*channel)->RegisterKernel(
+      ClientContextFor(a.token, 30).get(), request, &info);
+  if (!s.ok()) {
+    return UsageOrFail(cmd,
+                       absl::Status(static_cast<absl::StatusCode>(s.error_code()), s.error_message()));
+  }
+  if (a.json) {
+    std::string out;
+    google::protobuf::util::MessageToJsonString(info, &out);
+    std::cout << out << "\n";
+  } else {
+    std::cout << "registered " << info.kernel().name() << " (version " << info.kernel().version()
+              << ", " << info.language() << ")\n";
+  }
+  return kExitOk;
+}
+
 }  // namespace
 
 void RegisterKernelsCommand(CLI::App& app, Action* action) {
   auto a = std::make_shared<KernelsArgs>();
-  CLI::App* kernels = app.add_subcommand("kernels", "List the kernel registry");
+  CLI::App* kernels = app.add_subcommand("kernels", "List the kernel registry, or register a kernel");
+  auto r = std::make_shared<RegisterArgs>();
+  CLI::App* reg = kernels->add_subcommand(
+      "register", "Register a client kernel with a server (admin role): a KernelSpec in JSON");
+  reg->add_option("FILE", r->file, "The kernel: a ktune.v1.KernelSpec as JSON")->required();
+  reg->add_option("--source", r->source, "Read the kernel's source from this file instead");
+  reg->add_option("--server", r->server, "Server address")->capture_default_str();
+  reg->add_option("--token", r->token, "Bearer token (admin role); default $KTUNE_TOKEN");
+  AddClientTlsOptions(reg, &r->tls);
+  reg->add_flag("--json", r->json, "Print the registered kernel as JSON");
+  reg->callback([=] { *action = [=] { return RunRegister(*r); }; });
   kernels->add_option("NAME", a->name, "Show one kernel");
   kernels->add_option("--problem", a->problem,
                       "With NAME: the space size and default configuration for this problem");
   kernels->add_flag("--json", a->json, "Print as JSON");
-  kernels->callback([=] { *action = [=] { return RunKernels(*a); }; });
+  kernels->callback([=] {
+    if (!*action) *action = [=] { return RunKernels(*a); };
+  });
 }
 
 }  // namespace ktune::cli

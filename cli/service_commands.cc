@@ -34,7 +34,6 @@
 namespace ktune::cli {
 namespace {
 
-constexpr char kDefaultServer[] = "127.0.0.1:7470";
 
 // SIGTERM and SIGINT, whichever thread receives them, write to a pipe; OnTerminationSignal's
 // thread reads it and calls back outside the signal handler. (Blocking the signals instead

@@ -30,6 +30,7 @@ TEST(CliTest, EveryCommandHasHelp) {
                                                           {"cancel"},
                                                           {"best"},
                                                           {"kernels"},
+                                                          {"kernels", "register"},
                                                           {"db"},
                                                           {"db", "import"},
                                                           {"db", "export"},

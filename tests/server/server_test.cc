@@ -12,6 +12,7 @@
 #include "grpcpp/create_channel.h"
 #include "kernels/kernel_registry.h"
 #include "ktune/v1/tuning_service.grpc.pb.h"
+#include "measurer/cpu_measurer.h"
 #include "measurer/replay_measurer.h"
 #include "measurer/worker_loop.h"
 #include "proto/convert.h"
@@ -419,6 +420,153 @@ TEST(ServerAuthTest, ABadTokenFileStopsTheServerWithTheLine) {
   auto server = TuningServer::Start(options);
   EXPECT_EQ(server.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(server.status().message(), HasSubstr("line 2"));
+}
+
+}  // namespace
+}  // namespace ktune
+
+namespace ktune {
+namespace {
+
+// A client kernel for the CPU: y = 2x, with a compile-time unroll parameter.
+v1::KernelSpec ScaleKernelSpec() {
+  v1::KernelSpec spec;
+  spec.set_name("scale2");
+  spec.set_language("cpp");
+  spec.set_description("y = 2x, registered by a client");
+  spec.set_source(R"(
+extern "C" int ktune_reference(const ktune_cpu_call* c) {
+  for (int64_t i = 0; i < c->problem[0]; ++i) c->buffers[1][i] = 2 * c->buffers[0][i];
+  return 0;
+}
+extern "C" int ktune_kernel(const ktune_cpu_call* c) {
+  const int64_t n = c->problem[0];
+  int64_t i = 0;
+  for (; i + KT_unroll <= n; i += KT_unroll)
+    for (int u = 0; u < KT_unroll; ++u) c->buffers[1][i + u] = 2 * c->buffers[0][i + u];
+  for (; i < n; ++i) c->buffers[1][i] = 2 * c->buffers[0][i];
+  return 0;
+}
+)");
+  v1::KernelParameterSpec* unroll = spec.add_parameters();
+  unroll->set_name("unroll");
+  for (int v : {1, 2, 4, 8}) unroll->add_values(v);
+  unroll->set_compile_time(true);
+  v1::ProblemParameterSpec* n = spec.add_problem();
+  n->set_name("n");
+  n->set_min(1);
+  n->set_max(1 << 24);
+  v1::BufferSpec* x = spec.add_buffers();
+  x->set_name("x");
+  x->set_elements("n");
+  v1::BufferSpec* y = spec.add_buffers();
+  y->set_name("y");
+  y->set_elements("n");
+  y->set_output(true);
+  spec.set_flops("n");
+  spec.set_bytes("8 * n");
+  (*spec.mutable_default_config())["unroll"] = "1";
+  return spec;
+}
+
+// RegisterKernel: admin only, validated, versioned, stored across restarts; a job of the
+// client kernel runs to completion on a CPU worker that knew only the built-ins.
+TEST(ServerClientKernelTest, AnAdminRegistersAKernelThatWorkersThenMeasure) {
+  testing::TempDir dir;
+  {
+    std::ofstream tokens(dir.File("tokens"));
+    tokens << "submit-token-0123456789 submit\n"
+           << "worker-token-0123456789 worker\n"
+           << "admin-token-0123456789  admin\n";
+  }
+  TuningServerOptions options;
+  options.listen = "127.0.0.1:0";
+  options.db_path = dir.File("kernels.db");
+  options.auth_file = dir.File("tokens");
+  auto with = [](const std::string& token) {
+    auto ctx = Context();
+    ctx->AddMetadata("authorization", "Bearer " + token);
+    return ctx;
+  };
+  std::string version;
+  {
+    auto server = TuningServer::Start(options);
+    ASSERT_TRUE(server.ok()) << server.status();
+    auto channel = grpc::CreateChannel(absl::StrCat("127.0.0.1:", (*server)->port()),
+                                       grpc::InsecureChannelCredentials());
+    auto tuning = v1::TuningService::NewStub(channel);
+    v1::RegisterKernelRequest request;
+    *request.mutable_kernel() = ScaleKernelSpec();
+    v1::KernelInfo info;
+
+    grpc::Status s = tuning->RegisterKernel(with("submit-token-0123456789").get(), request, &info);
+    EXPECT_EQ(s.error_code(), grpc::StatusCode::PERMISSION_DENIED);
+    v1::RegisterKernelRequest bad = request;
+    bad.mutable_kernel()->mutable_buffers(1)->set_output(false);
+    s = tuning->RegisterKernel(with("admin-token-0123456789").get(), bad, &info);
+    EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+    EXPECT_THAT(s.error_message(), HasSubstr("output buffer"));
+    v1::RegisterKernelRequest taken = request;
+    taken.mutable_kernel()->set_name("gemm");
+    s = tuning->RegisterKernel(with("admin-token-0123456789").get(), taken, &info);
+    EXPECT_EQ(s.error_code(), grpc::StatusCode::ALREADY_EXISTS);
+    EXPECT_THAT(s.error_message(), HasSubstr("built-in"));
+
+    s = tuning->RegisterKernel(with("admin-token-0123456789").get(), request, &info);
+    ASSERT_TRUE(s.ok()) << s.error_message();
+    version = info.kernel().version();
+    EXPECT_EQ(version.size(), 16u);
+    EXPECT_EQ(info.language(), "cpp");
+    ASSERT_TRUE(tuning->RegisterKernel(with("admin-token-0123456789").get(), request, &info).ok())
+        << "registering the same kernel again is a no-op";
+    EXPECT_EQ(info.kernel().version(), version);
+
+    // A job of the new kernel, measured by a CPU worker that learns it from its candidates.
+    KernelRegistry worker_registry = KernelRegistry::WithBuiltins();
+    CpuMeasurerOptions cpu;
+    cpu.runner_path = KTUNE_RUNNER;
+    cpu.compile.cache_dir = dir.File("cache");
+    cpu.max_seconds = 0.02;
+    CpuMeasurer measurer(&worker_registry, cpu);
+    v1::SubmitJobRequest submit;
+    submit.set_spec_text(absl::StrCat("kernels: [scale2]\nproblems: [{n: 4096}]\n",
+                                      "device_classes: [\"", measurer.device().device_class,
+                                      "\"]\nbudget: 4\nstrategy: random\n"));
+    v1::Job job;
+    s = tuning->SubmitJob(with("submit-token-0123456789").get(), submit, &job);
+    ASSERT_TRUE(s.ok()) << s.error_message();
+    auto stub = v1::WorkerService::NewStub(channel);
+    WorkerLoopOptions worker;
+    worker.token = "worker-token-0123456789";
+    worker.registry = &worker_registry;
+    worker.max_measurements = 4;
+    worker.idle_exit = absl::Seconds(2);
+    WorkerLoop loop(stub.get(), &measurer, worker);
+    ASSERT_TRUE(loop.Run().ok());
+    EXPECT_EQ(loop.reported(), 4);
+    ASSERT_NE(worker_registry.Find("scale2"), nullptr);
+    EXPECT_EQ(worker_registry.Find("scale2")->Version(), version);
+    v1::GetJobRequest get;
+    get.set_job_id(job.job_id());
+    ASSERT_TRUE(tuning->GetJob(with("submit-token-0123456789").get(), get, &job).ok());
+    EXPECT_EQ(job.state(), v1::JOB_STATE_DONE);
+    ASSERT_EQ(job.tasks_size(), 1);
+    EXPECT_EQ(job.tasks(0).measurements_done(), 4);
+    EXPECT_TRUE(job.tasks(0).has_best_time_ms()) << "every measurement failed";
+    (*server)->Shutdown();
+  }
+  // A restarted server still knows the kernel, at the same version.
+  auto server = TuningServer::Start(options);
+  ASSERT_TRUE(server.ok()) << server.status();
+  auto tuning = v1::TuningService::NewStub(grpc::CreateChannel(
+      absl::StrCat("127.0.0.1:", (*server)->port()), grpc::InsecureChannelCredentials()));
+  v1::ListKernelsResponse kernels;
+  ASSERT_TRUE(tuning->ListKernels(with("submit-token-0123456789").get(), {}, &kernels).ok());
+  bool found = false;
+  for (const v1::KernelInfo& k : kernels.kernels()) {
+    if (k.kernel().name() == "scale2") found = k.kernel().version() == version;
+  }
+  EXPECT_TRUE(found);
 }
 
 }  // namespace
