@@ -3,25 +3,82 @@
 // configuration; with --problem, the size of its search space for that problem on this machine.
 #include <unistd.h>
 
+#include <filesystem>
 #include <iostream>
+#include <random>
 #include <nlohmann/json.hpp>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "cli/command.h"
 #include "common/file_util.h"
+#include "common/status_macros.h"
 #include "google/protobuf/util/json_util.h"
 #include "ktune/v1/tuning_service.grpc.pb.h"
 #include "proto/channel.h"
 #include "kernels/kernel_registry.h"
+#include "measurer/cuda_measurer.h"
+#include "measurer/cuda_programs.h"
 
 namespace ktune::cli {
 namespace {
 
 struct KernelsArgs {
-  std::string name, problem;
+  std::string name, problem, compile_arch;
+  int samples = 8;
   bool json = false;
 };
+
+// --compile ARCH: the default and `samples` random configurations of a CUDA kernel compiled by
+// the CUDA runner (NVRTC; no GPU needed), with ptxas's resource use and the compile time.
+absl::StatusOr<nlohmann::json> CompileSamples(const KernelDefinition& k, const Problem& problem,
+                                              const SearchSpace& space,
+                                              const Configuration& default_config,
+                                              const std::string& arch, int samples) {
+  if (k.language != "cuda" || !k.vendor_library.empty()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--compile needs a CUDA template; ", k.name, " is not one"));
+  }
+  std::vector<Configuration> configs = {default_config};
+  std::mt19937_64 rng(1);
+  for (int i = 0; i < samples && space.size() > 0; ++i) {
+    configs.push_back(space.ToConfiguration(
+        space.PointAt(static_cast<int64_t>(rng() % static_cast<uint64_t>(space.size())))));
+  }
+  std::vector<cuda_runner::Program> programs;
+  for (const Configuration& c : configs) {
+    KTUNE_ASSIGN_OR_RETURN(cuda_runner::Program p, CudaKernelProgram(k, problem, c, arch));
+    programs.push_back(std::move(p));
+  }
+  CudaRunnerClient runner;
+  // A cache of its own: the compile times are real ones.
+  const std::string cache = absl::StrCat(DefaultCudaCacheDir(), "-compile-check-", ::getpid());
+  KTUNE_ASSIGN_OR_RETURN(std::vector<cuda_runner::CompileResult> results,
+                         runner.Compile(programs, cache, 0, 900'000));
+  std::error_code ec;
+  std::filesystem::remove_all(cache, ec);
+  nlohmann::json out = nlohmann::json::array();
+  for (size_t i = 0; i < configs.size(); ++i) {
+    const cuda_runner::CompileResult& r = results[i];
+    nlohmann::json j{{"config", nlohmann::json::parse(CanonicalJson(configs[i]))},
+                     {"default", i == 0},
+                     {"ok", r.ok()},
+                     {"compile_ms", r.compile_ms()}};
+    if (r.ok()) {
+      j["registers"] = r.registers();
+      j["shared_bytes"] = r.shared_bytes();
+      j["spill_bytes"] = r.spill_bytes();
+      if (auto launch = CudaLaunchFor(k, problem, configs[i]); launch.ok()) {
+        j["threads"] = launch->threads();
+      }
+    } else {
+      j["log"] = r.log();
+    }
+    out.push_back(std::move(j));
+  }
+  return out;
+}
 
 int64_t Cores() { return std::max(1L, ::sysconf(_SC_NPROCESSORS_ONLN)); }
 
@@ -38,6 +95,10 @@ int RunKernels(const KernelsArgs& a) {
   }
   if (!a.problem.empty() && chosen.size() != 1) {
     return UsageError(cmd, "--problem needs a kernel name: ktune kernels NAME --problem ...");
+  }
+  if (!a.compile_arch.empty() && a.problem.empty()) {
+    return UsageError(cmd, "--compile needs a kernel and a problem: ktune kernels NAME --problem P "
+                           "--compile sm_90");
   }
   const MachineVariables machine{Cores()};
   nlohmann::json all = nlohmann::json::array();
@@ -74,6 +135,11 @@ int RunKernels(const KernelsArgs& a) {
       j["problem"] = nlohmann::json::parse(CanonicalJson(*problem));
       j["space_size"] = space->size();
       j["default_config"] = nlohmann::json::parse(CanonicalJson(*defaults));
+      if (!a.compile_arch.empty()) {
+        auto compiled = CompileSamples(*k, *problem, *space, *defaults, a.compile_arch, a.samples);
+        if (!compiled.ok()) return UsageOrFail(cmd, compiled.status());
+        j["compiled"] = *std::move(compiled);
+      }
     }
     all.push_back(std::move(j));
   }
@@ -108,6 +174,21 @@ int RunKernels(const KernelsArgs& a) {
                 << " cores\n  default:     " << j["default_config"].dump() << "\n";
     } else {
       std::cout << "  default:     " << j["default_config"].dump() << "\n";
+    }
+    if (j.contains("compiled")) {
+      std::cout << "  compiled for " << a.compile_arch << ":\n";
+      for (const auto& c : j["compiled"]) {
+        std::cout << "    " << (c["default"].get<bool>() ? "default " : "");
+        if (c["ok"].get<bool>()) {
+          std::cout << absl::StrFormat(
+              "%d registers x %d threads, %d B shared, %d B spilled, %.0f ms: ",
+              c["registers"].get<int>(), c.value("threads", 0), c["shared_bytes"].get<int>(),
+              c["spill_bytes"].get<int>(), c["compile_ms"].get<double>());
+        } else {
+          std::cout << "FAILED " << c["log"].get<std::string>() << ": ";
+        }
+        std::cout << c["config"].dump() << "\n";
+      }
     }
   }
   return kExitOk;
@@ -175,6 +256,13 @@ void RegisterKernelsCommand(CLI::App& app, Action* action) {
   kernels->add_option("NAME", a->name, "Show one kernel");
   kernels->add_option("--problem", a->problem,
                       "With NAME: the space size and default configuration for this problem");
+  kernels->add_option("--compile", a->compile_arch,
+                      "With NAME and --problem, a CUDA kernel: compile the default and --samples "
+                      "random configurations for this architecture (e.g. sm_90; no GPU needed) "
+                      "and show registers, shared memory, spills and compile time");
+  kernels->add_option("--samples", a->samples, "Random configurations for --compile")
+      ->check(CLI::Range(0, 1000))
+      ->capture_default_str();
   kernels->add_flag("--json", a->json, "Print as JSON");
   kernels->callback([=] {
     if (!*action) *action = [=] { return RunKernels(*a); };

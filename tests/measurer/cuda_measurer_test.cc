@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include <cstdlib>
+#include <nlohmann/json.hpp>
 #include <random>
 
 #include "kernels/kernel_registry.h"
@@ -132,6 +133,25 @@ TEST(CudaCompileTest, EveryTemplateCompilesForSm80AndSm90WithinTheHardwareLimits
     }
   }
   EXPECT_GE(kernels, 4);  // gemm, conv2d, reduce_rows, softmax
+}
+
+// `ktune kernels NAME --problem P --compile ARCH`: what a compiler team runs to check a template
+// builds for an architecture, with its resource use, without a GPU.
+TEST(CudaCompileTest, KernelsCommandCompilesSamplesForAnArchitecture) {
+  auto r = testing::RunKtune({"kernels", "cuda_softmax", "--problem", "rows=64,cols=1000",
+                              "--compile", "sm_80", "--samples", "2", "--json"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  auto compiled = nlohmann::json::parse(r.out)[0]["compiled"];
+  ASSERT_EQ(compiled.size(), 3u);
+  EXPECT_TRUE(compiled[0]["default"].get<bool>());
+  for (const auto& c : compiled) {
+    EXPECT_TRUE(c["ok"].get<bool>()) << c.dump();
+    EXPECT_GT(c["registers"].get<int>(), 0) << c.dump();
+  }
+  auto cpu = testing::RunKtune({"kernels", "gemm", "--problem", "M=8,N=8,K=8", "--compile",
+                                "sm_80"});
+  EXPECT_EQ(cpu.exit_code, 2);
+  EXPECT_THAT(cpu.err, HasSubstr("needs a CUDA template"));
 }
 
 TEST(CudaCompileTest, ReportsCompileErrorsWithTheCompilersMessage) {
