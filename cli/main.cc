@@ -2,10 +2,16 @@
 #include <CLI/CLI.hpp>
 #include <iostream>
 
+#include "absl/synchronization/mutex.h"
 #include "cli/command.h"
 
 int main(int argc, char** argv) {
   using namespace ktune::cli;
+  // Debian's Abseil is built with Mutex deadlock detection on: every lock then updates a global
+  // lock graph (absl::synchronization_internal::GraphCycles, a few percent of the server's CPU
+  // under load, gRPC's own mutexes included). Lock order is the code's contract, not a run-time
+  // check.
+  absl::SetMutexDeadlockDetectionMode(absl::OnDeadlockCycle::kIgnore);
   CLI::App app{"ktune: reinforcement-learning kernel autotuning", "ktune"};
   app.require_subcommand(1);
   app.set_version_flag("--version", "ktune 0.1.0");
