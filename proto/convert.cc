@@ -124,6 +124,45 @@ v1::Record ToProto(const Record& r) {
   return out;
 }
 
+absl::StatusOr<Record> FromProto(const v1::Record& in) {
+  Record r;
+  KTUNE_ASSIGN_OR_RETURN(TaskKey task, FromProto(in.task()));
+  r.kernel = task.kernel;
+  r.kernel_version = task.kernel_version;
+  r.problem = task.problem;
+  KTUNE_ASSIGN_OR_RETURN(r.device, FromProto(in.device()));
+  KTUNE_ASSIGN_OR_RETURN(r.config, FromProto(in.config().params(), "record.config"));
+  KTUNE_ASSIGN_OR_RETURN(r.status, FromProto(in.status()));
+  if (in.message().size() > 4096) {
+    return absl::InvalidArgumentError("record.message is longer than 4096 bytes");
+  }
+  r.message = in.message();
+  if (in.has_time_ms()) r.time_ms = in.time_ms();
+  if ((r.status == MeasurementStatus::kOk) != r.time_ms.has_value() ||
+      (r.time_ms && !(*r.time_ms > 0))) {
+    return absl::InvalidArgumentError(
+        "record.time_ms must be set (and positive) exactly when status is OK");
+  }
+  if (in.repeat_times_ms_size() > 1024) {
+    return absl::InvalidArgumentError("record.repeat_times_ms has more than 1024 values");
+  }
+  r.repeat_times_ms.assign(in.repeat_times_ms().begin(), in.repeat_times_ms().end());
+  if (in.has_median_ms()) r.median_ms = in.median_ms();
+  if (in.has_min_ms()) r.min_ms = in.min_ms();
+  if (in.has_stddev_ms()) r.stddev_ms = in.stddev_ms();
+  r.worker = in.worker_id();
+  if (in.has_measured_at()) {
+    r.measured_at_us = in.measured_at().seconds() * 1'000'000 + in.measured_at().nanos() / 1000;
+  }
+  r.source = in.source();
+  if (!in.record_id().empty() && in.record_id() != r.RecordId()) {
+    return absl::InvalidArgumentError(absl::StrCat("record.record_id ", in.record_id(),
+                                                   " does not match its content (",
+                                                   r.RecordId(), ")"));
+  }
+  return r;
+}
+
 absl::StatusOr<MeasurementStatus> FromProto(v1::MeasurementStatus status) {
   const int s = static_cast<int>(status);
   if (s < 1 || s > 7) {

@@ -57,6 +57,7 @@ struct Scheduler::WorkerRun {
   std::string host;
   int cores = 1;
   absl::Time last_seen;
+  int64_t measurements = 0;
 };
 
 namespace {
@@ -463,6 +464,7 @@ absl::StatusOr<int64_t> Scheduler::Report(const std::string& worker_id, const st
   }
   const absl::Time commit_start = absl::Now();
   KTUNE_ASSIGN_OR_RETURN(int64_t added, db_->AddRecords(records));  // committed before the reply
+  if (w != workers_.end()) w->second.measurements += static_cast<int64_t>(records.size());
   if (options_.on_stored) {
     options_.on_stored(records, absl::ToDoubleSeconds(absl::Now() - commit_start));
   }
@@ -561,6 +563,18 @@ absl::Status Scheduler::Leave(const std::string& worker_id) {
   }
   if (workers_.erase(worker_id) > 0) LogEvent("worker_left", {{"worker_id", worker_id}});
   return absl::OkStatus();
+}
+
+std::vector<Scheduler::WorkerStatus> Scheduler::ListWorkers() {
+  absl::MutexLock lock(&mu_);
+  std::map<std::string, int> leases;
+  for (const auto& [id, lease] : leases_) ++leases[lease->worker];
+  std::vector<WorkerStatus> out;
+  for (const auto& [id, w] : workers_) {
+    const int held = leases.count(id) ? leases[id] : 0;
+    out.push_back({id, w.device, w.host, held > 0, held, w.last_seen, w.measurements});
+  }
+  return out;
 }
 
 Scheduler::Counts Scheduler::CountNow() {

@@ -115,6 +115,18 @@ class Scheduler {
 
   const SchedulerOptions& options() const { return options_; }
 
+  // The workers registered since the server started, by id.
+  struct WorkerStatus {
+    std::string id;
+    DeviceInfo device;
+    std::string host;
+    bool measuring = false;  // holds a lease
+    int active_leases = 0;
+    absl::Time last_seen;
+    int64_t measurements = 0;  // results it reported that were stored
+  };
+  std::vector<WorkerStatus> ListWorkers();
+
   // Queue, lease, worker and job counts for metrics: workers by (device class, "measuring" |
   // "idle"), jobs by state name.
   struct Counts {

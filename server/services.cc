@@ -10,16 +10,17 @@
 #include "absl/strings/str_cat.h"
 #include "proto/convert.h"
 #include "server/job_spec.h"
+#include "server/polling_stream.h"
 
 namespace ktune {
-namespace {
 
-// Finishes a unary call with `status`.
 grpc::ServerUnaryReactor* Done(grpc::CallbackServerContext* ctx, const absl::Status& status) {
   grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
   reactor->Finish(ToGrpc(status));
   return reactor;
 }
+
+namespace {
 
 absl::StatusOr<int64_t> ParseJobId(const std::string& id) {
   int64_t n;
@@ -233,83 +234,33 @@ KTUNE_JOB_ACTION(ResumeJob, ResumeJobRequest, Resume)
 
 namespace {
 
-class JobWatch final : public grpc::ServerWriteReactor<v1::JobEvent> {
- public:
-  JobWatch(Scheduler* scheduler, int64_t id) : scheduler_(scheduler), id_(id) {
-    std::thread([this] { Loop(); }).detach();
-  }
-  void OnWriteDone(bool ok) override {
-    std::lock_guard<std::mutex> lock(mu_);
-    writing_ = false;
-    if (!ok) cancelled_ = true;
-    cv_.notify_all();
-  }
-  void OnCancel() override {
-    std::lock_guard<std::mutex> lock(mu_);
-    cancelled_ = true;
-    cv_.notify_all();
-  }
-  void OnDone() override { delete this; }
-
- private:
-  static bool IsFinal(v1::JobState s) {
-    return s == v1::JOB_STATE_DONE || s == v1::JOB_STATE_FAILED || s == v1::JOB_STATE_CANCELLED;
-  }
-
-  // Polls four times a second; sends when something changed and a second has passed since the
-  // last event, or at once when the job ended. Finish is the last thing it does.
-  void Loop() {
-    std::string last;
-    auto last_sent = std::chrono::steady_clock::now() - std::chrono::seconds(1);
-    while (true) {
-      absl::StatusOr<JobStatus> status = scheduler_->GetJob(id_);
-      if (!status.ok()) return Finish(ToGrpc(status.status()));
-      v1::JobEvent event;
-      *event.mutable_job() = ToProto(*status, false);
-      const bool final = IsFinal(event.job().state());
-      const std::string progress = event.job().SerializeAsString();
-      const auto now = std::chrono::steady_clock::now();
-      if (progress != last && (final || now - last_sent >= std::chrono::seconds(1))) {
-        last = progress;
-        last_sent = now;
-        std::unique_lock<std::mutex> lock(mu_);
-        if (cancelled_) return Finish(grpc::Status::CANCELLED);
-        event_ = std::move(event);
-        writing_ = true;
-        StartWrite(&event_);
-        cv_.wait(lock, [&] { return !writing_ || cancelled_; });
-      }
-      if (final) return Finish(grpc::Status::OK);
-      std::unique_lock<std::mutex> lock(mu_);
-      cv_.wait_for(lock, std::chrono::milliseconds(250), [&] { return cancelled_; });
-      if (cancelled_) return Finish(grpc::Status::CANCELLED);
-    }
-  }
-
-  Scheduler* scheduler_;
-  int64_t id_;
-  std::mutex mu_;
-  std::condition_variable cv_;
-  bool writing_ = false, cancelled_ = false;
-  v1::JobEvent event_;
-};
-
-// A stream that ends at once with `status`.
-class FailedWatch final : public grpc::ServerWriteReactor<v1::JobEvent> {
- public:
-  explicit FailedWatch(const absl::Status& status) { Finish(ToGrpc(status)); }
-  void OnDone() override { delete this; }
-};
+bool IsFinal(v1::JobState s) {
+  return s == v1::JOB_STATE_DONE || s == v1::JOB_STATE_FAILED || s == v1::JOB_STATE_CANCELLED;
+}
 
 }  // namespace
 
 grpc::ServerWriteReactor<v1::JobEvent>* TuningServiceImpl::WatchJob(
     grpc::CallbackServerContext* ctx, const v1::WatchJobRequest* request) {
-  if (absl::Status a = auth_->Check(ctx, Role::kQuery); !a.ok()) return new FailedWatch(a);
+  using Stream = PollingStream<v1::JobEvent>;
+  if (absl::Status a = auth_->Check(ctx, Role::kQuery); !a.ok()) {
+    return new FailedStream<v1::JobEvent>(a);
+  }
   absl::StatusOr<int64_t> id = ParseJobId(request->job_id());
-  if (!id.ok()) return new FailedWatch(id.status());
-  if (absl::Status s = scheduler_->GetJob(*id).status(); !s.ok()) return new FailedWatch(s);
-  return new JobWatch(scheduler_, *id);
+  if (!id.ok()) return new FailedStream<v1::JobEvent>(id.status());
+  if (absl::Status s = scheduler_->GetJob(*id).status(); !s.ok()) {
+    return new FailedStream<v1::JobEvent>(s);
+  }
+  Scheduler* scheduler = scheduler_;
+  const int64_t job = *id;
+  return new Stream([scheduler, job]() -> absl::StatusOr<std::pair<v1::JobEvent, bool>> {
+    absl::StatusOr<JobStatus> status = scheduler->GetJob(job);
+    if (!status.ok()) return status.status();
+    v1::JobEvent event;
+    *event.mutable_job() = ToProto(*status, false);
+    const bool final = IsFinal(event.job().state());
+    return std::make_pair(std::move(event), final);
+  });
 }
 
 absl::StatusOr<std::string> TuningServiceImpl::TuneInBackground(const BestQuery& q) {

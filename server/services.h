@@ -51,9 +51,10 @@ class WorkerServiceImpl final : public v1::WorkerService::CallbackService {
 
 class TuningServiceImpl final : public v1::TuningService::CallbackService {
  public:
-  TuningServiceImpl(Scheduler* scheduler, const TaskSpaces* spaces, BestCache* best,
-                    ClientKernels* client_kernels, const Authenticator* auth)
+  TuningServiceImpl(Scheduler* scheduler, TuningDatabase* db, const TaskSpaces* spaces,
+                    BestCache* best, ClientKernels* client_kernels, const Authenticator* auth)
       : scheduler_(scheduler),
+        db_(db),
         spaces_(spaces),
         best_(best),
         client_kernels_(client_kernels),
@@ -85,6 +86,20 @@ class TuningServiceImpl final : public v1::TuningService::CallbackService {
   grpc::ServerUnaryReactor* ListKernels(grpc::CallbackServerContext* ctx,
                                         const v1::ListKernelsRequest* request,
                                         v1::ListKernelsResponse* response) override;
+  // Records (records_services.cc). Query role; ImportRecords needs admin.
+  grpc::ServerUnaryReactor* ListRecords(grpc::CallbackServerContext* ctx,
+                                        const v1::ListRecordsRequest* request,
+                                        v1::ListRecordsResponse* response) override;
+  grpc::ServerWriteReactor<v1::Record>* ExportRecords(
+      grpc::CallbackServerContext* ctx, const v1::ExportRecordsRequest* request) override;
+  grpc::ServerReadReactor<v1::Record>* ImportRecords(
+      grpc::CallbackServerContext* ctx, v1::ImportRecordsResponse* response) override;
+  grpc::ServerUnaryReactor* ListWorkers(grpc::CallbackServerContext* ctx,
+                                        const v1::ListWorkersRequest* request,
+                                        v1::ListWorkersResponse* response) override;
+  // A one-task job (submit role) whose progress streams as TuneEvents until it ends.
+  grpc::ServerWriteReactor<v1::TuneEvent>* Tune(grpc::CallbackServerContext* ctx,
+                                                const v1::TuneRequest* request) override;
   // Admin role only: the kernel is validated, versioned, stored and then usable in jobs.
   grpc::ServerUnaryReactor* RegisterKernel(grpc::CallbackServerContext* ctx,
                                            const v1::RegisterKernelRequest* request,
@@ -92,17 +107,21 @@ class TuningServiceImpl final : public v1::TuningService::CallbackService {
 
  private:
   Scheduler* scheduler_;
+  TuningDatabase* db_;
   const TaskSpaces* spaces_;
+  BestCache* best_;
   ClientKernels* client_kernels_;
   // tune_if_missing: queues a job for the task (one per task while it runs).
   absl::StatusOr<std::string> TuneInBackground(const BestQuery& query);
   static constexpr int64_t kBackgroundBudget = 64;
 
-  BestCache* best_;
   const Authenticator* auth_;
   absl::Mutex background_mu_;
   std::map<std::string, int64_t> background_ ABSL_GUARDED_BY(background_mu_);  // task -> job
 };
+
+// Finishes a unary call with `status`.
+grpc::ServerUnaryReactor* Done(grpc::CallbackServerContext* ctx, const absl::Status& status);
 
 // A Job message from a scheduler status.
 v1::Job ToProto(const JobStatus& status, bool with_tasks);

@@ -40,7 +40,8 @@ absl::StatusOr<std::unique_ptr<TuningServer>> TuningServer::Start(TuningServerOp
   s->worker_service_ =
       std::make_unique<WorkerServiceImpl>(s->scheduler_.get(), &s->registry_, &s->auth_);
   s->tuning_service_ = std::make_unique<TuningServiceImpl>(
-      s->scheduler_.get(), s->spaces_.get(), s->best_.get(), s->client_kernels_.get(), &s->auth_);
+      s->scheduler_.get(), s->db_.get(), s->spaces_.get(), s->best_.get(),
+      s->client_kernels_.get(), &s->auth_);
 
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();

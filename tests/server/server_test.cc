@@ -154,6 +154,101 @@ TEST_F(ServerTest, ThreeWorkersFinishAThreeTaskJobWithExactlyTheBudgetRecorded) 
   EXPECT_EQ(stats->records, 120);
 }
 
+// Tune (a one-task job streamed as TuneEvents), ListWorkers, ListRecords pages, ExportRecords
+// and ImportRecords (the same records again add nothing) over the wire.
+TEST_F(ServerTest, TuneRecordsAndWorkersOverTheApi) {
+  auto recorded = LoadRecordedSpace(testing::SpaceFile(kSpaces[0]));
+  ASSERT_TRUE(recorded.ok());
+  const Record& any = recorded->records.front();
+  std::thread worker([&] {
+    ReplayMeasurer measurer(recorded->records);
+    auto stub = v1::WorkerService::NewStub(channel_);
+    WorkerLoopOptions options;
+    options.max_candidates = 4;
+    options.idle_exit = absl::Seconds(2);
+    WorkerLoop loop(stub.get(), &measurer, options);
+    EXPECT_TRUE(loop.Run().ok());
+  });
+  v1::TuneRequest tune;
+  tune.mutable_kernel()->set_name(any.kernel);
+  ToProto(any.problem, tune.mutable_problem()->mutable_params());
+  tune.set_device(any.device.device_class);
+  tune.set_budget_measurements(24);
+  tune.set_strategy(v1::STRATEGY_RANDOM);
+  grpc::ClientContext tune_ctx;
+  tune_ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(60));
+  auto reader = tuning_->Tune(&tune_ctx, tune);
+  v1::TuneEvent event, last;
+  while (reader->Read(&event)) last = event;
+  ASSERT_TRUE(reader->Finish().ok());
+  EXPECT_TRUE(last.finished());
+  EXPECT_EQ(last.measurements_done(), 24);
+  EXPECT_EQ(last.budget_measurements(), 24);
+  ASSERT_TRUE(last.has_best_so_far());
+  EXPECT_GT(last.best_so_far().time_ms(), 0);
+
+  v1::ListWorkersResponse workers;
+  ASSERT_TRUE(tuning_->ListWorkers(Context().get(), {}, &workers).ok());
+  ASSERT_EQ(workers.workers_size(), 1);
+  EXPECT_EQ(workers.workers(0).measurements_done(), 24);
+  EXPECT_EQ(workers.workers(0).device().device_class(), any.device.device_class);
+  worker.join();
+
+  // Pages of 10: 10, 10, 4.
+  v1::ListRecordsRequest list;
+  list.set_page_size(10);
+  std::vector<v1::Record> listed;
+  for (int page = 0; page < 5; ++page) {
+    v1::ListRecordsResponse response;
+    ASSERT_TRUE(tuning_->ListRecords(Context().get(), list, &response).ok());
+    listed.insert(listed.end(), response.records().begin(), response.records().end());
+    if (response.next_page_token().empty()) break;
+    list.set_page_token(response.next_page_token());
+  }
+  EXPECT_EQ(listed.size(), 24u);
+  list.set_page_token("not-a-token");
+  v1::ListRecordsResponse ignored;
+  EXPECT_EQ(tuning_->ListRecords(Context().get(), list, &ignored).error_code(),
+            grpc::StatusCode::INVALID_ARGUMENT);
+
+  v1::ExportRecordsRequest export_all;
+  auto ctx = Context();
+  auto exported_stream = tuning_->ExportRecords(ctx.get(), export_all);
+  std::vector<v1::Record> exported;
+  v1::Record r;
+  while (exported_stream->Read(&r)) exported.push_back(r);
+  ASSERT_TRUE(exported_stream->Finish().ok());
+  ASSERT_EQ(exported.size(), 24u);
+
+  // Importing the export adds nothing; one changed record is new.
+  auto import = [&](std::vector<v1::Record> records) {
+    v1::ImportRecordsResponse response;
+    auto ictx = Context();
+    auto writer = tuning_->ImportRecords(ictx.get(), &response);
+    for (const v1::Record& rec : records) EXPECT_TRUE(writer->Write(rec));
+    writer->WritesDone();
+    EXPECT_TRUE(writer->Finish().ok());
+    return response;
+  };
+  v1::ImportRecordsResponse again = import(exported);
+  EXPECT_EQ(again.records_received(), 24);
+  EXPECT_EQ(again.records_added(), 0);
+  v1::Record changed = exported[0];
+  changed.clear_record_id();
+  changed.set_worker_id("another-worker");
+  EXPECT_EQ(import({changed}).records_added(), 1);
+  v1::Record lying = exported[0];
+  lying.set_time_ms(lying.time_ms() * 2);  // its record_id no longer matches
+  v1::ImportRecordsResponse refused;
+  auto ictx = Context();
+  auto writer = tuning_->ImportRecords(ictx.get(), &refused);
+  writer->Write(lying);
+  writer->WritesDone();
+  grpc::Status s = writer->Finish();
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(s.error_message(), HasSubstr("does not match its content"));
+}
+
 TEST_F(ServerTest, AnExpiredLeaseIsHandedOutAgainAndItsLateReportRefused) {
   v1::SubmitJobRequest submit;
   *submit.mutable_spec() = ThreeTaskSpec(4);
@@ -405,6 +500,13 @@ TEST(ServerAuthTest, TokensAndRolesAreEnforced) {
   EXPECT_EQ(workers->Register(with("query-token-0123456789").get(), reg, &registered).error_code(),
             grpc::StatusCode::PERMISSION_DENIED);
   EXPECT_TRUE(workers->Register(with("worker-token-0123456789").get(), reg, &registered).ok());
+
+  // Importing records is an admin's: they become everyone's answers.
+  v1::ImportRecordsResponse imported;
+  auto import_ctx = with("query-token-0123456789");
+  auto writer = tuning->ImportRecords(import_ctx.get(), &imported);
+  writer->WritesDone();
+  EXPECT_EQ(writer->Finish().error_code(), grpc::StatusCode::PERMISSION_DENIED);
 }
 
 TEST(ServerAuthTest, ABadTokenFileStopsTheServerWithTheLine) {

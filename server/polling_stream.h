@@ -1,0 +1,112 @@
+// Server-streaming reactors for the callback API.
+//
+// PollingStream<T>: a thread of its own polls `poll` four times a second and writes the event it
+// returns when the event changed and a second has passed since the last write, or at once when
+// the event is final; then the stream finishes OK. A poll error finishes the stream with that
+// error; a client that goes away (cancel, broken write) stops it.
+//
+// VectorStream<T>: writes the given messages one by one, then finishes OK.
+// FailedStream<T>: finishes at once with a status.
+#ifndef KTUNE_SERVER_POLLING_STREAM_H_
+#define KTUNE_SERVER_POLLING_STREAM_H_
+
+#include <chrono>
+#include <condition_variable>
+#include <functional>
+#include <mutex>
+#include <thread>
+#include <utility>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "grpcpp/support/server_callback.h"
+
+namespace ktune {
+
+grpc::Status ToGrpc(const absl::Status& s);
+
+template <typename T>
+class PollingStream final : public grpc::ServerWriteReactor<T> {
+ public:
+  // The event now, and whether it is the last one.
+  using Poll = std::function<absl::StatusOr<std::pair<T, bool>>()>;
+
+  explicit PollingStream(Poll poll) : poll_(std::move(poll)) {
+    std::thread([this] { Loop(); }).detach();
+  }
+  void OnWriteDone(bool ok) override {
+    std::lock_guard<std::mutex> lock(mu_);
+    writing_ = false;
+    if (!ok) cancelled_ = true;
+    cv_.notify_all();
+  }
+  void OnCancel() override {
+    std::lock_guard<std::mutex> lock(mu_);
+    cancelled_ = true;
+    cv_.notify_all();
+  }
+  void OnDone() override { delete this; }
+
+ private:
+  void Loop() {
+    std::string last;
+    auto last_sent = std::chrono::steady_clock::now() - std::chrono::seconds(1);
+    while (true) {
+      absl::StatusOr<std::pair<T, bool>> polled = poll_();
+      if (!polled.ok()) return this->Finish(ToGrpc(polled.status()));
+      auto& [event, final] = *polled;
+      const std::string progress = event.SerializeAsString();
+      const auto now = std::chrono::steady_clock::now();
+      if (progress != last && (final || now - last_sent >= std::chrono::seconds(1))) {
+        last = progress;
+        last_sent = now;
+        std::unique_lock<std::mutex> lock(mu_);
+        if (cancelled_) return this->Finish(grpc::Status::CANCELLED);
+        event_ = std::move(event);
+        writing_ = true;
+        this->StartWrite(&event_);
+        cv_.wait(lock, [&] { return !writing_ || cancelled_; });
+      }
+      if (final) return this->Finish(grpc::Status::OK);
+      std::unique_lock<std::mutex> lock(mu_);
+      cv_.wait_for(lock, std::chrono::milliseconds(250), [&] { return cancelled_; });
+      if (cancelled_) return this->Finish(grpc::Status::CANCELLED);
+    }
+  }
+
+  Poll poll_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  bool writing_ = false, cancelled_ = false;
+  T event_;
+};
+
+template <typename T>
+class VectorStream final : public grpc::ServerWriteReactor<T> {
+ public:
+  explicit VectorStream(std::vector<T> messages) : messages_(std::move(messages)) { Next(); }
+  void OnWriteDone(bool ok) override {
+    if (!ok) return this->Finish(grpc::Status::CANCELLED);
+    Next();
+  }
+  void OnDone() override { delete this; }
+
+ private:
+  void Next() {
+    if (next_ == messages_.size()) return this->Finish(grpc::Status::OK);
+    this->StartWrite(&messages_[next_++]);
+  }
+  std::vector<T> messages_;
+  size_t next_ = 0;
+};
+
+template <typename T>
+class FailedStream final : public grpc::ServerWriteReactor<T> {
+ public:
+  explicit FailedStream(const absl::Status& status) { this->Finish(ToGrpc(status)); }
+  void OnDone() override { delete this; }
+};
+
+}  // namespace ktune
+
+#endif  // KTUNE_SERVER_POLLING_STREAM_H_

@@ -1,0 +1,231 @@
+// TuningService's record, worker and one-task calls: ListRecords, ExportRecords, ImportRecords,
+// ListWorkers and Tune. (services.cc has jobs, queries and kernels.)
+#include <algorithm>
+#include <memory>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "proto/convert.h"
+#include "server/job_spec.h"
+#include "server/polling_stream.h"
+#include "server/services.h"
+
+namespace ktune {
+namespace {
+
+constexpr size_t kMaxStreamRecords = 1'000'000;  // per export or import stream
+
+// A stop signal for ForEachRecord once a page is full.
+const absl::Status& PageFull() {
+  static const absl::Status* full = new absl::Status(absl::CancelledError("page full"));
+  return *full;
+}
+
+// Records of `task` (all tasks when null) from `offset` on, at most `limit`; `*more` tells
+// whether others follow. In storage order.
+absl::StatusOr<std::vector<Record>> RecordsPage(TuningDatabase& db, const TaskKey* task,
+                                                size_t offset, size_t limit, bool* more) {
+  std::vector<Record> page;
+  *more = false;
+  if (task != nullptr) {
+    absl::StatusOr<std::vector<Record>> all = db.TaskRecords(*task);
+    if (!all.ok()) return all.status();
+    for (size_t i = offset; i < all->size() && page.size() < limit; ++i) {
+      page.push_back(std::move((*all)[i]));
+    }
+    *more = offset + page.size() < all->size();
+    return page;
+  }
+  size_t index = 0;
+  absl::Status s = db.ForEachRecord([&](const Record& r) -> absl::Status {
+    if (index++ < offset) return absl::OkStatus();
+    if (page.size() == limit) {
+      *more = true;
+      return PageFull();
+    }
+    page.push_back(r);
+    return absl::OkStatus();
+  });
+  if (!s.ok() && s != PageFull()) return s;
+  return page;
+}
+
+absl::StatusOr<std::unique_ptr<TaskKey>> OptionalTask(bool has_task, const v1::TaskKey& proto) {
+  if (!has_task) return std::unique_ptr<TaskKey>();
+  absl::StatusOr<TaskKey> task = FromProto(proto);
+  if (!task.ok()) return task.status();
+  return std::make_unique<TaskKey>(*std::move(task));
+}
+
+// Collects a client stream of records, then stores them in one transaction.
+class RecordImport final : public grpc::ServerReadReactor<v1::Record> {
+ public:
+  RecordImport(TuningDatabase* db, v1::ImportRecordsResponse* response)
+      : db_(db), response_(response) {
+    StartRead(&incoming_);
+  }
+  void OnReadDone(bool ok) override {
+    if (!ok) return Store();  // the client closed its side: the stream is complete
+    ++received_;
+    if (records_.size() >= kMaxStreamRecords) {
+      return Finish(ToGrpc(absl::ResourceExhaustedError(
+          absl::StrCat("more than ", kMaxStreamRecords,
+                       " records in one import stream; nothing was stored: split it"))));
+    }
+    absl::StatusOr<Record> r = FromProto(incoming_);
+    if (!r.ok()) {
+      return Finish(ToGrpc(absl::InvalidArgumentError(
+          absl::StrCat("record ", received_, ": ", r.status().message(),
+                       "; nothing was stored"))));
+    }
+    records_.push_back(*std::move(r));
+    StartRead(&incoming_);
+  }
+  void OnDone() override { delete this; }
+
+ private:
+  void Store() {
+    absl::StatusOr<int64_t> added = db_->AddRecords(records_);
+    if (!added.ok()) return Finish(ToGrpc(added.status()));
+    response_->set_records_received(received_);
+    response_->set_records_added(*added);
+    Finish(grpc::Status::OK);
+  }
+
+  TuningDatabase* db_;
+  v1::ImportRecordsResponse* response_;
+  v1::Record incoming_;
+  std::vector<Record> records_;
+  int64_t received_ = 0;
+};
+
+class FailedImport final : public grpc::ServerReadReactor<v1::Record> {
+ public:
+  explicit FailedImport(const absl::Status& status) { Finish(ToGrpc(status)); }
+  void OnDone() override { delete this; }
+};
+
+}  // namespace
+
+grpc::ServerUnaryReactor* TuningServiceImpl::ListRecords(grpc::CallbackServerContext* ctx,
+                                                         const v1::ListRecordsRequest* request,
+                                                         v1::ListRecordsResponse* response) {
+  if (absl::Status a = auth_->Check(ctx, Role::kQuery); !a.ok()) return Done(ctx, a);
+  const int32_t page_size = request->page_size() == 0 ? 1000 : request->page_size();
+  if (page_size < 1 || page_size > 10'000) {
+    return Done(ctx, absl::InvalidArgumentError("page_size must be between 1 and 10000"));
+  }
+  uint64_t offset = 0;
+  if (!request->page_token().empty() && !absl::SimpleAtoi(request->page_token(), &offset)) {
+    return Done(ctx, absl::InvalidArgumentError(
+                         "page_token is not one this server gave (use next_page_token)"));
+  }
+  absl::StatusOr<std::unique_ptr<TaskKey>> task =
+      OptionalTask(request->has_task(), request->task());
+  if (!task.ok()) return Done(ctx, task.status());
+  bool more = false;
+  absl::StatusOr<std::vector<Record>> page =
+      RecordsPage(*db_, task->get(), offset, static_cast<size_t>(page_size), &more);
+  if (!page.ok()) return Done(ctx, page.status());
+  for (const Record& r : *page) *response->add_records() = ToProto(r);
+  if (more) response->set_next_page_token(std::to_string(offset + page->size()));
+  return Done(ctx, absl::OkStatus());
+}
+
+grpc::ServerWriteReactor<v1::Record>* TuningServiceImpl::ExportRecords(
+    grpc::CallbackServerContext* ctx, const v1::ExportRecordsRequest* request) {
+  if (absl::Status a = auth_->Check(ctx, Role::kQuery); !a.ok()) {
+    return new FailedStream<v1::Record>(a);
+  }
+  absl::StatusOr<std::unique_ptr<TaskKey>> task =
+      OptionalTask(request->has_task(), request->task());
+  if (!task.ok()) return new FailedStream<v1::Record>(task.status());
+  // Read in one go (the database is not held while a slow client reads), up to a limit.
+  bool more = false;
+  absl::StatusOr<std::vector<Record>> records =
+      RecordsPage(*db_, task->get(), 0, kMaxStreamRecords, &more);
+  if (!records.ok()) return new FailedStream<v1::Record>(records.status());
+  if (more) {
+    return new FailedStream<v1::Record>(absl::ResourceExhaustedError(absl::StrCat(
+        "more than ", kMaxStreamRecords,
+        " records: export per task, or page with ListRecords, or run `ktune db export` on the "
+        "server's host")));
+  }
+  std::vector<v1::Record> out;
+  out.reserve(records->size());
+  for (const Record& r : *records) out.push_back(ToProto(r));
+  return new VectorStream<v1::Record>(std::move(out));
+}
+
+grpc::ServerReadReactor<v1::Record>* TuningServiceImpl::ImportRecords(
+    grpc::CallbackServerContext* ctx, v1::ImportRecordsResponse* response) {
+  if (absl::Status a = auth_->Check(ctx, Role::kAdmin); !a.ok()) return new FailedImport(a);
+  return new RecordImport(db_, response);
+}
+
+grpc::ServerUnaryReactor* TuningServiceImpl::ListWorkers(grpc::CallbackServerContext* ctx,
+                                                         const v1::ListWorkersRequest*,
+                                                         v1::ListWorkersResponse* response) {
+  if (absl::Status a = auth_->Check(ctx, Role::kQuery); !a.ok()) return Done(ctx, a);
+  for (const Scheduler::WorkerStatus& w : scheduler_->ListWorkers()) {
+    v1::WorkerInfo* info = response->add_workers();
+    info->set_worker_id(w.id);
+    *info->mutable_device() = ToProto(w.device);
+    info->set_state(w.measuring ? "measuring" : "idle");
+    info->set_active_leases(w.active_leases);
+    info->mutable_last_heartbeat()->set_seconds(absl::ToUnixSeconds(w.last_seen));
+    info->set_measurements_done(w.measurements);
+  }
+  return Done(ctx, absl::OkStatus());
+}
+
+grpc::ServerWriteReactor<v1::TuneEvent>* TuningServiceImpl::Tune(grpc::CallbackServerContext* ctx,
+                                                                 const v1::TuneRequest* request) {
+  using Failed = FailedStream<v1::TuneEvent>;
+  if (absl::Status a = auth_->Check(ctx, Role::kSubmit); !a.ok()) return new Failed(a);
+  // The same checks as a submitted job: it is one, of one task.
+  v1::JobSpec spec;
+  spec.set_name(absl::StrCat("tune ", request->kernel().name()));
+  *spec.add_kernels() = request->kernel();
+  *spec.add_problems() = request->problem();
+  if (request->device().empty()) {
+    return new Failed(absl::InvalidArgumentError(
+        "device is required: the device class whose workers measure (see ListWorkers)"));
+  }
+  spec.add_device_classes(request->device());
+  spec.set_budget_measurements(request->budget_measurements());
+  spec.set_strategy(request->strategy());
+  spec.set_seed(request->seed());
+  absl::StatusOr<JobRequest> job = ToJobRequest(spec, *spaces_);
+  if (!job.ok()) return new Failed(job.status());
+  absl::StatusOr<int64_t> id = scheduler_->Submit(*job);
+  if (!id.ok()) return new Failed(id.status());
+  Scheduler* scheduler = scheduler_;
+  const int64_t job_id = *id;
+  return new PollingStream<v1::TuneEvent>(
+      [scheduler, job_id]() -> absl::StatusOr<std::pair<v1::TuneEvent, bool>> {
+        absl::StatusOr<JobStatus> status = scheduler->GetJob(job_id);
+        if (!status.ok()) return status.status();
+        v1::TuneEvent event;
+        const JobState state = status->job.state;
+        if (!status->tasks.empty()) {
+          const TaskStatus& t = status->tasks.front();
+          event.set_measurements_done(t.done);
+          event.set_budget_measurements(t.budget);
+          if (t.best_ms) {
+            v1::Record* best = event.mutable_best_so_far();
+            *best->mutable_task() = ToProto(t.task);
+            ToProto(t.best_config, best->mutable_config()->mutable_params());
+            best->set_config_hash(ParamMapHash(t.best_config));
+            best->set_status(v1::MEASUREMENT_STATUS_OK);
+            best->set_time_ms(*t.best_ms);
+          }
+        }
+        const bool final = state == JobState::kDone || state == JobState::kFailed ||
+                           state == JobState::kCancelled;
+        event.set_finished(final);
+        return std::make_pair(std::move(event), final);
+      });
+}
+
+}  // namespace ktune
