@@ -301,6 +301,37 @@ int RunCancel(const JobArgs& a) {
   return kExitOk;
 }
 
+// --- workers ---
+
+int RunWorkers(const JobArgs& a) {
+  const std::string cmd = "workers";
+  absl::StatusOr<std::shared_ptr<grpc::Channel>> channel = MakeChannel(a.server, a.tls);
+  if (!channel.ok()) return UsageError(cmd, std::string(channel.status().message()));
+  v1::ListWorkersResponse response;
+  absl::Status s = FromGrpc(v1::TuningService::NewStub(*channel)->ListWorkers(
+      ClientContextFor(a.token).get(), {}, &response));
+  if (!s.ok()) return Fail(cmd, s);
+  nlohmann::json all = nlohmann::json::array();
+  for (const v1::WorkerInfo& w : response.workers()) {
+    nlohmann::json j{{"worker_id", w.worker_id()},
+                     {"device_class", w.device().device_class()},
+                     {"state", w.state()},
+                     {"active_leases", w.active_leases()},
+                     {"measurements", w.measurements_done()},
+                     {"last_heartbeat_unix", w.last_heartbeat().seconds()}};
+    if (a.json) {
+      all.push_back(std::move(j));
+    } else {
+      std::cout << absl::StrFormat("%-18s %-10s %3d leases %8d measurements  %s\n",
+                                   w.worker_id(), w.state(), w.active_leases(),
+                                   w.measurements_done(), w.device().device_class());
+    }
+  }
+  if (a.json) std::cout << all.dump() << "\n";
+  if (!a.json && response.workers().empty()) std::cout << "no workers registered\n";
+  return kExitOk;
+}
+
 }  // namespace
 
 void RegisterServiceCommands(CLI::App& app, Action* action) {
@@ -373,6 +404,13 @@ void RegisterServiceCommands(CLI::App& app, Action* action) {
   AddClientTlsOptions(cancel, &job_args->tls);
   cancel->add_flag("--json", job_args->json, "Print the job as JSON");
   cancel->callback([=] { *action = [=] { return RunCancel(*job_args); }; });
+
+  CLI::App* workers = app.add_subcommand("workers", "List the workers a server knows");
+  workers->add_option("--server", job_args->server, "Server address")->capture_default_str();
+  workers->add_option("--token", job_args->token, "Bearer token (or $KTUNE_TOKEN)");
+  AddClientTlsOptions(workers, &job_args->tls);
+  workers->add_flag("--json", job_args->json, "Print as a JSON array");
+  workers->callback([=] { *action = [=] { return RunWorkers(*job_args); }; });
 
   RegisterBenchServiceCommand(*app.get_subcommand("bench"), action);
 }

@@ -28,6 +28,7 @@ TEST(CliTest, EveryCommandHasHelp) {
                                                           {"jobs"},
                                                           {"watch"},
                                                           {"cancel"},
+                                                          {"workers"},
                                                           {"best"},
                                                           {"kernels"},
                                                           {"kernels", "register"},
