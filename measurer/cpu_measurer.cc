@@ -13,13 +13,6 @@
 namespace ktune {
 namespace {
 
-MeasureResult Failed(MeasurementStatus status, std::string message) {
-  MeasureResult r;
-  r.status = status;
-  r.message = std::move(message);
-  return r;
-}
-
 }  // namespace
 
 std::string DefaultRunnerPath() { return FindRunner("ktune-runner", "KTUNE_RUNNER"); }
@@ -87,19 +80,19 @@ absl::StatusOr<MeasureResult> CpuMeasurer::MeasureOne(TaskState& state,
                                                       const Configuration& config) {
   const KernelDefinition& def = *state.definition;
   absl::StatusOr<Point> point = state.space->ToPoint(config);
-  if (!point.ok()) return Failed(MeasurementStatus::kInvalidConfig, point.status().ToString());
+  if (!point.ok()) return FailedResult(MeasurementStatus::kInvalidConfig, point.status().ToString());
   if (!state.space->IsValid(*point)) {
-    return Failed(MeasurementStatus::kInvalidConfig,
+    return FailedResult(MeasurementStatus::kInvalidConfig,
                   "the configuration breaks the kernel's constraints for this problem");
   }
   absl::StatusOr<std::vector<int64_t>> values = def.ConfigValues(config);
-  if (!values.ok()) return Failed(MeasurementStatus::kInvalidConfig, values.status().ToString());
+  if (!values.ok()) return FailedResult(MeasurementStatus::kInvalidConfig, values.status().ToString());
 
   runner::RunRequest request;
   *request.mutable_kernel() = state.spec;
   if (!def.builtin) {
     KTUNE_ASSIGN_OR_RETURN(CpuBuild build, compiler_.Build(def, config));
-    if (!build.ok) return Failed(MeasurementStatus::kCompileError, build.message);
+    if (!build.ok) return FailedResult(MeasurementStatus::kCompileError, build.message);
     request.mutable_kernel()->set_library_path(build.library_path);
   }
 
@@ -109,16 +102,16 @@ absl::StatusOr<MeasureResult> CpuMeasurer::MeasureOne(TaskState& state,
   KTUNE_ASSIGN_OR_RETURN(RunnerProcess::Outcome outcome,
                          runner_.Call(request, options_.prepare_timeout_ms, &response, &death));
   if (outcome == RunnerProcess::Outcome::kTimedOut) {
-    return Failed(MeasurementStatus::kTimeout,
+    return FailedResult(MeasurementStatus::kTimeout,
                   absl::StrCat("preparing the inputs and reference took longer than ",
                                options_.prepare_timeout_ms / 1000.0, " s"));
   }
   if (outcome == RunnerProcess::Outcome::kDied) {
-    return Failed(MeasurementStatus::kRuntimeError,
+    return FailedResult(MeasurementStatus::kRuntimeError,
                   absl::StrCat("the runner ", death, " while loading the kernel"));
   }
   if (response.status() != runner::RunResponse::OK) {
-    return Failed(MeasurementStatus::kRuntimeError, response.message());
+    return FailedResult(MeasurementStatus::kRuntimeError, response.message());
   }
 
   for (int64_t v : *values) request.add_config(v);
@@ -128,40 +121,29 @@ absl::StatusOr<MeasureResult> CpuMeasurer::MeasureOne(TaskState& state,
   request.set_target_cv(options_.target_cv);
   request.set_max_seconds(options_.max_seconds);
   request.set_min_sample_ms(options_.min_sample_ms);
-  int64_t timeout_ms = options_.run_timeout_ms;
-  if (state.best_ms > 0) {
-    const double runs = options_.warmup_runs + options_.min_repeats;
-    const double relative =
-        options_.relative_timeout * state.best_ms * runs + options_.max_seconds * 1e3 + 1000;
-    timeout_ms = std::min<int64_t>(timeout_ms, static_cast<int64_t>(relative));
-  }
+  const int64_t timeout_ms =
+      CandidateTimeoutMs(options_.run_timeout_ms, state.best_ms, options_.relative_timeout,
+                         options_.warmup_runs, options_.min_repeats, options_.max_seconds);
   response.Clear();
   KTUNE_ASSIGN_OR_RETURN(outcome, runner_.Call(request, timeout_ms, &response, &death));
   switch (outcome) {
     case RunnerProcess::Outcome::kTimedOut:
-      return Failed(MeasurementStatus::kTimeout,
+      return FailedResult(MeasurementStatus::kTimeout,
                     absl::StrCat("no result within ", timeout_ms / 1000.0, " s; stopped"));
     case RunnerProcess::Outcome::kDied:
-      return Failed(MeasurementStatus::kRuntimeError, absl::StrCat("the kernel's process ", death));
+      return FailedResult(MeasurementStatus::kRuntimeError, absl::StrCat("the kernel's process ", death));
     case RunnerProcess::Outcome::kAnswered:
       break;
   }
   switch (response.status()) {
-    case runner::RunResponse::OK: {
-      MeasureResult r;
-      r.repeat_times_ms.assign(response.times_ms().begin(), response.times_ms().end());
-      std::vector<double> sorted = r.repeat_times_ms;
-      std::sort(sorted.begin(), sorted.end());
-      const size_t n = sorted.size();
-      r.time_ms = n % 2 ? sorted[n / 2] : (sorted[n / 2 - 1] + sorted[n / 2]) / 2;
-      return r;
-    }
+    case runner::RunResponse::OK:
+      return ResultFromSamples({response.times_ms().begin(), response.times_ms().end()});
     case runner::RunResponse::INVALID_CONFIG:
-      return Failed(MeasurementStatus::kInvalidConfig, response.message());
+      return FailedResult(MeasurementStatus::kInvalidConfig, response.message());
     case runner::RunResponse::WRONG_RESULT:
-      return Failed(MeasurementStatus::kWrongResult, response.message());
+      return FailedResult(MeasurementStatus::kWrongResult, response.message());
     default:
-      return Failed(MeasurementStatus::kRuntimeError, response.message());
+      return FailedResult(MeasurementStatus::kRuntimeError, response.message());
   }
 }
 

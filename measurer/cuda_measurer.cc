@@ -12,13 +12,6 @@
 namespace ktune {
 namespace {
 
-MeasureResult Failed(MeasurementStatus status, std::string message) {
-  MeasureResult r;
-  r.status = status;
-  r.message = std::move(message);
-  return r;
-}
-
 std::string FamilyOf(int major, int minor) {
   switch (major) {
     case 7: return minor >= 5 ? "turing" : "volta";
@@ -204,11 +197,11 @@ absl::StatusOr<std::vector<MeasureResult>> CudaMeasurer::Measure(
   for (size_t i = 0; i < configs.size(); ++i) {
     absl::StatusOr<Point> point = state->space->ToPoint(configs[i]);
     if (!point.ok()) {
-      results[i] = Failed(MeasurementStatus::kInvalidConfig, point.status().ToString());
+      results[i] = FailedResult(MeasurementStatus::kInvalidConfig, point.status().ToString());
       continue;
     }
     if (!state->space->IsValid(*point)) {
-      results[i] = Failed(MeasurementStatus::kInvalidConfig,
+      results[i] = FailedResult(MeasurementStatus::kInvalidConfig,
                           "the configuration breaks the kernel's constraints for this problem");
       continue;
     }
@@ -217,7 +210,7 @@ absl::StatusOr<std::vector<MeasureResult>> CudaMeasurer::Measure(
     absl::StatusOr<cuda_runner::Program> program =
         CudaKernelProgram(def, state->problem, configs[i], arch());
     if (!program.ok()) {
-      results[i] = Failed(MeasurementStatus::kInvalidConfig, program.status().ToString());
+      results[i] = FailedResult(MeasurementStatus::kInvalidConfig, program.status().ToString());
       runnable[i] = false;
       continue;
     }
@@ -233,7 +226,7 @@ absl::StatusOr<std::vector<MeasureResult>> CudaMeasurer::Measure(
       // The compiler crashed or hung on one of them: every candidate of the batch reports it.
       for (size_t i = 0; i < configs.size(); ++i) {
         if (runnable[i]) {
-          results[i] = Failed(MeasurementStatus::kCompileError, compiled.status().ToString());
+          results[i] = FailedResult(MeasurementStatus::kCompileError, compiled.status().ToString());
         }
       }
       return results;
@@ -270,14 +263,14 @@ MeasureResult CudaMeasurer::RunOne(TaskState& state, const Configuration& config
                                    const cuda_runner::CompileResult* build) {
   const KernelDefinition& def = *state.definition;
   if (build != nullptr && !build->ok()) {
-    return Failed(MeasurementStatus::kCompileError, build->log());
+    return FailedResult(MeasurementStatus::kCompileError, build->log());
   }
   cuda_runner::RunRequest request;
   *request.mutable_task() = state.spec;
   if (build != nullptr) {
     request.set_cubin_path(build->cubin_path());
     absl::StatusOr<CudaLaunchGeometry> launch = CudaLaunchFor(def, state.problem, config);
-    if (!launch.ok()) return Failed(MeasurementStatus::kInvalidConfig, launch.status().ToString());
+    if (!launch.ok()) return FailedResult(MeasurementStatus::kInvalidConfig, launch.status().ToString());
     for (int axis = 0; axis < 3; ++axis) {
       request.add_grid(static_cast<uint32_t>(launch->grid[axis]));
       request.add_block(static_cast<uint32_t>(launch->block[axis]));
@@ -286,7 +279,7 @@ MeasureResult CudaMeasurer::RunOne(TaskState& state, const Configuration& config
   } else {
     request.set_vendor_library(def.vendor_library);
     absl::StatusOr<std::vector<int64_t>> values = def.ConfigValues(config);
-    if (!values.ok()) return Failed(MeasurementStatus::kInvalidConfig, values.status().ToString());
+    if (!values.ok()) return FailedResult(MeasurementStatus::kInvalidConfig, values.status().ToString());
     for (int64_t v : *values) request.add_vendor_config(v);
   }
   request.set_warmup_runs(options_.warmup_runs);
@@ -300,13 +293,9 @@ MeasureResult CudaMeasurer::RunOne(TaskState& state, const Configuration& config
   // The run's time: absolute, or relative to the task's best; plus copying the outputs back and
   // comparing them (at 100 MB/s at worst), plus preparing the task when the runner does not
   // hold it (a new task, or a new runner after a crash or timeout).
-  int64_t timeout_ms = options_.run_timeout_ms;
-  if (state.best_ms > 0) {
-    const double runs = options_.warmup_runs + options_.min_repeats;
-    const double relative =
-        options_.relative_timeout * state.best_ms * runs + options_.max_seconds * 1e3 + 1000;
-    timeout_ms = std::min<int64_t>(timeout_ms, static_cast<int64_t>(relative));
-  }
+  int64_t timeout_ms =
+      CandidateTimeoutMs(options_.run_timeout_ms, state.best_ms, options_.relative_timeout,
+                         options_.warmup_runs, options_.min_repeats, options_.max_seconds);
   timeout_ms += static_cast<int64_t>(state.output_bytes / 1e5);
   const std::string task_key = state.spec.SerializeAsString();
   if (!client_.running() || client_.starts() != prepared_in_start_ || prepared_task_ != task_key) {
@@ -316,41 +305,31 @@ MeasureResult CudaMeasurer::RunOne(TaskState& state, const Configuration& config
   std::string death;
   absl::StatusOr<RunnerProcess::Outcome> outcome =
       client_.Run(request, timeout_ms, &response, &death);
-  if (!outcome.ok()) return Failed(MeasurementStatus::kRuntimeError, outcome.status().ToString());
+  if (!outcome.ok()) return FailedResult(MeasurementStatus::kRuntimeError, outcome.status().ToString());
   if (*outcome == RunnerProcess::Outcome::kAnswered && client_.running()) {
     prepared_task_ = task_key;
     prepared_in_start_ = client_.starts();
   }
   switch (*outcome) {
     case RunnerProcess::Outcome::kTimedOut:
-      return Failed(MeasurementStatus::kTimeout,
+      return FailedResult(MeasurementStatus::kTimeout,
                     absl::StrCat("no result within ", timeout_ms / 1000.0, " s; stopped"));
     case RunnerProcess::Outcome::kDied:
-      return Failed(MeasurementStatus::kRuntimeError, absl::StrCat("the kernel's process ", death));
+      return FailedResult(MeasurementStatus::kRuntimeError, absl::StrCat("the kernel's process ", death));
     case RunnerProcess::Outcome::kAnswered:
       break;
   }
-  if (!response.error().empty()) return Failed(MeasurementStatus::kRuntimeError, response.error());
+  if (!response.error().empty()) return FailedResult(MeasurementStatus::kRuntimeError, response.error());
   const cuda_runner::RunResponse& run = response.run();
   switch (run.status()) {
-    case cuda_runner::RunResponse::OK: {
-      MeasureResult r;
-      r.repeat_times_ms.assign(run.times_ms().begin(), run.times_ms().end());
-      if (r.repeat_times_ms.empty()) {
-        return Failed(MeasurementStatus::kRuntimeError, "the runner returned no samples");
-      }
-      std::vector<double> sorted = r.repeat_times_ms;
-      std::sort(sorted.begin(), sorted.end());
-      const size_t n = sorted.size();
-      r.time_ms = n % 2 ? sorted[n / 2] : (sorted[n / 2 - 1] + sorted[n / 2]) / 2;
-      return r;
-    }
+    case cuda_runner::RunResponse::OK:
+      return ResultFromSamples({run.times_ms().begin(), run.times_ms().end()});
     case cuda_runner::RunResponse::INVALID_CONFIG:
-      return Failed(MeasurementStatus::kInvalidConfig, run.message());
+      return FailedResult(MeasurementStatus::kInvalidConfig, run.message());
     case cuda_runner::RunResponse::WRONG_RESULT:
-      return Failed(MeasurementStatus::kWrongResult, run.message());
+      return FailedResult(MeasurementStatus::kWrongResult, run.message());
     default:
-      return Failed(MeasurementStatus::kRuntimeError, run.message());
+      return FailedResult(MeasurementStatus::kRuntimeError, run.message());
   }
 }
 

@@ -1,6 +1,35 @@
 #include "measurer/measurer.h"
 
+#include <algorithm>
+
 namespace ktune {
+
+MeasureResult FailedResult(MeasurementStatus status, std::string message) {
+  MeasureResult r;
+  r.status = status;
+  r.message = std::move(message);
+  return r;
+}
+
+MeasureResult ResultFromSamples(std::vector<double> times_ms) {
+  if (times_ms.empty()) {
+    return FailedResult(MeasurementStatus::kRuntimeError, "the runner returned no samples");
+  }
+  MeasureResult r;
+  r.repeat_times_ms = times_ms;
+  std::sort(times_ms.begin(), times_ms.end());
+  const size_t n = times_ms.size();
+  r.time_ms = n % 2 ? times_ms[n / 2] : (times_ms[n / 2 - 1] + times_ms[n / 2]) / 2;
+  return r;
+}
+
+int64_t CandidateTimeoutMs(int64_t absolute_ms, double best_ms, double relative, int warmup_runs,
+                           int min_repeats, double max_seconds) {
+  if (best_ms <= 0) return absolute_ms;
+  const double runs = warmup_runs + min_repeats;
+  const double relative_ms = relative * best_ms * runs + max_seconds * 1e3 + 1000;
+  return std::min<int64_t>(absolute_ms, static_cast<int64_t>(relative_ms));
+}
 
 Record ToRecord(const TaskKey& task, const DeviceInfo& device, const Configuration& config,
                 const MeasureResult& result, const std::string& worker) {

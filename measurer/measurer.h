@@ -36,6 +36,19 @@ class Measurer {
       const TaskKey& task, const std::vector<Configuration>& configs) = 0;
 };
 
+// A failed candidate.
+MeasureResult FailedResult(MeasurementStatus status, std::string message);
+
+// An ok result from the per-run times of a candidate's samples: the time is their median.
+// A runtime_error when there are none.
+MeasureResult ResultFromSamples(std::vector<double> times_ms);
+
+// How long a runner may take for one candidate: `absolute_ms`, or less once the task has a best
+// time: `relative` × best × (warm-up + minimum runs) + the sampling cap + 1 s. Far slower
+// candidates are timeouts.
+int64_t CandidateTimeoutMs(int64_t absolute_ms, double best_ms, double relative, int warmup_runs,
+                           int min_repeats, double max_seconds);
+
 // The record a result becomes in the tuning database.
 Record ToRecord(const TaskKey& task, const DeviceInfo& device, const Configuration& config,
                 const MeasureResult& result, const std::string& worker);

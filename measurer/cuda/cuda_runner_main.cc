@@ -5,9 +5,6 @@
 // one. See measurer/cuda/cuda_runner.proto.
 //
 // Anything a kernel prints (printf) goes to stderr: stdout is reserved for the protocol.
-#include <fcntl.h>
-#include <unistd.h>
-
 #include <cstdio>
 
 #include "measurer/cuda/cuda_runner_session.h"
@@ -20,13 +17,8 @@ int main(int argc, char** argv) {
                  "protocol on stdin/stdout)\n");
     return 2;
   }
-  const int in = ::dup(0);
-  const int out = ::dup(1);
-  const int null_fd = ::open("/dev/null", O_RDONLY);
-  if (in < 0 || out < 0 || null_fd < 0) return 1;
-  ::dup2(null_fd, 0);
-  ::dup2(2, 1);
-  ::close(null_fd);
+  int in = -1, out = -1;
+  if (!ktune::runner::TakeProtocolPipes(&in, &out)) return 1;
 
   ktune::cuda::CudaRunnerSession session;
   ktune::cuda_runner::Request request;

@@ -1,5 +1,6 @@
 #include "measurer/runner/framing.h"
 
+#include <fcntl.h>
 #include <poll.h>
 #include <unistd.h>
 
@@ -73,6 +74,17 @@ bool ReadFrame(int fd, google::protobuf::MessageLite& message, int64_t deadline_
   std::string body(n, '\0');
   if (!ReadAll(fd, body.data(), n, deadline_ms, timed_out)) return false;
   return message.ParseFromString(body);
+}
+
+bool TakeProtocolPipes(int* in, int* out) {
+  *in = ::dup(0);
+  *out = ::dup(1);
+  const int null_fd = ::open("/dev/null", O_RDONLY);
+  if (*in < 0 || *out < 0 || null_fd < 0) return false;
+  ::dup2(null_fd, 0);
+  ::dup2(2, 1);
+  ::close(null_fd);
+  return true;
 }
 
 }  // namespace ktune::runner

@@ -22,6 +22,11 @@ bool ReadFrame(int fd, google::protobuf::MessageLite& message, int64_t deadline_
 
 int64_t SteadyNowMs();
 
+// For a runner's main: keeps private copies of stdin and stdout for the protocol in `*in` and
+// `*out`, then points fd 0 at /dev/null and fd 1 at stderr, so that nothing a kernel prints can
+// corrupt a frame. False when a descriptor could not be duplicated or opened.
+bool TakeProtocolPipes(int* in, int* out);
+
 }  // namespace ktune::runner
 
 #endif  // KTUNE_MEASURER_RUNNER_FRAMING_H_

@@ -3,9 +3,6 @@
 // worker kills it on a timeout and starts another after a crash; see measurer/cpu_measurer.h.
 //
 // Anything a kernel prints goes to stderr: stdout is reserved for the protocol.
-#include <fcntl.h>
-#include <unistd.h>
-
 #include <cstdio>
 
 #include "measurer/runner/framing.h"
@@ -18,14 +15,8 @@ int main(int argc, char** argv) {
                  "protocol on stdin/stdout)\n");
     return 2;
   }
-  // Keep private copies of the protocol pipes; point fds 0 and 1 elsewhere.
-  const int in = ::dup(0);
-  const int out = ::dup(1);
-  const int null_fd = ::open("/dev/null", O_RDONLY);
-  if (in < 0 || out < 0 || null_fd < 0) return 1;
-  ::dup2(null_fd, 0);
-  ::dup2(2, 1);
-  ::close(null_fd);
+  int in = -1, out = -1;
+  if (!ktune::runner::TakeProtocolPipes(&in, &out)) return 1;
 
   ktune::runner::RunnerSession session;
   ktune::runner::RunRequest request;
