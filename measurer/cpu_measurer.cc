@@ -9,11 +9,10 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
+#include "measurer/runner_result.h"
 
 namespace ktune {
-namespace {
-
-}  // namespace
+namespace {}  // namespace
 
 std::string DefaultRunnerPath() { return FindRunner("ktune-runner", "KTUNE_RUNNER"); }
 
@@ -80,13 +79,15 @@ absl::StatusOr<MeasureResult> CpuMeasurer::MeasureOne(TaskState& state,
                                                       const Configuration& config) {
   const KernelDefinition& def = *state.definition;
   absl::StatusOr<Point> point = state.space->ToPoint(config);
-  if (!point.ok()) return FailedResult(MeasurementStatus::kInvalidConfig, point.status().ToString());
+  if (!point.ok())
+    return FailedResult(MeasurementStatus::kInvalidConfig, point.status().ToString());
   if (!state.space->IsValid(*point)) {
     return FailedResult(MeasurementStatus::kInvalidConfig,
-                  "the configuration breaks the kernel's constraints for this problem");
+                        "the configuration breaks the kernel's constraints for this problem");
   }
   absl::StatusOr<std::vector<int64_t>> values = def.ConfigValues(config);
-  if (!values.ok()) return FailedResult(MeasurementStatus::kInvalidConfig, values.status().ToString());
+  if (!values.ok())
+    return FailedResult(MeasurementStatus::kInvalidConfig, values.status().ToString());
 
   runner::RunRequest request;
   *request.mutable_kernel() = state.spec;
@@ -103,12 +104,12 @@ absl::StatusOr<MeasureResult> CpuMeasurer::MeasureOne(TaskState& state,
                          runner_.Call(request, options_.prepare_timeout_ms, &response, &death));
   if (outcome == RunnerProcess::Outcome::kTimedOut) {
     return FailedResult(MeasurementStatus::kTimeout,
-                  absl::StrCat("preparing the inputs and reference took longer than ",
-                               options_.prepare_timeout_ms / 1000.0, " s"));
+                        absl::StrCat("preparing the inputs and reference took longer than ",
+                                     options_.prepare_timeout_ms / 1000.0, " s"));
   }
   if (outcome == RunnerProcess::Outcome::kDied) {
     return FailedResult(MeasurementStatus::kRuntimeError,
-                  absl::StrCat("the runner ", death, " while loading the kernel"));
+                        absl::StrCat("the runner ", death, " while loading the kernel"));
   }
   if (response.status() != runner::RunResponse::OK) {
     return FailedResult(MeasurementStatus::kRuntimeError, response.message());
@@ -126,25 +127,8 @@ absl::StatusOr<MeasureResult> CpuMeasurer::MeasureOne(TaskState& state,
                          options_.warmup_runs, options_.min_repeats, options_.max_seconds);
   response.Clear();
   KTUNE_ASSIGN_OR_RETURN(outcome, runner_.Call(request, timeout_ms, &response, &death));
-  switch (outcome) {
-    case RunnerProcess::Outcome::kTimedOut:
-      return FailedResult(MeasurementStatus::kTimeout,
-                    absl::StrCat("no result within ", timeout_ms / 1000.0, " s; stopped"));
-    case RunnerProcess::Outcome::kDied:
-      return FailedResult(MeasurementStatus::kRuntimeError, absl::StrCat("the kernel's process ", death));
-    case RunnerProcess::Outcome::kAnswered:
-      break;
-  }
-  switch (response.status()) {
-    case runner::RunResponse::OK:
-      return ResultFromSamples({response.times_ms().begin(), response.times_ms().end()});
-    case runner::RunResponse::INVALID_CONFIG:
-      return FailedResult(MeasurementStatus::kInvalidConfig, response.message());
-    case runner::RunResponse::WRONG_RESULT:
-      return FailedResult(MeasurementStatus::kWrongResult, response.message());
-    default:
-      return FailedResult(MeasurementStatus::kRuntimeError, response.message());
-  }
+  if (auto unanswered = UnansweredResult(outcome, timeout_ms, death)) return *unanswered;
+  return ResultFromRunner(response);
 }
 
 }  // namespace ktune

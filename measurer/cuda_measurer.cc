@@ -8,19 +8,25 @@
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
 #include "measurer/cuda_programs.h"
+#include "measurer/runner_result.h"
 
 namespace ktune {
 namespace {
 
 std::string FamilyOf(int major, int minor) {
   switch (major) {
-    case 7: return minor >= 5 ? "turing" : "volta";
-    case 8: return minor == 9 ? "ada" : "ampere";
-    case 9: return "hopper";
+    case 7:
+      return minor >= 5 ? "turing" : "volta";
+    case 8:
+      return minor == 9 ? "ada" : "ampere";
+    case 9:
+      return "hopper";
     case 10:
     case 11:
-    case 12: return "blackwell";
-    default: return "";
+    case 12:
+      return "blackwell";
+    default:
+      return "";
   }
 }
 
@@ -60,9 +66,8 @@ absl::StatusOr<std::vector<cuda_runner::CompileResult>> CudaRunnerClient::Compil
   KTUNE_ASSIGN_OR_RETURN(RunnerProcess::Outcome outcome,
                          process_.Call(request, timeout_ms, &response, &death));
   if (outcome == RunnerProcess::Outcome::kTimedOut) {
-    return absl::DeadlineExceededError(
-        absl::StrCat("compiling ", programs.size(), " programs took longer than ",
-                     timeout_ms / 1000.0, " s"));
+    return absl::DeadlineExceededError(absl::StrCat(
+        "compiling ", programs.size(), " programs took longer than ", timeout_ms / 1000.0, " s"));
   }
   if (outcome == RunnerProcess::Outcome::kDied) {
     return absl::InternalError(absl::StrCat("the CUDA runner ", death, " while compiling"));
@@ -74,9 +79,10 @@ absl::StatusOr<std::vector<cuda_runner::CompileResult>> CudaRunnerClient::Compil
                                                  response.compile().results().end());
 }
 
-absl::StatusOr<RunnerProcess::Outcome> CudaRunnerClient::Run(
-    const cuda_runner::RunRequest& request, int64_t timeout_ms, cuda_runner::Response* response,
-    std::string* death) {
+absl::StatusOr<RunnerProcess::Outcome> CudaRunnerClient::Run(const cuda_runner::RunRequest& request,
+                                                             int64_t timeout_ms,
+                                                             cuda_runner::Response* response,
+                                                             std::string* death) {
   cuda_runner::Request wrapped;
   *wrapped.mutable_run() = request;
   KTUNE_ASSIGN_OR_RETURN(RunnerProcess::Outcome outcome,
@@ -148,9 +154,9 @@ absl::StatusOr<CudaMeasurer::TaskState*> CudaMeasurer::StateFor(const TaskKey& t
   KTUNE_ASSIGN_OR_RETURN(std::vector<int64_t> problem_values, def.ProblemValues(state->problem));
   for (size_t i = 0; i < problem_values.size(); ++i) {
     if (problem_values[i] > std::numeric_limits<int32_t>::max()) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "problem parameter ", def.problem[i].name, " = ", problem_values[i],
-          " does not fit the kernel's int argument"));
+      return absl::InvalidArgumentError(absl::StrCat("problem parameter ", def.problem[i].name,
+                                                     " = ", problem_values[i],
+                                                     " does not fit the kernel's int argument"));
     }
     spec.add_problem(problem_values[i]);
   }
@@ -201,8 +207,9 @@ absl::StatusOr<std::vector<MeasureResult>> CudaMeasurer::Measure(
       continue;
     }
     if (!state->space->IsValid(*point)) {
-      results[i] = FailedResult(MeasurementStatus::kInvalidConfig,
-                          "the configuration breaks the kernel's constraints for this problem");
+      results[i] =
+          FailedResult(MeasurementStatus::kInvalidConfig,
+                       "the configuration breaks the kernel's constraints for this problem");
       continue;
     }
     runnable[i] = true;
@@ -270,7 +277,8 @@ MeasureResult CudaMeasurer::RunOne(TaskState& state, const Configuration& config
   if (build != nullptr) {
     request.set_cubin_path(build->cubin_path());
     absl::StatusOr<CudaLaunchGeometry> launch = CudaLaunchFor(def, state.problem, config);
-    if (!launch.ok()) return FailedResult(MeasurementStatus::kInvalidConfig, launch.status().ToString());
+    if (!launch.ok())
+      return FailedResult(MeasurementStatus::kInvalidConfig, launch.status().ToString());
     for (int axis = 0; axis < 3; ++axis) {
       request.add_grid(static_cast<uint32_t>(launch->grid[axis]));
       request.add_block(static_cast<uint32_t>(launch->block[axis]));
@@ -279,7 +287,8 @@ MeasureResult CudaMeasurer::RunOne(TaskState& state, const Configuration& config
   } else {
     request.set_vendor_library(def.vendor_library);
     absl::StatusOr<std::vector<int64_t>> values = def.ConfigValues(config);
-    if (!values.ok()) return FailedResult(MeasurementStatus::kInvalidConfig, values.status().ToString());
+    if (!values.ok())
+      return FailedResult(MeasurementStatus::kInvalidConfig, values.status().ToString());
     for (int64_t v : *values) request.add_vendor_config(v);
   }
   request.set_warmup_runs(options_.warmup_runs);
@@ -305,32 +314,17 @@ MeasureResult CudaMeasurer::RunOne(TaskState& state, const Configuration& config
   std::string death;
   absl::StatusOr<RunnerProcess::Outcome> outcome =
       client_.Run(request, timeout_ms, &response, &death);
-  if (!outcome.ok()) return FailedResult(MeasurementStatus::kRuntimeError, outcome.status().ToString());
+  if (!outcome.ok())
+    return FailedResult(MeasurementStatus::kRuntimeError, outcome.status().ToString());
   if (*outcome == RunnerProcess::Outcome::kAnswered && client_.running()) {
     prepared_task_ = task_key;
     prepared_in_start_ = client_.starts();
   }
-  switch (*outcome) {
-    case RunnerProcess::Outcome::kTimedOut:
-      return FailedResult(MeasurementStatus::kTimeout,
-                    absl::StrCat("no result within ", timeout_ms / 1000.0, " s; stopped"));
-    case RunnerProcess::Outcome::kDied:
-      return FailedResult(MeasurementStatus::kRuntimeError, absl::StrCat("the kernel's process ", death));
-    case RunnerProcess::Outcome::kAnswered:
-      break;
+  if (auto unanswered = UnansweredResult(*outcome, timeout_ms, death)) return *unanswered;
+  if (!response.error().empty()) {
+    return FailedResult(MeasurementStatus::kRuntimeError, response.error());
   }
-  if (!response.error().empty()) return FailedResult(MeasurementStatus::kRuntimeError, response.error());
-  const cuda_runner::RunResponse& run = response.run();
-  switch (run.status()) {
-    case cuda_runner::RunResponse::OK:
-      return ResultFromSamples({run.times_ms().begin(), run.times_ms().end()});
-    case cuda_runner::RunResponse::INVALID_CONFIG:
-      return FailedResult(MeasurementStatus::kInvalidConfig, run.message());
-    case cuda_runner::RunResponse::WRONG_RESULT:
-      return FailedResult(MeasurementStatus::kWrongResult, run.message());
-    default:
-      return FailedResult(MeasurementStatus::kRuntimeError, run.message());
-  }
+  return ResultFromRunner(response.run());
 }
 
 }  // namespace ktune
