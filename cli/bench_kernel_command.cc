@@ -22,6 +22,7 @@
 #include "common/status_macros.h"
 #include "cli/tune_session.h"
 #include "cli/tune_target.h"
+#include "common/event_log.h"
 #include "db/interchange/record_files.h"
 
 namespace ktune::cli {
@@ -158,6 +159,9 @@ int RunBenchKernel(const BenchKernelArgs& a) {
   }
   auto db = OpenDatabase(a.db);
   if (!db.ok()) return Fail(cmd, db.status());
+  // Tuning runs on the embedded default (a server and a worker in this process); their event
+  // logs would drown the progress lines.
+  SetLogFormat(LogFormat::kOff);
   double log_ratio_sum = 0;
   int ratios = 0;
   for (const std::string& problem : a.problems) {
@@ -167,7 +171,7 @@ int RunBenchKernel(const BenchKernelArgs& a) {
     Progress progress(a.budget, absl::StrCat(a.kernel, " ", problem, " "));
     TuneSessionOptions options{a.strategy, a.budget, 8, a.seed};
     options.on_progress = [&](int64_t done, double best) { progress.Update(done, best); };
-    absl::StatusOr<TuneSummary> s = RunTuneSession(t, **db, options);
+    absl::StatusOr<TuneSummary> s = RunTuneSession(t, a.db, options);
     if (!s.ok()) return Fail(cmd, s.status());
     if (!s->best) return Fail(cmd, absl::NotFoundError(absl::StrCat(problem, ": nothing ran ok")));
 

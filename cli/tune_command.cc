@@ -1,7 +1,9 @@
-// ktune tune: tune one task on the embedded default (in-process, SQLite file) and print the best
-// configuration, its throughput and its speedup over the kernel's default configuration.
-// Devices: cpu (a registry kernel measured on this machine) and replay:FILE (a recorded space;
-// its kernel and problem come from the file).
+// ktune tune: tune one task and print the best configuration, its throughput and its speedup
+// over the kernel's default configuration. Without --server on the embedded default: a server
+// and a worker in this process on the --db file (cli/tune_session.h); with --server ADDR on that
+// server's workers. Either way the task is a one-task job (cli/tune_job.h).
+// Devices: cpu (a registry kernel measured on this machine), cuda[:N] and replay:FILE (a recorded
+// space; its kernel and problem come from the file).
 #include <iostream>
 #include <nlohmann/json.hpp>
 
@@ -10,8 +12,10 @@
 #include "absl/strings/str_format.h"
 #include "agent/search_strategy.h"
 #include "cli/command.h"
+#include "cli/tune_job.h"
 #include "cli/tune_session.h"
 #include "cli/tune_target.h"
+#include "common/event_log.h"
 #include "db/interchange/record_files.h"
 #include "grpcpp/create_channel.h"
 #include "ktune/v1/tuning_service.grpc.pb.h"
@@ -36,7 +40,7 @@ struct TuneArgs {
 };
 
 // --server: the task becomes a one-task job on that server, measured by its workers of the
-// device class; progress comes from the WatchJob stream.
+// device class (cli/tune_job.h, as the embedded default); progress comes from the WatchJob stream.
 int RunRemoteTune(const TuneArgs& a) {
   const std::string cmd = "tune";
   if (a.kernel.empty()) return UsageError(cmd, "--kernel is required");
@@ -57,50 +61,29 @@ int RunRemoteTune(const TuneArgs& a) {
   if (!problem.ok())
     return UsageError(cmd, absl::StrCat("--problem: ", problem.status().message()));
   if (!a.dtype.empty()) (*problem)["dtype"] = a.dtype;
-  v1::SubmitJobRequest submit;
-  v1::JobSpec* spec = submit.mutable_spec();
-  spec->set_name(absl::StrCat("tune ", a.kernel));
-  spec->add_kernels()->set_name(a.kernel);
-  ToProto(*problem, spec->add_problems()->mutable_params());
-  spec->add_device_classes(device_class);
-  spec->set_budget_measurements(a.budget);
-  absl::StatusOr<v1::Strategy> strategy = ParseStrategy(a.strategy);
-  if (!strategy.ok()) return UsageError(cmd, std::string(strategy.status().message()));
-  spec->set_strategy(*strategy);
-  spec->set_seed(a.seed);
+  if (absl::Status s = ParseStrategy(a.strategy).status(); !s.ok()) {
+    return UsageError(cmd, std::string(s.message()));
+  }
   absl::StatusOr<std::shared_ptr<grpc::Channel>> channel = MakeChannel(a.server, a.tls);
   if (!channel.ok()) return UsageError(cmd, std::string(channel.status().message()));
   auto stub = v1::TuningService::NewStub(*channel);
-  auto context = [&](int seconds) { return ClientContextFor(a.token, seconds); };
-  v1::Job job;
-  grpc::Status s = stub->SubmitJob(context(10).get(), submit, &job);
-  if (!s.ok()) {
-    return UsageOrFail(
-        cmd, absl::Status(static_cast<absl::StatusCode>(s.error_code()), s.error_message()));
-  }
+  TuneJobRequest request;
+  request.task = TaskKey{a.kernel, "", *problem, device_class};
+  request.budget = a.budget;
+  request.strategy = a.strategy;
+  request.seed = a.seed;
+  request.batch_size = a.batch_size;
+  request.threads = a.threads;
+  request.token = a.token;
   Progress progress(a.budget);
-  v1::WatchJobRequest watch;
-  watch.set_job_id(job.job_id());
-  auto watch_ctx = context(7 * 24 * 3600);
-  auto reader = stub->WatchJob(watch_ctx.get(), watch);
-  v1::JobEvent event;
-  while (reader->Read(&event)) {
-    if (!a.json) progress.Update(event.job().measurements_done(), 0);
-  }
-  if (grpc::Status done = reader->Finish(); !done.ok()) {
-    return Fail(
-        cmd, absl::Status(static_cast<absl::StatusCode>(done.error_code()), done.error_message()));
-  }
-  v1::GetJobRequest get;
-  get.set_job_id(job.job_id());
-  s = stub->GetJob(context(10).get(), get, &job);
-  if (!s.ok() || job.tasks_size() != 1) {
-    return Fail(cmd, absl::UnavailableError("could not read the finished job"));
-  }
-  const v1::TaskProgress& t = job.tasks(0);
+  absl::StatusOr<v1::Job> job = RunTuneJob(*stub, request, nullptr, [&](int64_t done, double best) {
+    if (!a.json) progress.Update(done, best);
+  });
+  if (!job.ok()) return UsageOrFail(cmd, job.status());
+  const v1::TaskProgress& t = job->tasks(0);
   absl::StatusOr<ParamMap> best = FromProto(t.best_config().params(), "best_config");
   if (a.json) {
-    nlohmann::json out{{"job_id", job.job_id()},
+    nlohmann::json out{{"job_id", job->job_id()},
                        {"kernel", a.kernel},
                        {"device", device_class},
                        {"measurements", t.measurements_done()},
@@ -113,7 +96,7 @@ int RunRemoteTune(const TuneArgs& a) {
     std::cout << out.dump() << "\n";
   } else {
     std::cout << a.kernel << " on " << device_class << " via " << a.server << " (job "
-              << job.job_id() << "): " << t.measurements_done() << " measurements, "
+              << job->job_id() << "): " << t.measurements_done() << " measurements, "
               << t.measurements_failed() << " failed\n";
     if (t.has_best_time_ms()) {
       std::cout << absl::StrFormat("  best      %.4f ms", t.best_time_ms());
@@ -121,7 +104,12 @@ int RunRemoteTune(const TuneArgs& a) {
       std::cout << "\n  config    " << FormatParamMapAssignments(*best) << "\n";
     }
   }
-  return job.state() == v1::JOB_STATE_DONE && t.has_best_time_ms() ? kExitOk : kExitFailure;
+  if (job->state() != v1::JOB_STATE_DONE) {
+    return Fail(cmd, absl::FailedPreconditionError(absl::StrCat("job ", job->job_id(), " ended ",
+                                                                v1::JobState_Name(job->state()),
+                                                                ": ", job->message())));
+  }
+  return t.has_best_time_ms() ? kExitOk : kExitFailure;
 }
 
 int RunTune(const TuneArgs& a) {
@@ -147,14 +135,15 @@ int RunTune(const TuneArgs& a) {
   }
   if (!target.ok()) return UsageOrFail(cmd, target.status());
   TuneTarget& t = *target;
-  auto db = OpenDatabase(a.db);
-  if (!db.ok()) return Fail(cmd, db.status());
 
+  // The embedded default: the server and a worker in this process, on the --db file. Their event
+  // logs would drown the progress line.
+  SetLogFormat(LogFormat::kOff);
   Progress progress(std::min<int64_t>(a.budget, t.space->size()));
   TuneSessionOptions options{a.strategy, a.budget, a.batch_size, a.seed};
   if (!a.json)
     options.on_progress = [&](int64_t done, double best) { progress.Update(done, best); };
-  absl::StatusOr<TuneSummary> run = RunTuneSession(t, **db, options);
+  absl::StatusOr<TuneSummary> run = RunTuneSession(t, a.db, options);
   if (!run.ok()) return Fail(cmd, run.status());
   const TuneSummary& s = *run;
   if (!s.best) {

@@ -1,13 +1,24 @@
 #include "cli/tune_session.h"
 
+#include <signal.h>
 #include <unistd.h>
 
+#include <atomic>
+#include <cstring>
 #include <iostream>
+#include <thread>
 
+#include "absl/strings/ascii.h"
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
-#include "absl/time/clock.h"
-#include "agent/tuning_loop.h"
+#include "agent/search_strategy.h"
+#include "cli/command.h"
+#include "cli/tune_job.h"
 #include "common/status_macros.h"
+#include "grpcpp/client_context.h"
+#include "ktune/v1/worker_service.grpc.pb.h"
+#include "measurer/worker_loop.h"
+#include "server/tuning_server.h"
 
 namespace ktune::cli {
 
@@ -33,83 +44,176 @@ Throughput ThroughputOf(const TuneTarget& t, const Record& r) {
   return out;
 }
 
-absl::StatusOr<TuneSummary> RunTuneSession(TuneTarget& t, TuningDatabase& db,
-                                           const TuneSessionOptions& o) {
-  KTUNE_ASSIGN_OR_RETURN(std::unique_ptr<SearchStrategy> strategy, MakeStrategy(o.strategy));
-  TuneSummary summary;
-  // A learning strategy (PPO) warm-starts from what it saved for the kernel and saves what it
-  // learned.
-  summary.checkpoint = strategy->CheckpointKey(t.task.kernel, *t.space);
-  if (!summary.checkpoint.empty()) {
-    absl::StatusOr<std::string> saved = db.LoadCheckpoint(summary.checkpoint);
-    if (saved.ok()) {
-      strategy->LoadCheckpoint(*saved);
-      summary.warm_started = true;
-    } else if (!absl::IsNotFound(saved.status())) {
-      return saved.status();
-    }
-  }
-  auto note = [&](const Record& r) {
-    if (r.time_ms && (!summary.best || *r.time_ms < *summary.best->time_ms)) summary.best = r;
-    if (t.default_config && r.config == *t.default_config) summary.default_record = r;
-  };
-  auto store = [&](const std::vector<Configuration>& configs,
-                   const std::vector<MeasureResult>& results) -> absl::Status {
-    std::vector<Record> records;
-    const int64_t now = absl::ToUnixMicros(absl::Now());
-    for (size_t i = 0; i < configs.size(); ++i) {
-      Record r = ToRecord(t.task, t.measurer->device(), configs[i], results[i], t.worker_id);
-      r.measured_at_us = now;
-      if (r.status != MeasurementStatus::kOk) {
-        ++summary.failures[std::string(StatusName(r.status))];
-      }
-      note(r);
-      records.push_back(std::move(r));
-    }
-    KTUNE_ASSIGN_OR_RETURN(int64_t added, db.AddRecords(records));  // committed first
-    summary.records_stored += added;
-    summary.measurements += static_cast<int64_t>(configs.size());
-    if (o.on_progress) {
-      o.on_progress(summary.measurements, summary.best ? *summary.best->time_ms : 0);
-    }
-    return absl::OkStatus();
-  };
+namespace {
 
-  // What the database already holds for this task is never measured again: it seeds the search
-  // and the budget buys new measurements only.
-  TuningOptions options{o.budget, o.batch_size, o.seed};
-  KTUNE_ASSIGN_OR_RETURN(std::vector<Record> known, db.TaskRecords(t.task));
-  for (const Record& r : known) {
-    absl::StatusOr<Point> point = t.space->ToPoint(r.config);
-    if (!point.ok() || !t.space->IsValid(*point)) continue;  // another version or space
-    const bool ok = r.status == MeasurementStatus::kOk;
-    options.prior.push_back({*point, ok, ok ? *r.time_ms : 0.0});
-    note(r);
+// Ctrl-C (SIGINT) or SIGTERM during a session stops the worker, which reports its lease and
+// leaves; the job is then cancelled. A second signal acts as usual (SA_RESETHAND).
+std::atomic<bool> g_interrupted{false};
+std::atomic<std::atomic<bool>*> g_stop_on_interrupt{nullptr};
+
+void OnInterrupt(int) {
+  g_interrupted = true;
+  if (std::atomic<bool>* stop = g_stop_on_interrupt.load()) stop->store(true);
+}
+
+// Installs OnInterrupt for its lifetime, setting `stop`; restores the previous handlers.
+class InterruptScope {
+ public:
+  explicit InterruptScope(std::atomic<bool>* stop) {
+    g_interrupted = false;
+    g_stop_on_interrupt = stop;
+    struct sigaction action = {};
+    action.sa_handler = OnInterrupt;
+    action.sa_flags = SA_RESETHAND;
+    sigemptyset(&action.sa_mask);
+    sigaction(SIGINT, &action, &old_int_);
+    sigaction(SIGTERM, &action, &old_term_);
   }
-  summary.reused = options.prior.size();
-  const absl::Time start = absl::Now();
-  // The untuned default is measured first (once per task): speedups are reported against it.
-  if (t.default_config && !summary.default_record && options.budget > 0) {
-    KTUNE_ASSIGN_OR_RETURN(std::vector<MeasureResult> results,
-                           t.measurer->Measure(t.task, {*t.default_config}));
-    KTUNE_RETURN_IF_ERROR(store({*t.default_config}, results));
-    if (absl::StatusOr<Point> point = t.space->ToPoint(*t.default_config); point.ok()) {
-      const MeasureResult& r = results.front();
-      options.prior.push_back({*point, r.status == MeasurementStatus::kOk, r.time_ms.value_or(0)});
+  ~InterruptScope() {
+    sigaction(SIGINT, &old_int_, nullptr);
+    sigaction(SIGTERM, &old_term_, nullptr);
+    g_stop_on_interrupt = nullptr;
+  }
+
+ private:
+  struct sigaction old_int_ = {}, old_term_ = {};
+};
+
+// The in-process server (no port, no auth) and its one worker. Stop, or the destructor, stops
+// the worker first (it reports its lease and leaves), then the server.
+class EmbeddedService {
+ public:
+  static absl::StatusOr<std::unique_ptr<EmbeddedService>> Start(TuneTarget& t,
+                                                                const std::string& db_path,
+                                                                int batch_size) {
+    std::unique_ptr<EmbeddedService> s(new EmbeddedService());
+    TuningServerOptions options;
+    options.listen = "";  // InProcessChannel only
+    options.db_path = db_path;
+    options.resume_jobs = false;  // only this session's job
+    if (!t.recorded_file.empty()) options.replay_files.push_back(t.recorded_file);
+    KTUNE_ASSIGN_OR_RETURN(s->server_, TuningServer::Start(options));
+    std::shared_ptr<grpc::Channel> channel = s->server_->InProcessChannel();
+    s->tuning_ = v1::TuningService::NewStub(channel);
+    s->workers_ = v1::WorkerService::NewStub(channel);
+    s->measurer_ = t.measurer.get();
+    char host[256] = {};
+    ::gethostname(host, sizeof(host) - 1);
+    s->worker_options_.host = host;
+    s->worker_options_.cores = t.cores;              // the space the target was built with
+    s->worker_options_.max_candidates = batch_size;  // a batch per lease
+    return s;
+  }
+  ~EmbeddedService() { Stop().IgnoreError(); }
+
+  v1::TuningService::StubInterface& client() { return *tuning_; }
+
+  // Set to stop the worker.
+  std::atomic<bool>* stop_flag() { return &stop_; }
+
+  // Starts the worker's thread. Should the worker fail or be interrupted, `job_id` is cancelled:
+  // its watch ends.
+  void StartWorker(const std::string& job_id) {
+    worker_ = std::thread([this, job_id] {
+      WorkerLoop loop(workers_.get(), measurer_, worker_options_, &stop_);
+      worker_status_ = loop.Run();
+      if (worker_status_.ok() && !g_interrupted) return;
+      v1::CancelJobRequest cancel;
+      cancel.set_job_id(job_id);
+      v1::Job ignored;
+      tuning_->CancelJob(ClientContextFor("").get(), cancel, &ignored);
+    });
+  }
+
+  // The worker's error, if it had one.
+  absl::Status Stop() {
+    stop_ = true;
+    if (worker_.joinable()) worker_.join();
+    if (server_ != nullptr) server_->Shutdown();
+    return worker_status_;
+  }
+
+ private:
+  EmbeddedService() = default;
+
+  std::unique_ptr<TuningServer> server_;
+  std::unique_ptr<v1::TuningService::Stub> tuning_;
+  std::unique_ptr<v1::WorkerService::Stub> workers_;
+  Measurer* measurer_ = nullptr;
+  WorkerLoopOptions worker_options_;
+  std::atomic<bool> stop_{false};
+  std::thread worker_;
+  absl::Status worker_status_;  // written by the worker thread before it ends
+};
+
+// The rest of the summary, from the database once the server has stopped: the job's records
+// and every record of the task the search could use (those of its space).
+absl::Status ReadRecords(const TuneTarget& t, const std::string& db_path, TuneSummary& s) {
+  KTUNE_ASSIGN_OR_RETURN(std::unique_ptr<SqliteTuningDatabase> db, OpenDatabase(db_path));
+  KTUNE_ASSIGN_OR_RETURN(std::vector<Record> records, db->TaskRecords(t.task));
+  const std::string source = absl::StrCat("job:", s.job_id);
+  for (const Record& r : records) {
+    const bool new_record = r.source == source;
+    if (new_record) {
+      ++s.records_stored;
+      if (r.status != MeasurementStatus::kOk) ++s.failures[std::string(StatusName(r.status))];
+    } else {
+      absl::StatusOr<Point> point = t.space->ToPoint(r.config);
+      if (!point.ok() || !t.space->IsValid(*point)) continue;  // another version or space
     }
-    --options.budget;
+    if (r.time_ms && (!s.best || *r.time_ms < *s.best->time_ms)) s.best = r;
+    if (t.default_config && r.config == *t.default_config) s.default_record = r;
   }
-  if (options.budget > 0) {
-    KTUNE_ASSIGN_OR_RETURN(TuningOutcome outcome,
-                           RunTuningLoop(*strategy, *t.space, *t.measurer, t.task, options, store));
-    summary.agent_seconds = outcome.agent_seconds;
-    if (!summary.checkpoint.empty() && outcome.batches > 0) {
-      KTUNE_ASSIGN_OR_RETURN(std::string blob, strategy->SaveCheckpoint());
-      KTUNE_RETURN_IF_ERROR(db.SaveCheckpoint(summary.checkpoint, blob));
-    }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::StatusOr<TuneSummary> RunTuneSession(TuneTarget& t, const std::string& db_path,
+                                           const TuneSessionOptions& o) {
+  KTUNE_ASSIGN_OR_RETURN(std::unique_ptr<EmbeddedService> service,
+                         EmbeddedService::Start(t, db_path, o.batch_size));
+  std::optional<InterruptScope> interrupts(service->stop_flag());
+  TuneJobRequest request;
+  request.task = t.task;
+  request.budget = o.budget;
+  request.strategy = o.strategy;
+  request.seed = o.seed;
+  request.batch_size = o.batch_size;
+  request.threads = t.threads;
+  absl::StatusOr<v1::Job> job = RunTuneJob(
+      service->client(), request, [&](const std::string& id) { service->StartWorker(id); },
+      o.on_progress);
+  const absl::Status worker = service->Stop();
+  interrupts.reset();
+  service.reset();
+  if (!job.ok()) return job.status();
+  if (!worker.ok()) return worker;
+  if (g_interrupted && job->state() == v1::JOB_STATE_CANCELLED) {
+    return absl::CancelledError(absl::StrCat("interrupted: job ", job->job_id(),
+                                             " cancelled after ", job->measurements_done(),
+                                             " measurements, which are stored"));
   }
-  summary.seconds = absl::ToDoubleSeconds(absl::Now() - start);
-  return summary;
+  if (job->state() != v1::JOB_STATE_DONE) {
+    const std::string state = absl::AsciiStrToLower(
+        absl::string_view(v1::JobState_Name(job->state())).substr(strlen("JOB_STATE_")));
+    return absl::FailedPreconditionError(
+        absl::StrCat("job ", job->job_id(), " ", state, ": ", job->message()));
+  }
+  TuneSummary s;
+  s.job_id = job->job_id();
+  const v1::TaskProgress& task = job->tasks(0);
+  s.measurements = task.measurements_done();
+  s.reused = task.prior_records();
+  s.warm_started = task.warm_started();
+  s.agent_seconds = task.agent_seconds();
+  s.seconds = task.tuning_seconds();
+  if (absl::StatusOr<std::unique_ptr<SearchStrategy>> strategy = MakeStrategy(o.strategy);
+      strategy.ok()) {
+    s.checkpoint = (*strategy)->CheckpointKey(t.task.kernel, *t.space);
+  }
+  KTUNE_RETURN_IF_ERROR(ReadRecords(t, db_path, s));
+  return s;
 }
 
 }  // namespace ktune::cli

@@ -1,7 +1,5 @@
 #include "cli/tune_target.h"
 
-#include <unistd.h>
-
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -33,7 +31,7 @@ absl::StatusOr<TuneTarget> ReplayTarget(const std::string& file, const std::stri
   t.space = std::make_unique<SearchSpace>(std::move(recorded.space));
   t.measurer = std::move(measurer);
   t.device_description = "replayed from " + file;
-  t.worker_id = "embedded-replay";
+  t.recorded_file = file;
   return t;
 }
 
@@ -45,18 +43,10 @@ absl::StatusOr<TuneTarget> CpuTarget(const KernelRegistry& registry, const std::
   }
   KTUNE_ASSIGN_OR_RETURN(const KernelDefinition* found, registry.Get(kernel));
   KernelDefinition fixed = *found;  // with --threads, a narrower space and default
-  const KernelDefinition* def = &fixed;
   if (threads > 0) {
-    bool has_threads = false;
-    for (auto& [name, expr] : fixed.default_config) {
-      if (name == "threads") expr = std::to_string(threads), has_threads = true;
-    }
-    if (!has_threads) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("kernel '", kernel, "' has no threads parameter to fix"));
-    }
-    fixed.constraints.push_back(absl::StrCat("threads == ", threads));
+    KTUNE_ASSIGN_OR_RETURN(fixed, found->WithFixedThreads(threads));
   }
+  const KernelDefinition* def = &fixed;
   absl::StatusOr<Problem> given = ParseParamMapAssignments(problem_text);
   if (!given.ok()) {
     return absl::InvalidArgumentError(absl::StrCat("--problem: ", given.status().message()));
@@ -81,13 +71,11 @@ absl::StatusOr<TuneTarget> CpuTarget(const KernelRegistry& registry, const std::
   KTUNE_ASSIGN_OR_RETURN(t.flops, def->EvaluateForProblem(def->flops, problem));
   t.peak_gflops_per_thread = cpu.PeakGflops(1);
   t.cores = cpu.cores;
+  t.threads = threads;
   // The task is the registry kernel's, whatever --threads narrowed: records stay comparable.
   t.task = TaskKey{found->name, found->Version(), problem, measurer->device().device_class};
   t.space = std::make_unique<SearchSpace>(std::move(space));
   t.device_description = absl::StrCat("this CPU (", cpu.model, ", ", cpu.cores, " cores)");
-  char host[256] = {};
-  ::gethostname(host, sizeof(host) - 1);
-  t.worker_id = absl::StrCat("embedded-cpu@", host);
   t.measurer = std::move(measurer);
   return t;
 }
@@ -162,9 +150,6 @@ absl::StatusOr<TuneTarget> CudaTarget(const KernelRegistry& registry, const std:
   t.space = std::make_unique<SearchSpace>(std::move(space));
   t.device_description = absl::StrCat(d.name(), " (cuda:", d.device(), ", sm_", d.cc_major(),
                                       d.cc_minor(), ", ", d.sm_count(), " SMs)");
-  char host[256] = {};
-  ::gethostname(host, sizeof(host) - 1);
-  t.worker_id = absl::StrCat("embedded-cuda", d.device(), "@", host);
   t.measurer = std::move(measurer);
   return t;
 }

@@ -1,5 +1,6 @@
-// What `ktune tune` tunes: a task with its search space and a measurer for a device. Replay
-// devices come from a recorded space; `cpu` from the kernel registry, measured on this machine.
+// What `ktune tune` tunes: a task with its search space and a measurer for a device (the embedded
+// worker measures with it). Replay devices come from a recorded space; `cpu` from the kernel
+// registry, measured on this machine; `cuda[:N]` from the registry's CUDA templates.
 #ifndef KTUNE_CLI_TUNE_TARGET_H_
 #define KTUNE_CLI_TUNE_TARGET_H_
 
@@ -22,13 +23,14 @@ struct TuneTarget {
   std::unique_ptr<SearchSpace> space;
   std::unique_ptr<Measurer> measurer;
   std::string device_description;  // "replayed from FILE", "this CPU: AMD EPYC, 2 cores"
-  std::string worker_id;
   // Registry kernels only: the untuned default, the work per run and the machine's peak.
   std::optional<Configuration> default_config;
   double flops = 0;                   // per run; 0 when unknown
   double peak_gflops_per_thread = 0;  // 0 when unknown
   int cores = 1;
   double optimum_ms = 0;  // replay only: the recorded space's fastest time
+  std::string recorded_file;  // replay only: the file, for the server that serves its space
+  int threads = 0;            // cpu: the thread count --threads fixed (space and default); 0: any
 };
 
 // --device replay:FILE. `kernel` (may be empty) must match the file's.

@@ -30,6 +30,7 @@ bool ParseLogFormat(absl::string_view name, LogFormat* format) {
 }
 
 void LogEvent(absl::string_view event, std::initializer_list<LogField> fields) {
+  if (g_format == LogFormat::kOff) return;
   const std::string ts = absl::FormatTime("%Y-%m-%dT%H:%M:%E3SZ", absl::Now(), absl::UTCTimeZone());
   std::string line;
   if (g_format == LogFormat::kJson) {

@@ -15,7 +15,9 @@
 
 namespace ktune {
 
-enum class LogFormat { kText, kJson };
+// kOff drops every event: the embedded default (`ktune tune` without --server) runs a server
+// and a worker in-process, and its progress line and summary say what matters.
+enum class LogFormat { kText, kJson, kOff };
 
 // Process-wide; text by default.
 void SetLogFormat(LogFormat format);

@@ -142,6 +142,20 @@ absl::StatusOr<Configuration> KernelDefinition::DefaultConfiguration(
   return config;
 }
 
+absl::StatusOr<KernelDefinition> KernelDefinition::WithFixedThreads(int threads) const {
+  KernelDefinition fixed = *this;
+  bool has_threads = false;
+  for (auto& [param, expression] : fixed.default_config) {
+    if (param == "threads") expression = std::to_string(threads), has_threads = true;
+  }
+  if (!has_threads) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("kernel '", name, "' has no threads parameter to fix"));
+  }
+  fixed.constraints.push_back(absl::StrCat("threads == ", threads));
+  return fixed;
+}
+
 absl::StatusOr<double> KernelDefinition::EvaluateForProblem(const std::string& expression,
                                                             const Problem& problem,
                                                             const MachineVariables& machine) const {

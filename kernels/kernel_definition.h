@@ -106,6 +106,12 @@ struct KernelDefinition {
   absl::StatusOr<Configuration> DefaultConfiguration(const Problem& problem,
                                                      const MachineVariables& machine) const;
 
+  // A copy that tunes with exactly `threads` threads: its `threads` parameter constrained to that
+  // value and its default set to it (`ktune tune --threads`, a job's `threads`). Only its space and
+  // default are used: records keep the original kernel's Version(). InvalidArgument when the
+  // kernel has no `threads` parameter.
+  absl::StatusOr<KernelDefinition> WithFixedThreads(int threads) const;
+
   // Evaluates an expression of this definition (flops, bytes, a buffer size) for a problem.
   absl::StatusOr<double> EvaluateForProblem(const std::string& expression, const Problem& problem,
                                             const MachineVariables& machine = {}) const;

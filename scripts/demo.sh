@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The main job, on the embedded default (in-process, a SQLite file, no server): installs and
-# builds ktune, then tunes the built-in CPU GEMM (512^3, float32) with the PPO agent on this
+# The main job, on the embedded default (server, worker and SQLite file in one process): installs
+# and builds ktune, then tunes the built-in CPU GEMM (512^3, float32) with the PPO agent on this
 # machine: each candidate is checked against a reference and timed in an isolated runner
 # process, every measurement is committed to ktune.db, and the best configuration is printed
 # with its GFLOP/s, % of this machine's peak and speedup over the untuned default. Then it asks

@@ -112,11 +112,15 @@ absl::StatusOr<v1::JobSpec> ParseJobSpecText(const std::string& text) {
         spec.set_priority(v.as<int32_t>());
       } else if (key == "seed") {
         spec.set_seed(v.as<uint64_t>());
+      } else if (key == "batch_size") {
+        spec.set_batch_size(v.as<int32_t>());
+      } else if (key == "threads") {
+        spec.set_threads(v.as<int32_t>());
       } else {
-        return Bad(kv.first,
-                   absl::StrCat("unknown field '", key,
-                                "' (fields: name, kernels, problems, device_classes, "
-                                "budget, budget_wall_seconds, strategy, priority, seed)"));
+        return Bad(kv.first, absl::StrCat("unknown field '", key,
+                                          "' (fields: name, kernels, problems, device_classes, "
+                                          "budget, budget_wall_seconds, strategy, priority, seed, "
+                                          "batch_size, threads)"));
       }
     }
   } catch (const YAML::Exception& e) {
@@ -143,8 +147,16 @@ absl::StatusOr<JobRequest> ToJobRequest(const v1::JobSpec& spec, const TaskSpace
   if (spec.priority() < 0 || spec.priority() > 100) {
     return absl::InvalidArgumentError("priority must be between 0 and 100");
   }
+  if (spec.batch_size() < 0 || spec.batch_size() > 1024) {
+    return absl::InvalidArgumentError("batch_size must be between 1 and 1024 (0: the default)");
+  }
+  if (spec.threads() < 0 || spec.threads() > 1024) {
+    return absl::InvalidArgumentError("threads must be between 1 and 1024 (0: any)");
+  }
   JobRequest r;
   r.name = spec.name();
+  r.batch_size = spec.batch_size();
+  r.threads = spec.threads();
   r.budget = spec.budget_measurements();
   r.strategy = StrategyName(spec.strategy());
   r.priority = spec.priority();
@@ -167,7 +179,7 @@ absl::StatusOr<JobRequest> ToJobRequest(const v1::JobSpec& spec, const TaskSpace
   }
   nlohmann::json stored{{"name", r.name},         {"budget", r.budget}, {"strategy", r.strategy},
                         {"priority", r.priority}, {"seed", r.seed},     {"tasks", r.tasks.size()}};
-  r.spec_json = stored.dump();
+  r.spec_json = stored.dump();  // the scheduler adds the run options it needs to recover
   return r;
 }
 

@@ -11,6 +11,8 @@
 //   strategy: ppo                   # ppo | random | anneal | genetic | model
 //   priority: 50                    # 0..100
 //   seed: 1
+//   batch_size: 8                   # candidates proposed at a time (default: the server's)
+//   threads: 2                      # CPU kernels: exactly this many threads (default: any)
 #ifndef KTUNE_SERVER_JOB_SPEC_H_
 #define KTUNE_SERVER_JOB_SPEC_H_
 

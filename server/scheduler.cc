@@ -1,9 +1,9 @@
 #include "server/scheduler.h"
 
 #include <algorithm>
+#include <nlohmann/json.hpp>
 #include <random>
 
-#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "common/event_log.h"
 #include "common/status_macros.h"
@@ -22,18 +22,23 @@ struct Scheduler::TaskRun {
   Configuration best_config;
   double flops = 0;
   JobState state = JobState::kQueued;
-  std::shared_ptr<const SearchSpace> space;  // set when a worker of the class first leases
-  std::unique_ptr<SearchStrategy> strategy;
-  std::vector<Point> batch;                         // the strategy's current batch
+  std::string error;  // why it failed
+  // Set when a worker of the class first leases.
+  std::unique_ptr<TaskSearch> search;
+  std::shared_ptr<const SearchSpace> space;
+  absl::Time started, last_result;
+  std::vector<Point> batch;                         // the search's current batch
   std::vector<std::optional<Observation>> results;  // per batch position
   std::deque<size_t> queued;                        // batch positions not leased
   int64_t in_flight = 0;                            // leased, not reported
-  bool exhausted = false;                           // the strategy has nothing left
+  bool exhausted = false;                           // the search has nothing left
 };
 
 struct Scheduler::JobRun {
   Job job;
   uint64_t seed = 1;
+  int batch_size = 0;  // 0: SchedulerOptions'
+  int threads = 0;
   double pass = 0;  // stride scheduling: lowest pass leases next
   std::vector<TaskRun> tasks;
   absl::Time started;
@@ -93,9 +98,15 @@ Scheduler::Scheduler(TuningDatabase* db, const TaskSpaces* spaces, SchedulerOpti
 
 Scheduler::~Scheduler() = default;
 
-absl::Status Scheduler::AddJobRun(Job job, uint64_t seed) {
+absl::Status Scheduler::AddJobRun(Job job) {
   auto run = std::make_unique<JobRun>();
-  run->seed = seed;
+  // The run options are kept in the stored spec: {"seed": N, "batch_size": B, "threads": T}.
+  const nlohmann::json spec = nlohmann::json::parse(job.spec_json, nullptr, false);
+  if (spec.is_object()) {
+    run->seed = spec.value("seed", uint64_t{1});
+    run->batch_size = spec.value("batch_size", 0);
+    run->threads = spec.value("threads", 0);
+  }
   run->pass = pass_floor_;
   run->started = options_.now();
   for (size_t i = 0; i < job.tasks.size(); ++i) {
@@ -125,15 +136,9 @@ absl::Status Scheduler::Recover() {
   KTUNE_ASSIGN_OR_RETURN(std::vector<Job> jobs, db_->ListJobs());
   for (Job& job : jobs) {
     if (IsFinal(job.state)) continue;
-    uint64_t seed = 1;
-    // The seed is kept in the stored spec: {"seed": N, ...}.
-    if (auto pos = job.spec_json.find("\"seed\":"); pos != std::string::npos) {
-      absl::SimpleAtoi(
-          job.spec_json.substr(pos + 7, job.spec_json.find_first_of(",}", pos) - pos - 7), &seed);
-    }
     LogEvent("job_recovered",
              {{"job_id", std::to_string(job.id)}, {"state", std::string(JobStateName(job.state))}});
-    KTUNE_RETURN_IF_ERROR(AddJobRun(std::move(job), seed));
+    KTUNE_RETURN_IF_ERROR(AddJobRun(std::move(job)));
   }
   return absl::OkStatus();
 }
@@ -146,10 +151,21 @@ absl::StatusOr<int64_t> Scheduler::Submit(const JobRequest& r) {
   if (r.priority < 0 || r.priority > 100) {
     return absl::InvalidArgumentError("priority must be between 0 and 100");
   }
+  if (r.batch_size < 0 || r.batch_size > 1024) {
+    return absl::InvalidArgumentError("batch_size must be between 1 and 1024 (0: the default)");
+  }
+  if (r.threads < 0 || r.threads > 1024) {
+    return absl::InvalidArgumentError("threads must be between 1 and 1024 (0: any)");
+  }
   KTUNE_RETURN_IF_ERROR(MakeStrategy(r.strategy).status());
   Job job;
   job.name = r.name;
-  job.spec_json = r.spec_json;
+  nlohmann::json spec = nlohmann::json::parse(r.spec_json, nullptr, false);
+  if (!spec.is_object()) spec = nlohmann::json::object();
+  spec["seed"] = r.seed;
+  if (r.batch_size > 0) spec["batch_size"] = r.batch_size;
+  if (r.threads > 0) spec["threads"] = r.threads;
+  job.spec_json = spec.dump();
   job.strategy = r.strategy;
   job.priority = r.priority;
   job.created_at_us = job.updated_at_us = absl::ToUnixMicros(options_.now());
@@ -163,7 +179,7 @@ absl::StatusOr<int64_t> Scheduler::Submit(const JobRequest& r) {
                              {"budget", std::to_string(r.budget)},
                              {"strategy", r.strategy},
                              {"priority", std::to_string(r.priority)}});
-  KTUNE_RETURN_IF_ERROR(AddJobRun(std::move(job), r.seed));
+  KTUNE_RETURN_IF_ERROR(AddJobRun(std::move(job)));
   return id;
 }
 
@@ -178,8 +194,14 @@ JobStatus Scheduler::StatusOf(const JobRun& run) const {
   JobStatus s;
   s.job = run.job;
   for (const TaskRun& t : run.tasks) {
-    s.tasks.push_back(
-        {t.task, t.state, t.budget, t.done, t.failed, t.best_ms, t.best_config, t.flops});
+    TaskStatus ts{t.task, t.state, t.budget, t.done, t.failed, t.best_ms, t.best_config, t.flops};
+    if (t.search != nullptr) {
+      ts.prior_records = t.search->prior_records();
+      ts.warm_started = t.search->warm_started();
+      ts.agent_seconds = t.search->agent_seconds();
+      ts.tuning_seconds = std::max(0.0, absl::ToDoubleSeconds(t.last_result - t.started));
+    }
+    s.tasks.push_back(std::move(ts));
     s.done += t.done;
     s.total += t.budget;
   }
@@ -194,6 +216,7 @@ JobStatus Scheduler::StatusOf(const JobRun& run) const {
 absl::StatusOr<JobStatus> Scheduler::GetJob(int64_t id) {
   absl::MutexLock lock(&mu_);
   if (auto it = jobs_.find(id); it != jobs_.end()) return StatusOf(*it->second);
+  if (auto it = finished_.find(id); it != finished_.end()) return it->second;
   KTUNE_ASSIGN_OR_RETURN(Job job, db_->GetJob(id));
   JobStatus s;
   for (const JobTask& t : job.tasks) {
@@ -228,6 +251,7 @@ absl::StatusOr<JobStatus> Scheduler::Cancel(int64_t id) {
   KTUNE_RETURN_IF_ERROR(db_->SetJobState(id, JobState::kCancelled, "cancelled by a client"));
   LogEvent("job_cancelled", {{"job_id", std::to_string(id)}});
   job->job.state = JobState::kCancelled;
+  job->job.message = "cancelled by a client";
   for (TaskRun& t : job->tasks) {
     t.queued.clear();
     if (!IsFinal(t.state)) {
@@ -241,7 +265,7 @@ absl::StatusOr<JobStatus> Scheduler::Cancel(int64_t id) {
   for (const auto& [lease_id, lease] : leases_) {
     for (const auto& [cid, item] : lease->items) leased |= item.job_id == id;
   }
-  if (!leased) jobs_.erase(id);
+  if (!leased) Forget(id);
   return s;
 }
 
@@ -280,33 +304,22 @@ std::string Scheduler::RegisterWorker(const DeviceInfo& device, const std::strin
 }
 
 absl::Status Scheduler::InitTask(JobRun& job, TaskRun& t, int cores) {
-  KTUNE_ASSIGN_OR_RETURN(t.space, spaces_->Space(t.task, cores));
-  KTUNE_ASSIGN_OR_RETURN(t.strategy, MakeStrategy(job.job.strategy));
-  KTUNE_RETURN_IF_ERROR(t.strategy->Initialize(*t.space, job.seed + t.index));
-  // Everything known about the task (any job, any tune run) is prior knowledge.
-  KTUNE_ASSIGN_OR_RETURN(std::vector<Record> known, db_->TaskRecords(t.task));
-  std::vector<Observation> prior;
-  for (const Record& r : known) {
-    absl::StatusOr<Point> p = t.space->ToPoint(r.config);
-    if (!p.ok() || !t.space->IsValid(*p)) continue;
-    const bool ok = r.status == MeasurementStatus::kOk && r.time_ms.has_value();
-    prior.push_back({*p, ok, ok ? *r.time_ms : 0.0});
-  }
-  KTUNE_RETURN_IF_ERROR(t.strategy->AddPriorResults(prior));
-  return t.strategy->PreTuning(std::max<int64_t>(1, t.budget - t.done), options_.batch_size);
+  TaskSearch::Options search;
+  search.strategy = job.job.strategy;
+  search.seed = job.seed + t.index;
+  search.batch_size = job.batch_size > 0 ? job.batch_size : options_.batch_size;
+  search.threads = job.threads;
+  KTUNE_ASSIGN_OR_RETURN(
+      t.search, TaskSearch::Create(db_, *spaces_, t.task, search, cores, t.budget - t.done));
+  t.space = t.search->space();
+  t.started = t.last_result = options_.now();
+  return absl::OkStatus();
 }
 
 absl::Status Scheduler::Refill(JobRun& job, TaskRun& t) {
   if (!t.queued.empty() || t.in_flight > 0 || t.exhausted) return absl::OkStatus();
   if (t.done >= t.budget) return absl::OkStatus();
-  if (!t.batch.empty()) {  // the previous batch is complete: tell the strategy
-    std::vector<Observation> observations;
-    for (const auto& r : t.results) observations.push_back(*r);
-    KTUNE_RETURN_IF_ERROR(t.strategy->NotifyResults(observations));
-    t.batch.clear();
-    t.results.clear();
-  }
-  KTUNE_ASSIGN_OR_RETURN(std::vector<Point> batch, t.strategy->ProposeBatch());
+  KTUNE_ASSIGN_OR_RETURN(std::vector<Point> batch, t.search->NextBatch());
   const int64_t room = t.budget - t.done;
   if (static_cast<int64_t>(batch.size()) > room) batch.resize(room);
   if (batch.empty()) {
@@ -317,6 +330,27 @@ absl::Status Scheduler::Refill(JobRun& job, TaskRun& t) {
   t.results.assign(t.batch.size(), std::nullopt);
   for (size_t i = 0; i < t.batch.size(); ++i) t.queued.push_back(i);
   return absl::OkStatus();
+}
+
+absl::Status Scheduler::FailTask(JobRun& job, TaskRun& t, const absl::Status& why) {
+  LogEvent("task_failed", {{"job_id", std::to_string(job.job.id)},
+                           {"task", std::to_string(t.index)},
+                           {"reason", std::string(why.message())}});
+  t.state = JobState::kFailed;
+  t.error = absl::StrCat("task ", t.index, " (", t.task.kernel, " on ", t.task.device_class,
+                         "): ", why.message());
+  t.queued.clear();
+  return db_->UpdateJobTask(job.job.id, t.index, t.state, t.done);
+}
+
+void Scheduler::Forget(int64_t id) {
+  auto it = jobs_.find(id);
+  if (it == jobs_.end()) return;
+  JobStatus last = StatusOf(*it->second);
+  last.job.updated_at_us = absl::ToUnixMicros(options_.now());
+  finished_[id] = std::move(last);
+  while (finished_.size() > kKeepFinished) finished_.erase(finished_.begin());
+  jobs_.erase(it);
 }
 
 absl::StatusOr<LeaseGrant> Scheduler::Lease(const std::string& worker_id, int max_candidates) {
@@ -341,17 +375,13 @@ absl::StatusOr<LeaseGrant> Scheduler::Lease(const std::string& worker_id, int ma
       if (chosen != nullptr && job->pass >= chosen->pass) continue;
       for (TaskRun& t : job->tasks) {
         if (t.task.device_class != worker.device.device_class || IsFinal(t.state)) continue;
-        if (t.strategy == nullptr) {
-          if (absl::Status s = InitTask(*job, t, worker.cores); !s.ok()) {
-            LogEvent("task_failed", {{"job_id", std::to_string(id)},
-                                     {"task", std::to_string(t.index)},
-                                     {"reason", std::string(s.message())}});
-            t.state = JobState::kFailed;
-            KTUNE_RETURN_IF_ERROR(db_->UpdateJobTask(id, t.index, t.state, t.done));
-            continue;
-          }
+        absl::Status ready =
+            t.search == nullptr ? InitTask(*job, t, worker.cores) : absl::OkStatus();
+        if (ready.ok()) ready = Refill(*job, t);
+        if (!ready.ok()) {
+          KTUNE_RETURN_IF_ERROR(FailTask(*job, t, ready));
+          continue;
         }
-        KTUNE_RETURN_IF_ERROR(Refill(*job, t));
         if (!t.queued.empty()) {
           chosen = job.get();
           chosen_task = &t;
@@ -475,6 +505,7 @@ absl::StatusOr<int64_t> Scheduler::Report(const std::string& worker_id, const st
     lease.items.erase(results[i].candidate_id());
     --t.in_flight;
     t.results[item.position] = obs;
+    t.last_result = options_.now();
     ++t.done;
     if (!obs.ok) ++t.failed;
     if (obs.ok && (!t.best_ms || obs.time_ms < *t.best_ms)) {
@@ -492,6 +523,19 @@ absl::StatusOr<int64_t> Scheduler::Report(const std::string& worker_id, const st
     auto it = jobs_.find(id);
     if (it == jobs_.end()) continue;
     for (TaskRun& t : it->second->tasks) {
+      // A complete batch goes to the search at once: the last one too, before it finishes.
+      const bool complete = !t.batch.empty() && t.queued.empty() && t.in_flight == 0 &&
+                            std::all_of(t.results.begin(), t.results.end(),
+                                        [](const auto& r) { return r.has_value(); });
+      if (complete && !IsFinal(t.state)) {
+        std::vector<Observation> observations;
+        for (const auto& r : t.results) observations.push_back(*r);
+        t.batch.clear();
+        t.results.clear();
+        if (absl::Status s = t.search->Complete(observations); !s.ok()) {
+          KTUNE_RETURN_IF_ERROR(FailTask(*it->second, t, s));
+        }
+      }
       KTUNE_RETURN_IF_ERROR(db_->UpdateJobTask(id, t.index, t.state, t.done));
     }
     KTUNE_RETURN_IF_ERROR(FinishIfDone(*it->second));
@@ -517,18 +561,25 @@ absl::Status Scheduler::FinishIfDone(JobRun& job) {
       if (job.job.state == JobState::kQueued || job.job.state == JobState::kPaused) {
         KTUNE_RETURN_IF_ERROR(db_->SetJobState(id, JobState::kRunning, ""));
       }
-      bool any_failed = false;
-      for (const TaskRun& t : job.tasks) any_failed |= t.state == JobState::kFailed;
-      KTUNE_RETURN_IF_ERROR(db_->SetJobState(
-          id, any_failed ? JobState::kFailed : JobState::kDone,
-          any_failed ? "a task could not be set up (unknown space for its device)" : ""));
+      std::string why;  // of the first failed task
+      for (const TaskRun& t : job.tasks) {
+        if (t.state == JobState::kFailed && why.empty()) {
+          why = t.error.empty() ? "a task could not be set up (unknown space for its device)"
+                                : t.error;
+        }
+      }
+      const bool any_failed = !why.empty();
+      KTUNE_RETURN_IF_ERROR(
+          db_->SetJobState(id, any_failed ? JobState::kFailed : JobState::kDone, why));
+      job.job.state = any_failed ? JobState::kFailed : JobState::kDone;
+      job.job.message = why;
       int64_t done = 0;
       for (const TaskRun& t : job.tasks) done += t.done;
       LogEvent("job_finished", {{"job_id", std::to_string(id)},
                                 {"state", any_failed ? "failed" : "done"},
                                 {"measurements", std::to_string(done)}});
     }
-    jobs_.erase(id);
+    Forget(id);
   }
   return absl::OkStatus();
 }
@@ -608,15 +659,13 @@ void Scheduler::ExpireLeases() {
     }
   }
   // Cancelled jobs whose last leases are gone leave memory.
-  for (auto it = jobs_.begin(); it != jobs_.end();) {
+  std::vector<int64_t> gone;
+  for (const auto& [id, job] : jobs_) {
     bool leased = false;
-    for (const TaskRun& t : it->second->tasks) leased |= t.in_flight > 0;
-    if (it->second->job.state == JobState::kCancelled && !leased) {
-      it = jobs_.erase(it);
-    } else {
-      ++it;
-    }
+    for (const TaskRun& t : job->tasks) leased |= t.in_flight > 0;
+    if (job->job.state == JobState::kCancelled && !leased) gone.push_back(id);
   }
+  for (int64_t id : gone) Forget(id);
 }
 
 }  // namespace ktune

@@ -1,11 +1,12 @@
 // The server's core, without gRPC: jobs -> tasks -> candidate batches -> leases -> records.
 //
-// Each task of a job is driven by its own SearchStrategy. A strategy proposes a batch; its
-// candidates wait in the task's queue until a worker of the task's device class leases them; a
-// report commits their records to the database (before it is acknowledged) and, once the whole
-// batch is in, the strategy is notified and proposes the next. Jobs share workers by stride
-// scheduling on priority: higher priority leases more often, and every job with work leases
-// eventually.
+// Each task of a job is driven by its own TaskSearch (server/task_search.h: prior records, the
+// kernel's default first, the strategy and its checkpoint), set up when a worker of the task's
+// device class first leases. A search proposes a batch; its candidates wait in the task's queue
+// until a worker of the class leases them; a report commits their records to the database
+// (before it is acknowledged) and, once the whole batch is in, the search gets its results and
+// the next lease takes the next batch. Jobs share workers by stride scheduling on priority:
+// higher priority leases more often, and every job with work leases eventually.
 //
 // Reliability: a lease not reported or heartbeated within the lease timeout expires and its
 // candidates go back to the front of their queue; a report on an expired or unknown lease is
@@ -32,6 +33,7 @@
 #include "agent/search_strategy.h"
 #include "db/tuning_database.h"
 #include "ktune/v1/worker_service.pb.h"
+#include "server/task_search.h"
 #include "server/task_spaces.h"
 
 namespace ktune {
@@ -39,7 +41,7 @@ namespace ktune {
 struct SchedulerOptions {
   absl::Duration lease_timeout = absl::Seconds(30);
   absl::Duration heartbeat_interval = absl::Seconds(5);
-  int batch_size = 8;
+  int batch_size = 8;  // of jobs that do not choose theirs
   std::function<absl::Time()> now = [] { return absl::Now(); };
   // Called with the records of each report once they are committed (to refresh caches, count
   // measurements) and the seconds the commit took.
@@ -54,7 +56,11 @@ struct JobRequest {
   std::string strategy = "ppo";
   int priority = 0;  // 0..100
   uint64_t seed = 1;
-  std::string spec_json;  // as submitted, for the record
+  int batch_size = 0;  // candidates a strategy proposes at a time; 0: SchedulerOptions' (1..1024)
+  int threads = 0;     // registry CPU kernels: exactly this many threads; 0: any up to the cores
+  // As submitted, for the record (a JSON object); Submit adds seed, batch_size and threads, which
+  // Recover reads back.
+  std::string spec_json;
 };
 
 // Progress of a task as clients see it.
@@ -67,6 +73,11 @@ struct TaskStatus {
   std::optional<double> best_ms;
   Configuration best_config;
   double flops = 0;  // per run; 0 when unknown
+  // The run on this server process (TaskSearch); zeros once the job is only in the database.
+  int64_t prior_records = 0;
+  bool warm_started = false;
+  double agent_seconds = 0;
+  double tuning_seconds = 0;  // from the task's first lease to its last result
 };
 
 struct JobStatus {
@@ -91,6 +102,8 @@ class Scheduler {
   absl::Status Recover();
 
   absl::StatusOr<int64_t> Submit(const JobRequest& request);
+  // An active job, one of the last kKeepFinished that ended on this server process (with their
+  // run statistics), or else one from the database.
   absl::StatusOr<JobStatus> GetJob(int64_t id);
   absl::StatusOr<std::vector<JobStatus>> ListJobs();
   // Cancel drops queued candidates (leased ones are still recorded when reported); pause stops
@@ -143,20 +156,28 @@ class Scheduler {
   struct LeaseRun;
   struct WorkerRun;
 
+  static constexpr size_t kKeepFinished = 64;
+
   absl::Status InitTask(JobRun& job, TaskRun& task, int cores) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // Proposes the next batch when the previous one is complete.
+  // Takes the search's next batch when the previous one is complete.
   absl::Status Refill(JobRun& job, TaskRun& task) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // A task whose search broke ends failed, saying why; the job goes on with its other tasks.
+  absl::Status FailTask(JobRun& job, TaskRun& task, const absl::Status& why)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Removes an ended job from memory, keeping its last status for GetJob.
+  void Forget(int64_t id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void ReturnToQueue(LeaseRun& lease) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status FinishIfDone(JobRun& job) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   JobStatus StatusOf(const JobRun& job) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::StatusOr<JobRun*> FindJob(int64_t id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  absl::Status AddJobRun(Job job, uint64_t seed) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::Status AddJobRun(Job job) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   TuningDatabase* db_;
   const TaskSpaces* spaces_;
   SchedulerOptions options_;
   absl::Mutex mu_;
   std::map<int64_t, std::unique_ptr<JobRun>> jobs_ ABSL_GUARDED_BY(mu_);
+  std::map<int64_t, JobStatus> finished_ ABSL_GUARDED_BY(mu_);  // the last kKeepFinished
   std::map<std::string, std::unique_ptr<LeaseRun>> leases_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, WorkerRun> workers_ ABSL_GUARDED_BY(mu_);
   int64_t next_id_ ABSL_GUARDED_BY(mu_) = 1;

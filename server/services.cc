@@ -69,6 +69,10 @@ v1::Job ToProto(const JobStatus& s, bool with_tasks) {
       if (t.flops > 0) p->set_best_gflops(t.flops / (*t.best_ms * 1e6));
       ktune::ToProto(t.best_config, p->mutable_best_config()->mutable_params());
     }
+    p->set_prior_records(t.prior_records);
+    p->set_warm_started(t.warm_started);
+    p->set_agent_seconds(t.agent_seconds);
+    p->set_tuning_seconds(t.tuning_seconds);
   }
   return out;
 }
@@ -253,14 +257,16 @@ grpc::ServerWriteReactor<v1::JobEvent>* TuningServiceImpl::WatchJob(
   }
   Scheduler* scheduler = scheduler_;
   const int64_t job = *id;
-  return new Stream([scheduler, job]() -> absl::StatusOr<std::pair<v1::JobEvent, bool>> {
-    absl::StatusOr<JobStatus> status = scheduler->GetJob(job);
-    if (!status.ok()) return status.status();
-    v1::JobEvent event;
-    *event.mutable_job() = ToProto(*status, false);
-    const bool final = IsFinal(event.job().state());
-    return std::make_pair(std::move(event), final);
-  });
+  const bool with_tasks = request->with_tasks();
+  return new Stream(
+      [scheduler, job, with_tasks]() -> absl::StatusOr<std::pair<v1::JobEvent, bool>> {
+        absl::StatusOr<JobStatus> status = scheduler->GetJob(job);
+        if (!status.ok()) return status.status();
+        v1::JobEvent event;
+        *event.mutable_job() = ToProto(*status, with_tasks);
+        const bool final = IsFinal(event.job().state());
+        return std::make_pair(std::move(event), final);
+      });
 }
 
 absl::StatusOr<std::string> TuningServiceImpl::TuneInBackground(const BestQuery& q) {

@@ -77,7 +77,8 @@ class TuningServiceImpl final : public v1::TuningService::CallbackService {
                                       const v1::ResumeJobRequest* request,
                                       v1::Job* response) override;
   // A server stream: an event when the job's progress changes (at most one a second), a last one
-  // when it ends, then OK. Each watch has a thread of its own that polls the scheduler.
+  // when it ends, then OK; tasks included when the request asks (with_tasks). Each watch has a
+  // thread of its own that polls the scheduler.
   grpc::ServerWriteReactor<v1::JobEvent>* WatchJob(grpc::CallbackServerContext* ctx,
                                                    const v1::WatchJobRequest* request) override;
   grpc::ServerUnaryReactor* QueryBest(grpc::CallbackServerContext* ctx,

@@ -32,12 +32,38 @@ absl::StatusOr<TaskKey> TaskSpaces::Canonical(const TaskKey& task) const {
   return out;
 }
 
-absl::StatusOr<std::shared_ptr<const SearchSpace>> TaskSpaces::Space(const TaskKey& task,
-                                                                     int cores) const {
-  if (auto it = recorded_.find(Key(task)); it != recorded_.end()) return it->second;
+absl::StatusOr<KernelDefinition> TaskSpaces::Definition(const TaskKey& task, int cores,
+                                                        int threads) const {
   KTUNE_ASSIGN_OR_RETURN(const KernelDefinition* def, registry_->Get(task.kernel));
-  KTUNE_ASSIGN_OR_RETURN(SearchSpace space, def->Space(task.problem, MachineVariables{cores}));
+  if (threads <= 0) return *def;
+  if (threads > cores) {
+    return absl::InvalidArgumentError(absl::StrCat("threads ", threads, " is more than the ", cores,
+                                                   " cores of the measuring worker"));
+  }
+  return def->WithFixedThreads(threads);
+}
+
+absl::StatusOr<std::shared_ptr<const SearchSpace>> TaskSpaces::Space(const TaskKey& task, int cores,
+                                                                     int threads) const {
+  if (auto it = recorded_.find(Key(task)); it != recorded_.end()) {
+    if (threads > 0) {
+      return absl::InvalidArgumentError("a recorded space has no threads parameter to fix");
+    }
+    return it->second;
+  }
+  KTUNE_ASSIGN_OR_RETURN(KernelDefinition def, Definition(task, cores, threads));
+  KTUNE_ASSIGN_OR_RETURN(SearchSpace space, def.Space(task.problem, MachineVariables{cores}));
   return std::make_shared<const SearchSpace>(std::move(space));
+}
+
+absl::StatusOr<std::optional<Configuration>> TaskSpaces::DefaultConfiguration(const TaskKey& task,
+                                                                              int cores,
+                                                                              int threads) const {
+  if (recorded_.count(Key(task))) return std::nullopt;
+  KTUNE_ASSIGN_OR_RETURN(KernelDefinition def, Definition(task, cores, threads));
+  KTUNE_ASSIGN_OR_RETURN(Configuration config,
+                         def.DefaultConfiguration(task.problem, MachineVariables{cores}));
+  return config;
 }
 
 double TaskSpaces::Flops(const TaskKey& task) const {

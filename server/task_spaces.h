@@ -6,6 +6,7 @@
 
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 
 #include "absl/status/statusor.h"
@@ -27,8 +28,16 @@ class TaskSpaces {
   // InvalidArgument / NotFound saying what is wrong.
   absl::StatusOr<TaskKey> Canonical(const TaskKey& task) const;
 
-  // The space of a canonical task when measured with `cores` cores.
-  absl::StatusOr<std::shared_ptr<const SearchSpace>> Space(const TaskKey& task, int cores) const;
+  // The space of a canonical task when measured with `cores` cores. `threads` > 0 tunes a
+  // registry kernel with exactly that many threads (KernelDefinition::WithFixedThreads);
+  // InvalidArgument when it exceeds `cores`, or for a recorded space.
+  absl::StatusOr<std::shared_ptr<const SearchSpace>> Space(const TaskKey& task, int cores,
+                                                           int threads = 0) const;
+
+  // The registry kernel's untuned default configuration for the task (in Space(task, cores,
+  // threads)); nullopt for recorded spaces, which have none.
+  absl::StatusOr<std::optional<Configuration>> DefaultConfiguration(const TaskKey& task, int cores,
+                                                                    int threads = 0) const;
 
   const KernelRegistry& registry() const { return *registry_; }
 
@@ -37,6 +46,8 @@ class TaskSpaces {
 
  private:
   static std::string Key(const TaskKey& task);
+  // The task's registry kernel, with `threads` fixed when > 0.
+  absl::StatusOr<KernelDefinition> Definition(const TaskKey& task, int cores, int threads) const;
   const KernelRegistry* registry_;
   std::map<std::string, std::shared_ptr<const SearchSpace>> recorded_;  // by Key()
 };

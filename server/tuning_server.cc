@@ -33,7 +33,7 @@ absl::StatusOr<std::unique_ptr<TuningServer>> TuningServer::Start(TuningServerOp
     for (const Record& r : records) metrics->CountMeasurement(std::string(StatusName(r.status)));
   };
   s->scheduler_ = std::make_unique<Scheduler>(s->db_.get(), s->spaces_.get(), scheduler_options);
-  KTUNE_RETURN_IF_ERROR(s->scheduler_->Recover());
+  if (s->options_.resume_jobs) KTUNE_RETURN_IF_ERROR(s->scheduler_->Recover());
   if (!s->options_.auth_file.empty()) {
     KTUNE_ASSIGN_OR_RETURN(s->auth_, Authenticator::FromFile(s->options_.auth_file));
   }
@@ -63,7 +63,9 @@ absl::StatusOr<std::unique_ptr<TuningServer>> TuningServer::Start(TuningServerOp
     return absl::InvalidArgumentError("--tls-client-ca needs --tls-cert and --tls-key");
   }
   grpc::ServerBuilder builder;
-  builder.AddListeningPort(s->options_.listen, credentials, &s->port_);
+  if (!s->options_.listen.empty()) {
+    builder.AddListeningPort(s->options_.listen, credentials, &s->port_);
+  }
   builder.SetMaxReceiveMessageSize(static_cast<int>(s->options_.max_message_bytes));
   std::vector<std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>> interceptors;
   interceptors.push_back(s->metrics_.InterceptorFactory());
@@ -71,7 +73,7 @@ absl::StatusOr<std::unique_ptr<TuningServer>> TuningServer::Start(TuningServerOp
   builder.RegisterService(s->worker_service_.get());
   builder.RegisterService(s->tuning_service_.get());
   s->server_ = builder.BuildAndStart();
-  if (s->server_ == nullptr || s->port_ == 0) {
+  if (s->server_ == nullptr || (!s->options_.listen.empty() && s->port_ == 0)) {
     return absl::UnavailableError(
         absl::StrCat("cannot listen on ", s->options_.listen, " (in use, or a bad address)"));
   }
@@ -92,6 +94,12 @@ absl::StatusOr<std::unique_ptr<TuningServer>> TuningServer::Start(TuningServerOp
     while (!raw->stop_.WaitForNotificationWithTimeout(tick)) raw->scheduler_->ExpireLeases();
   });
   return s;
+}
+
+std::shared_ptr<grpc::Channel> TuningServer::InProcessChannel() {
+  grpc::ChannelArguments args;
+  args.SetMaxReceiveMessageSize(static_cast<int>(options_.max_message_bytes));
+  return server_->InProcessChannel(args);
 }
 
 void TuningServer::Shutdown() {

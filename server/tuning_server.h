@@ -1,6 +1,7 @@
 // The ktune server as one object: database, scheduler, gRPC services (with the standard health
 // service and reflection), and the thread that takes back expired leases. `ktune serve` runs
-// one; tests start one in-process on a free loopback port.
+// one; `ktune tune` without --server runs one in-process with no port (the embedded default);
+// tests start one in-process on a free loopback port.
 #ifndef KTUNE_SERVER_TUNING_SERVER_H_
 #define KTUNE_SERVER_TUNING_SERVER_H_
 
@@ -26,7 +27,8 @@
 namespace ktune {
 
 struct TuningServerOptions {
-  std::string listen = "127.0.0.1:7470";  // port 0 picks a free one (see port())
+  // Port 0 picks a free one (see port()); empty: no port, only InProcessChannel().
+  std::string listen = "127.0.0.1:7470";
   std::string db_path = "ktune.db";
   std::vector<std::string> replay_files;  // recorded spaces served for replay workers
   std::string auth_file;                  // bearer tokens with roles (server/auth.h); empty: none
@@ -35,16 +37,22 @@ struct TuningServerOptions {
   std::string tls_cert, tls_key, tls_client_ca;
   std::string metrics_listen;  // HOST:PORT for Prometheus' /metrics; empty: none
   SchedulerOptions scheduler;
+  // Resume the file's unfinished jobs (Scheduler::Recover). The embedded default does not: it
+  // runs only the job it submits, and leaves other jobs for `ktune serve`.
+  bool resume_jobs = true;
   int64_t max_message_bytes = 4 << 20;
 };
 
 class TuningServer {
  public:
-  // Opens the database, recovers unfinished jobs and starts serving.
+  // Opens the database, recovers unfinished jobs (resume_jobs) and starts serving.
   static absl::StatusOr<std::unique_ptr<TuningServer>> Start(TuningServerOptions options);
   ~TuningServer();
 
-  int port() const { return port_; }
+  int port() const { return port_; }  // 0 without a port
+  // A channel to this server inside the process (no network, no credentials): the embedded
+  // default's client and worker use it. Valid until Shutdown.
+  std::shared_ptr<grpc::Channel> InProcessChannel();
   // Stops accepting calls, finishes those in flight, stops the lease thread.
   void Shutdown();
   // Blocks until Shutdown (from another thread or a signal handler's thread).

@@ -8,6 +8,7 @@
 
 #include <nlohmann/json.hpp>
 #include <set>
+#include <sstream>
 
 #include "tests/testing/test_util.h"
 
@@ -178,6 +179,49 @@ TEST(CliTest, TuneOnThisCpuReportsSpeedupAndStoresRecords) {
   auto second = nlohmann::json::parse(again.out);
   EXPECT_EQ(second["prior_records"], 12);
   EXPECT_EQ(second["measurements"], 4);
+}
+
+// The embedded default is the server: `ktune tune` without --server runs the task as a job of
+// an in-process server, measured by an in-process worker, so the database holds the job and
+// every record carries the job and the worker's id; the default configuration is measured first.
+TEST(CliTest, EmbeddedTuneRunsAsAJobOfAnInProcessServer) {
+  TempDir dir;
+  const std::string db = dir.File("k.db");
+  auto tune =
+      RunKtune({"tune", "--db", db, "--kernel", "gemm", "--problem", "M=64,N=48,K=32", "--device",
+                "cpu", "--budget", "5", "--batch-size", "2", "--strategy", "random", "--json"});
+  ASSERT_EQ(tune.exit_code, 0) << tune.err;
+  auto result = nlohmann::json::parse(tune.out);
+  EXPECT_EQ(result["measurements"], 5);
+  EXPECT_EQ(result["best"]["source"], "job:1");
+  auto jobs = nlohmann::json::parse(RunKtune({"jobs", "--db", db, "--json"}).out);
+  ASSERT_EQ(jobs.size(), 1u);
+  EXPECT_EQ(jobs[0]["name"], "tune gemm");
+  EXPECT_EQ(jobs[0]["state"], "done");
+  EXPECT_EQ(jobs[0]["tasks"], 1);
+  EXPECT_EQ(jobs[0]["measurements_done"], 5);
+  auto exported = RunKtune({"db", "export", "--db", db});
+  ASSERT_EQ(exported.exit_code, 0) << exported.err;
+  std::istringstream lines(exported.out);
+  std::vector<nlohmann::json> records;
+  for (std::string line; std::getline(lines, line);) records.push_back(nlohmann::json::parse(line));
+  ASSERT_EQ(records.size(), 5u);
+  EXPECT_EQ(records[0]["config"], result["default"]["config"]);  // measured first
+  for (const auto& r : records) {
+    EXPECT_EQ(r["source"], "job:1");
+    EXPECT_EQ(r["worker"], records[0]["worker"]);  // the worker the server registered
+    EXPECT_EQ(r["worker"].get<std::string>().substr(0, 1), "w");
+  }
+
+  // Without --json: progress on stderr, the summary on stdout; a second job.
+  auto again = RunKtune({"tune", "--db", db, "--kernel", "gemm", "--problem", "M=64,N=48,K=32",
+                         "--device", "cpu", "--budget", "2", "--strategy", "random"});
+  ASSERT_EQ(again.exit_code, 0) << again.err;
+  EXPECT_THAT(again.err, HasSubstr("2/2"));
+  EXPECT_THAT(again.out, HasSubstr("5 earlier measurements reused"));
+  EXPECT_THAT(again.out, HasSubstr("stored    2 records"));
+  jobs = nlohmann::json::parse(RunKtune({"jobs", "--db", db, "--json"}).out);
+  EXPECT_EQ(jobs.size(), 2u);
 }
 
 TEST(CliTest, TuneRefusesBadInputWithClearMessages) {

@@ -1,0 +1,71 @@
+#include "cli/tune_job.h"
+
+#include "absl/strings/str_cat.h"
+#include "cli/command.h"
+#include "grpcpp/client_context.h"
+#include "proto/convert.h"
+#include "server/job_spec.h"
+
+namespace ktune::cli {
+namespace {
+
+absl::Status FromGrpc(const grpc::Status& s) {
+  if (s.ok()) return absl::OkStatus();
+  return absl::Status(static_cast<absl::StatusCode>(s.error_code()),
+                      s.error_message().empty() ? "the server did not say why" : s.error_message());
+}
+
+}  // namespace
+
+absl::StatusOr<v1::Job> RunTuneJob(v1::TuningService::StubInterface& stub, const TuneJobRequest& r,
+                                   const std::function<void(const std::string&)>& on_submitted,
+                                   const std::function<void(int64_t, double)>& on_progress) {
+  v1::SubmitJobRequest submit;
+  v1::JobSpec* spec = submit.mutable_spec();
+  spec->set_name(absl::StrCat("tune ", r.task.kernel));
+  v1::KernelRef* kernel = spec->add_kernels();
+  kernel->set_name(r.task.kernel);
+  kernel->set_version(r.task.kernel_version);
+  ToProto(r.task.problem, spec->add_problems()->mutable_params());
+  spec->add_device_classes(r.task.device_class);
+  spec->set_budget_measurements(r.budget);
+  absl::StatusOr<v1::Strategy> strategy = ParseStrategy(r.strategy);
+  if (!strategy.ok()) return strategy.status();
+  spec->set_strategy(*strategy);
+  spec->set_seed(r.seed);
+  spec->set_batch_size(r.batch_size);
+  spec->set_threads(r.threads);
+  v1::Job job;
+  if (absl::Status s = FromGrpc(stub.SubmitJob(ClientContextFor(r.token).get(), submit, &job));
+      !s.ok()) {
+    return s;
+  }
+  if (on_submitted) on_submitted(job.job_id());
+
+  v1::WatchJobRequest watch;
+  watch.set_job_id(job.job_id());
+  watch.set_with_tasks(true);
+  auto watch_context = ClientContextFor(r.token, 7 * 24 * 3600);
+  auto reader = stub.WatchJob(watch_context.get(), watch);
+  v1::JobEvent event;
+  while (reader->Read(&event)) {
+    if (!on_progress) continue;
+    const v1::Job& now = event.job();
+    const double best =
+        now.tasks_size() == 1 && now.tasks(0).has_best_time_ms() ? now.tasks(0).best_time_ms() : 0;
+    on_progress(now.measurements_done(), best);
+  }
+  if (absl::Status s = FromGrpc(reader->Finish()); !s.ok()) return s;
+  v1::GetJobRequest get;
+  get.set_job_id(job.job_id());
+  if (absl::Status s = FromGrpc(stub.GetJob(ClientContextFor(r.token).get(), get, &job)); !s.ok()) {
+    return s;
+  }
+  if (job.tasks_size() != 1) {
+    return absl::InternalError(
+        absl::StrCat("job ", job.job_id(), " has ", job.tasks_size(), " tasks, not one"));
+  }
+  return job;
+}
+
+}  // namespace ktune::cli

@@ -1,0 +1,39 @@
+// The client side of tuning one task through a server: `ktune tune --server ADDR` and the
+// embedded default (cli/tune_session.h, a server in this process) both submit the task as a
+// one-task job and follow it on the WatchJob stream until it ends.
+#ifndef KTUNE_CLI_TUNE_JOB_H_
+#define KTUNE_CLI_TUNE_JOB_H_
+
+#include <cstdint>
+#include <functional>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "db/record.h"
+#include "ktune/v1/tuning_service.grpc.pb.h"
+
+namespace ktune::cli {
+
+struct TuneJobRequest {
+  TaskKey task;  // kernel_version may be empty (the registry's); problem as given
+  int64_t budget = 64;
+  std::string strategy = "ppo";
+  uint64_t seed = 1;
+  int batch_size = 0;  // 0: the server's
+  int threads = 0;     // CPU kernels: exactly this many threads; 0: any
+  std::string token;   // bearer token; empty: none
+};
+
+// Submits the job, then follows it: `on_submitted` (may be null) gets the job's id once it is
+// queued, `on_progress` (may be null) gets (measurements done, best time so far or 0) as the
+// stream reports them. Returns the job as it ended (GetJob), whatever its state. Errors: the
+// submit's refusal with the server's code (InvalidArgument or NotFound for a bad task or
+// option), or a broken stream.
+absl::StatusOr<v1::Job> RunTuneJob(v1::TuningService::StubInterface& stub,
+                                   const TuneJobRequest& request,
+                                   const std::function<void(const std::string&)>& on_submitted,
+                                   const std::function<void(int64_t, double)>& on_progress);
+
+}  // namespace ktune::cli
+
+#endif  // KTUNE_CLI_TUNE_JOB_H_

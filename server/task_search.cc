@@ -1,0 +1,116 @@
+#include "server/task_search.h"
+
+#include <algorithm>
+
+#include "absl/time/clock.h"
+#include "common/status_macros.h"
+
+namespace ktune {
+namespace {
+
+// Adds the time `call` takes to `*seconds`.
+template <typename Call>
+auto Timed(double* seconds, Call call) {
+  const absl::Time start = absl::Now();
+  auto result = call();
+  *seconds += absl::ToDoubleSeconds(absl::Now() - start);
+  return result;
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<TaskSearch>> TaskSearch::Create(TuningDatabase* db,
+                                                               const TaskSpaces& spaces,
+                                                               const TaskKey& task,
+                                                               const Options& options, int cores,
+                                                               int64_t budget_left) {
+  std::unique_ptr<TaskSearch> s(new TaskSearch());
+  s->db_ = db;
+  s->task_ = task;
+  s->options_ = options;
+  s->budget_left_ = std::max<int64_t>(1, budget_left);
+  KTUNE_ASSIGN_OR_RETURN(s->space_, spaces.Space(task, cores, options.threads));
+  KTUNE_ASSIGN_OR_RETURN(std::optional<Configuration> default_config,
+                         spaces.DefaultConfiguration(task, cores, options.threads));
+  KTUNE_ASSIGN_OR_RETURN(s->strategy_, MakeStrategy(options.strategy));
+  KTUNE_ASSIGN_OR_RETURN(std::vector<Record> known, db->TaskRecords(task));
+  bool default_known = false;
+  for (const Record& r : known) {
+    default_known |= default_config && r.config == *default_config;
+    absl::StatusOr<Point> p = s->space_->ToPoint(r.config);
+    if (!p.ok() || !s->space_->IsValid(*p)) continue;  // another version, threads or space
+    const bool ok = r.status == MeasurementStatus::kOk && r.time_ms.has_value();
+    s->prior_.push_back({*p, ok, ok ? *r.time_ms : 0.0});
+  }
+  s->prior_records_ = static_cast<int64_t>(s->prior_.size());
+  if (default_config && !default_known) {
+    // The kernel's contract puts its default in its space.
+    absl::StatusOr<Point> p = s->space_->ToPoint(*default_config);
+    if (p.ok() && s->space_->IsValid(*p)) s->default_point_ = *p;
+  }
+  return s;
+}
+
+absl::Status TaskSearch::StartStrategy() {
+  started_ = true;
+  checkpoint_ = strategy_->CheckpointKey(task_.kernel, *space_);
+  if (!checkpoint_.empty()) {
+    absl::StatusOr<std::string> saved = db_->LoadCheckpoint(checkpoint_);
+    if (saved.ok()) {
+      strategy_->LoadCheckpoint(*std::move(saved));
+      warm_started_ = true;
+    } else if (!absl::IsNotFound(saved.status())) {
+      return saved.status();
+    }
+  }
+  return Timed(&agent_seconds_, [&]() -> absl::Status {
+    KTUNE_RETURN_IF_ERROR(strategy_->Initialize(*space_, options_.seed));
+    KTUNE_RETURN_IF_ERROR(strategy_->AddPriorResults(prior_));
+    return strategy_->PreTuning(budget_left_, options_.batch_size);
+  });
+}
+
+absl::StatusOr<std::vector<Point>> TaskSearch::NextBatch() {
+  if (finished_ || budget_left_ <= 0) return std::vector<Point>();
+  if (default_point_) {
+    default_batch_ = true;
+    std::vector<Point> batch = {*default_point_};
+    default_point_.reset();
+    return batch;
+  }
+  if (!started_) KTUNE_RETURN_IF_ERROR(StartStrategy());
+  KTUNE_ASSIGN_OR_RETURN(std::vector<Point> batch,
+                         Timed(&agent_seconds_, [&] { return strategy_->ProposeBatch(); }));
+  if (batch.empty()) {
+    KTUNE_RETURN_IF_ERROR(Finish());
+    return batch;
+  }
+  if (static_cast<int64_t>(batch.size()) > budget_left_) batch.resize(budget_left_);
+  return batch;
+}
+
+absl::Status TaskSearch::Complete(const std::vector<Observation>& results) {
+  budget_left_ -= static_cast<int64_t>(results.size());
+  if (default_batch_) {
+    default_batch_ = false;
+    prior_.insert(prior_.end(), results.begin(), results.end());
+  } else {
+    KTUNE_RETURN_IF_ERROR(
+        Timed(&agent_seconds_, [&] { return strategy_->NotifyResults(results); }));
+    ++batches_;
+  }
+  if (budget_left_ <= 0) return Finish();
+  return absl::OkStatus();
+}
+
+absl::Status TaskSearch::Finish() {
+  if (finished_) return absl::OkStatus();
+  finished_ = true;
+  if (!started_) return absl::OkStatus();
+  strategy_->PostTuning();
+  if (checkpoint_.empty() || batches_ == 0) return absl::OkStatus();
+  KTUNE_ASSIGN_OR_RETURN(std::string blob, strategy_->SaveCheckpoint());
+  return db_->SaveCheckpoint(checkpoint_, blob);
+}
+
+}  // namespace ktune

@@ -1,0 +1,91 @@
+// One task's search inside a job: the part of the scheduler that drives the strategy, and the
+// only tuning loop of ktune (`ktune tune` runs it through an in-process server too).
+//
+// The search, in order:
+// 1. Every record the database holds for the task (any job, any earlier tune) that is a valid
+//    point of the space becomes a prior result: never measured again, and the strategy starts
+//    from it. The budget buys new measurements only.
+// 2. A registry kernel's untuned default configuration is the first batch (of one), unless the
+//    database already has it (once per task): speedups are reported against it. It counts
+//    against the budget and becomes a prior result of the strategy.
+// 3. The strategy loads what it learned before (PPO's policy, by its CheckpointKey) from the
+//    database, is initialised with the seed and the prior results, and proposes batches of
+//    batch_size until the budget is spent or the space exhausted.
+// 4. Then it is finished (PostTuning) and, if it learned from at least one batch, its checkpoint
+//    is saved to the database.
+//
+// The scheduler keeps the queue and the leases; it calls NextBatch when the previous batch's
+// results were all given to Complete. Not thread-safe: the scheduler's lock guards it.
+#ifndef KTUNE_SERVER_TASK_SEARCH_H_
+#define KTUNE_SERVER_TASK_SEARCH_H_
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "agent/search_strategy.h"
+#include "db/tuning_database.h"
+#include "server/task_spaces.h"
+
+namespace ktune {
+
+class TaskSearch {
+ public:
+  struct Options {
+    std::string strategy = "ppo";
+    uint64_t seed = 1;
+    int batch_size = 8;
+    int threads = 0;  // > 0: registry CPU kernels tune with exactly this many threads
+  };
+
+  // Prepares the search of canonical `task` as measured by workers with `cores` cores, with
+  // `budget_left` (>= 1) new measurements to spend. `db` must outlive the search. Errors: the
+  // task has no space for such workers (InvalidArgument, NotFound), an unknown strategy, or the
+  // database's.
+  static absl::StatusOr<std::unique_ptr<TaskSearch>> Create(TuningDatabase* db,
+                                                            const TaskSpaces& spaces,
+                                                            const TaskKey& task,
+                                                            const Options& options, int cores,
+                                                            int64_t budget_left);
+
+  // The next batch to measure (at most the budget left); call once the previous batch's results
+  // went to Complete. Empty when the search is over; the strategy was then finished.
+  absl::StatusOr<std::vector<Point>> NextBatch();
+  // The results of the last batch, one per point, in order. The search finishes when they spend
+  // the budget.
+  absl::Status Complete(const std::vector<Observation>& results);
+
+  std::shared_ptr<const SearchSpace> space() const { return space_; }
+  // For progress reports.
+  int64_t prior_records() const { return prior_records_; }
+  bool warm_started() const { return warm_started_; }
+  double agent_seconds() const { return agent_seconds_; }  // inside the strategy's calls
+
+ private:
+  TaskSearch() = default;
+  absl::Status StartStrategy();
+  absl::Status Finish();
+
+  TuningDatabase* db_ = nullptr;
+  TaskKey task_;
+  Options options_;
+  std::shared_ptr<const SearchSpace> space_;
+  std::unique_ptr<SearchStrategy> strategy_;
+  std::vector<Observation> prior_;      // handed to the strategy when it starts
+  std::optional<Point> default_point_;  // to measure first
+  bool default_batch_ = false;          // the current batch is the default configuration
+  bool started_ = false, finished_ = false;
+  int64_t budget_left_ = 0;
+  int64_t batches_ = 0;  // strategy batches completed
+  std::string checkpoint_;
+  int64_t prior_records_ = 0;
+  bool warm_started_ = false;
+  double agent_seconds_ = 0;
+};
+
+}  // namespace ktune
+
+#endif  // KTUNE_SERVER_TASK_SEARCH_H_

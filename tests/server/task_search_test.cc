@@ -1,0 +1,179 @@
+// The server's search of a registry kernel's task (server/task_search.h), driven through the
+// Scheduler directly as a worker would (lease, measure with a fake, report), on an in-memory
+// database: the default configuration first and once per task, earlier records reused, the job's
+// batch size and thread count honoured (also after Recover), PPO's policy saved and loaded.
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <functional>
+#include <set>
+
+#include "agent/search_strategy.h"
+#include "db/memory_tuning_database.h"
+#include "kernels/kernel_registry.h"
+#include "proto/convert.h"
+#include "server/scheduler.h"
+#include "server/task_spaces.h"
+
+namespace ktune {
+namespace {
+
+using ::testing::HasSubstr;
+
+const DeviceInfo kDevice{R"({"cores":2,"name":"test"})", "cpu:test", "x86-64-v3"};
+constexpr int kCores = 2;
+
+class TaskSearchTest : public ::testing::Test {
+ protected:
+  TaskSearchTest() { Restart(); }
+
+  // A scheduler on the same database, as after a server restart.
+  void Restart() {
+    scheduler_ = std::make_unique<Scheduler>(&db_, &spaces_);
+    ASSERT_TRUE(scheduler_->Recover().ok());
+    worker_ = scheduler_->RegisterWorker(kDevice, "test", kCores);
+  }
+
+  TaskKey Task() const {
+    const KernelDefinition* gemm = registry_.Find("gemm");
+    return {"gemm", gemm->Version(), *gemm->ValidateProblem({{"M", 64}, {"N", 64}, {"K", 64}}),
+            kDevice.device_class};
+  }
+
+  int64_t Submit(int64_t budget, const std::string& strategy, int batch_size = 0, int threads = 0) {
+    JobRequest r;
+    r.name = "test";
+    r.tasks = {Task()};
+    r.budget = budget;
+    r.strategy = strategy;
+    r.batch_size = batch_size;
+    r.threads = threads;
+    r.spec_json = R"({"name":"test"})";
+    absl::StatusOr<int64_t> id = scheduler_->Submit(r);
+    EXPECT_TRUE(id.ok()) << id.status();
+    return id.value_or(0);
+  }
+
+  // One lease, measured (a time derived from the configuration) and reported; its configs.
+  std::vector<Configuration> LeaseAndReport() {
+    absl::StatusOr<LeaseGrant> grant = scheduler_->Lease(worker_, 256);
+    EXPECT_TRUE(grant.ok()) << grant.status();
+    std::vector<Configuration> configs;
+    std::vector<v1::CandidateResult> results;
+    for (const v1::Candidate& c : grant->candidates) {
+      Configuration config = *FromProto(c.config().params(), "config");
+      v1::CandidateResult r;
+      r.set_candidate_id(c.candidate_id());
+      r.set_status(v1::MEASUREMENT_STATUS_OK);
+      r.add_repeat_times_ms(1.0 + std::hash<std::string>()(CanonicalJson(config)) % 1000 / 100.0);
+      results.push_back(r);
+      configs.push_back(std::move(config));
+    }
+    if (!grant->lease_id.empty()) {
+      EXPECT_TRUE(scheduler_->Report(worker_, grant->lease_id, results).ok());
+    }
+    return configs;
+  }
+
+  Configuration Default(int threads = 0) const {
+    return **spaces_.DefaultConfiguration(Task(), kCores, threads);
+  }
+
+  KernelRegistry registry_ = KernelRegistry::WithBuiltins();
+  TaskSpaces spaces_{&registry_};
+  MemoryTuningDatabase db_;
+  std::unique_ptr<Scheduler> scheduler_;
+  std::string worker_;
+};
+
+TEST_F(TaskSearchTest, TheDefaultComesFirstOncePerTaskThenBatchesOfTheJobsSize) {
+  const int64_t first = Submit(7, "random", /*batch_size=*/3);
+  std::vector<std::vector<Configuration>> leases;
+  for (int i = 0; i < 4; ++i) leases.push_back(LeaseAndReport());
+  ASSERT_EQ(leases[0].size(), 1u);
+  EXPECT_EQ(leases[0][0], Default());
+  EXPECT_EQ(leases[1].size(), 3u);
+  EXPECT_EQ(leases[2].size(), 3u);
+  EXPECT_TRUE(leases[3].empty());  // the budget is spent exactly
+  absl::StatusOr<JobStatus> done = scheduler_->GetJob(first);
+  ASSERT_TRUE(done.ok());
+  EXPECT_EQ(done->job.state, JobState::kDone);
+  EXPECT_EQ(done->tasks[0].done, 7);
+  EXPECT_EQ(done->tasks[0].prior_records, 0);
+
+  // The next job of the task reuses the 7 and measures neither them nor the default again.
+  const int64_t second = Submit(4, "random", /*batch_size=*/4);
+  const std::vector<Configuration> next = LeaseAndReport();
+  ASSERT_EQ(next.size(), 4u);
+  std::set<std::string> before;
+  for (const auto& lease : leases) {
+    for (const Configuration& c : lease) before.insert(CanonicalJson(c));
+  }
+  for (const Configuration& c : next) EXPECT_FALSE(before.count(CanonicalJson(c)));
+  done = scheduler_->GetJob(second);
+  ASSERT_TRUE(done.ok());
+  EXPECT_EQ(done->job.state, JobState::kDone);
+  EXPECT_EQ(done->tasks[0].prior_records, 7);
+}
+
+TEST_F(TaskSearchTest, AJobsThreadsFixTheThreadCountAndTooManyFailTheTaskSayingWhy) {
+  Submit(5, "random", /*batch_size=*/2, /*threads=*/1);
+  const std::vector<Configuration> first = LeaseAndReport();
+  ASSERT_EQ(first.size(), 1u);
+  EXPECT_EQ(first[0], Default(1));
+  EXPECT_EQ(std::get<int64_t>(first[0].at("threads")), 1);
+  for (int i = 0; i < 2; ++i) {
+    for (const Configuration& c : LeaseAndReport()) {
+      EXPECT_EQ(std::get<int64_t>(c.at("threads")), 1) << CanonicalJson(c);
+    }
+  }
+
+  const int64_t too_many = Submit(5, "random", 0, /*threads=*/3);
+  EXPECT_TRUE(LeaseAndReport().empty());
+  absl::StatusOr<JobStatus> failed = scheduler_->GetJob(too_many);
+  ASSERT_TRUE(failed.ok());
+  EXPECT_EQ(failed->job.state, JobState::kFailed);
+  EXPECT_THAT(failed->job.message, HasSubstr("threads 3 is more than the 2 cores"));
+}
+
+TEST_F(TaskSearchTest, TheBatchSizeSurvivesARestart) {
+  const int64_t id = Submit(9, "random", /*batch_size=*/2);
+  EXPECT_EQ(LeaseAndReport().size(), 1u);  // the default
+  EXPECT_EQ(LeaseAndReport().size(), 2u);
+  Restart();
+  EXPECT_EQ(LeaseAndReport().size(), 2u);
+  EXPECT_EQ(LeaseAndReport().size(), 2u);
+  EXPECT_EQ(LeaseAndReport().size(), 2u);
+  EXPECT_TRUE(LeaseAndReport().empty());
+  absl::StatusOr<JobStatus> done = scheduler_->GetJob(id);
+  ASSERT_TRUE(done.ok());
+  EXPECT_EQ(done->job.state, JobState::kDone);
+  EXPECT_EQ(done->tasks[0].done, 9);
+}
+
+TEST_F(TaskSearchTest, PpoSavesItsPolicyAndTheNextJobOfTheKernelWarmStarts) {
+  absl::StatusOr<std::unique_ptr<SearchStrategy>> ppo = MakeStrategy("ppo");
+  if (!ppo.ok()) GTEST_SKIP() << ppo.status();
+  const std::string key = (*ppo)->CheckpointKey("gemm", **spaces_.Space(Task(), kCores));
+  ASSERT_FALSE(key.empty());
+  const int64_t first = Submit(9, "ppo", /*batch_size=*/4);
+  while (!LeaseAndReport().empty()) {
+  }
+  absl::StatusOr<JobStatus> done = scheduler_->GetJob(first);
+  ASSERT_TRUE(done.ok());
+  EXPECT_EQ(done->job.state, JobState::kDone);
+  EXPECT_FALSE(done->tasks[0].warm_started);
+  EXPECT_GT(done->tasks[0].agent_seconds, 0);
+  EXPECT_TRUE(db_.LoadCheckpoint(key).ok()) << "the policy was not saved";
+
+  const int64_t second = Submit(5, "ppo", /*batch_size=*/4);
+  while (!LeaseAndReport().empty()) {
+  }
+  done = scheduler_->GetJob(second);
+  ASSERT_TRUE(done.ok());
+  EXPECT_EQ(done->tasks[0].done, 5);
+  EXPECT_TRUE(done->tasks[0].warm_started);
+}
+
+}  // namespace
+}  // namespace ktune
