@@ -7,6 +7,7 @@
 #include <cmath>
 #include <numeric>
 #include <sstream>
+#include <chrono>
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/container/flat_hash_set.h"
@@ -480,6 +481,16 @@ void UseOneBlasThread() {
 absl::Status PpoStrategy::Start() {
   at::set_num_threads(1);
   UseOneBlasThread();
+  XgbCostModel::Options model_options;
+  model_options.rounds = options_.model_rounds;
+  model_ = std::make_unique<XgbCostModel>(model_options);
+  model_fitted_ = false;
+  learning_steps_ = 0;
+  arm_of_.clear();
+  std::fill(std::begin(wins_), std::end(wins_), 0.0);
+  std::fill(std::begin(tries_), std::end(tries_), 0.0);
+  learn_cost_ms_ = 20;
+  walk_cost_ms_ = 2;
   impl_ = std::make_unique<Impl>(space(), options_, rng());
   if (!saved_policy_.empty()) {
     KTUNE_RETURN_IF_ERROR(impl_->Load(saved_policy_));
@@ -565,13 +576,56 @@ absl::StatusOr<std::vector<Point>> PpoStrategy::Generate(int n) {
     KTUNE_ASSIGN_OR_RETURN(std::vector<float> prior_scores, prior.Scores(candidates));
     return Diverse(candidates, prior_scores, exploit);
   }
-  // Fit the cost model, train the policy on it, and let the policy propose.
-  // Thompson sampling by bootstrap: each batch fits the model on a resample of the results, so
-  // its optimism varies where data is scarce and the batches explore basins a single fit would
-  // write off.
+  // How much of the agent's work this proposal can afford (allowance_ms(): +infinity unless the
+  // driver limits the agent's share of the run): a learning step (refit the cost model, train
+  // the policy, then walk it), a walk of the current policy on the current model, or, cheapest,
+  // the best points' neighbourhoods.
+  const double allowance = allowance_ms();
+  const auto start = std::chrono::steady_clock::now();
+  auto elapsed_ms = [&] {
+    return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start)
+        .count();
+  };
+  if (allowance >= learn_cost_ms_) {
+    KTUNE_RETURN_IF_ERROR(Learn());
+    KTUNE_ASSIGN_OR_RETURN(std::vector<Point> out, ProposeFromPolicy(n, exploit));
+    learn_cost_ms_ = elapsed_ms();
+    ++learning_steps_;
+    return out;
+  }
+  if (model_fitted_ && allowance >= walk_cost_ms_) {
+    KTUNE_ASSIGN_OR_RETURN(std::vector<Point> out, ProposeFromPolicy(n, exploit));
+    walk_cost_ms_ = elapsed_ms();
+    return out;
+  }
+  return ProposeLocal(exploit);
+}
+
+std::vector<int64_t> PpoStrategy::Elites() const {
+  const auto& h = history();
+  std::vector<size_t> order(h.size());
+  std::iota(order.begin(), order.end(), 0);
+  std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) {
+    if (h[a].ok != h[b].ok) return h[a].ok;
+    return h[a].ok && h[a].time_ms < h[b].time_ms;
+  });
+  std::vector<int64_t> elite;
+  for (size_t i = 0; i < order.size() && static_cast<int>(elite.size()) < options_.elite_starts;
+       ++i) {
+    if (h[order[i]].ok) elite.push_back(space().IndexOf(h[order[i]].point));
+  }
+  return elite;
+}
+
+absl::Status PpoStrategy::Learn() {
+  // Fit the cost model on every result. Thompson sampling by bootstrap (optional): each batch
+  // fits the model on a resample of the results, so its optimism varies where data is scarce
+  // and the batches explore basins a single fit would write off.
+  const auto& h = history();
   std::vector<float> targets = options_.rank_targets ? RankTargets(h) : ScoreTargets(h), x, y;
   std::uniform_int_distribution<size_t> draw(0, h.size() - 1);
   const bool with_sources = !source_y_.empty();
+  KTUNE_ASSIGN_OR_RETURN(const double agreement, SourceAgreement());
   std::vector<float> weights;
   for (size_t i = 0; i < h.size(); ++i) {
     size_t j = options_.bootstrap ? draw(rng()) : i;
@@ -580,11 +634,13 @@ absl::StatusOr<std::vector<Point>> PpoStrategy::Generate(int n) {
     y.push_back(targets[j]);
   }
   if (with_sources) {
-    // Source rows, marked by the domain feature, weigh options_.source_weight in all: a prior
-    // that the target's own results outweigh as they accumulate.
+    // Source rows, marked by the domain feature, weigh options_.source_weight in all, scaled by
+    // how well the sources' ranking agrees with the target's results: a prior that the
+    // target's own results outweigh as they accumulate, and drop when they contradict it.
     weights.assign(h.size(), 1.f);
     const int w = impl_->features().width();
-    const float each = static_cast<float>(options_.source_weight / source_y_.size());
+    const float each =
+        static_cast<float>(options_.source_weight * agreement / source_y_.size());
     for (size_t r = 0; r < source_y_.size(); ++r) {
       x.insert(x.end(), source_x_.begin() + r * w, source_x_.begin() + (r + 1) * w);
       x.push_back(1.f);
@@ -602,27 +658,151 @@ absl::StatusOr<std::vector<Point>> PpoStrategy::Generate(int n) {
     }
   }
   KTUNE_RETURN_IF_ERROR(
-      model_.Fit(x, impl_->features().width() + (with_sources ? 1 : 0), y, rng()(), weights));
-  ModelLandscape land(space(), impl_->features(), model_, with_sources);
-  std::vector<size_t> order(h.size());
-  std::iota(order.begin(), order.end(), 0);
-  std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) {
-    if (h[a].ok != h[b].ok) return h[a].ok;
-    return h[a].ok && h[a].time_ms < h[b].time_ms;
-  });
-  std::vector<int64_t> elite;
-  for (size_t i = 0; i < order.size() && static_cast<int>(elite.size()) < options_.elite_starts;
-       ++i) {
-    if (h[order[i]].ok) elite.push_back(space().IndexOf(h[order[i]].point));
+      model_->Fit(x, impl_->features().width() + (with_sources ? 1 : 0), y, rng()(), weights));
+  model_fitted_ = true;
+  // Train the policy on the model's landscape, episodes starting from the fastest results.
+  ModelLandscape land(space(), impl_->features(), *model_, with_sources);
+  return impl_->Train(land, Elites(), options_.iterations_per_batch);
+}
+
+absl::StatusOr<double> PpoStrategy::SourceAgreement() {
+  const auto& h = history();
+  std::vector<float> x;
+  std::vector<double> measured;
+  for (const Observation& o : h) {
+    if (!o.ok) continue;
+    impl_->features().Append(o.point, x);
+    measured.push_back(-o.time_ms);
   }
-  KTUNE_RETURN_IF_ERROR(impl_->Train(land, elite, options_.iterations_per_batch));
+  if (source_y_.empty() || measured.size() < 8) return 1.0;
+  KTUNE_ASSIGN_OR_RETURN(std::vector<float> predicted,
+                         prior_.Predict(x, impl_->features().width()));
+  // Spearman's rank correlation (ties broken by order: enough for a weight).
+  auto ranks = [](const auto& v) {
+    std::vector<size_t> order(v.size());
+    std::iota(order.begin(), order.end(), 0);
+    std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) { return v[a] < v[b]; });
+    std::vector<double> r(v.size());
+    for (size_t k = 0; k < order.size(); ++k) r[order[k]] = static_cast<double>(k);
+    return r;
+  };
+  std::vector<double> a = ranks(predicted), b = ranks(measured);
+  const double n = static_cast<double>(a.size());
+  double d2 = 0;
+  for (size_t k = 0; k < a.size(); ++k) d2 += (a[k] - b[k]) * (a[k] - b[k]);
+  const double rho = 1 - 6 * d2 / (n * (n * n - 1));
+  return std::max(0.0, rho);
+}
+
+absl::StatusOr<std::vector<Point>> PpoStrategy::ProposeFromPolicy(int n, int exploit) {
+  ModelLandscape land(space(), impl_->features(), *model_, !source_y_.empty());
+  std::vector<int64_t> elite = Elites();
   KTUNE_ASSIGN_OR_RETURN(auto walked, impl_->Walk(elite, options_.proposal_episodes));
   std::vector<int64_t> candidates;
   for (int64_t i : walked.first) {
     if (!Visited(i)) candidates.push_back(i);
   }
   KTUNE_ASSIGN_OR_RETURN(std::vector<float> scores, land.Scores(candidates));
-  return Diverse(candidates, scores, exploit);
+  // A share of the batch from the best points' neighbourhood, as the model ranks it (a trust
+  // region: needle-shaped optima are found by local steps more often than by the model alone),
+  // in a share the two sources' records decide.
+  const int local = LocalCount(exploit);
+  std::vector<Point> out;
+  absl::flat_hash_set<int64_t> taken;
+  if (local > 0 && !elite.empty()) {
+    std::vector<int64_t> near = UnvisitedNeighbours(elite.front());
+    KTUNE_ASSIGN_OR_RETURN(std::vector<float> near_scores, land.Scores(near));
+    std::vector<size_t> order(near.size());
+    std::iota(order.begin(), order.end(), 0);
+    std::stable_sort(order.begin(), order.end(),
+                     [&](size_t a, size_t b) { return near_scores[a] > near_scores[b]; });
+    for (size_t r = 0; r < order.size() && static_cast<int>(out.size()) < local; ++r) {
+      out.push_back(space().PointAt(near[order[r]]));
+      taken.insert(near[order[r]]);
+      arm_of_[near[order[r]]] = kLocalArm;
+    }
+  }
+  std::vector<int64_t> rest;
+  std::vector<float> rest_scores;
+  for (size_t c = 0; c < candidates.size(); ++c) {
+    if (!taken.contains(candidates[c])) {
+      rest.push_back(candidates[c]);
+      rest_scores.push_back(scores[c]);
+    }
+  }
+  std::vector<Point> more = Diverse(rest, rest_scores, exploit - static_cast<int>(out.size()));
+  for (const Point& p : more) arm_of_[space().IndexOf(p)] = kPolicyArm;
+  out.insert(out.end(), more.begin(), more.end());
+  return out;
+}
+
+int PpoStrategy::LocalCount(int exploit) {
+  if (options_.local_share <= 0 || exploit <= 1) return 0;
+  // Thompson sampling: each source's rate of proposals that enter the elite, from a Beta
+  // posterior with two pseudo-trials at its prior share (options_.local_share for the local one).
+  auto sample = [&](Arm arm, double prior) {
+    std::gamma_distribution<double> a(wins_[arm] + 2 * prior),
+        b(tries_[arm] - wins_[arm] + 2 * (1 - prior));
+    double x = a(rng()), y = b(rng());
+    return x / std::max(1e-12, x + y);
+  };
+  const double local = sample(kLocalArm, options_.local_share);
+  const double policy = sample(kPolicyArm, 1 - options_.local_share);
+  const double share = local / std::max(1e-12, local + policy);
+  // At least one of each, so that both keep a record.
+  return std::clamp(static_cast<int>(std::lround(share * exploit)), 1, exploit - 1);
+}
+
+absl::Status PpoStrategy::Observe(const std::vector<Observation>& results) {
+  // Credit each arm with its proposals that entered the elite: faster than the elite_starts-th
+  // fastest result before this batch (any ok result while there are fewer).
+  const auto& h = history();
+  std::vector<double> before;
+  for (size_t i = 0; i + results.size() < h.size(); ++i) {
+    if (h[i].ok) before.push_back(h[i].time_ms);
+  }
+  double threshold = INFINITY;
+  const size_t k = static_cast<size_t>(std::max(1, options_.elite_starts));
+  if (before.size() >= k) {
+    std::nth_element(before.begin(), before.begin() + (k - 1), before.end());
+    threshold = before[k - 1];
+  }
+  for (const Observation& o : results) {
+    auto it = arm_of_.find(space().IndexOf(o.point));
+    if (it == arm_of_.end()) continue;
+    tries_[it->second] += 1;
+    if (o.ok && o.time_ms < threshold) wins_[it->second] += 1;
+    arm_of_.erase(it);
+  }
+  return absl::OkStatus();
+}
+
+std::vector<int64_t> PpoStrategy::UnvisitedNeighbours(int64_t index) {
+  std::vector<int64_t> near;
+  absl::flat_hash_set<int64_t> seen;
+  const Point p = space().PointAt(index);
+  for (auto kind : {Neighbourhood::kAdjacent, Neighbourhood::kHamming}) {
+    for (const Point& q : space().Neighbours(p, kind)) {
+      int64_t i = space().IndexOf(q);
+      if (i >= 0 && !Visited(i) && seen.insert(i).second) near.push_back(i);
+    }
+  }
+  return near;
+}
+
+absl::StatusOr<std::vector<Point>> PpoStrategy::ProposeLocal(int exploit) {
+  // The cheapest proposal: unvisited neighbours of the fastest results, in random order (the
+  // model's ranking would cost a prediction); the base fills any shortfall at random.
+  std::vector<Point> out;
+  for (int64_t e : Elites()) {
+    std::vector<int64_t> near = UnvisitedNeighbours(e);
+    std::shuffle(near.begin(), near.end(), rng());
+    for (int64_t i : near) {
+      if (static_cast<int>(out.size()) >= exploit) return out;
+      out.push_back(space().PointAt(i));
+    }
+  }
+  return out;
 }
 
 std::vector<Point> PpoStrategy::Diverse(const std::vector<int64_t>& candidates,

@@ -4,7 +4,8 @@
 //
 // Each batch:
 //  1. the cost model (XgbCostModel, as the model-based baseline's) is refitted on every result,
-//     as ranks (optionally on a bootstrap resample: Thompson sampling);
+//     as ranks, on a bootstrap resample (Thompson sampling: its optimism varies where data is
+//     scarce);
 //  2. episodes start from the fastest configurations measured so far and from random ones; an
 //     action moves one parameter to its previous or next value, or stays; moves that would
 //     break the constraints are masked out, so the agent never leaves the valid space; the
@@ -13,13 +14,20 @@
 //     GAE, entropy bonus, minibatch epochs, gradient-norm clipping, KL early stop);
 //  4. the policy's walks propose states; the unvisited ones the model scores best are clustered
 //     (k-means on their features, as Chameleon's adaptive sampling) and the best of each cluster
-//     forms the batch, with an epsilon share of random configurations.
+//     forms the batch, with an epsilon share of random configurations;
+//  5. a share of the batch comes instead from the unvisited neighbourhood of the fastest results,
+//     as the model ranks it (a trust region: needle-shaped optima, common in GPU spaces, are
+//     found by local steps more often than by a model fitted on a few hundred points). The share
+//     is Thompson-sampled from each source's record: how many of its proposals entered the elite.
+// How much of 1-4 a batch does depends on the time allowance its driver gives (agent/README.md,
+// "The agent's time budget"): learn, or only walk the current policy, or only step locally.
 // Before any result (and during a short random warm-up) batches are random, unless transfer
 // sources are given: then the policy is first trained on their recorded landscapes (other
 // devices' measurements of the same kernel); the first batches are its walks from the sources'
 // best configurations, ranked by a prior cost model fitted on the sources; later, the sources'
-// rows stay in the cost model (marked by a domain feature, with a fixed total weight) as a prior
-// that the target's own results outweigh.
+// rows stay in the cost model (marked by a domain feature) as a prior that the target's own
+// results outweigh, weighted by how well the prior's ranking agrees with the target's results
+// (a device unlike the sources drops them instead of being misled).
 //
 // LibTorch stays inside ppo_strategy.cc (its headers cost ~20 s a file to compile). The network
 // is seeded from the strategy's own generator; it uses one intra-op thread.
@@ -28,6 +36,7 @@
 
 #include <memory>
 
+#include "absl/container/flat_hash_map.h"
 #include "agent/cost_model.h"
 #include "agent/strategy_base.h"
 
@@ -54,10 +63,12 @@ struct PpoOptions {
   double target_kl = 0.03;       // stop the epochs early past this approximate KL
   int elite_starts = 8;          // fastest measured configurations used as episode starts
   int pool_per_pick = 4;         // best-scored candidates clustered per configuration picked
-  bool bootstrap = false;        // fit each batch's cost model on a resample (Thompson sampling)
+  bool bootstrap = true;         // fit each batch's cost model on a resample (Thompson sampling)
   bool rank_targets = true;      // fit the model to ranks, not -log(time)
   double source_weight = 64;     // total weight of transfer sources' rows in the cost model
   int source_rows = 1024;        // cost-model rows per transfer source (its best quarter + sample)
+  double local_share = 0.25;     // prior share of each batch from the best point's neighbourhood
+  int model_rounds = 60;         // boosting rounds of the cost model
 };
 
 class PpoStrategy : public StrategyBase {
@@ -87,14 +98,38 @@ class PpoStrategy : public StrategyBase {
   // counts, so every problem and device of a kernel shares one policy.
   static std::string PolicyKey(const std::string& kernel, const SearchSpace& space);
 
+  // Learning steps taken in this run (one per batch unless the time allowance was short).
+  int learning_steps() const { return learning_steps_; }
+
   // Metrics of the last PPO update, CleanRL-style names ("losses/approx_kl", ...).
   std::vector<std::pair<std::string, double>> LastMetrics() const;
 
  protected:
   absl::Status Start() override;
   absl::StatusOr<std::vector<Point>> Generate(int n) override;
+  absl::Status Observe(const std::vector<Observation>& results) override;
 
  private:
+  // Refits the cost model on every result (and the transfer sources' rows) and trains the
+  // policy on it.
+  absl::Status Learn();
+  // Walks the policy from the fastest results; the batch is the model's best of what the walks
+  // reach (clustered: Diverse) plus a share of the best point's neighbourhood.
+  absl::StatusOr<std::vector<Point>> ProposeFromPolicy(int n, int exploit);
+  // Neighbours of the fastest results, unranked: what a proposal costs when the agent's time
+  // allowance affords nothing more.
+  absl::StatusOr<std::vector<Point>> ProposeLocal(int exploit);
+  // How far the transfer sources agree with the target's results so far: Spearman's rank
+  // correlation of the prior model's predictions with the measured times, clamped to [0, 1];
+  // 1 without sources or before 8 ok results.
+  absl::StatusOr<double> SourceAgreement();
+  // How many of the batch's `exploit` model-chosen points come from the best point's
+  // neighbourhood rather than from the policy's walks (Thompson sampling over the two sources'
+  // records: how many of their proposals entered the elite).
+  int LocalCount(int exploit);
+  // Space indices of the fastest ok results, fastest first (at most elite_starts).
+  std::vector<int64_t> Elites() const;
+  std::vector<int64_t> UnvisitedNeighbours(int64_t index);
   // The k candidates to measure: the best-scored of each of k clusters of the top candidates.
   std::vector<Point> Diverse(const std::vector<int64_t>& candidates,
                              const std::vector<float>& scores, int k);
@@ -110,7 +145,16 @@ class PpoStrategy : public StrategyBase {
   std::vector<int64_t> source_elites_;
   XgbCostModel prior_;
   std::unique_ptr<Impl> impl_;
-  XgbCostModel model_;
+  std::unique_ptr<XgbCostModel> model_;
+  bool model_fitted_ = false;
+  // What a learning step and a policy walk cost (ms), measured when last done. Before the first
+  // learning step, a guess: learning waits until the allowance covers it.
+  double learn_cost_ms_ = 20, walk_cost_ms_ = 2;
+  int learning_steps_ = 0;
+  // The two sources of a batch and their records: proposals that entered the elite / proposals.
+  enum Arm { kPolicyArm = 0, kLocalArm = 1 };
+  absl::flat_hash_map<int64_t, int> arm_of_;  // pending proposals by space index
+  double wins_[2] = {0, 0}, tries_[2] = {0, 0};
 };
 
 }  // namespace ktune

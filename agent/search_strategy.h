@@ -72,6 +72,13 @@ class SearchStrategy {
   // Strategies that learn from other devices' recordings (PPO: transfer) take them before
   // PreTuning; the others ignore them.
   virtual absl::Status AddTransferSource(TransferSource source) { return absl::OkStatus(); }
+
+  // The time the strategy may spend on its next ProposeBatch, in milliseconds, as its driver
+  // accounts it (AgentTimeBudget: a share of the measurement time so far, less the agent time
+  // already spent; may be negative). +infinity, the default, means no limit. Strategies whose
+  // proposals are cheap ignore it; PPO learns only when the allowance covers a learning step.
+  // Called before ProposeBatch; the allowance holds until the next call.
+  virtual void SetTimeAllowance(double ms) {}
 };
 
 // Strategies by name: "random", "anneal", "genetic", "model", "ppo". InvalidArgument listing

@@ -23,6 +23,7 @@ class StrategyBase : public SearchStrategy {
   absl::Status PreTuning(int64_t budget, int batch_size) final;
   absl::StatusOr<std::vector<Point>> ProposeBatch() final;
   absl::Status NotifyResults(const std::vector<Observation>& results) final;
+  void SetTimeAllowance(double ms) final { allowance_ms_ = ms; }
 
  protected:
   // Up to `n` candidate points for the next batch, most wanted first. Visited points and
@@ -45,6 +46,8 @@ class StrategyBase : public SearchStrategy {
   Point RandomUnvisited();
   // The fastest ok observation so far, or null.
   const Observation* best() const { return best_index_ < 0 ? nullptr : &history_[best_index_]; }
+  // The driver's time allowance for this proposal (SetTimeAllowance); +infinity: no limit.
+  double allowance_ms() const { return allowance_ms_; }
 
  private:
   const SearchSpace* space_ = nullptr;
@@ -57,6 +60,7 @@ class StrategyBase : public SearchStrategy {
   std::vector<Observation> history_;
   int64_t best_index_ = -1;
   absl::flat_hash_set<int64_t> visited_;  // space indices proposed or known so far
+  double allowance_ms_ = std::numeric_limits<double>::infinity();
 };
 
 }  // namespace ktune

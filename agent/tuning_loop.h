@@ -15,6 +15,9 @@ struct TuningOptions {
   int batch_size = 8;
   uint64_t seed = 1;
   std::vector<Observation> prior;  // results already known (AddPriorResults)
+  // The strategy's time may be at most this share of the measurement time (AgentTimeBudget,
+  // SetTimeAllowance); 0: no limit.
+  double max_agent_share = 0;
 };
 
 struct TuningOutcome {

@@ -78,12 +78,13 @@ absl::Status RunSearchBenchmark(const SearchBenchOptions& options,
   for (const std::string& file : options.spaces) {
     KTUNE_ASSIGN_OR_RETURN(RecordedSpace recorded, LoadRecordedSpace(file));
     ReplayMeasurer measurer(recorded.records);
+    measurer.set_simulated_cost_ms(options.measure_ms);
     const double optimum = measurer.optimum_ms();
     TaskKey task{recorded.records.front().kernel, "", {}, measurer.device().device_class};
     std::string space_name = file.substr(file.find_last_of('/') + 1);
     for (const std::string& name : options.strategies) {
       std::vector<std::vector<Observation>> traces;
-      std::vector<double> agent_ms_per_batch;
+      std::vector<double> agent_ms_per_batch, agent_share;
       for (int seed = 1; seed <= options.seeds; ++seed) {
         KTUNE_ASSIGN_OR_RETURN(std::unique_ptr<SearchStrategy> strategy, MakeStrategy(name));
         for (const auto& source : sources) {
@@ -92,14 +93,17 @@ absl::Status RunSearchBenchmark(const SearchBenchOptions& options,
               strategy->AddTransferSource({&source->recorded.space, &source->time_ms}));
         }
         TuningOptions run{options.budget, options.batch_size, static_cast<uint64_t>(seed)};
+        if (options.measure_ms > 0) run.max_agent_share = options.agent_share;
         KTUNE_ASSIGN_OR_RETURN(TuningOutcome outcome,
                                RunTuningLoop(*strategy, recorded.space, measurer, task, run));
         agent_ms_per_batch.push_back(1e3 * outcome.agent_seconds / std::max(1, outcome.batches));
+        agent_share.push_back(outcome.agent_seconds /
+                              std::max(1e-12, outcome.agent_seconds + outcome.measure_seconds));
         if (progress) {
-          progress(absl::StrFormat("%s %s seed %d: best/opt %.3f, agent %.1f ms/batch", space_name,
-                                   name, seed,
-                                   BestOverOptimumAt(outcome.trace, optimum, options.budget),
-                                   agent_ms_per_batch.back()));
+          progress(absl::StrFormat(
+              "%s %s seed %d: best/opt %.3f, agent %.2f ms/batch (%.1f%% of the run)", space_name,
+              name, seed, BestOverOptimumAt(outcome.trace, optimum, options.budget),
+              agent_ms_per_batch.back(), 100 * agent_share.back()));
         }
         traces.push_back(std::move(outcome.trace));
       }
@@ -128,6 +132,7 @@ absl::Status RunSearchBenchmark(const SearchBenchOptions& options,
         *reached = static_cast<double>(hit) / traces.size();
       }
       row.agent_ms_per_batch = Median(agent_ms_per_batch);
+      row.agent_share = Median(agent_share);
       on_row(row);
     }
   }

@@ -37,6 +37,12 @@ struct SearchBenchOptions {
   // Recorded spaces PPO learns from before tuning each target: those of the target's kernel on
   // other devices (a file is never its own source: leave-one-device-out).
   std::vector<std::string> transfer_from;
+  // > 0: every replayed measurement takes this long (ms of wall time), and the strategies'
+  // own time is limited to agent_share of the measurement time (AgentTimeBudget). 0: replay is
+  // instant and the agent's time unlimited (quality per evaluation, as when measurements take
+  // seconds: the recorded spaces' compile times alone are 1-3 s per configuration).
+  double measure_ms = 0;
+  double agent_share = 0.05;
 };
 
 struct SearchBenchRow {
@@ -46,6 +52,9 @@ struct SearchBenchRow {
   std::vector<std::pair<int64_t, double>> best_over_opt;  // (B, best/opt@B) for B in 25..400
   double evals_to_5pct = 0, reached_5pct = 0, evals_to_2pct = 0, reached_2pct = 0;
   double agent_ms_per_batch = 0;  // median over seeds
+  // Median over seeds of the agent's time / (agent + measurement time); meaningful with
+  // measure_ms > 0.
+  double agent_share = 0;
 };
 
 // Runs the benchmark; `on_row` receives each row as soon as it is complete, `progress` a line

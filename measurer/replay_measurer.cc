@@ -3,6 +3,7 @@
 #include <limits>
 
 #include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
 
 namespace ktune {
 
@@ -23,6 +24,9 @@ ReplayMeasurer::ReplayMeasurer(const std::vector<Record>& records) {
 
 absl::StatusOr<std::vector<MeasureResult>> ReplayMeasurer::Measure(
     const TaskKey& task, const std::vector<Configuration>& configs) {
+  if (simulated_cost_ms_ > 0) {
+    absl::SleepFor(absl::Milliseconds(simulated_cost_ms_ * static_cast<double>(configs.size())));
+  }
   std::vector<MeasureResult> out;
   out.reserve(configs.size());
   for (const Configuration& c : configs) {

@@ -24,6 +24,9 @@ class ReplayMeasurer : public Measurer {
 
   // The fastest ok time in the file: what "optimum" means for this space.
   double optimum_ms() const { return optimum_ms_; }
+  // Makes each measurement take `ms` of wall time (the batch sleeps), to simulate a device
+  // whose measurements cost that much: what the agent's time budget is judged against.
+  void set_simulated_cost_ms(double ms) { simulated_cost_ms_ = ms; }
   // Number of measurements answered so far.
   int64_t measurements() const { return measurements_; }
 
@@ -32,6 +35,7 @@ class ReplayMeasurer : public Measurer {
   absl::flat_hash_map<std::string, MeasureResult> by_config_;  // canonical JSON -> result
   double optimum_ms_ = 0;
   int64_t measurements_ = 0;
+  double simulated_cost_ms_ = 0;
 };
 
 }  // namespace ktune

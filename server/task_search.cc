@@ -8,12 +8,14 @@
 namespace ktune {
 namespace {
 
-// Adds the time `call` takes to `*seconds`.
+// Adds the time `call` takes to `*seconds` and to the agent's account in `budget`.
 template <typename Call>
-auto Timed(double* seconds, Call call) {
+auto Timed(double* seconds, AgentTimeBudget* budget, Call call) {
   const absl::Time start = absl::Now();
   auto result = call();
-  *seconds += absl::ToDoubleSeconds(absl::Now() - start);
+  const absl::Duration took = absl::Now() - start;
+  *seconds += absl::ToDoubleSeconds(took);
+  budget->AddAgentMs(absl::ToDoubleMilliseconds(took));
   return result;
 }
 
@@ -28,6 +30,7 @@ absl::StatusOr<std::unique_ptr<TaskSearch>> TaskSearch::Create(TuningDatabase* d
   s->db_ = db;
   s->task_ = task;
   s->options_ = options;
+  s->time_budget_ = AgentTimeBudget(options.max_agent_share);
   s->budget_left_ = std::max<int64_t>(1, budget_left);
   KTUNE_ASSIGN_OR_RETURN(s->space_, spaces.Space(task, cores, options.threads));
   KTUNE_ASSIGN_OR_RETURN(std::optional<Configuration> default_config,
@@ -63,7 +66,7 @@ absl::Status TaskSearch::StartStrategy() {
       return saved.status();
     }
   }
-  return Timed(&agent_seconds_, [&]() -> absl::Status {
+  return Timed(&agent_seconds_, &time_budget_, [&]() -> absl::Status {
     KTUNE_RETURN_IF_ERROR(strategy_->Initialize(*space_, options_.seed));
     KTUNE_RETURN_IF_ERROR(strategy_->AddPriorResults(prior_));
     return strategy_->PreTuning(budget_left_, options_.batch_size);
@@ -72,6 +75,7 @@ absl::Status TaskSearch::StartStrategy() {
 
 absl::StatusOr<std::vector<Point>> TaskSearch::NextBatch() {
   if (finished_ || budget_left_ <= 0) return std::vector<Point>();
+  batch_out_at_ = absl::Now();
   if (default_point_) {
     default_batch_ = true;
     std::vector<Point> batch = {*default_point_};
@@ -79,8 +83,11 @@ absl::StatusOr<std::vector<Point>> TaskSearch::NextBatch() {
     return batch;
   }
   if (!started_) KTUNE_RETURN_IF_ERROR(StartStrategy());
-  KTUNE_ASSIGN_OR_RETURN(std::vector<Point> batch,
-                         Timed(&agent_seconds_, [&] { return strategy_->ProposeBatch(); }));
+  strategy_->SetTimeAllowance(time_budget_.AllowanceMs());
+  KTUNE_ASSIGN_OR_RETURN(std::vector<Point> batch, Timed(&agent_seconds_, &time_budget_, [&] {
+                           return strategy_->ProposeBatch();
+                         }));
+  batch_out_at_ = absl::Now();
   if (batch.empty()) {
     KTUNE_RETURN_IF_ERROR(Finish());
     return batch;
@@ -90,13 +97,14 @@ absl::StatusOr<std::vector<Point>> TaskSearch::NextBatch() {
 }
 
 absl::Status TaskSearch::Complete(const std::vector<Observation>& results) {
+  time_budget_.AddMeasurementMs(absl::ToDoubleMilliseconds(absl::Now() - batch_out_at_));
   budget_left_ -= static_cast<int64_t>(results.size());
   if (default_batch_) {
     default_batch_ = false;
     prior_.insert(prior_.end(), results.begin(), results.end());
   } else {
-    KTUNE_RETURN_IF_ERROR(
-        Timed(&agent_seconds_, [&] { return strategy_->NotifyResults(results); }));
+    KTUNE_RETURN_IF_ERROR(Timed(&agent_seconds_, &time_budget_,
+                                [&] { return strategy_->NotifyResults(results); }));
     ++batches_;
   }
   if (budget_left_ <= 0) return Finish();

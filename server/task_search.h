@@ -26,7 +26,9 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "absl/time/time.h"
 #include "agent/search_strategy.h"
+#include "agent/time_budget.h"
 #include "db/tuning_database.h"
 #include "server/task_spaces.h"
 
@@ -39,6 +41,11 @@ class TaskSearch {
     uint64_t seed = 1;
     int batch_size = 8;
     int threads = 0;  // > 0: registry CPU kernels tune with exactly this many threads
+    // The strategy's own time may be at most this share of the time its batches spend being
+    // measured (from NextBatch to Complete: queue, lease, measurement, report), as
+    // AgentTimeBudget accounts it; 0: no limit. PPO learns less often when measurements are
+    // cheap (agent/README.md).
+    double max_agent_share = 0.05;
   };
 
   // Prepares the search of canonical `task` as measured by workers with `cores` cores, with
@@ -59,10 +66,11 @@ class TaskSearch {
   absl::Status Complete(const std::vector<Observation>& results);
 
   std::shared_ptr<const SearchSpace> space() const { return space_; }
-  // For progress reports.
+  // For progress reports and tests.
   int64_t prior_records() const { return prior_records_; }
   bool warm_started() const { return warm_started_; }
   double agent_seconds() const { return agent_seconds_; }  // inside the strategy's calls
+  const AgentTimeBudget& time_budget() const { return time_budget_; }
 
  private:
   TaskSearch() = default;
@@ -84,6 +92,8 @@ class TaskSearch {
   int64_t prior_records_ = 0;
   bool warm_started_ = false;
   double agent_seconds_ = 0;
+  AgentTimeBudget time_budget_{0};
+  absl::Time batch_out_at_;  // when the current batch was handed out
 };
 
 }  // namespace ktune

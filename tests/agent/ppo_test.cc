@@ -3,6 +3,9 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <set>
+
+#include "absl/time/clock.h"
 
 #include "agent/gae.h"
 #include "agent/ppo_strategy.h"
@@ -108,6 +111,63 @@ TEST(PpoStrategyTest, LearnsTheLandscapeFasterThanRandomSearch) {
   // The space has 8,784 points: random search expects ~4,400 evaluations to hit the optimum.
   EXPECT_LE(ppo[1], 100) << "median evaluations to the optimum";
   EXPECT_LT(ppo[1] * 3, random[1]);
+}
+
+// A measurer whose measurements take `ms` each (it sleeps): the agent's time budget is judged
+// against it.
+class SlowBowlMeasurer : public BowlMeasurer {
+ public:
+  explicit SlowBowlMeasurer(double ms) : ms_(ms) {}
+  absl::StatusOr<std::vector<MeasureResult>> Measure(
+      const TaskKey& task, const std::vector<Configuration>& configs) override {
+    absl::SleepFor(absl::Milliseconds(ms_ * configs.size()));
+    return BowlMeasurer::Measure(task, configs);
+  }
+
+ private:
+  double ms_;
+};
+
+TEST(PpoStrategyTest, LearnsEveryBatchWithoutATimeLimit) {
+  SearchSpace space = Bowl();
+  BowlMeasurer measurer;
+  PpoStrategy p;
+  auto out = RunTuningLoop(p, space, measurer, {}, {64, 8, 3});
+  ASSERT_TRUE(out.ok()) << out.status();
+  // 16 random warm-up measurements (two batches), then one learning step per batch.
+  EXPECT_EQ(p.learning_steps(), 64 / 8 - 2);
+}
+
+TEST(PpoStrategyTest, LearnsOnlyAsOftenAsItsShareOfTheMeasurementTimeAllows) {
+  SearchSpace space = Bowl();
+  // Cheap measurements (0.2 ms): 5% of 64 of them is 0.64 ms, far less than a learning step, so
+  // the agent only proposes the best points' neighbourhoods; still an exact, repeat-free run.
+  SlowBowlMeasurer fast(0.2);
+  PpoStrategy cheap;
+  TuningOptions limited{64, 8, 3};
+  limited.max_agent_share = 0.05;
+  auto out = RunTuningLoop(cheap, space, fast, {}, limited);
+  ASSERT_TRUE(out.ok()) << out.status();
+  EXPECT_EQ(cheap.learning_steps(), 0);
+  ASSERT_EQ(out->trace.size(), 64u);
+  std::set<Point> distinct;
+  for (const Observation& o : out->trace) distinct.insert(o.point);
+  EXPECT_EQ(distinct.size(), 64u);
+  // Neighbourhood steps still improve on the random warm-up.
+  double warmup_best = INFINITY, best = INFINITY;
+  for (size_t i = 0; i < out->trace.size(); ++i) {
+    if (i < 16) warmup_best = std::min(warmup_best, out->trace[i].time_ms);
+    best = std::min(best, out->trace[i].time_ms);
+  }
+  EXPECT_LT(best, warmup_best);
+
+  // Slow measurements (40 ms, 320 ms a batch): 5% is 16 ms a batch, enough to learn often.
+  SlowBowlMeasurer slow(40);
+  PpoStrategy rich;
+  limited.budget = 48;
+  out = RunTuningLoop(rich, space, slow, {}, limited);
+  ASSERT_TRUE(out.ok()) << out.status();
+  EXPECT_GE(rich.learning_steps(), 1);
 }
 
 TEST(PpoStrategyTest, SameSeedSameRun) {

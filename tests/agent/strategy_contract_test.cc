@@ -5,8 +5,10 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <set>
 
+#include "absl/time/clock.h"
 #include "agent/search_strategy.h"
 #include "agent/tuning_loop.h"
 #include "db/interchange/record_files.h"
@@ -206,6 +208,93 @@ TEST_P(StrategyContractTest, MisuseIsAnError) {
 
 INSTANTIATE_TEST_SUITE_P(AllStrategies, StrategyContractTest, ::testing::ValuesIn(StrategyNames()),
                          [](const auto& info) { return info.param; });
+
+TEST_P(StrategyContractTest, NoTimeAllowanceStillMeansAnExactRepeatFreeRun) {
+  // A driver that has spent the agent's share of the time (a negative allowance) gets cheaper
+  // proposals, never fewer or repeated ones.
+  SearchSpace space = SmallSpace();
+  auto strategy = MakeStrategy(GetParam());
+  ASSERT_TRUE(strategy.ok());
+  ASSERT_TRUE((*strategy)->Initialize(space, 5).ok());
+  ASSERT_TRUE((*strategy)->PreTuning(60, 8).ok());
+  SyntheticMeasurer measurer;
+  std::set<Point> seen;
+  while (true) {
+    (*strategy)->SetTimeAllowance(-1);
+    auto batch = (*strategy)->ProposeBatch();
+    ASSERT_TRUE(batch.ok()) << batch.status();
+    if (batch->empty()) break;
+    std::vector<Configuration> configs;
+    for (const Point& p : *batch) {
+      EXPECT_TRUE(space.IsValid(p)) << GetParam();
+      EXPECT_TRUE(seen.insert(p).second) << GetParam() << ": proposed twice";
+      configs.push_back(space.ToConfiguration(p));
+    }
+    auto results = *measurer.Measure({}, configs);
+    std::vector<Observation> obs;
+    for (size_t i = 0; i < batch->size(); ++i) {
+      obs.push_back({(*batch)[i], results[i].time_ms.has_value(), results[i].time_ms.value_or(0)});
+    }
+    ASSERT_TRUE((*strategy)->NotifyResults(obs).ok());
+  }
+  EXPECT_EQ(seen.size(), 60u) << GetParam();
+}
+
+// Records the allowance the loop gives before each proposal.
+class AllowanceRecorder : public SearchStrategy {
+ public:
+  absl::Status Initialize(const SearchSpace& space, uint64_t) override {
+    space_ = &space;
+    return absl::OkStatus();
+  }
+  absl::Status AddPriorResults(const std::vector<Observation>&) override {
+    return absl::OkStatus();
+  }
+  absl::Status PreTuning(int64_t, int) override { return absl::OkStatus(); }
+  absl::StatusOr<std::vector<Point>> ProposeBatch() override {
+    if (next_ >= 3) return std::vector<Point>();
+    return std::vector<Point>{space_->PointAt(next_++)};
+  }
+  absl::Status NotifyResults(const std::vector<Observation>&) override { return absl::OkStatus(); }
+  std::string name() const override { return "recorder"; }
+  void SetTimeAllowance(double ms) override { allowances.push_back(ms); }
+  std::vector<double> allowances;
+
+ private:
+  const SearchSpace* space_ = nullptr;
+  int64_t next_ = 0;
+};
+
+// Each measurement takes 20 ms.
+class SleepyMeasurer : public SyntheticMeasurer {
+ public:
+  absl::StatusOr<std::vector<MeasureResult>> Measure(
+      const TaskKey& task, const std::vector<Configuration>& configs) override {
+    absl::SleepFor(absl::Milliseconds(20 * configs.size()));
+    return SyntheticMeasurer::Measure(task, configs);
+  }
+};
+
+TEST(TuningLoopTest, TheAgentsAllowanceIsItsShareOfTheMeasurementTime) {
+  SearchSpace space = SmallSpace();
+  SleepyMeasurer measurer;
+  AllowanceRecorder unlimited;
+  ASSERT_TRUE(RunTuningLoop(unlimited, space, measurer, {}, {3, 1, 1}).ok());
+  ASSERT_EQ(unlimited.allowances.size(), 4u);  // 3 batches and the empty one
+  for (double a : unlimited.allowances) EXPECT_TRUE(std::isinf(a) && a > 0);
+
+  AllowanceRecorder limited;
+  TuningOptions options{3, 1, 1};
+  options.max_agent_share = 0.5;
+  ASSERT_TRUE(RunTuningLoop(limited, space, measurer, {}, options).ok());
+  ASSERT_EQ(limited.allowances.size(), 4u);
+  EXPECT_LE(limited.allowances[0], 0);  // nothing measured yet
+  // Half of 20, 40 and 60 ms of measuring (sleeps last at least that long), less the
+  // recorder's own (tiny) time.
+  EXPECT_NEAR(limited.allowances[1], 10, 0.5 * 20 * 0.5);
+  EXPECT_GE(limited.allowances[3], 29);
+  EXPECT_LT(limited.allowances[1], limited.allowances[2]);
+}
 
 TEST(StrategyRegistryTest, UnknownNamesAreRefusedWithTheList) {
   auto s = MakeStrategy("hillclimb");

@@ -8,11 +8,13 @@
 #include <functional>
 #include <set>
 
+#include "absl/time/clock.h"
 #include "agent/search_strategy.h"
 #include "db/memory_tuning_database.h"
 #include "kernels/kernel_registry.h"
 #include "proto/convert.h"
 #include "server/scheduler.h"
+#include "server/task_search.h"
 #include "server/task_spaces.h"
 
 namespace ktune {
@@ -173,6 +175,30 @@ TEST_F(TaskSearchTest, PpoSavesItsPolicyAndTheNextJobOfTheKernelWarmStarts) {
   ASSERT_TRUE(done.ok());
   EXPECT_EQ(done->tasks[0].done, 5);
   EXPECT_TRUE(done->tasks[0].warm_started);
+}
+
+// The strategy's time allowance comes from the time its batches spend out being measured.
+TEST_F(TaskSearchTest, TheAgentsTimeIsBudgetedAgainstTheTimeBatchesSpendBeingMeasured) {
+  TaskSearch::Options options;
+  options.strategy = "random";
+  options.batch_size = 4;
+  options.max_agent_share = 0.05;
+  absl::StatusOr<std::unique_ptr<TaskSearch>> search =
+      TaskSearch::Create(&db_, spaces_, Task(), options, kCores, 9);
+  ASSERT_TRUE(search.ok()) << search.status();
+  for (int batch = 0; batch < 3; ++batch) {
+    absl::StatusOr<std::vector<Point>> points = (*search)->NextBatch();
+    ASSERT_TRUE(points.ok()) << points.status();
+    ASSERT_FALSE(points->empty());
+    absl::SleepFor(absl::Milliseconds(30));  // the workers measure
+    std::vector<Observation> results;
+    for (const Point& p : *points) results.push_back({p, true, 1.0});
+    ASSERT_TRUE((*search)->Complete(results).ok());
+  }
+  const AgentTimeBudget& budget = (*search)->time_budget();
+  EXPECT_GE(budget.measured_ms(), 90);
+  EXPECT_GT(budget.agent_ms(), 0);
+  EXPECT_DOUBLE_EQ(budget.AllowanceMs(), 0.05 * budget.measured_ms() - budget.agent_ms());
 }
 
 }  // namespace
