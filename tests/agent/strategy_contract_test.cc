@@ -6,6 +6,8 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <numeric>
+#include <optional>
 #include <set>
 
 #include "absl/time/clock.h"
@@ -56,24 +58,30 @@ SearchSpace SmallSpace() {
 
 class StrategyContractTest : public ::testing::TestWithParam<std::string> {};
 
-TEST_P(StrategyContractTest, BatchesAddUpToTheBudgetExactly) {
+// Drives `name` by hand over SmallSpace with `budget` in batches of `batch_size` (setting
+// `allowance`, if any, before each proposal), checking that every proposal is valid and new;
+// returns the batch sizes.
+std::vector<size_t> RunByHand(const std::string& name, uint64_t seed, int64_t budget,
+                              int batch_size, std::optional<double> allowance = std::nullopt) {
   SearchSpace space = SmallSpace();
-  auto strategy = MakeStrategy(GetParam());
-  ASSERT_TRUE(strategy.ok());
-  ASSERT_TRUE((*strategy)->Initialize(space, 7).ok());
-  ASSERT_TRUE((*strategy)->PreTuning(20, 7).ok());
+  auto strategy = MakeStrategy(name);
+  EXPECT_TRUE(strategy.ok());
+  if (!strategy.ok()) return {};
+  EXPECT_TRUE((*strategy)->Initialize(space, seed).ok());
+  EXPECT_TRUE((*strategy)->PreTuning(budget, batch_size).ok());
   SyntheticMeasurer measurer;
   std::vector<size_t> sizes;
   std::set<Point> seen;
   while (true) {
+    if (allowance) (*strategy)->SetTimeAllowance(*allowance);
     auto batch = (*strategy)->ProposeBatch();
-    ASSERT_TRUE(batch.ok()) << batch.status();
-    if (batch->empty()) break;
+    EXPECT_TRUE(batch.ok()) << batch.status();
+    if (!batch.ok() || batch->empty()) break;
     sizes.push_back(batch->size());
     std::vector<Configuration> configs;
     for (const Point& p : *batch) {
-      EXPECT_TRUE(space.IsValid(p)) << GetParam();
-      EXPECT_TRUE(seen.insert(p).second) << GetParam() << ": proposed twice";
+      EXPECT_TRUE(space.IsValid(p)) << name;
+      EXPECT_TRUE(seen.insert(p).second) << name << ": proposed twice";
       configs.push_back(space.ToConfiguration(p));
     }
     auto results = *measurer.Measure({}, configs);
@@ -81,9 +89,13 @@ TEST_P(StrategyContractTest, BatchesAddUpToTheBudgetExactly) {
     for (size_t i = 0; i < batch->size(); ++i) {
       obs.push_back({(*batch)[i], results[i].time_ms.has_value(), results[i].time_ms.value_or(0)});
     }
-    ASSERT_TRUE((*strategy)->NotifyResults(obs).ok());
+    EXPECT_TRUE((*strategy)->NotifyResults(obs).ok());
   }
-  EXPECT_EQ(sizes, (std::vector<size_t>{7, 7, 6})) << GetParam();
+  return sizes;
+}
+
+TEST_P(StrategyContractTest, BatchesAddUpToTheBudgetExactly) {
+  EXPECT_EQ(RunByHand(GetParam(), 7, 20, 7), (std::vector<size_t>{7, 7, 6})) << GetParam();
 }
 
 TEST_P(StrategyContractTest, SameSeedSameProposalsAndFailuresAreSurvived) {
@@ -212,32 +224,8 @@ INSTANTIATE_TEST_SUITE_P(AllStrategies, StrategyContractTest, ::testing::ValuesI
 TEST_P(StrategyContractTest, NoTimeAllowanceStillMeansAnExactRepeatFreeRun) {
   // A driver that has spent the agent's share of the time (a negative allowance) gets cheaper
   // proposals, never fewer or repeated ones.
-  SearchSpace space = SmallSpace();
-  auto strategy = MakeStrategy(GetParam());
-  ASSERT_TRUE(strategy.ok());
-  ASSERT_TRUE((*strategy)->Initialize(space, 5).ok());
-  ASSERT_TRUE((*strategy)->PreTuning(60, 8).ok());
-  SyntheticMeasurer measurer;
-  std::set<Point> seen;
-  while (true) {
-    (*strategy)->SetTimeAllowance(-1);
-    auto batch = (*strategy)->ProposeBatch();
-    ASSERT_TRUE(batch.ok()) << batch.status();
-    if (batch->empty()) break;
-    std::vector<Configuration> configs;
-    for (const Point& p : *batch) {
-      EXPECT_TRUE(space.IsValid(p)) << GetParam();
-      EXPECT_TRUE(seen.insert(p).second) << GetParam() << ": proposed twice";
-      configs.push_back(space.ToConfiguration(p));
-    }
-    auto results = *measurer.Measure({}, configs);
-    std::vector<Observation> obs;
-    for (size_t i = 0; i < batch->size(); ++i) {
-      obs.push_back({(*batch)[i], results[i].time_ms.has_value(), results[i].time_ms.value_or(0)});
-    }
-    ASSERT_TRUE((*strategy)->NotifyResults(obs).ok());
-  }
-  EXPECT_EQ(seen.size(), 60u) << GetParam();
+  std::vector<size_t> sizes = RunByHand(GetParam(), 5, 60, 8, /*allowance=*/-1.0);
+  EXPECT_EQ(std::accumulate(sizes.begin(), sizes.end(), size_t{0}), 60u) << GetParam();
 }
 
 // Records the allowance the loop gives before each proposal.
