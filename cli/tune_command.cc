@@ -5,6 +5,7 @@
 // Devices: cpu (a registry kernel measured on this machine), cuda[:N] and replay:FILE (a recorded
 // space; its kernel and problem come from the file).
 #include <iostream>
+#include <optional>
 #include <nlohmann/json.hpp>
 
 #include "absl/strings/match.h"
@@ -33,6 +34,7 @@ struct TuneArgs {
   int batch_size = 8;
   int threads = 0;
   uint64_t seed = 1;
+  std::optional<double> agent_share;  // --agent-share; unset: the server's
   bool json = false;
   bool flush_l2 = false;  // --device cuda
   ClientTls tls;      // with --server
@@ -74,6 +76,7 @@ int RunRemoteTune(const TuneArgs& a) {
   request.seed = a.seed;
   request.batch_size = a.batch_size;
   request.threads = a.threads;
+  request.agent_share = a.agent_share;
   request.token = a.token;
   Progress progress(a.budget);
   absl::StatusOr<v1::Job> job = RunTuneJob(*stub, request, nullptr, [&](int64_t done, double best) {
@@ -140,7 +143,7 @@ int RunTune(const TuneArgs& a) {
   // logs would drown the progress line.
   SetLogFormat(LogFormat::kOff);
   Progress progress(std::min<int64_t>(a.budget, t.space->size()));
-  TuneSessionOptions options{a.strategy, a.budget, a.batch_size, a.seed};
+  TuneSessionOptions options{a.strategy, a.budget, a.batch_size, a.seed, a.agent_share};
   if (!a.json)
     options.on_progress = [&](int64_t done, double best) { progress.Update(done, best); };
   absl::StatusOr<TuneSummary> run = RunTuneSession(t, a.db, options);
@@ -240,6 +243,11 @@ void RegisterTuneCommand(CLI::App& app, Action* action) {
                    "cpu: tune with exactly this many threads (default: any up to the cores)")
       ->check(CLI::Range(1, 1024));
   tune->add_option("--seed", a->seed, "Random seed")->capture_default_str();
+  tune->add_option("--agent-share", a->agent_share,
+                   "The agent's time as a share of the measuring time (default 0.05: PPO learns "
+                   "less often when measurements are cheap; 0: no limit, the same seed then "
+                   "gives the same proposals)")
+      ->check(CLI::Range(0.0, 10.0));
   tune->add_option("--server", a->server,
                    "Tune through a running server and its workers (token: $KTUNE_TOKEN)");
   tune->add_option("--token", a->token, "With --server: bearer token (or $KTUNE_TOKEN)");

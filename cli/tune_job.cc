@@ -35,6 +35,7 @@ absl::StatusOr<v1::Job> RunTuneJob(v1::TuningService::StubInterface& stub, const
   spec->set_seed(r.seed);
   spec->set_batch_size(r.batch_size);
   spec->set_threads(r.threads);
+  if (r.agent_share) spec->set_agent_share(*r.agent_share);
   v1::Job job;
   if (absl::Status s = FromGrpc(stub.SubmitJob(ClientContextFor(r.token).get(), submit, &job));
       !s.ok()) {

@@ -6,6 +6,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <optional>
 #include <string>
 
 #include "absl/status/statusor.h"
@@ -21,6 +22,7 @@ struct TuneJobRequest {
   uint64_t seed = 1;
   int batch_size = 0;  // 0: the server's
   int threads = 0;     // CPU kernels: exactly this many threads; 0: any
+  std::optional<double> agent_share;  // unset: the server's; 0: no limit
   std::string token;   // bearer token; empty: none
 };
 

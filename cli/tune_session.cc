@@ -181,6 +181,7 @@ absl::StatusOr<TuneSummary> RunTuneSession(TuneTarget& t, const std::string& db_
   request.seed = o.seed;
   request.batch_size = o.batch_size;
   request.threads = t.threads;
+  request.agent_share = o.agent_share;
   absl::StatusOr<v1::Job> job = RunTuneJob(
       service->client(), request, [&](const std::string& id) { service->StartWorker(id); },
       o.on_progress);

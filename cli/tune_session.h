@@ -24,6 +24,7 @@ struct TuneSessionOptions {
   int64_t budget = 64;  // new measurements, the default configuration's included
   int batch_size = 8;
   uint64_t seed = 1;
+  std::optional<double> agent_share;  // unset: the server's (5%); 0: no limit
   // Called as the job progresses with (measurements so far, best time so far or 0).
   std::function<void(int64_t, double)> on_progress;
 };

@@ -116,11 +116,13 @@ absl::StatusOr<v1::JobSpec> ParseJobSpecText(const std::string& text) {
         spec.set_batch_size(v.as<int32_t>());
       } else if (key == "threads") {
         spec.set_threads(v.as<int32_t>());
+      } else if (key == "agent_share") {
+        spec.set_agent_share(v.as<double>());
       } else {
         return Bad(kv.first, absl::StrCat("unknown field '", key,
                                           "' (fields: name, kernels, problems, device_classes, "
                                           "budget, budget_wall_seconds, strategy, priority, seed, "
-                                          "batch_size, threads)"));
+                                          "batch_size, threads, agent_share)"));
       }
     }
   } catch (const YAML::Exception& e) {
@@ -153,10 +155,14 @@ absl::StatusOr<JobRequest> ToJobRequest(const v1::JobSpec& spec, const TaskSpace
   if (spec.threads() < 0 || spec.threads() > 1024) {
     return absl::InvalidArgumentError("threads must be between 1 and 1024 (0: any)");
   }
+  if (spec.has_agent_share() && !(spec.agent_share() >= 0 && spec.agent_share() <= 10)) {
+    return absl::InvalidArgumentError("agent_share must be between 0 (no limit) and 10");
+  }
   JobRequest r;
   r.name = spec.name();
   r.batch_size = spec.batch_size();
   r.threads = spec.threads();
+  if (spec.has_agent_share()) r.agent_share = spec.agent_share();
   r.budget = spec.budget_measurements();
   r.strategy = StrategyName(spec.strategy());
   r.priority = spec.priority();

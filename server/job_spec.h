@@ -13,6 +13,7 @@
 //   seed: 1
 //   batch_size: 8                   # candidates proposed at a time (default: the server's)
 //   threads: 2                      # CPU kernels: exactly this many threads (default: any)
+//   agent_share: 0.05               # strategy time / measuring time (default 0.05; 0: no limit)
 #ifndef KTUNE_SERVER_JOB_SPEC_H_
 #define KTUNE_SERVER_JOB_SPEC_H_
 

@@ -39,6 +39,7 @@ struct Scheduler::JobRun {
   uint64_t seed = 1;
   int batch_size = 0;  // 0: SchedulerOptions'
   int threads = 0;
+  std::optional<double> agent_share;  // unset: TaskSearch's default
   double pass = 0;  // stride scheduling: lowest pass leases next
   std::vector<TaskRun> tasks;
   absl::Time started;
@@ -106,6 +107,9 @@ absl::Status Scheduler::AddJobRun(Job job) {
     run->seed = spec.value("seed", uint64_t{1});
     run->batch_size = spec.value("batch_size", 0);
     run->threads = spec.value("threads", 0);
+    if (spec.contains("agent_share") && spec["agent_share"].is_number()) {
+      run->agent_share = spec["agent_share"].get<double>();
+    }
   }
   run->pass = pass_floor_;
   run->started = options_.now();
@@ -157,6 +161,9 @@ absl::StatusOr<int64_t> Scheduler::Submit(const JobRequest& r) {
   if (r.threads < 0 || r.threads > 1024) {
     return absl::InvalidArgumentError("threads must be between 1 and 1024 (0: any)");
   }
+  if (r.agent_share && !(*r.agent_share >= 0 && *r.agent_share <= 10)) {
+    return absl::InvalidArgumentError("agent_share must be between 0 (no limit) and 10");
+  }
   KTUNE_RETURN_IF_ERROR(MakeStrategy(r.strategy).status());
   Job job;
   job.name = r.name;
@@ -165,6 +172,7 @@ absl::StatusOr<int64_t> Scheduler::Submit(const JobRequest& r) {
   spec["seed"] = r.seed;
   if (r.batch_size > 0) spec["batch_size"] = r.batch_size;
   if (r.threads > 0) spec["threads"] = r.threads;
+  if (r.agent_share) spec["agent_share"] = *r.agent_share;
   job.spec_json = spec.dump();
   job.strategy = r.strategy;
   job.priority = r.priority;
@@ -309,6 +317,7 @@ absl::Status Scheduler::InitTask(JobRun& job, TaskRun& t, int cores) {
   search.seed = job.seed + t.index;
   search.batch_size = job.batch_size > 0 ? job.batch_size : options_.batch_size;
   search.threads = job.threads;
+  if (job.agent_share) search.max_agent_share = *job.agent_share;
   KTUNE_ASSIGN_OR_RETURN(
       t.search, TaskSearch::Create(db_, *spaces_, t.task, search, cores, t.budget - t.done));
   t.space = t.search->space();

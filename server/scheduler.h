@@ -58,8 +58,11 @@ struct JobRequest {
   uint64_t seed = 1;
   int batch_size = 0;  // candidates a strategy proposes at a time; 0: SchedulerOptions' (1..1024)
   int threads = 0;     // registry CPU kernels: exactly this many threads; 0: any up to the cores
-  // As submitted, for the record (a JSON object); Submit adds seed, batch_size and threads, which
-  // Recover reads back.
+  // The strategy's time as a share of its batches' measuring time (TaskSearch::Options); unset:
+  // the default; 0: no limit.
+  std::optional<double> agent_share;
+  // As submitted, for the record (a JSON object); Submit adds seed, batch_size, threads and
+  // agent_share, which Recover reads back.
   std::string spec_json;
 };
 

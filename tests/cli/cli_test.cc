@@ -184,6 +184,44 @@ TEST(CliTest, TuneOnThisCpuReportsSpeedupAndStoresRecords) {
 // The embedded default is the server: `ktune tune` without --server runs the task as a job of
 // an in-process server, measured by an in-process worker, so the database holds the job and
 // every record carries the job and the worker's id; the default configuration is measured first.
+TEST(CliTest, PpoWithoutATimeLimitGivesTheSameRunForTheSameSeed) {
+  // --agent-share 0: PPO learns every batch whatever the measurements cost, so the run depends on
+  // the seed only (with the default 5% it depends on the wall clock as well).
+  TempDir dir;
+  std::vector<std::set<std::string>> measured;
+  double unlimited_agent_seconds = 0;
+  for (const char* name : {"a.db", "b.db"}) {
+    const std::string db = dir.File(name);
+    auto tune = RunKtune({"tune", "--db", db, "--device",
+                          "replay:" + SpaceFile("pnpoly_RTX_3090_T4.json.gz"), "--budget", "40",
+                          "--seed", "3", "--agent-share", "0", "--json"});
+    ASSERT_EQ(tune.exit_code, 0) << tune.err;
+    unlimited_agent_seconds = nlohmann::json::parse(tune.out)["agent_seconds"].get<double>();
+    auto exported = RunKtune({"db", "export", "--db", db});
+    ASSERT_EQ(exported.exit_code, 0) << exported.err;
+    std::istringstream lines(exported.out);
+    std::set<std::string> configs;
+    for (std::string line; std::getline(lines, line);) {
+      configs.insert(nlohmann::json::parse(line)["config"].dump());
+    }
+    EXPECT_EQ(configs.size(), 40u);
+    measured.push_back(configs);
+  }
+  EXPECT_EQ(measured[0], measured[1]);
+  // The default limit reaches the server's search too: replayed measurements cost almost
+  // nothing, so there PPO never affords a learning step (each takes tens of milliseconds).
+  auto limited = RunKtune({"tune", "--db", dir.File("d.db"), "--device",
+                           "replay:" + SpaceFile("pnpoly_RTX_3090_T4.json.gz"), "--budget", "40",
+                           "--seed", "3", "--json"});
+  ASSERT_EQ(limited.exit_code, 0) << limited.err;
+  EXPECT_LT(5 * nlohmann::json::parse(limited.out)["agent_seconds"].get<double>(),
+            unlimited_agent_seconds);
+  auto bad = RunKtune({"tune", "--db", dir.File("c.db"), "--device",
+                       "replay:" + SpaceFile("pnpoly_RTX_3090_T4.json.gz"), "--agent-share", "-1"});
+  EXPECT_EQ(bad.exit_code, 2) << bad.err;
+  EXPECT_THAT(bad.err, ::testing::HasSubstr("--agent-share"));
+}
+
 TEST(CliTest, EmbeddedTuneRunsAsAJobOfAnInProcessServer) {
   TempDir dir;
   const std::string db = dir.File("k.db");
