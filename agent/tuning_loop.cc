@@ -12,29 +12,26 @@ absl::StatusOr<TuningOutcome> RunTuningLoop(SearchStrategy& strategy, const Sear
                                             const TuningOptions& options,
                                             const BatchCallback& on_batch) {
   TuningOutcome outcome;
-  absl::Time t0 = absl::Now();
+  // The budget keeps the accounts: agent time (the strategy's calls) and measuring time.
+  AgentTimeBudget time_budget(options.max_agent_share);
+  auto ms_since = [](absl::Time start) { return absl::ToDoubleMilliseconds(absl::Now() - start); };
+  absl::Time start = absl::Now();
   KTUNE_RETURN_IF_ERROR(strategy.Initialize(space, options.seed));
   KTUNE_RETURN_IF_ERROR(strategy.AddPriorResults(options.prior));
   KTUNE_RETURN_IF_ERROR(strategy.PreTuning(options.budget, options.batch_size));
-  outcome.agent_seconds += absl::ToDoubleSeconds(absl::Now() - t0);
-  AgentTimeBudget time_budget(options.max_agent_share);
-  time_budget.AddAgentMs(1e3 * outcome.agent_seconds);
+  time_budget.AddAgentMs(ms_since(start));
   while (true) {
-    absl::Time a = absl::Now();
+    start = absl::Now();
     strategy.SetTimeAllowance(time_budget.AllowanceMs());
     KTUNE_ASSIGN_OR_RETURN(std::vector<Point> batch, strategy.ProposeBatch());
-    const double propose_s = absl::ToDoubleSeconds(absl::Now() - a);
-    outcome.agent_seconds += propose_s;
-    time_budget.AddAgentMs(1e3 * propose_s);
+    time_budget.AddAgentMs(ms_since(start));
     if (batch.empty()) break;
     std::vector<Configuration> configs;
     configs.reserve(batch.size());
     for (const Point& p : batch) configs.push_back(space.ToConfiguration(p));
-    absl::Time m = absl::Now();
+    start = absl::Now();
     KTUNE_ASSIGN_OR_RETURN(std::vector<MeasureResult> results, measurer.Measure(task, configs));
-    const double measure_s = absl::ToDoubleSeconds(absl::Now() - m);
-    outcome.measure_seconds += measure_s;
-    time_budget.AddMeasurementMs(1e3 * measure_s);
+    time_budget.AddMeasurementMs(ms_since(start));
     if (results.size() != batch.size()) {
       return absl::InternalError(absl::StrCat("measurer returned ", results.size(), " results for ",
                                               batch.size(), " candidates"));
@@ -45,14 +42,14 @@ absl::StatusOr<TuningOutcome> RunTuningLoop(SearchStrategy& strategy, const Sear
       observations.push_back({batch[i], ok, ok ? *results[i].time_ms : 0.0});
     }
     if (on_batch) KTUNE_RETURN_IF_ERROR(on_batch(configs, results));
-    absl::Time n = absl::Now();
+    start = absl::Now();
     KTUNE_RETURN_IF_ERROR(strategy.NotifyResults(observations));
-    const double notify_s = absl::ToDoubleSeconds(absl::Now() - n);
-    outcome.agent_seconds += notify_s;
-    time_budget.AddAgentMs(1e3 * notify_s);
+    time_budget.AddAgentMs(ms_since(start));
     outcome.trace.insert(outcome.trace.end(), observations.begin(), observations.end());
     ++outcome.batches;
   }
+  outcome.agent_seconds = time_budget.agent_ms() / 1e3;
+  outcome.measure_seconds = time_budget.measured_ms() / 1e3;
   strategy.PostTuning();
   return outcome;
 }
