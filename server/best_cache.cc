@@ -11,7 +11,7 @@ std::string BestCache::TaskPart(const std::string& kernel, const Problem& proble
   return absl::StrCat(kernel, "\n", CanonicalJson(problem));
 }
 
-absl::StatusOr<std::shared_ptr<const v1::QueryBestResponse>> BestCache::Query(const BestQuery& q) {
+absl::StatusOr<std::shared_ptr<const BestAnswer>> BestCache::Query(const BestQuery& q) {
   const std::string task = TaskPart(q.kernel, q.problem);
   const std::string rest = absl::StrCat(q.kernel_version, "\n", q.fingerprint_hash, "\n",
                                         q.device_class, "\n", q.family, "\n", q.top_k);
@@ -29,7 +29,8 @@ absl::StatusOr<std::shared_ptr<const v1::QueryBestResponse>> BestCache::Query(co
   ++misses_;
   absl::StatusOr<BestResult> best = db_->QueryBest(q);
   if (!best.ok()) return best.status();
-  auto answer = std::make_shared<v1::QueryBestResponse>();
+  auto filled = std::make_shared<BestAnswer>();
+  v1::QueryBestResponse* answer = &filled->message;
   answer->set_level(best->level == MatchLevel::kNone
                         ? v1::MATCH_LEVEL_NONE
                         : static_cast<v1::MatchLevel>(static_cast<int>(best->level) + 1));
@@ -41,10 +42,13 @@ absl::StatusOr<std::shared_ptr<const v1::QueryBestResponse>> BestCache::Query(co
       *answer->add_best() = ToProto(*predicted);
     }
   }
+  if (!answer->SerializeToString(&filled->wire)) {
+    return absl::InternalError("could not serialise the QueryBest answer");
+  }
   absl::MutexLock lock(&mu_);
-  answers_[task][rest] = answer;
+  answers_[task][rest] = filled;
   if (best->level == MatchLevel::kNone) speculative_[q.kernel].push_back(task);
-  return answer;
+  return filled;
 }
 
 void BestCache::Invalidate(const std::vector<Record>& records) {

@@ -23,13 +23,20 @@
 
 namespace ktune {
 
+// One cached answer: the message, and its wire form, serialised once, which the QueryBest handler
+// sends as it is (no copy of the message, no serialisation per call).
+struct BestAnswer {
+  v1::QueryBestResponse message;
+  std::string wire;
+};
+
 class BestCache {
  public:
   BestCache(TuningDatabase* db, const KernelRegistry* registry) : db_(db), registry_(registry) {}
 
-  // The answer as the API sends it, built once per cache fill: a hit costs a lookup and a
-  // reference count.
-  absl::StatusOr<std::shared_ptr<const v1::QueryBestResponse>> Query(const BestQuery& query);
+  // The answer as the API sends it, built and serialised once per cache fill: a hit costs a
+  // lookup and a reference count.
+  absl::StatusOr<std::shared_ptr<const BestAnswer>> Query(const BestQuery& query);
   // New records were stored: answers for their kernels and problems are stale.
   void Invalidate(const std::vector<Record>& records);
 
@@ -46,7 +53,7 @@ class BestCache {
   absl::flat_hash_map<std::string, std::vector<std::string>> speculative_ ABSL_GUARDED_BY(mu_);
   // kernel + problem -> (the rest of the query -> answer)
   absl::flat_hash_map<
-      std::string, absl::flat_hash_map<std::string, std::shared_ptr<const v1::QueryBestResponse>>>
+      std::string, absl::flat_hash_map<std::string, std::shared_ptr<const BestAnswer>>>
       answers_ ABSL_GUARDED_BY(mu_);
   std::atomic<int64_t> hits_{0}, misses_{0};
 };

@@ -8,6 +8,7 @@
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "common/status_macros.h"
 #include "proto/convert.h"
 #include "server/job_spec.h"
 #include "server/polling_stream.h"
@@ -299,45 +300,54 @@ absl::StatusOr<std::string> TuningServiceImpl::TuneInBackground(const BestQuery&
 }
 
 grpc::ServerUnaryReactor* TuningServiceImpl::QueryBest(grpc::CallbackServerContext* ctx,
-                                                       const v1::QueryBestRequest* request,
-                                                       v1::QueryBestResponse* response) {
-  if (absl::Status a = auth_->Check(ctx, Role::kQuery); !a.ok()) return Done(ctx, a);
-  if (request->kernel().name().empty()) {
-    return Done(ctx, absl::InvalidArgumentError("kernel.name is required"));
+                                                       const grpc::ByteBuffer* request,
+                                                       grpc::ByteBuffer* response) {
+  v1::QueryBestRequest parsed;
+  grpc::ByteBuffer bytes(*request);  // shares the slices; deserialising consumes the buffer
+  if (!grpc::GenericDeserialize<grpc::ProtoBufferReader, v1::QueryBestRequest>(&bytes, &parsed)
+           .ok()) {
+    return Done(ctx, absl::InvalidArgumentError("the request is not a QueryBestRequest"));
   }
-  if (request->top_k() < 0 || request->top_k() > 100) {
-    return Done(ctx, absl::InvalidArgumentError("top_k must be between 1 and 100"));
+  absl::StatusOr<std::string> answer = AnswerQueryBest(ctx, parsed);
+  if (!answer.ok()) return Done(ctx, answer.status());
+  grpc::Slice slice(*answer);
+  *response = grpc::ByteBuffer(&slice, 1);
+  return Done(ctx, absl::OkStatus());
+}
+
+absl::StatusOr<std::string> TuningServiceImpl::AnswerQueryBest(
+    grpc::CallbackServerContext* ctx, const v1::QueryBestRequest& request) {
+  KTUNE_RETURN_IF_ERROR(auth_->Check(ctx, Role::kQuery));
+  if (request.kernel().name().empty()) {
+    return absl::InvalidArgumentError("kernel.name is required");
   }
-  absl::StatusOr<Problem> problem = FromProto(request->problem().params(), "problem");
-  if (!problem.ok()) return Done(ctx, problem.status());
+  if (request.top_k() < 0 || request.top_k() > 100) {
+    return absl::InvalidArgumentError("top_k must be between 1 and 100");
+  }
+  KTUNE_ASSIGN_OR_RETURN(Problem problem, FromProto(request.problem().params(), "problem"));
   BestQuery q;
-  q.kernel = request->kernel().name();
-  q.kernel_version = request->kernel().version();
-  q.problem = *problem;
+  q.kernel = request.kernel().name();
+  q.kernel_version = request.kernel().version();
+  q.problem = std::move(problem);
   if (const KernelDefinition* k = spaces_->registry().Find(q.kernel); k != nullptr) {
-    absl::StatusOr<Problem> canonical = k->ValidateProblem(q.problem);
-    if (!canonical.ok()) return Done(ctx, canonical.status());
-    q.problem = *canonical;
+    KTUNE_ASSIGN_OR_RETURN(q.problem, k->ValidateProblem(q.problem));
   }
-  q.device_class = request->device().device_class();
-  q.family = request->device().family();
-  if (auto it = request->device().extra().find("fingerprint_json");
-      it != request->device().extra().end()) {
+  q.device_class = request.device().device_class();
+  q.family = request.device().family();
+  if (auto it = request.device().extra().find("fingerprint_json");
+      it != request.device().extra().end()) {
     q.fingerprint_hash = DeviceInfo{it->second, "", ""}.FingerprintHash();
   }
-  q.top_k = request->top_k() == 0 ? 1 : request->top_k();
-  absl::StatusOr<std::shared_ptr<const v1::QueryBestResponse>> best = best_->Query(q);
-  if (!best.ok()) return Done(ctx, best.status());
-  *response = **best;
-  const bool measured = response->level() == v1::MATCH_LEVEL_EXACT ||
-                        response->level() == v1::MATCH_LEVEL_DEVICE_CLASS;
-  if (request->tune_if_missing() && !measured) {
-    if (absl::Status a = auth_->Check(ctx, Role::kSubmit); !a.ok()) return Done(ctx, a);
-    absl::StatusOr<std::string> job = TuneInBackground(q);
-    if (!job.ok()) return Done(ctx, job.status());
-    response->set_queued_job_id(*job);
-  }
-  return Done(ctx, absl::OkStatus());
+  q.top_k = request.top_k() == 0 ? 1 : request.top_k();
+  KTUNE_ASSIGN_OR_RETURN(std::shared_ptr<const BestAnswer> best, best_->Query(q));
+  const bool measured = best->message.level() == v1::MATCH_LEVEL_EXACT ||
+                        best->message.level() == v1::MATCH_LEVEL_DEVICE_CLASS;
+  if (!request.tune_if_missing() || measured) return best->wire;
+  KTUNE_RETURN_IF_ERROR(auth_->Check(ctx, Role::kSubmit));
+  KTUNE_ASSIGN_OR_RETURN(std::string job, TuneInBackground(q));
+  v1::QueryBestResponse with_job = best->message;
+  with_job.set_queued_job_id(job);
+  return with_job.SerializeAsString();
 }
 
 namespace {

@@ -49,7 +49,10 @@ class WorkerServiceImpl final : public v1::WorkerService::CallbackService {
   const Authenticator* auth_;
 };
 
-class TuningServiceImpl final : public v1::TuningService::CallbackService {
+// QueryBest is a raw method: its cached answers are sent in the wire form they were serialised to
+// once (best_cache.h), not copied into a response message and serialised again on every call.
+class TuningServiceImpl final
+    : public v1::TuningService::WithRawCallbackMethod_QueryBest<v1::TuningService::CallbackService> {
  public:
   TuningServiceImpl(Scheduler* scheduler, TuningDatabase* db, const TaskSpaces* spaces,
                     BestCache* best, ClientKernels* client_kernels, const Authenticator* auth)
@@ -81,9 +84,10 @@ class TuningServiceImpl final : public v1::TuningService::CallbackService {
   // thread of its own that polls the scheduler.
   grpc::ServerWriteReactor<v1::JobEvent>* WatchJob(grpc::CallbackServerContext* ctx,
                                                    const v1::WatchJobRequest* request) override;
+  // Request and response are a QueryBestRequest and a QueryBestResponse in their wire form.
   grpc::ServerUnaryReactor* QueryBest(grpc::CallbackServerContext* ctx,
-                                      const v1::QueryBestRequest* request,
-                                      v1::QueryBestResponse* response) override;
+                                      const grpc::ByteBuffer* request,
+                                      grpc::ByteBuffer* response) override;
   grpc::ServerUnaryReactor* ListKernels(grpc::CallbackServerContext* ctx,
                                         const v1::ListKernelsRequest* request,
                                         v1::ListKernelsResponse* response) override;
@@ -112,6 +116,9 @@ class TuningServiceImpl final : public v1::TuningService::CallbackService {
   const TaskSpaces* spaces_;
   BestCache* best_;
   ClientKernels* client_kernels_;
+  // The answer to a parsed QueryBest request, in its wire form.
+  absl::StatusOr<std::string> AnswerQueryBest(grpc::CallbackServerContext* ctx,
+                                              const v1::QueryBestRequest& request);
   // tune_if_missing: queues a job for the task (one per task while it runs).
   absl::StatusOr<std::string> TuneInBackground(const BestQuery& query);
   static constexpr int64_t kBackgroundBudget = 64;

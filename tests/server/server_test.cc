@@ -5,11 +5,13 @@
 #include <gtest/gtest.h>
 
 #include <fstream>
+#include <future>
 #include <thread>
 
 #include "db/interchange/record_files.h"
 #include "db/sqlite_tuning_database.h"
 #include "grpcpp/create_channel.h"
+#include "grpcpp/generic/generic_stub.h"
 #include "kernels/kernel_registry.h"
 #include "ktune/v1/tuning_service.grpc.pb.h"
 #include "measurer/cpu_measurer.h"
@@ -387,6 +389,30 @@ TEST_F(ServerTest, BadRequestsGetTheRightCodeAndSayWhatIsWrong) {
   v1::LeaseBatchResponse lease;
   s = workers_->LeaseBatch(Context().get(), stranger, &lease);
   EXPECT_EQ(s.error_code(), grpc::StatusCode::NOT_FOUND);
+
+  v1::QueryBestRequest no_kernel;
+  v1::QueryBestResponse answer;
+  s = tuning_->QueryBest(Context().get(), no_kernel, &answer);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(s.error_message(), HasSubstr("kernel.name is required"));
+  v1::QueryBestRequest too_many = no_kernel;
+  too_many.mutable_kernel()->set_name("gemm");
+  too_many.set_top_k(101);
+  s = tuning_->QueryBest(Context().get(), too_many, &answer);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(s.error_message(), HasSubstr("top_k"));
+
+  // Bytes that are not a QueryBestRequest (QueryBest parses its request itself).
+  grpc::GenericStub generic(channel_);
+  grpc::Slice garbage(std::string("\xff\xff\xff\xff"));
+  grpc::ByteBuffer request(&garbage, 1), response;
+  std::promise<grpc::Status> done;
+  auto ctx = Context();
+  generic.UnaryCall(ctx.get(), "/ktune.v1.TuningService/QueryBest", grpc::StubOptions(), &request,
+                    &response, [&](grpc::Status status) { done.set_value(status); });
+  s = done.get_future().get();
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(s.error_message(), HasSubstr("not a QueryBestRequest"));
 
   // A message over the server's size limit.
   v1::SubmitJobRequest huge;
