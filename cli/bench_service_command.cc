@@ -45,26 +45,65 @@ struct LoadResult {
   int64_t errors = 0;
 };
 
-// `clients` threads call `call` back to back for `seconds`; appends each call's latency.
-void RunLoad(int clients, double seconds, const std::function<bool()>& call,
+std::unique_ptr<grpc::ClientContext> Context() {
+  auto ctx = std::make_unique<grpc::ClientContext>();
+  ctx->set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
+  return ctx;
+}
+
+// One unary RPC as the load generator sends it: the request serialised once, and a check of each
+// response (which parses it where a client would).
+struct RpcCall {
+  std::string method;
+  grpc::ByteBuffer request;
+  std::function<bool(grpc::ByteBuffer*)> check;
+};
+
+// `clients` concurrent callers for `seconds`, each issuing its next call as soon as the last one
+// completes (a closed loop, as gRPC's own benchmarks drive it: callbacks, not a thread per
+// caller, so the load generator's context switches stay off the measured latencies). Appends each
+// call's latency; a failed call counts as an error and ends its caller.
+void RunLoad(grpc::GenericStub& stub, int clients, double seconds, const RpcCall& call,
              std::vector<double>* latencies_ms, int64_t* errors) {
-  std::vector<std::vector<double>> latencies(clients);
-  std::vector<int64_t> failed(clients);
+  struct Caller {
+    std::unique_ptr<grpc::ClientContext> ctx, previous;  // previous: freed after its callback
+    grpc::ByteBuffer response;
+    absl::Time start;
+    std::vector<double> latencies;
+    int64_t failed = 0;
+  };
+  std::vector<Caller> callers(clients);
   const absl::Time end = absl::Now() + absl::Seconds(seconds);
-  std::vector<std::thread> threads;
-  for (int c = 0; c < clients; ++c) {
-    threads.emplace_back([&, c] {
-      while (absl::Now() < end) {
-        const absl::Time start = absl::Now();
-        if (!call()) ++failed[c];
-        latencies[c].push_back(absl::ToDoubleMilliseconds(absl::Now() - start));
-      }
-    });
-  }
-  for (std::thread& t : threads) t.join();
-  for (int c = 0; c < clients; ++c) {
-    latencies_ms->insert(latencies_ms->end(), latencies[c].begin(), latencies[c].end());
-    *errors += failed[c];
+  absl::Mutex mu;
+  int running = clients;
+  std::function<void(int)> issue = [&](int c) {
+    Caller& caller = callers[c];
+    caller.previous = std::move(caller.ctx);
+    caller.ctx = Context();
+    caller.response.Clear();
+    caller.start = absl::Now();
+    stub.UnaryCall(caller.ctx.get(), call.method, grpc::StubOptions(), &call.request,
+                   &caller.response, [&, c](grpc::Status status) {
+                     Caller& done = callers[c];
+                     const bool ok = status.ok() && call.check(&done.response);
+                     const absl::Time now = absl::Now();
+                     done.latencies.push_back(absl::ToDoubleMilliseconds(now - done.start));
+                     if (!ok) ++done.failed;
+                     if (ok && now < end) {
+                       issue(c);
+                     } else {
+                       absl::MutexLock lock(&mu);
+                       --running;
+                     }
+                   });
+  };
+  for (int c = 0; c < clients; ++c) issue(c);
+  mu.LockWhen(absl::Condition(
+      +[](int* n) { return *n == 0; }, &running));
+  mu.Unlock();
+  for (Caller& caller : callers) {
+    latencies_ms->insert(latencies_ms->end(), caller.latencies.begin(), caller.latencies.end());
+    *errors += caller.failed;
   }
 }
 
@@ -83,23 +122,17 @@ LoadResult Summarise(std::vector<double> latencies_ms, int64_t errors, double se
 // Both calls get `seconds` in all, in kRounds alternating slices (A B A B ...), so that a drift in
 // the machine's speed during the run (another process, frequency) weighs on both alike.
 constexpr int kRounds = 5;
-std::pair<LoadResult, LoadResult> CompareLoads(int clients, double seconds,
-                                               const std::function<bool()>& a,
-                                               const std::function<bool()>& b) {
+std::pair<LoadResult, LoadResult> CompareLoads(grpc::GenericStub& stub, int clients,
+                                               double seconds, const RpcCall& a,
+                                               const RpcCall& b) {
   std::vector<double> latencies_a, latencies_b;
   int64_t errors_a = 0, errors_b = 0;
   for (int round = 0; round < kRounds; ++round) {
-    RunLoad(clients, seconds / kRounds, a, &latencies_a, &errors_a);
-    RunLoad(clients, seconds / kRounds, b, &latencies_b, &errors_b);
+    RunLoad(stub, clients, seconds / kRounds, a, &latencies_a, &errors_a);
+    RunLoad(stub, clients, seconds / kRounds, b, &latencies_b, &errors_b);
   }
   return {Summarise(std::move(latencies_a), errors_a, seconds),
           Summarise(std::move(latencies_b), errors_b, seconds)};
-}
-
-std::unique_ptr<grpc::ClientContext> Context() {
-  auto ctx = std::make_unique<grpc::ClientContext>();
-  ctx->set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
-  return ctx;
 }
 
 int RunBenchService(const BenchServiceArgs& a) {
@@ -151,38 +184,32 @@ int RunBenchService(const BenchServiceArgs& a) {
     query.mutable_device()->set_device_class(any.device.device_class);
     // Both calls go through the same client path (the generic stub's callback API, the request
     // serialised once), so that the ratio measures the server's work, not two client libraries.
-    auto unary_call = [&](const std::string& method, const grpc::ByteBuffer& request,
-                          grpc::ByteBuffer* response) {
-      std::promise<grpc::Status> done;
-      auto ctx = Context();
-      generic.UnaryCall(ctx.get(), method, grpc::StubOptions(), &request, response,
-                        [&](grpc::Status s) { done.set_value(s); });
-      return done.get_future().get();
-    };
-    const std::string query_bytes = query.SerializeAsString();
-    grpc::Slice query_slice(query_bytes);
-    const grpc::ByteBuffer query_request(&query_slice, 1);
-    auto query_best = [&] {  // the response is parsed, as a client must
-      grpc::ByteBuffer bytes;
-      if (!unary_call("/ktune.v1.TuningService/QueryBest", query_request, &bytes).ok()) {
-        return false;
+    grpc::Slice query_slice(query.SerializeAsString()), empty_slice("");
+    const RpcCall query_best{"/ktune.v1.TuningService/QueryBest",
+                             grpc::ByteBuffer(&query_slice, 1), [](grpc::ByteBuffer* bytes) {
+                               // the answer is parsed, as a client must
+                               v1::QueryBestResponse response;
+                               return grpc::GenericDeserialize<grpc::ProtoBufferReader,
+                                                               v1::QueryBestResponse>(bytes,
+                                                                                      &response)
+                                          .ok() &&
+                                      response.best_size() == 1;
+                             }};
+    const RpcCall health_check{"/grpc.health.v1.Health/Check",  // an empty request
+                               grpc::ByteBuffer(&empty_slice, 1),
+                               [](grpc::ByteBuffer*) { return true; }};
+    for (const RpcCall* call : {&query_best, &health_check}) {
+      std::vector<double> latencies;
+      int64_t errors = 0;
+      RunLoad(generic, 1, 0, *call, &latencies, &errors);  // one call
+      if (errors > 0) {
+        return Fail(cmd, absl::InternalError(absl::StrCat(call->method, " failed (or, for ",
+                                                          "QueryBest, found nothing)")));
       }
-      v1::QueryBestResponse response;
-      return grpc::GenericDeserialize<grpc::ProtoBufferReader, v1::QueryBestResponse>(
-                 &bytes, &response)
-                 .ok() &&
-             response.best_size() == 1;
-    };
-    grpc::Slice empty_slice("");
-    const grpc::ByteBuffer empty_request(&empty_slice, 1);
-    auto health_check = [&] {  // grpc.health.v1.Health/Check with an empty request
-      grpc::ByteBuffer response;
-      return unary_call("/grpc.health.v1.Health/Check", empty_request, &response).ok();
-    };
-    if (!query_best()) return Fail(cmd, absl::InternalError("QueryBest found nothing"));
-    if (!health_check()) return Fail(cmd, absl::InternalError("the health check failed"));
+    }
     for (int clients : client_counts) {
-      const auto [empty, best] = CompareLoads(clients, a.seconds, health_check, query_best);
+      const auto [empty, best] =
+          CompareLoads(generic, clients, a.seconds, health_check, query_best);
       nlohmann::json out{{"benchmark", "query"},
                          {"clients", clients},
                          {"seconds", a.seconds},
