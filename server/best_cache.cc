@@ -15,8 +15,10 @@ absl::StatusOr<std::shared_ptr<const BestAnswer>> BestCache::Query(const BestQue
   const std::string task = TaskPart(q.kernel, q.problem);
   const std::string rest = absl::StrCat(q.kernel_version, "\n", q.fingerprint_hash, "\n",
                                         q.device_class, "\n", q.family, "\n", q.top_k);
+  uint64_t generation;
   {
     absl::ReaderMutexLock lock(&mu_);
+    generation = generation_;
     auto t = answers_.find(task);
     if (t != answers_.end()) {
       auto a = t->second.find(rest);
@@ -46,13 +48,36 @@ absl::StatusOr<std::shared_ptr<const BestAnswer>> BestCache::Query(const BestQue
     return absl::InternalError("could not serialise the QueryBest answer");
   }
   absl::MutexLock lock(&mu_);
+  if (generation != generation_) return filled;  // records came in meanwhile: don't keep it
   answers_[task][rest] = filled;
   if (best->level == MatchLevel::kNone) speculative_[q.kernel].push_back(task);
   return filled;
 }
 
+std::shared_ptr<const BestAnswer> BestCache::FindByRequest(const std::string& request_bytes,
+                                                           uint64_t* generation) {
+  absl::ReaderMutexLock lock(&mu_);
+  *generation = generation_;
+  auto it = front_.find(request_bytes);
+  if (it == front_.end()) return nullptr;
+  ++hits_;
+  return it->second;
+}
+
+void BestCache::RememberRequest(const std::string& request_bytes,
+                                std::shared_ptr<const BestAnswer> answer,
+                                uint64_t generation) {
+  absl::MutexLock lock(&mu_);
+  if (generation != generation_) return;
+  if (front_.size() >= kMaxFrontEntries) front_.clear();
+  front_[request_bytes] = std::move(answer);
+}
+
 void BestCache::Invalidate(const std::vector<Record>& records) {
   absl::MutexLock lock(&mu_);
+  if (records.empty()) return;
+  ++generation_;
+  front_.clear();
   for (const Record& r : records) {
     answers_.erase(TaskPart(r.kernel, r.problem));
     auto it = speculative_.find(r.kernel);

@@ -40,6 +40,17 @@ class BestCache {
   // New records were stored: answers for their kernels and problems are stale.
   void Invalidate(const std::vector<Record>& records);
 
+  // A front for Query keyed by a request's exact bytes (QueryBest's wire form), so that a
+  // repeated request skips parsing, validation and key building. Find returns null on a miss;
+  // Remember stores the answer for those bytes (call only for requests without side effects),
+  // unless an Invalidate came after the Find that set `generation`. Every Invalidate empties the
+  // front; it holds at most kMaxFrontEntries.
+  std::shared_ptr<const BestAnswer> FindByRequest(const std::string& request_bytes,
+                                                  uint64_t* generation);
+  void RememberRequest(const std::string& request_bytes, std::shared_ptr<const BestAnswer> answer,
+                       uint64_t generation);
+  static constexpr size_t kMaxFrontEntries = 65536;
+
   int64_t hits() const { return hits_.load(); }
   int64_t misses() const { return misses_.load(); }
 
@@ -55,6 +66,9 @@ class BestCache {
   absl::flat_hash_map<
       std::string, absl::flat_hash_map<std::string, std::shared_ptr<const BestAnswer>>>
       answers_ ABSL_GUARDED_BY(mu_);
+  uint64_t generation_ ABSL_GUARDED_BY(mu_) = 0;  // Invalidate calls so far
+  // request bytes -> answer (the front)
+  absl::flat_hash_map<std::string, std::shared_ptr<const BestAnswer>> front_ ABSL_GUARDED_BY(mu_);
   std::atomic<int64_t> hits_{0}, misses_{0};
 };
 

@@ -302,22 +302,34 @@ absl::StatusOr<std::string> TuningServiceImpl::TuneInBackground(const BestQuery&
 grpc::ServerUnaryReactor* TuningServiceImpl::QueryBest(grpc::CallbackServerContext* ctx,
                                                        const grpc::ByteBuffer* request,
                                                        grpc::ByteBuffer* response) {
+  if (absl::Status a = auth_->Check(ctx, Role::kQuery); !a.ok()) return Done(ctx, a);
+  std::vector<grpc::Slice> slices;
+  if (!request->Dump(&slices).ok()) {
+    return Done(ctx, absl::InvalidArgumentError("the request could not be read"));
+  }
+  std::string bytes;
+  for (const grpc::Slice& slice : slices) bytes.append(slice.begin(), slice.end());
+  auto send = [&](const std::string& wire) {
+    grpc::Slice slice(wire);
+    *response = grpc::ByteBuffer(&slice, 1);
+    return Done(ctx, absl::OkStatus());
+  };
+  uint64_t generation;
+  if (std::shared_ptr<const BestAnswer> known = best_->FindByRequest(bytes, &generation)) {
+    return send(known->wire);
+  }
   v1::QueryBestRequest parsed;
-  grpc::ByteBuffer bytes(*request);  // shares the slices; deserialising consumes the buffer
-  if (!grpc::GenericDeserialize<grpc::ProtoBufferReader, v1::QueryBestRequest>(&bytes, &parsed)
-           .ok()) {
+  if (!parsed.ParseFromString(bytes)) {
     return Done(ctx, absl::InvalidArgumentError("the request is not a QueryBestRequest"));
   }
-  absl::StatusOr<std::string> answer = AnswerQueryBest(ctx, parsed);
+  absl::StatusOr<std::shared_ptr<const BestAnswer>> answer = AnswerQueryBest(ctx, parsed);
   if (!answer.ok()) return Done(ctx, answer.status());
-  grpc::Slice slice(*answer);
-  *response = grpc::ByteBuffer(&slice, 1);
-  return Done(ctx, absl::OkStatus());
+  if (!parsed.tune_if_missing()) best_->RememberRequest(bytes, *answer, generation);
+  return send((*answer)->wire);
 }
 
-absl::StatusOr<std::string> TuningServiceImpl::AnswerQueryBest(
+absl::StatusOr<std::shared_ptr<const BestAnswer>> TuningServiceImpl::AnswerQueryBest(
     grpc::CallbackServerContext* ctx, const v1::QueryBestRequest& request) {
-  KTUNE_RETURN_IF_ERROR(auth_->Check(ctx, Role::kQuery));
   if (request.kernel().name().empty()) {
     return absl::InvalidArgumentError("kernel.name is required");
   }
@@ -342,12 +354,14 @@ absl::StatusOr<std::string> TuningServiceImpl::AnswerQueryBest(
   KTUNE_ASSIGN_OR_RETURN(std::shared_ptr<const BestAnswer> best, best_->Query(q));
   const bool measured = best->message.level() == v1::MATCH_LEVEL_EXACT ||
                         best->message.level() == v1::MATCH_LEVEL_DEVICE_CLASS;
-  if (!request.tune_if_missing() || measured) return best->wire;
+  if (!request.tune_if_missing() || measured) return best;
   KTUNE_RETURN_IF_ERROR(auth_->Check(ctx, Role::kSubmit));
   KTUNE_ASSIGN_OR_RETURN(std::string job, TuneInBackground(q));
-  v1::QueryBestResponse with_job = best->message;
-  with_job.set_queued_job_id(job);
-  return with_job.SerializeAsString();
+  auto with_job = std::make_shared<BestAnswer>();
+  with_job->message = best->message;
+  with_job->message.set_queued_job_id(job);
+  with_job->wire = with_job->message.SerializeAsString();
+  return with_job;
 }
 
 namespace {

@@ -116,8 +116,9 @@ class TuningServiceImpl final
   const TaskSpaces* spaces_;
   BestCache* best_;
   ClientKernels* client_kernels_;
-  // The answer to a parsed QueryBest request, in its wire form.
-  absl::StatusOr<std::string> AnswerQueryBest(grpc::CallbackServerContext* ctx,
+  // The answer to a parsed QueryBest request of an authorised caller (the cache's own, unless a
+  // background job was queued).
+  absl::StatusOr<std::shared_ptr<const BestAnswer>> AnswerQueryBest(grpc::CallbackServerContext* ctx,
                                               const v1::QueryBestRequest& request);
   // tune_if_missing: queues a job for the task (one per task while it runs).
   absl::StatusOr<std::string> TuneInBackground(const BestQuery& query);
