@@ -456,6 +456,11 @@ absl::StatusOr<std::string> PpoStrategy::SavePolicy() const {
   return impl_->Save();
 }
 
+absl::StatusOr<std::string> PpoStrategy::SaveCheckpoint() const {
+  if (impl_ && !transferred_ && learning_steps_ == 0) return std::string();
+  return SavePolicy();
+}
+
 std::string PpoStrategy::PolicyKey(const std::string& kernel, const SearchSpace& space) {
   std::string signature;
   for (const Parameter& p : space.parameters()) {

@@ -93,7 +93,9 @@ class PpoStrategy : public StrategyBase {
     return PolicyKey(kernel, space);
   }
   void LoadCheckpoint(std::string blob) override { LoadPolicy(std::move(blob)); }
-  absl::StatusOr<std::string> SaveCheckpoint() const override { return SavePolicy(); }
+  // Empty (nothing to keep) when the policy never learned: no learning step, no transfer, no
+  // loaded policy. An untrained policy must not replace a trained one in the database.
+  absl::StatusOr<std::string> SaveCheckpoint() const override;
   // Checkpoint key for policies of a space: kernel name plus a hash of parameter names and value
   // counts, so every problem and device of a kernel shares one policy.
   static std::string PolicyKey(const std::string& kernel, const SearchSpace& space);

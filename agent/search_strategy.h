@@ -63,7 +63,7 @@ class SearchStrategy {
 
   // What a strategy learns across tasks (PPO's policy), kept in the database between runs. Empty
   // key: the strategy keeps nothing. LoadCheckpoint goes before PreTuning; SaveCheckpoint after
-  // a run that measured something.
+  // a run that measured something (an empty blob: nothing worth keeping from this run).
   virtual std::string CheckpointKey(const std::string& kernel, const SearchSpace& space) const {
     return "";
   }

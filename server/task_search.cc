@@ -118,6 +118,7 @@ absl::Status TaskSearch::Finish() {
   strategy_->PostTuning();
   if (checkpoint_.empty() || batches_ == 0) return absl::OkStatus();
   KTUNE_ASSIGN_OR_RETURN(std::string blob, strategy_->SaveCheckpoint());
+  if (blob.empty()) return absl::OkStatus();  // nothing learned: keep what the database has
   return db_->SaveCheckpoint(checkpoint_, blob);
 }
 

@@ -160,6 +160,10 @@ TEST(PpoStrategyTest, LearnsOnlyAsOftenAsItsShareOfTheMeasurementTimeAllows) {
     best = std::min(best, out->trace[i].time_ms);
   }
   EXPECT_LT(best, warmup_best);
+  // A policy that never learned is not worth keeping (it must not replace a trained one).
+  auto checkpoint = cheap.SaveCheckpoint();
+  ASSERT_TRUE(checkpoint.ok());
+  EXPECT_TRUE(checkpoint->empty());
 
   // Slow measurements (40 ms, 320 ms a batch): 5% is 16 ms a batch, enough to learn often.
   SlowBowlMeasurer slow(40);
@@ -168,6 +172,9 @@ TEST(PpoStrategyTest, LearnsOnlyAsOftenAsItsShareOfTheMeasurementTimeAllows) {
   out = RunTuningLoop(rich, space, slow, {}, limited);
   ASSERT_TRUE(out.ok()) << out.status();
   EXPECT_GE(rich.learning_steps(), 1);
+  checkpoint = rich.SaveCheckpoint();
+  ASSERT_TRUE(checkpoint.ok());
+  EXPECT_FALSE(checkpoint->empty());
 }
 
 TEST(PpoStrategyTest, SameSeedSameRun) {

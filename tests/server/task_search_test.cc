@@ -42,8 +42,10 @@ class TaskSearchTest : public ::testing::Test {
             kDevice.device_class};
   }
 
-  int64_t Submit(int64_t budget, const std::string& strategy, int batch_size = 0, int threads = 0) {
+  int64_t Submit(int64_t budget, const std::string& strategy, int batch_size = 0, int threads = 0,
+                 std::optional<double> agent_share = std::nullopt) {
     JobRequest r;
+    r.agent_share = agent_share;
     r.name = "test";
     r.tasks = {Task()};
     r.budget = budget;
@@ -158,10 +160,21 @@ TEST_F(TaskSearchTest, PpoSavesItsPolicyAndTheNextJobOfTheKernelWarmStarts) {
   if (!ppo.ok()) GTEST_SKIP() << ppo.status();
   const std::string key = (*ppo)->CheckpointKey("gemm", **spaces_.Space(Task(), kCores));
   ASSERT_FALSE(key.empty());
-  const int64_t first = Submit(9, "ppo", /*batch_size=*/4);
+  // A job too short to leave the random warm-up: its untrained policy is not kept.
+  const int64_t warmup_only = Submit(9, "ppo", /*batch_size=*/4);
   while (!LeaseAndReport().empty()) {
   }
-  absl::StatusOr<JobStatus> done = scheduler_->GetJob(first);
+  absl::StatusOr<JobStatus> done = scheduler_->GetJob(warmup_only);
+  ASSERT_TRUE(done.ok());
+  EXPECT_EQ(done->job.state, JobState::kDone);
+  EXPECT_FALSE(db_.LoadCheckpoint(key).ok()) << "an untrained policy was saved";
+
+  // One that learns (past the 16 random measurements, with no limit on the agent's time: the
+  // fake measurements here take no time at all) saves its policy.
+  const int64_t first = Submit(29, "ppo", /*batch_size=*/4, /*threads=*/0, /*agent_share=*/0.0);
+  while (!LeaseAndReport().empty()) {
+  }
+  done = scheduler_->GetJob(first);
   ASSERT_TRUE(done.ok());
   EXPECT_EQ(done->job.state, JobState::kDone);
   EXPECT_FALSE(done->tasks[0].warm_started);
