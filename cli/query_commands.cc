@@ -7,6 +7,10 @@
 #include "absl/strings/str_format.h"
 #include "cli/command.h"
 #include "cli/tune_target.h"
+#include "common/status_macros.h"
+#include "ktune/v1/tuning_service.grpc.pb.h"
+#include "proto/channel.h"
+#include "proto/convert.h"
 #include "kernels/kernel_registry.h"
 #include "measurer/cpu_device.h"
 #include "measurer/cuda_measurer.h"
@@ -18,7 +22,56 @@ struct BestArgs {
   std::string db, kernel, kernel_version, problem, device, family, fingerprint;
   int top = 1;
   bool json = false;
+  // --server: ask a running server (its cache, with predictions for problems never tuned).
+  std::string server, token;
+  ClientTls tls;
+  bool tune_if_missing = false;
 };
+
+// An answer, from the database or from a server.
+struct BestAnswerOf {
+  std::string level;  // exact, device_class, family, predicted, none
+  std::vector<Record> records;
+  std::string queued_job_id;
+};
+
+std::string LevelName(v1::MatchLevel level) {
+  switch (level) {
+    case v1::MATCH_LEVEL_EXACT: return "exact";
+    case v1::MATCH_LEVEL_DEVICE_CLASS: return "device_class";
+    case v1::MATCH_LEVEL_FAMILY: return "family";
+    case v1::MATCH_LEVEL_PREDICTED: return "predicted";
+    default: return "none";
+  }
+}
+
+// QueryBest on the server at a.server. `device_fingerprint_json`: this machine's device, when
+// --device named it (cpu, cuda[:N]), for the exact level.
+absl::StatusOr<BestAnswerOf> AskServer(const BestArgs& a, const BestQuery& q,
+                                       const std::string& device_fingerprint_json) {
+  KTUNE_ASSIGN_OR_RETURN(std::shared_ptr<grpc::Channel> channel, MakeChannel(a.server, a.tls));
+  v1::QueryBestRequest request;
+  request.mutable_kernel()->set_name(q.kernel);
+  request.mutable_kernel()->set_version(q.kernel_version);
+  ToProto(q.problem, request.mutable_problem()->mutable_params());
+  request.mutable_device()->set_device_class(q.device_class);
+  request.mutable_device()->set_family(q.family);
+  if (!device_fingerprint_json.empty()) {
+    (*request.mutable_device()->mutable_extra())["fingerprint_json"] = device_fingerprint_json;
+  }
+  request.set_top_k(q.top_k);
+  request.set_tune_if_missing(a.tune_if_missing);
+  v1::QueryBestResponse response;
+  KTUNE_RETURN_IF_ERROR(FromGrpc(v1::TuningService::NewStub(channel)->QueryBest(
+      ClientContextFor(a.token).get(), request, &response)));
+  BestAnswerOf answer{LevelName(response.level()), {}, response.queued_job_id()};
+  for (v1::Record r : response.best()) {
+    r.clear_record_id();  // a predicted record is not a measurement of its own
+    KTUNE_ASSIGN_OR_RETURN(Record record, FromProto(r));
+    answer.records.push_back(std::move(record));
+  }
+  return answer;
+}
 
 int RunBest(const BestArgs& a) {
   const std::string cmd = "best";
@@ -26,8 +79,14 @@ int RunBest(const BestArgs& a) {
   if (!problem.ok())
     return UsageError(cmd, absl::StrCat("--problem: ", problem.status().message()));
   if (a.top < 1 || a.top > 100) return UsageError(cmd, "--top must be between 1 and 100");
-  auto db = OpenDatabase(a.db);
-  if (!db.ok()) return Fail(cmd, db.status());
+  if (a.server.empty() && a.tune_if_missing) {
+    return UsageError(cmd, "--tune-if-missing needs --server (a server queues the job)");
+  }
+  if (!a.server.empty() && !a.fingerprint.empty()) {
+    return UsageError(cmd,
+                      "--fingerprint reads the local database; with --server, --device cpu or "
+                      "cuda[:N] sends this machine's fingerprint");
+  }
   BestQuery q;
   q.kernel = a.kernel;
   q.kernel_version = a.kernel_version;
@@ -42,9 +101,11 @@ int RunBest(const BestArgs& a) {
     if (!canonical.ok()) return UsageError(cmd, std::string(canonical.status().message()));
     q.problem = *canonical;
   }
+  std::string fingerprint_json;  // of this machine's device, when --device names it
   // `cpu` is this machine's CPU: its exact fingerprint, then its class, then its family.
   if (a.device == "cpu") {
     const DeviceInfo cpu = DescribeThisCpu(/*measure_clock=*/false).ToDeviceInfo();
+    fingerprint_json = cpu.fingerprint_json;
     q.device_class = cpu.device_class;
     if (q.family.empty()) q.family = cpu.family;
     if (q.fingerprint_hash.empty()) q.fingerprint_hash = cpu.FingerprintHash();
@@ -58,13 +119,27 @@ int RunBest(const BestArgs& a) {
                                                         " (name the GPU model with --device to "
                                                         "query without one)")));
     }
+    fingerprint_json = gpu->fingerprint_json;
     q.device_class = gpu->device_class;
     if (q.family.empty()) q.family = gpu->family;
     if (q.fingerprint_hash.empty()) q.fingerprint_hash = gpu->FingerprintHash();
   }
   q.top_k = a.top;
-  auto best = (*db)->QueryBest(q);
-  if (!best.ok()) return Fail(cmd, best.status());
+  absl::StatusOr<BestAnswerOf> best;
+  if (!a.server.empty()) {
+    best = AskServer(a, q, fingerprint_json);
+    if (!best.ok()) {
+      return absl::IsInvalidArgument(best.status()) || absl::IsNotFound(best.status())
+                 ? UsageError(cmd, std::string(best.status().message()))
+                 : Fail(cmd, best.status());
+    }
+  } else {
+    auto db = OpenDatabase(a.db);
+    if (!db.ok()) return Fail(cmd, db.status());
+    absl::StatusOr<BestResult> found = (*db)->QueryBest(q);
+    if (!found.ok()) return Fail(cmd, found.status());
+    best = BestAnswerOf{std::string(MatchLevelName(found->level)), std::move(found->records), ""};
+  }
   if (a.json) {
     nlohmann::json records = nlohmann::json::array();
     for (const Record& r : best->records)
@@ -72,8 +147,9 @@ int RunBest(const BestArgs& a) {
     nlohmann::json out = {{"kernel", a.kernel},
                           {"problem", nlohmann::json::parse(CanonicalJson(q.problem))},
                           {"device", q.device_class},
-                          {"level", MatchLevelName(best->level)},
+                          {"level", best->level},
                           {"best", records}};
+    if (!best->queued_job_id.empty()) out["queued_job_id"] = best->queued_job_id;
     std::cout << out.dump() << "\n";
   } else if (best->records.empty()) {
     std::cout << "nothing known for " << a.kernel
@@ -81,7 +157,7 @@ int RunBest(const BestArgs& a) {
               << q.device_class << "\n";
   } else {
     std::cout << a.kernel << (problem->empty() ? "" : " " + FormatParamMapAssignments(*problem))
-              << " on " << q.device_class << " (match: " << MatchLevelName(best->level) << ")\n";
+              << " on " << q.device_class << " (match: " << best->level << ")\n";
     int rank = 1;
     for (const Record& r : best->records) {
       std::cout << absl::StrFormat("%3d. %.4f ms", rank++, *r.time_ms);
@@ -89,11 +165,17 @@ int RunBest(const BestArgs& a) {
         std::cout << absl::StrFormat("  (median %.4f ms, sd %.4f ms, %d repeats)", *r.median_ms,
                                      r.stddev_ms.value_or(0), r.repeat_times_ms.size());
       }
-      if (best->level != MatchLevel::kDeviceClass && best->level != MatchLevel::kExact) {
+      if (best->level == "predicted") {
+        std::cout << "  predicted from a tuned problem, not measured for this one";
+      } else if (best->level != "device_class" && best->level != "exact") {
         std::cout << "  measured on " << r.device.device_class;
       }
       std::cout << "\n     " << FormatParamMapAssignments(r.config) << "\n";
     }
+  }
+  if (!a.json && !best->queued_job_id.empty()) {
+    std::cout << "queued job " << best->queued_job_id << " to tune it (ktune watch "
+              << best->queued_job_id << ")\n";
   }
   // Nothing known is an answer, not a failure of the command.
   return kExitOk;
@@ -166,6 +248,13 @@ void RegisterQueryCommands(CLI::App& app, Action* action) {
   best->add_option("--top", best_args->top, "How many distinct configurations")
       ->capture_default_str();
   best->add_flag("--json", best_args->json, "Print as JSON");
+  best->add_option("--server", best_args->server,
+                   "Ask this server (HOST:PORT) instead of --db: its cache, and a prediction for "
+                   "a problem never tuned");
+  best->add_option("--token", best_args->token, "Bearer token (or $KTUNE_TOKEN)");
+  AddClientTlsOptions(best, &best_args->tls);
+  best->add_flag("--tune-if-missing", best_args->tune_if_missing,
+                 "With --server: queue a background job when nothing was measured for it");
   best->callback([=] { *action = [=] { return RunBest(*best_args); }; });
 
   auto jobs_args = std::make_shared<JobsArgs>();

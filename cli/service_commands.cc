@@ -58,12 +58,6 @@ std::thread OnTerminationSignal(std::function<void()> on_signal) {
   });
 }
 
-absl::Status FromGrpc(const grpc::Status& s) {
-  if (s.ok()) return absl::OkStatus();
-  return absl::Status(static_cast<absl::StatusCode>(s.error_code()),
-                      s.error_message().empty() ? "the server did not say why" : s.error_message());
-}
-
 std::string StateName(v1::JobState s) {
   std::string name = v1::JobState_Name(s);
   return absl::AsciiStrToLower(name.substr(strlen("JOB_STATE_")));

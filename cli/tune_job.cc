@@ -3,19 +3,11 @@
 #include "absl/strings/str_cat.h"
 #include "cli/command.h"
 #include "grpcpp/client_context.h"
+#include "proto/channel.h"
 #include "proto/convert.h"
 #include "server/job_spec.h"
 
 namespace ktune::cli {
-namespace {
-
-absl::Status FromGrpc(const grpc::Status& s) {
-  if (s.ok()) return absl::OkStatus();
-  return absl::Status(static_cast<absl::StatusCode>(s.error_code()),
-                      s.error_message().empty() ? "the server did not say why" : s.error_message());
-}
-
-}  // namespace
 
 absl::StatusOr<v1::Job> RunTuneJob(v1::TuningService::StubInterface& stub, const TuneJobRequest& r,
                                    const std::function<void(const std::string&)>& on_submitted,

@@ -8,6 +8,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "common/event_log.h"
+#include "proto/channel.h"
 #include "proto/convert.h"
 
 namespace ktune {
@@ -19,11 +20,6 @@ std::unique_ptr<grpc::ClientContext> Context(absl::Duration deadline, const std:
   ctx->set_deadline(std::chrono::system_clock::now() + absl::ToChronoMilliseconds(deadline));
   if (!token.empty()) ctx->AddMetadata("authorization", "Bearer " + token);
   return ctx;
-}
-
-absl::Status FromGrpc(const grpc::Status& s) {
-  if (s.ok()) return absl::OkStatus();
-  return absl::Status(static_cast<absl::StatusCode>(s.error_code()), s.error_message());
 }
 
 // Errors after which retrying cannot help.

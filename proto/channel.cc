@@ -38,4 +38,11 @@ absl::StatusOr<std::shared_ptr<grpc::Channel>> MakeChannel(const std::string& ad
   return grpc::CreateChannel(address, grpc::SslCredentials(options));
 }
 
+absl::Status FromGrpc(const grpc::Status& status) {
+  if (status.ok()) return absl::OkStatus();
+  return absl::Status(
+      static_cast<absl::StatusCode>(status.error_code()),
+      status.error_message().empty() ? "the server did not say why" : status.error_message());
+}
+
 }  // namespace ktune

@@ -8,6 +8,7 @@
 
 #include "absl/status/statusor.h"
 #include "grpcpp/channel.h"
+#include "grpcpp/support/status.h"
 
 namespace ktune {
 
@@ -20,6 +21,10 @@ struct ClientTls {
 // NotFound naming the file when a PEM file cannot be read.
 absl::StatusOr<std::shared_ptr<grpc::Channel>> MakeChannel(const std::string& address,
                                                            const ClientTls& tls);
+
+// A call's status as an absl::Status: the same code and message ("the server did not say why"
+// when it sent none).
+absl::Status FromGrpc(const grpc::Status& status);
 
 // The contents of a PEM file; NotFound naming it.
 absl::StatusOr<std::string> ReadPem(const std::string& path);

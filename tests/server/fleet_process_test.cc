@@ -194,6 +194,26 @@ TEST_F(FleetProcessTest, TuneThroughAServerWatchesItsJobAndPrintsTheBest) {
                                     "N=8", "--device", "x", "--budget", "4"});
   EXPECT_EQ(unknown.exit_code, 2);
   EXPECT_THAT(unknown.err, ::testing::HasSubstr("unknown kernel 'fft'"));
+
+  // A compiler asks the server for what the job found.
+  auto best = testing::RunKtune({"best", "--server", address_, "--kernel", any.kernel, "--problem",
+                                 FormatParamMapAssignments(any.problem), "--device",
+                                 any.device.device_class, "--json"});
+  ASSERT_EQ(best.exit_code, 0) << best.err;
+  auto answer = nlohmann::json::parse(best.out);
+  EXPECT_EQ(answer["level"], "device_class");
+  ASSERT_EQ(answer["best"].size(), 1u);
+  EXPECT_DOUBLE_EQ(answer["best"][0]["time_ms"].get<double>(),
+                   result["best_time_ms"].get<double>());
+  auto nothing = testing::RunKtune({"best", "--server", address_, "--kernel", any.kernel,
+                                    "--problem", FormatParamMapAssignments(any.problem),
+                                    "--device", "no_such_gpu"});
+  EXPECT_EQ(nothing.exit_code, 0) << nothing.err;
+  EXPECT_THAT(nothing.out, ::testing::HasSubstr("nothing known"));
+  auto no_server = testing::RunKtune({"best", "--kernel", any.kernel, "--device", "x",
+                                      "--tune-if-missing"});
+  EXPECT_EQ(no_server.exit_code, 2);
+  EXPECT_THAT(no_server.err, ::testing::HasSubstr("--tune-if-missing needs --server"));
 }
 
 }  // namespace
