@@ -492,6 +492,10 @@ absl::Status PpoStrategy::Start() {
   model_fitted_ = false;
   learning_steps_ = 0;
   arm_of_.clear();
+  region_start_ = 0;
+  region_best_ms_ = INFINITY;
+  stale_batches_ = 0;
+  restarts_ = 0;
   std::fill(std::begin(wins_), std::end(wins_), 0.0);
   std::fill(std::begin(tries_), std::end(tries_), 0.0);
   learn_cost_ms_ = 20;
@@ -608,8 +612,9 @@ absl::StatusOr<std::vector<Point>> PpoStrategy::Generate(int n) {
 
 std::vector<int64_t> PpoStrategy::Elites() const {
   const auto& h = history();
-  std::vector<size_t> order(h.size());
-  std::iota(order.begin(), order.end(), 0);
+  const size_t from = std::min(h.size(), region_start_);
+  std::vector<size_t> order(h.size() - from);
+  std::iota(order.begin(), order.end(), from);
   std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) {
     if (h[a].ok != h[b].ok) return h[a].ok;
     return h[a].ok && h[a].time_ms < h[b].time_ms;
@@ -771,6 +776,25 @@ absl::Status PpoStrategy::Observe(const std::vector<Observation>& results) {
   if (before.size() >= k) {
     std::nth_element(before.begin(), before.begin() + (k - 1), before.end());
     threshold = before[k - 1];
+  }
+  // Restarts: a batch with no result faster than the region's best is stale. After
+  // options_.restart_after stale batches in a row (past the warm-up), a new region begins with
+  // the next batch: the elites come only from results measured from then on.
+  bool improved = false;
+  for (const Observation& o : results) {
+    if (o.ok && o.time_ms < region_best_ms_) {
+      region_best_ms_ = o.time_ms;
+      improved = true;
+    }
+  }
+  if (options_.restart_after > 0 && static_cast<int>(h.size()) > options_.warmup) {
+    stale_batches_ = improved ? 0 : stale_batches_ + 1;
+    if (stale_batches_ >= options_.restart_after) {
+      region_start_ = h.size();
+      region_best_ms_ = INFINITY;
+      stale_batches_ = 0;
+      ++restarts_;
+    }
   }
   for (const Observation& o : results) {
     auto it = arm_of_.find(space().IndexOf(o.point));

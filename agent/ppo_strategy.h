@@ -19,6 +19,11 @@
 //     as the model ranks it (a trust region: needle-shaped optima, common in GPU spaces, are
 //     found by local steps more often than by a model fitted on a few hundred points). The share
 //     is Thompson-sampled from each source's record: how many of its proposals entered the elite.
+//  6. restarts, as TuRBO's trust regions: after `restart_after` batches in a row with no result
+//     faster than the current region's best, a new region begins. Episode starts and the local
+//     arm's anchor then come only from results measured since; the cost model keeps them all.
+//     Without it the search stays in a basin that every single step out of is slower (a local
+//     optimum), which the elites' neighbourhoods and the walks from them cannot leave.
 // How much of 1-4 a batch does depends on the time allowance its driver gives (agent/README.md,
 // "The agent's time budget"): learn, or only walk the current policy, or only step locally.
 // Before any result (and during a short random warm-up) batches are random, unless transfer
@@ -34,6 +39,7 @@
 #ifndef KTUNE_AGENT_PPO_STRATEGY_H_
 #define KTUNE_AGENT_PPO_STRATEGY_H_
 
+#include <cmath>
 #include <memory>
 
 #include "absl/container/flat_hash_map.h"
@@ -68,6 +74,7 @@ struct PpoOptions {
   double source_weight = 64;     // total weight of transfer sources' rows in the cost model
   int source_rows = 1024;        // cost-model rows per transfer source (its best quarter + sample)
   double local_share = 0.25;     // prior share of each batch from the best point's neighbourhood
+  int restart_after = 5;         // batches in a row without a new best before a restart (0: never)
   int model_rounds = 60;         // boosting rounds of the cost model
 };
 
@@ -102,6 +109,8 @@ class PpoStrategy : public StrategyBase {
 
   // Learning steps taken in this run (one per batch unless the time allowance was short).
   int learning_steps() const { return learning_steps_; }
+  // Restarts in this run (options_.restart_after stale batches each).
+  int restarts() const { return restarts_; }
 
   // Metrics of the last PPO update, CleanRL-style names ("losses/approx_kl", ...).
   std::vector<std::pair<std::string, double>> LastMetrics() const;
@@ -129,7 +138,8 @@ class PpoStrategy : public StrategyBase {
   // neighbourhood rather than from the policy's walks (Thompson sampling over the two sources'
   // records: how many of their proposals entered the elite).
   int LocalCount(int exploit);
-  // Space indices of the fastest ok results, fastest first (at most elite_starts).
+  // Space indices of the current region's fastest ok results (measured since the last restart),
+  // fastest first (at most elite_starts); empty just after a restart.
   std::vector<int64_t> Elites() const;
   std::vector<int64_t> UnvisitedNeighbours(int64_t index);
   // The k candidates to measure: the best-scored of each of k clusters of the top candidates.
@@ -157,6 +167,12 @@ class PpoStrategy : public StrategyBase {
   enum Arm { kPolicyArm = 0, kLocalArm = 1 };
   absl::flat_hash_map<int64_t, int> arm_of_;  // pending proposals by space index
   double wins_[2] = {0, 0}, tries_[2] = {0, 0};
+  // The current region (restarts): the history index it starts at, its fastest time, and the
+  // batches in a row that found nothing faster.
+  size_t region_start_ = 0;
+  double region_best_ms_ = INFINITY;
+  int stale_batches_ = 0;
+  int restarts_ = 0;
 };
 
 }  // namespace ktune

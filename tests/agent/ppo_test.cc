@@ -177,6 +177,40 @@ TEST(PpoStrategyTest, LearnsOnlyAsOftenAsItsShareOfTheMeasurementTimeAllows) {
   EXPECT_FALSE(checkpoint->empty());
 }
 
+// Every configuration equally fast: after the first result, no batch finds anything faster.
+class FlatMeasurer : public BowlMeasurer {
+ public:
+  absl::StatusOr<std::vector<MeasureResult>> Measure(
+      const TaskKey&, const std::vector<Configuration>& configs) override {
+    std::vector<MeasureResult> out(configs.size());
+    for (MeasureResult& r : out) r.time_ms = 2.0;
+    return out;
+  }
+};
+
+TEST(PpoStrategyTest, RestartsAfterBatchesThatFindNothingFaster) {
+  SearchSpace space = Bowl();
+  FlatMeasurer flat;
+  PpoOptions options;
+  options.restart_after = 3;
+  PpoStrategy p(options);
+  auto out = RunTuningLoop(p, space, flat, {}, {160, 8, 5});
+  ASSERT_TRUE(out.ok()) << out.status();
+  // 20 batches: two of warm-up (which never count as stale), then a restart after each run of 3
+  // stale batches; each new region's first batch sets its best (not stale). Stale runs end at
+  // batches 5, 9, 13, 17.
+  EXPECT_EQ(p.restarts(), 4);
+  // The run stays exact and repeat-free across restarts.
+  std::set<Point> distinct;
+  for (const Observation& o : out->trace) distinct.insert(o.point);
+  EXPECT_EQ(distinct.size(), 160u);
+
+  options.restart_after = 0;  // never
+  PpoStrategy never(options);
+  ASSERT_TRUE(RunTuningLoop(never, space, flat, {}, {160, 8, 5}).ok());
+  EXPECT_EQ(never.restarts(), 0);
+}
+
 TEST(PpoStrategyTest, SameSeedSameRun) {
   SearchSpace space = Bowl();
   BowlMeasurer measurer;
