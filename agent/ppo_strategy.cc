@@ -492,8 +492,12 @@ absl::Status PpoStrategy::Start() {
   model_fitted_ = false;
   learning_steps_ = 0;
   arm_of_.clear();
+  // The first region holds the prior results (the database's records of the task) too.
   region_start_ = 0;
   region_best_ms_ = INFINITY;
+  for (const Observation& o : history()) {
+    if (o.ok) region_best_ms_ = std::min(region_best_ms_, o.time_ms);
+  }
   stale_batches_ = 0;
   restarts_ = 0;
   std::fill(std::begin(wins_), std::end(wins_), 0.0);

@@ -205,6 +205,14 @@ TEST(PpoStrategyTest, RestartsAfterBatchesThatFindNothingFaster) {
   for (const Observation& o : out->trace) distinct.insert(o.point);
   EXPECT_EQ(distinct.size(), 160u);
 
+  // Prior results (the database's records of the task) belong to the first region: batches that
+  // find nothing faster than them are stale from the first one.
+  TuningOptions with_priors{24, 8, 5};
+  for (int64_t i = 0; i < 16; ++i) with_priors.prior.push_back({space.PointAt(i * 7), true, 2.0});
+  PpoStrategy after_priors(options);
+  ASSERT_TRUE(RunTuningLoop(after_priors, space, flat, {}, with_priors).ok());
+  EXPECT_EQ(after_priors.restarts(), 1);
+
   options.restart_after = 0;  // never
   PpoStrategy never(options);
   ASSERT_TRUE(RunTuningLoop(never, space, flat, {}, {160, 8, 5}).ok());
