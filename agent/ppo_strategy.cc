@@ -717,14 +717,15 @@ absl::StatusOr<std::vector<Point>> PpoStrategy::ProposeFromPolicy(int n, int exp
     if (!Visited(i)) candidates.push_back(i);
   }
   KTUNE_ASSIGN_OR_RETURN(std::vector<float> scores, land.Scores(candidates));
-  // A share of the batch from the best points' neighbourhood, as the model ranks it (a trust
+  // A share of the batch from the best point's neighbourhood, as the model ranks it (a trust
   // region: needle-shaped optima are found by local steps more often than by the model alone),
-  // in a share the two sources' records decide.
+  // in a share the two sources' records decide. The neighbourhood includes two-parameter changes:
+  // an optimum behind a ridge, where each single step towards it is slower, is one move away.
   const int local = LocalCount(exploit);
   std::vector<Point> out;
   absl::flat_hash_set<int64_t> taken;
   if (local > 0 && !elite.empty()) {
-    std::vector<int64_t> near = UnvisitedNeighbours(elite.front());
+    std::vector<int64_t> near = UnvisitedNeighbours(elite.front(), options_.pair_moves);
     KTUNE_ASSIGN_OR_RETURN(std::vector<float> near_scores, land.Scores(near));
     std::vector<size_t> order(near.size());
     std::iota(order.begin(), order.end(), 0);
@@ -810,7 +811,7 @@ absl::Status PpoStrategy::Observe(const std::vector<Observation>& results) {
   return absl::OkStatus();
 }
 
-std::vector<int64_t> PpoStrategy::UnvisitedNeighbours(int64_t index) {
+std::vector<int64_t> PpoStrategy::UnvisitedNeighbours(int64_t index, bool pairs) {
   std::vector<int64_t> near;
   absl::flat_hash_set<int64_t> seen;
   const Point p = space().PointAt(index);
@@ -818,6 +819,25 @@ std::vector<int64_t> PpoStrategy::UnvisitedNeighbours(int64_t index) {
     for (const Point& q : space().Neighbours(p, kind)) {
       int64_t i = space().IndexOf(q);
       if (i >= 0 && !Visited(i) && seen.insert(i).second) near.push_back(i);
+    }
+  }
+  if (!pairs) return near;
+  // Every change of two parameters at once (hundreds to a few thousand points: the model ranks
+  // them in one prediction).
+  const auto& params = space().parameters();
+  for (size_t a = 0; a < params.size(); ++a) {
+    for (size_t b = a + 1; b < params.size(); ++b) {
+      for (size_t va = 0; va < params[a].values.size(); ++va) {
+        if (va == p[a]) continue;
+        for (size_t vb = 0; vb < params[b].values.size(); ++vb) {
+          if (vb == p[b]) continue;
+          Point q = p;
+          q[a] = static_cast<uint16_t>(va);
+          q[b] = static_cast<uint16_t>(vb);
+          int64_t i = space().IndexOf(q);
+          if (i >= 0 && !Visited(i) && seen.insert(i).second) near.push_back(i);
+        }
+      }
     }
   }
   return near;

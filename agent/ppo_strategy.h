@@ -15,10 +15,12 @@
 //  4. the policy's walks propose states; the unvisited ones the model scores best are clustered
 //     (k-means on their features, as Chameleon's adaptive sampling) and the best of each cluster
 //     forms the batch, with an epsilon share of random configurations;
-//  5. a share of the batch comes instead from the unvisited neighbourhood of the fastest results,
-//     as the model ranks it (a trust region: needle-shaped optima, common in GPU spaces, are
-//     found by local steps more often than by a model fitted on a few hundred points). The share
-//     is Thompson-sampled from each source's record: how many of its proposals entered the elite.
+//  5. a share of the batch comes instead from the unvisited neighbourhood of the fastest result
+//     (one parameter changed, or two at once: `pair_moves`), as the model ranks it (a trust
+//     region: needle-shaped optima, common in GPU spaces, are found by local steps more often than
+//     by a model fitted on a few hundred points; two-parameter changes cross a ridge where each
+//     single step is slower). The share is Thompson-sampled from each source's record: how many
+//     of its proposals entered the elite.
 //  6. restarts, as TuRBO's trust regions: after `restart_after` batches in a row with no result
 //     faster than the current region's best, a new region begins. Episode starts and the local
 //     arm's anchor then come only from results measured since; the cost model keeps them all.
@@ -75,6 +77,7 @@ struct PpoOptions {
   int source_rows = 1024;        // cost-model rows per transfer source (its best quarter + sample)
   double local_share = 0.25;     // prior share of each batch from the best point's neighbourhood
   int restart_after = 5;         // batches in a row without a new best before a restart (0: never)
+  bool pair_moves = true;        // the local arm also ranks two-parameter changes of its anchor
   int model_rounds = 60;         // boosting rounds of the cost model
 };
 
@@ -141,7 +144,9 @@ class PpoStrategy : public StrategyBase {
   // Space indices of the current region's fastest ok results (measured since the last restart),
   // fastest first (at most elite_starts); empty just after a restart.
   std::vector<int64_t> Elites() const;
-  std::vector<int64_t> UnvisitedNeighbours(int64_t index);
+  // Unvisited points one step from `index`: a parameter's adjacent value or any other value of
+  // it; with `pairs`, also every change of two parameters at once.
+  std::vector<int64_t> UnvisitedNeighbours(int64_t index, bool pairs = false);
   // The k candidates to measure: the best-scored of each of k clusters of the top candidates.
   std::vector<Point> Diverse(const std::vector<int64_t>& candidates,
                              const std::vector<float>& scores, int k);

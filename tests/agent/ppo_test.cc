@@ -219,6 +219,39 @@ TEST(PpoStrategyTest, RestartsAfterBatchesThatFindNothingFaster) {
   EXPECT_EQ(never.restarts(), 0);
 }
 
+// A ridge: the best point is known and every one-parameter change of it was measured slower, so
+// only a move of two parameters at once can still improve. The local arm proposes first, from
+// the best point's unvisited neighbourhood: it must reach two-parameter changes.
+TEST(PpoStrategyTest, TheLocalArmCrossesARidgeWithTwoParameterChanges) {
+  SearchSpace space = Bowl();
+  const Point best = {13, 4, 9, 2};  // value indices (the bowl's values are 0, 1, 2, ...)
+  ASSERT_GE(space.IndexOf(best), 0);
+  std::vector<Observation> prior = {{best, true, 1.0}};
+  std::set<Point> known = {best};
+  for (auto kind : {Neighbourhood::kAdjacent, Neighbourhood::kHamming}) {
+    for (const Point& q : space.Neighbours(best, kind)) {
+      if (known.insert(q).second) prior.push_back({q, true, 3.0});
+    }
+  }
+  for (int64_t i = 0; i < 16; ++i) {
+    const Point q = space.PointAt(i * 499);
+    if (known.insert(q).second) prior.push_back({q, true, 2.0});
+  }
+  auto changed = [&](const Point& p) {
+    int n = 0;
+    for (size_t k = 0; k < p.size(); ++k) n += p[k] != best[k];
+    return n;
+  };
+  PpoStrategy ppo;
+  ASSERT_TRUE(ppo.Initialize(space, 7).ok());
+  ASSERT_TRUE(ppo.AddPriorResults(prior).ok());
+  ASSERT_TRUE(ppo.PreTuning(64, 8).ok());
+  auto batch = ppo.ProposeBatch();
+  ASSERT_TRUE(batch.ok()) << batch.status();
+  ASSERT_FALSE(batch->empty());
+  EXPECT_EQ(changed(batch->front()), 2);
+}
+
 TEST(PpoStrategyTest, SameSeedSameRun) {
   SearchSpace space = Bowl();
   BowlMeasurer measurer;
