@@ -118,8 +118,8 @@ class TuningServiceImpl final
   ClientKernels* client_kernels_;
   // The answer to a parsed QueryBest request of an authorised caller (the cache's own, unless a
   // background job was queued).
-  absl::StatusOr<std::shared_ptr<const BestAnswer>> AnswerQueryBest(grpc::CallbackServerContext* ctx,
-                                              const v1::QueryBestRequest& request);
+  absl::StatusOr<std::shared_ptr<const BestAnswer>> AnswerQueryBest(
+      grpc::CallbackServerContext* ctx, const v1::QueryBestRequest& request);
   // tune_if_missing: queues a job for the task (one per task while it runs).
   absl::StatusOr<std::string> TuneInBackground(const BestQuery& query);
   static constexpr int64_t kBackgroundBudget = 64;
