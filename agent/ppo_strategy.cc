@@ -822,23 +822,11 @@ std::vector<int64_t> PpoStrategy::UnvisitedNeighbours(int64_t index, bool pairs)
     }
   }
   if (!pairs) return near;
-  // Every change of two parameters at once (hundreds to a few thousand points: the model ranks
-  // them in one prediction).
-  const auto& params = space().parameters();
-  for (size_t a = 0; a < params.size(); ++a) {
-    for (size_t b = a + 1; b < params.size(); ++b) {
-      for (size_t va = 0; va < params[a].values.size(); ++va) {
-        if (va == p[a]) continue;
-        for (size_t vb = 0; vb < params[b].values.size(); ++vb) {
-          if (vb == p[b]) continue;
-          Point q = p;
-          q[a] = static_cast<uint16_t>(va);
-          q[b] = static_cast<uint16_t>(vb);
-          int64_t i = space().IndexOf(q);
-          if (i >= 0 && !Visited(i) && seen.insert(i).second) near.push_back(i);
-        }
-      }
-    }
+  // Two-parameter changes: all of them (hundreds to a few thousand points, which the model ranks
+  // in one prediction) or, past options_.max_pair_moves, that many drawn at random.
+  for (const Point& q : space().TwoParameterChanges(p, options_.max_pair_moves, rng())) {
+    int64_t i = space().IndexOf(q);
+    if (!Visited(i) && seen.insert(i).second) near.push_back(i);
   }
   return near;
 }

@@ -78,6 +78,7 @@ struct PpoOptions {
   double local_share = 0.25;     // prior share of each batch from the best point's neighbourhood
   int restart_after = 5;         // batches in a row without a new best before a restart (0: never)
   bool pair_moves = true;        // the local arm also ranks two-parameter changes of its anchor
+  int64_t max_pair_moves = 4096;  // past this many two-parameter changes, a random sample of them
   int model_rounds = 60;         // boosting rounds of the cost model
 };
 
@@ -145,7 +146,8 @@ class PpoStrategy : public StrategyBase {
   // fastest first (at most elite_starts); empty just after a restart.
   std::vector<int64_t> Elites() const;
   // Unvisited points one step from `index`: a parameter's adjacent value or any other value of
-  // it; with `pairs`, also every change of two parameters at once.
+  // it; with `pairs`, also the changes of two parameters at once (all of them, or a sample of
+  // options_.max_pair_moves: SearchSpace::TwoParameterChanges).
   std::vector<int64_t> UnvisitedNeighbours(int64_t index, bool pairs = false);
   // The k candidates to measure: the best-scored of each of k clusters of the top candidates.
   std::vector<Point> Diverse(const std::vector<int64_t>& candidates,

@@ -276,4 +276,64 @@ std::vector<Point> SearchSpace::Neighbours(const Point& p, Neighbourhood kind) c
   return out;
 }
 
+int64_t SearchSpace::TwoParameterChangeCount() const {
+  int64_t count = 0;
+  for (size_t a = 0; a < Width(); ++a) {
+    for (size_t b = a + 1; b < Width(); ++b) {
+      count += static_cast<int64_t>(parameters_[a].values.size() - 1) *
+               static_cast<int64_t>(parameters_[b].values.size() - 1);
+    }
+  }
+  return count;
+}
+
+std::vector<Point> SearchSpace::TwoParameterChanges(const Point& p, int64_t max_candidates,
+                                                    absl::BitGenRef rng) const {
+  std::vector<Point> out;
+  // The parameter pairs, each with the number of its changes and the running total before it.
+  struct Pair {
+    size_t a, b;
+    int64_t others_b, first;  // values of b other than p[b]; index of the pair's first change
+  };
+  std::vector<Pair> pairs;
+  int64_t total = 0;
+  for (size_t a = 0; a < Width(); ++a) {
+    for (size_t b = a + 1; b < Width(); ++b) {
+      const int64_t others_a = static_cast<int64_t>(parameters_[a].values.size()) - 1;
+      const int64_t others_b = static_cast<int64_t>(parameters_[b].values.size()) - 1;
+      if (others_a == 0 || others_b == 0) continue;
+      pairs.push_back({a, b, others_b, total});
+      total += others_a * others_b;
+    }
+  }
+  // The change numbered `r` (0 <= r < total): pair, then the r-th combination of the two
+  // parameters' other values (value indices past p's own shifted by one).
+  auto change = [&](int64_t r) {
+    auto it = std::upper_bound(pairs.begin(), pairs.end(), r,
+                               [](int64_t x, const Pair& pair) { return x < pair.first; });
+    const Pair& pair = *(it - 1);
+    const int64_t within = r - pair.first;
+    const int64_t va = within / pair.others_b, vb = within % pair.others_b;
+    Point q = p;
+    q[pair.a] = static_cast<uint16_t>(va + (va >= p[pair.a]));
+    q[pair.b] = static_cast<uint16_t>(vb + (vb >= p[pair.b]));
+    return q;
+  };
+  if (total <= max_candidates) {
+    for (int64_t r = 0; r < total; ++r) {
+      Point q = change(r);
+      if (IsValid(q)) out.push_back(std::move(q));
+    }
+    return out;
+  }
+  absl::flat_hash_set<int64_t> drawn;
+  for (int64_t d = 0; d < max_candidates; ++d) {
+    const int64_t r = absl::Uniform<int64_t>(rng, 0, total);
+    if (!drawn.insert(r).second) continue;
+    Point q = change(r);
+    if (IsValid(q)) out.push_back(std::move(q));
+  }
+  return out;
+}
+
 }  // namespace ktune

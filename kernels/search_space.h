@@ -77,6 +77,17 @@ class SearchSpace {
   Point SampleUniform(absl::BitGenRef rng) const;
   // The valid points next to `p`, in a fixed order: for each parameter, by value index.
   std::vector<Point> Neighbours(const Point& p, Neighbourhood kind) const;
+  // Number of points (valid or not) that differ from `p` in exactly two parameters: the sum over
+  // parameter pairs of (values - 1) * (values - 1).
+  int64_t TwoParameterChangeCount() const;
+  // The valid points that differ from `p` in exactly two parameters. When there are at most
+  // `max_candidates` such changes (TwoParameterChangeCount), all the valid ones, in a fixed order
+  // (by parameter pair, then by value indices), and `rng` is not used. Otherwise `max_candidates`
+  // draws, uniform over all two-parameter changes, keeping the valid ones once each, in the order
+  // drawn: the cost stays bounded on spaces with long value lists (1000 values of two parameters
+  // are a million changes).
+  std::vector<Point> TwoParameterChanges(const Point& p, int64_t max_candidates,
+                                         absl::BitGenRef rng) const;
 
  private:
   SearchSpace() = default;

@@ -194,6 +194,73 @@ TEST(SearchSpaceTest, NeighboursAreValidAndDifferInOneParameter) {
   }
 }
 
+int Differing(const Point& p, const Point& q) {
+  int n = 0;
+  for (size_t k = 0; k < p.size(); ++k) n += p[k] != q[k];
+  return n;
+}
+
+TEST(SearchSpaceTest, TwoParameterChangesListEveryValidOneUnderTheLimit) {
+  auto def = LoadT1Definition(DefinitionFile("convolution_milo.json"));
+  ASSERT_TRUE(def.ok());
+  const SearchSpace& space = def->space;
+  std::mt19937_64 rng(5);
+  for (int trial = 0; trial < 20; ++trial) {
+    const Point p = space.SampleUniform(rng);
+    // Brute force: every valid point two parameters away.
+    std::set<Point> brute;
+    for (int64_t i = 0; i < space.size(); ++i) {
+      if (Differing(p, space.PointAt(i)) == 2) brute.insert(space.PointAt(i));
+    }
+    const std::vector<Point> all =
+        space.TwoParameterChanges(p, space.TwoParameterChangeCount(), rng);
+    EXPECT_EQ(std::set<Point>(all.begin(), all.end()), brute);
+    EXPECT_EQ(all.size(), brute.size());  // each once
+    const int64_t candidates = space.TwoParameterChangeCount();
+    EXPECT_GE(candidates, static_cast<int64_t>(brute.size()));
+    // The same list whatever the generator's state: no draws under the limit.
+    std::mt19937_64 other(99);
+    EXPECT_EQ(space.TwoParameterChanges(p, candidates, other), all);
+  }
+}
+
+TEST(SearchSpaceTest, TwoParameterChangesAreSampledPastTheLimit) {
+  // Three parameters of 60 values: 3 * 59 * 59 = 10,443 two-parameter changes of a point, about
+  // half of them invalid (a + b must be even).
+  std::vector<Parameter> params;
+  for (const char* name : {"a", "b", "c"}) {
+    std::vector<ParamValue> values;
+    for (int64_t v = 0; v < 60; ++v) values.emplace_back(std::in_place_type<int64_t>, v);
+    params.push_back({name, std::move(values)});
+  }
+  auto space = SearchSpace::Create(params, {"(a + b) % 2 == 0"});
+  ASSERT_TRUE(space.ok()) << space.status();
+  ASSERT_EQ(space->TwoParameterChangeCount(), 3 * 59 * 59);
+  const Point p = {10, 20, 30};
+  std::mt19937_64 rng(7);
+  const std::vector<Point> sample = space->TwoParameterChanges(p, 600, rng);
+  // 600 draws: about half are invalid and a few repeat, so about 300 come back.
+  EXPECT_LE(sample.size(), 600u);
+  EXPECT_GE(sample.size(), 200u);
+  std::set<Point> distinct(sample.begin(), sample.end());
+  EXPECT_EQ(distinct.size(), sample.size());
+  std::set<std::pair<int, int>> pairs_seen;
+  for (const Point& q : sample) {
+    EXPECT_TRUE(space->IsValid(q));
+    ASSERT_EQ(Differing(p, q), 2);
+    std::vector<int> changed;
+    for (int k = 0; k < 3; ++k) {
+      if (p[k] != q[k]) changed.push_back(k);
+    }
+    pairs_seen.insert({changed[0], changed[1]});
+  }
+  EXPECT_EQ(pairs_seen.size(), 3u);  // every parameter pair is drawn from
+  // Same generator state, same sample; another seed, another sample.
+  std::mt19937_64 again(7), other(8);
+  EXPECT_EQ(space->TwoParameterChanges(p, 600, again), sample);
+  EXPECT_NE(space->TwoParameterChanges(p, 600, other), sample);
+}
+
 TEST(SearchSpaceTest, ConfigurationsRoundTripThroughPoints) {
   auto def = LoadT1Definition(DefinitionFile("dedispersion_milo.json"));
   ASSERT_TRUE(def.ok());
