@@ -716,6 +716,9 @@ absl::StatusOr<std::vector<Point>> PpoStrategy::ProposeFromPolicy(int n, int exp
   for (int64_t i : walked.first) {
     if (!Visited(i)) candidates.push_back(i);
   }
+  // The model's view of the whole space as well: walks of a few steps from the elites cannot
+  // reach a basin far from them, which the model may already rank high.
+  AppendGlobalCandidates(candidates);
   KTUNE_ASSIGN_OR_RETURN(std::vector<float> scores, land.Scores(candidates));
   // A share of the batch from the best point's neighbourhood, as the model ranks it (a trust
   // region: needle-shaped optima are found by local steps more often than by the model alone),
@@ -749,6 +752,23 @@ absl::StatusOr<std::vector<Point>> PpoStrategy::ProposeFromPolicy(int n, int exp
   for (const Point& p : more) arm_of_[space().IndexOf(p)] = kPolicyArm;
   out.insert(out.end(), more.begin(), more.end());
   return out;
+}
+
+void PpoStrategy::AppendGlobalCandidates(std::vector<int64_t>& candidates) {
+  if (options_.global_candidates <= 0) return;
+  absl::flat_hash_set<int64_t> in(candidates.begin(), candidates.end());
+  const int64_t size = space().size();
+  if (size <= options_.global_candidates) {
+    for (int64_t i = 0; i < size; ++i) {
+      if (!Visited(i) && in.insert(i).second) candidates.push_back(i);
+    }
+    return;
+  }
+  std::uniform_int_distribution<int64_t> pick(0, size - 1);
+  for (int64_t d = 0; d < options_.global_candidates; ++d) {
+    const int64_t i = pick(rng());
+    if (!Visited(i) && in.insert(i).second) candidates.push_back(i);
+  }
 }
 
 int PpoStrategy::LocalCount(int exploit) {

@@ -12,9 +12,12 @@
 //     reward is the model's predicted improvement (a step's change in -log time);
 //  3. PPO updates the actor-critic (clipped surrogate, value baseline with clipped value loss,
 //     GAE, entropy bonus, minibatch epochs, gradient-norm clipping, KL early stop);
-//  4. the policy's walks propose states; the unvisited ones the model scores best are clustered
-//     (k-means on their features, as Chameleon's adaptive sampling) and the best of each cluster
-//     forms the batch, with an epsilon share of random configurations;
+//  4. the policy's walks propose states and, with them, `global_candidates` unvisited points of
+//     the whole space (all of them in a smaller space, else a uniform sample), as AutoTVM's
+//     model-based tuner ranks them: walks of a few steps from the elites cannot reach a basin far
+//     from them, which the model may already rank high. The unvisited candidates the model scores
+//     best are clustered (k-means on their features, as Chameleon's adaptive sampling) and the
+//     best of each cluster forms the batch, with an epsilon share of random configurations;
 //  5. a share of the batch comes instead from the unvisited neighbourhood of the fastest result
 //     (one parameter changed, or two at once: `pair_moves`), as the model ranks it (a trust
 //     region: needle-shaped optima, common in GPU spaces, are found by local steps more often than
@@ -79,6 +82,7 @@ struct PpoOptions {
   int restart_after = 5;         // batches in a row without a new best before a restart (0: never)
   bool pair_moves = true;        // the local arm also ranks two-parameter changes of its anchor
   int64_t max_pair_moves = 4096;  // past this many two-parameter changes, a random sample of them
+  int64_t global_candidates = 4096;  // points of the whole space the model also ranks each batch
   int model_rounds = 60;         // boosting rounds of the cost model
 };
 
@@ -131,6 +135,9 @@ class PpoStrategy : public StrategyBase {
   // Walks the policy from the fastest results; the batch is the model's best of what the walks
   // reach (clustered: Diverse) plus a share of the best point's neighbourhood.
   absl::StatusOr<std::vector<Point>> ProposeFromPolicy(int n, int exploit);
+  // Adds to `candidates` (once each) the unvisited points of the whole space, or those of
+  // options_.global_candidates uniform draws where the space is larger.
+  void AppendGlobalCandidates(std::vector<int64_t>& candidates);
   // Neighbours of the fastest results, unranked: what a proposal costs when the agent's time
   // allowance affords nothing more.
   absl::StatusOr<std::vector<Point>> ProposeLocal(int exploit);

@@ -65,7 +65,7 @@ class BowlMeasurer : public Measurer {
 SearchSpace Bowl() {
   auto values = [](int n) {
     std::vector<ParamValue> v;
-    for (int64_t i = 0; i < n; ++i) v.push_back(i);
+    for (int64_t i = 0; i < n; ++i) v.emplace_back(std::in_place_type<int64_t>, i);
     return v;
   };
   return *SearchSpace::Create(
@@ -250,6 +250,43 @@ TEST(PpoStrategyTest, TheLocalArmCrossesARidgeWithTwoParameterChanges) {
   ASSERT_TRUE(batch.ok()) << batch.status();
   ASSERT_FALSE(batch->empty());
   EXPECT_EQ(changed(batch->front()), 2);
+}
+
+// The model also ranks points of the whole space, not only where the policy's walks from the
+// elites lead: with no walks and no local arm, the batch still holds the model's best points.
+TEST(PpoStrategyTest, TheModelRanksTheWholeSpaceNotOnlyTheWalks) {
+  SearchSpace space = Bowl();
+  BowlMeasurer measurer;
+  // 300 measured points spread over the space, none within 1.25 of the optimum's time (1.0).
+  std::vector<Observation> prior;
+  for (int64_t i = 0; static_cast<int64_t>(prior.size()) < 300; i += 29) {
+    const Point p = space.PointAt(i % space.size());
+    auto r = measurer.Measure({}, {space.ToConfiguration(p)});
+    ASSERT_TRUE(r.ok());
+    const double t = *(*r)[0].time_ms;
+    if (t > 1.25) prior.push_back({p, true, t});
+  }
+  auto best_of_batch = [&](int64_t global_candidates) {
+    PpoOptions options;
+    options.proposal_episodes = 0;  // no walks
+    options.local_share = 0;        // no local arm
+    options.global_candidates = global_candidates;
+    PpoStrategy ppo(options);
+    EXPECT_TRUE(ppo.Initialize(space, 11).ok());
+    EXPECT_TRUE(ppo.AddPriorResults(prior).ok());
+    EXPECT_TRUE(ppo.PreTuning(64, 8).ok());
+    auto batch = ppo.ProposeBatch();
+    EXPECT_TRUE(batch.ok()) << batch.status();
+    double best = INFINITY;
+    for (const Point& p : *batch) {
+      best = std::min(best, *(*measurer.Measure({}, {space.ToConfiguration(p)}))[0].time_ms);
+    }
+    return best;
+  };
+  // Every point of the space ranked (8,784 <= 10,000): a point next to the optimum is proposed.
+  EXPECT_LE(best_of_batch(10000), 1.25);
+  // Without the global pool the batch is the random share and the base's random fill.
+  EXPECT_GT(best_of_batch(0), 1.25);
 }
 
 TEST(PpoStrategyTest, SameSeedSameRun) {
