@@ -831,7 +831,7 @@ absl::Status PpoStrategy::Observe(const std::vector<Observation>& results) {
   return absl::OkStatus();
 }
 
-std::vector<int64_t> PpoStrategy::UnvisitedNeighbours(int64_t index, bool pairs) {
+std::vector<int64_t> PpoStrategy::UnvisitedNeighbours(int64_t index, int64_t max_pairs) {
   std::vector<int64_t> near;
   absl::flat_hash_set<int64_t> seen;
   const Point p = space().PointAt(index);
@@ -841,10 +841,10 @@ std::vector<int64_t> PpoStrategy::UnvisitedNeighbours(int64_t index, bool pairs)
       if (i >= 0 && !Visited(i) && seen.insert(i).second) near.push_back(i);
     }
   }
-  if (!pairs) return near;
+  if (max_pairs <= 0) return near;
   // Two-parameter changes: all of them (hundreds to a few thousand points, which the model ranks
-  // in one prediction) or, past options_.max_pair_moves, that many drawn at random.
-  for (const Point& q : space().TwoParameterChanges(p, options_.max_pair_moves, rng())) {
+  // in one prediction) or, past max_pairs, that many drawn at random.
+  for (const Point& q : space().TwoParameterChanges(p, max_pairs, rng())) {
     int64_t i = space().IndexOf(q);
     if (!Visited(i) && seen.insert(i).second) near.push_back(i);
   }

@@ -80,8 +80,9 @@ struct PpoOptions {
   int source_rows = 1024;        // cost-model rows per transfer source (its best quarter + sample)
   double local_share = 0.25;     // prior share of each batch from the best point's neighbourhood
   int restart_after = 5;         // batches in a row without a new best before a restart (0: never)
-  bool pair_moves = true;        // the local arm also ranks two-parameter changes of its anchor
-  int64_t max_pair_moves = 4096;  // past this many two-parameter changes, a random sample of them
+  // Two-parameter changes of its anchor the local arm also ranks: all of them, or a random sample
+  // of this many where there are more (0: none).
+  int64_t pair_moves = 4096;
   int64_t global_candidates = 4096;  // points of the whole space the model also ranks each batch
   int model_rounds = 60;         // boosting rounds of the cost model
 };
@@ -153,9 +154,9 @@ class PpoStrategy : public StrategyBase {
   // fastest first (at most elite_starts); empty just after a restart.
   std::vector<int64_t> Elites() const;
   // Unvisited points one step from `index`: a parameter's adjacent value or any other value of
-  // it; with `pairs`, also the changes of two parameters at once (all of them, or a sample of
-  // options_.max_pair_moves: SearchSpace::TwoParameterChanges).
-  std::vector<int64_t> UnvisitedNeighbours(int64_t index, bool pairs = false);
+  // it; with `max_pairs` > 0, also the changes of two parameters at once (all of them, or a
+  // sample of max_pairs: SearchSpace::TwoParameterChanges).
+  std::vector<int64_t> UnvisitedNeighbours(int64_t index, int64_t max_pairs = 0);
   // The k candidates to measure: the best-scored of each of k clusters of the top candidates.
   std::vector<Point> Diverse(const std::vector<int64_t>& candidates,
                              const std::vector<float>& scores, int k);

@@ -77,8 +77,8 @@ class SearchSpace {
   Point SampleUniform(absl::BitGenRef rng) const;
   // The valid points next to `p`, in a fixed order: for each parameter, by value index.
   std::vector<Point> Neighbours(const Point& p, Neighbourhood kind) const;
-  // Number of points (valid or not) that differ from `p` in exactly two parameters: the sum over
-  // parameter pairs of (values - 1) * (values - 1).
+  // Number of points (valid or not) that differ from any one point in exactly two parameters:
+  // the sum over parameter pairs of (values - 1) * (values - 1).
   int64_t TwoParameterChangeCount() const;
   // The valid points that differ from `p` in exactly two parameters. When there are at most
   // `max_candidates` such changes (TwoParameterChangeCount), all the valid ones, in a fixed order
