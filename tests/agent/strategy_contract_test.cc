@@ -23,7 +23,7 @@ namespace {
 
 std::vector<ParamValue> Range(int64_t n) {
   std::vector<ParamValue> v;
-  for (int64_t i = 1; i <= n; ++i) v.push_back(i);
+  for (int64_t i = 1; i <= n; ++i) v.emplace_back(std::in_place_type<int64_t>, i);
   return v;
 }
 
