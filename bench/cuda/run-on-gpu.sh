@@ -23,7 +23,7 @@ for d in $(python3 -c 'import nvidia, os; print(" ".join(os.path.join(p, q, "lib
   extra=$extra:$d
 done
 export LD_LIBRARY_PATH="$kt/lib:$extra${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
-export KTUNE_RUNNER="$kt/bin/ktune-runner" KTUNE_CUDA_RUNNER="$kt/bin/ktune-cuda-runner"
+export KTUNE_BINARY="$kt/bin/ktune" KTUNE_RUNNER="$kt/bin/ktune-runner" KTUNE_CUDA_RUNNER="$kt/bin/ktune-cuda-runner"
 export KTUNE_CACHE_DIR=/tmp/ktune-cache
 [ -d /usr/local/cuda/include ] && export KTUNE_CUDA_INCLUDE=/usr/local/cuda/include
 cd /tmp

@@ -6,6 +6,7 @@
 //
 // Anything a kernel prints (printf) goes to stderr: stdout is reserved for the protocol.
 #include <cstdio>
+#include <cstdlib>
 
 #include "measurer/cuda/cuda_runner_session.h"
 #include "measurer/runner/framing.h"
@@ -17,6 +18,12 @@ int main(int argc, char** argv) {
                  "protocol on stdin/stdout)\n");
     return 2;
   }
+  // NVRTC honours the driver's compute cache (~/.nv/ComputeCache, where a driver is installed):
+  // a program compiled before, by any process, comes back from it without ptxas's report, so its
+  // registers and shared memory would read 0 (seen on an H100 machine). ktune keeps its own cubin
+  // cache with the reports (nvrtc_compiler.h), and the runner loads cubins, never PTX, so the
+  // driver's cache is of no use here.
+  ::setenv("CUDA_CACHE_DISABLE", "1", 1);
   int in = -1, out = -1;
   if (!ktune::runner::TakeProtocolPipes(&in, &out)) return 1;
 

@@ -44,7 +44,9 @@ bool WriteFileAtomically(const std::filesystem::path& path, const std::string& d
 // architecture) and the source.
 std::string CacheKey(const cuda_runner::Program& p, const std::string& compiler,
                      const std::vector<std::string>& options) {
-  std::string text = absl::StrCat(compiler, "\n", p.entry(), "\n");
+  // "compute cache off": entries from before the runner turned the driver's compute cache off
+  // may hold an empty ptxas report (cuda_runner_main.cc); this keeps them out.
+  std::string text = absl::StrCat(compiler, "\ncompute cache off\n", p.entry(), "\n");
   for (const std::string& o : options) absl::StrAppend(&text, o, "\n");
   absl::StrAppend(&text, p.source());
   const XXH128_hash_t h = XXH3_128bits(text.data(), text.size());

@@ -191,6 +191,50 @@ TEST(CudaCompileTest, CachesCubinsByProgramAndArchitecture) {
   EXPECT_NE((*other)[0].cubin_path(), (*first)[0].cubin_path());
 }
 
+// Compiled again (another cache folder, so NVRTC really compiles), a program must report the
+// same resources: NVRTC drops ptxas's report for programs it finds in the driver's compute cache,
+// which made every recompiled program read 0 registers on an H100 machine until the runner
+// turned that cache off. The first compiles run as one parallel batch, as the worker's do.
+TEST(CudaCompileTest, RecompiledProgramsReportTheirResourcesAgain) {
+  std::vector<cuda_runner::Program> programs;
+  for (int n = 1; n <= 16; ++n) {
+    cuda_runner::Program p;
+    p.set_source(
+        "extern \"C\" __global__ void ktune_kernel(float* x) {\n"
+        "  __shared__ float s[KT_N * 64];\n"
+        "  float r[KT_N];\n"
+        "#pragma unroll\n"
+        "  for (int i = 0; i < KT_N; ++i) r[i] = x[i * 1024 + threadIdx.x];\n"
+        "  s[threadIdx.x] = r[0];\n"
+        "  __syncthreads();\n"
+        "  float t = 0;\n"
+        "#pragma unroll\n"
+        "  for (int i = 0; i < KT_N; ++i) t += r[i] * s[(threadIdx.x * 7 + i) % (KT_N * 64)];\n"
+        "  x[threadIdx.x] = t;\n"
+        "}\n");
+    p.set_arch("sm_90");
+    p.set_entry("ktune_kernel");
+    p.add_defines(absl::StrCat("KT_N=", n));
+    programs.push_back(p);
+  }
+  testing::TempDir batch_cache, alone_cache;
+  CudaRunnerClient runner(RunnerPath());
+  auto batch = runner.Compile(programs, batch_cache.path(), 16, 300'000);
+  ASSERT_TRUE(batch.ok()) << batch.status();
+  ASSERT_EQ(batch->size(), programs.size());
+  for (size_t i = 0; i < programs.size(); ++i) {
+    auto alone = runner.Compile({programs[i]}, alone_cache.path(), 1, 120'000);
+    ASSERT_TRUE(alone.ok()) << alone.status();
+    const cuda_runner::CompileResult& b = (*batch)[i];
+    const cuda_runner::CompileResult& a = (*alone)[0];
+    ASSERT_TRUE(b.ok() && a.ok()) << b.log() << a.log();
+    EXPECT_GT(a.registers(), 0) << a.log();
+    EXPECT_EQ(a.shared_bytes(), 64 * 4 * static_cast<int>(i + 1)) << a.log();
+    EXPECT_EQ(b.registers(), a.registers()) << "program " << i << ":\n" << b.log();
+    EXPECT_EQ(b.shared_bytes(), a.shared_bytes()) << "program " << i << ":\n" << b.log();
+  }
+}
+
 TEST(CudaCompileTest, ParsesPtxasReportOfTheRightEntry) {
   const std::string log =
       "ptxas info    : Compiling entry function 'ktune_reference' for 'sm_90'\n"

@@ -28,7 +28,12 @@ TempDir::~TempDir() {
   (void)std::system(cmd.c_str());
 }
 
-std::string KtuneBinary() { return KTUNE_BINARY; }
+// $KTUNE_BINARY when set (a bundle run on another machine: bench/cuda/run-on-gpu.sh), else the
+// binary built beside the tests.
+std::string KtuneBinary() {
+  const char* env = std::getenv("KTUNE_BINARY");
+  return env && *env ? env : KTUNE_BINARY;
+}
 
 std::string ReadWholeFile(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
