@@ -802,14 +802,14 @@ absl::Status PpoStrategy::Observe(const std::vector<Observation>& results) {
     std::nth_element(before.begin(), before.begin() + (k - 1), before.end());
     threshold = before[k - 1];
   }
-  // Restarts: a batch with no result faster than the region's best is stale. After
-  // options_.restart_after stale batches in a row (past the warm-up), a new region begins with
-  // the next batch: the elites come only from results measured from then on.
+  // Restarts: a batch with no result faster than the region's best by options_.restart_min_gain
+  // is stale. After options_.restart_after stale batches in a row (past the warm-up), a new
+  // region begins with the next batch: the elites come only from results measured from then on.
   bool improved = false;
   for (const Observation& o : results) {
     if (o.ok && o.time_ms < region_best_ms_) {
+      improved |= o.time_ms < region_best_ms_ * (1 - options_.restart_min_gain);
       region_best_ms_ = o.time_ms;
-      improved = true;
     }
   }
   if (options_.restart_after > 0 && static_cast<int>(h.size()) > options_.warmup) {

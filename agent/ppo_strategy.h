@@ -80,6 +80,9 @@ struct PpoOptions {
   int source_rows = 1024;        // cost-model rows per transfer source (its best quarter + sample)
   double local_share = 0.25;     // prior share of each batch from the best point's neighbourhood
   int restart_after = 5;         // batches in a row without a new best before a restart (0: never)
+  // A new best counts as progress only if it beats the region's best by this share (TuRBO's
+  // success threshold): creeping along a plateau of near-equal points restarts too.
+  double restart_min_gain = 0.01;
   // Two-parameter changes of its anchor the local arm also ranks: all of them, or a random sample
   // of this many where there are more (0: none).
   int64_t pair_moves = 4096;

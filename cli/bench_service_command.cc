@@ -37,6 +37,7 @@ struct BenchServiceArgs {
   double seconds = 3;
   int workers = 8;
   int64_t budget = 4000;
+  int connections = 1;
   bool json = false;
 };
 
@@ -63,8 +64,9 @@ struct RpcCall {
 // completes (a closed loop, as gRPC's own benchmarks drive it: callbacks, not a thread per
 // caller, so the load generator's context switches stay off the measured latencies). Appends each
 // call's latency; a failed call counts as an error and ends its caller.
-void RunLoad(grpc::GenericStub& stub, int clients, double seconds, const RpcCall& call,
-             std::vector<double>* latencies_ms, int64_t* errors) {
+void RunLoad(const std::vector<std::unique_ptr<grpc::GenericStub>>& stubs, int clients,
+             double seconds, const RpcCall& call, std::vector<double>* latencies_ms,
+             int64_t* errors) {
   struct Caller {
     std::unique_ptr<grpc::ClientContext> ctx, previous;  // previous: freed after its callback
     grpc::ByteBuffer response;
@@ -82,7 +84,8 @@ void RunLoad(grpc::GenericStub& stub, int clients, double seconds, const RpcCall
     caller.ctx = Context();
     caller.response.Clear();
     caller.start = absl::Now();
-    stub.UnaryCall(caller.ctx.get(), call.method, grpc::StubOptions(), &call.request,
+    stubs[c % stubs.size()]->UnaryCall(caller.ctx.get(), call.method, grpc::StubOptions(),
+                                       &call.request,
                    &caller.response, [&, c](grpc::Status status) {
                      Caller& done = callers[c];
                      const bool ok = status.ok() && call.check(&done.response);
@@ -122,14 +125,15 @@ LoadResult Summarise(std::vector<double> latencies_ms, int64_t errors, double se
 // Both calls get `seconds` in all, in kRounds alternating slices (A B A B ...), so that a drift in
 // the machine's speed during the run (another process, frequency) weighs on both alike.
 constexpr int kRounds = 5;
-std::pair<LoadResult, LoadResult> CompareLoads(grpc::GenericStub& stub, int clients,
+std::pair<LoadResult, LoadResult> CompareLoads(
+    const std::vector<std::unique_ptr<grpc::GenericStub>>& stubs, int clients,
                                                double seconds, const RpcCall& a,
                                                const RpcCall& b) {
   std::vector<double> latencies_a, latencies_b;
   int64_t errors_a = 0, errors_b = 0;
   for (int round = 0; round < kRounds; ++round) {
-    RunLoad(stub, clients, seconds / kRounds, a, &latencies_a, &errors_a);
-    RunLoad(stub, clients, seconds / kRounds, b, &latencies_b, &errors_b);
+    RunLoad(stubs, clients, seconds / kRounds, a, &latencies_a, &errors_a);
+    RunLoad(stubs, clients, seconds / kRounds, b, &latencies_b, &errors_b);
   }
   return {Summarise(std::move(latencies_a), errors_a, seconds),
           Summarise(std::move(latencies_b), errors_b, seconds)};
@@ -174,9 +178,16 @@ int RunBenchService(const BenchServiceArgs& a) {
     auto server = TuningServer::Start(options);
     if (!server.ok()) return Fail(cmd, server.status());
     const std::string address = absl::StrCat("127.0.0.1:", (*server)->port());
-    auto channel = grpc::CreateChannel(address, grpc::InsecureChannelCredentials());
-    auto stub = v1::TuningService::NewStub(channel);
-    grpc::GenericStub generic(channel);
+    // Callers share `connections` channels, each its own TCP connection (a channel argument
+    // unique to each keeps gRPC from sharing one connection between them): caller c uses c mod
+    // connections.
+    std::vector<std::unique_ptr<grpc::GenericStub>> generic;
+    for (int c = 0; c < a.connections; ++c) {
+      grpc::ChannelArguments args;
+      args.SetInt("ktune.bench_connection", c);
+      generic.push_back(std::make_unique<grpc::GenericStub>(
+          grpc::CreateCustomChannel(address, grpc::InsecureChannelCredentials(), args)));
+    }
     const Record& any = recorded[0].records.front();
     v1::QueryBestRequest query;
     query.mutable_kernel()->set_name(any.kernel);
@@ -216,6 +227,7 @@ int RunBenchService(const BenchServiceArgs& a) {
           CompareLoads(generic, clients, a.seconds, health_check, query_best);
       nlohmann::json out{{"benchmark", "query"},
                          {"clients", clients},
+                         {"connections", std::min(clients, a.connections)},
                          {"seconds", a.seconds},
                          {"empty_rpc_calls_per_second", empty.calls_per_second},
                          {"empty_rpc_p50_ms", empty.p50_ms},
@@ -315,6 +327,10 @@ void RegisterBenchServiceCommand(CLI::App& bench, Action* action) {
   auto a = std::make_shared<BenchServiceArgs>();
   CLI::App* sub = bench.add_subcommand("service", "Query and dispatch throughput of the server");
   sub->add_option("--clients", a->clients, "Concurrent query clients, comma-separated")
+      ->capture_default_str();
+  sub->add_option("--connections", a->connections,
+                  "Queries: TCP connections the clients share (client c uses connection c mod N)")
+      ->check(CLI::Range(1, 1024))
       ->capture_default_str();
   sub->add_option("--seconds", a->seconds, "Seconds per load level")->capture_default_str();
   sub->add_option("--workers", a->workers, "Replay workers for the dispatch benchmark")

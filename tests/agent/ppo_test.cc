@@ -219,6 +219,36 @@ TEST(PpoStrategyTest, RestartsAfterBatchesThatFindNothingFaster) {
   EXPECT_EQ(never.restarts(), 0);
 }
 
+// Each measurement 0.01% faster than the last: every batch sets a new best, by a hair.
+class CreepingMeasurer : public BowlMeasurer {
+ public:
+  absl::StatusOr<std::vector<MeasureResult>> Measure(
+      const TaskKey&, const std::vector<Configuration>& configs) override {
+    std::vector<MeasureResult> out(configs.size());
+    for (MeasureResult& r : out) r.time_ms = 2.0 * (1 - 1e-4 * ++calls_);
+    return out;
+  }
+
+ private:
+  int calls_ = 0;
+};
+
+TEST(PpoStrategyTest, CreepingAlongAPlateauCountsAsStale) {
+  SearchSpace space = Bowl();
+  PpoOptions options;
+  options.restart_after = 3;
+  PpoStrategy creeping(options);  // restart_min_gain 1%: a 0.08% gain a batch is no progress
+  CreepingMeasurer m1;
+  ASSERT_TRUE(RunTuningLoop(creeping, space, m1, {}, {160, 8, 5}).ok());
+  EXPECT_GE(creeping.restarts(), 3);
+
+  options.restart_min_gain = 0;  // any gain is progress: never stale
+  PpoStrategy any_gain(options);
+  CreepingMeasurer m2;
+  ASSERT_TRUE(RunTuningLoop(any_gain, space, m2, {}, {160, 8, 5}).ok());
+  EXPECT_EQ(any_gain.restarts(), 0);
+}
+
 // A ridge: the best point is known and every one-parameter change of it was measured slower, so
 // only a move of two parameters at once can still improve. The local arm proposes first, from
 // the best point's unvisited neighbourhood: it must reach two-parameter changes.
