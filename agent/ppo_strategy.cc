@@ -4,10 +4,10 @@
 #include <torch/torch.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <numeric>
 #include <sstream>
-#include <chrono>
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/container/flat_hash_set.h"
@@ -653,8 +653,7 @@ absl::Status PpoStrategy::Learn() {
     // target's own results outweigh as they accumulate, and drop when they contradict it.
     weights.assign(h.size(), 1.f);
     const int w = impl_->features().width();
-    const float each =
-        static_cast<float>(options_.source_weight * agreement / source_y_.size());
+    const float each = static_cast<float>(options_.source_weight * agreement / source_y_.size());
     for (size_t r = 0; r < source_y_.size(); ++r) {
       x.insert(x.end(), source_x_.begin() + r * w, source_x_.begin() + (r + 1) * w);
       x.push_back(1.f);

@@ -87,7 +87,7 @@ struct PpoOptions {
   // of this many where there are more (0: none).
   int64_t pair_moves = 4096;
   int64_t global_candidates = 4096;  // points of the whole space the model also ranks each batch
-  int model_rounds = 60;         // boosting rounds of the cost model
+  int model_rounds = 60;             // boosting rounds of the cost model
 };
 
 class PpoStrategy : public StrategyBase {

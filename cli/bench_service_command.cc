@@ -20,8 +20,8 @@
 #include "cli/command.h"
 #include "db/interchange/record_files.h"
 #include "grpcpp/create_channel.h"
-#include "grpcpp/support/proto_buffer_reader.h"
 #include "grpcpp/generic/generic_stub.h"
+#include "grpcpp/support/proto_buffer_reader.h"
 #include "ktune/v1/tuning_service.grpc.pb.h"
 #include "measurer/replay_measurer.h"
 #include "measurer/worker_loop.h"
@@ -84,21 +84,21 @@ void RunLoad(const std::vector<std::unique_ptr<grpc::GenericStub>>& stubs, int c
     caller.ctx = Context();
     caller.response.Clear();
     caller.start = absl::Now();
-    stubs[c % stubs.size()]->UnaryCall(caller.ctx.get(), call.method, grpc::StubOptions(),
-                                       &call.request,
-                   &caller.response, [&, c](grpc::Status status) {
-                     Caller& done = callers[c];
-                     const bool ok = status.ok() && call.check(&done.response);
-                     const absl::Time now = absl::Now();
-                     done.latencies.push_back(absl::ToDoubleMilliseconds(now - done.start));
-                     if (!ok) ++done.failed;
-                     if (ok && now < end) {
-                       issue(c);
-                     } else {
-                       absl::MutexLock lock(&mu);
-                       --running;
-                     }
-                   });
+    stubs[c % stubs.size()]->UnaryCall(
+        caller.ctx.get(), call.method, grpc::StubOptions(), &call.request, &caller.response,
+        [&, c](grpc::Status status) {
+          Caller& done = callers[c];
+          const bool ok = status.ok() && call.check(&done.response);
+          const absl::Time now = absl::Now();
+          done.latencies.push_back(absl::ToDoubleMilliseconds(now - done.start));
+          if (!ok) ++done.failed;
+          if (ok && now < end) {
+            issue(c);
+          } else {
+            absl::MutexLock lock(&mu);
+            --running;
+          }
+        });
   };
   for (int c = 0; c < clients; ++c) issue(c);
   mu.LockWhen(absl::Condition(
@@ -126,9 +126,8 @@ LoadResult Summarise(std::vector<double> latencies_ms, int64_t errors, double se
 // the machine's speed during the run (another process, frequency) weighs on both alike.
 constexpr int kRounds = 5;
 std::pair<LoadResult, LoadResult> CompareLoads(
-    const std::vector<std::unique_ptr<grpc::GenericStub>>& stubs, int clients,
-                                               double seconds, const RpcCall& a,
-                                               const RpcCall& b) {
+    const std::vector<std::unique_ptr<grpc::GenericStub>>& stubs, int clients, double seconds,
+    const RpcCall& a, const RpcCall& b) {
   std::vector<double> latencies_a, latencies_b;
   int64_t errors_a = 0, errors_b = 0;
   for (int round = 0; round < kRounds; ++round) {
@@ -196,20 +195,18 @@ int RunBenchService(const BenchServiceArgs& a) {
     // Both calls go through the same client path (the generic stub's callback API, the request
     // serialised once), so that the ratio measures the server's work, not two client libraries.
     grpc::Slice query_slice(query.SerializeAsString()), empty_slice("");
-    const RpcCall query_best{"/ktune.v1.TuningService/QueryBest",
-                             grpc::ByteBuffer(&query_slice, 1), [](grpc::ByteBuffer* bytes) {
-                               // the answer is parsed, as a client must
-                               // on an arena, as a latency-minded client would parse
-                               google::protobuf::Arena arena;
-                               auto* response =
-                                   google::protobuf::Arena::CreateMessage<v1::QueryBestResponse>(
-                                       &arena);
-                               return grpc::GenericDeserialize<grpc::ProtoBufferReader,
-                                                               v1::QueryBestResponse>(bytes,
-                                                                                      response)
-                                          .ok() &&
-                                      response->best_size() == 1;
-                             }};
+    const RpcCall query_best{
+        "/ktune.v1.TuningService/QueryBest", grpc::ByteBuffer(&query_slice, 1),
+        [](grpc::ByteBuffer* bytes) {
+          // the answer is parsed, as a client must
+          // on an arena, as a latency-minded client would parse
+          google::protobuf::Arena arena;
+          auto* response = google::protobuf::Arena::CreateMessage<v1::QueryBestResponse>(&arena);
+          return grpc::GenericDeserialize<grpc::ProtoBufferReader, v1::QueryBestResponse>(bytes,
+                                                                                          response)
+                     .ok() &&
+                 response->best_size() == 1;
+        }};
     const RpcCall health_check{"/grpc.health.v1.Health/Check",  // an empty request
                                grpc::ByteBuffer(&empty_slice, 1),
                                [](grpc::ByteBuffer*) { return true; }};

@@ -29,7 +29,8 @@ std::string ReadFile(const std::filesystem::path& path) {
 // never see half a file.
 bool WriteFileAtomically(const std::filesystem::path& path, const std::string& data) {
   const std::filesystem::path tmp =
-      path.string() + absl::StrCat(".tmp.", ::getpid(), ".", std::hash<std::thread::id>()(std::this_thread::get_id()));
+      path.string() + absl::StrCat(".tmp.", ::getpid(), ".",
+                                   std::hash<std::thread::id>()(std::this_thread::get_id()));
   {
     std::ofstream out(tmp, std::ios::binary);
     out.write(data.data(), static_cast<std::streamsize>(data.size()));
@@ -89,9 +90,12 @@ cuda_runner::CompileResult CompileProgram(const cuda_runner::Program& program,
     return result;
   }
   const Nvrtc& nvrtc = **nvrtc_or;
-  std::vector<std::string> options = {
-      "-std=c++17", absl::StrCat("-arch=", program.arch()), "-default-device", "-Xptxas=-v",
-      absl::StrCat("-I", CudaIncludeDir()), absl::StrCat("-I", CudaIncludeDir(), "/cccl")};
+  std::vector<std::string> options = {"-std=c++17",
+                                      absl::StrCat("-arch=", program.arch()),
+                                      "-default-device",
+                                      "-Xptxas=-v",
+                                      absl::StrCat("-I", CudaIncludeDir()),
+                                      absl::StrCat("-I", CudaIncludeDir(), "/cccl")};
   for (const std::string& d : program.defines()) options.push_back("-D" + d);
   const std::string key = CacheKey(program, "nvrtc " + nvrtc.VersionText(), options);
   const std::filesystem::path cubin = std::filesystem::path(cache_dir) / (key + ".cubin");

@@ -6,7 +6,6 @@
 #include <set>
 
 #include "absl/time/clock.h"
-
 #include "agent/gae.h"
 #include "agent/ppo_strategy.h"
 #include "agent/tuning_loop.h"

@@ -9,7 +9,6 @@
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
-
 #include <unistd.h>
 
 #include <cstdlib>
@@ -63,8 +62,8 @@ std::vector<Configuration> SampleConfigs(const KernelDefinition& def, const Prob
   std::vector<Configuration> configs = {*def.DefaultConfiguration(problem, MachineVariables{})};
   std::mt19937_64 rng(seed);
   for (int i = 0; i < count && space->size() > 0; ++i) {
-    configs.push_back(space->ToConfiguration(space->PointAt(static_cast<int64_t>(
-        rng() % static_cast<uint64_t>(space->size())))));
+    configs.push_back(space->ToConfiguration(
+        space->PointAt(static_cast<int64_t>(rng() % static_cast<uint64_t>(space->size())))));
   }
   return configs;
 }
@@ -106,8 +105,8 @@ TEST(CudaCompileTest, EveryTemplateCompilesForSm80AndSm90WithinTheHardwareLimits
               CudaKernelProgram(def, *problem, config, arch);
           ASSERT_TRUE(program.ok()) << program.status();
           absl::StatusOr<CudaLaunchGeometry> launch = CudaLaunchFor(def, *problem, config);
-          ASSERT_TRUE(launch.ok()) << def.name << " " << CanonicalJson(config) << ": "
-                                   << launch.status();
+          ASSERT_TRUE(launch.ok())
+              << def.name << " " << CanonicalJson(config) << ": " << launch.status();
           programs.push_back(*program);
           launches.push_back(*launch);
         }
@@ -148,8 +147,8 @@ TEST(CudaCompileTest, KernelsCommandCompilesSamplesForAnArchitecture) {
     EXPECT_TRUE(c["ok"].get<bool>()) << c.dump();
     EXPECT_GT(c["registers"].get<int>(), 0) << c.dump();
   }
-  auto cpu = testing::RunKtune({"kernels", "gemm", "--problem", "M=8,N=8,K=8", "--compile",
-                                "sm_80"});
+  auto cpu =
+      testing::RunKtune({"kernels", "gemm", "--problem", "M=8,N=8,K=8", "--compile", "sm_80"});
   EXPECT_EQ(cpu.exit_code, 2);
   EXPECT_THAT(cpu.err, HasSubstr("needs a CUDA template"));
 }
@@ -285,7 +284,7 @@ const cuda_runner::DeviceDescription& Gpu() {
   return *d;
 }
 
-#define KTUNE_REQUIRE_GPU()                                                  \
+#define KTUNE_REQUIRE_GPU() \
   if (!Gpu().available()) GTEST_SKIP() << "no CUDA device: " << Gpu().reason()
 
 TEST(CudaDeviceTest, WithoutAGpuTheRunnerSaysWhyInsteadOfCrashing) {
@@ -308,7 +307,10 @@ TEST(CudaDeviceTest, TheDriverStubLoadsButIsReportedAsNoDriver) {
   ::setenv("LD_LIBRARY_PATH", dir.path().c_str(), 1);
   CudaRunnerClient runner(RunnerPath());
   auto desc = runner.Describe(0);
-  if (old) ::setenv("LD_LIBRARY_PATH", saved.c_str(), 1); else ::unsetenv("LD_LIBRARY_PATH");
+  if (old)
+    ::setenv("LD_LIBRARY_PATH", saved.c_str(), 1);
+  else
+    ::unsetenv("LD_LIBRARY_PATH");
   ASSERT_TRUE(desc.ok()) << desc.status();
   EXPECT_FALSE(desc->available());
   EXPECT_THAT(desc->reason(), HasSubstr("CUDA_ERROR_STUB_LIBRARY"));
@@ -350,8 +352,8 @@ TEST(CudaMeasurerTest, DefaultConfigurationsAndCublasMatchTheReference) {
       ASSERT_TRUE(results.ok()) << results.status();
       for (size_t i = 0; i < configs.size(); ++i) {
         EXPECT_EQ((*results)[i].status, MeasurementStatus::kOk)
-            << def.name << " " << CanonicalJson(problem) << " " << CanonicalJson(configs[i])
-            << ": " << (*results)[i].message;
+            << def.name << " " << CanonicalJson(problem) << " " << CanonicalJson(configs[i]) << ": "
+            << (*results)[i].message;
       }
     }
   }
@@ -404,15 +406,15 @@ TEST(CudaMeasurerTest, FaultsBecomeTheRightStatusAndTheNextCandidateRuns) {
   ASSERT_TRUE(measurer.ok()) << measurer.status();
   TaskKey task{"faulty_cuda", "", {{"n", int64_t{100000}}}, (*measurer)->device().device_class};
   auto config = [](int64_t fault) { return Configuration{{"FAULT", fault}}; };
-  auto results = (*measurer)->Measure(
-      task, {config(0), config(1), config(0), config(2), config(0), config(3), config(0),
-             config(4), config(0)});
+  auto results = (*measurer)->Measure(task, {config(0), config(1), config(0), config(2), config(0),
+                                             config(3), config(0), config(4), config(0)});
   ASSERT_TRUE(results.ok()) << results.status();
   const std::vector<MeasurementStatus> expected = {
-      MeasurementStatus::kOk,          MeasurementStatus::kRuntimeError, MeasurementStatus::kOk,
-      MeasurementStatus::kTimeout,     MeasurementStatus::kOk,
-      MeasurementStatus::kWrongResult, MeasurementStatus::kOk,
-      MeasurementStatus::kCompileError, MeasurementStatus::kOk};
+      MeasurementStatus::kOk, MeasurementStatus::kRuntimeError,
+      MeasurementStatus::kOk, MeasurementStatus::kTimeout,
+      MeasurementStatus::kOk, MeasurementStatus::kWrongResult,
+      MeasurementStatus::kOk, MeasurementStatus::kCompileError,
+      MeasurementStatus::kOk};
   for (size_t i = 0; i < expected.size(); ++i) {
     EXPECT_EQ((*results)[i].status, expected[i]) << i << ": " << (*results)[i].message;
   }
