@@ -21,6 +21,27 @@ bool SameValue(const ParamValue& a, const ParamValue& b) {
   return !ParamValueLess(a, b) && !ParamValueLess(b, a) && a.index() == b.index();
 }
 
+// The parameter pairs that have two-parameter changes, each with the number of other values of
+// its second parameter and the running count of changes before it; `*total` is the count of all.
+struct ChangePair {
+  size_t a, b;
+  int64_t others_b, first;  // values of b other than the point's; index of the pair's first change
+};
+std::vector<ChangePair> ChangePairs(const std::vector<Parameter>& parameters, int64_t* total) {
+  std::vector<ChangePair> pairs;
+  *total = 0;
+  for (size_t a = 0; a < parameters.size(); ++a) {
+    for (size_t b = a + 1; b < parameters.size(); ++b) {
+      const int64_t others_a = static_cast<int64_t>(parameters[a].values.size()) - 1;
+      const int64_t others_b = static_cast<int64_t>(parameters[b].values.size()) - 1;
+      if (others_a == 0 || others_b == 0) continue;
+      pairs.push_back({a, b, others_b, *total});
+      *total += others_a * others_b;
+    }
+  }
+  return pairs;
+}
+
 }  // namespace
 
 absl::StatusOr<SearchSpace> SearchSpace::Create(std::vector<Parameter> parameters,
@@ -277,41 +298,22 @@ std::vector<Point> SearchSpace::Neighbours(const Point& p, Neighbourhood kind) c
 }
 
 int64_t SearchSpace::TwoParameterChangeCount() const {
-  int64_t count = 0;
-  for (size_t a = 0; a < Width(); ++a) {
-    for (size_t b = a + 1; b < Width(); ++b) {
-      count += static_cast<int64_t>(parameters_[a].values.size() - 1) *
-               static_cast<int64_t>(parameters_[b].values.size() - 1);
-    }
-  }
-  return count;
+  int64_t total = 0;
+  ChangePairs(parameters_, &total);
+  return total;
 }
 
 std::vector<Point> SearchSpace::TwoParameterChanges(const Point& p, int64_t max_candidates,
                                                     absl::BitGenRef rng) const {
   std::vector<Point> out;
-  // The parameter pairs, each with the number of its changes and the running total before it.
-  struct Pair {
-    size_t a, b;
-    int64_t others_b, first;  // values of b other than p[b]; index of the pair's first change
-  };
-  std::vector<Pair> pairs;
   int64_t total = 0;
-  for (size_t a = 0; a < Width(); ++a) {
-    for (size_t b = a + 1; b < Width(); ++b) {
-      const int64_t others_a = static_cast<int64_t>(parameters_[a].values.size()) - 1;
-      const int64_t others_b = static_cast<int64_t>(parameters_[b].values.size()) - 1;
-      if (others_a == 0 || others_b == 0) continue;
-      pairs.push_back({a, b, others_b, total});
-      total += others_a * others_b;
-    }
-  }
+  const std::vector<ChangePair> pairs = ChangePairs(parameters_, &total);
   // The change numbered `r` (0 <= r < total): pair, then the r-th combination of the two
   // parameters' other values (value indices past p's own shifted by one).
   auto change = [&](int64_t r) {
     auto it = std::upper_bound(pairs.begin(), pairs.end(), r,
-                               [](int64_t x, const Pair& pair) { return x < pair.first; });
-    const Pair& pair = *(it - 1);
+                               [](int64_t x, const ChangePair& pair) { return x < pair.first; });
+    const ChangePair& pair = *(it - 1);
     const int64_t within = r - pair.first;
     const int64_t va = within / pair.others_b, vb = within % pair.others_b;
     Point q = p;
