@@ -67,9 +67,10 @@ class ModelLandscape : public Landscape {
 
   absl::StatusOr<std::vector<float>> Scores(const std::vector<int64_t>& indices) override {
     std::vector<int64_t> missing;
+    absl::flat_hash_set<int64_t> pending;  // `missing` as a set: whole-space candidate lists are long
     std::vector<float> x;
     for (int64_t i : indices) {
-      if (!cache_.contains(i) && std::find(missing.begin(), missing.end(), i) == missing.end()) {
+      if (!cache_.contains(i) && pending.insert(i).second) {
         missing.push_back(i);
         features_.Append(space_.PointAt(i), x);
         if (domain_feature_) x.push_back(0.f);

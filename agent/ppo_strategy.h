@@ -86,7 +86,9 @@ struct PpoOptions {
   // Two-parameter changes of its anchor the local arm also ranks: all of them, or a random sample
   // of this many where there are more (0: none).
   int64_t pair_moves = 4096;
-  int64_t global_candidates = 4096;  // points of the whole space the model also ranks each batch
+  // Points of the whole space the model also ranks each batch: every unvisited point up to this
+  // size (the model baseline's exhaustive_limit), else a uniform sample of this many.
+  int64_t global_candidates = 250'000;
   int model_rounds = 60;             // boosting rounds of the cost model
 };
 
