@@ -11,6 +11,11 @@
 
 namespace ktune {
 
+// Spaces up to this many configurations are ranked whole by a cost model each batch (one
+// prediction per point); larger ones by a uniform sample of this many. The model-based baseline
+// and PPO share it, so that neither sees more of a space than the other.
+inline constexpr int64_t kWholeSpaceRankLimit = 250'000;
+
 class XgbCostModel {
  public:
   struct Options {

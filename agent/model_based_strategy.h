@@ -22,7 +22,7 @@ class ModelBasedStrategy : public StrategyBase {
   struct Options {
     int warmup = 16;       // random measurements before the first model
     double epsilon = 0.1;  // share of each batch chosen at random
-    int64_t exhaustive_limit = 250'000;
+    int64_t exhaustive_limit = kWholeSpaceRankLimit;
     XgbCostModel::Options model;
   };
   ModelBasedStrategy() : ModelBasedStrategy(Options()) {}

@@ -87,8 +87,8 @@ struct PpoOptions {
   // of this many where there are more (0: none).
   int64_t pair_moves = 4096;
   // Points of the whole space the model also ranks each batch: every unvisited point up to this
-  // size (the model baseline's exhaustive_limit), else a uniform sample of this many.
-  int64_t global_candidates = 250'000;
+  // size (as the model baseline's exhaustive_limit), else a uniform sample of this many.
+  int64_t global_candidates = kWholeSpaceRankLimit;
   int model_rounds = 60;             // boosting rounds of the cost model
 };
 
