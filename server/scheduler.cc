@@ -1,9 +1,11 @@
 #include "server/scheduler.h"
 
 #include <algorithm>
+#include <cmath>
 #include <nlohmann/json.hpp>
 #include <random>
 
+#include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_cat.h"
 #include "common/event_log.h"
 #include "common/status_macros.h"
@@ -40,7 +42,7 @@ struct Scheduler::JobRun {
   int batch_size = 0;  // 0: SchedulerOptions'
   int threads = 0;
   std::optional<double> agent_share;  // unset: TaskSearch's default
-  double pass = 0;  // stride scheduling: lowest pass leases next
+  double pass = 0;                    // stride scheduling: lowest pass leases next
   std::vector<TaskRun> tasks;
   absl::Time started;
   int64_t done_at_start = 0;
@@ -86,6 +88,23 @@ absl::StatusOr<TaskStatus> CountJobRecords(TuningDatabase& db, int64_t job_id,
     }
   }
   return t;
+}
+
+// A worker's times: at most 1024, each a finite number of milliseconds above zero (a zero,
+// negative or NaN time would become the task's best answer).
+absl::Status ValidateTimes(const v1::CandidateResult& r) {
+  if (r.repeat_times_ms_size() > 1024) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "candidate ", r.candidate_id(), " has ", r.repeat_times_ms_size(), " times; at most 1024"));
+  }
+  for (double t : r.repeat_times_ms()) {
+    if (!std::isfinite(t) || t <= 0) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("candidate ", r.candidate_id(), " has the time ", t,
+                       " ms; times must be finite and above zero; nothing was stored"));
+    }
+  }
+  return absl::OkStatus();
 }
 
 bool IsFinal(JobState s) {
@@ -194,8 +213,18 @@ absl::StatusOr<int64_t> Scheduler::Submit(const JobRequest& r) {
 absl::StatusOr<Scheduler::JobRun*> Scheduler::FindJob(int64_t id) {
   auto it = jobs_.find(id);
   if (it != jobs_.end()) return it->second.get();
-  // A finished job is only in the database.
-  return absl::NotFoundError(absl::StrCat("job ", id, " is not active"));
+  // A job that ended is only in the database: it exists, but there is nothing left to change.
+  if (absl::StatusOr<Job> ended = db_->GetJob(id); ended.ok()) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("job ", id, " has already ended (", JobStateName(ended->state), ")"));
+  }
+  return absl::NotFoundError(absl::StrCat("no job ", id));
+}
+
+absl::Status Scheduler::StillOpen(const JobRun& run, absl::string_view action) const {
+  if (!IsFinal(run.job.state)) return absl::OkStatus();
+  return absl::FailedPreconditionError(absl::StrCat(
+      "job ", run.job.id, " is ", JobStateName(run.job.state), " and cannot be ", action));
 }
 
 JobStatus Scheduler::StatusOf(const JobRun& run) const {
@@ -256,6 +285,8 @@ absl::StatusOr<std::vector<JobStatus>> Scheduler::ListJobs() {
 absl::StatusOr<JobStatus> Scheduler::Cancel(int64_t id) {
   absl::MutexLock lock(&mu_);
   KTUNE_ASSIGN_OR_RETURN(JobRun * job, FindJob(id));
+  // A cancelled job stays in memory until its last leases are reported or expire.
+  if (job->job.state == JobState::kCancelled) return StatusOf(*job);
   KTUNE_RETURN_IF_ERROR(db_->SetJobState(id, JobState::kCancelled, "cancelled by a client"));
   LogEvent("job_cancelled", {{"job_id", std::to_string(id)}});
   job->job.state = JobState::kCancelled;
@@ -280,6 +311,8 @@ absl::StatusOr<JobStatus> Scheduler::Cancel(int64_t id) {
 absl::StatusOr<JobStatus> Scheduler::Pause(int64_t id) {
   absl::MutexLock lock(&mu_);
   KTUNE_ASSIGN_OR_RETURN(JobRun * job, FindJob(id));
+  KTUNE_RETURN_IF_ERROR(StillOpen(*job, "paused"));
+  if (job->job.state == JobState::kPaused) return StatusOf(*job);
   if (job->job.state == JobState::kQueued) {
     KTUNE_RETURN_IF_ERROR(db_->SetJobState(id, JobState::kRunning, ""));
     job->job.state = JobState::kRunning;
@@ -292,6 +325,8 @@ absl::StatusOr<JobStatus> Scheduler::Pause(int64_t id) {
 absl::StatusOr<JobStatus> Scheduler::Resume(int64_t id) {
   absl::MutexLock lock(&mu_);
   KTUNE_ASSIGN_OR_RETURN(JobRun * job, FindJob(id));
+  KTUNE_RETURN_IF_ERROR(StillOpen(*job, "resumed"));
+  if (job->job.state != JobState::kPaused) return StatusOf(*job);
   KTUNE_RETURN_IF_ERROR(db_->SetJobState(id, JobState::kRunning, ""));
   job->job.state = JobState::kRunning;
   job->pass = std::max(job->pass, pass_floor_);  // no catching up on the time it was paused
@@ -470,14 +505,25 @@ absl::StatusOr<int64_t> Scheduler::Report(const std::string& worker_id, const st
   std::vector<Record> records;
   std::vector<std::pair<LeaseRun::Item, Observation>> observed;
   const int64_t now_us = absl::ToUnixMicros(options_.now());
+  absl::flat_hash_set<std::string> seen;
   for (const v1::CandidateResult& r : results) {
     auto it = lease.items.find(r.candidate_id());
     if (it == lease.items.end()) {
       return absl::InvalidArgumentError(
           absl::StrCat("candidate ", r.candidate_id(), " is not in lease ", lease_id));
     }
+    if (!seen.insert(r.candidate_id()).second) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "candidate ", r.candidate_id(), " appears twice in the report; nothing was stored"));
+    }
+    KTUNE_RETURN_IF_ERROR(ValidateTimes(r));
     const LeaseRun::Item& item = it->second;
-    TaskRun& t = jobs_.at(item.job_id)->tasks[item.task];
+    auto job = jobs_.find(item.job_id);
+    if (job == jobs_.end()) {  // cannot happen while the lease holds it; refuse, don't crash
+      return absl::InternalError(
+          absl::StrCat("the job of candidate ", r.candidate_id(), " is gone; nothing was stored"));
+    }
+    TaskRun& t = job->second->tasks[item.task];
     KTUNE_ASSIGN_OR_RETURN(MeasurementStatus status, FromProto(r.status()));
     MeasureResult m;
     m.status = status;

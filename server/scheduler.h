@@ -172,6 +172,9 @@ class Scheduler {
   void ReturnToQueue(LeaseRun& lease) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status FinishIfDone(JobRun& job) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   JobStatus StatusOf(const JobRun& job) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // FailedPrecondition, naming the state, when `run` has ended and so cannot be `action`.
+  absl::Status StillOpen(const JobRun& run, absl::string_view action) const
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::StatusOr<JobRun*> FindJob(int64_t id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status AddJobRun(Job job) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 

@@ -300,6 +300,107 @@ TEST_F(ServerTest, AnExpiredLeaseIsHandedOutAgainAndItsLateReportRefused) {
   EXPECT_EQ(job.tasks(0).measurements_done(), 4);
 }
 
+TEST_F(ServerTest, AReportWithARepeatedCandidateOrABadTimeIsRefusedWhole) {
+  v1::SubmitJobRequest submit;
+  *submit.mutable_spec() = ThreeTaskSpec(4);
+  v1::Job job;
+  ASSERT_TRUE(tuning_->SubmitJob(Context().get(), submit, &job).ok());
+  auto recorded = LoadRecordedSpace(testing::SpaceFile(kSpaces[0]));
+  v1::RegisterRequest reg;
+  *reg.mutable_device() = ToProto(ReplayMeasurer(recorded->records).device());
+  v1::RegisterResponse worker;
+  ASSERT_TRUE(workers_->Register(Context().get(), reg, &worker).ok());
+  v1::LeaseBatchRequest lease_request;
+  lease_request.set_worker_id(worker.worker_id());
+  lease_request.set_max_candidates(4);
+  v1::LeaseBatchResponse lease;
+  ASSERT_TRUE(workers_->LeaseBatch(Context().get(), lease_request, &lease).ok());
+  ASSERT_EQ(lease.candidates_size(), 4);
+  auto report = [&](const std::function<void(v1::ReportResultsRequest*)>& spoil) {
+    v1::ReportResultsRequest r;
+    r.set_worker_id(worker.worker_id());
+    r.set_lease_id(lease.lease_id());
+    for (const v1::Candidate& c : lease.candidates()) {
+      v1::CandidateResult* result = r.add_results();
+      result->set_candidate_id(c.candidate_id());
+      result->set_status(v1::MEASUREMENT_STATUS_OK);
+      result->add_repeat_times_ms(2.0);
+    }
+    spoil(&r);
+    v1::ReportResultsResponse stored;
+    grpc::Status s = workers_->ReportResults(Context().get(), r, &stored);
+    return std::make_pair(s, stored.records_stored());
+  };
+  const std::pair<std::function<void(v1::ReportResultsRequest*)>, std::string> spoiled[] = {
+      {[](v1::ReportResultsRequest* r) { *r->add_results() = r->results(0); }, "appears twice"},
+      {[](v1::ReportResultsRequest* r) { r->mutable_results(1)->set_repeat_times_ms(0, NAN); },
+       "finite and above zero"},
+      {[](v1::ReportResultsRequest* r) { r->mutable_results(2)->set_repeat_times_ms(0, -1); },
+       "finite and above zero"},
+      {[](v1::ReportResultsRequest* r) { r->mutable_results(3)->set_repeat_times_ms(0, 0); },
+       "finite and above zero"},
+      {[](v1::ReportResultsRequest* r) {
+         for (int i = 0; i < 1024; ++i) r->mutable_results(0)->add_repeat_times_ms(1);
+       },
+       "at most 1024"},
+  };
+  for (const auto& [spoil, why] : spoiled) {
+    const auto [status, stored] = report(spoil);
+    EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << why;
+    EXPECT_THAT(status.error_message(), HasSubstr(why));
+  }
+  // Nothing of the refused reports was stored, and the lease still holds its four candidates.
+  const auto [status, stored] = report([](v1::ReportResultsRequest*) {});
+  ASSERT_TRUE(status.ok()) << status.error_message();
+  EXPECT_EQ(stored, 4);
+  v1::GetJobRequest get;
+  get.set_job_id(job.job_id());
+  ASSERT_TRUE(tuning_->GetJob(Context().get(), get, &job).ok());
+  EXPECT_EQ(job.tasks(0).measurements_done(), 4);
+  EXPECT_EQ(job.tasks(0).best_time_ms(), 2.0);
+}
+
+TEST_F(ServerTest, PauseResumeAndCancelFollowTheJobsState) {
+  v1::SubmitJobRequest submit;
+  *submit.mutable_spec() = ThreeTaskSpec(4);
+  v1::Job job;
+  ASSERT_TRUE(tuning_->SubmitJob(Context().get(), submit, &job).ok());
+  const std::string id = job.job_id();
+  auto pause = [&] {
+    v1::PauseJobRequest r;
+    r.set_job_id(id);
+    return tuning_->PauseJob(Context().get(), r, &job);
+  };
+  auto resume = [&] {
+    v1::ResumeJobRequest r;
+    r.set_job_id(id);
+    return tuning_->ResumeJob(Context().get(), r, &job);
+  };
+  auto cancel = [&](const std::string& which) {
+    v1::CancelJobRequest r;
+    r.set_job_id(which);
+    return tuning_->CancelJob(Context().get(), r, &job);
+  };
+  ASSERT_TRUE(pause().ok());
+  EXPECT_EQ(job.state(), v1::JOB_STATE_PAUSED);
+  ASSERT_TRUE(pause().ok());  // pausing a paused job changes nothing
+  EXPECT_EQ(job.state(), v1::JOB_STATE_PAUSED);
+  ASSERT_TRUE(resume().ok());
+  EXPECT_EQ(job.state(), v1::JOB_STATE_RUNNING);
+  ASSERT_TRUE(resume().ok());  // resuming a running one neither
+  EXPECT_EQ(job.state(), v1::JOB_STATE_RUNNING);
+  ASSERT_TRUE(cancel(id).ok());
+  EXPECT_EQ(job.state(), v1::JOB_STATE_CANCELLED);
+  // An ended job cannot be paused, resumed or cancelled again: it exists, so the code says so.
+  for (grpc::Status s : {pause(), resume(), cancel(id)}) {
+    EXPECT_EQ(s.error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+    EXPECT_THAT(s.error_message(), HasSubstr("has already ended (cancelled)"));
+  }
+  grpc::Status unknown = cancel("999");
+  EXPECT_EQ(unknown.error_code(), grpc::StatusCode::NOT_FOUND);
+  EXPECT_THAT(unknown.error_message(), HasSubstr("no job 999"));
+}
+
 TEST_F(ServerTest, JobsShareWorkersByPriorityAndNoneStarves) {
   // Two jobs on the same device class, priorities 90 and 0; one worker leases one candidate at
   // a time. The high-priority job gets most leases, the low one still gets some.
