@@ -4,6 +4,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
 #include "proto/convert.h"
@@ -158,8 +159,15 @@ absl::StatusOr<JobRequest> ToJobRequest(const v1::JobSpec& spec, const TaskSpace
   if (spec.has_agent_share() && !(spec.agent_share() >= 0 && spec.agent_share() <= 10)) {
     return absl::InvalidArgumentError("agent_share must be between 0 (no limit) and 10");
   }
+  const int64_t tasks =
+      int64_t{spec.kernels_size()} * spec.problems_size() * spec.device_classes_size();
+  if (tasks > kMaxJobTasks) {
+    return absl::InvalidArgumentError(absl::StrCat("kernels x problems x device_classes gives ",
+                                                   tasks, " tasks; at most 65,536"));
+  }
   JobRequest r;
   r.name = spec.name();
+  r.wall_seconds = spec.budget_wall_seconds();  // Scheduler::Submit checks the range
   r.batch_size = spec.batch_size();
   r.threads = spec.threads();
   if (spec.has_agent_share()) r.agent_share = spec.agent_share();
@@ -167,6 +175,7 @@ absl::StatusOr<JobRequest> ToJobRequest(const v1::JobSpec& spec, const TaskSpace
   r.strategy = StrategyName(spec.strategy());
   r.priority = spec.priority();
   r.seed = spec.seed() == 0 ? 1 : spec.seed();
+  absl::flat_hash_set<std::string> seen;
   for (const v1::KernelRef& k : spec.kernels()) {
     for (const v1::Problem& p : spec.problems()) {
       for (const std::string& d : spec.device_classes()) {
@@ -178,6 +187,16 @@ absl::StatusOr<JobRequest> ToJobRequest(const v1::JobSpec& spec, const TaskSpace
               canonical.status().code(),
               absl::StrCat("task ", k.name(), " ", FormatParamMapAssignments(problem), " on ", d,
                            ": ", canonical.status().message()));
+        }
+        // The same task twice would count each record for both copies.
+        const std::string key =
+            absl::StrCat(canonical->kernel, "\n", canonical->kernel_version, "\n",
+                         CanonicalJson(canonical->problem), "\n", canonical->device_class);
+        if (!seen.insert(key).second) {
+          return absl::InvalidArgumentError(absl::StrCat(
+              "task ", k.name(), " ", FormatParamMapAssignments(canonical->problem), " on ", d,
+              " appears twice (a kernel, problem or device class is "
+              "repeated)"));
         }
         r.tasks.push_back(*std::move(canonical));
       }

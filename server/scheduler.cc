@@ -41,8 +41,10 @@ struct Scheduler::JobRun {
   uint64_t seed = 1;
   int batch_size = 0;  // 0: SchedulerOptions'
   int threads = 0;
-  std::optional<double> agent_share;  // unset: TaskSearch's default
-  double pass = 0;                    // stride scheduling: lowest pass leases next
+  std::optional<double> agent_share;        // unset: TaskSearch's default
+  std::optional<absl::Time> wall_deadline;  // JobRequest::wall_seconds after submission
+  bool out_of_time = false;                 // past wall_deadline: nothing more is leased
+  double pass = 0;                          // stride scheduling: lowest pass leases next
   std::vector<TaskRun> tasks;
   absl::Time started;
   int64_t done_at_start = 0;
@@ -129,6 +131,9 @@ absl::Status Scheduler::AddJobRun(Job job) {
     if (spec.contains("agent_share") && spec["agent_share"].is_number()) {
       run->agent_share = spec["agent_share"].get<double>();
     }
+    if (const int64_t wall = spec.value("budget_wall_seconds", int64_t{0}); wall > 0) {
+      run->wall_deadline = absl::FromUnixMicros(job.created_at_us) + absl::Seconds(wall);
+    }
   }
   run->pass = pass_floor_;
   run->started = options_.now();
@@ -168,6 +173,10 @@ absl::Status Scheduler::Recover() {
 
 absl::StatusOr<int64_t> Scheduler::Submit(const JobRequest& r) {
   if (r.tasks.empty()) return absl::InvalidArgumentError("a job needs at least one task");
+  if (static_cast<int64_t>(r.tasks.size()) > kMaxJobTasks) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("a job has at most 65,536 tasks; this one has ", r.tasks.size()));
+  }
   if (r.budget < 1 || r.budget > 1'000'000) {
     return absl::InvalidArgumentError("budget must be between 1 and 1,000,000 per task");
   }
@@ -183,6 +192,10 @@ absl::StatusOr<int64_t> Scheduler::Submit(const JobRequest& r) {
   if (r.agent_share && !(*r.agent_share >= 0 && *r.agent_share <= 10)) {
     return absl::InvalidArgumentError("agent_share must be between 0 (no limit) and 10");
   }
+  if (r.wall_seconds < 0 || r.wall_seconds > kMaxJobWallSeconds) {
+    return absl::InvalidArgumentError(
+        "budget_wall_seconds must be between 0 (no limit) and 31,536,000 (a year)");
+  }
   KTUNE_RETURN_IF_ERROR(MakeStrategy(r.strategy).status());
   Job job;
   job.name = r.name;
@@ -192,6 +205,7 @@ absl::StatusOr<int64_t> Scheduler::Submit(const JobRequest& r) {
   if (r.batch_size > 0) spec["batch_size"] = r.batch_size;
   if (r.threads > 0) spec["threads"] = r.threads;
   if (r.agent_share) spec["agent_share"] = *r.agent_share;
+  if (r.wall_seconds > 0) spec["budget_wall_seconds"] = r.wall_seconds;
   job.spec_json = spec.dump();
   job.strategy = r.strategy;
   job.priority = r.priority;
@@ -408,6 +422,7 @@ absl::StatusOr<LeaseGrant> Scheduler::Lease(const std::string& worker_id, int ma
   }
   WorkerRun& worker = w->second;
   worker.last_seen = options_.now();
+  KTUNE_RETURN_IF_ERROR(StopJobsOutOfTime());
   auto lease = std::make_unique<LeaseRun>();
   LeaseGrant grant;
   while (static_cast<int>(lease->items.size()) < max_candidates) {
@@ -483,7 +498,9 @@ void Scheduler::ReturnToQueue(LeaseRun& lease) {
     if (job == jobs_.end()) continue;
     TaskRun& t = job->second->tasks[item.task];
     --t.in_flight;
-    if (!IsFinal(t.state) && !t.results[item.position]) t.queued.push_front(item.position);
+    if (!IsFinal(t.state) && !job->second->out_of_time && !t.results[item.position]) {
+      t.queued.push_front(item.position);
+    }
   }
   lease.items.clear();
 }
@@ -602,7 +619,7 @@ absl::Status Scheduler::FinishIfDone(JobRun& job) {
   bool all_done = true;
   for (TaskRun& t : job.tasks) {
     if (!IsFinal(t.state) && t.in_flight == 0 && t.queued.empty() &&
-        (t.done >= t.budget || t.exhausted)) {
+        (t.done >= t.budget || t.exhausted || job.out_of_time)) {
       t.state = JobState::kDone;
       KTUNE_RETURN_IF_ERROR(db_->UpdateJobTask(job.job.id, t.index, t.state, t.done));
     }
@@ -624,6 +641,7 @@ absl::Status Scheduler::FinishIfDone(JobRun& job) {
         }
       }
       const bool any_failed = !why.empty();
+      if (!any_failed && job.out_of_time) why = "its wall-time budget ran out";
       KTUNE_RETURN_IF_ERROR(
           db_->SetJobState(id, any_failed ? JobState::kFailed : JobState::kDone, why));
       job.job.state = any_failed ? JobState::kFailed : JobState::kDone;
@@ -721,6 +739,28 @@ void Scheduler::ExpireLeases() {
     if (job->job.state == JobState::kCancelled && !leased) gone.push_back(id);
   }
   for (int64_t id : gone) Forget(id);
+  if (absl::Status s = StopJobsOutOfTime(); !s.ok()) {
+    LogEvent("wall_time_check_failed", {{"reason", std::string(s.message())}});
+  }
+}
+
+absl::Status Scheduler::StopJobsOutOfTime() {
+  const absl::Time now = options_.now();
+  std::vector<int64_t> ending;
+  for (auto& [id, job] : jobs_) {
+    if (IsFinal(job->job.state)) continue;
+    if (!job->out_of_time && job->wall_deadline && *job->wall_deadline <= now) {
+      job->out_of_time = true;
+      for (TaskRun& t : job->tasks) t.queued.clear();
+      LogEvent("job_out_of_time", {{"job_id", std::to_string(id)}});
+    }
+    if (job->out_of_time) ending.push_back(id);
+  }
+  for (int64_t id : ending) {
+    auto it = jobs_.find(id);
+    if (it != jobs_.end()) KTUNE_RETURN_IF_ERROR(FinishIfDone(*it->second));
+  }
+  return absl::OkStatus();
 }
 
 }  // namespace ktune

@@ -49,6 +49,11 @@ struct SchedulerOptions {
 };
 
 // A job as submitted: canonical tasks (TaskSpaces::Canonical), each with the same budget.
+// The largest JobRequest::wall_seconds: a year.
+inline constexpr int64_t kMaxJobWallSeconds = 365 * 24 * 3600;
+// The most tasks one job may have (kernels x problems x device classes).
+inline constexpr int64_t kMaxJobTasks = 65'536;
+
 struct JobRequest {
   std::string name;
   std::vector<TaskKey> tasks;
@@ -58,6 +63,10 @@ struct JobRequest {
   uint64_t seed = 1;
   int batch_size = 0;  // candidates a strategy proposes at a time; 0: SchedulerOptions' (1..1024)
   int threads = 0;     // registry CPU kernels: exactly this many threads; 0: any up to the cores
+  // The whole job's wall time, counted from submission (pauses and server restarts included):
+  // when it runs out, no candidate is leased any more, and the job ends done once its leased
+  // ones are reported or expire. 0: no limit; at most a year.
+  int64_t wall_seconds = 0;
   // The strategy's time as a share of its batches' measuring time (TaskSearch::Options); unset:
   // the default; 0: no limit.
   std::optional<double> agent_share;
@@ -171,6 +180,9 @@ class Scheduler {
   void Forget(int64_t id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void ReturnToQueue(LeaseRun& lease) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status FinishIfDone(JobRun& job) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Stops leasing the candidates of jobs whose wall time ran out, and ends those with none left
+  // in flight.
+  absl::Status StopJobsOutOfTime() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   JobStatus StatusOf(const JobRun& job) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // FailedPrecondition, naming the state, when `run` has ended and so cannot be `action`.
   absl::Status StillOpen(const JobRun& run, absl::string_view action) const

@@ -476,6 +476,20 @@ TEST_F(ServerTest, BadRequestsGetTheRightCodeAndSayWhatIsWrong) {
   EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
   EXPECT_THAT(s.error_message(), HasSubstr("budget"));
 
+  v1::SubmitJobRequest repeated_task;
+  *repeated_task.mutable_spec() = ThreeTaskSpec(4);
+  *repeated_task.mutable_spec()->add_kernels() = repeated_task.spec().kernels(0);
+  s = tuning_->SubmitJob(Context().get(), repeated_task, &job);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(s.error_message(), HasSubstr("appears twice"));
+
+  v1::SubmitJobRequest negative_wall_time;
+  *negative_wall_time.mutable_spec() = ThreeTaskSpec(4);
+  negative_wall_time.mutable_spec()->set_budget_wall_seconds(-1);
+  s = tuning_->SubmitJob(Context().get(), negative_wall_time, &job);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(s.error_message(), HasSubstr("budget_wall_seconds"));
+
   v1::GetJobRequest missing;
   missing.set_job_id("424242");
   s = tuning_->GetJob(Context().get(), missing, &job);
@@ -520,6 +534,59 @@ TEST_F(ServerTest, BadRequestsGetTheRightCodeAndSayWhatIsWrong) {
   huge.set_spec_text(std::string(5 << 20, '#'));
   s = tuning_->SubmitJob(Context().get(), huge, &job);
   EXPECT_EQ(s.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
+  EXPECT_THAT(s.error_message(), HasSubstr("larger than max"));
+}
+
+TEST_F(ServerTest, AJobEndsDoneWhenItsWallTimeRunsOut) {
+  v1::SubmitJobRequest submit;
+  *submit.mutable_spec() = ThreeTaskSpec(1000);
+  submit.mutable_spec()->set_budget_wall_seconds(1);
+  v1::Job job;
+  ASSERT_TRUE(tuning_->SubmitJob(Context().get(), submit, &job).ok());
+  // A worker takes a lease and holds it past the deadline: the job waits for it, leases nothing
+  // more, and ends once the lease is reported.
+  auto recorded = LoadRecordedSpace(testing::SpaceFile(kSpaces[0]));
+  v1::RegisterRequest reg;
+  *reg.mutable_device() = ToProto(ReplayMeasurer(recorded->records).device());
+  v1::RegisterResponse worker;
+  ASSERT_TRUE(workers_->Register(Context().get(), reg, &worker).ok());
+  v1::LeaseBatchRequest lease_request;
+  lease_request.set_worker_id(worker.worker_id());
+  lease_request.set_max_candidates(2);
+  v1::LeaseBatchResponse lease;
+  ASSERT_TRUE(workers_->LeaseBatch(Context().get(), lease_request, &lease).ok());
+  ASSERT_EQ(lease.candidates_size(), 2);
+  v1::GetJobRequest get;
+  get.set_job_id(job.job_id());
+  for (int i = 0; i < 5; ++i) {  // 1.2 s, beating the heartbeat: past the wall time
+    absl::SleepFor(absl::Milliseconds(240));
+    v1::HeartbeatRequest beat;
+    beat.set_worker_id(worker.worker_id());
+    beat.add_lease_ids(lease.lease_id());
+    v1::HeartbeatResponse revoked;
+    ASSERT_TRUE(workers_->Heartbeat(Context().get(), beat, &revoked).ok());
+  }
+  ASSERT_TRUE(tuning_->GetJob(Context().get(), get, &job).ok());
+  EXPECT_EQ(job.state(), v1::JOB_STATE_RUNNING);  // waiting for the lease
+  v1::LeaseBatchResponse none;
+  ASSERT_TRUE(workers_->LeaseBatch(Context().get(), lease_request, &none).ok());
+  EXPECT_EQ(none.candidates_size(), 0);
+  v1::ReportResultsRequest report;
+  report.set_worker_id(worker.worker_id());
+  report.set_lease_id(lease.lease_id());
+  for (const v1::Candidate& c : lease.candidates()) {
+    v1::CandidateResult* r = report.add_results();
+    r->set_candidate_id(c.candidate_id());
+    r->set_status(v1::MEASUREMENT_STATUS_OK);
+    r->add_repeat_times_ms(3.0);
+  }
+  v1::ReportResultsResponse stored;
+  ASSERT_TRUE(workers_->ReportResults(Context().get(), report, &stored).ok());
+  EXPECT_EQ(stored.records_stored(), 2);
+  ASSERT_TRUE(tuning_->GetJob(Context().get(), get, &job).ok());
+  EXPECT_EQ(job.state(), v1::JOB_STATE_DONE);
+  EXPECT_THAT(job.message(), HasSubstr("wall-time budget ran out"));
+  EXPECT_EQ(job.measurements_done(), 2);
 }
 
 TEST(ServerPredictionTest, ANeverTunedProblemGetsThePredictionOfTheNearestAndCanBeQueued) {
