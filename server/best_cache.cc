@@ -49,7 +49,12 @@ absl::StatusOr<std::shared_ptr<const BestAnswer>> BestCache::Query(const BestQue
   }
   absl::MutexLock lock(&mu_);
   if (generation != generation_) return filled;  // records came in meanwhile: don't keep it
-  answers_[task][rest] = filled;
+  if (answer_count_ >= kMaxAnswers) {
+    answers_.clear();
+    speculative_.clear();
+    answer_count_ = 0;
+  }
+  if (answers_[task].insert_or_assign(rest, filled).second) ++answer_count_;
   if (best->level == MatchLevel::kNone) speculative_[q.kernel].push_back(task);
   return filled;
 }
@@ -77,11 +82,17 @@ void BestCache::Invalidate(const std::vector<Record>& records) {
   if (records.empty()) return;
   ++generation_;
   front_.clear();
+  auto drop = [&](const std::string& task) {
+    auto it = answers_.find(task);
+    if (it == answers_.end()) return;
+    answer_count_ -= it->second.size();
+    answers_.erase(it);
+  };
   for (const Record& r : records) {
-    answers_.erase(TaskPart(r.kernel, r.problem));
+    drop(TaskPart(r.kernel, r.problem));
     auto it = speculative_.find(r.kernel);
     if (it == speculative_.end()) continue;
-    for (const std::string& task : it->second) answers_.erase(task);
+    for (const std::string& task : it->second) drop(task);
     speculative_.erase(it);
   }
 }

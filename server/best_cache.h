@@ -50,22 +50,31 @@ class BestCache {
   void RememberRequest(const std::string& request_bytes, std::shared_ptr<const BestAnswer> answer,
                        uint64_t generation);
   static constexpr size_t kMaxFrontEntries = 65536;
+  // The cache itself holds at most this many answers: when full, it starts again empty (the
+  // database still has everything), so that clients asking for many distinct tasks cannot grow
+  // the server's memory without bound.
+  static constexpr size_t kMaxAnswers = 65536;
 
   int64_t hits() const { return hits_.load(); }
   int64_t misses() const { return misses_.load(); }
+  size_t size() const {  // answers cached now
+    absl::ReaderMutexLock lock(&mu_);
+    return answer_count_;
+  }
 
  private:
   static std::string TaskPart(const std::string& kernel, const Problem& problem);
 
   TuningDatabase* db_;
   const KernelRegistry* registry_;
-  absl::Mutex mu_;
+  mutable absl::Mutex mu_;
   // kernel -> task parts holding predicted or empty answers
   absl::flat_hash_map<std::string, std::vector<std::string>> speculative_ ABSL_GUARDED_BY(mu_);
   // kernel + problem -> (the rest of the query -> answer)
   absl::flat_hash_map<
       std::string, absl::flat_hash_map<std::string, std::shared_ptr<const BestAnswer>>>
       answers_ ABSL_GUARDED_BY(mu_);
+  size_t answer_count_ ABSL_GUARDED_BY(mu_) = 0;  // answers in answers_
   uint64_t generation_ ABSL_GUARDED_BY(mu_) = 0;  // Invalidate calls so far
   // request bytes -> answer (the front)
   absl::flat_hash_map<std::string, std::shared_ptr<const BestAnswer>> front_ ABSL_GUARDED_BY(mu_);

@@ -5,6 +5,7 @@
 #include <condition_variable>
 #include <mutex>
 #include <thread>
+#include <tuple>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -332,6 +333,23 @@ absl::StatusOr<std::shared_ptr<const BestAnswer>> TuningServiceImpl::AnswerQuery
     grpc::CallbackServerContext* ctx, const v1::QueryBestRequest& request) {
   if (request.kernel().name().empty()) {
     return absl::InvalidArgumentError("kernel.name is required");
+  }
+  for (const auto& [field, value, limit] :
+       {std::tuple<const char*, const std::string&, size_t>{"kernel.name", request.kernel().name(),
+                                                            256},
+        {"kernel.version", request.kernel().version(), 256},
+        {"device.device_class", request.device().device_class(), 256},
+        {"device.family", request.device().family(), 256}}) {
+    if (value.size() > limit) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(field, " is ", value.size(), " bytes long; at most ", limit));
+    }
+  }
+  for (const auto& [key, value] : request.device().extra()) {
+    if (key.size() > 256 || value.size() > 65536) {
+      return absl::InvalidArgumentError(
+          "device.extra: keys are at most 256 bytes, values at most 64 KiB");
+    }
   }
   if (request.top_k() < 0 || request.top_k() > 100) {
     return absl::InvalidArgumentError("top_k must be between 1 and 100");

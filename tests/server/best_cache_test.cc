@@ -4,6 +4,7 @@
 
 #include <gtest/gtest.h>
 
+#include "absl/strings/str_cat.h"
 #include "db/memory_tuning_database.h"
 
 namespace ktune {
@@ -87,6 +88,26 @@ TEST_F(BestCacheTest, TheRequestFrontIsEmptiedByNewRecordsAndRefusesStaleAnswers
   auto found = cache_.FindByRequest("request-bytes", &now);
   ASSERT_NE(found, nullptr);
   EXPECT_EQ(found->message.best(0).time_ms(), 1.0);
+}
+
+TEST_F(BestCacheTest, TheCacheHoldsAtMostItsLimitOfAnswersAndCountsWhatItDrops) {
+  Store(GemmRecord(8, 2.0));
+  BestQuery q = Query();
+  for (size_t i = 0; i < BestCache::kMaxAnswers; ++i) {
+    q.device_class = absl::StrCat("class ", i);  // each query a distinct answer
+    ASSERT_TRUE(cache_.Query(q).ok());
+  }
+  EXPECT_EQ(cache_.size(), BestCache::kMaxAnswers);
+  q.device_class = "one more";
+  ASSERT_TRUE(cache_.Query(q).ok());
+  EXPECT_EQ(cache_.size(), 1u);  // full: it started again
+  // It still answers, from the database.
+  auto answer = cache_.Query(Query());
+  ASSERT_TRUE(answer.ok());
+  EXPECT_EQ((*answer)->message.best(0).time_ms(), 2.0);
+  EXPECT_EQ(cache_.size(), 2u);
+  Store(GemmRecord(16, 1.0));  // both answers were of this task
+  EXPECT_EQ(cache_.size(), 0u);
 }
 
 }  // namespace

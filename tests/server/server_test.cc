@@ -517,6 +517,13 @@ TEST_F(ServerTest, BadRequestsGetTheRightCodeAndSayWhatIsWrong) {
   EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
   EXPECT_THAT(s.error_message(), HasSubstr("top_k"));
 
+  v1::QueryBestRequest long_class = too_many;
+  long_class.set_top_k(1);
+  long_class.mutable_device()->set_device_class(std::string(300, 'x'));
+  s = tuning_->QueryBest(Context().get(), long_class, &answer);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(s.error_message(), HasSubstr("device.device_class is 300 bytes long; at most 256"));
+
   // Bytes that are not a QueryBestRequest (QueryBest parses its request itself).
   grpc::GenericStub generic(channel_);
   grpc::Slice garbage(std::string("\xff\xff\xff\xff"));
