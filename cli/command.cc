@@ -4,6 +4,8 @@
 #include <cstdlib>
 #include <iostream>
 
+#include "absl/strings/ascii.h"
+#include "absl/strings/strip.h"
 #include "grpcpp/client_context.h"
 #include "proto/channel.h"
 
@@ -38,6 +40,11 @@ absl::StatusOr<std::unique_ptr<SqliteTuningDatabase>> OpenDatabase(const std::st
 }  // namespace ktune::cli
 
 namespace ktune::cli {
+
+std::string StateName(v1::JobState s) {
+  std::string name = v1::JobState_Name(s);
+  return absl::AsciiStrToLower(absl::StripPrefix(name, "JOB_STATE_"));
+}
 
 std::string TokenOr(const std::string& token) {
   if (!token.empty()) return token;

@@ -13,6 +13,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "db/sqlite_tuning_database.h"
+#include "ktune/v1/tuning_service.pb.h"
 
 namespace grpc {
 class ClientContext;
@@ -43,6 +44,9 @@ int UsageOrFail(const std::string& command, const absl::Status& status);
 
 // Adds --tls-ca, --tls-cert and --tls-key (a client's view of the server's TLS) to `sub`.
 void AddClientTlsOptions(CLI::App* sub, ClientTls* tls);
+
+// "queued", "running", ...: a job state as the CLI prints it.
+std::string StateName(v1::JobState s);
 
 // `token`, else $KTUNE_TOKEN, else empty.
 std::string TokenOr(const std::string& token);

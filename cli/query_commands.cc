@@ -8,12 +8,12 @@
 #include "cli/command.h"
 #include "cli/tune_target.h"
 #include "common/status_macros.h"
-#include "ktune/v1/tuning_service.grpc.pb.h"
-#include "proto/channel.h"
-#include "proto/convert.h"
 #include "kernels/kernel_registry.h"
+#include "ktune/v1/tuning_service.grpc.pb.h"
 #include "measurer/cpu_device.h"
 #include "measurer/cuda_measurer.h"
+#include "proto/channel.h"
+#include "proto/convert.h"
 
 namespace ktune::cli {
 namespace {
@@ -37,11 +37,16 @@ struct BestAnswerOf {
 
 std::string LevelName(v1::MatchLevel level) {
   switch (level) {
-    case v1::MATCH_LEVEL_EXACT: return "exact";
-    case v1::MATCH_LEVEL_DEVICE_CLASS: return "device_class";
-    case v1::MATCH_LEVEL_FAMILY: return "family";
-    case v1::MATCH_LEVEL_PREDICTED: return "predicted";
-    default: return "none";
+    case v1::MATCH_LEVEL_EXACT:
+      return "exact";
+    case v1::MATCH_LEVEL_DEVICE_CLASS:
+      return "device_class";
+    case v1::MATCH_LEVEL_FAMILY:
+      return "family";
+    case v1::MATCH_LEVEL_PREDICTED:
+      return "predicted";
+    default:
+      return "none";
   }
 }
 
@@ -184,48 +189,86 @@ int RunBest(const BestArgs& a) {
 struct JobsArgs {
   std::string db;
   bool json = false;
+  // --server: list a running server's jobs (ListJobs) instead of reading --db.
+  std::string server, token;
+  ClientTls tls;
 };
 
+// One line of `ktune jobs`, from the database or from a server (which does not send the task
+// count: tasks is then -1).
+struct JobRow {
+  int64_t id = 0;
+  std::string name, state, message;
+  int64_t tasks = -1, done = 0, total = 0;
+};
+
+absl::StatusOr<std::vector<JobRow>> JobsFromDatabase(const std::string& path) {
+  KTUNE_ASSIGN_OR_RETURN(auto db, OpenDatabase(path));
+  KTUNE_ASSIGN_OR_RETURN(std::vector<Job> jobs, db->ListJobs());
+  std::vector<JobRow> rows;
+  for (const Job& j : jobs) {
+    JobRow row{j.id, j.name, std::string(JobStateName(j.state)), j.message,
+               static_cast<int64_t>(j.tasks.size())};
+    for (const JobTask& t : j.tasks) {
+      row.done += t.measurements_done;
+      row.total += t.budget;
+    }
+    rows.push_back(std::move(row));
+  }
+  return rows;
+}
+
+absl::StatusOr<std::vector<JobRow>> JobsFromServer(const JobsArgs& a) {
+  KTUNE_ASSIGN_OR_RETURN(std::shared_ptr<grpc::Channel> channel, MakeChannel(a.server, a.tls));
+  auto stub = v1::TuningService::NewStub(channel);
+  std::vector<JobRow> rows;
+  v1::ListJobsRequest request;
+  request.set_page_size(1000);
+  do {
+    v1::ListJobsResponse page;
+    KTUNE_RETURN_IF_ERROR(
+        FromGrpc(stub->ListJobs(ClientContextFor(a.token).get(), request, &page)));
+    for (const v1::Job& j : page.jobs()) {
+      int64_t id = 0;
+      if (!absl::SimpleAtoi(j.job_id(), &id)) {
+        return absl::InternalError(absl::StrCat("the server sent the job id '", j.job_id(), "'"));
+      }
+      rows.push_back({id, j.spec().name(), StateName(j.state()), j.message(), -1,
+                      j.measurements_done(), j.measurements_total()});
+    }
+    request.set_page_token(page.next_page_token());
+  } while (!request.page_token().empty());
+  return rows;
+}
+
 int RunJobs(const JobsArgs& a) {
-  auto db = OpenDatabase(a.db);
-  if (!db.ok()) return Fail("jobs", db.status());
-  auto jobs = (*db)->ListJobs();
+  absl::StatusOr<std::vector<JobRow>> jobs =
+      a.server.empty() ? JobsFromDatabase(a.db) : JobsFromServer(a);
   if (!jobs.ok()) return Fail("jobs", jobs.status());
   if (a.json) {
     nlohmann::json out = nlohmann::json::array();
-    for (const Job& j : *jobs) {
-      int64_t done = 0, budget = 0;
-      for (const JobTask& t : j.tasks) {
-        done += t.measurements_done;
-        budget += t.budget;
-      }
-      out.push_back({{"id", j.id},
-                     {"name", j.name},
-                     {"state", JobStateName(j.state)},
-                     {"strategy", j.strategy},
-                     {"priority", j.priority},
-                     {"tasks", j.tasks.size()},
-                     {"measurements_done", done},
-                     {"measurements_total", budget},
-                     {"message", j.message}});
+    for (const JobRow& j : *jobs) {
+      nlohmann::json row{{"id", j.id},
+                         {"name", j.name},
+                         {"state", j.state},
+                         {"measurements_done", j.done},
+                         {"measurements_total", j.total},
+                         {"message", j.message}};
+      if (j.tasks >= 0) row["tasks"] = j.tasks;
+      out.push_back(std::move(row));
     }
     std::cout << out.dump() << "\n";
     return kExitOk;
   }
   if (jobs->empty()) {
-    std::cout << "no jobs in " << a.db << "\n";
+    std::cout << "no jobs in " << (a.server.empty() ? a.db : a.server) << "\n";
     return kExitOk;
   }
   std::cout << absl::StrFormat("%-6s %-24s %-10s %6s %s\n", "ID", "NAME", "STATE", "TASKS",
                                "PROGRESS");
-  for (const Job& j : *jobs) {
-    int64_t done = 0, budget = 0;
-    for (const JobTask& t : j.tasks) {
-      done += t.measurements_done;
-      budget += t.budget;
-    }
-    std::cout << absl::StrFormat("%-6d %-24s %-10s %6d %d/%d\n", j.id, j.name,
-                                 JobStateName(j.state), j.tasks.size(), done, budget);
+  for (const JobRow& j : *jobs) {
+    std::cout << absl::StrFormat("%-6d %-24s %-10s %6s %d/%d\n", j.id, j.name, j.state,
+                                 j.tasks >= 0 ? std::to_string(j.tasks) : "-", j.done, j.total);
   }
   return kExitOk;
 }
@@ -258,9 +301,14 @@ void RegisterQueryCommands(CLI::App& app, Action* action) {
   best->callback([=] { *action = [=] { return RunBest(*best_args); }; });
 
   auto jobs_args = std::make_shared<JobsArgs>();
-  CLI::App* jobs = app.add_subcommand("jobs", "List fleet jobs stored in the database");
+  CLI::App* jobs =
+      app.add_subcommand("jobs", "List fleet jobs (stored in the database, or of a server)");
   AddDbOption(jobs, &jobs_args->db);
   jobs->add_flag("--json", jobs_args->json, "Print as JSON");
+  jobs->add_option("--server", jobs_args->server,
+                   "List the jobs of this server (HOST:PORT) instead of reading --db");
+  jobs->add_option("--token", jobs_args->token, "Bearer token (or $KTUNE_TOKEN)");
+  AddClientTlsOptions(jobs, &jobs_args->tls);
   jobs->callback([=] { *action = [=] { return RunJobs(*jobs_args); }; });
 }
 

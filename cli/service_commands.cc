@@ -58,9 +58,22 @@ std::thread OnTerminationSignal(std::function<void()> on_signal) {
   });
 }
 
-std::string StateName(v1::JobState s) {
-  std::string name = v1::JobState_Name(s);
-  return absl::AsciiStrToLower(name.substr(strlen("JOB_STATE_")));
+// "M=512,N=512,K=512"
+std::string ProblemText(const v1::TaskProgress& t) {
+  absl::StatusOr<Problem> problem = FromProto(t.task().problem().params(), "problem");
+  return problem.ok() ? FormatParamMapAssignments(*problem) : "?";
+}
+
+nlohmann::json TaskJson(const v1::TaskProgress& t) {
+  nlohmann::json task{{"kernel", t.task().kernel().name()},
+                      {"problem", ProblemText(t)},
+                      {"device_class", t.task().device_class()},
+                      {"state", StateName(t.state())},
+                      {"measurements_done", t.measurements_done()},
+                      {"measurements_failed", t.measurements_failed()}};
+  if (t.has_best_time_ms()) task["best_time_ms"] = t.best_time_ms();
+  if (t.has_best_gflops()) task["best_gflops"] = t.best_gflops();
+  return task;
 }
 
 nlohmann::json JobJson(const v1::Job& job) {
@@ -71,16 +84,14 @@ nlohmann::json JobJson(const v1::Job& job) {
                    {"measurements_done", job.measurements_done()},
                    {"measurements_total", job.measurements_total()},
                    {"estimated_seconds_left", job.estimated_seconds_left()}};
-  for (const v1::TaskProgress& t : job.tasks()) {
-    nlohmann::json task{{"kernel", t.task().kernel().name()},
-                        {"device_class", t.task().device_class()},
-                        {"state", StateName(t.state())},
-                        {"measurements_done", t.measurements_done()},
-                        {"measurements_failed", t.measurements_failed()}};
-    if (t.has_best_time_ms()) task["best_time_ms"] = t.best_time_ms();
-    if (t.has_best_gflops()) task["best_gflops"] = t.best_gflops();
-    j["tasks"].push_back(task);
-  }
+  for (const v1::TaskProgress& t : job.tasks()) j["tasks"].push_back(TaskJson(t));
+  return j;
+}
+
+// One event of `ktune watch --json`: the job, and the task that advanced last with its best.
+nlohmann::json JobEventJson(const v1::JobEvent& event) {
+  nlohmann::json j = JobJson(event.job());
+  if (event.has_changed_task()) j["changed_task"] = TaskJson(event.changed_task());
   return j;
 }
 
@@ -227,12 +238,30 @@ int RunSubmit(const JobArgs& a) {
   return kExitOk;
 }
 
-std::string ProgressLine(const v1::Job& job) {
+std::string TaskName(const v1::TaskProgress& t) {
+  return absl::StrCat(t.task().kernel().name(), " ", ProblemText(t), " on ",
+                      t.task().device_class());
+}
+
+std::string BestOf(const v1::TaskProgress& t) {
+  if (!t.has_best_time_ms()) return "no result yet";
+  std::string best = absl::StrFormat("best %.4f ms", t.best_time_ms());
+  if (t.has_best_gflops()) absl::StrAppendFormat(&best, " (%.1f GFLOP/s)", t.best_gflops());
+  return best;
+}
+
+// "job 3 running: 120/400 measurements, about 12 s left; gemm M=512 on cpu: best 0.1 ms (..)"
+std::string ProgressLine(const v1::JobEvent& event) {
+  const v1::Job& job = event.job();
   std::string line =
       absl::StrFormat("job %s %s: %d/%d measurements", job.job_id(), StateName(job.state()),
                       job.measurements_done(), job.measurements_total());
   if (job.estimated_seconds_left() > 0) {
     absl::StrAppendFormat(&line, ", about %.0f s left", job.estimated_seconds_left());
+  }
+  if (event.has_changed_task()) {
+    absl::StrAppend(&line, "; ", TaskName(event.changed_task()), ": ",
+                    BestOf(event.changed_task()));
   }
   return line;
 }
@@ -249,7 +278,7 @@ int RunWatch(const JobArgs& a) {
   std::unique_ptr<grpc::ClientReader<v1::JobEvent>> reader = stub->WatchJob(ctx.get(), request);
   v1::JobEvent event;
   while (reader->Read(&event)) {
-    std::cout << (a.json ? JobJson(event.job()).dump() : ProgressLine(event.job())) << std::endl;
+    std::cout << (a.json ? JobEventJson(event).dump() : ProgressLine(event)) << std::endl;
   }
   absl::Status s = FromGrpc(reader->Finish());
   if (!s.ok()) {
@@ -264,12 +293,9 @@ int RunWatch(const JobArgs& a) {
     std::cout << JobJson(job).dump() << std::endl;
   } else {
     for (const v1::TaskProgress& t : job.tasks()) {
-      std::cout << absl::StrFormat(
-          "  %s %s on %s: %s, %d measurements", t.task().kernel().name(),
-          FormatParamMapAssignments(*FromProto(t.task().problem().params(), "problem")),
-          t.task().device_class(), StateName(t.state()), t.measurements_done());
-      if (t.has_best_time_ms()) std::cout << absl::StrFormat(", best %.4f ms", t.best_time_ms());
-      if (t.has_best_gflops()) std::cout << absl::StrFormat(" (%.1f GFLOP/s)", t.best_gflops());
+      std::cout << absl::StrFormat("  %s: %s, %d measurements", TaskName(t), StateName(t.state()),
+                                   t.measurements_done());
+      if (t.has_best_time_ms()) std::cout << ", " << BestOf(t);
       std::cout << "\n";
     }
   }

@@ -3,13 +3,15 @@
 // PollingStream<T>: a thread of its own polls `poll` four times a second and writes the event it
 // returns when the event changed and a second has passed since the last write, or at once when
 // the event is final; then the stream finishes OK. A poll error finishes the stream with that
-// error; a client that goes away (cancel, broken write) stops it.
+// error; a client that goes away (cancel, broken write) stops it. open() counts the streams of a
+// type alive now, so that a service can cap the threads they hold.
 //
 // VectorStream<T>: writes the given messages one by one, then finishes OK.
 // FailedStream<T>: finishes at once with a status.
 #ifndef KTUNE_SERVER_POLLING_STREAM_H_
 #define KTUNE_SERVER_POLLING_STREAM_H_
 
+#include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <functional>
@@ -32,8 +34,12 @@ class PollingStream final : public grpc::ServerWriteReactor<T> {
   using Poll = std::function<absl::StatusOr<std::pair<T, bool>>()>;
 
   explicit PollingStream(Poll poll) : poll_(std::move(poll)) {
+    ++open_;
     std::thread([this] { Loop(); }).detach();
   }
+  ~PollingStream() override { --open_; }
+  // Streams of this type open now (each holds a thread): callers cap it.
+  static int open() { return open_.load(); }
   void OnWriteDone(bool ok) override {
     std::lock_guard<std::mutex> lock(mu_);
     writing_ = false;
@@ -74,6 +80,7 @@ class PollingStream final : public grpc::ServerWriteReactor<T> {
     }
   }
 
+  static inline std::atomic<int> open_{0};
   Poll poll_;
   std::mutex mu_;
   std::condition_variable cv_;

@@ -75,8 +75,7 @@ class RecordImport final : public grpc::ServerReadReactor<v1::Record> {
     absl::StatusOr<Record> r = FromProto(incoming_);
     if (!r.ok()) {
       return Finish(ToGrpc(absl::InvalidArgumentError(
-          absl::StrCat("record ", received_, ": ", r.status().message(),
-                       "; nothing was stored"))));
+          absl::StrCat("record ", received_, ": ", r.status().message(), "; nothing was stored"))));
     }
     records_.push_back(*std::move(r));
     StartRead(&incoming_);
@@ -193,6 +192,14 @@ grpc::ServerWriteReactor<v1::TuneEvent>* TuningServiceImpl::Tune(grpc::CallbackS
         "device is required: the device class whose workers measure (see ListWorkers)"));
   }
   spec.add_device_classes(request->device());
+  if (request->budget_measurements() < 1 || request->budget_measurements() > 100'000) {
+    return new Failed(
+        absl::InvalidArgumentError("budget_measurements must be between 1 and 100,000"));
+  }
+  if (PollingStream<v1::TuneEvent>::open() >= kMaxWatchStreams) {
+    return new Failed(absl::ResourceExhaustedError(
+        absl::StrCat("the server already streams ", kMaxWatchStreams, " tunings; retry later")));
+  }
   spec.set_budget_measurements(request->budget_measurements());
   spec.set_strategy(request->strategy());
   spec.set_seed(request->seed());
@@ -221,8 +228,8 @@ grpc::ServerWriteReactor<v1::TuneEvent>* TuningServiceImpl::Tune(grpc::CallbackS
             best->set_time_ms(*t.best_ms);
           }
         }
-        const bool final = state == JobState::kDone || state == JobState::kFailed ||
-                           state == JobState::kCancelled;
+        const bool final =
+            state == JobState::kDone || state == JobState::kFailed || state == JobState::kCancelled;
         event.set_finished(final);
         return std::make_pair(std::move(event), final);
       });

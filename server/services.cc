@@ -60,23 +60,26 @@ v1::Job ToProto(const JobStatus& s, bool with_tasks) {
   *out.mutable_created_at() = Timestamp(s.job.created_at_us);
   *out.mutable_updated_at() = Timestamp(s.job.updated_at_us);
   if (!with_tasks) return out;
-  for (const TaskStatus& t : s.tasks) {
-    v1::TaskProgress* p = out.add_tasks();
-    *p->mutable_task() = ktune::ToProto(t.task);
-    p->set_state(ToProto(t.state));
-    p->set_measurements_done(t.done);
-    p->set_measurements_failed(t.failed);
-    if (t.best_ms) {
-      p->set_best_time_ms(*t.best_ms);
-      if (t.flops > 0) p->set_best_gflops(t.flops / (*t.best_ms * 1e6));
-      ktune::ToProto(t.best_config, p->mutable_best_config()->mutable_params());
-    }
-    p->set_prior_records(t.prior_records);
-    p->set_warm_started(t.warm_started);
-    p->set_agent_seconds(t.agent_seconds);
-    p->set_tuning_seconds(t.tuning_seconds);
-  }
+  for (const TaskStatus& t : s.tasks) *out.add_tasks() = ToProto(t);
   return out;
+}
+
+v1::TaskProgress ToProto(const TaskStatus& t) {
+  v1::TaskProgress p;
+  *p.mutable_task() = ktune::ToProto(t.task);
+  p.set_state(ToProto(t.state));
+  p.set_measurements_done(t.done);
+  p.set_measurements_failed(t.failed);
+  if (t.best_ms) {
+    p.set_best_time_ms(*t.best_ms);
+    if (t.flops > 0) p.set_best_gflops(t.flops / (*t.best_ms * 1e6));
+    ktune::ToProto(t.best_config, p.mutable_best_config()->mutable_params());
+  }
+  p.set_prior_records(t.prior_records);
+  p.set_warm_started(t.warm_started);
+  p.set_agent_seconds(t.agent_seconds);
+  p.set_tuning_seconds(t.tuning_seconds);
+  return p;
 }
 
 // --- WorkerService ---
@@ -257,18 +260,37 @@ grpc::ServerWriteReactor<v1::JobEvent>* TuningServiceImpl::WatchJob(
   if (absl::Status s = scheduler_->GetJob(*id).status(); !s.ok()) {
     return new FailedStream<v1::JobEvent>(s);
   }
+  if (Stream::open() >= kMaxWatchStreams) {
+    return new FailedStream<v1::JobEvent>(absl::ResourceExhaustedError(absl::StrCat(
+        "the server already streams ", kMaxWatchStreams, " jobs; poll GetJob or retry later")));
+  }
   Scheduler* scheduler = scheduler_;
   const int64_t job = *id;
   const bool with_tasks = request->with_tasks();
-  return new Stream(
-      [scheduler, job, with_tasks]() -> absl::StatusOr<std::pair<v1::JobEvent, bool>> {
-        absl::StatusOr<JobStatus> status = scheduler->GetJob(job);
-        if (!status.ok()) return status.status();
-        v1::JobEvent event;
-        *event.mutable_job() = ToProto(*status, with_tasks);
-        const bool final = IsFinal(event.job().state());
-        return std::make_pair(std::move(event), final);
-      });
+  // changed_task: the task whose measurements advanced most since the last poll (the same task
+  // again while none advanced), with its best so far.
+  std::vector<int64_t> done_before;
+  int changed = -1;
+  return new Stream([scheduler, job, with_tasks, done_before, changed]() mutable
+                    -> absl::StatusOr<std::pair<v1::JobEvent, bool>> {
+    absl::StatusOr<JobStatus> status = scheduler->GetJob(job);
+    if (!status.ok()) return status.status();
+    done_before.resize(status->tasks.size(), 0);
+    int64_t most = 0;
+    for (size_t i = 0; i < status->tasks.size(); ++i) {
+      const int64_t advanced = status->tasks[i].done - done_before[i];
+      done_before[i] = status->tasks[i].done;
+      if (advanced > most) {
+        most = advanced;
+        changed = static_cast<int>(i);
+      }
+    }
+    v1::JobEvent event;
+    *event.mutable_job() = ToProto(*status, with_tasks);
+    if (changed >= 0) *event.mutable_changed_task() = ToProto(status->tasks[changed]);
+    const bool final = IsFinal(event.job().state());
+    return std::make_pair(std::move(event), final);
+  });
 }
 
 absl::StatusOr<std::string> TuningServiceImpl::TuneInBackground(const BestQuery& q) {

@@ -123,6 +123,9 @@ class TuningServiceImpl final
   // tune_if_missing: queues a job for the task (one per task while it runs).
   absl::StatusOr<std::string> TuneInBackground(const BestQuery& query);
   static constexpr int64_t kBackgroundBudget = 64;
+  // WatchJob (and, apart, Tune) streams open at once (each holds a polling thread); more get
+  // RESOURCE_EXHAUSTED.
+  static constexpr int kMaxWatchStreams = 1024;
 
   const Authenticator* auth_;
   absl::Mutex background_mu_;
@@ -134,6 +137,7 @@ grpc::ServerUnaryReactor* Done(grpc::CallbackServerContext* ctx, const absl::Sta
 
 // A Job message from a scheduler status.
 v1::Job ToProto(const JobStatus& status, bool with_tasks);
+v1::TaskProgress ToProto(const TaskStatus& task);
 
 }  // namespace ktune
 

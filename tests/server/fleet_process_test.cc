@@ -8,6 +8,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <fstream>
 #include <nlohmann/json.hpp>
 #include <set>
 #include <sstream>
@@ -214,6 +215,50 @@ TEST_F(FleetProcessTest, TuneThroughAServerWatchesItsJobAndPrintsTheBest) {
                                       "--tune-if-missing"});
   EXPECT_EQ(no_server.exit_code, 2);
   EXPECT_THAT(no_server.err, ::testing::HasSubstr("--tune-if-missing needs --server"));
+}
+
+TEST_F(FleetProcessTest, AnOperatorSubmitsWatchesListsAndCancelsFromTheCommandLine) {
+  auto server = StartServer();
+  auto worker = StartWorker();
+  auto recorded = LoadRecordedSpace(testing::SpaceFile(kSpace));
+  ASSERT_TRUE(recorded.ok());
+  const Record& any = recorded->records.front();
+  const std::string spec = dir_.File("job.yaml");
+  std::ofstream(spec) << "name: conv\nkernels: [" << any.kernel << "]\nproblems: ["
+                      << CanonicalJson(any.problem) << "]\ndevice_classes: ["
+                      << any.device.device_class << "]\nbudget: 40\nstrategy: random\n";
+  auto submit = testing::RunKtune({"submit", spec, "--server", address_, "--json"});
+  ASSERT_EQ(submit.exit_code, 0) << submit.err;
+  const std::string id = nlohmann::json::parse(submit.out)["job_id"];
+
+  // watch follows the job to its end: progress lines name the task with its best so far, and
+  // the summary gives each task's best.
+  auto watch = testing::RunKtune({"watch", id, "--server", address_});
+  ASSERT_EQ(watch.exit_code, 0) << watch.err;
+  EXPECT_THAT(watch.out, ::testing::HasSubstr("done: 40/40 measurements"));
+  EXPECT_THAT(watch.out, ::testing::HasSubstr(absl::StrCat("; ", any.kernel, " ",
+                                                           FormatParamMapAssignments(any.problem),
+                                                           " on ", any.device.device_class,
+                                                           ": best ")));
+  auto [records, distinct] = StoredRecords(id);
+  EXPECT_EQ(records, 40);
+
+  // jobs lists the server's jobs, as JSON too.
+  auto jobs = testing::RunKtune({"jobs", "--server", address_, "--json"});
+  ASSERT_EQ(jobs.exit_code, 0) << jobs.err;
+  auto listed = nlohmann::json::parse(jobs.out);
+  ASSERT_EQ(listed.size(), 1u);
+  EXPECT_EQ(listed[0]["id"], std::stoi(id));
+  EXPECT_EQ(listed[0]["state"], "done");
+  EXPECT_EQ(listed[0]["measurements_done"], 40);
+
+  // Cancelling a job that ended says so, and fails; an unknown job too.
+  auto cancel = testing::RunKtune({"cancel", id, "--server", address_});
+  EXPECT_EQ(cancel.exit_code, 1);
+  EXPECT_THAT(cancel.err, ::testing::HasSubstr("has already ended (done)"));
+  auto unknown = testing::RunKtune({"watch", "999", "--server", address_});
+  EXPECT_EQ(unknown.exit_code, 1);
+  EXPECT_THAT(unknown.err, ::testing::HasSubstr("no job 999"));
 }
 
 }  // namespace

@@ -144,6 +144,18 @@ TEST_F(ServerTest, ThreeWorkersFinishAThreeTaskJobWithExactlyTheBudgetRecorded) 
     EXPECT_EQ(t.measurements_done(), 40);
     EXPECT_TRUE(t.has_best_time_ms());
   }
+  // The stream's events name the task that advanced, with its best so far: at the end, one of
+  // the three with its final best.
+  ASSERT_TRUE(events.back().has_changed_task());
+  const v1::TaskProgress& changed = events.back().changed_task();
+  bool matched = false;
+  for (const v1::TaskProgress& t : job.tasks()) {
+    if (t.task().device_class() != changed.task().device_class()) continue;
+    matched = true;
+    EXPECT_EQ(changed.measurements_done(), 40);
+    EXPECT_EQ(changed.best_time_ms(), t.best_time_ms());
+  }
+  EXPECT_TRUE(matched);
   ASSERT_TRUE(tuning_->QueryBest(Context().get(), query, &answer).ok());
   ASSERT_EQ(answer.level(), v1::MATCH_LEVEL_DEVICE_CLASS);
   ASSERT_EQ(answer.best_size(), 1);
