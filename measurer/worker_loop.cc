@@ -1,5 +1,6 @@
 #include "measurer/worker_loop.h"
 
+#include <cmath>
 #include <condition_variable>
 #include <map>
 #include <mutex>
@@ -25,6 +26,32 @@ std::unique_ptr<grpc::ClientContext> Context(absl::Duration deadline, const std:
 // Errors after which retrying cannot help.
 bool IsFatal(const absl::Status& s) {
   return absl::IsPermissionDenied(s) || absl::IsUnauthenticated(s) || absl::IsInvalidArgument(s);
+}
+
+// Errors that a retry may get past: the server restarting, a network outage, a slow reply.
+bool IsTransient(const absl::Status& s) {
+  return absl::IsUnavailable(s) || absl::IsDeadlineExceeded(s) || absl::IsAborted(s);
+}
+
+// The result as the server accepts it: a time that is not a finite number of milliseconds above
+// zero (a broken timer, a corrupt replay record) makes it a failed measurement that says so,
+// rather than a report the server refuses whole.
+MeasureResult Reportable(MeasureResult r) {
+  for (double t : r.repeat_times_ms) {
+    if (std::isfinite(t) && t > 0) continue;
+    r.status = MeasurementStatus::kRuntimeError;
+    r.message = absl::StrCat("the measurer returned the time ", t, " ms");
+    r.repeat_times_ms.clear();
+    r.time_ms.reset();
+    break;
+  }
+  if (r.status == MeasurementStatus::kOk && r.repeat_times_ms.empty()) {
+    r.status = MeasurementStatus::kRuntimeError;
+    r.message = "the measurer returned no time";
+    r.time_ms.reset();
+  }
+  if (r.repeat_times_ms.size() > 1024) r.repeat_times_ms.resize(1024);
+  return r;
 }
 
 // Sends Heartbeat for one lease every `interval` until destroyed.
@@ -165,15 +192,15 @@ absl::Status WorkerLoop::Run() {
           configs.push_back(*std::move(config));
         }
         absl::StatusOr<std::vector<MeasureResult>> results =
-            unusable.count(task->kernel) ? absl::StatusOr<std::vector<MeasureResult>>(
-                                               unusable[task->kernel])
-                                         : measurer_->Measure(*task, configs);
+            unusable.count(task->kernel)
+                ? absl::StatusOr<std::vector<MeasureResult>>(unusable[task->kernel])
+                : measurer_->Measure(*task, configs);
         // A task this worker cannot measure (a kernel it cannot load, a problem its measurer
         // refuses) fails its candidates, not the worker.
-        if (!results.ok() && (absl::IsInvalidArgument(results.status()) ||
-                              absl::IsNotFound(results.status()) ||
-                              absl::IsFailedPrecondition(results.status()) ||
-                              absl::IsAlreadyExists(results.status()))) {
+        if (!results.ok() &&
+            (absl::IsInvalidArgument(results.status()) || absl::IsNotFound(results.status()) ||
+             absl::IsFailedPrecondition(results.status()) ||
+             absl::IsAlreadyExists(results.status()))) {
           MeasureResult failed;
           failed.status = MeasurementStatus::kRuntimeError;
           failed.message =
@@ -182,7 +209,7 @@ absl::Status WorkerLoop::Run() {
         }
         if (!results.ok()) return results.status();
         for (size_t k = 0; k < indices.size(); ++k) {
-          const MeasureResult& r = (*results)[k];
+          const MeasureResult r = Reportable((*results)[k]);
           v1::CandidateResult* out = report.add_results();
           out->set_candidate_id(lease.candidates(indices[k]).candidate_id());
           out->set_status(ToProto(r.status));
@@ -191,9 +218,21 @@ absl::Status WorkerLoop::Run() {
         }
       }
     }
+    // The lease lives until lease_expires_in after the last heartbeat: a report that meets a
+    // passing outage (the server restarting, the network) is sent again until then.
+    const absl::Time lease_ends = absl::Now() + absl::Milliseconds(lease.lease_expires_in_ms());
+    absl::Duration retry = absl::Milliseconds(100);
     v1::ReportResultsResponse stored;
-    s = FromGrpc(stub_->ReportResults(Context(options_.rpc_deadline, options_.token).get(), report,
-                                      &stored));
+    while (true) {
+      s = FromGrpc(stub_->ReportResults(Context(options_.rpc_deadline, options_.token).get(),
+                                        report, &stored));
+      if (!IsTransient(s) || absl::Now() + retry >= lease_ends) break;
+      LogEvent("report_retried", {{"worker_id", worker_id_},
+                                  {"lease_id", lease.lease_id()},
+                                  {"error", std::string(s.message())}});
+      absl::SleepFor(retry);
+      retry = std::min(retry * 2, options_.max_backoff);
+    }
     if (s.ok()) {
       reported_ += report.results_size();
     } else if (IsFatal(s)) {
@@ -204,7 +243,7 @@ absl::Status WorkerLoop::Run() {
                                  {"error", std::string(s.message())}});
     }
     // FAILED_PRECONDITION: the lease expired and was handed out again; the results are dropped
-    // by design (someone else measures them). UNAVAILABLE: the same happens after the timeout.
+    // by design (someone else measures them). UNAVAILABLE past the lease: the same.
   }
   if (!worker_id_.empty()) {
     v1::LeaveRequest request;

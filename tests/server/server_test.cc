@@ -8,6 +8,7 @@
 #include <future>
 #include <thread>
 
+#include "common/status_macros.h"
 #include "db/interchange/record_files.h"
 #include "db/sqlite_tuning_database.h"
 #include "grpcpp/create_channel.h"
@@ -411,6 +412,129 @@ TEST_F(ServerTest, PauseResumeAndCancelFollowTheJobsState) {
   grpc::Status unknown = cancel("999");
   EXPECT_EQ(unknown.error_code(), grpc::StatusCode::NOT_FOUND);
   EXPECT_THAT(unknown.error_message(), HasSubstr("no job 999"));
+}
+
+// The worker's stub, with ReportResults failing UNAVAILABLE its first `outages` times (as when
+// the server restarts or the network drops), and counts of the leases that held candidates.
+class FlakyReports : public v1::WorkerService::StubInterface {
+ public:
+  FlakyReports(v1::WorkerService::StubInterface* real, int outages)
+      : real_(real), outages_(outages) {}
+  int filled_leases = 0, reports_sent = 0;
+
+  grpc::Status Register(grpc::ClientContext* c, const v1::RegisterRequest& q,
+                        v1::RegisterResponse* r) override {
+    return real_->Register(c, q, r);
+  }
+  grpc::Status LeaseBatch(grpc::ClientContext* c, const v1::LeaseBatchRequest& q,
+                          v1::LeaseBatchResponse* r) override {
+    grpc::Status s = real_->LeaseBatch(c, q, r);
+    if (s.ok() && r->candidates_size() > 0) ++filled_leases;
+    return s;
+  }
+  grpc::Status ReportResults(grpc::ClientContext* c, const v1::ReportResultsRequest& q,
+                             v1::ReportResultsResponse* r) override {
+    if (outages_ > 0) {
+      --outages_;
+      return grpc::Status(grpc::StatusCode::UNAVAILABLE, "connection refused");
+    }
+    ++reports_sent;
+    return real_->ReportResults(c, q, r);
+  }
+  grpc::Status Heartbeat(grpc::ClientContext* c, const v1::HeartbeatRequest& q,
+                         v1::HeartbeatResponse* r) override {
+    return real_->Heartbeat(c, q, r);
+  }
+  grpc::Status Leave(grpc::ClientContext* c, const v1::LeaveRequest& q,
+                     v1::LeaveResponse* r) override {
+    return real_->Leave(c, q, r);
+  }
+
+ private:
+  template <typename R>
+  using Reader = grpc::ClientAsyncResponseReaderInterface<R>;
+  // The worker loop calls only the blocking methods.
+#define KTUNE_UNUSED_ASYNC(Method, Request, Response)                                          \
+  Reader<v1::Response>* Async##Method##Raw(grpc::ClientContext*, const v1::Request&,           \
+                                           grpc::CompletionQueue*) override {                  \
+    ADD_FAILURE() << "unexpected async call";                                                  \
+    return nullptr;                                                                            \
+  }                                                                                            \
+  Reader<v1::Response>* PrepareAsync##Method##Raw(grpc::ClientContext*, const v1::Request&,    \
+                                                  grpc::CompletionQueue*) override {           \
+    ADD_FAILURE() << "unexpected async call";                                                  \
+    return nullptr;                                                                            \
+  }
+  KTUNE_UNUSED_ASYNC(Register, RegisterRequest, RegisterResponse)
+  KTUNE_UNUSED_ASYNC(LeaseBatch, LeaseBatchRequest, LeaseBatchResponse)
+  KTUNE_UNUSED_ASYNC(ReportResults, ReportResultsRequest, ReportResultsResponse)
+  KTUNE_UNUSED_ASYNC(Heartbeat, HeartbeatRequest, HeartbeatResponse)
+  KTUNE_UNUSED_ASYNC(Leave, LeaveRequest, LeaveResponse)
+#undef KTUNE_UNUSED_ASYNC
+
+  v1::WorkerService::StubInterface* real_;
+  int outages_;
+};
+
+TEST_F(ServerTest, AWorkerSendsItsReportAgainAfterAPassingOutage) {
+  v1::SubmitJobRequest submit;
+  *submit.mutable_spec() = ThreeTaskSpec(4);
+  v1::Job job;
+  ASSERT_TRUE(tuning_->SubmitJob(Context().get(), submit, &job).ok());
+  auto recorded = LoadRecordedSpace(testing::SpaceFile(kSpaces[0]));
+  ReplayMeasurer measurer(recorded->records);
+  FlakyReports flaky(workers_.get(), /*outages=*/2);  // 100 + 200 ms of retries: inside the lease
+  WorkerLoopOptions options;
+  options.max_candidates = 4;
+  options.idle_exit = absl::Milliseconds(300);
+  WorkerLoop loop(&flaky, &measurer, options);
+  ASSERT_TRUE(loop.Run().ok());
+  EXPECT_EQ(loop.reported(), 4);
+  EXPECT_EQ(flaky.filled_leases, 1);  // measured once: the results were not dropped
+  EXPECT_EQ(flaky.reports_sent, 1);
+  v1::GetJobRequest get;
+  get.set_job_id(job.job_id());
+  ASSERT_TRUE(tuning_->GetJob(Context().get(), get, &job).ok());
+  EXPECT_EQ(job.tasks(0).measurements_done(), 4);
+}
+
+// A measurer whose timer is broken: every time it returns is NaN.
+class NanTimes : public Measurer {
+ public:
+  explicit NanTimes(Measurer* real) : real_(real) {}
+  DeviceInfo device() const override { return real_->device(); }
+  absl::StatusOr<std::vector<MeasureResult>> Measure(
+      const TaskKey& task, const std::vector<Configuration>& configs) override {
+    KTUNE_ASSIGN_OR_RETURN(std::vector<MeasureResult> results, real_->Measure(task, configs));
+    for (MeasureResult& r : results) {
+      for (double& t : r.repeat_times_ms) t = NAN;
+    }
+    return results;
+  }
+
+ private:
+  Measurer* real_;
+};
+
+TEST_F(ServerTest, AWorkerReportsTimesTheServerWouldRefuseAsFailedMeasurements) {
+  v1::SubmitJobRequest submit;
+  *submit.mutable_spec() = ThreeTaskSpec(4);
+  v1::Job job;
+  ASSERT_TRUE(tuning_->SubmitJob(Context().get(), submit, &job).ok());
+  auto recorded = LoadRecordedSpace(testing::SpaceFile(kSpaces[0]));
+  ReplayMeasurer replay(recorded->records);
+  NanTimes broken(&replay);
+  WorkerLoopOptions options;
+  options.idle_exit = absl::Milliseconds(300);
+  WorkerLoop loop(workers_.get(), &broken, options);
+  ASSERT_TRUE(loop.Run().ok());  // the worker carries on
+  EXPECT_EQ(loop.reported(), 4);
+  v1::GetJobRequest get;
+  get.set_job_id(job.job_id());
+  ASSERT_TRUE(tuning_->GetJob(Context().get(), get, &job).ok());
+  EXPECT_EQ(job.tasks(0).measurements_done(), 4);
+  EXPECT_EQ(job.tasks(0).measurements_failed(), 4);
+  EXPECT_FALSE(job.tasks(0).has_best_time_ms());
 }
 
 TEST_F(ServerTest, JobsShareWorkersByPriorityAndNoneStarves) {
