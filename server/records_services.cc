@@ -170,7 +170,7 @@ grpc::ServerUnaryReactor* TuningServiceImpl::ListWorkers(grpc::CallbackServerCon
     v1::WorkerInfo* info = response->add_workers();
     info->set_worker_id(w.id);
     *info->mutable_device() = ToProto(w.device);
-    info->set_state(w.measuring ? "measuring" : "idle");
+    info->set_state(w.lost ? "lost" : w.measuring ? "measuring" : "idle");
     info->set_active_leases(w.active_leases);
     info->mutable_last_heartbeat()->set_seconds(absl::ToUnixSeconds(w.last_seen));
     info->set_measurements_done(w.measurements);

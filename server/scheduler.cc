@@ -566,7 +566,10 @@ absl::StatusOr<int64_t> Scheduler::Report(const std::string& worker_id, const st
   }
   const absl::Time commit_start = absl::Now();
   KTUNE_ASSIGN_OR_RETURN(int64_t added, db_->AddRecords(records));  // committed before the reply
-  if (w != workers_.end()) w->second.measurements += static_cast<int64_t>(records.size());
+  if (w != workers_.end()) {
+    w->second.measurements += static_cast<int64_t>(records.size());
+    w->second.last_seen = options_.now();
+  }
   if (options_.on_stored) {
     options_.on_stored(records, absl::ToDoubleSeconds(absl::Now() - commit_start));
   }
@@ -694,9 +697,11 @@ std::vector<Scheduler::WorkerStatus> Scheduler::ListWorkers() {
   std::map<std::string, int> leases;
   for (const auto& [id, lease] : leases_) ++leases[lease->worker];
   std::vector<WorkerStatus> out;
+  const absl::Time now = options_.now();
   for (const auto& [id, w] : workers_) {
     const int held = leases.count(id) ? leases[id] : 0;
-    out.push_back({id, w.device, w.host, held > 0, held, w.last_seen, w.measurements});
+    out.push_back({id, w.device, w.host, held > 0, now - w.last_seen > options_.lease_timeout,
+                   held, w.last_seen, w.measurements});
   }
   return out;
 }
@@ -711,8 +716,12 @@ Scheduler::Counts Scheduler::CountNow() {
   }
   std::map<std::string, bool> measuring;
   for (const auto& [id, lease] : leases_) measuring[lease->worker] = true;
+  const absl::Time now = options_.now();
   for (const auto& [id, w] : workers_) {
-    ++c.workers[{w.device.device_class, measuring.count(id) ? "measuring" : "idle"}];
+    const char* state = now - w.last_seen > options_.lease_timeout ? "lost"
+                        : measuring.count(id)                      ? "measuring"
+                                                                   : "idle";
+    ++c.workers[{w.device.device_class, state}];
   }
   return c;
 }
@@ -727,6 +736,14 @@ void Scheduler::ExpireLeases() {
                                  {"candidates", std::to_string(it->second->items.size())}});
       ReturnToQueue(*it->second);
       it = leases_.erase(it);
+    } else {
+      ++it;
+    }
+  }
+  for (auto it = workers_.begin(); it != workers_.end();) {
+    if (now - it->second.last_seen > kForgetLostWorkersAfter) {
+      LogEvent("worker_forgotten", {{"worker_id", it->first}});
+      workers_.erase(it++);
     } else {
       ++it;
     }

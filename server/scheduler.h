@@ -146,6 +146,9 @@ class Scheduler {
     DeviceInfo device;
     std::string host;
     bool measuring = false;  // holds a lease
+    // Silent (no lease, heartbeat or report) for longer than the lease timeout: dead, or cut
+    // off. Workers silent for kForgetLostWorkersAfter are dropped from the list.
+    bool lost = false;
     int active_leases = 0;
     absl::Time last_seen;
     int64_t measurements = 0;  // results it reported that were stored
@@ -153,7 +156,7 @@ class Scheduler {
   std::vector<WorkerStatus> ListWorkers();
 
   // Queue, lease, worker and job counts for metrics: workers by (device class, "measuring" |
-  // "idle"), jobs by state name.
+  // "idle" | "lost"), jobs by state name.
   struct Counts {
     int64_t queued_candidates = 0;
     int64_t active_leases = 0;
@@ -169,6 +172,7 @@ class Scheduler {
   struct WorkerRun;
 
   static constexpr size_t kKeepFinished = 64;
+  static constexpr absl::Duration kForgetLostWorkersAfter = absl::Hours(1);
 
   absl::Status InitTask(JobRun& job, TaskRun& task, int cores) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Takes the search's next batch when the previous one is complete.

@@ -284,6 +284,10 @@ TEST_F(ServerTest, AnExpiredLeaseIsHandedOutAgainAndItsLateReportRefused) {
   ASSERT_TRUE(workers_->LeaseBatch(Context().get(), lease_request, &lease).ok());
   ASSERT_EQ(lease.candidates_size(), 4);
   absl::SleepFor(absl::Milliseconds(900));  // past the 500 ms lease timeout
+  v1::ListWorkersResponse listed;
+  ASSERT_TRUE(tuning_->ListWorkers(Context().get(), v1::ListWorkersRequest(), &listed).ok());
+  ASSERT_EQ(listed.workers_size(), 1);
+  EXPECT_EQ(listed.workers(0).state(), "lost");  // silent for longer than a lease lives
 
   // A healthy worker of the same class gets the same work.
   WorkerLoopOptions options;
@@ -567,6 +571,23 @@ TEST_F(ServerTest, JobsShareWorkersByPriorityAndNoneStarves) {
   EXPECT_EQ(high_job.measurements_done() + low_job.measurements_done(), 91);
   EXPECT_GE(low_job.measurements_done(), 1);    // not starved
   EXPECT_GE(high_job.measurements_done(), 80);  // 91 : 1 by stride
+}
+
+TEST_F(ServerTest, TheStandardHealthCheckSaysServing) {
+  grpc::GenericStub generic(channel_);
+  grpc::Slice empty("");
+  grpc::ByteBuffer request(&empty, 1), response;
+  std::promise<grpc::Status> done;
+  auto ctx = Context();
+  generic.UnaryCall(ctx.get(), "/grpc.health.v1.Health/Check", grpc::StubOptions(), &request,
+                    &response, [&](grpc::Status status) { done.set_value(status); });
+  grpc::Status s = done.get_future().get();
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  std::vector<grpc::Slice> slices;
+  ASSERT_TRUE(response.Dump(&slices).ok());
+  std::string bytes;
+  for (const grpc::Slice& slice : slices) bytes.append(slice.begin(), slice.end());
+  EXPECT_EQ(bytes, std::string("\x08\x01"));  // HealthCheckResponse{status: SERVING}
 }
 
 TEST_F(ServerTest, ListKernelsShowsTheRegistry) {
