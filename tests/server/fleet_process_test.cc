@@ -151,6 +151,29 @@ TEST_F(FleetProcessTest, AWorkerKilledMidJobCostsNothingButTime) {
   EXPECT_TRUE(events.count("server_stopped"));
 }
 
+TEST_F(FleetProcessTest, AWorkerStoppedWithSigtermLeavesCleanlyAndItsWorkIsFinishedByAnother) {
+  auto server = StartServer();
+  const std::string job = Submit(400, v1::STRATEGY_RANDOM);
+  auto first = StartWorker();
+  WaitFor(job, 40);
+  first->Signal(SIGTERM);
+  EXPECT_EQ(first->Wait(), 0) << first->Err();  // it reports or hands back its lease, then exits
+  EXPECT_THAT(first->Err(), ::testing::HasSubstr("worker_stopped"));
+  // It said goodbye: the server dropped it (and returned any candidates it still held).
+  const std::string log_before = server->Err();
+  EXPECT_THAT(log_before, ::testing::HasSubstr("\"event\":\"worker_left\""));
+  auto second = StartWorker();
+  v1::Job done = WaitFor(job, 400);
+  EXPECT_EQ(done.state(), v1::JOB_STATE_DONE);
+  EXPECT_EQ(done.measurements_done(), 400);
+  EXPECT_EQ(second->Wait(), 0) << second->Err();
+  server->Signal(SIGTERM);
+  EXPECT_EQ(server->Wait(), 0);
+  auto [records, distinct] = StoredRecords(job);
+  EXPECT_EQ(records, 400);
+  EXPECT_EQ(distinct, 400);
+}
+
 TEST_F(FleetProcessTest, AServerKilledMidJobResumesItAndLosesNothingAcknowledged) {
   auto server = StartServer();
   const std::string job = Submit(160, v1::STRATEGY_PPO);
