@@ -1,5 +1,6 @@
 #include "measurer/worker_loop.h"
 
+#include <atomic>
 #include <cmath>
 #include <condition_variable>
 #include <map>
@@ -54,7 +55,9 @@ MeasureResult Reportable(MeasureResult r) {
   return r;
 }
 
-// Sends Heartbeat for one lease every `interval` until destroyed.
+// Sends Heartbeat for one lease every `interval` until destroyed. revoked() turns true once the
+// server says it took the lease back (it expired, or the server restarted and forgot the
+// worker): its candidates are someone else's now, and measuring them further is wasted.
 class LeaseHeartbeat {
  public:
   LeaseHeartbeat(v1::WorkerService::StubInterface* stub, std::string worker, std::string lease,
@@ -66,10 +69,16 @@ class LeaseHeartbeat {
             request.set_worker_id(worker);
             request.add_lease_ids(lease);
             v1::HeartbeatResponse response;
-            // Best effort: the report decides.
-            stub->Heartbeat(Context(deadline, token).get(), request, &response);
+            // A failed heartbeat says nothing (the report decides); a reply that revokes does.
+            if (!stub->Heartbeat(Context(deadline, token).get(), request, &response).ok()) {
+              continue;
+            }
+            for (const std::string& id : response.revoked_lease_ids()) {
+              if (id == lease) revoked_ = true;
+            }
           }
         }) {}
+  bool revoked() const { return revoked_.load(); }
   ~LeaseHeartbeat() {
     {
       std::lock_guard<std::mutex> lock(mu_);
@@ -83,7 +92,8 @@ class LeaseHeartbeat {
   std::mutex mu_;
   std::condition_variable cv_;
   bool done_ = false;
-  std::thread thread_;
+  std::atomic<bool> revoked_{false};
+  std::thread thread_;  // last: it starts in the constructor and reads the members above
 };
 
 }  // namespace
@@ -162,6 +172,7 @@ absl::Status WorkerLoop::Run() {
     v1::ReportResultsRequest report;
     report.set_worker_id(worker_id_);
     report.set_lease_id(lease.lease_id());
+    bool revoked = false;
     {
       LeaseHeartbeat heartbeat(stub_, worker_id_, lease.lease_id(), heartbeat_interval_,
                                options_.rpc_deadline, options_.token);
@@ -182,6 +193,7 @@ absl::Status WorkerLoop::Run() {
         if (!registered.ok()) unusable[c.kernel_spec().name()] = registered;
       }
       for (const auto& [key, indices] : by_task) {
+        if (heartbeat.revoked()) break;
         absl::StatusOr<TaskKey> task = FromProto(lease.candidates(indices[0]).task());
         if (!task.ok()) return task.status();
         std::vector<Configuration> configs;
@@ -217,6 +229,11 @@ absl::Status WorkerLoop::Run() {
           for (double t : r.repeat_times_ms) out->add_repeat_times_ms(t);
         }
       }
+      revoked = heartbeat.revoked();
+    }
+    if (revoked) {  // the report would be refused: go on with a new lease
+      LogEvent("lease_revoked", {{"worker_id", worker_id_}, {"lease_id", lease.lease_id()}});
+      continue;
     }
     // The lease lives until lease_expires_in after the last heartbeat: a report that meets a
     // passing outage (the server restarting, the network) is sent again until then.

@@ -418,12 +418,13 @@ TEST_F(ServerTest, PauseResumeAndCancelFollowTheJobsState) {
   EXPECT_THAT(unknown.error_message(), HasSubstr("no job 999"));
 }
 
-// The worker's stub, with ReportResults failing UNAVAILABLE its first `outages` times (as when
-// the server restarts or the network drops), and counts of the leases that held candidates.
+// The worker's stub, with ReportResults (and, apart, Heartbeat) failing UNAVAILABLE their first
+// `outages` times (as when the server restarts or the network drops), and counts of the leases
+// that held candidates and of the reports that reached the server.
 class FlakyReports : public v1::WorkerService::StubInterface {
  public:
-  FlakyReports(v1::WorkerService::StubInterface* real, int outages)
-      : real_(real), outages_(outages) {}
+  FlakyReports(v1::WorkerService::StubInterface* real, int outages, int heartbeat_outages = 0)
+      : real_(real), outages_(outages), heartbeat_outages_(heartbeat_outages) {}
   int filled_leases = 0, reports_sent = 0;
 
   grpc::Status Register(grpc::ClientContext* c, const v1::RegisterRequest& q,
@@ -447,6 +448,10 @@ class FlakyReports : public v1::WorkerService::StubInterface {
   }
   grpc::Status Heartbeat(grpc::ClientContext* c, const v1::HeartbeatRequest& q,
                          v1::HeartbeatResponse* r) override {
+    if (heartbeat_outages_ > 0) {
+      --heartbeat_outages_;
+      return grpc::Status(grpc::StatusCode::UNAVAILABLE, "connection refused");
+    }
     return real_->Heartbeat(c, q, r);
   }
   grpc::Status Leave(grpc::ClientContext* c, const v1::LeaveRequest& q,
@@ -478,6 +483,7 @@ class FlakyReports : public v1::WorkerService::StubInterface {
 
   v1::WorkerService::StubInterface* real_;
   int outages_;
+  std::atomic<int> heartbeat_outages_;  // the heartbeat has a thread of its own
 };
 
 TEST_F(ServerTest, AWorkerSendsItsReportAgainAfterAPassingOutage) {
@@ -496,6 +502,47 @@ TEST_F(ServerTest, AWorkerSendsItsReportAgainAfterAPassingOutage) {
   EXPECT_EQ(loop.reported(), 4);
   EXPECT_EQ(flaky.filled_leases, 1);  // measured once: the results were not dropped
   EXPECT_EQ(flaky.reports_sent, 1);
+  v1::GetJobRequest get;
+  get.set_job_id(job.job_id());
+  ASSERT_TRUE(tuning_->GetJob(Context().get(), get, &job).ok());
+  EXPECT_EQ(job.tasks(0).measurements_done(), 4);
+}
+
+// A measurer whose first Measure call takes `first_call` longer.
+class SlowFirstCall : public Measurer {
+ public:
+  SlowFirstCall(Measurer* real, absl::Duration first_call) : real_(real), delay_(first_call) {}
+  DeviceInfo device() const override { return real_->device(); }
+  absl::StatusOr<std::vector<MeasureResult>> Measure(
+      const TaskKey& task, const std::vector<Configuration>& configs) override {
+    absl::SleepFor(std::exchange(delay_, absl::ZeroDuration()));
+    return real_->Measure(task, configs);
+  }
+
+ private:
+  Measurer* real_;
+  absl::Duration delay_;
+};
+
+TEST_F(ServerTest, AWorkerDropsALeaseTheServerTookBackInsteadOfReportingIt) {
+  v1::SubmitJobRequest submit;
+  *submit.mutable_spec() = ThreeTaskSpec(4);
+  v1::Job job;
+  ASSERT_TRUE(tuning_->SubmitJob(Context().get(), submit, &job).ok());
+  auto recorded = LoadRecordedSpace(testing::SpaceFile(kSpaces[0]));
+  ReplayMeasurer replay(recorded->records);
+  // Heartbeats every 150 ms fail for 600 ms, past the 500 ms lease timeout, while the first
+  // batch takes 1.2 s: the next heartbeat hears that the lease was taken back.
+  SlowFirstCall slow(&replay, absl::Milliseconds(1200));
+  FlakyReports flaky(workers_.get(), /*outages=*/0, /*heartbeat_outages=*/4);
+  WorkerLoopOptions options;
+  options.max_candidates = 4;
+  options.idle_exit = absl::Milliseconds(300);
+  WorkerLoop loop(&flaky, &slow, options);
+  ASSERT_TRUE(loop.Run().ok());
+  EXPECT_EQ(flaky.filled_leases, 2);  // the batch again, under a new lease
+  EXPECT_EQ(flaky.reports_sent, 1);   // only the live lease was reported
+  EXPECT_EQ(loop.reported(), 4);
   v1::GetJobRequest get;
   get.set_job_id(job.job_id());
   ASSERT_TRUE(tuning_->GetJob(Context().get(), get, &job).ok());
