@@ -5,6 +5,7 @@
 #include <condition_variable>
 #include <map>
 #include <mutex>
+#include <random>
 #include <thread>
 
 #include "absl/strings/str_cat.h"
@@ -27,6 +28,13 @@ std::unique_ptr<grpc::ClientContext> Context(absl::Duration deadline, const std:
 // Errors after which retrying cannot help.
 bool IsFatal(const absl::Status& s) {
   return absl::IsPermissionDenied(s) || absl::IsUnauthenticated(s) || absl::IsInvalidArgument(s);
+}
+
+// `d` times a random factor in [0.5, 1.5): workers that lost the same server do not all come
+// back at the same instant.
+absl::Duration Jittered(absl::Duration d) {
+  thread_local std::mt19937_64 rng(std::random_device{}());
+  return d * std::uniform_real_distribution<double>(0.5, 1.5)(rng);
 }
 
 // Errors that a retry may get past: the server restarting, a network outage, a slow reply.
@@ -134,7 +142,7 @@ absl::Status WorkerLoop::Run() {
       absl::Status s = Register();
       if (IsFatal(s)) return s;
       if (!s.ok()) {
-        wait(backoff);
+        wait(Jittered(backoff));
         backoff = std::min(backoff * 2, options_.max_backoff);
         continue;
       }
@@ -153,7 +161,7 @@ absl::Status WorkerLoop::Run() {
     }
     if (IsFatal(s)) return s;
     if (!s.ok()) {
-      wait(backoff);
+      wait(Jittered(backoff));
       backoff = std::min(backoff * 2, options_.max_backoff);
       continue;
     }
