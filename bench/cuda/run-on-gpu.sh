@@ -9,14 +9,7 @@
 # The binaries come from .gpu/bundle.tar.xz (bench/cuda/bundle.sh, run where the project
 # builds). With the device tool: `bash bench/cuda/bundle.sh` here, then
 #   run(command="bash bench/cuda/run-on-gpu.sh", carry=[".gpu"], timeout_s=600)
-set -uo pipefail
-out=${OUT:-$PWD/gpu-out}
-mkdir -p "$out"
-exec > >(tee "$out/log.txt") 2>&1
-root=$(cd "$(dirname "$0")/../.." && pwd)
-kt=/tmp/ktune-bundle
-rm -rf "$kt" && mkdir -p "$kt"
-xz -dc "$root/.gpu/bundle.tar.xz" | tar -C "$kt" -xf - || { echo "no bundle: run bench/cuda/bundle.sh first"; exit 1; }
+source "$(dirname "$0")/unpack-bundle.sh" gpu-out
 # NVRTC and cuBLAS: the toolkit's, else the CUDA wheels beside the machine's PyTorch.
 extra=/usr/local/cuda/lib64
 for d in $(python3 -c 'import nvidia, os; print(" ".join(os.path.join(p, q, "lib") for p in nvidia.__path__ for q in os.listdir(p)))' 2>/dev/null); do

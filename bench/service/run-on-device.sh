@@ -12,14 +12,7 @@
 # The binaries and the recorded spaces come from .gpu/bundle.tar.xz (bench/cuda/bundle.sh, run
 # where the project builds). With the device tool: `bash bench/cuda/bundle.sh` here, then
 #   run(command="bash bench/service/run-on-device.sh", carry=[".gpu"], timeout_s=400)
-set -uo pipefail
-out=${OUT:-$PWD/device-out}
-mkdir -p "$out"
-exec > >(tee "$out/log.txt") 2>&1
-root=$(cd "$(dirname "$0")/../.." && pwd)
-kt=/tmp/ktune-bundle
-rm -rf "$kt" && mkdir -p "$kt"
-xz -dc "$root/.gpu/bundle.tar.xz" | tar -C "$kt" -xf - || { echo "no bundle: run bench/cuda/bundle.sh first"; exit 1; }
+source "$(dirname "$0")/../cuda/unpack-bundle.sh" device-out
 [ -d "$kt/datasets/spaces" ] || { echo "the bundle has no datasets/: rebuild it with bench/cuda/bundle.sh"; exit 1; }
 export LD_LIBRARY_PATH="$kt/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 cd /tmp

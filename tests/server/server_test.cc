@@ -72,6 +72,42 @@ class ServerTest : public ::testing::Test {
     return spec;
   }
 
+  // A worker of the first space's device (as a replay worker of it registers), by hand.
+  std::string RegisterWorker() {
+    auto recorded = LoadRecordedSpace(testing::SpaceFile(kSpaces[0]));
+    v1::RegisterRequest reg;
+    *reg.mutable_device() = ToProto(ReplayMeasurer(recorded->records).device());
+    v1::RegisterResponse worker;
+    EXPECT_TRUE(workers_->Register(Context().get(), reg, &worker).ok());
+    return worker.worker_id();
+  }
+
+  // A lease of `n` candidates for `worker`.
+  v1::LeaseBatchResponse Lease(const std::string& worker, int n) {
+    v1::LeaseBatchRequest request;
+    request.set_worker_id(worker);
+    request.set_max_candidates(n);
+    v1::LeaseBatchResponse lease;
+    EXPECT_TRUE(workers_->LeaseBatch(Context().get(), request, &lease).ok());
+    EXPECT_EQ(lease.candidates_size(), n);
+    return lease;
+  }
+
+  // A report of every candidate of `lease` as ok in `ms`.
+  static v1::ReportResultsRequest OkReport(const std::string& worker,
+                                           const v1::LeaseBatchResponse& lease, double ms) {
+    v1::ReportResultsRequest report;
+    report.set_worker_id(worker);
+    report.set_lease_id(lease.lease_id());
+    for (const v1::Candidate& c : lease.candidates()) {
+      v1::CandidateResult* r = report.add_results();
+      r->set_candidate_id(c.candidate_id());
+      r->set_status(v1::MEASUREMENT_STATUS_OK);
+      r->add_repeat_times_ms(ms);
+    }
+    return report;
+  }
+
   testing::TempDir dir_;
   std::unique_ptr<TuningServer> server_;
   std::string address_;
@@ -273,16 +309,8 @@ TEST_F(ServerTest, AnExpiredLeaseIsHandedOutAgainAndItsLateReportRefused) {
   ReplayMeasurer measurer(recorded->records);
 
   // A worker that leases and then goes silent.
-  v1::RegisterRequest reg;
-  *reg.mutable_device() = ToProto(measurer.device());
-  v1::RegisterResponse silent;
-  ASSERT_TRUE(workers_->Register(Context().get(), reg, &silent).ok());
-  v1::LeaseBatchRequest lease_request;
-  lease_request.set_worker_id(silent.worker_id());
-  lease_request.set_max_candidates(4);
-  v1::LeaseBatchResponse lease;
-  ASSERT_TRUE(workers_->LeaseBatch(Context().get(), lease_request, &lease).ok());
-  ASSERT_EQ(lease.candidates_size(), 4);
+  const std::string silent = RegisterWorker();
+  const v1::LeaseBatchResponse lease = Lease(silent, 4);
   absl::SleepFor(absl::Milliseconds(900));  // past the 500 ms lease timeout
   v1::ListWorkersResponse listed;
   ASSERT_TRUE(tuning_->ListWorkers(Context().get(), v1::ListWorkersRequest(), &listed).ok());
@@ -297,17 +325,8 @@ TEST_F(ServerTest, AnExpiredLeaseIsHandedOutAgainAndItsLateReportRefused) {
   EXPECT_EQ(loop.reported(), 4);
 
   // The silent worker's late report is refused and stores nothing.
-  v1::ReportResultsRequest late;
-  late.set_worker_id(silent.worker_id());
-  late.set_lease_id(lease.lease_id());
-  for (const v1::Candidate& c : lease.candidates()) {
-    v1::CandidateResult* r = late.add_results();
-    r->set_candidate_id(c.candidate_id());
-    r->set_status(v1::MEASUREMENT_STATUS_OK);
-    r->add_repeat_times_ms(1.0);
-  }
   v1::ReportResultsResponse stored;
-  grpc::Status s = workers_->ReportResults(Context().get(), late, &stored);
+  grpc::Status s = workers_->ReportResults(Context().get(), OkReport(silent, lease, 1.0), &stored);
   EXPECT_EQ(s.error_code(), grpc::StatusCode::FAILED_PRECONDITION);
   EXPECT_THAT(s.error_message(), HasSubstr("expired"));
 
@@ -322,27 +341,10 @@ TEST_F(ServerTest, AReportWithARepeatedCandidateOrABadTimeIsRefusedWhole) {
   *submit.mutable_spec() = ThreeTaskSpec(4);
   v1::Job job;
   ASSERT_TRUE(tuning_->SubmitJob(Context().get(), submit, &job).ok());
-  auto recorded = LoadRecordedSpace(testing::SpaceFile(kSpaces[0]));
-  v1::RegisterRequest reg;
-  *reg.mutable_device() = ToProto(ReplayMeasurer(recorded->records).device());
-  v1::RegisterResponse worker;
-  ASSERT_TRUE(workers_->Register(Context().get(), reg, &worker).ok());
-  v1::LeaseBatchRequest lease_request;
-  lease_request.set_worker_id(worker.worker_id());
-  lease_request.set_max_candidates(4);
-  v1::LeaseBatchResponse lease;
-  ASSERT_TRUE(workers_->LeaseBatch(Context().get(), lease_request, &lease).ok());
-  ASSERT_EQ(lease.candidates_size(), 4);
+  const std::string worker = RegisterWorker();
+  const v1::LeaseBatchResponse lease = Lease(worker, 4);
   auto report = [&](const std::function<void(v1::ReportResultsRequest*)>& spoil) {
-    v1::ReportResultsRequest r;
-    r.set_worker_id(worker.worker_id());
-    r.set_lease_id(lease.lease_id());
-    for (const v1::Candidate& c : lease.candidates()) {
-      v1::CandidateResult* result = r.add_results();
-      result->set_candidate_id(c.candidate_id());
-      result->set_status(v1::MEASUREMENT_STATUS_OK);
-      result->add_repeat_times_ms(2.0);
-    }
+    v1::ReportResultsRequest r = OkReport(worker, lease, 2.0);
     spoil(&r);
     v1::ReportResultsResponse stored;
     grpc::Status s = workers_->ReportResults(Context().get(), r, &stored);
@@ -463,16 +465,16 @@ class FlakyReports : public v1::WorkerService::StubInterface {
   template <typename R>
   using Reader = grpc::ClientAsyncResponseReaderInterface<R>;
   // The worker loop calls only the blocking methods.
-#define KTUNE_UNUSED_ASYNC(Method, Request, Response)                                          \
-  Reader<v1::Response>* Async##Method##Raw(grpc::ClientContext*, const v1::Request&,           \
-                                           grpc::CompletionQueue*) override {                  \
-    ADD_FAILURE() << "unexpected async call";                                                  \
-    return nullptr;                                                                            \
-  }                                                                                            \
-  Reader<v1::Response>* PrepareAsync##Method##Raw(grpc::ClientContext*, const v1::Request&,    \
-                                                  grpc::CompletionQueue*) override {           \
-    ADD_FAILURE() << "unexpected async call";                                                  \
-    return nullptr;                                                                            \
+#define KTUNE_UNUSED_ASYNC(Method, Request, Response)                                       \
+  Reader<v1::Response>* Async##Method##Raw(grpc::ClientContext*, const v1::Request&,        \
+                                           grpc::CompletionQueue*) override {               \
+    ADD_FAILURE() << "unexpected async call";                                               \
+    return nullptr;                                                                         \
+  }                                                                                         \
+  Reader<v1::Response>* PrepareAsync##Method##Raw(grpc::ClientContext*, const v1::Request&, \
+                                                  grpc::CompletionQueue*) override {        \
+    ADD_FAILURE() << "unexpected async call";                                               \
+    return nullptr;                                                                         \
   }
   KTUNE_UNUSED_ASYNC(Register, RegisterRequest, RegisterResponse)
   KTUNE_UNUSED_ASYNC(LeaseBatch, LeaseBatchRequest, LeaseBatchResponse)
@@ -756,43 +758,28 @@ TEST_F(ServerTest, AJobEndsDoneWhenItsWallTimeRunsOut) {
   ASSERT_TRUE(tuning_->SubmitJob(Context().get(), submit, &job).ok());
   // A worker takes a lease and holds it past the deadline: the job waits for it, leases nothing
   // more, and ends once the lease is reported.
-  auto recorded = LoadRecordedSpace(testing::SpaceFile(kSpaces[0]));
-  v1::RegisterRequest reg;
-  *reg.mutable_device() = ToProto(ReplayMeasurer(recorded->records).device());
-  v1::RegisterResponse worker;
-  ASSERT_TRUE(workers_->Register(Context().get(), reg, &worker).ok());
-  v1::LeaseBatchRequest lease_request;
-  lease_request.set_worker_id(worker.worker_id());
-  lease_request.set_max_candidates(2);
-  v1::LeaseBatchResponse lease;
-  ASSERT_TRUE(workers_->LeaseBatch(Context().get(), lease_request, &lease).ok());
-  ASSERT_EQ(lease.candidates_size(), 2);
+  const std::string worker = RegisterWorker();
+  const v1::LeaseBatchResponse lease = Lease(worker, 2);
   v1::GetJobRequest get;
   get.set_job_id(job.job_id());
   for (int i = 0; i < 5; ++i) {  // 1.2 s, beating the heartbeat: past the wall time
     absl::SleepFor(absl::Milliseconds(240));
     v1::HeartbeatRequest beat;
-    beat.set_worker_id(worker.worker_id());
+    beat.set_worker_id(worker);
     beat.add_lease_ids(lease.lease_id());
     v1::HeartbeatResponse revoked;
     ASSERT_TRUE(workers_->Heartbeat(Context().get(), beat, &revoked).ok());
   }
   ASSERT_TRUE(tuning_->GetJob(Context().get(), get, &job).ok());
   EXPECT_EQ(job.state(), v1::JOB_STATE_RUNNING);  // waiting for the lease
+  v1::LeaseBatchRequest more;
+  more.set_worker_id(worker);
+  more.set_max_candidates(2);
   v1::LeaseBatchResponse none;
-  ASSERT_TRUE(workers_->LeaseBatch(Context().get(), lease_request, &none).ok());
+  ASSERT_TRUE(workers_->LeaseBatch(Context().get(), more, &none).ok());
   EXPECT_EQ(none.candidates_size(), 0);
-  v1::ReportResultsRequest report;
-  report.set_worker_id(worker.worker_id());
-  report.set_lease_id(lease.lease_id());
-  for (const v1::Candidate& c : lease.candidates()) {
-    v1::CandidateResult* r = report.add_results();
-    r->set_candidate_id(c.candidate_id());
-    r->set_status(v1::MEASUREMENT_STATUS_OK);
-    r->add_repeat_times_ms(3.0);
-  }
   v1::ReportResultsResponse stored;
-  ASSERT_TRUE(workers_->ReportResults(Context().get(), report, &stored).ok());
+  ASSERT_TRUE(workers_->ReportResults(Context().get(), OkReport(worker, lease, 3.0), &stored).ok());
   EXPECT_EQ(stored.records_stored(), 2);
   ASSERT_TRUE(tuning_->GetJob(Context().get(), get, &job).ok());
   EXPECT_EQ(job.state(), v1::JOB_STATE_DONE);
