@@ -431,6 +431,7 @@ absl::StatusOr<LeaseGrant> Scheduler::Lease(const std::string& worker_id, int ma
     TaskRun* chosen_task = nullptr;
     for (auto& [id, job] : jobs_) {
       if (job->job.state != JobState::kQueued && job->job.state != JobState::kRunning) continue;
+      if (job->out_of_time) continue;
       if (chosen != nullptr && job->pass >= chosen->pass) continue;
       for (TaskRun& t : job->tasks) {
         if (t.task.device_class != worker.device.device_class || IsFinal(t.state)) continue;
@@ -742,7 +743,7 @@ void Scheduler::ExpireLeases() {
   }
   for (auto it = workers_.begin(); it != workers_.end();) {
     if (now - it->second.last_seen > kForgetLostWorkersAfter) {
-      LogEvent("worker_forgotten", {{"worker_id", it->first}});
+      LogEvent("lost_worker_dropped", {{"worker_id", it->first}});
       workers_.erase(it++);
     } else {
       ++it;
