@@ -365,6 +365,7 @@ absl::Status Scheduler::InitTask(JobRun& job, TaskRun& t, int cores) {
   search.strategy = job.job.strategy;
   search.seed = job.seed + t.index;
   search.batch_size = job.batch_size > 0 ? job.batch_size : options_.batch_size;
+  search.checkpoint_every = options_.checkpoint_every;
   search.threads = job.threads;
   if (job.agent_share) search.max_agent_share = *job.agent_share;
   KTUNE_ASSIGN_OR_RETURN(

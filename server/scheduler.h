@@ -42,18 +42,21 @@ struct SchedulerOptions {
   absl::Duration lease_timeout = absl::Seconds(30);
   absl::Duration heartbeat_interval = absl::Seconds(5);
   int batch_size = 8;  // of jobs that do not choose theirs
+  // A task's learned agent state (PPO's policy) is saved to the database this often while it
+  // runs, and when it ends: a server killed mid-task loses at most this much learning.
+  absl::Duration checkpoint_every = absl::Seconds(30);
   std::function<absl::Time()> now = [] { return absl::Now(); };
   // Called with the records of each report once they are committed (to refresh caches, count
   // measurements) and the seconds the commit took.
   std::function<void(const std::vector<Record>&, double)> on_stored;
 };
 
-// A job as submitted: canonical tasks (TaskSpaces::Canonical), each with the same budget.
 // The largest JobRequest::wall_seconds: a year.
 inline constexpr int64_t kMaxJobWallSeconds = 365 * 24 * 3600;
 // The most tasks one job may have (kernels x problems x device classes).
 inline constexpr int64_t kMaxJobTasks = 65'536;
 
+// A job as submitted: canonical tasks (TaskSpaces::Canonical), each with the same budget.
 struct JobRequest {
   std::string name;
   std::vector<TaskKey> tasks;

@@ -108,7 +108,18 @@ absl::Status TaskSearch::Complete(const std::vector<Observation>& results) {
     ++batches_;
   }
   if (budget_left_ <= 0) return Finish();
+  if (!checkpoint_.empty() && batches_ > 0 &&
+      absl::Now() - last_checkpoint_ >= options_.checkpoint_every) {
+    return SaveCheckpoint();
+  }
   return absl::OkStatus();
+}
+
+absl::Status TaskSearch::SaveCheckpoint() {
+  last_checkpoint_ = absl::Now();
+  KTUNE_ASSIGN_OR_RETURN(std::string blob, strategy_->SaveCheckpoint());
+  if (blob.empty()) return absl::OkStatus();  // nothing learned: keep what the database has
+  return db_->SaveCheckpoint(checkpoint_, blob);
 }
 
 absl::Status TaskSearch::Finish() {
@@ -117,9 +128,7 @@ absl::Status TaskSearch::Finish() {
   if (!started_) return absl::OkStatus();
   strategy_->PostTuning();
   if (checkpoint_.empty() || batches_ == 0) return absl::OkStatus();
-  KTUNE_ASSIGN_OR_RETURN(std::string blob, strategy_->SaveCheckpoint());
-  if (blob.empty()) return absl::OkStatus();  // nothing learned: keep what the database has
-  return db_->SaveCheckpoint(checkpoint_, blob);
+  return SaveCheckpoint();
 }
 
 }  // namespace ktune

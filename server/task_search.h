@@ -46,6 +46,9 @@ class TaskSearch {
     // AgentTimeBudget accounts it; 0: no limit. PPO learns less often when measurements are
     // cheap (agent/README.md).
     double max_agent_share = 0.05;
+    // The strategy's checkpoint (PPO's policy) is saved this often between batches, and when
+    // the search finishes.
+    absl::Duration checkpoint_every = absl::Seconds(30);
   };
 
   // Prepares the search of canonical `task` as measured by workers with `cores` cores, with
@@ -76,6 +79,8 @@ class TaskSearch {
   TaskSearch() = default;
   absl::Status StartStrategy();
   absl::Status Finish();
+  // Saves the strategy's checkpoint, unless it has learned nothing to save.
+  absl::Status SaveCheckpoint();
 
   TuningDatabase* db_ = nullptr;
   TaskKey task_;
@@ -89,6 +94,7 @@ class TaskSearch {
   int64_t budget_left_ = 0;
   int64_t batches_ = 0;  // strategy batches completed
   std::string checkpoint_;
+  absl::Time last_checkpoint_ = absl::Now();
   int64_t prior_records_ = 0;
   bool warm_started_ = false;
   double agent_seconds_ = 0;

@@ -30,8 +30,8 @@ class TaskSearchTest : public ::testing::Test {
   TaskSearchTest() { Restart(); }
 
   // A scheduler on the same database, as after a server restart.
-  void Restart() {
-    scheduler_ = std::make_unique<Scheduler>(&db_, &spaces_);
+  void Restart(SchedulerOptions options = {}) {
+    scheduler_ = std::make_unique<Scheduler>(&db_, &spaces_, std::move(options));
     ASSERT_TRUE(scheduler_->Recover().ok());
     worker_ = scheduler_->RegisterWorker(kDevice, "test", kCores);
   }
@@ -188,6 +188,31 @@ TEST_F(TaskSearchTest, PpoSavesItsPolicyAndTheNextJobOfTheKernelWarmStarts) {
   ASSERT_TRUE(done.ok());
   EXPECT_EQ(done->tasks[0].done, 5);
   EXPECT_TRUE(done->tasks[0].warm_started);
+}
+
+TEST_F(TaskSearchTest, PpoSavesItsPolicyWhileTheTaskRunsSoARestartKeepsTheLearning) {
+  absl::StatusOr<std::unique_ptr<SearchStrategy>> ppo = MakeStrategy("ppo");
+  if (!ppo.ok()) GTEST_SKIP() << ppo.status();
+  const std::string key = (*ppo)->CheckpointKey("gemm", **spaces_.Space(Task(), kCores));
+  SchedulerOptions every_batch;
+  every_batch.checkpoint_every = absl::ZeroDuration();
+  Restart(every_batch);
+  const int64_t job = Submit(200, "ppo", /*batch_size=*/4, /*threads=*/0, /*agent_share=*/0.0);
+  for (int leases = 0; !db_.LoadCheckpoint(key).ok(); ++leases) {
+    ASSERT_LT(leases, 50) << "no policy was saved while the task ran";
+    ASSERT_FALSE(LeaseAndReport().empty());
+  }
+  absl::StatusOr<JobStatus> running = scheduler_->GetJob(job);
+  ASSERT_TRUE(running.ok());
+  EXPECT_EQ(running->job.state, JobState::kRunning);
+  EXPECT_LT(running->tasks[0].done, 200);
+
+  // As after a crash: a new scheduler on the database resumes the task from the saved policy.
+  Restart();
+  ASSERT_FALSE(LeaseAndReport().empty());
+  running = scheduler_->GetJob(job);
+  ASSERT_TRUE(running.ok());
+  EXPECT_TRUE(running->tasks[0].warm_started);
 }
 
 // The strategy's time allowance comes from the time its batches spend out being measured.
