@@ -157,6 +157,7 @@ int RunWorker(const WorkerArgs& a) {
   // Built-ins, plus the kernels clients registered with the server as they arrive.
   KernelRegistry registry = KernelRegistry::WithBuiltins();
   int cores = 1;
+  std::vector<std::string> languages;  // a replay worker replays any kernel's records
   if (absl::StartsWith(a.device, "replay:")) {
     absl::StatusOr<RecordedSpace> recorded = LoadRecordedSpace(a.device.substr(7));
     if (!recorded.ok()) return Fail(cmd, recorded.status());
@@ -165,6 +166,7 @@ int RunWorker(const WorkerArgs& a) {
     auto cpu = std::make_unique<CpuMeasurer>(&registry);
     cores = cpu->cpu().cores;
     measurer = std::move(cpu);
+    languages = {"cpp"};
   } else if (absl::StartsWith(a.device, "cuda")) {
     CudaMeasurerOptions cuda;
     absl::StatusOr<int> ordinal = cli::CudaOrdinal(a.device);
@@ -173,6 +175,7 @@ int RunWorker(const WorkerArgs& a) {
     absl::StatusOr<std::unique_ptr<CudaMeasurer>> gpu = CudaMeasurer::Create(&registry, cuda);
     if (!gpu.ok()) return Fail(cmd, gpu.status());
     measurer = *std::move(gpu);
+    languages = {"cuda"};
   } else {
     return UsageError(cmd, absl::StrCat("unknown device '", a.device,
                                         "'; use cpu, cuda[:N] or replay:FILE"));
@@ -193,6 +196,7 @@ int RunWorker(const WorkerArgs& a) {
   options.max_measurements = a.max_measurements;
   options.idle_exit = absl::Seconds(a.idle_exit_s);
   options.registry = &registry;
+  options.languages = languages;
   LogEvent("worker_started",
            {{"device_class", measurer->device().device_class}, {"server", a.server}});
   WorkerLoop loop(stub.get(), measurer.get(), options, &stop);

@@ -115,8 +115,11 @@ absl::Status WorkerLoop::Register() {
   *request.mutable_device() = ToProto(measurer_->device());
   request.mutable_device()->set_cores_used(options_.cores);
   request.set_host(options_.host);
-  request.mutable_capabilities()->add_languages("cpp");
+  for (const std::string& language : options_.languages) {
+    request.mutable_capabilities()->add_languages(language);
+  }
   request.mutable_capabilities()->set_max_parallel(1);
+  request.mutable_capabilities()->set_can_run_untrusted(options_.registry != nullptr);
   v1::RegisterResponse response;
   absl::Status s = FromGrpc(
       stub_->Register(Context(options_.rpc_deadline, options_.token).get(), request, &response));

@@ -33,6 +33,9 @@ struct WorkerLoopOptions {
   // candidates) are added, so that the measurer finds them; the measurer's registry. Null: such
   // candidates are reported as failures.
   KernelRegistry* registry = nullptr;
+  // Languages of the registry kernels the measurer builds ("cpp", "cuda"), sent at registration
+  // so that the server leases only those; empty: any (a replay worker).
+  std::vector<std::string> languages;
 };
 
 class WorkerLoop {

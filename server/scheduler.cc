@@ -17,6 +17,8 @@ namespace ktune {
 struct Scheduler::TaskRun {
   int index = 0;
   TaskKey task;
+  std::string language;        // of its registry kernel; empty: not in the registry (replays)
+  bool client_kernel = false;  // a kernel a client registered
   int64_t budget = 0;
   int64_t done = 0;  // records of this job's task stored
   int64_t failed = 0;
@@ -64,6 +66,7 @@ struct Scheduler::LeaseRun {
 
 struct Scheduler::WorkerRun {
   DeviceInfo device;
+  WorkerCapabilities capabilities;
   std::string host;
   int cores = 1;
   absl::Time last_seen;
@@ -109,6 +112,14 @@ absl::Status ValidateTimes(const v1::CandidateResult& r) {
   return absl::OkStatus();
 }
 
+// Whether a worker with `can` builds and runs a kernel in `language` (empty: not a registry
+// kernel), registered by a client or not.
+bool CanMeasure(const WorkerCapabilities& can, const std::string& language, bool client_kernel) {
+  if (client_kernel && !can.client_kernels) return false;
+  if (language.empty() || can.languages.empty()) return true;
+  return std::find(can.languages.begin(), can.languages.end(), language) != can.languages.end();
+}
+
 bool IsFinal(JobState s) {
   return s == JobState::kDone || s == JobState::kFailed || s == JobState::kCancelled;
 }
@@ -144,6 +155,10 @@ absl::Status Scheduler::AddJobRun(Job job) {
     t.budget = job.tasks[i].budget;
     t.state = job.tasks[i].state;
     t.flops = spaces_->Flops(t.task);
+    if (const KernelDefinition* k = spaces_->registry().Find(t.task.kernel); k != nullptr) {
+      t.language = k->language;
+      t.client_kernel = !k->builtin;
+    }
     // Progress is recounted from the records this job stored: exact after a crash.
     KTUNE_ASSIGN_OR_RETURN(TaskStatus counted, CountJobRecords(*db_, job.id, t.task));
     t.done = counted.done;
@@ -347,12 +362,13 @@ absl::StatusOr<JobStatus> Scheduler::Resume(int64_t id) {
   return StatusOf(*job);
 }
 
-std::string Scheduler::RegisterWorker(const DeviceInfo& device, const std::string& host,
-                                      int cores) {
+std::string Scheduler::RegisterWorker(const DeviceInfo& device, const std::string& host, int cores,
+                                      WorkerCapabilities capabilities) {
   absl::MutexLock lock(&mu_);
   static std::mt19937_64 rng(std::random_device{}());
   std::string id = absl::StrCat("w", next_id_++, "-", rng() % 1000000);
-  workers_[id] = WorkerRun{device, host, std::max(1, cores), options_.now()};
+  workers_[id] =
+      WorkerRun{device, std::move(capabilities), host, std::max(1, cores), options_.now()};
   LogEvent("worker_registered", {{"worker_id", id},
                                  {"device_class", device.device_class},
                                  {"host", host},
@@ -436,6 +452,7 @@ absl::StatusOr<LeaseGrant> Scheduler::Lease(const std::string& worker_id, int ma
       if (chosen != nullptr && job->pass >= chosen->pass) continue;
       for (TaskRun& t : job->tasks) {
         if (t.task.device_class != worker.device.device_class || IsFinal(t.state)) continue;
+        if (!CanMeasure(worker.capabilities, t.language, t.client_kernel)) continue;
         absl::Status ready =
             t.search == nullptr ? InitTask(*job, t, worker.cores) : absl::OkStatus();
         if (ready.ok()) ready = Refill(*job, t);

@@ -51,6 +51,13 @@ struct SchedulerOptions {
   std::function<void(const std::vector<Record>&, double)> on_stored;
 };
 
+// What a worker can measure besides its device class. Its leases hold only candidates of
+// kernels it can build and run.
+struct WorkerCapabilities {
+  std::vector<std::string> languages;  // of registry kernels ("cpp", "cuda"); empty: any
+  bool client_kernels = true;          // takes kernels that clients registered
+};
+
 // The largest JobRequest::wall_seconds: a year.
 inline constexpr int64_t kMaxJobWallSeconds = 365 * 24 * 3600;
 // The most tasks one job may have (kernels x problems x device classes).
@@ -128,7 +135,8 @@ class Scheduler {
   absl::StatusOr<JobStatus> Resume(int64_t id);
 
   // Workers. `cores` sizes registry kernels' spaces for the worker's class.
-  std::string RegisterWorker(const DeviceInfo& device, const std::string& host, int cores);
+  std::string RegisterWorker(const DeviceInfo& device, const std::string& host, int cores,
+                             WorkerCapabilities capabilities = {});
   // NotFound for an unknown worker (the server restarted: register again).
   absl::StatusOr<LeaseGrant> Lease(const std::string& worker_id, int max_candidates);
   // Stores the results of a lease and returns how many records were added.

@@ -94,7 +94,14 @@ grpc::ServerUnaryReactor* WorkerServiceImpl::Register(grpc::CallbackServerContex
     return Done(ctx, absl::InvalidArgumentError("host is longer than 253 bytes"));
   }
   const int cores = std::max(1, request->device().cores_used());
-  response->set_worker_id(scheduler_->RegisterWorker(*device, request->host(), cores));
+  if (request->capabilities().languages_size() > 8) {
+    return Done(ctx, absl::InvalidArgumentError("capabilities.languages: at most 8"));
+  }
+  WorkerCapabilities can;
+  can.languages.assign(request->capabilities().languages().begin(),
+                       request->capabilities().languages().end());
+  can.client_kernels = request->capabilities().can_run_untrusted();
+  response->set_worker_id(scheduler_->RegisterWorker(*device, request->host(), cores, can));
   response->set_heartbeat_interval_ms(
       absl::ToInt64Milliseconds(scheduler_->options().heartbeat_interval));
   response->set_lease_timeout_ms(absl::ToInt64Milliseconds(scheduler_->options().lease_timeout));

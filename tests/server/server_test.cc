@@ -1030,9 +1030,28 @@ TEST(ServerClientKernelTest, AnAdminRegistersAKernelThatWorkersThenMeasure) {
     s = tuning->SubmitJob(with("submit-token-0123456789").get(), submit, &job);
     ASSERT_TRUE(s.ok()) << s.error_message();
     auto stub = v1::WorkerService::NewStub(channel);
+    // Workers of the class that cannot build it get none of it: a CUDA-only one, and one that
+    // takes no client kernels.
+    for (const auto& [language, untrusted] :
+         {std::pair<std::string, bool>{"cuda", true}, {"cpp", false}}) {
+      v1::RegisterRequest reg;
+      *reg.mutable_device() = ToProto(measurer.device());
+      reg.mutable_capabilities()->add_languages(language);
+      reg.mutable_capabilities()->set_can_run_untrusted(untrusted);
+      v1::RegisterResponse registered;
+      ASSERT_TRUE(stub->Register(with("worker-token-0123456789").get(), reg, &registered).ok());
+      v1::LeaseBatchRequest lease_request;
+      lease_request.set_worker_id(registered.worker_id());
+      lease_request.set_max_candidates(4);
+      v1::LeaseBatchResponse lease;
+      ASSERT_TRUE(
+          stub->LeaseBatch(with("worker-token-0123456789").get(), lease_request, &lease).ok());
+      EXPECT_EQ(lease.candidates_size(), 0) << language << (untrusted ? "" : ", no client kernels");
+    }
     WorkerLoopOptions worker;
     worker.token = "worker-token-0123456789";
     worker.registry = &worker_registry;
+    worker.languages = {"cpp"};
     worker.max_measurements = 4;
     worker.idle_exit = absl::Seconds(2);
     WorkerLoop loop(stub.get(), &measurer, worker);
