@@ -242,8 +242,10 @@ int RunSubmit(const JobArgs& a) {
   return kExitOk;
 }
 
+// "gemm M=512,N=512,K=512 on cpu:..." (a recorded space may have no problem values)
 std::string TaskName(const v1::TaskProgress& t) {
-  return absl::StrCat(t.task().kernel().name(), " ", ProblemText(t), " on ",
+  const std::string problem = ProblemText(t);
+  return absl::StrCat(t.task().kernel().name(), problem.empty() ? "" : " ", problem, " on ",
                       t.task().device_class());
 }
 
