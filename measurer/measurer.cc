@@ -1,6 +1,7 @@
 #include "measurer/measurer.h"
 
 #include <algorithm>
+#include <cmath>
 
 namespace ktune {
 
@@ -10,6 +11,8 @@ MeasureResult FailedResult(MeasurementStatus status, std::string message) {
   r.message = std::move(message);
   return r;
 }
+
+bool IsValidTimeMs(double t) { return std::isfinite(t) && t > 0; }
 
 MeasureResult ResultFromSamples(std::vector<double> times_ms) {
   if (times_ms.empty()) {

@@ -36,6 +36,12 @@ class Measurer {
       const TaskKey& task, const std::vector<Configuration>& configs) = 0;
 };
 
+// What a result's times must be for the server to store it: at most kMaxRepeatTimes, each a
+// finite number of milliseconds above zero (a zero, negative or NaN time would become a task's
+// best answer).
+inline constexpr int kMaxRepeatTimes = 1024;
+bool IsValidTimeMs(double t);
+
 // A failed candidate.
 MeasureResult FailedResult(MeasurementStatus status, std::string message);
 

@@ -1,7 +1,6 @@
 #include "measurer/worker_loop.h"
 
 #include <atomic>
-#include <cmath>
 #include <condition_variable>
 #include <map>
 #include <mutex>
@@ -47,7 +46,7 @@ bool IsTransient(const absl::Status& s) {
 // rather than a report the server refuses whole.
 MeasureResult Reportable(MeasureResult r) {
   for (double t : r.repeat_times_ms) {
-    if (std::isfinite(t) && t > 0) continue;
+    if (IsValidTimeMs(t)) continue;
     r.status = MeasurementStatus::kRuntimeError;
     r.message = absl::StrCat("the measurer returned the time ", t, " ms");
     r.repeat_times_ms.clear();
@@ -59,7 +58,7 @@ MeasureResult Reportable(MeasureResult r) {
     r.message = "the measurer returned no time";
     r.time_ms.reset();
   }
-  if (r.repeat_times_ms.size() > 1024) r.repeat_times_ms.resize(1024);
+  if (r.repeat_times_ms.size() > size_t{kMaxRepeatTimes}) r.repeat_times_ms.resize(kMaxRepeatTimes);
   return r;
 }
 

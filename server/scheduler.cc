@@ -1,7 +1,6 @@
 #include "server/scheduler.h"
 
 #include <algorithm>
-#include <cmath>
 #include <nlohmann/json.hpp>
 #include <random>
 
@@ -95,15 +94,14 @@ absl::StatusOr<TaskStatus> CountJobRecords(TuningDatabase& db, int64_t job_id,
   return t;
 }
 
-// A worker's times: at most 1024, each a finite number of milliseconds above zero (a zero,
-// negative or NaN time would become the task's best answer).
+// A worker's times, as IsValidTimeMs and kMaxRepeatTimes say.
 absl::Status ValidateTimes(const v1::CandidateResult& r) {
-  if (r.repeat_times_ms_size() > 1024) {
+  if (r.repeat_times_ms_size() > kMaxRepeatTimes) {
     return absl::InvalidArgumentError(absl::StrCat(
         "candidate ", r.candidate_id(), " has ", r.repeat_times_ms_size(), " times; at most 1024"));
   }
   for (double t : r.repeat_times_ms()) {
-    if (!std::isfinite(t) || t <= 0) {
+    if (!IsValidTimeMs(t)) {
       return absl::InvalidArgumentError(
           absl::StrCat("candidate ", r.candidate_id(), " has the time ", t,
                        " ms; times must be finite and above zero; nothing was stored"));
@@ -439,7 +437,6 @@ absl::StatusOr<LeaseGrant> Scheduler::Lease(const std::string& worker_id, int ma
   }
   WorkerRun& worker = w->second;
   worker.last_seen = options_.now();
-  KTUNE_RETURN_IF_ERROR(StopJobsOutOfTime());
   auto lease = std::make_unique<LeaseRun>();
   LeaseGrant grant;
   while (static_cast<int>(lease->items.size()) < max_candidates) {
@@ -448,7 +445,10 @@ absl::StatusOr<LeaseGrant> Scheduler::Lease(const std::string& worker_id, int ma
     TaskRun* chosen_task = nullptr;
     for (auto& [id, job] : jobs_) {
       if (job->job.state != JobState::kQueued && job->job.state != JobState::kRunning) continue;
-      if (job->out_of_time) continue;
+      // Out of wall time: the expiry tick (StopJobsOutOfTime) ends it.
+      if (job->out_of_time || (job->wall_deadline && *job->wall_deadline <= worker.last_seen)) {
+        continue;
+      }
       if (chosen != nullptr && job->pass >= chosen->pass) continue;
       for (TaskRun& t : job->tasks) {
         if (t.task.device_class != worker.device.device_class || IsFinal(t.state)) continue;
