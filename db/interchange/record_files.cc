@@ -4,6 +4,7 @@
 #include <regex>
 
 #include "absl/strings/match.h"
+#include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
@@ -158,7 +159,9 @@ absl::Status ReadRepeats(const Json& times, double scale, const std::string& pat
 absl::Status FinishRecord(const Json& e, const std::string& path, const std::string& where,
                           Record& r) {
   FillRepeatStatistics(r);
-  if (e.contains("timestamp") && e["timestamp"].is_string()) {
+  // An empty timestamp (as some of the Benchmark Hub's T4 files have) means "not recorded".
+  if (e.contains("timestamp") && e["timestamp"].is_string() &&
+      !absl::StripAsciiWhitespace(e["timestamp"].get<std::string>()).empty()) {
     auto ts = ParseTimestampUs(e["timestamp"].get<std::string>());
     if (!ts.ok()) return FileError(path, where + ".timestamp", ts.status().message());
     r.measured_at_us = *ts;

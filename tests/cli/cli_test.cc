@@ -377,7 +377,7 @@ Optimum FileOptimum(const std::string& path) {
 
 TEST(CliTest, BestReturnsTheOptimumOfEverySharedSpace) {
   std::vector<std::string> files = testing::AllSpaceFiles();
-  ASSERT_EQ(files.size(), 12u) << "expected the 12 recorded spaces in " << KTUNE_DATASETS_DIR;
+  ASSERT_EQ(files.size(), 17u) << "expected the 17 recorded spaces in " << KTUNE_DATASETS_DIR;
   TempDir dir;
   for (const std::string& name : files) {
     std::string db = dir.File(name + ".db");

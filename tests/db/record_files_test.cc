@@ -11,6 +11,8 @@
 #include <set>
 #include <sstream>
 
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "db/memory_tuning_database.h"
 #include "db/sqlite_tuning_database.h"
 #include "tests/testing/test_util.h"
@@ -161,6 +163,40 @@ TEST(RecordFilesTest, ABadFieldNamesTheEntryAndStoresNothing) {
   EXPECT_THAT(st.status().message(), HasSubstr("results[1].invalidity"));
   EXPECT_THAT(st.status().message(), HasSubstr("exploded"));
   EXPECT_EQ(db.Stats()->records, 0);
+}
+
+TEST(RecordFilesTest, AnEmptyT4TimestampImportsAsUnknownAndABadOneIsRefused) {
+  // Real T4 files from the Benchmark Hub carry "timestamp": "" for results of unknown time.
+  TempDir dir;
+  const std::string entry = R"({"configuration": {"x": %d}, "invalidity": "correct",
+       "measurements": [{"name": "time", "value": 1.5}], "times": {"runtimes": [1.5]},
+       "timestamp": "%s"})";
+  auto file = [&](const std::string& name, const std::string& second_timestamp) {
+    std::string path = dir.File(name);
+    WriteFile(path, absl::StrCat(
+                        R"({"schema_version": "1.0.0", "metadata": {"timeunit": "milliseconds"},
+                            "results": [)",
+                        absl::StrFormat(entry, 1, "2023-12-22 09:54:05.502007+00:00"), ",",
+                        absl::StrFormat(entry, 2, second_timestamp), "]}"));
+    return path;
+  };
+  MemoryTuningDatabase db;
+  auto imported = ImportRecordFile(db, file("tiny_GPU_T4.json", ""), {});
+  ASSERT_TRUE(imported.ok()) << imported.status();
+  EXPECT_EQ(imported->records_added, 2);
+  int with_time = 0, without = 0;
+  ASSERT_TRUE(db.ForEachRecord([&](const Record& r) {
+                  (r.measured_at_us ? with_time : without) += 1;
+                  return absl::OkStatus();
+                }).ok());
+  EXPECT_EQ(with_time, 1);
+  EXPECT_EQ(without, 1);
+
+  MemoryTuningDatabase other;
+  auto bad = ImportRecordFile(other, file("bad_GPU_T4.json", "yesterday"), {});
+  ASSERT_FALSE(bad.ok());
+  EXPECT_THAT(bad.status().message(), HasSubstr("results[1].timestamp"));
+  EXPECT_EQ(other.Stats()->records, 0);
 }
 
 TEST(RecordFilesTest, ABadJsonlLineNamesItsNumber) {

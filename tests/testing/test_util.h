@@ -55,7 +55,7 @@ std::string KtuneBinary();
 // ../shared/datasets/spaces/<name> and ../shared/datasets/definitions/<name>.
 std::string SpaceFile(const std::string& name);
 std::string DefinitionFile(const std::string& name);
-// The 12 recorded spaces shipped in ../shared/datasets/spaces, sorted.
+// The 17 recorded spaces shipped in ../shared/datasets/spaces, sorted.
 std::vector<std::string> AllSpaceFiles();
 
 std::string ReadWholeFile(const std::string& path);
