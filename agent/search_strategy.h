@@ -83,8 +83,11 @@ class SearchStrategy {
 
 // Strategies by name: "random", "anneal", "genetic", "model", "ppo". InvalidArgument listing
 // the known names otherwise. Registration is explicit here, not by static initialisers.
+// MakeStrategy also makes PPO's ablation variants (agent/README.md): "ppo-untrained",
+// "ppo-nopolicy", "ppo-policyonly" (AblationStrategyNames; empty without LibTorch).
 absl::StatusOr<std::unique_ptr<SearchStrategy>> MakeStrategy(const std::string& name);
 std::vector<std::string> StrategyNames();
+std::vector<std::string> AblationStrategyNames();
 
 }  // namespace ktune
 

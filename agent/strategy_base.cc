@@ -43,8 +43,8 @@ absl::Status StrategyBase::PreTuning(int64_t budget, int batch_size) {
   if (batch_size < 1) return absl::InvalidArgumentError("the batch size must be at least 1");
   budget_ = std::min<int64_t>(budget, space_->size() - static_cast<int64_t>(visited_.size()));
   batch_size_ = batch_size;
+  prior_count_ = static_cast<int64_t>(history_.size());
   tuning_ = true;
-  batch_size_ = batch_size;
   return Start();
 }
 

@@ -38,6 +38,8 @@ class StrategyBase : public SearchStrategy {
   std::mt19937_64& rng() { return rng_; }
   int64_t budget() const { return budget_; }
   int batch_size() const { return batch_size_; }
+  // Results given by AddPriorResults (the first prior_count() of history()).
+  int64_t prior_count() const { return prior_count_; }
   // Every result so far, prior results first, in measurement order.
   const std::vector<Observation>& history() const { return history_; }
   bool Visited(const Point& p) const;
@@ -55,6 +57,7 @@ class StrategyBase : public SearchStrategy {
   bool tuning_ = false;  // PreTuning has run
   int64_t budget_ = 0;   // measurements this run may propose
   int batch_size_ = 0;
+  int64_t prior_count_ = 0;
   int64_t proposed_ = 0;
   std::vector<Point> pending_;  // the batch awaiting results
   std::vector<Observation> history_;

@@ -14,15 +14,19 @@ namespace ktune {
 
 #if KTUNE_WITH_TORCH
 std::vector<std::string> StrategyNames() { return {"ppo", "random", "anneal", "genetic", "model"}; }
+std::vector<std::string> AblationStrategyNames() {
+  return {"ppo-untrained", "ppo-nopolicy", "ppo-policyonly"};
+}
 #else
 std::vector<std::string> StrategyNames() { return {"random", "anneal", "genetic", "model"}; }
+std::vector<std::string> AblationStrategyNames() { return {}; }
 #endif
 
 absl::StatusOr<std::unique_ptr<SearchStrategy>> MakeStrategy(const std::string& name) {
 #if KTUNE_WITH_TORCH
-  if (name == "ppo") return std::make_unique<PpoStrategy>();
+  if (auto ppo = MakePpoVariant(name)) return ppo;
 #else
-  if (name == "ppo") {
+  if (name.rfind("ppo", 0) == 0) {
     return absl::FailedPreconditionError(
         "this ktune was built without LibTorch (KTUNE_WITH_TORCH=OFF): no ppo strategy; use "
         "random, anneal, genetic or model");
@@ -33,7 +37,9 @@ absl::StatusOr<std::unique_ptr<SearchStrategy>> MakeStrategy(const std::string& 
   if (name == "genetic") return std::make_unique<GeneticStrategy>();
   if (name == "model") return std::make_unique<ModelBasedStrategy>();
   return absl::InvalidArgumentError(absl::StrCat(
-      "unknown strategy '", name, "' (known: ", absl::StrJoin(StrategyNames(), ", "), ")"));
+      "unknown strategy '", name, "' (known: ", absl::StrJoin(StrategyNames(), ", "),
+      AblationStrategyNames().empty() ? "" : "; PPO's ablations: ",
+      absl::StrJoin(AblationStrategyNames(), ", "), ")"));
 }
 
 }  // namespace ktune

@@ -8,6 +8,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "agent/tuning_loop.h"
+#include "bench/synthetic_landscape.h"
 #include "common/status_macros.h"
 #include "db/interchange/record_files.h"
 #include "measurer/replay_measurer.h"
@@ -70,73 +71,202 @@ absl::StatusOr<std::vector<std::unique_ptr<LoadedSource>>> LoadSources(
 
 }  // namespace
 
+TrainingSpace ReplaySpace::AsTrainingSpace() {
+  TaskKey task{recorded.records.front().kernel, "", {}, measurer.device().device_class};
+  return {name, &recorded.space, &measurer, task};
+}
+
+absl::StatusOr<std::vector<std::unique_ptr<ReplaySpace>>> LoadReplaySpaces(
+    const std::vector<std::string>& files) {
+  std::vector<std::unique_ptr<ReplaySpace>> out;
+  for (const std::string& file : files) {
+    KTUNE_ASSIGN_OR_RETURN(RecordedSpace recorded, LoadRecordedSpace(file));
+    if (recorded.records.empty()) {
+      return absl::InvalidArgumentError(absl::StrCat(file, ": no records"));
+    }
+    auto space = std::make_unique<ReplaySpace>(std::move(recorded));
+    space->file = file;
+    space->name = file.substr(file.find_last_of('/') + 1);
+    space->kernel = space->recorded.records.front().kernel;
+    out.push_back(std::move(space));
+  }
+  return out;
+}
+
+absl::StatusOr<SearchProtocol> ParseSearchProtocol(const std::string& name) {
+  if (name == "plain") return SearchProtocol::kPlain;
+  if (name == "leave-one-kernel-out") return SearchProtocol::kLeaveOneKernelOut;
+  return absl::InvalidArgumentError(
+      absl::StrCat("unknown protocol '", name, "' (known: plain, leave-one-kernel-out)"));
+}
+
+namespace {
+
+constexpr int64_t kCheckpoints[] = {25, 50, 100, 200, 400};
+
+// Every strategy, every seed, on one space; `policy` (JSON, may be empty) is where PPO's
+// variants that use a trained policy start.
+absl::Status RunSpace(const SearchBenchOptions& options, ReplaySpace& target,
+                      const std::vector<std::unique_ptr<LoadedSource>>& sources,
+                      const std::string& policy,
+                      const std::function<void(const SearchBenchRow&)>& on_row,
+                      const std::function<void(const std::string&)>& progress) {
+  ReplayMeasurer& measurer = target.measurer;
+  measurer.set_simulated_cost_ms(options.measure_ms);
+  const double optimum = measurer.optimum_ms();
+  const TaskKey task = target.AsTrainingSpace().task;
+  for (const std::string& name : options.strategies) {
+    std::vector<std::vector<Observation>> traces;
+    std::vector<double> agent_ms_per_batch, agent_share;
+    for (int seed = 1; seed <= options.seeds; ++seed) {
+      KTUNE_ASSIGN_OR_RETURN(std::unique_ptr<SearchStrategy> strategy, MakeStrategy(name));
+      if (!policy.empty() && name.rfind("ppo", 0) == 0 && name != "ppo-untrained") {
+        strategy->LoadCheckpoint(policy);
+      }
+      for (const auto& source : sources) {
+        if (source->kernel != task.kernel || source->device == task.device_class) continue;
+        KTUNE_RETURN_IF_ERROR(
+            strategy->AddTransferSource({&source->recorded.space, &source->time_ms}));
+      }
+      TuningOptions run{options.budget, options.batch_size, static_cast<uint64_t>(seed)};
+      if (options.measure_ms > 0) run.max_agent_share = options.agent_share;
+      KTUNE_ASSIGN_OR_RETURN(TuningOutcome outcome,
+                             RunTuningLoop(*strategy, target.recorded.space, measurer, task, run));
+      agent_ms_per_batch.push_back(1e3 * outcome.agent_seconds / std::max(1, outcome.batches));
+      agent_share.push_back(outcome.agent_seconds /
+                            std::max(1e-12, outcome.agent_seconds + outcome.measure_seconds));
+      if (progress) {
+        progress(absl::StrFormat(
+            "%s %s seed %d: best/opt %.3f, agent %.2f ms/batch (%.1f%% of the run)", target.name,
+            name, seed, BestOverOptimumAt(outcome.trace, optimum, options.budget),
+            agent_ms_per_batch.back(), 100 * agent_share.back()));
+      }
+      traces.push_back(std::move(outcome.trace));
+    }
+    SearchBenchRow row;
+    row.space = target.name;
+    row.strategy = name;
+    row.budget = options.budget;
+    row.seeds = options.seeds;
+    for (int64_t b : kCheckpoints) {
+      std::vector<double> ratios;
+      for (const auto& t : traces) ratios.push_back(BestOverOptimumAt(t, optimum, b));
+      row.best_over_opt.push_back({b, Median(ratios)});
+    }
+    const int64_t never = 10 * options.budget;
+    for (auto [fraction, evals, reached] :
+         {std::make_tuple(0.05, &row.evals_to_5pct, &row.reached_5pct),
+          std::make_tuple(0.02, &row.evals_to_2pct, &row.reached_2pct)}) {
+      std::vector<double> counts;
+      int hit = 0;
+      for (const auto& t : traces) {
+        int64_t e = EvalsToWithin(t, optimum, fraction, never);
+        counts.push_back(static_cast<double>(e));
+        hit += e != never;
+      }
+      *evals = Median(counts);
+      *reached = static_cast<double>(hit) / traces.size();
+    }
+    row.agent_ms_per_batch = Median(agent_ms_per_batch);
+    row.agent_share = Median(agent_share);
+    on_row(row);
+  }
+  measurer.set_simulated_cost_ms(0);  // a later fold may train on this space: instantly
+  return absl::OkStatus();
+}
+
+}  // namespace
+
 absl::Status RunSearchBenchmark(const SearchBenchOptions& options,
                                 const std::function<void(const SearchBenchRow&)>& on_row,
                                 const std::function<void(const std::string&)>& progress) {
-  static constexpr int64_t kCheckpoints[] = {25, 50, 100, 200, 400};
   KTUNE_ASSIGN_OR_RETURN(auto sources, LoadSources(options.transfer_from));
-  for (const std::string& file : options.spaces) {
-    KTUNE_ASSIGN_OR_RETURN(RecordedSpace recorded, LoadRecordedSpace(file));
-    ReplayMeasurer measurer(recorded.records);
-    measurer.set_simulated_cost_ms(options.measure_ms);
-    const double optimum = measurer.optimum_ms();
-    TaskKey task{recorded.records.front().kernel, "", {}, measurer.device().device_class};
-    std::string space_name = file.substr(file.find_last_of('/') + 1);
-    for (const std::string& name : options.strategies) {
-      std::vector<std::vector<Observation>> traces;
-      std::vector<double> agent_ms_per_batch, agent_share;
-      for (int seed = 1; seed <= options.seeds; ++seed) {
-        KTUNE_ASSIGN_OR_RETURN(std::unique_ptr<SearchStrategy> strategy, MakeStrategy(name));
-        for (const auto& source : sources) {
-          if (source->kernel != task.kernel || source->device == task.device_class) continue;
-          KTUNE_RETURN_IF_ERROR(
-              strategy->AddTransferSource({&source->recorded.space, &source->time_ms}));
-        }
-        TuningOptions run{options.budget, options.batch_size, static_cast<uint64_t>(seed)};
-        if (options.measure_ms > 0) run.max_agent_share = options.agent_share;
-        KTUNE_ASSIGN_OR_RETURN(TuningOutcome outcome,
-                               RunTuningLoop(*strategy, recorded.space, measurer, task, run));
-        agent_ms_per_batch.push_back(1e3 * outcome.agent_seconds / std::max(1, outcome.batches));
-        agent_share.push_back(outcome.agent_seconds /
-                              std::max(1e-12, outcome.agent_seconds + outcome.measure_seconds));
-        if (progress) {
-          progress(absl::StrFormat(
-              "%s %s seed %d: best/opt %.3f, agent %.2f ms/batch (%.1f%% of the run)", space_name,
-              name, seed, BestOverOptimumAt(outcome.trace, optimum, options.budget),
-              agent_ms_per_batch.back(), 100 * agent_share.back()));
-        }
-        traces.push_back(std::move(outcome.trace));
-      }
-      SearchBenchRow row;
-      row.space = space_name;
-      row.strategy = name;
-      row.budget = options.budget;
-      row.seeds = options.seeds;
-      for (int64_t b : kCheckpoints) {
-        std::vector<double> ratios;
-        for (const auto& t : traces) ratios.push_back(BestOverOptimumAt(t, optimum, b));
-        row.best_over_opt.push_back({b, Median(ratios)});
-      }
-      const int64_t never = 10 * options.budget;
-      for (auto [fraction, evals, reached] :
-           {std::make_tuple(0.05, &row.evals_to_5pct, &row.reached_5pct),
-            std::make_tuple(0.02, &row.evals_to_2pct, &row.reached_2pct)}) {
-        std::vector<double> counts;
-        int hit = 0;
-        for (const auto& t : traces) {
-          int64_t e = EvalsToWithin(t, optimum, fraction, never);
-          counts.push_back(static_cast<double>(e));
-          hit += e != never;
-        }
-        *evals = Median(counts);
-        *reached = static_cast<double>(hit) / traces.size();
-      }
-      row.agent_ms_per_batch = Median(agent_ms_per_batch);
-      row.agent_share = Median(agent_share);
-      on_row(row);
+  KTUNE_ASSIGN_OR_RETURN(auto spaces, LoadReplaySpaces(options.spaces));
+  if (options.protocol == SearchProtocol::kPlain) {
+    for (auto& space : spaces) {
+      KTUNE_RETURN_IF_ERROR(RunSpace(options, *space, sources, "", on_row, progress));
+    }
+    return absl::OkStatus();
+  }
+  // Leave one kernel out: a fold per kernel, in the order the spaces were given.
+  std::vector<std::string> kernels;
+  for (const auto& space : spaces) {
+    const std::string k = KernelFamily(space->kernel);
+    if (std::find(kernels.begin(), kernels.end(), k) == kernels.end()) kernels.push_back(k);
+  }
+  if (kernels.size() < 2) {
+    return absl::InvalidArgumentError(
+        "leave-one-kernel-out needs the spaces of at least two kernels (one is held out, the "
+        "others train its policy)");
+  }
+  KTUNE_ASSIGN_OR_RETURN(std::vector<SyntheticLandscape> synthetic,
+                         MakeSyntheticLandscapes(options.synthetic, options.training.seed));
+  for (const std::string& held_out : kernels) {
+    std::vector<TrainingSpace> training;
+    for (const SyntheticLandscape& l : synthetic) training.push_back(l.AsTrainingSpace());
+    for (auto& space : spaces) {
+      if (KernelFamily(space->kernel) != held_out) training.push_back(space->AsTrainingSpace());
+    }
+    if (progress) {
+      progress(absl::StrFormat(
+          "fold %s: training a policy on the %d spaces of the other kernels and %d synthetic ones",
+          held_out, training.size() - synthetic.size(), synthetic.size()));
+    }
+    KTUNE_ASSIGN_OR_RETURN(std::string policy,
+                           TrainPolicy(training, options.training, [&](int it, int of, double g) {
+                             if (progress && (it % 10 == 0 || it == of)) {
+                               progress(absl::StrFormat("fold %s: iteration %d/%d, mean gain %.3f",
+                                                        held_out, it, of, g));
+                             }
+                           }));
+    for (auto& space : spaces) {
+      if (KernelFamily(space->kernel) != held_out) continue;
+      KTUNE_RETURN_IF_ERROR(RunSpace(options, *space, sources, policy, on_row, progress));
     }
   }
   return absl::OkStatus();
+}
+
+SearchBenchSummary SummariseSearchBench(const std::vector<SearchBenchRow>& rows,
+                                        const std::string& subject) {
+  SearchBenchSummary s;
+  s.subject = subject;
+  std::vector<std::string> names;
+  for (const SearchBenchRow& r : rows) {
+    if (std::find(names.begin(), names.end(), r.strategy) == names.end()) {
+      names.push_back(r.strategy);
+    }
+  }
+  auto median_of = [&](const std::string& name) {
+    std::vector<double> v;
+    for (const SearchBenchRow& r : rows) {
+      if (r.strategy == name) v.push_back(r.evals_to_5pct);
+    }
+    return Median(v);
+  };
+  double best = INFINITY;
+  for (const std::string& name : names) {
+    const double m = median_of(name);
+    s.median_evals_to_5pct.push_back({name, m});
+    if (name.rfind("ppo", 0) != 0 && m < best) {
+      best = m;
+      s.best_other = name;
+    }
+  }
+  if (s.best_other.empty() || std::find(names.begin(), names.end(), subject) == names.end()) {
+    return s;
+  }
+  s.ratio = median_of(subject) / best;
+  for (const SearchBenchRow& r : rows) {
+    if (r.strategy != subject) continue;
+    for (const SearchBenchRow& o : rows) {
+      if (o.strategy == s.best_other && o.space == r.space) {
+        ++s.spaces;
+        s.at_or_below += r.evals_to_5pct <= o.evals_to_5pct;
+      }
+    }
+  }
+  return s;
 }
 
 std::string SearchBenchRowJson(const SearchBenchRow& row) {

@@ -15,7 +15,10 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "agent/policy_training.h"
 #include "agent/search_strategy.h"
+#include "db/interchange/record_files.h"
+#include "measurer/replay_measurer.h"
 
 namespace ktune {
 
@@ -28,7 +31,29 @@ int64_t EvalsToWithin(const std::vector<Observation>& trace, double optimum, dou
                       int64_t never);
 double Median(std::vector<double> values);
 
+// A recorded space loaded for replay: what the benchmark and policy training run on.
+struct ReplaySpace {
+  explicit ReplaySpace(RecordedSpace r) : recorded(std::move(r)), measurer(recorded.records) {}
+  std::string file, name, kernel;  // name: the file's base name; kernel: from the records
+  RecordedSpace recorded;
+  ReplayMeasurer measurer;
+  TrainingSpace AsTrainingSpace();
+};
+absl::StatusOr<std::vector<std::unique_ptr<ReplaySpace>>> LoadReplaySpaces(
+    const std::vector<std::string>& files);
+
+// Evaluation protocols. kPlain: every strategy as it ships (PPO with its shipped policy, which
+// was trained on the shared spaces: do not report it as generalisation). kLeaveOneKernelOut: the
+// spaces are grouped by kernel (KernelFamily); for each kernel a policy is trained on the other
+// kernels' spaces alone and every PPO variant that uses a policy starts from it there, so no
+// space's kernel is ever in its policy's training data.
+enum class SearchProtocol { kPlain, kLeaveOneKernelOut };
+absl::StatusOr<SearchProtocol> ParseSearchProtocol(const std::string& name);
+
 struct SearchBenchOptions {
+  SearchProtocol protocol = SearchProtocol::kPlain;
+  PolicyTrainingOptions training;  // the folds' policies (kLeaveOneKernelOut)
+  int synthetic = 16;  // synthetic landscapes (synthetic_landscape.h) each fold also trains on
   std::vector<std::string> spaces;      // recorded space files
   std::vector<std::string> strategies;  // names for MakeStrategy
   int64_t budget = 400;
@@ -65,6 +90,18 @@ absl::Status RunSearchBenchmark(const SearchBenchOptions& options,
 
 // The row as the one-line JSON object the issue specifies (exactly its keys).
 std::string SearchBenchRowJson(const SearchBenchRow& row);
+
+// Across spaces: each strategy's median evals_to_5pct, and for `subject` (PPO) the strategy
+// other than PPO's variants with the lowest median, the ratio of the two medians and on how many
+// spaces the subject needed at most that strategy's evaluations.
+struct SearchBenchSummary {
+  std::vector<std::pair<std::string, double>> median_evals_to_5pct;  // in the rows' order
+  std::string subject, best_other;
+  double ratio = 0;  // subject's median / best_other's
+  int at_or_below = 0, spaces = 0;
+};
+SearchBenchSummary SummariseSearchBench(const std::vector<SearchBenchRow>& rows,
+                                        const std::string& subject);
 
 }  // namespace ktune
 

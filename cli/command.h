@@ -66,6 +66,7 @@ void RegisterBenchCommands(CLI::App& app, Action* action);
 void RegisterServiceCommands(CLI::App& app, Action* action);
 void RegisterTuneCommand(CLI::App& app, Action* action);
 void RegisterKernelsCommand(CLI::App& app, Action* action);
+void RegisterAgentCommands(CLI::App& app, Action* action);
 // `ktune bench kernel`, added to the bench command group.
 void RegisterBenchKernelCommand(CLI::App& bench, Action* action);
 void RegisterBenchServiceCommand(CLI::App& bench, Action* action);

@@ -22,6 +22,7 @@ int main(int argc, char** argv) {
   RegisterServiceCommands(app, &action);
   RegisterTuneCommand(app, &action);
   RegisterKernelsCommand(app, &action);
+  RegisterAgentCommands(app, &action);
   RegisterQueryCommands(app, &action);
   RegisterDbCommands(app, &action);
   RegisterSpaceCommand(app, &action);

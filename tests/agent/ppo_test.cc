@@ -1,5 +1,6 @@
-// PPO the CleanRL way: GAE checked against numbers worked out by hand, and seeded runs that must
-// learn a landscape (beat random search clearly) and be reproducible.
+// PPO the CleanRL way: GAE checked against numbers worked out by hand, the policy's update shown
+// to learn what pays off, and seeded runs that must find a landscape's optimum (beat random search
+// clearly) and be reproducible.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -7,7 +8,9 @@
 
 #include "absl/time/clock.h"
 #include "agent/gae.h"
+#include "agent/ppo_core.h"
 #include "agent/ppo_strategy.h"
+#include "agent/pretrained_policy.h"
 #include "agent/tuning_loop.h"
 
 namespace ktune {
@@ -133,8 +136,10 @@ TEST(PpoStrategyTest, LearnsEveryBatchWithoutATimeLimit) {
   PpoStrategy p;
   auto out = RunTuningLoop(p, space, measurer, {}, {64, 8, 3});
   ASSERT_TRUE(out.ok()) << out.status();
-  // 16 random warm-up measurements (two batches), then one learning step per batch.
+  // 16 random warm-up measurements (two batches), then one learning step per batch, and an
+  // online update of the policy every 4 of them.
   EXPECT_EQ(p.learning_steps(), 64 / 8 - 2);
+  EXPECT_EQ(p.policy_updates(), 1);
 }
 
 TEST(PpoStrategyTest, LearnsOnlyAsOftenAsItsShareOfTheMeasurementTimeAllows) {
@@ -166,7 +171,9 @@ TEST(PpoStrategyTest, LearnsOnlyAsOftenAsItsShareOfTheMeasurementTimeAllows) {
 
   // Slow measurements (40 ms, 320 ms a batch): 5% is 16 ms a batch, enough to learn often.
   SlowBowlMeasurer slow(40);
-  PpoStrategy rich;
+  PpoOptions every_batch;
+  every_batch.update_every = 1;
+  PpoStrategy rich(every_batch);
   limited.budget = 48;
   out = RunTuningLoop(rich, space, slow, {}, limited);
   ASSERT_TRUE(out.ok()) << out.status();
@@ -176,81 +183,9 @@ TEST(PpoStrategyTest, LearnsOnlyAsOftenAsItsShareOfTheMeasurementTimeAllows) {
   EXPECT_FALSE(checkpoint->empty());
 }
 
-// Every configuration equally fast: after the first result, no batch finds anything faster.
-class FlatMeasurer : public BowlMeasurer {
- public:
-  absl::StatusOr<std::vector<MeasureResult>> Measure(
-      const TaskKey&, const std::vector<Configuration>& configs) override {
-    std::vector<MeasureResult> out(configs.size());
-    for (MeasureResult& r : out) r.time_ms = 2.0;
-    return out;
-  }
-};
-
-TEST(PpoStrategyTest, RestartsAfterBatchesThatFindNothingFaster) {
-  SearchSpace space = Bowl();
-  FlatMeasurer flat;
-  PpoOptions options;
-  options.restart_after = 3;
-  PpoStrategy p(options);
-  auto out = RunTuningLoop(p, space, flat, {}, {160, 8, 5});
-  ASSERT_TRUE(out.ok()) << out.status();
-  // 20 batches: two of warm-up (which never count as stale), then a restart after each run of 3
-  // stale batches; each new region's first batch sets its best (not stale). Stale runs end at
-  // batches 5, 9, 13, 17.
-  EXPECT_EQ(p.restarts(), 4);
-  // The run stays exact and repeat-free across restarts.
-  std::set<Point> distinct;
-  for (const Observation& o : out->trace) distinct.insert(o.point);
-  EXPECT_EQ(distinct.size(), 160u);
-
-  // Prior results (the database's records of the task) belong to the first region: batches that
-  // find nothing faster than them are stale from the first one.
-  TuningOptions with_priors{24, 8, 5};
-  for (int64_t i = 0; i < 16; ++i) with_priors.prior.push_back({space.PointAt(i * 7), true, 2.0});
-  PpoStrategy after_priors(options);
-  ASSERT_TRUE(RunTuningLoop(after_priors, space, flat, {}, with_priors).ok());
-  EXPECT_EQ(after_priors.restarts(), 1);
-
-  options.restart_after = 0;  // never
-  PpoStrategy never(options);
-  ASSERT_TRUE(RunTuningLoop(never, space, flat, {}, {160, 8, 5}).ok());
-  EXPECT_EQ(never.restarts(), 0);
-}
-
-// Each measurement 0.01% faster than the last: every batch sets a new best, by a hair.
-class CreepingMeasurer : public BowlMeasurer {
- public:
-  absl::StatusOr<std::vector<MeasureResult>> Measure(
-      const TaskKey&, const std::vector<Configuration>& configs) override {
-    std::vector<MeasureResult> out(configs.size());
-    for (MeasureResult& r : out) r.time_ms = 2.0 * (1 - 1e-4 * ++calls_);
-    return out;
-  }
-
- private:
-  int calls_ = 0;
-};
-
-TEST(PpoStrategyTest, CreepingAlongAPlateauCountsAsStale) {
-  SearchSpace space = Bowl();
-  PpoOptions options;
-  options.restart_after = 3;
-  PpoStrategy creeping(options);  // restart_min_gain 1%: a 0.08% gain a batch is no progress
-  CreepingMeasurer m1;
-  ASSERT_TRUE(RunTuningLoop(creeping, space, m1, {}, {160, 8, 5}).ok());
-  EXPECT_GE(creeping.restarts(), 3);
-
-  options.restart_min_gain = 0;  // any gain is progress: never stale
-  PpoStrategy any_gain(options);
-  CreepingMeasurer m2;
-  ASSERT_TRUE(RunTuningLoop(any_gain, space, m2, {}, {160, 8, 5}).ok());
-  EXPECT_EQ(any_gain.restarts(), 0);
-}
-
 // A ridge: the best point is known and every one-parameter change of it was measured slower, so
-// only a move of two parameters at once can still improve. The local arm proposes first, from
-// the best point's unvisited neighbourhood: it must reach two-parameter changes.
+// only a move of two parameters at once can still improve. The local arm must nominate
+// two-parameter changes: the fixed rule ("ppo-nopolicy") takes the local arm's best first.
 TEST(PpoStrategyTest, TheLocalArmCrossesARidgeWithTwoParameterChanges) {
   SearchSpace space = Bowl();
   const Point best = {13, 4, 9, 2};  // value indices (the bowl's values are 0, 1, 2, ...)
@@ -271,19 +206,20 @@ TEST(PpoStrategyTest, TheLocalArmCrossesARidgeWithTwoParameterChanges) {
     for (size_t k = 0; k < p.size(); ++k) n += p[k] != best[k];
     return n;
   };
-  PpoStrategy ppo;
-  ASSERT_TRUE(ppo.Initialize(space, 7).ok());
-  ASSERT_TRUE(ppo.AddPriorResults(prior).ok());
-  ASSERT_TRUE(ppo.PreTuning(64, 8).ok());
-  auto batch = ppo.ProposeBatch();
+  std::unique_ptr<PpoStrategy> ppo = MakePpoVariant("ppo-nopolicy");
+  ASSERT_TRUE(ppo->Initialize(space, 7).ok());
+  ASSERT_TRUE(ppo->AddPriorResults(prior).ok());
+  ASSERT_TRUE(ppo->PreTuning(64, 8).ok());
+  auto batch = ppo->ProposeBatch();
   ASSERT_TRUE(batch.ok()) << batch.status();
   ASSERT_FALSE(batch->empty());
   EXPECT_EQ(changed(batch->front()), 2);
 }
 
-// The model also ranks points of the whole space, not only where the policy's walks from the
-// elites lead: with no walks and no local arm, the batch still holds the model's best points.
-TEST(PpoStrategyTest, TheModelRanksTheWholeSpaceNotOnlyTheWalks) {
+// The model arm ranks the whole space: with every pick from it (the fixed rule with no local or
+// random share), the batch holds the model's best points, next to the optimum, although no
+// measured point is near it.
+TEST(PpoStrategyTest, TheModelArmRanksTheWholeSpace) {
   SearchSpace space = Bowl();
   BowlMeasurer measurer;
   // 300 measured points spread over the space, none within 1.25 of the optimum's time (1.0).
@@ -295,29 +231,22 @@ TEST(PpoStrategyTest, TheModelRanksTheWholeSpaceNotOnlyTheWalks) {
     const double t = *(*r)[0].time_ms;
     if (t > 1.25) prior.push_back({p, true, t});
   }
-  auto best_of_batch = [&](int64_t global_candidates) {
-    PpoOptions options;
-    options.proposal_episodes = 0;  // no walks
-    options.local_share = 0;        // no local arm
-    options.global_candidates = global_candidates;
-    PpoStrategy ppo(options);
-    EXPECT_TRUE(ppo.Initialize(space, 11).ok());
-    EXPECT_TRUE(ppo.AddPriorResults(prior).ok());
-    EXPECT_TRUE(ppo.PreTuning(64, 8).ok());
-    auto batch = ppo.ProposeBatch();
-    EXPECT_TRUE(batch.ok()) << batch.status();
-    double best = INFINITY;
-    for (const Point& p : *batch) {
-      best = std::min(best, *(*measurer.Measure({}, {space.ToConfiguration(p)}))[0].time_ms);
-    }
-    return best;
-  };
-  // Every point of the space ranked, as by default (8,784 points): a point next to the optimum
-  // is proposed.
+  PpoOptions options;
+  options.use_policy = false;
+  options.rule_local_share = 0;
+  options.rule_random_share = 0;
+  PpoStrategy ppo(options);
+  ASSERT_TRUE(ppo.Initialize(space, 11).ok());
+  ASSERT_TRUE(ppo.AddPriorResults(prior).ok());
+  ASSERT_TRUE(ppo.PreTuning(64, 8).ok());
+  auto batch = ppo.ProposeBatch();
+  ASSERT_TRUE(batch.ok()) << batch.status();
+  double best = INFINITY;
+  for (const Point& p : *batch) {
+    best = std::min(best, *(*measurer.Measure({}, {space.ToConfiguration(p)}))[0].time_ms);
+  }
   ASSERT_GE(PpoOptions().global_candidates, space.size());
-  EXPECT_LE(best_of_batch(PpoOptions().global_candidates), 1.25);
-  // Without the global pool the batch is the random share and the base's random fill.
-  EXPECT_GT(best_of_batch(0), 1.25);
+  EXPECT_LE(best, 1.25);
 }
 
 TEST(PpoStrategyTest, SameSeedSameRun) {
@@ -354,38 +283,105 @@ TEST(PpoStrategyTest, TransferFromAnotherDeviceProposesGoodFirstBatches) {
 TEST(PpoStrategyTest, PoliciesSaveAndWarmStart) {
   SearchSpace space = Bowl();
   BowlMeasurer measurer;
-  // A policy that learned the bowl (from a recording of it, as in the transfer test).
-  std::vector<double> source_times = Recording(space, measurer, 1.0);
-  PpoStrategy trained;
-  ASSERT_FALSE(trained.SavePolicy().ok());  // nothing to save before tuning
-  ASSERT_TRUE(trained.AddTransferSource({&space, &source_times}).ok());
-  ASSERT_TRUE(RunTuningLoop(trained, space, measurer, {}, {8, 8, 5}).ok());
-  auto blob = trained.SavePolicy();
+  PpoOptions options;
+  options.update_every = 1;
+  PpoStrategy tuned(options);
+  ASSERT_FALSE(tuned.SavePolicy().ok());  // nothing to save before tuning
+  ASSERT_TRUE(RunTuningLoop(tuned, space, measurer, {}, {48, 8, 5}).ok());
+  EXPECT_GE(tuned.policy_updates(), 1);
+  auto blob = tuned.SaveCheckpoint();
   ASSERT_TRUE(blob.ok()) << blob.status();
+  ASSERT_FALSE(blob->empty());
+  // Fine-tuning changed the shipped weights.
+  EXPECT_NE(*blob, std::string(PretrainedPolicyJson()));
 
   PpoStrategy warm;
-  warm.LoadPolicy(*blob);
+  warm.LoadCheckpoint(*blob);
   ASSERT_TRUE(warm.Initialize(space, 6).ok());
   ASSERT_TRUE(warm.PreTuning(16, 8).ok());
   auto reloaded = warm.SavePolicy();
   ASSERT_TRUE(reloaded.ok());
   EXPECT_EQ(*reloaded, *blob);  // the same weights
+  // A run that never learned keeps nothing: it must not replace the stored policy.
+  auto none = warm.SaveCheckpoint();
+  ASSERT_TRUE(none.ok());
+  EXPECT_TRUE(none->empty());
 
-  // The warm-started policy proposes its first batch from its walks, not at random: they end
-  // near the bottom of the bowl (random draws: the best of 8 has a median of 2.75x the optimum and
-  // is within 1.5x in 8% of runs).
-  auto out = RunTuningLoop(warm, space, measurer, {}, {8, 8, 6});
-  ASSERT_TRUE(out.ok()) << out.status();
-  double best = 1e9;
-  for (const Observation& o : out->trace) best = std::min(best, o.time_ms);
-  EXPECT_LE(best, 1.5);
-
-  PpoStrategy wrong;
-  wrong.LoadPolicy("not a policy");
-  ASSERT_TRUE(wrong.Initialize(space, 1).ok());
-  EXPECT_EQ(wrong.PreTuning(8, 8).code(), absl::StatusCode::kInvalidArgument);
+  for (const std::string& bad :
+       {std::string("not a policy"), std::string(R"({"format": "ktune-acquisition-policy/1",
+          "features": 5, "hidden": 32, "parameters": {}})")}) {
+    PpoStrategy wrong;
+    wrong.LoadPolicy(bad);
+    ASSERT_TRUE(wrong.Initialize(space, 1).ok());
+    EXPECT_EQ(wrong.PreTuning(8, 8).code(), absl::StatusCode::kInvalidArgument) << bad;
+  }
   EXPECT_EQ(PpoStrategy::PolicyKey("gemm", space), PpoStrategy::PolicyKey("gemm", Bowl()));
   EXPECT_NE(PpoStrategy::PolicyKey("gemm", space), PpoStrategy::PolicyKey("conv", space));
+}
+
+TEST(PpoStrategyTest, TheShippedPolicyIsATrainedPolicyOfThisAgent) {
+  ASSERT_FALSE(PretrainedPolicyJson().empty()) << "agent/pretrained/policy.json was not built in";
+  PolicyOptions options;
+  options.features = kCandidateFeatures;
+  AcquisitionPolicy shipped(options, 1), untrained(options, 1);
+  ASSERT_TRUE(shipped.LoadJson(std::string(PretrainedPolicyJson())).ok());
+  EXPECT_NE(shipped.ToJson(), untrained.ToJson());
+}
+
+// The core alone, on a bandit whose answer is known: pools of 24 candidates with random features,
+// and a reward for each pick whose feature 0 is above 0.7. PPO must learn to pick those.
+TEST(AcquisitionPolicyTest, PpoLearnsToPickTheCandidatesThatPayOff) {
+  PolicyOptions options;
+  options.features = 4;
+  options.learning_rate = 3e-3;
+  AcquisitionPolicy policy(options, 3);
+  std::mt19937_64 rng(9);
+  std::uniform_real_distribution<float> u(0, 1);
+  auto episode = [&](int decisions, double* hit_rate) {
+    Episode ep;
+    int hits = 0, picks = 0;
+    for (int t = 0; t < decisions; ++t) {
+      Decision d;
+      d.pool = 24;
+      for (int i = 0; i < d.pool * options.features; ++i) d.features.push_back(u(rng));
+      EXPECT_TRUE(policy.Pick(d, 4, rng).ok());
+      std::set<int> distinct(d.picks.begin(), d.picks.end());
+      EXPECT_EQ(distinct.size(), 4u);
+      EXPECT_EQ(d.pick_logp.size(), 4u);
+      for (size_t j = 0; j < d.picks.size(); ++j) {
+        EXPECT_LE(d.pick_logp[j], 0.f);
+        const bool hit = d.features[d.picks[j] * options.features] > 0.7f;
+        d.pick_reward[j] = hit;
+        hits += hit;
+        ++picks;
+      }
+      ep.push_back(std::move(d));
+    }
+    *hit_rate = static_cast<double>(hits) / picks;
+    return ep;
+  };
+  double before = 0, rate = 0;
+  for (int i = 0; i < 10; ++i) {
+    double r;
+    episode(16, &r);
+    before += r / 10;
+  }
+  for (int it = 0; it < 60; ++it) {
+    std::vector<Episode> batch;
+    for (int e = 0; e < 4; ++e) batch.push_back(episode(16, &rate));
+    ASSERT_TRUE(policy.Update(batch, rng).ok());
+  }
+  double after = 0;
+  for (int i = 0; i < 10; ++i) {
+    double r;
+    episode(16, &r);
+    after += r / 10;
+  }
+  // A uniform pick hits 30% of the time; a policy that learned the rule, far more.
+  EXPECT_NEAR(before, 0.3, 0.08);
+  EXPECT_GT(after, 0.6);
+  EXPECT_EQ(policy.updates(), 60);
+  for (const auto& [name, value] : policy.LastMetrics()) EXPECT_TRUE(std::isfinite(value)) << name;
 }
 
 }  // namespace

@@ -4,6 +4,9 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <set>
+
+#include "tests/testing/test_util.h"
 
 namespace ktune {
 namespace {
@@ -46,6 +49,79 @@ TEST(SearchBenchmarkTest, RowsHaveExactlyTheSpecifiedKeys) {
             R"({"space":"s","strategy":"random","budget":400,"seeds":10,"best/opt@25":1.5,)"
             R"("best/opt@50":1.5,"best/opt@100":1.5,"best/opt@200":1.5,"best/opt@400":1.5,)"
             R"("evals_to_5pct":0.0,"reached_5pct":0.0,"evals_to_2pct":0.0,"reached_2pct":0.0})");
+}
+
+SearchBenchRow Row(const std::string& space, const std::string& strategy, double evals) {
+  SearchBenchRow r;
+  r.space = space;
+  r.strategy = strategy;
+  r.evals_to_5pct = evals;
+  return r;
+}
+
+TEST(SearchBenchmarkTest, TheSummaryComparesPpoWithTheBestOtherStrategy) {
+  // Medians: ppo 20, random 100, model 30, ppo-untrained 10 (a PPO variant: never "other").
+  std::vector<SearchBenchRow> rows = {
+      Row("a", "ppo", 10),  Row("a", "random", 100), Row("a", "model", 20),
+      Row("a", "ppo-untrained", 10),
+      Row("b", "ppo", 20),  Row("b", "random", 90),  Row("b", "model", 30),
+      Row("b", "ppo-untrained", 10),
+      Row("c", "ppo", 50),  Row("c", "random", 100), Row("c", "model", 40),
+      Row("c", "ppo-untrained", 10)};
+  SearchBenchSummary s = SummariseSearchBench(rows, "ppo");
+  ASSERT_EQ(s.median_evals_to_5pct.size(), 4u);
+  EXPECT_EQ(s.median_evals_to_5pct[0].first, "ppo");
+  EXPECT_DOUBLE_EQ(s.median_evals_to_5pct[0].second, 20);
+  EXPECT_EQ(s.best_other, "model");
+  EXPECT_DOUBLE_EQ(s.ratio, 20.0 / 30.0);
+  EXPECT_EQ(s.spaces, 3);
+  EXPECT_EQ(s.at_or_below, 2);  // a and b; not c (50 > 40)
+}
+
+TEST(SearchBenchmarkTest, KernelFamiliesJoinAKernelsVariants) {
+  EXPECT_EQ(KernelFamily("convolution6768"), "convolution");
+  EXPECT_EQ(KernelFamily("convolution"), "convolution");
+  EXPECT_EQ(KernelFamily("gemm"), "gemm");
+  EXPECT_EQ(KernelFamily("42"), "42");
+  EXPECT_TRUE(ParseSearchProtocol("leave-one-kernel-out").ok());
+  EXPECT_EQ(ParseSearchProtocol("leave-one-out").status().code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
+// Leave one kernel out, end to end on two small shared spaces of two kernels: each is tuned once
+// per strategy, after a policy was trained on the other one.
+TEST(SearchBenchmarkTest, LeaveOneKernelOutTrainsAPolicyPerKernelAndTunesEverySpace) {
+  if (AblationStrategyNames().empty()) GTEST_SKIP() << "built without LibTorch: no PPO";
+  SearchBenchOptions options;
+  options.protocol = SearchProtocol::kLeaveOneKernelOut;
+  options.spaces = {testing::SpaceFile("convolution2442_MI50_kernel_tuner_cache.json.gz"),
+                    testing::SpaceFile("pnpoly_RTX_2080_Ti_kernel_tuner_cache.json.gz")};
+  options.strategies = {"ppo", "ppo-untrained", "random"};
+  options.budget = 40;
+  options.seeds = 1;
+  options.training.iterations = 2;
+  options.training.episodes_per_iteration = 1;
+  options.training.budget = 40;
+  std::vector<SearchBenchRow> rows;
+  std::vector<std::string> lines;
+  absl::Status st = RunSearchBenchmark(
+      options, [&](const SearchBenchRow& r) { rows.push_back(r); },
+      [&](const std::string& line) { lines.push_back(line); });
+  ASSERT_TRUE(st.ok()) << st;
+  ASSERT_EQ(rows.size(), 6u);
+  std::set<std::string> spaces;
+  for (const SearchBenchRow& r : rows) {
+    spaces.insert(r.space);
+    EXPECT_LE(r.best_over_opt.front().second, 100) << r.space << " " << r.strategy;
+  }
+  EXPECT_EQ(spaces.size(), 2u);
+  int folds = 0;
+  for (const std::string& line : lines) folds += line.find("training a policy") != std::string::npos;
+  EXPECT_EQ(folds, 2);
+
+  options.spaces.pop_back();  // one kernel: nothing to train on
+  EXPECT_EQ(RunSearchBenchmark(options, [](const SearchBenchRow&) {}, nullptr).code(),
+            absl::StatusCode::kInvalidArgument);
 }
 
 }  // namespace

@@ -5,6 +5,7 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <numeric>
 #include <optional>
@@ -218,8 +219,19 @@ TEST_P(StrategyContractTest, MisuseIsAnError) {
   EXPECT_EQ((*strategy)->NotifyResults({}).code(), absl::StatusCode::kInvalidArgument);
 }
 
-INSTANTIATE_TEST_SUITE_P(AllStrategies, StrategyContractTest, ::testing::ValuesIn(StrategyNames()),
-                         [](const auto& info) { return info.param; });
+// Every strategy, and PPO's ablation variants (the benchmark runs them like any strategy).
+std::vector<std::string> AllStrategyNames() {
+  std::vector<std::string> names = StrategyNames();
+  for (const std::string& n : AblationStrategyNames()) names.push_back(n);
+  return names;
+}
+
+INSTANTIATE_TEST_SUITE_P(AllStrategies, StrategyContractTest,
+                         ::testing::ValuesIn(AllStrategyNames()), [](const auto& info) {
+                           std::string name = info.param;
+                           std::replace(name.begin(), name.end(), '-', '_');
+                           return name;
+                         });
 
 TEST_P(StrategyContractTest, NoTimeAllowanceStillMeansAnExactRepeatFreeRun) {
   // A driver that has spent the agent's share of the time (a negative allowance) gets cheaper

@@ -1,0 +1,136 @@
+// ktune agent train: reproduces PPO's shipped policy (agent/pretrained/policy.json) from the
+// recorded spaces, or trains one on any set of spaces (for example all kernels but one).
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <nlohmann/json.hpp>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
+#include "absl/time/clock.h"
+#include "agent/policy_training.h"
+#include "bench/search_benchmark.h"
+#include "bench/synthetic_landscape.h"
+#include "cli/command.h"
+
+namespace ktune::cli {
+namespace {
+
+struct AgentTrainArgs {
+  std::vector<std::string> spaces;
+  std::vector<std::string> exclude_kernels;
+  std::string out = "policy.json";
+  PolicyTrainingOptions training;
+  int synthetic = 16;
+  bool json = false;
+};
+
+// Every recorded space of the shared datasets, sorted: the default training set.
+std::vector<std::string> DefaultSpaces() {
+  std::vector<std::string> files;
+  std::error_code ec;
+  const std::filesystem::path dir = std::filesystem::path(KTUNE_DEFAULT_DATASETS_DIR) / "spaces";
+  for (const auto& entry : std::filesystem::directory_iterator(dir, ec)) {
+    if (entry.path().string().find(".json") != std::string::npos) {
+      files.push_back(entry.path().string());
+    }
+  }
+  std::sort(files.begin(), files.end());
+  return files;
+}
+
+int RunAgentTrain(const AgentTrainArgs& a) {
+  const std::string cmd = "agent train";
+  std::vector<std::string> files = a.spaces.empty() ? DefaultSpaces() : a.spaces;
+  if (files.empty()) {
+    return UsageError(cmd, absl::StrCat("no --space given and no recorded spaces in ",
+                                        KTUNE_DEFAULT_DATASETS_DIR, "/spaces"));
+  }
+  auto loaded = LoadReplaySpaces(files);
+  if (!loaded.ok()) return Fail(cmd, loaded.status());
+  std::vector<TrainingSpace> training;
+  std::vector<std::string> used;
+  for (auto& space : *loaded) {
+    const std::string family = KernelFamily(space->kernel);
+    if (std::find(a.exclude_kernels.begin(), a.exclude_kernels.end(), family) !=
+        a.exclude_kernels.end()) {
+      continue;
+    }
+    training.push_back(space->AsTrainingSpace());
+    used.push_back(space->name);
+  }
+  auto synthetic = MakeSyntheticLandscapes(a.synthetic, a.training.seed);
+  if (!synthetic.ok()) return Fail(cmd, synthetic.status());
+  for (const SyntheticLandscape& l : *synthetic) training.push_back(l.AsTrainingSpace());
+  if (training.empty()) return UsageError(cmd, "nothing to train on");
+  std::cerr << absl::StrFormat("training on %d recorded spaces (%s) and %d synthetic ones\n",
+                               used.size(), absl::StrJoin(used, ", "), synthetic->size());
+  const absl::Time start = absl::Now();
+  auto policy = TrainPolicy(training, a.training, [&](int it, int of, double gain) {
+    std::cerr << absl::StrFormat("\riteration %d/%d  mean gain after warm-up %.3f  %.0f s", it,
+                                 of, gain, absl::ToDoubleSeconds(absl::Now() - start))
+              << (it == of ? "\n" : "") << std::flush;
+  });
+  if (!policy.ok()) return Fail(cmd, policy.status());
+  std::ofstream out(a.out, std::ios::binary | std::ios::trunc);
+  out << *policy << "\n";
+  out.close();
+  if (!out) return Fail(cmd, absl::UnavailableError(absl::StrCat("cannot write ", a.out)));
+  const double seconds = absl::ToDoubleSeconds(absl::Now() - start);
+  if (a.json) {
+    std::cout << nlohmann::json{{"policy", a.out},
+                                {"spaces", used},
+                                {"synthetic", a.synthetic},
+                                {"iterations", a.training.iterations},
+                                {"episodes_per_iteration", a.training.episodes_per_iteration},
+                                {"budget", a.training.budget},
+                                {"seed", a.training.seed},
+                                {"seconds", seconds}}
+                     .dump()
+              << "\n";
+  } else {
+    std::cout << absl::StrFormat("wrote %s (%d iterations x %d runs over %d spaces, %.0f s)\n",
+                                 a.out, a.training.iterations,
+                                 a.training.episodes_per_iteration, training.size(), seconds);
+  }
+  return kExitOk;
+}
+
+}  // namespace
+
+void RegisterAgentCommands(CLI::App& app, Action* action) {
+  CLI::App* agent = app.add_subcommand("agent", "PPO's policy: train it from recorded spaces");
+  agent->require_subcommand(1);
+  auto args = std::make_shared<AgentTrainArgs>();
+  CLI::App* train = agent->add_subcommand(
+      "train",
+      "Train the policy with PPO on recorded spaces (the default reproduces "
+      "agent/pretrained/policy.json: every shared space, the default settings)");
+  train->add_option("--space", args->spaces,
+                    "Recorded space files (default: every file in the shared datasets' spaces/)");
+  train->add_option("--exclude-kernel", args->exclude_kernels,
+                    "Leave out the spaces of this kernel (as leave-one-kernel-out does)");
+  train->add_option("--out", args->out, "Where to write the policy (JSON)")
+      ->capture_default_str();
+  train->add_option("--synthetic", args->synthetic,
+                    "Synthetic landscapes to train on as well (bench/synthetic_landscape.h)")
+      ->check(CLI::Range(0, 100000))
+      ->capture_default_str();
+  train->add_option("--iterations", args->training.iterations, "PPO iterations")
+      ->check(CLI::Range(1, 100000))
+      ->capture_default_str();
+  train->add_option("--episodes", args->training.episodes_per_iteration,
+                    "Tuning runs per iteration")
+      ->check(CLI::Range(1, 1000))
+      ->capture_default_str();
+  train->add_option("--budget", args->training.budget, "Measurements per tuning run")
+      ->check(CLI::Range(int64_t{17}, int64_t{100000}))
+      ->capture_default_str();
+  train->add_option("--seed", args->training.seed, "Seed (the same seed, the same policy)")
+      ->capture_default_str();
+  train->add_flag("--json", args->json, "A JSON line describing the result");
+  train->callback([=] { *action = [=] { return RunAgentTrain(*args); }; });
+}
+
+}  // namespace ktune::cli
