@@ -38,9 +38,8 @@ std::vector<float> CandidateFeatures(const SearchSpace& space,
   // Rank of each candidate's score within the pool, 1 for the best.
   std::vector<size_t> order(candidates.size());
   std::iota(order.begin(), order.end(), 0);
-  std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) {
-    return candidates[a].score > candidates[b].score;
-  });
+  std::stable_sort(order.begin(), order.end(),
+                   [&](size_t a, size_t b) { return candidates[a].score > candidates[b].score; });
   std::vector<float> pool_rank(candidates.size(), 1.f);
   const double n = static_cast<double>(std::max<size_t>(1, candidates.size() - 1));
   for (size_t r = 0; r < order.size(); ++r) pool_rank[order[r]] = static_cast<float>(1 - r / n);

@@ -31,10 +31,10 @@ struct Candidate {
 
 // The run as the policy sees it, the same in every space.
 struct RunState {
-  double budget_used = 0;     // measurements so far / (prior results + budget), in [0, 1]
-  double stale_batches = 0;   // batches in a row without a new best
-  double failure_share = 0;   // failed measurements / measurements
-  double last_gain = 0;       // log(best before the last batch / best after it)
+  double budget_used = 0;    // measurements so far / (prior results + budget), in [0, 1]
+  double stale_batches = 0;  // batches in a row without a new best
+  double failure_share = 0;  // failed measurements / measurements
+  double last_gain = 0;      // log(best before the last batch / best after it)
 };
 
 // Per-candidate features (kCandidateFeatures of them, each in about [0, 1]; row-major), from:

@@ -25,14 +25,16 @@ absl::StatusOr<std::string> TrainPolicy(const std::vector<TrainingSpace>& spaces
   PpoOptions ppo;
   ppo.pretrained = false;
   ppo.policy.features = kCandidateFeatures;
+  ppo.policy.learning_rate = options.learning_rate;
+  if (options.gamma >= 0) ppo.policy.gamma = options.gamma;
   AcquisitionPolicy policy(ppo.policy, options.seed);
   std::mt19937_64 rng(options.seed);
   for (int it = 1; it <= options.iterations; ++it) {
     std::vector<Episode> episodes;
     double gains = 0;
     for (int e = 0; e < options.episodes_per_iteration; ++e) {
-      const TrainingSpace& ts = spaces[std::uniform_int_distribution<size_t>(
-          0, spaces.size() - 1)(rng)];
+      const TrainingSpace& ts =
+          spaces[std::uniform_int_distribution<size_t>(0, spaces.size() - 1)(rng)];
       PpoStrategy strategy(ppo);
       strategy.UseSharedPolicy(&policy);
       TuningOptions run{options.budget, options.batch_size, rng()};
@@ -48,7 +50,13 @@ absl::StatusOr<std::string> TrainPolicy(const std::vector<TrainingSpace>& spaces
       episodes.push_back(strategy.TakeEpisode());
     }
     KTUNE_RETURN_IF_ERROR(policy.Update(episodes, rng));
-    if (progress) progress(it, options.iterations, gains / options.episodes_per_iteration);
+    double entropy = 0;
+    for (const auto& [name, value] : policy.LastMetrics()) {
+      if (name == "losses/entropy") entropy = value;
+    }
+    if (progress) {
+      progress(it, options.iterations, gains / options.episodes_per_iteration, entropy);
+    }
   }
   return policy.ToJson();
 #else

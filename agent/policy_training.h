@@ -4,9 +4,9 @@
 // Each iteration runs `episodes_per_iteration` tuning runs, each on a space drawn at random from
 // `spaces` with a random seed, all acting with the one policy being trained (the strategy in its
 // usual configuration, but without online updates), then one PPO update on their decisions. The
-// reward is the strategy's own (each pick's log improvement over the best before its batch), so what the policy
-// learns offline is what it is fine-tuned on online. Single-threaded and deterministic for a
-// seed.
+// reward is the strategy's own (each pick's log improvement over the best before its batch), so
+// what the policy learns offline is what it is fine-tuned on online. Single-threaded and
+// deterministic for a seed.
 #ifndef KTUNE_AGENT_POLICY_TRAINING_H_
 #define KTUNE_AGENT_POLICY_TRAINING_H_
 
@@ -31,16 +31,19 @@ struct TrainingSpace {
 };
 
 struct PolicyTrainingOptions {
-  int iterations = 30;
+  int iterations = 100;
   int episodes_per_iteration = 4;
-  int64_t budget = 160;  // measurements per episode
+  int64_t budget = 128;  // measurements per episode
+  double learning_rate = 3e-3;
+  double gamma = -1;  // discount per pick; < 0: PolicyOptions' default
   int batch_size = 8;
   uint64_t seed = 1;
 };
 
 // Progress after each iteration: iteration (1-based), the iterations, the mean over the
-// iteration's episodes of log(best after the warm-up / best at the end).
-using TrainingProgress = std::function<void(int, int, double)>;
+// iteration's episodes of log(best after the warm-up / best at the end), and the entropy of the
+// policy's first pick (ln of the pool size for a uniform policy; lower: it prefers some).
+using TrainingProgress = std::function<void(int, int, double, double)>;
 
 // The trained policy as JSON (the format of agent/pretrained/policy.json). InvalidArgument with
 // no spaces; FailedPrecondition in a build without LibTorch.

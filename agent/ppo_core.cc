@@ -1,5 +1,6 @@
 #include "agent/ppo_core.h"
 
+#include <dlfcn.h>
 #include <torch/torch.h>
 
 #include <algorithm>
@@ -91,10 +92,22 @@ std::pair<torch::Tensor, torch::Tensor> PicksLogProb(torch::Tensor logits,
   return {torch::stack(logp, 1), entropy};
 }
 
+// The network is tiny: LibTorch's intra-op threads and the BLAS's own pool only add overhead.
+// OpenBLAS's pool spin-yields between small products and doubled the process's CPU time (perf: a
+// third of it in sched_yield), so it is limited to one thread, if it is the BLAS loaded.
+void UseOneThread() {
+  at::set_num_threads(1);
+  using SetThreads = void (*)(int);
+  if (auto set = reinterpret_cast<SetThreads>(dlsym(RTLD_DEFAULT, "openblas_set_num_threads"))) {
+    set(1);
+  }
+}
+
 }  // namespace
 
 AcquisitionPolicy::AcquisitionPolicy(PolicyOptions options, uint64_t seed)
     : options_(options), net_(std::make_unique<Net>(options.features, options.hidden)) {
+  UseOneThread();
   std::mt19937_64 rng(seed);
   torch::NoGradGuard no_grad;
   // PyTorch's default Linear init, U(-1/sqrt(fan_in), 1/sqrt(fan_in)), from our generator rather
@@ -166,8 +179,7 @@ absl::Status AcquisitionPolicy::Pick(Decision& d, int k, std::mt19937_64& rng, b
   return absl::OkStatus();
 }
 
-absl::Status AcquisitionPolicy::Update(const std::vector<Episode>& episodes,
-                                       std::mt19937_64& rng) {
+absl::Status AcquisitionPolicy::Update(const std::vector<Episode>& episodes, std::mt19937_64& rng) {
   // GAE over each episode's picks, in order: a pick's value is its pool's.
   std::vector<const Decision*> ds;
   std::vector<std::vector<float>> advantages, returns;  // per decision, per pick
@@ -183,12 +195,13 @@ absl::Status AcquisitionPolicy::Update(const std::vector<Episode>& episodes,
       }
     }
     if (kept.empty()) continue;
-    GaeResult g = ComputeGae(rewards, values, static_cast<int>(rewards.size()), 1,
-                             options_.gamma, options_.gae_lambda);
+    GaeResult g = ComputeGae(rewards, values, static_cast<int>(rewards.size()), 1, options_.gamma,
+                             options_.gae_lambda);
     size_t at = 0;
     for (const Decision* d : kept) {
       ds.push_back(d);
-      advantages.emplace_back(g.advantages.begin() + at, g.advantages.begin() + at + d->picks.size());
+      advantages.emplace_back(g.advantages.begin() + at,
+                              g.advantages.begin() + at + d->picks.size());
       returns.emplace_back(g.returns.begin() + at, g.returns.begin() + at + d->picks.size());
       at += d->picks.size();
     }
@@ -251,10 +264,9 @@ absl::Status AcquisitionPolicy::Update(const std::vector<Episode>& episodes,
         torch::Tensor v_clipped =
             old_v + torch::clamp(value - old_v, -options_.clip, options_.clip);
         torch::Tensor v_loss =
-            0.5 * (torch::max((value - ret).pow(2), (v_clipped - ret).pow(2)) * mask).sum() /
-            count;
-        torch::Tensor loss = pg_loss - options_.entropy_coef * entropy.mean() +
-                             options_.value_coef * v_loss;
+            0.5 * (torch::max((value - ret).pow(2), (v_clipped - ret).pow(2)) * mask).sum() / count;
+        torch::Tensor loss =
+            pg_loss - options_.entropy_coef * entropy.mean() + options_.value_coef * v_loss;
         net_->optimizer->zero_grad();
         loss.backward();
         torch::nn::utils::clip_grad_norm_(net_->parameters(), options_.max_grad_norm);

@@ -39,14 +39,19 @@ struct Decision {
 using Episode = std::vector<Decision>;  // one tuning run; it ends after its last decision
 
 struct PolicyOptions {
-  int features = 0;  // per-candidate features (kCandidateFeatures)
-  int hidden = 32;   // units in each of the two hidden layers
+  int features = 0;             // per-candidate features (kCandidateFeatures)
+  int hidden = 32;              // units in each of the two hidden layers
   double learning_rate = 1e-3;  // Adam
-  double gamma = 0.98;          // discount per pick (0.85 over a batch of 8)
+  // Discount per pick. 0: each pick is judged by its own outcome alone (a learned acquisition
+  // function, as expected improvement is myopic): the picks of a batch are measured together,
+  // so none can change another's outcome, and a pick's effect on later batches (through the
+  // model) is too diffuse to credit. With 0.98, the policy's first-pick entropy stayed near
+  // uniform (4.3 of 4.5) after 100 training iterations; with 0 it fell to about 3 in 35.
+  double gamma = 0.0;
   double gae_lambda = 0.95;
-  double clip = 0.2;       // ratio clip, policy and value
-  int epochs = 4;          // update epochs over the collected decisions
-  int minibatches = 4;     // per epoch
+  double clip = 0.2;    // ratio clip, policy and value
+  int epochs = 4;       // update epochs over the collected decisions
+  int minibatches = 4;  // per epoch
   double entropy_coef = 0.01;
   double value_coef = 0.5;
   double max_grad_norm = 0.5;

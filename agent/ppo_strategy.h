@@ -39,24 +39,24 @@
 namespace ktune {
 
 struct PpoOptions {
-  int warmup = 16;             // random measurements before the first model (no transfer)
-  PolicyOptions policy;        // the network and its PPO settings (features: set by the strategy)
-  bool use_policy = true;      // false: a fixed rule picks from the pool (ablation "no policy")
+  int warmup = 16;              // random measurements before the first model (no transfer)
+  PolicyOptions policy;         // the network and its PPO settings (features: set by the strategy)
+  bool use_policy = true;       // false: a fixed rule picks from the pool (ablation "no policy")
   bool whole_space_arm = true;  // false: no model ranking of the whole space ("policy alone")
-  bool pretrained = true;      // start from the shipped policy; false: from random weights
-  bool learn_online = true;    // fine-tune the policy with PPO during the run
-  int update_every = 4;        // batches between online updates
-  int model_arm = 48;          // candidates the model's whole-space ranking nominates
-  int local_arm = 32;          // ... the fastest result's neighbourhood
-  int random_arm = 16;         // ... uniform draws
+  bool pretrained = true;       // start from the shipped policy; false: from random weights
+  bool learn_online = true;     // fine-tune the policy with PPO during the run
+  int update_every = 4;         // batches between online updates
+  int model_arm = 48;           // candidates the model's whole-space ranking nominates
+  int local_arm = 32;           // ... the fastest result's neighbourhood
+  int random_arm = 16;          // ... uniform draws
   // Two-parameter changes the local arm ranks: all, or a sample of this many where more.
   int64_t pair_moves = 4096;
   // Points the model ranks: every point up to this many, else a uniform sample of this many.
   int64_t global_candidates = kWholeSpaceRankLimit;
-  bool bootstrap = true;        // fit each batch's model on a resample (Thompson sampling)
-  int model_rounds = 60;        // boosting rounds of the cost model
-  double source_weight = 64;    // total weight of transfer sources' rows in the cost model
-  int source_rows = 1024;       // cost-model rows per transfer source
+  bool bootstrap = true;      // fit each batch's model on a resample (Thompson sampling)
+  int model_rounds = 60;      // boosting rounds of the cost model
+  double source_weight = 64;  // total weight of transfer sources' rows in the cost model
+  int source_rows = 1024;     // cost-model rows per transfer source
   // A pick's reward: scale * log(best before its batch / its time) if faster, else 0; capped at 5.
   double reward_scale = 10;
   // The fixed rule of the "no policy" ablation: shares of the batch from the local arm and from
@@ -138,9 +138,9 @@ class PpoStrategy : public StrategyBase {
   std::unique_ptr<XgbCostModel> model_;
   TransferPrior prior_;
   Episode episode_;
-  bool awaiting_reward_ = false;  // the last decision's batch is being measured
+  bool awaiting_reward_ = false;        // the last decision's batch is being measured
   std::vector<int64_t> pending_picks_;  // its picks' space indices, in pick order
-  double best_before_ms_ = 0;     // the best time when that batch was proposed
+  double best_before_ms_ = 0;           // the best time when that batch was proposed
   int stale_batches_ = 0;
   double last_gain_ = 0;
   int decisions_since_update_ = 0;

@@ -36,10 +36,10 @@ absl::StatusOr<std::unique_ptr<SearchStrategy>> MakeStrategy(const std::string& 
   if (name == "anneal") return std::make_unique<AnnealingStrategy>();
   if (name == "genetic") return std::make_unique<GeneticStrategy>();
   if (name == "model") return std::make_unique<ModelBasedStrategy>();
-  return absl::InvalidArgumentError(absl::StrCat(
-      "unknown strategy '", name, "' (known: ", absl::StrJoin(StrategyNames(), ", "),
-      AblationStrategyNames().empty() ? "" : "; PPO's ablations: ",
-      absl::StrJoin(AblationStrategyNames(), ", "), ")"));
+  return absl::InvalidArgumentError(
+      absl::StrCat("unknown strategy '", name, "' (known: ", absl::StrJoin(StrategyNames(), ", "),
+                   AblationStrategyNames().empty() ? "" : "; PPO's ablations: ",
+                   absl::StrJoin(AblationStrategyNames(), ", "), ")"));
 }
 
 }  // namespace ktune

@@ -24,8 +24,8 @@ std::vector<double> Ranks(const std::vector<T>& v) {
 }  // namespace
 
 absl::Status TransferPrior::Build(const SearchSpace& space, const SpaceFeatures& features,
-                                  const std::vector<TransferSource>& sources,
-                                  int rows_per_source, std::mt19937_64& rng) {
+                                  const std::vector<TransferSource>& sources, int rows_per_source,
+                                  std::mt19937_64& rng) {
   space_ = &space;
   features_ = &features;
   x_.clear();

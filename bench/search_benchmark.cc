@@ -212,13 +212,16 @@ absl::Status RunSearchBenchmark(const SearchBenchOptions& options,
           "fold %s: training a policy on the %d spaces of the other kernels and %d synthetic ones",
           held_out, training.size() - synthetic.size(), synthetic.size()));
     }
-    KTUNE_ASSIGN_OR_RETURN(std::string policy,
-                           TrainPolicy(training, options.training, [&](int it, int of, double g) {
-                             if (progress && (it % 10 == 0 || it == of)) {
-                               progress(absl::StrFormat("fold %s: iteration %d/%d, mean gain %.3f",
-                                                        held_out, it, of, g));
-                             }
-                           }));
+    KTUNE_ASSIGN_OR_RETURN(
+        std::string policy,
+        TrainPolicy(training, options.training, [&](int it, int of, double gain, double entropy) {
+          if (progress && (it % 10 == 0 || it == of)) {
+            progress(
+                absl::StrFormat("fold %s: iteration %d/%d, mean gain %.3f, "
+                                "entropy %.2f",
+                                held_out, it, of, gain, entropy));
+          }
+        }));
     for (auto& space : spaces) {
       if (KernelFamily(space->kernel) != held_out) continue;
       KTUNE_RETURN_IF_ERROR(RunSpace(options, *space, sources, policy, on_row, progress));

@@ -77,7 +77,9 @@ TrainingSpace SyntheticLandscape::AsTrainingSpace() const {
 
 absl::StatusOr<SyntheticLandscape> MakeSyntheticLandscape(uint64_t seed) {
   std::mt19937_64 rng(seed);
-  auto uniform = [&](double a, double b) { return std::uniform_real_distribution<double>(a, b)(rng); };
+  auto uniform = [&](double a, double b) {
+    return std::uniform_real_distribution<double>(a, b)(rng);
+  };
   auto integer = [&](int a, int b) { return std::uniform_int_distribution<int>(a, b)(rng); };
   const int width = integer(3, 7);
   std::vector<Parameter> params;

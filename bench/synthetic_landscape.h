@@ -4,7 +4,8 @@
 //
 // Each landscape draws 3-7 parameters of 2-9 values (powers of two or small ranges), a constraint
 // on the product of two of them (as block sizes have), and a time per configuration:
-//   log t = sum_k w_k (x_k - c_k)^2            a bowl per parameter (x: the value's index in [0, 1])
+//   log t = sum_k w_k (x_k - c_k)^2            a bowl per parameter (x: the value's index in [0,
+//   1])
 //         + sum over 1-3 pairs b (x_i - x_j)^2  interactions, so that one step at a time is slow
 //         - a needle's depth                   where 2-3 parameters take given values
 // and, in about a third of them, a failing corner (two parameters both high fail, as too many

@@ -67,10 +67,11 @@ int RunAgentTrain(const AgentTrainArgs& a) {
   std::cerr << absl::StrFormat("training on %d recorded spaces (%s) and %d synthetic ones\n",
                                used.size(), absl::StrJoin(used, ", "), synthetic->size());
   const absl::Time start = absl::Now();
-  auto policy = TrainPolicy(training, a.training, [&](int it, int of, double gain) {
-    std::cerr << absl::StrFormat("\riteration %d/%d  mean gain after warm-up %.3f  %.0f s", it,
-                                 of, gain, absl::ToDoubleSeconds(absl::Now() - start))
-              << (it == of ? "\n" : "") << std::flush;
+  auto policy = TrainPolicy(training, a.training, [&](int it, int of, double gain, double entropy) {
+    std::cerr << absl::StrFormat(
+                     "iteration %d/%d  mean gain after warm-up %.3f  entropy %.2f  %.0f s\n", it,
+                     of, gain, entropy, absl::ToDoubleSeconds(absl::Now() - start))
+              << std::flush;
   });
   if (!policy.ok()) return Fail(cmd, policy.status());
   std::ofstream out(a.out, std::ios::binary | std::ios::trunc);
@@ -91,8 +92,8 @@ int RunAgentTrain(const AgentTrainArgs& a) {
               << "\n";
   } else {
     std::cout << absl::StrFormat("wrote %s (%d iterations x %d runs over %d spaces, %.0f s)\n",
-                                 a.out, a.training.iterations,
-                                 a.training.episodes_per_iteration, training.size(), seconds);
+                                 a.out, a.training.iterations, a.training.episodes_per_iteration,
+                                 training.size(), seconds);
   }
   return kExitOk;
 }
@@ -111,22 +112,29 @@ void RegisterAgentCommands(CLI::App& app, Action* action) {
                     "Recorded space files (default: every file in the shared datasets' spaces/)");
   train->add_option("--exclude-kernel", args->exclude_kernels,
                     "Leave out the spaces of this kernel (as leave-one-kernel-out does)");
-  train->add_option("--out", args->out, "Where to write the policy (JSON)")
-      ->capture_default_str();
-  train->add_option("--synthetic", args->synthetic,
-                    "Synthetic landscapes to train on as well (bench/synthetic_landscape.h)")
+  train->add_option("--out", args->out, "Where to write the policy (JSON)")->capture_default_str();
+  train
+      ->add_option("--synthetic", args->synthetic,
+                   "Synthetic landscapes to train on as well (bench/synthetic_landscape.h)")
       ->check(CLI::Range(0, 100000))
       ->capture_default_str();
   train->add_option("--iterations", args->training.iterations, "PPO iterations")
       ->check(CLI::Range(1, 100000))
       ->capture_default_str();
-  train->add_option("--episodes", args->training.episodes_per_iteration,
-                    "Tuning runs per iteration")
+  train
+      ->add_option("--episodes", args->training.episodes_per_iteration, "Tuning runs per iteration")
       ->check(CLI::Range(1, 1000))
       ->capture_default_str();
   train->add_option("--budget", args->training.budget, "Measurements per tuning run")
       ->check(CLI::Range(int64_t{17}, int64_t{100000}))
       ->capture_default_str();
+  train->add_option("--learning-rate", args->training.learning_rate, "Adam's learning rate")
+      ->check(CLI::Range(1e-6, 1.0))
+      ->capture_default_str();
+  train
+      ->add_option("--gamma", args->training.gamma,
+                   "Discount per pick (default: the agent's, as it fine-tunes online)")
+      ->check(CLI::Range(0.0, 1.0));
   train->add_option("--seed", args->training.seed, "Seed (the same seed, the same policy)")
       ->capture_default_str();
   train->add_flag("--json", args->json, "A JSON line describing the result");

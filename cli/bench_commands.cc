@@ -119,7 +119,8 @@ struct SearchBenchArgs {
   PolicyTrainingOptions training;
   int synthetic = 16;
   // PPO's ablation is reported every time: trained, untrained, no policy, the policy alone.
-  std::string strategies = "ppo,ppo-untrained,ppo-nopolicy,ppo-policyonly,random,anneal,genetic,model";
+  std::string strategies =
+      "ppo,ppo-untrained,ppo-nopolicy,ppo-policyonly,random,anneal,genetic,model";
   int64_t budget = 400;
   int seeds = 10;
   int batch_size = 8;
@@ -139,8 +140,8 @@ void PrintSummary(const SearchBenchSummary& s, const std::string& protocol, std:
   }
   if (!s.best_other.empty() && s.spaces > 0) {
     out << absl::StrFormat(
-        "  %s / best other strategy (%s): %.2fx; %s at or below it on %d of %d spaces\n",
-        s.subject, s.best_other, s.ratio, s.subject, s.at_or_below, s.spaces);
+        "  %s / best other strategy (%s): %.2fx; %s at or below it on %d of %d spaces\n", s.subject,
+        s.best_other, s.ratio, s.subject, s.at_or_below, s.spaces);
   }
 }
 
@@ -257,34 +258,41 @@ void RegisterBenchCommands(CLI::App& app, Action* action) {
   search->add_option("--transfer-from", search_args->transfer_from,
                      "Recorded spaces of the same kernel on other devices for PPO to learn from "
                      "first (a space is never its own source)");
-  search->add_option("--measure-ms", search_args->measure_ms,
-                     "Make each replayed measurement take this long and limit the agent's time "
-                     "to --agent-share of it (0: instant replay, agent time unlimited)")
+  search
+      ->add_option("--measure-ms", search_args->measure_ms,
+                   "Make each replayed measurement take this long and limit the agent's time "
+                   "to --agent-share of it (0: instant replay, agent time unlimited)")
       ->check(CLI::Range(0.0, 60000.0))
       ->capture_default_str();
-  search->add_option("--agent-share", search_args->agent_share,
-                     "With --measure-ms: the agent's time as a share of the measurement time")
+  search
+      ->add_option("--agent-share", search_args->agent_share,
+                   "With --measure-ms: the agent's time as a share of the measurement time")
       ->check(CLI::Range(0.001, 10.0))
       ->capture_default_str();
-  search->add_option("--protocol", search_args->protocol,
-                     "plain, or leave-one-kernel-out: a policy per kernel, trained on the other "
-                     "kernels' spaces only, for every PPO variant that uses one")
+  search
+      ->add_option("--protocol", search_args->protocol,
+                   "plain, or leave-one-kernel-out: a policy per kernel, trained on the other "
+                   "kernels' spaces only, for every PPO variant that uses one")
       ->check(CLI::IsMember({"plain", "leave-one-kernel-out"}))
       ->capture_default_str();
-  search->add_option("--train-iterations", search_args->training.iterations,
-                     "leave-one-kernel-out: PPO iterations per fold's policy")
+  search
+      ->add_option("--train-iterations", search_args->training.iterations,
+                   "leave-one-kernel-out: PPO iterations per fold's policy")
       ->check(CLI::Range(1, 100000))
       ->capture_default_str();
-  search->add_option("--train-episodes", search_args->training.episodes_per_iteration,
-                     "leave-one-kernel-out: tuning runs per iteration")
+  search
+      ->add_option("--train-episodes", search_args->training.episodes_per_iteration,
+                   "leave-one-kernel-out: tuning runs per iteration")
       ->check(CLI::Range(1, 1000))
       ->capture_default_str();
-  search->add_option("--train-synthetic", search_args->synthetic,
-                     "leave-one-kernel-out: synthetic landscapes each fold also trains on")
+  search
+      ->add_option("--train-synthetic", search_args->synthetic,
+                   "leave-one-kernel-out: synthetic landscapes each fold also trains on")
       ->check(CLI::Range(0, 100000))
       ->capture_default_str();
-  search->add_option("--train-budget", search_args->training.budget,
-                     "leave-one-kernel-out: measurements per training run")
+  search
+      ->add_option("--train-budget", search_args->training.budget,
+                   "leave-one-kernel-out: measurements per training run")
       ->check(CLI::Range(int64_t{17}, int64_t{100000}))
       ->capture_default_str();
   search->add_flag("--json", search_args->json,

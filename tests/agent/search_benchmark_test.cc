@@ -62,12 +62,10 @@ SearchBenchRow Row(const std::string& space, const std::string& strategy, double
 TEST(SearchBenchmarkTest, TheSummaryComparesPpoWithTheBestOtherStrategy) {
   // Medians: ppo 20, random 100, model 30, ppo-untrained 10 (a PPO variant: never "other").
   std::vector<SearchBenchRow> rows = {
-      Row("a", "ppo", 10),  Row("a", "random", 100), Row("a", "model", 20),
-      Row("a", "ppo-untrained", 10),
-      Row("b", "ppo", 20),  Row("b", "random", 90),  Row("b", "model", 30),
-      Row("b", "ppo-untrained", 10),
-      Row("c", "ppo", 50),  Row("c", "random", 100), Row("c", "model", 40),
-      Row("c", "ppo-untrained", 10)};
+      Row("a", "ppo", 10),           Row("a", "random", 100),       Row("a", "model", 20),
+      Row("a", "ppo-untrained", 10), Row("b", "ppo", 20),           Row("b", "random", 90),
+      Row("b", "model", 30),         Row("b", "ppo-untrained", 10), Row("c", "ppo", 50),
+      Row("c", "random", 100),       Row("c", "model", 40),         Row("c", "ppo-untrained", 10)};
   SearchBenchSummary s = SummariseSearchBench(rows, "ppo");
   ASSERT_EQ(s.median_evals_to_5pct.size(), 4u);
   EXPECT_EQ(s.median_evals_to_5pct[0].first, "ppo");
@@ -116,11 +114,14 @@ TEST(SearchBenchmarkTest, LeaveOneKernelOutTrainsAPolicyPerKernelAndTunesEverySp
   }
   EXPECT_EQ(spaces.size(), 2u);
   int folds = 0;
-  for (const std::string& line : lines) folds += line.find("training a policy") != std::string::npos;
+  for (const std::string& line : lines)
+    folds += line.find("training a policy") != std::string::npos;
   EXPECT_EQ(folds, 2);
 
   options.spaces.pop_back();  // one kernel: nothing to train on
-  EXPECT_EQ(RunSearchBenchmark(options, [](const SearchBenchRow&) {}, nullptr).code(),
+  EXPECT_EQ(RunSearchBenchmark(
+                options, [](const SearchBenchRow&) {}, nullptr)
+                .code(),
             absl::StatusCode::kInvalidArgument);
 }
 

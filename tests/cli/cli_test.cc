@@ -43,7 +43,9 @@ TEST(CliTest, EveryCommandHasHelp) {
                                                           {"bench", "space"},
                                                           {"bench", "search"},
                                                           {"bench", "kernel"},
-                                                          {"bench", "service"}};
+                                                          {"bench", "service"},
+                                                          {"agent"},
+                                                          {"agent", "train"}};
   for (std::vector<std::string> args : commands) {
     args.push_back("--help");
     auto r = RunKtune(args);
@@ -82,6 +84,32 @@ TEST(CliTest, FailuresExitWithOneAndSayWhy) {
   auto submit = RunKtune({"submit", dir.File("nope.yaml"), "--server", "127.0.0.1:1"});
   EXPECT_EQ(submit.exit_code, 1);
   EXPECT_THAT(submit.err, HasSubstr("cannot read"));
+}
+
+// `ktune agent train` on one small space and two synthetic landscapes: it writes a policy that
+// `ktune tune` then starts from (as the shipped one is built in), and refuses what it cannot use.
+TEST(CliTest, AgentTrainWritesAPolicyAndRefusesBadInput) {
+  TempDir dir;
+  const std::string policy = dir.File("policy.json");
+  const std::string space = SpaceFile("convolution2442_MI50_kernel_tuner_cache.json.gz");
+  auto r = RunKtune({"agent", "train", "--space", space, "--synthetic", "2", "--iterations", "2",
+                     "--episodes", "2", "--budget", "40", "--out", policy, "--json"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  auto summary = nlohmann::json::parse(r.out);
+  EXPECT_EQ(summary["policy"], policy);
+  EXPECT_EQ(summary["iterations"], 2);
+  auto written = nlohmann::json::parse(testing::ReadWholeFile(policy));
+  EXPECT_EQ(written["format"], "ktune-acquisition-policy/1");
+  EXPECT_EQ(written["parameters"].size(), 8u);  // two hidden layers, the policy and value heads
+
+  auto excluded = RunKtune({"agent", "train", "--space", space, "--synthetic", "0",
+                            "--exclude-kernel", "convolution", "--out", policy});
+  EXPECT_EQ(excluded.exit_code, 2);
+  EXPECT_THAT(excluded.err, HasSubstr("nothing to train on"));
+  auto missing = RunKtune({"agent", "train", "--space", dir.File("nope.json.gz"), "--out", policy});
+  EXPECT_EQ(missing.exit_code, 1);
+  EXPECT_THAT(missing.err, HasSubstr("nope.json.gz"));
+  EXPECT_EQ(RunKtune({"agent", "train", "--iterations", "0"}).exit_code, 2);
 }
 
 TEST(CliTest, StatsAndJobsSpeakJson) {
@@ -286,8 +314,8 @@ TEST(CliTest, TuneRefusesBadInputWithClearMessages) {
       RunKtune({"tune", "--kernel", "gemm", "--device", "cuda", "--problem", "M=8,N=8,K=8"});
   EXPECT_EQ(cpu_kernel_on_gpu.exit_code, 2);
   EXPECT_THAT(cpu_kernel_on_gpu.err, HasSubstr("is cpp code; --device cuda runs cuda kernels"));
-  auto ordinal = RunKtune(
-      {"tune", "--kernel", "cuda_gemm", "--device", "cuda:x", "--problem", "M=8,N=8,K=8"});
+  auto ordinal =
+      RunKtune({"tune", "--kernel", "cuda_gemm", "--device", "cuda:x", "--problem", "M=8,N=8,K=8"});
   EXPECT_EQ(ordinal.exit_code, 2);
   EXPECT_THAT(ordinal.err, HasSubstr("use cuda or cuda:N"));
   auto bad = RunKtune({"tune", "--device", "replay:x.json", "--strategy", "hillclimb"});
@@ -301,17 +329,17 @@ TEST(CliTest, KernelsListsTheRegistry) {
   auto kernels = nlohmann::json::parse(all.out);
   std::set<std::string> names;
   for (const auto& k : kernels) names.insert(k["name"].get<std::string>());
-  EXPECT_EQ(names, (std::set<std::string>{"gemm", "conv2d", "softmax", "gemm_openblas",
-                                          "cuda_gemm", "cuda_gemm_cublas", "cuda_conv2d",
-                                          "cuda_reduce_rows", "cuda_softmax"}));
+  EXPECT_EQ(names, (std::set<std::string>{"gemm", "conv2d", "softmax", "gemm_openblas", "cuda_gemm",
+                                          "cuda_gemm_cublas", "cuda_conv2d", "cuda_reduce_rows",
+                                          "cuda_softmax"}));
   auto cuda_gemm =
       RunKtune({"kernels", "cuda_gemm", "--problem", "M=4096,N=4096,K=4096", "--json"});
   ASSERT_EQ(cuda_gemm.exit_code, 0) << cuda_gemm.err;
   auto cg = nlohmann::json::parse(cuda_gemm.out)[0];
   EXPECT_EQ(cg["language"], "cuda");
   EXPECT_GT(cg["space_size"].get<int64_t>(), 10000);
-  auto f16 = RunKtune(
-      {"kernels", "cuda_gemm", "--problem", "M=4096,N=4096,K=4096,dtype=f16", "--json"});
+  auto f16 =
+      RunKtune({"kernels", "cuda_gemm", "--problem", "M=4096,N=4096,K=4096,dtype=f16", "--json"});
   ASSERT_EQ(f16.exit_code, 0) << f16.err;
   EXPECT_GT(nlohmann::json::parse(f16.out)[0]["space_size"].get<int64_t>(), 100);
   auto gemm = RunKtune({"kernels", "gemm", "--problem", "M=512,N=512,K=512", "--json"});
@@ -336,8 +364,8 @@ TEST(CliTest, GpuCommandsWithoutAGpuSayWhy) {
   auto worker = RunKtune({"worker", "--device", "cuda", "--server", "localhost:1"});
   EXPECT_EQ(worker.exit_code, 1);
   EXPECT_THAT(worker.err, HasSubstr("no usable CUDA device cuda:0"));
-  auto best = RunKtune({"best", "--kernel", "cuda_gemm", "--device", "cuda", "--db",
-                        dir.File("k.db")});
+  auto best =
+      RunKtune({"best", "--kernel", "cuda_gemm", "--device", "cuda", "--db", dir.File("k.db")});
   EXPECT_EQ(best.exit_code, 1);
   EXPECT_THAT(best.err, HasSubstr("name the GPU model with --device"));
 }

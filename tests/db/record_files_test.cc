@@ -12,7 +12,6 @@
 #include <sstream>
 
 #include "absl/strings/str_cat.h"
-#include "absl/strings/str_format.h"
 #include "db/memory_tuning_database.h"
 #include "db/sqlite_tuning_database.h"
 #include "tests/testing/test_util.h"
@@ -168,16 +167,19 @@ TEST(RecordFilesTest, ABadFieldNamesTheEntryAndStoresNothing) {
 TEST(RecordFilesTest, AnEmptyT4TimestampImportsAsUnknownAndABadOneIsRefused) {
   // Real T4 files from the Benchmark Hub carry "timestamp": "" for results of unknown time.
   TempDir dir;
-  const std::string entry = R"({"configuration": {"x": %d}, "invalidity": "correct",
+  auto entry = [](int x, const std::string& timestamp) {
+    return absl::StrCat(R"({"configuration": {"x": )", x, R"(}, "invalidity": "correct",
        "measurements": [{"name": "time", "value": 1.5}], "times": {"runtimes": [1.5]},
-       "timestamp": "%s"})";
+       "timestamp": ")",
+                        timestamp, R"("})");
+  };
   auto file = [&](const std::string& name, const std::string& second_timestamp) {
     std::string path = dir.File(name);
     WriteFile(path, absl::StrCat(
                         R"({"schema_version": "1.0.0", "metadata": {"timeunit": "milliseconds"},
                             "results": [)",
-                        absl::StrFormat(entry, 1, "2023-12-22 09:54:05.502007+00:00"), ",",
-                        absl::StrFormat(entry, 2, second_timestamp), "]}"));
+                        entry(1, "2023-12-22 09:54:05.502007+00:00"), ",",
+                        entry(2, second_timestamp), "]}"));
     return path;
   };
   MemoryTuningDatabase db;
