@@ -22,15 +22,12 @@ Standard library only.
 import argparse
 import json
 import math
+import statistics
 import sys
 
 
 def median(values):
-    v = sorted(values)
-    n = len(v)
-    if n == 0:
-        return math.nan
-    return v[n // 2] if n % 2 else (v[n // 2 - 1] + v[n // 2]) / 2
+    return statistics.median(values) if values else math.nan
 
 
 def fmt(x):

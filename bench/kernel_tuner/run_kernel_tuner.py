@@ -33,6 +33,7 @@ import math
 import os
 import random
 import shutil
+import statistics
 import sys
 import tempfile
 import time
@@ -338,11 +339,7 @@ def evals_to_within(trace, optimum, fraction, never):
 
 
 def median(values):
-    v = sorted(values)
-    n = len(v)
-    if n == 0:
-        return math.nan
-    return v[n // 2] if n % 2 else (v[n // 2 - 1] + v[n // 2]) / 2
+    return statistics.median(values) if values else math.nan
 
 
 def score(space, strategy, budget, traces):
