@@ -3,6 +3,7 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cstring>
 #include <iostream>
@@ -40,7 +41,8 @@ Throughput ThroughputOf(const TuneTarget& t, const Record& r) {
   if (t.flops <= 0 || !r.time_ms || *r.time_ms <= 0) return out;
   out.gflops = t.flops / (*r.time_ms * 1e6);
   const double peak = t.peak_gflops_per_thread * std::min(ThreadsOf(r.config), t.cores);
-  if (peak > 0) out.percent_of_peak = 100 * out.gflops / peak;
+  // Never above 100%: a run that beat the estimated peak shows that the estimate was low.
+  if (peak > 0) out.percent_of_peak = 100 * out.gflops / std::max(peak, out.gflops);
   return out;
 }
 

@@ -18,7 +18,9 @@ struct CpuDescription {
   int cores = 1;                            // cores this process may run on
   int64_t l1d_bytes = 0, l2_bytes = 0, l3_bytes = 0;
   double nominal_mhz = 0;  // as /proc/cpuinfo reports it; part of the fingerprint
-  double mhz = 0;  // measured core clock (turbo included), for the peak; not in the fingerprint
+  // The clock for the peak (not in the fingerprint): the highest of the measured clock (turbo
+  // included), nominal_mhz and the rated maximum, so that the peak is never underestimated.
+  double mhz = 0;
   std::string compiler;  // the compiler the kernels were built with
   // The ISA flags the built-in kernels were compiled with ("-march=native", "-march=x86-64-v3"):
   // the same CPU runs different code under different flags.
@@ -34,7 +36,7 @@ struct CpuDescription {
 };
 
 // `measure_clock` false skips the clock measurement (~20 ms) when only the fingerprint is needed;
-// mhz is then the reported one.
+// mhz is then the higher of the reported and rated clocks.
 CpuDescription DescribeThisCpu(bool measure_clock = true);
 
 }  // namespace ktune

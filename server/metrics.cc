@@ -171,6 +171,13 @@ std::string Metrics::Render(const Gauges& g) {
     absl::StrAppendFormat(&out, "ktune_workers{device_class=\"%s\",state=\"%s\"} %d\n",
                           Escape(key.first), key.second, n);
   }
+  if (g.workers.empty()) {
+    // No worker yet: every state still shows, at 0, so that a dashboard reads 0 workers rather
+    // than "no data".
+    for (const char* state : {"idle", "measuring", "lost"}) {
+      absl::StrAppendFormat(&out, "ktune_workers{device_class=\"\",state=\"%s\"} 0\n", state);
+    }
+  }
   out +=
       "# HELP ktune_jobs Jobs the scheduler holds, by state.\n"
       "# TYPE ktune_jobs gauge\n";

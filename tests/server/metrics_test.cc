@@ -1,5 +1,7 @@
 // Metrics for real: a running `ktune serve --metrics-listen` is scraped by a real Prometheus
 // server (Debian's prometheus package), and Prometheus' own query API must show the series.
+#include "server/metrics.h"
+
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 #include <netinet/in.h>
@@ -49,6 +51,23 @@ class Child {
  private:
   pid_t pid_;
 };
+
+TEST(MetricsTest, AnIdleServerShowsItsGaugesAtZero) {
+  Metrics metrics;
+  const std::string idle = metrics.Render({});
+  for (const char* line :
+       {"ktune_workers{device_class=\"\",state=\"idle\"} 0\n",
+        "ktune_workers{device_class=\"\",state=\"measuring\"} 0\n", "ktune_leases_active 0\n",
+        "ktune_queue_candidates 0\n", "ktune_jobs{state=\"running\"} 0\n"}) {
+    EXPECT_THAT(idle, ::testing::HasSubstr(line));
+  }
+  Metrics::Gauges busy;
+  busy.workers[{"cpu:x", "measuring"}] = 2;
+  const std::string text = metrics.Render(busy);
+  EXPECT_THAT(
+      text, ::testing::HasSubstr("ktune_workers{device_class=\"cpu:x\",state=\"measuring\"} 2\n"));
+  EXPECT_THAT(text, ::testing::Not(::testing::HasSubstr("device_class=\"\"")));
+}
 
 TEST(MetricsTest, PrometheusScrapesTheServerAndSeesEverySeries) {
   testing::TempDir dir;
