@@ -36,10 +36,7 @@ class FleetProcessTest : public ::testing::Test {
         "serve", "--listen", address_, "--db", dir_.File("fleet.db"), "--replay",
         testing::SpaceFile(kSpace), "--lease-timeout-ms", "800", "--log-format", "json"});
     // Ready when it says so.
-    for (int i = 0; i < 200 && server->Out().find("listening") == std::string::npos; ++i) {
-      absl::SleepFor(absl::Milliseconds(50));
-    }
-    EXPECT_THAT(server->Out(), ::testing::HasSubstr("listening on port")) << server->Err();
+    EXPECT_TRUE(server->WaitForOutput("listening on port")) << server->Err();
     return server;
   }
 
@@ -229,13 +226,13 @@ TEST_F(FleetProcessTest, TuneThroughAServerWatchesItsJobAndPrintsTheBest) {
   ASSERT_EQ(answer["best"].size(), 1u);
   EXPECT_DOUBLE_EQ(answer["best"][0]["time_ms"].get<double>(),
                    result["best_time_ms"].get<double>());
-  auto nothing = testing::RunKtune({"best", "--server", address_, "--kernel", any.kernel,
-                                    "--problem", FormatParamMapAssignments(any.problem),
-                                    "--device", "no_such_gpu"});
+  auto nothing =
+      testing::RunKtune({"best", "--server", address_, "--kernel", any.kernel, "--problem",
+                         FormatParamMapAssignments(any.problem), "--device", "no_such_gpu"});
   EXPECT_EQ(nothing.exit_code, 0) << nothing.err;
   EXPECT_THAT(nothing.out, ::testing::HasSubstr("nothing known"));
-  auto no_server = testing::RunKtune({"best", "--kernel", any.kernel, "--device", "x",
-                                      "--tune-if-missing"});
+  auto no_server =
+      testing::RunKtune({"best", "--kernel", any.kernel, "--device", "x", "--tune-if-missing"});
   EXPECT_EQ(no_server.exit_code, 2);
   EXPECT_THAT(no_server.err, ::testing::HasSubstr("--tune-if-missing needs --server"));
 }
@@ -260,10 +257,9 @@ TEST_F(FleetProcessTest, AnOperatorSubmitsWatchesListsAndCancelsFromTheCommandLi
   ASSERT_EQ(watch.exit_code, 0) << watch.err;
   EXPECT_THAT(watch.out, ::testing::HasSubstr("done: 40/40 measurements"));
   const std::string problem = FormatParamMapAssignments(any.problem);  // empty for this space
-  EXPECT_THAT(watch.out,
-              ::testing::HasSubstr(absl::StrCat("; ", any.kernel, problem.empty() ? "" : " ",
-                                                problem, " on ", any.device.device_class,
-                                                ": best ")));
+  EXPECT_THAT(watch.out, ::testing::HasSubstr(
+                             absl::StrCat("; ", any.kernel, problem.empty() ? "" : " ", problem,
+                                          " on ", any.device.device_class, ": best ")));
   auto [records, distinct] = StoredRecords(id);
   EXPECT_EQ(records, 40);
 

@@ -77,9 +77,7 @@ TEST(MetricsTest, PrometheusScrapesTheServerAndSeesEverySeries) {
                                 dir.File("m.db"), "--metrics-listen",
                                 absl::StrCat("127.0.0.1:", metrics_port), "--replay",
                                 testing::SpaceFile("convolution_A100_T4.json.gz")});
-  for (int i = 0; i < 200 && server.Out().find("listening") == std::string::npos; ++i) {
-    absl::SleepFor(absl::Milliseconds(50));
-  }
+  ASSERT_TRUE(server.WaitForOutput("listening on port")) << server.Err();
   // Some traffic: a job (a rejected one too), a worker that measures it.
   {
     std::ofstream spec(dir.File("job.yaml"));

@@ -10,6 +10,7 @@
 #include <zlib.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cstdlib>
 #include <fstream>
 #include <sstream>
@@ -128,6 +129,20 @@ int KtuneProcess::Wait() {
 
 std::string KtuneProcess::Out() const { return ReadWholeFile(dir_.File("out")); }
 std::string KtuneProcess::Err() const { return ReadWholeFile(dir_.File("err")); }
+
+bool KtuneProcess::WaitForOutput(const std::string& text, double seconds) const {
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::duration<double>(seconds);
+  while (std::chrono::steady_clock::now() < deadline) {
+    if (Out().find(text) != std::string::npos) return true;
+    siginfo_t info{};
+    if (pid_ > 0 && waitid(P_PID, pid_, &info, WEXITED | WNOHANG | WNOWAIT) == 0 &&
+        info.si_pid == pid_) {
+      break;  // it ended (still to be reaped by Wait)
+    }
+    usleep(50'000);
+  }
+  return Out().find(text) != std::string::npos;
+}
 
 std::string SpaceFile(const std::string& name) {
   return std::string(KTUNE_DATASETS_DIR) + "/spaces/" + name;

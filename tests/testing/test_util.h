@@ -39,6 +39,10 @@ class KtuneProcess {
   int Wait();
   std::string Out() const;  // what it printed so far
   std::string Err() const;
+  // Waits until the process has printed `text` on stdout or has ended, for at most `seconds`
+  // (generous: on a busy machine the binary alone can take seconds to load); true if it printed
+  // it. Readiness is waited for, never assumed after a fixed delay.
+  bool WaitForOutput(const std::string& text, double seconds = 120) const;
 
  private:
   TempDir dir_;
