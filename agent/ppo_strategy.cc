@@ -67,10 +67,13 @@ absl::Status PpoStrategy::AddTransferSource(TransferSource source) {
   return absl::OkStatus();
 }
 
+const AcquisitionPolicy* PpoStrategy::active_policy() const {
+  return shared_policy_ ? shared_policy_ : policy_.get();
+}
+
 absl::StatusOr<std::string> PpoStrategy::SavePolicy() const {
-  if (shared_policy_) return shared_policy_->ToJson();
-  if (!policy_) return absl::FailedPreconditionError("SavePolicy before PreTuning");
-  return policy_->ToJson();
+  if (!active_policy()) return absl::FailedPreconditionError("SavePolicy before PreTuning");
+  return active_policy()->ToJson();
 }
 
 absl::StatusOr<std::string> PpoStrategy::SaveCheckpoint() const {
@@ -84,8 +87,8 @@ std::string PpoStrategy::PolicyKey(const std::string& kernel, const SearchSpace&
 }
 
 std::vector<std::pair<std::string, double>> PpoStrategy::LastMetrics() const {
-  if (shared_policy_) return shared_policy_->LastMetrics();
-  return policy_ ? policy_->LastMetrics() : std::vector<std::pair<std::string, double>>{};
+  return active_policy() ? active_policy()->LastMetrics()
+                         : std::vector<std::pair<std::string, double>>{};
 }
 
 absl::Status PpoStrategy::Start() {
@@ -97,7 +100,6 @@ absl::Status PpoStrategy::Start() {
   awaiting_reward_ = false;
   stale_batches_ = 0;
   last_gain_ = 0;
-  decisions_since_update_ = 0;
   learning_steps_ = 0;
   step_cost_ms_ = 20;
   if (!shared_policy_) {
@@ -126,9 +128,7 @@ RunState PpoStrategy::CurrentState() const {
 }
 
 absl::StatusOr<std::vector<Point>> PpoStrategy::Generate(int n) {
-  const auto& h = history();
-  const bool any_ok = std::any_of(h.begin(), h.end(), [](const Observation& o) { return o.ok; });
-  if (static_cast<int>(h.size()) < options_.warmup || !any_ok) {
+  if (static_cast<int>(history().size()) < options_.warmup || best() == nullptr) {
     if (prior_.empty()) return std::vector<Point>();  // random warm-up, filled by the base
     return ProposeFromPrior(n);
   }
@@ -329,8 +329,7 @@ absl::Status PpoStrategy::Observe(const std::vector<Observation>& results) {
         std::min(5.0, options_.reward_scale * std::max(0.0, std::log(before / it->second))));
   }
   if (shared_policy_ || !options_.learn_online) return absl::OkStatus();
-  if (++decisions_since_update_ >= options_.update_every) {
-    decisions_since_update_ = 0;
+  if (episode_.size() % std::max(1, options_.update_every) == 0) {
     KTUNE_RETURN_IF_ERROR(policy_->Update({episode_}, rng()));
   }
   return absl::OkStatus();

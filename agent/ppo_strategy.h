@@ -108,6 +108,8 @@ class PpoStrategy : public StrategyBase {
   absl::Status Observe(const std::vector<Observation>& results) override;
 
  private:
+  // The policy that acts: the caller's (UseSharedPolicy) or this run's own; null before Start.
+  const AcquisitionPolicy* active_policy() const;
   AcquisitionPolicy& policy() { return shared_policy_ ? *shared_policy_ : *policy_; }
   // Refits the cost model on every result (and the transfer sources' rows).
   absl::Status FitModel();
@@ -143,7 +145,6 @@ class PpoStrategy : public StrategyBase {
   double best_before_ms_ = 0;           // the best time when that batch was proposed
   int stale_batches_ = 0;
   double last_gain_ = 0;
-  int decisions_since_update_ = 0;
   int learning_steps_ = 0;
   // What the full step cost when last done (ms); before the first, a guess.
   double step_cost_ms_ = 20;

@@ -40,37 +40,6 @@ double Median(std::vector<double> v) {
   return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
 }
 
-namespace {
-
-// A recorded space as a transfer source: its space and one time per valid point.
-struct LoadedSource {
-  explicit LoadedSource(RecordedSpace r) : recorded(std::move(r)) {}
-  std::string file, kernel, device;
-  RecordedSpace recorded;
-  std::vector<double> time_ms;
-};
-
-absl::StatusOr<std::vector<std::unique_ptr<LoadedSource>>> LoadSources(
-    const std::vector<std::string>& files) {
-  std::vector<std::unique_ptr<LoadedSource>> out;
-  for (const std::string& file : files) {
-    KTUNE_ASSIGN_OR_RETURN(RecordedSpace recorded, LoadRecordedSpace(file));
-    auto source = std::make_unique<LoadedSource>(std::move(recorded));
-    source->file = file;
-    source->kernel = source->recorded.records.front().kernel;
-    source->device = source->recorded.records.front().device.device_class;
-    source->time_ms.assign(source->recorded.space.size(), std::nan(""));
-    for (const Record& r : source->recorded.records) {
-      KTUNE_ASSIGN_OR_RETURN(Point p, source->recorded.space.ToPoint(r.config));
-      if (r.time_ms) source->time_ms[source->recorded.space.IndexOf(p)] = *r.time_ms;
-    }
-    out.push_back(std::move(source));
-  }
-  return out;
-}
-
-}  // namespace
-
 TrainingSpace ReplaySpace::AsTrainingSpace() {
   TaskKey task{recorded.records.front().kernel, "", {}, measurer.device().device_class};
   return {name, &recorded.space, &measurer, task};
@@ -88,6 +57,11 @@ absl::StatusOr<std::vector<std::unique_ptr<ReplaySpace>>> LoadReplaySpaces(
     space->file = file;
     space->name = file.substr(file.find_last_of('/') + 1);
     space->kernel = space->recorded.records.front().kernel;
+    space->time_ms.assign(space->recorded.space.size(), std::nan(""));
+    for (const Record& r : space->recorded.records) {
+      KTUNE_ASSIGN_OR_RETURN(Point p, space->recorded.space.ToPoint(r.config));
+      if (r.time_ms) space->time_ms[space->recorded.space.IndexOf(p)] = *r.time_ms;
+    }
     out.push_back(std::move(space));
   }
   return out;
@@ -107,8 +81,7 @@ constexpr int64_t kCheckpoints[] = {25, 50, 100, 200, 400};
 // Every strategy, every seed, on one space; `policy` (JSON, may be empty) is where PPO's
 // variants that use a trained policy start.
 absl::Status RunSpace(const SearchBenchOptions& options, ReplaySpace& target,
-                      const std::vector<std::unique_ptr<LoadedSource>>& sources,
-                      const std::string& policy,
+                      const std::vector<const ReplaySpace*>& sources, const std::string& policy,
                       const std::function<void(const SearchBenchRow&)>& on_row,
                       const std::function<void(const std::string&)>& progress) {
   ReplayMeasurer& measurer = target.measurer;
@@ -123,10 +96,12 @@ absl::Status RunSpace(const SearchBenchOptions& options, ReplaySpace& target,
       if (!policy.empty() && name.rfind("ppo", 0) == 0 && name != "ppo-untrained") {
         strategy->LoadCheckpoint(policy);
       }
-      for (const auto& source : sources) {
-        if (source->kernel != task.kernel || source->device == task.device_class) continue;
-        KTUNE_RETURN_IF_ERROR(
-            strategy->AddTransferSource({&source->recorded.space, &source->time_ms}));
+      for (const ReplaySpace* source : sources) {
+        if (source->kernel != task.kernel ||
+            source->measurer.device().device_class == task.device_class) {
+          continue;
+        }
+        KTUNE_RETURN_IF_ERROR(strategy->AddTransferSource(source->AsTransferSource()));
       }
       TuningOptions run{options.budget, options.batch_size, static_cast<uint64_t>(seed)};
       if (options.measure_ms > 0) run.max_agent_share = options.agent_share;
@@ -180,8 +155,24 @@ absl::Status RunSpace(const SearchBenchOptions& options, ReplaySpace& target,
 absl::Status RunSearchBenchmark(const SearchBenchOptions& options,
                                 const std::function<void(const SearchBenchRow&)>& on_row,
                                 const std::function<void(const std::string&)>& progress) {
-  KTUNE_ASSIGN_OR_RETURN(auto sources, LoadSources(options.transfer_from));
   KTUNE_ASSIGN_OR_RETURN(auto spaces, LoadReplaySpaces(options.spaces));
+  // Transfer sources: the spaces already loaded (a file is read once), or loaded here.
+  std::vector<std::string> more;
+  for (const std::string& file : options.transfer_from) {
+    if (std::none_of(spaces.begin(), spaces.end(),
+                     [&](const auto& s) { return s->file == file; })) {
+      more.push_back(file);
+    }
+  }
+  KTUNE_ASSIGN_OR_RETURN(auto others, LoadReplaySpaces(more));
+  std::vector<const ReplaySpace*> sources;
+  for (const std::string& file : options.transfer_from) {
+    for (const auto* list : {&spaces, &others}) {
+      for (const auto& s : *list) {
+        if (s->file == file) sources.push_back(s.get());
+      }
+    }
+  }
   if (options.protocol == SearchProtocol::kPlain) {
     for (auto& space : spaces) {
       KTUNE_RETURN_IF_ERROR(RunSpace(options, *space, sources, "", on_row, progress));

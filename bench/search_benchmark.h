@@ -32,12 +32,15 @@ int64_t EvalsToWithin(const std::vector<Observation>& trace, double optimum, dou
 double Median(std::vector<double> values);
 
 // A recorded space loaded for replay: what the benchmark and policy training run on.
+// It also serves as a transfer source for other devices of its kernel.
 struct ReplaySpace {
   explicit ReplaySpace(RecordedSpace r) : recorded(std::move(r)), measurer(recorded.records) {}
   std::string file, name, kernel;  // name: the file's base name; kernel: from the records
   RecordedSpace recorded;
   ReplayMeasurer measurer;
+  std::vector<double> time_ms;  // by point index, as the records say (NaN: failed)
   TrainingSpace AsTrainingSpace();
+  TransferSource AsTransferSource() const { return {&recorded.space, &time_ms}; }
 };
 absl::StatusOr<std::vector<std::unique_ptr<ReplaySpace>>> LoadReplaySpaces(
     const std::vector<std::string>& files);

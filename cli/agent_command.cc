@@ -100,6 +100,28 @@ int RunAgentTrain(const AgentTrainArgs& a) {
 
 }  // namespace
 
+void AddPolicyTrainingOptions(CLI::App* sub, const std::string& prefix,
+                              const std::string& help_prefix, PolicyTrainingOptions* training,
+                              int* synthetic) {
+  sub->add_option(prefix + "iterations", training->iterations, help_prefix + "PPO iterations")
+      ->check(CLI::Range(1, 100000))
+      ->capture_default_str();
+  sub->add_option(prefix + "episodes", training->episodes_per_iteration,
+                  help_prefix + "tuning runs per iteration")
+      ->check(CLI::Range(1, 1000))
+      ->capture_default_str();
+  sub->add_option(prefix + "budget", training->budget,
+                  help_prefix + "measurements per training run")
+      ->check(CLI::Range(int64_t{17}, int64_t{100000}))
+      ->capture_default_str();
+  sub->add_option(prefix + "synthetic", *synthetic,
+                  help_prefix +
+                      "synthetic landscapes to train on as well "
+                      "(bench/synthetic_landscape.h)")
+      ->check(CLI::Range(0, 100000))
+      ->capture_default_str();
+}
+
 void RegisterAgentCommands(CLI::App& app, Action* action) {
   CLI::App* agent = app.add_subcommand("agent", "PPO's policy: train it from recorded spaces");
   agent->require_subcommand(1);
@@ -113,21 +135,7 @@ void RegisterAgentCommands(CLI::App& app, Action* action) {
   train->add_option("--exclude-kernel", args->exclude_kernels,
                     "Leave out the spaces of this kernel (as leave-one-kernel-out does)");
   train->add_option("--out", args->out, "Where to write the policy (JSON)")->capture_default_str();
-  train
-      ->add_option("--synthetic", args->synthetic,
-                   "Synthetic landscapes to train on as well (bench/synthetic_landscape.h)")
-      ->check(CLI::Range(0, 100000))
-      ->capture_default_str();
-  train->add_option("--iterations", args->training.iterations, "PPO iterations")
-      ->check(CLI::Range(1, 100000))
-      ->capture_default_str();
-  train
-      ->add_option("--episodes", args->training.episodes_per_iteration, "Tuning runs per iteration")
-      ->check(CLI::Range(1, 1000))
-      ->capture_default_str();
-  train->add_option("--budget", args->training.budget, "Measurements per tuning run")
-      ->check(CLI::Range(int64_t{17}, int64_t{100000}))
-      ->capture_default_str();
+  AddPolicyTrainingOptions(train, "--", "", &args->training, &args->synthetic);
   train->add_option("--learning-rate", args->training.learning_rate, "Adam's learning rate")
       ->check(CLI::Range(1e-6, 1.0))
       ->capture_default_str();

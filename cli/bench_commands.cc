@@ -275,26 +275,9 @@ void RegisterBenchCommands(CLI::App& app, Action* action) {
                    "kernels' spaces only, for every PPO variant that uses one")
       ->check(CLI::IsMember({"plain", "leave-one-kernel-out"}))
       ->capture_default_str();
-  search
-      ->add_option("--train-iterations", search_args->training.iterations,
-                   "leave-one-kernel-out: PPO iterations per fold's policy")
-      ->check(CLI::Range(1, 100000))
-      ->capture_default_str();
-  search
-      ->add_option("--train-episodes", search_args->training.episodes_per_iteration,
-                   "leave-one-kernel-out: tuning runs per iteration")
-      ->check(CLI::Range(1, 1000))
-      ->capture_default_str();
-  search
-      ->add_option("--train-synthetic", search_args->synthetic,
-                   "leave-one-kernel-out: synthetic landscapes each fold also trains on")
-      ->check(CLI::Range(0, 100000))
-      ->capture_default_str();
-  search
-      ->add_option("--train-budget", search_args->training.budget,
-                   "leave-one-kernel-out: measurements per training run")
-      ->check(CLI::Range(int64_t{17}, int64_t{100000}))
-      ->capture_default_str();
+  AddPolicyTrainingOptions(search, "--train-",
+                           "leave-one-kernel-out, each fold's policy: ", &search_args->training,
+                           &search_args->synthetic);
   search->add_flag("--json", search_args->json,
                    "One JSON line per space and strategy (the summary goes to stderr)");
   search->add_flag("--quiet", search_args->quiet, "No per-run progress on stderr");

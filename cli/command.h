@@ -12,6 +12,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "agent/policy_training.h"
 #include "db/sqlite_tuning_database.h"
 #include "ktune/v1/tuning_service.pb.h"
 
@@ -67,6 +68,11 @@ void RegisterServiceCommands(CLI::App& app, Action* action);
 void RegisterTuneCommand(CLI::App& app, Action* action);
 void RegisterKernelsCommand(CLI::App& app, Action* action);
 void RegisterAgentCommands(CLI::App& app, Action* action);
+// The options of PPO's offline training (iterations, episodes, budget, synthetic landscapes),
+// named `prefix` + "iterations" and so on: `ktune agent train` and the folds of `bench search`.
+void AddPolicyTrainingOptions(CLI::App* sub, const std::string& prefix,
+                              const std::string& help_prefix, PolicyTrainingOptions* training,
+                              int* synthetic);
 // `ktune bench kernel`, added to the bench command group.
 void RegisterBenchKernelCommand(CLI::App& bench, Action* action);
 void RegisterBenchServiceCommand(CLI::App& bench, Action* action);
