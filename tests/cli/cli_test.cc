@@ -219,14 +219,12 @@ TEST(CliTest, PpoWithoutATimeLimitGivesTheSameRunForTheSameSeed) {
   // the seed only (with the default 5% it depends on the wall clock as well).
   TempDir dir;
   std::vector<std::set<std::string>> measured;
-  double unlimited_agent_seconds = 0;
   for (const char* name : {"a.db", "b.db"}) {
     const std::string db = dir.File(name);
     auto tune = RunKtune({"tune", "--db", db, "--device",
                           "replay:" + SpaceFile("pnpoly_RTX_3090_T4.json.gz"), "--budget", "40",
                           "--seed", "3", "--agent-share", "0", "--json"});
     ASSERT_EQ(tune.exit_code, 0) << tune.err;
-    unlimited_agent_seconds = nlohmann::json::parse(tune.out)["agent_seconds"].get<double>();
     auto exported = RunKtune({"db", "export", "--db", db});
     ASSERT_EQ(exported.exit_code, 0) << exported.err;
     std::istringstream lines(exported.out);
@@ -238,14 +236,14 @@ TEST(CliTest, PpoWithoutATimeLimitGivesTheSameRunForTheSameSeed) {
     measured.push_back(configs);
   }
   EXPECT_EQ(measured[0], measured[1]);
-  // The default limit reaches the server's search too: replayed measurements cost almost
-  // nothing, so there PPO never affords a learning step (each takes tens of milliseconds).
+  // The default limit reaches the server's search too, and a limited run still measures its whole
+  // budget. (How the allowance shrinks the agent's work is TuningLoopTest's, on a fake clock:
+  // comparing wall times here failed on a fast machine, where a whole PPO run takes 20 ms.)
   auto limited = RunKtune({"tune", "--db", dir.File("d.db"), "--device",
                            "replay:" + SpaceFile("pnpoly_RTX_3090_T4.json.gz"), "--budget", "40",
                            "--seed", "3", "--json"});
   ASSERT_EQ(limited.exit_code, 0) << limited.err;
-  EXPECT_LT(5 * nlohmann::json::parse(limited.out)["agent_seconds"].get<double>(),
-            unlimited_agent_seconds);
+  EXPECT_EQ(nlohmann::json::parse(limited.out)["measurements"], 40);
   auto bad = RunKtune({"tune", "--db", dir.File("c.db"), "--device",
                        "replay:" + SpaceFile("pnpoly_RTX_3090_T4.json.gz"), "--agent-share", "-1"});
   EXPECT_EQ(bad.exit_code, 2) << bad.err;
