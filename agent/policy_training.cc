@@ -59,6 +59,10 @@ absl::StatusOr<std::string> TrainPolicy(const std::vector<TrainingSpace>& spaces
     }
   }
   return policy.ToJson();
+#elif KTUNE_PPO_IN_AGENT_BINARY
+  return absl::FailedPreconditionError(
+      "policy training runs in ktune-agent (LibTorch), and this is the light ktune front: run the "
+      "command through `ktune` as installed, with ktune-agent beside it");
 #else
   return absl::FailedPreconditionError(
       "this ktune was built without LibTorch (KTUNE_WITH_TORCH=OFF): no policy to train");

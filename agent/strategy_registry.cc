@@ -12,7 +12,7 @@
 
 namespace ktune {
 
-#if KTUNE_WITH_TORCH
+#if KTUNE_WITH_TORCH || KTUNE_PPO_IN_AGENT_BINARY
 std::vector<std::string> StrategyNames() { return {"ppo", "random", "anneal", "genetic", "model"}; }
 std::vector<std::string> AblationStrategyNames() {
   return {"ppo-untrained", "ppo-nopolicy", "ppo-policyonly"};
@@ -25,6 +25,13 @@ std::vector<std::string> AblationStrategyNames() { return {}; }
 absl::StatusOr<std::unique_ptr<SearchStrategy>> MakeStrategy(const std::string& name) {
 #if KTUNE_WITH_TORCH
   if (auto ppo = MakePpoVariant(name)) return ppo;
+#elif KTUNE_PPO_IN_AGENT_BINARY
+  // The `ktune` front runs every command that can run PPO as ktune-agent (cli/agent_front.h).
+  if (name.rfind("ppo", 0) == 0) {
+    return absl::FailedPreconditionError(
+        "the ppo strategy runs in ktune-agent (LibTorch), and this is the light ktune front: run "
+        "the command through `ktune` as installed, with ktune-agent beside it");
+  }
 #else
   if (name.rfind("ppo", 0) == 0) {
     return absl::FailedPreconditionError(

@@ -4,9 +4,16 @@
 
 #include "absl/synchronization/mutex.h"
 #include "cli/command.h"
+#if KTUNE_AGENT_FRONT
+#include "cli/agent_front.h"
+#endif
 
 int main(int argc, char** argv) {
   using namespace ktune::cli;
+#if KTUNE_AGENT_FRONT
+  // The light front: commands that can run PPO continue in ktune-agent (cli/agent_front.h).
+  if (CommandRunsTheAgent(argc, argv)) return RunInAgentBinary(argv);
+#endif
   // Debian's Abseil is built with Mutex deadlock detection on: every lock then updates a global
   // lock graph (absl::synchronization_internal::GraphCycles, a few percent of the server's CPU
   // under load, gRPC's own mutexes included). Lock order is the code's contract, not a run-time

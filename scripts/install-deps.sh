@@ -14,8 +14,8 @@ packages=(
   libabsl-dev libsqlite3-dev sqlite3 zlib1g-dev libxxhash-dev
   nlohmann-json3-dev libcli11-dev libfmt-dev libspdlog-dev libyaml-cpp-dev
   # tests and benchmarks: OpenBLAS (the gemm baseline), openssl (TLS test certificates),
-  # Prometheus and curl (the metrics test scrapes a real server)
-  googletest libgtest-dev libgmock-dev libbenchmark-dev libopenblas-dev openssl curl prometheus
+  # Prometheus and curl (the metrics test scrapes a real server), GNU time (bench/startup)
+  googletest libgtest-dev libgmock-dev libbenchmark-dev libopenblas-dev openssl curl prometheus time
   # the model-based search baseline (gradient-boosted trees)
   libxgboost-dev
 )

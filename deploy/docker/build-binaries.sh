@@ -3,6 +3,10 @@
 # scripts/install-deps.sh: it configures like scripts/build.sh, builds only the two binaries
 # (tests need ../shared/datasets, which is not in the build context), and writes to OUT_DIR:
 #   bin/ktune, bin/ktune-runner   the binaries (the runners must sit beside ktune)
+#   bin/ktune-agent               unless KTUNE_IMAGE_ROLE=worker: what `ktune` runs for the
+#                                 commands that run the PPO agent (serve, tune, agent, bench ...),
+#                                 with LibTorch. A worker image leaves it, and LibTorch's
+#                                 packages, out (cli/agent_front.h)
 #   bin/ktune-cuda-runner         where the CUDA toolkit's headers were found (it loads the
 #                                 driver, NVRTC and cuBLAS at run time)
 #   runtime-packages.txt          the Debian packages their shared libraries come from
@@ -43,6 +47,9 @@ cmake --build "$build" -j "${KTUNE_BUILD_JOBS:-$(nproc)}" --target "${targets[@]
 
 install -d "$out/bin"
 binaries=("$build/cli/ktune" "$build/measurer/ktune-runner")
+if [ "${KTUNE_IMAGE_ROLE:-server}" != worker ] && [ -x "$build/cli/ktune-agent" ]; then
+  binaries+=("$build/cli/ktune-agent")
+fi
 [ -x "$build/measurer/ktune-cuda-runner" ] && binaries+=("$build/measurer/ktune-cuda-runner")
 install -m 0755 "${binaries[@]}" "$out/bin/"
 bash deploy/docker/runtime-packages.sh "$out"/bin/* > "$out/runtime-packages.txt"

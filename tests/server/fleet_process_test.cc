@@ -12,6 +12,7 @@
 #include <nlohmann/json.hpp>
 #include <set>
 #include <sstream>
+#include <thread>
 
 #include "db/interchange/record_files.h"
 #include "db/sqlite_tuning_database.h"
@@ -117,6 +118,29 @@ class FleetProcessTest : public ::testing::Test {
   int port_;
   std::string address_;
 };
+
+// Light commands (cli/agent_front.h): the server runs the PPO agent and so loads LibTorch; a
+// worker, started by the same `ktune` command, never does.
+TEST_F(FleetProcessTest, OnlyTheServerLoadsLibTorchAWorkerDoesNot) {
+  auto server = StartServer();
+  EXPECT_TRUE(server->HasLibraryLoaded("libtorch"));
+  auto worker = std::make_unique<KtuneProcess>(std::vector<std::string>{
+      "worker", "--server", address_, "--device", "replay:" + testing::SpaceFile(kSpace)});
+  // Registered: the server lists it. The worker then idles, asking for leases.
+  bool listed = false;
+  for (int i = 0; i < 1200 && !listed; ++i) {
+    v1::ListWorkersResponse workers;
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(2));
+    listed = Client()->ListWorkers(&ctx, {}, &workers).ok() && workers.workers_size() == 1;
+    if (!listed) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  ASSERT_TRUE(listed) << worker->Err();
+  EXPECT_TRUE(worker->HasLibraryLoaded("libgrpc"));  // the check sees the libraries it maps
+  EXPECT_FALSE(worker->HasLibraryLoaded("libtorch"));
+  worker->Signal(SIGTERM);
+  EXPECT_EQ(worker->Wait(), 0) << worker->Err();
+}
 
 TEST_F(FleetProcessTest, AWorkerKilledMidJobCostsNothingButTime) {
   auto server = StartServer();

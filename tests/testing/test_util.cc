@@ -127,6 +127,15 @@ int KtuneProcess::Wait() {
   return exit_code_;
 }
 
+bool KtuneProcess::HasLibraryLoaded(const std::string& name) const {
+  std::ifstream maps("/proc/" + std::to_string(pid_) + "/maps");
+  for (std::string line; std::getline(maps, line);) {
+    const size_t slash = line.rfind('/');
+    if (slash != std::string::npos && line.find(name, slash) != std::string::npos) return true;
+  }
+  return false;
+}
+
 std::string KtuneProcess::Out() const { return ReadWholeFile(dir_.File("out")); }
 std::string KtuneProcess::Err() const { return ReadWholeFile(dir_.File("err")); }
 

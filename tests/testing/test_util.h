@@ -43,6 +43,9 @@ class KtuneProcess {
   // (generous: on a busy machine the binary alone can take seconds to load); true if it printed
   // it. Readiness is waited for, never assumed after a fixed delay.
   bool WaitForOutput(const std::string& text, double seconds = 120) const;
+  // True while the running process has a shared library whose file name contains `name` mapped
+  // (/proc/PID/maps).
+  bool HasLibraryLoaded(const std::string& name) const;
 
  private:
   TempDir dir_;
