@@ -1,0 +1,304 @@
+"""The ktune client: a small typed API over the ktune.v1 gRPC services.
+
+    import ktune
+    with ktune.Client("127.0.0.1:7470") as client:
+        answer = client.best("gemm", {"M": 512, "N": 512, "K": 512}, "cpu:AMD EPYC 7B13")
+        print(answer.level, answer.config, answer.best.time_ms if answer.best else None)
+
+Every method raises a :class:`ktune.KtuneError` subclass carrying the gRPC code and ktune's
+message when the call fails. Unary calls use the client's default ``timeout`` (seconds) unless
+given one; streams (watch, tune, export) have no deadline unless given one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Callable, Iterable, Iterator, Mapping, Optional, Sequence, Union
+
+import grpc
+
+from ktune.errors import KtuneError, from_rpc_error
+from ktune.types import (BestResult, DeviceLike, ImportResult, Job, JobEvent, JobSpec, JobState,
+                         KernelInfo, MatchLevel, ParamMap, Record, Task, TuneEvent, WorkerInfo,
+                         device_to_proto, params_to_proto, parse_params, strategy_to_proto)
+from ktune.v1 import tuning_service_pb2 as ts
+from ktune.v1 import tuning_service_pb2_grpc as ts_grpc
+from ktune.v1 import types_pb2 as tp
+from ktune.v1 import worker_service_pb2_grpc as ws_grpc
+
+ProblemLike = Union[Mapping[str, Union[int, float, str]], str]
+
+_HEALTH_CHECK = "/grpc.health.v1.Health/Check"
+
+
+def _pem(value: Union[None, bytes, str, os.PathLike]) -> Optional[bytes]:
+    """PEM bytes as given, or read from a path."""
+    if value is None or isinstance(value, bytes):
+        return value
+    return Path(value).read_bytes()
+
+
+def _problem(problem: Optional[ProblemLike]) -> ParamMap:
+    if problem is None:
+        return {}
+    return parse_params(problem) if isinstance(problem, str) else dict(problem)
+
+
+class Client:
+    """A connection to a ktune server (``ktune serve``).
+
+    Args:
+        address: ``host:port`` of the server (``ktune serve --listen``; default 127.0.0.1:7470).
+        token: bearer token for a server started with ``--auth`` (sent as
+            ``authorization: Bearer <token>`` metadata, as the CLI does); default: ``$KTUNE_TOKEN``
+            if set, else none.
+        tls: connect with TLS. ``root_certificates`` (PEM bytes or a path; the CLI's --tls-ca)
+            is the CA to trust, else the system's; ``certificate_chain`` and ``private_key`` (the
+            CLI's --tls-cert / --tls-key) present a client certificate for mutual TLS.
+        timeout: default deadline of unary calls, in seconds.
+        options: extra gRPC channel options.
+
+    The client is thread-safe (one gRPC channel); close it, or use it as a context manager.
+    """
+
+    def __init__(self, address: str = "127.0.0.1:7470", token: Optional[str] = None,
+                 tls: bool = False, *, root_certificates=None, certificate_chain=None,
+                 private_key=None, timeout: float = 30.0,
+                 options: Sequence[tuple[str, object]] = ()) -> None:
+        if token is None:
+            token = os.environ.get("KTUNE_TOKEN") or None
+        self.address = address
+        self.timeout = timeout
+        self._metadata: tuple[tuple[str, str], ...] = (
+            (("authorization", f"Bearer {token}"),) if token else ())
+        if tls:
+            credentials = grpc.ssl_channel_credentials(
+                root_certificates=_pem(root_certificates), private_key=_pem(private_key),
+                certificate_chain=_pem(certificate_chain))
+            self._channel = grpc.secure_channel(address, credentials, options=list(options))
+        else:
+            if root_certificates or certificate_chain or private_key:
+                raise ValueError("certificates given but tls=False")
+            self._channel = grpc.insecure_channel(address, options=list(options))
+        self._tuning = ts_grpc.TuningServiceStub(self._channel)
+        self._worker = ws_grpc.WorkerServiceStub(self._channel)
+        self._health = self._channel.unary_unary(_HEALTH_CHECK)  # raw bytes in and out
+
+    # --- plumbing ---
+
+    def close(self) -> None:
+        """Closes the channel; calls in flight are cancelled."""
+        self._channel.close()
+
+    def __enter__(self) -> "Client":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def _unary(self, name: str, method, request, timeout: Optional[float] = None):
+        """Calls a unary RPC; a failure becomes a KtuneError."""
+        try:
+            return method(request, timeout=timeout if timeout is not None else self.timeout,
+                          metadata=self._metadata)
+        except grpc.RpcError as e:
+            raise from_rpc_error(e, name) from None
+
+    def _stream(self, name: str, method, request, timeout: Optional[float] = None) -> Iterator:
+        """Iterates a server stream; a failure becomes a KtuneError; leaving early cancels it."""
+        call = method(request, timeout=timeout, metadata=self._metadata)
+        try:
+            for message in call:
+                yield message
+        except grpc.RpcError as e:
+            raise from_rpc_error(e, name) from None
+        finally:
+            call.cancel()
+
+    def wait_ready(self, timeout: float = 10.0) -> None:
+        """Blocks until the channel is connected; :class:`ktune.Unavailable` after ``timeout``."""
+        try:
+            grpc.channel_ready_future(self._channel).result(timeout=timeout)
+        except grpc.FutureTimeoutError:
+            from ktune.errors import Unavailable
+            raise Unavailable(grpc.StatusCode.UNAVAILABLE,
+                              f"no ktune server answered at {self.address} within {timeout} s",
+                              "connect") from None
+
+    def ping(self, timeout: Optional[float] = None) -> bool:
+        """The standard gRPC health check (an empty RPC): True when the server is SERVING."""
+        reply = self._unary("Health.Check", self._health, b"", timeout)
+        return reply == b"\x08\x01"  # HealthCheckResponse{status: SERVING}
+
+    # --- queries ---
+
+    def best(self, kernel: str, problem: ProblemLike, device: DeviceLike, top: int = 1, *,
+             tune_if_missing: bool = False, kernel_version: str = "",
+             timeout: Optional[float] = None) -> BestResult:
+        """The best known configurations of ``kernel`` for ``problem`` on ``device``.
+
+        ``device`` is a device class (str) or a :class:`ktune.Device` (whose fingerprint makes an
+        exact match possible). The server falls back from the exact fingerprint to the device
+        class to the architecture family, then to a prediction from the nearest tuned problem;
+        ``BestResult.level`` says which answered (:attr:`MatchLevel.NONE` with no records when
+        nothing is known). At most ``top`` records (1..100), best first. ``tune_if_missing``
+        queues a background job when nothing is known (``BestResult.queued_job_id``).
+        Served from the server's memory.
+        """
+        request = ts.QueryBestRequest(top_k=top, tune_if_missing=tune_if_missing)
+        request.kernel.name = kernel
+        request.kernel.version = kernel_version
+        params_to_proto(_problem(problem), request.problem.params)
+        device_to_proto(device, request.device)
+        reply = self._unary("QueryBest", self._tuning.QueryBest, request, timeout)
+        return BestResult(MatchLevel._from_proto(reply.level),
+                          [Record._from_proto(r) for r in reply.best], reply.queued_job_id)
+
+    def kernels(self, timeout: Optional[float] = None) -> list[KernelInfo]:
+        """The server's kernel registry (built-ins and kernels registered by clients)."""
+        reply = self._unary("ListKernels", self._tuning.ListKernels, ts.ListKernelsRequest(),
+                            timeout)
+        return [KernelInfo._from_proto(k) for k in reply.kernels]
+
+    def register_kernel(self, spec: tp.KernelSpec, timeout: Optional[float] = None) -> KernelInfo:
+        """Registers a client kernel (admin role). The same spec again is a no-op; another spec
+        under an existing name raises :class:`ktune.AlreadyExists`."""
+        reply = self._unary("RegisterKernel", self._tuning.RegisterKernel,
+                            ts.RegisterKernelRequest(kernel=spec), timeout)
+        return KernelInfo._from_proto(reply)
+
+    def workers(self, timeout: Optional[float] = None) -> list[WorkerInfo]:
+        """The workers the server knows, with their state and leases."""
+        reply = self._unary("ListWorkers", self._tuning.ListWorkers, ts.ListWorkersRequest(),
+                            timeout)
+        return [WorkerInfo._from_proto(w) for w in reply.workers]
+
+    # --- tuning ---
+
+    def tune_events(self, kernel: str, problem: ProblemLike, device: str, budget: int, *,
+                    strategy: Optional[str] = None, seed: int = 0, kernel_version: str = "",
+                    timeout: Optional[float] = None) -> Iterator[TuneEvent]:
+        """Tunes one task now (a one-task job on the workers of the device class ``device``),
+        yielding progress (at most one event a second) and, last, the event with ``finished``
+        set. Needs the submit role. Leaving the iterator early closes the stream (the job keeps
+        running on the server: cancel it by id from :meth:`jobs` if needed).
+        """
+        request = ts.TuneRequest(device=device, budget_measurements=budget,
+                                 strategy=strategy_to_proto(strategy), seed=seed)
+        request.kernel.name = kernel
+        request.kernel.version = kernel_version
+        params_to_proto(_problem(problem), request.problem.params)
+        for event in self._stream("Tune", self._tuning.Tune, request, timeout):
+            yield TuneEvent._from_proto(event)
+
+    def tune(self, kernel: str, problem: ProblemLike, device: str, budget: int, *,
+             strategy: Optional[str] = None, seed: int = 0, kernel_version: str = "",
+             on_progress: Optional[Callable[[TuneEvent], None]] = None,
+             timeout: Optional[float] = None) -> TuneEvent:
+        """Like :meth:`tune_events`, calling ``on_progress`` with each event; returns the final
+        event (best configuration and time found). Raises :class:`ktune.KtuneError` if the
+        stream ends without one."""
+        last: Optional[TuneEvent] = None
+        for event in self.tune_events(kernel, problem, device, budget, strategy=strategy,
+                                      seed=seed, kernel_version=kernel_version, timeout=timeout):
+            last = event
+            if on_progress is not None:
+                on_progress(event)
+        if last is None or not last.finished:
+            raise KtuneError(grpc.StatusCode.UNKNOWN, "the Tune stream closed before its final "
+                             "event", "Tune")
+        return last
+
+    # --- jobs ---
+
+    def submit(self, spec: Union[JobSpec, Mapping, str], timeout: Optional[float] = None) -> Job:
+        """Submits a fleet job (submit role); returns it (queued) with its tasks.
+
+        ``spec`` is a :class:`ktune.JobSpec`, a dict shaped like ``ktune submit``'s YAML (sent as
+        JSON), or the YAML/JSON text itself.
+        """
+        if isinstance(spec, JobSpec):
+            request = ts.SubmitJobRequest(spec=spec._to_proto())
+        elif isinstance(spec, str):
+            request = ts.SubmitJobRequest(spec_text=spec)
+        else:
+            request = ts.SubmitJobRequest(spec_text=json.dumps(dict(spec)))
+        return Job._from_proto(self._unary("SubmitJob", self._tuning.SubmitJob, request, timeout))
+
+    def get_job(self, job_id: str, timeout: Optional[float] = None) -> Job:
+        """One job with its per-task progress."""
+        return Job._from_proto(self._unary("GetJob", self._tuning.GetJob,
+                                           ts.GetJobRequest(job_id=str(job_id)), timeout))
+
+    def jobs(self, states: Iterable[JobState] = (), timeout: Optional[float] = None) -> list[Job]:
+        """Every job (newest first; tasks omitted), optionally only those in ``states``."""
+        out: list[Job] = []
+        request = ts.ListJobsRequest(states=[s._to_proto() for s in states], page_size=1000)
+        while True:
+            reply = self._unary("ListJobs", self._tuning.ListJobs, request, timeout)
+            out.extend(Job._from_proto(j) for j in reply.jobs)
+            if not reply.next_page_token:
+                return out
+            request.page_token = reply.next_page_token
+
+    def watch(self, job_id: str, with_tasks: bool = False,
+              timeout: Optional[float] = None) -> Iterator[JobEvent]:
+        """Follows a job: an event whenever its progress changes (at most one a second), the last
+        one when it is done, failed or cancelled (``event.job.state.final``)."""
+        request = ts.WatchJobRequest(job_id=str(job_id), with_tasks=with_tasks)
+        for event in self._stream("WatchJob", self._tuning.WatchJob, request, timeout):
+            yield JobEvent._from_proto(event)
+
+    def wait(self, job_id: str, timeout: Optional[float] = None,
+             on_event: Optional[Callable[[JobEvent], None]] = None) -> Job:
+        """Watches a job until it ends; returns its final state (with tasks)."""
+        for event in self.watch(job_id, with_tasks=True, timeout=timeout):
+            if on_event is not None:
+                on_event(event)
+            if event.job.state.final:
+                break
+        return self.get_job(job_id)
+
+    def cancel(self, job_id: str, timeout: Optional[float] = None) -> Job:
+        """Cancels a job: queued candidates are dropped, leased ones finish and are recorded.
+        A job that has ended: :class:`ktune.FailedPrecondition`; none: :class:`ktune.NotFound`."""
+        return Job._from_proto(self._unary("CancelJob", self._tuning.CancelJob,
+                                           ts.CancelJobRequest(job_id=str(job_id)), timeout))
+
+    def pause(self, job_id: str, timeout: Optional[float] = None) -> Job:
+        """Pauses a queued or running job (no new leases)."""
+        return Job._from_proto(self._unary("PauseJob", self._tuning.PauseJob,
+                                           ts.PauseJobRequest(job_id=str(job_id)), timeout))
+
+    def resume(self, job_id: str, timeout: Optional[float] = None) -> Job:
+        """Resumes a paused job where it stopped."""
+        return Job._from_proto(self._unary("ResumeJob", self._tuning.ResumeJob,
+                                           ts.ResumeJobRequest(job_id=str(job_id)), timeout))
+
+    # --- records ---
+
+    def export_records(self, task: Optional[Task] = None,
+                       timeout: Optional[float] = None) -> Iterator[Record]:
+        """Every record the server holds (of ``task`` only, when given), in storage order.
+        At most 1,000,000 per call (:class:`ktune.ResourceExhausted` beyond: export per task)."""
+        request = ts.ExportRecordsRequest()
+        if task is not None:
+            task._to_proto(request.task)
+        for record in self._stream("ExportRecords", self._tuning.ExportRecords, request, timeout):
+            yield Record._from_proto(record)
+
+    def import_records(self, records: Iterable[Record],
+                       timeout: Optional[float] = None) -> ImportResult:
+        """Stores records (admin role) in one transaction when the stream ends; records already
+        present (same content, hence record_id) are skipped. A record the server refuses
+        (e.g. an OK record without a time) raises :class:`ktune.InvalidArgument` and nothing is
+        stored."""
+        def messages() -> Iterator[tp.Record]:
+            for r in records:
+                m = tp.Record()
+                r._to_proto(m)
+                yield m
+        reply = self._unary("ImportRecords", self._tuning.ImportRecords, messages(), timeout)
+        return ImportResult(reply.records_received, reply.records_added)

@@ -1,0 +1,639 @@
+"""Kernel Tuner on ktune: ktune's agent proposes, Kernel Tuner measures, ktune records.
+
+    import ktune
+    from ktune.kernel_tuner import Strategy
+    from kernel_tuner import tune_kernel
+
+    client = ktune.Client("127.0.0.1:7470", token=...)   # roles: admin, submit, worker, query
+    strategy = Strategy(client, strategy="ppo")
+    results, env = tune_kernel("vector_add", source, n, args, tune_params, lang="C",
+                               strategy=strategy, strategy_options={"max_fevals": 32})
+    print(strategy.task, strategy.job_ids)                # where the records are in ktune
+
+How it works (Kernel Tuner 1.5 accepts any object with a ``tune`` method as ``strategy=``;
+:class:`Strategy` is an ``OptAlgWrapper`` around an ``OptAlg``):
+
+1. The kernel's search space (``tune_params`` and string ``restrictions``) is registered with
+   ``TuningService.RegisterKernel`` as a client kernel (language ``cpp``; ktune never compiles
+   it: only this process measures it). Its name is ``kt_<kernel_name>_<hash>`` (the hash covers
+   the source, the space and the restrictions; pass ``kernel=`` to choose another).
+2. This process registers itself as a measurement worker (``WorkerService.Register``) with a
+   device fingerprint of the Kernel Tuner device (device class ``kernel_tuner:<lang>:<model>``,
+   the compiler, Kernel Tuner's version and options), and submits a job for the task.
+3. It loops: ``LeaseBatch`` (the agent's proposals) -> Kernel Tuner compiles, checks and times
+   them (its own cost function: its budget, cache, verification and observers all apply) ->
+   ``ReportResults`` (every result, failures included, committed in ktune under the device).
+   It stops when Kernel Tuner's budget (``max_fevals``, ``time_limit``) is spent or ktune has
+   nothing more to propose; the job is cancelled if it has not ended, and the worker leaves.
+
+Limits: ktune's parameters are integers, so float and string parameters are sent as indices
+into their value lists (and restrictions naming them are left to Kernel Tuner: a proposal they
+rule out is recorded as ``invalid_config``, as are proposals ruled out by restrictions given as
+functions). ktune minimises time: it is told the measured times (``result["times"]``, else
+``result["time"]``) whatever Kernel Tuner's objective is, and records their median.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import numbers
+import os
+import platform
+import re
+import socket
+import subprocess
+import threading
+import time
+from typing import Any, Optional, Sequence
+
+import grpc
+
+from ktune.client import Client
+from ktune.errors import InvalidArgument, KtuneError
+from ktune.types import (Device, Job, JobSpec, JobState, ParamMap, Record, Status, Task,
+                         canonical_json)
+from ktune.v1 import types_pb2 as tp
+from ktune.v1 import worker_service_pb2 as wp
+
+try:
+    import kernel_tuner
+    from kernel_tuner import util as kt_util
+    from kernel_tuner.strategies.wrapper import OptAlg, OptAlgWrapper
+except ImportError as e:  # pragma: no cover - documented requirement
+    raise ImportError("ktune.kernel_tuner needs Kernel Tuner 1.5 (pip install kernel_tuner==1.5.0)"
+                      ) from e
+
+_MAX_VALUES = 4096  # per parameter, the API's limit
+_PROBLEM_MAX = 2**62
+
+
+def _kt_version() -> str:
+    try:
+        from importlib.metadata import version
+        return version("kernel_tuner")
+    except Exception:  # pragma: no cover
+        return getattr(kernel_tuner, "__version__", "?")
+
+
+def _cpu_model_and_family() -> tuple[str, str]:
+    """/proc/cpuinfo's model name, and ktune's family for it (x86-64, -v3, -v4)."""
+    model, flags = platform.processor() or platform.machine(), set()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                if key.strip() == "model name" and model in ("", platform.machine(),
+                                                             platform.processor()):
+                    model = value.strip()
+                elif key.strip() == "flags" and not flags:
+                    flags = set(value.split())
+    except OSError:
+        pass
+    family = ("x86-64-v4" if "avx512f" in flags else
+              "x86-64-v3" if {"avx2", "fma"} <= flags else
+              "x86-64" if flags else platform.machine())
+    return model, family
+
+
+def _compiler_version(compiler: Optional[str]) -> str:
+    if not compiler:
+        return ""
+    try:
+        out = subprocess.run([compiler, "--version"], capture_output=True, text=True, timeout=30)
+        return out.stdout.splitlines()[0].strip() if out.stdout else ""
+    except (OSError, subprocess.SubprocessError):
+        return ""
+
+
+def _sanitize(name: str) -> str:
+    s = re.sub(r"[^a-z0-9_]+", "_", name.lower()).strip("_")
+    return s[:40] or "kernel"
+
+
+def _is_int(v: Any) -> bool:
+    """Integers (numpy's too; bools as 0 and 1) go to ktune as they are."""
+    return isinstance(v, numbers.Integral)
+
+
+class _Param:
+    """One tunable parameter: its Kernel Tuner values and their ktune (int64) encoding."""
+
+    def __init__(self, name: str, values: Sequence[Any]) -> None:
+        self.name = name
+        self.values = list(values)
+        self.direct = all(_is_int(v) for v in self.values)  # else: indices into values
+        self.encoded = [int(v) if self.direct else i for i, v in enumerate(self.values)]
+        if len(set(self.encoded)) != len(self.encoded):
+            self.direct = False
+            self.encoded = list(range(len(self.values)))
+        self._decode = dict(zip(self.encoded, self.values))
+
+    def encode(self, value: Any) -> int:
+        if self.direct:
+            return int(value)
+        for i, v in enumerate(self.values):
+            if v == value and type(v) is type(value):
+                return i
+        return self.values.index(value)
+
+    def decode(self, value: Any) -> Any:
+        return self._decode[int(value)]
+
+
+class _KtuneOptAlg(OptAlg):
+    """The optimisation loop (see the module's docstring)."""
+
+    def __init__(self, owner: "Strategy") -> None:
+        super().__init__()
+        self.costfunc_kwargs = {"scaling": False, "snap": False}
+        self.owner = owner
+
+    def __call__(self, func, searchspace):
+        return self.owner._run(func, searchspace)
+
+
+class Strategy(OptAlgWrapper):
+    """A Kernel Tuner strategy whose proposals come from a ktune server's agent.
+
+    Args:
+        client: a :class:`ktune.Client`; its token needs the admin (RegisterKernel), submit
+            (SubmitJob), worker (Register, LeaseBatch, ReportResults) and query roles.
+        strategy: ktune's search strategy (``"ppo"``, the default, ``"random"``, ...).
+        batch_size: candidates ktune proposes at a time (and Kernel Tuner measures in a row).
+        seed: the ktune job's seed (same seed, same proposals).
+        kernel: ktune's name for the kernel (``[a-z0-9_]``, at most 64); default
+            ``kt_<kernel_name>_<hash of source, space and restrictions>``.
+        problem: the problem as ktune keys it (integers; ``dtype`` a string); default
+            ``problem_size_x``/``_y``/``_z`` from Kernel Tuner's ``problem_size``.
+        device_class: the device class the records are kept under; default
+            ``kernel_tuner:<lang>:<device name>`` (a class no ktune worker of its own has).
+        flops: an expression over the problem for the kernel's floating-point operations per
+            run (``"2 * problem_size_x"``), so ktune shows GFLOP/s; default none.
+        agent_share: ktune's ``agent_share`` for the job (None: the server's default).
+        poll_seconds: wait between leases when ktune has nothing queued yet.
+
+    After ``tune_kernel`` returns: :attr:`kernel_name`, :attr:`task`, :attr:`device`,
+    :attr:`job_ids` and :attr:`reported` (results committed in ktune by this run).
+    """
+
+    def __init__(self, client: Client, *, strategy: Optional[str] = "ppo", batch_size: int = 8,
+                 seed: int = 0, kernel: Optional[str] = None,
+                 problem: Optional[ParamMap] = None, device_class: Optional[str] = None,
+                 flops: str = "", agent_share: Optional[float] = None,
+                 poll_seconds: float = 0.05) -> None:
+        super().__init__(_KtuneOptAlg(self))
+        if not 1 <= batch_size <= 256:
+            raise ValueError("batch_size must be between 1 and 256")
+        self.client = client
+        self.strategy = strategy
+        self.batch_size = batch_size
+        self.seed = seed
+        self.kernel = kernel
+        self.problem = dict(problem) if problem is not None else None
+        self.device_class = device_class
+        self.flops = flops
+        self.agent_share = agent_share
+        self.poll_seconds = poll_seconds
+        # Set by a run:
+        self.kernel_name: str = ""
+        self.task: Optional[Task] = None
+        self.device: Optional[Device] = None
+        self.job_ids: list[str] = []
+        self.reported = 0
+        self.dropped_constraints: list[str] = []
+        self._kt: dict = {}
+
+    # --- what ktune is told ---
+
+    def _params(self, searchspace) -> list[_Param]:
+        params = [_Param(n, v) for n, v in searchspace.tune_params.items()]
+        for p in params:
+            if len(p.values) > _MAX_VALUES:
+                raise ValueError(f"tune_params[{p.name!r}] has {len(p.values)} values; ktune takes "
+                                 f"at most {_MAX_VALUES}")
+            if p.name in ("cores", "dtype"):
+                raise ValueError(f"a tunable parameter named {p.name!r} clashes with ktune's "
+                                 "own variables")
+        return params
+
+    def _constraints(self, tuning_options, params: list[_Param]) -> list[str]:
+        """Kernel Tuner's string restrictions, less those naming an index-encoded parameter."""
+        raw = getattr(tuning_options, "restrictions_unmodified", None)  # set as an attribute
+        if raw is None:
+            raw = tuning_options.get("restrictions")
+        if raw is None:
+            return []
+        if callable(raw) or not isinstance(raw, (list, tuple)):
+            self.dropped_constraints = [repr(raw)]
+            return []
+        encoded = [p.name for p in params if not p.direct]
+        out = []
+        for r in raw:
+            if not isinstance(r, str) or any(re.search(rf"\b{re.escape(n)}\b", r) for n in encoded):
+                self.dropped_constraints.append(r if isinstance(r, str) else repr(r))
+                continue
+            out.append(r)
+        return out
+
+    def _problem(self, kernel_options) -> ParamMap:
+        if self.problem is not None:
+            return dict(self.problem)
+        size = kernel_options.get("problem_size")
+        if callable(size):
+            raise ValueError("Kernel Tuner's problem_size is a function: pass problem= to Strategy")
+        if isinstance(size, numbers.Integral) or isinstance(size, str):
+            size = (size,)
+        out: ParamMap = {}
+        for axis, v in zip("xyz", size):
+            if not isinstance(v, numbers.Integral):
+                raise ValueError(f"problem_size {size!r} is not integers: pass problem= to Strategy")
+            out[f"problem_size_{axis}"] = int(v)
+        return out
+
+    def _kernel_spec(self, runner, tuning_options, params: list[_Param], constraints: list[str],
+                     problem: ParamMap, default: dict[str, Any]) -> tp.KernelSpec:
+        source = getattr(runner, "kernel_source", None)
+        text, lang, name = "", "?", "kernel"
+        if source is not None:
+            lang = getattr(source, "lang", "?") or "?"
+            name = getattr(source, "kernel_name", name)
+            try:
+                text = source.get_kernel_string(0)
+            except Exception:  # a generator needing params, a missing file: keep the name
+                text = str(source.kernel_sources[0])[:4096] if source.kernel_sources else ""
+        ints = {k: v for k, v in problem.items() if isinstance(v, numbers.Integral)}
+        others = {k: v for k, v in problem.items() if k not in ints}
+        if set(others) - {"dtype"}:
+            raise ValueError(f"ktune's problem parameters are integers (and dtype), not {others}")
+        spec = tp.KernelSpec(
+            language="cpp",
+            description=f"Kernel Tuner kernel {name} (lang {lang}), measured by Kernel Tuner "
+                        f"{_kt_version()} through ktune.kernel_tuner",
+            source=text[: 1 << 20],
+            constraints=constraints,
+            dtypes=[str(others["dtype"])] if "dtype" in others else [],
+            flops=self.flops or "0", bytes="0")
+        for p in params:
+            spec.parameters.add(name=p.name, values=p.encoded, compile_time=True,
+                                description="" if p.direct else
+                                "indices into " + json.dumps(p.values, default=str)[:200])
+        for k in sorted(ints):
+            spec.problem.add(name=k, min=1 if ints[k] >= 1 else -_PROBLEM_MAX, max=_PROBLEM_MAX)
+        spec.buffers.add(name="out", elements="1", output=True)
+        for p in params:
+            spec.default_config[p.name] = str(p.encode(default[p.name]))
+        digest = hashlib.sha256(spec.SerializeToString(deterministic=True)).hexdigest()[:8]
+        spec.name = self.kernel or f"kt_{_sanitize(name)}_{digest}"
+        return spec
+
+    def _device(self, runner, tuning_options) -> Device:
+        source = getattr(runner, "kernel_source", None)
+        lang = (getattr(source, "lang", "") or "?").upper()
+        dev = runner.get_device_info() if hasattr(runner, "get_device_info") else None
+        env = {}
+        try:
+            env = dict(runner.get_environment(tuning_options) or {})
+        except Exception:
+            pass
+        cpu_model, cpu_family = _cpu_model_and_family()
+        backend = getattr(dev, "dev", None)
+        facts: dict[str, Any] = {"kind": "kernel_tuner", "lang": lang,
+                                 "kernel_tuner": _kt_version(), "host_cpu": cpu_model}
+        if lang in ("C", "FORTRAN"):
+            name, family = cpu_model, cpu_family
+            facts["compiler"] = _compiler_version(getattr(backend, "compiler", None))
+            facts["compiler_options"] = str(env.get("compiler_options") or "")
+        else:
+            name = getattr(dev, "name", "") or str(env.get("device_name", "")) or "unknown"
+            family = ""
+            for key in ("cuda_version", "CUDA Version", "NVCC Version", "device_name"):
+                if key in env:
+                    facts[key.lower().replace(" ", "_")] = str(env[key])
+        facts["name"] = name
+        facts["iterations"] = int(env.get("iterations", 0) or 0)
+        device_class = self.device_class or f"kernel_tuner:{lang}:{name}"
+        return Device(device_class[:256], family, canonical_json(facts))
+
+    def export_cache(self, path: str | os.PathLike) -> int:
+        """After a run: writes what ktune holds for this run's task (every run's records of the
+        same kernel, problem and device class, not only this one's) as a Kernel Tuner cache file
+        that ``tune_kernel(..., cache=path)`` reuses on this device (Kernel Tuner's kernel name,
+        device name, problem size and parameter values). Returns the number of entries."""
+        if self.task is None:
+            raise ValueError("export_cache needs a finished run (tune_kernel with this strategy)")
+        kt = self._kt
+        ps = kt["problem_size"]
+        return export_cache(self.client, self.task, path, tune_params=kt["tune_params"],
+                            kernel_name=kt["kernel_name"], device_name=kt["device_name"],
+                            problem_size=list(ps) if isinstance(ps, (list, tuple)) else ps,
+                            decode=kt["decode"])
+
+    # --- the loop ---
+
+    def _run(self, func, searchspace):
+        runner, options = func.runner, func.tuning_options
+        params = self._params(searchspace)
+        constraints = self._constraints(options, params)
+        problem = self._problem(getattr(runner, "kernel_options", {}) or {})
+        if searchspace.size == 0:
+            return None
+        default = dict(zip(searchspace.tune_params.keys(), searchspace.list[0]))
+        spec = self._kernel_spec(runner, options, params, constraints, problem, default)
+        try:
+            info = self.client.register_kernel(spec)
+        except InvalidArgument as e:
+            if not spec.constraints or "constraint" not in e.message.lower() and \
+                    "expression" not in e.message.lower():
+                raise
+            # A restriction ktune's expression language does not read: Kernel Tuner keeps it.
+            self.dropped_constraints.extend(spec.constraints)
+            del spec.constraints[:]
+            spec = self._kernel_spec(runner, options, params, [], problem, default)
+            info = self.client.register_kernel(spec)
+        self.kernel_name = info.name
+        self.device = self._device(runner, options)
+        kernel_options = getattr(runner, "kernel_options", {}) or {}
+        dev = runner.get_device_info() if hasattr(runner, "get_device_info") else None
+        self._kt = {"kernel_name": kernel_options.get("kernel_name", ""),
+                    "problem_size": kernel_options.get("problem_size"),
+                    "device_name": getattr(dev, "name", "") or "",
+                    "tune_params": dict(searchspace.tune_params),
+                    "decode": {p.name: p.decode for p in params}}
+        worker = _Worker(self.client, self.device)
+        try:
+            # ktune's space is Kernel Tuner's, or larger when restrictions were left out.
+            self._loop(func, searchspace, params, searchspace.size, problem, worker)
+        finally:
+            worker.leave()
+        return None
+
+    def _submit(self, problem: ParamMap, budget: int) -> Job:
+        job = self.client.submit(JobSpec(
+            name=f"kernel_tuner {self.kernel_name}", kernels=[self.kernel_name], problems=[problem],
+            device_classes=[self.device.device_class], budget=budget, strategy=self.strategy,
+            seed=self.seed + len(self.job_ids), batch_size=self.batch_size,
+            agent_share=self.agent_share))
+        self.job_ids.append(job.job_id)
+        if job.tasks:
+            self.task = job.tasks[0].task
+        return job
+
+    def _loop(self, func, searchspace, params: list[_Param], space_size: int, problem: ParamMap,
+              worker: "_Worker") -> None:
+        budget = func.tuning_options.budget
+
+        def remaining() -> int:
+            left = budget.get_evaluations_remaining()
+            return int(min(space_size, left if left != math.inf else space_size, 1_000_000))
+
+        if remaining() <= 0:
+            return
+        job = self._submit(problem, remaining())
+        reported_by_job = 0
+        try:
+            while True:
+                if budget.is_done():
+                    return
+                lease = worker.lease(self.batch_size)
+                if not lease.lease_id:
+                    job = self.client.get_job(job.job_id)
+                    if job.state.final:
+                        if job.state is JobState.FAILED:
+                            raise KtuneError(grpc.StatusCode.FAILED_PRECONDITION,
+                                             f"ktune job {job.job_id} failed: {job.message}",
+                                             "kernel_tuner")
+                        # ktune's budget was spent (proposals Kernel Tuner's restrictions ruled
+                        # out count in it) or its space is exhausted; Kernel Tuner may have more.
+                        if reported_by_job == 0 or remaining() <= 0:
+                            return
+                        job, reported_by_job = self._submit(problem, remaining()), 0
+                        continue
+                    time.sleep(max(self.poll_seconds, lease.retry_after_ms / 1000 / 4))
+                    continue
+                n, stop = self._measure(func, searchspace, params, lease, worker)
+                reported_by_job += n
+                if stop:
+                    return
+        finally:
+            try:
+                current = self.client.get_job(job.job_id)
+                if not current.state.final:
+                    self.client.cancel(job.job_id)
+            except KtuneError:
+                pass
+
+    def _measure(self, func, searchspace, params: list[_Param], lease, worker: "_Worker"):
+        """Measures a lease's candidates with Kernel Tuner and reports them; (reported, stop)."""
+        ours, configs = [], []
+        for c in lease.candidates:
+            if c.task.kernel.name != self.kernel_name:
+                continue  # another session's kernel on this device class: it goes back
+            try:
+                config = tuple(p.decode(c.config.params[p.name].int_value) for p in params)
+            except (KeyError, ValueError):
+                ours.append((c, None))
+                continue
+            ours.append((c, config))
+            if searchspace.is_param_config_valid(config):
+                configs.append(list(config))
+        stop = False
+        worker.measuring([lease.lease_id])
+        try:
+            if configs:
+                func.eval_all(configs, check_restrictions=False)
+        except kt_util.StopCriterionReached:
+            stop = True
+        finally:
+            worker.measuring([])
+        results = []
+        for c, config in ours:
+            r = wp.CandidateResult(candidate_id=c.candidate_id)
+            if config is None:
+                r.status, r.message = tp.MEASUREMENT_STATUS_INVALID_CONFIG, "not in tune_params"
+            elif not searchspace.is_param_config_valid(config):
+                r.status = tp.MEASUREMENT_STATUS_INVALID_CONFIG
+                r.message = "ruled out by Kernel Tuner's restrictions"
+            else:
+                result = func.unique_results.get(",".join(str(v) for v in config))
+                if result is None:
+                    continue  # not measured (Kernel Tuner's budget ran out): goes back
+                _fill_result(r, result)
+            results.append(r)
+        stored = worker.report(lease.lease_id, results)
+        self.reported += stored
+        return len(results), stop
+
+
+_ERRORS = {
+    "InvalidConfig": tp.MEASUREMENT_STATUS_INVALID_CONFIG,
+    "CompilationFailedConfig": tp.MEASUREMENT_STATUS_COMPILE_ERROR,
+    "RuntimeFailedConfig": tp.MEASUREMENT_STATUS_RUNTIME_ERROR,
+}
+
+
+def _fill_result(r: wp.CandidateResult, result: dict) -> None:
+    """A Kernel Tuner result dict as a ktune CandidateResult."""
+    error = result.get("__error__")
+    if error is not None or isinstance(result.get("time"), str):
+        name = type(error).__name__ if error is not None else str(result.get("time"))
+        r.status = _ERRORS.get(name, tp.MEASUREMENT_STATUS_RUNTIME_ERROR)
+        r.message = f"Kernel Tuner: {name}"
+        return
+    times = [float(t) for t in (result.get("times") or []) if isinstance(t, numbers.Real)]
+    times = [t for t in times if math.isfinite(t) and t > 0][:1024]
+    if not times:
+        t = result.get("time")
+        if isinstance(t, numbers.Real) and math.isfinite(t) and t > 0:
+            times = [float(t)]
+    if not times:
+        r.status = tp.MEASUREMENT_STATUS_RUNTIME_ERROR
+        r.message = f"Kernel Tuner reported no time above zero (time={result.get('time')!r})"
+        return
+    r.status = tp.MEASUREMENT_STATUS_OK
+    r.repeat_times_ms.extend(times)
+    compile_ms = result.get("compile_time")
+    if isinstance(compile_ms, numbers.Real) and math.isfinite(compile_ms) and compile_ms >= 0:
+        r.build_ms = float(compile_ms)
+
+
+class _Worker:
+    """This process as a ktune measurement worker: register, lease, report, heartbeat, leave."""
+
+    def __init__(self, client: Client, device: Device) -> None:
+        self.client = client
+        self.device = device
+        self._register()
+        self._leases: list[str] = []
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._beat = threading.Thread(target=self._heartbeat, name="ktune-heartbeat", daemon=True)
+        self._beat.start()
+
+    def _register(self) -> None:
+        request = wp.RegisterRequest(host=socket.gethostname()[:253])
+        self.device._to_proto(request.device)
+        request.device.cores_used = 1
+        request.capabilities.languages.append("cpp")
+        request.capabilities.max_parallel = 1
+        request.capabilities.can_run_untrusted = True
+        reply = self.client._unary("Register", self.client._worker.Register, request)
+        self.worker_id = reply.worker_id
+        self.interval = max(0.05, reply.heartbeat_interval_ms / 1000 or 5.0)
+
+    def _heartbeat(self) -> None:
+        while not self._stop.wait(self.interval):
+            with self._lock:
+                leases = list(self._leases)
+            try:
+                reply = self.client._unary("Heartbeat", self.client._worker.Heartbeat,
+                                           wp.HeartbeatRequest(worker_id=self.worker_id,
+                                                               lease_ids=leases))
+                if reply.reregister:
+                    with self._lock:
+                        self._register()
+            except KtuneError:
+                pass  # the next lease or report says what is wrong
+
+    def measuring(self, leases: list[str]) -> None:
+        with self._lock:
+            self._leases = leases
+
+    def lease(self, n: int):
+        with self._lock:
+            worker_id = self.worker_id
+        return self.client._unary("LeaseBatch", self.client._worker.LeaseBatch,
+                                  wp.LeaseBatchRequest(worker_id=worker_id, max_candidates=n))
+
+    def report(self, lease_id: str, results: list) -> int:
+        reply = self.client._unary("ReportResults", self.client._worker.ReportResults,
+                                   wp.ReportResultsRequest(worker_id=self.worker_id,
+                                                           lease_id=lease_id, results=results))
+        return reply.records_stored
+
+    def leave(self) -> None:
+        self._stop.set()
+        self._beat.join(timeout=5)
+        try:
+            self.client._unary("Leave", self.client._worker.Leave,
+                               wp.LeaveRequest(worker_id=self.worker_id))
+        except KtuneError:
+            pass
+
+
+# --- Kernel Tuner cache files from ktune's records ---
+
+
+def _plain(v: Any) -> Any:
+    """numpy scalars as Python ones (for JSON)."""
+    return v.item() if hasattr(v, "item") and not isinstance(v, (list, dict, str)) else v
+
+
+def cache_document(records: Sequence[Record], tune_params: Optional[dict] = None,
+                   problem_size: Any = None, kernel_name: str = "", device_name: str = "",
+                   decode: Optional[dict] = None) -> dict:
+    """A Kernel Tuner cache (the JSON of ``tune_kernel(cache=...)``) of records of one task.
+
+    Keys are Kernel Tuner's ``"v1,v2,..."`` in ``tune_params`` order (default: the records'
+    parameters, sorted); ``time`` is ktune's time_ms, ``times`` the repeats; failures carry
+    Kernel Tuner's error name (``InvalidConfig``, ``CompilationFailedConfig``,
+    ``RuntimeFailedConfig``) in ``time`` and ``__error__``. ``decode`` maps a parameter name to a
+    function from ktune's value to Kernel Tuner's. Records of another task than the first
+    record's raise ValueError. Kernel Tuner reuses the file only for the same kernel name,
+    device name, problem size and parameter order (or in simulation mode, any device).
+    """
+    if not records:
+        raise ValueError("no records")
+    task = records[0].task
+    decode = decode or {}
+    value = lambda k, v: _plain(decode[k](v)) if k in decode else v  # noqa: E731
+    keys = list(tune_params) if tune_params else sorted(records[0].config)
+    if tune_params is None:
+        values: dict[str, list] = {k: [] for k in keys}
+        for r in records:
+            for k in keys:
+                if value(k, r.config.get(k)) not in values[k]:
+                    values[k].append(value(k, r.config.get(k)))
+        tune_params = {k: sorted(v, key=lambda x: (str(type(x)), x)) for k, v in values.items()}
+    fingerprint = records[0].device.fingerprint
+    doc = {
+        "device_name": device_name or fingerprint.get("name", task.device_class),
+        "kernel_name": kernel_name or task.kernel,
+        "problem_size": problem_size if problem_size is not None else [
+            task.problem[k] for k in sorted(task.problem) if k != "dtype"],
+        "tune_params_keys": keys,
+        "tune_params": {k: [_plain(v) for v in vs] for k, vs in tune_params.items()},
+        "objective": "time",
+        "cache": {},
+    }
+    for r in records:
+        if r.task != task:
+            raise ValueError(f"records of two tasks: {task} and {r.task}")
+        entry = {k: value(k, r.config[k]) for k in keys}
+        key = ",".join(str(entry[k]) for k in keys)
+        if r.status is Status.OK:
+            entry["time"] = r.time_ms
+            entry["times"] = list(r.repeat_times_ms)
+        else:
+            name = {Status.INVALID_CONFIG: "InvalidConfig",
+                    Status.COMPILE_ERROR: "CompilationFailedConfig"}.get(r.status,
+                                                                         "RuntimeFailedConfig")
+            entry["time"] = name
+            entry["__error__"] = name
+        if r.measured_at is not None:
+            entry["timestamp"] = r.measured_at.isoformat()
+        doc["cache"][key] = entry
+    return doc
+
+
+def export_cache(client: Client, task: Task, path: str | os.PathLike,
+                 tune_params: Optional[dict] = None, **kwargs) -> int:
+    """Writes a Kernel Tuner cache file of what ``client``'s server holds for ``task`` (via
+    ExportRecords); returns the number of entries. ``kwargs`` go to :func:`cache_document`.
+    Parameters Strategy index-encoded (floats, strings) are written as their indices."""
+    records = list(client.export_records(task))
+    doc = cache_document(records, tune_params=tune_params, **kwargs)
+    with open(path, "w") as f:
+        json.dump(doc, f, indent=1, default=_plain)
+    return len(doc["cache"])

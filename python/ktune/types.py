@@ -1,0 +1,527 @@
+"""The client's value types: plain dataclasses over the ktune.v1 messages.
+
+Parameter maps (problems and configurations) are ``dict[str, int | float | str]``. Conversions
+to and from the protocol buffers live here; the :class:`~ktune.Client` methods return these
+types, never raw messages.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import numbers
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Mapping, Optional, Union
+
+from ktune.v1 import tuning_service_pb2 as ts
+from ktune.v1 import types_pb2 as tp
+
+ParamValue = Union[int, float, str]
+ParamMap = dict[str, ParamValue]
+
+
+class MatchLevel(enum.Enum):
+    """Which level of QueryBest's fallback answered (see :meth:`ktune.Client.best`)."""
+
+    EXACT = "exact"  # the same device fingerprint
+    DEVICE_CLASS = "device_class"  # the same model (other driver or compiler)
+    FAMILY = "family"  # the same architecture family
+    PREDICTED = "predicted"  # never tuned for this problem: predicted from the nearest one
+    NONE = "none"  # nothing known
+
+    @classmethod
+    def _from_proto(cls, level: int) -> "MatchLevel":
+        return {
+            ts.MATCH_LEVEL_EXACT: cls.EXACT,
+            ts.MATCH_LEVEL_DEVICE_CLASS: cls.DEVICE_CLASS,
+            ts.MATCH_LEVEL_FAMILY: cls.FAMILY,
+            ts.MATCH_LEVEL_PREDICTED: cls.PREDICTED,
+        }.get(level, cls.NONE)
+
+
+class JobState(enum.Enum):
+    """A job's (or a task's) state."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    PAUSED = "paused"
+    DONE = "done"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    UNSPECIFIED = "unspecified"
+
+    @property
+    def final(self) -> bool:
+        """True for done, failed and cancelled: the job will not change any more."""
+        return self in (JobState.DONE, JobState.FAILED, JobState.CANCELLED)
+
+    @classmethod
+    def _from_proto(cls, state: int) -> "JobState":
+        name = ts.JobState.Name(state).removeprefix("JOB_STATE_").lower()
+        return cls(name)
+
+    def _to_proto(self) -> int:
+        return ts.JobState.Value("JOB_STATE_" + self.value.upper())
+
+
+class Status(enum.Enum):
+    """The outcome of one measurement. Failures are records too, never a sentinel time."""
+
+    OK = "ok"
+    COMPILE_ERROR = "compile_error"
+    RUNTIME_ERROR = "runtime_error"
+    TIMEOUT = "timeout"
+    WRONG_RESULT = "wrong_result"
+    INVALID_CONFIG = "invalid_config"
+    LOST = "lost"
+    UNSPECIFIED = "unspecified"
+
+    @classmethod
+    def _from_proto(cls, status: int) -> "Status":
+        return cls(tp.MeasurementStatus.Name(status).removeprefix("MEASUREMENT_STATUS_").lower())
+
+    def _to_proto(self) -> int:
+        return tp.MeasurementStatus.Value("MEASUREMENT_STATUS_" + self.value.upper())
+
+
+STRATEGIES = ("ppo", "random", "annealing", "genetic", "model_based")
+
+
+def strategy_to_proto(strategy: Optional[str]) -> int:
+    """``None`` or ``""``: the server's default (ppo); else one of :data:`STRATEGIES`."""
+    if not strategy:
+        return tp.STRATEGY_UNSPECIFIED
+    if strategy not in STRATEGIES:
+        raise ValueError(f"strategy must be one of {', '.join(STRATEGIES)}, not {strategy!r}")
+    return tp.Strategy.Value("STRATEGY_" + strategy.upper())
+
+
+# --- parameter maps ---
+
+
+def value_to_proto(value: ParamValue, out: tp.ParamValue) -> None:
+    if isinstance(value, bool):
+        out.int_value = int(value)
+    elif isinstance(value, numbers.Integral):
+        out.int_value = int(value)
+    elif isinstance(value, numbers.Real):
+        out.float_value = float(value)
+    elif isinstance(value, str):
+        out.string_value = value
+    else:
+        raise TypeError(f"a parameter value must be an int, float or str, not {type(value).__name__}")
+
+
+def value_from_proto(value: tp.ParamValue) -> ParamValue:
+    kind = value.WhichOneof("kind")
+    return getattr(value, kind) if kind else None  # type: ignore[return-value]
+
+
+def params_to_proto(params: Optional[Mapping[str, ParamValue]], out) -> None:
+    """Fills a ``map<string, ParamValue>`` field from a dict."""
+    for name, value in (params or {}).items():
+        value_to_proto(value, out[name])
+
+
+def params_from_proto(params) -> ParamMap:
+    return {name: value_from_proto(v) for name, v in sorted(params.items())}
+
+
+def parse_params(text: str) -> ParamMap:
+    """Parses ``"M=512,N=512,dtype=f32"`` (the CLI's --problem syntax) into a dict."""
+    out: ParamMap = {}
+    for item in filter(None, (s.strip() for s in text.split(","))):
+        name, sep, raw = item.partition("=")
+        if not sep:
+            raise ValueError(f"expected NAME=VALUE, got {item!r}")
+        value: ParamValue
+        try:
+            value = int(raw)
+        except ValueError:
+            try:
+                value = float(raw)
+            except ValueError:
+                value = raw
+        out[name.strip()] = value
+    return out
+
+
+def canonical_json(obj: Mapping) -> str:
+    """JSON as ktune writes it (nlohmann's dump: keys sorted, no spaces, UTF-8 unescaped)."""
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def _timestamp(ts_msg) -> Optional[datetime]:
+    if ts_msg.seconds == 0 and ts_msg.nanos == 0:
+        return None
+    return datetime.fromtimestamp(ts_msg.seconds + ts_msg.nanos / 1e9, tz=timezone.utc)
+
+
+# --- devices, tasks, records ---
+
+
+@dataclass(frozen=True)
+class Device:
+    """What a measurement depends on, as ktune keys it.
+
+    Attributes:
+        device_class: the normalised model, e.g. ``"cpu:Intel Xeon ..."`` or ``"RTX_2080_Ti"``:
+            QueryBest's second level, and the class a job's workers must have.
+        family: the architecture family (``"turing"``, ``"x86-64-v3"``): the third level.
+        fingerprint_json: the full fingerprint as canonical JSON (model, compiler, caches, ...);
+            the first (exact) level compares it. Empty: ``{"name": device_class}``.
+    """
+
+    device_class: str
+    family: str = ""
+    fingerprint_json: str = ""
+
+    @property
+    def fingerprint(self) -> dict:
+        """The fingerprint as a dict (``{"name": device_class}`` when none was given)."""
+        return json.loads(self.fingerprint_json) if self.fingerprint_json else {
+            "name": self.device_class}
+
+    @classmethod
+    def make(cls, device_class: str, family: str = "", **facts) -> "Device":
+        """A device with a fingerprint of ``facts`` (e.g. ``name=``, ``compiler=``)."""
+        return cls(device_class, family, canonical_json(facts) if facts else "")
+
+    def _to_proto(self, out: tp.DeviceFingerprint) -> None:
+        out.device_class = self.device_class
+        out.family = self.family
+        if self.fingerprint_json:
+            out.extra["fingerprint_json"] = self.fingerprint_json
+
+    @classmethod
+    def _from_proto(cls, d: tp.DeviceFingerprint) -> "Device":
+        return cls(d.device_class, d.family, d.extra.get("fingerprint_json", ""))
+
+
+DeviceLike = Union[str, Device]
+
+
+def device_to_proto(device: DeviceLike, out: tp.DeviceFingerprint) -> None:
+    """A str is a device class; a :class:`Device` keeps its family and fingerprint."""
+    if isinstance(device, str):
+        out.device_class = device
+    else:
+        device._to_proto(out)
+
+
+@dataclass(frozen=True)
+class Task:
+    """What is tuned: kernel (and version) + problem + device class."""
+
+    kernel: str
+    problem: ParamMap
+    device_class: str
+    kernel_version: str = ""
+
+    def _to_proto(self, out: tp.TaskKey) -> None:
+        out.kernel.name = self.kernel
+        out.kernel.version = self.kernel_version
+        params_to_proto(self.problem, out.problem.params)
+        out.device_class = self.device_class
+
+    @classmethod
+    def _from_proto(cls, t: tp.TaskKey) -> "Task":
+        return cls(t.kernel.name, params_from_proto(t.problem.params), t.device_class,
+                   t.kernel.version)
+
+
+@dataclass(frozen=True)
+class Record:
+    """One measurement of one configuration for one task (ok, or which failure).
+
+    ``time_ms`` is set exactly when ``status`` is :attr:`Status.OK`: the median of the repeats
+    for ktune's own measurements, the file's objective for imported ones.
+    """
+
+    task: Task
+    device: Device
+    config: ParamMap
+    status: Status
+    time_ms: Optional[float] = None
+    repeat_times_ms: tuple[float, ...] = ()
+    median_ms: Optional[float] = None
+    min_ms: Optional[float] = None
+    stddev_ms: Optional[float] = None
+    message: str = ""
+    record_id: str = ""
+    config_hash: str = ""
+    worker_id: str = ""
+    measured_at: Optional[datetime] = None
+    source: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.status is Status.OK
+
+    @property
+    def kernel(self) -> str:
+        return self.task.kernel
+
+    @property
+    def problem(self) -> ParamMap:
+        return self.task.problem
+
+    def _to_proto(self, out: tp.Record) -> None:
+        out.record_id = self.record_id
+        self.task._to_proto(out.task)
+        self.device._to_proto(out.device)
+        params_to_proto(self.config, out.config.params)
+        out.config_hash = self.config_hash
+        out.status = self.status._to_proto()
+        out.message = self.message
+        if self.time_ms is not None:
+            out.time_ms = self.time_ms
+        out.repeat_times_ms.extend(self.repeat_times_ms)
+        if self.median_ms is not None:
+            out.median_ms = self.median_ms
+        if self.min_ms is not None:
+            out.min_ms = self.min_ms
+        if self.stddev_ms is not None:
+            out.stddev_ms = self.stddev_ms
+        out.worker_id = self.worker_id
+        if self.measured_at is not None:
+            us = int(round(self.measured_at.timestamp() * 1e6))
+            out.measured_at.seconds, out.measured_at.nanos = us // 1_000_000, (us % 1_000_000) * 1000
+        out.source = self.source
+
+    @classmethod
+    def _from_proto(cls, r: tp.Record) -> "Record":
+        opt = lambda name: getattr(r, name) if r.HasField(name) else None  # noqa: E731
+        return cls(
+            task=Task._from_proto(r.task),
+            device=Device._from_proto(r.device),
+            config=params_from_proto(r.config.params),
+            status=Status._from_proto(r.status),
+            time_ms=opt("time_ms"),
+            repeat_times_ms=tuple(r.repeat_times_ms),
+            median_ms=opt("median_ms"),
+            min_ms=opt("min_ms"),
+            stddev_ms=opt("stddev_ms"),
+            message=r.message,
+            record_id=r.record_id,
+            config_hash=r.config_hash,
+            worker_id=r.worker_id,
+            measured_at=_timestamp(r.measured_at) if r.HasField("measured_at") else None,
+            source=r.source,
+        )
+
+
+@dataclass(frozen=True)
+class BestResult:
+    """QueryBest's answer: the best known records, best first, and which level matched.
+
+    ``records`` is empty exactly when ``level`` is :attr:`MatchLevel.NONE`. A
+    :attr:`MatchLevel.PREDICTED` answer's records were not measured for this problem.
+    """
+
+    level: MatchLevel
+    records: list[Record]
+    queued_job_id: str = ""  # set when tune_if_missing queued a job
+
+    @property
+    def best(self) -> Optional[Record]:
+        """The best record, or None when nothing is known."""
+        return self.records[0] if self.records else None
+
+    @property
+    def config(self) -> Optional[ParamMap]:
+        """The best configuration, or None when nothing is known."""
+        return self.records[0].config if self.records else None
+
+
+# --- jobs ---
+
+
+@dataclass(frozen=True)
+class TaskProgress:
+    task: Task
+    state: JobState
+    measurements_done: int
+    measurements_failed: int
+    best_time_ms: Optional[float]
+    best_gflops: Optional[float]
+    best_config: ParamMap
+    prior_records: int = 0
+    warm_started: bool = False
+    agent_seconds: float = 0.0
+    tuning_seconds: float = 0.0
+
+    @classmethod
+    def _from_proto(cls, p: ts.TaskProgress) -> "TaskProgress":
+        return cls(
+            task=Task._from_proto(p.task),
+            state=JobState._from_proto(p.state),
+            measurements_done=p.measurements_done,
+            measurements_failed=p.measurements_failed,
+            best_time_ms=p.best_time_ms if p.HasField("best_time_ms") else None,
+            best_gflops=p.best_gflops if p.HasField("best_gflops") else None,
+            best_config=params_from_proto(p.best_config.params),
+            prior_records=p.prior_records,
+            warm_started=p.warm_started,
+            agent_seconds=p.agent_seconds,
+            tuning_seconds=p.tuning_seconds,
+        )
+
+
+@dataclass(frozen=True)
+class Job:
+    """A fleet job: its state, progress and (when asked for) its tasks' progress."""
+
+    job_id: str
+    name: str
+    state: JobState
+    message: str
+    measurements_done: int
+    measurements_total: int
+    estimated_seconds_left: float
+    tasks: list[TaskProgress]
+    created_at: Optional[datetime]
+    updated_at: Optional[datetime]
+
+    @classmethod
+    def _from_proto(cls, j: ts.Job) -> "Job":
+        return cls(
+            job_id=j.job_id,
+            name=j.spec.name,
+            state=JobState._from_proto(j.state),
+            message=j.message,
+            measurements_done=j.measurements_done,
+            measurements_total=j.measurements_total,
+            estimated_seconds_left=j.estimated_seconds_left,
+            tasks=[TaskProgress._from_proto(t) for t in j.tasks],
+            created_at=_timestamp(j.created_at),
+            updated_at=_timestamp(j.updated_at),
+        )
+
+
+@dataclass(frozen=True)
+class JobEvent:
+    """One WatchJob event: the job, and the task whose progress changed (if one did)."""
+
+    job: Job
+    changed_task: Optional[TaskProgress]
+
+    @classmethod
+    def _from_proto(cls, e: ts.JobEvent) -> "JobEvent":
+        return cls(Job._from_proto(e.job),
+                   TaskProgress._from_proto(e.changed_task) if e.HasField("changed_task") else None)
+
+
+@dataclass(frozen=True)
+class TuneEvent:
+    """Progress of :meth:`ktune.Client.tune`; the last one has ``finished`` set."""
+
+    measurements_done: int
+    budget_measurements: int
+    best_time_ms: Optional[float]
+    best_config: Optional[ParamMap]
+    finished: bool
+    default_config_time_ms: Optional[float] = None
+
+    @classmethod
+    def _from_proto(cls, e: ts.TuneEvent) -> "TuneEvent":
+        has_best = e.HasField("best_so_far")
+        return cls(
+            measurements_done=e.measurements_done,
+            budget_measurements=e.budget_measurements,
+            best_time_ms=e.best_so_far.time_ms if has_best and e.best_so_far.HasField("time_ms")
+            else None,
+            best_config=params_from_proto(e.best_so_far.config.params) if has_best else None,
+            finished=e.finished,
+            default_config_time_ms=e.default_config_time_ms
+            if e.HasField("default_config_time_ms") else None,
+        )
+
+
+@dataclass(frozen=True)
+class ImportResult:
+    records_received: int
+    records_added: int  # the others were already present (same record_id)
+
+
+@dataclass(frozen=True)
+class KernelInfo:
+    """A kernel of the server's registry (built-in or registered by a client)."""
+
+    name: str
+    version: str
+    language: str
+    description: str
+    parameters: dict[str, list[ParamValue]]
+    constraints: list[str]
+    problem_parameters: list[str]
+    default_config: ParamMap
+    space_size: int
+
+    @classmethod
+    def _from_proto(cls, k: ts.KernelInfo) -> "KernelInfo":
+        return cls(
+            name=k.kernel.name,
+            version=k.kernel.version,
+            language=k.language,
+            description=k.description,
+            parameters={p.name: [value_from_proto(v) for v in p.values] for p in k.parameters},
+            constraints=list(k.constraints),
+            problem_parameters=list(k.problem_parameters),
+            default_config=params_from_proto(k.default_config.params),
+            space_size=k.space_size,
+        )
+
+
+@dataclass(frozen=True)
+class WorkerInfo:
+    worker_id: str
+    device: Device
+    state: str  # "idle", "measuring", "lost"
+    active_leases: int
+    measurements_done: int
+    last_heartbeat: Optional[datetime] = None
+
+    @classmethod
+    def _from_proto(cls, w: ts.WorkerInfo) -> "WorkerInfo":
+        return cls(w.worker_id, Device._from_proto(w.device), w.state, w.active_leases,
+                   w.measurements_done, _timestamp(w.last_heartbeat))
+
+
+@dataclass
+class JobSpec:
+    """What a job tunes: every kernel x problem x device class is one task.
+
+    Mirrors ktune.v1.JobSpec (and the YAML of ``ktune submit``); ``budget`` is measurements per
+    task; ``strategy`` one of :data:`STRATEGIES` (None: the server's default, ppo).
+    """
+
+    kernels: list[str]
+    problems: list[ParamMap]
+    device_classes: list[str]
+    budget: int
+    name: str = ""
+    strategy: Optional[str] = None
+    priority: int = 0
+    seed: int = 0
+    batch_size: int = 0
+    threads: int = 0
+    budget_wall_seconds: int = 0
+    agent_share: Optional[float] = None
+    kernel_versions: dict[str, str] = field(default_factory=dict)  # kernel -> version
+
+    def _to_proto(self) -> ts.JobSpec:
+        spec = ts.JobSpec(
+            name=self.name, budget_measurements=self.budget,
+            budget_wall_seconds=self.budget_wall_seconds,
+            strategy=strategy_to_proto(self.strategy), priority=self.priority, seed=self.seed,
+            batch_size=self.batch_size, threads=self.threads)
+        for k in self.kernels:
+            spec.kernels.add(name=k, version=self.kernel_versions.get(k, ""))
+        for p in self.problems:
+            params_to_proto(p, spec.problems.add().params)
+        spec.device_classes.extend(self.device_classes)
+        if self.agent_share is not None:
+            spec.agent_share = self.agent_share
+        return spec

@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Runs the Python client's tests (python/tests) against real `ktune serve` processes.
+#   KTUNE_BIN           the ktune binary (default: <repo>/build/cli/ktune)
+#   KTUNE_DATASETS_DIR  the recorded spaces (default: <repo>/../shared/datasets)
+#   KTUNE_VENV          the virtual environment (default: <repo>/.venv, made by
+#                       scripts/setup-python.sh, which this runs first: a no-op when up to date)
+# Extra arguments go to pytest (e.g. -k best, -x).
+set -euo pipefail
+repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+export KTUNE_BIN="${KTUNE_BIN:-$repo/build/cli/ktune}"
+venv="${KTUNE_VENV:-$repo/.venv}"
+KTUNE_VENV="$venv" "$repo/scripts/setup-python.sh"
+if [[ ! -x "$KTUNE_BIN" ]]; then
+  echo "run_tests.sh: no ktune binary at $KTUNE_BIN (build it, or set KTUNE_BIN)" >&2
+  exit 1
+fi
+cd "$repo/python"
+exec "$venv/bin/python" -m pytest -p no:cacheprovider -rxXs "$@" tests

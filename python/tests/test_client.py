@@ -1,0 +1,236 @@
+"""The Python client against real `ktune serve` processes (see conftest.py)."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+
+import grpc
+import pytest
+
+import ktune
+from ktune import JobSpec, JobState, MatchLevel, Status
+
+from conftest import Server
+
+PNPOLY_CLASS = "RTX_2080_Ti"
+PNPOLY_NAME = "NVIDIA GeForce RTX 2080 Ti"  # the recorded file's device_name: its fingerprint
+
+
+# --- best() ---
+
+
+def test_best_answers_each_match_level(records_server):
+    client = records_server.client()
+    records = list(client.export_records())
+    assert len(records) == 4092  # the file, imported with `ktune db import`
+    ok = sorted(r.time_ms for r in records if r.ok)
+    assert len(ok) == 3734
+
+    by_class = client.best("pnpoly", {}, PNPOLY_CLASS, top=3)
+    assert by_class.level is MatchLevel.DEVICE_CLASS
+    assert [r.time_ms for r in by_class.records] == ok[:3]  # the fastest, best first
+    assert by_class.best.task.kernel == "pnpoly" and by_class.best.status is Status.OK
+    assert set(by_class.config) == {"between_method", "block_size_x", "tile_size", "use_method"}
+
+    exact = client.best("pnpoly", {}, ktune.Device.make(PNPOLY_CLASS, "turing", name=PNPOLY_NAME))
+    assert exact.level is MatchLevel.EXACT
+    assert exact.best.time_ms == ok[0]
+    assert exact.best.device.fingerprint == {"name": PNPOLY_NAME}
+
+    family = client.best("pnpoly", {}, ktune.Device("some other turing card", "turing"))
+    assert family.level is MatchLevel.FAMILY
+    assert family.best.time_ms == ok[0]
+
+    nothing = client.best("pnpoly", {}, ktune.Device("a device never seen", "no such family"))
+    assert nothing.level is MatchLevel.NONE
+    assert nothing.records == [] and nothing.best is None and nothing.config is None
+
+
+def test_best_problem_as_text(records_server):
+    client = records_server.client()
+    assert ktune.parse_params("M=512, N=512,dtype=f16,alpha=0.5") == {
+        "M": 512, "N": 512, "dtype": "f16", "alpha": 0.5}
+    # pnpoly's recorded problem is empty: "" and {} are the same problem.
+    assert client.best("pnpoly", "", PNPOLY_CLASS).best == client.best("pnpoly", {},
+                                                                       PNPOLY_CLASS).best
+
+
+# --- errors ---
+
+
+def test_errors_carry_code_and_message(records_server):
+    client = records_server.client()
+    with pytest.raises(ktune.InvalidArgument) as e:
+        client.best("pnpoly", {}, PNPOLY_CLASS, top=1000)
+    assert e.value.code is grpc.StatusCode.INVALID_ARGUMENT
+    assert e.value.message == "top_k must be between 1 and 100"
+    assert e.value.rpc == "QueryBest"
+
+    with pytest.raises(ktune.NotFound) as e:
+        client.get_job("999")
+    assert e.value.code is grpc.StatusCode.NOT_FOUND and e.value.message == "no job 999"
+
+    with pytest.raises(ktune.InvalidArgument, match="is not a job id"):
+        client.cancel("not-a-number")
+
+    # An unknown kernel in a job: NOT_FOUND, with ktune's message naming the known kernels.
+    with pytest.raises(ktune.KtuneError) as e:
+        client.submit(JobSpec(kernels=["no_such_kernel"], problems=[{"M": 1}],
+                              device_classes=["cpu:nowhere"], budget=4))
+    assert isinstance(e.value, ktune.NotFound)
+    assert "unknown kernel 'no_such_kernel'" in e.value.message and "gemm" in e.value.message
+
+    with pytest.raises(ktune.InvalidArgument, match="not valid YAML or JSON"):
+        client.submit("name: [")
+
+    # Stream errors surface when iterated, as the same exceptions.
+    with pytest.raises(ktune.NotFound, match="no job 12345"):
+        next(client.watch("12345"))
+
+
+def test_unreachable_server_is_unavailable(tmp_path):
+    with ktune.Client("127.0.0.1:1", timeout=5) as client:  # nothing listens on port 1
+        with pytest.raises(ktune.Unavailable) as e:
+            client.best("gemm", {"M": 1}, "cpu:x")
+        assert e.value.code is grpc.StatusCode.UNAVAILABLE
+
+
+def test_token_and_roles(ktune_bin, tmp_path):
+    tokens = tmp_path / "tokens"
+    tokens.write_text("query-token-0123456789 query\nadmin-token-0123456789 query,submit,admin\n")
+    server = Server(tmp_path, "--auth", str(tokens))
+    try:
+        with pytest.raises(ktune.Unauthenticated, match="authorization"):
+            server.client(token="").best("gemm", {"M": 1}, "cpu:x")
+        with pytest.raises(ktune.Unauthenticated, match="unknown token"):
+            server.client(token="wrong-token-0123456789").best("gemm", {"M": 1}, "cpu:x")
+        query = server.client(token="query-token-0123456789")
+        assert query.best("gemm", {"M": 64, "N": 64, "K": 64}, "cpu:x").level is MatchLevel.NONE
+        with pytest.raises(ktune.PermissionDenied, match="submit role"):
+            query.submit(JobSpec(kernels=["gemm"], problems=[{"M": 64, "N": 64, "K": 64}],
+                                 device_classes=["cpu:x"], budget=4))
+        admin = server.client(token="admin-token-0123456789")
+        job = admin.submit(JobSpec(kernels=["gemm"], problems=[{"M": 64, "N": 64, "K": 64}],
+                                   device_classes=["cpu:nowhere"], budget=4))
+        assert admin.cancel(job.job_id).state is JobState.CANCELLED
+    finally:
+        server.stop()
+
+
+# --- records ---
+
+
+def test_import_export_roundtrip(records_server, empty_server):
+    source = list(records_server.client().export_records())
+    target = empty_server.client()
+    assert list(target.export_records()) == []
+
+    result = target.import_records(source)
+    assert (result.records_received, result.records_added) == (4092, 4092)
+    again = target.import_records(source)
+    assert (again.records_received, again.records_added) == (4092, 0)  # already present
+
+    copied = list(target.export_records())
+    assert sorted(r.record_id for r in copied) == sorted(r.record_id for r in source)
+    by_id = {r.record_id: r for r in source}
+    for r in copied:
+        assert r == by_id[r.record_id]  # every field, fingerprint and repeats included
+
+    task = copied[0].task
+    assert len(list(target.export_records(task))) == 4092  # the one task, by TaskKey
+    assert target.best("pnpoly", {}, PNPOLY_CLASS, top=5) == records_server.client().best(
+        "pnpoly", {}, PNPOLY_CLASS, top=5)
+
+    # A record the server refuses stores nothing: the stream is one transaction.
+    fresh = dataclasses.replace(source[0], config={"block_size_x": 99999}, record_id="")
+    bad = dataclasses.replace(source[1], time_ms=None, record_id="")  # ok without a time
+    with pytest.raises(ktune.InvalidArgument, match="time_ms must be set"):
+        target.import_records([fresh, bad])
+    assert len(list(target.export_records())) == 4092
+
+
+# --- tuning and jobs (replay worker) ---
+
+
+def test_tune_reports_progress_and_commits(replay_server):
+    client = replay_server.client()
+    events = []
+    final = client.tune("pnpoly", {}, PNPOLY_CLASS, 24, strategy="random", seed=7,
+                        on_progress=events.append, timeout=120)
+    assert final.finished and events[-1] is final
+    assert all(not e.finished for e in events[:-1])
+    assert final.measurements_done == 24 and final.budget_measurements == 24
+    assert final.best_time_ms > 0 and final.best_config
+    done = [e.measurements_done for e in events]
+    assert done == sorted(done)
+
+    # What the job measured is committed: best() now answers from it.
+    answer = client.best("pnpoly", {}, PNPOLY_CLASS)
+    assert answer.level in (MatchLevel.EXACT, MatchLevel.DEVICE_CLASS)
+    assert answer.best.time_ms <= final.best_time_ms
+
+
+def test_submit_watch_jobs(replay_server):
+    client = replay_server.client()
+    spec = JobSpec(name="py-watch", kernels=["pnpoly"], problems=[{}],
+                   device_classes=[PNPOLY_CLASS], budget=40, strategy="random", seed=3)
+    job = client.submit(spec)
+    assert job.state in (JobState.QUEUED, JobState.RUNNING) and job.name == "py-watch"
+    assert job.measurements_total == 40 and len(job.tasks) == 1
+    assert job.tasks[0].task.device_class == PNPOLY_CLASS
+
+    events = list(client.watch(job.job_id, with_tasks=True, timeout=120))
+    assert events, "WatchJob sent nothing"
+    last = events[-1].job
+    assert last.state is JobState.DONE and last.state.final
+    assert last.measurements_done == 40
+    assert all(not e.job.state.final for e in events[:-1])
+    assert last.tasks[0].measurements_done == 40 and last.tasks[0].best_time_ms > 0
+
+    assert job.job_id in {j.job_id for j in client.jobs()}
+    assert job.job_id in {j.job_id for j in client.jobs(states=[JobState.DONE])}
+    assert job.job_id not in {j.job_id for j in client.jobs(states=[JobState.QUEUED])}
+    with pytest.raises(ktune.FailedPrecondition):  # it has ended
+        client.cancel(job.job_id)
+    assert client.wait(job.job_id, timeout=60).state is JobState.DONE
+
+
+def test_cancel_pause_resume(replay_server):
+    client = replay_server.client()
+    # No worker measures RTX_Titan: the job stays queued until cancelled.
+    job = client.submit({"name": "py-cancel", "kernels": ["pnpoly"], "problems": [{}],
+                         "device_classes": ["RTX_Titan"], "budget": 16})
+    assert job.state is JobState.QUEUED
+    assert client.pause(job.job_id).state is JobState.PAUSED
+    # ktune resumes a job paused while queued as running (nothing measures it here either).
+    assert client.resume(job.job_id).state in (JobState.QUEUED, JobState.RUNNING)
+    cancelled = client.cancel(job.job_id)
+    assert cancelled.state is JobState.CANCELLED
+    events = list(client.watch(job.job_id, timeout=60))
+    assert events[-1].job.state is JobState.CANCELLED
+    assert client.get_job(job.job_id).measurements_done == 0
+
+
+@pytest.mark.xfail(strict=True, raises=ktune.FailedPrecondition,
+                   reason="the server answers FAILED_PRECONDITION 'job N has already ended "
+                   "(cancelled)' once a cancelled job has left its memory, where the API says "
+                   "'Cancelling a cancelled job changes nothing' (Scheduler::Cancel / FindJob)")
+def test_cancelling_twice_changes_nothing(replay_server):
+    client = replay_server.client()
+    job = client.submit({"name": "py-cancel-twice", "kernels": ["pnpoly"], "problems": [{}],
+                         "device_classes": ["RTX_Titan"], "budget": 16})
+    assert client.cancel(job.job_id).state is JobState.CANCELLED
+    assert client.cancel(job.job_id).state is JobState.CANCELLED
+
+
+def test_kernels_and_workers(replay_server):
+    client = replay_server.client()
+    assert client.ping()
+    kernels = {k.name: k for k in client.kernels()}
+    assert {"gemm", "conv2d", "softmax"} <= set(kernels)
+    gemm = kernels["gemm"]
+    assert gemm.language == "cpp" and gemm.parameters and gemm.version
+    workers = client.workers()
+    assert [w.device.device_class for w in workers] == [PNPOLY_CLASS]
+    assert workers[0].state in ("idle", "measuring")

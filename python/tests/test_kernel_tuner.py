@@ -1,0 +1,142 @@
+"""Kernel Tuner 1.5 tunes a C kernel (g++) through ktune.kernel_tuner.Strategy: ktune's agent
+proposes, Kernel Tuner measures, every result is committed in a real `ktune serve`."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+import ktune
+from ktune import MatchLevel, Status
+
+from kernel_tuner import tune_kernel
+from ktune.kernel_tuner import Strategy
+
+# A sum over a vector in blocks with `unroll` partial sums; the C function returns its own time
+# (Kernel Tuner's convention for lang="C"). Kernel Tuner defines block_size_x and unroll.
+SOURCE = r"""
+#include <chrono>
+extern "C" float vsum(float *out, const float *a, int n) {
+  auto t0 = std::chrono::steady_clock::now();
+  float total = 0;
+  for (int i = 0; i < n; i += block_size_x) {
+    float acc[unroll] = {0};
+    for (int j = 0; j < block_size_x; j += unroll)
+      for (int u = 0; u < unroll; ++u) acc[u] += a[i + j + u];
+    for (int u = 0; u < unroll; ++u) total += acc[u];
+  }
+  out[0] = total;
+  auto t1 = std::chrono::steady_clock::now();
+  return std::chrono::duration<float, std::milli>(t1 - t0).count();
+}
+"""
+N = 1 << 16
+TUNE_PARAMS = {"block_size_x": [64, 128, 256, 512, 1024], "unroll": [1, 2, 4, 8]}
+RESTRICTIONS = ["block_size_x >= 16 * unroll"]  # 19 of the 20 configurations
+SPACE = 19
+
+
+def run_kernel_tuner(strategy, max_fevals: int, **kwargs):
+    a = np.ones(N, dtype=np.float32)  # sums exactly in any order
+    out = np.zeros(1, dtype=np.float32)
+    expected = np.array([N], dtype=np.float32)
+    kwargs.setdefault("restrictions", RESTRICTIONS)
+    return tune_kernel("vsum", SOURCE, N, [out, a, np.int32(N)], TUNE_PARAMS, lang="C",
+                       answer=[expected, None, None], atol=1e-3,
+                       strategy=strategy, strategy_options={"max_fevals": max_fevals},
+                       iterations=5, quiet=True, verbose=False, **kwargs)
+
+
+def key(config: dict) -> tuple:
+    return tuple(config[k] for k in TUNE_PARAMS)
+
+
+def test_kernel_tuner_tunes_through_ktune(empty_server, tmp_path):
+    client = empty_server.client()
+    strategy = Strategy(client, strategy="ppo", batch_size=4, seed=1)
+    results, env = run_kernel_tuner(strategy, max_fevals=10)
+
+    # Kernel Tuner measured what ktune proposed: 10 distinct configurations of its space.
+    assert len(results) == 10
+    measured = {key(r): r for r in results}
+    assert len(measured) == 10
+    assert all(r["block_size_x"] >= 16 * r["unroll"] for r in results)
+
+    # ktune registered the kernel, ran one job, and holds one record per result, under the
+    # Kernel Tuner device.
+    assert strategy.kernel_name.startswith("kt_vsum_")
+    assert strategy.task.kernel == strategy.kernel_name
+    assert strategy.task.problem == {"problem_size_x": N, "dtype": "f32"}
+    device = strategy.device
+    assert device.device_class.startswith("kernel_tuner:C:")
+    assert device.fingerprint["lang"] == "C" and device.fingerprint["kernel_tuner"] == "1.5.0"
+    assert device.fingerprint["compiler"].startswith("g++")
+    assert strategy.reported == 10
+    records = list(client.export_records(strategy.task))
+    assert len(records) == 10
+    by_config = {key(r.config): r for r in records}
+    assert set(by_config) == set(measured)
+    for k, r in by_config.items():
+        assert r.device == device and r.source == f"job:{strategy.job_ids[0]}"
+        assert r.status is Status.OK
+        assert list(r.repeat_times_ms) == pytest.approx(measured[k]["times"])
+        assert r.time_ms == pytest.approx(float(np.median(measured[k]["times"])))
+    job = client.get_job(strategy.job_ids[0])
+    assert job.state.final and job.measurements_done == 10
+    assert strategy.kernel_name in {k.name for k in client.kernels()}
+    assert client.workers() == []  # the strategy's worker left
+
+    # best() finds the fastest of them, at the exact fingerprint.
+    answer = client.best(strategy.kernel_name, strategy.task.problem, device)
+    assert answer.level is MatchLevel.EXACT
+    assert answer.best.time_ms == min(r.time_ms for r in records)
+
+    # A second run of the same kernel continues: ktune proposes only what it has not measured.
+    again = Strategy(client, strategy="ppo", batch_size=4, seed=2)
+    results2, _ = run_kernel_tuner(again, max_fevals=SPACE - 10)
+    assert again.kernel_name == strategy.kernel_name and again.task == strategy.task
+    assert {key(r) for r in results2}.isdisjoint(measured)
+    records = list(client.export_records(strategy.task))
+    assert len(records) == SPACE and len({key(r.config) for r in records}) == SPACE
+
+    # ktune exports a Kernel Tuner cache of what it holds; Kernel Tuner reads it back.
+    cache = tmp_path / "vsum_cache.json"
+    assert again.export_cache(cache) == SPACE
+    doc = json.loads(cache.read_text())
+    assert doc["kernel_name"] == "vsum" and doc["tune_params_keys"] == list(TUNE_PARAMS)
+    assert doc["problem_size"] == N
+    replayed, _ = tune_kernel("vsum", SOURCE, N, [np.zeros(1, np.float32), np.zeros(N, np.float32),
+                                                  np.int32(N)], TUNE_PARAMS, lang="C",
+                              restrictions=RESTRICTIONS, cache=str(cache), simulation_mode=True,
+                              strategy="brute_force", quiet=True)
+    assert len(replayed) == SPACE
+    fastest = min(replayed, key=lambda r: r["time"])
+    best = client.best(strategy.kernel_name, strategy.task.problem, device).best
+    assert key(fastest) == key(best.config) and fastest["time"] == pytest.approx(best.time_ms)
+
+
+def test_restrictions_ktune_cannot_read(empty_server):
+    """Restrictions given as a function stay with Kernel Tuner: ktune's space is then the whole
+    product, and a proposal they rule out is recorded as invalid_config (not measured, not lost).
+    ktune's job budget counts it, so the strategy submits another job for what Kernel Tuner's
+    budget has left, until Kernel Tuner has measured its whole space."""
+    client = empty_server.client()
+    strategy = Strategy(client, strategy="random", batch_size=8, seed=5)
+
+    def restriction(p):  # a function (not a lambda, which Kernel Tuner would turn into a string)
+        return p["block_size_x"] >= 64 * p["unroll"]  # 14 of the 20 configurations
+
+    results, _ = run_kernel_tuner(strategy, max_fevals=100, restrictions=restriction)
+    assert strategy.dropped_constraints  # the function was not sent to ktune
+    assert len(results) == 14  # Kernel Tuner's whole space
+    records = list(client.export_records(strategy.task))
+    ok = [r for r in records if r.status is Status.OK]
+    invalid = [r for r in records if r.status is Status.INVALID_CONFIG]
+    assert {key(r.config) for r in ok} == {key(r) for r in results} and len(ok) == 14
+    assert invalid and len(records) == len(ok) + len(invalid)
+    assert all(r.config["block_size_x"] < 64 * r.config["unroll"] and r.time_ms is None and
+               "restrictions" in r.message for r in invalid)
+    assert len(strategy.job_ids) >= 2  # invalid proposals spent the first job's budget
+    assert all(client.get_job(j).state.final for j in strategy.job_ids)
