@@ -32,12 +32,15 @@ class MatchLevel(enum.Enum):
 
     @classmethod
     def _from_proto(cls, level: int) -> "MatchLevel":
-        return {
-            ts.MATCH_LEVEL_EXACT: cls.EXACT,
-            ts.MATCH_LEVEL_DEVICE_CLASS: cls.DEVICE_CLASS,
-            ts.MATCH_LEVEL_FAMILY: cls.FAMILY,
-            ts.MATCH_LEVEL_PREDICTED: cls.PREDICTED,
-        }.get(level, cls.NONE)
+        return _LEVEL_BY_NUMBER.get(level, cls.NONE)
+
+
+_LEVEL_BY_NUMBER = {
+    ts.MATCH_LEVEL_EXACT: MatchLevel.EXACT,
+    ts.MATCH_LEVEL_DEVICE_CLASS: MatchLevel.DEVICE_CLASS,
+    ts.MATCH_LEVEL_FAMILY: MatchLevel.FAMILY,
+    ts.MATCH_LEVEL_PREDICTED: MatchLevel.PREDICTED,
+}
 
 
 class JobState(enum.Enum):
@@ -58,8 +61,7 @@ class JobState(enum.Enum):
 
     @classmethod
     def _from_proto(cls, state: int) -> "JobState":
-        name = ts.JobState.Name(state).removeprefix("JOB_STATE_").lower()
-        return cls(name)
+        return cls(ts.JobState.Name(state).removeprefix("JOB_STATE_").lower())
 
     def _to_proto(self) -> int:
         return ts.JobState.Value("JOB_STATE_" + self.value.upper())
@@ -79,11 +81,15 @@ class Status(enum.Enum):
 
     @classmethod
     def _from_proto(cls, status: int) -> "Status":
-        return cls(tp.MeasurementStatus.Name(status).removeprefix("MEASUREMENT_STATUS_").lower())
+        return _STATUS_BY_NUMBER.get(status, cls.UNSPECIFIED)
 
     def _to_proto(self) -> int:
         return tp.MeasurementStatus.Value("MEASUREMENT_STATUS_" + self.value.upper())
 
+
+_STATUS_BY_NUMBER = {
+    n: Status(tp.MeasurementStatus.Name(n).removeprefix("MEASUREMENT_STATUS_").lower())
+    for n in tp.MeasurementStatus.values()}
 
 STRATEGIES = ("ppo", "random", "annealing", "genetic", "model_based")
 
@@ -125,7 +131,12 @@ def params_to_proto(params: Optional[Mapping[str, ParamValue]], out) -> None:
 
 
 def params_from_proto(params) -> ParamMap:
-    return {name: value_from_proto(v) for name, v in sorted(params.items())}
+    """A ``map<string, ParamValue>`` as a dict, keys sorted."""
+    out = {}
+    for name in sorted(params):
+        v = params[name]
+        out[name] = getattr(v, v.WhichOneof("kind") or "string_value")
+    return out
 
 
 def parse_params(text: str) -> ParamMap:
@@ -231,7 +242,7 @@ class Task:
                    t.kernel.version)
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Record:
     """One measurement of one configuration for one task (ok, or which failure).
 
@@ -292,7 +303,8 @@ class Record:
 
     @classmethod
     def _from_proto(cls, r: tp.Record) -> "Record":
-        opt = lambda name: getattr(r, name) if r.HasField(name) else None  # noqa: E731
+        has = r.HasField
+        opt = lambda name: getattr(r, name) if has(name) else None  # noqa: E731
         return cls(
             task=Task._from_proto(r.task),
             device=Device._from_proto(r.device),
@@ -312,7 +324,7 @@ class Record:
         )
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class BestResult:
     """QueryBest's answer: the best known records, best first, and which level matched.
 
