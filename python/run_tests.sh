@@ -4,7 +4,7 @@
 #   KTUNE_DATASETS_DIR  the recorded spaces (default: <repo>/../shared/datasets)
 #   KTUNE_VENV          the virtual environment (default: <repo>/.venv, made by
 #                       scripts/setup-python.sh, which this runs first: a no-op when up to date)
-# Extra arguments go to pytest (e.g. -k best, -x).
+# Extra arguments go to pytest (e.g. -k best, -x, tests/test_client.py).
 set -euo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 export KTUNE_BIN="${KTUNE_BIN:-$repo/build/cli/ktune}"
@@ -15,4 +15,4 @@ if [[ ! -x "$KTUNE_BIN" ]]; then
   exit 1
 fi
 cd "$repo/python"
-exec "$venv/bin/python" -m pytest -p no:cacheprovider -rxXs "$@" tests
+exec "$venv/bin/python" -m pytest -p no:cacheprovider -rxXs "$@"  # testpaths: tests

@@ -218,18 +218,24 @@ class Strategy(OptAlgWrapper):
                                  "own variables")
         return params
 
-    def _constraints(self, tuning_options, params: list[_Param]) -> list[str]:
-        """Kernel Tuner's string restrictions, less those naming an index-encoded parameter."""
+    def _constraints(self, tuning_options, params: list[_Param], searchspace) -> list[str]:
+        """Kernel Tuner's string restrictions, less those naming an index-encoded parameter, and
+        the limit Kernel Tuner puts on block sizes (their product at most the device's
+        max_threads)."""
         raw = getattr(tuning_options, "restrictions_unmodified", None)  # set as an attribute
         if raw is None:
             raw = tuning_options.get("restrictions")
         if raw is None:
-            return []
+            raw = []
         if callable(raw) or not isinstance(raw, (list, tuple)):
             self.dropped_constraints = [repr(raw)]
-            return []
+            raw = []
         encoded = [p.name for p in params if not p.direct]
         out = []
+        blocks = [n for n in kt_util.default_block_size_names if n in searchspace.tune_params]
+        max_threads = getattr(searchspace, "max_threads", None)
+        if blocks and isinstance(max_threads, numbers.Integral) and not set(blocks) & set(encoded):
+            out.append(f"{' * '.join(blocks)} <= {int(max_threads)}")
         for r in raw:
             if not isinstance(r, str) or any(re.search(rf"\b{re.escape(n)}\b", r) for n in encoded):
                 self.dropped_constraints.append(r if isinstance(r, str) else repr(r))
@@ -335,7 +341,7 @@ class Strategy(OptAlgWrapper):
     def _run(self, func, searchspace):
         runner, options = func.runner, func.tuning_options
         params = self._params(searchspace)
-        constraints = self._constraints(options, params)
+        constraints = self._constraints(options, params, searchspace)
         problem = self._problem(getattr(runner, "kernel_options", {}) or {})
         if searchspace.size == 0:
             return None
