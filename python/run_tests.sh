@@ -15,4 +15,5 @@ if [[ ! -x "$KTUNE_BIN" ]]; then
   exit 1
 fi
 cd "$repo/python"
-exec "$venv/bin/python" -m pytest -p no:cacheprovider -rxXs "$@"  # testpaths: tests
+# -P: the installed package is tested, not the source tree beside the tests.
+exec "$venv/bin/python" -P -m pytest -p no:cacheprovider -rxXs "$@"  # testpaths: tests

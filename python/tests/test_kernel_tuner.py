@@ -140,3 +140,19 @@ def test_restrictions_ktune_cannot_read(empty_server):
                "restrictions" in r.message for r in invalid)
     assert len(strategy.job_ids) >= 2  # invalid proposals spent the first job's budget
     assert all(client.get_job(j).state.final for j in strategy.job_ids)
+
+
+def test_batches_longer_than_the_lease_timeout(ktune_bin, tmp_path):
+    """Kernel Tuner measuring a batch for longer than the server's lease timeout keeps the lease
+    (the strategy heartbeats it), so every result is stored."""
+    from conftest import Server
+    server = Server(tmp_path, "--lease-timeout-ms", "600")  # heartbeats every 200 ms
+    try:
+        client = server.client()
+        strategy = Strategy(client, strategy="random", batch_size=8, seed=3)
+        results, _ = run_kernel_tuner(strategy, max_fevals=8)  # 8 g++ builds: seconds
+        assert len(results) == 8 and strategy.reported == 8
+        assert len(list(client.export_records(strategy.task))) == 8
+        assert "report_refused" not in "\n".join(server.process.lines)
+    finally:
+        server.stop()
