@@ -293,12 +293,17 @@ class Client:
                        timeout: Optional[float] = None) -> ImportResult:
         """Stores records (admin role) in one transaction when the stream ends; records already
         present (same content, hence record_id) are skipped. A record the server refuses
-        (e.g. an OK record without a time) raises :class:`ktune.InvalidArgument` and nothing is
-        stored."""
-        def messages() -> Iterator[tp.Record]:
-            for r in records:
-                m = tp.Record()
-                r._to_proto(m)
-                yield m
-        reply = self._unary("ImportRecords", self._tuning.ImportRecords, messages(), timeout)
+        (e.g. an OK record without a time) raises :class:`ktune.InvalidArgument`, and one the
+        client cannot encode a TypeError; nothing is stored then. All records are encoded
+        before the stream opens (memory for as many messages; the server takes at most
+        1,000,000 per call)."""
+        # Encoded before the stream opens: a record the client cannot encode raises here, before
+        # anything is sent (a client stream that fails midway is cancelled, and the server
+        # stores what it received before the cancellation).
+        messages = []
+        for r in records:
+            m = tp.Record()
+            r._to_proto(m)
+            messages.append(m)
+        reply = self._unary("ImportRecords", self._tuning.ImportRecords, iter(messages), timeout)
         return ImportResult(reply.records_received, reply.records_added)

@@ -347,17 +347,19 @@ class Strategy(OptAlgWrapper):
             return None
         default = dict(zip(searchspace.tune_params.keys(), searchspace.list[0]))
         spec = self._kernel_spec(runner, options, params, constraints, problem, default)
-        try:
-            info = self.client.register_kernel(spec)
-        except InvalidArgument as e:
-            if not spec.constraints or "constraint" not in e.message.lower() and \
-                    "expression" not in e.message.lower():
-                raise
-            # A restriction ktune's expression language does not read: Kernel Tuner keeps it.
-            self.dropped_constraints.extend(spec.constraints)
-            del spec.constraints[:]
-            spec = self._kernel_spec(runner, options, params, [], problem, default)
-            info = self.client.register_kernel(spec)
+        while True:
+            try:
+                info = self.client.register_kernel(spec)
+                break
+            except InvalidArgument as e:
+                # A restriction ktune's expressions do not read ("in expression 'X': ..."):
+                # Kernel Tuner keeps it, ktune goes without it.
+                unreadable = [c for c in constraints if f"expression '{c}'" in e.message]
+                if not unreadable:
+                    raise
+                self.dropped_constraints.extend(unreadable)
+                constraints = [c for c in constraints if c not in unreadable]
+                spec = self._kernel_spec(runner, options, params, constraints, problem, default)
         self.kernel_name = info.name
         self.device = self._device(runner, options)
         kernel_options = getattr(runner, "kernel_options", {}) or {}

@@ -156,3 +156,17 @@ def test_batches_longer_than_the_lease_timeout(ktune_bin, tmp_path):
         assert "report_refused" not in "\n".join(server.process.lines)
     finally:
         server.stop()
+
+
+def test_a_restriction_ktune_does_not_read_stays_with_kernel_tuner(empty_server):
+    client = empty_server.client()
+    strategy = Strategy(client, strategy="random", batch_size=8, seed=4)
+    results, _ = run_kernel_tuner(strategy, max_fevals=6,
+                                  restrictions=["block_size_x >= 16 * unroll",
+                                                "unroll in [1, 2, 4]"])  # ktune: no `in`
+    assert strategy.dropped_constraints == ["unroll in [1, 2, 4]"]
+    assert len(results) == 6 and all(r["unroll"] != 8 for r in results)
+    records = list(client.export_records(strategy.task))
+    assert all(r.status is Status.OK or (r.status is Status.INVALID_CONFIG and
+                                         r.config["unroll"] == 8) for r in records)
+    assert all(r.config["block_size_x"] >= 16 * r.config["unroll"] for r in records)
