@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import subprocess
 import time
 
 import grpc
@@ -258,3 +259,34 @@ def test_kernels_and_workers(replay_server):
     workers = client.workers()
     assert [w.device.device_class for w in workers] == [PNPOLY_CLASS]
     assert workers[0].state in ("idle", "measuring")
+
+
+def test_mutual_tls(ktune_bin, tmp_path):
+    """TLS as the CLI's --tls-ca/--tls-cert/--tls-key: a CA, a server certificate for
+    127.0.0.1 and a client certificate, made with openssl."""
+    script = """set -e
+openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.pem -days 2 -subj /CN=test-ca
+openssl req -newkey rsa:2048 -nodes -keyout server.key -out server.csr -subj /CN=localhost
+printf 'subjectAltName=DNS:localhost,IP:127.0.0.1' > san.ext
+openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out server.pem \\
+  -days 2 -extfile san.ext
+openssl req -newkey rsa:2048 -nodes -keyout client.key -out client.csr -subj /CN=client
+openssl x509 -req -in client.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out client.pem -days 2
+"""
+    made = subprocess.run(["bash", "-c", script], cwd=tmp_path, capture_output=True, text=True)
+    assert made.returncode == 0, made.stderr
+    server = Server(tmp_path, "--tls-cert", str(tmp_path / "server.pem"), "--tls-key",
+                    str(tmp_path / "server.key"), "--tls-client-ca", str(tmp_path / "ca.pem"))
+    try:
+        with server.client(tls=True, root_certificates=tmp_path / "ca.pem",
+                           certificate_chain=tmp_path / "client.pem",
+                           private_key=tmp_path / "client.key", timeout=10) as client:
+            assert client.ping() and client.jobs() == []
+        with server.client(tls=True, root_certificates=tmp_path / "ca.pem", timeout=10) as anon:
+            with pytest.raises(ktune.Unavailable):  # no client certificate: the handshake fails
+                anon.jobs()
+        with server.client(timeout=10) as plain:
+            with pytest.raises(ktune.Unavailable):
+                plain.jobs()
+    finally:
+        server.stop()
