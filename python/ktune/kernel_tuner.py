@@ -317,6 +317,13 @@ class Strategy(OptAlgWrapper):
             for key in ("cuda_version", "CUDA Version", "NVCC Version", "device_name"):
                 if key in env:
                     facts[key.lower().replace(" ", "_")] = str(env[key])
+        if getattr(runner, "simulation_mode", False):
+            # Kernel Tuner replays a cache file: the times are the cache's, its device named as
+            # the cache names it; kept apart from measurements made here.
+            name = getattr(dev, "name", "") or "unknown"
+            facts = {"kind": "kernel_tuner", "lang": lang, "kernel_tuner": _kt_version(),
+                     "simulated_from_cache": True}
+            lang, family = "simulated", ""
         facts["name"] = name
         facts["iterations"] = int(env.get("iterations", 0) or 0)
         device_class = self.device_class or f"kernel_tuner:{lang}:{name}"

@@ -116,6 +116,21 @@ def test_kernel_tuner_tunes_through_ktune(empty_server, tmp_path):
     best = client.best(strategy.kernel_name, strategy.task.problem, device).best
     assert key(fastest) == key(best.config) and fastest["time"] == pytest.approx(best.time_ms)
 
+    # The strategy in simulation mode (Kernel Tuner replays that cache): records under a device
+    # class of their own, apart from the measurements.
+    simulated = Strategy(client, strategy="ppo", batch_size=4, seed=3)
+    tune_kernel("vsum", SOURCE, N, [np.zeros(1, np.float32), np.zeros(N, np.float32), np.int32(N)],
+                TUNE_PARAMS, lang="C", restrictions=RESTRICTIONS, cache=str(cache),
+                simulation_mode=True, strategy=simulated, strategy_options={"max_fevals": 5},
+                quiet=True)
+    assert simulated.device.device_class.startswith("kernel_tuner:simulated:")
+    assert simulated.device.fingerprint["simulated_from_cache"] is True
+    replay_records = list(client.export_records(simulated.task))
+    assert len(replay_records) == 5 == simulated.reported
+    assert all(r.time_ms == pytest.approx(by_config[key(r.config)].time_ms)
+               for r in replay_records if key(r.config) in by_config)
+    assert len(list(client.export_records(strategy.task))) == SPACE  # unchanged
+
 
 def test_restrictions_ktune_cannot_read(empty_server):
     """Restrictions given as a function stay with Kernel Tuner: ktune's space is then the whole
