@@ -46,12 +46,13 @@ import socket
 import subprocess
 import threading
 import time
+import warnings
 from typing import Any, Optional, Sequence
 
 import grpc
 
 from ktune.client import Client
-from ktune.errors import InvalidArgument, KtuneError
+from ktune.errors import FailedPrecondition, InvalidArgument, KtuneError
 from ktune.types import (Device, Job, JobSpec, JobState, ParamMap, Record, Status, Task,
                          canonical_json)
 from ktune.v1 import types_pb2 as tp
@@ -476,7 +477,14 @@ class Strategy(OptAlgWrapper):
                     continue  # not measured (Kernel Tuner's budget ran out): goes back
                 _fill_result(r, result)
             results.append(r)
-        stored = worker.report(lease.lease_id, results)
+        try:
+            stored = worker.report(lease.lease_id, results)
+        except FailedPrecondition as e:
+            # The lease expired (this process stalled past the lease timeout despite the
+            # heartbeats): ktune re-queues the candidates; Kernel Tuner keeps its results.
+            warnings.warn(f"ktune refused a report, {len(results)} results not stored: "
+                          f"{e.message}", RuntimeWarning, stacklevel=2)
+            return 0, stop
         self.reported += stored
         return len(results), stop
 
