@@ -92,6 +92,9 @@ def test_kernel_tuner_tunes_through_ktune(empty_server, tmp_path):
     answer = client.best(strategy.kernel_name, strategy.task.problem, device)
     assert answer.level is MatchLevel.EXACT
     assert answer.best.time_ms == min(r.time_ms for r in records)
+    # A problem size never tuned: predicted from the nearest tuned one (dtype filled in).
+    predicted = client.best(strategy.kernel_name, {"problem_size_x": N // 2}, device)
+    assert predicted.level is MatchLevel.PREDICTED and key(predicted.config) in measured
 
     # A second run of the same kernel continues: ktune proposes only what it has not measured.
     again = Strategy(client, strategy="ppo", batch_size=4, seed=2)
