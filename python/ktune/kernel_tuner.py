@@ -80,7 +80,7 @@ def _kt_version() -> str:
 
 def _cpu_model_and_family() -> tuple[str, str]:
     """/proc/cpuinfo's model name, and ktune's family for it (x86-64, -v3, -v4)."""
-    model, flags = platform.processor() or platform.machine(), set()
+    model, flags = platform.processor() or platform.machine(), set[str]()
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
@@ -270,7 +270,7 @@ class Strategy(OptAlgWrapper):
                 text = source.get_kernel_string(0)
             except Exception:  # a generator needing params, a missing file: keep the name
                 text = str(source.kernel_sources[0])[:4096] if source.kernel_sources else ""
-        ints = {k: v for k, v in problem.items() if isinstance(v, numbers.Integral)}
+        ints = {k: int(v) for k, v in problem.items() if isinstance(v, numbers.Integral)}
         others = {k: v for k, v in problem.items() if k not in ints}
         if set(others) - {"dtype"}:
             raise ValueError(f"ktune's problem parameters are integers (and dtype), not {others}")
@@ -386,6 +386,7 @@ class Strategy(OptAlgWrapper):
         return None
 
     def _submit(self, problem: ParamMap, budget: int) -> Job:
+        assert self.device is not None
         job = self.client.submit(JobSpec(
             name=f"kernel_tuner {self.kernel_name}", kernels=[self.kernel_name], problems=[problem],
             device_classes=[self.device.device_class], budget=budget, strategy=self.strategy,
@@ -442,7 +443,8 @@ class Strategy(OptAlgWrapper):
 
     def _measure(self, func, searchspace, params: list[_Param], lease, worker: "_Worker"):
         """Measures a lease's candidates with Kernel Tuner and reports them; (reported, stop)."""
-        ours, configs = [], []
+        ours: list[tuple[Any, Optional[tuple]]] = []
+        configs: list[list] = []
         for c in lease.candidates:
             if c.task.kernel.name != self.kernel_name:
                 continue  # another session's kernel on this device class: it goes back
@@ -464,15 +466,15 @@ class Strategy(OptAlgWrapper):
         finally:
             worker.measuring([])
         results = []
-        for c, config in ours:
+        for c, measured in ours:
             r = wp.CandidateResult(candidate_id=c.candidate_id)
-            if config is None:
+            if measured is None:
                 r.status, r.message = tp.MEASUREMENT_STATUS_INVALID_CONFIG, "not in tune_params"
-            elif not searchspace.is_param_config_valid(config):
+            elif not searchspace.is_param_config_valid(measured):
                 r.status = tp.MEASUREMENT_STATUS_INVALID_CONFIG
                 r.message = "ruled out by Kernel Tuner's restrictions"
             else:
-                result = func.unique_results.get(",".join(str(v) for v in config))
+                result = func.unique_results.get(",".join(str(v) for v in measured))
                 if result is None:
                     continue  # not measured (Kernel Tuner's budget ran out): goes back
                 _fill_result(r, result)
@@ -508,7 +510,7 @@ def _fill_result(r: wp.CandidateResult, result: dict) -> None:
     times = [t for t in times if math.isfinite(t) and t > 0][:1024]
     if not times:
         t = result.get("time")
-        if isinstance(t, numbers.Real) and math.isfinite(t) and t > 0:
+        if isinstance(t, numbers.Real) and math.isfinite(float(t)) and float(t) > 0:
             times = [float(t)]
     if not times:
         r.status = tp.MEASUREMENT_STATUS_RUNTIME_ERROR
@@ -517,7 +519,8 @@ def _fill_result(r: wp.CandidateResult, result: dict) -> None:
     r.status = tp.MEASUREMENT_STATUS_OK
     r.repeat_times_ms.extend(times)
     compile_ms = result.get("compile_time")
-    if isinstance(compile_ms, numbers.Real) and math.isfinite(compile_ms) and compile_ms >= 0:
+    if isinstance(compile_ms, numbers.Real) and math.isfinite(float(compile_ms)) and \
+            float(compile_ms) >= 0:
         r.build_ms = float(compile_ms)
 
 
@@ -620,7 +623,7 @@ def cache_document(records: Sequence[Record], tune_params: Optional[dict] = None
                     values[k].append(value(k, r.config.get(k)))
         tune_params = {k: sorted(v, key=lambda x: (str(type(x)), x)) for k, v in values.items()}
     fingerprint = records[0].device.fingerprint
-    doc = {
+    doc: dict[str, Any] = {
         "device_name": device_name or fingerprint.get("name", task.device_class),
         "kernel_name": kernel_name or task.kernel,
         "problem_size": problem_size if problem_size is not None else [

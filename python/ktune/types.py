@@ -12,7 +12,7 @@ import json
 import numbers
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Mapping, Optional, Union
+from typing import Any, Mapping, Optional, Union
 
 from ktune.v1 import tuning_service_pb2 as ts
 from ktune.v1 import types_pb2 as tp
@@ -35,7 +35,7 @@ class MatchLevel(enum.Enum):
         return _LEVEL_BY_NUMBER.get(level, cls.NONE)
 
 
-_LEVEL_BY_NUMBER = {
+_LEVEL_BY_NUMBER: dict[int, MatchLevel] = {
     ts.MATCH_LEVEL_EXACT: MatchLevel.EXACT,
     ts.MATCH_LEVEL_DEVICE_CLASS: MatchLevel.DEVICE_CLASS,
     ts.MATCH_LEVEL_FAMILY: MatchLevel.FAMILY,
@@ -63,7 +63,7 @@ class JobState(enum.Enum):
     def _from_proto(cls, state: int) -> "JobState":
         return cls(ts.JobState.Name(state).removeprefix("JOB_STATE_").lower())
 
-    def _to_proto(self) -> int:
+    def _to_proto(self) -> Any:  # a ts.JobState value
         return ts.JobState.Value("JOB_STATE_" + self.value.upper())
 
 
@@ -83,7 +83,7 @@ class Status(enum.Enum):
     def _from_proto(cls, status: int) -> "Status":
         return _STATUS_BY_NUMBER.get(status, cls.UNSPECIFIED)
 
-    def _to_proto(self) -> int:
+    def _to_proto(self) -> Any:  # a tp.MeasurementStatus value
         return tp.MeasurementStatus.Value("MEASUREMENT_STATUS_" + self.value.upper())
 
 
@@ -94,7 +94,7 @@ _STATUS_BY_NUMBER = {
 STRATEGIES = ("ppo", "random", "annealing", "genetic", "model_based")
 
 
-def strategy_to_proto(strategy: Optional[str]) -> int:
+def strategy_to_proto(strategy: Optional[str]) -> Any:  # a tp.Strategy value
     """``None`` or ``""``: the server's default (ppo); else one of :data:`STRATEGIES`."""
     if not strategy:
         return tp.STRATEGY_UNSPECIFIED
