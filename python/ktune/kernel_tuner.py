@@ -44,6 +44,7 @@ import platform
 import re
 import socket
 import subprocess
+import sys
 import threading
 import time
 import warnings
@@ -663,3 +664,41 @@ def export_cache(client: Client, task: Task, path: str | os.PathLike,
     with open(path, "w") as f:
         json.dump(doc, f, indent=1, default=_plain)
     return len(doc["cache"])
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """``python -m ktune.kernel_tuner export ...``: a task's records on a server as a Kernel
+    Tuner cache file (ktune's names: kernel, device fingerprint's name, problem, values)."""
+    import argparse
+
+    from ktune.types import parse_params
+
+    ap = argparse.ArgumentParser(prog="python -m ktune.kernel_tuner",
+                                 description="Kernel Tuner cache files from a ktune server")
+    sub = ap.add_subparsers(dest="command", required=True)
+    ex = sub.add_parser("export", help="write a task's records as a Kernel Tuner cache file")
+    ex.add_argument("--server", default="127.0.0.1:7470", help="HOST:PORT of ktune serve")
+    ex.add_argument("--token", default=None, help="bearer token (default: $KTUNE_TOKEN)")
+    ex.add_argument("--kernel", required=True)
+    ex.add_argument("--device", required=True, help="the task's device class")
+    ex.add_argument("--problem", default="", help="e.g. problem_size_x=65536,dtype=f32")
+    ex.add_argument("--kernel-version", default="", help="default: the server's current one")
+    ex.add_argument("--out", required=True, help="the cache file to write (.json)")
+    args = ap.parse_args(argv)
+    with Client(args.server, token=args.token) as client:
+        task = Task(args.kernel, parse_params(args.problem), args.device, args.kernel_version)
+        if not task.kernel_version:
+            versions = {k.name: k.version for k in client.kernels()}
+            task = Task(task.kernel, task.problem, task.device_class,
+                        versions.get(task.kernel, ""))
+        try:
+            n = export_cache(client, task, args.out)
+        except ValueError as e:  # no records
+            print(f"python -m ktune.kernel_tuner export: {task}: {e}", file=sys.stderr)
+            return 1
+    print(f"wrote {n} entries to {args.out}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -4,6 +4,8 @@ proposes, Kernel Tuner measures, every result is committed in a real `ktune serv
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -13,6 +15,8 @@ from ktune import MatchLevel, Status
 
 from kernel_tuner import tune_kernel
 from ktune.kernel_tuner import Strategy
+
+from conftest import ktune_cli
 
 # A sum over a vector in blocks with `unroll` partial sums; the C function returns its own time
 # (Kernel Tuner's convention for lang="C"). Kernel Tuner defines block_size_x and unroll.
@@ -118,6 +122,20 @@ def test_kernel_tuner_tunes_through_ktune(empty_server, tmp_path):
     fastest = min(replayed, key=lambda r: r["time"])
     best = client.best(strategy.kernel_name, strategy.task.problem, device).best
     assert key(fastest) == key(best.config) and fastest["time"] == pytest.approx(best.time_ms)
+
+    # The same from the command line, for any task (ktune's names), which `ktune db import`
+    # reads back as the same records.
+    generic = tmp_path / "generic_cache.json"
+    cli = subprocess.run(
+        [sys.executable, "-P", "-m", "ktune.kernel_tuner", "export", "--server",
+         empty_server.address, "--kernel", strategy.kernel_name, "--device", device.device_class,
+         "--problem", f"problem_size_x={N},dtype=f32", "--out", str(generic)],
+        capture_output=True, text=True, timeout=120)
+    assert cli.returncode == 0, cli.stderr
+    assert f"wrote {SPACE} entries" in cli.stderr
+    imported = ktune_cli("db", "import", str(generic), "--db", str(tmp_path / "back.db"), "--json")
+    summary = json.loads(imported.stdout)
+    assert summary["format"] == "kernel-tuner" and summary["records_added"] == SPACE
 
     # The strategy in simulation mode (Kernel Tuner replays that cache): records under a device
     # class of their own, apart from the measurements.
