@@ -26,31 +26,34 @@ if [[ -x "$venv/bin/python" && -f "$stamp" && "$(cat "$stamp")" == "$want" ]] &&
   exit 0
 fi
 
-# A fresh Debian 12 has no python3, or one without venv's ensurepip (python3-venv): install the
-# interpreter from Debian then (only the interpreter: every Python package comes from PyPI).
-if [[ ! -x "$venv/bin/python" ]] &&
-   ! { command -v "$python" >/dev/null && "$python" -c 'import ensurepip' 2>/dev/null; }; then
-  if [[ "$(command -v "$python" || echo /usr/bin/python3)" == /usr/bin/python3 ]] &&
-     command -v apt-get >/dev/null; then
-    echo "setup-python.sh: installing Debian's python3 and python3-venv" >&2
-    sudo_cmd=()
-    [[ "$(id -u)" -eq 0 ]] || sudo_cmd=(sudo)
-    export DEBIAN_FRONTEND=noninteractive
-    "${sudo_cmd[@]}" apt-get update -qq
-    "${sudo_cmd[@]}" apt-get install -y -qq --no-install-recommends python3 python3-venv
-  else
-    echo "setup-python.sh: $python cannot make a virtual environment (no ensurepip)" >&2
-    exit 1
-  fi
-fi
+# A fresh Debian 12 has no python3, or one without venv's ensurepip (package python3-venv):
+# then the interpreter and python3-venv come from Debian (only those: every Python package
+# comes from PyPI).
+debian_python() {
+  [[ "$(command -v "$python" || echo /usr/bin/python3)" == /usr/bin/python3 ]] &&
+    command -v apt-get >/dev/null || return 1
+  echo "setup-python.sh: installing Debian's python3 and python3-venv" >&2
+  local sudo_cmd=()
+  [[ "$(id -u)" -eq 0 ]] || sudo_cmd=(sudo)
+  DEBIAN_FRONTEND=noninteractive "${sudo_cmd[@]}" apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive "${sudo_cmd[@]}" apt-get install -y -qq --no-install-recommends \
+    python3 python3-venv
+}
 
 if [[ ! -x "$venv/bin/python" ]]; then
+  if ! command -v "$python" >/dev/null; then
+    debian_python || { echo "setup-python.sh: no $python on PATH" >&2; exit 1; }
+  fi
   "$python" -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else 1)' || {
     echo "setup-python.sh: $python is $("$python" --version 2>&1); Python >= 3.11 is needed" >&2
     exit 1
   }
   echo "setup-python.sh: creating $venv with $(command -v "$python") ($("$python" --version 2>&1))" >&2
-  "$python" -m venv "$venv"
+  if ! "$python" -m venv "$venv"; then
+    rm -rf "$venv"
+    debian_python || { echo "setup-python.sh: $python cannot make a virtual environment" >&2; exit 1; }
+    "$python" -m venv "$venv"
+  fi
 fi
 pip=("$venv/bin/python" -m pip --disable-pip-version-check)
 "${pip[@]}" install --quiet -r "$req"
