@@ -16,6 +16,7 @@
 #define KTUNE_AGENT_SEARCH_STRATEGY_H_
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -86,6 +87,9 @@ class SearchStrategy {
 // MakeStrategy also makes PPO's ablation variants (agent/README.md): "ppo-untrained",
 // "ppo-nopolicy", "ppo-policyonly" (AblationStrategyNames; empty without LibTorch).
 absl::StatusOr<std::unique_ptr<SearchStrategy>> MakeStrategy(const std::string& name);
+// Makes a strategy by name, as MakeStrategy does (a seam for callers that choose their own).
+using StrategyFactory =
+    std::function<absl::StatusOr<std::unique_ptr<SearchStrategy>>(const std::string& name)>;
 std::vector<std::string> StrategyNames();
 std::vector<std::string> AblationStrategyNames();
 

@@ -149,6 +149,7 @@ absl::Status WorkerLoop::Run() {
         continue;
       }
       backoff = absl::Milliseconds(100);
+      idle_since = absl::Now();  // a worker that has just (re)joined has not been idle
     }
     v1::LeaseBatchRequest request;
     request.set_worker_id(worker_id_);
@@ -169,6 +170,7 @@ absl::Status WorkerLoop::Run() {
     }
     backoff = absl::Milliseconds(100);
     if (lease.lease_id().empty()) {
+      if (lease.preparing()) idle_since = absl::Now();  // work is coming: not idle
       if (options_.idle_exit > absl::ZeroDuration() &&
           absl::Now() - idle_since > options_.idle_exit) {
         break;

@@ -1,82 +1,26 @@
-#include "server/scheduler.h"
-
 #include <algorithm>
 #include <nlohmann/json.hpp>
-#include <random>
 
-#include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_cat.h"
 #include "common/event_log.h"
 #include "common/status_macros.h"
-#include "measurer/measurer.h"
-#include "proto/convert.h"
+#include "server/scheduler.h"
+#include "server/scheduler_internal.h"
 
+// The job table (scheduler_internal.h): jobs from submission or recovery to their end.
 namespace ktune {
 
-struct Scheduler::TaskRun {
-  int index = 0;
-  TaskKey task;
-  std::string language;        // of its registry kernel; empty: not in the registry (replays)
-  bool client_kernel = false;  // a kernel a client registered
-  int64_t budget = 0;
-  int64_t done = 0;  // records of this job's task stored
-  int64_t failed = 0;
-  std::optional<double> best_ms;
-  Configuration best_config;
-  double flops = 0;
-  JobState state = JobState::kQueued;
-  std::string error;  // why it failed
-  // Set when a worker of the class first leases.
-  std::unique_ptr<TaskSearch> search;
-  std::shared_ptr<const SearchSpace> space;
-  absl::Time started, last_result;
-  std::vector<Point> batch;                         // the search's current batch
-  std::vector<std::optional<Observation>> results;  // per batch position
-  std::deque<size_t> queued;                        // batch positions not leased
-  int64_t in_flight = 0;                            // leased, not reported
-  bool exhausted = false;                           // the search has nothing left
-};
+using scheduler_internal::CountJobRecords;
+using scheduler_internal::IsFinal;
 
-struct Scheduler::JobRun {
-  Job job;
-  uint64_t seed = 1;
-  int batch_size = 0;  // 0: SchedulerOptions'
-  int threads = 0;
-  std::optional<double> agent_share;        // unset: TaskSearch's default
-  std::optional<absl::Time> wall_deadline;  // JobRequest::wall_seconds after submission
-  bool out_of_time = false;                 // past wall_deadline: nothing more is leased
-  double pass = 0;                          // stride scheduling: lowest pass leases next
-  std::vector<TaskRun> tasks;
-  absl::Time started;
-  int64_t done_at_start = 0;
-};
-
-struct Scheduler::LeaseRun {
-  struct Item {
-    int64_t job_id;
-    int task;
-    size_t position;
-  };
-  std::string id;
-  std::string worker;
-  absl::Time expires;
-  std::map<std::string, Item> items;  // by candidate id
-};
-
-struct Scheduler::WorkerRun {
-  DeviceInfo device;
-  WorkerCapabilities capabilities;
-  std::string host;
-  int cores = 1;
-  absl::Time last_seen;
-  int64_t measurements = 0;
-};
-
-namespace {
+namespace scheduler_internal {
 
 std::string JobSource(int64_t job_id) { return absl::StrCat("job:", job_id); }
 
-// A task's progress in one job, from the records the job stored (source "job:<id>").
+bool IsFinal(JobState s) {
+  return s == JobState::kDone || s == JobState::kFailed || s == JobState::kCancelled;
+}
+
 absl::StatusOr<TaskStatus> CountJobRecords(TuningDatabase& db, int64_t job_id,
                                            const TaskKey& task) {
   TaskStatus t;
@@ -94,38 +38,10 @@ absl::StatusOr<TaskStatus> CountJobRecords(TuningDatabase& db, int64_t job_id,
   return t;
 }
 
-// A worker's times, as IsValidTimeMs and kMaxRepeatTimes say.
-absl::Status ValidateTimes(const v1::CandidateResult& r) {
-  if (r.repeat_times_ms_size() > kMaxRepeatTimes) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "candidate ", r.candidate_id(), " has ", r.repeat_times_ms_size(), " times; at most 1024"));
-  }
-  for (double t : r.repeat_times_ms()) {
-    if (!IsValidTimeMs(t)) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("candidate ", r.candidate_id(), " has the time ", t,
-                       " ms; times must be finite and above zero; nothing was stored"));
-    }
-  }
-  return absl::OkStatus();
-}
-
-// Whether a worker with `can` builds and runs a kernel in `language` (empty: not a registry
-// kernel), registered by a client or not.
-bool CanMeasure(const WorkerCapabilities& can, const std::string& language, bool client_kernel) {
-  if (client_kernel && !can.client_kernels) return false;
-  if (language.empty() || can.languages.empty()) return true;
-  return std::find(can.languages.begin(), can.languages.end(), language) != can.languages.end();
-}
-
-bool IsFinal(JobState s) {
-  return s == JobState::kDone || s == JobState::kFailed || s == JobState::kCancelled;
-}
-
-}  // namespace
+}  // namespace scheduler_internal
 
 Scheduler::Scheduler(TuningDatabase* db, const TaskSpaces* spaces, SchedulerOptions options)
-    : db_(db), spaces_(spaces), options_(std::move(options)) {}
+    : db_(db), spaces_(spaces), options_(std::move(options)), agents_(options_.agent_threads) {}
 
 Scheduler::~Scheduler() = default;
 
@@ -260,9 +176,9 @@ JobStatus Scheduler::StatusOf(const JobRun& run) const {
   for (const TaskRun& t : run.tasks) {
     TaskStatus ts{t.task, t.state, t.budget, t.done, t.failed, t.best_ms, t.best_config, t.flops};
     if (t.search != nullptr) {
-      ts.prior_records = t.search->prior_records();
-      ts.warm_started = t.search->warm_started();
-      ts.agent_seconds = t.search->agent_seconds();
+      ts.prior_records = t.prior_records;
+      ts.warm_started = t.warm_started;
+      ts.agent_seconds = t.agent_seconds;
       ts.tuning_seconds = std::max(0.0, absl::ToDoubleSeconds(t.last_result - t.started));
     }
     s.tasks.push_back(std::move(ts));
@@ -278,9 +194,12 @@ JobStatus Scheduler::StatusOf(const JobRun& run) const {
 }
 
 absl::StatusOr<JobStatus> Scheduler::GetJob(int64_t id) {
-  absl::MutexLock lock(&mu_);
-  if (auto it = jobs_.find(id); it != jobs_.end()) return StatusOf(*it->second);
-  if (auto it = finished_.find(id); it != finished_.end()) return it->second;
+  {
+    absl::MutexLock lock(&mu_);
+    if (auto it = jobs_.find(id); it != jobs_.end()) return StatusOf(*it->second);
+    if (auto it = finished_.find(id); it != finished_.end()) return it->second;
+  }
+  // A job that ended before this server process: from the database, without the lock.
   KTUNE_ASSIGN_OR_RETURN(Job job, db_->GetJob(id));
   JobStatus s;
   for (const JobTask& t : job.tasks) {
@@ -297,10 +216,7 @@ absl::StatusOr<JobStatus> Scheduler::GetJob(int64_t id) {
 }
 
 absl::StatusOr<std::vector<JobStatus>> Scheduler::ListJobs() {
-  KTUNE_ASSIGN_OR_RETURN(std::vector<Job> jobs, [&] {
-    absl::MutexLock lock(&mu_);
-    return db_->ListJobs();
-  }());
+  KTUNE_ASSIGN_OR_RETURN(std::vector<Job> jobs, db_->ListJobs());
   std::vector<JobStatus> out;
   for (const Job& j : jobs) {
     KTUNE_ASSIGN_OR_RETURN(JobStatus s, GetJob(j.id));
@@ -360,51 +276,6 @@ absl::StatusOr<JobStatus> Scheduler::Resume(int64_t id) {
   return StatusOf(*job);
 }
 
-std::string Scheduler::RegisterWorker(const DeviceInfo& device, const std::string& host, int cores,
-                                      WorkerCapabilities capabilities) {
-  absl::MutexLock lock(&mu_);
-  static std::mt19937_64 rng(std::random_device{}());
-  std::string id = absl::StrCat("w", next_id_++, "-", rng() % 1000000);
-  workers_[id] =
-      WorkerRun{device, std::move(capabilities), host, std::max(1, cores), options_.now()};
-  LogEvent("worker_registered", {{"worker_id", id},
-                                 {"device_class", device.device_class},
-                                 {"host", host},
-                                 {"cores", std::to_string(cores)}});
-  return id;
-}
-
-absl::Status Scheduler::InitTask(JobRun& job, TaskRun& t, int cores) {
-  TaskSearch::Options search;
-  search.strategy = job.job.strategy;
-  search.seed = job.seed + t.index;
-  search.batch_size = job.batch_size > 0 ? job.batch_size : options_.batch_size;
-  search.checkpoint_every = options_.checkpoint_every;
-  search.threads = job.threads;
-  if (job.agent_share) search.max_agent_share = *job.agent_share;
-  KTUNE_ASSIGN_OR_RETURN(
-      t.search, TaskSearch::Create(db_, *spaces_, t.task, search, cores, t.budget - t.done));
-  t.space = t.search->space();
-  t.started = t.last_result = options_.now();
-  return absl::OkStatus();
-}
-
-absl::Status Scheduler::Refill(JobRun& job, TaskRun& t) {
-  if (!t.queued.empty() || t.in_flight > 0 || t.exhausted) return absl::OkStatus();
-  if (t.done >= t.budget) return absl::OkStatus();
-  KTUNE_ASSIGN_OR_RETURN(std::vector<Point> batch, t.search->NextBatch());
-  const int64_t room = t.budget - t.done;
-  if (static_cast<int64_t>(batch.size()) > room) batch.resize(room);
-  if (batch.empty()) {
-    t.exhausted = true;
-    return absl::OkStatus();
-  }
-  t.batch = std::move(batch);
-  t.results.assign(t.batch.size(), std::nullopt);
-  for (size_t i = 0; i < t.batch.size(); ++i) t.queued.push_back(i);
-  return absl::OkStatus();
-}
-
 absl::Status Scheduler::FailTask(JobRun& job, TaskRun& t, const absl::Status& why) {
   LogEvent("task_failed", {{"job_id", std::to_string(job.job.id)},
                            {"task", std::to_string(t.index)},
@@ -426,221 +297,10 @@ void Scheduler::Forget(int64_t id) {
   jobs_.erase(it);
 }
 
-absl::StatusOr<LeaseGrant> Scheduler::Lease(const std::string& worker_id, int max_candidates) {
-  if (max_candidates < 1 || max_candidates > 256) {
-    return absl::InvalidArgumentError("max_candidates must be between 1 and 256");
-  }
-  absl::MutexLock lock(&mu_);
-  auto w = workers_.find(worker_id);
-  if (w == workers_.end()) {
-    return absl::NotFoundError(absl::StrCat("unknown worker ", worker_id, "; register again"));
-  }
-  WorkerRun& worker = w->second;
-  worker.last_seen = options_.now();
-  auto lease = std::make_unique<LeaseRun>();
-  LeaseGrant grant;
-  while (static_cast<int>(lease->items.size()) < max_candidates) {
-    // The job with the lowest pass that has work for this device class.
-    JobRun* chosen = nullptr;
-    TaskRun* chosen_task = nullptr;
-    for (auto& [id, job] : jobs_) {
-      if (job->job.state != JobState::kQueued && job->job.state != JobState::kRunning) continue;
-      // Out of wall time: the expiry tick (StopJobsOutOfTime) ends it.
-      if (job->out_of_time || (job->wall_deadline && *job->wall_deadline <= worker.last_seen)) {
-        continue;
-      }
-      if (chosen != nullptr && job->pass >= chosen->pass) continue;
-      for (TaskRun& t : job->tasks) {
-        if (t.task.device_class != worker.device.device_class || IsFinal(t.state)) continue;
-        if (!CanMeasure(worker.capabilities, t.language, t.client_kernel)) continue;
-        absl::Status ready =
-            t.search == nullptr ? InitTask(*job, t, worker.cores) : absl::OkStatus();
-        if (ready.ok()) ready = Refill(*job, t);
-        if (!ready.ok()) {
-          KTUNE_RETURN_IF_ERROR(FailTask(*job, t, ready));
-          continue;
-        }
-        if (!t.queued.empty()) {
-          chosen = job.get();
-          chosen_task = &t;
-          break;
-        }
-      }
-    }
-    if (chosen == nullptr) break;
-    if (chosen->job.state == JobState::kQueued) {
-      KTUNE_RETURN_IF_ERROR(db_->SetJobState(chosen->job.id, JobState::kRunning, ""));
-      chosen->job.state = JobState::kRunning;
-    }
-    TaskRun& t = *chosen_task;
-    if (t.state == JobState::kQueued) t.state = JobState::kRunning;
-    const size_t position = t.queued.front();
-    t.queued.pop_front();
-    ++t.in_flight;
-    chosen->pass += 1.0 / (chosen->job.priority + 1);
-    const std::string cid =
-        absl::StrCat(chosen->job.id, ".", t.index, ".", position, ".", next_id_++);
-    lease->items[cid] = {chosen->job.id, t.index, position};
-    v1::Candidate c;
-    c.set_candidate_id(cid);
-    *c.mutable_task() = ToProto(t.task);
-    const Configuration config = t.space->ToConfiguration(t.batch[position]);
-    ToProto(config, c.mutable_config()->mutable_params());
-    c.set_config_hash(ParamMapHash(config));
-    grant.candidates.push_back(std::move(c));
-  }
-  // Tasks the loop found exhausted or broken may have finished their job.
-  std::vector<int64_t> ids;
-  for (const auto& [id, job] : jobs_) ids.push_back(id);
-  for (int64_t id : ids) {
-    if (auto it = jobs_.find(id); it != jobs_.end()) {
-      KTUNE_RETURN_IF_ERROR(FinishIfDone(*it->second));
-    }
-  }
-  // Advance the floor so that jobs submitted later start level with the others.
-  double floor = 1e300;
-  for (const auto& [id, job] : jobs_) floor = std::min(floor, job->pass);
-  if (floor < 1e300) pass_floor_ = floor;
-  if (lease->items.empty()) return grant;
-  lease->id = absl::StrCat("L", next_id_++);
-  lease->worker = worker_id;
-  lease->expires = options_.now() + options_.lease_timeout;
-  grant.lease_id = lease->id;
-  grant.expires_in = options_.lease_timeout;
-  leases_[lease->id] = std::move(lease);
-  return grant;
-}
-
-void Scheduler::ReturnToQueue(LeaseRun& lease) {
-  for (const auto& [cid, item] : lease.items) {
-    auto job = jobs_.find(item.job_id);
-    if (job == jobs_.end()) continue;
-    TaskRun& t = job->second->tasks[item.task];
-    --t.in_flight;
-    if (!IsFinal(t.state) && !job->second->out_of_time && !t.results[item.position]) {
-      t.queued.push_front(item.position);
-    }
-  }
-  lease.items.clear();
-}
-
-absl::StatusOr<int64_t> Scheduler::Report(const std::string& worker_id, const std::string& lease_id,
-                                          const std::vector<v1::CandidateResult>& results) {
-  absl::MutexLock lock(&mu_);
-  auto l = leases_.find(lease_id);
-  if (l == leases_.end() || l->second->worker != worker_id) {
-    LogEvent("report_refused", {{"worker_id", worker_id}, {"lease_id", lease_id}});
-    return absl::FailedPreconditionError(
-        absl::StrCat("lease ", lease_id, " is not held by worker ", worker_id,
-                     " (it expired and its candidates were handed out again); nothing was stored"));
-  }
-  LeaseRun& lease = *l->second;
-  const auto w = workers_.find(worker_id);
-  const DeviceInfo device = w != workers_.end() ? w->second.device : DeviceInfo{};
-  // Validate everything before storing anything.
-  std::vector<Record> records;
-  std::vector<std::pair<LeaseRun::Item, Observation>> observed;
-  const int64_t now_us = absl::ToUnixMicros(options_.now());
-  absl::flat_hash_set<std::string> seen;
-  for (const v1::CandidateResult& r : results) {
-    auto it = lease.items.find(r.candidate_id());
-    if (it == lease.items.end()) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("candidate ", r.candidate_id(), " is not in lease ", lease_id));
-    }
-    if (!seen.insert(r.candidate_id()).second) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "candidate ", r.candidate_id(), " appears twice in the report; nothing was stored"));
-    }
-    KTUNE_RETURN_IF_ERROR(ValidateTimes(r));
-    const LeaseRun::Item& item = it->second;
-    auto job = jobs_.find(item.job_id);
-    if (job == jobs_.end()) {  // cannot happen while the lease holds it; refuse, don't crash
-      return absl::InternalError(
-          absl::StrCat("the job of candidate ", r.candidate_id(), " is gone; nothing was stored"));
-    }
-    TaskRun& t = job->second->tasks[item.task];
-    KTUNE_ASSIGN_OR_RETURN(MeasurementStatus status, FromProto(r.status()));
-    MeasureResult m;
-    m.status = status;
-    m.message = r.message().substr(0, 4096);
-    m.repeat_times_ms.assign(r.repeat_times_ms().begin(), r.repeat_times_ms().end());
-    if (status == MeasurementStatus::kOk) {
-      if (m.repeat_times_ms.empty()) {
-        return absl::InvalidArgumentError(
-            absl::StrCat("candidate ", r.candidate_id(), " is ok but has no times"));
-      }
-      std::vector<double> sorted = m.repeat_times_ms;
-      std::sort(sorted.begin(), sorted.end());
-      const size_t n = sorted.size();
-      m.time_ms = n % 2 ? sorted[n / 2] : (sorted[n / 2 - 1] + sorted[n / 2]) / 2;
-    }
-    Record rec =
-        ToRecord(t.task, device, t.space->ToConfiguration(t.batch[item.position]), m, worker_id);
-    rec.measured_at_us = now_us;
-    rec.source = JobSource(item.job_id);
-    records.push_back(std::move(rec));
-    observed.push_back(
-        {item, {t.batch[item.position], status == MeasurementStatus::kOk, m.time_ms.value_or(0)}});
-  }
-  const absl::Time commit_start = absl::Now();
-  KTUNE_ASSIGN_OR_RETURN(int64_t added, db_->AddRecords(records));  // committed before the reply
-  if (w != workers_.end()) {
-    w->second.measurements += static_cast<int64_t>(records.size());
-    w->second.last_seen = options_.now();
-  }
-  if (options_.on_stored) {
-    options_.on_stored(records, absl::ToDoubleSeconds(absl::Now() - commit_start));
-  }
-  for (size_t i = 0; i < observed.size(); ++i) {
-    const auto& [item, obs] = observed[i];
-    JobRun& job = *jobs_.at(item.job_id);
-    TaskRun& t = job.tasks[item.task];
-    lease.items.erase(results[i].candidate_id());
-    --t.in_flight;
-    t.results[item.position] = obs;
-    t.last_result = options_.now();
-    ++t.done;
-    if (!obs.ok) ++t.failed;
-    if (obs.ok && (!t.best_ms || obs.time_ms < *t.best_ms)) {
-      t.best_ms = obs.time_ms;
-      t.best_config = records[i].config;
-    }
-  }
-  ReturnToQueue(lease);  // candidates the report left out go back
-  std::vector<int64_t> touched;
-  for (const auto& [item, obs] : observed) touched.push_back(item.job_id);
-  std::sort(touched.begin(), touched.end());
-  touched.erase(std::unique(touched.begin(), touched.end()), touched.end());
-  leases_.erase(l);
-  for (int64_t id : touched) {
-    auto it = jobs_.find(id);
-    if (it == jobs_.end()) continue;
-    for (TaskRun& t : it->second->tasks) {
-      // A complete batch goes to the search at once: the last one too, before it finishes.
-      const bool complete = !t.batch.empty() && t.queued.empty() && t.in_flight == 0 &&
-                            std::all_of(t.results.begin(), t.results.end(),
-                                        [](const auto& r) { return r.has_value(); });
-      if (complete && !IsFinal(t.state)) {
-        std::vector<Observation> observations;
-        for (const auto& r : t.results) observations.push_back(*r);
-        t.batch.clear();
-        t.results.clear();
-        if (absl::Status s = t.search->Complete(observations); !s.ok()) {
-          KTUNE_RETURN_IF_ERROR(FailTask(*it->second, t, s));
-        }
-      }
-      KTUNE_RETURN_IF_ERROR(db_->UpdateJobTask(id, t.index, t.state, t.done));
-    }
-    KTUNE_RETURN_IF_ERROR(FinishIfDone(*it->second));
-  }
-  return added;
-}
-
 absl::Status Scheduler::FinishIfDone(JobRun& job) {
   bool all_done = true;
   for (TaskRun& t : job.tasks) {
-    if (!IsFinal(t.state) && t.in_flight == 0 && t.queued.empty() &&
+    if (!IsFinal(t.state) && t.in_flight == 0 && t.queued.empty() && !t.agent_busy &&
         (t.done >= t.budget || t.exhausted || job.out_of_time)) {
       t.state = JobState::kDone;
       KTUNE_RETURN_IF_ERROR(db_->UpdateJobTask(job.job.id, t.index, t.state, t.done));
@@ -677,107 +337,6 @@ absl::Status Scheduler::FinishIfDone(JobRun& job) {
     Forget(id);
   }
   return absl::OkStatus();
-}
-
-absl::StatusOr<std::vector<std::string>> Scheduler::Heartbeat(
-    const std::string& worker_id, const std::vector<std::string>& lease_ids) {
-  absl::MutexLock lock(&mu_);
-  auto w = workers_.find(worker_id);
-  if (w == workers_.end()) return absl::NotFoundError(absl::StrCat("unknown worker ", worker_id));
-  w->second.last_seen = options_.now();
-  std::vector<std::string> revoked;
-  for (const std::string& id : lease_ids) {
-    auto l = leases_.find(id);
-    if (l == leases_.end() || l->second->worker != worker_id) {
-      revoked.push_back(id);
-    } else {
-      l->second->expires = options_.now() + options_.lease_timeout;
-    }
-  }
-  return revoked;
-}
-
-absl::Status Scheduler::Leave(const std::string& worker_id) {
-  absl::MutexLock lock(&mu_);
-  for (auto it = leases_.begin(); it != leases_.end();) {
-    if (it->second->worker == worker_id) {
-      ReturnToQueue(*it->second);
-      it = leases_.erase(it);
-    } else {
-      ++it;
-    }
-  }
-  if (workers_.erase(worker_id) > 0) LogEvent("worker_left", {{"worker_id", worker_id}});
-  return absl::OkStatus();
-}
-
-std::vector<Scheduler::WorkerStatus> Scheduler::ListWorkers() {
-  absl::MutexLock lock(&mu_);
-  std::map<std::string, int> leases;
-  for (const auto& [id, lease] : leases_) ++leases[lease->worker];
-  std::vector<WorkerStatus> out;
-  const absl::Time now = options_.now();
-  for (const auto& [id, w] : workers_) {
-    const int held = leases.count(id) ? leases[id] : 0;
-    out.push_back({id, w.device, w.host, held > 0, now - w.last_seen > options_.lease_timeout,
-                   held, w.last_seen, w.measurements});
-  }
-  return out;
-}
-
-Scheduler::Counts Scheduler::CountNow() {
-  absl::MutexLock lock(&mu_);
-  Counts c;
-  c.active_leases = static_cast<int64_t>(leases_.size());
-  for (const auto& [id, job] : jobs_) {
-    ++c.jobs[std::string(JobStateName(job->job.state))];
-    for (const TaskRun& t : job->tasks) c.queued_candidates += t.queued.size();
-  }
-  std::map<std::string, bool> measuring;
-  for (const auto& [id, lease] : leases_) measuring[lease->worker] = true;
-  const absl::Time now = options_.now();
-  for (const auto& [id, w] : workers_) {
-    const char* state = now - w.last_seen > options_.lease_timeout ? "lost"
-                        : measuring.count(id)                      ? "measuring"
-                                                                   : "idle";
-    ++c.workers[{w.device.device_class, state}];
-  }
-  return c;
-}
-
-void Scheduler::ExpireLeases() {
-  absl::MutexLock lock(&mu_);
-  const absl::Time now = options_.now();
-  for (auto it = leases_.begin(); it != leases_.end();) {
-    if (it->second->expires <= now) {
-      LogEvent("lease_expired", {{"lease_id", it->first},
-                                 {"worker_id", it->second->worker},
-                                 {"candidates", std::to_string(it->second->items.size())}});
-      ReturnToQueue(*it->second);
-      it = leases_.erase(it);
-    } else {
-      ++it;
-    }
-  }
-  for (auto it = workers_.begin(); it != workers_.end();) {
-    if (now - it->second.last_seen > kForgetLostWorkersAfter) {
-      LogEvent("lost_worker_dropped", {{"worker_id", it->first}});
-      workers_.erase(it++);
-    } else {
-      ++it;
-    }
-  }
-  // Cancelled jobs whose last leases are gone leave memory.
-  std::vector<int64_t> gone;
-  for (const auto& [id, job] : jobs_) {
-    bool leased = false;
-    for (const TaskRun& t : job->tasks) leased |= t.in_flight > 0;
-    if (job->job.state == JobState::kCancelled && !leased) gone.push_back(id);
-  }
-  for (int64_t id : gone) Forget(id);
-  if (absl::Status s = StopJobsOutOfTime(); !s.ok()) {
-    LogEvent("wall_time_check_failed", {{"reason", std::string(s.message())}});
-  }
 }
 
 absl::Status Scheduler::StopJobsOutOfTime() {

@@ -14,7 +14,15 @@
 // restart (Recover) each task's progress is recounted from the database: nothing acknowledged is
 // lost and nothing is measured twice beyond its budget.
 //
-// Thread-safe: every method takes the scheduler's lock.
+// Thread-safe: every method takes the scheduler's lock, briefly. Strategy work (a task's
+// initialisation, learning, proposals) and the commit of reported records run without it, so no
+// lease, report, heartbeat or query waits behind the agent: the work runs on the AgentRunner's
+// threads (SchedulerOptions::agent_threads), started when a worker first leases a task's class
+// and again as soon as a report completes a batch, so the next batch is ready, or being
+// prepared, while workers measure. A lease finds nothing of a task whose batch is being
+// prepared; it says to retry soon (LeaseGrant::retry_after).
+//
+// The code is in three files along its three parts (scheduler_internal.h).
 #ifndef KTUNE_SERVER_SCHEDULER_H_
 #define KTUNE_SERVER_SCHEDULER_H_
 
@@ -33,6 +41,7 @@
 #include "agent/search_strategy.h"
 #include "db/tuning_database.h"
 #include "ktune/v1/worker_service.pb.h"
+#include "server/agent_runner.h"
 #include "server/task_search.h"
 #include "server/task_spaces.h"
 
@@ -49,6 +58,11 @@ struct SchedulerOptions {
   // Called with the records of each report once they are committed (to refresh caches, count
   // measurements) and the seconds the commit took.
   std::function<void(const std::vector<Record>&, double)> on_stored;
+  // Threads that run strategy work (AgentRunner); 0: on the thread of the call that needs it
+  // (Lease or Report), still without the scheduler's lock (deterministic, for tests).
+  int agent_threads = 2;
+  // Makes a job's strategy by name; unset: MakeStrategy (tests inject strategies here).
+  StrategyFactory make_strategy;
 };
 
 // What a worker can measure besides its device class. Its leases hold only candidates of
@@ -113,6 +127,10 @@ struct LeaseGrant {
   std::string lease_id;  // empty when nothing is queued for the worker's device class
   std::vector<v1::Candidate> candidates;
   absl::Duration expires_in;
+  // With nothing granted: whether a batch for this worker is being prepared, and when to ask
+  // again (soon, when one is).
+  bool preparing = false;
+  absl::Duration retry_after = absl::Milliseconds(200);
 };
 
 class Scheduler {
@@ -148,6 +166,8 @@ class Scheduler {
   absl::Status Leave(const std::string& worker_id);
   // Takes back expired leases; the server calls it periodically.
   void ExpireLeases();
+  // Waits until no strategy work is queued or running (tests; an orderly stop).
+  void WaitForAgents() { agents_.WaitIdle(); }
 
   const SchedulerOptions& options() const { return options_; }
 
@@ -185,9 +205,24 @@ class Scheduler {
   static constexpr size_t kKeepFinished = 64;
   static constexpr absl::Duration kForgetLostWorkersAfter = absl::Hours(1);
 
-  absl::Status InitTask(JobRun& job, TaskRun& task, int cores) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // Takes the search's next batch when the previous one is complete.
-  absl::Status Refill(JobRun& job, TaskRun& task) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Strategy work prepared under mu_ and run without it (RunAgentWork); it ends by taking mu_
+  // and calling AfterAgentWork.
+  using AgentWork = std::function<void()>;
+  absl::StatusOr<LeaseGrant> LeaseLocked(const std::string& worker_id, int max_candidates,
+                                         std::vector<AgentWork>* work) ABSL_LOCKS_EXCLUDED(mu_);
+  // Creates the task's search for workers with `cores` cores, and takes its first batch.
+  void QueueInit(JobRun& job, TaskRun& task, int cores, std::vector<AgentWork>* work)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Gives the search the results of its complete batch, if any, and takes its next batch.
+  void QueueNextBatch(JobRun& job, TaskRun& task, std::optional<std::vector<Observation>> done,
+                      std::vector<AgentWork>* work) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Installs what the work produced: the new search (when it created one) and the next batch,
+  // or fails the task with the work's error. Ignored when the job has left memory.
+  void AfterAgentWork(int64_t job_id, int task, std::shared_ptr<TaskSearch> created,
+                      absl::StatusOr<std::vector<Point>> batch) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void RunAgentWork(std::vector<AgentWork> work) ABSL_LOCKS_EXCLUDED(mu_);
+  // Whether the task needs a new batch from its search (nothing queued or leased, budget left).
+  static bool NeedsBatch(const TaskRun& task);
   // A task whose search broke ends failed, saying why; the job goes on with its other tasks.
   absl::Status FailTask(JobRun& job, TaskRun& task, const absl::Status& why)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -215,6 +250,8 @@ class Scheduler {
   std::map<std::string, WorkerRun> workers_ ABSL_GUARDED_BY(mu_);
   int64_t next_id_ ABSL_GUARDED_BY(mu_) = 1;
   double pass_floor_ ABSL_GUARDED_BY(mu_) = 0;
+  // Last: destroyed first, so running work finishes while the state it reports to exists.
+  AgentRunner agents_;
 };
 
 }  // namespace ktune

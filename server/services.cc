@@ -126,7 +126,10 @@ grpc::ServerUnaryReactor* WorkerServiceImpl::LeaseBatch(grpc::CallbackServerCont
     *response->add_candidates() = std::move(c);
   }
   response->set_lease_expires_in_ms(absl::ToInt64Milliseconds(grant->expires_in));
-  if (grant->lease_id.empty()) response->set_retry_after_ms(200);
+  if (grant->lease_id.empty()) {
+    response->set_retry_after_ms(absl::ToInt64Milliseconds(grant->retry_after));
+    response->set_preparing(grant->preparing);
+  }
   return Done(ctx, absl::OkStatus());
 }
 

@@ -35,7 +35,9 @@ absl::StatusOr<std::unique_ptr<TaskSearch>> TaskSearch::Create(TuningDatabase* d
   KTUNE_ASSIGN_OR_RETURN(s->space_, spaces.Space(task, cores, options.threads));
   KTUNE_ASSIGN_OR_RETURN(std::optional<Configuration> default_config,
                          spaces.DefaultConfiguration(task, cores, options.threads));
-  KTUNE_ASSIGN_OR_RETURN(s->strategy_, MakeStrategy(options.strategy));
+  KTUNE_ASSIGN_OR_RETURN(s->strategy_, options.make_strategy
+                                            ? options.make_strategy(options.strategy)
+                                            : MakeStrategy(options.strategy));
   KTUNE_ASSIGN_OR_RETURN(std::vector<Record> known, db->TaskRecords(task));
   bool default_known = false;
   for (const Record& r : known) {

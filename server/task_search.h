@@ -15,7 +15,8 @@
 //    is saved to the database.
 //
 // The scheduler keeps the queue and the leases; it calls NextBatch when the previous batch's
-// results were all given to Complete. Not thread-safe: the scheduler's lock guards it.
+// results were all given to Complete. Not thread-safe: the scheduler lets one thread at a time
+// call it (TaskRun::agent_busy), without holding its own lock.
 #ifndef KTUNE_SERVER_TASK_SEARCH_H_
 #define KTUNE_SERVER_TASK_SEARCH_H_
 
@@ -49,6 +50,7 @@ class TaskSearch {
     // The strategy's checkpoint (PPO's policy) is saved this often between batches, and when
     // the search finishes.
     absl::Duration checkpoint_every = absl::Seconds(30);
+    StrategyFactory make_strategy;  // unset: MakeStrategy
   };
 
   // Prepares the search of canonical `task` as measured by workers with `cores` cores, with

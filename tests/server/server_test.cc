@@ -47,6 +47,9 @@ class ServerTest : public ::testing::Test {
     for (const char* s : kSpaces) options.replay_files.push_back(testing::SpaceFile(s));
     options.scheduler.lease_timeout = absl::Milliseconds(500);
     options.scheduler.heartbeat_interval = absl::Milliseconds(150);
+    // Strategy work inline (still without the scheduler's lock): a lease by hand gets its batch
+    // at once. The agent threads are TaskSearchTest's and FleetProcessTest's.
+    options.scheduler.agent_threads = 0;
     options.scheduler.now = [this] {
       absl::MutexLock lock(&clock_mu_);
       return frozen_at_ ? *frozen_at_ : absl::Now();

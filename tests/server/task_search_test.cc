@@ -5,9 +5,12 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <chrono>
 #include <functional>
+#include <future>
 #include <set>
 
+#include "absl/synchronization/notification.h"
 #include "absl/time/clock.h"
 #include "agent/search_strategy.h"
 #include "db/memory_tuning_database.h"
@@ -29,8 +32,10 @@ class TaskSearchTest : public ::testing::Test {
  protected:
   TaskSearchTest() { Restart(); }
 
-  // A scheduler on the same database, as after a server restart.
+  // A scheduler on the same database, as after a server restart. Strategy work runs inline (on
+  // the leasing or reporting thread, without the lock), so each lease sees its batch.
   void Restart(SchedulerOptions options = {}) {
+    options.agent_threads = 0;
     scheduler_ = std::make_unique<Scheduler>(&db_, &spaces_, std::move(options));
     ASSERT_TRUE(scheduler_->Recover().ok());
     worker_ = scheduler_->RegisterWorker(kDevice, "test", kCores);
@@ -237,6 +242,91 @@ TEST_F(TaskSearchTest, TheAgentsTimeIsBudgetedAgainstTheTimeBatchesSpendBeingMea
   EXPECT_GE(budget.measured_ms(), 90);
   EXPECT_GT(budget.agent_ms(), 0);
   EXPECT_DOUBLE_EQ(budget.AllowanceMs(), 0.05 * budget.measured_ms() - budget.agent_ms());
+}
+
+// The random strategy, except that its first proposal waits at a gate: it tells when it is
+// inside (entered) and proceeds when the test says so (release).
+struct Gate {
+  absl::Notification entered, release;
+};
+class GatedStrategy : public SearchStrategy {
+ public:
+  explicit GatedStrategy(Gate* gate) : gate_(gate), inner_(*MakeStrategy("random")) {}
+  absl::Status Initialize(const SearchSpace& space, uint64_t seed) override {
+    return inner_->Initialize(space, seed);
+  }
+  absl::Status AddPriorResults(const std::vector<Observation>& r) override {
+    return inner_->AddPriorResults(r);
+  }
+  absl::Status PreTuning(int64_t budget, int batch_size) override {
+    return inner_->PreTuning(budget, batch_size);
+  }
+  absl::StatusOr<std::vector<Point>> ProposeBatch() override {
+    if (!gate_->entered.HasBeenNotified()) {
+      gate_->entered.Notify();
+      gate_->release.WaitForNotification();
+    }
+    return inner_->ProposeBatch();
+  }
+  absl::Status NotifyResults(const std::vector<Observation>& r) override {
+    return inner_->NotifyResults(r);
+  }
+  std::string name() const override { return "gated"; }
+
+ private:
+  Gate* gate_;
+  std::unique_ptr<SearchStrategy> inner_;
+};
+
+// Issue 21: strategy work runs on the agent threads, without the scheduler's lock. While a
+// proposal is stuck, every other call returns; a report that completes a batch has the next one
+// prepared before any worker asks for it.
+TEST_F(TaskSearchTest, StrategyWorkRunsOffTheLockAndTheNextBatchIsPreparedAhead) {
+  Gate gate;
+  SchedulerOptions options;
+  options.agent_threads = 1;
+  options.make_strategy = [&gate](const std::string&) -> absl::StatusOr<std::unique_ptr<SearchStrategy>> {
+    return std::make_unique<GatedStrategy>(&gate);
+  };
+  scheduler_ = std::make_unique<Scheduler>(&db_, &spaces_, std::move(options));
+  worker_ = scheduler_->RegisterWorker(kDevice, "test", kCores);
+  const int64_t job = Submit(9, "random", /*batch_size=*/4);
+
+  // The first lease starts the task's set-up on an agent thread and asks to come back soon.
+  absl::StatusOr<LeaseGrant> first = scheduler_->Lease(worker_, 256);
+  ASSERT_TRUE(first.ok()) << first.status();
+  EXPECT_TRUE(first->lease_id.empty());
+  EXPECT_LT(first->retry_after, absl::Milliseconds(200));
+  scheduler_->WaitForAgents();
+  // The default configuration; its report makes the agent thread propose, which blocks.
+  ASSERT_EQ(LeaseAndReport().size(), 1u);
+  gate.entered.WaitForNotification();
+
+  auto others = std::async(std::launch::async, [&] {
+    absl::StatusOr<LeaseGrant> grant = scheduler_->Lease(worker_, 256);
+    EXPECT_TRUE(grant.ok() && grant->lease_id.empty());  // its batch is not ready
+    if (grant.ok()) EXPECT_LT(grant->retry_after, absl::Milliseconds(200));
+    EXPECT_TRUE(scheduler_->GetJob(job).ok());
+    EXPECT_TRUE(scheduler_->ListJobs().ok());
+    EXPECT_TRUE(scheduler_->Heartbeat(worker_, {}).ok());
+    EXPECT_EQ(scheduler_->ListWorkers().size(), 1u);
+    EXPECT_EQ(scheduler_->CountNow().queued_candidates, 0);
+  });
+  const bool returned = others.wait_for(std::chrono::seconds(60)) == std::future_status::ready;
+  gate.release.Notify();
+  ASSERT_TRUE(returned) << "a call waited for the agent";
+  others.get();
+
+  scheduler_->WaitForAgents();
+  EXPECT_EQ(scheduler_->CountNow().queued_candidates, 4);  // before any lease asked
+  EXPECT_EQ(LeaseAndReport().size(), 4u);
+  scheduler_->WaitForAgents();
+  EXPECT_EQ(LeaseAndReport().size(), 4u);
+  scheduler_->WaitForAgents();
+  absl::StatusOr<JobStatus> done = scheduler_->GetJob(job);
+  ASSERT_TRUE(done.ok());
+  EXPECT_EQ(done->job.state, JobState::kDone);
+  EXPECT_EQ(done->tasks[0].done, 9);
 }
 
 }  // namespace

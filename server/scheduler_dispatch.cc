@@ -1,0 +1,381 @@
+#include <algorithm>
+
+#include "absl/container/flat_hash_set.h"
+#include "absl/strings/str_cat.h"
+#include "common/event_log.h"
+#include "common/status_macros.h"
+#include "measurer/measurer.h"
+#include "proto/convert.h"
+#include "server/scheduler.h"
+#include "server/scheduler_internal.h"
+
+// Lease dispatch (scheduler_internal.h): which candidates a worker gets, what its report
+// stores, and the strategy work between the two, which runs without the scheduler's lock.
+namespace ktune {
+
+using scheduler_internal::IsFinal;
+using scheduler_internal::JobSource;
+
+namespace {
+
+// A worker's times, as IsValidTimeMs and kMaxRepeatTimes say.
+absl::Status ValidateTimes(const v1::CandidateResult& r) {
+  if (r.repeat_times_ms_size() > kMaxRepeatTimes) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "candidate ", r.candidate_id(), " has ", r.repeat_times_ms_size(), " times; at most 1024"));
+  }
+  for (double t : r.repeat_times_ms()) {
+    if (!IsValidTimeMs(t)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("candidate ", r.candidate_id(), " has the time ", t,
+                       " ms; times must be finite and above zero; nothing was stored"));
+    }
+  }
+  return absl::OkStatus();
+}
+
+// Whether a worker with `can` builds and runs a kernel in `language` (empty: not a registry
+// kernel), registered by a client or not.
+bool CanMeasure(const WorkerCapabilities& can, const std::string& language, bool client_kernel) {
+  if (client_kernel && !can.client_kernels) return false;
+  if (language.empty() || can.languages.empty()) return true;
+  return std::find(can.languages.begin(), can.languages.end(), language) != can.languages.end();
+}
+
+// How soon a worker that got nothing asks again while a batch for it is being prepared.
+constexpr absl::Duration kRetrySoon = absl::Milliseconds(10);
+
+}  // namespace
+
+bool Scheduler::NeedsBatch(const TaskRun& t) {
+  return t.search != nullptr && !t.agent_busy && t.queued.empty() && t.in_flight == 0 &&
+         !t.exhausted && t.done < t.budget && !IsFinal(t.state);
+}
+
+void Scheduler::QueueInit(JobRun& job, TaskRun& t, int cores, std::vector<AgentWork>* work) {
+  TaskSearch::Options search;
+  search.strategy = job.job.strategy;
+  search.seed = job.seed + t.index;
+  search.batch_size = job.batch_size > 0 ? job.batch_size : options_.batch_size;
+  search.checkpoint_every = options_.checkpoint_every;
+  search.threads = job.threads;
+  search.make_strategy = options_.make_strategy;
+  if (job.agent_share) search.max_agent_share = *job.agent_share;
+  t.agent_busy = true;
+  work->push_back([this, job_id = job.job.id, index = t.index, task = t.task, search, cores,
+                   budget_left = t.budget - t.done] {
+    absl::StatusOr<std::unique_ptr<TaskSearch>> created =
+        TaskSearch::Create(db_, *spaces_, task, search, cores, budget_left);
+    std::shared_ptr<TaskSearch> made;
+    absl::StatusOr<std::vector<Point>> batch =
+        created.ok() ? (made = std::move(*created))->NextBatch()
+                     : absl::StatusOr<std::vector<Point>>(created.status());
+    absl::MutexLock lock(&mu_);
+    AfterAgentWork(job_id, index, std::move(made), std::move(batch));
+  });
+}
+
+void Scheduler::QueueNextBatch(JobRun& job, TaskRun& t,
+                               std::optional<std::vector<Observation>> done,
+                               std::vector<AgentWork>* work) {
+  t.agent_busy = true;
+  work->push_back([this, job_id = job.job.id, index = t.index, search = t.search,
+                   done = std::move(done)] {
+    const absl::Status completed = done ? search->Complete(*done) : absl::OkStatus();
+    absl::StatusOr<std::vector<Point>> batch =
+        completed.ok() ? search->NextBatch() : absl::StatusOr<std::vector<Point>>(completed);
+    absl::MutexLock lock(&mu_);
+    AfterAgentWork(job_id, index, nullptr, std::move(batch));
+  });
+}
+
+void Scheduler::AfterAgentWork(int64_t job_id, int index, std::shared_ptr<TaskSearch> created,
+                               absl::StatusOr<std::vector<Point>> batch) {
+  auto it = jobs_.find(job_id);
+  if (it == jobs_.end()) return;  // ended and forgotten meanwhile: nothing to hand out
+  JobRun& job = *it->second;
+  TaskRun& t = job.tasks[index];
+  t.agent_busy = false;
+  if (created != nullptr) {
+    t.search = std::move(created);
+    t.space = t.search->space();
+    t.started = t.last_result = options_.now();
+  }
+  if (t.search != nullptr) {
+    t.prior_records = t.search->prior_records();
+    t.warm_started = t.search->warm_started();
+    t.agent_seconds = t.search->agent_seconds();
+  }
+  absl::Status status = absl::OkStatus();
+  if (!batch.ok()) {
+    if (!IsFinal(t.state)) status = FailTask(job, t, batch.status());
+  } else if (!IsFinal(t.state) && !job.out_of_time) {
+    std::vector<Point>& points = *batch;
+    const int64_t room = t.budget - t.done;
+    if (static_cast<int64_t>(points.size()) > room) points.resize(std::max<int64_t>(0, room));
+    if (points.empty()) {
+      t.exhausted = true;
+    } else {
+      t.batch = std::move(points);
+      t.results.assign(t.batch.size(), std::nullopt);
+      for (size_t i = 0; i < t.batch.size(); ++i) t.queued.push_back(i);
+    }
+  }
+  if (status.ok()) status = FinishIfDone(job);
+  if (!status.ok()) {
+    LogEvent("agent_work_not_recorded",
+             {{"job_id", std::to_string(job_id)}, {"reason", std::string(status.message())}});
+  }
+}
+
+void Scheduler::RunAgentWork(std::vector<AgentWork> work) {
+  for (AgentWork& w : work) agents_.Run(std::move(w));
+}
+
+absl::StatusOr<LeaseGrant> Scheduler::Lease(const std::string& worker_id, int max_candidates) {
+  if (max_candidates < 1 || max_candidates > 256) {
+    return absl::InvalidArgumentError("max_candidates must be between 1 and 256");
+  }
+  while (true) {
+    std::vector<AgentWork> work;
+    absl::StatusOr<LeaseGrant> grant = LeaseLocked(worker_id, max_candidates, &work);
+    const bool ran_here = agents_.inline_mode() && !work.empty();
+    RunAgentWork(std::move(work));
+    // Inline, the work has just run on this thread: lease again from the batches it made.
+    if (!grant.ok() || !grant->lease_id.empty() || !ran_here) return grant;
+  }
+}
+
+absl::StatusOr<LeaseGrant> Scheduler::LeaseLocked(const std::string& worker_id,
+                                                  int max_candidates,
+                                                  std::vector<AgentWork>* work) {
+  absl::MutexLock lock(&mu_);
+  auto w = workers_.find(worker_id);
+  if (w == workers_.end()) {
+    return absl::NotFoundError(absl::StrCat("unknown worker ", worker_id, "; register again"));
+  }
+  WorkerRun& worker = w->second;
+  worker.last_seen = options_.now();
+  auto lease = std::make_unique<LeaseRun>();
+  LeaseGrant grant;
+  bool preparing = false;  // a batch this worker could measure is being prepared
+  while (static_cast<int>(lease->items.size()) < max_candidates) {
+    // The job with the lowest pass that has work for this device class.
+    JobRun* chosen = nullptr;
+    TaskRun* chosen_task = nullptr;
+    for (auto& [id, job] : jobs_) {
+      if (job->job.state != JobState::kQueued && job->job.state != JobState::kRunning) continue;
+      // Out of wall time: the expiry tick (StopJobsOutOfTime) ends it.
+      if (job->out_of_time || (job->wall_deadline && *job->wall_deadline <= worker.last_seen)) {
+        continue;
+      }
+      if (chosen != nullptr && job->pass >= chosen->pass) continue;
+      for (TaskRun& t : job->tasks) {
+        if (t.task.device_class != worker.device.device_class || IsFinal(t.state)) continue;
+        if (!CanMeasure(worker.capabilities, t.language, t.client_kernel)) continue;
+        if (t.search == nullptr && !t.agent_busy) QueueInit(*job, t, worker.cores, work);
+        if (NeedsBatch(t)) QueueNextBatch(*job, t, std::nullopt, work);
+        preparing |= t.agent_busy;
+        if (!t.queued.empty()) {
+          chosen = job.get();
+          chosen_task = &t;
+          break;
+        }
+      }
+    }
+    if (chosen == nullptr) break;
+    if (chosen->job.state == JobState::kQueued) {
+      KTUNE_RETURN_IF_ERROR(db_->SetJobState(chosen->job.id, JobState::kRunning, ""));
+      chosen->job.state = JobState::kRunning;
+    }
+    TaskRun& t = *chosen_task;
+    if (t.state == JobState::kQueued) t.state = JobState::kRunning;
+    const size_t position = t.queued.front();
+    t.queued.pop_front();
+    ++t.in_flight;
+    chosen->pass += 1.0 / (chosen->job.priority + 1);
+    const std::string cid =
+        absl::StrCat(chosen->job.id, ".", t.index, ".", position, ".", next_id_++);
+    lease->items[cid] = {chosen->job.id, t.index, position};
+    v1::Candidate c;
+    c.set_candidate_id(cid);
+    *c.mutable_task() = ToProto(t.task);
+    const Configuration config = t.space->ToConfiguration(t.batch[position]);
+    ToProto(config, c.mutable_config()->mutable_params());
+    c.set_config_hash(ParamMapHash(config));
+    grant.candidates.push_back(std::move(c));
+  }
+  // Tasks the loop found exhausted may have finished their job.
+  std::vector<int64_t> ids;
+  for (const auto& [id, job] : jobs_) ids.push_back(id);
+  for (int64_t id : ids) {
+    if (auto it = jobs_.find(id); it != jobs_.end()) {
+      KTUNE_RETURN_IF_ERROR(FinishIfDone(*it->second));
+    }
+  }
+  // Advance the floor so that jobs submitted later start level with the others.
+  double floor = 1e300;
+  for (const auto& [id, job] : jobs_) floor = std::min(floor, job->pass);
+  if (floor < 1e300) pass_floor_ = floor;
+  if (lease->items.empty()) {
+    grant.preparing = preparing;
+    if (preparing) grant.retry_after = kRetrySoon;
+    return grant;
+  }
+  lease->id = absl::StrCat("L", next_id_++);
+  lease->worker = worker_id;
+  lease->expires = options_.now() + options_.lease_timeout;
+  grant.lease_id = lease->id;
+  grant.expires_in = options_.lease_timeout;
+  leases_[lease->id] = std::move(lease);
+  return grant;
+}
+
+void Scheduler::ReturnToQueue(LeaseRun& lease) {
+  for (const auto& [cid, item] : lease.items) {
+    auto job = jobs_.find(item.job_id);
+    if (job == jobs_.end()) continue;
+    TaskRun& t = job->second->tasks[item.task];
+    --t.in_flight;
+    if (!IsFinal(t.state) && !job->second->out_of_time && !t.results[item.position]) {
+      t.queued.push_front(item.position);
+    }
+  }
+  lease.items.clear();
+}
+
+absl::StatusOr<int64_t> Scheduler::Report(const std::string& worker_id, const std::string& lease_id,
+                                          const std::vector<v1::CandidateResult>& results) {
+  // 1. Under the lock: check the report and turn it into records; the lease is held meanwhile.
+  std::vector<Record> records;
+  std::vector<std::pair<LeaseRun::Item, Observation>> observed;
+  {
+    absl::MutexLock lock(&mu_);
+    auto l = leases_.find(lease_id);
+    if (l == leases_.end() || l->second->worker != worker_id) {
+      LogEvent("report_refused", {{"worker_id", worker_id}, {"lease_id", lease_id}});
+      return absl::FailedPreconditionError(absl::StrCat(
+          "lease ", lease_id, " is not held by worker ", worker_id,
+          " (it expired and its candidates were handed out again); nothing was stored"));
+    }
+    LeaseRun& lease = *l->second;
+    if (lease.committing) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "a report of lease ", lease_id, " is being stored; this one stored nothing"));
+    }
+    const auto w = workers_.find(worker_id);
+    const DeviceInfo device = w != workers_.end() ? w->second.device : DeviceInfo{};
+    // Validate everything before storing anything.
+    const int64_t now_us = absl::ToUnixMicros(options_.now());
+    absl::flat_hash_set<std::string> seen;
+    for (const v1::CandidateResult& r : results) {
+      auto it = lease.items.find(r.candidate_id());
+      if (it == lease.items.end()) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("candidate ", r.candidate_id(), " is not in lease ", lease_id));
+      }
+      if (!seen.insert(r.candidate_id()).second) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "candidate ", r.candidate_id(), " appears twice in the report; nothing was stored"));
+      }
+      KTUNE_RETURN_IF_ERROR(ValidateTimes(r));
+      const LeaseRun::Item& item = it->second;
+      auto job = jobs_.find(item.job_id);
+      if (job == jobs_.end()) {  // cannot happen while the lease holds it; refuse, don't crash
+        return absl::InternalError(absl::StrCat("the job of candidate ", r.candidate_id(),
+                                                " is gone; nothing was stored"));
+      }
+      TaskRun& t = job->second->tasks[item.task];
+      KTUNE_ASSIGN_OR_RETURN(MeasurementStatus status, FromProto(r.status()));
+      MeasureResult m;
+      m.status = status;
+      m.message = r.message().substr(0, 4096);
+      m.repeat_times_ms.assign(r.repeat_times_ms().begin(), r.repeat_times_ms().end());
+      if (status == MeasurementStatus::kOk) {
+        if (m.repeat_times_ms.empty()) {
+          return absl::InvalidArgumentError(
+              absl::StrCat("candidate ", r.candidate_id(), " is ok but has no times"));
+        }
+        std::vector<double> sorted = m.repeat_times_ms;
+        std::sort(sorted.begin(), sorted.end());
+        const size_t n = sorted.size();
+        m.time_ms = n % 2 ? sorted[n / 2] : (sorted[n / 2 - 1] + sorted[n / 2]) / 2;
+      }
+      Record rec = ToRecord(t.task, device, t.space->ToConfiguration(t.batch[item.position]), m,
+                            worker_id);
+      rec.measured_at_us = now_us;
+      rec.source = JobSource(item.job_id);
+      records.push_back(std::move(rec));
+      observed.push_back({item,
+                          {t.batch[item.position], status == MeasurementStatus::kOk,
+                           m.time_ms.value_or(0)}});
+    }
+    lease.committing = true;
+  }
+  // 2. Without the lock: commit (the reply waits for it; nothing else does).
+  const absl::Time commit_start = absl::Now();
+  absl::StatusOr<int64_t> added = db_->AddRecords(records);
+  if (added.ok() && options_.on_stored) {
+    options_.on_stored(records, absl::ToDoubleSeconds(absl::Now() - commit_start));
+  }
+  // 3. Under the lock again: progress, the lease's end, and the strategy work of complete batches.
+  std::vector<AgentWork> work;
+  absl::Status status = absl::OkStatus();
+  {
+    absl::MutexLock lock(&mu_);
+    auto l = leases_.find(lease_id);  // still there: a committing lease neither expires nor leaves
+    LeaseRun& lease = *l->second;
+    lease.committing = false;
+    if (!added.ok()) return added.status();  // the lease stands: report again, or it expires
+    if (auto w = workers_.find(worker_id); w != workers_.end()) {
+      w->second.measurements += static_cast<int64_t>(records.size());
+      w->second.last_seen = options_.now();
+    }
+    for (size_t i = 0; i < observed.size(); ++i) {
+      const auto& [item, obs] = observed[i];
+      JobRun& job = *jobs_.at(item.job_id);
+      TaskRun& t = job.tasks[item.task];
+      lease.items.erase(results[i].candidate_id());
+      --t.in_flight;
+      t.results[item.position] = obs;
+      t.last_result = options_.now();
+      ++t.done;
+      if (!obs.ok) ++t.failed;
+      if (obs.ok && (!t.best_ms || obs.time_ms < *t.best_ms)) {
+        t.best_ms = obs.time_ms;
+        t.best_config = records[i].config;
+      }
+    }
+    ReturnToQueue(lease);  // candidates the report left out go back
+    std::vector<int64_t> touched;
+    for (const auto& [item, obs] : observed) touched.push_back(item.job_id);
+    std::sort(touched.begin(), touched.end());
+    touched.erase(std::unique(touched.begin(), touched.end()), touched.end());
+    leases_.erase(l);
+    for (int64_t id : touched) {
+      auto it = jobs_.find(id);
+      if (it == jobs_.end()) continue;
+      for (TaskRun& t : it->second->tasks) {
+        // A complete batch goes to the search at once (the last one too, before it finishes),
+        // which then prepares the next one while workers measure other batches.
+        const bool complete = !t.batch.empty() && t.queued.empty() && t.in_flight == 0 &&
+                              std::all_of(t.results.begin(), t.results.end(),
+                                          [](const auto& r) { return r.has_value(); });
+        if (complete && !IsFinal(t.state) && !t.agent_busy) {
+          std::vector<Observation> observations;
+          for (const auto& r : t.results) observations.push_back(*r);
+          t.batch.clear();
+          t.results.clear();
+          QueueNextBatch(*it->second, t, std::move(observations), &work);
+        }
+        status.Update(db_->UpdateJobTask(id, t.index, t.state, t.done));
+      }
+      status.Update(FinishIfDone(*it->second));
+    }
+  }
+  RunAgentWork(std::move(work));
+  KTUNE_RETURN_IF_ERROR(status);
+  return *added;
+}
+
+}  // namespace ktune

@@ -1,0 +1,101 @@
+// The scheduler's private state, shared by its three files (server/scheduler.h):
+//   scheduler.cc          the job table: submit, recover, status, cancel/pause/resume, ends;
+//   scheduler_workers.cc  the worker registry: register, heartbeat, leave, expiry, counts;
+//   scheduler_dispatch.cc lease dispatch: leases, reports, and the strategy work around them.
+// Everything here is guarded by Scheduler::mu_.
+#ifndef KTUNE_SERVER_SCHEDULER_INTERNAL_H_
+#define KTUNE_SERVER_SCHEDULER_INTERNAL_H_
+
+#include <deque>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "server/scheduler.h"
+
+namespace ktune {
+
+struct Scheduler::TaskRun {
+  int index = 0;
+  TaskKey task;
+  std::string language;        // of its registry kernel; empty: not in the registry (replays)
+  bool client_kernel = false;  // a kernel a client registered
+  int64_t budget = 0;
+  int64_t done = 0;  // records of this job's task stored
+  int64_t failed = 0;
+  std::optional<double> best_ms;
+  Configuration best_config;
+  double flops = 0;
+  JobState state = JobState::kQueued;
+  std::string error;  // why it failed
+  // Set once its strategy work first ran (for the cores of the first worker that leased).
+  // Shared with the agent thread that works on it; see agent_busy.
+  std::shared_ptr<TaskSearch> search;
+  // Strategy work for this task is queued or running on the AgentRunner: nothing else may call
+  // `search` until it is back (AfterAgentWork), and no batch is handed out meanwhile.
+  bool agent_busy = false;
+  std::shared_ptr<const SearchSpace> space;
+  absl::Time started, last_result;
+  std::vector<Point> batch;                         // the search's current batch
+  std::vector<std::optional<Observation>> results;  // per batch position
+  std::deque<size_t> queued;                        // batch positions not leased
+  int64_t in_flight = 0;                            // leased, not reported
+  bool exhausted = false;                           // the search has nothing left
+  // The search's figures as of its last strategy work (read without touching `search`).
+  int64_t prior_records = 0;
+  bool warm_started = false;
+  double agent_seconds = 0;
+};
+
+struct Scheduler::JobRun {
+  Job job;
+  uint64_t seed = 1;
+  int batch_size = 0;  // 0: SchedulerOptions'
+  int threads = 0;
+  std::optional<double> agent_share;        // unset: TaskSearch's default
+  std::optional<absl::Time> wall_deadline;  // JobRequest::wall_seconds after submission
+  bool out_of_time = false;                 // past wall_deadline: nothing more is leased
+  double pass = 0;                          // stride scheduling: lowest pass leases next
+  std::vector<TaskRun> tasks;
+  absl::Time started;
+  int64_t done_at_start = 0;
+};
+
+struct Scheduler::LeaseRun {
+  struct Item {
+    int64_t job_id;
+    int task;
+    size_t position;
+  };
+  std::string id;
+  std::string worker;
+  absl::Time expires;
+  std::map<std::string, Item> items;  // by candidate id
+  // A report's records are being committed (without the lock): the lease neither expires nor
+  // takes another report until the commit is over.
+  bool committing = false;
+};
+
+struct Scheduler::WorkerRun {
+  DeviceInfo device;
+  WorkerCapabilities capabilities;
+  std::string host;
+  int cores = 1;
+  absl::Time last_seen;
+  int64_t measurements = 0;
+};
+
+namespace scheduler_internal {
+
+std::string JobSource(int64_t job_id);
+bool IsFinal(JobState s);
+// A task's progress in one job, from the records the job stored (source "job:<id>").
+absl::StatusOr<TaskStatus> CountJobRecords(TuningDatabase& db, int64_t job_id,
+                                           const TaskKey& task);
+
+}  // namespace scheduler_internal
+}  // namespace ktune
+
+#endif  // KTUNE_SERVER_SCHEDULER_INTERNAL_H_

@@ -1,0 +1,127 @@
+#include <random>
+
+#include "absl/strings/str_cat.h"
+#include "common/event_log.h"
+#include "server/scheduler.h"
+#include "server/scheduler_internal.h"
+
+// The worker registry (scheduler_internal.h): workers come, prove they live, and go; leases
+// they stop renewing expire.
+namespace ktune {
+
+std::string Scheduler::RegisterWorker(const DeviceInfo& device, const std::string& host, int cores,
+                                      WorkerCapabilities capabilities) {
+  absl::MutexLock lock(&mu_);
+  static std::mt19937_64 rng(std::random_device{}());
+  std::string id = absl::StrCat("w", next_id_++, "-", rng() % 1000000);
+  workers_[id] =
+      WorkerRun{device, std::move(capabilities), host, std::max(1, cores), options_.now()};
+  LogEvent("worker_registered", {{"worker_id", id},
+                                 {"device_class", device.device_class},
+                                 {"host", host},
+                                 {"cores", std::to_string(cores)}});
+  return id;
+}
+
+absl::StatusOr<std::vector<std::string>> Scheduler::Heartbeat(
+    const std::string& worker_id, const std::vector<std::string>& lease_ids) {
+  absl::MutexLock lock(&mu_);
+  auto w = workers_.find(worker_id);
+  if (w == workers_.end()) return absl::NotFoundError(absl::StrCat("unknown worker ", worker_id));
+  w->second.last_seen = options_.now();
+  std::vector<std::string> revoked;
+  for (const std::string& id : lease_ids) {
+    auto l = leases_.find(id);
+    if (l == leases_.end() || l->second->worker != worker_id) {
+      revoked.push_back(id);
+    } else {
+      l->second->expires = options_.now() + options_.lease_timeout;
+    }
+  }
+  return revoked;
+}
+
+absl::Status Scheduler::Leave(const std::string& worker_id) {
+  absl::MutexLock lock(&mu_);
+  for (auto it = leases_.begin(); it != leases_.end();) {
+    if (it->second->worker == worker_id && !it->second->committing) {
+      ReturnToQueue(*it->second);
+      it = leases_.erase(it);
+    } else {
+      ++it;
+    }
+  }
+  if (workers_.erase(worker_id) > 0) LogEvent("worker_left", {{"worker_id", worker_id}});
+  return absl::OkStatus();
+}
+
+std::vector<Scheduler::WorkerStatus> Scheduler::ListWorkers() {
+  absl::MutexLock lock(&mu_);
+  std::map<std::string, int> leases;
+  for (const auto& [id, lease] : leases_) ++leases[lease->worker];
+  std::vector<WorkerStatus> out;
+  const absl::Time now = options_.now();
+  for (const auto& [id, w] : workers_) {
+    const int held = leases.count(id) ? leases[id] : 0;
+    out.push_back({id, w.device, w.host, held > 0, now - w.last_seen > options_.lease_timeout,
+                   held, w.last_seen, w.measurements});
+  }
+  return out;
+}
+
+Scheduler::Counts Scheduler::CountNow() {
+  absl::MutexLock lock(&mu_);
+  Counts c;
+  c.active_leases = static_cast<int64_t>(leases_.size());
+  for (const auto& [id, job] : jobs_) {
+    ++c.jobs[std::string(JobStateName(job->job.state))];
+    for (const TaskRun& t : job->tasks) c.queued_candidates += t.queued.size();
+  }
+  std::map<std::string, bool> measuring;
+  for (const auto& [id, lease] : leases_) measuring[lease->worker] = true;
+  const absl::Time now = options_.now();
+  for (const auto& [id, w] : workers_) {
+    const char* state = now - w.last_seen > options_.lease_timeout ? "lost"
+                        : measuring.count(id)                      ? "measuring"
+                                                                   : "idle";
+    ++c.workers[{w.device.device_class, state}];
+  }
+  return c;
+}
+
+void Scheduler::ExpireLeases() {
+  absl::MutexLock lock(&mu_);
+  const absl::Time now = options_.now();
+  for (auto it = leases_.begin(); it != leases_.end();) {
+    if (it->second->expires <= now && !it->second->committing) {
+      LogEvent("lease_expired", {{"lease_id", it->first},
+                                 {"worker_id", it->second->worker},
+                                 {"candidates", std::to_string(it->second->items.size())}});
+      ReturnToQueue(*it->second);
+      it = leases_.erase(it);
+    } else {
+      ++it;
+    }
+  }
+  for (auto it = workers_.begin(); it != workers_.end();) {
+    if (now - it->second.last_seen > kForgetLostWorkersAfter) {
+      LogEvent("lost_worker_dropped", {{"worker_id", it->first}});
+      workers_.erase(it++);
+    } else {
+      ++it;
+    }
+  }
+  // Cancelled jobs whose last leases are gone leave memory.
+  std::vector<int64_t> gone;
+  for (const auto& [id, job] : jobs_) {
+    bool leased = false;
+    for (const TaskRun& t : job->tasks) leased |= t.in_flight > 0;
+    if (job->job.state == JobState::kCancelled && !leased) gone.push_back(id);
+  }
+  for (int64_t id : gone) Forget(id);
+  if (absl::Status s = StopJobsOutOfTime(); !s.ok()) {
+    LogEvent("wall_time_check_failed", {{"reason", std::string(s.message())}});
+  }
+}
+
+}  // namespace ktune
