@@ -102,6 +102,7 @@ struct ServeArgs {
               metrics_listen, log_format = "text";
   std::vector<std::string> replay;
   int64_t lease_timeout_ms = 30'000;
+  int agent_threads = 2;
 };
 
 int RunServe(const ServeArgs& a) {
@@ -121,6 +122,7 @@ int RunServe(const ServeArgs& a) {
   options.scheduler.lease_timeout = absl::Milliseconds(a.lease_timeout_ms);
   options.scheduler.heartbeat_interval =
       absl::Milliseconds(std::max<int64_t>(50, a.lease_timeout_ms / 3));
+  options.scheduler.agent_threads = a.agent_threads;
   std::thread signals;
   absl::StatusOr<std::unique_ptr<TuningServer>> server = TuningServer::Start(options);
   if (!server.ok()) return Fail("serve", server.status());
@@ -382,6 +384,12 @@ void RegisterServiceCommands(CLI::App& app, Action* action) {
       ->add_option("--lease-timeout-ms", serve_args->lease_timeout_ms,
                    "A lease not reported or heartbeated within this goes back to the queue")
       ->check(CLI::Range(int64_t{50}, int64_t{3'600'000}))
+      ->capture_default_str();
+  serve
+      ->add_option("--agent-threads", serve_args->agent_threads,
+                   "Threads for strategy work (set-up, learning, proposals), which runs without "
+                   "the scheduler's lock; 0: on the RPC thread that needs it")
+      ->check(CLI::Range(0, 256))
       ->capture_default_str();
   serve->callback([=] { *action = [=] { return RunServe(*serve_args); }; });
 
