@@ -60,12 +60,19 @@ absl::StatusOr<std::unique_ptr<TaskKey>> OptionalTask(bool has_task, const v1::T
 // Collects a client stream of records, then stores them in one transaction.
 class RecordImport final : public grpc::ServerReadReactor<v1::Record> {
  public:
-  RecordImport(TuningDatabase* db, v1::ImportRecordsResponse* response)
-      : db_(db), response_(response) {
+  RecordImport(grpc::CallbackServerContext* ctx, TuningDatabase* db,
+               v1::ImportRecordsResponse* response)
+      : ctx_(ctx), db_(db), response_(response) {
     StartRead(&incoming_);
   }
   void OnReadDone(bool ok) override {
-    if (!ok) return Store();  // the client closed its side: the stream is complete
+    // A failed read ends the stream: complete when the client closed its side, abandoned when
+    // it cancelled the call (then nothing is stored).
+    if (!ok && ctx_->IsCancelled()) {
+      return Finish(grpc::Status(grpc::StatusCode::CANCELLED,
+                                 "the import stream was cancelled; nothing was stored"));
+    }
+    if (!ok) return Store();
     ++received_;
     if (records_.size() >= kMaxStreamRecords) {
       return Finish(ToGrpc(absl::ResourceExhaustedError(
@@ -91,6 +98,7 @@ class RecordImport final : public grpc::ServerReadReactor<v1::Record> {
     Finish(grpc::Status::OK);
   }
 
+  grpc::CallbackServerContext* ctx_;
   TuningDatabase* db_;
   v1::ImportRecordsResponse* response_;
   v1::Record incoming_;
@@ -159,7 +167,7 @@ grpc::ServerWriteReactor<v1::Record>* TuningServiceImpl::ExportRecords(
 grpc::ServerReadReactor<v1::Record>* TuningServiceImpl::ImportRecords(
     grpc::CallbackServerContext* ctx, v1::ImportRecordsResponse* response) {
   if (absl::Status a = auth_->Check(ctx, Role::kAdmin); !a.ok()) return new FailedImport(a);
-  return new RecordImport(db_, response);
+  return new RecordImport(ctx, db_, response);
 }
 
 grpc::ServerUnaryReactor* TuningServiceImpl::ListWorkers(grpc::CallbackServerContext* ctx,

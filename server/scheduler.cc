@@ -226,6 +226,10 @@ absl::StatusOr<std::vector<JobStatus>> Scheduler::ListJobs() {
 }
 
 absl::StatusOr<JobStatus> Scheduler::Cancel(int64_t id) {
+  // Cancelling a cancelled job changes nothing, also once it has left memory.
+  if (absl::StatusOr<JobStatus> s = GetJob(id); s.ok() && s->job.state == JobState::kCancelled) {
+    return s;
+  }
   absl::MutexLock lock(&mu_);
   KTUNE_ASSIGN_OR_RETURN(JobRun * job, FindJob(id));
   // A cancelled job stays in memory until its last leases are reported or expire.

@@ -158,10 +158,6 @@ def test_import_export_roundtrip(records_server, empty_server):
 # --- tuning and jobs (replay worker) ---
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError,
-                   reason="the server stores the records of an import stream the "
-                   "client cancelled (RecordImport::OnReadDone treats a failed read as the end "
-                   "of the stream); the API says records are stored when the stream closes")
 def test_a_cancelled_import_stores_nothing(records_server, empty_server):
     record = next(iter(records_server.client().export_records()))
     message = ktune.v1.types_pb2.Record()
@@ -237,10 +233,6 @@ def test_cancel_pause_resume(replay_server):
     assert client.get_job(job.job_id).measurements_done == 0
 
 
-@pytest.mark.xfail(strict=True, raises=ktune.FailedPrecondition,
-                   reason="the server answers FAILED_PRECONDITION 'job N has already ended "
-                   "(cancelled)' once a cancelled job has left its memory, where the API says "
-                   "'Cancelling a cancelled job changes nothing' (Scheduler::Cancel / FindJob)")
 def test_cancelling_twice_changes_nothing(replay_server):
     client = replay_server.client()
     job = client.submit({"name": "py-cancel-twice", "kernels": ["pnpoly"], "problems": [{}],
