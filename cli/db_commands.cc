@@ -62,9 +62,8 @@ struct ExportArgs {
 int RunExport(const ExportArgs& a) {
   const std::string cmd = "db export";
   auto format = ParseRecordFileFormat(a.format);
-  if (!format.ok() || *format == RecordFileFormat::kAuto ||
-      *format == RecordFileFormat::kKernelTuner) {
-    return UsageError(cmd, "--format must be jsonl or t4");
+  if (!format.ok() || *format == RecordFileFormat::kAuto) {
+    return UsageError(cmd, "--format must be jsonl, t4 or kernel-tuner");
   }
   auto problem = ParseParamMapAssignments(a.problem);
   if (!problem.ok())
@@ -76,7 +75,7 @@ int RunExport(const ExportArgs& a) {
   if (*format == RecordFileFormat::kJsonl) {
     written = ExportJsonl(**db, out);
   } else {
-    // A T4 file holds one task: pick it from the flags, or the only one there is.
+    // A T4 or Kernel Tuner file holds one task: pick it from the flags, or the only one there is.
     auto tasks = (*db)->ListTasks();
     if (!tasks.ok()) return Fail(cmd, tasks.status());
     std::vector<TaskKey> matching;
@@ -96,10 +95,12 @@ int RunExport(const ExportArgs& a) {
       }
       return UsageError(cmd, matching.empty()
                                  ? "no task matches --kernel/--device/--problem"
-                                 : absl::StrCat("a T4 file holds one task; ", matching.size(),
+                                 : absl::StrCat("a ", RecordFileFormatName(*format),
+                                                " file holds one task; ", matching.size(),
                                                 " match, choose one:", list));
     }
-    written = ExportT4(**db, matching.front(), out);
+    written = *format == RecordFileFormat::kT4 ? ExportT4(**db, matching.front(), out)
+                                                : ExportKernelTuner(**db, matching.front(), out);
   }
   if (!written.ok()) return Fail(cmd, written.status());
   if (a.out.empty() || a.out == "-") {
@@ -173,13 +174,13 @@ void RegisterDbCommands(CLI::App& app, Action* action) {
   imp->callback([=] { *action = [=] { return RunImport(*import_args); }; });
 
   auto export_args = std::make_shared<ExportArgs>();
-  CLI::App* exp = db->add_subcommand("export", "Export records as JSONL (all) or T4 (one task)");
+  CLI::App* exp = db->add_subcommand("export", "Export records as JSONL (all), or T4 or a Kernel Tuner cache (one task)");
   AddDbOption(exp, &export_args->db);
-  exp->add_option("--format", export_args->format, "jsonl or t4")->capture_default_str();
+  exp->add_option("--format", export_args->format, "jsonl, t4 or kernel-tuner")->capture_default_str();
   exp->add_option("--out", export_args->out, "Output file (.gz compresses; default: stdout)");
-  exp->add_option("--kernel", export_args->kernel, "T4: the task's kernel");
-  exp->add_option("--device", export_args->device, "T4: the task's device class");
-  exp->add_option("--problem", export_args->problem, "T4: the task's problem");
+  exp->add_option("--kernel", export_args->kernel, "T4, kernel-tuner: the task's kernel");
+  exp->add_option("--device", export_args->device, "T4, kernel-tuner: the task's device class");
+  exp->add_option("--problem", export_args->problem, "T4, kernel-tuner: the task's problem");
   exp->callback([=] { *action = [=] { return RunExport(*export_args); }; });
 
   auto stats_args = std::make_shared<StatsArgs>();

@@ -443,4 +443,83 @@ absl::StatusOr<int64_t> ExportT4(TuningDatabase& db, const TaskKey& task, std::o
   return static_cast<int64_t>(records.size());
 }
 
+absl::StatusOr<int64_t> ExportKernelTuner(TuningDatabase& db, const TaskKey& task,
+                                          std::ostream& out) {
+  KTUNE_ASSIGN_OR_RETURN(std::vector<Record> records, db.TaskRecords(task));
+  if (records.empty()) return absl::NotFoundError("the task has no records to export");
+  auto json_of = [](const ParamValue& v) {
+    return std::visit([](const auto& x) { return Json(x); }, v);
+  };
+  // Kernel Tuner's key: Python's str() of each value (strings raw, numbers as written).
+  auto key_part = [](const ParamValue& v) {
+    if (const std::string* s = std::get_if<std::string>(&v)) return *s;
+    return std::visit([](const auto& x) { return Json(x).dump(); }, v);
+  };
+  std::vector<std::string> keys;
+  for (const auto& [k, v] : records.front().config) keys.push_back(k);  // a map: sorted
+  Json tune_params = Json::object();
+  for (const std::string& k : keys) {
+    std::vector<ParamValue> values;
+    for (const Record& r : records) {
+      auto it = r.config.find(k);
+      if (it != r.config.end() &&
+          std::find(values.begin(), values.end(), it->second) == values.end()) {
+        values.push_back(it->second);
+      }
+    }
+    std::sort(values.begin(), values.end());
+    Json list = Json::array();
+    for (const ParamValue& v : values) list.push_back(json_of(v));
+    tune_params[k] = std::move(list);
+  }
+  Json problem_size = Json::array();
+  for (const auto& [k, v] : task.problem) {
+    if (k != "dtype") problem_size.push_back(json_of(v));
+  }
+  const Json fingerprint = Json::parse(records.front().device.fingerprint_json, nullptr, false);
+  const std::string device_name = fingerprint.is_object() && fingerprint.contains("name") &&
+                                          fingerprint["name"].is_string()
+                                      ? fingerprint["name"].get<std::string>()
+                                      : task.device_class;
+  Json cache = Json::object();
+  for (const Record& r : records) {
+    Json entry = Json::object();
+    std::string key;
+    for (const std::string& k : keys) {
+      auto it = r.config.find(k);
+      if (it == r.config.end()) continue;
+      entry[k] = json_of(it->second);
+      absl::StrAppend(&key, key.empty() ? "" : ",", key_part(it->second));
+    }
+    if (r.status == MeasurementStatus::kOk && r.time_ms) {
+      entry["time"] = *r.time_ms;
+      entry["times"] = r.repeat_times_ms;
+    } else {
+      const char* name = r.status == MeasurementStatus::kInvalidConfig ? "InvalidConfig"
+                         : r.status == MeasurementStatus::kCompileError
+                             ? "CompilationFailedConfig"
+                             : "RuntimeFailedConfig";
+      entry["time"] = name;
+      entry["__error__"] = name;
+    }
+    if (r.measured_at_us) {
+      entry["timestamp"] = absl::FormatTime("%Y-%m-%dT%H:%M:%E6S%Ez",
+                                            absl::FromUnixMicros(*r.measured_at_us),
+                                            absl::UTCTimeZone());
+    }
+    cache[key] = std::move(entry);
+  }
+  Json doc = {{"device_name", device_name},
+              {"kernel_name", task.kernel},
+              {"problem_size", std::move(problem_size)},
+              {"tune_params_keys", keys},
+              {"tune_params", std::move(tune_params)},
+              {"objective", "time"},
+              {"cache", std::move(cache)}};
+  const int64_t entries = static_cast<int64_t>(doc["cache"].size());
+  out << doc.dump(1) << '\n';
+  if (!out) return absl::UnavailableError("write failed");
+  return entries;
+}
+
 }  // namespace ktune

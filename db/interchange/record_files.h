@@ -66,6 +66,16 @@ absl::StatusOr<int64_t> ExportJsonl(TuningDatabase& db, std::ostream& out);
 // wrong_result -> "correctness"; invalid_config -> "constraints".
 absl::StatusOr<int64_t> ExportT4(TuningDatabase& db, const TaskKey& task, std::ostream& out);
 
+// One task's records as a Kernel Tuner cache file (the JSON of `tune_kernel(cache=...)`), which
+// Kernel Tuner reuses for the same kernel name, device name, problem size and parameters (in
+// simulation mode, on any device) and `ktune db import` reads back. Keys are "v1,v2,..." over
+// the sorted parameter names; ok records carry `time` (time_ms) and `times` (the repeats);
+// failures carry Kernel Tuner's error name (InvalidConfig, CompilationFailedConfig,
+// RuntimeFailedConfig) in `time` and `__error__`. The same format as the Python client's
+// ktune.kernel_tuner.cache_document. Returns the number of entries.
+absl::StatusOr<int64_t> ExportKernelTuner(TuningDatabase& db, const TaskKey& task,
+                                          std::ostream& out);
+
 }  // namespace ktune
 
 #endif  // KTUNE_DB_INTERCHANGE_RECORD_FILES_H_

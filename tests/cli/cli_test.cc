@@ -149,6 +149,38 @@ TEST(CliTest, ExportWritesJsonlAndT4Files) {
   EXPECT_EQ(nlohmann::json::parse(t4.out)["format"], "t4");
 }
 
+// A Kernel Tuner cache file out of ktune: Kernel Tuner's own format, which imports back to the
+// same records and the same best configuration.
+TEST(CliTest, ExportWritesAKernelTunerCacheThatImportsBack) {
+  TempDir dir;
+  const std::string db = dir.File("k.db");
+  auto imported = RunKtune({"db", "import", SpaceFile("pnpoly_RTX_Titan_kernel_tuner_cache.json.gz"),
+                            "--db", db, "--json"});
+  ASSERT_EQ(imported.exit_code, 0) << imported.err;
+  const int64_t records = nlohmann::json::parse(imported.out)["records_added"];
+  const std::string file = dir.File("pnpoly_RTX_Titan_kernel_tuner_cache.json");
+  auto exported = RunKtune({"db", "export", "--db", db, "--format", "kernel-tuner", "--out", file});
+  ASSERT_EQ(exported.exit_code, 0) << exported.err;
+  auto cache = nlohmann::json::parse(testing::ReadWholeFile(file));
+  EXPECT_EQ(cache["kernel_name"], "pnpoly");
+  EXPECT_EQ(cache["cache"].size(), static_cast<size_t>(records));
+  EXPECT_FALSE(cache["tune_params_keys"].empty());
+
+  const std::string db2 = dir.File("k2.db");
+  auto back = RunKtune({"db", "import", file, "--db", db2, "--format", "kernel-tuner", "--json"});
+  ASSERT_EQ(back.exit_code, 0) << back.err;
+  EXPECT_EQ(nlohmann::json::parse(back.out)["records_added"], records);
+  auto best = [](const std::string& path) {
+    auto r = RunKtune({"best", "--db", path, "--kernel", "pnpoly", "--device", "RTX_Titan", "--json"});
+    return nlohmann::json::parse(r.out)["best"][0];
+  };
+  EXPECT_EQ(best(db)["config"], best(db2)["config"]);
+  EXPECT_DOUBLE_EQ(best(db)["time_ms"].get<double>(), best(db2)["time_ms"].get<double>());
+
+  auto usage = RunKtune({"db", "export", "--db", dir.File("empty.db"), "--format", "kernel-tuner"});
+  EXPECT_EQ(usage.exit_code, 2) << usage.err;  // no task to export
+}
+
 TEST(CliTest, TuneOnAReplayDeviceStoresEveryMeasurement) {
   TempDir dir;
   std::string db = dir.File("k.db");
