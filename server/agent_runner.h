@@ -8,6 +8,8 @@
 // while workers measure other tasks' batches. With threads == 0, Run runs the work on the
 // caller's thread before it returns (deterministic: tests, and single-threaded embedding).
 //
+// The background threads run at a lower priority (nice kNice) than the threads answering RPCs.
+//
 // Thread-safe. The destructor waits for the work that is running and drops the rest.
 #ifndef KTUNE_SERVER_AGENT_RUNNER_H_
 #define KTUNE_SERVER_AGENT_RUNNER_H_
@@ -34,6 +36,8 @@ class AgentRunner {
   // Waits until no work is queued or running (tests; a server's orderly stop).
   void WaitIdle();
   bool inline_mode() const { return threads_.empty(); }
+
+  static constexpr int kNice = 10;
 
  private:
   void Loop();

@@ -77,6 +77,8 @@ def main() -> int:
     ap.add_argument("--budget", type=int, default=48, help="measurements per task")
     ap.add_argument("--seconds", type=float, default=20, help="idle phase; cap of the busy one")
     ap.add_argument("--agent-threads", type=int, default=2)
+    ap.add_argument("--strategy", default="ppo",
+                    help="the job's strategy; random separates the measuring load from the agent's")
     ap.add_argument("--json", action="store_true")
     a = ap.parse_args()
     binary = os.environ.get("KTUNE_BIN", str(REPO / "build/cli/ktune"))
@@ -131,7 +133,7 @@ def main() -> int:
         job = client.submit({"name": "stalls", "kernels": ["gemm"],
                              "problems": [{"M": n, "N": n, "K": n} for n in sizes],
                              "device_classes": [cpu_class], "budget": a.budget,
-                             "strategy": "ppo", "batch_size": 8})
+                             "strategy": a.strategy, "batch_size": 8})
         started = time.time()
         ended = lambda: client.get_job(job.job_id).state.value in ("done", "failed", "cancelled")
         busy = poll(calls, 10 * a.seconds, until=ended)
@@ -146,6 +148,7 @@ def main() -> int:
                 p.kill()
 
     result = {"tasks": a.tasks, "budget": a.budget, "agent_threads": a.agent_threads,
+              "strategy": a.strategy,
               "job_state": final.state.value, "measurements": final.measurements_done,
               "busy_seconds": round(busy_seconds, 1), "load_average": os.getloadavg()[0],
               "calls": {}}
@@ -160,7 +163,7 @@ def main() -> int:
     if a.json:
         print(json.dumps(result))
         return 0
-    print(f"{a.tasks} PPO tasks x {a.budget} real CPU measurements: job {final.state.value}, "
+    print(f"{a.tasks} {a.strategy} tasks x {a.budget} real CPU measurements: job {final.state.value}, "
           f"{final.measurements_done} measured in {busy_seconds:.0f} s; agent threads "
           f"{a.agent_threads}; load average {result['load_average']:.1f}")
     print(f"{'call':12} {'phase':5} {'n':>6} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8}")
