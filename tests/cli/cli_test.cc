@@ -4,8 +4,11 @@
 // reading the file itself.
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
+#include <sys/wait.h>
 #include <zlib.h>
 
+#include <cstdlib>
+#include <filesystem>
 #include <nlohmann/json.hpp>
 #include <set>
 #include <sstream>
@@ -179,6 +182,28 @@ TEST(CliTest, ExportWritesAKernelTunerCacheThatImportsBack) {
 
   auto usage = RunKtune({"db", "export", "--db", dir.File("empty.db"), "--format", "kernel-tuner"});
   EXPECT_EQ(usage.exit_code, 2) << usage.err;  // no task to export
+}
+
+// The light front (cli/agent_front.h) without ktune-agent beside it: the commands that run the
+// agent say what is missing and exit 1; the others work.
+TEST(CliTest, WithoutKtuneAgentTheFrontSaysWhatIsMissing) {
+  if (!KTUNE_WITH_AGENT_BINARY) GTEST_SKIP() << "built without LibTorch: ktune has no front";
+  TempDir dir;
+  const std::string alone = dir.File("ktune");
+  std::filesystem::copy_file(testing::KtuneBinary(), alone);
+  std::filesystem::permissions(alone, std::filesystem::perms::owner_all);
+  auto run = [&](const std::string& args) {
+    const std::string cmd = alone + " " + args + " > " + dir.File("out") + " 2> " + dir.File("err");
+    const int status = std::system(cmd.c_str());
+    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  };
+  EXPECT_EQ(run("tune --db " + dir.File("k.db") + " --device replay:" +
+                SpaceFile("pnpoly_RTX_3090_T4.json.gz") + " --budget 2"),
+            1);
+  EXPECT_THAT(testing::ReadWholeFile(dir.File("err")), HasSubstr("ktune-agent"));
+  EXPECT_EQ(run("tune --help"), 0);  // help comes from the front itself
+  EXPECT_THAT(testing::ReadWholeFile(dir.File("out")), HasSubstr("--strategy"));
+  EXPECT_EQ(run("db stats --db " + dir.File("k.db")), 0);
 }
 
 TEST(CliTest, TuneOnAReplayDeviceStoresEveryMeasurement) {
