@@ -22,22 +22,22 @@ std::vector<std::string> StrategyNames() { return {"random", "anneal", "genetic"
 std::vector<std::string> AblationStrategyNames() { return {}; }
 #endif
 
+#if KTUNE_PPO_IN_AGENT_BINARY
+// The `ktune` front runs every command that can run PPO as ktune-agent (cli/agent_front.h).
+constexpr char kWhyNoPpo[] =
+    "the ppo strategy runs in ktune-agent (LibTorch), and this is the light ktune front: run the "
+    "command through `ktune` as installed, with ktune-agent beside it";
+#elif !KTUNE_WITH_TORCH
+constexpr char kWhyNoPpo[] =
+    "this ktune was built without LibTorch (KTUNE_WITH_TORCH=OFF): no ppo strategy; use random, "
+    "anneal, genetic or model";
+#endif
+
 absl::StatusOr<std::unique_ptr<SearchStrategy>> MakeStrategy(const std::string& name) {
 #if KTUNE_WITH_TORCH
   if (auto ppo = MakePpoVariant(name)) return ppo;
-#elif KTUNE_PPO_IN_AGENT_BINARY
-  // The `ktune` front runs every command that can run PPO as ktune-agent (cli/agent_front.h).
-  if (name.rfind("ppo", 0) == 0) {
-    return absl::FailedPreconditionError(
-        "the ppo strategy runs in ktune-agent (LibTorch), and this is the light ktune front: run "
-        "the command through `ktune` as installed, with ktune-agent beside it");
-  }
 #else
-  if (name.rfind("ppo", 0) == 0) {
-    return absl::FailedPreconditionError(
-        "this ktune was built without LibTorch (KTUNE_WITH_TORCH=OFF): no ppo strategy; use "
-        "random, anneal, genetic or model");
-  }
+  if (name.rfind("ppo", 0) == 0) return absl::FailedPreconditionError(kWhyNoPpo);
 #endif
   if (name == "random") return std::make_unique<RandomStrategy>();
   if (name == "anneal") return std::make_unique<AnnealingStrategy>();

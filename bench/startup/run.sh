@@ -6,7 +6,7 @@
 #
 # For `--help`, `best --db` (a database of one imported recorded space) and `jobs --db`: the
 # median and max wall time over RUNS runs, and the peak RSS (GNU time's %M). For a CPU worker
-# registered with a server and idle: its resident set after 3 s (VmRSS) and its peak (VmHWM).
+# registered with a server and idle: its resident set once registered (VmRSS) and its peak (VmHWM).
 # Prints a table, then one JSON line per figure on stdout's last lines (prefix "json: ").
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
@@ -72,7 +72,10 @@ grep -q "listening" "$work/serve.log" || { echo "startup: the server did not sta
 for bin in ktune ktune-agent; do
   "$build/cli/$bin" worker --server "127.0.0.1:$port" --device cpu >"$work/worker-$bin.log" 2>&1 &
   pid=$!
-  sleep 3
+  # Measured once it has registered and idles asking for leases (readiness, not a fixed delay).
+  for _ in $(seq 240); do grep -q "worker_registered" "$work/worker-$bin.log" && break; sleep 0.5; done
+  grep -q "worker_registered" "$work/worker-$bin.log" ||
+    { echo "startup: the $bin worker did not register" >&2; cat "$work/worker-$bin.log" >&2; exit 1; }
   rss=$(awk '/VmRSS/{print int($2/1024)}' /proc/$pid/status)
   hwm=$(awk '/VmHWM/{print int($2/1024)}' /proc/$pid/status)
   kill -TERM $pid; wait $pid 2>/dev/null || true

@@ -22,20 +22,12 @@ import time
 from pathlib import Path
 
 import ktune
+from processes import listening_port, start, stop
 
 REPO = Path(__file__).resolve().parents[2]
 SPACES = ["convolution_A100_T4.json.gz", "dedispersion_A4000_T4.json.gz",
           "pnpoly_RTX_3090_T4.json.gz", "convolution_MI250X_T4.json.gz"]
 
-
-def wait_for_text(path: str, text: str, seconds: float = 120) -> str:
-    end = time.time() + seconds
-    while time.time() < end:
-        content = Path(path).read_text(errors="replace")
-        if text in content:
-            return content
-        time.sleep(0.1)
-    raise SystemExit(f"bench_dispatch: '{text}' not seen in {path}:\n" + Path(path).read_text())
 
 
 def run(binary: str, datasets: Path, threads: int, budget: int) -> dict:
@@ -46,9 +38,9 @@ def run(binary: str, datasets: Path, threads: int, budget: int) -> dict:
            "--agent-threads", str(threads)]
     for f in files:
         cmd += ["--replay", f]
-    procs = [subprocess.Popen(cmd, stdout=open(log, "w"), stderr=subprocess.STDOUT)]
+    procs = [start(cmd, log)]
     try:
-        port = wait_for_text(log, "listening on port ").split("listening on port ")[1].split()[0]
+        port = listening_port(log)
         address = f"127.0.0.1:{port}"
         for f in files:
             procs.append(subprocess.Popen(
@@ -58,7 +50,7 @@ def run(binary: str, datasets: Path, threads: int, budget: int) -> dict:
         # Wait until every worker registered, so the clock measures dispatch only.
         while len(client.workers()) < len(files):
             time.sleep(0.1)
-        start = time.time()
+        began = time.time()
         jobs = []
         for f in files:
             name = Path(f).name.split("_")[0]
@@ -71,16 +63,11 @@ def run(binary: str, datasets: Path, threads: int, budget: int) -> dict:
         for job_id in jobs:
             j = client.wait(job_id, timeout=600)
             done += j.measurements_done
-        seconds = time.time() - start
+        seconds = time.time() - began
         return {"agent_threads": threads, "measurements": done, "seconds": round(seconds, 2),
                 "per_second": round(done / seconds, 1), "load_average": os.getloadavg()[0]}
     finally:
-        for p in reversed(procs):
-            p.terminate()
-            try:
-                p.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                p.kill()
+        stop(procs)
 
 
 def main() -> int:

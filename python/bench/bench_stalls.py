@@ -30,6 +30,7 @@ from pathlib import Path
 import grpc
 
 import ktune
+from processes import listening_port, start, stop
 from ktune.v1 import tuning_service_pb2 as ts
 from ktune.v1 import tuning_service_pb2_grpc as ts_grpc
 from ktune.v1 import types_pb2 as tp
@@ -40,17 +41,6 @@ REPO = Path(__file__).resolve().parents[2]
 SPACE = "pnpoly_RTX_3090_T4.json.gz"
 
 
-def start(cmd: list[str], log: str) -> subprocess.Popen:
-    return subprocess.Popen(cmd, stdout=open(log, "w"), stderr=subprocess.STDOUT)
-
-
-def wait_for_text(path: str, text: str, seconds: float = 120) -> None:
-    end = time.time() + seconds
-    while time.time() < end:
-        if text in Path(path).read_text(errors="replace"):
-            return
-        time.sleep(0.1)
-    raise SystemExit(f"bench_stalls: '{text}' not seen in {path}:\n" + Path(path).read_text())
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -94,8 +84,7 @@ def main() -> int:
                     "--agent-threads", str(a.agent_threads)], server_log)
     procs = [server]
     try:
-        wait_for_text(server_log, "listening on port")
-        port = Path(server_log).read_text().split("listening on port ")[1].split()[0]
+        port = listening_port(server_log)
         address = f"127.0.0.1:{port}"
         channel = grpc.insecure_channel(address)
         tuning = ts_grpc.TuningServiceStub(channel)
@@ -140,12 +129,7 @@ def main() -> int:
         final = client.get_job(job.job_id)
         busy_seconds = time.time() - started
     finally:
-        for p in reversed(procs):
-            p.terminate()
-            try:
-                p.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                p.kill()
+        stop(procs)
 
     result = {"tasks": a.tasks, "budget": a.budget, "agent_threads": a.agent_threads,
               "strategy": a.strategy,
