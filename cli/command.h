@@ -62,6 +62,7 @@ absl::StatusOr<std::unique_ptr<SqliteTuningDatabase>> OpenDatabase(const std::st
 // when one of them is chosen.
 void RegisterDbCommands(CLI::App& app, Action* action);
 void RegisterQueryCommands(CLI::App& app, Action* action);
+void RegisterExplainCommand(CLI::App& app, Action* action);
 void RegisterSpaceCommand(CLI::App& app, Action* action);
 void RegisterBenchCommands(CLI::App& app, Action* action);
 void RegisterServiceCommands(CLI::App& app, Action* action);

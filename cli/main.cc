@@ -31,6 +31,7 @@ int main(int argc, char** argv) {
   RegisterKernelsCommand(app, &action);
   RegisterAgentCommands(app, &action);
   RegisterQueryCommands(app, &action);
+  RegisterExplainCommand(app, &action);
   RegisterDbCommands(app, &action);
   RegisterSpaceCommand(app, &action);
   try {

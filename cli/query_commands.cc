@@ -2,16 +2,12 @@
 #include <iostream>
 #include <nlohmann/json.hpp>
 
-#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "cli/command.h"
-#include "cli/tune_target.h"
+#include "cli/task_query.h"
 #include "common/status_macros.h"
-#include "kernels/kernel_registry.h"
 #include "ktune/v1/tuning_service.grpc.pb.h"
-#include "measurer/cpu_device.h"
-#include "measurer/cuda_measurer.h"
 #include "proto/channel.h"
 #include "proto/convert.h"
 
@@ -19,7 +15,8 @@ namespace ktune::cli {
 namespace {
 
 struct BestArgs {
-  std::string db, kernel, kernel_version, problem, device, family, fingerprint;
+  std::string db;
+  TaskQueryArgs task;
   int top = 1;
   bool json = false;
   // --server: ask a running server (its cache, with predictions for problems never tuned).
@@ -50,20 +47,13 @@ std::string LevelName(v1::MatchLevel level) {
   }
 }
 
-// QueryBest on the server at a.server. `device_fingerprint_json`: this machine's device, when
-// --device named it (cpu, cuda[:N]), for the exact level.
-absl::StatusOr<BestAnswerOf> AskServer(const BestArgs& a, const BestQuery& q,
-                                       const std::string& device_fingerprint_json) {
+// QueryBest on the server at a.server.
+absl::StatusOr<BestAnswerOf> AskServer(const BestArgs& a, const ResolvedTaskQuery& resolved) {
   KTUNE_ASSIGN_OR_RETURN(std::shared_ptr<grpc::Channel> channel, MakeChannel(a.server, a.tls));
   v1::QueryBestRequest request;
-  request.mutable_kernel()->set_name(q.kernel);
-  request.mutable_kernel()->set_version(q.kernel_version);
-  ToProto(q.problem, request.mutable_problem()->mutable_params());
-  request.mutable_device()->set_device_class(q.device_class);
-  request.mutable_device()->set_family(q.family);
-  if (!device_fingerprint_json.empty()) {
-    (*request.mutable_device()->mutable_extra())["fingerprint_json"] = device_fingerprint_json;
-  }
+  ToRequest(resolved, request.mutable_kernel(), request.mutable_problem(),
+            request.mutable_device());
+  const BestQuery& q = resolved.query;
   request.set_top_k(q.top_k);
   request.set_tune_if_missing(a.tune_if_missing);
   v1::QueryBestResponse response;
@@ -80,59 +70,22 @@ absl::StatusOr<BestAnswerOf> AskServer(const BestArgs& a, const BestQuery& q,
 
 int RunBest(const BestArgs& a) {
   const std::string cmd = "best";
-  auto problem = ParseParamMapAssignments(a.problem);
-  if (!problem.ok())
-    return UsageError(cmd, absl::StrCat("--problem: ", problem.status().message()));
   if (a.top < 1 || a.top > 100) return UsageError(cmd, "--top must be between 1 and 100");
   if (a.server.empty() && a.tune_if_missing) {
     return UsageError(cmd, "--tune-if-missing needs --server (a server queues the job)");
   }
-  if (!a.server.empty() && !a.fingerprint.empty()) {
+  if (!a.server.empty() && !a.task.fingerprint.empty()) {
     return UsageError(cmd,
                       "--fingerprint reads the local database; with --server, --device cpu or "
                       "cuda[:N] sends this machine's fingerprint");
   }
-  BestQuery q;
-  q.kernel = a.kernel;
-  q.kernel_version = a.kernel_version;
-  q.problem = *problem;
-  q.device_class = a.device;
-  q.family = a.family;
-  q.fingerprint_hash = a.fingerprint;
-  // Registry kernels: the problem as tasks store it (validated, dtype filled in).
-  const KernelRegistry registry = KernelRegistry::WithBuiltins();
-  if (const KernelDefinition* k = registry.Find(a.kernel); k != nullptr && !a.problem.empty()) {
-    auto canonical = k->ValidateProblem(*problem);
-    if (!canonical.ok()) return UsageError(cmd, std::string(canonical.status().message()));
-    q.problem = *canonical;
-  }
-  std::string fingerprint_json;  // of this machine's device, when --device names it
-  // `cpu` is this machine's CPU: its exact fingerprint, then its class, then its family.
-  if (a.device == "cpu") {
-    const DeviceInfo cpu = DescribeThisCpu(/*measure_clock=*/false).ToDeviceInfo();
-    fingerprint_json = cpu.fingerprint_json;
-    q.device_class = cpu.device_class;
-    if (q.family.empty()) q.family = cpu.family;
-    if (q.fingerprint_hash.empty()) q.fingerprint_hash = cpu.FingerprintHash();
-  }
-  // `cuda[:N]` is that GPU of this machine: its exact fingerprint, then its class and family.
-  if (absl::StartsWith(a.device, "cuda")) {
-    absl::StatusOr<DeviceInfo> gpu = DescribeCudaDevice(a.device);
-    if (!gpu.ok()) {
-      return UsageOrFail(cmd, absl::Status(gpu.status().code(),
-                                           absl::StrCat(gpu.status().message(),
-                                                        " (name the GPU model with --device to "
-                                                        "query without one)")));
-    }
-    fingerprint_json = gpu->fingerprint_json;
-    q.device_class = gpu->device_class;
-    if (q.family.empty()) q.family = gpu->family;
-    if (q.fingerprint_hash.empty()) q.fingerprint_hash = gpu->FingerprintHash();
-  }
+  absl::StatusOr<ResolvedTaskQuery> resolved = ResolveTaskQuery(a.task);
+  if (!resolved.ok()) return UsageOrFail(cmd, resolved.status());
+  BestQuery& q = resolved->query;
   q.top_k = a.top;
   absl::StatusOr<BestAnswerOf> best;
   if (!a.server.empty()) {
-    best = AskServer(a, q, fingerprint_json);
+    best = AskServer(a, *resolved);
     if (!best.ok()) {
       return absl::IsInvalidArgument(best.status()) || absl::IsNotFound(best.status())
                  ? UsageError(cmd, std::string(best.status().message()))
@@ -149,7 +102,7 @@ int RunBest(const BestArgs& a) {
     nlohmann::json records = nlohmann::json::array();
     for (const Record& r : best->records)
       records.push_back(nlohmann::json::parse(RecordToJsonLine(r)));
-    nlohmann::json out = {{"kernel", a.kernel},
+    nlohmann::json out = {{"kernel", q.kernel},
                           {"problem", nlohmann::json::parse(CanonicalJson(q.problem))},
                           {"device", q.device_class},
                           {"level", best->level},
@@ -157,11 +110,11 @@ int RunBest(const BestArgs& a) {
     if (!best->queued_job_id.empty()) out["queued_job_id"] = best->queued_job_id;
     std::cout << out.dump() << "\n";
   } else if (best->records.empty()) {
-    std::cout << "nothing known for " << a.kernel
-              << (problem->empty() ? "" : " " + FormatParamMapAssignments(*problem)) << " on "
+    std::cout << "nothing known for " << q.kernel
+              << (q.problem.empty() ? "" : " " + FormatParamMapAssignments(q.problem)) << " on "
               << q.device_class << "\n";
   } else {
-    std::cout << a.kernel << (problem->empty() ? "" : " " + FormatParamMapAssignments(*problem))
+    std::cout << q.kernel << (q.problem.empty() ? "" : " " + FormatParamMapAssignments(q.problem))
               << " on " << q.device_class << " (match: " << best->level << ")\n";
     int rank = 1;
     for (const Record& r : best->records) {
@@ -280,14 +233,7 @@ void RegisterQueryCommands(CLI::App& app, Action* action) {
   CLI::App* best = app.add_subcommand(
       "best", "Best known configuration of a task (exact device, then class, then family)");
   AddDbOption(best, &best_args->db);
-  best->add_option("--kernel", best_args->kernel, "Kernel name")->required();
-  best->add_option("--kernel-version", best_args->kernel_version, "Kernel version (default: any)");
-  best->add_option("--problem", best_args->problem, "Problem, e.g. M=1024,N=1024,K=1024");
-  best->add_option("--device", best_args->device, "Device class, e.g. A100, or cpu (this machine)")
-      ->required();
-  best->add_option("--family", best_args->family,
-                   "Architecture family to fall back to (default: the class's known family)");
-  best->add_option("--fingerprint", best_args->fingerprint, "Exact device fingerprint hash");
+  AddTaskQueryOptions(best, &best_args->task);
   best->add_option("--top", best_args->top, "How many distinct configurations")
       ->capture_default_str();
   best->add_flag("--json", best_args->json, "Print as JSON");

@@ -7,17 +7,20 @@
 
 namespace ktune {
 
-void ToProto(const ParamMap& params, google::protobuf::Map<std::string, v1::ParamValue>* out) {
-  for (const auto& [name, value] : params) {
-    v1::ParamValue& v = (*out)[name];
-    if (const auto* i = std::get_if<int64_t>(&value)) {
-      v.set_int_value(*i);
-    } else if (const auto* d = std::get_if<double>(&value)) {
-      v.set_float_value(*d);
-    } else {
-      v.set_string_value(std::get<std::string>(value));
-    }
+v1::ParamValue ToProto(const ParamValue& value) {
+  v1::ParamValue v;
+  if (const auto* i = std::get_if<int64_t>(&value)) {
+    v.set_int_value(*i);
+  } else if (const auto* d = std::get_if<double>(&value)) {
+    v.set_float_value(*d);
+  } else {
+    v.set_string_value(std::get<std::string>(value));
   }
+  return v;
+}
+
+void ToProto(const ParamMap& params, google::protobuf::Map<std::string, v1::ParamValue>* out) {
+  for (const auto& [name, value] : params) (*out)[name] = ToProto(value);
 }
 
 absl::StatusOr<ParamMap> FromProto(const google::protobuf::Map<std::string, v1::ParamValue>& in,

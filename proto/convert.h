@@ -12,6 +12,7 @@
 
 namespace ktune {
 
+v1::ParamValue ToProto(const ParamValue& value);
 void ToProto(const ParamMap& params, google::protobuf::Map<std::string, v1::ParamValue>* out);
 absl::StatusOr<ParamMap> FromProto(const google::protobuf::Map<std::string, v1::ParamValue>& in,
                                    const char* field);

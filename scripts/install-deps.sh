@@ -18,6 +18,8 @@ packages=(
   googletest libgtest-dev libgmock-dev libbenchmark-dev libopenblas-dev openssl curl prometheus time
   # the model-based search baseline (gradient-boosted trees)
   libxgboost-dev
+  # `ktune explain --plot` renders its SVG with gnuplot (without X11)
+  gnuplot-nox
 )
 
 missing=()

@@ -8,10 +8,8 @@
 #include "nlohmann/json.hpp"
 
 namespace ktune {
-namespace {
 
-// Distance between problems; infinity when a non-numeric parameter differs or names differ.
-double Distance(const Problem& a, const Problem& b) {
+double ProblemDistance(const Problem& a, const Problem& b) {
   if (a.size() != b.size()) return std::numeric_limits<double>::infinity();
   double d = 0;
   for (const auto& [name, va] : a) {
@@ -27,6 +25,8 @@ double Distance(const Problem& a, const Problem& b) {
   }
   return d;
 }
+
+namespace {
 
 // Cores of the machine a record was measured on (CPU fingerprints say), else unbounded.
 int64_t CoresOf(const Record& r) {
@@ -54,7 +54,7 @@ absl::StatusOr<std::optional<Record>> PredictBest(TuningDatabase& db,
   for (const TaskKey& t : tasks) {
     if (t.kernel != query.kernel || t.problem == query.problem) continue;
     if (!query.kernel_version.empty() && t.kernel_version != query.kernel_version) continue;
-    const double d = Distance(t.problem, query.problem);
+    const double d = ProblemDistance(t.problem, query.problem);
     if (std::isfinite(d)) near.push_back({t.device_class == query.device_class, d, &t});
   }
   std::sort(near.begin(), near.end(), [](const Candidate& a, const Candidate& b) {

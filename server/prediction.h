@@ -16,6 +16,10 @@
 
 namespace ktune {
 
+// Distance between problems: the sum over numeric parameters of |log2(a) - log2(b)|; infinity when
+// a non-numeric parameter differs or the names differ.
+double ProblemDistance(const Problem& a, const Problem& b);
+
 absl::StatusOr<std::optional<Record>> PredictBest(TuningDatabase& db,
                                                   const KernelRegistry& registry,
                                                   const BestQuery& query);

@@ -1,9 +1,8 @@
 #include "server/services.h"
 
-#include <set>
-
 #include <condition_variable>
 #include <mutex>
+#include <set>
 #include <thread>
 #include <tuple>
 
@@ -11,6 +10,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
 #include "proto/convert.h"
+#include "server/explanation.h"
 #include "server/job_spec.h"
 #include "server/polling_stream.h"
 
@@ -361,45 +361,50 @@ grpc::ServerUnaryReactor* TuningServiceImpl::QueryBest(grpc::CallbackServerConte
   return send((*answer)->wire);
 }
 
-absl::StatusOr<std::shared_ptr<const BestAnswer>> TuningServiceImpl::AnswerQueryBest(
-    grpc::CallbackServerContext* ctx, const v1::QueryBestRequest& request) {
-  if (request.kernel().name().empty()) {
+absl::StatusOr<BestQuery> TuningServiceImpl::ParseBestQuery(const v1::KernelRef& kernel,
+                                                             const v1::Problem& problem,
+                                                             const v1::DeviceFingerprint& device) {
+  if (kernel.name().empty()) {
     return absl::InvalidArgumentError("kernel.name is required");
   }
   for (const auto& [field, value, limit] :
-       {std::tuple<const char*, const std::string&, size_t>{"kernel.name", request.kernel().name(),
-                                                            256},
-        {"kernel.version", request.kernel().version(), 256},
-        {"device.device_class", request.device().device_class(), 256},
-        {"device.family", request.device().family(), 256}}) {
+       {std::tuple<const char*, const std::string&, size_t>{"kernel.name", kernel.name(), 256},
+        {"kernel.version", kernel.version(), 256},
+        {"device.device_class", device.device_class(), 256},
+        {"device.family", device.family(), 256}}) {
     if (value.size() > limit) {
       return absl::InvalidArgumentError(
           absl::StrCat(field, " is ", value.size(), " bytes long; at most ", limit));
     }
   }
-  for (const auto& [key, value] : request.device().extra()) {
+  for (const auto& [key, value] : device.extra()) {
     if (key.size() > 256 || value.size() > 65536) {
       return absl::InvalidArgumentError(
           "device.extra: keys are at most 256 bytes, values at most 64 KiB");
     }
   }
-  if (request.top_k() < 0 || request.top_k() > 100) {
-    return absl::InvalidArgumentError("top_k must be between 1 and 100");
-  }
-  KTUNE_ASSIGN_OR_RETURN(Problem problem, FromProto(request.problem().params(), "problem"));
   BestQuery q;
-  q.kernel = request.kernel().name();
-  q.kernel_version = request.kernel().version();
-  q.problem = std::move(problem);
+  KTUNE_ASSIGN_OR_RETURN(q.problem, FromProto(problem.params(), "problem"));
+  q.kernel = kernel.name();
+  q.kernel_version = kernel.version();
   if (const KernelDefinition* k = spaces_->registry().Find(q.kernel); k != nullptr) {
     KTUNE_ASSIGN_OR_RETURN(q.problem, k->ValidateProblem(q.problem));
   }
-  q.device_class = request.device().device_class();
-  q.family = request.device().family();
-  if (auto it = request.device().extra().find("fingerprint_json");
-      it != request.device().extra().end()) {
+  q.device_class = device.device_class();
+  q.family = device.family();
+  if (auto it = device.extra().find("fingerprint_json"); it != device.extra().end()) {
     q.fingerprint_hash = DeviceInfo{it->second, "", ""}.FingerprintHash();
   }
+  return q;
+}
+
+absl::StatusOr<std::shared_ptr<const BestAnswer>> TuningServiceImpl::AnswerQueryBest(
+    grpc::CallbackServerContext* ctx, const v1::QueryBestRequest& request) {
+  if (request.top_k() < 0 || request.top_k() > 100) {
+    return absl::InvalidArgumentError("top_k must be between 1 and 100");
+  }
+  KTUNE_ASSIGN_OR_RETURN(BestQuery q,
+                         ParseBestQuery(request.kernel(), request.problem(), request.device()));
   q.top_k = request.top_k() == 0 ? 1 : request.top_k();
   KTUNE_ASSIGN_OR_RETURN(std::shared_ptr<const BestAnswer> best, best_->Query(q));
   const bool measured = best->message.level() == v1::MATCH_LEVEL_EXACT ||
@@ -412,6 +417,19 @@ absl::StatusOr<std::shared_ptr<const BestAnswer>> TuningServiceImpl::AnswerQuery
   with_job->message.set_queued_job_id(job);
   with_job->wire = with_job->message.SerializeAsString();
   return with_job;
+}
+
+grpc::ServerUnaryReactor* TuningServiceImpl::Explain(grpc::CallbackServerContext* ctx,
+                                                     const v1::ExplainRequest* request,
+                                                     v1::ExplainResponse* response) {
+  if (absl::Status a = auth_->Check(ctx, Role::kQuery); !a.ok()) return Done(ctx, a);
+  absl::StatusOr<BestQuery> q =
+      ParseBestQuery(request->kernel(), request->problem(), request->device());
+  if (!q.ok()) return Done(ctx, q.status());
+  absl::StatusOr<v1::ExplainResponse> explained = ktune::Explain(*db_, spaces_->registry(), *q);
+  if (!explained.ok()) return Done(ctx, explained.status());
+  *response = std::move(*explained);
+  return Done(ctx, absl::OkStatus());
 }
 
 namespace {

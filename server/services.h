@@ -88,6 +88,10 @@ class TuningServiceImpl final
   grpc::ServerUnaryReactor* QueryBest(grpc::CallbackServerContext* ctx,
                                       const grpc::ByteBuffer* request,
                                       grpc::ByteBuffer* response) override;
+  // Query role: the task is parsed and validated as QueryBest's (server/explanation.h).
+  grpc::ServerUnaryReactor* Explain(grpc::CallbackServerContext* ctx,
+                                    const v1::ExplainRequest* request,
+                                    v1::ExplainResponse* response) override;
   grpc::ServerUnaryReactor* ListKernels(grpc::CallbackServerContext* ctx,
                                         const v1::ListKernelsRequest* request,
                                         v1::ListKernelsResponse* response) override;
@@ -120,6 +124,10 @@ class TuningServiceImpl final
   // background job was queued).
   absl::StatusOr<std::shared_ptr<const BestAnswer>> AnswerQueryBest(
       grpc::CallbackServerContext* ctx, const v1::QueryBestRequest& request);
+  // The task and device of a QueryBest or Explain request, validated (InvalidArgument naming the
+  // field); the problem canonical for registry kernels. top_k is left at 1.
+  absl::StatusOr<BestQuery> ParseBestQuery(const v1::KernelRef& kernel, const v1::Problem& problem,
+                                           const v1::DeviceFingerprint& device);
   // tune_if_missing: queues a job for the task (one per task while it runs).
   absl::StatusOr<std::string> TuneInBackground(const BestQuery& query);
   static constexpr int64_t kBackgroundBudget = 64;

@@ -152,6 +152,53 @@ TEST(CliTest, ExportWritesJsonlAndT4Files) {
   EXPECT_EQ(nlohmann::json::parse(t4.out)["format"], "t4");
 }
 
+// `ktune explain` on a recorded space: the same answer from the database and from a server, as
+// text and JSON, with an SVG plot; bad input is a usage error, an unknown task an answer.
+TEST(CliTest, ExplainAnswersFromTheDatabaseAndAServerWithJsonAndAPlot) {
+  TempDir dir;
+  const std::string db = dir.File("e.db");
+  ASSERT_EQ(
+      RunKtune({"db", "import", SpaceFile("pnpoly_RTX_3090_T4.json.gz"), "--db", db}).exit_code, 0);
+  auto text = RunKtune({"explain", "--db", db, "--kernel", "pnpoly", "--device", "RTX_3090",
+                        "--plot", dir.File("e.svg")});
+  ASSERT_EQ(text.exit_code, 0) << text.err;
+  EXPECT_THAT(text.out, ::testing::HasSubstr("(match: device class)"));
+  EXPECT_THAT(text.out, ::testing::HasSubstr("what matters"));
+  EXPECT_THAT(text.out, ::testing::HasSubstr("plot: " + dir.File("e.svg")));
+  const std::string svg = testing::ReadWholeFile(dir.File("e.svg"));
+  EXPECT_NE(svg.find("<svg"), std::string::npos);
+  EXPECT_NE(svg.find(">pnpoly on RTX_3090<"), std::string::npos);  // the title, as written
+  EXPECT_NE(svg.find("Tuning progress"), std::string::npos);
+  EXPECT_NE(svg.find(">tile_size<"), std::string::npos);  // the largest effect
+
+  auto local = RunKtune(
+      {"explain", "--db", db, "--kernel", "pnpoly", "--device", "RTX_3090", "--json"});
+  ASSERT_EQ(local.exit_code, 0) << local.err;
+  const auto json = nlohmann::json::parse(local.out);
+  EXPECT_EQ(json["level"], "MATCH_LEVEL_DEVICE_CLASS");
+  EXPECT_EQ(json["records"], "4092");
+  EXPECT_EQ(json["parameters"][0]["name"], "tile_size");
+
+  const std::string address = "127.0.0.1:" + std::to_string(testing::FreePort());
+  testing::KtuneProcess server({"serve", "--listen", address, "--db", db});
+  ASSERT_TRUE(server.WaitForOutput("listening on port")) << server.Err();
+  auto remote = RunKtune(
+      {"explain", "--server", address, "--kernel", "pnpoly", "--device", "RTX_3090", "--json"});
+  ASSERT_EQ(remote.exit_code, 0) << remote.err;
+  EXPECT_EQ(nlohmann::json::parse(remote.out), json);
+
+  auto unknown = RunKtune({"explain", "--db", db, "--kernel", "pnpoly", "--device", "MI250X"});
+  EXPECT_EQ(unknown.exit_code, 0) << unknown.err;
+  EXPECT_THAT(unknown.out, ::testing::HasSubstr("nothing known"));
+  auto bad = RunKtune({"explain", "--db", db, "--kernel", "pnpoly", "--device", "RTX_3090",
+                       "--problem", "N"});
+  EXPECT_EQ(bad.exit_code, 2);
+  EXPECT_THAT(bad.err, ::testing::HasSubstr("--problem"));
+  auto refused = RunKtune({"explain", "--server", address, "--kernel", "", "--device", "x"});
+  EXPECT_EQ(refused.exit_code, 2) << refused.err;
+  EXPECT_THAT(refused.err, ::testing::HasSubstr("kernel.name is required"));
+}
+
 // A Kernel Tuner cache file out of ktune: Kernel Tuner's own format, which imports back to the
 // same records and the same best configuration.
 TEST(CliTest, ExportWritesAKernelTunerCacheThatImportsBack) {

@@ -1,0 +1,105 @@
+// ktune explain: why a configuration is served (server/explanation.h), from the database or a
+// server, as text, JSON, and an SVG plot.
+#include <iostream>
+
+#include "absl/strings/str_cat.h"
+#include "cli/command.h"
+#include "cli/explain_plot.h"
+#include "cli/task_query.h"
+#include "common/status_macros.h"
+#include "kernels/kernel_registry.h"
+#include "ktune/v1/tuning_service.grpc.pb.h"
+#include "proto/channel.h"
+#include "server/explanation.h"
+
+namespace ktune::cli {
+namespace {
+
+struct ExplainArgs {
+  std::string db;
+  TaskQueryArgs task;
+  bool json = false;
+  std::string plot;
+  std::string server, token;
+  ClientTls tls;
+};
+
+absl::StatusOr<v1::ExplainResponse> AskServer(const ExplainArgs& a,
+                                              const ResolvedTaskQuery& resolved) {
+  KTUNE_ASSIGN_OR_RETURN(std::shared_ptr<grpc::Channel> channel, MakeChannel(a.server, a.tls));
+  v1::ExplainRequest request;
+  ToRequest(resolved, request.mutable_kernel(), request.mutable_problem(),
+            request.mutable_device());
+  v1::ExplainResponse response;
+  KTUNE_RETURN_IF_ERROR(FromGrpc(v1::TuningService::NewStub(channel)->Explain(
+      ClientContextFor(a.token).get(), request, &response)));
+  return response;
+}
+
+int RunExplain(const ExplainArgs& a) {
+  const std::string cmd = "explain";
+  if (!a.server.empty() && !a.task.fingerprint.empty()) {
+    return UsageError(cmd,
+                      "--fingerprint reads the local database; with --server, --device cpu or "
+                      "cuda[:N] sends this machine's fingerprint");
+  }
+  absl::StatusOr<ResolvedTaskQuery> resolved = ResolveTaskQuery(a.task);
+  if (!resolved.ok()) return UsageOrFail(cmd, resolved.status());
+  absl::StatusOr<v1::ExplainResponse> explained;
+  if (!a.server.empty()) {
+    explained = AskServer(a, *resolved);
+    if (!explained.ok()) {
+      return absl::IsInvalidArgument(explained.status()) ? UsageError(cmd, std::string(explained.status().message()))
+                                                        : Fail(cmd, explained.status());
+    }
+  } else {
+    auto db = OpenDatabase(a.db);
+    if (!db.ok()) return Fail(cmd, db.status());
+    const KernelRegistry registry = KernelRegistry::WithBuiltins();
+    explained = Explain(**db, registry, resolved->query);
+    if (!explained.ok()) return Fail(cmd, explained.status());
+  }
+  if (a.json) {
+    std::cout << ExplanationJson(*explained) << "\n";
+  } else {
+    std::cout << ExplanationText(*explained, resolved->query);
+  }
+  if (!a.plot.empty()) {
+    if (explained->level() == v1::MATCH_LEVEL_NONE) {
+      return Fail(cmd, absl::NotFoundError("nothing known: no plot written"));
+    }
+    const BestQuery& q = resolved->query;
+    const std::string title =
+        absl::StrCat(q.kernel, q.problem.empty() ? "" : " ", FormatParamMapAssignments(q.problem),
+                     " on ", explained->served().device().device_class());
+    if (absl::Status s = WriteExplanationPlot(*explained, title, a.plot); !s.ok()) {
+      return Fail(cmd, s);
+    }
+    if (!a.json) std::cout << "plot: " << a.plot << "\n";
+  }
+  // Nothing known is an answer, not a failure of the command.
+  return kExitOk;
+}
+
+}  // namespace
+
+void RegisterExplainCommand(CLI::App& app, Action* action) {
+  auto args = std::make_shared<ExplainArgs>();
+  CLI::App* explain = app.add_subcommand(
+      "explain",
+      "Why a configuration is served: its records, the gap to the runner-up against the noise, "
+      "which parameters matter");
+  AddDbOption(explain, &args->db);
+  AddTaskQueryOptions(explain, &args->task);
+  explain->add_flag("--json", args->json, "Print as JSON (the ExplainResponse message)");
+  explain->add_option("--plot", args->plot,
+                      "Also draw the tuning progress and parameter effects to this SVG file "
+                      "(needs gnuplot)");
+  explain->add_option("--server", args->server,
+                      "Ask this server (HOST:PORT) instead of reading --db");
+  explain->add_option("--token", args->token, "Bearer token (or $KTUNE_TOKEN)");
+  AddClientTlsOptions(explain, &args->tls);
+  explain->callback([=] { *action = [=] { return RunExplain(*args); }; });
+}
+
+}  // namespace ktune::cli

@@ -1,0 +1,118 @@
+#include "cli/explain_plot.h"
+
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <system_error>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_replace.h"
+
+namespace ktune::cli {
+namespace {
+
+constexpr int kPlottedParameters = 4;
+constexpr int kLabelledValues = 8;
+
+// A gnuplot string literal (double-quoted, escapes for \ and ").
+std::string Quoted(const std::string& s) {
+  return absl::StrCat("\"", absl::StrReplaceAll(s, {{"\\", "\\\\"}, {"\"", "\\\""}}), "\"");
+}
+
+std::string ValueLabel(const v1::ParamValue& v) {
+  switch (v.kind_case()) {
+    case v1::ParamValue::kIntValue:
+      return absl::StrCat(v.int_value());
+    case v1::ParamValue::kFloatValue:
+      return absl::StrFormat("%g", v.float_value());
+    default:
+      return v.string_value();
+  }
+}
+
+}  // namespace
+
+std::string ExplanationPlotScript(const v1::ExplainResponse& e, const std::string& title,
+                                  const std::string& output) {
+  std::string s = absl::StrCat("set terminal svg size 1100,440 dynamic noenhanced font 'sans,11'\n",
+                               "set output ", Quoted(output), "\n");
+  // Progress: evaluation -> best so far (points before the first ok record are left out).
+  absl::StrAppend(&s, "$progress << EOD\n");
+  for (int i = 0; i < e.best_so_far_ms_size(); ++i) {
+    if (e.best_so_far_ms(i) > 0) absl::StrAppend(&s, i + 1, " ", e.best_so_far_ms(i), "\n");
+  }
+  absl::StrAppend(&s, "EOD\n");
+  // Effects: one block per parameter, "index median/fastest label".
+  int plotted = 0;
+  std::string plots;
+  for (const v1::ParameterEffect& p : e.parameters()) {
+    if (plotted == kPlottedParameters) break;
+    double fastest = 0;
+    for (const v1::ParameterValueEffect& v : p.values()) {
+      if (v.measurements() >= 3) fastest = fastest == 0 ? v.median_ms() : std::min(fastest, v.median_ms());
+    }
+    if (fastest == 0) continue;
+    absl::StrAppend(&s, "$effect", plotted, " << EOD\n");
+    int index = 0;
+    for (const v1::ParameterValueEffect& v : p.values()) {
+      if (v.measurements() < 3) continue;
+      absl::StrAppend(&s, index++, " ", v.median_ms() / fastest, " ", Quoted(ValueLabel(v.value())),
+                      "\n");
+    }
+    absl::StrAppend(&s, "EOD\n");
+    absl::StrAppend(&plots, plots.empty() ? "plot " : ", ", "$effect", plotted,
+                    " using 1:2 with linespoints lw 2 title ", Quoted(p.name()));
+    // Value labels only where they stay readable.
+    if (index <= kLabelledValues) {
+      absl::StrAppend(&plots, ", $effect", plotted, " using 1:2:3 with labels offset 0,0.8 notitle");
+    }
+    ++plotted;
+  }
+  absl::StrAppend(&s, "set multiplot layout 1,2 title ", Quoted(title), "\n",
+                  "set title 'Tuning progress'\nset xlabel 'measurements'\n",
+                  "set ylabel 'best time so far (ms)'\nset logscale xy\nset grid\n",
+                  "plot $progress using 1:2 with steps lw 2 notitle\n",
+                  "unset logscale xy\nset title 'Parameter effects (values measured 3+ times)'\n",
+                  "set xlabel 'value (in order)'\nset ylabel 'median time / fastest value''s'\n");
+  if (plots.empty()) {
+    absl::StrAppend(&s, "set label 1 'too few measurements' at graph 0.3,0.5\n",
+                    "plot [0:1][0:1] NaN notitle\n");
+  } else {
+    absl::StrAppend(&s, "set offsets 0.3,0.3,0.1,0.1\n", plots, "\n");
+  }
+  absl::StrAppend(&s, "unset multiplot\nset output\n");
+  return s;
+}
+
+absl::Status WriteExplanationPlot(const v1::ExplainResponse& e, const std::string& title,
+                                  const std::string& path) {
+  // gnuplot writes a temporary file beside the target, renamed over it once complete.
+  const std::string partial = absl::StrCat(path, ".partial-", getpid());
+  FILE* gnuplot = popen("gnuplot 1>&2", "w");
+  if (gnuplot == nullptr) return absl::InternalError("could not start gnuplot");
+  const std::string script = ExplanationPlotScript(e, title, partial);
+  fwrite(script.data(), 1, script.size(), gnuplot);
+  const int status = pclose(gnuplot);
+  std::error_code ignored;
+  if (!WIFEXITED(status) || WEXITSTATUS(status) != 0 || !std::filesystem::exists(partial)) {
+    std::filesystem::remove(partial, ignored);
+    if (WIFEXITED(status) && WEXITSTATUS(status) == 127) {
+      return absl::FailedPreconditionError(
+          "--plot needs gnuplot on PATH (Debian: apt-get install gnuplot-nox)");
+    }
+    return absl::InternalError(absl::StrCat("gnuplot failed (status ", status, ") drawing ", path));
+  }
+  std::error_code error;
+  std::filesystem::rename(partial, path, error);
+  if (error) {
+    std::filesystem::remove(partial, ignored);
+    return absl::InternalError(absl::StrCat("could not write ", path, ": ", error.message()));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace ktune::cli

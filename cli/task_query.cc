@@ -1,0 +1,76 @@
+#include "cli/task_query.h"
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "cli/tune_target.h"
+#include "kernels/kernel_registry.h"
+#include "measurer/cpu_device.h"
+#include "proto/convert.h"
+
+namespace ktune::cli {
+
+void AddTaskQueryOptions(CLI::App* sub, TaskQueryArgs* a) {
+  sub->add_option("--kernel", a->kernel, "Kernel name")->required();
+  sub->add_option("--kernel-version", a->kernel_version, "Kernel version (default: any)");
+  sub->add_option("--problem", a->problem, "Problem, e.g. M=1024,N=1024,K=1024");
+  sub->add_option("--device", a->device, "Device class, e.g. A100, or cpu (this machine)")
+      ->required();
+  sub->add_option("--family", a->family,
+                  "Architecture family to fall back to (default: the class's known family)");
+  sub->add_option("--fingerprint", a->fingerprint, "Exact device fingerprint hash");
+}
+
+absl::StatusOr<ResolvedTaskQuery> ResolveTaskQuery(const TaskQueryArgs& a) {
+  absl::StatusOr<Problem> problem = ParseParamMapAssignments(a.problem);
+  if (!problem.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat("--problem: ", problem.status().message()));
+  }
+  ResolvedTaskQuery r;
+  BestQuery& q = r.query;
+  q.kernel = a.kernel;
+  q.kernel_version = a.kernel_version;
+  q.problem = *problem;
+  q.device_class = a.device;
+  q.family = a.family;
+  q.fingerprint_hash = a.fingerprint;
+  // Registry kernels: the problem as tasks store it (validated, dtype filled in).
+  const KernelRegistry registry = KernelRegistry::WithBuiltins();
+  if (const KernelDefinition* k = registry.Find(a.kernel); k != nullptr && !a.problem.empty()) {
+    absl::StatusOr<Problem> canonical = k->ValidateProblem(*problem);
+    if (!canonical.ok()) return absl::InvalidArgumentError(canonical.status().message());
+    q.problem = *canonical;
+  }
+  std::optional<DeviceInfo> mine;  // this machine's device, when --device names it
+  if (a.device == "cpu") {
+    mine = DescribeThisCpu(/*measure_clock=*/false).ToDeviceInfo();
+  } else if (absl::StartsWith(a.device, "cuda")) {
+    absl::StatusOr<DeviceInfo> gpu = DescribeCudaDevice(a.device);
+    if (!gpu.ok()) {
+      return absl::Status(gpu.status().code(),
+                          absl::StrCat(gpu.status().message(),
+                                       " (name the GPU model with --device to query without one)"));
+    }
+    mine = *gpu;
+  }
+  if (mine) {
+    r.fingerprint_json = mine->fingerprint_json;
+    q.device_class = mine->device_class;
+    if (q.family.empty()) q.family = mine->family;
+    if (q.fingerprint_hash.empty()) q.fingerprint_hash = mine->FingerprintHash();
+  }
+  return r;
+}
+
+void ToRequest(const ResolvedTaskQuery& r, v1::KernelRef* kernel, v1::Problem* problem,
+               v1::DeviceFingerprint* device) {
+  kernel->set_name(r.query.kernel);
+  kernel->set_version(r.query.kernel_version);
+  ToProto(r.query.problem, problem->mutable_params());
+  device->set_device_class(r.query.device_class);
+  device->set_family(r.query.family);
+  if (!r.fingerprint_json.empty()) {
+    (*device->mutable_extra())["fingerprint_json"] = r.fingerprint_json;
+  }
+}
+
+}  // namespace ktune::cli

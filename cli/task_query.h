@@ -1,0 +1,41 @@
+// The task and device a lookup command asks about (`ktune best`, `ktune explain`): the same flags,
+// resolved the same way into a BestQuery.
+#ifndef KTUNE_CLI_TASK_QUERY_H_
+#define KTUNE_CLI_TASK_QUERY_H_
+
+#include <CLI/CLI.hpp>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "db/tuning_database.h"
+#include "ktune/v1/tuning_service.pb.h"
+
+namespace ktune::cli {
+
+struct TaskQueryArgs {
+  std::string kernel, kernel_version, problem, device, family, fingerprint;
+};
+
+// --kernel, --kernel-version, --problem, --device, --family, --fingerprint.
+void AddTaskQueryOptions(CLI::App* sub, TaskQueryArgs* args);
+
+struct ResolvedTaskQuery {
+  BestQuery query;  // top_k 1
+  // This machine's device fingerprint (canonical JSON) when --device named it (cpu, cuda[:N]),
+  // for the exact level of a server's answer; empty otherwise.
+  std::string fingerprint_json;
+};
+
+// The flags as a query. For a registry kernel the problem is validated and made canonical (dtype
+// filled in). `cpu` is this machine's CPU and `cuda[:N]` that GPU: their fingerprint, class and
+// family. InvalidArgument or NotFound for bad flags (a usage error); other errors when the named
+// device cannot be described (no GPU).
+absl::StatusOr<ResolvedTaskQuery> ResolveTaskQuery(const TaskQueryArgs& args);
+
+// The device part of a request to a server.
+void ToRequest(const ResolvedTaskQuery& resolved, v1::KernelRef* kernel, v1::Problem* problem,
+               v1::DeviceFingerprint* device);
+
+}  // namespace ktune::cli
+
+#endif  // KTUNE_CLI_TASK_QUERY_H_

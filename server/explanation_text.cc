@@ -1,0 +1,210 @@
+// ExplanationText: the explanation as a person reads it, the answer first.
+#include <algorithm>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
+#include "absl/time/time.h"
+#include "proto/convert.h"
+#include "server/explanation.h"
+
+namespace ktune {
+namespace {
+
+// Values whose median is this many times the fastest value's, or that fail more often than they
+// run, are listed as bad.
+constexpr double kBadValueRatio = 1.5;
+
+std::string ValueText(const v1::ParamValue& v) {
+  switch (v.kind_case()) {
+    case v1::ParamValue::kIntValue:
+      return absl::StrCat(v.int_value());
+    case v1::ParamValue::kFloatValue:
+      return absl::StrFormat("%g", v.float_value());
+    default:
+      return v.string_value();
+  }
+}
+
+std::string ConfigText(const v1::Record& r) {
+  std::vector<std::string> parts;
+  std::vector<std::pair<std::string, v1::ParamValue>> sorted(r.config().params().begin(),
+                                                             r.config().params().end());
+  std::sort(sorted.begin(), sorted.end(),
+            [](const auto& a, const auto& b) { return a.first < b.first; });
+  for (const auto& [name, value] : sorted) parts.push_back(absl::StrCat(name, "=", ValueText(value)));
+  return absl::StrJoin(parts, ",");
+}
+
+std::string ProblemText(const google::protobuf::Map<std::string, v1::ParamValue>& params) {
+  std::map<std::string, std::string> sorted;
+  for (const auto& [name, value] : params) sorted[name] = ValueText(value);
+  return absl::StrJoin(sorted, ",", absl::PairFormatter("="));
+}
+
+std::string LevelText(v1::MatchLevel level) {
+  switch (level) {
+    case v1::MATCH_LEVEL_EXACT:
+      return "exact device";
+    case v1::MATCH_LEVEL_DEVICE_CLASS:
+      return "device class";
+    case v1::MATCH_LEVEL_FAMILY:
+      return "family";
+    case v1::MATCH_LEVEL_PREDICTED:
+      return "predicted";
+    default:
+      return "none";
+  }
+}
+
+// Where a record comes from: when, which worker or file, how many repeats and their spread.
+std::string Provenance(const v1::Record& r) {
+  std::vector<std::string> parts;
+  if (r.repeat_times_ms_size() > 0) {
+    parts.push_back(absl::StrFormat("median of %d repeats, sd %.4g ms", r.repeat_times_ms_size(),
+                                    r.stddev_ms()));
+  } else {
+    parts.push_back("no repeats recorded");
+  }
+  if (r.has_measured_at()) {
+    parts.push_back(absl::StrCat(
+        "measured ", absl::FormatTime("%Y-%m-%d %H:%M:%S UTC",
+                                      absl::FromUnixSeconds(r.measured_at().seconds()),
+                                      absl::UTCTimeZone())));
+  }
+  parts.push_back(r.worker_id().empty() ? absl::StrCat("from ", r.source())
+                                        : absl::StrCat("by worker ", r.worker_id()));
+  return absl::StrJoin(parts, ", ");
+}
+
+// One line on a parameter that matters: the served value against the slowest one, its trend and
+// its bad values.
+std::string ParameterLine(const v1::ParameterEffect& p) {
+  const v1::ParameterValueEffect* served = nullptr;
+  const v1::ParameterValueEffect* slowest = nullptr;
+  const v1::ParameterValueEffect* fastest = nullptr;
+  for (const v1::ParameterValueEffect& v : p.values()) {
+    if (v.value().SerializeAsString() == p.served_value().SerializeAsString()) served = &v;
+    if (v.measurements() < 3) continue;
+    if (slowest == nullptr || v.median_ms() > slowest->median_ms()) slowest = &v;
+    if (fastest == nullptr || v.median_ms() < fastest->median_ms()) fastest = &v;
+  }
+  const std::string& name = p.name();
+  std::string line;
+  if (served != nullptr && served->measurements() >= 3 && slowest != nullptr) {
+    line = absl::StrFormat("%s=%s (served) is %.2fx faster than %s=%s (median of %d and %d "
+                           "measurements)",
+                           name, ValueText(served->value()),
+                           slowest->median_ms() / served->median_ms(), name,
+                           ValueText(slowest->value()), served->measurements(),
+                           slowest->measurements());
+    if (fastest != served) {
+      absl::StrAppend(&line, absl::StrFormat("; %s=%s has a %.2fx faster median", name,
+                                             ValueText(fastest->value()),
+                                             served->median_ms() / fastest->median_ms()));
+    }
+  } else {
+    line = absl::StrFormat("%s: medians differ %.2fx across its values (the served %s=%s has "
+                           "fewer than 3 measurements)",
+                           name, p.spread(), name, ValueText(p.served_value()));
+  }
+  if (p.direction() != 0) {
+    absl::StrAppend(&line, p.direction() > 0 ? "; larger is slower" : "; larger is faster");
+  }
+  std::vector<std::string> bad;
+  for (const v1::ParameterValueEffect& v : p.values()) {
+    if (v.failures() > v.measurements()) {
+      bad.push_back(absl::StrFormat("%s=%s (%d of %d failed)", name, ValueText(v.value()),
+                                    v.failures(), v.failures() + v.measurements()));
+    } else if (fastest != nullptr && v.measurements() >= 3 &&
+               v.median_ms() >= kBadValueRatio * fastest->median_ms()) {
+      bad.push_back(absl::StrFormat("%s=%s (%.1fx)", name, ValueText(v.value()),
+                                    v.median_ms() / fastest->median_ms()));
+    }
+  }
+  if (!bad.empty()) {
+    if (bad.size() > 4) bad.resize(4), bad.push_back("...");
+    absl::StrAppend(&line, "; bad: ", absl::StrJoin(bad, ", "));
+  }
+  return line;
+}
+
+}  // namespace
+
+std::string ExplanationText(const v1::ExplainResponse& e, const BestQuery& asked) {
+  std::string out = absl::StrCat(asked.kernel, asked.problem.empty() ? "" : " ",
+                                 FormatParamMapAssignments(asked.problem), " on ",
+                                 asked.device_class.empty() ? asked.family : asked.device_class);
+  if (e.level() == v1::MATCH_LEVEL_NONE) {
+    return absl::StrCat(out, ": nothing known (no records of this kernel on the device, its "
+                             "class or family, and no tuned problem to predict from)\n");
+  }
+  absl::StrAppend(&out, " (match: ", LevelText(e.level()), ")\n");
+  const v1::Record& s = e.served();
+  absl::StrAppend(&out, "served:    ", ConfigText(s), "\n           ",
+                  absl::StrFormat("%.4g ms", s.time_ms()), ", ", Provenance(s), "\n");
+  if (e.served_measurements() >= 2) {
+    absl::StrAppend(&out, "           re-verified: measured ", e.served_measurements(),
+                    " times\n");
+  }
+  if (e.level() == v1::MATCH_LEVEL_PREDICTED) {
+    absl::StrAppend(
+        &out, "           predicted from ", ProblemText(e.predicted_from().problem().params()),
+        " on ", e.predicted_from().device_class(),
+        absl::StrFormat(" (distance %.2f: the sum of |log2| steps over the problem's sizes); "
+                        "never measured for the asked problem\n",
+                        e.neighbour_distance()));
+  } else if (e.level() == v1::MATCH_LEVEL_FAMILY) {
+    absl::StrAppend(&out, "           measured on ", s.device().device_class(),
+                    ", another device of the family\n");
+  }
+  if (e.has_runner_up()) {
+    absl::StrAppend(&out, "runner-up: ", ConfigText(e.runner_up()), "\n           ",
+                    absl::StrFormat("%.4g ms, %.1f%% slower; ", e.runner_up().time_ms(),
+                                    100 * e.gap()));
+    if (!e.has_noise()) {
+      absl::StrAppend(&out, "the noise is unknown (fewer than 2 samples of one of them)\n");
+    } else {
+      absl::StrAppend(&out, absl::StrFormat("%s the noise (standard error %.2f%%)\n",
+                                            e.gap_exceeds_noise()
+                                                ? "a real difference: more than twice"
+                                                : "within twice",
+                                            100 * e.noise()));
+    }
+  } else {
+    absl::StrAppend(&out, "runner-up: none (one configuration measured)\n");
+  }
+  const std::string problem = ProblemText(s.task().problem().params());
+  absl::StrAppend(&out, "records:   ", e.records(), " of ", s.task().kernel().name(),
+                  problem.empty() ? "" : " ", problem, " on ", s.device().device_class(), " (",
+                  e.failed_records(), " failed)\n");
+  std::vector<std::string> idle, unknown;
+  bool header = false;
+  for (const v1::ParameterEffect& p : e.parameters()) {
+    const int64_t compared = std::count_if(
+        p.values().begin(), p.values().end(),
+        [](const v1::ParameterValueEffect& v) { return v.measurements() >= 3; });
+    if (compared < 2) {
+      unknown.push_back(p.name());
+      continue;
+    }
+    if (!p.matters()) {
+      idle.push_back(p.name());
+      continue;
+    }
+    if (!header) absl::StrAppend(&out, "what matters (median time by value, largest effect first):\n");
+    header = true;
+    absl::StrAppend(&out, "  ", ParameterLine(p), "\n");
+  }
+  if (!idle.empty()) {
+    absl::StrAppend(&out, "does not matter (medians within 5%): ", absl::StrJoin(idle, ", "),
+                    "\n");
+  }
+  if (!unknown.empty()) {
+    absl::StrAppend(&out, "too few measurements to tell (fewer than two values measured 3 times): ",
+                    absl::StrJoin(unknown, ", "), "\n");
+  }
+  return out;
+}
+
+}  // namespace ktune

@@ -1,0 +1,264 @@
+// Explanations (server/explanation.h) on records whose answer is known: a synthetic task where
+// one parameter matters by a known factor, one does not and one value always fails; the gap
+// against the noise; a recorded space's optimum; a prediction's neighbour.
+#include "server/explanation.h"
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <limits>
+#include <random>
+
+#include "db/interchange/record_files.h"
+#include "db/memory_tuning_database.h"
+#include "db/sqlite_tuning_database.h"
+#include "kernels/kernel_registry.h"
+#include "tests/testing/test_util.h"
+
+namespace ktune {
+namespace {
+
+using ::testing::ContainsRegex;
+using ::testing::HasSubstr;
+using ::testing::Not;
+
+const DeviceInfo kDevice{R"({"cores":2,"name":"test"})", "cpu:test", "x86-64-v3"};
+const Problem kProblem{{"n", int64_t{1}}};
+
+Record Measured(const Configuration& config, std::vector<double> repeats, int64_t at_us) {
+  Record r;
+  r.kernel = "synthetic";
+  r.problem = kProblem;
+  r.device = kDevice;
+  r.config = config;
+  r.repeat_times_ms = std::move(repeats);
+  FillRepeatStatistics(r);
+  r.time_ms = r.median_ms;
+  r.worker = "w1";
+  r.measured_at_us = at_us;
+  r.source = "worker";
+  return r;
+}
+
+Record Failed(const Configuration& config, int64_t at_us) {
+  Record r = Measured(config, {}, at_us);
+  r.status = MeasurementStatus::kCompileError;
+  r.message = "does not build";
+  r.time_ms.reset();
+  return r;
+}
+
+BestQuery QueryOf(const std::string& kernel, const Problem& problem) {
+  BestQuery q;
+  q.kernel = kernel;
+  q.problem = problem;
+  q.device_class = kDevice.device_class;
+  return q;
+}
+
+const v1::ParameterEffect* EffectNamed(const v1::ExplainResponse& e, const std::string& name) {
+  for (const v1::ParameterEffect& p : e.parameters()) {
+    if (p.name() == name) return &p;
+  }
+  return nullptr;
+}
+
+// A: 16 or 32, 32 is 1.4x faster. B: 1..3, no effect (1% noise). C: 0 or 1, C=1 never builds.
+std::vector<Record> KnownEffects() {
+  std::mt19937 rng(7);
+  std::uniform_real_distribution<double> noise(0.99, 1.01);
+  std::vector<Record> records;
+  int64_t at = 1'700'000'000'000'000;
+  for (int round = 0; round < 4; ++round) {
+    for (int64_t a : {16, 32}) {
+      for (int64_t b : {1, 2, 3}) {
+        for (int64_t c : {0, 1}) {
+          Configuration config{{"A", a}, {"B", b}, {"C", c}};
+          at += 1'000'000;
+          if (c == 1) {
+            records.push_back(Failed(config, at));
+            continue;
+          }
+          const double base = (a == 16 ? 1.4 : 1.0) * noise(rng);
+          records.push_back(Measured(config, {base, base * noise(rng), base * noise(rng)}, at));
+        }
+      }
+    }
+  }
+  return records;
+}
+
+TEST(ExplanationTest, SaysWhichParametersMatterWhichDoNotAndWhichValuesFail) {
+  MemoryTuningDatabase db;
+  const std::vector<Record> records = KnownEffects();
+  ASSERT_TRUE(db.AddRecords(records).ok());
+  const KernelRegistry registry = KernelRegistry::WithBuiltins();
+  absl::StatusOr<v1::ExplainResponse> e = Explain(db, registry, QueryOf("synthetic", kProblem));
+  ASSERT_TRUE(e.ok()) << e.status();
+
+  EXPECT_EQ(e->level(), v1::MATCH_LEVEL_DEVICE_CLASS);
+  EXPECT_EQ(e->served().config().params().at("A").int_value(), 32);
+  EXPECT_EQ(e->served().config().params().at("C").int_value(), 0);
+  EXPECT_EQ(e->records(), static_cast<int64_t>(records.size()));
+  EXPECT_EQ(e->failed_records(), static_cast<int64_t>(records.size()) / 2);
+  EXPECT_EQ(e->served_measurements(), 4);  // each configuration was measured in 4 rounds
+  EXPECT_EQ(e->best_so_far_ms_size(), static_cast<int>(records.size()));
+
+  ASSERT_GE(e->parameters_size(), 3);
+  EXPECT_EQ(e->parameters(0).name(), "A");  // the largest effect first
+  const v1::ParameterEffect* a = EffectNamed(*e, "A");
+  EXPECT_NEAR(a->spread(), 1.4, 0.03);
+  EXPECT_TRUE(a->matters());
+  EXPECT_EQ(a->direction(), -1);  // larger is faster
+  const v1::ParameterEffect* b = EffectNamed(*e, "B");
+  EXPECT_FALSE(b->matters());
+  EXPECT_LT(b->spread(), 1.05);
+  const v1::ParameterEffect* c = EffectNamed(*e, "C");
+  ASSERT_EQ(c->values_size(), 2);
+  EXPECT_EQ(c->values(1).value().int_value(), 1);
+  EXPECT_EQ(c->values(1).failures(), 24);
+  EXPECT_EQ(c->values(1).measurements(), 0);
+
+  const std::string text = ExplanationText(*e, QueryOf("synthetic", kProblem));
+  EXPECT_THAT(text, HasSubstr("(match: device class)"));
+  EXPECT_THAT(text, ContainsRegex("A=32 \\(served\\) is 1\\.(38|39|40|41|42)x faster than A=16 "
+                                  "\\(median of 12 and 12 measurements\\)"));
+  EXPECT_THAT(text, HasSubstr("larger is faster"));
+  EXPECT_THAT(text, HasSubstr("does not matter (medians within 5%): B"));
+  EXPECT_THAT(text, HasSubstr("re-verified: measured 4 times"));
+  EXPECT_THAT(text, HasSubstr("by worker w1"));
+  // C was only ever measured (ok) at one value: nothing to compare, said as such.
+  EXPECT_THAT(text, HasSubstr("too few measurements to tell"));
+  EXPECT_THAT(text, HasSubstr("48 of synthetic n=1 on cpu:test (24 failed)"));
+
+  const std::string json = ExplanationJson(*e);
+  EXPECT_THAT(json, HasSubstr("\"level\":\"MATCH_LEVEL_DEVICE_CLASS\""));
+  EXPECT_THAT(json, HasSubstr("\"served_measurements\":\"4\""));
+}
+
+TEST(ExplanationTest, TheGapIsCalledRealOnlyWhenItIsLargerThanTheNoise) {
+  const KernelRegistry registry = KernelRegistry::WithBuiltins();
+  // Served 1.00 ms; runner-up 0.5% slower, repeats spread +-3%: within the noise.
+  {
+    MemoryTuningDatabase db;
+    ASSERT_TRUE(db.AddRecords({Measured({{"X", int64_t{1}}}, {0.97, 1.00, 1.03, 1.00}, 1),
+                               Measured({{"X", int64_t{2}}}, {0.975, 1.005, 1.035, 1.005}, 2)})
+                    .ok());
+    absl::StatusOr<v1::ExplainResponse> e = Explain(db, registry, QueryOf("synthetic", kProblem));
+    ASSERT_TRUE(e.ok()) << e.status();
+    EXPECT_NEAR(e->gap(), 0.005, 1e-9);
+    ASSERT_TRUE(e->has_noise());
+    EXPECT_FALSE(e->gap_exceeds_noise());
+    EXPECT_THAT(ExplanationText(*e, QueryOf("synthetic", kProblem)), HasSubstr("within twice"));
+  }
+  // Runner-up 10% slower with tight repeats: a real difference.
+  {
+    MemoryTuningDatabase db;
+    ASSERT_TRUE(db.AddRecords({Measured({{"X", int64_t{1}}}, {0.999, 1.00, 1.001}, 1),
+                               Measured({{"X", int64_t{2}}}, {1.099, 1.10, 1.101}, 2)})
+                    .ok());
+    absl::StatusOr<v1::ExplainResponse> e = Explain(db, registry, QueryOf("synthetic", kProblem));
+    ASSERT_TRUE(e.ok()) << e.status();
+    EXPECT_NEAR(e->gap(), 0.10, 1e-9);
+    EXPECT_TRUE(e->gap_exceeds_noise());
+    EXPECT_THAT(ExplanationText(*e, QueryOf("synthetic", kProblem)),
+                HasSubstr("a real difference"));
+  }
+  // One sample each (imported records without repeats): the noise is unknown, not zero.
+  {
+    MemoryTuningDatabase db;
+    ASSERT_TRUE(
+        db.AddRecords({Measured({{"X", int64_t{1}}}, {1.0}, 1), Measured({{"X", int64_t{2}}}, {2.0}, 2)})
+            .ok());
+    absl::StatusOr<v1::ExplainResponse> e = Explain(db, registry, QueryOf("synthetic", kProblem));
+    ASSERT_TRUE(e.ok()) << e.status();
+    EXPECT_FALSE(e->has_noise());
+    EXPECT_FALSE(e->gap_exceeds_noise());
+    EXPECT_THAT(ExplanationText(*e, QueryOf("synthetic", kProblem)),
+                HasSubstr("the noise is unknown"));
+  }
+}
+
+TEST(ExplanationTest, OnARecordedSpaceTheServedConfigurationIsItsOptimum) {
+  testing::TempDir dir;
+  auto db = SqliteTuningDatabase::Open(dir.File("space.db"));
+  ASSERT_TRUE(db.ok()) << db.status();
+  ASSERT_TRUE(ImportRecordFile(**db, testing::SpaceFile("pnpoly_RTX_3090_T4.json.gz"), {}).ok());
+  // The optimum and the second-best configuration, independently of the explanation.
+  double first = std::numeric_limits<double>::infinity(), second = first;
+  int64_t count = 0, failed = 0;
+  TaskKey task;
+  ASSERT_TRUE((*db)->ForEachRecord([&](const Record& r) {
+                     task = {r.kernel, r.kernel_version, r.problem, r.device.device_class};
+                     ++count;
+                     if (r.status != MeasurementStatus::kOk) {
+                       ++failed;
+                     } else if (*r.time_ms < first) {
+                       second = first;
+                       first = *r.time_ms;
+                     } else if (*r.time_ms < second) {
+                       second = *r.time_ms;
+                     }
+                     return absl::OkStatus();
+                   })
+                  .ok());
+  BestQuery q;
+  q.kernel = task.kernel;
+  q.problem = task.problem;
+  q.device_class = task.device_class;
+  const KernelRegistry registry = KernelRegistry::WithBuiltins();
+  absl::StatusOr<v1::ExplainResponse> e = Explain(**db, registry, q);
+  ASSERT_TRUE(e.ok()) << e.status();
+  EXPECT_EQ(e->level(), v1::MATCH_LEVEL_DEVICE_CLASS);
+  EXPECT_DOUBLE_EQ(e->served().time_ms(), first);
+  EXPECT_DOUBLE_EQ(e->runner_up().time_ms(), second);  // each configuration is recorded once
+  EXPECT_EQ(e->records(), count);
+  EXPECT_EQ(e->failed_records(), failed);
+  EXPECT_DOUBLE_EQ(e->best_so_far_ms(e->best_so_far_ms_size() - 1), first);
+  // Every tunable parameter of the space is explained, the largest spread first.
+  EXPECT_EQ(e->parameters_size(), e->served().config().params_size());
+  for (int i = 1; i < e->parameters_size(); ++i) {
+    EXPECT_GE(e->parameters(i - 1).spread(), e->parameters(i).spread());
+  }
+  EXPECT_TRUE(e->parameters(0).matters());
+  EXPECT_THAT(ExplanationText(*e, q), HasSubstr("from import:pnpoly_RTX_3090_T4.json.gz"));
+}
+
+TEST(ExplanationTest, APredictionNamesTheTunedNeighbourAndItsDistance) {
+  const KernelRegistry registry = KernelRegistry::WithBuiltins();
+  const KernelDefinition* gemm = registry.Find("gemm");
+  auto problem_of = [&](int64_t n) {
+    return *gemm->ValidateProblem({{"M", n}, {"N", n}, {"K", n}});
+  };
+  MemoryTuningDatabase db;
+  Configuration config = *gemm->DefaultConfiguration(problem_of(128), {2});
+  Record r = Measured(config, {1.0, 1.0, 1.0}, 1);
+  r.kernel = "gemm";
+  r.kernel_version = gemm->Version();
+  r.problem = problem_of(128);
+  ASSERT_TRUE(db.AddRecords({r}).ok());
+
+  absl::StatusOr<v1::ExplainResponse> e = Explain(db, registry, QueryOf("gemm", problem_of(256)));
+  ASSERT_TRUE(e.ok()) << e.status();
+  EXPECT_EQ(e->level(), v1::MATCH_LEVEL_PREDICTED);
+  EXPECT_EQ(e->predicted_from().problem().params().at("M").int_value(), 128);
+  EXPECT_DOUBLE_EQ(e->neighbour_distance(), 3.0);  // one log2 step in each of M, N, K
+  const std::string text = ExplanationText(*e, QueryOf("gemm", problem_of(256)));
+  EXPECT_THAT(text, HasSubstr("(match: predicted)"));
+  EXPECT_THAT(text, HasSubstr("distance 3.00"));
+  EXPECT_THAT(text, HasSubstr("never measured for the asked problem"));
+}
+
+TEST(ExplanationTest, NothingKnownIsAnAnswerThatSaysSo) {
+  MemoryTuningDatabase db;
+  const KernelRegistry registry = KernelRegistry::WithBuiltins();
+  absl::StatusOr<v1::ExplainResponse> e = Explain(db, registry, QueryOf("synthetic", kProblem));
+  ASSERT_TRUE(e.ok()) << e.status();
+  EXPECT_EQ(e->level(), v1::MATCH_LEVEL_NONE);
+  EXPECT_FALSE(e->has_served());
+  EXPECT_THAT(ExplanationText(*e, QueryOf("synthetic", kProblem)), HasSubstr("nothing known"));
+  EXPECT_THAT(ExplanationText(*e, QueryOf("synthetic", kProblem)), Not(HasSubstr("served:")));
+}
+
+}  // namespace
+}  // namespace ktune
