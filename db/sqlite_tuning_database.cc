@@ -2,6 +2,7 @@
 
 #include <cstring>
 #include <set>
+#include <tuple>
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/strings/numbers.h"
@@ -36,7 +37,7 @@ constexpr char kInsertRecord[] =
     "status, message, time_ms, repeat_times_ms, median_ms, min_ms, stddev_ms, worker, "
     "measured_at_us, source) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
 
-// Columns read by ReadRecord, in this order.
+// Columns read by RecordReader, in this order.
 constexpr char kRecordSelect[] =
     "SELECT k.name, k.version, w.problem_json, d.fingerprint_json, d.device_class, d.family, "
     "r.config_json, r.status, r.message, r.time_ms, r.repeat_times_ms, r.median_ms, r.min_ms, "
@@ -45,6 +46,12 @@ constexpr char kRecordSelect[] =
     "JOIN kernels k ON w.kernel_id = k.id JOIN devices d ON r.device_id = d.id ";
 constexpr char kWorkloadFilter[] =
     "WHERE k.name = ?1 AND (?2 = '' OR k.version = ?2) AND w.problem_hash = ?3 ";
+// Restricts kRecordSelect to the devices whose `column` is ?4. A subquery rather than a filter on
+// the joined devices row, so that SQLite narrows records_by_task to (workload, device, status)
+// instead of reading every device's records of the workload.
+std::string OnDevicesWhere(const char* column) {
+  return absl::StrCat("AND r.device_id IN (SELECT id FROM devices WHERE ", column, " = ?4) ");
+}
 constexpr char kBestOrder[] = "AND r.status = 'ok' ORDER BY r.time_ms, r.record_uid";
 constexpr char kFamilyOfClass[] =
     "SELECT family FROM devices WHERE device_class = ? AND family != '' ORDER BY id LIMIT 1";
@@ -109,11 +116,28 @@ absl::StatusOr<int64_t> QueryInt(sqlite3* db, const char* sql) {
   return row ? s.ColumnInt(0) : 0;
 }
 
-absl::StatusOr<Record> ReadRecord(const SqliteStatement& s) {
+// Reads the rows of kRecordSelect. Rows of one task share their problem: its JSON is parsed once
+// per run of equal rows.
+class RecordReader {
+ public:
+  absl::StatusOr<Record> Read(const SqliteStatement& s);
+
+ private:
+  bool has_problem_ = false;
+  std::string problem_json_;
+  Problem problem_;
+};
+
+absl::StatusOr<Record> RecordReader::Read(const SqliteStatement& s) {
   Record r;
   r.kernel = s.ColumnText(0);
   r.kernel_version = s.ColumnText(1);
-  KTUNE_ASSIGN_OR_RETURN(r.problem, ParseParamMapJson(s.ColumnText(2)));
+  if (std::string problem_json = s.ColumnText(2); !has_problem_ || problem_json != problem_json_) {
+    KTUNE_ASSIGN_OR_RETURN(problem_, ParseParamMapJson(problem_json));
+    problem_json_ = std::move(problem_json);
+    has_problem_ = true;
+  }
+  r.problem = problem_;
   r.device.fingerprint_json = s.ColumnText(3);
   r.device.device_class = s.ColumnText(4);
   r.device.family = s.ColumnText(5);
@@ -315,18 +339,21 @@ absl::StatusOr<BestResult> SqliteTuningDatabase::QueryBest(const BestQuery& q) {
     if (row) family = s.ColumnText(0);
   }
   if (family.empty()) family = InferDeviceFamily(q.device_class);
-  const std::pair<MatchLevel, std::pair<const char*, std::string>> levels[] = {
-      {MatchLevel::kExact, {"AND d.fingerprint_hash = ?4 ", q.fingerprint_hash}},
-      {MatchLevel::kDeviceClass, {"AND d.device_class = ?4 ", q.device_class}},
-      {MatchLevel::kFamily, {"AND d.family = ?4 ", family}},
+  // Each level's devices, by the column that names them.
+  const std::tuple<MatchLevel, const char*, std::string> levels[] = {
+      {MatchLevel::kExact, "fingerprint_hash", q.fingerprint_hash},
+      {MatchLevel::kDeviceClass, "device_class", q.device_class},
+      {MatchLevel::kFamily, "family", family},
   };
   std::string problem_hash = ParamMapHash(q.problem);
-  for (const auto& [level, filter] : levels) {
-    if (filter.second.empty()) continue;
-    KTUNE_ASSIGN_OR_RETURN(SqliteStatement s, SqliteStatement::Prepare(
-                                                  db_, absl::StrCat(kRecordSelect, kWorkloadFilter,
-                                                                    filter.first, kBestOrder)));
-    s.Bind(1, q.kernel).Bind(2, q.kernel_version).Bind(3, problem_hash).Bind(4, filter.second);
+  for (const auto& [level, column, value] : levels) {
+    if (value.empty()) continue;
+    KTUNE_ASSIGN_OR_RETURN(
+        SqliteStatement s,
+        SqliteStatement::Prepare(db_, absl::StrCat(kRecordSelect, kWorkloadFilter,
+                                                   OnDevicesWhere(column), kBestOrder)));
+    s.Bind(1, q.kernel).Bind(2, q.kernel_version).Bind(3, problem_hash).Bind(4, value);
+    RecordReader reader;
     BestResult result;
     result.level = level;
     std::set<std::string> seen_configs;
@@ -334,7 +361,7 @@ absl::StatusOr<BestResult> SqliteTuningDatabase::QueryBest(const BestQuery& q) {
       KTUNE_ASSIGN_OR_RETURN(bool row, s.Step());
       if (!row) break;
       if (!seen_configs.insert(s.ColumnText(18)).second) continue;
-      KTUNE_ASSIGN_OR_RETURN(Record r, ReadRecord(s));
+      KTUNE_ASSIGN_OR_RETURN(Record r, reader.Read(s));
       result.records.push_back(std::move(r));
     }
     if (!result.records.empty()) return result;
@@ -347,16 +374,17 @@ absl::StatusOr<std::vector<Record>> SqliteTuningDatabase::TaskRecords(const Task
   KTUNE_ASSIGN_OR_RETURN(
       SqliteStatement s,
       SqliteStatement::Prepare(db_, absl::StrCat(kRecordSelect, kWorkloadFilter,
-                                                 "AND d.device_class = ?4 ", kTaskOrder)));
+                                                 OnDevicesWhere("device_class"), kTaskOrder)));
   s.Bind(1, task.kernel)
       .Bind(2, task.kernel_version)
       .Bind(3, ParamMapHash(task.problem))
       .Bind(4, task.device_class);
   std::vector<Record> out;
+  RecordReader reader;
   while (true) {
     KTUNE_ASSIGN_OR_RETURN(bool row, s.Step());
     if (!row) break;
-    KTUNE_ASSIGN_OR_RETURN(Record r, ReadRecord(s));
+    KTUNE_ASSIGN_OR_RETURN(Record r, reader.Read(s));
     out.push_back(std::move(r));
   }
   return out;
@@ -385,10 +413,11 @@ absl::Status SqliteTuningDatabase::ForEachRecord(
   KTUNE_ASSIGN_OR_RETURN(
       SqliteStatement s,
       SqliteStatement::Prepare(db_, absl::StrCat(kRecordSelect, kAllRecordsOrder)));
+  RecordReader reader;
   while (true) {
     KTUNE_ASSIGN_OR_RETURN(bool row, s.Step());
     if (!row) return absl::OkStatus();
-    KTUNE_ASSIGN_OR_RETURN(Record r, ReadRecord(s));
+    KTUNE_ASSIGN_OR_RETURN(Record r, reader.Read(s));
     KTUNE_RETURN_IF_ERROR(fn(r));
   }
 }

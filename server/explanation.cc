@@ -7,6 +7,7 @@
 #include <map>
 #include <numeric>
 
+#include "absl/container/flat_hash_map.h"
 #include "common/status_macros.h"
 #include "proto/convert.h"
 #include "server/prediction.h"
@@ -159,25 +160,28 @@ absl::Status ExplainFromTask(TuningDatabase& db, const Record& served, v1::Expla
   *out->mutable_served() = ToProto(served);
   out->set_records(static_cast<int64_t>(records.size()));
   // Progress, and the ok records grouped by configuration.
-  std::map<std::string, std::vector<const Record*>> by_config;
+  absl::flat_hash_map<Configuration, std::vector<const Record*>> by_config;
   double best = 0;
   int64_t failed = 0;
   for (const Record& r : records) {
     if (r.status == MeasurementStatus::kOk) {
       best = best == 0 ? *r.time_ms : std::min(best, *r.time_ms);
-      by_config[r.ConfigHash()].push_back(&r);
+      by_config[r.config].push_back(&r);
     } else {
       ++failed;
     }
     out->add_best_so_far_ms(best);
   }
   out->set_failed_records(failed);
-  const std::string served_hash = served.ConfigHash();
-  out->set_served_measurements(static_cast<int64_t>(by_config[served_hash].size()));
+  static const std::vector<const Record*> kNone;
+  auto served_it = by_config.find(served.config);
+  const std::vector<const Record*>& served_records =
+      served_it == by_config.end() ? kNone : served_it->second;
+  out->set_served_measurements(static_cast<int64_t>(served_records.size()));
   // The runner-up: the fastest record of any other configuration.
   const Record* runner_up = nullptr;
-  for (const auto& [hash, rs] : by_config) {
-    if (hash == served_hash) continue;
+  for (const auto& [config, rs] : by_config) {
+    if (config == served.config) continue;
     for (const Record* r : rs) {
       if (runner_up == nullptr || *r->time_ms < *runner_up->time_ms) runner_up = r;
     }
@@ -185,8 +189,8 @@ absl::Status ExplainFromTask(TuningDatabase& db, const Record& served, v1::Expla
   if (runner_up != nullptr) {
     *out->mutable_runner_up() = ToProto(*runner_up);
     out->set_gap(*runner_up->time_ms / *served.time_ms - 1);
-    const std::vector<double> a = Samples(by_config[served_hash]);
-    const std::vector<double> b = Samples(by_config[runner_up->ConfigHash()]);
+    const std::vector<double> a = Samples(served_records);
+    const std::vector<double> b = Samples(by_config.find(runner_up->config)->second);
     if (a.size() >= 2 && b.size() >= 2) {
       const auto [mean_a, var_a] = MeanAndVarianceOfMean(a);
       const auto [mean_b, var_b] = MeanAndVarianceOfMean(b);
