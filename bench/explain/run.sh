@@ -52,4 +52,4 @@ row() {  # label, then the task flags
 echo "median wall time of the command over $runs runs (start-up included):"
 row "dedispersion on A4000 (largest recorded)" --kernel dedispersion --device A4000
 row "synthetic n=500 on bench-device" --kernel synthetic --problem n=500 --device bench-device
-row "synthetic n=100000 (untuned: a prediction)" --kernel synthetic --problem n=100000 --device bench-device
+row "synthetic n=100000 (nothing known)" --kernel synthetic --problem n=100000 --device bench-device
