@@ -103,6 +103,10 @@ struct ServeArgs {
   std::vector<std::string> replay;
   int64_t lease_timeout_ms = 30'000;
   int agent_threads = 2;
+  std::string retune = "suggest";
+  int64_t retune_budget = 100;
+  int retune_max_jobs = 2;
+  int64_t hot_calls = 100'000;
 };
 
 int RunServe(const ServeArgs& a) {
@@ -123,6 +127,12 @@ int RunServe(const ServeArgs& a) {
   options.scheduler.heartbeat_interval =
       absl::Milliseconds(std::max<int64_t>(50, a.lease_timeout_ms / 3));
   options.scheduler.agent_threads = a.agent_threads;
+  absl::StatusOr<RetuneMode> retune = ParseRetuneMode(a.retune);
+  if (!retune.ok()) return UsageError("serve", absl::StrCat("--retune: ", retune.status().message()));
+  options.retune.mode = *retune;
+  options.retune.budget = a.retune_budget;
+  options.retune.max_jobs = a.retune_max_jobs;
+  options.drift.hot_calls = a.hot_calls;
   std::thread signals;
   absl::StatusOr<std::unique_ptr<TuningServer>> server = TuningServer::Start(options);
   if (!server.ok()) return Fail("serve", server.status());
@@ -390,6 +400,27 @@ void RegisterServiceCommands(CLI::App& app, Action* action) {
                    "Threads for strategy work (set-up, learning, proposals), which runs without "
                    "the scheduler's lock; 0: on the RPC thread that needs it")
       ->check(CLI::Range(0, 256))
+      ->capture_default_str();
+  serve
+      ->add_option("--retune", serve_args->retune,
+                   "What drift flags from production telemetry do: off (listed only), suggest "
+                   "(they name the command), act (a bounded retuning job)")
+      ->check(CLI::IsMember({"off", "suggest", "act"}))
+      ->capture_default_str();
+  serve
+      ->add_option("--retune-budget", serve_args->retune_budget,
+                   "Measurements of one retuning job (--retune act)")
+      ->check(CLI::Range(int64_t{1}, int64_t{100'000}))
+      ->capture_default_str();
+  serve
+      ->add_option("--retune-max-jobs", serve_args->retune_max_jobs,
+                   "Retuning jobs queued or running at once; further flags are suggested")
+      ->check(CLI::Range(1, 1000))
+      ->capture_default_str();
+  serve
+      ->add_option("--hot-calls", serve_args->hot_calls,
+                   "Calls reported for a task never tuned on its device class that flag it as hot")
+      ->check(CLI::Range(int64_t{1}, int64_t{1'000'000'000'000}))
       ->capture_default_str();
   serve->callback([=] { *action = [=] { return RunServe(*serve_args); }; });
 

@@ -36,6 +36,19 @@ class LockedTuningDatabase final : public TuningDatabase {
     absl::MutexLock l(&mu_);
     return inner_->Stats();
   }
+  absl::Status MarkStale(const TaskKey& task, int64_t before_us) override {
+    absl::MutexLock lock(&mu_);
+    return inner_->MarkStale(task, before_us);
+  }
+  absl::Status AddTelemetry(const std::vector<TelemetryReport>& reports) override {
+    absl::MutexLock lock(&mu_);
+    return inner_->AddTelemetry(reports);
+  }
+  absl::Status ForEachTelemetry(
+      const std::function<absl::Status(const TelemetryReport&)>& fn) override {
+    absl::MutexLock lock(&mu_);
+    return inner_->ForEachTelemetry(fn);
+  }
   absl::StatusOr<int64_t> CreateJob(const Job& job) override {
     absl::MutexLock l(&mu_);
     return inner_->CreateJob(job);

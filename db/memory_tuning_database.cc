@@ -64,7 +64,8 @@ absl::StatusOr<BestResult> MemoryTuningDatabase::QueryBest(const BestQuery& q) {
     std::vector<const Record*> hits;
     for (const Record& r : records_) {
       if (r.status == MeasurementStatus::kOk &&
-          SameWorkload(r, q.kernel, q.kernel_version, q.problem) && matches(r.device)) {
+          SameWorkload(r, q.kernel, q.kernel_version, q.problem) && matches(r.device) &&
+          !IsStale(r)) {
         hits.push_back(&r);
       }
     }
@@ -91,7 +92,7 @@ absl::StatusOr<std::vector<Record>> MemoryTuningDatabase::TaskRecords(const Task
   std::vector<std::pair<std::string, const Record*>> keyed;
   for (const Record& r : records_) {
     if (SameWorkload(r, task.kernel, task.kernel_version, task.problem) &&
-        r.device.device_class == task.device_class) {
+        r.device.device_class == task.device_class && !IsStale(r)) {
       keyed.emplace_back(r.RecordId(), &r);
     }
   }
@@ -106,6 +107,32 @@ absl::StatusOr<std::vector<Record>> MemoryTuningDatabase::TaskRecords(const Task
   std::vector<Record> out;
   for (const auto& [id, r] : keyed) out.push_back(*r);
   return out;
+}
+
+bool MemoryTuningDatabase::IsStale(const Record& r) const {
+  auto it = stale_before_.find({r.kernel, ParamMapHash(r.problem), r.device.device_class});
+  return it != stale_before_.end() && r.measured_at_us.value_or(0) < it->second;
+}
+
+absl::Status MemoryTuningDatabase::MarkStale(const TaskKey& task, int64_t before_us) {
+  absl::MutexLock lock(&mu_);
+  int64_t& boundary = stale_before_[{task.kernel, ParamMapHash(task.problem), task.device_class}];
+  boundary = std::max(boundary, before_us);
+  return absl::OkStatus();
+}
+
+absl::Status MemoryTuningDatabase::AddTelemetry(const std::vector<TelemetryReport>& reports) {
+  for (const TelemetryReport& r : reports) KTUNE_RETURN_IF_ERROR(ValidateTelemetry(r));
+  absl::MutexLock lock(&mu_);
+  telemetry_.insert(telemetry_.end(), reports.begin(), reports.end());
+  return absl::OkStatus();
+}
+
+absl::Status MemoryTuningDatabase::ForEachTelemetry(
+    const std::function<absl::Status(const TelemetryReport&)>& fn) {
+  absl::MutexLock lock(&mu_);
+  for (const TelemetryReport& r : telemetry_) KTUNE_RETURN_IF_ERROR(fn(r));
+  return absl::OkStatus();
 }
 
 absl::StatusOr<std::vector<TaskKey>> MemoryTuningDatabase::ListTasks() {

@@ -5,6 +5,7 @@
 
 #include <map>
 #include <set>
+#include <tuple>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/synchronization/mutex.h"
@@ -20,6 +21,10 @@ class MemoryTuningDatabase : public TuningDatabase {
   absl::StatusOr<std::vector<TaskKey>> ListTasks() override;
   absl::Status ForEachRecord(const std::function<absl::Status(const Record&)>& fn) override;
   absl::StatusOr<DatabaseStats> Stats() override;
+  absl::Status MarkStale(const TaskKey& task, int64_t before_us) override;
+  absl::Status AddTelemetry(const std::vector<TelemetryReport>& reports) override;
+  absl::Status ForEachTelemetry(
+      const std::function<absl::Status(const TelemetryReport&)>& fn) override;
   absl::StatusOr<int64_t> CreateJob(const Job& job) override;
   absl::StatusOr<Job> GetJob(int64_t id) override;
   absl::StatusOr<std::vector<Job>> ListJobs() override;
@@ -36,6 +41,11 @@ class MemoryTuningDatabase : public TuningDatabase {
   std::map<int64_t, Job> jobs_ ABSL_GUARDED_BY(mu_);
   int64_t next_job_id_ ABSL_GUARDED_BY(mu_) = 1;
   std::map<std::string, std::string> checkpoints_ ABSL_GUARDED_BY(mu_);
+  std::vector<TelemetryReport> telemetry_ ABSL_GUARDED_BY(mu_);
+  // kernel, problem hash, device class -> records before this time are stale.
+  std::map<std::tuple<std::string, std::string, std::string>, int64_t> stale_before_
+      ABSL_GUARDED_BY(mu_);
+  bool IsStale(const Record& r) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 };
 
 }  // namespace ktune

@@ -87,6 +87,30 @@ CREATE TABLE agent_checkpoints (
 );
 UPDATE meta SET value = '2' WHERE key = 'version';
 )sql",
+    // 2 -> 3: production telemetry (apart from records) and stale task boundaries.
+    R"sql(
+CREATE TABLE telemetry (
+  id INTEGER PRIMARY KEY,
+  workload_id INTEGER NOT NULL REFERENCES workloads (id),
+  device_id INTEGER NOT NULL REFERENCES devices (id),
+  config_json TEXT NOT NULL,
+  count INTEGER NOT NULL CHECK (count >= 1),
+  mean_ms REAL NOT NULL CHECK (mean_ms > 0),
+  stddev_ms REAL NOT NULL CHECK (stddev_ms >= 0),
+  window_start_us INTEGER NOT NULL,
+  window_end_us INTEGER NOT NULL,
+  received_at_us INTEGER NOT NULL,
+  reporter TEXT NOT NULL
+);
+CREATE TABLE stale_tasks (
+  kernel TEXT NOT NULL,
+  problem_hash TEXT NOT NULL,
+  device_class TEXT NOT NULL,
+  before_us INTEGER NOT NULL,
+  PRIMARY KEY (kernel, problem_hash, device_class)
+);
+UPDATE meta SET value = '3' WHERE key = 'version';
+)sql",
 };
 
 int CurrentSqliteSchemaVersion() { return static_cast<int>(kSqliteMigrations.size()); }

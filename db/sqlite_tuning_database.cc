@@ -52,6 +52,12 @@ constexpr char kWorkloadFilter[] =
 std::string OnDevicesWhere(const char* column) {
   return absl::StrCat("AND r.device_id IN (SELECT id FROM devices WHERE ", column, " = ?4) ");
 }
+// Leaves out records of stale tasks (MarkStale): measured before the boundary of their kernel,
+// problem and device class, or at an unknown time.
+constexpr char kNotStale[] =
+    "AND COALESCE(r.measured_at_us, 0) >= COALESCE((SELECT s.before_us FROM stale_tasks s WHERE "
+    "s.kernel = k.name AND s.problem_hash = w.problem_hash AND s.device_class = d.device_class), "
+    "0) ";
 constexpr char kBestOrder[] = "AND r.status = 'ok' ORDER BY r.time_ms, r.record_uid";
 constexpr char kFamilyOfClass[] =
     "SELECT family FROM devices WHERE device_class = ? AND family != '' ORDER BY id LIMIT 1";
@@ -258,57 +264,86 @@ absl::Status SqliteTuningDatabase::CheckIntegrity() {
 
 // --- records -----------------------------------------------------------------------------------
 
+// Ids of kernels+workloads and devices, created when missing, remembered within one write (most
+// batches share one kernel, problem and device).
+class RowInterner {
+ public:
+  static absl::StatusOr<RowInterner> Prepare(sqlite3* db) {
+    KTUNE_ASSIGN_OR_RETURN(SqliteStatement insert_kernel, SqliteStatement::Prepare(db, kInsertKernel));
+    KTUNE_ASSIGN_OR_RETURN(SqliteStatement select_kernel, SqliteStatement::Prepare(db, kSelectKernel));
+    KTUNE_ASSIGN_OR_RETURN(SqliteStatement insert_workload,
+                           SqliteStatement::Prepare(db, kInsertWorkload));
+    KTUNE_ASSIGN_OR_RETURN(SqliteStatement select_workload,
+                           SqliteStatement::Prepare(db, kSelectWorkload));
+    KTUNE_ASSIGN_OR_RETURN(SqliteStatement insert_device, SqliteStatement::Prepare(db, kInsertDevice));
+    KTUNE_ASSIGN_OR_RETURN(SqliteStatement select_device, SqliteStatement::Prepare(db, kSelectDevice));
+    return RowInterner(std::move(insert_kernel), std::move(select_kernel),
+                       std::move(insert_workload), std::move(select_workload),
+                       std::move(insert_device), std::move(select_device));
+  }
+
+  absl::StatusOr<int64_t> WorkloadId(const std::string& kernel, const std::string& version,
+                                     const Problem& problem) {
+    std::string problem_json = CanonicalJson(problem);
+    std::string key = absl::StrCat(kernel, "\n", version, "\n", problem_json);
+    auto it = workload_ids_.find(key);
+    if (it != workload_ids_.end()) return it->second;
+    insert_kernel_.Bind(1, kernel).Bind(2, version);
+    select_kernel_.Bind(1, kernel).Bind(2, version);
+    KTUNE_ASSIGN_OR_RETURN(int64_t kernel_id, InternRow(insert_kernel_, select_kernel_));
+    std::string problem_hash = ParamMapHash(problem);
+    insert_workload_.Bind(1, kernel_id).Bind(2, problem_json).Bind(3, problem_hash);
+    select_workload_.Bind(1, kernel_id).Bind(2, problem_hash);
+    KTUNE_ASSIGN_OR_RETURN(int64_t id, InternRow(insert_workload_, select_workload_));
+    workload_ids_.emplace(std::move(key), id);
+    return id;
+  }
+
+  absl::StatusOr<int64_t> DeviceId(const DeviceInfo& device) {
+    std::string fingerprint_hash = device.FingerprintHash();
+    auto it = device_ids_.find(fingerprint_hash);
+    if (it != device_ids_.end()) return it->second;
+    insert_device_.Bind(1, fingerprint_hash)
+        .Bind(2, device.fingerprint_json)
+        .Bind(3, device.device_class)
+        .Bind(4, device.family);
+    select_device_.Bind(1, fingerprint_hash);
+    KTUNE_ASSIGN_OR_RETURN(int64_t id, InternRow(insert_device_, select_device_));
+    device_ids_.emplace(std::move(fingerprint_hash), id);
+    return id;
+  }
+
+ private:
+  RowInterner(SqliteStatement insert_kernel, SqliteStatement select_kernel,
+              SqliteStatement insert_workload, SqliteStatement select_workload,
+              SqliteStatement insert_device, SqliteStatement select_device)
+      : insert_kernel_(std::move(insert_kernel)),
+        select_kernel_(std::move(select_kernel)),
+        insert_workload_(std::move(insert_workload)),
+        select_workload_(std::move(select_workload)),
+        insert_device_(std::move(insert_device)),
+        select_device_(std::move(select_device)) {}
+
+  SqliteStatement insert_kernel_, select_kernel_, insert_workload_, select_workload_,
+      insert_device_, select_device_;
+  absl::flat_hash_map<std::string, int64_t> workload_ids_, device_ids_;
+};
+
 absl::StatusOr<int64_t> SqliteTuningDatabase::AddRecords(const std::vector<Record>& records) {
   for (const Record& r : records) KTUNE_RETURN_IF_ERROR(ValidateRecord(r));
   absl::MutexLock lock(&mu_);
   KTUNE_ASSIGN_OR_RETURN(SqliteTransaction txn, SqliteTransaction::Begin(db_));
-  KTUNE_ASSIGN_OR_RETURN(SqliteStatement insert_kernel,
-                         SqliteStatement::Prepare(db_, kInsertKernel));
-  KTUNE_ASSIGN_OR_RETURN(SqliteStatement select_kernel,
-                         SqliteStatement::Prepare(db_, kSelectKernel));
-  KTUNE_ASSIGN_OR_RETURN(SqliteStatement insert_workload,
-                         SqliteStatement::Prepare(db_, kInsertWorkload));
-  KTUNE_ASSIGN_OR_RETURN(SqliteStatement select_workload,
-                         SqliteStatement::Prepare(db_, kSelectWorkload));
-  KTUNE_ASSIGN_OR_RETURN(SqliteStatement insert_device,
-                         SqliteStatement::Prepare(db_, kInsertDevice));
-  KTUNE_ASSIGN_OR_RETURN(SqliteStatement select_device,
-                         SqliteStatement::Prepare(db_, kSelectDevice));
+  KTUNE_ASSIGN_OR_RETURN(RowInterner ids, RowInterner::Prepare(db_));
   KTUNE_ASSIGN_OR_RETURN(SqliteStatement insert_record,
                          SqliteStatement::Prepare(db_, kInsertRecord));
-
-  // Ids seen in this call: most batches share one kernel, problem and device.
-  absl::flat_hash_map<std::string, int64_t> workload_ids, device_ids;
   int64_t added = 0;
   for (const Record& r : records) {
-    std::string problem_json = CanonicalJson(r.problem);
-    std::string workload_key = absl::StrCat(r.kernel, "\n", r.kernel_version, "\n", problem_json);
-    auto wit = workload_ids.find(workload_key);
-    if (wit == workload_ids.end()) {
-      insert_kernel.Bind(1, r.kernel).Bind(2, r.kernel_version);
-      select_kernel.Bind(1, r.kernel).Bind(2, r.kernel_version);
-      KTUNE_ASSIGN_OR_RETURN(int64_t kernel_id, InternRow(insert_kernel, select_kernel));
-      std::string problem_hash = ParamMapHash(r.problem);
-      insert_workload.Bind(1, kernel_id).Bind(2, problem_json).Bind(3, problem_hash);
-      select_workload.Bind(1, kernel_id).Bind(2, problem_hash);
-      KTUNE_ASSIGN_OR_RETURN(int64_t workload_id, InternRow(insert_workload, select_workload));
-      wit = workload_ids.emplace(workload_key, workload_id).first;
-    }
-    std::string fingerprint_hash = r.device.FingerprintHash();
-    auto dit = device_ids.find(fingerprint_hash);
-    if (dit == device_ids.end()) {
-      insert_device.Bind(1, fingerprint_hash)
-          .Bind(2, r.device.fingerprint_json)
-          .Bind(3, r.device.device_class)
-          .Bind(4, r.device.family);
-      select_device.Bind(1, fingerprint_hash);
-      KTUNE_ASSIGN_OR_RETURN(int64_t device_id, InternRow(insert_device, select_device));
-      dit = device_ids.emplace(fingerprint_hash, device_id).first;
-    }
+    KTUNE_ASSIGN_OR_RETURN(int64_t workload_id, ids.WorkloadId(r.kernel, r.kernel_version, r.problem));
+    KTUNE_ASSIGN_OR_RETURN(int64_t device_id, ids.DeviceId(r.device));
     std::string repeats = PackDoubles(r.repeat_times_ms);
     insert_record.Bind(1, r.RecordId())
-        .Bind(2, wit->second)
-        .Bind(3, dit->second)
+        .Bind(2, workload_id)
+        .Bind(3, device_id)
         .Bind(4, CanonicalJson(r.config))
         .Bind(5, r.ConfigHash())
         .Bind(6, StatusName(r.status))
@@ -351,7 +386,7 @@ absl::StatusOr<BestResult> SqliteTuningDatabase::QueryBest(const BestQuery& q) {
     KTUNE_ASSIGN_OR_RETURN(
         SqliteStatement s,
         SqliteStatement::Prepare(db_, absl::StrCat(kRecordSelect, kWorkloadFilter,
-                                                   OnDevicesWhere(column), kBestOrder)));
+                                                   OnDevicesWhere(column), kNotStale, kBestOrder)));
     s.Bind(1, q.kernel).Bind(2, q.kernel_version).Bind(3, problem_hash).Bind(4, value);
     RecordReader reader;
     BestResult result;
@@ -374,7 +409,8 @@ absl::StatusOr<std::vector<Record>> SqliteTuningDatabase::TaskRecords(const Task
   KTUNE_ASSIGN_OR_RETURN(
       SqliteStatement s,
       SqliteStatement::Prepare(db_, absl::StrCat(kRecordSelect, kWorkloadFilter,
-                                                 OnDevicesWhere("device_class"), kTaskOrder)));
+                                                 OnDevicesWhere("device_class"), kNotStale,
+                                                 kTaskOrder)));
   s.Bind(1, task.kernel)
       .Bind(2, task.kernel_version)
       .Bind(3, ParamMapHash(task.problem))
@@ -560,6 +596,86 @@ absl::Status SqliteTuningDatabase::UpdateJobTask(int64_t job_id, int task_index,
   touch.Bind(1, NowUs()).Bind(2, job_id);
   KTUNE_RETURN_IF_ERROR(touch.Run());
   return txn.Commit();
+}
+
+// --- stale tasks and telemetry -------------------------------------------------------------------
+
+absl::Status SqliteTuningDatabase::MarkStale(const TaskKey& task, int64_t before_us) {
+  absl::MutexLock lock(&mu_);
+  KTUNE_ASSIGN_OR_RETURN(
+      SqliteStatement s,
+      SqliteStatement::Prepare(
+          db_,
+          "INSERT INTO stale_tasks (kernel, problem_hash, device_class, before_us) "
+          "VALUES (?1, ?2, ?3, ?4) ON CONFLICT (kernel, problem_hash, device_class) "
+          "DO UPDATE SET before_us = MAX(before_us, excluded.before_us)"));
+  s.Bind(1, task.kernel).Bind(2, ParamMapHash(task.problem)).Bind(3, task.device_class);
+  s.Bind(4, before_us);
+  return s.Run();
+}
+
+absl::Status SqliteTuningDatabase::AddTelemetry(const std::vector<TelemetryReport>& reports) {
+  for (const TelemetryReport& r : reports) KTUNE_RETURN_IF_ERROR(ValidateTelemetry(r));
+  absl::MutexLock lock(&mu_);
+  KTUNE_ASSIGN_OR_RETURN(SqliteTransaction txn, SqliteTransaction::Begin(db_));
+  KTUNE_ASSIGN_OR_RETURN(RowInterner ids, RowInterner::Prepare(db_));
+  KTUNE_ASSIGN_OR_RETURN(
+      SqliteStatement insert,
+      SqliteStatement::Prepare(
+          db_,
+          "INSERT INTO telemetry (workload_id, device_id, config_json, count, mean_ms, stddev_ms, "
+          "window_start_us, window_end_us, received_at_us, reporter) "
+          "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"));
+  for (const TelemetryReport& r : reports) {
+    KTUNE_ASSIGN_OR_RETURN(int64_t workload_id,
+                           ids.WorkloadId(r.kernel, r.kernel_version, r.problem));
+    KTUNE_ASSIGN_OR_RETURN(int64_t device_id, ids.DeviceId(r.device));
+    insert.Bind(1, workload_id)
+        .Bind(2, device_id)
+        .Bind(3, CanonicalJson(r.config))
+        .Bind(4, r.count)
+        .Bind(5, r.mean_ms)
+        .Bind(6, r.stddev_ms)
+        .Bind(7, r.window_start_us)
+        .Bind(8, r.window_end_us)
+        .Bind(9, r.received_at_us)
+        .Bind(10, r.reporter);
+    KTUNE_RETURN_IF_ERROR(insert.Run());
+    insert.Reset();
+  }
+  return txn.Commit();
+}
+
+absl::Status SqliteTuningDatabase::ForEachTelemetry(
+    const std::function<absl::Status(const TelemetryReport&)>& fn) {
+  absl::MutexLock lock(&mu_);
+  KTUNE_ASSIGN_OR_RETURN(
+      SqliteStatement s,
+      SqliteStatement::Prepare(
+          db_,
+          "SELECT k.name, k.version, w.problem_json, d.fingerprint_json, d.device_class, d.family, "
+          "t.config_json, t.count, t.mean_ms, t.stddev_ms, t.window_start_us, t.window_end_us, "
+          "t.received_at_us, t.reporter FROM telemetry t JOIN workloads w ON t.workload_id = w.id "
+          "JOIN kernels k ON w.kernel_id = k.id JOIN devices d ON t.device_id = d.id "
+          "ORDER BY t.id"));
+  while (true) {
+    KTUNE_ASSIGN_OR_RETURN(bool row, s.Step());
+    if (!row) return absl::OkStatus();
+    TelemetryReport r;
+    r.kernel = s.ColumnText(0);
+    r.kernel_version = s.ColumnText(1);
+    KTUNE_ASSIGN_OR_RETURN(r.problem, ParseParamMapJson(s.ColumnText(2)));
+    r.device = {s.ColumnText(3), s.ColumnText(4), s.ColumnText(5)};
+    KTUNE_ASSIGN_OR_RETURN(r.config, ParseParamMapJson(s.ColumnText(6)));
+    r.count = s.ColumnInt(7);
+    r.mean_ms = s.ColumnDouble(8);
+    r.stddev_ms = s.ColumnDouble(9);
+    r.window_start_us = s.ColumnInt(10);
+    r.window_end_us = s.ColumnInt(11);
+    r.received_at_us = s.ColumnInt(12);
+    r.reporter = s.ColumnText(13);
+    KTUNE_RETURN_IF_ERROR(fn(r));
+  }
 }
 
 absl::Status SqliteTuningDatabase::SaveCheckpoint(const std::string& key, const std::string& blob) {

@@ -51,6 +51,10 @@ class SqliteTuningDatabase : public TuningDatabase {
   // `fn` runs under the database's lock: it must not call back into this database.
   absl::Status ForEachRecord(const std::function<absl::Status(const Record&)>& fn) override;
   absl::StatusOr<DatabaseStats> Stats() override;
+  absl::Status MarkStale(const TaskKey& task, int64_t before_us) override;
+  absl::Status AddTelemetry(const std::vector<TelemetryReport>& reports) override;
+  absl::Status ForEachTelemetry(
+      const std::function<absl::Status(const TelemetryReport&)>& fn) override;
   absl::StatusOr<int64_t> CreateJob(const Job& job) override;
   absl::StatusOr<Job> GetJob(int64_t id) override;
   absl::StatusOr<std::vector<Job>> ListJobs() override;

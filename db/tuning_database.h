@@ -18,6 +18,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "db/record.h"
+#include "db/telemetry.h"
 
 namespace ktune {
 
@@ -103,6 +104,20 @@ class TuningDatabase {
   virtual absl::Status ForEachRecord(const std::function<absl::Status(const Record&)>& fn) = 0;
 
   virtual absl::StatusOr<DatabaseStats> Stats() = 0;
+
+  // Records of `task` on its device class (any kernel version) measured before `before_us`, or at
+  // an unknown time, stop answering QueryBest and TaskRecords: the device no longer behaves as
+  // they say (a regression was detected). They stay stored: ForEachRecord and exports still see
+  // them. A later boundary replaces an earlier one; an earlier one changes nothing.
+  virtual absl::Status MarkStale(const TaskKey& task, int64_t before_us) = 0;
+
+  // --- Production telemetry (db/telemetry.h), apart from the records ---
+  // Stores `reports` atomically: all or none; InvalidArgument (nothing stored) when one breaks
+  // ValidateTelemetry.
+  virtual absl::Status AddTelemetry(const std::vector<TelemetryReport>& reports) = 0;
+  // Calls `fn` on every report in the order stored; stops with fn's error if it returns one.
+  virtual absl::Status ForEachTelemetry(
+      const std::function<absl::Status(const TelemetryReport&)>& fn) = 0;
 
   // --- Jobs ---
   // Stores a new job with its tasks, state queued; returns its id (> 0).

@@ -38,10 +38,35 @@ absl::StatusOr<std::vector<MeasureResult>> ReplayMeasurer::Measure(
       out.push_back(std::move(m));
     } else {
       out.push_back(it->second);
+      if (measurements_ >= regression_.after_measurements && Regressed(c)) {
+        MeasureResult& m = out.back();
+        if (m.time_ms) *m.time_ms *= regression_.factor;
+        for (double& t : m.repeat_times_ms) t *= regression_.factor;
+      }
     }
   }
   measurements_ += static_cast<int64_t>(configs.size());
   return out;
+}
+
+bool ReplayMeasurer::Regressed(const Configuration& c) const {
+  if (regression_.factor == 1) return false;
+  for (const auto& [name, value] : regression_.where) {
+    auto it = c.find(name);
+    if (it == c.end() || it->second != value) return false;
+  }
+  return true;
+}
+
+double ReplayMeasurer::RegressedOptimumMs() const {
+  double best = 0;
+  for (const auto& [json, m] : by_config_) {
+    if (!m.time_ms) continue;
+    absl::StatusOr<Configuration> c = ParseParamMapJson(json);
+    const double t = *m.time_ms * (c.ok() && Regressed(*c) ? regression_.factor : 1);
+    best = best == 0 ? t : std::min(best, t);
+  }
+  return best;
 }
 
 }  // namespace ktune

@@ -30,12 +30,26 @@ class ReplayMeasurer : public Measurer {
   // Number of measurements answered so far.
   int64_t measurements() const { return measurements_; }
 
+  // A simulated regression (a driver update that slows some kernels down): once this measurer
+  // has answered `after_measurements` measurements, the configurations holding every parameter
+  // value of `where` take `factor` times as long.
+  struct Regression {
+    int64_t after_measurements = 0;
+    double factor = 1;
+    Configuration where;
+  };
+  void set_regression(Regression r) { regression_ = std::move(r); }
+  // The fastest ok time with the regression in effect: the new optimum.
+  double RegressedOptimumMs() const;
+
  private:
   DeviceInfo device_;
   absl::flat_hash_map<std::string, MeasureResult> by_config_;  // canonical JSON -> result
   double optimum_ms_ = 0;
   int64_t measurements_ = 0;
   double simulated_cost_ms_ = 0;
+  Regression regression_;
+  bool Regressed(const Configuration& c) const;
 };
 
 }  // namespace ktune

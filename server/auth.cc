@@ -18,6 +18,8 @@ const char* RoleName(Role r) {
       return "submit";
     case Role::kWorker:
       return "worker";
+    case Role::kTelemetry:
+      return "telemetry";
     case Role::kAdmin:
       return "admin";
   }
@@ -51,7 +53,7 @@ absl::StatusOr<Authenticator> Authenticator::FromFile(const std::string& path) {
     std::set<Role>& roles = auth.tokens_[std::string(fields[0])];
     for (absl::string_view name : absl::StrSplit(fields[1], ',')) {
       bool known = false;
-      for (Role r : {Role::kQuery, Role::kSubmit, Role::kWorker, Role::kAdmin}) {
+      for (Role r : {Role::kQuery, Role::kSubmit, Role::kWorker, Role::kTelemetry, Role::kAdmin}) {
         if (name == RoleName(r)) roles.insert(r), known = true;
       }
       if (!known) {

@@ -6,8 +6,9 @@
 //   c2d8...19                       query,submit
 //
 // Roles: query (read jobs, best-known queries), submit (jobs: submit, cancel, pause, resume;
-// includes query), worker (the WorkerService), admin (everything, including kernels that are not
-// in the registry). Clients send `authorization: Bearer <token>`. Without a token file the server
+// includes query), worker (the WorkerService), telemetry (ReportTelemetry: deployed programs
+// report how configurations ran), admin (everything, including kernels that are not in the
+// registry). Clients send `authorization: Bearer <token>`. Without a token file the server
 // accepts every call (a local, single-user setup).
 #ifndef KTUNE_SERVER_AUTH_H_
 #define KTUNE_SERVER_AUTH_H_
@@ -21,7 +22,7 @@
 
 namespace ktune {
 
-enum class Role { kQuery, kSubmit, kWorker, kAdmin };
+enum class Role { kQuery, kSubmit, kWorker, kTelemetry, kAdmin };
 
 class Authenticator {
  public:

@@ -186,6 +186,19 @@ std::string Metrics::Render(const Gauges& g) {
     absl::StrAppendFormat(&out, "ktune_jobs{state=\"%s\"} %d\n", state,
                           it == g.jobs.end() ? 0 : it->second);
   }
+  out +=
+      "# HELP ktune_drift_flags_total Drift flags raised from production telemetry, by kind.\n"
+      "# TYPE ktune_drift_flags_total counter\n";
+  for (const char* kind : {"regression", "new_environment", "untuned_hot_problem"}) {
+    auto it = g.drift_flags.find(kind);
+    absl::StrAppendFormat(&out, "ktune_drift_flags_total{kind=\"%s\"} %d\n", kind,
+                          it == g.drift_flags.end() ? 0 : it->second);
+  }
+  absl::StrAppendFormat(&out,
+                        "# HELP ktune_retune_jobs_total Retuning jobs started by drift flags.\n"
+                        "# TYPE ktune_retune_jobs_total counter\n"
+                        "ktune_retune_jobs_total %d\n",
+                        g.retune_jobs);
   return out;
 }
 

@@ -9,6 +9,8 @@
 //   ktune_leases_active                          gauge
 //   ktune_workers{device_class,state}            gauge    state: measuring | idle
 //   ktune_jobs{state}                            gauge    jobs the scheduler holds, by state
+//   ktune_drift_flags_total{kind}                counter  drift flags raised (telemetry)
+//   ktune_retune_jobs_total                      counter  retuning jobs started by drift flags
 //
 // RPCs are counted by a gRPC server interceptor, so every method is covered the same way.
 // prometheus-cpp is not packaged for Debian 12, so the exposition format is written here; the
@@ -56,6 +58,8 @@ class Metrics {
     std::map<std::pair<std::string, std::string>, int64_t> workers;  // (class, state) -> n
     std::map<std::string, int64_t> jobs;                             // state -> n
     int64_t cache_hits = 0, cache_misses = 0;                        // counters, read at scrape
+    std::map<std::string, int64_t> drift_flags;  // kind -> flags raised (counter)
+    int64_t retune_jobs = 0;                     // retuning jobs started (counter)
   };
 
   void ObserveRpc(const std::string& method, int code, double seconds);

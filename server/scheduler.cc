@@ -56,6 +56,12 @@ absl::Status Scheduler::AddJobRun(Job job) {
     if (spec.contains("agent_share") && spec["agent_share"].is_number()) {
       run->agent_share = spec["agent_share"].get<double>();
     }
+    if (spec.contains("reverify") && spec["reverify"].is_array()) {
+      for (const nlohmann::json& c : spec["reverify"]) {
+        absl::StatusOr<Configuration> config = ParseParamMapJson(c.dump());
+        if (config.ok()) run->reverify.push_back(*std::move(config));
+      }
+    }
     if (const int64_t wall = spec.value("budget_wall_seconds", int64_t{0}); wall > 0) {
       run->wall_deadline = absl::FromUnixMicros(job.created_at_us) + absl::Seconds(wall);
     }
@@ -135,6 +141,12 @@ absl::StatusOr<int64_t> Scheduler::Submit(const JobRequest& r) {
   if (r.threads > 0) spec["threads"] = r.threads;
   if (r.agent_share) spec["agent_share"] = *r.agent_share;
   if (r.wall_seconds > 0) spec["budget_wall_seconds"] = r.wall_seconds;
+  if (!r.reverify.empty()) {
+    spec["reverify"] = nlohmann::json::array();
+    for (const Configuration& c : r.reverify) {
+      spec["reverify"].push_back(nlohmann::json::parse(CanonicalJson(c)));
+    }
+  }
   job.spec_json = spec.dump();
   job.strategy = r.strategy;
   job.priority = r.priority;

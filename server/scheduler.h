@@ -94,6 +94,9 @@ struct JobRequest {
   // The strategy's time as a share of its batches' measuring time (TaskSearch::Options); unset:
   // the default; 0: no limit.
   std::optional<double> agent_share;
+  // Configurations each task measures again first (TaskSearch::Options::reverify): a retuning
+  // job re-verifies the old best configurations in the same runs as the new candidates.
+  std::vector<Configuration> reverify;
   // As submitted, for the record (a JSON object); Submit adds seed, batch_size, threads and
   // agent_share, which Recover reads back.
   std::string spec_json;

@@ -6,6 +6,7 @@
 #define KTUNE_SERVER_SERVICES_H_
 
 #include <map>
+#include <set>
 #include <string>
 
 #include "absl/synchronization/mutex.h"
@@ -18,6 +19,7 @@
 #include "server/client_kernels.h"
 #include "server/scheduler.h"
 #include "server/task_spaces.h"
+#include "server/telemetry_intake.h"
 
 namespace ktune {
 
@@ -55,12 +57,14 @@ class TuningServiceImpl final
     : public v1::TuningService::WithRawCallbackMethod_QueryBest<v1::TuningService::CallbackService> {
  public:
   TuningServiceImpl(Scheduler* scheduler, TuningDatabase* db, const TaskSpaces* spaces,
-                    BestCache* best, ClientKernels* client_kernels, const Authenticator* auth)
+                    BestCache* best, ClientKernels* client_kernels, TelemetryIntake* telemetry,
+                    const Authenticator* auth)
       : scheduler_(scheduler),
         db_(db),
         spaces_(spaces),
         best_(best),
         client_kernels_(client_kernels),
+        telemetry_(telemetry),
         auth_(auth) {}
   grpc::ServerUnaryReactor* SubmitJob(grpc::CallbackServerContext* ctx,
                                       const v1::SubmitJobRequest* request,
@@ -92,6 +96,13 @@ class TuningServiceImpl final
   grpc::ServerUnaryReactor* Explain(grpc::CallbackServerContext* ctx,
                                     const v1::ExplainRequest* request,
                                     v1::ExplainResponse* response) override;
+  // Telemetry role; samples validated one by one (telemetry_services.cc).
+  grpc::ServerUnaryReactor* ReportTelemetry(grpc::CallbackServerContext* ctx,
+                                            const v1::ReportTelemetryRequest* request,
+                                            v1::ReportTelemetryResponse* response) override;
+  grpc::ServerUnaryReactor* ListDrift(grpc::CallbackServerContext* ctx,
+                                      const v1::ListDriftRequest* request,
+                                      v1::ListDriftResponse* response) override;
   grpc::ServerUnaryReactor* ListKernels(grpc::CallbackServerContext* ctx,
                                         const v1::ListKernelsRequest* request,
                                         v1::ListKernelsResponse* response) override;
@@ -120,6 +131,10 @@ class TuningServiceImpl final
   const TaskSpaces* spaces_;
   BestCache* best_;
   ClientKernels* client_kernels_;
+  TelemetryIntake* telemetry_;
+  absl::Mutex known_kernels_mu_;
+  std::set<std::string> known_kernels_ ABSL_GUARDED_BY(known_kernels_mu_);
+  absl::Time known_kernels_at_ ABSL_GUARDED_BY(known_kernels_mu_) = absl::InfinitePast();
   // The answer to a parsed QueryBest request of an authorised caller (the cache's own, unless a
   // background job was queued).
   absl::StatusOr<std::shared_ptr<const BestAnswer>> AnswerQueryBest(
@@ -128,6 +143,10 @@ class TuningServiceImpl final
   // field); the problem canonical for registry kernels. top_k is left at 1.
   absl::StatusOr<BestQuery> ParseBestQuery(const v1::KernelRef& kernel, const v1::Problem& problem,
                                            const v1::DeviceFingerprint& device);
+  // A telemetry sample as stored, validated (InvalidArgument saying what is wrong).
+  absl::StatusOr<TelemetryReport> TelemetryFromProto(const v1::TelemetrySample& sample);
+  // Whether telemetry may name `kernel`: a registry kernel, or one with records.
+  bool KernelKnown(const std::string& kernel);
   // tune_if_missing: queues a job for the task (one per task while it runs).
   absl::StatusOr<std::string> TuneInBackground(const BestQuery& query);
   static constexpr int64_t kBackgroundBudget = 64;

@@ -1,6 +1,7 @@
 #include "server/task_search.h"
 
 #include <algorithm>
+#include <utility>
 
 #include "absl/time/clock.h"
 #include "common/status_macros.h"
@@ -48,10 +49,17 @@ absl::StatusOr<std::unique_ptr<TaskSearch>> TaskSearch::Create(TuningDatabase* d
     s->prior_.push_back({*p, ok, ok ? *r.time_ms : 0.0});
   }
   s->prior_records_ = static_cast<int64_t>(s->prior_.size());
-  if (default_config && !default_known) {
-    // The kernel's contract puts its default in its space.
-    absl::StatusOr<Point> p = s->space_->ToPoint(*default_config);
-    if (p.ok() && s->space_->IsValid(*p)) s->default_point_ = *p;
+  std::vector<Configuration> first;
+  if (default_config && !default_known) first.push_back(*default_config);
+  first.insert(first.end(), options.reverify.begin(), options.reverify.end());
+  for (const Configuration& c : first) {
+    if (static_cast<int64_t>(s->first_points_.size()) >= s->budget_left_) break;
+    // The kernel's contract puts its default in its space; re-verified ones may not be.
+    absl::StatusOr<Point> p = s->space_->ToPoint(c);
+    if (p.ok() && s->space_->IsValid(*p) &&
+        std::find(s->first_points_.begin(), s->first_points_.end(), *p) == s->first_points_.end()) {
+      s->first_points_.push_back(*p);
+    }
   }
   return s;
 }
@@ -78,11 +86,9 @@ absl::Status TaskSearch::StartStrategy() {
 absl::StatusOr<std::vector<Point>> TaskSearch::NextBatch() {
   if (finished_ || budget_left_ <= 0) return std::vector<Point>();
   batch_out_at_ = absl::Now();
-  if (default_point_) {
+  if (!first_points_.empty()) {
     default_batch_ = true;
-    std::vector<Point> batch = {*default_point_};
-    default_point_.reset();
-    return batch;
+    return std::exchange(first_points_, {});
   }
   if (!started_) KTUNE_RETURN_IF_ERROR(StartStrategy());
   strategy_->SetTimeAllowance(time_budget_.AllowanceMs());

@@ -51,6 +51,10 @@ class TaskSearch {
     // the search finishes.
     absl::Duration checkpoint_every = absl::Seconds(30);
     StrategyFactory make_strategy;  // unset: MakeStrategy
+    // Configurations measured again first, in the first batch (with the default configuration
+    // when it is unknown), before the strategy proposes anything: a retuning job re-verifies the
+    // old best alongside the new candidates. Those outside the task's space are skipped.
+    std::vector<Configuration> reverify;
   };
 
   // Prepares the search of canonical `task` as measured by workers with `cores` cores, with
@@ -90,8 +94,8 @@ class TaskSearch {
   std::shared_ptr<const SearchSpace> space_;
   std::unique_ptr<SearchStrategy> strategy_;
   std::vector<Observation> prior_;      // handed to the strategy when it starts
-  std::optional<Point> default_point_;  // to measure first
-  bool default_batch_ = false;          // the current batch is the default configuration
+  std::vector<Point> first_points_;  // to measure first: the default, then `reverify`
+  bool default_batch_ = false;       // the current batch is first_points_
   bool started_ = false, finished_ = false;
   int64_t budget_left_ = 0;
   int64_t batches_ = 0;  // strategy batches completed

@@ -34,6 +34,10 @@ absl::StatusOr<std::unique_ptr<TuningServer>> TuningServer::Start(TuningServerOp
   };
   s->scheduler_ = std::make_unique<Scheduler>(s->db_.get(), s->spaces_.get(), scheduler_options);
   if (s->options_.resume_jobs) KTUNE_RETURN_IF_ERROR(s->scheduler_->Recover());
+  s->telemetry_ = std::make_unique<TelemetryIntake>(s->db_.get(), s->scheduler_.get(),
+                                                    s->best_.get(), s->spaces_.get(),
+                                                    s->options_.retune, s->options_.drift);
+  KTUNE_RETURN_IF_ERROR(s->telemetry_->Recover());
   if (!s->options_.auth_file.empty()) {
     KTUNE_ASSIGN_OR_RETURN(s->auth_, Authenticator::FromFile(s->options_.auth_file));
   }
@@ -41,7 +45,7 @@ absl::StatusOr<std::unique_ptr<TuningServer>> TuningServer::Start(TuningServerOp
       std::make_unique<WorkerServiceImpl>(s->scheduler_.get(), &s->registry_, &s->auth_);
   s->tuning_service_ = std::make_unique<TuningServiceImpl>(
       s->scheduler_.get(), s->db_.get(), s->spaces_.get(), s->best_.get(),
-      s->client_kernels_.get(), &s->auth_);
+      s->client_kernels_.get(), s->telemetry_.get(), &s->auth_);
 
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
@@ -83,6 +87,11 @@ absl::StatusOr<std::unique_ptr<TuningServer>> TuningServer::Start(TuningServerOp
           const Scheduler::Counts c = raw->scheduler_->CountNow();
           Metrics::Gauges g{c.queued_candidates, c.active_leases,     c.workers, c.jobs,
                             raw->best_->hits(),  raw->best_->misses()};
+          const auto flags = raw->telemetry_->FlagCounts();
+          for (int k = 0; k < kDriftKindCount; ++k) {
+            g.drift_flags[DriftKindName(static_cast<DriftKind>(k))] = flags[k];
+          }
+          g.retune_jobs = raw->telemetry_->retune_jobs_started();
           return raw->metrics_.Render(g);
         }));
   }

@@ -23,6 +23,7 @@
 #include "server/scheduler.h"
 #include "server/services.h"
 #include "server/task_spaces.h"
+#include "server/telemetry_intake.h"
 
 namespace ktune {
 
@@ -37,6 +38,9 @@ struct TuningServerOptions {
   std::string tls_cert, tls_key, tls_client_ca;
   std::string metrics_listen;  // HOST:PORT for Prometheus' /metrics; empty: none
   SchedulerOptions scheduler;
+  // What drift detection over production telemetry does (server/telemetry_intake.h).
+  RetunePolicy retune;
+  DriftMonitorOptions drift;
   // Resume the file's unfinished jobs (Scheduler::Recover). The embedded default does not: it
   // runs only the job it submits, and leaves other jobs for `ktune serve`.
   bool resume_jobs = true;
@@ -72,6 +76,7 @@ class TuningServer {
   std::unique_ptr<MetricsHttpServer> metrics_http_;
   std::unique_ptr<BestCache> best_;
   std::unique_ptr<Scheduler> scheduler_;
+  std::unique_ptr<TelemetryIntake> telemetry_;
   std::unique_ptr<WorkerServiceImpl> worker_service_;
   std::unique_ptr<TuningServiceImpl> tuning_service_;
   std::unique_ptr<grpc::Server> server_;

@@ -3,6 +3,8 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <cmath>
+
 #include <functional>
 #include <memory>
 
@@ -240,6 +242,73 @@ TEST_P(TuningDatabaseConformanceTest, JobsFollowTheirStateMachine) {
   EXPECT_EQ((*jobs)[0].id, *second);  // newest first
   EXPECT_EQ(db_->GetJob(999).status().code(), absl::StatusCode::kNotFound);
   EXPECT_EQ(db_->Stats()->jobs, 2);
+}
+
+// A regression makes a task's old records stale: they no longer answer, fresh ones do, and
+// nothing is deleted.
+TEST_P(TuningDatabaseConformanceTest, StaleRecordsStopAnsweringButStayStored) {
+  Record old_fast = MakeRecord("A100", 16, 1.0);  // measured at 1.7e15 + 16
+  Record fresh_slow = MakeRecord("A100", 32, 2.0);
+  fresh_slow.measured_at_us = 1'800'000'000'000'000;
+  Record other_class = MakeRecord("H100", 16, 0.5);
+  ASSERT_TRUE(db_->AddRecords({old_fast, fresh_slow, other_class}).ok());
+  const TaskKey task{"gemm", "", old_fast.problem, "A100"};
+  ASSERT_TRUE(db_->MarkStale(task, 1'750'000'000'000'000).ok());
+  ASSERT_TRUE(db_->MarkStale(task, 1'000).ok());  // an earlier boundary changes nothing
+
+  auto best = db_->QueryBest(QueryFor("A100"));
+  ASSERT_TRUE(best.ok()) << best.status();
+  ASSERT_EQ(best->records.size(), 1u);
+  EXPECT_EQ(std::get<int64_t>(best->records[0].config.at("tile")), 32);
+  auto records = db_->TaskRecords({"gemm", "v1", old_fast.problem, "A100"});
+  ASSERT_TRUE(records.ok());
+  ASSERT_EQ(records->size(), 1u);
+  EXPECT_EQ(*(*records)[0].time_ms, 2.0);
+  // Another class is not touched; everything is still stored.
+  EXPECT_EQ(*db_->QueryBest(QueryFor("H100"))->records[0].time_ms, 0.5);
+  int64_t stored = 0;
+  ASSERT_TRUE(db_->ForEachRecord([&](const Record&) {
+                   ++stored;
+                   return absl::OkStatus();
+                 })
+                  .ok());
+  EXPECT_EQ(stored, 3);
+}
+
+TEST_P(TuningDatabaseConformanceTest, TelemetryIsStoredApartAndBadReportsStoreNothing) {
+  TelemetryReport t;
+  t.kernel = "gemm";
+  t.problem = {{"M", int64_t{1024}}, {"N", int64_t{1024}}};
+  t.device = MakeRecord("A100", 16, 1.0).device;
+  t.config = {{"tile", int64_t{16}}};
+  t.count = 1000;
+  t.mean_ms = 1.25;
+  t.stddev_ms = 0.01;
+  t.window_start_us = 10;
+  t.window_end_us = 20;
+  t.received_at_us = 30;
+  t.reporter = "app";
+  TelemetryReport bad = t;
+  bad.mean_ms = std::nan("");
+  EXPECT_TRUE(absl::IsInvalidArgument(db_->AddTelemetry({t, bad})));
+  ASSERT_TRUE(db_->AddTelemetry({t, t}).ok());
+  std::vector<TelemetryReport> seen;
+  ASSERT_TRUE(db_->ForEachTelemetry([&](const TelemetryReport& r) {
+                   seen.push_back(r);
+                   return absl::OkStatus();
+                 })
+                  .ok());
+  ASSERT_EQ(seen.size(), 2u);  // the refused batch stored nothing
+  EXPECT_EQ(seen[0].config, t.config);
+  EXPECT_EQ(seen[0].problem, t.problem);
+  EXPECT_EQ(seen[0].device.FingerprintHash(), t.device.FingerprintHash());
+  EXPECT_EQ(seen[0].count, 1000);
+  EXPECT_DOUBLE_EQ(seen[0].mean_ms, 1.25);
+  EXPECT_EQ(seen[0].window_end_us, 20);
+  EXPECT_EQ(seen[0].reporter, "app");
+  // Telemetry is not a measurement: no record, no best answer.
+  EXPECT_EQ(db_->Stats()->records, 0);
+  EXPECT_EQ(db_->QueryBest(QueryFor("A100"))->level, MatchLevel::kNone);
 }
 
 TEST_P(TuningDatabaseConformanceTest, CheckpointsAreReplacedAndLoaded) {

@@ -1,0 +1,111 @@
+// Drift detection over production telemetry (db/telemetry.h), per task (kernel, problem, device
+// class). Three conditions are flagged, each once:
+//   - regression: a configuration's reported times slowed down against their own history
+//     (SlowdownDetector, per task and configuration);
+//   - new_environment: a task tuned on its device class reports from a device fingerprint (driver,
+//     library, core count) that no record was measured on;
+//   - untuned_hot_problem: a task never tuned on its device class (served by a prediction, or not
+//     at all) has been called at least `hot_calls` times.
+// The monitor only decides; what is done about a flag (nothing, a suggestion, a retuning job) is
+// the server's policy, recorded on the flag with SetAction. Thread-safe.
+#ifndef KTUNE_DRIFT_DRIFT_MONITOR_H_
+#define KTUNE_DRIFT_DRIFT_MONITOR_H_
+
+#include <array>
+#include <map>
+#include <optional>
+#include <string>
+#include <tuple>
+#include <vector>
+
+#include "absl/synchronization/mutex.h"
+#include "db/telemetry.h"
+#include "db/tuning_database.h"
+#include "drift/slowdown_detector.h"
+
+namespace ktune {
+
+enum class DriftKind { kRegression, kNewEnvironment, kUntunedHotProblem };
+inline constexpr int kDriftKindCount = 3;
+// "regression", "new_environment", "untuned_hot_problem".
+const char* DriftKindName(DriftKind kind);
+
+struct DriftFlag {
+  int64_t id = 0;  // 1, 2, ... in the order raised
+  DriftKind kind = DriftKind::kRegression;
+  TaskKey task;                  // kernel, version (empty: any), problem, device class
+  std::string fingerprint_hash;  // new_environment: the untuned device
+  Configuration config;          // regression: the configuration that slowed down
+  int64_t raised_at_us = 0;      // the report's receipt time
+  int64_t reports = 0;           // reports of the stream (task for hot problems) so far
+  int64_t calls = 0;             // calls summed over them
+  double reference_ms = 0;       // regression: the stream's normal time
+  double recent_ms = 0;          // its recent reports' median time (every kind)
+  std::optional<double> lab_ms;  // the task's best tuned time, when it has one
+  std::string message;           // one line for people
+  std::string action = "none";   // what the server did: none, suggested, "retuning: job N", ...
+  int64_t retune_job = 0;        // the retuning job started for it; 0: none
+};
+
+// What the monitor asks of the tuning database.
+class TuningKnowledge {
+ public:
+  virtual ~TuningKnowledge() = default;
+  // The task's best tuned time on its device class; nullopt when never tuned there.
+  virtual std::optional<double> LabBest(const TaskKey& task) = 0;
+  // Whether some record of the task's kernel and problem was measured on exactly this device.
+  virtual bool FingerprintTuned(const TaskKey& task, const std::string& fingerprint_hash) = 0;
+};
+
+// TuningKnowledge from a tuning database (QueryBest at the class and exact levels).
+class DatabaseKnowledge : public TuningKnowledge {
+ public:
+  explicit DatabaseKnowledge(TuningDatabase* db) : db_(db) {}
+  std::optional<double> LabBest(const TaskKey& task) override;
+  bool FingerprintTuned(const TaskKey& task, const std::string& fingerprint_hash) override;
+
+ private:
+  TuningDatabase* db_;
+};
+
+struct DriftMonitorOptions {
+  SlowdownDetectorOptions detector;
+  int64_t hot_calls = 100'000;  // calls of an untuned task that make it hot
+};
+
+class DriftMonitor {
+ public:
+  explicit DriftMonitor(DriftMonitorOptions options = {}) : options_(options) {}
+
+  // Feeds one stored report; returns the flags it raised (usually none).
+  std::vector<DriftFlag> Observe(const TelemetryReport& report, TuningKnowledge& knowledge);
+  // Every flag raised, oldest first.
+  std::vector<DriftFlag> Flags() const;
+  std::array<int64_t, kDriftKindCount> CountsByKind() const;
+  void SetAction(int64_t flag_id, const std::string& action, int64_t retune_job = 0);
+  // The task was retuned: its regression streams start anew (a new reference), so the same
+  // configuration can be flagged again if it slows down again. Its flags stay listed.
+  void Restart(const TaskKey& task);
+
+ private:
+  // kernel, canonical problem, device class.
+  using TaskId = std::tuple<std::string, std::string, std::string>;
+  struct TaskState {
+    std::map<std::string, SlowdownDetector> streams;  // canonical config -> detector
+    std::map<std::string, int64_t> stream_calls;
+    std::map<std::string, bool> fingerprints_checked;  // hash -> flagged
+    int64_t calls = 0, reports = 0;
+    bool hot_flagged = false;
+  };
+  DriftFlag NewFlag(DriftKind kind, const TelemetryReport& report)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
+  DriftMonitorOptions options_;
+  mutable absl::Mutex mu_;
+  std::map<TaskId, TaskState> tasks_ ABSL_GUARDED_BY(mu_);
+  std::vector<DriftFlag> flags_ ABSL_GUARDED_BY(mu_);
+};
+
+}  // namespace ktune
+
+#endif  // KTUNE_DRIFT_DRIFT_MONITOR_H_

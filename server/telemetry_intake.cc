@@ -1,0 +1,127 @@
+#include "server/telemetry_intake.h"
+
+#include <nlohmann/json.hpp>
+
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "common/status_macros.h"
+
+namespace ktune {
+
+absl::StatusOr<RetuneMode> ParseRetuneMode(const std::string& name) {
+  if (name == "off") return RetuneMode::kOff;
+  if (name == "suggest") return RetuneMode::kSuggest;
+  if (name == "act") return RetuneMode::kAct;
+  return absl::InvalidArgumentError(
+      absl::StrCat("unknown retune policy '", name, "' (off, suggest or act)"));
+}
+
+TelemetryIntake::TelemetryIntake(TuningDatabase* db, Scheduler* scheduler, BestCache* best,
+                                 const TaskSpaces* spaces, RetunePolicy policy,
+                                 DriftMonitorOptions monitor_options)
+    : db_(db),
+      scheduler_(scheduler),
+      best_(best),
+      spaces_(spaces),
+      policy_(std::move(policy)),
+      monitor_(monitor_options),
+      knowledge_(db) {}
+
+absl::Status TelemetryIntake::Recover() {
+  absl::MutexLock lock(&mu_);
+  return db_->ForEachTelemetry([this](const TelemetryReport& r) {
+    monitor_.Observe(r, knowledge_);
+    return absl::OkStatus();
+  });
+}
+
+int64_t TelemetryIntake::retune_jobs_started() const {
+  absl::MutexLock lock(&mu_);
+  return retune_jobs_started_;
+}
+
+absl::StatusOr<std::vector<DriftFlag>> TelemetryIntake::Report(
+    std::vector<TelemetryReport> reports) {
+  const int64_t now = absl::ToUnixMicros(absl::Now());
+  for (TelemetryReport& r : reports) {
+    r.received_at_us = now;
+    if (r.window_start_us == 0 && r.window_end_us == 0) r.window_start_us = r.window_end_us = now;
+  }
+  absl::MutexLock lock(&mu_);
+  KTUNE_RETURN_IF_ERROR(db_->AddTelemetry(reports));
+  std::vector<DriftFlag> raised;
+  for (const TelemetryReport& r : reports) {
+    for (DriftFlag& f : monitor_.Observe(r, knowledge_)) {
+      int64_t job = 0;
+      f.action = Act(f, &job);
+      f.retune_job = job;
+      monitor_.SetAction(f.id, f.action, job);
+      raised.push_back(std::move(f));
+    }
+  }
+  return raised;
+}
+
+std::string TelemetryIntake::Suggestion(const DriftFlag& f) const {
+  std::string problem = FormatParamMapAssignments(f.task.problem);
+  return absl::StrCat("suggested: ktune submit a job for ", f.task.kernel,
+                      problem.empty() ? "" : " ", problem, " on ", f.task.device_class,
+                      " (or run the server with --retune act)");
+}
+
+std::string TelemetryIntake::Act(const DriftFlag& f, int64_t* job_id) {
+  if (policy_.mode == RetuneMode::kOff) return "none";
+  if (policy_.mode == RetuneMode::kSuggest) return Suggestion(f);
+  // At most max_jobs retuning jobs queued or running.
+  for (auto it = retune_jobs_.begin(); it != retune_jobs_.end();) {
+    absl::StatusOr<JobStatus> job = scheduler_->GetJob(*it);
+    const bool over = !job.ok() || job->job.state == JobState::kDone ||
+                      job->job.state == JobState::kFailed ||
+                      job->job.state == JobState::kCancelled;
+    it = over ? retune_jobs_.erase(it) : std::next(it);
+  }
+  if (static_cast<int>(retune_jobs_.size()) >= policy_.max_jobs) {
+    return absl::StrCat(Suggestion(f), "; not retuned now: ", policy_.max_jobs,
+                        " retuning jobs are running");
+  }
+  absl::StatusOr<TaskKey> task = spaces_->Canonical(f.task);
+  if (!task.ok()) {
+    return absl::StrCat("cannot retune: ", task.status().message());
+  }
+  JobRequest request;
+  request.name = absl::StrCat("retune-", DriftKindName(f.kind), "-", f.id);
+  request.tasks = {*task};
+  request.budget = policy_.budget;
+  request.strategy = policy_.strategy;
+  request.priority = policy_.priority;
+  if (f.kind == DriftKind::kRegression) {
+    // The old best configurations, measured again first; then the old records stop answering.
+    BestQuery q;
+    q.kernel = task->kernel;
+    q.problem = task->problem;
+    q.device_class = task->device_class;
+    q.family = "-";  // this class only
+    q.top_k = policy_.reverify_top;
+    absl::StatusOr<BestResult> old = db_->QueryBest(q);
+    if (old.ok()) {
+      for (const Record& r : old->records) request.reverify.push_back(r.config);
+    }
+    if (absl::Status s = db_->MarkStale(*task, f.raised_at_us); !s.ok()) {
+      return absl::StrCat("cannot retune: ", s.message());
+    }
+    Record touched;  // what BestCache::Invalidate reads: the kernel and the problem
+    touched.kernel = task->kernel;
+    touched.problem = task->problem;
+    best_->Invalidate({touched});
+    monitor_.Restart(f.task);
+  }
+  request.spec_json = nlohmann::json{{"name", request.name}, {"reason", f.message}}.dump();
+  absl::StatusOr<int64_t> id = scheduler_->Submit(request);
+  if (!id.ok()) return absl::StrCat("cannot retune: ", id.status().message());
+  retune_jobs_.insert(*id);
+  ++retune_jobs_started_;
+  *job_id = *id;
+  return absl::StrCat("retuning: job ", *id);
+}
+
+}  // namespace ktune

@@ -1,0 +1,78 @@
+// Production telemetry into the server (ReportTelemetry): reports are validated and stored apart
+// from records, run through drift detection (drift/drift_monitor.h), and what is flagged is dealt
+// with by the server's retune policy:
+//   off      flags are listed, nothing else;
+//   suggest  flags say which command would retune (the default);
+//   act      a bounded retuning job is queued: `budget` measurements, at most `max_jobs` running
+//            at once (further flags are suggested). For a regression the task's records from
+//            before the flag are marked stale (TuningDatabase::MarkStale: they stop answering,
+//            they stay stored), and the old best configurations are re-measured in the job's
+//            first batch, alongside the new candidates, so the comparison is fair. The job
+//            warm-starts from the kernel's saved policy like any other.
+#ifndef KTUNE_SERVER_TELEMETRY_INTAKE_H_
+#define KTUNE_SERVER_TELEMETRY_INTAKE_H_
+
+#include <array>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "db/tuning_database.h"
+#include "drift/drift_monitor.h"
+#include "server/best_cache.h"
+#include "server/scheduler.h"
+#include "server/task_spaces.h"
+
+namespace ktune {
+
+enum class RetuneMode { kOff, kSuggest, kAct };
+// "off", "suggest", "act"; InvalidArgument otherwise.
+absl::StatusOr<RetuneMode> ParseRetuneMode(const std::string& name);
+
+struct RetunePolicy {
+  RetuneMode mode = RetuneMode::kSuggest;
+  int64_t budget = 100;   // measurements of one retuning job
+  int max_jobs = 2;       // retuning jobs queued or running at once
+  int reverify_top = 4;   // old best configurations re-measured first after a regression
+  std::string strategy = "ppo";
+  int priority = 50;
+};
+
+class TelemetryIntake {
+ public:
+  TelemetryIntake(TuningDatabase* db, Scheduler* scheduler, BestCache* best,
+                  const TaskSpaces* spaces, RetunePolicy policy,
+                  DriftMonitorOptions monitor_options = {});
+
+  // Runs the stored telemetry through drift detection again, acting on nothing (a restart).
+  absl::Status Recover();
+  // Stores `reports` (all or none; received_at_us set here) and returns the flags they raised,
+  // each with the policy's action taken.
+  absl::StatusOr<std::vector<DriftFlag>> Report(std::vector<TelemetryReport> reports);
+
+  std::vector<DriftFlag> Flags() const { return monitor_.Flags(); }
+  std::array<int64_t, kDriftKindCount> FlagCounts() const { return monitor_.CountsByKind(); }
+  int64_t retune_jobs_started() const;
+
+ private:
+  // Applies the policy to a new flag; returns the action's description (and sets *job_id).
+  std::string Act(const DriftFlag& flag, int64_t* job_id);
+  std::string Suggestion(const DriftFlag& flag) const;
+
+  TuningDatabase* db_;
+  Scheduler* scheduler_;
+  BestCache* best_;
+  const TaskSpaces* spaces_;
+  RetunePolicy policy_;
+  DriftMonitor monitor_;
+  DatabaseKnowledge knowledge_;
+  mutable absl::Mutex mu_;  // serialises Report (store, observe, act)
+  std::set<int64_t> retune_jobs_ ABSL_GUARDED_BY(mu_);
+  int64_t retune_jobs_started_ ABSL_GUARDED_BY(mu_) = 0;
+};
+
+}  // namespace ktune
+
+#endif  // KTUNE_SERVER_TELEMETRY_INTAKE_H_

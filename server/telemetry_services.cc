@@ -1,0 +1,159 @@
+// TuningService's telemetry methods: ReportTelemetry and ListDrift (server/telemetry_intake.h).
+#include <cmath>
+
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "common/status_macros.h"
+#include "db/device_family.h"
+#include "proto/convert.h"
+#include "server/services.h"
+
+namespace ktune {
+namespace {
+
+constexpr int kMaxSamples = 1000;
+constexpr int kMaxTimes = 10'000;
+
+int64_t Micros(const google::protobuf::Timestamp& t) {
+  return t.seconds() * 1'000'000 + t.nanos() / 1000;
+}
+
+v1::DriftKind ToProto(DriftKind kind) {
+  switch (kind) {
+    case DriftKind::kRegression:
+      return v1::DRIFT_KIND_REGRESSION;
+    case DriftKind::kNewEnvironment:
+      return v1::DRIFT_KIND_NEW_ENVIRONMENT;
+    case DriftKind::kUntunedHotProblem:
+      return v1::DRIFT_KIND_UNTUNED_HOT_PROBLEM;
+  }
+  return v1::DRIFT_KIND_UNSPECIFIED;
+}
+
+v1::DriftFlag ToProto(const DriftFlag& f) {
+  v1::DriftFlag out;
+  out.set_id(f.id);
+  out.set_kind(ToProto(f.kind));
+  *out.mutable_task() = ktune::ToProto(f.task);
+  out.set_fingerprint_hash(f.fingerprint_hash);
+  ktune::ToProto(f.config, out.mutable_config()->mutable_params());
+  out.mutable_raised_at()->set_seconds(f.raised_at_us / 1'000'000);
+  out.mutable_raised_at()->set_nanos(static_cast<int32_t>(f.raised_at_us % 1'000'000) * 1000);
+  out.set_reports(f.reports);
+  out.set_calls(f.calls);
+  out.set_reference_ms(f.reference_ms);
+  out.set_recent_ms(f.recent_ms);
+  if (f.lab_ms) out.set_lab_ms(*f.lab_ms);
+  out.set_message(f.message);
+  out.set_action(f.action);
+  if (f.retune_job > 0) out.set_retune_job_id(std::to_string(f.retune_job));
+  return out;
+}
+
+}  // namespace
+
+absl::StatusOr<TelemetryReport> TuningServiceImpl::TelemetryFromProto(
+    const v1::TelemetrySample& s) {
+  TelemetryReport r;
+  KTUNE_ASSIGN_OR_RETURN(BestQuery q, ParseBestQuery(s.kernel(), s.problem(), s.device()));
+  if (q.device_class.empty()) return absl::InvalidArgumentError("device.device_class is required");
+  if (!KernelKnown(q.kernel)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "unknown kernel '", q.kernel,
+        "': telemetry is for kernels the server knows (its registry, or kernels with records)"));
+  }
+  r.kernel = q.kernel;
+  r.kernel_version = q.kernel_version;
+  r.problem = q.problem;
+  auto fingerprint = s.device().extra().find("fingerprint_json");
+  r.device = DeviceInfo::FromName(q.device_class);
+  if (fingerprint != s.device().extra().end()) r.device.fingerprint_json = fingerprint->second;
+  if (!q.family.empty()) r.device.family = q.family;
+  KTUNE_ASSIGN_OR_RETURN(r.config, FromProto(s.config().params(), "config"));
+  if (s.times_ms_size() > 0) {
+    if (s.count() != 0 || s.mean_ms() != 0) {
+      return absl::InvalidArgumentError("give times_ms or count and mean_ms, not both");
+    }
+    if (s.times_ms_size() > kMaxTimes) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("times_ms has ", s.times_ms_size(), " times; at most ", kMaxTimes));
+    }
+    double sum = 0, sum_sq = 0;
+    for (double t : s.times_ms()) {
+      if (!std::isfinite(t) || t <= 0) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("times_ms holds ", t, "; every time must be a positive number"));
+      }
+      sum += t;
+      sum_sq += t * t;
+    }
+    r.count = s.times_ms_size();
+    r.mean_ms = sum / r.count;
+    r.stddev_ms = r.count > 1 ? std::sqrt(std::max(0.0, (sum_sq - sum * r.mean_ms) / (r.count - 1)))
+                              : 0.0;
+  } else {
+    r.count = s.count();
+    r.mean_ms = s.mean_ms();
+    r.stddev_ms = s.stddev_ms();
+  }
+  if (s.has_window_start() != s.has_window_end()) {
+    return absl::InvalidArgumentError("window_start and window_end go together");
+  }
+  if (s.has_window_start()) {
+    r.window_start_us = Micros(s.window_start());
+    r.window_end_us = Micros(s.window_end());
+  }
+  r.reporter = "client";
+  KTUNE_RETURN_IF_ERROR(ValidateTelemetry(r));
+  return r;
+}
+
+bool TuningServiceImpl::KernelKnown(const std::string& kernel) {
+  if (spaces_->registry().Find(kernel) != nullptr) return true;
+  absl::MutexLock lock(&known_kernels_mu_);
+  if (known_kernels_.count(kernel)) return true;
+  // Kernels with records (recorded spaces, imports): looked up again at most every 10 s.
+  if (absl::Now() - known_kernels_at_ < absl::Seconds(10)) return false;
+  known_kernels_at_ = absl::Now();
+  absl::StatusOr<std::vector<TaskKey>> tasks = db_->ListTasks();
+  if (!tasks.ok()) return false;
+  for (const TaskKey& t : *tasks) known_kernels_.insert(t.kernel);
+  return known_kernels_.count(kernel) > 0;
+}
+
+grpc::ServerUnaryReactor* TuningServiceImpl::ReportTelemetry(
+    grpc::CallbackServerContext* ctx, const v1::ReportTelemetryRequest* request,
+    v1::ReportTelemetryResponse* response) {
+  if (absl::Status a = auth_->Check(ctx, Role::kTelemetry); !a.ok()) return Done(ctx, a);
+  if (request->samples_size() == 0) {
+    return Done(ctx, absl::InvalidArgumentError("no samples"));
+  }
+  if (request->samples_size() > kMaxSamples) {
+    return Done(ctx, absl::ResourceExhaustedError(absl::StrCat(
+                         request->samples_size(), " samples in one call; at most ", kMaxSamples)));
+  }
+  std::vector<TelemetryReport> reports;
+  for (int i = 0; i < request->samples_size(); ++i) {
+    absl::StatusOr<TelemetryReport> r = TelemetryFromProto(request->samples(i));
+    if (!r.ok()) {
+      return Done(ctx, absl::Status(r.status().code(),
+                                    absl::StrCat("samples[", i, "]: ", r.status().message())));
+    }
+    reports.push_back(*std::move(r));
+  }
+  absl::StatusOr<std::vector<DriftFlag>> raised = telemetry_->Report(std::move(reports));
+  if (!raised.ok()) return Done(ctx, raised.status());
+  response->set_accepted(request->samples_size());
+  for (const DriftFlag& f : *raised) *response->add_raised() = ToProto(f);
+  return Done(ctx, absl::OkStatus());
+}
+
+grpc::ServerUnaryReactor* TuningServiceImpl::ListDrift(grpc::CallbackServerContext* ctx,
+                                                       const v1::ListDriftRequest*,
+                                                       v1::ListDriftResponse* response) {
+  if (absl::Status a = auth_->Check(ctx, Role::kQuery); !a.ok()) return Done(ctx, a);
+  for (const DriftFlag& f : telemetry_->Flags()) *response->add_flags() = ToProto(f);
+  return Done(ctx, absl::OkStatus());
+}
+
+}  // namespace ktune

@@ -1,0 +1,146 @@
+// Drift detection: the slowdown test's false alarms and delay on simulated streams, and the
+// monitor's three flags.
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <random>
+
+#include "drift/drift_monitor.h"
+#include "drift/slowdown_detector.h"
+
+namespace ktune {
+namespace {
+
+// Report means of `calls` calls with 3% call-to-call noise (lognormal) around `ms`.
+double ReportMean(std::mt19937& rng, double ms, int calls = 100) {
+  std::normal_distribution<double> noise(0, 0.03);
+  double sum = 0;
+  for (int i = 0; i < calls; ++i) sum += ms * std::exp(noise(rng));
+  return sum / calls;
+}
+
+TEST(SlowdownDetectorTest, StableStreamsRaiseNoAlarmOverTenThousandReports) {
+  for (int seed = 1; seed <= 5; ++seed) {
+    std::mt19937 rng(seed);
+    SlowdownDetector d;
+    for (int i = 0; i < 10'000; ++i) {
+      ASSERT_FALSE(d.Observe(ReportMean(rng, 2.0))) << "seed " << seed << ", report " << i;
+    }
+    EXPECT_FALSE(d.alarmed());
+    EXPECT_NEAR(d.reference_ms(), 2.0, 0.01);
+  }
+}
+
+TEST(SlowdownDetectorTest, ASlowdownIsFlaggedWithinAFewReportsAndOnlyOnce) {
+  for (double factor : {1.05, 1.2, 2.0}) {
+    std::mt19937 rng(7);
+    SlowdownDetector d;
+    for (int i = 0; i < 200; ++i) ASSERT_FALSE(d.Observe(ReportMean(rng, 2.0)));
+    int delay = 0, alarms = 0;
+    for (int i = 1; i <= 100; ++i) {
+      if (d.Observe(ReportMean(rng, 2.0 * factor))) {
+        ++alarms;
+        if (delay == 0) delay = i;
+      }
+    }
+    EXPECT_EQ(alarms, 1) << factor;
+    EXPECT_GE(delay, 1) << factor;
+    EXPECT_LE(delay, 50) << factor;
+    EXPECT_NEAR(d.recent_ms() / d.reference_ms(), factor, 0.02) << factor;
+  }
+}
+
+TEST(SlowdownDetectorTest, OneWildReportIsNotASlowdown) {
+  std::mt19937 rng(3);
+  SlowdownDetector d;
+  for (int i = 0; i < 100; ++i) d.Observe(ReportMean(rng, 1.0));
+  EXPECT_FALSE(d.Observe(1000.0));
+  for (int i = 0; i < 100; ++i) EXPECT_FALSE(d.Observe(ReportMean(rng, 1.0)));
+  // A faster stream is not a regression either.
+  for (int i = 0; i < 100; ++i) EXPECT_FALSE(d.Observe(ReportMean(rng, 0.5)));
+}
+
+class FakeKnowledge : public TuningKnowledge {
+ public:
+  std::optional<double> lab;
+  std::string tuned_fingerprint;
+  std::optional<double> LabBest(const TaskKey&) override { return lab; }
+  bool FingerprintTuned(const TaskKey&, const std::string& hash) override {
+    return hash == tuned_fingerprint;
+  }
+};
+
+TelemetryReport Report(double mean_ms, const std::string& fingerprint_json, int64_t count = 100) {
+  TelemetryReport r;
+  r.kernel = "gemm";
+  r.problem = {{"M", int64_t{64}}};
+  r.device = {fingerprint_json, "cpu:x", "x86-64-v3"};
+  r.config = {{"NR", int64_t{16}}};
+  r.count = count;
+  r.mean_ms = mean_ms;
+  return r;
+}
+
+TEST(DriftMonitorTest, FlagsARegressionOfTheServedConfigurationOnce) {
+  FakeKnowledge k;
+  k.lab = 1.0;
+  k.tuned_fingerprint = DeviceInfo({R"({"driver":"1"})", "", ""}).FingerprintHash();
+  DriftMonitor monitor;
+  std::mt19937 rng(11);
+  for (int i = 0; i < 300; ++i) {
+    ASSERT_TRUE(monitor.Observe(Report(ReportMean(rng, 1.1), R"({"driver":"1"})"), k).empty());
+  }
+  std::vector<DriftFlag> flags;
+  for (int i = 0; i < 100 && flags.empty(); ++i) {
+    flags = monitor.Observe(Report(ReportMean(rng, 1.5), R"({"driver":"1"})"), k);
+  }
+  ASSERT_EQ(flags.size(), 1u);
+  EXPECT_EQ(flags[0].kind, DriftKind::kRegression);
+  EXPECT_NEAR(flags[0].reference_ms, 1.1, 0.02);
+  EXPECT_NEAR(flags[0].recent_ms, 1.5, 0.03);
+  EXPECT_EQ(flags[0].lab_ms, 1.0);
+  EXPECT_THAT(flags[0].message, ::testing::HasSubstr("NR=16 slowed down"));
+  for (int i = 0; i < 100; ++i) {
+    EXPECT_TRUE(monitor.Observe(Report(ReportMean(rng, 1.5), R"({"driver":"1"})"), k).empty());
+  }
+  // After a retune the stream is judged against a new normal.
+  monitor.Restart({"gemm", "", {{"M", int64_t{64}}}, "cpu:x"});
+  for (int i = 0; i < 100; ++i) {
+    EXPECT_TRUE(monitor.Observe(Report(ReportMean(rng, 1.5), R"({"driver":"1"})"), k).empty());
+  }
+  EXPECT_EQ(monitor.Flags().size(), 1u);
+}
+
+TEST(DriftMonitorTest, FlagsANewDeviceFingerprintOfATunedTaskOnce) {
+  FakeKnowledge k;
+  k.lab = 1.0;
+  k.tuned_fingerprint = DeviceInfo({R"({"driver":"1"})", "", ""}).FingerprintHash();
+  DriftMonitor monitor;
+  EXPECT_TRUE(monitor.Observe(Report(1.0, R"({"driver":"1"})"), k).empty());
+  std::vector<DriftFlag> flags = monitor.Observe(Report(1.0, R"({"driver":"2"})"), k);
+  ASSERT_EQ(flags.size(), 1u);
+  EXPECT_EQ(flags[0].kind, DriftKind::kNewEnvironment);
+  const DeviceInfo updated{R"({"driver":"2"})", "", ""};
+  EXPECT_EQ(flags[0].fingerprint_hash, updated.FingerprintHash());
+  EXPECT_TRUE(monitor.Observe(Report(1.0, R"({"driver":"2"})"), k).empty());
+  // A report that names only its class has no fingerprint to judge.
+  EXPECT_TRUE(monitor.Observe(Report(1.0, DeviceInfo::FromName("cpu:x").fingerprint_json), k).empty());
+}
+
+TEST(DriftMonitorTest, FlagsAnUntunedProblemOnceItIsHot) {
+  FakeKnowledge k;  // never tuned
+  DriftMonitorOptions options;
+  options.hot_calls = 1000;
+  DriftMonitor monitor(options);
+  for (int i = 0; i < 9; ++i) EXPECT_TRUE(monitor.Observe(Report(1.0, "{}", 100), k).empty());
+  std::vector<DriftFlag> flags = monitor.Observe(Report(1.0, "{}", 100), k);
+  ASSERT_EQ(flags.size(), 1u);
+  EXPECT_EQ(flags[0].kind, DriftKind::kUntunedHotProblem);
+  EXPECT_EQ(flags[0].calls, 1000);
+  EXPECT_TRUE(monitor.Observe(Report(1.0, "{}", 100), k).empty());
+  EXPECT_EQ(monitor.CountsByKind()[static_cast<int>(DriftKind::kUntunedHotProblem)], 1);
+}
+
+}  // namespace
+}  // namespace ktune

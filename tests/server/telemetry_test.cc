@@ -1,0 +1,282 @@
+// Production telemetry over the API: hostile input is refused and stores nothing; a simulated
+// driver regression on a replay device is detected, retuned, and changes the best answer.
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <cmath>
+#include <fstream>
+#include <limits>
+#include <random>
+#include <thread>
+
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "db/interchange/record_files.h"
+#include "db/sqlite_tuning_database.h"
+#include "grpcpp/create_channel.h"
+#include "ktune/v1/tuning_service.grpc.pb.h"
+#include "measurer/replay_measurer.h"
+#include "measurer/worker_loop.h"
+#include "proto/convert.h"
+#include "server/tuning_server.h"
+#include "tests/testing/test_util.h"
+
+namespace ktune {
+namespace {
+
+using ::testing::HasSubstr;
+
+constexpr char kSpace[] = "pnpoly_RTX_3090_T4.json.gz";
+
+std::unique_ptr<grpc::ClientContext> Context(const std::string& token = "") {
+  auto ctx = std::make_unique<grpc::ClientContext>();
+  ctx->set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(30));
+  if (!token.empty()) ctx->AddMetadata("authorization", "Bearer " + token);
+  return ctx;
+}
+
+v1::TelemetrySample Sample(const Record& task, const Configuration& config, double mean_ms,
+                           int64_t count = 1000) {
+  v1::TelemetrySample s;
+  s.mutable_kernel()->set_name(task.kernel);
+  ToProto(task.problem, s.mutable_problem()->mutable_params());
+  s.mutable_device()->set_device_class(task.device.device_class);
+  ToProto(config, s.mutable_config()->mutable_params());
+  s.set_count(count);
+  s.set_mean_ms(mean_ms);
+  s.set_stddev_ms(mean_ms * 0.02);
+  return s;
+}
+
+int64_t StoredTelemetry(const std::string& db_path) {
+  auto db = SqliteTuningDatabase::Open(db_path);
+  int64_t n = 0;
+  EXPECT_TRUE(db.ok());
+  EXPECT_TRUE((*db)->ForEachTelemetry([&](const TelemetryReport&) {
+                     ++n;
+                     return absl::OkStatus();
+                   })
+                  .ok());
+  return n;
+}
+
+TEST(TelemetryTest, MalformedOrHostileTelemetryIsRefusedClearlyAndStoresNothing) {
+  testing::TempDir dir;
+  {
+    std::ofstream tokens(dir.File("tokens"));
+    tokens << "telemetry-token-0123456789 telemetry\nquery-token-0123456789 query\n";
+  }
+  auto recorded = LoadRecordedSpace(testing::SpaceFile(kSpace));
+  ASSERT_TRUE(recorded.ok());
+  const Record& any = recorded->records.front();
+  TuningServerOptions options;
+  options.listen = "127.0.0.1:0";
+  options.db_path = dir.File("t.db");
+  options.auth_file = dir.File("tokens");
+  options.replay_files = {testing::SpaceFile(kSpace)};
+  auto server = TuningServer::Start(options);
+  ASSERT_TRUE(server.ok()) << server.status();
+  auto stub = v1::TuningService::NewStub(grpc::CreateChannel(
+      absl::StrCat("127.0.0.1:", (*server)->port()), grpc::InsecureChannelCredentials()));
+  // The kernel is known to the server through its records.
+  {
+    auto db = SqliteTuningDatabase::Open(dir.File("t.db"));
+    ASSERT_TRUE(db.ok());
+    ASSERT_TRUE((*db)->AddRecords({any}).ok());
+  }
+  const std::string token = "telemetry-token-0123456789";
+  auto refused = [&](v1::ReportTelemetryRequest request, const std::string& as) {
+    v1::ReportTelemetryResponse response;
+    return stub->ReportTelemetry(Context(as).get(), request, &response);
+  };
+  auto one = [&](v1::TelemetrySample s) {
+    v1::ReportTelemetryRequest r;
+    *r.add_samples() = Sample(any, any.config, 1.0);  // a good one first: refused with the rest
+    *r.add_samples() = std::move(s);
+    return r;
+  };
+
+  v1::TelemetrySample nan = Sample(any, any.config, std::nan(""));
+  grpc::Status st = refused(one(nan), token);
+  EXPECT_EQ(st.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(st.error_message(), HasSubstr("samples[1]: telemetry: mean_ms is nan"));
+
+  v1::TelemetrySample negative = Sample(any, any.config, 0);
+  negative.set_count(0);
+  negative.add_times_ms(1.0);
+  negative.add_times_ms(-2.0);
+  negative.set_mean_ms(0);
+  st = refused(one(negative), token);
+  EXPECT_EQ(st.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(st.error_message(), HasSubstr("every time must be a positive number"));
+
+  v1::TelemetrySample unknown = Sample(any, any.config, 1.0);
+  unknown.mutable_kernel()->set_name("no_such_kernel");
+  st = refused(one(unknown), token);
+  EXPECT_EQ(st.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(st.error_message(), HasSubstr("unknown kernel 'no_such_kernel'"));
+
+  v1::TelemetrySample no_class = Sample(any, any.config, 1.0);
+  no_class.mutable_device()->clear_device_class();
+  st = refused(one(no_class), token);
+  EXPECT_EQ(st.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(st.error_message(), HasSubstr("device_class is required"));
+
+  v1::ReportTelemetryRequest huge;
+  for (int i = 0; i < 1001; ++i) *huge.add_samples() = Sample(any, any.config, 1.0);
+  st = refused(huge, token);
+  EXPECT_EQ(st.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
+  EXPECT_THAT(st.error_message(), HasSubstr("at most 1000"));
+
+  // A token without the telemetry role, and none at all.
+  v1::ReportTelemetryRequest fine;
+  *fine.add_samples() = Sample(any, any.config, 1.0);
+  EXPECT_EQ(refused(fine, "query-token-0123456789").error_code(),
+            grpc::StatusCode::PERMISSION_DENIED);
+  EXPECT_EQ(refused(fine, "").error_code(), grpc::StatusCode::UNAUTHENTICATED);
+
+  (*server)->Shutdown();
+  server->reset();
+  EXPECT_EQ(StoredTelemetry(dir.File("t.db")), 0);
+}
+
+// The whole loop on a replay device: tune; production reports the served configuration; a
+// simulated driver update slows it (and its neighbours) 3x; the drift is flagged within 50
+// reports; the server (--retune act) marks the old records stale and runs a retuning job that
+// re-measures the old best first; the best answer changes to a configuration the regression
+// did not touch.
+TEST(TelemetryTest, ARegressionInProductionIsFlaggedRetunedAndChangesTheBestAnswer) {
+  testing::TempDir dir;
+  auto recorded = LoadRecordedSpace(testing::SpaceFile(kSpace));
+  ASSERT_TRUE(recorded.ok());
+  const Record& any = recorded->records.front();
+  TuningServerOptions options;
+  options.listen = "127.0.0.1:0";
+  options.db_path = dir.File("r.db");
+  options.replay_files = {testing::SpaceFile(kSpace)};
+  options.scheduler.agent_threads = 0;
+  options.retune.mode = RetuneMode::kAct;
+  options.retune.budget = 100;
+  options.retune.strategy = "model";
+  auto server = TuningServer::Start(options);
+  ASSERT_TRUE(server.ok()) << server.status();
+  auto channel = grpc::CreateChannel(absl::StrCat("127.0.0.1:", (*server)->port()),
+                                     grpc::InsecureChannelCredentials());
+  auto tuning = v1::TuningService::NewStub(channel);
+
+  constexpr int64_t kFirstTuning = 100;
+  ReplayMeasurer measurer(recorded->records);
+  std::atomic<bool> stop{false};
+  std::thread worker([&] {
+    auto stub = v1::WorkerService::NewStub(channel);
+    WorkerLoopOptions o;
+    o.max_candidates = 8;
+    WorkerLoop loop(stub.get(), &measurer, o, &stop);
+    EXPECT_TRUE(loop.Run().ok());
+  });
+  auto wait_done = [&](const std::string& job_id) {
+    for (int i = 0; i < 1200; ++i) {
+      v1::GetJobRequest get;
+      get.set_job_id(job_id);
+      v1::Job job;
+      if (tuning->GetJob(Context().get(), get, &job).ok() &&
+          job.state() == v1::JOB_STATE_DONE) {
+        return true;
+      }
+      absl::SleepFor(absl::Milliseconds(100));  // polling a job's state, as a client does
+    }
+    return false;
+  };
+  // 1. Tune.
+  v1::SubmitJobRequest submit;
+  submit.mutable_spec()->set_name("first");
+  submit.mutable_spec()->add_kernels()->set_name(any.kernel);
+  ToProto(any.problem, submit.mutable_spec()->add_problems()->mutable_params());
+  submit.mutable_spec()->add_device_classes(any.device.device_class);
+  submit.mutable_spec()->set_budget_measurements(kFirstTuning);
+  submit.mutable_spec()->set_strategy(v1::STRATEGY_MODEL_BASED);
+  v1::Job first;
+  ASSERT_TRUE(tuning->SubmitJob(Context().get(), submit, &first).ok());
+  ASSERT_TRUE(wait_done(first.job_id()));
+  v1::QueryBestRequest query;
+  query.mutable_kernel()->set_name(any.kernel);
+  ToProto(any.problem, query.mutable_problem()->mutable_params());
+  query.mutable_device()->set_device_class(any.device.device_class);
+  v1::QueryBestResponse before;
+  ASSERT_TRUE(tuning->QueryBest(Context().get(), query, &before).ok());
+  ASSERT_EQ(before.best_size(), 1);
+  absl::StatusOr<Configuration> served = FromProto(before.best(0).config().params(), "config");
+  ASSERT_TRUE(served.ok());
+  const double lab_ms = before.best(0).time_ms();
+
+  // 2. Production runs the served configuration, 10% slower than in the lab, steadily.
+  std::mt19937 rng(5);
+  std::normal_distribution<double> noise(1.0, 0.01);
+  auto report = [&](double factor) {
+    v1::ReportTelemetryRequest r;
+    *r.add_samples() = Sample(any, *served, lab_ms * 1.1 * factor * noise(rng));
+    v1::ReportTelemetryResponse response;
+    EXPECT_TRUE(tuning->ReportTelemetry(Context().get(), r, &response).ok());
+    return response;
+  };
+  for (int i = 0; i < 100; ++i) ASSERT_EQ(report(1.0).raised_size(), 0) << "report " << i;
+
+  // 3. A driver update: everything with the served tile_size and use_method is 3x slower.
+  Configuration where{{"tile_size", served->at("tile_size")}, {"use_method", served->at("use_method")}};
+  measurer.set_regression({measurer.measurements(), 3.0, where});
+  v1::DriftFlag flag;
+  int delay = 0;
+  for (int i = 1; i <= 50 && flag.id() == 0; ++i) {
+    v1::ReportTelemetryResponse r = report(3.0);
+    if (r.raised_size() > 0) {
+      flag = r.raised(0);
+      delay = i;
+    }
+  }
+  ASSERT_NE(flag.id(), 0) << "no flag within 50 reports of the regression";
+  EXPECT_EQ(flag.kind(), v1::DRIFT_KIND_REGRESSION);
+  EXPECT_LE(delay, 50);
+  EXPECT_NEAR(flag.recent_ms() / flag.reference_ms(), 3.0, 0.1);
+  ASSERT_FALSE(flag.retune_job_id().empty()) << flag.action();
+  EXPECT_THAT(flag.action(), HasSubstr("retuning: job " + flag.retune_job_id()));
+  v1::ListDriftResponse listed;
+  ASSERT_TRUE(tuning->ListDrift(Context().get(), {}, &listed).ok());
+  ASSERT_EQ(listed.flags_size(), 1);
+  EXPECT_EQ(listed.flags(0).id(), flag.id());
+
+  // 4. The retuning job runs; the best answer changes to an untouched configuration.
+  ASSERT_TRUE(wait_done(flag.retune_job_id()));
+  v1::QueryBestResponse after;
+  ASSERT_TRUE(tuning->QueryBest(Context().get(), query, &after).ok());
+  ASSERT_EQ(after.best_size(), 1);
+  absl::StatusOr<Configuration> now = FromProto(after.best(0).config().params(), "config");
+  ASSERT_TRUE(now.ok());
+  EXPECT_NE(*now, *served);
+  EXPECT_FALSE(now->at("tile_size") == where.at("tile_size") &&
+               now->at("use_method") == where.at("use_method"));
+  stop = true;
+  worker.join();
+  (*server)->Shutdown();
+  server->reset();
+
+  // The old best was measured again in the retuning job (3x its lab time); the stale records
+  // are still stored.
+  auto db = SqliteTuningDatabase::Open(dir.File("r.db"));
+  ASSERT_TRUE(db.ok());
+  auto fresh = (*db)->TaskRecords({any.kernel, "", any.problem, any.device.device_class});
+  ASSERT_TRUE(fresh.ok());
+  EXPECT_EQ(static_cast<int64_t>(fresh->size()), options.retune.budget);
+  bool reverified = false;
+  for (const Record& r : *fresh) {
+    if (r.config == *served && r.time_ms) {
+      reverified = true;
+      EXPECT_NEAR(*r.time_ms / lab_ms, 3.0, 0.01);
+    }
+  }
+  EXPECT_TRUE(reverified);
+  EXPECT_EQ((*db)->Stats()->records, kFirstTuning + options.retune.budget);
+}
+
+}  // namespace
+}  // namespace ktune
