@@ -87,6 +87,11 @@ CREATE TABLE agent_checkpoints (
 );
 UPDATE meta SET value = '2' WHERE key = 'version';
 )sql",
+    // 2 -> 3: a client's opaque payload per record (Record::payload); '' for existing records.
+    R"sql(
+ALTER TABLE records ADD COLUMN payload TEXT NOT NULL DEFAULT '';
+UPDATE meta SET value = '3' WHERE key = 'version';
+)sql",
 };
 
 int CurrentSqliteSchemaVersion() { return static_cast<int>(kSqliteMigrations.size()); }
