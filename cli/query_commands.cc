@@ -129,6 +129,9 @@ int RunBest(const BestArgs& a) {
         std::cout << "  measured on " << r.device.device_class;
       }
       std::cout << "\n     " << FormatParamMapAssignments(r.config) << "\n";
+      if (!r.payload.empty()) {
+        std::cout << "     payload: " << r.payload.size() << " bytes (--json shows it)\n";
+      }
     }
   }
   if (!a.json && !best->queued_job_id.empty()) {

@@ -47,6 +47,7 @@ Json RecordContentJson(const Record& r) {
   j["worker"] = r.worker;
   j["measured_at"] = r.measured_at_us ? Json(FormatTimestampUs(*r.measured_at_us)) : Json(nullptr);
   j["source"] = r.source;
+  if (!r.payload.empty()) j["payload"] = r.payload;
   return j;
 }
 
@@ -184,6 +185,9 @@ absl::StatusOr<Record> RecordFromJsonLine(absl::string_view line) {
   }
   if (j.contains("source")) {
     KTUNE_ASSIGN_OR_RETURN(r.source, RequiredString(j, "source"));
+  }
+  if (j.contains("payload")) {
+    KTUNE_ASSIGN_OR_RETURN(r.payload, RequiredString(j, "payload"));
   }
   if (j.contains("record_id")) {
     KTUNE_ASSIGN_OR_RETURN(std::string id, RequiredString(j, "record_id"));

@@ -50,6 +50,9 @@ struct TaskKey {
   std::string device_class;
 };
 
+// The largest Record::payload accepted (1 MiB): AddRecords and the API refuse larger ones.
+inline constexpr size_t kMaxRecordPayloadBytes = 1 << 20;
+
 // One measurement of one configuration for one task.
 struct Record {
   std::string kernel;
@@ -66,11 +69,16 @@ struct Record {
   std::optional<double> median_ms, min_ms, stddev_ms;  // of the repeats; unset without repeats
   std::string worker;
   std::optional<int64_t> measured_at_us;  // Unix microseconds, UTC; unset if the source did not say
-  std::string source;                     // "worker", or "import:<file name>"
+  std::string source;                     // "worker", "import:<file name>", or a client's name
+  // A client's opaque payload (UTF-8 text, at most kMaxRecordPayloadBytes), kept verbatim; empty
+  // for ktune's own measurements.
+  std::string payload;
 
   std::string ConfigHash() const { return ParamMapHash(config); }
   // Content hash of everything above (16 hex digits): equal records have equal ids, so importing
-  // the same data twice adds nothing, and an export re-imports to the same ids.
+  // the same data twice adds nothing, and an export re-imports to the same ids. An empty payload
+  // is left out of the hash, so records without one keep the ids they had before payloads
+  // existed.
   std::string RecordId() const;
 };
 
@@ -78,8 +86,9 @@ struct Record {
 // repeat_times_ms; clears them when there are no repeats.
 void FillRepeatStatistics(Record& r);
 
-// One JSON object on one line, keys in a fixed order, including "record_id". The JSONL
-// interchange format: RecordFromJsonLine(RecordToJsonLine(r)) == r, field for field.
+// One JSON object on one line, keys in a fixed order, including "record_id" ("payload" only when
+// not empty). The JSONL interchange format: RecordFromJsonLine(RecordToJsonLine(r)) == r, field
+// for field.
 std::string RecordToJsonLine(const Record& r);
 // InvalidArgument naming the missing or mistyped field. A "record_id" present in the line must
 // match the content (a hand-edited record is refused rather than stored under a wrong id).

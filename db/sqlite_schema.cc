@@ -87,7 +87,12 @@ CREATE TABLE agent_checkpoints (
 );
 UPDATE meta SET value = '2' WHERE key = 'version';
 )sql",
-    // 2 -> 3: production telemetry (apart from records) and stale task boundaries.
+    // 2 -> 3: a client's opaque payload per record (Record::payload); '' for existing records.
+    R"sql(
+ALTER TABLE records ADD COLUMN payload TEXT NOT NULL DEFAULT '';
+UPDATE meta SET value = '3' WHERE key = 'version';
+)sql",
+    // 3 -> 4: production telemetry (apart from records) and stale task boundaries.
     R"sql(
 CREATE TABLE telemetry (
   id INTEGER PRIMARY KEY,
@@ -109,7 +114,7 @@ CREATE TABLE stale_tasks (
   before_us INTEGER NOT NULL,
   PRIMARY KEY (kernel, problem_hash, device_class)
 );
-UPDATE meta SET value = '3' WHERE key = 'version';
+UPDATE meta SET value = '4' WHERE key = 'version';
 )sql",
 };
 

@@ -35,13 +35,13 @@ constexpr char kSelectDevice[] = "SELECT id FROM devices WHERE fingerprint_hash 
 constexpr char kInsertRecord[] =
     "INSERT OR IGNORE INTO records (record_uid, workload_id, device_id, config_json, config_hash, "
     "status, message, time_ms, repeat_times_ms, median_ms, min_ms, stddev_ms, worker, "
-    "measured_at_us, source) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
+    "measured_at_us, source, payload) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
 
 // Columns read by RecordReader, in this order.
 constexpr char kRecordSelect[] =
     "SELECT k.name, k.version, w.problem_json, d.fingerprint_json, d.device_class, d.family, "
     "r.config_json, r.status, r.message, r.time_ms, r.repeat_times_ms, r.median_ms, r.min_ms, "
-    "r.stddev_ms, r.worker, r.measured_at_us, r.source, r.record_uid, r.config_hash "
+    "r.stddev_ms, r.worker, r.measured_at_us, r.source, r.record_uid, r.config_hash, r.payload "
     "FROM records r JOIN workloads w ON r.workload_id = w.id "
     "JOIN kernels k ON w.kernel_id = k.id JOIN devices d ON r.device_id = d.id ";
 constexpr char kWorkloadFilter[] =
@@ -158,6 +158,7 @@ absl::StatusOr<Record> RecordReader::Read(const SqliteStatement& s) {
   r.worker = s.ColumnText(14);
   r.measured_at_us = s.ColumnOptionalInt(15);
   r.source = s.ColumnText(16);
+  r.payload = s.ColumnText(19);
   return r;
 }
 
@@ -355,7 +356,8 @@ absl::StatusOr<int64_t> SqliteTuningDatabase::AddRecords(const std::vector<Recor
         .Bind(12, r.stddev_ms)
         .Bind(13, r.worker)
         .Bind(14, r.measured_at_us)
-        .Bind(15, r.source);
+        .Bind(15, r.source)
+        .Bind(16, r.payload);
     KTUNE_RETURN_IF_ERROR(insert_record.Run());
     added += sqlite3_changes(db_);
     insert_record.Reset();

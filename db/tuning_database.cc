@@ -60,6 +60,12 @@ absl::Status ValidateRecord(const Record& r) {
                                                    CanonicalJson(r.config),
                                                    ": time_ms must be a non-negative number"));
   }
+  if (r.payload.size() > kMaxRecordPayloadBytes) {
+    return absl::InvalidArgumentError(absl::StrCat("record of ", r.kernel, " ",
+                                                   CanonicalJson(r.config), ": payload is ",
+                                                   r.payload.size(), " bytes; at most ",
+                                                   kMaxRecordPayloadBytes, " (1 MiB)"));
+  }
   return absl::OkStatus();
 }
 

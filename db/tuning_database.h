@@ -87,7 +87,8 @@ class TuningDatabase {
   // --- Records ---
   // Stores `records` atomically: all or none. Records whose RecordId() is already stored are
   // skipped. Returns how many were added. InvalidArgument (nothing stored) when a record has no
-  // kernel or device class, or time_ms set/unset against its status.
+  // kernel or device class, time_ms set/unset against its status, or a payload over
+  // kMaxRecordPayloadBytes.
   virtual absl::StatusOr<int64_t> AddRecords(const std::vector<Record>& records) = 0;
 
   // Best known configurations: exact fingerprint, then device class, then family; the first

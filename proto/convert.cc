@@ -124,6 +124,7 @@ v1::Record ToProto(const Record& r) {
                                          1000);
   }
   out.set_source(r.source);
+  out.set_payload(r.payload);
   return out;
 }
 
@@ -158,6 +159,12 @@ absl::StatusOr<Record> FromProto(const v1::Record& in) {
     r.measured_at_us = in.measured_at().seconds() * 1'000'000 + in.measured_at().nanos() / 1000;
   }
   r.source = in.source();
+  if (in.payload().size() > kMaxRecordPayloadBytes) {
+    return absl::InvalidArgumentError(absl::StrCat("record.payload is ", in.payload().size(),
+                                                   " bytes; at most ", kMaxRecordPayloadBytes,
+                                                   " (1 MiB)"));
+  }
+  r.payload = in.payload();
   if (!in.record_id().empty() && in.record_id() != r.RecordId()) {
     return absl::InvalidArgumentError(absl::StrCat("record.record_id ", in.record_id(),
                                                    " does not match its content (",

@@ -32,8 +32,9 @@ absl::StatusOr<KernelDefinition> FromProto(const v1::KernelSpec& spec);
 
 v1::MeasurementStatus ToProto(MeasurementStatus status);
 v1::Record ToProto(const Record& record);
-// A record from the wire (ImportRecords): status, time and sizes checked; its record_id must
-// match its content when given (InvalidArgument otherwise).
+// A record from the wire (ImportRecords): status, time and sizes (payload: at most
+// kMaxRecordPayloadBytes) checked; its record_id must match its content when given
+// (InvalidArgument otherwise).
 absl::StatusOr<Record> FromProto(const v1::Record& record);
 absl::StatusOr<MeasurementStatus> FromProto(v1::MeasurementStatus status);
 

@@ -9,7 +9,9 @@ set -euo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 export KTUNE_BIN="${KTUNE_BIN:-$repo/build/cli/ktune}"
 venv="${KTUNE_VENV:-$repo/.venv}"
-KTUNE_VENV="$venv" "$repo/scripts/setup-python.sh"
+# CTest runs two entries of these tests at once: one sets the venv up at a time.
+mkdir -p "$venv"
+KTUNE_VENV="$venv" flock "$venv/.setup.lock" "$repo/scripts/setup-python.sh"
 if [[ ! -x "$KTUNE_BIN" ]]; then
   echo "run_tests.sh: no ktune binary at $KTUNE_BIN (build it, or set KTUNE_BIN)" >&2
   exit 1

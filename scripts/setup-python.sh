@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Creates <repo>/.venv for the Python client (python/): the pinned packages of
-# python/requirements.txt (gRPC, protobuf, pytest, Kernel Tuner 1.5.0 and its closure), then the
-# `ktune` package itself (`pip install ./python`, which generates the ktune.v1 stubs from proto/).
+# python/requirements.txt (gRPC, protobuf, pytest, Kernel Tuner 1.5.0, apache-tvm 0.27 and their
+# closures), then the `ktune` package itself (`pip install ./python`, which generates the ktune.v1
+# stubs from proto/).
 # Idempotent: when the requirements and the package sources are unchanged since the last run, it
 # only checks that `import ktune` works (about a second).
 #
@@ -60,5 +61,5 @@ pip=("$venv/bin/python" -m pip --disable-pip-version-check)
 # The build needs setuptools and grpcio-tools, both pinned above: no isolated build environment
 # (nothing more to download).
 "${pip[@]}" install --quiet --no-build-isolation --no-deps --force-reinstall "$repo/python"
-"$venv/bin/python" -c 'import ktune, ktune.kernel_tuner, kernel_tuner, grpc, google.protobuf as pb; print("setup-python.sh: ktune", ktune.__version__, "grpcio", grpc.__version__, "protobuf", pb.__version__)' >&2
+"$venv/bin/python" -c 'import ktune, ktune.kernel_tuner, ktune.tvm, kernel_tuner, grpc, tvm, google.protobuf as pb; print("setup-python.sh: ktune", ktune.__version__, "grpcio", grpc.__version__, "protobuf", pb.__version__, "tvm", tvm.__version__)' >&2
 echo "$want" > "$stamp"

@@ -247,7 +247,9 @@ class Record:
     """One measurement of one configuration for one task (ok, or which failure).
 
     ``time_ms`` is set exactly when ``status`` is :attr:`Status.OK`: the median of the repeats
-    for ktune's own measurements, the file's objective for imported ones.
+    for ktune's own measurements, the file's objective for imported ones. ``payload`` is a
+    client's opaque text (at most 1 MiB, UTF-8), which ktune keeps verbatim and hashes into
+    ``record_id`` when not empty; empty for ktune's own measurements.
     """
 
     task: Task
@@ -265,6 +267,7 @@ class Record:
     worker_id: str = ""
     measured_at: Optional[datetime] = None
     source: str = ""
+    payload: str = ""
 
     @property
     def ok(self) -> bool:
@@ -300,6 +303,7 @@ class Record:
             us = int(round(self.measured_at.timestamp() * 1e6))
             out.measured_at.seconds, out.measured_at.nanos = us // 1_000_000, (us % 1_000_000) * 1000
         out.source = self.source
+        out.payload = self.payload
 
     @classmethod
     def _from_proto(cls, r: tp.Record) -> "Record":
@@ -321,6 +325,7 @@ class Record:
             worker_id=r.worker_id,
             measured_at=_timestamp(r.measured_at) if r.HasField("measured_at") else None,
             source=r.source,
+            payload=r.payload,
         )
 
 

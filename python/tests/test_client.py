@@ -155,6 +155,35 @@ def test_import_export_roundtrip(records_server, empty_server):
     assert len(list(target.export_records())) == 4092
 
 
+def test_a_client_kernels_records_keep_their_payload(empty_server):
+    """Records of a kernel no registry knows, written by a client (no worker; its own source),
+    with an opaque payload: stored, queried and exported verbatim; too large a one is refused."""
+    client = empty_server.client()
+    device = ktune.Device.make("my-compiler:x86", "my-compiler", target="x86-64", host="vm")
+    payload = '{"schedule": ["tile", 32], "note": "é\n"}' + "x" * 100_000
+
+    def record(config, ms, payload):
+        return ktune.Record(task=ktune.Task("mc_matmul_1", {}, device.device_class), device=device,
+                            config=config, status=Status.OK, time_ms=ms, repeat_times_ms=(ms,),
+                            source="my-compiler", payload=payload)
+
+    records = [record({"schedule": "a1"}, 2.0, payload), record({"schedule": "b2"}, 1.0, "[1]"),
+               record({"schedule": "b2"}, 1.0, "[2]")]  # the same config, another payload
+    assert client.import_records(records).records_added == 3
+    best = client.best("mc_matmul_1", {}, device, top=5)
+    assert best.level is MatchLevel.EXACT
+    assert [r.config["schedule"] for r in best.records] == ["b2", "a1"]  # one per config
+    assert best.records[0].payload in ("[1]", "[2]") and best.records[1].payload == payload
+    exported = {r.payload: r for r in client.export_records()}
+    assert sorted(exported) == sorted(r.payload for r in records)
+    assert exported[payload].worker_id == "" and exported[payload].source == "my-compiler"
+    assert client.import_records(list(exported.values())).records_added == 0
+    with pytest.raises(ktune.InvalidArgument,
+                       match=r"record 1: record.payload is 1048577 bytes; at most 1048576"):
+        client.import_records([record({"schedule": "c3"}, 3.0, "y" * (1 << 20 | 1))])
+    assert len(list(client.export_records())) == 3
+
+
 # --- tuning and jobs (replay worker) ---
 
 

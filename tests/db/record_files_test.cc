@@ -222,6 +222,46 @@ TEST(RecordFilesTest, ABadJsonlLineNamesItsNumber) {
   EXPECT_EQ(db.Stats()->records, 0);
 }
 
+// A line `ktune db export` wrote before records had payloads (made by the build before the
+// payload field existed): it still imports under its record_id and exports the same bytes, so
+// adding payloads changed no existing record's id.
+TEST(RecordFilesTest, AJsonlLineFromBeforePayloadsKeepsItsIdAndBytes) {
+  const std::string line =
+      R"({"record_id":"0de2ac1c0de3a542","kernel":"tvm_0123456789abcdef","kernel_version":"",)"
+      R"("problem":{},"device":{"fingerprint":{"device":"cpu:Intel(R) Xeon(R) Processor",)"
+      R"("target":{"kind":"llvm"}},"class":"tvm:llvm","family":"tvm:llvm"},)"
+      R"("config":{"trace":"00112233aabbccdd"},"status":"ok","message":"","time_ms":1.25,)"
+      R"("repeat_times_ms":[1.25,1.5],"median_ms":1.375,"min_ms":1.25,)"
+      R"("stddev_ms":0.1767766952966369,"worker":"","measured_at":"2023-11-14T22:13:20+00:00",)"
+      R"("source":"tvm"})";
+  auto r = RecordFromJsonLine(line);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->payload, "");
+  EXPECT_EQ(r->RecordId(), "0de2ac1c0de3a542");
+  EXPECT_EQ(RecordToJsonLine(*r), line);
+}
+
+// With a payload, the JSONL line carries it (last, as "payload") and reads back to the same
+// record and id; a payload that is not a string is refused.
+TEST(RecordFilesTest, JsonlKeepsAPayloadVerbatim) {
+  auto r = RecordFromJsonLine(
+      R"({"kernel":"tvm_x","device":{"class":"tvm:llvm","fingerprint":{}},"config":{},)"
+      R"("status":"runtime_error","payload":"[\"tvm\", {\"a\": 1}]\n"})");
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->payload, "[\"tvm\", {\"a\": 1}]\n");
+  const std::string line = RecordToJsonLine(*r);
+  EXPECT_THAT(line, HasSubstr(R"("payload":"[\"tvm\", {\"a\": 1}]\n"})"));
+  auto back = RecordFromJsonLine(line);
+  ASSERT_TRUE(back.ok()) << back.status();
+  EXPECT_EQ(back->payload, r->payload);
+  EXPECT_EQ(back->RecordId(), r->RecordId());
+  auto bad = RecordFromJsonLine(
+      R"({"kernel":"k","device":{"class":"c","fingerprint":{}},"config":{},)"
+      R"("status":"runtime_error","payload":{"not":"a string"}})");
+  ASSERT_FALSE(bad.ok());
+  EXPECT_THAT(bad.status().message(), HasSubstr("'payload'"));
+}
+
 TEST(RecordFilesTest, KernelAndDeviceComeFromFlagsThenNameThenFile) {
   TempDir dir;
   std::string json = Gunzipped(SpaceFile("gemm_RTX_Titan_kernel_tuner_cache.json.gz"));

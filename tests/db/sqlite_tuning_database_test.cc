@@ -9,6 +9,7 @@
 
 #include <fstream>
 
+#include "absl/strings/str_cat.h"
 #include "db/sqlite_schema.h"
 #include "tests/testing/test_util.h"
 
@@ -80,26 +81,63 @@ TEST(SqliteTuningDatabaseTest, UsesWalAndStoresItsSchemaVersion) {
             std::to_string(CurrentSqliteSchemaVersion()));
 }
 
+// Writes `r` into a file of schema version 1 or 2 with the SQL an older ktune ran (the records
+// table had no payload column then). The file has no other rows.
+void InsertAsBeforePayloads(const std::string& path, const Record& r) {
+  std::string sql = absl::StrCat(
+      "INSERT INTO kernels (id, name, version) VALUES (1, '", r.kernel, "', '", r.kernel_version,
+      "');",
+      "INSERT INTO workloads (id, kernel_id, problem_json, problem_hash) VALUES (1, 1, '",
+      CanonicalJson(r.problem), "', '", ParamMapHash(r.problem), "');",
+      "INSERT INTO devices (id, fingerprint_hash, fingerprint_json, device_class, family) VALUES "
+      "(1, '", r.device.FingerprintHash(), "', '", r.device.fingerprint_json, "', '",
+      r.device.device_class, "', '", r.device.family, "');",
+      "INSERT INTO records (record_uid, workload_id, device_id, config_json, config_hash, status, "
+      "message, time_ms, repeat_times_ms, median_ms, min_ms, stddev_ms, worker, measured_at_us, "
+      "source) VALUES ('", r.RecordId(), "', 1, 1, '", CanonicalJson(r.config), "', '",
+      r.ConfigHash(), "', 'ok', '', ", *r.time_ms, ", X'', NULL, NULL, NULL, '', NULL, '",
+      r.source, "');");
+  RawExec(path, sql);
+}
+
+// Files of every older version open, migrate to the current schema and keep their records, with
+// the ids they were stored under (an empty payload is not hashed).
 TEST(SqliteTuningDatabaseTest, OldSchemaMigratesKeepingItsRecords) {
-  TempDir dir;
-  std::string path = dir.File("old.db");
-  {
-    SqliteTuningDatabase::Options v1;
-    v1.target_version = 1;
-    auto db = SqliteTuningDatabase::Open(path, v1);
+  for (int version = 1; version < CurrentSqliteSchemaVersion(); ++version) {
+    SCOPED_TRACE(absl::StrCat("from schema version ", version));
+    TempDir dir;
+    std::string path = dir.File("old.db");
+    {
+      SqliteTuningDatabase::Options old;
+      old.target_version = version;
+      auto db = SqliteTuningDatabase::Open(path, old);
+      ASSERT_TRUE(db.ok()) << db.status();
+      ASSERT_EQ((*db)->schema_version(), version);
+    }
+    const Record old_record = SimpleRecord(1, 2.0);
+    InsertAsBeforePayloads(path, old_record);
+    EXPECT_EQ(RawQuery(path, "SELECT COUNT(*) FROM sqlite_master WHERE name = 'jobs'"),
+              version < 2 ? "0" : "1");
+    auto db = SqliteTuningDatabase::Open(path);
     ASSERT_TRUE(db.ok()) << db.status();
-    ASSERT_EQ((*db)->schema_version(), 1);
-    ASSERT_EQ(*(*db)->AddRecords({SimpleRecord(1, 2.0)}), 1);
+    EXPECT_EQ((*db)->schema_version(), CurrentSqliteSchemaVersion());
+    EXPECT_EQ((*db)->Stats()->records, 1);
+    BestQuery q{"softmax", "", {{"rows", int64_t{4096}}}, "", "H100", "", 1};
+    auto best = (*db)->QueryBest(q);
+    ASSERT_TRUE(best.ok()) << best.status();
+    ASSERT_EQ(best->records.size(), 1u);
+    EXPECT_EQ(best->records[0].payload, "");
+    EXPECT_EQ(best->records[0].RecordId(), old_record.RecordId());
+    EXPECT_EQ(*(*db)->AddRecords({old_record}), 0);  // the same id: already there
+    Job job;
+    job.name = "after-migration";
+    EXPECT_TRUE((*db)->CreateJob(job).ok());  // the table added by migration 1 -> 2 works
+    Record with_payload = SimpleRecord(2, 1.0);
+    with_payload.payload = R"(["tvm", "record"])";
+    EXPECT_EQ(*(*db)->AddRecords({with_payload}), 1);  // the column added by 2 -> 3 works
+    EXPECT_EQ((*db)->QueryBest(q)->records[0].payload, with_payload.payload);
+    EXPECT_TRUE((*db)->CheckIntegrity().ok());
   }
-  EXPECT_EQ(RawQuery(path, "SELECT COUNT(*) FROM sqlite_master WHERE name = 'jobs'"), "0");
-  auto db = SqliteTuningDatabase::Open(path);
-  ASSERT_TRUE(db.ok()) << db.status();
-  EXPECT_EQ((*db)->schema_version(), CurrentSqliteSchemaVersion());
-  EXPECT_EQ((*db)->Stats()->records, 1);
-  Job job;
-  job.name = "after-migration";
-  EXPECT_TRUE((*db)->CreateJob(job).ok());  // the table added by migration 1 -> 2 works
-  EXPECT_TRUE((*db)->CheckIntegrity().ok());
 }
 
 TEST(SqliteTuningDatabaseTest, NewerSchemaIsRefusedAndLeftUntouched) {

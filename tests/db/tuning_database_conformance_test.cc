@@ -7,6 +7,7 @@
 
 #include <functional>
 #include <memory>
+#include <set>
 
 #include "db/memory_tuning_database.h"
 #include "db/sqlite_tuning_database.h"
@@ -309,6 +310,49 @@ TEST_P(TuningDatabaseConformanceTest, TelemetryIsStoredApartAndBadReportsStoreNo
   // Telemetry is not a measurement: no record, no best answer.
   EXPECT_EQ(db_->Stats()->records, 0);
   EXPECT_EQ(db_->QueryBest(QueryFor("A100"))->level, MatchLevel::kNone);
+}
+
+// A client's payload (TVM's own record, in ktune.tvm) comes back byte for byte, whatever it holds,
+// and is part of the record's identity: the same measurement with another payload is another
+// record.
+TEST_P(TuningDatabaseConformanceTest, APayloadIsKeptVerbatimAndPartOfTheRecordId) {
+  Record r = MakeRecord("A100", 32, 1.5);
+  r.payload = std::string("{\"trace\": [\"\u00e9\", \"line\\nbreak\"]}\n\ttrailing ") +
+              std::string(200'000, 'p');
+  Record other = r;
+  other.payload += "!";
+  Record without = r;
+  without.payload.clear();
+  EXPECT_NE(r.RecordId(), other.RecordId());
+  EXPECT_NE(r.RecordId(), without.RecordId());
+  ASSERT_EQ(*db_->AddRecords({r, other, without}), 3);
+  auto task = db_->TaskRecords({"gemm", "v1", r.problem, "A100"});
+  ASSERT_TRUE(task.ok()) << task.status();
+  std::set<std::string> payloads;
+  for (const Record& got : *task) {
+    payloads.insert(got.payload);
+    EXPECT_EQ(RecordToJsonLine(got), RecordToJsonLine(got.payload == r.payload       ? r
+                                                      : got.payload == other.payload ? other
+                                                                                     : without));
+  }
+  EXPECT_EQ(payloads, (std::set<std::string>{r.payload, other.payload, ""}));
+  auto best = db_->QueryBest(QueryFor("A100"));
+  ASSERT_TRUE(best.ok()) << best.status();
+  ASSERT_EQ(best->records.size(), 1u);  // one configuration
+  EXPECT_TRUE(payloads.count(best->records[0].payload));
+}
+
+TEST_P(TuningDatabaseConformanceTest, AnOversizePayloadIsRefusedAndNothingStored) {
+  Record largest = MakeRecord("A100", 16, 2.0);
+  largest.payload.assign(kMaxRecordPayloadBytes, 'x');
+  Record over = MakeRecord("A100", 32, 1.0);
+  over.payload.assign(kMaxRecordPayloadBytes + 1, 'x');
+  auto added = db_->AddRecords({largest, over});
+  ASSERT_FALSE(added.ok());
+  EXPECT_EQ(added.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(added.status().message(), HasSubstr("payload is 1048577 bytes; at most 1048576"));
+  EXPECT_EQ(db_->Stats()->records, 0);
+  EXPECT_EQ(*db_->AddRecords({largest}), 1);  // the limit itself is accepted
 }
 
 TEST_P(TuningDatabaseConformanceTest, CheckpointsAreReplacedAndLoaded) {
