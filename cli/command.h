@@ -63,6 +63,7 @@ absl::StatusOr<std::unique_ptr<SqliteTuningDatabase>> OpenDatabase(const std::st
 void RegisterDbCommands(CLI::App& app, Action* action);
 void RegisterQueryCommands(CLI::App& app, Action* action);
 void RegisterExplainCommand(CLI::App& app, Action* action);
+void RegisterTelemetryCommands(CLI::App& app, Action* action);
 void RegisterSpaceCommand(CLI::App& app, Action* action);
 void RegisterBenchCommands(CLI::App& app, Action* action);
 void RegisterServiceCommands(CLI::App& app, Action* action);

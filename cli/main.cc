@@ -32,6 +32,7 @@ int main(int argc, char** argv) {
   RegisterAgentCommands(app, &action);
   RegisterQueryCommands(app, &action);
   RegisterExplainCommand(app, &action);
+  RegisterTelemetryCommands(app, &action);
   RegisterDbCommands(app, &action);
   RegisterSpaceCommand(app, &action);
   try {

@@ -9,6 +9,7 @@
 
 #include <cstdlib>
 #include <filesystem>
+#include <fstream>
 #include <nlohmann/json.hpp>
 #include <set>
 #include <sstream>
@@ -197,6 +198,48 @@ TEST(CliTest, ExplainAnswersFromTheDatabaseAndAServerWithJsonAndAPlot) {
   auto refused = RunKtune({"explain", "--server", address, "--kernel", "", "--device", "x"});
   EXPECT_EQ(refused.exit_code, 2) << refused.err;
   EXPECT_THAT(refused.err, ::testing::HasSubstr("kernel.name is required"));
+}
+
+// `ktune telemetry report` and `ktune drift` against a server: a hot problem never tuned is
+// flagged with the suggested retune; a bad line refuses the file and sends nothing.
+TEST(CliTest, TelemetryReportRaisesDriftFlagsThatDriftLists) {
+  TempDir dir;
+  const std::string address = "127.0.0.1:" + std::to_string(testing::FreePort());
+  testing::KtuneProcess server(
+      {"serve", "--listen", address, "--db", dir.File("t.db"), "--hot-calls", "5000"});
+  ASSERT_TRUE(server.WaitForOutput("listening on port")) << server.Err();
+  {
+    std::ofstream bad(dir.File("bad.jsonl"));
+    bad << R"({"kernel":"gemm","problem":{"M":64,"N":64,"K":64},"device":"cpu:x","config":{"MR":4},"count":10,"mean_ms":1.0})"
+        << "\n"
+        << R"({"kernel":"gemm","device":"cpu:x","config":{"MR":4}})" << "\n";
+  }
+  auto refused = RunKtune({"telemetry", "report", dir.File("bad.jsonl"), "--server", address});
+  EXPECT_EQ(refused.exit_code, 2);
+  EXPECT_THAT(refused.err, HasSubstr("bad.jsonl:2: times_ms, or count and mean_ms, are required"));
+  {
+    std::ofstream good(dir.File("good.jsonl"));
+    for (int i = 0; i < 6; ++i) {
+      good << R"({"kernel":"gemm","problem":{"M":64,"N":64,"K":64},"device":"cpu:x","config":{"MR":4},"count":1000,"mean_ms":0.5,"stddev_ms":0.01})"
+           << "\n";
+    }
+  }
+  auto sent = RunKtune(
+      {"telemetry", "report", dir.File("good.jsonl"), "--server", address, "--json"});
+  ASSERT_EQ(sent.exit_code, 0) << sent.err;
+  const auto report = nlohmann::json::parse(sent.out);
+  EXPECT_EQ(report["accepted"], 6);
+  ASSERT_EQ(report["raised"].size(), 1u);
+  EXPECT_EQ(report["raised"][0]["kind"], "DRIFT_KIND_UNTUNED_HOT_PROBLEM");
+  EXPECT_THAT(report["raised"][0]["action"].get<std::string>(), HasSubstr("suggested"));
+
+  auto listed = RunKtune({"drift", "--server", address});
+  ASSERT_EQ(listed.exit_code, 0) << listed.err;
+  EXPECT_THAT(listed.out, HasSubstr("#1 untuned_hot_problem  gemm"));
+  EXPECT_THAT(listed.out, HasSubstr("called 5000 times but never tuned on cpu:x"));
+  auto json = RunKtune({"drift", "--server", address, "--json"});
+  ASSERT_EQ(json.exit_code, 0) << json.err;
+  EXPECT_EQ(nlohmann::json::parse(json.out)["flags"].size(), 1u);
 }
 
 // A Kernel Tuner cache file out of ktune: Kernel Tuner's own format, which imports back to the

@@ -1,0 +1,239 @@
+// The drift benchmark (issue 22's goals): on recorded spaces served by replay workers, a
+// simulated driver regression in production telemetry must be flagged within 50 reports, with no
+// false flag in 10,000 stable reports, and the retuned best must come within 2% of the new
+// optimum within 100 measurements.
+//
+//   ktune-drift-bench [--seeds N] [--stable N] [--strategy S] SPACE_FILE...
+//
+// Per space and seed, in one in-process server (retune policy: act, budget 100):
+//   1. a first tuning job (model strategy, 100 measurements) gives the served configuration B;
+//   2. `stable` production reports of B: lab time x 1.1, 2% report-to-report noise (lognormal),
+//      0.5% of reports a contention spike (2x to 5x): every flag here is a false alarm;
+//   3. the replay device slows every configuration sharing B's values of its two most important
+//      parameters (by the records' spread) 2x, and production reports B at 2x: the delay is the
+//      reports until the flag;
+//   4. the retuning job runs (100 measurements); the ratio is its best time over the regressed
+//      space's optimum.
+#include <atomic>
+#include <cmath>
+#include <cstdio>
+#include <random>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "common/status_macros.h"
+#include "db/interchange/record_files.h"
+#include "grpcpp/create_channel.h"
+#include "ktune/v1/tuning_service.grpc.pb.h"
+#include "measurer/replay_measurer.h"
+#include "measurer/worker_loop.h"
+#include "proto/convert.h"
+#include "server/explanation.h"
+#include "server/tuning_server.h"
+
+namespace ktune {
+namespace {
+
+struct Row {
+  std::string space;
+  int seed = 0;
+  int false_flags = 0;
+  int delay = -1;  // reports until the regression was flagged; -1: never (within 200)
+  double retuned_over_optimum = 0;
+  int64_t retune_measurements = 0;
+};
+
+std::unique_ptr<grpc::ClientContext> Context() {
+  auto ctx = std::make_unique<grpc::ClientContext>();
+  ctx->set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(60));
+  return ctx;
+}
+
+absl::StatusOr<Row> RunOne(const std::string& path, int seed, int stable,
+                           const std::string& strategy, const std::string& dir) {
+  KTUNE_ASSIGN_OR_RETURN(RecordedSpace recorded, LoadRecordedSpace(path));
+  const Record& any = recorded.records.front();
+  TuningServerOptions options;
+  options.listen = "127.0.0.1:0";
+  options.db_path = absl::StrCat(dir, "/drift-", seed, ".db");
+  std::remove(options.db_path.c_str());
+  options.replay_files = {path};
+  options.retune.mode = RetuneMode::kAct;
+  options.retune.budget = 100;
+  options.retune.strategy = strategy;
+  KTUNE_ASSIGN_OR_RETURN(std::unique_ptr<TuningServer> server, TuningServer::Start(options));
+  auto channel = grpc::CreateChannel(absl::StrCat("127.0.0.1:", server->port()),
+                                     grpc::InsecureChannelCredentials());
+  auto tuning = v1::TuningService::NewStub(channel);
+  ReplayMeasurer measurer(recorded.records);
+  std::atomic<bool> stop{false};
+  std::thread worker([&] {
+    auto stub = v1::WorkerService::NewStub(channel);
+    WorkerLoopOptions o;
+    o.max_candidates = 8;
+    WorkerLoop loop(stub.get(), &measurer, o, &stop);
+    (void)loop.Run();
+  });
+  auto finish = [&] {
+    stop = true;
+    worker.join();
+    server->Shutdown();
+  };
+  auto wait_done = [&](const std::string& job_id) {
+    for (int i = 0; i < 6000; ++i) {
+      v1::GetJobRequest get;
+      get.set_job_id(job_id);
+      v1::Job job;
+      if (tuning->GetJob(Context().get(), get, &job).ok() && job.state() == v1::JOB_STATE_DONE) {
+        return true;
+      }
+      absl::SleepFor(absl::Milliseconds(50));
+    }
+    return false;
+  };
+  Row row;
+  row.space = path.substr(path.rfind('/') + 1);
+  row.seed = seed;
+  // 1. The first tuning.
+  v1::SubmitJobRequest submit;
+  submit.mutable_spec()->set_name("first");
+  submit.mutable_spec()->add_kernels()->set_name(any.kernel);
+  ToProto(any.problem, submit.mutable_spec()->add_problems()->mutable_params());
+  submit.mutable_spec()->add_device_classes(any.device.device_class);
+  submit.mutable_spec()->set_budget_measurements(100);
+  submit.mutable_spec()->set_strategy(v1::STRATEGY_MODEL_BASED);
+  submit.mutable_spec()->set_seed(seed);
+  v1::Job first;
+  if (!tuning->SubmitJob(Context().get(), submit, &first).ok() || !wait_done(first.job_id())) {
+    finish();
+    return absl::InternalError("the first tuning did not finish");
+  }
+  v1::QueryBestRequest query;
+  query.mutable_kernel()->set_name(any.kernel);
+  ToProto(any.problem, query.mutable_problem()->mutable_params());
+  query.mutable_device()->set_device_class(any.device.device_class);
+  v1::QueryBestResponse best;
+  if (!tuning->QueryBest(Context().get(), query, &best).ok() || best.best_size() == 0) {
+    finish();
+    return absl::InternalError("no best after the first tuning");
+  }
+  KTUNE_ASSIGN_OR_RETURN(Configuration served, FromProto(best.best(0).config().params(), "config"));
+  const double lab_ms = best.best(0).time_ms();
+
+  // 2. Stable production, with spikes.
+  std::mt19937 rng(seed);
+  std::normal_distribution<double> noise(0, 0.02);
+  std::uniform_real_distribution<double> unit(0, 1);
+  auto sample = [&](double factor) {
+    v1::TelemetrySample s;
+    s.mutable_kernel()->set_name(any.kernel);
+    ToProto(any.problem, s.mutable_problem()->mutable_params());
+    s.mutable_device()->set_device_class(any.device.device_class);
+    ToProto(served, s.mutable_config()->mutable_params());
+    double t = lab_ms * 1.1 * factor * std::exp(noise(rng));
+    if (unit(rng) < 0.005) t *= 2 + 3 * unit(rng);
+    s.set_count(1000);
+    s.set_mean_ms(t);
+    return s;
+  };
+  for (int sent = 0; sent < stable; sent += 100) {
+    v1::ReportTelemetryRequest r;
+    for (int i = 0; i < 100; ++i) *r.add_samples() = sample(1.0);
+    v1::ReportTelemetryResponse response;
+    if (!tuning->ReportTelemetry(Context().get(), r, &response).ok()) {
+      finish();
+      return absl::InternalError("ReportTelemetry failed");
+    }
+    row.false_flags += response.raised_size();
+  }
+  // 3. The regression: B's values of its two most important parameters, 2x slower.
+  v1::ExplainRequest explain_request;
+  *explain_request.mutable_kernel() = query.kernel();
+  *explain_request.mutable_problem() = query.problem();
+  *explain_request.mutable_device() = query.device();
+  v1::ExplainResponse explained;
+  Configuration where;
+  if (tuning->Explain(Context().get(), explain_request, &explained).ok()) {
+    for (int i = 0; i < explained.parameters_size() && where.size() < 2; ++i) {
+      where[explained.parameters(i).name()] = served.at(explained.parameters(i).name());
+    }
+  }
+  if (where.empty()) where = served;
+  measurer.set_regression({measurer.measurements(), 2.0, where});
+  std::string retune_job;
+  for (int i = 1; i <= 200 && retune_job.empty(); ++i) {
+    v1::ReportTelemetryRequest r;
+    *r.add_samples() = sample(2.0);
+    v1::ReportTelemetryResponse response;
+    if (!tuning->ReportTelemetry(Context().get(), r, &response).ok()) break;
+    for (const v1::DriftFlag& f : response.raised()) {
+      if (f.kind() == v1::DRIFT_KIND_REGRESSION) {
+        row.delay = i;
+        retune_job = f.retune_job_id();
+      }
+    }
+  }
+  // 4. The retuning job.
+  if (!retune_job.empty() && wait_done(retune_job)) {
+    v1::QueryBestResponse after;
+    if (tuning->QueryBest(Context().get(), query, &after).ok() && after.best_size() > 0) {
+      row.retuned_over_optimum = after.best(0).time_ms() / measurer.RegressedOptimumMs();
+      row.retune_measurements = options.retune.budget;
+    }
+  }
+  finish();
+  return row;
+}
+
+int Main(int argc, char** argv) {
+  int seeds = 3, stable = 10'000;
+  std::string strategy = "ppo";
+  std::vector<std::string> spaces;
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    if (a == "--seeds" && i + 1 < argc) {
+      (void)absl::SimpleAtoi(argv[++i], &seeds);
+    } else if (a == "--stable" && i + 1 < argc) {
+      (void)absl::SimpleAtoi(argv[++i], &stable);
+    } else if (a == "--strategy" && i + 1 < argc) {
+      strategy = argv[++i];
+    } else if (a == "--help" || a == "-h") {
+      std::printf("usage: ktune-drift-bench [--seeds N] [--stable N] [--strategy S] SPACE_FILE...\n");
+      return 0;
+    } else {
+      spaces.push_back(a);
+    }
+  }
+  if (spaces.empty()) {
+    std::fprintf(stderr, "ktune-drift-bench: name at least one recorded space file\n");
+    return 2;
+  }
+  const std::string dir = "/tmp";
+  std::printf("%-40s %4s %12s %14s %20s\n", "space", "seed", "false flags", "delay (reports)",
+              "retuned/new optimum");
+  int failures = 0;
+  for (const std::string& space : spaces) {
+    for (int seed = 1; seed <= seeds; ++seed) {
+      absl::StatusOr<Row> row = RunOne(space, seed, stable, strategy, dir);
+      if (!row.ok()) {
+        std::fprintf(stderr, "%s seed %d: %s\n", space.c_str(), seed,
+                     std::string(row.status().message()).c_str());
+        ++failures;
+        continue;
+      }
+      std::printf("%-40s %4d %5d in %5d %14d %20.4f\n", row->space.c_str(), seed,
+                  row->false_flags, stable, row->delay, row->retuned_over_optimum);
+      std::fflush(stdout);
+    }
+  }
+  return failures == 0 ? 0 : 1;
+}
+
+}  // namespace
+}  // namespace ktune
+
+int main(int argc, char** argv) { return ktune::Main(argc, argv); }

@@ -1,0 +1,230 @@
+// ktune telemetry report | ktune drift: production telemetry in, drift flags out
+// (server/telemetry_intake.h).
+#include <google/protobuf/util/json_util.h>
+
+#include <fstream>
+#include <iostream>
+#include <nlohmann/json.hpp>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "cli/command.h"
+#include "common/status_macros.h"
+#include "ktune/v1/tuning_service.grpc.pb.h"
+#include "proto/channel.h"
+#include "proto/convert.h"
+
+namespace ktune::cli {
+namespace {
+
+constexpr int kSamplesPerCall = 1000;
+
+struct ClientArgs {
+  std::string server = kDefaultServer, token;
+  ClientTls tls;
+  bool json = false;
+};
+
+void AddClientOptions(CLI::App* sub, ClientArgs* a) {
+  sub->add_option("--server", a->server, "Server address HOST:PORT")->capture_default_str();
+  sub->add_option("--token", a->token, "Bearer token (or $KTUNE_TOKEN)");
+  AddClientTlsOptions(sub, &a->tls);
+  sub->add_flag("--json", a->json, "Print as JSON");
+}
+
+std::string MessageJson(const google::protobuf::Message& m) {
+  google::protobuf::util::JsonPrintOptions options;
+  options.preserve_proto_field_names = true;
+  std::string json;
+  (void)google::protobuf::util::MessageToJsonString(m, &json, options);
+  return json;
+}
+
+absl::Status SetTimestamp(const nlohmann::json& line, const char* key,
+                          google::protobuf::Timestamp* out) {
+  if (!line.contains(key)) return absl::OkStatus();
+  if (!line[key].is_string()) return absl::InvalidArgumentError(absl::StrCat(key, " must be a string"));
+  KTUNE_ASSIGN_OR_RETURN(int64_t us, ParseTimestampUs(line[key].get<std::string>()));
+  out->set_seconds(us / 1'000'000);
+  out->set_nanos(static_cast<int32_t>(us % 1'000'000) * 1000);
+  return absl::OkStatus();
+}
+
+absl::StatusOr<ParamMap> MapOf(const nlohmann::json& line, const char* key) {
+  if (!line.contains(key)) return ParamMap();
+  if (!line[key].is_object()) return absl::InvalidArgumentError(absl::StrCat(key, " must be an object"));
+  return ParseParamMapJson(line[key].dump());
+}
+
+// One JSONL line: {"kernel", "problem", "device" (a class, or {"class", "fingerprint"}),
+// "config", "times_ms" | "count" + "mean_ms" [+ "stddev_ms"], ["window_start", "window_end"]}.
+absl::StatusOr<v1::TelemetrySample> SampleFromJson(const std::string& text) {
+  nlohmann::json line = nlohmann::json::parse(text, nullptr, false);
+  if (!line.is_object()) return absl::InvalidArgumentError("not a JSON object");
+  v1::TelemetrySample s;
+  if (!line.contains("kernel") || !line["kernel"].is_string()) {
+    return absl::InvalidArgumentError("kernel (a string) is required");
+  }
+  s.mutable_kernel()->set_name(line["kernel"].get<std::string>());
+  KTUNE_ASSIGN_OR_RETURN(ParamMap problem, MapOf(line, "problem"));
+  ToProto(problem, s.mutable_problem()->mutable_params());
+  KTUNE_ASSIGN_OR_RETURN(ParamMap config, MapOf(line, "config"));
+  ToProto(config, s.mutable_config()->mutable_params());
+  const nlohmann::json device = line.value("device", nlohmann::json());
+  if (device.is_string()) {
+    s.mutable_device()->set_device_class(device.get<std::string>());
+  } else if (device.is_object() && device.contains("class") && device["class"].is_string()) {
+    s.mutable_device()->set_device_class(device["class"].get<std::string>());
+    if (device.contains("fingerprint")) {
+      (*s.mutable_device()->mutable_extra())["fingerprint_json"] = device["fingerprint"].dump();
+    }
+  } else {
+    return absl::InvalidArgumentError("device: a device class, or {\"class\", \"fingerprint\"}");
+  }
+  if (line.contains("times_ms")) {
+    if (!line["times_ms"].is_array()) return absl::InvalidArgumentError("times_ms must be an array");
+    for (const nlohmann::json& t : line["times_ms"]) {
+      if (!t.is_number()) return absl::InvalidArgumentError("times_ms holds a non-number");
+      s.add_times_ms(t.get<double>());
+    }
+  } else {
+    if (!line.value("count", nlohmann::json()).is_number_integer() ||
+        !line.value("mean_ms", nlohmann::json()).is_number()) {
+      return absl::InvalidArgumentError("times_ms, or count and mean_ms, are required");
+    }
+    s.set_count(line["count"].get<int64_t>());
+    s.set_mean_ms(line["mean_ms"].get<double>());
+    if (line.contains("stddev_ms") && line["stddev_ms"].is_number()) {
+      s.set_stddev_ms(line["stddev_ms"].get<double>());
+    }
+  }
+  KTUNE_RETURN_IF_ERROR(SetTimestamp(line, "window_start", s.mutable_window_start()));
+  KTUNE_RETURN_IF_ERROR(SetTimestamp(line, "window_end", s.mutable_window_end()));
+  if (!line.contains("window_start")) s.clear_window_start();
+  if (!line.contains("window_end")) s.clear_window_end();
+  return s;
+}
+
+std::string KindName(v1::DriftKind kind) {
+  switch (kind) {
+    case v1::DRIFT_KIND_REGRESSION:
+      return "regression";
+    case v1::DRIFT_KIND_NEW_ENVIRONMENT:
+      return "new_environment";
+    case v1::DRIFT_KIND_UNTUNED_HOT_PROBLEM:
+      return "untuned_hot_problem";
+    default:
+      return "?";
+  }
+}
+
+void PrintFlag(const v1::DriftFlag& f) {
+  std::map<std::string, std::string> problem;
+  for (const auto& [k, v] : f.task().problem().params()) {
+    problem[k] = v.has_int_value() ? std::to_string(v.int_value()) : v.string_value();
+  }
+  std::string problem_text;
+  for (const auto& [k, v] : problem) absl::StrAppend(&problem_text, problem_text.empty() ? "" : ",", k, "=", v);
+  std::cout << absl::StrFormat("#%d %s  %s %s on %s\n    %s\n    action: %s\n", f.id(),
+                               KindName(f.kind()), f.task().kernel().name(), problem_text,
+                               f.task().device_class(), f.message(), f.action());
+}
+
+struct ReportArgs {
+  ClientArgs client;
+  std::string file;
+};
+
+int RunReport(const ReportArgs& a) {
+  const std::string cmd = "telemetry report";
+  std::ifstream file_stream;
+  std::istream* in = &std::cin;
+  if (a.file != "-") {
+    file_stream.open(a.file);
+    if (!file_stream) return UsageError(cmd, absl::StrCat("cannot read ", a.file));
+    in = &file_stream;
+  }
+  // Every line is checked before anything is sent.
+  std::vector<v1::TelemetrySample> samples;
+  std::string line;
+  for (int n = 1; std::getline(*in, line); ++n) {
+    if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
+    absl::StatusOr<v1::TelemetrySample> s = SampleFromJson(line);
+    if (!s.ok()) return UsageError(cmd, absl::StrCat(a.file, ":", n, ": ", s.status().message()));
+    samples.push_back(*std::move(s));
+  }
+  if (samples.empty()) return UsageError(cmd, absl::StrCat(a.file, " holds no samples"));
+  absl::StatusOr<std::shared_ptr<grpc::Channel>> channel = MakeChannel(a.client.server, a.client.tls);
+  if (!channel.ok()) return Fail(cmd, channel.status());
+  auto stub = v1::TuningService::NewStub(*channel);
+  int64_t accepted = 0;
+  std::vector<v1::DriftFlag> raised;
+  for (size_t start = 0; start < samples.size(); start += kSamplesPerCall) {
+    v1::ReportTelemetryRequest request;
+    for (size_t i = start; i < std::min(samples.size(), start + kSamplesPerCall); ++i) {
+      *request.add_samples() = samples[i];
+    }
+    v1::ReportTelemetryResponse response;
+    absl::Status st = FromGrpc(stub->ReportTelemetry(ClientContextFor(a.client.token).get(), request, &response));
+    if (!st.ok()) {
+      std::cerr << "ktune " << cmd << ": " << accepted << " samples were stored before this\n";
+      return absl::IsInvalidArgument(st) ? UsageError(cmd, std::string(st.message())) : Fail(cmd, st);
+    }
+    accepted += response.accepted();
+    raised.insert(raised.end(), response.raised().begin(), response.raised().end());
+  }
+  if (a.client.json) {
+    nlohmann::json out = {{"accepted", accepted}, {"raised", nlohmann::json::array()}};
+    for (const v1::DriftFlag& f : raised) out["raised"].push_back(nlohmann::json::parse(MessageJson(f)));
+    std::cout << out.dump() << "\n";
+    return kExitOk;
+  }
+  std::cout << "accepted " << accepted << " samples; " << raised.size() << " drift flags raised\n";
+  for (const v1::DriftFlag& f : raised) PrintFlag(f);
+  return kExitOk;
+}
+
+int RunDrift(const ClientArgs& a) {
+  const std::string cmd = "drift";
+  absl::StatusOr<std::shared_ptr<grpc::Channel>> channel = MakeChannel(a.server, a.tls);
+  if (!channel.ok()) return Fail(cmd, channel.status());
+  v1::ListDriftResponse response;
+  absl::Status st = FromGrpc(v1::TuningService::NewStub(*channel)->ListDrift(
+      ClientContextFor(a.token).get(), v1::ListDriftRequest(), &response));
+  if (!st.ok()) return Fail(cmd, st);
+  if (a.json) {
+    std::cout << MessageJson(response) << "\n";
+    return kExitOk;
+  }
+  if (response.flags().empty()) {
+    std::cout << "no drift flagged by " << a.server << "\n";
+    return kExitOk;
+  }
+  for (const v1::DriftFlag& f : response.flags()) PrintFlag(f);
+  return kExitOk;
+}
+
+}  // namespace
+
+void RegisterTelemetryCommands(CLI::App& app, Action* action) {
+  CLI::App* telemetry = app.add_subcommand(
+      "telemetry", "Production telemetry: how tuned configurations run in deployed programs");
+  telemetry->require_subcommand(1);
+  auto report_args = std::make_shared<ReportArgs>();
+  CLI::App* report = telemetry->add_subcommand(
+      "report",
+      "Send telemetry samples (JSONL, one per line: kernel, problem, device, config, times_ms or "
+      "count+mean_ms[+stddev_ms], optional window_start/window_end) and print the drift flags "
+      "they raise");
+  report->add_option("file", report_args->file, "JSONL file of samples, or - for stdin")->required();
+  AddClientOptions(report, &report_args->client);
+  report->callback([=] { *action = [=] { return RunReport(*report_args); }; });
+
+  auto drift_args = std::make_shared<ClientArgs>();
+  CLI::App* drift = app.add_subcommand(
+      "drift", "What drift detection flagged from production telemetry, and what was done");
+  AddClientOptions(drift, drift_args.get());
+  drift->callback([=] { *action = [=] { return RunDrift(*drift_args); }; });
+}
+
+}  // namespace ktune::cli
