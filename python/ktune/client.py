@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Callable, Iterable, Iterator, Mapping, Optional, Sequence, Union
 
 import grpc
+from google.protobuf import json_format
 
 from ktune.errors import KtuneError, from_rpc_error
 from ktune.types import (BestResult, DeviceLike, ImportResult, Job, JobEvent, JobSpec, JobState,
@@ -155,6 +156,52 @@ class Client:
         reply = self._unary("QueryBest", self._tuning.QueryBest, request, timeout)
         return BestResult(MatchLevel._from_proto(reply.level),
                           [Record._from_proto(r) for r in reply.best], reply.queued_job_id)
+
+    def explain(self, kernel: str, problem: ProblemLike, device: DeviceLike, *,
+                kernel_version: str = "", timeout: Optional[float] = None) -> dict:
+        """Why a configuration is served (``Explain``): the served record and how many times it
+        was measured, the runner-up and whether the gap exceeds the noise, each parameter's
+        effect, and for a prediction the tuned neighbour. The ExplainResponse as a dict (proto
+        field names; every field present)."""
+        request = ts.ExplainRequest()
+        request.kernel.name = kernel
+        request.kernel.version = kernel_version
+        params_to_proto(_problem(problem), request.problem.params)
+        device_to_proto(device, request.device)
+        reply = self._unary("Explain", self._tuning.Explain, request, timeout)
+        return json_format.MessageToDict(reply, preserving_proto_field_name=True,
+                                         always_print_fields_with_no_presence=True)
+
+    def report_telemetry(self, samples: Iterable[Mapping], timeout: Optional[float] = None) -> dict:
+        """Reports how configurations ran in production (``ReportTelemetry``, telemetry role).
+
+        Each sample is a dict with the keys of ``ktune telemetry report``'s JSONL lines:
+        ``kernel``, ``problem``, ``device`` (a class, or a :class:`ktune.Device`), ``config``, and
+        ``times_ms`` (a list) or ``count`` + ``mean_ms`` (+ ``stddev_ms``). At most 1,000 a call;
+        one bad sample refuses the call (:class:`ktune.InvalidArgument`) and stores nothing.
+        Returns ``{"accepted": n, "raised": [drift flags as dicts]}``."""
+        request = ts.ReportTelemetryRequest()
+        for sample in samples:
+            m = request.samples.add()
+            m.kernel.name = sample["kernel"]
+            params_to_proto(_problem(sample.get("problem")), m.problem.params)
+            device_to_proto(sample["device"], m.device)
+            params_to_proto(sample.get("config"), m.config.params)
+            if "times_ms" in sample:
+                m.times_ms.extend(float(t) for t in sample["times_ms"])
+            else:
+                m.count = int(sample["count"])
+                m.mean_ms = float(sample["mean_ms"])
+                m.stddev_ms = float(sample.get("stddev_ms", 0.0))
+        reply = self._unary("ReportTelemetry", self._tuning.ReportTelemetry, request, timeout)
+        return {"accepted": reply.accepted,
+                "raised": [json_format.MessageToDict(f, preserving_proto_field_name=True)
+                           for f in reply.raised]}
+
+    def drift(self, timeout: Optional[float] = None) -> list[dict]:
+        """What drift detection flagged (``ListDrift``), oldest first, with the server's action."""
+        reply = self._unary("ListDrift", self._tuning.ListDrift, ts.ListDriftRequest(), timeout)
+        return [json_format.MessageToDict(f, preserving_proto_field_name=True) for f in reply.flags]
 
     def kernels(self, timeout: Optional[float] = None) -> list[KernelInfo]:
         """The server's kernel registry (built-ins and kernels registered by clients)."""

@@ -311,3 +311,36 @@ openssl x509 -req -in client.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out c
                 plain.jobs()
     finally:
         server.stop()
+
+
+def test_explain_says_why_the_best_is_served(records_server):
+    client = records_server.client()
+    explained = client.explain("pnpoly", {}, PNPOLY_CLASS)
+    best = client.best("pnpoly", {}, PNPOLY_CLASS)
+    assert explained["level"] == "MATCH_LEVEL_DEVICE_CLASS"
+    assert explained["served"]["time_ms"] == best.best.time_ms
+    assert int(explained["records"]) == 4092
+    assert explained["runner_up"]["time_ms"] >= best.best.time_ms
+    names = [p["name"] for p in explained["parameters"]]
+    assert sorted(names) == ["between_method", "block_size_x", "tile_size", "use_method"]
+    spreads = [p["spread"] for p in explained["parameters"]]
+    assert spreads == sorted(spreads, reverse=True)  # the largest effect first
+    with pytest.raises(ktune.InvalidArgument, match="kernel.name is required"):
+        client.explain("", {}, PNPOLY_CLASS)
+
+
+def test_telemetry_is_validated_and_flags_drift(records_server):
+    client = records_server.client()
+    sample = {"kernel": "pnpoly", "device": PNPOLY_CLASS, "config": {"tile_size": 1},
+              "count": 1000, "mean_ms": 1.0, "stddev_ms": 0.01}
+    with pytest.raises(ktune.InvalidArgument, match=r"samples\[1\]: .*mean_ms is -1"):
+        client.report_telemetry([sample, dict(sample, mean_ms=-1.0)])
+    assert client.drift() == []  # the refused call stored and flagged nothing
+    # A device fingerprint no record of this tuned task was measured on.
+    other = ktune.Device.make(PNPOLY_CLASS, "turing", name=PNPOLY_NAME, driver="999.1")
+    timed = {"kernel": "pnpoly", "device": other, "config": {"tile_size": 1},
+             "times_ms": [1.0, 1.1, 0.9]}
+    reply = client.report_telemetry([timed])
+    assert reply["accepted"] == 1
+    assert [f["kind"] for f in reply["raised"]] == ["DRIFT_KIND_NEW_ENVIRONMENT"]
+    assert [f["id"] for f in client.drift()] == [reply["raised"][0]["id"]]
