@@ -40,6 +40,10 @@ class LockedTuningDatabase final : public TuningDatabase {
     absl::MutexLock lock(&mu_);
     return inner_->MarkStale(task, before_us);
   }
+  absl::StatusOr<std::vector<Record>> StaleTaskRecords(const TaskKey& task) override {
+    absl::MutexLock lock(&mu_);
+    return inner_->StaleTaskRecords(task);
+  }
   absl::Status AddTelemetry(const std::vector<TelemetryReport>& reports) override {
     absl::MutexLock lock(&mu_);
     return inner_->AddTelemetry(reports);

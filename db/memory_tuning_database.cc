@@ -89,10 +89,19 @@ absl::StatusOr<BestResult> MemoryTuningDatabase::QueryBest(const BestQuery& q) {
 
 absl::StatusOr<std::vector<Record>> MemoryTuningDatabase::TaskRecords(const TaskKey& task) {
   absl::MutexLock lock(&mu_);
+  return RecordsOf(task, /*stale=*/false);
+}
+
+absl::StatusOr<std::vector<Record>> MemoryTuningDatabase::StaleTaskRecords(const TaskKey& task) {
+  absl::MutexLock lock(&mu_);
+  return RecordsOf(task, /*stale=*/true);
+}
+
+std::vector<Record> MemoryTuningDatabase::RecordsOf(const TaskKey& task, bool stale) {
   std::vector<std::pair<std::string, const Record*>> keyed;
   for (const Record& r : records_) {
     if (SameWorkload(r, task.kernel, task.kernel_version, task.problem) &&
-        r.device.device_class == task.device_class && !IsStale(r)) {
+        r.device.device_class == task.device_class && IsStale(r) == stale) {
       keyed.emplace_back(r.RecordId(), &r);
     }
   }

@@ -22,6 +22,7 @@ class MemoryTuningDatabase : public TuningDatabase {
   absl::Status ForEachRecord(const std::function<absl::Status(const Record&)>& fn) override;
   absl::StatusOr<DatabaseStats> Stats() override;
   absl::Status MarkStale(const TaskKey& task, int64_t before_us) override;
+  absl::StatusOr<std::vector<Record>> StaleTaskRecords(const TaskKey& task) override;
   absl::Status AddTelemetry(const std::vector<TelemetryReport>& reports) override;
   absl::Status ForEachTelemetry(
       const std::function<absl::Status(const TelemetryReport&)>& fn) override;
@@ -46,6 +47,8 @@ class MemoryTuningDatabase : public TuningDatabase {
   std::map<std::tuple<std::string, std::string, std::string>, int64_t> stale_before_
       ABSL_GUARDED_BY(mu_);
   bool IsStale(const Record& r) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // The task's records, fresh or stale, in TaskRecords' order.
+  std::vector<Record> RecordsOf(const TaskKey& task, bool stale) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 };
 
 }  // namespace ktune

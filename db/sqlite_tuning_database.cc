@@ -52,12 +52,14 @@ constexpr char kWorkloadFilter[] =
 std::string OnDevicesWhere(const char* column) {
   return absl::StrCat("AND r.device_id IN (SELECT id FROM devices WHERE ", column, " = ?4) ");
 }
-// Leaves out records of stale tasks (MarkStale): measured before the boundary of their kernel,
-// problem and device class, or at an unknown time.
-constexpr char kNotStale[] =
-    "AND COALESCE(r.measured_at_us, 0) >= COALESCE((SELECT s.before_us FROM stale_tasks s WHERE "
-    "s.kernel = k.name AND s.problem_hash = w.problem_hash AND s.device_class = d.device_class), "
-    "0) ";
+// Stale records (MarkStale) were measured before the boundary of their kernel, problem and device
+// class, or at an unknown time. `stale` false leaves them out; true keeps only them.
+std::string Staleness(bool stale) {
+  return absl::StrCat("AND COALESCE(r.measured_at_us, 0) ", stale ? "<" : ">=",
+                      " COALESCE((SELECT s.before_us FROM stale_tasks s WHERE s.kernel = k.name "
+                      "AND s.problem_hash = w.problem_hash AND s.device_class = d.device_class), "
+                      "0) ");
+}
 constexpr char kBestOrder[] = "AND r.status = 'ok' ORDER BY r.time_ms, r.record_uid";
 constexpr char kFamilyOfClass[] =
     "SELECT family FROM devices WHERE device_class = ? AND family != '' ORDER BY id LIMIT 1";
@@ -388,7 +390,7 @@ absl::StatusOr<BestResult> SqliteTuningDatabase::QueryBest(const BestQuery& q) {
     KTUNE_ASSIGN_OR_RETURN(
         SqliteStatement s,
         SqliteStatement::Prepare(db_, absl::StrCat(kRecordSelect, kWorkloadFilter,
-                                                   OnDevicesWhere(column), kNotStale, kBestOrder)));
+                                                   OnDevicesWhere(column), Staleness(false), kBestOrder)));
     s.Bind(1, q.kernel).Bind(2, q.kernel_version).Bind(3, problem_hash).Bind(4, value);
     RecordReader reader;
     BestResult result;
@@ -407,11 +409,20 @@ absl::StatusOr<BestResult> SqliteTuningDatabase::QueryBest(const BestQuery& q) {
 }
 
 absl::StatusOr<std::vector<Record>> SqliteTuningDatabase::TaskRecords(const TaskKey& task) {
+  return RecordsOf(task, /*stale=*/false);
+}
+
+absl::StatusOr<std::vector<Record>> SqliteTuningDatabase::StaleTaskRecords(const TaskKey& task) {
+  return RecordsOf(task, /*stale=*/true);
+}
+
+absl::StatusOr<std::vector<Record>> SqliteTuningDatabase::RecordsOf(const TaskKey& task,
+                                                                   bool stale) {
   absl::MutexLock lock(&mu_);
   KTUNE_ASSIGN_OR_RETURN(
       SqliteStatement s,
       SqliteStatement::Prepare(db_, absl::StrCat(kRecordSelect, kWorkloadFilter,
-                                                 OnDevicesWhere("device_class"), kNotStale,
+                                                 OnDevicesWhere("device_class"), Staleness(stale),
                                                  kTaskOrder)));
   s.Bind(1, task.kernel)
       .Bind(2, task.kernel_version)

@@ -52,6 +52,7 @@ class SqliteTuningDatabase : public TuningDatabase {
   absl::Status ForEachRecord(const std::function<absl::Status(const Record&)>& fn) override;
   absl::StatusOr<DatabaseStats> Stats() override;
   absl::Status MarkStale(const TaskKey& task, int64_t before_us) override;
+  absl::StatusOr<std::vector<Record>> StaleTaskRecords(const TaskKey& task) override;
   absl::Status AddTelemetry(const std::vector<TelemetryReport>& reports) override;
   absl::Status ForEachTelemetry(
       const std::function<absl::Status(const TelemetryReport&)>& fn) override;
@@ -65,6 +66,8 @@ class SqliteTuningDatabase : public TuningDatabase {
   absl::StatusOr<std::string> LoadCheckpoint(const std::string& key) override;
 
  private:
+  // A task's records: those MarkStale hid (`stale`), or the others.
+  absl::StatusOr<std::vector<Record>> RecordsOf(const TaskKey& task, bool stale);
   SqliteTuningDatabase(sqlite3* db, std::string path) : db_(db), path_(std::move(path)) {}
   absl::Status Migrate(int target_version);
   absl::StatusOr<Job> GetJobLocked(int64_t id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);

@@ -111,6 +111,9 @@ class TuningDatabase {
   // they say (a regression was detected). They stay stored: ForEachRecord and exports still see
   // them. A later boundary replaces an earlier one; an earlier one changes nothing.
   virtual absl::Status MarkStale(const TaskKey& task, int64_t before_us) = 0;
+  // The records of a task that MarkStale hides from TaskRecords, in the same order: what the
+  // device did before (a retuning search learns from them).
+  virtual absl::StatusOr<std::vector<Record>> StaleTaskRecords(const TaskKey& task) = 0;
 
   // --- Production telemetry (db/telemetry.h), apart from the records ---
   // Stores `reports` atomically: all or none; InvalidArgument (nothing stored) when one breaks

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <utility>
 
+#include "absl/container/flat_hash_set.h"
 #include "absl/time/clock.h"
 #include "common/status_macros.h"
 
@@ -40,6 +41,17 @@ absl::StatusOr<std::unique_ptr<TaskSearch>> TaskSearch::Create(TuningDatabase* d
                                             ? options.make_strategy(options.strategy)
                                             : MakeStrategy(options.strategy));
   KTUNE_ASSIGN_OR_RETURN(std::vector<Record> known, db->TaskRecords(task));
+  // Records from before a regression (MarkStale) still describe most of the landscape: the
+  // strategy learns from those of configurations neither measured since nor re-verified now.
+  KTUNE_ASSIGN_OR_RETURN(std::vector<Record> stale, db->StaleTaskRecords(task));
+  if (!stale.empty()) {
+    absl::flat_hash_set<std::string> fresh;
+    for (const Record& r : known) fresh.insert(r.ConfigHash());
+    for (const Configuration& c : options.reverify) fresh.insert(ParamMapHash(c));
+    for (Record& r : stale) {
+      if (!fresh.contains(r.ConfigHash())) known.push_back(std::move(r));
+    }
+  }
   bool default_known = false;
   for (const Record& r : known) {
     default_known |= default_config && r.config == *default_config;

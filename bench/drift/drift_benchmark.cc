@@ -3,7 +3,7 @@
 // false flag in 10,000 stable reports, and the retuned best must come within 2% of the new
 // optimum within 100 measurements.
 //
-//   ktune-drift-bench [--seeds N] [--stable N] [--strategy S] SPACE_FILE...
+//   ktune-drift-bench [--seeds N] [--stable N] [--strategy S] [--reverify K] SPACE_FILE...
 //
 // Per space and seed, in one in-process server (retune policy: act, budget 100):
 //   1. a first tuning job (model strategy, 100 measurements) gives the served configuration B;
@@ -13,7 +13,8 @@
 //      parameters (by the records' spread) 2x, and production reports B at 2x: the delay is the
 //      reports until the flag;
 //   4. the retuning job runs (100 measurements); the ratio is its best time over the regressed
-//      space's optimum.
+//      space's optimum, printed beside the first tuning's best over the space's optimum (what
+//      100 measurements found before the regression).
 #include <atomic>
 #include <cmath>
 #include <cstdio>
@@ -43,6 +44,7 @@ struct Row {
   int seed = 0;
   int false_flags = 0;
   int delay = -1;  // reports until the regression was flagged; -1: never (within 200)
+  double first_over_optimum = 0;  // the first tuning's best over the space's optimum
   double retuned_over_optimum = 0;
   int64_t retune_measurements = 0;
 };
@@ -54,7 +56,7 @@ std::unique_ptr<grpc::ClientContext> Context() {
 }
 
 absl::StatusOr<Row> RunOne(const std::string& path, int seed, int stable,
-                           const std::string& strategy, const std::string& dir) {
+                           const std::string& strategy, int reverify, const std::string& dir) {
   KTUNE_ASSIGN_OR_RETURN(RecordedSpace recorded, LoadRecordedSpace(path));
   const Record& any = recorded.records.front();
   TuningServerOptions options;
@@ -65,6 +67,7 @@ absl::StatusOr<Row> RunOne(const std::string& path, int seed, int stable,
   options.retune.mode = RetuneMode::kAct;
   options.retune.budget = 100;
   options.retune.strategy = strategy;
+  options.retune.reverify_top = reverify;
   KTUNE_ASSIGN_OR_RETURN(std::unique_ptr<TuningServer> server, TuningServer::Start(options));
   auto channel = grpc::CreateChannel(absl::StrCat("127.0.0.1:", server->port()),
                                      grpc::InsecureChannelCredentials());
@@ -123,6 +126,7 @@ absl::StatusOr<Row> RunOne(const std::string& path, int seed, int stable,
   }
   KTUNE_ASSIGN_OR_RETURN(Configuration served, FromProto(best.best(0).config().params(), "config"));
   const double lab_ms = best.best(0).time_ms();
+  row.first_over_optimum = lab_ms / measurer.optimum_ms();
 
   // 2. Stable production, with spikes.
   std::mt19937 rng(seed);
@@ -190,7 +194,7 @@ absl::StatusOr<Row> RunOne(const std::string& path, int seed, int stable,
 }
 
 int Main(int argc, char** argv) {
-  int seeds = 3, stable = 10'000;
+  int seeds = 3, stable = 10'000, reverify = RetunePolicy().reverify_top;
   std::string strategy = "ppo";
   std::vector<std::string> spaces;
   for (int i = 1; i < argc; ++i) {
@@ -199,10 +203,13 @@ int Main(int argc, char** argv) {
       (void)absl::SimpleAtoi(argv[++i], &seeds);
     } else if (a == "--stable" && i + 1 < argc) {
       (void)absl::SimpleAtoi(argv[++i], &stable);
+    } else if (a == "--reverify" && i + 1 < argc) {
+      (void)absl::SimpleAtoi(argv[++i], &reverify);
     } else if (a == "--strategy" && i + 1 < argc) {
       strategy = argv[++i];
     } else if (a == "--help" || a == "-h") {
-      std::printf("usage: ktune-drift-bench [--seeds N] [--stable N] [--strategy S] SPACE_FILE...\n");
+      std::printf("usage: ktune-drift-bench [--seeds N] [--stable N] [--strategy S] [--reverify K] "
+                  "SPACE_FILE...\n");
       return 0;
     } else {
       spaces.push_back(a);
@@ -213,20 +220,21 @@ int Main(int argc, char** argv) {
     return 2;
   }
   const std::string dir = "/tmp";
-  std::printf("%-40s %4s %12s %14s %20s\n", "space", "seed", "false flags", "delay (reports)",
-              "retuned/new optimum");
+  std::printf("%-32s %4s %14s %8s %16s %16s\n", "space", "seed", "false flags", "delay",
+              "first/optimum", "retuned/new opt");
   int failures = 0;
   for (const std::string& space : spaces) {
     for (int seed = 1; seed <= seeds; ++seed) {
-      absl::StatusOr<Row> row = RunOne(space, seed, stable, strategy, dir);
+      absl::StatusOr<Row> row = RunOne(space, seed, stable, strategy, reverify, dir);
       if (!row.ok()) {
         std::fprintf(stderr, "%s seed %d: %s\n", space.c_str(), seed,
                      std::string(row.status().message()).c_str());
         ++failures;
         continue;
       }
-      std::printf("%-40s %4d %5d in %5d %14d %20.4f\n", row->space.c_str(), seed,
-                  row->false_flags, stable, row->delay, row->retuned_over_optimum);
+      std::printf("%-32s %4d %5d in %6d %8d %16.4f %16.4f\n", row->space.c_str(), seed,
+                  row->false_flags, stable, row->delay, row->first_over_optimum,
+                  row->retuned_over_optimum);
       std::fflush(stdout);
     }
   }

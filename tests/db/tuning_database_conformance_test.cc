@@ -265,6 +265,11 @@ TEST_P(TuningDatabaseConformanceTest, StaleRecordsStopAnsweringButStayStored) {
   ASSERT_TRUE(records.ok());
   ASSERT_EQ(records->size(), 1u);
   EXPECT_EQ(*(*records)[0].time_ms, 2.0);
+  auto stale = db_->StaleTaskRecords({"gemm", "v1", old_fast.problem, "A100"});
+  ASSERT_TRUE(stale.ok());
+  ASSERT_EQ(stale->size(), 1u);
+  EXPECT_EQ(*(*stale)[0].time_ms, 1.0);
+  EXPECT_TRUE(db_->StaleTaskRecords({"gemm", "v1", old_fast.problem, "H100"})->empty());
   // Another class is not touched; everything is still stored.
   EXPECT_EQ(*db_->QueryBest(QueryFor("H100"))->records[0].time_ms, 0.5);
   int64_t stored = 0;
