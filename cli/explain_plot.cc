@@ -11,6 +11,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_replace.h"
+#include "proto/convert.h"
 
 namespace ktune::cli {
 namespace {
@@ -21,17 +22,6 @@ constexpr int kLabelledValues = 8;
 // A gnuplot string literal (double-quoted, escapes for \ and ").
 std::string Quoted(const std::string& s) {
   return absl::StrCat("\"", absl::StrReplaceAll(s, {{"\\", "\\\\"}, {"\"", "\\\""}}), "\"");
-}
-
-std::string ValueLabel(const v1::ParamValue& v) {
-  switch (v.kind_case()) {
-    case v1::ParamValue::kIntValue:
-      return absl::StrCat(v.int_value());
-    case v1::ParamValue::kFloatValue:
-      return absl::StrFormat("%g", v.float_value());
-    default:
-      return v.string_value();
-  }
 }
 
 }  // namespace
@@ -60,7 +50,7 @@ std::string ExplanationPlotScript(const v1::ExplainResponse& e, const std::strin
     int index = 0;
     for (const v1::ParameterValueEffect& v : p.values()) {
       if (v.measurements() < 3) continue;
-      absl::StrAppend(&s, index++, " ", v.median_ms() / fastest, " ", Quoted(ValueLabel(v.value())),
+      absl::StrAppend(&s, index++, " ", v.median_ms() / fastest, " ", Quoted(FormatProtoValue(v.value())),
                       "\n");
     }
     absl::StrAppend(&s, "EOD\n");

@@ -121,7 +121,7 @@ std::string KindName(v1::DriftKind kind) {
 void PrintFlag(const v1::DriftFlag& f) {
   std::map<std::string, std::string> problem;
   for (const auto& [k, v] : f.task().problem().params()) {
-    problem[k] = v.has_int_value() ? std::to_string(v.int_value()) : v.string_value();
+    problem[k] = FormatProtoValue(v);
   }
   std::string problem_text;
   for (const auto& [k, v] : problem) absl::StrAppend(&problem_text, problem_text.empty() ? "" : ",", k, "=", v);

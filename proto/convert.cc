@@ -19,6 +19,19 @@ v1::ParamValue ToProto(const ParamValue& value) {
   return v;
 }
 
+std::string FormatProtoValue(const v1::ParamValue& v) {
+  switch (v.kind_case()) {
+    case v1::ParamValue::kIntValue:
+      return FormatParamValue(v.int_value());
+    case v1::ParamValue::kFloatValue:
+      return FormatParamValue(v.float_value());
+    case v1::ParamValue::kStringValue:
+      return FormatParamValue(v.string_value());
+    default:
+      return "";
+  }
+}
+
 void ToProto(const ParamMap& params, google::protobuf::Map<std::string, v1::ParamValue>* out) {
   for (const auto& [name, value] : params) (*out)[name] = ToProto(value);
 }

@@ -13,6 +13,8 @@
 namespace ktune {
 
 v1::ParamValue ToProto(const ParamValue& value);
+// A value as FormatParamValue writes it ("32", "0.5", "f16"); "" when it has no value.
+std::string FormatProtoValue(const v1::ParamValue& value);
 void ToProto(const ParamMap& params, google::protobuf::Map<std::string, v1::ParamValue>* out);
 absl::StatusOr<ParamMap> FromProto(const google::protobuf::Map<std::string, v1::ParamValue>& in,
                                    const char* field);

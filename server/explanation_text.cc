@@ -15,30 +15,19 @@ namespace {
 // run, are listed as bad.
 constexpr double kBadValueRatio = 1.5;
 
-std::string ValueText(const v1::ParamValue& v) {
-  switch (v.kind_case()) {
-    case v1::ParamValue::kIntValue:
-      return absl::StrCat(v.int_value());
-    case v1::ParamValue::kFloatValue:
-      return absl::StrFormat("%g", v.float_value());
-    default:
-      return v.string_value();
-  }
-}
-
 std::string ConfigText(const v1::Record& r) {
   std::vector<std::string> parts;
   std::vector<std::pair<std::string, v1::ParamValue>> sorted(r.config().params().begin(),
                                                              r.config().params().end());
   std::sort(sorted.begin(), sorted.end(),
             [](const auto& a, const auto& b) { return a.first < b.first; });
-  for (const auto& [name, value] : sorted) parts.push_back(absl::StrCat(name, "=", ValueText(value)));
+  for (const auto& [name, value] : sorted) parts.push_back(absl::StrCat(name, "=", FormatProtoValue(value)));
   return absl::StrJoin(parts, ",");
 }
 
 std::string ProblemText(const google::protobuf::Map<std::string, v1::ParamValue>& params) {
   std::map<std::string, std::string> sorted;
-  for (const auto& [name, value] : params) sorted[name] = ValueText(value);
+  for (const auto& [name, value] : params) sorted[name] = FormatProtoValue(value);
   return absl::StrJoin(sorted, ",", absl::PairFormatter("="));
 }
 
@@ -94,19 +83,19 @@ std::string ParameterLine(const v1::ParameterEffect& p) {
   if (served != nullptr && served->measurements() >= 3 && slowest != nullptr) {
     line = absl::StrFormat("%s=%s (served) is %.2fx faster than %s=%s (median of %d and %d "
                            "measurements)",
-                           name, ValueText(served->value()),
+                           name, FormatProtoValue(served->value()),
                            slowest->median_ms() / served->median_ms(), name,
-                           ValueText(slowest->value()), served->measurements(),
+                           FormatProtoValue(slowest->value()), served->measurements(),
                            slowest->measurements());
     if (fastest != served) {
       absl::StrAppend(&line, absl::StrFormat("; %s=%s has a %.2fx faster median", name,
-                                             ValueText(fastest->value()),
+                                             FormatProtoValue(fastest->value()),
                                              served->median_ms() / fastest->median_ms()));
     }
   } else {
     line = absl::StrFormat("%s: medians differ %.2fx across its values (the served %s=%s has "
                            "fewer than 3 measurements)",
-                           name, p.spread(), name, ValueText(p.served_value()));
+                           name, p.spread(), name, FormatProtoValue(p.served_value()));
   }
   if (p.direction() != 0) {
     absl::StrAppend(&line, p.direction() > 0 ? "; larger is slower" : "; larger is faster");
@@ -114,11 +103,11 @@ std::string ParameterLine(const v1::ParameterEffect& p) {
   std::vector<std::string> bad;
   for (const v1::ParameterValueEffect& v : p.values()) {
     if (v.failures() > v.measurements()) {
-      bad.push_back(absl::StrFormat("%s=%s (%d of %d failed)", name, ValueText(v.value()),
+      bad.push_back(absl::StrFormat("%s=%s (%d of %d failed)", name, FormatProtoValue(v.value()),
                                     v.failures(), v.failures() + v.measurements()));
     } else if (fastest != nullptr && v.measurements() >= 3 &&
                v.median_ms() >= kBadValueRatio * fastest->median_ms()) {
-      bad.push_back(absl::StrFormat("%s=%s (%.1fx)", name, ValueText(v.value()),
+      bad.push_back(absl::StrFormat("%s=%s (%.1fx)", name, FormatProtoValue(v.value()),
                                     v.median_ms() / fastest->median_ms()));
     }
   }
