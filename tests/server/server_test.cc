@@ -1086,7 +1086,9 @@ TEST(ServerClientKernelTest, AnAdminRegistersAKernelThatWorkersThenMeasure) {
     worker.registry = &worker_registry;
     worker.languages = {"cpp"};
     worker.max_measurements = 4;
-    worker.idle_exit = absl::Seconds(2);
+    // It stops after its 4 measurements; the idle limit only ends a run that went wrong, so it
+    // is long enough for a loaded machine to prepare and build the batches.
+    worker.idle_exit = absl::Seconds(30);
     WorkerLoop loop(stub.get(), &measurer, worker);
     ASSERT_TRUE(loop.Run().ok());
     EXPECT_EQ(loop.reported(), 4);
