@@ -81,7 +81,22 @@ absl::StatusOr<v1::TelemetrySample> SampleFromJson(const std::string& text) {
   } else {
     return absl::InvalidArgumentError("device: a device class, or {\"class\", \"fingerprint\"}");
   }
-  if (line.contains("times_ms")) {
+  if (line.contains("histogram")) {
+    const nlohmann::json& h = line["histogram"];
+    if (!h.is_object() || !h.value("upper_bounds_ms", nlohmann::json()).is_array() ||
+        !h.value("counts", nlohmann::json()).is_array()) {
+      return absl::InvalidArgumentError(
+          "histogram must be {\"upper_bounds_ms\": [...], \"counts\": [...]}");
+    }
+    for (const nlohmann::json& b : h["upper_bounds_ms"]) {
+      if (!b.is_number()) return absl::InvalidArgumentError("histogram: a bound is not a number");
+      s.mutable_histogram()->add_upper_bounds_ms(b.get<double>());
+    }
+    for (const nlohmann::json& c : h["counts"]) {
+      if (!c.is_number_integer()) return absl::InvalidArgumentError("histogram: a count is not an integer");
+      s.mutable_histogram()->add_counts(c.get<int64_t>());
+    }
+  } else if (line.contains("times_ms")) {
     if (!line["times_ms"].is_array()) return absl::InvalidArgumentError("times_ms must be an array");
     for (const nlohmann::json& t : line["times_ms"]) {
       if (!t.is_number()) return absl::InvalidArgumentError("times_ms holds a non-number");
@@ -90,7 +105,7 @@ absl::StatusOr<v1::TelemetrySample> SampleFromJson(const std::string& text) {
   } else {
     if (!line.value("count", nlohmann::json()).is_number_integer() ||
         !line.value("mean_ms", nlohmann::json()).is_number()) {
-      return absl::InvalidArgumentError("times_ms, or count and mean_ms, are required");
+      return absl::InvalidArgumentError("times_ms, count and mean_ms, or histogram is required");
     }
     s.set_count(line["count"].get<int64_t>());
     s.set_mean_ms(line["mean_ms"].get<double>());
@@ -213,9 +228,9 @@ void RegisterTelemetryCommands(CLI::App& app, Action* action) {
   auto report_args = std::make_shared<ReportArgs>();
   CLI::App* report = telemetry->add_subcommand(
       "report",
-      "Send telemetry samples (JSONL, one per line: kernel, problem, device, config, times_ms or "
-      "count+mean_ms[+stddev_ms], optional window_start/window_end) and print the drift flags "
-      "they raise");
+      "Send telemetry samples (JSONL, one per line: kernel, problem, device, config, times_ms, "
+      "count+mean_ms[+stddev_ms] or histogram {upper_bounds_ms, counts}, optional "
+      "window_start/window_end) and print the drift flags they raise");
   report->add_option("file", report_args->file, "JSONL file of samples, or - for stdin")->required();
   AddClientOptions(report, &report_args->client);
   report->callback([=] { *action = [=] { return RunReport(*report_args); }; });

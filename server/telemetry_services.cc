@@ -13,6 +13,7 @@ namespace {
 
 constexpr int kMaxSamples = 1000;
 constexpr int kMaxTimes = 10'000;
+constexpr int kMaxBuckets = 1000;
 
 int64_t Micros(const google::protobuf::Timestamp& t) {
   return t.seconds() * 1'000'000 + t.nanos() / 1000;
@@ -50,6 +51,40 @@ v1::DriftFlag ToProto(const DriftFlag& f) {
   return out;
 }
 
+// Count, mean and standard deviation of a histogram, each bucket's calls at its midpoint.
+absl::Status SummariseHistogram(const v1::TimeHistogram& h, TelemetryReport* r) {
+  if (h.upper_bounds_ms_size() != h.counts_size() || h.counts_size() == 0 ||
+      h.counts_size() > kMaxBuckets) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "histogram: ", h.upper_bounds_ms_size(), " bounds and ", h.counts_size(),
+        " counts; as many of each, 1 to ", kMaxBuckets));
+  }
+  double lower = 0, sum = 0, sum_sq = 0;
+  int64_t count = 0;
+  for (int i = 0; i < h.counts_size(); ++i) {
+    const double upper = h.upper_bounds_ms(i);
+    if (!std::isfinite(upper) || upper <= lower) {
+      return absl::InvalidArgumentError(
+          "histogram: bounds must be positive, finite and increasing");
+    }
+    if (h.counts(i) < 0 || h.counts(i) > 1'000'000'000'000) {
+      return absl::InvalidArgumentError("histogram: counts must be between 0 and 1e12");
+    }
+    const double mid = (lower + upper) / 2;
+    count += h.counts(i);
+    sum += mid * static_cast<double>(h.counts(i));
+    sum_sq += mid * mid * static_cast<double>(h.counts(i));
+    lower = upper;
+  }
+  if (count < 1) return absl::InvalidArgumentError("histogram: no calls");
+  r->count = count;
+  r->mean_ms = sum / static_cast<double>(count);
+  r->stddev_ms = count > 1 ? std::sqrt(std::max(0.0, (sum_sq - sum * r->mean_ms) /
+                                                         static_cast<double>(count - 1)))
+                           : 0.0;
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 absl::StatusOr<TelemetryReport> TuningServiceImpl::TelemetryFromProto(
@@ -70,10 +105,15 @@ absl::StatusOr<TelemetryReport> TuningServiceImpl::TelemetryFromProto(
   if (fingerprint != s.device().extra().end()) r.device.fingerprint_json = fingerprint->second;
   if (!q.family.empty()) r.device.family = q.family;
   KTUNE_ASSIGN_OR_RETURN(r.config, FromProto(s.config().params(), "config"));
-  if (s.times_ms_size() > 0) {
-    if (s.count() != 0 || s.mean_ms() != 0) {
-      return absl::InvalidArgumentError("give times_ms or count and mean_ms, not both");
-    }
+  const int forms = (s.times_ms_size() > 0) + (s.count() != 0 || s.mean_ms() != 0) +
+                    s.has_histogram();
+  if (forms > 1) {
+    return absl::InvalidArgumentError(
+        "give one of times_ms, count and mean_ms, or histogram");
+  }
+  if (s.has_histogram()) {
+    KTUNE_RETURN_IF_ERROR(SummariseHistogram(s.histogram(), &r));
+  } else if (s.times_ms_size() > 0) {
     if (s.times_ms_size() > kMaxTimes) {
       return absl::InvalidArgumentError(
           absl::StrCat("times_ms has ", s.times_ms_size(), " times; at most ", kMaxTimes));

@@ -177,7 +177,8 @@ class Client:
 
         Each sample is a dict with the keys of ``ktune telemetry report``'s JSONL lines:
         ``kernel``, ``problem``, ``device`` (a class, or a :class:`ktune.Device`), ``config``, and
-        ``times_ms`` (a list) or ``count`` + ``mean_ms`` (+ ``stddev_ms``). At most 1,000 a call;
+        ``times_ms`` (a list), ``count`` + ``mean_ms`` (+ ``stddev_ms``), or ``histogram``
+        (``{"upper_bounds_ms": [...], "counts": [...]}``). At most 1,000 a call;
         one bad sample refuses the call (:class:`ktune.InvalidArgument`) and stores nothing.
         Returns ``{"accepted": n, "raised": [drift flags as dicts]}``."""
         request = ts.ReportTelemetryRequest()
@@ -187,7 +188,11 @@ class Client:
             params_to_proto(_problem(sample.get("problem")), m.problem.params)
             device_to_proto(sample["device"], m.device)
             params_to_proto(sample.get("config"), m.config.params)
-            if "times_ms" in sample:
+            if "histogram" in sample:
+                m.histogram.upper_bounds_ms.extend(
+                    float(b) for b in sample["histogram"]["upper_bounds_ms"])
+                m.histogram.counts.extend(int(c) for c in sample["histogram"]["counts"])
+            elif "times_ms" in sample:
                 m.times_ms.extend(float(t) for t in sample["times_ms"])
             else:
                 m.count = int(sample["count"])

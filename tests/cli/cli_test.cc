@@ -216,7 +216,7 @@ TEST(CliTest, TelemetryReportRaisesDriftFlagsThatDriftLists) {
   }
   auto refused = RunKtune({"telemetry", "report", dir.File("bad.jsonl"), "--server", address});
   EXPECT_EQ(refused.exit_code, 2);
-  EXPECT_THAT(refused.err, HasSubstr("bad.jsonl:2: times_ms, or count and mean_ms, are required"));
+  EXPECT_THAT(refused.err, HasSubstr("bad.jsonl:2: times_ms, count and mean_ms, or histogram is required"));
   {
     std::ofstream good(dir.File("good.jsonl"));
     for (int i = 0; i < 6; ++i) {

@@ -136,9 +136,40 @@ TEST(TelemetryTest, MalformedOrHostileTelemetryIsRefusedClearlyAndStoresNothing)
             grpc::StatusCode::PERMISSION_DENIED);
   EXPECT_EQ(refused(fine, "").error_code(), grpc::StatusCode::UNAUTHENTICATED);
 
+  v1::TelemetrySample bad_histogram = Sample(any, any.config, 0);
+  bad_histogram.set_count(0);
+  bad_histogram.set_mean_ms(0);
+  for (double bound : {2.0, 1.0}) bad_histogram.mutable_histogram()->add_upper_bounds_ms(bound);
+  for (int64_t n : {5, 5}) bad_histogram.mutable_histogram()->add_counts(n);
+  st = refused(one(bad_histogram), token);
+  EXPECT_EQ(st.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(st.error_message(), HasSubstr("bounds must be positive, finite and increasing"));
+  EXPECT_EQ(StoredTelemetry(dir.File("t.db")), 0);  // nothing of the refused calls
+
+  // A histogram is stored as its count, mean and spread (each bucket at its midpoint).
+  v1::TelemetrySample histogram = bad_histogram;
+  histogram.mutable_histogram()->set_upper_bounds_ms(0, 1.0);
+  histogram.mutable_histogram()->set_upper_bounds_ms(1, 2.0);
+  histogram.mutable_histogram()->add_upper_bounds_ms(4.0);
+  histogram.mutable_histogram()->set_counts(0, 0);
+  histogram.mutable_histogram()->set_counts(1, 10);
+  histogram.mutable_histogram()->add_counts(10);
+  v1::ReportTelemetryRequest accepted;
+  *accepted.add_samples() = histogram;
+  EXPECT_TRUE(refused(accepted, token).ok());
   (*server)->Shutdown();
   server->reset();
-  EXPECT_EQ(StoredTelemetry(dir.File("t.db")), 0);
+  auto db = SqliteTuningDatabase::Open(dir.File("t.db"));
+  ASSERT_TRUE(db.ok());
+  std::vector<TelemetryReport> stored;
+  ASSERT_TRUE((*db)->ForEachTelemetry([&](const TelemetryReport& r) {
+                     stored.push_back(r);
+                     return absl::OkStatus();
+                   })
+                  .ok());
+  ASSERT_EQ(stored.size(), 1u);
+  EXPECT_EQ(stored[0].count, 20);
+  EXPECT_DOUBLE_EQ(stored[0].mean_ms, 2.25);  // 10 calls at 1.5 ms, 10 at 3 ms
 }
 
 // The whole loop on a replay device: tune; production reports the served configuration; a
