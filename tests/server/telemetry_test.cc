@@ -206,18 +206,17 @@ TEST(TelemetryTest, ARegressionInProductionIsFlaggedRetunedAndChangesTheBestAnsw
     WorkerLoop loop(stub.get(), &measurer, o, &stop);
     EXPECT_TRUE(loop.Run().ok());
   });
+  // Follows the job's events (WatchJob) until it ends; true when it ended done.
   auto wait_done = [&](const std::string& job_id) {
-    for (int i = 0; i < 1200; ++i) {
-      v1::GetJobRequest get;
-      get.set_job_id(job_id);
-      v1::Job job;
-      if (tuning->GetJob(Context().get(), get, &job).ok() &&
-          job.state() == v1::JOB_STATE_DONE) {
-        return true;
-      }
-      absl::SleepFor(absl::Milliseconds(100));  // polling a job's state, as a client does
-    }
-    return false;
+    v1::WatchJobRequest watch;
+    watch.set_job_id(job_id);
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(300));
+    auto events = tuning->WatchJob(&ctx, watch);
+    v1::JobEvent event;
+    v1::JobState state = v1::JOB_STATE_UNSPECIFIED;
+    while (events->Read(&event)) state = event.job().state();
+    return events->Finish().ok() && state == v1::JOB_STATE_DONE;
   };
   // 1. Tune.
   v1::SubmitJobRequest submit;
