@@ -18,5 +18,8 @@ echo
 echo "== ktune best --kernel gemm --problem M=512,N=512,K=512 --device cpu --top 3"
 "$ktune" best --db "$db" --kernel gemm --problem M=512,N=512,K=512 --device cpu --top 3
 echo
+echo "== ktune explain --kernel gemm --problem M=512,N=512,K=512 --device cpu"
+"$ktune" explain --db "$db" --kernel gemm --problem M=512,N=512,K=512 --device cpu
+echo
 echo "== ktune db stats"
 "$ktune" db stats --db "$db"

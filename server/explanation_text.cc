@@ -102,6 +102,7 @@ std::string ParameterLine(const v1::ParameterEffect& p) {
   }
   std::vector<std::string> bad;
   for (const v1::ParameterValueEffect& v : p.values()) {
+    if (&v == served) continue;  // the served value is judged by the line itself
     if (v.failures() > v.measurements()) {
       bad.push_back(absl::StrFormat("%s=%s (%d of %d failed)", name, FormatProtoValue(v.value()),
                                     v.failures(), v.failures() + v.measurements()));
