@@ -119,11 +119,13 @@ absl::StatusOr<v1::JobSpec> ParseJobSpecText(const std::string& text) {
         spec.set_threads(v.as<int32_t>());
       } else if (key == "agent_share") {
         spec.set_agent_share(v.as<double>());
+      } else if (key == "retune") {
+        spec.set_retune(v.as<std::string>());
       } else {
         return Bad(kv.first, absl::StrCat("unknown field '", key,
                                           "' (fields: name, kernels, problems, device_classes, "
                                           "budget, budget_wall_seconds, strategy, priority, seed, "
-                                          "batch_size, threads, agent_share)"));
+                                          "batch_size, threads, agent_share, retune)"));
       }
     }
   } catch (const YAML::Exception& e) {
@@ -158,6 +160,11 @@ absl::StatusOr<JobRequest> ToJobRequest(const v1::JobSpec& spec, const TaskSpace
   }
   if (spec.has_agent_share() && !(spec.agent_share() >= 0 && spec.agent_share() <= 10)) {
     return absl::InvalidArgumentError("agent_share must be between 0 (no limit) and 10");
+  }
+  if (!spec.retune().empty() && spec.retune() != "off" && spec.retune() != "suggest" &&
+      spec.retune() != "act") {
+    return absl::InvalidArgumentError(
+        absl::StrCat("retune is '", spec.retune(), "'; off, suggest or act (empty: the server's)"));
   }
   const int64_t tasks =
       int64_t{spec.kernels_size()} * spec.problems_size() * spec.device_classes_size();
@@ -204,6 +211,7 @@ absl::StatusOr<JobRequest> ToJobRequest(const v1::JobSpec& spec, const TaskSpace
   }
   nlohmann::json stored{{"name", r.name},         {"budget", r.budget}, {"strategy", r.strategy},
                         {"priority", r.priority}, {"seed", r.seed},     {"tasks", r.tasks.size()}};
+  if (!spec.retune().empty()) stored["retune"] = spec.retune();  // read by TelemetryIntake
   r.spec_json = stored.dump();  // the scheduler adds the run options it needs to recover
   return r;
 }

@@ -2,6 +2,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
+
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "common/status_macros.h"
@@ -69,9 +71,30 @@ std::string TelemetryIntake::Suggestion(const DriftFlag& f) const {
                       " (or run the server with --retune act)");
 }
 
+RetuneMode TelemetryIntake::ModeFor(const TaskKey& task) const {
+  // The newest job with the task decides, when its spec says (JobSpec.retune).
+  absl::StatusOr<std::vector<Job>> jobs = db_->ListJobs();
+  if (!jobs.ok()) return policy_.mode;
+  const std::string problem = CanonicalJson(task.problem);
+  for (const Job& job : *jobs) {  // newest first
+    const bool has_task = std::any_of(job.tasks.begin(), job.tasks.end(), [&](const JobTask& t) {
+      return t.task.kernel == task.kernel && t.task.device_class == task.device_class &&
+             CanonicalJson(t.task.problem) == problem;
+    });
+    if (!has_task) continue;
+    const nlohmann::json spec = nlohmann::json::parse(job.spec_json, nullptr, false);
+    if (spec.is_object() && spec.contains("retune") && spec["retune"].is_string()) {
+      absl::StatusOr<RetuneMode> mode = ParseRetuneMode(spec["retune"].get<std::string>());
+      if (mode.ok()) return *mode;
+    }
+  }
+  return policy_.mode;
+}
+
 std::string TelemetryIntake::Act(const DriftFlag& f, int64_t* job_id) {
-  if (policy_.mode == RetuneMode::kOff) return "none";
-  if (policy_.mode == RetuneMode::kSuggest) return Suggestion(f);
+  const RetuneMode mode = ModeFor(f.task);
+  if (mode == RetuneMode::kOff) return "none";
+  if (mode == RetuneMode::kSuggest) return Suggestion(f);
   // At most max_jobs retuning jobs queued or running.
   for (auto it = retune_jobs_.begin(); it != retune_jobs_.end();) {
     absl::StatusOr<JobStatus> job = scheduler_->GetJob(*it);

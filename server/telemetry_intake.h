@@ -1,6 +1,7 @@
 // Production telemetry into the server (ReportTelemetry): reports are validated and stored apart
 // from records, run through drift detection (drift/drift_monitor.h), and what is flagged is dealt
-// with by the server's retune policy:
+// with by the retune policy: the one of the newest job with the task (JobSpec.retune), else the
+// server's (serve --retune):
 //   off      flags are listed, nothing else;
 //   suggest  flags say which command would retune (the default);
 //   act      a bounded retuning job is queued: `budget` measurements, at most `max_jobs` running
@@ -60,6 +61,8 @@ class TelemetryIntake {
   // Applies the policy to a new flag; returns the action's description (and sets *job_id).
   std::string Act(const DriftFlag& flag, int64_t* job_id);
   std::string Suggestion(const DriftFlag& flag) const;
+  // The policy for a task: its newest job's JobSpec.retune, else the server's.
+  RetuneMode ModeFor(const TaskKey& task) const;
 
   TuningDatabase* db_;
   Scheduler* scheduler_;

@@ -310,3 +310,58 @@ TEST(TelemetryTest, ARegressionInProductionIsFlaggedRetunedAndChangesTheBestAnsw
 
 }  // namespace
 }  // namespace ktune
+
+namespace ktune {
+namespace {
+
+// The newest job of a task decides what its drift flags do (JobSpec.retune); other tasks follow
+// the server (act here).
+TEST(TelemetryTest, AJobSpecsRetunePolicyOverridesTheServers) {
+  testing::TempDir dir;
+  TuningServerOptions options;
+  options.listen = "127.0.0.1:0";
+  options.db_path = dir.File("p.db");
+  options.retune.mode = RetuneMode::kAct;
+  options.drift.hot_calls = 1000;
+  auto server = TuningServer::Start(options);
+  ASSERT_TRUE(server.ok()) << server.status();
+  auto tuning = v1::TuningService::NewStub(grpc::CreateChannel(
+      absl::StrCat("127.0.0.1:", (*server)->port()), grpc::InsecureChannelCredentials()));
+  v1::SubmitJobRequest submit;
+  submit.set_spec_text(
+      "kernels: [gemm]\nproblems: [{M: 64, N: 64, K: 64}]\ndevice_classes: [cpu:x]\n"
+      "budget: 4\nretune: suggest\n");
+  v1::Job job;
+  ASSERT_TRUE(tuning->SubmitJob(Context().get(), submit, &job).ok());
+  v1::SubmitJobRequest bad = submit;
+  bad.set_spec_text(submit.spec_text() + "retune: always\n");
+  grpc::Status refused = tuning->SubmitJob(Context().get(), bad, &job);
+  EXPECT_EQ(refused.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+
+  auto hot = [&](int64_t n) {
+    v1::TelemetrySample s;
+    s.mutable_kernel()->set_name("gemm");
+    ToProto(Problem{{"M", n}, {"N", n}, {"K", n}}, s.mutable_problem()->mutable_params());
+    s.mutable_device()->set_device_class("cpu:x");
+    ToProto(Configuration{{"MR", int64_t{4}}}, s.mutable_config()->mutable_params());
+    s.set_count(1000);
+    s.set_mean_ms(1.0);
+    v1::ReportTelemetryRequest r;
+    *r.add_samples() = s;
+    v1::ReportTelemetryResponse response;
+    EXPECT_TRUE(tuning->ReportTelemetry(Context().get(), r, &response).ok());
+    return response;
+  };
+  v1::ReportTelemetryResponse with_job = hot(64);
+  ASSERT_EQ(with_job.raised_size(), 1);
+  EXPECT_EQ(with_job.raised(0).kind(), v1::DRIFT_KIND_UNTUNED_HOT_PROBLEM);
+  EXPECT_THAT(with_job.raised(0).action(), HasSubstr("suggested"));
+  EXPECT_TRUE(with_job.raised(0).retune_job_id().empty());
+  v1::ReportTelemetryResponse without = hot(128);
+  ASSERT_EQ(without.raised_size(), 1);
+  EXPECT_THAT(without.raised(0).action(), HasSubstr("retuning: job"));
+  EXPECT_FALSE(without.raised(0).retune_job_id().empty());
+}
+
+}  // namespace
+}  // namespace ktune
