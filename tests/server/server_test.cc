@@ -1094,9 +1094,16 @@ TEST(ServerClientKernelTest, AnAdminRegistersAKernelThatWorkersThenMeasure) {
     EXPECT_EQ(loop.reported(), 4);
     ASSERT_NE(worker_registry.Find("scale2"), nullptr);
     EXPECT_EQ(worker_registry.Find("scale2")->Version(), version);
-    v1::GetJobRequest get;
-    get.set_job_id(job.job_id());
-    ASSERT_TRUE(tuning->GetJob(with("submit-token-0123456789").get(), get, &job).ok());
+    // The job ends once its last report is committed, which may come just after the worker
+    // stopped: follow it to its end.
+    v1::WatchJobRequest watch;
+    watch.set_job_id(job.job_id());
+    watch.set_with_tasks(true);
+    std::unique_ptr<grpc::ClientContext> watch_ctx = with("submit-token-0123456789");
+    auto events = tuning->WatchJob(watch_ctx.get(), watch);
+    v1::JobEvent event;
+    while (events->Read(&event)) job = event.job();
+    ASSERT_TRUE(events->Finish().ok());
     EXPECT_EQ(job.state(), v1::JOB_STATE_DONE);
     ASSERT_EQ(job.tasks_size(), 1);
     EXPECT_EQ(job.tasks(0).measurements_done(), 4);
