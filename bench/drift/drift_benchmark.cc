@@ -86,17 +86,17 @@ absl::StatusOr<Row> RunOne(const std::string& path, int seed, int stable,
     worker.join();
     server->Shutdown();
   };
+  // Follows the job's events (WatchJob) until it ends; true when it ended done.
   auto wait_done = [&](const std::string& job_id) {
-    for (int i = 0; i < 6000; ++i) {
-      v1::GetJobRequest get;
-      get.set_job_id(job_id);
-      v1::Job job;
-      if (tuning->GetJob(Context().get(), get, &job).ok() && job.state() == v1::JOB_STATE_DONE) {
-        return true;
-      }
-      absl::SleepFor(absl::Milliseconds(50));
-    }
-    return false;
+    v1::WatchJobRequest watch;
+    watch.set_job_id(job_id);
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(600));
+    auto events = tuning->WatchJob(&ctx, watch);
+    v1::JobEvent event;
+    v1::JobState state = v1::JOB_STATE_UNSPECIFIED;
+    while (events->Read(&event)) state = event.job().state();
+    return events->Finish().ok() && state == v1::JOB_STATE_DONE;
   };
   Row row;
   row.space = path.substr(path.rfind('/') + 1);
