@@ -1,6 +1,7 @@
 // ktune explain: why a configuration is served (server/explanation.h), from the database or a
 // server, as text, JSON, and an SVG plot.
 #include <iostream>
+#include <optional>
 
 #include "absl/strings/str_cat.h"
 #include "cli/command.h"
@@ -20,6 +21,7 @@ struct ExplainArgs {
   TaskQueryArgs task;
   bool json = false;
   std::string plot;
+  std::optional<double> max_rel_error;
   std::string server, token;
   ClientTls tls;
 };
@@ -30,6 +32,7 @@ absl::StatusOr<v1::ExplainResponse> AskServer(const ExplainArgs& a,
   v1::ExplainRequest request;
   ToRequest(resolved, request.mutable_kernel(), request.mutable_problem(),
             request.mutable_device());
+  if (resolved.query.max_rel_error) request.set_max_rel_error(*resolved.query.max_rel_error);
   v1::ExplainResponse response;
   KTUNE_RETURN_IF_ERROR(FromGrpc(v1::TuningService::NewStub(channel)->Explain(
       ClientContextFor(a.token).get(), request, &response)));
@@ -45,6 +48,7 @@ int RunExplain(const ExplainArgs& a) {
   }
   absl::StatusOr<ResolvedTaskQuery> resolved = ResolveTaskQuery(a.task);
   if (!resolved.ok()) return UsageOrFail(cmd, resolved.status());
+  resolved->query.max_rel_error = a.max_rel_error;
   absl::StatusOr<v1::ExplainResponse> explained;
   if (!a.server.empty()) {
     explained = AskServer(a, *resolved);
@@ -95,6 +99,10 @@ void RegisterExplainCommand(CLI::App& app, Action* action) {
   explain->add_option("--plot", args->plot,
                       "Also draw the tuning progress and parameter effects to this SVG file "
                       "(needs gnuplot)");
+  explain->add_option("--max-rel-error", args->max_rel_error,
+                      "Explain the answer within this accuracy budget (as ktune best "
+                      "--max-rel-error), and what the budget costs")
+      ->check(CLI::PositiveNumber);
   explain->add_option("--server", args->server,
                       "Ask this server (HOST:PORT) instead of reading --db");
   explain->add_option("--token", args->token, "Bearer token (or $KTUNE_TOKEN)");

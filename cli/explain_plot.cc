@@ -1,16 +1,10 @@
 #include "cli/explain_plot.h"
 
-#include <sys/wait.h>
-#include <unistd.h>
-
-#include <cstdio>
-#include <cstdlib>
-#include <filesystem>
-#include <system_error>
+#include <algorithm>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
-#include "absl/strings/str_replace.h"
+#include "cli/gnuplot.h"
 #include "proto/convert.h"
 
 namespace ktune::cli {
@@ -19,10 +13,7 @@ namespace {
 constexpr int kPlottedParameters = 4;
 constexpr int kLabelledValues = 8;
 
-// A gnuplot string literal (double-quoted, escapes for \ and ").
-std::string Quoted(const std::string& s) {
-  return absl::StrCat("\"", absl::StrReplaceAll(s, {{"\\", "\\\\"}, {"\"", "\\\""}}), "\"");
-}
+std::string Quoted(const std::string& s) { return GnuplotQuoted(s); }
 
 }  // namespace
 
@@ -80,29 +71,8 @@ std::string ExplanationPlotScript(const v1::ExplainResponse& e, const std::strin
 
 absl::Status WriteExplanationPlot(const v1::ExplainResponse& e, const std::string& title,
                                   const std::string& path) {
-  // gnuplot writes a temporary file beside the target, renamed over it once complete.
-  const std::string partial = absl::StrCat(path, ".partial-", getpid());
-  FILE* gnuplot = popen("gnuplot 1>&2", "w");
-  if (gnuplot == nullptr) return absl::InternalError("could not start gnuplot");
-  const std::string script = ExplanationPlotScript(e, title, partial);
-  fwrite(script.data(), 1, script.size(), gnuplot);
-  const int status = pclose(gnuplot);
-  std::error_code ignored;
-  if (!WIFEXITED(status) || WEXITSTATUS(status) != 0 || !std::filesystem::exists(partial)) {
-    std::filesystem::remove(partial, ignored);
-    if (WIFEXITED(status) && WEXITSTATUS(status) == 127) {
-      return absl::FailedPreconditionError(
-          "--plot needs gnuplot on PATH (Debian: apt-get install gnuplot-nox)");
-    }
-    return absl::InternalError(absl::StrCat("gnuplot failed (status ", status, ") drawing ", path));
-  }
-  std::error_code error;
-  std::filesystem::rename(partial, path, error);
-  if (error) {
-    std::filesystem::remove(partial, ignored);
-    return absl::InternalError(absl::StrCat("could not write ", path, ": ", error.message()));
-  }
-  return absl::OkStatus();
+  return RenderGnuplotSvg(
+      [&](const std::string& output) { return ExplanationPlotScript(e, title, output); }, path);
 }
 
 }  // namespace ktune::cli

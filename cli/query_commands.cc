@@ -1,9 +1,11 @@
 // ktune best | jobs
+#include <cmath>
 #include <iostream>
 #include <nlohmann/json.hpp>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "cli/best_pareto.h"
 #include "cli/command.h"
 #include "cli/task_query.h"
 #include "common/status_macros.h"
@@ -23,6 +25,9 @@ struct BestArgs {
   std::string server, token;
   ClientTls tls;
   bool tune_if_missing = false;
+  double max_rel_error = 0;  // 0: no accuracy budget
+  bool pareto = false;
+  std::string plot;  // --pareto --plot FILE.svg
 };
 
 // An answer, from the database or from a server.
@@ -56,6 +61,7 @@ absl::StatusOr<BestAnswerOf> AskServer(const BestArgs& a, const ResolvedTaskQuer
   const BestQuery& q = resolved.query;
   request.set_top_k(q.top_k);
   request.set_tune_if_missing(a.tune_if_missing);
+  if (q.max_rel_error) request.set_max_rel_error(*q.max_rel_error);
   v1::QueryBestResponse response;
   KTUNE_RETURN_IF_ERROR(FromGrpc(v1::TuningService::NewStub(channel)->QueryBest(
       ClientContextFor(a.token).get(), request, &response)));
@@ -66,6 +72,61 @@ absl::StatusOr<BestAnswerOf> AskServer(const BestArgs& a, const ResolvedTaskQuer
     answer.records.push_back(std::move(record));
   }
   return answer;
+}
+
+// Every record of the task, from the server's ListRecords or the local database.
+absl::StatusOr<std::vector<Record>> TaskRecordsOf(const BestArgs& a,
+                                                  const ResolvedTaskQuery& resolved) {
+  const BestQuery& q = resolved.query;
+  const TaskKey task{q.kernel, q.kernel_version, q.problem, q.device_class};
+  if (a.server.empty()) {
+    KTUNE_ASSIGN_OR_RETURN(std::unique_ptr<SqliteTuningDatabase> db, OpenDatabase(a.db));
+    return db->TaskRecords(task);
+  }
+  KTUNE_ASSIGN_OR_RETURN(std::shared_ptr<grpc::Channel> channel, MakeChannel(a.server, a.tls));
+  auto stub = v1::TuningService::NewStub(channel);
+  std::vector<Record> records;
+  v1::ListRecordsRequest request;
+  *request.mutable_task() = ToProto(task);
+  request.set_page_size(10'000);
+  do {
+    v1::ListRecordsResponse page;
+    KTUNE_RETURN_IF_ERROR(
+        FromGrpc(stub->ListRecords(ClientContextFor(a.token).get(), request, &page)));
+    for (const v1::Record& r : page.records()) {
+      KTUNE_ASSIGN_OR_RETURN(Record record, FromProto(r));
+      records.push_back(std::move(record));
+    }
+    request.set_page_token(page.next_page_token());
+  } while (!request.page_token().empty());
+  return records;
+}
+
+// `best --pareto`: the task's time/error front.
+int RunPareto(const BestArgs& a, const ResolvedTaskQuery& resolved) {
+  const std::string cmd = "best";
+  absl::StatusOr<std::vector<Record>> records = TaskRecordsOf(a, resolved);
+  if (!records.ok()) return UsageOrFail(cmd, records.status());
+  const std::vector<TradeOff> trade_offs = TimeErrorTradeOffs(*records);
+  const BestQuery& q = resolved.query;
+  const std::string title = absl::StrCat(
+      q.kernel, q.problem.empty() ? "" : " " + FormatParamMapAssignments(q.problem), " on ",
+      q.device_class);
+  if (!a.plot.empty()) {
+    if (absl::Status s = WriteParetoPlot(trade_offs, title, a.plot); !s.ok()) return Fail(cmd, s);
+  }
+  if (a.json) {
+    nlohmann::json out = ParetoJson(trade_offs);
+    out["kernel"] = q.kernel;
+    out["problem"] = nlohmann::json::parse(CanonicalJson(q.problem));
+    out["device"] = q.device_class;
+    if (!a.plot.empty()) out["plot"] = a.plot;
+    std::cout << out.dump() << "\n";
+  } else {
+    std::cout << ParetoText(trade_offs, absl::StrCat(title, ": time against error"));
+    if (!a.plot.empty()) std::cout << "wrote " << a.plot << "\n";
+  }
+  return kExitOk;
 }
 
 int RunBest(const BestArgs& a) {
@@ -79,10 +140,20 @@ int RunBest(const BestArgs& a) {
                       "--fingerprint reads the local database; with --server, --device cpu or "
                       "cuda[:N] sends this machine's fingerprint");
   }
+  if (a.max_rel_error < 0 || !std::isfinite(a.max_rel_error)) {
+    return UsageError(cmd, "--max-rel-error must be a relative error above 0, e.g. 1e-3");
+  }
+  if (!a.plot.empty() && !a.pareto) return UsageError(cmd, "--plot draws the front: add --pareto");
+  if (a.pareto && (a.max_rel_error > 0 || a.tune_if_missing || a.top != 1)) {
+    return UsageError(cmd, "--pareto shows every budget's answer: leave out --max-rel-error, "
+                           "--top and --tune-if-missing");
+  }
   absl::StatusOr<ResolvedTaskQuery> resolved = ResolveTaskQuery(a.task);
   if (!resolved.ok()) return UsageOrFail(cmd, resolved.status());
   BestQuery& q = resolved->query;
   q.top_k = a.top;
+  if (a.max_rel_error > 0) q.max_rel_error = a.max_rel_error;
+  if (a.pareto) return RunPareto(a, *resolved);
   absl::StatusOr<BestAnswerOf> best;
   if (!a.server.empty()) {
     best = AskServer(a, *resolved);
@@ -112,7 +183,13 @@ int RunBest(const BestArgs& a) {
   } else if (best->records.empty()) {
     std::cout << "nothing known for " << q.kernel
               << (q.problem.empty() ? "" : " " + FormatParamMapAssignments(q.problem)) << " on "
-              << q.device_class << "\n";
+              << q.device_class
+              << (q.max_rel_error
+                      ? absl::StrFormat(" within a max relative error of %g (ktune best --pareto "
+                                        "shows what was measured)",
+                                        *q.max_rel_error)
+                      : "")
+              << "\n";
   } else {
     std::cout << q.kernel << (q.problem.empty() ? "" : " " + FormatParamMapAssignments(q.problem))
               << " on " << q.device_class << " (match: " << best->level << ")\n";
@@ -123,6 +200,7 @@ int RunBest(const BestArgs& a) {
         std::cout << absl::StrFormat("  (median %.4f ms, sd %.4f ms, %d repeats)", *r.median_ms,
                                      r.stddev_ms.value_or(0), r.repeat_times_ms.size());
       }
+      if (r.max_rel_error) std::cout << absl::StrFormat("  max rel error %.3g", *r.max_rel_error);
       if (best->level == "predicted") {
         std::cout << "  predicted from a tuned problem, not measured for this one";
       } else if (best->level != "device_class" && best->level != "exact") {
@@ -247,6 +325,12 @@ void RegisterQueryCommands(CLI::App& app, Action* action) {
   AddClientTlsOptions(best, &best_args->tls);
   best->add_flag("--tune-if-missing", best_args->tune_if_missing,
                  "With --server: queue a background job when nothing was measured for it");
+  best->add_option("--max-rel-error", best_args->max_rel_error,
+                   "Accuracy budget: the fastest configuration whose measured error against the "
+                   "reference is at most this (records without a measured error never qualify)");
+  best->add_flag("--pareto", best_args->pareto,
+                 "Show the time/error front instead: which configuration each budget gets");
+  best->add_option("--plot", best_args->plot, "With --pareto: draw the front as an SVG file");
   best->callback([=] { *action = [=] { return RunBest(*best_args); }; });
 
   auto jobs_args = std::make_shared<JobsArgs>();

@@ -35,6 +35,7 @@ struct TuneArgs {
   int threads = 0;
   uint64_t seed = 1;
   std::optional<double> agent_share;  // --agent-share; unset: the server's
+  std::optional<double> max_rel_error;  // --max-rel-error; unset: no accuracy budget
   bool json = false;
   bool flush_l2 = false;  // --device cuda
   ClientTls tls;      // with --server
@@ -77,6 +78,7 @@ int RunRemoteTune(const TuneArgs& a) {
   request.batch_size = a.batch_size;
   request.threads = a.threads;
   request.agent_share = a.agent_share;
+  request.max_rel_error = a.max_rel_error;
   request.token = a.token;
   Progress progress(a.budget);
   absl::StatusOr<v1::Job> job = RunTuneJob(*stub, request, nullptr, [&](int64_t done, double best) {
@@ -143,7 +145,8 @@ int RunTune(const TuneArgs& a) {
   // logs would drown the progress line.
   SetLogFormat(LogFormat::kOff);
   Progress progress(std::min<int64_t>(a.budget, t.space->size()));
-  TuneSessionOptions options{a.strategy, a.budget, a.batch_size, a.seed, a.agent_share};
+  TuneSessionOptions options{a.strategy, a.budget, a.batch_size, a.seed, a.agent_share,
+                             a.max_rel_error};
   if (!a.json)
     options.on_progress = [&](int64_t done, double best) { progress.Update(done, best); };
   absl::StatusOr<TuneSummary> run = RunTuneSession(t, a.db, options);
@@ -205,6 +208,13 @@ int RunTune(const TuneArgs& a) {
                                  *best.time_ms / t.optimum_ms, t.optimum_ms);
   }
   std::cout << "\n  config    " << FormatParamMapAssignments(best.config) << "\n";
+  if (best.max_rel_error) {
+    std::cout << absl::StrFormat("  error     %.3g max relative error against the reference%s\n",
+                                 *best.max_rel_error,
+                                 a.max_rel_error
+                                     ? absl::StrFormat(" (budget %g)", *a.max_rel_error)
+                                     : std::string());
+  }
   if (have_default) {
     const Throughput d = ThroughputOf(t, *s.default_record);
     std::cout << absl::StrFormat("  default   %.4f ms  %.1f GFLOP/s  -> tuned is %.2fx faster\n",
@@ -248,6 +258,11 @@ void RegisterTuneCommand(CLI::App& app, Action* action) {
                    "less often when measurements are cheap; 0: no limit, the same seed then "
                    "gives the same proposals)")
       ->check(CLI::Range(0.0, 10.0));
+  tune->add_option("--max-rel-error", a->max_rel_error,
+                   "Accuracy budget: a configuration whose output's max relative error against "
+                   "the reference is above this is too_inaccurate, never the answer (e.g. 1e-3; "
+                   "kernels with a precision parameter, such as gemm_lowp, trade error for time)")
+      ->check(CLI::PositiveNumber);
   tune->add_option("--server", a->server,
                    "Tune through a running server and its workers (token: $KTUNE_TOKEN)");
   tune->add_option("--token", a->token, "With --server: bearer token (or $KTUNE_TOKEN)");

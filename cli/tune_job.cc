@@ -28,6 +28,7 @@ absl::StatusOr<v1::Job> RunTuneJob(v1::TuningService::StubInterface& stub, const
   spec->set_batch_size(r.batch_size);
   spec->set_threads(r.threads);
   if (r.agent_share) spec->set_agent_share(*r.agent_share);
+  if (r.max_rel_error) spec->set_max_rel_error(*r.max_rel_error);
   v1::Job job;
   if (absl::Status s = FromGrpc(stub.SubmitJob(ClientContextFor(r.token).get(), submit, &job));
       !s.ok()) {

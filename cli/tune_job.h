@@ -23,6 +23,7 @@ struct TuneJobRequest {
   int batch_size = 0;  // 0: the server's
   int threads = 0;     // CPU kernels: exactly this many threads; 0: any
   std::optional<double> agent_share;  // unset: the server's; 0: no limit
+  std::optional<double> max_rel_error;  // the accuracy budget (JobSpec.max_rel_error); unset: none
   std::string token;   // bearer token; empty: none
 };
 

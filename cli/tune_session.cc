@@ -150,7 +150,8 @@ class EmbeddedService {
 
 // The rest of the summary, from the database once the server has stopped: the job's records
 // and every record of the task the search could use (those of its space).
-absl::Status ReadRecords(const TuneTarget& t, const std::string& db_path, TuneSummary& s) {
+absl::Status ReadRecords(const TuneTarget& t, const std::string& db_path,
+                         std::optional<double> max_rel_error, TuneSummary& s) {
   KTUNE_ASSIGN_OR_RETURN(std::unique_ptr<SqliteTuningDatabase> db, OpenDatabase(db_path));
   KTUNE_ASSIGN_OR_RETURN(std::vector<Record> records, db->TaskRecords(t.task));
   const std::string source = absl::StrCat("job:", s.job_id);
@@ -163,7 +164,9 @@ absl::Status ReadRecords(const TuneTarget& t, const std::string& db_path, TuneSu
       absl::StatusOr<Point> point = t.space->ToPoint(r.config);
       if (!point.ok() || !t.space->IsValid(*point)) continue;  // another version or space
     }
-    if (r.time_ms && (!s.best || *r.time_ms < *s.best->time_ms)) s.best = r;
+    const bool within_budget =
+        !max_rel_error || (r.max_rel_error && *r.max_rel_error <= *max_rel_error);
+    if (r.time_ms && within_budget && (!s.best || *r.time_ms < *s.best->time_ms)) s.best = r;
     if (t.default_config && r.config == *t.default_config) s.default_record = r;
   }
   return absl::OkStatus();
@@ -184,6 +187,7 @@ absl::StatusOr<TuneSummary> RunTuneSession(TuneTarget& t, const std::string& db_
   request.batch_size = o.batch_size;
   request.threads = t.threads;
   request.agent_share = o.agent_share;
+  request.max_rel_error = o.max_rel_error;
   absl::StatusOr<v1::Job> job = RunTuneJob(
       service->client(), request, [&](const std::string& id) { service->StartWorker(id); },
       o.on_progress);
@@ -215,7 +219,7 @@ absl::StatusOr<TuneSummary> RunTuneSession(TuneTarget& t, const std::string& db_
       strategy.ok()) {
     s.checkpoint = (*strategy)->CheckpointKey(t.task.kernel, *t.space);
   }
-  KTUNE_RETURN_IF_ERROR(ReadRecords(t, db_path, s));
+  KTUNE_RETURN_IF_ERROR(ReadRecords(t, db_path, o.max_rel_error, s));
   return s;
 }
 

@@ -25,6 +25,9 @@ struct TuneSessionOptions {
   int batch_size = 8;
   uint64_t seed = 1;
   std::optional<double> agent_share;  // unset: the server's (5%); 0: no limit
+  // The accuracy budget: measurements with more error are too_inaccurate, and the summary's best
+  // is the fastest within it. Unset: none.
+  std::optional<double> max_rel_error;
   // Called as the job progresses with (measurements so far, best time so far or 0).
   std::function<void(int64_t, double)> on_progress;
 };

@@ -14,7 +14,8 @@ namespace ktune {
 namespace {
 
 constexpr absl::string_view kStatusNames[kMeasurementStatusCount] = {
-    "ok", "compile_error", "runtime_error", "timeout", "wrong_result", "invalid_config", "lost"};
+    "ok",           "compile_error", "runtime_error", "timeout", "wrong_result",
+    "invalid_config", "lost",        "too_inaccurate"};
 
 // nlohmann::ordered_json keeps insertion order, so every line has the same key order.
 using Json = nlohmann::ordered_json;
@@ -48,6 +49,7 @@ Json RecordContentJson(const Record& r) {
   j["measured_at"] = r.measured_at_us ? Json(FormatTimestampUs(*r.measured_at_us)) : Json(nullptr);
   j["source"] = r.source;
   if (!r.payload.empty()) j["payload"] = r.payload;
+  if (r.max_rel_error) j["max_rel_error"] = *r.max_rel_error;
   return j;
 }
 
@@ -82,7 +84,8 @@ absl::StatusOr<MeasurementStatus> ParseStatusName(absl::string_view name) {
   }
   return absl::InvalidArgumentError(absl::StrCat("unknown measurement status '", name,
                                                  "' (expected ok, compile_error, runtime_error, "
-                                                 "timeout, wrong_result, invalid_config, lost)"));
+                                                 "timeout, wrong_result, invalid_config, lost, "
+                                                 "too_inaccurate)"));
 }
 
 std::string DeviceInfo::FingerprintHash() const { return StableHashHex(fingerprint_json); }
@@ -189,6 +192,7 @@ absl::StatusOr<Record> RecordFromJsonLine(absl::string_view line) {
   if (j.contains("payload")) {
     KTUNE_ASSIGN_OR_RETURN(r.payload, RequiredString(j, "payload"));
   }
+  KTUNE_ASSIGN_OR_RETURN(r.max_rel_error, OptionalNumber(j, "max_rel_error"));
   if (j.contains("record_id")) {
     KTUNE_ASSIGN_OR_RETURN(std::string id, RequiredString(j, "record_id"));
     if (id != r.RecordId()) {

@@ -22,12 +22,16 @@ enum class MeasurementStatus {
   kWrongResult,    // output differs from the reference
   kInvalidConfig,  // breaks the constraints or the device's limits
   kLost,           // the worker vanished with the lease
+  // Ran and was timed, but its measured error (Record::max_rel_error) broke the task's accuracy
+  // budget: a measured outcome, never served (its times stay in repeat_times_ms, time_ms is unset).
+  kTooInaccurate,
 };
 
-// "ok", "compile_error", "runtime_error", "timeout", "wrong_result", "invalid_config", "lost".
+// "ok", "compile_error", "runtime_error", "timeout", "wrong_result", "invalid_config", "lost",
+// "too_inaccurate".
 absl::string_view StatusName(MeasurementStatus s);
 absl::StatusOr<MeasurementStatus> ParseStatusName(absl::string_view name);
-inline constexpr int kMeasurementStatusCount = 7;
+inline constexpr int kMeasurementStatusCount = 8;
 
 // A device as results depend on it, at the three levels lookups fall back through.
 struct DeviceInfo {
@@ -73,12 +77,17 @@ struct Record {
   // A client's opaque payload (UTF-8 text, at most kMaxRecordPayloadBytes), kept verbatim; empty
   // for ktune's own measurements.
   std::string payload;
+  // The output's measured error against the trusted reference on the task's inputs:
+  // max |out - ref| / max |ref| over every output (the same normalisation as a kernel's
+  // tolerance). Unset when the measurement did not report one (recorded spaces, old records,
+  // failures before the check); an unset error is never within an accuracy budget.
+  std::optional<double> max_rel_error;
 
   std::string ConfigHash() const { return ParamMapHash(config); }
   // Content hash of everything above (16 hex digits): equal records have equal ids, so importing
   // the same data twice adds nothing, and an export re-imports to the same ids. An empty payload
-  // is left out of the hash, so records without one keep the ids they had before payloads
-  // existed.
+  // is left out of the hash, and so is an unset max_rel_error, so records without them keep the
+  // ids they had before those fields existed.
   std::string RecordId() const;
 };
 

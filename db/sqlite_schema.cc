@@ -116,6 +116,44 @@ CREATE TABLE stale_tasks (
 );
 UPDATE meta SET value = '4' WHERE key = 'version';
 )sql",
+    // 4 -> 5: precision under an accuracy budget. Records gain the measured error
+    // (Record::max_rel_error, NULL when unknown) and the status 'too_inaccurate'. SQLite cannot
+    // alter a CHECK constraint, so the table is rebuilt (SQLite's documented procedure: create,
+    // copy, drop, rename), keeping every row id.
+    R"sql(
+CREATE TABLE records_v5 (
+  id INTEGER PRIMARY KEY,
+  record_uid TEXT NOT NULL UNIQUE,
+  workload_id INTEGER NOT NULL REFERENCES workloads (id),
+  device_id INTEGER NOT NULL REFERENCES devices (id),
+  config_json TEXT NOT NULL,
+  config_hash TEXT NOT NULL,
+  status TEXT NOT NULL CHECK (status IN ('ok', 'compile_error', 'runtime_error', 'timeout',
+                                         'wrong_result', 'invalid_config', 'lost',
+                                         'too_inaccurate')),
+  message TEXT NOT NULL,
+  time_ms REAL CHECK ((status = 'ok') = (time_ms IS NOT NULL)),
+  repeat_times_ms BLOB NOT NULL,  -- little-endian float64 array
+  median_ms REAL,
+  min_ms REAL,
+  stddev_ms REAL,
+  worker TEXT NOT NULL,
+  measured_at_us INTEGER,
+  source TEXT NOT NULL,
+  payload TEXT NOT NULL DEFAULT '',
+  max_rel_error REAL CHECK (max_rel_error IS NULL OR max_rel_error >= 0)
+);
+INSERT INTO records_v5 (id, record_uid, workload_id, device_id, config_json, config_hash, status,
+                        message, time_ms, repeat_times_ms, median_ms, min_ms, stddev_ms, worker,
+                        measured_at_us, source, payload)
+  SELECT id, record_uid, workload_id, device_id, config_json, config_hash, status, message,
+         time_ms, repeat_times_ms, median_ms, min_ms, stddev_ms, worker, measured_at_us, source,
+         payload FROM records;
+DROP TABLE records;
+ALTER TABLE records_v5 RENAME TO records;
+CREATE INDEX records_by_task ON records (workload_id, device_id, status, time_ms);
+UPDATE meta SET value = '5' WHERE key = 'version';
+)sql",
 };
 
 int CurrentSqliteSchemaVersion() { return static_cast<int>(kSqliteMigrations.size()); }

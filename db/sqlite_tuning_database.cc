@@ -35,13 +35,15 @@ constexpr char kSelectDevice[] = "SELECT id FROM devices WHERE fingerprint_hash 
 constexpr char kInsertRecord[] =
     "INSERT OR IGNORE INTO records (record_uid, workload_id, device_id, config_json, config_hash, "
     "status, message, time_ms, repeat_times_ms, median_ms, min_ms, stddev_ms, worker, "
-    "measured_at_us, source, payload) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
+    "measured_at_us, source, payload, max_rel_error) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
 
 // Columns read by RecordReader, in this order.
 constexpr char kRecordSelect[] =
     "SELECT k.name, k.version, w.problem_json, d.fingerprint_json, d.device_class, d.family, "
     "r.config_json, r.status, r.message, r.time_ms, r.repeat_times_ms, r.median_ms, r.min_ms, "
-    "r.stddev_ms, r.worker, r.measured_at_us, r.source, r.record_uid, r.config_hash, r.payload "
+    "r.stddev_ms, r.worker, r.measured_at_us, r.source, r.record_uid, r.config_hash, r.payload, "
+    "r.max_rel_error "
     "FROM records r JOIN workloads w ON r.workload_id = w.id "
     "JOIN kernels k ON w.kernel_id = k.id JOIN devices d ON r.device_id = d.id ";
 constexpr char kWorkloadFilter[] =
@@ -61,6 +63,8 @@ std::string Staleness(bool stale) {
                       "0) ");
 }
 constexpr char kBestOrder[] = "AND r.status = 'ok' ORDER BY r.time_ms, r.record_uid";
+// With an accuracy budget (?5): only records whose measured error is known and within it.
+constexpr char kWithinBudget[] = "AND r.max_rel_error IS NOT NULL AND r.max_rel_error <= ?5 ";
 constexpr char kFamilyOfClass[] =
     "SELECT family FROM devices WHERE device_class = ? AND family != '' ORDER BY id LIMIT 1";
 constexpr char kTaskOrder[] =
@@ -161,6 +165,7 @@ absl::StatusOr<Record> RecordReader::Read(const SqliteStatement& s) {
   r.measured_at_us = s.ColumnOptionalInt(15);
   r.source = s.ColumnText(16);
   r.payload = s.ColumnText(19);
+  r.max_rel_error = s.ColumnOptionalDouble(20);
   return r;
 }
 
@@ -359,7 +364,8 @@ absl::StatusOr<int64_t> SqliteTuningDatabase::AddRecords(const std::vector<Recor
         .Bind(13, r.worker)
         .Bind(14, r.measured_at_us)
         .Bind(15, r.source)
-        .Bind(16, r.payload);
+        .Bind(16, r.payload)
+        .Bind(17, r.max_rel_error);
     KTUNE_RETURN_IF_ERROR(insert_record.Run());
     added += sqlite3_changes(db_);
     insert_record.Reset();
@@ -390,8 +396,11 @@ absl::StatusOr<BestResult> SqliteTuningDatabase::QueryBest(const BestQuery& q) {
     KTUNE_ASSIGN_OR_RETURN(
         SqliteStatement s,
         SqliteStatement::Prepare(db_, absl::StrCat(kRecordSelect, kWorkloadFilter,
-                                                   OnDevicesWhere(column), Staleness(false), kBestOrder)));
+                                                   OnDevicesWhere(column), Staleness(false),
+                                                   q.max_rel_error ? kWithinBudget : "",
+                                                   kBestOrder)));
     s.Bind(1, q.kernel).Bind(2, q.kernel_version).Bind(3, problem_hash).Bind(4, value);
+    if (q.max_rel_error) s.Bind(5, *q.max_rel_error);
     RecordReader reader;
     BestResult result;
     result.level = level;

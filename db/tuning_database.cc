@@ -1,5 +1,7 @@
 #include "db/tuning_database.h"
 
+#include <cmath>
+
 #include "absl/strings/str_cat.h"
 
 namespace ktune {
@@ -59,6 +61,11 @@ absl::Status ValidateRecord(const Record& r) {
     return absl::InvalidArgumentError(absl::StrCat("record of ", r.kernel, " ",
                                                    CanonicalJson(r.config),
                                                    ": time_ms must be a non-negative number"));
+  }
+  if (r.max_rel_error && !(*r.max_rel_error >= 0 && std::isfinite(*r.max_rel_error))) {
+    return absl::InvalidArgumentError(absl::StrCat("record of ", r.kernel, " ",
+                                                   CanonicalJson(r.config),
+                                                   ": max_rel_error must be a finite number >= 0"));
   }
   if (r.payload.size() > kMaxRecordPayloadBytes) {
     return absl::InvalidArgumentError(absl::StrCat("record of ", r.kernel, " ",

@@ -37,6 +37,9 @@ struct BestQuery {
   std::string device_class;
   std::string family;
   int top_k = 1;  // distinct configurations, best first
+  // An accuracy budget: only records whose measured max_rel_error is known and at most this
+  // (an unknown error is never within a budget). Unset: every ok record.
+  std::optional<double> max_rel_error;
 };
 
 struct BestResult {

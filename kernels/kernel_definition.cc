@@ -93,7 +93,7 @@ absl::StatusOr<Problem> KernelDefinition::ValidateProblem(const Problem& given) 
     out[p.name] = *v;
   }
   for (const auto& [key, value] : given) {
-    if (key == "dtype") continue;
+    if (key == "dtype" || key == "data") continue;
     if (!known.contains(key)) {
       std::vector<std::string> names;
       for (const ProblemParameter& p : problem) names.push_back(p.name);
@@ -113,6 +113,24 @@ absl::StatusOr<Problem> KernelDefinition::ValidateProblem(const Problem& given) 
     dtype = *s;
   }
   out["dtype"] = dtype;
+  if (auto it = given.find("data"); it != given.end()) {
+    const auto* s = std::get_if<std::string>(&it->second);
+    const auto* known_data = std::find_if(
+        std::begin(kInputDistributions), std::end(kInputDistributions),
+        [&](const char* d) { return s != nullptr && *s == d; });
+    if (known_data == std::end(kInputDistributions)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("problem value data='", FormatParamValue(it->second),
+                       "' is not an input distribution; use ",
+                       absl::StrJoin(kInputDistributions, ", ")));
+    }
+    if (language != "cpp") {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "kernel '", name, "' is ", language, " code; input distributions (data=", *s,
+          ") are supported for CPU kernels"));
+    }
+    if (*s != kInputDistributions[0]) out["data"] = *s;
+  }
   return out;
 }
 

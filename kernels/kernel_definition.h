@@ -62,6 +62,13 @@ struct MachineVariables {
   int64_t cores = 1;
 };
 
+// The `data` problem values of CPU kernels: how the runner draws their inputs (seeded).
+//   uniform       uniform in [-1, 1] (the default)
+//   normal        standard normal
+//   heavy_tailed  Student's t with 3 degrees of freedom: rare large values, which stretch the
+//                 scales of a quantised format
+inline constexpr const char* kInputDistributions[] = {"uniform", "normal", "heavy_tailed"};
+
 struct KernelDefinition {
   std::string name;         // [a-z0-9_]+
   std::string language;     // "cpp" (CPU) or "cuda"
@@ -95,8 +102,11 @@ struct KernelDefinition {
   std::string Version() const;
 
   // Checks a problem given on the command line or over the API: every problem parameter present,
-  // an integer within its bounds, nothing unknown; `dtype` optional (one of `dtypes`). Returns the
-  // problem with `dtype` filled in. InvalidArgument saying which parameter and why otherwise.
+  // an integer within its bounds, nothing unknown; `dtype` optional (one of `dtypes`); `data`
+  // optional for CPU kernels (one of kInputDistributions: what the inputs are drawn from, which
+  // decides the error a lower precision makes; "uniform", the default, is left out so that the
+  // problem is the same as without it). Returns the problem with `dtype` filled in.
+  // InvalidArgument saying which parameter and why otherwise.
   absl::StatusOr<Problem> ValidateProblem(const Problem& problem) const;
 
   // The search space for a validated problem on a machine.

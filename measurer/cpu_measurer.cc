@@ -58,6 +58,9 @@ absl::StatusOr<CpuMeasurer::TaskState*> CpuMeasurer::StateFor(const TaskKey& tas
   spec.set_rtol(def.rtol);
   spec.set_atol(def.atol);
   spec.set_seed(options_.seed);
+  if (auto data = state->problem.find("data"); data != state->problem.end()) {
+    spec.set_distribution(FormatParamValue(data->second));
+  }
   return (tasks_[key] = std::move(state)).get();
 }
 
@@ -128,7 +131,11 @@ absl::StatusOr<MeasureResult> CpuMeasurer::MeasureOne(TaskState& state,
   response.Clear();
   KTUNE_ASSIGN_OR_RETURN(outcome, runner_.Call(request, timeout_ms, &response, &death));
   if (auto unanswered = UnansweredResult(outcome, timeout_ms, death)) return *unanswered;
-  return ResultFromRunner(response);
+  MeasureResult result = ResultFromRunner(response);
+  if (result.status == MeasurementStatus::kOk && response.has_max_rel_error()) {
+    result.max_rel_error = response.max_rel_error();
+  }
+  return result;
 }
 
 }  // namespace ktune

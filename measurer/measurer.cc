@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <cmath>
 
+#include "absl/strings/str_format.h"
+
 namespace ktune {
 
 MeasureResult FailedResult(MeasurementStatus status, std::string message) {
@@ -34,6 +36,21 @@ int64_t CandidateTimeoutMs(int64_t absolute_ms, double best_ms, double relative,
   return std::min<int64_t>(absolute_ms, static_cast<int64_t>(relative_ms));
 }
 
+MeasureResult ApplyAccuracyBudget(MeasureResult result, double max_rel_error) {
+  if (result.status != MeasurementStatus::kOk) return result;
+  if (result.max_rel_error && *result.max_rel_error <= max_rel_error) return result;
+  result.status = MeasurementStatus::kTooInaccurate;
+  result.message = result.max_rel_error
+                       ? absl::StrFormat("max relative error %.3g is above the budget %.3g",
+                                         *result.max_rel_error, max_rel_error)
+                       : absl::StrFormat(
+                             "no error was measured (this worker does not check outputs), so "
+                             "the accuracy budget %.3g cannot be met",
+                             max_rel_error);
+  result.time_ms.reset();
+  return result;
+}
+
 Record ToRecord(const TaskKey& task, const DeviceInfo& device, const Configuration& config,
                 const MeasureResult& result, const std::string& worker) {
   Record r;
@@ -47,6 +64,7 @@ Record ToRecord(const TaskKey& task, const DeviceInfo& device, const Configurati
   r.time_ms = result.time_ms;
   r.repeat_times_ms = result.repeat_times_ms;
   FillRepeatStatistics(r);
+  r.max_rel_error = result.max_rel_error;
   r.worker = worker;
   r.source = "worker";
   return r;

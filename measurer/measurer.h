@@ -21,6 +21,9 @@ struct MeasureResult {
   std::string message;                  // why it failed; empty when ok
   std::optional<double> time_ms;        // the objective; set exactly when ok
   std::vector<double> repeat_times_ms;  // every timed run
+  // The output's measured error against the reference (Record::max_rel_error); unset when the
+  // measurer does not check outputs (replay) or the candidate failed before the check.
+  std::optional<double> max_rel_error;
 };
 
 class Measurer {
@@ -54,6 +57,11 @@ MeasureResult ResultFromSamples(std::vector<double> times_ms);
 // candidates are timeouts.
 int64_t CandidateTimeoutMs(int64_t absolute_ms, double best_ms, double relative, int warmup_runs,
                            int min_repeats, double max_seconds);
+
+// A result judged against an accuracy budget (a maximum relative error): an ok result whose
+// error is above the budget, or was not measured, becomes too_inaccurate, keeping its times and
+// error and saying why. Anything else is returned unchanged.
+MeasureResult ApplyAccuracyBudget(MeasureResult result, double max_rel_error);
 
 // The record a result becomes in the tuning database.
 Record ToRecord(const TaskKey& task, const DeviceInfo& device, const Configuration& config,

@@ -1,6 +1,7 @@
 #include "measurer/worker_loop.h"
 
 #include <atomic>
+#include <cmath>
 #include <condition_variable>
 #include <map>
 #include <mutex>
@@ -57,6 +58,9 @@ MeasureResult Reportable(MeasureResult r) {
     r.status = MeasurementStatus::kRuntimeError;
     r.message = "the measurer returned no time";
     r.time_ms.reset();
+  }
+  if (r.max_rel_error && !(*r.max_rel_error >= 0 && std::isfinite(*r.max_rel_error))) {
+    r.max_rel_error.reset();  // not a measured error: the server would refuse the report
   }
   if (r.repeat_times_ms.size() > size_t{kMaxRepeatTimes}) r.repeat_times_ms.resize(kMaxRepeatTimes);
   return r;
@@ -239,6 +243,7 @@ absl::Status WorkerLoop::Run() {
           out->set_status(ToProto(r.status));
           out->set_message(r.message.substr(0, 4096));
           for (double t : r.repeat_times_ms) out->add_repeat_times_ms(t);
+          if (r.max_rel_error) out->set_max_rel_error(*r.max_rel_error);
         }
       }
       revoked = heartbeat.revoked();

@@ -1,5 +1,7 @@
 #include "proto/convert.h"
 
+#include <cmath>
+
 #include <map>
 
 #include "absl/strings/str_cat.h"
@@ -138,6 +140,7 @@ v1::Record ToProto(const Record& r) {
   }
   out.set_source(r.source);
   out.set_payload(r.payload);
+  if (r.max_rel_error) out.set_max_rel_error(*r.max_rel_error);
   return out;
 }
 
@@ -178,6 +181,12 @@ absl::StatusOr<Record> FromProto(const v1::Record& in) {
                                                    " (1 MiB)"));
   }
   r.payload = in.payload();
+  if (in.has_max_rel_error()) {
+    if (!(in.max_rel_error() >= 0 && std::isfinite(in.max_rel_error()))) {
+      return absl::InvalidArgumentError("record.max_rel_error must be a finite number >= 0");
+    }
+    r.max_rel_error = in.max_rel_error();
+  }
   if (!in.record_id().empty() && in.record_id() != r.RecordId()) {
     return absl::InvalidArgumentError(absl::StrCat("record.record_id ", in.record_id(),
                                                    " does not match its content (",

@@ -1,6 +1,7 @@
 #include "server/best_cache.h"
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "common/status_macros.h"
 #include "proto/convert.h"
 #include "server/prediction.h"
@@ -14,7 +15,8 @@ std::string BestCache::TaskPart(const std::string& kernel, const Problem& proble
 absl::StatusOr<std::shared_ptr<const BestAnswer>> BestCache::Query(const BestQuery& q) {
   const std::string task = TaskPart(q.kernel, q.problem);
   const std::string rest = absl::StrCat(q.kernel_version, "\n", q.fingerprint_hash, "\n",
-                                        q.device_class, "\n", q.family, "\n", q.top_k);
+                                        q.device_class, "\n", q.family, "\n", q.top_k, "\n",
+                                        q.max_rel_error ? absl::StrFormat("%a", *q.max_rel_error) : "");
   uint64_t generation;
   {
     absl::ReaderMutexLock lock(&mu_);

@@ -9,6 +9,7 @@
 
 #include "absl/container/flat_hash_map.h"
 #include "common/status_macros.h"
+#include "db/pareto_front.h"
 #include "proto/convert.h"
 #include "server/prediction.h"
 
@@ -151,8 +152,48 @@ v1::MatchLevel LevelOf(MatchLevel level) {
   return v1::MATCH_LEVEL_NONE;
 }
 
-// Fills everything but the level from the records of the task `served` belongs to.
-absl::Status ExplainFromTask(TuningDatabase& db, const Record& served, v1::ExplainResponse* out) {
+// A record's time for the trade-off: time_ms when ok, else its repeats' median.
+double TradeOffTime(const Record& r) { return r.time_ms ? *r.time_ms : r.median_ms.value_or(0); }
+
+// The fastest record (ok or too_inaccurate, error known) of `config`.
+const Record* FastestWithError(const std::vector<Record>& records, const Configuration& config) {
+  const Record* best = nullptr;
+  for (const Record& r : records) {
+    if (r.config != config || !r.max_rel_error || TradeOffTime(r) <= 0) continue;
+    if (best == nullptr || TradeOffTime(r) < TradeOffTime(*best)) best = &r;
+  }
+  return best;
+}
+
+// The precision part: what the served configuration's error buys against the most accurate one,
+// and what the budget costs. Left unset when no record has a measured error.
+void ExplainPrecision(const std::vector<Record>& records, const Record& served,
+                      std::optional<double> budget, v1::PrecisionChoice* out) {
+  const std::vector<TradeOff> trade_offs = TimeErrorTradeOffs(records);
+  if (trade_offs.empty()) return;
+  if (budget) out->set_budget(*budget);
+  if (served.max_rel_error) out->set_served_error(*served.max_rel_error);
+  int64_t refused = 0;
+  for (const Record& r : records) refused += r.status == MeasurementStatus::kTooInaccurate;
+  out->set_too_inaccurate_records(refused);
+  const std::vector<TradeOff> front = ParetoFront(trade_offs);
+  out->set_front_size(static_cast<int64_t>(front.size()));
+  if (const Record* accurate = FastestWithError(records, front.back().config)) {
+    *out->mutable_most_accurate() = ToProto(*accurate);
+    out->set_speedup_over_most_accurate(TradeOffTime(*accurate) / *served.time_ms);
+  }
+  if (budget && trade_offs.front().max_rel_error > *budget &&
+      trade_offs.front().time_ms < *served.time_ms) {
+    if (const Record* fastest = FastestWithError(records, trade_offs.front().config)) {
+      *out->mutable_fastest_outside_budget() = ToProto(*fastest);
+    }
+  }
+}
+
+// Fills everything but the level from the records of the task `served` belongs to. With a
+// budget, the runner-up is the fastest other configuration within it.
+absl::Status ExplainFromTask(TuningDatabase& db, const Record& served,
+                             std::optional<double> budget, v1::ExplainResponse* out) {
   KTUNE_ASSIGN_OR_RETURN(
       std::vector<Record> records,
       db.TaskRecords({served.kernel, served.kernel_version, served.problem,
@@ -166,7 +207,8 @@ absl::Status ExplainFromTask(TuningDatabase& db, const Record& served, v1::Expla
   for (const Record& r : records) {
     if (r.status == MeasurementStatus::kOk) {
       best = best == 0 ? *r.time_ms : std::min(best, *r.time_ms);
-      by_config[r.config].push_back(&r);
+      const bool within = !budget || (r.max_rel_error && *r.max_rel_error <= *budget);
+      if (within || r.config == served.config) by_config[r.config].push_back(&r);
     } else {
       ++failed;
     }
@@ -205,6 +247,7 @@ absl::Status ExplainFromTask(TuningDatabase& db, const Record& served, v1::Expla
                    [](const v1::ParameterEffect& a, const v1::ParameterEffect& b) {
                      return a.spread() > b.spread();
                    });
+  ExplainPrecision(records, served, budget, out->mutable_precision());
   return absl::OkStatus();
 }
 
@@ -218,7 +261,7 @@ absl::StatusOr<v1::ExplainResponse> Explain(TuningDatabase& db, const KernelRegi
   KTUNE_ASSIGN_OR_RETURN(BestResult best, db.QueryBest(q));
   if (!best.records.empty()) {
     out.set_level(LevelOf(best.level));
-    KTUNE_RETURN_IF_ERROR(ExplainFromTask(db, best.records.front(), &out));
+    KTUNE_RETURN_IF_ERROR(ExplainFromTask(db, best.records.front(), q.max_rel_error, &out));
     return out;
   }
   KTUNE_ASSIGN_OR_RETURN(std::optional<Record> predicted, PredictBest(db, registry, q));
@@ -231,7 +274,7 @@ absl::StatusOr<v1::ExplainResponse> Explain(TuningDatabase& db, const KernelRegi
                                                   predicted->problem,
                                                   predicted->device.device_class});
   out.set_neighbour_distance(ProblemDistance(predicted->problem, query.problem));
-  KTUNE_RETURN_IF_ERROR(ExplainFromTask(db, *predicted, &out));
+  KTUNE_RETURN_IF_ERROR(ExplainFromTask(db, *predicted, q.max_rel_error, &out));
   return out;
 }
 

@@ -119,6 +119,47 @@ std::string ParameterLine(const v1::ParameterEffect& p) {
   return line;
 }
 
+// The precision lines: the served error, what it buys over the most accurate configuration, and
+// what the budget costs.
+std::string PrecisionText(const v1::PrecisionChoice& p, const v1::Record& served) {
+  std::string out = "precision: ";
+  if (p.has_served_error()) {
+    absl::StrAppend(&out, absl::StrFormat("served max relative error %.3g", p.served_error()));
+  } else {
+    absl::StrAppend(&out, "the served record has no measured error");
+  }
+  absl::StrAppend(&out, p.has_budget() ? absl::StrFormat(" (budget %g)", p.budget())
+                                       : " (no budget asked)");
+  if (p.has_most_accurate() && p.most_accurate().config_hash() != served.config_hash()) {
+    absl::StrAppend(
+        &out, absl::StrFormat("\n           %.2fx the speed of the most accurate configuration "
+                              "measured (error %.3g, %.4g ms): ",
+                              p.speedup_over_most_accurate(), p.most_accurate().max_rel_error(),
+                              p.most_accurate().has_time_ms() ? p.most_accurate().time_ms()
+                                                              : p.most_accurate().median_ms()),
+        ConfigText(p.most_accurate()));
+  } else if (p.has_most_accurate()) {
+    absl::StrAppend(&out, "; it is also the most accurate configuration measured");
+  }
+  if (p.has_fastest_outside_budget()) {
+    const v1::Record& f = p.fastest_outside_budget();
+    const double t = f.has_time_ms() ? f.time_ms() : f.median_ms();
+    absl::StrAppend(&out,
+                    absl::StrFormat("\n           the budget costs %.2fx: %s runs %.4g ms with "
+                                    "error %.3g",
+                                    served.time_ms() / t, ConfigText(f), t, f.max_rel_error()));
+  }
+  absl::StrAppend(&out, "\n           ", p.front_size(),
+                  p.front_size() == 1 ? " configuration" : " configurations",
+                  " on the time/error front (ktune best --pareto)");
+  if (p.too_inaccurate_records() > 0) {
+    absl::StrAppend(&out, "; ", p.too_inaccurate_records(),
+                    " records were too inaccurate for their job's budget");
+  }
+  absl::StrAppend(&out, "\n");
+  return out;
+}
+
 }  // namespace
 
 std::string ExplanationText(const v1::ExplainResponse& e, const BestQuery& asked) {
@@ -164,6 +205,7 @@ std::string ExplanationText(const v1::ExplainResponse& e, const BestQuery& asked
   } else {
     absl::StrAppend(&out, "runner-up: none (one configuration measured)\n");
   }
+  if (e.has_precision()) absl::StrAppend(&out, PrecisionText(e.precision(), s));
   const std::string problem = ProblemText(s.task().problem().params());
   absl::StrAppend(&out, "records:   ", e.records(), " of ", s.task().kernel().name(),
                   problem.empty() ? "" : " ", problem, " on ", s.device().device_class(), " (",

@@ -1,5 +1,7 @@
 #include "server/job_spec.h"
 
+#include <cmath>
+
 #include <yaml-cpp/yaml.h>
 
 #include <nlohmann/json.hpp>
@@ -121,11 +123,14 @@ absl::StatusOr<v1::JobSpec> ParseJobSpecText(const std::string& text) {
         spec.set_agent_share(v.as<double>());
       } else if (key == "retune") {
         spec.set_retune(v.as<std::string>());
+      } else if (key == "max_rel_error") {
+        spec.set_max_rel_error(v.as<double>());
       } else {
         return Bad(kv.first, absl::StrCat("unknown field '", key,
                                           "' (fields: name, kernels, problems, device_classes, "
                                           "budget, budget_wall_seconds, strategy, priority, seed, "
-                                          "batch_size, threads, agent_share, retune)"));
+                                          "batch_size, threads, agent_share, retune, "
+                                          "max_rel_error)"));
       }
     }
   } catch (const YAML::Exception& e) {
@@ -166,6 +171,11 @@ absl::StatusOr<JobRequest> ToJobRequest(const v1::JobSpec& spec, const TaskSpace
     return absl::InvalidArgumentError(
         absl::StrCat("retune is '", spec.retune(), "'; off, suggest or act (empty: the server's)"));
   }
+  if (spec.has_max_rel_error() &&
+      !(spec.max_rel_error() > 0 && std::isfinite(spec.max_rel_error()))) {
+    return absl::InvalidArgumentError(
+        "max_rel_error must be a finite number above 0 (a relative error, e.g. 1e-3)");
+  }
   const int64_t tasks =
       int64_t{spec.kernels_size()} * spec.problems_size() * spec.device_classes_size();
   if (tasks > kMaxJobTasks) {
@@ -178,6 +188,7 @@ absl::StatusOr<JobRequest> ToJobRequest(const v1::JobSpec& spec, const TaskSpace
   r.batch_size = spec.batch_size();
   r.threads = spec.threads();
   if (spec.has_agent_share()) r.agent_share = spec.agent_share();
+  if (spec.has_max_rel_error()) r.max_rel_error = spec.max_rel_error();
   r.budget = spec.budget_measurements();
   r.strategy = StrategyName(spec.strategy());
   r.priority = spec.priority();

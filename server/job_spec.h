@@ -14,6 +14,8 @@
 //   batch_size: 8                   # candidates proposed at a time (default: the server's)
 //   threads: 2                      # CPU kernels: exactly this many threads (default: any)
 //   agent_share: 0.05               # strategy time / measuring time (default 0.05; 0: no limit)
+//   max_rel_error: 1e-3             # accuracy budget: more error (or none measured) is
+//                                   # too_inaccurate, never served (default: no budget)
 #ifndef KTUNE_SERVER_JOB_SPEC_H_
 #define KTUNE_SERVER_JOB_SPEC_H_
 

@@ -211,6 +211,7 @@ grpc::ServerWriteReactor<v1::TuneEvent>* TuningServiceImpl::Tune(grpc::CallbackS
   spec.set_budget_measurements(request->budget_measurements());
   spec.set_strategy(request->strategy());
   spec.set_seed(request->seed());
+  if (request->has_max_rel_error()) spec.set_max_rel_error(request->max_rel_error());
   absl::StatusOr<JobRequest> job = ToJobRequest(spec, *spaces_);
   if (!job.ok()) return new Failed(job.status());
   absl::StatusOr<int64_t> id = scheduler_->Submit(*job);

@@ -5,6 +5,8 @@
 #include "common/event_log.h"
 #include "common/status_macros.h"
 #include "server/scheduler.h"
+
+#include <cmath>
 #include "server/scheduler_internal.h"
 
 // The job table (scheduler_internal.h): jobs from submission or recovery to their end.
@@ -55,6 +57,9 @@ absl::Status Scheduler::AddJobRun(Job job) {
     run->threads = spec.value("threads", 0);
     if (spec.contains("agent_share") && spec["agent_share"].is_number()) {
       run->agent_share = spec["agent_share"].get<double>();
+    }
+    if (spec.contains("max_rel_error") && spec["max_rel_error"].is_number()) {
+      run->max_rel_error = spec["max_rel_error"].get<double>();
     }
     if (spec.contains("reverify") && spec["reverify"].is_array()) {
       for (const nlohmann::json& c : spec["reverify"]) {
@@ -127,6 +132,9 @@ absl::StatusOr<int64_t> Scheduler::Submit(const JobRequest& r) {
   if (r.agent_share && !(*r.agent_share >= 0 && *r.agent_share <= 10)) {
     return absl::InvalidArgumentError("agent_share must be between 0 (no limit) and 10");
   }
+  if (r.max_rel_error && !(*r.max_rel_error > 0 && std::isfinite(*r.max_rel_error))) {
+    return absl::InvalidArgumentError("max_rel_error must be a finite number above 0");
+  }
   if (r.wall_seconds < 0 || r.wall_seconds > kMaxJobWallSeconds) {
     return absl::InvalidArgumentError(
         "budget_wall_seconds must be between 0 (no limit) and 31,536,000 (a year)");
@@ -140,6 +148,7 @@ absl::StatusOr<int64_t> Scheduler::Submit(const JobRequest& r) {
   if (r.batch_size > 0) spec["batch_size"] = r.batch_size;
   if (r.threads > 0) spec["threads"] = r.threads;
   if (r.agent_share) spec["agent_share"] = *r.agent_share;
+  if (r.max_rel_error) spec["max_rel_error"] = *r.max_rel_error;
   if (r.wall_seconds > 0) spec["budget_wall_seconds"] = r.wall_seconds;
   if (!r.reverify.empty()) {
     spec["reverify"] = nlohmann::json::array();

@@ -97,6 +97,9 @@ struct JobRequest {
   // Configurations each task measures again first (TaskSearch::Options::reverify): a retuning
   // job re-verifies the old best configurations in the same runs as the new candidates.
   std::vector<Configuration> reverify;
+  // The accuracy budget (max relative error) of every task: an ok result whose measured error is
+  // above it, or unknown, is stored as too_inaccurate (a failure for the search). Unset: none.
+  std::optional<double> max_rel_error;
   // As submitted, for the record (a JSON object); Submit adds seed, batch_size, threads and
   // agent_share, which Recover reads back.
   std::string spec_json;

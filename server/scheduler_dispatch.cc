@@ -1,4 +1,5 @@
 #include <algorithm>
+#include <cmath>
 
 #include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_cat.h"
@@ -280,6 +281,12 @@ absl::StatusOr<int64_t> Scheduler::Report(const std::string& worker_id, const st
             "candidate ", r.candidate_id(), " appears twice in the report; nothing was stored"));
       }
       KTUNE_RETURN_IF_ERROR(ValidateTimes(r));
+      if (r.has_max_rel_error() &&
+          !(r.max_rel_error() >= 0 && std::isfinite(r.max_rel_error()))) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("candidate ", r.candidate_id(), " has the error ", r.max_rel_error(),
+                         "; errors must be finite and >= 0; nothing was stored"));
+      }
       const LeaseRun::Item& item = it->second;
       auto job = jobs_.find(item.job_id);
       if (job == jobs_.end()) {  // cannot happen while the lease holds it; refuse, don't crash
@@ -301,6 +308,11 @@ absl::StatusOr<int64_t> Scheduler::Report(const std::string& worker_id, const st
         std::sort(sorted.begin(), sorted.end());
         const size_t n = sorted.size();
         m.time_ms = n % 2 ? sorted[n / 2] : (sorted[n / 2 - 1] + sorted[n / 2]) / 2;
+      }
+      if (r.has_max_rel_error()) m.max_rel_error = r.max_rel_error();
+      if (job->second->max_rel_error) {
+        m = ApplyAccuracyBudget(std::move(m), *job->second->max_rel_error);
+        status = m.status;
       }
       Record rec = ToRecord(t.task, device, t.space->ToConfiguration(t.batch[item.position]), m,
                             worker_id);

@@ -1,5 +1,6 @@
 #include "server/services.h"
 
+#include <cmath>
 #include <condition_variable>
 #include <mutex>
 #include <set>
@@ -398,6 +399,19 @@ absl::StatusOr<BestQuery> TuningServiceImpl::ParseBestQuery(const v1::KernelRef&
   return q;
 }
 
+namespace {
+
+// A request's max_rel_error: a finite number above 0.
+absl::StatusOr<double> ParseAccuracyBudget(double max_rel_error) {
+  if (!(max_rel_error > 0 && std::isfinite(max_rel_error))) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "max_rel_error is ", max_rel_error, "; a finite relative error above 0, e.g. 1e-3"));
+  }
+  return max_rel_error;
+}
+
+}  // namespace
+
 absl::StatusOr<std::shared_ptr<const BestAnswer>> TuningServiceImpl::AnswerQueryBest(
     grpc::CallbackServerContext* ctx, const v1::QueryBestRequest& request) {
   if (request.top_k() < 0 || request.top_k() > 100) {
@@ -406,6 +420,9 @@ absl::StatusOr<std::shared_ptr<const BestAnswer>> TuningServiceImpl::AnswerQuery
   KTUNE_ASSIGN_OR_RETURN(BestQuery q,
                          ParseBestQuery(request.kernel(), request.problem(), request.device()));
   q.top_k = request.top_k() == 0 ? 1 : request.top_k();
+  if (request.has_max_rel_error()) {
+    KTUNE_ASSIGN_OR_RETURN(q.max_rel_error, ParseAccuracyBudget(request.max_rel_error()));
+  }
   KTUNE_ASSIGN_OR_RETURN(std::shared_ptr<const BestAnswer> best, best_->Query(q));
   const bool measured = best->message.level() == v1::MATCH_LEVEL_EXACT ||
                         best->message.level() == v1::MATCH_LEVEL_DEVICE_CLASS;
@@ -426,6 +443,11 @@ grpc::ServerUnaryReactor* TuningServiceImpl::Explain(grpc::CallbackServerContext
   absl::StatusOr<BestQuery> q =
       ParseBestQuery(request->kernel(), request->problem(), request->device());
   if (!q.ok()) return Done(ctx, q.status());
+  if (request->has_max_rel_error()) {
+    absl::StatusOr<double> budget = ParseAccuracyBudget(request->max_rel_error());
+    if (!budget.ok()) return Done(ctx, budget.status());
+    q->max_rel_error = *budget;
+  }
   absl::StatusOr<v1::ExplainResponse> explained = ktune::Explain(*db_, spaces_->registry(), *q);
   if (!explained.ok()) return Done(ctx, explained.status());
   *response = std::move(*explained);

@@ -98,6 +98,7 @@ const char* T4Invalidity(MeasurementStatus s) {
     case MeasurementStatus::kTimeout:
       return "timeout";
     case MeasurementStatus::kWrongResult:
+    case MeasurementStatus::kTooInaccurate:  // T4 has no accuracy budget: its nearest failure
       return "correctness";
     case MeasurementStatus::kInvalidConfig:
       return "constraints";

@@ -6,6 +6,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstring>
+#include <functional>
 #include <limits>
 #include <new>
 #include <random>
@@ -96,12 +97,21 @@ std::string RunnerSession::Prepare(const KernelSpec& spec) {
   const int n = spec.buffer_elements_size();
   if (spec.num_outputs() < 1 || spec.num_outputs() > n) return "a kernel needs an output buffer";
   std::mt19937_64 rng(spec.seed());
-  std::uniform_real_distribution<float> uniform(-1.f, 1.f);
+  std::function<float()> draw;
+  if (spec.distribution().empty() || spec.distribution() == "uniform") {
+    draw = [&rng, d = std::uniform_real_distribution<float>(-1.f, 1.f)]() mutable { return d(rng); };
+  } else if (spec.distribution() == "normal") {
+    draw = [&rng, d = std::normal_distribution<float>(0.f, 1.f)]() mutable { return d(rng); };
+  } else if (spec.distribution() == "heavy_tailed") {
+    draw = [&rng, d = std::student_t_distribution<float>(3.f)]() mutable { return d(rng); };
+  } else {
+    return "unknown input distribution '" + spec.distribution() + "'";
+  }
   for (int b = 0; b < n; ++b) {
     auto buffer = std::make_unique<GuardedBuffer>(spec.buffer_elements(b));
     if (buffer->data() == nullptr) return "out of memory allocating the buffers";
     float* p = buffer->data();
-    for (int64_t i = 0; i < buffer->size(); ++i) p[i] = uniform(rng);
+    for (int64_t i = 0; i < buffer->size(); ++i) p[i] = draw();
     buffer_ptrs_.push_back(p);
     buffers_.push_back(std::move(buffer));
   }
@@ -177,15 +187,19 @@ bool RunnerSession::MemoryIntact(RunResponse& response) {
   return true;
 }
 
-bool RunnerSession::OutputsMatch(RunResponse& response) {
+bool RunnerSession::OutputsMatch(RunResponse& response, double& max_rel_error) {
   const int first_output = static_cast<int>(buffers_.size()) - spec_.num_outputs();
+  max_rel_error = 0;
   for (int o = 0; o < spec_.num_outputs(); ++o) {
     const float* out = buffer_ptrs_[first_output + o];
     const std::vector<float>& ref = reference_outputs_[o];
     const double tolerance = spec_.atol() + spec_.rtol() * reference_scale_[o];
+    const double scale = reference_scale_[o] > 0 ? reference_scale_[o] : 1.0;
     int64_t bad = 0, first_bad = -1;
+    double max_diff = 0;
     for (size_t i = 0; i < ref.size(); ++i) {
       const double diff = std::fabs(double{out[i]} - double{ref[i]});
+      max_diff = std::max(max_diff, diff);
       if (!(diff <= tolerance)) {  // NaN fails too
         if (first_bad < 0) first_bad = static_cast<int64_t>(i);
         ++bad;
@@ -200,6 +214,7 @@ bool RunnerSession::OutputsMatch(RunResponse& response) {
                              FormatFloat(tolerance) + ")");
       return false;
     }
+    max_rel_error = std::max(max_rel_error, max_diff / scale);
   }
   return true;
 }
@@ -224,7 +239,8 @@ RunResponse RunnerSession::Measure(const RunRequest& request) {
   double start = NowMs();
   if (!RunOnce(call, response)) return response;
   double first_run_ms = NowMs() - start;
-  if (!MemoryIntact(response) || !OutputsMatch(response)) return response;
+  double max_rel_error = 0;
+  if (!MemoryIntact(response) || !OutputsMatch(response, max_rel_error)) return response;
   for (int i = 1; i < request.warmup_runs(); ++i) {
     start = NowMs();
     if (!RunOnce(call, response)) return response;
@@ -256,6 +272,7 @@ RunResponse RunnerSession::Measure(const RunRequest& request) {
   }
   if (!MemoryIntact(response)) return response;
   response.set_status(RunResponse::OK);
+  response.set_max_rel_error(max_rel_error);
   for (double s : samples) response.add_times_ms(s);
   return response;
 }

@@ -34,7 +34,8 @@ class RunnerSession {
   // Checks canaries and the inputs' checksum; false (with `response` filled) when violated.
   bool MemoryIntact(RunResponse& response);
   // Compares outputs with the reference; false (with `response` filled) when they differ.
-  bool OutputsMatch(RunResponse& response);
+  // Sets `max_rel_error` to the outputs' largest error relative to their reference's scale.
+  bool OutputsMatch(RunResponse& response, double& max_rel_error);
 
   std::string prepared_key_;
   KernelSpec spec_;

@@ -137,6 +137,7 @@ class Client:
 
     def best(self, kernel: str, problem: ProblemLike, device: DeviceLike, top: int = 1, *,
              tune_if_missing: bool = False, kernel_version: str = "",
+             max_rel_error: Optional[float] = None,
              timeout: Optional[float] = None) -> BestResult:
         """The best known configurations of ``kernel`` for ``problem`` on ``device``.
 
@@ -146,9 +147,12 @@ class Client:
         ``BestResult.level`` says which answered (:attr:`MatchLevel.NONE` with no records when
         nothing is known). At most ``top`` records (1..100), best first. ``tune_if_missing``
         queues a background job when nothing is known (``BestResult.queued_job_id``).
-        Served from the server's memory.
+        ``max_rel_error`` is an accuracy budget: only records whose measured error is known and
+        at most this. Served from the server's memory.
         """
         request = ts.QueryBestRequest(top_k=top, tune_if_missing=tune_if_missing)
+        if max_rel_error is not None:
+            request.max_rel_error = max_rel_error
         request.kernel.name = kernel
         request.kernel.version = kernel_version
         params_to_proto(_problem(problem), request.problem.params)
@@ -158,12 +162,16 @@ class Client:
                           [Record._from_proto(r) for r in reply.best], reply.queued_job_id)
 
     def explain(self, kernel: str, problem: ProblemLike, device: DeviceLike, *,
-                kernel_version: str = "", timeout: Optional[float] = None) -> dict:
+                kernel_version: str = "", max_rel_error: Optional[float] = None,
+                timeout: Optional[float] = None) -> dict:
         """Why a configuration is served (``Explain``): the served record and how many times it
         was measured, the runner-up and whether the gap exceeds the noise, each parameter's
         effect, and for a prediction the tuned neighbour. The ExplainResponse as a dict (proto
-        field names; every field present)."""
+        field names; every field present). With ``max_rel_error``, the answer within that
+        accuracy budget, and under ``precision`` what the budget costs."""
         request = ts.ExplainRequest()
+        if max_rel_error is not None:
+            request.max_rel_error = max_rel_error
         request.kernel.name = kernel
         request.kernel.version = kernel_version
         params_to_proto(_problem(problem), request.problem.params)
@@ -231,14 +239,18 @@ class Client:
 
     def tune_events(self, kernel: str, problem: ProblemLike, device: str, budget: int, *,
                     strategy: Optional[str] = None, seed: int = 0, kernel_version: str = "",
+                    max_rel_error: Optional[float] = None,
                     timeout: Optional[float] = None) -> Iterator[TuneEvent]:
         """Tunes one task now (a one-task job on the workers of the device class ``device``),
         yielding progress (at most one event a second) and, last, the event with ``finished``
         set. Needs the submit role. Leaving the iterator early closes the stream (the job keeps
-        running on the server: cancel it by id from :meth:`jobs` if needed).
+        running on the server: cancel it by id from :meth:`jobs` if needed). ``max_rel_error``
+        is the accuracy budget: candidates with more error are too_inaccurate, never the best.
         """
         request = ts.TuneRequest(device=device, budget_measurements=budget,
                                  strategy=strategy_to_proto(strategy), seed=seed)
+        if max_rel_error is not None:
+            request.max_rel_error = max_rel_error
         request.kernel.name = kernel
         request.kernel.version = kernel_version
         params_to_proto(_problem(problem), request.problem.params)
@@ -247,6 +259,7 @@ class Client:
 
     def tune(self, kernel: str, problem: ProblemLike, device: str, budget: int, *,
              strategy: Optional[str] = None, seed: int = 0, kernel_version: str = "",
+             max_rel_error: Optional[float] = None,
              on_progress: Optional[Callable[[TuneEvent], None]] = None,
              timeout: Optional[float] = None) -> TuneEvent:
         """Like :meth:`tune_events`, calling ``on_progress`` with each event; returns the final
@@ -254,7 +267,8 @@ class Client:
         stream ends without one."""
         last: Optional[TuneEvent] = None
         for event in self.tune_events(kernel, problem, device, budget, strategy=strategy,
-                                      seed=seed, kernel_version=kernel_version, timeout=timeout):
+                                      seed=seed, kernel_version=kernel_version,
+                                      max_rel_error=max_rel_error, timeout=timeout):
             last = event
             if on_progress is not None:
                 on_progress(event)

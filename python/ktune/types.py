@@ -77,6 +77,7 @@ class Status(enum.Enum):
     WRONG_RESULT = "wrong_result"
     INVALID_CONFIG = "invalid_config"
     LOST = "lost"
+    TOO_INACCURATE = "too_inaccurate"  # timed, but its error broke the job's accuracy budget
     UNSPECIFIED = "unspecified"
 
     @classmethod
@@ -249,7 +250,9 @@ class Record:
     ``time_ms`` is set exactly when ``status`` is :attr:`Status.OK`: the median of the repeats
     for ktune's own measurements, the file's objective for imported ones. ``payload`` is a
     client's opaque text (at most 1 MiB, UTF-8), which ktune keeps verbatim and hashes into
-    ``record_id`` when not empty; empty for ktune's own measurements.
+    ``record_id`` when not empty; empty for ktune's own measurements. ``max_rel_error`` is the
+    output's measured error against the reference (max |out - ref| / max |ref|), None when it
+    was not measured.
     """
 
     task: Task
@@ -268,6 +271,7 @@ class Record:
     measured_at: Optional[datetime] = None
     source: str = ""
     payload: str = ""
+    max_rel_error: Optional[float] = None
 
     @property
     def ok(self) -> bool:
@@ -304,6 +308,8 @@ class Record:
             out.measured_at.seconds, out.measured_at.nanos = us // 1_000_000, (us % 1_000_000) * 1000
         out.source = self.source
         out.payload = self.payload
+        if self.max_rel_error is not None:
+            out.max_rel_error = self.max_rel_error
 
     @classmethod
     def _from_proto(cls, r: tp.Record) -> "Record":
@@ -326,6 +332,7 @@ class Record:
             measured_at=_timestamp(r.measured_at) if r.HasField("measured_at") else None,
             source=r.source,
             payload=r.payload,
+            max_rel_error=opt("max_rel_error"),
         )
 
 
@@ -526,6 +533,7 @@ class JobSpec:
     threads: int = 0
     budget_wall_seconds: int = 0
     agent_share: Optional[float] = None
+    max_rel_error: Optional[float] = None  # accuracy budget; None: none
     kernel_versions: dict[str, str] = field(default_factory=dict)  # kernel -> version
 
     def _to_proto(self) -> ts.JobSpec:
@@ -541,4 +549,6 @@ class JobSpec:
         spec.device_classes.extend(self.device_classes)
         if self.agent_share is not None:
             spec.agent_share = self.agent_share
+        if self.max_rel_error is not None:
+            spec.max_rel_error = self.max_rel_error
         return spec

@@ -136,6 +136,22 @@ TEST(SqliteTuningDatabaseTest, OldSchemaMigratesKeepingItsRecords) {
     with_payload.payload = R"(["tvm", "record"])";
     EXPECT_EQ(*(*db)->AddRecords({with_payload}), 1);  // the column added by 2 -> 3 works
     EXPECT_EQ((*db)->QueryBest(q)->records[0].payload, with_payload.payload);
+    // 4 -> 5 rebuilt the records table: the measured error and the too_inaccurate status work,
+    // and the old record still answers (it has no measured error, so no budget admits it).
+    Record inaccurate = SimpleRecord(3, 0.5);
+    inaccurate.status = MeasurementStatus::kTooInaccurate;
+    inaccurate.time_ms.reset();
+    inaccurate.repeat_times_ms = {0.5};
+    FillRepeatStatistics(inaccurate);
+    inaccurate.max_rel_error = 0.02;
+    Record accurate = SimpleRecord(4, 1.5);
+    accurate.max_rel_error = 1e-6;
+    EXPECT_EQ(*(*db)->AddRecords({inaccurate, accurate}), 2);
+    BestQuery budgeted = q;
+    budgeted.max_rel_error = 1e-3;
+    ASSERT_EQ((*db)->QueryBest(budgeted)->records.size(), 1u);
+    EXPECT_EQ((*db)->QueryBest(budgeted)->records[0].RecordId(), accurate.RecordId());
+    EXPECT_EQ((*db)->Stats()->records_by_status.at("too_inaccurate"), 1);
     EXPECT_TRUE((*db)->CheckIntegrity().ok());
   }
 }

@@ -347,6 +347,54 @@ TEST_P(TuningDatabaseConformanceTest, APayloadIsKeptVerbatimAndPartOfTheRecordId
   EXPECT_TRUE(payloads.count(best->records[0].payload));
 }
 
+// The measured error: kept field for field, in the record id only when set, and an accuracy
+// budget serves the fastest record whose error is known and within it.
+TEST_P(TuningDatabaseConformanceTest, ABudgetServesTheFastestRecordWithinItsMeasuredError) {
+  Record sloppy = MakeRecord("A100", 8, 0.5);
+  sloppy.max_rel_error = 0.03;
+  Record fair = MakeRecord("A100", 16, 1.0);
+  fair.max_rel_error = 4e-4;
+  Record exact = MakeRecord("A100", 32, 2.0);
+  exact.max_rel_error = 0.0;
+  Record unknown = MakeRecord("A100", 64, 0.8);  // no measured error
+  Record refused = MakeRecord("A100", 128, std::nullopt);
+  refused.status = MeasurementStatus::kTooInaccurate;
+  refused.message = "max relative error 0.5 is above the budget 0.001";
+  refused.repeat_times_ms = {0.1};
+  FillRepeatStatistics(refused);
+  refused.max_rel_error = 0.5;
+  Record without_error = sloppy;
+  without_error.max_rel_error.reset();
+  EXPECT_NE(sloppy.RecordId(), without_error.RecordId());
+  EXPECT_EQ(RecordFromJsonLine(RecordToJsonLine(sloppy))->max_rel_error, 0.03);
+  ASSERT_EQ(*db_->AddRecords({sloppy, fair, exact, unknown, refused}), 5);
+
+  auto best_within = [&](std::optional<double> budget) {
+    BestQuery q = QueryFor("A100");
+    q.max_rel_error = budget;
+    q.top_k = 10;
+    return *db_->QueryBest(q);
+  };
+  EXPECT_EQ(best_within(std::nullopt).records.front().RecordId(), sloppy.RecordId());
+  EXPECT_EQ(best_within(std::nullopt).records.size(), 4u) << "too_inaccurate is never served";
+  EXPECT_EQ(best_within(1e-3).records.front().RecordId(), fair.RecordId());
+  EXPECT_EQ(best_within(1e-3).records.size(), 2u) << "the unknown error is never within a budget";
+  EXPECT_EQ(best_within(4e-4).records.front().RecordId(), fair.RecordId()) << "inclusive";
+  EXPECT_EQ(best_within(1e-9).records.front().RecordId(), exact.RecordId());
+  EXPECT_EQ(best_within(1.0).records.size(), 3u);
+
+  auto task = db_->TaskRecords({"gemm", "v1", sloppy.problem, "A100"});
+  ASSERT_TRUE(task.ok());
+  for (const Record& got : *task) {
+    for (const Record* want : {&sloppy, &fair, &exact, &unknown, &refused}) {
+      if (got.RecordId() == want->RecordId()) EXPECT_EQ(RecordToJsonLine(got), RecordToJsonLine(*want));
+    }
+  }
+  Record negative = MakeRecord("A100", 256, 1.0);
+  negative.max_rel_error = -1;
+  EXPECT_TRUE(absl::IsInvalidArgument(db_->AddRecords({negative}).status()));
+}
+
 TEST_P(TuningDatabaseConformanceTest, AnOversizePayloadIsRefusedAndNothingStored) {
   Record largest = MakeRecord("A100", 16, 2.0);
   largest.payload.assign(kMaxRecordPayloadBytes, 'x');

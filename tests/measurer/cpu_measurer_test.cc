@@ -5,6 +5,8 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <cmath>
+
 #include "kernels/kernel_registry.h"
 #include "measurer/cpu_device.h"
 #include "tests/testing/test_util.h"
@@ -59,10 +61,49 @@ KernelDefinition FaultyKernel() {
   return d;
 }
 
+// y = 2x rounded to KT_bits mantissa bits (23: exact), a stand-in for a lower precision; it
+// refuses (returns 1) inputs outside [-1, 1] when KT_bounded, which shows what the runner drew.
+constexpr char kRoundingSource[] = R"(
+#include <math.h>
+extern "C" int ktune_reference(const ktune_cpu_call* c) {
+  for (int64_t i = 0; i < c->problem[0]; ++i) c->buffers[1][i] = 2 * c->buffers[0][i];
+  return 0;
+}
+extern "C" int ktune_kernel(const ktune_cpu_call* c) {
+  const float* x = c->buffers[0];
+  for (int64_t i = 0; i < c->problem[0]; ++i) {
+    if (KT_bounded && fabsf(x[i]) > 1) return 1;
+    int e;
+    const float m = frexpf(2 * x[i], &e);
+    const float scale = (float)(1 << (KT_bits + 1));
+    c->buffers[1][i] = ldexpf(nearbyintf(m * scale) / scale, e);
+  }
+  return 0;
+}
+)";
+
+KernelDefinition RoundingKernel() {
+  KernelDefinition d;
+  d.name = "rounding";
+  d.language = "cpp";
+  d.description = "y = 2x with fewer mantissa bits";
+  d.source = kRoundingSource;
+  d.parameters = {{"bits", {23, 10, 4}, true, "mantissa bits kept"},
+                  {"bounded", {0, 1}, true, "refuse inputs outside [-1, 1]"}};
+  d.problem = {{"n", 1, 1 << 24, "elements"}};
+  d.buffers = {{"x", "n", false}, {"y", "n", true}};
+  d.flops = "n";
+  d.bytes = "8 * n";
+  d.default_config = {{"bits", "23"}, {"bounded", "0"}};
+  d.rtol = 0.5;  // rounding is not a wrong result; the measured error says how much it costs
+  return d;
+}
+
 class CpuMeasurerTest : public ::testing::Test {
  protected:
   CpuMeasurerTest() {
     EXPECT_TRUE(registry_.Register(FaultyKernel()).ok());
+    EXPECT_TRUE(registry_.Register(RoundingKernel()).ok());
     options_.runner_path = KTUNE_RUNNER;
     options_.compile.cache_dir = cache_.path();
     options_.run_timeout_ms = 3000;
@@ -112,6 +153,48 @@ TEST_F(CpuMeasurerTest, EveryFaultBecomesItsStatusAndTheNextCandidateIsMeasured)
   // Crash, hang, overrun, input write and abort each cost the runner; the compile error and the
   // wrong value did not.
   EXPECT_EQ(measurer.runner_starts(), 6);
+}
+
+TEST_F(CpuMeasurerTest, AnOkResultCarriesItsMeasuredErrorAgainstTheReference) {
+  CpuMeasurer measurer(&registry_, options_);
+  TaskKey task{"rounding", "", {{"n", int64_t{4096}}}, measurer.device().device_class};
+  auto bits = [](int64_t b) { return Configuration{{"bits", b}, {"bounded", int64_t{0}}}; };
+  auto results = measurer.Measure(task, {bits(23), bits(10), bits(4)});
+  ASSERT_TRUE(results.ok()) << results.status();
+  for (const MeasureResult& r : *results) {
+    ASSERT_EQ(r.status, MeasurementStatus::kOk) << r.message;
+    ASSERT_TRUE(r.max_rel_error.has_value());
+  }
+  EXPECT_EQ(*(*results)[0].max_rel_error, 0.0) << "23 bits is float itself";
+  // Rounding to b bits errs by up to 2^-(b+1) of a value, relative to the largest output (~2).
+  EXPECT_GT(*(*results)[1].max_rel_error, 1e-5);
+  EXPECT_LE(*(*results)[1].max_rel_error, std::ldexp(1.0, -11));
+  EXPECT_GT(*(*results)[2].max_rel_error, 1e-3);
+  EXPECT_LE(*(*results)[2].max_rel_error, std::ldexp(1.0, -5));
+}
+
+TEST_F(CpuMeasurerTest, TheDataProblemValueChoosesTheInputDistribution) {
+  CpuMeasurer measurer(&registry_, options_);
+  const Configuration bounded{{"bits", int64_t{23}}, {"bounded", int64_t{1}}};
+  auto measure = [&](Problem problem) {
+    TaskKey task{"rounding", "", problem, measurer.device().device_class};
+    auto r = measurer.Measure(task, {bounded});
+    EXPECT_TRUE(r.ok()) << r.status();
+    return r.ok() ? r->front().status : MeasurementStatus::kLost;
+  };
+  EXPECT_EQ(measure({{"n", int64_t{4096}}}), MeasurementStatus::kOk) << "uniform in [-1, 1]";
+  EXPECT_EQ(measure({{"n", int64_t{4096}}, {"data", std::string("uniform")}}),
+            MeasurementStatus::kOk);
+  EXPECT_EQ(measure({{"n", int64_t{4096}}, {"data", std::string("normal")}}),
+            MeasurementStatus::kInvalidConfig)
+      << "4096 normal draws include values outside [-1, 1]";
+  EXPECT_EQ(measure({{"n", int64_t{4096}}, {"data", std::string("heavy_tailed")}}),
+            MeasurementStatus::kInvalidConfig);
+  TaskKey bad{"rounding", "", {{"n", int64_t{16}}, {"data", std::string("cauchy")}},
+              measurer.device().device_class};
+  auto refused = measurer.Measure(bad, {bounded});
+  ASSERT_FALSE(refused.ok());
+  EXPECT_THAT(refused.status().message(), HasSubstr("uniform, normal, heavy_tailed"));
 }
 
 TEST_F(CpuMeasurerTest, CompiledKernelsAreCachedOnDisk) {

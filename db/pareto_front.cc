@@ -1,0 +1,60 @@
+#include "db/pareto_front.h"
+
+#include <algorithm>
+#include <map>
+#include <tuple>
+
+namespace ktune {
+
+std::vector<TradeOff> TimeErrorTradeOffs(const std::vector<Record>& records) {
+  std::map<std::string, TradeOff> by_config;  // canonical JSON -> trade-off
+  for (const Record& r : records) {
+    if (r.status != MeasurementStatus::kOk && r.status != MeasurementStatus::kTooInaccurate) {
+      continue;
+    }
+    const std::optional<double> time = r.time_ms ? r.time_ms : r.median_ms;
+    if (!time || !r.max_rel_error) continue;
+    auto [it, added] = by_config.try_emplace(CanonicalJson(r.config));
+    TradeOff& t = it->second;
+    if (added) {
+      t.config = r.config;
+      t.time_ms = *time;
+      t.max_rel_error = *r.max_rel_error;
+    } else {
+      t.time_ms = std::min(t.time_ms, *time);
+      t.max_rel_error = std::max(t.max_rel_error, *r.max_rel_error);
+    }
+    ++t.measurements;
+  }
+  std::vector<std::pair<std::string, TradeOff>> sorted(by_config.begin(), by_config.end());
+  std::sort(sorted.begin(), sorted.end(), [](const auto& a, const auto& b) {
+    return std::tie(a.second.time_ms, a.second.max_rel_error, a.first) <
+           std::tie(b.second.time_ms, b.second.max_rel_error, b.first);
+  });
+  std::vector<TradeOff> out;
+  double best_error = 0;
+  for (auto& [key, t] : sorted) {
+    t.on_front = out.empty() || t.max_rel_error < best_error;
+    if (t.on_front) best_error = t.max_rel_error;
+    out.push_back(std::move(t));
+  }
+  return out;
+}
+
+std::vector<TradeOff> ParetoFront(const std::vector<TradeOff>& trade_offs) {
+  std::vector<TradeOff> front;
+  for (const TradeOff& t : trade_offs) {
+    if (t.on_front) front.push_back(t);
+  }
+  return front;
+}
+
+std::optional<TradeOff> FastestWithin(const std::vector<TradeOff>& trade_offs,
+                                      double max_rel_error) {
+  for (const TradeOff& t : trade_offs) {
+    if (t.max_rel_error <= max_rel_error) return t;
+  }
+  return std::nullopt;
+}
+
+}  // namespace ktune

@@ -1,0 +1,39 @@
+// The time/error trade-off of a task's measurements: which configurations are worth serving for
+// some accuracy budget (`ktune best --pareto`, explanations of a precision choice).
+#ifndef KTUNE_DB_PARETO_FRONT_H_
+#define KTUNE_DB_PARETO_FRONT_H_
+
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "db/record.h"
+
+namespace ktune {
+
+// One configuration's trade-off.
+struct TradeOff {
+  Configuration config;
+  double time_ms = 0;        // its fastest measurement's time (time_ms, else median_ms)
+  double max_rel_error = 0;  // the largest error measured for it
+  int measurements = 0;      // records of it that count (ok or too_inaccurate, error known)
+  bool on_front = false;     // no other configuration is both faster and at least as accurate
+};
+
+// Every configuration of `records` that ran and had its error measured (status ok or
+// too_inaccurate, with a time and max_rel_error), fastest first (ties: smaller error first, then
+// canonical configuration order). Records without a measured error are left out: where they sit
+// is unknown.
+std::vector<TradeOff> TimeErrorTradeOffs(const std::vector<Record>& records);
+
+// The front alone: fastest first, each strictly more accurate than every faster one. The
+// fastest configuration within a budget E is the fastest front point with error <= E.
+std::vector<TradeOff> ParetoFront(const std::vector<TradeOff>& trade_offs);
+
+// The fastest configuration whose error is at most `max_rel_error`; nullopt when none is.
+std::optional<TradeOff> FastestWithin(const std::vector<TradeOff>& trade_offs,
+                                      double max_rel_error);
+
+}  // namespace ktune
+
+#endif  // KTUNE_DB_PARETO_FRONT_H_

@@ -1,0 +1,239 @@
+// Precision under an accuracy budget, through the Scheduler as a worker drives it (lease, measure
+// with a fake that reports times and errors, report), on an in-memory database: a job's budget
+// turns too-inaccurate results into stored too_inaccurate records that are never served, however
+// fast; the budget survives a restart; QueryBest and Explain honour a query's budget; a report
+// with a bad error is refused whole.
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <functional>
+#include <limits>
+
+#include "db/memory_tuning_database.h"
+#include "db/pareto_front.h"
+#include "kernels/kernel_registry.h"
+#include "proto/convert.h"
+#include "server/explanation.h"
+#include "server/scheduler.h"
+#include "server/task_spaces.h"
+
+namespace ktune {
+namespace {
+
+using ::testing::HasSubstr;
+
+const DeviceInfo kDevice{R"({"cores":2,"name":"test"})", "cpu:test", "x86-64-v3"};
+constexpr int kCores = 2;
+constexpr double kSloppyError = 0.05;  // the fast configurations' error
+constexpr double kExactError = 1e-6;   // everyone else's
+
+class AccuracyBudgetTest : public ::testing::Test {
+ protected:
+  AccuracyBudgetTest() { Restart(); }
+
+  void Restart() {
+    SchedulerOptions options;
+    options.agent_threads = 0;
+    scheduler_ = std::make_unique<Scheduler>(&db_, &spaces_, std::move(options));
+    ASSERT_TRUE(scheduler_->Recover().ok());
+    worker_ = scheduler_->RegisterWorker(kDevice, "test", kCores);
+  }
+
+  TaskKey Task() const {
+    const KernelDefinition* gemm = registry_.Find("gemm");
+    return {"gemm", gemm->Version(), *gemm->ValidateProblem({{"M", 64}, {"N", 64}, {"K", 64}}),
+            kDevice.device_class};
+  }
+
+  int64_t Submit(int64_t budget, std::optional<double> max_rel_error) {
+    JobRequest r;
+    r.name = "budget";
+    r.tasks = {Task()};
+    r.budget = budget;
+    r.strategy = "random";
+    r.batch_size = 8;
+    r.max_rel_error = max_rel_error;
+    r.spec_json = R"({"name":"budget"})";
+    absl::StatusOr<int64_t> id = scheduler_->Submit(r);
+    EXPECT_TRUE(id.ok()) << id.status();
+    return id.value_or(0);
+  }
+
+  // The fake measurement: a time from the configuration's hash, 1..11 ms; configurations faster
+  // than 4 ms are "low precision": fast, with kSloppyError.
+  static double TimeOf(const Configuration& c) {
+    return 1.0 + std::hash<std::string>()(CanonicalJson(c)) % 1000 / 100.0;
+  }
+  static double ErrorOf(const Configuration& c) {
+    return TimeOf(c) < 4.0 ? kSloppyError : kExactError;
+  }
+
+  // Leases and reports until the scheduler has nothing more to lease; the configurations seen.
+  std::vector<Configuration> RunToEnd() {
+    std::vector<Configuration> seen;
+    for (int round = 0; round < 100; ++round) {
+      absl::StatusOr<LeaseGrant> grant = scheduler_->Lease(worker_, 256);
+      EXPECT_TRUE(grant.ok()) << grant.status();
+      if (!grant.ok() || grant->lease_id.empty()) break;
+      std::vector<v1::CandidateResult> results;
+      for (const v1::Candidate& c : grant->candidates) {
+        Configuration config = *FromProto(c.config().params(), "config");
+        v1::CandidateResult r;
+        r.set_candidate_id(c.candidate_id());
+        r.set_status(v1::MEASUREMENT_STATUS_OK);
+        r.add_repeat_times_ms(TimeOf(config));
+        r.set_max_rel_error(ErrorOf(config));
+        results.push_back(r);
+        seen.push_back(std::move(config));
+      }
+      EXPECT_TRUE(scheduler_->Report(worker_, grant->lease_id, results).ok());
+    }
+    return seen;
+  }
+
+  BestQuery Query(std::optional<double> max_rel_error = std::nullopt) const {
+    BestQuery q;
+    q.kernel = "gemm";
+    q.problem = Task().problem;
+    q.device_class = kDevice.device_class;
+    q.max_rel_error = max_rel_error;
+    return q;
+  }
+
+  KernelRegistry registry_ = KernelRegistry::WithBuiltins();
+  TaskSpaces spaces_{&registry_};
+  MemoryTuningDatabase db_;
+  std::unique_ptr<Scheduler> scheduler_;
+  std::string worker_;
+};
+
+TEST_F(AccuracyBudgetTest, AFastButInaccurateCandidateIsStoredTooInaccurateAndNeverServed) {
+  const int64_t id = Submit(48, 1e-3);
+  const std::vector<Configuration> seen = RunToEnd();
+  double fastest_sloppy = std::numeric_limits<double>::infinity();
+  for (const Configuration& c : seen) {
+    if (ErrorOf(c) > 1e-3) fastest_sloppy = std::min(fastest_sloppy, TimeOf(c));
+  }
+  ASSERT_TRUE(std::isfinite(fastest_sloppy)) << "the search met no sloppy configuration";
+
+  absl::StatusOr<std::vector<Record>> records = db_.TaskRecords(Task());
+  ASSERT_TRUE(records.ok());
+  int too_inaccurate = 0;
+  for (const Record& r : *records) {
+    if (r.status != MeasurementStatus::kTooInaccurate) continue;
+    ++too_inaccurate;
+    EXPECT_FALSE(r.time_ms.has_value()) << "a too_inaccurate record has no objective";
+    EXPECT_FALSE(r.repeat_times_ms.empty()) << "its times are kept";
+    ASSERT_TRUE(r.max_rel_error.has_value());
+    EXPECT_EQ(*r.max_rel_error, kSloppyError);
+    EXPECT_THAT(r.message, HasSubstr("above the budget"));
+  }
+  EXPECT_GT(too_inaccurate, 0);
+
+  absl::StatusOr<BestResult> best = db_.QueryBest(Query());
+  ASSERT_TRUE(best.ok());
+  ASSERT_EQ(best->records.size(), 1u);
+  const Record& served = best->records.front();
+  EXPECT_LE(*served.max_rel_error, 1e-3);
+  EXPECT_GT(*served.time_ms, fastest_sloppy) << "the faster sloppy configuration must lose";
+
+  // The job's own view of its best agrees.
+  absl::StatusOr<JobStatus> job = scheduler_->GetJob(id);
+  ASSERT_TRUE(job.ok());
+  ASSERT_TRUE(job->tasks.front().best_ms.has_value());
+  EXPECT_EQ(*job->tasks.front().best_ms, *served.time_ms);
+
+  // The front has both kinds, and the budget's answer is the served one.
+  const std::vector<TradeOff> trade_offs = TimeErrorTradeOffs(*records);
+  ASSERT_TRUE(FastestWithin(trade_offs, 1e-3).has_value());
+  EXPECT_EQ(FastestWithin(trade_offs, 1e-3)->time_ms, *served.time_ms);
+  EXPECT_EQ(trade_offs.front().max_rel_error, kSloppyError);
+}
+
+TEST_F(AccuracyBudgetTest, WithoutABudgetTheSloppyOneWinsAndAQueryBudgetStillExcludesIt) {
+  Submit(48, std::nullopt);
+  RunToEnd();
+  absl::StatusOr<BestResult> any = db_.QueryBest(Query());
+  ASSERT_TRUE(any.ok());
+  ASSERT_FALSE(any->records.empty());
+  EXPECT_EQ(*any->records.front().max_rel_error, kSloppyError)
+      << "with no budget the fastest (sloppy) configuration is the answer";
+  absl::StatusOr<BestResult> within = db_.QueryBest(Query(1e-3));
+  ASSERT_TRUE(within.ok());
+  ASSERT_FALSE(within->records.empty());
+  EXPECT_EQ(*within->records.front().max_rel_error, kExactError);
+  EXPECT_GT(*within->records.front().time_ms, *any->records.front().time_ms);
+  absl::StatusOr<BestResult> impossible = db_.QueryBest(Query(1e-9));
+  ASSERT_TRUE(impossible.ok());
+  EXPECT_TRUE(impossible->records.empty()) << "nothing is within 1e-9: nothing is served";
+
+  // Explain within the budget says what it costs.
+  absl::StatusOr<v1::ExplainResponse> e = Explain(db_, registry_, Query(1e-3));
+  ASSERT_TRUE(e.ok()) << e.status();
+  ASSERT_TRUE(e->has_precision());
+  EXPECT_EQ(e->precision().budget(), 1e-3);
+  EXPECT_EQ(e->precision().served_error(), kExactError);
+  ASSERT_TRUE(e->precision().has_fastest_outside_budget());
+  EXPECT_EQ(e->precision().fastest_outside_budget().max_rel_error(), kSloppyError);
+  EXPECT_LE(e->runner_up().max_rel_error(), 1e-3) << "the runner-up is within the budget too";
+  EXPECT_THAT(ExplanationText(*e, Query(1e-3)), HasSubstr("the budget costs"));
+}
+
+TEST_F(AccuracyBudgetTest, AResultWithoutAMeasuredErrorFailsABudgetAndTheBudgetSurvivesARestart) {
+  Submit(16, 1e-3);
+  Restart();  // the budget comes back from the stored spec
+  absl::StatusOr<LeaseGrant> grant = scheduler_->Lease(worker_, 256);
+  ASSERT_TRUE(grant.ok() && !grant->lease_id.empty());
+  std::vector<v1::CandidateResult> results;
+  for (const v1::Candidate& c : grant->candidates) {
+    v1::CandidateResult r;
+    r.set_candidate_id(c.candidate_id());
+    r.set_status(v1::MEASUREMENT_STATUS_OK);
+    r.add_repeat_times_ms(1.0);  // no max_rel_error: the worker does not check outputs
+    results.push_back(r);
+  }
+  ASSERT_TRUE(scheduler_->Report(worker_, grant->lease_id, results).ok());
+  absl::StatusOr<std::vector<Record>> records = db_.TaskRecords(Task());
+  ASSERT_TRUE(records.ok());
+  ASSERT_FALSE(records->empty());
+  for (const Record& r : *records) {
+    EXPECT_EQ(r.status, MeasurementStatus::kTooInaccurate);
+    EXPECT_THAT(r.message, HasSubstr("no error was measured"));
+  }
+}
+
+TEST_F(AccuracyBudgetTest, AReportWithABadErrorIsRefusedWholeAndABadBudgetIsRefused) {
+  Submit(16, std::nullopt);
+  absl::StatusOr<LeaseGrant> grant = scheduler_->Lease(worker_, 256);
+  ASSERT_TRUE(grant.ok() && !grant->candidates.empty());
+  for (double bad : {-1.0, std::nan(""), std::numeric_limits<double>::infinity()}) {
+    std::vector<v1::CandidateResult> results;
+    for (const v1::Candidate& c : grant->candidates) {
+      v1::CandidateResult r;
+      r.set_candidate_id(c.candidate_id());
+      r.set_status(v1::MEASUREMENT_STATUS_OK);
+      r.add_repeat_times_ms(1.0);
+      r.set_max_rel_error(results.empty() ? bad : 1e-6);
+      results.push_back(r);
+    }
+    absl::Status s = scheduler_->Report(worker_, grant->lease_id, results).status();
+    EXPECT_TRUE(absl::IsInvalidArgument(s)) << s;
+    EXPECT_THAT(s.message(), HasSubstr("nothing was stored"));
+  }
+  EXPECT_TRUE(db_.TaskRecords(Task())->empty());
+
+  for (double bad : {0.0, -1e-3, std::nan("")}) {
+    JobRequest r;
+    r.name = "bad";
+    r.tasks = {Task()};
+    r.budget = 4;
+    r.max_rel_error = bad;
+    r.spec_json = "{}";
+    absl::StatusOr<int64_t> id = scheduler_->Submit(r);
+    EXPECT_TRUE(absl::IsInvalidArgument(id.status())) << bad;
+  }
+}
+
+}  // namespace
+}  // namespace ktune
