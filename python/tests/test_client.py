@@ -184,6 +184,37 @@ def test_a_client_kernels_records_keep_their_payload(empty_server):
     assert len(list(client.export_records())) == 3
 
 
+def test_best_and_explain_honour_an_accuracy_budget(empty_server):
+    """Records with measured errors: ``best(max_rel_error=...)`` serves the fastest within the
+    budget, a too_inaccurate record is never served, and ``explain`` says what the budget costs."""
+    client = empty_server.client()
+    device = ktune.Device.make("cpu:budget-test", "budget-test")
+
+    def record(precision, ms, error, status=Status.OK):
+        return ktune.Record(task=ktune.Task("lowp_client", {"n": 64}, device.device_class),
+                            device=device, config={"precision": precision}, status=status,
+                            time_ms=ms if status is Status.OK else None, repeat_times_ms=(ms,),
+                            median_ms=ms, source="test", max_rel_error=error)
+
+    records = [record(32, 9.0, 2e-7), record(16, 6.0, 4e-4), record(8, 3.0, 8e-3),
+               record(4, 1.0, 9e-2, Status.TOO_INACCURATE)]
+    assert client.import_records(records).records_added == 4
+    best = client.best("lowp_client", {"n": 64}, device)
+    assert best.records[0].config["precision"] == 8  # no budget: the fastest ok one
+    within = client.best("lowp_client", {"n": 64}, device, max_rel_error=1e-3)
+    assert within.records[0].config["precision"] == 16
+    assert within.records[0].max_rel_error == pytest.approx(4e-4)
+    assert client.best("lowp_client", {"n": 64}, device, max_rel_error=1e-9).records == []
+    explained = client.explain("lowp_client", {"n": 64}, device, max_rel_error=1e-3)
+    assert explained["precision"]["served_error"] == pytest.approx(4e-4)
+    # the fastest measured is precision 4, too inaccurate for its job and for this budget
+    assert explained["precision"]["fastest_outside_budget"]["config"]["params"]["precision"] == \
+        {"int_value": "4"}
+    assert explained["precision"]["too_inaccurate_records"] == "1"
+    with pytest.raises(ktune.InvalidArgument, match="max_rel_error"):
+        client.best("lowp_client", {"n": 64}, device, max_rel_error=-1.0)
+
+
 # --- tuning and jobs (replay worker) ---
 
 

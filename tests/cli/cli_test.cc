@@ -244,6 +244,70 @@ TEST(CliTest, TelemetryReportRaisesDriftFlagsThatDriftLists) {
 
 // A Kernel Tuner cache file out of ktune: Kernel Tuner's own format, which imports back to the
 // same records and the same best configuration.
+// Records with measured errors (as a precision-tuned kernel leaves them), imported as JSONL:
+// `best --max-rel-error` serves the fastest within the budget, `best --pareto` shows the front
+// as text, JSON and an SVG, and bad combinations are usage errors.
+TEST(CliTest, BestHonoursAnAccuracyBudgetAndShowsTheParetoFront) {
+  TempDir dir;
+  const std::string db = dir.File("p.db");
+  {
+    std::ofstream jsonl(dir.File("lowp.jsonl"));
+    auto line = [&](int precision, double ms, double error, const char* status) {
+      nlohmann::json r{{"kernel", "gemm_lowp"},
+                       {"problem", {{"M", 32}, {"N", 4096}, {"K", 4096}}},
+                       {"device", {{"class", "cpu:test"}, {"fingerprint", {{"name", "test"}}}}},
+                       {"config", {{"precision", precision}}},
+                       {"status", status},
+                       {"repeat_times_ms", {ms}},
+                       {"median_ms", ms},
+                       {"max_rel_error", error}};
+      if (std::string(status) == "ok") r["time_ms"] = ms;
+      jsonl << r.dump() << "\n";
+    };
+    line(32, 9.0, 2e-7, "ok");
+    line(16, 6.0, 4e-4, "ok");
+    line(8, 3.0, 8e-3, "ok");
+    line(4, 2.0, 9e-2, "too_inaccurate");
+  }
+  ASSERT_EQ(RunKtune({"db", "import", dir.File("lowp.jsonl"), "--db", db, "--format", "jsonl"})
+                .exit_code,
+            0);
+  const std::vector<std::string> task = {"--db", db, "--kernel", "gemm_lowp", "--problem",
+                                         "M=32,N=4096,K=4096", "--device", "cpu:test"};
+  auto best = [&](std::vector<std::string> extra) {
+    std::vector<std::string> args = {"best"};
+    args.insert(args.end(), task.begin(), task.end());
+    args.insert(args.end(), extra.begin(), extra.end());
+    return RunKtune(args);
+  };
+  auto precision_of = [](const testing::CommandResult& r) {
+    return nlohmann::json::parse(r.out)["best"][0]["config"]["precision"].get<int>();
+  };
+  EXPECT_EQ(precision_of(best({"--json"})), 8) << "no budget: the fastest ok record";
+  EXPECT_EQ(precision_of(best({"--json", "--max-rel-error", "1e-3"})), 16);
+  EXPECT_EQ(precision_of(best({"--json", "--max-rel-error", "1e-6"})), 32);
+  auto none = best({"--max-rel-error", "1e-9"});
+  EXPECT_EQ(none.exit_code, 0);
+  EXPECT_THAT(none.out, HasSubstr("within a max relative error of 1e-09"));
+  auto text = best({"--max-rel-error", "1e-3"});
+  EXPECT_THAT(text.out, HasSubstr("max rel error 0.0004"));
+
+  auto front = best({"--pareto", "--json", "--plot", dir.File("front.svg")});
+  ASSERT_EQ(front.exit_code, 0) << front.err;
+  auto f = nlohmann::json::parse(front.out);
+  ASSERT_EQ(f["front"].size(), 4u) << "each is faster than every more accurate one";
+  EXPECT_EQ(f["front"][0]["config"]["precision"], 4) << "too_inaccurate records are on the front";
+  EXPECT_EQ(f["front"][3]["max_rel_error"], 2e-7);
+  std::ifstream svg(dir.File("front.svg"));
+  std::string content((std::istreambuf_iterator<char>(svg)), std::istreambuf_iterator<char>());
+  EXPECT_THAT(content, HasSubstr("<svg"));
+  EXPECT_THAT(best({"--pareto"}).out, HasSubstr("4 on the front; 0 of 4 configurations"));
+
+  EXPECT_EQ(best({"--max-rel-error", "-1"}).exit_code, 2);
+  EXPECT_EQ(best({"--plot", dir.File("x.svg")}).exit_code, 2) << "--plot needs --pareto";
+  EXPECT_EQ(best({"--pareto", "--max-rel-error", "1e-3"}).exit_code, 2);
+}
+
 TEST(CliTest, ExportWritesAKernelTunerCacheThatImportsBack) {
   TempDir dir;
   const std::string db = dir.File("k.db");
