@@ -17,6 +17,10 @@ struct BuiltinCpuKernel {
   const char* name;
   ktune_cpu_kernel_fn run;        // the tunable implementation
   ktune_cpu_kernel_fn reference;  // the trusted one results are compared with
+  // Optional (nullptr: none): the per-configuration setup and teardown of cpu_kernel_abi.h.
+  // A kernel with a prepare refuses (nonzero) a run that no prepare of the same call preceded.
+  ktune_cpu_kernel_fn prepare = nullptr;
+  ktune_cpu_kernel_fn release = nullptr;
 };
 
 // Each defined in its kernel's file (gemm.cc, conv2d.cc, softmax.cc).
