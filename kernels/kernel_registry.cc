@@ -10,7 +10,7 @@ KernelRegistry::KernelRegistry(std::vector<KernelDefinition> kernels)
 
 KernelRegistry KernelRegistry::WithBuiltins() {
   return KernelRegistry({GemmDefinition(), Conv2dDefinition(), SoftmaxDefinition(),
-                         GemmOpenBlasDefinition(), CudaGemmDefinition(),
+                         GemmOpenBlasDefinition(), GemmLowpDefinition(), CudaGemmDefinition(),
                          CudaGemmCublasDefinition(), CudaConv2dDefinition(),
                          CudaReduceRowsDefinition(), CudaSoftmaxDefinition()});
 }

@@ -20,6 +20,7 @@ KernelDefinition GemmDefinition();
 KernelDefinition Conv2dDefinition();
 KernelDefinition SoftmaxDefinition();
 KernelDefinition GemmOpenBlasDefinition();  // OpenBLAS sgemm, the baseline for gemm
+KernelDefinition GemmLowpDefinition();        // gemm with a tuned storage precision (32/16/8)
 // CUDA templates (kernels/cuda/), compiled by the CUDA runner with NVRTC.
 KernelDefinition CudaGemmDefinition();        // f32 and f16 (tensor cores), CLBlast-style space
 KernelDefinition CudaGemmCublasDefinition();  // cuBLAS, the baseline for cuda_gemm

@@ -23,11 +23,12 @@ struct BuiltinCpuKernel {
   ktune_cpu_kernel_fn release = nullptr;
 };
 
-// Each defined in its kernel's file (gemm.cc, conv2d.cc, softmax.cc).
+// Each defined in its kernel's file (gemm.cc, conv2d.cc, softmax.cc, ...).
 extern const BuiltinCpuKernel kGemmCpuKernel;
 extern const BuiltinCpuKernel kConv2dCpuKernel;
 extern const BuiltinCpuKernel kSoftmaxCpuKernel;
 extern const BuiltinCpuKernel kGemmOpenBlasCpuKernel;  // gemm_openblas.cc
+extern const BuiltinCpuKernel kGemmLowpCpuKernel;      // gemm_lowp.cc
 
 // nullptr when no built-in kernel has that name.
 const BuiltinCpuKernel* FindBuiltinCpuKernel(std::string_view name);
