@@ -1,5 +1,6 @@
-// The description of the CPU gemm with a tuned storage precision (kernels/cpu/gemm_lowp.cc).
-// Parameter order is the order of values the implementation reads.
+// The descriptions of the CPU gemm with a tuned storage precision (kernels/cpu/gemm_lowp.cc)
+// and of its oneDNN peers (kernels/cpu/gemm_onednn.cc). Parameter order is the order of values
+// the implementations read.
 #include "kernels/builtin_kernel_sources.h"
 #include "kernels/kernel_registry.h"
 
@@ -63,6 +64,42 @@ KernelDefinition GemmLowpDefinition() {
   // Only catches broken code: the honest int8 error (about 1e-2 of max|C| on uniform data)
   // passes. Which precision is accurate enough is the accuracy budget's decision, not this one.
   d.rtol = 0.1;
+  return d;
+}
+
+KernelDefinition GemmOneDnnDefinition() {
+  KernelDefinition d;
+  d.name = "gemm_onednn";
+  d.language = "cpp";
+  d.description = "the same gemm by oneDNN's dnnl_sgemm (fp32): a vendor baseline";
+  d.source = kGemmOnednnSourceHash;
+  d.builtin = true;
+  d.parameters = {{"threads", {1, 2, 4, 8, 16, 32, 64, 128}, false, "oneDNN threads", true}};
+  d.constraints = {"threads <= cores"};
+  CopyGemmProblem(d);
+  d.bytes = "4 * (M * K + K * N + M * N)";
+  d.default_config = {{"threads", "cores"}};
+  d.rtol = GemmDefinition().rtol;
+  return d;
+}
+
+KernelDefinition GemmOneDnnInt8Definition() {
+  KernelDefinition d;
+  d.name = "gemm_onednn_int8";
+  d.language = "cpp";
+  d.description =
+      "gemm by oneDNN's dnnl_gemm_u8s8s32, quantised as gemm_lowp's int8 (B once untimed, A "
+      "per run): a vendor baseline for gemm_lowp";
+  d.source = kGemmOnednnSourceHash;
+  d.builtin = true;
+  d.parameters = {
+      {"threads", {1, 2, 4, 8, 16, 32, 64, 128}, false, "oneDNN threads", true},
+      {"scales", {1, 0}, false, "weight scales: 0 one per tensor, 1 one per column of B"}};
+  d.constraints = {"threads <= cores"};
+  CopyGemmProblem(d);
+  d.bytes = "4 * (M * K + M * N) + K * N";  // B in int8
+  d.default_config = {{"threads", "cores"}, {"scales", "1"}};
+  d.rtol = GemmLowpDefinition().rtol;
   return d;
 }
 

@@ -29,6 +29,8 @@ extern const BuiltinCpuKernel kConv2dCpuKernel;
 extern const BuiltinCpuKernel kSoftmaxCpuKernel;
 extern const BuiltinCpuKernel kGemmOpenBlasCpuKernel;  // gemm_openblas.cc
 extern const BuiltinCpuKernel kGemmLowpCpuKernel;      // gemm_lowp.cc
+extern const BuiltinCpuKernel kGemmOneDnnCpuKernel;    // gemm_onednn.cc, fp32
+extern const BuiltinCpuKernel kGemmOneDnnInt8CpuKernel;  // gemm_onednn.cc, u8 x s8
 
 // nullptr when no built-in kernel has that name.
 const BuiltinCpuKernel* FindBuiltinCpuKernel(std::string_view name);

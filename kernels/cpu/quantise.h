@@ -1,5 +1,5 @@
-// The int8 quantisation of gemm_lowp (gemm_lowp.cc), in a header of its own so that a peer
-// (a vendor's int8 gemm) can compute with the same integers and differ only in speed.
+// The int8 quantisation shared by gemm_lowp (gemm_lowp.cc) and its oneDNN peer
+// (gemm_onednn.cc), so that both compute with the same integers and differ only in speed.
 //
 // Activations (A, per run): each row onto [0, 127], asymmetric, calibrated by the row's min and
 // max (the range always includes 0, so 0 is exact): q = clamp(round(a / scale) + zero, 0, 127),

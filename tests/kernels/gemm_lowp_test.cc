@@ -1,4 +1,4 @@
-// gemm_lowp called directly through the kernel ABI, as the runner calls
+// gemm_lowp (and its oneDNN peers) called directly through the kernel ABI, as the runner calls
 // them (prepare, runs, release), against gemm's double-accumulating reference: each precision
 // must stay within an error bound that holds for honest arithmetic and that a wrong index, a
 // missing edge tile or a lost k block would break by orders of magnitude. Errors are
@@ -239,6 +239,32 @@ TEST(GemmLowp, TypicalSpaces) {
     ASSERT_TRUE(point.ok()) << point.status();
     EXPECT_TRUE(space->IsValid(*point));
   }
+}
+
+// oneDNN's fp32 gemm is a float32 gemm; its int8 gemm, quantised by the same code, computes the
+// same integers as gemm_lowp's int8 path, so the two agree far more closely than either agrees
+// with the reference.
+TEST(GemmOneDnn, MatchesTheReferenceAndTheInt8PathOfGemmLowp) {
+  for (int64_t threads : {1, 2}) {
+    Gemm g = Uniform(37, 301, 129, 17);
+    const std::vector<float> ref = Reference(g);
+    ASSERT_EQ(PrepareRunRelease(cpu::kGemmOneDnnCpuKernel, g, {threads}), 0);
+    EXPECT_LE(RelError(g.C, ref), 1e-5);
+    for (int64_t scales : {0, 1}) {
+      SCOPED_TRACE(::testing::Message() << "threads " << threads << " scales " << scales);
+      ASSERT_EQ(PrepareRunRelease(cpu::kGemmOneDnnInt8CpuKernel, g, {threads, scales}), 0);
+      const std::vector<float> onednn = g.C;
+      const double err = RelError(onednn, ref);
+      EXPECT_LE(err, 2e-2);
+      EXPECT_GE(err, 1e-4);
+      Lowp lowp{8, scales};
+      lowp.threads = threads;
+      ASSERT_EQ(PrepareRunRelease(cpu::kGemmLowpCpuKernel, g, lowp.Values()), 0);
+      EXPECT_LE(RelError(g.C, onednn), 1e-5);
+    }
+  }
+  Gemm g = Uniform(4, 8, 8, 1);
+  EXPECT_NE(Call(cpu::kGemmOneDnnInt8CpuKernel.run, g, {1, 1}), 0);  // never prepared
 }
 
 }  // namespace
