@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <ostream>
 #include <random>
 #include <string>
 #include <vector>
@@ -89,6 +90,10 @@ struct PathCase {
   std::string problem_name;
   int64_t M, N, K;
 };
+
+void PrintTo(const PathCase& c, std::ostream* os) {
+  *os << "M=" << c.M << ",N=" << c.N << ",K=" << c.K;
+}
 
 class GemmLowpPaths : public ::testing::TestWithParam<PathCase> {};
 
