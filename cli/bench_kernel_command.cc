@@ -2,6 +2,7 @@
 // library, in one run and at the same thread count.
 //
 //   ktune bench kernel --kernel gemm --problem M=1024,N=1024,K=1024 --vs openblas --threads 1
+//   ktune bench kernel --kernel gemm_lowp --problem M=32,N=4096,K=4096 --vs onednn --threads 1
 //   ktune bench kernel --device cuda --kernel cuda_gemm --problem M=4096,N=4096,K=4096 --vs cublas
 //
 // For each problem: tune (the embedded default: records go to --db, earlier ones are reused),
@@ -149,13 +150,24 @@ int RunBenchKernel(const BenchKernelArgs& a) {
   if (a.repeatability > 0) return RunRepeatability(a, registry);
   std::string vendor_kernel;
   if (a.vs == "openblas") {
-    if (a.kernel != "gemm") return UsageError(cmd, "--vs openblas compares gemm only");
+    if (a.kernel != "gemm" && a.kernel != "gemm_lowp") {
+      return UsageError(cmd, "--vs openblas compares gemm and gemm_lowp only");
+    }
     vendor_kernel = "gemm_openblas";
+  } else if (a.vs == "onednn") {
+    // gemm with oneDNN's sgemm; gemm_lowp with oneDNN's int8 gemm, quantised alike.
+    if (a.kernel == "gemm") {
+      vendor_kernel = "gemm_onednn";
+    } else if (a.kernel == "gemm_lowp") {
+      vendor_kernel = "gemm_onednn_int8";
+    } else {
+      return UsageError(cmd, "--vs onednn compares gemm and gemm_lowp only");
+    }
   } else if (a.vs == "cublas") {
     if (a.kernel != "cuda_gemm") return UsageError(cmd, "--vs cublas compares cuda_gemm only");
     vendor_kernel = "cuda_gemm_cublas";
   } else if (!a.vs.empty()) {
-    return UsageError(cmd, absl::StrCat("unknown --vs '", a.vs, "'; use openblas or cublas"));
+    return UsageError(cmd, absl::StrCat("unknown --vs '", a.vs, "'; use openblas, onednn or cublas"));
   }
   auto db = OpenDatabase(a.db);
   if (!db.ok()) return Fail(cmd, db.status());
@@ -308,7 +320,8 @@ void RegisterBenchKernelCommand(CLI::App& bench, Action* action) {
   sub->add_option("--problem", a->problems, "Problem (repeatable), e.g. M=1024,N=1024,K=1024")
       ->required();
   sub->add_option("--vs", a->vs,
-                  "Vendor library to compare with: openblas (gemm), cublas (cuda_gemm)");
+                  "Vendor library to compare with: openblas (gemm, gemm_lowp), onednn (gemm: "
+                  "sgemm; gemm_lowp: u8s8s32), cublas (cuda_gemm)");
   sub->add_option("--device", a->device, "cpu or cuda[:N]")->capture_default_str();
   sub->add_option("--dtype", a->dtype, "Data type of the problem (e.g. f16 for cuda_gemm)");
   sub->add_option("--budget", a->budget, "Tuning measurements per problem")->capture_default_str();

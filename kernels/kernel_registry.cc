@@ -10,7 +10,8 @@ KernelRegistry::KernelRegistry(std::vector<KernelDefinition> kernels)
 
 KernelRegistry KernelRegistry::WithBuiltins() {
   return KernelRegistry({GemmDefinition(), Conv2dDefinition(), SoftmaxDefinition(),
-                         GemmOpenBlasDefinition(), CudaGemmDefinition(),
+                         GemmOpenBlasDefinition(), GemmLowpDefinition(), GemmOneDnnDefinition(),
+                         GemmOneDnnInt8Definition(), CudaGemmDefinition(),
                          CudaGemmCublasDefinition(), CudaConv2dDefinition(),
                          CudaReduceRowsDefinition(), CudaSoftmaxDefinition()});
 }

@@ -20,6 +20,9 @@ KernelDefinition GemmDefinition();
 KernelDefinition Conv2dDefinition();
 KernelDefinition SoftmaxDefinition();
 KernelDefinition GemmOpenBlasDefinition();  // OpenBLAS sgemm, the baseline for gemm
+KernelDefinition GemmLowpDefinition();        // gemm with a tuned storage precision (32/16/8)
+KernelDefinition GemmOneDnnDefinition();      // oneDNN sgemm, a baseline for gemm
+KernelDefinition GemmOneDnnInt8Definition();  // oneDNN u8 x s8 gemm, the baseline for gemm_lowp
 // CUDA templates (kernels/cuda/), compiled by the CUDA runner with NVRTC.
 KernelDefinition CudaGemmDefinition();        // f32 and f16 (tensor cores), CLBlast-style space
 KernelDefinition CudaGemmCublasDefinition();  // cuBLAS, the baseline for cuda_gemm

@@ -13,9 +13,9 @@ packages=(
   # core libraries
   libabsl-dev libsqlite3-dev sqlite3 zlib1g-dev libxxhash-dev
   nlohmann-json3-dev libcli11-dev libfmt-dev libspdlog-dev libyaml-cpp-dev
-  # tests and benchmarks: OpenBLAS (the gemm baseline), openssl (TLS test certificates),
+  # tests and benchmarks: OpenBLAS and oneDNN (the gemm baselines), openssl (TLS test certificates),
   # Prometheus and curl (the metrics test scrapes a real server), GNU time (bench/startup)
-  googletest libgtest-dev libgmock-dev libbenchmark-dev libopenblas-dev openssl curl prometheus time
+  googletest libgtest-dev libgmock-dev libbenchmark-dev libopenblas-dev libdnnl-dev openssl curl prometheus time
   # the model-based search baseline (gradient-boosted trees)
   libxgboost-dev
   # `ktune explain --plot` renders its SVG with gnuplot (without X11)

@@ -11,6 +11,15 @@
  * after it returns. It may use up to `threads` threads (OpenMP or its own) where the
  * configuration has such a parameter.
  *
+ * A built-in kernel may also have a prepare and a release function of the same type (see
+ * BuiltinCpuKernel). The runner calls prepare with a configuration's call before that
+ * configuration's first run and release after its last (whether the runs succeeded or not);
+ * neither is timed. Prepare may read the input buffers and keep data derived from them (weights
+ * converted, quantised or packed once, as an inference engine does when it loads a model) until
+ * release; the runner leaves the inputs unchanged in between, and every run in between uses the
+ * same problem, configuration and buffers. Prepare returns nonzero to refuse the configuration
+ * (no run follows, release is still called); release returns 0.
+ *
  * A run-time compiled kernel exports two symbols with C linkage: `ktune_kernel` (the candidate)
  * and `ktune_reference` (the trusted implementation the results are compared with; it ignores the
  * configuration). */

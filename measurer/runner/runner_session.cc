@@ -8,6 +8,7 @@
 #include <cstring>
 #include <functional>
 #include <limits>
+#include <memory>
 #include <new>
 #include <random>
 #include <stdexcept>
@@ -231,6 +232,14 @@ RunResponse RunnerSession::Measure(const RunRequest& request) {
                             buffer_ptrs_.data(),
                             sizes.data(),
                             static_cast<int32_t>(sizes.size())};
+  // A built-in kernel's prepare and release bracket this configuration's runs (cpu_kernel_abi.h).
+  const cpu::BuiltinCpuKernel* builtin =
+      spec_.library_path().empty() ? cpu::FindBuiltinCpuKernel(spec_.name()) : nullptr;
+  std::unique_ptr<const ktune_cpu_call, ktune_cpu_kernel_fn> release(
+      builtin && builtin->release ? &call : nullptr, builtin ? builtin->release : nullptr);
+  if (builtin && builtin->prepare && builtin->prepare(&call) != 0) {
+    return Failure(RunResponse::INVALID_CONFIG, "the kernel's prepare refused the configuration");
+  }
   // Poison the outputs so that elements the kernel never writes are caught.
   const int first_output = static_cast<int>(buffers_.size()) - spec_.num_outputs();
   for (int b = first_output; b < static_cast<int>(buffers_.size()); ++b) {

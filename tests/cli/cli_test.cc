@@ -540,7 +540,8 @@ TEST(CliTest, KernelsListsTheRegistry) {
   auto kernels = nlohmann::json::parse(all.out);
   std::set<std::string> names;
   for (const auto& k : kernels) names.insert(k["name"].get<std::string>());
-  EXPECT_EQ(names, (std::set<std::string>{"gemm", "conv2d", "softmax", "gemm_openblas", "cuda_gemm",
+  EXPECT_EQ(names, (std::set<std::string>{"gemm", "conv2d", "softmax", "gemm_openblas", "gemm_lowp",
+                                          "gemm_onednn", "gemm_onednn_int8", "cuda_gemm",
                                           "cuda_gemm_cublas", "cuda_conv2d", "cuda_reduce_rows",
                                           "cuda_softmax"}));
   auto cuda_gemm =

@@ -234,6 +234,29 @@ TEST_F(CpuMeasurerTest, BuiltinGemmDefaultIsCorrectAndTimed) {
   EXPECT_EQ((*results)[2].status, MeasurementStatus::kInvalidConfig);
 }
 
+// gemm_lowp's runs fail unless the runner called its prepare hook first (cpu_kernel_abi.h), so
+// every precision measuring ok shows the runner brackets each configuration's runs.
+TEST_F(CpuMeasurerTest, TheRunnerPreparesBuiltinKernelsThatHaveAPrepareHook) {
+  CpuMeasurer measurer(&registry_, options_);
+  const KernelDefinition* lowp = registry_.Find("gemm_lowp");
+  ASSERT_NE(lowp, nullptr);
+  Problem problem{{"M", int64_t{19}}, {"N", int64_t{70}}, {"K", int64_t{133}}};
+  TaskKey task{"gemm_lowp", lowp->Version(), problem, measurer.device().device_class};
+  auto validated = lowp->ValidateProblem(problem);
+  ASSERT_TRUE(validated.ok());
+  auto config = lowp->DefaultConfiguration(*validated, {measurer.cpu().cores});
+  ASSERT_TRUE(config.ok());
+  std::vector<Configuration> configs;
+  for (int64_t precision : {32, 16, 8, 32}) {
+    configs.push_back(*config);
+    configs.back()["precision"] = precision;
+    if (precision == 8) configs.back()["scales"] = int64_t{1};
+  }
+  auto results = measurer.Measure(task, configs);
+  ASSERT_TRUE(results.ok()) << results.status();
+  for (const MeasureResult& r : *results) EXPECT_EQ(r.status, MeasurementStatus::kOk) << r.message;
+}
+
 TEST_F(CpuMeasurerTest, BadTasksAreErrorsOfTheCall) {
   CpuMeasurer measurer(&registry_, options_);
   auto unknown = measurer.Measure({"nope", "", {}, ""}, {{}});

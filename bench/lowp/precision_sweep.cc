@@ -1,0 +1,108 @@
+// ktune-lowp-sweep: times given configurations of built-in CPU gemm kernels, the way the runner
+// runs them (prepare untimed, then timed runs, then release), on inputs uniform in [-1, 1], and
+// prints each one's fastest time and its error against gemm's double-accumulating reference
+// (max|out - ref| / max|ref|). Rounds interleave the configurations, so that a change in the
+// machine's load hits all of them alike. For the gemm kernels only (problem M, N, K).
+//
+//   ktune-lowp-sweep 1 4096 4096 gemm_lowp:16,0,1,1,32,48,2048,6144,1 gemm_onednn:1
+//
+// A tool for quick, repeatable comparisons of chosen points (say, the best fp16 against the best
+// fp32 point of a space); tuning itself is `ktune tune`.
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <random>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "kernels/cpu/builtin_cpu_kernels.h"
+
+namespace {
+
+using ktune::cpu::BuiltinCpuKernel;
+
+double NowMs() {
+  return std::chrono::duration<double, std::milli>(
+             std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc < 5) {
+    std::fprintf(stderr, "usage: %s M N K KERNEL:CONFIG... (CONFIG: comma-separated values)\n",
+                 argv[0]);
+    return 2;
+  }
+  const int64_t M = std::atoll(argv[1]), N = std::atoll(argv[2]), K = std::atoll(argv[3]);
+  std::vector<float> A(M * K), B(K * N), C(M * N), R(M * N);
+  std::mt19937_64 rng(1);
+  std::uniform_real_distribution<float> uniform(-1.f, 1.f);
+  for (float& x : A) x = uniform(rng);
+  for (float& x : B) x = uniform(rng);
+  int64_t problem[3] = {M, N, K};
+  float* buffers[3] = {A.data(), B.data(), R.data()};
+  int64_t elements[3] = {M * K, K * N, M * N};
+  const ktune_cpu_call reference{problem, 3, nullptr, 0, buffers, elements, 3};
+  ktune::cpu::kGemmCpuKernel.reference(&reference);
+  buffers[2] = C.data();
+  double max_ref = 0;
+  for (float x : R) max_ref = std::max(max_ref, std::fabs(double{x}));
+
+  std::vector<const BuiltinCpuKernel*> kernels;
+  std::vector<std::vector<int64_t>> configs;
+  for (int a = 4; a < argc; ++a) {
+    const std::string arg = argv[a];
+    const size_t colon = arg.find(':');
+    kernels.push_back(ktune::cpu::FindBuiltinCpuKernel(arg.substr(0, colon)));
+    if (colon == std::string::npos || kernels.back() == nullptr) {
+      std::fprintf(stderr, "%s: not KERNEL:CONFIG with a built-in kernel\n", argv[a]);
+      return 2;
+    }
+    std::vector<int64_t> values;
+    std::stringstream text(arg.substr(colon + 1));
+    for (std::string v; std::getline(text, v, ',');) values.push_back(std::atoll(v.c_str()));
+    configs.push_back(values);
+  }
+  std::vector<double> best(configs.size(), INFINITY), error(configs.size(), NAN);
+  constexpr int kRounds = 5;
+  constexpr double kSampleMs = 100;
+  for (int round = 0; round < kRounds; ++round) {
+    for (size_t c = 0; c < configs.size(); ++c) {
+      const BuiltinCpuKernel* kernel = kernels[c];
+      const ktune_cpu_call call{problem, 3, configs[c].data(),
+                                static_cast<int32_t>(configs[c].size()), buffers, elements, 3};
+      if (kernel->prepare != nullptr && kernel->prepare(&call) != 0) continue;
+      if (kernel->run(&call) == 0) {
+        double err = 0;
+        for (int64_t i = 0; i < M * N; ++i) err = std::max(err, std::fabs(double{C[i]} - R[i]));
+        error[c] = err / max_ref;
+        int runs = 0;
+        const double start = NowMs();
+        double elapsed = 0;
+        while (elapsed < kSampleMs) {
+          kernel->run(&call);
+          ++runs;
+          elapsed = NowMs() - start;
+        }
+        best[c] = std::min(best[c], elapsed / runs);
+      }
+      if (kernel->release != nullptr) kernel->release(&call);
+    }
+  }
+  for (size_t c = 0; c < configs.size(); ++c) {
+    if (std::isinf(best[c])) {
+      std::printf("%s: refused\n", argv[4 + c]);
+      continue;
+    }
+    std::printf("M=%lld,N=%lld,K=%lld %s: %.4f ms %.1f GFLOP/s rel_error %.2e\n",
+                static_cast<long long>(M), static_cast<long long>(N),
+                static_cast<long long>(K), argv[4 + c], best[c], 2.0 * M * N * K / best[c] / 1e6,
+                error[c]);
+  }
+  return 0;
+}
