@@ -21,7 +21,7 @@ KernelDefinition Conv2dDefinition();
 KernelDefinition SoftmaxDefinition();
 KernelDefinition GemmOpenBlasDefinition();  // OpenBLAS sgemm, the baseline for gemm
 // CUDA templates (kernels/cuda/), compiled by the CUDA runner with NVRTC.
-KernelDefinition CudaGemmDefinition();        // f32 and f16 (tensor cores), CLBlast-style space
+KernelDefinition CudaGemmDefinition();        // f32; f16, bf16, i8 (tensor cores); CLBlast-style
 KernelDefinition CudaGemmCublasDefinition();  // cuBLAS, the baseline for cuda_gemm
 KernelDefinition CudaConv2dDefinition();      // the shared convolution spaces' kernel
 KernelDefinition CudaReduceRowsDefinition();  // row sums

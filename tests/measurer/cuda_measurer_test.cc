@@ -1,18 +1,20 @@
 // The CUDA back end. Without a GPU (this machine, CI): every CUDA template compiles through the
 // worker's own path (ktune-cuda-runner, NVRTC) for sm_80 and sm_90, a sample of each space with
-// the default configuration, within the hardware's limits; compile errors and the cubin cache;
-// the runner's host-side element conversions and comparisons (bf16 rounding, int8 inputs, exact
-// int32 checks) against hand-computed values; and a machine without the NVIDIA driver gets a
-// reason, not a crash. With a GPU: every kernel's default configuration and cuBLAS match the
-// reference, and faults (illegal address, hang, wrong result, compile error) become the right
-// status while the next candidate runs normally. GPU tests skip themselves, saying why, when no
-// device is present.
+// the default configuration, for every dtype, within the hardware's limits; compile errors and
+// the cubin cache; the runner's host-side element conversions and comparisons (bf16 rounding,
+// int8 inputs, exact int32 checks) against hand-computed values; and a machine without the
+// NVIDIA driver gets a reason, not a crash. With a GPU: every kernel's default configuration and
+// cuBLAS match the reference in every dtype, the low-precision gemm paths do with split-K and
+// pipelining on odd sizes, and faults (illegal address, hang, wrong result, compile error)
+// become the right status while the next candidate runs normally. GPU tests skip themselves,
+// saying why, when no device is present.
 #include "measurer/cuda_measurer.h"
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <array>
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
@@ -80,6 +82,7 @@ TEST(CudaCompileTest, EveryTemplateCompilesForSm80AndSm90WithinTheHardwareLimits
   testing::TempDir cache;
   CudaRunnerClient runner(RunnerPath());
   int kernels = 0;
+  std::set<std::string> gemm_compiled;  // "dtype arch" of cuda_gemm programs that compiled
   for (const KernelDefinition* kernel : registry.List()) {
     const KernelDefinition& def = *kernel;
     if (def.language != "cuda") continue;
@@ -126,6 +129,9 @@ TEST(CudaCompileTest, EveryTemplateCompilesForSm80AndSm90WithinTheHardwareLimits
               absl::StrCat(def.name, " ", arch, " ", CanonicalJson(*problem), " ",
                            i == 0 ? "reference" : CanonicalJson(configs[i - 1]));
           ASSERT_TRUE(r.ok()) << what << "\n" << r.log();
+          if (def.name == "cuda_gemm") {
+            gemm_compiled.insert(FormatParamValue(problem->at("dtype")) + " " + arch);
+          }
           EXPECT_GT(r.registers(), 0) << what << "\n" << r.log();
           EXPECT_LE(r.registers(), 255) << what;
           EXPECT_LE(r.shared_bytes(), 48 * 1024) << what;
@@ -139,6 +145,50 @@ TEST(CudaCompileTest, EveryTemplateCompilesForSm80AndSm90WithinTheHardwareLimits
     }
   }
   EXPECT_GE(kernels, 4);  // gemm, conv2d, reduce_rows, softmax
+  EXPECT_EQ(gemm_compiled,
+            (std::set<std::string>{"f32 sm_80", "f32 sm_90", "f16 sm_80", "f16 sm_90", "bf16 sm_80",
+                                   "bf16 sm_90", "i8 sm_80", "i8 sm_90"}));
+}
+
+// The gemm's dtypes: the default configuration is valid for each on every sample problem, and
+// the definition's numbers follow the element types (i8: bytes in, int32 out, exact).
+TEST(CudaGemmDefinitionTest, EveryDtypeHasAValidDefaultAndItsOwnBytesAndTolerance) {
+  const KernelRegistry registry = KernelRegistry::WithBuiltins();
+  const KernelDefinition& gemm = **registry.Get("cuda_gemm");
+  EXPECT_EQ(gemm.dtypes, (std::vector<std::string>{"f32", "f16", "bf16", "i8"}));
+  for (const Problem& given : SampleProblems(gemm)) {
+    absl::StatusOr<Problem> problem = gemm.ValidateProblem(given);
+    ASSERT_TRUE(problem.ok()) << problem.status();
+    absl::StatusOr<SearchSpace> space = gemm.Space(*problem, MachineVariables{});
+    ASSERT_TRUE(space.ok()) << space.status();
+    absl::StatusOr<Configuration> def = gemm.DefaultConfiguration(*problem, MachineVariables{});
+    ASSERT_TRUE(def.ok()) << CanonicalJson(*problem) << ": " << def.status();
+    absl::StatusOr<Point> point = space->ToPoint(*def);
+    ASSERT_TRUE(point.ok()) << point.status();
+    EXPECT_TRUE(space->IsValid(*point)) << CanonicalJson(*problem);
+  }
+  Problem p{{"M", int64_t{16}}, {"N", int64_t{999}}, {"K", int64_t{77}}};
+  auto bytes = [&](const std::string& dtype) {
+    p["dtype"] = dtype;
+    return *gemm.EvaluateForProblem(gemm.bytes, p);
+  };
+  EXPECT_EQ(bytes("f32"), 4.0 * (16 * 77 + 77 * 999 + 16 * 999));
+  EXPECT_EQ(bytes("bf16"), 2.0 * (16 * 77 + 77 * 999 + 16 * 999));
+  EXPECT_EQ(bytes("i8"), 16.0 * 77 + 77 * 999 + 4.0 * 16 * 999);
+  EXPECT_EQ(gemm.ToleranceFor("i8"), (std::pair<double, double>{0, 0}));
+  // bf16 is coarser than f16 (8 significant bits against 11), never tighter.
+  EXPECT_GE(gemm.ToleranceFor("bf16").first, gemm.ToleranceFor("f16").first);
+  // The i8 space differs from f16's only where the unpadded byte tiles fit more stages.
+  Problem big{{"M", int64_t{4096}}, {"N", int64_t{4096}}, {"K", int64_t{4096}}};
+  big["dtype"] = std::string("f16");
+  const int64_t f16_size = gemm.Space(big, MachineVariables{})->size();
+  big["dtype"] = std::string("i8");
+  EXPECT_GT(gemm.Space(big, MachineVariables{})->size(), f16_size);
+
+  const KernelDefinition& cublas = **registry.Get("cuda_gemm_cublas");
+  EXPECT_EQ(cublas.dtypes, (std::vector<std::string>{"f32", "f16", "bf16"}));
+  p["dtype"] = std::string("i8");
+  EXPECT_FALSE(cublas.ValidateProblem(p).ok());
 }
 
 // ---- Host-side element conversions of the runner (cuda_element_types.h) ----
@@ -505,6 +555,51 @@ TEST(CudaMeasurerTest, DefaultConfigurationsAndCublasMatchTheReference) {
       for (size_t i = 0; i < configs.size(); ++i) {
         EXPECT_EQ((*results)[i].status, MeasurementStatus::kOk)
             << def.name << " " << CanonicalJson(problem) << " " << CanonicalJson(configs[i]) << ": "
+            << (*results)[i].message;
+      }
+    }
+  }
+}
+
+// The tensor-core gemm in bf16 and i8 beyond the default: split-K (bf16 and int atomics into a
+// zeroed C), cp.async pipelines, tiles that do not divide the problem and row lengths that allow
+// no 16-byte copy (K = 77, N = 999: the element-by-element staging). i8 must be exact (its
+// tolerance is zero), so one wrong int32 anywhere fails.
+TEST(CudaMeasurerTest, LowPrecisionGemmWithSplitKAndPipelinesMatchesTheReference) {
+  KTUNE_REQUIRE_GPU();
+  const KernelRegistry registry = KernelRegistry::WithBuiltins();
+  const KernelDefinition& gemm = **registry.Get("cuda_gemm");
+  auto measurer = CudaMeasurer::Create(&registry, FastOptions());
+  ASSERT_TRUE(measurer.ok()) << measurer.status();
+  const std::vector<std::array<int64_t, 3>> sizes = {{16, 999, 77}, {100, 256, 4096}, {256, 96, 64}};
+  for (const std::string dtype : {"bf16", "i8"}) {
+    for (const auto& [m, n, k] : sizes) {
+      Problem problem = *gemm.ValidateProblem(
+          {{"M", m}, {"N", n}, {"K", k}, {"dtype", dtype}});
+      const Configuration base = *gemm.DefaultConfiguration(problem, MachineVariables{});
+      std::vector<Configuration> configs = {base};
+      auto with = [&](std::initializer_list<std::pair<const char*, int64_t>> changes) {
+        Configuration c = base;
+        for (const auto& [name, value] : changes) c[name] = value;
+        return c;
+      };
+      configs.push_back(with({{"KWG", 16}, {"SPLITK", 4}, {"STAGES", 3}}));
+      configs.push_back(with({{"MWG", 32}, {"NWG", 128}, {"KWG", 16}, {"MDIMC", 8},
+                              {"NDIMC", 16}, {"STAGES", 2}, {"SPLITK", 2}}));
+      configs.push_back(with({{"MWG", 128}, {"NWG", 128}, {"MDIMC", 16}, {"NDIMC", 32},
+                              {"STAGES", 4}}));
+      SearchSpace space = *gemm.Space(problem, MachineVariables{});
+      std::vector<Configuration> valid;
+      for (const Configuration& c : configs) {
+        if (space.IsValid(*space.ToPoint(c))) valid.push_back(c);
+      }
+      ASSERT_GE(valid.size(), 2u) << CanonicalJson(problem);  // the default and a split-K one
+      TaskKey task{gemm.name, gemm.Version(), problem, (*measurer)->device().device_class};
+      auto results = (*measurer)->Measure(task, valid);
+      ASSERT_TRUE(results.ok()) << results.status();
+      for (size_t i = 0; i < valid.size(); ++i) {
+        EXPECT_EQ((*results)[i].status, MeasurementStatus::kOk)
+            << CanonicalJson(problem) << " " << CanonicalJson(valid[i]) << ": "
             << (*results)[i].message;
       }
     }
