@@ -168,7 +168,8 @@ absl::StatusOr<CudaMeasurer::TaskState*> CudaMeasurer::StateFor(const TaskKey& t
       return absl::InvalidArgumentError(
           absl::StrCat("buffer ", b.name, " would hold ", n, " elements for this problem"));
     }
-    KTUNE_ASSIGN_OR_RETURN(cuda::CudaElementType type, cuda::CudaBufferElementType(dtype, b.output));
+    KTUNE_ASSIGN_OR_RETURN(cuda::CudaElementType type,
+                           cuda::CudaBufferElementType(dtype, b.output));
     spec.add_buffer_elements(static_cast<int64_t>(n));
     spec.add_buffer_types(cuda::CudaElementTypeName(type));
     outputs += b.output;

@@ -15,12 +15,12 @@
 //   (row stride NWG + 4) by NDIMB threads along N in VWN-float vectors times (threads / NDIMB)
 //   along K.
 // dtypes f16, bf16, i8 (KT_F16, KT_BF16, KT_I8): tensor cores through WMMA, 16 x 16 x 16
-//   fragments. f16: __half inputs, float accumulators, __half output. bf16 (sm_80+):
-//   __nv_bfloat16 inputs, float accumulators, __nv_bfloat16 output. i8 (sm_72+): signed char
-//   inputs, int accumulators, int output: exact (|C| <= K * 2^14 < 2^31 for K <= 32768).
+//   fragments. f16: __half inputs, float accumulators, __half output. bf16: __nv_bfloat16
+//   inputs, float accumulators, __nv_bfloat16 output. i8: signed char inputs, int accumulators,
+//   int output: exact (|C| <= K * 2^14 < 2^31 for K <= 32768).
 //   i8 uses the integer tensor cores rather than __dp4a in the SIMT code because the WMMA
-//   structure takes it unchanged (same fragments shape, same staging and epilogue, 2x the f16
-//   rate), where dp4a would need A and B repacked as 4 consecutive k per 32-bit word (B is
+//   structure takes it nearly unchanged (same fragment shape, pipeline and epilogue; their peak
+//   is twice f16's), where dp4a would need B repacked as 4 consecutive k per 32-bit word (B is
 //   row-major along n) and the SIMT loaders rewritten for bytes.
 //   The MDIMC x NDIMC threads are cut into 4 x 8 patches, one warp each: (MDIMC / 4) x
 //   (NDIMC / 8) warps, each computing a (4 * MWG / MDIMC) x (8 * NWG / NDIMC) sub-tile of the
@@ -30,13 +30,13 @@
 //   row-major byte tile breaks at every odd 16-column step, so the tiles are stored in 16-wide
 //   column panels, As[k / 16][m][16] and Bs[n / 16][k][16]: each fragment is 256 contiguous bytes
 //   (ldm 16). MDIMA, NDIMB, VWM, VWN and SA, SB are not used (the definition pins them).
-// Both: STAGES shared-memory buffers filled with cp.async (sm_80+): 1 = load, wait, compute;
+// Every dtype: STAGES shared-memory buffers filled with cp.async (sm_80+): 1 = load, wait, compute;
 //   S >= 2 = a ring of S tiles, S - 1 in flight while one is computed (one barrier per step).
 //   SPLITK > 1: blockIdx.z takes one of SPLITK slices of K (whole KWG tiles) and adds its partial
 //   tile into C with atomicAdd (the runner zeroes C first: launch.zero_outputs): float, __half2,
 //   __nv_bfloat162 (each partial rounded to the output type, hence the coarser bf16 tolerance) or
-//   int (exact) atomics. Blocks are
-//   rasterised in groups of 8 tile rows so that neighbouring blocks share panels of A and B in L2.
+//   int (exact) atomics. Blocks are rasterised in groups of 8 tile rows so that neighbouring
+//   blocks share panels of A and B in L2.
 // Any M, N, K >= 1: loads outside the matrices are zero-filled, stores are bounds-checked; the
 // checks vanish where KT_PROBLEM_M/N/K divide the tiles. Offsets are size_t.
 

@@ -216,8 +216,8 @@ TEST(CudaElementTypeTest, FloatToBf16RoundsToNearestEven) {
   // The largest float rounds past bf16's largest finite value to infinity.
   EXPECT_EQ(cuda::FloatToBf16Bits(std::numeric_limits<float>::max()), 0x7F80);
   EXPECT_EQ(cuda::FloatToBf16Bits(std::numeric_limits<float>::infinity()), 0x7F80);
-  EXPECT_TRUE(std::isnan(cuda::Bf16BitsToFloat(
-      cuda::FloatToBf16Bits(std::numeric_limits<float>::quiet_NaN()))));
+  EXPECT_TRUE(std::isnan(
+      cuda::Bf16BitsToFloat(cuda::FloatToBf16Bits(std::numeric_limits<float>::quiet_NaN()))));
   // A NaN whose payload sits only in the dropped bits stays a NaN (not infinity).
   EXPECT_TRUE(std::isnan(cuda::Bf16BitsToFloat(cuda::FloatToBf16Bits(FloatOfBits(0x7F800001)))));
   // Every finite bf16 value converts back to itself.
@@ -571,11 +571,11 @@ TEST(CudaMeasurerTest, LowPrecisionGemmWithSplitKAndPipelinesMatchesTheReference
   const KernelDefinition& gemm = **registry.Get("cuda_gemm");
   auto measurer = CudaMeasurer::Create(&registry, FastOptions());
   ASSERT_TRUE(measurer.ok()) << measurer.status();
-  const std::vector<std::array<int64_t, 3>> sizes = {{16, 999, 77}, {100, 256, 4096}, {256, 96, 64}};
+  const std::vector<std::array<int64_t, 3>> sizes = {
+      {16, 999, 77}, {100, 256, 4096}, {256, 96, 64}};
   for (const std::string dtype : {"bf16", "i8"}) {
     for (const auto& [m, n, k] : sizes) {
-      Problem problem = *gemm.ValidateProblem(
-          {{"M", m}, {"N", n}, {"K", k}, {"dtype", dtype}});
+      Problem problem = *gemm.ValidateProblem({{"M", m}, {"N", n}, {"K", k}, {"dtype", dtype}});
       const Configuration base = *gemm.DefaultConfiguration(problem, MachineVariables{});
       std::vector<Configuration> configs = {base};
       auto with = [&](std::initializer_list<std::pair<const char*, int64_t>> changes) {
