@@ -24,7 +24,7 @@ KernelDefinition GemmLowpDefinition();        // gemm with a tuned storage preci
 KernelDefinition GemmOneDnnDefinition();      // oneDNN sgemm, a baseline for gemm
 KernelDefinition GemmOneDnnInt8Definition();  // oneDNN u8 x s8 gemm, the baseline for gemm_lowp
 // CUDA templates (kernels/cuda/), compiled by the CUDA runner with NVRTC.
-KernelDefinition CudaGemmDefinition();        // f32 and f16 (tensor cores), CLBlast-style space
+KernelDefinition CudaGemmDefinition();        // f32; f16, bf16, i8 (tensor cores); CLBlast-style
 KernelDefinition CudaGemmCublasDefinition();  // cuBLAS, the baseline for cuda_gemm
 KernelDefinition CudaConv2dDefinition();      // the shared convolution spaces' kernel
 KernelDefinition CudaReduceRowsDefinition();  // row sums

@@ -7,6 +7,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
+#include "measurer/cuda/cuda_element_types.h"
 #include "measurer/cuda_programs.h"
 #include "measurer/runner_result.h"
 
@@ -160,7 +161,6 @@ absl::StatusOr<CudaMeasurer::TaskState*> CudaMeasurer::StateFor(const TaskKey& t
     }
     spec.add_problem(problem_values[i]);
   }
-  const double element_bytes = dtype == "f16" ? 2 : 4;
   int outputs = 0;
   for (const BufferSpec& b : def.buffers) {
     KTUNE_ASSIGN_OR_RETURN(double n, def.EvaluateForProblem(b.elements, state->problem));
@@ -168,9 +168,12 @@ absl::StatusOr<CudaMeasurer::TaskState*> CudaMeasurer::StateFor(const TaskKey& t
       return absl::InvalidArgumentError(
           absl::StrCat("buffer ", b.name, " would hold ", n, " elements for this problem"));
     }
+    KTUNE_ASSIGN_OR_RETURN(cuda::CudaElementType type,
+                           cuda::CudaBufferElementType(dtype, b.output));
     spec.add_buffer_elements(static_cast<int64_t>(n));
+    spec.add_buffer_types(cuda::CudaElementTypeName(type));
     outputs += b.output;
-    if (b.output) state->output_bytes += n * element_bytes;
+    if (b.output) state->output_bytes += n * cuda::CudaElementBytes(type);
   }
   spec.set_num_outputs(outputs);
   const auto [rtol, atol] = def.ToleranceFor(dtype);

@@ -11,7 +11,7 @@
 namespace ktune {
 namespace {
 
-// KT_F16 and KT_PROBLEM_<NAME> for every program of a problem.
+// KT_F16, KT_BF16, KT_I8 and KT_PROBLEM_<NAME> for every program of a problem.
 absl::StatusOr<cuda_runner::Program> ProblemProgram(const KernelDefinition& definition,
                                                     const Problem& problem,
                                                     const std::string& arch) {
@@ -23,9 +23,11 @@ absl::StatusOr<cuda_runner::Program> ProblemProgram(const KernelDefinition& defi
   cuda_runner::Program program;
   program.set_source(definition.source);
   program.set_arch(arch);
-  auto dtype = problem.find("dtype");
-  const bool f16 = dtype != problem.end() && FormatParamValue(dtype->second) == "f16";
-  program.add_defines(absl::StrCat("KT_F16=", f16 ? 1 : 0));
+  auto it = problem.find("dtype");
+  const std::string dtype = it != problem.end() ? FormatParamValue(it->second) : "f32";
+  program.add_defines(absl::StrCat("KT_F16=", dtype == "f16" ? 1 : 0));
+  program.add_defines(absl::StrCat("KT_BF16=", dtype == "bf16" ? 1 : 0));
+  program.add_defines(absl::StrCat("KT_I8=", dtype == "i8" ? 1 : 0));
   KTUNE_ASSIGN_OR_RETURN(std::vector<int64_t> values, definition.ProblemValues(problem));
   for (size_t i = 0; i < values.size(); ++i) {
     program.add_defines(absl::StrCat("KT_PROBLEM_", absl::AsciiStrToUpper(definition.problem[i].name),

@@ -1,7 +1,7 @@
 // ktune CUDA template: row-major GEMM, C[M x N] = A[M x K] * B[K x N] (kernels/cuda/README.md).
 // Buffers A, B, C; problem M, N, K. Definition: kernels/cuda_gemm_definition.cc.
 //
-// f32 (KT_F16 == 0): a CLBlast-style SIMT kernel.
+// dtype f32: a CLBlast-style SIMT kernel.
 //   A block of MDIMC * NDIMC threads (1-D) computes an MWG x NWG tile of C, walking K in steps of
 //   KWG. Thread (tm, tn) = (tid / NDIMC, tid % NDIMC) owns MWI x NWI = (MWG/MDIMC) x (NWG/NDIMC)
 //   outputs in registers: rows (i * MDIMC + tm) * VWM + v and columns (j * NDIMC + tn) * VWN + w,
@@ -14,60 +14,94 @@
 //   reads are coalesced, the transposing stores nearly conflict-free); B is staged as Bs[k][n]
 //   (row stride NWG + 4) by NDIMB threads along N in VWN-float vectors times (threads / NDIMB)
 //   along K.
-// f16 (KT_F16 == 1): tensor cores through WMMA, 16 x 16 x 16 fragments, __half inputs, float
-//   accumulators, __half output. The MDIMC x NDIMC threads are cut into 4 x 8 patches, one warp
-//   each: (MDIMC / 4) x (NDIMC / 8) warps, each computing a (4 * MWG / MDIMC) x (8 * NWG / NDIMC)
-//   sub-tile of the MWG x NWG block tile as a grid of 16 x 16 accumulator fragments. Tiles are
-//   staged row-major (As[m][k], Bs[k][n], rows padded by 8 halves) with 16-byte copies where the
-//   problem's alignment allows. MDIMA, NDIMB, VWM, VWN and SA, SB are not used (the definition
-//   pins them).
-// Both: STAGES shared-memory buffers filled with cp.async (sm_80+): 1 = load, wait, compute;
+// dtypes f16, bf16, i8 (KT_F16, KT_BF16, KT_I8): tensor cores through WMMA, 16 x 16 x 16
+//   fragments. f16: __half inputs, float accumulators, __half output. bf16: __nv_bfloat16
+//   inputs, float accumulators, __nv_bfloat16 output. i8: signed char inputs, int accumulators,
+//   int output: exact (|C| <= K * 2^14 < 2^31 for K <= 32768).
+//   i8 uses the integer tensor cores rather than __dp4a in the SIMT code because the WMMA
+//   structure takes it nearly unchanged (same fragment shape, pipeline and epilogue; their peak
+//   is twice f16's), where dp4a would need B repacked as 4 consecutive k per 32-bit word (B is
+//   row-major along n) and the SIMT loaders rewritten for bytes.
+//   The MDIMC x NDIMC threads are cut into 4 x 8 patches, one warp each: (MDIMC / 4) x
+//   (NDIMC / 8) warps, each computing a (4 * MWG / MDIMC) x (8 * NWG / NDIMC) sub-tile of the
+//   MWG x NWG block tile as a grid of 16 x 16 accumulator fragments. Tiles are staged with
+//   16-byte copies where the problem's alignment allows. 16-bit types: row-major, As[m][k] and
+//   Bs[k][n], rows padded by 8 elements. i8: WMMA wants fragment pointers 32-byte aligned, which a
+//   row-major byte tile breaks at every odd 16-column step, so the tiles are stored in 16-wide
+//   column panels, As[k / 16][m][16] and Bs[n / 16][k][16]: each fragment is 256 contiguous bytes
+//   (ldm 16). MDIMA, NDIMB, VWM, VWN and SA, SB are not used (the definition pins them).
+// Every dtype: STAGES shared-memory buffers filled with cp.async (sm_80+): 1 = load, wait, compute;
 //   S >= 2 = a ring of S tiles, S - 1 in flight while one is computed (one barrier per step).
 //   SPLITK > 1: blockIdx.z takes one of SPLITK slices of K (whole KWG tiles) and adds its partial
-//   tile into C with atomicAdd (the runner zeroes C first: launch.zero_outputs). Blocks are
-//   rasterised in groups of 8 tile rows so that neighbouring blocks share panels of A and B in L2.
+//   tile into C with atomicAdd (the runner zeroes C first: launch.zero_outputs): float, __half2,
+//   __nv_bfloat162 (each partial rounded to the output type, hence the coarser bf16 tolerance) or
+//   int (exact) atomics. Blocks are rasterised in groups of 8 tile rows so that neighbouring
+//   blocks share panels of A and B in L2.
 // Any M, N, K >= 1: loads outside the matrices are zero-filled, stores are bounds-checked; the
 // checks vanish where KT_PROBLEM_M/N/K divide the tiles. Offsets are size_t.
 
+#include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_pipeline.h>
 
 #pragma nv_diag_suppress 177  // constants of the other dtype's code path go unused
 
+// kt_elem: A and B; kt_acc: accumulators; kt_out: C.
 #if defined(KT_F16) && KT_F16
+#define KT_GEMM_TC 1
 #define KT_GEMM_F16 1
 typedef __half kt_elem;
+typedef float kt_acc;
+typedef __half kt_out;
+#elif defined(KT_BF16) && KT_BF16
+#define KT_GEMM_TC 1
+#define KT_GEMM_BF16 1
+typedef __nv_bfloat16 kt_elem;
+typedef float kt_acc;
+typedef __nv_bfloat16 kt_out;
+#elif defined(KT_I8) && KT_I8
+#define KT_GEMM_TC 1
+#define KT_GEMM_I8 1
+typedef signed char kt_elem;
+typedef int kt_acc;
+typedef int kt_out;
 #else
-#define KT_GEMM_F16 0
+#define KT_GEMM_TC 0
 typedef float kt_elem;
+typedef float kt_acc;
+typedef float kt_out;
 #endif
 
-__device__ __forceinline__ float kt_to_float(float x) { return x; }
-__device__ __forceinline__ float kt_to_float(__half x) { return __half2float(x); }
-__device__ __forceinline__ void kt_from_float(float* p, float v) { *p = v; }
-__device__ __forceinline__ void kt_from_float(__half* p, float v) { *p = __float2half(v); }
+__device__ __forceinline__ float kt_to_acc(float x) { return x; }
+__device__ __forceinline__ float kt_to_acc(__half x) { return __half2float(x); }
+__device__ __forceinline__ float kt_to_acc(__nv_bfloat16 x) { return __bfloat162float(x); }
+__device__ __forceinline__ int kt_to_acc(signed char x) { return x; }
+__device__ __forceinline__ void kt_store(float* p, float v) { *p = v; }
+__device__ __forceinline__ void kt_store(__half* p, float v) { *p = __float2half_rn(v); }
+__device__ __forceinline__ void kt_store(__nv_bfloat16* p, float v) { *p = __float2bfloat16_rn(v); }
+__device__ __forceinline__ void kt_store(int* p, int v) { *p = v; }
 
 #if defined(KT_REFERENCE) && KT_REFERENCE
 
-// One output element per work item, float accumulation.
-extern "C" __global__ void ktune_reference(const kt_elem* A, const kt_elem* B, kt_elem* C, int M,
+// One output element per work item; float accumulation (int for i8: exact).
+extern "C" __global__ void ktune_reference(const kt_elem* A, const kt_elem* B, kt_out* C, int M,
                                            int N, int K) {
   const size_t total = (size_t)M * (size_t)N;
   const size_t stride = (size_t)gridDim.x * blockDim.x;
   for (size_t idx = (size_t)blockIdx.x * blockDim.x + threadIdx.x; idx < total; idx += stride) {
     const size_t m = idx / (size_t)N;
     const size_t n = idx % (size_t)N;
-    float acc = 0.0f;
+    kt_acc acc = 0;
     for (int k = 0; k < K; ++k) {
-      acc += kt_to_float(A[m * (size_t)K + k]) * kt_to_float(B[(size_t)k * N + n]);
+      acc += kt_to_acc(A[m * (size_t)K + k]) * kt_to_acc(B[(size_t)k * N + n]);
     }
-    kt_from_float(&C[idx], acc);
+    kt_store(&C[idx], acc);
   }
 }
 
 #else  // the tuned kernel
 
-#if KT_GEMM_F16
+#if KT_GEMM_TC
 #include <mma.h>
 #endif
 
@@ -164,7 +198,7 @@ __device__ __forceinline__ void KSlice(int K, int& k_begin, int& num_tiles) {
   num_tiles = k_end > k_begin ? (k_end - k_begin + KWG - 1) / KWG : 0;
 }
 
-#if !KT_GEMM_F16
+#if !KT_GEMM_TC
 // ------------------------------------------------------------------------------------------------
 // f32: SIMT
 
@@ -458,9 +492,9 @@ extern "C" __global__ void __launch_bounds__(T, kMinBlocks)
   }
 }
 
-#else  // KT_GEMM_F16
+#else  // KT_GEMM_TC
 // ------------------------------------------------------------------------------------------------
-// f16: WMMA tensor cores
+// f16, bf16, i8: WMMA tensor cores
 
 namespace wmma = nvcuda::wmma;
 
@@ -473,34 +507,69 @@ constexpr int FN = WTN / 16;
 static_assert(WARPS_M * WARPS_N * 32 == T, "warp grid");
 static_assert(WTM % 16 == 0 && WTN % 16 == 0 && KWG % 16 == 0, "WMMA tiles");
 
-constexpr int LDA = KWG + 8;  // As[m][k], halves; multiple of 8, rows 16 bytes apart mod 128
-constexpr int LDB = NWG + 8;  // Bs[k][n]
-constexpr int A_STAGE = MWG * LDA;
+constexpr int ES = sizeof(kt_elem);  // bytes per input element: 2, or 1 for i8
+constexpr bool kPanels = ES == 1;    // i8: tiles in 16-wide panels (see the header)
+constexpr int kVec = 16 / ES;        // elements per 16-byte copy
+// 16-bit types: row-major tiles, rows padded by 8 elements (16 bytes: multiple of 8 elements,
+// rows 16 bytes apart mod 128). i8: panels, unpadded.
+constexpr int PAD = kPanels ? 0 : 8;
+constexpr int LDA = KWG + PAD;  // As[m][k]
+constexpr int LDB = NWG + PAD;  // Bs[k][n]
+constexpr int A_STAGE = MWG * LDA;  // elements
 constexpr int B_STAGE = KWG * LDB;
-constexpr int PIPE_BYTES = STAGES * (A_STAGE + B_STAGE) * 2;
-constexpr int LDE = 20;  // floats: per-warp 16 x 16 staging of accumulators in the epilogue
+constexpr int PIPE_BYTES = STAGES * (A_STAGE + B_STAGE) * ES;
+constexpr int LDE = 20;  // accumulators: per-warp 16 x 16 staging in the epilogue (4-byte words)
 constexpr int EPI_BYTES = (T / 32) * 16 * LDE * 4;
 constexpr int SMEM_BYTES = CMax(PIPE_BYTES, EPI_BYTES);
 static_assert(SMEM_BYTES <= 48 * 1024, "shared memory");
+static_assert(sizeof(kt_acc) == 4, "epilogue staging");
 
-// Halves per copy: 16, 8 or 4-byte cp.async where the row length keeps the rows aligned; with an
-// odd row length, 8 halves loaded one by one and stored to shared memory as one 16-byte vector.
-constexpr int CWA = AlignedWidth(8, kKConst) >= 2 ? AlignedWidth(8, kKConst) : 8;
-constexpr int CWB = AlignedWidth(8, kNConst) >= 2 ? AlignedWidth(8, kNConst) : 8;
-constexpr bool kSyncA = AlignedWidth(8, kKConst) < 2;
-constexpr bool kSyncB = AlignedWidth(8, kNConst) < 2;
+// Shared-memory offset (elements) of A element (m, k) and of B element (k, n) within a stage,
+// and the leading dimension a fragment is loaded with.
+__device__ __forceinline__ int AOffset(int m, int k) {
+  if constexpr (kPanels) return (k / 16) * (MWG * 16) + m * 16 + k % 16;
+  return m * LDA + k;
+}
+__device__ __forceinline__ int BOffset(int k, int n) {
+  if constexpr (kPanels) return (n / 16) * (KWG * 16) + k * 16 + n % 16;
+  return k * LDB + n;
+}
+constexpr int kLdmA = kPanels ? 16 : LDA;
+constexpr int kLdmB = kPanels ? 16 : LDB;
 
-// dst[0..8) = src[0..n) (n <= 8 valid elements), zeros after; dst is 16-byte aligned.
-__device__ __forceinline__ void CopyHalves8(__half* dst, const __half* src, int n) {
-  __align__(16) __half v[8];
+// Elements per copy: 16, 8 or 4-byte cp.async where the row length keeps the rows aligned; with
+// a row length that allows no 4-byte copy, kVec elements loaded one by one and stored to shared
+// memory as one 16-byte vector.
+constexpr int kMinCopy = 4 / ES;
+constexpr bool kSyncA = AlignedWidth(kVec, kKConst) < kMinCopy;
+constexpr bool kSyncB = AlignedWidth(kVec, kNConst) < kMinCopy;
+constexpr int CWA = kSyncA ? kVec : AlignedWidth(kVec, kKConst);
+constexpr int CWB = kSyncB ? kVec : AlignedWidth(kVec, kNConst);
+
+// dst[0..kVec) = src[0..n) (n <= kVec valid elements), zeros after; dst is 16-byte aligned.
+// Copied as raw bits: zero bits are zero in every input type.
+__device__ __forceinline__ void CopySync(kt_elem* dst, const kt_elem* src, int n) {
+  typedef unsigned short Bits2;
+  typedef unsigned char Bits1;
+  if constexpr (ES == 2) {
+    __align__(16) Bits2 v[kVec];
+    const Bits2* s = reinterpret_cast<const Bits2*>(src);
 #pragma unroll
-  for (int e = 0; e < 8; ++e) v[e] = e < n ? src[e] : __float2half(0.0f);
-  *reinterpret_cast<uint4*>(dst) = *reinterpret_cast<const uint4*>(v);
+    for (int e = 0; e < kVec; ++e) v[e] = e < n ? s[e] : Bits2(0);
+    *reinterpret_cast<uint4*>(dst) = *reinterpret_cast<const uint4*>(v);
+  } else {
+    __align__(16) Bits1 v[kVec];
+    const Bits1* s = reinterpret_cast<const Bits1*>(src);
+#pragma unroll
+    for (int e = 0; e < kVec; ++e) v[e] = e < n ? s[e] : Bits1(0);
+    *reinterpret_cast<uint4*>(dst) = *reinterpret_cast<const uint4*>(v);
+  }
 }
 
-// Copies of the A tile into As[m][k]: chunk c = row * (KWG / CWA) + column / CWA.
-__device__ __forceinline__ void LoadTileA(__half* as, const __half* __restrict__ A, int bm, int k0,
-                                          int M, int K, int tid) {
+// Copies of the A tile: chunk c = row * (KWG / CWA) + column / CWA (a chunk never crosses a
+// 16-column panel: CWA divides 16).
+__device__ __forceinline__ void LoadTileA(kt_elem* as, const kt_elem* __restrict__ A, int bm,
+                                          int k0, int M, int K, int tid) {
   constexpr int kPerRow = KWG / CWA;
   constexpr int kChunks = MWG * kPerRow;
 #pragma unroll
@@ -513,17 +582,17 @@ __device__ __forceinline__ void LoadTileA(__half* as, const __half* __restrict__
     const int gk = k0 + k;
     if constexpr (!kSyncA) {
       const bool ok = (kEvenM || gm < M) && (kEvenK || gk < K);  // K % CWA == 0: all or nothing
-      CopyAsync<CWA * 2>(as + m * LDA + k, A + (size_t)gm * K + gk, ok);
+      CopyAsync<CWA * ES>(as + AOffset(m, k), A + (size_t)gm * K + gk, ok);
     } else {
-      const int n = (kEvenM || gm < M) ? min(8, K - gk) : 0;
-      CopyHalves8(as + m * LDA + k, A + (size_t)gm * K + gk, n);
+      const int n = (kEvenM || gm < M) ? min(kVec, K - gk) : 0;
+      CopySync(as + AOffset(m, k), A + (size_t)gm * K + gk, n);
     }
   }
 }
 
-// Copies of the B tile into Bs[k][n]: chunk c = row * (NWG / CWB) + column / CWB.
-__device__ __forceinline__ void LoadTileB(__half* bs, const __half* __restrict__ B, int bn, int k0,
-                                          int N, int K, int tid) {
+// Copies of the B tile: chunk c = row * (NWG / CWB) + column / CWB.
+__device__ __forceinline__ void LoadTileB(kt_elem* bs, const kt_elem* __restrict__ B, int bn,
+                                          int k0, int N, int K, int tid) {
   constexpr int kPerRow = NWG / CWB;
   constexpr int kChunks = KWG * kPerRow;
 #pragma unroll
@@ -536,20 +605,71 @@ __device__ __forceinline__ void LoadTileB(__half* bs, const __half* __restrict__
     const int gn = bn + n;
     if constexpr (!kSyncB) {
       const bool ok = (kEvenK || gk < K) && (kEvenN || gn < N);
-      CopyAsync<CWB * 2>(bs + k * LDB + n, B + (size_t)gk * N + gn, ok);
+      CopyAsync<CWB * ES>(bs + BOffset(k, n), B + (size_t)gk * N + gn, ok);
     } else {
-      const int count = (kEvenK || gk < K) ? min(8, N - gn) : 0;
-      CopyHalves8(bs + k * LDB + n, B + (size_t)gk * N + gn, count);
+      const int count = (kEvenK || gk < K) ? min(kVec, N - gn) : 0;
+      CopySync(bs + BOffset(k, n), B + (size_t)gk * N + gn, count);
     }
   }
 }
+
+// Writes (or, split-K, adds) two consecutive columns of C, dst aligned to the pair; or one.
+#if KT_GEMM_I8
+__device__ __forceinline__ void StorePair(int* dst, int v0, int v1) {
+  if constexpr (SPLITK > 1) {
+    atomicAdd(dst, v0);
+    atomicAdd(dst + 1, v1);
+  } else {
+    *reinterpret_cast<int2*>(dst) = make_int2(v0, v1);
+  }
+}
+__device__ __forceinline__ void StoreOne(int* dst, int v) {
+  if constexpr (SPLITK > 1) {
+    atomicAdd(dst, v);
+  } else {
+    *dst = v;
+  }
+}
+#elif KT_GEMM_BF16
+__device__ __forceinline__ void StorePair(__nv_bfloat16* dst, float v0, float v1) {
+  const __nv_bfloat162 h = __floats2bfloat162_rn(v0, v1);
+  if constexpr (SPLITK > 1) {
+    atomicAdd(reinterpret_cast<__nv_bfloat162*>(dst), h);
+  } else {
+    *reinterpret_cast<__nv_bfloat162*>(dst) = h;
+  }
+}
+__device__ __forceinline__ void StoreOne(__nv_bfloat16* dst, float v) {
+  if constexpr (SPLITK > 1) {
+    atomicAdd(dst, __float2bfloat16_rn(v));
+  } else {
+    *dst = __float2bfloat16_rn(v);
+  }
+}
+#else
+__device__ __forceinline__ void StorePair(__half* dst, float v0, float v1) {
+  const __half2 h = __floats2half2_rn(v0, v1);
+  if constexpr (SPLITK > 1) {
+    atomicAdd(reinterpret_cast<__half2*>(dst), h);
+  } else {
+    *reinterpret_cast<__half2*>(dst) = h;
+  }
+}
+__device__ __forceinline__ void StoreOne(__half* dst, float v) {
+  if constexpr (SPLITK > 1) {
+    atomicAdd(dst, __float2half(v));
+  } else {
+    *dst = __float2half(v);
+  }
+}
+#endif
 
 }  // namespace ktg
 using namespace ktg;
 
 extern "C" __global__ void __launch_bounds__(T)
-    ktune_kernel(const __half* __restrict__ A, const __half* __restrict__ B, __half* __restrict__ C,
-                 int M_arg, int N_arg, int K_arg) {
+    ktune_kernel(const kt_elem* __restrict__ A, const kt_elem* __restrict__ B,
+                 kt_out* __restrict__ C, int M_arg, int N_arg, int K_arg) {
 #ifdef KT_PROBLEM_M
   const int M = KT_PROBLEM_M;
   const int N = KT_PROBLEM_N;
@@ -560,8 +680,8 @@ extern "C" __global__ void __launch_bounds__(T)
   const int K = K_arg;
 #endif
   __shared__ __align__(128) unsigned char smem[SMEM_BYTES];
-  __half* const as_base = reinterpret_cast<__half*>(smem);
-  __half* const bs_base = as_base + STAGES * A_STAGE;
+  kt_elem* const as_base = reinterpret_cast<kt_elem*>(smem);
+  kt_elem* const bs_base = as_base + STAGES * A_STAGE;
 
   const int tid = threadIdx.x;
   const int warp = tid / 32;
@@ -575,11 +695,11 @@ extern "C" __global__ void __launch_bounds__(T)
   int k_begin, num_tiles;
   KSlice(K, k_begin, num_tiles);
 
-  wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc[FM][FN];
+  wmma::fragment<wmma::accumulator, 16, 16, 16, kt_acc> acc[FM][FN];
 #pragma unroll
   for (int i = 0; i < FM; ++i) {
 #pragma unroll
-    for (int j = 0; j < FN; ++j) wmma::fill_fragment(acc[i][j], 0.0f);
+    for (int j = 0; j < FN; ++j) wmma::fill_fragment(acc[i][j], kt_acc(0));
   }
 
   auto load_tile = [&](int stage, int tile) {
@@ -614,18 +734,20 @@ extern "C" __global__ void __launch_bounds__(T)
       if (next < num_tiles) load_tile(next_stage, next);
       __pipeline_commit();
     }
-    const __half* as = as_base + stage * A_STAGE + (wm * WTM) * LDA;
-    const __half* bs = bs_base + stage * B_STAGE + wn * WTN;
+    const kt_elem* as = as_base + stage * A_STAGE;
+    const kt_elem* bs = bs_base + stage * B_STAGE;
 #pragma unroll
     for (int kk = 0; kk < KWG; kk += 16) {
       // All of the warp's A fragments, then B one fragment at a time (FM + 1 live fragments).
-      wmma::fragment<wmma::matrix_a, 16, 16, 16, __half, wmma::row_major> af[FM];
+      wmma::fragment<wmma::matrix_a, 16, 16, 16, kt_elem, wmma::row_major> af[FM];
 #pragma unroll
-      for (int i = 0; i < FM; ++i) wmma::load_matrix_sync(af[i], as + i * 16 * LDA + kk, LDA);
+      for (int i = 0; i < FM; ++i) {
+        wmma::load_matrix_sync(af[i], as + AOffset(wm * WTM + i * 16, kk), kLdmA);
+      }
 #pragma unroll
       for (int j = 0; j < FN; ++j) {
-        wmma::fragment<wmma::matrix_b, 16, 16, 16, __half, wmma::row_major> bf;
-        wmma::load_matrix_sync(bf, bs + kk * LDB + j * 16, LDB);
+        wmma::fragment<wmma::matrix_b, 16, 16, 16, kt_elem, wmma::row_major> bf;
+        wmma::load_matrix_sync(bf, bs + BOffset(kk, wn * WTN + j * 16), kLdmB);
 #pragma unroll
         for (int i = 0; i < FM; ++i) wmma::mma_sync(acc[i][j], af[i], bf, acc[i][j]);
       }
@@ -636,8 +758,8 @@ extern "C" __global__ void __launch_bounds__(T)
   __syncthreads();  // the pipeline buffers become the epilogue's staging area
 
   if (SPLITK > 1 && num_tiles == 0) return;
-  float* stage_out = reinterpret_cast<float*>(smem) + warp * 16 * LDE;
-  constexpr bool kEvenCols = kNConst % 2 == 0;  // half2 stores stay 4-byte aligned
+  kt_acc* stage_out = reinterpret_cast<kt_acc*>(smem) + warp * 16 * LDE;
+  constexpr bool kEvenCols = kNConst % 2 == 0;  // pair stores stay aligned to the pair
 #pragma unroll
   for (int i = 0; i < FM; ++i) {
 #pragma unroll
@@ -652,31 +774,14 @@ extern "C" __global__ void __launch_bounds__(T)
         const int gm = bm + wm * WTM + i * 16 + r;
         const int gn = bn + wn * WTN + j * 16 + c;
         if (!kEvenM && gm >= M) continue;
-        const float v0 = stage_out[r * LDE + c];
-        const float v1 = stage_out[r * LDE + c + 1];
-        __half* dst = C + (size_t)gm * N + gn;
+        const kt_acc v0 = stage_out[r * LDE + c];
+        const kt_acc v1 = stage_out[r * LDE + c + 1];
+        kt_out* dst = C + (size_t)gm * N + gn;
         if (kEvenCols && (kEvenN || gn < N)) {  // gn even, N even: both columns inside
-          const __half2 h = __floats2half2_rn(v0, v1);
-          if constexpr (SPLITK > 1) {
-            atomicAdd(reinterpret_cast<__half2*>(dst), h);
-          } else {
-            *reinterpret_cast<__half2*>(dst) = h;
-          }
+          StorePair(dst, v0, v1);
         } else {
-          if (gn < N) {
-            if constexpr (SPLITK > 1) {
-              atomicAdd(dst, __float2half(v0));
-            } else {
-              dst[0] = __float2half(v0);
-            }
-          }
-          if (gn + 1 < N) {
-            if constexpr (SPLITK > 1) {
-              atomicAdd(dst + 1, __float2half(v1));
-            } else {
-              dst[1] = __float2half(v1);
-            }
-          }
+          if (gn < N) StoreOne(dst, v0);
+          if (gn + 1 < N) StoreOne(dst + 1, v1);
         }
       }
       __syncwarp();
@@ -684,6 +789,6 @@ extern "C" __global__ void __launch_bounds__(T)
   }
 }
 
-#endif  // KT_GEMM_F16
+#endif  // KT_GEMM_TC
 
 #endif  // KT_REFERENCE

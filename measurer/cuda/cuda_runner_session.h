@@ -1,7 +1,8 @@
 // The CUDA runner's state between requests: the driver and the device's primary context, the
 // current task's buffers and reference output, loaded modules. One request at a time.
 //
-// Measurement of a candidate: outputs filled with NaN (or zeroed, for accumulating kernels), a
+// Measurement of a candidate: outputs poisoned (NaN; a value no kernel computes for integer
+// outputs: CudaPoisonByte) or zeroed, for accumulating kernels, then a
 // checked first run compared with the reference (|out - ref| <= atol + rtol * max|ref|), more
 // untimed warm-up runs, then samples timed with CUDA events: each sample launches the kernel
 // enough times to last min_sample_ms (or, with flush_l2, one launch after overwriting a buffer
@@ -17,6 +18,7 @@
 #include <vector>
 
 #include "absl/status/status.h"
+#include "measurer/cuda/cuda_element_types.h"
 #include "measurer/cuda/cuda_libraries.h"
 #include "measurer/cuda/cuda_runner.pb.h"
 
@@ -46,7 +48,9 @@ class CudaRunnerSession {
                   const std::vector<void*>& args);
   // Copies every output back and compares it with the reference: empty when it matches.
   absl::StatusOr<std::string> CheckOutputs();
-  CUresult FillOutputs(unsigned char byte);
+  // Fills every output with its type's poison byte, or with zeros.
+  CUresult FillOutputs(bool poison);
+  size_t BufferBytes(int buffer) const;  // of the current task
 
   const CudaDriver* driver_ = nullptr;
   int device_ = -1;
@@ -58,10 +62,10 @@ class CudaRunnerSession {
 
   std::string task_key_;
   cuda_runner::TaskSpec task_;
-  size_t element_bytes_ = 4;
+  std::vector<CudaElementType> types_;  // per buffer
   std::vector<CUdeviceptr> buffers_;
-  std::vector<std::vector<unsigned char>> inputs_;  // host copies, as uploaded
-  std::vector<std::vector<float>> reference_;       // per output, as float
+  std::vector<std::vector<unsigned char>> inputs_;     // host copies, as uploaded
+  std::vector<std::vector<unsigned char>> reference_;  // per output, as the device wrote it
   std::vector<double> tolerance_;                   // per output: atol + rtol * max|ref|
   std::vector<int> problem_;                        // the kernel's int arguments
   std::string vendor_error_;

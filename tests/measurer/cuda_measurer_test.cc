@@ -1,21 +1,30 @@
 // The CUDA back end. Without a GPU (this machine, CI): every CUDA template compiles through the
 // worker's own path (ktune-cuda-runner, NVRTC) for sm_80 and sm_90, a sample of each space with
-// the default configuration, within the hardware's limits; compile errors and the cubin cache;
-// and a machine without the NVIDIA driver gets a reason, not a crash. With a GPU: every kernel's
-// default configuration and cuBLAS match the reference, and faults (illegal address, hang,
-// wrong result, compile error) become the right status while the next candidate runs normally.
-// GPU tests skip themselves, saying why, when no device is present.
+// the default configuration, for every dtype, within the hardware's limits; compile errors and
+// the cubin cache; the runner's host-side element conversions and comparisons (bf16 rounding,
+// int8 inputs, exact int32 checks) against hand-computed values; and a machine without the
+// NVIDIA driver gets a reason, not a crash. With a GPU: every kernel's default configuration and
+// cuBLAS match the reference in every dtype, the low-precision gemm paths do with split-K and
+// pipelining on odd sizes, and faults (illegal address, hang, wrong result, compile error)
+// become the right status while the next candidate runs normally. GPU tests skip themselves,
+// saying why, when no device is present.
 #include "measurer/cuda_measurer.h"
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <array>
+#include <cmath>
 #include <cstdlib>
+#include <cstring>
+#include <limits>
 #include <nlohmann/json.hpp>
 #include <random>
+#include <set>
 
 #include "kernels/kernel_registry.h"
+#include "measurer/cuda/cuda_element_types.h"
 #include "measurer/cuda/nvrtc_compiler.h"
 #include "measurer/cuda_programs.h"
 #include "tests/testing/test_util.h"
@@ -73,6 +82,7 @@ TEST(CudaCompileTest, EveryTemplateCompilesForSm80AndSm90WithinTheHardwareLimits
   testing::TempDir cache;
   CudaRunnerClient runner(RunnerPath());
   int kernels = 0;
+  std::set<std::string> gemm_compiled;  // "dtype arch" of cuda_gemm programs that compiled
   for (const KernelDefinition* kernel : registry.List()) {
     const KernelDefinition& def = *kernel;
     if (def.language != "cuda") continue;
@@ -119,6 +129,9 @@ TEST(CudaCompileTest, EveryTemplateCompilesForSm80AndSm90WithinTheHardwareLimits
               absl::StrCat(def.name, " ", arch, " ", CanonicalJson(*problem), " ",
                            i == 0 ? "reference" : CanonicalJson(configs[i - 1]));
           ASSERT_TRUE(r.ok()) << what << "\n" << r.log();
+          if (def.name == "cuda_gemm") {
+            gemm_compiled.insert(FormatParamValue(problem->at("dtype")) + " " + arch);
+          }
           EXPECT_GT(r.registers(), 0) << what << "\n" << r.log();
           EXPECT_LE(r.registers(), 255) << what;
           EXPECT_LE(r.shared_bytes(), 48 * 1024) << what;
@@ -132,6 +145,195 @@ TEST(CudaCompileTest, EveryTemplateCompilesForSm80AndSm90WithinTheHardwareLimits
     }
   }
   EXPECT_GE(kernels, 4);  // gemm, conv2d, reduce_rows, softmax
+  EXPECT_EQ(gemm_compiled,
+            (std::set<std::string>{"f32 sm_80", "f32 sm_90", "f16 sm_80", "f16 sm_90", "bf16 sm_80",
+                                   "bf16 sm_90", "i8 sm_80", "i8 sm_90"}));
+}
+
+// The gemm's dtypes: the default configuration is valid for each on every sample problem, and
+// the definition's numbers follow the element types (i8: bytes in, int32 out, exact).
+TEST(CudaGemmDefinitionTest, EveryDtypeHasAValidDefaultAndItsOwnBytesAndTolerance) {
+  const KernelRegistry registry = KernelRegistry::WithBuiltins();
+  const KernelDefinition& gemm = **registry.Get("cuda_gemm");
+  EXPECT_EQ(gemm.dtypes, (std::vector<std::string>{"f32", "f16", "bf16", "i8"}));
+  for (const Problem& given : SampleProblems(gemm)) {
+    absl::StatusOr<Problem> problem = gemm.ValidateProblem(given);
+    ASSERT_TRUE(problem.ok()) << problem.status();
+    absl::StatusOr<SearchSpace> space = gemm.Space(*problem, MachineVariables{});
+    ASSERT_TRUE(space.ok()) << space.status();
+    absl::StatusOr<Configuration> def = gemm.DefaultConfiguration(*problem, MachineVariables{});
+    ASSERT_TRUE(def.ok()) << CanonicalJson(*problem) << ": " << def.status();
+    absl::StatusOr<Point> point = space->ToPoint(*def);
+    ASSERT_TRUE(point.ok()) << point.status();
+    EXPECT_TRUE(space->IsValid(*point)) << CanonicalJson(*problem);
+  }
+  Problem p{{"M", int64_t{16}}, {"N", int64_t{999}}, {"K", int64_t{77}}};
+  auto bytes = [&](const std::string& dtype) {
+    p["dtype"] = dtype;
+    return *gemm.EvaluateForProblem(gemm.bytes, p);
+  };
+  EXPECT_EQ(bytes("f32"), 4.0 * (16 * 77 + 77 * 999 + 16 * 999));
+  EXPECT_EQ(bytes("bf16"), 2.0 * (16 * 77 + 77 * 999 + 16 * 999));
+  EXPECT_EQ(bytes("i8"), 16.0 * 77 + 77 * 999 + 4.0 * 16 * 999);
+  EXPECT_EQ(gemm.ToleranceFor("i8"), (std::pair<double, double>{0, 0}));
+  // bf16 is coarser than f16 (8 significant bits against 11), never tighter.
+  EXPECT_GE(gemm.ToleranceFor("bf16").first, gemm.ToleranceFor("f16").first);
+  // The i8 space differs from f16's only where the unpadded byte tiles fit more stages.
+  Problem big{{"M", int64_t{4096}}, {"N", int64_t{4096}}, {"K", int64_t{4096}}};
+  big["dtype"] = std::string("f16");
+  const int64_t f16_size = gemm.Space(big, MachineVariables{})->size();
+  big["dtype"] = std::string("i8");
+  EXPECT_GT(gemm.Space(big, MachineVariables{})->size(), f16_size);
+
+  const KernelDefinition& cublas = **registry.Get("cuda_gemm_cublas");
+  EXPECT_EQ(cublas.dtypes, (std::vector<std::string>{"f32", "f16", "bf16"}));
+  p["dtype"] = std::string("i8");
+  EXPECT_FALSE(cublas.ValidateProblem(p).ok());
+}
+
+// ---- Host-side element conversions of the runner (cuda_element_types.h) ----
+
+float FloatOfBits(uint32_t bits) {
+  float f;
+  std::memcpy(&f, &bits, 4);
+  return f;
+}
+
+TEST(CudaElementTypeTest, FloatToBf16RoundsToNearestEven) {
+  EXPECT_EQ(cuda::FloatToBf16Bits(1.0f), 0x3F80);
+  EXPECT_EQ(cuda::FloatToBf16Bits(-2.5f), 0xC020);
+  EXPECT_EQ(cuda::FloatToBf16Bits(0.0f), 0x0000);
+  EXPECT_EQ(cuda::FloatToBf16Bits(-0.0f), 0x8000);
+  // 1 + 2^-8 lies halfway between 1 and 1 + 2^-7: to the even one, 1.
+  EXPECT_EQ(cuda::FloatToBf16Bits(FloatOfBits(0x3F808000)), 0x3F80);
+  // 1 + 3 * 2^-8 lies halfway between 1 + 2^-7 (odd) and 1 + 2^-6 (even).
+  EXPECT_EQ(cuda::FloatToBf16Bits(FloatOfBits(0x3F818000)), 0x3F82);
+  // Just above and just below halfway.
+  EXPECT_EQ(cuda::FloatToBf16Bits(FloatOfBits(0x3F808001)), 0x3F81);
+  EXPECT_EQ(cuda::FloatToBf16Bits(FloatOfBits(0x3F807FFF)), 0x3F80);
+  // A carry out of the mantissa raises the exponent: (2 - 2^-9) rounds to 2.
+  EXPECT_EQ(cuda::FloatToBf16Bits(FloatOfBits(0x3FFFC000)), 0x4000);
+  // The largest float rounds past bf16's largest finite value to infinity.
+  EXPECT_EQ(cuda::FloatToBf16Bits(std::numeric_limits<float>::max()), 0x7F80);
+  EXPECT_EQ(cuda::FloatToBf16Bits(std::numeric_limits<float>::infinity()), 0x7F80);
+  EXPECT_TRUE(std::isnan(
+      cuda::Bf16BitsToFloat(cuda::FloatToBf16Bits(std::numeric_limits<float>::quiet_NaN()))));
+  // A NaN whose payload sits only in the dropped bits stays a NaN (not infinity).
+  EXPECT_TRUE(std::isnan(cuda::Bf16BitsToFloat(cuda::FloatToBf16Bits(FloatOfBits(0x7F800001)))));
+  // Every finite bf16 value converts back to itself.
+  for (uint32_t bits = 0; bits < 0x10000; ++bits) {
+    const float f = cuda::Bf16BitsToFloat(static_cast<uint16_t>(bits));
+    if (std::isnan(f)) continue;
+    ASSERT_EQ(cuda::FloatToBf16Bits(f), bits) << std::hex << bits;
+  }
+}
+
+TEST(CudaElementTypeTest, FloatToHalfRoundsToNearestEven) {
+  EXPECT_EQ(cuda::FloatToHalfBits(1.0f), 0x3C00);
+  EXPECT_EQ(cuda::FloatToHalfBits(-2.0f), 0xC000);
+  // 1 + 2^-11 lies halfway between 1 and 1 + 2^-10: to the even one, 1.
+  EXPECT_EQ(cuda::FloatToHalfBits(1.0f + 0x1p-11f), 0x3C00);
+  EXPECT_EQ(cuda::FloatToHalfBits(1.0f + 3 * 0x1p-11f), 0x3C02);
+  EXPECT_EQ(cuda::FloatToHalfBits(65520.0f), 0x7C00);  // past 65504: infinity
+  EXPECT_EQ(cuda::HalfBitsToFloat(0x3555), 0x1.554p-2f);
+}
+
+TEST(CudaElementTypeTest, BufferTypesFollowTheDtypeAndI8WritesInt32) {
+  using cuda::CudaElementType;
+  EXPECT_EQ(*cuda::CudaBufferElementType("i8", false), CudaElementType::kI8);
+  EXPECT_EQ(*cuda::CudaBufferElementType("i8", true), CudaElementType::kI32);
+  EXPECT_EQ(*cuda::CudaBufferElementType("bf16", false), CudaElementType::kBf16);
+  EXPECT_EQ(*cuda::CudaBufferElementType("bf16", true), CudaElementType::kBf16);
+  EXPECT_EQ(*cuda::CudaBufferElementType("f16", true), CudaElementType::kF16);
+  EXPECT_EQ(*cuda::CudaBufferElementType("f32", true), CudaElementType::kF32);
+  EXPECT_FALSE(cuda::CudaBufferElementType("f64", false).ok());
+  for (const char* name : {"f32", "f16", "bf16", "i8", "i32"}) {
+    absl::StatusOr<CudaElementType> t = cuda::ParseCudaElementType(name);
+    ASSERT_TRUE(t.ok()) << name;
+    EXPECT_STREQ(cuda::CudaElementTypeName(*t), name);
+  }
+  EXPECT_EQ(cuda::CudaElementBytes(CudaElementType::kI8), 1);
+  EXPECT_EQ(cuda::CudaElementBytes(CudaElementType::kBf16), 2);
+  EXPECT_EQ(cuda::CudaElementBytes(CudaElementType::kI32), 4);
+}
+
+TEST(CudaElementTypeTest, RandomInputsAreSeededAndWithinTheirTypesRange) {
+  using cuda::CudaElementType;
+  constexpr int64_t kCount = 20000;
+  std::vector<unsigned char> a(kCount), b(kCount);
+  std::mt19937_64 rng_a(42), rng_b(42);
+  cuda::FillRandom(CudaElementType::kI8, kCount, rng_a, a.data());
+  cuda::FillRandom(CudaElementType::kI8, kCount, rng_b, b.data());
+  EXPECT_EQ(a, b);
+  std::set<int> seen;
+  for (int64_t i = 0; i < kCount; ++i) {
+    seen.insert(static_cast<int>(cuda::CudaElementAt(CudaElementType::kI8, a.data(), i)));
+  }
+  EXPECT_EQ(seen.size(), 256u);  // all of [-128, 127], nothing else
+  EXPECT_EQ(*seen.begin(), -128);
+  EXPECT_EQ(*seen.rbegin(), 127);
+
+  std::vector<unsigned char> bf(2 * kCount);
+  std::mt19937_64 rng(7);
+  cuda::FillRandom(CudaElementType::kBf16, kCount, rng, bf.data());
+  double sum = 0;
+  for (int64_t i = 0; i < kCount; ++i) {
+    const double v = cuda::CudaElementAt(CudaElementType::kBf16, bf.data(), i);
+    ASSERT_LE(std::fabs(v), 1.0);
+    sum += v;
+  }
+  EXPECT_NEAR(sum / kCount, 0.0, 0.02);  // uniform in [-1, 1]: mean 0, sd of the mean 0.004
+  EXPECT_GT(cuda::CudaMaxAbs(CudaElementType::kBf16, bf.data(), kCount), 0.99);
+
+  // f32 inputs are the same draws as before the element types existed: uniform floats in order.
+  std::vector<unsigned char> f(4 * 3);
+  std::mt19937_64 rng_f(5), rng_ref(5);
+  cuda::FillRandom(CudaElementType::kF32, 3, rng_f, f.data());
+  std::uniform_real_distribution<float> uniform(-1.0f, 1.0f);
+  for (int i = 0; i < 3; ++i) {
+    EXPECT_EQ(cuda::CudaElementAt(CudaElementType::kF32, f.data(), i), uniform(rng_ref));
+  }
+}
+
+TEST(CudaElementTypeTest, Int32OutputsCompareExactlyAndUnwrittenOnesNeverPass) {
+  using cuda::CudaElementType;
+  const std::vector<int32_t> ref = {0, -5, 1 << 29, -(1 << 29) - 7};
+  std::vector<int32_t> out = ref;
+  auto bytes = [](const std::vector<int32_t>& v) {
+    return reinterpret_cast<const unsigned char*>(v.data());
+  };
+  EXPECT_EQ(cuda::CudaCompareElements(CudaElementType::kI32, bytes(out), bytes(ref), 4, 0, "C"),
+            "");
+  // Off by one in a value that a float would round away (2^29 + 1 is not a float).
+  out[2] += 1;
+  EXPECT_THAT(cuda::CudaCompareElements(CudaElementType::kI32, bytes(out), bytes(ref), 4, 0, "C"),
+              HasSubstr("1 of 4 elements differ from the reference; first at index 2: 536870913, "
+                        "expected 536870912"));
+  // An element the kernel never wrote keeps the poison: beyond any i8 gemm sum (|C| <= K * 2^14,
+  // K <= 32768), so it fails whatever the tolerance a dtype might get.
+  const unsigned char poison = cuda::CudaPoisonByte(CudaElementType::kI32);
+  int32_t unwritten;
+  std::memset(&unwritten, poison, 4);
+  EXPECT_GT(std::fabs(static_cast<double>(unwritten)), 32768.0 * 128 * 128 * 2);
+  out = ref;
+  out[0] = unwritten;
+  EXPECT_THAT(cuda::CudaCompareElements(CudaElementType::kI32, bytes(out), bytes(ref), 4, 1e6, "C"),
+              HasSubstr("first at index 0"));
+
+  // Floating-point outputs: poisoned with NaN, which fails any tolerance.
+  const uint16_t ref_bf[2] = {cuda::FloatToBf16Bits(1.0f), cuda::FloatToBf16Bits(-3.0f)};
+  uint16_t out_bf[2] = {cuda::FloatToBf16Bits(1.0078125f), 0};
+  std::memset(&out_bf[1], cuda::CudaPoisonByte(CudaElementType::kBf16), 2);
+  const std::string bf_mismatch = cuda::CudaCompareElements(
+      CudaElementType::kBf16, reinterpret_cast<const unsigned char*>(out_bf),
+      reinterpret_cast<const unsigned char*>(ref_bf), 2, 1e30, "output 0");
+  EXPECT_THAT(bf_mismatch, HasSubstr("output 0: 1 of 2 elements differ"));
+  EXPECT_THAT(bf_mismatch, HasSubstr("nan, expected -3"));
+  out_bf[1] = ref_bf[1];  // one bf16 ulp off at 1, within 0.01
+  EXPECT_EQ(cuda::CudaCompareElements(CudaElementType::kBf16,
+                                      reinterpret_cast<const unsigned char*>(out_bf),
+                                      reinterpret_cast<const unsigned char*>(ref_bf), 2, 0.01, "o"),
+            "");
 }
 
 // `ktune kernels NAME --problem P --compile ARCH`: what a compiler team runs to check a template
@@ -353,6 +555,51 @@ TEST(CudaMeasurerTest, DefaultConfigurationsAndCublasMatchTheReference) {
       for (size_t i = 0; i < configs.size(); ++i) {
         EXPECT_EQ((*results)[i].status, MeasurementStatus::kOk)
             << def.name << " " << CanonicalJson(problem) << " " << CanonicalJson(configs[i]) << ": "
+            << (*results)[i].message;
+      }
+    }
+  }
+}
+
+// The tensor-core gemm in bf16 and i8 beyond the default: split-K (bf16 and int atomics into a
+// zeroed C), cp.async pipelines, tiles that do not divide the problem and row lengths that allow
+// no 16-byte copy (K = 77, N = 999: the element-by-element staging). i8 must be exact (its
+// tolerance is zero), so one wrong int32 anywhere fails.
+TEST(CudaMeasurerTest, LowPrecisionGemmWithSplitKAndPipelinesMatchesTheReference) {
+  KTUNE_REQUIRE_GPU();
+  const KernelRegistry registry = KernelRegistry::WithBuiltins();
+  const KernelDefinition& gemm = **registry.Get("cuda_gemm");
+  auto measurer = CudaMeasurer::Create(&registry, FastOptions());
+  ASSERT_TRUE(measurer.ok()) << measurer.status();
+  const std::vector<std::array<int64_t, 3>> sizes = {
+      {16, 999, 77}, {100, 256, 4096}, {256, 96, 64}};
+  for (const std::string dtype : {"bf16", "i8"}) {
+    for (const auto& [m, n, k] : sizes) {
+      Problem problem = *gemm.ValidateProblem({{"M", m}, {"N", n}, {"K", k}, {"dtype", dtype}});
+      const Configuration base = *gemm.DefaultConfiguration(problem, MachineVariables{});
+      std::vector<Configuration> configs = {base};
+      auto with = [&](std::initializer_list<std::pair<const char*, int64_t>> changes) {
+        Configuration c = base;
+        for (const auto& [name, value] : changes) c[name] = value;
+        return c;
+      };
+      configs.push_back(with({{"KWG", 16}, {"SPLITK", 4}, {"STAGES", 3}}));
+      configs.push_back(with({{"MWG", 32}, {"NWG", 128}, {"KWG", 16}, {"MDIMC", 8},
+                              {"NDIMC", 16}, {"STAGES", 2}, {"SPLITK", 2}}));
+      configs.push_back(with({{"MWG", 128}, {"NWG", 128}, {"MDIMC", 16}, {"NDIMC", 32},
+                              {"STAGES", 4}}));
+      SearchSpace space = *gemm.Space(problem, MachineVariables{});
+      std::vector<Configuration> valid;
+      for (const Configuration& c : configs) {
+        if (space.IsValid(*space.ToPoint(c))) valid.push_back(c);
+      }
+      ASSERT_GE(valid.size(), 2u) << CanonicalJson(problem);  // the default and a split-K one
+      TaskKey task{gemm.name, gemm.Version(), problem, (*measurer)->device().device_class};
+      auto results = (*measurer)->Measure(task, valid);
+      ASSERT_TRUE(results.ok()) << results.status();
+      for (size_t i = 0; i < valid.size(); ++i) {
+        EXPECT_EQ((*results)[i].status, MeasurementStatus::kOk)
+            << CanonicalJson(problem) << " " << CanonicalJson(valid[i]) << ": "
             << (*results)[i].message;
       }
     }
