@@ -131,11 +131,7 @@ absl::StatusOr<MeasureResult> CpuMeasurer::MeasureOne(TaskState& state,
   response.Clear();
   KTUNE_ASSIGN_OR_RETURN(outcome, runner_.Call(request, timeout_ms, &response, &death));
   if (auto unanswered = UnansweredResult(outcome, timeout_ms, death)) return *unanswered;
-  MeasureResult result = ResultFromRunner(response);
-  if (result.status == MeasurementStatus::kOk && response.has_max_rel_error()) {
-    result.max_rel_error = response.max_rel_error();
-  }
-  return result;
+  return ResultFromRunner(response);
 }
 
 }  // namespace ktune

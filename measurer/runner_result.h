@@ -1,6 +1,7 @@
 // What a runner's answer to one candidate means, for both runners (ktune-runner and
 // ktune-cuda-runner): their RunResponse messages share the status names OK, INVALID_CONFIG,
-// WRONG_RESULT and RUNTIME_ERROR, a message and the samples' per-run times.
+// WRONG_RESULT and RUNTIME_ERROR, a message, the samples' per-run times and the checked run's
+// max_rel_error.
 #ifndef KTUNE_MEASURER_RUNNER_RESULT_H_
 #define KTUNE_MEASURER_RUNNER_RESULT_H_
 
@@ -30,12 +31,17 @@ inline std::optional<MeasureResult> UnansweredResult(RunnerProcess::Outcome outc
   return std::nullopt;
 }
 
-// The result an answered RunResponse means.
+// The result an answered RunResponse means; an ok one carries the checked run's error.
 template <typename RunResponse>
 MeasureResult ResultFromRunner(const RunResponse& r) {
   switch (r.status()) {
-    case RunResponse::OK:
-      return ResultFromSamples({r.times_ms().begin(), r.times_ms().end()});
+    case RunResponse::OK: {
+      MeasureResult ok = ResultFromSamples({r.times_ms().begin(), r.times_ms().end()});
+      if (ok.status == MeasurementStatus::kOk && r.has_max_rel_error()) {
+        ok.max_rel_error = r.max_rel_error();
+      }
+      return ok;
+    }
     case RunResponse::INVALID_CONFIG:
       return FailedResult(MeasurementStatus::kInvalidConfig, r.message());
     case RunResponse::WRONG_RESULT:

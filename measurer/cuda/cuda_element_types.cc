@@ -161,13 +161,17 @@ double CudaMaxAbs(CudaElementType type, const unsigned char* data, int64_t count
 
 std::string CudaCompareElements(CudaElementType type, const unsigned char* out,
                                 const unsigned char* ref, int64_t count, double tolerance,
-                                const std::string& label) {
+                                const std::string& label, double* max_abs_diff) {
   int64_t bad = 0, first = -1;
+  double largest = 0;
   for (int64_t i = 0; i < count; ++i) {
-    if (!(std::fabs(CudaElementAt(type, out, i) - CudaElementAt(type, ref, i)) <= tolerance)) {
+    const double diff = std::fabs(CudaElementAt(type, out, i) - CudaElementAt(type, ref, i));
+    largest = std::isnan(diff) || std::isnan(largest) ? std::nan("") : std::max(largest, diff);
+    if (!(diff <= tolerance)) {
       if (bad++ == 0) first = i;
     }
   }
+  if (max_abs_diff != nullptr) *max_abs_diff = largest;
   if (bad == 0) return std::string();
   return absl::StrFormat(
       "%s: %d of %d elements differ from the reference; first at index %d: %.9g, expected %.9g "

@@ -54,10 +54,11 @@ double CudaMaxAbs(CudaElementType type, const unsigned char* data, int64_t count
 
 // Compares `count` elements of `out` with `ref`: every |out - ref| must be <= tolerance (so NaN
 // never passes; tolerance 0 asks for equality). Empty when they match, else a sentence naming
-// the number of differing elements and the first one ("output 0: ...", with `label`).
+// the number of differing elements and the first one ("output 0: ...", with `label`). When
+// `max_abs_diff` is not null it receives the largest |out - ref| (NaN if any element is NaN).
 std::string CudaCompareElements(CudaElementType type, const unsigned char* out,
                                 const unsigned char* ref, int64_t count, double tolerance,
-                                const std::string& label);
+                                const std::string& label, double* max_abs_diff = nullptr);
 
 }  // namespace ktune::cuda
 

@@ -218,6 +218,7 @@ absl::Status CudaRunnerSession::PrepareTask(const cuda_runner::TaskSpec& task,
   inputs_.clear();
   reference_.clear();
   tolerance_.clear();
+  reference_scale_.clear();
   if (!task_.reference_cubin().empty()) Unload(task_.reference_cubin());
   task_key_.clear();
   types_.clear();
@@ -275,6 +276,7 @@ absl::Status CudaRunnerSession::PrepareTask(const cuda_runner::TaskSpec& task,
     if (r != CUDA_SUCCESS) return absl::InternalError(d.ErrorText(r));
     const double max_ref = CudaMaxAbs(types_[b], reference_.back().data(), task.buffer_elements(b));
     tolerance_.push_back(task.atol() + task.rtol() * max_ref);
+    reference_scale_.push_back(max_ref > 0 ? max_ref : 1.0);
   }
   task_key_ = std::move(key);
   *prepare_ms = Seconds(start) * 1e3;
@@ -329,17 +331,20 @@ CUresult CudaRunnerSession::Launch(const cuda_runner::RunRequest& request, CUfun
              : CUDA_ERROR_LAUNCH_FAILED;
 }
 
-absl::StatusOr<std::string> CudaRunnerSession::CheckOutputs() {
+absl::StatusOr<std::string> CudaRunnerSession::CheckOutputs(double* max_rel_error) {
   const int inputs = task_.buffer_elements_size() - task_.num_outputs();
+  *max_rel_error = 0;
   std::vector<unsigned char> out;
   for (int o = 0; o < task_.num_outputs(); ++o) {
     const int b = inputs + o;
     const CUresult r = CopyToHost(*driver_, buffers_[b], BufferBytes(b), &out);
     if (r != CUDA_SUCCESS) return absl::InternalError(driver_->ErrorText(r));
+    double max_abs_diff = 0;
     std::string mismatch =
         CudaCompareElements(types_[b], out.data(), reference_[o].data(), task_.buffer_elements(b),
-                            tolerance_[o], absl::StrCat("output ", o));
+                            tolerance_[o], absl::StrCat("output ", o), &max_abs_diff);
     if (!mismatch.empty()) return mismatch;
+    *max_rel_error = std::max(*max_rel_error, max_abs_diff / reference_scale_[o]);
   }
   return std::string();
 }
@@ -450,7 +455,8 @@ cuda_runner::Response CudaRunnerSession::Run(const cuda_runner::RunRequest& requ
   }
   timed(1);
   if (!error.empty()) return failed();
-  absl::StatusOr<std::string> mismatch = CheckOutputs();
+  double max_rel_error = 0;
+  absl::StatusOr<std::string> mismatch = CheckOutputs(&max_rel_error);
   if (!mismatch.ok()) {
     return RunFailure(RunResponse::RUNTIME_ERROR, std::string(mismatch.status().message()), true);
   }
@@ -504,6 +510,7 @@ cuda_runner::Response CudaRunnerSession::Run(const cuda_runner::RunRequest& requ
   }
   for (double t : samples) response.mutable_run()->add_times_ms(t);
   response.mutable_run()->set_status(RunResponse::OK);
+  response.mutable_run()->set_max_rel_error(max_rel_error);
   return response;
 }
 

@@ -46,8 +46,9 @@ class CudaRunnerSession {
   // kernel's argument pointers). A failed cuBLAS call sets vendor_error_.
   CUresult Launch(const cuda_runner::RunRequest& request, CUfunction function,
                   const std::vector<void*>& args);
-  // Copies every output back and compares it with the reference: empty when it matches.
-  absl::StatusOr<std::string> CheckOutputs();
+  // Copies every output back and compares it with the reference: empty when it matches, and
+  // then *max_rel_error is max |out - ref| / max |ref| over the outputs.
+  absl::StatusOr<std::string> CheckOutputs(double* max_rel_error);
   // Fills every output with its type's poison byte, or with zeros.
   CUresult FillOutputs(bool poison);
   size_t BufferBytes(int buffer) const;  // of the current task
@@ -67,6 +68,7 @@ class CudaRunnerSession {
   std::vector<std::vector<unsigned char>> inputs_;     // host copies, as uploaded
   std::vector<std::vector<unsigned char>> reference_;  // per output, as the device wrote it
   std::vector<double> tolerance_;                   // per output: atol + rtol * max|ref|
+  std::vector<double> reference_scale_;             // per output: max|ref| (1 when all zero)
   std::vector<int> problem_;                        // the kernel's int arguments
   std::string vendor_error_;
   std::map<std::string, CUmodule> modules_;    // by cubin path
