@@ -197,7 +197,7 @@ absl::StatusOr<Record> FromProto(const v1::Record& in) {
 
 absl::StatusOr<MeasurementStatus> FromProto(v1::MeasurementStatus status) {
   const int s = static_cast<int>(status);
-  if (s < 1 || s > 7) {
+  if (s < 1 || s > kMeasurementStatusCount) {
     return absl::InvalidArgumentError(absl::StrCat("unknown measurement status ", s));
   }
   return static_cast<MeasurementStatus>(s - 1);

@@ -254,7 +254,7 @@ TEST(CliTest, BestHonoursAnAccuracyBudgetAndShowsTheParetoFront) {
     std::ofstream jsonl(dir.File("lowp.jsonl"));
     auto line = [&](int precision, double ms, double error, const char* status) {
       nlohmann::json r{{"kernel", "gemm_lowp"},
-                       {"problem", {{"M", 32}, {"N", 4096}, {"K", 4096}}},
+                       {"problem", {{"M", 32}, {"N", 4096}, {"K", 4096}, {"dtype", "f32"}}},
                        {"device", {{"class", "cpu:test"}, {"fingerprint", {{"name", "test"}}}}},
                        {"config", {{"precision", precision}}},
                        {"status", status},
@@ -306,6 +306,49 @@ TEST(CliTest, BestHonoursAnAccuracyBudgetAndShowsTheParetoFront) {
   EXPECT_EQ(best({"--max-rel-error", "-1"}).exit_code, 2);
   EXPECT_EQ(best({"--plot", dir.File("x.svg")}).exit_code, 2) << "--plot needs --pareto";
   EXPECT_EQ(best({"--pareto", "--max-rel-error", "1e-3"}).exit_code, 2);
+}
+
+// The real thing: gemm_lowp tuned on this CPU under a budget its int8 path cannot meet. Every
+// int8 measurement is stored as too_inaccurate with its measured error, and neither the tuning's
+// answer nor `best` (with or without a budget) is ever an int8 configuration.
+TEST(CliTest, TuningGemmLowpUnderABudgetNeverServesTheInt8Path) {
+  TempDir dir;
+  const std::string db = dir.File("lowp.db");
+  const std::string problem = "M=8,N=256,K=256";
+  auto tune = RunKtune({"tune", "--db", db, "--kernel", "gemm_lowp", "--problem", problem,
+                        "--device", "cpu", "--threads", "1", "--budget", "24", "--strategy",
+                        "random", "--max-rel-error", "1e-3", "--json"});
+  ASSERT_EQ(tune.exit_code, 0) << tune.err;
+  auto result = nlohmann::json::parse(tune.out);
+  EXPECT_NE(result["best"]["config"]["precision"], 8);
+  EXPECT_LE(result["best"]["max_rel_error"].get<double>(), 1e-3);
+  EXPECT_GE(result["failures"]["too_inaccurate"].get<int>(), 1) << tune.out;
+
+  auto exported = RunKtune({"db", "export", "--db", db});
+  ASSERT_EQ(exported.exit_code, 0) << exported.err;
+  std::istringstream lines(exported.out);
+  int int8 = 0;
+  for (std::string line; std::getline(lines, line);) {
+    auto r = nlohmann::json::parse(line);
+    if (r["config"]["precision"] != 8 || r["status"] == "invalid_config") continue;
+    ++int8;
+    EXPECT_EQ(r["status"], "too_inaccurate") << line;
+    EXPECT_GT(r["max_rel_error"].get<double>(), 1e-3) << line;
+    EXPECT_TRUE(r["time_ms"].is_null());
+  }
+  EXPECT_GE(int8, 1);
+  for (std::vector<std::string> extra : {std::vector<std::string>{},
+                                         std::vector<std::string>{"--max-rel-error", "1e-3"}}) {
+    std::vector<std::string> args = {"best", "--db", db, "--kernel", "gemm_lowp", "--problem",
+                                     problem, "--device", "cpu", "--top", "100", "--json"};
+    args.insert(args.end(), extra.begin(), extra.end());
+    auto best = RunKtune(args);
+    ASSERT_EQ(best.exit_code, 0) << best.err;
+    for (const auto& r : nlohmann::json::parse(best.out)["best"]) {
+      EXPECT_NE(r["config"]["precision"], 8);
+      EXPECT_LE(r["max_rel_error"].get<double>(), 1e-3);
+    }
+  }
 }
 
 TEST(CliTest, ExportWritesAKernelTunerCacheThatImportsBack) {
