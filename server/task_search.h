@@ -55,6 +55,9 @@ class TaskSearch {
     // when it is unknown), before the strategy proposes anything: a retuning job re-verifies the
     // old best alongside the new candidates. Those outside the task's space are skipped.
     std::vector<Configuration> reverify;
+    // The job's accuracy budget: earlier records whose error is above it, or unknown, count as
+    // failures for the strategy (as this job's own results would). Unset: none.
+    std::optional<double> max_rel_error;
   };
 
   // Prepares the search of canonical `task` as measured by workers with `cores` cores, with

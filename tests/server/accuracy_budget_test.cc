@@ -10,6 +10,7 @@
 #include <functional>
 #include <limits>
 
+#include "agent/search_strategy.h"
 #include "db/memory_tuning_database.h"
 #include "db/pareto_front.h"
 #include "kernels/kernel_registry.h"
@@ -32,8 +33,7 @@ class AccuracyBudgetTest : public ::testing::Test {
  protected:
   AccuracyBudgetTest() { Restart(); }
 
-  void Restart() {
-    SchedulerOptions options;
+  void Restart(SchedulerOptions options = {}) {
     options.agent_threads = 0;
     scheduler_ = std::make_unique<Scheduler>(&db_, &spaces_, std::move(options));
     ASSERT_TRUE(scheduler_->Recover().ok());
@@ -201,6 +201,64 @@ TEST_F(AccuracyBudgetTest, AResultWithoutAMeasuredErrorFailsABudgetAndTheBudgetS
     EXPECT_EQ(r.status, MeasurementStatus::kTooInaccurate);
     EXPECT_THAT(r.message, HasSubstr("no error was measured"));
   }
+}
+
+// The random strategy, keeping the earlier results the search gives it.
+class PriorRecordingStrategy : public SearchStrategy {
+ public:
+  explicit PriorRecordingStrategy(std::vector<Observation>* prior)
+      : prior_(prior), inner_(*MakeStrategy("random")) {}
+  absl::Status Initialize(const SearchSpace& space, uint64_t seed) override {
+    return inner_->Initialize(space, seed);
+  }
+  absl::Status AddPriorResults(const std::vector<Observation>& r) override {
+    prior_->insert(prior_->end(), r.begin(), r.end());
+    return inner_->AddPriorResults(r);
+  }
+  absl::Status PreTuning(int64_t budget, int batch_size) override {
+    return inner_->PreTuning(budget, batch_size);
+  }
+  absl::StatusOr<std::vector<Point>> ProposeBatch() override { return inner_->ProposeBatch(); }
+  absl::Status NotifyResults(const std::vector<Observation>& r) override {
+    return inner_->NotifyResults(r);
+  }
+  std::string name() const override { return "prior-recording"; }
+
+ private:
+  std::vector<Observation>* prior_;
+  std::unique_ptr<SearchStrategy> inner_;
+};
+
+// Records of an earlier job without a budget are ok, however sloppy; a job with a budget hands
+// them to its strategy as failures when their error is above it, so the search does not chase
+// configurations it can never serve.
+TEST_F(AccuracyBudgetTest, EarlierRecordsOutsideTheBudgetAreFailuresForTheNextJobsStrategy) {
+  Submit(32, std::nullopt);
+  RunToEnd();
+  std::vector<Observation> prior;
+  SchedulerOptions options;
+  options.make_strategy =
+      [&](const std::string&) -> absl::StatusOr<std::unique_ptr<SearchStrategy>> {
+    return std::make_unique<PriorRecordingStrategy>(&prior);
+  };
+  Restart(std::move(options));
+  Submit(8, 1e-3);
+  RunToEnd();
+  ASSERT_GE(prior.size(), 32u);
+  absl::StatusOr<std::vector<Record>> records = db_.TaskRecords(Task());
+  ASSERT_TRUE(records.ok());
+  // Every earlier record is ok; the strategy saw exactly the accurate ones as ok.
+  int failures = 0, successes = 0, sloppy = 0;
+  for (const Observation& o : prior) (o.ok ? successes : failures) += 1;
+  for (const Record& r : *records) {
+    if (r.source == "job:1") {
+      EXPECT_EQ(r.status, MeasurementStatus::kOk);
+      sloppy += *r.max_rel_error > 1e-3;
+    }
+  }
+  EXPECT_GT(sloppy, 0);
+  EXPECT_EQ(failures, sloppy) << "each sloppy earlier record is a failure for the strategy";
+  EXPECT_GT(successes, 0);
 }
 
 TEST_F(AccuracyBudgetTest, AReportWithABadErrorIsRefusedWholeAndABadBudgetIsRefused) {
