@@ -165,16 +165,25 @@ const Record* FastestWithError(const std::vector<Record>& records, const Configu
   return best;
 }
 
+// Below this largest error, configurations of a task differ only by rounding in a different order
+// (fp32 accumulations err by about 1e-7..1e-5): no precision was traded, nothing to explain.
+constexpr double kPrecisionTradedAbove = 1e-4;
+
 // The precision part: what the served configuration's error buys against the most accurate one,
-// and what the budget costs. Left unset when no record has a measured error.
-void ExplainPrecision(const std::vector<Record>& records, const Record& served,
+// and what the budget costs. False (nothing to say) when no record has a measured error, and when
+// no budget was asked, no record was too inaccurate and every error is below
+// kPrecisionTradedAbove.
+bool ExplainPrecision(const std::vector<Record>& records, const Record& served,
                       std::optional<double> budget, v1::PrecisionChoice* out) {
   const std::vector<TradeOff> trade_offs = TimeErrorTradeOffs(records);
-  if (trade_offs.empty()) return;
+  if (trade_offs.empty()) return false;
+  int64_t refused = 0;
+  double largest = 0;
+  for (const Record& r : records) refused += r.status == MeasurementStatus::kTooInaccurate;
+  for (const TradeOff& t : trade_offs) largest = std::max(largest, t.max_rel_error);
+  if (!budget && refused == 0 && largest < kPrecisionTradedAbove) return false;
   if (budget) out->set_budget(*budget);
   if (served.max_rel_error) out->set_served_error(*served.max_rel_error);
-  int64_t refused = 0;
-  for (const Record& r : records) refused += r.status == MeasurementStatus::kTooInaccurate;
   out->set_too_inaccurate_records(refused);
   const std::vector<TradeOff> front = ParetoFront(trade_offs);
   out->set_front_size(static_cast<int64_t>(front.size()));
@@ -188,6 +197,7 @@ void ExplainPrecision(const std::vector<Record>& records, const Record& served,
       *out->mutable_fastest_outside_budget() = ToProto(*fastest);
     }
   }
+  return true;
 }
 
 // Fills everything but the level from the records of the task `served` belongs to. With a
@@ -247,7 +257,9 @@ absl::Status ExplainFromTask(TuningDatabase& db, const Record& served,
                    [](const v1::ParameterEffect& a, const v1::ParameterEffect& b) {
                      return a.spread() > b.spread();
                    });
-  ExplainPrecision(records, served, budget, out->mutable_precision());
+  if (v1::PrecisionChoice precision; ExplainPrecision(records, served, budget, &precision)) {
+    *out->mutable_precision() = std::move(precision);
+  }
   return absl::OkStatus();
 }
 

@@ -203,6 +203,39 @@ TEST_F(AccuracyBudgetTest, AResultWithoutAMeasuredErrorFailsABudgetAndTheBudgetS
   }
 }
 
+// Errors that only reflect rounding in another order (all below 1e-4) are no precision choice:
+// explain says nothing about precision unless asked with a budget.
+TEST_F(AccuracyBudgetTest, ExplainSaysNothingOfPrecisionWhenNoneWasTraded) {
+  std::vector<Record> records;
+  for (int64_t tile : {8, 16, 32}) {
+    Record r;
+    r.kernel = "fp32_only";
+    r.problem = {{"n", int64_t{64}}};
+    r.device = kDevice;
+    r.config = {{"tile", tile}};
+    r.time_ms = 1.0 + tile / 8.0;
+    r.repeat_times_ms = {*r.time_ms};
+    FillRepeatStatistics(r);
+    r.max_rel_error = 1e-7 * tile;
+    records.push_back(r);
+  }
+  ASSERT_TRUE(db_.AddRecords(records).ok());
+  BestQuery q;
+  q.kernel = "fp32_only";
+  q.problem = {{"n", int64_t{64}}};
+  q.device_class = kDevice.device_class;
+  absl::StatusOr<v1::ExplainResponse> plain = Explain(db_, registry_, q);
+  ASSERT_TRUE(plain.ok()) << plain.status();
+  EXPECT_FALSE(plain->has_precision());
+  EXPECT_THAT(ExplanationText(*plain, q), ::testing::Not(HasSubstr("precision:")));
+  q.max_rel_error = 1e-5;
+  absl::StatusOr<v1::ExplainResponse> budgeted = Explain(db_, registry_, q);
+  ASSERT_TRUE(budgeted.ok());
+  ASSERT_TRUE(budgeted->has_precision());
+  EXPECT_EQ(budgeted->precision().front_size(), 1);
+  EXPECT_THAT(ExplanationText(*budgeted, q), HasSubstr("it is also the most accurate"));
+}
+
 // The random strategy, keeping the earlier results the search gives it.
 class PriorRecordingStrategy : public SearchStrategy {
  public:
