@@ -21,6 +21,7 @@
 #include "grpcpp/create_channel.h"
 #include "ktune/v1/tuning_service.grpc.pb.h"
 #include "measurer/cpu_device.h"
+#include "measurer/input_files.h"
 #include "proto/channel.h"
 #include "proto/convert.h"
 #include "server/job_spec.h"
@@ -30,6 +31,7 @@ namespace {
 
 struct TuneArgs {
   std::string db, kernel, problem, device = "cpu", strategy = "ppo", server, dtype;
+  std::string inputs;  // --inputs FILE: raw float32 inputs, stored and named data=file:<hash>
   int64_t budget = 64;
   int batch_size = 8;
   int threads = 0;
@@ -119,6 +121,12 @@ int RunRemoteTune(const TuneArgs& a) {
 
 int RunTune(const TuneArgs& a) {
   const std::string cmd = "tune";
+  if (!a.inputs.empty() && (!a.server.empty() || a.device != "cpu")) {
+    return UsageError(cmd,
+                      "--inputs stores the file for this machine's CPU worker (--device cpu, no "
+                      "--server); on a fleet, run `ktune tune --inputs FILE` once on each worker "
+                      "machine and pass the data=file:<hash> it prints in --problem");
+  }
   if (!a.server.empty()) return RunRemoteTune(a);
   if (a.budget < 1) return UsageError(cmd, "--budget must be at least 1");
   if (absl::Status s = MakeStrategy(a.strategy).status(); !s.ok()) {
@@ -129,7 +137,17 @@ int RunTune(const TuneArgs& a) {
   if (absl::StartsWith(a.device, "replay:")) {
     target = ReplayTarget(a.device.substr(strlen("replay:")), a.kernel);
   } else if (a.device == "cpu") {
-    target = CpuTarget(registry, a.kernel, a.problem, a.dtype, a.threads);
+    std::string problem = a.problem;
+    if (!a.inputs.empty()) {
+      if (absl::StrContains(problem, "data=")) {
+        return UsageError(cmd, "--inputs names the data: leave data= out of --problem");
+      }
+      absl::StatusOr<std::string> data = StoreInputFile(a.inputs, DefaultInputsDir());
+      if (!data.ok()) return UsageOrFail(cmd, data.status());
+      problem = absl::StrCat(problem, problem.empty() ? "" : ",", "data=", *data);
+      if (!a.json) std::cerr << "inputs: " << a.inputs << " is data=" << *data << "\n";
+    }
+    target = CpuTarget(registry, a.kernel, problem, a.dtype, a.threads);
   } else if (absl::StartsWith(a.device, "cuda")) {
     CudaMeasurerOptions cuda;
     cuda.flush_l2 = a.flush_l2;
@@ -242,6 +260,9 @@ void RegisterTuneCommand(CLI::App& app, Action* action) {
                    "Kernel from the registry, see ktune kernels (replay: from the file)");
   tune->add_option("--problem", a->problem, "Problem, e.g. M=1024,N=1024,K=1024");
   tune->add_option("--dtype", a->dtype, "Data type (default: the kernel's first, f32)");
+  tune->add_option("--inputs", a->inputs,
+                   "cpu: measure errors on these inputs (raw float32 values, filling the input "
+                   "buffers in order); the problem gets data=file:<hash of the file>");
   tune->add_option("--device", a->device, "cpu, cuda[:N] or replay:FILE")->capture_default_str();
   tune->add_option("--budget", a->budget, "Measurements, failures included")->capture_default_str();
   tune->add_option("--batch-size", a->batch_size, "Measurements per batch")

@@ -118,11 +118,14 @@ absl::StatusOr<Problem> KernelDefinition::ValidateProblem(const Problem& given) 
     const auto* known_data = std::find_if(
         std::begin(kInputDistributions), std::end(kInputDistributions),
         [&](const char* d) { return s != nullptr && *s == d; });
-    if (known_data == std::end(kInputDistributions)) {
+    const bool input_file = s != nullptr && s->size() == 21 && s->rfind("file:", 0) == 0 &&
+                            s->find_first_not_of("0123456789abcdef", 5) == std::string::npos;
+    if (known_data == std::end(kInputDistributions) && !input_file) {
       return absl::InvalidArgumentError(
           absl::StrCat("problem value data='", FormatParamValue(it->second),
                        "' is not an input distribution; use ",
-                       absl::StrJoin(kInputDistributions, ", ")));
+                       absl::StrJoin(kInputDistributions, ", "),
+                       ", or file:<hash> (ktune tune --inputs FILE stores a file)"));
     }
     if (language != "cpp") {
       return absl::InvalidArgumentError(absl::StrCat(

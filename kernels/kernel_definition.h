@@ -67,6 +67,8 @@ struct MachineVariables {
 //   normal        standard normal
 //   heavy_tailed  Student's t with 3 degrees of freedom: rare large values, which stretch the
 //                 scales of a quantised format
+// or "file:<16 hex digits>": a user's inputs file, named by its content hash
+// (measurer/input_files.h).
 inline constexpr const char* kInputDistributions[] = {"uniform", "normal", "heavy_tailed"};
 
 struct KernelDefinition {

@@ -7,8 +7,10 @@
 #include <cstdlib>
 #include <filesystem>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
+#include "measurer/input_files.h"
 #include "measurer/runner_result.h"
 
 namespace ktune {
@@ -59,7 +61,15 @@ absl::StatusOr<CpuMeasurer::TaskState*> CpuMeasurer::StateFor(const TaskKey& tas
   spec.set_atol(def.atol);
   spec.set_seed(options_.seed);
   if (auto data = state->problem.find("data"); data != state->problem.end()) {
-    spec.set_distribution(FormatParamValue(data->second));
+    std::string distribution = FormatParamValue(data->second);
+    if (absl::StartsWith(distribution, "file:")) {
+      KTUNE_ASSIGN_OR_RETURN(
+          std::string path,
+          ResolveInputFile(distribution, options_.inputs_dir.empty() ? DefaultInputsDir()
+                                                                     : options_.inputs_dir));
+      distribution = "file:" + path;
+    }
+    spec.set_distribution(distribution);
   }
   return (tasks_[key] = std::move(state)).get();
 }

@@ -42,6 +42,7 @@ struct CpuMeasurerOptions {
   double max_seconds = 0.25;  // sampling cap per candidate (after min_repeats)
   double min_sample_ms = 2;   // fast kernels repeat inside a sample until it lasts this long
   uint64_t seed = 1;          // of the random inputs
+  std::string inputs_dir;     // users' inputs files (data=file:<hash>); empty: DefaultInputsDir()
 };
 
 class CpuMeasurer : public Measurer {

@@ -6,6 +6,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstring>
+#include <fstream>
 #include <functional>
 #include <limits>
 #include <memory>
@@ -105,6 +106,16 @@ std::string RunnerSession::Prepare(const KernelSpec& spec) {
     draw = [&rng, d = std::normal_distribution<float>(0.f, 1.f)]() mutable { return d(rng); };
   } else if (spec.distribution() == "heavy_tailed") {
     draw = [&rng, d = std::student_t_distribution<float>(3.f)]() mutable { return d(rng); };
+  } else if (spec.distribution().rfind("file:", 0) == 0) {
+    std::ifstream file(spec.distribution().substr(5), std::ios::binary);
+    std::vector<float> values;
+    for (float v; file.read(reinterpret_cast<char*>(&v), sizeof v);) values.push_back(v);
+    if (values.empty()) return "cannot read the inputs file " + spec.distribution().substr(5);
+    draw = [values = std::move(values), next = size_t{0}]() mutable {
+      const float v = values[next];
+      next = (next + 1) % values.size();
+      return v;
+    };
   } else {
     return "unknown input distribution '" + spec.distribution() + "'";
   }

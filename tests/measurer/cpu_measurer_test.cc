@@ -6,9 +6,11 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <fstream>
 
 #include "kernels/kernel_registry.h"
 #include "measurer/cpu_device.h"
+#include "measurer/input_files.h"
 #include "tests/testing/test_util.h"
 
 namespace ktune {
@@ -195,6 +197,49 @@ TEST_F(CpuMeasurerTest, TheDataProblemValueChoosesTheInputDistribution) {
   auto refused = measurer.Measure(bad, {bounded});
   ASSERT_FALSE(refused.ok());
   EXPECT_THAT(refused.status().message(), HasSubstr("uniform, normal, heavy_tailed"));
+}
+
+// A user's inputs file: stored under its content hash, named by data=file:<hash>, and what the
+// runner fills the inputs with (the bounded kernel refuses values outside [-1, 1]).
+TEST_F(CpuMeasurerTest, AnInputsFileIsStoredByItsHashAndFillsTheInputs) {
+  testing::TempDir inputs;
+  options_.inputs_dir = inputs.path();
+  auto write = [&](const std::string& name, const std::vector<float>& values) {
+    std::ofstream out(inputs.File(name), std::ios::binary);
+    out.write(reinterpret_cast<const char*>(values.data()), values.size() * sizeof(float));
+    return inputs.File(name);
+  };
+  absl::StatusOr<std::string> small = StoreInputFile(write("small.f32", {0.5f, -0.25f, 0.75f}),
+                                                     inputs.path());
+  absl::StatusOr<std::string> large = StoreInputFile(write("large.f32", {0.5f, 3.0f}), inputs.path());
+  ASSERT_TRUE(small.ok()) << small.status();
+  ASSERT_TRUE(large.ok()) << large.status();
+  EXPECT_THAT(*small, ::testing::MatchesRegex("file:[0-9a-f]{16}"));
+  EXPECT_NE(*small, *large);
+  EXPECT_EQ(*StoreInputFile(inputs.File("small.f32"), inputs.path()), *small) << "same bytes";
+
+  CpuMeasurer measurer(&registry_, options_);
+  const Configuration bounded{{"bits", int64_t{23}}, {"bounded", int64_t{1}}};
+  auto measure = [&](const std::string& data) {
+    TaskKey task{"rounding", "", {{"n", int64_t{1000}}, {"data", data}},
+                 measurer.device().device_class};
+    return measurer.Measure(task, {bounded});
+  };
+  auto within = measure(*small);
+  ASSERT_TRUE(within.ok()) << within.status();
+  EXPECT_EQ(within->front().status, MeasurementStatus::kOk) << within->front().message;
+  auto outside = measure(*large);
+  ASSERT_TRUE(outside.ok()) << outside.status();
+  EXPECT_EQ(outside->front().status, MeasurementStatus::kInvalidConfig) << "3.0 reached the kernel";
+  auto missing = measure("file:0123456789abcdef");
+  ASSERT_FALSE(missing.ok());
+  EXPECT_THAT(missing.status().message(), HasSubstr("ktune tune --inputs"));
+
+  EXPECT_TRUE(absl::IsInvalidArgument(
+      StoreInputFile(write("odd.f32", {}), inputs.path()).status()));
+  EXPECT_TRUE(absl::IsInvalidArgument(
+      StoreInputFile(write("nan.f32", {1.f, std::nanf("")}), inputs.path()).status()));
+  EXPECT_TRUE(absl::IsNotFound(StoreInputFile(inputs.File("nope"), inputs.path()).status()));
 }
 
 TEST_F(CpuMeasurerTest, CompiledKernelsAreCachedOnDisk) {
