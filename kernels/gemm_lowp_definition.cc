@@ -61,9 +61,12 @@ KernelDefinition GemmLowpDefinition() {
   d.default_config = {{"precision", "32"}, {"scales", "0"}, {"pack", "1"},
                       {"MR", "6"},         {"NR", "16"},    {"MC", "192"},
                       {"KC", "256"},       {"NC", "1536"},  {"threads", "cores"}};
-  // Only catches broken code: the honest int8 error (about 1e-2 of max|C| on uniform data)
-  // passes. Which precision is accurate enough is the accuracy budget's decision, not this one.
-  d.rtol = 0.1;
+  // Only catches broken code: the honest int8 error passes, about 1e-2 of max|C| on uniform data
+  // and above 0.1 for per-tensor scales on heavy-tailed data (data=heavy_tailed), which is a
+  // measured cost of the precision (too_inaccurate under a budget), not a wrong result. A kernel
+  // that leaves an output at zero errs by 1 at the largest element, so 0.5 still catches it.
+  // Which precision is accurate enough is the accuracy budget's decision, not this one.
+  d.rtol = 0.5;
   return d;
 }
 
