@@ -164,9 +164,10 @@ absl::Status ReadRecords(const TuneTarget& t, const std::string& db_path,
       absl::StatusOr<Point> point = t.space->ToPoint(r.config);
       if (!point.ok() || !t.space->IsValid(*point)) continue;  // another version or space
     }
-    const bool within_budget =
-        !max_rel_error || (r.max_rel_error && *r.max_rel_error <= *max_rel_error);
-    if (r.time_ms && within_budget && (!s.best || *r.time_ms < *s.best->time_ms)) s.best = r;
+    if (r.time_ms && WithinAccuracyBudget(r.max_rel_error, max_rel_error) &&
+        (!s.best || *r.time_ms < *s.best->time_ms)) {
+      s.best = r;
+    }
     if (t.default_config && r.config == *t.default_config) s.default_record = r;
   }
   return absl::OkStatus();

@@ -64,7 +64,7 @@ absl::StatusOr<BestResult> MemoryTuningDatabase::QueryBest(const BestQuery& q) {
     std::vector<const Record*> hits;
     for (const Record& r : records_) {
       if (r.status == MeasurementStatus::kOk &&
-          (!q.max_rel_error || (r.max_rel_error && *r.max_rel_error <= *q.max_rel_error)) &&
+          WithinAccuracyBudget(r.max_rel_error, q.max_rel_error) &&
           SameWorkload(r, q.kernel, q.kernel_version, q.problem) && matches(r.device) &&
           !IsStale(r)) {
         hits.push_back(&r);

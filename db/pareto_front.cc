@@ -12,7 +12,7 @@ std::vector<TradeOff> TimeErrorTradeOffs(const std::vector<Record>& records) {
     if (r.status != MeasurementStatus::kOk && r.status != MeasurementStatus::kTooInaccurate) {
       continue;
     }
-    const std::optional<double> time = r.time_ms ? r.time_ms : r.median_ms;
+    const std::optional<double> time = TradeOffTimeMs(r);
     if (!time || !r.max_rel_error) continue;
     auto [it, added] = by_config.try_emplace(CanonicalJson(r.config));
     TradeOff& t = it->second;

@@ -20,6 +20,11 @@ struct TradeOff {
   bool on_front = false;     // no other configuration is both faster and at least as accurate
 };
 
+// A record's time on the trade-off: time_ms when ok, else (too_inaccurate) its repeats' median.
+inline std::optional<double> TradeOffTimeMs(const Record& r) {
+  return r.time_ms ? r.time_ms : r.median_ms;
+}
+
 // Every configuration of `records` that ran and had its error measured (status ok or
 // too_inaccurate, with a time and max_rel_error), fastest first (ties: smaller error first, then
 // canonical configuration order). Records without a measured error are left out: where they sit

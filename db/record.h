@@ -91,6 +91,12 @@ struct Record {
   std::string RecordId() const;
 };
 
+// Whether a measured error (Record::max_rel_error) is within an accuracy budget: always without a
+// budget, never when the error is unknown, else error <= budget.
+inline bool WithinAccuracyBudget(std::optional<double> error, std::optional<double> budget) {
+  return !budget || (error && *error <= *budget);
+}
+
 // Sets median_ms, min_ms and stddev_ms (sample standard deviation; 0 for one repeat) from
 // repeat_times_ms; clears them when there are no repeats.
 void FillRepeatStatistics(Record& r);

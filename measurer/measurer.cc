@@ -38,7 +38,7 @@ int64_t CandidateTimeoutMs(int64_t absolute_ms, double best_ms, double relative,
 
 MeasureResult ApplyAccuracyBudget(MeasureResult result, double max_rel_error) {
   if (result.status != MeasurementStatus::kOk) return result;
-  if (result.max_rel_error && *result.max_rel_error <= max_rel_error) return result;
+  if (WithinAccuracyBudget(result.max_rel_error, max_rel_error)) return result;
   result.status = MeasurementStatus::kTooInaccurate;
   result.message = result.max_rel_error
                        ? absl::StrFormat("max relative error %.3g is above the budget %.3g",

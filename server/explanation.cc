@@ -152,8 +152,8 @@ v1::MatchLevel LevelOf(MatchLevel level) {
   return v1::MATCH_LEVEL_NONE;
 }
 
-// A record's time for the trade-off: time_ms when ok, else its repeats' median.
-double TradeOffTime(const Record& r) { return r.time_ms ? *r.time_ms : r.median_ms.value_or(0); }
+// TradeOffTimeMs, 0 when unknown.
+double TradeOffTime(const Record& r) { return TradeOffTimeMs(r).value_or(0); }
 
 // The fastest record (ok or too_inaccurate, error known) of `config`.
 const Record* FastestWithError(const std::vector<Record>& records, const Configuration& config) {
@@ -217,8 +217,9 @@ absl::Status ExplainFromTask(TuningDatabase& db, const Record& served,
   for (const Record& r : records) {
     if (r.status == MeasurementStatus::kOk) {
       best = best == 0 ? *r.time_ms : std::min(best, *r.time_ms);
-      const bool within = !budget || (r.max_rel_error && *r.max_rel_error <= *budget);
-      if (within || r.config == served.config) by_config[r.config].push_back(&r);
+      if (WithinAccuracyBudget(r.max_rel_error, budget) || r.config == served.config) {
+        by_config[r.config].push_back(&r);
+      }
     } else {
       ++failed;
     }

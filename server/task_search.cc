@@ -57,9 +57,8 @@ absl::StatusOr<std::unique_ptr<TaskSearch>> TaskSearch::Create(TuningDatabase* d
     default_known |= default_config && r.config == *default_config;
     absl::StatusOr<Point> p = s->space_->ToPoint(r.config);
     if (!p.ok() || !s->space_->IsValid(*p)) continue;  // another version, threads or space
-    const bool within_budget = !options.max_rel_error ||
-                               (r.max_rel_error && *r.max_rel_error <= *options.max_rel_error);
-    const bool ok = r.status == MeasurementStatus::kOk && r.time_ms.has_value() && within_budget;
+    const bool ok = r.status == MeasurementStatus::kOk && r.time_ms.has_value() &&
+                    WithinAccuracyBudget(r.max_rel_error, options.max_rel_error);
     s->prior_.push_back({*p, ok, ok ? *r.time_ms : 0.0});
   }
   s->prior_records_ = static_cast<int64_t>(s->prior_.size());

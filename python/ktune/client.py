@@ -47,6 +47,18 @@ def _problem(problem: Optional[ProblemLike]) -> ParamMap:
     return parse_params(problem) if isinstance(problem, str) else dict(problem)
 
 
+def _lookup(request, kernel: str, kernel_version: str, problem: Optional[ProblemLike],
+            device: DeviceLike, max_rel_error: Optional[float]):
+    """Fills the task, device and budget fields that QueryBest and Explain requests share."""
+    request.kernel.name = kernel
+    request.kernel.version = kernel_version
+    params_to_proto(_problem(problem), request.problem.params)
+    device_to_proto(device, request.device)
+    if max_rel_error is not None:
+        request.max_rel_error = max_rel_error
+    return request
+
+
 class Client:
     """A connection to a ktune server (``ktune serve``).
 
@@ -150,13 +162,8 @@ class Client:
         ``max_rel_error`` is an accuracy budget: only records whose measured error is known and
         at most this. Served from the server's memory.
         """
-        request = ts.QueryBestRequest(top_k=top, tune_if_missing=tune_if_missing)
-        if max_rel_error is not None:
-            request.max_rel_error = max_rel_error
-        request.kernel.name = kernel
-        request.kernel.version = kernel_version
-        params_to_proto(_problem(problem), request.problem.params)
-        device_to_proto(device, request.device)
+        request = _lookup(ts.QueryBestRequest(top_k=top, tune_if_missing=tune_if_missing), kernel,
+                          kernel_version, problem, device, max_rel_error)
         reply = self._unary("QueryBest", self._tuning.QueryBest, request, timeout)
         return BestResult(MatchLevel._from_proto(reply.level),
                           [Record._from_proto(r) for r in reply.best], reply.queued_job_id)
@@ -169,13 +176,8 @@ class Client:
         effect, and for a prediction the tuned neighbour. The ExplainResponse as a dict (proto
         field names; every field present). With ``max_rel_error``, the answer within that
         accuracy budget, and under ``precision`` what the budget costs."""
-        request = ts.ExplainRequest()
-        if max_rel_error is not None:
-            request.max_rel_error = max_rel_error
-        request.kernel.name = kernel
-        request.kernel.version = kernel_version
-        params_to_proto(_problem(problem), request.problem.params)
-        device_to_proto(device, request.device)
+        request = _lookup(ts.ExplainRequest(), kernel, kernel_version, problem, device,
+                          max_rel_error)
         reply = self._unary("Explain", self._tuning.Explain, request, timeout)
         return json_format.MessageToDict(reply, preserving_proto_field_name=True,
                                          always_print_fields_with_no_presence=True)
