@@ -10,8 +10,9 @@
 //                 FMAs: half of B's memory traffic.
 //   precision 8:  B s8 symmetric (max-abs scale per tensor or per column), A u7 asymmetric per
 //                 row (min/max scale and zero point, per run; quantise.h), u8 x s8 products with
-//                 _mm256_maddubs_epi16 widened by _mm256_madd_epi16 with ones, int32 sums,
-//                 dequantised to float32 C.
+//                 _mm256_maddubs_epi16 widened by _mm256_madd_epi16 with ones (or one
+//                 vpdpbusd where the CPU has AVX-VNNI: cpu_isa.h), int32 sums, dequantised to
+//                 float32 C.
 //
 // Why 7-bit activations: maddubs adds two u8 x s8 products into a saturating int16; with A in
 // [0, 127] and B in [-127, 127] a pair is at most 2 * 127 * 127 = 32258 < 32767, so no sum ever
@@ -31,6 +32,8 @@
 #include <vector>
 
 #include "kernels/cpu/builtin_cpu_kernels.h"
+#include "kernels/cpu/cpu_isa.h"
+#include "kernels/cpu/gemm_lowp_s8_tile.h"
 #include "kernels/cpu/quantise.h"
 #include "kernels/cpu/scratch.h"
 
@@ -201,12 +204,12 @@ void FloatTile(int64_t kc, const float* a, int64_t lda, const T* b, float* c, in
 
 // ---- int8 weights ----
 
-// The quantised rows of A for one run: MR-row panels [panel][K4][MR] of 4-byte groups (4
-// consecutive k of one row), with each row's scale and zero point.
-struct QuantA {
-  const int32_t* words;
-  const float* scale;
-  const int32_t* zero;
+// Four u8 x s8 products into each int32 lane with AVX2 (gemm_lowp_s8_tile.h).
+struct MaddubsDot {
+  const __m256i ones = _mm256_set1_epi16(1);
+  __m256i operator()(__m256i acc, __m256i a_u8, __m256i b_s8) const {
+    return _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_maddubs_epi16(a_u8, b_s8), ones));
+  }
 };
 
 // Quantises rows [row0, row1) of A (quantise.h) into their panels; row_bytes: 4 * K4 bytes.
@@ -221,66 +224,8 @@ void QuantiseRows(const LowpConfig& c, const float* A, int64_t row0, int64_t row
   }
 }
 
-// C[mr x nr] (+)= dequantised A8[mr x 4*k4] * B8[4*k4 x NR]. `first`: the first k block, which
-// also subtracts the zero points' share (zero[i] * colsum[j]) and overwrites C.
-template <int MR, int NV>
-void S8Tile(int64_t k4, const int32_t* a, const int8_t* b, const float* a_scale,
-            const int32_t* a_zero, const float* b_scale, const int32_t* colsum, float* c,
-            int64_t ldc, bool first, int mr, int nr) {
-  constexpr int NR = NV * 8;
-  const __m256i ones = _mm256_set1_epi16(1);
-  __m256i acc[MR][NV];
-  #pragma GCC unroll 16
-  for (int i = 0; i < MR; ++i)
-    #pragma GCC unroll 16
-    for (int v = 0; v < NV; ++v) acc[i][v] = _mm256_setzero_si256();
-#pragma GCC unroll 2
-  for (int64_t g = 0; g < k4; ++g) {
-    __m256i bv[NV];
-    #pragma GCC unroll 16
-    for (int v = 0; v < NV; ++v) {
-      bv[v] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + (g * NR + v * 8) * 4));
-    }
-    #pragma GCC unroll 16
-    for (int i = 0; i < MR; ++i) {
-      const __m256i ai = _mm256_set1_epi32(a[g * MR + i]);
-      #pragma GCC unroll 16
-      for (int v = 0; v < NV; ++v) {
-        acc[i][v] = _mm256_add_epi32(
-            acc[i][v], _mm256_madd_epi16(_mm256_maddubs_epi16(ai, bv[v]), ones));
-      }
-    }
-  }
-  alignas(32) float tile[MR * NR];
-  const bool full = mr == MR && nr == NR;
-  #pragma GCC unroll 16
-  for (int i = 0; i < MR; ++i) {
-    const int row = std::min(i, mr - 1);
-    const __m256 sa = _mm256_set1_ps(a_scale[row]);
-    const __m256i za = _mm256_set1_epi32(first ? a_zero[row] : 0);
-    #pragma GCC unroll 16
-    for (int v = 0; v < NV; ++v) {
-      const __m256i cs = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(colsum + v * 8));
-      const __m256i exact = _mm256_sub_epi32(acc[i][v], _mm256_mullo_epi32(za, cs));
-      __m256 x = _mm256_mul_ps(_mm256_cvtepi32_ps(exact),
-                               _mm256_mul_ps(sa, _mm256_loadu_ps(b_scale + v * 8)));
-      if (!full) {
-        _mm256_store_ps(tile + i * NR + v * 8, x);
-        continue;
-      }
-      float* out = c + i * ldc + v * 8;
-      if (!first) x = _mm256_add_ps(_mm256_loadu_ps(out), x);
-      _mm256_storeu_ps(out, x);
-    }
-  }
-  if (full) return;
-  for (int i = 0; i < mr; ++i)
-    for (int j = 0; j < nr; ++j) c[i * ldc + j] = (first ? 0.f : c[i * ldc + j]) + tile[i * NR + j];
-}
-
 template <typename T>
 using FloatTileFn = decltype(&FloatTile<1, 1, T>);
-using S8TileFn = decltype(&S8Tile<1, 1>);
 
 template <int MR, typename T>
 FloatTileFn<T> FloatFor(int nr) {
@@ -292,16 +237,6 @@ FloatTileFn<T> FloatFor(int nr) {
   }
 }
 
-template <int MR>
-S8TileFn S8For(int nr) {
-  switch (nr) {
-    case 8: return &S8Tile<MR, 1>;
-    case 16: if constexpr (MR * 16 <= 96) return &S8Tile<MR, 2>; else return nullptr;
-    case 24: if constexpr (MR * 24 <= 96) return &S8Tile<MR, 3>; else return nullptr;
-    default: if constexpr (MR * 32 <= 96) return &S8Tile<MR, 4>; else return nullptr;
-  }
-}
-
 template <typename T>
 FloatTileFn<T> FloatTileFor(int mr, int nr) {
   switch (mr) {
@@ -310,16 +245,6 @@ FloatTileFn<T> FloatTileFor(int mr, int nr) {
     case 4: return FloatFor<4, T>(nr);
     case 6: return FloatFor<6, T>(nr);
     default: return FloatFor<8, T>(nr);
-  }
-}
-
-S8TileFn S8TileFor(int mr, int nr) {
-  switch (mr) {
-    case 1: return S8For<1>(nr);
-    case 2: return S8For<2>(nr);
-    case 4: return S8For<4>(nr);
-    case 6: return S8For<6>(nr);
-    default: return S8For<8>(nr);
   }
 }
 
@@ -362,7 +287,8 @@ int RunPrepacked(const LowpConfig& c, const T* b, const float* A, float* C) {
 }
 
 int RunS8(const LowpConfig& c, const float* A, float* C) {
-  const S8TileFn fn = S8TileFor(c.MR, c.NR);
+  const S8TileFn fn =
+      UseAvxVnni() ? S8TileForAvxVnni(c.MR, c.NR) : S8TileForAvx2(c.MR, c.NR);
   if (fn == nullptr) return 1;
   const int64_t k4 = (c.K + 3) / 4, panels = (c.M + c.MR - 1) / c.MR;
   // One scratch: the words, then scales and zero points, padded to whole panels.
@@ -414,6 +340,8 @@ int LowpRun(const ktune_cpu_call* call) {
 }
 
 }  // namespace
+
+S8TileFn S8TileForAvx2(int mr, int nr) { return S8TileFor<MaddubsDot>(mr, nr); }
 
 extern const BuiltinCpuKernel kGemmLowpCpuKernel = {"gemm_lowp", &LowpRun,
                                                     kGemmCpuKernel.reference, &LowpPrepare,

@@ -9,9 +9,11 @@
 // Configuration: threads, scales (0 per tensor, 1 per column of B). One prepared configuration
 // per process at a time.
 //
-// oneDNN chooses its code by the CPU it finds. ktune's CPU kernels are AVX2 code, so oneDNN is
-// capped at AVX2 (dnnl_set_max_cpu_isa) for a like-for-like comparison, unless the environment
-// variable DNNL_MAX_CPU_ISA chooses (e.g. DNNL_MAX_CPU_ISA=ALL measures what this CPU allows).
+// oneDNN chooses its code by the CPU it finds. ktune's CPU kernels are AVX2 code, plus AVX-VNNI
+// for gemm_lowp's int8 where the CPU has it (cpu_isa.h), so oneDNN is capped at the same set
+// (dnnl_set_max_cpu_isa: avx2 or avx2_vnni) for a like-for-like comparison, unless the
+// environment variable DNNL_MAX_CPU_ISA chooses (e.g. DNNL_MAX_CPU_ISA=ALL measures what this CPU
+// allows: AVX-512 and AMX here).
 #include <oneapi/dnnl/dnnl.h>
 #include <omp.h>
 
@@ -22,6 +24,7 @@
 #include <vector>
 
 #include "kernels/cpu/builtin_cpu_kernels.h"
+#include "kernels/cpu/cpu_isa.h"
 #include "kernels/cpu/quantise.h"
 #include "kernels/cpu/scratch.h"
 
@@ -31,7 +34,8 @@ namespace {
 void CapIsa() {
   static const bool capped = [] {
     return std::getenv("DNNL_MAX_CPU_ISA") == nullptr &&
-           dnnl_set_max_cpu_isa(dnnl_cpu_isa_avx2) == dnnl_success;
+           dnnl_set_max_cpu_isa(UseAvxVnni() ? dnnl_cpu_isa_avx2_vnni : dnnl_cpu_isa_avx2) ==
+               dnnl_success;
   }();
   (void)capped;
 }

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "kernels/cpu/builtin_cpu_kernels.h"
+#include "kernels/cpu/gemm_lowp_s8_tile.h"
 #include "kernels/kernel_registry.h"
 
 namespace ktune {
@@ -249,6 +250,48 @@ TEST(GemmLowp, TypicalSpaces) {
 // oneDNN's fp32 gemm is a float32 gemm; its int8 gemm, quantised by the same code, computes the
 // same integers as gemm_lowp's int8 path, so the two agree far more closely than either agrees
 // with the reference.
+// The AVX-VNNI tiles (gemm_lowp_vnni.cc) replace maddubs + madd + add by one vpdpbusd: on the
+// same quantised inputs they must give exactly what the AVX2 tiles give, for every tile shape,
+// edge tiles (mr < MR, nr < NR) and accumulation onto C (first = false) included.
+TEST(GemmLowp, AvxVnniTilesGiveExactlyWhatAvx2TilesGive) {
+  __builtin_cpu_init();
+  if (!__builtin_cpu_supports("avxvnni")) GTEST_SKIP() << "this CPU has no AVX-VNNI";
+  std::mt19937_64 rng(7);
+  const int64_t k4 = 67;  // not a multiple of the k loop's unroll
+  for (int MR : {1, 2, 4, 6, 8}) {
+    for (int NR : {8, 16, 24, 32}) {
+      const cpu::S8TileFn avx2 = cpu::S8TileForAvx2(MR, NR);
+      const cpu::S8TileFn vnni = cpu::S8TileForAvxVnni(MR, NR);
+      ASSERT_EQ(avx2 == nullptr, vnni == nullptr) << MR << "x" << NR;
+      if (avx2 == nullptr) continue;
+      std::vector<int32_t> a(k4 * MR), colsum(NR), zero(MR);
+      std::vector<int8_t> b(k4 * NR * 4);
+      std::vector<float> a_scale(MR), b_scale(NR);
+      std::uniform_int_distribution<int> u7(0, 127), s8(-127, 127);
+      std::uniform_real_distribution<float> scale(0.001f, 0.02f);
+      for (int32_t& w : a) {
+        w = u7(rng) | u7(rng) << 8 | u7(rng) << 16 | u7(rng) << 24;
+      }
+      for (int8_t& x : b) x = static_cast<int8_t>(s8(rng));
+      for (int32_t& x : colsum) x = s8(rng) * 100;
+      for (int32_t& x : zero) x = u7(rng);
+      for (float& x : a_scale) x = scale(rng);
+      for (float& x : b_scale) x = scale(rng);
+      for (auto [mr, nr] : {std::pair{MR, NR}, std::pair{std::max(1, MR - 1), NR - 3}}) {
+        for (bool first : {true, false}) {
+          std::vector<float> c_avx2(MR * NR, 1.5f), c_vnni(MR * NR, 1.5f);
+          avx2(k4, a.data(), b.data(), a_scale.data(), zero.data(), b_scale.data(),
+               colsum.data(), c_avx2.data(), NR, first, mr, nr);
+          vnni(k4, a.data(), b.data(), a_scale.data(), zero.data(), b_scale.data(),
+               colsum.data(), c_vnni.data(), NR, first, mr, nr);
+          EXPECT_EQ(c_avx2, c_vnni) << MR << "x" << NR << " tile, " << mr << "x" << nr
+                                    << (first ? ", first k block" : ", accumulating");
+        }
+      }
+    }
+  }
+}
+
 TEST(GemmOneDnn, MatchesTheReferenceAndTheInt8PathOfGemmLowp) {
   for (int64_t threads : {1, 2}) {
     Gemm g = Uniform(37, 301, 129, 17);
