@@ -69,10 +69,10 @@ class LockedTuningDatabase final : public TuningDatabase {
     absl::MutexLock l(&mu_);
     return inner_->SetJobState(id, state, message);
   }
-  absl::Status UpdateJobTask(int64_t job_id, int task_index, JobState state,
-                             int64_t measurements_done) override {
+  absl::Status UpdateJobTasks(int64_t job_id,
+                              const std::vector<JobTaskProgress>& progress) override {
     absl::MutexLock l(&mu_);
-    return inner_->UpdateJobTask(job_id, task_index, state, measurements_done);
+    return inner_->UpdateJobTasks(job_id, progress);
   }
   absl::Status SaveCheckpoint(const std::string& key, const std::string& blob) override {
     absl::MutexLock l(&mu_);

@@ -230,16 +230,21 @@ absl::Status MemoryTuningDatabase::SetJobState(int64_t id, JobState state,
   return absl::OkStatus();
 }
 
-absl::Status MemoryTuningDatabase::UpdateJobTask(int64_t job_id, int task_index, JobState state,
-                                                 int64_t measurements_done) {
+absl::Status MemoryTuningDatabase::UpdateJobTasks(int64_t job_id,
+                                                  const std::vector<JobTaskProgress>& progress) {
   absl::MutexLock lock(&mu_);
   auto it = jobs_.find(job_id);
   if (it == jobs_.end()) return absl::NotFoundError(absl::StrCat("no job ", job_id));
-  if (task_index < 0 || task_index >= static_cast<int>(it->second.tasks.size())) {
-    return absl::NotFoundError(absl::StrCat("job ", job_id, " has no task ", task_index));
+  std::vector<JobTask>& tasks = it->second.tasks;
+  for (const JobTaskProgress& p : progress) {
+    if (p.task_index < 0 || p.task_index >= static_cast<int>(tasks.size())) {
+      return absl::NotFoundError(absl::StrCat("job ", job_id, " has no task ", p.task_index));
+    }
   }
-  it->second.tasks[task_index].state = state;
-  it->second.tasks[task_index].measurements_done = measurements_done;
+  for (const JobTaskProgress& p : progress) {
+    tasks[p.task_index].state = p.state;
+    tasks[p.task_index].measurements_done = p.measurements_done;
+  }
   it->second.updated_at_us = absl::ToUnixMicros(absl::Now());
   return absl::OkStatus();
 }

@@ -601,18 +601,21 @@ absl::Status SqliteTuningDatabase::SetJobState(int64_t id, JobState state,
   return txn.Commit();
 }
 
-absl::Status SqliteTuningDatabase::UpdateJobTask(int64_t job_id, int task_index, JobState state,
-                                                 int64_t measurements_done) {
+absl::Status SqliteTuningDatabase::UpdateJobTasks(int64_t job_id,
+                                                  const std::vector<JobTaskProgress>& progress) {
   absl::MutexLock lock(&mu_);
   KTUNE_ASSIGN_OR_RETURN(SqliteTransaction txn, SqliteTransaction::Begin(db_));
   KTUNE_ASSIGN_OR_RETURN(SqliteStatement s, SqliteStatement::Prepare(db_, kUpdateJobTask));
-  s.Bind(1, JobStateName(state))
-      .Bind(2, measurements_done)
-      .Bind(3, job_id)
-      .Bind(4, static_cast<int64_t>(task_index));
-  KTUNE_RETURN_IF_ERROR(s.Run());
-  if (sqlite3_changes(db_) == 0) {
-    return absl::NotFoundError(absl::StrCat("job ", job_id, " has no task ", task_index));
+  for (const JobTaskProgress& p : progress) {
+    s.Bind(1, JobStateName(p.state))
+        .Bind(2, p.measurements_done)
+        .Bind(3, job_id)
+        .Bind(4, static_cast<int64_t>(p.task_index));
+    KTUNE_RETURN_IF_ERROR(s.Run());
+    if (sqlite3_changes(db_) == 0) {  // the transaction rolls back: nothing is stored
+      return absl::NotFoundError(absl::StrCat("job ", job_id, " has no task ", p.task_index));
+    }
+    s.Reset();
   }
   KTUNE_ASSIGN_OR_RETURN(SqliteStatement touch, SqliteStatement::Prepare(db_, kTouchJob));
   touch.Bind(1, NowUs()).Bind(2, job_id);

@@ -60,8 +60,8 @@ class SqliteTuningDatabase : public TuningDatabase {
   absl::StatusOr<Job> GetJob(int64_t id) override;
   absl::StatusOr<std::vector<Job>> ListJobs() override;
   absl::Status SetJobState(int64_t id, JobState state, const std::string& message) override;
-  absl::Status UpdateJobTask(int64_t job_id, int task_index, JobState state,
-                             int64_t measurements_done) override;
+  absl::Status UpdateJobTasks(int64_t job_id,
+                              const std::vector<JobTaskProgress>& progress) override;
   absl::Status SaveCheckpoint(const std::string& key, const std::string& blob) override;
   absl::StatusOr<std::string> LoadCheckpoint(const std::string& key) override;
 

@@ -70,6 +70,13 @@ struct JobTask {
   int64_t measurements_done = 0;
 };
 
+// One task's progress, as UpdateJobTasks stores it.
+struct JobTaskProgress {
+  int task_index = 0;  // into Job::tasks
+  JobState state = JobState::kQueued;
+  int64_t measurements_done = 0;
+};
+
 struct Job {
   int64_t id = 0;  // assigned by CreateJob
   std::string name;
@@ -134,9 +141,10 @@ class TuningDatabase {
   virtual absl::StatusOr<std::vector<Job>> ListJobs() = 0;
   // FailedPrecondition when the transition is not allowed (the message names both states).
   virtual absl::Status SetJobState(int64_t id, JobState state, const std::string& message) = 0;
-  // Updates one task's progress (task_index into Job::tasks).
-  virtual absl::Status UpdateJobTask(int64_t job_id, int task_index, JobState state,
-                                     int64_t measurements_done) = 0;
+  // Stores the progress of some of a job's tasks, all or none (NotFound, nothing stored, when
+  // one index is not a task of the job): one commit for a report that touches many tasks.
+  virtual absl::Status UpdateJobTasks(int64_t job_id,
+                                      const std::vector<JobTaskProgress>& progress) = 0;
 
   // --- Agent checkpoints ---
   // Stores `blob` under `key`, replacing any previous one.

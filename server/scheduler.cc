@@ -259,13 +259,15 @@ absl::StatusOr<JobStatus> Scheduler::Cancel(int64_t id) {
   LogEvent("job_cancelled", {{"job_id", std::to_string(id)}});
   job->job.state = JobState::kCancelled;
   job->job.message = "cancelled by a client";
+  std::vector<JobTaskProgress> cancelled;
   for (TaskRun& t : job->tasks) {
     t.queued.clear();
     if (!IsFinal(t.state)) {
       t.state = JobState::kCancelled;
-      KTUNE_RETURN_IF_ERROR(db_->UpdateJobTask(id, t.index, t.state, t.done));
+      cancelled.push_back(ProgressOf(t));
     }
   }
+  KTUNE_RETURN_IF_ERROR(db_->UpdateJobTasks(id, cancelled));
   JobStatus s = StatusOf(*job);
   // Leased candidates are still recorded when reported (their lease keeps the job id).
   bool leased = false;
@@ -301,6 +303,10 @@ absl::StatusOr<JobStatus> Scheduler::Resume(int64_t id) {
   return StatusOf(*job);
 }
 
+JobTaskProgress Scheduler::ProgressOf(const TaskRun& task) {
+  return {task.index, task.state, task.done};
+}
+
 absl::Status Scheduler::FailTask(JobRun& job, TaskRun& t, const absl::Status& why) {
   LogEvent("task_failed", {{"job_id", std::to_string(job.job.id)},
                            {"task", std::to_string(t.index)},
@@ -309,7 +315,7 @@ absl::Status Scheduler::FailTask(JobRun& job, TaskRun& t, const absl::Status& wh
   t.error = absl::StrCat("task ", t.index, " (", t.task.kernel, " on ", t.task.device_class,
                          "): ", why.message());
   t.queued.clear();
-  return db_->UpdateJobTask(job.job.id, t.index, t.state, t.done);
+  return db_->UpdateJobTasks(job.job.id, {ProgressOf(t)});
 }
 
 void Scheduler::Forget(int64_t id) {
@@ -324,14 +330,16 @@ void Scheduler::Forget(int64_t id) {
 
 absl::Status Scheduler::FinishIfDone(JobRun& job) {
   bool all_done = true;
+  std::vector<JobTaskProgress> finished;
   for (TaskRun& t : job.tasks) {
     if (!IsFinal(t.state) && t.in_flight == 0 && t.queued.empty() && !t.agent_busy &&
         (t.done >= t.budget || t.exhausted || job.out_of_time)) {
       t.state = JobState::kDone;
-      KTUNE_RETURN_IF_ERROR(db_->UpdateJobTask(job.job.id, t.index, t.state, t.done));
+      finished.push_back(ProgressOf(t));
     }
     all_done &= IsFinal(t.state);
   }
+  if (!finished.empty()) KTUNE_RETURN_IF_ERROR(db_->UpdateJobTasks(job.job.id, finished));
   int64_t in_flight = 0;
   for (const TaskRun& t : job.tasks) in_flight += t.in_flight;
   if (all_done && in_flight == 0) {

@@ -229,6 +229,8 @@ class Scheduler {
   void RunAgentWork(std::vector<AgentWork> work) ABSL_LOCKS_EXCLUDED(mu_);
   // Whether the task needs a new batch from its search (nothing queued or leased, budget left).
   static bool NeedsBatch(const TaskRun& task);
+  // What the database keeps of a task's progress (TuningDatabase::UpdateJobTasks).
+  static JobTaskProgress ProgressOf(const TaskRun& task);
   // A task whose search broke ends failed, saying why; the job goes on with its other tasks.
   absl::Status FailTask(JobRun& job, TaskRun& task, const absl::Status& why)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);

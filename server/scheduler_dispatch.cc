@@ -369,6 +369,7 @@ absl::StatusOr<int64_t> Scheduler::Report(const std::string& worker_id, const st
     for (int64_t id : touched) {
       auto it = jobs_.find(id);
       if (it == jobs_.end()) continue;
+      std::vector<JobTaskProgress> progress;  // the job's tasks, stored in one commit
       for (TaskRun& t : it->second->tasks) {
         // A complete batch goes to the search at once (the last one too, before it finishes),
         // which then prepares the next one while workers measure other batches.
@@ -382,8 +383,9 @@ absl::StatusOr<int64_t> Scheduler::Report(const std::string& worker_id, const st
           t.results.clear();
           QueueNextBatch(*it->second, t, std::move(observations), &work);
         }
-        status.Update(db_->UpdateJobTask(id, t.index, t.state, t.done));
+        progress.push_back(ProgressOf(t));
       }
+      status.Update(db_->UpdateJobTasks(id, progress));
       status.Update(FinishIfDone(*it->second));
     }
   }

@@ -224,9 +224,18 @@ TEST_P(TuningDatabaseConformanceTest, JobsFollowTheirStateMachine) {
   EXPECT_EQ(stored->tasks[1].task.problem, job.tasks[1].task.problem);
 
   EXPECT_TRUE(db_->SetJobState(*id, JobState::kRunning, "").ok());
-  EXPECT_TRUE(db_->UpdateJobTask(*id, 1, JobState::kRunning, 17).ok());
+  EXPECT_TRUE(db_->UpdateJobTasks(*id, {{1, JobState::kRunning, 17}}).ok());
   EXPECT_EQ(db_->GetJob(*id)->tasks[1].measurements_done, 17);
-  EXPECT_EQ(db_->UpdateJobTask(*id, 5, JobState::kRunning, 1).code(), absl::StatusCode::kNotFound);
+  // Many tasks in one call; a bad index refuses the whole call and stores nothing.
+  EXPECT_TRUE(
+      db_->UpdateJobTasks(*id, {{0, JobState::kDone, 4}, {1, JobState::kRunning, 18}}).ok());
+  EXPECT_EQ(db_->GetJob(*id)->tasks[0].state, JobState::kDone);
+  EXPECT_EQ(db_->GetJob(*id)->tasks[0].measurements_done, 4);
+  EXPECT_EQ(db_->GetJob(*id)->tasks[1].measurements_done, 18);
+  EXPECT_EQ(db_->UpdateJobTasks(*id, {{1, JobState::kRunning, 19}, {5, JobState::kRunning, 1}})
+                .code(),
+            absl::StatusCode::kNotFound);
+  EXPECT_EQ(db_->GetJob(*id)->tasks[1].measurements_done, 18);
   EXPECT_TRUE(db_->SetJobState(*id, JobState::kPaused, "").ok());
   EXPECT_TRUE(db_->SetJobState(*id, JobState::kRunning, "").ok());
   EXPECT_TRUE(db_->SetJobState(*id, JobState::kDone, "").ok());
