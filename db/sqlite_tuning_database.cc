@@ -38,19 +38,24 @@ constexpr char kInsertRecord[] =
     "measured_at_us, source, payload, max_rel_error) "
     "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
 
-// Columns read by RecordReader, in this order.
-constexpr char kRecordSelect[] =
+// Columns read by RecordReader, in this order, and the tables they come from.
+constexpr char kRecordColumns[] =
     "SELECT k.name, k.version, w.problem_json, d.fingerprint_json, d.device_class, d.family, "
     "r.config_json, r.status, r.message, r.time_ms, r.repeat_times_ms, r.median_ms, r.min_ms, "
     "r.stddev_ms, r.worker, r.measured_at_us, r.source, r.record_uid, r.config_hash, r.payload, "
-    "r.max_rel_error "
+    "r.max_rel_error ";
+constexpr char kRecordJoins[] =
     "FROM records r JOIN workloads w ON r.workload_id = w.id "
     "JOIN kernels k ON w.kernel_id = k.id JOIN devices d ON r.device_id = d.id ";
+// The same rows narrowed to what ranking needs (row id, configuration hash): sorting a large
+// task's records costs a fraction of sorting them whole, and only the winners are read whole.
+constexpr char kRankColumns[] = "SELECT r.id, r.config_hash ";
+constexpr char kById[] = "WHERE r.id = ?1";
 constexpr char kWorkloadFilter[] =
     "WHERE k.name = ?1 AND (?2 = '' OR k.version = ?2) AND w.problem_hash = ?3 ";
-// Restricts kRecordSelect to the devices whose `column` is ?4. A subquery rather than a filter on
-// the joined devices row, so that SQLite narrows records_by_task to (workload, device, status)
-// instead of reading every device's records of the workload.
+// Restricts the records selected to the devices whose `column` is ?4. A subquery rather than a
+// filter on the joined devices row, so that SQLite narrows records_by_task to (workload, device,
+// status) instead of reading every device's records of the workload.
 std::string OnDevicesWhere(const char* column) {
   return absl::StrCat("AND r.device_id IN (SELECT id FROM devices WHERE ", column, " = ?4) ");
 }
@@ -128,7 +133,7 @@ absl::StatusOr<int64_t> QueryInt(sqlite3* db, const char* sql) {
   return row ? s.ColumnInt(0) : 0;
 }
 
-// Reads the rows of kRecordSelect. Rows of one task share their problem: its JSON is parsed once
+// Reads rows of kRecordColumns. Rows of one task share their problem: its JSON is parsed once
 // per run of equal rows.
 class RecordReader {
  public:
@@ -277,14 +282,18 @@ absl::Status SqliteTuningDatabase::CheckIntegrity() {
 class RowInterner {
  public:
   static absl::StatusOr<RowInterner> Prepare(sqlite3* db) {
-    KTUNE_ASSIGN_OR_RETURN(SqliteStatement insert_kernel, SqliteStatement::Prepare(db, kInsertKernel));
-    KTUNE_ASSIGN_OR_RETURN(SqliteStatement select_kernel, SqliteStatement::Prepare(db, kSelectKernel));
+    KTUNE_ASSIGN_OR_RETURN(SqliteStatement insert_kernel,
+                           SqliteStatement::Prepare(db, kInsertKernel));
+    KTUNE_ASSIGN_OR_RETURN(SqliteStatement select_kernel,
+                           SqliteStatement::Prepare(db, kSelectKernel));
     KTUNE_ASSIGN_OR_RETURN(SqliteStatement insert_workload,
                            SqliteStatement::Prepare(db, kInsertWorkload));
     KTUNE_ASSIGN_OR_RETURN(SqliteStatement select_workload,
                            SqliteStatement::Prepare(db, kSelectWorkload));
-    KTUNE_ASSIGN_OR_RETURN(SqliteStatement insert_device, SqliteStatement::Prepare(db, kInsertDevice));
-    KTUNE_ASSIGN_OR_RETURN(SqliteStatement select_device, SqliteStatement::Prepare(db, kSelectDevice));
+    KTUNE_ASSIGN_OR_RETURN(SqliteStatement insert_device,
+                           SqliteStatement::Prepare(db, kInsertDevice));
+    KTUNE_ASSIGN_OR_RETURN(SqliteStatement select_device,
+                           SqliteStatement::Prepare(db, kSelectDevice));
     return RowInterner(std::move(insert_kernel), std::move(select_kernel),
                        std::move(insert_workload), std::move(select_workload),
                        std::move(insert_device), std::move(select_device));
@@ -346,7 +355,8 @@ absl::StatusOr<int64_t> SqliteTuningDatabase::AddRecords(const std::vector<Recor
                          SqliteStatement::Prepare(db_, kInsertRecord));
   int64_t added = 0;
   for (const Record& r : records) {
-    KTUNE_ASSIGN_OR_RETURN(int64_t workload_id, ids.WorkloadId(r.kernel, r.kernel_version, r.problem));
+    KTUNE_ASSIGN_OR_RETURN(int64_t workload_id,
+                           ids.WorkloadId(r.kernel, r.kernel_version, r.problem));
     KTUNE_ASSIGN_OR_RETURN(int64_t device_id, ids.DeviceId(r.device));
     std::string repeats = PackDoubles(r.repeat_times_ms);
     insert_record.Bind(1, r.RecordId())
@@ -395,24 +405,34 @@ absl::StatusOr<BestResult> SqliteTuningDatabase::QueryBest(const BestQuery& q) {
     if (value.empty()) continue;
     KTUNE_ASSIGN_OR_RETURN(
         SqliteStatement s,
-        SqliteStatement::Prepare(db_, absl::StrCat(kRecordSelect, kWorkloadFilter,
-                                                   OnDevicesWhere(column), Staleness(false),
-                                                   q.max_rel_error ? kWithinBudget : "",
-                                                   kBestOrder)));
+        SqliteStatement::Prepare(
+            db_, absl::StrCat(kRankColumns, kRecordJoins, kWorkloadFilter, OnDevicesWhere(column),
+                              Staleness(false), q.max_rel_error ? kWithinBudget : "", kBestOrder)));
     s.Bind(1, q.kernel).Bind(2, q.kernel_version).Bind(3, problem_hash).Bind(4, value);
     if (q.max_rel_error) s.Bind(5, *q.max_rel_error);
+    std::vector<int64_t> winners;  // the fastest record of each of the top_k configurations
+    std::set<std::string> seen_configs;
+    while (static_cast<int>(winners.size()) < q.top_k) {
+      KTUNE_ASSIGN_OR_RETURN(bool row, s.Step());
+      if (!row) break;
+      if (seen_configs.insert(s.ColumnText(1)).second) winners.push_back(s.ColumnInt(0));
+    }
+    if (winners.empty()) continue;
+    KTUNE_ASSIGN_OR_RETURN(
+        SqliteStatement by_id,
+        SqliteStatement::Prepare(db_, absl::StrCat(kRecordColumns, kRecordJoins, kById)));
     RecordReader reader;
     BestResult result;
     result.level = level;
-    std::set<std::string> seen_configs;
-    while (static_cast<int>(result.records.size()) < q.top_k) {
-      KTUNE_ASSIGN_OR_RETURN(bool row, s.Step());
-      if (!row) break;
-      if (!seen_configs.insert(s.ColumnText(18)).second) continue;
-      KTUNE_ASSIGN_OR_RETURN(Record r, reader.Read(s));
+    for (int64_t id : winners) {
+      by_id.Bind(1, id);
+      KTUNE_ASSIGN_OR_RETURN(bool row, by_id.Step());
+      if (!row) return absl::InternalError(absl::StrCat("record ", id, " vanished"));
+      KTUNE_ASSIGN_OR_RETURN(Record r, reader.Read(by_id));
       result.records.push_back(std::move(r));
+      by_id.Reset();
     }
-    if (!result.records.empty()) return result;
+    return result;
   }
   return BestResult{};
 }
@@ -426,13 +446,13 @@ absl::StatusOr<std::vector<Record>> SqliteTuningDatabase::StaleTaskRecords(const
 }
 
 absl::StatusOr<std::vector<Record>> SqliteTuningDatabase::RecordsOf(const TaskKey& task,
-                                                                   bool stale) {
+                                                                    bool stale) {
   absl::MutexLock lock(&mu_);
   KTUNE_ASSIGN_OR_RETURN(
       SqliteStatement s,
-      SqliteStatement::Prepare(db_, absl::StrCat(kRecordSelect, kWorkloadFilter,
-                                                 OnDevicesWhere("device_class"), Staleness(stale),
-                                                 kTaskOrder)));
+      SqliteStatement::Prepare(
+          db_, absl::StrCat(kRecordColumns, kRecordJoins, kWorkloadFilter,
+                            OnDevicesWhere("device_class"), Staleness(stale), kTaskOrder)));
   s.Bind(1, task.kernel)
       .Bind(2, task.kernel_version)
       .Bind(3, ParamMapHash(task.problem))
@@ -470,7 +490,7 @@ absl::Status SqliteTuningDatabase::ForEachRecord(
   absl::MutexLock lock(&mu_);
   KTUNE_ASSIGN_OR_RETURN(
       SqliteStatement s,
-      SqliteStatement::Prepare(db_, absl::StrCat(kRecordSelect, kAllRecordsOrder)));
+      SqliteStatement::Prepare(db_, absl::StrCat(kRecordColumns, kRecordJoins, kAllRecordsOrder)));
   RecordReader reader;
   while (true) {
     KTUNE_ASSIGN_OR_RETURN(bool row, s.Step());
