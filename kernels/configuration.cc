@@ -44,26 +44,72 @@ std::string CanonicalJson(const ParamMap& params) {
 
 std::string ParamMapHash(const ParamMap& params) { return StableHashHex(CanonicalJson(params)); }
 
-absl::StatusOr<ParamMap> ParseParamMapJson(absl::string_view json) {
-  nlohmann::json j = nlohmann::json::parse(json.begin(), json.end(), nullptr, false);
-  if (j.is_discarded() || !j.is_object()) {
-    return absl::InvalidArgumentError(absl::StrCat("not a JSON object: ", json.substr(0, 200)));
+namespace {
+
+// Builds a ParamMap straight from the parser's events (nlohmann's SAX interface), without the
+// document tree: configurations are parsed once per record read, so this is on the path of every
+// query that reads records. Accepts exactly what a flat object of numbers, strings and booleans
+// is; `error` says why anything else is refused.
+class ParamMapSax : public nlohmann::json_sax<nlohmann::json> {
+ public:
+  explicit ParamMapSax(ParamMap* out) : out_(out) {}
+  std::string error;
+
+  bool start_object(std::size_t) override {
+    if (depth_ != 0) return Refuse();  // a value that is an object
+    depth_ = 1;
+    return true;
   }
-  ParamMap out;
-  for (auto it = j.begin(); it != j.end(); ++it) {
-    const auto& v = it.value();
-    if (v.is_number_integer()) {
-      out[it.key()] = v.get<int64_t>();
-    } else if (v.is_number_float()) {
-      out[it.key()] = v.get<double>();
-    } else if (v.is_string()) {
-      out[it.key()] = v.get<std::string>();
-    } else if (v.is_boolean()) {
-      out[it.key()] = static_cast<int64_t>(v.get<bool>());
-    } else {
-      return absl::InvalidArgumentError(
-          absl::StrCat("parameter '", it.key(), "' is not a number or string"));
+  bool end_object() override { return --depth_ >= 0; }
+  bool key(string_t& name) override {
+    key_ = std::move(name);
+    return true;
+  }
+  bool number_integer(number_integer_t v) override { return Put(static_cast<int64_t>(v)); }
+  bool number_unsigned(number_unsigned_t v) override { return Put(static_cast<int64_t>(v)); }
+  bool number_float(number_float_t v, const string_t&) override { return Put(v); }
+  bool string(string_t& v) override { return Put(std::move(v)); }
+  bool boolean(bool v) override { return Put(static_cast<int64_t>(v)); }
+  bool null() override { return Refuse(); }
+  bool binary(binary_t&) override { return Refuse(); }
+  bool start_array(std::size_t) override { return Refuse(); }
+  bool end_array() override { return false; }
+  bool parse_error(std::size_t, const std::string&, const nlohmann::detail::exception&) override {
+    if (error.empty()) error = "not a JSON object";
+    return false;
+  }
+
+ private:
+  bool Put(ParamValue v) {
+    if (depth_ != 1) {  // a bare value, not an object
+      error = "not a JSON object";
+      return false;
     }
+    (*out_)[key_] = std::move(v);
+    return true;
+  }
+  bool Refuse() {
+    error = depth_ <= 1 && !key_.empty()
+                ? absl::StrCat("parameter '", key_, "' is not a number or string")
+                : "not a JSON object";
+    return false;
+  }
+
+  ParamMap* out_;
+  int depth_ = 0;
+  std::string key_;
+};
+
+}  // namespace
+
+absl::StatusOr<ParamMap> ParseParamMapJson(absl::string_view json) {
+  ParamMap out;
+  ParamMapSax sax(&out);
+  if (!nlohmann::json::sax_parse(json.begin(), json.end(), &sax)) {
+    if (sax.error == "not a JSON object") {
+      return absl::InvalidArgumentError(absl::StrCat("not a JSON object: ", json.substr(0, 200)));
+    }
+    return absl::InvalidArgumentError(sax.error);
   }
   return out;
 }

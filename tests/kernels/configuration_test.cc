@@ -26,6 +26,31 @@ TEST(ConfigurationTest, HashIsStableAcrossReleases) {
   EXPECT_NE(ParamMapHash({{"x", int64_t{1}}}), ParamMapHash({{"x", 1.0}}));
 }
 
+// Configurations are parsed from JSON on every record read: a flat object of numbers, strings
+// and booleans (as 0/1), nothing else, and never a crash on bad text.
+TEST(ConfigurationTest, JsonConfigurationsAreFlatObjectsOfScalars) {
+  auto p = ParseParamMapJson(R"({"a":true,"b":-3,"c":"x","d":2.5e3,"e":false,"b":4})");
+  ASSERT_TRUE(p.ok()) << p.status();
+  EXPECT_EQ(*p, (Configuration{{"a", int64_t{1}},
+                               {"b", int64_t{4}},  // a repeated key: the last one counts
+                               {"c", std::string("x")},
+                               {"d", 2500.0},
+                               {"e", int64_t{0}}}));
+  EXPECT_TRUE(ParseParamMapJson("{}")->empty());
+  for (const char* bad : {"", "[1,2]", "5", "\"s\"", "{", "{\"a\":1", "{\"a\":1}{}", "null",
+                          "{\"a\" 1}", "not json"}) {
+    absl::StatusOr<ParamMap> r = ParseParamMapJson(bad);
+    ASSERT_FALSE(r.ok()) << bad;
+    EXPECT_THAT(r.status().message(), HasSubstr("not a JSON object")) << bad;
+  }
+  for (const char* bad : {R"({"a":null})", R"({"a":[1]})", R"({"a":{"b":1}})"}) {
+    absl::StatusOr<ParamMap> r = ParseParamMapJson(bad);
+    ASSERT_FALSE(r.ok()) << bad;
+    EXPECT_THAT(r.status().message(), HasSubstr("parameter 'a' is not a number or string"))
+        << bad;
+  }
+}
+
 TEST(ConfigurationTest, AssignmentsParseNumbersThenStrings) {
   auto p = ParseParamMapAssignments("M=1024, N=512,alpha=0.5,dtype=f32");
   ASSERT_TRUE(p.ok()) << p.status();
