@@ -46,8 +46,7 @@ TEST(ConfigurationTest, JsonConfigurationsAreFlatObjectsOfScalars) {
   for (const char* bad : {R"({"a":null})", R"({"a":[1]})", R"({"a":{"b":1}})"}) {
     absl::StatusOr<ParamMap> r = ParseParamMapJson(bad);
     ASSERT_FALSE(r.ok()) << bad;
-    EXPECT_THAT(r.status().message(), HasSubstr("parameter 'a' is not a number or string"))
-        << bad;
+    EXPECT_THAT(r.status().message(), HasSubstr("parameter 'a' is not a number or string")) << bad;
   }
 }
 
