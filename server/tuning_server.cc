@@ -13,8 +13,7 @@ namespace ktune {
 absl::StatusOr<std::unique_ptr<TuningServer>> TuningServer::Start(TuningServerOptions options) {
   std::unique_ptr<TuningServer> s(new TuningServer());
   s->options_ = std::move(options);
-  KTUNE_ASSIGN_OR_RETURN(s->sqlite_, SqliteTuningDatabase::Open(s->options_.db_path));
-  s->db_ = std::make_unique<LockedTuningDatabase>(s->sqlite_.get());
+  KTUNE_ASSIGN_OR_RETURN(s->db_, SqliteTuningDatabase::Open(s->options_.db_path));
   s->spaces_ = std::make_unique<TaskSpaces>(&s->registry_);
   // Client kernels first: recovered jobs may use them.
   s->client_kernels_ = std::make_unique<ClientKernels>(s->db_.get(), &s->registry_);

@@ -12,7 +12,6 @@
 
 #include "absl/status/statusor.h"
 #include "absl/synchronization/notification.h"
-#include "db/locked_tuning_database.h"
 #include "db/sqlite_tuning_database.h"
 #include "grpcpp/server.h"
 #include "kernels/kernel_registry.h"
@@ -66,8 +65,7 @@ class TuningServer {
   TuningServer() = default;
 
   TuningServerOptions options_;
-  std::unique_ptr<SqliteTuningDatabase> sqlite_;
-  std::unique_ptr<LockedTuningDatabase> db_;
+  std::unique_ptr<SqliteTuningDatabase> db_;  // thread-safe on its own (one connection, a mutex)
   KernelRegistry registry_ = KernelRegistry::WithBuiltins();
   std::unique_ptr<TaskSpaces> spaces_;
   std::unique_ptr<ClientKernels> client_kernels_;
