@@ -38,8 +38,8 @@ absl::StatusOr<std::unique_ptr<TaskSearch>> TaskSearch::Create(TuningDatabase* d
   KTUNE_ASSIGN_OR_RETURN(std::optional<Configuration> default_config,
                          spaces.DefaultConfiguration(task, cores, options.threads));
   KTUNE_ASSIGN_OR_RETURN(s->strategy_, options.make_strategy
-                                            ? options.make_strategy(options.strategy)
-                                            : MakeStrategy(options.strategy));
+                                           ? options.make_strategy(options.strategy)
+                                           : MakeStrategy(options.strategy));
   KTUNE_ASSIGN_OR_RETURN(std::vector<Record> known, db->TaskRecords(task));
   // Records from before a regression (MarkStale) still describe most of the landscape: the
   // strategy learns from those of configurations neither measured since nor re-verified now.
@@ -54,6 +54,12 @@ absl::StatusOr<std::unique_ptr<TaskSearch>> TaskSearch::Create(TuningDatabase* d
   }
   bool default_known = false;
   for (const Record& r : known) {
+    // Refused by an earlier job's tighter budget, but within this job's: not a failure here, and
+    // not measured either (a refused record is never served), so the search may measure it again.
+    if (r.status == MeasurementStatus::kTooInaccurate &&
+        WithinAccuracyBudget(r.max_rel_error, options.max_rel_error)) {
+      continue;
+    }
     default_known |= default_config && r.config == *default_config;
     absl::StatusOr<Point> p = s->space_->ToPoint(r.config);
     if (!p.ok() || !s->space_->IsValid(*p)) continue;  // another version, threads or space
@@ -124,8 +130,8 @@ absl::Status TaskSearch::Complete(const std::vector<Observation>& results) {
     default_batch_ = false;
     prior_.insert(prior_.end(), results.begin(), results.end());
   } else {
-    KTUNE_RETURN_IF_ERROR(Timed(&agent_seconds_, &time_budget_,
-                                [&] { return strategy_->NotifyResults(results); }));
+    KTUNE_RETURN_IF_ERROR(
+        Timed(&agent_seconds_, &time_budget_, [&] { return strategy_->NotifyResults(results); }));
     ++batches_;
   }
   if (budget_left_ <= 0) return Finish();

@@ -9,6 +9,8 @@
 #include <cmath>
 #include <functional>
 #include <limits>
+#include <set>
+#include <string>
 
 #include "agent/search_strategy.h"
 #include "db/memory_tuning_database.h"
@@ -292,6 +294,37 @@ TEST_F(AccuracyBudgetTest, EarlierRecordsOutsideTheBudgetAreFailuresForTheNextJo
   EXPECT_GT(sloppy, 0);
   EXPECT_EQ(failures, sloppy) << "each sloppy earlier record is a failure for the strategy";
   EXPECT_GT(successes, 0);
+}
+
+// The other way round: records refused by an earlier job's tight budget are within a later job's
+// looser one. They are neither failures nor measured for that job (a refused record is never
+// served), so its strategy does not get them as prior results and may measure them again.
+TEST_F(AccuracyBudgetTest, RecordsRefusedByATighterBudgetAreLeftToALooserJobToMeasure) {
+  Submit(32, 1e-3);
+  RunToEnd();
+  absl::StatusOr<std::vector<Record>> first = db_.TaskRecords(Task());
+  ASSERT_TRUE(first.ok());
+  std::set<std::string> refused;
+  for (const Record& r : *first) {
+    if (r.status == MeasurementStatus::kTooInaccurate) refused.insert(CanonicalJson(r.config));
+  }
+  ASSERT_FALSE(refused.empty());
+  std::vector<Observation> prior;
+  SchedulerOptions options;
+  options.make_strategy =
+      [&](const std::string&) -> absl::StatusOr<std::unique_ptr<SearchStrategy>> {
+    return std::make_unique<PriorRecordingStrategy>(&prior);
+  };
+  Restart(std::move(options));
+  Submit(8, 0.1);  // kSloppyError is within it
+  RunToEnd();
+  EXPECT_EQ(prior.size(), first->size() - refused.size());
+  absl::StatusOr<std::shared_ptr<const SearchSpace>> space = spaces_.Space(Task(), kCores);
+  ASSERT_TRUE(space.ok()) << space.status();
+  for (const Observation& o : prior) {
+    EXPECT_TRUE(o.ok) << "every earlier record left is accurate";
+    EXPECT_FALSE(refused.count(CanonicalJson((*space)->ToConfiguration(o.point))));
+  }
 }
 
 TEST_F(AccuracyBudgetTest, AReportWithABadErrorIsRefusedWholeAndABadBudgetIsRefused) {
