@@ -8,8 +8,8 @@
 //    the model is fitted as the `model` baseline fits it, so these are a superset of the
 //    baseline's picks;
 //  - kSampleArm: the same, ranked by a model fitted on a bootstrap resample of the results (a
-//    Thompson sample: optimistic where data is scarce, so it reaches regions the mean fit
-//    misses, such as needle-shaped optima);
+//    Thompson sample: optimistic where data is scarce, so it can reach regions the mean fit
+//    ranks low);
 //  - kLocalArm: the unvisited one- and two-parameter changes of the fastest result, as the model
 //    ranks them (a trust region: needle-shaped optima, common in GPU spaces, are found by local
 //    steps more often than by a model fitted on a few hundred points; a two-parameter change

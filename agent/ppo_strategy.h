@@ -160,7 +160,7 @@ class PpoStrategy : public StrategyBase {
 
 // The strategy by name: "ppo" and its ablation variants "ppo-untrained" (random weights, never
 // updated: the policy's training is what is ablated), "ppo-nopolicy" (the arms with a fixed
-// rule), "ppo-policyonly" (the policy without the whole-space ranking arm). Null for other
+// rule), "ppo-policyonly" (the policy without the whole-space ranking arms). Null for other
 // names.
 std::unique_ptr<PpoStrategy> MakePpoVariant(const std::string& name);
 
