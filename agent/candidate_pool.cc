@@ -15,20 +15,40 @@ int Hamming(const Point& a, const Point& b) {
 
 float Clamp01(double v) { return static_cast<float>(std::clamp(v, 0.0, 1.0)); }
 
+// `reference` thinned to at most 4096 scores (a whole space can be 250,000), with `extra`, sorted:
+// enough for a percentile, and its sort stays cheap.
+std::vector<float> SortedReference(const std::vector<float>& reference,
+                                   const std::vector<float>& extra) {
+  std::vector<float> ref;
+  const size_t stride = std::max<size_t>(1, reference.size() / 4096);
+  for (size_t i = 0; i < reference.size(); i += stride) ref.push_back(reference[i]);
+  ref.insert(ref.end(), extra.begin(), extra.end());
+  std::sort(ref.begin(), ref.end());
+  return ref;
+}
+
+double Percentile(const std::vector<float>& sorted, float score) {
+  return static_cast<double>(std::upper_bound(sorted.begin(), sorted.end(), score) -
+                             sorted.begin()) /
+         std::max<size_t>(1, sorted.size());
+}
+
 }  // namespace
 
 std::vector<float> CandidateFeatures(const SearchSpace& space,
                                      const std::vector<Candidate>& candidates,
-                                     const std::vector<float>& reference, float incumbent_score,
+                                     const std::vector<float>& reference,
+                                     const std::vector<float>& sample_reference,
+                                     float incumbent_score,
                                      const Point& incumbent, const std::vector<Point>& measured,
                                      const RunState& state) {
-  // The reference distribution, thinned to at most 4096 scores (a whole space can be 250,000):
-  // enough for a percentile, and its sort stays cheap.
-  std::vector<float> ref;
-  const size_t stride = std::max<size_t>(1, reference.size() / 4096);
-  for (size_t i = 0; i < reference.size(); i += stride) ref.push_back(reference[i]);
-  for (const Candidate& c : candidates) ref.push_back(c.score);
-  std::sort(ref.begin(), ref.end());
+  std::vector<float> own, sampled;
+  for (const Candidate& c : candidates) {
+    own.push_back(c.score);
+    sampled.push_back(c.sample_score);
+  }
+  const std::vector<float> ref = SortedReference(reference, own);
+  const std::vector<float> sample_ref = SortedReference(sample_reference, sampled);
   const double mean = std::accumulate(ref.begin(), ref.end(), 0.0) / ref.size();
   double var = 0;
   for (float s : ref) var += (s - mean) * (s - mean);
@@ -50,9 +70,7 @@ std::vector<float> CandidateFeatures(const SearchSpace& space,
   for (size_t i = 0; i < candidates.size(); ++i) {
     const Candidate& c = candidates[i];
     const Point p = space.PointAt(c.index);
-    const double percentile =
-        static_cast<double>(std::upper_bound(ref.begin(), ref.end(), c.score) - ref.begin()) /
-        ref.size();
+    const double percentile = Percentile(ref, c.score);
     int nearest = static_cast<int>(width);
     for (const Point& m : measured) nearest = std::min(nearest, Hamming(p, m));
     out.push_back(Clamp01(percentile));
@@ -68,6 +86,8 @@ std::vector<float> CandidateFeatures(const SearchSpace& space,
     out.push_back(Clamp01(state.stale_batches / 8));
     out.push_back(Clamp01(state.failure_share));
     out.push_back(Clamp01(10 * state.last_gain));
+    out.push_back((c.arms & kSampleArm) ? 1.f : 0.f);
+    out.push_back(Clamp01(Percentile(sample_ref, c.sample_score)));
   }
   return out;
 }

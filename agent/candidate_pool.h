@@ -2,9 +2,14 @@
 // same in every search space, so that one policy, trained on some kernels' spaces, can act on
 // another kernel's.
 //
-// Each batch, three arms nominate candidates (a point may be nominated by several):
+// Each batch, four arms nominate candidates (a point may be nominated by several):
 //  - kModelArm: the unvisited points the cost model ranks best over the whole space (or a
 //    uniform sample of kWholeSpaceRankLimit points of a larger one), as AutoTVM's tuner does;
+//    the model is fitted as the `model` baseline fits it, so these are a superset of the
+//    baseline's picks;
+//  - kSampleArm: the same, ranked by a model fitted on a bootstrap resample of the results (a
+//    Thompson sample: optimistic where data is scarce, so it can reach regions the mean fit
+//    ranks low);
 //  - kLocalArm: the unvisited one- and two-parameter changes of the fastest result, as the model
 //    ranks them (a trust region: needle-shaped optima, common in GPU spaces, are found by local
 //    steps more often than by a model fitted on a few hundred points; a two-parameter change
@@ -21,11 +26,12 @@
 
 namespace ktune {
 
-enum CandidateArm : uint8_t { kModelArm = 1, kLocalArm = 2, kRandomArm = 4 };
+enum CandidateArm : uint8_t { kModelArm = 1, kLocalArm = 2, kRandomArm = 4, kSampleArm = 8 };
 
 struct Candidate {
   int64_t index = 0;  // in the space
   float score = 0;    // the cost model's prediction (higher = faster)
+  float sample_score = 0;  // the bootstrap-resampled model's prediction (higher = faster)
   uint8_t arms = 0;   // CandidateArm bits: who nominated it
 };
 
@@ -39,13 +45,17 @@ struct RunState {
 
 // Per-candidate features (kCandidateFeatures of them, each in about [0, 1]; row-major), from:
 // the candidates, `reference` (the model's scores of every point it scored this batch: the
-// candidates' scores are placed within their distribution), the model's score of the fastest
+// candidates' scores are placed within their distribution), `sample_reference` (the resampled
+// model's scores of the same points: where a candidate's two percentiles disagree, the model is
+// unsure of it), the model's score of the fastest
 // result so far (`incumbent_score`), the fastest result's point, the measured points, and the
 // run's state. The order of features is part of a saved policy's format: append, never reorder.
-inline constexpr int kCandidateFeatures = 13;
+inline constexpr int kCandidateFeatures = 15;
 std::vector<float> CandidateFeatures(const SearchSpace& space,
                                      const std::vector<Candidate>& candidates,
-                                     const std::vector<float>& reference, float incumbent_score,
+                                     const std::vector<float>& reference,
+                                     const std::vector<float>& sample_reference,
+                                     float incumbent_score,
                                      const Point& incumbent, const std::vector<Point>& measured,
                                      const RunState& state);
 

@@ -8,6 +8,7 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_cat.h"
+#include "agent/model_based_strategy.h"
 #include "agent/pretrained_policy.h"
 #include "common/status_macros.h"
 
@@ -95,6 +96,7 @@ absl::Status PpoStrategy::Start() {
   XgbCostModel::Options model_options;
   model_options.rounds = options_.model_rounds;
   model_ = std::make_unique<XgbCostModel>(model_options);
+  sample_model_ = std::make_unique<XgbCostModel>(model_options);
   features_ = std::make_unique<SpaceFeatures>(space());
   episode_.clear();
   awaiting_reward_ = false;
@@ -143,29 +145,48 @@ absl::StatusOr<std::vector<Point>> PpoStrategy::Generate(int n) {
   return out;
 }
 
-absl::Status PpoStrategy::FitModel() {
-  // Thompson sampling by bootstrap: each batch fits the model on a resample of the results, so
-  // its optimism varies where data is scarce.
+absl::Status PpoStrategy::FitModels() {
   const auto& h = history();
-  const std::vector<float> targets = RankTargets(h);
-  std::vector<float> x, y, weights;
-  std::uniform_int_distribution<size_t> draw(0, h.size() - 1);
   const bool with_sources = !prior_.empty();
-  for (size_t i = 0; i < h.size(); ++i) {
-    const size_t j = options_.bootstrap ? draw(rng()) : i;
-    features_->Append(h[j].point, x);
-    if (with_sources) x.push_back(0.f);
-    y.push_back(targets[j]);
-  }
+  // The mean fit, on every result. Without transfer sources it is the `model` baseline's own fit
+  // (ScoreTargets), so that the model arm nominates a superset of what the baseline measures: a
+  // policy that takes the model arm's best does what the baseline does. With sources, ranks:
+  // the sources' rows are ranks (times on other devices are not comparable with the target's).
+  const std::vector<float> targets = with_sources ? RankTargets(h) : ScoreTargets(h);
+  double agreement = 0;
   if (with_sources) {
-    weights.assign(h.size(), 1.f);
-    KTUNE_ASSIGN_OR_RETURN(const double agreement, prior_.Agreement(h));
-    prior_.AppendRows(options_.source_weight, agreement, x, y, weights);
+    KTUNE_ASSIGN_OR_RETURN(agreement, prior_.Agreement(h));
   }
-  return model_->Fit(x, features_->width() + (with_sources ? 1 : 0), y, rng()(), weights);
+  auto fit = [&](XgbCostModel& model, const std::vector<size_t>& rows,
+                 const std::vector<float>& y_of) {
+    std::vector<float> x, y, weights;
+    for (size_t j : rows) {
+      features_->Append(h[j].point, x);
+      if (with_sources) x.push_back(0.f);
+      y.push_back(y_of[j]);
+    }
+    if (with_sources) {
+      weights.assign(rows.size(), 1.f);
+      prior_.AppendRows(options_.source_weight, agreement, x, y, weights);
+    }
+    return model.Fit(x, features_->width() + (with_sources ? 1 : 0), y, rng()(), weights);
+  };
+  std::vector<size_t> all(h.size());
+  std::iota(all.begin(), all.end(), 0);
+  KTUNE_RETURN_IF_ERROR(fit(*model_, all, targets));
+  // The Thompson sample: rank targets (a few very slow results cannot dominate it) on a
+  // bootstrap resample, so that its optimism varies where data is scarce (this was the model
+  // arm's only fit before the mean fit joined it).
+  std::vector<size_t> resample = all;
+  if (options_.bootstrap) {
+    std::uniform_int_distribution<size_t> draw(0, h.size() - 1);
+    for (size_t& j : resample) j = draw(rng());
+  }
+  return fit(*sample_model_, resample, RankTargets(h));
 }
 
-absl::StatusOr<std::vector<float>> PpoStrategy::Scores(const std::vector<int64_t>& indices) {
+absl::StatusOr<std::vector<float>> PpoStrategy::Scores(const XgbCostModel& model,
+                                                       const std::vector<int64_t>& indices) {
   const bool with_sources = !prior_.empty();
   std::vector<float> x;
   x.reserve(indices.size() * (features_->width() + 1));
@@ -173,64 +194,85 @@ absl::StatusOr<std::vector<float>> PpoStrategy::Scores(const std::vector<int64_t
     features_->Append(space().PointAt(i), x);
     if (with_sources) x.push_back(0.f);  // predictions are for the target
   }
-  return model_->Predict(x, features_->width() + (with_sources ? 1 : 0));
+  return model.Predict(x, features_->width() + (with_sources ? 1 : 0));
 }
 
-absl::StatusOr<std::vector<Candidate>> PpoStrategy::BuildPool(std::vector<float>& reference) {
+absl::StatusOr<std::vector<Candidate>> PpoStrategy::BuildPool(
+    std::vector<float>& reference, std::vector<float>& sample_reference) {
   absl::flat_hash_map<int64_t, size_t> at;  // space index -> position in the pool
   std::vector<Candidate> pool;
-  auto add = [&](int64_t index, float score, CandidateArm arm) {
+  auto add = [&](int64_t index, float score, float sample_score, CandidateArm arm) {
     auto [it, fresh] = at.emplace(index, pool.size());
-    if (fresh) pool.push_back({index, score, 0});
+    if (fresh) pool.push_back({index, score, sample_score, 0});
     pool[it->second].arms |= arm;
   };
-  auto best_of = [](const std::vector<int64_t>& indices, const std::vector<float>& scores,
-                    size_t k) {
-    std::vector<size_t> order(indices.size());
+  // The k best scores; ties (common with trees, whose leaves give many points one score) break
+  // by a random key, as the `model` baseline's do, so that they do not favour low indices.
+  auto best_of = [this](const std::vector<float>& scores, size_t k) {
+    std::vector<size_t> order(scores.size());
     std::iota(order.begin(), order.end(), 0);
+    std::vector<uint32_t> tie(order.size());
+    for (auto& t : tie) t = static_cast<uint32_t>(rng()());
     k = std::min(k, order.size());
-    std::partial_sort(order.begin(), order.begin() + k, order.end(),
-                      [&](size_t a, size_t b) { return scores[a] > scores[b]; });
+    std::partial_sort(order.begin(), order.begin() + k, order.end(), [&](size_t a, size_t b) {
+      return scores[a] != scores[b] ? scores[a] > scores[b] : tie[a] < tie[b];
+    });
     order.resize(k);
     return order;
   };
-  // The model arm: its best unvisited points of the whole space (or of a uniform sample).
+  // Both models' scores of `indices`.
+  auto score = [this](const std::vector<int64_t>& indices, std::vector<float>& mean,
+                      std::vector<float>& sample) -> absl::Status {
+    KTUNE_ASSIGN_OR_RETURN(mean, Scores(*model_, indices));
+    KTUNE_ASSIGN_OR_RETURN(sample, Scores(*sample_model_, indices));
+    return absl::OkStatus();
+  };
+  // The model and sample arms: each model's best unvisited points of the whole space (or of a
+  // uniform sample).
   if (options_.whole_space_arm) {
     std::vector<int64_t> indices;
-    std::vector<float> scores;
+    std::vector<float> scores, sample_scores;
     const int64_t size = space().size();
     if (size <= options_.global_candidates) {
       indices.resize(size);
       std::iota(indices.begin(), indices.end(), 0);
       if (prior_.empty()) {
-        KTUNE_ASSIGN_OR_RETURN(scores, model_->Predict(features_->AllPoints(), features_->width()));
+        const std::vector<float>& x = features_->AllPoints();
+        KTUNE_ASSIGN_OR_RETURN(scores, model_->Predict(x, features_->width()));
+        KTUNE_ASSIGN_OR_RETURN(sample_scores, sample_model_->Predict(x, features_->width()));
       } else {
-        KTUNE_ASSIGN_OR_RETURN(scores, Scores(indices));  // with the domain feature
+        KTUNE_RETURN_IF_ERROR(score(indices, scores, sample_scores));  // with the domain feature
       }
     } else {
       std::uniform_int_distribution<int64_t> pick(0, size - 1);
       for (int64_t d = 0; d < options_.global_candidates; ++d) indices.push_back(pick(rng()));
-      KTUNE_ASSIGN_OR_RETURN(scores, Scores(indices));
+      KTUNE_RETURN_IF_ERROR(score(indices, scores, sample_scores));
     }
     reference = scores;
+    sample_reference = sample_scores;
     std::vector<int64_t> open;
-    std::vector<float> open_scores;
+    std::vector<float> open_scores, open_sample_scores;
     for (size_t i = 0; i < indices.size(); ++i) {
       if (!Visited(indices[i])) {
         open.push_back(indices[i]);
         open_scores.push_back(scores[i]);
+        open_sample_scores.push_back(sample_scores[i]);
       }
     }
-    for (size_t i : best_of(open, open_scores, options_.model_arm)) {
-      add(open[i], open_scores[i], kModelArm);
+    for (size_t i : best_of(open_scores, options_.model_arm)) {
+      add(open[i], open_scores[i], open_sample_scores[i], kModelArm);
+    }
+    for (size_t i : best_of(open_sample_scores, options_.sample_arm)) {
+      add(open[i], open_scores[i], open_sample_scores[i], kSampleArm);
     }
   }
-  // The local arm: the fastest result's unvisited neighbourhood, as the model ranks it.
+  // The local arm: the fastest result's unvisited neighbourhood, as the (mean) model ranks it.
   std::vector<int64_t> near =
       UnvisitedNeighbours(space().IndexOf(best()->point), options_.pair_moves);
-  KTUNE_ASSIGN_OR_RETURN(std::vector<float> near_scores, Scores(near));
-  for (size_t i : best_of(near, near_scores, options_.local_arm)) {
-    add(near[i], near_scores[i], kLocalArm);
+  std::vector<float> near_scores, near_sample_scores;
+  KTUNE_RETURN_IF_ERROR(score(near, near_scores, near_sample_scores));
+  for (size_t i : best_of(near_scores, options_.local_arm)) {
+    add(near[i], near_scores[i], near_sample_scores[i], kLocalArm);
   }
   // The random arm (larger without the model arm, so that the policy still has a choice).
   const int draws = options_.random_arm + (options_.whole_space_arm ? 0 : options_.model_arm);
@@ -240,30 +282,36 @@ absl::StatusOr<std::vector<Candidate>> PpoStrategy::BuildPool(std::vector<float>
     const int64_t i = space().IndexOf(RandomUnvisited());
     if (drawn.insert(i).second) random.push_back(i);
   }
-  KTUNE_ASSIGN_OR_RETURN(std::vector<float> random_scores, Scores(random));
-  for (size_t i = 0; i < random.size(); ++i) add(random[i], random_scores[i], kRandomArm);
+  std::vector<float> random_scores, random_sample_scores;
+  KTUNE_RETURN_IF_ERROR(score(random, random_scores, random_sample_scores));
+  for (size_t i = 0; i < random.size(); ++i) {
+    add(random[i], random_scores[i], random_sample_scores[i], kRandomArm);
+  }
   if (!options_.whole_space_arm) {
     reference = near_scores;
     reference.insert(reference.end(), random_scores.begin(), random_scores.end());
+    sample_reference = near_sample_scores;
+    sample_reference.insert(sample_reference.end(), random_sample_scores.begin(),
+                            random_sample_scores.end());
   }
   return pool;
 }
 
 absl::StatusOr<std::vector<Point>> PpoStrategy::ProposeFromPool(int n) {
-  KTUNE_RETURN_IF_ERROR(FitModel());
-  std::vector<float> reference;
-  KTUNE_ASSIGN_OR_RETURN(std::vector<Candidate> pool, BuildPool(reference));
+  KTUNE_RETURN_IF_ERROR(FitModels());
+  std::vector<float> reference, sample_reference;
+  KTUNE_ASSIGN_OR_RETURN(std::vector<Candidate> pool, BuildPool(reference, sample_reference));
   if (pool.empty()) return std::vector<Point>();
   std::vector<int> picks;
   if (options_.use_policy) {
     const int64_t incumbent = space().IndexOf(best()->point);
-    KTUNE_ASSIGN_OR_RETURN(std::vector<float> incumbent_score, Scores({incumbent}));
+    KTUNE_ASSIGN_OR_RETURN(std::vector<float> incumbent_score, Scores(*model_, {incumbent}));
     std::vector<Point> measured;
     for (const Observation& o : history()) measured.push_back(o.point);
     Decision d;
     d.pool = static_cast<int>(pool.size());
-    d.features = CandidateFeatures(space(), pool, reference, incumbent_score[0], best()->point,
-                                   measured, CurrentState());
+    d.features = CandidateFeatures(space(), pool, reference, sample_reference, incumbent_score[0],
+                                   best()->point, measured, CurrentState());
     KTUNE_RETURN_IF_ERROR(policy().Pick(d, n, rng()));
     picks = d.picks;
     pending_picks_.clear();
@@ -300,7 +348,7 @@ std::vector<int> PpoStrategy::RulePicks(const std::vector<Candidate>& pool, int 
   take(kLocalArm, local);
   take(kRandomArm, random);
   take(options_.whole_space_arm ? kModelArm : kRandomArm, k);
-  take(kModelArm | kLocalArm | kRandomArm, k);  // any shortfall
+  take(kModelArm | kLocalArm | kRandomArm | kSampleArm, k);  // any shortfall
   return out;
 }
 

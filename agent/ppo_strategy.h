@@ -2,13 +2,14 @@
 // Optimization across many kernels' search spaces, decides what each batch measures.
 //
 // Each batch (agent/README.md has the whole picture and the ablation):
-//  1. a cost model (XgbCostModel, gradient-boosted trees) is refitted on every result, as ranks,
-//     on a bootstrap resample (Thompson sampling), with transfer sources as a prior
-//     (transfer_prior.h);
-//  2. three arms nominate candidates: the model's best of the whole space, the fastest result's
-//     unvisited one- and two-parameter changes, and uniform random points (candidate_pool.h);
+//  1. two cost models (XgbCostModel, gradient-boosted trees) are refitted: the mean fit, on
+//     every result as the `model` baseline fits it, and a Thompson sample, on ranks of a
+//     bootstrap resample; transfer sources join both as a prior (transfer_prior.h);
+//  2. four arms nominate candidates: each model's best of the whole space (the mean fit's are a
+//     superset of the `model` baseline's picks), the fastest result's unvisited one- and
+//     two-parameter changes, and uniform random points (candidate_pool.h);
 //  3. the policy (ppo_core.h) sees each candidate through features that mean the same in every
-//     space (the model's view of it, its distance to what was measured, who nominated it, and
+//     space (the models' view of it, its distance to what was measured, who nominated it, and
 //     the run's state: budget used, batches without progress, failures) and draws the batch;
 //  4. each pick is rewarded by how much faster than the best before its batch it was (log of the
 //     ratio; 0 if slower or failed); the policy is fine-tuned online with PPO on the run's
@@ -46,21 +47,23 @@ struct PpoOptions {
   bool pretrained = true;       // start from the shipped policy; false: from random weights
   bool learn_online = true;     // fine-tune the policy with PPO during the run
   int update_every = 4;         // batches between online updates
-  int model_arm = 48;           // candidates the model's whole-space ranking nominates
+  int model_arm = 48;           // candidates the mean fit's whole-space ranking nominates
+  int sample_arm = 48;          // ... the Thompson sample's whole-space ranking
   int local_arm = 32;           // ... the fastest result's neighbourhood
   int random_arm = 16;          // ... uniform draws
   // Two-parameter changes the local arm ranks: all, or a sample of this many where more.
   int64_t pair_moves = 4096;
   // Points the model ranks: every point up to this many, else a uniform sample of this many.
   int64_t global_candidates = kWholeSpaceRankLimit;
-  bool bootstrap = true;      // fit each batch's model on a resample (Thompson sampling)
+  bool bootstrap = true;      // fit the sample model on a resample (false: on every result)
   int model_rounds = 60;      // boosting rounds of the cost model
   double source_weight = 64;  // total weight of transfer sources' rows in the cost model
   int source_rows = 1024;     // cost-model rows per transfer source
   // A pick's reward: scale * log(best before its batch / its time) if faster, else 0; capped at 5.
   double reward_scale = 10;
   // The fixed rule of the "no policy" ablation: shares of the batch from the local arm and from
-  // the random arm, the rest the model arm's best.
+  // the random arm, the rest the model arm's (the mean fit's) best; it leaves the sample arm to
+  // the policy.
   double rule_local_share = 0.25, rule_random_share = 0.1;
 };
 
@@ -111,14 +114,18 @@ class PpoStrategy : public StrategyBase {
   // The policy that acts: the caller's (UseSharedPolicy) or this run's own; null before Start.
   const AcquisitionPolicy* active_policy() const;
   AcquisitionPolicy& policy() { return shared_policy_ ? *shared_policy_ : *policy_; }
-  // Refits the cost model on every result (and the transfer sources' rows).
-  absl::Status FitModel();
-  // The model's scores of `indices`.
-  absl::StatusOr<std::vector<float>> Scores(const std::vector<int64_t>& indices);
+  // Refits model_ on every result (ScoreTargets, as the `model` baseline; ranks with transfer
+  // sources) and sample_model_ on ranks of a bootstrap resample; the sources' rows join both.
+  absl::Status FitModels();
+  // `model`'s scores of `indices`.
+  absl::StatusOr<std::vector<float>> Scores(const XgbCostModel& model,
+                                            const std::vector<int64_t>& indices);
   // The full step: the arms' pool, the policy's (or the rule's) picks.
   absl::StatusOr<std::vector<Point>> ProposeFromPool(int n);
-  // The candidates of the three arms, with their scores; `reference` gets every score computed.
-  absl::StatusOr<std::vector<Candidate>> BuildPool(std::vector<float>& reference);
+  // The candidates of the four arms, with both models' scores; `reference` and
+  // `sample_reference` get every score each model computed for the whole-space ranking.
+  absl::StatusOr<std::vector<Candidate>> BuildPool(std::vector<float>& reference,
+                                                   std::vector<float>& sample_reference);
   // The "no policy" ablation's fixed rule: shares of the batch from each arm, best scores first.
   std::vector<int> RulePicks(const std::vector<Candidate>& pool, int k);
   // Unvisited one- and two-parameter changes of `index`.
@@ -137,7 +144,8 @@ class PpoStrategy : public StrategyBase {
   AcquisitionPolicy* shared_policy_ = nullptr;
   std::unique_ptr<AcquisitionPolicy> policy_;
   std::unique_ptr<SpaceFeatures> features_;
-  std::unique_ptr<XgbCostModel> model_;
+  std::unique_ptr<XgbCostModel> model_;         // the mean fit
+  std::unique_ptr<XgbCostModel> sample_model_;  // the Thompson sample
   TransferPrior prior_;
   Episode episode_;
   bool awaiting_reward_ = false;        // the last decision's batch is being measured
@@ -152,7 +160,7 @@ class PpoStrategy : public StrategyBase {
 
 // The strategy by name: "ppo" and its ablation variants "ppo-untrained" (random weights, never
 // updated: the policy's training is what is ablated), "ppo-nopolicy" (the arms with a fixed
-// rule), "ppo-policyonly" (the policy without the whole-space ranking arm). Null for other
+// rule), "ppo-policyonly" (the policy without the whole-space ranking arms). Null for other
 // names.
 std::unique_ptr<PpoStrategy> MakePpoVariant(const std::string& name);
 

@@ -1,0 +1,88 @@
+// A development check of search strategies on synthetic landscapes (synthetic_landscape.h) that
+// no policy is trained on, so that a change to a strategy can be judged without looking at the
+// recorded spaces that `ktune bench search --protocol leave-one-kernel-out` reports on.
+//
+//   ktune-synthetic-check [first_seed=1001] [count=24] [seeds=5] [budget=400] [strategies...]
+//
+// Landscapes come from seeds first_seed, first_seed + 1, ... (the policies are trained on seeds
+// from 1: `ktune agent train` and each leave-one-kernel-out fold make 16 from seed 1, so keep
+// first_seed well above that). Landscapes of over 100,000 points are passed over (their optimum is
+// found by measuring every point). Prints, per strategy, the median over landscapes of the median
+// over seeds of evals_to_5pct (search_benchmark.h's definition; never = 10 x budget), and how
+// often it is at or below the first strategy named.
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <string>
+#include <vector>
+
+#include "agent/search_strategy.h"
+#include "agent/tuning_loop.h"
+#include "bench/search_benchmark.h"
+#include "bench/synthetic_landscape.h"
+
+namespace ktune {
+namespace {
+
+int Run(int argc, char** argv) {
+  const uint64_t first_seed = argc > 1 ? std::strtoull(argv[1], nullptr, 10) : 1001;
+  const int count = argc > 2 ? std::atoi(argv[2]) : 24;
+  const int seeds = argc > 3 ? std::atoi(argv[3]) : 5;
+  const int64_t budget = argc > 4 ? std::atoll(argv[4]) : 400;
+  std::vector<std::string> strategies;
+  for (int i = 5; i < argc; ++i) strategies.push_back(argv[i]);
+  if (strategies.empty()) strategies = {"model", "ppo-nopolicy", "ppo"};
+
+  auto landscapes = MakeSyntheticLandscapes(count, first_seed);
+  if (!landscapes.ok()) {
+    std::fprintf(stderr, "%s\n", landscapes.status().ToString().c_str());
+    return 1;
+  }
+  std::vector<std::vector<double>> per(strategies.size());  // [strategy][landscape]
+  for (const SyntheticLandscape& l : *landscapes) {
+    const SearchSpace& space = *l.space;
+    if (space.size() > 100'000) continue;
+    double optimum = INFINITY;
+    std::vector<Configuration> all;
+    for (int64_t i = 0; i < space.size(); ++i) all.push_back(space.ToConfiguration(space.PointAt(i)));
+    auto times = l.measurer->Measure({}, all);
+    if (!times.ok()) return 1;
+    for (const MeasureResult& r : *times) {
+      if (r.time_ms) optimum = std::min(optimum, *r.time_ms);
+    }
+    std::printf("%s (%lld points):", l.name.c_str(), static_cast<long long>(space.size()));
+    for (size_t s = 0; s < strategies.size(); ++s) {
+      std::vector<double> evals;
+      for (int seed = 1; seed <= seeds; ++seed) {
+        auto strategy = MakeStrategy(strategies[s]);
+        if (!strategy.ok()) {
+          std::fprintf(stderr, "%s\n", strategy.status().ToString().c_str());
+          return 1;
+        }
+        auto outcome = RunTuningLoop(**strategy, space, *l.measurer, {}, {budget, 8, 1000u + seed});
+        if (!outcome.ok()) {
+          std::fprintf(stderr, "%s\n", outcome.status().ToString().c_str());
+          return 1;
+        }
+        evals.push_back(static_cast<double>(EvalsToWithin(outcome->trace, optimum, 0.05, 10 * budget)));
+      }
+      per[s].push_back(Median(evals));
+      std::printf(" %s %.1f", strategies[s].c_str(), per[s].back());
+    }
+    std::printf("\n");
+    std::fflush(stdout);
+  }
+  std::printf("median over %zu landscapes of evals_to_5pct:\n", per[0].size());
+  for (size_t s = 0; s < strategies.size(); ++s) {
+    int at_or_below = 0;
+    for (size_t i = 0; i < per[s].size(); ++i) at_or_below += per[s][i] <= per[0][i];
+    std::printf("  %-16s %7.1f  (at or below %s on %d)\n", strategies[s].c_str(), Median(per[s]),
+                strategies[0].c_str(), at_or_below);
+  }
+  return 0;
+}
+
+}  // namespace
+}  // namespace ktune
+
+int main(int argc, char** argv) { return ktune::Run(argc, argv); }
