@@ -13,6 +13,11 @@ first with the server idle (--seconds), then while a PPO job of --tasks gemm tas
 real `ktune worker --device cpu` (each measurement a real run of the kernel; PPO learns on them),
 until the job ends or --seconds pass. Prints p50/p99/max per call and phase (milliseconds) and
 the busy/idle ratios; --json for one object. Goals: busy p99 at most 2x idle, busy max < 20 ms.
+
+On a small machine the measuring worker's runner competes with the server for the same cores,
+which no fleet does (workers run on their own machines). --worker-cpus 1 --server-cpus 0 keeps
+them apart (taskset; this client runs with the server): what remains on the server's cores is
+its RPC threads and its agent, which is what "the agent never stalls the server" is about.
 """
 
 from __future__ import annotations
@@ -69,6 +74,8 @@ def main() -> int:
     ap.add_argument("--agent-threads", type=int, default=2)
     ap.add_argument("--strategy", default="ppo",
                     help="the job's strategy; random separates the measuring load from the agent's")
+    ap.add_argument("--worker-cpus", help="CPU list for the worker and its runner (taskset -c)")
+    ap.add_argument("--server-cpus", help="CPU list for the server and this client")
     ap.add_argument("--json", action="store_true")
     a = ap.parse_args()
     binary = os.environ.get("KTUNE_BIN", str(REPO / "build/cli/ktune"))
@@ -80,8 +87,13 @@ def main() -> int:
     first = json.loads(subprocess.run([binary, "db", "export", "--db", db], check=True,
                                       capture_output=True, text=True).stdout.splitlines()[0])
     server_log = os.path.join(work, "serve.log")
-    server = start([binary, "serve", "--listen", "127.0.0.1:0", "--db", db,
-                    "--agent-threads", str(a.agent_threads)], server_log)
+    def pinned(cpus: str | None, argv: list[str]) -> list[str]:
+        return ["taskset", "-c", cpus, *argv] if cpus else argv
+
+    if a.server_cpus:
+        os.sched_setaffinity(0, {int(c) for c in a.server_cpus.split(",")})
+    server = start(pinned(a.server_cpus, [binary, "serve", "--listen", "127.0.0.1:0", "--db", db,
+                    "--agent-threads", str(a.agent_threads)]), server_log)
     procs = [server]
     try:
         port = listening_port(server_log)
@@ -105,7 +117,8 @@ def main() -> int:
         idle = poll(calls, a.seconds)
 
         worker_log = os.path.join(work, "worker.log")
-        procs.append(start([binary, "worker", "--server", address, "--device", "cpu"],
+        procs.append(start(pinned(a.worker_cpus,
+                                  [binary, "worker", "--server", address, "--device", "cpu"]),
                            worker_log))
         client = ktune.Client(address)
         cpu_class = None
@@ -132,7 +145,7 @@ def main() -> int:
         stop(procs)
 
     result = {"tasks": a.tasks, "budget": a.budget, "agent_threads": a.agent_threads,
-              "strategy": a.strategy,
+              "strategy": a.strategy, "worker_cpus": a.worker_cpus, "server_cpus": a.server_cpus,
               "job_state": final.state.value, "measurements": final.measurements_done,
               "busy_seconds": round(busy_seconds, 1), "load_average": os.getloadavg()[0],
               "calls": {}}
@@ -149,7 +162,9 @@ def main() -> int:
         return 0
     print(f"{a.tasks} {a.strategy} tasks x {a.budget} real CPU measurements: job {final.state.value}, "
           f"{final.measurements_done} measured in {busy_seconds:.0f} s; agent threads "
-          f"{a.agent_threads}; load average {result['load_average']:.1f}")
+          f"{a.agent_threads}; load average {result['load_average']:.1f}"
+          + (f"; worker on CPUs {a.worker_cpus}, server and client on {a.server_cpus}"
+             if a.worker_cpus or a.server_cpus else ""))
     print(f"{'call':12} {'phase':5} {'n':>6} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8}")
     for name, row in result["calls"].items():
         for phase in ("idle", "busy"):
