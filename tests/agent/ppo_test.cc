@@ -170,12 +170,15 @@ TEST(PpoStrategyTest, LearnsOnlyAsOftenAsItsShareOfTheMeasurementTimeAllows) {
   ASSERT_TRUE(checkpoint.ok());
   EXPECT_TRUE(checkpoint->empty());
 
-  // Slow measurements (40 ms, 320 ms a batch): 5% is 16 ms a batch, enough to learn often.
+  // Slow measurements (40 ms, 320 ms a batch) and a share that allows as much agent time as
+  // measurement time: enough to learn, however loaded the machine (a learning step here takes
+  // 10-20 ms on an idle core, several times that on a busy one).
   SlowBowlMeasurer slow(40);
   PpoOptions every_batch;
   every_batch.update_every = 1;
   PpoStrategy rich(every_batch);
   limited.budget = 48;
+  limited.max_agent_share = 1.0;
   out = RunTuningLoop(rich, space, slow, {}, limited);
   ASSERT_TRUE(out.ok()) << out.status();
   EXPECT_GE(rich.learning_steps(), 1);
