@@ -264,6 +264,16 @@ class PriorRecordingStrategy : public SearchStrategy {
   std::unique_ptr<SearchStrategy> inner_;
 };
 
+// Scheduler options whose strategies keep the earlier results they are given in `prior`.
+SchedulerOptions RecordingPrior(std::vector<Observation>* prior) {
+  SchedulerOptions options;
+  options.make_strategy =
+      [prior](const std::string&) -> absl::StatusOr<std::unique_ptr<SearchStrategy>> {
+    return std::make_unique<PriorRecordingStrategy>(prior);
+  };
+  return options;
+}
+
 // Records of an earlier job without a budget are ok, however sloppy; a job with a budget hands
 // them to its strategy as failures when their error is above it, so the search does not chase
 // configurations it can never serve.
@@ -271,12 +281,7 @@ TEST_F(AccuracyBudgetTest, EarlierRecordsOutsideTheBudgetAreFailuresForTheNextJo
   Submit(32, std::nullopt);
   RunToEnd();
   std::vector<Observation> prior;
-  SchedulerOptions options;
-  options.make_strategy =
-      [&](const std::string&) -> absl::StatusOr<std::unique_ptr<SearchStrategy>> {
-    return std::make_unique<PriorRecordingStrategy>(&prior);
-  };
-  Restart(std::move(options));
+  Restart(RecordingPrior(&prior));
   Submit(8, 1e-3);
   RunToEnd();
   ASSERT_GE(prior.size(), 32u);
@@ -310,12 +315,7 @@ TEST_F(AccuracyBudgetTest, RecordsRefusedByATighterBudgetAreLeftToALooserJobToMe
   }
   ASSERT_FALSE(refused.empty());
   std::vector<Observation> prior;
-  SchedulerOptions options;
-  options.make_strategy =
-      [&](const std::string&) -> absl::StatusOr<std::unique_ptr<SearchStrategy>> {
-    return std::make_unique<PriorRecordingStrategy>(&prior);
-  };
-  Restart(std::move(options));
+  Restart(RecordingPrior(&prior));
   Submit(8, 0.1);  // kSloppyError is within it
   RunToEnd();
   EXPECT_EQ(prior.size(), first->size() - refused.size());
