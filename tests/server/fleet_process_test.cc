@@ -9,11 +9,13 @@
 #include <unistd.h>
 
 #include <fstream>
+#include <functional>
 #include <nlohmann/json.hpp>
 #include <set>
 #include <sstream>
 #include <thread>
 
+#include "absl/strings/str_cat.h"
 #include "db/interchange/record_files.h"
 #include "db/sqlite_tuning_database.h"
 #include "grpcpp/create_channel.h"
@@ -81,37 +83,42 @@ class FleetProcessTest : public ::testing::Test {
     return job;
   }
 
-  // Waits until the job has at least `done` measurements (or has ended).
-  v1::Job WaitFor(const std::string& id, int64_t done, absl::Duration limit = absl::Seconds(60)) {
+  // Polls the job until `reached` holds, for up to `limit` (generous: the machine may be loaded);
+  // the job as last read. A test failure, saying `what`, when the limit passes first.
+  v1::Job WaitUntil(const std::string& id, const std::function<bool(const v1::Job&)>& reached,
+                    absl::Duration limit, const std::string& what) {
     const absl::Time end = absl::Now() + limit;
     std::optional<v1::Job> job;
     while (absl::Now() < end) {
       job = Get(id);
-      if (job && (job->measurements_done() >= done || job->state() == v1::JOB_STATE_DONE)) {
-        return *job;
-      }
+      if (job && reached(*job)) return *job;
       absl::SleepFor(absl::Milliseconds(20));
     }
-    ADD_FAILURE() << "job " << id << " did not reach " << done << " measurements";
+    ADD_FAILURE() << "job " << id << " did not " << what << " within " << limit;
     return job.value_or(v1::Job{});
+  }
+
+  // Waits until the job has at least `done` measurements (or has ended).
+  v1::Job WaitFor(const std::string& id, int64_t done, absl::Duration limit = absl::Seconds(60)) {
+    return WaitUntil(
+        id,
+        [done](const v1::Job& job) {
+          return job.measurements_done() >= done || job.state() == v1::JOB_STATE_DONE;
+        },
+        limit, absl::StrCat("reach ", done, " measurements"));
   }
 
   // The job once it has ended (done, failed or cancelled). A job ends once its last report is
   // committed, which can come just after its count reached the budget, so tests that check the
-  // final state wait for the state itself; the deadline is generous for a loaded machine.
+  // final state wait for the state itself.
   v1::Job WaitForEnd(const std::string& id, absl::Duration limit = absl::Seconds(180)) {
-    const absl::Time end = absl::Now() + limit;
-    std::optional<v1::Job> job;
-    while (absl::Now() < end) {
-      job = Get(id);
-      if (job && (job->state() == v1::JOB_STATE_DONE || job->state() == v1::JOB_STATE_FAILED ||
-                  job->state() == v1::JOB_STATE_CANCELLED)) {
-        return *job;
-      }
-      absl::SleepFor(absl::Milliseconds(20));
-    }
-    ADD_FAILURE() << "job " << id << " did not end within " << limit;
-    return job.value_or(v1::Job{});
+    return WaitUntil(
+        id,
+        [](const v1::Job& job) {
+          return job.state() == v1::JOB_STATE_DONE || job.state() == v1::JOB_STATE_FAILED ||
+                 job.state() == v1::JOB_STATE_CANCELLED;
+        },
+        limit, "end");
   }
 
   // Records of the job in the database file: count and distinct configurations.
