@@ -20,34 +20,18 @@
 #include "server/explanation.h"
 #include "server/scheduler.h"
 #include "server/task_spaces.h"
+#include "tests/server/one_task_scheduler.h"
 
 namespace ktune {
 namespace {
 
 using ::testing::HasSubstr;
 
-const DeviceInfo kDevice{R"({"cores":2,"name":"test"})", "cpu:test", "x86-64-v3"};
-constexpr int kCores = 2;
 constexpr double kSloppyError = 0.05;  // the fast configurations' error
 constexpr double kExactError = 1e-6;   // everyone else's
 
-class AccuracyBudgetTest : public ::testing::Test {
+class AccuracyBudgetTest : public OneTaskScheduler {
  protected:
-  AccuracyBudgetTest() { Restart(); }
-
-  void Restart(SchedulerOptions options = {}) {
-    options.agent_threads = 0;
-    scheduler_ = std::make_unique<Scheduler>(&db_, &spaces_, std::move(options));
-    ASSERT_TRUE(scheduler_->Recover().ok());
-    worker_ = scheduler_->RegisterWorker(kDevice, "test", kCores);
-  }
-
-  TaskKey Task() const {
-    const KernelDefinition* gemm = registry_.Find("gemm");
-    return {"gemm", gemm->Version(), *gemm->ValidateProblem({{"M", 64}, {"N", 64}, {"K", 64}}),
-            kDevice.device_class};
-  }
-
   int64_t Submit(int64_t budget, std::optional<double> max_rel_error) {
     JobRequest r;
     r.name = "budget";
@@ -102,12 +86,6 @@ class AccuracyBudgetTest : public ::testing::Test {
     q.max_rel_error = max_rel_error;
     return q;
   }
-
-  KernelRegistry registry_ = KernelRegistry::WithBuiltins();
-  TaskSpaces spaces_{&registry_};
-  MemoryTuningDatabase db_;
-  std::unique_ptr<Scheduler> scheduler_;
-  std::string worker_;
 };
 
 TEST_F(AccuracyBudgetTest, AFastButInaccurateCandidateIsStoredTooInaccurateAndNeverServed) {

@@ -2,6 +2,8 @@
 // Scheduler directly as a worker would (lease, measure with a fake, report), on an in-memory
 // database: the default configuration first and once per task, earlier records reused, the job's
 // batch size and thread count honoured (also after Recover), PPO's policy saved and loaded.
+#include "server/task_search.h"
+
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
@@ -17,36 +19,16 @@
 #include "kernels/kernel_registry.h"
 #include "proto/convert.h"
 #include "server/scheduler.h"
-#include "server/task_search.h"
 #include "server/task_spaces.h"
+#include "tests/server/one_task_scheduler.h"
 
 namespace ktune {
 namespace {
 
 using ::testing::HasSubstr;
 
-const DeviceInfo kDevice{R"({"cores":2,"name":"test"})", "cpu:test", "x86-64-v3"};
-constexpr int kCores = 2;
-
-class TaskSearchTest : public ::testing::Test {
+class TaskSearchTest : public OneTaskScheduler {
  protected:
-  TaskSearchTest() { Restart(); }
-
-  // A scheduler on the same database, as after a server restart. Strategy work runs inline (on
-  // the leasing or reporting thread, without the lock), so each lease sees its batch.
-  void Restart(SchedulerOptions options = {}) {
-    options.agent_threads = 0;
-    scheduler_ = std::make_unique<Scheduler>(&db_, &spaces_, std::move(options));
-    ASSERT_TRUE(scheduler_->Recover().ok());
-    worker_ = scheduler_->RegisterWorker(kDevice, "test", kCores);
-  }
-
-  TaskKey Task() const {
-    const KernelDefinition* gemm = registry_.Find("gemm");
-    return {"gemm", gemm->Version(), *gemm->ValidateProblem({{"M", 64}, {"N", 64}, {"K", 64}}),
-            kDevice.device_class};
-  }
-
   int64_t Submit(int64_t budget, const std::string& strategy, int batch_size = 0, int threads = 0,
                  std::optional<double> agent_share = std::nullopt) {
     JobRequest r;
@@ -87,12 +69,6 @@ class TaskSearchTest : public ::testing::Test {
   Configuration Default(int threads = 0) const {
     return **spaces_.DefaultConfiguration(Task(), kCores, threads);
   }
-
-  KernelRegistry registry_ = KernelRegistry::WithBuiltins();
-  TaskSpaces spaces_{&registry_};
-  MemoryTuningDatabase db_;
-  std::unique_ptr<Scheduler> scheduler_;
-  std::string worker_;
 };
 
 TEST_F(TaskSearchTest, TheDefaultComesFirstOncePerTaskThenBatchesOfTheJobsSize) {
@@ -285,7 +261,8 @@ TEST_F(TaskSearchTest, StrategyWorkRunsOffTheLockAndTheNextBatchIsPreparedAhead)
   Gate gate;
   SchedulerOptions options;
   options.agent_threads = 1;
-  options.make_strategy = [&gate](const std::string&) -> absl::StatusOr<std::unique_ptr<SearchStrategy>> {
+  options.make_strategy =
+      [&gate](const std::string&) -> absl::StatusOr<std::unique_ptr<SearchStrategy>> {
     return std::make_unique<GatedStrategy>(&gate);
   };
   scheduler_ = std::make_unique<Scheduler>(&db_, &spaces_, std::move(options));

@@ -1,0 +1,49 @@
+// A test fixture: a scheduler over an in-memory database, with one CPU worker registered and one
+// gemm task (64 x 64 x 64) to tune. Strategy work runs inline (agent_threads 0: on the leasing
+// or reporting thread, without the lock), so each lease sees its batch.
+#ifndef KTUNE_TESTS_SERVER_ONE_TASK_SCHEDULER_H_
+#define KTUNE_TESTS_SERVER_ONE_TASK_SCHEDULER_H_
+
+#include <gtest/gtest.h>
+
+#include <memory>
+#include <string>
+
+#include "db/memory_tuning_database.h"
+#include "kernels/kernel_registry.h"
+#include "server/scheduler.h"
+#include "server/task_spaces.h"
+
+namespace ktune {
+
+class OneTaskScheduler : public ::testing::Test {
+ protected:
+  static inline const DeviceInfo kDevice{R"({"cores":2,"name":"test"})", "cpu:test", "x86-64-v3"};
+  static constexpr int kCores = 2;
+
+  OneTaskScheduler() { Restart(); }
+
+  // A scheduler on the same database, as after a server restart.
+  void Restart(SchedulerOptions options = {}) {
+    options.agent_threads = 0;
+    scheduler_ = std::make_unique<Scheduler>(&db_, &spaces_, std::move(options));
+    ASSERT_TRUE(scheduler_->Recover().ok());
+    worker_ = scheduler_->RegisterWorker(kDevice, "test", kCores);
+  }
+
+  TaskKey Task() const {
+    const KernelDefinition* gemm = registry_.Find("gemm");
+    return {"gemm", gemm->Version(), *gemm->ValidateProblem({{"M", 64}, {"N", 64}, {"K", 64}}),
+            kDevice.device_class};
+  }
+
+  KernelRegistry registry_ = KernelRegistry::WithBuiltins();
+  TaskSpaces spaces_{&registry_};
+  MemoryTuningDatabase db_;
+  std::unique_ptr<Scheduler> scheduler_;
+  std::string worker_;
+};
+
+}  // namespace ktune
+
+#endif  // KTUNE_TESTS_SERVER_ONE_TASK_SCHEDULER_H_
