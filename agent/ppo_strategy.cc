@@ -52,8 +52,8 @@ std::unique_ptr<PpoStrategy> MakePpoVariant(const std::string& name) {
     o.use_policy = false;
     return std::make_unique<PpoStrategy>(o, name);
   }
-  if (name == "ppo-policyonly") {
-    o.whole_space_arm = false;
+  if (name == "ppo-wholespace") {
+    o.whole_space_arm = true;
     return std::make_unique<PpoStrategy>(o, name);
   }
   return nullptr;

@@ -22,7 +22,9 @@
 // the time allowance its driver gives (agent/README.md, "The agent's time budget"): the full step
 // above, or, when it cannot afford it, the unvisited neighbours of the fastest results.
 //
-// The ablation variants (`ppo-untrained`, `ppo-nopolicy`, `ppo-policyonly`) are this strategy
+// By default the pool holds no whole-space ranking: the policy alone, over the local arm and
+// random points that both models score, decides where the search goes (agent/README.md says why).
+// The ablation variants (`ppo-untrained`, `ppo-nopolicy`, `ppo-wholespace`) are this strategy
 // with one option changed (MakePpoVariant).
 #ifndef KTUNE_AGENT_PPO_STRATEGY_H_
 #define KTUNE_AGENT_PPO_STRATEGY_H_
@@ -43,7 +45,9 @@ struct PpoOptions {
   int warmup = 16;              // random measurements before the first model (no transfer)
   PolicyOptions policy;         // the network and its PPO settings (features: set by the strategy)
   bool use_policy = true;       // false: a fixed rule picks from the pool (ablation "no policy")
-  bool whole_space_arm = true;  // false: no model ranking of the whole space ("policy alone")
+  // true: the two models' best points of the whole space join the pool ("ppo-wholespace"); by
+  // default the policy alone finds the good regions, from the local and random arms.
+  bool whole_space_arm = false;
   bool pretrained = true;       // start from the shipped policy; false: from random weights
   bool learn_online = true;     // fine-tune the policy with PPO during the run
   int update_every = 4;         // batches between online updates
@@ -159,9 +163,9 @@ class PpoStrategy : public StrategyBase {
 };
 
 // The strategy by name: "ppo" and its ablation variants "ppo-untrained" (random weights, never
-// updated: the policy's training is what is ablated), "ppo-nopolicy" (the arms with a fixed
-// rule), "ppo-policyonly" (the policy without the whole-space ranking arms). Null for other
-// names.
+// updated: the policy's training is what is ablated), "ppo-nopolicy" (the same pool with a fixed
+// rule), "ppo-wholespace" (the policy with the two whole-space ranking arms in its pool). Null
+// for other names.
 std::unique_ptr<PpoStrategy> MakePpoVariant(const std::string& name);
 
 }  // namespace ktune

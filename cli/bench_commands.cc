@@ -118,9 +118,10 @@ struct SearchBenchArgs {
   std::string protocol = "plain";
   PolicyTrainingOptions training;
   int synthetic = 16;
-  // PPO's ablation is reported every time: trained, untrained, no policy, the policy alone.
+  // PPO's ablation is reported every time: trained (the policy alone), untrained, no policy (a
+  // fixed rule on the same pool), and the policy with the whole-space ranking arms.
   std::string strategies =
-      "ppo,ppo-untrained,ppo-nopolicy,ppo-policyonly,random,anneal,genetic,model";
+      "ppo,ppo-untrained,ppo-nopolicy,ppo-wholespace,random,anneal,genetic,model";
   int64_t budget = 400;
   int seeds = 10;
   int batch_size = 8;

@@ -236,6 +236,7 @@ TEST(PpoStrategyTest, TheModelArmRanksTheWholeSpace) {
     if (t > 1.25) prior.push_back({p, true, t});
   }
   PpoOptions options;
+  options.whole_space_arm = true;
   options.use_policy = false;
   options.rule_local_share = 0;
   options.rule_random_share = 0;
@@ -265,6 +266,7 @@ TEST(PpoStrategyTest, TheModelArmHoldsTheModelBaselinesPicks) {
     prior.push_back({p, true, *(*measurer.Measure({}, {space.ToConfiguration(p)}))[0].time_ms});
   }
   PpoOptions options;
+  options.whole_space_arm = true;
   options.use_policy = false;
   options.rule_local_share = 0;
   options.rule_random_share = 0;
