@@ -1,6 +1,8 @@
 #include "db/sqlite_tuning_database.h"
 
+#include <algorithm>
 #include <cstring>
+#include <numeric>
 #include <set>
 #include <tuple>
 
@@ -72,8 +74,6 @@ constexpr char kBestOrder[] = "AND r.status = 'ok' ORDER BY r.time_ms, r.record_
 constexpr char kWithinBudget[] = "AND r.max_rel_error IS NOT NULL AND r.max_rel_error <= ?5 ";
 constexpr char kFamilyOfClass[] =
     "SELECT family FROM devices WHERE device_class = ? AND family != '' ORDER BY id LIMIT 1";
-constexpr char kTaskOrder[] =
-    "ORDER BY r.measured_at_us IS NOT NULL, r.measured_at_us, r.record_uid";
 constexpr char kAllRecordsOrder[] = "ORDER BY r.id";
 constexpr char kListTasks[] =
     "SELECT DISTINCT k.name, k.version, w.problem_json, d.device_class "
@@ -452,19 +452,37 @@ absl::StatusOr<std::vector<Record>> SqliteTuningDatabase::RecordsOf(const TaskKe
       SqliteStatement s,
       SqliteStatement::Prepare(
           db_, absl::StrCat(kRecordColumns, kRecordJoins, kWorkloadFilter,
-                            OnDevicesWhere("device_class"), Staleness(stale), kTaskOrder)));
+                            OnDevicesWhere("device_class"), Staleness(stale))));
   s.Bind(1, task.kernel)
       .Bind(2, task.kernel_version)
       .Bind(3, ParamMapHash(task.problem))
       .Bind(4, task.device_class);
-  std::vector<Record> out;
+  std::vector<Record> read;
+  std::vector<std::string> uids;
   RecordReader reader;
   while (true) {
     KTUNE_ASSIGN_OR_RETURN(bool row, s.Step());
     if (!row) break;
     KTUNE_ASSIGN_OR_RETURN(Record r, reader.Read(s));
-    out.push_back(std::move(r));
+    read.push_back(std::move(r));
+    uids.push_back(s.ColumnText(17));
   }
+  // A task's records come in the order (measured_at_us IS NOT NULL, measured_at_us, record_uid):
+  // unknown times first, then by time, ties by record id. Sorted here on those keys, since an
+  // ORDER BY makes SQLite's sorter copy every column of every row (on an 11,000-record task, a
+  // fifth of `ktune explain`'s time).
+  std::vector<size_t> order(read.size());
+  std::iota(order.begin(), order.end(), 0);
+  std::sort(order.begin(), order.end(), [&](size_t a, size_t b) {
+    const std::optional<int64_t>& ta = read[a].measured_at_us;
+    const std::optional<int64_t>& tb = read[b].measured_at_us;
+    if (ta.has_value() != tb.has_value()) return !ta.has_value();
+    if (ta && *ta != *tb) return *ta < *tb;
+    return uids[a] < uids[b];
+  });
+  std::vector<Record> out;
+  out.reserve(read.size());
+  for (size_t i : order) out.push_back(std::move(read[i]));
   return out;
 }
 
