@@ -1,6 +1,7 @@
 #include "kernels/configuration.h"
 
 #include <nlohmann/json.hpp>
+#include <simdjson.h>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -44,72 +45,44 @@ std::string CanonicalJson(const ParamMap& params) {
 
 std::string ParamMapHash(const ParamMap& params) { return StableHashHex(CanonicalJson(params)); }
 
-namespace {
-
-// Builds a ParamMap straight from the parser's events (nlohmann's SAX interface), without the
-// document tree: configurations are parsed once per record read, so this is on the path of every
-// query that reads records. Accepts exactly what a flat object of numbers, strings and booleans
-// is; `error` says why anything else is refused.
-class ParamMapSax : public nlohmann::json_sax<nlohmann::json> {
- public:
-  explicit ParamMapSax(ParamMap* out) : out_(out) {}
-  std::string error;
-
-  bool start_object(std::size_t) override {
-    if (depth_ != 0) return Refuse();  // a value that is an object
-    depth_ = 1;
-    return true;
-  }
-  bool end_object() override { return --depth_ >= 0; }
-  bool key(string_t& name) override {
-    key_ = std::move(name);
-    return true;
-  }
-  bool number_integer(number_integer_t v) override { return Put(static_cast<int64_t>(v)); }
-  bool number_unsigned(number_unsigned_t v) override { return Put(static_cast<int64_t>(v)); }
-  bool number_float(number_float_t v, const string_t&) override { return Put(v); }
-  bool string(string_t& v) override { return Put(std::move(v)); }
-  bool boolean(bool v) override { return Put(static_cast<int64_t>(v)); }
-  bool null() override { return Refuse(); }
-  bool binary(binary_t&) override { return Refuse(); }
-  bool start_array(std::size_t) override { return Refuse(); }
-  bool end_array() override { return false; }
-  bool parse_error(std::size_t, const std::string&, const nlohmann::detail::exception&) override {
-    if (error.empty()) error = "not a JSON object";
-    return false;
-  }
-
- private:
-  bool Put(ParamValue v) {
-    if (depth_ != 1) {  // a bare value, not an object
-      error = "not a JSON object";
-      return false;
-    }
-    (*out_)[key_] = std::move(v);
-    return true;
-  }
-  bool Refuse() {
-    error = depth_ <= 1 && !key_.empty()
-                ? absl::StrCat("parameter '", key_, "' is not a number or string")
-                : "not a JSON object";
-    return false;
-  }
-
-  ParamMap* out_;
-  int depth_ = 0;
-  std::string key_;
-};
-
-}  // namespace
-
 absl::StatusOr<ParamMap> ParseParamMapJson(absl::string_view json) {
+  // simdjson's DOM parser: configurations are parsed once per record read, so this is on the path
+  // of every query that reads records, and simdjson parses them several times faster than
+  // nlohmann (a tenth of `ktune explain`'s instructions on an 11,000-record task went to
+  // nlohmann's lexer). One parser per thread keeps its buffers between calls. Accepts exactly a
+  // flat object of numbers, strings and booleans (as 0/1); a repeated key: the last one counts.
+  thread_local simdjson::dom::parser parser;
+  auto not_an_object = [&] {
+    return absl::InvalidArgumentError(absl::StrCat("not a JSON object: ", json.substr(0, 200)));
+  };
+  simdjson::dom::object object;
+  if (parser.parse(json.data(), json.size()).get_object().get(object) != simdjson::SUCCESS) {
+    return not_an_object();
+  }
   ParamMap out;
-  ParamMapSax sax(&out);
-  if (!nlohmann::json::sax_parse(json.begin(), json.end(), &sax)) {
-    if (sax.error == "not a JSON object") {
-      return absl::InvalidArgumentError(absl::StrCat("not a JSON object: ", json.substr(0, 200)));
+  for (simdjson::dom::key_value_pair field : object) {
+    std::string key(field.key);
+    const simdjson::dom::element& v = field.value;
+    switch (v.type()) {
+      case simdjson::dom::element_type::INT64:
+        out[std::move(key)] = v.get_int64().value_unsafe();
+        break;
+      case simdjson::dom::element_type::UINT64:  // above INT64_MAX: wraps, as before
+        out[std::move(key)] = static_cast<int64_t>(v.get_uint64().value_unsafe());
+        break;
+      case simdjson::dom::element_type::DOUBLE:
+        out[std::move(key)] = v.get_double().value_unsafe();
+        break;
+      case simdjson::dom::element_type::STRING:
+        out[std::move(key)] = std::string(v.get_string().value_unsafe());
+        break;
+      case simdjson::dom::element_type::BOOL:
+        out[std::move(key)] = static_cast<int64_t>(v.get_bool().value_unsafe());
+        break;
+      default:  // null, an array or an object
+        return absl::InvalidArgumentError(
+            absl::StrCat("parameter '", key, "' is not a number or string"));
     }
-    return absl::InvalidArgumentError(sax.error);
   }
   return out;
 }
