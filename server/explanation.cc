@@ -43,10 +43,10 @@ std::vector<double> Ranks(const std::vector<double>& v) {
   return ranks;
 }
 
-// Spearman's rank correlation; 0 when either side is constant.
-double Spearman(const std::vector<double>& x, const std::vector<double>& y) {
-  const std::vector<double> rx = Ranks(x), ry = Ranks(y);
-  const double n = static_cast<double>(x.size());
+// Pearson's correlation of two rank vectors: Spearman's rho when they are ranks. 0 when either
+// side is constant.
+double RankCorrelation(const std::vector<double>& rx, const std::vector<double>& ry) {
+  const double n = static_cast<double>(rx.size());
   const double mx = std::accumulate(rx.begin(), rx.end(), 0.0) / n;
   const double my = std::accumulate(ry.begin(), ry.end(), 0.0) / n;
   double sxy = 0, sxx = 0, syy = 0;
@@ -56,6 +56,23 @@ double Spearman(const std::vector<double>& x, const std::vector<double>& y) {
     syy += (ry[i] - my) * (ry[i] - my);
   }
   return sxx > 0 && syy > 0 ? sxy / std::sqrt(sxx * syy) : 0;
+}
+
+// Ranks from 1, ties sharing their average rank, of values that take few distinct values (a
+// parameter's): counted per value instead of sorted.
+std::vector<double> RanksOfFewValues(const std::vector<double>& v) {
+  std::map<double, double> rank;  // value -> its count, then its average rank
+  for (double x : v) ++rank[x];
+  double below = 0;
+  for (auto& [x, r] : rank) {
+    const double count = r;
+    r = below + (count + 1) / 2;
+    below += count;
+  }
+  std::vector<double> out;
+  out.reserve(v.size());
+  for (double x : v) out.push_back(rank[x]);
+  return out;
 }
 
 std::optional<double> AsNumber(const ParamValue& v) {
@@ -87,8 +104,11 @@ std::pair<double, double> MeanAndVarianceOfMean(const std::vector<double>& v) {
   return {mean, ss / (n - 1) / n};
 }
 
+// `time_ranks`: the ranks of the ok records' times, in record order (Ranks of them), shared by
+// every parameter that all ok records have.
 v1::ParameterEffect EffectOf(const std::string& name, const ParamValue& served,
-                             const std::vector<Record>& records) {
+                             const std::vector<Record>& records,
+                             const std::vector<double>& time_ranks) {
   struct Values {
     std::vector<double> times;
     int64_t failures = 0;
@@ -132,7 +152,8 @@ v1::ParameterEffect EffectOf(const std::string& name, const ParamValue& served,
   e.set_spread(fastest > 0 ? slowest / fastest : 1);
   e.set_matters(e.spread() >= kMattersSpread);
   if (numeric && xs.size() >= 2 * kMinValueMeasurements) {
-    const double rho = Spearman(xs, ys);
+    const double rho = RankCorrelation(RanksOfFewValues(xs),
+                                       ys.size() == time_ranks.size() ? time_ranks : Ranks(ys));
     e.set_direction(rho >= kTrendRho ? 1 : rho <= -kTrendRho ? -1 : 0);
   }
   return e;
@@ -251,8 +272,13 @@ absl::Status ExplainFromTask(TuningDatabase& db, const Record& served,
       out->set_gap_exceeds_noise(out->gap() > 2 * out->noise());
     }
   }
+  std::vector<double> ok_times;
+  for (const Record& r : records) {
+    if (r.status == MeasurementStatus::kOk) ok_times.push_back(*r.time_ms);
+  }
+  const std::vector<double> time_ranks = Ranks(ok_times);
   for (const auto& [name, value] : served.config) {
-    *out->add_parameters() = EffectOf(name, value, records);
+    *out->add_parameters() = EffectOf(name, value, records, time_ranks);
   }
   std::stable_sort(out->mutable_parameters()->begin(), out->mutable_parameters()->end(),
                    [](const v1::ParameterEffect& a, const v1::ParameterEffect& b) {
