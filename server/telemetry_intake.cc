@@ -117,6 +117,7 @@ std::string TelemetryIntake::Act(const DriftFlag& f, int64_t* job_id) {
   request.budget = policy_.budget;
   request.strategy = policy_.strategy;
   request.priority = policy_.priority;
+  request.agent_share = policy_.agent_share;
   if (f.kind == DriftKind::kRegression) {
     // The old best configurations, measured again first; then the old records stop answering.
     BestQuery q;

@@ -14,6 +14,7 @@
 #define KTUNE_SERVER_TELEMETRY_INTAKE_H_
 
 #include <array>
+#include <optional>
 #include <set>
 #include <string>
 #include <vector>
@@ -39,6 +40,8 @@ struct RetunePolicy {
   int reverify_top = 4;   // old best configurations re-measured first after a regression
   std::string strategy = "ppo";
   int priority = 50;
+  // The retuning job's agent_share (JobRequest::agent_share); unset: the scheduler's default.
+  std::optional<double> agent_share;
 };
 
 class TelemetryIntake {

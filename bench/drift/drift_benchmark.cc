@@ -3,7 +3,14 @@
 // false flag in 10,000 stable reports, and the retuned best must come within 2% of the new
 // optimum within 100 measurements.
 //
-//   ktune-drift-bench [--seeds N] [--stable N] [--strategy S] [--reverify K] SPACE_FILE...
+//   ktune-drift-bench [--seeds N] [--stable N] [--strategy S] [--reverify K] [--agent-share X]
+//                     SPACE_FILE...
+//
+// Replayed measurements take no time, so the retuning job's agent, whose time is a share of the
+// measurement time (agent/time_budget.h), would never afford a learning step, as it would on a
+// device where compiling and timing a kernel takes far longer than the agent's step. The
+// retuning job therefore runs with --agent-share (default 0: no limit); the first tuning (the
+// model strategy) does not use the allowance.
 //
 // Per space and seed, in one in-process server (retune policy: act, budget 100):
 //   1. a first tuning job (model strategy, 100 measurements) gives the served configuration B;
@@ -56,7 +63,8 @@ std::unique_ptr<grpc::ClientContext> Context() {
 }
 
 absl::StatusOr<Row> RunOne(const std::string& path, int seed, int stable,
-                           const std::string& strategy, int reverify, const std::string& dir) {
+                           const std::string& strategy, int reverify, double agent_share,
+                           const std::string& dir) {
   KTUNE_ASSIGN_OR_RETURN(RecordedSpace recorded, LoadRecordedSpace(path));
   const Record& any = recorded.records.front();
   TuningServerOptions options;
@@ -68,6 +76,7 @@ absl::StatusOr<Row> RunOne(const std::string& path, int seed, int stable,
   options.retune.budget = 100;
   options.retune.strategy = strategy;
   options.retune.reverify_top = reverify;
+  options.retune.agent_share = agent_share;
   KTUNE_ASSIGN_OR_RETURN(std::unique_ptr<TuningServer> server, TuningServer::Start(options));
   auto channel = grpc::CreateChannel(absl::StrCat("127.0.0.1:", server->port()),
                                      grpc::InsecureChannelCredentials());
@@ -195,6 +204,7 @@ absl::StatusOr<Row> RunOne(const std::string& path, int seed, int stable,
 
 int Main(int argc, char** argv) {
   int seeds = 3, stable = 10'000, reverify = RetunePolicy().reverify_top;
+  double agent_share = 0;
   std::string strategy = "ppo";
   std::vector<std::string> spaces;
   for (int i = 1; i < argc; ++i) {
@@ -207,9 +217,11 @@ int Main(int argc, char** argv) {
       (void)absl::SimpleAtoi(argv[++i], &reverify);
     } else if (a == "--strategy" && i + 1 < argc) {
       strategy = argv[++i];
+    } else if (a == "--agent-share" && i + 1 < argc) {
+      (void)absl::SimpleAtod(argv[++i], &agent_share);
     } else if (a == "--help" || a == "-h") {
       std::printf("usage: ktune-drift-bench [--seeds N] [--stable N] [--strategy S] [--reverify K] "
-                  "SPACE_FILE...\n");
+                  "[--agent-share X] SPACE_FILE...\n");
       return 0;
     } else {
       spaces.push_back(a);
@@ -225,7 +237,7 @@ int Main(int argc, char** argv) {
   int failures = 0;
   for (const std::string& space : spaces) {
     for (int seed = 1; seed <= seeds; ++seed) {
-      absl::StatusOr<Row> row = RunOne(space, seed, stable, strategy, reverify, dir);
+      absl::StatusOr<Row> row = RunOne(space, seed, stable, strategy, reverify, agent_share, dir);
       if (!row.ok()) {
         std::fprintf(stderr, "%s seed %d: %s\n", space.c_str(), seed,
                      std::string(row.status().message()).c_str());
