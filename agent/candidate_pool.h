@@ -2,7 +2,10 @@
 // same in every search space, so that one policy, trained on some kernels' spaces, can act on
 // another kernel's.
 //
-// Each batch, four arms nominate candidates (a point may be nominated by several):
+// Each batch, arms nominate candidates (a point may be nominated by several). By default only
+// kLocalArm and kRandomArm do, and the models score their candidates: the policy alone finds the
+// good regions. The whole-space arms (kModelArm, kSampleArm) join in the "ppo-wholespace"
+// ablation:
 //  - kModelArm: the unvisited points the cost model ranks best over the whole space (or a
 //    uniform sample of kWholeSpaceRankLimit points of a larger one), as AutoTVM's tuner does;
 //    the model is fitted as the `model` baseline fits it, so these are a superset of the
@@ -14,7 +17,8 @@
 //    ranks them (a trust region: needle-shaped optima, common in GPU spaces, are found by local
 //    steps more often than by a model fitted on a few hundred points; a two-parameter change
 //    crosses a ridge where each single step is slower);
-//  - kRandomArm: uniform unvisited points (exploration the model cannot bias).
+//  - kRandomArm: uniform unvisited points (exploration the model cannot bias; scored by both
+//    models, they are where the policy finds regions the local arm cannot reach).
 // The policy, not a fixed share, decides how many of each are measured, given the run's state.
 #ifndef KTUNE_AGENT_CANDIDATE_POOL_H_
 #define KTUNE_AGENT_CANDIDATE_POOL_H_

@@ -5,9 +5,10 @@
 //  1. two cost models (XgbCostModel, gradient-boosted trees) are refitted: the mean fit, on
 //     every result as the `model` baseline fits it, and a Thompson sample, on ranks of a
 //     bootstrap resample; transfer sources join both as a prior (transfer_prior.h);
-//  2. four arms nominate candidates: each model's best of the whole space (the mean fit's are a
-//     superset of the `model` baseline's picks), the fastest result's unvisited one- and
-//     two-parameter changes, and uniform random points (candidate_pool.h);
+//  2. arms nominate candidates: the fastest result's unvisited one- and two-parameter changes
+//     (the local arm) and uniform random points, both scored by the two models; with
+//     `whole_space_arm` (the "ppo-wholespace" ablation) also each model's best of the whole
+//     space (the mean fit's are a superset of the `model` baseline's picks) (candidate_pool.h);
 //  3. the policy (ppo_core.h) sees each candidate through features that mean the same in every
 //     space (the models' view of it, its distance to what was measured, who nominated it, and
 //     the run's state: budget used, batches without progress, failures) and draws the batch;
@@ -51,10 +52,12 @@ struct PpoOptions {
   bool pretrained = true;       // start from the shipped policy; false: from random weights
   bool learn_online = true;     // fine-tune the policy with PPO during the run
   int update_every = 4;         // batches between online updates
-  int model_arm = 48;           // candidates the mean fit's whole-space ranking nominates
-  int sample_arm = 48;          // ... the Thompson sample's whole-space ranking
-  int local_arm = 32;           // ... the fastest result's neighbourhood
-  int random_arm = 16;          // ... uniform draws
+  int model_arm = 48;   // candidates the mean fit's whole-space ranking nominates (if any)
+  int sample_arm = 48;  // ... the Thompson sample's whole-space ranking (if any)
+  int local_arm = 32;   // ... the fastest result's neighbourhood
+  // ... uniform draws; without the whole-space arms, model_arm more (64 by default), so that the
+  // pool stays as large.
+  int random_arm = 16;
   // Two-parameter changes the local arm ranks: all, or a sample of this many where more.
   int64_t pair_moves = 4096;
   // Points the model ranks: every point up to this many, else a uniform sample of this many.
@@ -126,8 +129,8 @@ class PpoStrategy : public StrategyBase {
                                             const std::vector<int64_t>& indices);
   // The full step: the arms' pool, the policy's (or the rule's) picks.
   absl::StatusOr<std::vector<Point>> ProposeFromPool(int n);
-  // The candidates of the four arms, with both models' scores; `reference` and
-  // `sample_reference` get every score each model computed for the whole-space ranking.
+  // The candidates of the arms, with both models' scores; `reference` and `sample_reference` get
+  // every score each model computed for the whole-space ranking (without it: for the pool).
   absl::StatusOr<std::vector<Candidate>> BuildPool(std::vector<float>& reference,
                                                    std::vector<float>& sample_reference);
   // The "no policy" ablation's fixed rule: shares of the batch from each arm, best scores first.
