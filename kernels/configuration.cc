@@ -49,8 +49,9 @@ absl::StatusOr<ParamMap> ParseParamMapJson(absl::string_view json) {
   // simdjson's DOM parser: configurations are parsed once per record read, so this is on the path
   // of every query that reads records, and simdjson parses them faster than nlohmann did (on an
   // 11,000-record task, parsing took 23% of `ktune explain`'s instructions with nlohmann's SAX
-  // parser, 13% with this). One parser per thread keeps its buffers between calls. Accepts exactly a
-  // flat object of numbers, strings and booleans (as 0/1); a repeated key: the last one counts.
+  // parser, 13% with this). One parser per thread keeps its buffers between calls. Accepts
+  // exactly a flat object of numbers, strings and booleans (as 0/1); a repeated key: the last one
+  // counts.
   thread_local simdjson::dom::parser parser;
   auto not_an_object = [&] {
     return absl::InvalidArgumentError(absl::StrCat("not a JSON object: ", json.substr(0, 200)));
