@@ -2,6 +2,7 @@
 // driver regression on a replay device is detected, retuned, and changes the best answer.
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
 
 #include <atomic>
 #include <cmath>
@@ -10,6 +11,7 @@
 #include <random>
 #include <thread>
 
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "db/interchange/record_files.h"
@@ -190,6 +192,7 @@ TEST(TelemetryTest, ARegressionInProductionIsFlaggedRetunedAndChangesTheBestAnsw
   options.retune.mode = RetuneMode::kAct;
   options.retune.budget = 100;
   options.retune.strategy = "model";
+  options.retune.agent_share = 0.25;
   auto server = TuningServer::Start(options);
   ASSERT_TRUE(server.ok()) << server.status();
   auto channel = grpc::CreateChannel(absl::StrCat("127.0.0.1:", (*server)->port()),
@@ -306,6 +309,14 @@ TEST(TelemetryTest, ARegressionInProductionIsFlaggedRetunedAndChangesTheBestAnsw
   }
   EXPECT_TRUE(reverified);
   EXPECT_EQ((*db)->Stats()->records, kFirstTuning + options.retune.budget);
+  // The retuning job ran with the policy's agent share (kept in its stored run options).
+  int64_t retune_id = 0;
+  ASSERT_TRUE(absl::SimpleAtoi(flag.retune_job_id(), &retune_id)) << flag.retune_job_id();
+  absl::StatusOr<Job> retune = (*db)->GetJob(retune_id);
+  ASSERT_TRUE(retune.ok()) << retune.status();
+  const nlohmann::json spec = nlohmann::json::parse(retune->spec_json);
+  ASSERT_TRUE(spec.contains("agent_share")) << retune->spec_json;
+  EXPECT_DOUBLE_EQ(spec["agent_share"].get<double>(), 0.25);
 }
 
 }  // namespace
