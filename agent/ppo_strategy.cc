@@ -274,8 +274,8 @@ absl::StatusOr<std::vector<Candidate>> PpoStrategy::BuildPool(
   for (size_t i : best_of(near_scores, options_.local_arm)) {
     add(near[i], near_scores[i], near_sample_scores[i], kLocalArm);
   }
-  // The random arm (larger without the model arm, so that the policy still has a choice).
-  const int draws = options_.random_arm + (options_.whole_space_arm ? 0 : options_.model_arm);
+  // The random arm (larger without the whole-space arms, so that the policy still has a choice).
+  const int draws = options_.whole_space_arm ? options_.random_arm : options_.random_arm_alone;
   std::vector<int64_t> random;
   absl::flat_hash_set<int64_t> drawn;
   for (int d = 0; d < 4 * draws && static_cast<int>(random.size()) < draws; ++d) {

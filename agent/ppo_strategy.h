@@ -55,9 +55,10 @@ struct PpoOptions {
   int model_arm = 48;   // candidates the mean fit's whole-space ranking nominates (if any)
   int sample_arm = 48;  // ... the Thompson sample's whole-space ranking (if any)
   int local_arm = 32;   // ... the fastest result's neighbourhood
-  // ... uniform draws; without the whole-space arms, model_arm more (64 by default), so that the
-  // pool stays as large.
-  int random_arm = 16;
+  int random_arm = 16;  // ... uniform draws, with the whole-space arms
+  // Uniform draws without the whole-space arms (the default pool): both models score them, and
+  // the policy finds the good regions among them.
+  int random_arm_alone = 64;
   // Two-parameter changes the local arm ranks: all, or a sample of this many where more.
   int64_t pair_moves = 4096;
   // Points the model ranks: every point up to this many, else a uniform sample of this many.
