@@ -403,19 +403,40 @@ absl::StatusOr<BestResult> SqliteTuningDatabase::QueryBest(const BestQuery& q) {
   std::string problem_hash = ParamMapHash(q.problem);
   for (const auto& [level, column, value] : levels) {
     if (value.empty()) continue;
-    KTUNE_ASSIGN_OR_RETURN(
-        SqliteStatement s,
-        SqliteStatement::Prepare(
-            db_, absl::StrCat(kRankColumns, kRecordJoins, kWorkloadFilter, OnDevicesWhere(column),
-                              Staleness(false), q.max_rel_error ? kWithinBudget : "", kBestOrder)));
-    s.Bind(1, q.kernel).Bind(2, q.kernel_version).Bind(3, problem_hash).Bind(4, value);
-    if (q.max_rel_error) s.Bind(5, *q.max_rel_error);
-    std::vector<int64_t> winners;  // the fastest record of each of the top_k configurations
-    std::set<std::string> seen_configs;
-    while (static_cast<int>(winners.size()) < q.top_k) {
-      KTUNE_ASSIGN_OR_RETURN(bool row, s.Step());
-      if (!row) break;
-      if (seen_configs.insert(s.ColumnText(1)).second) winners.push_back(s.ColumnInt(0));
+    // The fastest record of each of the top_k fastest configurations, from the first `limit`
+    // rows in rank order (0: all of them). With a limit SQLite's sorter keeps only that many
+    // rows instead of sorting the whole task (on an 11,000-record task, 36 -> 23 ms for the
+    // query); `complete` says whether the rows read settle the answer.
+    auto rank = [&](int64_t limit, bool& complete) -> absl::StatusOr<std::vector<int64_t>> {
+      KTUNE_ASSIGN_OR_RETURN(
+          SqliteStatement s,
+          SqliteStatement::Prepare(
+              db_, absl::StrCat(kRankColumns, kRecordJoins, kWorkloadFilter,
+                                OnDevicesWhere(column), Staleness(false),
+                                q.max_rel_error ? kWithinBudget : "", kBestOrder,
+                                limit > 0 ? absl::StrCat(" LIMIT ", limit) : "")));
+      s.Bind(1, q.kernel).Bind(2, q.kernel_version).Bind(3, problem_hash).Bind(4, value);
+      if (q.max_rel_error) s.Bind(5, *q.max_rel_error);
+      std::vector<int64_t> winners;
+      std::set<std::string> seen_configs;
+      int64_t rows = 0;
+      complete = true;
+      while (static_cast<int>(winners.size()) < q.top_k) {
+        KTUNE_ASSIGN_OR_RETURN(bool row, s.Step());
+        if (!row) {
+          complete = limit == 0 || rows < limit;  // fewer rows than the limit: that was all
+          break;
+        }
+        ++rows;
+        if (seen_configs.insert(s.ColumnText(1)).second) winners.push_back(s.ColumnInt(0));
+      }
+      return winners;
+    };
+    bool complete = false;
+    KTUNE_ASSIGN_OR_RETURN(std::vector<int64_t> winners,
+                           rank(int64_t{64} * std::max(q.top_k, 1), complete));
+    if (!complete) {
+      KTUNE_ASSIGN_OR_RETURN(winners, rank(0, complete));
     }
     if (winners.empty()) continue;
     KTUNE_ASSIGN_OR_RETURN(

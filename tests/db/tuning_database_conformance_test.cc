@@ -126,6 +126,33 @@ TEST_P(TuningDatabaseConformanceTest, TopKListsDistinctConfigurations) {
   EXPECT_DOUBLE_EQ(*best->records[1].time_ms, 1.4);
 }
 
+// A configuration measured many times, each faster than every other configuration: the next
+// configurations are still found, however many records of the first come before them (a store
+// may read a bounded number of ranked rows first, and must then read on).
+TEST_P(TuningDatabaseConformanceTest, TopKLooksPastManyRecordsOfOneConfiguration) {
+  std::vector<Record> records;
+  for (int i = 0; i < 300; ++i) {
+    Record r = MakeRecord("A100", 32, 1.0 + i * 1e-4);
+    r.measured_at_us = i + 1;  // distinct records of the same configuration
+    records.push_back(r);
+  }
+  records.push_back(MakeRecord("A100", 16, 2.0));
+  records.push_back(MakeRecord("A100", 8, 3.0));
+  ASSERT_TRUE(db_->AddRecords(records).ok());
+  BestQuery q = QueryFor("A100");
+  q.top_k = 3;
+  auto best = db_->QueryBest(q);
+  ASSERT_TRUE(best.ok()) << best.status();
+  ASSERT_EQ(best->records.size(), 3u);
+  EXPECT_DOUBLE_EQ(*best->records[0].time_ms, 1.0);
+  EXPECT_DOUBLE_EQ(*best->records[1].time_ms, 2.0);
+  EXPECT_DOUBLE_EQ(*best->records[2].time_ms, 3.0);
+  q.top_k = 1;
+  best = db_->QueryBest(q);
+  ASSERT_EQ(best->records.size(), 1u);
+  EXPECT_DOUBLE_EQ(*best->records[0].time_ms, 1.0);
+}
+
 TEST_P(TuningDatabaseConformanceTest, BestFallsBackFromFingerprintToClassToFamily) {
   Record exact = MakeRecord("A100", 16, 2.0, "ampere", "550");
   Record same_class = MakeRecord("A100", 32, 1.0, "ampere", "535");  // other driver
