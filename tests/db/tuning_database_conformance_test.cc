@@ -5,9 +5,11 @@
 
 #include <cmath>
 
+#include <atomic>
 #include <functional>
 #include <memory>
 #include <set>
+#include <thread>
 
 #include "db/memory_tuning_database.h"
 #include "db/sqlite_tuning_database.h"
@@ -151,6 +153,38 @@ TEST_P(TuningDatabaseConformanceTest, TopKLooksPastManyRecordsOfOneConfiguration
   best = db_->QueryBest(q);
   ASSERT_EQ(best->records.size(), 1u);
   EXPECT_DOUBLE_EQ(*best->records[0].time_ms, 1.0);
+}
+
+// Every TuningDatabase is thread-safe (the interface says so; the server calls it from its RPC
+// and agent threads at once): writers and readers on one object lose nothing and fail nothing.
+TEST_P(TuningDatabaseConformanceTest, ConcurrentWritersAndReadersLoseNothing) {
+  constexpr int kWriters = 4, kBatches = 25;
+  std::atomic<int> failures{0};
+  std::atomic<bool> writing{true};
+  std::vector<std::thread> threads;
+  for (int w = 0; w < kWriters; ++w) {
+    threads.emplace_back([&, w] {
+      for (int b = 0; b < kBatches; ++b) {
+        Record r = MakeRecord("A100", 1000 * (w + 1) + b, 1.0 + b);
+        if (!db_->AddRecords({r}).ok()) ++failures;
+      }
+    });
+  }
+  for (int reader = 0; reader < 2; ++reader) {
+    threads.emplace_back([&] {
+      while (writing) {
+        if (!db_->QueryBest(QueryFor("A100")).ok()) ++failures;
+        if (!db_->TaskRecords({"gemm", "v1", QueryFor("A100").problem, "A100"}).ok()) ++failures;
+      }
+    });
+  }
+  for (int w = 0; w < kWriters; ++w) threads[w].join();
+  writing = false;
+  for (size_t t = kWriters; t < threads.size(); ++t) threads[t].join();
+  EXPECT_EQ(failures, 0);
+  auto records = db_->TaskRecords({"gemm", "v1", QueryFor("A100").problem, "A100"});
+  ASSERT_TRUE(records.ok()) << records.status();
+  EXPECT_EQ(static_cast<int>(records->size()), kWriters * kBatches);
 }
 
 TEST_P(TuningDatabaseConformanceTest, BestFallsBackFromFingerprintToClassToFamily) {
