@@ -220,6 +220,17 @@ TEST(PpoStrategyTest, TheLocalArmCrossesARidgeWithTwoParameterChanges) {
   EXPECT_EQ(changed(batch->front()), 2);
 }
 
+// The fixed rule taking every pick from the model arm (whole-space arms on, no local or random
+// share): what the model arm nominates, alone.
+PpoOptions ModelArmOnly() {
+  PpoOptions options;
+  options.whole_space_arm = true;
+  options.use_policy = false;
+  options.rule_local_share = 0;
+  options.rule_random_share = 0;
+  return options;
+}
+
 // The model arm ranks the whole space: with every pick from it (the fixed rule with no local or
 // random share), the batch holds the model's best points, next to the optimum, although no
 // measured point is near it.
@@ -235,11 +246,7 @@ TEST(PpoStrategyTest, TheModelArmRanksTheWholeSpace) {
     const double t = *(*r)[0].time_ms;
     if (t > 1.25) prior.push_back({p, true, t});
   }
-  PpoOptions options;
-  options.whole_space_arm = true;
-  options.use_policy = false;
-  options.rule_local_share = 0;
-  options.rule_random_share = 0;
+  const PpoOptions options = ModelArmOnly();
   PpoStrategy ppo(options);
   ASSERT_TRUE(ppo.Initialize(space, 11).ok());
   ASSERT_TRUE(ppo.AddPriorResults(prior).ok());
@@ -265,11 +272,7 @@ TEST(PpoStrategyTest, TheModelArmHoldsTheModelBaselinesPicks) {
     const Point p = space.PointAt(i % space.size());
     prior.push_back({p, true, *(*measurer.Measure({}, {space.ToConfiguration(p)}))[0].time_ms});
   }
-  PpoOptions options;
-  options.whole_space_arm = true;
-  options.use_policy = false;
-  options.rule_local_share = 0;
-  options.rule_random_share = 0;
+  const PpoOptions options = ModelArmOnly();
   PpoStrategy ppo(options);
   ModelBasedStrategy::Options model_options;
   model_options.epsilon = 0;
