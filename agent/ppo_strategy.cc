@@ -175,8 +175,7 @@ absl::Status PpoStrategy::FitModels() {
   std::iota(all.begin(), all.end(), 0);
   KTUNE_RETURN_IF_ERROR(fit(*model_, all, targets));
   // The Thompson sample: rank targets (a few very slow results cannot dominate it) on a
-  // bootstrap resample, so that its optimism varies where data is scarce (this was the model
-  // arm's only fit before the mean fit joined it).
+  // bootstrap resample, so that its optimism varies where data is scarce.
   std::vector<size_t> resample = all;
   if (options_.bootstrap) {
     std::uniform_int_distribution<size_t> draw(0, h.size() - 1);
