@@ -98,6 +98,34 @@ absl::StatusOr<std::vector<Record>> MemoryTuningDatabase::StaleTaskRecords(const
   return RecordsOf(task, /*stale=*/true);
 }
 
+absl::StatusOr<TaskColumns> MemoryTuningDatabase::TaskRecordColumns(const TaskKey& task) {
+  absl::MutexLock lock(&mu_);
+  TaskColumnsBuilder builder;
+  for (size_t i = 0; i < records_.size(); ++i) {
+    const Record& r = records_[i];
+    if (SameWorkload(r, task.kernel, task.kernel_version, task.problem) &&
+        r.device.device_class == task.device_class && !IsStale(r)) {
+      builder.Add(static_cast<int64_t>(i), r, r.RecordId());
+    }
+  }
+  TaskColumns columns = builder.Take();
+  columns.SortIntoTaskOrder();
+  return columns;
+}
+
+absl::StatusOr<std::vector<Record>> MemoryTuningDatabase::RecordsByHandle(
+    const std::vector<int64_t>& handles) {
+  absl::MutexLock lock(&mu_);
+  std::vector<Record> out;
+  for (int64_t h : handles) {
+    if (h < 0 || h >= static_cast<int64_t>(records_.size())) {
+      return absl::NotFoundError(absl::StrCat("no record with handle ", h));
+    }
+    out.push_back(records_[h]);
+  }
+  return out;
+}
+
 std::vector<Record> MemoryTuningDatabase::RecordsOf(const TaskKey& task, bool stale) {
   std::vector<std::pair<std::string, const Record*>> keyed;
   for (const Record& r : records_) {

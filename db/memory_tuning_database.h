@@ -18,6 +18,9 @@ class MemoryTuningDatabase : public TuningDatabase {
   absl::StatusOr<int64_t> AddRecords(const std::vector<Record>& records) override;
   absl::StatusOr<BestResult> QueryBest(const BestQuery& query) override;
   absl::StatusOr<std::vector<Record>> TaskRecords(const TaskKey& task) override;
+  // Handles are positions in insertion order.
+  absl::StatusOr<TaskColumns> TaskRecordColumns(const TaskKey& task) override;
+  absl::StatusOr<std::vector<Record>> RecordsByHandle(const std::vector<int64_t>& handles) override;
   absl::StatusOr<std::vector<TaskKey>> ListTasks() override;
   absl::Status ForEachRecord(const std::function<absl::Status(const Record&)>& fn) override;
   absl::StatusOr<DatabaseStats> Stats() override;

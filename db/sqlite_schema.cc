@@ -154,6 +154,20 @@ ALTER TABLE records_v5 RENAME TO records;
 CREATE INDEX records_by_task ON records (workload_id, device_id, status, time_ms);
 UPDATE meta SET value = '5' WHERE key = 'version';
 )sql",
+    // 5 -> 6: the records as columns (db/sqlite_task_columns.h), which whole-task summaries
+    // (`ktune explain`) read instead of every record. The migration then fills the table from the
+    // records (StoreColumnsOfAllRecords): it needs C++ to encode them.
+    R"sql(
+CREATE TABLE task_columns (
+  workload_id INTEGER NOT NULL REFERENCES workloads (id),
+  device_id INTEGER NOT NULL REFERENCES devices (id),
+  chunk INTEGER NOT NULL,
+  records INTEGER NOT NULL,
+  blob BLOB NOT NULL,  -- EncodeTaskColumns
+  PRIMARY KEY (workload_id, device_id, chunk)
+);
+UPDATE meta SET value = '6' WHERE key = 'version';
+)sql",
 };
 
 int CurrentSqliteSchemaVersion() { return static_cast<int>(kSqliteMigrations.size()); }

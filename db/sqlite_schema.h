@@ -12,6 +12,10 @@ namespace ktune {
 // kSqliteMigrations[k] is the SQL that takes version k to k + 1.
 extern const std::vector<const char*> kSqliteMigrations;
 
+// The version that adds the table task_columns; migrating to it also fills the table
+// (StoreColumnsOfAllRecords, db/sqlite_task_columns.h).
+inline constexpr int kTaskColumnsSchemaVersion = 6;
+
 // The version this build writes: kSqliteMigrations.size().
 int CurrentSqliteSchemaVersion();
 

@@ -1,6 +1,7 @@
 #include "db/sqlite_tuning_database.h"
 
 #include <algorithm>
+#include <map>
 #include <cstring>
 #include <numeric>
 #include <set>
@@ -13,6 +14,7 @@
 #include "common/status_macros.h"
 #include "db/device_family.h"
 #include "db/sqlite_schema.h"
+#include "db/sqlite_task_columns.h"
 #include "db/sqlite_util.h"
 
 namespace ktune {
@@ -249,6 +251,7 @@ absl::Status SqliteTuningDatabase::Migrate(int target_version) {
   KTUNE_ASSIGN_OR_RETURN(SqliteTransaction txn, SqliteTransaction::Begin(db_));
   for (int v = schema_version_; v < target_version; ++v) {
     absl::Status st = SqliteExec(db_, kSqliteMigrations[v]);
+    if (st.ok() && v + 1 == kTaskColumnsSchemaVersion) st = StoreColumnsOfAllRecords(db_);
     if (!st.ok()) {
       return absl::Status(st.code(),
                           absl::StrCat("migrating schema ", v, " -> ", v + 1, ": ", st.message()));
@@ -357,12 +360,15 @@ absl::StatusOr<int64_t> SqliteTuningDatabase::AddRecords(const std::vector<Recor
   KTUNE_ASSIGN_OR_RETURN(SqliteStatement insert_record,
                          SqliteStatement::Prepare(db_, kInsertRecord));
   int64_t added = 0;
+  // The columns of the records stored, per (workload, device).
+  std::map<std::pair<int64_t, int64_t>, TaskColumnsBuilder> columns;
   for (const Record& r : records) {
     KTUNE_ASSIGN_OR_RETURN(int64_t workload_id,
                            ids.WorkloadId(r.kernel, r.kernel_version, r.problem));
     KTUNE_ASSIGN_OR_RETURN(int64_t device_id, ids.DeviceId(r.device));
     std::string repeats = PackDoubles(r.repeat_times_ms);
-    insert_record.Bind(1, r.RecordId())
+    const std::string record_id = r.RecordId();
+    insert_record.Bind(1, record_id)
         .Bind(2, workload_id)
         .Bind(3, device_id)
         .Bind(4, CanonicalJson(r.config))
@@ -380,8 +386,15 @@ absl::StatusOr<int64_t> SqliteTuningDatabase::AddRecords(const std::vector<Recor
         .Bind(16, r.payload)
         .Bind(17, r.max_rel_error);
     KTUNE_RETURN_IF_ERROR(insert_record.Run());
-    added += sqlite3_changes(db_);
+    if (sqlite3_changes(db_) == 1) {  // 0: a record with this id is stored already
+      ++added;
+      columns[{workload_id, device_id}].Add(sqlite3_last_insert_rowid(db_), r, record_id);
+    }
     insert_record.Reset();
+  }
+  for (auto& [key, builder] : columns) {
+    if (schema_version_ < kTaskColumnsSchemaVersion) break;  // an old file kept for a test
+    KTUNE_RETURN_IF_ERROR(AppendStoredColumns(db_, key.first, key.second, builder.Take()));
   }
   KTUNE_RETURN_IF_ERROR(txn.Commit());
   return added;
@@ -467,6 +480,35 @@ absl::StatusOr<std::vector<Record>> SqliteTuningDatabase::TaskRecords(const Task
 
 absl::StatusOr<std::vector<Record>> SqliteTuningDatabase::StaleTaskRecords(const TaskKey& task) {
   return RecordsOf(task, /*stale=*/true);
+}
+
+absl::StatusOr<TaskColumns> SqliteTuningDatabase::TaskRecordColumns(const TaskKey& task) {
+  absl::MutexLock lock(&mu_);
+  if (schema_version_ < kTaskColumnsSchemaVersion) {
+    return absl::FailedPreconditionError(
+        absl::StrCat(path_, ": schema version ", schema_version_,
+                     " keeps no task columns (open it without a target version to migrate)"));
+  }
+  return ReadStoredColumns(db_, task, /*stale=*/false);
+}
+
+absl::StatusOr<std::vector<Record>> SqliteTuningDatabase::RecordsByHandle(
+    const std::vector<int64_t>& handles) {
+  absl::MutexLock lock(&mu_);
+  KTUNE_ASSIGN_OR_RETURN(
+      SqliteStatement by_id,
+      SqliteStatement::Prepare(db_, absl::StrCat(kRecordColumns, kRecordJoins, kById)));
+  RecordReader reader;
+  std::vector<Record> out;
+  for (int64_t handle : handles) {
+    by_id.Bind(1, handle);
+    KTUNE_ASSIGN_OR_RETURN(bool row, by_id.Step());
+    if (!row) return absl::NotFoundError(absl::StrCat("no record with handle ", handle));
+    KTUNE_ASSIGN_OR_RETURN(Record r, reader.Read(by_id));
+    out.push_back(std::move(r));
+    by_id.Reset();
+  }
+  return out;
 }
 
 absl::StatusOr<std::vector<Record>> SqliteTuningDatabase::RecordsOf(const TaskKey& task,

@@ -47,6 +47,9 @@ class SqliteTuningDatabase : public TuningDatabase {
   absl::StatusOr<int64_t> AddRecords(const std::vector<Record>& records) override;
   absl::StatusOr<BestResult> QueryBest(const BestQuery& query) override;
   absl::StatusOr<std::vector<Record>> TaskRecords(const TaskKey& task) override;
+  // From the table task_columns: a few blobs per task, however many records it has.
+  absl::StatusOr<TaskColumns> TaskRecordColumns(const TaskKey& task) override;
+  absl::StatusOr<std::vector<Record>> RecordsByHandle(const std::vector<int64_t>& handles) override;
   absl::StatusOr<std::vector<TaskKey>> ListTasks() override;
   // `fn` runs under the database's lock: it must not call back into this database.
   absl::Status ForEachRecord(const std::function<absl::Status(const Record&)>& fn) override;

@@ -18,6 +18,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "db/record.h"
+#include "db/task_columns.h"
 #include "db/telemetry.h"
 
 namespace ktune {
@@ -107,6 +108,15 @@ class TuningDatabase {
 
   // Every record of a task (any status), ordered by measured_at (unknown first) then record id.
   virtual absl::StatusOr<std::vector<Record>> TaskRecords(const TaskKey& task) = 0;
+
+  // TaskRecords(task) as columns (db/task_columns.h), in the same order: what a summary of a
+  // whole task reads (`ktune explain`), without parsing each record. SqliteTuningDatabase keeps
+  // the columns up to date as records are added, so reading them costs a few blobs.
+  virtual absl::StatusOr<TaskColumns> TaskRecordColumns(const TaskKey& task) = 0;
+  // The records behind TaskColumns::handles, in the order asked. A handle names its record for
+  // as long as the database does. NotFound for a handle that names none.
+  virtual absl::StatusOr<std::vector<Record>> RecordsByHandle(
+      const std::vector<int64_t>& handles) = 0;
 
   // The distinct tasks that have records, ordered by kernel, version, problem, device class.
   virtual absl::StatusOr<std::vector<TaskKey>> ListTasks() = 0;

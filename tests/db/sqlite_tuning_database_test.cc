@@ -152,8 +152,29 @@ TEST(SqliteTuningDatabaseTest, OldSchemaMigratesKeepingItsRecords) {
     ASSERT_EQ((*db)->QueryBest(budgeted)->records.size(), 1u);
     EXPECT_EQ((*db)->QueryBest(budgeted)->records[0].RecordId(), accurate.RecordId());
     EXPECT_EQ((*db)->Stats()->records_by_status.at("too_inaccurate"), 1);
+    // 5 -> 6 stored the old records as columns, and later writes added theirs.
+    auto columns = (*db)->TaskRecordColumns({"softmax", "", {{"rows", int64_t{4096}}}, "H100"});
+    ASSERT_TRUE(columns.ok()) << columns.status();
+    EXPECT_EQ(columns->size(), 4u);
     EXPECT_TRUE((*db)->CheckIntegrity().ok());
   }
+}
+
+// One record per write, 200 writes: the stored columns stay at most log2(200) + 1 chunks, and
+// hold every record.
+TEST(SqliteTuningDatabaseTest, StoredColumnsStayAFewChunksPerTask) {
+  TempDir dir;
+  std::string path = dir.File("k.db");
+  auto db = SqliteTuningDatabase::Open(path);
+  ASSERT_TRUE(db.ok()) << db.status();
+  for (int64_t x = 0; x < 200; ++x) {
+    ASSERT_EQ(*(*db)->AddRecords({SimpleRecord(x, 1.0 + x)}), 1);
+  }
+  EXPECT_LE(std::stoi(RawQuery(path, "SELECT COUNT(*) FROM task_columns")), 8);
+  EXPECT_EQ(RawQuery(path, "SELECT SUM(records) FROM task_columns"), "200");
+  auto columns = (*db)->TaskRecordColumns({"softmax", "", {{"rows", int64_t{4096}}}, "H100"});
+  ASSERT_TRUE(columns.ok()) << columns.status();
+  EXPECT_EQ(columns->size(), 200u);
 }
 
 TEST(SqliteTuningDatabaseTest, NewerSchemaIsRefusedAndLeftUntouched) {

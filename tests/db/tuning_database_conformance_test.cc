@@ -457,7 +457,9 @@ TEST_P(TuningDatabaseConformanceTest, ABudgetServesTheFastestRecordWithinItsMeas
   ASSERT_TRUE(task.ok());
   for (const Record& got : *task) {
     for (const Record* want : {&sloppy, &fair, &exact, &unknown, &refused}) {
-      if (got.RecordId() == want->RecordId()) EXPECT_EQ(RecordToJsonLine(got), RecordToJsonLine(*want));
+      if (got.RecordId() == want->RecordId()) {
+        EXPECT_EQ(RecordToJsonLine(got), RecordToJsonLine(*want));
+      }
     }
   }
   Record negative = MakeRecord("A100", 256, 1.0);
@@ -485,6 +487,82 @@ TEST_P(TuningDatabaseConformanceTest, CheckpointsAreReplacedAndLoaded) {
   EXPECT_EQ(*db_->LoadCheckpoint("ppo/gemm"), blob);
   ASSERT_TRUE(db_->SaveCheckpoint("ppo/gemm", "v2").ok());
   EXPECT_EQ(*db_->LoadCheckpoint("ppo/gemm"), "v2");
+}
+
+// Checks that TaskRecordColumns(task) is TaskRecords(task) as columns: the same records in the
+// same order, each field the same, and each handle reading back its record.
+void ExpectColumnsMatchRecords(TuningDatabase& db, const TaskKey& task) {
+  auto records = db.TaskRecords(task);
+  auto columns = db.TaskRecordColumns(task);
+  ASSERT_TRUE(records.ok()) << records.status();
+  ASSERT_TRUE(columns.ok()) << columns.status();
+  ASSERT_EQ(columns->size(), records->size());
+  for (size_t i = 0; i < records->size(); ++i) {
+    const Record& r = (*records)[i];
+    EXPECT_EQ(columns->ConfigOf(i), r.config) << i;
+    EXPECT_EQ(columns->status[i], r.status) << i;
+    EXPECT_EQ(std::isnan(columns->time_ms[i]), !r.time_ms.has_value()) << i;
+    if (r.time_ms) {
+      EXPECT_EQ(columns->time_ms[i], *r.time_ms) << i;
+    }
+    EXPECT_EQ(std::isnan(columns->max_rel_error[i]), !r.max_rel_error.has_value()) << i;
+    if (r.max_rel_error) {
+      EXPECT_EQ(columns->max_rel_error[i], *r.max_rel_error) << i;
+    }
+  }
+  auto by_handle = db.RecordsByHandle(columns->handles);
+  ASSERT_TRUE(by_handle.ok()) << by_handle.status();
+  ASSERT_EQ(by_handle->size(), records->size());
+  for (size_t i = 0; i < records->size(); ++i) {
+    EXPECT_EQ(RecordToJsonLine((*by_handle)[i]), RecordToJsonLine((*records)[i])) << i;
+  }
+}
+
+TEST_P(TuningDatabaseConformanceTest, TaskColumnsAreTheTaskRecordsAsColumns) {
+  // Batches of many sizes (the SQLite store merges its chunks as they come), repeats of the same
+  // configuration, failures, an unknown time, a second device of the class, other tasks.
+  int64_t added = 0;
+  for (int batch = 0; batch < 24; ++batch) {
+    std::vector<Record> records;
+    for (int i = 0; i <= batch % 7; ++i) {
+      const int64_t tile = 1 + (batch * 7 + i) % 37;
+      Record r = MakeRecord("A100", tile,
+                            (batch + i) % 6 == 0 ? std::nullopt : std::optional(1.0 + tile * 0.1),
+                            "ampere", batch % 3 == 0 ? "535" : "550");
+      r.measured_at_us = batch == 3 ? std::nullopt : std::optional<int64_t>(1000 + batch * 10 + i);
+      if (batch % 4 == 1) r.max_rel_error = 1e-3 * i;
+      if (batch % 8 == 2) r.config["split"] = std::string(i % 2 ? "yes" : "no");
+      records.push_back(r);
+      Record other = MakeRecord("H100", tile, 0.5, "hopper");
+      other.measured_at_us = 1000 + batch * 10 + i;
+      records.push_back(other);
+    }
+    auto n = db_->AddRecords(records);
+    ASSERT_TRUE(n.ok()) << n.status();
+    added += *n;
+    ASSERT_EQ(*db_->AddRecords(records), 0);  // stored already: no column either
+  }
+  ASSERT_GT(added, 100);
+  const Problem problem = MakeRecord("A100", 1, 1.0).problem;
+  ExpectColumnsMatchRecords(*db_, {"gemm", "v1", problem, "A100"});
+  ExpectColumnsMatchRecords(*db_, {"gemm", "", problem, "A100"});
+  ExpectColumnsMatchRecords(*db_, {"gemm", "v1", problem, "H100"});
+  ExpectColumnsMatchRecords(*db_, {"gemm", "v2", problem, "A100"});  // no records: none
+  // Records before a stale boundary (and at an unknown time) leave the columns as they leave
+  // the records.
+  ASSERT_TRUE(db_->MarkStale({"gemm", "v1", problem, "A100"}, 1120).ok());
+  ExpectColumnsMatchRecords(*db_, {"gemm", "v1", problem, "A100"});
+  EXPECT_LT(db_->TaskRecordColumns({"gemm", "v1", problem, "A100"})->size(),
+            db_->TaskRecordColumns({"gemm", "v1", problem, "H100"})->size());
+}
+
+TEST_P(TuningDatabaseConformanceTest, AnUnknownHandleIsNotFound) {
+  ASSERT_TRUE(db_->AddRecords({MakeRecord("A100", 16, 2.0)}).ok());
+  auto columns = db_->TaskRecordColumns({"gemm", "v1", MakeRecord("A100", 1, 1.0).problem, "A100"});
+  ASSERT_TRUE(columns.ok()) << columns.status();
+  ASSERT_EQ(columns->size(), 1u);
+  auto missing = db_->RecordsByHandle({columns->handles[0] + 1000});
+  EXPECT_EQ(missing.status().code(), absl::StatusCode::kNotFound);
 }
 
 INSTANTIATE_TEST_SUITE_P(
