@@ -7,7 +7,6 @@
 #include <map>
 #include <numeric>
 
-#include "absl/container/flat_hash_map.h"
 #include "common/status_macros.h"
 #include "db/pareto_front.h"
 #include "proto/convert.h"
@@ -83,13 +82,13 @@ std::optional<double> AsNumber(const ParamValue& v) {
 
 // The timing samples of one configuration: its records' repeats, or the records' times for
 // records without repeats (imported ones).
-std::vector<double> Samples(const std::vector<const Record*>& records) {
+std::vector<double> Samples(const std::vector<Record>& records) {
   std::vector<double> out;
-  for (const Record* r : records) {
-    if (!r->repeat_times_ms.empty()) {
-      out.insert(out.end(), r->repeat_times_ms.begin(), r->repeat_times_ms.end());
-    } else if (r->time_ms) {
-      out.push_back(*r->time_ms);
+  for (const Record& r : records) {
+    if (!r.repeat_times_ms.empty()) {
+      out.insert(out.end(), r.repeat_times_ms.begin(), r.repeat_times_ms.end());
+    } else if (r.time_ms) {
+      out.push_back(*r.time_ms);
     }
   }
   return out;
@@ -105,40 +104,47 @@ std::pair<double, double> MeanAndVarianceOfMean(const std::vector<double>& v) {
 }
 
 // `time_ranks`: the ranks of the ok records' times, in record order (Ranks of them), shared by
-// every parameter that all ok records have.
-v1::ParameterEffect EffectOf(const std::string& name, const ParamValue& served,
-                             const std::vector<Record>& records,
+// every parameter that all ok records have. `p` indexes c.params.
+v1::ParameterEffect EffectOf(const TaskColumns& c, size_t p, const ParamValue& served,
                              const std::vector<double>& time_ranks) {
   struct Values {
     std::vector<double> times;
     int64_t failures = 0;
   };
-  std::map<ParamValue, Values> by_value;
+  std::vector<Values> by_value(c.values[p].size());
   std::vector<double> xs, ys;  // numeric value and time of each ok record
   bool numeric = true;
-  for (const Record& r : records) {
-    auto it = r.config.find(name);
-    if (it == r.config.end()) continue;
-    Values& v = by_value[it->second];
-    if (r.status != MeasurementStatus::kOk) {
-      ++v.failures;
+  const size_t stride = c.params.size();
+  for (size_t i = 0; i < c.size(); ++i) {
+    const int32_t v = c.value_index[i * stride + p];
+    if (v < 0) continue;
+    Values& values = by_value[v];
+    if (c.status[i] != MeasurementStatus::kOk) {
+      ++values.failures;
       continue;
     }
-    v.times.push_back(*r.time_ms);
-    std::optional<double> x = AsNumber(it->second);
+    values.times.push_back(c.time_ms[i]);
+    std::optional<double> x = AsNumber(c.values[p][v]);
     numeric = numeric && x.has_value();
     if (x) {
       xs.push_back(*x);
-      ys.push_back(*r.time_ms);
+      ys.push_back(c.time_ms[i]);
     }
   }
+  // The values in ParamValue's order.
+  std::vector<size_t> order(by_value.size());
+  std::iota(order.begin(), order.end(), 0);
+  std::sort(order.begin(), order.end(),
+            [&](size_t a, size_t b) { return c.values[p][a] < c.values[p][b]; });
   v1::ParameterEffect e;
-  e.set_name(name);
+  e.set_name(c.params[p]);
   *e.mutable_served_value() = ToProto(served);
   double fastest = 0, slowest = 0;
-  for (const auto& [value, v] : by_value) {
+  for (size_t k : order) {
+    const Values& v = by_value[k];
+    if (v.times.empty() && v.failures == 0) continue;  // a value only stale records had
     v1::ParameterValueEffect* out = e.add_values();
-    *out->mutable_value() = ToProto(value);
+    *out->mutable_value() = ToProto(c.values[p][k]);
     out->set_measurements(static_cast<int64_t>(v.times.size()));
     out->set_failures(v.failures);
     if (v.times.empty()) continue;
@@ -176,14 +182,40 @@ v1::MatchLevel LevelOf(MatchLevel level) {
 // TradeOffTimeMs, 0 when unknown.
 double TradeOffTime(const Record& r) { return TradeOffTimeMs(r).value_or(0); }
 
-// The fastest record (ok or too_inaccurate, error known) of `config`.
-const Record* FastestWithError(const std::vector<Record>& records, const Configuration& config) {
-  const Record* best = nullptr;
-  for (const Record& r : records) {
-    if (r.config != config || !r.max_rel_error || TradeOffTime(r) <= 0) continue;
-    if (best == nullptr || TradeOffTime(r) < TradeOffTime(*best)) best = &r;
+// The records a trade-off is made of (ok or too_inaccurate, error known), holding only what
+// TimeErrorTradeOffs reads, and the handles of the records they stand for.
+struct ErrorRecords {
+  std::vector<Record> records;
+  std::vector<int64_t> handles;
+};
+
+ErrorRecords RecordsWithError(const TaskColumns& c) {
+  ErrorRecords out;
+  for (size_t i = 0; i < c.size(); ++i) {
+    const bool ran = c.status[i] == MeasurementStatus::kOk ||
+                     c.status[i] == MeasurementStatus::kTooInaccurate;
+    if (!ran || std::isnan(c.max_rel_error[i]) || std::isnan(c.trade_off_ms[i])) continue;
+    Record& r = out.records.emplace_back();
+    r.config = c.ConfigOf(i);
+    r.status = c.status[i];
+    if (r.status == MeasurementStatus::kOk) r.time_ms = c.time_ms[i];
+    r.median_ms = c.trade_off_ms[i];
+    r.max_rel_error = c.max_rel_error[i];
+    out.handles.push_back(c.handles[i]);
   }
-  return best;
+  return out;
+}
+
+// The handle of the fastest record (ok or too_inaccurate, error known) of `config`.
+std::optional<int64_t> FastestWithError(const ErrorRecords& e, const Configuration& config) {
+  std::optional<size_t> best;
+  for (size_t i = 0; i < e.records.size(); ++i) {
+    const Record& r = e.records[i];
+    if (r.config != config || TradeOffTime(r) <= 0) continue;
+    if (!best || TradeOffTime(r) < TradeOffTime(e.records[*best])) best = i;
+  }
+  if (!best) return std::nullopt;
+  return e.handles[*best];
 }
 
 // Below this largest error, configurations of a task differ only by rounding in a different order
@@ -194,13 +226,15 @@ constexpr double kPrecisionTradedAbove = 1e-4;
 // and what the budget costs. False (nothing to say) when no record has a measured error, and when
 // no budget was asked, no record was too inaccurate and every error is below
 // kPrecisionTradedAbove.
-bool ExplainPrecision(const std::vector<Record>& records, const Record& served,
-                      std::optional<double> budget, v1::PrecisionChoice* out) {
-  const std::vector<TradeOff> trade_offs = TimeErrorTradeOffs(records);
+absl::StatusOr<bool> ExplainPrecision(TuningDatabase& db, const TaskColumns& c,
+                                      const Record& served, std::optional<double> budget,
+                                      v1::PrecisionChoice* out) {
+  const ErrorRecords with_error = RecordsWithError(c);
+  const std::vector<TradeOff> trade_offs = TimeErrorTradeOffs(with_error.records);
   if (trade_offs.empty()) return false;
-  int64_t refused = 0;
+  const int64_t refused =
+      std::count(c.status.begin(), c.status.end(), MeasurementStatus::kTooInaccurate);
   double largest = 0;
-  for (const Record& r : records) refused += r.status == MeasurementStatus::kTooInaccurate;
   for (const TradeOff& t : trade_offs) largest = std::max(largest, t.max_rel_error);
   if (!budget && refused == 0 && largest < kPrecisionTradedAbove) return false;
   if (budget) out->set_budget(*budget);
@@ -208,38 +242,63 @@ bool ExplainPrecision(const std::vector<Record>& records, const Record& served,
   out->set_too_inaccurate_records(refused);
   const std::vector<TradeOff> front = ParetoFront(trade_offs);
   out->set_front_size(static_cast<int64_t>(front.size()));
-  if (const Record* accurate = FastestWithError(records, front.back().config)) {
-    *out->mutable_most_accurate() = ToProto(*accurate);
-    out->set_speedup_over_most_accurate(TradeOffTime(*accurate) / *served.time_ms);
+  if (auto accurate = FastestWithError(with_error, front.back().config)) {
+    KTUNE_ASSIGN_OR_RETURN(std::vector<Record> r, db.RecordsByHandle({*accurate}));
+    *out->mutable_most_accurate() = ToProto(r[0]);
+    out->set_speedup_over_most_accurate(TradeOffTime(r[0]) / *served.time_ms);
   }
   if (budget && trade_offs.front().max_rel_error > *budget &&
       trade_offs.front().time_ms < *served.time_ms) {
-    if (const Record* fastest = FastestWithError(records, trade_offs.front().config)) {
-      *out->mutable_fastest_outside_budget() = ToProto(*fastest);
+    if (auto fastest = FastestWithError(with_error, trade_offs.front().config)) {
+      KTUNE_ASSIGN_OR_RETURN(std::vector<Record> r, db.RecordsByHandle({*fastest}));
+      *out->mutable_fastest_outside_budget() = ToProto(r[0]);
     }
   }
   return true;
 }
 
-// Fills everything but the level from the records of the task `served` belongs to. With a
-// budget, the runner-up is the fastest other configuration within it.
+// The handles of the ok records of record i's configuration; with a budget, only those within it.
+std::vector<int64_t> OkRecordsOfConfigOf(const TaskColumns& c, size_t i,
+                                         std::optional<double> budget) {
+  const std::optional<std::vector<int32_t>> row = c.IndicesOf(c.ConfigOf(i));
+  std::vector<int64_t> out;
+  for (size_t j = 0; j < c.size(); ++j) {
+    if (c.status[j] != MeasurementStatus::kOk || !c.HasConfig(j, *row)) continue;
+    const double e = c.max_rel_error[j];
+    if (WithinAccuracyBudget(std::isnan(e) ? std::nullopt : std::optional(e), budget)) {
+      out.push_back(c.handles[j]);
+    }
+  }
+  return out;
+}
+
+// Fills everything but the level from the records of the task `served` belongs to, read as
+// columns (TuningDatabase::TaskRecordColumns); only the records quoted whole are read whole.
+// With a budget, the runner-up is the fastest other configuration within it.
 absl::Status ExplainFromTask(TuningDatabase& db, const Record& served,
                              std::optional<double> budget, v1::ExplainResponse* out) {
   KTUNE_ASSIGN_OR_RETURN(
-      std::vector<Record> records,
-      db.TaskRecords({served.kernel, served.kernel_version, served.problem,
-                      served.device.device_class}));
+      TaskColumns c,
+      db.TaskRecordColumns({served.kernel, served.kernel_version, served.problem,
+                            served.device.device_class}));
   *out->mutable_served() = ToProto(served);
-  out->set_records(static_cast<int64_t>(records.size()));
-  // Progress, and the ok records grouped by configuration.
-  absl::flat_hash_map<Configuration, std::vector<const Record*>> by_config;
+  out->set_records(static_cast<int64_t>(c.size()));
+  const std::optional<std::vector<int32_t>> served_row = c.IndicesOf(served.config);
+  // Progress; the served configuration's ok records; the runner-up: the fastest ok record of any
+  // other configuration (within the budget).
   double best = 0;
   int64_t failed = 0;
-  for (const Record& r : records) {
-    if (r.status == MeasurementStatus::kOk) {
-      best = best == 0 ? *r.time_ms : std::min(best, *r.time_ms);
-      if (WithinAccuracyBudget(r.max_rel_error, budget) || r.config == served.config) {
-        by_config[r.config].push_back(&r);
+  std::vector<int64_t> served_records;
+  std::optional<size_t> runner_up;
+  for (size_t i = 0; i < c.size(); ++i) {
+    if (c.status[i] == MeasurementStatus::kOk) {
+      best = best == 0 ? c.time_ms[i] : std::min(best, c.time_ms[i]);
+      const double e = c.max_rel_error[i];
+      if (served_row && c.HasConfig(i, *served_row)) {
+        served_records.push_back(c.handles[i]);
+      } else if (WithinAccuracyBudget(std::isnan(e) ? std::nullopt : std::optional(e), budget) &&
+                 (!runner_up || c.time_ms[i] < c.time_ms[*runner_up])) {
+        runner_up = i;
       }
     } else {
       ++failed;
@@ -247,46 +306,40 @@ absl::Status ExplainFromTask(TuningDatabase& db, const Record& served,
     out->add_best_so_far_ms(best);
   }
   out->set_failed_records(failed);
-  static const std::vector<const Record*> kNone;
-  auto served_it = by_config.find(served.config);
-  const std::vector<const Record*>& served_records =
-      served_it == by_config.end() ? kNone : served_it->second;
   out->set_served_measurements(static_cast<int64_t>(served_records.size()));
-  // The runner-up: the fastest record of any other configuration.
-  const Record* runner_up = nullptr;
-  for (const auto& [config, rs] : by_config) {
-    if (config == served.config) continue;
-    for (const Record* r : rs) {
-      if (runner_up == nullptr || *r->time_ms < *runner_up->time_ms) runner_up = r;
-    }
-  }
-  if (runner_up != nullptr) {
-    *out->mutable_runner_up() = ToProto(*runner_up);
-    out->set_gap(*runner_up->time_ms / *served.time_ms - 1);
-    const std::vector<double> a = Samples(served_records);
-    const std::vector<double> b = Samples(by_config.find(runner_up->config)->second);
-    if (a.size() >= 2 && b.size() >= 2) {
-      const auto [mean_a, var_a] = MeanAndVarianceOfMean(a);
-      const auto [mean_b, var_b] = MeanAndVarianceOfMean(b);
+  if (runner_up) {
+    std::vector<int64_t> runner_up_records = OkRecordsOfConfigOf(c, *runner_up, budget);
+    KTUNE_ASSIGN_OR_RETURN(std::vector<Record> a, db.RecordsByHandle(served_records));
+    KTUNE_ASSIGN_OR_RETURN(std::vector<Record> b, db.RecordsByHandle(runner_up_records));
+    KTUNE_ASSIGN_OR_RETURN(std::vector<Record> r, db.RecordsByHandle({c.handles[*runner_up]}));
+    *out->mutable_runner_up() = ToProto(r[0]);
+    out->set_gap(c.time_ms[*runner_up] / *served.time_ms - 1);
+    const std::vector<double> sa = Samples(a);
+    const std::vector<double> sb = Samples(b);
+    if (sa.size() >= 2 && sb.size() >= 2) {
+      const auto [mean_a, var_a] = MeanAndVarianceOfMean(sa);
+      const auto [mean_b, var_b] = MeanAndVarianceOfMean(sb);
       out->set_noise(std::sqrt(var_a + var_b) / *served.time_ms);
       out->set_gap_exceeds_noise(out->gap() > 2 * out->noise());
     }
   }
   std::vector<double> ok_times;
-  for (const Record& r : records) {
-    if (r.status == MeasurementStatus::kOk) ok_times.push_back(*r.time_ms);
+  for (size_t i = 0; i < c.size(); ++i) {
+    if (c.status[i] == MeasurementStatus::kOk) ok_times.push_back(c.time_ms[i]);
   }
   const std::vector<double> time_ranks = Ranks(ok_times);
   for (const auto& [name, value] : served.config) {
-    *out->add_parameters() = EffectOf(name, value, records, time_ranks);
+    auto p = std::find(c.params.begin(), c.params.end(), name);
+    if (p == c.params.end()) continue;  // only with no record of the served one: cannot happen
+    *out->add_parameters() = EffectOf(c, p - c.params.begin(), value, time_ranks);
   }
   std::stable_sort(out->mutable_parameters()->begin(), out->mutable_parameters()->end(),
                    [](const v1::ParameterEffect& a, const v1::ParameterEffect& b) {
                      return a.spread() > b.spread();
                    });
-  if (v1::PrecisionChoice precision; ExplainPrecision(records, served, budget, &precision)) {
-    *out->mutable_precision() = std::move(precision);
-  }
+  v1::PrecisionChoice precision;
+  KTUNE_ASSIGN_OR_RETURN(bool has_precision, ExplainPrecision(db, c, served, budget, &precision));
+  if (has_precision) *out->mutable_precision() = std::move(precision);
   return absl::OkStatus();
 }
 
