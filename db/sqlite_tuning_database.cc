@@ -1,6 +1,7 @@
 #include "db/sqlite_tuning_database.h"
 
 #include <algorithm>
+#include <cmath>
 #include <map>
 #include <cstring>
 #include <numeric>
@@ -51,9 +52,6 @@ constexpr char kRecordColumns[] =
 constexpr char kRecordJoins[] =
     "FROM records r JOIN workloads w ON r.workload_id = w.id "
     "JOIN kernels k ON w.kernel_id = k.id JOIN devices d ON r.device_id = d.id ";
-// The same rows narrowed to what ranking needs (row id, configuration hash): sorting a large
-// task's records costs a fraction of sorting them whole, and only the winners are read whole.
-constexpr char kRankColumns[] = "SELECT r.id, r.config_hash ";
 constexpr char kById[] = "WHERE r.id = ?1";
 constexpr char kWorkloadFilter[] =
     "WHERE k.name = ?1 AND (?2 = '' OR k.version = ?2) AND w.problem_hash = ?3 ";
@@ -71,7 +69,6 @@ std::string Staleness(bool stale) {
                       "AND s.problem_hash = w.problem_hash AND s.device_class = d.device_class), "
                       "0) ");
 }
-constexpr char kBestOrder[] = "AND r.status = 'ok' ORDER BY r.time_ms, r.record_uid";
 // With an accuracy budget (?5): only records whose measured error is known and within it.
 constexpr char kWithinBudget[] = "AND r.max_rel_error IS NOT NULL AND r.max_rel_error <= ?5 ";
 constexpr char kFamilyOfClass[] =
@@ -400,6 +397,108 @@ absl::StatusOr<int64_t> SqliteTuningDatabase::AddRecords(const std::vector<Recor
   return added;
 }
 
+// The record (row id) of each of the top_k fastest configurations of the query's workloads on the
+// devices whose `column` is `value`: fastest first, ties by record id.
+//
+// Each (workload, device) pair's ok records are read in time order from records_by_task, at most
+// `limit` at a time, so a large task costs a few index steps rather than a sort of all its
+// records; the pairs are merged here. Rows a pair has not given yet are no faster than its last
+// one, so the answer stands once the last winner is faster than every cut-off pair's last row;
+// otherwise the cut-off pairs are read whole.
+absl::StatusOr<std::vector<int64_t>> SqliteTuningDatabase::RankBest(const BestQuery& q,
+                                                                    const std::string& problem_hash,
+                                                                    const char* column,
+                                                                    const std::string& value) {
+  struct Pair {
+    int64_t workload_id, device_id, stale_before_us;
+  };
+  std::vector<Pair> pairs;
+  {
+    KTUNE_ASSIGN_OR_RETURN(
+        SqliteStatement s,
+        SqliteStatement::Prepare(
+            db_, absl::StrCat(
+                     "SELECT w.id, d.id, COALESCE((SELECT s.before_us FROM stale_tasks s WHERE "
+                     "s.kernel = k.name AND s.problem_hash = w.problem_hash AND "
+                     "s.device_class = d.device_class), 0) "
+                     "FROM workloads w JOIN kernels k ON w.kernel_id = k.id, devices d "
+                     "WHERE k.name = ?1 AND (?2 = '' OR k.version = ?2) AND w.problem_hash = ?3 "
+                     "AND d.",
+                     column, " = ?4")));
+    s.Bind(1, q.kernel).Bind(2, q.kernel_version).Bind(3, problem_hash).Bind(4, value);
+    while (true) {
+      KTUNE_ASSIGN_OR_RETURN(bool row, s.Step());
+      if (!row) break;
+      pairs.push_back({s.ColumnInt(0), s.ColumnInt(1), s.ColumnInt(2)});
+    }
+  }
+  KTUNE_ASSIGN_OR_RETURN(
+      SqliteStatement s,
+      SqliteStatement::Prepare(
+          db_, absl::StrCat("SELECT r.id, r.config_hash, r.time_ms, r.record_uid FROM records r "
+                            "WHERE r.workload_id = ?1 AND r.device_id = ?2 AND r.status = 'ok' "
+                            "AND COALESCE(r.measured_at_us, 0) >= ?3 ",
+                            q.max_rel_error ? kWithinBudget : "",
+                            "ORDER BY r.time_ms LIMIT ?4")));
+  struct Row {
+    double time_ms;
+    std::string uid, config_hash;
+    int64_t id;
+  };
+  const int64_t first_limit = int64_t{64} * std::max(q.top_k, 1);
+  std::vector<Row> rows;
+  std::vector<bool> cut(pairs.size());           // the pair has rows not read
+  std::vector<double> slowest_read(pairs.size());  // the time of the last row read of the pair
+  // Reads pair i's rows, fastest first, at most `limit` of them (-1: all).
+  auto read = [&](size_t i, int64_t limit) -> absl::Status {
+    s.Bind(1, pairs[i].workload_id).Bind(2, pairs[i].device_id).Bind(3, pairs[i].stale_before_us);
+    if (q.max_rel_error) s.Bind(5, *q.max_rel_error);
+    s.Bind(4, limit);
+    int64_t n = 0;
+    while (true) {
+      KTUNE_ASSIGN_OR_RETURN(bool row, s.Step());
+      if (!row) break;
+      rows.push_back({s.ColumnDouble(2), s.ColumnText(3), s.ColumnText(1), s.ColumnInt(0)});
+      slowest_read[i] = rows.back().time_ms;
+      ++n;
+    }
+    s.Reset();
+    cut[i] = limit >= 0 && n == limit;
+    return absl::OkStatus();
+  };
+  auto winners_of = [&]() {
+    std::sort(rows.begin(), rows.end(), [](const Row& a, const Row& b) {
+      return std::tie(a.time_ms, a.uid) < std::tie(b.time_ms, b.uid);
+    });
+    std::vector<const Row*> winners;
+    std::set<std::string> seen_configs;
+    for (const Row& r : rows) {
+      if (static_cast<int>(winners.size()) >= q.top_k) break;
+      if (seen_configs.insert(r.config_hash).second) winners.push_back(&r);
+    }
+    return winners;
+  };
+  for (size_t i = 0; i < pairs.size(); ++i) KTUNE_RETURN_IF_ERROR(read(i, first_limit));
+  std::vector<const Row*> winners = winners_of();
+  // Unread rows are no faster than the slowest row read of their pair.
+  double settled_below = INFINITY;
+  bool any_cut = false;
+  for (size_t i = 0; i < pairs.size(); ++i) {
+    if (!cut[i]) continue;
+    any_cut = true;
+    settled_below = std::min(settled_below, slowest_read[i]);
+  }
+  if (any_cut && (static_cast<int>(winners.size()) < q.top_k ||
+                  !(winners.back()->time_ms < settled_below))) {
+    rows.clear();
+    for (size_t i = 0; i < pairs.size(); ++i) KTUNE_RETURN_IF_ERROR(read(i, -1));
+    winners = winners_of();
+  }
+  std::vector<int64_t> ids;
+  for (const Row* r : winners) ids.push_back(r->id);
+  return ids;
+}
+
 absl::StatusOr<BestResult> SqliteTuningDatabase::QueryBest(const BestQuery& q) {
   absl::MutexLock lock(&mu_);
   std::string family = q.family;
@@ -419,41 +518,8 @@ absl::StatusOr<BestResult> SqliteTuningDatabase::QueryBest(const BestQuery& q) {
   std::string problem_hash = ParamMapHash(q.problem);
   for (const auto& [level, column, value] : levels) {
     if (value.empty()) continue;
-    // The fastest record of each of the top_k fastest configurations, from the first `limit`
-    // rows in rank order (0: all of them). With a limit SQLite's sorter keeps only that many
-    // rows instead of sorting the whole task (on an 11,000-record task, 36 -> 23 ms for the
-    // query); `complete` says whether the rows read settle the answer.
-    auto rank = [&](int64_t limit, bool& complete) -> absl::StatusOr<std::vector<int64_t>> {
-      KTUNE_ASSIGN_OR_RETURN(
-          SqliteStatement s,
-          SqliteStatement::Prepare(
-              db_, absl::StrCat(kRankColumns, kRecordJoins, kWorkloadFilter,
-                                OnDevicesWhere(column), Staleness(false),
-                                q.max_rel_error ? kWithinBudget : "", kBestOrder,
-                                limit > 0 ? absl::StrCat(" LIMIT ", limit) : "")));
-      s.Bind(1, q.kernel).Bind(2, q.kernel_version).Bind(3, problem_hash).Bind(4, value);
-      if (q.max_rel_error) s.Bind(5, *q.max_rel_error);
-      std::vector<int64_t> winners;
-      std::set<std::string> seen_configs;
-      int64_t rows = 0;
-      complete = true;
-      while (static_cast<int>(winners.size()) < q.top_k) {
-        KTUNE_ASSIGN_OR_RETURN(bool row, s.Step());
-        if (!row) {
-          complete = limit == 0 || rows < limit;  // fewer rows than the limit: that was all
-          break;
-        }
-        ++rows;
-        if (seen_configs.insert(s.ColumnText(1)).second) winners.push_back(s.ColumnInt(0));
-      }
-      return winners;
-    };
-    bool complete = false;
     KTUNE_ASSIGN_OR_RETURN(std::vector<int64_t> winners,
-                           rank(int64_t{64} * std::max(q.top_k, 1), complete));
-    if (!complete) {
-      KTUNE_ASSIGN_OR_RETURN(winners, rank(0, complete));
-    }
+                           RankBest(q, problem_hash, column, value));
     if (winners.empty()) continue;
     KTUNE_ASSIGN_OR_RETURN(
         SqliteStatement by_id,

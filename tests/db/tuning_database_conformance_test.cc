@@ -155,6 +155,30 @@ TEST_P(TuningDatabaseConformanceTest, TopKLooksPastManyRecordsOfOneConfiguration
   EXPECT_DOUBLE_EQ(*best->records[0].time_ms, 1.0);
 }
 
+// Two devices of one class, each with more records of one configuration than a first look reads:
+// the second-fastest configuration is behind the first device's many records, not on the second
+// device.
+TEST_P(TuningDatabaseConformanceTest, TopKLooksPastADeviceWithManyRecords) {
+  std::vector<Record> records;
+  for (int i = 0; i < 200; ++i) {
+    Record x = MakeRecord("A100", 32, 1.0, "ampere", "550");
+    x.measured_at_us = i + 1;
+    records.push_back(x);
+    Record z = MakeRecord("A100", 64, 2.0, "ampere", "535");
+    z.measured_at_us = i + 1;
+    records.push_back(z);
+  }
+  records.push_back(MakeRecord("A100", 16, 1.5, "ampere", "550"));
+  ASSERT_TRUE(db_->AddRecords(records).ok());
+  BestQuery q = QueryFor("A100");
+  q.top_k = 2;
+  auto best = db_->QueryBest(q);
+  ASSERT_TRUE(best.ok()) << best.status();
+  ASSERT_EQ(best->records.size(), 2u);
+  EXPECT_DOUBLE_EQ(*best->records[0].time_ms, 1.0);
+  EXPECT_DOUBLE_EQ(*best->records[1].time_ms, 1.5);
+}
+
 // Every TuningDatabase is thread-safe (the interface says so; the server calls it from its RPC
 // and agent threads at once): writers and readers on one object lose nothing and fail nothing.
 TEST_P(TuningDatabaseConformanceTest, ConcurrentWritersAndReadersLoseNothing) {
