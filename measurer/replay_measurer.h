@@ -1,6 +1,9 @@
 // A Measurer that answers from a recorded space (T4 or Kernel Tuner file): each configuration gets
 // the status and times recorded for it. Lets strategies be compared on real landscapes without
-// the hardware. A configuration the file does not hold is invalid_config.
+// the hardware. A configuration the file does not hold is invalid_config. A result's repeats are
+// the recorded runtimes scaled so that their median is the recorded objective (time_ms), as a
+// server that takes the median of a worker's repeats needs (the objective alone when the file
+// records no runtimes).
 #ifndef KTUNE_MEASURER_REPLAY_MEASURER_H_
 #define KTUNE_MEASURER_REPLAY_MEASURER_H_
 
