@@ -388,7 +388,11 @@ absl::StatusOr<BestQuery> TuningServiceImpl::ParseBestQuery(const v1::KernelRef&
   KTUNE_ASSIGN_OR_RETURN(q.problem, FromProto(problem.params(), "problem"));
   q.kernel = kernel.name();
   q.kernel_version = kernel.version();
-  if (const KernelDefinition* k = spaces_->registry().Find(q.kernel); k != nullptr) {
+  // A registry kernel's problem as its tasks store it (validated, dtype filled in), when one is
+  // given: an empty problem is a recorded space's (a T4 or Kernel Tuner file of a kernel that
+  // shares a built-in's name, such as gemm), as `ktune best` reads it.
+  if (const KernelDefinition* k = spaces_->registry().Find(q.kernel);
+      k != nullptr && !q.problem.empty()) {
     KTUNE_ASSIGN_OR_RETURN(q.problem, k->ValidateProblem(q.problem));
   }
   q.device_class = device.device_class();

@@ -666,6 +666,32 @@ TEST_F(ServerTest, TheStandardHealthCheckSaysServing) {
   EXPECT_EQ(bytes, std::string("\x08\x01"));  // HealthCheckResponse{status: SERVING}
 }
 
+// A recorded space of a kernel named as a built-in one (Kernel Tuner's gemm files: problem {})
+// answers QueryBest with the problem as recorded, as `ktune best` answers it.
+TEST_F(ServerTest, ARecordedSpaceNamedAsABuiltinKernelIsFound) {
+  Record r;
+  r.kernel = "gemm";
+  r.device = DeviceInfo::FromName("RTX_Titan");
+  r.config = {{"MWG", int64_t{64}}};
+  r.time_ms = 1.5;
+  r.repeat_times_ms = {1.5};
+  FillRepeatStatistics(r);
+  r.source = "import:gemm_RTX_Titan_kernel_tuner_cache.json.gz";
+  grpc::ClientContext import_ctx;
+  v1::ImportRecordsResponse imported;
+  auto writer = tuning_->ImportRecords(&import_ctx, &imported);
+  ASSERT_TRUE(writer->Write(ToProto(r)));
+  writer->WritesDone();
+  ASSERT_TRUE(writer->Finish().ok());
+  v1::QueryBestRequest query;
+  query.mutable_kernel()->set_name("gemm");
+  query.mutable_device()->set_device_class("RTX_Titan");
+  v1::QueryBestResponse answer;
+  ASSERT_TRUE(tuning_->QueryBest(Context().get(), query, &answer).ok());
+  ASSERT_EQ(answer.best_size(), 1);
+  EXPECT_DOUBLE_EQ(answer.best(0).time_ms(), 1.5);
+}
+
 TEST_F(ServerTest, ListKernelsShowsTheRegistry) {
   v1::ListKernelsResponse kernels;
   ASSERT_TRUE(tuning_->ListKernels(Context().get(), v1::ListKernelsRequest(), &kernels).ok());
