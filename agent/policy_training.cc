@@ -24,6 +24,7 @@ absl::StatusOr<std::string> TrainPolicy(const std::vector<TrainingSpace>& spaces
   if (spaces.empty()) return absl::InvalidArgumentError("no space to train the policy on");
   PpoOptions ppo;
   ppo.pretrained = false;
+  ppo.whole_space_arm = options.whole_space_pool;
   ppo.policy.features = kCandidateFeatures;
   ppo.policy.learning_rate = options.learning_rate;
   if (options.gamma >= 0) ppo.policy.gamma = options.gamma;

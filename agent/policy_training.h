@@ -38,6 +38,10 @@ struct PolicyTrainingOptions {
   double gamma = -1;  // discount per pick; < 0: PolicyOptions' default
   int batch_size = 8;
   uint64_t seed = 1;
+  // Train with PpoOptions::whole_space_arm set: each cost model's best points of the whole space
+  // join the pool the policy picks from in training. The trained policy acts on the default pool
+  // (without them) all the same: it is the pool it is used on that decides what it can pick.
+  bool whole_space_pool = false;
 };
 
 // Progress after each iteration: iteration (1-based), the iterations, the mean over the

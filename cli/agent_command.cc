@@ -120,6 +120,10 @@ void AddPolicyTrainingOptions(CLI::App* sub, const std::string& prefix,
                       "(bench/synthetic_landscape.h)")
       ->check(CLI::Range(0, 100000))
       ->capture_default_str();
+  sub->add_flag(prefix + "whole-space-pool", training->whole_space_pool,
+                help_prefix +
+                    "train with each cost model's best points of the whole space in the pool "
+                    "(the policy then acts on the default pool, without them)");
 }
 
 void RegisterAgentCommands(CLI::App& app, Action* action) {
