@@ -7,6 +7,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/time.h"
 #include "common/hash.h"
+#include "common/median.h"
 #include "common/status_macros.h"
 #include "db/device_family.h"
 
@@ -108,11 +109,9 @@ void FillRepeatStatistics(Record& r) {
     r.stddev_ms.reset();
     return;
   }
-  std::vector<double> sorted = t;
-  std::sort(sorted.begin(), sorted.end());
-  size_t n = sorted.size();
-  r.median_ms = n % 2 ? sorted[n / 2] : (sorted[n / 2 - 1] + sorted[n / 2]) / 2;
-  r.min_ms = sorted.front();
+  const size_t n = t.size();
+  r.median_ms = Median(t);
+  r.min_ms = *std::min_element(t.begin(), t.end());
   double mean = 0;
   for (double x : t) mean += x;
   mean /= static_cast<double>(n);

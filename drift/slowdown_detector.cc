@@ -3,16 +3,12 @@
 #include <algorithm>
 #include <cmath>
 
+#include "common/median.h"
+
 namespace ktune {
 namespace {
 
 constexpr size_t kRecentReports = 5;
-
-double Median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  const size_t n = v.size();
-  return n % 2 == 1 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
-}
 
 }  // namespace
 

@@ -5,6 +5,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
+#include "common/median.h"
 
 namespace ktune {
 
@@ -22,10 +23,7 @@ ReplayMeasurer::ReplayMeasurer(const std::vector<Record>& records) {
     // optimises the median of the raw runtimes, which a file may record apart from its
     // objective (on pnpoly_RTX_3090_T4, 10.51 ms against 7.22 ms for the optimum).
     if (r.time_ms && !m.repeat_times_ms.empty()) {
-      std::vector<double> sorted = m.repeat_times_ms;
-      std::sort(sorted.begin(), sorted.end());
-      const size_t n = sorted.size();
-      const double median = n % 2 ? sorted[n / 2] : (sorted[n / 2 - 1] + sorted[n / 2]) / 2;
+      const double median = Median(m.repeat_times_ms);
       if (median > 0) {
         for (double& t : m.repeat_times_ms) t *= *r.time_ms / median;
       }

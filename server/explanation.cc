@@ -11,6 +11,7 @@
 #include "db/pareto_front.h"
 #include "proto/convert.h"
 #include "server/prediction.h"
+#include "common/median.h"
 
 namespace ktune {
 namespace {
@@ -20,12 +21,6 @@ constexpr int kMinValueMeasurements = 3;
 constexpr double kMattersSpread = 1.05;
 // |Spearman rho| between a numeric parameter and the time at or above which it has a direction.
 constexpr double kTrendRho = 0.3;
-
-double Median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  const size_t n = v.size();
-  return n % 2 == 1 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
-}
 
 // Ranks from 1, ties sharing their average rank.
 std::vector<double> Ranks(const std::vector<double>& v) {
@@ -260,10 +255,11 @@ absl::StatusOr<bool> ExplainPrecision(TuningDatabase& db, const TaskColumns& c,
 // The handles of the ok records of record i's configuration; with a budget, only those within it.
 std::vector<int64_t> OkRecordsOfConfigOf(const TaskColumns& c, size_t i,
                                          std::optional<double> budget) {
-  const std::optional<std::vector<int32_t>> row = c.IndicesOf(c.ConfigOf(i));
+  const size_t n = c.params.size();
+  const std::vector<int32_t> row(c.value_index.begin() + i * n, c.value_index.begin() + (i + 1) * n);
   std::vector<int64_t> out;
   for (size_t j = 0; j < c.size(); ++j) {
-    if (c.status[j] != MeasurementStatus::kOk || !c.HasConfig(j, *row)) continue;
+    if (c.status[j] != MeasurementStatus::kOk || !c.HasConfig(j, row)) continue;
     const double e = c.max_rel_error[j];
     if (WithinAccuracyBudget(std::isnan(e) ? std::nullopt : std::optional(e), budget)) {
       out.push_back(c.handles[j]);

@@ -9,6 +9,7 @@
 #include "proto/convert.h"
 #include "server/scheduler.h"
 #include "server/scheduler_internal.h"
+#include "common/median.h"
 
 // Lease dispatch (scheduler_internal.h): which candidates a worker gets, what its report
 // stores, and the strategy work between the two, which runs without the scheduler's lock.
@@ -305,10 +306,7 @@ absl::StatusOr<int64_t> Scheduler::Report(const std::string& worker_id, const st
           return absl::InvalidArgumentError(
               absl::StrCat("candidate ", r.candidate_id(), " is ok but has no times"));
         }
-        std::vector<double> sorted = m.repeat_times_ms;
-        std::sort(sorted.begin(), sorted.end());
-        const size_t n = sorted.size();
-        m.time_ms = n % 2 ? sorted[n / 2] : (sorted[n / 2 - 1] + sorted[n / 2]) / 2;
+        m.time_ms = Median(m.repeat_times_ms);
       }
       if (r.has_max_rel_error()) m.max_rel_error = r.max_rel_error();
       if (job->second->max_rel_error) {

@@ -2,7 +2,7 @@
 
 #include <gtest/gtest.h>
 
-#include <algorithm>
+#include "common/median.h"
 
 namespace ktune {
 namespace {
@@ -18,11 +18,6 @@ Record Recorded(int64_t x, std::optional<double> objective, std::vector<double> 
   return r;
 }
 
-double MedianOf(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  return v.size() % 2 ? v[v.size() / 2] : (v[v.size() / 2 - 1] + v[v.size() / 2]) / 2;
-}
-
 // A server takes the median of a worker's repeats as the time: a replayed result's repeats must
 // have the recorded objective as their median, even where the file's runtimes say otherwise.
 TEST(ReplayMeasurerTest, RepeatsHaveTheRecordedObjectiveAsTheirMedian) {
@@ -33,12 +28,12 @@ TEST(ReplayMeasurerTest, RepeatsHaveTheRecordedObjectiveAsTheirMedian) {
   ASSERT_TRUE(results.ok()) << results.status();
   ASSERT_EQ(results->size(), 5u);
   EXPECT_DOUBLE_EQ(*(*results)[0].time_ms, 7.2);
-  EXPECT_DOUBLE_EQ(MedianOf((*results)[0].repeat_times_ms), 7.2);
+  EXPECT_DOUBLE_EQ(Median((*results)[0].repeat_times_ms), 7.2);
   EXPECT_EQ((*results)[0].repeat_times_ms.size(), 4u);
   // The spread of the runtimes is kept: the slowest over the fastest is the same.
   EXPECT_NEAR((*results)[0].repeat_times_ms[2] / (*results)[0].repeat_times_ms[0], 10.6 / 10.4,
               1e-12);
-  EXPECT_DOUBLE_EQ(MedianOf((*results)[1].repeat_times_ms), 8.6);
+  EXPECT_DOUBLE_EQ(Median((*results)[1].repeat_times_ms), 8.6);
   // No runtimes recorded: the objective is the one repeat.
   EXPECT_EQ((*results)[2].repeat_times_ms, std::vector<double>{5.0});
   EXPECT_EQ((*results)[3].status, MeasurementStatus::kRuntimeError);

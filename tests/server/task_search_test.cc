@@ -282,7 +282,9 @@ TEST_F(TaskSearchTest, StrategyWorkRunsOffTheLockAndTheNextBatchIsPreparedAhead)
   auto others = std::async(std::launch::async, [&] {
     absl::StatusOr<LeaseGrant> grant = scheduler_->Lease(worker_, 256);
     EXPECT_TRUE(grant.ok() && grant->lease_id.empty());  // its batch is not ready
-    if (grant.ok()) EXPECT_LT(grant->retry_after, absl::Milliseconds(200));
+    if (grant.ok()) {
+      EXPECT_LT(grant->retry_after, absl::Milliseconds(200));
+    }
     EXPECT_TRUE(scheduler_->GetJob(job).ok());
     EXPECT_TRUE(scheduler_->ListJobs().ok());
     EXPECT_TRUE(scheduler_->Heartbeat(worker_, {}).ok());
