@@ -1,4 +1,4 @@
-// ktune db import | export | stats
+// ktune db import | export | stats | check
 #include <fstream>
 #include <iostream>
 #include <nlohmann/json.hpp>
@@ -150,10 +150,44 @@ int RunStats(const StatsArgs& a) {
   return kExitOk;
 }
 
+struct CheckArgs {
+  std::string db;
+  bool repair = false, json = false;
+};
+
+// Exit 0 when the file is sound (or was repaired), 1 when it is not.
+int RunCheck(const CheckArgs& a) {
+  const std::string cmd = "db check";
+  auto db = OpenDatabase(a.db);
+  if (!db.ok()) return Fail(cmd, db.status());
+  absl::Status found = (*db)->CheckIntegrity();
+  bool repaired = false;
+  if (!found.ok() && a.repair && absl::StrContains(found.message(), "task columns")) {
+    std::cerr << "ktune db check: " << found.message() << "\nrebuilding the task columns...\n";
+    absl::Status rebuilt = (*db)->RebuildTaskColumns();
+    if (!rebuilt.ok()) return Fail(cmd, rebuilt);
+    found = (*db)->CheckIntegrity();
+    repaired = found.ok();
+  }
+  if (a.json) {
+    std::cout << nlohmann::json{{"db", a.db},
+                                {"ok", found.ok()},
+                                {"repaired", repaired},
+                                {"problem", std::string(found.message())}}
+                     .dump()
+              << "\n";
+    return found.ok() ? kExitOk : kExitFailure;
+  }
+  if (!found.ok()) return Fail(cmd, found);
+  std::cout << a.db << ": ok (SQLite integrity check; task columns in step with the records"
+            << (repaired ? ", after rebuilding them" : "") << ")\n";
+  return kExitOk;
+}
+
 }  // namespace
 
 void RegisterDbCommands(CLI::App& app, Action* action) {
-  CLI::App* db = app.add_subcommand("db", "Tuning database: import, export, stats");
+  CLI::App* db = app.add_subcommand("db", "Tuning database: import, export, stats, check");
   db->require_subcommand(1);
 
   auto import_args = std::make_shared<ImportArgs>();
@@ -189,6 +223,17 @@ void RegisterDbCommands(CLI::App& app, Action* action) {
   AddDbOption(stats, &stats_args->db);
   stats->add_flag("--json", stats_args->json, "Print as JSON");
   stats->callback([=] { *action = [=] { return RunStats(*stats_args); }; });
+
+  auto check_args = std::make_shared<CheckArgs>();
+  CLI::App* check = db->add_subcommand(
+      "check",
+      "Check the file: SQLite's integrity check, and that the task columns explain reads hold "
+      "every record (exit 1 when not)");
+  AddDbOption(check, &check_args->db);
+  check->add_flag("--repair", check_args->repair,
+                  "Rebuild the task columns from the records when they are out of step");
+  check->add_flag("--json", check_args->json, "Print the result as JSON");
+  check->callback([=] { *action = [=] { return RunCheck(*check_args); }; });
 }
 
 }  // namespace ktune::cli

@@ -121,6 +121,37 @@ absl::Status StoreColumnsOfAllRecords(sqlite3* db) {
   return flush();
 }
 
+absl::StatusOr<std::vector<ColumnsMismatch>> FindColumnsMismatches(sqlite3* db) {
+  KTUNE_ASSIGN_OR_RETURN(
+      SqliteStatement s,
+      SqliteStatement::Prepare(
+          db,
+          "WITH r AS (SELECT workload_id, device_id, COUNT(*) AS n FROM records "
+          "GROUP BY workload_id, device_id), "
+          "c AS (SELECT workload_id, device_id, SUM(records) AS n FROM task_columns "
+          "GROUP BY workload_id, device_id), "
+          "p AS (SELECT workload_id, device_id FROM r UNION SELECT workload_id, device_id FROM c) "
+          "SELECT k.name, w.problem_json, d.device_class, COALESCE(r.n, 0), COALESCE(c.n, 0) "
+          "FROM p LEFT JOIN r ON r.workload_id = p.workload_id AND r.device_id = p.device_id "
+          "LEFT JOIN c ON c.workload_id = p.workload_id AND c.device_id = p.device_id "
+          "JOIN workloads w ON w.id = p.workload_id JOIN kernels k ON k.id = w.kernel_id "
+          "JOIN devices d ON d.id = p.device_id "
+          "WHERE COALESCE(r.n, 0) != COALESCE(c.n, 0) ORDER BY k.name, d.device_class"));
+  std::vector<ColumnsMismatch> out;
+  while (true) {
+    KTUNE_ASSIGN_OR_RETURN(bool row, s.Step());
+    if (!row) break;
+    out.push_back({s.ColumnText(0), s.ColumnText(1), s.ColumnText(2), s.ColumnInt(3),
+                   s.ColumnInt(4)});
+  }
+  return out;
+}
+
+absl::Status RebuildStoredColumns(sqlite3* db) {
+  KTUNE_RETURN_IF_ERROR(SqliteExec(db, "DELETE FROM task_columns"));
+  return StoreColumnsOfAllRecords(db);
+}
+
 absl::StatusOr<TaskColumns> ReadStoredColumns(sqlite3* db, const TaskKey& task, bool stale) {
   const std::string problem_hash = ParamMapHash(task.problem);
   int64_t before_us = 0;

@@ -11,6 +11,8 @@
 #include <sqlite3.h>
 
 #include <cstdint>
+#include <string>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
@@ -27,6 +29,18 @@ absl::Status AppendStoredColumns(sqlite3* db, int64_t workload_id, int64_t devic
 // Stores every (workload, device)'s columns from the records table, replacing none: for the
 // migration that creates the table. One pass over the records in index order.
 absl::Status StoreColumnsOfAllRecords(sqlite3* db);
+
+// Where the stored columns hold another number of records than the records table, per
+// (workload, device): a file that something other than ktune wrote to (ktune keeps them in step).
+struct ColumnsMismatch {
+  std::string kernel, problem_json, device_class;
+  int64_t records = 0, in_columns = 0;
+};
+absl::StatusOr<std::vector<ColumnsMismatch>> FindColumnsMismatches(sqlite3* db);
+
+// Replaces every stored column chunk with columns built from the records. Call inside a
+// transaction.
+absl::Status RebuildStoredColumns(sqlite3* db);
 
 // The columns of `task`'s records: its workloads (every version when task.kernel_version is
 // empty) on the devices of its class; `stale` as in TaskRecords / StaleTaskRecords (records

@@ -274,8 +274,34 @@ absl::Status SqliteTuningDatabase::CheckIntegrity() {
     if (!row) break;
     absl::StrAppend(&report, report.empty() ? "" : "; ", s.ColumnText(0));
   }
-  if (report == "ok") return absl::OkStatus();
-  return absl::DataLossError(absl::StrCat(path_, ": integrity check failed: ", report));
+  if (report != "ok") {
+    return absl::DataLossError(absl::StrCat(path_, ": integrity check failed: ", report));
+  }
+  if (schema_version_ < kTaskColumnsSchemaVersion) return absl::OkStatus();
+  KTUNE_ASSIGN_OR_RETURN(std::vector<ColumnsMismatch> mismatches, FindColumnsMismatches(db_));
+  if (mismatches.empty()) return absl::OkStatus();
+  std::string which;
+  for (size_t i = 0; i < mismatches.size() && i < 3; ++i) {
+    const ColumnsMismatch& m = mismatches[i];
+    absl::StrAppend(&which, i ? "; " : "", m.kernel, " ", m.problem_json, " on ", m.device_class,
+                    ": ", m.records, " records, ", m.in_columns, " in its columns");
+  }
+  return absl::DataLossError(absl::StrCat(
+      path_, ": the task columns are out of step with the records for ", mismatches.size(),
+      " (workload, device) pair(s) (", which, mismatches.size() > 3 ? "; ..." : "",
+      "): records were added or removed by something other than ktune. Rebuild the columns "
+      "from the records (ktune db check --repair)"));
+}
+
+absl::Status SqliteTuningDatabase::RebuildTaskColumns() {
+  absl::MutexLock lock(&mu_);
+  if (schema_version_ < kTaskColumnsSchemaVersion) {
+    return absl::FailedPreconditionError(
+        absl::StrCat(path_, ": schema version ", schema_version_, " keeps no task columns"));
+  }
+  KTUNE_ASSIGN_OR_RETURN(SqliteTransaction txn, SqliteTransaction::Begin(db_));
+  KTUNE_RETURN_IF_ERROR(RebuildStoredColumns(db_));
+  return txn.Commit();
 }
 
 // --- records -----------------------------------------------------------------------------------
@@ -569,7 +595,12 @@ absl::StatusOr<std::vector<Record>> SqliteTuningDatabase::RecordsByHandle(
   for (int64_t handle : handles) {
     by_id.Bind(1, handle);
     KTUNE_ASSIGN_OR_RETURN(bool row, by_id.Step());
-    if (!row) return absl::NotFoundError(absl::StrCat("no record with handle ", handle));
+    if (!row) {
+      return absl::NotFoundError(absl::StrCat(
+          path_, ": no record with handle ", handle,
+          ": the task columns name a record the records table no longer has (repair them with "
+          "ktune db check --repair)"));
+    }
     KTUNE_ASSIGN_OR_RETURN(Record r, reader.Read(by_id));
     out.push_back(std::move(r));
     by_id.Reset();

@@ -41,8 +41,13 @@ class SqliteTuningDatabase : public TuningDatabase {
 
   // The schema version stored in the file.
   int schema_version() const { return schema_version_; }
-  // PRAGMA integrity_check: OK, or DataLoss with SQLite's report.
+  // PRAGMA integrity_check, then whether the task columns (db/sqlite_task_columns.h) hold as many
+  // records per (workload, device) as the records table. OK, or DataLoss with SQLite's report,
+  // or naming the tasks whose columns are out of step (only a file that something other than
+  // ktune wrote to; RebuildTaskColumns repairs it).
   absl::Status CheckIntegrity();
+  // Rebuilds the task columns from the records, in one transaction.
+  absl::Status RebuildTaskColumns();
 
   absl::StatusOr<int64_t> AddRecords(const std::vector<Record>& records) override;
   absl::StatusOr<BestResult> QueryBest(const BestQuery& query) override;

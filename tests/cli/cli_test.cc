@@ -4,6 +4,7 @@
 // reading the file itself.
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
+#include <sqlite3.h>
 #include <sys/wait.h>
 #include <zlib.h>
 
@@ -41,6 +42,7 @@ TEST(CliTest, EveryCommandHasHelp) {
                                                           {"db", "import"},
                                                           {"db", "export"},
                                                           {"db", "stats"},
+                                                          {"db", "check"},
                                                           {"space"},
                                                           {"bench"},
                                                           {"bench", "import"},
@@ -132,6 +134,35 @@ TEST(CliTest, StatsAndJobsSpeakJson) {
   auto jobs = RunKtune({"jobs", "--db", db, "--json"});
   ASSERT_EQ(jobs.exit_code, 0);
   EXPECT_TRUE(nlohmann::json::parse(jobs.out).is_array());
+}
+
+// A record removed behind ktune's back: `db check` finds the columns out of step and exits 1;
+// --repair rebuilds them and explain answers from the records that are left.
+TEST(CliTest, DbCheckFindsColumnsOutOfStepAndRepairsThem) {
+  TempDir dir;
+  std::string db = dir.File("k.db");
+  ASSERT_EQ(RunKtune({"db", "import", SpaceFile("pnpoly_RTX_3090_T4.json.gz"), "--db", db}).exit_code,
+            0);
+  auto sound = RunKtune({"db", "check", "--db", db, "--json"});
+  ASSERT_EQ(sound.exit_code, 0) << sound.err;
+  EXPECT_EQ(nlohmann::json::parse(sound.out)["ok"], true);
+  sqlite3* raw = nullptr;
+  ASSERT_EQ(sqlite3_open(db.c_str(), &raw), SQLITE_OK);
+  ASSERT_EQ(sqlite3_exec(raw, "DELETE FROM records WHERE id = (SELECT MAX(id) FROM records)",
+                         nullptr, nullptr, nullptr),
+            SQLITE_OK);
+  sqlite3_close(raw);
+  auto broken = RunKtune({"db", "check", "--db", db});
+  EXPECT_EQ(broken.exit_code, 1);
+  EXPECT_THAT(broken.err, HasSubstr("4092 in its columns"));
+  EXPECT_THAT(broken.err, HasSubstr("--repair"));
+  auto repaired = RunKtune({"db", "check", "--db", db, "--repair", "--json"});
+  ASSERT_EQ(repaired.exit_code, 0) << repaired.err;
+  EXPECT_EQ(nlohmann::json::parse(repaired.out)["repaired"], true);
+  auto explain =
+      RunKtune({"explain", "--db", db, "--kernel", "pnpoly", "--device", "RTX_3090", "--json"});
+  ASSERT_EQ(explain.exit_code, 0) << explain.err;
+  EXPECT_EQ(nlohmann::json::parse(explain.out)["records"], "4091");
 }
 
 TEST(CliTest, ExportWritesJsonlAndT4Files) {
