@@ -100,11 +100,20 @@ absl::StatusOr<std::vector<Record>> MemoryTuningDatabase::StaleTaskRecords(const
 
 absl::StatusOr<TaskColumns> MemoryTuningDatabase::TaskRecordColumns(const TaskKey& task) {
   absl::MutexLock lock(&mu_);
+  return ColumnsOf(task, /*stale=*/false);
+}
+
+absl::StatusOr<TaskColumns> MemoryTuningDatabase::StaleTaskRecordColumns(const TaskKey& task) {
+  absl::MutexLock lock(&mu_);
+  return ColumnsOf(task, /*stale=*/true);
+}
+
+TaskColumns MemoryTuningDatabase::ColumnsOf(const TaskKey& task, bool stale) {
   TaskColumnsBuilder builder;
   for (size_t i = 0; i < records_.size(); ++i) {
     const Record& r = records_[i];
     if (SameWorkload(r, task.kernel, task.kernel_version, task.problem) &&
-        r.device.device_class == task.device_class && !IsStale(r)) {
+        r.device.device_class == task.device_class && IsStale(r) == stale) {
       builder.Add(static_cast<int64_t>(i), r, r.RecordId());
     }
   }

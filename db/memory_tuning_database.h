@@ -20,6 +20,7 @@ class MemoryTuningDatabase : public TuningDatabase {
   absl::StatusOr<std::vector<Record>> TaskRecords(const TaskKey& task) override;
   // Handles are positions in insertion order.
   absl::StatusOr<TaskColumns> TaskRecordColumns(const TaskKey& task) override;
+  absl::StatusOr<TaskColumns> StaleTaskRecordColumns(const TaskKey& task) override;
   absl::StatusOr<std::vector<Record>> RecordsByHandle(const std::vector<int64_t>& handles) override;
   absl::StatusOr<std::vector<TaskKey>> ListTasks() override;
   absl::Status ForEachRecord(const std::function<absl::Status(const Record&)>& fn) override;
@@ -52,6 +53,7 @@ class MemoryTuningDatabase : public TuningDatabase {
   bool IsStale(const Record& r) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // The task's records, fresh or stale, in TaskRecords' order.
   std::vector<Record> RecordsOf(const TaskKey& task, bool stale) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  TaskColumns ColumnsOf(const TaskKey& task, bool stale) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 };
 
 }  // namespace ktune

@@ -575,13 +575,21 @@ absl::StatusOr<std::vector<Record>> SqliteTuningDatabase::StaleTaskRecords(const
 }
 
 absl::StatusOr<TaskColumns> SqliteTuningDatabase::TaskRecordColumns(const TaskKey& task) {
+  return ColumnsOf(task, /*stale=*/false);
+}
+
+absl::StatusOr<TaskColumns> SqliteTuningDatabase::StaleTaskRecordColumns(const TaskKey& task) {
+  return ColumnsOf(task, /*stale=*/true);
+}
+
+absl::StatusOr<TaskColumns> SqliteTuningDatabase::ColumnsOf(const TaskKey& task, bool stale) {
   absl::MutexLock lock(&mu_);
   if (schema_version_ < kTaskColumnsSchemaVersion) {
     return absl::FailedPreconditionError(
         absl::StrCat(path_, ": schema version ", schema_version_,
                      " keeps no task columns (open it without a target version to migrate)"));
   }
-  return ReadStoredColumns(db_, task, /*stale=*/false);
+  return ReadStoredColumns(db_, task, stale);
 }
 
 absl::StatusOr<std::vector<Record>> SqliteTuningDatabase::RecordsByHandle(

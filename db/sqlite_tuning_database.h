@@ -54,6 +54,7 @@ class SqliteTuningDatabase : public TuningDatabase {
   absl::StatusOr<std::vector<Record>> TaskRecords(const TaskKey& task) override;
   // From the table task_columns: a few blobs per task, however many records it has.
   absl::StatusOr<TaskColumns> TaskRecordColumns(const TaskKey& task) override;
+  absl::StatusOr<TaskColumns> StaleTaskRecordColumns(const TaskKey& task) override;
   absl::StatusOr<std::vector<Record>> RecordsByHandle(const std::vector<int64_t>& handles) override;
   absl::StatusOr<std::vector<TaskKey>> ListTasks() override;
   // `fn` runs under the database's lock: it must not call back into this database.
@@ -76,6 +77,7 @@ class SqliteTuningDatabase : public TuningDatabase {
  private:
   // A task's records: those MarkStale hid (`stale`), or the others.
   absl::StatusOr<std::vector<Record>> RecordsOf(const TaskKey& task, bool stale);
+  absl::StatusOr<TaskColumns> ColumnsOf(const TaskKey& task, bool stale);
   // QueryBest's ranking at one level (the devices whose `column` is `value`): the row ids of the
   // top_k configurations' fastest records, fastest first.
   absl::StatusOr<std::vector<int64_t>> RankBest(const BestQuery& q, const std::string& problem_hash,

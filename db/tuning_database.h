@@ -113,6 +113,8 @@ class TuningDatabase {
   // whole task reads (`ktune explain`), without parsing each record. SqliteTuningDatabase keeps
   // the columns up to date as records are added, so reading them costs a few blobs.
   virtual absl::StatusOr<TaskColumns> TaskRecordColumns(const TaskKey& task) = 0;
+  // StaleTaskRecords(task) as columns, in the same order.
+  virtual absl::StatusOr<TaskColumns> StaleTaskRecordColumns(const TaskKey& task) = 0;
   // The records behind TaskColumns::handles, in the order asked. A handle names its record for
   // as long as the database does. NotFound for a handle that names none.
   virtual absl::StatusOr<std::vector<Record>> RecordsByHandle(

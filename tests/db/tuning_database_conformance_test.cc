@@ -515,9 +515,9 @@ TEST_P(TuningDatabaseConformanceTest, CheckpointsAreReplacedAndLoaded) {
 
 // Checks that TaskRecordColumns(task) is TaskRecords(task) as columns: the same records in the
 // same order, each field the same, and each handle reading back its record.
-void ExpectColumnsMatchRecords(TuningDatabase& db, const TaskKey& task) {
-  auto records = db.TaskRecords(task);
-  auto columns = db.TaskRecordColumns(task);
+void ExpectColumnsMatchRecords(TuningDatabase& db, const TaskKey& task, bool stale = false) {
+  auto records = stale ? db.StaleTaskRecords(task) : db.TaskRecords(task);
+  auto columns = stale ? db.StaleTaskRecordColumns(task) : db.TaskRecordColumns(task);
   ASSERT_TRUE(records.ok()) << records.status();
   ASSERT_TRUE(columns.ok()) << columns.status();
   ASSERT_EQ(columns->size(), records->size());
@@ -576,6 +576,8 @@ TEST_P(TuningDatabaseConformanceTest, TaskColumnsAreTheTaskRecordsAsColumns) {
   // the records.
   ASSERT_TRUE(db_->MarkStale({"gemm", "v1", problem, "A100"}, 1120).ok());
   ExpectColumnsMatchRecords(*db_, {"gemm", "v1", problem, "A100"});
+  ExpectColumnsMatchRecords(*db_, {"gemm", "v1", problem, "A100"}, /*stale=*/true);
+  EXPECT_GT(db_->StaleTaskRecordColumns({"gemm", "v1", problem, "A100"})->size(), 0u);
   EXPECT_LT(db_->TaskRecordColumns({"gemm", "v1", problem, "A100"})->size(),
             db_->TaskRecordColumns({"gemm", "v1", problem, "H100"})->size());
 }
