@@ -99,8 +99,9 @@ TEST(TaskColumnsTest, ADamagedBlobIsDataLossNeverACrash) {
     ASSERT_FALSE(truncated.ok()) << "cut at " << cut;
     EXPECT_EQ(truncated.status().code(), absl::StatusCode::kDataLoss);
   }
-  EXPECT_THAT(DecodeTaskColumns("XXXX" + blob.substr(4)).status().message(),
-              HasSubstr("KTC1"));
+  std::string bad_magic = blob;
+  bad_magic.replace(0, 4, "KTC9");  // another format's header
+  EXPECT_THAT(DecodeTaskColumns(bad_magic).status().message(), HasSubstr("KTC1"));
   std::string bad_index = blob;
   bad_index[bad_index.size() - 1] = 0x7f;  // the last value index, far out of range
   EXPECT_EQ(DecodeTaskColumns(bad_index).status().code(), absl::StatusCode::kDataLoss);
