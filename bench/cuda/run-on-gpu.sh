@@ -10,16 +10,7 @@
 # builds). With the device tool: `bash bench/cuda/bundle.sh` here, then
 #   run(command="bash bench/cuda/run-on-gpu.sh", carry=[".gpu"], timeout_s=600)
 source "$(dirname "$0")/unpack-bundle.sh" gpu-out
-# NVRTC and cuBLAS: the toolkit's, else the CUDA wheels beside the machine's PyTorch.
-extra=/usr/local/cuda/lib64
-for d in $(python3 -c 'import nvidia, os; print(" ".join(os.path.join(p, q, "lib") for p in nvidia.__path__ for q in os.listdir(p)))' 2>/dev/null); do
-  extra=$extra:$d
-done
-export LD_LIBRARY_PATH="$kt/lib:$extra${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
-export KTUNE_BINARY="$kt/bin/ktune" KTUNE_RUNNER="$kt/bin/ktune-runner" KTUNE_CUDA_RUNNER="$kt/bin/ktune-cuda-runner"
-export KTUNE_CACHE_DIR=/tmp/ktune-cache
-[ -d /usr/local/cuda/include ] && export KTUNE_CUDA_INCLUDE=/usr/local/cuda/include
-cd /tmp
+source "$(dirname "$0")/cuda-env.sh"
 
 nvidia-smi > "$out/nvidia-smi.txt" 2>&1
 head -15 "$out/nvidia-smi.txt"
