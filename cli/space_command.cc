@@ -1,5 +1,6 @@
 // ktune space: inspect a search space (a T1 definition or a recorded space).
 #include <iostream>
+#include <optional>
 #include <nlohmann/json.hpp>
 #include <random>
 
@@ -8,6 +9,7 @@
 #include "absl/time/clock.h"
 #include "cli/command.h"
 #include "db/interchange/record_files.h"
+#include "db/interchange/recorded_landscape.h"
 #include "kernels/t1_definition.h"
 
 namespace ktune::cli {
@@ -28,6 +30,7 @@ int RunSpace(const SpaceArgs& a) {
   absl::Time start = absl::Now();
   absl::StatusOr<SearchSpace> space = absl::UnknownError("unset");
   std::string name;
+  std::optional<RecordedLandscape> landscape;  // --recorded
   if (!a.definition.empty()) {
     auto def = LoadT1Definition(a.definition);
     if (!def.ok()) return Fail(cmd, def.status());
@@ -38,6 +41,7 @@ int RunSpace(const SpaceArgs& a) {
     if (!rec.ok()) return Fail(cmd, rec.status());
     name = a.recorded;
     space = std::move(rec->space);
+    landscape = DescribeLandscape(rec->records);
   }
   double ms = absl::ToDoubleMilliseconds(absl::Now() - start);
   std::mt19937_64 rng(a.seed);
@@ -56,15 +60,25 @@ int RunSpace(const SpaceArgs& a) {
     nlohmann::json sample_json = nlohmann::json::array();
     for (const Configuration& c : samples)
       sample_json.push_back(nlohmann::json::parse(CanonicalJson(c)));
-    std::cout << nlohmann::json{{"name", name},
-                                {"parameters", params},
-                                {"constraints", space->constraints()},
-                                {"unconstrained_size", space->unconstrained_size()},
-                                {"size", space->size()},
-                                {"load_ms", ms},
-                                {"samples", sample_json}}
-                     .dump()
-              << "\n";
+    nlohmann::json out{{"name", name},
+                       {"parameters", params},
+                       {"constraints", space->constraints()},
+                       {"unconstrained_size", space->unconstrained_size()},
+                       {"size", space->size()},
+                       {"load_ms", ms},
+                       {"samples", sample_json}};
+    if (landscape) {
+      nlohmann::json& j = out["recorded"];
+      j = {{"configurations", landscape->configurations},
+           {"failed", landscape->failed},
+           {"within_2pct_of_optimum", landscape->within_2pct}};
+      if (landscape->optimum_ms) {
+        j["optimum_ms"] = *landscape->optimum_ms;
+        j["median_over_optimum"] = *landscape->median_ms / *landscape->optimum_ms;
+        j["random_draws_to_cutoff"] = *landscape->random_draws_to_cutoff;
+      }
+    }
+    std::cout << out.dump() << "\n";
     return kExitOk;
   }
   std::cout << name << ": " << space->size() << " valid configurations of "
@@ -77,6 +91,18 @@ int RunSpace(const SpaceArgs& a) {
     std::cout << "  " << p.name << ": " << values << "\n";
   }
   for (const std::string& c : space->constraints()) std::cout << "  constraint: " << c << "\n";
+  if (landscape) {
+    std::cout << "  recorded: " << landscape->configurations << " configurations, "
+              << landscape->failed << " failed";
+    if (landscape->optimum_ms) {
+      std::cout << absl::StrFormat(
+          "; optimum %.4g ms, median %.2fx the optimum; %.1f random draws expected to come "
+          "within 5%% of the way from the optimum to the median; %d within 2%% of the optimum",
+          *landscape->optimum_ms, *landscape->median_ms / *landscape->optimum_ms,
+          *landscape->random_draws_to_cutoff, landscape->within_2pct);
+    }
+    std::cout << "\n";
+  }
   for (const Configuration& c : samples)
     std::cout << "  sample: " << FormatParamMapAssignments(c) << "\n";
   return kExitOk;

@@ -136,6 +136,20 @@ TEST(CliTest, StatsAndJobsSpeakJson) {
   EXPECT_TRUE(nlohmann::json::parse(jobs.out).is_array());
 }
 
+// `ktune space --recorded` says how hard the recorded space is, in JSON as in text.
+TEST(CliTest, SpaceDescribesARecordedLandscape) {
+  auto r = RunKtune({"space", "--recorded", SpaceFile("pnpoly_RTX_3090_T4.json.gz"), "--json"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  auto j = nlohmann::json::parse(r.out);
+  EXPECT_EQ(j["size"], 4092);
+  EXPECT_EQ(j["recorded"]["configurations"], 4092);
+  EXPECT_EQ(j["recorded"]["failed"], 330);
+  EXPECT_NEAR(j["recorded"]["random_draws_to_cutoff"].get<double>(), 179, 0.5);
+  auto text = RunKtune({"space", "--recorded", SpaceFile("pnpoly_RTX_3090_T4.json.gz")});
+  ASSERT_EQ(text.exit_code, 0) << text.err;
+  EXPECT_THAT(text.out, HasSubstr("recorded: 4092 configurations, 330 failed"));
+}
+
 // A record removed behind ktune's back: `db check` finds the columns out of step and exits 1;
 // --repair rebuilds them and explain answers from the records that are left.
 TEST(CliTest, DbCheckFindsColumnsOutOfStepAndRepairsThem) {
@@ -194,9 +208,9 @@ TEST(CliTest, ExplainAnswersFromTheDatabaseAndAServerWithJsonAndAPlot) {
   auto text = RunKtune({"explain", "--db", db, "--kernel", "pnpoly", "--device", "RTX_3090",
                         "--plot", dir.File("e.svg")});
   ASSERT_EQ(text.exit_code, 0) << text.err;
-  EXPECT_THAT(text.out, ::testing::HasSubstr("(match: device class)"));
-  EXPECT_THAT(text.out, ::testing::HasSubstr("what matters"));
-  EXPECT_THAT(text.out, ::testing::HasSubstr("plot: " + dir.File("e.svg")));
+  EXPECT_THAT(text.out, HasSubstr("(match: device class)"));
+  EXPECT_THAT(text.out, HasSubstr("what matters"));
+  EXPECT_THAT(text.out, HasSubstr("plot: " + dir.File("e.svg")));
   const std::string svg = testing::ReadWholeFile(dir.File("e.svg"));
   EXPECT_NE(svg.find("<svg"), std::string::npos);
   EXPECT_NE(svg.find(">pnpoly on RTX_3090<"), std::string::npos);  // the title, as written
