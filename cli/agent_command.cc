@@ -120,6 +120,10 @@ void AddPolicyTrainingOptions(CLI::App* sub, const std::string& prefix,
                       "(bench/synthetic_landscape.h)")
       ->check(CLI::Range(0, 100000))
       ->capture_default_str();
+  sub->add_option(prefix + "seed", training->seed,
+                  help_prefix + "seed of the training runs and the synthetic landscapes (the same seed, "
+                                "the same policy)")
+      ->capture_default_str();
   sub->add_flag(prefix + "whole-space-pool", training->whole_space_pool,
                 help_prefix +
                     "train with each cost model's best points of the whole space in the pool "
@@ -147,8 +151,6 @@ void RegisterAgentCommands(CLI::App& app, Action* action) {
       ->add_option("--gamma", args->training.gamma,
                    "Discount per pick (default: the agent's, as it fine-tunes online)")
       ->check(CLI::Range(0.0, 1.0));
-  train->add_option("--seed", args->training.seed, "Seed (the same seed, the same policy)")
-      ->capture_default_str();
   train->add_flag("--json", args->json, "A JSON line describing the result");
   train->callback([=] { *action = [=] { return RunAgentTrain(*args); }; });
 }
