@@ -25,6 +25,7 @@
 #include <atomic>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <random>
 #include <string>
 #include <thread>
@@ -231,7 +232,15 @@ int Main(int argc, char** argv) {
     std::fprintf(stderr, "ktune-drift-bench: name at least one recorded space file\n");
     return 2;
   }
-  const std::string dir = "/tmp";
+  // Each run's databases in a folder of its own, so that two runs at once do not share them.
+  const char* tmp = std::getenv("TMPDIR");
+  std::string pattern = absl::StrCat(tmp != nullptr && *tmp != '\0' ? tmp : "/tmp",
+                                     "/ktune-drift-bench-XXXXXX");
+  if (mkdtemp(pattern.data()) == nullptr) {
+    std::fprintf(stderr, "ktune-drift-bench: cannot make a folder from %s\n", pattern.c_str());
+    return 1;
+  }
+  const std::string dir = pattern;
   std::printf("%-32s %4s %14s %8s %16s %16s\n", "space", "seed", "false flags", "delay",
               "first/optimum", "retuned/new opt");
   int failures = 0;
@@ -250,6 +259,12 @@ int Main(int argc, char** argv) {
       std::fflush(stdout);
     }
   }
+  for (int seed = 1; seed <= seeds; ++seed) {
+    for (const char* suffix : {"", "-wal", "-shm"}) {
+      std::remove(absl::StrCat(dir, "/drift-", seed, ".db", suffix).c_str());
+    }
+  }
+  std::remove(dir.c_str());
   return failures == 0 ? 0 : 1;
 }
 
