@@ -44,8 +44,9 @@ absl::StatusOr<std::unique_ptr<TaskSearch>> TaskSearch::Create(TuningDatabase* d
   // The task's records are read as columns (TaskRecordColumns): a few blobs, not a parsed row
   // per record, which on a task of 11,000 records took a third of a second of the agent thread.
   KTUNE_ASSIGN_OR_RETURN(TaskColumns known, db->TaskRecordColumns(task));
-  // Records from before a regression (MarkStale) still describe most of the landscape: the
-  // strategy learns from those of configurations neither measured since nor re-verified now.
+  // Records from before a regression (MarkStale) still describe most of the landscape, but each
+  // may have changed: they are the search's transfer source (as another device's landscape would
+  // be), never its prior, so that any of them can be measured again (see task_search.h).
   KTUNE_ASSIGN_OR_RETURN(TaskColumns stale, db->StaleTaskRecordColumns(task));
   std::optional<Point> default_point;
   if (default_config) {
@@ -54,20 +55,32 @@ absl::StatusOr<std::unique_ptr<TaskSearch>> TaskSearch::Create(TuningDatabase* d
   }
   std::set<Point> fresh;  // the points of the records since, and of the re-verified
   bool default_known = false;
+  const bool stale_as_source = s->space_->size() <= kMaxStaleSourcePoints;
   // Adds the records of `c` that are valid points of the space (others are of another version,
-  // threads or space) to the prior; the stale ones only at points not in `fresh`.
+  // threads or space) to the prior, or the stale ones to the transfer source (in a space too
+  // large for one, to the prior at points not in `fresh`).
   auto add = [&](const TaskColumns& c, bool is_stale) {
     for (size_t i = 0; i < c.size(); ++i) {
       absl::StatusOr<Point> p = s->space_->ToPoint(c.ConfigOf(i));
       if (!p.ok()) continue;
+      const double error = c.max_rel_error[i];
+      const std::optional<double> max_rel_error =
+          std::isnan(error) ? std::nullopt : std::optional<double>(error);
+      const bool ok = c.status[i] == MeasurementStatus::kOk &&
+                      WithinAccuracyBudget(max_rel_error, options.max_rel_error);
+      if (is_stale && stale_as_source) {
+        const int64_t index = s->space_->IndexOf(*p);
+        if (ok && index >= 0 && std::isnan(s->stale_times_[index])) {
+          s->stale_times_[index] = c.time_ms[i];
+          s->has_stale_source_ = true;
+        }
+        continue;
+      }
       if (!is_stale) {
         fresh.insert(*p);
       } else if (fresh.count(*p) > 0) {
         continue;  // measured since, or re-verified now
       }
-      const double error = c.max_rel_error[i];
-      const std::optional<double> max_rel_error =
-          std::isnan(error) ? std::nullopt : std::optional<double>(error);
       // Refused by an earlier job's tighter budget, but within this job's: not a failure here,
       // and not measured either (a refused record is never served), so the search may measure
       // it again.
@@ -77,14 +90,15 @@ absl::StatusOr<std::unique_ptr<TaskSearch>> TaskSearch::Create(TuningDatabase* d
       }
       default_known |= default_point && *p == *default_point;
       if (!s->space_->IsValid(*p)) continue;
-      const bool ok = c.status[i] == MeasurementStatus::kOk &&
-                      WithinAccuracyBudget(max_rel_error, options.max_rel_error);
       s->prior_.push_back({*p, ok, ok ? c.time_ms[i] : 0.0});
     }
   };
   add(known, /*is_stale=*/false);
   for (const Configuration& c : options.reverify) {
     if (absl::StatusOr<Point> p = s->space_->ToPoint(c); p.ok()) fresh.insert(*p);
+  }
+  if (stale_as_source && stale.size() > 0) {
+    s->stale_times_.assign(static_cast<size_t>(s->space_->size()), std::nan(""));
   }
   add(stale, /*is_stale=*/true);
   s->prior_records_ = static_cast<int64_t>(s->prior_.size());
@@ -117,6 +131,9 @@ absl::Status TaskSearch::StartStrategy() {
   }
   return Timed(&agent_seconds_, &time_budget_, [&]() -> absl::Status {
     KTUNE_RETURN_IF_ERROR(strategy_->Initialize(*space_, options_.seed));
+    if (has_stale_source_) {
+      KTUNE_RETURN_IF_ERROR(strategy_->AddTransferSource({space_.get(), &stale_times_}));
+    }
     KTUNE_RETURN_IF_ERROR(strategy_->AddPriorResults(prior_));
     return strategy_->PreTuning(budget_left_, options_.batch_size);
   });

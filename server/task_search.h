@@ -4,7 +4,13 @@
 // The search, in order:
 // 1. Every record the database holds for the task (any job, any earlier tune) that is a valid
 //    point of the space becomes a prior result: never measured again, and the strategy starts
-//    from it. The budget buys new measurements only.
+//    from it. The budget buys new measurements only. Records from before a regression (stale:
+//    they no longer answer queries) are the strategy's transfer source instead, the landscape
+//    of the environment before the change: the strategy learns from them (PPO's prior model
+//    ranks its first batches from them, and weighs them by how far the new results agree), but
+//    may measure any of them again. As prior results they could not be: a retuning search then
+//    never re-measured the old second-best configurations, which a regression of the best
+//    leaves as the new best, and answered with a slower one found elsewhere.
 // 2. A registry kernel's untuned default configuration is the first batch (of one), unless the
 //    database already has it (once per task): speedups are reported against it. It counts
 //    against the budget and becomes a prior result of the strategy.
@@ -34,6 +40,9 @@
 #include "server/task_spaces.h"
 
 namespace ktune {
+
+// The largest space whose stale records become a transfer source: one double per point.
+inline constexpr int64_t kMaxStaleSourcePoints = int64_t{1} << 22;
 
 class TaskSearch {
  public:
@@ -97,6 +106,11 @@ class TaskSearch {
   std::shared_ptr<const SearchSpace> space_;
   std::unique_ptr<SearchStrategy> strategy_;
   std::vector<Observation> prior_;      // handed to the strategy when it starts
+  // The stale records' times by point index (NaN: none), the strategy's transfer source; empty
+  // when there are none, or the space has more than kMaxStaleSourcePoints points (the stale
+  // records are then prior results at points not measured since, as before).
+  std::vector<double> stale_times_;
+  bool has_stale_source_ = false;
   std::vector<Point> first_points_;  // to measure first: the default, then `reverify`
   bool default_batch_ = false;       // the current batch is first_points_
   bool started_ = false, finished_ = false;

@@ -171,6 +171,41 @@ TEST_F(TaskSearchTest, PpoSavesItsPolicyAndTheNextJobOfTheKernelWarmStarts) {
   EXPECT_TRUE(done->tasks[0].warm_started);
 }
 
+// After a regression (MarkStale), the old records no longer answer, and they are the retuning
+// search's transfer source, not its prior: PPO ranks its first batches from them and measures
+// the old fastest configuration again, which as a prior result it never could.
+TEST_F(TaskSearchTest, AfterARegressionTheOldRecordsLeadTheSearchAndCanBeMeasuredAgain) {
+  absl::StatusOr<std::unique_ptr<SearchStrategy>> ppo = MakeStrategy("ppo");
+  if (!ppo.ok()) GTEST_SKIP() << ppo.status();
+  Submit(30, "random", /*batch_size=*/5);
+  while (!LeaseAndReport().empty()) {
+  }
+  absl::StatusOr<std::vector<Record>> old = db_.TaskRecords(Task());
+  ASSERT_TRUE(old.ok()) << old.status();
+  ASSERT_EQ(old->size(), 30u);
+  const Record* old_best = nullptr;
+  for (const Record& r : *old) {
+    if (r.time_ms && (old_best == nullptr || *r.time_ms < *old_best->time_ms)) old_best = &r;
+  }
+  ASSERT_NE(old_best, nullptr);
+  const Configuration old_best_config = old_best->config;
+  ASSERT_TRUE(db_.MarkStale(Task(), absl::ToUnixMicros(absl::Now()) + 1).ok());
+  ASSERT_TRUE(db_.TaskRecords(Task())->empty());
+
+  const int64_t retune = Submit(12, "ppo", /*batch_size=*/4, /*threads=*/0, /*agent_share=*/0.0);
+  std::vector<Configuration> measured;
+  for (std::vector<Configuration> lease = LeaseAndReport(); !lease.empty();
+       lease = LeaseAndReport()) {
+    measured.insert(measured.end(), lease.begin(), lease.end());
+  }
+  absl::StatusOr<JobStatus> done = scheduler_->GetJob(retune);
+  ASSERT_TRUE(done.ok());
+  EXPECT_EQ(done->tasks[0].done, 12);
+  EXPECT_EQ(measured.size(), 12u);
+  EXPECT_THAT(measured, ::testing::Contains(old_best_config));
+  EXPECT_EQ(db_.TaskRecords(Task())->size(), 12u);  // the new records answer
+}
+
 TEST_F(TaskSearchTest, PpoSavesItsPolicyWhileTheTaskRunsSoARestartKeepsTheLearning) {
   absl::StatusOr<std::unique_ptr<SearchStrategy>> ppo = MakeStrategy("ppo");
   if (!ppo.ok()) GTEST_SKIP() << ppo.status();
