@@ -8,7 +8,8 @@
 //    they no longer answer queries) are the strategy's transfer source instead, the landscape
 //    of the environment before the change: the strategy learns from them (PPO's prior model
 //    ranks its first batches from them, and weighs them by how far the new results agree), but
-//    may measure any of them again. As prior results they could not be: a retuning search then
+//    may measure any of them again (strategies without transfer sources, all but PPO, search
+//    without them). As prior results they could not be: a retuning search then
 //    never re-measured the old second-best configurations, which a regression of the best
 //    leaves as the new best, and answered with a slower one found elsewhere.
 // 2. A registry kernel's untuned default configuration is the first batch (of one), unless the
