@@ -121,8 +121,9 @@ void AddPolicyTrainingOptions(CLI::App* sub, const std::string& prefix,
       ->check(CLI::Range(0, 100000))
       ->capture_default_str();
   sub->add_option(prefix + "seed", training->seed,
-                  help_prefix + "seed of the training runs and the synthetic landscapes (the same seed, "
-                                "the same policy)")
+                  help_prefix +
+                      "seed of the training runs and the synthetic landscapes (the same seed, "
+                      "the same policy)")
       ->capture_default_str();
   sub->add_flag(prefix + "whole-space-pool", training->whole_space_pool,
                 help_prefix +

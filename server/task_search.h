@@ -13,7 +13,8 @@
 //    never re-measured the old second-best configurations, which a regression of the best
 //    leaves as the new best, and answered with a slower one found elsewhere.
 // 2. A registry kernel's untuned default configuration is the first batch (of one), unless the
-//    database already has it (once per task): speedups are reported against it. It counts
+//    database already has it (once per task, and once more after a regression, where the stale
+//    records are the transfer source): speedups are reported against it. It counts
 //    against the budget and becomes a prior result of the strategy.
 // 3. The strategy loads what it learned before (PPO's policy, by its CheckpointKey) from the
 //    database, is initialised with the seed and the prior results, and proposes batches of
