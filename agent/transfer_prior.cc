@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <numeric>
+#include <optional>
 
 #include "absl/container/flat_hash_set.h"
 #include "common/status_macros.h"
@@ -21,6 +22,48 @@ std::vector<double> Ranks(const std::vector<T>& v) {
   return r;
 }
 
+// A source space's points in the target's terms: each target parameter is the source's parameter
+// of the same name, its values matched by value; a source parameter the target lacks must have
+// one value (a constant of the source's variant, such as a fixed filter size).
+struct PointMap {
+  std::vector<size_t> source_param;            // per target parameter
+  std::vector<std::vector<int>> target_value;  // per target parameter, by source value index
+  // The target point of source point `p` in `out`; false when a value is not in the target.
+  bool Map(const Point& p, Point& out) const {
+    for (size_t k = 0; k < source_param.size(); ++k) {
+      const int v = target_value[k][p[source_param[k]]];
+      if (v < 0) return false;
+      out[k] = static_cast<uint16_t>(v);
+    }
+    return true;
+  }
+};
+
+std::optional<PointMap> MapParameters(const SearchSpace& source, const SearchSpace& target) {
+  const auto& from = source.parameters();
+  const auto& to = target.parameters();
+  PointMap map;
+  std::vector<bool> used(from.size(), false);
+  for (const Parameter& p : to) {
+    auto it = std::find_if(from.begin(), from.end(),
+                           [&](const Parameter& q) { return q.name == p.name; });
+    if (it == from.end()) return std::nullopt;
+    const size_t i = static_cast<size_t>(it - from.begin());
+    used[i] = true;
+    map.source_param.push_back(i);
+    std::vector<int> values;
+    for (const ParamValue& v : it->values) {
+      auto at = std::find(p.values.begin(), p.values.end(), v);
+      values.push_back(at == p.values.end() ? -1 : static_cast<int>(at - p.values.begin()));
+    }
+    map.target_value.push_back(std::move(values));
+  }
+  for (size_t i = 0; i < from.size(); ++i) {
+    if (!used[i] && from[i].values.size() != 1) return std::nullopt;
+  }
+  return map;
+}
+
 }  // namespace
 
 absl::Status TransferPrior::Build(const SearchSpace& space, const SpaceFeatures& features,
@@ -32,13 +75,8 @@ absl::Status TransferPrior::Build(const SearchSpace& space, const SpaceFeatures&
   y_.clear();
   elites_.clear();
   for (const TransferSource& source : sources) {
-    const auto& a = source.space->parameters();
-    const auto& b = space.parameters();
-    bool same = a.size() == b.size();
-    for (size_t k = 0; same && k < a.size(); ++k) {
-      same = a[k].name == b[k].name && a[k].values.size() == b[k].values.size();
-    }
-    if (!same) continue;
+    std::optional<PointMap> map = MapParameters(*source.space, space);
+    if (!map) continue;
     // Scores -log(time / fastest) on the target's points (recorded spaces differ in which
     // configurations exist or failed; those the source lacks are left out).
     std::vector<std::pair<float, int64_t>> scored;
@@ -46,12 +84,12 @@ absl::Status TransferPrior::Build(const SearchSpace& space, const SpaceFeatures&
     for (double t : *source.time_ms) {
       if (std::isfinite(t) && t > 0) fastest = std::min(fastest, t);
     }
+    Point target(space.parameters().size());
     for (int64_t i = 0; i < source.space->size(); ++i) {
       const double t = (*source.time_ms)[i];
-      const int64_t j = space.IndexOf(source.space->PointAt(i));
-      if (j >= 0 && std::isfinite(t) && t > 0) {
-        scored.push_back({static_cast<float>(-std::log(t / fastest)), j});
-      }
+      if (!std::isfinite(t) || t <= 0 || !map->Map(source.space->PointAt(i), target)) continue;
+      const int64_t j = space.IndexOf(target);
+      if (j >= 0) scored.push_back({static_cast<float>(-std::log(t / fastest)), j});
     }
     if (scored.empty()) continue;
     std::sort(scored.begin(), scored.end(), std::greater<>());

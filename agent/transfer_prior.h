@@ -22,8 +22,10 @@ namespace ktune {
 
 class TransferPrior {
  public:
-  // Maps each source onto `space`'s points (a source with other parameter names or value counts
-  // is skipped: its points would not map one to one) and keeps at most `rows_per_source` rows of
+  // Maps each source onto `space`'s points by parameter name and value (a source that lacks one
+  // of `space`'s parameters, or has a parameter of several values that `space` lacks, is
+  // skipped; one of a single value, a constant of its variant, is left out; a point whose value
+  // `space` lacks is left out) and keeps at most `rows_per_source` rows of
   // each (its best quarter and a uniform sample of the rest), then fits the prior model.
   absl::Status Build(const SearchSpace& space, const SpaceFeatures& features,
                      const std::vector<TransferSource>& sources, int rows_per_source,

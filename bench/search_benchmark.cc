@@ -97,7 +97,8 @@ absl::Status RunSpace(const SearchBenchOptions& options, ReplaySpace& target,
         strategy->LoadCheckpoint(policy);
       }
       for (const ReplaySpace* source : sources) {
-        if (source->kernel != task.kernel ||
+        // The same kernel, its variants included (a variant's parameters map by name).
+        if (KernelFamily(source->kernel) != KernelFamily(task.kernel) ||
             source->measurer.device().device_class == task.device_class) {
           continue;
         }

@@ -323,6 +323,39 @@ TEST(PpoStrategyTest, TransferFromAnotherDeviceProposesGoodFirstBatches) {
   EXPECT_LE(best, 1.5);
 }
 
+// A recorded variant of the kernel (another device's file, say) names the same parameters in
+// another order and has one more of a single value (a fixed filter size): its points map onto the
+// target's by name and value.
+TEST(PpoStrategyTest, TransferFromAVariantMapsItsParametersByName) {
+  SearchSpace space = Bowl();
+  BowlMeasurer measurer;
+  auto values = [](int n) {
+    std::vector<ParamValue> v;
+    for (int64_t i = 0; i < n; ++i) v.emplace_back(std::in_place_type<int64_t>, i);
+    return v;
+  };
+  SearchSpace source = *SearchSpace::Create({{"d", values(6)},
+                                             {"filter", {ParamValue(int64_t{15})}},
+                                             {"c", values(12)},
+                                             {"b", values(8)},
+                                             {"a", values(16)}},
+                                            {"a + b < 20"});
+  std::vector<double> source_times;
+  for (int64_t i = 0; i < source.size(); ++i) {
+    Configuration c = source.ToConfiguration(source.PointAt(i));
+    c.erase("filter");
+    auto r = measurer.Measure({}, {c});
+    source_times.push_back(2.0 * *(*r)[0].time_ms);
+  }
+  PpoStrategy p;
+  ASSERT_TRUE(p.AddTransferSource({&source, &source_times}).ok());
+  auto out = RunTuningLoop(p, space, measurer, {}, {16, 8, 3});
+  ASSERT_TRUE(out.ok()) << out.status();
+  double best = 1e9;
+  for (const Observation& o : out->trace) best = std::min(best, o.time_ms);
+  EXPECT_LE(best, 1.5);  // as TransferFromAnotherDeviceProposesGoodFirstBatches
+}
+
 TEST(PpoStrategyTest, PoliciesSaveAndWarmStart) {
   SearchSpace space = Bowl();
   BowlMeasurer measurer;
