@@ -78,10 +78,11 @@ namespace {
 
 constexpr int64_t kCheckpoints[] = {25, 50, 100, 200, 400};
 
-// Every strategy, every seed, on one space; `policy` (JSON, may be empty) is where PPO's
-// variants that use a trained policy start.
+// Every strategy, every seed, on one space; `policies` (JSON, may be empty) are where PPO's
+// variants that use a trained policy start, run seed s from policy (s - 1) % their number.
 absl::Status RunSpace(const SearchBenchOptions& options, ReplaySpace& target,
-                      const std::vector<const ReplaySpace*>& sources, const std::string& policy,
+                      const std::vector<const ReplaySpace*>& sources,
+                      const std::vector<std::string>& policies,
                       const std::function<void(const SearchBenchRow&)>& on_row,
                       const std::function<void(const std::string&)>& progress) {
   ReplayMeasurer& measurer = target.measurer;
@@ -93,8 +94,8 @@ absl::Status RunSpace(const SearchBenchOptions& options, ReplaySpace& target,
     std::vector<double> agent_ms_per_batch, agent_share;
     for (int seed = 1; seed <= options.seeds; ++seed) {
       KTUNE_ASSIGN_OR_RETURN(std::unique_ptr<SearchStrategy> strategy, MakeStrategy(name));
-      if (!policy.empty() && name.rfind("ppo", 0) == 0 && name != "ppo-untrained") {
-        strategy->LoadCheckpoint(policy);
+      if (!policies.empty() && name.rfind("ppo", 0) == 0 && name != "ppo-untrained") {
+        strategy->LoadCheckpoint(policies[(seed - 1) % policies.size()]);
       }
       for (const ReplaySpace* source : sources) {
         // The same kernel, its variants included (a variant's parameters map by name).
@@ -176,7 +177,7 @@ absl::Status RunSearchBenchmark(const SearchBenchOptions& options,
   }
   if (options.protocol == SearchProtocol::kPlain) {
     for (auto& space : spaces) {
-      KTUNE_RETURN_IF_ERROR(RunSpace(options, *space, sources, "", on_row, progress));
+      KTUNE_RETURN_IF_ERROR(RunSpace(options, *space, sources, {}, on_row, progress));
     }
     return absl::OkStatus();
   }
@@ -191,32 +192,39 @@ absl::Status RunSearchBenchmark(const SearchBenchOptions& options,
         "leave-one-kernel-out needs the spaces of at least two kernels (one is held out, the "
         "others train its policy)");
   }
-  KTUNE_ASSIGN_OR_RETURN(std::vector<SyntheticLandscape> synthetic,
-                         MakeSyntheticLandscapes(options.synthetic, options.training.seed));
   for (const std::string& held_out : kernels) {
-    std::vector<TrainingSpace> training;
-    for (const SyntheticLandscape& l : synthetic) training.push_back(l.AsTrainingSpace());
-    for (auto& space : spaces) {
-      if (KernelFamily(space->kernel) != held_out) training.push_back(space->AsTrainingSpace());
+    std::vector<std::string> policies;
+    for (int t = 0; t < std::max(1, options.training_seeds); ++t) {
+      PolicyTrainingOptions training = options.training;
+      training.seed += static_cast<uint64_t>(t);
+      KTUNE_ASSIGN_OR_RETURN(std::vector<SyntheticLandscape> synthetic,
+                             MakeSyntheticLandscapes(options.synthetic, training.seed));
+      std::vector<TrainingSpace> spaces_to_train;
+      for (const SyntheticLandscape& l : synthetic) spaces_to_train.push_back(l.AsTrainingSpace());
+      for (auto& space : spaces) {
+        if (KernelFamily(space->kernel) != held_out) {
+          spaces_to_train.push_back(space->AsTrainingSpace());
+        }
+      }
+      if (progress) {
+        progress(absl::StrFormat(
+            "fold %s: training a policy (seed %d) on the %d spaces of the other kernels and %d "
+            "synthetic ones",
+            held_out, training.seed, spaces_to_train.size() - synthetic.size(), synthetic.size()));
+      }
+      KTUNE_ASSIGN_OR_RETURN(
+          std::string policy,
+          TrainPolicy(spaces_to_train, training, [&](int it, int of, double gain, double entropy) {
+            if (progress && (it % 10 == 0 || it == of)) {
+              progress(absl::StrFormat("fold %s: iteration %d/%d, mean gain %.3f, entropy %.2f",
+                                       held_out, it, of, gain, entropy));
+            }
+          }));
+      policies.push_back(std::move(policy));
     }
-    if (progress) {
-      progress(absl::StrFormat(
-          "fold %s: training a policy on the %d spaces of the other kernels and %d synthetic ones",
-          held_out, training.size() - synthetic.size(), synthetic.size()));
-    }
-    KTUNE_ASSIGN_OR_RETURN(
-        std::string policy,
-        TrainPolicy(training, options.training, [&](int it, int of, double gain, double entropy) {
-          if (progress && (it % 10 == 0 || it == of)) {
-            progress(
-                absl::StrFormat("fold %s: iteration %d/%d, mean gain %.3f, "
-                                "entropy %.2f",
-                                held_out, it, of, gain, entropy));
-          }
-        }));
     for (auto& space : spaces) {
       if (KernelFamily(space->kernel) != held_out) continue;
-      KTUNE_RETURN_IF_ERROR(RunSpace(options, *space, sources, policy, on_row, progress));
+      KTUNE_RETURN_IF_ERROR(RunSpace(options, *space, sources, policies, on_row, progress));
     }
   }
   return absl::OkStatus();

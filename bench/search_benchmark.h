@@ -57,6 +57,11 @@ struct SearchBenchOptions {
   SearchProtocol protocol = SearchProtocol::kPlain;
   PolicyTrainingOptions training;  // the folds' policies (kLeaveOneKernelOut)
   int synthetic = 16;  // synthetic landscapes (synthetic_landscape.h) each fold also trains on
+  // kLeaveOneKernelOut: policies per fold, trained with seeds training.seed, training.seed + 1,
+  // ... (each with its own synthetic landscapes); run seed s starts from policy (s - 1) % this,
+  // so that a row's runs span the training's randomness as well as the search's. One training
+  // seed moves the median of a leave-one-kernel-out run by up to 20 evaluations.
+  int training_seeds = 1;
   std::vector<std::string> spaces;      // recorded space files
   std::vector<std::string> strategies;  // names for MakeStrategy
   int64_t budget = 400;

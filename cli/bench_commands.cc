@@ -118,6 +118,7 @@ struct SearchBenchArgs {
   std::string protocol = "plain";
   PolicyTrainingOptions training;
   int synthetic = 16;
+  int training_seeds = 1;
   // PPO's ablation is reported every time: trained (the policy alone), untrained, no policy (a
   // fixed rule on the same pool), and the policy with the whole-space ranking arms.
   std::string strategies =
@@ -155,6 +156,7 @@ int RunSearchBench(const SearchBenchArgs& a) {
   options.protocol = *protocol;
   options.training = a.training;
   options.synthetic = a.synthetic;
+  options.training_seeds = a.training_seeds;
   options.strategies = absl::StrSplit(a.strategies, ',', absl::SkipEmpty());
   for (const std::string& s : options.strategies) {
     auto made = MakeStrategy(s);
@@ -275,6 +277,13 @@ void RegisterBenchCommands(CLI::App& app, Action* action) {
                    "plain, or leave-one-kernel-out: a policy per kernel, trained on the other "
                    "kernels' spaces only, for every PPO variant that uses one")
       ->check(CLI::IsMember({"plain", "leave-one-kernel-out"}))
+      ->capture_default_str();
+  search
+      ->add_option("--train-seeds", search_args->training_seeds,
+                   "leave-one-kernel-out: policies per fold, trained with seeds --train-seed, "
+                   "--train-seed + 1, ...; run seed s starts from policy (s - 1) mod N, so a "
+                   "row spans the training's randomness too")
+      ->check(CLI::Range(1, 100))
       ->capture_default_str();
   AddPolicyTrainingOptions(search, "--train-",
                            "leave-one-kernel-out, each fold's policy: ", &search_args->training,

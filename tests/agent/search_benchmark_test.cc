@@ -87,7 +87,7 @@ TEST(SearchBenchmarkTest, KernelFamiliesJoinAKernelsVariants) {
 }
 
 // Leave one kernel out, end to end on two small shared spaces of two kernels: each is tuned once
-// per strategy, after a policy was trained on the other one.
+// per strategy, after policies (two training seeds) were trained on the other one.
 TEST(SearchBenchmarkTest, LeaveOneKernelOutTrainsAPolicyPerKernelAndTunesEverySpace) {
   if (AblationStrategyNames().empty()) GTEST_SKIP() << "built without LibTorch: no PPO";
   SearchBenchOptions options;
@@ -100,6 +100,7 @@ TEST(SearchBenchmarkTest, LeaveOneKernelOutTrainsAPolicyPerKernelAndTunesEverySp
   options.training.iterations = 2;
   options.training.episodes_per_iteration = 1;
   options.training.budget = 40;
+  options.training_seeds = 2;
   std::vector<SearchBenchRow> rows;
   std::vector<std::string> lines;
   absl::Status st = RunSearchBenchmark(
@@ -113,10 +114,13 @@ TEST(SearchBenchmarkTest, LeaveOneKernelOutTrainsAPolicyPerKernelAndTunesEverySp
     EXPECT_LE(r.best_over_opt.front().second, 100) << r.space << " " << r.strategy;
   }
   EXPECT_EQ(spaces.size(), 2u);
-  int folds = 0;
-  for (const std::string& line : lines)
-    folds += line.find("training a policy") != std::string::npos;
-  EXPECT_EQ(folds, 2);
+  int trainings = 0, second_seed = 0;
+  for (const std::string& line : lines) {
+    trainings += line.find("training a policy") != std::string::npos;
+    second_seed += line.find("training a policy (seed 2)") != std::string::npos;
+  }
+  EXPECT_EQ(trainings, 4);  // two folds, two training seeds each
+  EXPECT_EQ(second_seed, 2);
 
   options.spaces.pop_back();  // one kernel: nothing to train on
   EXPECT_EQ(RunSearchBenchmark(
