@@ -192,13 +192,22 @@ absl::Status RunSearchBenchmark(const SearchBenchOptions& options,
         "leave-one-kernel-out needs the spaces of at least two kernels (one is held out, the "
         "others train its policy)");
   }
+  // Each training seed's synthetic landscapes, made once for every fold.
+  const int training_seeds = std::max(1, options.training_seeds);
+  std::vector<std::vector<SyntheticLandscape>> synthetic_sets;
+  for (int t = 0; t < training_seeds; ++t) {
+    KTUNE_ASSIGN_OR_RETURN(
+        std::vector<SyntheticLandscape> set,
+        MakeSyntheticLandscapes(options.synthetic,
+                                options.training.seed + static_cast<uint64_t>(t)));
+    synthetic_sets.push_back(std::move(set));
+  }
   for (const std::string& held_out : kernels) {
     std::vector<std::string> policies;
-    for (int t = 0; t < std::max(1, options.training_seeds); ++t) {
+    for (int t = 0; t < training_seeds; ++t) {
       PolicyTrainingOptions training = options.training;
       training.seed += static_cast<uint64_t>(t);
-      KTUNE_ASSIGN_OR_RETURN(std::vector<SyntheticLandscape> synthetic,
-                             MakeSyntheticLandscapes(options.synthetic, training.seed));
+      const std::vector<SyntheticLandscape>& synthetic = synthetic_sets[t];
       std::vector<TrainingSpace> spaces_to_train;
       for (const SyntheticLandscape& l : synthetic) spaces_to_train.push_back(l.AsTrainingSpace());
       for (auto& space : spaces) {
