@@ -44,7 +44,9 @@ absl::StatusOr<std::vector<MeasureResult>> ReplayMeasurer::Measure(
   std::vector<MeasureResult> out;
   out.reserve(configs.size());
   for (const Configuration& c : configs) {
-    auto it = by_config_.find(CanonicalJson(c));
+    const std::string key = CanonicalJson(c);
+    auto it = by_config_.find(key);
+    first_measured_.try_emplace(key, measurements_);
     if (it == by_config_.end()) {
       MeasureResult m;
       m.status = MeasurementStatus::kInvalidConfig;
@@ -70,6 +72,19 @@ bool ReplayMeasurer::Regressed(const Configuration& c) const {
     if (it == c.end() || it->second != value) return false;
   }
   return true;
+}
+
+double ReplayMeasurer::RegressedBestOfEarlierMs() const {
+  double best = 0;
+  for (const auto& [json, index] : first_measured_) {
+    if (index >= regression_.after_measurements) continue;
+    auto it = by_config_.find(json);
+    if (it == by_config_.end() || !it->second.time_ms) continue;
+    absl::StatusOr<Configuration> c = ParseParamMapJson(json);
+    const double t = *it->second.time_ms * (c.ok() && Regressed(*c) ? regression_.factor : 1);
+    best = best == 0 ? t : std::min(best, t);
+  }
+  return best;
 }
 
 double ReplayMeasurer::RegressedOptimumMs() const {

@@ -44,6 +44,11 @@ class ReplayMeasurer : public Measurer {
   void set_regression(Regression r) { regression_ = std::move(r); }
   // The fastest ok time with the regression in effect: the new optimum.
   double RegressedOptimumMs() const;
+  // The fastest ok time, with the regression in effect, among the configurations answered
+  // before the regression began: the best that re-measuring the earlier tuning's records alone
+  // could find (0 when none was). Tells a retuning search that missed the new optimum because it
+  // never looked where no record was from one that misread the records it had.
+  double RegressedBestOfEarlierMs() const;
 
  private:
   DeviceInfo device_;
@@ -52,6 +57,7 @@ class ReplayMeasurer : public Measurer {
   int64_t measurements_ = 0;
   double simulated_cost_ms_ = 0;
   Regression regression_;
+  absl::flat_hash_map<std::string, int64_t> first_measured_;  // canonical JSON -> measurement index
   bool Regressed(const Configuration& c) const;
 };
 

@@ -21,7 +21,8 @@
 //      reports until the flag;
 //   4. the retuning job runs (100 measurements); the ratio is its best time over the regressed
 //      space's optimum, printed beside the first tuning's best over the space's optimum (what
-//      100 measurements found before the regression).
+//      100 measurements found before the regression), and beside them the best of the first
+//      tuning's configurations under the regression (how far re-measuring its records alone gets).
 #include <atomic>
 #include <cmath>
 #include <cstdio>
@@ -54,6 +55,9 @@ struct Row {
   int delay = -1;  // reports until the regression was flagged; -1: never (within 200)
   double first_over_optimum = 0;  // the first tuning's best over the space's optimum
   double retuned_over_optimum = 0;
+  // The best, under the regression, of the configurations measured before it (the first
+  // tuning's records) over the new optimum: what re-measuring those records alone would reach.
+  double earlier_over_optimum = 0;
   int64_t retune_measurements = 0;
 };
 
@@ -196,6 +200,7 @@ absl::StatusOr<Row> RunOne(const std::string& path, int seed, int stable,
     v1::QueryBestResponse after;
     if (tuning->QueryBest(Context().get(), query, &after).ok() && after.best_size() > 0) {
       row.retuned_over_optimum = after.best(0).time_ms() / measurer.RegressedOptimumMs();
+      row.earlier_over_optimum = measurer.RegressedBestOfEarlierMs() / measurer.RegressedOptimumMs();
       row.retune_measurements = options.retune.budget;
     }
   }
@@ -241,8 +246,8 @@ int Main(int argc, char** argv) {
     return 1;
   }
   const std::string dir = pattern;
-  std::printf("%-32s %4s %14s %8s %16s %16s\n", "space", "seed", "false flags", "delay",
-              "first/optimum", "retuned/new opt");
+  std::printf("%-32s %4s %14s %8s %16s %16s %16s\n", "space", "seed", "false flags", "delay",
+              "first/optimum", "retuned/new opt", "earlier/new opt");
   int failures = 0;
   for (const std::string& space : spaces) {
     for (int seed = 1; seed <= seeds; ++seed) {
@@ -253,9 +258,9 @@ int Main(int argc, char** argv) {
         ++failures;
         continue;
       }
-      std::printf("%-32s %4d %5d in %6d %8d %16.4f %16.4f\n", row->space.c_str(), seed,
+      std::printf("%-32s %4d %5d in %6d %8d %16.4f %16.4f %16.4f\n", row->space.c_str(), seed,
                   row->false_flags, stable, row->delay, row->first_over_optimum,
-                  row->retuned_over_optimum);
+                  row->retuned_over_optimum, row->earlier_over_optimum);
       std::fflush(stdout);
     }
   }

@@ -41,5 +41,23 @@ TEST(ReplayMeasurerTest, RepeatsHaveTheRecordedObjectiveAsTheirMedian) {
   EXPECT_DOUBLE_EQ(m.optimum_ms(), 5.0);
 }
 
+// The drift benchmark's yardsticks: a regression slows the configurations holding its values;
+// the new optimum is over the whole file, the earlier best only over what was measured before.
+TEST(ReplayMeasurerTest, ARegressionSlowsItsRegionAndMovesTheOptimum) {
+  ReplayMeasurer m({Recorded(1, 1.0, {}), Recorded(2, 1.5, {}), Recorded(3, 1.2, {}),
+                    Recorded(4, 3.0, {})});
+  auto config = [](int64_t x) { return Configuration{{"x", x}}; };
+  ASSERT_TRUE(m.Measure({}, {config(1), config(2)}).ok());
+  m.set_regression({m.measurements(), 2.0, config(1)});
+  EXPECT_DOUBLE_EQ(m.RegressedOptimumMs(), 1.2);     // x=3, never measured
+  EXPECT_DOUBLE_EQ(m.RegressedBestOfEarlierMs(), 1.5);  // x=1 is now 2.0; x=2 stays 1.5
+  auto after = m.Measure({}, {config(1), config(3)});
+  ASSERT_TRUE(after.ok()) << after.status();
+  EXPECT_DOUBLE_EQ(*(*after)[0].time_ms, 2.0);
+  EXPECT_DOUBLE_EQ(*(*after)[1].time_ms, 1.2);
+  // What is measured after the regression began is not "earlier".
+  EXPECT_DOUBLE_EQ(m.RegressedBestOfEarlierMs(), 1.5);
+}
+
 }  // namespace
 }  // namespace ktune
