@@ -22,7 +22,10 @@
 //   4. the retuning job runs (100 measurements); the ratio is its best time over the regressed
 //      space's optimum, printed beside the first tuning's best over the space's optimum (what
 //      100 measurements found before the regression), and beside them the best of the first
-//      tuning's configurations under the regression (how far re-measuring its records alone gets).
+//      tuning's configurations under the regression (how far re-measuring its records alone gets);
+//   5. the baseline, in a second server with an empty database: the same strategy and budget
+//      tuning the regressed device from nothing. The retuning is worth its records where it ends
+//      nearer the new optimum than this does.
 #include <atomic>
 #include <cmath>
 #include <cstdio>
@@ -43,6 +46,7 @@
 #include "measurer/worker_loop.h"
 #include "proto/convert.h"
 #include "server/explanation.h"
+#include "server/job_spec.h"
 #include "server/tuning_server.h"
 
 namespace ktune {
@@ -58,6 +62,9 @@ struct Row {
   // The best, under the regression, of the configurations measured before it (the first
   // tuning's records) over the new optimum: what re-measuring those records alone would reach.
   double earlier_over_optimum = 0;
+  // The baseline: the same strategy and budget tuning the regressed device with no record of
+  // the first tuning, its best over the new optimum.
+  double fresh_over_optimum = 0;
   int64_t retune_measurements = 0;
 };
 
@@ -67,79 +74,124 @@ std::unique_ptr<grpc::ClientContext> Context() {
   return ctx;
 }
 
-absl::StatusOr<Row> RunOne(const std::string& path, int seed, int stable,
-                           const std::string& strategy, int reverify, double agent_share,
-                           const std::string& dir) {
-  KTUNE_ASSIGN_OR_RETURN(RecordedSpace recorded, LoadRecordedSpace(path));
-  const Record& any = recorded.records.front();
-  TuningServerOptions options;
-  options.listen = "127.0.0.1:0";
-  options.db_path = absl::StrCat(dir, "/drift-", seed, ".db");
-  std::remove(options.db_path.c_str());
-  options.replay_files = {path};
-  options.retune.mode = RetuneMode::kAct;
-  options.retune.budget = 100;
-  options.retune.strategy = strategy;
-  options.retune.reverify_top = reverify;
-  options.retune.agent_share = agent_share;
-  KTUNE_ASSIGN_OR_RETURN(std::unique_ptr<TuningServer> server, TuningServer::Start(options));
-  auto channel = grpc::CreateChannel(absl::StrCat("127.0.0.1:", server->port()),
-                                     grpc::InsecureChannelCredentials());
-  auto tuning = v1::TuningService::NewStub(channel);
-  ReplayMeasurer measurer(recorded.records);
-  std::atomic<bool> stop{false};
-  std::thread worker([&] {
-    auto stub = v1::WorkerService::NewStub(channel);
-    WorkerLoopOptions o;
-    o.max_candidates = 8;
-    WorkerLoop loop(stub.get(), &measurer, o, &stop);
-    (void)loop.Run();
-  });
-  auto finish = [&] {
-    stop = true;
-    worker.join();
-    server->Shutdown();
-  };
+// An in-process server with one replay worker answering from `measurer` (which must outlive it).
+class ReplayService {
+ public:
+  static absl::StatusOr<std::unique_ptr<ReplayService>> Start(const TuningServerOptions& options,
+                                                              ReplayMeasurer* measurer) {
+    auto service = std::unique_ptr<ReplayService>(new ReplayService());
+    KTUNE_ASSIGN_OR_RETURN(service->server_, TuningServer::Start(options));
+    auto channel = grpc::CreateChannel(absl::StrCat("127.0.0.1:", service->server_->port()),
+                                       grpc::InsecureChannelCredentials());
+    service->tuning_ = v1::TuningService::NewStub(channel);
+    service->worker_ = std::thread([channel, measurer, stop = &service->stop_] {
+      auto stub = v1::WorkerService::NewStub(channel);
+      WorkerLoopOptions o;
+      o.max_candidates = 8;
+      WorkerLoop loop(stub.get(), measurer, o, stop);
+      (void)loop.Run();
+    });
+    return service;
+  }
+  ~ReplayService() {
+    stop_ = true;
+    worker_.join();
+    server_->Shutdown();
+  }
+  v1::TuningService::Stub* tuning() { return tuning_.get(); }
   // Follows the job's events (WatchJob) until it ends; true when it ended done.
-  auto wait_done = [&](const std::string& job_id) {
+  bool WaitDone(const std::string& job_id) {
     v1::WatchJobRequest watch;
     watch.set_job_id(job_id);
     grpc::ClientContext ctx;
     ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(600));
-    auto events = tuning->WatchJob(&ctx, watch);
+    auto events = tuning_->WatchJob(&ctx, watch);
     v1::JobEvent event;
     v1::JobState state = v1::JOB_STATE_UNSPECIFIED;
     while (events->Read(&event)) state = event.job().state();
     return events->Finish().ok() && state == v1::JOB_STATE_DONE;
-  };
-  Row row;
-  row.space = path.substr(path.rfind('/') + 1);
-  row.seed = seed;
-  // 1. The first tuning.
+  }
+
+ private:
+  ReplayService() = default;
+  std::unique_ptr<TuningServer> server_;
+  std::unique_ptr<v1::TuningService::Stub> tuning_;
+  std::atomic<bool> stop_{false};
+  std::thread worker_;
+};
+
+// Submits a job of `budget` measurements for the recorded task of `any` and waits for it;
+// returns the best time it found.
+absl::StatusOr<double> TuneAndQueryBest(ReplayService& service, const Record& any,
+                                        const std::string& name, v1::Strategy strategy,
+                                        int budget, int seed, double agent_share,
+                                        Configuration* best_config = nullptr) {
   v1::SubmitJobRequest submit;
-  submit.mutable_spec()->set_name("first");
+  submit.mutable_spec()->set_name(name);
   submit.mutable_spec()->add_kernels()->set_name(any.kernel);
   ToProto(any.problem, submit.mutable_spec()->add_problems()->mutable_params());
   submit.mutable_spec()->add_device_classes(any.device.device_class);
-  submit.mutable_spec()->set_budget_measurements(100);
-  submit.mutable_spec()->set_strategy(v1::STRATEGY_MODEL_BASED);
+  submit.mutable_spec()->set_budget_measurements(budget);
+  submit.mutable_spec()->set_strategy(strategy);
   submit.mutable_spec()->set_seed(seed);
-  v1::Job first;
-  if (!tuning->SubmitJob(Context().get(), submit, &first).ok() || !wait_done(first.job_id())) {
-    finish();
-    return absl::InternalError("the first tuning did not finish");
+  if (agent_share > 0) submit.mutable_spec()->set_agent_share(agent_share);
+  v1::Job job;
+  if (!service.tuning()->SubmitJob(Context().get(), submit, &job).ok() ||
+      !service.WaitDone(job.job_id())) {
+    return absl::InternalError(absl::StrCat("the ", name, " tuning did not finish"));
   }
   v1::QueryBestRequest query;
   query.mutable_kernel()->set_name(any.kernel);
   ToProto(any.problem, query.mutable_problem()->mutable_params());
   query.mutable_device()->set_device_class(any.device.device_class);
   v1::QueryBestResponse best;
-  if (!tuning->QueryBest(Context().get(), query, &best).ok() || best.best_size() == 0) {
-    finish();
-    return absl::InternalError("no best after the first tuning");
+  if (!service.tuning()->QueryBest(Context().get(), query, &best).ok() || best.best_size() == 0) {
+    return absl::InternalError(absl::StrCat("no best after the ", name, " tuning"));
   }
-  KTUNE_ASSIGN_OR_RETURN(Configuration served, FromProto(best.best(0).config().params(), "config"));
-  const double lab_ms = best.best(0).time_ms();
+  if (best_config != nullptr) {
+    KTUNE_ASSIGN_OR_RETURN(*best_config, FromProto(best.best(0).config().params(), "config"));
+  }
+  return best.best(0).time_ms();
+}
+
+TuningServerOptions ReplayServerOptions(const std::string& path, const std::string& db_path) {
+  TuningServerOptions options;
+  options.listen = "127.0.0.1:0";
+  options.db_path = db_path;
+  std::remove(options.db_path.c_str());
+  options.replay_files = {path};
+  return options;
+}
+
+absl::StatusOr<Row> RunOne(const std::string& path, int seed, int stable,
+                           const std::string& strategy, int reverify, double agent_share,
+                           const std::string& dir) {
+  KTUNE_ASSIGN_OR_RETURN(RecordedSpace recorded, LoadRecordedSpace(path));
+  KTUNE_ASSIGN_OR_RETURN(v1::Strategy retune_strategy, ParseStrategy(strategy));
+  const Record& any = recorded.records.front();
+  TuningServerOptions options =
+      ReplayServerOptions(path, absl::StrCat(dir, "/drift-", seed, ".db"));
+  options.retune.mode = RetuneMode::kAct;
+  options.retune.budget = 100;
+  options.retune.strategy = strategy;
+  options.retune.reverify_top = reverify;
+  options.retune.agent_share = agent_share;
+  ReplayMeasurer measurer(recorded.records);
+  KTUNE_ASSIGN_OR_RETURN(std::unique_ptr<ReplayService> service,
+                         ReplayService::Start(options, &measurer));
+  v1::TuningService::Stub* tuning = service->tuning();
+  Row row;
+  row.space = path.substr(path.rfind('/') + 1);
+  row.seed = seed;
+  // 1. The first tuning.
+  Configuration served;
+  KTUNE_ASSIGN_OR_RETURN(const double lab_ms,
+                         TuneAndQueryBest(*service, any, "first", v1::STRATEGY_MODEL_BASED, 100,
+                                          seed, 0, &served));
+  v1::QueryBestRequest query;
+  query.mutable_kernel()->set_name(any.kernel);
+  ToProto(any.problem, query.mutable_problem()->mutable_params());
+  query.mutable_device()->set_device_class(any.device.device_class);
   row.first_over_optimum = lab_ms / measurer.optimum_ms();
 
   // 2. Stable production, with spikes.
@@ -163,7 +215,6 @@ absl::StatusOr<Row> RunOne(const std::string& path, int seed, int stable,
     for (int i = 0; i < 100; ++i) *r.add_samples() = sample(1.0);
     v1::ReportTelemetryResponse response;
     if (!tuning->ReportTelemetry(Context().get(), r, &response).ok()) {
-      finish();
       return absl::InternalError("ReportTelemetry failed");
     }
     row.false_flags += response.raised_size();
@@ -196,15 +247,26 @@ absl::StatusOr<Row> RunOne(const std::string& path, int seed, int stable,
     }
   }
   // 4. The retuning job.
-  if (!retune_job.empty() && wait_done(retune_job)) {
+  if (!retune_job.empty() && service->WaitDone(retune_job)) {
     v1::QueryBestResponse after;
     if (tuning->QueryBest(Context().get(), query, &after).ok() && after.best_size() > 0) {
       row.retuned_over_optimum = after.best(0).time_ms() / measurer.RegressedOptimumMs();
-      row.earlier_over_optimum = measurer.RegressedBestOfEarlierMs() / measurer.RegressedOptimumMs();
+      row.earlier_over_optimum =
+          measurer.RegressedBestOfEarlierMs() / measurer.RegressedOptimumMs();
       row.retune_measurements = options.retune.budget;
     }
   }
-  finish();
+  service.reset();
+  // 5. The baseline: the same strategy and budget tuning the regressed device from nothing (a
+  // server of its own with an empty database), as if no record of the first tuning were kept.
+  KTUNE_ASSIGN_OR_RETURN(
+      service, ReplayService::Start(
+                   ReplayServerOptions(path, absl::StrCat(dir, "/drift-fresh-", seed, ".db")),
+                   &measurer));
+  KTUNE_ASSIGN_OR_RETURN(const double fresh_ms,
+                         TuneAndQueryBest(*service, any, "fresh", retune_strategy, 100, seed,
+                                          agent_share));
+  row.fresh_over_optimum = fresh_ms / measurer.RegressedOptimumMs();
   return row;
 }
 
@@ -246,8 +308,8 @@ int Main(int argc, char** argv) {
     return 1;
   }
   const std::string dir = pattern;
-  std::printf("%-32s %4s %14s %8s %16s %16s %16s\n", "space", "seed", "false flags", "delay",
-              "first/optimum", "retuned/new opt", "earlier/new opt");
+  std::printf("%-32s %4s %14s %8s %16s %16s %16s %16s\n", "space", "seed", "false flags",
+              "delay", "first/optimum", "retuned/new opt", "earlier/new opt", "fresh/new opt");
   int failures = 0;
   for (const std::string& space : spaces) {
     for (int seed = 1; seed <= seeds; ++seed) {
@@ -258,15 +320,17 @@ int Main(int argc, char** argv) {
         ++failures;
         continue;
       }
-      std::printf("%-32s %4d %5d in %6d %8d %16.4f %16.4f %16.4f\n", row->space.c_str(), seed,
-                  row->false_flags, stable, row->delay, row->first_over_optimum,
-                  row->retuned_over_optimum, row->earlier_over_optimum);
+      std::printf("%-32s %4d %5d in %6d %8d %16.4f %16.4f %16.4f %16.4f\n", row->space.c_str(),
+                  seed, row->false_flags, stable, row->delay, row->first_over_optimum,
+                  row->retuned_over_optimum, row->earlier_over_optimum, row->fresh_over_optimum);
       std::fflush(stdout);
     }
   }
   for (int seed = 1; seed <= seeds; ++seed) {
-    for (const char* suffix : {"", "-wal", "-shm"}) {
-      std::remove(absl::StrCat(dir, "/drift-", seed, ".db", suffix).c_str());
+    for (const char* name : {"/drift-", "/drift-fresh-"}) {
+      for (const char* suffix : {"", "-wal", "-shm"}) {
+        std::remove(absl::StrCat(dir, name, seed, ".db", suffix).c_str());
+      }
     }
   }
   std::remove(dir.c_str());
