@@ -4,6 +4,9 @@
 //
 //   ktune-synthetic-check [first_seed=1001] [count=24] [seeds=5] [budget=400] [strategies...]
 //
+// A strategy `ppo=FILE` is PPO starting from the policy in FILE (`ktune agent train --out`)
+// instead of the shipped one, so that trainings can be compared without a rebuild.
+//
 // Landscapes come from seeds first_seed, first_seed + 1, ... (the policies are trained on seeds
 // from 1: `ktune agent train` and each leave-one-kernel-out fold make 16 from seed 1, so keep
 // first_seed well above that). Landscapes of over 100,000 points are passed over (their optimum is
@@ -13,9 +16,14 @@
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <fstream>
+#include <sstream>
 #include <string>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
+
+#include "agent/ppo_strategy.h"
 #include "agent/search_strategy.h"
 #include "agent/tuning_loop.h"
 #include "bench/search_benchmark.h"
@@ -23,6 +31,19 @@
 
 namespace ktune {
 namespace {
+
+// MakeStrategy, and `ppo=FILE`: PPO starting from the policy in FILE.
+absl::StatusOr<std::unique_ptr<SearchStrategy>> MakeCheckedStrategy(const std::string& name) {
+  const size_t eq = name.find('=');
+  if (eq == std::string::npos || name.substr(0, eq) != "ppo") return MakeStrategy(name);
+  std::ifstream in(name.substr(eq + 1));
+  std::stringstream text;
+  text << in.rdbuf();
+  if (!in) return absl::NotFoundError(absl::StrCat("cannot read ", name.substr(eq + 1)));
+  std::unique_ptr<PpoStrategy> ppo = MakePpoVariant("ppo");
+  ppo->LoadPolicy(text.str());
+  return std::unique_ptr<SearchStrategy>(std::move(ppo));
+}
 
 int Run(int argc, char** argv) {
   const uint64_t first_seed = argc > 1 ? std::strtoull(argv[1], nullptr, 10) : 1001;
@@ -54,7 +75,7 @@ int Run(int argc, char** argv) {
     for (size_t s = 0; s < strategies.size(); ++s) {
       std::vector<double> evals;
       for (int seed = 1; seed <= seeds; ++seed) {
-        auto strategy = MakeStrategy(strategies[s]);
+        auto strategy = MakeCheckedStrategy(strategies[s]);
         if (!strategy.ok()) {
           std::fprintf(stderr, "%s\n", strategy.status().ToString().c_str());
           return 1;
