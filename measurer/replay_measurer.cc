@@ -46,7 +46,7 @@ absl::StatusOr<std::vector<MeasureResult>> ReplayMeasurer::Measure(
   for (const Configuration& c : configs) {
     const std::string key = CanonicalJson(c);
     auto it = by_config_.find(key);
-    first_measured_.try_emplace(key, measurements_);
+    if (it != by_config_.end()) first_measured_.try_emplace(key, measurements_);
     if (it == by_config_.end()) {
       MeasureResult m;
       m.status = MeasurementStatus::kInvalidConfig;

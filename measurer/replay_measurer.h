@@ -57,7 +57,8 @@ class ReplayMeasurer : public Measurer {
   int64_t measurements_ = 0;
   double simulated_cost_ms_ = 0;
   Regression regression_;
-  absl::flat_hash_map<std::string, int64_t> first_measured_;  // canonical JSON -> measurement index
+  // Canonical JSON of each configuration of the file answered -> the measurements before it.
+  absl::flat_hash_map<std::string, int64_t> first_measured_;
   bool Regressed(const Configuration& c) const;
 };
 

@@ -95,8 +95,8 @@ class ReplayService {
   }
   ~ReplayService() {
     stop_ = true;
-    worker_.join();
-    server_->Shutdown();
+    if (worker_.joinable()) worker_.join();
+    if (server_) server_->Shutdown();
   }
   v1::TuningService::Stub* tuning() { return tuning_.get(); }
   // Follows the job's events (WatchJob) until it ends; true when it ended done.
