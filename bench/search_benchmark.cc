@@ -203,6 +203,10 @@ absl::Status RunSearchBenchmark(const SearchBenchOptions& options,
     synthetic_sets.push_back(std::move(set));
   }
   for (const std::string& held_out : kernels) {
+    std::vector<TrainingSpace> other_kernels;
+    for (auto& space : spaces) {
+      if (KernelFamily(space->kernel) != held_out) other_kernels.push_back(space->AsTrainingSpace());
+    }
     std::vector<std::string> policies;
     for (int t = 0; t < training_seeds; ++t) {
       PolicyTrainingOptions training = options.training;
@@ -210,11 +214,7 @@ absl::Status RunSearchBenchmark(const SearchBenchOptions& options,
       const std::vector<SyntheticLandscape>& synthetic = synthetic_sets[t];
       std::vector<TrainingSpace> spaces_to_train;
       for (const SyntheticLandscape& l : synthetic) spaces_to_train.push_back(l.AsTrainingSpace());
-      for (auto& space : spaces) {
-        if (KernelFamily(space->kernel) != held_out) {
-          spaces_to_train.push_back(space->AsTrainingSpace());
-        }
-      }
+      spaces_to_train.insert(spaces_to_train.end(), other_kernels.begin(), other_kernels.end());
       if (progress) {
         progress(absl::StrFormat(
             "fold %s: training a policy (seed %d) on the %d spaces of the other kernels and %d "

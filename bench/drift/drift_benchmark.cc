@@ -120,6 +120,15 @@ class ReplayService {
   std::thread worker_;
 };
 
+// The QueryBest request for the recorded task of `any`.
+v1::QueryBestRequest BestQuery(const Record& any) {
+  v1::QueryBestRequest query;
+  query.mutable_kernel()->set_name(any.kernel);
+  ToProto(any.problem, query.mutable_problem()->mutable_params());
+  query.mutable_device()->set_device_class(any.device.device_class);
+  return query;
+}
+
 // Submits a job of `budget` measurements for the recorded task of `any` and waits for it;
 // returns the best time it found.
 absl::StatusOr<double> TuneAndQueryBest(ReplayService& service, const Record& any,
@@ -140,10 +149,7 @@ absl::StatusOr<double> TuneAndQueryBest(ReplayService& service, const Record& an
       !service.WaitDone(job.job_id())) {
     return absl::InternalError(absl::StrCat("the ", name, " tuning did not finish"));
   }
-  v1::QueryBestRequest query;
-  query.mutable_kernel()->set_name(any.kernel);
-  ToProto(any.problem, query.mutable_problem()->mutable_params());
-  query.mutable_device()->set_device_class(any.device.device_class);
+  const v1::QueryBestRequest query = BestQuery(any);
   v1::QueryBestResponse best;
   if (!service.tuning()->QueryBest(Context().get(), query, &best).ok() || best.best_size() == 0) {
     return absl::InternalError(absl::StrCat("no best after the ", name, " tuning"));
@@ -188,10 +194,7 @@ absl::StatusOr<Row> RunOne(const std::string& path, int seed, int stable,
   KTUNE_ASSIGN_OR_RETURN(const double lab_ms,
                          TuneAndQueryBest(*service, any, "first", v1::STRATEGY_MODEL_BASED, 100,
                                           seed, 0, &served));
-  v1::QueryBestRequest query;
-  query.mutable_kernel()->set_name(any.kernel);
-  ToProto(any.problem, query.mutable_problem()->mutable_params());
-  query.mutable_device()->set_device_class(any.device.device_class);
+  const v1::QueryBestRequest query = BestQuery(any);
   row.first_over_optimum = lab_ms / measurer.optimum_ms();
 
   // 2. Stable production, with spikes.
