@@ -48,6 +48,7 @@ absl::Status XgbCostModel::Fit(const std::vector<float>& x, int width, const std
       {"max_depth", std::to_string(options_.max_depth)},
       {"eta", std::to_string(options_.eta)},
       {"subsample", std::to_string(options_.subsample)},
+      {"tree_method", options_.tree_method},
       {"nthread", "1"},
       {"verbosity", "0"},
       {"seed", std::to_string(seed % 2147483647)},
