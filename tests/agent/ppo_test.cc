@@ -152,11 +152,11 @@ TEST(PpoStrategyTest, LearnsEveryBatchWithoutATimeLimit) {
   SearchSpace space = Bowl();
   BowlMeasurer measurer;
   PpoStrategy p;
-  auto out = RunTuningLoop(p, space, measurer, {}, {64, 8, 3});
+  auto out = RunTuningLoop(p, space, measurer, {}, {80, 8, 3});
   ASSERT_TRUE(out.ok()) << out.status();
   // 16 random warm-up measurements (two batches), then one learning step per batch, and an
-  // online update of the policy every 4 of them.
-  EXPECT_EQ(p.learning_steps(), 64 / 8 - 2);
+  // online update of the policy every 8 of them.
+  EXPECT_EQ(p.learning_steps(), 80 / 8 - 2);
   EXPECT_EQ(p.policy_updates(), 1);
 }
 
