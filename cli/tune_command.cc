@@ -4,8 +4,11 @@
 // server's workers. Either way the task is a one-task job (cli/tune_job.h).
 // Devices: cpu (a registry kernel measured on this machine), cuda[:N] and replay:FILE (a recorded
 // space; its kernel and problem come from the file).
+#include <algorithm>
 #include <iostream>
 #include <optional>
+#include <utility>
+#include <vector>
 #include <nlohmann/json.hpp>
 
 #include "absl/strings/match.h"
@@ -171,8 +174,16 @@ int RunTune(const TuneArgs& a) {
   if (!run.ok()) return Fail(cmd, run.status());
   const TuneSummary& s = *run;
   if (!s.best) {
+    // Say why: the commonest reasons first (a missing runner fails every measurement alike).
+    std::vector<std::pair<int64_t, std::string>> reasons;
+    for (const auto& [reason, count] : s.failure_reasons) reasons.emplace_back(count, reason);
+    std::sort(reasons.rbegin(), reasons.rend());
+    std::string why;
+    for (size_t i = 0; i < reasons.size() && i < 2; ++i) {
+      absl::StrAppend(&why, i == 0 ? "; " : "; and ", reasons[i].first, " x ", reasons[i].second);
+    }
     return Fail(cmd, absl::NotFoundError(absl::StrCat("no configuration measured ok in ",
-                                                      s.measurements, " measurements")));
+                                                      s.measurements, " measurements", why)));
   }
   const Record& best = *s.best;
   const Throughput best_tp = ThroughputOf(t, best);

@@ -159,7 +159,10 @@ absl::Status ReadRecords(const TuneTarget& t, const std::string& db_path,
     const bool new_record = r.source == source;
     if (new_record) {
       ++s.records_stored;
-      if (r.status != MeasurementStatus::kOk) ++s.failures[std::string(StatusName(r.status))];
+      if (r.status != MeasurementStatus::kOk) {
+        ++s.failures[std::string(StatusName(r.status))];
+        ++s.failure_reasons[absl::StrCat(StatusName(r.status), ": ", r.message)];
+      }
     } else {
       absl::StatusOr<Point> point = t.space->ToPoint(r.config);
       if (!point.ok() || !t.space->IsValid(*point)) continue;  // another version or space

@@ -39,6 +39,8 @@ struct TuneSummary {
   int64_t measurements = 0;                 // new ones
   int64_t records_stored = 0;               // the job's records in the database
   std::map<std::string, int64_t> failures;  // new failed measurements by status name
+  // The same by "status: message" (why each failed), for telling the user when nothing ran.
+  std::map<std::string, int64_t> failure_reasons;
   double seconds = 0;         // the task's tuning time on the server (first lease to last result)
   double agent_seconds = 0;   // of which inside the strategy
   bool warm_started = false;  // PPO started from a saved policy

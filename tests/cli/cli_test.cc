@@ -510,6 +510,21 @@ TEST(CliTest, TuneOnThisCpuReportsSpeedupAndStoresRecords) {
   EXPECT_EQ(second["measurements"], 4);
 }
 
+// When nothing measures ok, `tune` says why, not only that: here the measurement runner is
+// missing, so every measurement fails alike, and the message names the runner and the fix.
+TEST(CliTest, TuneWithNothingMeasuredOkSaysWhy) {
+  testing::TempDir dir;
+  ASSERT_EQ(setenv("KTUNE_RUNNER", dir.File("no-such-runner").c_str(), 1), 0);
+  auto tune = RunKtune({"tune", "--db", dir.File("k.db"), "--kernel", "gemm", "--problem",
+                        "M=96,N=80,K=64", "--device", "cpu", "--budget", "4", "--strategy",
+                        "random"});
+  unsetenv("KTUNE_RUNNER");
+  EXPECT_EQ(tune.exit_code, 1) << tune.err;
+  EXPECT_THAT(tune.err, HasSubstr("no configuration measured ok in 4 measurements; 4 x "));
+  EXPECT_THAT(tune.err, HasSubstr("no-such-runner"));
+  EXPECT_THAT(tune.err, HasSubstr("set KTUNE_RUNNER"));
+}
+
 // The embedded default is the server: `ktune tune` without --server runs the task as a job of
 // an in-process server, measured by an in-process worker, so the database holds the job and
 // every record carries the job and the worker's id; the default configuration is measured first.
