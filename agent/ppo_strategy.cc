@@ -382,6 +382,13 @@ absl::Status PpoStrategy::Observe(const std::vector<Observation>& results) {
   return absl::OkStatus();
 }
 
+void PpoStrategy::PostTuning() {
+  if (shared_policy_ || !policy_ || !options_.use_policy || !options_.learn_online) return;
+  if (episode_.size() % std::max(1, options_.update_every) == 0) return;  // just updated
+  // An update that fails leaves the policy as it was; the run's results stand either way.
+  policy_->Update({episode_}, rng()).IgnoreError();
+}
+
 std::vector<int64_t> PpoStrategy::UnvisitedNeighbours(int64_t index, int64_t max_pairs) {
   std::vector<int64_t> near;
   absl::flat_hash_set<int64_t> seen;

@@ -43,14 +43,14 @@
 namespace ktune {
 
 struct PpoOptions {
-  int warmup = 16;              // random measurements before the first model (no transfer)
-  PolicyOptions policy;         // the network and its PPO settings (features: set by the strategy)
-  bool use_policy = true;       // false: a fixed rule picks from the pool (ablation "no policy")
+  int warmup = 16;         // random measurements before the first model (no transfer)
+  PolicyOptions policy;    // the network and its PPO settings (features: set by the strategy)
+  bool use_policy = true;  // false: a fixed rule picks from the pool (ablation "no policy")
   // true: the two models' best points of the whole space join the pool ("ppo-wholespace"); by
   // default the policy alone finds the good regions, from the local and random arms.
   bool whole_space_arm = false;
-  bool pretrained = true;       // start from the shipped policy; false: from random weights
-  bool learn_online = true;     // fine-tune the policy with PPO during the run
+  bool pretrained = true;    // start from the shipped policy; false: from random weights
+  bool learn_online = true;  // fine-tune the policy with PPO during the run
   // Batches between online updates. Each update runs over every decision of the run so far, so
   // its cost grows with the run; every 8 batches costs half as much as every 4, with the same
   // search quality under leave-one-kernel-out (agent/README.md, "Cost").
@@ -103,6 +103,10 @@ class PpoStrategy : public StrategyBase {
     return PolicyKey(kernel, space);
   }
   void LoadCheckpoint(std::string blob) override { LoadPolicy(std::move(blob)); }
+  // The last online update, over the whole run, when decisions came after the last periodic one
+  // (a run shorter than `update_every` decisions learns once, here), so that what is saved holds
+  // all of the run. After the last batch: it changes no proposal of this run.
+  void PostTuning() override;
   // Empty (nothing to keep) unless the policy learned in this run: a policy that only acted must
   // not replace what is stored.
   absl::StatusOr<std::string> SaveCheckpoint() const override;

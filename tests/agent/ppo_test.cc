@@ -158,6 +158,15 @@ TEST(PpoStrategyTest, LearnsEveryBatchWithoutATimeLimit) {
   // online update of the policy every 8 of them.
   EXPECT_EQ(p.learning_steps(), 80 / 8 - 2);
   EXPECT_EQ(p.policy_updates(), 1);
+  // A run shorter than the interval (6 learning steps) updates once, at its end (PostTuning),
+  // so that the policy it saves has learned from it.
+  PpoStrategy short_run;
+  ASSERT_TRUE(RunTuningLoop(short_run, space, measurer, {}, {64, 8, 3}).ok());
+  EXPECT_EQ(short_run.learning_steps(), 64 / 8 - 2);
+  EXPECT_EQ(short_run.policy_updates(), 1);
+  auto checkpoint = short_run.SaveCheckpoint();
+  ASSERT_TRUE(checkpoint.ok());
+  EXPECT_FALSE(checkpoint->empty());
 }
 
 TEST(PpoStrategyTest, LearnsOnlyAsOftenAsItsShareOfTheMeasurementTimeAllows) {

@@ -150,10 +150,10 @@ TEST_F(TaskSearchTest, PpoSavesItsPolicyAndTheNextJobOfTheKernelWarmStarts) {
   EXPECT_EQ(done->job.state, JobState::kDone);
   EXPECT_FALSE(db_.LoadCheckpoint(key).ok()) << "an untrained policy was saved";
 
-  // One that learns (past the 16 random measurements, to its first online update after 8
-  // batches, with no limit on the agent's time: the fake measurements here take no time at all)
-  // saves its policy.
-  const int64_t first = Submit(16 + 8 * 4 + 1, "ppo", /*batch_size=*/4, /*threads=*/0, /*agent_share=*/0.0);
+  // One that learns (past the 16 random measurements, with no limit on the agent's time: the
+  // fake measurements here take no time at all) saves its policy, updated at its end even when
+  // the run is shorter than PPO's update interval.
+  const int64_t first = Submit(29, "ppo", /*batch_size=*/4, /*threads=*/0, /*agent_share=*/0.0);
   while (!LeaseAndReport().empty()) {
   }
   done = scheduler_->GetJob(first);
