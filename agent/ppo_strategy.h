@@ -14,7 +14,7 @@
 //     the run's state: budget used, batches without progress, failures) and draws the batch;
 //  4. each pick is rewarded by how much faster than the best before its batch it was (log of the
 //     ratio; 0 if slower or failed); the policy is fine-tuned online with PPO on the run's
-//     decisions every `update_every` batches.
+//     decisions every `update_every` batches and at the end of the run (PostTuning).
 // The policy starts from the one shipped in agent/pretrained/policy.json (`ktune agent train`
 // reproduces it), or from the kernel's own fine-tuned policy saved in the tuning database.
 //
