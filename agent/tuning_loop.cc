@@ -48,9 +48,11 @@ absl::StatusOr<TuningOutcome> RunTuningLoop(SearchStrategy& strategy, const Sear
     outcome.trace.insert(outcome.trace.end(), observations.begin(), observations.end());
     ++outcome.batches;
   }
+  start = absl::Now();
+  strategy.PostTuning();  // the agent's work too (PPO's last policy update)
+  time_budget.AddAgentMs(ms_since(start));
   outcome.agent_seconds = time_budget.agent_ms() / 1e3;
   outcome.measure_seconds = time_budget.measured_ms() / 1e3;
-  strategy.PostTuning();
   return outcome;
 }
 

@@ -190,7 +190,10 @@ absl::Status TaskSearch::Finish() {
   if (finished_) return absl::OkStatus();
   finished_ = true;
   if (!started_) return absl::OkStatus();
-  strategy_->PostTuning();
+  Timed(&agent_seconds_, &time_budget_, [&] {  // the agent's work too (PPO's last update)
+    strategy_->PostTuning();
+    return 0;
+  });
   if (checkpoint_.empty() || batches_ == 0) return absl::OkStatus();
   return SaveCheckpoint();
 }
