@@ -375,16 +375,22 @@ absl::Status PpoStrategy::Observe(const std::vector<Observation>& results) {
     d.pick_reward[j] = static_cast<float>(
         std::min(5.0, options_.reward_scale * std::max(0.0, std::log(before / it->second))));
   }
-  if (shared_policy_ || !options_.learn_online) return absl::OkStatus();
-  if (episode_.size() % std::max(1, options_.update_every) == 0) {
+  if (LearnsOnline() && AtUpdateInterval()) {
     KTUNE_RETURN_IF_ERROR(policy_->Update({episode_}, rng()));
   }
   return absl::OkStatus();
 }
 
+bool PpoStrategy::LearnsOnline() const {
+  return !shared_policy_ && policy_ && options_.use_policy && options_.learn_online;
+}
+
+bool PpoStrategy::AtUpdateInterval() const {
+  return episode_.size() % std::max(1, options_.update_every) == 0;
+}
+
 void PpoStrategy::PostTuning() {
-  if (shared_policy_ || !policy_ || !options_.use_policy || !options_.learn_online) return;
-  if (episode_.size() % std::max(1, options_.update_every) == 0) return;  // just updated
+  if (!LearnsOnline() || AtUpdateInterval()) return;  // nothing learns, or it just updated
   // An update that fails leaves the policy as it was; the run's results stand either way.
   policy_->Update({episode_}, rng()).IgnoreError();
 }

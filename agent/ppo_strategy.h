@@ -129,6 +129,12 @@ class PpoStrategy : public StrategyBase {
   // The policy that acts: the caller's (UseSharedPolicy) or this run's own; null before Start.
   const AcquisitionPolicy* active_policy() const;
   AcquisitionPolicy& policy() { return shared_policy_ ? *shared_policy_ : *policy_; }
+  // This run fine-tunes its own policy (not a trainer's shared one, and not an ablation without
+  // policy or learning).
+  bool LearnsOnline() const;
+  // The episode holds a whole number of `update_every` decisions: a periodic update is due now
+  // (in Observe) or has just run (in PostTuning).
+  bool AtUpdateInterval() const;
   // Refits model_ on every result (ScoreTargets, as the `model` baseline; ranks with transfer
   // sources) and sample_model_ on ranks of a bootstrap resample; the sources' rows join both.
   absl::Status FitModels();

@@ -16,18 +16,15 @@
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
-#include <fstream>
-#include <sstream>
 #include <string>
 #include <vector>
-
-#include "absl/strings/str_cat.h"
 
 #include "agent/ppo_strategy.h"
 #include "agent/search_strategy.h"
 #include "agent/tuning_loop.h"
 #include "bench/search_benchmark.h"
 #include "bench/synthetic_landscape.h"
+#include "common/file_util.h"
 
 namespace ktune {
 namespace {
@@ -36,12 +33,10 @@ namespace {
 absl::StatusOr<std::unique_ptr<SearchStrategy>> MakeCheckedStrategy(const std::string& name) {
   const size_t eq = name.find('=');
   if (eq == std::string::npos || name.substr(0, eq) != "ppo") return MakeStrategy(name);
-  std::ifstream in(name.substr(eq + 1));
-  std::stringstream text;
-  text << in.rdbuf();
-  if (!in) return absl::NotFoundError(absl::StrCat("cannot read ", name.substr(eq + 1)));
+  absl::StatusOr<std::string> text = ReadFileMaybeGzip(name.substr(eq + 1));
+  if (!text.ok()) return text.status();
   std::unique_ptr<PpoStrategy> ppo = MakePpoVariant("ppo");
-  ppo->LoadPolicy(text.str());
+  ppo->LoadPolicy(*std::move(text));
   return std::unique_ptr<SearchStrategy>(std::move(ppo));
 }
 

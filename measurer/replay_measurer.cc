@@ -46,13 +46,13 @@ absl::StatusOr<std::vector<MeasureResult>> ReplayMeasurer::Measure(
   for (const Configuration& c : configs) {
     const std::string key = CanonicalJson(c);
     auto it = by_config_.find(key);
-    if (it != by_config_.end()) first_measured_.try_emplace(key, measurements_);
     if (it == by_config_.end()) {
       MeasureResult m;
       m.status = MeasurementStatus::kInvalidConfig;
       m.message = absl::StrCat("not in the recorded space: ", CanonicalJson(c));
       out.push_back(std::move(m));
     } else {
+      first_measured_.try_emplace(key, measurements_);
       out.push_back(it->second);
       if (measurements_ >= regression_.after_measurements && Regressed(c)) {
         MeasureResult& m = out.back();
