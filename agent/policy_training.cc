@@ -2,11 +2,7 @@
 
 #include <cmath>
 
-#include <nlohmann/json.hpp>
-
 #include "absl/strings/ascii.h"
-#include "absl/strings/str_cat.h"
-#include "agent/ppo_core.h"
 #include "common/status_macros.h"
 #if KTUNE_WITH_TORCH
 #include "agent/ppo_strategy.h"
@@ -72,44 +68,6 @@ absl::StatusOr<std::string> TrainPolicy(const std::vector<TrainingSpace>& spaces
   return absl::FailedPreconditionError(
       "this ktune was built without LibTorch (KTUNE_WITH_TORCH=OFF): no policy to train");
 #endif
-}
-
-absl::StatusOr<std::string> EnsemblePolicies(const std::vector<std::string>& policies) {
-  if (policies.empty()) return absl::InvalidArgumentError("an ensemble needs at least one policy");
-  nlohmann::ordered_json out;
-  nlohmann::ordered_json members = nlohmann::ordered_json::array();
-  for (size_t i = 0; i < policies.size(); ++i) {
-    nlohmann::ordered_json j =
-        nlohmann::ordered_json::parse(policies[i], nullptr, /*allow_exceptions=*/false);
-    auto bad = [&](const std::string& why) {
-      return absl::InvalidArgumentError(absl::StrCat("policy ", i + 1, ": ", why));
-    };
-    if (!j.is_object() || j.value("format", "") != kPolicyFormat) {
-      return bad(absl::StrCat("not a policy (\"format\" is not \"", kPolicyFormat, "\")"));
-    }
-    if (i == 0) {
-      out["format"] = kPolicyFormat;
-      out["features"] = j.value("features", -1);
-      out["hidden"] = j.value("hidden", -1);
-    } else if (j.value("features", -1) != out["features"] ||
-               j.value("hidden", -1) != out["hidden"]) {
-      return bad("its shape differs from the first policy's");
-    }
-    if (j.contains("members") && j["members"].is_array()) {
-      for (auto& m : j["members"]) members.push_back(std::move(m));
-    } else if (j.contains("parameters")) {
-      members.push_back(std::move(j["parameters"]));
-    } else {
-      return bad("neither \"parameters\" nor \"members\"");
-    }
-  }
-  if (policies.size() == 1 && members.size() == 1) return policies[0];  // as it was
-  if (members.size() == 1) {
-    out["parameters"] = std::move(members[0]);
-  } else {
-    out["members"] = std::move(members);
-  }
-  return out.dump();
 }
 
 }  // namespace ktune

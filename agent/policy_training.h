@@ -55,11 +55,6 @@ absl::StatusOr<std::string> TrainPolicy(const std::vector<TrainingSpace>& spaces
                                         const PolicyTrainingOptions& options,
                                         const TrainingProgress& progress = nullptr);
 
-// One policy whose members are those of `policies` (each one network or an ensemble, all of one
-// shape), in order: the agent averages their scores (AcquisitionPolicy). InvalidArgument for an
-// empty list, a text that is not a policy, or shapes that differ. JSON only: no LibTorch.
-absl::StatusOr<std::string> EnsemblePolicies(const std::vector<std::string>& policies);
-
 // The kernel a recorded space belongs to, for leave-one-kernel-out: its kernel name without a
 // trailing variant number ("convolution6768" and "convolution2442" are "convolution").
 std::string KernelFamily(const std::string& kernel);

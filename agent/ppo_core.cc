@@ -8,7 +8,6 @@
 #include <nlohmann/json.hpp>
 #include <numeric>
 
-#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "agent/gae.h"
 #include "common/status_macros.h"
@@ -17,42 +16,17 @@ namespace ktune {
 namespace {
 
 constexpr float kMasked = -1e9f;
+constexpr char kFormat[] = "ktune-acquisition-policy/1";
 
-// One scoring network: two tanh layers over each candidate's features, a policy head per
-// candidate and a value head over the pool's mean hidden state.
-class Member : public torch::nn::Module {
+}  // namespace
+
+class AcquisitionPolicy::Net : public torch::nn::Module {
  public:
-  Member(int features, int hidden)
+  Net(int features, int hidden)
       : l1(register_module("l1", torch::nn::Linear(features, hidden))),
         l2(register_module("l2", torch::nn::Linear(hidden, hidden))),
         pi(register_module("pi", torch::nn::Linear(hidden, 1))),
         v(register_module("v", torch::nn::Linear(hidden, 1))) {}
-
-  // x: [B, P, F]; valid: [B, P]. Unmasked logits [B, P] and value [B].
-  std::pair<torch::Tensor, torch::Tensor> Forward(const torch::Tensor& x,
-                                                  const torch::Tensor& valid) {
-    torch::Tensor h = torch::tanh(l2(torch::tanh(l1(x))));
-    torch::Tensor w = valid.to(torch::kFloat).unsqueeze(-1);
-    torch::Tensor pooled = (h * w).sum(1) / w.sum(1).clamp_min(1);
-    return {pi(h).squeeze(-1), v(pooled).squeeze(-1)};
-  }
-
-  torch::nn::Linear l1, l2, pi, v;
-};
-
-}  // namespace
-
-// The policy: one member, or an ensemble of members trained apart (different seeds) whose
-// logits and values are averaged (a product of experts: a candidate scores high where the
-// members agree). Online fine-tuning updates the members together through the average.
-class AcquisitionPolicy::Net : public torch::nn::Module {
- public:
-  Net(int features, int hidden, int members) {
-    for (int m = 0; m < members; ++m) {
-      this->members.push_back(register_module(absl::StrCat("m", m),
-                                              std::make_shared<Member>(features, hidden)));
-    }
-  }
 
   struct Output {
     torch::Tensor logits;  // [B, P], masked candidates at kMasked
@@ -60,21 +34,14 @@ class AcquisitionPolicy::Net : public torch::nn::Module {
   };
   // x: [B, P, F]; valid: [B, P] (bool), false for padding.
   Output Forward(const torch::Tensor& x, const torch::Tensor& valid) {
-    torch::Tensor logits, value;
-    for (const auto& m : members) {
-      auto [l, v] = m->Forward(x, valid);
-      logits = logits.defined() ? logits + l : l;
-      value = value.defined() ? value + v : v;
-    }
-    const double n = static_cast<double>(members.size());
-    if (members.size() > 1) {
-      logits = logits / n;
-      value = value / n;
-    }
-    return {logits.masked_fill(~valid, kMasked), value};
+    torch::Tensor h = torch::tanh(l2(torch::tanh(l1(x))));
+    torch::Tensor logits = pi(h).squeeze(-1).masked_fill(~valid, kMasked);
+    torch::Tensor w = valid.to(torch::kFloat).unsqueeze(-1);
+    torch::Tensor pooled = (h * w).sum(1) / w.sum(1).clamp_min(1);
+    return {logits, v(pooled).squeeze(-1)};
   }
 
-  std::vector<std::shared_ptr<Member>> members;
+  torch::nn::Linear l1, l2, pi, v;
   std::unique_ptr<torch::optim::Adam> optimizer;  // created on first update
 };
 
@@ -138,21 +105,19 @@ void UseOneThread() {
 
 }  // namespace
 
-AcquisitionPolicy::AcquisitionPolicy(PolicyOptions options, uint64_t seed) : options_(options) {
+AcquisitionPolicy::AcquisitionPolicy(PolicyOptions options, uint64_t seed)
+    : options_(options), net_(std::make_unique<Net>(options.features, options.hidden)) {
   UseOneThread();
-  options_.members = std::max(1, options_.members);
-  net_ = std::make_unique<Net>(options_.features, options_.hidden, options_.members);
   std::mt19937_64 rng(seed);
   torch::NoGradGuard no_grad;
   // PyTorch's default Linear init, U(-1/sqrt(fan_in), 1/sqrt(fan_in)), from our generator rather
   // than LibTorch's global one; the policy's output layer near zero (a near-uniform policy).
-  const auto params = net_->named_parameters();
-  for (auto& p : params) {
+  for (auto& p : net_->named_parameters()) {
     torch::Tensor t = p.value();
-    const std::string layer = p.key().substr(0, p.key().rfind('.'));  // "m0.l1"
-    const double fan_in = static_cast<double>(params[layer + ".weight"].size(1));
+    const std::string layer = p.key().substr(0, p.key().find('.'));
+    const double fan_in = static_cast<double>(net_->named_parameters()[layer + ".weight"].size(1));
     double bound = 1.0 / std::sqrt(fan_in);
-    if (absl::EndsWith(layer, ".pi")) bound *= 0.01;
+    if (layer == "pi") bound *= 0.01;
     std::uniform_real_distribution<float> u(-bound, bound);
     std::vector<float> values(t.numel());
     for (float& v : values) v = u(rng);
@@ -329,92 +294,49 @@ absl::Status AcquisitionPolicy::Update(const std::vector<Episode>& episodes, std
   return absl::OkStatus();
 }
 
-namespace {
-
-// A member's parameters as {"l1.weight": {"shape": [...], "values": [...]}, ...}.
-nlohmann::ordered_json MemberJson(Member& m) {
+std::string AcquisitionPolicy::ToJson() const {
+  nlohmann::ordered_json j;
+  j["format"] = kFormat;
+  j["features"] = options_.features;
+  j["hidden"] = options_.hidden;
   nlohmann::ordered_json params = nlohmann::ordered_json::object();
-  for (const auto& p : m.named_parameters()) {
+  for (const auto& p : net_->named_parameters()) {
     torch::Tensor t = p.value().detach().contiguous();
     std::vector<float> values(t.data_ptr<float>(), t.data_ptr<float>() + t.numel());
     params[p.key()] = {{"shape", t.sizes().vec()}, {"values", values}};
   }
-  return params;
-}
-
-absl::Status InvalidPolicy(const std::string& why) {
-  return absl::InvalidArgumentError(absl::StrCat("not a policy for this agent: ", why));
-}
-
-absl::Status LoadMember(const nlohmann::json& params, Member& m) {
-  if (!params.is_object()) return InvalidPolicy("its parameters are not a JSON object");
-  for (auto& p : m.named_parameters()) {
-    if (!params.contains(p.key())) return InvalidPolicy(absl::StrCat("no '", p.key(), "'"));
-    const auto& values = params[p.key()]["values"];
-    if (!values.is_array() || static_cast<int64_t>(values.size()) != p.value().numel()) {
-      return InvalidPolicy(absl::StrCat("'", p.key(), "' has the wrong size"));
-    }
-    std::vector<float> v;
-    for (const auto& x : values) {
-      if (!x.is_number()) return InvalidPolicy(absl::StrCat("'", p.key(), "' holds a non-number"));
-      v.push_back(x.get<float>());
-    }
-    p.value().copy_(torch::from_blob(v.data(), p.value().sizes(), torch::kFloat));
-  }
-  return absl::OkStatus();
-}
-
-}  // namespace
-
-std::string AcquisitionPolicy::ToJson() const {
-  nlohmann::ordered_json j;
-  j["format"] = kPolicyFormat;
-  j["features"] = options_.features;
-  j["hidden"] = options_.hidden;
-  if (net_->members.size() == 1) {
-    j["parameters"] = MemberJson(*net_->members[0]);
-  } else {
-    nlohmann::ordered_json members = nlohmann::ordered_json::array();
-    for (const auto& m : net_->members) members.push_back(MemberJson(*m));
-    j["members"] = members;
-  }
+  j["parameters"] = params;
   return j.dump();
 }
 
 absl::Status AcquisitionPolicy::LoadJson(const std::string& text) {
   nlohmann::json j = nlohmann::json::parse(text, nullptr, /*allow_exceptions=*/false);
-  if (!j.is_object() || j.value("format", "") != kPolicyFormat) {
-    return InvalidPolicy(absl::StrCat("expected a JSON object with \"format\": \"", kPolicyFormat, "\""));
+  auto bad = [](const std::string& why) {
+    return absl::InvalidArgumentError(absl::StrCat("not a policy for this agent: ", why));
+  };
+  if (!j.is_object() || j.value("format", "") != kFormat) {
+    return bad(absl::StrCat("expected a JSON object with \"format\": \"", kFormat, "\""));
   }
   if (j.value("features", -1) != options_.features || j.value("hidden", -1) != options_.hidden) {
-    return InvalidPolicy(absl::StrCat("its shape is ", j.value("features", -1), " features x ",
-                                      j.value("hidden", -1), " hidden, this agent's ",
-                                      options_.features, " x ", options_.hidden));
+    return bad(absl::StrCat("its shape is ", j.value("features", -1), " features x ",
+                            j.value("hidden", -1), " hidden, this agent's ", options_.features,
+                            " x ", options_.hidden));
   }
-  std::vector<const nlohmann::json*> members;
-  if (j.contains("members")) {
-    if (!j["members"].is_array() || j["members"].empty() || j["members"].size() > 64) {
-      return InvalidPolicy("\"members\" must be a list of 1 to 64 members' parameters");
-    }
-    for (const auto& m : j["members"]) members.push_back(&m);
-  } else if (j.contains("parameters")) {
-    members.push_back(&j["parameters"]);
-  } else {
-    return InvalidPolicy("neither \"parameters\" nor \"members\"");
-  }
-  // Loaded into a fresh network, so a refused text leaves this policy as it was.
-  auto net = std::make_unique<Net>(options_.features, options_.hidden,
-                                   static_cast<int>(members.size()));
+  const auto& params = j["parameters"];
   torch::NoGradGuard no_grad;
-  for (size_t m = 0; m < members.size(); ++m) {
-    if (absl::Status s = LoadMember(*members[m], *net->members[m]); !s.ok()) {
-      return members.size() == 1 ? s
-                                 : absl::InvalidArgumentError(
-                                       absl::StrCat("member ", m, ": ", s.message()));
+  for (auto& p : net_->named_parameters()) {
+    if (!params.contains(p.key())) return bad(absl::StrCat("no '", p.key(), "'"));
+    const auto& values = params[p.key()]["values"];
+    if (!values.is_array() || static_cast<int64_t>(values.size()) != p.value().numel()) {
+      return bad(absl::StrCat("'", p.key(), "' has the wrong size"));
     }
+    std::vector<float> v;
+    for (const auto& x : values) {
+      if (!x.is_number()) return bad(absl::StrCat("'", p.key(), "' holds a non-number"));
+      v.push_back(x.get<float>());
+    }
+    p.value().copy_(torch::from_blob(v.data(), p.value().sizes(), torch::kFloat));
   }
-  net_ = std::move(net);
-  options_.members = static_cast<int>(members.size());
   return absl::OkStatus();
 }
 

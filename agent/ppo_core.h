@@ -38,15 +38,9 @@ struct Decision {
 };
 using Episode = std::vector<Decision>;  // one tuning run; it ends after its last decision
 
-// The "format" of a policy's JSON (AcquisitionPolicy::ToJson).
-inline constexpr char kPolicyFormat[] = "ktune-acquisition-policy/1";
-
 struct PolicyOptions {
   int features = 0;             // per-candidate features (kCandidateFeatures)
   int hidden = 32;              // units in each of the two hidden layers
-  // Networks whose scores are averaged (an ensemble of policies trained apart, EnsemblePolicies);
-  // a loaded policy brings its own number.
-  int members = 1;
   double learning_rate = 1e-3;  // Adam
   // Discount per pick. 0: each pick is judged by its own outcome alone (a learned acquisition
   // function, as expected improvement is myopic): the picks of a batch are measured together,
@@ -85,9 +79,8 @@ class AcquisitionPolicy {
   absl::Status Update(const std::vector<Episode>& episodes, std::mt19937_64& rng);
 
   // The weights as JSON (shapes and values): the format of agent/pretrained/policy.json and of
-  // the checkpoints in the tuning database ("parameters" for one network, "members" for an
-  // ensemble). Load refuses (InvalidArgument, the policy unchanged) a text that is not such a
-  // policy or has other shapes than this one; it takes the text's number of members.
+  // the checkpoints in the tuning database. Load refuses (InvalidArgument) a text that is not
+  // such a policy or has other shapes than this one.
   std::string ToJson() const;
   absl::Status LoadJson(const std::string& json);
 

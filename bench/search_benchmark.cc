@@ -231,10 +231,6 @@ absl::Status RunSearchBenchmark(const SearchBenchOptions& options,
           }));
       policies.push_back(std::move(policy));
     }
-    if (options.training_ensemble && policies.size() > 1) {
-      KTUNE_ASSIGN_OR_RETURN(std::string ensemble, EnsemblePolicies(policies));
-      policies = {std::move(ensemble)};
-    }
     for (auto& space : spaces) {
       if (KernelFamily(space->kernel) != held_out) continue;
       KTUNE_RETURN_IF_ERROR(RunSpace(options, *space, sources, policies, on_row, progress));

@@ -62,9 +62,6 @@ struct SearchBenchOptions {
   // so that a row's runs span the training's randomness as well as the search's. One training
   // seed moves the median of a leave-one-kernel-out run by up to 20 evaluations.
   int training_seeds = 1;
-  // kLeaveOneKernelOut: the fold's training_seeds policies act as one ensemble
-  // (EnsemblePolicies) in every run, instead of one policy per run seed.
-  bool training_ensemble = false;
   std::vector<std::string> spaces;      // recorded space files
   std::vector<std::string> strategies;  // names for MakeStrategy
   int64_t budget = 400;

@@ -23,7 +23,6 @@ struct AgentTrainArgs {
   std::string out = "policy.json";
   PolicyTrainingOptions training;
   int synthetic = 16;
-  int members = 1;  // policies trained with seeds seed, seed + 1, ..., written as one ensemble
   bool json = false;
 };
 
@@ -61,35 +60,19 @@ int RunAgentTrain(const AgentTrainArgs& a) {
     training.push_back(space->AsTrainingSpace());
     used.push_back(space->name);
   }
+  auto synthetic = MakeSyntheticLandscapes(a.synthetic, a.training.seed);
+  if (!synthetic.ok()) return Fail(cmd, synthetic.status());
+  for (const SyntheticLandscape& l : *synthetic) training.push_back(l.AsTrainingSpace());
+  if (training.empty()) return UsageError(cmd, "nothing to train on");
+  std::cerr << absl::StrFormat("training on %d recorded spaces (%s) and %d synthetic ones\n",
+                               used.size(), absl::StrJoin(used, ", "), synthetic->size());
   const absl::Time start = absl::Now();
-  std::vector<std::string> members;
-  int synthetic_count = 0;
-  for (int m = 0; m < a.members; ++m) {
-    // Each member its own seed and its own synthetic landscapes (as each training seed of
-    // leave-one-kernel-out has).
-    PolicyTrainingOptions options = a.training;
-    options.seed += static_cast<uint64_t>(m);
-    auto synthetic = MakeSyntheticLandscapes(a.synthetic, options.seed);
-    if (!synthetic.ok()) return Fail(cmd, synthetic.status());
-    std::vector<TrainingSpace> spaces = training;
-    for (const SyntheticLandscape& l : *synthetic) spaces.push_back(l.AsTrainingSpace());
-    if (spaces.empty()) return UsageError(cmd, "nothing to train on");
-    synthetic_count = static_cast<int>(synthetic->size());
-    std::cerr << absl::StrFormat("%straining on %d recorded spaces (%s) and %d synthetic ones\n",
-                                 a.members > 1 ? absl::StrFormat("member %d/%d (seed %d): ", m + 1,
-                                                                 a.members, options.seed)
-                                               : "",
-                                 used.size(), absl::StrJoin(used, ", "), synthetic->size());
-    auto policy = TrainPolicy(spaces, options, [&](int it, int of, double gain, double entropy) {
-      std::cerr << absl::StrFormat(
-                       "iteration %d/%d  mean gain after warm-up %.3f  entropy %.2f  %.0f s\n",
-                       it, of, gain, entropy, absl::ToDoubleSeconds(absl::Now() - start))
-                << std::flush;
-    });
-    if (!policy.ok()) return Fail(cmd, policy.status());
-    members.push_back(std::move(*policy));
-  }
-  auto policy = EnsemblePolicies(members);
+  auto policy = TrainPolicy(training, a.training, [&](int it, int of, double gain, double entropy) {
+    std::cerr << absl::StrFormat(
+                     "iteration %d/%d  mean gain after warm-up %.3f  entropy %.2f  %.0f s\n", it,
+                     of, gain, entropy, absl::ToDoubleSeconds(absl::Now() - start))
+              << std::flush;
+  });
   if (!policy.ok()) return Fail(cmd, policy.status());
   std::ofstream out(a.out, std::ios::binary | std::ios::trunc);
   out << *policy << "\n";
@@ -100,7 +83,6 @@ int RunAgentTrain(const AgentTrainArgs& a) {
     std::cout << nlohmann::json{{"policy", a.out},
                                 {"spaces", used},
                                 {"synthetic", a.synthetic},
-                                {"members", a.members},
                                 {"iterations", a.training.iterations},
                                 {"episodes_per_iteration", a.training.episodes_per_iteration},
                                 {"budget", a.training.budget},
@@ -109,11 +91,9 @@ int RunAgentTrain(const AgentTrainArgs& a) {
                      .dump()
               << "\n";
   } else {
-    std::cout << absl::StrFormat(
-        "wrote %s (%s%d iterations x %d runs over %d spaces, %.0f s)\n", a.out,
-        a.members > 1 ? absl::StrFormat("%d members, each ", a.members) : "",
-        a.training.iterations, a.training.episodes_per_iteration,
-        training.size() + synthetic_count, seconds);
+    std::cout << absl::StrFormat("wrote %s (%d iterations x %d runs over %d spaces, %.0f s)\n",
+                                 a.out, a.training.iterations, a.training.episodes_per_iteration,
+                                 training.size(), seconds);
   }
   return kExitOk;
 }
@@ -172,12 +152,6 @@ void RegisterAgentCommands(CLI::App& app, Action* action) {
       ->add_option("--gamma", args->training.gamma,
                    "Discount per pick (default: the agent's, as it fine-tunes online)")
       ->check(CLI::Range(0.0, 1.0));
-  train
-      ->add_option("--members", args->members,
-                   "Train this many policies (seeds --seed, --seed + 1, ...) and write them as "
-                   "one ensemble, whose members' scores the agent averages")
-      ->check(CLI::Range(1, 16))
-      ->capture_default_str();
   train->add_flag("--json", args->json, "A JSON line describing the result");
   train->callback([=] { *action = [=] { return RunAgentTrain(*args); }; });
 }

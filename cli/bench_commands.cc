@@ -119,7 +119,6 @@ struct SearchBenchArgs {
   PolicyTrainingOptions training;
   int synthetic = 16;
   int training_seeds = 1;
-  bool training_ensemble = false;
   // PPO's ablation is reported every time: trained (the policy alone), untrained, no policy (a
   // fixed rule on the same pool), and the policy with the whole-space ranking arms.
   std::string strategies =
@@ -158,7 +157,6 @@ int RunSearchBench(const SearchBenchArgs& a) {
   options.training = a.training;
   options.synthetic = a.synthetic;
   options.training_seeds = a.training_seeds;
-  options.training_ensemble = a.training_ensemble;
   options.strategies = absl::StrSplit(a.strategies, ',', absl::SkipEmpty());
   for (const std::string& s : options.strategies) {
     auto made = MakeStrategy(s);
@@ -287,9 +285,6 @@ void RegisterBenchCommands(CLI::App& app, Action* action) {
                    "row spans the training's randomness too")
       ->check(CLI::Range(1, 100))
       ->capture_default_str();
-  search->add_flag("--train-ensemble", search_args->training_ensemble,
-                   "leave-one-kernel-out: the fold's --train-seeds policies act as one ensemble "
-                   "(their scores averaged) in every run");
   AddPolicyTrainingOptions(search, "--train-",
                            "leave-one-kernel-out, each fold's policy: ", &search_args->training,
                            &search_args->synthetic);

@@ -4,12 +4,10 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
-#include <nlohmann/json.hpp>
 #include <set>
 
 #include "absl/time/clock.h"
 #include "agent/gae.h"
-#include "agent/policy_training.h"
 #include "agent/model_based_strategy.h"
 #include "agent/ppo_core.h"
 #include "agent/ppo_strategy.h"
@@ -468,103 +466,6 @@ TEST(AcquisitionPolicyTest, PpoLearnsToPickTheCandidatesThatPayOff) {
   EXPECT_GT(after, 0.6);
   EXPECT_EQ(policy.updates(), 60);
   for (const auto& [name, value] : policy.LastMetrics()) EXPECT_TRUE(std::isfinite(value)) << name;
-}
-
-// An ensemble averages its members' scores and values: two copies of one policy act exactly as
-// that policy, and the value of two different members is the mean of theirs.
-TEST(AcquisitionPolicyTest, AnEnsembleAveragesItsMembers) {
-  PolicyOptions options;
-  options.features = 4;
-  AcquisitionPolicy a(options, 1), b(options, 2);
-  auto twice_a = EnsemblePolicies({a.ToJson(), a.ToJson()});
-  auto a_and_b = EnsemblePolicies({a.ToJson(), b.ToJson()});
-  ASSERT_TRUE(twice_a.ok()) << twice_a.status();
-  ASSERT_TRUE(a_and_b.ok()) << a_and_b.status();
-  AcquisitionPolicy same(options, 7), mixed(options, 7);
-  ASSERT_TRUE(same.LoadJson(*twice_a).ok());
-  ASSERT_TRUE(mixed.LoadJson(*a_and_b).ok());
-  EXPECT_EQ(same.options().members, 2);
-  EXPECT_EQ(mixed.ToJson(), *a_and_b);  // round trip of the "members" format
-
-  std::mt19937_64 rng(5);
-  std::uniform_real_distribution<float> u(0, 1);
-  for (int t = 0; t < 5; ++t) {
-    Decision d;
-    d.pool = 12;
-    for (int i = 0; i < d.pool * options.features; ++i) d.features.push_back(u(rng));
-    Decision da = d, ds = d, db = d, dm = d;
-    ASSERT_TRUE(a.Pick(da, 3, rng, /*greedy=*/true).ok());
-    ASSERT_TRUE(same.Pick(ds, 3, rng, /*greedy=*/true).ok());
-    ASSERT_TRUE(b.Pick(db, 3, rng, /*greedy=*/true).ok());
-    ASSERT_TRUE(mixed.Pick(dm, 3, rng, /*greedy=*/true).ok());
-    EXPECT_EQ(ds.picks, da.picks);
-    for (size_t j = 0; j < da.picks.size(); ++j) EXPECT_NEAR(ds.pick_logp[j], da.pick_logp[j], 1e-5);
-    EXPECT_NEAR(ds.value, da.value, 1e-5);
-    EXPECT_NEAR(dm.value, (da.value + db.value) / 2, 1e-5);
-  }
-  // An ensemble of an ensemble and a policy flattens into three members.
-  auto three = EnsemblePolicies({*a_and_b, b.ToJson()});
-  ASSERT_TRUE(three.ok());
-  ASSERT_TRUE(mixed.LoadJson(*three).ok());
-  EXPECT_EQ(mixed.options().members, 3);
-  // One policy stays as it was, byte for byte (a single trained policy is not rewritten).
-  EXPECT_EQ(*EnsemblePolicies({a.ToJson()}), a.ToJson());
-}
-
-TEST(AcquisitionPolicyTest, AnEnsembleLearnsOnline) {
-  PolicyOptions options;
-  options.features = 4;
-  AcquisitionPolicy a(options, 1), b(options, 2), ensemble(options, 3);
-  ASSERT_TRUE(ensemble.LoadJson(*EnsemblePolicies({a.ToJson(), b.ToJson()})).ok());
-  const std::string before = ensemble.ToJson();
-  std::mt19937_64 rng(9);
-  std::uniform_real_distribution<float> u(0, 1);
-  Episode ep;
-  for (int t = 0; t < 8; ++t) {
-    Decision d;
-    d.pool = 16;
-    for (int i = 0; i < d.pool * options.features; ++i) d.features.push_back(u(rng));
-    ASSERT_TRUE(ensemble.Pick(d, 4, rng).ok());
-    for (size_t j = 0; j < d.picks.size(); ++j) {
-      d.pick_reward[j] = d.features[d.picks[j] * options.features] > 0.5f;
-    }
-    ep.push_back(std::move(d));
-  }
-  ASSERT_TRUE(ensemble.Update({ep}, rng).ok());
-  EXPECT_EQ(ensemble.updates(), 1);
-  EXPECT_EQ(ensemble.options().members, 2);
-  EXPECT_NE(ensemble.ToJson(), before);
-  AcquisitionPolicy reloaded(options, 4);
-  ASSERT_TRUE(reloaded.LoadJson(ensemble.ToJson()).ok());
-  EXPECT_EQ(reloaded.ToJson(), ensemble.ToJson());
-}
-
-TEST(AcquisitionPolicyTest, BadEnsemblesAreRefusedWithTheReason) {
-  PolicyOptions options;
-  options.features = 4;
-  PolicyOptions wider = options;
-  wider.features = 5;
-  AcquisitionPolicy a(options, 1), w(wider, 1);
-  EXPECT_EQ(EnsemblePolicies({}).status().code(), absl::StatusCode::kInvalidArgument);
-  auto not_policy = EnsemblePolicies({a.ToJson(), "{}"});
-  EXPECT_EQ(not_policy.status().code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_NE(not_policy.status().message().find("policy 2"), std::string::npos)
-      << not_policy.status();
-  auto shapes = EnsemblePolicies({a.ToJson(), w.ToJson()});
-  EXPECT_EQ(shapes.status().code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_NE(shapes.status().message().find("shape"), std::string::npos) << shapes.status();
-
-  // A member with a wrong size is refused, and the policy that refused it is unchanged.
-  AcquisitionPolicy target(options, 9);
-  const std::string kept = target.ToJson();
-  nlohmann::json broken = nlohmann::json::parse(*EnsemblePolicies({a.ToJson(), a.ToJson()}));
-  broken["members"][1]["l2.bias"]["values"].erase(0);
-  const absl::Status s = target.LoadJson(broken.dump());
-  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_NE(s.message().find("member 1"), std::string::npos) << s;
-  EXPECT_EQ(target.ToJson(), kept);
-  broken["members"] = nlohmann::json::array();
-  EXPECT_EQ(target.LoadJson(broken.dump()).code(), absl::StatusCode::kInvalidArgument);
 }
 
 }  // namespace

@@ -107,17 +107,6 @@ TEST(CliTest, AgentTrainWritesAPolicyAndRefusesBadInput) {
   auto written = nlohmann::json::parse(testing::ReadWholeFile(policy));
   EXPECT_EQ(written["format"], "ktune-acquisition-policy/1");
   EXPECT_EQ(written["parameters"].size(), 8u);  // two hidden layers, the policy and value heads
-  // Two members (seeds 1 and 2), written as one ensemble.
-  auto two = RunKtune({"agent", "train", "--space", space, "--synthetic", "2", "--iterations", "2",
-                       "--episodes", "2", "--budget", "40", "--members", "2", "--out", policy,
-                       "--json"});
-  ASSERT_EQ(two.exit_code, 0) << two.err;
-  EXPECT_EQ(nlohmann::json::parse(two.out)["members"], 2);
-  auto ensemble = nlohmann::json::parse(testing::ReadWholeFile(policy));
-  ASSERT_EQ(ensemble["members"].size(), 2u);
-  EXPECT_EQ(ensemble["members"][0].size(), 8u);
-  EXPECT_NE(ensemble["members"][0], ensemble["members"][1]);
-  EXPECT_THAT(two.err, HasSubstr("member 2/2 (seed 2)"));
 
   auto excluded = RunKtune({"agent", "train", "--space", space, "--synthetic", "0",
                             "--exclude-kernel", "convolution", "--out", policy});
