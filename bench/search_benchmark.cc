@@ -269,15 +269,18 @@ SearchBenchSummary SummariseSearchBench(const std::vector<SearchBenchRow>& rows,
     return s;
   }
   s.ratio = median_of(subject) / best;
+  std::vector<double> space_ratios;
   for (const SearchBenchRow& r : rows) {
     if (r.strategy != subject) continue;
     for (const SearchBenchRow& o : rows) {
       if (o.strategy == s.best_other && o.space == r.space) {
         ++s.spaces;
         s.at_or_below += r.evals_to_5pct <= o.evals_to_5pct;
+        space_ratios.push_back(r.evals_to_5pct / o.evals_to_5pct);
       }
     }
   }
+  if (!space_ratios.empty()) s.space_ratio_median = Median(space_ratios);
   return s;
 }
 

@@ -106,6 +106,9 @@ struct SearchBenchSummary {
   std::vector<std::pair<std::string, double>> median_evals_to_5pct;  // in the rows' order
   std::string subject, best_other;
   double ratio = 0;  // subject's median / best_other's
+  // The median over spaces of subject's evals_to_5pct / best_other's on the same space: unlike
+  // the ratio of medians, one or two spaces near the median cannot swing it far.
+  double space_ratio_median = 0;
   int at_or_below = 0, spaces = 0;
 };
 SearchBenchSummary SummariseSearchBench(const std::vector<SearchBenchRow>& rows,

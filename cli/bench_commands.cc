@@ -142,8 +142,10 @@ void PrintSummary(const SearchBenchSummary& s, const std::string& protocol, std:
   }
   if (!s.best_other.empty() && s.spaces > 0) {
     out << absl::StrFormat(
-        "  %s / best other strategy (%s): %.2fx; %s at or below it on %d of %d spaces\n", s.subject,
-        s.best_other, s.ratio, s.subject, s.at_or_below, s.spaces);
+        "  %s / best other strategy (%s): %.2fx; %s at or below it on %d of %d spaces; per-space "
+        "ratio, median over spaces: %.2fx\n",
+        s.subject, s.best_other, s.ratio, s.subject, s.at_or_below, s.spaces,
+        s.space_ratio_median);
   }
 }
 

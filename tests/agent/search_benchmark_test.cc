@@ -74,6 +74,7 @@ TEST(SearchBenchmarkTest, TheSummaryComparesPpoWithTheBestOtherStrategy) {
   EXPECT_DOUBLE_EQ(s.ratio, 20.0 / 30.0);
   EXPECT_EQ(s.spaces, 3);
   EXPECT_EQ(s.at_or_below, 2);  // a and b; not c (50 > 40)
+  EXPECT_DOUBLE_EQ(s.space_ratio_median, 20.0 / 30.0);  // of 10/20, 20/30, 50/40
 }
 
 TEST(SearchBenchmarkTest, KernelFamiliesJoinAKernelsVariants) {
