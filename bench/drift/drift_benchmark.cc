@@ -9,8 +9,8 @@
 // Replayed measurements take no time, so the retuning job's agent, whose time is a share of the
 // measurement time (agent/time_budget.h), would never afford a learning step, as it would on a
 // device where compiling and timing a kernel takes far longer than the agent's step. The
-// retuning job therefore runs with --agent-share (default 0: no limit); the first tuning (the
-// model strategy) does not use the allowance.
+// retuning job and the baseline from nothing (step 5) therefore run with --agent-share (default
+// 0: no limit), the same share; the first tuning (the model strategy) does not use the allowance.
 //
 // Per space and seed, in one in-process server (retune policy: act, budget 100):
 //   1. a first tuning job (model strategy, 100 measurements) gives the served configuration B;
@@ -143,7 +143,9 @@ absl::StatusOr<double> TuneAndQueryBest(ReplayService& service, const Record& an
   submit.mutable_spec()->set_budget_measurements(budget);
   submit.mutable_spec()->set_strategy(strategy);
   submit.mutable_spec()->set_seed(seed);
-  if (agent_share > 0) submit.mutable_spec()->set_agent_share(agent_share);
+  // Always set: unset, the job would take the server's default share (0.05), under which PPO on
+  // replayed measurements never affords its full step.
+  submit.mutable_spec()->set_agent_share(agent_share);
   v1::Job job;
   if (!service.tuning()->SubmitJob(Context().get(), submit, &job).ok() ||
       !service.WaitDone(job.job_id())) {
