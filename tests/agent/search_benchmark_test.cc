@@ -75,6 +75,15 @@ TEST(SearchBenchmarkTest, TheSummaryComparesPpoWithTheBestOtherStrategy) {
   EXPECT_EQ(s.spaces, 3);
   EXPECT_EQ(s.at_or_below, 2);  // a and b; not c (50 > 40)
   EXPECT_DOUBLE_EQ(s.space_ratio_median, 20.0 / 30.0);  // of 10/20, 20/30, 50/40
+
+  // The per-space ratio is not the ratio of medians: 10/100, 20/25, 30/30 have the median 0.8,
+  // the medians 20 and 30 the ratio 0.67.
+  SearchBenchSummary apart = SummariseSearchBench(
+      {Row("a", "ppo", 10), Row("a", "model", 100), Row("b", "ppo", 20), Row("b", "model", 25),
+       Row("c", "ppo", 30), Row("c", "model", 30)},
+      "ppo");
+  EXPECT_DOUBLE_EQ(apart.ratio, 20.0 / 30.0);
+  EXPECT_DOUBLE_EQ(apart.space_ratio_median, 0.8);
 }
 
 TEST(SearchBenchmarkTest, KernelFamiliesJoinAKernelsVariants) {
