@@ -3,6 +3,12 @@
 // recorded spaces that `ktune bench search --protocol leave-one-kernel-out` reports on.
 //
 //   ktune-synthetic-check [first_seed=1001] [count=24] [seeds=5] [budget=400] [strategies...]
+//   ktune-synthetic-check --space FILE... -- [seeds=5] [budget=400] [strategies...]
+//
+// The second form runs the same check on recorded spaces instead (bench/dev-spaces/: ktune's CPU
+// kernels timed on the development machine, which no reported result uses), so that a change is
+// also judged on real landscapes: the synthetic ones missed what a smaller random warm-up did
+// to the recorded GEMM and convolution spaces (bench/results/synthetic-check-warmup8-2026-12-05.txt).
 //
 // A strategy `ppo=FILE` is PPO starting from the policy in FILE (`ktune agent train --out`)
 // instead of the shipped one, so that trainings can be compared without a rebuild.
@@ -13,6 +19,7 @@
 // found by measuring every point). Prints, per strategy, the median over landscapes of the median
 // over seeds of evals_to_5pct (search_benchmark.h's definition; never = 10 x budget), and how
 // often it is at or below the first strategy named.
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -40,22 +47,61 @@ absl::StatusOr<std::unique_ptr<SearchStrategy>> MakeCheckedStrategy(const std::s
   return std::unique_ptr<SearchStrategy>(std::move(ppo));
 }
 
+// A space to check on: its name, its points and a measurer that answers for every one of them.
+struct CheckSpace {
+  std::string name;
+  const SearchSpace* space;
+  Measurer* measurer;
+};
+
 int Run(int argc, char** argv) {
-  const uint64_t first_seed = argc > 1 ? std::strtoull(argv[1], nullptr, 10) : 1001;
-  const int count = argc > 2 ? std::atoi(argv[2]) : 24;
-  const int seeds = argc > 3 ? std::atoi(argv[3]) : 5;
-  const int64_t budget = argc > 4 ? std::atoll(argv[4]) : 400;
-  std::vector<std::string> strategies;
-  for (int i = 5; i < argc; ++i) strategies.push_back(argv[i]);
+  // The positional arguments, after the recorded space files of the second form.
+  std::vector<std::string> files, args(argv + 1, argv + argc);
+  if (!args.empty() && args[0] == "--space") {
+    auto end = std::find(args.begin(), args.end(), "--");
+    files.assign(args.begin() + 1, end);
+    if (end == args.end() || files.empty()) {
+      std::fprintf(stderr, "usage: ktune-synthetic-check --space FILE... -- [seeds] [budget] "
+                           "[strategies...]\n");
+      return 2;
+    }
+    args.erase(args.begin(), end + 1);
+    args.insert(args.begin(), {"0", "0"});  // no first_seed, no count
+  }
+  auto at = [&](size_t i, const char* otherwise) {
+    return i < args.size() ? args[i].c_str() : otherwise;
+  };
+  const uint64_t first_seed = std::strtoull(at(0, "1001"), nullptr, 10);
+  const int count = std::atoi(at(1, "24"));
+  const int seeds = std::atoi(at(2, "5"));
+  const int64_t budget = std::atoll(at(3, "400"));
+  std::vector<std::string> strategies(args.begin() + std::min<size_t>(4, args.size()), args.end());
   if (strategies.empty()) strategies = {"model", "ppo-nopolicy", "ppo"};
 
-  auto landscapes = MakeSyntheticLandscapes(count, first_seed);
-  if (!landscapes.ok()) {
-    std::fprintf(stderr, "%s\n", landscapes.status().ToString().c_str());
-    return 1;
+  std::vector<CheckSpace> checked;
+  std::vector<SyntheticLandscape> landscapes;
+  std::vector<std::unique_ptr<ReplaySpace>> recorded;
+  if (files.empty()) {
+    auto made = MakeSyntheticLandscapes(count, first_seed);
+    if (!made.ok()) {
+      std::fprintf(stderr, "%s\n", made.status().ToString().c_str());
+      return 1;
+    }
+    landscapes = *std::move(made);
+    for (const SyntheticLandscape& l : landscapes) {
+      checked.push_back({l.name, l.space.get(), l.measurer.get()});
+    }
+  } else {
+    auto loaded = LoadReplaySpaces(files);
+    if (!loaded.ok()) {
+      std::fprintf(stderr, "%s\n", loaded.status().ToString().c_str());
+      return 1;
+    }
+    recorded = *std::move(loaded);
+    for (auto& r : recorded) checked.push_back({r->name, &r->recorded.space, &r->measurer});
   }
   std::vector<std::vector<double>> per(strategies.size());  // [strategy][landscape]
-  for (const SyntheticLandscape& l : *landscapes) {
+  for (const CheckSpace& l : checked) {
     const SearchSpace& space = *l.space;
     if (space.size() > 100'000) continue;
     double optimum = INFINITY;
@@ -88,7 +134,8 @@ int Run(int argc, char** argv) {
     std::printf("\n");
     std::fflush(stdout);
   }
-  std::printf("median over %zu landscapes of evals_to_5pct:\n", per[0].size());
+  std::printf("median over %zu %s of evals_to_5pct:\n", per[0].size(),
+              files.empty() ? "landscapes" : "spaces");
   for (size_t s = 0; s < strategies.size(); ++s) {
     int at_or_below = 0;
     for (size_t i = 0; i < per[s].size(); ++i) at_or_below += per[s][i] <= per[0][i];
