@@ -4,14 +4,18 @@
 # Each is a uniform sample of its task's space (random search without replacement, seed 1, cut
 # at SAMPLE measurements) or the whole space when smaller, exported in the T4 format.
 #
-#   bash bench/dev-spaces/record.sh [BUILD_DIR=build]   # about 5 minutes; run it on an idle machine
+#   bash bench/dev-spaces/record.sh [BUILD_DIR=build] [NAME...]   # every space, or those NAMEs;
+#                                                                  # about 12 minutes; idle machine
 set -euo pipefail
 build=${1:-build}
+shift || true
+only=" $* "
 here=$(cd "$(dirname "$0")" && pwd)
 ktune="$build/cli/ktune"
 sample=3000
 record() {  # record NAME KERNEL PROBLEM
   local name=$1 kernel=$2 problem=$3 db
+  [ "$only" = "  " ] || [[ "$only" == *" $name "* ]] || return 0
   db=$(mktemp -u /tmp/dev-space-XXXXXX.db)
   echo "== $name: $kernel $problem"
   "$ktune" tune --device cpu --kernel "$kernel" --problem "$problem" --strategy random \
@@ -26,4 +30,9 @@ record cpuconv34 conv2d C=32,K=64,H=34,W=34,R=3,S=3
 record cpuconv66 conv2d C=16,K=32,H=66,W=66,R=5,S=5
 record cpusoftmax4096 softmax rows=4096,cols=1024
 record cpusoftmax64 softmax rows=64,cols=65536
+record cpugemm512x64 gemm M=512,N=64,K=768
+record cpuconv18 conv2d C=64,K=64,H=18,W=18,R=3,S=3
+record cpuconv130 conv2d C=3,K=32,H=130,W=130,R=7,S=7
+record cpulowp256 gemm_lowp M=256,N=256,K=512
+record cpulowp1x4096 gemm_lowp M=1,N=4096,K=4096
 ls -l "$here"/*.json.gz
