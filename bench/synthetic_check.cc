@@ -55,7 +55,8 @@ struct CheckSpace {
 };
 
 int Run(int argc, char** argv) {
-  // The positional arguments, after the recorded space files of the second form.
+  // The positional arguments: first_seed count seeds budget strategies..., or, after the
+  // recorded space files of the second form, seeds budget strategies....
   std::vector<std::string> files, args(argv + 1, argv + argc);
   if (!args.empty() && args[0] == "--space") {
     auto end = std::find(args.begin(), args.end(), "--");
@@ -66,16 +67,16 @@ int Run(int argc, char** argv) {
       return 2;
     }
     args.erase(args.begin(), end + 1);
-    args.insert(args.begin(), {"0", "0"});  // no first_seed, no count
   }
   auto at = [&](size_t i, const char* otherwise) {
     return i < args.size() ? args[i].c_str() : otherwise;
   };
-  const uint64_t first_seed = std::strtoull(at(0, "1001"), nullptr, 10);
-  const int count = std::atoi(at(1, "24"));
-  const int seeds = std::atoi(at(2, "5"));
-  const int64_t budget = std::atoll(at(3, "400"));
-  std::vector<std::string> strategies(args.begin() + std::min<size_t>(4, args.size()), args.end());
+  const size_t rest = files.empty() ? 2 : 0;  // where seeds, budget and strategies start
+  const uint64_t first_seed = std::strtoull(at(0, "1001"), nullptr, 10);  // synthetic form only
+  const int count = std::atoi(at(1, "24"));                               // synthetic form only
+  const int seeds = std::atoi(at(rest, "5"));
+  const int64_t budget = std::atoll(at(rest + 1, "400"));
+  std::vector<std::string> strategies(args.begin() + std::min(rest + 2, args.size()), args.end());
   if (strategies.empty()) strategies = {"model", "ppo-nopolicy", "ppo"};
 
   std::vector<CheckSpace> checked;

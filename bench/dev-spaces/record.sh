@@ -13,16 +13,17 @@ only=" $* "
 here=$(cd "$(dirname "$0")" && pwd)
 ktune="$build/cli/ktune"
 sample=3000
+tmp=$(mktemp -d)  # one recording database per space, removed at the end
+trap 'rm -rf "$tmp"' EXIT
 record() {  # record NAME KERNEL PROBLEM
-  local name=$1 kernel=$2 problem=$3 db
+  local name=$1 kernel=$2 problem=$3
   [ "$only" = "  " ] || [[ "$only" == *" $name "* ]] || return 0
-  db=$(mktemp -u /tmp/dev-space-XXXXXX.db)
+  local db="$tmp/$name.db"
   echo "== $name: $kernel $problem"
   "$ktune" tune --device cpu --kernel "$kernel" --problem "$problem" --strategy random \
     --budget "$sample" --batch-size 128 --seed 1 --db "$db" --json | tail -c 300
   echo
   "$ktune" db export --db "$db" --format t4 --out "$here/${name}_cpu_T4.json.gz"
-  rm -f "$db"
 }
 record cpugemm192 gemm M=192,N=192,K=192
 record cpugemm64x1024 gemm M=64,N=1024,K=512
