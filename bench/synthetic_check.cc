@@ -72,8 +72,6 @@ int Run(int argc, char** argv) {
     return i < args.size() ? args[i].c_str() : otherwise;
   };
   const size_t rest = files.empty() ? 2 : 0;  // where seeds, budget and strategies start
-  const uint64_t first_seed = std::strtoull(at(0, "1001"), nullptr, 10);  // synthetic form only
-  const int count = std::atoi(at(1, "24"));                               // synthetic form only
   const int seeds = std::atoi(at(rest, "5"));
   const int64_t budget = std::atoll(at(rest + 1, "400"));
   std::vector<std::string> strategies(args.begin() + std::min(rest + 2, args.size()), args.end());
@@ -83,6 +81,8 @@ int Run(int argc, char** argv) {
   std::vector<SyntheticLandscape> landscapes;
   std::vector<std::unique_ptr<ReplaySpace>> recorded;
   if (files.empty()) {
+    const uint64_t first_seed = std::strtoull(at(0, "1001"), nullptr, 10);
+    const int count = std::atoi(at(1, "24"));
     auto made = MakeSyntheticLandscapes(count, first_seed);
     if (!made.ok()) {
       std::fprintf(stderr, "%s\n", made.status().ToString().c_str());

@@ -5,7 +5,7 @@
 # at SAMPLE measurements) or the whole space when smaller, exported in the T4 format.
 #
 #   bash bench/dev-spaces/record.sh [BUILD_DIR=build] [NAME...]   # every space, or those NAMEs;
-#                                                                  # about 12 minutes; idle machine
+#                                                                  # about 16 minutes; idle machine
 set -euo pipefail
 build=${1:-build}
 shift || true
