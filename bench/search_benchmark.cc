@@ -143,6 +143,7 @@ absl::Status RunSpace(const SearchBenchOptions& options, ReplaySpace& target,
       }
       *evals = Median(counts);
       *reached = static_cast<double>(hit) / traces.size();
+      if (fraction == 0.05) row.evals_to_5pct_runs = counts;
     }
     row.agent_ms_per_batch = Median(agent_ms_per_batch);
     row.agent_share = Median(agent_share);

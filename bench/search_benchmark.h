@@ -84,6 +84,10 @@ struct SearchBenchRow {
   int seeds = 0;
   std::vector<std::pair<int64_t, double>> best_over_opt;  // (B, best/opt@B) for B in 25..400
   double evals_to_5pct = 0, reached_5pct = 0, evals_to_2pct = 0, reached_2pct = 0;
+  // Each run's evaluations to within 5% (10 x budget if it never came within), in run-seed order
+  // (seed 1 first): every strategy of a benchmark runs the same seeds, so two strategies' runs
+  // pair up by position, and bench/paired_bootstrap.py resamples them to bound the medians.
+  std::vector<double> evals_to_5pct_runs;
   double agent_ms_per_batch = 0;  // median over seeds
   // Median over seeds of the agent's time / (agent + measurement time); meaningful with
   // measure_ms > 0.

@@ -190,13 +190,15 @@ int RunSearchBench(const SearchBenchArgs& a) {
         rows.push_back(row);
         if (a.json) {
           std::cout << SearchBenchRowJson(row) << std::endl;
-          // The agent's cost is not among the row's keys (the issue fixes them): on stderr.
+          // The agent's cost and each run's count are not among the row's keys (the issue fixes
+          // them): on stderr.
           if (!a.quiet) {
             std::cerr << nlohmann::json{{"space", row.space},
                                         {"strategy", row.strategy},
                                         {"measure_ms", a.measure_ms},
                                         {"agent_ms_per_batch", row.agent_ms_per_batch},
-                                        {"agent_share", row.agent_share}}
+                                        {"agent_share", row.agent_share},
+                                        {"evals_to_5pct_runs", row.evals_to_5pct_runs}}
                              .dump()
                       << std::endl;
           }

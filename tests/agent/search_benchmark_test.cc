@@ -51,6 +51,36 @@ TEST(SearchBenchmarkTest, RowsHaveExactlyTheSpecifiedKeys) {
             R"("evals_to_5pct":0.0,"reached_5pct":0.0,"evals_to_2pct":0.0,"reached_2pct":0.0})");
 }
 
+// Each row keeps every run's count, in run-seed order: the median of them is the row's, and a
+// benchmark of fewer seeds holds the same first runs (what pairs two strategies' runs by position).
+TEST(SearchBenchmarkTest, RowsKeepEachRunsCountInSeedOrder) {
+  SearchBenchOptions options;
+  options.spaces = {testing::SpaceFile("pnpoly_RTX_2080_Ti_kernel_tuner_cache.json.gz")};
+  options.strategies = {"random", "anneal"};
+  options.budget = 40;
+  auto run = [&](int seeds) {
+    options.seeds = seeds;
+    std::vector<SearchBenchRow> rows;
+    absl::Status st = RunSearchBenchmark(
+        options, [&](const SearchBenchRow& r) { rows.push_back(r); }, nullptr);
+    EXPECT_TRUE(st.ok()) << st;
+    return rows;
+  };
+  const std::vector<SearchBenchRow> three = run(3), one = run(1);
+  ASSERT_EQ(three.size(), 2u);
+  ASSERT_EQ(one.size(), 2u);
+  for (size_t i = 0; i < three.size(); ++i) {
+    const std::vector<double>& runs = three[i].evals_to_5pct_runs;
+    ASSERT_EQ(runs.size(), 3u) << three[i].strategy;
+    EXPECT_DOUBLE_EQ(Median(runs), three[i].evals_to_5pct) << three[i].strategy;
+    for (double e : runs) {
+      EXPECT_TRUE((e >= 1 && e <= 40) || e == 400) << three[i].strategy << " " << e;
+    }
+    ASSERT_EQ(one[i].evals_to_5pct_runs.size(), 1u);
+    EXPECT_DOUBLE_EQ(one[i].evals_to_5pct_runs[0], runs[0]) << three[i].strategy;
+  }
+}
+
 SearchBenchRow Row(const std::string& space, const std::string& strategy, double evals) {
   SearchBenchRow r;
   r.space = space;
@@ -122,6 +152,9 @@ TEST(SearchBenchmarkTest, LeaveOneKernelOutTrainsAPolicyPerKernelAndTunesEverySp
   for (const SearchBenchRow& r : rows) {
     spaces.insert(r.space);
     EXPECT_LE(r.best_over_opt.front().second, 100) << r.space << " " << r.strategy;
+    // One count per run, whose median is the row's.
+    ASSERT_EQ(r.evals_to_5pct_runs.size(), 1u) << r.space << " " << r.strategy;
+    EXPECT_DOUBLE_EQ(r.evals_to_5pct_runs[0], r.evals_to_5pct);
   }
   EXPECT_EQ(spaces.size(), 2u);
   int trainings = 0, second_seed = 0;
