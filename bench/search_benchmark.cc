@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <random>
 #include <nlohmann/json.hpp>
 
 #include "absl/strings/str_cat.h"
@@ -240,6 +241,63 @@ absl::Status RunSearchBenchmark(const SearchBenchOptions& options,
   return absl::OkStatus();
 }
 
+namespace {
+
+// The q-quantile (0..1) of sorted values, linear between ranks.
+double Quantile(const std::vector<double>& sorted, double q) {
+  const double pos = q * (sorted.size() - 1);
+  const size_t lo = static_cast<size_t>(pos);
+  const size_t hi = std::min(lo + 1, sorted.size() - 1);
+  return sorted[lo] + (sorted[hi] - sorted[lo]) * (pos - lo);
+}
+
+// Fills s's intervals (SearchBenchSummary) from the subject's and best_other's rows.
+void BootstrapIntervals(const std::vector<SearchBenchRow>& rows, SearchBenchSummary& s) {
+  std::vector<std::pair<const SearchBenchRow*, const SearchBenchRow*>> pairs;
+  for (const SearchBenchRow& r : rows) {
+    if (r.strategy != s.subject) continue;
+    for (const SearchBenchRow& o : rows) {
+      if (o.strategy != s.best_other || o.space != r.space) continue;
+      const size_t n = r.evals_to_5pct_runs.size();
+      if (n < 2 || o.evals_to_5pct_runs.size() != n) return;
+      pairs.push_back({&r, &o});
+    }
+  }
+  if (pairs.empty()) return;
+  constexpr int kResamples = 1000;
+  std::mt19937_64 rng(1);
+  std::vector<double> ratios, counts, a, b, ma, mb;
+  for (int k = 0; k < kResamples; ++k) {
+    ma.clear();
+    mb.clear();
+    int at_or_below = 0;
+    for (const auto& [subject, other] : pairs) {
+      const size_t n = subject->evals_to_5pct_runs.size();
+      std::uniform_int_distribution<size_t> draw(0, n - 1);
+      a.clear();
+      b.clear();
+      for (size_t j = 0; j < n; ++j) {
+        const size_t i = draw(rng);
+        a.push_back(subject->evals_to_5pct_runs[i]);
+        b.push_back(other->evals_to_5pct_runs[i]);
+      }
+      ma.push_back(Median(a));
+      mb.push_back(Median(b));
+      at_or_below += ma.back() <= mb.back();
+    }
+    ratios.push_back(Median(ma) / Median(mb));
+    counts.push_back(at_or_below);
+  }
+  std::sort(ratios.begin(), ratios.end());
+  std::sort(counts.begin(), counts.end());
+  s.ratio_low = Quantile(ratios, 0.025);
+  s.ratio_high = Quantile(ratios, 0.975);
+  s.at_or_below_low = static_cast<int>(std::floor(Quantile(counts, 0.025)));
+  s.at_or_below_high = static_cast<int>(std::ceil(Quantile(counts, 0.975)));
+}
+
+}  // namespace
+
 SearchBenchSummary SummariseSearchBench(const std::vector<SearchBenchRow>& rows,
                                         const std::string& subject) {
   SearchBenchSummary s;
@@ -282,6 +340,7 @@ SearchBenchSummary SummariseSearchBench(const std::vector<SearchBenchRow>& rows,
     }
   }
   if (!space_ratios.empty()) s.space_ratio_median = Median(space_ratios);
+  BootstrapIntervals(rows, s);
   return s;
 }
 

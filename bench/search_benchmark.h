@@ -9,6 +9,7 @@
 #ifndef KTUNE_BENCH_SEARCH_BENCHMARK_H_
 #define KTUNE_BENCH_SEARCH_BENCHMARK_H_
 
+#include <cmath>
 #include <cstdint>
 #include <functional>
 #include <string>
@@ -114,6 +115,12 @@ struct SearchBenchSummary {
   // the ratio of medians, one or two spaces near the median cannot swing it far.
   double space_ratio_median = 0;
   int at_or_below = 0, spaces = 0;
+  // 95% intervals of `ratio` and `at_or_below` over run seeds: a paired bootstrap (each space's
+  // runs resampled with one draw for both strategies, which ran the same seeds), 1,000 resamples
+  // with a fixed seed. NaN / -1 unless every compared space has the same number of runs (> 1)
+  // of both strategies. They bound the run seeds' randomness on these spaces, not other spaces.
+  double ratio_low = std::nan(""), ratio_high = std::nan("");
+  int at_or_below_low = -1, at_or_below_high = -1;
 };
 SearchBenchSummary SummariseSearchBench(const std::vector<SearchBenchRow>& rows,
                                         const std::string& subject);

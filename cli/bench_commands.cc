@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstdio>
 #include <iostream>
 #include <nlohmann/json.hpp>
@@ -146,6 +147,12 @@ void PrintSummary(const SearchBenchSummary& s, const std::string& protocol, std:
         "ratio, median over spaces: %.2fx\n",
         s.subject, s.best_other, s.ratio, s.subject, s.at_or_below, s.spaces,
         s.space_ratio_median);
+    if (std::isfinite(s.ratio_low)) {
+      out << absl::StrFormat(
+          "  95%% intervals over run seeds (paired bootstrap): ratio %.2fx-%.2fx; at or below on "
+          "%d-%d spaces\n",
+          s.ratio_low, s.ratio_high, s.at_or_below_low, s.at_or_below_high);
+    }
   }
 }
 

@@ -114,6 +114,46 @@ TEST(SearchBenchmarkTest, TheSummaryComparesPpoWithTheBestOtherStrategy) {
       "ppo");
   EXPECT_DOUBLE_EQ(apart.ratio, 20.0 / 30.0);
   EXPECT_DOUBLE_EQ(apart.space_ratio_median, 0.8);
+  EXPECT_TRUE(std::isnan(apart.ratio_low));  // no runs: no interval
+  EXPECT_EQ(apart.at_or_below_low, -1);
+}
+
+SearchBenchRow RowOfRuns(const std::string& space, const std::string& strategy,
+                         std::vector<double> runs) {
+  SearchBenchRow r = Row(space, strategy, Median(runs));
+  r.evals_to_5pct_runs = std::move(runs);
+  return r;
+}
+
+TEST(SearchBenchmarkTest, TheSummaryBoundsItsComparisonOverRunSeeds) {
+  // Every run of ppo one evaluation faster than the same seed's run of model, runs that vary
+  // tenfold: resampled jointly (the runs pair up by seed), ppo stays at or below model on every
+  // space and its ratio below 1; the interval holds the observed ratio.
+  const std::vector<double> model = {10, 200, 30, 400, 50, 600, 70, 15};
+  std::vector<double> ppo;
+  for (double m : model) ppo.push_back(m - 1);
+  std::vector<SearchBenchRow> rows;
+  for (const char* space : {"a", "b", "c"}) {
+    rows.push_back(RowOfRuns(space, "ppo", ppo));
+    rows.push_back(RowOfRuns(space, "model", model));
+  }
+  SearchBenchSummary s = SummariseSearchBench(rows, "ppo");
+  EXPECT_EQ(s.best_other, "model");
+  EXPECT_EQ(s.at_or_below_low, 3);
+  EXPECT_EQ(s.at_or_below_high, 3);
+  EXPECT_LE(s.ratio_low, s.ratio);
+  EXPECT_GE(s.ratio_high, s.ratio);
+  EXPECT_LT(s.ratio_high, 1.0);
+  EXPECT_LT(s.ratio_low, s.ratio_high);  // the runs vary: so does the ratio
+
+  // Equal runs: the interval is the point. Runs of unequal counts cannot pair: no interval.
+  SearchBenchSummary flat = SummariseSearchBench(
+      {RowOfRuns("a", "ppo", {10, 10, 10}), RowOfRuns("a", "model", {20, 20, 20})}, "ppo");
+  EXPECT_DOUBLE_EQ(flat.ratio_low, 0.5);
+  EXPECT_DOUBLE_EQ(flat.ratio_high, 0.5);
+  SearchBenchSummary unpaired = SummariseSearchBench(
+      {RowOfRuns("a", "ppo", {10, 10, 10}), RowOfRuns("a", "model", {20, 20})}, "ppo");
+  EXPECT_TRUE(std::isnan(unpaired.ratio_low));
 }
 
 TEST(SearchBenchmarkTest, KernelFamiliesJoinAKernelsVariants) {
