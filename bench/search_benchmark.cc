@@ -251,17 +251,13 @@ double Quantile(const std::vector<double>& sorted, double q) {
   return sorted[lo] + (sorted[hi] - sorted[lo]) * (pos - lo);
 }
 
-// Fills s's intervals (SearchBenchSummary) from the subject's and best_other's rows.
-void BootstrapIntervals(const std::vector<SearchBenchRow>& rows, SearchBenchSummary& s) {
-  std::vector<std::pair<const SearchBenchRow*, const SearchBenchRow*>> pairs;
-  for (const SearchBenchRow& r : rows) {
-    if (r.strategy != s.subject) continue;
-    for (const SearchBenchRow& o : rows) {
-      if (o.strategy != s.best_other || o.space != r.space) continue;
-      const size_t n = r.evals_to_5pct_runs.size();
-      if (n < 2 || o.evals_to_5pct_runs.size() != n) return;
-      pairs.push_back({&r, &o});
-    }
+using RowPair = std::pair<const SearchBenchRow*, const SearchBenchRow*>;  // (subject, other)
+
+// Fills s's intervals (SearchBenchSummary) from the subject's and best_other's rows of each space.
+void BootstrapIntervals(const std::vector<RowPair>& pairs, SearchBenchSummary& s) {
+  for (const auto& [subject, other] : pairs) {
+    const size_t n = subject->evals_to_5pct_runs.size();
+    if (n < 2 || other->evals_to_5pct_runs.size() != n) return;
   }
   if (pairs.empty()) return;
   constexpr int kResamples = 1000;
@@ -329,6 +325,7 @@ SearchBenchSummary SummariseSearchBench(const std::vector<SearchBenchRow>& rows,
   }
   s.ratio = median_of(subject) / best;
   std::vector<double> space_ratios;
+  std::vector<RowPair> pairs;
   for (const SearchBenchRow& r : rows) {
     if (r.strategy != subject) continue;
     for (const SearchBenchRow& o : rows) {
@@ -336,11 +333,12 @@ SearchBenchSummary SummariseSearchBench(const std::vector<SearchBenchRow>& rows,
         ++s.spaces;
         s.at_or_below += r.evals_to_5pct <= o.evals_to_5pct;
         space_ratios.push_back(r.evals_to_5pct / o.evals_to_5pct);
+        pairs.push_back({&r, &o});
       }
     }
   }
   if (!space_ratios.empty()) s.space_ratio_median = Median(space_ratios);
-  BootstrapIntervals(rows, s);
+  BootstrapIntervals(pairs, s);
   return s;
 }
 
