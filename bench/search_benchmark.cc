@@ -8,6 +8,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
 #include "agent/tuning_loop.h"
 #include "bench/synthetic_landscape.h"
 #include "common/status_macros.h"
@@ -204,10 +205,26 @@ absl::Status RunSearchBenchmark(const SearchBenchOptions& options,
                                 options.training.seed + static_cast<uint64_t>(t)));
     synthetic_sets.push_back(std::move(set));
   }
+  KTUNE_ASSIGN_OR_RETURN(auto train_only, LoadReplaySpaces(options.train_spaces));
+  for (const std::string& fold : options.folds) {
+    if (std::find(kernels.begin(), kernels.end(), fold) == kernels.end()) {
+      return absl::InvalidArgumentError(absl::StrCat("no space of kernel '", fold,
+                                                     "' to hold out (kernels: ",
+                                                     absl::StrJoin(kernels, ", "), ")"));
+    }
+  }
   for (const std::string& held_out : kernels) {
+    if (!options.folds.empty() &&
+        std::find(options.folds.begin(), options.folds.end(), held_out) == options.folds.end()) {
+      continue;
+    }
     std::vector<TrainingSpace> other_kernels;
-    for (auto& space : spaces) {
-      if (KernelFamily(space->kernel) != held_out) other_kernels.push_back(space->AsTrainingSpace());
+    for (const auto* list : {&spaces, &train_only}) {
+      for (auto& space : *list) {
+        if (KernelFamily(space->kernel) != held_out) {
+          other_kernels.push_back(space->AsTrainingSpace());
+        }
+      }
     }
     std::vector<std::string> policies;
     for (int t = 0; t < training_seeds; ++t) {

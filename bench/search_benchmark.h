@@ -64,6 +64,13 @@ struct SearchBenchOptions {
   // seed moves the median of a leave-one-kernel-out run by up to 20 evaluations.
   int training_seeds = 1;
   std::vector<std::string> spaces;      // recorded space files
+  // kLeaveOneKernelOut: recorded spaces each fold's policy also trains on and no run tunes
+  // (more real landscapes to learn from), except in the fold of their own kernel family.
+  std::vector<std::string> train_spaces;
+  // kLeaveOneKernelOut: the folds to run, by held-out kernel family (empty: every fold). A fold's
+  // policy trains on the same spaces either way, so folds run apart (in parallel) give the rows
+  // one run gives.
+  std::vector<std::string> folds;
   std::vector<std::string> strategies;  // names for MakeStrategy
   int64_t budget = 400;
   int seeds = 10;

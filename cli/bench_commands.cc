@@ -128,6 +128,8 @@ struct SearchBenchArgs {
   int seeds = 10;
   int batch_size = 8;
   std::vector<std::string> transfer_from;
+  std::vector<std::string> train_spaces;
+  std::vector<std::string> folds;
   double measure_ms = 0;
   double agent_share = 0.05;
   bool json = false;
@@ -175,6 +177,12 @@ int RunSearchBench(const SearchBenchArgs& a) {
   options.seeds = a.seeds;
   options.batch_size = a.batch_size;
   options.transfer_from = a.transfer_from;
+  options.train_spaces = a.train_spaces;
+  options.folds = a.folds;
+  if ((!options.train_spaces.empty() || !options.folds.empty()) &&
+      options.protocol != SearchProtocol::kLeaveOneKernelOut) {
+    return UsageError(cmd, "--train-space and --fold need --protocol leave-one-kernel-out");
+  }
   options.measure_ms = a.measure_ms;
   options.agent_share = a.agent_share;
   if (!a.json) {
@@ -296,6 +304,12 @@ void RegisterBenchCommands(CLI::App& app, Action* action) {
                    "row spans the training's randomness too")
       ->check(CLI::Range(1, 100))
       ->capture_default_str();
+  search->add_option("--train-space", search_args->train_spaces,
+                     "leave-one-kernel-out: recorded spaces every fold's policy also trains on "
+                     "(never tuned), except the fold of their own kernel family");
+  search->add_option("--fold", search_args->folds,
+                     "leave-one-kernel-out: run only these folds (held-out kernel families, as "
+                     "the progress lines name them); each trains as in a full run");
   AddPolicyTrainingOptions(search, "--train-",
                            "leave-one-kernel-out, each fold's policy: ", &search_args->training,
                            &search_args->synthetic);

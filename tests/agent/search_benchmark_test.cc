@@ -212,5 +212,56 @@ TEST(SearchBenchmarkTest, LeaveOneKernelOutTrainsAPolicyPerKernelAndTunesEverySp
             absl::StatusCode::kInvalidArgument);
 }
 
+// A fold run apart gives the rows it gives in a full run (so folds can run in parallel), and a
+// training-only space joins the training of every fold but its own kernel family's, and is
+// never tuned.
+TEST(SearchBenchmarkTest, FoldsRunApartAndTrainingOnlySpacesJoinOtherKernelsFolds) {
+  if (AblationStrategyNames().empty()) GTEST_SKIP() << "built without LibTorch: no PPO";
+  SearchBenchOptions options;
+  options.protocol = SearchProtocol::kLeaveOneKernelOut;
+  options.spaces = {testing::SpaceFile("convolution2442_MI50_kernel_tuner_cache.json.gz"),
+                    testing::SpaceFile("pnpoly_RTX_2080_Ti_kernel_tuner_cache.json.gz")};
+  options.train_spaces = {testing::SpaceFile("convolution6768_RTX_Titan_kernel_tuner_cache.json.gz")};
+  options.strategies = {"ppo"};
+  options.budget = 40;
+  options.seeds = 2;
+  options.training.iterations = 2;
+  options.training.episodes_per_iteration = 1;
+  options.training.budget = 40;
+  auto run = [&](std::vector<SearchBenchRow>* rows, std::vector<std::string>* lines) {
+    return RunSearchBenchmark(
+        options, [&](const SearchBenchRow& r) { rows->push_back(r); },
+        [&](const std::string& line) { lines->push_back(line); });
+  };
+  std::vector<SearchBenchRow> all, apart;
+  std::vector<std::string> all_lines, apart_lines;
+  ASSERT_TRUE(run(&all, &all_lines).ok());
+  ASSERT_EQ(all.size(), 2u);  // the training-only space is not tuned
+  int convolution_fold = 0, pnpoly_fold = 0;
+  for (const std::string& line : all_lines) {
+    // The convolution fold trains on pnpoly alone; the pnpoly fold on both convolutions.
+    convolution_fold += line.find("fold convolution: training a policy (seed 1) on the 1 spaces") !=
+                        std::string::npos;
+    pnpoly_fold +=
+        line.find("fold pnpoly: training a policy (seed 1) on the 2 spaces") != std::string::npos;
+  }
+  EXPECT_EQ(convolution_fold, 1);
+  EXPECT_EQ(pnpoly_fold, 1);
+
+  options.folds = {"pnpoly"};
+  ASSERT_TRUE(run(&apart, &apart_lines).ok());
+  ASSERT_EQ(apart.size(), 1u);
+  const SearchBenchRow& full = all[0].space == apart[0].space ? all[0] : all[1];
+  EXPECT_EQ(apart[0].space, "pnpoly_RTX_2080_Ti_kernel_tuner_cache.json.gz");
+  EXPECT_EQ(apart[0].evals_to_5pct_runs, full.evals_to_5pct_runs);
+  EXPECT_EQ(apart[0].best_over_opt, full.best_over_opt);
+
+  options.folds = {"gemm"};  // no such kernel among the spaces
+  std::vector<SearchBenchRow> none;
+  std::vector<std::string> none_lines;
+  EXPECT_EQ(run(&none, &none_lines).code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_TRUE(none.empty());
+}
+
 }  // namespace
 }  // namespace ktune
