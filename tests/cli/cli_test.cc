@@ -21,6 +21,7 @@ namespace ktune {
 namespace {
 
 using ::testing::HasSubstr;
+using ::testing::Not;
 using testing::RunKtune;
 using testing::SpaceFile;
 using testing::TempDir;
@@ -116,6 +117,23 @@ TEST(CliTest, AgentTrainWritesAPolicyAndRefusesBadInput) {
   EXPECT_EQ(missing.exit_code, 1);
   EXPECT_THAT(missing.err, HasSubstr("nope.json.gz"));
   EXPECT_EQ(RunKtune({"agent", "train", "--iterations", "0"}).exit_code, 2);
+}
+
+// Leave-one-kernel-out's options make no sense in a plain run, and a fold must name a kernel
+// among the spaces: both are refused, saying why, before any space is tuned.
+TEST(CliTest, BenchSearchRefusesFoldsOutsideLeaveOneKernelOut) {
+  const std::string a = SpaceFile("convolution2442_MI50_kernel_tuner_cache.json.gz");
+  const std::string b = SpaceFile("pnpoly_RTX_2080_Ti_kernel_tuner_cache.json.gz");
+  auto plain = RunKtune({"bench", "search", "--space", a, b, "--fold", "pnpoly"});
+  EXPECT_EQ(plain.exit_code, 2);
+  EXPECT_THAT(plain.err, HasSubstr("need --protocol leave-one-kernel-out"));
+  auto train_only = RunKtune({"bench", "search", "--space", a, "--train-space", b});
+  EXPECT_EQ(train_only.exit_code, 2);
+  auto unknown = RunKtune({"bench", "search", "--protocol", "leave-one-kernel-out", "--space", a,
+                           b, "--fold", "gemm", "--strategies", "random", "--seeds", "1"});
+  EXPECT_EQ(unknown.exit_code, 1);
+  EXPECT_THAT(unknown.err, HasSubstr("no space of kernel 'gemm' to hold out"));
+  EXPECT_THAT(unknown.out, Not(HasSubstr(".json.gz"))) << "no row";
 }
 
 TEST(CliTest, StatsAndJobsSpeakJson) {
