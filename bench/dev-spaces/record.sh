@@ -7,24 +7,10 @@
 #   bash bench/dev-spaces/record.sh [BUILD_DIR=build] [NAME...]   # every space, or those NAMEs;
 #                                                                  # about 16 minutes; idle machine
 set -euo pipefail
-build=${1:-build}
-shift || true
-only=" $* "
-here=$(cd "$(dirname "$0")" && pwd)
-ktune="$build/cli/ktune"
 sample=3000
-tmp=$(mktemp -d)  # one recording database per space, removed at the end
-trap 'rm -rf "$tmp"' EXIT
-record() {  # record NAME KERNEL PROBLEM
-  local name=$1 kernel=$2 problem=$3
-  [ "$only" = "  " ] || [[ "$only" == *" $name "* ]] || return 0
-  local db="$tmp/$name.db"
-  echo "== $name: $kernel $problem"
-  "$ktune" tune --device cpu --kernel "$kernel" --problem "$problem" --strategy random \
-    --budget "$sample" --batch-size 128 --seed 1 --db "$db" --json | tail -c 300
-  echo
-  "$ktune" db export --db "$db" --format t4 --out "$here/${name}_cpu_T4.json.gz"
-}
+# shellcheck source=../record_cpu_spaces.sh
+source "$(dirname "$0")/../record_cpu_spaces.sh"
+record_setup "$@"
 record cpugemm192 gemm M=192,N=192,K=192
 record cpugemm64x1024 gemm M=64,N=1024,K=512
 record cpuconv34 conv2d C=32,K=64,H=34,W=34,R=3,S=3

@@ -7,26 +7,12 @@
 # GPU kernel doing the same operation (KernelFamily strips the trailing digits).
 #
 #   bash bench/train-spaces/record.sh [BUILD_DIR=build] [NAME...]  # every space, or those NAMEs;
-#                                                                   # about 8 minutes; idle machine
+#                                                                   # about 10 minutes; idle machine
 set -euo pipefail
-build=${1:-build}
-shift || true
-only=" $* "
-here=$(cd "$(dirname "$0")" && pwd)
-ktune="$build/cli/ktune"
 sample=1500
-tmp=$(mktemp -d)  # one recording database per space, removed at the end
-trap 'rm -rf "$tmp"' EXIT
-record() {  # record NAME KERNEL PROBLEM
-  local name=$1 kernel=$2 problem=$3
-  [ "$only" = "  " ] || [[ "$only" == *" $name "* ]] || return 0
-  local db="$tmp/$name.db"
-  echo "== $name: $kernel $problem"
-  "$ktune" tune --device cpu --kernel "$kernel" --problem "$problem" --strategy random \
-    --budget "$sample" --batch-size 128 --seed 1 --db "$db" --json | tail -c 300
-  echo
-  "$ktune" db export --db "$db" --format t4 --out "$here/${name}_cpu_T4.json.gz"
-}
+# shellcheck source=../record_cpu_spaces.sh
+source "$(dirname "$0")/../record_cpu_spaces.sh"
+record_setup "$@"
 record gemm128512 gemm M=128,N=512,K=256
 record gemm102432 gemm M=1024,N=32,K=256
 record gemm384 gemm M=384,N=384,K=128
