@@ -195,6 +195,13 @@ absl::Status RunSearchBenchmark(const SearchBenchOptions& options,
         "leave-one-kernel-out needs the spaces of at least two kernels (one is held out, the "
         "others train its policy)");
   }
+  for (const std::string& fold : options.folds) {
+    if (std::find(kernels.begin(), kernels.end(), fold) == kernels.end()) {
+      return absl::InvalidArgumentError(absl::StrCat("no space of kernel '", fold,
+                                                     "' to hold out (kernels: ",
+                                                     absl::StrJoin(kernels, ", "), ")"));
+    }
+  }
   // Each training seed's synthetic landscapes, made once for every fold.
   const int training_seeds = std::max(1, options.training_seeds);
   std::vector<std::vector<SyntheticLandscape>> synthetic_sets;
@@ -206,13 +213,6 @@ absl::Status RunSearchBenchmark(const SearchBenchOptions& options,
     synthetic_sets.push_back(std::move(set));
   }
   KTUNE_ASSIGN_OR_RETURN(auto train_only, LoadReplaySpaces(options.train_spaces));
-  for (const std::string& fold : options.folds) {
-    if (std::find(kernels.begin(), kernels.end(), fold) == kernels.end()) {
-      return absl::InvalidArgumentError(absl::StrCat("no space of kernel '", fold,
-                                                     "' to hold out (kernels: ",
-                                                     absl::StrJoin(kernels, ", "), ")"));
-    }
-  }
   for (const std::string& held_out : kernels) {
     if (!options.folds.empty() &&
         std::find(options.folds.begin(), options.folds.end(), held_out) == options.folds.end()) {
