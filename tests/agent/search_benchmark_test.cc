@@ -166,20 +166,27 @@ TEST(SearchBenchmarkTest, KernelFamiliesJoinAKernelsVariants) {
             absl::StatusCode::kInvalidArgument);
 }
 
-// Leave one kernel out, end to end on two small shared spaces of two kernels: each is tuned once
-// per strategy, after policies (two training seeds) were trained on the other one.
-TEST(SearchBenchmarkTest, LeaveOneKernelOutTrainsAPolicyPerKernelAndTunesEverySpace) {
-  if (AblationStrategyNames().empty()) GTEST_SKIP() << "built without LibTorch: no PPO";
+// Leave one kernel out on two small shared spaces of two kernels (convolution, pnpoly), with
+// policies trained for two iterations of one short episode: quick, and every fold still trains.
+SearchBenchOptions SmallLeaveOneKernelOut() {
   SearchBenchOptions options;
   options.protocol = SearchProtocol::kLeaveOneKernelOut;
   options.spaces = {testing::SpaceFile("convolution2442_MI50_kernel_tuner_cache.json.gz"),
                     testing::SpaceFile("pnpoly_RTX_2080_Ti_kernel_tuner_cache.json.gz")};
-  options.strategies = {"ppo", "ppo-untrained", "random"};
   options.budget = 40;
-  options.seeds = 1;
   options.training.iterations = 2;
   options.training.episodes_per_iteration = 1;
   options.training.budget = 40;
+  return options;
+}
+
+// Leave one kernel out, end to end on two small shared spaces of two kernels: each is tuned once
+// per strategy, after policies (two training seeds) were trained on the other one.
+TEST(SearchBenchmarkTest, LeaveOneKernelOutTrainsAPolicyPerKernelAndTunesEverySpace) {
+  if (AblationStrategyNames().empty()) GTEST_SKIP() << "built without LibTorch: no PPO";
+  SearchBenchOptions options = SmallLeaveOneKernelOut();
+  options.strategies = {"ppo", "ppo-untrained", "random"};
+  options.seeds = 1;
   options.training_seeds = 2;
   std::vector<SearchBenchRow> rows;
   std::vector<std::string> lines;
@@ -217,17 +224,11 @@ TEST(SearchBenchmarkTest, LeaveOneKernelOutTrainsAPolicyPerKernelAndTunesEverySp
 // never tuned.
 TEST(SearchBenchmarkTest, FoldsRunApartAndTrainingOnlySpacesJoinOtherKernelsFolds) {
   if (AblationStrategyNames().empty()) GTEST_SKIP() << "built without LibTorch: no PPO";
-  SearchBenchOptions options;
-  options.protocol = SearchProtocol::kLeaveOneKernelOut;
-  options.spaces = {testing::SpaceFile("convolution2442_MI50_kernel_tuner_cache.json.gz"),
-                    testing::SpaceFile("pnpoly_RTX_2080_Ti_kernel_tuner_cache.json.gz")};
-  options.train_spaces = {testing::SpaceFile("convolution6768_RTX_Titan_kernel_tuner_cache.json.gz")};
+  SearchBenchOptions options = SmallLeaveOneKernelOut();
+  options.train_spaces = {
+      testing::SpaceFile("convolution6768_RTX_Titan_kernel_tuner_cache.json.gz")};
   options.strategies = {"ppo"};
-  options.budget = 40;
   options.seeds = 2;
-  options.training.iterations = 2;
-  options.training.episodes_per_iteration = 1;
-  options.training.budget = 40;
   auto run = [&](std::vector<SearchBenchRow>* rows, std::vector<std::string>* lines) {
     return RunSearchBenchmark(
         options, [&](const SearchBenchRow& r) { rows->push_back(r); },
