@@ -133,9 +133,11 @@ absl::Status RunSpace(const SearchBenchOptions& options, ReplaySpace& target,
       row.best_over_opt.push_back({b, Median(ratios)});
     }
     const int64_t never = 10 * options.budget;
-    for (auto [fraction, evals, reached] :
-         {std::make_tuple(0.05, &row.evals_to_5pct, &row.reached_5pct),
-          std::make_tuple(0.02, &row.evals_to_2pct, &row.reached_2pct)}) {
+    // Per fraction: the median count, the share that reached it, and (5% only) every run's count.
+    for (auto [fraction, evals, reached, runs] :
+         {std::make_tuple(0.05, &row.evals_to_5pct, &row.reached_5pct, &row.evals_to_5pct_runs),
+          std::make_tuple(0.02, &row.evals_to_2pct, &row.reached_2pct,
+                          static_cast<std::vector<double>*>(nullptr))}) {
       std::vector<double> counts;
       int hit = 0;
       for (const auto& t : traces) {
@@ -145,7 +147,7 @@ absl::Status RunSpace(const SearchBenchOptions& options, ReplaySpace& target,
       }
       *evals = Median(counts);
       *reached = static_cast<double>(hit) / traces.size();
-      if (fraction == 0.05) row.evals_to_5pct_runs = counts;
+      if (runs != nullptr) *runs = counts;
     }
     row.agent_ms_per_batch = Median(agent_ms_per_batch);
     row.agent_share = Median(agent_share);
