@@ -94,7 +94,7 @@ absl::Status RunSpace(const SearchBenchOptions& options, ReplaySpace& target,
   for (const std::string& name : options.strategies) {
     std::vector<std::vector<Observation>> traces;
     std::vector<double> agent_ms_per_batch, agent_share;
-    for (int seed = 1; seed <= options.seeds; ++seed) {
+    for (int seed = options.first_seed; seed < options.first_seed + options.seeds; ++seed) {
       KTUNE_ASSIGN_OR_RETURN(std::unique_ptr<SearchStrategy> strategy, MakeStrategy(name));
       if (!policies.empty() && name.rfind("ppo", 0) == 0 && name != "ppo-untrained") {
         strategy->LoadCheckpoint(policies[(seed - 1) % policies.size()]);

@@ -74,6 +74,10 @@ struct SearchBenchOptions {
   std::vector<std::string> strategies;  // names for MakeStrategy
   int64_t budget = 400;
   int seeds = 10;
+  // Run seeds are first_seed .. first_seed + seeds - 1 (a second set of runs, to confirm a
+  // comparison made on the first, starts after it; in leave-one-kernel-out run seed s still
+  // starts from policy (s - 1) % training_seeds).
+  int first_seed = 1;
   int batch_size = 8;
   // Recorded spaces PPO learns from before tuning each target: those of the target's kernel on
   // other devices (a file is never its own source: leave-one-device-out).

@@ -126,6 +126,7 @@ struct SearchBenchArgs {
       "ppo,ppo-untrained,ppo-nopolicy,ppo-wholespace,random,anneal,genetic,model";
   int64_t budget = 400;
   int seeds = 10;
+  int first_seed = 1;
   int batch_size = 8;
   std::vector<std::string> transfer_from;
   std::vector<std::string> train_spaces;
@@ -175,6 +176,7 @@ int RunSearchBench(const SearchBenchArgs& a) {
   }
   options.budget = a.budget;
   options.seeds = a.seeds;
+  options.first_seed = a.first_seed;
   options.batch_size = a.batch_size;
   options.transfer_from = a.transfer_from;
   options.train_spaces = a.train_spaces;
@@ -273,6 +275,11 @@ void RegisterBenchCommands(CLI::App& app, Action* action) {
       ->capture_default_str();
   search->add_option("--seeds", search_args->seeds, "Runs per strategy and space")
       ->check(CLI::Range(1, 1000))
+      ->capture_default_str();
+  search->add_option("--first-seed", search_args->first_seed,
+                     "First run seed: runs use seeds --first-seed .. --first-seed + --seeds - 1 "
+                     "(a fresh set of runs to confirm a comparison made on seeds 1..N)")
+      ->check(CLI::Range(1, 1000000))
       ->capture_default_str();
   search->add_option("--batch-size", search_args->batch_size, "Measurements per batch")
       ->check(CLI::Range(1, 1024))

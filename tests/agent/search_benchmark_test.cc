@@ -53,7 +53,7 @@ TEST(SearchBenchmarkTest, RowsHaveExactlyTheSpecifiedKeys) {
 
 // Each row keeps every run's count, in run-seed order: the median of them is the row's, and a
 // benchmark of fewer seeds holds the same first runs (what pairs two strategies' runs by position).
-TEST(SearchBenchmarkTest, RowsKeepEachRunsCountInSeedOrder) {
+TEST(SearchBenchmarkTest, RowsKeepEachRunsCountInSeedOrderFromTheFirstSeed) {
   SearchBenchOptions options;
   options.spaces = {testing::SpaceFile("pnpoly_RTX_2080_Ti_kernel_tuner_cache.json.gz")};
   options.strategies = {"random", "anneal"};
@@ -67,6 +67,9 @@ TEST(SearchBenchmarkTest, RowsKeepEachRunsCountInSeedOrder) {
     return rows;
   };
   const std::vector<SearchBenchRow> three = run(3), one = run(1);
+  options.first_seed = 2;  // the second and third runs alone
+  const std::vector<SearchBenchRow> later = run(2);
+  ASSERT_EQ(later.size(), 2u);
   ASSERT_EQ(three.size(), 2u);
   ASSERT_EQ(one.size(), 2u);
   for (size_t i = 0; i < three.size(); ++i) {
@@ -78,6 +81,8 @@ TEST(SearchBenchmarkTest, RowsKeepEachRunsCountInSeedOrder) {
     }
     ASSERT_EQ(one[i].evals_to_5pct_runs.size(), 1u);
     EXPECT_DOUBLE_EQ(one[i].evals_to_5pct_runs[0], runs[0]) << three[i].strategy;
+    EXPECT_EQ(later[i].evals_to_5pct_runs, std::vector<double>(runs.begin() + 1, runs.end()))
+        << three[i].strategy;
   }
 }
 
