@@ -17,7 +17,8 @@ The interval covers the run seeds' randomness on these spaces only (not other sp
 --spaces-too the spaces are resampled as well). A space counts where the subject and the other
 both have runs, of the same number. --only restricts the spaces to the base names of the given
 files (for example the 17 shared ones). Lines that are not JSON objects with runs are skipped;
-when a (space, strategy) appears twice, the last read wins, with a warning. Standard library only.
+when a (space, strategy) appears twice, the last read wins, with a warning, unless --join joins
+its runs (a second set of run seeds, `ktune bench search --first-seed`). Standard library only.
 
     python3 bench/paired_bootstrap.py bench/results/search-loko24-2026-12-05-per-run.jsonl \\
         --only ../shared/datasets/spaces/*.json.gz
@@ -32,8 +33,9 @@ import statistics
 import sys
 
 
-def load_runs(paths):
-    """{strategy: {space: [runs]}} from the lines that carry evals_to_5pct_runs."""
+def load_runs(paths, join=False):
+    """{strategy: {space: [runs]}} from the lines that carry evals_to_5pct_runs; with `join`, a
+    (space, strategy) found again extends its runs (seed sets, in the order the files come)."""
     runs = {}
     for path in paths:
         with open(path) as f:
@@ -50,6 +52,9 @@ def load_runs(paths):
                     continue
                 space, strategy = row.get("space"), row.get("strategy")
                 by_space = runs.setdefault(strategy, {})
+                if join and space in by_space:
+                    by_space[space] += [float(v) for v in values]
+                    continue
                 if space in by_space:
                     print(f"warning: {space} {strategy} appears twice; the last one wins",
                           file=sys.stderr)
@@ -112,11 +117,16 @@ def main(argv=None):
     parser.add_argument("--spaces-too", action="store_true",
                         help="resample the spaces as well as the run seeds")
     parser.add_argument("--json", action="store_true", help="one JSON line per comparison")
+    parser.add_argument("--join", action="store_true",
+                        help="join the runs of a (space, strategy) found in several files, in the "
+                             "order the files come (seed sets run with ktune bench search "
+                             "--first-seed: give every set's files in the same order, first set "
+                             "first), instead of the last read winning")
     args = parser.parse_args(argv)
     if args.resamples < 1:
         parser.error("--resamples must be at least 1")
 
-    runs = load_runs(args.files)
+    runs = load_runs(args.files, join=args.join)
     if args.only is not None:
         keep = {os.path.basename(p) for p in args.only}
         runs = {st: {sp: r for sp, r in by.items() if sp in keep} for st, by in runs.items()}
