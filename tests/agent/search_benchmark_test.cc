@@ -52,7 +52,9 @@ TEST(SearchBenchmarkTest, RowsHaveExactlyTheSpecifiedKeys) {
 }
 
 // Each row keeps every run's count, in run-seed order: the median of them is the row's, and a
-// benchmark of fewer seeds holds the same first runs (what pairs two strategies' runs by position).
+// benchmark of fewer seeds holds the same first runs (what pairs two strategies' runs by position);
+// one that starts at a later seed (first_seed) holds the same later runs (a second set joins the
+// first).
 TEST(SearchBenchmarkTest, RowsKeepEachRunsCountInSeedOrderFromTheFirstSeed) {
   SearchBenchOptions options;
   options.spaces = {testing::SpaceFile("pnpoly_RTX_2080_Ti_kernel_tuner_cache.json.gz")};
