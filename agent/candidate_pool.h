@@ -7,9 +7,8 @@
 // good regions. The whole-space arms (kModelArm, kSampleArm) join in the "ppo-wholespace"
 // ablation:
 //  - kModelArm: the unvisited points the cost model ranks best over the whole space (or a
-//    uniform sample of kWholeSpaceRankLimit points of a larger one), as AutoTVM's tuner does;
-//    the model is fitted as the `model` baseline fits it, so these are a superset of the
-//    baseline's picks;
+//    uniform sample of kWholeSpaceRankLimit points of a larger one), as AutoTVM's tuner does
+//    (the `model` baseline's targets, learned as an order: ppo_strategy.h);
 //  - kSampleArm: the same, ranked by a model fitted on a bootstrap resample of the results (a
 //    Thompson sample: optimistic where data is scarce, so it can reach regions the mean fit
 //    ranks low);

@@ -44,7 +44,7 @@ absl::Status XgbCostModel::Fit(const std::vector<float>& x, int width, const std
     return XgbError("booster");
   }
   const std::pair<const char*, std::string> params[] = {
-      {"objective", "reg:squarederror"},
+      {"objective", options_.objective},
       {"max_depth", std::to_string(options_.max_depth)},
       {"eta", std::to_string(options_.eta)},
       {"subsample", std::to_string(options_.subsample)},

@@ -29,6 +29,11 @@ class XgbCostModel {
     // a batch with transfer sources about 6x, with the same search quality under
     // leave-one-kernel-out (agent/README.md, "Cost").
     std::string tree_method = "hist";
+    // XGBoost's learning objective. "reg:squarederror" fits the targets; "rank:pairwise" fits
+    // only their order (all rows one group, as AutoTVM's XGBTuner ranks by default): a search
+    // needs the best candidates first, not their times. Ranking ignores row weights across
+    // groups, so it suits fits without weighted transfer rows.
+    std::string objective = "reg:squarederror";
   };
   XgbCostModel() : XgbCostModel(Options()) {}
   explicit XgbCostModel(Options options) : options_(options) {}

@@ -3,12 +3,13 @@
 //
 // Each batch (agent/README.md has the whole picture and the ablation):
 //  1. two cost models (XgbCostModel, gradient-boosted trees) are refitted: the mean fit, on
-//     every result as the `model` baseline fits it, and a Thompson sample, on ranks of a
-//     bootstrap resample; transfer sources join both as a prior (transfer_prior.h);
+//     every result, and a Thompson sample, on ranks of a bootstrap resample; without transfer
+//     sources both learn the results' order (a pairwise ranking loss), with them their scores,
+//     and the sources join both as a prior (transfer_prior.h);
 //  2. arms nominate candidates: the fastest result's unvisited one- and two-parameter changes
 //     (the local arm) and uniform random points, both scored by the two models; with
 //     `whole_space_arm` (the "ppo-wholespace" ablation) also each model's best of the whole
-//     space (the mean fit's are a superset of the `model` baseline's picks) (candidate_pool.h);
+//     space (candidate_pool.h);
 //  3. the policy (ppo_core.h) sees each candidate through features that mean the same in every
 //     space (the models' view of it, its distance to what was measured, who nominated it, and
 //     the run's state: budget used, batches without progress, failures) and draws the batch;
@@ -135,8 +136,9 @@ class PpoStrategy : public StrategyBase {
   // The episode holds a whole number of `update_every` decisions: a periodic update is due now
   // (in Observe) or has just run (in PostTuning).
   bool AtUpdateInterval() const;
-  // Refits model_ on every result (ScoreTargets, as the `model` baseline; ranks with transfer
-  // sources) and sample_model_ on ranks of a bootstrap resample; the sources' rows join both.
+  // Refits model_ on every result (ScoreTargets; ranks with transfer sources) and sample_model_
+  // on ranks of a bootstrap resample; the sources' rows join both. The models' objective (Start):
+  // pairwise ranking without sources, squared error with them.
   absl::Status FitModels();
   // `model`'s scores of `indices`.
   absl::StatusOr<std::vector<float>> Scores(const XgbCostModel& model,

@@ -8,7 +8,6 @@
 
 #include "absl/time/clock.h"
 #include "agent/gae.h"
-#include "agent/model_based_strategy.h"
 #include "agent/ppo_core.h"
 #include "agent/ppo_strategy.h"
 #include "agent/pretrained_policy.h"
@@ -285,37 +284,6 @@ TEST(PpoStrategyTest, TheModelArmRanksTheWholeSpace) {
   }
   ASSERT_GE(PpoOptions().global_candidates, space.size());
   EXPECT_LE(best, 1.25);
-}
-
-// The model arm is fitted as the `model` baseline's model is, so its 48 nominees (here the whole
-// batch of a fixed rule that takes only the model arm) hold the 8 points the baseline (without
-// its random share) measures: the pool holds the baseline's picks, and a policy can only add.
-TEST(PpoStrategyTest, TheModelArmHoldsTheModelBaselinesPicks) {
-  SearchSpace space = Bowl();
-  BowlMeasurer measurer;
-  std::vector<Observation> prior;
-  for (int64_t i = 0; static_cast<int64_t>(prior.size()) < 200; i += 37) {
-    const Point p = space.PointAt(i % space.size());
-    prior.push_back({p, true, *(*measurer.Measure({}, {space.ToConfiguration(p)}))[0].time_ms});
-  }
-  const PpoOptions options = ModelArmOnly();
-  PpoStrategy ppo(options);
-  ModelBasedStrategy::Options model_options;
-  model_options.epsilon = 0;
-  ModelBasedStrategy model(model_options);
-  std::vector<std::set<Point>> batches;
-  ASSERT_EQ(options.model_arm, 48);
-  for (SearchStrategy* s : std::initializer_list<SearchStrategy*>{&ppo, &model}) {
-    ASSERT_TRUE(s->Initialize(space, 5).ok());
-    ASSERT_TRUE(s->AddPriorResults(prior).ok());
-    ASSERT_TRUE(s->PreTuning(96, s == &ppo ? 48 : 8).ok());
-    auto batch = s->ProposeBatch();
-    ASSERT_TRUE(batch.ok()) << batch.status();
-    batches.emplace_back(batch->begin(), batch->end());
-  }
-  ASSERT_EQ(batches[0].size(), 48u);
-  ASSERT_EQ(batches[1].size(), 8u);
-  for (const Point& p : batches[1]) EXPECT_EQ(batches[0].count(p), 1u);
 }
 
 TEST(PpoStrategyTest, SameSeedSameRun) {
