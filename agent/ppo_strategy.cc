@@ -112,8 +112,8 @@ absl::Status PpoStrategy::Start() {
   // Without transfer sources both models fit the order of the results (a pairwise ranking loss),
   // not their times: the pool needs its best candidates ranked first. On the CPU dev spaces this
   // took 20.0 / 19.5 / 20.0 evaluations (policies of training seeds 1-3) against 23.5 / 20.5 /
-  // 21.0 with squared error (agent/README.md, "Why rank"). With sources, squared error: ranking
-  // ignores the weights that scale the sources' rows.
+  // 21.0 with squared error (agent/README.md, "Why a ranking loss"). With sources, squared
+  // error: ranking ignores the weights that scale the sources' rows.
   XgbCostModel::Options model_options;
   model_options.rounds = options_.model_rounds;
   model_options.objective = prior_.empty() ? "rank:pairwise" : "reg:squarederror";
