@@ -93,6 +93,16 @@ std::vector<std::pair<std::string, double>> PpoStrategy::LastMetrics() const {
 }
 
 absl::Status PpoStrategy::Start() {
+  // Without transfer sources both models fit the order of the results (a pairwise ranking loss),
+  // not their values: the pool needs its best candidates ranked first. On the CPU dev spaces this
+  // took 20.0 / 19.5 / 20.0 evaluations (policies of training seeds 1-3) against 23.5 / 20.5 /
+  // 21.0 with squared error (agent/README.md, "Why a ranking loss"). With sources, squared
+  // error: ranking ignores the weights that scale the sources' rows.
+  XgbCostModel::Options model_options;
+  model_options.rounds = options_.model_rounds;
+  model_options.objective = sources_.empty() ? "rank:pairwise" : "reg:squarederror";
+  model_ = std::make_unique<XgbCostModel>(model_options);
+  sample_model_ = std::make_unique<XgbCostModel>(model_options);
   features_ = std::make_unique<SpaceFeatures>(space());
   episode_.clear();
   awaiting_reward_ = false;
@@ -108,18 +118,7 @@ absl::Status PpoStrategy::Start() {
       KTUNE_RETURN_IF_ERROR(policy_->LoadJson(std::string(PretrainedPolicyJson())));
     }
   }
-  KTUNE_RETURN_IF_ERROR(prior_.Build(space(), *features_, sources_, options_.source_rows, rng()));
-  // Without transfer sources both models fit the order of the results (a pairwise ranking loss),
-  // not their times: the pool needs its best candidates ranked first. On the CPU dev spaces this
-  // took 20.0 / 19.5 / 20.0 evaluations (policies of training seeds 1-3) against 23.5 / 20.5 /
-  // 21.0 with squared error (agent/README.md, "Why a ranking loss"). With sources, squared
-  // error: ranking ignores the weights that scale the sources' rows.
-  XgbCostModel::Options model_options;
-  model_options.rounds = options_.model_rounds;
-  model_options.objective = prior_.empty() ? "rank:pairwise" : "reg:squarederror";
-  model_ = std::make_unique<XgbCostModel>(model_options);
-  sample_model_ = std::make_unique<XgbCostModel>(model_options);
-  return absl::OkStatus();
+  return prior_.Build(space(), *features_, sources_, options_.source_rows, rng());
 }
 
 double PpoStrategy::BestTime() const { return best() ? best()->time_ms : INFINITY; }

@@ -4,7 +4,7 @@
 // Each batch (agent/README.md has the whole picture and the ablation):
 //  1. two cost models (XgbCostModel, gradient-boosted trees) are refitted: the mean fit, on
 //     every result, and a Thompson sample, on ranks of a bootstrap resample; without transfer
-//     sources both learn the results' order (a pairwise ranking loss), with them their scores,
+//     sources both learn the targets' order (a pairwise ranking loss), with them squared error,
 //     and the sources join both as a prior (transfer_prior.h);
 //  2. arms nominate candidates: the fastest result's unvisited one- and two-parameter changes
 //     (the local arm) and uniform random points, both scored by the two models; with

@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <numeric>
+#include <string>
 #include <vector>
 
 namespace ktune {
@@ -39,6 +40,30 @@ TEST(XgbCostModelTest, BothObjectivesRankTheFittedRowsAsTheirTargetsDo) {
     EXPECT_NEAR(static_cast<double>(ArgMax(*scores)), 25.0, 1.0) << objective;
     EXPECT_GT((*scores)[24], (*scores)[5]) << objective;
     EXPECT_GT((*scores)[26], (*scores)[39]) << objective;
+  }
+}
+
+// The ranking objective reads only the targets' order: targets moved by a monotone map give the
+// same fit, where squared error fits their values and does not.
+TEST(XgbCostModelTest, TheRankingObjectiveSeesOnlyTheTargetsOrder) {
+  std::vector<float> x, y;
+  Hill(x, y);
+  std::vector<float> moved;
+  for (float v : y) moved.push_back(10 * v + 1000);
+  for (const char* objective : {"rank:pairwise", "reg:squarederror"}) {
+    XgbCostModel::Options options;
+    options.objective = objective;
+    XgbCostModel a(options), b(options);
+    ASSERT_TRUE(a.Fit(x, 1, y, 3).ok());
+    ASSERT_TRUE(b.Fit(x, 1, moved, 3).ok());
+    auto from_y = a.Predict(x, 1);
+    auto from_moved = b.Predict(x, 1);
+    ASSERT_TRUE(from_y.ok() && from_moved.ok());
+    if (std::string(objective) == "rank:pairwise") {
+      EXPECT_EQ(*from_y, *from_moved);
+    } else {
+      EXPECT_NE(*from_y, *from_moved);
+    }
   }
 }
 
