@@ -30,7 +30,7 @@ class XgbCostModel {
     // leave-one-kernel-out (agent/README.md, "Cost").
     std::string tree_method = "hist";
     // XGBoost's learning objective. "reg:squarederror" fits the targets; "rank:pairwise" fits
-    // only their order (all rows one group, as AutoTVM's XGBTuner ranks by default): a search
+    // only their order (all rows one group; AutoTVM's XGBTuner with loss_type "rank"): a search
     // needs the best candidates first, not their times. Ranking ignores row weights across
     // groups, so it suits fits without weighted transfer rows.
     std::string objective = "reg:squarederror";
