@@ -93,16 +93,20 @@ std::vector<std::pair<std::string, double>> PpoStrategy::LastMetrics() const {
 }
 
 absl::Status PpoStrategy::Start() {
-  // Without transfer sources both models fit the order of the results (a pairwise ranking loss),
-  // not their values: the pool needs its best candidates ranked first. On the CPU dev spaces this
-  // took 20.0 / 19.5 / 20.0 evaluations (policies of training seeds 1-3) against 23.5 / 20.5 /
-  // 21.0 with squared error (agent/README.md, "Why a ranking loss"). With sources, squared
-  // error: ranking ignores the weights that scale the sources' rows.
-  XgbCostModel::Options model_options;
-  model_options.rounds = options_.model_rounds;
-  model_options.objective = sources_.empty() ? "rank:pairwise" : "reg:squarederror";
-  model_ = std::make_unique<XgbCostModel>(model_options);
-  sample_model_ = std::make_unique<XgbCostModel>(model_options);
+  // Both models fit the order of the results (a pairwise ranking loss), not their values: the
+  // pool needs its best candidates ranked first. On the CPU dev spaces this took 20.0 / 19.5 /
+  // 20.0 evaluations (policies of training seeds 1-3) against 23.5 / 20.5 / 21.0 with squared
+  // error (agent/README.md, "Why a ranking loss"). Where transfer rows join the fits (a non-empty
+  // prior, the condition FitModels uses), squared error: ranking ignores the weights that scale
+  // those rows. The models exist from here on, whatever fails below.
+  auto make_models = [this](const char* objective) {
+    XgbCostModel::Options model_options;
+    model_options.rounds = options_.model_rounds;
+    model_options.objective = objective;
+    model_ = std::make_unique<XgbCostModel>(model_options);
+    sample_model_ = std::make_unique<XgbCostModel>(model_options);
+  };
+  make_models("reg:squarederror");
   features_ = std::make_unique<SpaceFeatures>(space());
   episode_.clear();
   awaiting_reward_ = false;
@@ -118,7 +122,9 @@ absl::Status PpoStrategy::Start() {
       KTUNE_RETURN_IF_ERROR(policy_->LoadJson(std::string(PretrainedPolicyJson())));
     }
   }
-  return prior_.Build(space(), *features_, sources_, options_.source_rows, rng());
+  KTUNE_RETURN_IF_ERROR(prior_.Build(space(), *features_, sources_, options_.source_rows, rng()));
+  if (prior_.empty()) make_models("rank:pairwise");
+  return absl::OkStatus();
 }
 
 double PpoStrategy::BestTime() const { return best() ? best()->time_ms : INFINITY; }

@@ -138,7 +138,7 @@ class PpoStrategy : public StrategyBase {
   bool AtUpdateInterval() const;
   // Refits model_ on every result (ScoreTargets; ranks with transfer sources) and sample_model_
   // on ranks of a bootstrap resample; the sources' rows join both. The models' objective (Start):
-  // pairwise ranking without sources, squared error with them.
+  // pairwise ranking, or squared error where the sources' rows join (a non-empty prior).
   absl::Status FitModels();
   // `model`'s scores of `indices`.
   absl::StatusOr<std::vector<float>> Scores(const XgbCostModel& model,
