@@ -47,6 +47,13 @@ int64_t ExprSymbols::Intern(absl::string_view s) {
 
 namespace {
 
+// An expression's text as error messages quote it: at most 80 characters, so that a generated
+// expression of 20,000 parentheses does not flood the terminal.
+std::string Excerpt(absl::string_view text) {
+  if (text.size() <= 80) return std::string(text);
+  return absl::StrCat(text.substr(0, 77), "...");
+}
+
 enum class Tok { kNum, kStr, kName, kOp, kEnd };
 
 struct Token {
@@ -155,6 +162,24 @@ absl::StatusOr<std::vector<Token>> Tokenize(absl::string_view s) {
 // ---------------------------------------------------------------------------------------------
 // Parser: recursive descent over Python's precedence levels.
 
+// Parsing and evaluation recurse, so a hostile or generated expression (thousands of nested
+// parentheses, signs or `not`s, or a chain of 100,000 sums) must be refused before it exhausts
+// the stack: a server compiles the constraints of kernels its clients register. Real
+// constraints nest a few levels and chain a few dozen operations.
+constexpr int kMaxNesting = 200;      // parentheses, calls, unary operators, value lists
+constexpr int kMaxTreeDepth = 10000;  // operations on the longest path of one expression
+
+// Counts one level of recursion for as long as it lives.
+class NestingGuard {
+ public:
+  explicit NestingGuard(int& depth) : depth_(depth) { ++depth_; }
+  ~NestingGuard() { --depth_; }
+  bool too_deep() const { return depth_ > kMaxNesting; }
+
+ private:
+  int& depth_;
+};
+
 class ExprParser {
  public:
   using Node = Expression::Node;
@@ -167,6 +192,10 @@ class ExprParser {
   absl::Status ParseInto(Expression& out) {
     out_ = &out;
     KTUNE_ASSIGN_OR_RETURN(out.root_, ParseOr());
+    if (tree_too_deep_) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("more than ", kMaxTreeDepth, " operations in one chain"));
+    }
     std::sort(out.slots_used_.begin(), out.slots_used_.end());
     out.slots_used_.erase(std::unique(out.slots_used_.begin(), out.slots_used_.end()),
                           out.slots_used_.end());
@@ -186,8 +215,18 @@ class ExprParser {
   }
 
   int Add(Node n) {
+    int depth = 0;
+    for (int child : {n.a, n.b}) {
+      if (child >= 0) depth = std::max(depth, depths_[child]);
+    }
+    for (int child : n.args) depth = std::max(depth, depths_[child]);
+    tree_too_deep_ = tree_too_deep_ || depth + 1 > kMaxTreeDepth;
+    depths_.push_back(depth + 1);
     out_->nodes_.push_back(std::move(n));
     return static_cast<int>(out_->nodes_.size() - 1);
+  }
+  absl::Status TooDeep() const {
+    return Error(absl::StrCat("nested more than ", kMaxNesting, " levels deep"));
   }
   int Binary(Node::Op op, int a, int b) {
     Node n;
@@ -219,6 +258,8 @@ class ExprParser {
 
   absl::StatusOr<int> ParseNot() {
     if (IsName("not")) {
+      NestingGuard nesting(depth_);
+      if (nesting.too_deep()) return TooDeep();
       ++pos_;
       KTUNE_ASSIGN_OR_RETURN(int operand, ParseNot());
       return Binary(Node::Op::kNot, operand, -1);
@@ -289,6 +330,8 @@ class ExprParser {
 
   absl::StatusOr<int> ParseFactor() {
     if (IsOp("-") || IsOp("+")) {
+      NestingGuard nesting(depth_);
+      if (nesting.too_deep()) return TooDeep();
       Node::Op op = IsOp("-") ? Node::Op::kNeg : Node::Op::kPos;
       ++pos_;
       KTUNE_ASSIGN_OR_RETURN(int operand, ParseFactor());
@@ -299,7 +342,9 @@ class ExprParser {
 
   absl::StatusOr<int> ParsePower() {
     KTUNE_ASSIGN_OR_RETURN(int base, ParseAtom());
-    if (IsOp("**")) {
+    if (IsOp("**")) {  // right-associative: recurses once per operator
+      NestingGuard nesting(depth_);
+      if (nesting.too_deep()) return TooDeep();
       ++pos_;
       // Right-associative, and binds tighter than a unary minus on its left: -2**2 == -4.
       KTUNE_ASSIGN_OR_RETURN(int exponent, ParseFactor());
@@ -323,6 +368,8 @@ class ExprParser {
       return Add(std::move(n));
     }
     if (IsOp("(")) {
+      NestingGuard nesting(depth_);
+      if (nesting.too_deep()) return TooDeep();
       ++pos_;
       KTUNE_ASSIGN_OR_RETURN(int inner, ParseOr());
       if (!IsOp(")")) return Error("expected ')'");
@@ -359,6 +406,8 @@ class ExprParser {
   }
 
   absl::StatusOr<int> ParseCall() {
+    NestingGuard nesting(depth_);
+    if (nesting.too_deep()) return TooDeep();
     Node call;
     call.op = Node::Op::kCall;
     call.function = Peek().text;
@@ -388,6 +437,9 @@ class ExprParser {
   size_t pos_;
   ExprSymbols& symbols_;
   Expression* out_ = nullptr;
+  int depth_ = 0;            // recursion depth of the parse
+  std::vector<int> depths_;  // per node of *out_: operations on its longest path
+  bool tree_too_deep_ = false;
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -401,6 +453,14 @@ struct EvalError {
   const char* what = nullptr;
 };
 
+constexpr const char* kOverflow = "integer overflow (integers are 64-bit)";
+
+// Python's ints do not overflow; ktune's are int64_t, so a result outside its range is an error
+// (as division by zero is), never a wrapped value or a trap. `b` != 0.
+bool DivOverflows(int64_t a, int64_t b) {
+  return a == std::numeric_limits<int64_t>::min() && b == -1;
+}
+
 int64_t FloorDiv(int64_t a, int64_t b) {
   int64_t q = a / b;
   if ((a % b != 0) && ((a < 0) != (b < 0))) --q;
@@ -408,6 +468,7 @@ int64_t FloorDiv(int64_t a, int64_t b) {
 }
 
 int64_t FloorMod(int64_t a, int64_t b) {
+  if (b == -1) return 0;  // a % -1 traps for INT64_MIN on x86; the result is 0 for every a
   int64_t r = a % b;
   if (r != 0 && ((r < 0) != (b < 0))) r += b;
   return r;
@@ -495,6 +556,10 @@ ExprValue Eval(const std::vector<Node>& nodes, int index, const ExprValue* slots
         return ExprValue::Int(0);
       }
       if (n.op == Node::Op::kPos) return v;
+      if (v.kind == ExprValue::Kind::kInt && v.i == std::numeric_limits<int64_t>::min()) {
+        err->what = kOverflow;
+        return ExprValue::Int(0);
+      }
       return v.kind == ExprValue::Kind::kInt ? ExprValue::Int(-v.i) : ExprValue::Float(-v.f);
     }
     case Node::Op::kCall: {
@@ -509,8 +574,18 @@ ExprValue Eval(const std::vector<Node>& nodes, int index, const ExprValue* slots
       }
       const ExprValue& x = args[0];
       if (n.function == "abs") {
+        if (x.kind == ExprValue::Kind::kInt && x.i == std::numeric_limits<int64_t>::min()) {
+          err->what = kOverflow;
+          return ExprValue::Int(0);
+        }
         return x.kind == ExprValue::Kind::kInt ? ExprValue::Int(x.i < 0 ? -x.i : x.i)
                                                : ExprValue::Float(std::fabs(x.f));
+      }
+      // int() and round() of a float outside int64_t's range (or NaN) is an error, not UB.
+      if ((n.function == "int" || n.function == "round") && x.kind == ExprValue::Kind::kFloat &&
+          !(std::fabs(x.f) < 9.2e18)) {
+        err->what = std::isnan(x.f) ? "int() or round() of NaN" : kOverflow;
+        return ExprValue::Int(0);
       }
       if (n.function == "int") {
         return x.kind == ExprValue::Kind::kInt
@@ -541,18 +616,27 @@ ExprValue Eval(const std::vector<Node>& nodes, int index, const ExprValue* slots
     return ExprValue::Int(0);
   }
   bool ints = x.kind == ExprValue::Kind::kInt && y.kind == ExprValue::Kind::kInt;
+  int64_t r = 0;
+  auto overflow = [err] {
+    err->what = kOverflow;
+    return ExprValue::Int(0);
+  };
   switch (n.op) {
     case Node::Op::kAdd:
-      return ints ? ExprValue::Int(x.i + y.i) : ExprValue::Float(x.AsDouble() + y.AsDouble());
+      if (!ints) return ExprValue::Float(x.AsDouble() + y.AsDouble());
+      return __builtin_add_overflow(x.i, y.i, &r) ? overflow() : ExprValue::Int(r);
     case Node::Op::kSub:
-      return ints ? ExprValue::Int(x.i - y.i) : ExprValue::Float(x.AsDouble() - y.AsDouble());
+      if (!ints) return ExprValue::Float(x.AsDouble() - y.AsDouble());
+      return __builtin_sub_overflow(x.i, y.i, &r) ? overflow() : ExprValue::Int(r);
     case Node::Op::kMul:
-      return ints ? ExprValue::Int(x.i * y.i) : ExprValue::Float(x.AsDouble() * y.AsDouble());
+      if (!ints) return ExprValue::Float(x.AsDouble() * y.AsDouble());
+      return __builtin_mul_overflow(x.i, y.i, &r) ? overflow() : ExprValue::Int(r);
     case Node::Op::kTrueDiv:
       if (y.AsDouble() == 0) break;
       return ExprValue::Float(x.AsDouble() / y.AsDouble());
     case Node::Op::kFloorDiv:
       if (y.AsDouble() == 0) break;
+      if (ints && DivOverflows(x.i, y.i)) return overflow();
       return ints ? ExprValue::Int(FloorDiv(x.i, y.i))
                   : ExprValue::Float(std::floor(x.AsDouble() / y.AsDouble()));
     case Node::Op::kMod:
@@ -561,9 +645,13 @@ ExprValue Eval(const std::vector<Node>& nodes, int index, const ExprValue* slots
                   : ExprValue::Float(FloatMod(x.AsDouble(), y.AsDouble()));
     case Node::Op::kPow:
       if (ints && y.i >= 0) {
-        int64_t r = 1;
-        for (int64_t k = 0; k < y.i && k < 64; ++k) r *= x.i;
-        return ExprValue::Int(r);
+        // Square-and-multiply; every step checked, so 2**1000 is an overflow, not 0.
+        int64_t base = x.i, result = 1;
+        for (int64_t e = y.i; e > 0; e >>= 1) {
+          if ((e & 1) && __builtin_mul_overflow(result, base, &result)) return overflow();
+          if (e > 1 && __builtin_mul_overflow(base, base, &base)) return overflow();
+        }
+        return ExprValue::Int(result);
       }
       return ExprValue::Float(std::pow(x.AsDouble(), y.AsDouble()));
     default:
@@ -586,7 +674,8 @@ absl::StatusOr<Expression> Expression::Compile(absl::string_view text, ExprSymbo
     st = absl::InvalidArgumentError(absl::StrCat("unexpected '", t.text, "' at column ", t.column));
   }
   if (!st.ok()) {
-    return absl::InvalidArgumentError(absl::StrCat("in expression '", text, "': ", st.message()));
+    return absl::InvalidArgumentError(
+        absl::StrCat("in expression '", Excerpt(text), "': ", st.message()));
   }
   return e;
 }
@@ -595,7 +684,10 @@ absl::StatusOr<ExprValue> Expression::Evaluate(const ExprValue* slots) const {
   EvalError err;
   ExprValue v = Eval(nodes_, root_, slots, &err);
   if (err.what != nullptr) {
-    return absl::InvalidArgumentError(absl::StrCat("in expression '", text_, "': ", err.what));
+    // An expression inside a value list has no text of its own; the list's error names the list.
+    if (text_.empty()) return absl::InvalidArgumentError(err.what);
+    return absl::InvalidArgumentError(
+        absl::StrCat("in expression '", Excerpt(text_), "': ", err.what));
   }
   return v;
 }
@@ -656,6 +748,10 @@ class ValueListParser {
   }
 
   absl::StatusOr<std::vector<ExprValue>> ParseList() {
+    NestingGuard nesting(depth_);
+    if (nesting.too_deep()) {
+      return Error(absl::StrCat("nested more than ", kMaxNesting, " levels deep"));
+    }
     KTUNE_ASSIGN_OR_RETURN(auto values, ParseTerm());
     while (IsOp("+")) {
       ++pos_;
@@ -785,6 +881,7 @@ class ValueListParser {
   const std::vector<Token>& toks_;
   size_t pos_ = 0;
   ExprSymbols& symbols_;
+  int depth_ = 0;  // recursion depth of nested lists
 };
 
 }  // namespace
@@ -796,7 +893,7 @@ absl::StatusOr<std::vector<ExprValue>> EvaluateValueList(absl::string_view text,
   auto values = parser.ParseAll();
   if (!values.ok()) {
     return absl::InvalidArgumentError(
-        absl::StrCat("in value list '", text, "': ", values.status().message()));
+        absl::StrCat("in value list '", Excerpt(text), "': ", values.status().message()));
   }
   return values;
 }

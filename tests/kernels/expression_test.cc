@@ -5,6 +5,8 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <limits>
+
 namespace ktune {
 namespace {
 
@@ -34,6 +36,56 @@ TEST(ExpressionTest, IntegerArithmeticFollowsPython) {
     EXPECT_EQ(v.kind, ExprValue::Kind::kInt) << c.text;
     EXPECT_EQ(v.i, c.want) << c.text;
   }
+}
+
+// A server compiles the constraints of kernels its clients register, so hostile expressions
+// must come back as errors: deep nesting must not exhaust the stack, and integer results
+// outside int64_t must not wrap or trap (SIGFPE on INT64_MIN // -1).
+TEST(ExpressionTest, RefusesNestingThatWouldExhaustTheStack) {
+  ExprSymbols s;
+  const std::string deep = std::string(20000, '(') + "1" + std::string(20000, ')');
+  auto parens = Expression::Compile(deep, s);
+  ASSERT_FALSE(parens.ok());
+  EXPECT_THAT(parens.status().message(), HasSubstr("levels deep"));
+  std::string signs(300000, '-');
+  EXPECT_THAT(Expression::Compile(signs + "1", s).status().message(), HasSubstr("levels deep"));
+  std::string nots;
+  for (int k = 0; k < 100000; ++k) nots += "not ";
+  EXPECT_THAT(Expression::Compile(nots + "1", s).status().message(), HasSubstr("levels deep"));
+  std::string powers = "1";
+  for (int k = 0; k < 100000; ++k) powers += "**1";
+  EXPECT_THAT(Expression::Compile(powers, s).status().message(), HasSubstr("levels deep"));
+  std::string sum = "1";
+  for (int k = 0; k < 100000; ++k) sum += "+1";
+  EXPECT_THAT(Expression::Compile(sum, s).status().message(), HasSubstr("operations in one chain"));
+  EXPECT_THAT(EvaluateValueList(std::string(20000, '(') + "[1]" + std::string(20000, ')'), s)
+                  .status()
+                  .message(),
+              HasSubstr("levels deep"));
+  // What real definitions write still compiles: 50 levels, a chain of 5,000 sums.
+  EXPECT_EQ(Eval(std::string(50, '(') + "7" + std::string(50, ')'), s).i, 7);
+  std::string long_sum = "0";
+  for (int k = 0; k < 5000; ++k) long_sum += "+1";
+  EXPECT_EQ(Eval(long_sum, s).i, 5000);
+}
+
+TEST(ExpressionTest, IntegerOverflowIsAnErrorNotAWrapOrATrap) {
+  ExprSymbols s;
+  for (const char* text :
+       {"9223372036854775807 + 1", "-9223372036854775807 - 2", "4294967296 * 4294967296", "2 ** 63",
+        "2 ** 1000", "(-9223372036854775807 - 1) // -1", "-(-9223372036854775807 - 1)",
+        "abs(-9223372036854775807 - 1)", "int(1e300)", "round(1e308 * 10 - 1e308 * 10)"}) {
+    auto e = Expression::Compile(text, s);
+    ASSERT_TRUE(e.ok()) << text << ": " << e.status();
+    auto v = e->Evaluate(nullptr);
+    EXPECT_FALSE(v.ok()) << text << " gave " << (v.ok() ? v->i : 0);
+    EXPECT_FALSE(e->IsTrue(nullptr)) << text;  // a constraint that overflows rules its point out
+  }
+  EXPECT_EQ(Eval("(-9223372036854775807 - 1) % -1", s).i, 0);  // Python: 0, x86: SIGFPE
+  EXPECT_EQ(Eval("(-2) ** 63", s).i, std::numeric_limits<int64_t>::min());
+  EXPECT_EQ(Eval("3 ** 39", s).i, 4052555153018976267);
+  EXPECT_EQ(Eval("1 ** 100000000000", s).i, 1);
+  EXPECT_EQ(Eval("-7 // 2", s).i, -4);
 }
 
 TEST(ExpressionTest, TrueDivisionGivesFloats) {
