@@ -1,7 +1,9 @@
 #include "kernels/configuration.h"
 
-#include <nlohmann/json.hpp>
 #include <simdjson.h>
+
+#include <cmath>
+#include <nlohmann/json.hpp>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -68,9 +70,10 @@ absl::StatusOr<ParamMap> ParseParamMapJson(absl::string_view json) {
       case simdjson::dom::element_type::INT64:
         out[std::move(key)] = v.get_int64().value_unsafe();
         break;
-      case simdjson::dom::element_type::UINT64:  // above INT64_MAX: wraps, as before
-        out[std::move(key)] = static_cast<int64_t>(v.get_uint64().value_unsafe());
-        break;
+      case simdjson::dom::element_type::UINT64:  // only above INT64_MAX: never wrapped
+        return absl::InvalidArgumentError(absl::StrCat("parameter '", key,
+                                                       "': ", v.get_uint64().value_unsafe(),
+                                                       " is above the largest 64-bit integer"));
       case simdjson::dom::element_type::DOUBLE:
         out[std::move(key)] = v.get_double().value_unsafe();
         break;
@@ -110,6 +113,11 @@ absl::StatusOr<ParamMap> ParseParamMapAssignments(absl::string_view text) {
     if (absl::SimpleAtoi(value, &i)) {
       out[name] = i;
     } else if (absl::SimpleAtod(value, &d)) {
+      // inf and nan would be stored, and JSON (the database's form) cannot hold them.
+      if (!std::isfinite(d)) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("'", item, "': the value must be a finite number or a name"));
+      }
       out[name] = d;
     } else {
       out[name] = std::string(value);

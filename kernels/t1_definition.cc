@@ -1,9 +1,11 @@
 #include "kernels/t1_definition.h"
 
+#include <cstdint>
 #include <nlohmann/json.hpp>
 
 #include "absl/strings/str_cat.h"
 #include "common/file_util.h"
+#include "common/json_error.h"
 #include "common/status_macros.h"
 #include "kernels/expression.h"
 
@@ -26,14 +28,9 @@ absl::StatusOr<ParamValue> Convert(const ExprValue& v, const std::string& type,
 
 }  // namespace
 
-absl::StatusOr<T1Definition> LoadT1Definition(const std::string& path) {
-  KTUNE_ASSIGN_OR_RETURN(std::string text, ReadFileMaybeGzip(path));
-  nlohmann::json doc;
-  try {
-    doc = nlohmann::json::parse(text);
-  } catch (const nlohmann::json::parse_error& e) {
-    return absl::InvalidArgumentError(absl::StrCat(path, ": not valid JSON: ", e.what()));
-  }
+namespace {
+
+absl::StatusOr<T1Definition> ParseT1Definition(const std::string& path, const nlohmann::json& doc) {
   auto fail = [&](const std::string& what) {
     return absl::InvalidArgumentError(absl::StrCat(path, ": ", what));
   };
@@ -60,7 +57,10 @@ absl::StatusOr<T1Definition> LoadT1Definition(const std::string& path) {
       values = *std::move(parsed);
     } else if (p["Values"].is_array()) {
       for (const auto& v : p["Values"]) {
-        if (v.is_number_integer())
+        if (v.is_number_unsigned() && v.get<uint64_t>() > INT64_MAX) {
+          return fail(absl::StrCat("parameter ", param.name, ": ", v.dump(),
+                                   " is above the largest 64-bit integer"));
+        } else if (v.is_number_integer())
           values.push_back(ExprValue::Int(v.get<int64_t>()));
         else if (v.is_number())
           values.push_back(ExprValue::Float(v.get<double>()));
@@ -102,6 +102,22 @@ absl::StatusOr<T1Definition> LoadT1Definition(const std::string& path) {
     def.kernel_name = doc["KernelSpecification"].value("KernelName", "");
   }
   return def;
+}
+
+}  // namespace
+
+absl::StatusOr<T1Definition> LoadT1Definition(const std::string& path) {
+  KTUNE_ASSIGN_OR_RETURN(std::string text, ReadFileMaybeGzip(path));
+  // Every nlohmann exception becomes an error naming the file: a malformed document (a number
+  // out of double's range, a field of the wrong type) must never abort the program.
+  try {
+    return ParseT1Definition(path, nlohmann::json::parse(text));
+  } catch (const nlohmann::json::parse_error& e) {
+    return absl::InvalidArgumentError(absl::StrCat(path, ": not valid JSON: ", e.what()));
+  } catch (const nlohmann::json::exception& e) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(path, ": ", WithoutJsonExceptionPrefix(e.what())));
+  }
 }
 
 }  // namespace ktune

@@ -10,6 +10,7 @@
 #include "absl/strings/strip.h"
 #include "absl/time/time.h"
 #include "common/file_util.h"
+#include "common/json_error.h"
 #include "common/status_macros.h"
 
 namespace ktune {
@@ -41,9 +42,22 @@ absl::Status FileError(const std::string& path, const std::string& where, absl::
   return absl::InvalidArgumentError(absl::StrCat(path, ": ", where, ": ", what));
 }
 
+// A string field of `object`, `fallback` where it is missing; InvalidArgument where it is not a
+// string (nlohmann's value() would throw).
+absl::StatusOr<std::string> StringField(const Json& object, const char* key,
+                                        const std::string& fallback) {
+  if (!object.contains(key) || object[key].is_null()) return fallback;
+  if (!object[key].is_string()) {
+    return absl::InvalidArgumentError(absl::StrCat("\"", key, "\" is not a string"));
+  }
+  return object[key].get<std::string>();
+}
+
 absl::StatusOr<Json> ParseJson(const std::string& path, const std::string& text) {
   try {
     return Json::parse(text);
+  } catch (const Json::out_of_range& e) {  // a number beyond double's range: 1e999
+    return FileError(path, "a number", WithoutJsonExceptionPrefix(e.what()));
   } catch (const Json::parse_error& e) {
     std::string what = e.what();
     // nlohmann prefixes "[json.exception.parse_error.101] parse error at line 1, column 5: ".
@@ -176,7 +190,9 @@ absl::StatusOr<std::vector<Record>> ReadT4(const std::string& path, const Json& 
   KTUNE_RETURN_IF_ERROR(ResolveNames(path, o, doc, &kernel, &device));
   double scale = 1.0;
   if (doc.contains("metadata") && doc["metadata"].is_object()) {
-    auto unit = TimeUnitToMs(doc["metadata"].value("timeunit", ""));
+    auto unit_name = StringField(doc["metadata"], "timeunit", "");
+    if (!unit_name.ok()) return FileError(path, "metadata", unit_name.status().message());
+    auto unit = TimeUnitToMs(*unit_name);
     if (!unit.ok()) return FileError(path, "metadata.timeunit", unit.status().message());
     scale = *unit;
   }
@@ -194,14 +210,16 @@ absl::StatusOr<std::vector<Record>> ReadT4(const std::string& path, const Json& 
     auto config = ConfigFrom(e["configuration"]);
     if (!config.ok()) return FileError(path, where + ".configuration", config.status().message());
     r.config = *std::move(config);
-    std::string invalidity = e.value("invalidity", "correct");
+    auto invalidity_field = StringField(e, "invalidity", "correct");
+    if (!invalidity_field.ok()) return FileError(path, where, invalidity_field.status().message());
+    const std::string invalidity = *invalidity_field;
     auto status = StatusFromT4Invalidity(invalidity);
     if (!status.ok()) return FileError(path, where + ".invalidity", status.status().message());
     r.status = *status;
     const Json* time = nullptr;
     if (e.contains("measurements") && e["measurements"].is_array()) {
       for (const Json& m : e["measurements"]) {
-        if (m.is_object() && m.value("name", "") == "time" && m.contains("value"))
+        if (m.is_object() && m.contains("name") && m["name"] == "time" && m.contains("value"))
           time = &m["value"];
       }
     }
@@ -258,7 +276,11 @@ absl::StatusOr<std::vector<Record>> ReadKernelTuner(const std::string& path, con
     for (const std::string& k : keys) {
       if (!e.contains(k)) return FileError(path, where, absl::StrCat("no value for parameter ", k));
       const Json& v = e[k];
-      if (v.is_number_integer())
+      if (v.is_number_unsigned() && v.get<uint64_t>() > INT64_MAX) {
+        return FileError(
+            path, where,
+            absl::StrCat("parameter ", k, ": ", v.dump(), " is above the largest 64-bit integer"));
+      } else if (v.is_number_integer())
         r.config[k] = v.get<int64_t>();
       else if (v.is_number())
         r.config[k] = v.get<double>();
@@ -360,10 +382,16 @@ absl::StatusOr<RecordFile> ReadRecordFile(const std::string& path, const ReadOpt
   }
   KTUNE_ASSIGN_OR_RETURN(Json doc, ParseJson(path, text));
   if (!doc.is_object()) return FileError(path, "top level", "not a JSON object");
-  if (file.format == RecordFileFormat::kT4) {
-    KTUNE_ASSIGN_OR_RETURN(file.records, ReadT4(path, doc, options));
-  } else {
-    KTUNE_ASSIGN_OR_RETURN(file.records, ReadKernelTuner(path, doc, options));
+  // The readers check each field's type; this is the net under them: a field of a type they do
+  // not check makes nlohmann throw, and that must be an error naming the file, never an abort.
+  try {
+    if (file.format == RecordFileFormat::kT4) {
+      KTUNE_ASSIGN_OR_RETURN(file.records, ReadT4(path, doc, options));
+    } else {
+      KTUNE_ASSIGN_OR_RETURN(file.records, ReadKernelTuner(path, doc, options));
+    }
+  } catch (const Json::exception& e) {
+    return FileError(path, "a field of the wrong type", WithoutJsonExceptionPrefix(e.what()));
   }
   return file;
 }

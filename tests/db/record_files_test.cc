@@ -10,6 +10,7 @@
 #include <fstream>
 #include <set>
 #include <sstream>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "db/memory_tuning_database.h"
@@ -199,6 +200,65 @@ TEST(RecordFilesTest, AnEmptyT4TimestampImportsAsUnknownAndABadOneIsRefused) {
   ASSERT_FALSE(bad.ok());
   EXPECT_THAT(bad.status().message(), HasSubstr("results[1].timestamp"));
   EXPECT_EQ(other.Stats()->records, 0);
+}
+
+// Fields of the wrong type, numbers beyond double's range and integers beyond int64_t made
+// nlohmann throw (an abort) or wrapped silently (18446744073709551615 served as -1): each must be
+// an error that names the file, and store nothing.
+TEST(RecordFilesTest, WrongTypesAndOutOfRangeNumbersAreErrorsNotAbortsOrWraps) {
+  TempDir dir;
+  auto t4 = [&](const std::string& name, const std::string& metadata, const std::string& result) {
+    std::string path = dir.File(name);
+    WriteFile(path, absl::StrCat(R"({"schema_version": "1.0.0", "metadata": )", metadata,
+                                 R"(, "results": [)", result, "]}"));
+    return path;
+  };
+  const std::string ok_metadata = R"({"timeunit": "milliseconds"})";
+  const std::string ok_result = R"({"configuration": {"x": 1}, "invalidity": "correct",
+       "measurements": [{"name": "time", "value": 1.5}]})";
+  struct Case {
+    std::string path, expect;
+  };
+  const std::vector<Case> cases = {
+      {t4("unit_GPU_T4.json", R"({"timeunit": 3})", ok_result), "\"timeunit\" is not a string"},
+      {t4("inv_GPU_T4.json", ok_metadata,
+          R"({"configuration": {"x": 1}, "invalidity": 0,
+              "measurements": [{"name": "time", "value": 1.5}]})"),
+       "results[0]: \"invalidity\" is not a string"},
+      {t4("huge_GPU_T4.json", ok_metadata,
+          R"({"configuration": {"x": 1e999}, "invalidity": "correct",
+              "measurements": [{"name": "time", "value": 1.5}]})"),
+       "number overflow"},
+      {t4("wrap_GPU_T4.json", ok_metadata,
+          R"({"configuration": {"x": 18446744073709551615}, "invalidity": "correct",
+              "measurements": [{"name": "time", "value": 1.5}]})"),
+       "above the largest 64-bit integer"},
+  };
+  for (const Case& c : cases) {
+    MemoryTuningDatabase db;
+    auto st = ImportRecordFile(db, c.path, {});
+    ASSERT_FALSE(st.ok()) << c.path;
+    EXPECT_THAT(st.status().message(), HasSubstr(c.path));
+    EXPECT_THAT(st.status().message(), HasSubstr(c.expect));
+    EXPECT_EQ(db.Stats()->records, 0);
+  }
+  // A measurement's name that is not a string is not the time, and the entry says so.
+  MemoryTuningDatabase db;
+  auto named = ImportRecordFile(db,
+                                t4("name_GPU_T4.json", ok_metadata,
+                                   R"({"configuration": {"x": 1}, "invalidity": "correct",
+             "measurements": [{"name": 7, "value": 1.5}]})"),
+                                {});
+  ASSERT_FALSE(named.ok());
+  EXPECT_THAT(named.status().message(), HasSubstr("without a numeric \"time\""));
+
+  std::string kt = dir.File("wrap_GPU_kernel_tuner_cache.json");
+  WriteFile(kt, R"({"device_name": "GPU", "kernel_name": "k", "tune_params_keys": ["x"],
+      "cache": {"1": {"x": 18446744073709551615, "time": 1.5}}})");
+  auto wrapped = ImportRecordFile(db, kt, {});
+  ASSERT_FALSE(wrapped.ok());
+  EXPECT_THAT(wrapped.status().message(), HasSubstr("above the largest 64-bit integer"));
+  EXPECT_EQ(db.Stats()->records, 0);
 }
 
 TEST(RecordFilesTest, ABadJsonlLineNamesItsNumber) {

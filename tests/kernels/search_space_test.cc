@@ -6,6 +6,7 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <fstream>
 #include <map>
 #include <random>
 #include <set>
@@ -82,6 +83,36 @@ TEST(SearchSpaceTest, T1DefinitionsEnumerateToTheNaiveFilter) {
     ASSERT_EQ(def->space.size(), static_cast<int64_t>(naive.size())) << name;
     EXPECT_GT(def->space.size(), 50000) << name;
     for (int64_t i = 0; i < def->space.size(); i += 97) EXPECT_EQ(def->space.PointAt(i), naive[i]);
+  }
+}
+
+// A malformed T1 definition is an error naming the file, never an abort (nlohmann throws on a
+// field of the wrong type or a number beyond double's range) or a wrapped value.
+TEST(SearchSpaceTest, MalformedT1DefinitionsAreErrorsNotAborts) {
+  testing::TempDir dir;
+  auto definition = [&](const std::string& name, const std::string& parameter) {
+    const std::string path = dir.File(name);
+    std::ofstream(path) << R"({"ConfigurationSpace": {"TuningParameters": [)" << parameter
+                        << R"(], "Conditions": []}})";
+    return path;
+  };
+  const std::pair<std::string, std::string> cases[] = {
+      {definition("type.json", R"({"Name": "a", "Type": 3, "Values": "[1, 2]"})"), "string"},
+      {definition("huge.json", R"({"Name": "a", "Type": "float", "Values": [1e999]})"),
+       "number overflow"},
+      {definition("wrap.json", R"({"Name": "a", "Type": "int", "Values": [18446744073709551615]})"),
+       "above the largest 64-bit integer"},
+      {definition("deep.json", R"({"Name": "a", "Type": "int", "Values": "[)" +
+                                   std::string(5000, '(') + "1" + std::string(5000, ')') +
+                                   R"(]"})"),
+       "levels deep"},
+  };
+  for (const auto& [path, expect] : cases) {
+    auto def = LoadT1Definition(path);
+    ASSERT_FALSE(def.ok()) << path;
+    EXPECT_THAT(def.status().message(), HasSubstr(path));
+    EXPECT_THAT(def.status().message(), HasSubstr(expect));
+    EXPECT_THAT(def.status().message(), ::testing::Not(HasSubstr("json.exception")));
   }
 }
 
