@@ -2,9 +2,12 @@
 
 #include <chrono>
 #include <cstdlib>
+#include <filesystem>
+#include <fstream>
 #include <iostream>
 
 #include "absl/strings/ascii.h"
+#include "absl/strings/str_cat.h"
 #include "absl/strings/strip.h"
 #include "grpcpp/client_context.h"
 #include "proto/channel.h"
@@ -35,6 +38,22 @@ void AddDbOption(CLI::App* sub, std::string* path) {
 
 absl::StatusOr<std::unique_ptr<SqliteTuningDatabase>> OpenDatabase(const std::string& path) {
   return SqliteTuningDatabase::Open(path);
+}
+
+absl::StatusOr<std::unique_ptr<SqliteTuningDatabase>> OpenExistingDatabase(
+    const std::string& path) {
+  std::error_code ec;
+  if (path != ":memory:" && !std::filesystem::exists(path, ec)) {
+    return absl::NotFoundError(
+        absl::StrCat("no tuning database at ", path, " (give --db FILE, or tune first)"));
+  }
+  return SqliteTuningDatabase::Open(path);
+}
+
+bool IsSqliteFile(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  char header[16] = {};
+  return in.read(header, sizeof(header)) && std::string(header, 15) == "SQLite format 3";
 }
 
 }  // namespace ktune::cli

@@ -57,6 +57,11 @@ std::unique_ptr<grpc::ClientContext> ClientContextFor(const std::string& token, 
 // Adds --db PATH (default ktune.db in the current directory) to `sub`.
 void AddDbOption(CLI::App* sub, std::string* path);
 absl::StatusOr<std::unique_ptr<SqliteTuningDatabase>> OpenDatabase(const std::string& path);
+// For commands that only read: NotFound when `path` does not exist, so that a mistyped --db is
+// an error rather than a new, empty database that knows nothing.
+absl::StatusOr<std::unique_ptr<SqliteTuningDatabase>> OpenExistingDatabase(const std::string& path);
+// True when `path` exists and starts with SQLite's header: a file an export must not overwrite.
+bool IsSqliteFile(const std::string& path);
 
 // Registration of each command group; each adds its subcommands to `app` and sets `*action`
 // when one of them is chosen.

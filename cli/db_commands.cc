@@ -68,7 +68,12 @@ int RunExport(const ExportArgs& a) {
   auto problem = ParseParamMapAssignments(a.problem);
   if (!problem.ok())
     return UsageError(cmd, absl::StrCat("--problem: ", problem.status().message()));
-  auto db = OpenDatabase(a.db);
+  // An export replaces --out: never a database (`--out` = `--db` would destroy what it exports).
+  if (!a.out.empty() && a.out != "-" && IsSqliteFile(a.out)) {
+    return UsageError(cmd, absl::StrCat("--out ", a.out,
+                                        " is a SQLite database; an export does not overwrite one"));
+  }
+  auto db = OpenExistingDatabase(a.db);
   if (!db.ok()) return Fail(cmd, db.status());
   std::ostringstream out;
   absl::StatusOr<int64_t> written;
@@ -120,7 +125,7 @@ struct StatsArgs {
 };
 
 int RunStats(const StatsArgs& a) {
-  auto db = OpenDatabase(a.db);
+  auto db = OpenExistingDatabase(a.db);
   if (!db.ok()) return Fail("db stats", db.status());
   auto stats = (*db)->Stats();
   if (!stats.ok()) return Fail("db stats", stats.status());
@@ -158,7 +163,7 @@ struct CheckArgs {
 // Exit 0 when the file is sound (or was repaired), 1 when it is not.
 int RunCheck(const CheckArgs& a) {
   const std::string cmd = "db check";
-  auto db = OpenDatabase(a.db);
+  auto db = OpenExistingDatabase(a.db);
   if (!db.ok()) return Fail(cmd, db.status());
   absl::Status found = (*db)->CheckIntegrity();
   bool repaired = false;

@@ -57,7 +57,7 @@ int RunExplain(const ExplainArgs& a) {
                                                         : Fail(cmd, explained.status());
     }
   } else {
-    auto db = OpenDatabase(a.db);
+    auto db = OpenExistingDatabase(a.db);
     if (!db.ok()) return Fail(cmd, db.status());
     const KernelRegistry registry = KernelRegistry::WithBuiltins();
     explained = Explain(**db, registry, resolved->query);

@@ -80,7 +80,7 @@ absl::StatusOr<std::vector<Record>> TaskRecordsOf(const BestArgs& a,
   const BestQuery& q = resolved.query;
   const TaskKey task{q.kernel, q.kernel_version, q.problem, q.device_class};
   if (a.server.empty()) {
-    KTUNE_ASSIGN_OR_RETURN(std::unique_ptr<SqliteTuningDatabase> db, OpenDatabase(a.db));
+    KTUNE_ASSIGN_OR_RETURN(std::unique_ptr<SqliteTuningDatabase> db, OpenExistingDatabase(a.db));
     return db->TaskRecords(task);
   }
   KTUNE_ASSIGN_OR_RETURN(std::shared_ptr<grpc::Channel> channel, MakeChannel(a.server, a.tls));
@@ -163,7 +163,7 @@ int RunBest(const BestArgs& a) {
                  : Fail(cmd, best.status());
     }
   } else {
-    auto db = OpenDatabase(a.db);
+    auto db = OpenExistingDatabase(a.db);
     if (!db.ok()) return Fail(cmd, db.status());
     absl::StatusOr<BestResult> found = (*db)->QueryBest(q);
     if (!found.ok()) return Fail(cmd, found.status());
@@ -237,7 +237,7 @@ struct JobRow {
 };
 
 absl::StatusOr<std::vector<JobRow>> JobsFromDatabase(const std::string& path) {
-  KTUNE_ASSIGN_OR_RETURN(auto db, OpenDatabase(path));
+  KTUNE_ASSIGN_OR_RETURN(auto db, OpenExistingDatabase(path));
   KTUNE_ASSIGN_OR_RETURN(std::vector<Job> jobs, db->ListJobs());
   std::vector<JobRow> rows;
   for (const Job& j : jobs) {

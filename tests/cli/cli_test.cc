@@ -15,6 +15,7 @@
 #include <set>
 #include <sstream>
 
+#include "db/sqlite_tuning_database.h"
 #include "tests/testing/test_util.h"
 
 namespace ktune {
@@ -214,6 +215,42 @@ TEST(CliTest, ExportWritesJsonlAndT4Files) {
   auto t4 = RunKtune({"db", "import", dir.File("pnpoly_copy_T4.json"), "--db", db2, "--json"});
   ASSERT_EQ(t4.exit_code, 0) << t4.err;
   EXPECT_EQ(nlohmann::json::parse(t4.out)["format"], "t4");
+
+  // An export never overwrites a database: `--out` naming `--db` used to replace the database
+  // with its own JSONL.
+  for (const std::string& format : {"jsonl", "t4"}) {
+    auto onto_itself = RunKtune({"db", "export", "--db", db, "--format", format, "--out", db});
+    EXPECT_EQ(onto_itself.exit_code, 2) << onto_itself.err;
+    EXPECT_THAT(onto_itself.err, HasSubstr("is a SQLite database"));
+  }
+  auto still = RunKtune({"db", "stats", "--db", db, "--json"});
+  ASSERT_EQ(still.exit_code, 0) << still.err;
+  EXPECT_EQ(nlohmann::json::parse(still.out)["records"], 4092);
+}
+
+// Commands that only read refuse a database that does not exist (a mistyped --db used to create
+// an empty one and answer "nothing known"), and create nothing.
+TEST(CliTest, ReadingCommandsRefuseAMissingDatabase) {
+  TempDir dir;
+  const std::string missing = dir.File("typo.db");
+  const std::vector<std::vector<std::string>> commands = {
+      {"best", "--db", missing, "--kernel", "pnpoly", "--device", "RTX_3090"},
+      {"explain", "--db", missing, "--kernel", "pnpoly", "--device", "RTX_3090"},
+      {"db", "stats", "--db", missing},
+      {"db", "export", "--db", missing},
+      {"db", "check", "--db", missing},
+      {"jobs", "--db", missing}};
+  for (const auto& args : commands) {
+    auto r = RunKtune(args);
+    EXPECT_EQ(r.exit_code, 1) << args[0] << ": " << r.err;
+    EXPECT_THAT(r.err, HasSubstr("no tuning database at " + missing)) << args[0];
+  }
+  EXPECT_FALSE(std::filesystem::exists(missing));
+  // A problem value must be stored as JSON: inf and nan cannot be, so they are refused.
+  auto inf = RunKtune({"db", "import", SpaceFile("pnpoly_RTX_3090_T4.json.gz"), "--db",
+                       dir.File("k.db"), "--problem", "M=inf"});
+  EXPECT_EQ(inf.exit_code, 2) << inf.err;
+  EXPECT_THAT(inf.err, HasSubstr("finite"));
 }
 
 // `ktune explain` on a recorded space: the same answer from the database and from a server, as
@@ -440,6 +477,7 @@ TEST(CliTest, ExportWritesAKernelTunerCacheThatImportsBack) {
   EXPECT_EQ(best(db)["config"], best(db2)["config"]);
   EXPECT_DOUBLE_EQ(best(db)["time_ms"].get<double>(), best(db2)["time_ms"].get<double>());
 
+  ASSERT_TRUE(SqliteTuningDatabase::Open(dir.File("empty.db")).ok());
   auto usage = RunKtune({"db", "export", "--db", dir.File("empty.db"), "--format", "kernel-tuner"});
   EXPECT_EQ(usage.exit_code, 2) << usage.err;  // no task to export
 }
@@ -463,6 +501,8 @@ TEST(CliTest, WithoutKtuneAgentTheFrontSaysWhatIsMissing) {
   EXPECT_THAT(testing::ReadWholeFile(dir.File("err")), HasSubstr("ktune-agent"));
   EXPECT_EQ(run("tune --help"), 0);  // help comes from the front itself
   EXPECT_THAT(testing::ReadWholeFile(dir.File("out")), HasSubstr("--strategy"));
+  EXPECT_EQ(
+      run("db import --db " + dir.File("k.db") + " " + SpaceFile("pnpoly_RTX_3090_T4.json.gz")), 0);
   EXPECT_EQ(run("db stats --db " + dir.File("k.db")), 0);
 }
 
