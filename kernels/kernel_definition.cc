@@ -278,10 +278,11 @@ absl::Status KernelDefinition::Validate() const {
           absl::StrCat("buffer ", b.name, " size: ", n.status().message()));
     }
   }
-  for (const std::string* e : {&flops, &bytes}) {
-    auto v = EvaluateForProblem(*e, sample);
-    if (!v.ok()) {
-      return absl::InvalidArgumentError(absl::StrCat("'", *e, "': ", v.status().message()));
+  for (const auto& [field, text] :
+       {std::pair<const char*, const std::string*>{"flops", &flops}, {"bytes", &bytes}}) {
+    auto v = EvaluateForProblem(*text, sample);
+    if (!v.ok()) {  // the message quotes the expression (the start of a long one)
+      return absl::InvalidArgumentError(absl::StrCat(field, ": ", v.status().message()));
     }
   }
   auto space = Space(sample, MachineVariables{});

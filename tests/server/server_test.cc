@@ -1059,6 +1059,27 @@ TEST(ServerClientKernelTest, AnAdminRegistersAKernelThatWorkersThenMeasure) {
     s = tuning->RegisterKernel(with("admin-token-0123456789").get(), bad, &info);
     EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
     EXPECT_THAT(s.error_message(), HasSubstr("output buffer"));
+    // Hostile expressions are refused with a short message, and the server lives on to answer
+    // (the registration of `taken` below): a constraint or flops nested 20,000 deep overflowed
+    // its stack (signal 11), INT64_MIN // -1 trapped (signal 8; now it rules configurations out).
+    const std::string deep = std::string(20000, '(') + "unroll" + std::string(20000, ')');
+    v1::RegisterKernelRequest hostile = request;
+    hostile.mutable_kernel()->set_name("hostile");
+    hostile.mutable_kernel()->add_constraints(deep + " > 0");
+    s = tuning->RegisterKernel(with("admin-token-0123456789").get(), hostile, &info);
+    EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << s.error_message();
+    EXPECT_THAT(s.error_message(), HasSubstr("levels deep"));
+    EXPECT_LT(s.error_message().size(), 400u);
+    hostile = request;
+    hostile.mutable_kernel()->set_name("hostile");
+    hostile.mutable_kernel()->set_flops(deep);
+    s = tuning->RegisterKernel(with("admin-token-0123456789").get(), hostile, &info);
+    EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << s.error_message();
+    EXPECT_THAT(s.error_message(), HasSubstr("levels deep"));
+    hostile = request;
+    hostile.mutable_kernel()->set_name("hostile");
+    hostile.mutable_kernel()->add_constraints("unroll // -1 > (-9223372036854775807 - 1) // -1");
+    tuning->RegisterKernel(with("admin-token-0123456789").get(), hostile, &info);
     v1::RegisterKernelRequest taken = request;
     taken.mutable_kernel()->set_name("gemm");
     s = tuning->RegisterKernel(with("admin-token-0123456789").get(), taken, &info);
