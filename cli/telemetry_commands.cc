@@ -2,6 +2,7 @@
 // (server/telemetry_intake.h).
 #include <google/protobuf/util/json_util.h>
 
+#include <cstdio>
 #include <fstream>
 #include <iostream>
 #include <nlohmann/json.hpp>
@@ -148,7 +149,20 @@ void PrintFlag(const v1::DriftFlag& f) {
 struct ReportArgs {
   ClientArgs client;
   std::string file;
+  int64_t skip = 0;
 };
+
+// The server refuses a call's samples as "samples[K]: why"; the user needs the file's line.
+std::string OnFileLine(const std::string& file, absl::string_view message,
+                       const std::vector<int>& line_of, size_t first_of_call) {
+  int k = -1, consumed = 0;
+  const std::string text(message);
+  if (std::sscanf(text.c_str(), "samples[%d]: %n", &k, &consumed) == 1 && consumed > 0 && k >= 0 &&
+      first_of_call + k < line_of.size()) {
+    return absl::StrCat(file, ":", line_of[first_of_call + k], ": ", text.substr(consumed));
+  }
+  return text;
+}
 
 int RunReport(const ReportArgs& a) {
   const std::string cmd = "telemetry report";
@@ -159,16 +173,28 @@ int RunReport(const ReportArgs& a) {
     if (!file_stream) return UsageError(cmd, absl::StrCat("cannot read ", a.file));
     in = &file_stream;
   }
-  // Every line is checked before anything is sent.
+  // Every line's form is checked before anything is sent; what needs the server (a known kernel,
+  // ranges) is checked by it, a call of kSamplesPerCall samples at a time, each call's samples
+  // all before any is stored. A refused call says which were stored, and --skip resumes.
   std::vector<v1::TelemetrySample> samples;
+  std::vector<int> line_of;  // samples[i] is on line line_of[i]
   std::string line;
+  int64_t skipped = 0;
   for (int n = 1; std::getline(*in, line); ++n) {
     if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
+    if (skipped < a.skip) {
+      ++skipped;
+      continue;
+    }
     absl::StatusOr<v1::TelemetrySample> s = SampleFromJson(line);
     if (!s.ok()) return UsageError(cmd, absl::StrCat(a.file, ":", n, ": ", s.status().message()));
     samples.push_back(*std::move(s));
+    line_of.push_back(n);
   }
-  if (samples.empty()) return UsageError(cmd, absl::StrCat(a.file, " holds no samples"));
+  if (samples.empty()) {
+    return UsageError(cmd, absl::StrCat(a.file, " holds no samples",
+                                        a.skip > 0 ? " after the skipped ones" : ""));
+  }
   absl::StatusOr<std::shared_ptr<grpc::Channel>> channel = MakeChannel(a.client.server, a.client.tls);
   if (!channel.ok()) return Fail(cmd, channel.status());
   auto stub = v1::TuningService::NewStub(*channel);
@@ -182,8 +208,16 @@ int RunReport(const ReportArgs& a) {
     v1::ReportTelemetryResponse response;
     absl::Status st = FromGrpc(stub->ReportTelemetry(ClientContextFor(a.client.token).get(), request, &response));
     if (!st.ok()) {
-      std::cerr << "ktune " << cmd << ": " << accepted << " samples were stored before this\n";
-      return absl::IsInvalidArgument(st) ? UsageError(cmd, std::string(st.message())) : Fail(cmd, st);
+      const std::string why = OnFileLine(a.file, st.message(), line_of, start);
+      std::cerr << "ktune " << cmd << ": "
+                << (start == 0
+                        ? std::string("nothing was stored")
+                        : absl::StrCat("the first ", a.skip + start,
+                                       " samples were stored (through line ", line_of[start - 1],
+                                       "); after fixing, resume with --skip ", a.skip + start))
+                << "\n";
+      return absl::IsInvalidArgument(st) ? UsageError(cmd, why)
+                                         : Fail(cmd, absl::Status(st.code(), why));
     }
     accepted += response.accepted();
     raised.insert(raised.end(), response.raised().begin(), response.raised().end());
@@ -232,6 +266,10 @@ void RegisterTelemetryCommands(CLI::App& app, Action* action) {
       "count+mean_ms[+stddev_ms] or histogram {upper_bounds_ms, counts}, optional "
       "window_start/window_end) and print the drift flags they raise");
   report->add_option("file", report_args->file, "JSONL file of samples, or - for stdin")->required();
+  report
+      ->add_option("--skip", report_args->skip,
+                   "Skip the file's first N samples (stored by an earlier report that stopped)")
+      ->check(CLI::NonNegativeNumber);
   AddClientOptions(report, &report_args->client);
   report->callback([=] { *action = [=] { return RunReport(*report_args); }; });
 

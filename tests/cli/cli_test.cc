@@ -340,6 +340,29 @@ TEST(CliTest, TelemetryReportRaisesDriftFlagsThatDriftLists) {
   auto json = RunKtune({"drift", "--server", address, "--json"});
   ASSERT_EQ(json.exit_code, 0) << json.err;
   EXPECT_EQ(nlohmann::json::parse(json.out)["flags"].size(), 1u);
+
+  // A sample only the server can refuse (a problem out of range) on line 1201 of 1300: the
+  // first call's 1000 samples are stored, the message names the file's line and how to resume,
+  // and --skip 1000 on the mended file sends the remaining 300 once.
+  auto write = [&](const std::string& name, int bad_line) {
+    std::ofstream out(dir.File(name));
+    for (int line = 1; line <= 1300; ++line) {
+      out << R"({"kernel":"gemm","problem":{"M":)" << (line == bad_line ? -1 : 32)
+          << R"(,"N":32,"K":32},"device":"cpu:x","config":{"MR":4},"count":1,"mean_ms":0.5})"
+          << "\n";
+    }
+  };
+  write("partial.jsonl", 1201);
+  auto partial = RunKtune({"telemetry", "report", dir.File("partial.jsonl"), "--server", address});
+  EXPECT_EQ(partial.exit_code, 2) << partial.err;
+  EXPECT_THAT(partial.err, HasSubstr("partial.jsonl:1201: "));
+  EXPECT_THAT(partial.err, HasSubstr("the first 1000 samples were stored (through line 1000)"));
+  EXPECT_THAT(partial.err, HasSubstr("--skip 1000"));
+  write("mended.jsonl", 0);
+  auto resumed = RunKtune({"telemetry", "report", dir.File("mended.jsonl"), "--server", address,
+                           "--skip", "1000", "--json"});
+  ASSERT_EQ(resumed.exit_code, 0) << resumed.err;
+  EXPECT_EQ(nlohmann::json::parse(resumed.out)["accepted"], 300);
 }
 
 // A Kernel Tuner cache file out of ktune: Kernel Tuner's own format, which imports back to the
