@@ -1,12 +1,14 @@
 #include "cli/command.h"
 
 #include <chrono>
+#include <cmath>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <iostream>
 
 #include "absl/strings/ascii.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/strip.h"
 #include "grpcpp/client_context.h"
@@ -38,6 +40,33 @@ void AddDbOption(CLI::App* sub, std::string* path) {
 
 absl::StatusOr<std::unique_ptr<SqliteTuningDatabase>> OpenDatabase(const std::string& path) {
   return SqliteTuningDatabase::Open(path);
+}
+
+void RequireFiniteNumbers(CLI::App& app) {
+  static const CLI::Validator kFinite(
+      [](std::string& text) -> std::string {
+        double value = 0;
+        if (absl::SimpleAtod(text, &value) && !std::isfinite(value)) {
+          return "must be a finite number";
+        }
+        return "";
+      },
+      "", "FINITE");
+  for (CLI::Option* option : app.get_options()) {
+    if (option->get_type_name().find("FLOAT") != std::string::npos) option->check(kFinite);
+  }
+  for (CLI::App* sub : app.get_subcommands({})) RequireFiniteNumbers(*sub);
+}
+
+const CLI::Validator& AboveZero() {
+  static const CLI::Validator kAboveZero(
+      [](std::string& text) -> std::string {
+        double value = 0;
+        if (!absl::SimpleAtod(text, &value)) return "must be a number";
+        return value > 0 ? "" : "must be above 0";
+      },
+      "", "ABOVE_ZERO");
+  return kAboveZero;
 }
 
 absl::StatusOr<std::unique_ptr<SqliteTuningDatabase>> OpenExistingDatabase(

@@ -54,6 +54,13 @@ std::string TokenOr(const std::string& token);
 // A client context with a deadline `seconds` away and the bearer token (TokenOr), if any.
 std::unique_ptr<grpc::ClientContext> ClientContextFor(const std::string& token, int seconds = 10);
 
+// Makes every floating-point option of `app` and its subcommands refuse nan and inf: CLI11's
+// range checks compare, and every comparison with NaN is false, so `--seconds nan` passed them
+// (and made `bench service` spin forever).
+void RequireFiniteNumbers(CLI::App& app);
+// A check that a number is above 0, saying so (CLI::PositiveNumber prints the largest double).
+const CLI::Validator& AboveZero();
+
 // Adds --db PATH (default ktune.db in the current directory) to `sub`.
 void AddDbOption(CLI::App* sub, std::string* path);
 absl::StatusOr<std::unique_ptr<SqliteTuningDatabase>> OpenDatabase(const std::string& path);

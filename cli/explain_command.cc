@@ -99,10 +99,11 @@ void RegisterExplainCommand(CLI::App& app, Action* action) {
   explain->add_option("--plot", args->plot,
                       "Also draw the tuning progress and parameter effects to this SVG file "
                       "(needs gnuplot)");
-  explain->add_option("--max-rel-error", args->max_rel_error,
-                      "Explain the answer within this accuracy budget (as ktune best "
-                      "--max-rel-error), and what the budget costs")
-      ->check(CLI::PositiveNumber);
+  explain
+      ->add_option("--max-rel-error", args->max_rel_error,
+                   "Explain the answer within this accuracy budget (as ktune best "
+                   "--max-rel-error), and what the budget costs")
+      ->check(AboveZero());
   explain->add_option("--server", args->server,
                       "Ask this server (HOST:PORT) instead of reading --db");
   explain->add_option("--token", args->token, "Bearer token (or $KTUNE_TOKEN)");

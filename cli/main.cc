@@ -35,6 +35,7 @@ int main(int argc, char** argv) {
   RegisterTelemetryCommands(app, &action);
   RegisterDbCommands(app, &action);
   RegisterSpaceCommand(app, &action);
+  RequireFiniteNumbers(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {

@@ -294,7 +294,7 @@ void RegisterTuneCommand(CLI::App& app, Action* action) {
                    "Accuracy budget: a configuration whose output's max relative error against "
                    "the reference is above this is too_inaccurate, never the answer (e.g. 1e-3; "
                    "kernels with a precision parameter, such as gemm_lowp, trade error for time)")
-      ->check(CLI::PositiveNumber);
+      ->check(AboveZero());
   tune->add_option("--server", a->server,
                    "Tune through a running server and its workers (token: $KTUNE_TOKEN)");
   tune->add_option("--token", a->token, "With --server: bearer token (or $KTUNE_TOKEN)");

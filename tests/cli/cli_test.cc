@@ -76,6 +76,19 @@ TEST(CliTest, BadUsageExitsWithTwo) {
   auto bad_format = RunKtune({"db", "import", "x.json", "--db", db, "--format", "csv"});
   EXPECT_EQ(bad_format.exit_code, 2);
   EXPECT_THAT(bad_format.err, HasSubstr("unknown format 'csv'"));
+  // Range checks compare, and NaN compares false with everything: every floating-point option
+  // refuses nan and inf itself (`bench service --seconds nan` used to spin forever).
+  for (const std::vector<std::string>& args :
+       {std::vector<std::string>{"bench", "service", "--seconds", "nan"},
+        {"bench", "search", "--space", "x", "--measure-ms", "nan"},
+        {"worker", "--server", "127.0.0.1:1", "--idle-exit", "inf"}}) {
+    auto r = RunKtune(args);
+    EXPECT_EQ(r.exit_code, 2) << args[1] << ": " << r.err;
+    EXPECT_THAT(r.err, HasSubstr("finite")) << args[1];
+  }
+  auto zero_budget = RunKtune({"tune", "--kernel", "gemm", "--max-rel-error", "0"});
+  EXPECT_EQ(zero_budget.exit_code, 2);
+  EXPECT_THAT(zero_budget.err, HasSubstr("--max-rel-error: must be above 0"));
 }
 
 TEST(CliTest, FailuresExitWithOneAndSayWhy) {
