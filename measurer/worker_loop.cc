@@ -142,16 +142,38 @@ absl::Status WorkerLoop::Run() {
     const absl::Time until = absl::Now() + d;
     while (!Stopping() && absl::Now() < until) absl::SleepFor(absl::Milliseconds(20));
   };
+  // A server that cannot be reached is logged when that starts (and when its reason changes),
+  // not every retry. With idle_exit, a server never reached counts as nothing to lease (a wrong
+  // address), and the worker gives up with the reason instead of retrying forever; once it has
+  // worked with the server, it waits out outages (a server restarts, and its job resumes).
+  std::string unreachable_reason;
+  bool ever_reached = false;
+  auto on_unreachable = [&](const absl::Status& s) -> bool {
+    if (s.message() != unreachable_reason) {
+      unreachable_reason = std::string(s.message());
+      LogEvent("server_unreachable", {{"error", unreachable_reason}});
+    }
+    return !ever_reached && options_.idle_exit > absl::ZeroDuration() &&
+           absl::Now() - idle_since > options_.idle_exit;
+  };
+  auto give_up = [&](const absl::Status& s) {
+    return absl::Status(
+        s.code(), absl::StrCat("no server to lease from for ",
+                               absl::FormatDuration(options_.idle_exit), " (", s.message(), ")"));
+  };
   while (!Stopping()) {
     if (options_.max_measurements > 0 && reported_ >= options_.max_measurements) break;
     if (worker_id_.empty()) {
       absl::Status s = Register();
       if (IsFatal(s)) return s;
       if (!s.ok()) {
+        if (on_unreachable(s)) return give_up(s);
         wait(Jittered(backoff));
         backoff = std::min(backoff * 2, options_.max_backoff);
         continue;
       }
+      unreachable_reason.clear();
+      ever_reached = true;
       backoff = absl::Milliseconds(100);
       idle_since = absl::Now();  // a worker that has just (re)joined has not been idle
     }
@@ -168,10 +190,12 @@ absl::Status WorkerLoop::Run() {
     }
     if (IsFatal(s)) return s;
     if (!s.ok()) {
+      if (on_unreachable(s)) return give_up(s);
       wait(Jittered(backoff));
       backoff = std::min(backoff * 2, options_.max_backoff);
       continue;
     }
+    unreachable_reason.clear();
     backoff = absl::Milliseconds(100);
     if (lease.lease_id().empty()) {
       if (lease.preparing()) idle_since = absl::Now();  // work is coming: not idle

@@ -27,7 +27,9 @@ struct WorkerLoopOptions {
   absl::Duration max_backoff = absl::Seconds(5);
   // Stop once this many results were reported (0: never); for tests and benchmarks.
   int64_t max_measurements = 0;
-  // Stop after this long with nothing to lease (zero: never); for tests and benchmarks.
+  // Stop after this long with nothing to lease (zero: never); for tests and benchmarks. Until
+  // the server has first been reached, a server that cannot be reached counts as nothing to
+  // lease (Run returns its error); after that, outages are waited out.
   absl::Duration idle_exit = absl::ZeroDuration();
   // Where kernels that clients registered with the server (their specs come with the
   // candidates) are added, so that the measurer finds them; the measurer's registry. Null: such

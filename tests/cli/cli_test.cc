@@ -105,6 +105,13 @@ TEST(CliTest, FailuresExitWithOneAndSayWhy) {
   auto submit = RunKtune({"submit", dir.File("nope.yaml"), "--server", "127.0.0.1:1"});
   EXPECT_EQ(submit.exit_code, 1);
   EXPECT_THAT(submit.err, HasSubstr("cannot read"));
+  // A worker with --idle-exit gives up on a server it cannot reach, and says why (it retried
+  // forever, silently).
+  auto worker = RunKtune({"worker", "--server", "127.0.0.1:1", "--device",
+                          "replay:" + SpaceFile("pnpoly_RTX_3090_T4.json.gz"), "--idle-exit", "1"});
+  EXPECT_EQ(worker.exit_code, 1);
+  EXPECT_THAT(worker.err, HasSubstr("server_unreachable"));
+  EXPECT_THAT(worker.err, HasSubstr("no server to lease from for 1s"));
 }
 
 // `ktune agent train` on one small space and two synthetic landscapes: it writes a policy that
