@@ -170,6 +170,7 @@ int RunSearchBench(const SearchBenchArgs& a) {
   options.synthetic = a.synthetic;
   options.training_seeds = a.training_seeds;
   options.strategies = absl::StrSplit(a.strategies, ',', absl::SkipEmpty());
+  if (options.strategies.empty()) return UsageError(cmd, "--strategies names no strategy");
   for (const std::string& s : options.strategies) {
     auto made = MakeStrategy(s);
     if (!made.ok()) return UsageError(cmd, std::string(made.status().message()));

@@ -1,6 +1,7 @@
 // The service commands: ktune serve (the tuning server), ktune worker (a measurement worker),
 // and the job client commands submit, watch and cancel, which talk to a server over gRPC. Every
 // client call carries a deadline.
+#include <google/protobuf/stubs/common.h>
 #include <signal.h>
 #include <unistd.h>
 
@@ -17,12 +18,13 @@
 #include "absl/strings/str_format.h"
 #include "absl/time/clock.h"
 #include "cli/command.h"
+#include "cli/tune_target.h"
 #include "common/event_log.h"
+#include "common/file_util.h"
 #include "db/interchange/record_files.h"
 #include "grpcpp/create_channel.h"
 #include "kernels/kernel_registry.h"
 #include "ktune/v1/tuning_service.grpc.pb.h"
-#include "cli/tune_target.h"
 #include "measurer/cpu_measurer.h"
 #include "measurer/cuda_measurer.h"
 #include "measurer/replay_measurer.h"
@@ -230,15 +232,22 @@ struct JobArgs {
 
 int RunSubmit(const JobArgs& a) {
   const std::string cmd = "submit";
-  std::ifstream in(a.spec);
-  if (!in) return Fail(cmd, absl::NotFoundError(absl::StrCat("cannot read ", a.spec)));
-  std::stringstream text;
-  text << in.rdbuf();
+  absl::StatusOr<std::string> text = ReadFileMaybeGzip(a.spec);
+  if (!text.ok()) {
+    return Fail(cmd, absl::NotFoundError(
+                         absl::StrCat("cannot read ", a.spec, ": ", text.status().message())));
+  }
+  // A spec is YAML or JSON text; protobuf refuses a string that is not UTF-8 with a log line and
+  // a server that "did not say why". Its own check decides, so the two cannot disagree.
+  if (!google::protobuf::internal::IsStructurallyValidUTF8(text->data(),
+                                                           static_cast<int>(text->size()))) {
+    return UsageError(cmd, absl::StrCat(a.spec, " is not a YAML or JSON text file"));
+  }
   absl::StatusOr<std::shared_ptr<grpc::Channel>> channel = MakeChannel(a.server, a.tls);
   if (!channel.ok()) return UsageError("client", std::string(channel.status().message()));
   auto stub = v1::TuningService::NewStub(*channel);
   v1::SubmitJobRequest request;
-  request.set_spec_text(text.str());
+  request.set_spec_text(*text);
   v1::Job job;
   absl::Status s = FromGrpc(stub->SubmitJob(ClientContextFor(a.token).get(), request, &job));
   if (absl::IsInvalidArgument(s) || absl::IsNotFound(s)) {

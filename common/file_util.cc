@@ -7,6 +7,7 @@
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <sstream>
 
@@ -56,6 +57,10 @@ absl::StatusOr<std::string> Gunzip(const std::string& path, const std::string& c
 }  // namespace
 
 absl::StatusOr<std::string> ReadFileMaybeGzip(const std::string& path) {
+  std::error_code ec;
+  if (std::filesystem::is_directory(path, ec)) {  // an ifstream reads a directory as empty
+    return absl::InvalidArgumentError(absl::StrCat(path, " is a directory, not a file"));
+  }
   std::ifstream in(path, std::ios::binary);
   if (!in) return ErrnoError("cannot open", path);
   std::ostringstream ss;

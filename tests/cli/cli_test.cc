@@ -86,6 +86,21 @@ TEST(CliTest, BadUsageExitsWithTwo) {
     EXPECT_EQ(r.exit_code, 2) << args[1] << ": " << r.err;
     EXPECT_THAT(r.err, HasSubstr("finite")) << args[1];
   }
+  auto no_strategy = RunKtune(
+      {"bench", "search", "--space", SpaceFile("pnpoly_RTX_3090_T4.json.gz"), "--strategies", ","});
+  EXPECT_EQ(no_strategy.exit_code, 2);
+  EXPECT_THAT(no_strategy.err, HasSubstr("--strategies names no strategy"));
+  // Directories and binary files are not read as empty or sent as a job spec.
+  auto directory = RunKtune({"db", "import", dir.path(), "--db", db});
+  EXPECT_EQ(directory.exit_code, 1);
+  EXPECT_THAT(directory.err, HasSubstr("is a directory, not a file"));
+  {
+    std::ofstream binary(dir.File("spec.bin"), std::ios::binary);
+    binary << std::string("\xff\xfe\x00\x01kernels: [gemm]", 19);
+  }
+  auto not_text = RunKtune({"submit", dir.File("spec.bin"), "--server", "127.0.0.1:1"});
+  EXPECT_EQ(not_text.exit_code, 2);
+  EXPECT_THAT(not_text.err, HasSubstr("is not a YAML or JSON text file"));
   auto zero_budget = RunKtune({"tune", "--kernel", "gemm", "--max-rel-error", "0"});
   EXPECT_EQ(zero_budget.exit_code, 2);
   EXPECT_THAT(zero_budget.err, HasSubstr("--max-rel-error: must be above 0"));
