@@ -306,6 +306,12 @@ TEST(CliTest, ExplainAnswersFromTheDatabaseAndAServerWithJsonAndAPlot) {
   EXPECT_NE(svg.find(">pnpoly on RTX_3090<"), std::string::npos);  // the title, as written
   EXPECT_NE(svg.find("Tuning progress"), std::string::npos);
   EXPECT_NE(svg.find(">tile_size<"), std::string::npos);  // the largest effect
+  // A plot that cannot be written says so in one line (gnuplot wrote the whole SVG to stderr).
+  auto unwritable = RunKtune({"explain", "--db", db, "--kernel", "pnpoly", "--device", "RTX_3090",
+                              "--plot", dir.File("no/such/dir/e.svg")});
+  EXPECT_EQ(unwritable.exit_code, 1);
+  EXPECT_THAT(unwritable.err, HasSubstr("cannot write " + dir.File("no/such/dir/e.svg")));
+  EXPECT_LT(unwritable.err.size(), 300u) << unwritable.err;
 
   auto local = RunKtune(
       {"explain", "--db", db, "--kernel", "pnpoly", "--device", "RTX_3090", "--json"});
