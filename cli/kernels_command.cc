@@ -3,10 +3,11 @@
 // configuration; with --problem, the size of its search space for that problem on this machine.
 #include <unistd.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <iostream>
-#include <random>
 #include <nlohmann/json.hpp>
+#include <random>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -15,11 +16,11 @@
 #include "common/file_util.h"
 #include "common/status_macros.h"
 #include "google/protobuf/util/json_util.h"
-#include "ktune/v1/tuning_service.grpc.pb.h"
-#include "proto/channel.h"
 #include "kernels/kernel_registry.h"
+#include "ktune/v1/tuning_service.grpc.pb.h"
 #include "measurer/cuda_measurer.h"
 #include "measurer/cuda_programs.h"
+#include "proto/channel.h"
 
 namespace ktune::cli {
 namespace {
@@ -138,6 +139,15 @@ int RunKernels(const KernelsArgs& a) {
       if (!a.compile_arch.empty()) {
         auto compiled = CompileSamples(*k, *problem, *space, *defaults, a.compile_arch, a.samples);
         if (!compiled.ok()) return UsageOrFail(cmd, compiled.status());
+        // Some samples may fail (a configuration past the device's limits); none compiling
+        // means the architecture or the toolchain is wrong, and that is a failure.
+        const bool any = std::any_of(compiled->begin(), compiled->end(),
+                                     [](const nlohmann::json& c) { return c["ok"].get<bool>(); });
+        if (!compiled->empty() && !any) {
+          return Fail(cmd, absl::InvalidArgumentError(
+                               absl::StrCat("no sample compiled for ", a.compile_arch, ": ",
+                                            (*compiled)[0]["log"].get<std::string>())));
+        }
         j["compiled"] = *std::move(compiled);
       }
     }
