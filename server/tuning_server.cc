@@ -1,5 +1,7 @@
 #include "server/tuning_server.h"
 
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
 #include "grpcpp/ext/proto_server_reflection_plugin.h"
@@ -67,7 +69,19 @@ absl::StatusOr<std::unique_ptr<TuningServer>> TuningServer::Start(TuningServerOp
   }
   grpc::ServerBuilder builder;
   if (!s->options_.listen.empty()) {
-    builder.AddListeningPort(s->options_.listen, credentials, &s->port_);
+    // gRPC takes a port past 65535 modulo 65536 (99999 listened on 34463): refuse it here.
+    const std::string& listen = s->options_.listen;
+    const size_t colon = listen.rfind(':');
+    int port = -1;
+    const bool unix_socket = absl::StartsWith(listen, "unix:");
+    if (!unix_socket &&
+        (colon == std::string::npos || !absl::SimpleAtoi(listen.substr(colon + 1), &port) ||
+         port < 0 || port > 65535)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("cannot listen on ", listen,
+                       ": give HOST:PORT with a port from 0 (any free one) to 65535"));
+    }
+    builder.AddListeningPort(listen, credentials, &s->port_);
   }
   builder.SetMaxReceiveMessageSize(static_cast<int>(s->options_.max_message_bytes));
   std::vector<std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>> interceptors;
