@@ -150,11 +150,17 @@ absl::Status ResolveNames(const std::string& path, const ReadOptions& o, const J
   }
   if (kernel->empty()) {
     return absl::InvalidArgumentError(
-        absl::StrCat(path, ": the file does not name its kernel; pass --kernel NAME"));
+        absl::StrCat(path,
+                     ": the file does not name its kernel (name the file KERNEL_DEVICE_T4.json "
+                     "or KERNEL_DEVICE_kernel_tuner_cache.json, or import it with db import "
+                     "--kernel NAME)"));
   }
   if (device->empty()) {
     return absl::InvalidArgumentError(
-        absl::StrCat(path, ": the file does not name its device; pass --device NAME"));
+        absl::StrCat(path,
+                     ": the file does not name its device (name the file KERNEL_DEVICE_T4.json "
+                     "or KERNEL_DEVICE_kernel_tuner_cache.json, or import it with db import "
+                     "--device NAME)"));
   }
   return absl::OkStatus();
 }
