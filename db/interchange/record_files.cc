@@ -341,10 +341,18 @@ RecordFileFormat DetectFormat(const std::string& text) {
   size_t newline = text.find('\n', first);
   absl::string_view head =
       absl::string_view(text).substr(first, std::min<size_t>(text.size() - first, 4096));
-  // A JSONL file starts with a whole record on its first line.
-  if (newline != std::string::npos &&
-      RecordFromJsonLine(absl::string_view(text).substr(first, newline - first)).ok()) {
-    return RecordFileFormat::kJsonl;
+  // A JSONL file starts with a JSON object on its first line: a whole record, or a broken one,
+  // whose error (naming the line and the field) is more use than a Kernel Tuner reader's. A
+  // one-line T4 or Kernel Tuner file is an object too, but with their top-level keys.
+  if (newline != std::string::npos) {
+    const absl::string_view first_line = absl::string_view(text).substr(first, newline - first);
+    if (RecordFromJsonLine(first_line).ok()) return RecordFileFormat::kJsonl;
+    const Json j = Json::parse(first_line.begin(), first_line.end(), nullptr, false);
+    if (j.is_object() && !j.contains("results") && !j.contains("cache") &&
+        !j.contains("schema_version") && !j.contains("metadata") &&
+        !j.contains("tune_params_keys")) {
+      return RecordFileFormat::kJsonl;
+    }
   }
   if (absl::StrContains(head, "\"results\"") || absl::StrContains(head, "\"schema_version\"") ||
       absl::StrContains(head, "\"metadata\"")) {

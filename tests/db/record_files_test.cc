@@ -280,6 +280,17 @@ TEST(RecordFilesTest, ABadJsonlLineNamesItsNumber) {
   EXPECT_THAT(st.status().message(), HasSubstr("line 3"));
   EXPECT_THAT(st.status().message(), HasSubstr("record_id"));
   EXPECT_EQ(db.Stats()->records, 0);
+
+  // A broken first line is still read as JSONL, so the error names it (it was taken for a
+  // Kernel Tuner file that "does not name its kernel").
+  size_t line1_config = text.find("\"config\":");
+  text.replace(line1_config, 9, "\"config\":[],\"x\":");
+  WriteFile(path, text);
+  auto first = ImportRecordFile(db, path, {});
+  ASSERT_FALSE(first.ok());
+  EXPECT_THAT(first.status().message(), HasSubstr("line 1"));
+  EXPECT_THAT(first.status().message(), HasSubstr("config"));
+  EXPECT_EQ(db.Stats()->records, 0);
 }
 
 // A line `ktune db export` wrote before records had payloads (made by the build before the
