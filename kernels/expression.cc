@@ -167,7 +167,7 @@ absl::StatusOr<std::vector<Token>> Tokenize(absl::string_view s) {
 // the stack: a server compiles the constraints of kernels its clients register. Real
 // constraints nest a few levels and chain a few dozen operations.
 constexpr int kMaxNesting = 200;      // parentheses, calls, unary operators, value lists
-constexpr int kMaxTreeDepth = 10000;  // operations on the longest path of one expression
+constexpr int kMaxTreeDepth = 2000;   // operations on the longest path of one expression
 
 // Counts one level of recursion for as long as it lives.
 class NestingGuard {
