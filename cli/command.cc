@@ -1,5 +1,6 @@
 #include "cli/command.h"
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdlib>
@@ -56,6 +57,32 @@ void RequireFiniteNumbers(CLI::App& app) {
     if (option->get_type_name().find("FLOAT") != std::string::npos) option->check(kFinite);
   }
   for (CLI::App* sub : app.get_subcommands({})) RequireFiniteNumbers(*sub);
+}
+
+std::string UnknownCommand(CLI::App& app, int argc, char** argv) {
+  CLI::App* group = &app;
+  std::string path = app.get_name();
+  for (int i = 1; i < argc; ++i) {
+    const std::string word = argv[i];
+    if (word.empty() || word[0] == '-') return "";      // options: CLI11 judges them
+    if (group->get_subcommands({}).empty()) return "";  // a command's own arguments
+    const auto options = group->get_options();
+    if (std::any_of(options.begin(), options.end(),
+                    [](const CLI::Option* o) { return o->get_positional(); })) {
+      return "";  // a group that takes an argument too (ktune kernels NAME)
+    }
+    CLI::App* next = nullptr;
+    for (CLI::App* sub : group->get_subcommands({})) {
+      if (sub->check_name(word)) next = sub;
+    }
+    if (next == nullptr) {
+      return absl::StrCat("unknown command '", path, " ", word, "' (run '", path,
+                          " --help' for the commands)");
+    }
+    group = next;
+    path = absl::StrCat(path, " ", word);
+  }
+  return "";
 }
 
 const CLI::Validator& AboveZero() {

@@ -58,6 +58,9 @@ std::unique_ptr<grpc::ClientContext> ClientContextFor(const std::string& token, 
 // range checks compare, and every comparison with NaN is false, so `--seconds nan` passed them
 // (and made `bench service` spin forever).
 void RequireFiniteNumbers(CLI::App& app);
+// "unknown command 'x'" when argv names a command that `app` (or the command group argv names
+// before it) does not have; empty otherwise. CLI11 says only "A subcommand is required".
+std::string UnknownCommand(CLI::App& app, int argc, char** argv);
 // A check that a number is above 0, saying so (CLI::PositiveNumber prints the largest double).
 const CLI::Validator& AboveZero();
 

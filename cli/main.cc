@@ -36,6 +36,10 @@ int main(int argc, char** argv) {
   RegisterDbCommands(app, &action);
   RegisterSpaceCommand(app, &action);
   RequireFiniteNumbers(app);
+  if (const std::string unknown = UnknownCommand(app, argc, argv); !unknown.empty()) {
+    std::cerr << unknown << "\n";
+    return kExitUsage;
+  }
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {

@@ -138,6 +138,16 @@ int RunTune(const TuneArgs& a) {
   const KernelRegistry registry = KernelRegistry::WithBuiltins();
   absl::StatusOr<TuneTarget> target;
   if (absl::StartsWith(a.device, "replay:")) {
+    // The recorded file fixes the problem and the data type: options that would be ignored are
+    // refused (the records were stored under problem {} whatever --problem said).
+    for (const auto& [given, name] : {std::pair<bool, const char*>{!a.problem.empty(), "--problem"},
+                                      {!a.dtype.empty(), "--dtype"}}) {
+      if (given) {
+        return UsageError(cmd, absl::StrCat(name,
+                                            " does not apply to a replay device: the "
+                                            "recorded file fixes the problem"));
+      }
+    }
     target = ReplayTarget(a.device.substr(strlen("replay:")), a.kernel);
   } else if (a.device == "cpu") {
     std::string problem = a.problem;

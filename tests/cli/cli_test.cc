@@ -66,7 +66,13 @@ TEST(CliTest, BadUsageExitsWithTwo) {
   TempDir dir;
   std::string db = dir.File("k.db");
   EXPECT_EQ(RunKtune({}).exit_code, 2);
-  EXPECT_EQ(RunKtune({"frobnicate"}).exit_code, 2);
+  auto unknown = RunKtune({"frobnicate"});
+  EXPECT_EQ(unknown.exit_code, 2);
+  EXPECT_THAT(unknown.err, HasSubstr("unknown command 'ktune frobnicate'"));
+  auto unknown_sub = RunKtune({"db", "frobnicate"});
+  EXPECT_EQ(unknown_sub.exit_code, 2);
+  EXPECT_THAT(unknown_sub.err, HasSubstr("unknown command 'ktune db frobnicate'"));
+  EXPECT_EQ(RunKtune({"kernels", "gemm"}).exit_code, 0);  // a group's own argument, not a command
   EXPECT_EQ(RunKtune({"best", "--device", "A100"}).exit_code, 2);  // --kernel missing
   EXPECT_EQ(RunKtune({"db", "stats", "--db", db, "--colour"}).exit_code, 2);
   auto bad_problem =
@@ -101,6 +107,12 @@ TEST(CliTest, BadUsageExitsWithTwo) {
   auto not_text = RunKtune({"submit", dir.File("spec.bin"), "--server", "127.0.0.1:1"});
   EXPECT_EQ(not_text.exit_code, 2);
   EXPECT_THAT(not_text.err, HasSubstr("is not a YAML or JSON text file"));
+  // A replay device's file fixes the problem: --problem and --dtype would be ignored.
+  auto replay_problem =
+      RunKtune({"tune", "--device", "replay:" + SpaceFile("pnpoly_RTX_3090_T4.json.gz"), "--db", db,
+                "--budget", "2", "--dtype", "f64"});
+  EXPECT_EQ(replay_problem.exit_code, 2);
+  EXPECT_THAT(replay_problem.err, HasSubstr("--dtype does not apply to a replay device"));
   auto zero_budget = RunKtune({"tune", "--kernel", "gemm", "--max-rel-error", "0"});
   EXPECT_EQ(zero_budget.exit_code, 2);
   EXPECT_THAT(zero_budget.err, HasSubstr("--max-rel-error: must be above 0"));
