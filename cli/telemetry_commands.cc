@@ -211,7 +211,10 @@ int RunReport(const ReportArgs& a) {
       const std::string why = OnFileLine(a.file, st.message(), line_of, start);
       std::cerr << "ktune " << cmd << ": "
                 << (start == 0
-                        ? std::string("nothing was stored")
+                        ? (a.skip > 0 ? absl::StrCat("nothing more was stored; after fixing, "
+                                                     "run again with --skip ",
+                                                     a.skip)
+                                      : std::string("nothing was stored"))
                         : absl::StrCat("the first ", a.skip + start,
                                        " samples were stored (through line ", line_of[start - 1],
                                        "); after fixing, resume with --skip ", a.skip + start))
