@@ -1,10 +1,10 @@
 #include "server/job_spec.h"
 
-#include <cmath>
-
 #include <yaml-cpp/yaml.h>
 
+#include <cmath>
 #include <nlohmann/json.hpp>
+#include <set>
 
 #include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_cat.h"
@@ -73,9 +73,14 @@ absl::StatusOr<v1::JobSpec> ParseJobSpecText(const std::string& text) {
   }
   if (!root.IsMap()) return absl::InvalidArgumentError("job spec must be a mapping");
   v1::JobSpec spec;
+  std::string field;  // the field being read, for a conversion error's message
+  std::set<std::string> seen;
   try {
     for (const auto& kv : root) {
       const std::string key = kv.first.as<std::string>();
+      field = key;
+      // YAML takes the last of two equal keys; a spec that says `budget` twice is a mistake.
+      if (!seen.insert(key).second) return Bad(kv.first, absl::StrCat("'", key, "' appears twice"));
       const YAML::Node& v = kv.second;
       if (key == "name") {
         spec.set_name(v.as<std::string>());
@@ -95,8 +100,12 @@ absl::StatusOr<v1::JobSpec> ParseJobSpecText(const std::string& text) {
         for (const YAML::Node& p : v) {
           if (!p.IsMap()) return Bad(p, "each problem must be a mapping such as {M: 512}");
           v1::Problem* problem = spec.add_problems();
+          std::set<std::string> names;
           for (const auto& pv : p) {
             const std::string name = pv.first.as<std::string>();
+            if (!names.insert(name).second) {
+              return Bad(pv.first, absl::StrCat("problem parameter '", name, "' appears twice"));
+            }
             KTUNE_ASSIGN_OR_RETURN(v1::ParamValue value, Scalar(pv.second, "problem " + name));
             (*problem->mutable_params())[name] = value;
           }
@@ -134,8 +143,8 @@ absl::StatusOr<v1::JobSpec> ParseJobSpecText(const std::string& text) {
       }
     }
   } catch (const YAML::Exception& e) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("job spec line ", e.mark.line + 1, ": wrong type: ", e.msg));
+    return absl::InvalidArgumentError(absl::StrCat("job spec line ", e.mark.line + 1, ": '", field,
+                                                   "' has the wrong type (", e.msg, ")"));
   }
   return spec;
 }

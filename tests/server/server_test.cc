@@ -729,6 +729,19 @@ TEST_F(ServerTest, BadRequestsGetTheRightCodeAndSayWhatIsWrong) {
   EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
   EXPECT_THAT(s.error_message(), HasSubstr("unknown field 'budgett'"));
 
+  // YAML keeps the last of two equal keys; a spec that gives one twice is refused, and a value
+  // of the wrong type names its field.
+  for (const auto& [text, expect] : std::vector<std::pair<std::string, std::string>>{
+           {"kernels: [gemm]\nbudget: 5\nbudget: 500\n", "line 3: 'budget' appears twice"},
+           {"kernels: [gemm]\nproblems: [{M: 8, M: 16}]\n", "problem parameter 'M' appears twice"},
+           {"kernels: [gemm]\nbudget: lots\n", "'budget' has the wrong type"}}) {
+    v1::SubmitJobRequest request;
+    request.set_spec_text(text);
+    s = tuning_->SubmitJob(Context().get(), request, &job);
+    EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << text;
+    EXPECT_THAT(s.error_message(), HasSubstr(expect)) << text;
+  }
+
   v1::SubmitJobRequest zero_budget;
   *zero_budget.mutable_spec() = ThreeTaskSpec(0);
   s = tuning_->SubmitJob(Context().get(), zero_budget, &job);
