@@ -46,7 +46,13 @@ absl::StatusOr<T1Definition> ParseT1Definition(const std::string& path, const nl
     }
     Parameter param;
     param.name = p["Name"].get<std::string>();
+    if (param.name.empty()) return fail("a tuning parameter has an empty Name");
     std::string type = p.value("Type", "int");
+    // T1's parameter types; another (a typo, "complex") would be read as int without a word.
+    if (type != "int" && type != "uint" && type != "float" && type != "bool" && type != "string") {
+      return fail(absl::StrCat("parameter ", param.name, ": unknown Type '", type,
+                               "' (int, uint, float, bool or string)"));
+    }
     ExprSymbols symbols;
     std::vector<ExprValue> values;
     if (p["Values"].is_string()) {

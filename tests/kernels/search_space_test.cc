@@ -98,6 +98,10 @@ TEST(SearchSpaceTest, MalformedT1DefinitionsAreErrorsNotAborts) {
   };
   const std::pair<std::string, std::string> cases[] = {
       {definition("type.json", R"({"Name": "a", "Type": 3, "Values": "[1, 2]"})"), "string"},
+      {definition("complex.json", R"({"Name": "a", "Type": "complex", "Values": "[1, 2]"})"),
+       "unknown Type 'complex'"},
+      {definition("noname.json", R"({"Name": "", "Type": "int", "Values": "[1, 2]"})"),
+       "empty Name"},
       {definition("huge.json", R"({"Name": "a", "Type": "float", "Values": [1e999]})"),
        "number overflow"},
       {definition("wrap.json", R"({"Name": "a", "Type": "int", "Values": [18446744073709551615]})"),
