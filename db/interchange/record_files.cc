@@ -53,6 +53,13 @@ absl::StatusOr<std::string> StringField(const Json& object, const char* key,
   return object[key].get<std::string>();
 }
 
+// "{a, b, c}": a configuration's parameter names, in order.
+std::string KeyList(const Configuration& c) {
+  std::string out;
+  for (const auto& [name, value] : c) absl::StrAppend(&out, out.empty() ? "{" : ", ", name);
+  return absl::StrCat(out.empty() ? "{" : out, "}");
+}
+
 absl::StatusOr<Json> ParseJson(const std::string& path, const std::string& text) {
   try {
     return Json::parse(text);
@@ -406,6 +413,22 @@ absl::StatusOr<RecordFile> ReadRecordFile(const std::string& path, const ReadOpt
     }
   } catch (const Json::exception& e) {
     return FileError(path, "a field of the wrong type", WithoutJsonExceptionPrefix(e.what()));
+  }
+  // A T4 or Kernel Tuner file is one space: every configuration sets the same parameters.
+  for (size_t i = 0; i < file.records.size(); ++i) {
+    const Configuration& c = file.records[i].config;
+    const Configuration& first = file.records.front().config;
+    if (c.empty())
+      return FileError(path, absl::StrCat("entry ", i), "a configuration without parameters");
+    bool same = c.size() == first.size();
+    for (auto a = c.begin(), b = first.begin(); same && a != c.end(); ++a, ++b) {
+      same = a->first == b->first;
+    }
+    if (!same) {
+      return FileError(path, absl::StrCat("entry ", i),
+                       absl::StrCat("sets the parameters ", KeyList(c), ", the first entry ",
+                                    KeyList(first), ": a file holds one space"));
+    }
   }
   return file;
 }

@@ -252,6 +252,25 @@ TEST(RecordFilesTest, WrongTypesAndOutOfRangeNumbersAreErrorsNotAbortsOrWraps) {
   ASSERT_FALSE(named.ok());
   EXPECT_THAT(named.status().message(), HasSubstr("without a numeric \"time\""));
 
+  // One file is one space: every configuration sets the same parameters, at least one.
+  auto mixed = ImportRecordFile(db,
+                                t4("mixed_GPU_T4.json", ok_metadata,
+                                   R"({"configuration": {"x": 1}, "invalidity": "correct",
+             "measurements": [{"name": "time", "value": 1.5}]},
+            {"configuration": {"y": 1}, "invalidity": "correct",
+             "measurements": [{"name": "time", "value": 1.5}]})"),
+                                {});
+  ASSERT_FALSE(mixed.ok());
+  EXPECT_THAT(mixed.status().message(), HasSubstr("entry 1"));
+  EXPECT_THAT(mixed.status().message(), HasSubstr("sets the parameters {y}, the first entry {x}"));
+  std::string keyless = dir.File("keyless_GPU_kernel_tuner_cache.json");
+  WriteFile(keyless, R"({"device_name": "GPU", "kernel_name": "k", "tune_params_keys": [],
+      "cache": {"1": {"time": 1.5}}})");
+  auto no_parameters = ImportRecordFile(db, keyless, {});
+  ASSERT_FALSE(no_parameters.ok());
+  EXPECT_THAT(no_parameters.status().message(), HasSubstr("a configuration without parameters"));
+  EXPECT_EQ(db.Stats()->records, 0);
+
   std::string kt = dir.File("wrap_GPU_kernel_tuner_cache.json");
   WriteFile(kt, R"({"device_name": "GPU", "kernel_name": "k", "tune_params_keys": ["x"],
       "cache": {"1": {"x": 18446744073709551615, "time": 1.5}}})");
