@@ -11,6 +11,7 @@
 #include <random>
 #include <set>
 
+#include "absl/strings/str_cat.h"
 #include "db/interchange/record_files.h"
 #include "kernels/t1_definition.h"
 #include "tests/testing/test_util.h"
@@ -118,6 +119,27 @@ TEST(SearchSpaceTest, MalformedT1DefinitionsAreErrorsNotAborts) {
     EXPECT_THAT(def.status().message(), HasSubstr(expect));
     EXPECT_THAT(def.status().message(), ::testing::Not(HasSubstr("json.exception")));
   }
+}
+
+// A space past the limit is refused, whether it gets there by size alone or through constraints
+// that leave most of it (before the limit was checked only while storing points: 3.2 GB for
+// 40 two-value parameters).
+TEST(SearchSpaceTest, ASpacePastTheLimitIsRefused) {
+  std::vector<Parameter> params;
+  for (int k = 0; k < 40; ++k) {
+    params.push_back({absl::StrCat("p", k), {ParamValue(int64_t{0}), ParamValue(int64_t{1})}});
+  }
+  for (const std::vector<std::string>& constraints :
+       {std::vector<std::string>{}, std::vector<std::string>{"p0 + p1 < 2"}}) {
+    auto space = SearchSpace::Create(params, constraints);
+    ASSERT_FALSE(space.ok());
+    EXPECT_EQ(space.status().code(), absl::StatusCode::kResourceExhausted);
+    EXPECT_THAT(space.status().message(), HasSubstr("more than 20000000 valid configurations"));
+  }
+  params.resize(20);  // 2^20: under the limit, enumerated once
+  auto fits = SearchSpace::Create(params, {"p0 + p1 < 2"});
+  ASSERT_TRUE(fits.ok()) << fits.status();
+  EXPECT_EQ(fits->size(), 3 << 18);
 }
 
 // The recorded files hold every configuration their definition allows, and nothing else.
