@@ -53,8 +53,16 @@ void RequireFiniteNumbers(CLI::App& app) {
         return "";
       },
       "", "FINITE");
+  static const CLI::Validator kUnsigned(
+      [](std::string& text) -> std::string {
+        uint64_t value = 0;
+        return absl::SimpleAtoi(text, &value) ? "" : "must be a whole number from 0 to 2^64-1";
+      },
+      "", "UNSIGNED");
   for (CLI::Option* option : app.get_options()) {
-    if (option->get_type_name().find("FLOAT") != std::string::npos) option->check(kFinite);
+    const std::string type = option->get_type_name();
+    if (type.find("FLOAT") != std::string::npos) option->check(kFinite);
+    if (type == "UINT") option->check(kUnsigned);
   }
   for (CLI::App* sub : app.get_subcommands({})) RequireFiniteNumbers(*sub);
 }

@@ -113,6 +113,11 @@ TEST(CliTest, BadUsageExitsWithTwo) {
                 "--budget", "2", "--dtype", "f64"});
   EXPECT_EQ(replay_problem.exit_code, 2);
   EXPECT_THAT(replay_problem.err, HasSubstr("--dtype does not apply to a replay device"));
+  for (const char* seed : {"-1", "18446744073709551616"}) {  // CLI11 saturated both to 2^64-1
+    auto bad_seed = RunKtune({"agent", "train", "--seed", seed, "--out", dir.File("p.json")});
+    EXPECT_EQ(bad_seed.exit_code, 2) << seed;
+    EXPECT_THAT(bad_seed.err, HasSubstr("--seed: must be a whole number")) << seed;
+  }
   auto zero_budget = RunKtune({"tune", "--kernel", "gemm", "--max-rel-error", "0"});
   EXPECT_EQ(zero_budget.exit_code, 2);
   EXPECT_THAT(zero_budget.err, HasSubstr("--max-rel-error: must be above 0"));
