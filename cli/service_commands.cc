@@ -116,6 +116,9 @@ int RunServe(const ServeArgs& a) {
   if (!ParseLogFormat(a.log_format, &format))
     return UsageError("serve", "--log-format: text or json");
   SetLogFormat(format);
+  // An empty address would start a server nobody can reach ("listening on port 0").
+  if (a.listen.empty())
+    return UsageError("serve", "--listen needs HOST:PORT (port 0: any free one)");
   TuningServerOptions options;
   options.listen = a.listen;
   options.db_path = a.db;

@@ -131,6 +131,9 @@ TEST(CliTest, FailuresExitWithOneAndSayWhy) {
   auto serve = RunKtune({"serve", "--listen", "999.1.1.1:7", "--db", dir.File("s.db")});
   EXPECT_EQ(serve.exit_code, 1);
   EXPECT_THAT(serve.err, HasSubstr("cannot listen on 999.1.1.1:7"));
+  auto no_address = RunKtune({"serve", "--listen", "", "--db", dir.File("s.db")});
+  EXPECT_EQ(no_address.exit_code, 2);
+  EXPECT_THAT(no_address.err, HasSubstr("--listen needs HOST:PORT"));
   auto big_port = RunKtune({"serve", "--listen", "127.0.0.1:99999", "--db", dir.File("s.db")});
   EXPECT_EQ(big_port.exit_code, 1);  // gRPC alone listened on 99999 % 65536
   EXPECT_THAT(big_port.err, HasSubstr("a port from 0 (any free one) to 65535"));
