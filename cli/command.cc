@@ -43,7 +43,7 @@ absl::StatusOr<std::unique_ptr<SqliteTuningDatabase>> OpenDatabase(const std::st
   return SqliteTuningDatabase::Open(path);
 }
 
-void RequireFiniteNumbers(CLI::App& app) {
+void CheckNumberOptions(CLI::App& app) {
   static const CLI::Validator kFinite(
       [](std::string& text) -> std::string {
         double value = 0;
@@ -64,7 +64,7 @@ void RequireFiniteNumbers(CLI::App& app) {
     if (type.find("FLOAT") != std::string::npos) option->check(kFinite);
     if (type == "UINT") option->check(kUnsigned);
   }
-  for (CLI::App* sub : app.get_subcommands({})) RequireFiniteNumbers(*sub);
+  for (CLI::App* sub : app.get_subcommands({})) CheckNumberOptions(*sub);
 }
 
 std::string UnknownCommand(CLI::App& app, int argc, char** argv) {

@@ -58,7 +58,7 @@ std::unique_ptr<grpc::ClientContext> ClientContextFor(const std::string& token, 
 // range checks compare, and every comparison with NaN is false, so `--seconds nan` passed them
 // (and made `bench service` spin forever). Unsigned options refuse what an unsigned 64-bit
 // integer cannot hold (CLI11 saturated `--seed -1`, `2^64` and `1e23` alike).
-void RequireFiniteNumbers(CLI::App& app);
+void CheckNumberOptions(CLI::App& app);
 // "unknown command 'x'" when argv names a command that `app` (or the command group argv names
 // before it) does not have; empty otherwise. CLI11 says only "A subcommand is required".
 std::string UnknownCommand(CLI::App& app, int argc, char** argv);

@@ -35,7 +35,7 @@ int main(int argc, char** argv) {
   RegisterTelemetryCommands(app, &action);
   RegisterDbCommands(app, &action);
   RegisterSpaceCommand(app, &action);
-  RequireFiniteNumbers(app);
+  CheckNumberOptions(app);
   if (const std::string unknown = UnknownCommand(app, argc, argv); !unknown.empty()) {
     std::cerr << unknown << "\n";
     return kExitUsage;

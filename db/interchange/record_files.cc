@@ -1,11 +1,13 @@
 #include "db/interchange/record_files.h"
 
+#include <algorithm>
 #include <nlohmann/json.hpp>
 #include <regex>
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
 #include "absl/time/time.h"
@@ -55,9 +57,9 @@ absl::StatusOr<std::string> StringField(const Json& object, const char* key,
 
 // "{a, b, c}": a configuration's parameter names, in order.
 std::string KeyList(const Configuration& c) {
-  std::string out;
-  for (const auto& [name, value] : c) absl::StrAppend(&out, out.empty() ? "{" : ", ", name);
-  return absl::StrCat(out.empty() ? "{" : out, "}");
+  return absl::StrCat(
+      "{", absl::StrJoin(c, ", ", [](std::string* out, const auto& kv) { out->append(kv.first); }),
+      "}");
 }
 
 absl::StatusOr<Json> ParseJson(const std::string& path, const std::string& text) {
@@ -415,16 +417,14 @@ absl::StatusOr<RecordFile> ReadRecordFile(const std::string& path, const ReadOpt
     return FileError(path, "a field of the wrong type", WithoutJsonExceptionPrefix(e.what()));
   }
   // A T4 or Kernel Tuner file is one space: every configuration sets the same parameters.
+  const auto same_name = [](const auto& a, const auto& b) { return a.first == b.first; };
   for (size_t i = 0; i < file.records.size(); ++i) {
     const Configuration& c = file.records[i].config;
     const Configuration& first = file.records.front().config;
-    if (c.empty())
+    if (c.empty()) {
       return FileError(path, absl::StrCat("entry ", i), "a configuration without parameters");
-    bool same = c.size() == first.size();
-    for (auto a = c.begin(), b = first.begin(); same && a != c.end(); ++a, ++b) {
-      same = a->first == b->first;
     }
-    if (!same) {
+    if (!std::equal(c.begin(), c.end(), first.begin(), first.end(), same_name)) {
       return FileError(path, absl::StrCat("entry ", i),
                        absl::StrCat("sets the parameters ", KeyList(c), ", the first entry ",
                                     KeyList(first), ": a file holds one space"));
