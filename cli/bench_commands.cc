@@ -188,11 +188,6 @@ int RunSearchBench(const SearchBenchArgs& a) {
   }
   options.measure_ms = a.measure_ms;
   options.agent_share = a.agent_share;
-  if (!a.json) {
-    std::cout << absl::StrFormat("%-44s %-8s %8s %8s %8s %8s %8s %8s %6s %8s %6s %9s %7s\n",
-                                 "space", "strategy", "@25", "@50", "@100", "@200", "@400", "to5%",
-                                 "hit5%", "to2%", "hit2%", "agent ms", "agent%");
-  }
   if (!a.quiet) {
     std::cerr << "protocol: " << a.protocol
               << (options.protocol == SearchProtocol::kPlain
@@ -221,6 +216,11 @@ int RunSearchBench(const SearchBenchArgs& a) {
                       << std::endl;
           }
           return;
+        }
+        if (rows.size() == 1) {  // the header with the first row: a bad file prints no table
+          std::cout << absl::StrFormat("%-44s %-8s %8s %8s %8s %8s %8s %8s %6s %8s %6s %9s %7s\n",
+                                       "space", "strategy", "@25", "@50", "@100", "@200", "@400",
+                                       "to5%", "hit5%", "to2%", "hit2%", "agent ms", "agent%");
         }
         std::cout << absl::StrFormat("%-44s %-8s", row.space, row.strategy);
         for (const auto& [b, ratio] : row.best_over_opt)

@@ -1,7 +1,11 @@
 // Shared plumbing of the `ktune` subcommands: exit codes, error printing, JSON output, and the
 // --db option.
 //
-// Exit codes (DESIGN.md, "Command line"): 0 success, 1 failure, 2 bad usage.
+// Exit codes (DESIGN.md, "Command line"): 0 success, 1 failure, 2 bad usage. Bad usage is the
+// command line itself: an unknown, missing or conflicting option, a value out of range, a name
+// (kernel, strategy, device) that does not exist. A file the command line names that is missing,
+// unreadable or malformed is a failure (1), as is what the server or the machine refuses: the
+// command was right, its input or its environment was not (kubectl's and git's convention).
 #ifndef KTUNE_CLI_COMMAND_H_
 #define KTUNE_CLI_COMMAND_H_
 

@@ -215,17 +215,17 @@ struct RegisterArgs {
 int RunRegister(const RegisterArgs& a) {
   const std::string cmd = "kernels register";
   absl::StatusOr<std::string> text = ReadFileMaybeGzip(a.file);
-  if (!text.ok()) return UsageError(cmd, std::string(text.status().message()));
+  if (!text.ok()) return Fail(cmd, text.status());
   v1::RegisterKernelRequest request;
   const google::protobuf::util::Status parsed =
       google::protobuf::util::JsonStringToMessage(*text, request.mutable_kernel());
   if (!parsed.ok()) {
-    return UsageError(cmd, absl::StrCat(a.file, " is not a KernelSpec in JSON: ",
-                                        parsed.message().ToString()));
+    return Fail(cmd, absl::InvalidArgumentError(absl::StrCat(
+                         a.file, " is not a KernelSpec in JSON: ", parsed.message().ToString())));
   }
   if (!a.source.empty()) {
     absl::StatusOr<std::string> source = ReadFileMaybeGzip(a.source);
-    if (!source.ok()) return UsageError(cmd, std::string(source.status().message()));
+    if (!source.ok()) return Fail(cmd, source.status());
     request.mutable_kernel()->set_source(*source);
   }
   absl::StatusOr<std::shared_ptr<grpc::Channel>> channel = MakeChannel(a.server, a.tls);
@@ -234,8 +234,8 @@ int RunRegister(const RegisterArgs& a) {
   grpc::Status s = v1::TuningService::NewStub(*channel)->RegisterKernel(
       ClientContextFor(a.token, 30).get(), request, &info);
   if (!s.ok()) {
-    return UsageOrFail(cmd,
-                       absl::Status(static_cast<absl::StatusCode>(s.error_code()), s.error_message()));
+    return Fail(cmd,
+                absl::Status(static_cast<absl::StatusCode>(s.error_code()), s.error_message()));
   }
   if (a.json) {
     std::string out;

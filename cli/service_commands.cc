@@ -244,7 +244,8 @@ int RunSubmit(const JobArgs& a) {
   // a server that "did not say why". Its own check decides, so the two cannot disagree.
   if (!google::protobuf::internal::IsStructurallyValidUTF8(text->data(),
                                                            static_cast<int>(text->size()))) {
-    return UsageError(cmd, absl::StrCat(a.spec, " is not a YAML or JSON text file"));
+    return Fail(
+        cmd, absl::InvalidArgumentError(absl::StrCat(a.spec, " is not a YAML or JSON text file")));
   }
   absl::StatusOr<std::shared_ptr<grpc::Channel>> channel = MakeChannel(a.server, a.tls);
   if (!channel.ok()) return UsageError("client", std::string(channel.status().message()));
@@ -254,7 +255,7 @@ int RunSubmit(const JobArgs& a) {
   v1::Job job;
   absl::Status s = FromGrpc(stub->SubmitJob(ClientContextFor(a.token).get(), request, &job));
   if (absl::IsInvalidArgument(s) || absl::IsNotFound(s)) {
-    return UsageError(cmd, absl::StrCat(a.spec, ": ", s.message()));
+    return Fail(cmd, absl::Status(s.code(), absl::StrCat(a.spec, ": ", s.message())));
   }
   if (!s.ok()) return Fail(cmd, s);
   if (a.json) {

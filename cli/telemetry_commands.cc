@@ -170,7 +170,7 @@ int RunReport(const ReportArgs& a) {
   std::istream* in = &std::cin;
   if (a.file != "-") {
     file_stream.open(a.file);
-    if (!file_stream) return UsageError(cmd, absl::StrCat("cannot read ", a.file));
+    if (!file_stream) return Fail(cmd, absl::NotFoundError(absl::StrCat("cannot read ", a.file)));
     in = &file_stream;
   }
   // Every line's form is checked before anything is sent; what needs the server (a known kernel,
@@ -187,13 +187,17 @@ int RunReport(const ReportArgs& a) {
       continue;
     }
     absl::StatusOr<v1::TelemetrySample> s = SampleFromJson(line);
-    if (!s.ok()) return UsageError(cmd, absl::StrCat(a.file, ":", n, ": ", s.status().message()));
+    if (!s.ok()) {
+      return Fail(cmd, absl::InvalidArgumentError(
+                           absl::StrCat(a.file, ":", n, ": ", s.status().message())));
+    }
     samples.push_back(*std::move(s));
     line_of.push_back(n);
   }
   if (samples.empty()) {
-    return UsageError(cmd, absl::StrCat(a.file, " holds no samples",
-                                        a.skip > 0 ? " after the skipped ones" : ""));
+    return Fail(
+        cmd, absl::InvalidArgumentError(absl::StrCat(a.file, " holds no samples",
+                                                     a.skip > 0 ? " after the skipped ones" : "")));
   }
   absl::StatusOr<std::shared_ptr<grpc::Channel>> channel = MakeChannel(a.client.server, a.client.tls);
   if (!channel.ok()) return Fail(cmd, channel.status());
@@ -219,8 +223,7 @@ int RunReport(const ReportArgs& a) {
                                        " samples were stored (through line ", line_of[start - 1],
                                        "); after fixing, resume with --skip ", a.skip + start))
                 << "\n";
-      return absl::IsInvalidArgument(st) ? UsageError(cmd, why)
-                                         : Fail(cmd, absl::Status(st.code(), why));
+      return Fail(cmd, absl::Status(st.code(), why));
     }
     accepted += response.accepted();
     raised.insert(raised.end(), response.raised().begin(), response.raised().end());

@@ -148,7 +148,10 @@ int RunTune(const TuneArgs& a) {
                                             "recorded file fixes the problem"));
       }
     }
-    target = ReplayTarget(a.device.substr(strlen("replay:")), a.kernel);
+    const std::string file = a.device.substr(strlen("replay:"));
+    absl::StatusOr<RecordedSpace> recorded = LoadRecordedSpace(file);
+    if (!recorded.ok()) return Fail(cmd, recorded.status());  // the file's fault: exit 1
+    target = ReplayTarget(*std::move(recorded), file, a.kernel);
   } else if (a.device == "cpu") {
     std::string problem = a.problem;
     if (!a.inputs.empty()) {
@@ -156,7 +159,7 @@ int RunTune(const TuneArgs& a) {
         return UsageError(cmd, "--inputs names the data: leave data= out of --problem");
       }
       absl::StatusOr<std::string> data = StoreInputFile(a.inputs, DefaultInputsDir());
-      if (!data.ok()) return UsageOrFail(cmd, data.status());
+      if (!data.ok()) return Fail(cmd, data.status());  // the file's fault, not the command line's
       problem = absl::StrCat(problem, problem.empty() ? "" : ",", "data=", *data);
       if (!a.json) std::cerr << "inputs: " << a.inputs << " is data=" << *data << "\n";
     }

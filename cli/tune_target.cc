@@ -16,8 +16,8 @@ int ThreadsOf(const Configuration& config) {
   return static_cast<int>(std::get<int64_t>(it->second));
 }
 
-absl::StatusOr<TuneTarget> ReplayTarget(const std::string& file, const std::string& kernel) {
-  KTUNE_ASSIGN_OR_RETURN(RecordedSpace recorded, LoadRecordedSpace(file));
+absl::StatusOr<TuneTarget> ReplayTarget(RecordedSpace recorded, const std::string& file,
+                                        const std::string& kernel) {
   const Record& first = recorded.records.front();
   if (!kernel.empty() && kernel != first.kernel) {
     return absl::InvalidArgumentError(absl::StrCat(

@@ -9,6 +9,7 @@
 #include <string>
 
 #include "absl/status/statusor.h"
+#include "db/interchange/record_files.h"
 #include "db/record.h"
 #include "kernels/kernel_registry.h"
 #include "kernels/search_space.h"
@@ -33,8 +34,10 @@ struct TuneTarget {
   int threads = 0;            // cpu: the thread count --threads fixed (space and default); 0: any
 };
 
-// --device replay:FILE. `kernel` (may be empty) must match the file's.
-absl::StatusOr<TuneTarget> ReplayTarget(const std::string& file, const std::string& kernel);
+// --device replay:FILE, from the space loaded from `file` (LoadRecordedSpace: its errors are the
+// file's, so the caller reports them). `kernel` (may be empty) must match the file's.
+absl::StatusOr<TuneTarget> ReplayTarget(RecordedSpace recorded, const std::string& file,
+                                        const std::string& kernel);
 
 // --device cpu with a registry kernel. `problem_text` is "M=..,N=.."; `dtype` joins it.
 // `threads` > 0 fixes the kernel's `threads` parameter (space and default) to that value.

@@ -105,7 +105,7 @@ TEST(CliTest, BadUsageExitsWithTwo) {
     binary << std::string("\xff\xfe\x00\x01kernels: [gemm]", 19);
   }
   auto not_text = RunKtune({"submit", dir.File("spec.bin"), "--server", "127.0.0.1:1"});
-  EXPECT_EQ(not_text.exit_code, 2);
+  EXPECT_EQ(not_text.exit_code, 1);  // the file's fault, not the command line's
   EXPECT_THAT(not_text.err, HasSubstr("is not a YAML or JSON text file"));
   // A replay device's file fixes the problem: --problem and --dtype would be ignored.
   auto replay_problem =
@@ -143,6 +143,27 @@ TEST(CliTest, FailuresExitWithOneAndSayWhy) {
   auto submit = RunKtune({"submit", dir.File("nope.yaml"), "--server", "127.0.0.1:1"});
   EXPECT_EQ(submit.exit_code, 1);
   EXPECT_THAT(submit.err, HasSubstr("cannot read"));
+  // Every command that reads a file says what is wrong with it and exits 1 (a failure), not 2
+  // (bad usage, which asks for --help); a table is not begun for a file that cannot be read.
+  {
+    std::ofstream garbage(dir.File("garbage.json"));
+    garbage << "garbage {{{\n";
+  }
+  const std::string garbage = dir.File("garbage.json");
+  for (const std::vector<std::string>& args :
+       {std::vector<std::string>{"tune", "--device", "replay:" + garbage, "--db", dir.File("k.db")},
+        {"tune", "--device", "replay:" + dir.File("missing.json"), "--db", dir.File("k.db")},
+        {"tune", "--kernel", "gemm", "--device", "cpu", "--problem", "M=8,N=8,K=8", "--inputs",
+         dir.File("missing.bin"), "--db", dir.File("k.db")},
+        {"kernels", "register", garbage, "--server", "127.0.0.1:1"},
+        {"telemetry", "report", garbage, "--server", "127.0.0.1:1"},
+        {"bench", "search", "--space", garbage, "--seeds", "1", "--budget", "2", "--strategies",
+         "random"}}) {
+    auto r = RunKtune(args);
+    EXPECT_EQ(r.exit_code, 1) << args[0] << " " << args[1] << ": " << r.err;
+    EXPECT_THAT(r.err, Not(HasSubstr("--help"))) << args[0] << " " << args[1];
+    EXPECT_THAT(r.out, Not(HasSubstr("strategy"))) << args[0] << " " << args[1];
+  }
   // A worker with --idle-exit gives up on a server it cannot reach, and says why (it retried
   // forever, silently).
   auto worker = RunKtune({"worker", "--server", "127.0.0.1:1", "--device",
@@ -276,7 +297,7 @@ TEST(CliTest, ExportWritesJsonlAndT4Files) {
 
   // An export never overwrites a database: `--out` naming `--db` used to replace the database
   // with its own JSONL.
-  for (const std::string& format : {"jsonl", "t4"}) {
+  for (const char* format : {"jsonl", "t4"}) {
     auto onto_itself = RunKtune({"db", "export", "--db", db, "--format", format, "--out", db});
     EXPECT_EQ(onto_itself.exit_code, 2) << onto_itself.err;
     EXPECT_THAT(onto_itself.err, HasSubstr("is a SQLite database"));
@@ -379,7 +400,7 @@ TEST(CliTest, TelemetryReportRaisesDriftFlagsThatDriftLists) {
         << R"({"kernel":"gemm","device":"cpu:x","config":{"MR":4}})" << "\n";
   }
   auto refused = RunKtune({"telemetry", "report", dir.File("bad.jsonl"), "--server", address});
-  EXPECT_EQ(refused.exit_code, 2);
+  EXPECT_EQ(refused.exit_code, 1);
   EXPECT_THAT(refused.err, HasSubstr("bad.jsonl:2: times_ms, count and mean_ms, or histogram is required"));
   {
     std::ofstream good(dir.File("good.jsonl"));
@@ -418,7 +439,7 @@ TEST(CliTest, TelemetryReportRaisesDriftFlagsThatDriftLists) {
   };
   write("partial.jsonl", 1201);
   auto partial = RunKtune({"telemetry", "report", dir.File("partial.jsonl"), "--server", address});
-  EXPECT_EQ(partial.exit_code, 2) << partial.err;
+  EXPECT_EQ(partial.exit_code, 1) << partial.err;
   EXPECT_THAT(partial.err, HasSubstr("partial.jsonl:1201: "));
   EXPECT_THAT(partial.err, HasSubstr("the first 1000 samples were stored (through line 1000)"));
   EXPECT_THAT(partial.err, HasSubstr("--skip 1000"));
