@@ -798,6 +798,19 @@ TEST(CliTest, TuneRefusesBadInputWithClearMessages) {
       RunKtune({"tune", "--kernel", "cuda_gemm", "--device", "cuda:x", "--problem", "M=8,N=8,K=8"});
   EXPECT_EQ(ordinal.exit_code, 2);
   EXPECT_THAT(ordinal.err, HasSubstr("use cuda or cuda:N"));
+  // A mistyped kernel is refused before --inputs stores a copy of the file (it printed
+  // "inputs: FILE is data=file:<hash>", then refused the kernel).
+  TempDir dir;
+  {
+    std::ofstream inputs(dir.File("in.f32"), std::ios::binary);
+    const float values[2] = {1.f, 2.f};
+    inputs.write(reinterpret_cast<const char*>(values), sizeof values);
+  }
+  auto typo = RunKtune({"tune", "--kernel", "gem", "--device", "cpu", "--problem", "M=8,N=8,K=8",
+                        "--inputs", dir.File("in.f32"), "--db", dir.File("t.db")});
+  EXPECT_EQ(typo.exit_code, 2);
+  EXPECT_THAT(typo.err, HasSubstr("unknown kernel 'gem'"));
+  EXPECT_THAT(typo.err, Not(HasSubstr("is data=file:")));
   auto bad = RunKtune({"tune", "--device", "replay:x.json", "--strategy", "hillclimb"});
   EXPECT_EQ(bad.exit_code, 2);
   EXPECT_THAT(bad.err, HasSubstr("unknown strategy"));
