@@ -144,6 +144,18 @@ std::unique_ptr<grpc::ClientContext> ClientContextFor(const std::string& token, 
   return ctx;
 }
 
+int ChannelError(const std::string& command, const ClientTls& tls, const absl::Status& status) {
+  return tls.ca_file.empty() && !tls.cert_file.empty()
+             ? UsageError(command, std::string(status.message()))
+             : Fail(command, status);
+}
+
+int CheckChannel(const std::string& command, const std::string& server, const ClientTls& tls) {
+  if (server.empty()) return kExitOk;
+  absl::StatusOr<std::shared_ptr<grpc::Channel>> channel = MakeChannel(server, tls);
+  return channel.ok() ? kExitOk : ChannelError(command, tls, channel.status());
+}
+
 void AddClientTlsOptions(CLI::App* sub, ClientTls* tls) {
   sub->add_option("--tls-ca", tls->ca_file, "Connect with TLS, trusting this CA (PEM)");
   sub->add_option("--tls-cert", tls->cert_file, "Client certificate for mutual TLS (PEM)");

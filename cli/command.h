@@ -49,6 +49,13 @@ int UsageOrFail(const std::string& command, const absl::Status& status);
 
 // Adds --tls-ca, --tls-cert and --tls-key (a client's view of the server's TLS) to `sub`.
 void AddClientTlsOptions(CLI::App* sub, ClientTls* tls);
+// A channel MakeChannel could not make: bad usage for its one command-line error (a client
+// certificate without --tls-ca), a failure for a TLS file that is missing or not PEM.
+int ChannelError(const std::string& command, const ClientTls& tls, const absl::Status& status);
+// For commands that make their channel deep inside a query: kExitOk when `server` is empty or
+// MakeChannel(server, tls) succeeds, else ChannelError's code, so that a TLS file's error is
+// reported as the file's before any call (not as the answer's).
+int CheckChannel(const std::string& command, const std::string& server, const ClientTls& tls);
 
 // "queued", "running", ...: a job state as the CLI prints it.
 std::string StateName(v1::JobState s);

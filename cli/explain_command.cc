@@ -46,6 +46,7 @@ int RunExplain(const ExplainArgs& a) {
                       "--fingerprint reads the local database; with --server, --device cpu or "
                       "cuda[:N] sends this machine's fingerprint");
   }
+  if (int rc = CheckChannel(cmd, a.server, a.tls); rc != kExitOk) return rc;
   absl::StatusOr<ResolvedTaskQuery> resolved = ResolveTaskQuery(a.task);
   if (!resolved.ok()) return UsageOrFail(cmd, resolved.status());
   resolved->query.max_rel_error = a.max_rel_error;

@@ -148,6 +148,7 @@ int RunBest(const BestArgs& a) {
     return UsageError(cmd, "--pareto shows every budget's answer: leave out --max-rel-error, "
                            "--top and --tune-if-missing");
   }
+  if (int rc = CheckChannel(cmd, a.server, a.tls); rc != kExitOk) return rc;
   absl::StatusOr<ResolvedTaskQuery> resolved = ResolveTaskQuery(a.task);
   if (!resolved.ok()) return UsageOrFail(cmd, resolved.status());
   BestQuery& q = resolved->query;
@@ -276,6 +277,7 @@ absl::StatusOr<std::vector<JobRow>> JobsFromServer(const JobsArgs& a) {
 }
 
 int RunJobs(const JobsArgs& a) {
+  if (int rc = CheckChannel("jobs", a.server, a.tls); rc != kExitOk) return rc;
   absl::StatusOr<std::vector<JobRow>> jobs =
       a.server.empty() ? JobsFromDatabase(a.db) : JobsFromServer(a);
   if (!jobs.ok()) return Fail("jobs", jobs.status());

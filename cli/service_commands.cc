@@ -198,7 +198,7 @@ int RunWorker(const WorkerArgs& a) {
                                         "'; use cpu, cuda[:N] or replay:FILE"));
   }
   absl::StatusOr<std::shared_ptr<grpc::Channel>> channel = MakeChannel(a.server, a.tls);
-  if (!channel.ok()) return UsageError(cmd, std::string(channel.status().message()));
+  if (!channel.ok()) return ChannelError(cmd, a.tls, channel.status());
   auto stub = v1::WorkerService::NewStub(*channel);
   std::atomic<bool> stop{false};
   std::thread signals = OnTerminationSignal([&stop] { stop = true; });
@@ -248,7 +248,7 @@ int RunSubmit(const JobArgs& a) {
         cmd, absl::InvalidArgumentError(absl::StrCat(a.spec, " is not a YAML or JSON text file")));
   }
   absl::StatusOr<std::shared_ptr<grpc::Channel>> channel = MakeChannel(a.server, a.tls);
-  if (!channel.ok()) return UsageError("client", std::string(channel.status().message()));
+  if (!channel.ok()) return ChannelError(cmd, a.tls, channel.status());
   auto stub = v1::TuningService::NewStub(*channel);
   v1::SubmitJobRequest request;
   request.set_spec_text(*text);
@@ -301,7 +301,7 @@ std::string ProgressLine(const v1::JobEvent& event) {
 int RunWatch(const JobArgs& a) {
   const std::string cmd = "watch";
   absl::StatusOr<std::shared_ptr<grpc::Channel>> channel = MakeChannel(a.server, a.tls);
-  if (!channel.ok()) return UsageError("client", std::string(channel.status().message()));
+  if (!channel.ok()) return ChannelError(cmd, a.tls, channel.status());
   auto stub = v1::TuningService::NewStub(*channel);
   v1::WatchJobRequest request;
   request.set_job_id(a.job);
@@ -334,16 +334,16 @@ int RunWatch(const JobArgs& a) {
 }
 
 int RunCancel(const JobArgs& a) {
+  const std::string cmd = "cancel";
   absl::StatusOr<std::shared_ptr<grpc::Channel>> channel = MakeChannel(a.server, a.tls);
-  if (!channel.ok()) return UsageError("client", std::string(channel.status().message()));
+  if (!channel.ok()) return ChannelError(cmd, a.tls, channel.status());
   auto stub = v1::TuningService::NewStub(*channel);
   v1::CancelJobRequest request;
   request.set_job_id(a.job);
   v1::Job job;
   absl::Status s = FromGrpc(stub->CancelJob(ClientContextFor(a.token).get(), request, &job));
   if (!s.ok())
-    return absl::IsInvalidArgument(s) ? UsageError("cancel", std::string(s.message()))
-                                      : Fail("cancel", s);
+    return absl::IsInvalidArgument(s) ? UsageError(cmd, std::string(s.message())) : Fail(cmd, s);
   if (a.json) {
     std::cout << JobJson(job).dump() << "\n";
   } else {
@@ -357,7 +357,7 @@ int RunCancel(const JobArgs& a) {
 int RunWorkers(const JobArgs& a) {
   const std::string cmd = "workers";
   absl::StatusOr<std::shared_ptr<grpc::Channel>> channel = MakeChannel(a.server, a.tls);
-  if (!channel.ok()) return UsageError(cmd, std::string(channel.status().message()));
+  if (!channel.ok()) return ChannelError(cmd, a.tls, channel.status());
   v1::ListWorkersResponse response;
   absl::Status s = FromGrpc(v1::TuningService::NewStub(*channel)->ListWorkers(
       ClientContextFor(a.token).get(), {}, &response));

@@ -96,17 +96,10 @@ TEST(CliTest, BadUsageExitsWithTwo) {
       {"bench", "search", "--space", SpaceFile("pnpoly_RTX_3090_T4.json.gz"), "--strategies", ","});
   EXPECT_EQ(no_strategy.exit_code, 2);
   EXPECT_THAT(no_strategy.err, HasSubstr("--strategies names no strategy"));
-  // Directories and binary files are not read as empty or sent as a job spec.
+  // A directory is not read as an empty file.
   auto directory = RunKtune({"db", "import", dir.path(), "--db", db});
   EXPECT_EQ(directory.exit_code, 1);
   EXPECT_THAT(directory.err, HasSubstr("is a directory, not a file"));
-  {
-    std::ofstream binary(dir.File("spec.bin"), std::ios::binary);
-    binary << std::string("\xff\xfe\x00\x01kernels: [gemm]", 19);
-  }
-  auto not_text = RunKtune({"submit", dir.File("spec.bin"), "--server", "127.0.0.1:1"});
-  EXPECT_EQ(not_text.exit_code, 1);  // the file's fault, not the command line's
-  EXPECT_THAT(not_text.err, HasSubstr("is not a YAML or JSON text file"));
   // A replay device's file fixes the problem: --problem and --dtype would be ignored.
   auto replay_problem =
       RunKtune({"tune", "--device", "replay:" + SpaceFile("pnpoly_RTX_3090_T4.json.gz"), "--db", db,
@@ -143,6 +136,14 @@ TEST(CliTest, FailuresExitWithOneAndSayWhy) {
   auto submit = RunKtune({"submit", dir.File("nope.yaml"), "--server", "127.0.0.1:1"});
   EXPECT_EQ(submit.exit_code, 1);
   EXPECT_THAT(submit.err, HasSubstr("cannot read"));
+  // A binary file is not sent as a job spec.
+  {
+    std::ofstream binary(dir.File("spec.bin"), std::ios::binary);
+    binary << std::string("\xff\xfe\x00\x01kernels: [gemm]", 19);
+  }
+  auto not_text = RunKtune({"submit", dir.File("spec.bin"), "--server", "127.0.0.1:1"});
+  EXPECT_EQ(not_text.exit_code, 1);
+  EXPECT_THAT(not_text.err, HasSubstr("is not a YAML or JSON text file"));
   // Every command that reads a file says what is wrong with it and exits 1 (a failure), not 2
   // (bad usage, which asks for --help); a table is not begun for a file that cannot be read.
   {
@@ -163,6 +164,33 @@ TEST(CliTest, FailuresExitWithOneAndSayWhy) {
     EXPECT_EQ(r.exit_code, 1) << args[0] << " " << args[1] << ": " << r.err;
     EXPECT_THAT(r.err, Not(HasSubstr("--help"))) << args[0] << " " << args[1];
     EXPECT_THAT(r.out, Not(HasSubstr("strategy"))) << args[0] << " " << args[1];
+  }
+  // The client's TLS files are files too: missing or not PEM exits 1 from every client command;
+  // a certificate without --tls-ca is the command line's mistake (2).
+  {
+    std::ofstream not_pem(dir.File("ca.pem"));
+    not_pem << "not a certificate\n";
+  }
+  for (const std::vector<std::string>& args :
+       {std::vector<std::string>{"best", "--kernel", "gemm", "--device", "x"},
+        {"jobs"},
+        {"explain", "--kernel", "gemm", "--device", "x"},
+        {"watch", "1"},
+        {"drift"},
+        {"tune", "--kernel", "gemm", "--device", "x", "--problem", "M=8,N=8,K=8"}}) {
+    for (const std::string& ca : {dir.File("missing.pem"), dir.File("ca.pem")}) {
+      std::vector<std::string> with_ca = args;
+      with_ca.insert(with_ca.end(), {"--server", "127.0.0.1:1", "--tls-ca", ca});
+      auto r = RunKtune(with_ca);
+      EXPECT_EQ(r.exit_code, 1) << args[0] << " " << ca << ": " << r.err;
+      EXPECT_THAT(r.err, HasSubstr(ca)) << args[0];
+    }
+    std::vector<std::string> cert_only = args;
+    cert_only.insert(cert_only.end(),
+                     {"--server", "127.0.0.1:1", "--tls-cert", dir.File("ca.pem")});
+    auto r = RunKtune(cert_only);
+    EXPECT_EQ(r.exit_code, 2) << args[0] << ": " << r.err;
+    EXPECT_THAT(r.err, HasSubstr("needs --tls-ca")) << args[0];
   }
   // A worker with --idle-exit gives up on a server it cannot reach, and says why (it retried
   // forever, silently).
