@@ -115,6 +115,10 @@ absl::StatusOr<std::unique_ptr<SqliteTuningDatabase>> OpenExistingDatabase(
 }
 
 bool IsSqliteFile(const std::string& path) {
+  // Only a regular file can be a database; opening a pipe (--out /dev/stdout into `| head`) to
+  // read its header would wait for the export's own output, forever.
+  std::error_code ec;
+  if (!std::filesystem::is_regular_file(path, ec)) return false;
   std::ifstream in(path, std::ios::binary);
   char header[16] = {};
   return in.read(header, sizeof(header)) && std::string(header, 15) == "SQLite format 3";

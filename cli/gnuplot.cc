@@ -12,6 +12,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_replace.h"
+#include "common/file_util.h"
 
 namespace ktune::cli {
 
@@ -21,8 +22,17 @@ std::string GnuplotQuoted(const std::string& s) {
 
 absl::Status RenderGnuplotSvg(const std::function<std::string(const std::string& output)>& script,
                               const std::string& path) {
-  // gnuplot writes a temporary file beside the target, renamed over it once complete.
-  const std::string partial = absl::StrCat(path, ".partial-", getpid());
+  // gnuplot writes a temporary file beside the target, put in its place once complete; for a
+  // device or pipe (/dev/stdout), in the temporary folder (nothing may be created beside it).
+  std::error_code status_error;
+  const std::filesystem::file_status target = std::filesystem::status(path, status_error);
+  const bool special = std::filesystem::exists(target) &&
+                       !std::filesystem::is_regular_file(target) &&
+                       !std::filesystem::is_directory(target);
+  const std::string partial = special ? (std::filesystem::temp_directory_path(status_error) /
+                                         absl::StrCat("ktune-plot-", getpid(), ".svg"))
+                                            .string()
+                                      : absl::StrCat(path, ".partial-", getpid());
   // Where gnuplot cannot open its output it writes the plot to stdout: check first that the
   // file can be made, and never let gnuplot's stdout reach the terminal (its errors still do).
   {
@@ -49,13 +59,12 @@ absl::Status RenderGnuplotSvg(const std::function<std::string(const std::string&
         "gnuplot failed drawing ", path,
         WIFEXITED(status) ? absl::StrCat(" (exit ", WEXITSTATUS(status), ")") : " (killed)"));
   }
-  std::error_code error;
-  std::filesystem::rename(partial, path, error);
-  if (error) {
-    std::filesystem::remove(partial, ignored);
-    return absl::InternalError(absl::StrCat("could not write ", path, ": ", error.message()));
-  }
-  return absl::OkStatus();
+  // Into place as every output file goes (WriteFileAtomically: a link or a device named by
+  // --plot is written through, not replaced by the plot).
+  absl::StatusOr<std::string> svg = ReadFileMaybeGzip(partial);
+  std::filesystem::remove(partial, ignored);
+  if (!svg.ok()) return svg.status();
+  return WriteFileAtomically(path, *svg);
 }
 
 }  // namespace ktune::cli

@@ -4,6 +4,7 @@
 #include <unistd.h>
 #include <zlib.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
@@ -74,48 +75,72 @@ absl::StatusOr<std::string> ReadFileMaybeGzip(const std::string& path) {
   return data;
 }
 
-absl::Status WriteFileAtomically(const std::string& path, absl::string_view contents, bool gzip) {
-  std::string tmp = absl::StrCat(path, ".tmp.", getpid());
+namespace {
+
+// Writes `contents` (gzip-compressed when `gzip`) to `file`, created or truncated. `sync`: fsync
+// before closing (a regular file about to be renamed into place; a device or pipe cannot).
+// On failure a file this call created is left for the caller to remove.
+absl::Status WriteContents(const std::string& file, absl::string_view contents, bool gzip,
+                           bool sync) {
   if (gzip) {
-    gzFile gz = gzopen(tmp.c_str(), "wb");
-    if (gz == nullptr) return ErrnoError("cannot create", tmp);
+    gzFile gz = gzopen(file.c_str(), "wb");
+    if (gz == nullptr) return ErrnoError("cannot create", file);
     size_t off = 0;
     while (off < contents.size()) {
       unsigned chunk = static_cast<unsigned>(std::min<size_t>(contents.size() - off, 1 << 20));
       if (gzwrite(gz, contents.data() + off, chunk) != static_cast<int>(chunk)) {
         gzclose(gz);
-        std::remove(tmp.c_str());
-        return absl::UnavailableError(absl::StrCat("cannot write ", tmp));
+        return absl::UnavailableError(absl::StrCat("cannot write ", file));
       }
       off += chunk;
     }
-    if (gzclose(gz) != Z_OK) {
-      std::remove(tmp.c_str());
-      return absl::UnavailableError(absl::StrCat("cannot finish ", tmp));
-    }
-  } else {
-    int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    if (fd < 0) return ErrnoError("cannot create", tmp);
-    size_t off = 0;
-    while (off < contents.size()) {
-      ssize_t n = ::write(fd, contents.data() + off, contents.size() - off);
-      if (n < 0) {
-        if (errno == EINTR) continue;
-        absl::Status st = ErrnoError("cannot write", tmp);
-        ::close(fd);
-        std::remove(tmp.c_str());
-        return st;
-      }
-      off += static_cast<size_t>(n);
-    }
-    if (::fsync(fd) != 0 || ::close(fd) != 0) {
-      absl::Status st = ErrnoError("cannot flush", tmp);
-      std::remove(tmp.c_str());
+    if (gzclose(gz) != Z_OK) return absl::UnavailableError(absl::StrCat("cannot finish ", file));
+    return absl::OkStatus();
+  }
+  int fd = ::open(file.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+  if (fd < 0) return ErrnoError("cannot create", file);
+  size_t off = 0;
+  while (off < contents.size()) {
+    ssize_t n = ::write(fd, contents.data() + off, contents.size() - off);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      absl::Status st = ErrnoError("cannot write", file);
+      ::close(fd);
       return st;
     }
+    off += static_cast<size_t>(n);
   }
-  if (std::rename(tmp.c_str(), path.c_str()) != 0) {
-    absl::Status st = ErrnoError("cannot rename onto", path);
+  if ((sync && ::fsync(fd) != 0) || ::close(fd) != 0) return ErrnoError("cannot flush", file);
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::Status WriteFileAtomically(const std::string& path, absl::string_view contents, bool gzip) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  // A rename replaces what `path` names: a symbolic link would become a file, and a device
+  // (--out /dev/null, /dev/stdout) a regular file in /dev. Write through a link to its target,
+  // and into a device, pipe or socket in place.
+  std::string target = path;
+  if (fs::is_symlink(path, ec)) {
+    const fs::path resolved = fs::weakly_canonical(path, ec);
+    if (!ec) target = resolved.string();
+  }
+  const fs::file_status status = fs::status(target, ec);
+  if (fs::is_directory(status)) {
+    return absl::InvalidArgumentError(absl::StrCat(path, " is a directory, not a file"));
+  }
+  if (fs::exists(status) && !fs::is_regular_file(status)) {
+    return WriteContents(target, contents, gzip, /*sync=*/false);
+  }
+  const std::string tmp = absl::StrCat(target, ".tmp.", getpid());
+  if (absl::Status st = WriteContents(tmp, contents, gzip, /*sync=*/true); !st.ok()) {
+    std::remove(tmp.c_str());
+    return st;
+  }
+  if (std::rename(tmp.c_str(), target.c_str()) != 0) {
+    absl::Status st = ErrnoError("cannot rename onto", target);
     std::remove(tmp.c_str());
     return st;
   }

@@ -16,6 +16,9 @@ absl::StatusOr<std::string> ReadFileMaybeGzip(const std::string& path);
 
 // Writes `contents` to `path` through a temporary file in the same folder and a rename, so a
 // reader sees the old file or the new one, never half of it. Gzip-compresses when `gzip` is set.
+// A symbolic link is written through (its target replaced, the link kept); a device, pipe or
+// socket (/dev/null, /dev/stdout) is written in place, never replaced. InvalidArgument for a
+// directory.
 absl::Status WriteFileAtomically(const std::string& path, absl::string_view contents,
                                  bool gzip = false);
 

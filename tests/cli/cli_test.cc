@@ -5,15 +5,18 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 #include <sqlite3.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <zlib.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <set>
 #include <sstream>
+#include <thread>
 
 #include "db/sqlite_tuning_database.h"
 #include "tests/testing/test_util.h"
@@ -322,6 +325,23 @@ TEST(CliTest, ExportWritesJsonlAndT4Files) {
   auto t4 = RunKtune({"db", "import", dir.File("pnpoly_copy_T4.json"), "--db", db2, "--json"});
   ASSERT_EQ(t4.exit_code, 0) << t4.err;
   EXPECT_EQ(nlohmann::json::parse(t4.out)["format"], "t4");
+
+  // An export into a pipe (a shell's `--out /dev/stdout | ...`, here a named pipe) streams into
+  // it: the check that --out is not a database read the pipe and waited forever.
+  const std::string pipe = dir.File("pipe");
+  ASSERT_EQ(::mkfifo(pipe.c_str(), 0600), 0);
+  std::string piped;
+  std::thread reader([&] {
+    std::ifstream in(pipe);
+    std::stringstream text;
+    text << in.rdbuf();
+    piped = text.str();
+  });
+  auto into_pipe = RunKtune({"db", "export", "--db", db, "--out", pipe});
+  reader.join();
+  EXPECT_EQ(into_pipe.exit_code, 0) << into_pipe.err;
+  EXPECT_EQ(std::count(piped.begin(), piped.end(), '\n'), 4092);
+  EXPECT_TRUE(std::filesystem::is_fifo(pipe));
 
   // An export never overwrites a database: `--out` naming `--db` used to replace the database
   // with its own JSONL.

@@ -1,0 +1,77 @@
+// WriteFileAtomically's contract for what `path` already names: a file is replaced whole, a
+// symbolic link is written through (the link kept), a pipe or device is written in place (never
+// replaced: `db export --out /dev/null` as root used to turn /dev/null into a regular file).
+#include "common/file_util.h"
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+#include <sys/stat.h>
+
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <string>
+#include <thread>
+
+#include "tests/testing/test_util.h"
+
+namespace ktune {
+namespace {
+
+namespace fs = std::filesystem;
+using ::testing::HasSubstr;
+using testing::TempDir;
+
+std::string Slurp(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::stringstream text;
+  text << in.rdbuf();
+  return text.str();
+}
+
+TEST(WriteFileAtomicallyTest, ReplacesAFileWholeAndRoundTripsGzip) {
+  TempDir dir;
+  const std::string path = dir.File("out.jsonl");
+  ASSERT_TRUE(WriteFileAtomically(path, "old contents, longer than the new\n").ok());
+  ASSERT_TRUE(WriteFileAtomically(path, "new\n").ok());
+  EXPECT_EQ(Slurp(path), "new\n");
+  ASSERT_TRUE(WriteFileAtomically(dir.File("out.gz"), "zipped\n", /*gzip=*/true).ok());
+  EXPECT_EQ(ReadFileMaybeGzip(dir.File("out.gz")).value(), "zipped\n");
+  EXPECT_EQ(std::distance(fs::directory_iterator(dir.path()), fs::directory_iterator()), 2)
+      << "no temporary file is left behind";
+}
+
+TEST(WriteFileAtomicallyTest, WritesThroughASymbolicLinkAndKeepsIt) {
+  TempDir dir;
+  fs::create_directory(dir.File("real"));
+  const std::string target = dir.File("real/export.jsonl");
+  ASSERT_TRUE(WriteFileAtomically(target, "before\n").ok());
+  fs::create_symlink(target, dir.File("latest.jsonl"));
+  ASSERT_TRUE(WriteFileAtomically(dir.File("latest.jsonl"), "after\n").ok());
+  EXPECT_TRUE(fs::is_symlink(dir.File("latest.jsonl")));
+  EXPECT_EQ(Slurp(target), "after\n");
+}
+
+TEST(WriteFileAtomicallyTest, WritesIntoAPipeInPlace) {
+  TempDir dir;
+  const std::string fifo = dir.File("pipe");
+  ASSERT_EQ(::mkfifo(fifo.c_str(), 0600), 0);
+  std::string received;
+  std::thread reader([&] { received = Slurp(fifo); });
+  const absl::Status written = WriteFileAtomically(fifo, "through the pipe\n");
+  reader.join();
+  ASSERT_TRUE(written.ok()) << written;
+  EXPECT_EQ(received, "through the pipe\n");
+  EXPECT_TRUE(fs::is_fifo(fifo)) << "the pipe was replaced by a file";
+}
+
+TEST(WriteFileAtomicallyTest, RefusesADirectory) {
+  TempDir dir;
+  const absl::Status s = WriteFileAtomically(dir.path(), "x");
+  EXPECT_TRUE(absl::IsInvalidArgument(s)) << s;
+  EXPECT_THAT(std::string(s.message()), HasSubstr("is a directory"));
+  EXPECT_TRUE(fs::is_directory(dir.path()));
+}
+
+}  // namespace
+}  // namespace ktune
