@@ -1,5 +1,6 @@
 // ktune agent train: reproduces PPO's shipped policy (agent/pretrained/policy.json) from the
 // recorded spaces, or trains one on any set of spaces (for example all kernels but one).
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 #include <iostream>
@@ -49,6 +50,13 @@ int RunAgentTrain(const AgentTrainArgs& a) {
   }
   auto loaded = LoadReplaySpaces(files);
   if (!loaded.ok()) return Fail(cmd, loaded.status());
+  for (const std::string& excluded : a.exclude_kernels) {
+    if (std::none_of(loaded->begin(), loaded->end(),
+                     [&](const auto& space) { return KernelFamily(space->kernel) == excluded; })) {
+      return UsageError(cmd, absl::StrCat("--exclude-kernel ", excluded,
+                                          ": no space of that kernel among the spaces given"));
+    }
+  }
   std::vector<TrainingSpace> training;
   std::vector<std::string> used;
   for (auto& space : *loaded) {

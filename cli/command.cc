@@ -148,22 +148,22 @@ std::unique_ptr<grpc::ClientContext> ClientContextFor(const std::string& token, 
   return ctx;
 }
 
-int ChannelError(const std::string& command, const ClientTls& tls, const absl::Status& status) {
-  return tls.ca_file.empty() && !tls.cert_file.empty()
-             ? UsageError(command, std::string(status.message()))
-             : Fail(command, status);
-}
-
 int CheckChannel(const std::string& command, const std::string& server, const ClientTls& tls) {
   if (server.empty()) return kExitOk;
   absl::StatusOr<std::shared_ptr<grpc::Channel>> channel = MakeChannel(server, tls);
-  return channel.ok() ? kExitOk : ChannelError(command, tls, channel.status());
+  return channel.ok() ? kExitOk : Fail(command, channel.status());
 }
 
 void AddClientTlsOptions(CLI::App* sub, ClientTls* tls) {
-  sub->add_option("--tls-ca", tls->ca_file, "Connect with TLS, trusting this CA (PEM)");
-  sub->add_option("--tls-cert", tls->cert_file, "Client certificate for mutual TLS (PEM)");
-  sub->add_option("--tls-key", tls->key_file, "Its private key (PEM)");
+  // Which options go together is the command line's to check (exit 2, before any file is read).
+  CLI::Option* ca =
+      sub->add_option("--tls-ca", tls->ca_file, "Connect with TLS, trusting this CA (PEM)");
+  CLI::Option* cert =
+      sub->add_option("--tls-cert", tls->cert_file, "Client certificate for mutual TLS (PEM)");
+  CLI::Option* key = sub->add_option("--tls-key", tls->key_file, "Its private key (PEM)");
+  cert->needs(ca);
+  cert->needs(key);
+  key->needs(cert);
 }
 
 }  // namespace ktune::cli

@@ -1,8 +1,8 @@
 // Shared plumbing of the `ktune` subcommands: exit codes, error printing, JSON output, and the
 // --db option.
 //
-// Exit codes (DESIGN.md, "Command line"): 0 success, 1 failure, 2 bad usage. Bad usage is the
-// command line itself: an unknown, missing or conflicting option, a value out of range, a name
+// Exit codes (../shared/DESIGN.md, "Command line"): 0 success, 1 failure, 2 bad usage. Bad usage is
+// the command line itself: an unknown, missing or conflicting option, a value out of range, a name
 // (kernel, strategy, device) that does not exist. A file the command line names that is missing,
 // unreadable or malformed is a failure (1), as is what the server or the machine refuses: the
 // command was right, its input or its environment was not (kubectl's and git's convention).
@@ -47,14 +47,13 @@ int UsageError(const std::string& command, const std::string& message);
 // an unknown kernel), Fail otherwise (no GPU, no runner).
 int UsageOrFail(const std::string& command, const absl::Status& status);
 
-// Adds --tls-ca, --tls-cert and --tls-key (a client's view of the server's TLS) to `sub`.
+// Adds --tls-ca, --tls-cert and --tls-key (a client's view of the server's TLS) to `sub`; a
+// certificate needs the CA and its key (and a key its certificate), checked as usage.
 void AddClientTlsOptions(CLI::App* sub, ClientTls* tls);
-// A channel MakeChannel could not make: bad usage for its one command-line error (a client
-// certificate without --tls-ca), a failure for a TLS file that is missing or not PEM.
-int ChannelError(const std::string& command, const ClientTls& tls, const absl::Status& status);
 // For commands that make their channel deep inside a query: kExitOk when `server` is empty or
-// MakeChannel(server, tls) succeeds, else ChannelError's code, so that a TLS file's error is
-// reported as the file's before any call (not as the answer's).
+// MakeChannel(server, tls) succeeds, else a failure (a TLS file missing or not PEM), so that the
+// file's error is reported as the file's before any call (not as the answer's, which may be
+// bad usage). The options' combination is checked earlier, by AddClientTlsOptions.
 int CheckChannel(const std::string& command, const std::string& server, const ClientTls& tls);
 
 // "queued", "running", ...: a job state as the CLI prints it.

@@ -46,9 +46,9 @@ int RunExplain(const ExplainArgs& a) {
                       "--fingerprint reads the local database; with --server, --device cpu or "
                       "cuda[:N] sends this machine's fingerprint");
   }
-  if (int rc = CheckChannel(cmd, a.server, a.tls); rc != kExitOk) return rc;
   absl::StatusOr<ResolvedTaskQuery> resolved = ResolveTaskQuery(a.task);
   if (!resolved.ok()) return UsageOrFail(cmd, resolved.status());
+  if (int rc = CheckChannel(cmd, a.server, a.tls); rc != kExitOk) return rc;
   resolved->query.max_rel_error = a.max_rel_error;
   absl::StatusOr<v1::ExplainResponse> explained;
   if (!a.server.empty()) {

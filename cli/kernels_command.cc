@@ -229,13 +229,16 @@ int RunRegister(const RegisterArgs& a) {
     request.mutable_kernel()->set_source(*source);
   }
   absl::StatusOr<std::shared_ptr<grpc::Channel>> channel = MakeChannel(a.server, a.tls);
-  if (!channel.ok()) return ChannelError(cmd, a.tls, channel.status());
+  if (!channel.ok()) return Fail(cmd, channel.status());
   v1::KernelInfo info;
   grpc::Status s = v1::TuningService::NewStub(*channel)->RegisterKernel(
       ClientContextFor(a.token, 30).get(), request, &info);
   if (!s.ok()) {
-    return Fail(cmd,
-                absl::Status(static_cast<absl::StatusCode>(s.error_code()), s.error_message()));
+    // A refusal of the spec names the file, as submit's do; a transport error does not.
+    const bool refused = s.error_code() == grpc::StatusCode::INVALID_ARGUMENT;
+    return Fail(cmd, absl::Status(static_cast<absl::StatusCode>(s.error_code()),
+                                  refused ? absl::StrCat(a.file, ": ", s.error_message())
+                                          : s.error_message()));
   }
   if (a.json) {
     std::string out;

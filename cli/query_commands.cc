@@ -106,7 +106,11 @@ absl::StatusOr<std::vector<Record>> TaskRecordsOf(const BestArgs& a,
 int RunPareto(const BestArgs& a, const ResolvedTaskQuery& resolved) {
   const std::string cmd = "best";
   absl::StatusOr<std::vector<Record>> records = TaskRecordsOf(a, resolved);
-  if (!records.ok()) return UsageOrFail(cmd, records.status());
+  if (!records.ok()) {
+    // From the local database every error is a failure (a missing --db included); from a
+    // server, a task it does not know is the command line's.
+    return a.server.empty() ? Fail(cmd, records.status()) : UsageOrFail(cmd, records.status());
+  }
   const std::vector<TradeOff> trade_offs = TimeErrorTradeOffs(*records);
   const BestQuery& q = resolved.query;
   const std::string title = absl::StrCat(
@@ -148,9 +152,9 @@ int RunBest(const BestArgs& a) {
     return UsageError(cmd, "--pareto shows every budget's answer: leave out --max-rel-error, "
                            "--top and --tune-if-missing");
   }
-  if (int rc = CheckChannel(cmd, a.server, a.tls); rc != kExitOk) return rc;
   absl::StatusOr<ResolvedTaskQuery> resolved = ResolveTaskQuery(a.task);
   if (!resolved.ok()) return UsageOrFail(cmd, resolved.status());
+  if (int rc = CheckChannel(cmd, a.server, a.tls); rc != kExitOk) return rc;
   BestQuery& q = resolved->query;
   q.top_k = a.top;
   if (a.max_rel_error > 0) q.max_rel_error = a.max_rel_error;

@@ -119,6 +119,14 @@ int RunServe(const ServeArgs& a) {
   // An empty address would start a server nobody can reach ("listening on port 0").
   if (a.listen.empty())
     return UsageError("serve", "--listen needs HOST:PORT (port 0: any free one)");
+  if (absl::Status s = CheckListenAddress(a.listen); !s.ok()) {
+    return UsageError("serve", std::string(s.message()));
+  }
+  if (!a.metrics_listen.empty()) {
+    if (absl::Status s = CheckMetricsAddress(a.metrics_listen); !s.ok()) {
+      return UsageError("serve", std::string(s.message()));
+    }
+  }
   TuningServerOptions options;
   options.listen = a.listen;
   options.db_path = a.db;
@@ -198,7 +206,7 @@ int RunWorker(const WorkerArgs& a) {
                                         "'; use cpu, cuda[:N] or replay:FILE"));
   }
   absl::StatusOr<std::shared_ptr<grpc::Channel>> channel = MakeChannel(a.server, a.tls);
-  if (!channel.ok()) return ChannelError(cmd, a.tls, channel.status());
+  if (!channel.ok()) return Fail(cmd, channel.status());
   auto stub = v1::WorkerService::NewStub(*channel);
   std::atomic<bool> stop{false};
   std::thread signals = OnTerminationSignal([&stop] { stop = true; });
@@ -248,7 +256,7 @@ int RunSubmit(const JobArgs& a) {
         cmd, absl::InvalidArgumentError(absl::StrCat(a.spec, " is not a YAML or JSON text file")));
   }
   absl::StatusOr<std::shared_ptr<grpc::Channel>> channel = MakeChannel(a.server, a.tls);
-  if (!channel.ok()) return ChannelError(cmd, a.tls, channel.status());
+  if (!channel.ok()) return Fail(cmd, channel.status());
   auto stub = v1::TuningService::NewStub(*channel);
   v1::SubmitJobRequest request;
   request.set_spec_text(*text);
@@ -301,7 +309,7 @@ std::string ProgressLine(const v1::JobEvent& event) {
 int RunWatch(const JobArgs& a) {
   const std::string cmd = "watch";
   absl::StatusOr<std::shared_ptr<grpc::Channel>> channel = MakeChannel(a.server, a.tls);
-  if (!channel.ok()) return ChannelError(cmd, a.tls, channel.status());
+  if (!channel.ok()) return Fail(cmd, channel.status());
   auto stub = v1::TuningService::NewStub(*channel);
   v1::WatchJobRequest request;
   request.set_job_id(a.job);
@@ -336,7 +344,7 @@ int RunWatch(const JobArgs& a) {
 int RunCancel(const JobArgs& a) {
   const std::string cmd = "cancel";
   absl::StatusOr<std::shared_ptr<grpc::Channel>> channel = MakeChannel(a.server, a.tls);
-  if (!channel.ok()) return ChannelError(cmd, a.tls, channel.status());
+  if (!channel.ok()) return Fail(cmd, channel.status());
   auto stub = v1::TuningService::NewStub(*channel);
   v1::CancelJobRequest request;
   request.set_job_id(a.job);
@@ -357,7 +365,7 @@ int RunCancel(const JobArgs& a) {
 int RunWorkers(const JobArgs& a) {
   const std::string cmd = "workers";
   absl::StatusOr<std::shared_ptr<grpc::Channel>> channel = MakeChannel(a.server, a.tls);
-  if (!channel.ok()) return ChannelError(cmd, a.tls, channel.status());
+  if (!channel.ok()) return Fail(cmd, channel.status());
   v1::ListWorkersResponse response;
   absl::Status s = FromGrpc(v1::TuningService::NewStub(*channel)->ListWorkers(
       ClientContextFor(a.token).get(), {}, &response));
@@ -397,10 +405,15 @@ void RegisterServiceCommands(CLI::App& app, Action* action) {
       ->capture_default_str();
   serve->add_option("--metrics-listen", serve_args->metrics_listen,
                     "Serve Prometheus metrics at http://HOST:PORT/metrics");
-  serve->add_option("--tls-cert", serve_args->tls_cert, "TLS certificate chain (PEM)");
-  serve->add_option("--tls-key", serve_args->tls_key, "TLS private key (PEM)");
-  serve->add_option("--tls-client-ca", serve_args->tls_client_ca,
-                    "Require client certificates signed by this CA (mutual TLS)");
+  CLI::Option* cert =
+      serve->add_option("--tls-cert", serve_args->tls_cert, "TLS certificate chain (PEM)");
+  CLI::Option* key = serve->add_option("--tls-key", serve_args->tls_key, "TLS private key (PEM)");
+  cert->needs(key);
+  key->needs(cert);
+  serve
+      ->add_option("--tls-client-ca", serve_args->tls_client_ca,
+                   "Require client certificates signed by this CA (mutual TLS)")
+      ->needs(cert);
   serve->add_option("--replay", serve_args->replay,
                     "Recorded space (T4 / Kernel Tuner) to serve tasks of, for replay workers");
   serve

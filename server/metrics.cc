@@ -13,6 +13,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "common/status_macros.h"
 
 namespace ktune {
 namespace {
@@ -207,8 +208,7 @@ Metrics::InterceptorFactory() {
   return std::make_unique<RpcInterceptorFactory>(this);
 }
 
-absl::StatusOr<std::unique_ptr<MetricsHttpServer>> MetricsHttpServer::Start(
-    const std::string& listen, std::function<std::string()> render) {
+absl::Status CheckMetricsAddress(const std::string& listen) {
   const size_t colon = listen.rfind(':');
   int port = 0;
   in_addr host{};
@@ -217,6 +217,17 @@ absl::StatusOr<std::unique_ptr<MetricsHttpServer>> MetricsHttpServer::Start(
     return absl::InvalidArgumentError(
         absl::StrCat("--metrics-listen '", listen, "' is not IPV4:PORT (e.g. 127.0.0.1:9464)"));
   }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::unique_ptr<MetricsHttpServer>> MetricsHttpServer::Start(
+    const std::string& listen, std::function<std::string()> render) {
+  KTUNE_RETURN_IF_ERROR(CheckMetricsAddress(listen));
+  const size_t colon = listen.rfind(':');
+  int port = 0;
+  in_addr host{};
+  (void)absl::SimpleAtoi(listen.substr(colon + 1), &port);
+  inet_pton(AF_INET, listen.substr(0, colon).c_str(), &host);
   std::unique_ptr<MetricsHttpServer> s(new MetricsHttpServer());
   s->render_ = std::move(render);
   s->fd_ = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);

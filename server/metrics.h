@@ -80,6 +80,9 @@ class Metrics {
   std::map<std::string, int64_t> measurements_ ABSL_GUARDED_BY(mu_);
 };
 
+// OK when `listen` is IPV4:PORT (port 0 to 65535); InvalidArgument, saying so, otherwise.
+absl::Status CheckMetricsAddress(const std::string& listen);
+
 // Serves GET /metrics over HTTP/1.1 on its own thread until destroyed.
 class MetricsHttpServer {
  public:

@@ -12,6 +12,20 @@
 
 namespace ktune {
 
+absl::Status CheckListenAddress(const std::string& listen) {
+  // gRPC takes a port past 65535 modulo 65536 (99999 listened on 34463): refuse it here.
+  const size_t colon = listen.rfind(':');
+  int port = -1;
+  if (absl::StartsWith(listen, "unix:")) return absl::OkStatus();
+  if (colon == std::string::npos || !absl::SimpleAtoi(listen.substr(colon + 1), &port) ||
+      port < 0 || port > 65535) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("cannot listen on ", listen,
+                     ": give HOST:PORT with a port from 0 (any free one) to 65535"));
+  }
+  return absl::OkStatus();
+}
+
 absl::StatusOr<std::unique_ptr<TuningServer>> TuningServer::Start(TuningServerOptions options) {
   std::unique_ptr<TuningServer> s(new TuningServer());
   s->options_ = std::move(options);
@@ -69,19 +83,8 @@ absl::StatusOr<std::unique_ptr<TuningServer>> TuningServer::Start(TuningServerOp
   }
   grpc::ServerBuilder builder;
   if (!s->options_.listen.empty()) {
-    // gRPC takes a port past 65535 modulo 65536 (99999 listened on 34463): refuse it here.
-    const std::string& listen = s->options_.listen;
-    const size_t colon = listen.rfind(':');
-    int port = -1;
-    const bool unix_socket = absl::StartsWith(listen, "unix:");
-    if (!unix_socket &&
-        (colon == std::string::npos || !absl::SimpleAtoi(listen.substr(colon + 1), &port) ||
-         port < 0 || port > 65535)) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("cannot listen on ", listen,
-                       ": give HOST:PORT with a port from 0 (any free one) to 65535"));
-    }
-    builder.AddListeningPort(listen, credentials, &s->port_);
+    KTUNE_RETURN_IF_ERROR(CheckListenAddress(s->options_.listen));
+    builder.AddListeningPort(s->options_.listen, credentials, &s->port_);
   }
   builder.SetMaxReceiveMessageSize(static_cast<int>(s->options_.max_message_bytes));
   std::vector<std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>> interceptors;

@@ -46,6 +46,11 @@ struct TuningServerOptions {
   int64_t max_message_bytes = 4 << 20;
 };
 
+// OK when `listen` is an address the server can listen on: HOST:PORT with a port from 0 (any
+// free one) to 65535, or unix:PATH; InvalidArgument, saying so, otherwise (gRPC itself takes a
+// port past 65535 modulo 65536). Start checks it; the CLI checks it first, as bad usage.
+absl::Status CheckListenAddress(const std::string& listen);
+
 class TuningServer {
  public:
   // Opens the database, recovers unfinished jobs (resume_jobs) and starts serving.

@@ -99,10 +99,6 @@ TEST(CliTest, BadUsageExitsWithTwo) {
       {"bench", "search", "--space", SpaceFile("pnpoly_RTX_3090_T4.json.gz"), "--strategies", ","});
   EXPECT_EQ(no_strategy.exit_code, 2);
   EXPECT_THAT(no_strategy.err, HasSubstr("--strategies names no strategy"));
-  // A directory is not read as an empty file.
-  auto directory = RunKtune({"db", "import", dir.path(), "--db", db});
-  EXPECT_EQ(directory.exit_code, 1);
-  EXPECT_THAT(directory.err, HasSubstr("is a directory, not a file"));
   // A replay device's file fixes the problem: --problem and --dtype would be ignored.
   auto replay_problem =
       RunKtune({"tune", "--device", "replay:" + SpaceFile("pnpoly_RTX_3090_T4.json.gz"), "--db", db,
@@ -131,14 +127,29 @@ TEST(CliTest, FailuresExitWithOneAndSayWhy) {
   EXPECT_EQ(no_address.exit_code, 2);
   EXPECT_THAT(no_address.err, HasSubstr("--listen needs HOST:PORT"));
   auto big_port = RunKtune({"serve", "--listen", "127.0.0.1:99999", "--db", dir.File("s.db")});
-  EXPECT_EQ(big_port.exit_code, 1);  // gRPC alone listened on 99999 % 65536
+  EXPECT_EQ(big_port.exit_code, 2);  // a value out of range (gRPC alone listened on 99999 % 65536)
   EXPECT_THAT(big_port.err, HasSubstr("a port from 0 (any free one) to 65535"));
+  // The server's other option mistakes are bad usage too, found before anything starts.
+  auto metrics = RunKtune({"serve", "--metrics-listen", "garbage", "--db", dir.File("s.db")});
+  EXPECT_EQ(metrics.exit_code, 2) << metrics.err;
+  EXPECT_THAT(metrics.err, HasSubstr("is not IPV4:PORT"));
+  auto cert_alone = RunKtune({"serve", "--tls-cert", dir.File("c.pem"), "--db", dir.File("s.db")});
+  EXPECT_EQ(cert_alone.exit_code, 2) << cert_alone.err;
+  EXPECT_THAT(cert_alone.err, HasSubstr("--tls-cert requires --tls-key"));
+  auto client_ca_alone =
+      RunKtune({"serve", "--tls-client-ca", dir.File("c.pem"), "--db", dir.File("s.db")});
+  EXPECT_EQ(client_ca_alone.exit_code, 2) << client_ca_alone.err;
+  EXPECT_THAT(client_ca_alone.err, HasSubstr("--tls-client-ca requires --tls-cert"));
   auto watch = RunKtune({"watch", "1", "--server", "127.0.0.1:1"});  // nobody there
   EXPECT_EQ(watch.exit_code, 1);
   EXPECT_THAT(watch.err, HasSubstr("ktune watch:"));
   auto submit = RunKtune({"submit", dir.File("nope.yaml"), "--server", "127.0.0.1:1"});
   EXPECT_EQ(submit.exit_code, 1);
   EXPECT_THAT(submit.err, HasSubstr("cannot read"));
+  // A directory is not read as an empty file.
+  auto directory = RunKtune({"db", "import", dir.path(), "--db", dir.File("k.db")});
+  EXPECT_EQ(directory.exit_code, 1);
+  EXPECT_THAT(directory.err, HasSubstr("is a directory, not a file"));
   // A binary file is not sent as a job spec.
   {
     std::ofstream binary(dir.File("spec.bin"), std::ios::binary);
@@ -193,7 +204,7 @@ TEST(CliTest, FailuresExitWithOneAndSayWhy) {
                      {"--server", "127.0.0.1:1", "--tls-cert", dir.File("ca.pem")});
     auto r = RunKtune(cert_only);
     EXPECT_EQ(r.exit_code, 2) << args[0] << ": " << r.err;
-    EXPECT_THAT(r.err, HasSubstr("needs --tls-ca")) << args[0];
+    EXPECT_THAT(r.err, HasSubstr("--tls-cert requires --tls-ca")) << args[0];
   }
   // A worker with --idle-exit gives up on a server it cannot reach, and says why (it retried
   // forever, silently).
@@ -224,6 +235,11 @@ TEST(CliTest, AgentTrainWritesAPolicyAndRefusesBadInput) {
                             "--exclude-kernel", "convolution", "--out", policy});
   EXPECT_EQ(excluded.exit_code, 2);
   EXPECT_THAT(excluded.err, HasSubstr("nothing to train on"));
+  // A kernel to leave out that no space has is a typo, not a request to leave out nothing.
+  auto typo = RunKtune(
+      {"agent", "train", "--space", space, "--exclude-kernel", "convolutoin", "--out", policy});
+  EXPECT_EQ(typo.exit_code, 2);
+  EXPECT_THAT(typo.err, HasSubstr("--exclude-kernel convolutoin: no space of that kernel"));
   auto missing = RunKtune({"agent", "train", "--space", dir.File("nope.json.gz"), "--out", policy});
   EXPECT_EQ(missing.exit_code, 1);
   EXPECT_THAT(missing.err, HasSubstr("nope.json.gz"));
@@ -447,6 +463,14 @@ TEST(CliTest, TelemetryReportRaisesDriftFlagsThatDriftLists) {
         << "\n"
         << R"({"kernel":"gemm","device":"cpu:x","config":{"MR":4}})" << "\n";
   }
+  // A kernel spec the server refuses names the file, as a refused telemetry line does.
+  {
+    std::ofstream spec(dir.File("kernel.json"));
+    spec << R"({"name":"k"})";
+  }
+  auto kernel = RunKtune({"kernels", "register", dir.File("kernel.json"), "--server", address});
+  EXPECT_EQ(kernel.exit_code, 1);
+  EXPECT_THAT(kernel.err, HasSubstr(dir.File("kernel.json") + ": "));
   auto refused = RunKtune({"telemetry", "report", dir.File("bad.jsonl"), "--server", address});
   EXPECT_EQ(refused.exit_code, 1);
   EXPECT_THAT(refused.err, HasSubstr("bad.jsonl:2: times_ms, count and mean_ms, or histogram is required"));
