@@ -1,6 +1,10 @@
 // ktune agent train: reproduces PPO's shipped policy (agent/pretrained/policy.json) from the
 // recorded spaces, or trains one on any set of spaces (for example all kernels but one).
+#include <unistd.h>
+
 #include <algorithm>
+#include <cerrno>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <iostream>
@@ -14,6 +18,7 @@
 #include "bench/search_benchmark.h"
 #include "bench/synthetic_landscape.h"
 #include "cli/command.h"
+#include "common/file_util.h"
 
 namespace ktune::cli {
 namespace {
@@ -47,6 +52,19 @@ int RunAgentTrain(const AgentTrainArgs& a) {
   if (files.empty()) {
     return UsageError(cmd, absl::StrCat("no --space given and no recorded spaces in ",
                                         KTUNE_DEFAULT_DATASETS_DIR, "/spaces"));
+  }
+  // Where the policy goes, checked before minutes of training: its folder must take a new file.
+  {
+    std::error_code ec;
+    const std::filesystem::path out(a.out);
+    const std::filesystem::path folder = out.has_parent_path() ? out.parent_path() : ".";
+    if (std::filesystem::is_directory(out, ec)) {
+      return Fail(cmd, absl::InvalidArgumentError(absl::StrCat(a.out, " is a directory")));
+    }
+    if (::access(folder.c_str(), W_OK) != 0) {
+      return Fail(cmd, absl::PermissionDeniedError(
+                           absl::StrCat("cannot write ", a.out, ": ", std::strerror(errno))));
+    }
   }
   auto loaded = LoadReplaySpaces(files);
   if (!loaded.ok()) return Fail(cmd, loaded.status());
@@ -82,10 +100,9 @@ int RunAgentTrain(const AgentTrainArgs& a) {
               << std::flush;
   });
   if (!policy.ok()) return Fail(cmd, policy.status());
-  std::ofstream out(a.out, std::ios::binary | std::ios::trunc);
-  out << *policy << "\n";
-  out.close();
-  if (!out) return Fail(cmd, absl::UnavailableError(absl::StrCat("cannot write ", a.out)));
+  if (absl::Status s = WriteFileAtomically(a.out, absl::StrCat(*policy, "\n")); !s.ok()) {
+    return Fail(cmd, s);
+  }
   const double seconds = absl::ToDoubleSeconds(absl::Now() - start);
   if (a.json) {
     std::cout << nlohmann::json{{"policy", a.out},

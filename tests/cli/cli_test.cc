@@ -240,6 +240,12 @@ TEST(CliTest, AgentTrainWritesAPolicyAndRefusesBadInput) {
       {"agent", "train", "--space", space, "--exclude-kernel", "convolutoin", "--out", policy});
   EXPECT_EQ(typo.exit_code, 2);
   EXPECT_THAT(typo.err, HasSubstr("--exclude-kernel convolutoin: no space of that kernel"));
+  // An output that cannot be written is refused before the training, not after it.
+  auto unwritable = RunKtune({"agent", "train", "--space", space, "--synthetic", "0", "--out",
+                              dir.File("no/such/dir/p.json")});
+  EXPECT_EQ(unwritable.exit_code, 1);
+  EXPECT_THAT(unwritable.err, HasSubstr("cannot write " + dir.File("no/such/dir/p.json") + ": "));
+  EXPECT_THAT(unwritable.err, Not(HasSubstr("iteration")));
   auto missing = RunKtune({"agent", "train", "--space", dir.File("nope.json.gz"), "--out", policy});
   EXPECT_EQ(missing.exit_code, 1);
   EXPECT_THAT(missing.err, HasSubstr("nope.json.gz"));
