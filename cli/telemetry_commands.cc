@@ -3,6 +3,7 @@
 #include <google/protobuf/util/json_util.h>
 
 #include <cstdio>
+#include <filesystem>
 #include <fstream>
 #include <iostream>
 #include <nlohmann/json.hpp>
@@ -169,6 +170,11 @@ int RunReport(const ReportArgs& a) {
   std::ifstream file_stream;
   std::istream* in = &std::cin;
   if (a.file != "-") {
+    std::error_code ec;
+    if (std::filesystem::is_directory(a.file, ec)) {  // an ifstream reads it as empty
+      return Fail(cmd,
+                  absl::InvalidArgumentError(absl::StrCat(a.file, " is a directory, not a file")));
+    }
     file_stream.open(a.file);
     if (!file_stream) return Fail(cmd, absl::NotFoundError(absl::StrCat("cannot read ", a.file)));
     in = &file_stream;

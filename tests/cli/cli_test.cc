@@ -179,6 +179,9 @@ TEST(CliTest, FailuresExitWithOneAndSayWhy) {
     EXPECT_THAT(r.err, Not(HasSubstr("--help"))) << args[0] << " " << args[1];
     EXPECT_THAT(r.out, Not(HasSubstr("strategy"))) << args[0] << " " << args[1];
   }
+  auto telemetry_dir = RunKtune({"telemetry", "report", dir.path(), "--server", "127.0.0.1:1"});
+  EXPECT_EQ(telemetry_dir.exit_code, 1);
+  EXPECT_THAT(telemetry_dir.err, HasSubstr("is a directory, not a file"));  // not "no samples"
   // The client's TLS files are files too: missing or not PEM exits 1 from every client command;
   // a certificate without --tls-ca is the command line's mistake (2).
   {
