@@ -6,9 +6,11 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <filesystem>
 #include <iostream>
 #include <nlohmann/json.hpp>
 
+#include "absl/cleanup/cleanup.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
@@ -41,7 +43,11 @@ int RunImportBench(const ImportBenchArgs& a) {
   const std::string cmd = "bench import";
   char dir_template[] = "/tmp/ktune-bench-XXXXXX";
   if (mkdtemp(dir_template) == nullptr) return Fail(cmd, absl::UnavailableError("mkdtemp failed"));
-  std::string dir = dir_template;
+  const std::string dir = dir_template;
+  absl::Cleanup remove_dir = [&dir] {  // on every way out, a failed import's database included
+    std::error_code ignored;
+    std::filesystem::remove_all(dir, ignored);
+  };
   for (const std::string& file : a.files) {
     std::vector<double> seconds;
     int64_t records = 0;
@@ -74,7 +80,6 @@ int RunImportBench(const ImportBenchArgs& a) {
           records, t.median_s, t.min_s, a.repeats, records / t.median_s);
     }
   }
-  rmdir(dir.c_str());
   return kExitOk;
 }
 

@@ -13,6 +13,7 @@
 #include <nlohmann/json.hpp>
 #include <thread>
 
+#include "absl/cleanup/cleanup.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
@@ -140,9 +141,16 @@ std::pair<LoadResult, LoadResult> CompareLoads(
 
 int RunBenchService(const BenchServiceArgs& a) {
   const std::string cmd = "bench service";
-  char dir_template[] = "/tmp/ktune-bench-service-XXXXXX";
-  if (mkdtemp(dir_template) == nullptr) return Fail(cmd, absl::UnavailableError("mkdtemp"));
-  const std::string dir = dir_template;
+  // The command line first, then the files, then the scratch folder (nothing left behind when
+  // either is refused).
+  std::vector<int> client_counts;
+  for (absl::string_view c : absl::StrSplit(a.clients, ',')) {
+    int n;
+    if (!absl::SimpleAtoi(c, &n) || n < 1 || n > 1024) {
+      return UsageError(cmd, absl::StrCat("bad --clients entry '", c, "'"));
+    }
+    client_counts.push_back(n);
+  }
   const std::vector<std::string> spaces = {a.datasets + "/spaces/convolution_A100_T4.json.gz",
                                            a.datasets + "/spaces/convolution_A4000_T4.json.gz",
                                            a.datasets + "/spaces/convolution_MI250X_T4.json.gz",
@@ -153,14 +161,13 @@ int RunBenchService(const BenchServiceArgs& a) {
     if (!r.ok()) return Fail(cmd, r.status());
     recorded.push_back(*std::move(r));
   }
-  std::vector<int> client_counts;
-  for (absl::string_view c : absl::StrSplit(a.clients, ',')) {
-    int n;
-    if (!absl::SimpleAtoi(c, &n) || n < 1 || n > 1024) {
-      return UsageError(cmd, absl::StrCat("bad --clients entry '", c, "'"));
-    }
-    client_counts.push_back(n);
-  }
+  char dir_template[] = "/tmp/ktune-bench-service-XXXXXX";
+  if (mkdtemp(dir_template) == nullptr) return Fail(cmd, absl::UnavailableError("mkdtemp"));
+  const std::string dir = dir_template;
+  absl::Cleanup remove_dir = [&dir] {  // on every way out
+    std::error_code ignored;
+    std::filesystem::remove_all(dir, ignored);
+  };
 
   // --- 1. Queries ---
   {
@@ -314,7 +321,6 @@ int RunBenchService(const BenchServiceArgs& a) {
                 << std::endl;
     }
   }
-  std::filesystem::remove_all(dir);
   return kExitOk;
 }
 
