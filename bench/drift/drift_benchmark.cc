@@ -4,7 +4,10 @@
 // optimum within 100 measurements.
 //
 //   ktune-drift-bench [--seeds N] [--stable N] [--strategy S] [--reverify K] [--agent-share X]
-//                     SPACE_FILE...
+//                     [--budget N] SPACE_FILE...
+//
+// --budget (default 100, the goal's) sets the retuning job's measurements and the fresh
+// baseline's alike: how the share of runs within 2% grows with the budget.
 //
 // Replayed measurements take no time, so the retuning job's agent, whose time is a share of the
 // measurement time (agent/time_budget.h), would never afford a learning step, as it would on a
@@ -173,14 +176,14 @@ TuningServerOptions ReplayServerOptions(const std::string& path, const std::stri
 
 absl::StatusOr<Row> RunOne(const std::string& path, int seed, int stable,
                            const std::string& strategy, int reverify, double agent_share,
-                           const std::string& dir) {
+                           int budget, const std::string& dir) {
   KTUNE_ASSIGN_OR_RETURN(RecordedSpace recorded, LoadRecordedSpace(path));
   KTUNE_ASSIGN_OR_RETURN(v1::Strategy retune_strategy, ParseStrategy(strategy));
   const Record& any = recorded.records.front();
   TuningServerOptions options =
       ReplayServerOptions(path, absl::StrCat(dir, "/drift-", seed, ".db"));
   options.retune.mode = RetuneMode::kAct;
-  options.retune.budget = 100;
+  options.retune.budget = budget;
   options.retune.strategy = strategy;
   options.retune.reverify_top = reverify;
   options.retune.agent_share = agent_share;
@@ -268,15 +271,15 @@ absl::StatusOr<Row> RunOne(const std::string& path, int seed, int stable,
       service, ReplayService::Start(
                    ReplayServerOptions(path, absl::StrCat(dir, "/drift-fresh-", seed, ".db")),
                    &measurer));
-  KTUNE_ASSIGN_OR_RETURN(const double fresh_ms,
-                         TuneAndQueryBest(*service, any, "fresh", retune_strategy, 100, seed,
-                                          agent_share));
+  KTUNE_ASSIGN_OR_RETURN(
+      const double fresh_ms,
+      TuneAndQueryBest(*service, any, "fresh", retune_strategy, budget, seed, agent_share));
   row.fresh_over_optimum = fresh_ms / measurer.RegressedOptimumMs();
   return row;
 }
 
 int Main(int argc, char** argv) {
-  int seeds = 3, stable = 10'000, reverify = RetunePolicy().reverify_top;
+  int seeds = 3, stable = 10'000, reverify = RetunePolicy().reverify_top, budget = 100;
   double agent_share = 0;
   std::string strategy = "ppo";
   std::vector<std::string> spaces;
@@ -286,6 +289,8 @@ int Main(int argc, char** argv) {
       (void)absl::SimpleAtoi(argv[++i], &seeds);
     } else if (a == "--stable" && i + 1 < argc) {
       (void)absl::SimpleAtoi(argv[++i], &stable);
+    } else if (a == "--budget" && i + 1 < argc) {
+      (void)absl::SimpleAtoi(argv[++i], &budget);
     } else if (a == "--reverify" && i + 1 < argc) {
       (void)absl::SimpleAtoi(argv[++i], &reverify);
     } else if (a == "--strategy" && i + 1 < argc) {
@@ -293,8 +298,9 @@ int Main(int argc, char** argv) {
     } else if (a == "--agent-share" && i + 1 < argc) {
       (void)absl::SimpleAtod(argv[++i], &agent_share);
     } else if (a == "--help" || a == "-h") {
-      std::printf("usage: ktune-drift-bench [--seeds N] [--stable N] [--strategy S] [--reverify K] "
-                  "[--agent-share X] SPACE_FILE...\n");
+      std::printf(
+          "usage: ktune-drift-bench [--seeds N] [--stable N] [--strategy S] [--reverify K] "
+          "[--agent-share X] [--budget N] SPACE_FILE...\n");
       return 0;
     } else {
       spaces.push_back(a);
@@ -318,7 +324,8 @@ int Main(int argc, char** argv) {
   int failures = 0;
   for (const std::string& space : spaces) {
     for (int seed = 1; seed <= seeds; ++seed) {
-      absl::StatusOr<Row> row = RunOne(space, seed, stable, strategy, reverify, agent_share, dir);
+      absl::StatusOr<Row> row =
+          RunOne(space, seed, stable, strategy, reverify, agent_share, budget, dir);
       if (!row.ok()) {
         std::fprintf(stderr, "%s seed %d: %s\n", space.c_str(), seed,
                      std::string(row.status().message()).c_str());
