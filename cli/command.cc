@@ -149,7 +149,12 @@ std::unique_ptr<grpc::ClientContext> ClientContextFor(const std::string& token, 
 }
 
 int CheckChannel(const std::string& command, const std::string& server, const ClientTls& tls) {
-  if (server.empty()) return kExitOk;
+  if (server.empty()) {
+    if (tls.ca_file.empty() && tls.cert_file.empty() && tls.key_file.empty()) return kExitOk;
+    return UsageError(command,
+                      "--tls-ca, --tls-cert and --tls-key are for --server; without it "
+                      "the command reads the local --db");
+  }
   absl::StatusOr<std::shared_ptr<grpc::Channel>> channel = MakeChannel(server, tls);
   return channel.ok() ? kExitOk : Fail(command, channel.status());
 }

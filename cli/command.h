@@ -50,10 +50,11 @@ int UsageOrFail(const std::string& command, const absl::Status& status);
 // Adds --tls-ca, --tls-cert and --tls-key (a client's view of the server's TLS) to `sub`; a
 // certificate needs the CA and its key (and a key its certificate), checked as usage.
 void AddClientTlsOptions(CLI::App* sub, ClientTls* tls);
-// For commands that make their channel deep inside a query: kExitOk when `server` is empty or
-// MakeChannel(server, tls) succeeds, else a failure (a TLS file missing or not PEM), so that the
-// file's error is reported as the file's before any call (not as the answer's, which may be
-// bad usage). The options' combination is checked earlier, by AddClientTlsOptions.
+// For commands that either read --db or ask --server: kExitOk when `server` is empty (and no TLS
+// option was given: bad usage, they would be ignored) or MakeChannel(server, tls) succeeds, else
+// a failure (a TLS file missing or not PEM), so that the file's error is reported as the file's
+// before any call (not as the answer's, which may be bad usage). The options' combination is
+// checked earlier, by AddClientTlsOptions.
 int CheckChannel(const std::string& command, const std::string& server, const ClientTls& tls);
 
 // "queued", "running", ...: a job state as the CLI prints it.

@@ -95,6 +95,13 @@ TEST(CliTest, BadUsageExitsWithTwo) {
     EXPECT_EQ(r.exit_code, 2) << args[1] << ": " << r.err;
     EXPECT_THAT(r.err, HasSubstr("finite")) << args[1];
   }
+  // TLS options without --server would be ignored by the commands that then read --db.
+  for (const char* command : {"best", "explain"}) {
+    auto tls_alone = RunKtune(
+        {command, "--kernel", "gemm", "--device", "x", "--db", db, "--tls-ca", dir.File("ca.pem")});
+    EXPECT_EQ(tls_alone.exit_code, 2) << command << ": " << tls_alone.err;
+    EXPECT_THAT(tls_alone.err, HasSubstr("are for --server")) << command;
+  }
   auto no_strategy = RunKtune(
       {"bench", "search", "--space", SpaceFile("pnpoly_RTX_3090_T4.json.gz"), "--strategies", ","});
   EXPECT_EQ(no_strategy.exit_code, 2);
