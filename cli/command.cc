@@ -148,15 +148,19 @@ std::unique_ptr<grpc::ClientContext> ClientContextFor(const std::string& token, 
   return ctx;
 }
 
-int CheckChannel(const std::string& command, const std::string& server, const ClientTls& tls) {
+int ConnectIfServer(const std::string& command, const std::string& server, const ClientTls& tls,
+                    std::shared_ptr<grpc::Channel>* channel) {
+  channel->reset();
   if (server.empty()) {
     if (tls.ca_file.empty() && tls.cert_file.empty() && tls.key_file.empty()) return kExitOk;
     return UsageError(command,
                       "--tls-ca, --tls-cert and --tls-key are for --server; without it "
                       "the command reads the local --db");
   }
-  absl::StatusOr<std::shared_ptr<grpc::Channel>> channel = MakeChannel(server, tls);
-  return channel.ok() ? kExitOk : Fail(command, channel.status());
+  absl::StatusOr<std::shared_ptr<grpc::Channel>> made = MakeChannel(server, tls);
+  if (!made.ok()) return Fail(command, made.status());
+  *channel = *std::move(made);
+  return kExitOk;
 }
 
 void AddClientTlsOptions(CLI::App* sub, ClientTls* tls) {

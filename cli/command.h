@@ -21,6 +21,7 @@
 #include "ktune/v1/tuning_service.pb.h"
 
 namespace grpc {
+class Channel;
 class ClientContext;
 }
 namespace ktune {
@@ -50,12 +51,13 @@ int UsageOrFail(const std::string& command, const absl::Status& status);
 // Adds --tls-ca, --tls-cert and --tls-key (a client's view of the server's TLS) to `sub`; a
 // certificate needs the CA and its key (and a key its certificate), checked as usage.
 void AddClientTlsOptions(CLI::App* sub, ClientTls* tls);
-// For commands that either read --db or ask --server: kExitOk when `server` is empty (and no TLS
-// option was given: bad usage, they would be ignored) or MakeChannel(server, tls) succeeds, else
-// a failure (a TLS file missing or not PEM), so that the file's error is reported as the file's
-// before any call (not as the answer's, which may be bad usage). The options' combination is
-// checked earlier, by AddClientTlsOptions.
-int CheckChannel(const std::string& command, const std::string& server, const ClientTls& tls);
+// For commands that either read --db or ask --server: with a server, makes `*channel`
+// (MakeChannel) and returns kExitOk, or a failure for a TLS file missing or not PEM, reported as
+// the file's before any call (not as the answer's, which may be bad usage). Without one, leaves
+// `*channel` null: kExitOk, or bad usage when a TLS option was given (it would be ignored). The
+// options' combination is checked earlier, by AddClientTlsOptions.
+int ConnectIfServer(const std::string& command, const std::string& server, const ClientTls& tls,
+                    std::shared_ptr<grpc::Channel>* channel);
 
 // "queued", "running", ...: a job state as the CLI prints it.
 std::string StateName(v1::JobState s);

@@ -27,8 +27,8 @@ struct ExplainArgs {
 };
 
 absl::StatusOr<v1::ExplainResponse> AskServer(const ExplainArgs& a,
+                                              const std::shared_ptr<grpc::Channel>& channel,
                                               const ResolvedTaskQuery& resolved) {
-  KTUNE_ASSIGN_OR_RETURN(std::shared_ptr<grpc::Channel> channel, MakeChannel(a.server, a.tls));
   v1::ExplainRequest request;
   ToRequest(resolved, request.mutable_kernel(), request.mutable_problem(),
             request.mutable_device());
@@ -48,11 +48,12 @@ int RunExplain(const ExplainArgs& a) {
   }
   absl::StatusOr<ResolvedTaskQuery> resolved = ResolveTaskQuery(a.task);
   if (!resolved.ok()) return UsageOrFail(cmd, resolved.status());
-  if (int rc = CheckChannel(cmd, a.server, a.tls); rc != kExitOk) return rc;
+  std::shared_ptr<grpc::Channel> channel;
+  if (int rc = ConnectIfServer(cmd, a.server, a.tls, &channel); rc != kExitOk) return rc;
   resolved->query.max_rel_error = a.max_rel_error;
   absl::StatusOr<v1::ExplainResponse> explained;
-  if (!a.server.empty()) {
-    explained = AskServer(a, *resolved);
+  if (channel != nullptr) {
+    explained = AskServer(a, channel, *resolved);
     if (!explained.ok()) {
       return absl::IsInvalidArgument(explained.status()) ? UsageError(cmd, std::string(explained.status().message()))
                                                         : Fail(cmd, explained.status());

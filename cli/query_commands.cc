@@ -52,9 +52,10 @@ std::string LevelName(v1::MatchLevel level) {
   }
 }
 
-// QueryBest on the server at a.server.
-absl::StatusOr<BestAnswerOf> AskServer(const BestArgs& a, const ResolvedTaskQuery& resolved) {
-  KTUNE_ASSIGN_OR_RETURN(std::shared_ptr<grpc::Channel> channel, MakeChannel(a.server, a.tls));
+// QueryBest on the server behind `channel`.
+absl::StatusOr<BestAnswerOf> AskServer(const BestArgs& a,
+                                       const std::shared_ptr<grpc::Channel>& channel,
+                                       const ResolvedTaskQuery& resolved) {
   v1::QueryBestRequest request;
   ToRequest(resolved, request.mutable_kernel(), request.mutable_problem(),
             request.mutable_device());
@@ -74,16 +75,16 @@ absl::StatusOr<BestAnswerOf> AskServer(const BestArgs& a, const ResolvedTaskQuer
   return answer;
 }
 
-// Every record of the task, from the server's ListRecords or the local database.
+// Every record of the task, from the server's ListRecords (`channel` set) or the local database.
 absl::StatusOr<std::vector<Record>> TaskRecordsOf(const BestArgs& a,
+                                                  const std::shared_ptr<grpc::Channel>& channel,
                                                   const ResolvedTaskQuery& resolved) {
   const BestQuery& q = resolved.query;
   const TaskKey task{q.kernel, q.kernel_version, q.problem, q.device_class};
-  if (a.server.empty()) {
+  if (channel == nullptr) {
     KTUNE_ASSIGN_OR_RETURN(std::unique_ptr<SqliteTuningDatabase> db, OpenExistingDatabase(a.db));
     return db->TaskRecords(task);
   }
-  KTUNE_ASSIGN_OR_RETURN(std::shared_ptr<grpc::Channel> channel, MakeChannel(a.server, a.tls));
   auto stub = v1::TuningService::NewStub(channel);
   std::vector<Record> records;
   v1::ListRecordsRequest request;
@@ -103,13 +104,14 @@ absl::StatusOr<std::vector<Record>> TaskRecordsOf(const BestArgs& a,
 }
 
 // `best --pareto`: the task's time/error front.
-int RunPareto(const BestArgs& a, const ResolvedTaskQuery& resolved) {
+int RunPareto(const BestArgs& a, const std::shared_ptr<grpc::Channel>& channel,
+              const ResolvedTaskQuery& resolved) {
   const std::string cmd = "best";
-  absl::StatusOr<std::vector<Record>> records = TaskRecordsOf(a, resolved);
+  absl::StatusOr<std::vector<Record>> records = TaskRecordsOf(a, channel, resolved);
   if (!records.ok()) {
     // From the local database every error is a failure (a missing --db included); from a
     // server, a task it does not know is the command line's.
-    return a.server.empty() ? Fail(cmd, records.status()) : UsageOrFail(cmd, records.status());
+    return channel == nullptr ? Fail(cmd, records.status()) : UsageOrFail(cmd, records.status());
   }
   const std::vector<TradeOff> trade_offs = TimeErrorTradeOffs(*records);
   const BestQuery& q = resolved.query;
@@ -154,14 +156,15 @@ int RunBest(const BestArgs& a) {
   }
   absl::StatusOr<ResolvedTaskQuery> resolved = ResolveTaskQuery(a.task);
   if (!resolved.ok()) return UsageOrFail(cmd, resolved.status());
-  if (int rc = CheckChannel(cmd, a.server, a.tls); rc != kExitOk) return rc;
+  std::shared_ptr<grpc::Channel> channel;
+  if (int rc = ConnectIfServer(cmd, a.server, a.tls, &channel); rc != kExitOk) return rc;
   BestQuery& q = resolved->query;
   q.top_k = a.top;
   if (a.max_rel_error > 0) q.max_rel_error = a.max_rel_error;
-  if (a.pareto) return RunPareto(a, *resolved);
+  if (a.pareto) return RunPareto(a, channel, *resolved);
   absl::StatusOr<BestAnswerOf> best;
-  if (!a.server.empty()) {
-    best = AskServer(a, *resolved);
+  if (channel != nullptr) {
+    best = AskServer(a, channel, *resolved);
     if (!best.ok()) {
       return absl::IsInvalidArgument(best.status()) || absl::IsNotFound(best.status())
                  ? UsageError(cmd, std::string(best.status().message()))
@@ -257,8 +260,8 @@ absl::StatusOr<std::vector<JobRow>> JobsFromDatabase(const std::string& path) {
   return rows;
 }
 
-absl::StatusOr<std::vector<JobRow>> JobsFromServer(const JobsArgs& a) {
-  KTUNE_ASSIGN_OR_RETURN(std::shared_ptr<grpc::Channel> channel, MakeChannel(a.server, a.tls));
+absl::StatusOr<std::vector<JobRow>> JobsFromServer(const JobsArgs& a,
+                                                   const std::shared_ptr<grpc::Channel>& channel) {
   auto stub = v1::TuningService::NewStub(channel);
   std::vector<JobRow> rows;
   v1::ListJobsRequest request;
@@ -281,9 +284,10 @@ absl::StatusOr<std::vector<JobRow>> JobsFromServer(const JobsArgs& a) {
 }
 
 int RunJobs(const JobsArgs& a) {
-  if (int rc = CheckChannel("jobs", a.server, a.tls); rc != kExitOk) return rc;
+  std::shared_ptr<grpc::Channel> channel;
+  if (int rc = ConnectIfServer("jobs", a.server, a.tls, &channel); rc != kExitOk) return rc;
   absl::StatusOr<std::vector<JobRow>> jobs =
-      a.server.empty() ? JobsFromDatabase(a.db) : JobsFromServer(a);
+      channel == nullptr ? JobsFromDatabase(a.db) : JobsFromServer(a, channel);
   if (!jobs.ok()) return Fail("jobs", jobs.status());
   if (a.json) {
     nlohmann::json out = nlohmann::json::array();

@@ -3,7 +3,6 @@
 #include <google/protobuf/util/json_util.h>
 
 #include <cstdio>
-#include <filesystem>
 #include <fstream>
 #include <iostream>
 #include <nlohmann/json.hpp>
@@ -11,6 +10,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "cli/command.h"
+#include "common/file_util.h"
 #include "common/status_macros.h"
 #include "ktune/v1/tuning_service.grpc.pb.h"
 #include "proto/channel.h"
@@ -170,11 +170,7 @@ int RunReport(const ReportArgs& a) {
   std::ifstream file_stream;
   std::istream* in = &std::cin;
   if (a.file != "-") {
-    std::error_code ec;
-    if (std::filesystem::is_directory(a.file, ec)) {  // an ifstream reads it as empty
-      return Fail(cmd,
-                  absl::InvalidArgumentError(absl::StrCat(a.file, " is a directory, not a file")));
-    }
+    if (absl::Status s = RefuseDirectory(a.file); !s.ok()) return Fail(cmd, s);
     file_stream.open(a.file);
     if (!file_stream) return Fail(cmd, absl::NotFoundError(absl::StrCat("cannot read ", a.file)));
     in = &file_stream;

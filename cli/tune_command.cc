@@ -159,8 +159,9 @@ int RunTune(const TuneArgs& a) {
         return UsageError(cmd, "--inputs names the data: leave data= out of --problem");
       }
       // The kernel first: a mistyped --kernel must not leave a stored copy of the inputs behind.
-      if (a.kernel.empty()) return UsageError(cmd, "--kernel is required for --device cpu");
-      if (absl::Status s = registry.Get(a.kernel).status(); !s.ok()) return UsageOrFail(cmd, s);
+      if (absl::Status s = CpuKernel(registry, a.kernel).status(); !s.ok()) {
+        return UsageOrFail(cmd, s);
+      }
       absl::StatusOr<std::string> data = StoreInputFile(a.inputs, DefaultInputsDir());
       if (!data.ok()) return Fail(cmd, data.status());  // the file's fault, not the command line's
       problem = absl::StrCat(problem, problem.empty() ? "" : ",", "data=", *data);

@@ -35,13 +35,18 @@ absl::StatusOr<TuneTarget> ReplayTarget(RecordedSpace recorded, const std::strin
   return t;
 }
 
-absl::StatusOr<TuneTarget> CpuTarget(const KernelRegistry& registry, const std::string& kernel,
-                                     const std::string& problem_text, const std::string& dtype,
-                                     int threads, CpuMeasurerOptions options) {
+absl::StatusOr<const KernelDefinition*> CpuKernel(const KernelRegistry& registry,
+                                                  const std::string& kernel) {
   if (kernel.empty()) {
     return absl::InvalidArgumentError("--kernel is required for --device cpu (see ktune kernels)");
   }
-  KTUNE_ASSIGN_OR_RETURN(const KernelDefinition* found, registry.Get(kernel));
+  return registry.Get(kernel);
+}
+
+absl::StatusOr<TuneTarget> CpuTarget(const KernelRegistry& registry, const std::string& kernel,
+                                     const std::string& problem_text, const std::string& dtype,
+                                     int threads, CpuMeasurerOptions options) {
+  KTUNE_ASSIGN_OR_RETURN(const KernelDefinition* found, CpuKernel(registry, kernel));
   KernelDefinition fixed = *found;  // with --threads, a narrower space and default
   if (threads > 0) {
     KTUNE_ASSIGN_OR_RETURN(fixed, found->WithFixedThreads(threads));

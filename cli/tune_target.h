@@ -39,6 +39,11 @@ struct TuneTarget {
 absl::StatusOr<TuneTarget> ReplayTarget(RecordedSpace recorded, const std::string& file,
                                         const std::string& kernel);
 
+// The registry kernel that --device cpu tunes: InvalidArgument when none is named, the registry's
+// error (naming the known kernels) for an unknown one.
+absl::StatusOr<const KernelDefinition*> CpuKernel(const KernelRegistry& registry,
+                                                  const std::string& kernel);
+
 // --device cpu with a registry kernel. `problem_text` is "M=..,N=.."; `dtype` joins it.
 // `threads` > 0 fixes the kernel's `threads` parameter (space and default) to that value.
 // `options` tune the measurer (timing, timeouts).

@@ -57,11 +57,16 @@ absl::StatusOr<std::string> Gunzip(const std::string& path, const std::string& c
 
 }  // namespace
 
-absl::StatusOr<std::string> ReadFileMaybeGzip(const std::string& path) {
+absl::Status RefuseDirectory(const std::string& path) {
   std::error_code ec;
-  if (std::filesystem::is_directory(path, ec)) {  // an ifstream reads a directory as empty
+  if (std::filesystem::is_directory(path, ec)) {
     return absl::InvalidArgumentError(absl::StrCat(path, " is a directory, not a file"));
   }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::string> ReadFileMaybeGzip(const std::string& path) {
+  if (absl::Status s = RefuseDirectory(path); !s.ok()) return s;
   std::ifstream in(path, std::ios::binary);
   if (!in) return ErrnoError("cannot open", path);
   std::ostringstream ss;

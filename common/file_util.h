@@ -14,6 +14,10 @@ namespace ktune {
 // corrupt or truncated.
 absl::StatusOr<std::string> ReadFileMaybeGzip(const std::string& path);
 
+// InvalidArgument, "PATH is a directory, not a file", for a directory (an ifstream opens one and
+// reads it as empty); OK for anything else.
+absl::Status RefuseDirectory(const std::string& path);
+
 // Writes `contents` to `path` through a temporary file in the same folder and a rename, so a
 // reader sees the old file or the new one, never half of it. Gzip-compresses when `gzip` is set.
 // A symbolic link is written through (its target replaced, the link kept); a device, pipe or

@@ -208,35 +208,38 @@ Metrics::InterceptorFactory() {
   return std::make_unique<RpcInterceptorFactory>(this);
 }
 
-absl::Status CheckMetricsAddress(const std::string& listen) {
+namespace {
+
+// IPV4:PORT as a socket address.
+absl::StatusOr<sockaddr_in> ParseMetricsAddress(const std::string& listen) {
   const size_t colon = listen.rfind(':');
   int port = 0;
-  in_addr host{};
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
   if (colon == std::string::npos || !absl::SimpleAtoi(listen.substr(colon + 1), &port) ||
-      port < 0 || port > 65535 || inet_pton(AF_INET, listen.substr(0, colon).c_str(), &host) != 1) {
+      port < 0 || port > 65535 ||
+      inet_pton(AF_INET, listen.substr(0, colon).c_str(), &addr.sin_addr) != 1) {
     return absl::InvalidArgumentError(
         absl::StrCat("--metrics-listen '", listen, "' is not IPV4:PORT (e.g. 127.0.0.1:9464)"));
   }
-  return absl::OkStatus();
+  addr.sin_port = htons(static_cast<uint16_t>(port));
+  return addr;
+}
+
+}  // namespace
+
+absl::Status CheckMetricsAddress(const std::string& listen) {
+  return ParseMetricsAddress(listen).status();
 }
 
 absl::StatusOr<std::unique_ptr<MetricsHttpServer>> MetricsHttpServer::Start(
     const std::string& listen, std::function<std::string()> render) {
-  KTUNE_RETURN_IF_ERROR(CheckMetricsAddress(listen));
-  const size_t colon = listen.rfind(':');
-  int port = 0;
-  in_addr host{};
-  (void)absl::SimpleAtoi(listen.substr(colon + 1), &port);
-  inet_pton(AF_INET, listen.substr(0, colon).c_str(), &host);
+  KTUNE_ASSIGN_OR_RETURN(sockaddr_in addr, ParseMetricsAddress(listen));
   std::unique_ptr<MetricsHttpServer> s(new MetricsHttpServer());
   s->render_ = std::move(render);
   s->fd_ = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
   const int one = 1;
   setsockopt(s->fd_, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_port = htons(static_cast<uint16_t>(port));
-  addr.sin_addr = host;
   if (s->fd_ < 0 || bind(s->fd_, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0 ||
       ::listen(s->fd_, 16) != 0) {
     return absl::UnavailableError(
