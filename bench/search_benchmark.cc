@@ -159,39 +159,39 @@ absl::Status RunSpace(const SearchBenchOptions& options, ReplaySpace& target,
 
 }  // namespace
 
-absl::Status RunSearchBenchmark(const SearchBenchOptions& options,
-                                const std::function<void(const SearchBenchRow&)>& on_row,
-                                const std::function<void(const std::string&)>& progress) {
-  KTUNE_ASSIGN_OR_RETURN(auto spaces, LoadReplaySpaces(options.spaces));
+absl::StatusOr<SearchBenchSpaces> LoadSearchBenchSpaces(const SearchBenchOptions& options) {
+  SearchBenchSpaces loaded;
+  KTUNE_ASSIGN_OR_RETURN(loaded.spaces, LoadReplaySpaces(options.spaces));
   // Transfer sources: the spaces already loaded (a file is read once), or loaded here.
   std::vector<std::string> more;
   for (const std::string& file : options.transfer_from) {
-    if (std::none_of(spaces.begin(), spaces.end(),
+    if (std::none_of(loaded.spaces.begin(), loaded.spaces.end(),
                      [&](const auto& s) { return s->file == file; })) {
       more.push_back(file);
     }
   }
-  KTUNE_ASSIGN_OR_RETURN(auto others, LoadReplaySpaces(more));
-  std::vector<const ReplaySpace*> sources;
+  KTUNE_ASSIGN_OR_RETURN(loaded.other_sources, LoadReplaySpaces(more));
   for (const std::string& file : options.transfer_from) {
-    for (const auto* list : {&spaces, &others}) {
+    for (const auto* list : {&loaded.spaces, &loaded.other_sources}) {
       for (const auto& s : *list) {
-        if (s->file == file) sources.push_back(s.get());
+        if (s->file == file) loaded.sources.push_back(s.get());
       }
     }
   }
-  if (options.protocol == SearchProtocol::kPlain) {
-    for (auto& space : spaces) {
-      KTUNE_RETURN_IF_ERROR(RunSpace(options, *space, sources, {}, on_row, progress));
-    }
-    return absl::OkStatus();
-  }
-  // Leave one kernel out: a fold per kernel, in the order the spaces were given.
-  std::vector<std::string> kernels;
-  for (const auto& space : spaces) {
+  KTUNE_ASSIGN_OR_RETURN(loaded.train_only, LoadReplaySpaces(options.train_spaces));
+  for (const auto& space : loaded.spaces) {
     const std::string k = KernelFamily(space->kernel);
-    if (std::find(kernels.begin(), kernels.end(), k) == kernels.end()) kernels.push_back(k);
+    if (std::find(loaded.kernels.begin(), loaded.kernels.end(), k) == loaded.kernels.end()) {
+      loaded.kernels.push_back(k);
+    }
   }
+  return loaded;
+}
+
+absl::Status CheckSearchBenchOptions(const SearchBenchOptions& options,
+                                     const SearchBenchSpaces& loaded) {
+  if (options.protocol != SearchProtocol::kLeaveOneKernelOut) return absl::OkStatus();
+  const std::vector<std::string>& kernels = loaded.kernels;
   if (kernels.size() < 2) {
     return absl::InvalidArgumentError(
         "leave-one-kernel-out needs the spaces of at least two kernels (one is held out, the "
@@ -204,6 +204,29 @@ absl::Status RunSearchBenchmark(const SearchBenchOptions& options,
                                                      absl::StrJoin(kernels, ", "), ")"));
     }
   }
+  return absl::OkStatus();
+}
+
+absl::Status RunSearchBenchmark(const SearchBenchOptions& options,
+                                const std::function<void(const SearchBenchRow&)>& on_row,
+                                const std::function<void(const std::string&)>& progress) {
+  KTUNE_ASSIGN_OR_RETURN(const SearchBenchSpaces loaded, LoadSearchBenchSpaces(options));
+  KTUNE_RETURN_IF_ERROR(CheckSearchBenchOptions(options, loaded));
+  return RunSearchBenchmark(options, loaded, on_row, progress);
+}
+
+absl::Status RunSearchBenchmark(const SearchBenchOptions& options, const SearchBenchSpaces& loaded,
+                                const std::function<void(const SearchBenchRow&)>& on_row,
+                                const std::function<void(const std::string&)>& progress) {
+  const std::vector<const ReplaySpace*>& sources = loaded.sources;
+  if (options.protocol == SearchProtocol::kPlain) {
+    for (auto& space : loaded.spaces) {
+      KTUNE_RETURN_IF_ERROR(RunSpace(options, *space, sources, {}, on_row, progress));
+    }
+    return absl::OkStatus();
+  }
+  // Leave one kernel out: a fold per kernel, in the order the spaces were given.
+  KTUNE_RETURN_IF_ERROR(CheckSearchBenchOptions(options, loaded));
   // Each training seed's synthetic landscapes, made once for every fold.
   const int training_seeds = std::max(1, options.training_seeds);
   std::vector<std::vector<SyntheticLandscape>> synthetic_sets;
@@ -214,14 +237,13 @@ absl::Status RunSearchBenchmark(const SearchBenchOptions& options,
                                 options.training.seed + static_cast<uint64_t>(t)));
     synthetic_sets.push_back(std::move(set));
   }
-  KTUNE_ASSIGN_OR_RETURN(auto train_only, LoadReplaySpaces(options.train_spaces));
-  for (const std::string& held_out : kernels) {
+  for (const std::string& held_out : loaded.kernels) {
     if (!options.folds.empty() &&
         std::find(options.folds.begin(), options.folds.end(), held_out) == options.folds.end()) {
       continue;
     }
     std::vector<TrainingSpace> other_kernels;
-    for (const auto* list : {&spaces, &train_only}) {
+    for (const auto* list : {&loaded.spaces, &loaded.train_only}) {
       for (auto& space : *list) {
         if (KernelFamily(space->kernel) != held_out) {
           other_kernels.push_back(space->AsTrainingSpace());
@@ -252,7 +274,7 @@ absl::Status RunSearchBenchmark(const SearchBenchOptions& options,
           }));
       policies.push_back(std::move(policy));
     }
-    for (auto& space : spaces) {
+    for (auto& space : loaded.spaces) {
       if (KernelFamily(space->kernel) != held_out) continue;
       KTUNE_RETURN_IF_ERROR(RunSpace(options, *space, sources, policies, on_row, progress));
     }

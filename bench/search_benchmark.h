@@ -106,8 +106,28 @@ struct SearchBenchRow {
   double agent_share = 0;
 };
 
-// Runs the benchmark; `on_row` receives each row as soon as it is complete, `progress` a line
-// per finished run (may be null).
+// The files a benchmark reads, loaded once: the tuned spaces (options.spaces), the transfer
+// sources among them or beside them (options.transfer_from) and the training-only spaces
+// (options.train_spaces).
+struct SearchBenchSpaces {
+  std::vector<std::unique_ptr<ReplaySpace>> spaces, other_sources, train_only;
+  std::vector<const ReplaySpace*> sources;  // options.transfer_from's, in its order
+  std::vector<std::string> kernels;         // the tuned spaces' kernel families, in their order
+};
+// Loads them. Errors are the files' (missing, unreadable, malformed, no records).
+absl::StatusOr<SearchBenchSpaces> LoadSearchBenchSpaces(const SearchBenchOptions& options);
+// InvalidArgument where the options do not fit the spaces loaded, a mistake of the command
+// line rather than of a file: leave-one-kernel-out over the spaces of fewer than two kernels, or
+// a fold (options.folds) that names none of their kernels.
+absl::Status CheckSearchBenchOptions(const SearchBenchOptions& options,
+                                     const SearchBenchSpaces& loaded);
+
+// Runs the benchmark on `loaded` (checked by CheckSearchBenchOptions first); `on_row` receives
+// each row as soon as it is complete, `progress` a line per finished run (may be null).
+absl::Status RunSearchBenchmark(const SearchBenchOptions& options, const SearchBenchSpaces& loaded,
+                                const std::function<void(const SearchBenchRow&)>& on_row,
+                                const std::function<void(const std::string&)>& progress);
+// The three steps in one: load, check, run.
 absl::Status RunSearchBenchmark(const SearchBenchOptions& options,
                                 const std::function<void(const SearchBenchRow&)>& on_row,
                                 const std::function<void(const std::string&)>& progress);

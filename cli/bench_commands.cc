@@ -201,9 +201,16 @@ int RunSearchBench(const SearchBenchArgs& a) {
                         "the other kernels' spaces)")
               << "\n";
   }
+  // The files first (a failure), then whether the options fit them (usage: a --fold that names
+  // no kernel of the spaces).
+  absl::StatusOr<SearchBenchSpaces> loaded = LoadSearchBenchSpaces(options);
+  if (!loaded.ok()) return Fail(cmd, loaded.status());
+  if (absl::Status fits = CheckSearchBenchOptions(options, *loaded); !fits.ok()) {
+    return UsageError(cmd, std::string(fits.message()));
+  }
   std::vector<SearchBenchRow> rows;
   absl::Status st = RunSearchBenchmark(
-      options,
+      options, *loaded,
       [&](const SearchBenchRow& row) {
         rows.push_back(row);
         if (a.json) {

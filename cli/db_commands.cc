@@ -37,6 +37,11 @@ int RunImport(const ImportArgs& a) {
   absl::Time start = absl::Now();
   auto summary = ImportRecordFile(**db, a.file, options);
   if (!summary.ok()) return Fail(cmd, summary.status());
+  // An empty file is almost always the wrong file (or a pipe whose producer failed); saying
+  // "0 records added" with exit 0 would hide it (kubectl apply and git apply refuse it too).
+  if (summary->records_read == 0) {
+    return Fail(cmd, absl::InvalidArgumentError(absl::StrCat(a.file, " holds no records")));
+  }
   double seconds = absl::ToDoubleSeconds(absl::Now() - start);
   if (a.json) {
     std::cout << nlohmann::json{{"file", a.file},

@@ -157,6 +157,11 @@ TEST(CliTest, FailuresExitWithOneAndSayWhy) {
   auto directory = RunKtune({"db", "import", dir.path(), "--db", dir.File("k.db")});
   EXPECT_EQ(directory.exit_code, 1);
   EXPECT_THAT(directory.err, HasSubstr("is a directory, not a file"));
+  // An empty file imports nothing, and says so instead of "0 records added".
+  std::ofstream(dir.File("empty.jsonl")).flush();
+  auto empty = RunKtune({"db", "import", dir.File("empty.jsonl"), "--db", dir.File("k.db")});
+  EXPECT_EQ(empty.exit_code, 1);
+  EXPECT_THAT(empty.err, HasSubstr("empty.jsonl holds no records"));
   // A binary file is not sent as a job spec.
   {
     std::ofstream binary(dir.File("spec.bin"), std::ios::binary);
@@ -263,7 +268,8 @@ TEST(CliTest, AgentTrainWritesAPolicyAndRefusesBadInput) {
 }
 
 // Leave-one-kernel-out's options make no sense in a plain run, and a fold must name a kernel
-// among the spaces: both are refused, saying why, before any space is tuned.
+// among the spaces: both are refused as usage (2), saying why, before any space is tuned; a
+// file that cannot be read is a failure (1).
 TEST(CliTest, BenchSearchRefusesFoldsOutsideLeaveOneKernelOut) {
   const std::string a = SpaceFile("convolution2442_MI50_kernel_tuner_cache.json.gz");
   const std::string b = SpaceFile("pnpoly_RTX_2080_Ti_kernel_tuner_cache.json.gz");
@@ -274,9 +280,17 @@ TEST(CliTest, BenchSearchRefusesFoldsOutsideLeaveOneKernelOut) {
   EXPECT_EQ(train_only.exit_code, 2);
   auto unknown = RunKtune({"bench", "search", "--protocol", "leave-one-kernel-out", "--space", a,
                            b, "--fold", "gemm", "--strategies", "random", "--seeds", "1"});
-  EXPECT_EQ(unknown.exit_code, 1);
+  EXPECT_EQ(unknown.exit_code, 2) << "a fold is a name on the command line";
   EXPECT_THAT(unknown.err, HasSubstr("no space of kernel 'gemm' to hold out"));
   EXPECT_THAT(unknown.out, Not(HasSubstr(".json.gz"))) << "no row";
+  auto one_kernel = RunKtune({"bench", "search", "--protocol", "leave-one-kernel-out", "--space", a,
+                              "--strategies", "random", "--seeds", "1"});
+  EXPECT_EQ(one_kernel.exit_code, 2);
+  EXPECT_THAT(one_kernel.err, HasSubstr("at least two kernels"));
+  auto missing = RunKtune({"bench", "search", "--protocol", "leave-one-kernel-out", "--space", a,
+                           "nope.json.gz", "--fold", "gemm"});
+  EXPECT_EQ(missing.exit_code, 1) << "a missing file is a failure, whatever the fold";
+  EXPECT_THAT(missing.err, HasSubstr("nope.json.gz"));
 }
 
 TEST(CliTest, StatsAndJobsSpeakJson) {
