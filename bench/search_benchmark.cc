@@ -210,14 +210,14 @@ absl::Status CheckSearchBenchOptions(const SearchBenchOptions& options,
 absl::Status RunSearchBenchmark(const SearchBenchOptions& options,
                                 const std::function<void(const SearchBenchRow&)>& on_row,
                                 const std::function<void(const std::string&)>& progress) {
-  KTUNE_ASSIGN_OR_RETURN(const SearchBenchSpaces loaded, LoadSearchBenchSpaces(options));
-  KTUNE_RETURN_IF_ERROR(CheckSearchBenchOptions(options, loaded));
+  KTUNE_ASSIGN_OR_RETURN(SearchBenchSpaces loaded, LoadSearchBenchSpaces(options));
   return RunSearchBenchmark(options, loaded, on_row, progress);
 }
 
-absl::Status RunSearchBenchmark(const SearchBenchOptions& options, const SearchBenchSpaces& loaded,
+absl::Status RunSearchBenchmark(const SearchBenchOptions& options, SearchBenchSpaces& loaded,
                                 const std::function<void(const SearchBenchRow&)>& on_row,
                                 const std::function<void(const std::string&)>& progress) {
+  KTUNE_RETURN_IF_ERROR(CheckSearchBenchOptions(options, loaded));
   const std::vector<const ReplaySpace*>& sources = loaded.sources;
   if (options.protocol == SearchProtocol::kPlain) {
     for (auto& space : loaded.spaces) {
@@ -226,7 +226,6 @@ absl::Status RunSearchBenchmark(const SearchBenchOptions& options, const SearchB
     return absl::OkStatus();
   }
   // Leave one kernel out: a fold per kernel, in the order the spaces were given.
-  KTUNE_RETURN_IF_ERROR(CheckSearchBenchOptions(options, loaded));
   // Each training seed's synthetic landscapes, made once for every fold.
   const int training_seeds = std::max(1, options.training_seeds);
   std::vector<std::vector<SyntheticLandscape>> synthetic_sets;

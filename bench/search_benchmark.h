@@ -122,12 +122,13 @@ absl::StatusOr<SearchBenchSpaces> LoadSearchBenchSpaces(const SearchBenchOptions
 absl::Status CheckSearchBenchOptions(const SearchBenchOptions& options,
                                      const SearchBenchSpaces& loaded);
 
-// Runs the benchmark on `loaded` (checked by CheckSearchBenchOptions first); `on_row` receives
-// each row as soon as it is complete, `progress` a line per finished run (may be null).
-absl::Status RunSearchBenchmark(const SearchBenchOptions& options, const SearchBenchSpaces& loaded,
+// Runs the benchmark on `loaded` (whose replay measurers it uses), after checking the options
+// against it (CheckSearchBenchOptions); `on_row` receives each row as soon as it is complete,
+// `progress` a line per finished run (may be null).
+absl::Status RunSearchBenchmark(const SearchBenchOptions& options, SearchBenchSpaces& loaded,
                                 const std::function<void(const SearchBenchRow&)>& on_row,
                                 const std::function<void(const std::string&)>& progress);
-// The three steps in one: load, check, run.
+// Loads the spaces (LoadSearchBenchSpaces) and runs the benchmark on them.
 absl::Status RunSearchBenchmark(const SearchBenchOptions& options,
                                 const std::function<void(const SearchBenchRow&)>& on_row,
                                 const std::function<void(const std::string&)>& progress);
