@@ -421,13 +421,19 @@ absl::Status PpoStrategy::Observe(const std::vector<Observation>& results) {
         std::min(5.0, options_.reward_scale * std::max(0.0, std::log(before / it->second))));
   }
   if (LearnsOnline() && AtUpdateInterval()) {
-    KTUNE_RETURN_IF_ERROR(policy_->Update({episode_}, rng()));
+    KTUNE_RETURN_IF_ERROR(UpdateOnline());
   }
   return absl::OkStatus();
 }
 
 bool PpoStrategy::LearnsOnline() const {
   return !shared_policy_ && policy_ && options_.use_policy && options_.learn_online;
+}
+
+absl::Status PpoStrategy::UpdateOnline() {
+  const size_t window = static_cast<size_t>(std::max(1, options_.update_window));
+  if (episode_.size() <= window) return policy_->Update({episode_}, rng());
+  return policy_->Update({Episode(episode_.end() - window, episode_.end())}, rng());
 }
 
 bool PpoStrategy::AtUpdateInterval() const {
@@ -437,7 +443,7 @@ bool PpoStrategy::AtUpdateInterval() const {
 void PpoStrategy::PostTuning() {
   if (!LearnsOnline() || AtUpdateInterval()) return;  // nothing learns, or it just updated
   // An update that fails leaves the policy as it was; the run's results stand either way.
-  policy_->Update({episode_}, rng()).IgnoreError();
+  UpdateOnline().IgnoreError();
 }
 
 std::vector<int64_t> PpoStrategy::UnvisitedNeighbours(int64_t index, int64_t max_pairs) {

@@ -52,10 +52,16 @@ struct PpoOptions {
   bool whole_space_arm = false;
   bool pretrained = true;    // start from the shipped policy; false: from random weights
   bool learn_online = true;  // fine-tune the policy with PPO during the run
-  // Batches between online updates. Each update runs over every decision of the run so far, so
-  // its cost grows with the run; every 8 batches costs half as much as every 4, with the same
-  // search quality under leave-one-kernel-out (agent/README.md, "Cost").
+  // Batches between online updates. Each update runs over the run's decisions so far, up to
+  // `update_window`; every 8 batches costs half as much as every 4, with the same search quality
+  // under leave-one-kernel-out (agent/README.md, "Cost").
   int update_every = 8;
+  // The most recent decisions an online update learns from. PPO is on-policy: a decision drawn
+  // by the policy of many updates ago is off-policy data that its clipped ratio mostly ignores,
+  // yet every update paid for it, so in a long run each update cost more than the last (at
+  // budget 2000 a quarter of the agent's time). 64 is 8 updates' worth; a run of at most 64
+  // decisions (budget 512 at batches of 8) learns from all of them, as before.
+  int update_window = 64;
   int model_arm = 48;   // candidates the mean fit's whole-space ranking nominates (if any)
   int sample_arm = 48;  // ... the Thompson sample's whole-space ranking (if any)
   int local_arm = 32;   // ... the fastest result's neighbourhood
@@ -104,9 +110,9 @@ class PpoStrategy : public StrategyBase {
     return PolicyKey(kernel, space);
   }
   void LoadCheckpoint(std::string blob) override { LoadPolicy(std::move(blob)); }
-  // The last online update, over the whole run, when decisions came after the last periodic one
-  // (a run shorter than `update_every` decisions learns once, here), so that what is saved holds
-  // all of the run. After the last batch: it changes no proposal of this run.
+  // The last online update, when decisions came after the last periodic one (a run shorter than
+  // `update_every` decisions learns once, here), so that what is saved holds all of the run. After
+  // the last batch: it changes no proposal of this run.
   void PostTuning() override;
   // Empty (nothing to keep) unless the policy learned in this run: a policy that only acted must
   // not replace what is stored.
@@ -136,6 +142,8 @@ class PpoStrategy : public StrategyBase {
   // The episode holds a whole number of `update_every` decisions: a periodic update is due now
   // (in Observe) or has just run (in PostTuning).
   bool AtUpdateInterval() const;
+  // One online PPO update on the run's last `update_window` decisions.
+  absl::Status UpdateOnline();
   // Refits model_ on every result (ScoreTargets; ranks with transfer sources) and sample_model_
   // on ranks of a bootstrap resample; the sources' rows join both. The models' objective (Start):
   // pairwise ranking, or squared error where the sources' rows join (a non-empty prior).

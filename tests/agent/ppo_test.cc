@@ -332,6 +332,28 @@ TEST(PpoStrategyTest, TransferFromAVariantMapsItsParametersByName) {
   EXPECT_LE(BestOf16WithTransfer({&source, &source_times}), 1.5);  // as from another device
 }
 
+// An online update learns from the run's last `update_window` decisions: a run with no more
+// decisions than the window learns exactly as with an unbounded one, and a smaller window
+// learns from fewer (so in a long run every update costs the same).
+TEST(PpoStrategyTest, OnlineUpdatesLearnFromTheLastDecisionsOnly) {
+  SearchSpace space = Bowl();
+  BowlMeasurer measurer;
+  // 80 measurements: two warm-up batches, then 8 decisions and one update after the eighth.
+  auto policy_after = [&](int window) {
+    PpoOptions options;
+    options.update_window = window;
+    PpoStrategy p(options);
+    EXPECT_TRUE(RunTuningLoop(p, space, measurer, {}, {80, 8, 3}).ok());
+    EXPECT_EQ(p.policy_updates(), 1);
+    absl::StatusOr<std::string> blob = p.SaveCheckpoint();
+    EXPECT_TRUE(blob.ok() && !blob->empty());
+    return blob.value_or("");
+  };
+  const std::string all = policy_after(8);
+  EXPECT_EQ(all, policy_after(1000)) << "the window holds the whole run: the same update";
+  EXPECT_NE(all, policy_after(4)) << "half the decisions: another update";
+}
+
 TEST(PpoStrategyTest, PoliciesSaveAndWarmStart) {
   SearchSpace space = Bowl();
   BowlMeasurer measurer;
