@@ -56,11 +56,11 @@ struct PpoOptions {
   // `update_window`; every 8 batches costs half as much as every 4, with the same search quality
   // under leave-one-kernel-out (agent/README.md, "Cost").
   int update_every = 8;
-  // The most recent decisions an online update learns from. PPO is on-policy: a decision drawn
-  // by the policy of many updates ago is off-policy data that its clipped ratio mostly ignores,
-  // yet every update paid for it, so in a long run each update cost more than the last (at
-  // budget 2000 a quarter of the agent's time). 64 is 8 updates' worth; a run of at most 64
-  // decisions (budget 512 at batches of 8) learns from all of them, as before.
+  // The most recent decisions an online update learns from. PPO is on-policy: its clipped
+  // ratio is meant for decisions drawn by a recent policy, and those of many updates ago are
+  // stale data that every update paid for, so in a long run each update cost more than the last
+  // (at budget 2000, about a quarter of the agent's time). 64 is 8 updates' worth; a run of at
+  // most 64 decisions (budget 512 at batches of 8) learns from all of them, as before.
   int update_window = 64;
   int model_arm = 48;   // candidates the mean fit's whole-space ranking nominates (if any)
   int sample_arm = 48;  // ... the Thompson sample's whole-space ranking (if any)
