@@ -431,8 +431,8 @@ bool PpoStrategy::LearnsOnline() const {
 }
 
 absl::Status PpoStrategy::UpdateOnline() {
-  const size_t window = static_cast<size_t>(std::max(1, options_.update_window));
-  if (episode_.size() <= window) return policy_->Update({episode_}, rng());
+  const size_t window =
+      std::min(episode_.size(), static_cast<size_t>(std::max(1, options_.update_window)));
   return policy_->Update({Episode(episode_.end() - window, episode_.end())}, rng());
 }
 
