@@ -4,7 +4,11 @@
 // optimum within 100 measurements.
 //
 //   ktune-drift-bench [--seeds N] [--stable N] [--strategy S] [--reverify K] [--agent-share X]
-//                     [--budget N] SPACE_FILE...
+//                     [--budget N] [--json] SPACE_FILE...
+//
+// It ends with the goals' figures over every run (retuned within 2% of the new optimum, false
+// flags, the longest delay); --json writes one object per run and then one with the summary.
+// Bad options exit 2; a run that cannot be done is reported on stderr and makes the exit 1.
 //
 // --budget (default 100, the goal's) sets the retuning job's measurements and the fresh
 // baseline's alike: how the share of runs within 2% grows with the budget.
@@ -29,10 +33,12 @@
 //   5. the baseline, in a second server with an empty database: the same strategy and budget
 //      tuning the regressed device from nothing. The retuning is worth its records where it ends
 //      nearer the new optimum than this does.
+#include <algorithm>
 #include <atomic>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <nlohmann/json.hpp>
 #include <random>
 #include <string>
 #include <thread>
@@ -278,38 +284,96 @@ absl::StatusOr<Row> RunOne(const std::string& path, int seed, int stable,
   return row;
 }
 
+// What the runs add up to: the figures of the goals.
+struct Summary {
+  int runs = 0, flagged = 0, retuned_within = 0, fresh_within = 0, earlier_within = 0;
+  int false_flags = 0, max_delay = 0;
+  int64_t stable_reports = 0;
+  double log_retuned = 0;  // sum over flagged runs of log(retuned / new optimum)
+
+  void Add(const Row& row, int stable) {
+    ++runs;
+    false_flags += row.false_flags;
+    stable_reports += stable;
+    fresh_within += row.fresh_over_optimum <= kWithin;
+    if (row.retuned_over_optimum <= 0) return;  // never flagged, or the retuning did not finish
+    ++flagged;
+    max_delay = std::max(max_delay, row.delay);
+    retuned_within += row.retuned_over_optimum <= kWithin;
+    earlier_within += row.earlier_over_optimum <= kWithin;
+    log_retuned += std::log(row.retuned_over_optimum);
+  }
+  double GeometricMean() const { return flagged > 0 ? std::exp(log_retuned / flagged) : NAN; }
+  static constexpr double kWithin = 1.02;  // the goal: within 2% of the new optimum
+};
+
+constexpr char kUsage[] =
+    "usage: ktune-drift-bench [--seeds N] [--stable N] [--strategy S] [--reverify K]\n"
+    "                         [--agent-share X] [--budget N] [--json] SPACE_FILE...\n"
+    "  --seeds N        runs per space, seeds 1..N (default 3)\n"
+    "  --stable N       stable production reports before the regression, sent in hundreds\n"
+    "                   (default 10000)\n"
+    "  --strategy S     the retuning job's and the fresh baseline's strategy (default ppo)\n"
+    "  --reverify K     old best configurations the retuning measures again (default: the\n"
+    "                   server's)\n"
+    "  --agent-share X  the agent's time as a share of measurement time, 0: no limit (default 0)\n"
+    "  --budget N       measurements of the retuning job and of the fresh baseline (default 100)\n"
+    "  --json           one JSON object per run, then one with the summary, instead of the table\n";
+
+int Usage(const std::string& message) {
+  std::fprintf(stderr, "ktune-drift-bench: %s\n%s", message.c_str(), kUsage);
+  return 2;
+}
+
 int Main(int argc, char** argv) {
   int seeds = 3, stable = 10'000, reverify = RetunePolicy().reverify_top, budget = 100;
   double agent_share = 0;
+  bool json = false;
   std::string strategy = "ppo";
   std::vector<std::string> spaces;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
-    if (a == "--seeds" && i + 1 < argc) {
-      (void)absl::SimpleAtoi(argv[++i], &seeds);
-    } else if (a == "--stable" && i + 1 < argc) {
-      (void)absl::SimpleAtoi(argv[++i], &stable);
-    } else if (a == "--budget" && i + 1 < argc) {
-      (void)absl::SimpleAtoi(argv[++i], &budget);
-    } else if (a == "--reverify" && i + 1 < argc) {
-      (void)absl::SimpleAtoi(argv[++i], &reverify);
-    } else if (a == "--strategy" && i + 1 < argc) {
+    // The value of option `a`, as an integer of at least `min`; false (with a message) if absent
+    // or not one.
+    auto int_value = [&](int min, int* out) {
+      if (i + 1 >= argc || !absl::SimpleAtoi(argv[i + 1], out) || *out < min) {
+        Usage(absl::StrCat(a, " takes an integer of at least ", min));
+        return false;
+      }
+      ++i;
+      return true;
+    };
+    if (a == "--seeds") {
+      if (!int_value(1, &seeds)) return 2;
+    } else if (a == "--stable") {
+      if (!int_value(0, &stable)) return 2;
+    } else if (a == "--budget") {
+      if (!int_value(1, &budget)) return 2;
+    } else if (a == "--reverify") {
+      if (!int_value(0, &reverify)) return 2;
+    } else if (a == "--strategy") {
+      if (i + 1 >= argc) return Usage("--strategy takes a strategy name");
       strategy = argv[++i];
-    } else if (a == "--agent-share" && i + 1 < argc) {
-      (void)absl::SimpleAtod(argv[++i], &agent_share);
+      if (!ParseStrategy(strategy).ok()) {
+        return Usage(absl::StrCat("unknown strategy '", strategy, "'"));
+      }
+    } else if (a == "--agent-share") {
+      if (i + 1 >= argc || !absl::SimpleAtod(argv[i + 1], &agent_share) || !(agent_share >= 0)) {
+        return Usage("--agent-share takes a number of at least 0");
+      }
+      ++i;
+    } else if (a == "--json") {
+      json = true;
     } else if (a == "--help" || a == "-h") {
-      std::printf(
-          "usage: ktune-drift-bench [--seeds N] [--stable N] [--strategy S] [--reverify K] "
-          "[--agent-share X] [--budget N] SPACE_FILE...\n");
+      std::printf("%s", kUsage);
       return 0;
+    } else if (a.size() > 1 && a[0] == '-') {
+      return Usage(absl::StrCat("unknown option ", a));
     } else {
       spaces.push_back(a);
     }
   }
-  if (spaces.empty()) {
-    std::fprintf(stderr, "ktune-drift-bench: name at least one recorded space file\n");
-    return 2;
-  }
+  if (spaces.empty()) return Usage("name at least one recorded space file");
   // Each run's databases in a folder of its own, so that two runs at once do not share them.
   const char* tmp = std::getenv("TMPDIR");
   std::string pattern = absl::StrCat(tmp != nullptr && *tmp != '\0' ? tmp : "/tmp",
@@ -319,8 +383,13 @@ int Main(int argc, char** argv) {
     return 1;
   }
   const std::string dir = pattern;
-  std::printf("%-32s %4s %14s %8s %16s %16s %16s %16s\n", "space", "seed", "false flags",
-              "delay", "first/optimum", "retuned/new opt", "earlier/new opt", "fresh/new opt");
+  if (!json) {
+    std::printf("%-32s %4s %14s %8s %16s %16s %16s %16s\n", "space", "seed", "false flags", "delay",
+                "first/optimum", "retuned/new opt", "earlier/new opt", "fresh/new opt");
+  }
+  // Reports go in hundreds (step 2), so `stable` is rounded up to them.
+  const int stable_sent = (stable + 99) / 100 * 100;
+  Summary summary;
   int failures = 0;
   for (const std::string& space : spaces) {
     for (int seed = 1; seed <= seeds; ++seed) {
@@ -332,9 +401,24 @@ int Main(int argc, char** argv) {
         ++failures;
         continue;
       }
-      std::printf("%-32s %4d %5d in %6d %8d %16.4f %16.4f %16.4f %16.4f\n", row->space.c_str(),
-                  seed, row->false_flags, stable, row->delay, row->first_over_optimum,
-                  row->retuned_over_optimum, row->earlier_over_optimum, row->fresh_over_optimum);
+      summary.Add(*row, stable_sent);
+      if (json) {
+        nlohmann::ordered_json j;
+        j["space"] = row->space;
+        j["seed"] = row->seed;
+        j["false_flags"] = row->false_flags;
+        j["stable_reports"] = stable_sent;
+        j["delay"] = row->delay;  // -1: never flagged within 200 reports
+        j["first_over_optimum"] = row->first_over_optimum;
+        j["retuned_over_new_optimum"] = row->retuned_over_optimum;
+        j["earlier_over_new_optimum"] = row->earlier_over_optimum;
+        j["fresh_over_new_optimum"] = row->fresh_over_optimum;
+        std::printf("%s\n", j.dump().c_str());
+      } else {
+        std::printf("%-32s %4d %5d in %6d %8d %16.4f %16.4f %16.4f %16.4f\n", row->space.c_str(),
+                    seed, row->false_flags, stable_sent, row->delay, row->first_over_optimum,
+                    row->retuned_over_optimum, row->earlier_over_optimum, row->fresh_over_optimum);
+      }
       std::fflush(stdout);
     }
   }
@@ -346,6 +430,32 @@ int Main(int argc, char** argv) {
     }
   }
   std::remove(dir.c_str());
+  const double geo = summary.GeometricMean();
+  if (json) {
+    nlohmann::ordered_json j;
+    nlohmann::ordered_json& s = j["summary"];
+    s["runs"] = summary.runs;
+    s["failed_runs"] = failures;
+    s["flagged"] = summary.flagged;
+    s["retuned_within_2pct"] = summary.retuned_within;
+    s["fresh_within_2pct"] = summary.fresh_within;
+    s["earlier_within_2pct"] = summary.earlier_within;
+    s["retuned_over_new_optimum_geomean"] =
+        std::isfinite(geo) ? nlohmann::ordered_json(geo) : nlohmann::ordered_json(nullptr);
+    s["false_flags"] = summary.false_flags;
+    s["stable_reports"] = summary.stable_reports;
+    s["max_delay"] = summary.max_delay;
+    std::printf("%s\n", j.dump().c_str());
+  } else {
+    std::printf(
+        "\n%d runs (%d failed to run), the regression flagged in %d, within %d reports at most\n"
+        "retuned within 2%% of the new optimum: %d of %d; a fresh tuning: %d; the earlier records "
+        "alone: %d\ngeometric mean of retuned / new optimum: %.4f\nfalse flags: %d in %lld "
+        "stable reports\n",
+        summary.runs, failures, summary.flagged, summary.max_delay, summary.retuned_within,
+        summary.runs, summary.fresh_within, summary.earlier_within, geo, summary.false_flags,
+        static_cast<long long>(summary.stable_reports));
+  }
   return failures == 0 ? 0 : 1;
 }
 

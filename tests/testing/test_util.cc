@@ -57,8 +57,8 @@ std::string ReadGzipFile(const std::string& path) {
 namespace {
 
 // Starts the ktune binary with `args`, stdout and stderr into the given files.
-pid_t SpawnKtune(const std::vector<std::string>& args, const std::string& out_path,
-                 const std::string& err_path) {
+pid_t SpawnProgram(const std::string& program, const std::vector<std::string>& args,
+                   const std::string& out_path, const std::string& err_path) {
   pid_t pid = fork();
   if (pid == 0) {
     int out = open(out_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
@@ -66,7 +66,7 @@ pid_t SpawnKtune(const std::vector<std::string>& args, const std::string& out_pa
     dup2(out, 1);
     dup2(err, 2);
     std::vector<char*> argv;
-    std::string bin = KtuneBinary();
+    std::string bin = program;
     argv.push_back(bin.data());
     std::vector<std::string> copy = args;
     for (std::string& a : copy) argv.push_back(a.data());
@@ -75,6 +75,11 @@ pid_t SpawnKtune(const std::vector<std::string>& args, const std::string& out_pa
     _exit(127);
   }
   return pid;
+}
+
+pid_t SpawnKtune(const std::vector<std::string>& args, const std::string& out_path,
+                 const std::string& err_path) {
+  return SpawnProgram(KtuneBinary(), args, out_path, err_path);
 }
 
 }  // namespace
@@ -92,9 +97,13 @@ int FreePort() {
 }
 
 CommandResult RunKtune(const std::vector<std::string>& args) {
+  return RunProgram(KtuneBinary(), args);
+}
+
+CommandResult RunProgram(const std::string& program, const std::vector<std::string>& args) {
   TempDir dir;
   std::string out_path = dir.File("out"), err_path = dir.File("err");
-  pid_t pid = SpawnKtune(args, out_path, err_path);
+  pid_t pid = SpawnProgram(program, args, out_path, err_path);
   int status = 0;
   waitpid(pid, &status, 0);
   CommandResult r;

@@ -27,6 +27,8 @@ struct CommandResult {
 
 // Runs the ktune binary built with the tests, with `args`, and waits for it.
 CommandResult RunKtune(const std::vector<std::string>& args);
+// Runs `program` (a path) with `args` and waits for it.
+CommandResult RunProgram(const std::string& program, const std::vector<std::string>& args);
 
 // A ktune process running in the background (a server, a worker), killed when destroyed.
 class KtuneProcess {
