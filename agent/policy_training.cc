@@ -25,6 +25,9 @@ absl::StatusOr<std::string> TrainPolicy(const std::vector<TrainingSpace>& spaces
   PpoOptions ppo;
   ppo.pretrained = false;
   ppo.whole_space_arm = options.whole_space_pool;
+  // The policy learns the default pool; the escape to the whole-space pool is for acting runs
+  // (PpoOptions::escape_after), so the shipped policy is the same with it or without.
+  ppo.escape_after = 0;
   ppo.policy.features = kCandidateFeatures;
   ppo.policy.learning_rate = options.learning_rate;
   if (options.gamma >= 0) ppo.policy.gamma = options.gamma;

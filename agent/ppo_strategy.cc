@@ -58,6 +58,10 @@ std::unique_ptr<PpoStrategy> MakePpoVariant(const std::string& name) {
     o.whole_space_arm = true;
     return std::make_unique<PpoStrategy>(o, name);
   }
+  if (name == "ppo-policyonly") {
+    o.escape_after = 0;
+    return std::make_unique<PpoStrategy>(o, name);
+  }
   return nullptr;
 }
 
@@ -127,6 +131,11 @@ absl::Status PpoStrategy::Start() {
   KTUNE_RETURN_IF_ERROR(prior_.Build(space(), *features_, sources_, options_.source_rows, rng()));
   if (prior_.empty()) make_models("rank:pairwise");
   return absl::OkStatus();
+}
+
+bool PpoStrategy::WholeSpacePoolNow() const {
+  return options_.whole_space_arm ||
+         (options_.escape_after > 0 && stale_batches_ >= options_.escape_after);
 }
 
 double PpoStrategy::BestTime() const { return best() ? best()->time_ms : INFINITY; }
@@ -273,7 +282,7 @@ absl::StatusOr<std::vector<Candidate>> PpoStrategy::BuildPool(
   };
   // The model and sample arms: each model's best unvisited points of the whole space (or of a
   // uniform sample).
-  if (options_.whole_space_arm) {
+  if (WholeSpacePoolNow()) {
     std::vector<int64_t> indices;
     std::vector<float> scores, sample_scores;
     const int64_t size = space().size();
@@ -319,7 +328,7 @@ absl::StatusOr<std::vector<Candidate>> PpoStrategy::BuildPool(
     add(near[i], near_scores[i], near_sample_scores[i], kLocalArm);
   }
   // The random arm (larger without the whole-space arms, so that the policy still has a choice).
-  const int draws = options_.whole_space_arm ? options_.random_arm : options_.random_arm_alone;
+  const int draws = WholeSpacePoolNow() ? options_.random_arm : options_.random_arm_alone;
   std::vector<int64_t> random;
   absl::flat_hash_set<int64_t> drawn;
   for (int d = 0; d < 4 * draws && static_cast<int>(random.size()) < draws; ++d) {
@@ -331,7 +340,7 @@ absl::StatusOr<std::vector<Candidate>> PpoStrategy::BuildPool(
   for (size_t i = 0; i < random.size(); ++i) {
     add(random[i], random_scores[i], random_sample_scores[i], kRandomArm);
   }
-  if (!options_.whole_space_arm) {
+  if (!WholeSpacePoolNow()) {
     reference = near_scores;
     reference.insert(reference.end(), random_scores.begin(), random_scores.end());
     sample_reference = near_sample_scores;
@@ -391,7 +400,7 @@ std::vector<int> PpoStrategy::RulePicks(const std::vector<Candidate>& pool, int 
   const int random = static_cast<int>(std::lround(options_.rule_random_share * k));
   take(kLocalArm, local);
   take(kRandomArm, random);
-  take(options_.whole_space_arm ? kModelArm : kRandomArm, k);
+  take(WholeSpacePoolNow() ? kModelArm : kRandomArm, k);
   take(kModelArm | kLocalArm | kRandomArm | kSampleArm, k);  // any shortfall
   return out;
 }

@@ -26,8 +26,10 @@
 //
 // By default the pool holds no whole-space ranking: the policy alone, over the local arm and
 // random points that both models score, decides where the search goes (agent/README.md says why).
-// The ablation variants (`ppo-untrained`, `ppo-nopolicy`, `ppo-wholespace`) are this strategy
-// with one option changed (MakePpoVariant).
+// A run that has stalled for `escape_after` batches gets the whole-space pool until it finds a
+// new best (PpoOptions::escape_after). The ablation variants (`ppo-untrained`, `ppo-nopolicy`,
+// `ppo-wholespace`, `ppo-policyonly`) are this strategy with one option changed
+// (MakePpoVariant).
 #ifndef KTUNE_AGENT_PPO_STRATEGY_H_
 #define KTUNE_AGENT_PPO_STRATEGY_H_
 
@@ -50,6 +52,15 @@ struct PpoOptions {
   // true: the two models' best points of the whole space join the pool ("ppo-wholespace"); by
   // default the policy alone finds the good regions, from the local and random arms.
   bool whole_space_arm = false;
+  // After this many batches in a row without a new best (0: never), the pool is the
+  // whole-space one (as with `whole_space_arm`) until a batch finds one. Needle-shaped optima
+  // (one configuration of 4,201 within 5% on convolution A100) are rarely among a batch's 64
+  // random points, so a search stuck away from them could stall there for the rest of its
+  // budget; the models' ranking of the whole space reaches them, and the policy still picks.
+  // Only stalled runs change: one that finds its best before 4 stalled batches is the run
+  // without it. Training runs never escape (policy_training.cc), so the policy learns the
+  // default pool; the "ppo-policyonly" ablation acts without it (agent/README.md).
+  int escape_after = 4;
   bool pretrained = true;    // start from the shipped policy; false: from random weights
   bool learn_online = true;  // fine-tune the policy with PPO during the run
   // Batches between online updates. Each update runs over the run's decisions so far, up to
@@ -167,6 +178,8 @@ class PpoStrategy : public StrategyBase {
   absl::StatusOr<std::vector<Point>> ProposeFromPrior(int n);
   RunState CurrentState() const;
   double BestTime() const;
+  // Whether this batch's pool holds the whole-space arms (whole_space_arm, or an escape).
+  bool WholeSpacePoolNow() const;
 
   PpoOptions options_;
   std::string name_;
@@ -191,7 +204,8 @@ class PpoStrategy : public StrategyBase {
 
 // The strategy by name: "ppo" and its ablation variants "ppo-untrained" (random weights, never
 // updated: the policy's training is what is ablated), "ppo-nopolicy" (the same pool with a fixed
-// rule), "ppo-wholespace" (the policy with the two whole-space ranking arms in its pool). Null
+// rule), "ppo-wholespace" (the policy with the two whole-space ranking arms in its pool),
+// "ppo-policyonly" (the policy alone: no whole-space ranking ever, not even after stalls). Null
 // for other names.
 std::unique_ptr<PpoStrategy> MakePpoVariant(const std::string& name);
 

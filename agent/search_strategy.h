@@ -85,7 +85,8 @@ class SearchStrategy {
 // Strategies by name: "random", "anneal", "genetic", "model", "ppo". InvalidArgument listing
 // the known names otherwise. Registration is explicit here, not by static initialisers.
 // MakeStrategy also makes PPO's ablation variants (agent/README.md): "ppo-untrained",
-// "ppo-nopolicy", "ppo-wholespace" (AblationStrategyNames; empty without LibTorch).
+// "ppo-nopolicy", "ppo-wholespace", "ppo-policyonly" (AblationStrategyNames; empty without
+// LibTorch).
 absl::StatusOr<std::unique_ptr<SearchStrategy>> MakeStrategy(const std::string& name);
 // Makes a strategy by name, as MakeStrategy does (a seam for callers that choose their own).
 using StrategyFactory =

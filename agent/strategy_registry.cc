@@ -15,7 +15,7 @@ namespace ktune {
 #if KTUNE_WITH_TORCH || KTUNE_PPO_IN_AGENT_BINARY
 std::vector<std::string> StrategyNames() { return {"ppo", "random", "anneal", "genetic", "model"}; }
 std::vector<std::string> AblationStrategyNames() {
-  return {"ppo-untrained", "ppo-nopolicy", "ppo-wholespace"};
+  return {"ppo-untrained", "ppo-nopolicy", "ppo-wholespace", "ppo-policyonly"};
 }
 #else
 std::vector<std::string> StrategyNames() { return {"random", "anneal", "genetic", "model"}; }

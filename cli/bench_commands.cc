@@ -128,7 +128,7 @@ struct SearchBenchArgs {
   // PPO's ablation is reported every time: trained (the policy alone), untrained, no policy (a
   // fixed rule on the same pool), and the policy with the whole-space ranking arms.
   std::string strategies =
-      "ppo,ppo-untrained,ppo-nopolicy,ppo-wholespace,random,anneal,genetic,model";
+      "ppo,ppo-untrained,ppo-nopolicy,ppo-policyonly,ppo-wholespace,random,anneal,genetic,model";
   int64_t budget = 400;
   int seeds = 10;
   int first_seed = 1;

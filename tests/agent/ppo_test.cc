@@ -286,6 +286,63 @@ TEST(PpoStrategyTest, TheModelArmRanksTheWholeSpace) {
   EXPECT_LE(best, 1.25);
 }
 
+// A run that stalls for `escape_after` batches gets the whole-space ranking in its pool; until
+// then it is the run without the escape, batch for batch. The fixed rule with no local or random
+// share takes its picks from the model arm when there is one, and from the random arm otherwise.
+TEST(PpoStrategyTest, AStalledRunEscapesToTheWholeSpaceRanking) {
+  SearchSpace space = Bowl();
+  BowlMeasurer measurer;
+  std::vector<Observation> prior;  // as in TheModelArmRanksTheWholeSpace: none near the optimum
+  for (int64_t i = 0; static_cast<int64_t>(prior.size()) < 300; i += 29) {
+    const Point p = space.PointAt(i % space.size());
+    auto r = measurer.Measure({}, {space.ToConfiguration(p)});
+    ASSERT_TRUE(r.ok());
+    const double t = *(*r)[0].time_ms;
+    if (t > 1.25) prior.push_back({p, true, t});
+  }
+  double prior_best = INFINITY;
+  for (const Observation& o : prior) prior_best = std::min(prior_best, o.time_ms);
+  auto time_of = [&](const Point& p) {
+    return *(*measurer.Measure({}, {space.ToConfiguration(p)}))[0].time_ms;
+  };
+  // Three batches, each point reported at its time but never faster than the prior's best (a
+  // stalled run: no batch finds a new best).
+  auto run = [&](int escape_after, std::vector<std::vector<Point>>& batches) {
+    PpoOptions options = ModelArmOnly();
+    options.whole_space_arm = false;
+    options.escape_after = escape_after;
+    PpoStrategy ppo(options);
+    ASSERT_TRUE(ppo.Initialize(space, 11).ok());
+    ASSERT_TRUE(ppo.AddPriorResults(prior).ok());
+    ASSERT_TRUE(ppo.PreTuning(64, 8).ok());
+    for (int b = 0; b < 3; ++b) {
+      auto batch = ppo.ProposeBatch();
+      ASSERT_TRUE(batch.ok()) << batch.status();
+      batches.push_back(*batch);
+      std::vector<Observation> stalled;
+      for (const Point& p : *batch) stalled.push_back({p, true, std::max(prior_best, time_of(p))});
+      ASSERT_TRUE(ppo.NotifyResults(stalled).ok());
+    }
+  };
+  auto best_of = [&](const std::vector<Point>& batch) {
+    double best = INFINITY;
+    for (const Point& p : batch) best = std::min(best, time_of(p));
+    return best;
+  };
+  std::vector<std::vector<Point>> never, escaping;
+  run(0, never);
+  run(2, escaping);
+  ASSERT_EQ(never.size(), 3u);
+  ASSERT_EQ(escaping.size(), 3u);
+  EXPECT_EQ(escaping[0], never[0]) << "until two batches have stalled, the same batches";
+  EXPECT_EQ(escaping[1], never[1]);
+  // Then the model's best points of the whole space: the optimum's region (1.0 .. 1.25), which
+  // the random arm's third batch does not reach.
+  EXPECT_LE(best_of(escaping[2]), 1.25);
+  EXPECT_LT(best_of(escaping[2]), best_of(never[2]));
+  EXPECT_EQ(MakePpoVariant("ppo-policyonly")->name(), "ppo-policyonly");
+}
+
 TEST(PpoStrategyTest, SameSeedSameRun) {
   SearchSpace space = Bowl();
   BowlMeasurer measurer;
