@@ -256,21 +256,24 @@ PpoOptions ModelArmOnly() {
   return options;
 }
 
+// 300 measured points spread over the bowl, none within 1.25 of the optimum's time (1.0).
+std::vector<Observation> FarFromTheOptimum(const SearchSpace& space, BowlMeasurer& measurer) {
+  std::vector<Observation> prior;
+  for (int64_t i = 0; static_cast<int64_t>(prior.size()) < 300; i += 29) {
+    const Point p = space.PointAt(i % space.size());
+    const double t = *(*measurer.Measure({}, {space.ToConfiguration(p)}))[0].time_ms;
+    if (t > 1.25) prior.push_back({p, true, t});
+  }
+  return prior;
+}
+
 // The model arm ranks the whole space: with every pick from it (the fixed rule with no local or
 // random share), the batch holds the model's best points, next to the optimum, although no
 // measured point is near it.
 TEST(PpoStrategyTest, TheModelArmRanksTheWholeSpace) {
   SearchSpace space = Bowl();
   BowlMeasurer measurer;
-  // 300 measured points spread over the space, none within 1.25 of the optimum's time (1.0).
-  std::vector<Observation> prior;
-  for (int64_t i = 0; static_cast<int64_t>(prior.size()) < 300; i += 29) {
-    const Point p = space.PointAt(i % space.size());
-    auto r = measurer.Measure({}, {space.ToConfiguration(p)});
-    ASSERT_TRUE(r.ok());
-    const double t = *(*r)[0].time_ms;
-    if (t > 1.25) prior.push_back({p, true, t});
-  }
+  const std::vector<Observation> prior = FarFromTheOptimum(space, measurer);
   const PpoOptions options = ModelArmOnly();
   PpoStrategy ppo(options);
   ASSERT_TRUE(ppo.Initialize(space, 11).ok());
@@ -292,14 +295,7 @@ TEST(PpoStrategyTest, TheModelArmRanksTheWholeSpace) {
 TEST(PpoStrategyTest, AStalledRunEscapesToTheWholeSpaceRanking) {
   SearchSpace space = Bowl();
   BowlMeasurer measurer;
-  std::vector<Observation> prior;  // as in TheModelArmRanksTheWholeSpace: none near the optimum
-  for (int64_t i = 0; static_cast<int64_t>(prior.size()) < 300; i += 29) {
-    const Point p = space.PointAt(i % space.size());
-    auto r = measurer.Measure({}, {space.ToConfiguration(p)});
-    ASSERT_TRUE(r.ok());
-    const double t = *(*r)[0].time_ms;
-    if (t > 1.25) prior.push_back({p, true, t});
-  }
+  const std::vector<Observation> prior = FarFromTheOptimum(space, measurer);
   double prior_best = INFINITY;
   for (const Observation& o : prior) prior_best = std::min(prior_best, o.time_ms);
   auto time_of = [&](const Point& p) {
