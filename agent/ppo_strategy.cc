@@ -234,10 +234,7 @@ absl::Status PpoStrategy::FitModels() {
   }
   const FitInput sample_input = input(resample, RankTargets(h));
   // The two fits share nothing (each its own booster, rows and seed; XGBoost's errors are
-  // per thread): the sample fits on a second thread while the mean fits on this one, which
-  // takes a batch's largest cost nearly in half where a second core is free, with the same
-  // models as one fit after the other. Where no thread can be started (a process at its
-  // limit), the sample fits after the mean, as before.
+  // per thread), so they run at once (InParallel), with the models of one after the other.
   absl::Status mean_fitted, sample_fitted;
   InParallel(
       [&] {
@@ -295,8 +292,9 @@ absl::StatusOr<std::vector<Candidate>> PpoStrategy::BuildPool(
     return absl::OkStatus();
   };
   // The model and sample arms: each model's best unvisited points of the whole space (or of a
-  // uniform sample).
-  if (WholeSpacePoolNow()) {
+  // uniform sample), in the ablation's pool or after a stall.
+  const bool whole_space = WholeSpacePoolNow();
+  if (whole_space) {
     std::vector<int64_t> indices;
     std::vector<float> scores, sample_scores;
     const int64_t size = space().size();
@@ -348,7 +346,7 @@ absl::StatusOr<std::vector<Candidate>> PpoStrategy::BuildPool(
     add(near[i], near_scores[i], near_sample_scores[i], kLocalArm);
   }
   // The random arm (larger without the whole-space arms, so that the policy still has a choice).
-  const int draws = WholeSpacePoolNow() ? options_.random_arm : options_.random_arm_alone;
+  const int draws = whole_space ? options_.random_arm : options_.random_arm_alone;
   std::vector<int64_t> random;
   absl::flat_hash_set<int64_t> drawn;
   for (int d = 0; d < 4 * draws && static_cast<int>(random.size()) < draws; ++d) {
@@ -360,7 +358,7 @@ absl::StatusOr<std::vector<Candidate>> PpoStrategy::BuildPool(
   for (size_t i = 0; i < random.size(); ++i) {
     add(random[i], random_scores[i], random_sample_scores[i], kRandomArm);
   }
-  if (!WholeSpacePoolNow()) {
+  if (!whole_space) {
     reference = near_scores;
     reference.insert(reference.end(), random_scores.begin(), random_scores.end());
     sample_reference = near_sample_scores;

@@ -125,8 +125,9 @@ struct SearchBenchArgs {
   PolicyTrainingOptions training;
   int synthetic = 16;
   int training_seeds = 1;
-  // PPO's ablation is reported every time: trained (the policy alone), untrained, no policy (a
-  // fixed rule on the same pool), and the policy with the whole-space ranking arms.
+  // PPO's ablation is reported every time: trained, untrained, no policy (a fixed rule on the
+  // same pool), the policy alone (no whole-space ranking, not even after stalls), and the policy
+  // with the whole-space ranking arms from the start.
   std::string strategies =
       "ppo,ppo-untrained,ppo-nopolicy,ppo-policyonly,ppo-wholespace,random,anneal,genetic,model";
   int64_t budget = 400;
