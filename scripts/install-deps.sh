@@ -18,6 +18,8 @@ packages=(
   googletest libgtest-dev libgmock-dev libbenchmark-dev libopenblas-dev libdnnl-dev openssl curl prometheus time
   # the model-based search baseline (gradient-boosted trees)
   libxgboost-dev
+  # TCMalloc, the allocator of the programs that run the agent (CMakeLists.txt says why)
+  libgoogle-perftools-dev
   # `ktune explain --plot` renders its SVG with gnuplot (without X11)
   gnuplot-nox
 )
