@@ -249,8 +249,7 @@ absl::Status PpoStrategy::FitModels() {
   return sample_fitted;
 }
 
-absl::StatusOr<std::vector<float>> PpoStrategy::Scores(const XgbCostModel& model,
-                                                       const std::vector<int64_t>& indices) {
+std::vector<float> PpoStrategy::FeaturesOf(const std::vector<int64_t>& indices) const {
   const bool with_sources = !prior_.empty();
   std::vector<float> x;
   x.reserve(indices.size() * (features_->width() + 1));
@@ -258,7 +257,21 @@ absl::StatusOr<std::vector<float>> PpoStrategy::Scores(const XgbCostModel& model
     features_->Append(space().PointAt(i), x);
     if (with_sources) x.push_back(0.f);  // predictions are for the target
   }
-  return model.Predict(x, features_->width() + (with_sources ? 1 : 0));
+  return x;
+}
+
+int PpoStrategy::ModelWidth() const { return features_->width() + (prior_.empty() ? 0 : 1); }
+
+absl::Status PpoStrategy::BothScores(const std::vector<float>& x, std::vector<float>& mean,
+                                     std::vector<float>& sample) const {
+  absl::StatusOr<std::vector<float>> m, t;
+  InParallel([&] { m = model_->Predict(x, ModelWidth()); },
+             [&] { t = sample_model_->Predict(x, ModelWidth()); });
+  KTUNE_RETURN_IF_ERROR(m.status());
+  KTUNE_RETURN_IF_ERROR(t.status());
+  mean = *std::move(m);
+  sample = *std::move(t);
+  return absl::OkStatus();
 }
 
 absl::StatusOr<std::vector<Candidate>> PpoStrategy::BuildPool(
@@ -286,10 +299,8 @@ absl::StatusOr<std::vector<Candidate>> PpoStrategy::BuildPool(
   };
   // Both models' scores of `indices`.
   auto score = [this](const std::vector<int64_t>& indices, std::vector<float>& mean,
-                      std::vector<float>& sample) -> absl::Status {
-    KTUNE_ASSIGN_OR_RETURN(mean, Scores(*model_, indices));
-    KTUNE_ASSIGN_OR_RETURN(sample, Scores(*sample_model_, indices));
-    return absl::OkStatus();
+                      std::vector<float>& sample) {
+    return BothScores(FeaturesOf(indices), mean, sample);
   };
   // The model and sample arms: each model's best unvisited points of the whole space (or of a
   // uniform sample), in the ablation's pool or after a stall.
@@ -302,15 +313,7 @@ absl::StatusOr<std::vector<Candidate>> PpoStrategy::BuildPool(
       indices.resize(size);
       std::iota(indices.begin(), indices.end(), 0);
       if (prior_.empty()) {
-        // The whole space, by both models at once (as the fits: nothing shared).
-        const std::vector<float>& x = features_->AllPoints();
-        absl::StatusOr<std::vector<float>> mean, sample;
-        InParallel([&] { mean = model_->Predict(x, features_->width()); },
-                   [&] { sample = sample_model_->Predict(x, features_->width()); });
-        KTUNE_RETURN_IF_ERROR(mean.status());
-        KTUNE_RETURN_IF_ERROR(sample.status());
-        scores = *std::move(mean);
-        sample_scores = *std::move(sample);
+        KTUNE_RETURN_IF_ERROR(BothScores(features_->AllPoints(), scores, sample_scores));
       } else {
         KTUNE_RETURN_IF_ERROR(score(indices, scores, sample_scores));  // with the domain feature
       }
@@ -376,7 +379,8 @@ absl::StatusOr<std::vector<Point>> PpoStrategy::ProposeFromPool(int n) {
   std::vector<int> picks;
   if (options_.use_policy) {
     const int64_t incumbent = space().IndexOf(best()->point);
-    KTUNE_ASSIGN_OR_RETURN(std::vector<float> incumbent_score, Scores(*model_, {incumbent}));
+    KTUNE_ASSIGN_OR_RETURN(std::vector<float> incumbent_score,
+                           model_->Predict(FeaturesOf({incumbent}), ModelWidth()));
     std::vector<Point> measured;
     for (const Observation& o : history()) measured.push_back(o.point);
     Decision d;

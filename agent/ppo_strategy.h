@@ -159,9 +159,14 @@ class PpoStrategy : public StrategyBase {
   // on ranks of a bootstrap resample; the sources' rows join both. The models' objective (Start):
   // pairwise ranking, or squared error where the sources' rows join (a non-empty prior).
   absl::Status FitModels();
-  // `model`'s scores of `indices`.
-  absl::StatusOr<std::vector<float>> Scores(const XgbCostModel& model,
-                                            const std::vector<int64_t>& indices);
+  // The models' input rows for `indices` (with the domain feature, 0: the target, where transfer
+  // sources join the fits), and their width.
+  std::vector<float> FeaturesOf(const std::vector<int64_t>& indices) const;
+  int ModelWidth() const;
+  // Both models' scores of the rows `x`, predicted at once (InParallel: the two boosters share
+  // nothing); the same scores as one prediction after the other.
+  absl::Status BothScores(const std::vector<float>& x, std::vector<float>& mean,
+                          std::vector<float>& sample) const;
   // The full step: the arms' pool, the policy's (or the rule's) picks.
   absl::StatusOr<std::vector<Point>> ProposeFromPool(int n);
   // The candidates of the arms, with both models' scores; `reference` and `sample_reference` get
