@@ -177,8 +177,13 @@ absl::Status MemoryTuningDatabase::AddTelemetry(const std::vector<TelemetryRepor
 
 absl::Status MemoryTuningDatabase::ForEachTelemetry(
     const std::function<absl::Status(const TelemetryReport&)>& fn) {
-  absl::MutexLock lock(&mu_);
-  for (const TelemetryReport& r : telemetry_) KTUNE_RETURN_IF_ERROR(fn(r));
+  std::vector<TelemetryReport> reports;
+  {
+    absl::MutexLock lock(&mu_);
+    reports = telemetry_;
+  }
+  // Outside the lock: `fn` may query this database.
+  for (const TelemetryReport& r : reports) KTUNE_RETURN_IF_ERROR(fn(r));
   return absl::OkStatus();
 }
 

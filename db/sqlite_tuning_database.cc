@@ -882,33 +882,47 @@ absl::Status SqliteTuningDatabase::AddTelemetry(const std::vector<TelemetryRepor
 
 absl::Status SqliteTuningDatabase::ForEachTelemetry(
     const std::function<absl::Status(const TelemetryReport&)>& fn) {
-  absl::MutexLock lock(&mu_);
-  KTUNE_ASSIGN_OR_RETURN(
-      SqliteStatement s,
-      SqliteStatement::Prepare(
-          db_,
-          "SELECT k.name, k.version, w.problem_json, d.fingerprint_json, d.device_class, d.family, "
-          "t.config_json, t.count, t.mean_ms, t.stddev_ms, t.window_start_us, t.window_end_us, "
-          "t.received_at_us, t.reporter FROM telemetry t JOIN workloads w ON t.workload_id = w.id "
-          "JOIN kernels k ON w.kernel_id = k.id JOIN devices d ON t.device_id = d.id "
-          "ORDER BY t.id"));
+  // Pages of reports read under the lock and handed to `fn` outside it, so that `fn` may query
+  // this database (the drift monitor's recovery asks for each task's lab best); one page at a
+  // time keeps a long telemetry history out of memory.
+  constexpr int kPage = 1024;
+  int64_t after = 0;
   while (true) {
-    KTUNE_ASSIGN_OR_RETURN(bool row, s.Step());
-    if (!row) return absl::OkStatus();
-    TelemetryReport r;
-    r.kernel = s.ColumnText(0);
-    r.kernel_version = s.ColumnText(1);
-    KTUNE_ASSIGN_OR_RETURN(r.problem, ParseParamMapJson(s.ColumnText(2)));
-    r.device = {s.ColumnText(3), s.ColumnText(4), s.ColumnText(5)};
-    KTUNE_ASSIGN_OR_RETURN(r.config, ParseParamMapJson(s.ColumnText(6)));
-    r.count = s.ColumnInt(7);
-    r.mean_ms = s.ColumnDouble(8);
-    r.stddev_ms = s.ColumnDouble(9);
-    r.window_start_us = s.ColumnInt(10);
-    r.window_end_us = s.ColumnInt(11);
-    r.received_at_us = s.ColumnInt(12);
-    r.reporter = s.ColumnText(13);
-    KTUNE_RETURN_IF_ERROR(fn(r));
+    std::vector<TelemetryReport> page;
+    {
+      absl::MutexLock lock(&mu_);
+      KTUNE_ASSIGN_OR_RETURN(
+          SqliteStatement s,
+          SqliteStatement::Prepare(
+              db_,
+              "SELECT t.id, k.name, k.version, w.problem_json, d.fingerprint_json, d.device_class, "
+              "d.family, t.config_json, t.count, t.mean_ms, t.stddev_ms, t.window_start_us, "
+              "t.window_end_us, t.received_at_us, t.reporter FROM telemetry t JOIN workloads w ON "
+              "t.workload_id = w.id JOIN kernels k ON w.kernel_id = k.id JOIN devices d ON "
+              "t.device_id = d.id WHERE t.id > ?1 ORDER BY t.id LIMIT ?2"));
+      s.Bind(1, after).Bind(2, int64_t{kPage});
+      while (true) {
+        KTUNE_ASSIGN_OR_RETURN(bool row, s.Step());
+        if (!row) break;
+        after = s.ColumnInt(0);
+        TelemetryReport r;
+        r.kernel = s.ColumnText(1);
+        r.kernel_version = s.ColumnText(2);
+        KTUNE_ASSIGN_OR_RETURN(r.problem, ParseParamMapJson(s.ColumnText(3)));
+        r.device = {s.ColumnText(4), s.ColumnText(5), s.ColumnText(6)};
+        KTUNE_ASSIGN_OR_RETURN(r.config, ParseParamMapJson(s.ColumnText(7)));
+        r.count = s.ColumnInt(8);
+        r.mean_ms = s.ColumnDouble(9);
+        r.stddev_ms = s.ColumnDouble(10);
+        r.window_start_us = s.ColumnInt(11);
+        r.window_end_us = s.ColumnInt(12);
+        r.received_at_us = s.ColumnInt(13);
+        r.reporter = s.ColumnText(14);
+        page.push_back(std::move(r));
+      }
+    }
+    for (const TelemetryReport& r : page) KTUNE_RETURN_IF_ERROR(fn(r));
+    if (static_cast<int>(page.size()) < kPage) return absl::OkStatus();
   }
 }
 

@@ -142,6 +142,7 @@ class TuningDatabase {
   // ValidateTelemetry.
   virtual absl::Status AddTelemetry(const std::vector<TelemetryReport>& reports) = 0;
   // Calls `fn` on every report in the order stored; stops with fn's error if it returns one.
+  // `fn` may call this database (it runs outside the database's lock).
   virtual absl::Status ForEachTelemetry(
       const std::function<absl::Status(const TelemetryReport&)>& fn) = 0;
 

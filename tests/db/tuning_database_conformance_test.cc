@@ -11,6 +11,7 @@
 #include <set>
 #include <thread>
 
+#include "absl/strings/str_cat.h"
 #include "db/memory_tuning_database.h"
 #include "db/sqlite_tuning_database.h"
 #include "tests/testing/test_util.h"
@@ -409,6 +410,37 @@ TEST_P(TuningDatabaseConformanceTest, TelemetryIsStoredApartAndBadReportsStoreNo
   // Telemetry is not a measurement: no record, no best answer.
   EXPECT_EQ(db_->Stats()->records, 0);
   EXPECT_EQ(db_->QueryBest(QueryFor("A100"))->level, MatchLevel::kNone);
+}
+
+// The server's restart replays stored telemetry into the drift monitor, which asks the database
+// for each task's lab best while it reads: the walk must not hold the database (it hung a server
+// on restart), and must see every report, however many pages they take.
+TEST_P(TuningDatabaseConformanceTest, ATelemetryWalkMayQueryTheDatabaseAndSeesEveryReport) {
+  ASSERT_TRUE(db_->AddRecords({MakeRecord("A100", 16, 1.0)}).ok());
+  TelemetryReport t;
+  t.kernel = "gemm";
+  t.problem = {{"M", int64_t{1024}}, {"N", int64_t{1024}}};
+  t.device = MakeRecord("A100", 16, 1.0).device;
+  t.config = {{"tile", int64_t{16}}};
+  t.count = 1;
+  t.mean_ms = 1.0;
+  t.window_start_us = t.window_end_us = t.received_at_us = 1;
+  std::vector<TelemetryReport> reports;
+  for (int i = 0; i < 2500; ++i) {
+    t.reporter = absl::StrCat("app", i);
+    reports.push_back(t);
+  }
+  ASSERT_TRUE(db_->AddTelemetry(reports).ok());
+  std::vector<std::string> seen;
+  ASSERT_TRUE(db_->ForEachTelemetry([&](const TelemetryReport& r) {
+                   absl::StatusOr<BestResult> best = db_->QueryBest(QueryFor("A100"));
+                   if (!best.ok()) return best.status();
+                   seen.push_back(r.reporter);
+                   return absl::OkStatus();
+                 })
+                  .ok());
+  ASSERT_EQ(seen.size(), reports.size());
+  for (size_t i = 0; i < seen.size(); ++i) EXPECT_EQ(seen[i], reports[i].reporter);
 }
 
 // A client's payload (TVM's own record, in ktune.tvm) comes back byte for byte, whatever it holds,

@@ -293,6 +293,24 @@ TEST(TelemetryTest, ARegressionInProductionIsFlaggedRetunedAndChangesTheBestAnsw
   (*server)->Shutdown();
   server->reset();
 
+  // A restart on the same database replays the stored telemetry into the drift monitor (it once
+  // hung there, the replay holding the database that the monitor queries) and serves as before.
+  options.replay_files.clear();
+  auto restarted = TuningServer::Start(options);
+  ASSERT_TRUE(restarted.ok()) << restarted.status();
+  {
+    auto again = v1::TuningService::NewStub(grpc::CreateChannel(
+        absl::StrCat("127.0.0.1:", (*restarted)->port()), grpc::InsecureChannelCredentials()));
+    v1::QueryBestResponse served_again;
+    ASSERT_TRUE(again->QueryBest(Context().get(), query, &served_again).ok());
+    ASSERT_EQ(served_again.best_size(), 1);
+    EXPECT_EQ(FromProto(served_again.best(0).config().params(), "config").value(), *now);
+    v1::ListDriftResponse relisted;
+    ASSERT_TRUE(again->ListDrift(Context().get(), {}, &relisted).ok());
+  }
+  (*restarted)->Shutdown();
+  restarted->reset();
+
   // The old best was measured again in the retuning job (3x its lab time); the stale records
   // are still stored.
   auto db = SqliteTuningDatabase::Open(dir.File("r.db"));
