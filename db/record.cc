@@ -21,6 +21,12 @@ constexpr absl::string_view kStatusNames[kMeasurementStatusCount] = {
 // nlohmann::ordered_json keeps insertion order, so every line has the same key order.
 using Json = nlohmann::ordered_json;
 
+// Compact JSON; a string that is not UTF-8 dumps with U+FFFD instead of throwing (a record's
+// id must never throw: it runs inside the database's commit).
+std::string DumpJson(const Json& j) {
+  return j.dump(-1, ' ', false, Json::error_handler_t::replace);
+}
+
 Json ParamMapToJson(const ParamMap& m) {
   Json j = Json::object();
   for (const auto& [k, v] : m) std::visit([&](const auto& x) { j[k] = x; }, v);
@@ -99,7 +105,7 @@ DeviceInfo DeviceInfo::FromName(const std::string& name) {
   return d;
 }
 
-std::string Record::RecordId() const { return StableHashHex(RecordContentJson(*this).dump()); }
+std::string Record::RecordId() const { return StableHashHex(DumpJson(RecordContentJson(*this))); }
 
 void FillRepeatStatistics(Record& r) {
   const auto& t = r.repeat_times_ms;
@@ -122,11 +128,11 @@ void FillRepeatStatistics(Record& r) {
 
 std::string RecordToJsonLine(const Record& r) {
   Json j = RecordContentJson(r);
-  std::string id = StableHashHex(j.dump());
+  std::string id = StableHashHex(DumpJson(j));
   Json out;
   out["record_id"] = id;
   for (auto it = j.begin(); it != j.end(); ++it) out[it.key()] = it.value();
-  return out.dump();
+  return DumpJson(out);
 }
 
 absl::StatusOr<Record> RecordFromJsonLine(absl::string_view line) {

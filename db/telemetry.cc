@@ -3,6 +3,7 @@
 #include <cmath>
 
 #include "absl/strings/str_cat.h"
+#include "common/status_macros.h"
 
 namespace ktune {
 
@@ -12,6 +13,8 @@ absl::Status ValidateTelemetry(const TelemetryReport& r) {
     return absl::InvalidArgumentError("telemetry: device.device_class is required");
   }
   if (r.config.empty()) return absl::InvalidArgumentError("telemetry: config is required");
+  KTUNE_RETURN_IF_ERROR(CheckFiniteValues(r.problem, "telemetry: problem"));
+  KTUNE_RETURN_IF_ERROR(CheckFiniteValues(r.config, "telemetry: config"));
   if (r.count < 1 || r.count > 1'000'000'000'000) {
     return absl::InvalidArgumentError(
         absl::StrCat("telemetry: count is ", r.count, "; it must be between 1 and 1e12"));

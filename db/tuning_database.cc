@@ -1,8 +1,10 @@
 #include "db/tuning_database.h"
 
+#include <algorithm>
 #include <cmath>
 
 #include "absl/strings/str_cat.h"
+#include "common/status_macros.h"
 
 namespace ktune {
 namespace {
@@ -57,10 +59,23 @@ absl::Status ValidateRecord(const Record& r) {
         "record of ", r.kernel, " ", CanonicalJson(r.config),
         ": time_ms must be set exactly when the status is ok (status ", StatusName(r.status), ")"));
   }
-  if (r.time_ms && !(*r.time_ms >= 0)) {
+  KTUNE_RETURN_IF_ERROR(CheckFiniteValues(r.problem, "record.problem"));
+  KTUNE_RETURN_IF_ERROR(CheckFiniteValues(r.config, "record.config"));
+  if (r.time_ms && !(*r.time_ms >= 0 && std::isfinite(*r.time_ms))) {
     return absl::InvalidArgumentError(absl::StrCat("record of ", r.kernel, " ",
                                                    CanonicalJson(r.config),
-                                                   ": time_ms must be a non-negative number"));
+                                                   ": time_ms must be a finite number >= 0"));
+  }
+  // The repeats and their statistics: times, so finite and positive (a spread >= 0).
+  auto bad_time = [](double t) { return !(t > 0 && std::isfinite(t)); };
+  const bool bad_repeats =
+      std::any_of(r.repeat_times_ms.begin(), r.repeat_times_ms.end(), bad_time);
+  if (bad_repeats || (r.median_ms && bad_time(*r.median_ms)) || (r.min_ms && bad_time(*r.min_ms)) ||
+      (r.stddev_ms && !(*r.stddev_ms >= 0 && std::isfinite(*r.stddev_ms)))) {
+    return absl::InvalidArgumentError(absl::StrCat("record of ", r.kernel, " ",
+                                                   CanonicalJson(r.config),
+                                                   ": repeat times, median_ms and min_ms must be "
+                                                   "finite and positive, stddev_ms finite, >= 0"));
   }
   if (r.max_rel_error && !(*r.max_rel_error >= 0 && std::isfinite(*r.max_rel_error))) {
     return absl::InvalidArgumentError(absl::StrCat("record of ", r.kernel, " ",

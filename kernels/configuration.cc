@@ -37,12 +37,25 @@ bool ParamValueLess(const ParamValue& a, const ParamValue& b) {
   return as_double(a) < as_double(b);
 }
 
+absl::Status CheckFiniteValues(const ParamMap& params, absl::string_view what) {
+  for (const auto& [name, value] : params) {
+    const double* d = std::get_if<double>(&value);
+    if (d && !std::isfinite(*d)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(what, ".", name, " is ", *d, "; a parameter value must be a finite number"));
+    }
+  }
+  return absl::OkStatus();
+}
+
 std::string CanonicalJson(const ParamMap& params) {
   nlohmann::json j = nlohmann::json::object();
   for (const auto& [name, value] : params) {
     std::visit([&](const auto& v) { j[name] = v; }, value);
   }
-  return j.dump();  // std::map-backed objects dump in key order
+  // std::map-backed objects dump in key order. A string that is not UTF-8 (none comes through
+  // the API or a file, whose parsers refuse them) dumps with U+FFFD instead of throwing.
+  return j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
 }
 
 std::string ParamMapHash(const ParamMap& params) { return StableHashHex(CanonicalJson(params)); }

@@ -31,6 +31,10 @@ bool ParamValueLess(const ParamValue& a, const ParamValue& b);
 // Integers print as integers, floats in shortest round-trip form. Equal maps give equal bytes.
 std::string CanonicalJson(const ParamMap& params);
 
+// InvalidArgument ("<what>.<name> is nan ...") when a float value is not finite: JSON, the
+// canonical form, has no NaN or infinity, so such a map could be stored but never read back.
+absl::Status CheckFiniteValues(const ParamMap& params, absl::string_view what);
+
 // StableHashHex(CanonicalJson(params)): 16 hex digits that name a configuration or problem.
 std::string ParamMapHash(const ParamMap& params);
 

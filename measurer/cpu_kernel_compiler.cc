@@ -19,6 +19,7 @@
 #include "absl/strings/str_join.h"
 #include "common/file_util.h"
 #include "common/hash.h"
+#include "common/utf8.h"
 #include "measurer/cpu_kernel_abi_text.h"
 
 namespace ktune {
@@ -134,7 +135,7 @@ absl::StatusOr<CpuBuild> CpuKernelCompiler::Build(const KernelDefinition& defini
   build.library_path.clear();
   build.message = *status < 0 ? absl::StrCat("the compiler ran longer than ",
                                              options_.timeout_ms / 1000.0, " s and was stopped")
-                              : text.str().substr(0, 4096);
+                              : Utf8Prefix(text.str(), 4096);
   failed_[key] = build;
   return build;
 }

@@ -11,6 +11,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "common/event_log.h"
+#include "common/utf8.h"
 #include "proto/channel.h"
 #include "proto/convert.h"
 
@@ -265,7 +266,7 @@ absl::Status WorkerLoop::Run() {
           v1::CandidateResult* out = report.add_results();
           out->set_candidate_id(lease.candidates(indices[k]).candidate_id());
           out->set_status(ToProto(r.status));
-          out->set_message(r.message.substr(0, 4096));
+          out->set_message(Utf8Prefix(r.message, 4096));
           for (double t : r.repeat_times_ms) out->add_repeat_times_ms(t);
           if (r.max_rel_error) out->set_max_rel_error(*r.max_rel_error);
         }

@@ -53,6 +53,11 @@ absl::StatusOr<ParamMap> FromProto(const google::protobuf::Map<std::string, v1::
         out[name] = value.int_value();
         break;
       case v1::ParamValue::kFloatValue:
+        if (!std::isfinite(value.float_value())) {
+          return absl::InvalidArgumentError(
+              absl::StrCat(field, ".", name, " is ", value.float_value(),
+                           "; a parameter value must be a finite number"));
+        }
         out[name] = value.float_value();
         break;
       case v1::ParamValue::kStringValue:
@@ -144,6 +149,14 @@ v1::Record ToProto(const Record& r) {
   return out;
 }
 
+absl::StatusOr<int64_t> MicrosFromProto(const google::protobuf::Timestamp& t, const char* field) {
+  if (t.seconds() < -62'135'596'800 || t.seconds() > 253'402'300'799 || t.nanos() < 0 ||
+      t.nanos() > 999'999'999) {
+    return absl::InvalidArgumentError(absl::StrCat(field, " is not a valid timestamp"));
+  }
+  return t.seconds() * 1'000'000 + t.nanos() / 1000;
+}
+
 absl::StatusOr<Record> FromProto(const v1::Record& in) {
   Record r;
   KTUNE_ASSIGN_OR_RETURN(TaskKey task, FromProto(in.task()));
@@ -151,6 +164,11 @@ absl::StatusOr<Record> FromProto(const v1::Record& in) {
   r.kernel_version = task.kernel_version;
   r.problem = task.problem;
   KTUNE_ASSIGN_OR_RETURN(r.device, FromProto(in.device()));
+  if (!task.device_class.empty() && task.device_class != r.device.device_class) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "record.task.device_class '", task.device_class.substr(0, 64),
+        "' is not record.device.device_class '", r.device.device_class.substr(0, 64), "'"));
+  }
   KTUNE_ASSIGN_OR_RETURN(r.config, FromProto(in.config().params(), "record.config"));
   KTUNE_ASSIGN_OR_RETURN(r.status, FromProto(in.status()));
   if (in.message().size() > 4096) {
@@ -172,7 +190,8 @@ absl::StatusOr<Record> FromProto(const v1::Record& in) {
   if (in.has_stddev_ms()) r.stddev_ms = in.stddev_ms();
   r.worker = in.worker_id();
   if (in.has_measured_at()) {
-    r.measured_at_us = in.measured_at().seconds() * 1'000'000 + in.measured_at().nanos() / 1000;
+    KTUNE_ASSIGN_OR_RETURN(r.measured_at_us,
+                           MicrosFromProto(in.measured_at(), "record.measured_at"));
   }
   r.source = in.source();
   if (in.payload().size() > kMaxRecordPayloadBytes) {

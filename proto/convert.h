@@ -38,6 +38,9 @@ v1::Record ToProto(const Record& record);
 // kMaxRecordPayloadBytes) checked; its record_id must match its content when given
 // (InvalidArgument otherwise).
 absl::StatusOr<Record> FromProto(const v1::Record& record);
+// Unix microseconds; InvalidArgument ("<field> is not a valid timestamp") outside
+// google.protobuf.Timestamp's range (years 1 to 9999), where microseconds could overflow.
+absl::StatusOr<int64_t> MicrosFromProto(const google::protobuf::Timestamp& t, const char* field);
 absl::StatusOr<MeasurementStatus> FromProto(v1::MeasurementStatus status);
 
 }  // namespace ktune

@@ -4,12 +4,13 @@
 #include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_cat.h"
 #include "common/event_log.h"
+#include "common/median.h"
 #include "common/status_macros.h"
+#include "common/utf8.h"
 #include "measurer/measurer.h"
 #include "proto/convert.h"
 #include "server/scheduler.h"
 #include "server/scheduler_internal.h"
-#include "common/median.h"
 
 // Lease dispatch (scheduler_internal.h): which candidates a worker gets, what its report
 // stores, and the strategy work between the two, which runs without the scheduler's lock.
@@ -299,7 +300,7 @@ absl::StatusOr<int64_t> Scheduler::Report(const std::string& worker_id, const st
       KTUNE_ASSIGN_OR_RETURN(MeasurementStatus status, FromProto(r.status()));
       MeasureResult m;
       m.status = status;
-      m.message = r.message().substr(0, 4096);
+      m.message = Utf8Prefix(r.message(), 4096);
       m.repeat_times_ms.assign(r.repeat_times_ms().begin(), r.repeat_times_ms().end());
       if (status == MeasurementStatus::kOk) {
         if (m.repeat_times_ms.empty()) {

@@ -15,10 +15,6 @@ constexpr int kMaxSamples = 1000;
 constexpr int kMaxTimes = 10'000;
 constexpr int kMaxBuckets = 1000;
 
-int64_t Micros(const google::protobuf::Timestamp& t) {
-  return t.seconds() * 1'000'000 + t.nanos() / 1000;
-}
-
 v1::DriftKind ToProto(DriftKind kind) {
   switch (kind) {
     case DriftKind::kRegression:
@@ -140,8 +136,8 @@ absl::StatusOr<TelemetryReport> TuningServiceImpl::TelemetryFromProto(
     return absl::InvalidArgumentError("window_start and window_end go together");
   }
   if (s.has_window_start()) {
-    r.window_start_us = Micros(s.window_start());
-    r.window_end_us = Micros(s.window_end());
+    KTUNE_ASSIGN_OR_RETURN(r.window_start_us, MicrosFromProto(s.window_start(), "window_start"));
+    KTUNE_ASSIGN_OR_RETURN(r.window_end_us, MicrosFromProto(s.window_end(), "window_end"));
   }
   r.reporter = "client";
   KTUNE_RETURN_IF_ERROR(ValidateTelemetry(r));

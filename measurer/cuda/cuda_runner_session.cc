@@ -8,6 +8,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "common/utf8.h"
 #include "measurer/cuda/cuda_element_types.h"
 #include "measurer/cuda/nvrtc_compiler.h"
 
@@ -40,7 +41,7 @@ cuda_runner::Response RunFailure(RunResponse::Status status, std::string message
                                  bool restart = false) {
   cuda_runner::Response response;
   response.mutable_run()->set_status(status);
-  response.mutable_run()->set_message(std::move(message));
+  response.mutable_run()->set_message(Utf8Prefix(message, 4096));  // NVRTC logs, any bytes
   response.set_restart(restart);
   return response;
 }

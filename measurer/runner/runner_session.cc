@@ -14,6 +14,7 @@
 #include <random>
 #include <stdexcept>
 
+#include "common/utf8.h"
 #include "kernels/cpu/builtin_cpu_kernels.h"
 #include "xxhash.h"
 
@@ -29,7 +30,7 @@ double NowMs() {
 RunResponse Failure(RunResponse::Status status, std::string message, bool restart = false) {
   RunResponse r;
   r.set_status(status);
-  r.set_message(std::move(message));
+  r.set_message(Utf8Prefix(message, 4096));  // a proto3 string: valid UTF-8 only
   r.set_restart(restart);
   return r;
 }

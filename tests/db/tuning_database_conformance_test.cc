@@ -3,10 +3,10 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
-#include <cmath>
-
 #include <atomic>
+#include <cmath>
 #include <functional>
+#include <limits>
 #include <memory>
 #include <set>
 #include <thread>
@@ -534,6 +534,36 @@ TEST_P(TuningDatabaseConformanceTest, AnOversizePayloadIsRefusedAndNothingStored
   EXPECT_THAT(added.status().message(), HasSubstr("payload is 1048577 bytes; at most 1048576"));
   EXPECT_EQ(db_->Stats()->records, 0);
   EXPECT_EQ(*db_->AddRecords({largest}), 1);  // the limit itself is accepted
+}
+
+// Numbers that JSON cannot hold or that no time can be are refused whole: a NaN parameter value
+// was stored as null and then broke every read and export of the database.
+TEST_P(TuningDatabaseConformanceTest, NonFiniteValuesAndImpossibleTimesAreRefusedAndNothingStored) {
+  const Record good = MakeRecord("A100", 16, 2.0);
+  std::vector<Record> bad(7, MakeRecord("A100", 32, 1.0));
+  bad[0].config["alpha"] = std::nan("");
+  bad[1].problem["scale"] = std::numeric_limits<double>::infinity();
+  bad[2].time_ms = std::numeric_limits<double>::infinity();
+  bad[3].repeat_times_ms = {1.0, std::nan("")};
+  bad[4].repeat_times_ms = {1.0, -5.0};
+  bad[5].stddev_ms = -1.0;
+  bad[6].median_ms = std::nan("");
+  for (size_t i = 0; i < bad.size(); ++i) {
+    auto added = db_->AddRecords({good, bad[i]});
+    EXPECT_TRUE(absl::IsInvalidArgument(added.status())) << i << ": " << added.status();
+  }
+  EXPECT_THAT(db_->AddRecords({bad[0]}).status().message(),
+              HasSubstr("record.config.alpha is nan"));
+  EXPECT_EQ(db_->Stats()->records, 0);
+  TelemetryReport t;
+  t.kernel = "gemm";
+  t.device = good.device;
+  t.config = {{"alpha", -std::numeric_limits<double>::infinity()}};
+  t.count = 1;
+  t.mean_ms = 1.0;
+  EXPECT_TRUE(absl::IsInvalidArgument(db_->AddTelemetry({t})));
+  ASSERT_TRUE(db_->ForEachRecord([](const Record&) { return absl::InternalError("stored"); }).ok());
+  EXPECT_EQ(*db_->AddRecords({good}), 1);
 }
 
 TEST_P(TuningDatabaseConformanceTest, CheckpointsAreReplacedAndLoaded) {

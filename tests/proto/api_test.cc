@@ -4,15 +4,19 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <fstream>
 #include <regex>
 #include <sstream>
 
 #include "ktune/v1/tuning_service.grpc.pb.h"
 #include "ktune/v1/worker_service.grpc.pb.h"
+#include "proto/convert.h"
 
 namespace ktune {
 namespace {
+
+using ::testing::HasSubstr;
 
 const google::protobuf::MethodDescriptor* Method(const google::protobuf::ServiceDescriptor* s,
                                                  const std::string& name) {
@@ -65,6 +69,29 @@ TEST(ApiTest, RecordsRoundTripThroughTheWire) {
   v1::Record failed;
   failed.set_status(v1::MEASUREMENT_STATUS_TIMEOUT);
   EXPECT_FALSE(failed.has_time_ms());  // a failure has no time, not a sentinel
+}
+
+// The wire's edge refuses what cannot be stored and read back: a float parameter that is not
+// finite, a timestamp past year 9999 (its microseconds overflowed), a task filed under one device
+// class with a device of another.
+TEST(ApiTest, RecordsFromTheWireWithImpossibleValuesAreRefused) {
+  v1::Record r;
+  r.mutable_task()->mutable_kernel()->set_name("gemm");
+  r.mutable_device()->set_device_class("A100");
+  (*r.mutable_config()->mutable_params())["MWG"].set_int_value(64);
+  r.set_status(v1::MEASUREMENT_STATUS_OK);
+  r.set_time_ms(1.25);
+  ASSERT_TRUE(FromProto(r).ok()) << FromProto(r).status();
+  v1::Record nan_param = r;
+  (*nan_param.mutable_config()->mutable_params())["alpha"].set_float_value(std::nan(""));
+  EXPECT_THAT(FromProto(nan_param).status().message(), HasSubstr("record.config.alpha is nan"));
+  v1::Record far = r;
+  far.mutable_measured_at()->set_seconds(1'000'000'000'000'000);
+  EXPECT_THAT(FromProto(far).status().message(), HasSubstr("record.measured_at is not a valid"));
+  v1::Record elsewhere = r;
+  elsewhere.mutable_task()->set_device_class("H100");
+  EXPECT_THAT(FromProto(elsewhere).status().message(),
+              HasSubstr("is not record.device.device_class"));
 }
 
 // Every rpc has a comment line above it; every field has a comment on its line or just above.

@@ -1,0 +1,20 @@
+// Text that must be valid UTF-8: protobuf refuses a string field that is not (the message is
+// then unreadable), and JSON cannot hold one.
+#ifndef KTUNE_COMMON_UTF8_H_
+#define KTUNE_COMMON_UTF8_H_
+
+#include <cstddef>
+#include <string>
+
+#include "absl/strings/string_view.h"
+
+namespace ktune {
+
+// At most `max_bytes` of `text` as valid UTF-8: cut at a character boundary, never inside a
+// character, and every byte that does not start a well-formed character replaced by '?'
+// (a compiler's log in a legacy encoding). Valid text of at most `max_bytes` comes back as is.
+std::string Utf8Prefix(absl::string_view text, size_t max_bytes);
+
+}  // namespace ktune
+
+#endif  // KTUNE_COMMON_UTF8_H_
