@@ -26,6 +26,9 @@ absl::Status ErrnoError(const std::string& what, const std::string& path) {
   return absl::UnavailableError(msg);
 }
 
+// Every member of a gzip file, one after the other, as gzip(1) reads them (`cat a.gz b.gz`, rotated
+// logs); DataLoss for a corrupt or truncated member, and for bytes after the last member that are
+// not one.
 absl::StatusOr<std::string> Gunzip(const std::string& path, const std::string& compressed) {
   z_stream zs{};
   // 16 + MAX_WBITS: expect a gzip header.
@@ -38,19 +41,26 @@ absl::StatusOr<std::string> Gunzip(const std::string& path, const std::string& c
   out.reserve(compressed.size() * 8);
   char buf[1 << 16];
   int rc = Z_OK;
-  while (rc == Z_OK) {
+  while (true) {
     zs.next_out = reinterpret_cast<Bytef*>(buf);
     zs.avail_out = sizeof(buf);
     rc = inflate(&zs, Z_NO_FLUSH);
     out.append(buf, sizeof(buf) - zs.avail_out);
-    if (rc == Z_BUF_ERROR && zs.avail_in == 0) break;  // input ended early
+    if (rc == Z_STREAM_END && zs.avail_in > 0) {  // another member follows
+      if (inflateReset(&zs) != Z_OK) break;
+      rc = Z_OK;
+      continue;
+    }
+    if (rc != Z_OK) break;
+    if (zs.avail_in == 0 && zs.avail_out > 0) break;  // input ended inside a member
   }
   size_t consumed = compressed.size() - zs.avail_in;
+  const std::string why = zs.msg ? zs.msg : "stream ended early";
   inflateEnd(&zs);
   if (rc != Z_STREAM_END) {
-    return absl::DataLossError(
-        absl::StrCat(path, ": corrupt or truncated gzip data at compressed byte ", consumed, " of ",
-                     compressed.size(), " (", zs.msg ? zs.msg : "stream ended early", ")"));
+    return absl::DataLossError(absl::StrCat(path,
+                                            ": corrupt or truncated gzip data at compressed byte ",
+                                            consumed, " of ", compressed.size(), " (", why, ")"));
   }
   return out;
 }

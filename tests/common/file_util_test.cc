@@ -9,6 +9,7 @@
 
 #include <filesystem>
 #include <fstream>
+#include <iterator>
 #include <sstream>
 #include <string>
 #include <thread>
@@ -71,6 +72,43 @@ TEST(WriteFileAtomicallyTest, RefusesADirectory) {
   EXPECT_TRUE(absl::IsInvalidArgument(s)) << s;
   EXPECT_THAT(std::string(s.message()), HasSubstr("is a directory"));
   EXPECT_TRUE(fs::is_directory(dir.path()));
+}
+
+}  // namespace
+}  // namespace ktune
+
+namespace ktune {
+namespace {
+
+// `cat a.gz b.gz > ab.gz` (and rotated logs) hold several gzip members; gzip(1) reads them all,
+// and so must an import: reading only the first silently dropped the rest.
+TEST(ReadFileMaybeGzipTest, ReadsEveryMemberOfAConcatenatedGzipFile) {
+  testing::TempDir dir;
+  ASSERT_TRUE(WriteFileAtomically(dir.File("a.gz"), "first\n", /*gzip=*/true).ok());
+  ASSERT_TRUE(WriteFileAtomically(dir.File("b.gz"), std::string(200'000, 'b') + "\n", true).ok());
+  std::string both;
+  for (const char* part : {"a.gz", "b.gz"}) {
+    std::ifstream in(dir.File(part), std::ios::binary);
+    both += std::string(std::istreambuf_iterator<char>(in), {});
+  }
+  {
+    std::ofstream out(dir.File("ab.gz"), std::ios::binary);
+    out << both;
+  }
+  EXPECT_EQ(ReadFileMaybeGzip(dir.File("ab.gz")).value(),
+            "first\n" + std::string(200'000, 'b') + "\n");
+  {
+    std::ofstream out(dir.File("junk.gz"), std::ios::binary);
+    out << both << "not gzip";
+  }
+  absl::StatusOr<std::string> junk = ReadFileMaybeGzip(dir.File("junk.gz"));
+  ASSERT_FALSE(junk.ok());
+  EXPECT_TRUE(absl::IsDataLoss(junk.status())) << junk.status();
+  {
+    std::ofstream out(dir.File("cut.gz"), std::ios::binary);
+    out << both.substr(0, both.size() - 10);
+  }
+  EXPECT_TRUE(absl::IsDataLoss(ReadFileMaybeGzip(dir.File("cut.gz")).status()));
 }
 
 }  // namespace
