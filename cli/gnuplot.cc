@@ -1,5 +1,6 @@
 #include "cli/gnuplot.h"
 
+#include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -42,11 +43,21 @@ absl::Status RenderGnuplotSvg(const std::function<std::string(const std::string&
           absl::StrCat("cannot write ", path, ": ", std::strerror(errno)));
     }
   }
+  // Where no gnuplot runs (not installed: the shell exits 127 at once) the write below meets a
+  // closed pipe; SIGPIPE would kill ktune there, before its message and with its output cut.
+  struct sigaction ignore_pipe {
+  }, saved_pipe{};
+  ignore_pipe.sa_handler = SIG_IGN;
+  sigaction(SIGPIPE, &ignore_pipe, &saved_pipe);
   FILE* gnuplot = popen("gnuplot >/dev/null", "w");
-  if (gnuplot == nullptr) return absl::InternalError("could not start gnuplot");
+  if (gnuplot == nullptr) {
+    sigaction(SIGPIPE, &saved_pipe, nullptr);
+    return absl::InternalError("could not start gnuplot");
+  }
   const std::string text = script(partial);
   fwrite(text.data(), 1, text.size(), gnuplot);
   const int status = pclose(gnuplot);
+  sigaction(SIGPIPE, &saved_pipe, nullptr);
   std::error_code ignored, size_error;
   const bool drawn = std::filesystem::file_size(partial, size_error) > 0 && !size_error;
   if (!WIFEXITED(status) || WEXITSTATUS(status) != 0 || !drawn) {

@@ -1,5 +1,8 @@
 // ktune: the command line of the kernel autotuning service. See ../shared/DESIGN.md.
 #include <CLI/CLI.hpp>
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
 #include <iostream>
 
 #include "absl/synchronization/mutex.h"
@@ -53,5 +56,13 @@ int main(int argc, char** argv) {
     return kExitUsage;
   }
   if (!action) return UsageError("", "no command given");
-  return action();
+  const int rc = action();
+  // Output that could not be written (a full disk or a closed pipe behind a shell redirect) must
+  // not end as a success: `ktune db export > backup.jsonl` on a full disk once exited 0.
+  std::cout.flush();
+  if (!std::cout || std::fflush(stdout) != 0 || std::ferror(stdout)) {
+    std::cerr << "ktune: could not write the output: " << std::strerror(errno) << "\n";
+    return rc == kExitOk ? kExitFailure : rc;
+  }
+  return rc;
 }

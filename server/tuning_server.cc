@@ -82,6 +82,9 @@ absl::StatusOr<std::unique_ptr<TuningServer>> TuningServer::Start(TuningServerOp
     return absl::InvalidArgumentError("--tls-client-ca needs --tls-cert and --tls-key");
   }
   grpc::ServerBuilder builder;
+  // No SO_REUSEPORT: a second server on a port in use must fail ("in use"), not share it and
+  // split the clients' jobs between two databases.
+  builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
   if (!s->options_.listen.empty()) {
     KTUNE_RETURN_IF_ERROR(CheckListenAddress(s->options_.listen));
     builder.AddListeningPort(s->options_.listen, credentials, &s->port_);

@@ -18,6 +18,7 @@
 #include <sstream>
 #include <thread>
 
+#include "absl/strings/str_cat.h"
 #include "db/sqlite_tuning_database.h"
 #include "tests/testing/test_util.h"
 
@@ -399,6 +400,18 @@ TEST(CliTest, ExportWritesJsonlAndT4Files) {
   auto still = RunKtune({"db", "stats", "--db", db, "--json"});
   ASSERT_EQ(still.exit_code, 0) << still.err;
   EXPECT_EQ(nlohmann::json::parse(still.out)["records"], 4092);
+
+  // A backup through a shell redirect onto a full disk fails loudly (it used to exit 0 with the
+  // file cut short); /dev/full refuses every write with ENOSPC.
+  if (std::filesystem::exists("/dev/full")) {
+    for (const char* format : {"jsonl", "t4"}) {
+      auto full = testing::RunProgram(
+          "/bin/sh", {"-c", absl::StrCat("'", testing::KtuneBinary(), "' db export --db '", db,
+                                         "' --format ", format, " > /dev/full")});
+      EXPECT_EQ(full.exit_code, 1) << format << ": " << full.err;
+      EXPECT_THAT(full.err, HasSubstr("could not write the output")) << format;
+    }
+  }
 }
 
 // Commands that only read refuse a database that does not exist (a mistyped --db used to create
@@ -462,6 +475,11 @@ TEST(CliTest, ExplainAnswersFromTheDatabaseAndAServerWithJsonAndAPlot) {
   const std::string address = "127.0.0.1:" + std::to_string(testing::FreePort());
   testing::KtuneProcess server({"serve", "--listen", address, "--db", db});
   ASSERT_TRUE(server.WaitForOutput("listening on port")) << server.Err();
+  // A second server on the port in use fails; it used to share the port (SO_REUSEPORT) and take
+  // every other client's calls into its own database.
+  auto second = RunKtune({"serve", "--listen", address, "--db", dir.File("second.db")});
+  EXPECT_EQ(second.exit_code, 1) << second.err;
+  EXPECT_THAT(second.err, HasSubstr("cannot listen on " + address));
   auto remote = RunKtune(
       {"explain", "--server", address, "--kernel", "pnpoly", "--device", "RTX_3090", "--json"});
   ASSERT_EQ(remote.exit_code, 0) << remote.err;
