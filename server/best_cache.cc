@@ -73,6 +73,7 @@ std::shared_ptr<const BestAnswer> BestCache::FindByRequest(const std::string& re
 
 void BestCache::RememberRequest(const std::string& request_bytes,
                                 std::shared_ptr<const BestAnswer> answer, uint64_t generation) {
+  if (request_bytes.size() > kMaxFrontRequestBytes) return;
   absl::MutexLock lock(&mu_);
   if (generation != generation_) return;
   if (front_.size() >= kMaxFrontEntries) front_.clear();

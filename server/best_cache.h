@@ -44,12 +44,15 @@ class BestCache {
   // repeated request skips parsing, validation and key building. Find returns null on a miss;
   // Remember stores the answer for those bytes (call only for requests without side effects),
   // unless an Invalidate came after the Find that set `generation`. Every Invalidate empties the
-  // front; it holds at most kMaxFrontEntries.
+  // front; it holds at most kMaxFrontEntries, each at most kMaxFrontRequestBytes (a real query
+  // is about a hundred bytes; a client padding requests with megabytes must not fill the
+  // server's memory with them: a larger request is answered, not remembered).
   std::shared_ptr<const BestAnswer> FindByRequest(const std::string& request_bytes,
                                                   uint64_t* generation);
   void RememberRequest(const std::string& request_bytes, std::shared_ptr<const BestAnswer> answer,
                        uint64_t generation);
   static constexpr size_t kMaxFrontEntries = 65536;
+  static constexpr size_t kMaxFrontRequestBytes = 4096;
   // The cache itself holds at most this many answers: when full, it starts again empty (the
   // database still has everything), so that clients asking for many distinct tasks cannot grow
   // the server's memory without bound.

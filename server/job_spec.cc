@@ -160,6 +160,22 @@ absl::StatusOr<JobRequest> ToJobRequest(const v1::JobSpec& spec, const TaskSpace
   if (spec.device_classes().empty() || spec.device_classes_size() > 64) {
     return absl::InvalidArgumentError("device_classes: give 1 to 64");
   }
+  // Names are bounded as in every other request (QueryBest's), so that neither the stored job nor
+  // an error message that names them can be megabytes long.
+  for (const v1::KernelRef& k : spec.kernels()) {
+    if (k.name().size() > 256 || k.version().size() > 256) {
+      return absl::InvalidArgumentError("kernels: a name or version is longer than 256 bytes");
+    }
+  }
+  for (const std::string& d : spec.device_classes()) {
+    if (d.size() > 256) {
+      return absl::InvalidArgumentError("device_classes: a class is longer than 256 bytes");
+    }
+  }
+  if (!v1::Strategy_IsValid(spec.strategy())) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("strategy ", spec.strategy(), " is not a known Strategy value"));
+  }
   if (spec.budget_measurements() < 1 || spec.budget_measurements() > 1'000'000) {
     return absl::InvalidArgumentError("budget must be between 1 and 1,000,000 per task");
   }

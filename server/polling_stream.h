@@ -54,12 +54,17 @@ class PollingStream final : public grpc::ServerWriteReactor<T> {
   void OnDone() override { delete this; }
 
  private:
-  void Loop() {
+  // Finish is the last use of `this`: OnDone may delete the stream at once, so it is called
+  // after the loop has released mu_ (finishing under the lock unlocked a deleted mutex).
+  void Loop() { this->Finish(Stream()); }
+
+  // Polls and writes until the last event, an error or a cancel; the status to finish with.
+  grpc::Status Stream() {
     std::string last;
     auto last_sent = std::chrono::steady_clock::now() - std::chrono::seconds(1);
     while (true) {
       absl::StatusOr<std::pair<T, bool>> polled = poll_();
-      if (!polled.ok()) return this->Finish(ToGrpc(polled.status()));
+      if (!polled.ok()) return ToGrpc(polled.status());
       auto& [event, final] = *polled;
       const std::string progress = event.SerializeAsString();
       const auto now = std::chrono::steady_clock::now();
@@ -67,16 +72,16 @@ class PollingStream final : public grpc::ServerWriteReactor<T> {
         last = progress;
         last_sent = now;
         std::unique_lock<std::mutex> lock(mu_);
-        if (cancelled_) return this->Finish(grpc::Status::CANCELLED);
+        if (cancelled_) return grpc::Status::CANCELLED;
         event_ = std::move(event);
         writing_ = true;
         this->StartWrite(&event_);
         cv_.wait(lock, [&] { return !writing_ || cancelled_; });
       }
-      if (final) return this->Finish(grpc::Status::OK);
+      if (final) return grpc::Status::OK;
       std::unique_lock<std::mutex> lock(mu_);
       cv_.wait_for(lock, std::chrono::milliseconds(250), [&] { return cancelled_; });
-      if (cancelled_) return this->Finish(grpc::Status::CANCELLED);
+      if (cancelled_) return grpc::Status::CANCELLED;
     }
   }
 

@@ -28,7 +28,8 @@ namespace {
 absl::StatusOr<int64_t> ParseJobId(const std::string& id) {
   int64_t n;
   if (!absl::SimpleAtoi(id, &n) || n <= 0) {
-    return absl::InvalidArgumentError(absl::StrCat("job_id '", id, "' is not a job id"));
+    return absl::InvalidArgumentError(absl::StrCat(
+        "job_id '", id.substr(0, 64), id.size() > 64 ? "...' " : "' ", "is not a job id"));
   }
   return n;
 }
@@ -153,6 +154,10 @@ grpc::ServerUnaryReactor* WorkerServiceImpl::Heartbeat(grpc::CallbackServerConte
                                                        const v1::HeartbeatRequest* request,
                                                        v1::HeartbeatResponse* response) {
   if (absl::Status a = auth_->Check(ctx, Role::kWorker); !a.ok()) return Done(ctx, a);
+  if (request->lease_ids_size() > 64) {  // the documented limit: each is echoed when revoked
+    return Done(ctx, absl::InvalidArgumentError(absl::StrCat(
+                         "lease_ids has ", request->lease_ids_size(), " entries; at most 64")));
+  }
   std::vector<std::string> leases(request->lease_ids().begin(), request->lease_ids().end());
   absl::StatusOr<std::vector<std::string>> revoked =
       scheduler_->Heartbeat(request->worker_id(), leases);
@@ -212,6 +217,9 @@ grpc::ServerUnaryReactor* TuningServiceImpl::ListJobs(grpc::CallbackServerContex
                                                       const v1::ListJobsRequest* request,
                                                       v1::ListJobsResponse* response) {
   if (absl::Status a = auth_->Check(ctx, Role::kQuery); !a.ok()) return Done(ctx, a);
+  if (request->states_size() > 7) {
+    return Done(ctx, absl::InvalidArgumentError("states: at most 7 (each job state once)"));
+  }
   absl::StatusOr<std::vector<JobStatus>> jobs = scheduler_->ListJobs();
   if (!jobs.ok()) return Done(ctx, jobs.status());
   const int page = request->page_size() <= 0 ? 100 : std::min(request->page_size(), 1000);

@@ -88,6 +88,15 @@ TEST_F(BestCacheTest, TheRequestFrontIsEmptiedByNewRecordsAndRefusesStaleAnswers
   auto found = cache_.FindByRequest("request-bytes", &now);
   ASSERT_NE(found, nullptr);
   EXPECT_EQ(found->message.best(0).time_ms(), 1.0);
+
+  // A request padded past kMaxFrontRequestBytes is answered but not remembered: 65,536 of 4 MiB
+  // each would have held 256 GiB.
+  const std::string padded(BestCache::kMaxFrontRequestBytes + 1, 'x');
+  cache_.RememberRequest(padded, *fresh, now);
+  EXPECT_EQ(cache_.FindByRequest(padded, &now), nullptr);
+  const std::string largest(BestCache::kMaxFrontRequestBytes, 'x');
+  cache_.RememberRequest(largest, *fresh, now);
+  EXPECT_NE(cache_.FindByRequest(largest, &now), nullptr);
 }
 
 TEST_F(BestCacheTest, TheCacheHoldsAtMostItsLimitOfAnswersAndCountsWhatItDrops) {

@@ -762,6 +762,38 @@ TEST_F(ServerTest, BadRequestsGetTheRightCodeAndSayWhatIsWrong) {
   EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
   EXPECT_THAT(s.error_message(), HasSubstr("budget_wall_seconds"));
 
+  // An enum value the API does not have, and names past every other request's limit (a 3 MB
+  // device class was stored, and echoed in errors bigger than gRPC's metadata limit).
+  v1::SubmitJobRequest unknown_strategy;
+  *unknown_strategy.mutable_spec() = ThreeTaskSpec(4);
+  unknown_strategy.mutable_spec()->set_strategy(static_cast<v1::Strategy>(99));
+  s = tuning_->SubmitJob(Context().get(), unknown_strategy, &job);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(s.error_message(), HasSubstr("strategy 99 is not a known Strategy value"));
+  v1::SubmitJobRequest long_names;
+  *long_names.mutable_spec() = ThreeTaskSpec(4);
+  long_names.mutable_spec()->set_device_classes(0, std::string(300'000, 'x'));
+  s = tuning_->SubmitJob(Context().get(), long_names, &job);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(s.error_message(), HasSubstr("device_classes: a class is longer than 256 bytes"));
+  long_names.mutable_spec()->set_device_classes(0, "cpu:x");
+  long_names.mutable_spec()->mutable_kernels(0)->set_name(std::string(300'000, 'k'));
+  s = tuning_->SubmitJob(Context().get(), long_names, &job);
+  EXPECT_THAT(s.error_message(), HasSubstr("kernels: a name or version is longer than 256 bytes"));
+
+  v1::ListJobsRequest all_states;
+  for (int i = 0; i < 8; ++i) all_states.add_states(v1::JOB_STATE_QUEUED);
+  v1::ListJobsResponse jobs;
+  s = tuning_->ListJobs(Context().get(), all_states, &jobs);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  v1::HeartbeatRequest many_leases;
+  many_leases.set_worker_id("nobody");
+  for (int i = 0; i < 65; ++i) many_leases.add_lease_ids("L1");
+  v1::HeartbeatResponse beat;
+  s = workers_->Heartbeat(Context().get(), many_leases, &beat);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(s.error_message(), HasSubstr("at most 64"));
+
   v1::GetJobRequest missing;
   missing.set_job_id("424242");
   s = tuning_->GetJob(Context().get(), missing, &job);
@@ -769,6 +801,10 @@ TEST_F(ServerTest, BadRequestsGetTheRightCodeAndSayWhatIsWrong) {
   missing.set_job_id("abc");
   s = tuning_->GetJob(Context().get(), missing, &job);
   EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  missing.set_job_id(std::string(100'000, '9') + "x");  // the message quotes 64 bytes of it
+  s = tuning_->GetJob(Context().get(), missing, &job);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_LT(s.error_message().size(), 200u);
 
   v1::LeaseBatchRequest stranger;
   stranger.set_worker_id("nobody");
