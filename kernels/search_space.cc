@@ -135,13 +135,16 @@ absl::StatusOr<SearchSpace> SearchSpace::Create(std::vector<Parameter> parameter
   }
 
   // Depth-first enumeration with pruning; each valid point goes to `visit`. False: it stopped
-  // early, at more than kMaxValidConfigurations points.
+  // early, at more than kMaxValidConfigurations points or kMaxEnumerationSteps steps (`*steps`).
+  int64_t steps = 0;
   auto enumerate = [&](const std::function<void(const uint16_t*)>& visit) {
     std::vector<uint16_t> point(n, 0);
     std::vector<size_t> next(n, 0);
     size_t depth = 0;
     int64_t count = 0;
+    steps = 0;
     while (true) {
+      if (++steps > kMaxEnumerationSteps) return false;
       if (next[depth] == values[depth].size()) {
         if (depth == 0) break;
         next[depth] = 0;
@@ -168,7 +171,13 @@ absl::StatusOr<SearchSpace> SearchSpace::Create(std::vector<Parameter> parameter
     }
     return true;
   };
-  const auto too_large = [] {
+  const auto too_large = [&] {
+    if (steps > kMaxEnumerationSteps) {
+      return absl::ResourceExhaustedError(absl::StrCat(
+          "enumerating the constrained space took more than ", kMaxEnumerationSteps,
+          " steps; narrow the value lists, or write constraints on the first parameters (a "
+          "constraint is checked as soon as the parameters it names have values)"));
+    }
     return absl::ResourceExhaustedError(
         absl::StrCat("the constrained space has more than ", kMaxValidConfigurations,
                      " valid configurations; narrow the value lists or add constraints"));

@@ -41,6 +41,10 @@ class SearchSpace {
  public:
   // Largest valid set a space may hold; larger spaces fail with ResourceExhausted.
   static constexpr int64_t kMaxValidConfigurations = 20'000'000;
+  // Most partial configurations the enumeration may try (a few seconds): constraints that reject
+  // nearly everything only at the last parameter would otherwise walk the whole product of the
+  // value lists (4 parameters of 4,096 values: 2.8e14 steps, a server thread spinning for days).
+  static constexpr int64_t kMaxEnumerationSteps = 400'000'000;
 
   // Builds and enumerates a space. `constraints` are Python-style expressions over parameter
   // names and the names in `problem` (e.g. "MWG % (MDIMC * VWM) == 0", "tile <= M").

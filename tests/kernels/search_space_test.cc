@@ -140,6 +140,20 @@ TEST(SearchSpaceTest, ASpacePastTheLimitIsRefused) {
   auto fits = SearchSpace::Create(params, {"p0 + p1 < 2"});
   ASSERT_TRUE(fits.ok()) << fits.status();
   EXPECT_EQ(fits->size(), 3 << 18);
+
+  // A constraint on the last parameter that rejects everything: no point is ever valid, and
+  // without a bound on the steps the walk over 1024^3 partial points took a server thread for
+  // minutes (RegisterKernel, 4 x 4096 values: days).
+  std::vector<Parameter> wide;
+  for (int k = 0; k < 3; ++k) {
+    Parameter p{absl::StrCat("w", k), {}};
+    for (int64_t v = 0; v < 1024; ++v) p.values.push_back(ParamValue(v));
+    wide.push_back(std::move(p));
+  }
+  auto endless = SearchSpace::Create(wide, {"w2 < 0"});
+  ASSERT_FALSE(endless.ok());
+  EXPECT_EQ(endless.status().code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_THAT(endless.status().message(), HasSubstr("write constraints on the first parameters"));
 }
 
 // The recorded files hold every configuration their definition allows, and nothing else.
