@@ -83,7 +83,12 @@ int RunExport(const ExportArgs& a) {
   std::ostringstream out;
   absl::StatusOr<int64_t> written;
   if (*format == RecordFileFormat::kJsonl) {
-    written = ExportJsonl(**db, out);
+    // --kernel, --device and --problem keep the records that match all that are given.
+    written = ExportJsonl(**db, out, [&](const Record& r) {
+      return (a.kernel.empty() || r.kernel == a.kernel) &&
+             (a.device.empty() || r.device.device_class == a.device) &&
+             (a.problem.empty() || r.problem == *problem);
+    });
   } else {
     // A T4 or Kernel Tuner file holds one task: pick it from the flags, or the only one there is.
     auto tasks = (*db)->ListTasks();
@@ -222,9 +227,12 @@ void RegisterDbCommands(CLI::App& app, Action* action) {
   AddDbOption(exp, &export_args->db);
   exp->add_option("--format", export_args->format, "jsonl, t4 or kernel-tuner")->capture_default_str();
   exp->add_option("--out", export_args->out, "Output file (.gz compresses; default: stdout)");
-  exp->add_option("--kernel", export_args->kernel, "T4, kernel-tuner: the task's kernel");
-  exp->add_option("--device", export_args->device, "T4, kernel-tuner: the task's device class");
-  exp->add_option("--problem", export_args->problem, "T4, kernel-tuner: the task's problem");
+  exp->add_option("--kernel", export_args->kernel,
+                  "The task's kernel (T4, kernel-tuner); jsonl: only this kernel's records");
+  exp->add_option("--device", export_args->device,
+                  "The task's device class (T4, kernel-tuner); jsonl: only this class's records");
+  exp->add_option("--problem", export_args->problem,
+                  "The task's problem (T4, kernel-tuner); jsonl: only this problem's records");
   exp->callback([=] { *action = [=] { return RunExport(*export_args); }; });
 
   auto stats_args = std::make_shared<StatsArgs>();

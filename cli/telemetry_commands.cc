@@ -6,6 +6,7 @@
 #include <fstream>
 #include <iostream>
 #include <nlohmann/json.hpp>
+#include <sstream>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -37,6 +38,9 @@ void AddClientOptions(CLI::App* sub, ClientArgs* a) {
 std::string MessageJson(const google::protobuf::Message& m) {
   google::protobuf::util::JsonPrintOptions options;
   options.preserve_proto_field_names = true;
+  // Every field, empty or default too: `drift --json` with nothing flagged printed {} where
+  // tools read {"flags": []}.
+  options.always_print_primitive_fields = true;
   std::string json;
   (void)google::protobuf::util::MessageToJsonString(m, &json, options);
   return json;
@@ -82,6 +86,14 @@ absl::StatusOr<v1::TelemetrySample> SampleFromJson(const std::string& text) {
     }
   } else {
     return absl::InvalidArgumentError("device: a device class, or {\"class\", \"fingerprint\"}");
+  }
+  // One form per sample: a line with two (times_ms beside count and mean_ms) lost one of them.
+  const int forms = static_cast<int>(line.contains("histogram")) +
+                    static_cast<int>(line.contains("times_ms")) +
+                    static_cast<int>(line.contains("count") || line.contains("mean_ms"));
+  if (forms > 1) {
+    return absl::InvalidArgumentError(
+        "give one of times_ms, count and mean_ms, or histogram; this sample has more than one");
   }
   if (line.contains("histogram")) {
     const nlohmann::json& h = line["histogram"];
@@ -167,12 +179,12 @@ std::string OnFileLine(const std::string& file, absl::string_view message,
 
 int RunReport(const ReportArgs& a) {
   const std::string cmd = "telemetry report";
-  std::ifstream file_stream;
+  std::istringstream file_stream;
   std::istream* in = &std::cin;
-  if (a.file != "-") {
-    if (absl::Status s = RefuseDirectory(a.file); !s.ok()) return Fail(cmd, s);
-    file_stream.open(a.file);
-    if (!file_stream) return Fail(cmd, absl::NotFoundError(absl::StrCat("cannot read ", a.file)));
+  if (a.file != "-") {  // a file may be gzip, as every file ktune reads
+    absl::StatusOr<std::string> text = ReadFileMaybeGzip(a.file);
+    if (!text.ok()) return Fail(cmd, text.status());
+    file_stream.str(*std::move(text));
     in = &file_stream;
   }
   // Every line's form is checked before anything is sent; what needs the server (a known kernel,

@@ -461,9 +461,11 @@ absl::StatusOr<ImportSummary> ImportRecordFile(TuningDatabase& db, const std::st
   return summary;
 }
 
-absl::StatusOr<int64_t> ExportJsonl(TuningDatabase& db, std::ostream& out) {
+absl::StatusOr<int64_t> ExportJsonl(TuningDatabase& db, std::ostream& out,
+                                    const std::function<bool(const Record&)>& keep) {
   int64_t n = 0;
   KTUNE_RETURN_IF_ERROR(db.ForEachRecord([&](const Record& r) {
+    if (keep && !keep(r)) return absl::OkStatus();
     out << RecordToJsonLine(r) << '\n';
     ++n;
     return out ? absl::OkStatus() : absl::UnavailableError("write failed");

@@ -6,6 +6,7 @@
 #ifndef KTUNE_DB_INTERCHANGE_RECORD_FILES_H_
 #define KTUNE_DB_INTERCHANGE_RECORD_FILES_H_
 
+#include <functional>
 #include <ostream>
 #include <string>
 #include <vector>
@@ -58,8 +59,10 @@ struct ImportSummary {
 absl::StatusOr<ImportSummary> ImportRecordFile(TuningDatabase& db, const std::string& path,
                                                const ReadOptions& options);
 
-// Every record, one JSON object a line, in insertion order. Returns how many were written.
-absl::StatusOr<int64_t> ExportJsonl(TuningDatabase& db, std::ostream& out);
+// Every record (that `keep` keeps, when given), one JSON object a line, in insertion order.
+// Returns how many were written.
+absl::StatusOr<int64_t> ExportJsonl(TuningDatabase& db, std::ostream& out,
+                                    const std::function<bool(const Record&)>& keep = nullptr);
 
 // One task's records as a T4 file (a T4 file holds one kernel on one device). ok -> "correct";
 // compile_error -> "compile"; runtime_error and lost -> "runtime"; timeout -> "timeout";

@@ -365,6 +365,13 @@ TEST(CliTest, ExportWritesJsonlAndT4Files) {
                       dir.File("pnpoly_copy_T4.json")})
                 .exit_code,
             0);
+  // JSONL keeps only the records that match --kernel/--device/--problem (they were ignored).
+  auto other = RunKtune({"db", "export", "--db", db, "--kernel", "gemm"});
+  ASSERT_EQ(other.exit_code, 0) << other.err;
+  EXPECT_EQ(other.out, "");
+  auto same = RunKtune({"db", "export", "--db", db, "--kernel", "pnpoly", "--device", "RTX_3090"});
+  ASSERT_EQ(same.exit_code, 0) << same.err;
+  EXPECT_EQ(std::count(same.out.begin(), same.out.end(), '\n'), 4092);
   std::string db2 = dir.File("k2.db");
   auto back = RunKtune({"db", "import", dir.File("all.jsonl.gz"), "--db", db2, "--json"});
   ASSERT_EQ(back.exit_code, 0) << back.err;
@@ -519,9 +526,21 @@ TEST(CliTest, TelemetryReportRaisesDriftFlagsThatDriftLists) {
   auto kernel = RunKtune({"kernels", "register", dir.File("kernel.json"), "--server", address});
   EXPECT_EQ(kernel.exit_code, 1);
   EXPECT_THAT(kernel.err, HasSubstr(dir.File("kernel.json") + ": "));
+  // Nothing flagged yet: the JSON still has its list, empty.
+  auto none = RunKtune({"drift", "--server", address, "--json"});
+  ASSERT_EQ(none.exit_code, 0) << none.err;
+  EXPECT_EQ(nlohmann::json::parse(none.out)["flags"], nlohmann::json::array());
   auto refused = RunKtune({"telemetry", "report", dir.File("bad.jsonl"), "--server", address});
   EXPECT_EQ(refused.exit_code, 1);
   EXPECT_THAT(refused.err, HasSubstr("bad.jsonl:2: times_ms, count and mean_ms, or histogram is required"));
+  {
+    std::ofstream two(dir.File("two.jsonl"));  // times_ms and count + mean_ms: one was dropped
+    two << R"({"kernel":"gemm","problem":{"M":64,"N":64,"K":64},"device":"cpu:x","config":{"MR":4},"count":10,"mean_ms":1.0,"times_ms":[1.0]})"
+        << "\n";
+  }
+  auto two_forms = RunKtune({"telemetry", "report", dir.File("two.jsonl"), "--server", address});
+  EXPECT_EQ(two_forms.exit_code, 1);
+  EXPECT_THAT(two_forms.err, HasSubstr("two.jsonl:1: give one of times_ms, count and mean_ms"));
   {
     std::ofstream good(dir.File("good.jsonl"));
     for (int i = 0; i < 6; ++i) {
@@ -529,8 +548,10 @@ TEST(CliTest, TelemetryReportRaisesDriftFlagsThatDriftLists) {
            << "\n";
     }
   }
-  auto sent = RunKtune(
-      {"telemetry", "report", dir.File("good.jsonl"), "--server", address, "--json"});
+  // Gzip, as every file ktune reads may be.
+  ASSERT_EQ(std::system(("gzip -k '" + dir.File("good.jsonl") + "'").c_str()), 0);
+  auto sent =
+      RunKtune({"telemetry", "report", dir.File("good.jsonl.gz"), "--server", address, "--json"});
   ASSERT_EQ(sent.exit_code, 0) << sent.err;
   const auto report = nlohmann::json::parse(sent.out);
   EXPECT_EQ(report["accepted"], 6);
