@@ -143,6 +143,9 @@ int RunBenchService(const BenchServiceArgs& a) {
   const std::string cmd = "bench service";
   // The command line first, then the files, then the scratch folder (nothing left behind when
   // either is refused).
+  if (!(a.seconds >= 0.1 && a.seconds <= 3600)) {
+    return UsageError(cmd, "--seconds: from 0.1 to 3600 per load level");
+  }
   std::vector<int> client_counts;
   for (absl::string_view c : absl::StrSplit(a.clients, ',')) {
     int n;
@@ -335,7 +338,8 @@ void RegisterBenchServiceCommand(CLI::App& bench, Action* action) {
                   "Queries: TCP connections the clients share (client c uses connection c mod N)")
       ->check(CLI::Range(1, 1024))
       ->capture_default_str();
-  sub->add_option("--seconds", a->seconds, "Seconds per load level")->capture_default_str();
+  sub->add_option("--seconds", a->seconds, "Seconds per load level (0.1 to 3600)")
+      ->capture_default_str();
   sub->add_option("--workers", a->workers, "Replay workers for the dispatch benchmark")
       ->check(CLI::Range(1, 256))
       ->capture_default_str();

@@ -157,6 +157,9 @@ int ConnectIfServer(const std::string& command, const std::string& server, const
                       "--tls-ca, --tls-cert and --tls-key are for --server; without it "
                       "the command reads the local --db");
   }
+  if (absl::Status address = CheckServerAddress(server); !address.ok()) {
+    return UsageError(command, std::string(address.message()));
+  }
   absl::StatusOr<std::shared_ptr<grpc::Channel>> made = MakeChannel(server, tls);
   if (!made.ok()) return Fail(command, made.status());
   *channel = *std::move(made);

@@ -177,6 +177,7 @@ int RunWorker(const WorkerArgs& a) {
   const std::string cmd = "worker";
   LogFormat format;
   if (!ParseLogFormat(a.log_format, &format)) return UsageError(cmd, "--log-format: text or json");
+  if (a.idle_exit_s < 0) return UsageError(cmd, "--idle-exit: seconds >= 0 (0: never)");
   SetLogFormat(format);
   std::unique_ptr<Measurer> measurer;
   // Built-ins, plus the kernels clients registered with the server as they arrive.
@@ -463,8 +464,10 @@ void RegisterServiceCommands(CLI::App& app, Action* action) {
   worker->add_option("--max-candidates", worker_args->max_candidates, "Candidates per lease")
       ->check(CLI::Range(1, 256))
       ->capture_default_str();
-  worker->add_option("--max-measurements", worker_args->max_measurements,
-                     "Exit after reporting this many results (0: never)");
+  worker
+      ->add_option("--max-measurements", worker_args->max_measurements,
+                   "Exit after reporting this many results (0: never)")
+      ->check(CLI::NonNegativeNumber);
   worker->add_option("--idle-exit", worker_args->idle_exit_s,
                      "Exit after this many seconds with nothing to measure, or with no server "
                      "before the first contact (exit 1; 0: never)");
@@ -485,6 +488,7 @@ void RegisterServiceCommands(CLI::App& app, Action* action) {
   watch->add_option("--token", job_args->token, "Bearer token (or $KTUNE_TOKEN)");
   AddClientTlsOptions(watch, &job_args->tls);
   watch->add_option("--timeout", job_args->timeout_s, "Give up after this many seconds")
+      ->check(CLI::Range(1, 366 * 24 * 3600))
       ->capture_default_str();
   watch->add_flag("--json", job_args->json, "One JSON object a line");
   watch->callback([=] { *action = [=] { return RunWatch(*job_args); }; });

@@ -3,6 +3,7 @@
 #include <fstream>
 #include <sstream>
 
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
 #include "grpcpp/create_channel.h"
@@ -21,8 +22,27 @@ absl::StatusOr<std::string> ReadPem(const std::string& path) {
   return text.str();
 }
 
+absl::Status CheckServerAddress(const std::string& address) {
+  // gRPC takes an empty target (and logs errors on every call) and a port past 65535 modulo
+  // 65536 (99999 reached port 34463): refuse both here.
+  if (address.empty())
+    return absl::InvalidArgumentError("the server address is empty; give HOST:PORT");
+  if (const size_t colon = address.rfind(':'); colon != std::string::npos) {
+    const std::string port = address.substr(colon + 1);
+    int64_t n = 0;
+    if (!port.empty() && port.size() <= 12 &&
+        port.find_first_not_of("0123456789") == std::string::npos && absl::SimpleAtoi(port, &n) &&
+        n > 65535) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("server address ", address, ": the port must be at most 65535"));
+    }
+  }
+  return absl::OkStatus();
+}
+
 absl::StatusOr<std::shared_ptr<grpc::Channel>> MakeChannel(const std::string& address,
                                                            const ClientTls& tls) {
+  KTUNE_RETURN_IF_ERROR(CheckServerAddress(address));
   if (tls.ca_file.empty()) {
     if (!tls.cert_file.empty()) {
       return absl::InvalidArgumentError("a client certificate needs --tls-ca too");

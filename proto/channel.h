@@ -18,7 +18,10 @@ struct ClientTls {
   std::string key_file;   // its private key
 };
 
-// NotFound naming the file when a PEM file cannot be read.
+// InvalidArgument for an address gRPC would misread: empty, or a port past 65535.
+absl::Status CheckServerAddress(const std::string& address);
+
+// NotFound naming the file when a PEM file cannot be read; CheckServerAddress's errors.
 absl::StatusOr<std::shared_ptr<grpc::Channel>> MakeChannel(const std::string& address,
                                                            const ClientTls& tls);
 

@@ -121,6 +121,17 @@ TEST(CliTest, BadUsageExitsWithTwo) {
   auto zero_budget = RunKtune({"tune", "--kernel", "gemm", "--max-rel-error", "0"});
   EXPECT_EQ(zero_budget.exit_code, 2);
   EXPECT_THAT(zero_budget.err, HasSubstr("--max-rel-error: must be above 0"));
+  // Numbers a command cannot mean: a negative or zero time, a port past 65535 (gRPC took 99999
+  // modulo 65536 and called another port).
+  for (const std::vector<std::string>& args :
+       {std::vector<std::string>{"worker", "--device", "cpu", "--idle-exit", "-1"},
+        {"worker", "--device", "cpu", "--max-measurements", "-1"},
+        {"watch", "1", "--timeout", "0"},
+        {"bench", "service", "--seconds", "-1"},
+        {"best", "--kernel", "gemm", "--device", "x", "--server", "127.0.0.1:99999"}}) {
+    auto r = RunKtune(args);
+    EXPECT_EQ(r.exit_code, 2) << args[0] << " " << args.back() << ": " << r.err;
+  }
 }
 
 TEST(CliTest, FailuresExitWithOneAndSayWhy) {
