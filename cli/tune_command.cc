@@ -86,9 +86,22 @@ int RunRemoteTune(const TuneArgs& a) {
   request.max_rel_error = a.max_rel_error;
   request.token = a.token;
   Progress progress(a.budget);
-  absl::StatusOr<v1::Job> job = RunTuneJob(*stub, request, nullptr, [&](int64_t done, double best) {
-    if (!a.json) progress.Update(done, best);
-  });
+  // A job for a device class no connected worker serves waits until one joins: say so, or the
+  // progress line would sit at 0 with no reason given.
+  const auto warn_without_worker = [&](const std::string& job_id) {
+    v1::ListWorkersResponse workers;
+    if (!stub->ListWorkers(ClientContextFor(a.token).get(), {}, &workers).ok()) return;
+    for (const v1::WorkerInfo& w : workers.workers()) {
+      if (w.device().device_class() == device_class && w.state() != "lost") return;
+    }
+    std::cerr << "ktune tune: no worker of device class " << device_class << " is connected to "
+              << a.server << "; job " << job_id << " waits until one joins (ktune worker --server "
+              << a.server << " on such a device), or cancel it (ktune cancel " << job_id << ")\n";
+  };
+  absl::StatusOr<v1::Job> job =
+      RunTuneJob(*stub, request, warn_without_worker, [&](int64_t done, double best) {
+        if (!a.json) progress.Update(done, best);
+      });
   if (!job.ok()) return UsageOrFail(cmd, job.status());
   const v1::TaskProgress& t = job->tasks(0);
   absl::StatusOr<ParamMap> best = FromProto(t.best_config().params(), "best_config");

@@ -10,6 +10,7 @@
 #include <zlib.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -537,6 +538,18 @@ TEST(CliTest, TelemetryReportRaisesDriftFlagsThatDriftLists) {
   auto kernel = RunKtune({"kernels", "register", dir.File("kernel.json"), "--server", address});
   EXPECT_EQ(kernel.exit_code, 1);
   EXPECT_THAT(kernel.err, HasSubstr(dir.File("kernel.json") + ": "));
+  // A job no connected worker can measure says why it waits (it sat at 0/4 without a word).
+  {
+    testing::KtuneProcess waiting({"tune", "--server", address, "--kernel", "gemm", "--problem",
+                                   "M=64,N=64,K=64", "--device", "cpu:x", "--budget", "4"});
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+    while (waiting.Err().find("no worker of device class cpu:x") == std::string::npos &&
+           std::chrono::steady_clock::now() < deadline) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+    EXPECT_THAT(waiting.Err(), HasSubstr("no worker of device class cpu:x is connected"));
+    EXPECT_THAT(waiting.Err(), HasSubstr("waits until one joins"));
+  }
   // Nothing flagged yet: the JSON still has its list, empty.
   auto none = RunKtune({"drift", "--server", address, "--json"});
   ASSERT_EQ(none.exit_code, 0) << none.err;
