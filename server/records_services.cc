@@ -14,6 +14,9 @@ namespace ktune {
 namespace {
 
 constexpr size_t kMaxStreamRecords = 1'000'000;  // per export or import stream
+// An import holds its records until the stream ends (one transaction): at most this many bytes
+// on the wire, or 1,000 records of 1 MiB payload each would hold a gigabyte of server memory.
+constexpr size_t kMaxImportBytes = size_t{256} << 20;
 
 // A stop signal for ForEachRecord once a page is full.
 const absl::Status& PageFull() {
@@ -74,6 +77,12 @@ class RecordImport final : public grpc::ServerReadReactor<v1::Record> {
     }
     if (!ok) return Store();
     ++received_;
+    bytes_ += incoming_.ByteSizeLong();
+    if (bytes_ > kMaxImportBytes) {
+      return Finish(ToGrpc(absl::ResourceExhaustedError(
+          absl::StrCat("more than ", kMaxImportBytes >> 20,
+                       " MiB of records in one import stream; nothing was stored: split it"))));
+    }
     if (records_.size() >= kMaxStreamRecords) {
       return Finish(ToGrpc(absl::ResourceExhaustedError(
           absl::StrCat("more than ", kMaxStreamRecords,
@@ -104,6 +113,7 @@ class RecordImport final : public grpc::ServerReadReactor<v1::Record> {
   v1::Record incoming_;
   std::vector<Record> records_;
   int64_t received_ = 0;
+  size_t bytes_ = 0;  // of the records received, as on the wire
 };
 
 class FailedImport final : public grpc::ServerReadReactor<v1::Record> {

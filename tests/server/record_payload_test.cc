@@ -188,5 +188,21 @@ TEST(RecordPayloadTest, AnOversizePayloadIsRefusedAndNothingIsStored) {
   EXPECT_EQ(server.Best(ClassOnly(), 1).best(0).payload().size(), kMaxRecordPayloadBytes);
 }
 
+// An import holds its records until the stream ends: past 256 MiB on the wire it is refused whole
+// (300 records of 1 MiB each held the server's memory until then; thousands would exhaust it).
+TEST(RecordPayloadTest, AnImportStreamPastItsByteLimitIsRefusedAndNothingIsStored) {
+  testing::TempDir dir;
+  RunningServer server(dir.File("k.db"));
+  std::vector<v1::Record> batch;
+  for (int i = 0; i < 260; ++i) {
+    batch.push_back(TvmRecord(absl::StrCat("trace", i), 1.0 + i, std::string(1 << 20, 'x')));
+  }
+  v1::ImportRecordsResponse response;
+  grpc::Status s = server.Import(batch, &response);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED) << s.error_message();
+  EXPECT_THAT(s.error_message(), HasSubstr("more than 256 MiB of records in one import stream"));
+  EXPECT_TRUE(server.ExportAll().empty());
+}
+
 }  // namespace
 }  // namespace ktune
