@@ -61,10 +61,11 @@ absl::Status ValidateRecord(const Record& r) {
   }
   KTUNE_RETURN_IF_ERROR(CheckFiniteValues(r.problem, "record.problem"));
   KTUNE_RETURN_IF_ERROR(CheckFiniteValues(r.config, "record.config"));
-  if (r.time_ms && !(*r.time_ms >= 0 && std::isfinite(*r.time_ms))) {
+  // No kernel runs in no time: a 0 ms record would be served as the best answer for ever.
+  if (r.time_ms && !(*r.time_ms > 0 && std::isfinite(*r.time_ms))) {
     return absl::InvalidArgumentError(absl::StrCat("record of ", r.kernel, " ",
                                                    CanonicalJson(r.config),
-                                                   ": time_ms must be a finite number >= 0"));
+                                                   ": time_ms must be a finite number above 0"));
   }
   // The repeats and their statistics: times, so finite and positive (a spread >= 0).
   auto bad_time = [](double t) { return !(t > 0 && std::isfinite(t)); };

@@ -540,7 +540,8 @@ TEST_P(TuningDatabaseConformanceTest, AnOversizePayloadIsRefusedAndNothingStored
 // was stored as null and then broke every read and export of the database.
 TEST_P(TuningDatabaseConformanceTest, NonFiniteValuesAndImpossibleTimesAreRefusedAndNothingStored) {
   const Record good = MakeRecord("A100", 16, 2.0);
-  std::vector<Record> bad(7, MakeRecord("A100", 32, 1.0));
+  std::vector<Record> bad(8, MakeRecord("A100", 32, 1.0));
+  bad[7].time_ms = 0.0;
   bad[0].config["alpha"] = std::nan("");
   bad[1].problem["scale"] = std::numeric_limits<double>::infinity();
   bad[2].time_ms = std::numeric_limits<double>::infinity();
