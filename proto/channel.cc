@@ -43,11 +43,15 @@ absl::Status CheckServerAddress(const std::string& address) {
 absl::StatusOr<std::shared_ptr<grpc::Channel>> MakeChannel(const std::string& address,
                                                            const ClientTls& tls) {
   KTUNE_RETURN_IF_ERROR(CheckServerAddress(address));
+  // A job of 65,536 tasks (the most a spec may give) is a 5.7 MB answer to SubmitJob or GetJob:
+  // past gRPC's default of 4 MiB a client receives, so ktune's clients take up to 64 MiB.
+  grpc::ChannelArguments args;
+  args.SetMaxReceiveMessageSize(64 << 20);
   if (tls.ca_file.empty()) {
     if (!tls.cert_file.empty()) {
       return absl::InvalidArgumentError("a client certificate needs --tls-ca too");
     }
-    return grpc::CreateChannel(address, grpc::InsecureChannelCredentials());
+    return grpc::CreateCustomChannel(address, grpc::InsecureChannelCredentials(), args);
   }
   grpc::SslCredentialsOptions options;
   KTUNE_ASSIGN_OR_RETURN(options.pem_root_certs, ReadPem(tls.ca_file));
@@ -55,7 +59,7 @@ absl::StatusOr<std::shared_ptr<grpc::Channel>> MakeChannel(const std::string& ad
     KTUNE_ASSIGN_OR_RETURN(options.pem_cert_chain, ReadPem(tls.cert_file));
     KTUNE_ASSIGN_OR_RETURN(options.pem_private_key, ReadPem(tls.key_file));
   }
-  return grpc::CreateChannel(address, grpc::SslCredentials(options));
+  return grpc::CreateCustomChannel(address, grpc::SslCredentials(options), args);
 }
 
 absl::Status FromGrpc(const grpc::Status& status) {

@@ -47,7 +47,7 @@ Scheduler::Scheduler(TuningDatabase* db, const TaskSpaces* spaces, SchedulerOpti
 
 Scheduler::~Scheduler() = default;
 
-absl::Status Scheduler::AddJobRun(Job job) {
+absl::Status Scheduler::AddJobRun(Job job, bool recount) {
   auto run = std::make_unique<JobRun>();
   // The run options are kept in the stored spec: {"seed": N, "batch_size": B, "threads": T}.
   const nlohmann::json spec = nlohmann::json::parse(job.spec_json, nullptr, false);
@@ -85,11 +85,13 @@ absl::Status Scheduler::AddJobRun(Job job) {
       t.client_kernel = !k->builtin;
     }
     // Progress is recounted from the records this job stored: exact after a crash.
-    KTUNE_ASSIGN_OR_RETURN(TaskStatus counted, CountJobRecords(*db_, job.id, t.task));
-    t.done = counted.done;
-    t.failed = counted.failed;
-    t.best_ms = counted.best_ms;
-    t.best_config = counted.best_config;
+    if (recount) {
+      KTUNE_ASSIGN_OR_RETURN(TaskStatus counted, CountJobRecords(*db_, job.id, t.task));
+      t.done = counted.done;
+      t.failed = counted.failed;
+      t.best_ms = counted.best_ms;
+      t.best_config = counted.best_config;
+    }
     run->done_at_start += t.done;
     run->tasks.push_back(std::move(t));
   }
@@ -106,7 +108,7 @@ absl::Status Scheduler::Recover() {
     if (IsFinal(job.state)) continue;
     LogEvent("job_recovered",
              {{"job_id", std::to_string(job.id)}, {"state", std::string(JobStateName(job.state))}});
-    KTUNE_RETURN_IF_ERROR(AddJobRun(std::move(job)));
+    KTUNE_RETURN_IF_ERROR(AddJobRun(std::move(job), /*recount=*/true));
   }
   return absl::OkStatus();
 }
@@ -170,7 +172,7 @@ absl::StatusOr<int64_t> Scheduler::Submit(const JobRequest& r) {
                              {"budget", std::to_string(r.budget)},
                              {"strategy", r.strategy},
                              {"priority", std::to_string(r.priority)}});
-  KTUNE_RETURN_IF_ERROR(AddJobRun(std::move(job)));
+  KTUNE_RETURN_IF_ERROR(AddJobRun(std::move(job), /*recount=*/false));  // nothing stored yet
   return id;
 }
 

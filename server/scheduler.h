@@ -246,7 +246,9 @@ class Scheduler {
   absl::Status StillOpen(const JobRun& run, absl::string_view action) const
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::StatusOr<JobRun*> FindJob(int64_t id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  absl::Status AddJobRun(Job job) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // `recount`: count each task's progress from the records the job stored (a recovered job); a
+  // job just created has none, and counting 65,536 tasks held the lock for seconds.
+  absl::Status AddJobRun(Job job, bool recount) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   TuningDatabase* db_;
   const TaskSpaces* spaces_;

@@ -538,6 +538,22 @@ TEST(CliTest, TelemetryReportRaisesDriftFlagsThatDriftLists) {
   auto kernel = RunKtune({"kernels", "register", dir.File("kernel.json"), "--server", address});
   EXPECT_EQ(kernel.exit_code, 1);
   EXPECT_THAT(kernel.err, HasSubstr(dir.File("kernel.json") + ": "));
+  // The largest job a spec may give (65,536 tasks): its answer is 5.7 MB, past gRPC's default
+  // 4 MiB a client receives (the submit was stored but the command failed).
+  {
+    nlohmann::json spec{{"name", "largest"}, {"kernels", {"gemm"}}, {"budget", 4}};
+    for (int i = 1; i <= 1024; ++i)
+      spec["problems"].push_back({{"M", 16 * i}, {"N", 64}, {"K", 64}});
+    for (int i = 0; i < 64; ++i) spec["device_classes"].push_back(absl::StrCat("cpu:c", i));
+    std::ofstream(dir.File("largest.json")) << spec.dump();
+    auto largest = RunKtune({"submit", dir.File("largest.json"), "--server", address, "--json"});
+    ASSERT_EQ(largest.exit_code, 0) << largest.err;
+    EXPECT_EQ(nlohmann::json::parse(largest.out)["tasks"].size(), 65536u);
+    auto cancelled =
+        RunKtune({"cancel", nlohmann::json::parse(largest.out)["job_id"].get<std::string>(),
+                  "--server", address});
+    EXPECT_EQ(cancelled.exit_code, 0) << cancelled.err;
+  }
   // A job no connected worker can measure says why it waits (it sat at 0/4 without a word).
   {
     testing::KtuneProcess waiting({"tune", "--server", address, "--kernel", "gemm", "--problem",
