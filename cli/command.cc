@@ -111,6 +111,13 @@ absl::StatusOr<std::unique_ptr<SqliteTuningDatabase>> OpenExistingDatabase(
     return absl::NotFoundError(
         absl::StrCat("no tuning database at ", path, " (give --db FILE, or tune first)"));
   }
+  // SQLite takes an empty file for a new database and would write the schema into it: a command
+  // that only reads must leave the file as it found it.
+  if (std::filesystem::is_regular_file(path, ec) && std::filesystem::file_size(path, ec) == 0 &&
+      !ec) {
+    return absl::NotFoundError(absl::StrCat("no tuning database at ", path,
+                                            " (an empty file; give --db FILE, or tune first)"));
+  }
   return SqliteTuningDatabase::Open(path);
 }
 

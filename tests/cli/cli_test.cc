@@ -451,6 +451,14 @@ TEST(CliTest, ReadingCommandsRefuseAMissingDatabase) {
     EXPECT_THAT(r.err, HasSubstr("no tuning database at " + missing)) << args[0];
   }
   EXPECT_FALSE(std::filesystem::exists(missing));
+  // An empty file is no database either, and stays empty (SQLite wrote the schema into it).
+  std::ofstream(missing).close();
+  for (const auto& args : commands) {
+    auto r = RunKtune(args);
+    EXPECT_EQ(r.exit_code, 1) << args[0] << ": " << r.err;
+    EXPECT_THAT(r.err, HasSubstr("an empty file")) << args[0];
+    EXPECT_EQ(std::filesystem::file_size(missing), 0u) << args[0];
+  }
   // A problem value must be stored as JSON: inf and nan cannot be, so they are refused.
   auto inf = RunKtune({"db", "import", SpaceFile("pnpoly_RTX_3090_T4.json.gz"), "--db",
                        dir.File("k.db"), "--problem", "M=inf"});
