@@ -40,7 +40,14 @@ absl::StatusOr<const KernelDefinition*> CpuKernel(const KernelRegistry& registry
   if (kernel.empty()) {
     return absl::InvalidArgumentError("--kernel is required for --device cpu (see ktune kernels)");
   }
-  return registry.Get(kernel);
+  KTUNE_ASSIGN_OR_RETURN(const KernelDefinition* def, registry.Get(kernel));
+  // As --device cuda refuses a C++ kernel: a CUDA kernel on the CPU failed every measurement and
+  // stored the failures.
+  if (def->language != "cpp") {
+    return absl::InvalidArgumentError(absl::StrCat("kernel '", kernel, "' is ", def->language,
+                                                   " code; --device cpu runs cpp kernels"));
+  }
+  return def;
 }
 
 absl::StatusOr<TuneTarget> CpuTarget(const KernelRegistry& registry, const std::string& kernel,

@@ -129,7 +129,9 @@ TEST(CliTest, BadUsageExitsWithTwo) {
         {"worker", "--device", "cpu", "--max-measurements", "-1"},
         {"watch", "1", "--timeout", "0"},
         {"bench", "service", "--seconds", "-1"},
-        {"best", "--kernel", "gemm", "--device", "x", "--server", "127.0.0.1:99999"}}) {
+        {"best", "--kernel", "gemm", "--device", "x", "--server", "127.0.0.1:99999"},
+        // A CUDA kernel on the CPU (it stored a failure for every measurement).
+        {"tune", "--kernel", "cuda_gemm", "--device", "cpu", "--budget", "4"}}) {
     auto r = RunKtune(args);
     EXPECT_EQ(r.exit_code, 2) << args[0] << " " << args.back() << ": " << r.err;
   }
