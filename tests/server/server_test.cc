@@ -403,6 +403,31 @@ TEST_F(ServerTest, AReportWithARepeatedCandidateOrABadTimeIsRefusedWhole) {
   EXPECT_EQ(job.tasks(0).best_time_ms(), 2.0);
 }
 
+// A failure's message is cut to 4,096 bytes; cut inside a UTF-8 character it made the record's id
+// throw in the commit, the call end UNIMPLEMENTED and the lease stay "committing" for ever (its
+// job never ended). It is cut at a character boundary and stored.
+TEST_F(ServerTest, ALongFailureMessageIsCutWholeCharactersAndStored) {
+  v1::SubmitJobRequest submit;
+  *submit.mutable_spec() = ThreeTaskSpec(4);
+  v1::Job job;
+  ASSERT_TRUE(tuning_->SubmitJob(Context().get(), submit, &job).ok());
+  const std::string worker = RegisterWorker();
+  const v1::LeaseBatchResponse lease = Lease(worker, 4);
+  v1::ReportResultsRequest r = OkReport(worker, lease, 2.0);
+  r.mutable_results(0)->set_status(v1::MEASUREMENT_STATUS_RUNTIME_ERROR);
+  r.mutable_results(0)->clear_repeat_times_ms();
+  r.mutable_results(0)->set_message(std::string(4095, 'a') + "\xC3\xA9" + "b");  // 'é' at 4096
+  v1::ReportResultsResponse stored;
+  grpc::Status s = workers_->ReportResults(Context().get(), r, &stored);
+  ASSERT_TRUE(s.ok()) << s.error_code() << " " << s.error_message();
+  EXPECT_EQ(stored.records_stored(), 4);
+  v1::GetJobRequest get;
+  get.set_job_id(job.job_id());
+  ASSERT_TRUE(tuning_->GetJob(Context().get(), get, &job).ok());
+  EXPECT_EQ(job.tasks(0).measurements_done(), 4);
+  EXPECT_EQ(job.tasks(0).measurements_failed(), 1);
+}
+
 TEST_F(ServerTest, PauseResumeAndCancelFollowTheJobsState) {
   v1::SubmitJobRequest submit;
   *submit.mutable_spec() = ThreeTaskSpec(4);
