@@ -63,9 +63,9 @@ absl::StatusOr<std::unique_ptr<TaskKey>> OptionalTask(bool has_task, const v1::T
 // Collects a client stream of records, then stores them in one transaction.
 class RecordImport final : public grpc::ServerReadReactor<v1::Record> {
  public:
-  RecordImport(grpc::CallbackServerContext* ctx, TuningDatabase* db,
+  RecordImport(grpc::CallbackServerContext* ctx, TuningDatabase* db, BestCache* best,
                v1::ImportRecordsResponse* response)
-      : ctx_(ctx), db_(db), response_(response) {
+      : ctx_(ctx), db_(db), best_(best), response_(response) {
     StartRead(&incoming_);
   }
   void OnReadDone(bool ok) override {
@@ -102,6 +102,9 @@ class RecordImport final : public grpc::ServerReadReactor<v1::Record> {
   void Store() {
     absl::StatusOr<int64_t> added = db_->AddRecords(records_);
     if (!added.ok()) return Finish(ToGrpc(added.status()));
+    // Answers cached before the import are stale for its tasks (QueryBest kept answering NONE
+    // for a task a client had asked about before importing its records).
+    if (*added > 0) best_->Invalidate(records_);
     response_->set_records_received(received_);
     response_->set_records_added(*added);
     Finish(grpc::Status::OK);
@@ -109,6 +112,7 @@ class RecordImport final : public grpc::ServerReadReactor<v1::Record> {
 
   grpc::CallbackServerContext* ctx_;
   TuningDatabase* db_;
+  BestCache* best_;
   v1::ImportRecordsResponse* response_;
   v1::Record incoming_;
   std::vector<Record> records_;
@@ -177,7 +181,7 @@ grpc::ServerWriteReactor<v1::Record>* TuningServiceImpl::ExportRecords(
 grpc::ServerReadReactor<v1::Record>* TuningServiceImpl::ImportRecords(
     grpc::CallbackServerContext* ctx, v1::ImportRecordsResponse* response) {
   if (absl::Status a = auth_->Check(ctx, Role::kAdmin); !a.ok()) return new FailedImport(a);
-  return new RecordImport(ctx, db_, response);
+  return new RecordImport(ctx, db_, best_, response);
 }
 
 grpc::ServerUnaryReactor* TuningServiceImpl::ListWorkers(grpc::CallbackServerContext* ctx,
