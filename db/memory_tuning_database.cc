@@ -26,6 +26,9 @@ auto TaskOrder(const TaskKey& t) {
 absl::StatusOr<int64_t> MemoryTuningDatabase::AddRecords(const std::vector<Record>& records) {
   for (const Record& r : records) KTUNE_RETURN_IF_ERROR(ValidateRecord(r));
   absl::MutexLock lock(&mu_);
+  std::vector<const DeviceInfo*> devices;
+  for (const Record& r : records) devices.push_back(&r.device);
+  KTUNE_RETURN_IF_ERROR(KeepDeviceClasses(devices));
   int64_t added = 0;
   for (const Record& r : records) {
     if (record_ids_.insert(r.RecordId()).second) {
@@ -168,9 +171,24 @@ absl::Status MemoryTuningDatabase::MarkStale(const TaskKey& task, int64_t before
   return absl::OkStatus();
 }
 
+absl::Status MemoryTuningDatabase::KeepDeviceClasses(
+    const std::vector<const DeviceInfo*>& devices) {
+  // One device (fingerprint), one class, as the SQLite database keeps it; all or nothing.
+  std::map<std::string, std::string> classes = device_classes_;
+  for (const DeviceInfo* d : devices) {
+    auto [it, fresh] = classes.emplace(d->FingerprintHash(), d->device_class);
+    if (!fresh && it->second != d->device_class) return DeviceClassConflict(*d, it->second);
+  }
+  device_classes_ = std::move(classes);
+  return absl::OkStatus();
+}
+
 absl::Status MemoryTuningDatabase::AddTelemetry(const std::vector<TelemetryReport>& reports) {
   for (const TelemetryReport& r : reports) KTUNE_RETURN_IF_ERROR(ValidateTelemetry(r));
   absl::MutexLock lock(&mu_);
+  std::vector<const DeviceInfo*> devices;
+  for (const TelemetryReport& r : reports) devices.push_back(&r.device);
+  KTUNE_RETURN_IF_ERROR(KeepDeviceClasses(devices));
   telemetry_.insert(telemetry_.end(), reports.begin(), reports.end());
   return absl::OkStatus();
 }

@@ -43,6 +43,13 @@ class MemoryTuningDatabase : public TuningDatabase {
   absl::Mutex mu_;
   std::vector<Record> records_ ABSL_GUARDED_BY(mu_);  // insertion order
   std::set<std::string> record_ids_ ABSL_GUARDED_BY(mu_);
+  std::map<std::string, std::string> device_classes_
+      ABSL_GUARDED_BY(mu_);  // fingerprint hash -> class
+
+  // Records `devices`' classes, or DeviceClassConflict (nothing recorded) for a device already
+  // known under another class.
+  absl::Status KeepDeviceClasses(const std::vector<const DeviceInfo*>& devices)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   std::map<int64_t, Job> jobs_ ABSL_GUARDED_BY(mu_);
   int64_t next_job_id_ ABSL_GUARDED_BY(mu_) = 1;
   std::map<std::string, std::string> checkpoints_ ABSL_GUARDED_BY(mu_);

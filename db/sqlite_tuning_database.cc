@@ -36,7 +36,7 @@ constexpr char kSelectWorkload[] =
 constexpr char kInsertDevice[] =
     "INSERT OR IGNORE INTO devices (fingerprint_hash, fingerprint_json, device_class, family) "
     "VALUES (?, ?, ?, ?)";
-constexpr char kSelectDevice[] = "SELECT id FROM devices WHERE fingerprint_hash = ?";
+constexpr char kSelectDevice[] = "SELECT id, device_class FROM devices WHERE fingerprint_hash = ?";
 constexpr char kInsertRecord[] =
     "INSERT OR IGNORE INTO records (record_uid, workload_id, device_id, config_json, config_hash, "
     "status, message, time_ms, repeat_times_ms, median_ms, min_ms, stddev_ms, worker, "
@@ -347,15 +347,29 @@ class RowInterner {
 
   absl::StatusOr<int64_t> DeviceId(const DeviceInfo& device) {
     std::string fingerprint_hash = device.FingerprintHash();
-    auto it = device_ids_.find(fingerprint_hash);
+    const std::string key = absl::StrCat(fingerprint_hash, "\n", device.device_class);
+    auto it = device_ids_.find(key);
     if (it != device_ids_.end()) return it->second;
     insert_device_.Bind(1, fingerprint_hash)
         .Bind(2, device.fingerprint_json)
         .Bind(3, device.device_class)
         .Bind(4, device.family);
     select_device_.Bind(1, fingerprint_hash);
+    KTUNE_ASSIGN_OR_RETURN(bool known, select_device_.Step());
+    if (known) {
+      // One device (fingerprint), one class: a record that files it under another class would
+      // be stored under the first one's, and never found under its own.
+      const int64_t id = select_device_.ColumnInt(0);
+      const std::string stored_class = select_device_.ColumnText(1);
+      select_device_.Reset();
+      if (stored_class != device.device_class) return DeviceClassConflict(device, stored_class);
+      device_ids_.emplace(key, id);
+      return id;
+    }
+    select_device_.Reset();
+    select_device_.Bind(1, fingerprint_hash);
     KTUNE_ASSIGN_OR_RETURN(int64_t id, InternRow(insert_device_, select_device_));
-    device_ids_.emplace(std::move(fingerprint_hash), id);
+    device_ids_.emplace(key, id);
     return id;
   }
 

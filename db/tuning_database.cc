@@ -92,4 +92,11 @@ absl::Status ValidateRecord(const Record& r) {
   return absl::OkStatus();
 }
 
+absl::Status DeviceClassConflict(const DeviceInfo& device, const std::string& stored_class) {
+  return absl::InvalidArgumentError(absl::StrCat(
+      "device ", device.fingerprint_json.substr(0, 200), " is stored as device class '",
+      stored_class, "', not '", device.device_class.substr(0, 256),
+      "': one device has one class (give the other class its own fingerprint)"));
+}
+
 }  // namespace ktune

@@ -168,6 +168,10 @@ class TuningDatabase {
 
 // Checks a record before storing it: the rules AddRecords enforces, in one place.
 absl::Status ValidateRecord(const Record& r);
+// InvalidArgument for a record or report that names `device` (a fingerprint stored with
+// `stored_class`) under another class: a device has one class, and a record filed under the stored
+// one would never be found under its own.
+absl::Status DeviceClassConflict(const DeviceInfo& device, const std::string& stored_class);
 
 }  // namespace ktune
 

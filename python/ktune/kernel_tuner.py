@@ -329,6 +329,10 @@ class Strategy(OptAlgWrapper):
         facts["name"] = name
         facts["iterations"] = int(env.get("iterations", 0) or 0)
         device_class = self.device_class or f"kernel_tuner:{lang}:{name}"
+        if self.device_class:
+            # A device has one class in ktune (the server refuses a second): a chosen class is
+            # part of the fingerprint, so the same machine under two classes is two devices.
+            facts["device_class"] = self.device_class[:256]
         return Device(device_class[:256], family, canonical_json(facts))
 
     def export_cache(self, path: str | os.PathLike) -> int:

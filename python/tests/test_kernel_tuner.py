@@ -206,3 +206,20 @@ def test_a_restriction_ktune_does_not_read_stays_with_kernel_tuner(empty_server)
     assert all(r.status is Status.OK or (r.status is Status.INVALID_CONFIG and
                                          r.config["unroll"] == 8) for r in records)
     assert all(r.config["block_size_x"] >= 16 * r.config["unroll"] for r in records)
+
+
+def test_a_chosen_device_class_keeps_its_own_records(empty_server):
+    # The same machine tuned once under Kernel Tuner's class and once under a class the user
+    # chose: two devices to ktune, each run's records found under its own class (the chosen
+    # class's records were filed under the first class, and best() for it answered NONE).
+    client = empty_server.client()
+    default = Strategy(client, strategy="random", batch_size=4, seed=1)
+    run_kernel_tuner(default, max_fevals=4)
+    chosen = Strategy(client, strategy="random", batch_size=4, seed=2, device_class="my-bench-box")
+    run_kernel_tuner(chosen, max_fevals=4)
+    assert chosen.device.device_class == "my-bench-box"
+    assert chosen.device.fingerprint["device_class"] == "my-bench-box"
+    assert len(list(client.export_records(chosen.task))) == 4
+    assert len(list(client.export_records(default.task))) == 4
+    answer = client.best(chosen.kernel_name, chosen.task.problem, "my-bench-box")
+    assert answer.level is MatchLevel.DEVICE_CLASS

@@ -567,6 +567,29 @@ TEST_P(TuningDatabaseConformanceTest, NonFiniteValuesAndImpossibleTimesAreRefuse
   EXPECT_EQ(*db_->AddRecords({good}), 1);
 }
 
+// A device (its fingerprint) has one class: a record that names another class for it is refused,
+// nothing stored (SQLite filed it under the first class, where its own class never found it).
+TEST_P(TuningDatabaseConformanceTest, ADeviceKeepsOneClassAndAnotherIsRefused) {
+  const Record first = MakeRecord("A100", 16, 2.0);
+  ASSERT_EQ(*db_->AddRecords({first}), 1);
+  Record relabelled = MakeRecord("A100", 32, 1.0);
+  relabelled.device.device_class = "my-bench-box";  // the same fingerprint, another class
+  auto added = db_->AddRecords({relabelled});
+  ASSERT_TRUE(absl::IsInvalidArgument(added.status())) << added.status();
+  EXPECT_THAT(added.status().message(),
+              HasSubstr("is stored as device class 'A100', not 'my-bench-box'"));
+  Record two_in_one = relabelled;
+  two_in_one.device.fingerprint_json = R"({"name":"bench box"})";
+  Record other = two_in_one;
+  other.config["tile"] = int64_t{64};
+  other.device.device_class = "other-box";
+  EXPECT_TRUE(absl::IsInvalidArgument(db_->AddRecords({two_in_one, other}).status()));
+  EXPECT_EQ(db_->Stats()->records, 1);
+  // Its own fingerprint: stored, and found under its class.
+  ASSERT_EQ(*db_->AddRecords({two_in_one}), 1);
+  EXPECT_EQ(db_->QueryBest(QueryFor("my-bench-box"))->level, MatchLevel::kDeviceClass);
+}
+
 TEST_P(TuningDatabaseConformanceTest, CheckpointsAreReplacedAndLoaded) {
   EXPECT_EQ(db_->LoadCheckpoint("ppo/gemm").status().code(), absl::StatusCode::kNotFound);
   std::string blob("\0\1\2binary", 9);
