@@ -400,8 +400,10 @@ void RegisterServiceCommands(CLI::App& app, Action* action) {
   serve->add_option("--listen", serve_args->listen, "Address to listen on (port 0: any free one)")
       ->capture_default_str();
   serve->add_option("--db", serve_args->db, "Tuning database file")->capture_default_str();
-  serve->add_option("--auth", serve_args->auth,
-                    "Token file: 'TOKEN ROLES' lines (roles query, submit, worker, admin)");
+  serve->add_option(
+      "--auth", serve_args->auth,
+      "Token file: 'TOKEN ROLES' lines (roles, comma-separated: query, submit, worker, "
+      "telemetry, admin)");
   serve->add_option("--log-format", serve_args->log_format, "text or json (one object a line)")
       ->capture_default_str();
   serve->add_option("--metrics-listen", serve_args->metrics_listen,

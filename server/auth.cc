@@ -57,8 +57,9 @@ absl::StatusOr<Authenticator> Authenticator::FromFile(const std::string& path) {
         if (name == RoleName(r)) roles.insert(r), known = true;
       }
       if (!known) {
-        return absl::InvalidArgumentError(absl::StrCat(path, " line ", number, ": unknown role '",
-                                                       name, "' (query, submit, worker, admin)"));
+        return absl::InvalidArgumentError(
+            absl::StrCat(path, " line ", number, ": unknown role '", name,
+                         "' (query, submit, worker, telemetry, admin)"));
       }
     }
   }

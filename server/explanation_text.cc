@@ -1,5 +1,6 @@
 // ExplanationText: the explanation as a person reads it, the answer first.
 #include <algorithm>
+#include <cmath>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -49,7 +50,15 @@ std::string LevelText(v1::MatchLevel level) {
 // Where a record comes from: when, which worker or file, how many repeats and their spread.
 std::string Provenance(const v1::Record& r) {
   std::vector<std::string> parts;
-  if (r.repeat_times_ms_size() > 0) {
+  if (r.repeat_times_ms_size() > 0 && r.has_median_ms() &&
+      std::abs(r.median_ms() - r.time_ms()) > 1e-3 * r.time_ms()) {
+    // An imported record's time is its file's (a T4 file's may be a mean, or another run's), not
+    // the median of the repeats it lists: say both.
+    parts.push_back(
+        absl::StrFormat("the time its source gave; %d repeats with median %.4g ms, "
+                        "sd %.4g ms",
+                        r.repeat_times_ms_size(), r.median_ms(), r.stddev_ms()));
+  } else if (r.repeat_times_ms_size() > 0) {
     parts.push_back(absl::StrFormat("median of %d repeats, sd %.4g ms", r.repeat_times_ms_size(),
                                     r.stddev_ms()));
   } else {
@@ -80,7 +89,19 @@ std::string ParameterLine(const v1::ParameterEffect& p) {
   }
   const std::string& name = p.name();
   std::string line;
-  if (served != nullptr && served->measurements() >= 3 && slowest != nullptr) {
+  if (served != nullptr && served->measurements() >= 3 && served == slowest && fastest == served) {
+    line = absl::StrFormat("%s=%s (served) is its only value with 3 or more measurements", name,
+                           FormatProtoValue(served->value()));
+  } else if (served != nullptr && served->measurements() >= 3 && served == slowest) {
+    // The served configuration is fastest overall although its value of this parameter has the
+    // slowest median (it compared the value with itself: "1.00x faster than" itself).
+    line = absl::StrFormat(
+        "%s=%s (served) has the slowest median of its values (%d measurements); "
+        "%s=%s has a %.2fx faster median (%d measurements)",
+        name, FormatProtoValue(served->value()), served->measurements(), name,
+        FormatProtoValue(fastest->value()), served->median_ms() / fastest->median_ms(),
+        fastest->measurements());
+  } else if (served != nullptr && served->measurements() >= 3 && slowest != nullptr) {
     line = absl::StrFormat("%s=%s (served) is %.2fx faster than %s=%s (median of %d and %d "
                            "measurements)",
                            name, FormatProtoValue(served->value()),

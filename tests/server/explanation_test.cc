@@ -8,6 +8,7 @@
 
 #include <limits>
 #include <random>
+#include <tuple>
 
 #include "db/interchange/record_files.h"
 #include "db/memory_tuning_database.h"
@@ -134,6 +135,31 @@ TEST(ExplanationTest, SaysWhichParametersMatterWhichDoNotAndWhichValuesFail) {
   const std::string json = ExplanationJson(*e);
   EXPECT_THAT(json, HasSubstr("\"level\":\"MATCH_LEVEL_DEVICE_CLASS\""));
   EXPECT_THAT(json, HasSubstr("\"served_measurements\":\"4\""));
+}
+
+// The served configuration can hold the value with the slowest median (fastest overall, while
+// most configurations with its value are slow): the line says so instead of comparing the value
+// with itself ("D=0 (served) is 1.00x faster than D=0").
+TEST(ExplanationTest, AServedValueWithTheSlowestMedianIsSaidAsSuch) {
+  MemoryTuningDatabase db;
+  std::vector<Record> records;
+  int64_t at = 1'700'000'000'000'000;
+  for (int round = 0; round < 3; ++round) {
+    for (const auto& [a, d, ms] : std::vector<std::tuple<int64_t, int64_t, double>>{
+             {32, 0, 1.0}, {16, 0, 3.0}, {8, 0, 3.2}, {32, 1, 1.1}, {16, 1, 1.2}, {8, 1, 1.3}}) {
+      at += 1'000'000;
+      records.push_back(Measured({{"A", a}, {"D", d}}, {ms, ms, ms}, at));
+    }
+  }
+  ASSERT_TRUE(db.AddRecords(records).ok());
+  const KernelRegistry registry = KernelRegistry::WithBuiltins();
+  absl::StatusOr<v1::ExplainResponse> e = Explain(db, registry, QueryOf("synthetic", kProblem));
+  ASSERT_TRUE(e.ok()) << e.status();
+  ASSERT_EQ(e->served().config().params().at("D").int_value(), 0);
+  const std::string text = ExplanationText(*e, QueryOf("synthetic", kProblem));
+  EXPECT_THAT(text, HasSubstr("D=0 (served) has the slowest median of its values (9 measurements); "
+                              "D=1 has a 2.50x faster median (9 measurements)"));
+  EXPECT_THAT(text, Not(HasSubstr("D=0 (served) is 1.00x faster than D=0")));
 }
 
 TEST(ExplanationTest, TheGapIsCalledRealOnlyWhenItIsLargerThanTheNoise) {
