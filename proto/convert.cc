@@ -1,8 +1,8 @@
 #include "proto/convert.h"
 
 #include <cmath>
-
 #include <map>
+#include <nlohmann/json.hpp>
 
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
@@ -115,6 +115,12 @@ absl::StatusOr<DeviceInfo> FromProto(const v1::DeviceFingerprint& device) {
   if (out.fingerprint_json.size() > 16384) {
     return absl::InvalidArgumentError("device fingerprint is larger than 16 KiB");
   }
+  // A JSON object, as every reader of the stored fingerprint expects (explain, the Python
+  // client's Device.fingerprint): a text that is not one was stored and broke them.
+  if (!nlohmann::json::parse(out.fingerprint_json, nullptr, /*allow_exceptions=*/false)
+           .is_object()) {
+    return absl::InvalidArgumentError("device fingerprint_json must be a JSON object");
+  }
   return out;
 }
 
@@ -150,7 +156,7 @@ v1::Record ToProto(const Record& r) {
 }
 
 absl::StatusOr<int64_t> MicrosFromProto(const google::protobuf::Timestamp& t, const char* field) {
-  if (t.seconds() < -62'135'596'800 || t.seconds() > 253'402'300'799 || t.nanos() < 0 ||
+  if (t.seconds() < 0 || t.seconds() > 253'402'300'799 || t.nanos() < 0 ||
       t.nanos() > 999'999'999) {
     return absl::InvalidArgumentError(absl::StrCat(field, " is not a valid timestamp"));
   }

@@ -173,8 +173,11 @@ class Client:
                 timeout: Optional[float] = None) -> dict:
         """Why a configuration is served (``Explain``): the served record and how many times it
         was measured, the runner-up and whether the gap exceeds the noise, each parameter's
-        effect, and for a prediction the tuned neighbour. The ExplainResponse as a dict (proto
-        field names; every field present). With ``max_rel_error``, the answer within that
+        effect, and for a prediction the tuned neighbour. The ExplainResponse as a dict, as
+        protobuf's JSON mapping gives it: proto field names, 64-bit integers as strings, enums by
+        name (``"MATCH_LEVEL_NONE"``); scalar and list fields always present, message fields
+        (``served``, ``runner_up``, ``noise``) only when there is one (not when nothing is
+        known). With ``max_rel_error``, the answer within that
         accuracy budget, and under ``precision`` what the budget costs."""
         request = _lookup(ts.ExplainRequest(), kernel, kernel_version, problem, device,
                           max_rel_error)

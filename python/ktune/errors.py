@@ -4,9 +4,11 @@ Every RPC error surfaces as a :class:`KtuneError` (or a subclass) that carries t
 code (:attr:`KtuneError.code`) and ktune's own message (:attr:`KtuneError.message`), e.g.::
 
     try:
-        client.best("no_such_kernel", {"M": 1}, "cpu:x")
+        client.get_job("424242")
     except ktune.NotFound as e:
-        print(e.code, e.message)   # StatusCode.NOT_FOUND  unknown kernel 'no_such_kernel' ...
+        print(e.code, e.message)   # StatusCode.NOT_FOUND  no job 424242
+
+(A task nothing is known about is not an error: ``best`` answers it with ``MatchLevel.NONE``.)
 """
 
 from __future__ import annotations

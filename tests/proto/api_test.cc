@@ -88,6 +88,13 @@ TEST(ApiTest, RecordsFromTheWireWithImpossibleValuesAreRefused) {
   v1::Record far = r;
   far.mutable_measured_at()->set_seconds(1'000'000'000'000'000);
   EXPECT_THAT(FromProto(far).status().message(), HasSubstr("record.measured_at is not a valid"));
+  v1::Record before_1970 = r;  // stored, then hidden: the database took it for "no time"
+  before_1970.mutable_measured_at()->set_seconds(-315'619'200);
+  EXPECT_THAT(FromProto(before_1970).status().message(),
+              HasSubstr("record.measured_at is not a valid"));
+  v1::Record bad_fingerprint = r;  // stored, then broke explain and the Python client's reads
+  (*bad_fingerprint.mutable_device()->mutable_extra())["fingerprint_json"] = "{not json";
+  EXPECT_THAT(FromProto(bad_fingerprint).status().message(), HasSubstr("must be a JSON object"));
   v1::Record elsewhere = r;
   elsewhere.mutable_task()->set_device_class("H100");
   EXPECT_THAT(FromProto(elsewhere).status().message(),
