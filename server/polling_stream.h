@@ -33,7 +33,10 @@ class PollingStream final : public grpc::ServerWriteReactor<T> {
   // The event now, and whether it is the last one.
   using Poll = std::function<absl::StatusOr<std::pair<T, bool>>()>;
 
-  explicit PollingStream(Poll poll) : poll_(std::move(poll)) {
+  // `on_client_gone`, when given, runs once if the stream ends because the client went away
+  // (cancelled, disconnected or past its deadline), before the stream finishes.
+  explicit PollingStream(Poll poll, std::function<void()> on_client_gone = nullptr)
+      : poll_(std::move(poll)), on_client_gone_(std::move(on_client_gone)) {
     ++open_;
     std::thread([this] { Loop(); }).detach();
   }
@@ -56,7 +59,11 @@ class PollingStream final : public grpc::ServerWriteReactor<T> {
  private:
   // Finish is the last use of `this`: OnDone may delete the stream at once, so it is called
   // after the loop has released mu_ (finishing under the lock unlocked a deleted mutex).
-  void Loop() { this->Finish(Stream()); }
+  void Loop() {
+    grpc::Status end = Stream();
+    if (end.error_code() == grpc::StatusCode::CANCELLED && on_client_gone_) on_client_gone_();
+    this->Finish(end);
+  }
 
   // Polls and writes until the last event, an error or a cancel; the status to finish with.
   grpc::Status Stream() {
@@ -87,6 +94,7 @@ class PollingStream final : public grpc::ServerWriteReactor<T> {
 
   static inline std::atomic<int> open_{0};
   Poll poll_;
+  std::function<void()> on_client_gone_;
   std::mutex mu_;
   std::condition_variable cv_;
   bool writing_ = false, cancelled_ = false;

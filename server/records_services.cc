@@ -237,6 +237,7 @@ grpc::ServerWriteReactor<v1::TuneEvent>* TuningServiceImpl::Tune(grpc::CallbackS
         absl::StatusOr<JobStatus> status = scheduler->GetJob(job_id);
         if (!status.ok()) return status.status();
         v1::TuneEvent event;
+        event.set_job_id(absl::StrCat(job_id));
         const JobState state = status->job.state;
         if (!status->tasks.empty()) {
           const TaskStatus& t = status->tasks.front();
@@ -255,7 +256,11 @@ grpc::ServerWriteReactor<v1::TuneEvent>* TuningServiceImpl::Tune(grpc::CallbackS
             state == JobState::kDone || state == JobState::kFailed || state == JobState::kCancelled;
         event.set_finished(final);
         return std::make_pair(std::move(event), final);
-      });
+      },
+      // The caller went away (interrupted, or past its deadline): nobody waits for the answer,
+      // so the job is cancelled, as `ktune tune` cancels on Ctrl-C (what was measured is kept);
+      // it stayed queued for ever, with no id given to cancel it by.
+      [scheduler, job_id] { (void)scheduler->Cancel(job_id); });
 }
 
 }  // namespace ktune

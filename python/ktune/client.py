@@ -248,8 +248,9 @@ class Client:
                     timeout: Optional[float] = None) -> Iterator[TuneEvent]:
         """Tunes one task now (a one-task job on the workers of the device class ``device``),
         yielding progress (at most one event a second) and, last, the event with ``finished``
-        set. Needs the submit role. Leaving the iterator early closes the stream (the job keeps
-        running on the server: cancel it by id from :meth:`jobs` if needed). ``max_rel_error``
+        set. Needs the submit role. Each event carries the job's id. Leaving the iterator early,
+        or a ``timeout`` that passes, closes the stream, and the server then cancels the job (what
+        was measured is kept). ``max_rel_error``
         is the accuracy budget: candidates with more error are too_inaccurate, never the best.
         """
         request = ts.TuneRequest(device=device, budget_measurements=budget,

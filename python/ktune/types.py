@@ -447,6 +447,7 @@ class TuneEvent:
     best_config: Optional[ParamMap]
     finished: bool
     default_config_time_ms: Optional[float] = None
+    job_id: str = ""  # the one-task job the tuning runs as (get_job, watch, cancel)
 
     @classmethod
     def _from_proto(cls, e: ts.TuneEvent) -> "TuneEvent":
@@ -460,6 +461,7 @@ class TuneEvent:
             finished=e.finished,
             default_config_time_ms=e.default_config_time_ms
             if e.HasField("default_config_time_ms") else None,
+            job_id=e.job_id,
         )
 
 

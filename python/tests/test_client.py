@@ -252,6 +252,22 @@ def test_tune_reports_progress_and_commits(replay_server):
     assert answer.best.time_ms <= final.best_time_ms
 
 
+def test_a_tuning_whose_caller_gives_up_is_cancelled(replay_server):
+    # No worker measures RTX_Titan: the tuning waits. A caller that gives up (its timeout) gets
+    # DeadlineExceeded, and the server cancels the job (it stayed queued for ever, its id unknown).
+    client = replay_server.client()
+    events = []
+    with pytest.raises(ktune.DeadlineExceeded):
+        client.tune("pnpoly", {}, "RTX_Titan", 16, strategy="random", seed=5,
+                    on_progress=events.append, timeout=3)
+    assert events and events[0].job_id  # every event names its job
+    job_id = events[0].job_id
+    deadline = time.monotonic() + 30
+    while client.get_job(job_id).state is not JobState.CANCELLED and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert client.get_job(job_id).state is JobState.CANCELLED
+
+
 def test_submit_watch_jobs(replay_server):
     client = replay_server.client()
     spec = JobSpec(name="py-watch", kernels=["pnpoly"], problems=[{}],
