@@ -173,6 +173,24 @@ absl::StatusOr<Record> RecordReader::Read(const SqliteStatement& s) {
   return r;
 }
 
+// A telemetry report from a row of ForEachTelemetry's query (column 0 is the row's id).
+absl::StatusOr<TelemetryReport> TelemetryOfRow(const SqliteStatement& s) {
+  TelemetryReport r;
+  r.kernel = s.ColumnText(1);
+  r.kernel_version = s.ColumnText(2);
+  KTUNE_ASSIGN_OR_RETURN(r.problem, ParseParamMapJson(s.ColumnText(3)));
+  r.device = {s.ColumnText(4), s.ColumnText(5), s.ColumnText(6)};
+  KTUNE_ASSIGN_OR_RETURN(r.config, ParseParamMapJson(s.ColumnText(7)));
+  r.count = s.ColumnInt(8);
+  r.mean_ms = s.ColumnDouble(9);
+  r.stddev_ms = s.ColumnDouble(10);
+  r.window_start_us = s.ColumnInt(11);
+  r.window_end_us = s.ColumnInt(12);
+  r.received_at_us = s.ColumnInt(13);
+  r.reporter = s.ColumnText(14);
+  return r;
+}
+
 // Looks up or creates the id of a row identified by a unique key.
 absl::StatusOr<int64_t> InternRow(SqliteStatement& insert, SqliteStatement& select) {
   KTUNE_RETURN_IF_ERROR(insert.Run());
@@ -919,19 +937,7 @@ absl::Status SqliteTuningDatabase::ForEachTelemetry(
         KTUNE_ASSIGN_OR_RETURN(bool row, s.Step());
         if (!row) break;
         after = s.ColumnInt(0);
-        TelemetryReport r;
-        r.kernel = s.ColumnText(1);
-        r.kernel_version = s.ColumnText(2);
-        KTUNE_ASSIGN_OR_RETURN(r.problem, ParseParamMapJson(s.ColumnText(3)));
-        r.device = {s.ColumnText(4), s.ColumnText(5), s.ColumnText(6)};
-        KTUNE_ASSIGN_OR_RETURN(r.config, ParseParamMapJson(s.ColumnText(7)));
-        r.count = s.ColumnInt(8);
-        r.mean_ms = s.ColumnDouble(9);
-        r.stddev_ms = s.ColumnDouble(10);
-        r.window_start_us = s.ColumnInt(11);
-        r.window_end_us = s.ColumnInt(12);
-        r.received_at_us = s.ColumnInt(13);
-        r.reporter = s.ColumnText(14);
+        KTUNE_ASSIGN_OR_RETURN(TelemetryReport r, TelemetryOfRow(s));
         page.push_back(std::move(r));
       }
     }
