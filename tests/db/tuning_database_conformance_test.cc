@@ -376,12 +376,20 @@ TEST_P(TuningDatabaseConformanceTest, StaleRecordsStopAnsweringButStayStored) {
   EXPECT_EQ(stored, 3);
 }
 
-TEST_P(TuningDatabaseConformanceTest, TelemetryIsStoredApartAndBadReportsStoreNothing) {
+// Production telemetry of gemm 1024x1024 on the A100 of MakeRecord, tile 16.
+TelemetryReport GemmTelemetry() {
   TelemetryReport t;
   t.kernel = "gemm";
   t.problem = {{"M", int64_t{1024}}, {"N", int64_t{1024}}};
   t.device = MakeRecord("A100", 16, 1.0).device;
   t.config = {{"tile", int64_t{16}}};
+  t.count = 1;
+  t.mean_ms = 1.0;
+  return t;
+}
+
+TEST_P(TuningDatabaseConformanceTest, TelemetryIsStoredApartAndBadReportsStoreNothing) {
+  TelemetryReport t = GemmTelemetry();
   t.count = 1000;
   t.mean_ms = 1.25;
   t.stddev_ms = 0.01;
@@ -417,13 +425,7 @@ TEST_P(TuningDatabaseConformanceTest, TelemetryIsStoredApartAndBadReportsStoreNo
 // on restart), and must see every report, however many pages they take.
 TEST_P(TuningDatabaseConformanceTest, ATelemetryWalkMayQueryTheDatabaseAndSeesEveryReport) {
   ASSERT_TRUE(db_->AddRecords({MakeRecord("A100", 16, 1.0)}).ok());
-  TelemetryReport t;
-  t.kernel = "gemm";
-  t.problem = {{"M", int64_t{1024}}, {"N", int64_t{1024}}};
-  t.device = MakeRecord("A100", 16, 1.0).device;
-  t.config = {{"tile", int64_t{16}}};
-  t.count = 1;
-  t.mean_ms = 1.0;
+  TelemetryReport t = GemmTelemetry();
   t.window_start_us = t.window_end_us = t.received_at_us = 1;
   std::vector<TelemetryReport> reports;
   for (int i = 0; i < 2500; ++i) {
@@ -556,12 +558,8 @@ TEST_P(TuningDatabaseConformanceTest, NonFiniteValuesAndImpossibleTimesAreRefuse
   EXPECT_THAT(db_->AddRecords({bad[0]}).status().message(),
               HasSubstr("record.config.alpha is nan"));
   EXPECT_EQ(db_->Stats()->records, 0);
-  TelemetryReport t;
-  t.kernel = "gemm";
-  t.device = good.device;
+  TelemetryReport t = GemmTelemetry();
   t.config = {{"alpha", -std::numeric_limits<double>::infinity()}};
-  t.count = 1;
-  t.mean_ms = 1.0;
   EXPECT_TRUE(absl::IsInvalidArgument(db_->AddTelemetry({t})));
   ASSERT_TRUE(db_->ForEachRecord([](const Record&) { return absl::InternalError("stored"); }).ok());
   EXPECT_EQ(*db_->AddRecords({good}), 1);
