@@ -142,7 +142,11 @@ class Database(PyDatabase):
             replays on the workload (a trace from another target of the same kind may not).
 
     Every call goes to the server (nothing is cached but Workload objects): what another
-    process committed is seen at once. Errors are :class:`ktune.KtuneError`, raised into TVM.
+    process committed is seen at once. Errors are :class:`ktune.KtuneError`, raised into TVM;
+    the methods TVM's Database interface dispatches through its FFI (``get_top_k``,
+    ``has_workload``, ``commit_*``, ``len()``, ``compile_tir``...) reach the caller as TVM's
+    ``RuntimeError`` with the KtuneError's text ("QueryBest: UNAVAILABLE: ..."); :meth:`lookup`
+    raises the KtuneError itself. A target may be a ``Target``, its dict, or its string.
     """
 
     def __init__(self, client: Union[Client, str], *, target: Union[Target, dict, None] = None,
@@ -152,7 +156,7 @@ class Database(PyDatabase):
             client = Client(client, options=[("grpc.max_receive_message_length", _RECEIVE_LIMIT)])
         self.client = client
         self.device = device or local_device()
-        self.target = Target(target) if isinstance(target, dict) else target
+        self.target = Target(target) if isinstance(target, (dict, str)) else target
         self.candidates = max(1, min(candidates, _MAX_TOP))
         self._lock = threading.Lock()
         self._workloads: dict[str, Workload] = {}  # kernel -> the first Workload committed
@@ -257,6 +261,8 @@ class Database(PyDatabase):
         ``candidates`` whose trace replays on ``mod``. ``level`` is NONE when none does."""
         # The caller's module, so that the schedule is built on it (TVM's default uses the stored
         # one, structurally equal).
+        if isinstance(target, (str, dict)):
+            target = Target(target)
         kernel, workload = workload_kernel(mod), Workload(mod)
         tried = 0
         # The best alone first (each record carries its workload's JSON), the others only when
