@@ -277,6 +277,13 @@ absl::Status KernelDefinition::Validate() const {
       return absl::InvalidArgumentError(
           absl::StrCat("buffer ", b.name, " size: ", n.status().message()));
     }
+    // At the sample problem: at least one element, and at most 2^34 (64 GiB of floats), which no
+    // worker could allocate (a negative or 10^15-element size was registered, and every
+    // measurement then failed).
+    if (!(*n >= 1 && *n <= 17179869184.0)) {
+      return absl::InvalidArgumentError(absl::StrCat("buffer ", b.name, " has ", *n,
+                                                     " elements at the sample problem; 1 to 2^34"));
+    }
   }
   for (const auto& [field, text] :
        {std::pair<const char*, const std::string*>{"flops", &flops}, {"bytes", &bytes}}) {
@@ -291,6 +298,13 @@ absl::Status KernelDefinition::Validate() const {
   if (!defaults.ok()) return defaults.status();
   if (defaults->size() != parameters.size()) {
     return absl::InvalidArgumentError("the default configuration must give every parameter");
+  }
+  // The default is where a tuning starts and what a speedup is measured against: it must be a
+  // configuration of the space (a value outside a parameter's list was registered).
+  if (absl::StatusOr<Point> p = space->ToPoint(*defaults); !p.ok() || !space->IsValid(*p)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("the default configuration ", CanonicalJson(*defaults),
+                     " is not a valid configuration of the space at the sample problem"));
   }
   if (language == "cuda") {
     for (const std::string* e :

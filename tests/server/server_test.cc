@@ -1133,6 +1133,23 @@ TEST(ServerClientKernelTest, AnAdminRegistersAKernelThatWorkersThenMeasure) {
     s = tuning->RegisterKernel(with("admin-token-0123456789").get(), bad, &info);
     EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
     EXPECT_THAT(s.error_message(), HasSubstr("output buffer"));
+    // A buffer no worker can allocate, a default outside the parameter's values: each was
+    // registered, and then every measurement failed.
+    for (const auto& [spoil, why] :
+         std::vector<std::pair<std::function<void(v1::KernelSpec*)>, std::string>>{
+             {[](v1::KernelSpec* k) { k->mutable_buffers(0)->set_elements("-n"); },
+              "buffer x has -"},
+             {[](v1::KernelSpec* k) { k->mutable_buffers(0)->set_elements("n * 1000000000000"); },
+              "1 to 2^34"},
+             {[](v1::KernelSpec* k) { (*k->mutable_default_config())["unroll"] = "3"; },
+              "is not a valid configuration of the space"}}) {
+      v1::RegisterKernelRequest spoiled = request;
+      spoiled.mutable_kernel()->set_name("spoiled");
+      spoil(spoiled.mutable_kernel());
+      s = tuning->RegisterKernel(with("admin-token-0123456789").get(), spoiled, &info);
+      EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << why;
+      EXPECT_THAT(s.error_message(), HasSubstr(why));
+    }
     // Hostile expressions are refused with a short message, and the server lives on to answer
     // (the registration of `taken` below): a constraint or flops nested 20,000 deep overflowed
     // its stack (signal 11), INT64_MIN // -1 trapped (signal 8; now it rules configurations out).
