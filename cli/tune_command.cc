@@ -164,6 +164,14 @@ int RunTune(const TuneArgs& a) {
     const std::string file = a.device.substr(strlen("replay:"));
     absl::StatusOr<RecordedSpace> recorded = LoadRecordedSpace(file);
     if (!recorded.ok()) return Fail(cmd, recorded.status());  // the file's fault: exit 1
+    // An accuracy budget needs measured errors: with none in the file every measurement was
+    // too_inaccurate (unknown error), stored as such, and nothing could be the answer.
+    if (a.max_rel_error &&
+        std::none_of(recorded->records.begin(), recorded->records.end(),
+                     [](const Record& r) { return r.max_rel_error.has_value(); })) {
+      return UsageError(
+          cmd, absl::StrCat("--max-rel-error needs measured errors, and ", file, " records none"));
+    }
     target = ReplayTarget(*std::move(recorded), file, a.kernel);
   } else if (a.device == "cpu") {
     std::string problem = a.problem;

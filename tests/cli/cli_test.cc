@@ -131,7 +131,10 @@ TEST(CliTest, BadUsageExitsWithTwo) {
         {"bench", "service", "--seconds", "-1"},
         {"best", "--kernel", "gemm", "--device", "x", "--server", "127.0.0.1:99999"},
         // A CUDA kernel on the CPU (it stored a failure for every measurement).
-        {"tune", "--kernel", "cuda_gemm", "--device", "cpu", "--budget", "4"}}) {
+        {"tune", "--kernel", "cuda_gemm", "--device", "cpu", "--budget", "4"},
+        // An accuracy budget on a recorded space without measured errors (the same).
+        {"tune", "--device", "replay:" + SpaceFile("pnpoly_RTX_3090_T4.json.gz"), "--budget", "4",
+         "--max-rel-error", "1e-3"}}) {
     auto r = RunKtune(args);
     EXPECT_EQ(r.exit_code, 2) << args[0] << " " << args.back() << ": " << r.err;
   }
