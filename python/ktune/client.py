@@ -50,6 +50,8 @@ def _problem(problem: Optional[ProblemLike]) -> ParamMap:
 def _lookup(request, kernel: str, kernel_version: str, problem: Optional[ProblemLike],
             device: DeviceLike, max_rel_error: Optional[float]):
     """Fills the task, device and budget fields that QueryBest and Explain requests share."""
+    if not isinstance(kernel, str):  # protobuf's own error: "bad argument type for built-in operation"
+        raise TypeError(f"kernel must be a kernel name (str), not {type(kernel).__name__}")
     request.kernel.name = kernel
     request.kernel.version = kernel_version
     params_to_proto(_problem(problem), request.problem.params)

@@ -215,11 +215,15 @@ DeviceLike = Union[str, Device]
 
 
 def device_to_proto(device: DeviceLike, out: tp.DeviceFingerprint) -> None:
-    """A str is a device class; a :class:`Device` keeps its family and fingerprint."""
+    """A str is a device class; a :class:`Device` keeps its family and fingerprint. TypeError,
+    naming what was given, for anything else (None raised AttributeError '_to_proto')."""
     if isinstance(device, str):
         out.device_class = device
-    else:
+    elif isinstance(device, Device):
         device._to_proto(out)
+    else:
+        raise TypeError(f"device must be a device class (str) or a ktune.Device, not "
+                        f"{type(device).__name__}")
 
 
 @dataclass(frozen=True)

@@ -391,3 +391,13 @@ def test_telemetry_is_validated_and_flags_drift(records_server):
     assert reply["accepted"] == 1
     assert [f["kind"] for f in reply["raised"]] == ["DRIFT_KIND_NEW_ENVIRONMENT"]
     assert [f["id"] for f in client.drift()] == [reply["raised"][0]["id"]]
+
+
+def test_arguments_of_the_wrong_type_say_which(empty_server):
+    # protobuf's "bad argument type for built-in operation" and "'NoneType' object has no
+    # attribute '_to_proto'" named neither the argument nor what it takes.
+    client = empty_server.client()
+    with pytest.raises(TypeError, match="kernel must be a kernel name"):
+        client.best(None, {}, "cpu:x")
+    with pytest.raises(TypeError, match="device must be a device class"):
+        client.best("gemm", {}, None)
