@@ -128,6 +128,7 @@ absl::Status RunSpace(const SearchBenchOptions& options, ReplaySpace& target,
     row.budget = options.budget;
     row.seeds = options.seeds;
     for (int64_t b : kCheckpoints) {
+      if (b > options.budget) break;  // a run never gets there (it was the final best, repeated)
       std::vector<double> ratios;
       for (const auto& t : traces) ratios.push_back(BestOverOptimumAt(t, optimum, b));
       row.best_over_opt.push_back({b, Median(ratios)});

@@ -94,7 +94,8 @@ struct SearchBenchRow {
   std::string space, strategy;
   int64_t budget = 0;
   int seeds = 0;
-  std::vector<std::pair<int64_t, double>> best_over_opt;  // (B, best/opt@B) for B in 25..400
+  // (B, best/opt@B) for B in 25, 50, 100, 200, 400 up to the budget.
+  std::vector<std::pair<int64_t, double>> best_over_opt;
   double evals_to_5pct = 0, reached_5pct = 0, evals_to_2pct = 0, reached_2pct = 0;
   // Each run's evaluations to within 5% (10 x budget if it never came within), in run-seed order
   // (seed 1 first): every strategy of a benchmark runs the same seeds, so two strategies' runs

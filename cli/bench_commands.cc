@@ -236,8 +236,12 @@ int RunSearchBench(const SearchBenchArgs& a) {
                                        "to5%", "hit5%", "to2%", "hit2%", "agent ms", "agent%");
         }
         std::cout << absl::StrFormat("%-44s %-8s", row.space, row.strategy);
-        for (const auto& [b, ratio] : row.best_over_opt)
-          std::cout << absl::StrFormat(" %8.4f", ratio);
+        for (int64_t column : {25, 50, 100, 200, 400}) {  // "-" past the budget
+          auto at = std::find_if(row.best_over_opt.begin(), row.best_over_opt.end(),
+                                 [&](const auto& p) { return p.first == column; });
+          std::cout << (at == row.best_over_opt.end() ? absl::StrFormat(" %8s", "-")
+                                                      : absl::StrFormat(" %8.4f", at->second));
+        }
         std::cout << absl::StrFormat(" %8.1f %6.2f %8.1f %6.2f %9.2f %6.1f%%", row.evals_to_5pct,
                                      row.reached_5pct, row.evals_to_2pct, row.reached_2pct,
                                      row.agent_ms_per_batch, 100 * row.agent_share)

@@ -206,6 +206,9 @@ TEST(SearchBenchmarkTest, LeaveOneKernelOutTrainsAPolicyPerKernelAndTunesEverySp
   for (const SearchBenchRow& r : rows) {
     spaces.insert(r.space);
     EXPECT_LE(r.best_over_opt.front().second, 100) << r.space << " " << r.strategy;
+    // Budget 40: best/opt@25 only (@50..@400 repeated the final best as if measured there).
+    ASSERT_EQ(r.best_over_opt.size(), 1u);
+    EXPECT_EQ(r.best_over_opt.front().first, 25);
     // One count per run, whose median is the row's.
     ASSERT_EQ(r.evals_to_5pct_runs.size(), 1u) << r.space << " " << r.strategy;
     EXPECT_DOUBLE_EQ(r.evals_to_5pct_runs[0], r.evals_to_5pct);
