@@ -262,8 +262,9 @@ class Client:
         request.kernel.name = kernel
         request.kernel.version = kernel_version
         params_to_proto(_problem(problem), request.problem.params)
-        for event in self._stream("Tune", self._tuning.Tune, request, timeout):
-            yield TuneEvent._from_proto(event)
+        # Arguments are checked above, at the call; the events come as the caller iterates.
+        return (TuneEvent._from_proto(e)
+                for e in self._stream("Tune", self._tuning.Tune, request, timeout))
 
     def tune(self, kernel: str, problem: ProblemLike, device: str, budget: int, *,
              strategy: Optional[str] = None, seed: int = 0, kernel_version: str = "",
@@ -322,8 +323,8 @@ class Client:
         """Follows a job: an event whenever its progress changes (at most one a second), the last
         one when it is done, failed or cancelled (``event.job.state.final``)."""
         request = ts.WatchJobRequest(job_id=str(job_id), with_tasks=with_tasks)
-        for event in self._stream("WatchJob", self._tuning.WatchJob, request, timeout):
-            yield JobEvent._from_proto(event)
+        return (JobEvent._from_proto(e)
+                for e in self._stream("WatchJob", self._tuning.WatchJob, request, timeout))
 
     def wait(self, job_id: str, timeout: Optional[float] = None,
              on_event: Optional[Callable[[JobEvent], None]] = None) -> Job:
@@ -360,8 +361,8 @@ class Client:
         request = ts.ExportRecordsRequest()
         if task is not None:
             task._to_proto(request.task)
-        for record in self._stream("ExportRecords", self._tuning.ExportRecords, request, timeout):
-            yield Record._from_proto(record)
+        return (Record._from_proto(r)
+                for r in self._stream("ExportRecords", self._tuning.ExportRecords, request, timeout))
 
     def import_records(self, records: Iterable[Record],
                        timeout: Optional[float] = None) -> ImportResult:

@@ -401,3 +401,7 @@ def test_arguments_of_the_wrong_type_say_which(empty_server):
         client.best(None, {}, "cpu:x")
     with pytest.raises(TypeError, match="device must be a device class"):
         client.best("gemm", {}, None)
+    # A stream's arguments are checked at the call, not at the first event (the generator
+    # returned without a word, and the error came later, wherever the events were read).
+    with pytest.raises(ValueError, match="bogus"):
+        client.tune_events("gemm", {}, "cpu:x", 4, strategy="bogus")
