@@ -299,7 +299,14 @@ class Client:
         elif isinstance(spec, str):
             request = ts.SubmitJobRequest(spec_text=spec)
         else:
-            request = ts.SubmitJobRequest(spec_text=json.dumps(dict(spec)))
+            # allow_nan=False: json.dumps writes NaN, which is not JSON, and the server then said
+            # "'max_rel_error' has the wrong type (bad conversion)".
+            try:
+                text = json.dumps(dict(spec), allow_nan=False)
+            except ValueError as e:
+                raise ValueError(f"the job spec holds a number JSON cannot (NaN or infinity): {e}") \
+                    from None
+            request = ts.SubmitJobRequest(spec_text=text)
         return Job._from_proto(self._unary("SubmitJob", self._tuning.SubmitJob, request, timeout))
 
     def get_job(self, job_id: str, timeout: Optional[float] = None) -> Job:

@@ -405,3 +405,6 @@ def test_arguments_of_the_wrong_type_say_which(empty_server):
     # returned without a word, and the error came later, wherever the events were read).
     with pytest.raises(ValueError, match="bogus"):
         client.tune_events("gemm", {}, "cpu:x", 4, strategy="bogus")
+    with pytest.raises(ValueError, match="NaN or infinity"):
+        client.submit({"kernels": ["gemm"], "problems": [{"M": 64, "N": 64, "K": 64}],
+                       "device_classes": ["cpu:x"], "budget": 4, "max_rel_error": float("nan")})
