@@ -4,6 +4,8 @@
 #include <cstdio>
 #include <cstring>
 #include <iostream>
+#include <string>
+#include <vector>
 
 #include "absl/synchronization/mutex.h"
 #include "cli/command.h"
@@ -52,6 +54,22 @@ int main(int argc, char** argv) {
   } catch (const CLI::CallForVersion& e) {
     return app.exit(e);
   } catch (const CLI::ParseError& e) {
+    // CLI11 checks required options and subcommands before it looks at arguments it did not
+    // match, so a mistyped option said "--space is required" or "A subcommand is required":
+    // name what was not understood first.
+    if (dynamic_cast<const CLI::RequiredError*>(&e) != nullptr) {
+      std::vector<std::string> unexpected;
+      for (const CLI::App* sub = &app; sub != nullptr;) {
+        for (const std::string& arg : sub->remaining()) unexpected.push_back(arg);
+        const auto chosen = sub->get_subcommands();
+        sub = chosen.empty() ? nullptr : chosen.front();
+      }
+      if (!unexpected.empty()) {
+        std::cerr << "The following argument was not expected: " << unexpected.front()
+                  << "\nRun with --help for more information.\n";
+        return kExitUsage;
+      }
+    }
     app.exit(e);
     return kExitUsage;
   }

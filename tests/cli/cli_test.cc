@@ -122,6 +122,14 @@ TEST(CliTest, BadUsageExitsWithTwo) {
   auto zero_budget = RunKtune({"tune", "--kernel", "gemm", "--max-rel-error", "0"});
   EXPECT_EQ(zero_budget.exit_code, 2);
   EXPECT_THAT(zero_budget.err, HasSubstr("--max-rel-error: must be above 0"));
+  // A mistyped option is named, not reported as a missing required one ("A subcommand is
+  // required", "--space is required").
+  for (const std::vector<std::string>& args :
+       {std::vector<std::string>{"--bogus"}, {"bench", "search", "--bogus"}}) {
+    auto r = RunKtune(args);
+    EXPECT_EQ(r.exit_code, 2) << args.back();
+    EXPECT_THAT(r.err, HasSubstr("The following argument was not expected: --bogus")) << r.err;
+  }
   // Numbers a command cannot mean: a negative or zero time, a port past 65535 (gRPC took 99999
   // modulo 65536 and called another port).
   for (const std::vector<std::string>& args :
