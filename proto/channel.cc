@@ -22,20 +22,27 @@ absl::StatusOr<std::string> ReadPem(const std::string& path) {
   return text.str();
 }
 
+std::optional<int64_t> AddressPort(const std::string& address) {
+  const size_t colon = address.rfind(':');
+  if (colon == std::string::npos) return std::nullopt;
+  const std::string port = address.substr(colon + 1);
+  int64_t n = 0;
+  if (port.empty() || port.size() > 12 ||
+      port.find_first_not_of("0123456789") != std::string::npos || !absl::SimpleAtoi(port, &n)) {
+    return std::nullopt;
+  }
+  return n;
+}
+
 absl::Status CheckServerAddress(const std::string& address) {
   // gRPC takes an empty target (and logs errors on every call) and a port past 65535 modulo
   // 65536 (99999 reached port 34463): refuse both here.
-  if (address.empty())
+  if (address.empty()) {
     return absl::InvalidArgumentError("the server address is empty; give HOST:PORT");
-  if (const size_t colon = address.rfind(':'); colon != std::string::npos) {
-    const std::string port = address.substr(colon + 1);
-    int64_t n = 0;
-    if (!port.empty() && port.size() <= 12 &&
-        port.find_first_not_of("0123456789") == std::string::npos && absl::SimpleAtoi(port, &n) &&
-        n > 65535) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("server address ", address, ": the port must be at most 65535"));
-    }
+  }
+  if (std::optional<int64_t> port = AddressPort(address); port && *port > 65535) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("server address ", address, ": the port must be at most 65535"));
   }
   return absl::OkStatus();
 }

@@ -4,6 +4,7 @@
 #define KTUNE_PROTO_CHANNEL_H_
 
 #include <memory>
+#include <optional>
 #include <string>
 
 #include "absl/status/statusor.h"
@@ -18,7 +19,10 @@ struct ClientTls {
   std::string key_file;   // its private key
 };
 
-// InvalidArgument for an address gRPC would misread: empty, or a port past 65535.
+// The port of "HOST:PORT" (the digits after the last ':'), or nullopt when there are none.
+std::optional<int64_t> AddressPort(const std::string& address);
+// InvalidArgument for an address gRPC would misread: empty, or a port past 65535 (gRPC takes it
+// modulo 65536).
 absl::Status CheckServerAddress(const std::string& address);
 
 // NotFound naming the file when a PEM file cannot be read; CheckServerAddress's errors.

@@ -1,7 +1,6 @@
 #include "server/tuning_server.h"
 
 #include "absl/strings/match.h"
-#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
 #include "grpcpp/ext/proto_server_reflection_plugin.h"
@@ -14,11 +13,9 @@ namespace ktune {
 
 absl::Status CheckListenAddress(const std::string& listen) {
   // gRPC takes a port past 65535 modulo 65536 (99999 listened on 34463): refuse it here.
-  const size_t colon = listen.rfind(':');
-  int port = -1;
   if (absl::StartsWith(listen, "unix:")) return absl::OkStatus();
-  if (colon == std::string::npos || !absl::SimpleAtoi(listen.substr(colon + 1), &port) ||
-      port < 0 || port > 65535) {
+  const std::optional<int64_t> port = AddressPort(listen);
+  if (!port || *port > 65535) {
     return absl::InvalidArgumentError(
         absl::StrCat("cannot listen on ", listen,
                      ": give HOST:PORT with a port from 0 (any free one) to 65535"));

@@ -92,6 +92,11 @@ def local_device() -> str:
     return "cpu:unknown"
 
 
+def _as_target(target: Union[Target, dict, str]) -> Target:
+    """A Target from a Target, its dict or its string (TVM's own error for a form it refuses)."""
+    return Target(target) if isinstance(target, (dict, str)) else target
+
+
 def target_device(target: Target, device: str) -> Device:
     """The ktune device of records measured for ``target`` on ``device`` (see the module doc)."""
     config = _plain(target)
@@ -156,7 +161,7 @@ class Database(PyDatabase):
             client = Client(client, options=[("grpc.max_receive_message_length", _RECEIVE_LIMIT)])
         self.client = client
         self.device = device or local_device()
-        self.target = Target(target) if isinstance(target, (dict, str)) else target
+        self.target = _as_target(target) if target is not None else None
         self.candidates = max(1, min(candidates, _MAX_TOP))
         self._lock = threading.Lock()
         self._workloads: dict[str, Workload] = {}  # kernel -> the first Workload committed
@@ -261,8 +266,7 @@ class Database(PyDatabase):
         ``candidates`` whose trace replays on ``mod``. ``level`` is NONE when none does."""
         # The caller's module, so that the schedule is built on it (TVM's default uses the stored
         # one, structurally equal).
-        if isinstance(target, (str, dict)):
-            target = Target(target)
+        target = _as_target(target)
         kernel, workload = workload_kernel(mod), Workload(mod)
         tried = 0
         # The best alone first (each record carries its workload's JSON), the others only when
