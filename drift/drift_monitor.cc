@@ -1,5 +1,7 @@
 #include "drift/drift_monitor.h"
 
+#include <nlohmann/json.hpp>
+
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 
@@ -110,11 +112,53 @@ std::vector<DriftFlag> DriftMonitor::Observe(const TelemetryReport& report,
                              report.device.device_class, ": served only by a prediction or a default");
     raised.push_back(f);
   }
+  std::vector<DriftFlag> listed;
   for (DriftFlag& f : raised) {
+    bool stored = false;
+    for (size_t i = 0; i < recovering_ && !stored; ++i) {
+      if (replayed_[i] || !SameCondition(flags_[i], f)) continue;
+      replayed_[i] = stored = true;
+      if (flags_[i].kind == DriftKind::kRegression && flags_[i].retune_job > 0) {
+        for (auto& [c, detector] : state.streams) detector.Reset();  // as Restart did then
+      }
+    }
+    if (stored) continue;
     f.id = static_cast<int64_t>(flags_.size()) + 1;
     flags_.push_back(f);
+    listed.push_back(f);
   }
-  return raised;
+  return listed;
+}
+
+bool DriftMonitor::SameCondition(const DriftFlag& a, const DriftFlag& b) {
+  if (a.kind != b.kind || a.task.kernel != b.task.kernel ||
+      a.task.device_class != b.task.device_class ||
+      CanonicalJson(a.task.problem) != CanonicalJson(b.task.problem)) {
+    return false;
+  }
+  switch (a.kind) {
+    case DriftKind::kRegression:
+      return CanonicalJson(a.config) == CanonicalJson(b.config);
+    case DriftKind::kNewEnvironment:
+      return a.fingerprint_hash == b.fingerprint_hash;
+    case DriftKind::kUntunedHotProblem:
+      return true;
+  }
+  return false;
+}
+
+void DriftMonitor::BeginRecovery(std::vector<DriftFlag> stored) {
+  absl::MutexLock lock(&mu_);
+  for (size_t i = 0; i < stored.size(); ++i) stored[i].id = static_cast<int64_t>(i) + 1;
+  flags_ = std::move(stored);
+  recovering_ = flags_.size();
+  replayed_.assign(flags_.size(), false);
+}
+
+void DriftMonitor::EndRecovery() {
+  absl::MutexLock lock(&mu_);
+  recovering_ = 0;
+  replayed_.clear();
 }
 
 std::vector<DriftFlag> DriftMonitor::Flags() const {
@@ -142,6 +186,75 @@ void DriftMonitor::Restart(const TaskKey& task) {
   auto it = tasks_.find({task.kernel, CanonicalJson(task.problem), task.device_class});
   if (it == tasks_.end()) return;
   for (auto& [config, detector] : it->second.streams) detector.Reset();
+}
+
+std::string DriftFlagsToJson(const std::vector<DriftFlag>& flags) {
+  nlohmann::json out = nlohmann::json::array();
+  for (const DriftFlag& f : flags) {
+    nlohmann::json j = {{"id", f.id},
+                        {"kind", DriftKindName(f.kind)},
+                        {"kernel", f.task.kernel},
+                        {"kernel_version", f.task.kernel_version},
+                        {"problem", nlohmann::json::parse(CanonicalJson(f.task.problem))},
+                        {"device_class", f.task.device_class},
+                        {"fingerprint_hash", f.fingerprint_hash},
+                        {"config", nlohmann::json::parse(CanonicalJson(f.config))},
+                        {"raised_at_us", f.raised_at_us},
+                        {"reports", f.reports},
+                        {"calls", f.calls},
+                        {"reference_ms", f.reference_ms},
+                        {"recent_ms", f.recent_ms},
+                        {"message", f.message},
+                        {"action", f.action},
+                        {"retune_job", f.retune_job}};
+    if (f.lab_ms) j["lab_ms"] = *f.lab_ms;
+    out.push_back(std::move(j));
+  }
+  return out.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+}
+
+absl::StatusOr<std::vector<DriftFlag>> DriftFlagsFromJson(const std::string& json) {
+  std::vector<DriftFlag> flags;
+  try {
+    const nlohmann::json all = nlohmann::json::parse(json);
+    if (!all.is_array()) return absl::DataLossError("the stored drift flags are not a JSON array");
+    for (const nlohmann::json& j : all) {
+      DriftFlag f;
+      f.id = j.at("id").get<int64_t>();
+      const std::string kind = j.at("kind").get<std::string>();
+      bool known = false;
+      for (int k = 0; k < kDriftKindCount; ++k) {
+        if (kind == DriftKindName(static_cast<DriftKind>(k))) {
+          f.kind = static_cast<DriftKind>(k);
+          known = true;
+        }
+      }
+      if (!known) return absl::DataLossError(absl::StrCat("unknown drift kind '", kind, "'"));
+      f.task.kernel = j.at("kernel").get<std::string>();
+      f.task.kernel_version = j.at("kernel_version").get<std::string>();
+      absl::StatusOr<ParamMap> problem = ParseParamMapJson(j.at("problem").dump());
+      absl::StatusOr<ParamMap> config = ParseParamMapJson(j.at("config").dump());
+      if (!problem.ok()) return problem.status();
+      if (!config.ok()) return config.status();
+      f.task.problem = *std::move(problem);
+      f.config = *std::move(config);
+      f.task.device_class = j.at("device_class").get<std::string>();
+      f.fingerprint_hash = j.at("fingerprint_hash").get<std::string>();
+      f.raised_at_us = j.at("raised_at_us").get<int64_t>();
+      f.reports = j.at("reports").get<int64_t>();
+      f.calls = j.at("calls").get<int64_t>();
+      f.reference_ms = j.at("reference_ms").get<double>();
+      f.recent_ms = j.at("recent_ms").get<double>();
+      if (j.contains("lab_ms")) f.lab_ms = j.at("lab_ms").get<double>();
+      f.message = j.at("message").get<std::string>();
+      f.action = j.at("action").get<std::string>();
+      f.retune_job = j.at("retune_job").get<int64_t>();
+      flags.push_back(std::move(f));
+    }
+  } catch (const nlohmann::json::exception& e) {
+    return absl::DataLossError(absl::StrCat("the stored drift flags cannot be read: ", e.what()));
+  }
+  return flags;
 }
 
 }  // namespace ktune

@@ -18,6 +18,7 @@
 #include <tuple>
 #include <vector>
 
+#include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "db/telemetry.h"
 #include "db/tuning_database.h"
@@ -87,6 +88,16 @@ class DriftMonitor {
   // configuration can be flagged again if it slows down again. Its flags stay listed.
   void Restart(const TaskKey& task);
 
+  // A restart: `stored` are the flags saved before it (ids 1..n in order, with their actions),
+  // listed from now on. Until EndRecovery, Observe replays the stored reports: a flag it raises
+  // again is a stored one (not listed twice), and where the stored one started a retuning job of
+  // a regression its task's streams restart there, as they did when it was raised; a flag the
+  // replay raises that was not stored (saved too late) is listed after them. A stored flag the
+  // replay does not raise again (its task was tuned since) stays listed. Observe returns only the
+  // flags that were not stored.
+  void BeginRecovery(std::vector<DriftFlag> stored);
+  void EndRecovery();
+
  private:
   // kernel, canonical problem, device class.
   using TaskId = std::tuple<std::string, std::string, std::string>;
@@ -100,11 +111,22 @@ class DriftMonitor {
   DriftFlag NewFlag(DriftKind kind, const TelemetryReport& report)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
+  // Whether `a` and `b` flag the same condition (kind, task, configuration or device).
+  static bool SameCondition(const DriftFlag& a, const DriftFlag& b);
+
   DriftMonitorOptions options_;
   mutable absl::Mutex mu_;
+  // During recovery: for each listed flag, whether the replay has raised it again (only the
+  // first `recovering_` flags are stored ones).
+  std::vector<bool> replayed_ ABSL_GUARDED_BY(mu_);
+  size_t recovering_ ABSL_GUARDED_BY(mu_) = 0;
   std::map<TaskId, TaskState> tasks_ ABSL_GUARDED_BY(mu_);
   std::vector<DriftFlag> flags_ ABSL_GUARDED_BY(mu_);
 };
+
+// The flags as JSON (an array, every field of DriftFlag) for the database, and back.
+std::string DriftFlagsToJson(const std::vector<DriftFlag>& flags);
+absl::StatusOr<std::vector<DriftFlag>> DriftFlagsFromJson(const std::string& json);
 
 }  // namespace ktune
 

@@ -29,12 +29,36 @@ TelemetryIntake::TelemetryIntake(TuningDatabase* db, Scheduler* scheduler, BestC
       monitor_(monitor_options),
       knowledge_(db) {}
 
+namespace {
+// Where the flags and what was done about them are kept (a database checkpoint).
+constexpr char kFlagsKey[] = "drift/flags";
+}  // namespace
+
 absl::Status TelemetryIntake::Recover() {
   absl::MutexLock lock(&mu_);
-  return db_->ForEachTelemetry([this](const TelemetryReport& r) {
+  std::vector<DriftFlag> stored;
+  absl::StatusOr<std::string> blob = db_->LoadCheckpoint(kFlagsKey);
+  if (blob.ok()) {
+    KTUNE_ASSIGN_OR_RETURN(stored, DriftFlagsFromJson(*blob));
+  } else if (!absl::IsNotFound(blob.status())) {
+    return blob.status();
+  }
+  // Retuning jobs of before the restart still count against max_jobs (Act drops ended ones).
+  for (const DriftFlag& f : stored) {
+    if (f.retune_job > 0) retune_jobs_.insert(f.retune_job);
+  }
+  monitor_.BeginRecovery(std::move(stored));
+  absl::Status replayed = db_->ForEachTelemetry([this](const TelemetryReport& r) {
     monitor_.Observe(r, knowledge_);
     return absl::OkStatus();
   });
+  monitor_.EndRecovery();
+  KTUNE_RETURN_IF_ERROR(replayed);
+  return SaveFlags();
+}
+
+absl::Status TelemetryIntake::SaveFlags() {
+  return db_->SaveCheckpoint(kFlagsKey, DriftFlagsToJson(monitor_.Flags()));
 }
 
 int64_t TelemetryIntake::retune_jobs_started() const {
@@ -59,6 +83,15 @@ absl::StatusOr<std::vector<DriftFlag>> TelemetryIntake::Report(
       f.retune_job = job;
       monitor_.SetAction(f.id, f.action, job);
       raised.push_back(std::move(f));
+    }
+  }
+  // The reports are stored; a failure here loses only the flags' actions at a restart, so it is
+  // the caller's error to see, not a reason to store the reports again.
+  if (!raised.empty()) {
+    if (absl::Status s = SaveFlags(); !s.ok()) {
+      return absl::InternalError(absl::StrCat(
+          "the telemetry was stored and drift flags raised, but they could not be saved: ",
+          s.message()));
     }
   }
   return raised;

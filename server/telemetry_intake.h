@@ -50,7 +50,9 @@ class TelemetryIntake {
                   const TaskSpaces* spaces, RetunePolicy policy,
                   DriftMonitorOptions monitor_options = {});
 
-  // Runs the stored telemetry through drift detection again, acting on nothing (a restart).
+  // A restart: lists the flags stored before it, with what was done about them, and runs the
+  // stored telemetry through drift detection again (DriftMonitor::BeginRecovery), acting on
+  // nothing. Flags and their actions are stored in the database whenever flags are raised.
   absl::Status Recover();
   // Stores `reports` (all or none; received_at_us set here) and returns the flags they raised,
   // each with the policy's action taken.
@@ -64,6 +66,8 @@ class TelemetryIntake {
   // Applies the policy to a new flag; returns the action's description (and sets *job_id).
   std::string Act(const DriftFlag& flag, int64_t* job_id);
   std::string Suggestion(const DriftFlag& flag) const;
+  // Stores every flag with its action (a database checkpoint), for the next restart.
+  absl::Status SaveFlags() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // The policy for a task: its newest job's JobSpec.retune, else the server's.
   RetuneMode ModeFor(const TaskKey& task) const;
 

@@ -142,5 +142,118 @@ TEST(DriftMonitorTest, FlagsAnUntunedProblemOnceItIsHot) {
   EXPECT_EQ(monitor.CountsByKind()[static_cast<int>(DriftKind::kUntunedHotProblem)], 1);
 }
 
+TEST(DriftMonitorTest, StoredFlagsRoundTripThroughJson) {
+  DriftFlag f;
+  f.id = 3;
+  f.kind = DriftKind::kNewEnvironment;
+  f.task = {"gemm", "v2", {{"M", int64_t{64}}}, "cpu:x"};
+  f.fingerprint_hash = "00ff";
+  f.config = {{"NR", int64_t{16}}, {"alpha", 0.5}, {"layout", std::string("nt")}};
+  f.raised_at_us = 1700000000000000;
+  f.reports = 7;
+  f.calls = 9000;
+  f.reference_ms = 1.25;
+  f.recent_ms = 2.5;
+  f.lab_ms = 1.0;
+  f.message = "runs on device 00ff";
+  f.action = "retuning: job 4";
+  f.retune_job = 4;
+  DriftFlag g;  // no lab time
+  g.id = 4;
+  absl::StatusOr<std::vector<DriftFlag>> back = DriftFlagsFromJson(DriftFlagsToJson({f, g}));
+  ASSERT_TRUE(back.ok()) << back.status();
+  ASSERT_EQ(back->size(), 2u);
+  const DriftFlag& b = (*back)[0];
+  EXPECT_EQ(b.id, 3);
+  EXPECT_EQ(b.kind, DriftKind::kNewEnvironment);
+  EXPECT_EQ(b.task.kernel, "gemm");
+  EXPECT_EQ(b.task.kernel_version, "v2");
+  EXPECT_EQ(b.task.problem, f.task.problem);
+  EXPECT_EQ(b.task.device_class, "cpu:x");
+  EXPECT_EQ(b.fingerprint_hash, "00ff");
+  EXPECT_EQ(b.config, f.config);
+  EXPECT_EQ(b.raised_at_us, f.raised_at_us);
+  EXPECT_EQ(b.reports, 7);
+  EXPECT_EQ(b.calls, 9000);
+  EXPECT_EQ(b.reference_ms, 1.25);
+  EXPECT_EQ(b.recent_ms, 2.5);
+  EXPECT_EQ(b.lab_ms, 1.0);
+  EXPECT_EQ(b.message, f.message);
+  EXPECT_EQ(b.action, "retuning: job 4");
+  EXPECT_EQ(b.retune_job, 4);
+  EXPECT_FALSE((*back)[1].lab_ms.has_value());
+  EXPECT_FALSE(DriftFlagsFromJson("{}").ok());
+  EXPECT_FALSE(DriftFlagsFromJson(R"([{"id":1,"kind":"nonsense"}])").ok());
+}
+
+// A server restart lists the flags stored before it with their actions, and the detectors are
+// where they were: a regression that was retuned can be flagged again.
+TEST(DriftMonitorTest, RecoveryKeepsStoredFlagsAndTheirRestarts) {
+  FakeKnowledge k;
+  k.lab = 1.0;
+  k.tuned_fingerprint = DeviceInfo({R"({"driver":"1"})", "", ""}).FingerprintHash();
+  // Before the restart: stable reports, a slowdown (flagged, retuned: the streams restart).
+  std::mt19937 rng(11);
+  std::vector<TelemetryReport> stored_reports;
+  DriftMonitor before;
+  std::vector<DriftFlag> flags;
+  for (int i = 0; i < 300; ++i) {
+    stored_reports.push_back(Report(ReportMean(rng, 1.1), R"({"driver":"1"})"));
+    before.Observe(stored_reports.back(), k);
+  }
+  for (int i = 0; i < 100 && flags.empty(); ++i) {
+    stored_reports.push_back(Report(ReportMean(rng, 1.5), R"({"driver":"1"})"));
+    flags = before.Observe(stored_reports.back(), k);
+  }
+  ASSERT_EQ(flags.size(), 1u);
+  before.SetAction(flags[0].id, "retuning: job 7", 7);
+  before.Restart(flags[0].task);
+  // A hot problem flagged while untuned (tuned by the time of the restart).
+  DriftFlag hot;
+  hot.kind = DriftKind::kUntunedHotProblem;
+  hot.task = {"gemm", "", {{"M", int64_t{128}}}, "cpu:x"};
+  hot.action = "suggested: ktune submit ...";
+  std::vector<DriftFlag> stored = before.Flags();
+  stored.push_back(hot);
+
+  DriftMonitor after;
+  after.BeginRecovery(stored);
+  for (const TelemetryReport& r : stored_reports) EXPECT_TRUE(after.Observe(r, k).empty());
+  after.EndRecovery();
+  std::vector<DriftFlag> listed = after.Flags();
+  ASSERT_EQ(listed.size(), 2u);
+  EXPECT_EQ(listed[0].id, 1);
+  EXPECT_EQ(listed[0].action, "retuning: job 7");
+  EXPECT_EQ(listed[0].retune_job, 7);
+  EXPECT_EQ(listed[1].id, 2);
+  EXPECT_EQ(listed[1].kind, DriftKind::kUntunedHotProblem);
+  EXPECT_EQ(listed[1].action, hot.action);
+  // The retuned stream was judged anew from the flag on: at its new level it is normal, and a
+  // further slowdown is flagged again, after the stored flags.
+  for (int i = 0; i < 100; ++i) {
+    EXPECT_TRUE(after.Observe(Report(ReportMean(rng, 1.5), R"({"driver":"1"})"), k).empty());
+  }
+  std::vector<DriftFlag> again;
+  for (int i = 0; i < 100 && again.empty(); ++i) {
+    again = after.Observe(Report(ReportMean(rng, 3.0), R"({"driver":"1"})"), k);
+  }
+  ASSERT_EQ(again.size(), 1u);
+  EXPECT_EQ(again[0].id, 3);
+  EXPECT_EQ(again[0].kind, DriftKind::kRegression);
+
+  // A flag the replay raises that was never stored (saved too late) is listed after them.
+  DriftMonitor unsaved;
+  unsaved.BeginRecovery({hot});
+  std::vector<DriftFlag> raised;
+  for (const TelemetryReport& r : stored_reports) {
+    for (DriftFlag& f : unsaved.Observe(r, k)) raised.push_back(f);
+  }
+  unsaved.EndRecovery();
+  ASSERT_EQ(raised.size(), 1u);
+  EXPECT_EQ(raised[0].id, 2);
+  EXPECT_EQ(raised[0].action, "none");
+  EXPECT_EQ(unsaved.Flags().size(), 2u);
+}
+
 }  // namespace
 }  // namespace ktune

@@ -295,7 +295,11 @@ TEST(TelemetryTest, ARegressionInProductionIsFlaggedRetunedAndChangesTheBestAnsw
 
   // A restart on the same database replays the stored telemetry into the drift monitor (it once
   // hung there, the replay holding the database that the monitor queries) and serves as before.
+  // The flag is listed as it was, with its retuning job, and the retuned stream is judged anew:
+  // a further slowdown of it is flagged (a restart once lost the action and, replaying the
+  // regression without the retune's restart, never flagged that stream again).
   options.replay_files.clear();
+  options.retune.mode = RetuneMode::kSuggest;
   auto restarted = TuningServer::Start(options);
   ASSERT_TRUE(restarted.ok()) << restarted.status();
   {
@@ -307,6 +311,26 @@ TEST(TelemetryTest, ARegressionInProductionIsFlaggedRetunedAndChangesTheBestAnsw
     EXPECT_EQ(FromProto(served_again.best(0).config().params(), "config").value(), *now);
     v1::ListDriftResponse relisted;
     ASSERT_TRUE(again->ListDrift(Context().get(), {}, &relisted).ok());
+    ASSERT_EQ(relisted.flags_size(), 1);
+    EXPECT_EQ(relisted.flags(0).id(), flag.id());
+    EXPECT_EQ(relisted.flags(0).action(), flag.action());
+    EXPECT_EQ(relisted.flags(0).retune_job_id(), flag.retune_job_id());
+    auto report_again = [&](double factor) {
+      v1::ReportTelemetryRequest r;
+      *r.add_samples() = Sample(any, *served, lab_ms * 1.1 * factor * noise(rng));
+      v1::ReportTelemetryResponse response;
+      EXPECT_TRUE(again->ReportTelemetry(Context().get(), r, &response).ok());
+      return response;
+    };
+    for (int i = 0; i < 40; ++i) ASSERT_EQ(report_again(3.0).raised_size(), 0) << "report " << i;
+    v1::DriftFlag second;
+    for (int i = 1; i <= 50 && second.id() == 0; ++i) {
+      v1::ReportTelemetryResponse r = report_again(6.0);
+      if (r.raised_size() > 0) second = r.raised(0);
+    }
+    EXPECT_EQ(second.kind(), v1::DRIFT_KIND_REGRESSION);
+    EXPECT_GT(second.id(), flag.id());
+    EXPECT_THAT(second.action(), HasSubstr("suggested"));
   }
   (*restarted)->Shutdown();
   restarted->reset();
