@@ -18,7 +18,13 @@
 namespace ktune::cli {
 
 std::string GnuplotQuoted(const std::string& s) {
-  return absl::StrCat("\"", absl::StrReplaceAll(s, {{"\\", "\\\\"}, {"\"", "\\\""}}), "\"");
+  // A control character (a newline above all) would end the literal's line and let the rest of
+  // the text run as gnuplot commands (system() included): each becomes a space.
+  std::string one_line = s;
+  for (char& c : one_line) {
+    if (static_cast<unsigned char>(c) < 0x20 || c == 0x7f) c = ' ';
+  }
+  return absl::StrCat("\"", absl::StrReplaceAll(one_line, {{"\\", "\\\\"}, {"\"", "\\\""}}), "\"");
 }
 
 absl::Status RenderGnuplotSvg(const std::function<std::string(const std::string& output)>& script,

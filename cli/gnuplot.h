@@ -10,7 +10,8 @@
 
 namespace ktune::cli {
 
-// A gnuplot string literal: double-quoted, with \ and " escaped.
+// A gnuplot string literal: double-quoted, with \ and " escaped and every control character
+// (newline, tab, ...) a space, so that no text can end the literal's line.
 std::string GnuplotQuoted(const std::string& s);
 
 // Runs gnuplot on `script(output)`, a script that writes an SVG to the file `output`, and puts

@@ -52,4 +52,11 @@ std::string Utf8Prefix(absl::string_view text, size_t max_bytes) {
   return out;
 }
 
+bool HasControlCharacter(absl::string_view text) {
+  for (unsigned char c : text) {
+    if (c < 0x20 || c == 0x7f) return true;
+  }
+  return false;
+}
+
 }  // namespace ktune

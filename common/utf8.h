@@ -15,6 +15,11 @@ namespace ktune {
 // (a compiler's log in a legacy encoding). Valid text of at most `max_bytes` comes back as is.
 std::string Utf8Prefix(absl::string_view text, size_t max_bytes);
 
+// Whether `text` holds an ASCII control character (0x00-0x1f, 0x7f): a name (kernel, parameter,
+// device class) never does, and one that did could break the line-based text it is written into
+// (a gnuplot script, a table).
+bool HasControlCharacter(absl::string_view text);
+
 }  // namespace ktune
 
 #endif  // KTUNE_COMMON_UTF8_H_

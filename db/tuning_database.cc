@@ -3,8 +3,10 @@
 #include <algorithm>
 #include <cmath>
 
+#include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
+#include "common/utf8.h"
 
 namespace ktune {
 namespace {
@@ -58,6 +60,21 @@ absl::Status ValidateRecord(const Record& r) {
     return absl::InvalidArgumentError(absl::StrCat(
         "record of ", r.kernel, " ", CanonicalJson(r.config),
         ": time_ms must be set exactly when the status is ok (status ", StatusName(r.status), ")"));
+  }
+  // Names are one line of printable text (they go into scripts, tables and logs).
+  auto bad_name = [](absl::string_view what, absl::string_view name) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "a record's ", what, " '", absl::CHexEscape(name.substr(0, 200)),
+        "' holds a control character (a newline, tab, ...); names are one line of text"));
+  };
+  if (HasControlCharacter(r.kernel)) return bad_name("kernel name", r.kernel);
+  if (HasControlCharacter(r.device.device_class)) {
+    return bad_name("device class", r.device.device_class);
+  }
+  for (const ParamMap* params : {&r.problem, &r.config}) {
+    for (const auto& [name, value] : *params) {
+      if (HasControlCharacter(name)) return bad_name("parameter name", name);
+    }
   }
   KTUNE_RETURN_IF_ERROR(CheckFiniteValues(r.problem, "record.problem"));
   KTUNE_RETURN_IF_ERROR(CheckFiniteValues(r.config, "record.config"));

@@ -30,5 +30,14 @@ TEST(Utf8PrefixTest, BytesThatStartNoCharacterBecomeQuestionMarks) {
   EXPECT_EQ(Utf8Prefix(std::string("a\0b", 3), 100), std::string("a\0b", 3));  // NUL is valid
 }
 
+TEST(HasControlCharacterTest, FindsNewlinesTabsAndDeleteNotPrintableText) {
+  EXPECT_FALSE(HasControlCharacter("block_size_x"));
+  EXPECT_FALSE(HasControlCharacter("Größe µs"));
+  EXPECT_TRUE(HasControlCharacter("p\nsystem('x')"));
+  EXPECT_TRUE(HasControlCharacter("a\tb"));
+  EXPECT_TRUE(HasControlCharacter(std::string("a\0b", 3)));
+  EXPECT_TRUE(HasControlCharacter("a\x7f"));
+}
+
 }  // namespace
 }  // namespace ktune

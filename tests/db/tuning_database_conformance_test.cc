@@ -565,6 +565,22 @@ TEST_P(TuningDatabaseConformanceTest, NonFiniteValuesAndImpossibleTimesAreRefuse
   EXPECT_EQ(*db_->AddRecords({good}), 1);
 }
 
+// A name with a control character is refused: a recorded file's parameter name "p\nsystem(...)"
+// once reached `explain --plot`'s gnuplot script as a command.
+TEST_P(TuningDatabaseConformanceTest, NamesWithControlCharactersAreRefusedAndNothingStored) {
+  std::vector<Record> bad(4, MakeRecord("A100", 32, 1.0));
+  bad[0].config["p\nsystem('touch pwned')\n#"] = int64_t{1};
+  bad[1].problem["N\t"] = int64_t{1};
+  bad[2].kernel = "gemm\n";
+  bad[3].device.device_class = "A100\r";
+  for (size_t i = 0; i < bad.size(); ++i) {
+    auto added = db_->AddRecords({MakeRecord("A100", 16, 2.0), bad[i]});
+    EXPECT_TRUE(absl::IsInvalidArgument(added.status())) << i << ": " << added.status();
+    EXPECT_THAT(added.status().message(), HasSubstr("control character")) << i;
+  }
+  EXPECT_EQ(db_->Stats()->records, 0);
+}
+
 // A device (its fingerprint) has one class: a record that names another class for it is refused,
 // nothing stored (SQLite filed it under the first class, where its own class never found it).
 TEST_P(TuningDatabaseConformanceTest, ADeviceKeepsOneClassAndAnotherIsRefused) {
