@@ -26,6 +26,21 @@ absl::Status CheckListenAddress(const std::string& listen) {
 absl::StatusOr<std::unique_ptr<TuningServer>> TuningServer::Start(TuningServerOptions options) {
   std::unique_ptr<TuningServer> s(new TuningServer());
   s->options_ = std::move(options);
+  if (s->options_.resume_jobs && s->options_.db_path != ":memory:") {
+    // Waits a little: a server being restarted may still be finishing its last calls.
+    const std::string lock_path = s->options_.db_path + ".lock";
+    absl::StatusOr<std::unique_ptr<ExclusiveFileLock>> lock =
+        ExclusiveFileLock::Acquire(lock_path, s->options_.db_lock_wait);
+    if (absl::IsFailedPrecondition(lock.status())) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("the database ", s->options_.db_path, " is served by another ktune server (",
+                       lock.status().message(),
+                       "); one server per database, or both would run its jobs: "
+                       "stop that server, or give this one another --db"));
+    }
+    KTUNE_RETURN_IF_ERROR(lock.status());
+    s->db_lock_ = *std::move(lock);
+  }
   KTUNE_ASSIGN_OR_RETURN(s->db_, SqliteTuningDatabase::Open(s->options_.db_path));
   s->spaces_ = std::make_unique<TaskSpaces>(&s->registry_);
   // Client kernels first: recovered jobs may use them.

@@ -12,12 +12,13 @@
 
 #include "absl/status/statusor.h"
 #include "absl/synchronization/notification.h"
+#include "common/file_lock.h"
 #include "db/sqlite_tuning_database.h"
 #include "grpcpp/server.h"
 #include "kernels/kernel_registry.h"
-#include "server/client_kernels.h"
 #include "server/auth.h"
 #include "server/best_cache.h"
+#include "server/client_kernels.h"
 #include "server/metrics.h"
 #include "server/scheduler.h"
 #include "server/services.h"
@@ -43,6 +44,9 @@ struct TuningServerOptions {
   // Resume the file's unfinished jobs (Scheduler::Recover). The embedded default does not: it
   // runs only the job it submits, and leaves other jobs for `ktune serve`.
   bool resume_jobs = true;
+  // How long a server that resumes jobs waits for another one to let go of the database (a
+  // restart's old process finishing its last calls) before it refuses to start.
+  absl::Duration db_lock_wait = absl::Seconds(10);
   int64_t max_message_bytes = 4 << 20;
 };
 
@@ -70,6 +74,9 @@ class TuningServer {
   TuningServer() = default;
 
   TuningServerOptions options_;
+  // A server that resumes jobs holds DB_PATH.lock: two such servers on one database would each
+  // run the other's jobs (measured twice, past their budget).
+  std::unique_ptr<ExclusiveFileLock> db_lock_;
   std::unique_ptr<SqliteTuningDatabase> db_;  // thread-safe on its own (one connection, a mutex)
   KernelRegistry registry_ = KernelRegistry::WithBuiltins();
   std::unique_ptr<TaskSpaces> spaces_;

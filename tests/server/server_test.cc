@@ -3,6 +3,7 @@
 // handed out again and its late report refused.
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
+#include <unistd.h>
 
 #include <fstream>
 #include <future>
@@ -139,6 +140,32 @@ class ServerTest : public ::testing::Test {
   std::unique_ptr<v1::TuningService::Stub> tuning_;
   std::unique_ptr<v1::WorkerService::Stub> workers_;
 };
+
+// Two servers that resume jobs on one database each ran the other's jobs (measured twice, past
+// the budget): the second refuses to start, naming the first, until the first has stopped.
+TEST(TuningServerTest, ASecondServerOnTheSameDatabaseRefusesToStart) {
+  testing::TempDir dir;
+  TuningServerOptions options;
+  options.listen = "127.0.0.1:0";
+  options.db_path = dir.File("one.db");
+  options.db_lock_wait = absl::Milliseconds(200);
+  options.scheduler.agent_threads = 0;
+  auto first = TuningServer::Start(options);
+  ASSERT_TRUE(first.ok()) << first.status();
+  auto second = TuningServer::Start(options);
+  ASSERT_TRUE(absl::IsFailedPrecondition(second.status())) << second.status();
+  EXPECT_THAT(second.status().message(), HasSubstr("served by another ktune server"));
+  EXPECT_THAT(second.status().message(), HasSubstr(absl::StrCat("process ", ::getpid())));
+  // The embedded default runs only the job it submits: it opens the database beside a server.
+  TuningServerOptions embedded = options;
+  embedded.listen = "";
+  embedded.resume_jobs = false;
+  auto in_process = TuningServer::Start(embedded);
+  EXPECT_TRUE(in_process.ok()) << in_process.status();
+  first->reset();  // stops it
+  auto after = TuningServer::Start(options);
+  EXPECT_TRUE(after.ok()) << after.status();
+}
 
 TEST_F(ServerTest, ThreeWorkersFinishAThreeTaskJobWithExactlyTheBudgetRecorded) {
   v1::SubmitJobRequest submit;
