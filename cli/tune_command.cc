@@ -209,6 +209,10 @@ int RunTune(const TuneArgs& a) {
   if (!a.json)
     options.on_progress = [&](int64_t done, double best) { progress.Update(done, best); };
   absl::StatusOr<TuneSummary> run = RunTuneSession(t, a.db, options);
+  if (!run.ok() && absl::IsCancelled(run.status()) && SessionInterruptSignal() != 0) {
+    Fail(cmd, run.status());
+    return 128 + SessionInterruptSignal();  // 130 for Ctrl-C, 143 for SIGTERM
+  }
   if (!run.ok()) return Fail(cmd, run.status());
   const TuneSummary& s = *run;
   if (!s.best) {

@@ -49,12 +49,13 @@ Throughput ThroughputOf(const TuneTarget& t, const Record& r) {
 namespace {
 
 // Ctrl-C (SIGINT) or SIGTERM during a session stops the worker, which reports its lease and
-// leaves; the job is then cancelled. A second signal acts as usual (SA_RESETHAND).
-std::atomic<bool> g_interrupted{false};
+// leaves; the job is then cancelled. A second signal acts as usual (SA_RESETHAND). The signal's
+// number, 0 while none came.
+std::atomic<int> g_interrupted{0};
 std::atomic<std::atomic<bool>*> g_stop_on_interrupt{nullptr};
 
-void OnInterrupt(int) {
-  g_interrupted = true;
+void OnInterrupt(int signal) {
+  g_interrupted = signal;
   if (std::atomic<bool>* stop = g_stop_on_interrupt.load()) stop->store(true);
 }
 
@@ -62,7 +63,7 @@ void OnInterrupt(int) {
 class InterruptScope {
  public:
   explicit InterruptScope(std::atomic<bool>* stop) {
-    g_interrupted = false;
+    g_interrupted = 0;
     g_stop_on_interrupt = stop;
     struct sigaction action = {};
     action.sa_handler = OnInterrupt;
@@ -119,7 +120,7 @@ class EmbeddedService {
     worker_ = std::thread([this, job_id] {
       WorkerLoop loop(workers_.get(), measurer_, worker_options_, &stop_);
       worker_status_ = loop.Run();
-      if (worker_status_.ok() && !g_interrupted) return;
+      if (worker_status_.ok() && g_interrupted == 0) return;
       v1::CancelJobRequest cancel;
       cancel.set_job_id(job_id);
       v1::Job ignored;
@@ -178,6 +179,8 @@ absl::Status ReadRecords(const TuneTarget& t, const std::string& db_path,
 
 }  // namespace
 
+int SessionInterruptSignal() { return g_interrupted.load(); }
+
 absl::StatusOr<TuneSummary> RunTuneSession(TuneTarget& t, const std::string& db_path,
                                            const TuneSessionOptions& o) {
   KTUNE_ASSIGN_OR_RETURN(std::unique_ptr<EmbeddedService> service,
@@ -200,7 +203,7 @@ absl::StatusOr<TuneSummary> RunTuneSession(TuneTarget& t, const std::string& db_
   service.reset();
   if (!job.ok()) return job.status();
   if (!worker.ok()) return worker;
-  if (g_interrupted && job->state() == v1::JOB_STATE_CANCELLED) {
+  if (g_interrupted != 0 && job->state() == v1::JOB_STATE_CANCELLED) {
     return absl::CancelledError(absl::StrCat("interrupted: job ", job->job_id(),
                                              " cancelled after ", job->measurements_done(),
                                              " measurements, which are stored"));

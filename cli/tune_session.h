@@ -60,6 +60,9 @@ struct TuneSummary {
 // the file are left for `ktune serve`.
 absl::StatusOr<TuneSummary> RunTuneSession(TuneTarget& target, const std::string& db_path,
                                            const TuneSessionOptions& options);
+// The signal (SIGINT, SIGTERM) that interrupted the last session (its RunTuneSession then
+// returned Cancelled), 0 when none did: the command exits 128 + it, as shells expect.
+int SessionInterruptSignal();
 
 // GFLOP/s of a record and its percent of the machine's peak at the record's thread count; zeros
 // when the target has no FLOP count or the record no time.

@@ -11,6 +11,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <csignal>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -876,6 +877,34 @@ TEST(CliTest, TuneOnThisCpuReportsSpeedupAndStoresRecords) {
   auto second = nlohmann::json::parse(again.out);
   EXPECT_EQ(second["prior_records"], 12);
   EXPECT_EQ(second["measurements"], 4);
+}
+
+// Ctrl-C stops a tuning after the measurements in flight, keeps what was measured, and exits as
+// shells expect of an interrupted command: 128 + SIGINT (it exited 1, like any failure).
+TEST(CliTest, AnInterruptedTuneKeepsItsRecordsAndExits130) {
+  testing::TempDir dir;
+  const std::string db = dir.File("i.db");
+  testing::KtuneProcess tune({"tune", "--db", db, "--kernel", "gemm", "--problem",
+                              "M=256,N=256,K=256", "--device", "cpu", "--budget", "4000",
+                              "--strategy", "random"});
+  // Interrupt once records are stored (polled, never assumed after a fixed delay).
+  int64_t stored = 0;
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(120);
+  while (stored == 0 && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    if (!std::filesystem::exists(db)) continue;
+    auto opened = SqliteTuningDatabase::Open(db);
+    if (opened.ok()) stored = (*opened)->Stats()->records;
+  }
+  ASSERT_GT(stored, 0) << tune.Err();
+  tune.Signal(SIGINT);
+  EXPECT_EQ(tune.Wait(), 130) << tune.Err();
+  EXPECT_THAT(tune.Err(), HasSubstr("interrupted: job 1 cancelled after"));
+  auto jobs = RunKtune({"jobs", "--db", db, "--json"});
+  ASSERT_EQ(jobs.exit_code, 0) << jobs.err;
+  EXPECT_EQ(nlohmann::json::parse(jobs.out)[0]["state"], "cancelled") << jobs.out;
+  auto check = RunKtune({"db", "check", "--db", db});
+  EXPECT_EQ(check.exit_code, 0) << check.out << check.err;
 }
 
 // When nothing measures ok, `tune` says why, not only that: here the measurement runner is
