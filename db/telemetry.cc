@@ -1,6 +1,7 @@
 #include "db/telemetry.h"
 
 #include <cmath>
+#include <nlohmann/json.hpp>
 
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
@@ -13,6 +14,16 @@ absl::Status ValidateTelemetry(const TelemetryReport& r) {
     return absl::InvalidArgumentError("telemetry: device.device_class is required");
   }
   if (r.config.empty()) return absl::InvalidArgumentError("telemetry: config is required");
+  // The fingerprint names one device (a JSON object of its properties), as a record's does: a
+  // string or number named no device and still raised a new_environment flag each.
+  const nlohmann::json fingerprint =
+      nlohmann::json::parse(r.device.fingerprint_json, nullptr, false);
+  if (!fingerprint.is_object()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "telemetry: device fingerprint_json must be a JSON object of the device's properties, "
+        "not '",
+        r.device.fingerprint_json.substr(0, 100), "'"));
+  }
   KTUNE_RETURN_IF_ERROR(CheckFiniteValues(r.problem, "telemetry: problem"));
   KTUNE_RETURN_IF_ERROR(CheckFiniteValues(r.config, "telemetry: config"));
   if (r.count < 1 || r.count > 1'000'000'000'000) {

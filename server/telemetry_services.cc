@@ -1,4 +1,5 @@
 // TuningService's telemetry methods: ReportTelemetry and ListDrift (server/telemetry_intake.h).
+#include <algorithm>
 #include <cmath>
 
 #include "absl/strings/str_cat.h"
@@ -96,6 +97,23 @@ absl::StatusOr<TelemetryReport> TuningServiceImpl::TelemetryFromProto(
   r.kernel = q.kernel;
   r.kernel_version = q.kernel_version;
   r.problem = q.problem;
+  // A registry kernel's telemetry names a problem it can tune and only its parameters: a flag on
+  // anything else could never be retuned (and "act" queued a job for it all the same).
+  if (const KernelDefinition* kernel = spaces_->registry().Find(q.kernel)) {
+    absl::StatusOr<TaskKey> canonical =
+        spaces_->Canonical({q.kernel, q.kernel_version, q.problem, q.device_class});
+    if (!canonical.ok()) {
+      return absl::InvalidArgumentError(absl::StrCat("problem: ", canonical.status().message()));
+    }
+    for (const auto& [name, value] : s.config().params()) {
+      const bool known = std::any_of(kernel->parameters.begin(), kernel->parameters.end(),
+                                     [&](const KernelParameter& p) { return p.name == name; });
+      if (!known) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("config: kernel '", q.kernel, "' has no parameter '", name, "'"));
+      }
+    }
+  }
   auto fingerprint = s.device().extra().find("fingerprint_json");
   r.device = DeviceInfo::FromName(q.device_class);
   if (fingerprint != s.device().extra().end()) r.device.fingerprint_json = fingerprint->second;

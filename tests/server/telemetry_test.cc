@@ -146,6 +146,34 @@ TEST(TelemetryTest, MalformedOrHostileTelemetryIsRefusedClearlyAndStoresNothing)
   st = refused(one(bad_histogram), token);
   EXPECT_EQ(st.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
   EXPECT_THAT(st.error_message(), HasSubstr("bounds must be positive, finite and increasing"));
+
+  // A fingerprint that names no device (each raised a new_environment flag), and for a registry
+  // kernel a problem it cannot tune or a parameter it does not have (flags nobody could retune;
+  // "act" queued jobs for them all the same).
+  for (const std::string garbage : {"garbage", "42", "null", "[1]"}) {
+    v1::TelemetrySample bad_fingerprint = Sample(any, any.config, 1.0);
+    (*bad_fingerprint.mutable_device()->mutable_extra())["fingerprint_json"] = garbage;
+    st = refused(one(bad_fingerprint), token);
+    EXPECT_EQ(st.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << garbage;
+    EXPECT_THAT(st.error_message(), HasSubstr("fingerprint_json must be a JSON object")) << garbage;
+  }
+  Record gemm;
+  gemm.kernel = "gemm";
+  gemm.problem = {{"M", int64_t{64}}, {"N", int64_t{64}}, {"K", int64_t{64}}};
+  gemm.device.device_class = "cpu:x";
+  v1::TelemetrySample no_m = Sample(gemm, {{"MR", int64_t{4}}}, 1.0);
+  no_m.mutable_problem()->mutable_params()->erase("M");
+  st = refused(one(no_m), token);
+  EXPECT_EQ(st.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(st.error_message(), HasSubstr("needs problem parameter M"));
+  v1::TelemetrySample no_problem = Sample(gemm, {{"MR", int64_t{4}}}, 1.0);
+  no_problem.clear_problem();
+  st = refused(one(no_problem), token);
+  EXPECT_EQ(st.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(st.error_message(), HasSubstr("needs problem parameter"));
+  st = refused(one(Sample(gemm, {{"bogus", int64_t{1}}}, 1.0)), token);
+  EXPECT_EQ(st.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(st.error_message(), HasSubstr("config: kernel 'gemm' has no parameter 'bogus'"));
   EXPECT_EQ(StoredTelemetry(dir.File("t.db")), 0);  // nothing of the refused calls
 
   // A histogram is stored as its count, mean and spread (each bucket at its midpoint).
