@@ -210,7 +210,11 @@ int RunBest(const BestArgs& a) {
       }
       if (r.max_rel_error) std::cout << absl::StrFormat("  max rel error %.3g", *r.max_rel_error);
       if (best->level == "predicted") {
-        std::cout << "  predicted from a tuned problem, not measured for this one";
+        std::cout << "  predicted from a tuned problem (" << FormatParamMapAssignments(r.problem)
+                  << "), not measured for this one";
+        if (r.device.device_class != q.device_class) {
+          std::cout << "; measured on " << r.device.device_class << ", another device class";
+        }
       } else if (best->level != "device_class" && best->level != "exact") {
         std::cout << "  measured on " << r.device.device_class;
       }

@@ -877,6 +877,17 @@ TEST(CliTest, TuneOnThisCpuReportsSpeedupAndStoresRecords) {
   auto second = nlohmann::json::parse(again.out);
   EXPECT_EQ(second["prior_records"], 12);
   EXPECT_EQ(second["measurements"], 4);
+  // A server predicts for a problem never tuned; the answer says from which problem, and that
+  // it was measured on another device class than the one asked for (it did not say).
+  const std::string address = "127.0.0.1:" + std::to_string(testing::FreePort());
+  testing::KtuneProcess server({"serve", "--listen", address, "--db", db});
+  ASSERT_TRUE(server.WaitForOutput("listening on port")) << server.Err();
+  auto predicted = RunKtune({"best", "--server", address, "--kernel", "gemm", "--problem",
+                             "M=128,N=80,K=64", "--device", "cpu:elsewhere"});
+  ASSERT_EQ(predicted.exit_code, 0) << predicted.err;
+  EXPECT_THAT(predicted.out, HasSubstr("(match: predicted)"));
+  EXPECT_THAT(predicted.out, HasSubstr("predicted from a tuned problem (K=64,M=96,N=80"));
+  EXPECT_THAT(predicted.out, HasSubstr(", another device class"));
 }
 
 // Ctrl-C stops a tuning after the measurements in flight, keeps what was measured, and exits as
