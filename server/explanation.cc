@@ -358,6 +358,15 @@ absl::StatusOr<v1::ExplainResponse> Explain(TuningDatabase& db, const KernelRegi
   KTUNE_ASSIGN_OR_RETURN(std::optional<Record> predicted, PredictBest(db, registry, q));
   if (!predicted) {
     out.set_level(v1::MATCH_LEVEL_NONE);
+    // Nothing to serve is not nothing known: the task's records may all have failed.
+    if (!q.device_class.empty()) {
+      KTUNE_ASSIGN_OR_RETURN(TaskColumns c, db.TaskRecordColumns({q.kernel, q.kernel_version,
+                                                                  q.problem, q.device_class}));
+      out.set_records(static_cast<int64_t>(c.size()));
+      out.set_failed_records(static_cast<int64_t>(
+          std::count_if(c.status.begin(), c.status.end(),
+                        [](MeasurementStatus s) { return s != MeasurementStatus::kOk; })));
+    }
     return out;
   }
   out.set_level(v1::MATCH_LEVEL_PREDICTED);

@@ -187,6 +187,11 @@ std::string ExplanationText(const v1::ExplainResponse& e, const BestQuery& asked
   std::string out = absl::StrCat(asked.kernel, asked.problem.empty() ? "" : " ",
                                  FormatParamMapAssignments(asked.problem), " on ",
                                  asked.device_class.empty() ? asked.family : asked.device_class);
+  if (e.level() == v1::MATCH_LEVEL_NONE && e.records() > 0) {
+    return absl::StrCat(out, ": nothing to serve: ", e.records(), " records, ", e.failed_records(),
+                        " of them failed measurements and none within the asked limits (ktune "
+                        "explain --json lists the counts; ktune db export the records)\n");
+  }
   if (e.level() == v1::MATCH_LEVEL_NONE) {
     return absl::StrCat(out, ": nothing known (no records of this kernel on the device, its "
                              "class or family, and no tuned problem to predict from)\n");

@@ -286,5 +286,23 @@ TEST(ExplanationTest, NothingKnownIsAnAnswerThatSaysSo) {
   EXPECT_THAT(ExplanationText(*e, QueryOf("synthetic", kProblem)), Not(HasSubstr("served:")));
 }
 
+// Records that all failed are not "nothing known": the answer counts them (it said nothing
+// existed, with 0 records and 0 failed in its JSON).
+TEST(ExplanationTest, ATaskWhoseRecordsAllFailedSaysSo) {
+  MemoryTuningDatabase db;
+  ASSERT_TRUE(db.AddRecords({Failed({{"a", int64_t{1}}}, 1), Failed({{"a", int64_t{2}}}, 2),
+                             Failed({{"a", int64_t{3}}}, 3)})
+                  .ok());
+  const KernelRegistry registry = KernelRegistry::WithBuiltins();
+  absl::StatusOr<v1::ExplainResponse> e = Explain(db, registry, QueryOf("synthetic", kProblem));
+  ASSERT_TRUE(e.ok()) << e.status();
+  EXPECT_EQ(e->level(), v1::MATCH_LEVEL_NONE);
+  EXPECT_EQ(e->records(), 3);
+  EXPECT_EQ(e->failed_records(), 3);
+  const std::string text = ExplanationText(*e, QueryOf("synthetic", kProblem));
+  EXPECT_THAT(text, HasSubstr("nothing to serve: 3 records, 3 of them failed"));
+  EXPECT_THAT(text, Not(HasSubstr("nothing known")));
+}
+
 }  // namespace
 }  // namespace ktune
