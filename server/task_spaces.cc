@@ -1,5 +1,6 @@
 #include "server/task_spaces.h"
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
 #include "db/interchange/record_files.h"
@@ -22,6 +23,24 @@ absl::StatusOr<TaskKey> TaskSpaces::Canonical(const TaskKey& task) const {
   if (task.device_class.empty()) return absl::InvalidArgumentError("a task needs a device class");
   if (recorded_.count(Key(task))) return task;
   KTUNE_ASSIGN_OR_RETURN(const KernelDefinition* def, registry_->Get(task.kernel));
+  // A task no worker could ever measure would wait for ever: CPU workers' classes are "cpu:MODEL",
+  // GPU workers' are the GPU's name.
+  const bool cpu_class = absl::StartsWith(task.device_class, "cpu:");
+  if (task.device_class == "cpu") {
+    return absl::InvalidArgumentError(
+        "device class 'cpu' names no worker: CPU workers register as cpu:MODEL (ktune workers "
+        "lists them; ktune tune --device cpu means this machine's)");
+  }
+  if (def->language == "cuda" && cpu_class) {
+    return absl::InvalidArgumentError(absl::StrCat("kernel ", task.kernel,
+                                                   " is a CUDA kernel, and ", task.device_class,
+                                                   " is a CPU: give a GPU's device class"));
+  }
+  if (def->language == "cpp" && !cpu_class) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "kernel ", task.kernel, " runs on CPUs, and '", task.device_class,
+        "' is not a CPU's device class (those are cpu:MODEL; ktune workers lists them)"));
+  }
   if (!task.kernel_version.empty() && task.kernel_version != def->Version()) {
     return absl::NotFoundError(absl::StrCat("kernel ", task.kernel, " has version ", def->Version(),
                                             ", not ", task.kernel_version));

@@ -769,6 +769,22 @@ TEST_F(ServerTest, BadRequestsGetTheRightCodeAndSayWhatIsWrong) {
   EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
   EXPECT_THAT(s.error_message(), HasSubstr("M=-4 is out of range"));
 
+  // Tasks no worker could ever measure (they waited queued for ever, without a word).
+  for (const auto& [text, expect] : std::vector<std::pair<std::string, std::string>>{
+           {"kernels: [cuda_softmax]\nproblems: [{rows: 64, cols: 64}]\ndevice_classes: [cpu:x]\n"
+            "budget: 5\n",
+            "is a CUDA kernel, and cpu:x is a CPU"},
+           {"kernels: [gemm]\nproblems: [{M: 8, N: 8, K: 8}]\ndevice_classes: [A100]\nbudget: 5\n",
+            "'A100' is not a CPU's device class"},
+           {"kernels: [gemm]\nproblems: [{M: 8, N: 8, K: 8}]\ndevice_classes: [cpu]\nbudget: 5\n",
+            "device class 'cpu' names no worker"}}) {
+    v1::SubmitJobRequest request;
+    request.set_spec_text(text);
+    s = tuning_->SubmitJob(Context().get(), request, &job);
+    EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << text;
+    EXPECT_THAT(s.error_message(), HasSubstr(expect)) << text;
+  }
+
   v1::SubmitJobRequest bad_yaml;
   bad_yaml.set_spec_text("kernels: [gemm\nbudget: 5\n");
   s = tuning_->SubmitJob(Context().get(), bad_yaml, &job);
