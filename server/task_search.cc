@@ -6,6 +6,7 @@
 #include <utility>
 
 #include "absl/time/clock.h"
+#include "common/event_log.h"
 #include "common/status_macros.h"
 
 namespace ktune {
@@ -129,14 +130,25 @@ absl::Status TaskSearch::StartStrategy() {
       return saved.status();
     }
   }
-  return Timed(&agent_seconds_, &time_budget_, [&]() -> absl::Status {
+  auto start = [&]() -> absl::Status {
     KTUNE_RETURN_IF_ERROR(strategy_->Initialize(*space_, options_.seed));
     if (has_stale_source_) {
       KTUNE_RETURN_IF_ERROR(strategy_->AddTransferSource({space_.get(), &stale_times_}));
     }
     KTUNE_RETURN_IF_ERROR(strategy_->AddPriorResults(prior_));
     return strategy_->PreTuning(budget_left_, options_.batch_size);
-  });
+  };
+  absl::Status started = Timed(&agent_seconds_, &time_budget_, start);
+  if (!started.ok() && warm_started_ && absl::IsInvalidArgument(started)) {
+    // A saved state this strategy cannot use (another ktune's policy, an edited blob) must not
+    // stop every tuning of the kernel: start afresh, say so, and the run's end replaces it.
+    LogEvent("checkpoint_refused",
+             {{"checkpoint", checkpoint_}, {"reason", std::string(started.message())}});
+    strategy_->LoadCheckpoint(std::string());
+    warm_started_ = false;
+    started = Timed(&agent_seconds_, &time_budget_, start);
+  }
+  return started;
 }
 
 absl::StatusOr<std::vector<Point>> TaskSearch::NextBatch() {

@@ -172,6 +172,27 @@ TEST_F(TaskSearchTest, PpoSavesItsPolicyAndTheNextJobOfTheKernelWarmStarts) {
   EXPECT_TRUE(done->tasks[0].warm_started);
 }
 
+// A saved policy this agent cannot use (another ktune's, an edited blob) failed every job of the
+// kernel ("not a policy for this agent"); the job now starts from the shipped policy and its end
+// replaces the bad one.
+TEST_F(TaskSearchTest, AnUnusableSavedPolicyIsReplacedNotFatal) {
+  absl::StatusOr<std::unique_ptr<SearchStrategy>> ppo = MakeStrategy("ppo");
+  if (!ppo.ok()) GTEST_SKIP() << ppo.status();
+  const std::string key = (*ppo)->CheckpointKey("gemm", **spaces_.Space(Task(), kCores));
+  ASSERT_TRUE(db_.SaveCheckpoint(key, R"({"features":15,"hidden":-1})").ok());
+  const int64_t job = Submit(29, "ppo", /*batch_size=*/4, /*threads=*/0, /*agent_share=*/0.0);
+  while (!LeaseAndReport().empty()) {
+  }
+  absl::StatusOr<JobStatus> done = scheduler_->GetJob(job);
+  ASSERT_TRUE(done.ok());
+  EXPECT_EQ(done->job.state, JobState::kDone) << done->job.message;
+  EXPECT_EQ(done->tasks[0].done, 29);
+  EXPECT_FALSE(done->tasks[0].warm_started);
+  absl::StatusOr<std::string> saved = db_.LoadCheckpoint(key);
+  ASSERT_TRUE(saved.ok());
+  EXPECT_NE(*saved, R"({"features":15,"hidden":-1})") << "the bad policy was kept";
+}
+
 // After a regression (MarkStale), the old records no longer answer, and they are the retuning
 // search's transfer source, not its prior: PPO ranks its first batches from them and measures
 // the old fastest configuration again, which as a prior result it never could.
