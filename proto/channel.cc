@@ -3,6 +3,7 @@
 #include <fstream>
 #include <sstream>
 
+#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
@@ -71,9 +72,48 @@ absl::StatusOr<std::shared_ptr<grpc::Channel>> MakeChannel(const std::string& ad
 
 absl::Status FromGrpc(const grpc::Status& status) {
   if (status.ok()) return absl::OkStatus();
-  return absl::Status(
-      static_cast<absl::StatusCode>(status.error_code()),
-      status.error_message().empty() ? "the server did not say why" : status.error_message());
+  const std::string& said = status.error_message();
+  std::string message = said.empty() ? "the server did not say why" : said;
+  // gRPC's own words for what went wrong on the way (not the server's answer) say what happened
+  // to the call, not what to do: say that too.
+  switch (status.error_code()) {
+    case grpc::StatusCode::UNAVAILABLE:
+      for (absl::string_view transport :
+           {"failed to connect to all addresses", "Connection refused", "DNS resolution failed",
+            "Socket closed", "Connection reset", "Broken pipe", "empty address list"}) {
+        if (absl::StrContains(said, transport)) {
+          message = absl::StrCat("cannot reach the ktune server (", said,
+                                 "): is `ktune serve` running at that address, and reachable "
+                                 "from here?");
+          break;
+        }
+      }
+      break;
+    case grpc::StatusCode::DEADLINE_EXCEEDED:
+      if (said == "Deadline Exceeded") {
+        message =
+            "the server did not answer before the deadline (the command's --timeout, or its "
+            "default) passed";
+      }
+      break;
+    case grpc::StatusCode::CANCELLED:
+      if (said == "Cancelling all calls") {
+        message =
+            "the server shut down during the call; run the command again once it is back "
+            "(jobs resume when it restarts)";
+      }
+      break;
+    case grpc::StatusCode::RESOURCE_EXHAUSTED:
+      if (absl::StartsWith(said, "Received message larger than max") ||
+          absl::StartsWith(said, "Sent message larger than max")) {
+        message = absl::StrCat("the message is larger than the server accepts (", said,
+                               " bytes): send less at once");
+      }
+      break;
+    default:
+      break;
+  }
+  return absl::Status(static_cast<absl::StatusCode>(status.error_code()), message);
 }
 
 }  // namespace ktune

@@ -30,7 +30,8 @@ absl::StatusOr<std::shared_ptr<grpc::Channel>> MakeChannel(const std::string& ad
                                                            const ClientTls& tls);
 
 // A call's status as an absl::Status: the same code and message ("the server did not say why"
-// when it sent none).
+// when it sent none); where the message is gRPC's own (the server unreachable, a deadline, a
+// server shutting down, a message too large), one that says what to do.
 absl::Status FromGrpc(const grpc::Status& status);
 
 // The contents of a PEM file; NotFound naming it.

@@ -11,6 +11,7 @@
 
 #include "ktune/v1/tuning_service.grpc.pb.h"
 #include "ktune/v1/worker_service.grpc.pb.h"
+#include "proto/channel.h"
 #include "proto/convert.h"
 
 namespace ktune {
@@ -102,6 +103,31 @@ TEST(ApiTest, RecordsFromTheWireWithImpossibleValuesAreRefused) {
 }
 
 // Every rpc has a comment line above it; every field has a comment on its line or just above.
+// gRPC's own failures say what to do ("failed to connect to all addresses" alone did not); the
+// server's answers pass unchanged.
+TEST(ApiTest, TransportFailuresSayWhatToDoAndServerAnswersPassAsThey) {
+  const absl::Status down = FromGrpc(grpc::Status(grpc::StatusCode::UNAVAILABLE,
+                                                  "failed to connect to all addresses; last error: "
+                                                  "UNKNOWN: ipv4:127.0.0.1:1: Connection refused"));
+  EXPECT_TRUE(absl::IsUnavailable(down));
+  EXPECT_THAT(down.message(), ::testing::HasSubstr("cannot reach the ktune server"));
+  EXPECT_THAT(down.message(), ::testing::HasSubstr("Connection refused"));
+  EXPECT_THAT(
+      FromGrpc(grpc::Status(grpc::StatusCode::DEADLINE_EXCEEDED, "Deadline Exceeded")).message(),
+      ::testing::HasSubstr("did not answer before the deadline"));
+  EXPECT_THAT(FromGrpc(grpc::Status(grpc::StatusCode::CANCELLED, "Cancelling all calls")).message(),
+              ::testing::HasSubstr("the server shut down during the call"));
+  EXPECT_THAT(FromGrpc(grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
+                                    "Received message larger than max (10485865 vs. 4194304)"))
+                  .message(),
+              ::testing::HasSubstr("larger than the server accepts"));
+  const absl::Status answer =
+      FromGrpc(grpc::Status(grpc::StatusCode::UNAVAILABLE, "no worker of class cpu:x"));
+  EXPECT_EQ(answer.message(), "no worker of class cpu:x");
+  EXPECT_EQ(FromGrpc(grpc::Status(grpc::StatusCode::NOT_FOUND, "")).message(),
+            "the server did not say why");
+}
+
 TEST(ApiTest, EveryRpcAndFieldIsCommented) {
   const std::regex field(R"(^\s*(repeated |optional )?(map<[^>]+>|[A-Za-z_.][\w.]*) \w+ = \d+;)");
   const std::regex rpc(R"(^\s*rpc \w+)");
