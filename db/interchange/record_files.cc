@@ -151,11 +151,15 @@ absl::Status ResolveNames(const std::string& path, const ReadOptions& o, const J
   NameParts parts = PartsFromFileName(path);
   *kernel = !o.kernel.empty() ? o.kernel : parts.kernel;
   *device = !o.device.empty() ? o.device : parts.device;
-  if (kernel->empty() && doc.contains("kernel_name") && doc["kernel_name"].is_string()) {
-    *kernel = doc["kernel_name"].get<std::string>();
-  }
-  if (device->empty() && doc.contains("device_name") && doc["device_name"].is_string()) {
-    *device = doc["device_name"].get<std::string>();
+  // Kernel Tuner's top-level names, or those ktune's T4 export writes into the metadata.
+  for (const Json* names : {&doc, doc.contains("metadata") ? &doc["metadata"] : nullptr}) {
+    if (names == nullptr || !names->is_object()) continue;
+    if (kernel->empty() && names->contains("kernel_name") && (*names)["kernel_name"].is_string()) {
+      *kernel = (*names)["kernel_name"].get<std::string>();
+    }
+    if (device->empty() && names->contains("device_name") && (*names)["device_name"].is_string()) {
+      *device = (*names)["device_name"].get<std::string>();
+    }
   }
   if (kernel->empty()) {
     return absl::InvalidArgumentError(
@@ -200,9 +204,17 @@ absl::Status FinishRecord(const Json& e, const std::string& path, const std::str
 }
 
 absl::StatusOr<std::vector<Record>> ReadT4(const std::string& path, const Json& doc,
-                                           const ReadOptions& o) {
+                                           const ReadOptions& options) {
   std::string kernel, device;
-  KTUNE_RETURN_IF_ERROR(ResolveNames(path, o, doc, &kernel, &device));
+  KTUNE_RETURN_IF_ERROR(ResolveNames(path, options, doc, &kernel, &device));
+  ReadOptions o = options;
+  // The problem ktune's export writes into the metadata, unless the caller gives one.
+  if (o.problem.empty() && doc.contains("metadata") && doc["metadata"].is_object() &&
+      doc["metadata"].contains("problem")) {
+    absl::StatusOr<Problem> problem = ParseParamMapJson(doc["metadata"]["problem"].dump());
+    if (!problem.ok()) return FileError(path, "metadata.problem", problem.status().message());
+    o.problem = *std::move(problem);
+  }
   double scale = 1.0;
   if (doc.contains("metadata") && doc["metadata"].is_object()) {
     auto unit_name = StringField(doc["metadata"], "timeunit", "");
@@ -503,8 +515,14 @@ absl::StatusOr<int64_t> ExportT4(TuningDatabase& db, const TaskKey& task, std::o
     e["objectives"] = Json::array({"time"});
     results.push_back(std::move(e));
   }
+  // The kernel, device and problem in the metadata (names T4 leaves to the file name), so that
+  // the file imports back as it was under any name.
+  Json metadata = {{"timeunit", "milliseconds"},
+                   {"kernel_name", task.kernel},
+                   {"device_name", task.device_class}};
+  if (!task.problem.empty()) metadata["problem"] = Json::parse(CanonicalJson(task.problem));
   Json doc = {{"schema_version", "1.0.0"},
-              {"metadata", {{"timeunit", "milliseconds"}}},
+              {"metadata", std::move(metadata)},
               {"results", std::move(results)}};
   out << doc.dump(1) << '\n';
   if (!out) return absl::UnavailableError("write failed");

@@ -405,6 +405,23 @@ TEST(CliTest, ExportWritesJsonlAndT4Files) {
   auto t4 = RunKtune({"db", "import", dir.File("pnpoly_copy_T4.json"), "--db", db2, "--json"});
   ASSERT_EQ(t4.exit_code, 0) << t4.err;
   EXPECT_EQ(nlohmann::json::parse(t4.out)["format"], "t4");
+  // A T4 export under any name imports back by itself: the kernel and device are in its metadata
+  // (it asked for --kernel and --device unless the file was named KERNEL_DEVICE_T4.json).
+  ASSERT_EQ(
+      RunKtune({"db", "export", "--db", db, "--format", "t4", "--out", dir.File("backup.json")})
+          .exit_code,
+      0);
+  auto renamed =
+      RunKtune({"db", "import", dir.File("backup.json"), "--db", dir.File("k3.db"), "--json"});
+  ASSERT_EQ(renamed.exit_code, 0) << renamed.err;
+  EXPECT_EQ(nlohmann::json::parse(renamed.out)["records_added"], 4092);
+  auto best_back = RunKtune(
+      {"best", "--db", dir.File("k3.db"), "--kernel", "pnpoly", "--device", "RTX_3090", "--json"});
+  auto best_first =
+      RunKtune({"best", "--db", db, "--kernel", "pnpoly", "--device", "RTX_3090", "--json"});
+  ASSERT_EQ(best_back.exit_code, 0) << best_back.err;
+  EXPECT_EQ(nlohmann::json::parse(best_back.out)["best"][0]["config"],
+            nlohmann::json::parse(best_first.out)["best"][0]["config"]);
 
   // An export into a pipe (a shell's `--out /dev/stdout | ...`, here a named pipe) streams into
   // it: the check that --out is not a database read the pipe and waited forever.

@@ -119,6 +119,35 @@ TEST(RecordFilesTest, T4ExportReimportsWithTheSameBest) {
   EXPECT_EQ(copy.Stats()->records_by_status.at("compile_error"), 6);
 }
 
+// ktune's T4 export carries its kernel, device and problem in the metadata: under any file name
+// it imports back into the same task (it needed --kernel and --device, and lost the problem).
+TEST(RecordFilesTest, T4ExportCarriesItsTaskUnderAnyName) {
+  TempDir dir;
+  MemoryTuningDatabase db;
+  Record r;
+  r.kernel = "gemm";
+  r.problem = {{"M", int64_t{64}}, {"N", int64_t{32}}, {"dtype", std::string("f32")}};
+  r.device = DeviceInfo::FromName("cpu:x");
+  r.config = {{"MR", int64_t{4}}};
+  r.repeat_times_ms = {1.5, 1.25};
+  FillRepeatStatistics(r);
+  r.time_ms = r.median_ms;
+  ASSERT_TRUE(db.AddRecords({r}).ok());
+  std::ostringstream out;
+  ASSERT_EQ(*ExportT4(db, {"gemm", "", r.problem, "cpu:x"}, out), 1);
+  WriteFile(dir.File("backup.json"), out.str());
+  MemoryTuningDatabase copy;
+  auto imported = ImportRecordFile(copy, dir.File("backup.json"), {});
+  ASSERT_TRUE(imported.ok()) << imported.status();
+  EXPECT_EQ(imported->records_added, 1);
+  auto tasks = copy.ListTasks();
+  ASSERT_TRUE(tasks.ok());
+  ASSERT_EQ(tasks->size(), 1u);
+  EXPECT_EQ((*tasks)[0].kernel, "gemm");
+  EXPECT_EQ((*tasks)[0].problem, r.problem);
+  EXPECT_EQ((*tasks)[0].device_class, "cpu:x");
+}
+
 TEST(RecordFilesTest, TruncatedGzipNamesTheFileAndStoresNothing) {
   TempDir dir;
   std::string whole = ReadWholeFile(SpaceFile("pnpoly_RTX_3090_T4.json.gz"));
