@@ -6,12 +6,13 @@
 #include <cmath>
 #include <map>
 #include <numeric>
+#include <set>
 
+#include "common/median.h"
 #include "common/status_macros.h"
 #include "db/pareto_front.h"
 #include "proto/convert.h"
 #include "server/prediction.h"
-#include "common/median.h"
 
 namespace ktune {
 namespace {
@@ -252,14 +253,27 @@ absl::StatusOr<bool> ExplainPrecision(TuningDatabase& db, const TaskColumns& c,
   return true;
 }
 
-// The handles of the ok records of record i's configuration; with a budget, only those within it.
+// Whether record i repeats a measurement already seen: the same configuration's record with the
+// same time taken at the same moment is one measurement stored twice (a file imported again under
+// another name, or both formats of one run), not a re-verification. Records without a time of
+// measurement cannot be told apart and count each.
+bool RepeatsAMeasurement(const TaskColumns& c, size_t i,
+                         std::set<std::pair<int64_t, double>>& seen) {
+  return c.measured_at_us[i] != TaskColumns::kUnknownTime &&
+         !seen.insert({c.measured_at_us[i], c.time_ms[i]}).second;
+}
+
+// The handles of the ok records of record i's configuration (each measurement once); with a
+// budget, only those within it.
 std::vector<int64_t> OkRecordsOfConfigOf(const TaskColumns& c, size_t i,
                                          std::optional<double> budget) {
   const size_t n = c.params.size();
   const std::vector<int32_t> row(c.value_index.begin() + i * n, c.value_index.begin() + (i + 1) * n);
   std::vector<int64_t> out;
+  std::set<std::pair<int64_t, double>> seen;
   for (size_t j = 0; j < c.size(); ++j) {
     if (c.status[j] != MeasurementStatus::kOk || !c.HasConfig(j, row)) continue;
+    if (RepeatsAMeasurement(c, j, seen)) continue;
     const double e = c.max_rel_error[j];
     if (WithinAccuracyBudget(std::isnan(e) ? std::nullopt : std::optional(e), budget)) {
       out.push_back(c.handles[j]);
@@ -285,13 +299,14 @@ absl::Status ExplainFromTask(TuningDatabase& db, const Record& served,
   double best = 0;
   int64_t failed = 0;
   std::vector<int64_t> served_records;
+  std::set<std::pair<int64_t, double>> served_seen;
   std::optional<size_t> runner_up;
   for (size_t i = 0; i < c.size(); ++i) {
     if (c.status[i] == MeasurementStatus::kOk) {
       best = best == 0 ? c.time_ms[i] : std::min(best, c.time_ms[i]);
       const double e = c.max_rel_error[i];
       if (served_row && c.HasConfig(i, *served_row)) {
-        served_records.push_back(c.handles[i]);
+        if (!RepeatsAMeasurement(c, i, served_seen)) served_records.push_back(c.handles[i]);
       } else if (WithinAccuracyBudget(std::isnan(e) ? std::nullopt : std::optional(e), budget) &&
                  (!runner_up || c.time_ms[i] < c.time_ms[*runner_up])) {
         runner_up = i;

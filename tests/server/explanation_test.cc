@@ -162,6 +162,29 @@ TEST(ExplanationTest, AServedValueWithTheSlowestMedianIsSaidAsSuch) {
   EXPECT_THAT(text, Not(HasSubstr("D=0 (served) is 1.00x faster than D=0")));
 }
 
+// One measurement stored twice (a file imported again under another name) is not a
+// re-verification: it said "re-verified: measured 2 times" and narrowed the noise.
+TEST(ExplanationTest, AMeasurementStoredTwiceCountsOnce) {
+  MemoryTuningDatabase db;
+  Record once = Measured({{"A", int64_t{1}}}, {1.0, 1.1, 0.9}, 1'700'000'000'000'000);
+  once.source = "import:a_T4.json";
+  Record again = once;
+  again.source = "import:copy_of_a_T4.json";
+  Record slower = Measured({{"A", int64_t{2}}}, {2.0, 2.1, 1.9}, 1'700'000'001'000'000);
+  ASSERT_EQ(*db.AddRecords({once, again, slower}), 3);
+  const KernelRegistry registry = KernelRegistry::WithBuiltins();
+  absl::StatusOr<v1::ExplainResponse> e = Explain(db, registry, QueryOf("synthetic", kProblem));
+  ASSERT_TRUE(e.ok()) << e.status();
+  EXPECT_EQ(e->served_measurements(), 1);
+  EXPECT_THAT(ExplanationText(*e, QueryOf("synthetic", kProblem)), Not(HasSubstr("re-verified")));
+  // Measured again later, it is.
+  ASSERT_EQ(*db.AddRecords({Measured({{"A", int64_t{1}}}, {1.0, 1.0, 1.0}, 1'700'000'002'000'000)}),
+            1);
+  e = Explain(db, registry, QueryOf("synthetic", kProblem));
+  ASSERT_TRUE(e.ok()) << e.status();
+  EXPECT_EQ(e->served_measurements(), 2);
+}
+
 TEST(ExplanationTest, TheGapIsCalledRealOnlyWhenItIsLargerThanTheNoise) {
   const KernelRegistry registry = KernelRegistry::WithBuiltins();
   // Served 1.00 ms; runner-up 0.5% slower, repeats spread +-3%: within the noise.
