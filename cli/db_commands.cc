@@ -48,7 +48,8 @@ int RunImport(const ImportArgs& a) {
                                 {"format", RecordFileFormatName(summary->format)},
                                 {"records_read", summary->records_read},
                                 {"records_added", summary->records_added},
-                                {"seconds", seconds}}
+                                {"seconds", seconds},
+                                {"problem_size_not_kept", summary->problem_size_not_kept}}
                      .dump()
               << "\n";
   } else {
@@ -56,6 +57,13 @@ int RunImport(const ImportArgs& a) {
               << "): " << summary->records_added << " records added, "
               << summary->records_read - summary->records_added << " already present, in "
               << absl::StrFormat("%.2f", seconds) << " s\n";
+  }
+  if (!summary->problem_size_not_kept.empty()) {
+    std::cerr << "ktune " << cmd << ": note: the file's problem_size "
+              << summary->problem_size_not_kept
+              << " is not kept (ktune cannot name its dimensions): its records are filed under "
+                 "the problem {}, with any other file of this kernel and device; give --problem "
+                 "NAME=VALUE,... to keep problem sizes apart\n";
   }
   return kExitOk;
 }

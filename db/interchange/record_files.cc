@@ -424,6 +424,9 @@ absl::StatusOr<RecordFile> ReadRecordFile(const std::string& path, const ReadOpt
       KTUNE_ASSIGN_OR_RETURN(file.records, ReadT4(path, doc, options));
     } else {
       KTUNE_ASSIGN_OR_RETURN(file.records, ReadKernelTuner(path, doc, options));
+      if (options.problem.empty() && doc.contains("problem_size") && !doc["problem_size"].empty()) {
+        file.problem_size_not_kept = doc["problem_size"].dump();
+      }
     }
   } catch (const Json::exception& e) {
     return FileError(path, "a field of the wrong type", WithoutJsonExceptionPrefix(e.what()));
@@ -464,6 +467,7 @@ absl::StatusOr<ImportSummary> ImportRecordFile(TuningDatabase& db, const std::st
   ImportSummary summary;
   summary.format = file.format;
   summary.records_read = static_cast<int64_t>(file.records.size());
+  summary.problem_size_not_kept = file.problem_size_not_kept;
   auto added = db.AddRecords(file.records);
   if (!added.ok()) {
     return absl::Status(added.status().code(),

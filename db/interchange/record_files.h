@@ -36,6 +36,10 @@ struct ReadOptions {
 struct RecordFile {
   RecordFileFormat format = RecordFileFormat::kAuto;
   std::vector<Record> records;  // in file order
+  // A Kernel Tuner cache's problem_size (as JSON) when the records do not keep it: their problem
+  // is ReadOptions::problem, and files of one kernel and device with other problem sizes land in
+  // the same task unless the caller names each file's problem. Empty otherwise.
+  std::string problem_size_not_kept;
 };
 
 absl::StatusOr<RecordFile> ReadRecordFile(const std::string& path, const ReadOptions& options);
@@ -53,6 +57,7 @@ struct ImportSummary {
   RecordFileFormat format = RecordFileFormat::kAuto;
   int64_t records_read = 0;
   int64_t records_added = 0;  // the rest were already stored
+  std::string problem_size_not_kept;  // RecordFile::problem_size_not_kept
 };
 
 // Reads `path` and stores its records in one transaction: all of the file or nothing.

@@ -786,6 +786,15 @@ TEST(CliTest, ExportWritesAKernelTunerCacheThatImportsBack) {
                             "--db", db, "--json"});
   ASSERT_EQ(imported.exit_code, 0) << imported.err;
   const int64_t records = nlohmann::json::parse(imported.out)["records_added"];
+  // The cache's problem_size has no names ktune could keep: the import says so (files of other
+  // sizes were merged into the same task without a word), and --problem keeps them apart.
+  EXPECT_NE(nlohmann::json::parse(imported.out)["problem_size_not_kept"], "");
+  EXPECT_THAT(imported.err, HasSubstr("give --problem NAME=VALUE,... to keep problem sizes apart"));
+  auto named = RunKtune({"db", "import", SpaceFile("pnpoly_RTX_Titan_kernel_tuner_cache.json.gz"),
+                         "--db", dir.File("named.db"), "--problem", "n=20000000", "--json"});
+  ASSERT_EQ(named.exit_code, 0) << named.err;
+  EXPECT_EQ(nlohmann::json::parse(named.out)["problem_size_not_kept"], "");
+  EXPECT_EQ(named.err, "");
   const std::string file = dir.File("pnpoly_RTX_Titan_kernel_tuner_cache.json");
   auto exported = RunKtune({"db", "export", "--db", db, "--format", "kernel-tuner", "--out", file});
   ASSERT_EQ(exported.exit_code, 0) << exported.err;
