@@ -180,7 +180,12 @@ absl::Status WorkerLoop::Run() {
     }
     v1::LeaseBatchRequest request;
     request.set_worker_id(worker_id_);
-    request.set_max_candidates(options_.max_candidates);
+    // Never past max_measurements: a whole lease of 8 took a worker capped at 3 to 7.
+    int64_t want = options_.max_candidates;
+    if (options_.max_measurements > 0) {
+      want = std::min<int64_t>(want, options_.max_measurements - reported_);
+    }
+    request.set_max_candidates(static_cast<int>(want));
     v1::LeaseBatchResponse lease;
     absl::Status s = FromGrpc(
         stub_->LeaseBatch(Context(options_.rpc_deadline, options_.token).get(), request, &lease));

@@ -25,7 +25,8 @@ struct WorkerLoopOptions {
   int max_candidates = 8;  // per lease
   absl::Duration rpc_deadline = absl::Seconds(10);
   absl::Duration max_backoff = absl::Seconds(5);
-  // Stop once this many results were reported (0: never); for tests and benchmarks.
+  // Stop once this many results were reported (0: never; leases never take more); for tests and
+  // benchmarks.
   int64_t max_measurements = 0;
   // Stop after this long with nothing to lease (zero: never); for tests and benchmarks. Until
   // the server has first been reached, a server that cannot be reached counts as nothing to
