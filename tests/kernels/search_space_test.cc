@@ -154,6 +154,31 @@ TEST(SearchSpaceTest, ASpacePastTheLimitIsRefused) {
   ASSERT_FALSE(endless.ok());
   EXPECT_EQ(endless.status().code(), absl::StatusCode::kResourceExhausted);
   EXPECT_THAT(endless.status().message(), HasSubstr("write constraints on the first parameters"));
+
+  // Four parameters of 65,535 values: 1.8e19 configurations, more than the 2^63 ktune numbers
+  // (it said "exceeds 2^64", which 1.8e19 does not, after a pairwise duplicate check per list).
+  std::vector<Parameter> huge;
+  for (int k = 0; k < 4; ++k) {
+    Parameter p{absl::StrCat("h", k), {}};
+    for (int64_t v = 0; v < 65535; ++v) p.values.push_back(ParamValue(v));
+    huge.push_back(std::move(p));
+  }
+  auto too_many = SearchSpace::Create(huge, {});
+  ASSERT_FALSE(too_many.ok());
+  EXPECT_EQ(too_many.status().code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_THAT(too_many.status().message(), HasSubstr("1.845e+19 configurations, more than 2^63"));
+}
+
+TEST(SearchSpaceTest, ARepeatedValueIsNamedWhereverItIsInALongList) {
+  Parameter p{"x", {}};
+  for (int64_t v = 0; v < 65534; ++v) p.values.push_back(ParamValue(v));
+  p.values.push_back(ParamValue(int64_t{31337}));
+  auto space = SearchSpace::Create({p}, {});
+  ASSERT_FALSE(space.ok());
+  EXPECT_THAT(space.status().message(), HasSubstr("'x' lists the value 31337 twice"));
+  // The same number as an integer and as a float is two values.
+  auto mixed = SearchSpace::Create({{"y", {ParamValue(int64_t{1}), ParamValue(1.0)}}}, {});
+  EXPECT_TRUE(mixed.ok()) << mixed.status();
 }
 
 // The recorded files hold every configuration their definition allows, and nothing else.
