@@ -27,7 +27,12 @@ absl::StatusOr<TaskStatus> CountJobRecords(TuningDatabase& db, int64_t job_id,
                                            const TaskKey& task) {
   TaskStatus t;
   t.task = task;
+  // The job's measurements, stale ones too: a regression after the job (MarkStale) does not undo
+  // what it measured (a finished job read 0/16 after one).
   KTUNE_ASSIGN_OR_RETURN(std::vector<Record> records, db.TaskRecords(task));
+  KTUNE_ASSIGN_OR_RETURN(std::vector<Record> stale, db.StaleTaskRecords(task));
+  records.insert(records.end(), std::make_move_iterator(stale.begin()),
+                 std::make_move_iterator(stale.end()));
   for (const Record& r : records) {
     if (r.source != JobSource(job_id)) continue;
     ++t.done;

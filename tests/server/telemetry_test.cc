@@ -339,6 +339,12 @@ TEST(TelemetryTest, ARegressionInProductionIsFlaggedRetunedAndChangesTheBestAnsw
     EXPECT_EQ(FromProto(served_again.best(0).config().params(), "config").value(), *now);
     v1::ListDriftResponse relisted;
     ASSERT_TRUE(again->ListDrift(Context().get(), {}, &relisted).ok());
+    // The first tuning's records are stale now; the job still measured them (it read 0/100).
+    v1::GetJobRequest get_first;
+    get_first.set_job_id(first.job_id());
+    v1::Job first_again;
+    ASSERT_TRUE(again->GetJob(Context().get(), get_first, &first_again).ok());
+    EXPECT_EQ(first_again.measurements_done(), kFirstTuning);
     ASSERT_EQ(relisted.flags_size(), 1);
     EXPECT_EQ(relisted.flags(0).id(), flag.id());
     EXPECT_EQ(relisted.flags(0).action(), flag.action());
