@@ -41,6 +41,11 @@ absl::Status CheckServerAddress(const std::string& address) {
   if (address.empty()) {
     return absl::InvalidArgumentError("the server address is empty; give HOST:PORT");
   }
+  // A bare name reached port 443 by DNS (gRPC's default), a failure much later.
+  if (address.find(':') == std::string::npos) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "server address ", address, " has no port; give HOST:PORT (ktune serve listens on 7470)"));
+  }
   if (std::optional<int64_t> port = AddressPort(address); port && *port > 65535) {
     return absl::InvalidArgumentError(
         absl::StrCat("server address ", address, ": the port must be at most 65535"));

@@ -139,6 +139,8 @@ TEST(CliTest, BadUsageExitsWithTwo) {
         {"watch", "1", "--timeout", "0"},
         {"bench", "service", "--seconds", "-1"},
         {"best", "--kernel", "gemm", "--device", "x", "--server", "127.0.0.1:99999"},
+        // A server without a port (gRPC tried port 443 by DNS and failed with exit 1).
+        {"jobs", "--server", "garbage"},
         // A CUDA kernel on the CPU (it stored a failure for every measurement).
         {"tune", "--kernel", "cuda_gemm", "--device", "cpu", "--budget", "4"},
         // An accuracy budget on a recorded space without measured errors (the same).
