@@ -41,8 +41,8 @@ std::string ExplanationPlotScript(const v1::ExplainResponse& e, const std::strin
     int index = 0;
     for (const v1::ParameterValueEffect& v : p.values()) {
       if (v.measurements() < 3) continue;
-      absl::StrAppend(&s, index++, " ", v.median_ms() / fastest, " ", Quoted(FormatProtoValue(v.value())),
-                      "\n");
+      absl::StrAppend(&s, index++, " ", v.median_ms() / fastest, " ",
+                      GnuplotDataString(FormatProtoValue(v.value())), "\n");
     }
     absl::StrAppend(&s, "EOD\n");
     absl::StrAppend(&plots, plots.empty() ? "plot " : ", ", "$effect", plotted,

@@ -14,17 +14,31 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_replace.h"
 #include "common/file_util.h"
+#include "common/utf8.h"
 
 namespace ktune::cli {
 
-std::string GnuplotQuoted(const std::string& s) {
-  // A control character (a newline above all) would end the literal's line and let the rest of
-  // the text run as gnuplot commands (system() included): each becomes a space.
-  std::string one_line = s;
-  for (char& c : one_line) {
-    if (static_cast<unsigned char>(c) < 0x20 || c == 0x7f) c = ' ';
+namespace {
+// `s` on one line: a control character (a newline above all) would end the line a literal or a
+// data row is on and let the rest run as gnuplot commands (system() included).
+std::string OneLine(const std::string& s) {
+  std::string out = s;
+  for (char& c : out) {
+    if (IsControlCharacter(c)) c = ' ';
   }
-  return absl::StrCat("\"", absl::StrReplaceAll(one_line, {{"\\", "\\\\"}, {"\"", "\\\""}}), "\"");
+  return out;
+}
+}  // namespace
+
+std::string GnuplotQuoted(const std::string& s) {
+  // Single quotes: gnuplot runs `backquoted` text inside double quotes, never inside these.
+  return absl::StrCat("'", absl::StrReplaceAll(OneLine(s), {{"'", "''"}}), "'");
+}
+
+std::string GnuplotDataString(const std::string& s) {
+  // A data row's string column is double-quoted and knows no escapes: a double quote or a
+  // backquote in the text becomes a single quote.
+  return absl::StrCat("\"", absl::StrReplaceAll(OneLine(s), {{"\"", "'"}, {"`", "'"}}), "\"");
 }
 
 absl::Status RenderGnuplotSvg(const std::function<std::string(const std::string& output)>& script,

@@ -10,9 +10,13 @@
 
 namespace ktune::cli {
 
-// A gnuplot string literal: double-quoted, with \ and " escaped and every control character
-// (newline, tab, ...) a space, so that no text can end the literal's line.
+// A gnuplot string literal for a command (a title, a file name): single-quoted, so that no
+// `backquoted` text runs, with ' doubled and every control character (newline, tab, ...) a space,
+// so that no text can end the literal's line.
 std::string GnuplotQuoted(const std::string& s);
+// A string column of a data row (inside `$name << EOD`): double-quoted, on one line, with no
+// double quote or backquote.
+std::string GnuplotDataString(const std::string& s);
 
 // Runs gnuplot on `script(output)`, a script that writes an SVG to the file `output`, and puts
 // the SVG at `path`, replacing it only once gnuplot succeeded. FailedPrecondition when gnuplot is

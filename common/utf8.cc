@@ -53,8 +53,8 @@ std::string Utf8Prefix(absl::string_view text, size_t max_bytes) {
 }
 
 bool HasControlCharacter(absl::string_view text) {
-  for (unsigned char c : text) {
-    if (c < 0x20 || c == 0x7f) return true;
+  for (char c : text) {
+    if (IsControlCharacter(c)) return true;
   }
   return false;
 }

@@ -19,6 +19,8 @@ std::string Utf8Prefix(absl::string_view text, size_t max_bytes);
 // device class) never does, and one that did could break the line-based text it is written into
 // (a gnuplot script, a table).
 bool HasControlCharacter(absl::string_view text);
+// Whether `c` is one of those characters.
+inline bool IsControlCharacter(char c) { return static_cast<unsigned char>(c) < 0x20 || c == 0x7f; }
 
 }  // namespace ktune
 
