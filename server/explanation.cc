@@ -273,9 +273,10 @@ std::vector<int64_t> OkRecordsOfConfigOf(const TaskColumns& c, size_t i,
   std::set<std::pair<int64_t, double>> seen;
   for (size_t j = 0; j < c.size(); ++j) {
     if (c.status[j] != MeasurementStatus::kOk || !c.HasConfig(j, row)) continue;
-    if (RepeatsAMeasurement(c, j, seen)) continue;
     const double e = c.max_rel_error[j];
-    if (WithinAccuracyBudget(std::isnan(e) ? std::nullopt : std::optional(e), budget)) {
+    // The budget first: a copy outside it must not hide the one within it.
+    if (WithinAccuracyBudget(std::isnan(e) ? std::nullopt : std::optional(e), budget) &&
+        !RepeatsAMeasurement(c, j, seen)) {
       out.push_back(c.handles[j]);
     }
   }
@@ -323,9 +324,11 @@ absl::Status ExplainFromTask(TuningDatabase& db, const Record& served,
     KTUNE_ASSIGN_OR_RETURN(std::vector<Record> a, db.RecordsByHandle(served_records));
     KTUNE_ASSIGN_OR_RETURN(std::vector<Record> b, db.RecordsByHandle(runner_up_records));
     // The runner-up is one of its configuration's ok records within the budget: read once, in b.
-    const size_t quoted =
+    // b holds the runner-up unless it repeats an earlier copy of its measurement: then that copy.
+    size_t quoted =
         std::find(runner_up_records.begin(), runner_up_records.end(), c.handles[*runner_up]) -
         runner_up_records.begin();
+    if (quoted >= b.size()) quoted = 0;
     *out->mutable_runner_up() = ToProto(b[quoted]);
     out->set_gap(c.time_ms[*runner_up] / *served.time_ms - 1);
     const std::vector<double> sa = Samples(a);

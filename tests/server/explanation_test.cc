@@ -185,6 +185,29 @@ TEST(ExplanationTest, AMeasurementStoredTwiceCountsOnce) {
   EXPECT_EQ(e->served_measurements(), 2);
 }
 
+// Under an accuracy budget, a copy of the runner-up's measurement outside the budget (its error
+// unknown) must not hide the copy within it (the runner-up's records came back empty and were
+// read past their end).
+TEST(ExplanationTest, ACopyOutsideTheBudgetDoesNotHideTheRunnerUp) {
+  MemoryTuningDatabase db;
+  Record served = Measured({{"A", int64_t{1}}}, {1.0, 1.0, 1.0}, 1'700'000'000'000'000);
+  served.max_rel_error = 0.0;
+  Record unknown_error = Measured({{"A", int64_t{2}}}, {2.0, 2.0, 2.0}, 1'700'000'001'000'000);
+  unknown_error.source = "import:a_T4.json";
+  Record within = unknown_error;
+  within.source = "import:b_T4.json";
+  within.max_rel_error = 1e-6;
+  ASSERT_EQ(*db.AddRecords({served, unknown_error, within}), 3);
+  const KernelRegistry registry = KernelRegistry::WithBuiltins();
+  BestQuery q = QueryOf("synthetic", kProblem);
+  q.max_rel_error = 1e-3;
+  absl::StatusOr<v1::ExplainResponse> e = Explain(db, registry, q);
+  ASSERT_TRUE(e.ok()) << e.status();
+  ASSERT_TRUE(e->has_runner_up());
+  EXPECT_EQ(e->runner_up().time_ms(), 2.0);
+  EXPECT_EQ(e->runner_up().max_rel_error(), 1e-6);
+}
+
 TEST(ExplanationTest, TheGapIsCalledRealOnlyWhenItIsLargerThanTheNoise) {
   const KernelRegistry registry = KernelRegistry::WithBuiltins();
   // Served 1.00 ms; runner-up 0.5% slower, repeats spread +-3%: within the noise.
