@@ -188,6 +188,10 @@ void DriftMonitor::Restart(const TaskKey& task) {
   for (auto& [config, detector] : it->second.streams) detector.Reset();
 }
 
+namespace {
+constexpr int kDriftFlagsVersion = 1;  // DriftFlagsToJson's format
+}  // namespace
+
 std::string DriftFlagsToJson(const std::vector<DriftFlag>& flags) {
   nlohmann::json out = nlohmann::json::array();
   for (const DriftFlag& f : flags) {
@@ -210,15 +214,21 @@ std::string DriftFlagsToJson(const std::vector<DriftFlag>& flags) {
     if (f.lab_ms) j["lab_ms"] = *f.lab_ms;
     out.push_back(std::move(j));
   }
-  return out.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+  return nlohmann::json{{"version", kDriftFlagsVersion}, {"flags", std::move(out)}}.dump(
+      -1, ' ', false, nlohmann::json::error_handler_t::replace);
 }
 
 absl::StatusOr<std::vector<DriftFlag>> DriftFlagsFromJson(const std::string& json) {
   std::vector<DriftFlag> flags;
   try {
-    const nlohmann::json all = nlohmann::json::parse(json);
-    if (!all.is_array()) return absl::DataLossError("the stored drift flags are not a JSON array");
-    for (const nlohmann::json& j : all) {
+    const nlohmann::json stored = nlohmann::json::parse(json);
+    if (!stored.is_object() || !stored.contains("version") ||
+        stored["version"] != kDriftFlagsVersion || !stored.contains("flags") ||
+        !stored["flags"].is_array()) {
+      return absl::DataLossError(absl::StrCat("the stored drift flags are not version ",
+                                              kDriftFlagsVersion, " of their format"));
+    }
+    for (const nlohmann::json& j : stored["flags"]) {
       DriftFlag f;
       f.id = j.at("id").get<int64_t>();
       const std::string kind = j.at("kind").get<std::string>();

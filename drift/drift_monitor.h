@@ -124,7 +124,8 @@ class DriftMonitor {
   std::vector<DriftFlag> flags_ ABSL_GUARDED_BY(mu_);
 };
 
-// The flags as JSON (an array, every field of DriftFlag) for the database, and back.
+// The flags as JSON for the database ({"version": 1, "flags": [every field of each]}), and back;
+// DataLoss for text that is not that version of the format.
 std::string DriftFlagsToJson(const std::vector<DriftFlag>& flags);
 absl::StatusOr<std::vector<DriftFlag>> DriftFlagsFromJson(const std::string& json);
 

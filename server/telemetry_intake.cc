@@ -1,11 +1,11 @@
 #include "server/telemetry_intake.h"
 
-#include <nlohmann/json.hpp>
-
 #include <algorithm>
+#include <nlohmann/json.hpp>
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
+#include "common/event_log.h"
 #include "common/status_macros.h"
 
 namespace ktune {
@@ -20,12 +20,13 @@ absl::StatusOr<RetuneMode> ParseRetuneMode(const std::string& name) {
 
 TelemetryIntake::TelemetryIntake(TuningDatabase* db, Scheduler* scheduler, BestCache* best,
                                  const TaskSpaces* spaces, RetunePolicy policy,
-                                 DriftMonitorOptions monitor_options)
+                                 DriftMonitorOptions monitor_options, bool store_flags)
     : db_(db),
       scheduler_(scheduler),
       best_(best),
       spaces_(spaces),
       policy_(std::move(policy)),
+      store_flags_(store_flags),
       monitor_(monitor_options),
       knowledge_(db) {}
 
@@ -39,10 +40,16 @@ absl::Status TelemetryIntake::Recover() {
   std::vector<DriftFlag> stored;
   absl::StatusOr<std::string> blob = db_->LoadCheckpoint(kFlagsKey);
   if (blob.ok()) {
-    KTUNE_ASSIGN_OR_RETURN(stored, DriftFlagsFromJson(*blob));
+    absl::StatusOr<std::vector<DriftFlag>> read = DriftFlagsFromJson(*blob);
+    if (read.ok()) {
+      stored = *std::move(read);
+    } else {
+      LogEvent("drift_flags_unreadable", {{"reason", std::string(read.status().message())}});
+    }
   } else if (!absl::IsNotFound(blob.status())) {
     return blob.status();
   }
+  const size_t stored_count = stored.size();
   // Retuning jobs of before the restart still count against max_jobs (Act drops ended ones).
   for (const DriftFlag& f : stored) {
     if (f.retune_job > 0) retune_jobs_.insert(f.retune_job);
@@ -54,10 +61,13 @@ absl::Status TelemetryIntake::Recover() {
   });
   monitor_.EndRecovery();
   KTUNE_RETURN_IF_ERROR(replayed);
+  // Flags the replay raised that were not stored (saved too late, or unreadable) are stored now.
+  if (monitor_.Flags().size() == stored_count) return absl::OkStatus();
   return SaveFlags();
 }
 
 absl::Status TelemetryIntake::SaveFlags() {
+  if (!store_flags_) return absl::OkStatus();
   return db_->SaveCheckpoint(kFlagsKey, DriftFlagsToJson(monitor_.Flags()));
 }
 
@@ -85,13 +95,11 @@ absl::StatusOr<std::vector<DriftFlag>> TelemetryIntake::Report(
       raised.push_back(std::move(f));
     }
   }
-  // The reports are stored; a failure here loses only the flags' actions at a restart, so it is
-  // the caller's error to see, not a reason to store the reports again.
+  // The reports are stored and the flags acted on: a failure to save the flags loses only their
+  // actions at a restart, and an error here would have the client send the reports again.
   if (!raised.empty()) {
     if (absl::Status s = SaveFlags(); !s.ok()) {
-      return absl::InternalError(absl::StrCat(
-          "the telemetry was stored and drift flags raised, but they could not be saved: ",
-          s.message()));
+      LogEvent("drift_flags_not_saved", {{"reason", std::string(s.message())}});
     }
   }
   return raised;

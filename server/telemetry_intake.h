@@ -46,13 +46,18 @@ struct RetunePolicy {
 
 class TelemetryIntake {
  public:
+  // `store_flags`: this intake keeps the database's flags (the server that holds the database;
+  // `ktune tune`'s embedded server beside it only reads them, or it would write over the
+  // server's with its own older copy).
   TelemetryIntake(TuningDatabase* db, Scheduler* scheduler, BestCache* best,
                   const TaskSpaces* spaces, RetunePolicy policy,
-                  DriftMonitorOptions monitor_options = {});
+                  DriftMonitorOptions monitor_options = {}, bool store_flags = true);
 
   // A restart: lists the flags stored before it, with what was done about them, and runs the
   // stored telemetry through drift detection again (DriftMonitor::BeginRecovery), acting on
   // nothing. Flags and their actions are stored in the database whenever flags are raised.
+  // Stored flags that cannot be read (another version's, a damaged blob) are logged and
+  // replaced by those the replay raises: they must not keep the server from starting.
   absl::Status Recover();
   // Stores `reports` (all or none; received_at_us set here) and returns the flags they raised,
   // each with the policy's action taken.
@@ -76,6 +81,7 @@ class TelemetryIntake {
   BestCache* best_;
   const TaskSpaces* spaces_;
   RetunePolicy policy_;
+  bool store_flags_;
   DriftMonitor monitor_;
   DatabaseKnowledge knowledge_;
   mutable absl::Mutex mu_;  // serialises Report (store, observe, act)

@@ -100,11 +100,11 @@ absl::StatusOr<TelemetryReport> TuningServiceImpl::TelemetryFromProto(
   // A registry kernel's telemetry names a problem it can tune and only its parameters: a flag on
   // anything else could never be retuned (and "act" queued a job for it all the same).
   if (const KernelDefinition* kernel = spaces_->registry().Find(q.kernel)) {
+    // Any version: a deployed program may run an older one than the registry's, and its
+    // telemetry is stored as before.
     absl::StatusOr<TaskKey> canonical =
-        spaces_->Canonical({q.kernel, q.kernel_version, q.problem, q.device_class});
-    if (!canonical.ok()) {
-      return absl::InvalidArgumentError(absl::StrCat("problem: ", canonical.status().message()));
-    }
+        spaces_->Canonical({q.kernel, "", q.problem, q.device_class});
+    if (!canonical.ok()) return absl::InvalidArgumentError(canonical.status().message());
     for (const auto& [name, value] : s.config().params()) {
       const bool known = std::any_of(kernel->parameters.begin(), kernel->parameters.end(),
                                      [&](const KernelParameter& p) { return p.name == name; });

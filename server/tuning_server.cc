@@ -61,9 +61,9 @@ absl::StatusOr<std::unique_ptr<TuningServer>> TuningServer::Start(TuningServerOp
   };
   s->scheduler_ = std::make_unique<Scheduler>(s->db_.get(), s->spaces_.get(), scheduler_options);
   if (s->options_.resume_jobs) KTUNE_RETURN_IF_ERROR(s->scheduler_->Recover());
-  s->telemetry_ = std::make_unique<TelemetryIntake>(s->db_.get(), s->scheduler_.get(),
-                                                    s->best_.get(), s->spaces_.get(),
-                                                    s->options_.retune, s->options_.drift);
+  s->telemetry_ = std::make_unique<TelemetryIntake>(
+      s->db_.get(), s->scheduler_.get(), s->best_.get(), s->spaces_.get(), s->options_.retune,
+      s->options_.drift, /*store_flags=*/s->db_lock_ != nullptr);
   KTUNE_RETURN_IF_ERROR(s->telemetry_->Recover());
   if (!s->options_.auth_file.empty()) {
     KTUNE_ASSIGN_OR_RETURN(s->auth_, Authenticator::FromFile(s->options_.auth_file));

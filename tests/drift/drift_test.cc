@@ -183,7 +183,9 @@ TEST(DriftMonitorTest, StoredFlagsRoundTripThroughJson) {
   EXPECT_EQ(b.retune_job, 4);
   EXPECT_FALSE((*back)[1].lab_ms.has_value());
   EXPECT_FALSE(DriftFlagsFromJson("{}").ok());
-  EXPECT_FALSE(DriftFlagsFromJson(R"([{"id":1,"kind":"nonsense"}])").ok());
+  EXPECT_FALSE(DriftFlagsFromJson("[]").ok());
+  EXPECT_FALSE(DriftFlagsFromJson(R"({"version":2,"flags":[]})").ok());
+  EXPECT_FALSE(DriftFlagsFromJson(R"({"version":1,"flags":[{"id":1,"kind":"nonsense"}]})").ok());
 }
 
 // A server restart lists the flags stored before it with their actions, and the detectors are

@@ -202,6 +202,22 @@ TEST(TelemetryTest, MalformedOrHostileTelemetryIsRefusedClearlyAndStoresNothing)
   EXPECT_DOUBLE_EQ(stored[0].mean_ms, 2.25);  // 10 calls at 1.5 ms, 10 at 3 ms
 }
 
+// Stored flags that cannot be read (another version's format, a damaged blob) must not keep the
+// server from starting: it logs them and goes on (a policy blob once blocked its kernel so).
+TEST(TelemetryTest, UnreadableStoredFlagsDoNotStopTheServer) {
+  testing::TempDir dir;
+  {
+    auto db = SqliteTuningDatabase::Open(dir.File("f.db"));
+    ASSERT_TRUE(db.ok());
+    ASSERT_TRUE((*db)->SaveCheckpoint("drift/flags", R"({"version":99,"flags":"?"})").ok());
+  }
+  TuningServerOptions options;
+  options.listen = "";
+  options.db_path = dir.File("f.db");
+  auto server = TuningServer::Start(options);
+  EXPECT_TRUE(server.ok()) << server.status();
+}
+
 // The whole loop on a replay device: tune; production reports the served configuration; a
 // simulated driver update slows it (and its neighbours) 3x; the drift is flagged within 50
 // reports; the server (--retune act) marks the old records stale and runs a retuning job that
