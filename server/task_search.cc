@@ -141,12 +141,19 @@ absl::Status TaskSearch::StartStrategy() {
   absl::Status started = Timed(&agent_seconds_, &time_budget_, start);
   if (!started.ok() && warm_started_ && absl::IsInvalidArgument(started)) {
     // A saved state this strategy cannot use (another ktune's policy, an edited blob) must not
-    // stop every tuning of the kernel: start afresh, say so, and the run's end replaces it.
-    LogEvent("checkpoint_refused",
-             {{"checkpoint", checkpoint_}, {"reason", std::string(started.message())}});
-    strategy_->LoadCheckpoint(std::string());
+    // stop every tuning of the kernel: a new strategy (nothing of the first start kept) starts
+    // without it, and the run's end replaces it. If that fails too, the state was not the cause.
+    KTUNE_ASSIGN_OR_RETURN(std::unique_ptr<SearchStrategy> fresh,
+                           options_.make_strategy ? options_.make_strategy(options_.strategy)
+                                                  : MakeStrategy(options_.strategy));
+    std::swap(strategy_, fresh);
     warm_started_ = false;
+    const absl::Status refused = started;
     started = Timed(&agent_seconds_, &time_budget_, start);
+    if (started.ok()) {
+      LogEvent("checkpoint_refused",
+               {{"checkpoint", checkpoint_}, {"reason", std::string(refused.message())}});
+    }
   }
   return started;
 }
