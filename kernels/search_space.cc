@@ -83,11 +83,11 @@ absl::StatusOr<SearchSpace> SearchSpace::Create(std::vector<Parameter> parameter
     }
     product *= static_cast<double>(p.values.size());
   }
-  // Configurations are numbered by int64_t: 2^63 of them at most (the check said 2^64 and refused
-  // spaces from 1.8e19, below it).
+  // Configurations are numbered by int64_t: fewer than 2^63 of them (the check said 2^64 and
+  // refused spaces from 1.8e19, below it).
   if (product >= 9.223372036854775808e18) {
     return absl::ResourceExhaustedError(absl::StrFormat(
-        "the unconstrained space has %.4g configurations, more than 2^63 (the most ktune numbers)",
+        "the unconstrained space has %.4g configurations, 2^63 or more (ktune numbers fewer)",
         product));
   }
   std::vector<ExprValue> problem_values;

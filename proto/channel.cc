@@ -83,22 +83,27 @@ absl::Status FromGrpc(const grpc::Status& status) {
   // to the call, not what to do: say that too.
   switch (status.error_code()) {
     case grpc::StatusCode::UNAVAILABLE:
-      for (absl::string_view transport :
+      for (absl::string_view unreachable :
            {"failed to connect to all addresses", "Connection refused", "DNS resolution failed",
-            "Socket closed", "Connection reset", "Broken pipe", "empty address list"}) {
-        if (absl::StrContains(said, transport)) {
+            "empty address list"}) {
+        if (absl::StrContains(said, unreachable)) {
           message = absl::StrCat("cannot reach the ktune server (", said,
                                  "): is `ktune serve` running at that address, and reachable "
                                  "from here?");
           break;
         }
       }
+      for (absl::string_view lost : {"Socket closed", "Connection reset", "Broken pipe"}) {
+        if (absl::StrContains(said, lost)) {
+          message = absl::StrCat("the connection to the ktune server was lost during the call (",
+                                 said, "): run it again once the server is back");
+          break;
+        }
+      }
       break;
     case grpc::StatusCode::DEADLINE_EXCEEDED:
       if (said == "Deadline Exceeded") {
-        message =
-            "the server did not answer before the deadline (the command's --timeout, or its "
-            "default) passed";
+        message = "the server did not answer before the call's deadline passed";
       }
       break;
     case grpc::StatusCode::CANCELLED:
@@ -109,10 +114,12 @@ absl::Status FromGrpc(const grpc::Status& status) {
       }
       break;
     case grpc::StatusCode::RESOURCE_EXHAUSTED:
-      if (absl::StartsWith(said, "Received message larger than max") ||
-          absl::StartsWith(said, "Sent message larger than max")) {
-        message = absl::StrCat("the message is larger than the server accepts (", said,
+      if (absl::StartsWith(said, "Sent message larger than max")) {
+        message = absl::StrCat("the request is larger than the server accepts (", said,
                                " bytes): send less at once");
+      } else if (absl::StartsWith(said, "Received message larger than max")) {
+        message = absl::StrCat("a message was larger than its receiver accepts (", said,
+                               " bytes): send less at once, or ask for less");
       }
       break;
     default:

@@ -926,14 +926,23 @@ TEST(CliTest, AnInterruptedTuneKeepsItsRecordsAndExits130) {
   testing::KtuneProcess tune({"tune", "--db", db, "--kernel", "gemm", "--problem",
                               "M=256,N=256,K=256", "--device", "cpu", "--budget", "4000",
                               "--strategy", "random"});
-  // Interrupt once records are stored (polled, never assumed after a fixed delay).
+  // Interrupt once records are stored (polled, never assumed after a fixed delay), read through a
+  // read-only connection: opening the database for writing could race the tune creating it.
   int64_t stored = 0;
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(120);
   while (stored == 0 && std::chrono::steady_clock::now() < deadline) {
     std::this_thread::sleep_for(std::chrono::milliseconds(100));
-    if (!std::filesystem::exists(db)) continue;
-    auto opened = SqliteTuningDatabase::Open(db);
-    if (opened.ok()) stored = (*opened)->Stats()->records;
+    sqlite3* read_only = nullptr;
+    if (sqlite3_open_v2(db.c_str(), &read_only, SQLITE_OPEN_READONLY, nullptr) == SQLITE_OK) {
+      sqlite3_stmt* count = nullptr;
+      if (sqlite3_prepare_v2(read_only, "SELECT COUNT(*) FROM records", -1, &count, nullptr) ==
+              SQLITE_OK &&
+          sqlite3_step(count) == SQLITE_ROW) {
+        stored = sqlite3_column_int64(count, 0);
+      }
+      sqlite3_finalize(count);
+    }
+    sqlite3_close(read_only);
   }
   ASSERT_GT(stored, 0) << tune.Err();
   tune.Signal(SIGINT);

@@ -102,7 +102,6 @@ TEST(ApiTest, RecordsFromTheWireWithImpossibleValuesAreRefused) {
               HasSubstr("is not record.device.device_class"));
 }
 
-// Every rpc has a comment line above it; every field has a comment on its line or just above.
 // gRPC's own failures say what to do ("failed to connect to all addresses" alone did not); the
 // server's answers pass unchanged.
 TEST(ApiTest, TransportFailuresSayWhatToDoAndServerAnswersPassAsThey) {
@@ -114,13 +113,15 @@ TEST(ApiTest, TransportFailuresSayWhatToDoAndServerAnswersPassAsThey) {
   EXPECT_THAT(down.message(), ::testing::HasSubstr("Connection refused"));
   EXPECT_THAT(
       FromGrpc(grpc::Status(grpc::StatusCode::DEADLINE_EXCEEDED, "Deadline Exceeded")).message(),
-      ::testing::HasSubstr("did not answer before the deadline"));
+      ::testing::HasSubstr("did not answer before the call's deadline passed"));
   EXPECT_THAT(FromGrpc(grpc::Status(grpc::StatusCode::CANCELLED, "Cancelling all calls")).message(),
               ::testing::HasSubstr("the server shut down during the call"));
   EXPECT_THAT(FromGrpc(grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
                                     "Received message larger than max (10485865 vs. 4194304)"))
                   .message(),
-              ::testing::HasSubstr("larger than the server accepts"));
+              ::testing::HasSubstr("larger than its receiver accepts"));
+  EXPECT_THAT(FromGrpc(grpc::Status(grpc::StatusCode::UNAVAILABLE, "Socket closed")).message(),
+              ::testing::HasSubstr("the connection to the ktune server was lost"));
   const absl::Status answer =
       FromGrpc(grpc::Status(grpc::StatusCode::UNAVAILABLE, "no worker of class cpu:x"));
   EXPECT_EQ(answer.message(), "no worker of class cpu:x");
@@ -128,6 +129,7 @@ TEST(ApiTest, TransportFailuresSayWhatToDoAndServerAnswersPassAsThey) {
             "the server did not say why");
 }
 
+// Every rpc has a comment line above it; every field has a comment on its line or just above.
 TEST(ApiTest, EveryRpcAndFieldIsCommented) {
   const std::regex field(R"(^\s*(repeated |optional )?(map<[^>]+>|[A-Za-z_.][\w.]*) \w+ = \d+;)");
   const std::regex rpc(R"(^\s*rpc \w+)");
