@@ -28,6 +28,11 @@ int UsageOrFail(const std::string& command, const absl::Status& status) {
              : Fail(command, status);
 }
 
+int ChannelFailure(const std::string& command, const absl::Status& status) {
+  return absl::IsInvalidArgument(status) ? UsageError(command, std::string(status.message()))
+                                         : Fail(command, status);
+}
+
 int UsageError(const std::string& command, const std::string& message) {
   std::cerr << "ktune " << command << ": " << message << "\nRun 'ktune " << command
             << " --help' for usage.\n";
@@ -168,7 +173,7 @@ int ConnectIfServer(const std::string& command, const std::string& server, const
     return UsageError(command, std::string(address.message()));
   }
   absl::StatusOr<std::shared_ptr<grpc::Channel>> made = MakeChannel(server, tls);
-  if (!made.ok()) return Fail(command, made.status());
+  if (!made.ok()) return ChannelFailure(command, made.status());
   *channel = *std::move(made);
   return kExitOk;
 }

@@ -47,6 +47,9 @@ int UsageError(const std::string& command, const std::string& message);
 // A target that could not be set up: UsageError for InvalidArgument and NotFound (a bad flag,
 // an unknown kernel), Fail otherwise (no GPU, no runner).
 int UsageOrFail(const std::string& command, const absl::Status& status);
+// A channel MakeChannel could not make: a bad --server (no port, a port past 65535) or TLS option
+// combination is a usage error (exit 2), a PEM file that cannot be read a failure (exit 1).
+int ChannelFailure(const std::string& command, const absl::Status& status);
 
 // Adds --tls-ca, --tls-cert and --tls-key (a client's view of the server's TLS) to `sub`; a
 // certificate needs the CA and its key (and a key its certificate), checked as usage.

@@ -229,7 +229,7 @@ int RunRegister(const RegisterArgs& a) {
     request.mutable_kernel()->set_source(*source);
   }
   absl::StatusOr<std::shared_ptr<grpc::Channel>> channel = MakeChannel(a.server, a.tls);
-  if (!channel.ok()) return Fail(cmd, channel.status());
+  if (!channel.ok()) return ChannelFailure(cmd, channel.status());
   v1::KernelInfo info;
   grpc::Status s = v1::TuningService::NewStub(*channel)->RegisterKernel(
       ClientContextFor(a.token, 30).get(), request, &info);

@@ -207,7 +207,7 @@ int RunWorker(const WorkerArgs& a) {
                                         "'; use cpu, cuda[:N] or replay:FILE"));
   }
   absl::StatusOr<std::shared_ptr<grpc::Channel>> channel = MakeChannel(a.server, a.tls);
-  if (!channel.ok()) return Fail(cmd, channel.status());
+  if (!channel.ok()) return ChannelFailure(cmd, channel.status());
   auto stub = v1::WorkerService::NewStub(*channel);
   std::atomic<bool> stop{false};
   std::thread signals = OnTerminationSignal([&stop] { stop = true; });
@@ -257,7 +257,7 @@ int RunSubmit(const JobArgs& a) {
         cmd, absl::InvalidArgumentError(absl::StrCat(a.spec, " is not a YAML or JSON text file")));
   }
   absl::StatusOr<std::shared_ptr<grpc::Channel>> channel = MakeChannel(a.server, a.tls);
-  if (!channel.ok()) return Fail(cmd, channel.status());
+  if (!channel.ok()) return ChannelFailure(cmd, channel.status());
   auto stub = v1::TuningService::NewStub(*channel);
   v1::SubmitJobRequest request;
   request.set_spec_text(*text);
@@ -310,7 +310,7 @@ std::string ProgressLine(const v1::JobEvent& event) {
 int RunWatch(const JobArgs& a) {
   const std::string cmd = "watch";
   absl::StatusOr<std::shared_ptr<grpc::Channel>> channel = MakeChannel(a.server, a.tls);
-  if (!channel.ok()) return Fail(cmd, channel.status());
+  if (!channel.ok()) return ChannelFailure(cmd, channel.status());
   auto stub = v1::TuningService::NewStub(*channel);
   v1::WatchJobRequest request;
   request.set_job_id(a.job);
@@ -345,7 +345,7 @@ int RunWatch(const JobArgs& a) {
 int RunCancel(const JobArgs& a) {
   const std::string cmd = "cancel";
   absl::StatusOr<std::shared_ptr<grpc::Channel>> channel = MakeChannel(a.server, a.tls);
-  if (!channel.ok()) return Fail(cmd, channel.status());
+  if (!channel.ok()) return ChannelFailure(cmd, channel.status());
   auto stub = v1::TuningService::NewStub(*channel);
   v1::CancelJobRequest request;
   request.set_job_id(a.job);
@@ -366,7 +366,7 @@ int RunCancel(const JobArgs& a) {
 int RunWorkers(const JobArgs& a) {
   const std::string cmd = "workers";
   absl::StatusOr<std::shared_ptr<grpc::Channel>> channel = MakeChannel(a.server, a.tls);
-  if (!channel.ok()) return Fail(cmd, channel.status());
+  if (!channel.ok()) return ChannelFailure(cmd, channel.status());
   v1::ListWorkersResponse response;
   absl::Status s = FromGrpc(v1::TuningService::NewStub(*channel)->ListWorkers(
       ClientContextFor(a.token).get(), {}, &response));

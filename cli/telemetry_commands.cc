@@ -214,7 +214,7 @@ int RunReport(const ReportArgs& a) {
                                                      a.skip > 0 ? " after the skipped ones" : "")));
   }
   absl::StatusOr<std::shared_ptr<grpc::Channel>> channel = MakeChannel(a.client.server, a.client.tls);
-  if (!channel.ok()) return Fail(cmd, channel.status());
+  if (!channel.ok()) return ChannelFailure(cmd, channel.status());
   auto stub = v1::TuningService::NewStub(*channel);
   int64_t accepted = 0;
   std::vector<v1::DriftFlag> raised;
@@ -256,7 +256,7 @@ int RunReport(const ReportArgs& a) {
 int RunDrift(const ClientArgs& a) {
   const std::string cmd = "drift";
   absl::StatusOr<std::shared_ptr<grpc::Channel>> channel = MakeChannel(a.server, a.tls);
-  if (!channel.ok()) return Fail(cmd, channel.status());
+  if (!channel.ok()) return ChannelFailure(cmd, channel.status());
   v1::ListDriftResponse response;
   absl::Status st = FromGrpc(v1::TuningService::NewStub(*channel)->ListDrift(
       ClientContextFor(a.token).get(), v1::ListDriftRequest(), &response));

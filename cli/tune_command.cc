@@ -73,7 +73,7 @@ int RunRemoteTune(const TuneArgs& a) {
     return UsageError(cmd, std::string(s.message()));
   }
   absl::StatusOr<std::shared_ptr<grpc::Channel>> channel = MakeChannel(a.server, a.tls);
-  if (!channel.ok()) return Fail(cmd, channel.status());
+  if (!channel.ok()) return ChannelFailure(cmd, channel.status());
   auto stub = v1::TuningService::NewStub(*channel);
   TuneJobRequest request;
   request.task = TaskKey{a.kernel, "", *problem, device_class};

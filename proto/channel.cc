@@ -18,7 +18,8 @@ absl::StatusOr<std::string> ReadPem(const std::string& path) {
   std::stringstream text;
   text << in.rdbuf();
   if (text.str().find("-----BEGIN") == std::string::npos) {
-    return absl::InvalidArgumentError(absl::StrCat(path, " is not a PEM file"));
+    // The file's content, not the command line, is wrong (ChannelFailure: exit 1, not 2).
+    return absl::FailedPreconditionError(absl::StrCat(path, " is not a PEM file"));
   }
   return text.str();
 }

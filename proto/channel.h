@@ -34,7 +34,7 @@ absl::StatusOr<std::shared_ptr<grpc::Channel>> MakeChannel(const std::string& ad
 // server shutting down, a message too large), one that says what to do.
 absl::Status FromGrpc(const grpc::Status& status);
 
-// The contents of a PEM file; NotFound naming it.
+// The contents of a PEM file; NotFound naming it, FailedPrecondition when it is not PEM.
 absl::StatusOr<std::string> ReadPem(const std::string& path);
 
 }  // namespace ktune

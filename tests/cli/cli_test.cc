@@ -139,8 +139,12 @@ TEST(CliTest, BadUsageExitsWithTwo) {
         {"watch", "1", "--timeout", "0"},
         {"bench", "service", "--seconds", "-1"},
         {"best", "--kernel", "gemm", "--device", "x", "--server", "127.0.0.1:99999"},
-        // A server without a port (gRPC tried port 443 by DNS and failed with exit 1).
+        // A server without a port (gRPC tried port 443 by DNS and failed with exit 1), for
+        // commands that read --db too and for those that only ask a server.
         {"jobs", "--server", "garbage"},
+        {"watch", "1", "--server", "garbage"},
+        {"drift", "--server", "garbage"},
+        {"cancel", "1", "--server", "garbage"},
         // A CUDA kernel on the CPU (it stored a failure for every measurement).
         {"tune", "--kernel", "cuda_gemm", "--device", "cpu", "--budget", "4"},
         // An accuracy budget on a recorded space without measured errors (the same).
