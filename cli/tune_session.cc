@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <cstring>
 #include <iostream>
 #include <thread>
@@ -114,23 +115,44 @@ class EmbeddedService {
   // Set to stop the worker.
   std::atomic<bool>* stop_flag() { return &stop_; }
 
-  // Starts the worker's thread. Should the worker fail or be interrupted, `job_id` is cancelled:
-  // its watch ends.
+  // Starts the worker's thread. Should the worker fail, `job_id` is cancelled: its watch ends.
+  // An interrupt cancels it at once (a watcher thread), while the worker finishes and reports
+  // the measurements in flight: a second Ctrl-C, which ends the process, leaves the job cancelled
+  // in the file, not "running" for ever.
   void StartWorker(const std::string& job_id) {
     worker_ = std::thread([this, job_id] {
       WorkerLoop loop(workers_.get(), measurer_, worker_options_, &stop_);
       worker_status_ = loop.Run();
       if (worker_status_.ok() && g_interrupted == 0) return;
-      v1::CancelJobRequest cancel;
-      cancel.set_job_id(job_id);
-      v1::Job ignored;
-      tuning_->CancelJob(ClientContextFor("").get(), cancel, &ignored);
+      Cancel(job_id);
     });
+    watcher_ = std::thread([this, job_id] {
+      while (true) {
+        const bool stopping = stop_;  // read before the signal's number: the handler sets it first
+        if (g_interrupted != 0) {
+          Cancel(job_id);
+          std::cerr << "\ninterrupted: job " << job_id
+                    << " cancelled; storing the measurements in flight (Ctrl-C again to stop now)"
+                    << std::endl;
+          return;
+        }
+        if (stopping) return;
+        std::this_thread::sleep_for(std::chrono::milliseconds(50));
+      }
+    });
+  }
+
+  void Cancel(const std::string& job_id) {
+    v1::CancelJobRequest cancel;
+    cancel.set_job_id(job_id);
+    v1::Job ignored;
+    tuning_->CancelJob(ClientContextFor("").get(), cancel, &ignored);
   }
 
   // The worker's error, if it had one.
   absl::Status Stop() {
     stop_ = true;
+    if (watcher_.joinable()) watcher_.join();
     if (worker_.joinable()) worker_.join();
     if (server_ != nullptr) server_->Shutdown();
     return worker_status_;
@@ -146,6 +168,7 @@ class EmbeddedService {
   WorkerLoopOptions worker_options_;
   std::atomic<bool> stop_{false};
   std::thread worker_;
+  std::thread watcher_;         // cancels the job as soon as an interrupt comes
   absl::Status worker_status_;  // written by the worker thread before it ends
 };
 

@@ -959,6 +959,53 @@ TEST(CliTest, AnInterruptedTuneKeepsItsRecordsAndExits130) {
   EXPECT_EQ(check.exit_code, 0) << check.out << check.err;
 }
 
+// A second Ctrl-C ends the process at once; the first has already cancelled the job in the file
+// (it stayed "running" for ever, the cancel coming only after the measurements in flight).
+TEST(CliTest, ASecondInterruptLeavesTheJobCancelledNotRunning) {
+  testing::TempDir dir;
+  const std::string db = dir.File("i.db");
+  testing::KtuneProcess tune({"tune", "--db", db, "--kernel", "gemm", "--problem",
+                              "M=512,N=512,K=512", "--device", "cpu", "--budget", "4000",
+                              "--strategy", "random"});
+  // What the file says, through a read-only connection (polled, never assumed after a delay).
+  auto query = [&](const std::string& sql) {
+    std::string value;
+    sqlite3* read_only = nullptr;
+    if (sqlite3_open_v2(db.c_str(), &read_only, SQLITE_OPEN_READONLY, nullptr) == SQLITE_OK) {
+      sqlite3_stmt* statement = nullptr;
+      if (sqlite3_prepare_v2(read_only, sql.c_str(), -1, &statement, nullptr) == SQLITE_OK &&
+          sqlite3_step(statement) == SQLITE_ROW && sqlite3_column_text(statement, 0) != nullptr) {
+        value = reinterpret_cast<const char*>(sqlite3_column_text(statement, 0));
+      }
+      sqlite3_finalize(statement);
+    }
+    sqlite3_close(read_only);
+    return value;
+  };
+  auto wait_for = [&](const std::string& sql, const std::string& until) {
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(120);
+    while (query(sql) != until && std::chrono::steady_clock::now() < deadline) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+    return query(sql);
+  };
+  ASSERT_EQ(wait_for("SELECT COUNT(*) > 0 FROM records", "1"), "1") << tune.Err();
+  tune.Signal(SIGINT);
+  // The first says at once that the job is cancelled, while a lease of large multiplications is
+  // still being measured; the second stops the process there.
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+  while (tune.Err().find("Ctrl-C again to stop now") == std::string::npos &&
+         std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  ASSERT_THAT(tune.Err(), HasSubstr("interrupted: job 1 cancelled; storing the measurements"));
+  tune.Signal(SIGINT);
+  tune.Wait();
+  auto jobs = RunKtune({"jobs", "--db", db, "--json"});
+  ASSERT_EQ(jobs.exit_code, 0) << jobs.err;
+  EXPECT_EQ(nlohmann::json::parse(jobs.out)[0]["state"], "cancelled") << jobs.out;
+}
+
 // When nothing measures ok, `tune` says why, not only that: here the measurement runner is
 // missing, so every measurement fails alike, and the message names the runner and the fix.
 TEST(CliTest, TuneWithNothingMeasuredOkSaysWhy) {
