@@ -1,4 +1,5 @@
 // ktune db import | export | stats | check
+#include <filesystem>
 #include <fstream>
 #include <iostream>
 #include <nlohmann/json.hpp>
@@ -27,6 +28,10 @@ int RunImport(const ImportArgs& a) {
   auto problem = ParseParamMapAssignments(a.problem);
   if (!problem.ok())
     return UsageError(cmd, absl::StrCat("--problem: ", problem.status().message()));
+  // The file first: a missing one left a new, empty database behind.
+  if (std::error_code ec; !std::filesystem::exists(a.file, ec)) {
+    return Fail(cmd, absl::NotFoundError(absl::StrCat("cannot read ", a.file, ": no such file")));
+  }
   auto db = OpenDatabase(a.db);
   if (!db.ok()) return Fail(cmd, db.status());
   ReadOptions options;

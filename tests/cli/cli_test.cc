@@ -160,6 +160,7 @@ TEST(CliTest, FailuresExitWithOneAndSayWhy) {
   auto missing = RunKtune({"db", "import", dir.File("nope.json"), "--db", dir.File("k.db")});
   EXPECT_EQ(missing.exit_code, 1);
   EXPECT_THAT(missing.err, HasSubstr("nope.json"));
+  EXPECT_FALSE(std::filesystem::exists(dir.File("k.db"))) << "an empty database was left behind";
   auto serve = RunKtune({"serve", "--listen", "999.1.1.1:7", "--db", dir.File("s.db")});
   EXPECT_EQ(serve.exit_code, 1);
   EXPECT_THAT(serve.err, HasSubstr("cannot listen on 999.1.1.1:7"));
