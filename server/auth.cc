@@ -74,7 +74,9 @@ absl::Status Authenticator::Check(const grpc::CallbackServerContext* ctx, Role n
   const auto& metadata = ctx->client_metadata();
   auto it = metadata.find("authorization");
   if (it == metadata.end()) {
-    return absl::UnauthenticatedError("missing 'authorization: Bearer <token>' metadata");
+    return absl::UnauthenticatedError(
+        "missing 'authorization: Bearer <token>' metadata (ktune's commands send --token or "
+        "$KTUNE_TOKEN)");
   }
   absl::string_view value(it->second.data(), it->second.size());
   if (!absl::ConsumePrefix(&value, "Bearer ")) {

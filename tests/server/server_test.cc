@@ -1065,8 +1065,9 @@ TEST(ServerAuthTest, TokensAndRolesAreEnforced) {
   };
   v1::ListJobsRequest list;
   v1::ListJobsResponse jobs;
-  EXPECT_EQ(tuning->ListJobs(with("").get(), list, &jobs).error_code(),
-            grpc::StatusCode::UNAUTHENTICATED);
+  const grpc::Status no_token = tuning->ListJobs(with("").get(), list, &jobs);
+  EXPECT_EQ(no_token.error_code(), grpc::StatusCode::UNAUTHENTICATED);
+  EXPECT_THAT(no_token.error_message(), HasSubstr("--token or $KTUNE_TOKEN"));  // what to give
   EXPECT_EQ(tuning->ListJobs(with("not-a-token-at-all").get(), list, &jobs).error_code(),
             grpc::StatusCode::UNAUTHENTICATED);
   EXPECT_TRUE(tuning->ListJobs(with("query-token-0123456789").get(), list, &jobs).ok());
