@@ -317,8 +317,14 @@ int RunWatch(const JobArgs& a) {
   auto ctx = ClientContextFor(a.token, a.timeout_s);
   std::unique_ptr<grpc::ClientReader<v1::JobEvent>> reader = stub->WatchJob(ctx.get(), request);
   v1::JobEvent event;
+  std::string last;  // text: a line only when it says something new (the stream repeats itself)
   while (reader->Read(&event)) {
-    std::cout << (a.json ? JobEventJson(event).dump() : ProgressLine(event)) << std::endl;
+    if (a.json) {
+      std::cout << JobEventJson(event).dump() << std::endl;
+    } else if (std::string line = ProgressLine(event); line != last) {
+      std::cout << line << std::endl;
+      last = std::move(line);
+    }
   }
   absl::Status s = FromGrpc(reader->Finish());
   if (!s.ok()) {
@@ -332,6 +338,7 @@ int RunWatch(const JobArgs& a) {
   if (a.json) {
     std::cout << JobJson(job).dump() << std::endl;
   } else {
+    if (!job.message().empty()) std::cout << "  why: " << job.message() << "\n";
     for (const v1::TaskProgress& t : job.tasks()) {
       std::cout << absl::StrFormat("  %s: %s, %d measurements", TaskName(t), StateName(t.state()),
                                    t.measurements_done());

@@ -16,6 +16,7 @@
 #include <thread>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
 #include "db/interchange/record_files.h"
 #include "db/sqlite_tuning_database.h"
 #include "grpcpp/create_channel.h"
@@ -309,6 +310,11 @@ TEST_F(FleetProcessTest, AnOperatorSubmitsWatchesListsAndCancelsFromTheCommandLi
   EXPECT_THAT(watch.out, ::testing::HasSubstr(
                              absl::StrCat("; ", any.kernel, problem.empty() ? "" : " ", problem,
                                           " on ", any.device.device_class, ": best ")));
+  // No line said twice in a row (the stream repeats its state about every second).
+  std::vector<std::string> lines = absl::StrSplit(watch.out, '\n');
+  for (size_t i = 1; i < lines.size(); ++i) {
+    if (!lines[i].empty()) EXPECT_NE(lines[i], lines[i - 1]) << watch.out;
+  }
   auto [records, distinct] = StoredRecords(id);
   EXPECT_EQ(records, 40);
 
