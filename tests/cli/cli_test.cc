@@ -923,6 +923,32 @@ TEST(CliTest, TuneOnThisCpuReportsSpeedupAndStoresRecords) {
   EXPECT_THAT(predicted.out, HasSubstr(", another device class"));
 }
 
+// The first column of `sql`'s first row in the database at `db`, through a read-only connection
+// (opening it for writing could race a ktune process creating it); "" when there is none yet.
+std::string ReadOnlyQuery(const std::string& db, const std::string& sql) {
+  std::string value;
+  sqlite3* read_only = nullptr;
+  if (sqlite3_open_v2(db.c_str(), &read_only, SQLITE_OPEN_READONLY, nullptr) == SQLITE_OK) {
+    sqlite3_stmt* statement = nullptr;
+    if (sqlite3_prepare_v2(read_only, sql.c_str(), -1, &statement, nullptr) == SQLITE_OK &&
+        sqlite3_step(statement) == SQLITE_ROW && sqlite3_column_text(statement, 0) != nullptr) {
+      value = reinterpret_cast<const char*>(sqlite3_column_text(statement, 0));
+    }
+    sqlite3_finalize(statement);
+  }
+  sqlite3_close(read_only);
+  return value;
+}
+
+// Polls ReadOnlyQuery every 100 ms until it returns `until` or 120 s pass; its last answer.
+std::string WaitForQuery(const std::string& db, const std::string& sql, const std::string& until) {
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(120);
+  while (ReadOnlyQuery(db, sql) != until && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  return ReadOnlyQuery(db, sql);
+}
+
 // Ctrl-C stops a tuning after the measurements in flight, keeps what was measured, and exits as
 // shells expect of an interrupted command: 128 + SIGINT (it exited 1, like any failure).
 TEST(CliTest, AnInterruptedTuneKeepsItsRecordsAndExits130) {
@@ -931,25 +957,8 @@ TEST(CliTest, AnInterruptedTuneKeepsItsRecordsAndExits130) {
   testing::KtuneProcess tune({"tune", "--db", db, "--kernel", "gemm", "--problem",
                               "M=256,N=256,K=256", "--device", "cpu", "--budget", "4000",
                               "--strategy", "random"});
-  // Interrupt once records are stored (polled, never assumed after a fixed delay), read through a
-  // read-only connection: opening the database for writing could race the tune creating it.
-  int64_t stored = 0;
-  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(120);
-  while (stored == 0 && std::chrono::steady_clock::now() < deadline) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(100));
-    sqlite3* read_only = nullptr;
-    if (sqlite3_open_v2(db.c_str(), &read_only, SQLITE_OPEN_READONLY, nullptr) == SQLITE_OK) {
-      sqlite3_stmt* count = nullptr;
-      if (sqlite3_prepare_v2(read_only, "SELECT COUNT(*) FROM records", -1, &count, nullptr) ==
-              SQLITE_OK &&
-          sqlite3_step(count) == SQLITE_ROW) {
-        stored = sqlite3_column_int64(count, 0);
-      }
-      sqlite3_finalize(count);
-    }
-    sqlite3_close(read_only);
-  }
-  ASSERT_GT(stored, 0) << tune.Err();
+  // Interrupt once records are stored (polled, never assumed after a fixed delay).
+  ASSERT_EQ(WaitForQuery(db, "SELECT COUNT(*) > 0 FROM records", "1"), "1") << tune.Err();
   tune.Signal(SIGINT);
   EXPECT_EQ(tune.Wait(), 130) << tune.Err();
   EXPECT_THAT(tune.Err(), HasSubstr("interrupted: job 1 cancelled after"));
@@ -968,29 +977,7 @@ TEST(CliTest, ASecondInterruptLeavesTheJobCancelledNotRunning) {
   testing::KtuneProcess tune({"tune", "--db", db, "--kernel", "gemm", "--problem",
                               "M=512,N=512,K=512", "--device", "cpu", "--budget", "4000",
                               "--strategy", "random"});
-  // What the file says, through a read-only connection (polled, never assumed after a delay).
-  auto query = [&](const std::string& sql) {
-    std::string value;
-    sqlite3* read_only = nullptr;
-    if (sqlite3_open_v2(db.c_str(), &read_only, SQLITE_OPEN_READONLY, nullptr) == SQLITE_OK) {
-      sqlite3_stmt* statement = nullptr;
-      if (sqlite3_prepare_v2(read_only, sql.c_str(), -1, &statement, nullptr) == SQLITE_OK &&
-          sqlite3_step(statement) == SQLITE_ROW && sqlite3_column_text(statement, 0) != nullptr) {
-        value = reinterpret_cast<const char*>(sqlite3_column_text(statement, 0));
-      }
-      sqlite3_finalize(statement);
-    }
-    sqlite3_close(read_only);
-    return value;
-  };
-  auto wait_for = [&](const std::string& sql, const std::string& until) {
-    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(120);
-    while (query(sql) != until && std::chrono::steady_clock::now() < deadline) {
-      std::this_thread::sleep_for(std::chrono::milliseconds(100));
-    }
-    return query(sql);
-  };
-  ASSERT_EQ(wait_for("SELECT COUNT(*) > 0 FROM records", "1"), "1") << tune.Err();
+  ASSERT_EQ(WaitForQuery(db, "SELECT COUNT(*) > 0 FROM records", "1"), "1") << tune.Err();
   tune.Signal(SIGINT);
   // The first says at once that the job is cancelled, while a lease of large multiplications is
   // still being measured; the second stops the process there.
