@@ -1,5 +1,7 @@
 #include "cli/command.h"
 
+#include <unistd.h>
+
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -122,6 +124,17 @@ absl::StatusOr<std::unique_ptr<SqliteTuningDatabase>> OpenExistingDatabase(
       !ec) {
     return absl::NotFoundError(absl::StrCat("no tuning database at ", path,
                                             " (an empty file; give --db FILE, or tune first)"));
+  }
+  // A file this process may not write, or in a folder where SQLite cannot create its -wal and
+  // -shm files (a shared, read-only copy of the tuning results): read it read-only. Without a
+  // -wal file beside it no writer has changes pending, so SQLite may read it as immutable.
+  const std::filesystem::path folder = std::filesystem::absolute(path, ec).parent_path();
+  if (path != ":memory:" &&
+      (::access(path.c_str(), W_OK) != 0 || ::access(folder.c_str(), W_OK) != 0)) {
+    SqliteTuningDatabase::Options options;
+    options.read_only = true;
+    options.immutable = std::filesystem::file_size(path + "-wal", ec) == 0 || ec;
+    return SqliteTuningDatabase::Open(path, options);
   }
   return SqliteTuningDatabase::Open(path);
 }

@@ -11,6 +11,7 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "absl/time/clock.h"
 #include "common/status_macros.h"
 #include "db/device_family.h"
@@ -217,9 +218,24 @@ absl::StatusOr<std::unique_ptr<SqliteTuningDatabase>> SqliteTuningDatabase::Open
   // NOMUTEX (SQLite's multi-thread mode): every use of the connection is under mu_ (db_ is
   // ABSL_GUARDED_BY it), so SQLite's own per-connection mutex only added a lock and an unlock to
   // every call, each column read included (5% of explain's instructions on an 11,000-record task).
-  int rc =
-      sqlite3_open_v2(path.c_str(), &raw,
-                      SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, nullptr);
+  int rc = SQLITE_OK;
+  if (options.read_only) {
+    // A URI, for its parameters: the path's reserved characters escaped.
+    std::string uri = "file:";
+    for (char c : path) {
+      if (c == '%' || c == '?' || c == '#') {
+        absl::StrAppend(&uri, absl::StrFormat("%%%02X", static_cast<unsigned char>(c)));
+      } else {
+        uri.push_back(c);
+      }
+    }
+    absl::StrAppend(&uri, options.immutable ? "?immutable=1" : "?mode=ro");
+    rc = sqlite3_open_v2(uri.c_str(), &raw,
+                         SQLITE_OPEN_READONLY | SQLITE_OPEN_URI | SQLITE_OPEN_NOMUTEX, nullptr);
+  } else {
+    rc = sqlite3_open_v2(path.c_str(), &raw,
+                         SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, nullptr);
+  }
   if (rc != SQLITE_OK) {
     absl::Status st = SqliteError(rc, raw, absl::StrCat("cannot open database ", path));
     sqlite3_close(raw);
@@ -246,6 +262,15 @@ absl::StatusOr<std::unique_ptr<SqliteTuningDatabase>> SqliteTuningDatabase::Open
     return absl::FailedPreconditionError(absl::StrCat(
         path, ": written by a newer ktune (schema version ", stored, "; this build knows up to ",
         CurrentSqliteSchemaVersion(), "). Upgrade ktune; the file was not modified."));
+  }
+  if (options.read_only) {
+    db->schema_version_ = stored;
+    if (stored < CurrentSqliteSchemaVersion()) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          path, ": written by an older ktune (schema version ", stored,
+          "); it is read-only here, and reading it needs the upgrade a writing command makes"));
+    }
+    return db;
   }
   absl::Status st = SqliteExec(raw, "PRAGMA journal_mode = WAL");
   if (st.ok()) st = SqliteExec(raw, "PRAGMA synchronous = FULL");

@@ -28,6 +28,12 @@ class SqliteTuningDatabase : public TuningDatabase {
     int busy_timeout_ms = 5000;
     // Migrate up to this version (tests use it to create old files); 0 = current.
     int target_version = 0;
+    // Open for reading only, never writing the file (every write fails). `immutable`: also
+    // without SQLite's -shm file, which a database in a read-only folder cannot have; right only
+    // when no process writes the file meanwhile (none can: writers need that folder). A file of
+    // an older schema is refused (FailedPrecondition: upgrading it writes).
+    bool read_only = false;
+    bool immutable = false;
   };
 
   // Opens or creates `path`. Errors name the path: FailedPrecondition for a newer schema,

@@ -7,6 +7,7 @@
 #include <gtest/gtest.h>
 #include <sqlite3.h>
 
+#include <filesystem>
 #include <fstream>
 
 #include "absl/strings/str_cat.h"
@@ -68,6 +69,34 @@ TEST(SqliteTuningDatabaseTest, RecordsSurviveReopening) {
   BestQuery q{"softmax", "", {{"rows", int64_t{4096}}}, "", "H100", "", 1};
   EXPECT_DOUBLE_EQ(*(*db)->QueryBest(q)->records[0].time_ms, 1.0);
   EXPECT_TRUE((*db)->CheckIntegrity().ok());
+}
+
+// A shared, read-only copy of the tuning results (a folder where SQLite cannot create its -wal
+// and -shm files) is read read-only and immutable: answers as usual, writes nothing, creates no
+// file beside it. (Reading commands failed there: "attempt to write a readonly database".)
+TEST(SqliteTuningDatabaseTest, AReadOnlyImmutableOpenAnswersAndWritesNothing) {
+  TempDir dir;
+  std::string path = dir.File("shared%copy?.db");  // characters a URI must escape
+  {
+    auto db = SqliteTuningDatabase::Open(path);
+    ASSERT_TRUE(db.ok()) << db.status();
+    ASSERT_EQ(*(*db)->AddRecords({SimpleRecord(1, 2.0), SimpleRecord(2, 1.0)}), 2);
+  }
+  ASSERT_FALSE(std::filesystem::exists(path + "-wal"));  // checkpointed when it closed
+  const std::string before = ReadWholeFile(path);
+  SqliteTuningDatabase::Options options;
+  options.read_only = true;
+  options.immutable = true;
+  auto db = SqliteTuningDatabase::Open(path, options);
+  ASSERT_TRUE(db.ok()) << db.status();
+  BestQuery q{"softmax", "", {{"rows", int64_t{4096}}}, "", "H100", "", 1};
+  EXPECT_DOUBLE_EQ(*(*db)->QueryBest(q)->records[0].time_ms, 1.0);
+  EXPECT_EQ((*db)->Stats()->records, 2);
+  EXPECT_FALSE((*db)->AddRecords({SimpleRecord(3, 0.5)}).ok());
+  db->reset();
+  EXPECT_EQ(ReadWholeFile(path), before);
+  EXPECT_FALSE(std::filesystem::exists(path + "-wal"));
+  EXPECT_FALSE(std::filesystem::exists(path + "-shm"));
 }
 
 TEST(SqliteTuningDatabaseTest, UsesWalAndStoresItsSchemaVersion) {
