@@ -29,7 +29,58 @@ struct KernelsArgs {
   std::string name, problem, compile_arch;
   int samples = 8;
   bool json = false;
+  std::string server, token;  // --server: the kernels a server knows, client kernels included
+  ClientTls tls;
 };
+
+// `ktune kernels --server ADDR [NAME]`: the server's kernels (its registry and the client kernels
+// registered with it), one line each, or ListKernels' KernelInfo as JSON (field names as in the
+// proto).
+int RunServerKernels(const KernelsArgs& a) {
+  const std::string cmd = "kernels";
+  if (!a.problem.empty() || !a.compile_arch.empty()) {
+    return UsageError(cmd, "--problem and --compile read this build's registry: drop --server");
+  }
+  absl::StatusOr<std::shared_ptr<grpc::Channel>> channel = MakeChannel(a.server, a.tls);
+  if (!channel.ok()) return ChannelFailure(cmd, channel.status());
+  v1::ListKernelsResponse listed;
+  absl::Status s = FromGrpc(v1::TuningService::NewStub(*channel)->ListKernels(
+      ClientContextFor(a.token).get(), v1::ListKernelsRequest(), &listed));
+  if (!s.ok()) return Fail(cmd, s);
+  std::vector<const v1::KernelInfo*> chosen;
+  std::vector<std::string> names;
+  for (const v1::KernelInfo& k : listed.kernels()) {
+    names.push_back(k.kernel().name());
+    if (a.name.empty() || k.kernel().name() == a.name) chosen.push_back(&k);
+  }
+  if (chosen.empty() && !a.name.empty()) {
+    return UsageError(cmd, absl::StrCat("no kernel '", a.name, "' on ", a.server, " (it has ",
+                                        absl::StrJoin(names, ", "), ")"));
+  }
+  if (a.json) {
+    google::protobuf::util::JsonPrintOptions options;
+    options.preserve_proto_field_names = true;
+    std::vector<std::string> out;
+    for (const v1::KernelInfo* k : chosen) {
+      std::string one;
+      (void)google::protobuf::util::MessageToJsonString(*k, &one, options);
+      out.push_back(std::move(one));
+    }
+    std::cout << "[" << absl::StrJoin(out, ",") << "]\n";
+    return kExitOk;
+  }
+  for (const v1::KernelInfo* k : chosen) {
+    std::vector<std::string> parameters;
+    for (const v1::ParameterInfo& p : k->parameters()) {
+      parameters.push_back(absl::StrCat(p.name(), " (", p.values_size(), " values)"));
+    }
+    std::cout << k->kernel().name() << "  (version " << k->kernel().version() << ", "
+              << k->language() << ")  " << k->description()
+              << "\n  problem:     " << absl::StrJoin(k->problem_parameters(), ", ")
+              << "\n  parameters:  " << absl::StrJoin(parameters, ", ") << "\n";
+  }
+  return kExitOk;
+}
 
 // --compile ARCH: the default and `samples` random configurations of a CUDA kernel compiled by
 // the CUDA runner (NVRTC; no GPU needed), with ptxas's resource use and the compile time.
@@ -84,6 +135,7 @@ absl::StatusOr<nlohmann::json> CompileSamples(const KernelDefinition& k, const P
 int64_t Cores() { return std::max(1L, ::sysconf(_SC_NPROCESSORS_ONLN)); }
 
 int RunKernels(const KernelsArgs& a) {
+  if (!a.server.empty()) return RunServerKernels(a);
   const std::string cmd = "kernels";
   const KernelRegistry registry = KernelRegistry::WithBuiltins();
   std::vector<const KernelDefinition*> chosen;
@@ -277,6 +329,11 @@ void RegisterKernelsCommand(CLI::App& app, Action* action) {
       ->check(CLI::Range(0, 1000))
       ->capture_default_str();
   kernels->add_flag("--json", a->json, "Print as JSON");
+  kernels->add_option("--server", a->server,
+                      "List the kernels this server knows (client kernels registered with it "
+                      "included) instead of this build's registry");
+  kernels->add_option("--token", a->token, "Bearer token, with --server; default $KTUNE_TOKEN");
+  AddClientTlsOptions(kernels, &a->tls);
   kernels->callback([=] {
     if (!*action) *action = [=] { return RunKernels(*a); };
   });

@@ -612,6 +612,18 @@ TEST(CliTest, TelemetryReportRaisesDriftFlagsThatDriftLists) {
     EXPECT_THAT(waiting.Err(), HasSubstr("no worker of device class cpu:x is connected"));
     EXPECT_THAT(waiting.Err(), HasSubstr("waits until one joins"));
   }
+  // The kernels a server knows (`kernels register` added some a build's registry lacks, and
+  // nothing listed them): one line each, or their KernelInfo as JSON; an unknown name is usage.
+  auto served = RunKtune({"kernels", "--server", address, "--json"});
+  ASSERT_EQ(served.exit_code, 0) << served.err;
+  bool has_gemm = false;
+  for (const auto& k : nlohmann::json::parse(served.out)) has_gemm |= k["kernel"]["name"] == "gemm";
+  EXPECT_TRUE(has_gemm) << served.out;
+  auto one = RunKtune({"kernels", "gemm", "--server", address});
+  ASSERT_EQ(one.exit_code, 0) << one.err;
+  EXPECT_THAT(one.out, HasSubstr("gemm  (version "));
+  EXPECT_EQ(RunKtune({"kernels", "fft", "--server", address}).exit_code, 2);
+  EXPECT_EQ(RunKtune({"kernels", "gemm", "--server", address, "--problem", "M=8"}).exit_code, 2);
   // Nothing flagged yet: the JSON still has its list, empty.
   auto none = RunKtune({"drift", "--server", address, "--json"});
   ASSERT_EQ(none.exit_code, 0) << none.err;
