@@ -127,14 +127,24 @@ absl::StatusOr<std::unique_ptr<SqliteTuningDatabase>> OpenExistingDatabase(
   }
   // A file this process may not write, or in a folder where SQLite cannot create its -wal and
   // -shm files (a shared, read-only copy of the tuning results): read it read-only. Without a
-  // -wal file beside it no writer has changes pending, so SQLite may read it as immutable.
+  // -wal file beside it no writer has the file open (a WAL writer keeps one while connected), so
+  // SQLite may read it as immutable; with one (a server of another user writing it), read-only.
   const std::filesystem::path folder = std::filesystem::absolute(path, ec).parent_path();
   if (path != ":memory:" &&
       (::access(path.c_str(), W_OK) != 0 || ::access(folder.c_str(), W_OK) != 0)) {
     SqliteTuningDatabase::Options options;
     options.read_only = true;
-    options.immutable = std::filesystem::file_size(path + "-wal", ec) == 0 || ec;
-    return SqliteTuningDatabase::Open(path, options);
+    options.immutable = !std::filesystem::exists(path + "-wal", ec);
+    absl::StatusOr<std::unique_ptr<SqliteTuningDatabase>> db =
+        SqliteTuningDatabase::Open(path, options);
+    if (!db.ok() && !options.immutable) {
+      return absl::Status(db.status().code(),
+                          absl::StrCat(db.status().message(), "; ", path,
+                                       "-wal exists (a writer has the database open, or stopped "
+                                       "without closing it) and SQLite cannot create its -shm "
+                                       "file in a folder this process may not write"));
+    }
+    return db;
   }
   return SqliteTuningDatabase::Open(path);
 }
