@@ -119,7 +119,7 @@ std::vector<DriftFlag> DriftMonitor::Observe(const TelemetryReport& report,
       if (replayed_[i] || !SameCondition(flags_[i], f)) continue;
       replayed_[i] = stored = true;
       if (flags_[i].kind == DriftKind::kRegression && flags_[i].retune_job > 0) {
-        for (auto& [c, detector] : state.streams) detector.Reset();  // as Restart did then
+        state.RestartStreams();  // as Restart did then
       }
     }
     if (stored) continue;
@@ -185,7 +185,7 @@ void DriftMonitor::Restart(const TaskKey& task) {
   absl::MutexLock lock(&mu_);
   auto it = tasks_.find({task.kernel, CanonicalJson(task.problem), task.device_class});
   if (it == tasks_.end()) return;
-  for (auto& [config, detector] : it->second.streams) detector.Reset();
+  it->second.RestartStreams();
 }
 
 namespace {

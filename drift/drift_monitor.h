@@ -107,6 +107,10 @@ class DriftMonitor {
     std::map<std::string, bool> fingerprints_checked;  // hash -> flagged
     int64_t calls = 0, reports = 0;
     bool hot_flagged = false;
+    // A retune: every stream is judged anew, against a new reference.
+    void RestartStreams() {
+      for (auto& [config, detector] : streams) detector.Reset();
+    }
   };
   DriftFlag NewFlag(DriftKind kind, const TelemetryReport& report)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);

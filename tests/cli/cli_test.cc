@@ -935,30 +935,38 @@ TEST(CliTest, TuneOnThisCpuReportsSpeedupAndStoresRecords) {
   EXPECT_THAT(predicted.out, HasSubstr(", another device class"));
 }
 
-// The first column of `sql`'s first row in the database at `db`, through a read-only connection
-// (opening it for writing could race a ktune process creating it); "" when there is none yet.
-std::string ReadOnlyQuery(const std::string& db, const std::string& sql) {
-  std::string value;
-  sqlite3* read_only = nullptr;
-  if (sqlite3_open_v2(db.c_str(), &read_only, SQLITE_OPEN_READONLY, nullptr) == SQLITE_OK) {
-    sqlite3_stmt* statement = nullptr;
-    if (sqlite3_prepare_v2(read_only, sql.c_str(), -1, &statement, nullptr) == SQLITE_OK &&
-        sqlite3_step(statement) == SQLITE_ROW && sqlite3_column_text(statement, 0) != nullptr) {
-      value = reinterpret_cast<const char*>(sqlite3_column_text(statement, 0));
-    }
-    sqlite3_finalize(statement);
-  }
-  sqlite3_close(read_only);
-  return value;
+// A CPU tune of n x n x n multiplications long enough to be interrupted (4,000 measurements).
+std::vector<std::string> LongCpuTune(const std::string& db, int n) {
+  return {"tune",
+          "--db",
+          db,
+          "--kernel",
+          "gemm",
+          "--problem",
+          absl::StrCat("M=", n, ",N=", n, ",K=", n),
+          "--device",
+          "cpu",
+          "--budget",
+          "4000",
+          "--strategy",
+          "random"};
+}
+
+// The state `ktune jobs --json` gives the database's newest job.
+std::string FirstJobState(const std::string& db) {
+  auto jobs = RunKtune({"jobs", "--db", db, "--json"});
+  EXPECT_EQ(jobs.exit_code, 0) << jobs.err;
+  const nlohmann::json listed = nlohmann::json::parse(jobs.out, nullptr, false);
+  return listed.is_array() && !listed.empty() ? listed[0].value("state", "") : jobs.out;
 }
 
 // Polls ReadOnlyQuery every 100 ms until it returns `until` or 120 s pass; its last answer.
 std::string WaitForQuery(const std::string& db, const std::string& sql, const std::string& until) {
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(120);
-  while (ReadOnlyQuery(db, sql) != until && std::chrono::steady_clock::now() < deadline) {
+  while (testing::ReadOnlyQuery(db, sql) != until && std::chrono::steady_clock::now() < deadline) {
     std::this_thread::sleep_for(std::chrono::milliseconds(100));
   }
-  return ReadOnlyQuery(db, sql);
+  return testing::ReadOnlyQuery(db, sql);
 }
 
 // Ctrl-C stops a tuning after the measurements in flight, keeps what was measured, and exits as
@@ -966,17 +974,13 @@ std::string WaitForQuery(const std::string& db, const std::string& sql, const st
 TEST(CliTest, AnInterruptedTuneKeepsItsRecordsAndExits130) {
   testing::TempDir dir;
   const std::string db = dir.File("i.db");
-  testing::KtuneProcess tune({"tune", "--db", db, "--kernel", "gemm", "--problem",
-                              "M=256,N=256,K=256", "--device", "cpu", "--budget", "4000",
-                              "--strategy", "random"});
+  testing::KtuneProcess tune(LongCpuTune(db, 256));
   // Interrupt once records are stored (polled, never assumed after a fixed delay).
   ASSERT_EQ(WaitForQuery(db, "SELECT COUNT(*) > 0 FROM records", "1"), "1") << tune.Err();
   tune.Signal(SIGINT);
   EXPECT_EQ(tune.Wait(), 130) << tune.Err();
   EXPECT_THAT(tune.Err(), HasSubstr("interrupted: job 1 cancelled after"));
-  auto jobs = RunKtune({"jobs", "--db", db, "--json"});
-  ASSERT_EQ(jobs.exit_code, 0) << jobs.err;
-  EXPECT_EQ(nlohmann::json::parse(jobs.out)[0]["state"], "cancelled") << jobs.out;
+  EXPECT_EQ(FirstJobState(db), "cancelled");
   auto check = RunKtune({"db", "check", "--db", db});
   EXPECT_EQ(check.exit_code, 0) << check.out << check.err;
 }
@@ -986,9 +990,7 @@ TEST(CliTest, AnInterruptedTuneKeepsItsRecordsAndExits130) {
 TEST(CliTest, ASecondInterruptLeavesTheJobCancelledNotRunning) {
   testing::TempDir dir;
   const std::string db = dir.File("i.db");
-  testing::KtuneProcess tune({"tune", "--db", db, "--kernel", "gemm", "--problem",
-                              "M=512,N=512,K=512", "--device", "cpu", "--budget", "4000",
-                              "--strategy", "random"});
+  testing::KtuneProcess tune(LongCpuTune(db, 512));
   ASSERT_EQ(WaitForQuery(db, "SELECT COUNT(*) > 0 FROM records", "1"), "1") << tune.Err();
   tune.Signal(SIGINT);
   // The first says at once that the job is cancelled, while a lease of large multiplications is
@@ -1001,9 +1003,7 @@ TEST(CliTest, ASecondInterruptLeavesTheJobCancelledNotRunning) {
   ASSERT_THAT(tune.Err(), HasSubstr("interrupted: job 1 cancelled; storing the measurements"));
   tune.Signal(SIGINT);
   tune.Wait();
-  auto jobs = RunKtune({"jobs", "--db", db, "--json"});
-  ASSERT_EQ(jobs.exit_code, 0) << jobs.err;
-  EXPECT_EQ(nlohmann::json::parse(jobs.out)[0]["state"], "cancelled") << jobs.out;
+  EXPECT_EQ(FirstJobState(db), "cancelled");
 }
 
 // When nothing measures ok, `tune` says why, not only that: here the measurement runner is

@@ -18,6 +18,7 @@ namespace ktune {
 namespace {
 
 using ::testing::HasSubstr;
+using testing::ReadOnlyQuery;
 using testing::ReadWholeFile;
 using testing::TempDir;
 
@@ -30,21 +31,6 @@ Record SimpleRecord(int64_t x, double ms) {
   r.time_ms = ms;
   r.source = "worker";
   return r;
-}
-
-std::string RawQuery(const std::string& path, const std::string& sql) {
-  sqlite3* db = nullptr;
-  sqlite3_open_v2(path.c_str(), &db, SQLITE_OPEN_READONLY, nullptr);
-  sqlite3_stmt* stmt = nullptr;
-  std::string out;
-  if (sqlite3_prepare_v2(db, sql.c_str(), -1, &stmt, nullptr) == SQLITE_OK &&
-      sqlite3_step(stmt) == SQLITE_ROW) {
-    const unsigned char* t = sqlite3_column_text(stmt, 0);
-    out = t ? reinterpret_cast<const char*>(t) : "";
-  }
-  sqlite3_finalize(stmt);
-  sqlite3_close(db);
-  return out;
 }
 
 void RawExec(const std::string& path, const std::string& sql) {
@@ -105,8 +91,8 @@ TEST(SqliteTuningDatabaseTest, UsesWalAndStoresItsSchemaVersion) {
   auto db = SqliteTuningDatabase::Open(path);
   ASSERT_TRUE(db.ok());
   EXPECT_EQ((*db)->schema_version(), CurrentSqliteSchemaVersion());
-  EXPECT_EQ(RawQuery(path, "PRAGMA journal_mode"), "wal");
-  EXPECT_EQ(RawQuery(path, "SELECT value FROM meta WHERE key = 'version'"),
+  EXPECT_EQ(ReadOnlyQuery(path, "PRAGMA journal_mode"), "wal");
+  EXPECT_EQ(ReadOnlyQuery(path, "SELECT value FROM meta WHERE key = 'version'"),
             std::to_string(CurrentSqliteSchemaVersion()));
 }
 
@@ -145,7 +131,7 @@ TEST(SqliteTuningDatabaseTest, OldSchemaMigratesKeepingItsRecords) {
     }
     const Record old_record = SimpleRecord(1, 2.0);
     InsertAsBeforePayloads(path, old_record);
-    EXPECT_EQ(RawQuery(path, "SELECT COUNT(*) FROM sqlite_master WHERE name = 'jobs'"),
+    EXPECT_EQ(ReadOnlyQuery(path, "SELECT COUNT(*) FROM sqlite_master WHERE name = 'jobs'"),
               version < 2 ? "0" : "1");
     auto db = SqliteTuningDatabase::Open(path);
     ASSERT_TRUE(db.ok()) << db.status();
@@ -199,8 +185,8 @@ TEST(SqliteTuningDatabaseTest, StoredColumnsStayAFewChunksPerTask) {
   for (int64_t x = 0; x < 200; ++x) {
     ASSERT_EQ(*(*db)->AddRecords({SimpleRecord(x, 1.0 + x)}), 1);
   }
-  EXPECT_LE(std::stoi(RawQuery(path, "SELECT COUNT(*) FROM task_columns")), 8);
-  EXPECT_EQ(RawQuery(path, "SELECT SUM(records) FROM task_columns"), "200");
+  EXPECT_LE(std::stoi(ReadOnlyQuery(path, "SELECT COUNT(*) FROM task_columns")), 8);
+  EXPECT_EQ(ReadOnlyQuery(path, "SELECT SUM(records) FROM task_columns"), "200");
   auto columns = (*db)->TaskRecordColumns({"softmax", "", {{"rows", int64_t{4096}}}, "H100"});
   ASSERT_TRUE(columns.ok()) << columns.status();
   EXPECT_EQ(columns->size(), 200u);

@@ -68,6 +68,10 @@ std::string DefinitionFile(const std::string& name);
 std::vector<std::string> AllSpaceFiles();
 
 std::string ReadWholeFile(const std::string& path);
+// The first column of `sql`'s first row in the SQLite database at `path`, through a read-only
+// connection (opening it for writing could race a ktune process creating it); "" when there is
+// none (no such table or row yet, or NULL).
+std::string ReadOnlyQuery(const std::string& path, const std::string& sql);
 // The decompressed contents of a gzip file.
 std::string ReadGzipFile(const std::string& path);
 
