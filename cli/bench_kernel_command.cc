@@ -184,7 +184,7 @@ int RunBenchKernel(const BenchKernelArgs& a) {
     TuneSessionOptions options{a.strategy, a.budget, 8, a.seed};
     options.on_progress = [&](int64_t done, double best) { progress.Update(done, best); };
     absl::StatusOr<TuneSummary> s = RunTuneSession(t, a.db, options);
-    if (!s.ok()) return Fail(cmd, s.status());
+    if (!s.ok()) return FailOrInterrupted(cmd, s.status());
     if (!s->best) return Fail(cmd, absl::NotFoundError(absl::StrCat(problem, ": nothing ran ok")));
 
     // The final comparison: one fresh runner; every contender measured once per round.

@@ -14,6 +14,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/strip.h"
+#include "cli/interrupts.h"
 #include "grpcpp/client_context.h"
 #include "proto/channel.h"
 
@@ -28,6 +29,12 @@ int UsageOrFail(const std::string& command, const absl::Status& status) {
   return absl::IsInvalidArgument(status) || absl::IsNotFound(status)
              ? UsageError(command, std::string(status.message()))
              : Fail(command, status);
+}
+
+int FailOrInterrupted(const std::string& command, const absl::Status& status) {
+  Fail(command, status);
+  return absl::IsCancelled(status) && InterruptSignal() != 0 ? 128 + InterruptSignal()
+                                                             : kExitFailure;
 }
 
 int ChannelFailure(const std::string& command, const absl::Status& status) {

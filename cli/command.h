@@ -47,6 +47,9 @@ int UsageError(const std::string& command, const std::string& message);
 // A target that could not be set up: UsageError for InvalidArgument and NotFound (a bad flag,
 // an unknown kernel), Fail otherwise (no GPU, no runner).
 int UsageOrFail(const std::string& command, const absl::Status& status);
+// Fail, except for work a signal interrupted (Cancelled while InterruptSignal() is set,
+// cli/interrupts.h): the message, and 128 + the signal (130 for Ctrl-C), as shells expect.
+int FailOrInterrupted(const std::string& command, const absl::Status& status);
 // A channel MakeChannel could not make: a bad --server (no port, a port past 65535) or TLS option
 // combination is a usage error (exit 2), a PEM file that cannot be read a failure (exit 1).
 int ChannelFailure(const std::string& command, const absl::Status& status);

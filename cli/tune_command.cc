@@ -6,16 +6,17 @@
 // space; its kernel and problem come from the file).
 #include <algorithm>
 #include <iostream>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <utility>
 #include <vector>
-#include <nlohmann/json.hpp>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "agent/search_strategy.h"
 #include "cli/command.h"
+#include "cli/interrupts.h"
 #include "cli/tune_job.h"
 #include "cli/tune_session.h"
 #include "cli/tune_target.h"
@@ -98,11 +99,38 @@ int RunRemoteTune(const TuneArgs& a) {
               << a.server << "; job " << job_id << " waits until one joins (ktune worker --server "
               << a.server << " on such a device), or cancel it (ktune cancel " << job_id << ")\n";
   };
+  // Ctrl-C or SIGTERM cancels the job on the server (what was measured stays stored); the stream
+  // then ends with the job cancelled. A second signal ends this process at once.
+  InterruptScope interrupts;
+  std::optional<InterruptWatcher> canceller;
+  const auto on_submitted = [&](const std::string& job_id) {
+    warn_without_worker(job_id);
+    canceller.emplace([&, job_id](int) {
+      v1::CancelJobRequest cancel;
+      cancel.set_job_id(job_id);
+      v1::Job cancelled;
+      const absl::Status s =
+          FromGrpc(stub->CancelJob(ClientContextFor(a.token).get(), cancel, &cancelled));
+      std::cerr << "\ninterrupted: "
+                << (s.ok() ? absl::StrCat("job ", job_id, " cancelled on ", a.server,
+                                          "; waiting for its measurements in flight")
+                           : absl::StrCat("could not cancel job ", job_id, " (", s.message(),
+                                          "); ktune cancel ", job_id, " --server ", a.server))
+                << " (Ctrl-C again to stop now)" << std::endl;
+    });
+  };
   absl::StatusOr<v1::Job> job =
-      RunTuneJob(*stub, request, warn_without_worker, [&](int64_t done, double best) {
+      RunTuneJob(*stub, request, on_submitted, [&](int64_t done, double best) {
         if (!a.json) progress.Update(done, best);
       });
+  if (canceller) canceller->Stop();
   if (!job.ok()) return UsageOrFail(cmd, job.status());
+  if (InterruptSignal() != 0 && job->state() == v1::JOB_STATE_CANCELLED) {
+    return FailOrInterrupted(
+        cmd, absl::CancelledError(absl::StrCat("interrupted: job ", job->job_id(),
+                                               " cancelled after ", job->measurements_done(),
+                                               " measurements, which are stored on the server")));
+  }
   const v1::TaskProgress& t = job->tasks(0);
   absl::StatusOr<ParamMap> best = FromProto(t.best_config().params(), "best_config");
   if (a.json) {
@@ -209,11 +237,7 @@ int RunTune(const TuneArgs& a) {
   if (!a.json)
     options.on_progress = [&](int64_t done, double best) { progress.Update(done, best); };
   absl::StatusOr<TuneSummary> run = RunTuneSession(t, a.db, options);
-  if (!run.ok() && absl::IsCancelled(run.status()) && SessionInterruptSignal() != 0) {
-    Fail(cmd, run.status());
-    return 128 + SessionInterruptSignal();  // 130 for Ctrl-C, 143 for SIGTERM
-  }
-  if (!run.ok()) return Fail(cmd, run.status());
+  if (!run.ok()) return FailOrInterrupted(cmd, run.status());
   const TuneSummary& s = *run;
   if (!s.best) {
     // Say why: the commonest reasons first (a missing runner fails every measurement alike).

@@ -1,6 +1,5 @@
 #include "cli/tune_session.h"
 
-#include <signal.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -15,6 +14,7 @@
 #include "absl/strings/str_format.h"
 #include "agent/search_strategy.h"
 #include "cli/command.h"
+#include "cli/interrupts.h"
 #include "cli/tune_job.h"
 #include "common/status_macros.h"
 #include "grpcpp/client_context.h"
@@ -48,40 +48,6 @@ Throughput ThroughputOf(const TuneTarget& t, const Record& r) {
 }
 
 namespace {
-
-// Ctrl-C (SIGINT) or SIGTERM during a session stops the worker, which reports its lease and
-// leaves; the job is then cancelled. A second signal acts as usual (SA_RESETHAND). The signal's
-// number, 0 while none came.
-std::atomic<int> g_interrupted{0};
-std::atomic<std::atomic<bool>*> g_stop_on_interrupt{nullptr};
-
-void OnInterrupt(int signal) {
-  g_interrupted = signal;
-  if (std::atomic<bool>* stop = g_stop_on_interrupt.load()) stop->store(true);
-}
-
-// Installs OnInterrupt for its lifetime, setting `stop`; restores the previous handlers.
-class InterruptScope {
- public:
-  explicit InterruptScope(std::atomic<bool>* stop) {
-    g_interrupted = 0;
-    g_stop_on_interrupt = stop;
-    struct sigaction action = {};
-    action.sa_handler = OnInterrupt;
-    action.sa_flags = SA_RESETHAND;
-    sigemptyset(&action.sa_mask);
-    sigaction(SIGINT, &action, &old_int_);
-    sigaction(SIGTERM, &action, &old_term_);
-  }
-  ~InterruptScope() {
-    sigaction(SIGINT, &old_int_, nullptr);
-    sigaction(SIGTERM, &old_term_, nullptr);
-    g_stop_on_interrupt = nullptr;
-  }
-
- private:
-  struct sigaction old_int_ = {}, old_term_ = {};
-};
 
 // The in-process server (no port, no auth) and its one worker. Stop, or the destructor, stops
 // the worker first (it reports its lease and leaves), then the server.
@@ -123,22 +89,14 @@ class EmbeddedService {
     worker_ = std::thread([this, job_id] {
       WorkerLoop loop(workers_.get(), measurer_, worker_options_, &stop_);
       worker_status_ = loop.Run();
-      if (worker_status_.ok() && g_interrupted == 0) return;
+      if (worker_status_.ok() && InterruptSignal() == 0) return;
       Cancel(job_id);
     });
-    watcher_ = std::thread([this, job_id] {
-      while (true) {
-        const bool stopping = stop_;  // read before the signal's number: the handler sets it first
-        if (g_interrupted != 0) {
-          Cancel(job_id);
-          std::cerr << "\ninterrupted: job " << job_id
-                    << " cancelled; storing the measurements in flight (Ctrl-C again to stop now)"
-                    << std::endl;
-          return;
-        }
-        if (stopping) return;
-        std::this_thread::sleep_for(std::chrono::milliseconds(50));
-      }
+    watcher_.emplace([this, job_id](int) {
+      Cancel(job_id);
+      std::cerr << "\ninterrupted: job " << job_id
+                << " cancelled; storing the measurements in flight (Ctrl-C again to stop now)"
+                << std::endl;
     });
   }
 
@@ -152,7 +110,7 @@ class EmbeddedService {
   // The worker's error, if it had one.
   absl::Status Stop() {
     stop_ = true;
-    if (watcher_.joinable()) watcher_.join();
+    if (watcher_) watcher_->Stop();
     if (worker_.joinable()) worker_.join();
     if (server_ != nullptr) server_->Shutdown();
     return worker_status_;
@@ -168,7 +126,7 @@ class EmbeddedService {
   WorkerLoopOptions worker_options_;
   std::atomic<bool> stop_{false};
   std::thread worker_;
-  std::thread watcher_;         // cancels the job as soon as an interrupt comes
+  std::optional<InterruptWatcher> watcher_;  // cancels the job as soon as a signal comes
   absl::Status worker_status_;  // written by the worker thread before it ends
 };
 
@@ -202,8 +160,6 @@ absl::Status ReadRecords(const TuneTarget& t, const std::string& db_path,
 
 }  // namespace
 
-int SessionInterruptSignal() { return g_interrupted.load(); }
-
 absl::StatusOr<TuneSummary> RunTuneSession(TuneTarget& t, const std::string& db_path,
                                            const TuneSessionOptions& o) {
   KTUNE_ASSIGN_OR_RETURN(std::unique_ptr<EmbeddedService> service,
@@ -226,7 +182,7 @@ absl::StatusOr<TuneSummary> RunTuneSession(TuneTarget& t, const std::string& db_
   service.reset();
   if (!job.ok()) return job.status();
   if (!worker.ok()) return worker;
-  if (g_interrupted != 0 && job->state() == v1::JOB_STATE_CANCELLED) {
+  if (InterruptSignal() != 0 && job->state() == v1::JOB_STATE_CANCELLED) {
     return absl::CancelledError(absl::StrCat("interrupted: job ", job->job_id(),
                                              " cancelled after ", job->measurements_done(),
                                              " measurements, which are stored"));

@@ -56,13 +56,11 @@ struct TuneSummary {
 // failed (its message says why), Cancelled when SIGINT or SIGTERM interrupted it (the worker
 // reports its lease first, then the job is cancelled; a second signal acts as usual). The
 // in-process server logs events like `ktune serve`; callers that print their own progress turn
-// them off (SetLogFormat(LogFormat::kOff)). Only the session's own job runs: unfinished jobs in
-// the file are left for `ktune serve`.
+// them off (SetLogFormat(LogFormat::kOff)). After Cancelled, InterruptSignal() (cli/interrupts.h)
+// names the signal: the command exits 128 + it, as shells expect. Only the session's own job runs:
+// unfinished jobs in the file are left for `ktune serve`.
 absl::StatusOr<TuneSummary> RunTuneSession(TuneTarget& target, const std::string& db_path,
                                            const TuneSessionOptions& options);
-// The signal (SIGINT, SIGTERM) that interrupted the last session (its RunTuneSession then
-// returned Cancelled), 0 when none did: the command exits 128 + it, as shells expect.
-int SessionInterruptSignal();
 
 // GFLOP/s of a record and its percent of the machine's peak at the record's thread count; zeros
 // when the target has no FLOP count or the record no time.

@@ -1006,6 +1006,31 @@ TEST(CliTest, ASecondInterruptLeavesTheJobCancelledNotRunning) {
   EXPECT_EQ(FirstJobState(db), "cancelled");
 }
 
+// Through a server, Ctrl-C cancels the job on the server (it went on tuning for nobody: the signal
+// ended the client alone), keeps what was measured there, and exits 130.
+TEST(CliTest, AnInterruptedTuneThroughAServerCancelsItsJobThere) {
+  testing::TempDir dir;
+  const std::string db = dir.File("s.db");
+  const std::string address = "127.0.0.1:" + std::to_string(testing::FreePort());
+  testing::KtuneProcess server({"serve", "--listen", address, "--db", db});
+  ASSERT_TRUE(server.WaitForOutput("listening on port")) << server.Err();
+  testing::KtuneProcess worker({"worker", "--server", address, "--device", "cpu"});
+  std::vector<std::string> args = LongCpuTune(db, 256);
+  args.erase(args.begin() + 1, args.begin() + 3);  // --db: the server's
+  args.insert(args.end(), {"--server", address});
+  testing::KtuneProcess tune(args);
+  ASSERT_EQ(WaitForQuery(db, "SELECT COUNT(*) > 0 FROM records", "1"), "1") << tune.Err();
+  tune.Signal(SIGINT);
+  EXPECT_EQ(tune.Wait(), 130) << tune.Err();
+  EXPECT_THAT(tune.Err(), HasSubstr("interrupted: job 1 cancelled on " + address));
+  EXPECT_THAT(tune.Err(), HasSubstr("which are stored on the server"));
+  auto jobs = RunKtune({"jobs", "--server", address, "--json"});
+  ASSERT_EQ(jobs.exit_code, 0) << jobs.err;
+  const nlohmann::json listed = nlohmann::json::parse(jobs.out, nullptr, false);
+  ASSERT_TRUE(listed.is_array() && listed.size() == 1) << jobs.out;
+  EXPECT_EQ(listed[0].value("state", ""), "cancelled") << jobs.out;
+}
+
 // When nothing measures ok, `tune` says why, not only that: here the measurement runner is
 // missing, so every measurement fails alike, and the message names the runner and the fix.
 TEST(CliTest, TuneWithNothingMeasuredOkSaysWhy) {
