@@ -53,10 +53,20 @@ absl::StatusOr<std::vector<Record>> RecordsPage(TuningDatabase& db, const TaskKe
   return page;
 }
 
-absl::StatusOr<std::unique_ptr<TaskKey>> OptionalTask(bool has_task, const v1::TaskKey& proto) {
+// A request's task filter. A registry kernel's problem is taken as its tasks store it (defaults
+// such as dtype filled in), as QueryBest takes it: a filter without dtype found nothing where
+// QueryBest answered. A problem the kernel refuses is kept as given (a filter, not a task).
+absl::StatusOr<std::unique_ptr<TaskKey>> OptionalTask(bool has_task, const v1::TaskKey& proto,
+                                                      const KernelRegistry& registry) {
   if (!has_task) return std::unique_ptr<TaskKey>();
   absl::StatusOr<TaskKey> task = FromProto(proto);
   if (!task.ok()) return task.status();
+  if (const KernelDefinition* k = registry.Find(task->kernel);
+      k != nullptr && !task->problem.empty()) {
+    if (absl::StatusOr<Problem> stored = k->ValidateProblem(task->problem); stored.ok()) {
+      task->problem = *std::move(stored);
+    }
+  }
   return std::make_unique<TaskKey>(*std::move(task));
 }
 
@@ -142,7 +152,7 @@ grpc::ServerUnaryReactor* TuningServiceImpl::ListRecords(grpc::CallbackServerCon
                          "page_token is not one this server gave (use next_page_token)"));
   }
   absl::StatusOr<std::unique_ptr<TaskKey>> task =
-      OptionalTask(request->has_task(), request->task());
+      OptionalTask(request->has_task(), request->task(), spaces_->registry());
   if (!task.ok()) return Done(ctx, task.status());
   bool more = false;
   absl::StatusOr<std::vector<Record>> page =
@@ -159,7 +169,7 @@ grpc::ServerWriteReactor<v1::Record>* TuningServiceImpl::ExportRecords(
     return new FailedStream<v1::Record>(a);
   }
   absl::StatusOr<std::unique_ptr<TaskKey>> task =
-      OptionalTask(request->has_task(), request->task());
+      OptionalTask(request->has_task(), request->task(), spaces_->registry());
   if (!task.ok()) return new FailedStream<v1::Record>(task.status());
   // Read in one go (the database is not held while a slow client reads), up to a limit.
   bool more = false;

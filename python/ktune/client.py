@@ -7,13 +7,14 @@
 
 Every method raises a :class:`ktune.KtuneError` subclass carrying the gRPC code and ktune's
 message when the call fails. Unary calls use the client's default ``timeout`` (seconds) unless
-given one; streams (watch, tune, export) have no deadline unless given one.
+given one; streams (watch, tune, export, import) have no deadline unless given one.
 """
 
 from __future__ import annotations
 
 import json
 import os
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, Mapping, Optional, Sequence, Union
 
@@ -21,9 +22,10 @@ import grpc
 from google.protobuf import json_format
 
 from ktune.errors import KtuneError, from_rpc_error
-from ktune.types import (BestResult, DeviceLike, ImportResult, Job, JobEvent, JobSpec, JobState,
+from ktune.types import (BestResult, Device, DeviceLike, ImportResult, Job, JobEvent, JobSpec, JobState,
                          KernelInfo, MatchLevel, ParamMap, Record, Task, TuneEvent, WorkerInfo,
-                         device_to_proto, params_to_proto, parse_params, strategy_to_proto)
+                         canonical_json, device_to_proto, params_to_proto, parse_params,
+                         problem_to_proto, strategy_to_proto)
 from ktune.v1 import tuning_service_pb2 as ts
 from ktune.v1 import tuning_service_pb2_grpc as ts_grpc
 from ktune.v1 import types_pb2 as tp
@@ -54,11 +56,73 @@ def _lookup(request, kernel: str, kernel_version: str, problem: Optional[Problem
         raise TypeError(f"kernel must be a kernel name (str), not {type(kernel).__name__}")
     request.kernel.name = kernel
     request.kernel.version = kernel_version
-    params_to_proto(_problem(problem), request.problem.params)
+    problem_to_proto(_problem(problem), request.problem.params)
     device_to_proto(device, request.device)
     if max_rel_error is not None:
         request.max_rel_error = max_rel_error
     return request
+
+
+def _telemetry_sample_to_proto(index: int, sample: Mapping, m) -> None:
+    """Fills a TelemetrySample from one dict of :meth:`Client.report_telemetry`; ValueError or
+    TypeError naming the sample (0-based) and the key when it cannot."""
+    def fail(key: str, why: str):
+        raise ValueError(f"telemetry sample {index}: {key}: {why}")
+
+    if not isinstance(sample, Mapping):
+        raise TypeError(f"telemetry sample {index}: a dict, not {type(sample).__name__}")
+    for key in ("kernel", "device"):
+        if key not in sample:
+            fail(key, "missing")
+    if not isinstance(sample["kernel"], str):
+        fail("kernel", f"a kernel name (str), not {type(sample['kernel']).__name__}")
+    m.kernel.name = sample["kernel"]
+    problem_to_proto(_problem(sample.get("problem")), m.problem.params)
+    device = sample["device"]
+    if isinstance(device, Mapping):  # the JSONL form: {"class": ..., "fingerprint": {...}}
+        if not isinstance(device.get("class"), str):
+            fail("device", 'a device class, or {"class": ..., "fingerprint": {...}}')
+        m.device.device_class = device["class"]
+        if "fingerprint" in device:
+            m.device.extra["fingerprint_json"] = canonical_json(device["fingerprint"])
+    else:
+        device_to_proto(device, m.device)
+    params_to_proto(sample.get("config"), m.config.params)
+    forms = [f for f in ("histogram", "times_ms", "count") if f in sample]
+    if len(forms) != 1:
+        fail("times_ms", "give exactly one of times_ms, count + mean_ms, or histogram"
+             + (f" (got {', '.join(forms)})" if forms else ""))
+    try:
+        if forms[0] == "histogram":
+            histogram = sample["histogram"]
+            m.histogram.upper_bounds_ms.extend(float(b) for b in histogram["upper_bounds_ms"])
+            m.histogram.counts.extend(int(c) for c in histogram["counts"])
+        elif forms[0] == "times_ms":
+            m.times_ms.extend(float(t) for t in sample["times_ms"])
+        else:
+            if "mean_ms" not in sample:
+                fail("mean_ms", "missing (count needs mean_ms)")
+            m.count = int(sample["count"])
+            m.mean_ms = float(sample["mean_ms"])
+            m.stddev_ms = float(sample.get("stddev_ms", 0.0))
+    except (KeyError, TypeError, ValueError) as e:
+        if isinstance(e, ValueError) and str(e).startswith("telemetry sample"):
+            raise
+        fail(forms[0], f"not readable ({type(e).__name__}: {e})")
+    for key, field in (("window_start", m.window_start), ("window_end", m.window_end)):
+        if sample.get(key) is None:
+            continue
+        when = sample[key]
+        if isinstance(when, str):
+            try:
+                when = datetime.fromisoformat(when.replace("Z", "+00:00"))
+            except ValueError:
+                fail(key, f"not ISO 8601 ({when!r})")
+        if not isinstance(when, datetime):
+            fail(key, f"ISO 8601 text or a datetime, not {type(when).__name__}")
+        if when.tzinfo is None:
+            fail(key, "no time zone (give +00:00 or an aware datetime)")
+        field.FromDatetime(when.astimezone(timezone.utc))
 
 
 class Client:
@@ -113,11 +177,14 @@ class Client:
     def __exit__(self, *exc) -> None:
         self.close()
 
-    def _unary(self, name: str, method, request, timeout: Optional[float] = None):
-        """Calls a unary RPC; a failure becomes a KtuneError."""
+    def _unary(self, name: str, method, request, timeout: Optional[float] = None,
+               default_deadline: bool = True):
+        """Calls an RPC with one answer; a failure becomes a KtuneError. ``timeout`` None: the
+        client's default, or none when not ``default_deadline`` (a client stream)."""
+        if timeout is None and default_deadline:
+            timeout = self.timeout
         try:
-            return method(request, timeout=timeout if timeout is not None else self.timeout,
-                          metadata=self._metadata)
+            return method(request, timeout=timeout, metadata=self._metadata)
         except grpc.RpcError as e:
             raise from_rpc_error(e, name) from None
 
@@ -164,6 +231,8 @@ class Client:
         ``max_rel_error`` is an accuracy budget: only records whose measured error is known and
         at most this. Served from the server's memory.
         """
+        if isinstance(top, bool) or not isinstance(top, int) or not 1 <= top <= 100:
+            raise ValueError(f"top must be an int from 1 to 100, not {top!r}")
         request = _lookup(ts.QueryBestRequest(top_k=top, tune_if_missing=tune_if_missing), kernel,
                           kernel_version, problem, device, max_rel_error)
         reply = self._unary("QueryBest", self._tuning.QueryBest, request, timeout)
@@ -191,28 +260,17 @@ class Client:
         """Reports how configurations ran in production (``ReportTelemetry``, telemetry role).
 
         Each sample is a dict with the keys of ``ktune telemetry report``'s JSONL lines:
-        ``kernel``, ``problem``, ``device`` (a class, or a :class:`ktune.Device`), ``config``, and
-        ``times_ms`` (a list), ``count`` + ``mean_ms`` (+ ``stddev_ms``), or ``histogram``
-        (``{"upper_bounds_ms": [...], "counts": [...]}``). At most 1,000 a call;
-        one bad sample refuses the call (:class:`ktune.InvalidArgument`) and stores nothing.
+        ``kernel``, ``problem``, ``device`` (a class, a :class:`ktune.Device`, or
+        ``{"class": ..., "fingerprint": {...}}``), ``config``, and ``times_ms`` (a list),
+        ``count`` + ``mean_ms`` (+ ``stddev_ms``), or ``histogram`` (``{"upper_bounds_ms": [...],
+        "counts": [...]}``), and optionally ``window_start`` / ``window_end`` (ISO 8601 text with
+        a time zone, or aware datetimes; default: when the server receives it). At most 1,000 a
+        call; a sample the client cannot read raises ValueError naming it and its key, one the
+        server refuses refuses the call (:class:`ktune.InvalidArgument`); nothing is stored then.
         Returns ``{"accepted": n, "raised": [drift flags as dicts]}``."""
         request = ts.ReportTelemetryRequest()
-        for sample in samples:
-            m = request.samples.add()
-            m.kernel.name = sample["kernel"]
-            params_to_proto(_problem(sample.get("problem")), m.problem.params)
-            device_to_proto(sample["device"], m.device)
-            params_to_proto(sample.get("config"), m.config.params)
-            if "histogram" in sample:
-                m.histogram.upper_bounds_ms.extend(
-                    float(b) for b in sample["histogram"]["upper_bounds_ms"])
-                m.histogram.counts.extend(int(c) for c in sample["histogram"]["counts"])
-            elif "times_ms" in sample:
-                m.times_ms.extend(float(t) for t in sample["times_ms"])
-            else:
-                m.count = int(sample["count"])
-                m.mean_ms = float(sample["mean_ms"])
-                m.stddev_ms = float(sample.get("stddev_ms", 0.0))
+        for i, sample in enumerate(samples):
+            _telemetry_sample_to_proto(i, sample, request.samples.add())
         reply = self._unary("ReportTelemetry", self._tuning.ReportTelemetry, request, timeout)
         return {"accepted": reply.accepted,
                 "raised": [json_format.MessageToDict(f, preserving_proto_field_name=True)
@@ -244,29 +302,35 @@ class Client:
 
     # --- tuning ---
 
-    def tune_events(self, kernel: str, problem: ProblemLike, device: str, budget: int, *,
+    def tune_events(self, kernel: str, problem: ProblemLike, device: DeviceLike, budget: int, *,
                     strategy: Optional[str] = None, seed: int = 0, kernel_version: str = "",
                     max_rel_error: Optional[float] = None,
                     timeout: Optional[float] = None) -> Iterator[TuneEvent]:
-        """Tunes one task now (a one-task job on the workers of the device class ``device``),
+        """Tunes one task now (a one-task job on the workers of the device class ``device``, a
+        str or a :class:`ktune.Device`, whose class is used),
         yielding progress (at most one event a second) and, last, the event with ``finished``
         set. Needs the submit role. Each event carries the job's id. Leaving the iterator early,
         or a ``timeout`` that passes, closes the stream, and the server then cancels the job (what
         was measured is kept). ``max_rel_error``
         is the accuracy budget: candidates with more error are too_inaccurate, never the best.
         """
+        if isinstance(device, Device):  # a job runs on a device class's workers
+            device = device.device_class
+        if not isinstance(device, str):
+            raise TypeError(f"device must be a device class (str) or a ktune.Device, not "
+                            f"{type(device).__name__}")
         request = ts.TuneRequest(device=device, budget_measurements=budget,
                                  strategy=strategy_to_proto(strategy), seed=seed)
         if max_rel_error is not None:
             request.max_rel_error = max_rel_error
         request.kernel.name = kernel
         request.kernel.version = kernel_version
-        params_to_proto(_problem(problem), request.problem.params)
+        problem_to_proto(_problem(problem), request.problem.params)
         # Arguments are checked above, at the call; the events come as the caller iterates.
         return (TuneEvent._from_proto(e)
                 for e in self._stream("Tune", self._tuning.Tune, request, timeout))
 
-    def tune(self, kernel: str, problem: ProblemLike, device: str, budget: int, *,
+    def tune(self, kernel: str, problem: ProblemLike, device: DeviceLike, budget: int, *,
              strategy: Optional[str] = None, seed: int = 0, kernel_version: str = "",
              max_rel_error: Optional[float] = None,
              on_progress: Optional[Callable[[TuneEvent], None]] = None,
@@ -314,10 +378,15 @@ class Client:
         return Job._from_proto(self._unary("GetJob", self._tuning.GetJob,
                                            ts.GetJobRequest(job_id=str(job_id)), timeout))
 
-    def jobs(self, states: Iterable[JobState] = (), timeout: Optional[float] = None) -> list[Job]:
-        """Every job (newest first; tasks omitted), optionally only those in ``states``."""
+    def jobs(self, states: Iterable[Union[JobState, str]] = (),
+             timeout: Optional[float] = None) -> list[Job]:
+        """Every job (newest first; tasks omitted), optionally only those in ``states``
+        (:class:`ktune.JobState` values or their names, as ``ktune jobs`` prints them)."""
         out: list[Job] = []
-        request = ts.ListJobsRequest(states=[s._to_proto() for s in states], page_size=1000)
+        if isinstance(states, (str, JobState)):
+            states = [states]
+        request = ts.ListJobsRequest(states=[JobState.of(s)._to_proto() for s in states],
+                                     page_size=1000)
         while True:
             reply = self._unary("ListJobs", self._tuning.ListJobs, request, timeout)
             out.extend(Job._from_proto(j) for j in reply.jobs)
@@ -387,5 +456,8 @@ class Client:
             m = tp.Record()
             r._to_proto(m)
             messages.append(m)
-        reply = self._unary("ImportRecords", self._tuning.ImportRecords, iter(messages), timeout)
+        # A stream: no deadline unless given one (the default unary one, 30 s, ended imports of
+        # a few hundred thousand records, which the server takes).
+        reply = self._unary("ImportRecords", self._tuning.ImportRecords, iter(messages), timeout,
+                            default_deadline=False)
         return ImportResult(reply.records_received, reply.records_added)

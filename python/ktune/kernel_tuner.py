@@ -462,12 +462,24 @@ class Strategy(OptAlgWrapper):
             if searchspace.is_param_config_valid(config):
                 configs.append(list(config))
         stop = False
+        error: Optional[BaseException] = None
         worker.measuring([lease.lease_id])
         try:
-            if configs:
+            if configs and type(func.runner).__name__ in _SERIAL_RUNNERS:
+                # One call per configuration: Kernel Tuner keeps a call's results only when the
+                # whole call returns, so a failure at the fifth of a batch lost the four before
+                # it. Its serial runners measure one at a time anyway; a parallel runner gets the
+                # whole batch.
+                for config in configs:
+                    func.eval_all([config], check_restrictions=False)
+            elif configs:
                 func.eval_all(configs, check_restrictions=False)
         except kt_util.StopCriterionReached:
             stop = True
+        except Exception as e:  # noqa: BLE001 - re-raised below, once the measured are reported
+            # Kernel Tuner stops the run (a failed verification, a compiler that cannot run):
+            # what it measured before is reported first, or it was lost with the lease.
+            error = e
         finally:
             worker.measuring([])
         results = []
@@ -491,10 +503,15 @@ class Strategy(OptAlgWrapper):
             # heartbeats): ktune re-queues the candidates; Kernel Tuner keeps its results.
             warnings.warn(f"ktune refused a report, {len(results)} results not stored: "
                           f"{e.message}", RuntimeWarning, stacklevel=2)
-            return 0, stop
+            stored, results = 0, []
         self.reported += stored
+        if error is not None:
+            raise error
         return len(results), stop
 
+
+# Kernel Tuner's runners that measure a batch one configuration after another.
+_SERIAL_RUNNERS = ("SequentialRunner", "SimulationRunner")
 
 _ERRORS = {
     "InvalidConfig": tp.MEASUREMENT_STATUS_INVALID_CONFIG,
@@ -602,8 +619,8 @@ def _plain(v: Any) -> Any:
 
 
 def cache_document(records: Sequence[Record], tune_params: Optional[dict] = None,
-                   problem_size: Any = None, kernel_name: str = "", device_name: str = "",
-                   decode: Optional[dict] = None) -> dict:
+                   problem_size: Any = None, kernel_name: str = "",
+                   device_name: Optional[str] = None, decode: Optional[dict] = None) -> dict:
     """A Kernel Tuner cache (the JSON of ``tune_kernel(cache=...)``) of records of one task.
 
     Keys are Kernel Tuner's ``"v1,v2,..."`` in ``tune_params`` order (default: the records'
@@ -629,7 +646,10 @@ def cache_document(records: Sequence[Record], tune_params: Optional[dict] = None
         tune_params = {k: sorted(v, key=lambda x: (str(type(x)), x)) for k, v in values.items()}
     fingerprint = records[0].device.fingerprint
     doc: dict[str, Any] = {
-        "device_name": device_name or fingerprint.get("name", task.device_class),
+        # Kernel Tuner's own name, even empty (its C back end has none, and a cache naming the
+        # CPU model was refused there: "different device"); None: the fingerprint's.
+        "device_name": (device_name if device_name is not None
+                        else fingerprint.get("name", task.device_class)),
         "kernel_name": kernel_name or task.kernel,
         "problem_size": problem_size if problem_size is not None else [
             task.problem[k] for k in sorted(task.problem) if k != "dtype"],
@@ -689,17 +709,24 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     ex.add_argument("--kernel-version", default="", help="default: the server's current one")
     ex.add_argument("--out", required=True, help="the cache file to write (.json)")
     args = ap.parse_args(argv)
-    with Client(args.server, token=args.token) as client:
-        task = Task(args.kernel, parse_params(args.problem), args.device, args.kernel_version)
-        if not task.kernel_version:
-            versions = {k.name: k.version for k in client.kernels()}
-            task = Task(task.kernel, task.problem, task.device_class,
-                        versions.get(task.kernel, ""))
-        try:
+    try:
+        problem = parse_params(args.problem)
+    except ValueError as e:
+        ap.error(f"--problem: {e}")  # exit 2
+    task = Task(args.kernel, problem, args.device, args.kernel_version)
+    try:
+        with Client(args.server, token=args.token) as client:
+            if not task.kernel_version:
+                versions = {k.name: k.version for k in client.kernels()}
+                task = Task(task.kernel, task.problem, task.device_class,
+                            versions.get(task.kernel, ""))
             n = export_cache(client, task, args.out)
-        except ValueError as e:  # no records
-            print(f"python -m ktune.kernel_tuner export: {task}: {e}", file=sys.stderr)
-            return 1
+    except ValueError as e:  # no records
+        print(f"python -m ktune.kernel_tuner export: {task}: {e}", file=sys.stderr)
+        return 1
+    except (KtuneError, OSError) as e:  # the server's refusal or absence, or the file's
+        print(f"python -m ktune.kernel_tuner export: {e}", file=sys.stderr)
+        return 1
     print(f"wrote {n} entries to {args.out}", file=sys.stderr)
     return 0
 

@@ -16,7 +16,8 @@ the metrics see these records like any other):
   exact: the fingerprint ``{"target": <the target's whole config>, "device": <the machine>}``;
   device class ``tvm:<kind>`` plus the attributes that fix the instruction set
   (``-mcpu``, ``-mtriple``, ``-mattr``, ``-mabi``, ``-arch``), e.g.
-  ``tvm:llvm -mcpu=skylake-avx512``; family ``tvm:<kind>`` (``tvm:llvm``, ``tvm:cuda``). A
+  ``tvm:llvm -mcpu=skylake-avx512``: ``-mtriple`` as its architecture alone (``x86_64``), and
+  only without ``-mcpu``; ``-mattr`` sorted; family ``tvm:<kind>`` (``tvm:llvm``, ``tvm:cuda``). A
   query never crosses target kinds, unlike TVM's own databases, which ignore the target
   (apache/tvm#15549).
 - config ``{"trace": <16 hex digits of the SHA-256 of the trace's JSON>}``: two traces are two
@@ -93,7 +94,7 @@ def local_device() -> str:
 
 
 def _as_target(target: Union[Target, dict, str]) -> Target:
-    """A Target from a Target, its dict or its string (TVM's own error for a form it refuses)."""
+    """A Target from a Target, its dict or a tag (TVM's own error for a form it refuses)."""
     return Target(target) if isinstance(target, (dict, str)) else target
 
 
@@ -104,8 +105,14 @@ def target_device(target: Target, device: str) -> Device:
     device_class = f"tvm:{kind}"
     for attr in _ISA_ATTRS:
         value = config.get(attr)
+        if attr == "mtriple" and value:
+            # The architecture alone: TVM fills in the triple it was built with when none is given
+            # (x86_64-conda-linux-gnu from conda, x86_64-linux-gnu from pip), and vendor and OS do
+            # not change the instruction set. With -mcpu, which fixes it, none.
+            value = None if config.get("mcpu") else str(value).split("-", 1)[0]
         if value:
-            text = ",".join(map(str, value)) if isinstance(value, list) else str(value)
+            # Attribute lists in a fixed order: ["+fma", "+avx2"] and ["+avx2", "+fma"] are one.
+            text = ",".join(sorted(map(str, value))) if isinstance(value, list) else str(value)
             device_class += f" -{attr}={text}"
     return Device(device_class, f"tvm:{kind}", _canonical({"device": device, "target": config}))
 
@@ -151,10 +158,12 @@ class Database(PyDatabase):
     the methods TVM's Database interface dispatches through its FFI (``get_top_k``,
     ``has_workload``, ``commit_*``, ``len()``, ``compile_tir``...) reach the caller as TVM's
     ``RuntimeError`` with the KtuneError's text ("QueryBest: UNAVAILABLE: ..."); :meth:`lookup`
-    raises the KtuneError itself. A target may be a ``Target``, its dict, or its string.
+    raises the KtuneError itself. A target may be a ``Target``, its dict, or a tag TVM knows
+    (``"nvidia/nvidia-a100"``); TVM 0.27 refuses the older string form ``"llvm -mcpu=..."``.
     """
 
-    def __init__(self, client: Union[Client, str], *, target: Union[Target, dict, None] = None,
+    def __init__(self, client: Union[Client, str], *,
+                 target: Union[Target, dict, str, None] = None,
                  device: Optional[str] = None, candidates: int = 8) -> None:
         super().__init__()
         if isinstance(client, str):

@@ -60,6 +60,17 @@ class JobState(enum.Enum):
         return self in (JobState.DONE, JobState.FAILED, JobState.CANCELLED)
 
     @classmethod
+    def of(cls, state: Union["JobState", str]) -> "JobState":
+        """A JobState, or its name (``"running"``); ValueError naming the states otherwise."""
+        if isinstance(state, cls):
+            return state
+        try:
+            return cls(str(state).lower())
+        except ValueError:
+            raise ValueError(f"unknown job state {state!r}; one of "
+                             f"{', '.join(s.value for s in cls)}") from None
+
+    @classmethod
     def _from_proto(cls, state: int) -> "JobState":
         return cls(ts.JobState.Name(state).removeprefix("JOB_STATE_").lower())
 
@@ -79,6 +90,17 @@ class Status(enum.Enum):
     LOST = "lost"
     TOO_INACCURATE = "too_inaccurate"  # timed, but its error broke the job's accuracy budget
     UNSPECIFIED = "unspecified"
+
+    @classmethod
+    def of(cls, status: Union["Status", str]) -> "Status":
+        """A Status, or its name (``"ok"``); ValueError naming the statuses otherwise."""
+        if isinstance(status, cls):
+            return status
+        try:
+            return cls(str(status).lower())
+        except ValueError:
+            raise ValueError(f"unknown measurement status {status!r}; one of "
+                             f"{', '.join(s.value for s in cls)}") from None
 
     @classmethod
     def _from_proto(cls, status: int) -> "Status":
@@ -128,6 +150,18 @@ def value_from_proto(value: tp.ParamValue) -> ParamValue:
 def params_to_proto(params: Optional[Mapping[str, ParamValue]], out) -> None:
     """Fills a ``map<string, ParamValue>`` field from a dict."""
     for name, value in (params or {}).items():
+        value_to_proto(value, out[name])
+
+
+def problem_to_proto(problem: Optional[Mapping[str, ParamValue]], out) -> None:
+    """Like :func:`params_to_proto`, for the problem of a question (best, explain, tune,
+    telemetry): a whole float (``64.0``, ``np.float32(64)``, a size computed with ``/``) is sent
+    as the int it equals, as problem sizes are stored; sent as a float it matched no record and
+    no registry kernel took it. Records (import) keep their values as they are."""
+    for name, value in (problem or {}).items():
+        if (isinstance(value, numbers.Real) and not isinstance(value, numbers.Integral)
+                and float(value).is_integer()):
+            value = int(value)
         value_to_proto(value, out[name])
 
 
@@ -238,7 +272,7 @@ class Task:
     def _to_proto(self, out: tp.TaskKey) -> None:
         out.kernel.name = self.kernel
         out.kernel.version = self.kernel_version
-        params_to_proto(self.problem, out.problem.params)
+        params_to_proto(self.problem, out.problem.params)  # as stored: records keep their values
         out.device_class = self.device_class
 
     @classmethod
@@ -295,7 +329,7 @@ class Record:
         self.device._to_proto(out.device)
         params_to_proto(self.config, out.config.params)
         out.config_hash = self.config_hash
-        out.status = self.status._to_proto()
+        out.status = Status.of(self.status)._to_proto()
         out.message = self.message
         if self.time_ms is not None:
             out.time_ms = self.time_ms

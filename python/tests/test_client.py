@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
+import sqlite3
 import subprocess
 import time
+from datetime import datetime, timezone
 
 import grpc
 import pytest
@@ -64,9 +66,9 @@ def test_best_problem_as_text(records_server):
 def test_errors_carry_code_and_message(records_server):
     client = records_server.client()
     with pytest.raises(ktune.InvalidArgument) as e:
-        client.best("pnpoly", {}, PNPOLY_CLASS, top=1000)
+        client.best("", {}, PNPOLY_CLASS)
     assert e.value.code is grpc.StatusCode.INVALID_ARGUMENT
-    assert e.value.message == "top_k must be between 1 and 100"
+    assert e.value.message == "kernel.name is required"
     assert e.value.rpc == "QueryBest"
 
     with pytest.raises(ktune.NotFound) as e:
@@ -141,6 +143,10 @@ def test_import_export_roundtrip(records_server, empty_server):
 
     task = copied[0].task
     assert len(list(target.export_records(task))) == 4092  # the one task, by TaskKey
+    # An import is a stream: the client's default unary deadline does not end it (30 s ended
+    # imports of a few hundred thousand records).
+    hurried = ktune.Client(empty_server.address, timeout=0.001)
+    assert hurried.import_records(source).records_received == 4092
     assert target.best("pnpoly", {}, PNPOLY_CLASS, top=5) == records_server.client().best(
         "pnpoly", {}, PNPOLY_CLASS, top=5)
 
@@ -173,6 +179,13 @@ def test_a_client_kernels_records_keep_their_payload(empty_server):
     best = client.best("mc_matmul_1", {}, device, top=5)
     assert best.level is MatchLevel.EXACT
     assert [r.config["schedule"] for r in best.records] == ["b2", "a1"]  # one per config
+    # A whole float in a problem (a size computed with /) is the int it equals.
+    sized = dataclasses.replace(records[1], task=ktune.Task("mc_matmul_1", {"M": 64},
+                                                            device.device_class), record_id="")
+    assert client.import_records([sized]).records_added == 1
+    for problem in ({"M": 64}, {"M": 64.0}, "M=64.0"):
+        assert client.best("mc_matmul_1", problem, device).level is MatchLevel.EXACT, problem
+    assert client.best("mc_matmul_1", {"M": 64.5}, device).level is not MatchLevel.EXACT
     assert best.records[0].payload in ("[1]", "[2]") and best.records[1].payload == payload
     exported = {r.payload: r for r in client.export_records()}
     assert sorted(exported) == sorted(r.payload for r in records)
@@ -181,7 +194,7 @@ def test_a_client_kernels_records_keep_their_payload(empty_server):
     with pytest.raises(ktune.InvalidArgument,
                        match=r"record 1: record.payload is 1048577 bytes; at most 1048576"):
         client.import_records([record({"schedule": "c3"}, 3.0, "y" * (1 << 20 | 1))])
-    assert len(list(client.export_records())) == 3
+    assert len(list(client.export_records())) == 4
 
 
 def test_best_and_explain_honour_an_accuracy_budget(empty_server):
@@ -288,6 +301,10 @@ def test_submit_watch_jobs(replay_server):
     assert job.job_id in {j.job_id for j in client.jobs()}
     assert job.job_id in {j.job_id for j in client.jobs(states=[JobState.DONE])}
     assert job.job_id not in {j.job_id for j in client.jobs(states=[JobState.QUEUED])}
+    # States by name, as `ktune jobs` prints them ('str' object has no attribute '_to_proto').
+    assert job.job_id in {j.job_id for j in client.jobs(states=["done"])}
+    with pytest.raises(ValueError, match="unknown job state 'finished'; one of queued"):
+        client.jobs(states=["finished"])
     with pytest.raises(ktune.FailedPrecondition):  # it has ended
         client.cancel(job.job_id)
     assert client.wait(job.job_id, timeout=60).state is JobState.DONE
@@ -393,6 +410,33 @@ def test_telemetry_is_validated_and_flags_drift(records_server):
     assert [f["id"] for f in client.drift()] == [reply["raised"][0]["id"]]
 
 
+def test_telemetry_takes_the_lines_of_ktune_telemetry_report(records_server, tmp_path):
+    """The dicts of docs/telemetry.md's JSONL lines, as json.loads gives them: the window is kept
+    (it was dropped: stored as the time received) and the device may be {"class", "fingerprint"}
+    (it raised TypeError); a missing key names the sample and the key (a bare KeyError)."""
+    client = records_server.client()
+    windowed = {"kernel": "pnpoly", "device": {"class": PNPOLY_CLASS,
+                                               "fingerprint": {"name": PNPOLY_NAME}},
+                "config": {"tile_size": 1}, "count": 10, "mean_ms": 1.0, "stddev_ms": 0.01,
+                "window_start": "2026-12-03T08:00:00+00:00",
+                "window_end": "2026-12-03T08:05:00Z"}
+    assert client.report_telemetry([windowed])["accepted"] == 1
+    with sqlite3.connect(f"file:{records_server.db}?mode=ro", uri=True) as db:
+        rows = db.execute("SELECT window_start_us, window_end_us FROM telemetry").fetchall()
+    start = int(datetime(2026, 12, 3, 8, 0, tzinfo=timezone.utc).timestamp()) * 1_000_000
+    assert (start, start + 300_000_000) in rows  # the session's server holds others' too
+    for bad, message in (({k: v for k, v in windowed.items() if k != "count"},
+                          "sample 1: times_ms: give exactly one of"),
+                         ({k: v for k, v in windowed.items() if k != "kernel"},
+                          "sample 1: kernel: missing"),
+                         (dict(windowed, count=5, mean_ms=None), "sample 1: count: not readable"),
+                         (dict(windowed, window_end="yesterday"), "sample 1: window_end: not ISO"),
+                         (dict(windowed, window_end="2026-12-03T08:05:00"),
+                          "sample 1: window_end: no time zone")):
+        with pytest.raises(ValueError, match=message):
+            client.report_telemetry([windowed, bad])
+
+
 def test_arguments_of_the_wrong_type_say_which(empty_server):
     # protobuf's "bad argument type for built-in operation" and "'NoneType' object has no
     # attribute '_to_proto'" named neither the argument nor what it takes.
@@ -405,6 +449,14 @@ def test_arguments_of_the_wrong_type_say_which(empty_server):
     # returned without a word, and the error came later, wherever the events were read).
     with pytest.raises(ValueError, match="bogus"):
         client.tune_events("gemm", {}, "cpu:x", 4, strategy="bogus")
+    # tune takes a Device as best does (its class: a job runs on a class's workers); protobuf's
+    # "bad argument type for built-in operation" came instead.
+    client.tune_events("gemm", {}, ktune.Device("cpu:x"), 4)  # checked at the call; not iterated
+    with pytest.raises(TypeError, match="device must be a device class"):
+        client.tune_events("gemm", {}, 7, 4)
+    for top in (0, 101, 2**40, 1.5):
+        with pytest.raises(ValueError, match="top must be an int from 1 to 100"):
+            client.best("gemm", {}, "cpu:x", top=top)
     with pytest.raises(ValueError, match="NaN or infinity"):
         client.submit({"kernels": ["gemm"], "problems": [{"M": 64, "N": 64, "K": 64}],
                        "device_classes": ["cpu:x"], "budget": 4, "max_rel_error": float("nan")})

@@ -122,6 +122,18 @@ def test_kernel_tuner_tunes_through_ktune(empty_server, tmp_path):
     fastest = min(replayed, key=lambda r: r["time"])
     best = client.best(strategy.kernel_name, strategy.task.problem, device).best
     assert key(fastest) == key(best.config) and fastest["time"] == pytest.approx(best.time_ms)
+    # Measuring for real, Kernel Tuner reuses it on this device: its C back end names no device,
+    # and a cache naming the CPU model was refused ("results for different device").
+    reused, _ = tune_kernel("vsum", SOURCE, N, [np.zeros(1, np.float32), np.ones(N, np.float32),
+                                                np.int32(N)], TUNE_PARAMS, lang="C",
+                            restrictions=RESTRICTIONS, cache=str(cache), strategy="brute_force",
+                            quiet=True)
+    assert {key(r): r["time"] for r in reused} == pytest.approx(
+        {key(r.config): r.time_ms for r in records})
+    # The task without dtype, as Kernel Tuner's problem reads (the server fills it in, as best()
+    # does; the export found nothing).
+    bare = ktune.Task(strategy.kernel_name, {"problem_size_x": N}, device.device_class)
+    assert len(list(client.export_records(bare))) == SPACE
 
     # The same from the command line, for any task (ktune's names), which `ktune db import`
     # reads back as the same records.
@@ -151,6 +163,27 @@ def test_kernel_tuner_tunes_through_ktune(empty_server, tmp_path):
     assert all(r.time_ms == pytest.approx(by_config[key(r.config)].time_ms)
                for r in replay_records if key(r.config) in by_config)
     assert len(list(client.export_records(strategy.task))) == SPACE  # unchanged
+
+
+def test_a_batch_kernel_tuner_stops_in_keeps_what_it_measured(empty_server, tmp_path,
+                                                               monkeypatch):
+    """Kernel Tuner raises on a result that fails verification and the run stops; the lease's
+    configurations it measured before that are reported, not lost with the lease."""
+    monkeypatch.chdir(tmp_path)  # Kernel Tuner leaves the failed source in the working folder
+    wrong = SOURCE.replace("out[0] = total;", "out[0] = unroll == 2 ? -1 : total;")
+    client = empty_server.client()
+    strategy = Strategy(client, strategy="random", batch_size=SPACE, seed=4)
+    with pytest.raises(RuntimeError, match="verification failed"):
+        tune_kernel("vsum", wrong, N, [np.zeros(1, np.float32), np.ones(N, np.float32),
+                                       np.int32(N)], TUNE_PARAMS, lang="C",
+                    answer=[np.array([N], np.float32), None, None], atol=1e-3,
+                    restrictions=RESTRICTIONS, strategy=strategy,
+                    strategy_options={"max_fevals": SPACE}, iterations=3, quiet=True)
+    records = list(client.export_records(strategy.task))
+    # The first lease is the default configuration alone, the second the rest of the space: what
+    # was measured of it before the failure is kept (only the first lease's record was).
+    assert 1 < strategy.reported == len(records) < SPACE
+    assert all(r.ok and r.config["unroll"] != 2 for r in records)
 
 
 def test_restrictions_ktune_cannot_read(empty_server):

@@ -51,6 +51,27 @@ def tuned(ktune_bin, tmp_path_factory):
     server.stop()
 
 
+def test_a_targets_device_class_is_its_instruction_set():
+    """Spellings of one instruction set are one class: TVM fills in the triple of its own build
+    (conda's x86_64-conda-linux-gnu, pip's x86_64-linux-gnu), -mcpu fixes the architecture, and
+    the order of -mattr's list does not matter. Each made two classes, and a query fell to the
+    family."""
+    def device_class(config: dict) -> str:
+        return ktune.tvm.target_device(Target(config), "cpu:x").device_class
+
+    x86, arm = "x86_64-linux-gnu", "aarch64-linux-gnu"
+    assert device_class({"kind": "llvm"}) == "tvm:llvm -mtriple=x86_64"
+    assert device_class({"kind": "llvm", "mtriple": x86}) == "tvm:llvm -mtriple=x86_64"
+    assert device_class({"kind": "llvm", "mtriple": arm}) == "tvm:llvm -mtriple=aarch64"
+    assert (device_class({"kind": "llvm", "mcpu": "skylake-avx512"})
+            == device_class({"kind": "llvm", "mcpu": "skylake-avx512", "mtriple": x86})
+            == "tvm:llvm -mcpu=skylake-avx512")
+    assert (device_class({"kind": "llvm", "mattr": ["+fma", "+avx2"]})
+            == device_class({"kind": "llvm", "mattr": ["+avx2", "+fma"]})
+            == "tvm:llvm -mtriple=x86_64 -mattr=+avx2,+fma")
+    assert device_class({"kind": "cuda", "arch": "sm_90"}) == "tvm:cuda -arch=sm_90"
+
+
 def test_tuning_commits_every_record_to_ktune(tuned):
     server, result = tuned
     records = [r for r in server.client().export_records()]
