@@ -30,6 +30,7 @@ struct AgentTrainArgs {
   PolicyTrainingOptions training;
   int synthetic = 16;
   bool json = false;
+  bool force = false;  // replace an --out that is not a policy
 };
 
 // Every recorded space of the shared datasets, sorted: the default training set.
@@ -64,6 +65,23 @@ int RunAgentTrain(const AgentTrainArgs& a) {
     if (::access(folder.c_str(), W_OK) != 0) {
       return Fail(cmd, absl::PermissionDeniedError(
                            absl::StrCat("cannot write ", a.out, ": ", std::strerror(errno))));
+    }
+    // Only a policy is replaced: --out on a tuning database replaced it with a policy (and a
+    // server writing it went on into the deleted file).
+    if (IsSqliteFile(a.out)) {
+      return UsageError(cmd, absl::StrCat(a.out,
+                                          " is a SQLite database; --out writes a policy "
+                                          "file and does not overwrite one"));
+    }
+    if (std::filesystem::exists(out, ec) && !a.force) {
+      std::ifstream existing(a.out);
+      std::string head(256, '\0');
+      existing.read(head.data(), static_cast<std::streamsize>(head.size()));
+      if (head.find("\"format\":\"ktune-acquisition-policy/") == std::string::npos) {
+        return UsageError(cmd, absl::StrCat(a.out,
+                                            " exists and is not a ktune policy; give "
+                                            "another --out, or --force to replace it"));
+      }
     }
   }
   auto loaded = LoadReplaySpaces(files);
@@ -178,6 +196,8 @@ void RegisterAgentCommands(CLI::App& app, Action* action) {
                    "Discount per pick (default: the agent's, as it fine-tunes online)")
       ->check(CLI::Range(0.0, 1.0));
   train->add_flag("--json", args->json, "A JSON line describing the result");
+  train->add_flag("--force", args->force,
+                  "Replace an existing --out that is not a policy (never a SQLite database)");
   train->callback([=] { *action = [=] { return RunAgentTrain(*args); }; });
 }
 

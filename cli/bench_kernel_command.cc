@@ -12,19 +12,20 @@
 // finally the geometric mean of tuned / vendor over the problems. With --repeatability N, instead measure one configuration
 // in N separate runner processes and report the spread of their medians.
 #include <cmath>
-#include <optional>
 #include <iostream>
 #include <nlohmann/json.hpp>
+#include <optional>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
-#include "absl/strings/match.h"
 #include "cli/command.h"
-#include "common/status_macros.h"
 #include "cli/tune_session.h"
 #include "cli/tune_target.h"
 #include "common/event_log.h"
+#include "common/status_macros.h"
 #include "db/interchange/record_files.h"
+#include "server/job_spec.h"
 
 namespace ktune::cli {
 namespace {
@@ -127,7 +128,7 @@ int RunRepeatability(const BenchKernelArgs& a, const KernelRegistry& registry) {
   for (double m : medians) var += (m - mean) * (m - mean) / std::max<size_t>(1, medians.size() - 1);
   const double cv = std::sqrt(var) / mean;
   nlohmann::json out{{"kernel", a.kernel},
-                     {"problem", a.problems[0]},
+                     {"problem", nlohmann::json::parse(CanonicalJson(t->task.problem))},
                      {"config", nlohmann::json::parse(CanonicalJson(config))},
                      {"runs", medians.size()},
                      {"median_ms_per_run", medians},
@@ -147,7 +148,21 @@ int RunBenchKernel(const BenchKernelArgs& a) {
   const std::string cmd = "bench kernel";
   const KernelRegistry registry = KernelRegistry::WithBuiltins();
   if (a.problems.empty()) return UsageError(cmd, "give at least one --problem");
+  if (!a.config.empty() && a.repeatability == 0) {
+    return UsageError(cmd, "--config chooses the configuration of --repeatability: add it");
+  }
   if (a.repeatability > 0) return RunRepeatability(a, registry);
+  // Everything the command line fixes is checked before the first problem is tuned (a bad second
+  // problem ended the command after minutes of tuning the first).
+  if (absl::Status s = registry.Get(a.kernel).status(); !s.ok()) return UsageOrFail(cmd, s);
+  if (absl::Status s = ParseStrategy(a.strategy).status(); !s.ok()) {
+    return UsageError(cmd, std::string(s.message()));
+  }
+  for (const std::string& problem : a.problems) {
+    if (absl::Status s = TargetFor(a, registry, problem).status(); !s.ok()) {
+      return UsageOrFail(cmd, s);
+    }
+  }
   std::string vendor_kernel;
   if (a.vs == "openblas") {
     if (a.kernel != "gemm" && a.kernel != "gemm_lowp") {
@@ -253,7 +268,7 @@ int RunBenchKernel(const BenchKernelArgs& a) {
     const absl::StatusOr<double> default_ms = Median(contenders[default_index].times);
     const int threads = std::min(ThreadsOf(tuned), t.cores);
     nlohmann::json out{{"kernel", a.kernel},
-                       {"problem", problem},
+                       {"problem", nlohmann::json::parse(CanonicalJson(t.task.problem))},
                        {"threads", threads},
                        {"strategy", a.strategy},
                        {"budget", a.budget},
@@ -324,7 +339,9 @@ void RegisterBenchKernelCommand(CLI::App& bench, Action* action) {
                   "sgemm; gemm_lowp: u8s8s32), cublas (cuda_gemm)");
   sub->add_option("--device", a->device, "cpu or cuda[:N]")->capture_default_str();
   sub->add_option("--dtype", a->dtype, "Data type of the problem (e.g. f16 for cuda_gemm)");
-  sub->add_option("--budget", a->budget, "Tuning measurements per problem")->capture_default_str();
+  sub->add_option("--budget", a->budget, "Tuning measurements per problem")
+      ->check(CLI::Range(1, 1'000'000))
+      ->capture_default_str();
   sub->add_option("--strategy", a->strategy, "Search strategy")->capture_default_str();
   sub->add_option("--threads", a->threads, "Fix the thread count (tuned, default and vendor)")
       ->check(CLI::Range(1, 1024));

@@ -131,6 +131,15 @@ int RunExport(const ExportArgs& a) {
                                                 : ExportKernelTuner(**db, matching.front(), out);
   }
   if (!written.ok()) return Fail(cmd, written.status());
+  // Nothing to export never replaces --out (a mistyped --kernel emptied the backup it named).
+  if (*written == 0) {
+    const bool filtered = !a.kernel.empty() || !a.device.empty() || !a.problem.empty();
+    const std::string kept =
+        a.out.empty() || a.out == "-" ? "" : absl::StrCat("; ", a.out, " is left as it was");
+    return filtered ? UsageError(cmd, absl::StrCat("no record matches --kernel/--device/--problem",
+                                                   kept, " (ktune db stats lists what is there)"))
+                    : Fail(cmd, absl::NotFoundError(absl::StrCat(a.db, " holds no records", kept)));
+  }
   if (a.out.empty() || a.out == "-") {
     std::cout << out.str();
   } else {

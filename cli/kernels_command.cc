@@ -8,6 +8,7 @@
 #include <iostream>
 #include <nlohmann/json.hpp>
 #include <random>
+#include <regex>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -28,6 +29,7 @@ namespace {
 struct KernelsArgs {
   std::string name, problem, compile_arch;
   int samples = 8;
+  bool samples_given = false;  // --samples appeared (it applies to --compile only)
   bool json = false;
   std::string server, token;  // --server: the kernels a server knows, client kernels included
   ClientTls tls;
@@ -135,8 +137,24 @@ absl::StatusOr<nlohmann::json> CompileSamples(const KernelDefinition& k, const P
 int64_t Cores() { return std::max(1L, ::sysconf(_SC_NPROCESSORS_ONLN)); }
 
 int RunKernels(const KernelsArgs& a) {
-  if (!a.server.empty()) return RunServerKernels(a);
   const std::string cmd = "kernels";
+  if (a.samples_given && a.compile_arch.empty()) {
+    return UsageError(cmd, "--samples is the number of configurations --compile builds: add it");
+  }
+  // An architecture NVRTC would refuse is the command line's mistake (it exited 1, after a
+  // compile), e.g. sm_90, sm_90a, compute_80.
+  if (!a.compile_arch.empty() &&
+      !std::regex_match(a.compile_arch, std::regex(R"((sm|compute)_\d{2,3}[a-z]?)"))) {
+    return UsageError(cmd, absl::StrCat("--compile ", a.compile_arch,
+                                        ": not a GPU architecture such as sm_90 or compute_80"));
+  }
+  if (a.server.empty() && (!a.tls.ca_file.empty() || !a.tls.cert_file.empty() ||
+                           !a.tls.key_file.empty() || !a.token.empty())) {
+    return UsageError(cmd,
+                      "--token, --tls-ca, --tls-cert and --tls-key are for --server; without "
+                      "it the command lists this build's registry");
+  }
+  if (!a.server.empty()) return RunServerKernels(a);
   const KernelRegistry registry = KernelRegistry::WithBuiltins();
   std::vector<const KernelDefinition*> chosen;
   if (!a.name.empty()) {
@@ -279,6 +297,12 @@ int RunRegister(const RegisterArgs& a) {
     absl::StatusOr<std::string> source = ReadFileMaybeGzip(a.source);
     if (!source.ok()) return Fail(cmd, source.status());
     request.mutable_kernel()->set_source(*source);
+  } else if (request.kernel().source().empty()) {
+    // A kernel without a source fails every measurement, and its name stays taken: the server
+    // keeps a registered kernel for good.
+    return UsageError(cmd, absl::StrCat(a.file,
+                                        " has no \"source\": give --source FILE (the "
+                                        "kernel's C++ or CUDA source)"));
   }
   absl::StatusOr<std::shared_ptr<grpc::Channel>> channel = MakeChannel(a.server, a.tls);
   if (!channel.ok()) return ChannelFailure(cmd, channel.status());
@@ -293,8 +317,11 @@ int RunRegister(const RegisterArgs& a) {
                                           : s.error_message()));
   }
   if (a.json) {
+    // Field names as in the proto, as `ktune kernels --server --json` prints KernelInfo.
     std::string out;
-    google::protobuf::util::MessageToJsonString(info, &out);
+    google::protobuf::util::JsonPrintOptions options;
+    options.preserve_proto_field_names = true;
+    google::protobuf::util::MessageToJsonString(info, &out, options);
     std::cout << out << "\n";
   } else {
     std::cout << "registered " << info.kernel().name() << " (version " << info.kernel().version()
@@ -317,7 +344,20 @@ void RegisterKernelsCommand(CLI::App& app, Action* action) {
   reg->add_option("--token", r->token, "Bearer token (admin role); default $KTUNE_TOKEN");
   AddClientTlsOptions(reg, &r->tls);
   reg->add_flag("--json", r->json, "Print the registered kernel as JSON");
-  reg->callback([=] { *action = [=] { return RunRegister(*r); }; });
+  reg->callback([=] {
+    *action = [=] {
+      // `kernels`' own options before `register` were dropped without a word (`ktune kernels
+      // --json register F` printed text).
+      const bool parents = !a->name.empty() || a->json || !a->problem.empty() ||
+                           !a->compile_arch.empty() || !a->server.empty() || !a->token.empty() ||
+                           !a->tls.ca_file.empty() || !a->tls.cert_file.empty() ||
+                           !a->tls.key_file.empty();
+      return parents ? UsageError("kernels register",
+                                  "options go after `register` (ktune kernels register FILE "
+                                  "[--source F] [--server ADDR] [--json]), no NAME before it")
+                     : RunRegister(*r);
+    };
+  });
   kernels->add_option("NAME", a->name, "Show one kernel");
   kernels->add_option("--problem", a->problem,
                       "With NAME: the space size and default configuration for this problem");
@@ -325,9 +365,10 @@ void RegisterKernelsCommand(CLI::App& app, Action* action) {
                       "With NAME and --problem, a CUDA kernel: compile the default and --samples "
                       "random configurations for this architecture (e.g. sm_90; no GPU needed) "
                       "and show registers, shared memory, spills and compile time");
-  kernels->add_option("--samples", a->samples, "Random configurations for --compile")
-      ->check(CLI::Range(0, 1000))
-      ->capture_default_str();
+  CLI::Option* samples =
+      kernels->add_option("--samples", a->samples, "Random configurations for --compile")
+          ->check(CLI::Range(0, 1000))
+          ->capture_default_str();
   kernels->add_flag("--json", a->json, "Print as JSON");
   kernels->add_option("--server", a->server,
                       "List the kernels this server knows (client kernels registered with it "
@@ -335,6 +376,7 @@ void RegisterKernelsCommand(CLI::App& app, Action* action) {
   kernels->add_option("--token", a->token, "Bearer token, with --server; default $KTUNE_TOKEN");
   AddClientTlsOptions(kernels, &a->tls);
   kernels->callback([=] {
+    a->samples_given = samples->count() > 0;
     if (!*action) *action = [=] { return RunKernels(*a); };
   });
 }

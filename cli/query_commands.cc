@@ -296,13 +296,14 @@ int RunJobs(const JobsArgs& a) {
   if (a.json) {
     nlohmann::json out = nlohmann::json::array();
     for (const JobRow& j : *jobs) {
-      nlohmann::json row{{"id", j.id},
+      // The names `watch`, `submit` and `tune --server` use: job_id a string, as the API's.
+      nlohmann::json row{{"job_id", std::to_string(j.id)},
                          {"name", j.name},
                          {"state", j.state},
                          {"measurements_done", j.done},
                          {"measurements_total", j.total},
                          {"message", j.message}};
-      if (j.tasks >= 0) row["tasks"] = j.tasks;
+      if (j.tasks >= 0) row["task_count"] = j.tasks;  // `watch`'s "tasks" is the list
       out.push_back(std::move(row));
     }
     std::cout << out.dump() << "\n";

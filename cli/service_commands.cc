@@ -67,12 +67,15 @@ std::string ProblemText(const v1::TaskProgress& t) {
 }
 
 nlohmann::json TaskJson(const v1::TaskProgress& t) {
-  nlohmann::json task{{"kernel", t.task().kernel().name()},
-                      {"problem", ProblemText(t)},
-                      {"device_class", t.task().device_class()},
-                      {"state", StateName(t.state())},
-                      {"measurements_done", t.measurements_done()},
-                      {"measurements_failed", t.measurements_failed()}};
+  absl::StatusOr<Problem> problem = FromProto(t.task().problem().params(), "problem");
+  nlohmann::json task{
+      {"kernel", t.task().kernel().name()},
+      // An object, as every other command's --json gives a problem.
+      {"problem", problem.ok() ? nlohmann::json::parse(CanonicalJson(*problem)) : nlohmann::json()},
+      {"device_class", t.task().device_class()},
+      {"state", StateName(t.state())},
+      {"measurements_done", t.measurements_done()},
+      {"measurements_failed", t.measurements_failed()}};
   if (t.has_best_time_ms()) task["best_time_ms"] = t.best_time_ms();
   if (t.has_best_gflops()) task["best_gflops"] = t.best_gflops();
   return task;

@@ -5,12 +5,15 @@
 // Devices: cpu (a registry kernel measured on this machine), cuda[:N] and replay:FILE (a recorded
 // space; its kernel and problem come from the file).
 #include <algorithm>
+#include <cstring>
 #include <iostream>
+#include <map>
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <utility>
 #include <vector>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -47,6 +50,45 @@ struct TuneArgs {
   ClientTls tls;      // with --server
   std::string token;  // with --server; else $KTUNE_TOKEN
 };
+
+// "; 12 x runtime_error: ...; and 3 x timeout: ..." for the two commonest failure reasons, keyed
+// "status: message" with their counts; empty when there are none.
+std::string CommonestFailures(const std::map<std::string, int64_t>& failure_reasons) {
+  std::vector<std::pair<int64_t, std::string>> reasons;
+  for (const auto& [reason, count] : failure_reasons) reasons.emplace_back(count, reason);
+  std::sort(reasons.rbegin(), reasons.rend());
+  std::string why;
+  for (size_t i = 0; i < reasons.size() && i < 2; ++i) {
+    absl::StrAppend(&why, i == 0 ? "; " : "; and ", reasons[i].first, " x ", reasons[i].second);
+  }
+  return why;
+}
+
+// The failure reasons of job `job_id`'s records of `task` on the server (ListRecords), for
+// telling the user why nothing measured ok; empty when they cannot be read.
+std::map<std::string, int64_t> RemoteFailureReasons(v1::TuningService::Stub& stub,
+                                                    const std::string& token,
+                                                    const v1::TaskKey& task,
+                                                    const std::string& job_id) {
+  std::map<std::string, int64_t> reasons;
+  v1::ListRecordsRequest request;
+  *request.mutable_task() = task;
+  request.set_page_size(10'000);
+  const std::string source = absl::StrCat("job:", job_id);
+  do {
+    v1::ListRecordsResponse page;
+    if (!stub.ListRecords(ClientContextFor(token).get(), request, &page).ok()) return {};
+    for (const v1::Record& r : page.records()) {
+      if (r.source() != source || r.status() == v1::MEASUREMENT_STATUS_OK) continue;
+      const std::string status =
+          absl::AsciiStrToLower(absl::string_view(v1::MeasurementStatus_Name(r.status()))
+                                    .substr(strlen("MEASUREMENT_STATUS_")));
+      ++reasons[absl::StrCat(status, ": ", r.message())];
+    }
+    request.set_page_token(page.next_page_token());
+  } while (!request.page_token().empty());
+  return reasons;
+}
 
 // --server: the task becomes a one-task job on that server, measured by its workers of the
 // device class (cli/tune_job.h, as the embedded default); progress comes from the WatchJob stream.
@@ -136,6 +178,7 @@ int RunRemoteTune(const TuneArgs& a) {
   if (a.json) {
     nlohmann::json out{{"job_id", job->job_id()},
                        {"kernel", a.kernel},
+                       {"problem", nlohmann::json::parse(CanonicalJson(*problem))},
                        {"device", device_class},
                        {"measurements", t.measurements_done()},
                        {"failed", t.measurements_failed()}};
@@ -160,7 +203,17 @@ int RunRemoteTune(const TuneArgs& a) {
                                                                 v1::JobState_Name(job->state()),
                                                                 ": ", job->message())));
   }
-  return t.has_best_time_ms() ? kExitOk : kExitFailure;
+  if (t.has_best_time_ms()) return kExitOk;
+  // Say why, as the embedded default does.
+  if (t.measurements_done() == 0) {
+    return Fail(cmd, absl::NotFoundError(absl::StrCat(
+                         "job ", job->job_id(), " measured nothing: ",
+                         job->message().empty() ? "no candidate left" : job->message())));
+  }
+  return Fail(
+      cmd, absl::NotFoundError(absl::StrCat(
+               "no configuration measured ok in ", t.measurements_done(), " measurements",
+               CommonestFailures(RemoteFailureReasons(*stub, a.token, t.task(), job->job_id())))));
 }
 
 int RunTune(const TuneArgs& a) {
@@ -173,7 +226,9 @@ int RunTune(const TuneArgs& a) {
   }
   if (!a.server.empty()) return RunRemoteTune(a);
   if (a.budget < 1) return UsageError(cmd, "--budget must be at least 1");
-  if (absl::Status s = MakeStrategy(a.strategy).status(); !s.ok()) {
+  // A job's strategies (PPO's ablations are for `bench search`), checked before the database is
+  // opened: the job refused them after it had been created.
+  if (absl::Status s = ParseStrategy(a.strategy).status(); !s.ok()) {
     return UsageError(cmd, std::string(s.message()));
   }
   const KernelRegistry registry = KernelRegistry::WithBuiltins();
@@ -241,15 +296,9 @@ int RunTune(const TuneArgs& a) {
   const TuneSummary& s = *run;
   if (!s.best) {
     // Say why: the commonest reasons first (a missing runner fails every measurement alike).
-    std::vector<std::pair<int64_t, std::string>> reasons;
-    for (const auto& [reason, count] : s.failure_reasons) reasons.emplace_back(count, reason);
-    std::sort(reasons.rbegin(), reasons.rend());
-    std::string why;
-    for (size_t i = 0; i < reasons.size() && i < 2; ++i) {
-      absl::StrAppend(&why, i == 0 ? "; " : "; and ", reasons[i].first, " x ", reasons[i].second);
-    }
     return Fail(cmd, absl::NotFoundError(absl::StrCat("no configuration measured ok in ",
-                                                      s.measurements, " measurements", why)));
+                                                      s.measurements, " measurements",
+                                                      CommonestFailures(s.failure_reasons))));
   }
   const Record& best = *s.best;
   const Throughput best_tp = ThroughputOf(t, best);

@@ -155,6 +155,87 @@ TEST(CliTest, BadUsageExitsWithTwo) {
   }
 }
 
+// Options a command would have ignored, and values it found wrong only after work: usage (2),
+// before anything runs or is written.
+TEST(CliTest, OptionsThatWouldBeIgnoredOrFailLateAreUsage) {
+  TempDir dir;
+  const std::string db = dir.File("b.db");
+  for (const auto& [args, says] : std::vector<std::pair<std::vector<std::string>, std::string>>{
+           {{"kernels", "--samples", "3"}, "--samples is the number of configurations --compile"},
+           {{"kernels", "cuda_gemm", "--problem", "M=64,N=64,K=64", "--compile", "sm_xx"},
+            "not a GPU architecture"},
+           {{"kernels", "--tls-ca", dir.File("ca.pem")}, "are for --server"},
+           {{"kernels", "--json", "register", dir.File("k.json")}, "options go after `register`"},
+           {{"kernels", "gemm", "register", dir.File("k.json")}, "options go after `register`"},
+           {{"bench", "kernel", "--problem", "M=64,N=64,K=64", "--config", "MR=4"},
+            "--config chooses the configuration of --repeatability"},
+           {{"bench", "kernel", "--problem", "M=64,N=64,K=64", "--budget", "0"}, "--budget"},
+           {{"bench", "kernel", "--problem", "M=64,N=64,K=64", "--strategy", "bogus"},
+            "unknown strategy 'bogus'"},
+           {{"bench", "kernel", "--kernel", "nosuch", "--problem", "M=64", "--vs", "openblas"},
+            "unknown kernel 'nosuch'"},
+           // The second problem is wrong: refused before the first is tuned.
+           {{"bench", "kernel", "--problem", "M=64,N=64,K=64", "--problem", "M=64,N=64", "--budget",
+             "8", "--db", db},
+            "needs problem parameter K"},
+           // PPO's ablations are `bench search`'s; a job refused them after creating the file.
+           {{"tune", "--kernel", "gemm", "--problem", "M=64,N=64,K=64", "--strategy",
+             "ppo-nopolicy", "--db", db},
+            "unknown strategy 'ppo-nopolicy'"}}) {
+    auto r = RunKtune(args);
+    EXPECT_EQ(r.exit_code, 2) << args[0] << " " << args[1] << ": " << r.err;
+    EXPECT_THAT(r.err, HasSubstr(says)) << args[0] << " " << args[1];
+    EXPECT_THAT(r.out, ::testing::IsEmpty()) << args[0] << " " << args[1];
+  }
+  EXPECT_FALSE(std::filesystem::exists(db));  // nothing tuned, no database made
+}
+
+// Commands that write a file never destroy what is there by mistake: `agent train --out` on a
+// tuning database (it replaced it with a policy) or on a file that is not a policy, and an
+// export that matched nothing (it emptied the backup --out named, exit 0).
+TEST(CliTest, WritingCommandsKeepWhatAMistakeWouldDestroy) {
+  TempDir dir;
+  const std::string db = dir.File("k.db");
+  ASSERT_EQ(
+      RunKtune({"db", "import", SpaceFile("pnpoly_RTX_3090_T4.json.gz"), "--db", db}).exit_code, 0);
+  const std::vector<std::string> train = {
+      "agent",        "train", "--space",     SpaceFile("pnpoly_RTX_3090_T4.json.gz"),
+      "--iterations", "1",     "--episodes",  "1",
+      "--budget",     "17",    "--synthetic", "0",
+      "--out"};
+  auto onto_db = train;
+  onto_db.push_back(db);
+  auto refused = RunKtune(onto_db);
+  EXPECT_EQ(refused.exit_code, 2) << refused.err;
+  EXPECT_THAT(refused.err, HasSubstr("is a SQLite database"));
+  EXPECT_EQ(RunKtune({"db", "stats", "--db", db}).exit_code, 0);  // still the database
+  const std::string notes = dir.File("notes.txt");
+  std::ofstream(notes) << "my notes\n";
+  auto onto_notes = train;
+  onto_notes.push_back(notes);
+  auto kept = RunKtune(onto_notes);
+  EXPECT_EQ(kept.exit_code, 2) << kept.err;
+  EXPECT_THAT(kept.err, HasSubstr("is not a ktune policy; give another --out, or --force"));
+  EXPECT_EQ(testing::ReadWholeFile(notes), "my notes\n");
+  onto_notes.push_back("--force");
+  EXPECT_EQ(RunKtune(onto_notes).exit_code, 0);
+  EXPECT_THAT(testing::ReadWholeFile(notes), HasSubstr("ktune-acquisition-policy/"));
+  EXPECT_EQ(RunKtune(onto_notes).exit_code, 0);  // a policy is replaced without --force
+
+  const std::string backup = dir.File("backup.jsonl");
+  ASSERT_EQ(RunKtune({"db", "export", "--db", db, "--out", backup}).exit_code, 0);
+  const std::string exported = testing::ReadWholeFile(backup);
+  ASSERT_FALSE(exported.empty());
+  auto typo = RunKtune({"db", "export", "--db", db, "--kernel", "pnpolyy", "--out", backup});
+  EXPECT_EQ(typo.exit_code, 2);
+  EXPECT_THAT(typo.err, HasSubstr("no record matches --kernel/--device/--problem; " + backup +
+                                  " is left as it was"));
+  EXPECT_EQ(testing::ReadWholeFile(backup), exported);
+  auto to_stdout = RunKtune({"db", "export", "--db", db, "--kernel", "nosuch"});
+  EXPECT_EQ(to_stdout.exit_code, 2);
+  EXPECT_THAT(to_stdout.err, HasSubstr("no record matches"));
+}
+
 TEST(CliTest, FailuresExitWithOneAndSayWhy) {
   TempDir dir;
   auto missing = RunKtune({"db", "import", dir.File("nope.json"), "--db", dir.File("k.db")});
@@ -399,8 +480,9 @@ TEST(CliTest, ExportWritesJsonlAndT4Files) {
                 .exit_code,
             0);
   // JSONL keeps only the records that match --kernel/--device/--problem (they were ignored).
+  // A filter that matches nothing is the command line's mistake (exit 2), writing nothing.
   auto other = RunKtune({"db", "export", "--db", db, "--kernel", "gemm"});
-  ASSERT_EQ(other.exit_code, 0) << other.err;
+  EXPECT_EQ(other.exit_code, 2) << other.err;
   EXPECT_EQ(other.out, "");
   auto same = RunKtune({"db", "export", "--db", db, "--kernel", "pnpoly", "--device", "RTX_3090"});
   ASSERT_EQ(same.exit_code, 0) << same.err;
@@ -579,11 +661,20 @@ TEST(CliTest, TelemetryReportRaisesDriftFlagsThatDriftLists) {
   // A kernel spec the server refuses names the file, as a refused telemetry line does.
   {
     std::ofstream spec(dir.File("kernel.json"));
-    spec << R"({"name":"k"})";
+    spec << R"({"name":"k","source":"int k;"})";
   }
   auto kernel = RunKtune({"kernels", "register", dir.File("kernel.json"), "--server", address});
   EXPECT_EQ(kernel.exit_code, 1);
   EXPECT_THAT(kernel.err, HasSubstr(dir.File("kernel.json") + ": "));
+  // A spec without a source is refused before it reaches the server: the kernel would fail every
+  // measurement, and a registered name is never free again.
+  {
+    std::ofstream spec(dir.File("nosource.json"));
+    spec << R"({"name":"scale2","language":"cpp","problem":[{"name":"n"}]})";
+  }
+  auto nosource = RunKtune({"kernels", "register", dir.File("nosource.json"), "--server", address});
+  EXPECT_EQ(nosource.exit_code, 2);
+  EXPECT_THAT(nosource.err, HasSubstr("has no \"source\": give --source FILE"));
   // The largest job a spec may give (65,536 tasks): its answer is 5.7 MB, past gRPC's default
   // 4 MiB a client receives (the submit was stored but the command failed).
   {
@@ -1031,6 +1122,30 @@ TEST(CliTest, AnInterruptedTuneThroughAServerCancelsItsJobThere) {
   EXPECT_EQ(listed[0].value("state", ""), "cancelled") << jobs.out;
 }
 
+// Through a server, a tune where nothing measures ok says why, as the embedded default does (it
+// printed "4 measurements, 4 failed" and exited 1, the reason nowhere).
+TEST(CliTest, ATuneThroughAServerWithNothingOkSaysWhy) {
+  testing::TempDir dir;
+  const std::string address = "127.0.0.1:" + std::to_string(testing::FreePort());
+  testing::KtuneProcess server({"serve", "--listen", address, "--db", dir.File("s.db")});
+  ASSERT_TRUE(server.WaitForOutput("listening on port")) << server.Err();
+  // A client kernel whose library exports neither ktune_kernel nor ktune_reference.
+  std::ofstream(dir.File("k.json")) << R"({"name":"noexport","language":"cpp",
+      "source":"extern \"C\" int nothing = 0;",
+      "parameters":[{"name":"unroll","values":[1,2,4,8],"compile_time":true}],
+      "problem":[{"name":"n","min":1,"max":4096}],
+      "buffers":[{"name":"x","elements":"n"},{"name":"y","elements":"n","output":true}],
+      "flops":"n","bytes":"8 * n","default_config":{"unroll":"1"}})";
+  auto registered = RunKtune({"kernels", "register", dir.File("k.json"), "--server", address});
+  ASSERT_EQ(registered.exit_code, 0) << registered.err;
+  testing::KtuneProcess worker({"worker", "--server", address, "--device", "cpu"});
+  auto tune = RunKtune({"tune", "--server", address, "--kernel", "noexport", "--problem", "n=1024",
+                        "--device", "cpu", "--budget", "3", "--strategy", "random"});
+  EXPECT_EQ(tune.exit_code, 1) << tune.err;
+  EXPECT_THAT(tune.err, HasSubstr("no configuration measured ok in 3 measurements; 3 x "));
+  EXPECT_THAT(tune.err, HasSubstr("ktune_kernel")) << tune.err;
+}
+
 // When nothing measures ok, `tune` says why, not only that: here the measurement runner is
 // missing, so every measurement fails alike, and the message names the runner and the fix.
 TEST(CliTest, TuneWithNothingMeasuredOkSaysWhy) {
@@ -1099,7 +1214,8 @@ TEST(CliTest, EmbeddedTuneRunsAsAJobOfAnInProcessServer) {
   ASSERT_EQ(jobs.size(), 1u);
   EXPECT_EQ(jobs[0]["name"], "tune gemm");
   EXPECT_EQ(jobs[0]["state"], "done");
-  EXPECT_EQ(jobs[0]["tasks"], 1);
+  EXPECT_EQ(jobs[0]["task_count"], 1);
+  EXPECT_EQ(jobs[0]["job_id"], result["best"]["source"].get<std::string>().substr(4));
   EXPECT_EQ(jobs[0]["measurements_done"], 5);
   auto exported = RunKtune({"db", "export", "--db", db});
   ASSERT_EQ(exported.exit_code, 0) << exported.err;

@@ -323,7 +323,7 @@ TEST_F(FleetProcessTest, AnOperatorSubmitsWatchesListsAndCancelsFromTheCommandLi
   ASSERT_EQ(jobs.exit_code, 0) << jobs.err;
   auto listed = nlohmann::json::parse(jobs.out);
   ASSERT_EQ(listed.size(), 1u);
-  EXPECT_EQ(listed[0]["id"], std::stoi(id));
+  EXPECT_EQ(listed[0]["job_id"], id);  // a string, as watch, submit and tune --server give it
   EXPECT_EQ(listed[0]["state"], "done");
   EXPECT_EQ(listed[0]["measurements_done"], 40);
 
