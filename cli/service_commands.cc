@@ -16,8 +16,10 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
 #include "absl/time/clock.h"
 #include "cli/command.h"
+#include "cli/tune_job.h"
 #include "cli/tune_target.h"
 #include "common/event_log.h"
 #include "common/file_util.h"
@@ -275,6 +277,15 @@ int RunSubmit(const JobArgs& a) {
   } else {
     std::cout << "job " << job.job_id() << " submitted: " << job.tasks_size() << " tasks, "
               << job.measurements_total() << " measurements\n";
+  }
+  // Tasks for a class no worker serves wait without a word (`watch` sat at 0): say so.
+  std::vector<std::string> classes;
+  for (const v1::TaskProgress& t : job.tasks()) classes.push_back(t.task().device_class());
+  const std::vector<std::string> waiting = ClassesWithoutWorker(*stub, a.token, classes);
+  if (!waiting.empty()) {
+    std::cerr << "ktune submit: no worker of device class " << absl::StrJoin(waiting, ", ")
+              << " is connected to " << a.server << "; those tasks wait until one joins (ktune "
+              << "workers lists who is there)\n";
   }
   return kExitOk;
 }

@@ -132,11 +132,7 @@ int RunRemoteTune(const TuneArgs& a) {
   // A job for a device class no connected worker serves waits until one joins: say so, or the
   // progress line would sit at 0 with no reason given.
   const auto warn_without_worker = [&](const std::string& job_id) {
-    v1::ListWorkersResponse workers;
-    if (!stub->ListWorkers(ClientContextFor(a.token).get(), {}, &workers).ok()) return;
-    for (const v1::WorkerInfo& w : workers.workers()) {
-      if (w.device().device_class() == device_class && w.state() != "lost") return;
-    }
+    if (ClassesWithoutWorker(*stub, a.token, {device_class}).empty()) return;
     std::cerr << "ktune tune: no worker of device class " << device_class << " is connected to "
               << a.server << "; job " << job_id << " waits until one joins (ktune worker --server "
               << a.server << " on such a device), or cancel it (ktune cancel " << job_id << ")\n";

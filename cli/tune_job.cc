@@ -1,5 +1,8 @@
 #include "cli/tune_job.h"
 
+#include <algorithm>
+#include <set>
+
 #include "absl/strings/str_cat.h"
 #include "cli/command.h"
 #include "grpcpp/client_context.h"
@@ -60,6 +63,24 @@ absl::StatusOr<v1::Job> RunTuneJob(v1::TuningService::StubInterface& stub, const
         absl::StrCat("job ", job.job_id(), " has ", job.tasks_size(), " tasks, not one"));
   }
   return job;
+}
+
+std::vector<std::string> ClassesWithoutWorker(v1::TuningService::StubInterface& stub,
+                                              const std::string& token,
+                                              const std::vector<std::string>& device_classes) {
+  v1::ListWorkersResponse workers;
+  if (!stub.ListWorkers(ClientContextFor(token).get(), {}, &workers).ok()) return {};
+  std::set<std::string> served;
+  for (const v1::WorkerInfo& w : workers.workers()) {
+    if (w.state() != "lost") served.insert(w.device().device_class());
+  }
+  std::vector<std::string> missing;
+  for (const std::string& c : device_classes) {
+    if (!served.count(c) && std::find(missing.begin(), missing.end(), c) == missing.end()) {
+      missing.push_back(c);
+    }
+  }
+  return missing;
 }
 
 }  // namespace ktune::cli

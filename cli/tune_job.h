@@ -8,6 +8,7 @@
 #include <functional>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "db/record.h"
@@ -36,6 +37,13 @@ absl::StatusOr<v1::Job> RunTuneJob(v1::TuningService::StubInterface& stub,
                                    const TuneJobRequest& request,
                                    const std::function<void(const std::string&)>& on_submitted,
                                    const std::function<void(int64_t, double)>& on_progress);
+
+// The classes of `device_classes` (in order, without repeats) that no connected worker of the
+// server behind `stub` serves: a job's tasks on them wait until one joins. Empty when the server's
+// workers cannot be listed (the caller then has nothing to warn about).
+std::vector<std::string> ClassesWithoutWorker(v1::TuningService::StubInterface& stub,
+                                              const std::string& token,
+                                              const std::vector<std::string>& device_classes);
 
 }  // namespace ktune::cli
 

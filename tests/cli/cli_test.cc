@@ -686,6 +686,9 @@ TEST(CliTest, TelemetryReportRaisesDriftFlagsThatDriftLists) {
     auto largest = RunKtune({"submit", dir.File("largest.json"), "--server", address, "--json"});
     ASSERT_EQ(largest.exit_code, 0) << largest.err;
     EXPECT_EQ(nlohmann::json::parse(largest.out)["tasks"].size(), 65536u);
+    // No worker serves those classes: submit says the tasks wait (they waited without a word).
+    EXPECT_THAT(largest.err, HasSubstr("no worker of device class cpu:c0, cpu:c1, "));
+    EXPECT_THAT(largest.err, HasSubstr("those tasks wait until one joins"));
     auto cancelled =
         RunKtune({"cancel", nlohmann::json::parse(largest.out)["job_id"].get<std::string>(),
                   "--server", address});
