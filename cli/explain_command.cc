@@ -52,6 +52,7 @@ int RunExplain(const ExplainArgs& a) {
   if (int rc = ConnectIfServer(cmd, a.server, a.tls, &channel); rc != kExitOk) return rc;
   resolved->query.max_rel_error = a.max_rel_error;
   absl::StatusOr<v1::ExplainResponse> explained;
+  std::string hint;  // why nothing is known, when the kernel's name is nowhere
   if (channel != nullptr) {
     explained = AskServer(a, channel, *resolved);
     if (!explained.ok()) {
@@ -64,11 +65,15 @@ int RunExplain(const ExplainArgs& a) {
     const KernelRegistry registry = KernelRegistry::WithBuiltins();
     explained = Explain(**db, registry, resolved->query);
     if (!explained.ok()) return Fail(cmd, explained.status());
+    if (explained->level() == v1::MATCH_LEVEL_NONE) {
+      hint = UnknownKernelHint(**db, a.db, resolved->query.kernel);
+    }
   }
   if (a.json) {
     std::cout << ExplanationJson(*explained) << "\n";
   } else {
     std::cout << ExplanationText(*explained, resolved->query);
+    if (!hint.empty()) std::cout << hint << "\n";
   }
   if (!a.plot.empty()) {
     if (explained->level() == v1::MATCH_LEVEL_NONE) {

@@ -163,6 +163,7 @@ int RunBest(const BestArgs& a) {
   if (a.max_rel_error > 0) q.max_rel_error = a.max_rel_error;
   if (a.pareto) return RunPareto(a, channel, *resolved);
   absl::StatusOr<BestAnswerOf> best;
+  std::string hint;  // why nothing is known, when the kernel's name is nowhere
   if (channel != nullptr) {
     best = AskServer(a, channel, *resolved);
     if (!best.ok()) {
@@ -176,6 +177,7 @@ int RunBest(const BestArgs& a) {
     absl::StatusOr<BestResult> found = (*db)->QueryBest(q);
     if (!found.ok()) return Fail(cmd, found.status());
     best = BestAnswerOf{std::string(MatchLevelName(found->level)), std::move(found->records), ""};
+    if (best->records.empty()) hint = UnknownKernelHint(**db, a.db, q.kernel);
   }
   if (a.json) {
     nlohmann::json records = nlohmann::json::array();
@@ -197,7 +199,7 @@ int RunBest(const BestArgs& a) {
                                         "shows what was measured)",
                                         *q.max_rel_error)
                       : "")
-              << "\n";
+              << (hint.empty() ? "" : ": " + hint) << "\n";
   } else {
     std::cout << q.kernel << (q.problem.empty() ? "" : " " + FormatParamMapAssignments(q.problem))
               << " on " << q.device_class << " (match: " << best->level << ")\n";

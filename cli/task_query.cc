@@ -1,7 +1,11 @@
 #include "cli/task_query.h"
 
+#include <set>
+#include <vector>
+
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "cli/tune_target.h"
 #include "kernels/kernel_registry.h"
 #include "measurer/cpu_device.h"
@@ -71,6 +75,23 @@ void ToRequest(const ResolvedTaskQuery& r, v1::KernelRef* kernel, v1::Problem* p
   if (!r.fingerprint_json.empty()) {
     (*device->mutable_extra())["fingerprint_json"] = r.fingerprint_json;
   }
+}
+
+std::string UnknownKernelHint(TuningDatabase& db, const std::string& db_path,
+                              const std::string& kernel) {
+  if (KernelRegistry::WithBuiltins().Find(kernel) != nullptr) return "";
+  absl::StatusOr<std::vector<TaskKey>> tasks = db.ListTasks();
+  if (!tasks.ok()) return "";
+  std::set<std::string> held;
+  for (const TaskKey& t : *tasks) {
+    if (t.kernel == kernel) return "";
+    held.insert(t.kernel);
+  }
+  std::vector<std::string> named(held.begin(), held.end());
+  if (named.size() > 10) named.resize(10), named.push_back("...");
+  return absl::StrCat("no kernel named '", kernel, "' in the registry or in ", db_path,
+                      named.empty() ? " (it holds no records" : " (it holds ",
+                      absl::StrJoin(named, ", "), "; ktune kernels lists the registry)");
 }
 
 }  // namespace ktune::cli

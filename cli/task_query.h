@@ -36,6 +36,12 @@ absl::StatusOr<ResolvedTaskQuery> ResolveTaskQuery(const TaskQueryArgs& args);
 void ToRequest(const ResolvedTaskQuery& resolved, v1::KernelRef* kernel, v1::Problem* problem,
                v1::DeviceFingerprint* device);
 
+// For an answer from `db` (the file `db_path`) that found nothing: a hint when `kernel` is
+// neither a registry kernel nor in the database (a mistyped name, most often), to append to the
+// "nothing known" line; empty otherwise. Nothing known stays an answer (exit 0), not a failure.
+std::string UnknownKernelHint(TuningDatabase& db, const std::string& db_path,
+                              const std::string& kernel);
+
 }  // namespace ktune::cli
 
 #endif  // KTUNE_CLI_TASK_QUERY_H_

@@ -610,6 +610,16 @@ TEST(CliTest, ExplainAnswersFromTheDatabaseAndAServerWithJsonAndAPlot) {
   EXPECT_EQ(unwritable.exit_code, 1);
   EXPECT_THAT(unwritable.err, HasSubstr("cannot write " + dir.File("no/such/dir/e.svg")));
   EXPECT_LT(unwritable.err.size(), 300u) << unwritable.err;
+  // A kernel name found nowhere (a typo, most often) is still an answer, and says so.
+  for (const char* command : {"best", "explain"}) {
+    auto typo = RunKtune({command, "--db", db, "--kernel", "pnpolly", "--device", "RTX_3090"});
+    EXPECT_EQ(typo.exit_code, 0) << typo.err;
+    EXPECT_THAT(typo.out, HasSubstr("no kernel named 'pnpolly' in the registry or in " + db +
+                                    " (it holds pnpoly;"))
+        << command;
+  }
+  auto known = RunKtune({"best", "--db", db, "--kernel", "pnpoly", "--device", "nowhere"});
+  EXPECT_THAT(known.out, Not(HasSubstr("no kernel named")));
 
   auto local = RunKtune(
       {"explain", "--db", db, "--kernel", "pnpoly", "--device", "RTX_3090", "--json"});
