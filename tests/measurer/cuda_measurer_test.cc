@@ -353,12 +353,17 @@ TEST(CudaCompileTest, KernelsCommandCompilesSamplesForAnArchitecture) {
       testing::RunKtune({"kernels", "gemm", "--problem", "M=8,N=8,K=8", "--compile", "sm_80"});
   EXPECT_EQ(cpu.exit_code, 2);
   EXPECT_THAT(cpu.err, HasSubstr("needs a CUDA template"));
-  // An architecture NVRTC does not know compiles no sample: exit 1 with NVRTC's word for it.
+  // A name that is no architecture is the command line's mistake (exit 2, nothing compiled); a
+  // well-formed one NVRTC does not know compiles no sample: exit 1 with NVRTC's word for it.
   auto bogus = testing::RunKtune({"kernels", "cuda_softmax", "--problem", "rows=64,cols=1000",
                                   "--compile", "sm_bogus", "--samples", "1"});
-  EXPECT_EQ(bogus.exit_code, 1);
-  EXPECT_THAT(bogus.err, HasSubstr("no sample compiled for sm_bogus"));
-  EXPECT_THAT(bogus.err, HasSubstr("gpu-architecture"));
+  EXPECT_EQ(bogus.exit_code, 2);
+  EXPECT_THAT(bogus.err, HasSubstr("--compile sm_bogus: not a GPU architecture"));
+  auto unknown = testing::RunKtune({"kernels", "cuda_softmax", "--problem", "rows=64,cols=1000",
+                                    "--compile", "sm_12", "--samples", "1"});
+  EXPECT_EQ(unknown.exit_code, 1);
+  EXPECT_THAT(unknown.err, HasSubstr("no sample compiled for sm_12"));
+  EXPECT_THAT(unknown.err, HasSubstr("gpu-architecture"));
 }
 
 TEST(CudaCompileTest, ReportsCompileErrorsWithTheCompilersMessage) {
