@@ -21,6 +21,7 @@
 
 #include <array>
 #include <atomic>
+#include <chrono>
 #include <functional>
 #include <map>
 #include <memory>
@@ -84,6 +85,10 @@ class Metrics {
 absl::Status CheckMetricsAddress(const std::string& listen);
 
 // Serves GET /metrics over HTTP/1.1 on its own thread until destroyed.
+// The `method` label of a call: its full name ("/ktune.v1.TuningService/QueryBest") when a service
+// of this server has the method, "unknown" otherwise, so that clients cannot add series.
+std::string RpcMethodLabel(const std::string& method);
+
 class MetricsHttpServer {
  public:
   // `listen` is IPV4:PORT. `render` is called per scrape, on the server's own thread.
@@ -92,8 +97,15 @@ class MetricsHttpServer {
   ~MetricsHttpServer();
 
  private:
+  // Connections answered at once, and the time each gets for its request and the answer.
+  static constexpr int kMaxConnections = 16;
+  static constexpr std::chrono::seconds kConnectionDeadline{5};
+
   MetricsHttpServer() = default;
-  void Serve();
+  void Serve();           // accepts; each connection on a thread of its own
+  void Answer(int conn);  // one request, within kConnectionDeadline
+  absl::Mutex mu_;
+  int connections_ ABSL_GUARDED_BY(mu_) = 0;  // handler threads running
   int fd_ = -1;
   std::atomic<bool> stopping_{false};
   std::thread thread_;

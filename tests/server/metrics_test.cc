@@ -2,6 +2,7 @@
 // server (Debian's prometheus package), and Prometheus' own query API must show the series.
 #include "server/metrics.h"
 
+#include <arpa/inet.h>
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 #include <netinet/in.h>
@@ -10,11 +11,13 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cstdio>
 #include <fstream>
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <set>
+#include <thread>
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
@@ -67,6 +70,53 @@ TEST(MetricsTest, AnIdleServerShowsItsGaugesAtZero) {
   EXPECT_THAT(
       text, ::testing::HasSubstr("ktune_workers{device_class=\"cpu:x\",state=\"measuring\"} 2\n"));
   EXPECT_THAT(text, ::testing::Not(::testing::HasSubstr("device_class=\"\"")));
+}
+
+// Only this server's methods get a series of their own: a client calling made-up names (each
+// answered UNIMPLEMENTED) added a series and a histogram per name, for good.
+TEST(MetricsTest, MadeUpMethodNamesShareOneLabel) {
+  EXPECT_EQ(RpcMethodLabel("/ktune.v1.TuningService/QueryBest"),
+            "/ktune.v1.TuningService/QueryBest");
+  EXPECT_EQ(RpcMethodLabel("/ktune.v1.WorkerService/LeaseBatch"),
+            "/ktune.v1.WorkerService/LeaseBatch");
+  EXPECT_EQ(RpcMethodLabel("/grpc.health.v1.Health/Check"), "/grpc.health.v1.Health/Check");
+  for (const char* made_up : {"/ktune.v1.TuningService/Bogus", "/evil.Svc/M1_AAAA",
+                              "/ktune.v1.NoService/QueryBest", "", "/", "QueryBest"}) {
+    EXPECT_EQ(RpcMethodLabel(made_up), "unknown") << made_up;
+  }
+}
+
+// A client that sends its request a byte at a time does not hold up a scrape: each connection is
+// answered on its own, within a deadline for the whole exchange (a byte a second held the one
+// thread that answered every connection, for hours).
+TEST(MetricsTest, ASlowClientDoesNotBlockAScrape) {
+  const int port = testing::FreePort();
+  absl::StatusOr<std::unique_ptr<MetricsHttpServer>> server = MetricsHttpServer::Start(
+      absl::StrCat("127.0.0.1:", port), [] { return std::string("ktune_up 1\n"); });
+  ASSERT_TRUE(server.ok()) << server.status();
+  std::atomic<bool> stop{false};
+  std::thread slow([&] {
+    const int fd = socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_port = htons(port);
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0) {
+      const std::string request = "GET /metrics HTTP/1.1\r\nHost: x\r\n";  // never finished
+      for (size_t i = 0; i < request.size() && !stop; ++i) {
+        send(fd, &request[i], 1, MSG_NOSIGNAL);
+        absl::SleepFor(absl::Milliseconds(500));
+      }
+    }
+    close(fd);
+  });
+  absl::SleepFor(absl::Milliseconds(200));  // the slow client is connected first
+  // curl gives up after 10 s; the slow client dribbles for 15 s.
+  const std::string text =
+      Shell(absl::StrCat("curl -s --max-time 10 http://127.0.0.1:", port, "/metrics"));
+  stop = true;
+  slow.join();
+  EXPECT_EQ(text, "ktune_up 1\n");
 }
 
 TEST(MetricsTest, PrometheusScrapesTheServerAndSeesEverySeries) {
