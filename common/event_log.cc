@@ -1,11 +1,13 @@
 #include "common/event_log.h"
 
+#include <algorithm>
 #include <atomic>
 #include <cstdio>
 #include <mutex>
 #include <nlohmann/json.hpp>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 
@@ -14,6 +16,32 @@ namespace {
 
 std::atomic<LogFormat> g_format{LogFormat::kText};
 std::mutex g_mu;
+
+// A value as logfmt writes it: bare when it is one plain word, else in double quotes with
+// backslash, quote and control characters escaped. A value with a newline (a worker's host name
+// is the client's to choose) wrote a second, forged log line.
+std::string LogfmtValue(absl::string_view value) {
+  const bool plain = !value.empty() && std::none_of(value.begin(), value.end(), [](char c) {
+    const auto u = static_cast<unsigned char>(c);
+    return u <= ' ' || u == 0x7f || c == '"' || c == '=' || c == '\\';
+  });
+  if (plain) return std::string(value);
+  std::string out = "\"";
+  for (char c : value) {
+    const auto u = static_cast<unsigned char>(c);
+    if (c == '"' || c == '\\') {
+      out += '\\';
+      out += c;
+    } else if (c == '\n') {
+      out += "\\n";
+    } else if (u < ' ' || u == 0x7f) {
+      absl::StrAppendFormat(&out, "\\x%02x", u);
+    } else {
+      out += c;
+    }
+  }
+  return out + "\"";
+}
 
 }  // namespace
 
@@ -39,7 +67,9 @@ void LogEvent(absl::string_view event, std::initializer_list<LogField> fields) {
     line = j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
   } else {
     line = absl::StrCat(ts, " ", event);
-    for (const auto& [key, value] : fields) absl::StrAppend(&line, " ", key, "=", value);
+    for (const auto& [key, value] : fields) {
+      absl::StrAppend(&line, " ", key, "=", LogfmtValue(value));
+    }
   }
   line += '\n';
   std::lock_guard<std::mutex> lock(g_mu);

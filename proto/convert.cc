@@ -6,6 +6,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
+#include "common/utf8.h"
 
 namespace ktune {
 
@@ -105,6 +106,14 @@ v1::DeviceFingerprint ToProto(const DeviceInfo& device) {
 absl::StatusOr<DeviceInfo> FromProto(const v1::DeviceFingerprint& device) {
   if (device.device_class().empty() || device.device_class().size() > 256) {
     return absl::InvalidArgumentError("device.device_class must be 1 to 256 bytes");
+  }
+  if (device.family().size() > 256) {
+    return absl::InvalidArgumentError("device.family is longer than 256 bytes");
+  }
+  if (HasControlCharacter(device.device_class()) || HasControlCharacter(device.family())) {
+    return absl::InvalidArgumentError(
+        "device.device_class and family must not hold control "
+        "characters");
   }
   DeviceInfo out;
   out.device_class = device.device_class();

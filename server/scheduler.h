@@ -159,6 +159,8 @@ class Scheduler {
   absl::StatusOr<JobStatus> Resume(int64_t id);
 
   // Workers. `cores` sizes registry kernels' spaces for the worker's class.
+  // Workers the scheduler lists (lost ones included, until they are forgotten).
+  int WorkerCount();
   std::string RegisterWorker(const DeviceInfo& device, const std::string& host, int cores,
                              WorkerCapabilities capabilities = {});
   // NotFound for an unknown worker (the server restarted: register again).

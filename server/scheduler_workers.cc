@@ -9,6 +9,11 @@
 // they stop renewing expire.
 namespace ktune {
 
+int Scheduler::WorkerCount() {
+  absl::MutexLock lock(&mu_);
+  return static_cast<int>(workers_.size());
+}
+
 std::string Scheduler::RegisterWorker(const DeviceInfo& device, const std::string& host, int cores,
                                       WorkerCapabilities capabilities) {
   absl::MutexLock lock(&mu_);

@@ -10,6 +10,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
+#include "common/utf8.h"
 #include "proto/convert.h"
 #include "server/explanation.h"
 #include "server/job_spec.h"
@@ -95,9 +96,29 @@ grpc::ServerUnaryReactor* WorkerServiceImpl::Register(grpc::CallbackServerContex
   if (request->host().size() > 253) {
     return Done(ctx, absl::InvalidArgumentError("host is longer than 253 bytes"));
   }
+  if (HasControlCharacter(request->host())) {
+    return Done(ctx, absl::InvalidArgumentError("host has a control character"));
+  }
   const int cores = std::max(1, request->device().cores_used());
   if (request->capabilities().languages_size() > 8) {
     return Done(ctx, absl::InvalidArgumentError("capabilities.languages: at most 8"));
+  }
+  for (const std::string& language : request->capabilities().languages()) {
+    if (language.empty() || language.size() > 32 || HasControlCharacter(language)) {
+      return Done(ctx, absl::InvalidArgumentError(
+                           "capabilities.languages: names of 1 to 32 bytes, such as cpp or cuda"));
+    }
+  }
+  if (request->capabilities().max_parallel() < 0) {
+    return Done(ctx, absl::InvalidArgumentError("capabilities.max_parallel must not be negative"));
+  }
+  // Workers stay listed for an hour after they are lost; a client registering in a loop grew
+  // the list (and ListWorkers' answer) without bound.
+  if (scheduler_->WorkerCount() >= kMaxWorkers) {
+    return Done(ctx,
+                absl::ResourceExhaustedError(absl::StrCat("this server has ", kMaxWorkers,
+                                                          " workers; a lost one is forgotten an "
+                                                          "hour after its last heartbeat")));
   }
   WorkerCapabilities can;
   can.languages.assign(request->capabilities().languages().begin(),

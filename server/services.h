@@ -46,6 +46,7 @@ class WorkerServiceImpl final : public v1::WorkerService::CallbackService {
                                   v1::LeaveResponse* response) override;
 
  private:
+  static constexpr int kMaxWorkers = 10'000;  // ListWorkers' answer stays within 4 MiB
   Scheduler* scheduler_;
   const KernelRegistry* registry_;
   const Authenticator* auth_;

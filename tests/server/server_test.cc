@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <fstream>
+#include <functional>
 #include <future>
 #include <optional>
 #include <thread>
@@ -773,6 +774,37 @@ TEST_F(ServerTest, ListKernelsShowsTheRegistry) {
   EXPECT_EQ(kernels.kernels(0).kernel().name(), "gemm");
   EXPECT_EQ(kernels.kernels(0).kernel().version().size(), 16u);
   EXPECT_EQ(kernels.kernels(0).default_config().params().at("MR").int_value(), 6);
+}
+
+// Register takes what a worker is, within bounds: fields that went into the log (a newline in
+// the host forged a line) and into every ListWorkers answer (200 KB families, 100 KB languages)
+// are checked, each refusal naming its field.
+TEST_F(ServerTest, RegisterRefusesFieldsOutOfBounds) {
+  auto recorded = LoadRecordedSpace(testing::SpaceFile(kSpaces[0]));
+  const v1::DeviceFingerprint device = ToProto(ReplayMeasurer(recorded->records).device());
+  for (const auto& [change, says] :
+       std::vector<std::pair<std::function<void(v1::RegisterRequest&)>, std::string>>{
+           {[](v1::RegisterRequest& r) { r.set_host("evil\n2026 worker_left worker_id=w1"); },
+            "host has a control character"},
+           {[](v1::RegisterRequest& r) { r.mutable_device()->set_family(std::string(300, 'f')); },
+            "device.family is longer than 256 bytes"},
+           {[](v1::RegisterRequest& r) { r.mutable_device()->set_device_class("a\tb"); },
+            "must not hold control characters"},
+           {[](v1::RegisterRequest& r) {
+              r.mutable_capabilities()->add_languages(std::string(100, 'l'));
+            },
+            "capabilities.languages: names of 1 to 32 bytes"},
+           {[](v1::RegisterRequest& r) { r.mutable_capabilities()->set_max_parallel(-5); },
+            "max_parallel must not be negative"}}) {
+    v1::RegisterRequest reg;
+    *reg.mutable_device() = device;
+    change(reg);
+    v1::RegisterResponse worker;
+    const grpc::Status s = workers_->Register(Context().get(), reg, &worker);
+    EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << says;
+    EXPECT_THAT(s.error_message(), HasSubstr(says));
+  }
+  EXPECT_FALSE(RegisterWorker().empty());  // the same worker, within bounds
 }
 
 TEST_F(ServerTest, BadRequestsGetTheRightCodeAndSayWhatIsWrong) {
