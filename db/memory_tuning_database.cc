@@ -23,6 +23,11 @@ auto TaskOrder(const TaskKey& t) {
 
 }  // namespace
 
+absl::StatusOr<bool> MemoryTuningDatabase::HasRecord(const std::string& record_id) {
+  absl::MutexLock lock(&mu_);
+  return record_ids_.count(record_id) > 0;
+}
+
 absl::StatusOr<int64_t> MemoryTuningDatabase::AddRecords(const std::vector<Record>& records) {
   for (const Record& r : records) KTUNE_RETURN_IF_ERROR(ValidateRecord(r));
   absl::MutexLock lock(&mu_);

@@ -980,6 +980,14 @@ absl::Status SqliteTuningDatabase::SaveCheckpoint(const std::string& key, const 
   return txn.Commit();
 }
 
+absl::StatusOr<bool> SqliteTuningDatabase::HasRecord(const std::string& record_id) {
+  absl::MutexLock lock(&mu_);
+  KTUNE_ASSIGN_OR_RETURN(SqliteStatement s, SqliteStatement::Prepare(
+                                                db_, "SELECT 1 FROM records WHERE record_uid = ?"));
+  s.Bind(1, record_id);
+  return s.Step();
+}
+
 absl::StatusOr<std::string> SqliteTuningDatabase::LoadCheckpoint(const std::string& key) {
   absl::MutexLock lock(&mu_);
   KTUNE_ASSIGN_OR_RETURN(SqliteStatement s, SqliteStatement::Prepare(db_, kSelectCheckpoint));

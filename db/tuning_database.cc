@@ -4,6 +4,7 @@
 #include <cmath>
 
 #include "absl/strings/escaping.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
 #include "common/utf8.h"
@@ -49,6 +50,15 @@ bool IsAllowedJobTransition(JobState from, JobState to) {
     default:
       return false;  // final states
   }
+}
+
+absl::StatusOr<int64_t> AddImportedRecords(TuningDatabase& db, std::vector<Record> records) {
+  for (Record& r : records) {
+    if (!absl::StartsWith(r.source, "job:")) continue;
+    KTUNE_ASSIGN_OR_RETURN(const bool stored, db.HasRecord(r.RecordId()));
+    if (!stored) r.source = absl::StrCat("import:", r.source);
+  }
+  return db.AddRecords(records);
 }
 
 absl::Status ValidateRecord(const Record& r) {

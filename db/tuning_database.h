@@ -102,6 +102,9 @@ class TuningDatabase {
   // kMaxRecordPayloadBytes.
   virtual absl::StatusOr<int64_t> AddRecords(const std::vector<Record>& records) = 0;
 
+  // Whether a record with this RecordId() is stored (stale ones included).
+  virtual absl::StatusOr<bool> HasRecord(const std::string& record_id) = 0;
+
   // Best known configurations: exact fingerprint, then device class, then family; the first
   // level with an ok record wins.
   virtual absl::StatusOr<BestResult> QueryBest(const BestQuery& query) = 0;
@@ -165,6 +168,13 @@ class TuningDatabase {
   // The blob under `key`, or NotFound.
   virtual absl::StatusOr<std::string> LoadCheckpoint(const std::string& key) = 0;
 };
+
+// Records from elsewhere (a file, another server's export) stored as AddRecords stores them,
+// except that a record claiming a job ("job:N" as its source) that is not stored already is
+// stored as "import:job:N": a job counts its records by source, and job ids repeat across
+// databases (another server's job 1 filled this one's job 1, and an import could finish it).
+// A record stored already (this database's own export) is skipped as before.
+absl::StatusOr<int64_t> AddImportedRecords(TuningDatabase& db, std::vector<Record> records);
 
 // Checks a record before storing it: the rules AddRecords enforces, in one place.
 absl::Status ValidateRecord(const Record& r);

@@ -110,7 +110,7 @@ class RecordImport final : public grpc::ServerReadReactor<v1::Record> {
 
  private:
   void Store() {
-    absl::StatusOr<int64_t> added = db_->AddRecords(records_);
+    absl::StatusOr<int64_t> added = AddImportedRecords(*db_, records_);
     if (!added.ok()) return Finish(ToGrpc(added.status()));
     // Answers cached before the import are stale for its tasks (QueryBest kept answering NONE
     // for a task a client had asked about before importing its records).

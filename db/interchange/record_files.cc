@@ -468,7 +468,7 @@ absl::StatusOr<ImportSummary> ImportRecordFile(TuningDatabase& db, const std::st
   summary.format = file.format;
   summary.records_read = static_cast<int64_t>(file.records.size());
   summary.problem_size_not_kept = file.problem_size_not_kept;
-  auto added = db.AddRecords(file.records);
+  auto added = AddImportedRecords(db, std::move(file.records));
   if (!added.ok()) {
     return absl::Status(added.status().code(),
                         absl::StrCat(path, ": nothing imported: ", added.status().message()));

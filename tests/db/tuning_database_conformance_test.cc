@@ -7,6 +7,7 @@
 #include <cmath>
 #include <functional>
 #include <limits>
+#include <map>
 #include <memory>
 #include <set>
 #include <thread>
@@ -85,6 +86,31 @@ TEST_P(TuningDatabaseConformanceTest, AddingTheSameRecordsAgainAddsNothing) {
   batch.push_back(MakeRecord("A100", 64, 3.0));
   EXPECT_EQ(*db_->AddRecords(batch), 1);
   EXPECT_EQ(db_->Stats()->records, 3);
+}
+
+// An import never claims this database's jobs: a record "of job 1" from elsewhere (another
+// server's export) is stored as "import:job:1" (this database's job 1 counted it, and an import
+// could finish a job), while a record stored already is skipped, as an export of this database
+// imported back, and a second import of the same file adds nothing.
+TEST_P(TuningDatabaseConformanceTest, ImportedRecordsDoNotClaimThisDatabasesJobs) {
+  Record own = MakeRecord("A100", 16, 2.0);
+  own.source = "job:1";
+  ASSERT_EQ(*db_->AddRecords({own}), 1);
+  EXPECT_TRUE(*db_->HasRecord(own.RecordId()));
+  Record other = MakeRecord("A100", 32, 1.0);
+  other.source = "job:1";
+  EXPECT_FALSE(*db_->HasRecord(other.RecordId()));
+  Record plain = MakeRecord("A100", 64, 3.0);  // a source of its own, kept
+  plain.source = "tvm";
+  EXPECT_EQ(*AddImportedRecords(*db_, {own, other, plain}), 2);
+  EXPECT_EQ(*AddImportedRecords(*db_, {own, other, plain}), 0);
+  std::map<double, std::string> sources;  // time -> source
+  const TaskKey task{own.kernel, own.kernel_version, own.problem, own.device.device_class};
+  for (const Record& r : *db_->TaskRecords(task)) {
+    sources[r.time_ms.value_or(0)] = r.source;
+  }
+  EXPECT_EQ(sources,
+            (std::map<double, std::string>{{2.0, "job:1"}, {1.0, "import:job:1"}, {3.0, "tvm"}}));
 }
 
 TEST_P(TuningDatabaseConformanceTest, ABatchWithOneBadRecordStoresNothing) {
