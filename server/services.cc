@@ -3,6 +3,8 @@
 #include <cmath>
 #include <condition_variable>
 #include <mutex>
+#include <nlohmann/json.hpp>
+#include <optional>
 #include <set>
 #include <thread>
 #include <tuple>
@@ -51,10 +53,62 @@ grpc::Status ToGrpc(const absl::Status& s) {
   return grpc::Status(static_cast<grpc::StatusCode>(s.code()), std::string(s.message()));
 }
 
+namespace {
+
+// The spec a job was submitted with, from what the job stores (its spec_json and tasks): every
+// reply but the submit's gave the name alone. The kernels, problems and device classes (distinct,
+// in task order) only `with_tasks`, as the tasks themselves.
+v1::JobSpec SpecOf(const Job& job, bool with_tasks) {
+  v1::JobSpec spec;
+  spec.set_name(job.name);
+  const nlohmann::json stored = nlohmann::json::parse(job.spec_json, nullptr, false);
+  if (stored.is_object()) {
+    const auto number = [&](const char* key) -> std::optional<double> {
+      auto it = stored.find(key);
+      return it != stored.end() && it->is_number() ? std::optional<double>(it->get<double>())
+                                                   : std::nullopt;
+    };
+    if (auto v = number("budget")) spec.set_budget_measurements(static_cast<int64_t>(*v));
+    if (auto v = number("budget_wall_seconds")) {
+      spec.set_budget_wall_seconds(static_cast<int64_t>(*v));
+    }
+    if (auto v = number("priority")) spec.set_priority(static_cast<int32_t>(*v));
+    if (auto it = stored.find("seed"); it != stored.end() && it->is_number_unsigned()) {
+      spec.set_seed(it->get<uint64_t>());
+    }
+    if (auto v = number("batch_size")) spec.set_batch_size(static_cast<int32_t>(*v));
+    if (auto v = number("threads")) spec.set_threads(static_cast<int32_t>(*v));
+    if (auto v = number("agent_share")) spec.set_agent_share(*v);
+    if (auto v = number("max_rel_error")) spec.set_max_rel_error(*v);
+    if (auto it = stored.find("retune"); it != stored.end() && it->is_string()) {
+      spec.set_retune(it->get<std::string>());
+    }
+  }
+  if (absl::StatusOr<v1::Strategy> strategy = ParseStrategy(job.strategy); strategy.ok()) {
+    spec.set_strategy(*strategy);
+  }
+  if (!with_tasks) return spec;
+  std::set<std::string> kernels, problems, classes;
+  for (const JobTask& t : job.tasks) {
+    if (kernels.insert(absl::StrCat(t.task.kernel, "\n", t.task.kernel_version)).second) {
+      v1::KernelRef* k = spec.add_kernels();
+      k->set_name(t.task.kernel);
+      k->set_version(t.task.kernel_version);
+    }
+    if (problems.insert(CanonicalJson(t.task.problem)).second) {
+      ktune::ToProto(t.task.problem, spec.add_problems()->mutable_params());
+    }
+    if (classes.insert(t.task.device_class).second) spec.add_device_classes(t.task.device_class);
+  }
+  return spec;
+}
+
+}  // namespace
+
 v1::Job ToProto(const JobStatus& s, bool with_tasks) {
   v1::Job out;
   out.set_job_id(std::to_string(s.job.id));
-  out.mutable_spec()->set_name(s.job.name);
+  *out.mutable_spec() = SpecOf(s.job, with_tasks);
   out.set_state(ToProto(s.job.state));
   out.set_message(s.job.message);
   out.set_measurements_done(s.done);

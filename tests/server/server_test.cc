@@ -776,6 +776,37 @@ TEST_F(ServerTest, ListKernelsShowsTheRegistry) {
   EXPECT_EQ(kernels.kernels(0).default_config().params().at("MR").int_value(), 6);
 }
 
+// GetJob and ListJobs give the spec a job was submitted with (they gave its name alone); the
+// kernels, problems and device classes come with the tasks (GetJob), not in every list row.
+TEST_F(ServerTest, AJobKeepsTheSpecItWasSubmittedWith) {
+  v1::SubmitJobRequest submit;
+  *submit.mutable_spec() = ThreeTaskSpec(7);
+  v1::JobSpec& spec = *submit.mutable_spec();
+  spec.set_strategy(v1::STRATEGY_ANNEALING);
+  spec.set_priority(42);
+  spec.set_seed(9);
+  spec.set_batch_size(3);
+  spec.set_budget_wall_seconds(3600);
+  spec.set_agent_share(0.5);
+  spec.set_retune("off");
+  v1::Job submitted;
+  ASSERT_TRUE(tuning_->SubmitJob(Context().get(), submit, &submitted).ok());
+  v1::GetJobRequest get;
+  get.set_job_id(submitted.job_id());
+  v1::Job job;
+  ASSERT_TRUE(tuning_->GetJob(Context().get(), get, &job).ok());
+  v1::JobSpec expected = spec;
+  expected.mutable_kernels(0)->set_version(job.spec().kernels(0).version());  // the server's
+  EXPECT_EQ(job.spec().DebugString(), expected.DebugString());
+  v1::ListJobsResponse listed;
+  ASSERT_TRUE(tuning_->ListJobs(Context().get(), v1::ListJobsRequest(), &listed).ok());
+  ASSERT_EQ(listed.jobs_size(), 1);
+  EXPECT_EQ(listed.jobs(0).spec().priority(), 42);
+  EXPECT_EQ(listed.jobs(0).spec().budget_measurements(), 7);
+  EXPECT_EQ(listed.jobs(0).spec().strategy(), v1::STRATEGY_ANNEALING);
+  EXPECT_EQ(listed.jobs(0).spec().device_classes_size(), 0);  // with the tasks only
+}
+
 // Register takes what a worker is, within bounds: fields that went into the log (a newline in
 // the host forged a line) and into every ListWorkers answer (200 KB families, 100 KB languages)
 // are checked, each refusal naming its field.
