@@ -16,6 +16,12 @@ ReplayMeasurer::ReplayMeasurer(const std::vector<Record>& records) {
     MeasureResult m;
     m.status = r.status;
     m.message = r.message;
+    // The server's own statuses (a lease that ended unreported, an error past a job's budget)
+    // are no outcome a worker reports: replayed as the failure they were.
+    if (m.status == MeasurementStatus::kLost || m.status == MeasurementStatus::kTooInaccurate) {
+      m.status = MeasurementStatus::kRuntimeError;
+      m.message = absl::StrCat("recorded as ", StatusName(r.status), ": ", r.message);
+    }
     m.time_ms = r.time_ms;
     m.repeat_times_ms = r.repeat_times_ms;
     // A worker reports repeats and the server takes their median as the time: scaled so that

@@ -261,7 +261,8 @@ absl::StatusOr<int64_t> Scheduler::Report(const std::string& worker_id, const st
       LogEvent("report_refused", {{"worker_id", worker_id}, {"lease_id", lease_id}});
       return absl::FailedPreconditionError(absl::StrCat(
           "lease ", lease_id, " is not held by worker ", worker_id,
-          " (it expired and its candidates were handed out again); nothing was stored"));
+          " (a lease takes one report, which ends it, and an expired one is handed out again); "
+          "nothing was stored"));
     }
     LeaseRun& lease = *l->second;
     if (lease.committing) {
@@ -298,6 +299,14 @@ absl::StatusOr<int64_t> Scheduler::Report(const std::string& worker_id, const st
       }
       TaskRun& t = job->second->tasks[item.task];
       KTUNE_ASSIGN_OR_RETURN(MeasurementStatus status, FromProto(r.status()));
+      // Statuses only the server gives: lost (a lease that ended unreported) and too_inaccurate
+      // (an error past the job's accuracy budget, which it judges from max_rel_error).
+      if (status == MeasurementStatus::kLost || status == MeasurementStatus::kTooInaccurate) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "candidate ", r.candidate_id(), ": ", StatusName(status),
+            " is the server's to give (report the error in max_rel_error, or a failure); "
+            "nothing was stored"));
+      }
       MeasureResult m;
       m.status = status;
       m.message = Utf8Prefix(r.message(), 4096);

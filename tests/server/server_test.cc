@@ -414,6 +414,16 @@ TEST_F(ServerTest, AReportWithARepeatedCandidateOrABadTimeIsRefusedWhole) {
          for (int i = 0; i < 1024; ++i) r->mutable_results(0)->add_repeat_times_ms(1);
        },
        "at most 1024"},
+      // The server's own statuses: a worker stored them as its outcomes.
+      {[](v1::ReportResultsRequest* r) {
+         r->mutable_results(1)->set_status(v1::MEASUREMENT_STATUS_LOST);
+         r->mutable_results(1)->clear_repeat_times_ms();
+       },
+       "lost is the server's to give"},
+      {[](v1::ReportResultsRequest* r) {
+         r->mutable_results(2)->set_status(v1::MEASUREMENT_STATUS_TOO_INACCURATE);
+       },
+       "too_inaccurate is the server's to give"},
   };
   for (const auto& [spoil, why] : spoiled) {
     const auto [status, stored] = report(spoil);
