@@ -151,6 +151,8 @@ class Scheduler {
   // An active job, one of the last kKeepFinished that ended on this server process (with their
   // run statistics), or else one from the database.
   absl::StatusOr<JobStatus> GetJob(int64_t id);
+  // Every job, newest first, as GetJob gives it, except that a job read from the database has
+  // its done count from the progress its tasks stored, and no tasks (GetJob counts its records).
   absl::StatusOr<std::vector<JobStatus>> ListJobs();
   // Cancel drops queued candidates (leased ones are still recorded when reported); pause stops
   // leasing; resume continues where the job stopped.

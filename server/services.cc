@@ -297,10 +297,21 @@ grpc::ServerUnaryReactor* TuningServiceImpl::ListJobs(grpc::CallbackServerContex
   }
   absl::StatusOr<std::vector<JobStatus>> jobs = scheduler_->ListJobs();
   if (!jobs.ok()) return Done(ctx, jobs.status());
-  const int page = request->page_size() <= 0 ? 100 : std::min(request->page_size(), 1000);
+  for (int state : request->states()) {
+    if (state <= v1::JOB_STATE_UNSPECIFIED || !v1::JobState_IsValid(state)) {
+      return Done(ctx, absl::InvalidArgumentError(
+                           absl::StrCat("states: ", state, " is no job state (1 to 6)")));
+    }
+  }
+  if (request->page_size() < 0 || request->page_size() > 1000) {
+    return Done(ctx, absl::InvalidArgumentError("page_size must be between 0 (100) and 1000"));
+  }
+  const int page = request->page_size() == 0 ? 100 : request->page_size();
   int64_t skip = 0;
-  if (!request->page_token().empty() && !absl::SimpleAtoi(request->page_token(), &skip)) {
-    return Done(ctx, absl::InvalidArgumentError("bad page_token"));
+  if (!request->page_token().empty() &&
+      (!absl::SimpleAtoi(request->page_token(), &skip) || skip < 0)) {
+    return Done(ctx, absl::InvalidArgumentError(
+                         "page_token is not one this server gave (use next_page_token)"));
   }
   int64_t seen = 0;
   for (const JobStatus& j : *jobs) {
@@ -460,6 +471,15 @@ absl::StatusOr<BestQuery> TuningServiceImpl::ParseBestQuery(const v1::KernelRef&
       return absl::InvalidArgumentError(
           absl::StrCat(field, " is ", value.size(), " bytes long; at most ", limit));
     }
+  }
+  if (device.device_class().empty() && device.name().empty()) {
+    return absl::InvalidArgumentError("device.device_class is required (or at least its name)");
+  }
+  if (device.extra_size() > 32) {
+    return absl::InvalidArgumentError("device.extra: at most 32 entries");
+  }
+  if (problem.params_size() > 32) {
+    return absl::InvalidArgumentError("problem: at most 32 parameters");
   }
   for (const auto& [key, value] : device.extra()) {
     if (key.size() > 256 || value.size() > 65536) {

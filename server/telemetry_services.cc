@@ -125,6 +125,11 @@ absl::StatusOr<TelemetryReport> TuningServiceImpl::TelemetryFromProto(
     return absl::InvalidArgumentError(
         "give one of times_ms, count and mean_ms, or histogram");
   }
+  // stddev_ms belongs to count and mean_ms; with the other forms it was dropped without a word.
+  if (s.stddev_ms() != 0 && (s.times_ms_size() > 0 || s.has_histogram())) {
+    return absl::InvalidArgumentError(
+        "stddev_ms goes with count and mean_ms (times_ms and histogram give their own spread)");
+  }
   if (s.has_histogram()) {
     KTUNE_RETURN_IF_ERROR(SummariseHistogram(s.histogram(), &r));
   } else if (s.times_ms_size() > 0) {

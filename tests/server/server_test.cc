@@ -947,6 +947,21 @@ TEST_F(ServerTest, BadRequestsGetTheRightCodeAndSayWhatIsWrong) {
   v1::ListJobsResponse jobs;
   s = tuning_->ListJobs(Context().get(), all_states, &jobs);
   EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  // A state number no job has (an empty list), a negative page (the default), a page token the
+  // server never gave (-3 listed jobs again and again): each refused, naming what.
+  for (const auto& [spoil, says] :
+       std::vector<std::pair<std::function<void(v1::ListJobsRequest&)>, std::string>>{
+           {[](v1::ListJobsRequest& r) { r.add_states(static_cast<v1::JobState>(99)); },
+            "states: 99 is no job state"},
+           {[](v1::ListJobsRequest& r) { r.set_page_size(-5); }, "page_size must be between"},
+           {[](v1::ListJobsRequest& r) { r.set_page_size(1001); }, "page_size must be between"},
+           {[](v1::ListJobsRequest& r) { r.set_page_token("-3"); }, "page_token is not one"}}) {
+    v1::ListJobsRequest request;
+    spoil(request);
+    s = tuning_->ListJobs(Context().get(), request, &jobs);
+    EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << says;
+    EXPECT_THAT(s.error_message(), HasSubstr(says));
+  }
   v1::HeartbeatRequest many_leases;
   many_leases.set_worker_id("nobody");
   for (int i = 0; i < 65; ++i) many_leases.add_lease_ids("L1");
@@ -979,8 +994,27 @@ TEST_F(ServerTest, BadRequestsGetTheRightCodeAndSayWhatIsWrong) {
   s = tuning_->QueryBest(Context().get(), no_kernel, &answer);
   EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
   EXPECT_THAT(s.error_message(), HasSubstr("kernel.name is required"));
+  v1::QueryBestRequest no_device = no_kernel;  // answered NONE, as if a device had been asked
+  no_device.mutable_kernel()->set_name("gemm");
+  s = tuning_->QueryBest(Context().get(), no_device, &answer);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(s.error_message(), HasSubstr("device.device_class is required"));
+  v1::QueryBestRequest many_extras = no_device;  // the documented limits: 32 each
+  many_extras.mutable_device()->set_device_class("cpu:x");
+  for (int i = 0; i < 33; ++i)
+    (*many_extras.mutable_device()->mutable_extra())[absl::StrCat(i)] = "";
+  s = tuning_->QueryBest(Context().get(), many_extras, &answer);
+  EXPECT_THAT(s.error_message(), HasSubstr("device.extra: at most 32 entries"));
+  v1::QueryBestRequest many_params = no_device;
+  many_params.mutable_device()->set_device_class("cpu:x");
+  for (int i = 0; i < 33; ++i) {
+    (*many_params.mutable_problem()->mutable_params())[absl::StrCat("p", i)].set_int_value(1);
+  }
+  s = tuning_->QueryBest(Context().get(), many_params, &answer);
+  EXPECT_THAT(s.error_message(), HasSubstr("problem: at most 32 parameters"));
   v1::QueryBestRequest too_many = no_kernel;
   too_many.mutable_kernel()->set_name("gemm");
+  too_many.mutable_device()->set_device_class("cpu:x");
   too_many.set_top_k(101);
   s = tuning_->QueryBest(Context().get(), too_many, &answer);
   EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);

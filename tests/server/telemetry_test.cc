@@ -113,6 +113,16 @@ TEST(TelemetryTest, MalformedOrHostileTelemetryIsRefusedClearlyAndStoresNothing)
   EXPECT_EQ(st.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
   EXPECT_THAT(st.error_message(), HasSubstr("every time must be a positive number"));
 
+  // A spread given beside times of its own was dropped without a word.
+  v1::TelemetrySample spread = Sample(any, any.config, 0);
+  spread.set_count(0);
+  spread.set_mean_ms(0);
+  spread.add_times_ms(1.0);
+  spread.set_stddev_ms(-5);
+  st = refused(one(spread), token);
+  EXPECT_EQ(st.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(st.error_message(), HasSubstr("stddev_ms goes with count and mean_ms"));
+
   v1::TelemetrySample unknown = Sample(any, any.config, 1.0);
   unknown.mutable_kernel()->set_name("no_such_kernel");
   st = refused(one(unknown), token);
