@@ -4,6 +4,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "common/utf8.h"
 
 namespace ktune {
 
@@ -88,8 +89,10 @@ std::vector<DriftFlag> DriftMonitor::Observe(const TelemetryReport& report,
     if (lab) absl::StrAppend(&f.message, absl::StrFormat("; tuned at %.4g ms", *lab));
     raised.push_back(f);
   }
-  if (!fingerprint_tuned && !state.fingerprints_checked[fingerprint]) {
+  if (!fingerprint_tuned && !state.fingerprints_checked.count(fingerprint) &&
+      state.new_environment_flags < kMaxNewEnvironmentFlags) {
     state.fingerprints_checked[fingerprint] = true;
+    ++state.new_environment_flags;
     DriftFlag f = NewFlag(DriftKind::kNewEnvironment, report);
     f.fingerprint_hash = fingerprint;
     f.config = report.config;
@@ -97,8 +100,15 @@ std::vector<DriftFlag> DriftMonitor::Observe(const TelemetryReport& report,
     f.calls = state.calls;
     f.recent_ms = report.mean_ms;
     f.lab_ms = lab;
-    f.message = absl::StrCat("runs on device ", fingerprint, " (", report.device.fingerprint_json,
+    // One line for people: the fingerprint (up to 16 KiB) cut to its first 200 bytes.
+    const std::string facts = Utf8Prefix(report.device.fingerprint_json, 200);
+    f.message = absl::StrCat("runs on device ", fingerprint, " (", facts,
+                             facts.size() < report.device.fingerprint_json.size() ? "..." : "",
                              "), which no record of this task was measured on");
+    if (state.new_environment_flags == kMaxNewEnvironmentFlags) {
+      absl::StrAppend(&f.message, "; the task's last new-environment flag (at most ",
+                      kMaxNewEnvironmentFlags, ")");
+    }
     raised.push_back(f);
   }
   if (!lab && !state.hot_flagged && state.calls >= options_.hot_calls) {

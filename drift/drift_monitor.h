@@ -99,12 +99,16 @@ class DriftMonitor {
   void EndRecovery();
 
  private:
+  // New-environment flags of one task: a reporter sending a new fingerprint with each sample
+  // raised a flag each (1,000 in one call), and the list grew past what a client reads.
+  static constexpr int kMaxNewEnvironmentFlags = 16;
   // kernel, canonical problem, device class.
   using TaskId = std::tuple<std::string, std::string, std::string>;
   struct TaskState {
     std::map<std::string, SlowdownDetector> streams;  // canonical config -> detector
     std::map<std::string, int64_t> stream_calls;
     std::map<std::string, bool> fingerprints_checked;  // hash -> flagged
+    int new_environment_flags = 0;                     // at most kMaxNewEnvironmentFlags
     int64_t calls = 0, reports = 0;
     bool hot_flagged = false;
     // A retune: every stream is judged anew, against a new reference.

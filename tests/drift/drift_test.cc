@@ -6,6 +6,7 @@
 #include <cmath>
 #include <random>
 
+#include "absl/strings/str_cat.h"
 #include "drift/drift_monitor.h"
 #include "drift/slowdown_detector.h"
 
@@ -126,6 +127,30 @@ TEST(DriftMonitorTest, FlagsANewDeviceFingerprintOfATunedTaskOnce) {
   EXPECT_TRUE(monitor.Observe(Report(1.0, R"({"driver":"2"})"), k).empty());
   // A report that names only its class has no fingerprint to judge.
   EXPECT_TRUE(monitor.Observe(Report(1.0, DeviceInfo::FromName("cpu:x").fingerprint_json), k).empty());
+}
+
+// A reporter sending a new fingerprint with every sample raised a flag each, with the whole
+// fingerprint (up to 16 KiB) in its one-line message: 1,000 flags in one call, and a list no client
+// could read. A task gets at most 16 such flags, each message short.
+TEST(DriftMonitorTest, NewEnvironmentFlagsOfATaskAreBoundedAndShort) {
+  FakeKnowledge k;
+  k.lab = 1.0;
+  k.tuned_fingerprint = DeviceInfo({R"({"driver":"1"})", "", ""}).FingerprintHash();
+  DriftMonitor monitor;
+  const std::string padding(10'000, 'x');
+  int raised = 0;
+  for (int i = 0; i < 100; ++i) {
+    for (const DriftFlag& f : monitor.Observe(
+             Report(1.0, absl::StrCat(R"({"driver":")", i + 2, R"(","pad":")", padding, R"("})")),
+             k)) {
+      EXPECT_EQ(f.kind, DriftKind::kNewEnvironment);
+      EXPECT_LT(f.message.size(), 400u);
+      EXPECT_THAT(f.message, ::testing::HasSubstr("...), which no record"));
+      ++raised;
+    }
+  }
+  EXPECT_EQ(raised, 16);
+  EXPECT_THAT(monitor.Flags().back().message, ::testing::HasSubstr("last new-environment flag"));
 }
 
 TEST(DriftMonitorTest, FlagsAnUntunedProblemOnceItIsHot) {
