@@ -213,12 +213,21 @@ std::string Metrics::Render(const Gauges& g) {
     }
   }
   out +=
-      "# HELP ktune_jobs Jobs the scheduler holds, by state.\n"
+      "# HELP ktune_jobs Active jobs, by state.\n"
       "# TYPE ktune_jobs gauge\n";
-  for (const char* state : {"queued", "running", "paused", "done", "failed", "cancelled"}) {
+  for (const char* state : {"queued", "running", "paused"}) {
     auto it = g.jobs.find(state);
     absl::StrAppendFormat(&out, "ktune_jobs{state=\"%s\"} %d\n", state,
                           it == g.jobs.end() ? 0 : it->second);
+  }
+  // Ended jobs leave memory soon after: as a gauge they read 0 almost always.
+  out +=
+      "# HELP ktune_jobs_ended_total Jobs this server process ended, by final state.\n"
+      "# TYPE ktune_jobs_ended_total counter\n";
+  for (const char* state : {"done", "failed", "cancelled"}) {
+    auto it = g.jobs_ended.find(state);
+    absl::StrAppendFormat(&out, "ktune_jobs_ended_total{state=\"%s\"} %d\n", state,
+                          it == g.jobs_ended.end() ? 0 : it->second);
   }
   out +=
       "# HELP ktune_drift_flags_total Drift flags raised from production telemetry, by kind.\n"

@@ -8,7 +8,8 @@
 //   ktune_queue_candidates                       gauge    proposed, waiting for a worker
 //   ktune_leases_active                          gauge
 //   ktune_workers{device_class,state}            gauge    state: measuring | idle
-//   ktune_jobs{state}                            gauge    jobs the scheduler holds, by state
+//   ktune_jobs{state}                            gauge    active jobs: queued, running, paused
+//   ktune_jobs_ended_total{state}                counter  jobs ended: done, failed, cancelled
 //   ktune_drift_flags_total{kind}                counter  drift flags raised (telemetry)
 //   ktune_retune_jobs_total                      counter  retuning jobs started by drift flags
 //
@@ -57,7 +58,8 @@ class Metrics {
     int64_t queued_candidates = 0;
     int64_t active_leases = 0;
     std::map<std::pair<std::string, std::string>, int64_t> workers;  // (class, state) -> n
-    std::map<std::string, int64_t> jobs;                             // state -> n
+    std::map<std::string, int64_t> jobs;        // active state (queued, running, paused) -> n
+    std::map<std::string, int64_t> jobs_ended;  // final state -> jobs ended (counter)
     int64_t cache_hits = 0, cache_misses = 0;                        // counters, read at scrape
     std::map<std::string, int64_t> drift_flags;  // kind -> flags raised (counter)
     int64_t retune_jobs = 0;                     // retuning jobs started (counter)

@@ -284,6 +284,7 @@ absl::StatusOr<JobStatus> Scheduler::Cancel(int64_t id) {
   if (job->job.state == JobState::kCancelled) return StatusOf(*job);
   KTUNE_RETURN_IF_ERROR(db_->SetJobState(id, JobState::kCancelled, "cancelled by a client"));
   LogEvent("job_cancelled", {{"job_id", std::to_string(id)}});
+  ++jobs_ended_["cancelled"];
   job->job.state = JobState::kCancelled;
   job->job.message = "cancelled by a client";
   std::vector<JobTaskProgress> cancelled;
@@ -390,6 +391,7 @@ absl::Status Scheduler::FinishIfDone(JobRun& job) {
       job.job.message = why;
       int64_t done = 0;
       for (const TaskRun& t : job.tasks) done += t.done;
+      ++jobs_ended_[any_failed ? "failed" : "done"];
       LogEvent("job_finished", {{"job_id", std::to_string(id)},
                                 {"state", any_failed ? "failed" : "done"},
                                 {"measurements", std::to_string(done)}});

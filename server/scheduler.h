@@ -202,7 +202,8 @@ class Scheduler {
     int64_t queued_candidates = 0;
     int64_t active_leases = 0;
     std::map<std::pair<std::string, std::string>, int64_t> workers;
-    std::map<std::string, int64_t> jobs;
+    std::map<std::string, int64_t> jobs;        // active jobs (queued, running, paused) by state
+    std::map<std::string, int64_t> jobs_ended;  // jobs this process ended, by final state
   };
   Counts CountNow();
 
@@ -262,6 +263,8 @@ class Scheduler {
   std::map<int64_t, JobStatus> finished_ ABSL_GUARDED_BY(mu_);  // the last kKeepFinished
   std::map<std::string, std::unique_ptr<LeaseRun>> leases_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, WorkerRun> workers_ ABSL_GUARDED_BY(mu_);
+  // Jobs this process ended, by final state (a counter: ended jobs leave memory soon).
+  std::map<std::string, int64_t> jobs_ended_ ABSL_GUARDED_BY(mu_);
   int64_t next_id_ ABSL_GUARDED_BY(mu_) = 1;
   double pass_floor_ ABSL_GUARDED_BY(mu_) = 0;
   // Last: destroyed first, so running work finishes while the state it reports to exists.

@@ -78,7 +78,10 @@ Scheduler::Counts Scheduler::CountNow() {
   absl::MutexLock lock(&mu_);
   Counts c;
   c.active_leases = static_cast<int64_t>(leases_.size());
+  c.jobs_ended = jobs_ended_;
   for (const auto& [id, job] : jobs_) {
+    // Ended jobs stay in memory only until their last leases are reported: counted as ended.
+    if (scheduler_internal::IsFinal(job->job.state)) continue;
     ++c.jobs[std::string(JobStateName(job->job.state))];
     for (const TaskRun& t : job->tasks) c.queued_candidates += t.queued.size();
   }

@@ -116,8 +116,8 @@ absl::StatusOr<std::unique_ptr<TuningServer>> TuningServer::Start(TuningServerOp
     KTUNE_ASSIGN_OR_RETURN(
         s->metrics_http_, MetricsHttpServer::Start(s->options_.metrics_listen, [raw = s.get()] {
           const Scheduler::Counts c = raw->scheduler_->CountNow();
-          Metrics::Gauges g{c.queued_candidates, c.active_leases,     c.workers, c.jobs,
-                            raw->best_->hits(),  raw->best_->misses()};
+          Metrics::Gauges g{c.queued_candidates, c.active_leases,    c.workers,           c.jobs,
+                            c.jobs_ended,        raw->best_->hits(), raw->best_->misses()};
           const auto flags = raw->telemetry_->FlagCounts();
           for (int k = 0; k < kDriftKindCount; ++k) {
             g.drift_flags[DriftKindName(static_cast<DriftKind>(k))] = flags[k];

@@ -64,9 +64,17 @@ TEST(MetricsTest, AnIdleServerShowsItsGaugesAtZero) {
         "ktune_queue_candidates 0\n", "ktune_jobs{state=\"running\"} 0\n"}) {
     EXPECT_THAT(idle, ::testing::HasSubstr(line));
   }
+  for (const char* state : {"done", "failed", "cancelled"}) {
+    EXPECT_THAT(idle, ::testing::HasSubstr(
+                          absl::StrCat("ktune_jobs_ended_total{state=\"", state, "\"} 0\n")));
+    EXPECT_THAT(idle, ::testing::Not(
+                          ::testing::HasSubstr(absl::StrCat("ktune_jobs{state=\"", state, "\"}"))));
+  }
   Metrics::Gauges busy;
   busy.workers[{"cpu:x", "measuring"}] = 2;
+  busy.jobs_ended["cancelled"] = 3;
   const std::string text = metrics.Render(busy);
+  EXPECT_THAT(text, ::testing::HasSubstr("ktune_jobs_ended_total{state=\"cancelled\"} 3\n"));
   EXPECT_THAT(
       text, ::testing::HasSubstr("ktune_workers{device_class=\"cpu:x\",state=\"measuring\"} 2\n"));
   EXPECT_THAT(text, ::testing::Not(::testing::HasSubstr("device_class=\"\"")));
@@ -157,6 +165,7 @@ TEST(MetricsTest, PrometheusScrapesTheServerAndSeesEverySeries) {
                                 " --web.listen-address=127.0.0.1:", prometheus_port,
                                 " --log.level=error >", dir.File("prometheus.log"), " 2>&1"));
   const std::vector<std::string> series = {"ktune_rpc_requests_total",
+                                           "ktune_jobs_ended_total",
                                            "ktune_rpc_duration_seconds_bucket",
                                            "ktune_queue_candidates",
                                            "ktune_leases_active",

@@ -363,6 +363,11 @@ TEST_F(TaskSearchTest, StrategyWorkRunsOffTheLockAndTheNextBatchIsPreparedAhead)
   ASSERT_TRUE(done.ok());
   EXPECT_EQ(done->job.state, JobState::kDone);
   EXPECT_EQ(done->tasks[0].done, 9);
+  // The metrics' view: no active job left, one ended done (as a gauge it read 0 once the job
+  // left memory).
+  const Scheduler::Counts counts = scheduler_->CountNow();
+  EXPECT_EQ(counts.jobs.count("done"), 0u);
+  EXPECT_EQ(counts.jobs_ended, (std::map<std::string, int64_t>{{"done", 1}}));
 }
 
 }  // namespace
