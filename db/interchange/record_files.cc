@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <regex>
 
 #include "absl/strings/ascii.h"
@@ -14,6 +15,7 @@
 #include "common/file_util.h"
 #include "common/json_error.h"
 #include "common/status_macros.h"
+#include "kernels/configuration.h"
 
 namespace ktune {
 namespace {
@@ -149,6 +151,17 @@ Record Skeleton(const ReadOptions& o, const std::string& kernel, const std::stri
 absl::Status ResolveNames(const std::string& path, const ReadOptions& o, const Json& doc,
                           std::string* kernel, std::string* device) {
   NameParts parts = PartsFromFileName(path);
+  // ktune's own names, which its Kernel Tuner exports keep beside Kernel Tuner's (KtuneBlock).
+  const Json* block = doc.contains("ktune") && doc["ktune"].is_object() ? &doc["ktune"] : nullptr;
+  if (block != nullptr) {
+    if (block->contains("kernel") && (*block)["kernel"].is_string()) {
+      parts.kernel = (*block)["kernel"].get<std::string>();
+    }
+    const Json* d = block->contains("device") ? &(*block)["device"] : nullptr;
+    if (d != nullptr && d->is_object() && d->contains("class") && (*d)["class"].is_string()) {
+      parts.device = (*d)["class"].get<std::string>();
+    }
+  }
   *kernel = !o.kernel.empty() ? o.kernel : parts.kernel;
   *device = !o.device.empty() ? o.device : parts.device;
   // Kernel Tuner's top-level names, or those ktune's T4 export writes into the metadata.
@@ -272,6 +285,42 @@ absl::StatusOr<std::vector<Record>> ReadT4(const std::string& path, const Json& 
   return out;
 }
 
+// ktune's names of a Kernel Tuner cache's task, in the file's "ktune" object (ExportKernelTuner
+// and the Python bridge's export write it; Kernel Tuner ignores it).
+struct KtuneBlock {
+  std::string kernel_version, family, fingerprint_json;
+  std::optional<Problem> problem;
+};
+
+absl::StatusOr<std::optional<KtuneBlock>> ReadKtuneBlock(const std::string& path, const Json& doc) {
+  if (!doc.contains("ktune")) return std::nullopt;
+  const Json& b = doc["ktune"];
+  if (!b.is_object()) return FileError(path, "ktune", "not an object");
+  KtuneBlock out;
+  if (b.contains("kernel_version") && b["kernel_version"].is_string()) {
+    out.kernel_version = b["kernel_version"].get<std::string>();
+  }
+  if (b.contains("problem")) {
+    if (!b["problem"].is_object()) return FileError(path, "ktune.problem", "not an object");
+    absl::StatusOr<ParamMap> problem = ParseParamMapJson(b["problem"].dump());
+    if (!problem.ok()) return FileError(path, "ktune.problem", problem.status().message());
+    out.problem = *std::move(problem);
+  }
+  if (b.contains("device")) {
+    const Json& d = b["device"];
+    if (!d.is_object()) return FileError(path, "ktune.device", "not an object");
+    if (d.contains("family") && d["family"].is_string())
+      out.family = d["family"].get<std::string>();
+    if (d.contains("fingerprint")) {
+      if (!d["fingerprint"].is_object()) {
+        return FileError(path, "ktune.device.fingerprint", "not an object");
+      }
+      out.fingerprint_json = d["fingerprint"].dump();
+    }
+  }
+  return out;
+}
+
 absl::StatusOr<std::vector<Record>> ReadKernelTuner(const std::string& path, const Json& doc,
                                                     const ReadOptions& o) {
   std::string kernel, device;
@@ -290,6 +339,9 @@ absl::StatusOr<std::vector<Record>> ReadKernelTuner(const std::string& path, con
   std::string fingerprint_name = doc.contains("device_name") && doc["device_name"].is_string()
                                      ? doc["device_name"].get<std::string>()
                                      : "";
+  // The task as ktune filed it, where its own export wrote it: Kernel Tuner's names and its
+  // problem_size list (values without names) cannot say it, and the records landed elsewhere.
+  KTUNE_ASSIGN_OR_RETURN(std::optional<KtuneBlock> block, ReadKtuneBlock(path, doc));
   std::vector<Record> out;
   out.reserve(doc["cache"].size());
   for (auto it = doc["cache"].begin(); it != doc["cache"].end(); ++it) {
@@ -299,6 +351,14 @@ absl::StatusOr<std::vector<Record>> ReadKernelTuner(const std::string& path, con
     Record r = Skeleton(o, kernel, device, path);
     if (!fingerprint_name.empty()) {
       r.device.fingerprint_json = Json({{"name", fingerprint_name}}).dump();
+    }
+    if (block) {
+      if (o.kernel.empty()) r.kernel_version = block->kernel_version;
+      if (o.device.empty()) {
+        r.device.family = block->family;
+        if (!block->fingerprint_json.empty()) r.device.fingerprint_json = block->fingerprint_json;
+      }
+      if (o.problem.empty() && block->problem) r.problem = *block->problem;
     }
     for (const std::string& k : keys) {
       if (!e.contains(k)) return FileError(path, where, absl::StrCat("no value for parameter ", k));
@@ -424,7 +484,10 @@ absl::StatusOr<RecordFile> ReadRecordFile(const std::string& path, const ReadOpt
       KTUNE_ASSIGN_OR_RETURN(file.records, ReadT4(path, doc, options));
     } else {
       KTUNE_ASSIGN_OR_RETURN(file.records, ReadKernelTuner(path, doc, options));
-      if (options.problem.empty() && doc.contains("problem_size") && !doc["problem_size"].empty()) {
+      const bool block_problem =
+          doc.contains("ktune") && doc["ktune"].is_object() && doc["ktune"].contains("problem");
+      if (options.problem.empty() && !block_problem && doc.contains("problem_size") &&
+          !doc["problem_size"].empty()) {
         file.problem_size_not_kept = doc["problem_size"].dump();
       }
     }
@@ -599,8 +662,19 @@ absl::StatusOr<int64_t> ExportKernelTuner(TuningDatabase& db, const TaskKey& tas
     }
     cache[key] = std::move(entry);
   }
+  const DeviceInfo& device = records.front().device;
   Json doc = {{"device_name", device_name},
               {"kernel_name", task.kernel},
+              // ktune's names of the task, which Kernel Tuner's cannot carry: `db import` files
+              // the records under this task again (Kernel Tuner ignores the key).
+              {"ktune",
+               {{"kernel", task.kernel},
+                {"kernel_version", task.kernel_version},
+                {"problem", Json::parse(CanonicalJson(task.problem))},
+                {"device",
+                 {{"class", task.device_class},
+                  {"family", device.family},
+                  {"fingerprint", fingerprint.is_object() ? fingerprint : Json::object()}}}}},
               {"problem_size", std::move(problem_size)},
               {"tune_params_keys", keys},
               {"tune_params", std::move(tune_params)},

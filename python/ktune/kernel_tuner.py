@@ -656,6 +656,14 @@ def cache_document(records: Sequence[Record], tune_params: Optional[dict] = None
         "tune_params_keys": keys,
         "tune_params": {k: [_plain(v) for v in vs] for k, vs in tune_params.items()},
         "objective": "time",
+        # ktune's names of the task, which Kernel Tuner's cannot carry (problem_size is values
+        # without names): `ktune db import` files the records under this task again. Kernel
+        # Tuner ignores the key.
+        "ktune": {"kernel": task.kernel, "kernel_version": task.kernel_version,
+                  "problem": dict(task.problem),
+                  "device": {"class": records[0].device.device_class,
+                             "family": records[0].device.family,
+                             "fingerprint": fingerprint}},
         "cache": {},
     }
     for r in records:

@@ -148,6 +148,15 @@ def test_kernel_tuner_tunes_through_ktune(empty_server, tmp_path):
     imported = ktune_cli("db", "import", str(generic), "--db", str(tmp_path / "back.db"), "--json")
     summary = json.loads(imported.stdout)
     assert summary["format"] == "kernel-tuner" and summary["records_added"] == SPACE
+    # ... under the same task, device and fingerprint (they landed under the CPU model's name,
+    # the problem {}, and `best` found nothing).
+    assert summary["problem_size_not_kept"] == ""
+    back = json.loads(ktune_cli("best", "--db", str(tmp_path / "back.db"), "--kernel",
+                                strategy.kernel_name, "--problem", f"problem_size_x={N},dtype=f32",
+                                "--device", device.device_class, "--json").stdout)
+    assert back["level"] == "device_class"
+    assert back["best"][0]["time_ms"] == pytest.approx(best.time_ms)
+    assert back["best"][0]["device"]["fingerprint"] == device.fingerprint
 
     # The strategy in simulation mode (Kernel Tuner replays that cache): records under a device
     # class of their own, apart from the measurements.

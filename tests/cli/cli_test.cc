@@ -936,6 +936,23 @@ TEST(CliTest, ExportWritesAKernelTunerCacheThatImportsBack) {
   };
   EXPECT_EQ(best(db)["config"], best(db2)["config"]);
   EXPECT_DOUBLE_EQ(best(db)["time_ms"].get<double>(), best(db2)["time_ms"].get<double>());
+  // A task with a problem comes back as the same task: ktune's names travel beside Kernel
+  // Tuner's (the records landed under the problem {}, and best found nothing).
+  const std::string sized = dir.File("sized_cache.json");
+  ASSERT_EQ(RunKtune({"db", "export", "--db", dir.File("named.db"), "--format", "kernel-tuner",
+                      "--out", sized})
+                .exit_code,
+            0);
+  EXPECT_EQ(nlohmann::json::parse(testing::ReadWholeFile(sized))["ktune"]["problem"],
+            nlohmann::json::parse(R"({"n":20000000})"));
+  auto sized_back = RunKtune({"db", "import", sized, "--db", dir.File("k3.db"), "--json"});
+  ASSERT_EQ(sized_back.exit_code, 0) << sized_back.err;
+  EXPECT_EQ(nlohmann::json::parse(sized_back.out)["problem_size_not_kept"], "");
+  auto found = RunKtune({"best", "--db", dir.File("k3.db"), "--kernel", "pnpoly", "--problem",
+                         "n=20000000", "--device", "RTX_Titan", "--json"});
+  ASSERT_EQ(found.exit_code, 0) << found.err;
+  EXPECT_EQ(nlohmann::json::parse(found.out)["level"], "device_class");
+  EXPECT_EQ(nlohmann::json::parse(found.out)["best"][0]["config"], best(db)["config"]);
 
   ASSERT_TRUE(SqliteTuningDatabase::Open(dir.File("empty.db")).ok());
   auto usage = RunKtune({"db", "export", "--db", dir.File("empty.db"), "--format", "kernel-tuner"});
