@@ -12,6 +12,8 @@
 #include "cli/command.h"
 #include "common/file_util.h"
 #include "db/interchange/record_files.h"
+#include "kernels/kernel_registry.h"
+#include "measurer/cpu_device.h"
 
 namespace ktune::cli {
 namespace {
@@ -86,6 +88,18 @@ int RunExport(const ExportArgs& a) {
   auto problem = ParseParamMapAssignments(a.problem);
   if (!problem.ok())
     return UsageError(cmd, absl::StrCat("--problem: ", problem.status().message()));
+  // The filters as best and explain read them: a registry kernel's problem as its tasks store it
+  // (dtype filled in: M=64,N=64,K=64 matched nothing), and cpu as this machine's class.
+  const KernelRegistry registry = KernelRegistry::WithBuiltins();
+  if (const KernelDefinition* k = registry.Find(a.kernel); k != nullptr && !problem->empty()) {
+    absl::StatusOr<Problem> stored = k->ValidateProblem(*problem);
+    if (!stored.ok())
+      return UsageError(cmd, absl::StrCat("--problem: ", stored.status().message()));
+    *problem = *std::move(stored);
+  }
+  const std::string device_class =
+      a.device == "cpu" ? DescribeThisCpu(/*measure_clock=*/false).ToDeviceInfo().device_class
+                        : a.device;
   // An export replaces --out: never a database (`--out` = `--db` would destroy what it exports).
   if (!a.out.empty() && a.out != "-" && IsSqliteFile(a.out)) {
     return UsageError(cmd, absl::StrCat("--out ", a.out,
@@ -99,7 +113,7 @@ int RunExport(const ExportArgs& a) {
     // --kernel, --device and --problem keep the records that match all that are given.
     written = ExportJsonl(**db, out, [&](const Record& r) {
       return (a.kernel.empty() || r.kernel == a.kernel) &&
-             (a.device.empty() || r.device.device_class == a.device) &&
+             (device_class.empty() || r.device.device_class == device_class) &&
              (a.problem.empty() || r.problem == *problem);
     });
   } else {
@@ -109,7 +123,7 @@ int RunExport(const ExportArgs& a) {
     std::vector<TaskKey> matching;
     for (const TaskKey& t : *tasks) {
       if ((a.kernel.empty() || t.kernel == a.kernel) &&
-          (a.device.empty() || t.device_class == a.device) &&
+          (device_class.empty() || t.device_class == device_class) &&
           (a.problem.empty() || t.problem == *problem)) {
         matching.push_back(t);
       }
@@ -121,11 +135,16 @@ int RunExport(const ExportArgs& a) {
                         t.problem.empty() ? "" : " --problem ",
                         FormatParamMapAssignments(t.problem));
       }
-      return UsageError(cmd, matching.empty()
-                                 ? "no task matches --kernel/--device/--problem"
-                                 : absl::StrCat("a ", RecordFileFormatName(*format),
-                                                " file holds one task; ", matching.size(),
-                                                " match, choose one:", list));
+      // Nothing to export is a result, as for a JSONL export (exit 1); several tasks need the
+      // command line to say which (usage).
+      if (matching.empty()) {
+        return Fail(cmd, absl::NotFoundError(tasks->empty()
+                                                 ? absl::StrCat(a.db, " holds no records")
+                                                 : "no task matches --kernel/--device/--problem"));
+      }
+      return UsageError(cmd,
+                        absl::StrCat("a ", RecordFileFormatName(*format), " file holds one task; ",
+                                     matching.size(), " match, choose one:", list));
     }
     written = *format == RecordFileFormat::kT4 ? ExportT4(**db, matching.front(), out)
                                                 : ExportKernelTuner(**db, matching.front(), out);
@@ -136,9 +155,10 @@ int RunExport(const ExportArgs& a) {
     const bool filtered = !a.kernel.empty() || !a.device.empty() || !a.problem.empty();
     const std::string kept =
         a.out.empty() || a.out == "-" ? "" : absl::StrCat("; ", a.out, " is left as it was");
-    return filtered ? UsageError(cmd, absl::StrCat("no record matches --kernel/--device/--problem",
-                                                   kept, " (ktune db stats lists what is there)"))
-                    : Fail(cmd, absl::NotFoundError(absl::StrCat(a.db, " holds no records", kept)));
+    return Fail(cmd,
+                absl::NotFoundError(
+                    filtered ? absl::StrCat("no record matches --kernel/--device/--problem", kept)
+                             : absl::StrCat(a.db, " holds no records", kept)));
   }
   if (a.out.empty() || a.out == "-") {
     std::cout << out.str();

@@ -227,12 +227,12 @@ TEST(CliTest, WritingCommandsKeepWhatAMistakeWouldDestroy) {
   const std::string exported = testing::ReadWholeFile(backup);
   ASSERT_FALSE(exported.empty());
   auto typo = RunKtune({"db", "export", "--db", db, "--kernel", "pnpolyy", "--out", backup});
-  EXPECT_EQ(typo.exit_code, 2);
+  EXPECT_EQ(typo.exit_code, 1);
   EXPECT_THAT(typo.err, HasSubstr("no record matches --kernel/--device/--problem; " + backup +
                                   " is left as it was"));
   EXPECT_EQ(testing::ReadWholeFile(backup), exported);
   auto to_stdout = RunKtune({"db", "export", "--db", db, "--kernel", "nosuch"});
-  EXPECT_EQ(to_stdout.exit_code, 2);
+  EXPECT_EQ(to_stdout.exit_code, 1);
   EXPECT_THAT(to_stdout.err, HasSubstr("no record matches"));
 }
 
@@ -480,9 +480,10 @@ TEST(CliTest, ExportWritesJsonlAndT4Files) {
                 .exit_code,
             0);
   // JSONL keeps only the records that match --kernel/--device/--problem (they were ignored).
-  // A filter that matches nothing is the command line's mistake (exit 2), writing nothing.
+  // A filter that matches nothing writes nothing, and fails (exit 1, as a lookup that finds
+  // nothing).
   auto other = RunKtune({"db", "export", "--db", db, "--kernel", "gemm"});
-  EXPECT_EQ(other.exit_code, 2) << other.err;
+  EXPECT_EQ(other.exit_code, 1) << other.err;
   EXPECT_EQ(other.out, "");
   auto same = RunKtune({"db", "export", "--db", db, "--kernel", "pnpoly", "--device", "RTX_3090"});
   ASSERT_EQ(same.exit_code, 0) << same.err;
@@ -955,8 +956,10 @@ TEST(CliTest, ExportWritesAKernelTunerCacheThatImportsBack) {
   EXPECT_EQ(nlohmann::json::parse(found.out)["best"][0]["config"], best(db)["config"]);
 
   ASSERT_TRUE(SqliteTuningDatabase::Open(dir.File("empty.db")).ok());
-  auto usage = RunKtune({"db", "export", "--db", dir.File("empty.db"), "--format", "kernel-tuner"});
-  EXPECT_EQ(usage.exit_code, 2) << usage.err;  // no task to export
+  auto nothing =
+      RunKtune({"db", "export", "--db", dir.File("empty.db"), "--format", "kernel-tuner"});
+  EXPECT_EQ(nothing.exit_code, 1) << nothing.err;  // no task to export
+  EXPECT_THAT(nothing.err, HasSubstr("holds no records"));
 }
 
 // The light front (cli/agent_front.h) without ktune-agent beside it: the commands that run the
@@ -1043,6 +1046,12 @@ TEST(CliTest, TuneOnThisCpuReportsSpeedupAndStoresRecords) {
   auto second = nlohmann::json::parse(again.out);
   EXPECT_EQ(second["prior_records"], 12);
   EXPECT_EQ(second["measurements"], 4);
+  // db export reads --problem and --device as best does: dtype filled in, cpu as this machine
+  // (the same words matched nothing).
+  auto exported = RunKtune({"db", "export", "--db", db, "--kernel", "gemm", "--problem",
+                            "M=96,N=80,K=64", "--device", "cpu"});
+  ASSERT_EQ(exported.exit_code, 0) << exported.err;
+  EXPECT_EQ(std::count(exported.out.begin(), exported.out.end(), '\n'), 16);
   // A server predicts for a problem never tuned; the answer says from which problem, and that
   // it was measured on another device class than the one asked for (it did not say).
   const std::string address = "127.0.0.1:" + std::to_string(testing::FreePort());
