@@ -34,6 +34,8 @@ int RunImport(const ImportArgs& a) {
   if (std::error_code ec; !std::filesystem::exists(a.file, ec)) {
     return Fail(cmd, absl::NotFoundError(absl::StrCat("cannot read ", a.file, ": no such file")));
   }
+  std::error_code ec;
+  const bool existed = std::filesystem::exists(a.db, ec);
   auto db = OpenDatabase(a.db);
   if (!db.ok()) return Fail(cmd, db.status());
   ReadOptions options;
@@ -43,10 +45,23 @@ int RunImport(const ImportArgs& a) {
   options.problem = *problem;
   absl::Time start = absl::Now();
   auto summary = ImportRecordFile(**db, a.file, options);
-  if (!summary.ok()) return Fail(cmd, summary.status());
+  // A file that could not be imported leaves no new, empty database behind (a renamed copy
+  // that does not name its kernel did).
+  const auto forget_new_database = [&] {
+    if (existed) return;
+    db->reset();
+    for (const char* suffix : {"", "-wal", "-shm", ".lock"}) {
+      std::filesystem::remove(a.db + suffix, ec);
+    }
+  };
+  if (!summary.ok()) {
+    forget_new_database();
+    return Fail(cmd, summary.status());
+  }
   // An empty file is almost always the wrong file (or a pipe whose producer failed); saying
   // "0 records added" with exit 0 would hide it (kubectl apply and git apply refuse it too).
   if (summary->records_read == 0) {
+    forget_new_database();
     return Fail(cmd, absl::InvalidArgumentError(absl::StrCat(a.file, " holds no records")));
   }
   double seconds = absl::ToDoubleSeconds(absl::Now() - start);

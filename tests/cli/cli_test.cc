@@ -242,6 +242,13 @@ TEST(CliTest, FailuresExitWithOneAndSayWhy) {
   EXPECT_EQ(missing.exit_code, 1);
   EXPECT_THAT(missing.err, HasSubstr("nope.json"));
   EXPECT_FALSE(std::filesystem::exists(dir.File("k.db"))) << "an empty database was left behind";
+  // A file that is read but cannot be imported (a renamed copy that does not name its kernel):
+  // no new database either.
+  std::filesystem::copy_file(SpaceFile("pnpoly_RTX_3090_T4.json.gz"), dir.File("mine.json.gz"));
+  auto unnamed = RunKtune({"db", "import", dir.File("mine.json.gz"), "--db", dir.File("k.db")});
+  EXPECT_EQ(unnamed.exit_code, 1);
+  EXPECT_THAT(unnamed.err, HasSubstr("does not name its kernel"));
+  EXPECT_FALSE(std::filesystem::exists(dir.File("k.db"))) << "an empty database was left behind";
   auto serve = RunKtune({"serve", "--listen", "999.1.1.1:7", "--db", dir.File("s.db")});
   EXPECT_EQ(serve.exit_code, 1);
   EXPECT_THAT(serve.err, HasSubstr("cannot listen on 999.1.1.1:7"));
