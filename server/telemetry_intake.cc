@@ -106,9 +106,12 @@ absl::StatusOr<std::vector<DriftFlag>> TelemetryIntake::Report(
 }
 
 std::string TelemetryIntake::Suggestion(const DriftFlag& f) const {
-  std::string problem = FormatParamMapAssignments(f.task.problem);
-  return absl::StrCat("suggested: ktune submit a job for ", f.task.kernel,
-                      problem.empty() ? "" : " ", problem, " on ", f.task.device_class,
+  // A command the operator can run as it is (the server's address aside), with the budget a
+  // retuning job would have.
+  const std::string problem = FormatParamMapAssignments(f.task.problem);
+  return absl::StrCat("suggested: ktune tune --server ADDR --kernel ", f.task.kernel,
+                      problem.empty() ? "" : absl::StrCat(" --problem ", problem), " --device '",
+                      f.task.device_class, "' --budget ", policy_.budget,
                       " (or run the server with --retune act)");
 }
 

@@ -767,7 +767,10 @@ TEST(CliTest, TelemetryReportRaisesDriftFlagsThatDriftLists) {
   EXPECT_EQ(report["accepted"], 6);
   ASSERT_EQ(report["raised"].size(), 1u);
   EXPECT_EQ(report["raised"][0]["kind"], "DRIFT_KIND_UNTUNED_HOT_PROBLEM");
-  EXPECT_THAT(report["raised"][0]["action"].get<std::string>(), HasSubstr("suggested"));
+  // The action is a command the operator can run (it said "ktune submit a job for ...").
+  EXPECT_THAT(report["raised"][0]["action"].get<std::string>(),
+              HasSubstr("suggested: ktune tune --server ADDR --kernel gemm --problem "
+                        "K=64,M=64,N=64,dtype=f32 --device 'cpu:x' --budget 100"));
 
   auto listed = RunKtune({"drift", "--server", address});
   ASSERT_EQ(listed.exit_code, 0) << listed.err;
