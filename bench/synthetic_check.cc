@@ -54,10 +54,35 @@ struct CheckSpace {
   Measurer* measurer;
 };
 
+constexpr const char* kUsage =
+    "usage: ktune-synthetic-check [first_seed=1001] [count=24] [seeds=5] [budget=400] "
+    "[strategies...]\n"
+    "       ktune-synthetic-check --space FILE... -- [seeds=5] [budget=400] [strategies...]\n"
+    "The median over landscapes (synthetic, or the recorded FILEs) of each strategy's median\n"
+    "evaluations to 5% of the optimum over seeds; a strategy ppo=FILE is PPO from the policy in\n"
+    "FILE. Default strategies: model ppo-nopolicy ppo.\n";
+
+// A positional count: a whole number of at least 1.
+bool PositiveNumber(const std::string& text) {
+  return !text.empty() && text.size() < 19 &&
+         std::all_of(text.begin(), text.end(), [](char c) { return c >= '0' && c <= '9'; }) &&
+         std::stoll(text) >= 1;
+}
+
 int Run(int argc, char** argv) {
   // The positional arguments: first_seed count seeds budget strategies..., or, after the
   // recorded space files of the second form, seeds budget strategies....
   std::vector<std::string> files, args(argv + 1, argv + argc);
+  for (const std::string& a : args) {
+    if (a == "--help" || a == "-h") {
+      std::fputs(kUsage, stdout);
+      return 0;
+    }
+    if (a.size() > 1 && a[0] == '-' && a != "--space" && a != "--") {
+      std::fprintf(stderr, "ktune-synthetic-check: unknown option %s\n%s", a.c_str(), kUsage);
+      return 2;
+    }
+  }
   if (!args.empty() && args[0] == "--space") {
     auto end = std::find(args.begin(), args.end(), "--");
     files.assign(args.begin() + 1, end);
@@ -72,6 +97,14 @@ int Run(int argc, char** argv) {
     return i < args.size() ? args[i].c_str() : otherwise;
   };
   const size_t rest = files.empty() ? 2 : 0;  // where seeds, budget and strategies start
+  // The numbers a run starts from (atoi read "--help" as 0 and started a full check).
+  for (size_t i = 0; i < std::min(rest + 2, args.size()); ++i) {
+    if (!PositiveNumber(args[i])) {
+      std::fprintf(stderr, "ktune-synthetic-check: %s is not a whole number of at least 1\n%s",
+                   args[i].c_str(), kUsage);
+      return 2;
+    }
+  }
   const int seeds = std::atoi(at(rest, "5"));
   const int64_t budget = std::atoll(at(rest + 1, "400"));
   std::vector<std::string> strategies(args.begin() + std::min(rest + 2, args.size()), args.end());
