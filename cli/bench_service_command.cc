@@ -340,8 +340,11 @@ void RegisterBenchServiceCommand(CLI::App& bench, Action* action) {
       ->capture_default_str();
   sub->add_option("--seconds", a->seconds, "Seconds per load level (0.1 to 3600)")
       ->capture_default_str();
-  sub->add_option("--workers", a->workers, "Replay workers for the dispatch benchmark")
-      ->check(CLI::Range(1, 256))
+  // One replay worker per recorded space at least: each serves one device class, and with fewer
+  // than four the other tasks never ran (the job ended RUNNING, part measured).
+  sub->add_option("--workers", a->workers,
+                  "Replay workers for the dispatch benchmark (4 or more: one per space)")
+      ->check(CLI::Range(4, 256))
       ->capture_default_str();
   sub->add_option("--budget", a->budget, "Dispatch: measurements per task (4 tasks)")
       ->check(CLI::Range(int64_t{1}, int64_t{4362}))

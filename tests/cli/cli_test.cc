@@ -170,6 +170,8 @@ TEST(CliTest, OptionsThatWouldBeIgnoredOrFailLateAreUsage) {
            {{"bench", "kernel", "--problem", "M=64,N=64,K=64", "--config", "MR=4"},
             "--config chooses the configuration of --repeatability"},
            {{"bench", "kernel", "--problem", "M=64,N=64,K=64", "--budget", "0"}, "--budget"},
+           // One replay worker per recorded space: with fewer, tasks never ran.
+           {{"bench", "service", "--workers", "1"}, "--workers: Value 1 not in range 4"},
            {{"bench", "kernel", "--problem", "M=64,N=64,K=64", "--strategy", "bogus"},
             "unknown strategy 'bogus'"},
            {{"bench", "kernel", "--kernel", "nosuch", "--problem", "M=64", "--vs", "openblas"},
