@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, Mapping, Optional, Sequence, Union
@@ -309,7 +310,8 @@ class Client:
         """Tunes one task now (a one-task job on the workers of the device class ``device``, a
         str or a :class:`ktune.Device`, whose class is used),
         yielding progress (at most one event a second) and, last, the event with ``finished``
-        set. Needs the submit role. Each event carries the job's id. Leaving the iterator early,
+        set. Needs the submit role. Each event carries the job's id. A RuntimeWarning says when no
+        connected worker serves the class (the job then waits until one joins). Leaving the iterator early,
         or a ``timeout`` that passes, closes the stream, and the server then cancels the job (what
         was measured is kept). ``max_rel_error``
         is the accuracy budget: candidates with more error are too_inaccurate, never the best.
@@ -326,6 +328,15 @@ class Client:
         request.kernel.name = kernel
         request.kernel.version = kernel_version
         problem_to_proto(_problem(problem), request.problem.params)
+        # A class no connected worker serves waits without an event: say so, as the CLI does.
+        try:
+            if not any(w.device.device_class == device and w.state != "lost"
+                       for w in self.workers(timeout=timeout or self.timeout)):
+                warnings.warn(f"no worker of device class {device!r} is connected to "
+                              f"{self.address}; the job waits until one joins",
+                              RuntimeWarning, stacklevel=2)
+        except KtuneError:
+            pass  # the workers cannot be listed (a role, a server gone): the stream will say
         # Arguments are checked above, at the call; the events come as the caller iterates.
         return (TuneEvent._from_proto(e)
                 for e in self._stream("Tune", self._tuning.Tune, request, timeout))

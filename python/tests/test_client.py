@@ -270,7 +270,7 @@ def test_a_tuning_whose_caller_gives_up_is_cancelled(replay_server):
     # DeadlineExceeded, and the server cancels the job (it stayed queued for ever, its id unknown).
     client = replay_server.client()
     events = []
-    with pytest.raises(ktune.DeadlineExceeded):
+    with pytest.raises(ktune.DeadlineExceeded), pytest.warns(RuntimeWarning, match="RTX_Titan"):
         client.tune("pnpoly", {}, "RTX_Titan", 16, strategy="random", seed=5,
                     on_progress=events.append, timeout=3)
     assert events and events[0].job_id  # every event names its job
@@ -451,7 +451,10 @@ def test_arguments_of_the_wrong_type_say_which(empty_server):
         client.tune_events("gemm", {}, "cpu:x", 4, strategy="bogus")
     # tune takes a Device as best does (its class: a job runs on a class's workers); protobuf's
     # "bad argument type for built-in operation" came instead.
-    client.tune_events("gemm", {}, ktune.Device("cpu:x"), 4)  # checked at the call; not iterated
+    # Checked at the call (not iterated); no worker serves cpu:x, which the call says (a tune
+    # for it waited without a word).
+    with pytest.warns(RuntimeWarning, match="no worker of device class 'cpu:x' is connected"):
+        client.tune_events("gemm", {}, ktune.Device("cpu:x"), 4)
     with pytest.raises(TypeError, match="device must be a device class"):
         client.tune_events("gemm", {}, 7, 4)
     for top in (0, 101, 2**40, 1.5):
