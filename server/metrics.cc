@@ -37,6 +37,19 @@ std::string Escape(const std::string& v) {
   return out;
 }
 
+// A metric with one label, a line for each of `values` (0 when `counts` lacks it), so that a
+// dashboard reads 0 rather than "no data".
+void RenderByLabel(const char* name, const char* type, const char* help, const char* label,
+                   std::initializer_list<const char*> values,
+                   const std::map<std::string, int64_t>& counts, std::string* out) {
+  absl::StrAppendFormat(out, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
+  for (const char* value : values) {
+    auto it = counts.find(value);
+    absl::StrAppendFormat(out, "%s{%s=\"%s\"} %d\n", name, label, value,
+                          it == counts.end() ? 0 : it->second);
+  }
+}
+
 const char* CodeName(int code) {
   static const char* kNames[] = {"OK",
                                  "CANCELLED",
@@ -212,31 +225,15 @@ std::string Metrics::Render(const Gauges& g) {
       absl::StrAppendFormat(&out, "ktune_workers{device_class=\"\",state=\"%s\"} 0\n", state);
     }
   }
-  out +=
-      "# HELP ktune_jobs Active jobs, by state.\n"
-      "# TYPE ktune_jobs gauge\n";
-  for (const char* state : {"queued", "running", "paused"}) {
-    auto it = g.jobs.find(state);
-    absl::StrAppendFormat(&out, "ktune_jobs{state=\"%s\"} %d\n", state,
-                          it == g.jobs.end() ? 0 : it->second);
-  }
+  RenderByLabel("ktune_jobs", "gauge", "Active jobs, by state.", "state",
+                {"queued", "running", "paused"}, g.jobs, &out);
   // Ended jobs leave memory soon after: as a gauge they read 0 almost always.
-  out +=
-      "# HELP ktune_jobs_ended_total Jobs this server process ended, by final state.\n"
-      "# TYPE ktune_jobs_ended_total counter\n";
-  for (const char* state : {"done", "failed", "cancelled"}) {
-    auto it = g.jobs_ended.find(state);
-    absl::StrAppendFormat(&out, "ktune_jobs_ended_total{state=\"%s\"} %d\n", state,
-                          it == g.jobs_ended.end() ? 0 : it->second);
-  }
-  out +=
-      "# HELP ktune_drift_flags_total Drift flags raised from production telemetry, by kind.\n"
-      "# TYPE ktune_drift_flags_total counter\n";
-  for (const char* kind : {"regression", "new_environment", "untuned_hot_problem"}) {
-    auto it = g.drift_flags.find(kind);
-    absl::StrAppendFormat(&out, "ktune_drift_flags_total{kind=\"%s\"} %d\n", kind,
-                          it == g.drift_flags.end() ? 0 : it->second);
-  }
+  RenderByLabel("ktune_jobs_ended_total", "counter",
+                "Jobs this server process ended, by final state.", "state",
+                {"done", "failed", "cancelled"}, g.jobs_ended, &out);
+  RenderByLabel("ktune_drift_flags_total", "counter",
+                "Drift flags raised from production telemetry, by kind.", "kind",
+                {"regression", "new_environment", "untuned_hot_problem"}, g.drift_flags, &out);
   absl::StrAppendFormat(&out,
                         "# HELP ktune_retune_jobs_total Retuning jobs started by drift flags.\n"
                         "# TYPE ktune_retune_jobs_total counter\n"

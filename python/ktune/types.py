@@ -21,6 +21,18 @@ ParamValue = Union[int, float, str]
 ParamMap = dict[str, ParamValue]
 
 
+def _member_of(cls, value, what: str):
+    """``value`` if a member of the enum ``cls``, else the member named ``value``; ValueError
+    naming the members otherwise."""
+    if isinstance(value, cls):
+        return value
+    try:
+        return cls(str(value).lower())
+    except ValueError:
+        raise ValueError(f"unknown {what} {value!r}; one of "
+                         f"{', '.join(m.value for m in cls)}") from None
+
+
 class MatchLevel(enum.Enum):
     """Which level of QueryBest's fallback answered (see :meth:`ktune.Client.best`)."""
 
@@ -62,13 +74,7 @@ class JobState(enum.Enum):
     @classmethod
     def of(cls, state: Union["JobState", str]) -> "JobState":
         """A JobState, or its name (``"running"``); ValueError naming the states otherwise."""
-        if isinstance(state, cls):
-            return state
-        try:
-            return cls(str(state).lower())
-        except ValueError:
-            raise ValueError(f"unknown job state {state!r}; one of "
-                             f"{', '.join(s.value for s in cls)}") from None
+        return _member_of(cls, state, "job state")
 
     @classmethod
     def _from_proto(cls, state: int) -> "JobState":
@@ -94,13 +100,7 @@ class Status(enum.Enum):
     @classmethod
     def of(cls, status: Union["Status", str]) -> "Status":
         """A Status, or its name (``"ok"``); ValueError naming the statuses otherwise."""
-        if isinstance(status, cls):
-            return status
-        try:
-            return cls(str(status).lower())
-        except ValueError:
-            raise ValueError(f"unknown measurement status {status!r}; one of "
-                             f"{', '.join(s.value for s in cls)}") from None
+        return _member_of(cls, status, "measurement status")
 
     @classmethod
     def _from_proto(cls, status: int) -> "Status":
