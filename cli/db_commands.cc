@@ -105,13 +105,17 @@ int RunExport(const ExportArgs& a) {
     return UsageError(cmd, absl::StrCat("--problem: ", problem.status().message()));
   // The filters as best and explain read them: a registry kernel's problem as its tasks store it
   // (dtype filled in: M=64,N=64,K=64 matched nothing), and cpu as this machine's class.
+  // The problem as given matches too: records imported under a registry kernel's name keep the
+  // file's problem.
+  Problem filled = *problem;
   const KernelRegistry registry = KernelRegistry::WithBuiltins();
   if (const KernelDefinition* k = registry.Find(a.kernel); k != nullptr && !problem->empty()) {
     absl::StatusOr<Problem> stored = k->ValidateProblem(*problem);
-    if (!stored.ok())
-      return UsageError(cmd, absl::StrCat("--problem: ", stored.status().message()));
-    *problem = *std::move(stored);
+    if (stored.ok()) filled = *std::move(stored);
   }
+  const auto problem_matches = [&](const Problem& p) {
+    return a.problem.empty() || p == *problem || p == filled;
+  };
   const std::string device_class =
       a.device == "cpu" ? DescribeThisCpu(/*measure_clock=*/false).ToDeviceInfo().device_class
                         : a.device;
@@ -129,7 +133,7 @@ int RunExport(const ExportArgs& a) {
     written = ExportJsonl(**db, out, [&](const Record& r) {
       return (a.kernel.empty() || r.kernel == a.kernel) &&
              (device_class.empty() || r.device.device_class == device_class) &&
-             (a.problem.empty() || r.problem == *problem);
+             problem_matches(r.problem);
     });
   } else {
     // A T4 or Kernel Tuner file holds one task: pick it from the flags, or the only one there is.
@@ -138,8 +142,7 @@ int RunExport(const ExportArgs& a) {
     std::vector<TaskKey> matching;
     for (const TaskKey& t : *tasks) {
       if ((a.kernel.empty() || t.kernel == a.kernel) &&
-          (device_class.empty() || t.device_class == device_class) &&
-          (a.problem.empty() || t.problem == *problem)) {
+          (device_class.empty() || t.device_class == device_class) && problem_matches(t.problem)) {
         matching.push_back(t);
       }
     }

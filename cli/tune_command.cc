@@ -80,9 +80,12 @@ std::map<std::string, int64_t> RemoteFailureReasons(v1::TuningService::Stub& stu
     if (!stub.ListRecords(ClientContextFor(token).get(), request, &page).ok()) return {};
     for (const v1::Record& r : page.records()) {
       if (r.source() != source || r.status() == v1::MEASUREMENT_STATUS_OK) continue;
+      // A status this client does not know (a newer server's) has no name: its number then.
+      const std::string& name = v1::MeasurementStatus_Name(r.status());
       const std::string status =
-          absl::AsciiStrToLower(absl::string_view(v1::MeasurementStatus_Name(r.status()))
-                                    .substr(strlen("MEASUREMENT_STATUS_")));
+          absl::StartsWith(name, "MEASUREMENT_STATUS_")
+              ? absl::AsciiStrToLower(absl::string_view(name).substr(strlen("MEASUREMENT_STATUS_")))
+              : absl::StrCat("status ", static_cast<int>(r.status()));
       ++reasons[absl::StrCat(status, ": ", r.message())];
     }
     request.set_page_token(page.next_page_token());

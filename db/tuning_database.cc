@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 
 #include "absl/strings/escaping.h"
 #include "absl/strings/match.h"
@@ -53,12 +54,23 @@ bool IsAllowedJobTransition(JobState from, JobState to) {
 }
 
 absl::StatusOr<int64_t> AddImportedRecords(TuningDatabase& db, std::vector<Record> records) {
+  std::vector<Record> kept;
+  kept.reserve(records.size());
   for (Record& r : records) {
-    if (!absl::StartsWith(r.source, "job:")) continue;
-    KTUNE_ASSIGN_OR_RETURN(const bool stored, db.HasRecord(r.RecordId()));
-    if (!stored) r.source = absl::StrCat("import:", r.source);
+    if (absl::StartsWith(r.source, "job:")) {
+      KTUNE_ASSIGN_OR_RETURN(const bool stored, db.HasRecord(r.RecordId()));
+      if (!stored) r.source = absl::StrCat("import:", r.source);
+    } else if (absl::StartsWith(r.source, "import:job:")) {
+      // This database's own job record, back from another's copy of it (A to B to A): skipped,
+      // or every sync added the job's records again.
+      Record original = r;
+      original.source = r.source.substr(strlen("import:"));
+      KTUNE_ASSIGN_OR_RETURN(const bool own, db.HasRecord(original.RecordId()));
+      if (own) continue;
+    }
+    kept.push_back(std::move(r));
   }
-  return db.AddRecords(records);
+  return db.AddRecords(kept);
 }
 
 absl::Status ValidateRecord(const Record& r) {

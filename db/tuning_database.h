@@ -173,7 +173,8 @@ class TuningDatabase {
 // except that a record claiming a job ("job:N" as its source) that is not stored already is
 // stored as "import:job:N": a job counts its records by source, and job ids repeat across
 // databases (another server's job 1 filled this one's job 1, and an import could finish it).
-// A record stored already (this database's own export) is skipped as before.
+// A record stored already (this database's own export) is skipped as before, and so is an
+// "import:job:N" copy of a record this database stores as "job:N" (its own, back from a copy).
 absl::StatusOr<int64_t> AddImportedRecords(TuningDatabase& db, std::vector<Record> records);
 
 // Checks a record before storing it: the rules AddRecords enforces, in one place.

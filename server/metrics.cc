@@ -297,8 +297,9 @@ MetricsHttpServer::~MetricsHttpServer() {
 }
 
 // Each connection on a thread of its own (at most kMaxConnections at once; more are closed), with
-// a deadline for the whole exchange: a client sending a byte every second held the one thread
-// that served every connection for hours (the 2 s timeout applied to each read).
+// a deadline for its request and one for the whole exchange: a client sending a byte every second
+// held the one thread that served every connection for hours (the 2 s timeout applied to each
+// read).
 void MetricsHttpServer::Serve() {
   while (!stopping_) {
     const int conn = ::accept4(fd_, nullptr, nullptr, SOCK_CLOEXEC);
@@ -328,9 +329,9 @@ void MetricsHttpServer::Serve() {
 }
 
 void MetricsHttpServer::Answer(int conn) {
-  const auto deadline = std::chrono::steady_clock::now() + kConnectionDeadline;
-  const auto left = [&] {
-    return std::chrono::duration_cast<std::chrono::milliseconds>(deadline -
+  const auto start = std::chrono::steady_clock::now();
+  const auto left = [&](std::chrono::seconds budget) {
+    return std::chrono::duration_cast<std::chrono::milliseconds>(start + budget -
                                                                  std::chrono::steady_clock::now())
         .count();
   };
@@ -338,7 +339,8 @@ void MetricsHttpServer::Answer(int conn) {
   char buf[2048];
   while (request.find("\r\n\r\n") == std::string::npos && request.size() < 16384) {
     pollfd p{conn, POLLIN, 0};
-    if (left() <= 0 || ::poll(&p, 1, static_cast<int>(left())) <= 0) return;
+    const int64_t ms = left(kRequestDeadline);
+    if (ms <= 0 || ::poll(&p, 1, static_cast<int>(ms)) <= 0) return;
     const ssize_t n = ::recv(conn, buf, sizeof(buf), MSG_DONTWAIT);
     if (n <= 0) break;
     request.append(buf, static_cast<size_t>(n));
@@ -356,7 +358,8 @@ void MetricsHttpServer::Answer(int conn) {
   size_t sent = 0;
   while (sent < response.size()) {
     pollfd p{conn, POLLOUT, 0};
-    if (left() <= 0 || ::poll(&p, 1, static_cast<int>(left())) <= 0) return;
+    const int64_t ms = left(kConnectionDeadline);
+    if (ms <= 0 || ::poll(&p, 1, static_cast<int>(ms)) <= 0) return;
     const ssize_t n =
         ::send(conn, response.data() + sent, response.size() - sent, MSG_NOSIGNAL | MSG_DONTWAIT);
     if (n <= 0) {

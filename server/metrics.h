@@ -93,14 +93,17 @@ std::string RpcMethodLabel(const std::string& method);
 
 class MetricsHttpServer {
  public:
-  // `listen` is IPV4:PORT. `render` is called per scrape, on the server's own thread.
+  // `listen` is IPV4:PORT. `render` is called per scrape, on that connection's thread (several
+  // may run at once).
   static absl::StatusOr<std::unique_ptr<MetricsHttpServer>> Start(
       const std::string& listen, std::function<std::string()> render);
   ~MetricsHttpServer();
 
  private:
-  // Connections answered at once, and the time each gets for its request and the answer.
-  static constexpr int kMaxConnections = 16;
+  // Connections answered at once; the time each gets to send its request (a scrape's is one
+  // packet), and for the whole exchange.
+  static constexpr int kMaxConnections = 32;
+  static constexpr std::chrono::seconds kRequestDeadline{1};
   static constexpr std::chrono::seconds kConnectionDeadline{5};
 
   MetricsHttpServer() = default;

@@ -55,16 +55,23 @@ absl::StatusOr<std::vector<Record>> RecordsPage(TuningDatabase& db, const TaskKe
 
 // A request's task filter. A registry kernel's problem is taken as its tasks store it (defaults
 // such as dtype filled in), as QueryBest takes it: a filter without dtype found nothing where
-// QueryBest answered. A problem the kernel refuses is kept as given (a filter, not a task).
+// QueryBest answered. As given when that names no record (records imported under a registry
+// kernel's name keep the file's problem) or the kernel refuses it (a filter, not a task).
 absl::StatusOr<std::unique_ptr<TaskKey>> OptionalTask(bool has_task, const v1::TaskKey& proto,
-                                                      const KernelRegistry& registry) {
+                                                      const KernelRegistry& registry,
+                                                      TuningDatabase& db) {
   if (!has_task) return std::unique_ptr<TaskKey>();
   absl::StatusOr<TaskKey> task = FromProto(proto);
   if (!task.ok()) return task.status();
   if (const KernelDefinition* k = registry.Find(task->kernel);
       k != nullptr && !task->problem.empty()) {
-    if (absl::StatusOr<Problem> stored = k->ValidateProblem(task->problem); stored.ok()) {
-      task->problem = *std::move(stored);
+    if (absl::StatusOr<Problem> stored = k->ValidateProblem(task->problem);
+        stored.ok() && *stored != task->problem) {
+      TaskKey filled = *task;
+      filled.problem = *std::move(stored);
+      absl::StatusOr<std::vector<Record>> found = db.TaskRecords(filled);
+      if (!found.ok()) return found.status();
+      if (!found->empty()) *task = std::move(filled);
     }
   }
   return std::make_unique<TaskKey>(*std::move(task));
@@ -152,7 +159,7 @@ grpc::ServerUnaryReactor* TuningServiceImpl::ListRecords(grpc::CallbackServerCon
                          "page_token is not one this server gave (use next_page_token)"));
   }
   absl::StatusOr<std::unique_ptr<TaskKey>> task =
-      OptionalTask(request->has_task(), request->task(), spaces_->registry());
+      OptionalTask(request->has_task(), request->task(), spaces_->registry(), *db_);
   if (!task.ok()) return Done(ctx, task.status());
   bool more = false;
   absl::StatusOr<std::vector<Record>> page =
@@ -169,7 +176,7 @@ grpc::ServerWriteReactor<v1::Record>* TuningServiceImpl::ExportRecords(
     return new FailedStream<v1::Record>(a);
   }
   absl::StatusOr<std::unique_ptr<TaskKey>> task =
-      OptionalTask(request->has_task(), request->task(), spaces_->registry());
+      OptionalTask(request->has_task(), request->task(), spaces_->registry(), *db_);
   if (!task.ok()) return new FailedStream<v1::Record>(task.status());
   // Read in one go (the database is not held while a slow client reads), up to a limit.
   bool more = false;

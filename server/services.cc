@@ -472,14 +472,15 @@ absl::StatusOr<BestQuery> TuningServiceImpl::ParseBestQuery(const v1::KernelRef&
           absl::StrCat(field, " is ", value.size(), " bytes long; at most ", limit));
     }
   }
-  if (device.device_class().empty() && device.name().empty()) {
-    return absl::InvalidArgumentError("device.device_class is required (or at least its name)");
+  if (device.device_class().empty()) {
+    return absl::InvalidArgumentError("device.device_class is required");
   }
   if (device.extra_size() > 32) {
     return absl::InvalidArgumentError("device.extra: at most 32 entries");
   }
-  if (problem.params_size() > 32) {
-    return absl::InvalidArgumentError("problem: at most 32 parameters");
+  // A kernel has at most 32 problem parameters; its tasks add dtype and data.
+  if (problem.params_size() > 34) {
+    return absl::InvalidArgumentError("problem: at most 34 parameters");
   }
   for (const auto& [key, value] : device.extra()) {
     if (key.size() > 256 || value.size() > 65536) {

@@ -103,8 +103,12 @@ def target_device(target: Target, device: str) -> Device:
     config = _plain(target)
     kind = config.get("kind", target.kind.name)
     device_class = f"tvm:{kind}"
+    before = device_class  # the class as ktune named it before it normalised the attributes
     for attr in _ISA_ATTRS:
         value = config.get(attr)
+        if value:
+            text = ",".join(map(str, value)) if isinstance(value, list) else str(value)
+            before += f" -{attr}={text}"
         if attr == "mtriple" and value:
             # The architecture alone: TVM fills in the triple it was built with when none is given
             # (x86_64-conda-linux-gnu from conda, x86_64-linux-gnu from pip), and vendor and OS do
@@ -114,7 +118,12 @@ def target_device(target: Target, device: str) -> Device:
             # Attribute lists in a fixed order: ["+fma", "+avx2"] and ["+avx2", "+fma"] are one.
             text = ",".join(sorted(map(str, value))) if isinstance(value, list) else str(value)
             device_class += f" -{attr}={text}"
-    return Device(device_class, f"tvm:{kind}", _canonical({"device": device, "target": config}))
+    fingerprint = {"device": device, "target": config}
+    if device_class != before:
+        # A fingerprint has one class: records stored under the class it had before must not
+        # refuse this one's (a database from before the change refused every commit).
+        fingerprint["class_rule"] = 2
+    return Device(device_class, f"tvm:{kind}", _canonical(fingerprint))
 
 
 def workload_kernel(mod: IRModule) -> str:

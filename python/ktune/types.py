@@ -10,6 +10,7 @@ from __future__ import annotations
 import enum
 import json
 import numbers
+import warnings
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Mapping, Optional, Union
@@ -155,13 +156,14 @@ def params_to_proto(params: Optional[Mapping[str, ParamValue]], out) -> None:
 
 def problem_to_proto(problem: Optional[Mapping[str, ParamValue]], out) -> None:
     """Like :func:`params_to_proto`, for the problem of a question (best, explain, tune,
-    telemetry): a whole float (``64.0``, ``np.float32(64)``, a size computed with ``/``) is sent
-    as the int it equals, as problem sizes are stored; sent as a float it matched no record and
-    no registry kernel took it. Records (import) keep their values as they are."""
+    telemetry). Values are matched exactly, as stored: a whole float (``64.0``, a size computed
+    with ``/``) is not the int 64, so it warns (RuntimeWarning) rather than miss without a word."""
     for name, value in (problem or {}).items():
         if (isinstance(value, numbers.Real) and not isinstance(value, numbers.Integral)
                 and float(value).is_integer()):
-            value = int(value)
+            warnings.warn(f"problem value {name}={value!r} is a float; problem sizes are stored "
+                          f"as ints, which it does not match: pass {int(value)}",
+                          RuntimeWarning, stacklevel=3)
         value_to_proto(value, out[name])
 
 

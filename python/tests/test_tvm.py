@@ -70,6 +70,13 @@ def test_a_targets_device_class_is_its_instruction_set():
             == device_class({"kind": "llvm", "mattr": ["+avx2", "+fma"]})
             == "tvm:llvm -mtriple=x86_64 -mattr=+avx2,+fma")
     assert device_class({"kind": "cuda", "arch": "sm_90"}) == "tvm:cuda -arch=sm_90"
+    # A target whose class changed gets another fingerprint: a database holding its records under
+    # the class before refused every commit (one class per fingerprint); one that did not change
+    # keeps its fingerprint, and its records' exact matches.
+    changed = ktune.tvm.target_device(Target({"kind": "llvm", "mtriple": x86}), "cpu:x")
+    assert changed.fingerprint["class_rule"] == 2
+    kept = ktune.tvm.target_device(Target({"kind": "llvm", "mcpu": "skylake-avx512"}), "cpu:x")
+    assert "class_rule" not in kept.fingerprint
 
 
 def test_tuning_commits_every_record_to_ktune(tuned):

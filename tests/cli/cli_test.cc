@@ -497,6 +497,17 @@ TEST(CliTest, ExportWritesJsonlAndT4Files) {
   auto same = RunKtune({"db", "export", "--db", db, "--kernel", "pnpoly", "--device", "RTX_3090"});
   ASSERT_EQ(same.exit_code, 0) << same.err;
   EXPECT_EQ(std::count(same.out.begin(), same.out.end(), '\n'), 4092);
+  // Records imported under a registry kernel's name keep the file's problem (no dtype): --problem
+  // as given still finds them, beside the problem as the kernel's tasks store it.
+  const std::string named = dir.File("named.db");
+  ASSERT_EQ(RunKtune({"db", "import", SpaceFile("pnpoly_RTX_3090_T4.json.gz"), "--db", named,
+                      "--kernel", "gemm", "--problem", "M=64,N=64,K=64"})
+                .exit_code,
+            0);
+  auto as_given =
+      RunKtune({"db", "export", "--db", named, "--kernel", "gemm", "--problem", "M=64,N=64,K=64"});
+  ASSERT_EQ(as_given.exit_code, 0) << as_given.err;
+  EXPECT_EQ(std::count(as_given.out.begin(), as_given.out.end(), '\n'), 4092);
   std::string db2 = dir.File("k2.db");
   auto back = RunKtune({"db", "import", dir.File("all.jsonl.gz"), "--db", db2, "--json"});
   ASSERT_EQ(back.exit_code, 0) << back.err;

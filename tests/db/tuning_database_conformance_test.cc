@@ -104,6 +104,10 @@ TEST_P(TuningDatabaseConformanceTest, ImportedRecordsDoNotClaimThisDatabasesJobs
   plain.source = "tvm";
   EXPECT_EQ(*AddImportedRecords(*db_, {own, other, plain}), 2);
   EXPECT_EQ(*AddImportedRecords(*db_, {own, other, plain}), 0);
+  // Its own record back from another database's copy (A to B to A) adds nothing either.
+  Record copied = own;
+  copied.source = "import:job:1";
+  EXPECT_EQ(*AddImportedRecords(*db_, {copied}), 0);
   std::map<double, std::string> sources;  // time -> source
   const TaskKey task{own.kernel, own.kernel_version, own.problem, own.device.device_class};
   for (const Record& r : *db_->TaskRecords(task)) {

@@ -817,6 +817,38 @@ TEST_F(ServerTest, AJobKeepsTheSpecItWasSubmittedWith) {
   EXPECT_EQ(listed.jobs(0).spec().device_classes_size(), 0);  // with the tasks only
 }
 
+// After a restart, ListJobs reads a job that ended before from the progress its tasks stored
+// (counting every record of every task on each call took seconds), and says what GetJob, which
+// counts the records, says.
+TEST_F(ServerTest, ListJobsAfterARestartAgreesWithGetJob) {
+  v1::SubmitJobRequest submit;
+  *submit.mutable_spec() = ThreeTaskSpec(4);
+  v1::Job job;
+  ASSERT_TRUE(tuning_->SubmitJob(Context().get(), submit, &job).ok());
+  const std::string worker = RegisterWorker();
+  const v1::LeaseBatchResponse lease = Lease(worker, 4);
+  ASSERT_EQ(lease.candidates_size(), 4);
+  v1::ReportResultsResponse stored;
+  ASSERT_TRUE(workers_->ReportResults(Context().get(), OkReport(worker, lease, 2.0), &stored).ok());
+  v1::CancelJobRequest cancel;
+  cancel.set_job_id(job.job_id());
+  ASSERT_TRUE(tuning_->CancelJob(Context().get(), cancel, &job).ok());
+  server_->Shutdown();
+  server_.reset();
+  SetUp();  // a new server process on the same database
+  v1::ListJobsResponse listed;
+  ASSERT_TRUE(tuning_->ListJobs(Context().get(), v1::ListJobsRequest(), &listed).ok());
+  ASSERT_EQ(listed.jobs_size(), 1);
+  v1::GetJobRequest get;
+  get.set_job_id(job.job_id());
+  v1::Job counted;
+  ASSERT_TRUE(tuning_->GetJob(Context().get(), get, &counted).ok());
+  EXPECT_EQ(counted.measurements_done(), 4);
+  EXPECT_EQ(listed.jobs(0).measurements_done(), counted.measurements_done());
+  EXPECT_EQ(listed.jobs(0).measurements_total(), counted.measurements_total());
+  EXPECT_EQ(listed.jobs(0).state(), v1::JOB_STATE_CANCELLED);
+}
+
 // Register takes what a worker is, within bounds: fields that went into the log (a newline in
 // the host forged a line) and into every ListWorkers answer (200 KB families, 100 KB languages)
 // are checked, each refusal naming its field.
@@ -1007,11 +1039,11 @@ TEST_F(ServerTest, BadRequestsGetTheRightCodeAndSayWhatIsWrong) {
   EXPECT_THAT(s.error_message(), HasSubstr("device.extra: at most 32 entries"));
   v1::QueryBestRequest many_params = no_device;
   many_params.mutable_device()->set_device_class("cpu:x");
-  for (int i = 0; i < 33; ++i) {
+  for (int i = 0; i < 35; ++i) {
     (*many_params.mutable_problem()->mutable_params())[absl::StrCat("p", i)].set_int_value(1);
   }
   s = tuning_->QueryBest(Context().get(), many_params, &answer);
-  EXPECT_THAT(s.error_message(), HasSubstr("problem: at most 32 parameters"));
+  EXPECT_THAT(s.error_message(), HasSubstr("problem: at most 34 parameters"));
   v1::QueryBestRequest too_many = no_kernel;
   too_many.mutable_kernel()->set_name("gemm");
   too_many.mutable_device()->set_device_class("cpu:x");
