@@ -91,6 +91,7 @@ nlohmann::json JobJson(const v1::Job& job) {
                    {"measurements_done", job.measurements_done()},
                    {"measurements_total", job.measurements_total()},
                    {"estimated_seconds_left", job.estimated_seconds_left()}};
+  j["task_count"] = job.task_count();
   for (const v1::TaskProgress& t : job.tasks()) j["tasks"].push_back(TaskJson(t));
   return j;
 }
@@ -275,12 +276,12 @@ int RunSubmit(const JobArgs& a) {
   if (a.json) {
     std::cout << JobJson(job).dump() << "\n";
   } else {
-    std::cout << "job " << job.job_id() << " submitted: " << job.tasks_size() << " tasks, "
+    std::cout << "job " << job.job_id() << " submitted: " << job.task_count() << " tasks, "
               << job.measurements_total() << " measurements\n";
   }
   // Tasks for a class no worker serves wait without a word (`watch` sat at 0): say so.
-  std::vector<std::string> classes;
-  for (const v1::TaskProgress& t : job.tasks()) classes.push_back(t.task().device_class());
+  std::vector<std::string> classes(job.spec().device_classes().begin(),
+                                   job.spec().device_classes().end());
   const std::vector<std::string> waiting = ClassesWithoutWorker(*stub, a.token, classes);
   if (!waiting.empty()) {
     std::cerr << "ktune submit: no worker of device class " << absl::StrJoin(waiting, ", ")

@@ -1,5 +1,6 @@
 #include "server/services.h"
 
+#include <algorithm>
 #include <cmath>
 #include <condition_variable>
 #include <mutex>
@@ -109,6 +110,7 @@ v1::Job ToProto(const JobStatus& s, bool with_tasks) {
   v1::Job out;
   out.set_job_id(std::to_string(s.job.id));
   *out.mutable_spec() = SpecOf(s.job, with_tasks);
+  out.set_task_count(static_cast<int64_t>(std::max(s.tasks.size(), s.job.tasks.size())));
   out.set_state(ToProto(s.job.state));
   out.set_message(s.job.message);
   out.set_measurements_done(s.done);
@@ -271,7 +273,7 @@ grpc::ServerUnaryReactor* TuningServiceImpl::SubmitJob(grpc::CallbackServerConte
   if (!id.ok()) return Done(ctx, id.status());
   absl::StatusOr<JobStatus> status = scheduler_->GetJob(*id);
   if (!status.ok()) return Done(ctx, status.status());
-  *response = ToProto(*status, true);
+  *response = ToProto(*status, status->tasks.size() <= kMaxReplyTasks);
   *response->mutable_spec() = spec;
   return Done(ctx, absl::OkStatus());
 }
@@ -338,7 +340,7 @@ grpc::ServerUnaryReactor* TuningServiceImpl::ListJobs(grpc::CallbackServerContex
     if (!id.ok()) return Done(ctx, id.status());                                         \
     absl::StatusOr<JobStatus> status = scheduler_->call(*id);                            \
     if (!status.ok()) return Done(ctx, status.status());                                 \
-    *response = ToProto(*status, true);                                                  \
+    *response = ToProto(*status, status->tasks.size() <= kMaxReplyTasks);                \
     return Done(ctx, absl::OkStatus());                                                  \
   }
 KTUNE_JOB_ACTION(CancelJob, CancelJobRequest, Cancel)

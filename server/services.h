@@ -154,6 +154,8 @@ class TuningServiceImpl final
   // WatchJob (and, apart, Tune) streams open at once (each holds a polling thread); more get
   // RESOURCE_EXHAUSTED.
   static constexpr int kMaxWatchStreams = 1024;
+  // Tasks the reply of a job action lists (Job.tasks): every client reads it (4 MiB by default).
+  static constexpr size_t kMaxReplyTasks = 4096;
 
   const Authenticator* auth_;
   absl::Mutex background_mu_;

@@ -444,9 +444,10 @@ class Job:
     measurements_done: int
     measurements_total: int
     estimated_seconds_left: float
-    tasks: list[TaskProgress]
+    tasks: list[TaskProgress]  # when listed (get_job, watch; a large job's actions omit them)
     created_at: Optional[datetime]
     updated_at: Optional[datetime]
+    task_count: int = 0  # its tasks, listed or not
 
     @classmethod
     def _from_proto(cls, j: ts.Job) -> "Job":
@@ -461,6 +462,7 @@ class Job:
             tasks=[TaskProgress._from_proto(t) for t in j.tasks],
             created_at=_timestamp(j.created_at),
             updated_at=_timestamp(j.updated_at),
+            task_count=j.task_count,
         )
 
 

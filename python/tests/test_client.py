@@ -312,6 +312,20 @@ def test_submit_watch_jobs(replay_server):
     assert client.wait(job.job_id, timeout=60).state is JobState.DONE
 
 
+def test_the_largest_job_is_readable_by_a_default_client(empty_server):
+    """A 65,536-task job (the most a spec may give): its reply lists no tasks, so that a client
+    with gRPC's default 4 MiB receive limit reads it (the listing is 5.9 MB: the job was made and
+    the call failed, and a retry made it twice); task_count says how many there are."""
+    client = empty_server.client()
+    spec = {"name": "largest", "kernels": ["gemm"], "budget": 4,
+            "problems": [{"M": 16 * i, "N": 64, "K": 64} for i in range(1, 1025)],
+            "device_classes": [f"cpu:c{i}" for i in range(64)]}
+    job = client.submit(spec, timeout=120)
+    assert job.task_count == 65536 and job.tasks == []
+    assert client.cancel(job.job_id, timeout=120).task_count == 65536
+    assert [j.job_id for j in client.jobs()] == [job.job_id]  # made once
+
+
 def test_cancel_pause_resume(replay_server):
     client = replay_server.client()
     # No worker measures RTX_Titan: the job stays queued until cancelled.
