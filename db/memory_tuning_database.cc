@@ -23,9 +23,13 @@ auto TaskOrder(const TaskKey& t) {
 
 }  // namespace
 
-absl::StatusOr<bool> MemoryTuningDatabase::HasRecord(const std::string& record_id) {
+absl::StatusOr<std::vector<bool>> MemoryTuningDatabase::HasRecords(
+    const std::vector<std::string>& record_ids) {
   absl::MutexLock lock(&mu_);
-  return record_ids_.count(record_id) > 0;
+  std::vector<bool> out;
+  out.reserve(record_ids.size());
+  for (const std::string& id : record_ids) out.push_back(record_ids_.count(id) > 0);
+  return out;
 }
 
 absl::StatusOr<int64_t> MemoryTuningDatabase::AddRecords(const std::vector<Record>& records) {

@@ -16,7 +16,7 @@ namespace ktune {
 class MemoryTuningDatabase : public TuningDatabase {
  public:
   absl::StatusOr<int64_t> AddRecords(const std::vector<Record>& records) override;
-  absl::StatusOr<bool> HasRecord(const std::string& record_id) override;
+  absl::StatusOr<std::vector<bool>> HasRecords(const std::vector<std::string>& record_ids) override;
   absl::StatusOr<BestResult> QueryBest(const BestQuery& query) override;
   absl::StatusOr<std::vector<Record>> TaskRecords(const TaskKey& task) override;
   // Handles are positions in insertion order.

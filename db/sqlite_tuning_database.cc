@@ -980,12 +980,20 @@ absl::Status SqliteTuningDatabase::SaveCheckpoint(const std::string& key, const 
   return txn.Commit();
 }
 
-absl::StatusOr<bool> SqliteTuningDatabase::HasRecord(const std::string& record_id) {
+absl::StatusOr<std::vector<bool>> SqliteTuningDatabase::HasRecords(
+    const std::vector<std::string>& record_ids) {
   absl::MutexLock lock(&mu_);
   KTUNE_ASSIGN_OR_RETURN(SqliteStatement s, SqliteStatement::Prepare(
                                                 db_, "SELECT 1 FROM records WHERE record_uid = ?"));
-  s.Bind(1, record_id);
-  return s.Step();
+  std::vector<bool> out;
+  out.reserve(record_ids.size());
+  for (const std::string& id : record_ids) {
+    s.Reset();
+    s.Bind(1, id);
+    KTUNE_ASSIGN_OR_RETURN(const bool row, s.Step());
+    out.push_back(row);
+  }
+  return out;
 }
 
 absl::StatusOr<std::string> SqliteTuningDatabase::LoadCheckpoint(const std::string& key) {

@@ -56,7 +56,7 @@ class SqliteTuningDatabase : public TuningDatabase {
   absl::Status RebuildTaskColumns();
 
   absl::StatusOr<int64_t> AddRecords(const std::vector<Record>& records) override;
-  absl::StatusOr<bool> HasRecord(const std::string& record_id) override;
+  absl::StatusOr<std::vector<bool>> HasRecords(const std::vector<std::string>& record_ids) override;
   absl::StatusOr<BestResult> QueryBest(const BestQuery& query) override;
   absl::StatusOr<std::vector<Record>> TaskRecords(const TaskKey& task) override;
   // From the table task_columns: a few blobs per task, however many records it has.

@@ -102,8 +102,15 @@ class TuningDatabase {
   // kMaxRecordPayloadBytes.
   virtual absl::StatusOr<int64_t> AddRecords(const std::vector<Record>& records) = 0;
 
-  // Whether a record with this RecordId() is stored (stale ones included).
-  virtual absl::StatusOr<bool> HasRecord(const std::string& record_id) = 0;
+  // For each RecordId() in `record_ids`, whether such a record is stored (stale ones included),
+  // in one read.
+  virtual absl::StatusOr<std::vector<bool>> HasRecords(
+      const std::vector<std::string>& record_ids) = 0;
+  absl::StatusOr<bool> HasRecord(const std::string& record_id) {
+    absl::StatusOr<std::vector<bool>> found = HasRecords({record_id});
+    if (!found.ok()) return found.status();
+    return found->front();
+  }
 
   // Best known configurations: exact fingerprint, then device class, then family; the first
   // level with an ok record wins.
