@@ -83,6 +83,20 @@ TelemetryReport Report(double mean_ms, const std::string& fingerprint_json, int6
   return r;
 }
 
+// Reports of `mean_ms` (driver 1) until the monitor raises flags, at most 100; the flags, and
+// each report sent into `sent` when given.
+std::vector<DriftFlag> ObserveUntilFlagged(DriftMonitor& monitor, double mean_ms, std::mt19937& rng,
+                                           TuningKnowledge& k,
+                                           std::vector<TelemetryReport>* sent = nullptr) {
+  std::vector<DriftFlag> flags;
+  for (int i = 0; i < 100 && flags.empty(); ++i) {
+    const TelemetryReport report = Report(ReportMean(rng, mean_ms), R"({"driver":"1"})");
+    if (sent != nullptr) sent->push_back(report);
+    flags = monitor.Observe(report, k);
+  }
+  return flags;
+}
+
 TEST(DriftMonitorTest, FlagsARegressionOfTheServedConfigurationOnce) {
   FakeKnowledge k;
   k.lab = 1.0;
@@ -92,10 +106,7 @@ TEST(DriftMonitorTest, FlagsARegressionOfTheServedConfigurationOnce) {
   for (int i = 0; i < 300; ++i) {
     ASSERT_TRUE(monitor.Observe(Report(ReportMean(rng, 1.1), R"({"driver":"1"})"), k).empty());
   }
-  std::vector<DriftFlag> flags;
-  for (int i = 0; i < 100 && flags.empty(); ++i) {
-    flags = monitor.Observe(Report(ReportMean(rng, 1.5), R"({"driver":"1"})"), k);
-  }
+  std::vector<DriftFlag> flags = ObserveUntilFlagged(monitor, 1.5, rng, k);
   ASSERT_EQ(flags.size(), 1u);
   EXPECT_EQ(flags[0].kind, DriftKind::kRegression);
   EXPECT_NEAR(flags[0].reference_ms, 1.1, 0.02);
@@ -228,10 +239,7 @@ TEST(DriftMonitorTest, RecoveryKeepsStoredFlagsAndTheirRestarts) {
     stored_reports.push_back(Report(ReportMean(rng, 1.1), R"({"driver":"1"})"));
     before.Observe(stored_reports.back(), k);
   }
-  for (int i = 0; i < 100 && flags.empty(); ++i) {
-    stored_reports.push_back(Report(ReportMean(rng, 1.5), R"({"driver":"1"})"));
-    flags = before.Observe(stored_reports.back(), k);
-  }
+  flags = ObserveUntilFlagged(before, 1.5, rng, k, &stored_reports);
   ASSERT_EQ(flags.size(), 1u);
   before.SetAction(flags[0].id, "retuning: job 7", 7);
   before.Restart(flags[0].task);
@@ -260,10 +268,7 @@ TEST(DriftMonitorTest, RecoveryKeepsStoredFlagsAndTheirRestarts) {
   for (int i = 0; i < 100; ++i) {
     EXPECT_TRUE(after.Observe(Report(ReportMean(rng, 1.5), R"({"driver":"1"})"), k).empty());
   }
-  std::vector<DriftFlag> again;
-  for (int i = 0; i < 100 && again.empty(); ++i) {
-    again = after.Observe(Report(ReportMean(rng, 3.0), R"({"driver":"1"})"), k);
-  }
+  const std::vector<DriftFlag> again = ObserveUntilFlagged(after, 3.0, rng, k);
   ASSERT_EQ(again.size(), 1u);
   EXPECT_EQ(again[0].id, 3);
   EXPECT_EQ(again[0].kind, DriftKind::kRegression);
