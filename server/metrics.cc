@@ -1,53 +1,40 @@
 #include "server/metrics.h"
 
 #include <arpa/inet.h>
+#include <dlfcn.h>
 #include <netinet/in.h>
-#include <poll.h>
-#include <sys/socket.h>
-#include <unistd.h>
+#include <pthread.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <chrono>
-#include <cstdio>
-#include <cstring>
+#include <exception>
 #include <set>
 
+#include "CivetServer.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
-#include "absl/strings/str_format.h"
 #include "common/status_macros.h"
 #include "google/protobuf/descriptor.h"
 #include "ktune/v1/tuning_service.pb.h"
 #include "ktune/v1/worker_service.pb.h"
+#include "prometheus/collectable.h"
+#include "prometheus/counter.h"
+#include "prometheus/exposer.h"
+#include "prometheus/family.h"
+#include "prometheus/histogram.h"
+#include "prometheus/metric_family.h"
+#include "prometheus/registry.h"
+#include "prometheus/text_serializer.h"
 
 namespace ktune {
 namespace {
 
-// Label values escaped as the text format asks (backslash, quote, newline).
-std::string Escape(const std::string& v) {
-  std::string out;
-  for (char c : v) {
-    if (c == '\\' || c == '"') out += '\\';
-    if (c == '\n') {
-      out += "\\n";
-      continue;
-    }
-    out += c;
-  }
-  return out;
-}
-
-// A metric with one label, a line for each of `values` (0 when `counts` lacks it), so that a
-// dashboard reads 0 rather than "no data".
-void RenderByLabel(const char* name, const char* type, const char* help, const char* label,
-                   std::initializer_list<const char*> values,
-                   const std::map<std::string, int64_t>& counts, std::string* out) {
-  absl::StrAppendFormat(out, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
-  for (const char* value : values) {
-    auto it = counts.find(value);
-    absl::StrAppendFormat(out, "%s{%s=\"%s\"} %d\n", name, label, value,
-                          it == counts.end() ? 0 : it->second);
-  }
+// The buckets of both histograms, in seconds.
+const prometheus::Histogram::BucketBoundaries& Buckets() {
+  static const auto* buckets = new prometheus::Histogram::BucketBoundaries{
+      0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 2.5};
+  return *buckets;
 }
 
 const char* CodeName(int code) {
@@ -69,6 +56,81 @@ const char* CodeName(int code) {
                                  "DATA_LOSS",
                                  "UNAUTHENTICATED"};
   return code >= 0 && code <= 16 ? kNames[code] : "UNKNOWN";
+}
+
+// A family of values read at scrape time.
+prometheus::MetricFamily ScrapedFamily(const char* name, prometheus::MetricType type,
+                                       const char* help) {
+  prometheus::MetricFamily family;
+  family.name = name;
+  family.help = help;
+  family.type = type;
+  return family;
+}
+
+void AddValue(prometheus::MetricFamily* family, std::vector<prometheus::ClientMetric::Label> labels,
+              double value) {
+  prometheus::ClientMetric metric;
+  metric.label = std::move(labels);
+  if (family->type == prometheus::MetricType::Counter) {
+    metric.counter.value = value;
+  } else {
+    metric.gauge.value = value;
+  }
+  family->metric.push_back(std::move(metric));
+}
+
+// A metric with one label, a series for each of `values` (0 when `counts` lacks it), so that a
+// dashboard reads 0 rather than "no data".
+prometheus::MetricFamily ByLabel(const char* name, prometheus::MetricType type, const char* help,
+                                 const char* label, std::initializer_list<const char*> values,
+                                 const std::map<std::string, int64_t>& counts) {
+  prometheus::MetricFamily family = ScrapedFamily(name, type, help);
+  for (const char* value : values) {
+    auto it = counts.find(value);
+    AddValue(&family, {{label, value}}, it == counts.end() ? 0 : it->second);
+  }
+  return family;
+}
+
+// The scheduler's state at scrape time, as metric families.
+std::vector<prometheus::MetricFamily> GaugeFamilies(const Metrics::Gauges& g) {
+  using prometheus::MetricType;
+  std::vector<prometheus::MetricFamily> out;
+  out.push_back(ScrapedFamily("ktune_best_cache_requests_total", MetricType::Counter,
+                              "Best-known queries, by cache result."));
+  AddValue(&out.back(), {{"result", "hit"}}, g.cache_hits);
+  AddValue(&out.back(), {{"result", "miss"}}, g.cache_misses);
+  out.push_back(ScrapedFamily("ktune_queue_candidates", MetricType::Gauge,
+                              "Candidates proposed and waiting for a worker."));
+  AddValue(&out.back(), {}, g.queued_candidates);
+  out.push_back(ScrapedFamily("ktune_leases_active", MetricType::Gauge, "Leases held by workers."));
+  AddValue(&out.back(), {}, g.active_leases);
+  out.push_back(ScrapedFamily("ktune_workers", MetricType::Gauge,
+                              "Registered workers, by device class and state."));
+  for (const auto& [key, n] : g.workers) {
+    AddValue(&out.back(), {{"device_class", key.first}, {"state", key.second}}, n);
+  }
+  if (g.workers.empty()) {
+    // No worker yet: every state still shows, at 0, so that a dashboard reads 0 workers rather
+    // than "no data".
+    for (const char* state : {"idle", "measuring", "lost"}) {
+      AddValue(&out.back(), {{"device_class", ""}, {"state", state}}, 0);
+    }
+  }
+  out.push_back(ByLabel("ktune_jobs", MetricType::Gauge, "Active jobs, by state.", "state",
+                        {"queued", "running", "paused"}, g.jobs));
+  // Ended jobs leave memory soon after: as a gauge they read 0 almost always.
+  out.push_back(ByLabel("ktune_jobs_ended_total", MetricType::Counter,
+                        "Jobs this server process ended, by final state.", "state",
+                        {"done", "failed", "cancelled"}, g.jobs_ended));
+  out.push_back(ByLabel("ktune_drift_flags_total", MetricType::Counter,
+                        "Drift flags raised from production telemetry, by kind.", "kind",
+                        {"regression", "new_environment", "untuned_hot_problem"}, g.drift_flags));
+  out.push_back(ScrapedFamily("ktune_retune_jobs_total", MetricType::Counter,
+                              "Retuning jobs started by drift flags."));
+  AddValue(&out.back(), {}, g.retune_jobs);
+  return out;
 }
 
 }  // namespace
@@ -136,110 +198,63 @@ class RpcInterceptorFactory final : public grpc::experimental::ServerInterceptor
 
 }  // namespace
 
-void Histogram::Observe(double seconds) {
-  for (size_t i = 0; i < kBuckets.size(); ++i) {
-    if (seconds <= kBuckets[i]) ++counts_[i];
-  }
-  ++count_;
-  sum_ += seconds;
+Metrics::Metrics() : registry_(std::make_shared<prometheus::Registry>()) {
+  requests_ = &prometheus::BuildCounter()
+                   .Name("ktune_rpc_requests_total")
+                   .Help("RPCs handled, by method and status code.")
+                   .Register(*registry_);
+  rpc_seconds_ = &prometheus::BuildHistogram()
+                      .Name("ktune_rpc_duration_seconds")
+                      .Help("Time from request metadata to status, by method.")
+                      .Register(*registry_);
+  measurements_ = &prometheus::BuildCounter()
+                       .Name("ktune_measurements_total")
+                       .Help("Measurement results stored, by status.")
+                       .Register(*registry_);
+  commit_seconds_ = &prometheus::BuildHistogram()
+                         .Name("ktune_db_commit_duration_seconds")
+                         .Help("Time to commit one report's records.")
+                         .Register(*registry_)
+                         .Add({}, Buckets());
 }
 
-void Histogram::Render(const std::string& name, const std::string& labels, std::string* out) const {
-  for (size_t i = 0; i < kBuckets.size(); ++i) {
-    absl::StrAppendFormat(out, "%s_bucket{%sle=\"%g\"} %d\n", name, labels, kBuckets[i],
-                          counts_[i]);
-  }
-  absl::StrAppendFormat(out, "%s_bucket{%sle=\"+Inf\"} %d\n", name, labels, count_);
-  std::string plain = labels.empty() ? "" : "{" + labels.substr(0, labels.size() - 1) + "}";
-  absl::StrAppendFormat(out, "%s_sum%s %.9f\n%s_count%s %d\n", name, plain, sum_, name, plain,
-                        count_);
-}
+Metrics::~Metrics() = default;
 
 void Metrics::ObserveRpc(const std::string& method, int code, double seconds) {
-  absl::MutexLock lock(&mu_);
-  ++requests_[{method, code}];
-  rpc_seconds_[method].Observe(seconds);
+  const int slot = code >= 0 && code <= 16 ? code : 2;  // UNKNOWN, as CodeName says
+  prometheus::Counter* requests;
+  prometheus::Histogram* histogram;
+  {
+    absl::MutexLock lock(&mu_);
+    RpcSeries& series = rpc_series_[method];
+    if (series.seconds == nullptr)
+      series.seconds = &rpc_seconds_->Add({{"method", method}}, Buckets());
+    if (series.requests[slot] == nullptr) {
+      series.requests[slot] = &requests_->Add({{"method", method}, {"code", CodeName(slot)}});
+    }
+    requests = series.requests[slot];
+    histogram = series.seconds;
+  }
+  requests->Increment();  // the series are thread-safe
+  histogram->Observe(seconds);
 }
 
-void Metrics::ObserveCommit(double seconds) {
-  absl::MutexLock lock(&mu_);
-  commit_seconds_.Observe(seconds);
-}
+void Metrics::ObserveCommit(double seconds) { commit_seconds_->Observe(seconds); }
 
 void Metrics::CountMeasurement(const std::string& status, int64_t n) {
-  absl::MutexLock lock(&mu_);
-  measurements_[status] += n;
+  measurements_->Add({{"status", status}}).Increment(static_cast<double>(n));
 }
 
-std::string Metrics::Render(const Gauges& g) {
-  std::string out;
-  absl::MutexLock lock(&mu_);
-  out +=
-      "# HELP ktune_rpc_requests_total RPCs handled, by method and status code.\n"
-      "# TYPE ktune_rpc_requests_total counter\n";
-  for (const auto& [key, n] : requests_) {
-    absl::StrAppendFormat(&out, "ktune_rpc_requests_total{method=\"%s\",code=\"%s\"} %d\n",
-                          Escape(key.first), CodeName(key.second), n);
+std::vector<prometheus::MetricFamily> Metrics::Collect(const Gauges& gauges) const {
+  std::vector<prometheus::MetricFamily> families = registry_->Collect();
+  for (prometheus::MetricFamily& family : GaugeFamilies(gauges)) {
+    families.push_back(std::move(family));
   }
-  out +=
-      "# HELP ktune_rpc_duration_seconds Time from request metadata to status, by method.\n"
-      "# TYPE ktune_rpc_duration_seconds histogram\n";
-  for (const auto& [method, h] : rpc_seconds_) {
-    h.Render("ktune_rpc_duration_seconds", absl::StrCat("method=\"", Escape(method), "\","), &out);
-  }
-  out +=
-      "# HELP ktune_measurements_total Measurement results stored, by status.\n"
-      "# TYPE ktune_measurements_total counter\n";
-  for (const auto& [status, n] : measurements_) {
-    absl::StrAppendFormat(&out, "ktune_measurements_total{status=\"%s\"} %d\n", status, n);
-  }
-  out +=
-      "# HELP ktune_db_commit_duration_seconds Time to commit one report's records.\n"
-      "# TYPE ktune_db_commit_duration_seconds histogram\n";
-  commit_seconds_.Render("ktune_db_commit_duration_seconds", "", &out);
-  out +=
-      "# HELP ktune_best_cache_requests_total Best-known queries, by cache result.\n"
-      "# TYPE ktune_best_cache_requests_total counter\n";
-  absl::StrAppendFormat(&out, "ktune_best_cache_requests_total{result=\"hit\"} %d\n", g.cache_hits);
-  absl::StrAppendFormat(&out, "ktune_best_cache_requests_total{result=\"miss\"} %d\n",
-                        g.cache_misses);
-  out +=
-      "# HELP ktune_queue_candidates Candidates proposed and waiting for a worker.\n"
-      "# TYPE ktune_queue_candidates gauge\n";
-  absl::StrAppendFormat(&out, "ktune_queue_candidates %d\n", g.queued_candidates);
-  out +=
-      "# HELP ktune_leases_active Leases held by workers.\n"
-      "# TYPE ktune_leases_active gauge\n";
-  absl::StrAppendFormat(&out, "ktune_leases_active %d\n", g.active_leases);
-  out +=
-      "# HELP ktune_workers Registered workers, by device class and state.\n"
-      "# TYPE ktune_workers gauge\n";
-  for (const auto& [key, n] : g.workers) {
-    absl::StrAppendFormat(&out, "ktune_workers{device_class=\"%s\",state=\"%s\"} %d\n",
-                          Escape(key.first), key.second, n);
-  }
-  if (g.workers.empty()) {
-    // No worker yet: every state still shows, at 0, so that a dashboard reads 0 workers rather
-    // than "no data".
-    for (const char* state : {"idle", "measuring", "lost"}) {
-      absl::StrAppendFormat(&out, "ktune_workers{device_class=\"\",state=\"%s\"} 0\n", state);
-    }
-  }
-  RenderByLabel("ktune_jobs", "gauge", "Active jobs, by state.", "state",
-                {"queued", "running", "paused"}, g.jobs, &out);
-  // Ended jobs leave memory soon after: as a gauge they read 0 almost always.
-  RenderByLabel("ktune_jobs_ended_total", "counter",
-                "Jobs this server process ended, by final state.", "state",
-                {"done", "failed", "cancelled"}, g.jobs_ended, &out);
-  RenderByLabel("ktune_drift_flags_total", "counter",
-                "Drift flags raised from production telemetry, by kind.", "kind",
-                {"regression", "new_environment", "untuned_hot_problem"}, g.drift_flags, &out);
-  absl::StrAppendFormat(&out,
-                        "# HELP ktune_retune_jobs_total Retuning jobs started by drift flags.\n"
-                        "# TYPE ktune_retune_jobs_total counter\n"
-                        "ktune_retune_jobs_total %d\n",
-                        g.retune_jobs);
-  return out;
+  return families;
+}
+
+std::string Metrics::Render(const Gauges& gauges) const {
+  return prometheus::TextSerializer().Serialize(Collect(gauges));
 }
 
 std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>
@@ -271,103 +286,71 @@ absl::Status CheckMetricsAddress(const std::string& listen) {
   return ParseMetricsAddress(listen).status();
 }
 
+// The Exposer's view of the server: what `collect` says at each scrape.
+class MetricsHttpServer::Collector final : public prometheus::Collectable {
+ public:
+  explicit Collector(std::function<std::vector<prometheus::MetricFamily>()> collect)
+      : collect_(std::move(collect)) {}
+  std::vector<prometheus::MetricFamily> Collect() const override { return collect_(); }
+
+ private:
+  std::function<std::vector<prometheus::MetricFamily>()> collect_;
+};
+
 absl::StatusOr<std::unique_ptr<MetricsHttpServer>> MetricsHttpServer::Start(
-    const std::string& listen, std::function<std::string()> render) {
-  KTUNE_ASSIGN_OR_RETURN(sockaddr_in addr, ParseMetricsAddress(listen));
+    const std::string& listen, std::function<std::vector<prometheus::MetricFamily>()> collect) {
+  KTUNE_RETURN_IF_ERROR(ParseMetricsAddress(listen).status());
   std::unique_ptr<MetricsHttpServer> s(new MetricsHttpServer());
-  s->render_ = std::move(render);
-  s->fd_ = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  const int one = 1;
-  setsockopt(s->fd_, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-  if (s->fd_ < 0 || bind(s->fd_, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0 ||
-      ::listen(s->fd_, 16) != 0) {
+  s->collector_ = std::make_shared<Collector>(std::move(collect));
+  // civetweb's options. Its default request timeout is 30 s: a client that connects and never
+  // finishes its request would hold a thread that long.
+  const std::vector<std::string> options = {
+      "listening_ports",    listen,
+      "num_threads",        std::to_string(kThreads),
+      "request_timeout_ms", std::to_string(kRequestTimeoutMs),
+      "enable_keep_alive",  "no",
+  };
+  // civetweb's own reasons, when it cannot start, go to its log callback: kept while the exposer
+  // starts, on this thread; its later messages (worker threads) are dropped, as without the
+  // callback (no error_log_file).
+  static thread_local std::string* start_errors = nullptr;
+  std::string errors;
+  CivetCallbacks callbacks{};
+  callbacks.log_message = [](const mg_connection*, const char* message) {
+    if (start_errors != nullptr) {
+      absl::StrAppend(start_errors, start_errors->empty() ? "" : "; ", message);
+    }
+    return 1;
+  };
+  start_errors = &errors;
+  try {
+    s->exposer_ = std::make_unique<prometheus::Exposer>(options, &callbacks);
+  } catch (const std::exception& e) {  // civetweb throws when it cannot start
+    start_errors = nullptr;
     return absl::UnavailableError(
-        absl::StrCat("cannot serve metrics on ", listen, ": ", std::strerror(errno)));
+        absl::StrCat("cannot serve metrics on ", listen, ": ", errors.empty() ? e.what() : errors));
   }
-  MetricsHttpServer* raw = s.get();
-  s->thread_ = std::thread([raw] { raw->Serve(); });
+  start_errors = nullptr;
+  s->exposer_->RegisterCollectable(s->collector_);
   return s;
 }
 
-MetricsHttpServer::~MetricsHttpServer() {
-  stopping_ = true;
-  if (fd_ >= 0) ::shutdown(fd_, SHUT_RDWR);  // wakes accept()
-  if (thread_.joinable()) thread_.join();
-  if (fd_ >= 0) ::close(fd_);
-}
-
-// Each connection on a thread of its own (at most kMaxConnections at once; more are closed), with
-// a deadline for its request and one for the whole exchange: a client sending a byte every second
-// held the one thread that served every connection for hours (the 2 s timeout applied to each
-// read).
-void MetricsHttpServer::Serve() {
-  while (!stopping_) {
-    const int conn = ::accept4(fd_, nullptr, nullptr, SOCK_CLOEXEC);
-    if (conn < 0) {
-      if (stopping_) break;
-      continue;
-    }
-    {
-      absl::MutexLock lock(&mu_);
-      if (connections_ >= kMaxConnections) {
-        ::close(conn);
-        continue;
-      }
-      ++connections_;
-    }
-    std::thread([this, conn] {
-      Answer(conn);
-      ::close(conn);
-      absl::MutexLock lock(&mu_);
-      --connections_;
-    }).detach();
-  }
-  // The handlers use this object: wait for them (each ends within its deadline).
-  absl::MutexLock lock(&mu_);
-  mu_.Await(absl::Condition(
-      +[](int* n) { return *n == 0; }, &connections_));
-}
-
-void MetricsHttpServer::Answer(int conn) {
-  const auto start = std::chrono::steady_clock::now();
-  const auto left = [&](std::chrono::seconds budget) {
-    return std::chrono::duration_cast<std::chrono::milliseconds>(start + budget -
-                                                                 std::chrono::steady_clock::now())
-        .count();
-  };
-  std::string request;
-  char buf[2048];
-  while (request.find("\r\n\r\n") == std::string::npos && request.size() < 16384) {
-    pollfd p{conn, POLLIN, 0};
-    const int64_t ms = left(kRequestDeadline);
-    if (ms <= 0 || ::poll(&p, 1, static_cast<int>(ms)) <= 0) return;
-    const ssize_t n = ::recv(conn, buf, sizeof(buf), MSG_DONTWAIT);
-    if (n <= 0) break;
-    request.append(buf, static_cast<size_t>(n));
-  }
-  std::string response;
-  if (request.rfind("GET /metrics ", 0) == 0 || request.rfind("GET /metrics?", 0) == 0) {
-    const std::string body = render_();
-    response = absl::StrCat(
-        "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4; charset=utf-8\r\n"
-        "Content-Length: ",
-        body.size(), "\r\nConnection: close\r\n\r\n", body);
-  } else {
-    response = "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
-  }
-  size_t sent = 0;
-  while (sent < response.size()) {
-    pollfd p{conn, POLLOUT, 0};
-    const int64_t ms = left(kConnectionDeadline);
-    if (ms <= 0 || ::poll(&p, 1, static_cast<int>(ms)) <= 0) return;
-    const ssize_t n =
-        ::send(conn, response.data() + sent, response.size() - sent, MSG_NOSIGNAL | MSG_DONTWAIT);
-    if (n <= 0) {
-      if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) continue;
-      return;
-    }
-    sent += static_cast<size_t>(n);
-  }
-}
+// The Exposer stops civetweb (ending its scrapes) before the collector goes.
+MetricsHttpServer::~MetricsHttpServer() { exposer_.reset(); }
 
 }  // namespace ktune
+
+// Debian's civetweb asks pthread_attr_setstacksize for 100 KiB stacks (built with
+// USE_STACK_SIZE=102400). Every thread also carries the process's static TLS, which in a process
+// linking LibTorch, OpenBLAS and glog is about 115 KiB, so glibc refused each of civetweb's threads
+// (pthread_create: EINVAL) and the metrics endpoint could not start inside `ktune serve`. This
+// definition, exported from the executable (server/CMakeLists.txt), takes precedence over glibc's
+// and gives any thread asking for less a floor of kThreadStackFloor; larger requests are unchanged.
+extern "C" int pthread_attr_setstacksize(pthread_attr_t* attr, size_t stack_size) {
+  constexpr size_t kThreadStackFloor = size_t{1} << 20;
+  using SetStackSize = int (*)(pthread_attr_t*, size_t);
+  static const auto glibc =
+      reinterpret_cast<SetStackSize>(dlsym(RTLD_NEXT, "pthread_attr_setstacksize"));
+  if (glibc == nullptr) return ENOSYS;
+  return glibc(attr, std::max(stack_size, kThreadStackFloor));
+}

@@ -13,43 +13,37 @@
 //   ktune_drift_flags_total{kind}                counter  drift flags raised (telemetry)
 //   ktune_retune_jobs_total                      counter  retuning jobs started by drift flags
 //
-// RPCs are counted by a gRPC server interceptor, so every method is covered the same way.
-// prometheus-cpp is not packaged for Debian 12, so the exposition format is written here; the
-// HTTP side is a one-route responder (civetweb from Debian could not start its worker threads
-// inside this process; a scrape endpoint needs no more than this).
+// RPCs are counted by a gRPC server interceptor, so every method is covered the same way. The
+// series are prometheus-cpp's (Debian's prometheus-cpp-dev): the events above are counted in its
+// registry as they happen; the scheduler's state is read at scrape time and handed over as
+// metric families. prometheus-cpp's Exposer (civetweb) serves them over HTTP.
 #ifndef KTUNE_SERVER_METRICS_H_
 #define KTUNE_SERVER_METRICS_H_
 
 #include <array>
-#include <atomic>
-#include <chrono>
 #include <functional>
 #include <map>
 #include <memory>
 #include <string>
-#include <thread>
+#include <utility>
 #include <vector>
 
+#include "absl/container/flat_hash_map.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "grpcpp/support/server_interceptor.h"
+#include "prometheus/metric_family.h"  // plain structs: a scrape's series
+
+namespace prometheus {
+class Counter;
+class Exposer;
+class Histogram;
+class Registry;
+template <typename T>
+class Family;
+}  // namespace prometheus
 
 namespace ktune {
-
-// A histogram with fixed buckets (seconds).
-class Histogram {
- public:
-  static constexpr std::array<double, 12> kBuckets = {0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005,
-                                                      0.01,   0.025,   0.05,   0.1,   0.5,    2.5};
-  void Observe(double seconds);
-  // Appends the _bucket, _sum and _count lines of `name` with `labels` ("" or `a="b",`).
-  void Render(const std::string& name, const std::string& labels, std::string* out) const;
-
- private:
-  std::array<int64_t, kBuckets.size()> counts_{};
-  int64_t count_ = 0;
-  double sum_ = 0;
-};
 
 class Metrics {
  public:
@@ -65,56 +59,64 @@ class Metrics {
     int64_t retune_jobs = 0;                     // retuning jobs started (counter)
   };
 
+  Metrics();
+  ~Metrics();
+
+  // Thread-safe.
   void ObserveRpc(const std::string& method, int code, double seconds);
   void ObserveCommit(double seconds);
   void CountMeasurement(const std::string& status, int64_t n = 1);
 
-  // The exposition text, with `gauges` read now.
-  std::string Render(const Gauges& gauges);
+  // Every series: the events counted so far and `gauges`.
+  std::vector<prometheus::MetricFamily> Collect(const Gauges& gauges) const;
+  // The same, in Prometheus' text format.
+  std::string Render(const Gauges& gauges) const;
 
   // An interceptor factory for grpc::ServerBuilder that feeds ObserveRpc.
   std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface> InterceptorFactory();
 
  private:
+  // A method's series, found once: Family::Add hashes the labels and builds a histogram on every
+  // call (5x the cost of a map lookup per RPC, measured).
+  struct RpcSeries {
+    prometheus::Histogram* seconds = nullptr;
+    std::array<prometheus::Counter*, 17> requests{};  // by status code, made on first use
+  };
+
+  std::shared_ptr<prometheus::Registry> registry_;
   absl::Mutex mu_;
-  std::map<std::pair<std::string, int>, int64_t> requests_ ABSL_GUARDED_BY(mu_);
-  std::map<std::string, Histogram> rpc_seconds_ ABSL_GUARDED_BY(mu_);
-  Histogram commit_seconds_ ABSL_GUARDED_BY(mu_);
-  std::map<std::string, int64_t> measurements_ ABSL_GUARDED_BY(mu_);
+  absl::flat_hash_map<std::string, RpcSeries> rpc_series_ ABSL_GUARDED_BY(mu_);
+  prometheus::Family<prometheus::Counter>* requests_;
+  prometheus::Family<prometheus::Histogram>* rpc_seconds_;
+  prometheus::Family<prometheus::Counter>* measurements_;
+  prometheus::Histogram* commit_seconds_;
 };
 
 // OK when `listen` is IPV4:PORT (port 0 to 65535); InvalidArgument, saying so, otherwise.
 absl::Status CheckMetricsAddress(const std::string& listen);
 
-// Serves GET /metrics over HTTP/1.1 on its own thread until destroyed.
 // The `method` label of a call: its full name ("/ktune.v1.TuningService/QueryBest") when a service
 // of this server has the method, "unknown" otherwise, so that clients cannot add series.
 std::string RpcMethodLabel(const std::string& method);
 
+// Serves GET /metrics over HTTP until destroyed (prometheus-cpp's Exposer). `collect` is called
+// per scrape, on one of the server's threads (several may run at once).
 class MetricsHttpServer {
  public:
-  // `listen` is IPV4:PORT. `render` is called per scrape, on that connection's thread (several
-  // may run at once).
   static absl::StatusOr<std::unique_ptr<MetricsHttpServer>> Start(
-      const std::string& listen, std::function<std::string()> render);
+      const std::string& listen, std::function<std::vector<prometheus::MetricFamily>()> collect);
   ~MetricsHttpServer();
 
- private:
-  // Connections answered at once; the time each gets to send its request (a scrape's is one
-  // packet), and for the whole exchange.
-  static constexpr int kMaxConnections = 32;
-  static constexpr std::chrono::seconds kRequestDeadline{1};
-  static constexpr std::chrono::seconds kConnectionDeadline{5};
+  // Scrapes answered at once: a client that holds a connection open without finishing its
+  // request holds one thread until kRequestTimeoutMs.
+  static constexpr int kThreads = 8;
+  static constexpr int kRequestTimeoutMs = 1000;
 
+ private:
+  class Collector;
   MetricsHttpServer() = default;
-  void Serve();           // accepts; each connection on a thread of its own
-  void Answer(int conn);  // one request, within kConnectionDeadline
-  absl::Mutex mu_;
-  int connections_ ABSL_GUARDED_BY(mu_) = 0;  // handler threads running
-  int fd_ = -1;
-  std::atomic<bool> stopping_{false};
-  std::thread thread_;
-  std::function<std::string()> render_;
+  std::shared_ptr<Collector> collector_;
+  std::unique_ptr<prometheus::Exposer> exposer_;
 };
 
 }  // namespace ktune

@@ -123,7 +123,7 @@ absl::StatusOr<std::unique_ptr<TuningServer>> TuningServer::Start(TuningServerOp
             g.drift_flags[DriftKindName(static_cast<DriftKind>(k))] = flags[k];
           }
           g.retune_jobs = raw->telemetry_->retune_jobs_started();
-          return raw->metrics_.Render(g);
+          return raw->metrics_.Collect(g);
         }));
   }
   // Leases are checked a few times per lease timeout.
