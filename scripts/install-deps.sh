@@ -14,7 +14,7 @@ packages=(
   libabsl-dev libsqlite3-dev sqlite3 zlib1g-dev libxxhash-dev
   nlohmann-json3-dev libsimdjson-dev libcli11-dev libfmt-dev libspdlog-dev libyaml-cpp-dev
   # the server's Prometheus metrics and their HTTP endpoint (civetweb comes with it)
-  prometheus-cpp-dev
+  prometheus-cpp-dev libcivetweb-dev
   # tests and benchmarks: OpenBLAS and oneDNN (the gemm baselines), openssl (TLS test certificates),
   # Prometheus and curl (the metrics test scrapes a real server), GNU time (bench/startup)
   googletest libgtest-dev libgmock-dev libbenchmark-dev libopenblas-dev libdnnl-dev openssl curl prometheus time
