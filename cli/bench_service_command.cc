@@ -307,7 +307,7 @@ int RunBenchService(const BenchServiceArgs& a) {
     for (int64_t r : reported) total += r;
     nlohmann::json out{{"benchmark", "dispatch"},
                        {"workers", a.workers},
-                       {"tasks", job.tasks_size()},
+                       {"tasks", job.task_count()},
                        {"measurements", job.measurements_done()},
                        {"reported", total},
                        {"job_state", v1::JobState_Name(job.state())},

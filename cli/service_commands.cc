@@ -345,11 +345,9 @@ int RunWatch(const JobArgs& a) {
   if (!s.ok()) {
     return absl::IsInvalidArgument(s) ? UsageError(cmd, std::string(s.message())) : Fail(cmd, s);
   }
-  v1::GetJobRequest get;
-  get.set_job_id(a.job);
-  v1::Job job;
-  s = FromGrpc(stub->GetJob(ClientContextFor(a.token).get(), get, &job));
-  if (!s.ok()) return Fail(cmd, s);
+  absl::StatusOr<v1::Job> ended = GetJobWithAllTasks(*stub, a.token, a.job);
+  if (!ended.ok()) return Fail(cmd, ended.status());
+  const v1::Job& job = *ended;
   if (a.json) {
     std::cout << JobJson(job).dump() << std::endl;
   } else {

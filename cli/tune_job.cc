@@ -5,6 +5,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "cli/command.h"
+#include "common/status_macros.h"
 #include "grpcpp/client_context.h"
 #include "proto/channel.h"
 #include "proto/convert.h"
@@ -61,6 +62,23 @@ absl::StatusOr<v1::Job> RunTuneJob(v1::TuningService::StubInterface& stub, const
   if (job.tasks_size() != 1) {
     return absl::InternalError(
         absl::StrCat("job ", job.job_id(), " has ", job.tasks_size(), " tasks, not one"));
+  }
+  return job;
+}
+
+absl::StatusOr<v1::Job> GetJobWithAllTasks(v1::TuningService::StubInterface& stub,
+                                           const std::string& token, const std::string& job_id) {
+  v1::GetJobRequest get;
+  get.set_job_id(job_id);
+  v1::Job job;
+  KTUNE_RETURN_IF_ERROR(FromGrpc(stub.GetJob(ClientContextFor(token).get(), get, &job)));
+  while (!job.next_task_page_token().empty()) {
+    get.set_task_page_token(job.next_task_page_token());
+    v1::Job page;
+    KTUNE_RETURN_IF_ERROR(FromGrpc(stub.GetJob(ClientContextFor(token).get(), get, &page)));
+    if (page.tasks().empty()) break;  // the job has fewer tasks than it had (cannot happen)
+    for (v1::TaskProgress& t : *page.mutable_tasks()) *job.add_tasks() = std::move(t);
+    job.set_next_task_page_token(page.next_task_page_token());
   }
   return job;
 }

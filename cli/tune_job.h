@@ -38,6 +38,11 @@ absl::StatusOr<v1::Job> RunTuneJob(v1::TuningService::StubInterface& stub,
                                    const std::function<void(const std::string&)>& on_submitted,
                                    const std::function<void(int64_t, double)>& on_progress);
 
+// The job `job_id` with every task listed: GetJob's pages of tasks (4,096 each), merged. The
+// job's counts are those of the first page's reply.
+absl::StatusOr<v1::Job> GetJobWithAllTasks(v1::TuningService::StubInterface& stub,
+                                           const std::string& token, const std::string& job_id);
+
 // The classes of `device_classes` (in order, without repeats) that no connected worker of the
 // server behind `stub` serves: a job's tasks on them wait until one joins. Empty when the server's
 // workers cannot be listed (the caller then has nothing to warn about).

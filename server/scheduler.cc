@@ -198,10 +198,14 @@ absl::Status Scheduler::StillOpen(const JobRun& run, absl::string_view action) c
       "job ", run.job.id, " is ", JobStateName(run.job.state), " and cannot be ", action));
 }
 
-JobStatus Scheduler::StatusOf(const JobRun& run) const {
+JobStatus Scheduler::StatusOf(const JobRun& run, TaskPage page) const {
   JobStatus s;
   s.job = run.job;
-  for (const TaskRun& t : run.tasks) {
+  for (size_t i = 0; i < run.tasks.size(); ++i) {
+    const TaskRun& t = run.tasks[i];
+    s.done += t.done;
+    s.total += t.budget;
+    if (!page.Holds(i)) continue;
     TaskStatus ts{t.task, t.state, t.budget, t.done, t.failed, t.best_ms, t.best_config, t.flops};
     if (t.search != nullptr) {
       ts.prior_records = t.prior_records;
@@ -210,8 +214,6 @@ JobStatus Scheduler::StatusOf(const JobRun& run) const {
       ts.tuning_seconds = std::max(0.0, absl::ToDoubleSeconds(t.last_result - t.started));
     }
     s.tasks.push_back(std::move(ts));
-    s.done += t.done;
-    s.total += t.budget;
   }
   const int64_t since = s.done - run.done_at_start;
   const double seconds = absl::ToDoubleSeconds(options_.now() - run.started);
@@ -221,22 +223,37 @@ JobStatus Scheduler::StatusOf(const JobRun& run) const {
   return s;
 }
 
-absl::StatusOr<JobStatus> Scheduler::GetJob(int64_t id) {
+absl::StatusOr<JobStatus> Scheduler::GetJob(int64_t id, TaskPage page) {
   {
     absl::MutexLock lock(&mu_);
-    if (auto it = jobs_.find(id); it != jobs_.end()) return StatusOf(*it->second);
-    if (auto it = finished_.find(id); it != finished_.end()) return it->second;
+    if (auto it = jobs_.find(id); it != jobs_.end()) return StatusOf(*it->second, page);
+    if (auto it = finished_.find(id); it != finished_.end()) {
+      JobStatus s;
+      s.job = it->second.job;
+      s.done = it->second.done;
+      s.total = it->second.total;
+      s.estimated_seconds_left = it->second.estimated_seconds_left;
+      for (size_t i = page.first; i < it->second.tasks.size() && page.Holds(i); ++i) {
+        s.tasks.push_back(it->second.tasks[i]);
+      }
+      return s;
+    }
   }
   // A job that ended before this server process: from the database, without the lock.
   KTUNE_ASSIGN_OR_RETURN(Job job, db_->GetJob(id));
   JobStatus s;
-  for (const JobTask& t : job.tasks) {
+  for (size_t i = 0; i < job.tasks.size(); ++i) {
+    const JobTask& t = job.tasks[i];
+    s.total += t.budget;
+    if (!page.Holds(i)) {
+      s.done += t.measurements_done;
+      continue;
+    }
     KTUNE_ASSIGN_OR_RETURN(TaskStatus ts, CountJobRecords(*db_, job.id, t.task));
     ts.state = t.state;
     ts.budget = t.budget;
     ts.flops = spaces_->Flops(t.task);
     s.done += ts.done;
-    s.total += t.budget;
     s.tasks.push_back(std::move(ts));
   }
   s.job = std::move(job);

@@ -29,6 +29,7 @@
 #include <cstdint>
 #include <deque>
 #include <functional>
+#include <limits>
 #include <map>
 #include <memory>
 #include <optional>
@@ -129,6 +130,13 @@ struct JobStatus {
   double estimated_seconds_left = 0;  // 0 when unknown
 };
 
+// Which of a job's tasks a JobStatus lists: `count` of them from `first`, in the job's order.
+struct TaskPage {
+  size_t first = 0;
+  size_t count = std::numeric_limits<size_t>::max();
+  bool Holds(size_t i) const { return i >= first && i - first < count; }
+};
+
 struct LeaseGrant {
   std::string lease_id;  // empty when nothing is queued for the worker's device class
   std::vector<v1::Candidate> candidates;
@@ -149,8 +157,10 @@ class Scheduler {
 
   absl::StatusOr<int64_t> Submit(const JobRequest& request);
   // An active job, one of the last kKeepFinished that ended on this server process (with their
-  // run statistics), or else one from the database.
-  absl::StatusOr<JobStatus> GetJob(int64_t id);
+  // run statistics), or else one from the database. Its tasks are those of `page`; the job's
+  // counts cover all of them. A job from the database counts the records of the page's tasks,
+  // and takes the others' from the progress they stored (as ListJobs does).
+  absl::StatusOr<JobStatus> GetJob(int64_t id, TaskPage page = {});
   // Every job, newest first, as GetJob gives it, except that a job read from the database has
   // its done count from the progress its tasks stored, and no tasks (GetJob counts its records).
   absl::StatusOr<std::vector<JobStatus>> ListJobs();
@@ -246,7 +256,8 @@ class Scheduler {
   // Stops leasing the candidates of jobs whose wall time ran out, and ends those with none left
   // in flight.
   absl::Status StopJobsOutOfTime() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  JobStatus StatusOf(const JobRun& job) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  JobStatus StatusOf(const JobRun& job, TaskPage page = {}) const
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // FailedPrecondition, naming the state, when `run` has ended and so cannot be `action`.
   absl::Status StillOpen(const JobRun& run, absl::string_view action) const
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);

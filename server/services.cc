@@ -284,9 +284,25 @@ grpc::ServerUnaryReactor* TuningServiceImpl::GetJob(grpc::CallbackServerContext*
   if (absl::Status a = auth_->Check(ctx, Role::kQuery); !a.ok()) return Done(ctx, a);
   absl::StatusOr<int64_t> id = ParseJobId(request->job_id());
   if (!id.ok()) return Done(ctx, id.status());
-  absl::StatusOr<JobStatus> status = scheduler_->GetJob(*id);
+  if (request->task_page_size() < 0 ||
+      static_cast<size_t>(request->task_page_size()) > kMaxReplyTasks) {
+    return Done(ctx,
+                absl::InvalidArgumentError(absl::StrCat("task_page_size must be between 0 (",
+                                                        kMaxReplyTasks, ") and ", kMaxReplyTasks)));
+  }
+  TaskPage page;
+  page.count = request->task_page_size() == 0 ? kMaxReplyTasks : request->task_page_size();
+  if (!request->task_page_token().empty() &&
+      !absl::SimpleAtoi(request->task_page_token(), &page.first)) {
+    return Done(ctx, absl::InvalidArgumentError(
+                         "task_page_token is not one this server gave (use next_task_page_token)"));
+  }
+  absl::StatusOr<JobStatus> status = scheduler_->GetJob(*id, page);
   if (!status.ok()) return Done(ctx, status.status());
   *response = ToProto(*status, true);
+  if (page.first + status->tasks.size() < static_cast<size_t>(response->task_count())) {
+    response->set_next_task_page_token(std::to_string(page.first + status->tasks.size()));
+  }
   return Done(ctx, absl::OkStatus());
 }
 

@@ -30,14 +30,15 @@ REPO = Path(__file__).resolve().parents[2]
 KTUNE = os.environ.get("KTUNE_BIN", str(REPO / "build" / "cli" / "ktune"))
 
 
-def serve(db: Path) -> tuple[subprocess.Popen, tg.TuningServiceStub]:
+def serve(db: Path) -> tuple[subprocess.Popen, tg.TuningServiceStub, int]:
+    """`ktune serve` on `db`, a stub that receives up to 64 MiB, and the server's port."""
     p = subprocess.Popen([KTUNE, "serve", "--listen", "127.0.0.1:0", "--db", str(db)],
                          stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     assert p.stdout is not None
     port = int(re.search(r"listening on port (\d+)", p.stdout.readline()).group(1))
     channel = grpc.insecure_channel(f"127.0.0.1:{port}",
                                     options=[("grpc.max_receive_message_length", 64 << 20)])
-    return p, tg.TuningServiceStub(channel)
+    return p, tg.TuningServiceStub(channel), port
 
 
 def main() -> None:
@@ -50,13 +51,13 @@ def main() -> None:
             "device_classes": [f"cpu:c{i}" for i in range(64)]}
     with tempfile.TemporaryDirectory() as tmp:
         db = Path(tmp) / "jobs.db"
-        server, stub = serve(db)
+        server, stub, _ = serve(db)
         for _ in range(args.jobs):
             job = stub.SubmitJob(ts.SubmitJobRequest(spec_text=json.dumps(spec)), timeout=600)
             stub.CancelJob(ts.CancelJobRequest(job_id=job.job_id), timeout=600)
         server.terminate()
         server.wait()
-        server, stub = serve(db)
+        server, stub, _ = serve(db)
         try:
             for run in range(args.repeats):
                 t0 = time.perf_counter()

@@ -385,9 +385,18 @@ class Client:
         return Job._from_proto(self._unary("SubmitJob", self._tuning.SubmitJob, request, timeout))
 
     def get_job(self, job_id: str, timeout: Optional[float] = None) -> Job:
-        """One job with its per-task progress."""
-        return Job._from_proto(self._unary("GetJob", self._tuning.GetJob,
-                                           ts.GetJobRequest(job_id=str(job_id)), timeout))
+        """One job with its per-task progress, every task: GetJob lists 4,096 a reply (so that
+        each fits gRPC's default 4 MiB), and this reads the pages. ``timeout`` is each page's."""
+        request = ts.GetJobRequest(job_id=str(job_id))
+        reply = self._unary("GetJob", self._tuning.GetJob, request, timeout)
+        while reply.next_task_page_token:
+            request.task_page_token = reply.next_task_page_token
+            page = self._unary("GetJob", self._tuning.GetJob, request, timeout)
+            if not page.tasks:
+                break
+            reply.tasks.extend(page.tasks)
+            reply.next_task_page_token = page.next_task_page_token
+        return Job._from_proto(reply)
 
     def jobs(self, states: Iterable[Union[JobState, str]] = (),
              timeout: Optional[float] = None) -> list[Job]:

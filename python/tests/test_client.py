@@ -322,6 +322,11 @@ def test_the_largest_job_is_readable_by_a_default_client(empty_server):
             "device_classes": [f"cpu:c{i}" for i in range(64)]}
     job = client.submit(spec, timeout=120)
     assert job.task_count == 65536 and job.tasks == []
+    # get_job reads the tasks in pages that each fit, and lists them all, in the job's order.
+    whole = client.get_job(job.job_id, timeout=120)
+    assert len(whole.tasks) == 65536
+    assert [t.task.problem["M"] for t in whole.tasks[:2]] == [16, 16]
+    assert len({(t.task.problem["M"], t.task.device_class) for t in whole.tasks}) == 65536
     assert client.cancel(job.job_id, timeout=120).task_count == 65536
     assert [j.job_id for j in client.jobs()] == [job.job_id]  # made once
 

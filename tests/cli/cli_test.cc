@@ -722,10 +722,16 @@ TEST(CliTest, TelemetryReportRaisesDriftFlagsThatDriftLists) {
     // No worker serves those classes: submit says the tasks wait (they waited without a word).
     EXPECT_THAT(largest.err, HasSubstr("no worker of device class cpu:c0, cpu:c1, "));
     EXPECT_THAT(largest.err, HasSubstr("those tasks wait until one joins"));
-    auto cancelled =
-        RunKtune({"cancel", nlohmann::json::parse(largest.out)["job_id"].get<std::string>(),
-                  "--server", address});
+    const std::string largest_id = nlohmann::json::parse(largest.out)["job_id"];
+    auto cancelled = RunKtune({"cancel", largest_id, "--server", address});
     EXPECT_EQ(cancelled.exit_code, 0) << cancelled.err;
+    // watch ends with the job and every task (GetJob's pages of 4,096, read in turn): it failed
+    // past gRPC's 4 MiB.
+    auto watched = RunKtune({"watch", largest_id, "--server", address, "--json"});
+    EXPECT_EQ(watched.exit_code, 1) << watched.err;  // cancelled, not done
+    const std::string last =
+        watched.out.substr(watched.out.rfind('\n', watched.out.size() - 2) + 1);
+    EXPECT_EQ(nlohmann::json::parse(last)["tasks"].size(), 65536u);
   }
   // A job no connected worker can measure says why it waits (it sat at 0/4 without a word).
   {

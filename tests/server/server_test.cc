@@ -15,6 +15,7 @@
 #include "common/status_macros.h"
 #include "db/interchange/record_files.h"
 #include "db/sqlite_tuning_database.h"
+#include "google/protobuf/util/message_differencer.h"
 #include "grpcpp/create_channel.h"
 #include "grpcpp/generic/generic_stub.h"
 #include "kernels/kernel_registry.h"
@@ -847,6 +848,67 @@ TEST_F(ServerTest, ListJobsAfterARestartAgreesWithGetJob) {
   EXPECT_EQ(listed.jobs(0).measurements_done(), counted.measurements_done());
   EXPECT_EQ(listed.jobs(0).measurements_total(), counted.measurements_total());
   EXPECT_EQ(listed.jobs(0).state(), v1::JOB_STATE_CANCELLED);
+}
+
+// GetJob lists a job's tasks in pages (a 65,536-task listing is 5.9 MB, past a default client's
+// 4 MiB), in the job's order, with the job's counts over all its tasks on every page: for a job
+// in memory and for one read from the database after a restart (which counts only the page's
+// records).
+TEST_F(ServerTest, GetJobListsItsTasksInPages) {
+  v1::SubmitJobRequest submit;
+  *submit.mutable_spec() = ThreeTaskSpec(4);
+  v1::Job job;
+  ASSERT_TRUE(tuning_->SubmitJob(Context().get(), submit, &job).ok());
+  const std::string worker = RegisterWorker();
+  const v1::LeaseBatchResponse lease = Lease(worker, 4);
+  ASSERT_EQ(lease.candidates_size(), 4);
+  v1::ReportResultsResponse stored;
+  ASSERT_TRUE(workers_->ReportResults(Context().get(), OkReport(worker, lease, 2.0), &stored).ok());
+  const auto check_pages = [&](const char* when) {
+    SCOPED_TRACE(when);
+    v1::GetJobRequest get;
+    get.set_job_id(job.job_id());
+    v1::Job whole;
+    ASSERT_TRUE(tuning_->GetJob(Context().get(), get, &whole).ok());
+    ASSERT_EQ(whole.tasks_size(), 3);
+    EXPECT_EQ(whole.next_task_page_token(), "");
+    get.set_task_page_size(1);
+    std::vector<std::string> tokens;
+    for (int i = 0; i < 3; ++i) {
+      v1::Job page;
+      ASSERT_TRUE(tuning_->GetJob(Context().get(), get, &page).ok());
+      ASSERT_EQ(page.tasks_size(), 1);
+      EXPECT_TRUE(google::protobuf::util::MessageDifferencer::Equals(page.tasks(0), whole.tasks(i)))
+          << page.tasks(0).DebugString() << "\n"
+          << whole.tasks(i).DebugString();
+      EXPECT_EQ(page.task_count(), 3);
+      EXPECT_EQ(page.measurements_done(), whole.measurements_done());
+      EXPECT_EQ(page.measurements_total(), whole.measurements_total());
+      tokens.push_back(page.next_task_page_token());
+      get.set_task_page_token(page.next_task_page_token());
+    }
+    EXPECT_EQ(tokens, (std::vector<std::string>{"1", "2", ""}));
+    EXPECT_EQ(whole.measurements_done(), 4);
+    for (int size : {-1, 4097}) {
+      get.set_task_page_size(size);
+      EXPECT_EQ(tuning_->GetJob(Context().get(), get, &whole).error_code(),
+                grpc::StatusCode::INVALID_ARGUMENT);
+    }
+    get.set_task_page_size(0);
+    get.set_task_page_token("x");
+    const grpc::Status bad = tuning_->GetJob(Context().get(), get, &whole);
+    EXPECT_EQ(bad.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+    EXPECT_THAT(bad.error_message(), HasSubstr("use next_task_page_token"));
+  };
+  check_pages("running");
+  v1::CancelJobRequest cancel;
+  cancel.set_job_id(job.job_id());
+  ASSERT_TRUE(tuning_->CancelJob(Context().get(), cancel, &job).ok());
+  check_pages("ended, in memory");
+  server_->Shutdown();
+  server_.reset();
+  SetUp();  // a new server process on the same database
+  check_pages("ended, from the database");
 }
 
 // Register takes what a worker is, within bounds: fields that went into the log (a newline in
