@@ -35,6 +35,7 @@ struct BestAnswerOf {
   std::string level;  // exact, device_class, family, predicted, none
   std::vector<Record> records;
   std::string queued_job_id;
+  bool stale = false;  // BestResult::stale
 };
 
 std::string LevelName(v1::MatchLevel level) {
@@ -66,7 +67,7 @@ absl::StatusOr<BestAnswerOf> AskServer(const BestArgs& a,
   v1::QueryBestResponse response;
   KTUNE_RETURN_IF_ERROR(FromGrpc(v1::TuningService::NewStub(channel)->QueryBest(
       ClientContextFor(a.token).get(), request, &response)));
-  BestAnswerOf answer{LevelName(response.level()), {}, response.queued_job_id()};
+  BestAnswerOf answer{LevelName(response.level()), {}, response.queued_job_id(), response.stale()};
   for (v1::Record r : response.best()) {
     r.clear_record_id();  // a predicted record is not a measurement of its own
     KTUNE_ASSIGN_OR_RETURN(Record record, FromProto(r));
@@ -176,7 +177,8 @@ int RunBest(const BestArgs& a) {
     if (!db.ok()) return Fail(cmd, db.status());
     absl::StatusOr<BestResult> found = (*db)->QueryBest(q);
     if (!found.ok()) return Fail(cmd, found.status());
-    best = BestAnswerOf{std::string(MatchLevelName(found->level)), std::move(found->records), ""};
+    best = BestAnswerOf{std::string(MatchLevelName(found->level)), std::move(found->records), "",
+                        found->stale};
     if (best->records.empty()) hint = UnknownKernelHint(**db, a.db, q.kernel);
   }
   if (a.json) {
@@ -189,6 +191,7 @@ int RunBest(const BestArgs& a) {
                           {"level", best->level},
                           {"best", records}};
     if (!best->queued_job_id.empty()) out["queued_job_id"] = best->queued_job_id;
+    out["stale"] = best->stale;
     std::cout << out.dump() << "\n";
   } else if (best->records.empty()) {
     std::cout << "nothing known for " << q.kernel
@@ -203,6 +206,10 @@ int RunBest(const BestArgs& a) {
   } else {
     std::cout << q.kernel << (q.problem.empty() ? "" : " " + FormatParamMapAssignments(q.problem))
               << " on " << q.device_class << " (match: " << best->level << ")\n";
+    if (best->stale) {
+      std::cout << "stale: measured before a regression was flagged on " << q.device_class
+                << " (ktune drift); served until a newer measurement of the task exists\n";
+    }
     int rank = 1;
     for (const Record& r : best->records) {
       std::cout << absl::StrFormat("%3d. %.4f ms", rank++, *r.time_ms);

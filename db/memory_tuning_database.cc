@@ -60,25 +60,28 @@ absl::StatusOr<BestResult> MemoryTuningDatabase::QueryBest(const BestQuery& q) {
     }
   }
   if (family.empty()) family = InferDeviceFamily(q.device_class);
-  const std::pair<MatchLevel, std::function<bool(const DeviceInfo&)>> levels[] = {
+  const auto in_class = [&](const DeviceInfo& d) {
+    return !q.device_class.empty() && d.device_class == q.device_class;
+  };
+  // The class's stale records before the family's (BestResult::stale), as SQLite's.
+  const std::tuple<MatchLevel, std::function<bool(const DeviceInfo&)>, bool> levels[] = {
       {MatchLevel::kExact,
        [&](const DeviceInfo& d) {
          return !q.fingerprint_hash.empty() && d.FingerprintHash() == q.fingerprint_hash;
-       }},
-      {MatchLevel::kDeviceClass,
-       [&](const DeviceInfo& d) {
-         return !q.device_class.empty() && d.device_class == q.device_class;
-       }},
+       },
+       false},
+      {MatchLevel::kDeviceClass, in_class, false},
+      {MatchLevel::kDeviceClass, in_class, true},
       {MatchLevel::kFamily,
-       [&](const DeviceInfo& d) { return !family.empty() && d.family == family; }},
+       [&](const DeviceInfo& d) { return !family.empty() && d.family == family; }, false},
   };
-  for (const auto& [level, matches] : levels) {
+  for (const auto& [level, matches, stale] : levels) {
     std::vector<const Record*> hits;
     for (const Record& r : records_) {
       if (r.status == MeasurementStatus::kOk &&
           WithinAccuracyBudget(r.max_rel_error, q.max_rel_error) &&
           SameWorkload(r, q.kernel, q.kernel_version, q.problem) && matches(r.device) &&
-          !IsStale(r)) {
+          IsStale(r) == stale) {
         hits.push_back(&r);
       }
     }
@@ -90,6 +93,7 @@ absl::StatusOr<BestResult> MemoryTuningDatabase::QueryBest(const BestQuery& q) {
     });
     BestResult result;
     result.level = level;
+    result.stale = stale;
     std::set<std::string> seen;
     for (const auto& [id, r] : keyed) {
       if (static_cast<int>(result.records.size()) >= q.top_k) break;

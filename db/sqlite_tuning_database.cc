@@ -491,7 +491,8 @@ absl::StatusOr<int64_t> SqliteTuningDatabase::AddRecords(const std::vector<Recor
 absl::StatusOr<std::vector<int64_t>> SqliteTuningDatabase::RankBest(const BestQuery& q,
                                                                     const std::string& problem_hash,
                                                                     const char* column,
-                                                                    const std::string& value) {
+                                                                    const std::string& value,
+                                                                    bool stale) {
   struct Pair {
     int64_t workload_id, device_id, stale_before_us;
   };
@@ -520,8 +521,8 @@ absl::StatusOr<std::vector<int64_t>> SqliteTuningDatabase::RankBest(const BestQu
       SqliteStatement::Prepare(
           db_, absl::StrCat("SELECT r.id, r.config_hash, r.time_ms, r.record_uid FROM records r "
                             "WHERE r.workload_id = ?1 AND r.device_id = ?2 AND r.status = 'ok' "
-                            "AND COALESCE(r.measured_at_us, 0) >= ?3 ",
-                            q.max_rel_error ? kWithinBudget : "",
+                            "AND COALESCE(r.measured_at_us, 0) ",
+                            stale ? "< ?3 " : ">= ?3 ", q.max_rel_error ? kWithinBudget : "",
                             "ORDER BY r.time_ms LIMIT ?4")));
   struct Row {
     double time_ms;
@@ -592,17 +593,19 @@ absl::StatusOr<BestResult> SqliteTuningDatabase::QueryBest(const BestQuery& q) {
     if (row) family = s.ColumnText(0);
   }
   if (family.empty()) family = InferDeviceFamily(q.device_class);
-  // Each level's devices, by the column that names them.
-  const std::tuple<MatchLevel, const char*, std::string> levels[] = {
-      {MatchLevel::kExact, "fingerprint_hash", q.fingerprint_hash},
-      {MatchLevel::kDeviceClass, "device_class", q.device_class},
-      {MatchLevel::kFamily, "family", family},
+  // Each level's devices, by the column that names them; the class's stale records before the
+  // family's (BestResult::stale).
+  const std::tuple<MatchLevel, const char*, std::string, bool> levels[] = {
+      {MatchLevel::kExact, "fingerprint_hash", q.fingerprint_hash, false},
+      {MatchLevel::kDeviceClass, "device_class", q.device_class, false},
+      {MatchLevel::kDeviceClass, "device_class", q.device_class, true},
+      {MatchLevel::kFamily, "family", family, false},
   };
   std::string problem_hash = ParamMapHash(q.problem);
-  for (const auto& [level, column, value] : levels) {
+  for (const auto& [level, column, value, stale] : levels) {
     if (value.empty()) continue;
     KTUNE_ASSIGN_OR_RETURN(std::vector<int64_t> winners,
-                           RankBest(q, problem_hash, column, value));
+                           RankBest(q, problem_hash, column, value, stale));
     if (winners.empty()) continue;
     KTUNE_ASSIGN_OR_RETURN(
         SqliteStatement by_id,
@@ -610,6 +613,7 @@ absl::StatusOr<BestResult> SqliteTuningDatabase::QueryBest(const BestQuery& q) {
     RecordReader reader;
     BestResult result;
     result.level = level;
+    result.stale = stale;
     for (int64_t id : winners) {
       by_id.Bind(1, id);
       KTUNE_ASSIGN_OR_RETURN(bool row, by_id.Step());

@@ -86,10 +86,11 @@ class SqliteTuningDatabase : public TuningDatabase {
   absl::StatusOr<std::vector<Record>> RecordsOf(const TaskKey& task, bool stale);
   absl::StatusOr<TaskColumns> ColumnsOf(const TaskKey& task, bool stale);
   // QueryBest's ranking at one level (the devices whose `column` is `value`): the row ids of the
-  // top_k configurations' fastest records, fastest first.
+  // top_k configurations' fastest records, fastest first; among the stale records (MarkStale)
+  // only when `stale`, else among the others.
   absl::StatusOr<std::vector<int64_t>> RankBest(const BestQuery& q, const std::string& problem_hash,
-                                                const char* column, const std::string& value)
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+                                                const char* column, const std::string& value,
+                                                bool stale) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   SqliteTuningDatabase(sqlite3* db, std::string path) : db_(db), path_(std::move(path)) {}
   absl::Status Migrate(int target_version);
   absl::StatusOr<Job> GetJobLocked(int64_t id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);

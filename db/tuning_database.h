@@ -46,6 +46,10 @@ struct BestQuery {
 struct BestResult {
   MatchLevel level = MatchLevel::kNone;
   std::vector<Record> records;  // ok records, fastest first, one per configuration; <= top_k
+  // The records are stale (MarkStale: measured before a regression was flagged) and answer
+  // because the device class has no newer record of the task yet: what the class last knew,
+  // rather than the family's or nothing until a retuning job has measured (level: kDeviceClass).
+  bool stale = false;
 };
 
 struct DatabaseStats {
@@ -139,9 +143,10 @@ class TuningDatabase {
   virtual absl::StatusOr<DatabaseStats> Stats() = 0;
 
   // Records of `task` on its device class (any kernel version) measured before `before_us`, or at
-  // an unknown time, stop answering QueryBest and TaskRecords: the device no longer behaves as
-  // they say (a regression was detected). They stay stored: ForEachRecord and exports still see
-  // them. A later boundary replaces an earlier one; an earlier one changes nothing.
+  // an unknown time, become stale: the device no longer behaves as they say (a regression was
+  // detected). They leave TaskRecords, and answer QueryBest only while the class has no newer
+  // record of the task (BestResult::stale). They stay stored: ForEachRecord and exports still
+  // see them. A later boundary replaces an earlier one; an earlier one changes nothing.
   virtual absl::Status MarkStale(const TaskKey& task, int64_t before_us) = 0;
   // The records of a task that MarkStale hides from TaskRecords, in the same order: what the
   // device did before (a retuning search learns from them).

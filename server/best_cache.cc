@@ -39,6 +39,7 @@ absl::StatusOr<std::shared_ptr<const BestAnswer>> BestCache::Query(const BestQue
                         ? v1::MATCH_LEVEL_NONE
                         : static_cast<v1::MatchLevel>(static_cast<int>(best->level) + 1));
   for (const Record& r : best->records) *answer->add_best() = ToProto(r);
+  answer->set_stale(best->stale);
   if (best->level == MatchLevel::kNone) {
     KTUNE_ASSIGN_OR_RETURN(std::optional<Record> predicted, PredictBest(*db_, *registry_, q));
     if (predicted) {

@@ -286,12 +286,13 @@ std::vector<int64_t> OkRecordsOfConfigOf(const TaskColumns& c, size_t i,
 // Fills everything but the level from the records of the task `served` belongs to, read as
 // columns (TuningDatabase::TaskRecordColumns); only the records quoted whole are read whole.
 // With a budget, the runner-up is the fastest other configuration within it.
-absl::Status ExplainFromTask(TuningDatabase& db, const Record& served,
-                             std::optional<double> budget, v1::ExplainResponse* out) {
-  KTUNE_ASSIGN_OR_RETURN(
-      TaskColumns c,
-      db.TaskRecordColumns({served.kernel, served.kernel_version, served.problem,
-                            served.device.device_class}));
+absl::Status ExplainFromTask(TuningDatabase& db, const Record& served, std::optional<double> budget,
+                             bool stale, v1::ExplainResponse* out) {
+  const TaskKey task{served.kernel, served.kernel_version, served.problem,
+                     served.device.device_class};
+  KTUNE_ASSIGN_OR_RETURN(TaskColumns c,
+                         stale ? db.StaleTaskRecordColumns(task) : db.TaskRecordColumns(task));
+  out->set_stale(stale);
   *out->mutable_served() = ToProto(served);
   out->set_records(static_cast<int64_t>(c.size()));
   const std::optional<std::vector<int32_t>> served_row = c.IndicesOf(served.config);
@@ -370,7 +371,8 @@ absl::StatusOr<v1::ExplainResponse> Explain(TuningDatabase& db, const KernelRegi
   KTUNE_ASSIGN_OR_RETURN(BestResult best, db.QueryBest(q));
   if (!best.records.empty()) {
     out.set_level(LevelOf(best.level));
-    KTUNE_RETURN_IF_ERROR(ExplainFromTask(db, best.records.front(), q.max_rel_error, &out));
+    KTUNE_RETURN_IF_ERROR(
+        ExplainFromTask(db, best.records.front(), q.max_rel_error, best.stale, &out));
     return out;
   }
   KTUNE_ASSIGN_OR_RETURN(std::optional<Record> predicted, PredictBest(db, registry, q));
@@ -392,7 +394,7 @@ absl::StatusOr<v1::ExplainResponse> Explain(TuningDatabase& db, const KernelRegi
                                                   predicted->problem,
                                                   predicted->device.device_class});
   out.set_neighbour_distance(ProblemDistance(predicted->problem, query.problem));
-  KTUNE_RETURN_IF_ERROR(ExplainFromTask(db, *predicted, q.max_rel_error, &out));
+  KTUNE_RETURN_IF_ERROR(ExplainFromTask(db, *predicted, q.max_rel_error, /*stale=*/false, &out));
   return out;
 }
 

@@ -215,6 +215,11 @@ std::string ExplanationText(const v1::ExplainResponse& e, const BestQuery& asked
     absl::StrAppend(&out, "           measured on ", s.device().device_class(),
                     ", another device of the family\n");
   }
+  if (e.stale()) {
+    absl::StrAppend(&out,
+                    "           stale: measured before a regression was flagged (ktune "
+                    "drift); served until a newer measurement of the task exists\n");
+  }
   if (e.has_runner_up()) {
     absl::StrAppend(&out, "runner-up: ", ConfigText(e.runner_up()), "\n           ",
                     absl::StrFormat("%.4g ms, %.1f%% slower; ", e.runner_up().time_ms(),

@@ -6,10 +6,11 @@
 //   suggest  flags say which command would retune (the default);
 //   act      a bounded retuning job is queued: `budget` measurements, at most `max_jobs` running
 //            at once (further flags are suggested). For a regression the task's records from
-//            before the flag are marked stale (TuningDatabase::MarkStale: they stop answering,
-//            they stay stored), and the old best configurations are re-measured in the job's
-//            first batch, alongside the new candidates, so the comparison is fair. The job
-//            warm-starts from the kernel's saved policy like any other.
+//            before the flag are marked stale (TuningDatabase::MarkStale: they stay stored and
+//            answer, said to be stale, only until a newer record of the task exists), and the
+//            old best configurations are re-measured in the job's first batch, alongside the
+//            new candidates, so the comparison is fair. The job warm-starts from the kernel's
+//            saved policy like any other.
 #ifndef KTUNE_SERVER_TELEMETRY_INTAKE_H_
 #define KTUNE_SERVER_TELEMETRY_INTAKE_H_
 

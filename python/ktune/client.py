@@ -238,7 +238,8 @@ class Client:
                           kernel_version, problem, device, max_rel_error)
         reply = self._unary("QueryBest", self._tuning.QueryBest, request, timeout)
         return BestResult(MatchLevel._from_proto(reply.level),
-                          [Record._from_proto(r) for r in reply.best], reply.queued_job_id)
+                          [Record._from_proto(r) for r in reply.best], reply.queued_job_id,
+                          reply.stale)
 
     def explain(self, kernel: str, problem: ProblemLike, device: DeviceLike, *,
                 kernel_version: str = "", max_rel_error: Optional[float] = None,

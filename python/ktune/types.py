@@ -381,12 +381,15 @@ class BestResult:
     """QueryBest's answer: the best known records, best first, and which level matched.
 
     ``records`` is empty exactly when ``level`` is :attr:`MatchLevel.NONE`. A
-    :attr:`MatchLevel.PREDICTED` answer's records were not measured for this problem.
+    :attr:`MatchLevel.PREDICTED` answer's records were not measured for this problem. ``stale``:
+    the records were measured before a regression was flagged on the device class (see
+    :meth:`ktune.Client.drift`) and answer until a newer measurement of the task exists.
     """
 
     level: MatchLevel
     records: list[Record]
     queued_job_id: str = ""  # set when tune_if_missing queued a job
+    stale: bool = False
 
     @property
     def best(self) -> Optional[Record]:

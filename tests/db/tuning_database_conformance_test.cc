@@ -406,6 +406,34 @@ TEST_P(TuningDatabaseConformanceTest, StaleRecordsStopAnsweringButStayStored) {
   EXPECT_EQ(stored, 3);
 }
 
+// Until a newer record of the task exists on its class, its stale records answer QueryBest, said
+// to be stale, ahead of the family's: what the class last knew, while a retuning job measures.
+TEST_P(TuningDatabaseConformanceTest, StaleRecordsAnswerUntilTheClassHasANewerOne) {
+  Record old_fast = MakeRecord("A100", 16, 1.0);  // measured at 1.7e15 + 16
+  Record old_slow = MakeRecord("A100", 32, 2.0);
+  Record same_family = MakeRecord("A10", 8, 0.5);  // an ampere too, faster
+  ASSERT_TRUE(db_->AddRecords({old_fast, old_slow, same_family}).ok());
+  const TaskKey task{"gemm", "", old_fast.problem, "A100"};
+  ASSERT_TRUE(db_->MarkStale(task, 1'750'000'000'000'000).ok());
+  BestQuery q = QueryFor("A100");
+  q.top_k = 2;
+  auto best = db_->QueryBest(q);
+  ASSERT_TRUE(best.ok()) << best.status();
+  EXPECT_EQ(best->level, MatchLevel::kDeviceClass);
+  EXPECT_TRUE(best->stale);
+  ASSERT_EQ(best->records.size(), 2u);
+  EXPECT_EQ(*best->records[0].time_ms, 1.0);
+  EXPECT_TRUE(db_->TaskRecords({"gemm", "v1", old_fast.problem, "A100"})->empty());
+  Record fresh = MakeRecord("A100", 64, 3.0);
+  fresh.measured_at_us = 1'800'000'000'000'000;
+  ASSERT_TRUE(db_->AddRecords({fresh}).ok());
+  best = db_->QueryBest(q);
+  ASSERT_TRUE(best.ok()) << best.status();
+  EXPECT_FALSE(best->stale);
+  ASSERT_EQ(best->records.size(), 1u);
+  EXPECT_EQ(*best->records[0].time_ms, 3.0);  // slower, but measured since the regression
+}
+
 // Production telemetry of gemm 1024x1024 on the A100 of MakeRecord, tile 16.
 TelemetryReport GemmTelemetry() {
   TelemetryReport t;

@@ -421,6 +421,89 @@ TEST(TelemetryTest, ARegressionInProductionIsFlaggedRetunedAndChangesTheBestAnsw
   EXPECT_DOUBLE_EQ(spec["agent_share"].get<double>(), 0.25);
 }
 
+// A regression's retuning job that measures nothing (no worker; then cancelled) leaves the old
+// answer served, marked stale, and the task counts as tuned: the flag hid every answer ("nothing
+// known") for good, and the hidden history raised a second flag, "called N times but never
+// tuned", which queued another retuning job.
+TEST(TelemetryTest, AnUnmeasuredRetuneLeavesTheOldAnswerServedAsStale) {
+  testing::TempDir dir;
+  auto recorded = LoadRecordedSpace(testing::SpaceFile(kSpace));
+  ASSERT_TRUE(recorded.ok());
+  {
+    auto db = SqliteTuningDatabase::Open(dir.File("s.db"));
+    ASSERT_TRUE(db.ok());
+    std::vector<Record> first(recorded->records.begin(), recorded->records.begin() + 64);
+    ASSERT_TRUE((*db)->AddRecords(first).ok());
+  }
+  const Record& any = recorded->records.front();
+  TuningServerOptions options;
+  options.listen = "127.0.0.1:0";
+  options.db_path = dir.File("s.db");
+  options.replay_files = {testing::SpaceFile(kSpace)};
+  options.scheduler.agent_threads = 0;
+  options.retune.mode = RetuneMode::kAct;
+  options.drift.hot_calls = 1000;
+  auto server = TuningServer::Start(options);
+  ASSERT_TRUE(server.ok()) << server.status();
+  auto tuning = v1::TuningService::NewStub(grpc::CreateChannel(
+      absl::StrCat("127.0.0.1:", (*server)->port()), grpc::InsecureChannelCredentials()));
+  v1::QueryBestRequest query;
+  query.mutable_kernel()->set_name(any.kernel);
+  ToProto(any.problem, query.mutable_problem()->mutable_params());
+  query.mutable_device()->set_device_class(any.device.device_class);
+  v1::QueryBestResponse before;
+  ASSERT_TRUE(tuning->QueryBest(Context().get(), query, &before).ok());
+  ASSERT_EQ(before.best_size(), 1);
+  EXPECT_FALSE(before.stale());
+  const Configuration served = FromProto(before.best(0).config().params(), "config").value();
+  const double lab_ms = before.best(0).time_ms();
+  std::mt19937 rng(7);
+  std::normal_distribution<double> noise(1.0, 0.01);
+  auto report = [&](double factor) {
+    v1::ReportTelemetryRequest r;
+    *r.add_samples() = Sample(any, served, lab_ms * factor * noise(rng));
+    v1::ReportTelemetryResponse response;
+    EXPECT_TRUE(tuning->ReportTelemetry(Context().get(), r, &response).ok());
+    return response;
+  };
+  for (int i = 0; i < 40; ++i) ASSERT_EQ(report(1.0).raised_size(), 0) << "report " << i;
+  v1::DriftFlag flag;
+  for (int i = 0; i < 50 && flag.id() == 0; ++i) {
+    v1::ReportTelemetryResponse r = report(2.0);
+    if (r.raised_size() > 0) flag = r.raised(0);
+  }
+  ASSERT_EQ(flag.kind(), v1::DRIFT_KIND_REGRESSION);
+  ASSERT_FALSE(flag.retune_job_id().empty()) << flag.action();
+  const auto expect_stale_answer = [&](const char* when) {
+    SCOPED_TRACE(when);
+    v1::QueryBestResponse now;
+    ASSERT_TRUE(tuning->QueryBest(Context().get(), query, &now).ok());
+    EXPECT_EQ(now.level(), v1::MATCH_LEVEL_DEVICE_CLASS);
+    ASSERT_EQ(now.best_size(), 1);
+    EXPECT_TRUE(now.stale());
+    EXPECT_EQ(FromProto(now.best(0).config().params(), "config").value(), served);
+    v1::ExplainRequest explain;
+    *explain.mutable_kernel() = query.kernel();
+    *explain.mutable_problem() = query.problem();
+    *explain.mutable_device() = query.device();
+    v1::ExplainResponse why;
+    ASSERT_TRUE(tuning->Explain(Context().get(), explain, &why).ok());
+    EXPECT_TRUE(why.stale());
+    EXPECT_EQ(why.records(), 64);  // the stale records it describes
+  };
+  expect_stale_answer("retuning job queued, nothing measured");
+  // Production goes on, hot (1,000 calls a report): the task is tuned, only stale.
+  for (int i = 0; i < 20; ++i) EXPECT_EQ(report(2.0).raised_size(), 0) << "report " << i;
+  v1::CancelJobRequest cancel;
+  cancel.set_job_id(flag.retune_job_id());
+  v1::Job cancelled;
+  ASSERT_TRUE(tuning->CancelJob(Context().get(), cancel, &cancelled).ok());
+  expect_stale_answer("retuning job cancelled");
+  v1::ListDriftResponse listed;
+  ASSERT_TRUE(tuning->ListDrift(Context().get(), {}, &listed).ok());
+  EXPECT_EQ(listed.flags_size(), 1);
+}
+
 }  // namespace
 }  // namespace ktune
 
