@@ -135,6 +135,16 @@ RetuneMode TelemetryIntake::ModeFor(const TaskKey& task) const {
   return policy_.mode;
 }
 
+bool TelemetryIntake::WorkerWithFingerprint(const DriftFlag& f) const {
+  for (const Scheduler::WorkerStatus& w : scheduler_->ListWorkers()) {
+    if (!w.lost && w.device.device_class == f.task.device_class &&
+        w.device.FingerprintHash() == f.fingerprint_hash) {
+      return true;
+    }
+  }
+  return false;
+}
+
 std::string TelemetryIntake::Act(const DriftFlag& f, int64_t* job_id) {
   const RetuneMode mode = ModeFor(f.task);
   if (mode == RetuneMode::kOff) return "none";
@@ -150,6 +160,13 @@ std::string TelemetryIntake::Act(const DriftFlag& f, int64_t* job_id) {
   if (static_cast<int>(retune_jobs_.size()) >= policy_.max_jobs) {
     return absl::StrCat(Suggestion(f), "; not retuned now: ", policy_.max_jobs,
                         " retuning jobs are running");
+  }
+  if (f.kind == DriftKind::kNewEnvironment && !WorkerWithFingerprint(f)) {
+    // A job goes to the class's workers: without one of the new fingerprint it would measure
+    // the old devices and read as done.
+    return absl::StrCat("not retuned: no connected worker of ", f.task.device_class,
+                        " has the new fingerprint (", f.fingerprint_hash.substr(0, 12),
+                        "); start one there, or ", Suggestion(f));
   }
   absl::StatusOr<TaskKey> task = spaces_->Canonical(f.task);
   if (!task.ok()) {

@@ -5,12 +5,13 @@
 //   off      flags are listed, nothing else;
 //   suggest  flags say which command would retune (the default);
 //   act      a bounded retuning job is queued: `budget` measurements, at most `max_jobs` running
-//            at once (further flags are suggested). For a regression the task's records from
-//            before the flag are marked stale (TuningDatabase::MarkStale: they stay stored and
-//            answer, said to be stale, only until a newer record of the task exists), and the
-//            old best configurations are re-measured in the job's first batch, alongside the
-//            new candidates, so the comparison is fair. The job warm-starts from the kernel's
-//            saved policy like any other.
+//            at once (further flags are suggested); for a new environment only while a worker
+//            with the new fingerprint is connected (a job goes to the class's workers). For a
+//            regression the task's records from before the flag are marked stale
+//            (TuningDatabase::MarkStale: they stay stored and answer, said to be stale, only until
+//            a newer record of the task exists), and the old best configurations are re-measured in
+//            the job's first batch, alongside the new candidates, so the comparison is fair. The
+//            job warm-starts from the kernel's saved policy like any other.
 #ifndef KTUNE_SERVER_TELEMETRY_INTAKE_H_
 #define KTUNE_SERVER_TELEMETRY_INTAKE_H_
 
@@ -72,6 +73,8 @@ class TelemetryIntake {
   // Applies the policy to a new flag; returns the action's description (and sets *job_id).
   std::string Act(const DriftFlag& flag, int64_t* job_id);
   std::string Suggestion(const DriftFlag& flag) const;
+  // Whether a connected worker of the flag's class has its device fingerprint (new_environment).
+  bool WorkerWithFingerprint(const DriftFlag& flag) const;
   // Stores every flag with its action (a database checkpoint), for the next restart.
   absl::Status SaveFlags() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // The policy for a task: its newest job's JobSpec.retune, else the server's.

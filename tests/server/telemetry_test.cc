@@ -504,6 +504,68 @@ TEST(TelemetryTest, AnUnmeasuredRetuneLeavesTheOldAnswerServedAsStale) {
   EXPECT_EQ(listed.flags_size(), 1);
 }
 
+// A new environment is retuned only while a worker with its fingerprint is connected: the job
+// goes to the class's workers, and with only the old device's it measured that one and read as
+// done (a helper's review).
+TEST(TelemetryTest, ANewEnvironmentIsRetunedOnlyWhereAWorkerHasIt) {
+  testing::TempDir dir;
+  auto recorded = LoadRecordedSpace(testing::SpaceFile(kSpace));
+  ASSERT_TRUE(recorded.ok());
+  {
+    auto db = SqliteTuningDatabase::Open(dir.File("e.db"));
+    ASSERT_TRUE(db.ok());
+    std::vector<Record> first(recorded->records.begin(), recorded->records.begin() + 16);
+    ASSERT_TRUE((*db)->AddRecords(first).ok());
+  }
+  const Record& any = recorded->records.front();
+  TuningServerOptions options;
+  options.listen = "127.0.0.1:0";
+  options.db_path = dir.File("e.db");
+  options.replay_files = {testing::SpaceFile(kSpace)};
+  options.scheduler.agent_threads = 0;
+  options.retune.mode = RetuneMode::kAct;
+  auto server = TuningServer::Start(options);
+  ASSERT_TRUE(server.ok()) << server.status();
+  auto channel = grpc::CreateChannel(absl::StrCat("127.0.0.1:", (*server)->port()),
+                                     grpc::InsecureChannelCredentials());
+  auto tuning = v1::TuningService::NewStub(channel);
+  auto workers = v1::WorkerService::NewStub(channel);
+  const v1::DeviceFingerprint old_device = ToProto(ReplayMeasurer(recorded->records).device());
+  auto register_worker = [&](const v1::DeviceFingerprint& device) {
+    v1::RegisterRequest reg;
+    *reg.mutable_device() = device;
+    v1::RegisterResponse worker;
+    EXPECT_TRUE(workers->Register(Context().get(), reg, &worker).ok());
+  };
+  register_worker(old_device);
+  // The old device with another driver (a fingerprint is its JSON, extra["fingerprint_json"]).
+  auto with_driver = [&](const std::string& driver) {
+    v1::DeviceFingerprint device = old_device;
+    (*device.mutable_extra())["fingerprint_json"] =
+        nlohmann::json{{"name", any.device.device_class}, {"driver", driver}}.dump();
+    return device;
+  };
+  auto report_on = [&](const std::string& driver) {
+    v1::ReportTelemetryRequest r;
+    v1::TelemetrySample* sample = r.add_samples();
+    *sample = Sample(any, any.config, *any.time_ms);
+    *sample->mutable_device() = with_driver(driver);
+    v1::ReportTelemetryResponse response;
+    EXPECT_TRUE(tuning->ReportTelemetry(Context().get(), r, &response).ok());
+    EXPECT_EQ(response.raised_size(), 1);
+    return response.raised_size() > 0 ? response.raised(0) : v1::DriftFlag();
+  };
+  const v1::DriftFlag unserved = report_on("999.1");
+  EXPECT_EQ(unserved.kind(), v1::DRIFT_KIND_NEW_ENVIRONMENT);
+  EXPECT_EQ(unserved.retune_job_id(), "");
+  EXPECT_THAT(unserved.action(), HasSubstr("not retuned: no connected worker of " +
+                                           any.device.device_class + " has the new fingerprint"));
+  register_worker(with_driver("999.2"));
+  const v1::DriftFlag served = report_on("999.2");
+  EXPECT_EQ(served.kind(), v1::DRIFT_KIND_NEW_ENVIRONMENT);
+  EXPECT_FALSE(served.retune_job_id().empty()) << served.action();
+}
+
 }  // namespace
 }  // namespace ktune
 
