@@ -5,11 +5,15 @@
 #include <cstdio>
 #include <fstream>
 #include <iostream>
+#include <limits>
 #include <nlohmann/json.hpp>
+#include <set>
 #include <sstream>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_replace.h"
 #include "cli/command.h"
 #include "common/file_util.h"
 #include "common/status_macros.h"
@@ -65,8 +69,23 @@ absl::StatusOr<ParamMap> MapOf(const nlohmann::json& line, const char* key) {
 // One JSONL line: {"kernel", "problem", "device" (a class, or {"class", "fingerprint"}),
 // "config", "times_ms" | "count" + "mean_ms" [+ "stddev_ms"], ["window_start", "window_end"]}.
 absl::StatusOr<v1::TelemetrySample> SampleFromJson(const std::string& text) {
-  nlohmann::json line = nlohmann::json::parse(text, nullptr, false);
+  nlohmann::json line;
+  try {
+    line = nlohmann::json::parse(text);  // NaN and Infinity are not JSON
+  } catch (const nlohmann::json::parse_error& e) {
+    return absl::InvalidArgumentError(absl::StrCat("not valid JSON: ", e.what()));
+  }
   if (!line.is_object()) return absl::InvalidArgumentError("not a JSON object");
+  // A misspelt key (stdev_ms) was ignored, and what it meant was stored as its default.
+  static const std::set<std::string> kKeys = {"kernel",    "problem",      "device",    "config",
+                                              "times_ms",  "count",        "mean_ms",   "stddev_ms",
+                                              "histogram", "window_start", "window_end"};
+  for (const auto& [key, value] : line.items()) {
+    if (!kKeys.count(key)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("unknown key '", key, "' (", absl::StrJoin(kKeys, ", "), ")"));
+    }
+  }
   v1::TelemetrySample s;
   if (!line.contains("kernel") || !line["kernel"].is_string()) {
     return absl::InvalidArgumentError("kernel (a string) is required");
@@ -112,18 +131,33 @@ absl::StatusOr<v1::TelemetrySample> SampleFromJson(const std::string& text) {
     }
   } else if (line.contains("times_ms")) {
     if (!line["times_ms"].is_array()) return absl::InvalidArgumentError("times_ms must be an array");
+    if (line["times_ms"].empty()) return absl::InvalidArgumentError("times_ms is empty");
     for (const nlohmann::json& t : line["times_ms"]) {
       if (!t.is_number()) return absl::InvalidArgumentError("times_ms holds a non-number");
       s.add_times_ms(t.get<double>());
     }
   } else {
-    if (!line.value("count", nlohmann::json()).is_number_integer() ||
-        !line.value("mean_ms", nlohmann::json()).is_number()) {
+    if (!line.contains("count") || !line.contains("mean_ms")) {
       return absl::InvalidArgumentError("times_ms, count and mean_ms, or histogram is required");
     }
-    s.set_count(line["count"].get<int64_t>());
+    const nlohmann::json& count = line["count"];
+    if (!count.is_number_integer() ||
+        (count.is_number_unsigned() &&
+         count.get<uint64_t>() > static_cast<uint64_t>(std::numeric_limits<int64_t>::max()))) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("count must be a whole number of calls, not ", count.dump()));
+    }
+    if (!line["mean_ms"].is_number()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("mean_ms must be a number, not ", line["mean_ms"].dump()));
+    }
+    s.set_count(count.get<int64_t>());
     s.set_mean_ms(line["mean_ms"].get<double>());
-    if (line.contains("stddev_ms") && line["stddev_ms"].is_number()) {
+    if (line.contains("stddev_ms")) {
+      if (!line["stddev_ms"].is_number()) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("stddev_ms must be a number, not ", line["stddev_ms"].dump()));
+      }
       s.set_stddev_ms(line["stddev_ms"].get<double>());
     }
   }
@@ -145,6 +179,20 @@ std::string KindName(v1::DriftKind kind) {
     default:
       return "?";
   }
+}
+
+// The server's suggested commands leave its address to the reader ("--server ADDR"): the address
+// this command reached it at goes in, so that the command runs as printed.
+void NameServer(const std::string& server, v1::DriftFlag* f) {
+  f->set_action(absl::StrReplaceAll(f->action(), {{"--server ADDR", "--server " + server}}));
+}
+
+// report --json: what was stored and raised, on success and on a refusal part-way.
+nlohmann::json ReportJson(int64_t accepted, const std::vector<v1::DriftFlag>& raised) {
+  nlohmann::json out = {{"accepted", accepted}, {"raised", nlohmann::json::array()}};
+  for (const v1::DriftFlag& f : raised)
+    out["raised"].push_back(nlohmann::json::parse(MessageJson(f)));
+  return out;
 }
 
 void PrintFlag(const v1::DriftFlag& f) {
@@ -227,6 +275,12 @@ int RunReport(const ReportArgs& a) {
     absl::Status st = FromGrpc(stub->ReportTelemetry(ClientContextFor(a.client.token).get(), request, &response));
     if (!st.ok()) {
       const std::string why = OnFileLine(a.file, st.message(), line_of, start);
+      if (a.client.json) {  // a script learns what was stored, and where to resume
+        nlohmann::json out = ReportJson(accepted, raised);
+        out["error"] = why;
+        out["resume_skip"] = a.skip + static_cast<int64_t>(start);
+        std::cout << out.dump() << "\n";
+      }
       std::cerr << "ktune " << cmd << ": "
                 << (start == 0
                         ? (a.skip > 0 ? absl::StrCat("nothing more was stored; after fixing, "
@@ -240,12 +294,13 @@ int RunReport(const ReportArgs& a) {
       return Fail(cmd, absl::Status(st.code(), why));
     }
     accepted += response.accepted();
-    raised.insert(raised.end(), response.raised().begin(), response.raised().end());
+    for (v1::DriftFlag& f : *response.mutable_raised()) {
+      NameServer(a.client.server, &f);
+      raised.push_back(std::move(f));
+    }
   }
   if (a.client.json) {
-    nlohmann::json out = {{"accepted", accepted}, {"raised", nlohmann::json::array()}};
-    for (const v1::DriftFlag& f : raised) out["raised"].push_back(nlohmann::json::parse(MessageJson(f)));
-    std::cout << out.dump() << "\n";
+    std::cout << ReportJson(accepted, raised).dump() << "\n";
     return kExitOk;
   }
   std::cout << "accepted " << accepted << " samples; " << raised.size() << " drift flags raised\n";
@@ -261,6 +316,7 @@ int RunDrift(const ClientArgs& a) {
   absl::Status st = FromGrpc(v1::TuningService::NewStub(*channel)->ListDrift(
       ClientContextFor(a.token).get(), v1::ListDriftRequest(), &response));
   if (!st.ok()) return Fail(cmd, st);
+  for (v1::DriftFlag& f : *response.mutable_flags()) NameServer(a.server, &f);
   if (a.json) {
     std::cout << MessageJson(response) << "\n";
     return kExitOk;

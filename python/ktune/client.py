@@ -13,6 +13,7 @@ given one; streams (watch, tune, export, import) have no deadline unless given o
 from __future__ import annotations
 
 import json
+import numbers
 import os
 import warnings
 from datetime import datetime, timezone
@@ -64,14 +65,32 @@ def _lookup(request, kernel: str, kernel_version: str, problem: Optional[Problem
     return request
 
 
+# The keys of a telemetry sample, as ``ktune telemetry report``'s JSONL lines have them.
+_TELEMETRY_KEYS = frozenset({"kernel", "problem", "device", "config", "times_ms", "count",
+                             "mean_ms", "stddev_ms", "histogram", "window_start", "window_end"})
+
+
 def _telemetry_sample_to_proto(index: int, sample: Mapping, m) -> None:
     """Fills a TelemetrySample from one dict of :meth:`Client.report_telemetry`; ValueError or
     TypeError naming the sample (0-based) and the key when it cannot."""
     def fail(key: str, why: str):
         raise ValueError(f"telemetry sample {index}: {key}: {why}")
 
+    def real(key: str, value) -> float:  # True is an int to Python, and "3" converts
+        if isinstance(value, bool) or not isinstance(value, numbers.Real):
+            fail(key, f"a number, not {value!r}")
+        return float(value)
+
+    def whole(key: str, value) -> int:
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+            fail(key, f"a whole number, not {value!r}")
+        return int(value)
+
     if not isinstance(sample, Mapping):
         raise TypeError(f"telemetry sample {index}: a dict, not {type(sample).__name__}")
+    unknown = sorted(set(sample) - _TELEMETRY_KEYS)
+    if unknown:  # a misspelt key (stdev_ms) was ignored, its meaning stored as the default
+        fail(unknown[0], f"unknown key (the keys: {', '.join(sorted(_TELEMETRY_KEYS))})")
     for key in ("kernel", "device"):
         if key not in sample:
             fail(key, "missing")
@@ -96,16 +115,19 @@ def _telemetry_sample_to_proto(index: int, sample: Mapping, m) -> None:
     try:
         if forms[0] == "histogram":
             histogram = sample["histogram"]
-            m.histogram.upper_bounds_ms.extend(float(b) for b in histogram["upper_bounds_ms"])
-            m.histogram.counts.extend(int(c) for c in histogram["counts"])
+            m.histogram.upper_bounds_ms.extend(
+                real("histogram", b) for b in histogram["upper_bounds_ms"])
+            m.histogram.counts.extend(whole("histogram", c) for c in histogram["counts"])
         elif forms[0] == "times_ms":
-            m.times_ms.extend(float(t) for t in sample["times_ms"])
+            if isinstance(sample["times_ms"], (str, bytes)) or not sample["times_ms"]:
+                fail("times_ms", f"a non-empty list of times, not {sample['times_ms']!r}")
+            m.times_ms.extend(real("times_ms", t) for t in sample["times_ms"])
         else:
             if "mean_ms" not in sample:
                 fail("mean_ms", "missing (count needs mean_ms)")
-            m.count = int(sample["count"])
-            m.mean_ms = float(sample["mean_ms"])
-            m.stddev_ms = float(sample.get("stddev_ms", 0.0))
+            m.count = whole("count", sample["count"])
+            m.mean_ms = real("mean_ms", sample["mean_ms"])
+            m.stddev_ms = real("stddev_ms", sample.get("stddev_ms", 0.0))
     except (KeyError, TypeError, ValueError) as e:
         if isinstance(e, ValueError) and str(e).startswith("telemetry sample"):
             raise
@@ -272,16 +294,26 @@ class Client:
         Returns ``{"accepted": n, "raised": [drift flags as dicts]}``."""
         request = ts.ReportTelemetryRequest()
         for i, sample in enumerate(samples):
-            _telemetry_sample_to_proto(i, sample, request.samples.add())
+            try:
+                _telemetry_sample_to_proto(i, sample, request.samples.add())
+            except UnicodeEncodeError as e:  # protobuf's, for a lone surrogate in a str
+                raise ValueError(f"telemetry sample {i}: text that is not valid Unicode "
+                                 f"({e.reason}: {e.object[e.start:e.end]!r})") from None
         reply = self._unary("ReportTelemetry", self._tuning.ReportTelemetry, request, timeout)
-        return {"accepted": reply.accepted,
-                "raised": [json_format.MessageToDict(f, preserving_proto_field_name=True)
-                           for f in reply.raised]}
+        return {"accepted": reply.accepted, "raised": [self._flag(f) for f in reply.raised]}
 
     def drift(self, timeout: Optional[float] = None) -> list[dict]:
         """What drift detection flagged (``ListDrift``), oldest first, with the server's action."""
         reply = self._unary("ListDrift", self._tuning.ListDrift, ts.ListDriftRequest(), timeout)
-        return [json_format.MessageToDict(f, preserving_proto_field_name=True) for f in reply.flags]
+        return [self._flag(f) for f in reply.flags]
+
+    def _flag(self, flag) -> dict:
+        """A drift flag as a dict; its suggested command runnable as given (this client's address
+        in place of the server's "--server ADDR")."""
+        out = json_format.MessageToDict(flag, preserving_proto_field_name=True)
+        if "action" in out:
+            out["action"] = out["action"].replace("--server ADDR", f"--server {self.address}")
+        return out
 
     def kernels(self, timeout: Optional[float] = None) -> list[KernelInfo]:
         """The server's kernel registry (built-ins and kernels registered by clients)."""

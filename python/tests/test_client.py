@@ -429,6 +429,9 @@ def test_telemetry_is_validated_and_flags_drift(records_server):
     assert reply["accepted"] == 1
     assert [f["kind"] for f in reply["raised"]] == ["DRIFT_KIND_NEW_ENVIRONMENT"]
     assert [f["id"] for f in client.drift()] == [reply["raised"][0]["id"]]
+    # The suggested command runs as given: this client's address, not "ADDR".
+    for action in (reply["raised"][0]["action"], client.drift()[0]["action"]):
+        assert f"ktune tune --server {client.address} --kernel pnpoly" in action, action
 
 
 def test_telemetry_takes_the_lines_of_ktune_telemetry_report(records_server, tmp_path):
@@ -450,10 +453,22 @@ def test_telemetry_takes_the_lines_of_ktune_telemetry_report(records_server, tmp
                           "sample 1: times_ms: give exactly one of"),
                          ({k: v for k, v in windowed.items() if k != "kernel"},
                           "sample 1: kernel: missing"),
-                         (dict(windowed, count=5, mean_ms=None), "sample 1: count: not readable"),
+                         (dict(windowed, count=5, mean_ms=None), "sample 1: mean_ms: a number, not None"),
                          (dict(windowed, window_end="yesterday"), "sample 1: window_end: not ISO"),
                          (dict(windowed, window_end="2026-12-03T08:05:00"),
-                          "sample 1: window_end: no time zone")):
+                          "sample 1: window_end: no time zone"),
+                         # Values the CLI refuses were stored: True as 1.0 ms, 2.5 calls as 2,
+                         # text as numbers; a misspelt key was ignored (stddev stored as 0).
+                         (dict(windowed, count=2.5), "sample 1: count: a whole number, not 2.5"),
+                         (dict(windowed, count="3"), "sample 1: count: a whole number, not '3'"),
+                         (dict(windowed, mean_ms=True), "sample 1: mean_ms: a number, not True"),
+                         ({**{k: v for k, v in windowed.items() if k not in ("count", "mean_ms")},
+                           "times_ms": ["0.02"]}, "sample 1: times_ms: a number, not '0.02'"),
+                         ({**{k: v for k, v in windowed.items() if k not in ("count", "mean_ms")},
+                           "times_ms": []}, "sample 1: times_ms: a non-empty list"),
+                         (dict(windowed, stdev_ms=0.5), "sample 1: stdev_ms: unknown key"),
+                         (dict(windowed, kernel="pn\udc80poly"),
+                          "sample 1: text that is not valid Unicode")):
         with pytest.raises(ValueError, match=message):
             client.report_telemetry([windowed, bad])
 

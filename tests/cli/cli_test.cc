@@ -772,6 +772,22 @@ TEST(CliTest, TelemetryReportRaisesDriftFlagsThatDriftLists) {
   auto two_forms = RunKtune({"telemetry", "report", dir.File("two.jsonl"), "--server", address});
   EXPECT_EQ(two_forms.exit_code, 1);
   EXPECT_THAT(two_forms.err, HasSubstr("two.jsonl:1: give one of times_ms, count and mean_ms"));
+  // Each line's fault is named: a misspelt key was ignored (its value stored as the default),
+  // NaN read "not a JSON object", 2.5 calls "count and mean_ms ... is required", and 1e19 calls
+  // "count is -8446744073709551616".
+  for (const auto& [text, says] : std::vector<std::pair<std::string, std::string>>{
+           {R"("count":1,"mean_ms":0.5,"stdev_ms":0.1)", "unknown key 'stdev_ms'"},
+           {R"("count":1,"mean_ms":NaN)", "not valid JSON: "},
+           {R"("count":2.5,"mean_ms":0.5)", "count must be a whole number of calls, not 2.5"},
+           {R"("count":10000000000000000000,"mean_ms":0.5)", "count must be a whole number"},
+           {R"("times_ms":[])", "times_ms is empty"}}) {
+    std::ofstream(dir.File("one.jsonl"))
+        << R"({"kernel":"gemm","device":"cpu:x","config":{"MR":4},)" << text << "}\n";
+    auto refused_line =
+        RunKtune({"telemetry", "report", dir.File("one.jsonl"), "--server", address});
+    EXPECT_EQ(refused_line.exit_code, 1) << text;
+    EXPECT_THAT(refused_line.err, HasSubstr("one.jsonl:1: " + says)) << text;
+  }
   {
     std::ofstream good(dir.File("good.jsonl"));
     for (int i = 0; i < 6; ++i) {
@@ -788,18 +804,23 @@ TEST(CliTest, TelemetryReportRaisesDriftFlagsThatDriftLists) {
   EXPECT_EQ(report["accepted"], 6);
   ASSERT_EQ(report["raised"].size(), 1u);
   EXPECT_EQ(report["raised"][0]["kind"], "DRIFT_KIND_UNTUNED_HOT_PROBLEM");
-  // The action is a command the operator can run (it said "ktune submit a job for ...").
-  EXPECT_THAT(report["raised"][0]["action"].get<std::string>(),
-              HasSubstr("suggested: ktune tune --server ADDR --kernel gemm --problem "
-                        "K=64,M=64,N=64,dtype=f32 --device 'cpu:x' --budget 100"));
+  // The action is a command the operator can run as printed (it said "ktune submit a job for
+  // ...", then "--server ADDR"): the address the command reached the server at is in it.
+  const std::string suggested = "suggested: ktune tune --server " + address +
+                                " --kernel gemm --problem K=64,M=64,N=64,dtype=f32 --device "
+                                "'cpu:x' --budget 100";
+  EXPECT_THAT(report["raised"][0]["action"].get<std::string>(), HasSubstr(suggested));
 
   auto listed = RunKtune({"drift", "--server", address});
   ASSERT_EQ(listed.exit_code, 0) << listed.err;
   EXPECT_THAT(listed.out, HasSubstr("#1 untuned_hot_problem  gemm"));
   EXPECT_THAT(listed.out, HasSubstr("called 5000 times but never tuned on cpu:x"));
+  EXPECT_THAT(listed.out, HasSubstr(suggested));
   auto json = RunKtune({"drift", "--server", address, "--json"});
   ASSERT_EQ(json.exit_code, 0) << json.err;
   EXPECT_EQ(nlohmann::json::parse(json.out)["flags"].size(), 1u);
+  EXPECT_THAT(nlohmann::json::parse(json.out)["flags"][0]["action"].get<std::string>(),
+              HasSubstr(suggested));
 
   // A sample only the server can refuse (a problem out of range) on line 1201 of 1300: the
   // first call's 1000 samples are stored, the message names the file's line and how to resume,
@@ -818,6 +839,14 @@ TEST(CliTest, TelemetryReportRaisesDriftFlagsThatDriftLists) {
   EXPECT_THAT(partial.err, HasSubstr("partial.jsonl:1201: "));
   EXPECT_THAT(partial.err, HasSubstr("the first 1000 samples were stored (through line 1000)"));
   EXPECT_THAT(partial.err, HasSubstr("--skip 1000"));
+  // --json says the same on stdout, for a script (it printed nothing).
+  auto partial_json =
+      RunKtune({"telemetry", "report", dir.File("partial.jsonl"), "--server", address, "--json"});
+  EXPECT_EQ(partial_json.exit_code, 1) << partial_json.err;
+  const auto partial_out = nlohmann::json::parse(partial_json.out);
+  EXPECT_EQ(partial_out["accepted"], 1000);
+  EXPECT_EQ(partial_out["resume_skip"], 1000);
+  EXPECT_THAT(partial_out["error"].get<std::string>(), HasSubstr("partial.jsonl:1201: "));
   write("mended.jsonl", 0);
   auto resumed = RunKtune({"telemetry", "report", dir.File("mended.jsonl"), "--server", address,
                            "--skip", "1000", "--json"});
