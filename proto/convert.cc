@@ -167,7 +167,8 @@ v1::Record ToProto(const Record& r) {
 absl::StatusOr<int64_t> MicrosFromProto(const google::protobuf::Timestamp& t, const char* field) {
   if (t.seconds() < 0 || t.seconds() > 253'402'300'799 || t.nanos() < 0 ||
       t.nanos() > 999'999'999) {
-    return absl::InvalidArgumentError(absl::StrCat(field, " is not a valid timestamp"));
+    return absl::InvalidArgumentError(absl::StrCat(
+        field, " is out of range (from 1970-01-01 to 9999-12-31, with nanos 0 to 999,999,999)"));
   }
   return t.seconds() * 1'000'000 + t.nanos() / 1000;
 }

@@ -38,7 +38,7 @@ v1::Record ToProto(const Record& record);
 // kMaxRecordPayloadBytes) checked; its record_id must match its content when given
 // (InvalidArgument otherwise).
 absl::StatusOr<Record> FromProto(const v1::Record& record);
-// Unix microseconds; InvalidArgument ("<field> is not a valid timestamp") before 1970 (no
+// Unix microseconds; InvalidArgument ("<field> is out of range ...") before 1970 (no
 // measurement is; the database takes such times for unset and hid the record) or after 9999.
 absl::StatusOr<int64_t> MicrosFromProto(const google::protobuf::Timestamp& t, const char* field);
 absl::StatusOr<MeasurementStatus> FromProto(v1::MeasurementStatus status);

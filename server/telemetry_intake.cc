@@ -169,6 +169,16 @@ std::string TelemetryIntake::Act(const DriftFlag& f, int64_t* job_id) {
                         "); start one there, or ", Suggestion(f));
   }
   absl::StatusOr<TaskKey> task = spaces_->Canonical(f.task);
+  if (!task.ok() && spaces_->registry().Find(f.task.kernel) == nullptr) {
+    // Telemetry takes a kernel known from records (a recorded space, an import), which a job
+    // can tune only where this server replays a recorded space of it.
+    return absl::StrCat("cannot retune: ", f.task.kernel,
+                        " is known here from records only, and this server replays no recorded "
+                        "space of it on ",
+                        f.task.device_class,
+                        " (serve --replay FILE, or register the kernel: "
+                        "ktune kernels register)");
+  }
   if (!task.ok()) {
     return absl::StrCat("cannot retune: ", task.status().message());
   }

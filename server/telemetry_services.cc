@@ -161,6 +161,16 @@ absl::StatusOr<TelemetryReport> TuningServiceImpl::TelemetryFromProto(
   if (s.has_window_start()) {
     KTUNE_ASSIGN_OR_RETURN(r.window_start_us, MicrosFromProto(s.window_start(), "window_start"));
     KTUNE_ASSIGN_OR_RETURN(r.window_end_us, MicrosFromProto(s.window_end(), "window_end"));
+    // A report is of calls that ran: a window in the future (9999 was stored) is a wrong clock
+    // or a wrong field. A day of clock skew is let through.
+    const int64_t latest = absl::ToUnixMicros(absl::Now() + absl::Hours(24));
+    if (r.window_end_us > latest) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("window_end is ",
+                       absl::FormatTime("%Y-%m-%dT%H:%M:%SZ", absl::FromUnixMicros(r.window_end_us),
+                                        absl::UTCTimeZone()),
+                       ", more than a day after now: a report is of calls that ran"));
+    }
   }
   r.reporter = "client";
   KTUNE_RETURN_IF_ERROR(ValidateTelemetry(r));

@@ -129,6 +129,19 @@ TEST(TelemetryTest, MalformedOrHostileTelemetryIsRefusedClearlyAndStoresNothing)
   EXPECT_EQ(st.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
   EXPECT_THAT(st.error_message(), HasSubstr("unknown kernel 'no_such_kernel'"));
 
+  // A window in the future (9999-12-31 was stored), and one before 1970 (it said "not a valid
+  // timestamp").
+  for (const auto& [seconds, says] : std::vector<std::pair<int64_t, std::string>>{
+           {253'402'300'000, "window_end is 9999-12-31T23:46:40Z, more than a day after now"},
+           {-2'208'988'800, "window_start is out of range (from 1970-01-01 to 9999-12-31"}}) {
+    v1::TelemetrySample windowed = Sample(any, any.config, 1.0);
+    windowed.mutable_window_start()->set_seconds(std::min<int64_t>(seconds, 1'700'000'000));
+    windowed.mutable_window_end()->set_seconds(seconds < 0 ? 1'700'000'000 : seconds);
+    st = refused(one(windowed), token);
+    EXPECT_EQ(st.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << says;
+    EXPECT_THAT(st.error_message(), HasSubstr(says));
+  }
+
   v1::TelemetrySample no_class = Sample(any, any.config, 1.0);
   no_class.mutable_device()->clear_device_class();
   st = refused(one(no_class), token);
@@ -502,6 +515,19 @@ TEST(TelemetryTest, AnUnmeasuredRetuneLeavesTheOldAnswerServedAsStale) {
   v1::ListDriftResponse listed;
   ASSERT_TRUE(tuning->ListDrift(Context().get(), {}, &listed).ok());
   EXPECT_EQ(listed.flags_size(), 1);
+  // A hot problem on a class this server replays no space of: the kernel is known from records
+  // only, which is why no job can tune it (it said "unknown kernel" of a kernel just accepted).
+  v1::TelemetrySample elsewhere = Sample(any, served, lab_ms, /*count=*/2000);
+  elsewhere.mutable_device()->set_device_class("RTX_4090");
+  v1::ReportTelemetryRequest hot;
+  *hot.add_samples() = elsewhere;
+  v1::ReportTelemetryResponse raised;
+  ASSERT_TRUE(tuning->ReportTelemetry(Context().get(), hot, &raised).ok());
+  ASSERT_EQ(raised.raised_size(), 1);
+  EXPECT_EQ(raised.raised(0).kind(), v1::DRIFT_KIND_UNTUNED_HOT_PROBLEM);
+  EXPECT_THAT(raised.raised(0).action(),
+              HasSubstr("cannot retune: pnpoly is known here from records only, and this server "
+                        "replays no recorded space of it on RTX_4090"));
 }
 
 // A new environment is retuned only while a worker with its fingerprint is connected: the job
