@@ -241,13 +241,22 @@ std::string ExplanationText(const v1::ExplainResponse& e, const BestQuery& asked
   absl::StrAppend(&out, "records:   ", e.records(), " of ", s.task().kernel().name(),
                   problem.empty() ? "" : " ", problem, " on ", s.device().device_class(), " (",
                   e.failed_records(), " failed)\n");
-  std::vector<std::string> idle, unknown;
+  std::vector<std::string> idle, unknown, fixed;
   bool header = false;
   for (const v1::ParameterEffect& p : e.parameters()) {
-    const int64_t compared = std::count_if(
-        p.values().begin(), p.values().end(),
-        [](const v1::ParameterValueEffect& v) { return v.measurements() >= 3; });
-    if (compared < 2) {
+    if (p.values_size() == 1) {  // nothing to compare: not "too few measurements"
+      fixed.push_back(p.name());
+      continue;
+    }
+    const auto count = [&](int64_t at_least) {
+      return std::count_if(
+          p.values().begin(), p.values().end(),
+          [&](const v1::ParameterValueEffect& v) { return v.measurements() >= at_least; });
+    };
+    const int64_t compared = count(3), measured = count(1);
+    // "Does not matter" from two of many values (the rest measured once or twice) was said of a
+    // parameter whose other values were 5x slower.
+    if (compared < 2 || (!p.matters() && compared < 3 && compared < measured)) {
       unknown.push_back(p.name());
       continue;
     }
@@ -264,8 +273,13 @@ std::string ExplanationText(const v1::ExplainResponse& e, const BestQuery& asked
                     "\n");
   }
   if (!unknown.empty()) {
-    absl::StrAppend(&out, "too few measurements to tell (fewer than two values measured 3 times): ",
+    absl::StrAppend(&out,
+                    "too few measurements to tell (fewer than two values measured 3 times, or "
+                    "two alike and the others measured less): ",
                     absl::StrJoin(unknown, ", "), "\n");
+  }
+  if (!fixed.empty()) {
+    absl::StrAppend(&out, "the same in every record: ", absl::StrJoin(fixed, ", "), "\n");
   }
   return out;
 }

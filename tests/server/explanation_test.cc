@@ -137,6 +137,29 @@ TEST(ExplanationTest, SaysWhichParametersMatterWhichDoNotAndWhichValuesFail) {
   EXPECT_THAT(json, HasSubstr("\"served_measurements\":\"4\""));
 }
 
+// A parameter two of whose values were measured 3 times alike, and the others less, is not said
+// not to matter (it was, of one whose other values were 5x slower); one with a single value in
+// every record is said to be fixed, not to lack measurements.
+TEST(ExplanationTest, ClaimsNoMoreThanTheMeasurementsShow) {
+  MemoryTuningDatabase db;
+  std::vector<Record> records;
+  int64_t at = 1'700'000'000'000'000;
+  for (int64_t x : {1, 2, 3, 4}) {
+    for (int repeat = 0; repeat < (x <= 2 ? 3 : 1); ++repeat) {
+      const double ms = x <= 2 ? 1.0 + 0.001 * repeat : 5.0;
+      records.push_back(Measured({{"X", x}, {"Y", int64_t{7}}}, {ms, ms, ms}, at += 1'000'000));
+    }
+  }
+  ASSERT_TRUE(db.AddRecords(records).ok());
+  const KernelRegistry registry = KernelRegistry::WithBuiltins();
+  absl::StatusOr<v1::ExplainResponse> e = Explain(db, registry, QueryOf("synthetic", kProblem));
+  ASSERT_TRUE(e.ok()) << e.status();
+  const std::string text = ExplanationText(*e, QueryOf("synthetic", kProblem));
+  EXPECT_THAT(text, Not(HasSubstr("does not matter"))) << text;
+  EXPECT_THAT(text, HasSubstr("others measured less): X\n")) << text;
+  EXPECT_THAT(text, HasSubstr("the same in every record: Y\n")) << text;
+}
+
 // The served configuration can hold the value with the slowest median (fastest overall, while
 // most configurations with its value are slow): the line says so instead of comparing the value
 // with itself ("D=0 (served) is 1.00x faster than D=0").
