@@ -202,8 +202,9 @@ void PrintFlag(const v1::DriftFlag& f) {
   }
   std::string problem_text;
   for (const auto& [k, v] : problem) absl::StrAppend(&problem_text, problem_text.empty() ? "" : ",", k, "=", v);
-  std::cout << absl::StrFormat("#%d %s  %s %s on %s\n    %s\n    action: %s\n", f.id(),
-                               KindName(f.kind()), f.task().kernel().name(), problem_text,
+  std::cout << absl::StrFormat("#%d %s  %s%s on %s\n    %s\n    action: %s\n", f.id(),
+                               KindName(f.kind()), f.task().kernel().name(),
+                               problem_text.empty() ? "" : " " + problem_text,
                                f.task().device_class(), f.message(), f.action());
 }
 
