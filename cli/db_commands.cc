@@ -71,6 +71,7 @@ int RunImport(const ImportArgs& a) {
                                 {"records_read", summary->records_read},
                                 {"records_added", summary->records_added},
                                 {"seconds", seconds},
+                                {"stale_tasks", summary->stale_tasks},
                                 {"problem_size_not_kept", summary->problem_size_not_kept}}
                      .dump()
               << "\n";
@@ -79,6 +80,11 @@ int RunImport(const ImportArgs& a) {
               << "): " << summary->records_added << " records added, "
               << summary->records_read - summary->records_added << " already present, in "
               << absl::StrFormat("%.2f", seconds) << " s\n";
+    if (summary->stale_tasks > 0) {
+      std::cout << "  " << summary->stale_tasks
+                << " tasks' records from before a regression stay stale, as in the exporting "
+                   "database\n";
+    }
   }
   if (!summary->problem_size_not_kept.empty()) {
     std::cerr << "ktune " << cmd << ": note: the file's problem_size "

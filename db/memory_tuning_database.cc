@@ -177,6 +177,15 @@ bool MemoryTuningDatabase::IsStale(const Record& r) const {
   return it != stale_before_.end() && r.measured_at_us.value_or(0) < it->second;
 }
 
+absl::StatusOr<std::vector<TuningDatabase::StaleBoundary>> MemoryTuningDatabase::StaleBoundaries() {
+  absl::MutexLock lock(&mu_);
+  std::vector<StaleBoundary> out;
+  for (const auto& [key, before_us] : stale_before_) {
+    out.push_back({std::get<0>(key), std::get<1>(key), std::get<2>(key), before_us});
+  }
+  return out;
+}
+
 absl::Status MemoryTuningDatabase::MarkStale(const TaskKey& task, int64_t before_us) {
   absl::MutexLock lock(&mu_);
   int64_t& boundary = stale_before_[{task.kernel, ParamMapHash(task.problem), task.device_class}];

@@ -126,19 +126,30 @@ void FillRepeatStatistics(Record& r) {
   r.stddev_ms = n > 1 ? std::sqrt(ss / static_cast<double>(n - 1)) : 0.0;
 }
 
-std::string RecordToJsonLine(const Record& r) {
+std::string RecordToJsonLine(const Record& r, std::optional<int64_t> stale_before_us) {
   Json j = RecordContentJson(r);
   std::string id = StableHashHex(DumpJson(j));
   Json out;
   out["record_id"] = id;
   for (auto it = j.begin(); it != j.end(); ++it) out[it.key()] = it.value();
+  if (stale_before_us) out["stale_before_us"] = *stale_before_us;
   return DumpJson(out);
 }
 
-absl::StatusOr<Record> RecordFromJsonLine(absl::string_view line) {
+absl::StatusOr<Record> RecordFromJsonLine(absl::string_view line,
+                                          std::optional<int64_t>* stale_before_us) {
   Json j = Json::parse(line.begin(), line.end(), nullptr, false);
   if (j.is_discarded()) return absl::InvalidArgumentError("not valid JSON");
   if (!j.is_object()) return absl::InvalidArgumentError("not a JSON object");
+  if (stale_before_us != nullptr) {
+    stale_before_us->reset();
+    if (j.contains("stale_before_us")) {
+      if (!j["stale_before_us"].is_number_integer()) {
+        return absl::InvalidArgumentError("'stale_before_us' is not an integer");
+      }
+      *stale_before_us = j["stale_before_us"].get<int64_t>();
+    }
+  }
   Record r;
   KTUNE_ASSIGN_OR_RETURN(r.kernel, RequiredString(j, "kernel"));
   if (j.contains("kernel_version")) {

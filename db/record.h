@@ -104,10 +104,16 @@ void FillRepeatStatistics(Record& r);
 // One JSON object on one line, keys in a fixed order, including "record_id" ("payload" only when
 // not empty). The JSONL interchange format: RecordFromJsonLine(RecordToJsonLine(r)) == r, field
 // for field.
-std::string RecordToJsonLine(const Record& r);
+// `stale_before_us`, when given, is written as "stale_before_us": the record's task was marked
+// stale at that boundary (TuningDatabase::MarkStale) in the database it comes from, and this
+// record is one that boundary hides. It is not part of the record's content (nor of its id).
+std::string RecordToJsonLine(const Record& r,
+                             std::optional<int64_t> stale_before_us = std::nullopt);
 // InvalidArgument naming the missing or mistyped field. A "record_id" present in the line must
 // match the content (a hand-edited record is refused rather than stored under a wrong id).
-absl::StatusOr<Record> RecordFromJsonLine(absl::string_view line);
+// `stale_before_us` (may be null) gets the line's "stale_before_us", or nullopt.
+absl::StatusOr<Record> RecordFromJsonLine(absl::string_view line,
+                                          std::optional<int64_t>* stale_before_us = nullptr);
 
 // RFC 3339 with microseconds in UTC ("2023-12-22T09:54:05.502007+00:00") and back.
 std::string FormatTimestampUs(int64_t unix_us);

@@ -895,6 +895,21 @@ absl::Status SqliteTuningDatabase::UpdateJobTasks(int64_t job_id,
 
 // --- stale tasks and telemetry -------------------------------------------------------------------
 
+absl::StatusOr<std::vector<TuningDatabase::StaleBoundary>> SqliteTuningDatabase::StaleBoundaries() {
+  absl::MutexLock lock(&mu_);
+  KTUNE_ASSIGN_OR_RETURN(
+      SqliteStatement s,
+      SqliteStatement::Prepare(db_,
+                               "SELECT kernel, problem_hash, device_class, before_us FROM "
+                               "stale_tasks ORDER BY kernel, problem_hash, device_class"));
+  std::vector<StaleBoundary> out;
+  while (true) {
+    KTUNE_ASSIGN_OR_RETURN(bool row, s.Step());
+    if (!row) return out;
+    out.push_back({s.ColumnText(0), s.ColumnText(1), s.ColumnText(2), s.ColumnInt(3)});
+  }
+}
+
 absl::Status SqliteTuningDatabase::MarkStale(const TaskKey& task, int64_t before_us) {
   absl::MutexLock lock(&mu_);
   KTUNE_ASSIGN_OR_RETURN(

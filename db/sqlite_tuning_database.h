@@ -68,6 +68,7 @@ class SqliteTuningDatabase : public TuningDatabase {
   absl::Status ForEachRecord(const std::function<absl::Status(const Record&)>& fn) override;
   absl::StatusOr<DatabaseStats> Stats() override;
   absl::Status MarkStale(const TaskKey& task, int64_t before_us) override;
+  absl::StatusOr<std::vector<StaleBoundary>> StaleBoundaries() override;
   absl::StatusOr<std::vector<Record>> StaleTaskRecords(const TaskKey& task) override;
   absl::Status AddTelemetry(const std::vector<TelemetryReport>& reports) override;
   absl::Status ForEachTelemetry(

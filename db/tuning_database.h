@@ -148,6 +148,13 @@ class TuningDatabase {
   // record of the task (BestResult::stale). They stay stored: ForEachRecord and exports still
   // see them. A later boundary replaces an earlier one; an earlier one changes nothing.
   virtual absl::Status MarkStale(const TaskKey& task, int64_t before_us) = 0;
+  // Every boundary MarkStale set, one per task (its problem as ParamMapHash): what an export
+  // writes beside the stale records, so that an import hides them again.
+  struct StaleBoundary {
+    std::string kernel, problem_hash, device_class;
+    int64_t before_us = 0;
+  };
+  virtual absl::StatusOr<std::vector<StaleBoundary>> StaleBoundaries() = 0;
   // The records of a task that MarkStale hides from TaskRecords, in the same order: what the
   // device did before (a retuning search learns from them).
   virtual absl::StatusOr<std::vector<Record>> StaleTaskRecords(const TaskKey& task) = 0;

@@ -403,16 +403,26 @@ absl::StatusOr<std::vector<Record>> ReadKernelTuner(const std::string& path, con
   return out;
 }
 
-absl::StatusOr<std::vector<Record>> ReadJsonl(const std::string& path, const std::string& text) {
+absl::StatusOr<std::vector<Record>> ReadJsonl(const std::string& path, const std::string& text,
+                                              std::vector<std::pair<TaskKey, int64_t>>* stale) {
   std::vector<Record> out;
+  std::map<std::tuple<std::string, std::string, std::string>, std::pair<TaskKey, int64_t>> latest;
   size_t line_no = 0;
   for (absl::string_view line : absl::StrSplit(text, '\n')) {
     ++line_no;
     if (absl::StripAsciiWhitespace(line).empty()) continue;
-    auto r = RecordFromJsonLine(line);
+    std::optional<int64_t> stale_before_us;
+    auto r = RecordFromJsonLine(line, &stale_before_us);
     if (!r.ok()) return FileError(path, absl::StrCat("line ", line_no), r.status().message());
+    if (stale_before_us) {
+      auto [it, added] = latest.try_emplace(
+          std::make_tuple(r->kernel, ParamMapHash(r->problem), r->device.device_class),
+          TaskKey{r->kernel, "", r->problem, r->device.device_class}, *stale_before_us);
+      if (!added) it->second.second = std::max(it->second.second, *stale_before_us);
+    }
     out.push_back(*std::move(r));
   }
+  for (auto& [key, boundary] : latest) stale->push_back(std::move(boundary));
   return out;
 }
 
@@ -472,7 +482,7 @@ absl::StatusOr<RecordFile> ReadRecordFile(const std::string& path, const ReadOpt
   RecordFile file;
   file.format = options.format == RecordFileFormat::kAuto ? DetectFormat(text) : options.format;
   if (file.format == RecordFileFormat::kJsonl) {
-    KTUNE_ASSIGN_OR_RETURN(file.records, ReadJsonl(path, text));
+    KTUNE_ASSIGN_OR_RETURN(file.records, ReadJsonl(path, text, &file.stale));
     return file;
   }
   KTUNE_ASSIGN_OR_RETURN(Json doc, ParseJson(path, text));
@@ -537,15 +547,36 @@ absl::StatusOr<ImportSummary> ImportRecordFile(TuningDatabase& db, const std::st
                         absl::StrCat(path, ": nothing imported: ", added.status().message()));
   }
   summary.records_added = *added;
+  for (const auto& [task, before_us] : file.stale) {
+    if (absl::Status s = db.MarkStale(task, before_us); !s.ok()) {
+      return absl::Status(s.code(), absl::StrCat(path, ": the records were imported, but not the ",
+                                                 "stale boundary of ", task.kernel, " on ",
+                                                 task.device_class, ": ", s.message()));
+    }
+  }
+  summary.stale_tasks = static_cast<int64_t>(file.stale.size());
   return summary;
 }
 
 absl::StatusOr<int64_t> ExportJsonl(TuningDatabase& db, std::ostream& out,
                                     const std::function<bool(const Record&)>& keep) {
+  // Records a regression retired (MarkStale) carry their task's boundary, as an import reads it.
+  KTUNE_ASSIGN_OR_RETURN(std::vector<TuningDatabase::StaleBoundary> boundaries,
+                         db.StaleBoundaries());
+  std::map<std::tuple<std::string, std::string, std::string>, int64_t> stale_before;
+  for (const auto& b : boundaries)
+    stale_before[{b.kernel, b.problem_hash, b.device_class}] = b.before_us;
   int64_t n = 0;
   KTUNE_RETURN_IF_ERROR(db.ForEachRecord([&](const Record& r) {
     if (keep && !keep(r)) return absl::OkStatus();
-    out << RecordToJsonLine(r) << '\n';
+    std::optional<int64_t> boundary;
+    if (!stale_before.empty()) {
+      auto it = stale_before.find({r.kernel, ParamMapHash(r.problem), r.device.device_class});
+      if (it != stale_before.end() && r.measured_at_us.value_or(0) < it->second) {
+        boundary = it->second;
+      }
+    }
+    out << RecordToJsonLine(r, boundary) << '\n';
     ++n;
     return out ? absl::OkStatus() : absl::UnavailableError("write failed");
   }));

@@ -40,6 +40,10 @@ struct RecordFile {
   // is ReadOptions::problem, and files of one kernel and device with other problem sizes land in
   // the same task unless the caller names each file's problem. Empty otherwise.
   std::string problem_size_not_kept;
+  // JSONL: the stale boundaries its lines carry ("stale_before_us"), the latest per task: an
+  // import marks them again (TuningDatabase::MarkStale), so that a backup restored does not
+  // answer with records a regression retired.
+  std::vector<std::pair<TaskKey, int64_t>> stale;
 };
 
 absl::StatusOr<RecordFile> ReadRecordFile(const std::string& path, const ReadOptions& options);
@@ -58,13 +62,15 @@ struct ImportSummary {
   int64_t records_read = 0;
   int64_t records_added = 0;  // the rest were already stored
   std::string problem_size_not_kept;  // RecordFile::problem_size_not_kept
+  int64_t stale_tasks = 0;            // tasks whose stale boundary the file carried, marked again
 };
 
 // Reads `path` and stores its records in one transaction: all of the file or nothing.
 absl::StatusOr<ImportSummary> ImportRecordFile(TuningDatabase& db, const std::string& path,
                                                const ReadOptions& options);
 
-// Every record (that `keep` keeps, when given), one JSON object a line, in insertion order.
+// Every record (that `keep` keeps, when given), one JSON object a line, in insertion order; a
+// stale record (MarkStale) with its task's boundary ("stale_before_us", RecordToJsonLine).
 // Returns how many were written.
 absl::StatusOr<int64_t> ExportJsonl(TuningDatabase& db, std::ostream& out,
                                     const std::function<bool(const Record&)>& keep = nullptr);

@@ -91,6 +91,57 @@ TEST(RecordFilesTest, JsonlExportReimportsToIdenticalRecords) {
   EXPECT_EQ(ImportRecordFile(**db, dir.File("export.jsonl"), {})->records_added, 0);
 }
 
+// Records a regression retired (MarkStale) stay retired in a copy made by export and import:
+// the export had no word of it, and the copy answered with the old fast times again.
+TEST(RecordFilesTest, JsonlExportKeepsRecordsStaleInTheCopy) {
+  TempDir dir;
+  auto db = SqliteTuningDatabase::Open(dir.File("a.db"));
+  ASSERT_TRUE(db.ok());
+  ASSERT_TRUE(ImportRecordFile(**db, SpaceFile("pnpoly_RTX_3090_T4.json.gz"), {}).ok());
+  ASSERT_TRUE(ImportRecordFile(**db, SpaceFile("convolution_A4000_T4.json.gz"), {}).ok());
+  auto tasks = (*db)->ListTasks();
+  ASSERT_TRUE(tasks.ok());
+  const TaskKey* pnpoly = nullptr;
+  for (const TaskKey& t : *tasks) pnpoly = t.kernel == "pnpoly" ? &t : pnpoly;
+  ASSERT_NE(pnpoly, nullptr);
+  const TaskKey stale_task{pnpoly->kernel, "", pnpoly->problem, pnpoly->device_class};
+  ASSERT_TRUE((*db)->MarkStale(stale_task, 1'800'000'000'000'000).ok());  // all its records
+  std::ostringstream out;
+  ASSERT_EQ(*ExportJsonl(**db, out), 4362 + 4092);
+  size_t marked = 0;
+  for (size_t at = out.str().find("\"stale_before_us\":1800000000000000"); at != std::string::npos;
+       at = out.str().find("\"stale_before_us\":1800000000000000", at + 1)) {
+    ++marked;
+  }
+  EXPECT_EQ(marked, 4092u);  // pnpoly's lines, not convolution's
+  WriteFile(dir.File("export.jsonl"), out.str());
+
+  for (const char* name : {"sqlite", "memory"}) {
+    SCOPED_TRACE(name);
+    std::unique_ptr<TuningDatabase> copy;
+    if (std::string(name) == "sqlite") {
+      copy = *SqliteTuningDatabase::Open(dir.File("b.db"));
+    } else {
+      copy = std::make_unique<MemoryTuningDatabase>();
+    }
+    auto imported = ImportRecordFile(*copy, dir.File("export.jsonl"), {});
+    ASSERT_TRUE(imported.ok()) << imported.status();
+    EXPECT_EQ(imported->records_added, 4362 + 4092);
+    EXPECT_EQ(imported->stale_tasks, 1);
+    EXPECT_TRUE(copy->TaskRecords(stale_task)->empty());
+    EXPECT_EQ(copy->StaleTaskRecords(stale_task)->size(), 4092u);
+    BestQuery q;
+    q.kernel = stale_task.kernel;
+    q.problem = stale_task.problem;
+    q.device_class = stale_task.device_class;
+    EXPECT_TRUE(copy->QueryBest(q)->stale);
+    // The other task's records answer as before, and exporting the copy gives the same text.
+    std::ostringstream again;
+    ASSERT_TRUE(ExportJsonl(*copy, again).ok());
+    EXPECT_EQ(again.str(), out.str());
+  }
+}
+
 TEST(RecordFilesTest, T4ExportReimportsWithTheSameBest) {
   TempDir dir;
   MemoryTuningDatabase db;
