@@ -1,5 +1,9 @@
 #include "server/tuning_server.h"
 
+#include <unistd.h>
+
+#include <filesystem>
+
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
@@ -23,12 +27,45 @@ absl::Status CheckListenAddress(const std::string& listen) {
   return absl::OkStatus();
 }
 
+namespace {
+
+// The file a served database's path leads to (symbolic links resolved), once it is known to be
+// one this process can write: a server on a database it cannot write started, then failed every
+// worker's registration and every submit with SQLite's text.
+absl::StatusOr<std::string> ServedDatabasePath(const std::string& db_path) {
+  namespace fs = std::filesystem;
+  std::error_code error;
+  const fs::path path(db_path);
+  const fs::path folder = path.has_parent_path() ? path.parent_path() : fs::path(".");
+  if (!fs::is_directory(folder, error)) {
+    return absl::NotFoundError(absl::StrCat("the folder ", folder.string(), " of --db ", db_path,
+                                            " does not exist: create it, or give another path"));
+  }
+  const fs::path real = fs::weakly_canonical(path, error);
+  if (error) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("cannot resolve the path ", db_path, ": ", error.message()));
+  }
+  const bool exists = fs::exists(real, error);
+  if (::access((exists ? real : real.parent_path()).c_str(), W_OK) != 0) {
+    return absl::PermissionDeniedError(
+        absl::StrCat(exists ? "the database " : "the folder of the database ", db_path,
+                     " is not writable by this process: a server stores every measurement in it"));
+  }
+  return real.string();
+}
+
+}  // namespace
+
 absl::StatusOr<std::unique_ptr<TuningServer>> TuningServer::Start(TuningServerOptions options) {
   std::unique_ptr<TuningServer> s(new TuningServer());
   s->options_ = std::move(options);
   if (s->options_.resume_jobs && s->options_.db_path != ":memory:") {
+    // The lock belongs to the file the path leads to: a second server given a symbolic link to a
+    // served database took a lock of its own and ran the same jobs.
+    KTUNE_ASSIGN_OR_RETURN(const std::string real_path, ServedDatabasePath(s->options_.db_path));
     // Waits a little: a server being restarted may still be finishing its last calls.
-    const std::string lock_path = s->options_.db_path + ".lock";
+    const std::string lock_path = real_path + ".lock";
     absl::StatusOr<std::unique_ptr<ExclusiveFileLock>> lock =
         ExclusiveFileLock::Acquire(lock_path, s->options_.db_lock_wait);
     if (absl::IsFailedPrecondition(lock.status())) {

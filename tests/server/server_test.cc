@@ -164,9 +164,48 @@ TEST(TuningServerTest, ASecondServerOnTheSameDatabaseRefusesToStart) {
   embedded.resume_jobs = false;
   auto in_process = TuningServer::Start(embedded);
   EXPECT_TRUE(in_process.ok()) << in_process.status();
+  // Nor through a symbolic link to the file (it took a lock of its own and ran the same job).
+  ASSERT_EQ(::symlink(dir.File("one.db").c_str(), dir.File("link.db").c_str()), 0);
+  TuningServerOptions linked = options;
+  linked.db_path = dir.File("link.db");
+  auto through_link = TuningServer::Start(linked);
+  ASSERT_TRUE(absl::IsFailedPrecondition(through_link.status())) << through_link.status();
+  EXPECT_THAT(through_link.status().message(), HasSubstr("served by another ktune server"));
   first->reset();  // stops it
   auto after = TuningServer::Start(options);
   EXPECT_TRUE(after.ok()) << after.status();
+}
+
+// A database in a folder that does not exist, or one this process cannot write, is refused at
+// start, saying which (a read-only one started, then failed every worker's registration and
+// every submit with SQLite's text, and its workers exited).
+TEST(TuningServerTest, ADatabaseItCannotWriteIsRefusedAtStart) {
+  testing::TempDir dir;
+  TuningServerOptions options;
+  options.listen = "127.0.0.1:0";
+  options.scheduler.agent_threads = 0;
+  options.db_path = dir.File("no/such/folder/x.db");
+  auto missing = TuningServer::Start(options);
+  ASSERT_TRUE(absl::IsNotFound(missing.status())) << missing.status();
+  EXPECT_THAT(missing.status().message(),
+              HasSubstr("the folder " + dir.File("no/such/folder") + " of --db"));
+  // A database another user owns, served by `ktune serve` as a user who may read it only. Root
+  // writes whatever the mode says, so as root (CI) the server runs as nobody (setpriv).
+  options.db_path = dir.File("ro.db");
+  ASSERT_TRUE(TuningServer::Start(options).ok());  // makes it
+  ASSERT_EQ(::chmod(dir.File("ro.db").c_str(), 0444), 0);
+  ASSERT_EQ(::chmod(dir.path().c_str(), 0755), 0);  // nobody may look in, not write
+  std::vector<std::string> serve = {testing::KtuneBinary(), "serve",    "--db",
+                                    dir.File("ro.db"),      "--listen", "127.0.0.1:0"};
+  if (::geteuid() == 0) {
+    serve.insert(serve.begin(), {"--reuid=65534", "--regid=65534", "--clear-groups"});
+  }
+  const testing::CommandResult read_only =
+      ::geteuid() == 0 ? testing::RunProgram("/usr/bin/setpriv", serve)
+                       : testing::RunProgram(serve.front(), {serve.begin() + 1, serve.end()});
+  EXPECT_EQ(read_only.exit_code, 1) << read_only.err;
+  EXPECT_THAT(read_only.err,
+              HasSubstr("the database " + dir.File("ro.db") + " is not writable by this process"));
 }
 
 TEST_F(ServerTest, ThreeWorkersFinishAThreeTaskJobWithExactlyTheBudgetRecorded) {
