@@ -362,15 +362,28 @@ int RunWatch(const JobArgs& a) {
   return job.state() == v1::JOB_STATE_DONE ? kExitOk : kExitFailure;
 }
 
-int RunCancel(const JobArgs& a) {
-  const std::string cmd = "cancel";
+// cancel, pause and resume: one call on a job, which answers with the job as it is now.
+int RunJobAction(const std::string& cmd, const JobArgs& a) {
   absl::StatusOr<std::shared_ptr<grpc::Channel>> channel = MakeChannel(a.server, a.tls);
   if (!channel.ok()) return ChannelFailure(cmd, channel.status());
   auto stub = v1::TuningService::NewStub(*channel);
-  v1::CancelJobRequest request;
-  request.set_job_id(a.job);
   v1::Job job;
-  absl::Status s = FromGrpc(stub->CancelJob(ClientContextFor(a.token).get(), request, &job));
+  const auto context = ClientContextFor(a.token);
+  grpc::Status call;
+  if (cmd == "pause") {
+    v1::PauseJobRequest request;
+    request.set_job_id(a.job);
+    call = stub->PauseJob(context.get(), request, &job);
+  } else if (cmd == "resume") {
+    v1::ResumeJobRequest request;
+    request.set_job_id(a.job);
+    call = stub->ResumeJob(context.get(), request, &job);
+  } else {
+    v1::CancelJobRequest request;
+    request.set_job_id(a.job);
+    call = stub->CancelJob(context.get(), request, &job);
+  }
+  absl::Status s = FromGrpc(call);
   if (!s.ok())
     return absl::IsInvalidArgument(s) ? UsageError(cmd, std::string(s.message())) : Fail(cmd, s);
   if (a.json) {
@@ -515,13 +528,19 @@ void RegisterServiceCommands(CLI::App& app, Action* action) {
   watch->add_flag("--json", job_args->json, "One JSON object a line");
   watch->callback([=] { *action = [=] { return RunWatch(*job_args); }; });
 
-  CLI::App* cancel = app.add_subcommand("cancel", "Cancel a job");
-  cancel->add_option("JOB", job_args->job, "Job id")->required();
-  cancel->add_option("--server", job_args->server, "Server address")->capture_default_str();
-  cancel->add_option("--token", job_args->token, "Bearer token (or $KTUNE_TOKEN)");
-  AddClientTlsOptions(cancel, &job_args->tls);
-  cancel->add_flag("--json", job_args->json, "Print the job as JSON");
-  cancel->callback([=] { *action = [=] { return RunCancel(*job_args); }; });
+  for (const auto& [name, help] : std::vector<std::pair<std::string, std::string>>{
+           {"cancel", "Cancel a job: queued candidates are dropped, leased ones still recorded"},
+           {"pause", "Pause a job: nothing more is leased until it is resumed"},
+           {"resume", "Resume a paused job where it stopped"}}) {
+    CLI::App* job_action = app.add_subcommand(name, help);
+    job_action->add_option("JOB", job_args->job, "Job id")->required();
+    job_action->add_option("--server", job_args->server, "Server address")->capture_default_str();
+    job_action->add_option("--token", job_args->token, "Bearer token (or $KTUNE_TOKEN)");
+    AddClientTlsOptions(job_action, &job_args->tls);
+    job_action->add_flag("--json", job_args->json, "Print the job as JSON");
+    job_action->callback(
+        [=, name = name] { *action = [=] { return RunJobAction(name, *job_args); }; });
+  }
 
   CLI::App* workers = app.add_subcommand("workers", "List the workers a server knows");
   workers->add_option("--server", job_args->server, "Server address")->capture_default_str();

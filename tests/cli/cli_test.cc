@@ -723,8 +723,19 @@ TEST(CliTest, TelemetryReportRaisesDriftFlagsThatDriftLists) {
     EXPECT_THAT(largest.err, HasSubstr("no worker of device class cpu:c0, cpu:c1, "));
     EXPECT_THAT(largest.err, HasSubstr("those tasks wait until one joins"));
     const std::string largest_id = nlohmann::json::parse(largest.out)["job_id"];
+    // pause and resume, as cancel (only the API and Python had them).
+    auto paused = RunKtune({"pause", largest_id, "--server", address, "--json"});
+    EXPECT_EQ(paused.exit_code, 0) << paused.err;
+    EXPECT_EQ(nlohmann::json::parse(paused.out)["state"], "paused");
+    auto resumed = RunKtune({"resume", largest_id, "--server", address});
+    EXPECT_EQ(resumed.exit_code, 0) << resumed.err;
+    EXPECT_THAT(resumed.out, HasSubstr("job " + largest_id + " "));
+    EXPECT_THAT(resumed.out, Not(HasSubstr("paused")));
     auto cancelled = RunKtune({"cancel", largest_id, "--server", address});
     EXPECT_EQ(cancelled.exit_code, 0) << cancelled.err;
+    auto too_late = RunKtune({"resume", largest_id, "--server", address});
+    EXPECT_EQ(too_late.exit_code, 1);  // a cancelled job cannot be resumed: said, not usage
+    EXPECT_THAT(too_late.err, HasSubstr("cancelled"));
     // watch ends with the job and every task (GetJob's pages of 4,096, read in turn): it failed
     // past gRPC's 4 MiB.
     auto watched = RunKtune({"watch", largest_id, "--server", address, "--json"});
