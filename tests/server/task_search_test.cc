@@ -71,6 +71,26 @@ class TaskSearchTest : public OneTaskScheduler {
   }
 };
 
+// A job whose search runs out of configurations before its budget ends done and says so (it
+// ended "done: 956/16000 measurements" with no message).
+TEST_F(TaskSearchTest, AJobThatRunsOutOfConfigurationsSaysSo) {
+  const int64_t job = Submit(1'000'000, "random", /*batch_size=*/256);
+  int64_t measured = 0;
+  for (std::vector<Configuration> lease = LeaseAndReport(); !lease.empty();
+       lease = LeaseAndReport()) {
+    measured += static_cast<int64_t>(lease.size());
+  }
+  absl::StatusOr<JobStatus> done = scheduler_->GetJob(job);
+  ASSERT_TRUE(done.ok()) << done.status();
+  EXPECT_EQ(done->job.state, JobState::kDone);
+  EXPECT_EQ(done->done, measured);
+  EXPECT_LT(measured, 1'000'000);
+  EXPECT_THAT(done->job.message,
+              ::testing::HasSubstr("search space ran out before the budget: gemm on cpu:test"));
+  EXPECT_THAT(done->job.message,
+              ::testing::HasSubstr(absl::StrCat("(", measured, " of 1000000 measured")));
+}
+
 TEST_F(TaskSearchTest, TheDefaultComesFirstOncePerTaskThenBatchesOfTheJobsSize) {
   const int64_t first = Submit(7, "random", /*batch_size=*/3);
   std::vector<std::vector<Configuration>> leases;
