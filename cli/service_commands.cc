@@ -342,6 +342,16 @@ int RunWatch(const JobArgs& a) {
     }
   }
   absl::Status s = FromGrpc(reader->Finish());
+  if (absl::IsDeadlineExceeded(s)) {  // this command's own --timeout, not the server's silence
+    return Fail(cmd, absl::DeadlineExceededError(absl::StrCat(
+                         "--timeout ", a.timeout_s, " s ran out before job ", a.job,
+                         " ended; the job goes on (ktune watch ", a.job, " follows it again)")));
+  }
+  if (absl::IsCancelled(s) || absl::IsUnavailable(s)) {  // a server stopping, or gone
+    return Fail(cmd, absl::UnavailableError(absl::StrCat(s.message(), "; job ", a.job,
+                                                         " is kept (ktune watch ", a.job,
+                                                         " follows it again)")));
+  }
   if (!s.ok()) {
     return absl::IsInvalidArgument(s) ? UsageError(cmd, std::string(s.message())) : Fail(cmd, s);
   }

@@ -82,6 +82,11 @@ absl::Status FromGrpc(const grpc::Status& status) {
   std::string message = said.empty() ? "the server did not say why" : said;
   // gRPC's own words for what went wrong on the way (not the server's answer) say what happened
   // to the call, not what to do: say that too.
+  if (said == "Cancelling all calls") {  // a server shutting down; the code varies by call kind
+    message =
+        "the server shut down during the call; run the command again once it is back "
+        "(jobs resume when it restarts)";
+  }
   switch (status.error_code()) {
     case grpc::StatusCode::UNAVAILABLE:
       for (absl::string_view unreachable :
@@ -108,11 +113,6 @@ absl::Status FromGrpc(const grpc::Status& status) {
       }
       break;
     case grpc::StatusCode::CANCELLED:
-      if (said == "Cancelling all calls") {
-        message =
-            "the server shut down during the call; run the command again once it is back "
-            "(jobs resume when it restarts)";
-      }
       break;
     case grpc::StatusCode::RESOURCE_EXHAUSTED:
       if (absl::StartsWith(said, "Sent message larger than max")) {

@@ -41,7 +41,8 @@ absl::StatusOr<std::string> ServedDatabasePath(const std::string& db_path) {
     return absl::NotFoundError(absl::StrCat("the folder ", folder.string(), " of --db ", db_path,
                                             " does not exist: create it, or give another path"));
   }
-  const fs::path real = fs::weakly_canonical(path, error);
+  // Absolute first: a relative name with no folder ("t.db") stays relative, without a parent.
+  const fs::path real = fs::weakly_canonical(fs::absolute(path, error), error);
   if (error) {
     return absl::FailedPreconditionError(
         absl::StrCat("cannot resolve the path ", db_path, ": ", error.message()));

@@ -723,6 +723,11 @@ TEST(CliTest, TelemetryReportRaisesDriftFlagsThatDriftLists) {
     EXPECT_THAT(largest.err, HasSubstr("no worker of device class cpu:c0, cpu:c1, "));
     EXPECT_THAT(largest.err, HasSubstr("those tasks wait until one joins"));
     const std::string largest_id = nlohmann::json::parse(largest.out)["job_id"];
+    // A watch's own --timeout is said to be its own (it blamed the server for not answering).
+    auto timed_out = RunKtune({"watch", largest_id, "--server", address, "--timeout", "1"});
+    EXPECT_EQ(timed_out.exit_code, 1);
+    EXPECT_THAT(timed_out.err, HasSubstr("--timeout 1 s ran out before job " + largest_id +
+                                         " ended; the job goes on"));
     // pause and resume, as cancel (only the API and Python had them).
     auto paused = RunKtune({"pause", largest_id, "--server", address, "--json"});
     EXPECT_EQ(paused.exit_code, 0) << paused.err;

@@ -189,6 +189,12 @@ TEST(TuningServerTest, ADatabaseItCannotWriteIsRefusedAtStart) {
   ASSERT_TRUE(absl::IsNotFound(missing.status())) << missing.status();
   EXPECT_THAT(missing.status().message(),
               HasSubstr("the folder " + dir.File("no/such/folder") + " of --db"));
+  // A name without a folder is one in the working directory (the check took its folder for
+  // unwritable, and `ktune serve --db t.db` refused to start).
+  const std::string relative = absl::StrCat("relative-", ::getpid(), ".db");
+  options.db_path = relative;
+  EXPECT_TRUE(TuningServer::Start(options).ok());
+  for (const char* suffix : {"", ".lock", "-wal", "-shm"}) ::unlink((relative + suffix).c_str());
   // A database another user owns, served by `ktune serve` as a user who may read it only. Root
   // writes whatever the mode says, so as root (CI) the server runs as nobody (setpriv).
   options.db_path = dir.File("ro.db");
