@@ -348,7 +348,15 @@ absl::StatusOr<int64_t> Scheduler::Report(const std::string& worker_id, const st
     auto l = leases_.find(lease_id);  // still there: a committing lease neither expires nor leaves
     LeaseRun& lease = *l->second;
     lease.committing = false;
-    if (!added.ok()) return added.status();  // the lease stands: report again, or it expires
+    if (!added.ok()) {
+      // The server's own log says why (a full disk showed only in the worker's log, the job
+      // sitting at its count without a word); the lease stands: report again, or it expires.
+      LogEvent("report_not_stored", {{"worker_id", worker_id},
+                                     {"lease_id", lease_id},
+                                     {"records", std::to_string(records.size())},
+                                     {"reason", std::string(added.status().message())}});
+      return added.status();
+    }
     if (auto w = workers_.find(worker_id); w != workers_.end()) {
       w->second.measurements += static_cast<int64_t>(records.size());
       w->second.last_seen = options_.now();
