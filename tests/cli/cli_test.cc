@@ -741,8 +741,7 @@ TEST(CliTest, TelemetryReportRaisesDriftFlagsThatDriftLists) {
     auto too_late = RunKtune({"resume", largest_id, "--server", address});
     EXPECT_EQ(too_late.exit_code, 1);  // a cancelled job cannot be resumed: said, not usage
     EXPECT_THAT(too_late.err, HasSubstr("cancelled"));
-    // watch ends with the job and every task (GetJob's pages of 4,096, read in turn): it failed
-    // past gRPC's 4 MiB.
+    // watch ends with the job and every task, read from GetJob's pages of 4,096.
     auto watched = RunKtune({"watch", largest_id, "--server", address, "--json"});
     EXPECT_EQ(watched.exit_code, 1) << watched.err;  // cancelled, not done
     const std::string last =
