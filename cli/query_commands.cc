@@ -288,8 +288,10 @@ absl::StatusOr<std::vector<JobRow>> JobsFromServer(const JobsArgs& a,
       if (!absl::SimpleAtoi(j.job_id(), &id)) {
         return absl::InternalError(absl::StrCat("the server sent the job id '", j.job_id(), "'"));
       }
-      rows.push_back({id, j.spec().name(), StateName(j.state()), j.message(), -1,
-                      j.measurements_done(), j.measurements_total()});
+      // task_count 0: a server from before it was sent (every job has a task).
+      rows.push_back({id, j.spec().name(), StateName(j.state()), j.message(),
+                      j.task_count() > 0 ? j.task_count() : -1, j.measurements_done(),
+                      j.measurements_total()});
     }
     request.set_page_token(page.next_page_token());
   } while (!request.page_token().empty());

@@ -217,7 +217,8 @@ JobStatus Scheduler::StatusOf(const JobRun& run, TaskPage page) const {
   }
   const int64_t since = s.done - run.done_at_start;
   const double seconds = absl::ToDoubleSeconds(options_.now() - run.started);
-  if (since > 0 && seconds > 0 && !IsFinal(run.job.state)) {
+  // Only while it runs: a paused job's estimate grew each second it stayed paused.
+  if (since > 0 && seconds > 0 && run.job.state == JobState::kRunning) {
     s.estimated_seconds_left = (s.total - s.done) * seconds / since;
   }
   return s;

@@ -1234,6 +1234,10 @@ TEST(CliTest, AnInterruptedTuneThroughAServerCancelsItsJobThere) {
   const nlohmann::json listed = nlohmann::json::parse(jobs.out, nullptr, false);
   ASSERT_TRUE(listed.is_array() && listed.size() == 1) << jobs.out;
   EXPECT_EQ(listed[0].value("state", ""), "cancelled") << jobs.out;
+  // Its task count, as from the database (the server's list showed "-", the file's 1).
+  EXPECT_EQ(listed[0].value("task_count", 0), 1) << jobs.out;
+  EXPECT_THAT(RunKtune({"jobs", "--server", address}).out,
+              ::testing::ContainsRegex("cancelled +1 "));
 }
 
 // Through a server, a tune where nothing measures ok says why, as the embedded default does (it

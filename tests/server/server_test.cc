@@ -533,8 +533,19 @@ TEST_F(ServerTest, PauseResumeAndCancelFollowTheJobsState) {
     r.set_job_id(which);
     return tuning_->CancelJob(Context().get(), r, &job);
   };
+  // Some progress, so that a running job has an estimate of the time left.
+  const std::string worker = RegisterWorker();
+  const v1::LeaseBatchResponse lease = Lease(worker, 4);
+  v1::ReportResultsResponse stored;
+  ASSERT_TRUE(workers_->ReportResults(Context().get(), OkReport(worker, lease, 2.0), &stored).ok());
+  v1::GetJobRequest get;
+  get.set_job_id(id);
+  ASSERT_TRUE(tuning_->GetJob(Context().get(), get, &job).ok());
+  EXPECT_GT(job.estimated_seconds_left(), 0);
   ASSERT_TRUE(pause().ok());
   EXPECT_EQ(job.state(), v1::JOB_STATE_PAUSED);
+  // Unknown while paused (it grew each second the job stayed paused).
+  EXPECT_EQ(job.estimated_seconds_left(), 0);
   ASSERT_TRUE(pause().ok());  // pausing a paused job changes nothing
   EXPECT_EQ(job.state(), v1::JOB_STATE_PAUSED);
   ASSERT_TRUE(resume().ok());
