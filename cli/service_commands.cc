@@ -347,7 +347,8 @@ int RunWatch(const JobArgs& a) {
                          "--timeout ", a.timeout_s, " s ran out before job ", a.job,
                          " ended; the job goes on (ktune watch ", a.job, " follows it again)")));
   }
-  if (absl::IsCancelled(s) || absl::IsUnavailable(s)) {  // a server stopping, or gone
+  if ((absl::IsCancelled(s) || absl::IsUnavailable(s)) &&
+      !absl::StrContains(s.message(), "cannot reach")) {  // a server stopping, or gone
     return Fail(cmd, absl::UnavailableError(absl::StrCat(s.message(), "; job ", a.job,
                                                          " is kept (ktune watch ", a.job,
                                                          " follows it again)")));

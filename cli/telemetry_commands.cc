@@ -76,7 +76,8 @@ absl::StatusOr<v1::TelemetrySample> SampleFromJson(const std::string& text) {
     return absl::InvalidArgumentError(absl::StrCat("not valid JSON: ", e.what()));
   }
   if (!line.is_object()) return absl::InvalidArgumentError("not a JSON object");
-  // A misspelt key (stdev_ms) was ignored, and what it meant was stored as its default.
+  // A misspelt key (stdev_ms) was ignored, and what it meant was stored as its default. The
+  // Python client's _TELEMETRY_KEYS (python/ktune/client.py) are the same keys.
   static const std::set<std::string> kKeys = {"kernel",    "problem",      "device",    "config",
                                               "times_ms",  "count",        "mean_ms",   "stddev_ms",
                                               "histogram", "window_start", "window_end"};

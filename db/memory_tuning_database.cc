@@ -63,14 +63,14 @@ absl::StatusOr<BestResult> MemoryTuningDatabase::QueryBest(const BestQuery& q) {
   const auto in_class = [&](const DeviceInfo& d) {
     return !q.device_class.empty() && d.device_class == q.device_class;
   };
+  const auto exact = [&](const DeviceInfo& d) {
+    return !q.fingerprint_hash.empty() && d.FingerprintHash() == q.fingerprint_hash;
+  };
   // The class's stale records before the family's (BestResult::stale), as SQLite's.
   const std::tuple<MatchLevel, std::function<bool(const DeviceInfo&)>, bool> levels[] = {
-      {MatchLevel::kExact,
-       [&](const DeviceInfo& d) {
-         return !q.fingerprint_hash.empty() && d.FingerprintHash() == q.fingerprint_hash;
-       },
-       false},
+      {MatchLevel::kExact, exact, false},
       {MatchLevel::kDeviceClass, in_class, false},
+      {MatchLevel::kExact, exact, true},
       {MatchLevel::kDeviceClass, in_class, true},
       {MatchLevel::kFamily,
        [&](const DeviceInfo& d) { return !family.empty() && d.family == family; }, false},

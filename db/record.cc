@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <nlohmann/json.hpp>
 
 #include "absl/strings/str_cat.h"
@@ -144,7 +145,10 @@ absl::StatusOr<Record> RecordFromJsonLine(absl::string_view line,
   if (stale_before_us != nullptr) {
     stale_before_us->reset();
     if (j.contains("stale_before_us")) {
-      if (!j["stale_before_us"].is_number_integer()) {
+      if (!j["stale_before_us"].is_number_integer() ||
+          (j["stale_before_us"].is_number_unsigned() &&
+           j["stale_before_us"].get<uint64_t>() >
+               static_cast<uint64_t>(std::numeric_limits<int64_t>::max()))) {
         return absl::InvalidArgumentError("'stale_before_us' is not an integer");
       }
       *stale_before_us = j["stale_before_us"].get<int64_t>();

@@ -598,6 +598,7 @@ absl::StatusOr<BestResult> SqliteTuningDatabase::QueryBest(const BestQuery& q) {
   const std::tuple<MatchLevel, const char*, std::string, bool> levels[] = {
       {MatchLevel::kExact, "fingerprint_hash", q.fingerprint_hash, false},
       {MatchLevel::kDeviceClass, "device_class", q.device_class, false},
+      {MatchLevel::kExact, "fingerprint_hash", q.fingerprint_hash, true},
       {MatchLevel::kDeviceClass, "device_class", q.device_class, true},
       {MatchLevel::kFamily, "family", family, false},
   };

@@ -48,7 +48,8 @@ struct BestResult {
   std::vector<Record> records;  // ok records, fastest first, one per configuration; <= top_k
   // The records are stale (MarkStale: measured before a regression was flagged) and answer
   // because the device class has no newer record of the task yet: what the class last knew,
-  // rather than the family's or nothing until a retuning job has measured (level: kDeviceClass).
+  // rather than the family's or nothing until a retuning job has measured (level: kExact when
+  // the asked fingerprint has stale records, else kDeviceClass).
   bool stale = false;
 };
 

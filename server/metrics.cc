@@ -346,6 +346,8 @@ MetricsHttpServer::~MetricsHttpServer() { exposer_.reset(); }
 // (pthread_create: EINVAL) and the metrics endpoint could not start inside `ktune serve`. This
 // definition, exported from the executable (server/CMakeLists.txt), takes precedence over glibc's
 // and gives any thread asking for less a floor of kThreadStackFloor; larger requests are unchanged.
+// It holds for every thread of a program linking ktune_server (the server, the worker, the tests),
+// whoever starts it: a floor only.
 extern "C" int pthread_attr_setstacksize(pthread_attr_t* attr, size_t stack_size) {
   constexpr size_t kThreadStackFloor = size_t{1} << 20;
   using SetStackSize = int (*)(pthread_attr_t*, size_t);

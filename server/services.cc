@@ -409,7 +409,9 @@ grpc::ServerWriteReactor<v1::JobEvent>* TuningServiceImpl::WatchJob(
       }
     }
     v1::JobEvent event;
-    *event.mutable_job() = ToProto(*status, with_tasks);
+    // As the action replies: every task up to kMaxReplyTasks, none past it (task_count says how
+    // many; GetJob pages them), or a default client could not read the event.
+    *event.mutable_job() = ToProto(*status, with_tasks && status->tasks.size() <= kMaxReplyTasks);
     if (changed >= 0) *event.mutable_changed_task() = ToProto(status->tasks[changed]);
     const bool final = IsFinal(event.job().state());
     return std::make_pair(std::move(event), final);

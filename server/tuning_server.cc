@@ -38,6 +38,11 @@ absl::StatusOr<std::string> ServedDatabasePath(const std::string& db_path) {
   const fs::path path(db_path);
   const fs::path folder = path.has_parent_path() ? path.parent_path() : fs::path(".");
   if (!fs::is_directory(folder, error)) {
+    if (error && error != std::errc::no_such_file_or_directory) {
+      return absl::FailedPreconditionError(absl::StrCat("cannot look at the folder ",
+                                                        folder.string(), " of --db ", db_path, ": ",
+                                                        error.message()));
+    }
     return absl::NotFoundError(absl::StrCat("the folder ", folder.string(), " of --db ", db_path,
                                             " does not exist: create it, or give another path"));
   }
@@ -47,11 +52,16 @@ absl::StatusOr<std::string> ServedDatabasePath(const std::string& db_path) {
     return absl::FailedPreconditionError(
         absl::StrCat("cannot resolve the path ", db_path, ": ", error.message()));
   }
-  const bool exists = fs::exists(real, error);
-  if (::access((exists ? real : real.parent_path()).c_str(), W_OK) != 0) {
+  // The file, and its folder: SQLite's journal and the lock file are made beside it.
+  if (fs::exists(real, error) && ::access(real.c_str(), W_OK) != 0) {
     return absl::PermissionDeniedError(
-        absl::StrCat(exists ? "the database " : "the folder of the database ", db_path,
+        absl::StrCat("the database ", db_path,
                      " is not writable by this process: a server stores every measurement in it"));
+  }
+  if (::access(real.parent_path().c_str(), W_OK | X_OK) != 0) {
+    return absl::PermissionDeniedError(absl::StrCat(
+        "the folder of the database ", db_path,
+        " is not writable by this process: SQLite keeps its journal there, and ktune its lock"));
   }
   return real.string();
 }
@@ -183,6 +193,8 @@ std::shared_ptr<grpc::Channel> TuningServer::InProcessChannel() {
 void TuningServer::Shutdown() {
   if (shut_down_) return;
   shut_down_ = true;
+  // Scrapes read the scheduler and the caches, destroyed before this member (declared first).
+  metrics_http_.reset();
   stop_.Notify();
   if (server_ != nullptr) {
     server_->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(5));

@@ -65,7 +65,9 @@ struct ImportSummary {
   int64_t stale_tasks = 0;            // tasks whose stale boundary the file carried, marked again
 };
 
-// Reads `path` and stores its records in one transaction: all of the file or nothing.
+// Reads `path` and stores its records in one transaction: all of the file or nothing. The stale
+// boundaries a JSONL file carries are marked after that commit; an error there says that the
+// records were stored.
 absl::StatusOr<ImportSummary> ImportRecordFile(TuningDatabase& db, const std::string& path,
                                                const ReadOptions& options);
 

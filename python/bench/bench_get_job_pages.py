@@ -21,7 +21,7 @@ from pathlib import Path
 import ktune
 from ktune.v1 import tuning_service_pb2 as ts
 
-from bench_list_jobs import serve
+from bench_list_jobs import LARGE_SPEC, serve
 
 
 def timed_reads(client: ktune.Client, stub, job_id: str, when: str, repeats: int) -> None:
@@ -40,9 +40,6 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeats", type=int, default=3)
     args = ap.parse_args()
-    spec = {"name": "large", "kernels": ["gemm"], "budget": 4,
-            "problems": [{"M": 16 * i, "N": 64, "K": 64} for i in range(1, 1025)],
-            "device_classes": [f"cpu:c{i}" for i in range(64)]}
     with tempfile.TemporaryDirectory() as tmp:
         db = Path(tmp) / "jobs.db"
         for when in ("in memory", "after a restart"):
@@ -50,7 +47,7 @@ def main() -> None:
             try:
                 client = ktune.Client(f"127.0.0.1:{port}")  # gRPC's default receive limit
                 if when == "in memory":
-                    job = stub.SubmitJob(ts.SubmitJobRequest(spec_text=json.dumps(spec)),
+                    job = stub.SubmitJob(ts.SubmitJobRequest(spec_text=json.dumps(LARGE_SPEC)),
                                          timeout=600)
                     stub.CancelJob(ts.CancelJobRequest(job_id=job.job_id), timeout=600)
                 timed_reads(client, stub, job.job_id, when, args.repeats)

@@ -30,6 +30,13 @@ REPO = Path(__file__).resolve().parents[2]
 KTUNE = os.environ.get("KTUNE_BIN", str(REPO / "build" / "cli" / "ktune"))
 
 
+# A job of 65,536 tasks (the most a spec may give): 1024 problems x 64 device classes that no
+# worker serves.
+LARGE_SPEC = {"name": "large", "kernels": ["gemm"], "budget": 4,
+              "problems": [{"M": 16 * i, "N": 64, "K": 64} for i in range(1, 1025)],
+              "device_classes": [f"cpu:c{i}" for i in range(64)]}
+
+
 def serve(db: Path) -> tuple[subprocess.Popen, tg.TuningServiceStub, int]:
     """`ktune serve` on `db`, a stub that receives up to 64 MiB, and the server's port."""
     p = subprocess.Popen([KTUNE, "serve", "--listen", "127.0.0.1:0", "--db", str(db)],
@@ -46,9 +53,7 @@ def main() -> None:
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=3)
     args = ap.parse_args()
-    spec = {"name": "large", "kernels": ["gemm"], "budget": 4,
-            "problems": [{"M": 16 * i, "N": 64, "K": 64} for i in range(1, 1025)],
-            "device_classes": [f"cpu:c{i}" for i in range(64)]}
+    spec = LARGE_SPEC
     with tempfile.TemporaryDirectory() as tmp:
         db = Path(tmp) / "jobs.db"
         server, stub, _ = serve(db)

@@ -65,7 +65,8 @@ def _lookup(request, kernel: str, kernel_version: str, problem: Optional[Problem
     return request
 
 
-# The keys of a telemetry sample, as ``ktune telemetry report``'s JSONL lines have them.
+# The keys of a telemetry sample, as ``ktune telemetry report``'s JSONL lines have them (the same
+# list as SampleFromJson's in cli/telemetry_commands.cc).
 _TELEMETRY_KEYS = frozenset({"kernel", "problem", "device", "config", "times_ms", "count",
                              "mean_ms", "stddev_ms", "histogram", "window_start", "window_end"})
 
@@ -119,9 +120,12 @@ def _telemetry_sample_to_proto(index: int, sample: Mapping, m) -> None:
                 real("histogram", b) for b in histogram["upper_bounds_ms"])
             m.histogram.counts.extend(whole("histogram", c) for c in histogram["counts"])
         elif forms[0] == "times_ms":
-            if isinstance(sample["times_ms"], (str, bytes)) or not sample["times_ms"]:
+            times = sample["times_ms"]
+            # Any iterable of numbers (a list, a numpy array), not text.
+            times = [] if isinstance(times, (str, bytes)) else list(times)
+            if not times:
                 fail("times_ms", f"a non-empty list of times, not {sample['times_ms']!r}")
-            m.times_ms.extend(real("times_ms", t) for t in sample["times_ms"])
+            m.times_ms.extend(real("times_ms", t) for t in times)
         else:
             if "mean_ms" not in sample:
                 fail("mean_ms", "missing (count needs mean_ms)")
@@ -457,8 +461,9 @@ class Client:
 
     def wait(self, job_id: str, timeout: Optional[float] = None,
              on_event: Optional[Callable[[JobEvent], None]] = None) -> Job:
-        """Watches a job until it ends; returns its final state (with tasks)."""
-        for event in self.watch(job_id, with_tasks=True, timeout=timeout):
+        """Watches a job until it ends; returns its final state (with every task, get_job's)."""
+        # The events carry tasks only for on_event: the end is read with get_job's pages.
+        for event in self.watch(job_id, with_tasks=on_event is not None, timeout=timeout):
             if on_event is not None:
                 on_event(event)
             if event.job.state.final:

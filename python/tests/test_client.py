@@ -427,6 +427,10 @@ def test_telemetry_is_validated_and_flags_drift(records_server):
              "times_ms": [1.0, 1.1, 0.9]}
     reply = client.report_telemetry([timed])
     assert reply["accepted"] == 1
+    # A numpy array of times reads as a list does (the emptiness check raised on it).
+    import numpy  # pinned in python/requirements.txt
+    assert client.report_telemetry(
+        [dict(timed, device=PNPOLY_CLASS, times_ms=numpy.array([1.0, 1.1, 0.9]))])["accepted"] == 1
     assert [f["kind"] for f in reply["raised"]] == ["DRIFT_KIND_NEW_ENVIRONMENT"]
     assert [f["id"] for f in client.drift()] == [reply["raised"][0]["id"]]
     # The suggested command runs as given: this client's address, not "ADDR".

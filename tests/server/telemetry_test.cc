@@ -434,6 +434,29 @@ TEST(TelemetryTest, ARegressionInProductionIsFlaggedRetunedAndChangesTheBestAnsw
   EXPECT_DOUBLE_EQ(spec["agent_share"].get<double>(), 0.25);
 }
 
+// A server that acts on drift flags (retune act), replaying kSpace, on the database `db_path`
+// holding the space's first `records` records, measured on a device whose fingerprint is
+// `fingerprint_json` when given (the file's names only its model, as a class-only report does).
+TuningServerOptions ActingOnRecords(const std::string& db_path, const RecordedSpace& recorded,
+                                    size_t records, const std::string& fingerprint_json = "") {
+  auto db = SqliteTuningDatabase::Open(db_path);
+  EXPECT_TRUE(db.ok());
+  if (db.ok()) {
+    std::vector<Record> first(recorded.records.begin(), recorded.records.begin() + records);
+    if (!fingerprint_json.empty()) {
+      for (Record& r : first) r.device.fingerprint_json = fingerprint_json;
+    }
+    EXPECT_TRUE((*db)->AddRecords(first).ok());
+  }
+  TuningServerOptions options;
+  options.listen = "127.0.0.1:0";
+  options.db_path = db_path;
+  options.replay_files = {testing::SpaceFile(kSpace)};
+  options.scheduler.agent_threads = 0;
+  options.retune.mode = RetuneMode::kAct;
+  return options;
+}
+
 // A regression's retuning job that measures nothing (no worker; then cancelled) leaves the old
 // answer served, marked stale, and the task counts as tuned: the flag hid every answer ("nothing
 // known") for good, and the hidden history raised a second flag, "called N times but never
@@ -442,19 +465,9 @@ TEST(TelemetryTest, AnUnmeasuredRetuneLeavesTheOldAnswerServedAsStale) {
   testing::TempDir dir;
   auto recorded = LoadRecordedSpace(testing::SpaceFile(kSpace));
   ASSERT_TRUE(recorded.ok());
-  {
-    auto db = SqliteTuningDatabase::Open(dir.File("s.db"));
-    ASSERT_TRUE(db.ok());
-    std::vector<Record> first(recorded->records.begin(), recorded->records.begin() + 64);
-    ASSERT_TRUE((*db)->AddRecords(first).ok());
-  }
   const Record& any = recorded->records.front();
-  TuningServerOptions options;
-  options.listen = "127.0.0.1:0";
-  options.db_path = dir.File("s.db");
-  options.replay_files = {testing::SpaceFile(kSpace)};
-  options.scheduler.agent_threads = 0;
-  options.retune.mode = RetuneMode::kAct;
+  const std::string fingerprint = R"({"driver":"550.54","name":"NVIDIA GeForce RTX 3090"})";
+  TuningServerOptions options = ActingOnRecords(dir.File("s.db"), *recorded, 64, fingerprint);
   options.drift.hot_calls = 1000;
   auto server = TuningServer::Start(options);
   ASSERT_TRUE(server.ok()) << server.status();
@@ -472,9 +485,13 @@ TEST(TelemetryTest, AnUnmeasuredRetuneLeavesTheOldAnswerServedAsStale) {
   const double lab_ms = before.best(0).time_ms();
   std::mt19937 rng(7);
   std::normal_distribution<double> noise(1.0, 0.01);
+  // Reports name the device the records were measured on: once they were stale, that one read
+  // as never tuned (a new_environment flag, and under act a second retuning job).
   auto report = [&](double factor) {
     v1::ReportTelemetryRequest r;
-    *r.add_samples() = Sample(any, served, lab_ms * factor * noise(rng));
+    v1::TelemetrySample* sample = r.add_samples();
+    *sample = Sample(any, served, lab_ms * factor * noise(rng));
+    (*sample->mutable_device()->mutable_extra())["fingerprint_json"] = fingerprint;
     v1::ReportTelemetryResponse response;
     EXPECT_TRUE(tuning->ReportTelemetry(Context().get(), r, &response).ok());
     return response;
@@ -537,20 +554,8 @@ TEST(TelemetryTest, ANewEnvironmentIsRetunedOnlyWhereAWorkerHasIt) {
   testing::TempDir dir;
   auto recorded = LoadRecordedSpace(testing::SpaceFile(kSpace));
   ASSERT_TRUE(recorded.ok());
-  {
-    auto db = SqliteTuningDatabase::Open(dir.File("e.db"));
-    ASSERT_TRUE(db.ok());
-    std::vector<Record> first(recorded->records.begin(), recorded->records.begin() + 16);
-    ASSERT_TRUE((*db)->AddRecords(first).ok());
-  }
   const Record& any = recorded->records.front();
-  TuningServerOptions options;
-  options.listen = "127.0.0.1:0";
-  options.db_path = dir.File("e.db");
-  options.replay_files = {testing::SpaceFile(kSpace)};
-  options.scheduler.agent_threads = 0;
-  options.retune.mode = RetuneMode::kAct;
-  auto server = TuningServer::Start(options);
+  auto server = TuningServer::Start(ActingOnRecords(dir.File("e.db"), *recorded, 16));
   ASSERT_TRUE(server.ok()) << server.status();
   auto channel = grpc::CreateChannel(absl::StrCat("127.0.0.1:", (*server)->port()),
                                      grpc::InsecureChannelCredentials());
