@@ -229,6 +229,7 @@ int RunWorker(const WorkerArgs& a) {
   options.idle_exit = absl::Seconds(a.idle_exit_s);
   options.registry = &registry;
   options.languages = languages;
+  options.channel = *channel;
   LogEvent("worker_started",
            {{"device_class", measurer->device().device_class}, {"server", a.server}});
   WorkerLoop loop(stub.get(), measurer.get(), options, &stop);

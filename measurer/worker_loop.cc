@@ -143,6 +143,18 @@ absl::Status WorkerLoop::Run() {
     const absl::Time until = absl::Now() + d;
     while (!Stopping() && absl::Now() < until) absl::SleepFor(absl::Milliseconds(20));
   };
+  // The wait before retrying a server that could not be reached: at most max_backoff, jitter
+  // included. With the channel, it ends early once the channel connects: its backoff is reset, so
+  // that it tries to connect from now on at its first pace (WorkerLoopOptions::channel).
+  auto wait_to_retry = [&](absl::Duration d) {
+    const absl::Time until = absl::Now() + std::min(Jittered(d), options_.max_backoff);
+    if (options_.channel == nullptr) return wait(until - absl::Now());
+    grpc::experimental::ChannelResetConnectionBackoff(options_.channel.get());
+    while (!Stopping() && absl::Now() < until) {
+      const absl::Time slice = std::min(until, absl::Now() + absl::Milliseconds(200));
+      if (options_.channel->WaitForConnected(absl::ToChronoTime(slice))) return;
+    }
+  };
   // A server that cannot be reached is logged when that starts (and when its reason changes),
   // not every retry. With idle_exit, a server never reached counts as nothing to lease (a wrong
   // address), and the worker gives up with the reason instead of retrying forever; once it has
@@ -169,7 +181,7 @@ absl::Status WorkerLoop::Run() {
       if (IsFatal(s)) return s;
       if (!s.ok()) {
         if (on_unreachable(s)) return give_up(s);
-        wait(Jittered(backoff));
+        wait_to_retry(backoff);
         backoff = std::min(backoff * 2, options_.max_backoff);
         continue;
       }
@@ -197,7 +209,7 @@ absl::Status WorkerLoop::Run() {
     if (IsFatal(s)) return s;
     if (!s.ok()) {
       if (on_unreachable(s)) return give_up(s);
-      wait(Jittered(backoff));
+      wait_to_retry(backoff);
       backoff = std::min(backoff * 2, options_.max_backoff);
       continue;
     }

@@ -8,12 +8,14 @@
 
 #include <atomic>
 #include <cstdint>
+#include <memory>
 #include <string>
 
 #include "absl/status/status.h"
 #include "absl/time/time.h"
-#include "ktune/v1/worker_service.grpc.pb.h"
+#include "grpcpp/channel.h"
 #include "kernels/kernel_registry.h"
+#include "ktune/v1/worker_service.grpc.pb.h"
 #include "measurer/measurer.h"
 
 namespace ktune {
@@ -39,6 +41,11 @@ struct WorkerLoopOptions {
   // Languages of the registry kernels the measurer builds ("cpp", "cuda"), sent at registration
   // so that the server leases only those; empty: any (a replay worker).
   std::vector<std::string> languages;
+  // The stub's channel (may be null). While the server cannot be reached, each retry first resets
+  // its connection backoff, so that the retry is a connection attempt: gRPC's own backoff grows
+  // apart from the loop's, and a retry in between failed at once (workers came back 8 to 10 s
+  // after a restarted server listened).
+  std::shared_ptr<grpc::Channel> channel;
 };
 
 class WorkerLoop {
