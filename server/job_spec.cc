@@ -3,6 +3,7 @@
 #include <yaml-cpp/yaml.h>
 
 #include <cmath>
+#include <map>
 #include <nlohmann/json.hpp>
 #include <set>
 
@@ -62,6 +63,14 @@ absl::StatusOr<v1::Strategy> ParseStrategy(const std::string& name) {
       absl::StrCat("unknown strategy '", name, "'; use ppo, random, anneal, genetic or model"));
 }
 
+namespace {
+// "gemm M=64,N=64 on cpu:x", or "pnpoly on A100" for a problem without parameters.
+std::string TaskText(const std::string& kernel, const Problem& problem, const std::string& device) {
+  return absl::StrCat(kernel, problem.empty() ? "" : " ", FormatParamMapAssignments(problem),
+                      " on ", device);
+}
+}  // namespace
+
 absl::StatusOr<v1::JobSpec> ParseJobSpecText(const std::string& text) {
   if (text.size() > (1 << 20)) return absl::InvalidArgumentError("job spec is larger than 1 MiB");
   YAML::Node root;
@@ -74,11 +83,13 @@ absl::StatusOr<v1::JobSpec> ParseJobSpecText(const std::string& text) {
   if (!root.IsMap()) return absl::InvalidArgumentError("job spec must be a mapping");
   v1::JobSpec spec;
   std::string field;  // the field being read, for a conversion error's message
+  YAML::Node value;   // and its value
   std::set<std::string> seen;
   try {
     for (const auto& kv : root) {
       const std::string key = kv.first.as<std::string>();
       field = key;
+      value = kv.second;
       // YAML takes the last of two equal keys; a spec that says `budget` twice is a mistake.
       if (!seen.insert(key).second) return Bad(kv.first, absl::StrCat("'", key, "' appears twice"));
       const YAML::Node& v = kv.second;
@@ -143,8 +154,29 @@ absl::StatusOr<v1::JobSpec> ParseJobSpecText(const std::string& text) {
       }
     }
   } catch (const YAML::Exception& e) {
-    return absl::InvalidArgumentError(absl::StrCat("job spec line ", e.mark.line + 1, ": '", field,
-                                                   "' has the wrong type (", e.msg, ")"));
+    // What the field takes and what it was given ("bad conversion" said neither).
+    static const std::map<std::string, std::string> kTakes = {
+        {"name", "text"},
+        {"kernels", "kernel names, or {name, version} mappings"},
+        {"device_classes", "device class names"},
+        {"budget", "a whole number of measurements per task"},
+        {"budget_wall_seconds", "a whole number of seconds"},
+        {"strategy", "a strategy name"},
+        {"priority", "a whole number from 0 to 100"},
+        {"seed", "a whole number from 0 to 18446744073709551615"},
+        {"batch_size", "a whole number"},
+        {"threads", "a whole number"},
+        {"agent_share", "a number"},
+        {"retune", "off, suggest or act"},
+        {"max_rel_error", "a number"}};
+    const auto takes = kTakes.find(field);
+    const std::string given = value.IsScalar()     ? absl::StrCat("'", value.Scalar(), "'")
+                              : value.IsSequence() ? std::string("a list")
+                              : value.IsMap()      ? std::string("a mapping")
+                                                   : std::string("nothing (null)");
+    return absl::InvalidArgumentError(
+        absl::StrCat("job spec line ", e.mark.line + 1, ": '", field, "' must be ",
+                     takes == kTakes.end() ? "of another type" : takes->second, ", not ", given));
   }
   return spec;
 }
@@ -175,6 +207,10 @@ absl::StatusOr<JobRequest> ToJobRequest(const v1::JobSpec& spec, const TaskSpace
   if (!v1::Strategy_IsValid(spec.strategy())) {
     return absl::InvalidArgumentError(
         absl::StrCat("strategy ", spec.strategy(), " is not a known Strategy value"));
+  }
+  if (spec.budget_measurements() == 0) {  // unset: a spec without one said "between 1 and ..."
+    return absl::InvalidArgumentError(
+        "budget is required: the measurements per task, 1 to 1,000,000");
   }
   if (spec.budget_measurements() < 1 || spec.budget_measurements() > 1'000'000) {
     return absl::InvalidArgumentError("budget must be between 1 and 1,000,000 per task");
@@ -226,20 +262,18 @@ absl::StatusOr<JobRequest> ToJobRequest(const v1::JobSpec& spec, const TaskSpace
         TaskKey task{k.name(), k.version(), problem, d};
         absl::StatusOr<TaskKey> canonical = spaces.Canonical(task);
         if (!canonical.ok()) {
-          return absl::Status(
-              canonical.status().code(),
-              absl::StrCat("task ", k.name(), " ", FormatParamMapAssignments(problem), " on ", d,
-                           ": ", canonical.status().message()));
+          return absl::Status(canonical.status().code(),
+                              absl::StrCat("task ", TaskText(k.name(), problem, d), ": ",
+                                           canonical.status().message()));
         }
         // The same task twice would count each record for both copies.
         const std::string key =
             absl::StrCat(canonical->kernel, "\n", canonical->kernel_version, "\n",
                          CanonicalJson(canonical->problem), "\n", canonical->device_class);
         if (!seen.insert(key).second) {
-          return absl::InvalidArgumentError(absl::StrCat(
-              "task ", k.name(), " ", FormatParamMapAssignments(canonical->problem), " on ", d,
-              " appears twice (a kernel, problem or device class is "
-              "repeated)"));
+          return absl::InvalidArgumentError(
+              absl::StrCat("task ", TaskText(k.name(), canonical->problem, d),
+                           " appears twice (a kernel, problem or device class is repeated)"));
         }
         r.tasks.push_back(*std::move(canonical));
       }

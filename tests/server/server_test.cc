@@ -1057,7 +1057,16 @@ TEST_F(ServerTest, BadRequestsGetTheRightCodeAndSayWhatIsWrong) {
   for (const auto& [text, expect] : std::vector<std::pair<std::string, std::string>>{
            {"kernels: [gemm]\nbudget: 5\nbudget: 500\n", "line 3: 'budget' appears twice"},
            {"kernels: [gemm]\nproblems: [{M: 8, M: 16}]\n", "problem parameter 'M' appears twice"},
-           {"kernels: [gemm]\nbudget: lots\n", "'budget' has the wrong type"}}) {
+           // What the field takes and what it got ("has the wrong type (bad conversion)").
+           {"kernels: [gemm]\nbudget: lots\n",
+            "line 2: 'budget' must be a whole number of measurements per task, not 'lots'"},
+           {"kernels: [gemm]\nbudget: 10.5\n", "not '10.5'"},
+           {"kernels: [gemm]\nbudget: 5\nseed: -1\n",
+            "'seed' must be a whole number from 0 to 18446744073709551615, not '-1'"},
+           {"kernels: [gemm]\nbudget: 5\npriority: null\n", "not nothing (null)"},
+           {"kernels: [gemm]\nbudget: 5\nname: [a, b]\n", "'name' must be text, not a list"},
+           {"kernels: [gemm]\nproblems: [{M: 8}]\ndevice_classes: [x]\n",
+            "budget is required: the measurements per task"}}) {
     v1::SubmitJobRequest request;
     request.set_spec_text(text);
     s = tuning_->SubmitJob(Context().get(), request, &job);
