@@ -119,6 +119,19 @@ absl::StatusOr<TelemetryReport> TuningServiceImpl::TelemetryFromProto(
   if (fingerprint != s.device().extra().end()) r.device.fingerprint_json = fingerprint->second;
   if (!q.family.empty()) r.device.family = q.family;
   KTUNE_ASSIGN_OR_RETURN(r.config, FromProto(s.config().params(), "config"));
+  // A kernel known from a recorded space this server replays: the configuration is one of that
+  // space's (a made-up parameter, or 18.5 for a tile size, was stored).
+  if (spaces_->registry().Find(q.kernel) == nullptr) {
+    absl::StatusOr<std::shared_ptr<const SearchSpace>> recorded =
+        spaces_->Space({q.kernel, "", q.problem, q.device_class}, /*cores=*/1, /*threads=*/0);
+    if (recorded.ok()) {
+      if (absl::Status fits = (*recorded)->ToPoint(r.config).status(); !fits.ok()) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("config: ", fits.message(), " (in the recorded space of ", q.kernel,
+                         " on ", q.device_class, " this server replays)"));
+      }
+    }
+  }
   const int forms = (s.times_ms_size() > 0) + (s.count() != 0 || s.mean_ms() != 0) +
                     s.has_histogram();
   if (forms > 1) {

@@ -142,6 +142,22 @@ TEST(TelemetryTest, MalformedOrHostileTelemetryIsRefusedClearlyAndStoresNothing)
     EXPECT_THAT(st.error_message(), HasSubstr(says));
   }
 
+  // The kernel is known from the recorded space the server replays: a configuration must be one
+  // of that space's (a made-up parameter, and a tile size of 18.5, were stored).
+  Configuration made_up = any.config;
+  made_up["nosuch"] = int64_t{1};
+  Configuration fractional = any.config;
+  fractional["tile_size"] = 18.5;
+  for (const auto& [config, says] : std::vector<std::pair<Configuration, std::string>>{
+           {made_up, "config: unknown parameter 'nosuch' (in the recorded space of pnpoly"},
+           {fractional,
+            "config: parameter 'tile_size' has value 18.5, which is not in its value "
+            "list"}}) {
+    st = refused(one(Sample(any, config, 1.0)), token);
+    EXPECT_EQ(st.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << says;
+    EXPECT_THAT(st.error_message(), HasSubstr(says));
+  }
+
   v1::TelemetrySample no_class = Sample(any, any.config, 1.0);
   no_class.mutable_device()->clear_device_class();
   st = refused(one(no_class), token);
