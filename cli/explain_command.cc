@@ -81,8 +81,7 @@ int RunExplain(const ExplainArgs& a) {
     }
     const BestQuery& q = resolved->query;
     const std::string title =
-        absl::StrCat(q.kernel, q.problem.empty() ? "" : " ", FormatParamMapAssignments(q.problem),
-                     " on ", explained->served().device().device_class());
+        FormatTask(q.kernel, q.problem, explained->served().device().device_class());
     if (absl::Status s = WriteExplanationPlot(*explained, title, a.plot); !s.ok()) {
       return Fail(cmd, s);
     }

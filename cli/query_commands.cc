@@ -116,9 +116,7 @@ int RunPareto(const BestArgs& a, const std::shared_ptr<grpc::Channel>& channel,
   }
   const std::vector<TradeOff> trade_offs = TimeErrorTradeOffs(*records);
   const BestQuery& q = resolved.query;
-  const std::string title = absl::StrCat(
-      q.kernel, q.problem.empty() ? "" : " " + FormatParamMapAssignments(q.problem), " on ",
-      q.device_class);
+  const std::string title = FormatTask(q.kernel, q.problem, q.device_class);
   if (!a.plot.empty()) {
     if (absl::Status s = WriteParetoPlot(trade_offs, title, a.plot); !s.ok()) return Fail(cmd, s);
   }
@@ -194,9 +192,7 @@ int RunBest(const BestArgs& a) {
     out["stale"] = best->stale;
     std::cout << out.dump() << "\n";
   } else if (best->records.empty()) {
-    std::cout << "nothing known for " << q.kernel
-              << (q.problem.empty() ? "" : " " + FormatParamMapAssignments(q.problem)) << " on "
-              << q.device_class
+    std::cout << "nothing known for " << FormatTask(q.kernel, q.problem, q.device_class)
               << (q.max_rel_error
                       ? absl::StrFormat(" within a max relative error of %g (ktune best --pareto "
                                         "shows what was measured)",
@@ -204,8 +200,8 @@ int RunBest(const BestArgs& a) {
                       : "")
               << (hint.empty() ? "" : ": " + hint) << "\n";
   } else {
-    std::cout << q.kernel << (q.problem.empty() ? "" : " " + FormatParamMapAssignments(q.problem))
-              << " on " << q.device_class << " (match: " << best->level << ")\n";
+    std::cout << FormatTask(q.kernel, q.problem, q.device_class) << " (match: " << best->level
+              << ")\n";
     if (best->stale) {
       std::cout << "stale: measured before a regression was flagged on " << q.device_class
                 << " (ktune drift); served until a newer measurement of the task exists\n";

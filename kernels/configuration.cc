@@ -145,4 +145,10 @@ std::string FormatParamMapAssignments(const ParamMap& params) {
   });
 }
 
+std::string FormatTask(const std::string& kernel, const ParamMap& problem,
+                       const std::string& device) {
+  return absl::StrCat(kernel, problem.empty() ? "" : " ", FormatParamMapAssignments(problem),
+                      " on ", device);
+}
+
 }  // namespace ktune

@@ -49,6 +49,11 @@ absl::StatusOr<ParamMap> ParseParamMapAssignments(absl::string_view text);
 // "M=1024,N=512,dtype=f32", in name order; the inverse of ParseParamMapAssignments.
 std::string FormatParamMapAssignments(const ParamMap& params);
 
+// A task for people: "gemm M=64,N=64 on cpu:x", or "pnpoly on A100" for a problem without
+// parameters (a recorded space's).
+std::string FormatTask(const std::string& kernel, const ParamMap& problem,
+                       const std::string& device);
+
 }  // namespace ktune
 
 #endif  // KTUNE_KERNELS_CONFIGURATION_H_

@@ -184,9 +184,8 @@ std::string PrecisionText(const v1::PrecisionChoice& p, const v1::Record& served
 }  // namespace
 
 std::string ExplanationText(const v1::ExplainResponse& e, const BestQuery& asked) {
-  std::string out = absl::StrCat(asked.kernel, asked.problem.empty() ? "" : " ",
-                                 FormatParamMapAssignments(asked.problem), " on ",
-                                 asked.device_class.empty() ? asked.family : asked.device_class);
+  std::string out = FormatTask(asked.kernel, asked.problem,
+                               asked.device_class.empty() ? asked.family : asked.device_class);
   if (e.level() == v1::MATCH_LEVEL_NONE && e.records() > 0) {
     return absl::StrCat(out, ": nothing to serve: ", e.records(), " records, ", e.failed_records(),
                         " of them failed measurements and none within the asked limits (ktune "

@@ -63,14 +63,6 @@ absl::StatusOr<v1::Strategy> ParseStrategy(const std::string& name) {
       absl::StrCat("unknown strategy '", name, "'; use ppo, random, anneal, genetic or model"));
 }
 
-namespace {
-// "gemm M=64,N=64 on cpu:x", or "pnpoly on A100" for a problem without parameters.
-std::string TaskText(const std::string& kernel, const Problem& problem, const std::string& device) {
-  return absl::StrCat(kernel, problem.empty() ? "" : " ", FormatParamMapAssignments(problem),
-                      " on ", device);
-}
-}  // namespace
-
 absl::StatusOr<v1::JobSpec> ParseJobSpecText(const std::string& text) {
   if (text.size() > (1 << 20)) return absl::InvalidArgumentError("job spec is larger than 1 MiB");
   YAML::Node root;
@@ -263,7 +255,7 @@ absl::StatusOr<JobRequest> ToJobRequest(const v1::JobSpec& spec, const TaskSpace
         absl::StatusOr<TaskKey> canonical = spaces.Canonical(task);
         if (!canonical.ok()) {
           return absl::Status(canonical.status().code(),
-                              absl::StrCat("task ", TaskText(k.name(), problem, d), ": ",
+                              absl::StrCat("task ", FormatTask(k.name(), problem, d), ": ",
                                            canonical.status().message()));
         }
         // The same task twice would count each record for both copies.
@@ -272,7 +264,7 @@ absl::StatusOr<JobRequest> ToJobRequest(const v1::JobSpec& spec, const TaskSpace
                          CanonicalJson(canonical->problem), "\n", canonical->device_class);
         if (!seen.insert(key).second) {
           return absl::InvalidArgumentError(
-              absl::StrCat("task ", TaskText(k.name(), canonical->problem, d),
+              absl::StrCat("task ", FormatTask(k.name(), canonical->problem, d),
                            " appears twice (a kernel, problem or device class is repeated)"));
         }
         r.tasks.push_back(*std::move(canonical));

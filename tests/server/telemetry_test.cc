@@ -51,6 +51,15 @@ v1::TelemetrySample Sample(const Record& task, const Configuration& config, doub
   return s;
 }
 
+// QueryBest of the task of `any` on its device class.
+v1::QueryBestRequest QueryFor(const Record& any) {
+  v1::QueryBestRequest query;
+  query.mutable_kernel()->set_name(any.kernel);
+  ToProto(any.problem, query.mutable_problem()->mutable_params());
+  query.mutable_device()->set_device_class(any.device.device_class);
+  return query;
+}
+
 int64_t StoredTelemetry(const std::string& db_path) {
   auto db = SqliteTuningDatabase::Open(db_path);
   int64_t n = 0;
@@ -315,10 +324,7 @@ TEST(TelemetryTest, ARegressionInProductionIsFlaggedRetunedAndChangesTheBestAnsw
   v1::Job first;
   ASSERT_TRUE(tuning->SubmitJob(Context().get(), submit, &first).ok());
   ASSERT_TRUE(wait_done(first.job_id()));
-  v1::QueryBestRequest query;
-  query.mutable_kernel()->set_name(any.kernel);
-  ToProto(any.problem, query.mutable_problem()->mutable_params());
-  query.mutable_device()->set_device_class(any.device.device_class);
+  const v1::QueryBestRequest query = QueryFor(any);
   v1::QueryBestResponse before;
   ASSERT_TRUE(tuning->QueryBest(Context().get(), query, &before).ok());
   ASSERT_EQ(before.best_size(), 1);
@@ -489,10 +495,7 @@ TEST(TelemetryTest, AnUnmeasuredRetuneLeavesTheOldAnswerServedAsStale) {
   ASSERT_TRUE(server.ok()) << server.status();
   auto tuning = v1::TuningService::NewStub(grpc::CreateChannel(
       absl::StrCat("127.0.0.1:", (*server)->port()), grpc::InsecureChannelCredentials()));
-  v1::QueryBestRequest query;
-  query.mutable_kernel()->set_name(any.kernel);
-  ToProto(any.problem, query.mutable_problem()->mutable_params());
-  query.mutable_device()->set_device_class(any.device.device_class);
+  const v1::QueryBestRequest query = QueryFor(any);
   v1::QueryBestResponse before;
   ASSERT_TRUE(tuning->QueryBest(Context().get(), query, &before).ok());
   ASSERT_EQ(before.best_size(), 1);
