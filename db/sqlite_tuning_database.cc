@@ -12,6 +12,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
 #include "absl/time/clock.h"
 #include "common/status_macros.h"
 #include "db/device_family.h"
@@ -24,8 +25,10 @@ namespace {
 
 // --- SQL ---------------------------------------------------------------------------------------
 
-constexpr char kHasMetaTable[] =
-    "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = 'meta'";
+// The tables of the file, other than SQLite's own: 'meta' marks a ktune database.
+constexpr char kTableNames[] =
+    "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite\\_%' ESCAPE "
+    "'\\' ORDER BY name";
 constexpr char kSelectVersion[] = "SELECT value FROM meta WHERE key = 'version'";
 
 constexpr char kInsertKernel[] = "INSERT OR IGNORE INTO kernels (name, version) VALUES (?, ?)";
@@ -203,8 +206,9 @@ absl::StatusOr<int64_t> InternRow(SqliteStatement& insert, SqliteStatement& sele
   return id;
 }
 
+// Data loss (a damaged file or one that is not a database) names its file already.
 absl::Status WithPath(const absl::Status& st, const std::string& path) {
-  if (st.ok()) return st;
+  if (st.ok() || absl::IsDataLoss(st)) return st;
   return absl::Status(st.code(), absl::StrCat(path, ": ", st.message()));
 }
 
@@ -246,10 +250,27 @@ absl::StatusOr<std::unique_ptr<SqliteTuningDatabase>> SqliteTuningDatabase::Open
   sqlite3_extended_result_codes(raw, 1);
 
   // Read the stored version before anything writes to the file.
-  auto has_meta = QueryInt(raw, kHasMetaTable);
-  if (!has_meta.ok()) return WithPath(has_meta.status(), path);
+  std::vector<std::string> tables;
+  {
+    auto s = SqliteStatement::Prepare(raw, kTableNames);
+    if (!s.ok()) return WithPath(s.status(), path);
+    for (;;) {
+      auto row = s->Step();
+      if (!row.ok()) return WithPath(row.status(), path);
+      if (!*row) break;
+      tables.push_back(s->ColumnText(0));
+    }
+  }
+  const bool has_meta = std::find(tables.begin(), tables.end(), "meta") != tables.end();
+  if (!has_meta && !tables.empty()) {
+    // Another program's database: adding ktune's tables to it would change a file that is not ours.
+    if (tables.size() > 5) tables.resize(5);
+    return absl::FailedPreconditionError(absl::StrCat(
+        path, ": an SQLite database of another program (tables ", absl::StrJoin(tables, ", "),
+        "), not a ktune database; it was not modified. Give --db a ktune database or a new file"));
+  }
   int stored = 0;
-  if (*has_meta) {
+  if (has_meta) {
     auto s = SqliteStatement::Prepare(raw, kSelectVersion);
     if (!s.ok()) return WithPath(s.status(), path);
     auto row = s->Step();

@@ -5,15 +5,22 @@
 namespace ktune {
 
 absl::Status SqliteError(int rc, sqlite3* db, absl::string_view what) {
+  if ((rc & 0xff) == SQLITE_CORRUPT || (rc & 0xff) == SQLITE_NOTADB) {
+    // What a user can act on, not the statement that met it: the file (named) is the problem.
+    const char* file = db ? sqlite3_db_filename(db, "main") : nullptr;
+    return absl::DataLossError(absl::StrCat(
+        file && *file ? absl::StrCat(file, ": ") : "",
+        (rc & 0xff) == SQLITE_NOTADB ? "not a ktune database (not an SQLite file at all)"
+                                     : "the database file is damaged",
+        " (SQLite: ", db ? sqlite3_errmsg(db) : sqlite3_errstr(rc),
+        "); restore it from a copy, or give another --db"));
+  }
   std::string msg = absl::StrCat(what, ": ", db ? sqlite3_errmsg(db) : sqlite3_errstr(rc),
                                  " (sqlite code ", rc, ")");
   switch (rc & 0xff) {
     case SQLITE_BUSY:
     case SQLITE_LOCKED:
       return absl::AbortedError(msg);
-    case SQLITE_CORRUPT:
-    case SQLITE_NOTADB:
-      return absl::DataLossError(msg);
     case SQLITE_FULL:
     case SQLITE_TOOBIG:
       return absl::ResourceExhaustedError(msg);

@@ -18,7 +18,8 @@ namespace ktune {
 // SQLITE_BUSY/LOCKED -> Aborted (retry the transaction), CORRUPT/NOTADB -> DataLoss,
 // FULL -> ResourceExhausted, CONSTRAINT -> InvalidArgument, CANTOPEN/IOERR -> Unavailable,
 // READONLY/PERM -> PermissionDenied, anything else -> Internal. `what` prefixes the message,
-// which also carries sqlite3_errmsg(db) when db is given.
+// which also carries sqlite3_errmsg(db) when db is given. A DataLoss message names the database
+// file instead of `what` (the statement means nothing to the user; the file is what to mend).
 absl::Status SqliteError(int rc, sqlite3* db, absl::string_view what);
 
 // Runs SQL text with no results (one or several statements).

@@ -18,6 +18,7 @@ namespace ktune {
 namespace {
 
 using ::testing::HasSubstr;
+using ::testing::Not;
 using testing::ReadOnlyQuery;
 using testing::ReadWholeFile;
 using testing::TempDir;
@@ -220,7 +221,59 @@ TEST(SqliteTuningDatabaseTest, AFileThatIsNotADatabaseIsRefusedAndLeftUntouched)
   ASSERT_FALSE(db.ok());
   EXPECT_EQ(db.status().code(), absl::StatusCode::kDataLoss);
   EXPECT_THAT(db.status().message(), HasSubstr(path));
+  // The user is told what the file is, not which statement met it.
+  EXPECT_THAT(db.status().message(), HasSubstr("not a ktune database"));
+  EXPECT_THAT(db.status().message(), Not(HasSubstr("SELECT")));
   EXPECT_EQ(ReadWholeFile(path), before);
+}
+
+// A damaged ktune database is named and called damaged, not reported by the statement that met it.
+TEST(SqliteTuningDatabaseTest, ADamagedDatabaseSaysSo) {
+  TempDir dir;
+  std::string path = dir.File("k.db");
+  ASSERT_TRUE(SqliteTuningDatabase::Open(path).ok());
+  {
+    std::fstream f(path, std::ios::in | std::ios::out | std::ios::binary);
+    f.seekp(100);  // past SQLite's header: the schema's page
+    f << std::string(8000, '\xff');
+  }
+  auto db = SqliteTuningDatabase::Open(path);
+  ASSERT_FALSE(db.ok());
+  EXPECT_EQ(db.status().code(), absl::StatusCode::kDataLoss);
+  EXPECT_THAT(db.status().message(), HasSubstr("is damaged"));
+  EXPECT_THAT(db.status().message(), HasSubstr(path));
+  EXPECT_THAT(db.status().message(), Not(HasSubstr("SELECT")));
+}
+
+// Another program's SQLite database is not taken over: ktune's tables are not added to it.
+TEST(SqliteTuningDatabaseTest, AnotherProgramsDatabaseIsRefusedAndLeftUntouched) {
+  TempDir dir;
+  std::string path = dir.File("app.db");
+  {
+    sqlite3* raw = nullptr;
+    ASSERT_EQ(sqlite3_open(path.c_str(), &raw), SQLITE_OK);
+    ASSERT_EQ(sqlite3_exec(raw,
+                           "CREATE TABLE customers (name TEXT); INSERT INTO customers "
+                           "VALUES ('ada')",
+                           nullptr, nullptr, nullptr),
+              SQLITE_OK);
+    sqlite3_close(raw);
+  }
+  std::string before = ReadWholeFile(path);
+  auto db = SqliteTuningDatabase::Open(path);
+  ASSERT_FALSE(db.ok());
+  EXPECT_EQ(db.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(db.status().message(), HasSubstr("another program (tables customers)"));
+  EXPECT_THAT(db.status().message(), HasSubstr("not modified"));
+  EXPECT_EQ(ReadWholeFile(path), before);
+  // An empty SQLite file (no tables) is a new database.
+  std::string empty = dir.File("empty.db");
+  {
+    sqlite3* raw = nullptr;
+    ASSERT_EQ(sqlite3_open(empty.c_str(), &raw), SQLITE_OK);
+    sqlite3_close(raw);
+  }
+  EXPECT_TRUE(SqliteTuningDatabase::Open(empty).ok());
 }
 
 TEST(SqliteTuningDatabaseTest, AnUnopenablePathSaysWhy) {
