@@ -1,6 +1,8 @@
 #include "common/file_util.h"
 
 #include <fcntl.h>
+#include <limits.h>
+#include <signal.h>
 #include <unistd.h>
 #include <zlib.h>
 
@@ -10,6 +12,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <mutex>
 #include <sstream>
 
 #include "absl/status/status.h"
@@ -110,6 +113,15 @@ absl::Status WriteContents(const std::string& file, absl::string_view contents, 
       off += chunk;
     }
     if (gzclose(gz) != Z_OK) return absl::UnavailableError(absl::StrCat("cannot finish ", file));
+    if (sync) {  // zlib closes its own descriptor: sync through another
+      int fd = ::open(file.c_str(), O_RDONLY);
+      if (fd < 0 || ::fsync(fd) != 0) {
+        absl::Status st = ErrnoError("cannot flush", file);
+        if (fd >= 0) ::close(fd);
+        return st;
+      }
+      ::close(fd);
+    }
     return absl::OkStatus();
   }
   int fd = ::open(file.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
@@ -128,6 +140,56 @@ absl::Status WriteContents(const std::string& file, absl::string_view contents, 
   if ((sync && ::fsync(fd) != 0) || ::close(fd) != 0) return ErrnoError("cannot flush", file);
   return absl::OkStatus();
 }
+
+// The temporary file of the WriteFileAtomically under way, removed when SIGINT or SIGTERM ends
+// the process while it is written (Ctrl-C during `db export --out` left FILE.tmp.PID behind). Only
+// where the signal's action is the default (to end the process): a process with handlers of its
+// own (the server; a command's InterruptScope) goes on, and finishes or removes the file itself.
+char g_tmp_path[PATH_MAX];
+volatile sig_atomic_t g_tmp_armed = 0;
+
+extern "C" void RemoveTemporaryFileAndEnd(int sig) {
+  if (g_tmp_armed) ::unlink(g_tmp_path);  // async-signal-safe
+  ::signal(sig, SIG_DFL);
+  ::raise(sig);
+}
+
+class TemporaryFileGuard {
+ public:
+  explicit TemporaryFileGuard(const std::string& tmp) {
+    if (tmp.size() >= sizeof(g_tmp_path) || !Mutex().try_lock()) return;  // one write at a time
+    locked_ = true;
+    std::memcpy(g_tmp_path, tmp.c_str(), tmp.size() + 1);
+    g_tmp_armed = 1;
+    for (int i = 0; i < 2; ++i) {
+      struct sigaction now {};
+      if (::sigaction(kSignals[i], nullptr, &now) != 0 || now.sa_handler != SIG_DFL) continue;
+      struct sigaction act {};
+      act.sa_handler = RemoveTemporaryFileAndEnd;
+      sigemptyset(&act.sa_mask);
+      installed_[i] = ::sigaction(kSignals[i], &act, nullptr) == 0;
+    }
+  }
+  ~TemporaryFileGuard() {
+    if (!locked_) return;
+    for (int i = 0; i < 2; ++i) {
+      if (installed_[i]) ::signal(kSignals[i], SIG_DFL);
+    }
+    g_tmp_armed = 0;
+    Mutex().unlock();
+  }
+  TemporaryFileGuard(const TemporaryFileGuard&) = delete;
+  TemporaryFileGuard& operator=(const TemporaryFileGuard&) = delete;
+
+ private:
+  static constexpr int kSignals[2] = {SIGINT, SIGTERM};
+  static std::mutex& Mutex() {
+    static std::mutex mu;
+    return mu;
+  }
+  bool locked_ = false;
+  bool installed_[2] = {false, false};
+};
 
 }  // namespace
 
@@ -150,6 +212,7 @@ absl::Status WriteFileAtomically(const std::string& path, absl::string_view cont
     return WriteContents(target, contents, gzip, /*sync=*/false);
   }
   const std::string tmp = absl::StrCat(target, ".tmp.", getpid());
+  TemporaryFileGuard removed_if_interrupted(tmp);
   if (absl::Status st = WriteContents(tmp, contents, gzip, /*sync=*/true); !st.ok()) {
     std::remove(tmp.c_str());
     return st;

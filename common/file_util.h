@@ -22,7 +22,8 @@ absl::Status RefuseDirectory(const std::string& path);
 // reader sees the old file or the new one, never half of it. Gzip-compresses when `gzip` is set.
 // A symbolic link is written through (its target replaced, the link kept); a device, pipe or
 // socket (/dev/null, /dev/stdout) is written in place, never replaced. InvalidArgument for a
-// directory.
+// directory. A SIGINT or SIGTERM whose action is the default (ending the process) removes the
+// temporary file before the process ends.
 absl::Status WriteFileAtomically(const std::string& path, absl::string_view contents,
                                  bool gzip = false);
 

@@ -5,8 +5,13 @@
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
+#include <signal.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
+#include <chrono>
+#include <cstdint>
 #include <filesystem>
 #include <fstream>
 #include <iterator>
@@ -64,6 +69,38 @@ TEST(WriteFileAtomicallyTest, WritesIntoAPipeInPlace) {
   ASSERT_TRUE(written.ok()) << written;
   EXPECT_EQ(received, "through the pipe\n");
   EXPECT_TRUE(fs::is_fifo(fifo)) << "the pipe was replaced by a file";
+}
+
+// Ctrl-C or SIGTERM during the write ends the process as before and leaves neither the file nor
+// its temporary (`db export --out` left FILE.tmp.PID behind).
+TEST(WriteFileAtomicallyTest, ASignalThatEndsTheProcessRemovesTheTemporaryFile) {
+  TempDir dir;
+  const std::string path = dir.File("export.jsonl.gz");
+  std::string contents(96 << 20, '\0');  // incompressible: gzip takes seconds
+  uint64_t x = 88172645463325252ull;
+  for (char& c : contents) {
+    x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+    c = static_cast<char>(x);
+  }
+  const pid_t child = fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) {
+    (void)WriteFileAtomically(path, contents, /*gzip=*/true);
+    _exit(0);
+  }
+  const std::string tmp = path + ".tmp." + std::to_string(child);
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+  while (!std::filesystem::exists(tmp) && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));  // a poll for the write to begin
+  }
+  ASSERT_TRUE(std::filesystem::exists(tmp)) << "the child never began writing";
+  kill(child, SIGTERM);
+  int status = 0;
+  ASSERT_EQ(waitpid(child, &status, 0), child);
+  ASSERT_TRUE(WIFSIGNALED(status)) << "the write ended before the signal came; status " << status;
+  EXPECT_EQ(WTERMSIG(status), SIGTERM);
+  EXPECT_FALSE(std::filesystem::exists(tmp));
+  EXPECT_FALSE(std::filesystem::exists(path));
 }
 
 TEST(WriteFileAtomicallyTest, RefusesADirectory) {
