@@ -291,18 +291,21 @@ TEST_P(TuningDatabaseConformanceTest, TaskRecordsAreOrderedAndCountsAddUp) {
   EXPECT_FALSE((*records)[0].measured_at_us.has_value());  // unknown time first
   EXPECT_LT(*(*records)[1].measured_at_us, *(*records)[2].measured_at_us);
 
+  // A task whose only record failed is a task too.
+  ASSERT_TRUE(db_->AddRecords({MakeRecord("V100", 8, std::nullopt, "volta")}).ok());
   auto tasks = db_->ListTasks();
-  ASSERT_EQ(tasks->size(), 2u);
+  ASSERT_EQ(tasks->size(), 3u);
   EXPECT_EQ((*tasks)[0].device_class, "A100");
   EXPECT_EQ((*tasks)[1].device_class, "H100");
+  EXPECT_EQ((*tasks)[2].device_class, "V100");
 
   auto stats = db_->Stats();
-  EXPECT_EQ(stats->records, 4);
+  EXPECT_EQ(stats->records, 5);
   EXPECT_EQ(stats->records_by_status.at("ok"), 3);
-  EXPECT_EQ(stats->records_by_status.at("runtime_error"), 1);
+  EXPECT_EQ(stats->records_by_status.at("runtime_error"), 2);
   EXPECT_EQ(stats->kernels, 1);
   EXPECT_EQ(stats->workloads, 1);
-  EXPECT_EQ(stats->devices, 2);
+  EXPECT_EQ(stats->devices, 3);
 }
 
 TEST_P(TuningDatabaseConformanceTest, ForEachRecordVisitsInInsertionOrder) {
