@@ -3,8 +3,11 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <map>
+#include <string>
 
 #include "common/status_macros.h"
+#include "db/device_family.h"
 #include "nlohmann/json.hpp"
 
 namespace ktune {
@@ -44,18 +47,48 @@ absl::StatusOr<std::optional<Record>> PredictBest(TuningDatabase& db,
                                                   const BestQuery& query) {
   const KernelDefinition* def = registry.Find(query.kernel);
   if (def == nullptr) return std::optional<Record>();
+  const std::string family =
+      !query.family.empty() ? query.family : InferDeviceFamily(query.device_class);
   KTUNE_ASSIGN_OR_RETURN(std::vector<TaskKey> tasks, db.ListTasks());
   struct Candidate {
     bool same_class;
     double distance;
     const TaskKey* task;
   };
+  // The family of each other class with a candidate task (a device keeps one class, and a class
+  // one family): read from one of its records.
+  std::map<std::string, std::string> family_of_class;
+  auto in_family = [&](const TaskKey& t) -> absl::StatusOr<bool> {
+    if (family.empty()) return false;
+    auto it = family_of_class.find(t.device_class);
+    if (it == family_of_class.end()) {
+      BestQuery probe;
+      probe.kernel = t.kernel;
+      probe.kernel_version = t.kernel_version;
+      probe.problem = t.problem;
+      probe.device_class = t.device_class;
+      probe.top_k = 1;
+      KTUNE_ASSIGN_OR_RETURN(BestResult any, db.QueryBest(probe));
+      it = family_of_class
+               .emplace(t.device_class, any.records.empty() || any.level != MatchLevel::kDeviceClass
+                                            ? std::string()
+                                            : any.records.front().device.family)
+               .first;
+    }
+    return it->second == family;
+  };
   std::vector<Candidate> near;
   for (const TaskKey& t : tasks) {
     if (t.kernel != query.kernel || t.problem == query.problem) continue;
     if (!query.kernel_version.empty() && t.kernel_version != query.kernel_version) continue;
     const double d = ProblemDistance(t.problem, query.problem);
-    if (std::isfinite(d)) near.push_back({t.device_class == query.device_class, d, &t});
+    if (!std::isfinite(d)) continue;
+    const bool same_class = t.device_class == query.device_class;
+    if (!same_class) {
+      KTUNE_ASSIGN_OR_RETURN(bool related, in_family(t));
+      if (!related) continue;
+    }
+    near.push_back({same_class, d, &t});
   }
   std::sort(near.begin(), near.end(), [](const Candidate& a, const Candidate& b) {
     return a.same_class != b.same_class ? a.same_class : a.distance < b.distance;

@@ -1,7 +1,8 @@
 // A configuration for a problem never tuned on a device: the best configurations of the nearest
-// tuned problem of the same kernel (same device class first, then any), the first of them that
-// the kernel's constraints allow for the asked problem. Nearness is the sum over numeric problem
-// parameters of |log2(a) - log2(b)|; other parameters (dtype) must be equal.
+// tuned problem of the same kernel (same device class first, then another class of the query's
+// architecture family; never a device of another family or of an unknown one), the first of them
+// that the kernel's constraints allow for the asked problem. Nearness is the sum over numeric
+// problem parameters of |log2(a) - log2(b)|; other parameters (dtype) must be equal.
 //
 // The record returned is the source measurement, for its own problem: a prediction, not a
 // measurement of the asked one (QueryBest marks it MATCH_LEVEL_PREDICTED).

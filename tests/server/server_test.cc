@@ -1302,6 +1302,23 @@ TEST(ServerPredictionTest, ANeverTunedProblemGetsThePredictionOfTheNearestAndCan
   ASSERT_EQ(answer.best_size(), 1);
   EXPECT_EQ(answer.best(0).config().params().at("MC").int_value(), 96);
   EXPECT_TRUE(answer.queued_job_id().empty());
+  // Another class of the same family may lend its tuned neighbour; a device of another family, or
+  // of no known family, never does (a CPU's tiles were served to an A100).
+  for (const auto& [device_class, family, predicted] :
+       std::vector<std::tuple<std::string, std::string, bool>>{{"cpu:other", "x86-64-v3", true},
+                                                               {"cpu:arm", "armv8", false},
+                                                               {"A100", "", false},
+                                                               {"cpu:unknown", "", false}}) {
+    v1::QueryBestRequest elsewhere = query;
+    elsewhere.mutable_device()->set_device_class(device_class);
+    elsewhere.mutable_device()->set_family(family);
+    ASSERT_TRUE(tuning->QueryBest(Context().get(), elsewhere, &answer).ok());
+    EXPECT_EQ(answer.level(), predicted ? v1::MATCH_LEVEL_PREDICTED : v1::MATCH_LEVEL_NONE)
+        << device_class;
+    if (predicted && answer.best_size() == 1) {
+      EXPECT_EQ(answer.best(0).device().device_class(), "cpu:test");
+    }
+  }
 
   query.set_tune_if_missing(true);
   ASSERT_TRUE(tuning->QueryBest(Context().get(), query, &answer).ok());
