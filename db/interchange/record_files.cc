@@ -661,10 +661,19 @@ absl::StatusOr<int64_t> ExportKernelTuner(TuningDatabase& db, const TaskKey& tas
     if (k != "dtype") problem_size.push_back(json_of(v));
   }
   const Json fingerprint = Json::parse(records.front().device.fingerprint_json, nullptr, false);
-  const std::string device_name = fingerprint.is_object() && fingerprint.contains("name") &&
-                                          fingerprint["name"].is_string()
-                                      ? fingerprint["name"].get<std::string>()
-                                      : task.device_class;
+  auto fact = [&](const char* name) {
+    return fingerprint.is_object() && fingerprint.contains(name) && fingerprint[name].is_string()
+               ? fingerprint[name].get<std::string>()
+               : std::string();
+  };
+  // Kernel Tuner's name of the device, which it compares when it reuses a cache: its C and
+  // Fortran back ends name none (a file naming the CPU model was refused: "results for different
+  // device"); otherwise the fingerprint's name.
+  const bool kernel_tuner_cpu =
+      fact("kind") == "kernel_tuner" && (fact("lang") == "C" || fact("lang") == "FORTRAN");
+  const std::string device_name = kernel_tuner_cpu        ? ""
+                                  : !fact("name").empty() ? fact("name")
+                                                          : task.device_class;
   Json cache = Json::object();
   for (const Record& r : records) {
     Json entry = Json::object();
@@ -694,23 +703,26 @@ absl::StatusOr<int64_t> ExportKernelTuner(TuningDatabase& db, const TaskKey& tas
     cache[key] = std::move(entry);
   }
   const DeviceInfo& device = records.front().device;
-  Json doc = {{"device_name", device_name},
-              {"kernel_name", task.kernel},
-              // ktune's names of the task, which Kernel Tuner's cannot carry: `db import` files
-              // the records under this task again (Kernel Tuner ignores the key).
-              {"ktune",
-               {{"kernel", task.kernel},
-                {"kernel_version", task.kernel_version},
-                {"problem", Json::parse(CanonicalJson(task.problem))},
-                {"device",
-                 {{"class", task.device_class},
-                  {"family", device.family},
-                  {"fingerprint", fingerprint.is_object() ? fingerprint : Json::object()}}}}},
-              {"problem_size", std::move(problem_size)},
-              {"tune_params_keys", keys},
-              {"tune_params", std::move(tune_params)},
-              {"objective", "time"},
-              {"cache", std::move(cache)}};
+  // In this key order, "cache" last: Kernel Tuner reads a file that ends with the cache object
+  // (an open cache it may append to), and a sorted one failed there ("Extra data").
+  nlohmann::ordered_json doc = {
+      {"device_name", device_name},
+      {"kernel_name", task.kernel},
+      // ktune's names of the task, which Kernel Tuner's cannot carry: `db import` files
+      // the records under this task again (Kernel Tuner ignores the key).
+      {"ktune",
+       {{"kernel", task.kernel},
+        {"kernel_version", task.kernel_version},
+        {"problem", Json::parse(CanonicalJson(task.problem))},
+        {"device",
+         {{"class", task.device_class},
+          {"family", device.family},
+          {"fingerprint", fingerprint.is_object() ? fingerprint : Json::object()}}}}},
+      {"problem_size", std::move(problem_size)},
+      {"tune_params_keys", keys},
+      {"tune_params", tune_params},
+      {"objective", "time"},
+      {"cache", cache}};
   const int64_t entries = static_cast<int64_t>(doc["cache"].size());
   out << doc.dump(1) << '\n';
   if (!out) return absl::UnavailableError("write failed");

@@ -88,7 +88,10 @@ absl::StatusOr<int64_t> ExportT4(TuningDatabase& db, const TaskKey& task, std::o
 // the sorted parameter names; ok records carry `time` (time_ms) and `times` (the repeats);
 // failures carry Kernel Tuner's error name (InvalidConfig, CompilationFailedConfig,
 // RuntimeFailedConfig) in `time` and `__error__`. The same format as the Python client's
-// ktune.kernel_tuner.cache_document. Returns the number of entries.
+// ktune.kernel_tuner.cache_document, "cache" last as Kernel Tuner needs. Kernel Tuner compares
+// tune_params_keys with its call's parameter order: this file's is sorted by name (the Python
+// bridge's export_cache writes the run's own order). The device name of a Kernel Tuner C or
+// Fortran device is empty, as Kernel Tuner names it. Returns the number of entries.
 absl::StatusOr<int64_t> ExportKernelTuner(TuningDatabase& db, const TaskKey& task,
                                           std::ostream& out);
 

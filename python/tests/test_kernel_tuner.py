@@ -157,6 +157,19 @@ def test_kernel_tuner_tunes_through_ktune(empty_server, tmp_path):
     assert back["level"] == "device_class"
     assert back["best"][0]["time_ms"] == pytest.approx(best.time_ms)
     assert back["best"][0]["device"]["fingerprint"] == device.fingerprint
+    # ktune db export writes a cache Kernel Tuner replays (a sorted file, "cache" first, failed to
+    # parse there) and reuses on this device (its C back end names no device).
+    again_cache = tmp_path / "db_export_cache.json"
+    ktune_cli("db", "export", "--db", str(tmp_path / "back.db"), "--format", "kernel-tuner",
+              "--kernel", strategy.kernel_name, "--device", device.device_class,
+              "--out", str(again_cache))
+    assert json.loads(again_cache.read_text())["device_name"] == ""
+    replayed_again, _ = tune_kernel(
+        strategy.kernel_name, SOURCE.replace("vsum(", strategy.kernel_name + "("), N,
+        [np.zeros(1, np.float32), np.ones(N, np.float32), np.int32(N)], TUNE_PARAMS, lang="C",
+        restrictions=RESTRICTIONS, cache=str(again_cache), strategy="brute_force", quiet=True)
+    assert {key(r): r["time"] for r in replayed_again} == pytest.approx(
+        {key(r.config): r.time_ms for r in records})
 
     # The strategy in simulation mode (Kernel Tuner replays that cache): records under a device
     # class of their own, apart from the measurements.
