@@ -44,7 +44,8 @@ int RunImport(const ImportArgs& a) {
   options.device = a.device;
   options.problem = *problem;
   absl::Time start = absl::Now();
-  auto summary = ImportRecordFile(**db, a.file, options);
+  const KernelRegistry registry = KernelRegistry::WithBuiltins();
+  auto summary = ImportRecordFile(**db, a.file, options, &registry);
   // A file that could not be imported leaves no new, empty database behind (a renamed copy
   // that does not name its kernel did).
   const auto forget_new_database = [&] {

@@ -96,6 +96,14 @@ absl::StatusOr<MeasurementStatus> ParseStatusName(absl::string_view name) {
                                                  "too_inaccurate)"));
 }
 
+int64_t DeviceInfo::Cores() const {
+  const Json facts = Json::parse(fingerprint_json, nullptr, false);
+  if (facts.is_object() && facts.contains("cores") && facts["cores"].is_number_integer()) {
+    return facts["cores"].get<int64_t>();
+  }
+  return int64_t{1} << 20;
+}
+
 std::string DeviceInfo::FingerprintHash() const { return StableHashHex(fingerprint_json); }
 
 DeviceInfo DeviceInfo::FromName(const std::string& name) {

@@ -41,6 +41,9 @@ struct DeviceInfo {
 
   // StableHashHex(fingerprint_json).
   std::string FingerprintHash() const;
+  // The fingerprint's "cores" (CPU devices say how many), else 1 << 20: no bound on a kernel's
+  // threads.
+  int64_t Cores() const;
   // A device known only by its model name (as in recorded spaces): fingerprint {"name": name},
   // class = name, family inferred from the name (InferDeviceFamily), or empty.
   static DeviceInfo FromName(const std::string& name);

@@ -23,6 +23,8 @@
 
 namespace ktune {
 
+class KernelRegistry;  // kernels/kernel_registry.h
+
 // Which level of a best-known lookup matched.
 enum class MatchLevel { kExact, kDeviceClass, kFamily, kNone };
 absl::string_view MatchLevelName(MatchLevel level);  // "exact", "device_class", "family", "none"
@@ -195,7 +197,24 @@ class TuningDatabase {
 // databases (another server's job 1 filled this one's job 1, and an import could finish it).
 // A record stored already (this database's own export) is skipped as before, and so is an
 // "import:job:N" copy of a record this database stores as "job:N" (its own, back from a copy).
-absl::StatusOr<int64_t> AddImportedRecords(TuningDatabase& db, std::vector<Record> records);
+// With `registry`, each record of one of its kernels is first fitted to it (FitRecordToRegistry);
+// the first it refuses fails the import, nothing stored, naming the record (from 1).
+absl::StatusOr<int64_t> AddImportedRecords(TuningDatabase& db, std::vector<Record> records,
+                                           const KernelRegistry* registry = nullptr);
+
+// A record of a registry kernel, as the kernel's own tasks are stored. Where the kernel takes
+// the record's problem (KernelDefinition::ValidateProblem), the problem gets its defaults (a
+// record without dtype was stored and never found: queries fill it in), and the configuration
+// must be one of the kernel's space for that problem on the record's device: its parameters and
+// values, and the constraints for an ok record (a served configuration a compiler cannot build);
+// InvalidArgument saying why otherwise. A problem the kernel does not take is left as given: a
+// recorded space that shares a built-in's name (a T4 gemm file, problem {}) is another kernel.
+absl::Status FitRecordToRegistry(const KernelRegistry& registry, Record& r);
+
+// The problem as `kernel`'s tasks store it (defaults filled in) when `registry` has the kernel and
+// it takes the problem (not empty, valid); nullopt otherwise.
+std::optional<Problem> RegistryProblem(const KernelRegistry& registry, const std::string& kernel,
+                                       const Problem& problem);
 
 // Checks a record before storing it: the rules AddRecords enforces, in one place.
 absl::Status ValidateRecord(const Record& r);

@@ -8,7 +8,6 @@
 
 #include "common/status_macros.h"
 #include "db/device_family.h"
-#include "nlohmann/json.hpp"
 
 namespace ktune {
 
@@ -28,19 +27,6 @@ double ProblemDistance(const Problem& a, const Problem& b) {
   }
   return d;
 }
-
-namespace {
-
-// Cores of the machine a record was measured on (CPU fingerprints say), else unbounded.
-int64_t CoresOf(const Record& r) {
-  auto facts = nlohmann::json::parse(r.device.fingerprint_json, nullptr, false);
-  if (facts.is_object() && facts.contains("cores") && facts["cores"].is_number_integer()) {
-    return facts["cores"].get<int64_t>();
-  }
-  return 1 << 20;
-}
-
-}  // namespace
 
 absl::StatusOr<std::optional<Record>> PredictBest(TuningDatabase& db,
                                                   const KernelRegistry& registry,
@@ -101,7 +87,8 @@ absl::StatusOr<std::optional<Record>> PredictBest(TuningDatabase& db,
     source.top_k = 16;
     KTUNE_ASSIGN_OR_RETURN(BestResult best, db.QueryBest(source));
     for (const Record& r : best.records) {
-      absl::StatusOr<SearchSpace> space = def->Space(query.problem, MachineVariables{CoresOf(r)});
+      absl::StatusOr<SearchSpace> space =
+          def->Space(query.problem, MachineVariables{r.device.Cores()});
       if (!space.ok()) break;
       absl::StatusOr<Point> point = space->ToPoint(r.config);
       if (point.ok() && space->IsValid(*point)) return std::optional<Record>(r);

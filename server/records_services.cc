@@ -81,8 +81,8 @@ absl::StatusOr<std::unique_ptr<TaskKey>> OptionalTask(bool has_task, const v1::T
 class RecordImport final : public grpc::ServerReadReactor<v1::Record> {
  public:
   RecordImport(grpc::CallbackServerContext* ctx, TuningDatabase* db, BestCache* best,
-               v1::ImportRecordsResponse* response)
-      : ctx_(ctx), db_(db), best_(best), response_(response) {
+               const KernelRegistry* registry, v1::ImportRecordsResponse* response)
+      : ctx_(ctx), db_(db), best_(best), registry_(registry), response_(response) {
     StartRead(&incoming_);
   }
   void OnReadDone(bool ok) override {
@@ -117,6 +117,13 @@ class RecordImport final : public grpc::ServerReadReactor<v1::Record> {
 
  private:
   void Store() {
+    // Fitted here, not by AddImportedRecords, so that the cache forgets the tasks as stored.
+    for (size_t i = 0; i < records_.size(); ++i) {
+      if (absl::Status s = FitRecordToRegistry(*registry_, records_[i]); !s.ok()) {
+        return Finish(ToGrpc(absl::Status(
+            s.code(), absl::StrCat("record ", i + 1, ": ", s.message(), "; nothing was stored"))));
+      }
+    }
     absl::StatusOr<int64_t> added = AddImportedRecords(*db_, records_);
     if (!added.ok()) return Finish(ToGrpc(added.status()));
     // Answers cached before the import are stale for its tasks (QueryBest kept answering NONE
@@ -130,6 +137,7 @@ class RecordImport final : public grpc::ServerReadReactor<v1::Record> {
   grpc::CallbackServerContext* ctx_;
   TuningDatabase* db_;
   BestCache* best_;
+  const KernelRegistry* registry_;  // fits its kernels' records (FitRecordToRegistry)
   v1::ImportRecordsResponse* response_;
   v1::Record incoming_;
   std::vector<Record> records_;
@@ -201,7 +209,7 @@ grpc::ServerWriteReactor<v1::Record>* TuningServiceImpl::ExportRecords(
 grpc::ServerReadReactor<v1::Record>* TuningServiceImpl::ImportRecords(
     grpc::CallbackServerContext* ctx, v1::ImportRecordsResponse* response) {
   if (absl::Status a = auth_->Check(ctx, Role::kAdmin); !a.ok()) return new FailedImport(a);
-  return new RecordImport(ctx, db_, best_, response);
+  return new RecordImport(ctx, db_, best_, &spaces_->registry(), response);
 }
 
 grpc::ServerUnaryReactor* TuningServiceImpl::ListWorkers(grpc::CallbackServerContext* ctx,

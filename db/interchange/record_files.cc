@@ -535,19 +535,25 @@ absl::StatusOr<RecordedSpace> LoadRecordedSpace(const std::string& path,
 }
 
 absl::StatusOr<ImportSummary> ImportRecordFile(TuningDatabase& db, const std::string& path,
-                                               const ReadOptions& options) {
+                                               const ReadOptions& options,
+                                               const KernelRegistry* registry) {
   KTUNE_ASSIGN_OR_RETURN(RecordFile file, ReadRecordFile(path, options));
   ImportSummary summary;
   summary.format = file.format;
   summary.records_read = static_cast<int64_t>(file.records.size());
   summary.problem_size_not_kept = file.problem_size_not_kept;
-  auto added = AddImportedRecords(db, std::move(file.records));
+  auto added = AddImportedRecords(db, std::move(file.records), registry);
   if (!added.ok()) {
     return absl::Status(added.status().code(),
                         absl::StrCat(path, ": nothing imported: ", added.status().message()));
   }
   summary.records_added = *added;
-  for (const auto& [task, before_us] : file.stale) {
+  for (auto& [task, before_us] : file.stale) {
+    if (registry != nullptr) {  // the task as its records were fitted
+      if (auto fitted = RegistryProblem(*registry, task.kernel, task.problem)) {
+        task.problem = *std::move(fitted);
+      }
+    }
     if (absl::Status s = db.MarkStale(task, before_us); !s.ok()) {
       return absl::Status(s.code(), absl::StrCat(path, ": the records were imported, but not the ",
                                                  "stale boundary of ", task.kernel, " on ",

@@ -68,8 +68,10 @@ struct ImportSummary {
 // Reads `path` and stores its records in one transaction: all of the file or nothing. The stale
 // boundaries a JSONL file carries are marked after that commit; an error there says that the
 // records were stored.
+// With `registry`, records of its kernels are fitted to it (FitRecordToRegistry).
 absl::StatusOr<ImportSummary> ImportRecordFile(TuningDatabase& db, const std::string& path,
-                                               const ReadOptions& options);
+                                               const ReadOptions& options,
+                                               const KernelRegistry* registry = nullptr);
 
 // Every record (that `keep` keeps, when given), one JSON object a line, in insertion order; a
 // stale record (MarkStale) with its task's boundary ("stale_before_us", RecordToJsonLine).

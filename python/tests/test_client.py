@@ -161,6 +161,26 @@ def test_import_export_roundtrip(records_server, empty_server):
     assert len(list(target.export_records())) == 4092
 
 
+def test_a_builtin_kernels_records_are_stored_as_its_tasks(empty_server):
+    """A record of a built-in kernel imported without dtype is found by best() (it was stored
+    under a problem no question reaches); one outside the kernel's space is refused."""
+    client = empty_server.client()
+    device = ktune.Device("cpu:import-test", "x86-64-v3", '{"cores": 2, "name": "import-test"}')
+    # gemm's default configuration for M=N=K=64 on 2 cores, as `ktune tune` measures it.
+    config = {"KC": 256, "MC": 144, "MR": 6, "NC": 3072, "NR": 16, "pack_a": 1, "pack_b": 1,
+              "parallel_loop": 0, "threads": 2, "unroll": 4}
+    problem = {"M": 64, "N": 64, "K": 64}
+    record = ktune.Record(task=ktune.Task("gemm", problem, device.device_class), device=device,
+                          config=config, status=Status.OK, time_ms=0.5, repeat_times_ms=(0.5,),
+                          source="my-compiler")
+    with pytest.raises(ktune.InvalidArgument, match=r"record 2: .*'MR' has value 999"):
+        client.import_records([record, dataclasses.replace(record, config={**config, "MR": 999})])
+    assert client.import_records([record]).records_added == 1
+    answer = client.best("gemm", problem, device)
+    assert answer.level is MatchLevel.EXACT and answer.config == config
+    assert answer.best.task.problem == {**problem, "dtype": "f32"}
+
+
 def test_a_client_kernels_records_keep_their_payload(empty_server):
     """Records of a kernel no registry knows, written by a client (no worker; its own source),
     with an opaque payload: stored, queried and exported verbatim; too large a one is refused."""

@@ -15,6 +15,7 @@
 #include "absl/strings/str_cat.h"
 #include "db/memory_tuning_database.h"
 #include "db/sqlite_tuning_database.h"
+#include "kernels/kernel_registry.h"
 #include "tests/testing/test_util.h"
 
 namespace ktune {
@@ -458,6 +459,61 @@ TEST(RecordFilesTest, KernelAndDeviceComeFromFlagsThenNameThenFile) {
   auto nameless = ReadRecordFile(dir.File("results.json"), {});
   ASSERT_FALSE(nameless.ok());
   EXPECT_THAT(nameless.status().message(), HasSubstr("--kernel"));
+}
+
+// Records of a registry kernel's task are stored as the kernel's tasks are: a problem without
+// dtype gets it (stored and never found before), and a configuration outside the kernel's space
+// fails the import, nothing stored. A file of another kernel sharing the name (problem {}) is
+// another kernel's, taken as it comes.
+TEST(RecordFilesTest, ARegistryKernelsRecordsAreFittedToItOnImport) {
+  TempDir dir;
+  const KernelRegistry registry = KernelRegistry::WithBuiltins();
+  const KernelDefinition* gemm = registry.Find("gemm");
+  ASSERT_NE(gemm, nullptr);
+  const Problem asked{{"M", int64_t{128}}, {"N", int64_t{128}}, {"K", int64_t{128}}};
+  Configuration config = *gemm->DefaultConfiguration(*gemm->ValidateProblem(asked), {2});
+  auto line = [&](const Configuration& c) {
+    Record r;
+    r.kernel = "gemm";
+    r.problem = asked;  // no dtype, as a client writes it
+    r.device = DeviceInfo{R"({"cores":2,"name":"test"})", "cpu:test", "x86-64-v3"};
+    r.config = c;
+    r.status = MeasurementStatus::kOk;
+    r.time_ms = 1.0;
+    r.repeat_times_ms = {1.0};
+    r.worker = "elsewhere";
+    r.source = "import";
+    return RecordToJsonLine(r);
+  };
+  std::ofstream(dir.File("good.jsonl")) << line(config) << "\n";
+  Configuration bad = config;
+  bad["MR"] = int64_t{999};
+  std::ofstream(dir.File("bad.jsonl")) << line(config) << "\n" << line(bad) << "\n";
+
+  MemoryTuningDatabase db;
+  auto refused = ImportRecordFile(db, dir.File("bad.jsonl"), {}, &registry);
+  ASSERT_FALSE(refused.ok());
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(refused.status().message(), HasSubstr("record 2"));
+  EXPECT_THAT(refused.status().message(), HasSubstr("'MR' has value 999"));
+  EXPECT_EQ(db.Stats()->records, 0);
+
+  ASSERT_TRUE(ImportRecordFile(db, dir.File("good.jsonl"), {}, &registry).ok());
+  BestQuery q;
+  q.kernel = "gemm";
+  q.problem = *gemm->ValidateProblem(asked);  // as queries take it: dtype filled in
+  q.device_class = "cpu:test";
+  auto best = db.QueryBest(q);
+  ASSERT_TRUE(best.ok());
+  EXPECT_EQ(best->level, MatchLevel::kDeviceClass);
+  ASSERT_EQ(best->records.size(), 1u);
+  EXPECT_EQ(best->records[0].problem.at("dtype"), ParamValue(std::string("f32")));
+
+  // A recorded GPU GEMM space shares the name, with problem {}: imported as it comes.
+  auto gpu =
+      ImportRecordFile(db, SpaceFile("gemm_RTX_Titan_kernel_tuner_cache.json.gz"), {}, &registry);
+  ASSERT_TRUE(gpu.ok()) << gpu.status();
+  EXPECT_GT(gpu->records_added, 0);
 }
 
 }  // namespace
