@@ -267,6 +267,8 @@ grpc::ServerWriteReactor<v1::TuneEvent>* TuningServiceImpl::Tune(grpc::CallbackS
         v1::TuneEvent event;
         event.set_job_id(absl::StrCat(job_id));
         const JobState state = status->job.state;
+        event.set_state(ToProto(state));
+        event.set_message(status->job.message);
         if (!status->tasks.empty()) {
           const TaskStatus& t = status->tasks.front();
           event.set_measurements_done(t.done);

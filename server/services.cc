@@ -38,8 +38,6 @@ absl::StatusOr<int64_t> ParseJobId(const std::string& id) {
   return n;
 }
 
-v1::JobState ToProto(JobState s) { return static_cast<v1::JobState>(static_cast<int>(s) + 1); }
-
 google::protobuf::Timestamp Timestamp(int64_t us) {
   google::protobuf::Timestamp t;
   t.set_seconds(us / 1'000'000);
@@ -105,6 +103,8 @@ v1::JobSpec SpecOf(const Job& job, bool with_tasks) {
 }
 
 }  // namespace
+
+v1::JobState ToProto(JobState s) { return static_cast<v1::JobState>(static_cast<int>(s) + 1); }
 
 v1::Job ToProto(const JobStatus& s, bool with_tasks) {
   v1::Job out;

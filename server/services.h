@@ -167,6 +167,9 @@ grpc::ServerUnaryReactor* Done(grpc::CallbackServerContext* ctx, const absl::Sta
 
 // A Job message from a scheduler status.
 v1::Job ToProto(const JobStatus& status, bool with_tasks);
+
+// The API's name of a job's (or task's) state.
+v1::JobState ToProto(JobState state);
 v1::TaskProgress ToProto(const TaskStatus& task);
 
 }  // namespace ktune

@@ -23,7 +23,7 @@ from typing import Callable, Iterable, Iterator, Mapping, Optional, Sequence, Un
 import grpc
 from google.protobuf import json_format
 
-from ktune.errors import KtuneError, from_rpc_error
+from ktune.errors import Cancelled, FailedPrecondition, KtuneError, from_rpc_error
 from ktune.types import (BestResult, Device, DeviceLike, ImportResult, Job, JobEvent, JobSpec, JobState,
                          KernelInfo, MatchLevel, ParamMap, Record, Task, TuneEvent, WorkerInfo,
                          canonical_json, device_to_proto, params_to_proto, parse_params,
@@ -384,8 +384,11 @@ class Client:
              on_progress: Optional[Callable[[TuneEvent], None]] = None,
              timeout: Optional[float] = None) -> TuneEvent:
         """Like :meth:`tune_events`, calling ``on_progress`` with each event; returns the final
-        event (best configuration and time found). Raises :class:`ktune.KtuneError` if the
-        stream ends without one."""
+        event (best configuration and time found) of a job that ended done. Raises
+        :class:`ktune.Cancelled` when the job was cancelled (by an operator, another client, the
+        server shutting down) and :class:`ktune.FailedPrecondition` (code ABORTED) when it
+        failed, each with the final event as ``.event`` (what was measured is kept), and
+        :class:`ktune.KtuneError` if the stream ends without a final event."""
         last: Optional[TuneEvent] = None
         for event in self.tune_events(kernel, problem, device, budget, strategy=strategy,
                                       seed=seed, kernel_version=kernel_version,
@@ -396,6 +399,15 @@ class Client:
         if last is None or not last.finished:
             raise KtuneError(grpc.StatusCode.UNKNOWN, "the Tune stream closed before its final "
                              "event", "Tune")
+        if last.state in (JobState.CANCELLED, JobState.FAILED):
+            cancelled = last.state is JobState.CANCELLED
+            error = (Cancelled if cancelled else FailedPrecondition)(
+                grpc.StatusCode.CANCELLED if cancelled else grpc.StatusCode.ABORTED,
+                f"job {last.job_id} {last.state.value} after {last.measurements_done} of "
+                f"{last.budget_measurements} measurements" +
+                (f": {last.message}" if last.message else ""), "Tune")
+            error.event = last
+            raise error
         return last
 
     # --- jobs ---

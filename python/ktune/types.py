@@ -493,6 +493,9 @@ class TuneEvent:
     finished: bool
     default_config_time_ms: Optional[float] = None
     job_id: str = ""  # the one-task job the tuning runs as (get_job, watch, cancel)
+    # The job's state: on the last event DONE, FAILED or CANCELLED (then ``message`` says why).
+    state: Optional["JobState"] = None
+    message: str = ""
 
     @classmethod
     def _from_proto(cls, e: ts.TuneEvent) -> "TuneEvent":
@@ -507,6 +510,9 @@ class TuneEvent:
             default_config_time_ms=e.default_config_time_ms
             if e.HasField("default_config_time_ms") else None,
             job_id=e.job_id,
+            # A server before 2026-12 sends no state (0: unspecified).
+            state=JobState._from_proto(e.state) if e.state else None,
+            message=e.message,
         )
 
 

@@ -285,6 +285,24 @@ def test_tune_reports_progress_and_commits(replay_server):
     answer = client.best("pnpoly", {}, PNPOLY_CLASS)
     assert answer.level in (MatchLevel.EXACT, MatchLevel.DEVICE_CLASS)
     assert answer.best.time_ms <= final.best_time_ms
+    assert final.state is JobState.DONE and final.message == ""
+
+
+def test_a_tuning_cancelled_by_someone_else_raises_cancelled(replay_server):
+    # No worker measures RTX_Titan: the job waits until an operator cancels it. tune() raised
+    # nothing and returned a final event like a finished tuning's.
+    client = replay_server.client()
+
+    def cancel_it(event):
+        if event.job_id:
+            ktune.Client(replay_server.address).cancel(event.job_id)
+
+    with pytest.raises(ktune.Cancelled, match=r"job \d+ cancelled after 0 of 16 measurements") \
+            as raised, pytest.warns(RuntimeWarning, match="RTX_Titan"):
+        client.tune("pnpoly", {}, "RTX_Titan", 16, strategy="random", seed=5,
+                    on_progress=cancel_it, timeout=60)
+    assert raised.value.event.finished and raised.value.event.state is JobState.CANCELLED
+    assert client.get_job(raised.value.event.job_id).state is JobState.CANCELLED
 
 
 def test_a_tuning_whose_caller_gives_up_is_cancelled(replay_server):
