@@ -175,7 +175,15 @@ class Client:
                  options: Sequence[tuple[str, object]] = ()) -> None:
         if token is None:
             token = os.environ.get("KTUNE_TOKEN") or None
+        if token is not None:
+            # A token read from a file ends with a newline, which gRPC refuses on every call
+            # ("Illegal header value", raised as INTERNAL): surrounding whitespace is dropped.
+            token = token.strip()
+            if not token.isascii() or not token.isprintable():
+                raise ValueError("token: printable ASCII only (a bearer token, as ktune serve "
+                                 "--auth's tokens file holds it)")
         self.address = address
+        self._closed = False
         self.timeout = timeout
         self._metadata: tuple[tuple[str, str], ...] = (
             (("authorization", f"Bearer {token}"),) if token else ())
@@ -195,7 +203,9 @@ class Client:
     # --- plumbing ---
 
     def close(self) -> None:
-        """Closes the channel; calls in flight are cancelled."""
+        """Closes the channel; calls in flight are cancelled, and later calls raise
+        :class:`ktune.FailedPrecondition`."""
+        self._closed = True
         self._channel.close()
 
     def __enter__(self) -> "Client":
@@ -210,6 +220,7 @@ class Client:
         client's default, or none when not ``default_deadline`` (a client stream)."""
         if timeout is None and default_deadline:
             timeout = self.timeout
+        self._check_open(name)
         try:
             return method(request, timeout=timeout, metadata=self._metadata)
         except grpc.RpcError as e:
@@ -217,6 +228,7 @@ class Client:
 
     def _stream(self, name: str, method, request, timeout: Optional[float] = None) -> Iterator:
         """Iterates a server stream; a failure becomes a KtuneError; leaving early cancels it."""
+        self._check_open(name)
         call = method(request, timeout=timeout, metadata=self._metadata)
         try:
             for message in call:
@@ -226,8 +238,14 @@ class Client:
         finally:
             call.cancel()
 
+    def _check_open(self, name: str) -> None:
+        if self._closed:  # gRPC's own: a bare ValueError ("Cannot invoke RPC on closed channel!")
+            raise FailedPrecondition(grpc.StatusCode.FAILED_PRECONDITION,
+                                     "this client was closed; make a new ktune.Client", name)
+
     def wait_ready(self, timeout: float = 10.0) -> None:
         """Blocks until the channel is connected; :class:`ktune.Unavailable` after ``timeout``."""
+        self._check_open("connect")
         try:
             grpc.channel_ready_future(self._channel).result(timeout=timeout)
         except grpc.FutureTimeoutError:
@@ -353,6 +371,8 @@ class Client:
         was measured is kept). ``max_rel_error``
         is the accuracy budget: candidates with more error are too_inaccurate, never the best.
         """
+        if not isinstance(kernel, str):  # protobuf's own error: "bad argument type ..."
+            raise TypeError(f"kernel must be a kernel name (str), not {type(kernel).__name__}")
         if isinstance(device, Device):  # a job runs on a device class's workers
             device = device.device_class
         if not isinstance(device, str):

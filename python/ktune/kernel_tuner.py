@@ -711,19 +711,26 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     ex = sub.add_parser("export", help="write a task's records as a Kernel Tuner cache file")
     ex.add_argument("--server", default="127.0.0.1:7470", help="HOST:PORT of ktune serve")
     ex.add_argument("--token", default=None, help="bearer token (default: $KTUNE_TOKEN)")
+    ex.add_argument("--tls-ca", default=None, help="connect with TLS, trusting this CA (PEM)")
+    ex.add_argument("--tls-cert", default=None, help="client certificate for mutual TLS (PEM)")
+    ex.add_argument("--tls-key", default=None, help="its private key (PEM)")
     ex.add_argument("--kernel", required=True)
     ex.add_argument("--device", required=True, help="the task's device class")
     ex.add_argument("--problem", default="", help="e.g. problem_size_x=65536,dtype=f32")
     ex.add_argument("--kernel-version", default="", help="default: the server's current one")
     ex.add_argument("--out", required=True, help="the cache file to write (.json)")
     args = ap.parse_args(argv)
+    if bool(args.tls_cert) != bool(args.tls_key):
+        ap.error("--tls-cert and --tls-key go together")  # exit 2
+    tls = bool(args.tls_ca or args.tls_cert)
     try:
         problem = parse_params(args.problem)
     except ValueError as e:
         ap.error(f"--problem: {e}")  # exit 2
     task = Task(args.kernel, problem, args.device, args.kernel_version)
     try:
-        with Client(args.server, token=args.token) as client:
+        with Client(args.server, token=args.token, tls=tls, root_certificates=args.tls_ca,
+                    certificate_chain=args.tls_cert, private_key=args.tls_key) as client:
             if not task.kernel_version:
                 versions = {k.name: k.version for k in client.kernels()}
                 task = Task(task.kernel, task.problem, task.device_class,

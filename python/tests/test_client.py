@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import sqlite3
 import subprocess
+import sys
 import time
 from datetime import datetime, timezone
 
@@ -159,6 +160,23 @@ def test_import_export_roundtrip(records_server, empty_server):
     with pytest.raises(TypeError, match="int, float or str"):
         target.import_records([fresh, dataclasses.replace(fresh, config={"x": object()})])
     assert len(list(target.export_records())) == 4092
+
+
+def test_client_mistakes_raise_clear_errors(empty_server):
+    # A token read from a file keeps its newline: gRPC refused it on every call (INTERNAL,
+    # "Invalid metadata"); it is stripped, and a token that cannot be a header is refused at once.
+    with ktune.Client(empty_server.address, token="secret\n") as client:
+        assert client.best("gemm", "M=64,N=64,K=64", "cpu:x").level is MatchLevel.NONE
+    with pytest.raises(ValueError, match="token: printable ASCII"):
+        ktune.Client(empty_server.address, token="se\ncret")
+    client = empty_server.client()
+    with pytest.raises(TypeError, match="kernel must be a kernel name"):
+        client.tune(None, {}, "cpu:x", 4)
+    client.close()  # then a KtuneError, not gRPC's bare ValueError
+    with pytest.raises(ktune.FailedPrecondition, match="this client was closed"):
+        client.best("gemm", "M=64,N=64,K=64", "cpu:x")
+    with pytest.raises(ktune.FailedPrecondition, match="this client was closed"):
+        list(client.export_records())
 
 
 def test_a_builtin_kernels_records_are_stored_as_its_tasks(empty_server):
@@ -432,6 +450,19 @@ openssl x509 -req -in client.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out c
         with server.client(timeout=10) as plain:
             with pytest.raises(ktune.Unavailable):
                 plain.jobs()
+        # The Kernel Tuner exporter takes the same flags (it could not reach a TLS server): it
+        # connects and finds nothing to export (exit 1), and a certificate without its key is a
+        # usage error (exit 2).
+        export = [sys.executable, "-P", "-m", "ktune.kernel_tuner", "export", "--server",
+                  server.address, "--kernel", "nothing", "--device", "cpu:x",
+                  "--out", str(tmp_path / "kt.json"), "--tls-ca", str(tmp_path / "ca.pem")]
+        ran = subprocess.run(export + ["--tls-cert", str(tmp_path / "client.pem"), "--tls-key",
+                                       str(tmp_path / "client.key")],
+                             capture_output=True, text=True, timeout=60)
+        assert ran.returncode == 1 and "no records" in ran.stderr, ran.stderr
+        ran = subprocess.run(export + ["--tls-cert", str(tmp_path / "client.pem")],
+                             capture_output=True, text=True, timeout=60)
+        assert ran.returncode == 2 and "--tls-cert and --tls-key go together" in ran.stderr
     finally:
         server.stop()
 
