@@ -54,7 +54,7 @@ Scheduler::~Scheduler() = default;
 
 absl::Status Scheduler::AddJobRun(Job job, bool recount) {
   auto run = std::make_unique<JobRun>();
-  // The run options are kept in the stored spec: {"seed": N, "batch_size": B, "threads": T}.
+  // The run options are kept in the stored spec: {"seed": N, "batch_size": B, "threads": T, ...}.
   const nlohmann::json spec = nlohmann::json::parse(job.spec_json, nullptr, false);
   if (spec.is_object()) {
     run->seed = spec.value("seed", uint64_t{1});
@@ -65,6 +65,9 @@ absl::Status Scheduler::AddJobRun(Job job, bool recount) {
     }
     if (spec.contains("max_rel_error") && spec["max_rel_error"].is_number()) {
       run->max_rel_error = spec["max_rel_error"].get<double>();
+    }
+    if (spec.contains("fingerprint_hash") && spec["fingerprint_hash"].is_string()) {
+      run->fingerprint_hash = spec["fingerprint_hash"].get<std::string>();
     }
     if (spec.contains("reverify") && spec["reverify"].is_array()) {
       for (const nlohmann::json& c : spec["reverify"]) {
@@ -157,6 +160,7 @@ absl::StatusOr<int64_t> Scheduler::Submit(const JobRequest& r) {
   if (r.agent_share) spec["agent_share"] = *r.agent_share;
   if (r.max_rel_error) spec["max_rel_error"] = *r.max_rel_error;
   if (r.wall_seconds > 0) spec["budget_wall_seconds"] = r.wall_seconds;
+  if (!r.fingerprint_hash.empty()) spec["fingerprint_hash"] = r.fingerprint_hash;
   if (!r.reverify.empty()) {
     spec["reverify"] = nlohmann::json::array();
     for (const Configuration& c : r.reverify) {

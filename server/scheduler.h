@@ -98,6 +98,11 @@ struct JobRequest {
   // Configurations each task measures again first (TaskSearch::Options::reverify): a retuning
   // job re-verifies the old best configurations in the same runs as the new candidates.
   std::vector<Configuration> reverify;
+  // Only workers whose device fingerprint hashes to this (DeviceInfo::FingerprintHash) measure
+  // the job: a new environment's retuning (a driver update on some of a class's machines) is
+  // measured where the new fingerprint is, not on the class's other workers. Empty: any worker
+  // of the task's class.
+  std::string fingerprint_hash;
   // The accuracy budget (max relative error) of every task: an ok result whose measured error is
   // above it, or unknown, is stored as too_inaccurate (a failure for the search). Unset: none.
   std::optional<double> max_rel_error;

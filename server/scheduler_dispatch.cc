@@ -164,6 +164,7 @@ absl::StatusOr<LeaseGrant> Scheduler::LeaseLocked(const std::string& worker_id,
   auto lease = std::make_unique<LeaseRun>();
   LeaseGrant grant;
   bool preparing = false;  // a batch this worker could measure is being prepared
+  const std::string fingerprint_hash = worker.device.FingerprintHash();
   while (static_cast<int>(lease->items.size()) < max_candidates) {
     // The job with the lowest pass that has work for this device class.
     JobRun* chosen = nullptr;
@@ -175,6 +176,7 @@ absl::StatusOr<LeaseGrant> Scheduler::LeaseLocked(const std::string& worker_id,
         continue;
       }
       if (chosen != nullptr && job->pass >= chosen->pass) continue;
+      if (!job->fingerprint_hash.empty() && job->fingerprint_hash != fingerprint_hash) continue;
       for (TaskRun& t : job->tasks) {
         if (t.task.device_class != worker.device.device_class || IsFinal(t.state)) continue;
         if (!CanMeasure(worker.capabilities, t.language, t.client_kernel)) continue;

@@ -162,8 +162,7 @@ std::string TelemetryIntake::Act(const DriftFlag& f, int64_t* job_id) {
                         " retuning jobs are running");
   }
   if (f.kind == DriftKind::kNewEnvironment && !WorkerWithFingerprint(f)) {
-    // A job goes to the class's workers: without one of the new fingerprint it would measure
-    // the old devices and read as done.
+    // The job is measured only by workers of the new fingerprint: without one it would wait.
     return absl::StrCat("not retuned: no connected worker of ", f.task.device_class,
                         " has the new fingerprint (", f.fingerprint_hash.substr(0, 12),
                         "); start one there, or ", Suggestion(f));
@@ -189,6 +188,8 @@ std::string TelemetryIntake::Act(const DriftFlag& f, int64_t* job_id) {
   request.strategy = policy_.strategy;
   request.priority = policy_.priority;
   request.agent_share = policy_.agent_share;
+  // A new environment is measured where it is (the class's other workers have the old one).
+  if (f.kind == DriftKind::kNewEnvironment) request.fingerprint_hash = f.fingerprint_hash;
   if (f.kind == DriftKind::kRegression) {
     // The old best configurations, measured again first; then the old records stop answering.
     BestQuery q;

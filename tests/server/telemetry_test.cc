@@ -586,8 +586,9 @@ TEST(TelemetryTest, ANewEnvironmentIsRetunedOnlyWhereAWorkerHasIt) {
     *reg.mutable_device() = device;
     v1::RegisterResponse worker;
     EXPECT_TRUE(workers->Register(Context().get(), reg, &worker).ok());
+    return worker.worker_id();
   };
-  register_worker(old_device);
+  const std::string old_worker = register_worker(old_device);
   // The old device with another driver (a fingerprint is its JSON, extra["fingerprint_json"]).
   auto with_driver = [&](const std::string& driver) {
     v1::DeviceFingerprint device = old_device;
@@ -610,10 +611,27 @@ TEST(TelemetryTest, ANewEnvironmentIsRetunedOnlyWhereAWorkerHasIt) {
   EXPECT_EQ(unserved.retune_job_id(), "");
   EXPECT_THAT(unserved.action(), HasSubstr("not retuned: no connected worker of " +
                                            any.device.device_class + " has the new fingerprint"));
-  register_worker(with_driver("999.2"));
+  const std::string new_worker = register_worker(with_driver("999.2"));
   const v1::DriftFlag served = report_on("999.2");
   EXPECT_EQ(served.kind(), v1::DRIFT_KIND_NEW_ENVIRONMENT);
   EXPECT_FALSE(served.retune_job_id().empty()) << served.action();
+  // The job is measured by the worker of the new fingerprint, never by the old device's (with
+  // both connected, either took its candidates).
+  auto lease = [&](const std::string& worker) {
+    v1::LeaseBatchRequest request;
+    request.set_worker_id(worker);
+    request.set_max_candidates(4);
+    v1::LeaseBatchResponse granted;
+    EXPECT_TRUE(workers->LeaseBatch(Context().get(), request, &granted).ok());
+    return granted;
+  };
+  v1::LeaseBatchResponse fresh;
+  for (int i = 0; i < 600 && fresh.candidates_size() == 0; ++i) {  // a poll: the first batch is
+    fresh = lease(new_worker);                                     // prepared in the background
+    if (fresh.candidates_size() == 0) absl::SleepFor(absl::Milliseconds(50));
+  }
+  ASSERT_GT(fresh.candidates_size(), 0);
+  EXPECT_EQ(lease(old_worker).candidates_size(), 0);
 }
 
 }  // namespace
