@@ -497,15 +497,20 @@ TEST(CliTest, ExportWritesJsonlAndT4Files) {
   auto same = RunKtune({"db", "export", "--db", db, "--kernel", "pnpoly", "--device", "RTX_3090"});
   ASSERT_EQ(same.exit_code, 0) << same.err;
   EXPECT_EQ(std::count(same.out.begin(), same.out.end(), '\n'), 4092);
-  // Records imported under a registry kernel's name keep the file's problem (no dtype): --problem
-  // as given still finds them, beside the problem as the kernel's tasks store it.
+  // Records of another kernel under a registry kernel's name, with a problem the kernel takes,
+  // are refused (pnpoly's configurations are not gemm's); with a problem it does not take, they
+  // are another kernel's and keep the file's problem: --problem as given finds them.
   const std::string named = dir.File("named.db");
+  auto refused = RunKtune({"db", "import", SpaceFile("pnpoly_RTX_3090_T4.json.gz"), "--db", named,
+                           "--kernel", "gemm", "--problem", "M=64,N=64,K=64"});
+  EXPECT_EQ(refused.exit_code, 1);
+  EXPECT_THAT(refused.err, HasSubstr("is not in the kernel's space"));
   ASSERT_EQ(RunKtune({"db", "import", SpaceFile("pnpoly_RTX_3090_T4.json.gz"), "--db", named,
-                      "--kernel", "gemm", "--problem", "M=64,N=64,K=64"})
+                      "--kernel", "gemm", "--problem", "points=20000000"})
                 .exit_code,
             0);
   auto as_given =
-      RunKtune({"db", "export", "--db", named, "--kernel", "gemm", "--problem", "M=64,N=64,K=64"});
+      RunKtune({"db", "export", "--db", named, "--kernel", "gemm", "--problem", "points=20000000"});
   ASSERT_EQ(as_given.exit_code, 0) << as_given.err;
   EXPECT_EQ(std::count(as_given.out.begin(), as_given.out.end(), '\n'), 4092);
   std::string db2 = dir.File("k2.db");
@@ -880,7 +885,8 @@ TEST(CliTest, BestHonoursAnAccuracyBudgetAndShowsTheParetoFront) {
   {
     std::ofstream jsonl(dir.File("lowp.jsonl"));
     auto line = [&](int precision, double ms, double error, const char* status) {
-      nlohmann::json r{{"kernel", "gemm_lowp"},
+      // A client's kernel (a registry kernel's records must hold its whole configurations).
+      nlohmann::json r{{"kernel", "my_lowp_gemm"},
                        {"problem", {{"M", 32}, {"N", 4096}, {"K", 4096}, {"dtype", "f32"}}},
                        {"device", {{"class", "cpu:test"}, {"fingerprint", {{"name", "test"}}}}},
                        {"config", {{"precision", precision}}},
@@ -899,8 +905,8 @@ TEST(CliTest, BestHonoursAnAccuracyBudgetAndShowsTheParetoFront) {
   ASSERT_EQ(RunKtune({"db", "import", dir.File("lowp.jsonl"), "--db", db, "--format", "jsonl"})
                 .exit_code,
             0);
-  const std::vector<std::string> task = {"--db", db, "--kernel", "gemm_lowp", "--problem",
-                                         "M=32,N=4096,K=4096", "--device", "cpu:test"};
+  const std::vector<std::string> task = {"--db", db, "--kernel", "my_lowp_gemm", "--problem",
+                                         "M=32,N=4096,K=4096,dtype=f32", "--device", "cpu:test"};
   auto best = [&](std::vector<std::string> extra) {
     std::vector<std::string> args = {"best"};
     args.insert(args.end(), task.begin(), task.end());
@@ -1128,12 +1134,23 @@ TEST(CliTest, TuneOnThisCpuReportsSpeedupAndStoresRecords) {
   ASSERT_EQ(exported.exit_code, 0) << exported.err;
   EXPECT_EQ(std::count(exported.out.begin(), exported.out.end(), '\n'), 16);
   // A server predicts for a problem never tuned; the answer says from which problem, and that
-  // it was measured on another device class than the one asked for (it did not say).
+  // it was measured on another device class of the family than the one asked for (it did not
+  // say). A class of no known family gets no prediction.
   const std::string address = "127.0.0.1:" + std::to_string(testing::FreePort());
   testing::KtuneProcess server({"serve", "--listen", address, "--db", db});
   ASSERT_TRUE(server.WaitForOutput("listening on port")) << server.Err();
-  auto predicted = RunKtune({"best", "--server", address, "--kernel", "gemm", "--problem",
+  auto unrelated = RunKtune({"best", "--server", address, "--kernel", "gemm", "--problem",
                              "M=128,N=80,K=64", "--device", "cpu:elsewhere"});
+  ASSERT_EQ(unrelated.exit_code, 0) << unrelated.err;
+  EXPECT_THAT(unrelated.out, HasSubstr("nothing known"));
+  const std::string family =
+      nlohmann::json::parse(
+          RunKtune({"best", "--db", db, "--kernel", "gemm", "--problem", "M=96,N=80,K=64",
+                    "--device", "cpu", "--json"})
+              .out)["best"][0]["device"]["family"]
+          .get<std::string>();
+  auto predicted = RunKtune({"best", "--server", address, "--kernel", "gemm", "--problem",
+                             "M=128,N=80,K=64", "--device", "cpu:elsewhere", "--family", family});
   ASSERT_EQ(predicted.exit_code, 0) << predicted.err;
   EXPECT_THAT(predicted.out, HasSubstr("(match: predicted)"));
   EXPECT_THAT(predicted.out, HasSubstr("predicted from a tuned problem (K=64,M=96,N=80"));
