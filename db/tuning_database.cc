@@ -133,6 +133,47 @@ absl::StatusOr<int64_t> AddImportedRecords(TuningDatabase& db, std::vector<Recor
   return db.AddRecords(kept);
 }
 
+absl::StatusOr<StaleBoundaryIndex> StaleBoundaryIndex::Of(TuningDatabase& db) {
+  KTUNE_ASSIGN_OR_RETURN(std::vector<TuningDatabase::StaleBoundary> boundaries,
+                         db.StaleBoundaries());
+  StaleBoundaryIndex index;
+  for (const auto& b : boundaries) {
+    index.before_[{b.kernel, b.problem_hash, b.device_class}] = b.before_us;
+  }
+  return index;
+}
+
+std::optional<int64_t> StaleBoundaryIndex::For(const Record& r) const {
+  if (before_.empty()) return std::nullopt;
+  auto it = before_.find({r.kernel, ParamMapHash(r.problem), r.device.device_class});
+  if (it == before_.end() || r.measured_at_us.value_or(0) >= it->second) return std::nullopt;
+  return it->second;
+}
+
+void StaleBoundaryCollector::Add(const Record& r, int64_t before_us) {
+  auto [it, added] =
+      latest_.try_emplace({r.kernel, ParamMapHash(r.problem), r.device.device_class},
+                          TaskKey{r.kernel, "", r.problem, r.device.device_class}, before_us);
+  if (!added) it->second.second = std::max(it->second.second, before_us);
+}
+
+const std::vector<std::pair<TaskKey, int64_t>> StaleBoundaryCollector::Tasks() const {
+  std::vector<std::pair<TaskKey, int64_t>> out;
+  for (const auto& [key, task] : latest_) out.push_back(task);
+  return out;
+}
+
+absl::Status StaleBoundaryCollector::MarkAll(TuningDatabase& db) const {
+  for (const auto& [key, task] : latest_) {
+    if (absl::Status s = db.MarkStale(task.first, task.second); !s.ok()) {
+      return absl::Status(s.code(),
+                          absl::StrCat("the stale boundary of ", task.first.kernel, " on ",
+                                       task.first.device_class, ": ", s.message()));
+    }
+  }
+  return absl::OkStatus();
+}
+
 absl::Status ValidateRecord(const Record& r) {
   if (r.kernel.empty()) return absl::InvalidArgumentError("a record needs a kernel name");
   if (r.device.device_class.empty()) {

@@ -13,6 +13,7 @@
 #include <map>
 #include <optional>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -215,6 +216,33 @@ absl::Status FitRecordToRegistry(const KernelRegistry& registry, Record& r);
 // it takes the problem (not empty, valid); nullopt otherwise.
 std::optional<Problem> RegistryProblem(const KernelRegistry& registry, const std::string& kernel,
                                        const Problem& problem);
+
+// Which records a regression retired (TuningDatabase::MarkStale), for exports: a snapshot of the
+// database's boundaries, looked up per record.
+class StaleBoundaryIndex {
+ public:
+  static absl::StatusOr<StaleBoundaryIndex> Of(TuningDatabase& db);
+  // The boundary of `r`'s task when `r` was measured before it (or at an unknown time); nullopt
+  // for a live record.
+  std::optional<int64_t> For(const Record& r) const;
+
+ private:
+  std::map<std::tuple<std::string, std::string, std::string>, int64_t> before_;
+};
+
+// The latest stale boundary per task among records an import carries, to mark again after
+// storing them (TuningDatabase::MarkStale).
+class StaleBoundaryCollector {
+ public:
+  void Add(const Record& r, int64_t before_us);
+  // Marks each task; the error names the task whose boundary could not be kept.
+  absl::Status MarkAll(TuningDatabase& db) const;
+  size_t size() const { return latest_.size(); }
+  const std::vector<std::pair<TaskKey, int64_t>> Tasks() const;
+
+ private:
+  std::map<std::tuple<std::string, std::string, std::string>, std::pair<TaskKey, int64_t>> latest_;
+};
 
 // Checks a record before storing it: the rules AddRecords enforces, in one place.
 absl::Status ValidateRecord(const Record& r);

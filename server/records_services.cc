@@ -110,6 +110,16 @@ class RecordImport final : public grpc::ServerReadReactor<v1::Record> {
       return Finish(ToGrpc(absl::InvalidArgumentError(
           absl::StrCat("record ", received_, ": ", r.status().message(), "; nothing was stored"))));
     }
+    if (incoming_.has_stale_before_us() && incoming_.stale_before_us() <= 0) {
+      return Finish(ToGrpc(absl::InvalidArgumentError(
+          absl::StrCat("record ", received_,
+                       ": stale_before_us must be a time after 1970 (Unix "
+                       "microseconds), not ",
+                       incoming_.stale_before_us(), "; nothing was stored"))));
+    }
+    stale_before_us_.push_back(incoming_.has_stale_before_us()
+                                   ? std::optional<int64_t>(incoming_.stale_before_us())
+                                   : std::nullopt);
     records_.push_back(*std::move(r));
     StartRead(&incoming_);
   }
@@ -126,6 +136,15 @@ class RecordImport final : public grpc::ServerReadReactor<v1::Record> {
     }
     absl::StatusOr<int64_t> added = AddImportedRecords(*db_, records_);
     if (!added.ok()) return Finish(ToGrpc(added.status()));
+    // The boundaries the records carried, marked again (by the tasks as fitted).
+    StaleBoundaryCollector stale;
+    for (size_t i = 0; i < records_.size(); ++i) {
+      if (stale_before_us_[i]) stale.Add(records_[i], *stale_before_us_[i]);
+    }
+    if (absl::Status s = stale.MarkAll(*db_); !s.ok()) {
+      return Finish(ToGrpc(
+          absl::Status(s.code(), absl::StrCat("the records were stored, but not ", s.message()))));
+    }
     // Answers cached before the import are stale for its tasks (QueryBest kept answering NONE
     // for a task a client had asked about before importing its records).
     if (*added > 0) best_->Invalidate(records_);
@@ -141,6 +160,7 @@ class RecordImport final : public grpc::ServerReadReactor<v1::Record> {
   v1::ImportRecordsResponse* response_;
   v1::Record incoming_;
   std::vector<Record> records_;
+  std::vector<std::optional<int64_t>> stale_before_us_;  // each record's, as received
   int64_t received_ = 0;
   size_t bytes_ = 0;  // of the records received, as on the wire
 };
@@ -197,10 +217,14 @@ grpc::ServerWriteReactor<v1::Record>* TuningServiceImpl::ExportRecords(
         " records: export per task, or page with ListRecords, or run `ktune db export` on the "
         "server's host")));
   }
+  // A record a regression retired carries its task's boundary, which an import marks again.
+  absl::StatusOr<StaleBoundaryIndex> stale = StaleBoundaryIndex::Of(*db_);
+  if (!stale.ok()) return new FailedStream<v1::Record>(stale.status());
   std::vector<v1::Record> out;
   out.reserve(records->size());
   for (Record& r : *records) {
     out.push_back(ToProto(r));
+    if (std::optional<int64_t> before = stale->For(r)) out.back().set_stale_before_us(*before);
     r = Record();  // freed as it is converted: one copy of the export at a time, not two
   }
   return new VectorStream<v1::Record>(std::move(out));

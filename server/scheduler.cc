@@ -80,7 +80,6 @@ absl::Status Scheduler::AddJobRun(Job job, bool recount) {
     }
   }
   run->pass = pass_floor_;
-  run->started = options_.now();
   for (size_t i = 0; i < job.tasks.size(); ++i) {
     TaskRun t;
     t.index = static_cast<int>(i);
@@ -100,7 +99,6 @@ absl::Status Scheduler::AddJobRun(Job job, bool recount) {
       t.best_ms = counted.best_ms;
       t.best_config = counted.best_config;
     }
-    run->done_at_start += t.done;
     run->tasks.push_back(std::move(t));
   }
   run->job = std::move(job);
@@ -219,10 +217,10 @@ JobStatus Scheduler::StatusOf(const JobRun& run, TaskPage page) const {
     }
     s.tasks.push_back(std::move(ts));
   }
-  const int64_t since = s.done - run.done_at_start;
-  const double seconds = absl::ToDoubleSeconds(options_.now() - run.started);
+  const int64_t since = s.done - run.rate_done_at;
+  const double seconds = absl::ToDoubleSeconds(options_.now() - run.rate_since);
   // Only while it runs: a paused job's estimate grew each second it stayed paused.
-  if (since > 0 && seconds > 0 && run.job.state == JobState::kRunning) {
+  if (!run.rate_anchor_pending && since > 0 && seconds > 0 && run.job.state == JobState::kRunning) {
     s.estimated_seconds_left = (s.total - s.done) * seconds / since;
   }
   return s;
@@ -350,6 +348,7 @@ absl::StatusOr<JobStatus> Scheduler::Resume(int64_t id) {
   KTUNE_RETURN_IF_ERROR(db_->SetJobState(id, JobState::kRunning, ""));
   job->job.state = JobState::kRunning;
   job->pass = std::max(job->pass, pass_floor_);  // no catching up on the time it was paused
+  job->rate_anchor_pending = true;               // nor counting it as measuring time
   return StatusOf(*job);
 }
 

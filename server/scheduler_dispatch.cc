@@ -195,6 +195,12 @@ absl::StatusOr<LeaseGrant> Scheduler::LeaseLocked(const std::string& worker_id,
       KTUNE_RETURN_IF_ERROR(db_->SetJobState(chosen->job.id, JobState::kRunning, ""));
       chosen->job.state = JobState::kRunning;
     }
+    if (chosen->rate_anchor_pending) {  // measuring begins (again): the time left counts from here
+      chosen->rate_anchor_pending = false;
+      chosen->rate_since = worker.last_seen;
+      chosen->rate_done_at = 0;
+      for (const TaskRun& task : chosen->tasks) chosen->rate_done_at += task.done;
+    }
     TaskRun& t = *chosen_task;
     if (t.state == JobState::kQueued) t.state = JobState::kRunning;
     const size_t position = t.queued.front();

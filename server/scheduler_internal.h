@@ -62,8 +62,12 @@ struct Scheduler::JobRun {
   bool out_of_time = false;                 // past wall_deadline: nothing more is leased
   double pass = 0;                          // stride scheduling: lowest pass leases next
   std::vector<TaskRun> tasks;
-  absl::Time started;
-  int64_t done_at_start = 0;
+  // The time left is estimated from the measurements since the first lease after the job was
+  // loaded or resumed: a restart's wait for workers and first batch, or a pause, is not measuring
+  // (counted, the estimate after a restart was several times too high).
+  bool rate_anchor_pending = true;
+  absl::Time rate_since;
+  int64_t rate_done_at = 0;  // measurements done at rate_since
 };
 
 struct Scheduler::LeaseRun {

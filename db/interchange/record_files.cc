@@ -406,7 +406,7 @@ absl::StatusOr<std::vector<Record>> ReadKernelTuner(const std::string& path, con
 absl::StatusOr<std::vector<Record>> ReadJsonl(const std::string& path, const std::string& text,
                                               std::vector<std::pair<TaskKey, int64_t>>* stale) {
   std::vector<Record> out;
-  std::map<std::tuple<std::string, std::string, std::string>, std::pair<TaskKey, int64_t>> latest;
+  StaleBoundaryCollector latest;
   size_t line_no = 0;
   for (absl::string_view line : absl::StrSplit(text, '\n')) {
     ++line_no;
@@ -414,15 +414,10 @@ absl::StatusOr<std::vector<Record>> ReadJsonl(const std::string& path, const std
     std::optional<int64_t> stale_before_us;
     auto r = RecordFromJsonLine(line, &stale_before_us);
     if (!r.ok()) return FileError(path, absl::StrCat("line ", line_no), r.status().message());
-    if (stale_before_us) {
-      auto [it, added] = latest.try_emplace(
-          std::make_tuple(r->kernel, ParamMapHash(r->problem), r->device.device_class),
-          TaskKey{r->kernel, "", r->problem, r->device.device_class}, *stale_before_us);
-      if (!added) it->second.second = std::max(it->second.second, *stale_before_us);
-    }
+    if (stale_before_us) latest.Add(*r, *stale_before_us);
     out.push_back(*std::move(r));
   }
-  for (auto& [key, boundary] : latest) stale->push_back(std::move(boundary));
+  *stale = latest.Tasks();
   return out;
 }
 
@@ -567,22 +562,11 @@ absl::StatusOr<ImportSummary> ImportRecordFile(TuningDatabase& db, const std::st
 absl::StatusOr<int64_t> ExportJsonl(TuningDatabase& db, std::ostream& out,
                                     const std::function<bool(const Record&)>& keep) {
   // Records a regression retired (MarkStale) carry their task's boundary, as an import reads it.
-  KTUNE_ASSIGN_OR_RETURN(std::vector<TuningDatabase::StaleBoundary> boundaries,
-                         db.StaleBoundaries());
-  std::map<std::tuple<std::string, std::string, std::string>, int64_t> stale_before;
-  for (const auto& b : boundaries)
-    stale_before[{b.kernel, b.problem_hash, b.device_class}] = b.before_us;
+  KTUNE_ASSIGN_OR_RETURN(const StaleBoundaryIndex stale, StaleBoundaryIndex::Of(db));
   int64_t n = 0;
   KTUNE_RETURN_IF_ERROR(db.ForEachRecord([&](const Record& r) {
     if (keep && !keep(r)) return absl::OkStatus();
-    std::optional<int64_t> boundary;
-    if (!stale_before.empty()) {
-      auto it = stale_before.find({r.kernel, ParamMapHash(r.problem), r.device.device_class});
-      if (it != stale_before.end() && r.measured_at_us.value_or(0) < it->second) {
-        boundary = it->second;
-      }
-    }
-    out << RecordToJsonLine(r, boundary) << '\n';
+    out << RecordToJsonLine(r, stale.For(r)) << '\n';
     ++n;
     return out ? absl::OkStatus() : absl::UnavailableError("write failed");
   }));

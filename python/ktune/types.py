@@ -292,7 +292,7 @@ class Record:
     client's opaque text (at most 1 MiB, UTF-8), which ktune keeps verbatim and hashes into
     ``record_id`` when not empty; empty for ktune's own measurements. ``max_rel_error`` is the
     output's measured error against the reference (max |out - ref| / max |ref|), None when it
-    was not measured.
+    was not measured. ``stale_before_us`` is set on an exported record a regression retired.
     """
 
     task: Task
@@ -312,6 +312,9 @@ class Record:
     source: str = ""
     payload: str = ""
     max_rel_error: Optional[float] = None
+    # Set on an exported record a regression retired: its task's stale boundary (Unix
+    # microseconds); import_records marks the task again, so a copy does not serve it.
+    stale_before_us: Optional[int] = None
 
     @property
     def ok(self) -> bool:
@@ -350,6 +353,8 @@ class Record:
         out.payload = self.payload
         if self.max_rel_error is not None:
             out.max_rel_error = self.max_rel_error
+        if self.stale_before_us is not None:
+            out.stale_before_us = self.stale_before_us
 
     @classmethod
     def _from_proto(cls, r: tp.Record) -> "Record":
@@ -373,6 +378,7 @@ class Record:
             source=r.source,
             payload=r.payload,
             max_rel_error=opt("max_rel_error"),
+            stale_before_us=opt("stale_before_us"),
         )
 
 

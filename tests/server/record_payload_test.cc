@@ -174,6 +174,47 @@ TEST(RecordPayloadTest, APayloadSurvivesImportQueryExportAndReimport) {
   EXPECT_EQ(reimported.records_added(), 0);
 }
 
+// A record a regression retired stays retired in a copy made through the API: ExportRecords
+// carries its task's boundary and ImportRecords marks the task again (the copy served it as live).
+TEST(RecordPayloadTest, ARetiredRecordStaysRetiredThroughExportAndImport) {
+  testing::TempDir dir;
+  const std::vector<v1::Record> sent = {TvmRecord("aaaaaaaaaaaaaaaa", 1.0, "[1]"),
+                                        TvmRecord("bbbbbbbbbbbbbbbb", 2.0, "[2]")};
+  {
+    RunningServer a(dir.File("a.db"));
+    v1::ImportRecordsResponse imported;
+    ASSERT_TRUE(a.Import(sent, &imported).ok());
+  }
+  const int64_t boundary = 1'790'000'000'000'000;  // 2026-09-21: after both (undated) records
+  {
+    auto a_db = SqliteTuningDatabase::Open(dir.File("a.db"));
+    ASSERT_TRUE(a_db.ok()) << a_db.status();
+    ASSERT_TRUE(
+        (*a_db)
+            ->MarkStale({RunningServer::kKernel, "", {}, "tvm:llvm -mcpu=skylake-avx512"}, boundary)
+            .ok());
+  }
+  RunningServer a(dir.File("a.db"));
+  EXPECT_TRUE(a.Best(ClassOnly(), 1).stale());
+  std::vector<v1::Record> exported = a.ExportAll();
+  ASSERT_EQ(exported.size(), 2u);
+  for (const v1::Record& r : exported) EXPECT_EQ(r.stale_before_us(), boundary);
+
+  RunningServer b(dir.File("b.db"));
+  v1::ImportRecordsResponse imported;
+  ASSERT_TRUE(b.Import(exported, &imported).ok());
+  EXPECT_EQ(imported.records_added(), 2);
+  v1::QueryBestResponse copy = b.Best(ClassOnly(), 1);
+  EXPECT_EQ(copy.best_size(), 1);
+  EXPECT_TRUE(copy.stale());
+  // A boundary that is not a time is refused whole.
+  v1::Record bad = TvmRecord("cccccccccccccccc", 3.0, "[3]");
+  bad.set_stale_before_us(-5);
+  grpc::Status refused = b.Import({bad}, &imported);
+  EXPECT_EQ(refused.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(refused.error_message(), HasSubstr("stale_before_us must be a time after 1970"));
+}
+
 TEST(RecordPayloadTest, AnOversizePayloadIsRefusedAndNothingIsStored) {
   testing::TempDir dir;
   RunningServer server(dir.File("k.db"));
