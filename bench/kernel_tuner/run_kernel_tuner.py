@@ -398,7 +398,12 @@ def _worker(args):
             space = _worker_spaces[path] = Space(path, workdir)
         except Exception as e:  # noqa: BLE001
             return space_error_row(path, strategy, seeds, budget, e)
-    return run_strategy(space, strategy, seeds, budget)
+    try:
+        return run_strategy(space, strategy, seeds, budget)
+    except Exception as e:  # noqa: BLE001 - an error row, not the end of every other worker's rows
+        log(f"{space.name} kt:{strategy}: {type(e).__name__}: {e}")
+        return {"space": space.name, "strategy": "kt:" + strategy, "budget": budget, "seeds": seeds,
+                "error": f"{type(e).__name__}: {e}"}
 
 
 def space_error_row(path, strategy, seeds, budget, e):
@@ -458,9 +463,21 @@ def main():
             import multiprocessing
 
             tasks = [(path, workdir, s, args.seeds, args.budget) for path in spaces for s in strategies]
-            with multiprocessing.get_context("fork").Pool(args.jobs, maxtasksperchild=None) as pool:
-                for row in pool.imap(_worker, tasks):
-                    emit(row)
+            from concurrent.futures import ProcessPoolExecutor
+            from concurrent.futures.process import BrokenProcessPool
+
+            # A worker that dies (killed, out of memory) gives error rows for what it had not
+            # finished; multiprocessing.Pool waited for it for ever.
+            with ProcessPoolExecutor(args.jobs, mp_context=multiprocessing.get_context("fork")) as pool:
+                futures = [pool.submit(_worker, t) for t in tasks]
+                for task, future in zip(tasks, futures):
+                    try:
+                        emit(future.result())
+                    except BrokenProcessPool as e:
+                        path, _, strategy, seeds, budget = task
+                        emit({"space": os.path.basename(path), "strategy": "kt:" + strategy,
+                              "budget": budget, "seeds": seeds,
+                              "error": f"its worker process died: {e}"})
     finally:
         if out:
             out.close()
