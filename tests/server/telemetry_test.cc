@@ -340,6 +340,7 @@ TEST(TelemetryTest, ARegressionInProductionIsFlaggedRetunedAndChangesTheBestAnsw
     *r.add_samples() = Sample(any, *served, lab_ms * 1.1 * factor * noise(rng));
     v1::ReportTelemetryResponse response;
     EXPECT_TRUE(tuning->ReportTelemetry(Context().get(), r, &response).ok());
+    EXPECT_EQ(response.accepted(), 1);  // every report stored: the delay counts stored reports
     return response;
   };
   for (int i = 0; i < 100; ++i) ASSERT_EQ(report(1.0).raised_size(), 0) << "report " << i;
@@ -415,6 +416,7 @@ TEST(TelemetryTest, ARegressionInProductionIsFlaggedRetunedAndChangesTheBestAnsw
       *r.add_samples() = Sample(any, *served, lab_ms * 1.1 * factor * noise(rng));
       v1::ReportTelemetryResponse response;
       EXPECT_TRUE(again->ReportTelemetry(Context().get(), r, &response).ok());
+      EXPECT_EQ(response.accepted(), 1);
       return response;
     };
     for (int i = 0; i < 40; ++i) ASSERT_EQ(report_again(3.0).raised_size(), 0) << "report " << i;
