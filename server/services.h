@@ -146,6 +146,9 @@ class TuningServiceImpl final
                                            const v1::DeviceFingerprint& device);
   // A telemetry sample as stored, validated (InvalidArgument saying what is wrong).
   absl::StatusOr<TelemetryReport> TelemetryFromProto(const v1::TelemetrySample& sample);
+  // For a kernel known only from records: InvalidArgument unless `config` names the parameters
+  // the task's records on its class name (any, when the task has none).
+  absl::Status SameParametersAsRecords(const BestQuery& task, const Configuration& config);
   // Whether telemetry may name `kernel`: a registry kernel, or one with records.
   bool KernelKnown(const std::string& kernel);
   // tune_if_missing: queues a job for the task (one per task while it runs).

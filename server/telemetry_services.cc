@@ -3,6 +3,7 @@
 #include <cmath>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "absl/time/clock.h"
 #include "common/status_macros.h"
 #include "db/device_family.h"
@@ -130,6 +131,11 @@ absl::StatusOr<TelemetryReport> TuningServiceImpl::TelemetryFromProto(
             absl::StrCat("config: ", fits.message(), " (in the recorded space of ", q.kernel,
                          " on ", q.device_class, " this server replays)"));
       }
+    } else {
+      // A kernel known only from records (an import): the configuration names the parameters
+      // its records of the task name (a misspelt parameter was stored, and its flag could never
+      // be compared with a record). A task without records takes any.
+      KTUNE_RETURN_IF_ERROR(SameParametersAsRecords(q, r.config));
     }
   }
   const int forms = (s.times_ms_size() > 0) + (s.count() != 0 || s.mean_ms() != 0) +
@@ -188,6 +194,26 @@ absl::StatusOr<TelemetryReport> TuningServiceImpl::TelemetryFromProto(
   r.reporter = "client";
   KTUNE_RETURN_IF_ERROR(ValidateTelemetry(r));
   return r;
+}
+
+absl::Status TuningServiceImpl::SameParametersAsRecords(const BestQuery& task,
+                                                        const Configuration& config) {
+  BestQuery q = task;
+  q.fingerprint_hash.clear();
+  q.family = "-";  // the task's own class: another device's kernel of the name may differ
+  q.top_k = 1;
+  KTUNE_ASSIGN_OR_RETURN(std::shared_ptr<const BestAnswer> best, best_->Query(q));
+  if (best->message.best_size() == 0) return absl::OkStatus();
+  const auto& params = best->message.best(0).config().params();
+  std::vector<std::string> named;
+  for (const auto& [name, value] : params) named.push_back(name);
+  std::sort(named.begin(), named.end());
+  std::vector<std::string> given;
+  for (const auto& [name, value] : config) given.push_back(name);
+  if (given == named) return absl::OkStatus();
+  return absl::InvalidArgumentError(absl::StrCat(
+      "config: the records of ", task.kernel, " on ", task.device_class, " name the parameters ",
+      absl::StrJoin(named, ", "), "; this configuration names ", absl::StrJoin(given, ", ")));
 }
 
 bool TuningServiceImpl::KernelKnown(const std::string& kernel) {

@@ -91,10 +91,13 @@ TEST(TelemetryTest, MalformedOrHostileTelemetryIsRefusedClearlyAndStoresNothing)
   auto stub = v1::TuningService::NewStub(grpc::CreateChannel(
       absl::StrCat("127.0.0.1:", (*server)->port()), grpc::InsecureChannelCredentials()));
   // The kernel is known to the server through its records.
+  // So is a kernel known only from records (an import), which no space the server has describes.
+  Record imported = any;
+  imported.kernel = "imported_kernel";
   {
     auto db = SqliteTuningDatabase::Open(dir.File("t.db"));
     ASSERT_TRUE(db.ok());
-    ASSERT_TRUE((*db)->AddRecords({any}).ok());
+    ASSERT_TRUE((*db)->AddRecords({any, imported}).ok());
   }
   const std::string token = "telemetry-token-0123456789";
   auto refused = [&](v1::ReportTelemetryRequest request, const std::string& as) {
@@ -167,6 +170,23 @@ TEST(TelemetryTest, MalformedOrHostileTelemetryIsRefusedClearlyAndStoresNothing)
     EXPECT_THAT(st.error_message(), HasSubstr(says));
   }
 
+  // A kernel known only from records: a configuration names the parameters its records name.
+  {  // (a good one is stored below)
+    v1::ReportTelemetryRequest misspelt;
+    Configuration renamed = imported.config;
+    renamed["tile_sise"] = renamed.at("tile_size");
+    renamed.erase("tile_size");
+    *misspelt.add_samples() = Sample(imported, renamed, 1.0);
+    st = refused(misspelt, token);
+    EXPECT_EQ(st.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+    EXPECT_THAT(
+        st.error_message(),
+        HasSubstr("config: the records of imported_kernel on " + imported.device.device_class +
+                  " name the parameters between_method, block_size_x, tile_size, "
+                  "use_method; this configuration names between_method, block_size_x, "
+                  "tile_sise, use_method"));
+  }
+
   v1::TelemetrySample no_class = Sample(any, any.config, 1.0);
   no_class.mutable_device()->clear_device_class();
   st = refused(one(no_class), token);
@@ -234,6 +254,7 @@ TEST(TelemetryTest, MalformedOrHostileTelemetryIsRefusedClearlyAndStoresNothing)
   histogram.mutable_histogram()->add_counts(10);
   v1::ReportTelemetryRequest accepted;
   *accepted.add_samples() = histogram;
+  *accepted.add_samples() = Sample(imported, imported.config, 1.0);
   EXPECT_TRUE(refused(accepted, token).ok());
   (*server)->Shutdown();
   server->reset();
@@ -245,7 +266,8 @@ TEST(TelemetryTest, MalformedOrHostileTelemetryIsRefusedClearlyAndStoresNothing)
                      return absl::OkStatus();
                    })
                   .ok());
-  ASSERT_EQ(stored.size(), 1u);
+  ASSERT_EQ(stored.size(), 2u);
+  EXPECT_EQ(stored[1].kernel, "imported_kernel");
   EXPECT_EQ(stored[0].count, 20);
   EXPECT_DOUBLE_EQ(stored[0].mean_ms, 2.25);  // 10 calls at 1.5 ms, 10 at 3 ms
 }
