@@ -10,6 +10,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/time/clock.h"
 #include "cli/command.h"
+#include "cli/task_query.h"
 #include "common/file_util.h"
 #include "db/interchange/record_files.h"
 #include "kernels/kernel_registry.h"
@@ -44,7 +45,8 @@ int RunImport(const ImportArgs& a) {
   options.device = a.device;
   options.problem = *problem;
   absl::Time start = absl::Now();
-  const KernelRegistry registry = KernelRegistry::WithBuiltins();
+  KernelRegistry registry = KernelRegistry::WithBuiltins();
+  AddClientKernels(**db, &registry);
   auto summary = ImportRecordFile(**db, a.file, options, &registry);
   // A file that could not be imported leaves no new, empty database behind (a renamed copy
   // that does not name its kernel did).
@@ -114,15 +116,6 @@ int RunExport(const ExportArgs& a) {
   // (dtype filled in: M=64,N=64,K=64 matched nothing), and cpu as this machine's class.
   // The problem as given matches too: records imported under a registry kernel's name keep the
   // file's problem.
-  Problem filled = *problem;
-  const KernelRegistry registry = KernelRegistry::WithBuiltins();
-  if (const KernelDefinition* k = registry.Find(a.kernel); k != nullptr && !problem->empty()) {
-    absl::StatusOr<Problem> stored = k->ValidateProblem(*problem);
-    if (stored.ok()) filled = *std::move(stored);
-  }
-  const auto problem_matches = [&](const Problem& p) {
-    return a.problem.empty() || p == *problem || p == filled;
-  };
   const std::string device_class =
       a.device == "cpu" ? DescribeThisCpu(/*measure_clock=*/false).ToDeviceInfo().device_class
                         : a.device;
@@ -133,6 +126,14 @@ int RunExport(const ExportArgs& a) {
   }
   auto db = OpenExistingDatabase(a.db);
   if (!db.ok()) return Fail(cmd, db.status());
+  // Kernels registered in the database too (a client kernel's problem as its tasks store it).
+  KernelRegistry registry = KernelRegistry::WithBuiltins();
+  AddClientKernels(**db, &registry);
+  Problem filled = *problem;
+  if (auto stored = RegistryProblem(registry, a.kernel, *problem)) filled = *std::move(stored);
+  const auto problem_matches = [&](const Problem& p) {
+    return a.problem.empty() || p == *problem || p == filled;
+  };
   std::ostringstream out;
   absl::StatusOr<int64_t> written;
   if (*format == RecordFileFormat::kJsonl) {

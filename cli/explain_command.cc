@@ -62,7 +62,11 @@ int RunExplain(const ExplainArgs& a) {
   } else {
     auto db = OpenExistingDatabase(a.db);
     if (!db.ok()) return Fail(cmd, db.status());
-    const KernelRegistry registry = KernelRegistry::WithBuiltins();
+    KernelRegistry registry = KernelRegistry::WithBuiltins();
+    AddClientKernels(**db, &registry);  // a kernel registered there: its problem as stored
+    if (absl::Status s = MakeProblemCanonical(registry, &resolved->query); !s.ok()) {
+      return UsageError(cmd, std::string(s.message()));
+    }
     explained = Explain(**db, registry, resolved->query);
     if (!explained.ok()) return Fail(cmd, explained.status());
     if (explained->level() == v1::MATCH_LEVEL_NONE) {

@@ -80,12 +80,15 @@ absl::StatusOr<BestAnswerOf> AskServer(const BestArgs& a,
 absl::StatusOr<std::vector<Record>> TaskRecordsOf(const BestArgs& a,
                                                   const std::shared_ptr<grpc::Channel>& channel,
                                                   const ResolvedTaskQuery& resolved) {
-  const BestQuery& q = resolved.query;
-  const TaskKey task{q.kernel, q.kernel_version, q.problem, q.device_class};
+  BestQuery q = resolved.query;
   if (channel == nullptr) {
     KTUNE_ASSIGN_OR_RETURN(std::unique_ptr<SqliteTuningDatabase> db, OpenExistingDatabase(a.db));
-    return db->TaskRecords(task);
+    KernelRegistry registry = KernelRegistry::WithBuiltins();
+    AddClientKernels(*db, &registry);  // a kernel registered there: its problem as stored
+    KTUNE_RETURN_IF_ERROR(MakeProblemCanonical(registry, &q));
+    return db->TaskRecords({q.kernel, q.kernel_version, q.problem, q.device_class});
   }
+  const TaskKey task{q.kernel, q.kernel_version, q.problem, q.device_class};
   auto stub = v1::TuningService::NewStub(channel);
   std::vector<Record> records;
   v1::ListRecordsRequest request;
@@ -173,6 +176,13 @@ int RunBest(const BestArgs& a) {
   } else {
     auto db = OpenExistingDatabase(a.db);
     if (!db.ok()) return Fail(cmd, db.status());
+    // A kernel registered in the database takes its problem as its tasks store it, as a
+    // built-in does (m=512,n=512 found nothing where the records say dtype=f32 too).
+    KernelRegistry registry = KernelRegistry::WithBuiltins();
+    AddClientKernels(**db, &registry);
+    if (absl::Status s = MakeProblemCanonical(registry, &q); !s.ok()) {
+      return UsageError(cmd, std::string(s.message()));
+    }
     absl::StatusOr<BestResult> found = (*db)->QueryBest(q);
     if (!found.ok()) return Fail(cmd, found.status());
     best = BestAnswerOf{std::string(MatchLevelName(found->level)), std::move(found->records), "",

@@ -1,5 +1,6 @@
 #include "cli/task_query.h"
 
+#include <iostream>
 #include <set>
 #include <vector>
 
@@ -7,9 +8,11 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "cli/tune_target.h"
+#include "common/status_macros.h"
 #include "kernels/kernel_registry.h"
 #include "measurer/cpu_device.h"
 #include "proto/convert.h"
+#include "server/client_kernels.h"
 
 namespace ktune::cli {
 
@@ -37,13 +40,9 @@ absl::StatusOr<ResolvedTaskQuery> ResolveTaskQuery(const TaskQueryArgs& a) {
   q.device_class = a.device;
   q.family = a.family;
   q.fingerprint_hash = a.fingerprint;
-  // Registry kernels: the problem as tasks store it (validated, dtype filled in).
-  const KernelRegistry registry = KernelRegistry::WithBuiltins();
-  if (const KernelDefinition* k = registry.Find(a.kernel); k != nullptr && !a.problem.empty()) {
-    absl::StatusOr<Problem> canonical = k->ValidateProblem(*problem);
-    if (!canonical.ok()) return absl::InvalidArgumentError(canonical.status().message());
-    q.problem = *canonical;
-  }
+  // Registry kernels: the problem as tasks store it (validated, dtype filled in). Client kernels
+  // follow once the database is open (AddClientKernels).
+  KTUNE_RETURN_IF_ERROR(MakeProblemCanonical(KernelRegistry::WithBuiltins(), &q));
   std::optional<DeviceInfo> mine;  // this machine's device, when --device names it
   if (a.device == "cpu") {
     mine = DescribeThisCpu(/*measure_clock=*/false).ToDeviceInfo();
@@ -77,9 +76,28 @@ void ToRequest(const ResolvedTaskQuery& r, v1::KernelRef* kernel, v1::Problem* p
   }
 }
 
+void AddClientKernels(TuningDatabase& db, KernelRegistry* registry) {
+  ClientKernels stored(&db, registry);
+  if (absl::Status s = stored.Load(); !s.ok()) {
+    std::cerr << "ktune: note: the client kernels registered in the database are not read: "
+              << s.message() << "\n";
+  }
+}
+
+absl::Status MakeProblemCanonical(const KernelRegistry& registry, BestQuery* query) {
+  const KernelDefinition* k = registry.Find(query->kernel);
+  if (k == nullptr || query->problem.empty()) return absl::OkStatus();
+  absl::StatusOr<Problem> canonical = k->ValidateProblem(query->problem);
+  if (!canonical.ok()) return absl::InvalidArgumentError(canonical.status().message());
+  query->problem = *std::move(canonical);
+  return absl::OkStatus();
+}
+
 std::string UnknownKernelHint(TuningDatabase& db, const std::string& db_path,
                               const std::string& kernel) {
-  if (KernelRegistry::WithBuiltins().Find(kernel) != nullptr) return "";
+  KernelRegistry registry = KernelRegistry::WithBuiltins();
+  AddClientKernels(db, &registry);
+  if (registry.Find(kernel) != nullptr) return "";
   absl::StatusOr<std::vector<TaskKey>> tasks = db.ListTasks();
   if (!tasks.ok()) return "";
   std::set<std::string> held;

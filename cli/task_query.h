@@ -8,6 +8,7 @@
 
 #include "absl/status/statusor.h"
 #include "db/tuning_database.h"
+#include "kernels/kernel_registry.h"
 #include "ktune/v1/tuning_service.pb.h"
 
 namespace ktune::cli {
@@ -31,6 +32,15 @@ struct ResolvedTaskQuery {
 // family. InvalidArgument or NotFound for bad flags (a usage error); other errors when the named
 // device cannot be described (no GPU).
 absl::StatusOr<ResolvedTaskQuery> ResolveTaskQuery(const TaskQueryArgs& args);
+
+// Adds the client kernels registered in `db` (`ktune kernels register` stores them there) to
+// `registry`: what a server on that database knows. A stored list that cannot be read is said on
+// stderr, and the built-ins stay.
+void AddClientKernels(TuningDatabase& db, KernelRegistry* registry);
+
+// `query`'s problem as the tasks of its kernel store it (validated, dtype filled in) when
+// `registry` has the kernel and a problem is given; InvalidArgument when the kernel refuses it.
+absl::Status MakeProblemCanonical(const KernelRegistry& registry, BestQuery* query);
 
 // The device part of a request to a server.
 void ToRequest(const ResolvedTaskQuery& resolved, v1::KernelRef* kernel, v1::Problem* problem,

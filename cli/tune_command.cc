@@ -6,6 +6,7 @@
 // space; its kernel and problem come from the file).
 #include <algorithm>
 #include <cstring>
+#include <filesystem>
 #include <iostream>
 #include <map>
 #include <nlohmann/json.hpp>
@@ -20,6 +21,7 @@
 #include "agent/search_strategy.h"
 #include "cli/command.h"
 #include "cli/interrupts.h"
+#include "cli/task_query.h"
 #include "cli/tune_job.h"
 #include "cli/tune_session.h"
 #include "cli/tune_target.h"
@@ -230,7 +232,12 @@ int RunTune(const TuneArgs& a) {
   if (absl::Status s = ParseStrategy(a.strategy).status(); !s.ok()) {
     return UsageError(cmd, std::string(s.message()));
   }
-  const KernelRegistry registry = KernelRegistry::WithBuiltins();
+  // Kernels registered in --db (`ktune kernels register` with a server on it) are tuned like the
+  // built-ins: the embedded server loads them from the file too.
+  KernelRegistry registry = KernelRegistry::WithBuiltins();
+  if (std::error_code ec; std::filesystem::exists(a.db, ec)) {
+    if (auto db = OpenExistingDatabase(a.db); db.ok()) AddClientKernels(**db, &registry);
+  }
   absl::StatusOr<TuneTarget> target;
   if (absl::StartsWith(a.device, "replay:")) {
     // The recorded file fixes the problem and the data type: options that would be ignored are
@@ -290,6 +297,7 @@ int RunTune(const TuneArgs& a) {
                              a.max_rel_error};
   if (!a.json)
     options.on_progress = [&](int64_t done, double best) { progress.Update(done, best); };
+  options.registry = &registry;
   absl::StatusOr<TuneSummary> run = RunTuneSession(t, a.db, options);
   if (!run.ok()) return FailOrInterrupted(cmd, run.status());
   const TuneSummary& s = *run;

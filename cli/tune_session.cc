@@ -55,7 +55,8 @@ class EmbeddedService {
  public:
   static absl::StatusOr<std::unique_ptr<EmbeddedService>> Start(TuneTarget& t,
                                                                 const std::string& db_path,
-                                                                int batch_size) {
+                                                                int batch_size,
+                                                                KernelRegistry* registry) {
     std::unique_ptr<EmbeddedService> s(new EmbeddedService());
     TuningServerOptions options;
     options.listen = "";  // InProcessChannel only
@@ -72,6 +73,7 @@ class EmbeddedService {
     s->worker_options_.host = host;
     s->worker_options_.cores = t.cores;              // the space the target was built with
     s->worker_options_.max_candidates = batch_size;  // a batch per lease
+    s->worker_options_.registry = registry;          // client kernels: without it, none was leased
     return s;
   }
   ~EmbeddedService() { Stop().IgnoreError(); }
@@ -163,7 +165,7 @@ absl::Status ReadRecords(const TuneTarget& t, const std::string& db_path,
 absl::StatusOr<TuneSummary> RunTuneSession(TuneTarget& t, const std::string& db_path,
                                            const TuneSessionOptions& o) {
   KTUNE_ASSIGN_OR_RETURN(std::unique_ptr<EmbeddedService> service,
-                         EmbeddedService::Start(t, db_path, o.batch_size));
+                         EmbeddedService::Start(t, db_path, o.batch_size, o.registry));
   std::optional<InterruptScope> interrupts(service->stop_flag());
   TuneJobRequest request;
   request.task = t.task;

@@ -16,6 +16,7 @@
 
 #include "absl/status/statusor.h"
 #include "cli/tune_target.h"
+#include "kernels/kernel_registry.h"
 
 namespace ktune::cli {
 
@@ -30,6 +31,9 @@ struct TuneSessionOptions {
   std::optional<double> max_rel_error;
   // Called as the job progresses with (measurements so far, best time so far or 0).
   std::function<void(int64_t, double)> on_progress;
+  // The target's registry, where the worker adds the client kernels the server leases to it
+  // (kernels registered in the database); null: it measures built-in kernels only.
+  KernelRegistry* registry = nullptr;
 };
 
 struct TuneSummary {
