@@ -11,6 +11,7 @@
 #include <map>
 #include <nlohmann/json.hpp>
 #include <optional>
+#include <regex>
 #include <utility>
 #include <vector>
 
@@ -53,16 +54,28 @@ struct TuneArgs {
   std::string token;  // with --server; else $KTUNE_TOKEN
 };
 
-// "; 12 x runtime_error: ...; and 3 x timeout: ..." for the two commonest failure reasons, keyed
-// "status: message" with their counts; empty when there are none.
+// "; 12 x runtime_error: ...; and 3 x timeout: ...; and 2 more" for the two commonest failure
+// reasons, keyed "status: message" with their counts; empty when there are none. Messages that
+// differ only in the temporary file a configuration was built from count as one (a compile error
+// of every configuration was listed as several reasons of 2 each).
 std::string CommonestFailures(const std::map<std::string, int64_t>& failure_reasons) {
+  static const std::regex kBuildFile(R"([^\s:'"]*/[0-9a-f]{16}\.(cc|cu|cpp|so|o)\b)");
+  std::map<std::string, int64_t> merged;
+  int64_t total = 0;
+  for (const auto& [reason, count] : failure_reasons) {
+    merged[std::regex_replace(reason, kBuildFile, "KERNEL.$1")] += count;
+    total += count;
+  }
   std::vector<std::pair<int64_t, std::string>> reasons;
-  for (const auto& [reason, count] : failure_reasons) reasons.emplace_back(count, reason);
+  for (const auto& [reason, count] : merged) reasons.emplace_back(count, reason);
   std::sort(reasons.rbegin(), reasons.rend());
   std::string why;
+  int64_t told = 0;
   for (size_t i = 0; i < reasons.size() && i < 2; ++i) {
     absl::StrAppend(&why, i == 0 ? "; " : "; and ", reasons[i].first, " x ", reasons[i].second);
+    told += reasons[i].first;
   }
+  if (told < total) absl::StrAppend(&why, "; and ", total - told, " more");
   return why;
 }
 
@@ -172,7 +185,9 @@ int RunRemoteTune(const TuneArgs& a) {
     return FailOrInterrupted(
         cmd, absl::CancelledError(absl::StrCat("interrupted: job ", job->job_id(),
                                                " cancelled after ", job->measurements_done(),
-                                               " measurements, which are stored on the server")));
+                                               " measurements, which are stored on the server "
+                                               "(its workers store those in flight as they end; "
+                                               "ktune jobs --server counts them)")));
   }
   const v1::TaskProgress& t = job->tasks(0);
   absl::StatusOr<ParamMap> best = FromProto(t.best_config().params(), "best_config");

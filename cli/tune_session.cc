@@ -10,6 +10,7 @@
 #include <thread>
 
 #include "absl/strings/ascii.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "agent/search_strategy.h"
@@ -20,6 +21,7 @@
 #include "grpcpp/client_context.h"
 #include "ktune/v1/worker_service.grpc.pb.h"
 #include "measurer/worker_loop.h"
+#include "server/scheduler_internal.h"
 #include "server/tuning_server.h"
 
 namespace ktune::cli {
@@ -185,8 +187,19 @@ absl::StatusOr<TuneSummary> RunTuneSession(TuneTarget& t, const std::string& db_
   if (!job.ok()) return job.status();
   if (!worker.ok()) return worker;
   if (InterruptSignal() != 0 && job->state() == v1::JOB_STATE_CANCELLED) {
+    // Counted in the file once the worker stored its measurements in flight (the job's count at
+    // the cancel left them out: "after 25" where 33 were stored).
+    int64_t stored = job->measurements_done();
+    int64_t id = 0;
+    if (absl::SimpleAtoi(job->job_id(), &id)) {
+      if (auto db = OpenDatabase(db_path); db.ok()) {
+        if (auto counted = scheduler_internal::CountJobRecords(**db, id, t.task); counted.ok()) {
+          stored = counted->done;
+        }
+      }
+    }
     return absl::CancelledError(absl::StrCat("interrupted: job ", job->job_id(),
-                                             " cancelled after ", job->measurements_done(),
+                                             " cancelled after ", stored,
                                              " measurements, which are stored"));
   }
   if (job->state() != v1::JOB_STATE_DONE) {

@@ -1203,6 +1203,12 @@ TEST(CliTest, AnInterruptedTuneKeepsItsRecordsAndExits130) {
   EXPECT_EQ(tune.Wait(), 130) << tune.Err();
   EXPECT_THAT(tune.Err(), HasSubstr("interrupted: job 1 cancelled after"));
   EXPECT_EQ(FirstJobState(db), "cancelled");
+  // The count it gives is what the file holds, measurements in flight included (it gave the
+  // count at the cancel: "after 25" where 33 were stored).
+  const std::string stored =
+      testing::ReadOnlyQuery(db, "SELECT COUNT(*) FROM records WHERE source = 'job:1'");
+  EXPECT_THAT(tune.Err(),
+              HasSubstr("cancelled after " + stored + " measurements, which are stored"));
   auto check = RunKtune({"db", "check", "--db", db});
   EXPECT_EQ(check.exit_code, 0) << check.out << check.err;
 }
@@ -1279,6 +1285,23 @@ TEST(CliTest, ATuneThroughAServerWithNothingOkSaysWhy) {
   EXPECT_EQ(tune.exit_code, 1) << tune.err;
   EXPECT_THAT(tune.err, HasSubstr("no configuration measured ok in 3 measurements; 3 x "));
   EXPECT_THAT(tune.err, HasSubstr("ktune_kernel")) << tune.err;
+  // A compile error of every configuration is one reason, though each configuration was built
+  // from a file of its own (it was listed as reasons of 1 or 2 each, and the rest went unsaid).
+  std::ofstream(dir.File("bad.json")) << R"({"name":"badcc","language":"cpp",
+      "source":"extern \"C\" int ktune_kernel(const ktune_cpu_call* c) { undeclared_thing += KT_unroll; return 0; }",
+      "parameters":[{"name":"unroll","values":[1,2,4,8],"compile_time":true}],
+      "problem":[{"name":"n","min":1,"max":4096}],
+      "buffers":[{"name":"x","elements":"n"},{"name":"y","elements":"n","output":true}],
+      "flops":"n","bytes":"8 * n","default_config":{"unroll":"1"}})";
+  ASSERT_EQ(RunKtune({"kernels", "register", dir.File("bad.json"), "--server", address}).exit_code,
+            0);
+  auto bad = RunKtune({"tune", "--server", address, "--kernel", "badcc", "--problem", "n=1024",
+                       "--device", "cpu", "--budget", "4", "--strategy", "random"});
+  EXPECT_EQ(bad.exit_code, 1) << bad.err;
+  EXPECT_THAT(bad.err, HasSubstr("no configuration measured ok in 4 measurements; 4 x "
+                                 "compile_error: "))
+      << bad.err;
+  EXPECT_THAT(bad.err, HasSubstr("undeclared_thing"));
 }
 
 // A kernel registered with a server on a database is tuned by the embedded default on that file,
