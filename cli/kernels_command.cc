@@ -310,8 +310,12 @@ int RunRegister(const RegisterArgs& a) {
   grpc::Status s = v1::TuningService::NewStub(*channel)->RegisterKernel(
       ClientContextFor(a.token, 30).get(), request, &info);
   if (!s.ok()) {
-    // A refusal of the spec names the file, as submit's do; a transport error does not.
-    const bool refused = s.error_code() == grpc::StatusCode::INVALID_ARGUMENT;
+    // A refusal of the spec (bad, too large a space, a name taken) names the file, as submit's
+    // do; a transport or access error does not.
+    const bool refused = s.error_code() == grpc::StatusCode::INVALID_ARGUMENT ||
+                         s.error_code() == grpc::StatusCode::RESOURCE_EXHAUSTED ||
+                         s.error_code() == grpc::StatusCode::ALREADY_EXISTS ||
+                         s.error_code() == grpc::StatusCode::FAILED_PRECONDITION;
     return Fail(cmd, absl::Status(static_cast<absl::StatusCode>(s.error_code()),
                                   refused ? absl::StrCat(a.file, ": ", s.error_message())
                                           : s.error_message()));

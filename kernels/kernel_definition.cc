@@ -77,8 +77,9 @@ absl::StatusOr<Problem> KernelDefinition::ValidateProblem(const Problem& given) 
     auto it = given.find(p.name);
     if (it == given.end()) {
       return absl::InvalidArgumentError(
-          absl::StrCat("kernel '", name, "' needs problem parameter ", p.name, " (", p.description,
-                       "), e.g. --problem ", p.name, "=", std::min<int64_t>(p.max, 512)));
+          absl::StrCat("kernel '", name, "' needs problem parameter ", p.name,
+                       p.description.empty() ? "" : absl::StrCat(" (", p.description, ")"),
+                       ", e.g. --problem ", p.name, "=", std::min<int64_t>(p.max, 512)));
     }
     const auto* v = std::get_if<int64_t>(&it->second);
     if (v == nullptr) {
@@ -302,9 +303,28 @@ absl::Status KernelDefinition::Validate() const {
   // The default is where a tuning starts and what a speedup is measured against: it must be a
   // configuration of the space (a value outside a parameter's list was registered).
   if (absl::StatusOr<Point> p = space->ToPoint(*defaults); !p.ok() || !space->IsValid(*p)) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("the default configuration ", CanonicalJson(*defaults),
-                     " is not a valid configuration of the space at the sample problem"));
+    // Say where and why: the sample problem is each parameter at its min, which the spec never
+    // names (the message sent users to the source).
+    Problem shown = sample;
+    shown.erase("dtype");
+    std::string why;
+    if (!p.ok()) {
+      why = std::string(p.status().message());
+    } else {
+      for (const std::string& c : constraints) {
+        absl::StatusOr<double> holds = EvaluateForConfig(c, sample, *defaults);
+        if (holds.ok() && *holds == 0) {
+          why = absl::StrCat("it breaks the constraint '", c, "'");
+          break;
+        }
+      }
+      if (why.empty()) why = "it breaks a constraint";
+    }
+    return absl::InvalidArgumentError(absl::StrCat(
+        "the default configuration ", CanonicalJson(*defaults),
+        " is not a valid configuration at the sample problem ", FormatParamMapAssignments(shown),
+        " (each problem parameter at its min): ", why,
+        "; make the default an expression of the problem, or raise the min"));
   }
   if (language == "cuda") {
     for (const std::string* e :

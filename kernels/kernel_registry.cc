@@ -49,7 +49,8 @@ absl::StatusOr<const KernelDefinition*> KernelRegistry::Register(KernelDefinitio
     if (existing.Version() == definition.Version()) return &existing;
     return absl::AlreadyExistsError(
         absl::StrCat("kernel '", definition.name, "' is already registered with version ",
-                     existing.Version(), existing.builtin ? " (a built-in kernel)" : ""));
+                     existing.Version(), existing.builtin ? " (a built-in kernel)" : "",
+                     "; a name is kept for good: register this spec under another name"));
   }
   kernels_.push_back(std::move(definition));
   return &kernels_.back();

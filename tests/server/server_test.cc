@@ -1540,7 +1540,16 @@ TEST(ServerClientKernelTest, AnAdminRegistersAKernelThatWorkersThenMeasure) {
              {[](v1::KernelSpec* k) { k->mutable_buffers(0)->set_elements("n * 1000000000000"); },
               "1 to 2^34"},
              {[](v1::KernelSpec* k) { (*k->mutable_default_config())["unroll"] = "3"; },
-              "is not a valid configuration of the space"}}) {
+              "is not a valid configuration at the sample problem n=1 (each problem parameter at "
+              "its min): parameter 'unroll' has value 3, which is not in its value list"},
+             // A constraint of the problem that the default breaks at the smallest problem: the
+             // message names that problem and the constraint (it named neither).
+             {[](v1::KernelSpec* k) {
+                k->add_constraints("unroll <= n");
+                (*k->mutable_default_config())["unroll"] = "2";
+              },
+              "at the sample problem n=1 (each problem parameter at its min): it breaks the "
+              "constraint 'unroll <= n'"}}) {
       v1::RegisterKernelRequest spoiled = request;
       spoiled.mutable_kernel()->set_name("spoiled");
       spoil(spoiled.mutable_kernel());
