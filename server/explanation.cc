@@ -136,6 +136,8 @@ v1::ParameterEffect EffectOf(const TaskColumns& c, size_t p, const ParamValue& s
   e.set_name(c.params[p]);
   *e.mutable_served_value() = ToProto(served);
   double fastest = 0, slowest = 0;
+  // Among the values with enough measurements, in value order: where the fastest median lies.
+  int eligible = 0, fastest_at = -1;
   for (size_t k : order) {
     const Values& v = by_value[k];
     if (v.times.empty() && v.failures == 0) continue;  // a value only stale records had
@@ -148,6 +150,8 @@ v1::ParameterEffect EffectOf(const TaskColumns& c, size_t p, const ParamValue& s
     out->set_median_ms(median);
     out->set_best_ms(*std::min_element(v.times.begin(), v.times.end()));
     if (static_cast<int>(v.times.size()) < kMinValueMeasurements) continue;
+    if (fastest == 0 || median < fastest) fastest_at = eligible;
+    ++eligible;
     fastest = fastest == 0 ? median : std::min(fastest, median);
     slowest = std::max(slowest, median);
   }
@@ -156,7 +160,12 @@ v1::ParameterEffect EffectOf(const TaskColumns& c, size_t p, const ParamValue& s
   if (numeric && xs.size() >= 2 * kMinValueMeasurements) {
     const double rho = RankCorrelation(RanksOfFewValues(xs),
                                        ys.size() == time_ranks.size() ? time_ranks : Ranks(ys));
-    e.set_direction(rho >= kTrendRho ? 1 : rho <= -kTrendRho ? -1 : 0);
+    // A direction only where the fastest value is at that end: with the fastest in the middle
+    // (block_rows 1, 2, 4, 8, 16 at 5.8, 5.3, 4.9, 5.0, 5.1 us) "larger is faster" was said of
+    // values past the best, which are slower.
+    const bool larger_slower = rho >= kTrendRho && fastest_at == 0;
+    const bool larger_faster = rho <= -kTrendRho && fastest_at == eligible - 1;
+    e.set_direction(larger_slower ? 1 : larger_faster ? -1 : 0);
   }
   return e;
 }

@@ -89,6 +89,36 @@ std::vector<Record> KnownEffects() {
   return records;
 }
 
+// With the fastest value in the middle (block 4 of 1..16), no direction is claimed: "larger is
+// faster" was said though the values past 4 are slower (a helper's review). A trend that ends at
+// the fastest value keeps its direction.
+TEST(ExplanationTest, AnInteriorOptimumHasNoDirection) {
+  MemoryTuningDatabase db;
+  std::vector<Record> records;
+  int64_t at = 1'700'000'000'000'000;
+  const std::map<int64_t, double> interior = {{1, 5.8}, {2, 5.3}, {4, 4.9}, {8, 5.0}, {16, 5.1}};
+  for (int round = 0; round < 4; ++round) {
+    for (const auto& [block, ms] : interior) {
+      // B: larger is faster all the way (4 is the fastest). Spearman's rho: A -0.63, B -0.44.
+      for (const auto& [unroll, factor] :
+           std::map<int64_t, double>{{1, 1.06}, {2, 1.03}, {4, 1.0}}) {
+        const double t = ms * factor * (1 + 0.001 * round);
+        records.push_back(
+            Measured({{"A", block}, {"B", unroll}, {"C", int64_t{0}}}, {t, t, t}, at += 1000));
+      }
+    }
+  }
+  ASSERT_TRUE(db.AddRecords(records).ok());
+  const KernelRegistry registry = KernelRegistry::WithBuiltins();
+  absl::StatusOr<v1::ExplainResponse> e = Explain(db, registry, QueryOf("synthetic", kProblem));
+  ASSERT_TRUE(e.ok()) << e.status();
+  ASSERT_NE(EffectNamed(*e, "A"), nullptr);
+  EXPECT_TRUE(EffectNamed(*e, "A")->matters());
+  EXPECT_EQ(EffectNamed(*e, "A")->direction(), 0);
+  ASSERT_NE(EffectNamed(*e, "B"), nullptr);
+  EXPECT_EQ(EffectNamed(*e, "B")->direction(), -1);
+}
+
 TEST(ExplanationTest, SaysWhichParametersMatterWhichDoNotAndWhichValuesFail) {
   MemoryTuningDatabase db;
   const std::vector<Record> records = KnownEffects();
