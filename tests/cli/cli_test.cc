@@ -1213,6 +1213,24 @@ TEST(CliTest, AnInterruptedTuneKeepsItsRecordsAndExits130) {
   EXPECT_EQ(check.exit_code, 0) << check.out << check.err;
 }
 
+// bench kernel compares the tuned configuration and the vendor library at one thread count, the
+// one it prints: a 1-thread finalist that won the re-measurement was compared with a 2-thread
+// OpenBLAS and the line said "1 thread" (a helper's review).
+TEST(CliTest, BenchKernelComparesAtOneThreadCount) {
+  testing::TempDir dir;
+  auto bench =
+      RunKtune({"bench", "kernel", "--kernel", "gemm", "--problem", "M=64,N=64,K=64", "--vs",
+                "openblas", "--budget", "8", "--rounds", "1", "--db", dir.File("b.db"), "--json"});
+  ASSERT_EQ(bench.exit_code, 0) << bench.err;
+  const nlohmann::json out = nlohmann::json::parse(bench.out.substr(0, bench.out.find('\n')));
+  const int threads = out["threads"].get<int>();
+  EXPECT_EQ(out["tuned_config"]["threads"].get<int>(), threads) << out.dump();
+  EXPECT_EQ(out["vs_threads"].get<int>(), threads) << out.dump();
+  for (const nlohmann::json& f : out["finalists"]) {
+    if (!f.value("default", false)) EXPECT_EQ(f["config"]["threads"].get<int>(), threads);
+  }
+}
+
 // A second Ctrl-C ends the process at once; the first has already cancelled the job in the file
 // (it stayed "running" for ever, the cancel coming only after the measurements in flight).
 TEST(CliTest, ASecondInterruptLeavesTheJobCancelledNotRunning) {
