@@ -114,8 +114,9 @@ int RunExport(const ExportArgs& a) {
     return UsageError(cmd, absl::StrCat("--problem: ", problem.status().message()));
   // The filters as best and explain read them: a registry kernel's problem as its tasks store it
   // (dtype filled in: M=64,N=64,K=64 matched nothing), and cpu as this machine's class.
-  // The problem as given matches too: records imported under a registry kernel's name keep the
-  // file's problem.
+  // The problem as given matches too: records of another kernel imported under a registry
+  // kernel's name keep the file's problem when the kernel does not take it, and records imported
+  // before imports filled in the defaults keep theirs.
   const std::string device_class =
       a.device == "cpu" ? DescribeThisCpu(/*measure_clock=*/false).ToDeviceInfo().device_class
                         : a.device;

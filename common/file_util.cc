@@ -173,7 +173,14 @@ class TemporaryFileGuard {
   ~TemporaryFileGuard() {
     if (!locked_) return;
     for (int i = 0; i < 2; ++i) {
-      if (installed_[i]) ::signal(kSignals[i], SIG_DFL);
+      if (!installed_[i]) continue;
+      // Back to the default only if the handler is still this one: another thread may have
+      // installed its own meanwhile (a command's InterruptScope), which must stay.
+      struct sigaction now {};
+      if (::sigaction(kSignals[i], nullptr, &now) == 0 &&
+          now.sa_handler == RemoveTemporaryFileAndEnd) {
+        ::signal(kSignals[i], SIG_DFL);
+      }
     }
     g_tmp_armed = 0;
     Mutex().unlock();

@@ -48,18 +48,25 @@ absl::StatusOr<int64_t> MemoryTuningDatabase::AddRecords(const std::vector<Recor
   return added;
 }
 
-absl::StatusOr<BestResult> MemoryTuningDatabase::QueryBest(const BestQuery& q) {
-  absl::MutexLock lock(&mu_);
-  std::string family = q.family;
-  if (family.empty() && !q.device_class.empty()) {
+std::string MemoryTuningDatabase::FamilyOfClassLocked(const std::string& device_class) {
+  if (!device_class.empty()) {
     for (const Record& r : records_) {
-      if (r.device.device_class == q.device_class && !r.device.family.empty()) {
-        family = r.device.family;
-        break;
+      if (r.device.device_class == device_class && !r.device.family.empty()) {
+        return r.device.family;
       }
     }
   }
-  if (family.empty()) family = InferDeviceFamily(q.device_class);
+  return InferDeviceFamily(device_class);
+}
+
+absl::StatusOr<std::string> MemoryTuningDatabase::FamilyOfClass(const std::string& device_class) {
+  absl::MutexLock lock(&mu_);
+  return FamilyOfClassLocked(device_class);
+}
+
+absl::StatusOr<BestResult> MemoryTuningDatabase::QueryBest(const BestQuery& q) {
+  absl::MutexLock lock(&mu_);
+  const std::string family = !q.family.empty() ? q.family : FamilyOfClassLocked(q.device_class);
   const auto in_class = [&](const DeviceInfo& d) {
     return !q.device_class.empty() && d.device_class == q.device_class;
   };

@@ -24,6 +24,7 @@ class MemoryTuningDatabase : public TuningDatabase {
   absl::StatusOr<TaskColumns> StaleTaskRecordColumns(const TaskKey& task) override;
   absl::StatusOr<std::vector<Record>> RecordsByHandle(const std::vector<int64_t>& handles) override;
   absl::StatusOr<std::vector<TaskKey>> ListTasks() override;
+  absl::StatusOr<std::string> FamilyOfClass(const std::string& device_class) override;
   absl::Status ForEachRecord(const std::function<absl::Status(const Record&)>& fn) override;
   absl::StatusOr<DatabaseStats> Stats() override;
   absl::Status MarkStale(const TaskKey& task, int64_t before_us) override;
@@ -62,6 +63,8 @@ class MemoryTuningDatabase : public TuningDatabase {
   bool IsStale(const Record& r) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // The task's records, fresh or stale, in TaskRecords' order.
   std::vector<Record> RecordsOf(const TaskKey& task, bool stale) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  std::string FamilyOfClassLocked(const std::string& device_class)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   TaskColumns ColumnsOf(const TaskKey& task, bool stale) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 };
 

@@ -160,6 +160,10 @@ absl::StatusOr<Record> RecordFromJsonLine(absl::string_view line,
         return absl::InvalidArgumentError("'stale_before_us' is not an integer");
       }
       *stale_before_us = j["stale_before_us"].get<int64_t>();
+      if (**stale_before_us <= 0) {  // as ImportRecords refuses it
+        return absl::InvalidArgumentError(
+            "'stale_before_us' must be a time after 1970 (Unix microseconds)");
+      }
     }
   }
   Record r;

@@ -266,7 +266,12 @@ absl::StatusOr<std::unique_ptr<SqliteTuningDatabase>> SqliteTuningDatabase::Open
       tables.push_back(s->ColumnText(0));
     }
   }
-  const bool has_meta = std::find(tables.begin(), tables.end(), "meta") != tables.end();
+  auto has_table = [&](const char* name) {
+    return std::find(tables.begin(), tables.end(), name) != tables.end();
+  };
+  // ktune's first schema made meta and records together: a meta table alone is another
+  // program's (a common name).
+  const bool has_meta = has_table("meta") && has_table("records");
   if (!has_meta && !tables.empty()) {
     // Another program's database: adding ktune's tables to it would change a file that is not ours.
     if (tables.size() > 5) tables.resize(5);
@@ -609,16 +614,28 @@ absl::StatusOr<std::vector<int64_t>> SqliteTuningDatabase::RankBest(const BestQu
   return ids;
 }
 
+absl::StatusOr<std::string> SqliteTuningDatabase::FamilyOfClassLocked(
+    const std::string& device_class) {
+  if (!device_class.empty()) {
+    KTUNE_ASSIGN_OR_RETURN(SqliteStatement s, SqliteStatement::Prepare(db_, kFamilyOfClass));
+    s.Bind(1, device_class);
+    KTUNE_ASSIGN_OR_RETURN(bool row, s.Step());
+    if (row) return s.ColumnText(0);
+  }
+  return InferDeviceFamily(device_class);
+}
+
+absl::StatusOr<std::string> SqliteTuningDatabase::FamilyOfClass(const std::string& device_class) {
+  absl::MutexLock lock(&mu_);
+  return FamilyOfClassLocked(device_class);
+}
+
 absl::StatusOr<BestResult> SqliteTuningDatabase::QueryBest(const BestQuery& q) {
   absl::MutexLock lock(&mu_);
   std::string family = q.family;
-  if (family.empty() && !q.device_class.empty()) {
-    KTUNE_ASSIGN_OR_RETURN(SqliteStatement s, SqliteStatement::Prepare(db_, kFamilyOfClass));
-    s.Bind(1, q.device_class);
-    KTUNE_ASSIGN_OR_RETURN(bool row, s.Step());
-    if (row) family = s.ColumnText(0);
+  if (family.empty()) {
+    KTUNE_ASSIGN_OR_RETURN(family, FamilyOfClassLocked(q.device_class));
   }
-  if (family.empty()) family = InferDeviceFamily(q.device_class);
   // Each level's devices, by the column that names them; the class's stale records before the
   // family's (BestResult::stale).
   const std::tuple<MatchLevel, const char*, std::string, bool> levels[] = {

@@ -64,6 +64,7 @@ class SqliteTuningDatabase : public TuningDatabase {
   absl::StatusOr<TaskColumns> StaleTaskRecordColumns(const TaskKey& task) override;
   absl::StatusOr<std::vector<Record>> RecordsByHandle(const std::vector<int64_t>& handles) override;
   absl::StatusOr<std::vector<TaskKey>> ListTasks() override;
+  absl::StatusOr<std::string> FamilyOfClass(const std::string& device_class) override;
   // `fn` runs under the database's lock: it must not call back into this database.
   absl::Status ForEachRecord(const std::function<absl::Status(const Record&)>& fn) override;
   absl::StatusOr<DatabaseStats> Stats() override;
@@ -92,6 +93,8 @@ class SqliteTuningDatabase : public TuningDatabase {
   absl::StatusOr<std::vector<int64_t>> RankBest(const BestQuery& q, const std::string& problem_hash,
                                                 const char* column, const std::string& value,
                                                 bool stale) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::StatusOr<std::string> FamilyOfClassLocked(const std::string& device_class)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   SqliteTuningDatabase(sqlite3* db, std::string path) : db_(db), path_(std::move(path)) {}
   absl::Status Migrate(int target_version);
   absl::StatusOr<Job> GetJobLocked(int64_t id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);

@@ -68,6 +68,9 @@ absl::Status FitRecordToRegistry(const KernelRegistry& registry, Record& r) {
   if (!problem) return absl::OkStatus();  // not a registry kernel's task
   const KernelDefinition* def = registry.Find(r.kernel);
   r.problem = *std::move(problem);
+  // Another version's configurations are that version's (a value a later release dropped is
+  // still a measurement of the older one): its problem gets the defaults, nothing is refused.
+  if (!r.kernel_version.empty() && r.kernel_version != def->Version()) return absl::OkStatus();
   auto refuse = [&](absl::string_view why) {
     return absl::InvalidArgumentError(absl::StrCat(
         "the configuration ", CanonicalJson(r.config), " of ", r.kernel, " ",

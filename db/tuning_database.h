@@ -141,6 +141,11 @@ class TuningDatabase {
   // The distinct tasks that have records, ordered by kernel, version, problem, device class.
   virtual absl::StatusOr<std::vector<TaskKey>> ListTasks() = 0;
 
+  // The architecture family stored for the devices of `device_class` (a device keeps one class,
+  // and the devices of a class one family), else InferDeviceFamily's from the name, else "".
+  // QueryBest's family level uses the same rule when the query names no family.
+  virtual absl::StatusOr<std::string> FamilyOfClass(const std::string& device_class) = 0;
+
   // Calls `fn` on every record in insertion order; stops with fn's error if it returns one.
   virtual absl::Status ForEachRecord(const std::function<absl::Status(const Record&)>& fn) = 0;
 
@@ -208,8 +213,10 @@ absl::StatusOr<int64_t> AddImportedRecords(TuningDatabase& db, std::vector<Recor
 // record without dtype was stored and never found: queries fill it in), and the configuration
 // must be one of the kernel's space for that problem on the record's device: its parameters and
 // values, and the constraints for an ok record (a served configuration a compiler cannot build);
-// InvalidArgument saying why otherwise. A problem the kernel does not take is left as given: a
-// recorded space that shares a built-in's name (a T4 gemm file, problem {}) is another kernel.
+// InvalidArgument saying why otherwise. A record of another version of the kernel (kernel_version
+// set and not the registry's) gets the problem's defaults only. A problem the kernel does not take
+// is left as given: a recorded space that shares a built-in's name (a T4 gemm file, problem {}) is
+// another kernel.
 absl::Status FitRecordToRegistry(const KernelRegistry& registry, Record& r);
 
 // The problem as `kernel`'s tasks store it (defaults filled in) when `registry` has the kernel and

@@ -7,7 +7,6 @@
 #include <string>
 
 #include "common/status_macros.h"
-#include "db/device_family.h"
 
 namespace ktune {
 
@@ -33,33 +32,24 @@ absl::StatusOr<std::optional<Record>> PredictBest(TuningDatabase& db,
                                                   const BestQuery& query) {
   const KernelDefinition* def = registry.Find(query.kernel);
   if (def == nullptr) return std::optional<Record>();
-  const std::string family =
-      !query.family.empty() ? query.family : InferDeviceFamily(query.device_class);
+  std::string family = query.family;
+  if (family.empty()) {
+    KTUNE_ASSIGN_OR_RETURN(family, db.FamilyOfClass(query.device_class));
+  }
   KTUNE_ASSIGN_OR_RETURN(std::vector<TaskKey> tasks, db.ListTasks());
   struct Candidate {
     bool same_class;
     double distance;
     const TaskKey* task;
   };
-  // The family of each other class with a candidate task (a device keeps one class, and a class
-  // one family): read from one of its records.
+  // The family of each other class with a candidate task, as the database stores it.
   std::map<std::string, std::string> family_of_class;
   auto in_family = [&](const TaskKey& t) -> absl::StatusOr<bool> {
     if (family.empty()) return false;
     auto it = family_of_class.find(t.device_class);
     if (it == family_of_class.end()) {
-      BestQuery probe;
-      probe.kernel = t.kernel;
-      probe.kernel_version = t.kernel_version;
-      probe.problem = t.problem;
-      probe.device_class = t.device_class;
-      probe.top_k = 1;
-      KTUNE_ASSIGN_OR_RETURN(BestResult any, db.QueryBest(probe));
-      it = family_of_class
-               .emplace(t.device_class, any.records.empty() || any.level != MatchLevel::kDeviceClass
-                                            ? std::string()
-                                            : any.records.front().device.family)
-               .first;
+      KTUNE_ASSIGN_OR_RETURN(std::string f, db.FamilyOfClass(t.device_class));
+      it = family_of_class.emplace(t.device_class, std::move(f)).first;
     }
     return it->second == family;
   };

@@ -141,13 +141,15 @@ class RecordImport final : public grpc::ServerReadReactor<v1::Record> {
     for (size_t i = 0; i < records_.size(); ++i) {
       if (stale_before_us_[i]) stale.Add(records_[i], *stale_before_us_[i]);
     }
-    if (absl::Status s = stale.MarkAll(*db_); !s.ok()) {
-      return Finish(ToGrpc(
-          absl::Status(s.code(), absl::StrCat("the records were stored, but not ", s.message()))));
-    }
+    const absl::Status marked = stale.MarkAll(*db_);
     // Answers cached before the import are stale for its tasks (QueryBest kept answering NONE
-    // for a task a client had asked about before importing its records).
-    if (*added > 0) best_->Invalidate(records_);
+    // for a task a client had asked about before importing its records), and so are those of a
+    // task marked stale again (records already stored, a boundary new).
+    if (*added > 0 || stale.size() > 0) best_->Invalidate(records_);
+    if (!marked.ok()) {
+      return Finish(ToGrpc(absl::Status(
+          marked.code(), absl::StrCat("the records were stored, but not ", marked.message()))));
+    }
     response_->set_records_received(received_);
     response_->set_records_added(*added);
     Finish(grpc::Status::OK);

@@ -146,8 +146,8 @@ class TuningServiceImpl final
                                            const v1::DeviceFingerprint& device);
   // A telemetry sample as stored, validated (InvalidArgument saying what is wrong).
   absl::StatusOr<TelemetryReport> TelemetryFromProto(const v1::TelemetrySample& sample);
-  // For a kernel known only from records: InvalidArgument unless `config` names the parameters
-  // the task's records on its class name (any, when the task has none).
+  // For a kernel known only from records: InvalidArgument unless every parameter `config` names
+  // is one the task's best record on its class names (any, when the task has no ok record).
   absl::Status SameParametersAsRecords(const BestQuery& task, const Configuration& config);
   // Whether telemetry may name `kernel`: a registry kernel, or one with records.
   bool KernelKnown(const std::string& kernel);

@@ -132,9 +132,10 @@ absl::StatusOr<TelemetryReport> TuningServiceImpl::TelemetryFromProto(
                          " on ", q.device_class, " this server replays)"));
       }
     } else {
-      // A kernel known only from records (an import): the configuration names the parameters
-      // its records of the task name (a misspelt parameter was stored, and its flag could never
-      // be compared with a record). A task without records takes any.
+      // A kernel known only from records (an import): the configuration names parameters its
+      // records of the task (the version asked, if any) name (a misspelt parameter was stored,
+      // and its flag could never be compared with a record). A task without ok records takes
+      // any.
       KTUNE_RETURN_IF_ERROR(SameParametersAsRecords(q, r.config));
     }
   }
@@ -208,12 +209,15 @@ absl::Status TuningServiceImpl::SameParametersAsRecords(const BestQuery& task,
   std::vector<std::string> named;
   for (const auto& [name, value] : params) named.push_back(name);
   std::sort(named.begin(), named.end());
-  std::vector<std::string> given;
-  for (const auto& [name, value] : config) given.push_back(name);
-  if (given == named) return absl::OkStatus();
+  // Some of them, as a registry kernel's telemetry may name some of its parameters.
+  std::vector<std::string> unknown;
+  for (const auto& [name, value] : config) {
+    if (!std::binary_search(named.begin(), named.end(), name)) unknown.push_back(name);
+  }
+  if (unknown.empty()) return absl::OkStatus();
   return absl::InvalidArgumentError(absl::StrCat(
       "config: the records of ", task.kernel, " on ", task.device_class, " name the parameters ",
-      absl::StrJoin(named, ", "), "; this configuration names ", absl::StrJoin(given, ", ")));
+      absl::StrJoin(named, ", "), ", not ", absl::StrJoin(unknown, ", ")));
 }
 
 bool TuningServiceImpl::KernelKnown(const std::string& kernel) {

@@ -534,8 +534,12 @@ class Client:
                        timeout: Optional[float] = None) -> ImportResult:
         """Stores records (admin role) in one transaction when the stream ends; records already
         present (same content, hence record_id) are skipped. A record the server refuses
-        (e.g. an OK record without a time) raises :class:`ktune.InvalidArgument`, and one the
-        client cannot encode a TypeError; nothing is stored then. All records are encoded
+        (e.g. an OK record without a time, or a built-in kernel's configuration outside its
+        space) raises :class:`ktune.InvalidArgument`, and one the client cannot encode a
+        TypeError; nothing is stored then. A built-in kernel's record is stored under its
+        problem with the defaults filled in (``dtype``), as ``best`` asks; a record carrying
+        ``stale_before_us`` (an export of a retired record) marks its task stale again. All
+        records are encoded
         before the stream opens (memory for as many messages; the server takes at most
         1,000,000 per call)."""
         # Encoded before the stream opens: a record the client cannot encode raises here, before

@@ -509,6 +509,21 @@ TEST(RecordFilesTest, ARegistryKernelsRecordsAreFittedToItOnImport) {
   ASSERT_EQ(best->records.size(), 1u);
   EXPECT_EQ(best->records[0].problem.at("dtype"), ParamValue(std::string("f32")));
 
+  // A record of another version of gemm: its values are that version's, never refused.
+  Record older = *RecordFromJsonLine(line(bad));
+  older.kernel_version = "00112233aabbccdd";
+  std::ofstream(dir.File("older.jsonl")) << RecordToJsonLine(older) << "\n";
+  auto old_version = ImportRecordFile(db, dir.File("older.jsonl"), {}, &registry);
+  ASSERT_TRUE(old_version.ok()) << old_version.status();
+  EXPECT_EQ(old_version->records_added, 1);
+  // A stale boundary that is not a time is refused, as ImportRecords refuses it.
+  std::string line_text = RecordToJsonLine(older, int64_t{-5});
+  std::ofstream(dir.File("negative.jsonl")) << line_text << "\n";
+  auto negative = ImportRecordFile(db, dir.File("negative.jsonl"), {}, &registry);
+  ASSERT_FALSE(negative.ok());
+  EXPECT_THAT(negative.status().message(),
+              HasSubstr("'stale_before_us' must be a time after 1970"));
+
   // A recorded GPU GEMM space shares the name, with problem {}: imported as it comes.
   auto gpu =
       ImportRecordFile(db, SpaceFile("gemm_RTX_Titan_kernel_tuner_cache.json.gz"), {}, &registry);

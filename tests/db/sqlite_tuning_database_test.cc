@@ -266,6 +266,23 @@ TEST(SqliteTuningDatabaseTest, AnotherProgramsDatabaseIsRefusedAndLeftUntouched)
   EXPECT_THAT(db.status().message(), HasSubstr("another program (tables customers)"));
   EXPECT_THAT(db.status().message(), HasSubstr("not modified"));
   EXPECT_EQ(ReadWholeFile(path), before);
+  // So is one with a table named meta (a common name), even with a version in it.
+  std::string with_meta = dir.File("meta.db");
+  {
+    sqlite3* raw = nullptr;
+    ASSERT_EQ(sqlite3_open(with_meta.c_str(), &raw), SQLITE_OK);
+    ASSERT_EQ(sqlite3_exec(raw,
+                           "CREATE TABLE meta (key TEXT, value TEXT); INSERT INTO meta VALUES "
+                           "('version', '1')",
+                           nullptr, nullptr, nullptr),
+              SQLITE_OK);
+    sqlite3_close(raw);
+  }
+  const std::string meta_before = ReadWholeFile(with_meta);
+  auto meta = SqliteTuningDatabase::Open(with_meta);
+  ASSERT_FALSE(meta.ok());
+  EXPECT_THAT(meta.status().message(), HasSubstr("another program (tables meta)"));
+  EXPECT_EQ(ReadWholeFile(with_meta), meta_before);
   // An empty SQLite file (no tables) is a new database.
   std::string empty = dir.File("empty.db");
   {

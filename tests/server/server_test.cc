@@ -1321,6 +1321,14 @@ TEST(ServerPredictionTest, ANeverTunedProblemGetsThePredictionOfTheNearestAndCan
       records.push_back(
           ToRecord({"gemm", gemm->Version(), problem_of(n), "cpu:test"}, device, config, m, "w"));
     }
+    // A task whose only record failed, listed first of the class: its class's family is still
+    // the devices' (it was read from the task's best answer, none, and the class dropped).
+    Configuration failed_config = *gemm->DefaultConfiguration(problem_of(1024), {2});
+    MeasureResult failed;
+    failed.status = MeasurementStatus::kRuntimeError;
+    failed.message = "crashed";
+    records.push_back(ToRecord({"gemm", gemm->Version(), problem_of(1024), "cpu:test"}, device,
+                               failed_config, failed, "w"));
     ASSERT_TRUE((*db)->AddRecords(records).ok());
   }
   TuningServerOptions options;
