@@ -64,9 +64,13 @@ std::optional<Problem> RegistryProblem(const KernelRegistry& registry, const std
 }
 
 absl::Status FitRecordToRegistry(const KernelRegistry& registry, Record& r) {
-  std::optional<Problem> problem = RegistryProblem(registry, r.kernel, r.problem);
+  return RegistryFitter(&registry).Fit(r);
+}
+
+absl::Status RegistryFitter::Fit(Record& r) {
+  std::optional<Problem> problem = RegistryProblem(*registry_, r.kernel, r.problem);
   if (!problem) return absl::OkStatus();  // not a registry kernel's task
-  const KernelDefinition* def = registry.Find(r.kernel);
+  const KernelDefinition* def = registry_->Find(r.kernel);
   r.problem = *std::move(problem);
   // Another version's configurations are that version's (a value a later release dropped is
   // still a measurement of the older one): its problem gets the defaults, nothing is refused.
@@ -77,7 +81,13 @@ absl::Status FitRecordToRegistry(const KernelRegistry& registry, Record& r) {
         CanonicalJson(r.problem), " ", why, " (records of another kernel that shares the name ",
         r.kernel, " need a name of their own)"));
   };
-  absl::StatusOr<SearchSpace> space = def->Space(r.problem, MachineVariables{r.device.Cores()});
+  const int64_t cores = r.device.Cores();
+  const std::string key = absl::StrCat(r.kernel, "\n", CanonicalJson(r.problem), "\n", cores);
+  auto it = spaces_.find(key);
+  if (it == spaces_.end()) {
+    it = spaces_.emplace(key, def->Space(r.problem, MachineVariables{cores})).first;
+  }
+  const absl::StatusOr<SearchSpace>& space = it->second;
   if (!space.ok()) return refuse(absl::StrCat("cannot be checked: ", space.status().message()));
   absl::StatusOr<Point> point = space->ToPoint(r.config);
   if (!point.ok()) {
@@ -92,8 +102,9 @@ absl::Status FitRecordToRegistry(const KernelRegistry& registry, Record& r) {
 absl::StatusOr<int64_t> AddImportedRecords(TuningDatabase& db, std::vector<Record> records,
                                            const KernelRegistry* registry) {
   if (registry != nullptr) {
+    RegistryFitter fitter(registry);
     for (size_t i = 0; i < records.size(); ++i) {
-      if (absl::Status s = FitRecordToRegistry(*registry, records[i]); !s.ok()) {
+      if (absl::Status s = fitter.Fit(records[i]); !s.ok()) {
         return absl::Status(s.code(), absl::StrCat("record ", i + 1, ": ", s.message()));
       }
     }
@@ -160,7 +171,7 @@ void StaleBoundaryCollector::Add(const Record& r, int64_t before_us) {
   if (!added) it->second.second = std::max(it->second.second, before_us);
 }
 
-const std::vector<std::pair<TaskKey, int64_t>> StaleBoundaryCollector::Tasks() const {
+std::vector<std::pair<TaskKey, int64_t>> StaleBoundaryCollector::Tasks() const {
   std::vector<std::pair<TaskKey, int64_t>> out;
   for (const auto& [key, task] : latest_) out.push_back(task);
   return out;

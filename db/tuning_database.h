@@ -21,6 +21,7 @@
 #include "db/record.h"
 #include "db/task_columns.h"
 #include "db/telemetry.h"
+#include "kernels/search_space.h"
 
 namespace ktune {
 
@@ -219,6 +220,18 @@ absl::StatusOr<int64_t> AddImportedRecords(TuningDatabase& db, std::vector<Recor
 // another kernel.
 absl::Status FitRecordToRegistry(const KernelRegistry& registry, Record& r);
 
+// FitRecordToRegistry over many records, building each (kernel, problem, cores) space once: an
+// import of 10,000 gemm records built the space 10,000 times (14.5 s, where 0.7 s stored them).
+class RegistryFitter {
+ public:
+  explicit RegistryFitter(const KernelRegistry* registry) : registry_(registry) {}
+  absl::Status Fit(Record& r);
+
+ private:
+  const KernelRegistry* registry_;
+  std::map<std::string, absl::StatusOr<SearchSpace>> spaces_;  // by kernel, problem, cores
+};
+
 // The problem as `kernel`'s tasks store it (defaults filled in) when `registry` has the kernel and
 // it takes the problem (not empty, valid); nullopt otherwise.
 std::optional<Problem> RegistryProblem(const KernelRegistry& registry, const std::string& kernel,
@@ -245,7 +258,7 @@ class StaleBoundaryCollector {
   // Marks each task; the error names the task whose boundary could not be kept.
   absl::Status MarkAll(TuningDatabase& db) const;
   size_t size() const { return latest_.size(); }
-  const std::vector<std::pair<TaskKey, int64_t>> Tasks() const;
+  std::vector<std::pair<TaskKey, int64_t>> Tasks() const;
 
  private:
   std::map<std::tuple<std::string, std::string, std::string>, std::pair<TaskKey, int64_t>> latest_;

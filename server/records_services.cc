@@ -128,8 +128,9 @@ class RecordImport final : public grpc::ServerReadReactor<v1::Record> {
  private:
   void Store() {
     // Fitted here, not by AddImportedRecords, so that the cache forgets the tasks as stored.
+    RegistryFitter fitter(registry_);
     for (size_t i = 0; i < records_.size(); ++i) {
-      if (absl::Status s = FitRecordToRegistry(*registry_, records_[i]); !s.ok()) {
+      if (absl::Status s = fitter.Fit(records_[i]); !s.ok()) {
         return Finish(ToGrpc(absl::Status(
             s.code(), absl::StrCat("record ", i + 1, ": ", s.message(), "; nothing was stored"))));
       }
