@@ -573,8 +573,21 @@ absl::StatusOr<int64_t> ExportJsonl(TuningDatabase& db, std::ostream& out,
   return n;
 }
 
+// T4 and Kernel Tuner files have no place for a record's client payload (a TVM schedule): such an
+// export would import back as records a client can no longer use (TVM got nothing, while `best`
+// still showed them). FailedPrecondition naming the remedy.
+static absl::Status RefusePayloads(const std::vector<Record>& records, const char* format) {
+  const int64_t carrying = std::count_if(records.begin(), records.end(),
+                                         [](const Record& r) { return !r.payload.empty(); });
+  if (carrying == 0) return absl::OkStatus();
+  return absl::FailedPreconditionError(absl::StrCat(
+      carrying, " of the task's ", records.size(), " records carry a client's payload (such as a ",
+      "TVM schedule) that a ", format, " file cannot hold; export --format jsonl to keep it"));
+}
+
 absl::StatusOr<int64_t> ExportT4(TuningDatabase& db, const TaskKey& task, std::ostream& out) {
   KTUNE_ASSIGN_OR_RETURN(std::vector<Record> records, db.TaskRecords(task));
+  KTUNE_RETURN_IF_ERROR(RefusePayloads(records, "T4"));
   Json results = Json::array();
   for (const Record& r : records) {
     Json e;
@@ -621,6 +634,7 @@ absl::StatusOr<int64_t> ExportKernelTuner(TuningDatabase& db, const TaskKey& tas
                                           std::ostream& out) {
   KTUNE_ASSIGN_OR_RETURN(std::vector<Record> records, db.TaskRecords(task));
   if (records.empty()) return absl::NotFoundError("the task has no records to export");
+  KTUNE_RETURN_IF_ERROR(RefusePayloads(records, "Kernel Tuner"));
   auto json_of = [](const ParamValue& v) {
     return std::visit([](const auto& x) { return Json(x); }, v);
   };

@@ -79,7 +79,9 @@ absl::StatusOr<ImportSummary> ImportRecordFile(TuningDatabase& db, const std::st
 absl::StatusOr<int64_t> ExportJsonl(TuningDatabase& db, std::ostream& out,
                                     const std::function<bool(const Record&)>& keep = nullptr);
 
-// One task's records as a T4 file (a T4 file holds one kernel on one device). ok -> "correct";
+// One task's records as a T4 file (a T4 file holds one kernel on one device). Neither this nor
+// ExportKernelTuner writes a task whose records carry a client payload (FailedPrecondition): the
+// formats cannot hold it. ok -> "correct";
 // compile_error -> "compile"; runtime_error and lost -> "runtime"; timeout -> "timeout";
 // wrong_result -> "correctness"; invalid_config -> "constraints".
 absl::StatusOr<int64_t> ExportT4(TuningDatabase& db, const TaskKey& task, std::ostream& out);

@@ -151,6 +151,17 @@ TEST(RecordPayloadTest, APayloadSurvivesImportQueryExportAndReimport) {
   {
     auto a_db = SqliteTuningDatabase::Open(dir.File("a.db"));
     ASSERT_TRUE(a_db.ok()) << a_db.status();
+    // T4 and Kernel Tuner files cannot hold a payload: such an export is refused, not written
+    // without it (TVM then got nothing from the copy while `best` still showed the records).
+    const TaskKey task{RunningServer::kKernel, "", {}, "tvm:llvm -mcpu=skylake-avx512"};
+    std::ostringstream t4, kt;
+    for (const absl::Status& refused :
+         {ExportT4(**a_db, task, t4).status(), ExportKernelTuner(**a_db, task, kt).status()}) {
+      EXPECT_EQ(refused.code(), absl::StatusCode::kFailedPrecondition);
+      EXPECT_THAT(refused.message(),
+                  HasSubstr("3 of the task's 3 records carry a client's payload"));
+      EXPECT_THAT(refused.message(), HasSubstr("export --format jsonl"));
+    }
     std::ofstream out(dir.File("a.jsonl"));
     ASSERT_EQ(*ExportJsonl(**a_db, out), 3);
     auto b_db = SqliteTuningDatabase::Open(dir.File("b.db"));
