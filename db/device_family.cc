@@ -3,9 +3,15 @@
 #include <cctype>
 #include <utility>
 
+#include "absl/strings/match.h"
+
 namespace ktune {
 
 std::string InferDeviceFamily(absl::string_view model_name) {
+  // A TVM target's class ("tvm:llvm -mcpu=skylake"): its kind, as ktune.tvm names the family.
+  if (absl::StartsWith(model_name, "tvm:")) {
+    return std::string(model_name.substr(0, model_name.find(' ')));
+  }
   std::string n;
   for (char c : model_name) {
     if (std::isalnum(static_cast<unsigned char>(c))) {

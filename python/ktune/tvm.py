@@ -104,24 +104,38 @@ def target_device(target: Target, device: str) -> Device:
     kind = config.get("kind", target.kind.name)
     device_class = f"tvm:{kind}"
     before = device_class  # the class as ktune named it before it normalised the attributes
+    rule2 = device_class  # ... and before -mcpu=generic kept the architecture
+    # -mcpu=generic names no architecture (LLVM has one for each): the triple's must stay, or an
+    # x86 record was served to aarch64 and riscv64 targets as "the same instruction set".
+    fixes_isa = bool(config.get("mcpu")) and config.get("mcpu") != "generic"
     for attr in _ISA_ATTRS:
         value = config.get(attr)
+        value2 = value
         if value:
             text = ",".join(map(str, value)) if isinstance(value, list) else str(value)
             before += f" -{attr}={text}"
         if attr == "mtriple" and value:
             # The architecture alone: TVM fills in the triple it was built with when none is given
             # (x86_64-conda-linux-gnu from conda, x86_64-linux-gnu from pip), and vendor and OS do
-            # not change the instruction set. With -mcpu, which fixes it, none.
-            value = None if config.get("mcpu") else str(value).split("-", 1)[0]
-        if value:
+            # not change the instruction set. With an -mcpu that fixes it, none.
+            arch = str(value).split("-", 1)[0]
+            value = None if fixes_isa else arch
+            value2 = None if config.get("mcpu") else arch
+        for v, which in ((value, "new"), (value2, "rule2")):
+            if not v:
+                continue
             # Attribute lists in a fixed order: ["+fma", "+avx2"] and ["+avx2", "+fma"] are one.
-            text = ",".join(sorted(map(str, value))) if isinstance(value, list) else str(value)
-            device_class += f" -{attr}={text}"
+            text = ",".join(sorted(map(str, v))) if isinstance(v, list) else str(v)
+            if which == "new":
+                device_class += f" -{attr}={text}"
+            else:
+                rule2 += f" -{attr}={text}"
     fingerprint = {"device": device, "target": config}
-    if device_class != before:
-        # A fingerprint has one class: records stored under the class it had before must not
-        # refuse this one's (a database from before the change refused every commit).
+    if device_class != rule2:
+        # A fingerprint has one class: records stored under the class of an earlier rule must
+        # not refuse this one's (a database from before the change refused every commit).
+        fingerprint["class_rule"] = 3
+    elif device_class != before:
         fingerprint["class_rule"] = 2
     return Device(device_class, f"tvm:{kind}", _canonical(fingerprint))
 

@@ -70,6 +70,13 @@ def test_a_targets_device_class_is_its_instruction_set():
             == device_class({"kind": "llvm", "mattr": ["+avx2", "+fma"]})
             == "tvm:llvm -mtriple=x86_64 -mattr=+avx2,+fma")
     assert device_class({"kind": "cuda", "arch": "sm_90"}) == "tvm:cuda -arch=sm_90"
+    # -mcpu=generic names no architecture: the triple's stays (an x86 record was served to
+    # aarch64 as the same class), with a fingerprint of its own (class_rule 3).
+    generic_arm = ktune.tvm.target_device(
+        Target({"kind": "llvm", "mcpu": "generic", "mtriple": arm}), "cpu:x")
+    assert generic_arm.device_class == "tvm:llvm -mcpu=generic -mtriple=aarch64"
+    assert generic_arm.fingerprint["class_rule"] == 3
+    assert device_class({"kind": "llvm", "mcpu": "generic"}) != generic_arm.device_class
     # A target whose class changed gets another fingerprint: a database holding its records under
     # the class before refused every commit (one class per fingerprint); one that did not change
     # keeps its fingerprint, and its records' exact matches.
@@ -114,6 +121,16 @@ def test_the_command_line_sees_the_records(tuned, tmp_path):
                      result["device"], "--top", "3").stdout
     assert f"{result['kernel']} on {result['device']} (match: device_class)" in text
     assert text.count("payload: ") == 3 and f"{fastest:.4f} ms" in text
+    # Another -mcpu of the kind: the family level, as ktune.tvm's lookup answers it (best and
+    # explain said "nothing known" without --family tvm:llvm).
+    other = "tvm:llvm -mcpu=znver3"
+    assert result["device"] != other
+    family = json.loads(ktune_cli("best", "--db", str(server.db), "--kernel", result["kernel"],
+                                  "--device", other, "--json").stdout)
+    assert family["level"] == "family" and family["best"][0]["time_ms"] == pytest.approx(fastest)
+    explained = ktune_cli("explain", "--db", str(server.db), "--kernel", result["kernel"],
+                          "--device", other).stdout
+    assert "match: family" in explained
     # `ktune db export` of the server's file (SQLite in WAL mode: readable beside the server).
     exported = tmp_path / "tvm.jsonl"
     ktune_cli("db", "export", "--db", str(server.db), "--out", str(exported))
