@@ -68,7 +68,7 @@ absl::StatusOr<BestResult> MemoryTuningDatabase::QueryBest(const BestQuery& q) {
   absl::MutexLock lock(&mu_);
   const std::string family = !q.family.empty() ? q.family : FamilyOfClassLocked(q.device_class);
   const auto in_class = [&](const DeviceInfo& d) {
-    return !q.device_class.empty() && d.device_class == q.device_class;
+    return !q.family_only && !q.device_class.empty() && d.device_class == q.device_class;
   };
   const auto exact = [&](const DeviceInfo& d) {
     return !q.fingerprint_hash.empty() && d.FingerprintHash() == q.fingerprint_hash;

@@ -648,6 +648,7 @@ absl::StatusOr<BestResult> SqliteTuningDatabase::QueryBest(const BestQuery& q) {
   std::string problem_hash = ParamMapHash(q.problem);
   for (const auto& [level, column, value, stale] : levels) {
     if (value.empty()) continue;
+    if (q.family_only && level == MatchLevel::kDeviceClass) continue;
     KTUNE_ASSIGN_OR_RETURN(std::vector<int64_t> winners,
                            RankBest(q, problem_hash, column, value, stale));
     if (winners.empty()) continue;

@@ -45,6 +45,10 @@ struct BestQuery {
   // An accuracy budget: only records whose measured max_rel_error is known and at most this
   // (an unknown error is never within a budget). Unset: every ok record.
   std::optional<double> max_rel_error;
+  // Only the family level (and, in a server, a prediction): the device class's records, live or
+  // stale, are skipped; device_class still names the family when `family` is empty. For a client
+  // whose records at the class level do not fit (a TVM trace that does not replay).
+  bool family_only = false;
 };
 
 struct BestResult {

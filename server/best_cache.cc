@@ -14,9 +14,10 @@ std::string BestCache::TaskPart(const std::string& kernel, const Problem& proble
 
 absl::StatusOr<std::shared_ptr<const BestAnswer>> BestCache::Query(const BestQuery& q) {
   const std::string task = TaskPart(q.kernel, q.problem);
-  const std::string rest = absl::StrCat(q.kernel_version, "\n", q.fingerprint_hash, "\n",
-                                        q.device_class, "\n", q.family, "\n", q.top_k, "\n",
-                                        q.max_rel_error ? absl::StrFormat("%a", *q.max_rel_error) : "");
+  const std::string rest =
+      absl::StrCat(q.kernel_version, "\n", q.fingerprint_hash, "\n", q.device_class, "\n", q.family,
+                   "\n", q.family_only, "\n", q.top_k, "\n",
+                   q.max_rel_error ? absl::StrFormat("%a", *q.max_rel_error) : "");
   uint64_t generation;
   {
     absl::ReaderMutexLock lock(&mu_);

@@ -551,6 +551,19 @@ absl::StatusOr<std::shared_ptr<const BestAnswer>> TuningServiceImpl::AnswerQuery
   if (request.has_max_rel_error()) {
     KTUNE_ASSIGN_OR_RETURN(q.max_rel_error, ParseAccuracyBudget(request.max_rel_error()));
   }
+  switch (request.after_level()) {
+    case v1::MATCH_LEVEL_UNSPECIFIED:
+      break;
+    case v1::MATCH_LEVEL_DEVICE_CLASS:
+      q.family_only = true;
+      [[fallthrough]];
+    case v1::MATCH_LEVEL_EXACT:
+      q.fingerprint_hash.clear();
+      break;
+    default:
+      return absl::InvalidArgumentError(
+          "after_level must be EXACT or DEVICE_CLASS (nothing is asked after the family)");
+  }
   KTUNE_ASSIGN_OR_RETURN(std::shared_ptr<const BestAnswer> best, best_->Query(q));
   const bool measured = best->message.level() == v1::MATCH_LEVEL_EXACT ||
                         best->message.level() == v1::MATCH_LEVEL_DEVICE_CLASS;

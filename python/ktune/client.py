@@ -264,6 +264,7 @@ class Client:
     def best(self, kernel: str, problem: ProblemLike, device: DeviceLike, top: int = 1, *,
              tune_if_missing: bool = False, kernel_version: str = "",
              max_rel_error: Optional[float] = None,
+             after_level: Optional[MatchLevel] = None,
              timeout: Optional[float] = None) -> BestResult:
         """The best known configurations of ``kernel`` for ``problem`` on ``device``.
 
@@ -274,11 +275,19 @@ class Client:
         nothing is known). At most ``top`` records (1..100), best first. ``tune_if_missing``
         queues a background job when nothing is known (``BestResult.queued_job_id``).
         ``max_rel_error`` is an accuracy budget: only records whose measured error is known and
-        at most this. Served from the server's memory.
+        at most this. ``after_level`` (``MatchLevel.EXACT`` or ``DEVICE_CLASS``) answers from the
+        levels after it only, for a client whose records at that level do not fit. Served from
+        the server's memory.
         """
         if isinstance(top, bool) or not isinstance(top, int) or not 1 <= top <= 100:
             raise ValueError(f"top must be an int from 1 to 100, not {top!r}")
-        request = _lookup(ts.QueryBestRequest(top_k=top, tune_if_missing=tune_if_missing), kernel,
+        after = {None: 0, MatchLevel.EXACT: ts.MATCH_LEVEL_EXACT,
+                 MatchLevel.DEVICE_CLASS: ts.MATCH_LEVEL_DEVICE_CLASS}
+        if after_level not in after:
+            raise ValueError(f"after_level must be MatchLevel.EXACT or DEVICE_CLASS, not "
+                             f"{after_level!r}")
+        request = _lookup(ts.QueryBestRequest(top_k=top, tune_if_missing=tune_if_missing,
+                                              after_level=after[after_level]), kernel,
                           kernel_version, problem, device, max_rel_error)
         reply = self._unary("QueryBest", self._tuning.QueryBest, request, timeout)
         return BestResult(MatchLevel._from_proto(reply.level),

@@ -287,9 +287,12 @@ class Database(PyDatabase):
 
     # --- queries that honour the target ---
 
-    def _best(self, kernel: str, target: Target, top: int) -> BestResult:
-        """QueryBest at the measured levels only (ktune predicts nothing for these kernels)."""
-        answer = self.client.best(kernel, {}, target_device(target, self.device), top=top)
+    def _best(self, kernel: str, target: Target, top: int,
+              after_level: Optional[MatchLevel] = None) -> BestResult:
+        """QueryBest at the measured levels only (ktune predicts nothing for these kernels),
+        after ``after_level`` when given."""
+        answer = self.client.best(kernel, {}, target_device(target, self.device), top=top,
+                                  after_level=after_level)
         return answer if answer.level in _MEASURED else BestResult(MatchLevel.NONE, [])
 
     def lookup(self, mod: IRModule, target: Target) -> Lookup:
@@ -300,20 +303,28 @@ class Database(PyDatabase):
         # one, structurally equal).
         target = _as_target(target)
         kernel, workload = workload_kernel(mod), Workload(mod)
-        tried = 0
-        # The best alone first (each record carries its workload's JSON), the others only when
-        # its trace does not replay.
-        for top in sorted({1, self.candidates}):
-            answer = self._best(kernel, target, top)
-            for r in answer.records[tried:]:
-                try:
-                    return Lookup(self.from_ktune(r, workload), r, answer.level)
-                except Exception:  # noqa: BLE001 - does not replay here: try the next
-                    continue
-            tried = len(answer.records)
-            if tried < top:
-                break
-        return Lookup(None, None, MatchLevel.NONE)
+        after: Optional[MatchLevel] = None
+        # Level by level: when no candidate of a level replays (another TVM build, an intrinsic
+        # missing here), the next level's (they were never asked, and compile_tir got nothing).
+        while True:
+            tried = 0
+            level = MatchLevel.NONE
+            # The best alone first (each record carries its workload's JSON), the others only
+            # when its trace does not replay.
+            for top in sorted({1, self.candidates}):
+                answer = self._best(kernel, target, top, after)
+                level = answer.level
+                for r in answer.records[tried:]:
+                    try:
+                        return Lookup(self.from_ktune(r, workload), r, answer.level)
+                    except Exception:  # noqa: BLE001 - does not replay here: try the next
+                        continue
+                tried = len(answer.records)
+                if tried < top:
+                    break
+            if level not in (MatchLevel.EXACT, MatchLevel.DEVICE_CLASS):
+                return Lookup(None, None, MatchLevel.NONE)
+            after = level
 
     def query_tuning_record(self, mod: IRModule, target: Target,
                             workload_name: Optional[str] = None) -> Optional[TuningRecord]:

@@ -6,6 +6,7 @@ in this process, the database's queries are checked at each of ktune's match lev
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -192,6 +193,25 @@ def test_queries_honour_the_target(tuned, tmp_path):
     everything = tuning_db.get_all_tuning_records()
     assert len(everything) == TRIALS
     assert all(tvm_ffi.structural_equal(r.workload.mod, mod) for r in everything)
+    # Last (it adds a record): a faster record at the exact level of a new target whose trace does not replay here (a
+    # TVM build with another instruction): the device class's record answers (the lookup asked
+    # no other level, and compile_tir got nothing).
+    four = Target({**_llvm(config), "num-cores": config["num-cores"] + 2})
+    payload = json.loads(ok[0].payload)
+    broken = json.dumps(payload).replace("SamplePerfectTile", "SamplePerfectTileV9")
+    assert broken != json.dumps(payload)
+    alien = dataclasses.replace(ok[0], device=ktune.tvm.target_device(four, "cpu:x"),
+                                payload=broken, time_ms=ok[0].time_ms / 2, record_id="",
+                                repeat_times_ms=(ok[0].time_ms / 2,))
+    alien = dataclasses.replace(alien, task=dataclasses.replace(
+        alien.task, device_class=alien.device.device_class))
+    assert server.client().import_records([alien]).records_added == 1
+    assert server.client().best(alien.task.kernel, {}, alien.device).level is MatchLevel.EXACT
+    fallback = db.lookup(mod, four)
+    assert fallback.level is MatchLevel.DEVICE_CLASS
+    # The class level's best of each configuration: the broken copy stands for ok[0]'s trace
+    # there (faster), so the next configuration's answers.
+    assert fallback.ktune_record.record_id == ok[1].record_id
 
 
 def test_a_failed_candidate_is_a_failed_record(tuned, tmp_path):
