@@ -1334,18 +1334,7 @@ TEST(CliTest, AKernelRegisteredInTheDatabaseIsTunedAndQueriedLocally) {
       "problem": [{"name": "n", "min": 1, "max": 16777216}],
       "buffers": [{"name": "x", "elements": "n"}, {"name": "y", "elements": "n", "output": true}],
       "flops": "n", "bytes": "8 * n", "default_config": {"unroll": "1"}})";
-  std::ofstream(dir.File("k.cc")) << R"(extern "C" int ktune_reference(const ktune_cpu_call* c) {
-  for (int64_t i = 0; i < c->problem[0]; ++i) c->buffers[1][i] = 2 * c->buffers[0][i];
-  return 0;
-}
-extern "C" int ktune_kernel(const ktune_cpu_call* c) {
-  const int64_t n = c->problem[0];
-  int64_t i = 0;
-  for (; i + KT_unroll <= n; i += KT_unroll)
-    for (int u = 0; u < KT_unroll; ++u) c->buffers[1][i + u] = 2 * c->buffers[0][i + u];
-  for (; i < n; ++i) c->buffers[1][i] = 2 * c->buffers[0][i];
-  return 0;
-})";
+  std::ofstream(dir.File("k.cc")) << testing::kScale2KernelSource;
   {
     const std::string address = "127.0.0.1:" + std::to_string(testing::FreePort());
     testing::KtuneProcess server({"serve", "--listen", address, "--db", db});

@@ -248,17 +248,17 @@ TEST(SqliteTuningDatabaseTest, ADamagedDatabaseSaysSo) {
 // Another program's SQLite database is not taken over: ktune's tables are not added to it.
 TEST(SqliteTuningDatabaseTest, AnotherProgramsDatabaseIsRefusedAndLeftUntouched) {
   TempDir dir;
-  std::string path = dir.File("app.db");
-  {
+  // A SQLite file another program made with `sql`.
+  auto made_by_sqlite = [&](const std::string& name, const char* sql) {
+    const std::string file = dir.File(name);
     sqlite3* raw = nullptr;
-    ASSERT_EQ(sqlite3_open(path.c_str(), &raw), SQLITE_OK);
-    ASSERT_EQ(sqlite3_exec(raw,
-                           "CREATE TABLE customers (name TEXT); INSERT INTO customers "
-                           "VALUES ('ada')",
-                           nullptr, nullptr, nullptr),
-              SQLITE_OK);
+    EXPECT_EQ(sqlite3_open(file.c_str(), &raw), SQLITE_OK);
+    EXPECT_EQ(sqlite3_exec(raw, sql, nullptr, nullptr, nullptr), SQLITE_OK);
     sqlite3_close(raw);
-  }
+    return file;
+  };
+  const std::string path = made_by_sqlite(
+      "app.db", "CREATE TABLE customers (name TEXT); INSERT INTO customers VALUES ('ada')");
   std::string before = ReadWholeFile(path);
   auto db = SqliteTuningDatabase::Open(path);
   ASSERT_FALSE(db.ok());
@@ -267,30 +267,16 @@ TEST(SqliteTuningDatabaseTest, AnotherProgramsDatabaseIsRefusedAndLeftUntouched)
   EXPECT_THAT(db.status().message(), HasSubstr("not modified"));
   EXPECT_EQ(ReadWholeFile(path), before);
   // So is one with a table named meta (a common name), even with a version in it.
-  std::string with_meta = dir.File("meta.db");
-  {
-    sqlite3* raw = nullptr;
-    ASSERT_EQ(sqlite3_open(with_meta.c_str(), &raw), SQLITE_OK);
-    ASSERT_EQ(sqlite3_exec(raw,
-                           "CREATE TABLE meta (key TEXT, value TEXT); INSERT INTO meta VALUES "
-                           "('version', '1')",
-                           nullptr, nullptr, nullptr),
-              SQLITE_OK);
-    sqlite3_close(raw);
-  }
+  const std::string with_meta = made_by_sqlite(
+      "meta.db",
+      "CREATE TABLE meta (key TEXT, value TEXT); INSERT INTO meta VALUES ('version', '1')");
   const std::string meta_before = ReadWholeFile(with_meta);
   auto meta = SqliteTuningDatabase::Open(with_meta);
   ASSERT_FALSE(meta.ok());
   EXPECT_THAT(meta.status().message(), HasSubstr("another program (tables meta)"));
   EXPECT_EQ(ReadWholeFile(with_meta), meta_before);
   // An empty SQLite file (no tables) is a new database.
-  std::string empty = dir.File("empty.db");
-  {
-    sqlite3* raw = nullptr;
-    ASSERT_EQ(sqlite3_open(empty.c_str(), &raw), SQLITE_OK);
-    sqlite3_close(raw);
-  }
-  EXPECT_TRUE(SqliteTuningDatabase::Open(empty).ok());
+  EXPECT_TRUE(SqliteTuningDatabase::Open(made_by_sqlite("empty.db", "")).ok());
 }
 
 TEST(SqliteTuningDatabaseTest, AnUnopenablePathSaysWhy) {

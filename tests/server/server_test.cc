@@ -1467,20 +1467,7 @@ v1::KernelSpec ScaleKernelSpec() {
   spec.set_name("scale2");
   spec.set_language("cpp");
   spec.set_description("y = 2x, registered by a client");
-  spec.set_source(R"(
-extern "C" int ktune_reference(const ktune_cpu_call* c) {
-  for (int64_t i = 0; i < c->problem[0]; ++i) c->buffers[1][i] = 2 * c->buffers[0][i];
-  return 0;
-}
-extern "C" int ktune_kernel(const ktune_cpu_call* c) {
-  const int64_t n = c->problem[0];
-  int64_t i = 0;
-  for (; i + KT_unroll <= n; i += KT_unroll)
-    for (int u = 0; u < KT_unroll; ++u) c->buffers[1][i + u] = 2 * c->buffers[0][i + u];
-  for (; i < n; ++i) c->buffers[1][i] = 2 * c->buffers[0][i];
-  return 0;
-}
-)");
+  spec.set_source(testing::kScale2KernelSource);
   v1::KernelParameterSpec* unroll = spec.add_parameters();
   unroll->set_name("unroll");
   for (int v : {1, 2, 4, 8}) unroll->add_values(v);

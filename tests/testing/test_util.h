@@ -75,6 +75,23 @@ std::string ReadOnlyQuery(const std::string& path, const std::string& sql);
 // The decompressed contents of a gzip file.
 std::string ReadGzipFile(const std::string& path);
 
+// The C++ source of docs/operations.md's client kernel "scale2" (y = 2x, a compile-time unroll),
+// as `ktune kernels register --source` takes it.
+inline constexpr char kScale2KernelSource[] = R"(
+extern "C" int ktune_reference(const ktune_cpu_call* c) {
+  for (int64_t i = 0; i < c->problem[0]; ++i) c->buffers[1][i] = 2 * c->buffers[0][i];
+  return 0;
+}
+extern "C" int ktune_kernel(const ktune_cpu_call* c) {
+  const int64_t n = c->problem[0];
+  int64_t i = 0;
+  for (; i + KT_unroll <= n; i += KT_unroll)
+    for (int u = 0; u < KT_unroll; ++u) c->buffers[1][i + u] = 2 * c->buffers[0][i + u];
+  for (; i < n; ++i) c->buffers[1][i] = 2 * c->buffers[0][i];
+  return 0;
+}
+)";
+
 }  // namespace ktune::testing
 
 #endif  // KTUNE_TESTS_TESTING_TEST_UTIL_H_
