@@ -70,7 +70,7 @@ int RunExplain(const ExplainArgs& a) {
     explained = Explain(**db, registry, resolved->query);
     if (!explained.ok()) return Fail(cmd, explained.status());
     if (explained->level() == v1::MATCH_LEVEL_NONE) {
-      hint = UnknownKernelHint(**db, a.db, resolved->query.kernel);
+      hint = UnknownKernelHint(**db, registry, a.db, resolved->query.kernel);
     }
   }
   if (a.json) {

@@ -187,7 +187,7 @@ int RunBest(const BestArgs& a) {
     if (!found.ok()) return Fail(cmd, found.status());
     best = BestAnswerOf{std::string(MatchLevelName(found->level)), std::move(found->records), "",
                         found->stale};
-    if (best->records.empty()) hint = UnknownKernelHint(**db, a.db, q.kernel);
+    if (best->records.empty()) hint = UnknownKernelHint(**db, registry, a.db, q.kernel);
   }
   if (a.json) {
     nlohmann::json records = nlohmann::json::array();

@@ -93,10 +93,8 @@ absl::Status MakeProblemCanonical(const KernelRegistry& registry, BestQuery* que
   return absl::OkStatus();
 }
 
-std::string UnknownKernelHint(TuningDatabase& db, const std::string& db_path,
-                              const std::string& kernel) {
-  KernelRegistry registry = KernelRegistry::WithBuiltins();
-  AddClientKernels(db, &registry);
+std::string UnknownKernelHint(TuningDatabase& db, const KernelRegistry& registry,
+                              const std::string& db_path, const std::string& kernel) {
   if (registry.Find(kernel) != nullptr) return "";
   absl::StatusOr<std::vector<TaskKey>> tasks = db.ListTasks();
   if (!tasks.ok()) return "";

@@ -47,10 +47,11 @@ void ToRequest(const ResolvedTaskQuery& resolved, v1::KernelRef* kernel, v1::Pro
                v1::DeviceFingerprint* device);
 
 // For an answer from `db` (the file `db_path`) that found nothing: a hint when `kernel` is
-// neither a registry kernel nor in the database (a mistyped name, most often), to append to the
-// "nothing known" line; empty otherwise. Nothing known stays an answer (exit 0), not a failure.
-std::string UnknownKernelHint(TuningDatabase& db, const std::string& db_path,
-                              const std::string& kernel);
+// neither in `registry` (the built-ins and `db`'s client kernels: AddClientKernels) nor in the
+// database's records (a mistyped name, most often), to append to the "nothing known" line; empty
+// otherwise. Nothing known stays an answer (exit 0), not a failure.
+std::string UnknownKernelHint(TuningDatabase& db, const KernelRegistry& registry,
+                              const std::string& db_path, const std::string& kernel);
 
 }  // namespace ktune::cli
 
