@@ -80,6 +80,13 @@ class SearchStrategy {
   // proposals are cheap ignore it; PPO learns only when the allowance covers a learning step.
   // Called before ProposeBatch; the allowance holds until the next call.
   virtual void SetTimeAllowance(double ms) {}
+
+  // `measurements` results of the batches so far were not measured for this run (another job
+  // of the task measured those points meanwhile; NotifyResults still gets them as results): they
+  // do not count against the budget, which grows by as many (within what the space has left).
+  // The server's TaskSearch calls it; `ktune bench search` never does. StrategyBase keeps the
+  // budget of every strategy of ktune's.
+  virtual void GiveBackBudget(int64_t measurements) {}
 };
 
 // Strategies by name: "random", "anneal", "genetic", "model", "ppo". InvalidArgument listing

@@ -48,6 +48,12 @@ absl::Status StrategyBase::PreTuning(int64_t budget, int batch_size) {
   return Start();
 }
 
+void StrategyBase::GiveBackBudget(int64_t measurements) {
+  if (measurements <= 0 || !tuning_) return;
+  const int64_t unvisited = space_->size() - static_cast<int64_t>(visited_.size());
+  budget_ = std::min(budget_ + measurements, proposed_ + unvisited);
+}
+
 bool StrategyBase::Visited(const Point& p) const {
   int64_t i = space_->IndexOf(p);
   return i >= 0 && visited_.contains(i);

@@ -24,6 +24,7 @@ class StrategyBase : public SearchStrategy {
   absl::StatusOr<std::vector<Point>> ProposeBatch() final;
   absl::Status NotifyResults(const std::vector<Observation>& results) final;
   void SetTimeAllowance(double ms) final { allowance_ms_ = ms; }
+  void GiveBackBudget(int64_t measurements) final;
 
  protected:
   // Up to `n` candidate points for the next batch, most wanted first. Visited points and

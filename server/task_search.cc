@@ -45,6 +45,7 @@ absl::StatusOr<std::unique_ptr<TaskSearch>> TaskSearch::Create(TuningDatabase* d
   // The task's records are read as columns (TaskRecordColumns): a few blobs, not a parsed row
   // per record, which on a task of 11,000 records took a third of a second of the agent thread.
   KTUNE_ASSIGN_OR_RETURN(TaskColumns known, db->TaskRecordColumns(task));
+  s->handles_at_start_.insert(known.handles.begin(), known.handles.end());
   // Records from before a regression (MarkStale) still describe most of the landscape, but each
   // may have changed: they are the search's transfer source (as another device's landscape would
   // be), never its prior, so that any of them can be measured again (see task_search.h).
@@ -159,37 +160,110 @@ absl::Status TaskSearch::StartStrategy() {
 }
 
 absl::StatusOr<std::vector<Point>> TaskSearch::NextBatch() {
-  if (finished_ || budget_left_ <= 0) return std::vector<Point>();
-  batch_out_at_ = absl::Now();
-  if (!first_points_.empty()) {
-    default_batch_ = true;
-    return std::exchange(first_points_, {});
+  while (!finished_ && budget_left_ > 0) {
+    batch_out_at_ = absl::Now();
+    std::vector<Point> batch;
+    if (!first_points_.empty()) {
+      default_batch_ = true;
+      batch = std::exchange(first_points_, {});
+    } else {
+      if (!started_) KTUNE_RETURN_IF_ERROR(StartStrategy());
+      strategy_->SetTimeAllowance(time_budget_.AllowanceMs());
+      KTUNE_ASSIGN_OR_RETURN(
+          batch, Timed(&agent_seconds_, &time_budget_, [&] { return strategy_->ProposeBatch(); }));
+      batch_out_at_ = absl::Now();
+      if (batch.empty()) {
+        KTUNE_RETURN_IF_ERROR(Finish());
+        return batch;
+      }
+      if (static_cast<int64_t>(batch.size()) > budget_left_) batch.resize(budget_left_);
+    }
+    KTUNE_ASSIGN_OR_RETURN(std::vector<Point> to_measure, AnswerFromNewRecords(std::move(batch)));
+    if (!to_measure.empty()) return to_measure;
+    // Another job measured the whole batch meanwhile: the strategy learns it, and goes on.
+    KTUNE_ASSIGN_OR_RETURN(std::vector<Observation> answered, MergeResults({}));
+    KTUNE_RETURN_IF_ERROR(Deliver(answered));
   }
-  if (!started_) KTUNE_RETURN_IF_ERROR(StartStrategy());
-  strategy_->SetTimeAllowance(time_budget_.AllowanceMs());
-  KTUNE_ASSIGN_OR_RETURN(std::vector<Point> batch, Timed(&agent_seconds_, &time_budget_, [&] {
-                           return strategy_->ProposeBatch();
-                         }));
-  batch_out_at_ = absl::Now();
-  if (batch.empty()) {
-    KTUNE_RETURN_IF_ERROR(Finish());
-    return batch;
-  }
-  if (static_cast<int64_t>(batch.size()) > budget_left_) batch.resize(budget_left_);
-  return batch;
+  return std::vector<Point>();
 }
 
-absl::Status TaskSearch::Complete(const std::vector<Observation>& results) {
-  time_budget_.AddMeasurementMs(absl::ToDoubleMilliseconds(absl::Now() - batch_out_at_));
-  budget_left_ -= static_cast<int64_t>(results.size());
+absl::StatusOr<std::vector<Point>> TaskSearch::AnswerFromNewRecords(std::vector<Point> batch) {
+  proposed_ = std::move(batch);
+  answered_.assign(proposed_.size(), std::nullopt);
+  KTUNE_ASSIGN_OR_RETURN(TaskColumns now, db_->TaskRecordColumns(task_));
+  std::vector<size_t> newer;  // records stored since Create: this search's own, and others'
+  for (size_t i = 0; i < now.size(); ++i) {
+    if (!handles_at_start_.contains(now.handles[i])) newer.push_back(i);
+  }
+  std::vector<Point> to_measure;
+  for (size_t b = 0; b < proposed_.size(); ++b) {
+    // The strategy never proposes a point it was told of, so a newer record of this one is
+    // another job's. Its result reads as a prior record's would (Create).
+    std::optional<std::vector<int32_t>> indices =
+        newer.empty() ? std::nullopt : now.IndicesOf(space_->ToConfiguration(proposed_[b]));
+    for (size_t i : indices ? newer : std::vector<size_t>()) {
+      if (!now.HasConfig(i, *indices)) continue;
+      const double error = now.max_rel_error[i];
+      const std::optional<double> max_rel_error =
+          std::isnan(error) ? std::nullopt : std::optional<double>(error);
+      if (now.status[i] == MeasurementStatus::kTooInaccurate &&
+          WithinAccuracyBudget(max_rel_error, options_.max_rel_error)) {
+        continue;  // refused by a tighter budget than this job's: measured here
+      }
+      const bool ok = now.status[i] == MeasurementStatus::kOk &&
+                      WithinAccuracyBudget(max_rel_error, options_.max_rel_error);
+      if (!answered_[b] || (ok && !answered_[b]->ok)) {
+        answered_[b] = Observation{proposed_[b], ok, ok ? now.time_ms[i] : 0.0};
+      }
+    }
+    if (answered_[b]) {
+      ++answered_by_others_;
+    } else {
+      to_measure.push_back(proposed_[b]);
+    }
+  }
+  return to_measure;
+}
+
+absl::StatusOr<std::vector<Observation>> TaskSearch::MergeResults(
+    const std::vector<Observation>& measured) {
+  std::vector<Observation> all;
+  size_t next = 0;
+  for (const std::optional<Observation>& answered : answered_) {
+    if (answered) {
+      all.push_back(*answered);
+    } else if (next < measured.size()) {
+      all.push_back(measured[next++]);
+    } else {
+      return absl::InternalError("fewer results than the batch's points to measure");
+    }
+  }
+  if (next != measured.size()) {
+    return absl::InternalError("more results than the batch's points to measure");
+  }
+  return all;
+}
+
+absl::Status TaskSearch::Deliver(const std::vector<Observation>& results) {
   if (default_batch_) {
     default_batch_ = false;
     prior_.insert(prior_.end(), results.begin(), results.end());
-  } else {
-    KTUNE_RETURN_IF_ERROR(
-        Timed(&agent_seconds_, &time_budget_, [&] { return strategy_->NotifyResults(results); }));
-    ++batches_;
+    return absl::OkStatus();
   }
+  KTUNE_RETURN_IF_ERROR(
+      Timed(&agent_seconds_, &time_budget_, [&] { return strategy_->NotifyResults(results); }));
+  ++batches_;
+  // The points another job measured were not bought with this job's budget.
+  strategy_->GiveBackBudget(static_cast<int64_t>(std::count_if(
+      answered_.begin(), answered_.end(), [](const auto& a) { return a.has_value(); })));
+  return absl::OkStatus();
+}
+
+absl::Status TaskSearch::Complete(const std::vector<Observation>& measured) {
+  time_budget_.AddMeasurementMs(absl::ToDoubleMilliseconds(absl::Now() - batch_out_at_));
+  budget_left_ -= static_cast<int64_t>(measured.size());
+  KTUNE_ASSIGN_OR_RETURN(std::vector<Observation> results, MergeResults(measured));
+  KTUNE_RETURN_IF_ERROR(Deliver(results));
   if (budget_left_ <= 0) return Finish();
   if (!checkpoint_.empty() && batches_ > 0 &&
       absl::Now() - last_checkpoint_ >= options_.checkpoint_every) {

@@ -21,6 +21,11 @@
 //    batch_size until the budget is spent or the space exhausted.
 // 4. Then it is finished (PostTuning) and, if it learned from at least one batch, its checkpoint
 //    is saved to the database.
+// Another job may tune the same task meanwhile (two fleet jobs, a `ktune tune` beside one). A
+// point of a batch that a record stored since this search began holds (the other job measured
+// it) is answered from that record, not measured again, and its result goes to the strategy with
+// the measured ones; only the rest is handed out (a batch all answered is followed by the next).
+// The budget buys this search's own measurements.
 //
 // The scheduler keeps the queue and the leases; it calls NextBatch when the previous batch's
 // results were all given to Complete. Not thread-safe: the scheduler lets one thread at a time
@@ -34,6 +39,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/container/flat_hash_set.h"
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "agent/search_strategy.h"
@@ -89,6 +95,8 @@ class TaskSearch {
   absl::Status Complete(const std::vector<Observation>& results);
 
   std::shared_ptr<const SearchSpace> space() const { return space_; }
+  // Points of this search's batches that other records answered (see the top of this file).
+  int64_t answered_by_others() const { return answered_by_others_; }
   // For progress reports and tests.
   int64_t prior_records() const { return prior_records_; }
   bool warm_started() const { return warm_started_; }
@@ -101,6 +109,13 @@ class TaskSearch {
   absl::Status Finish();
   // Saves the strategy's checkpoint, unless it has learned nothing to save.
   absl::Status SaveCheckpoint();
+  // Sets proposed_ to `batch` and answered_ to the results that records stored since Create
+  // hold for its points; returns the points left to measure, in order.
+  absl::StatusOr<std::vector<Point>> AnswerFromNewRecords(std::vector<Point> batch);
+  // The whole batch's results: answered_ with `measured` (the rest, in order) filled in.
+  absl::StatusOr<std::vector<Observation>> MergeResults(const std::vector<Observation>& measured);
+  // Hands `results` of the current batch to the strategy (or, for the first batch, the prior).
+  absl::Status Deliver(const std::vector<Observation>& results);
 
   TuningDatabase* db_ = nullptr;
   TaskKey task_;
@@ -125,6 +140,11 @@ class TaskSearch {
   double agent_seconds_ = 0;
   AgentTimeBudget time_budget_{0};
   absl::Time batch_out_at_;  // when the current batch was handed out
+  // The task's record handles when the search was created: any other record is newer.
+  absl::flat_hash_set<int64_t> handles_at_start_;
+  std::vector<Point> proposed_;                       // the current batch, whole
+  std::vector<std::optional<Observation>> answered_;  // per point of proposed_
+  int64_t answered_by_others_ = 0;
 };
 
 }  // namespace ktune

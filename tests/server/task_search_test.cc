@@ -273,6 +273,62 @@ TEST_F(TaskSearchTest, PpoSavesItsPolicyWhileTheTaskRunsSoARestartKeepsTheLearni
   EXPECT_TRUE(running->tasks[0].warm_started);
 }
 
+// Two jobs of one task at once: a point that the other measured meanwhile is answered from its
+// record, not measured again (the same seed proposed the same points, and each was measured
+// twice), and the strategy hears of it with the rest of its batch.
+TEST_F(TaskSearchTest, APointAnotherJobMeasuredMeanwhileIsNotMeasuredAgain) {
+  TaskSearch::Options options;
+  options.strategy = "random";
+  options.batch_size = 4;
+  options.max_agent_share = 0;
+  absl::StatusOr<std::unique_ptr<TaskSearch>> first =
+      TaskSearch::Create(&db_, spaces_, Task(), options, kCores, 9);
+  absl::StatusOr<std::unique_ptr<TaskSearch>> second =
+      TaskSearch::Create(&db_, spaces_, Task(), options, kCores, 9);
+  ASSERT_TRUE(first.ok()) << first.status();
+  ASSERT_TRUE(second.ok()) << second.status();
+  // Measures a batch of `search` (every point 2 ms, or 3 ms for the second job), stores its
+  // records as the scheduler does, and completes it.
+  auto measure = [&](TaskSearch& search, double ms) {
+    absl::StatusOr<std::vector<Point>> points = search.NextBatch();
+    EXPECT_TRUE(points.ok()) << points.status();
+    std::vector<Observation> results;
+    std::vector<Record> records;
+    for (const Point& p : points.value_or(std::vector<Point>())) {
+      results.push_back({p, true, ms});
+      Record r;
+      r.kernel = Task().kernel;
+      r.kernel_version = Task().kernel_version;
+      r.problem = Task().problem;
+      r.device = kDevice;
+      r.config = search.space()->ToConfiguration(p);
+      r.time_ms = ms;
+      r.source = ms == 2.0 ? "job:1" : "job:2";
+      records.push_back(std::move(r));
+    }
+    if (records.empty()) return std::vector<Point>();  // the search is over
+    EXPECT_TRUE(db_.AddRecords(records).ok());
+    absl::Status completed = search.Complete(results);
+    EXPECT_TRUE(completed.ok()) << completed;
+    return *points;
+  };
+  std::set<Point> by_first;
+  for (int batch = 0; batch < 2; ++batch) {  // the default, then a batch of 4
+    for (const Point& p : measure(**first, 2.0)) by_first.insert(p);
+  }
+  ASSERT_EQ(by_first.size(), 5u);
+  std::vector<Point> by_second;
+  while (true) {
+    std::vector<Point> batch = measure(**second, 3.0);
+    if (batch.empty()) break;
+    by_second.insert(by_second.end(), batch.begin(), batch.end());
+  }
+  EXPECT_EQ(by_second.size(), 9u) << "the budget buys the job's own measurements";
+  for (const Point& p : by_second) EXPECT_EQ(by_first.count(p), 0u) << "measured twice";
+  EXPECT_EQ((*second)->answered_by_others(), 5);
+  EXPECT_EQ((*first)->answered_by_others(), 0);
+}
+
 // The strategy's time allowance comes from the time its batches spend out being measured.
 TEST_F(TaskSearchTest, TheAgentsTimeIsBudgetedAgainstTheTimeBatchesSpendBeingMeasured) {
   TaskSearch::Options options;
