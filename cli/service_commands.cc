@@ -112,6 +112,7 @@ struct ServeArgs {
   int64_t lease_timeout_ms = 30'000;
   int agent_threads = 2;
   std::string retune = "suggest";
+  bool allow_unauthenticated = false;
   int64_t retune_budget = 100;
   int retune_max_jobs = 2;
   int64_t hot_calls = 100'000;
@@ -127,6 +128,16 @@ int RunServe(const ServeArgs& a) {
     return UsageError("serve", "--listen needs HOST:PORT (port 0: any free one)");
   if (absl::Status s = CheckListenAddress(a.listen); !s.ok()) {
     return UsageError("serve", std::string(s.message()));
+  }
+  // Without tokens every caller is admin: anyone who reaches the port could register a kernel,
+  // which every CPU worker then compiles and runs. Open to the network only when asked.
+  if (a.auth.empty() && !a.allow_unauthenticated && !IsLoopbackAddress(a.listen)) {
+    return UsageError(
+        "serve", absl::StrCat("--listen ", a.listen,
+                              " is reachable from other machines, and without --auth every "
+                              "caller may register kernels that the workers build and run: give "
+                              "--auth FILE (deploy/README.md, Tokens), or "
+                              "--allow-unauthenticated where a network policy keeps others out"));
   }
   if (!a.metrics_listen.empty()) {
     if (absl::Status s = CheckMetricsAddress(a.metrics_listen); !s.ok()) {
@@ -177,6 +188,7 @@ struct WorkerArgs {
   int max_candidates = 8;
   int64_t max_measurements = 0;
   double idle_exit_s = 0;
+  bool no_client_kernels = false;
 };
 
 int RunWorker(const WorkerArgs& a) {
@@ -228,6 +240,7 @@ int RunWorker(const WorkerArgs& a) {
   options.max_measurements = a.max_measurements;
   options.idle_exit = absl::Seconds(a.idle_exit_s);
   options.registry = &registry;
+  options.client_kernels = !a.no_client_kernels;
   options.languages = languages;
   options.channel = *channel;
   LogEvent("worker_started",
@@ -449,6 +462,9 @@ void RegisterServiceCommands(CLI::App& app, Action* action) {
       "--auth", serve_args->auth,
       "Token file: 'TOKEN ROLES' lines (roles, comma-separated: query, submit, worker, "
       "telemetry, admin)");
+  serve->add_flag("--allow-unauthenticated", serve_args->allow_unauthenticated,
+                  "Listen on a non-loopback address without --auth (every caller is admin; only "
+                  "behind a network policy)");
   serve->add_option("--log-format", serve_args->log_format, "text or json (one object a line)")
       ->capture_default_str();
   serve->add_option("--metrics-listen", serve_args->metrics_listen,
@@ -518,6 +534,9 @@ void RegisterServiceCommands(CLI::App& app, Action* action) {
   worker->add_option("--idle-exit", worker_args->idle_exit_s,
                      "Exit after this many seconds with nothing to measure, or with no server "
                      "before the first contact (exit 1; 0: never)");
+  worker->add_flag("--no-client-kernels", worker_args->no_client_kernels,
+                   "Measure built-in kernels only, never a kernel a client registered with the "
+                   "server (its code would be built and run here)");
   worker->callback([=] { *action = [=] { return RunWorker(*worker_args); }; });
 
   auto job_args = std::make_shared<JobArgs>();

@@ -11,6 +11,7 @@
 #include "common/median.h"
 #include "common/status_macros.h"
 #include "db/device_family.h"
+#include "db/record_checks.h"
 
 namespace ktune {
 namespace {
@@ -225,6 +226,7 @@ absl::StatusOr<Record> RecordFromJsonLine(absl::string_view line,
     KTUNE_ASSIGN_OR_RETURN(r.payload, RequiredString(j, "payload"));
   }
   KTUNE_ASSIGN_OR_RETURN(r.max_rel_error, OptionalNumber(j, "max_rel_error"));
+  KTUNE_RETURN_IF_ERROR(CheckImportedNumbers(r));
   if (j.contains("record_id")) {
     KTUNE_ASSIGN_OR_RETURN(std::string id, RequiredString(j, "record_id"));
     if (id != r.RecordId()) {
@@ -234,6 +236,34 @@ absl::StatusOr<Record> RecordFromJsonLine(absl::string_view line,
     }
   }
   return r;
+}
+
+absl::Status CheckImportedNumbers(const Record& r) {
+  auto finite_at_least_0 = [](double v) { return std::isfinite(v) && v >= 0; };
+  if (r.time_ms && !(std::isfinite(*r.time_ms) && *r.time_ms > 0)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("time_ms is ", *r.time_ms, "; a finite time above 0"));
+  }
+  for (double t : r.repeat_times_ms) {
+    if (!finite_at_least_0(t)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("repeat_times_ms holds ", t, "; finite times, not negative"));
+    }
+  }
+  for (const auto& [field, value] :
+       {std::pair<const char*, const std::optional<double>&>{"median_ms", r.median_ms},
+        {"min_ms", r.min_ms},
+        {"stddev_ms", r.stddev_ms},
+        {"max_rel_error", r.max_rel_error}}) {
+    if (value && !finite_at_least_0(*value)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(field, " is ", *value, "; a finite number, not negative"));
+    }
+  }
+  if (r.worker.size() > 4096 || r.source.size() > 4096) {
+    return absl::InvalidArgumentError("worker and source are at most 4096 bytes each");
+  }
+  return absl::OkStatus();
 }
 
 std::string FormatTimestampUs(int64_t unix_us) {

@@ -123,7 +123,8 @@ absl::Status WorkerLoop::Register() {
     request.mutable_capabilities()->add_languages(language);
   }
   request.mutable_capabilities()->set_max_parallel(1);
-  request.mutable_capabilities()->set_can_run_untrusted(options_.registry != nullptr);
+  request.mutable_capabilities()->set_can_run_untrusted(options_.registry != nullptr &&
+                                                        options_.client_kernels);
   v1::RegisterResponse response;
   absl::Status s = FromGrpc(
       stub_->Register(Context(options_.rpc_deadline, options_.token).get(), request, &response));

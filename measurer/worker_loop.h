@@ -38,6 +38,9 @@ struct WorkerLoopOptions {
   // candidates) are added, so that the measurer finds them; the measurer's registry. Null: such
   // candidates are reported as failures.
   KernelRegistry* registry = nullptr;
+  // False: the worker tells the server it takes no client kernels (code that a registered
+  // client wrote, built and run here), and is leased built-in kernels only.
+  bool client_kernels = true;
   // Languages of the registry kernels the measurer builds ("cpp", "cuda"), sent at registration
   // so that the server leases only those; empty: any (a replay worker).
   std::vector<std::string> languages;

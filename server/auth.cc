@@ -6,6 +6,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "common/hash.h"
 
 namespace ktune {
 namespace {
@@ -67,6 +68,14 @@ absl::StatusOr<Authenticator> Authenticator::FromFile(const std::string& path) {
     return absl::InvalidArgumentError(absl::StrCat(path, " holds no tokens"));
   }
   return auth;
+}
+
+std::string Authenticator::CallerOf(const grpc::CallbackServerContext* ctx) const {
+  if (!enabled()) return "";
+  const auto& metadata = ctx->client_metadata();
+  auto it = metadata.find("authorization");
+  if (it == metadata.end()) return "";
+  return StableHashHex(absl::string_view(it->second.data(), it->second.size()));
 }
 
 absl::Status Authenticator::Check(const grpc::CallbackServerContext* ctx, Role needed) const {

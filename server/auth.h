@@ -34,6 +34,9 @@ class Authenticator {
   bool enabled() const { return !tokens_.empty(); }
   // OK, UNAUTHENTICATED (no or unknown token) or PERMISSION_DENIED (the token lacks the role).
   absl::Status Check(const grpc::CallbackServerContext* ctx, Role needed) const;
+  // Who is calling, for a call that Check let in: a hash of its token (never the token), the
+  // same for every call with that token; empty without a token file.
+  std::string CallerOf(const grpc::CallbackServerContext* ctx) const;
 
  private:
   std::map<std::string, std::set<Role>> tokens_;

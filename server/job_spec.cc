@@ -37,6 +37,42 @@ absl::StatusOr<v1::ParamValue> Scalar(const YAML::Node& node, const std::string&
   return v;
 }
 
+// YAML's aliases repeat their anchor's content wherever they appear: a 17 KB spec of aliases to
+// aliases read as two million problem parameters, and one of 1 MiB as billions (the server ran
+// out of memory copying them). The document is walked as the parse below would read it, and
+// refused once it holds more nodes or scalar bytes than any spec within the limits can.
+constexpr int64_t kMaxSpecNodes = 1 << 19;        // 1,024 problems x 64 parameters x 2, and more
+constexpr int64_t kMaxSpecScalarBytes = 4 << 20;  // four times the largest spec's text
+
+absl::Status CheckExpandedSize(const YAML::Node& root) {
+  int64_t nodes = 0, bytes = 0;
+  std::vector<YAML::Node> stack = {root};
+  while (!stack.empty()) {
+    const YAML::Node node = std::move(stack.back());
+    stack.pop_back();
+    if (++nodes > kMaxSpecNodes) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "job spec holds more than ", kMaxSpecNodes,
+          " values once its YAML aliases are expanded; no spec within the limits needs as many"));
+    }
+    if (node.IsScalar()) {
+      bytes += static_cast<int64_t>(node.Scalar().size());
+      if (bytes > kMaxSpecScalarBytes) {
+        return absl::InvalidArgumentError(
+            "job spec holds more than 4 MiB of text once its YAML aliases are expanded");
+      }
+    } else if (node.IsSequence()) {
+      for (const YAML::Node& child : node) stack.push_back(child);
+    } else if (node.IsMap()) {
+      for (const auto& kv : node) {
+        stack.push_back(kv.first);
+        stack.push_back(kv.second);
+      }
+    }
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 std::string StrategyName(v1::Strategy s) {
@@ -73,6 +109,7 @@ absl::StatusOr<v1::JobSpec> ParseJobSpecText(const std::string& text) {
         absl::StrCat("job spec is not valid YAML or JSON: line ", e.mark.line + 1, ": ", e.msg));
   }
   if (!root.IsMap()) return absl::InvalidArgumentError("job spec must be a mapping");
+  KTUNE_RETURN_IF_ERROR(CheckExpandedSize(root));
   v1::JobSpec spec;
   std::string field;  // the field being read, for a conversion error's message
   YAML::Node value;   // and its value

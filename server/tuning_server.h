@@ -55,6 +55,11 @@ struct TuningServerOptions {
 // port past 65535 modulo 65536). Start checks it; the CLI checks it first, as bad usage.
 absl::Status CheckListenAddress(const std::string& listen);
 
+// Whether `listen` (HOST:PORT, or unix:PATH) takes connections from this machine only: a Unix
+// socket, localhost, 127.0.0.0/8 or [::1]. 0.0.0.0, [::], a host name or another address is
+// reachable from elsewhere.
+bool IsLoopbackAddress(const std::string& listen);
+
 class TuningServer {
  public:
   // Opens the database, recovers unfinished jobs (resume_jobs) and starts serving.

@@ -7,6 +7,7 @@
 #include <gtest/gtest.h>
 #include <zlib.h>
 
+#include <cctype>
 #include <fstream>
 #include <set>
 #include <sstream>
@@ -379,6 +380,20 @@ TEST(RecordFilesTest, ABadJsonlLineNamesItsNumber) {
   ASSERT_FALSE(st.ok());
   EXPECT_THAT(st.status().message(), HasSubstr("line 3"));
   EXPECT_THAT(st.status().message(), HasSubstr("record_id"));
+  EXPECT_EQ(db.Stats()->records, 0);
+
+  // A negative time was stored as given (the wire refused it; a file did not).
+  std::string negative = out.str();
+  size_t t = negative.find("\"time_ms\":");
+  while (t != std::string::npos && !std::isdigit(static_cast<unsigned char>(negative[t + 10]))) {
+    t = negative.find("\"time_ms\":", t + 1);
+  }
+  ASSERT_NE(t, std::string::npos);
+  negative.insert(t + 10, "-");
+  WriteFile(path, negative);
+  auto negative_time = ImportRecordFile(db, path, {});
+  ASSERT_FALSE(negative_time.ok());
+  EXPECT_THAT(negative_time.status().message(), HasSubstr("a finite time above 0"));
   EXPECT_EQ(db.Stats()->records, 0);
 
   // A broken first line is still read as JSONL, so the error names it (it was taken for a

@@ -66,6 +66,18 @@ TEST(TlsTest, MutualTlsAdmitsOnlyClientsWithACertificateFromTheCa) {
   EXPECT_TRUE(s.ok()) << s.error_message();
 }
 
+// `ktune serve` without tokens listens only where this machine alone reaches it, unless told.
+TEST(TlsTest, OnlyLoopbackAddressesCountAsThisMachineOnly) {
+  for (const char* local :
+       {"127.0.0.1:0", "127.1.2.3:7470", "localhost:7470", "[::1]:1", "unix:/tmp/ktune.sock"}) {
+    EXPECT_TRUE(IsLoopbackAddress(local)) << local;
+  }
+  for (const char* open : {"0.0.0.0:7470", "[::]:7470", "10.0.0.1:7470", "myhost:7470",
+                           "127.example.com:7470", ":7470"}) {
+    EXPECT_FALSE(IsLoopbackAddress(open)) << open;
+  }
+}
+
 TEST(TlsTest, MissingOrBadPemFilesAreClearErrors) {
   testing::TempDir dir;
   TuningServerOptions options;
