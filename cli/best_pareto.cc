@@ -11,7 +11,8 @@ nlohmann::json TradeOffJson(const TradeOff& t) {
   return {{"config", nlohmann::json::parse(CanonicalJson(t.config))},
           {"time_ms", t.time_ms},
           {"max_rel_error", t.max_rel_error},
-          {"measurements", t.measurements}};
+          {"measurements", t.measurements},
+          {"served", t.served}};
 }
 
 }  // namespace
@@ -28,8 +29,14 @@ std::string ParetoText(const std::vector<TradeOff>& trade_offs, const std::strin
   absl::StrAppend(&out, absl::StrFormat("%12s  %13s  %s\n", "time (ms)", "max rel error",
                                         "configuration (fastest within any budget >= its error)"));
   for (const TradeOff& t : front) {
-    absl::StrAppend(&out, absl::StrFormat("%12.4f  %13.3g  %s\n", t.time_ms, t.max_rel_error,
-                                          FormatParamMapAssignments(t.config)));
+    absl::StrAppend(&out,
+                    absl::StrFormat("%12.4f  %13.3g  %s%s\n", t.time_ms, t.max_rel_error,
+                                    FormatParamMapAssignments(t.config),
+                                    t.served ? ""
+                                             : absl::StrFormat(" (not served: refused by a job's "
+                                                               "budget; tune with --max-rel-error "
+                                                               ">= %.3g to measure it again)",
+                                                               t.max_rel_error)));
   }
   absl::StrAppend(&out, front.size(), " on the front; ", trade_offs.size() - front.size(),
                   " of ", trade_offs.size(),

@@ -112,7 +112,7 @@ const CLI::Validator& AboveZero() {
       [](std::string& text) -> std::string {
         double value = 0;
         if (!absl::SimpleAtod(text, &value)) return "must be a number";
-        return value > 0 ? "" : "must be above 0";
+        return value > 0 && std::isfinite(value) ? "" : "must be a finite number above 0";
       },
       "", "ABOVE_ZERO");
   return kAboveZero;

@@ -1,4 +1,6 @@
 // ktune db import | export | stats | check
+#include <algorithm>
+#include <cmath>
 #include <filesystem>
 #include <fstream>
 #include <iostream>
@@ -13,6 +15,7 @@
 #include "cli/task_query.h"
 #include "common/file_util.h"
 #include "db/interchange/record_files.h"
+#include "db/task_columns.h"
 #include "kernels/kernel_registry.h"
 #include "measurer/cpu_device.h"
 
@@ -175,6 +178,26 @@ int RunExport(const ExportArgs& a) {
     }
     written = *format == RecordFileFormat::kT4 ? ExportT4(**db, matching.front(), out)
                                                 : ExportKernelTuner(**db, matching.front(), out);
+    // Neither format holds a measured error: the copy answers no accuracy budget, and a record
+    // refused by one reads back as a wrong result. Said, not refused (every CPU measurement has
+    // an error, and the times are still worth exporting).
+    if (absl::StatusOr<TaskColumns> c = (*db)->TaskRecordColumns(matching.front());
+        written.ok() && c.ok()) {
+      const int64_t with_error = std::count_if(c->max_rel_error.begin(), c->max_rel_error.end(),
+                                               [](double e) { return !std::isnan(e); });
+      const int64_t refused =
+          std::count(c->status.begin(), c->status.end(), MeasurementStatus::kTooInaccurate);
+      if (with_error > 0) {
+        std::cerr << "ktune: note: " << with_error << " of the " << c->size()
+                  << " records have a measured error, which a " << RecordFileFormatName(*format)
+                  << " file cannot hold (the copy answers no --max-rel-error"
+                  << (refused > 0 ? absl::StrCat(", and its ", refused,
+                                                 " too_inaccurate records read back as wrong "
+                                                 "results")
+                                  : "")
+                  << "); --format jsonl keeps them\n";
+      }
+    }
   }
   if (!written.ok()) return Fail(cmd, written.status());
   // Nothing to export never replaces --out (a mistyped --kernel emptied the backup it named).

@@ -318,9 +318,14 @@ int RunTune(const TuneArgs& a) {
   const TuneSummary& s = *run;
   if (!s.best) {
     // Say why: the commonest reasons first (a missing runner fails every measurement alike).
-    return Fail(cmd, absl::NotFoundError(absl::StrCat("no configuration measured ok in ",
-                                                      s.measurements, " measurements",
-                                                      CommonestFailures(s.failure_reasons))));
+    // Under a budget, ok measurements that missed it are stored as too_inaccurate: say which
+    // budget none met (the reasons below give the errors).
+    return Fail(
+        cmd,
+        absl::NotFoundError(absl::StrCat(
+            "no configuration measured ok",
+            a.max_rel_error ? absl::StrFormat(" within --max-rel-error %g", *a.max_rel_error) : "",
+            " in ", s.measurements, " measurements", CommonestFailures(s.failure_reasons))));
   }
   const Record& best = *s.best;
   const Throughput best_tp = ThroughputOf(t, best);

@@ -25,6 +25,7 @@ std::vector<TradeOff> TimeErrorTradeOffs(const std::vector<Record>& records) {
       t.max_rel_error = std::max(t.max_rel_error, *r.max_rel_error);
     }
     ++t.measurements;
+    t.served |= r.status == MeasurementStatus::kOk;
   }
   std::vector<std::pair<std::string, TradeOff>> sorted(by_config.begin(), by_config.end());
   std::sort(sorted.begin(), sorted.end(), [](const auto& a, const auto& b) {

@@ -18,6 +18,10 @@ struct TradeOff {
   double max_rel_error = 0;  // the largest error measured for it
   int measurements = 0;      // records of it that count (ok or too_inaccurate, error known)
   bool on_front = false;     // no other configuration is both faster and at least as accurate
+  // It has an ok record, so `best` can serve it. A configuration measured only as too_inaccurate
+  // (refused by a job's accuracy budget) is on the trade-off but is never served: a job with a
+  // budget above its error measures it again.
+  bool served = false;
 };
 
 // A record's time on the trade-off: time_ms when ok, else (too_inaccurate) its repeats' median.

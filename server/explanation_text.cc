@@ -186,6 +186,14 @@ std::string PrecisionText(const v1::PrecisionChoice& p, const v1::Record& served
 std::string ExplanationText(const v1::ExplainResponse& e, const BestQuery& asked) {
   std::string out = FormatTask(asked.kernel, asked.problem,
                                asked.device_class.empty() ? asked.family : asked.device_class);
+  if (e.level() == v1::MATCH_LEVEL_NONE && e.records() > 0 && asked.max_rel_error) {
+    // The budget is what nothing met: say it, and where the errors measured are.
+    return absl::StrCat(out, ": nothing to serve within a max relative error of ",
+                        absl::StrFormat("%g", *asked.max_rel_error), ": ", e.records(),
+                        " records, ", e.failed_records(),
+                        " of them failed measurements (ktune best --pareto shows the errors "
+                        "measured)\n");
+  }
   if (e.level() == v1::MATCH_LEVEL_NONE && e.records() > 0) {
     return absl::StrCat(out, ": nothing to serve: ", e.records(), " records, ", e.failed_records(),
                         " of them failed measurements and none within the asked limits (ktune "
