@@ -25,7 +25,7 @@ struct BestArgs {
   std::string server, token;
   ClientTls tls;
   bool tune_if_missing = false;
-  double max_rel_error = 0;  // 0: no accuracy budget
+  std::optional<double> max_rel_error;  // unset: no accuracy budget
   bool pareto = false;
   std::string plot;  // --pareto --plot FILE.svg
 };
@@ -36,6 +36,7 @@ struct BestAnswerOf {
   std::vector<Record> records;
   std::string queued_job_id;
   bool stale = false;  // BestResult::stale
+  bool kernel_unknown = false;  // QueryBestResponse::kernel_unknown
 };
 
 std::string LevelName(v1::MatchLevel level) {
@@ -67,7 +68,11 @@ absl::StatusOr<BestAnswerOf> AskServer(const BestArgs& a,
   v1::QueryBestResponse response;
   KTUNE_RETURN_IF_ERROR(FromGrpc(v1::TuningService::NewStub(channel)->QueryBest(
       ClientContextFor(a.token).get(), request, &response)));
-  BestAnswerOf answer{LevelName(response.level()), {}, response.queued_job_id(), response.stale()};
+  BestAnswerOf answer{LevelName(response.level()),
+                      {},
+                      response.queued_job_id(),
+                      response.stale(),
+                      response.kernel_unknown()};
   for (v1::Record r : response.best()) {
     r.clear_record_id();  // a predicted record is not a measurement of its own
     KTUNE_ASSIGN_OR_RETURN(Record record, FromProto(r));
@@ -148,11 +153,8 @@ int RunBest(const BestArgs& a) {
                       "--fingerprint reads the local database; with --server, --device cpu or "
                       "cuda[:N] sends this machine's fingerprint");
   }
-  if (a.max_rel_error < 0 || !std::isfinite(a.max_rel_error)) {
-    return UsageError(cmd, "--max-rel-error must be a relative error above 0, e.g. 1e-3");
-  }
   if (!a.plot.empty() && !a.pareto) return UsageError(cmd, "--plot draws the front: add --pareto");
-  if (a.pareto && (a.max_rel_error > 0 || a.tune_if_missing || a.top != 1)) {
+  if (a.pareto && (a.max_rel_error || a.tune_if_missing || a.top != 1)) {
     return UsageError(cmd, "--pareto shows every budget's answer: leave out --max-rel-error, "
                            "--top and --tune-if-missing");
   }
@@ -162,7 +164,7 @@ int RunBest(const BestArgs& a) {
   if (int rc = ConnectIfServer(cmd, a.server, a.tls, &channel); rc != kExitOk) return rc;
   BestQuery& q = resolved->query;
   q.top_k = a.top;
-  if (a.max_rel_error > 0) q.max_rel_error = a.max_rel_error;
+  q.max_rel_error = a.max_rel_error;
   if (a.pareto) return RunPareto(a, channel, *resolved);
   absl::StatusOr<BestAnswerOf> best;
   std::string hint;  // why nothing is known, when the kernel's name is nowhere
@@ -172,6 +174,11 @@ int RunBest(const BestArgs& a) {
       return absl::IsInvalidArgument(best.status()) || absl::IsNotFound(best.status())
                  ? UsageError(cmd, std::string(best.status().message()))
                  : Fail(cmd, best.status());
+    }
+    if (best->kernel_unknown) {
+      hint = absl::StrCat("the server knows no kernel named '", q.kernel,
+                          "' (no registered kernel, no record; ktune kernels --server ", a.server,
+                          " lists the registered ones)");
     }
   } else {
     auto db = OpenExistingDatabase(a.db);
@@ -200,6 +207,8 @@ int RunBest(const BestArgs& a) {
                           {"best", records}};
     if (!best->queued_job_id.empty()) out["queued_job_id"] = best->queued_job_id;
     out["stale"] = best->stale;
+    // No kernel of that name anywhere (the server's registry and records, or the local ones).
+    out["kernel_unknown"] = best->kernel_unknown || !hint.empty();
     std::cout << out.dump() << "\n";
   } else if (best->records.empty()) {
     std::cout << "nothing known for " << FormatTask(q.kernel, q.problem, q.device_class)
@@ -223,7 +232,11 @@ int RunBest(const BestArgs& a) {
         std::cout << absl::StrFormat("  (median %.4f ms, sd %.4f ms, %d repeats)", *r.median_ms,
                                      r.stddev_ms.value_or(0), r.repeat_times_ms.size());
       }
-      if (r.max_rel_error) std::cout << absl::StrFormat("  max rel error %.3g", *r.max_rel_error);
+      if (r.max_rel_error) {
+        // A prediction's error is its neighbour's (int8 errors grow with K, say).
+        std::cout << absl::StrFormat("  max rel error %.3g", *r.max_rel_error)
+                  << (best->level == "predicted" ? " (measured on the tuned problem)" : "");
+      }
       if (best->level == "predicted") {
         std::cout << "  predicted from a tuned problem (" << FormatParamMapAssignments(r.problem)
                   << "), not measured for this one";
@@ -359,7 +372,8 @@ void RegisterQueryCommands(CLI::App& app, Action* action) {
                  "With --server: queue a background job when nothing was measured for it");
   best->add_option("--max-rel-error", best_args->max_rel_error,
                    "Accuracy budget: the fastest configuration whose measured error against the "
-                   "reference is at most this (records without a measured error never qualify)");
+                   "reference is at most this (records without a measured error never qualify)")
+      ->check(AboveZero());
   best->add_flag("--pareto", best_args->pareto,
                  "Show the time/error front instead: which configuration each budget gets");
   best->add_option("--plot", best_args->plot, "With --pareto: draw the front as an SVG file");

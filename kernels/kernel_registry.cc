@@ -5,6 +5,53 @@
 
 namespace ktune {
 
+namespace {
+
+std::string PairsText(const std::vector<std::pair<std::string, std::string>>& pairs) {
+  return absl::StrJoin(pairs, ", ", absl::PairFormatter("="));
+}
+
+std::string TolerancesText(
+    const std::vector<std::pair<std::string, std::pair<double, double>>>& tolerances) {
+  std::vector<std::string> parts;
+  for (const auto& [dtype, tol] : tolerances) {
+    parts.push_back(absl::StrCat(dtype, ":", tol.first, "/", tol.second));
+  }
+  return absl::StrJoin(parts, ", ");
+}
+
+std::string BuffersText(const std::vector<BufferSpec>& buffers) {
+  std::vector<std::string> parts;
+  for (const BufferSpec& b : buffers) {
+    parts.push_back(absl::StrCat(b.name, "[", b.elements, "]", b.output ? " out" : ""));
+  }
+  return absl::StrJoin(parts, ", ");
+}
+
+// What a spec of the same version says otherwise than the registered one ("rtol 0.0001, not
+// 0.01"): the parts of a kernel that its version (KernelDefinition::Version) leaves out but that
+// change how it is measured or served. Empty when the two agree.
+std::vector<std::string> SpecDifferences(const KernelDefinition& registered,
+                                         const KernelDefinition& given) {
+  std::vector<std::string> out;
+  auto compare = [&](const char* what, const std::string& was, const std::string& now) {
+    if (was != now) out.push_back(absl::StrCat(what, " '", was, "', not '", now, "'"));
+  };
+  compare("description", registered.description, given.description);
+  compare("dtypes", absl::StrJoin(registered.dtypes, ","), absl::StrJoin(given.dtypes, ","));
+  compare("flops", registered.flops, given.flops);
+  compare("bytes", registered.bytes, given.bytes);
+  compare("default", PairsText(registered.default_config), PairsText(given.default_config));
+  compare("rtol", absl::StrCat(registered.rtol), absl::StrCat(given.rtol));
+  compare("atol", absl::StrCat(registered.atol), absl::StrCat(given.atol));
+  compare("dtype tolerances", TolerancesText(registered.dtype_tolerance),
+          TolerancesText(given.dtype_tolerance));
+  compare("buffers", BuffersText(registered.buffers), BuffersText(given.buffers));
+  return out;
+}
+
+}  // namespace
+
 KernelRegistry::KernelRegistry(std::vector<KernelDefinition> kernels)
     : kernels_(std::make_move_iterator(kernels.begin()), std::make_move_iterator(kernels.end())) {}
 
@@ -46,7 +93,16 @@ absl::StatusOr<const KernelDefinition*> KernelRegistry::Register(KernelDefinitio
   std::unique_lock lock(mu_);
   for (const KernelDefinition& existing : kernels_) {
     if (existing.name != definition.name) continue;
-    if (existing.Version() == definition.Version()) return &existing;
+    if (existing.Version() == definition.Version()) {
+      // The same kernel again is a no-op; the same code with another tolerance, default or
+      // size is refused rather than dropped (the registered spec would go on being used).
+      std::vector<std::string> differences = SpecDifferences(existing, definition);
+      if (differences.empty() || existing.builtin) return &existing;
+      return absl::AlreadyExistsError(absl::StrCat(
+          "kernel '", definition.name, "' is already registered with ",
+          absl::StrJoin(differences, "; "),
+          ": a registered kernel's spec is kept for good: register this one under another name"));
+    }
     return absl::AlreadyExistsError(
         absl::StrCat("kernel '", definition.name, "' is already registered with version ",
                      existing.Version(), existing.builtin ? " (a built-in kernel)" : "",

@@ -46,6 +46,9 @@ absl::StatusOr<std::shared_ptr<const BestAnswer>> BestCache::Query(const BestQue
     if (predicted) {
       answer->set_level(v1::MATCH_LEVEL_PREDICTED);
       *answer->add_best() = ToProto(*predicted);
+    } else {
+      KTUNE_ASSIGN_OR_RETURN(bool known, KernelKnown(q.kernel));
+      answer->set_kernel_unknown(!known);
     }
   }
   if (!answer->SerializeToString(&filled->wire)) {
@@ -61,6 +64,15 @@ absl::StatusOr<std::shared_ptr<const BestAnswer>> BestCache::Query(const BestQue
   if (answers_[task].insert_or_assign(rest, filled).second) ++answer_count_;
   if (best->level == MatchLevel::kNone) speculative_[q.kernel].push_back(task);
   return filled;
+}
+
+absl::StatusOr<bool> BestCache::KernelKnown(const std::string& kernel) {
+  if (registry_->Find(kernel) != nullptr) return true;
+  KTUNE_ASSIGN_OR_RETURN(std::vector<TaskKey> tasks, db_->ListTasks());
+  for (const TaskKey& t : tasks) {
+    if (t.kernel == kernel) return true;
+  }
+  return false;
 }
 
 std::shared_ptr<const BestAnswer> BestCache::FindByRequest(const std::string& request_bytes,
@@ -100,6 +112,12 @@ void BestCache::Invalidate(const std::vector<Record>& records) {
     for (const std::string& task : it->second) drop(task);
     speculative_.erase(it);
   }
+}
+
+void BestCache::KernelRegistered(const std::string& kernel) {
+  Record named;  // what Invalidate reads: the kernel (and an empty problem, which drops nothing)
+  named.kernel = kernel;
+  Invalidate({named});
 }
 
 }  // namespace ktune

@@ -39,6 +39,8 @@ class BestCache {
   absl::StatusOr<std::shared_ptr<const BestAnswer>> Query(const BestQuery& query);
   // New records were stored: answers for their kernels and problems are stale.
   void Invalidate(const std::vector<Record>& records);
+  // A kernel was registered: its empty answers (which say the kernel is unknown) are stale.
+  void KernelRegistered(const std::string& kernel);
 
   // A front for Query keyed by a request's exact bytes (QueryBest's wire form), so that a
   // repeated request skips parsing, validation and key building. Find returns null on a miss;
@@ -67,6 +69,8 @@ class BestCache {
 
  private:
   static std::string TaskPart(const std::string& kernel, const Problem& problem);
+  // Whether the registry or a stored record names `kernel` (QueryBestResponse.kernel_unknown).
+  absl::StatusOr<bool> KernelKnown(const std::string& kernel);
 
   TuningDatabase* db_;
   const KernelRegistry* registry_;

@@ -181,16 +181,41 @@ grpc::ServerUnaryReactor* WorkerServiceImpl::Register(grpc::CallbackServerContex
                        request->capabilities().languages().end());
   can.client_kernels = request->capabilities().can_run_untrusted();
   response->set_worker_id(scheduler_->RegisterWorker(*device, request->host(), cores, can));
+  if (auth_->enabled()) {
+    absl::MutexLock lock(&owners_mu_);
+    // Forgotten workers' entries go when there are many more entries than workers.
+    if (owners_.size() >= 2 * static_cast<size_t>(kMaxWorkers)) {
+      std::map<std::string, std::string> known;
+      for (const Scheduler::WorkerStatus& w : scheduler_->ListWorkers()) {
+        if (auto it = owners_.find(w.id); it != owners_.end()) known.insert(*it);
+      }
+      owners_ = std::move(known);
+    }
+    owners_[response->worker_id()] = auth_->CallerOf(ctx);
+  }
   response->set_heartbeat_interval_ms(
       absl::ToInt64Milliseconds(scheduler_->options().heartbeat_interval));
   response->set_lease_timeout_ms(absl::ToInt64Milliseconds(scheduler_->options().lease_timeout));
   return Done(ctx, absl::OkStatus());
 }
 
+absl::Status WorkerServiceImpl::CheckOwner(const grpc::CallbackServerContext* ctx,
+                                           const std::string& worker_id) {
+  if (!auth_->enabled()) return absl::OkStatus();
+  absl::MutexLock lock(&owners_mu_);
+  auto it = owners_.find(worker_id);
+  if (it == owners_.end() || it->second == auth_->CallerOf(ctx)) return absl::OkStatus();
+  return absl::PermissionDeniedError(
+      absl::StrCat("worker ", worker_id.substr(0, 64),
+                   " was registered with another token; a worker acts "
+                   "with the token it registered with"));
+}
+
 grpc::ServerUnaryReactor* WorkerServiceImpl::LeaseBatch(grpc::CallbackServerContext* ctx,
                                                         const v1::LeaseBatchRequest* request,
                                                         v1::LeaseBatchResponse* response) {
   if (absl::Status a = auth_->Check(ctx, Role::kWorker); !a.ok()) return Done(ctx, a);
+  if (absl::Status o = CheckOwner(ctx, request->worker_id()); !o.ok()) return Done(ctx, o);
   absl::StatusOr<LeaseGrant> grant =
       scheduler_->Lease(request->worker_id(), request->max_candidates());
   if (!grant.ok()) return Done(ctx, grant.status());
@@ -216,6 +241,7 @@ grpc::ServerUnaryReactor* WorkerServiceImpl::ReportResults(grpc::CallbackServerC
                                                            const v1::ReportResultsRequest* request,
                                                            v1::ReportResultsResponse* response) {
   if (absl::Status a = auth_->Check(ctx, Role::kWorker); !a.ok()) return Done(ctx, a);
+  if (absl::Status o = CheckOwner(ctx, request->worker_id()); !o.ok()) return Done(ctx, o);
   if (request->results_size() > 256) {
     return Done(ctx, absl::InvalidArgumentError("at most 256 results per report"));
   }
@@ -235,6 +261,7 @@ grpc::ServerUnaryReactor* WorkerServiceImpl::Heartbeat(grpc::CallbackServerConte
     return Done(ctx, absl::InvalidArgumentError(absl::StrCat(
                          "lease_ids has ", request->lease_ids_size(), " entries; at most 64")));
   }
+  if (absl::Status o = CheckOwner(ctx, request->worker_id()); !o.ok()) return Done(ctx, o);
   std::vector<std::string> leases(request->lease_ids().begin(), request->lease_ids().end());
   absl::StatusOr<std::vector<std::string>> revoked =
       scheduler_->Heartbeat(request->worker_id(), leases);
@@ -252,7 +279,13 @@ grpc::ServerUnaryReactor* WorkerServiceImpl::Leave(grpc::CallbackServerContext* 
                                                    const v1::LeaveRequest* request,
                                                    v1::LeaveResponse*) {
   if (absl::Status a = auth_->Check(ctx, Role::kWorker); !a.ok()) return Done(ctx, a);
-  return Done(ctx, scheduler_->Leave(request->worker_id()));
+  if (absl::Status o = CheckOwner(ctx, request->worker_id()); !o.ok()) return Done(ctx, o);
+  absl::Status left = scheduler_->Leave(request->worker_id());
+  if (left.ok() && auth_->enabled()) {
+    absl::MutexLock lock(&owners_mu_);
+    owners_.erase(request->worker_id());
+  }
+  return Done(ctx, left);
 }
 
 // --- TuningService ---
@@ -641,6 +674,7 @@ grpc::ServerUnaryReactor* TuningServiceImpl::RegisterKernel(
   }
   absl::StatusOr<const KernelDefinition*> registered = client_kernels_->Register(request->kernel());
   if (!registered.ok()) return Done(ctx, registered.status());
+  best_->KernelRegistered((*registered)->name);
   *response = KernelInfoOf(**registered);
   return Done(ctx, absl::OkStatus());
 }

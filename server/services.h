@@ -47,9 +47,17 @@ class WorkerServiceImpl final : public v1::WorkerService::CallbackService {
 
  private:
   static constexpr int kMaxWorkers = 10'000;  // ListWorkers' answer stays within 4 MiB
+  // With tokens: PERMISSION_DENIED unless the caller is the token that registered `worker_id`
+  // (another worker token could end a worker's leases with Leave, or report results under its
+  // name). A worker this server does not know passes: the scheduler answers for it.
+  absl::Status CheckOwner(const grpc::CallbackServerContext* ctx, const std::string& worker_id);
+
   Scheduler* scheduler_;
   const KernelRegistry* registry_;
   const Authenticator* auth_;
+  absl::Mutex owners_mu_;
+  // worker id -> Authenticator::CallerOf its registration; with tokens only
+  std::map<std::string, std::string> owners_ ABSL_GUARDED_BY(owners_mu_);
 };
 
 // QueryBest is a raw method: its cached answers are sent in the wire form they were serialised to

@@ -292,7 +292,7 @@ class Client:
         reply = self._unary("QueryBest", self._tuning.QueryBest, request, timeout)
         return BestResult(MatchLevel._from_proto(reply.level),
                           [Record._from_proto(r) for r in reply.best], reply.queued_job_id,
-                          reply.stale)
+                          reply.stale, reply.kernel_unknown)
 
     def explain(self, kernel: str, problem: ProblemLike, device: DeviceLike, *,
                 kernel_version: str = "", max_rel_error: Optional[float] = None,

@@ -390,12 +390,15 @@ class BestResult:
     :attr:`MatchLevel.PREDICTED` answer's records were not measured for this problem. ``stale``:
     the records were measured before a regression was flagged on the device class (see
     :meth:`ktune.Client.drift`) and answer until a newer measurement of the task exists.
+    ``kernel_unknown``: nothing is known and the server has no kernel of that name (registered
+    or in a record): a misspelt name, most likely.
     """
 
     level: MatchLevel
     records: list[Record]
     queued_job_id: str = ""  # set when tune_if_missing queued a job
     stale: bool = False
+    kernel_unknown: bool = False
 
     @property
     def best(self) -> Optional[Record]:

@@ -50,6 +50,9 @@ def test_best_answers_each_match_level(records_server):
     nothing = client.best("pnpoly", {}, ktune.Device("a device never seen", "no such family"))
     assert nothing.level is MatchLevel.NONE
     assert nothing.records == [] and nothing.best is None and nothing.config is None
+    assert not nothing.kernel_unknown  # pnpoly is known from its records, though no built-in
+    misspelt = client.best("pnpolly", {}, PNPOLY_CLASS)
+    assert misspelt.level is MatchLevel.NONE and misspelt.kernel_unknown
 
 
 def test_best_problem_as_text(records_server):

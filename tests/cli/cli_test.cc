@@ -120,9 +120,17 @@ TEST(CliTest, BadUsageExitsWithTwo) {
     EXPECT_EQ(bad_seed.exit_code, 2) << seed;
     EXPECT_THAT(bad_seed.err, HasSubstr("--seed: must be a whole number")) << seed;
   }
-  auto zero_budget = RunKtune({"tune", "--kernel", "gemm", "--max-rel-error", "0"});
-  EXPECT_EQ(zero_budget.exit_code, 2);
-  EXPECT_THAT(zero_budget.err, HasSubstr("--max-rel-error: must be above 0"));
+  // An accuracy budget is a finite number above 0, for every command that takes one: `best`
+  // took 0 for "no budget" and served the least accurate configuration, and `inf` was accepted
+  // until the job failed (exit 1).
+  for (const std::string command : {"tune", "best", "explain"}) {
+    for (const std::string budget : {"0", "inf"}) {
+      auto bad_budget = RunKtune({command, "--kernel", "gemm", "--max-rel-error", budget});
+      EXPECT_EQ(bad_budget.exit_code, 2) << command << " " << budget;
+      EXPECT_THAT(bad_budget.err, HasSubstr("--max-rel-error: must be a finite number above 0"))
+          << command << " " << budget;
+    }
+  }
   // A mistyped option is named, not reported as a missing required one ("A subcommand is
   // required", "--space is required").
   for (const std::vector<std::string>& args :
@@ -251,9 +259,18 @@ TEST(CliTest, FailuresExitWithOneAndSayWhy) {
   EXPECT_EQ(unnamed.exit_code, 1);
   EXPECT_THAT(unnamed.err, HasSubstr("does not name its kernel"));
   EXPECT_FALSE(std::filesystem::exists(dir.File("k.db"))) << "an empty database was left behind";
-  auto serve = RunKtune({"serve", "--listen", "999.1.1.1:7", "--db", dir.File("s.db")});
+  auto serve = RunKtune(
+      {"serve", "--listen", "999.1.1.1:7", "--db", dir.File("s.db"), "--allow-unauthenticated"});
   EXPECT_EQ(serve.exit_code, 1);
   EXPECT_THAT(serve.err, HasSubstr("cannot listen on 999.1.1.1:7"));
+  // Without tokens every caller is admin (and may register kernels that workers build and run):
+  // a port open to the network needs --auth, or the flag that accepts it.
+  for (const std::string open : {"0.0.0.0:0", "[::]:0", "10.1.2.3:7470", "myhost:7470"}) {
+    auto unauthenticated = RunKtune({"serve", "--listen", open, "--db", dir.File("s.db")});
+    EXPECT_EQ(unauthenticated.exit_code, 2) << open;
+    EXPECT_THAT(unauthenticated.err, HasSubstr("without --auth every caller may register kernels"))
+        << open;
+  }
   auto no_address = RunKtune({"serve", "--listen", "", "--db", dir.File("s.db")});
   EXPECT_EQ(no_address.exit_code, 2);
   EXPECT_THAT(no_address.err, HasSubstr("--listen needs HOST:PORT"));
@@ -922,6 +939,14 @@ TEST(CliTest, BestHonoursAnAccuracyBudgetAndShowsTheParetoFront) {
   auto none = best({"--max-rel-error", "1e-9"});
   EXPECT_EQ(none.exit_code, 0);
   EXPECT_THAT(none.out, HasSubstr("within a max relative error of 1e-09"));
+  // explain names the budget that nothing met (it said "none within the asked limits").
+  std::vector<std::string> explain_args = {"explain"};
+  explain_args.insert(explain_args.end(), task.begin(), task.end());
+  explain_args.insert(explain_args.end(), {"--max-rel-error", "1e-9"});
+  auto unexplained = RunKtune(explain_args);
+  EXPECT_EQ(unexplained.exit_code, 0) << unexplained.err;
+  EXPECT_THAT(unexplained.out, HasSubstr("nothing to serve within a max relative error of 1e-09: "
+                                         "4 records"));
   auto text = best({"--max-rel-error", "1e-3"});
   EXPECT_THAT(text.out, HasSubstr("max rel error 0.0004"));
 
@@ -930,11 +955,22 @@ TEST(CliTest, BestHonoursAnAccuracyBudgetAndShowsTheParetoFront) {
   auto f = nlohmann::json::parse(front.out);
   ASSERT_EQ(f["front"].size(), 4u) << "each is faster than every more accurate one";
   EXPECT_EQ(f["front"][0]["config"]["precision"], 4) << "too_inaccurate records are on the front";
+  // ... but `best` serves none of them: the front says which it serves (it listed precision 4
+  // as the answer to budgets from 0.09, where `best` answers precision 8).
+  EXPECT_EQ(f["front"][0]["served"], false);
+  EXPECT_EQ(f["front"][1]["served"], true);
   EXPECT_EQ(f["front"][3]["max_rel_error"], 2e-7);
   std::ifstream svg(dir.File("front.svg"));
   std::string content((std::istreambuf_iterator<char>(svg)), std::istreambuf_iterator<char>());
   EXPECT_THAT(content, HasSubstr("<svg"));
-  EXPECT_THAT(best({"--pareto"}).out, HasSubstr("4 on the front; 0 of 4 configurations"));
+  const std::string front_text = best({"--pareto"}).out;
+  EXPECT_THAT(front_text, HasSubstr("4 on the front; 0 of 4 configurations"));
+  EXPECT_THAT(front_text, HasSubstr("precision=4 (not served:"));
+  // A T4 copy holds no measured error: the export says so (it dropped them without a word).
+  auto t4 = RunKtune({"db", "export", "--db", db, "--format", "t4", "--out", dir.File("l.json")});
+  EXPECT_EQ(t4.exit_code, 0) << t4.err;
+  EXPECT_THAT(t4.err, HasSubstr("4 of the 4 records have a measured error, which a t4 file"));
+  EXPECT_THAT(t4.err, HasSubstr("its 1 too_inaccurate records read back as wrong results"));
 
   EXPECT_EQ(best({"--max-rel-error", "-1"}).exit_code, 2);
   EXPECT_EQ(best({"--plot", dir.File("x.svg")}).exit_code, 2) << "--plot needs --pareto";
@@ -1143,6 +1179,12 @@ TEST(CliTest, TuneOnThisCpuReportsSpeedupAndStoresRecords) {
                              "M=128,N=80,K=64", "--device", "cpu:elsewhere"});
   ASSERT_EQ(unrelated.exit_code, 0) << unrelated.err;
   EXPECT_THAT(unrelated.out, HasSubstr("nothing known"));
+  EXPECT_THAT(unrelated.out, Not(HasSubstr("knows no kernel")));
+  // A misspelt kernel name is said to be one (the server's answer was only "nothing known").
+  auto misspelt = RunKtune({"best", "--server", address, "--kernel", "gemn", "--problem",
+                            "M=128,N=80,K=64", "--device", "cpu:elsewhere"});
+  ASSERT_EQ(misspelt.exit_code, 0) << misspelt.err;
+  EXPECT_THAT(misspelt.out, HasSubstr("the server knows no kernel named 'gemn'"));
   const std::string family =
       nlohmann::json::parse(
           RunKtune({"best", "--db", db, "--kernel", "gemm", "--problem", "M=96,N=80,K=64",
@@ -1154,6 +1196,8 @@ TEST(CliTest, TuneOnThisCpuReportsSpeedupAndStoresRecords) {
   ASSERT_EQ(predicted.exit_code, 0) << predicted.err;
   EXPECT_THAT(predicted.out, HasSubstr("(match: predicted)"));
   EXPECT_THAT(predicted.out, HasSubstr("predicted from a tuned problem (K=64,M=96,N=80"));
+  // Its error too is the tuned problem's, and says so.
+  EXPECT_THAT(predicted.out, HasSubstr("(measured on the tuned problem)"));
   EXPECT_THAT(predicted.out, HasSubstr(", another device class"));
 }
 

@@ -1113,6 +1113,20 @@ TEST_F(ServerTest, BadRequestsGetTheRightCodeAndSayWhatIsWrong) {
     EXPECT_THAT(s.error_message(), HasSubstr(expect)) << text;
   }
 
+  // YAML aliases repeat their anchor: a spec of 22 KB read as a million problem parameters (one
+  // of 1 MiB, nesting aliases, as more than the server's memory). Refused before any is copied.
+  {
+    std::string anchor = "&p {";
+    for (int i = 0; i < 200; ++i) absl::StrAppend(&anchor, i ? ", " : "", "k", i, ": 1");
+    std::string text = absl::StrCat("kernels: [gemm]\nbudget: 5\nproblems: [", anchor, "}");
+    for (int i = 0; i < 5000; ++i) text += ", *p";
+    v1::SubmitJobRequest request;
+    request.set_spec_text(text + "]\n");
+    s = tuning_->SubmitJob(Context().get(), request, &job);
+    EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+    EXPECT_THAT(s.error_message(), HasSubstr("once its YAML aliases are expanded"));
+  }
+
   v1::SubmitJobRequest zero_budget;
   *zero_budget.mutable_spec() = ThreeTaskSpec(0);
   s = tuning_->SubmitJob(Context().get(), zero_budget, &job);
@@ -1489,6 +1503,67 @@ v1::KernelSpec ScaleKernelSpec() {
   return spec;
 }
 
+// With tokens, a worker acts with the token it registered with: another worker token could
+// end its leases (Leave) or report results under its name.
+TEST(ServerAuthTest, AWorkerActsOnlyWithTheTokenItRegisteredWith) {
+  testing::TempDir dir;
+  {
+    std::ofstream tokens(dir.File("tokens"));
+    tokens << "worker-a-token-0123456789 worker\n"
+           << "worker-b-token-0123456789 worker\n";
+  }
+  TuningServerOptions options;
+  options.listen = "127.0.0.1:0";
+  options.db_path = dir.File("owners.db");
+  options.auth_file = dir.File("tokens");
+  auto server = TuningServer::Start(options);
+  ASSERT_TRUE(server.ok()) << server.status();
+  auto stub = v1::WorkerService::NewStub(grpc::CreateChannel(
+      absl::StrCat("127.0.0.1:", (*server)->port()), grpc::InsecureChannelCredentials()));
+  auto as = [](const std::string& token) {
+    auto ctx = Context();
+    ctx->AddMetadata("authorization", "Bearer " + token);
+    return ctx;
+  };
+  v1::RegisterRequest reg;
+  reg.mutable_device()->set_device_class("cpu:owners");
+  (*reg.mutable_device()->mutable_extra())["fingerprint_json"] = R"({"name":"owners"})";
+  v1::RegisterResponse registered;
+  ASSERT_TRUE(stub->Register(as("worker-a-token-0123456789").get(), reg, &registered).ok());
+  const std::string a = registered.worker_id();
+
+  v1::LeaseBatchRequest lease;
+  lease.set_worker_id(a);
+  lease.set_max_candidates(1);
+  v1::LeaseBatchResponse leased;
+  grpc::Status s = stub->LeaseBatch(as("worker-b-token-0123456789").get(), lease, &leased);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::PERMISSION_DENIED);
+  EXPECT_THAT(s.error_message(), HasSubstr("was registered with another token"));
+  v1::HeartbeatRequest beat;
+  beat.set_worker_id(a);
+  v1::HeartbeatResponse beaten;
+  EXPECT_EQ(stub->Heartbeat(as("worker-b-token-0123456789").get(), beat, &beaten).error_code(),
+            grpc::StatusCode::PERMISSION_DENIED);
+  v1::LeaveRequest leave;
+  leave.set_worker_id(a);
+  v1::LeaveResponse left;
+  EXPECT_EQ(stub->Leave(as("worker-b-token-0123456789").get(), leave, &left).error_code(),
+            grpc::StatusCode::PERMISSION_DENIED);
+  v1::ReportResultsRequest report;
+  report.set_worker_id(a);
+  report.set_lease_id("L1");
+  v1::ReportResultsResponse reported;
+  EXPECT_EQ(
+      stub->ReportResults(as("worker-b-token-0123456789").get(), report, &reported).error_code(),
+      grpc::StatusCode::PERMISSION_DENIED);
+
+  // The worker itself goes on as before, and leaves.
+  EXPECT_TRUE(stub->LeaseBatch(as("worker-a-token-0123456789").get(), lease, &leased).ok());
+  EXPECT_TRUE(stub->Heartbeat(as("worker-a-token-0123456789").get(), beat, &beaten).ok());
+  EXPECT_FALSE(beaten.reregister());
+  EXPECT_TRUE(stub->Leave(as("worker-a-token-0123456789").get(), leave, &left).ok());
+}
+
 // RegisterKernel: admin only, validated, versioned, stored across restarts; a job of the
 // client kernel runs to completion on a CPU worker that knew only the built-ins.
 TEST(ServerClientKernelTest, AnAdminRegistersAKernelThatWorkersThenMeasure) {
@@ -1579,9 +1654,37 @@ TEST(ServerClientKernelTest, AnAdminRegistersAKernelThatWorkersThenMeasure) {
     EXPECT_EQ(s.error_code(), grpc::StatusCode::ALREADY_EXISTS);
     EXPECT_THAT(s.error_message(), HasSubstr("built-in"));
 
+    // Before it is registered, a question about the kernel says the name is unknown (as it
+    // does of a misspelt name); a built-in without records is known.
+    auto unknown = [&](const std::string& kernel) {
+      v1::QueryBestRequest ask;
+      ask.mutable_kernel()->set_name(kernel);
+      ask.mutable_device()->set_device_class("cpu:somewhere");
+      v1::QueryBestResponse answer;
+      grpc::Status q = tuning->QueryBest(with("submit-token-0123456789").get(), ask, &answer);
+      EXPECT_TRUE(q.ok()) << q.error_message();
+      EXPECT_EQ(answer.best_size(), 0);
+      return answer.kernel_unknown();
+    };
+    EXPECT_TRUE(unknown("scale2"));
+    EXPECT_TRUE(unknown("scael2"));
+    EXPECT_FALSE(unknown("softmax"));
+
     s = tuning->RegisterKernel(with("admin-token-0123456789").get(), request, &info);
     ASSERT_TRUE(s.ok()) << s.error_message();
     version = info.kernel().version();
+    EXPECT_FALSE(unknown("scale2")) << "the cached answer of before the registration was kept";
+    EXPECT_TRUE(unknown("scael2"));
+    // The same code with another tolerance or default is refused, naming what differs: it was
+    // a no-op that kept the registered rtol without a word.
+    v1::RegisterKernelRequest retoleranced = request;
+    retoleranced.mutable_kernel()->set_rtol(0.05);
+    (*retoleranced.mutable_kernel()->mutable_default_config())["unroll"] = "2";
+    s = tuning->RegisterKernel(with("admin-token-0123456789").get(), retoleranced, &info);
+    EXPECT_EQ(s.error_code(), grpc::StatusCode::ALREADY_EXISTS);
+    EXPECT_THAT(s.error_message(), HasSubstr("rtol '"));
+    EXPECT_THAT(s.error_message(), HasSubstr("not '0.05'"));
+    EXPECT_THAT(s.error_message(), HasSubstr("default 'unroll=1', not 'unroll=2'"));
     EXPECT_EQ(version.size(), 16u);
     EXPECT_EQ(info.language(), "cpp");
     ASSERT_TRUE(tuning->RegisterKernel(with("admin-token-0123456789").get(), request, &info).ok())
@@ -1625,6 +1728,16 @@ TEST(ServerClientKernelTest, AnAdminRegistersAKernelThatWorkersThenMeasure) {
     worker.token = "worker-token-0123456789";
     worker.registry = &worker_registry;
     worker.languages = {"cpp"};
+    {
+      // A worker started with --no-client-kernels measures none of it.
+      WorkerLoopOptions builtins_only = worker;
+      builtins_only.client_kernels = false;
+      builtins_only.max_measurements = 1;
+      builtins_only.idle_exit = absl::Seconds(1);
+      WorkerLoop refusing(stub.get(), &measurer, builtins_only);
+      ASSERT_TRUE(refusing.Run().ok());
+      EXPECT_EQ(refusing.reported(), 0);
+    }
     worker.max_measurements = 4;
     // It stops after its 4 measurements; the idle limit only ends a run that went wrong, so it
     // is long enough for a loaded machine to prepare and build the batches.
