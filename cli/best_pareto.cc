@@ -1,5 +1,7 @@
 #include "cli/best_pareto.h"
 
+#include <algorithm>
+
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "cli/gnuplot.h"
@@ -29,25 +31,43 @@ std::string ParetoText(const std::vector<TradeOff>& trade_offs, const std::strin
   absl::StrAppend(&out, absl::StrFormat("%12s  %13s  %s\n", "time (ms)", "max rel error",
                                         "configuration (fastest within any budget >= its error)"));
   for (const TradeOff& t : front) {
-    absl::StrAppend(&out,
-                    absl::StrFormat("%12.4f  %13.3g  %s%s\n", t.time_ms, t.max_rel_error,
-                                    FormatParamMapAssignments(t.config),
-                                    t.served ? ""
-                                             : absl::StrFormat(" (not served: refused by a job's "
-                                                               "budget; tune with --max-rel-error "
-                                                               ">= %.3g to measure it again)",
-                                                               t.max_rel_error)));
+    absl::StrAppend(&out, absl::StrFormat("%12.4f  %13.3g  %s\n", t.time_ms, t.max_rel_error,
+                                          FormatParamMapAssignments(t.config)));
   }
-  absl::StrAppend(&out, front.size(), " on the front; ", trade_offs.size() - front.size(),
-                  " of ", trade_offs.size(),
-                  " configurations are dominated (another is faster and as accurate)\n");
+  if (front.empty()) absl::StrAppend(&out, "(no configuration measured ok: nothing is served)\n");
+  // Refused by a job's budget: not served, so not on the front, but what a looser budget buys.
+  std::vector<TradeOff> refused;
+  for (const TradeOff& t : trade_offs) {
+    if (!t.served) refused.push_back(t);
+  }
+  const size_t shown = std::min<size_t>(refused.size(), 5);
+  if (!refused.empty()) {
+    absl::StrAppend(&out,
+                    "not served (only measured as too inaccurate for a job's budget; a job "
+                    "with a budget at least its error measures it again):\n");
+  }
+  for (size_t i = 0; i < shown; ++i) {
+    const TradeOff& t = refused[i];
+    absl::StrAppend(&out, absl::StrFormat("%12.4f  %13.3g  %s\n", t.time_ms, t.max_rel_error,
+                                          FormatParamMapAssignments(t.config)));
+  }
+  if (refused.size() > shown) {
+    absl::StrAppend(&out, "   ... and ", refused.size() - shown, " more (--json lists them)\n");
+  }
+  const size_t served = trade_offs.size() - refused.size();
+  absl::StrAppend(&out, front.size(), " on the front; ", served - front.size(), " of ", served,
+                  " served configurations are dominated (another is faster and as accurate)",
+                  refused.empty() ? "" : absl::StrCat("; ", refused.size(), " not served"), "\n");
   return out;
 }
 
 nlohmann::json ParetoJson(const std::vector<TradeOff>& trade_offs) {
-  nlohmann::json front = nlohmann::json::array(), dominated = nlohmann::json::array();
-  for (const TradeOff& t : trade_offs) (t.on_front ? front : dominated).push_back(TradeOffJson(t));
-  return {{"front", front}, {"dominated", dominated}};
+  nlohmann::json front = nlohmann::json::array(), dominated = nlohmann::json::array(),
+                 not_served = nlohmann::json::array();
+  for (const TradeOff& t : trade_offs) {
+    (!t.served ? not_served : t.on_front ? front : dominated).push_back(TradeOffJson(t));
+  }
+  return {{"front", front}, {"dominated", dominated}, {"not_served", not_served}};
 }
 
 std::string ParetoPlotScript(const std::vector<TradeOff>& trade_offs, const std::string& title,

@@ -131,12 +131,14 @@ int RunServe(const ServeArgs& a) {
   }
   // Without tokens every caller is admin: anyone who reaches the port could register a kernel,
   // which every CPU worker then compiles and runs. Open to the network only when asked.
-  if (a.auth.empty() && !a.allow_unauthenticated && !IsLoopbackAddress(a.listen)) {
+  // Mutual TLS admits only clients with a certificate from the CA: those are the trusted ones.
+  if (a.auth.empty() && a.tls_client_ca.empty() && !a.allow_unauthenticated &&
+      !IsLoopbackAddress(a.listen)) {
     return UsageError(
         "serve", absl::StrCat("--listen ", a.listen,
                               " is reachable from other machines, and without --auth every "
                               "caller may register kernels that the workers build and run: give "
-                              "--auth FILE (deploy/README.md, Tokens), or "
+                              "--auth FILE (deploy/README.md, Tokens), --tls-client-ca, or "
                               "--allow-unauthenticated where a network policy keeps others out"));
   }
   if (!a.metrics_listen.empty()) {

@@ -34,9 +34,12 @@ std::vector<TradeOff> TimeErrorTradeOffs(const std::vector<Record>& records) {
   });
   std::vector<TradeOff> out;
   double best_error = 0;
+  bool any_served = false;
   for (auto& [key, t] : sorted) {
-    t.on_front = out.empty() || t.max_rel_error < best_error;
-    if (t.on_front) best_error = t.max_rel_error;
+    // The front is of what `best` can serve: a point measured only as too_inaccurate neither
+    // joins it nor hides the served points it is faster than.
+    t.on_front = t.served && (!any_served || t.max_rel_error < best_error);
+    if (t.on_front) best_error = t.max_rel_error, any_served = true;
     out.push_back(std::move(t));
   }
   return out;
@@ -53,7 +56,7 @@ std::vector<TradeOff> ParetoFront(const std::vector<TradeOff>& trade_offs) {
 std::optional<TradeOff> FastestWithin(const std::vector<TradeOff>& trade_offs,
                                       double max_rel_error) {
   for (const TradeOff& t : trade_offs) {
-    if (t.max_rel_error <= max_rel_error) return t;
+    if (t.served && t.max_rel_error <= max_rel_error) return t;
   }
   return std::nullopt;
 }

@@ -17,11 +17,13 @@ struct TradeOff {
   double time_ms = 0;        // its fastest measurement's time (time_ms, else median_ms)
   double max_rel_error = 0;  // the largest error measured for it
   int measurements = 0;      // records of it that count (ok or too_inaccurate, error known)
-  bool on_front = false;     // no other configuration is both faster and at least as accurate
   // It has an ok record, so `best` can serve it. A configuration measured only as too_inaccurate
   // (refused by a job's accuracy budget) is on the trade-off but is never served: a job with a
   // budget above its error measures it again.
   bool served = false;
+  // Served, and no other served configuration is both faster and at least as accurate: the
+  // front is what `best` answers, budget by budget.
+  bool on_front = false;
 };
 
 // A record's time on the trade-off: time_ms when ok, else (too_inaccurate) its repeats' median.
@@ -39,7 +41,8 @@ std::vector<TradeOff> TimeErrorTradeOffs(const std::vector<Record>& records);
 // fastest configuration within a budget E is the fastest front point with error <= E.
 std::vector<TradeOff> ParetoFront(const std::vector<TradeOff>& trade_offs);
 
-// The fastest configuration whose error is at most `max_rel_error`; nullopt when none is.
+// The fastest served configuration whose error is at most `max_rel_error` (what `best` answers to
+// that budget); nullopt when none is.
 std::optional<TradeOff> FastestWithin(const std::vector<TradeOff>& trade_offs,
                                       double max_rel_error);
 

@@ -1,6 +1,8 @@
 #include "kernels/kernel_registry.h"
 
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 
 namespace ktune {
@@ -11,11 +13,21 @@ std::string PairsText(const std::vector<std::pair<std::string, std::string>>& pa
   return absl::StrJoin(pairs, ", ", absl::PairFormatter("="));
 }
 
+// The shortest %g text that reads back as `v` exactly: 0.05, not 0.050000000000000003.
+std::string ExactText(double v) {
+  for (int digits = 6; digits < 17; ++digits) {
+    const std::string text = absl::StrFormat("%.*g", digits, v);
+    double back = 0;
+    if (absl::SimpleAtod(text, &back) && back == v) return text;
+  }
+  return absl::StrFormat("%.17g", v);
+}
+
 std::string TolerancesText(
     const std::vector<std::pair<std::string, std::pair<double, double>>>& tolerances) {
   std::vector<std::string> parts;
   for (const auto& [dtype, tol] : tolerances) {
-    parts.push_back(absl::StrCat(dtype, ":", tol.first, "/", tol.second));
+    parts.push_back(absl::StrCat(dtype, ":", ExactText(tol.first), "/", ExactText(tol.second)));
   }
   return absl::StrJoin(parts, ", ");
 }
@@ -28,8 +40,8 @@ std::string BuffersText(const std::vector<BufferSpec>& buffers) {
   return absl::StrJoin(parts, ", ");
 }
 
-// What a spec of the same version says otherwise than the registered one ("rtol 0.0001, not
-// 0.01"): the parts of a kernel that its version (KernelDefinition::Version) leaves out but that
+// What a spec of the same version says otherwise than the registered one ("rtol '0.0001', not
+// '0.01'"): the parts of a kernel that its version (KernelDefinition::Version) leaves out but that
 // change how it is measured or served. Empty when the two agree.
 std::vector<std::string> SpecDifferences(const KernelDefinition& registered,
                                          const KernelDefinition& given) {
@@ -37,13 +49,22 @@ std::vector<std::string> SpecDifferences(const KernelDefinition& registered,
   auto compare = [&](const char* what, const std::string& was, const std::string& now) {
     if (was != now) out.push_back(absl::StrCat(what, " '", was, "', not '", now, "'"));
   };
-  compare("description", registered.description, given.description);
+  // The description only shows: the registered one is kept without a word. Doubles are compared
+  // exactly (ExactText), problem parameters with their bounds (ValidateProblem checks them).
+  auto problem_text = [](const std::vector<ProblemParameter>& problem) {
+    std::vector<std::string> parts;
+    for (const ProblemParameter& p : problem) {
+      parts.push_back(absl::StrCat(p.name, " in [", p.min, ", ", p.max, "]"));
+    }
+    return absl::StrJoin(parts, ", ");
+  };
+  compare("problem", problem_text(registered.problem), problem_text(given.problem));
   compare("dtypes", absl::StrJoin(registered.dtypes, ","), absl::StrJoin(given.dtypes, ","));
   compare("flops", registered.flops, given.flops);
   compare("bytes", registered.bytes, given.bytes);
   compare("default", PairsText(registered.default_config), PairsText(given.default_config));
-  compare("rtol", absl::StrCat(registered.rtol), absl::StrCat(given.rtol));
-  compare("atol", absl::StrCat(registered.atol), absl::StrCat(given.atol));
+  compare("rtol", ExactText(registered.rtol), ExactText(given.rtol));
+  compare("atol", ExactText(registered.atol), ExactText(given.atol));
   compare("dtype tolerances", TolerancesText(registered.dtype_tolerance),
           TolerancesText(given.dtype_tolerance));
   compare("buffers", BuffersText(registered.buffers), BuffersText(given.buffers));

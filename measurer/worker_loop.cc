@@ -242,7 +242,9 @@ absl::Status WorkerLoop::Run() {
         const v1::Candidate& c = lease.candidates(i);
         if (!c.has_kernel_spec()) continue;
         absl::Status registered =
-            options_.registry == nullptr
+            // --no-client-kernels is also kept here, not only asked of the server at
+            // registration: a server that leases one anyway gets a failure, not a build.
+            options_.registry == nullptr || !options_.client_kernels
                 ? absl::FailedPreconditionError("this worker does not take client kernels")
                 : [&] {
                     absl::StatusOr<KernelDefinition> k = FromProto(c.kernel_spec());

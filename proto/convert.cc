@@ -7,7 +7,6 @@
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
 #include "common/utf8.h"
-#include "db/record_checks.h"
 
 namespace ktune {
 
@@ -222,9 +221,6 @@ absl::StatusOr<Record> FromProto(const v1::Record& in) {
       return absl::InvalidArgumentError("record.max_rel_error must be a finite number >= 0");
     }
     r.max_rel_error = in.max_rel_error();
-  }
-  if (absl::Status s = CheckImportedNumbers(r); !s.ok()) {
-    return absl::InvalidArgumentError(absl::StrCat("record.", s.message()));
   }
   if (!in.record_id().empty() && in.record_id() != r.RecordId()) {
     return absl::InvalidArgumentError(absl::StrCat("record.record_id ", in.record_id(),

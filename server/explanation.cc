@@ -245,8 +245,9 @@ absl::StatusOr<bool> ExplainPrecision(TuningDatabase& db, const TaskColumns& c,
   if (budget) out->set_budget(*budget);
   if (served.max_rel_error) out->set_served_error(*served.max_rel_error);
   out->set_too_inaccurate_records(refused);
-  const std::vector<TradeOff> front = ParetoFront(trade_offs);
+  const std::vector<TradeOff> front = ParetoFront(trade_offs);  // served configurations only
   out->set_front_size(static_cast<int64_t>(front.size()));
+  if (front.empty()) return true;
   if (auto accurate = FastestWithError(with_error, front.back().config)) {
     KTUNE_ASSIGN_OR_RETURN(std::vector<Record> r, db.RecordsByHandle({*accurate}));
     *out->mutable_most_accurate() = ToProto(r[0]);

@@ -5,6 +5,7 @@
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "db/record_checks.h"
 #include "proto/convert.h"
 #include "server/job_spec.h"
 #include "server/polling_stream.h"
@@ -106,6 +107,13 @@ class RecordImport final : public grpc::ServerReadReactor<v1::Record> {
                        " records in one import stream; nothing was stored: split it"))));
     }
     absl::StatusOr<Record> r = FromProto(incoming_);
+    // Checked here, where records come in, not in FromProto: a client reading a server's answer
+    // converts the same message, and must still read one that an older import stored.
+    if (r.ok()) {
+      if (absl::Status s = CheckImportedNumbers(*r); !s.ok()) {
+        r = absl::InvalidArgumentError(absl::StrCat("record.", s.message()));
+      }
+    }
     if (!r.ok()) {
       return Finish(ToGrpc(absl::InvalidArgumentError(
           absl::StrCat("record ", received_, ": ", r.status().message(), "; nothing was stored"))));

@@ -180,9 +180,12 @@ grpc::ServerUnaryReactor* WorkerServiceImpl::Register(grpc::CallbackServerContex
   can.languages.assign(request->capabilities().languages().begin(),
                        request->capabilities().languages().end());
   can.client_kernels = request->capabilities().can_run_untrusted();
-  response->set_worker_id(scheduler_->RegisterWorker(*device, request->host(), cores, can));
-  if (auth_->enabled()) {
+  if (!auth_->enabled()) {
+    response->set_worker_id(scheduler_->RegisterWorker(*device, request->host(), cores, can));
+  } else {
+    // The owner is known before the id is out: a call naming the new id waits for it here.
     absl::MutexLock lock(&owners_mu_);
+    response->set_worker_id(scheduler_->RegisterWorker(*device, request->host(), cores, can));
     // Forgotten workers' entries go when there are many more entries than workers.
     if (owners_.size() >= 2 * static_cast<size_t>(kMaxWorkers)) {
       std::map<std::string, std::string> known;

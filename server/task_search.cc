@@ -160,6 +160,18 @@ absl::Status TaskSearch::StartStrategy() {
 }
 
 absl::StatusOr<std::vector<Point>> TaskSearch::NextBatch() {
+  if (finished_ || budget_left_ <= 0) return std::vector<Point>();
+  // The records stored since the search began, read once per call (the task's columns: a few
+  // blobs, under the database's lock). A failed read (the file busy) answers nothing: the points
+  // are measured, as before.
+  TaskColumns now;
+  std::vector<size_t> newer;
+  if (absl::StatusOr<TaskColumns> read = db_->TaskRecordColumns(task_); read.ok()) {
+    now = *std::move(read);
+    for (size_t i = 0; i < now.size(); ++i) {
+      if (!handles_at_start_.contains(now.handles[i])) newer.push_back(i);
+    }
+  }
   while (!finished_ && budget_left_ > 0) {
     batch_out_at_ = absl::Now();
     std::vector<Point> batch;
@@ -178,7 +190,7 @@ absl::StatusOr<std::vector<Point>> TaskSearch::NextBatch() {
       }
       if (static_cast<int64_t>(batch.size()) > budget_left_) batch.resize(budget_left_);
     }
-    KTUNE_ASSIGN_OR_RETURN(std::vector<Point> to_measure, AnswerFromNewRecords(std::move(batch)));
+    std::vector<Point> to_measure = AnswerFromNewRecords(std::move(batch), now, newer);
     if (!to_measure.empty()) return to_measure;
     // Another job measured the whole batch meanwhile: the strategy learns it, and goes on.
     KTUNE_ASSIGN_OR_RETURN(std::vector<Observation> answered, MergeResults({}));
@@ -187,14 +199,11 @@ absl::StatusOr<std::vector<Point>> TaskSearch::NextBatch() {
   return std::vector<Point>();
 }
 
-absl::StatusOr<std::vector<Point>> TaskSearch::AnswerFromNewRecords(std::vector<Point> batch) {
+std::vector<Point> TaskSearch::AnswerFromNewRecords(std::vector<Point> batch,
+                                                    const TaskColumns& now,
+                                                    const std::vector<size_t>& newer) {
   proposed_ = std::move(batch);
   answered_.assign(proposed_.size(), std::nullopt);
-  KTUNE_ASSIGN_OR_RETURN(TaskColumns now, db_->TaskRecordColumns(task_));
-  std::vector<size_t> newer;  // records stored since Create: this search's own, and others'
-  for (size_t i = 0; i < now.size(); ++i) {
-    if (!handles_at_start_.contains(now.handles[i])) newer.push_back(i);
-  }
   std::vector<Point> to_measure;
   for (size_t b = 0; b < proposed_.size(); ++b) {
     // The strategy never proposes a point it was told of, so a newer record of this one is
@@ -250,12 +259,13 @@ absl::Status TaskSearch::Deliver(const std::vector<Observation>& results) {
     prior_.insert(prior_.end(), results.begin(), results.end());
     return absl::OkStatus();
   }
+  // The points another job measured were not bought with this job's budget (given back first,
+  // so that the strategy's view of the budget used is right when it observes the results).
+  strategy_->GiveBackBudget(static_cast<int64_t>(std::count_if(
+      answered_.begin(), answered_.end(), [](const auto& a) { return a.has_value(); })));
   KTUNE_RETURN_IF_ERROR(
       Timed(&agent_seconds_, &time_budget_, [&] { return strategy_->NotifyResults(results); }));
   ++batches_;
-  // The points another job measured were not bought with this job's budget.
-  strategy_->GiveBackBudget(static_cast<int64_t>(std::count_if(
-      answered_.begin(), answered_.end(), [](const auto& a) { return a.has_value(); })));
   return absl::OkStatus();
 }
 

@@ -109,9 +109,11 @@ class TaskSearch {
   absl::Status Finish();
   // Saves the strategy's checkpoint, unless it has learned nothing to save.
   absl::Status SaveCheckpoint();
-  // Sets proposed_ to `batch` and answered_ to the results that records stored since Create
-  // hold for its points; returns the points left to measure, in order.
-  absl::StatusOr<std::vector<Point>> AnswerFromNewRecords(std::vector<Point> batch);
+  // Sets proposed_ to `batch` and answered_ to the results that the records `newer` (indices
+  // into `now`, the task's columns: those stored since Create) hold for its points; returns the
+  // points left to measure, in order.
+  std::vector<Point> AnswerFromNewRecords(std::vector<Point> batch, const TaskColumns& now,
+                                          const std::vector<size_t>& newer);
   // The whole batch's results: answered_ with `measured` (the rest, in order) filled in.
   absl::StatusOr<std::vector<Observation>> MergeResults(const std::vector<Observation>& measured);
   // Hands `results` of the current batch to the strategy (or, for the first batch, the prior).

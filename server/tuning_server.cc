@@ -1,5 +1,6 @@
 #include "server/tuning_server.h"
 
+#include <arpa/inet.h>
 #include <unistd.h>
 
 #include <filesystem>
@@ -31,10 +32,11 @@ bool IsLoopbackAddress(const std::string& listen) {
   if (absl::StartsWith(listen, "unix:")) return true;
   const size_t colon = listen.rfind(':');
   const std::string host = colon == std::string::npos ? listen : listen.substr(0, colon);
-  // 127.x.y.z as digits (a host name such as 127.example.com resolves anywhere).
-  return host == "localhost" || host == "[::1]" ||
-         (absl::StartsWith(host, "127.") &&
-          host.find_first_not_of("0123456789.") == std::string::npos);
+  if (host == "localhost" || host == "[::1]") return true;
+  // An IPv4 literal in 127.0.0.0/8 (127.example.com, or 127.0.0.1.1, would be resolved as a
+  // name: anywhere).
+  in_addr address{};
+  return ::inet_pton(AF_INET, host.c_str(), &address) == 1 && (ntohl(address.s_addr) >> 24) == 127;
 }
 
 namespace {

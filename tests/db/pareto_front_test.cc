@@ -28,19 +28,23 @@ std::vector<int64_t> Ids(const std::vector<TradeOff>& t) {
 
 TEST(ParetoFrontTest, TheFrontKeepsEachConfigurationMoreAccurateThanEveryFasterOne) {
   const std::vector<Record> records = {
-      Measured(1, 1.0, 3e-2, MeasurementStatus::kTooInaccurate),  // fastest, sloppiest
-      Measured(2, 1.5, 4e-2),                                      // slower and worse: dominated
+      Measured(1, 1.0, 3e-2, MeasurementStatus::kTooInaccurate),  // fastest, never served
+      Measured(2, 1.5, 4e-2),  // slower and worse than 1, but 1 is not served: on the front
       Measured(3, 2.0, 1e-3),
       Measured(4, 2.0, 5e-3),  // as fast as 3, less accurate: dominated
       Measured(5, 4.0, 1e-7),
-      Measured(6, 9.0, 1e-7),  // slower, no more accurate: dominated
-      Measured(7, 0.5, std::nullopt),                                  // error unknown: left out
-      Measured(8, 0.1, 0.0, MeasurementStatus::kRuntimeError),        // failed: left out
+      Measured(6, 9.0, 1e-7),          // slower, no more accurate: dominated
+      Measured(7, 0.5, std::nullopt),  // error unknown: left out
+      Measured(8, 0.1, 0.0, MeasurementStatus::kRuntimeError),  // failed: left out
   };
   const std::vector<TradeOff> all = TimeErrorTradeOffs(records);
   EXPECT_EQ(Ids(all), (std::vector<int64_t>{1, 2, 3, 4, 5, 6}));
-  EXPECT_EQ(Ids(ParetoFront(all)), (std::vector<int64_t>{1, 3, 5}));
-  EXPECT_EQ(Ids({*FastestWithin(all, 1.0)}), (std::vector<int64_t>{1}));
+  // The front is what `best` serves: a configuration measured only as too_inaccurate is neither
+  // on it nor hides what it is faster than (it hid 2, which `best` serves for budgets >= 4e-2).
+  EXPECT_EQ(Ids(ParetoFront(all)), (std::vector<int64_t>{2, 3, 5}));
+  EXPECT_FALSE(all[0].served);
+  EXPECT_TRUE(all[1].served);
+  EXPECT_EQ(Ids({*FastestWithin(all, 1.0)}), (std::vector<int64_t>{2}));
   EXPECT_EQ(Ids({*FastestWithin(all, 1e-2)}), (std::vector<int64_t>{3}));
   EXPECT_EQ(Ids({*FastestWithin(all, 1e-3)}), (std::vector<int64_t>{3})) << "inclusive";
   EXPECT_EQ(Ids({*FastestWithin(all, 1e-4)}), (std::vector<int64_t>{5}));

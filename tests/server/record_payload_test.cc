@@ -7,6 +7,7 @@
 #include <gtest/gtest.h>
 
 #include <fstream>
+#include <limits>
 #include <sstream>
 
 #include "absl/strings/str_cat.h"
@@ -243,6 +244,13 @@ TEST(RecordPayloadTest, AnOversizePayloadIsRefusedAndNothingIsStored) {
   EXPECT_THAT(s.error_message(),
               HasSubstr("record 2: record.payload is 1048577 bytes; at most 1048576 (1 MiB)"));
   EXPECT_THAT(s.error_message(), HasSubstr("nothing was stored"));
+  EXPECT_TRUE(server.ExportAll().empty());
+  // An infinite time is refused as it comes in (it was stored, and ranked as a real one).
+  v1::Record infinite = batch[0];
+  infinite.set_time_ms(std::numeric_limits<double>::infinity());
+  s = server.Import({infinite}, &response);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(s.error_message(), HasSubstr("record 1: record.time_ms is inf"));
   EXPECT_TRUE(server.ExportAll().empty());
   // The limit itself is accepted.
   ASSERT_TRUE(server.Import({batch[0]}, &response).ok());

@@ -1125,6 +1125,20 @@ TEST_F(ServerTest, BadRequestsGetTheRightCodeAndSayWhatIsWrong) {
     s = tuning_->SubmitJob(Context().get(), request, &job);
     EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
     EXPECT_THAT(s.error_message(), HasSubstr("once its YAML aliases are expanded"));
+    // Aliases of aliases: ten levels of ten read as ten billion values; refused as quickly.
+    std::string nested = "kernels: [gemm]\nbudget: 5\nname: x\nseed: 1\nbatch_size: 1\n";
+    std::string previous = "[1, 1, 1, 1, 1, 1, 1, 1, 1, 1]";
+    for (int level = 0; level < 10; ++level) {
+      const std::string anchor = absl::StrCat("a", level);
+      absl::StrAppend(&nested, "x", level, ": &", anchor, " ", previous, "\n");
+      previous = "[";
+      for (int i = 0; i < 10; ++i) absl::StrAppend(&previous, i ? ", *" : "*", anchor);
+      previous += "]";
+    }
+    request.set_spec_text(absl::StrCat(nested, "problems: ", previous, "\n"));
+    s = tuning_->SubmitJob(Context().get(), request, &job);
+    EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+    EXPECT_THAT(s.error_message(), HasSubstr("once its YAML aliases are expanded"));
   }
 
   v1::SubmitJobRequest zero_budget;
@@ -1685,6 +1699,11 @@ TEST(ServerClientKernelTest, AnAdminRegistersAKernelThatWorkersThenMeasure) {
     EXPECT_THAT(s.error_message(), HasSubstr("rtol '"));
     EXPECT_THAT(s.error_message(), HasSubstr("not '0.05'"));
     EXPECT_THAT(s.error_message(), HasSubstr("default 'unroll=1', not 'unroll=2'"));
+    // Another description only shows: the registration is a no-op, as for the same spec.
+    v1::RegisterKernelRequest redescribed = request;
+    redescribed.mutable_kernel()->set_description("the same kernel, described again");
+    s = tuning->RegisterKernel(with("admin-token-0123456789").get(), redescribed, &info);
+    EXPECT_TRUE(s.ok()) << s.error_message();
     EXPECT_EQ(version.size(), 16u);
     EXPECT_EQ(info.language(), "cpp");
     ASSERT_TRUE(tuning->RegisterKernel(with("admin-token-0123456789").get(), request, &info).ok())

@@ -72,8 +72,9 @@ TEST(TlsTest, OnlyLoopbackAddressesCountAsThisMachineOnly) {
        {"127.0.0.1:0", "127.1.2.3:7470", "localhost:7470", "[::1]:1", "unix:/tmp/ktune.sock"}) {
     EXPECT_TRUE(IsLoopbackAddress(local)) << local;
   }
-  for (const char* open : {"0.0.0.0:7470", "[::]:7470", "10.0.0.1:7470", "myhost:7470",
-                           "127.example.com:7470", ":7470"}) {
+  for (const char* open :
+       {"0.0.0.0:7470", "[::]:7470", "10.0.0.1:7470", "myhost:7470", "127.example.com:7470",
+        "127.0.0.1.1:80", "127.300.0.1:80", "localhost.evil:1", ":7470"}) {
     EXPECT_FALSE(IsLoopbackAddress(open)) << open;
   }
 }
