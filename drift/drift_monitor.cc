@@ -111,8 +111,10 @@ std::vector<DriftFlag> DriftMonitor::Observe(const TelemetryReport& report,
     }
     raised.push_back(f);
   }
-  if (!lab && !state.hot_flagged && state.calls >= options_.hot_calls) {
+  if (!lab && !state.hot_flagged && state.calls >= options_.hot_calls &&
+      untuned_hot_flags_ < kMaxUntunedHotFlags) {
     state.hot_flagged = true;
+    ++untuned_hot_flags_;
     DriftFlag f = NewFlag(DriftKind::kUntunedHotProblem, report);
     f.config = report.config;
     f.reports = state.reports;
@@ -120,6 +122,10 @@ std::vector<DriftFlag> DriftMonitor::Observe(const TelemetryReport& report,
     f.recent_ms = report.mean_ms;
     f.message = absl::StrCat("called ", state.calls, " times but never tuned on ",
                              report.device.device_class, ": served only by a prediction or a default");
+    if (untuned_hot_flags_ == kMaxUntunedHotFlags) {
+      absl::StrAppend(&f.message, "; the last untuned-hot flag listed (at most ",
+                      kMaxUntunedHotFlags, " on this server)");
+    }
     raised.push_back(f);
   }
   std::vector<DriftFlag> listed;

@@ -102,6 +102,10 @@ class DriftMonitor {
   // New-environment flags of one task: a reporter sending a new fingerprint with each sample
   // raised a flag each (1,000 in one call), and the list grew past what a client reads.
   static constexpr int kMaxNewEnvironmentFlags = 16;
+  // Untuned-hot flags in all: the other kinds need a tuned task, but any problem on any device
+  // class can be hot, and a telemetry reporter naming a new one in each sample grew the list
+  // (and ListDrift's answer) without bound. Past it, hot problems are not listed.
+  static constexpr int kMaxUntunedHotFlags = 1024;
   // kernel, canonical problem, device class.
   using TaskId = std::tuple<std::string, std::string, std::string>;
   struct TaskState {
@@ -130,6 +134,7 @@ class DriftMonitor {
   size_t recovering_ ABSL_GUARDED_BY(mu_) = 0;
   std::map<TaskId, TaskState> tasks_ ABSL_GUARDED_BY(mu_);
   std::vector<DriftFlag> flags_ ABSL_GUARDED_BY(mu_);
+  int untuned_hot_flags_ ABSL_GUARDED_BY(mu_) = 0;  // raised, at most kMaxUntunedHotFlags
 };
 
 // The flags as JSON for the database ({"version": 1, "flags": [every field of each]}), and back;

@@ -178,6 +178,23 @@ TEST(DriftMonitorTest, FlagsAnUntunedProblemOnceItIsHot) {
   EXPECT_EQ(monitor.CountsByKind()[static_cast<int>(DriftKind::kUntunedHotProblem)], 1);
 }
 
+// Any problem on any device class can be hot: a reporter naming a new class in each sample raised
+// a flag each, without bound (the list, and ListDrift's answer, grew past what a client reads).
+TEST(DriftMonitorTest, UntunedHotFlagsAreBoundedInAll) {
+  FakeKnowledge k;  // never tuned
+  DriftMonitorOptions options;
+  options.hot_calls = 1;
+  DriftMonitor monitor(options);
+  int raised = 0;
+  for (int i = 0; i < 1100; ++i) {
+    TelemetryReport r = Report(1.0, "{}", 1);
+    r.device.device_class = absl::StrCat("cpu:made-up-", i);
+    raised += static_cast<int>(monitor.Observe(r, k).size());
+  }
+  EXPECT_EQ(raised, 1024);
+  EXPECT_THAT(monitor.Flags().back().message, ::testing::HasSubstr("last untuned-hot flag"));
+}
+
 TEST(DriftMonitorTest, StoredFlagsRoundTripThroughJson) {
   DriftFlag f;
   f.id = 3;
