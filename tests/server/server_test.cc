@@ -1409,20 +1409,24 @@ TEST(ServerPredictionTest, ANeverTunedProblemGetsThePredictionOfTheNearestAndCan
   EXPECT_EQ(queued.tasks(0).task().device_class(), "cpu:test");
 }
 
-TEST(ServerAuthTest, TokensAndRolesAreEnforced) {
-  testing::TempDir dir;
-  {
-    std::ofstream tokens(dir.File("tokens"));
-    tokens << "# token roles\n"
-           << "worker-token-0123456789 worker\n"
-           << "query-token-0123456789  query\n"
-           << "admin-token-0123456789  admin\n";
-  }
+// A server on a new database in `dir` whose token file holds `tokens` (its lines).
+absl::StatusOr<std::unique_ptr<TuningServer>> StartWithTokens(const testing::TempDir& dir,
+                                                              const std::string& tokens) {
+  std::ofstream(dir.File("tokens")) << tokens;
   TuningServerOptions options;
   options.listen = "127.0.0.1:0";
   options.db_path = dir.File("auth.db");
   options.auth_file = dir.File("tokens");
-  auto server = TuningServer::Start(options);
+  return TuningServer::Start(options);
+}
+
+TEST(ServerAuthTest, TokensAndRolesAreEnforced) {
+  testing::TempDir dir;
+  auto server = StartWithTokens(dir,
+                                "# token roles\n"
+                                "worker-token-0123456789 worker\n"
+                                "query-token-0123456789  query\n"
+                                "admin-token-0123456789  admin\n");
   ASSERT_TRUE(server.ok()) << server.status();
   auto channel = grpc::CreateChannel(absl::StrCat("127.0.0.1:", (*server)->port()),
                                      grpc::InsecureChannelCredentials());
@@ -1521,16 +1525,9 @@ v1::KernelSpec ScaleKernelSpec() {
 // end its leases (Leave) or report results under its name.
 TEST(ServerAuthTest, AWorkerActsOnlyWithTheTokenItRegisteredWith) {
   testing::TempDir dir;
-  {
-    std::ofstream tokens(dir.File("tokens"));
-    tokens << "worker-a-token-0123456789 worker\n"
-           << "worker-b-token-0123456789 worker\n";
-  }
-  TuningServerOptions options;
-  options.listen = "127.0.0.1:0";
-  options.db_path = dir.File("owners.db");
-  options.auth_file = dir.File("tokens");
-  auto server = TuningServer::Start(options);
+  auto server = StartWithTokens(dir,
+                                "worker-a-token-0123456789 worker\n"
+                                "worker-b-token-0123456789 worker\n");
   ASSERT_TRUE(server.ok()) << server.status();
   auto stub = v1::WorkerService::NewStub(grpc::CreateChannel(
       absl::StrCat("127.0.0.1:", (*server)->port()), grpc::InsecureChannelCredentials()));
