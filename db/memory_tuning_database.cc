@@ -259,6 +259,20 @@ absl::Status MemoryTuningDatabase::ForEachRecord(
   return absl::OkStatus();
 }
 
+absl::StatusOr<TuningDatabase::RecordPage> MemoryTuningDatabase::RecordsAfter(int64_t after,
+                                                                              size_t limit) {
+  absl::MutexLock lock(&mu_);
+  RecordPage page;
+  page.last = after;
+  // The position is the index in records_ plus one (records are only ever appended).
+  for (int64_t i = std::max<int64_t>(after, 0);
+       i < static_cast<int64_t>(records_.size()) && page.records.size() < limit; ++i) {
+    page.records.push_back(records_[i]);
+    page.last = i + 1;
+  }
+  return page;
+}
+
 absl::StatusOr<DatabaseStats> MemoryTuningDatabase::Stats() {
   absl::MutexLock lock(&mu_);
   DatabaseStats s;

@@ -26,6 +26,7 @@ class MemoryTuningDatabase : public TuningDatabase {
   absl::StatusOr<std::vector<TaskKey>> ListTasks() override;
   absl::StatusOr<std::string> FamilyOfClass(const std::string& device_class) override;
   absl::Status ForEachRecord(const std::function<absl::Status(const Record&)>& fn) override;
+  absl::StatusOr<RecordPage> RecordsAfter(int64_t after, size_t limit) override;
   absl::StatusOr<DatabaseStats> Stats() override;
   absl::Status MarkStale(const TaskKey& task, int64_t before_us) override;
   absl::StatusOr<std::vector<StaleBoundary>> StaleBoundaries() override;

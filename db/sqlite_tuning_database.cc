@@ -799,6 +799,28 @@ absl::Status SqliteTuningDatabase::ForEachRecord(
   }
 }
 
+absl::StatusOr<TuningDatabase::RecordPage> SqliteTuningDatabase::RecordsAfter(int64_t after,
+                                                                              size_t limit) {
+  absl::MutexLock lock(&mu_);
+  // The position is the record's row id (insertion order, never reused: AUTOINCREMENT-free
+  // rowids may be, but only after the largest is deleted, and records are never deleted).
+  KTUNE_ASSIGN_OR_RETURN(SqliteStatement s,
+                         SqliteStatement::Prepare(
+                             db_, absl::StrCat(kRecordColumns, ", r.id ", kRecordJoins,
+                                               " WHERE r.id > ? ", kAllRecordsOrder, " LIMIT ?")));
+  s.Bind(1, after).Bind(2, static_cast<int64_t>(limit));
+  RecordPage page;
+  page.last = after;
+  RecordReader reader;
+  while (true) {
+    KTUNE_ASSIGN_OR_RETURN(bool row, s.Step());
+    if (!row) return page;
+    KTUNE_ASSIGN_OR_RETURN(Record r, reader.Read(s));
+    page.records.push_back(std::move(r));
+    page.last = s.ColumnInt(21);
+  }
+}
+
 absl::StatusOr<DatabaseStats> SqliteTuningDatabase::Stats() {
   absl::MutexLock lock(&mu_);
   DatabaseStats stats;

@@ -67,6 +67,7 @@ class SqliteTuningDatabase : public TuningDatabase {
   absl::StatusOr<std::string> FamilyOfClass(const std::string& device_class) override;
   // `fn` runs under the database's lock: it must not call back into this database.
   absl::Status ForEachRecord(const std::function<absl::Status(const Record&)>& fn) override;
+  absl::StatusOr<RecordPage> RecordsAfter(int64_t after, size_t limit) override;
   absl::StatusOr<DatabaseStats> Stats() override;
   absl::Status MarkStale(const TaskKey& task, int64_t before_us) override;
   absl::StatusOr<std::vector<StaleBoundary>> StaleBoundaries() override;

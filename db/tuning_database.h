@@ -154,6 +154,17 @@ class TuningDatabase {
   // Calls `fn` on every record in insertion order; stops with fn's error if it returns one.
   virtual absl::Status ForEachRecord(const std::function<absl::Status(const Record&)>& fn) = 0;
 
+  // A page of every record in insertion order: at most `limit` records stored after position
+  // `after` (0: from the first), and `last`, the position of the last one returned (the next
+  // page's `after`; `after` itself when the page is empty). A position names its record for as
+  // long as the database does, so a page costs its own records, not those before it (paging by
+  // an offset read every earlier record again, page after page).
+  struct RecordPage {
+    std::vector<Record> records;
+    int64_t last = 0;
+  };
+  virtual absl::StatusOr<RecordPage> RecordsAfter(int64_t after, size_t limit) = 0;
+
   virtual absl::StatusOr<DatabaseStats> Stats() = 0;
 
   // Records of `task` on its device class (any kernel version) measured before `before_us`, or at

@@ -19,39 +19,35 @@ constexpr size_t kMaxStreamRecords = 1'000'000;  // per export or import stream
 // on the wire, or 1,000 records of 1 MiB payload each would hold a gigabyte of server memory.
 constexpr size_t kMaxImportBytes = size_t{256} << 20;
 
-// A stop signal for ForEachRecord once a page is full.
-const absl::Status& PageFull() {
-  static const absl::Status* full = new absl::Status(absl::CancelledError("page full"));
-  return *full;
-}
-
-// Records of `task` (all tasks when null) from `offset` on, at most `limit`; `*more` tells
-// whether others follow. In storage order.
+// A page of records and the token of the next (empty on the last page). Of `task`: from the
+// offset `token` on, in TaskRecords' order (the task is read whole: a task's records). Of every
+// task (`task` null): after the position `token` (TuningDatabase::RecordsAfter), so that paging
+// through a million records reads each once (by offset, every page read all before it again,
+// holding the database).
 absl::StatusOr<std::vector<Record>> RecordsPage(TuningDatabase& db, const TaskKey* task,
-                                                size_t offset, size_t limit, bool* more) {
+                                                uint64_t token, size_t limit,
+                                                std::string* next_token) {
   std::vector<Record> page;
-  *more = false;
+  next_token->clear();
   if (task != nullptr) {
     absl::StatusOr<std::vector<Record>> all = db.TaskRecords(*task);
     if (!all.ok()) return all.status();
-    for (size_t i = offset; i < all->size() && page.size() < limit; ++i) {
+    for (size_t i = token; i < all->size() && page.size() < limit; ++i) {
       page.push_back(std::move((*all)[i]));
     }
-    *more = offset + page.size() < all->size();
+    if (token + page.size() < all->size()) *next_token = std::to_string(token + page.size());
     return page;
   }
-  size_t index = 0;
-  absl::Status s = db.ForEachRecord([&](const Record& r) -> absl::Status {
-    if (index++ < offset) return absl::OkStatus();
-    if (page.size() == limit) {
-      *more = true;
-      return PageFull();
-    }
-    page.push_back(r);
-    return absl::OkStatus();
-  });
-  if (!s.ok() && s != PageFull()) return s;
-  return page;
+  const int64_t after = static_cast<int64_t>(std::min<uint64_t>(token, INT64_MAX));
+  absl::StatusOr<TuningDatabase::RecordPage> read = db.RecordsAfter(after, limit);
+  if (!read.ok()) return read.status();
+  if (read->records.size() == limit) {
+    // Another page only if a record follows (one record read): the last page has no token.
+    absl::StatusOr<TuningDatabase::RecordPage> next = db.RecordsAfter(read->last, 1);
+    if (!next.ok()) return next.status();
+    if (!next->records.empty()) *next_token = std::to_string(read->last);
+  }
+  return std::move(read->records);
 }
 
 // A request's task filter. A registry kernel's problem is taken as its tasks store it (defaults
@@ -192,20 +188,20 @@ grpc::ServerUnaryReactor* TuningServiceImpl::ListRecords(grpc::CallbackServerCon
   if (page_size < 1 || page_size > 10'000) {
     return Done(ctx, absl::InvalidArgumentError("page_size must be between 1 and 10000"));
   }
-  uint64_t offset = 0;
-  if (!request->page_token().empty() && !absl::SimpleAtoi(request->page_token(), &offset)) {
+  uint64_t token = 0;
+  if (!request->page_token().empty() && !absl::SimpleAtoi(request->page_token(), &token)) {
     return Done(ctx, absl::InvalidArgumentError(
                          "page_token is not one this server gave (use next_page_token)"));
   }
   absl::StatusOr<std::unique_ptr<TaskKey>> task =
       OptionalTask(request->has_task(), request->task(), spaces_->registry(), *db_);
   if (!task.ok()) return Done(ctx, task.status());
-  bool more = false;
+  std::string next_token;
   absl::StatusOr<std::vector<Record>> page =
-      RecordsPage(*db_, task->get(), offset, static_cast<size_t>(page_size), &more);
+      RecordsPage(*db_, task->get(), token, static_cast<size_t>(page_size), &next_token);
   if (!page.ok()) return Done(ctx, page.status());
   for (const Record& r : *page) *response->add_records() = ToProto(r);
-  if (more) response->set_next_page_token(std::to_string(offset + page->size()));
+  response->set_next_page_token(next_token);
   return Done(ctx, absl::OkStatus());
 }
 
@@ -218,11 +214,11 @@ grpc::ServerWriteReactor<v1::Record>* TuningServiceImpl::ExportRecords(
       OptionalTask(request->has_task(), request->task(), spaces_->registry(), *db_);
   if (!task.ok()) return new FailedStream<v1::Record>(task.status());
   // Read in one go (the database is not held while a slow client reads), up to a limit.
-  bool more = false;
+  std::string more;  // a next page's token: more than the limit
   absl::StatusOr<std::vector<Record>> records =
       RecordsPage(*db_, task->get(), 0, kMaxStreamRecords, &more);
   if (!records.ok()) return new FailedStream<v1::Record>(records.status());
-  if (more) {
+  if (!more.empty()) {
     return new FailedStream<v1::Record>(absl::ResourceExhaustedError(absl::StrCat(
         "more than ", kMaxStreamRecords,
         " records: export per task, or page with ListRecords, or run `ktune db export` on the "

@@ -322,6 +322,29 @@ TEST_P(TuningDatabaseConformanceTest, ForEachRecordVisitsInInsertionOrder) {
   EXPECT_EQ(stopped.code(), absl::StatusCode::kCancelled);
 }
 
+// Paging through every record by position: each page starts where the last ended, in insertion
+// order, and the page after the last is empty.
+TEST_P(TuningDatabaseConformanceTest, RecordsAfterPagesInInsertionOrder) {
+  for (int64_t tile : {64, 16, 32, 8, 4}) {
+    ASSERT_TRUE(db_->AddRecords({MakeRecord("A100", tile, 1.0)}).ok());
+  }
+  std::vector<int64_t> tiles;
+  int64_t after = 0;
+  for (int page = 0; page < 3; ++page) {
+    absl::StatusOr<TuningDatabase::RecordPage> read = db_->RecordsAfter(after, 2);
+    ASSERT_TRUE(read.ok()) << read.status();
+    EXPECT_EQ(read->records.size(), page < 2 ? 2u : 1u);
+    EXPECT_GT(read->last, after);
+    for (const Record& r : read->records) tiles.push_back(std::get<int64_t>(r.config.at("tile")));
+    after = read->last;
+  }
+  EXPECT_EQ(tiles, (std::vector<int64_t>{64, 16, 32, 8, 4}));
+  absl::StatusOr<TuningDatabase::RecordPage> end = db_->RecordsAfter(after, 2);
+  ASSERT_TRUE(end.ok());
+  EXPECT_TRUE(end->records.empty());
+  EXPECT_EQ(end->last, after);
+}
+
 TEST_P(TuningDatabaseConformanceTest, JobsFollowTheirStateMachine) {
   Job job;
   job.name = "llama-gemms";

@@ -380,7 +380,8 @@ TEST_F(ServerTest, TuneRecordsAndWorkersOverTheApi) {
   v1::ListRecordsRequest list;
   list.set_page_size(10);
   std::vector<v1::Record> listed;
-  for (int page = 0; page < 5; ++page) {
+  int pages = 0;
+  for (; pages < 5; ++pages) {
     v1::ListRecordsResponse response;
     ASSERT_TRUE(tuning_->ListRecords(Context().get(), list, &response).ok());
     listed.insert(listed.end(), response.records().begin(), response.records().end());
@@ -388,6 +389,10 @@ TEST_F(ServerTest, TuneRecordsAndWorkersOverTheApi) {
     list.set_page_token(response.next_page_token());
   }
   EXPECT_EQ(listed.size(), 24u);
+  EXPECT_EQ(pages, 2) << "the third page is the last, and has no token";
+  std::set<std::string> listed_ids;
+  for (const v1::Record& r : listed) listed_ids.insert(r.record_id());
+  EXPECT_EQ(listed_ids.size(), 24u) << "each record once";
   list.set_page_token("not-a-token");
   v1::ListRecordsResponse ignored;
   EXPECT_EQ(tuning_->ListRecords(Context().get(), list, &ignored).error_code(),
