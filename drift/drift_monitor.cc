@@ -1,5 +1,6 @@
 #include "drift/drift_monitor.h"
 
+#include <algorithm>
 #include <nlohmann/json.hpp>
 
 #include "absl/strings/str_cat.h"
@@ -111,21 +112,16 @@ std::vector<DriftFlag> DriftMonitor::Observe(const TelemetryReport& report,
     }
     raised.push_back(f);
   }
-  if (!lab && !state.hot_flagged && state.calls >= options_.hot_calls &&
-      untuned_hot_flags_ < kMaxUntunedHotFlags) {
-    state.hot_flagged = true;
-    ++untuned_hot_flags_;
+  if (!lab && !state.hot_flagged && state.calls >= options_.hot_calls) {
+    state.hot_flagged = true;  // listed below, unless past kMaxUntunedHotFlags
     DriftFlag f = NewFlag(DriftKind::kUntunedHotProblem, report);
     f.config = report.config;
     f.reports = state.reports;
     f.calls = state.calls;
     f.recent_ms = report.mean_ms;
-    f.message = absl::StrCat("called ", state.calls, " times but never tuned on ",
-                             report.device.device_class, ": served only by a prediction or a default");
-    if (untuned_hot_flags_ == kMaxUntunedHotFlags) {
-      absl::StrAppend(&f.message, "; the last untuned-hot flag listed (at most ",
-                      kMaxUntunedHotFlags, " on this server)");
-    }
+    f.message =
+        absl::StrCat("called ", state.calls, " times but never tuned on ",
+                     report.device.device_class, ": served only by a prediction or a default");
     raised.push_back(f);
   }
   std::vector<DriftFlag> listed;
@@ -139,6 +135,15 @@ std::vector<DriftFlag> DriftMonitor::Observe(const TelemetryReport& report,
       }
     }
     if (stored) continue;
+    // Untuned-hot flags are counted as they are listed (stored ones were counted when recovery
+    // began): a restart lists no more of them than the cap.
+    if (f.kind == DriftKind::kUntunedHotProblem) {
+      if (untuned_hot_flags_ >= kMaxUntunedHotFlags) continue;
+      if (++untuned_hot_flags_ == kMaxUntunedHotFlags) {
+        absl::StrAppend(&f.message, "; the last untuned-hot flag listed (at most ",
+                        kMaxUntunedHotFlags, " on this server)");
+      }
+    }
     f.id = static_cast<int64_t>(flags_.size()) + 1;
     flags_.push_back(f);
     listed.push_back(f);
@@ -169,6 +174,10 @@ void DriftMonitor::BeginRecovery(std::vector<DriftFlag> stored) {
   flags_ = std::move(stored);
   recovering_ = flags_.size();
   replayed_.assign(flags_.size(), false);
+  untuned_hot_flags_ =
+      static_cast<int>(std::count_if(flags_.begin(), flags_.end(), [](const DriftFlag& f) {
+        return f.kind == DriftKind::kUntunedHotProblem;
+      }));
 }
 
 void DriftMonitor::EndRecovery() {

@@ -162,8 +162,8 @@ absl::Status TaskSearch::StartStrategy() {
 absl::StatusOr<std::vector<Point>> TaskSearch::NextBatch() {
   if (finished_ || budget_left_ <= 0) return std::vector<Point>();
   // The records stored since the search began, read once per call (the task's columns: a few
-  // blobs, under the database's lock). A failed read (the file busy) answers nothing: the points
-  // are measured, as before.
+  // blobs, under the database's lock). A failed read (the file busy) answers nothing, and the
+  // batch is measured whole: a duplicate measurement is better than a task failed for it.
   TaskColumns now;
   std::vector<size_t> newer;
   if (absl::StatusOr<TaskColumns> read = db_->TaskRecordColumns(task_); read.ok()) {
@@ -171,6 +171,10 @@ absl::StatusOr<std::vector<Point>> TaskSearch::NextBatch() {
     for (size_t i = 0; i < now.size(); ++i) {
       if (!handles_at_start_.contains(now.handles[i])) newer.push_back(i);
     }
+  } else {
+    LogEvent("records_not_read", {{"kernel", task_.kernel},
+                                  {"reason", std::string(read.status().message())},
+                                  {"effect", "the batch is measured whole"}});
   }
   while (!finished_ && budget_left_ > 0) {
     batch_out_at_ = absl::Now();

@@ -193,6 +193,19 @@ TEST(DriftMonitorTest, UntunedHotFlagsAreBoundedInAll) {
   }
   EXPECT_EQ(raised, 1024);
   EXPECT_THAT(monitor.Flags().back().message, ::testing::HasSubstr("last untuned-hot flag"));
+
+  // A restart replays the stored telemetry; the tasks of the first 50 classes were tuned since
+  // (their reports raise nothing), and the hot tasks past the cap are still hot. No more than
+  // the cap is listed (it listed 50 more, as flags "saved too late", after every restart).
+  DriftMonitor restarted(options);
+  restarted.BeginRecovery(monitor.Flags());
+  for (int i = 50; i < 1100; ++i) {
+    TelemetryReport r = Report(1.0, "{}", 1);
+    r.device.device_class = absl::StrCat("cpu:made-up-", i);
+    EXPECT_TRUE(restarted.Observe(r, k).empty()) << i;
+  }
+  restarted.EndRecovery();
+  EXPECT_EQ(restarted.Flags().size(), 1024u);
 }
 
 TEST(DriftMonitorTest, StoredFlagsRoundTripThroughJson) {

@@ -393,6 +393,17 @@ TEST_F(ServerTest, TuneRecordsAndWorkersOverTheApi) {
   std::set<std::string> listed_ids;
   for (const v1::Record& r : listed) listed_ids.insert(r.record_id());
   EXPECT_EQ(listed_ids.size(), 24u) << "each record once";
+  // Pages of 12: the second is full and the last, so it has no token (a full page asks whether
+  // a record follows).
+  list.set_page_size(12);
+  list.clear_page_token();
+  v1::ListRecordsResponse first_half, second_half;
+  ASSERT_TRUE(tuning_->ListRecords(Context().get(), list, &first_half).ok());
+  ASSERT_FALSE(first_half.next_page_token().empty());
+  list.set_page_token(first_half.next_page_token());
+  ASSERT_TRUE(tuning_->ListRecords(Context().get(), list, &second_half).ok());
+  EXPECT_EQ(second_half.records_size(), 12);
+  EXPECT_TRUE(second_half.next_page_token().empty());
   list.set_page_token("not-a-token");
   v1::ListRecordsResponse ignored;
   EXPECT_EQ(tuning_->ListRecords(Context().get(), list, &ignored).error_code(),
