@@ -110,6 +110,17 @@ class LeaseHeartbeat {
 
 }  // namespace
 
+absl::Status TakeClientKernel(const WorkerLoopOptions& options, const v1::KernelSpec& spec) {
+  // --no-client-kernels is kept here too, not only asked of the server at registration: a server
+  // that leases a client kernel anyway gets a failure, not a build.
+  if (options.registry == nullptr || !options.client_kernels) {
+    return absl::FailedPreconditionError("this worker does not take client kernels");
+  }
+  absl::StatusOr<KernelDefinition> k = FromProto(spec);
+  if (!k.ok()) return k.status();
+  return options.registry->Register(*std::move(k)).status();
+}
+
 WorkerLoop::WorkerLoop(v1::WorkerService::StubInterface* stub, Measurer* measurer,
                        WorkerLoopOptions options, const std::atomic<bool>* stop)
     : stub_(stub), measurer_(measurer), options_(std::move(options)), stop_(stop) {}
@@ -241,16 +252,7 @@ absl::Status WorkerLoop::Run() {
         by_task[lease.candidates(i).task().SerializeAsString()].push_back(i);
         const v1::Candidate& c = lease.candidates(i);
         if (!c.has_kernel_spec()) continue;
-        absl::Status registered =
-            // --no-client-kernels is also kept here, not only asked of the server at
-            // registration: a server that leases one anyway gets a failure, not a build.
-            options_.registry == nullptr || !options_.client_kernels
-                ? absl::FailedPreconditionError("this worker does not take client kernels")
-                : [&] {
-                    absl::StatusOr<KernelDefinition> k = FromProto(c.kernel_spec());
-                    if (!k.ok()) return k.status();
-                    return options_.registry->Register(*std::move(k)).status();
-                  }();
+        absl::Status registered = TakeClientKernel(options_, c.kernel_spec());
         if (!registered.ok()) unusable[c.kernel_spec().name()] = registered;
       }
       for (const auto& [key, indices] : by_task) {

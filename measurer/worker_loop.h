@@ -51,6 +51,11 @@ struct WorkerLoopOptions {
   std::shared_ptr<grpc::Channel> channel;
 };
 
+// A client kernel that came with a lease, added to `options.registry` so that the measurer finds
+// it. FailedPrecondition when the worker takes none (no registry, or client_kernels false);
+// the spec's own errors otherwise.
+absl::Status TakeClientKernel(const WorkerLoopOptions& options, const v1::KernelSpec& spec);
+
 class WorkerLoop {
  public:
   // `stub` and `measurer` must outlive the loop. `stop` (may be null) ends Run gracefully.

@@ -1769,6 +1769,15 @@ TEST(ServerClientKernelTest, AnAdminRegistersAKernelThatWorkersThenMeasure) {
       WorkerLoop refusing(stub.get(), &measurer, builtins_only);
       ASSERT_TRUE(refusing.Run().ok());
       EXPECT_EQ(refusing.reported(), 0);
+      // ... and builds none that a server leases it anyway (the worker's own check).
+      KernelRegistry untouched = KernelRegistry::WithBuiltins();
+      builtins_only.registry = &untouched;
+      absl::Status taken = TakeClientKernel(builtins_only, ScaleKernelSpec());
+      EXPECT_EQ(taken.code(), absl::StatusCode::kFailedPrecondition);
+      EXPECT_EQ(untouched.Find("scale2"), nullptr);
+      builtins_only.client_kernels = true;
+      EXPECT_TRUE(TakeClientKernel(builtins_only, ScaleKernelSpec()).ok());
+      EXPECT_NE(untouched.Find("scale2"), nullptr);
     }
     worker.max_measurements = 4;
     // It stops after its 4 measurements; the idle limit only ends a run that went wrong, so it
