@@ -20,6 +20,9 @@ void AddTaskQueryOptions(CLI::App* sub, TaskQueryArgs* a) {
   sub->add_option("--kernel", a->kernel, "Kernel name")->required();
   sub->add_option("--kernel-version", a->kernel_version, "Kernel version (default: any)");
   sub->add_option("--problem", a->problem, "Problem, e.g. M=1024,N=1024,K=1024");
+  sub->add_option("--dtype", a->dtype,
+                  "The problem's element type, as `tune --dtype` takes it (f32, f16, ...): the "
+                  "same as dtype=... in --problem");
   sub->add_option("--device", a->device, "Device class, e.g. A100, or cpu (this machine)")
       ->required();
   sub->add_option("--family", a->family,
@@ -31,6 +34,16 @@ absl::StatusOr<ResolvedTaskQuery> ResolveTaskQuery(const TaskQueryArgs& a) {
   absl::StatusOr<Problem> problem = ParseParamMapAssignments(a.problem);
   if (!problem.ok()) {
     return absl::InvalidArgumentError(absl::StrCat("--problem: ", problem.status().message()));
+  }
+  if (!a.dtype.empty()) {
+    // As `tune --dtype` sets it: a problem value, which --problem may give too, alike.
+    auto given = problem->find("dtype");
+    if (given != problem->end() && given->second != ParamValue(a.dtype)) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "--dtype ", a.dtype, " and --problem's dtype=", FormatParamValue(given->second),
+          " disagree: give one"));
+    }
+    (*problem)["dtype"] = a.dtype;
   }
   ResolvedTaskQuery r;
   BestQuery& q = r.query;

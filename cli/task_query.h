@@ -14,10 +14,10 @@
 namespace ktune::cli {
 
 struct TaskQueryArgs {
-  std::string kernel, kernel_version, problem, device, family, fingerprint;
+  std::string kernel, kernel_version, problem, dtype, device, family, fingerprint;
 };
 
-// --kernel, --kernel-version, --problem, --device, --family, --fingerprint.
+// --kernel, --kernel-version, --problem, --dtype, --device, --family, --fingerprint.
 void AddTaskQueryOptions(CLI::App* sub, TaskQueryArgs* args);
 
 struct ResolvedTaskQuery {

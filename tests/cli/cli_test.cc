@@ -941,6 +941,24 @@ TEST(CliTest, BestHonoursAnAccuracyBudgetAndShowsTheParetoFront) {
     return nlohmann::json::parse(r.out)["best"][0]["config"]["precision"].get<int>();
   };
   EXPECT_EQ(precision_of(best({"--json"})), 8) << "no budget: the fastest ok record";
+  // --dtype is the problem's dtype, as `tune --dtype` takes it (best and explain had no such
+  // option: --dtype f16 was an unknown option).
+  const std::vector<std::string> by_flag = {"best",
+                                            "--db",
+                                            db,
+                                            "--kernel",
+                                            "my_lowp_gemm",
+                                            "--problem",
+                                            "M=32,N=4096,K=4096",
+                                            "--device",
+                                            "cpu:test",
+                                            "--json"};
+  std::vector<std::string> f32 = by_flag;
+  f32.insert(f32.end(), {"--dtype", "f32"});
+  EXPECT_EQ(precision_of(RunKtune(f32)), 8);
+  auto clash = best({"--dtype", "f16"});
+  EXPECT_EQ(clash.exit_code, 2);
+  EXPECT_THAT(clash.err, HasSubstr("--dtype f16 and --problem's dtype=f32 disagree"));
   EXPECT_EQ(precision_of(best({"--json", "--max-rel-error", "1e-3"})), 16);
   EXPECT_EQ(precision_of(best({"--json", "--max-rel-error", "1e-6"})), 32);
   auto none = best({"--max-rel-error", "1e-9"});
