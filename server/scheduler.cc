@@ -200,9 +200,28 @@ absl::Status Scheduler::StillOpen(const JobRun& run, absl::string_view action) c
       "job ", run.job.id, " is ", JobStateName(run.job.state), " and cannot be ", action));
 }
 
-JobStatus Scheduler::StatusOf(const JobRun& run, TaskPage page) const {
+namespace {
+
+// `job` without its task list (the only part that grows with the job).
+Job WithoutTasks(const Job& job) {
+  Job out;
+  out.id = job.id;
+  out.name = job.name;
+  out.spec_json = job.spec_json;
+  out.strategy = job.strategy;
+  out.priority = job.priority;
+  out.state = job.state;
+  out.message = job.message;
+  out.created_at_us = job.created_at_us;
+  out.updated_at_us = job.updated_at_us;
+  return out;
+}
+
+}  // namespace
+
+JobStatus Scheduler::StatusOf(const JobRun& run, TaskPage page, bool with_job_tasks) const {
   JobStatus s;
-  s.job = run.job;
+  s.job = with_job_tasks ? run.job : WithoutTasks(run.job);
   for (size_t i = 0; i < run.tasks.size(); ++i) {
     const TaskRun& t = run.tasks[i];
     s.done += t.done;
@@ -226,13 +245,15 @@ JobStatus Scheduler::StatusOf(const JobRun& run, TaskPage page) const {
   return s;
 }
 
-absl::StatusOr<JobStatus> Scheduler::GetJob(int64_t id, TaskPage page) {
+absl::StatusOr<JobStatus> Scheduler::GetJob(int64_t id, TaskPage page, bool with_job_tasks) {
   {
     absl::MutexLock lock(&mu_);
-    if (auto it = jobs_.find(id); it != jobs_.end()) return StatusOf(*it->second, page);
+    if (auto it = jobs_.find(id); it != jobs_.end()) {
+      return StatusOf(*it->second, page, with_job_tasks);
+    }
     if (auto it = finished_.find(id); it != finished_.end()) {
       JobStatus s;
-      s.job = it->second.job;
+      s.job = with_job_tasks ? it->second.job : WithoutTasks(it->second.job);
       s.done = it->second.done;
       s.total = it->second.total;
       s.estimated_seconds_left = it->second.estimated_seconds_left;
@@ -260,6 +281,35 @@ absl::StatusOr<JobStatus> Scheduler::GetJob(int64_t id, TaskPage page) {
     s.tasks.push_back(std::move(ts));
   }
   s.job = std::move(job);
+  return s;
+}
+
+absl::StatusOr<JobStatus> Scheduler::GetJobProgress(int64_t id,
+                                                    std::vector<int64_t>* done_by_task) {
+  done_by_task->clear();
+  {
+    absl::MutexLock lock(&mu_);
+    if (auto it = jobs_.find(id); it != jobs_.end()) {
+      const JobRun& run = *it->second;
+      done_by_task->reserve(run.tasks.size());
+      for (const TaskRun& t : run.tasks) done_by_task->push_back(t.done);
+      return StatusOf(run, TaskPage{0, 0}, /*with_job_tasks=*/false);
+    }
+    if (auto it = finished_.find(id); it != finished_.end()) {
+      JobStatus s;
+      s.job = WithoutTasks(it->second.job);
+      s.done = it->second.done;
+      s.total = it->second.total;
+      s.estimated_seconds_left = it->second.estimated_seconds_left;
+      for (const TaskStatus& t : it->second.tasks) done_by_task->push_back(t.done);
+      return s;
+    }
+  }
+  // Ended before this server process: read once (its first poll is its last).
+  KTUNE_ASSIGN_OR_RETURN(JobStatus s, GetJob(id));
+  for (const TaskStatus& t : s.tasks) done_by_task->push_back(t.done);
+  s.tasks.clear();
+  s.job.tasks.clear();
   return s;
 }
 

@@ -430,25 +430,42 @@ grpc::ServerWriteReactor<v1::JobEvent>* TuningServiceImpl::WatchJob(
   // again while none advanced), with its best so far.
   std::vector<int64_t> done_before;
   int changed = -1;
-  return new Stream([scheduler, job, with_tasks, done_before, changed]() mutable
-                    -> absl::StatusOr<std::pair<v1::JobEvent, bool>> {
-    absl::StatusOr<JobStatus> status = scheduler->GetJob(job);
+  return new Stream([scheduler, job, with_tasks, done_before,
+                     changed]() mutable -> absl::StatusOr<std::pair<v1::JobEvent, bool>> {
+    // Each poll reads the job's counts only (GetJobProgress), and its tasks when the event
+    // carries them: a poll copied every task of the job under the scheduler's lock.
+    std::vector<int64_t> done_now;
+    absl::StatusOr<JobStatus> status = scheduler->GetJobProgress(job, &done_now);
     if (!status.ok()) return status.status();
-    done_before.resize(status->tasks.size(), 0);
+    // As the action replies: every task up to kMaxReplyTasks, none past it (task_count says how
+    // many; GetJob pages them), or a default client could not read the event.
+    const bool event_tasks = with_tasks && done_now.size() <= kMaxReplyTasks;
+    if (event_tasks) {
+      status = scheduler->GetJob(job);
+      if (!status.ok()) return status.status();
+    }
+    done_before.resize(done_now.size(), 0);
     int64_t most = 0;
-    for (size_t i = 0; i < status->tasks.size(); ++i) {
-      const int64_t advanced = status->tasks[i].done - done_before[i];
-      done_before[i] = status->tasks[i].done;
+    for (size_t i = 0; i < done_now.size(); ++i) {
+      const int64_t advanced = done_now[i] - done_before[i];
+      done_before[i] = done_now[i];
       if (advanced > most) {
         most = advanced;
         changed = static_cast<int>(i);
       }
     }
     v1::JobEvent event;
-    // As the action replies: every task up to kMaxReplyTasks, none past it (task_count says how
-    // many; GetJob pages them), or a default client could not read the event.
-    *event.mutable_job() = ToProto(*status, with_tasks && status->tasks.size() <= kMaxReplyTasks);
-    if (changed >= 0) *event.mutable_changed_task() = ToProto(status->tasks[changed]);
+    *event.mutable_job() = ToProto(*status, event_tasks);
+    event.mutable_job()->set_task_count(static_cast<int64_t>(done_now.size()));
+    if (changed >= 0 && event_tasks && static_cast<size_t>(changed) < status->tasks.size()) {
+      *event.mutable_changed_task() = ToProto(status->tasks[changed]);
+    } else if (changed >= 0) {
+      absl::StatusOr<JobStatus> one = scheduler->GetJob(
+          job, TaskPage{static_cast<size_t>(changed), 1}, /*with_job_tasks=*/false);
+      if (one.ok() && !one->tasks.empty()) {
+        *event.mutable_changed_task() = ToProto(one->tasks.front());
+      }
+    }
     const bool final = IsFinal(event.job().state());
     return std::make_pair(std::move(event), final);
   });

@@ -299,6 +299,8 @@ TEST_F(ServerTest, ThreeWorkersFinishAThreeTaskJobWithExactlyTheBudgetRecorded) 
   ASSERT_FALSE(events.empty());
   EXPECT_EQ(events.back().job().state(), v1::JOB_STATE_DONE);
   EXPECT_EQ(events.back().job().measurements_done(), 120);
+  EXPECT_EQ(events.back().job().task_count(), 3);  // counted without the tasks (none asked)
+  EXPECT_EQ(events.back().job().tasks_size(), 0);
   for (size_t i = 1; i < events.size(); ++i) {  // progress only moves forward
     EXPECT_GE(events[i].job().measurements_done(), events[i - 1].job().measurements_done());
   }

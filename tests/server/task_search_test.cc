@@ -329,6 +329,33 @@ TEST_F(TaskSearchTest, APointAnotherJobMeasuredMeanwhileIsNotMeasuredAgain) {
   EXPECT_EQ((*first)->answered_by_others(), 0);
 }
 
+// What a watcher polls: each task's count and the job's totals as GetJob gives them, without
+// the tasks (WatchJob copied every task of the job four times a second).
+TEST_F(TaskSearchTest, AWatchersPollReadsTheCountsWithoutTheTasks) {
+  const int64_t id = Submit(8, "random", /*batch_size=*/4);
+  ASSERT_FALSE(LeaseAndReport().empty());
+  std::vector<int64_t> done;
+  absl::StatusOr<JobStatus> progress = scheduler_->GetJobProgress(id, &done);
+  absl::StatusOr<JobStatus> full = scheduler_->GetJob(id);
+  ASSERT_TRUE(progress.ok()) << progress.status();
+  ASSERT_TRUE(full.ok()) << full.status();
+  ASSERT_EQ(done.size(), full->tasks.size());
+  for (size_t i = 0; i < done.size(); ++i) EXPECT_EQ(done[i], full->tasks[i].done);
+  EXPECT_GT(done[0], 0);
+  EXPECT_EQ(progress->done, full->done);
+  EXPECT_EQ(progress->total, full->total);
+  EXPECT_EQ(progress->job.name, full->job.name);
+  EXPECT_EQ(progress->job.state, full->job.state);
+  EXPECT_TRUE(progress->tasks.empty());
+  EXPECT_TRUE(progress->job.tasks.empty());
+  // One task by page, without the job's task list.
+  absl::StatusOr<JobStatus> one = scheduler_->GetJob(id, TaskPage{0, 1}, /*with_job_tasks=*/false);
+  ASSERT_TRUE(one.ok());
+  ASSERT_EQ(one->tasks.size(), 1u);
+  EXPECT_EQ(one->tasks[0].done, done[0]);
+  EXPECT_TRUE(one->job.tasks.empty());
+}
+
 // The strategy's time allowance comes from the time its batches spend out being measured.
 TEST_F(TaskSearchTest, TheAgentsTimeIsBudgetedAgainstTheTimeBatchesSpendBeingMeasured) {
   TaskSearch::Options options;
