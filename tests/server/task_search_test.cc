@@ -66,6 +66,15 @@ class TaskSearchTest : public OneTaskScheduler {
     return configs;
   }
 
+  // A random search of Task() in batches of 4, budget 9, whose agent may take `agent_share`.
+  absl::StatusOr<std::unique_ptr<TaskSearch>> RandomSearch(double agent_share) {
+    TaskSearch::Options options;
+    options.strategy = "random";
+    options.batch_size = 4;
+    options.max_agent_share = agent_share;
+    return TaskSearch::Create(&db_, spaces_, Task(), options, kCores, 9);
+  }
+
   Configuration Default(int threads = 0) const {
     return **spaces_.DefaultConfiguration(Task(), kCores, threads);
   }
@@ -277,14 +286,8 @@ TEST_F(TaskSearchTest, PpoSavesItsPolicyWhileTheTaskRunsSoARestartKeepsTheLearni
 // record, not measured again (the same seed proposed the same points, and each was measured
 // twice), and the strategy hears of it with the rest of its batch.
 TEST_F(TaskSearchTest, APointAnotherJobMeasuredMeanwhileIsNotMeasuredAgain) {
-  TaskSearch::Options options;
-  options.strategy = "random";
-  options.batch_size = 4;
-  options.max_agent_share = 0;
-  absl::StatusOr<std::unique_ptr<TaskSearch>> first =
-      TaskSearch::Create(&db_, spaces_, Task(), options, kCores, 9);
-  absl::StatusOr<std::unique_ptr<TaskSearch>> second =
-      TaskSearch::Create(&db_, spaces_, Task(), options, kCores, 9);
+  absl::StatusOr<std::unique_ptr<TaskSearch>> first = RandomSearch(0);
+  absl::StatusOr<std::unique_ptr<TaskSearch>> second = RandomSearch(0);
   ASSERT_TRUE(first.ok()) << first.status();
   ASSERT_TRUE(second.ok()) << second.status();
   // Measures a batch of `search` (every point 2 ms, or 3 ms for the second job), stores its
@@ -358,12 +361,7 @@ TEST_F(TaskSearchTest, AWatchersPollReadsTheCountsWithoutTheTasks) {
 
 // The strategy's time allowance comes from the time its batches spend out being measured.
 TEST_F(TaskSearchTest, TheAgentsTimeIsBudgetedAgainstTheTimeBatchesSpendBeingMeasured) {
-  TaskSearch::Options options;
-  options.strategy = "random";
-  options.batch_size = 4;
-  options.max_agent_share = 0.05;
-  absl::StatusOr<std::unique_ptr<TaskSearch>> search =
-      TaskSearch::Create(&db_, spaces_, Task(), options, kCores, 9);
+  absl::StatusOr<std::unique_ptr<TaskSearch>> search = RandomSearch(0.05);
   ASSERT_TRUE(search.ok()) << search.status();
   for (int batch = 0; batch < 3; ++batch) {
     absl::StatusOr<std::vector<Point>> points = (*search)->NextBatch();
