@@ -214,7 +214,8 @@ std::vector<Point> TaskSearch::AnswerFromNewRecords(std::vector<Point> batch,
     // another job's. Its result reads as a prior record's would (Create).
     std::optional<std::vector<int32_t>> indices =
         newer.empty() ? std::nullopt : now.IndicesOf(space_->ToConfiguration(proposed_[b]));
-    for (size_t i : indices ? newer : std::vector<size_t>()) {
+    for (size_t i : newer) {
+      if (!indices) break;  // a value no record has: none holds the point
       if (!now.HasConfig(i, *indices)) continue;
       const double error = now.max_rel_error[i];
       const std::optional<double> max_rel_error =
