@@ -222,6 +222,7 @@ Job WithoutTasks(const Job& job) {
 JobStatus Scheduler::StatusOf(const JobRun& run, TaskPage page, bool with_job_tasks) const {
   JobStatus s;
   s.job = with_job_tasks ? run.job : WithoutTasks(run.job);
+  s.task_count = static_cast<int64_t>(run.tasks.size());
   for (size_t i = 0; i < run.tasks.size(); ++i) {
     const TaskRun& t = run.tasks[i];
     s.done += t.done;
@@ -254,6 +255,7 @@ absl::StatusOr<JobStatus> Scheduler::GetJob(int64_t id, TaskPage page, bool with
     if (auto it = finished_.find(id); it != finished_.end()) {
       JobStatus s;
       s.job = with_job_tasks ? it->second.job : WithoutTasks(it->second.job);
+      s.task_count = it->second.task_count;
       s.done = it->second.done;
       s.total = it->second.total;
       s.estimated_seconds_left = it->second.estimated_seconds_left;
@@ -280,6 +282,7 @@ absl::StatusOr<JobStatus> Scheduler::GetJob(int64_t id, TaskPage page, bool with
     s.done += ts.done;
     s.tasks.push_back(std::move(ts));
   }
+  s.task_count = static_cast<int64_t>(job.tasks.size());
   s.job = std::move(job);
   return s;
 }
@@ -298,6 +301,7 @@ absl::StatusOr<JobStatus> Scheduler::GetJobProgress(int64_t id,
     if (auto it = finished_.find(id); it != finished_.end()) {
       JobStatus s;
       s.job = WithoutTasks(it->second.job);
+      s.task_count = it->second.task_count;
       s.done = it->second.done;
       s.total = it->second.total;
       s.estimated_seconds_left = it->second.estimated_seconds_left;
@@ -321,7 +325,8 @@ absl::StatusOr<std::vector<JobStatus>> Scheduler::ListJobs() {
     {
       absl::MutexLock lock(&mu_);
       if (auto it = jobs_.find(j.id); it != jobs_.end()) {
-        out.push_back(StatusOf(*it->second));
+        // Counts, not a copy of every task (120 ms a call for a job of 65,536 tasks).
+        out.push_back(StatusOf(*it->second, TaskPage{0, 0}, /*with_job_tasks=*/false));
         continue;
       }
       if (auto it = finished_.find(j.id); it != finished_.end()) {
@@ -337,6 +342,7 @@ absl::StatusOr<std::vector<JobStatus>> Scheduler::ListJobs() {
       s.done += t.measurements_done;
       s.total += t.budget;
     }
+    s.task_count = static_cast<int64_t>(j.tasks.size());
     s.job = std::move(j);
     out.push_back(std::move(s));
   }

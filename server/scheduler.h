@@ -129,8 +129,9 @@ struct TaskStatus {
 };
 
 struct JobStatus {
-  Job job;  // as stored (tasks' progress too)
+  Job job;  // as stored (tasks' progress too), or without its task list where a call says so
   std::vector<TaskStatus> tasks;
+  int64_t task_count = 0;  // the job's tasks, listed here or not
   int64_t done = 0, total = 0;
   double estimated_seconds_left = 0;  // 0 when unknown
 };
@@ -173,8 +174,9 @@ class Scheduler {
   // `done_by_task`. On a job of 65,536 tasks GetJob took 73 ms under the scheduler's lock, four
   // times a second per watcher.
   absl::StatusOr<JobStatus> GetJobProgress(int64_t id, std::vector<int64_t>* done_by_task);
-  // Every job, newest first, as GetJob gives it, except that a job read from the database has
-  // its done count from the progress its tasks stored, and no tasks (GetJob counts its records).
+  // Every job, newest first, as GetJob gives it, but without tasks (task_count says how many; an
+  // active job's task list is left out of JobStatus::job too), and a job read from the database
+  // has its done count from the progress its tasks stored (GetJob counts its records).
   absl::StatusOr<std::vector<JobStatus>> ListJobs();
   // Cancel drops queued candidates (leased ones are still recorded when reported); pause stops
   // leasing; resume continues where the job stopped.

@@ -110,7 +110,8 @@ v1::Job ToProto(const JobStatus& s, bool with_tasks) {
   v1::Job out;
   out.set_job_id(std::to_string(s.job.id));
   *out.mutable_spec() = SpecOf(s.job, with_tasks);
-  out.set_task_count(static_cast<int64_t>(std::max(s.tasks.size(), s.job.tasks.size())));
+  out.set_task_count(std::max({s.task_count, static_cast<int64_t>(s.tasks.size()),
+                               static_cast<int64_t>(s.job.tasks.size())}));
   out.set_state(ToProto(s.job.state));
   out.set_message(s.job.message);
   out.set_measurements_done(s.done);
@@ -456,7 +457,6 @@ grpc::ServerWriteReactor<v1::JobEvent>* TuningServiceImpl::WatchJob(
     }
     v1::JobEvent event;
     *event.mutable_job() = ToProto(*status, event_tasks);
-    event.mutable_job()->set_task_count(static_cast<int64_t>(done_now.size()));
     if (changed >= 0 && event_tasks && static_cast<size_t>(changed) < status->tasks.size()) {
       *event.mutable_changed_task() = ToProto(status->tasks[changed]);
     } else if (changed >= 0) {

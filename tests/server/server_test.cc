@@ -955,6 +955,7 @@ TEST_F(ServerTest, AJobKeepsTheSpecItWasSubmittedWith) {
   EXPECT_EQ(listed.jobs(0).spec().budget_measurements(), 7);
   EXPECT_EQ(listed.jobs(0).spec().strategy(), v1::STRATEGY_ANNEALING);
   EXPECT_EQ(listed.jobs(0).spec().device_classes_size(), 0);  // with the tasks only
+  EXPECT_EQ(listed.jobs(0).task_count(), 3);                  // counted, not copied
 }
 
 // After a restart, ListJobs reads a job that ended before from the progress its tasks stored
