@@ -171,6 +171,15 @@ absl::StatusOr<int64_t> Scheduler::Submit(const JobRequest& r) {
   job.created_at_us = job.updated_at_us = absl::ToUnixMicros(options_.now());
   for (const TaskKey& t : r.tasks) job.tasks.push_back({t, JobState::kQueued, r.budget, 0});
   absl::MutexLock lock(&mu_);
+  // Jobs were not limited: a client submitting in a loop grew the server's memory without bound.
+  int64_t active = 0;
+  for (const auto& [other, run] : jobs_) active += static_cast<int64_t>(run->tasks.size());
+  if (active + static_cast<int64_t>(r.tasks.size()) > options_.max_active_tasks) {
+    return absl::ResourceExhaustedError(
+        absl::StrCat("the server holds ", active, " tasks of unfinished jobs, and this job's ",
+                     r.tasks.size(), " would pass its limit of ", options_.max_active_tasks,
+                     ": wait for jobs to end, or cancel some (ktune jobs, ktune cancel)"));
+  }
   KTUNE_ASSIGN_OR_RETURN(job.id, db_->CreateJob(job));
   const int64_t id = job.id;
   LogEvent("job_submitted", {{"job_id", std::to_string(id)},

@@ -64,6 +64,10 @@ struct SchedulerOptions {
   int agent_threads = 2;
   // Makes a job's strategy by name; unset: MakeStrategy (tests inject strategies here).
   StrategyFactory make_strategy;
+  // Tasks of unfinished jobs held at once (each holds its search, space and queue in memory):
+  // Submit refuses a job past it, RESOURCE_EXHAUSTED. Jobs recovered after a restart are not
+  // refused.
+  int64_t max_active_tasks = int64_t{1} << 20;
 };
 
 // What a worker can measure besides its device class. Its leases hold only candidates of

@@ -12,6 +12,7 @@
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "common/event_log.h"
 #include "common/status_macros.h"
 #include "common/utf8.h"
 #include "proto/convert.h"
@@ -622,7 +623,14 @@ absl::StatusOr<std::shared_ptr<const BestAnswer>> TuningServiceImpl::AnswerQuery
                         best->message.level() == v1::MATCH_LEVEL_DEVICE_CLASS;
   if (!request.tune_if_missing() || measured) return best;
   KTUNE_RETURN_IF_ERROR(auth_->Check(ctx, Role::kSubmit));
-  KTUNE_ASSIGN_OR_RETURN(std::string job, TuneInBackground(q));
+  absl::StatusOr<std::string> queued = TuneInBackground(q);
+  if (absl::IsResourceExhausted(queued.status())) {
+    // The server holds as many tasks as it may: the answer still answers, without a job.
+    LogEvent("tune_if_missing_not_queued",
+             {{"kernel", q.kernel}, {"reason", std::string(queued.status().message())}});
+    return best;
+  }
+  KTUNE_ASSIGN_OR_RETURN(std::string job, std::move(queued));
   auto with_job = std::make_shared<BestAnswer>();
   with_job->message = best->message;
   with_job->message.set_queued_job_id(job);

@@ -150,6 +150,27 @@ TEST_F(TaskSearchTest, AJobsThreadsFixTheThreadCountAndTooManyFailTheTaskSayingW
   EXPECT_THAT(failed->job.message, HasSubstr("threads 3 is more than the 2 cores"));
 }
 
+// The tasks of unfinished jobs are limited (a client submitting in a loop grew the server's
+// memory without bound): past the limit a job is refused, until others end.
+TEST_F(TaskSearchTest, AJobPastTheActiveTaskLimitIsRefusedUntilOthersEnd) {
+  SchedulerOptions small;
+  small.max_active_tasks = 2;
+  Restart(small);
+  const int64_t first = Submit(4, "random");
+  Submit(4, "random");  // two tasks: at the limit
+  JobRequest third;
+  third.name = "third";
+  third.tasks = {Task()};
+  third.budget = 4;
+  third.strategy = "random";
+  third.spec_json = R"({"name":"third"})";
+  absl::StatusOr<int64_t> refused = scheduler_->Submit(third);
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_THAT(refused.status().message(), HasSubstr("would pass its limit of 2"));
+  ASSERT_TRUE(scheduler_->Cancel(first).ok());
+  EXPECT_TRUE(scheduler_->Submit(third).ok()) << "a cancelled job's task leaves room";
+}
+
 TEST_F(TaskSearchTest, TheBatchSizeSurvivesARestart) {
   const int64_t id = Submit(9, "random", /*batch_size=*/2);
   EXPECT_EQ(LeaseAndReport().size(), 1u);  // the default
