@@ -228,13 +228,15 @@ Job WithoutTasks(const Job& job) {
 
 }  // namespace
 
-JobStatus Scheduler::StatusOf(const JobRun& run, TaskPage page, bool with_job_tasks) const {
+JobStatus Scheduler::StatusOf(const JobRun& run, TaskPage page, bool with_job_tasks,
+                              std::vector<int64_t>* done_by_task) const {
   JobStatus s;
   s.job = with_job_tasks ? run.job : WithoutTasks(run.job);
   s.task_count = static_cast<int64_t>(run.tasks.size());
   for (size_t i = 0; i < run.tasks.size(); ++i) {
     const TaskRun& t = run.tasks[i];
     s.done += t.done;
+    if (done_by_task != nullptr) done_by_task->push_back(t.done);
     s.total += t.budget;
     if (!page.Holds(i)) continue;
     TaskStatus ts{t.task, t.state, t.budget, t.done, t.failed, t.best_ms, t.best_config, t.flops};
@@ -255,11 +257,13 @@ JobStatus Scheduler::StatusOf(const JobRun& run, TaskPage page, bool with_job_ta
   return s;
 }
 
-absl::StatusOr<JobStatus> Scheduler::GetJob(int64_t id, TaskPage page, bool with_job_tasks) {
+absl::StatusOr<JobStatus> Scheduler::GetJob(int64_t id, TaskPage page, bool with_job_tasks,
+                                            std::vector<int64_t>* done_by_task) {
+  if (done_by_task != nullptr) done_by_task->clear();
   {
     absl::MutexLock lock(&mu_);
     if (auto it = jobs_.find(id); it != jobs_.end()) {
-      return StatusOf(*it->second, page, with_job_tasks);
+      return StatusOf(*it->second, page, with_job_tasks, done_by_task);
     }
     if (auto it = finished_.find(id); it != finished_.end()) {
       JobStatus s;
@@ -270,6 +274,9 @@ absl::StatusOr<JobStatus> Scheduler::GetJob(int64_t id, TaskPage page, bool with
       s.estimated_seconds_left = it->second.estimated_seconds_left;
       for (size_t i = page.first; i < it->second.tasks.size() && page.Holds(i); ++i) {
         s.tasks.push_back(it->second.tasks[i]);
+      }
+      if (done_by_task != nullptr) {
+        for (const TaskStatus& t : it->second.tasks) done_by_task->push_back(t.done);
       }
       return s;
     }
@@ -282,6 +289,7 @@ absl::StatusOr<JobStatus> Scheduler::GetJob(int64_t id, TaskPage page, bool with
     s.total += t.budget;
     if (!page.Holds(i)) {
       s.done += t.measurements_done;
+      if (done_by_task != nullptr) done_by_task->push_back(t.measurements_done);
       continue;
     }
     KTUNE_ASSIGN_OR_RETURN(TaskStatus ts, CountJobRecords(*db_, job.id, t.task));
@@ -289,41 +297,17 @@ absl::StatusOr<JobStatus> Scheduler::GetJob(int64_t id, TaskPage page, bool with
     ts.budget = t.budget;
     ts.flops = spaces_->Flops(t.task);
     s.done += ts.done;
+    if (done_by_task != nullptr) done_by_task->push_back(ts.done);
     s.tasks.push_back(std::move(ts));
   }
   s.task_count = static_cast<int64_t>(job.tasks.size());
-  s.job = std::move(job);
+  s.job = with_job_tasks ? std::move(job) : WithoutTasks(job);
   return s;
 }
 
 absl::StatusOr<JobStatus> Scheduler::GetJobProgress(int64_t id,
                                                     std::vector<int64_t>* done_by_task) {
-  done_by_task->clear();
-  {
-    absl::MutexLock lock(&mu_);
-    if (auto it = jobs_.find(id); it != jobs_.end()) {
-      const JobRun& run = *it->second;
-      done_by_task->reserve(run.tasks.size());
-      for (const TaskRun& t : run.tasks) done_by_task->push_back(t.done);
-      return StatusOf(run, TaskPage{0, 0}, /*with_job_tasks=*/false);
-    }
-    if (auto it = finished_.find(id); it != finished_.end()) {
-      JobStatus s;
-      s.job = WithoutTasks(it->second.job);
-      s.task_count = it->second.task_count;
-      s.done = it->second.done;
-      s.total = it->second.total;
-      s.estimated_seconds_left = it->second.estimated_seconds_left;
-      for (const TaskStatus& t : it->second.tasks) done_by_task->push_back(t.done);
-      return s;
-    }
-  }
-  // Ended before this server process: read once (its first poll is its last).
-  KTUNE_ASSIGN_OR_RETURN(JobStatus s, GetJob(id));
-  for (const TaskStatus& t : s.tasks) done_by_task->push_back(t.done);
-  s.tasks.clear();
-  s.job.tasks.clear();
-  return s;
+  return GetJob(id, TaskPage{0, 0}, /*with_job_tasks=*/false, done_by_task);
 }
 
 absl::StatusOr<std::vector<JobStatus>> Scheduler::ListJobs() {

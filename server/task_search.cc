@@ -23,6 +23,27 @@ auto Timed(double* seconds, AgentTimeBudget* budget, Call call) {
   return result;
 }
 
+// What record i of `c` tells a search under the accuracy budget `budget` of its configuration:
+// ok with its time, or failed; nullopt when the search is to measure it again (refused by an
+// earlier job's tighter budget but within this one's: not a failure here, and never served).
+struct RecordOutcome {
+  bool ok = false;
+  double time_ms = 0;
+};
+std::optional<RecordOutcome> OutcomeOf(const TaskColumns& c, size_t i,
+                                       std::optional<double> budget) {
+  const double error = c.max_rel_error[i];
+  const std::optional<double> max_rel_error =
+      std::isnan(error) ? std::nullopt : std::optional<double>(error);
+  if (c.status[i] == MeasurementStatus::kTooInaccurate &&
+      WithinAccuracyBudget(max_rel_error, budget)) {
+    return std::nullopt;
+  }
+  const bool ok =
+      c.status[i] == MeasurementStatus::kOk && WithinAccuracyBudget(max_rel_error, budget);
+  return RecordOutcome{ok, ok ? c.time_ms[i] : 0.0};
+}
+
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<TaskSearch>> TaskSearch::Create(TuningDatabase* db,
@@ -65,14 +86,10 @@ absl::StatusOr<std::unique_ptr<TaskSearch>> TaskSearch::Create(TuningDatabase* d
     for (size_t i = 0; i < c.size(); ++i) {
       absl::StatusOr<Point> p = s->space_->ToPoint(c.ConfigOf(i));
       if (!p.ok()) continue;
-      const double error = c.max_rel_error[i];
-      const std::optional<double> max_rel_error =
-          std::isnan(error) ? std::nullopt : std::optional<double>(error);
-      const bool ok = c.status[i] == MeasurementStatus::kOk &&
-                      WithinAccuracyBudget(max_rel_error, options.max_rel_error);
+      const std::optional<RecordOutcome> outcome = OutcomeOf(c, i, options.max_rel_error);
       if (is_stale && stale_as_source) {
         const int64_t index = s->space_->IndexOf(*p);
-        if (ok && index >= 0 && std::isnan(s->stale_times_[index])) {
+        if (outcome && outcome->ok && index >= 0 && std::isnan(s->stale_times_[index])) {
           s->stale_times_[index] = c.time_ms[i];
           s->has_stale_source_ = true;
         }
@@ -83,16 +100,10 @@ absl::StatusOr<std::unique_ptr<TaskSearch>> TaskSearch::Create(TuningDatabase* d
       } else if (fresh.count(*p) > 0) {
         continue;  // measured since, or re-verified now
       }
-      // Refused by an earlier job's tighter budget, but within this job's: not a failure here,
-      // and not measured either (a refused record is never served), so the search may measure
-      // it again.
-      if (c.status[i] == MeasurementStatus::kTooInaccurate &&
-          WithinAccuracyBudget(max_rel_error, options.max_rel_error)) {
-        continue;
-      }
+      if (!outcome) continue;  // the search may measure it again
       default_known |= default_point && *p == *default_point;
       if (!s->space_->IsValid(*p)) continue;
-      s->prior_.push_back({*p, ok, ok ? c.time_ms[i] : 0.0});
+      s->prior_.push_back({*p, outcome->ok, outcome->time_ms});
     }
   };
   add(known, /*is_stale=*/false);
@@ -217,17 +228,10 @@ std::vector<Point> TaskSearch::AnswerFromNewRecords(std::vector<Point> batch,
     for (size_t i : newer) {
       if (!indices) break;  // a value no record has: none holds the point
       if (!now.HasConfig(i, *indices)) continue;
-      const double error = now.max_rel_error[i];
-      const std::optional<double> max_rel_error =
-          std::isnan(error) ? std::nullopt : std::optional<double>(error);
-      if (now.status[i] == MeasurementStatus::kTooInaccurate &&
-          WithinAccuracyBudget(max_rel_error, options_.max_rel_error)) {
-        continue;  // refused by a tighter budget than this job's: measured here
-      }
-      const bool ok = now.status[i] == MeasurementStatus::kOk &&
-                      WithinAccuracyBudget(max_rel_error, options_.max_rel_error);
-      if (!answered_[b] || (ok && !answered_[b]->ok)) {
-        answered_[b] = Observation{proposed_[b], ok, ok ? now.time_ms[i] : 0.0};
+      const std::optional<RecordOutcome> outcome = OutcomeOf(now, i, options_.max_rel_error);
+      if (!outcome) continue;  // measured here
+      if (!answered_[b] || (outcome->ok && !answered_[b]->ok)) {
+        answered_[b] = Observation{proposed_[b], outcome->ok, outcome->time_ms};
       }
     }
     if (answered_[b]) {
