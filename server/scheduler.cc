@@ -240,7 +240,7 @@ JobStatus Scheduler::StatusOf(const JobRun& run, TaskPage page, bool with_job_ta
     s.total += t.budget;
     if (!page.Holds(i)) continue;
     TaskStatus ts{t.task, t.state, t.budget, t.done, t.failed, t.best_ms, t.best_config, t.flops};
-    if (t.search != nullptr) {
+    if (t.searched) {
       ts.prior_records = t.prior_records;
       ts.warm_started = t.warm_started;
       ts.agent_seconds = t.agent_seconds;
@@ -413,6 +413,7 @@ absl::Status Scheduler::FailTask(JobRun& job, TaskRun& t, const absl::Status& wh
   t.error = absl::StrCat("task ", t.index, " (", t.task.kernel, " on ", t.task.device_class,
                          "): ", why.message());
   t.queued.clear();
+  t.search.reset();
   return db_->UpdateJobTasks(job.job.id, {ProgressOf(t)});
 }
 
@@ -433,6 +434,8 @@ absl::Status Scheduler::FinishIfDone(JobRun& job) {
     if (!IsFinal(t.state) && t.in_flight == 0 && t.queued.empty() && !t.agent_busy &&
         (t.done >= t.budget || t.exhausted || job.out_of_time)) {
       t.state = JobState::kDone;
+      t.search.reset();  // its memory (the strategy's model of the space) goes now, not at the
+                         // job's end
       finished.push_back(ProgressOf(t));
     }
     all_done &= IsFinal(t.state);

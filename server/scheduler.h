@@ -68,6 +68,13 @@ struct SchedulerOptions {
   // Submit refuses a job past it, RESOURCE_EXHAUSTED. Jobs recovered after a restart are not
   // refused.
   int64_t max_active_tasks = int64_t{1} << 20;
+  // Tasks of one job and device class whose search is being created at once (this, or twice
+  // agent_threads if that is more). A lease that finds
+  // no batch to hand out starts the searches of the next tasks, up to this many; a task's search
+  // lives until the task ends. (The first lease of a job started every task's search: for 8,192
+  // tasks a minute of strategy work queued ahead of any second batch, and all of them in memory
+  // until the job ended.)
+  int max_starting_searches = 4;
 };
 
 // What a worker can measure besides its device class. Its leases hold only candidates of

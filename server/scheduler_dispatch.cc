@@ -102,15 +102,17 @@ void Scheduler::AfterAgentWork(int64_t job_id, int index, std::shared_ptr<TaskSe
   TaskRun& t = job.tasks[index];
   t.agent_busy = false;
   if (created != nullptr) {
-    t.search = std::move(created);
-    t.space = t.search->space();
+    t.searched = true;
+    t.space = created->space();
     t.started = t.last_result = options_.now();
   }
-  if (t.search != nullptr) {
-    t.prior_records = t.search->prior_records();
-    t.warm_started = t.search->warm_started();
-    t.agent_seconds = t.search->agent_seconds();
+  if (const TaskSearch* search = created != nullptr ? created.get() : t.search.get()) {
+    t.prior_records = search->prior_records();
+    t.warm_started = search->warm_started();
+    t.agent_seconds = search->agent_seconds();
   }
+  // A task that ended meanwhile (failed, its job cancelled) keeps no search.
+  if (created != nullptr && !IsFinal(t.state)) t.search = std::move(created);
   absl::Status status = absl::OkStatus();
   if (!batch.ok()) {
     if (!IsFinal(t.state)) status = FailTask(job, t, batch.status());
@@ -165,6 +167,7 @@ absl::StatusOr<LeaseGrant> Scheduler::LeaseLocked(const std::string& worker_id,
   LeaseGrant grant;
   bool preparing = false;  // a batch this worker could measure is being prepared
   const std::string fingerprint_hash = worker.device.FingerprintHash();
+  const int max_starting = std::max(options_.max_starting_searches, 2 * options_.agent_threads);
   while (static_cast<int>(lease->items.size()) < max_candidates) {
     // The job with the lowest pass that has work for this device class.
     JobRun* chosen = nullptr;
@@ -177,10 +180,21 @@ absl::StatusOr<LeaseGrant> Scheduler::LeaseLocked(const std::string& worker_id,
       }
       if (chosen != nullptr && job->pass >= chosen->pass) continue;
       if (!job->fingerprint_hash.empty() && job->fingerprint_hash != fingerprint_hash) continue;
+      int starting = 0;  // searches of this job and class being created (in index order)
       for (TaskRun& t : job->tasks) {
         if (t.task.device_class != worker.device.device_class || IsFinal(t.state)) continue;
         if (!CanMeasure(worker.capabilities, t.language, t.client_kernel)) continue;
-        if (t.search == nullptr && !t.agent_busy) QueueInit(*job, t, worker.cores, work);
+        if (t.search == nullptr) {
+          // Searches start as workers run out of batches, a few at a time, not all at the first
+          // lease: see SchedulerOptions::max_starting_searches.
+          if (!t.agent_busy && starting < max_starting) {
+            QueueInit(*job, t, worker.cores, work);
+          }
+          if (t.agent_busy) ++starting;
+          preparing |= t.agent_busy;
+          if (starting >= max_starting) break;
+          continue;
+        }
         if (NeedsBatch(t)) QueueNextBatch(*job, t, std::nullopt, work);
         preparing |= t.agent_busy;
         if (!t.queued.empty()) {
@@ -385,16 +399,19 @@ absl::StatusOr<int64_t> Scheduler::Report(const std::string& worker_id, const st
       }
     }
     ReturnToQueue(lease);  // candidates the report left out go back
-    std::vector<int64_t> touched;
-    for (const auto& [item, obs] : observed) touched.push_back(item.job_id);
-    std::sort(touched.begin(), touched.end());
-    touched.erase(std::unique(touched.begin(), touched.end()), touched.end());
+    // The reported tasks, by job: only they changed (every task of the job was stored again at
+    // each report: 65,536 row updates under the lock for a report of one task).
+    std::map<int64_t, std::vector<int>> touched;
+    for (const auto& [item, obs] : observed) touched[item.job_id].push_back(item.task);
     leases_.erase(l);
-    for (int64_t id : touched) {
+    for (auto& [id, tasks] : touched) {
       auto it = jobs_.find(id);
       if (it == jobs_.end()) continue;
-      std::vector<JobTaskProgress> progress;  // the job's tasks, stored in one commit
-      for (TaskRun& t : it->second->tasks) {
+      std::sort(tasks.begin(), tasks.end());
+      tasks.erase(std::unique(tasks.begin(), tasks.end()), tasks.end());
+      std::vector<JobTaskProgress> progress;  // the reported tasks, stored in one commit
+      for (int index : tasks) {
+        TaskRun& t = it->second->tasks[index];
         // A complete batch goes to the search at once (the last one too, before it finishes),
         // which then prepares the next one while workers measure other batches.
         const bool complete = !t.batch.empty() && t.queued.empty() && t.in_flight == 0 &&

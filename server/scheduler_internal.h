@@ -30,9 +30,10 @@ struct Scheduler::TaskRun {
   double flops = 0;
   JobState state = JobState::kQueued;
   std::string error;  // why it failed
-  // Set once its strategy work first ran (for the cores of the first worker that leased).
-  // Shared with the agent thread that works on it; see agent_busy.
+  // Set once its strategy work first ran (for the cores of the first worker that leased), and
+  // released when the task ends. Shared with the agent thread that works on it; see agent_busy.
   std::shared_ptr<TaskSearch> search;
+  bool searched = false;  // a search was created: prior_records and the figures below are its
   // Strategy work for this task is queued or running on the AgentRunner: nothing else may call
   // `search` until it is back (AfterAgentWork), and no batch is handed out meanwhile.
   bool agent_busy = false;

@@ -7,6 +7,7 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <atomic>
 #include <chrono>
 #include <functional>
 #include <future>
@@ -399,14 +400,10 @@ TEST_F(TaskSearchTest, TheAgentsTimeIsBudgetedAgainstTheTimeBatchesSpendBeingMea
   EXPECT_DOUBLE_EQ(budget.AllowanceMs(), 0.05 * budget.measured_ms() - budget.agent_ms());
 }
 
-// The random strategy, except that its first proposal waits at a gate: it tells when it is
-// inside (entered) and proceeds when the test says so (release).
-struct Gate {
-  absl::Notification entered, release;
-};
-class GatedStrategy : public SearchStrategy {
+// The random strategy, to be changed in part by the tests' strategies below.
+class RandomInside : public SearchStrategy {
  public:
-  explicit GatedStrategy(Gate* gate) : gate_(gate), inner_(*MakeStrategy("random")) {}
+  RandomInside() : inner_(*MakeStrategy("random")) {}
   absl::Status Initialize(const SearchSpace& space, uint64_t seed) override {
     return inner_->Initialize(space, seed);
   }
@@ -416,21 +413,34 @@ class GatedStrategy : public SearchStrategy {
   absl::Status PreTuning(int64_t budget, int batch_size) override {
     return inner_->PreTuning(budget, batch_size);
   }
+  absl::StatusOr<std::vector<Point>> ProposeBatch() override { return inner_->ProposeBatch(); }
+  absl::Status NotifyResults(const std::vector<Observation>& r) override {
+    return inner_->NotifyResults(r);
+  }
+
+ private:
+  std::unique_ptr<SearchStrategy> inner_;
+};
+
+// The random strategy, except that its first proposal waits at a gate: it tells when it is
+// inside (entered) and proceeds when the test says so (release).
+struct Gate {
+  absl::Notification entered, release;
+};
+class GatedStrategy : public RandomInside {
+ public:
+  explicit GatedStrategy(Gate* gate) : gate_(gate) {}
   absl::StatusOr<std::vector<Point>> ProposeBatch() override {
     if (!gate_->entered.HasBeenNotified()) {
       gate_->entered.Notify();
       gate_->release.WaitForNotification();
     }
-    return inner_->ProposeBatch();
-  }
-  absl::Status NotifyResults(const std::vector<Observation>& r) override {
-    return inner_->NotifyResults(r);
+    return RandomInside::ProposeBatch();
   }
   std::string name() const override { return "gated"; }
 
  private:
   Gate* gate_;
-  std::unique_ptr<SearchStrategy> inner_;
 };
 
 // Issue 21: strategy work runs on the agent threads, without the scheduler's lock. While a
@@ -490,6 +500,64 @@ TEST_F(TaskSearchTest, StrategyWorkRunsOffTheLockAndTheNextBatchIsPreparedAhead)
   const Scheduler::Counts counts = scheduler_->CountNow();
   EXPECT_EQ(counts.jobs.count("done"), 0u);
   EXPECT_EQ(counts.jobs_ended, (std::map<std::string, int64_t>{{"done", 1}}));
+}
+
+// The random strategy, counting how many were made and how many exist.
+class CountedStrategy : public RandomInside {
+ public:
+  CountedStrategy(std::atomic<int>* live, std::atomic<int>* made) : live_(live) {
+    ++*live_;
+    ++*made;
+  }
+  ~CountedStrategy() override { --*live_; }
+  std::string name() const override { return "counted"; }
+
+ private:
+  std::atomic<int>* live_;
+};
+
+// A job of many tasks starts their searches as workers need batches, a few at a time, and a
+// task's search is released when the task ends: the first lease of a job of 8,192 tasks created
+// every search (a minute of strategy work before any second batch, and all of them in memory
+// until the job ended).
+TEST_F(TaskSearchTest, SearchesStartAsWorkersNeedThemAndEndWithTheirTask) {
+  std::atomic<int> live{0}, made{0};
+  SchedulerOptions options;
+  options.max_starting_searches = 4;
+  options.make_strategy =
+      [&](const std::string&) -> absl::StatusOr<std::unique_ptr<SearchStrategy>> {
+    return std::make_unique<CountedStrategy>(&live, &made);
+  };
+  Restart(std::move(options));
+  JobRequest r;
+  r.name = "many";
+  const KernelDefinition* gemm = registry_.Find("gemm");
+  for (int m = 1; m <= 64; ++m) {
+    r.tasks.push_back({"gemm", gemm->Version(),
+                       *gemm->ValidateProblem({{"M", m}, {"N", 64}, {"K", 64}}),
+                       kDevice.device_class});
+  }
+  r.budget = 2;
+  r.strategy = "random";
+  r.spec_json = R"({"name":"many"})";
+  absl::StatusOr<int64_t> job = scheduler_->Submit(r);
+  ASSERT_TRUE(job.ok()) << job.status();
+
+  // The first lease: four tasks' defaults, and the next four tasks' searches started (not 64).
+  ASSERT_EQ(LeaseAndReport().size(), 4u);
+  EXPECT_EQ(made.load(), 8);
+  int leases = 1;
+  while (!LeaseAndReport().empty()) {
+    ++leases;
+    // After a report: four tasks with their second point queued, four with their default.
+    EXPECT_LE(live.load(), 8) << "after lease " << leases;
+  }
+  absl::StatusOr<JobStatus> done = scheduler_->GetJob(*job);
+  ASSERT_TRUE(done.ok());
+  EXPECT_EQ(done->job.state, JobState::kDone);
+  EXPECT_EQ(done->done, 128);
+  EXPECT_EQ(made.load(), 64);
+  EXPECT_EQ(live.load(), 0);  // each went with its task, before the job left memory
 }
 
 }  // namespace
