@@ -6,7 +6,8 @@
 // error; a client that goes away (cancel, broken write) stops it. open() counts the streams of a
 // type alive now, so that a service can cap the threads they hold.
 //
-// VectorStream<T>: writes the given messages one by one, then finishes OK.
+// PreparedStream<T>: prepares its messages on a thread pool, writes them one by one, then
+// finishes OK (or with the error of preparing them); open() counts them too.
 // FailedStream<T>: finishes at once with a status.
 #ifndef KTUNE_SERVER_POLLING_STREAM_H_
 #define KTUNE_SERVER_POLLING_STREAM_H_
@@ -22,6 +23,7 @@
 
 #include "absl/status/statusor.h"
 #include "grpcpp/support/server_callback.h"
+#include "server/thread_pool.h"
 
 namespace ktune {
 
@@ -102,9 +104,23 @@ class PollingStream final : public grpc::ServerWriteReactor<T> {
 };
 
 template <typename T>
-class VectorStream final : public grpc::ServerWriteReactor<T> {
+class PreparedStream final : public grpc::ServerWriteReactor<T> {
  public:
-  explicit VectorStream(std::vector<T> messages) : messages_(std::move(messages)) { Next(); }
+  using Prepare = std::function<absl::StatusOr<std::vector<T>>()>;
+  // `prepare` runs on `pool` (a read of the database that may take seconds holds no gRPC
+  // thread); its messages are then written in order, or its error finishes the stream.
+  PreparedStream(ThreadPool& pool, Prepare prepare) {
+    ++open_;
+    pool.Run([this, prepare = std::move(prepare)] {
+      absl::StatusOr<std::vector<T>> made = prepare();
+      if (!made.ok()) return this->Finish(ToGrpc(made.status()));
+      messages_ = *std::move(made);
+      Next();
+    });
+  }
+  ~PreparedStream() override { --open_; }
+  // Streams of this type open now (each holds its messages in memory): callers cap it.
+  static int open() { return open_.load(); }
   void OnWriteDone(bool ok) override {
     if (!ok) return this->Finish(grpc::Status::CANCELLED);
     Next();
@@ -118,6 +134,7 @@ class VectorStream final : public grpc::ServerWriteReactor<T> {
   }
   std::vector<T> messages_;
   size_t next_ = 0;
+  static inline std::atomic<int> open_{0};
 };
 
 template <typename T>

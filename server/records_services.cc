@@ -78,8 +78,9 @@ absl::StatusOr<std::unique_ptr<TaskKey>> OptionalTask(bool has_task, const v1::T
 class RecordImport final : public grpc::ServerReadReactor<v1::Record> {
  public:
   RecordImport(grpc::CallbackServerContext* ctx, TuningDatabase* db, BestCache* best,
-               const KernelRegistry* registry, v1::ImportRecordsResponse* response)
-      : ctx_(ctx), db_(db), best_(best), registry_(registry), response_(response) {
+               const KernelRegistry* registry, ThreadPool* pool,
+               v1::ImportRecordsResponse* response)
+      : ctx_(ctx), db_(db), best_(best), registry_(registry), pool_(pool), response_(response) {
     StartRead(&incoming_);
   }
   void OnReadDone(bool ok) override {
@@ -89,7 +90,7 @@ class RecordImport final : public grpc::ServerReadReactor<v1::Record> {
       return Finish(grpc::Status(grpc::StatusCode::CANCELLED,
                                  "the import stream was cancelled; nothing was stored"));
     }
-    if (!ok) return Store();
+    if (!ok) return pool_->Run([this] { Store(); });  // one transaction: seconds, off gRPC's thread
     ++received_;
     bytes_ += incoming_.ByteSizeLong();
     if (bytes_ > kMaxImportBytes) {
@@ -164,6 +165,7 @@ class RecordImport final : public grpc::ServerReadReactor<v1::Record> {
   TuningDatabase* db_;
   BestCache* best_;
   const KernelRegistry* registry_;  // fits its kernels' records (FitRecordToRegistry)
+  ThreadPool* pool_;                // where the records are stored
   v1::ImportRecordsResponse* response_;
   v1::Record incoming_;
   std::vector<Record> records_;
@@ -183,26 +185,28 @@ class FailedImport final : public grpc::ServerReadReactor<v1::Record> {
 grpc::ServerUnaryReactor* TuningServiceImpl::ListRecords(grpc::CallbackServerContext* ctx,
                                                          const v1::ListRecordsRequest* request,
                                                          v1::ListRecordsResponse* response) {
-  if (absl::Status a = auth_->Check(ctx, Role::kQuery); !a.ok()) return Done(ctx, a);
-  const int32_t page_size = request->page_size() == 0 ? 1000 : request->page_size();
-  if (page_size < 1 || page_size > 10'000) {
-    return Done(ctx, absl::InvalidArgumentError("page_size must be between 1 and 10000"));
-  }
-  uint64_t token = 0;
-  if (!request->page_token().empty() && !absl::SimpleAtoi(request->page_token(), &token)) {
-    return Done(ctx, absl::InvalidArgumentError(
-                         "page_token is not one this server gave (use next_page_token)"));
-  }
-  absl::StatusOr<std::unique_ptr<TaskKey>> task =
-      OptionalTask(request->has_task(), request->task(), spaces_->registry(), *db_);
-  if (!task.ok()) return Done(ctx, task.status());
-  std::string next_token;
-  absl::StatusOr<std::vector<Record>> page =
-      RecordsPage(*db_, task->get(), token, static_cast<size_t>(page_size), &next_token);
-  if (!page.ok()) return Done(ctx, page.status());
-  for (const Record& r : *page) *response->add_records() = ToProto(r);
-  response->set_next_page_token(next_token);
-  return Done(ctx, absl::OkStatus());
+  return RunOn(pool_, ctx, [=]() -> absl::Status {
+    if (absl::Status a = auth_->Check(ctx, Role::kQuery); !a.ok()) return a;
+    const int32_t page_size = request->page_size() == 0 ? 1000 : request->page_size();
+    if (page_size < 1 || page_size > 10'000) {
+      return absl::InvalidArgumentError("page_size must be between 1 and 10000");
+    }
+    uint64_t token = 0;
+    if (!request->page_token().empty() && !absl::SimpleAtoi(request->page_token(), &token)) {
+      return absl::InvalidArgumentError(
+          "page_token is not one this server gave (use next_page_token)");
+    }
+    absl::StatusOr<std::unique_ptr<TaskKey>> task =
+        OptionalTask(request->has_task(), request->task(), spaces_->registry(), *db_);
+    if (!task.ok()) return task.status();
+    std::string next_token;
+    absl::StatusOr<std::vector<Record>> page =
+        RecordsPage(*db_, task->get(), token, static_cast<size_t>(page_size), &next_token);
+    if (!page.ok()) return page.status();
+    for (const Record& r : *page) *response->add_records() = ToProto(r);
+    response->set_next_page_token(next_token);
+    return absl::OkStatus();
+  });
 }
 
 grpc::ServerWriteReactor<v1::Record>* TuningServiceImpl::ExportRecords(
@@ -210,53 +214,66 @@ grpc::ServerWriteReactor<v1::Record>* TuningServiceImpl::ExportRecords(
   if (absl::Status a = auth_->Check(ctx, Role::kQuery); !a.ok()) {
     return new FailedStream<v1::Record>(a);
   }
-  absl::StatusOr<std::unique_ptr<TaskKey>> task =
-      OptionalTask(request->has_task(), request->task(), spaces_->registry(), *db_);
-  if (!task.ok()) return new FailedStream<v1::Record>(task.status());
-  // Read in one go (the database is not held while a slow client reads), up to a limit.
-  std::string more;  // a next page's token: more than the limit
-  absl::StatusOr<std::vector<Record>> records =
-      RecordsPage(*db_, task->get(), 0, kMaxStreamRecords, &more);
-  if (!records.ok()) return new FailedStream<v1::Record>(records.status());
-  if (!more.empty()) {
-    return new FailedStream<v1::Record>(absl::ResourceExhaustedError(absl::StrCat(
-        "more than ", kMaxStreamRecords,
-        " records: export per task, or page with ListRecords, or run `ktune db export` on the "
-        "server's host")));
+  // Each export holds up to a million records in memory until the client has read them.
+  if (PreparedStream<v1::Record>::open() >= kMaxExportStreams) {
+    return new FailedStream<v1::Record>(absl::ResourceExhaustedError(
+        absl::StrCat(kMaxExportStreams,
+                     " exports are running on this server; try again when one "
+                     "has ended, or page with ListRecords")));
   }
-  // A record a regression retired carries its task's boundary, which an import marks again.
-  absl::StatusOr<StaleBoundaryIndex> stale = StaleBoundaryIndex::Of(*db_);
-  if (!stale.ok()) return new FailedStream<v1::Record>(stale.status());
-  std::vector<v1::Record> out;
-  out.reserve(records->size());
-  for (Record& r : *records) {
-    out.push_back(ToProto(r));
-    if (std::optional<int64_t> before = stale->For(r)) out.back().set_stale_before_us(*before);
-    r = Record();  // freed as it is converted: one copy of the export at a time, not two
-  }
-  return new VectorStream<v1::Record>(std::move(out));
+  return new PreparedStream<v1::Record>(
+      pool_, [this, request]() -> absl::StatusOr<std::vector<v1::Record>> {
+        absl::StatusOr<std::unique_ptr<TaskKey>> task =
+            OptionalTask(request->has_task(), request->task(), spaces_->registry(), *db_);
+        if (!task.ok()) return task.status();
+        // Read in one go (the database is not held while a slow client reads), up to a limit.
+        std::string more;  // a next page's token: more than the limit
+        absl::StatusOr<std::vector<Record>> records =
+            RecordsPage(*db_, task->get(), 0, kMaxStreamRecords, &more);
+        if (!records.ok()) return records.status();
+        if (!more.empty()) {
+          return absl::ResourceExhaustedError(absl::StrCat(
+              "more than ", kMaxStreamRecords,
+              " records: export per task, or page with ListRecords, or run `ktune db export` on "
+              "the server's host"));
+        }
+        // A record a regression retired carries its task's boundary, which an import marks again.
+        absl::StatusOr<StaleBoundaryIndex> stale = StaleBoundaryIndex::Of(*db_);
+        if (!stale.ok()) return stale.status();
+        std::vector<v1::Record> out;
+        out.reserve(records->size());
+        for (Record& r : *records) {
+          out.push_back(ToProto(r));
+          if (std::optional<int64_t> before = stale->For(r))
+            out.back().set_stale_before_us(*before);
+          r = Record();  // freed as it is converted: one copy of the export at a time, not two
+        }
+        return out;
+      });
 }
 
 grpc::ServerReadReactor<v1::Record>* TuningServiceImpl::ImportRecords(
     grpc::CallbackServerContext* ctx, v1::ImportRecordsResponse* response) {
   if (absl::Status a = auth_->Check(ctx, Role::kAdmin); !a.ok()) return new FailedImport(a);
-  return new RecordImport(ctx, db_, best_, &spaces_->registry(), response);
+  return new RecordImport(ctx, db_, best_, &spaces_->registry(), &pool_, response);
 }
 
 grpc::ServerUnaryReactor* TuningServiceImpl::ListWorkers(grpc::CallbackServerContext* ctx,
                                                          const v1::ListWorkersRequest*,
                                                          v1::ListWorkersResponse* response) {
-  if (absl::Status a = auth_->Check(ctx, Role::kQuery); !a.ok()) return Done(ctx, a);
-  for (const Scheduler::WorkerStatus& w : scheduler_->ListWorkers()) {
-    v1::WorkerInfo* info = response->add_workers();
-    info->set_worker_id(w.id);
-    *info->mutable_device() = ToProto(w.device);
-    info->set_state(w.lost ? "lost" : w.measuring ? "measuring" : "idle");
-    info->set_active_leases(w.active_leases);
-    info->mutable_last_heartbeat()->set_seconds(absl::ToUnixSeconds(w.last_seen));
-    info->set_measurements_done(w.measurements);
-  }
-  return Done(ctx, absl::OkStatus());
+  return RunOn(pool_, ctx, [=]() -> absl::Status {
+    if (absl::Status a = auth_->Check(ctx, Role::kQuery); !a.ok()) return a;
+    for (const Scheduler::WorkerStatus& w : scheduler_->ListWorkers()) {
+      v1::WorkerInfo* info = response->add_workers();
+      info->set_worker_id(w.id);
+      *info->mutable_device() = ToProto(w.device);
+      info->set_state(w.lost ? "lost" : w.measuring ? "measuring" : "idle");
+      info->set_active_leases(w.active_leases);
+      info->mutable_last_heartbeat()->set_seconds(absl::ToUnixSeconds(w.last_seen));
+      info->set_measurements_done(w.measurements);
+    }
+    return absl::OkStatus();
+  });
 }
 
 grpc::ServerWriteReactor<v1::TuneEvent>* TuningServiceImpl::Tune(grpc::CallbackServerContext* ctx,

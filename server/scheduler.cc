@@ -12,6 +12,20 @@
 // The job table (scheduler_internal.h): jobs from submission or recovery to their end.
 namespace ktune {
 
+namespace {
+
+// Strategy work is background work: RPCs go first on a busy machine, and work not started when
+// the server stops is dropped.
+ThreadPool::Options AgentPoolOptions(int threads) {
+  ThreadPool::Options options;
+  options.threads = threads;
+  options.nice = 10;
+  options.run_queued_at_exit = false;
+  return options;
+}
+
+}  // namespace
+
 using scheduler_internal::CountJobRecords;
 using scheduler_internal::IsFinal;
 
@@ -48,7 +62,10 @@ absl::StatusOr<TaskStatus> CountJobRecords(TuningDatabase& db, int64_t job_id,
 }  // namespace scheduler_internal
 
 Scheduler::Scheduler(TuningDatabase* db, const TaskSpaces* spaces, SchedulerOptions options)
-    : db_(db), spaces_(spaces), options_(std::move(options)), agents_(options_.agent_threads) {}
+    : db_(db),
+      spaces_(spaces),
+      options_(std::move(options)),
+      agents_(AgentPoolOptions(options_.agent_threads)) {}
 
 Scheduler::~Scheduler() = default;
 
@@ -170,17 +187,28 @@ absl::StatusOr<int64_t> Scheduler::Submit(const JobRequest& r) {
   job.priority = r.priority;
   job.created_at_us = job.updated_at_us = absl::ToUnixMicros(options_.now());
   for (const TaskKey& t : r.tasks) job.tasks.push_back({t, JobState::kQueued, r.budget, 0});
-  absl::MutexLock lock(&mu_);
-  // Jobs were not limited: a client submitting in a loop grew the server's memory without bound.
-  int64_t active = 0;
-  for (const auto& [other, run] : jobs_) active += static_cast<int64_t>(run->tasks.size());
-  if (active + static_cast<int64_t>(r.tasks.size()) > options_.max_active_tasks) {
-    return absl::ResourceExhaustedError(
-        absl::StrCat("the server holds ", active, " tasks of unfinished jobs, and this job's ",
-                     r.tasks.size(), " would pass its limit of ", options_.max_active_tasks,
-                     ": wait for jobs to end, or cancel some (ktune jobs, ktune cancel)"));
+  const int64_t tasks = static_cast<int64_t>(r.tasks.size());
+  {
+    absl::MutexLock lock(&mu_);
+    // Jobs were not limited: a client submitting in a loop grew the server's memory without
+    // bound. Tasks being stored by other submits count.
+    int64_t active = tasks_being_stored_;
+    for (const auto& [other, run] : jobs_) active += static_cast<int64_t>(run->tasks.size());
+    if (active + tasks > options_.max_active_tasks) {
+      return absl::ResourceExhaustedError(
+          absl::StrCat("the server holds ", active, " tasks of unfinished jobs, and this job's ",
+                       tasks, " would pass its limit of ", options_.max_active_tasks,
+                       ": wait for jobs to end, or cancel some (ktune jobs, ktune cancel)"));
+    }
+    tasks_being_stored_ += tasks;
   }
-  KTUNE_ASSIGN_OR_RETURN(job.id, db_->CreateJob(job));
+  // Stored without the lock: a job of 65,536 tasks took a second, every lease, report and
+  // heartbeat waiting.
+  absl::StatusOr<int64_t> created = db_->CreateJob(job);
+  absl::MutexLock lock(&mu_);
+  tasks_being_stored_ -= tasks;
+  if (!created.ok()) return created.status();
+  job.id = *created;
   const int64_t id = job.id;
   LogEvent("job_submitted", {{"job_id", std::to_string(id)},
                              {"name", r.name},

@@ -16,11 +16,12 @@
 //
 // Thread-safe: every method takes the scheduler's lock, briefly. Strategy work (a task's
 // initialisation, learning, proposals) and the commit of reported records run without it, so no
-// lease, report, heartbeat or query waits behind the agent: the work runs on the AgentRunner's
-// threads (SchedulerOptions::agent_threads), started when a worker first leases a task's class
-// and again as soon as a report completes a batch, so the next batch is ready, or being
-// prepared, while workers measure. A lease finds nothing of a task whose batch is being
-// prepared; it says to retry soon (LeaseGrant::retry_after).
+// lease, report, heartbeat or query waits behind the agent: the work runs on the agent
+// threads (SchedulerOptions::agent_threads), started when a worker needs a batch of a task's
+// class (a few tasks at a time: SchedulerOptions::max_starting_searches) and again as soon as a
+// report completes a batch, so the next batch is ready, or being prepared, while workers measure. A
+// lease finds nothing of a task whose batch is being prepared; it says to retry soon
+// (LeaseGrant::retry_after).
 //
 // The code is in three files along its three parts (scheduler_internal.h).
 #ifndef KTUNE_SERVER_SCHEDULER_H_
@@ -42,9 +43,9 @@
 #include "agent/search_strategy.h"
 #include "db/tuning_database.h"
 #include "ktune/v1/worker_service.pb.h"
-#include "server/agent_runner.h"
 #include "server/task_search.h"
 #include "server/task_spaces.h"
+#include "server/thread_pool.h"
 
 namespace ktune {
 
@@ -59,8 +60,8 @@ struct SchedulerOptions {
   // Called with the records of each report once they are committed (to refresh caches, count
   // measurements) and the seconds the commit took.
   std::function<void(const std::vector<Record>&, double)> on_stored;
-  // Threads that run strategy work (AgentRunner); 0: on the thread of the call that needs it
-  // (Lease or Report), still without the scheduler's lock (deterministic, for tests).
+  // Threads that run strategy work (at nice 10: RPCs go first); 0: on the thread of the call that
+  // needs it (Lease or Report), still without the scheduler's lock (deterministic, for tests).
   int agent_threads = 2;
   // Makes a job's strategy by name; unset: MakeStrategy (tests inject strategies here).
   StrategyFactory make_strategy;
@@ -306,8 +307,9 @@ class Scheduler {
   std::map<std::string, int64_t> jobs_ended_ ABSL_GUARDED_BY(mu_);
   int64_t next_id_ ABSL_GUARDED_BY(mu_) = 1;
   double pass_floor_ ABSL_GUARDED_BY(mu_) = 0;
+  int64_t tasks_being_stored_ ABSL_GUARDED_BY(mu_) = 0;  // of submits storing their job
   // Last: destroyed first, so running work finishes while the state it reports to exists.
-  AgentRunner agents_;
+  ThreadPool agents_;
 };
 
 }  // namespace ktune

@@ -34,7 +34,7 @@ struct Scheduler::TaskRun {
   // released when the task ends. Shared with the agent thread that works on it; see agent_busy.
   std::shared_ptr<TaskSearch> search;
   bool searched = false;  // a search was created: prior_records and the figures below are its
-  // Strategy work for this task is queued or running on the AgentRunner: nothing else may call
+  // Strategy work for this task is queued or running on the agent threads: nothing else may call
   // `search` until it is back (AfterAgentWork), and no batch is handed out meanwhile.
   bool agent_busy = false;
   std::shared_ptr<const SearchSpace> space;

@@ -148,60 +148,61 @@ v1::TaskProgress ToProto(const TaskStatus& t) {
 grpc::ServerUnaryReactor* WorkerServiceImpl::Register(grpc::CallbackServerContext* ctx,
                                                       const v1::RegisterRequest* request,
                                                       v1::RegisterResponse* response) {
-  if (absl::Status a = auth_->Check(ctx, Role::kWorker); !a.ok()) return Done(ctx, a);
-  absl::StatusOr<DeviceInfo> device = FromProto(request->device());
-  if (!device.ok()) return Done(ctx, device.status());
-  if (request->host().size() > 253) {
-    return Done(ctx, absl::InvalidArgumentError("host is longer than 253 bytes"));
-  }
-  if (HasControlCharacter(request->host())) {
-    return Done(ctx, absl::InvalidArgumentError("host has a control character"));
-  }
-  const int cores = std::max(1, request->device().cores_used());
-  if (request->capabilities().languages_size() > 8) {
-    return Done(ctx, absl::InvalidArgumentError("capabilities.languages: at most 8"));
-  }
-  for (const std::string& language : request->capabilities().languages()) {
-    if (language.empty() || language.size() > 32 || HasControlCharacter(language)) {
-      return Done(ctx, absl::InvalidArgumentError(
-                           "capabilities.languages: names of 1 to 32 bytes, such as cpp or cuda"));
+  return RunOn(pool_, ctx, [=]() -> absl::Status {
+    if (absl::Status a = auth_->Check(ctx, Role::kWorker); !a.ok()) return a;
+    absl::StatusOr<DeviceInfo> device = FromProto(request->device());
+    if (!device.ok()) return device.status();
+    if (request->host().size() > 253) {
+      return absl::InvalidArgumentError("host is longer than 253 bytes");
     }
-  }
-  if (request->capabilities().max_parallel() < 0) {
-    return Done(ctx, absl::InvalidArgumentError("capabilities.max_parallel must not be negative"));
-  }
-  // Workers stay listed for an hour after they are lost; a client registering in a loop grew
-  // the list (and ListWorkers' answer) without bound.
-  if (scheduler_->WorkerCount() >= kMaxWorkers) {
-    return Done(ctx,
-                absl::ResourceExhaustedError(absl::StrCat("this server has ", kMaxWorkers,
-                                                          " workers; a lost one is forgotten an "
-                                                          "hour after its last heartbeat")));
-  }
-  WorkerCapabilities can;
-  can.languages.assign(request->capabilities().languages().begin(),
-                       request->capabilities().languages().end());
-  can.client_kernels = request->capabilities().can_run_untrusted();
-  if (!auth_->enabled()) {
-    response->set_worker_id(scheduler_->RegisterWorker(*device, request->host(), cores, can));
-  } else {
-    // The owner is known before the id is out: a call naming the new id waits for it here.
-    absl::MutexLock lock(&owners_mu_);
-    response->set_worker_id(scheduler_->RegisterWorker(*device, request->host(), cores, can));
-    // Forgotten workers' entries go when there are many more entries than workers.
-    if (owners_.size() >= 2 * static_cast<size_t>(kMaxWorkers)) {
-      std::map<std::string, std::string> known;
-      for (const Scheduler::WorkerStatus& w : scheduler_->ListWorkers()) {
-        if (auto it = owners_.find(w.id); it != owners_.end()) known.insert(*it);
+    if (HasControlCharacter(request->host())) {
+      return absl::InvalidArgumentError("host has a control character");
+    }
+    const int cores = std::max(1, request->device().cores_used());
+    if (request->capabilities().languages_size() > 8) {
+      return absl::InvalidArgumentError("capabilities.languages: at most 8");
+    }
+    for (const std::string& language : request->capabilities().languages()) {
+      if (language.empty() || language.size() > 32 || HasControlCharacter(language)) {
+        return absl::InvalidArgumentError(
+            "capabilities.languages: names of 1 to 32 bytes, such as cpp or cuda");
       }
-      owners_ = std::move(known);
     }
-    owners_[response->worker_id()] = auth_->CallerOf(ctx);
-  }
-  response->set_heartbeat_interval_ms(
-      absl::ToInt64Milliseconds(scheduler_->options().heartbeat_interval));
-  response->set_lease_timeout_ms(absl::ToInt64Milliseconds(scheduler_->options().lease_timeout));
-  return Done(ctx, absl::OkStatus());
+    if (request->capabilities().max_parallel() < 0) {
+      return absl::InvalidArgumentError("capabilities.max_parallel must not be negative");
+    }
+    // Workers stay listed for an hour after they are lost; a client registering in a loop grew
+    // the list (and ListWorkers' answer) without bound.
+    if (scheduler_->WorkerCount() >= kMaxWorkers) {
+      return absl::ResourceExhaustedError(absl::StrCat("this server has ", kMaxWorkers,
+                                                       " workers; a lost one is forgotten an "
+                                                       "hour after its last heartbeat"));
+    }
+    WorkerCapabilities can;
+    can.languages.assign(request->capabilities().languages().begin(),
+                         request->capabilities().languages().end());
+    can.client_kernels = request->capabilities().can_run_untrusted();
+    if (!auth_->enabled()) {
+      response->set_worker_id(scheduler_->RegisterWorker(*device, request->host(), cores, can));
+    } else {
+      // The owner is known before the id is out: a call naming the new id waits for it here.
+      absl::MutexLock lock(&owners_mu_);
+      response->set_worker_id(scheduler_->RegisterWorker(*device, request->host(), cores, can));
+      // Forgotten workers' entries go when there are many more entries than workers.
+      if (owners_.size() >= 2 * static_cast<size_t>(kMaxWorkers)) {
+        std::map<std::string, std::string> known;
+        for (const Scheduler::WorkerStatus& w : scheduler_->ListWorkers()) {
+          if (auto it = owners_.find(w.id); it != owners_.end()) known.insert(*it);
+        }
+        owners_ = std::move(known);
+      }
+      owners_[response->worker_id()] = auth_->CallerOf(ctx);
+    }
+    response->set_heartbeat_interval_ms(
+        absl::ToInt64Milliseconds(scheduler_->options().heartbeat_interval));
+    response->set_lease_timeout_ms(absl::ToInt64Milliseconds(scheduler_->options().lease_timeout));
+    return absl::OkStatus();
+  });
 }
 
 absl::Status WorkerServiceImpl::CheckOwner(const grpc::CallbackServerContext* ctx,
@@ -219,78 +220,86 @@ absl::Status WorkerServiceImpl::CheckOwner(const grpc::CallbackServerContext* ct
 grpc::ServerUnaryReactor* WorkerServiceImpl::LeaseBatch(grpc::CallbackServerContext* ctx,
                                                         const v1::LeaseBatchRequest* request,
                                                         v1::LeaseBatchResponse* response) {
-  if (absl::Status a = auth_->Check(ctx, Role::kWorker); !a.ok()) return Done(ctx, a);
-  if (absl::Status o = CheckOwner(ctx, request->worker_id()); !o.ok()) return Done(ctx, o);
-  absl::StatusOr<LeaseGrant> grant =
-      scheduler_->Lease(request->worker_id(), request->max_candidates());
-  if (!grant.ok()) return Done(ctx, grant.status());
-  response->set_lease_id(grant->lease_id);
-  // Client kernels travel with their first candidate: workers know only the built-ins.
-  std::set<std::string> described;
-  for (v1::Candidate& c : grant->candidates) {
-    const KernelDefinition* k = registry_->Find(c.task().kernel().name());
-    if (k != nullptr && !k->builtin && described.insert(k->name).second) {
-      *c.mutable_kernel_spec() = ToProto(*k);
+  return RunOn(pool_, ctx, [=]() -> absl::Status {
+    if (absl::Status a = auth_->Check(ctx, Role::kWorker); !a.ok()) return a;
+    if (absl::Status o = CheckOwner(ctx, request->worker_id()); !o.ok()) return o;
+    absl::StatusOr<LeaseGrant> grant =
+        scheduler_->Lease(request->worker_id(), request->max_candidates());
+    if (!grant.ok()) return grant.status();
+    response->set_lease_id(grant->lease_id);
+    // Client kernels travel with their first candidate: workers know only the built-ins.
+    std::set<std::string> described;
+    for (v1::Candidate& c : grant->candidates) {
+      const KernelDefinition* k = registry_->Find(c.task().kernel().name());
+      if (k != nullptr && !k->builtin && described.insert(k->name).second) {
+        *c.mutable_kernel_spec() = ToProto(*k);
+      }
+      *response->add_candidates() = std::move(c);
     }
-    *response->add_candidates() = std::move(c);
-  }
-  response->set_lease_expires_in_ms(absl::ToInt64Milliseconds(grant->expires_in));
-  if (grant->lease_id.empty()) {
-    response->set_retry_after_ms(absl::ToInt64Milliseconds(grant->retry_after));
-    response->set_preparing(grant->preparing);
-  }
-  return Done(ctx, absl::OkStatus());
+    response->set_lease_expires_in_ms(absl::ToInt64Milliseconds(grant->expires_in));
+    if (grant->lease_id.empty()) {
+      response->set_retry_after_ms(absl::ToInt64Milliseconds(grant->retry_after));
+      response->set_preparing(grant->preparing);
+    }
+    return absl::OkStatus();
+  });
 }
 
 grpc::ServerUnaryReactor* WorkerServiceImpl::ReportResults(grpc::CallbackServerContext* ctx,
                                                            const v1::ReportResultsRequest* request,
                                                            v1::ReportResultsResponse* response) {
-  if (absl::Status a = auth_->Check(ctx, Role::kWorker); !a.ok()) return Done(ctx, a);
-  if (absl::Status o = CheckOwner(ctx, request->worker_id()); !o.ok()) return Done(ctx, o);
-  if (request->results_size() > 256) {
-    return Done(ctx, absl::InvalidArgumentError("at most 256 results per report"));
-  }
-  std::vector<v1::CandidateResult> results(request->results().begin(), request->results().end());
-  absl::StatusOr<int64_t> stored =
-      scheduler_->Report(request->worker_id(), request->lease_id(), results);
-  if (!stored.ok()) return Done(ctx, stored.status());
-  response->set_records_stored(static_cast<int32_t>(*stored));
-  return Done(ctx, absl::OkStatus());
+  return RunOn(pool_, ctx, [=]() -> absl::Status {
+    if (absl::Status a = auth_->Check(ctx, Role::kWorker); !a.ok()) return a;
+    if (absl::Status o = CheckOwner(ctx, request->worker_id()); !o.ok()) return o;
+    if (request->results_size() > 256) {
+      return absl::InvalidArgumentError("at most 256 results per report");
+    }
+    std::vector<v1::CandidateResult> results(request->results().begin(), request->results().end());
+    absl::StatusOr<int64_t> stored =
+        scheduler_->Report(request->worker_id(), request->lease_id(), results);
+    if (!stored.ok()) return stored.status();
+    response->set_records_stored(static_cast<int32_t>(*stored));
+    return absl::OkStatus();
+  });
 }
 
 grpc::ServerUnaryReactor* WorkerServiceImpl::Heartbeat(grpc::CallbackServerContext* ctx,
                                                        const v1::HeartbeatRequest* request,
                                                        v1::HeartbeatResponse* response) {
-  if (absl::Status a = auth_->Check(ctx, Role::kWorker); !a.ok()) return Done(ctx, a);
-  if (request->lease_ids_size() > 64) {  // the documented limit: each is echoed when revoked
-    return Done(ctx, absl::InvalidArgumentError(absl::StrCat(
-                         "lease_ids has ", request->lease_ids_size(), " entries; at most 64")));
-  }
-  if (absl::Status o = CheckOwner(ctx, request->worker_id()); !o.ok()) return Done(ctx, o);
-  std::vector<std::string> leases(request->lease_ids().begin(), request->lease_ids().end());
-  absl::StatusOr<std::vector<std::string>> revoked =
-      scheduler_->Heartbeat(request->worker_id(), leases);
-  if (absl::IsNotFound(revoked.status())) {
-    response->set_reregister(true);
-    for (const std::string& id : leases) response->add_revoked_lease_ids(id);
-    return Done(ctx, absl::OkStatus());
-  }
-  if (!revoked.ok()) return Done(ctx, revoked.status());
-  for (const std::string& id : *revoked) response->add_revoked_lease_ids(id);
-  return Done(ctx, absl::OkStatus());
+  return RunOn(pool_, ctx, [=]() -> absl::Status {
+    if (absl::Status a = auth_->Check(ctx, Role::kWorker); !a.ok()) return a;
+    if (request->lease_ids_size() > 64) {  // the documented limit: each is echoed when revoked
+      return absl::InvalidArgumentError(
+          absl::StrCat("lease_ids has ", request->lease_ids_size(), " entries; at most 64"));
+    }
+    if (absl::Status o = CheckOwner(ctx, request->worker_id()); !o.ok()) return o;
+    std::vector<std::string> leases(request->lease_ids().begin(), request->lease_ids().end());
+    absl::StatusOr<std::vector<std::string>> revoked =
+        scheduler_->Heartbeat(request->worker_id(), leases);
+    if (absl::IsNotFound(revoked.status())) {
+      response->set_reregister(true);
+      for (const std::string& id : leases) response->add_revoked_lease_ids(id);
+      return absl::OkStatus();
+    }
+    if (!revoked.ok()) return revoked.status();
+    for (const std::string& id : *revoked) response->add_revoked_lease_ids(id);
+    return absl::OkStatus();
+  });
 }
 
 grpc::ServerUnaryReactor* WorkerServiceImpl::Leave(grpc::CallbackServerContext* ctx,
                                                    const v1::LeaveRequest* request,
                                                    v1::LeaveResponse*) {
-  if (absl::Status a = auth_->Check(ctx, Role::kWorker); !a.ok()) return Done(ctx, a);
-  if (absl::Status o = CheckOwner(ctx, request->worker_id()); !o.ok()) return Done(ctx, o);
-  absl::Status left = scheduler_->Leave(request->worker_id());
-  if (left.ok() && auth_->enabled()) {
-    absl::MutexLock lock(&owners_mu_);
-    owners_.erase(request->worker_id());
-  }
-  return Done(ctx, left);
+  return RunOn(pool_, ctx, [=]() -> absl::Status {
+    if (absl::Status a = auth_->Check(ctx, Role::kWorker); !a.ok()) return a;
+    if (absl::Status o = CheckOwner(ctx, request->worker_id()); !o.ok()) return o;
+    absl::Status left = scheduler_->Leave(request->worker_id());
+    if (left.ok() && auth_->enabled()) {
+      absl::MutexLock lock(&owners_mu_);
+      owners_.erase(request->worker_id());
+    }
+    return left;
+  });
 }
 
 // --- TuningService ---
@@ -298,104 +307,111 @@ grpc::ServerUnaryReactor* WorkerServiceImpl::Leave(grpc::CallbackServerContext* 
 grpc::ServerUnaryReactor* TuningServiceImpl::SubmitJob(grpc::CallbackServerContext* ctx,
                                                        const v1::SubmitJobRequest* request,
                                                        v1::Job* response) {
-  if (absl::Status a = auth_->Check(ctx, Role::kSubmit); !a.ok()) return Done(ctx, a);
-  v1::JobSpec spec = request->spec();
-  if (!request->spec_text().empty()) {
-    absl::StatusOr<v1::JobSpec> parsed = ParseJobSpecText(request->spec_text());
-    if (!parsed.ok()) return Done(ctx, parsed.status());
-    spec = *std::move(parsed);
-  }
-  absl::StatusOr<JobRequest> job = ToJobRequest(spec, *spaces_);
-  if (!job.ok()) return Done(ctx, job.status());
-  absl::StatusOr<int64_t> id = scheduler_->Submit(*job);
-  if (!id.ok()) return Done(ctx, id.status());
-  absl::StatusOr<JobStatus> status = scheduler_->GetJob(*id);
-  if (!status.ok()) return Done(ctx, status.status());
-  *response = ToProto(*status, status->tasks.size() <= kMaxReplyTasks);
-  *response->mutable_spec() = spec;
-  return Done(ctx, absl::OkStatus());
+  return RunOn(pool_, ctx, [=]() -> absl::Status {
+    if (absl::Status a = auth_->Check(ctx, Role::kSubmit); !a.ok()) return a;
+    v1::JobSpec spec = request->spec();
+    if (!request->spec_text().empty()) {
+      absl::StatusOr<v1::JobSpec> parsed = ParseJobSpecText(request->spec_text());
+      if (!parsed.ok()) return parsed.status();
+      spec = *std::move(parsed);
+    }
+    absl::StatusOr<JobRequest> job = ToJobRequest(spec, *spaces_);
+    if (!job.ok()) return job.status();
+    absl::StatusOr<int64_t> id = scheduler_->Submit(*job);
+    if (!id.ok()) return id.status();
+    absl::StatusOr<JobStatus> status = scheduler_->GetJob(*id);
+    if (!status.ok()) return status.status();
+    *response = ToProto(*status, status->tasks.size() <= kMaxReplyTasks);
+    *response->mutable_spec() = spec;
+    return absl::OkStatus();
+  });
 }
 
 grpc::ServerUnaryReactor* TuningServiceImpl::GetJob(grpc::CallbackServerContext* ctx,
                                                     const v1::GetJobRequest* request,
                                                     v1::Job* response) {
-  if (absl::Status a = auth_->Check(ctx, Role::kQuery); !a.ok()) return Done(ctx, a);
-  absl::StatusOr<int64_t> id = ParseJobId(request->job_id());
-  if (!id.ok()) return Done(ctx, id.status());
-  if (request->task_page_size() < 0 ||
-      static_cast<size_t>(request->task_page_size()) > kMaxReplyTasks) {
-    return Done(ctx,
-                absl::InvalidArgumentError(absl::StrCat("task_page_size must be between 0 (",
-                                                        kMaxReplyTasks, ") and ", kMaxReplyTasks)));
-  }
-  TaskPage page;
-  page.count = request->task_page_size() == 0 ? kMaxReplyTasks : request->task_page_size();
-  if (!request->task_page_token().empty() &&
-      !absl::SimpleAtoi(request->task_page_token(), &page.first)) {
-    return Done(ctx, absl::InvalidArgumentError(
-                         "task_page_token is not one this server gave (use next_task_page_token)"));
-  }
-  absl::StatusOr<JobStatus> status = scheduler_->GetJob(*id, page);
-  if (!status.ok()) return Done(ctx, status.status());
-  *response = ToProto(*status, true);
-  if (page.first + status->tasks.size() < static_cast<size_t>(response->task_count())) {
-    response->set_next_task_page_token(std::to_string(page.first + status->tasks.size()));
-  }
-  return Done(ctx, absl::OkStatus());
+  return RunOn(pool_, ctx, [=]() -> absl::Status {
+    if (absl::Status a = auth_->Check(ctx, Role::kQuery); !a.ok()) return a;
+    absl::StatusOr<int64_t> id = ParseJobId(request->job_id());
+    if (!id.ok()) return id.status();
+    if (request->task_page_size() < 0 ||
+        static_cast<size_t>(request->task_page_size()) > kMaxReplyTasks) {
+      return absl::InvalidArgumentError(absl::StrCat("task_page_size must be between 0 (",
+                                                     kMaxReplyTasks, ") and ", kMaxReplyTasks));
+    }
+    TaskPage page;
+    page.count = request->task_page_size() == 0 ? kMaxReplyTasks : request->task_page_size();
+    if (!request->task_page_token().empty() &&
+        !absl::SimpleAtoi(request->task_page_token(), &page.first)) {
+      return absl::InvalidArgumentError(
+          "task_page_token is not one this server gave (use next_task_page_token)");
+    }
+    absl::StatusOr<JobStatus> status = scheduler_->GetJob(*id, page);
+    if (!status.ok()) return status.status();
+    *response = ToProto(*status, true);
+    if (page.first + status->tasks.size() < static_cast<size_t>(response->task_count())) {
+      response->set_next_task_page_token(std::to_string(page.first + status->tasks.size()));
+    }
+    return absl::OkStatus();
+  });
 }
 
 grpc::ServerUnaryReactor* TuningServiceImpl::ListJobs(grpc::CallbackServerContext* ctx,
                                                       const v1::ListJobsRequest* request,
                                                       v1::ListJobsResponse* response) {
-  if (absl::Status a = auth_->Check(ctx, Role::kQuery); !a.ok()) return Done(ctx, a);
-  if (request->states_size() > 7) {
-    return Done(ctx, absl::InvalidArgumentError("states: at most 7 (each job state once)"));
-  }
-  absl::StatusOr<std::vector<JobStatus>> jobs = scheduler_->ListJobs();
-  if (!jobs.ok()) return Done(ctx, jobs.status());
-  for (int state : request->states()) {
-    if (state <= v1::JOB_STATE_UNSPECIFIED || !v1::JobState_IsValid(state)) {
-      return Done(ctx, absl::InvalidArgumentError(
-                           absl::StrCat("states: ", state, " is no job state (1 to 6)")));
+  return RunOn(pool_, ctx, [=]() -> absl::Status {
+    if (absl::Status a = auth_->Check(ctx, Role::kQuery); !a.ok()) return a;
+    if (request->states_size() > 7) {
+      return absl::InvalidArgumentError("states: at most 7 (each job state once)");
     }
-  }
-  if (request->page_size() < 0 || request->page_size() > 1000) {
-    return Done(ctx, absl::InvalidArgumentError("page_size must be between 0 (100) and 1000"));
-  }
-  const int page = request->page_size() == 0 ? 100 : request->page_size();
-  int64_t skip = 0;
-  if (!request->page_token().empty() &&
-      (!absl::SimpleAtoi(request->page_token(), &skip) || skip < 0)) {
-    return Done(ctx, absl::InvalidArgumentError(
-                         "page_token is not one this server gave (use next_page_token)"));
-  }
-  int64_t seen = 0;
-  for (const JobStatus& j : *jobs) {
-    if (!request->states().empty() &&
-        std::find(request->states().begin(), request->states().end(),
-                  static_cast<int>(j.job.state) + 1) == request->states().end()) {
-      continue;
+    absl::StatusOr<std::vector<JobStatus>> jobs = scheduler_->ListJobs();
+    if (!jobs.ok()) return jobs.status();
+    for (int state : request->states()) {
+      if (state <= v1::JOB_STATE_UNSPECIFIED || !v1::JobState_IsValid(state)) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("states: ", state, " is no job state (1 to 6)"));
+      }
     }
-    if (seen++ < skip) continue;
-    if (response->jobs_size() == page) {
-      response->set_next_page_token(std::to_string(skip + page));
-      break;
+    if (request->page_size() < 0 || request->page_size() > 1000) {
+      return absl::InvalidArgumentError("page_size must be between 0 (100) and 1000");
     }
-    *response->add_jobs() = ToProto(j, false);
-  }
-  return Done(ctx, absl::OkStatus());
+    const int page = request->page_size() == 0 ? 100 : request->page_size();
+    int64_t skip = 0;
+    if (!request->page_token().empty() &&
+        (!absl::SimpleAtoi(request->page_token(), &skip) || skip < 0)) {
+      return absl::InvalidArgumentError(
+          "page_token is not one this server gave (use next_page_token)");
+    }
+    int64_t seen = 0;
+    for (const JobStatus& j : *jobs) {
+      if (!request->states().empty() &&
+          std::find(request->states().begin(), request->states().end(),
+                    static_cast<int>(j.job.state) + 1) == request->states().end()) {
+        continue;
+      }
+      if (seen++ < skip) continue;
+      if (response->jobs_size() == page) {
+        response->set_next_page_token(std::to_string(skip + page));
+        break;
+      }
+      *response->add_jobs() = ToProto(j, false);
+    }
+    return absl::OkStatus();
+  });
 }
 
 #define KTUNE_JOB_ACTION(Method, Request, call)                                          \
   grpc::ServerUnaryReactor* TuningServiceImpl::Method(                                   \
       grpc::CallbackServerContext* ctx, const v1::Request* request, v1::Job* response) { \
-    if (absl::Status a = auth_->Check(ctx, Role::kSubmit); !a.ok()) return Done(ctx, a); \
-    absl::StatusOr<int64_t> id = ParseJobId(request->job_id());                          \
-    if (!id.ok()) return Done(ctx, id.status());                                         \
-    absl::StatusOr<JobStatus> status = scheduler_->call(*id);                            \
-    if (!status.ok()) return Done(ctx, status.status());                                 \
-    *response = ToProto(*status, status->tasks.size() <= kMaxReplyTasks);                \
-    return Done(ctx, absl::OkStatus());                                                  \
+    return RunOn(pool_, ctx, [=]() -> absl::Status {                                     \
+      if (absl::Status a = auth_->Check(ctx, Role::kSubmit); !a.ok()) return a;          \
+      absl::StatusOr<int64_t> id = ParseJobId(request->job_id());                        \
+      if (!id.ok()) return id.status();                                                  \
+      absl::StatusOr<JobStatus> status = scheduler_->call(*id);                          \
+      if (!status.ok()) return status.status();                                          \
+      *response = ToProto(*status, status->tasks.size() <= kMaxReplyTasks);              \
+      return absl::OkStatus();                                                           \
+    });                                                                                  \
   }
 KTUNE_JOB_ACTION(CancelJob, CancelJobRequest, Cancel)
 KTUNE_JOB_ACTION(PauseJob, PauseJobRequest, Pause)
@@ -418,7 +434,9 @@ grpc::ServerWriteReactor<v1::JobEvent>* TuningServiceImpl::WatchJob(
   }
   absl::StatusOr<int64_t> id = ParseJobId(request->job_id());
   if (!id.ok()) return new FailedStream<v1::JobEvent>(id.status());
-  if (absl::Status s = scheduler_->GetJob(*id).status(); !s.ok()) {
+  // Whether the job exists: no task is copied (a job of 65,536 tasks was, under the lock).
+  if (absl::Status s = scheduler_->GetJob(*id, TaskPage{0, 0}, /*with_job_tasks=*/false).status();
+      !s.ok()) {
     return new FailedStream<v1::JobEvent>(s);
   }
   if (Stream::open() >= kMaxWatchStreams) {
@@ -511,23 +529,26 @@ grpc::ServerUnaryReactor* TuningServiceImpl::QueryBest(grpc::CallbackServerConte
   }
   std::string bytes;
   for (const grpc::Slice& slice : slices) bytes.append(slice.begin(), slice.end());
-  auto send = [&](const std::string& wire) {
-    grpc::Slice slice(wire);
-    *response = grpc::ByteBuffer(&slice, 1);
-    return Done(ctx, absl::OkStatus());
-  };
+  // A cached answer is sent from this thread (a hash lookup under a reader lock); anything
+  // else reads the database, on the pool.
   uint64_t generation;
   if (std::shared_ptr<const BestAnswer> known = best_->FindByRequest(bytes, &generation)) {
-    return send(known->wire);
+    grpc::Slice slice(known->wire);
+    *response = grpc::ByteBuffer(&slice, 1);
+    return Done(ctx, absl::OkStatus());
   }
-  v1::QueryBestRequest parsed;
-  if (!parsed.ParseFromString(bytes)) {
-    return Done(ctx, absl::InvalidArgumentError("the request is not a QueryBestRequest"));
-  }
-  absl::StatusOr<std::shared_ptr<const BestAnswer>> answer = AnswerQueryBest(ctx, parsed);
-  if (!answer.ok()) return Done(ctx, answer.status());
-  if (!parsed.tune_if_missing()) best_->RememberRequest(bytes, *answer, generation);
-  return send((*answer)->wire);
+  return RunOn(pool_, ctx, [=, bytes = std::move(bytes)]() -> absl::Status {
+    v1::QueryBestRequest parsed;
+    if (!parsed.ParseFromString(bytes)) {
+      return absl::InvalidArgumentError("the request is not a QueryBestRequest");
+    }
+    absl::StatusOr<std::shared_ptr<const BestAnswer>> answer = AnswerQueryBest(ctx, parsed);
+    if (!answer.ok()) return answer.status();
+    if (!parsed.tune_if_missing()) best_->RememberRequest(bytes, *answer, generation);
+    grpc::Slice slice((*answer)->wire);
+    *response = grpc::ByteBuffer(&slice, 1);
+    return absl::OkStatus();
+  });
 }
 
 absl::StatusOr<BestQuery> TuningServiceImpl::ParseBestQuery(const v1::KernelRef& kernel,
@@ -641,19 +662,21 @@ absl::StatusOr<std::shared_ptr<const BestAnswer>> TuningServiceImpl::AnswerQuery
 grpc::ServerUnaryReactor* TuningServiceImpl::Explain(grpc::CallbackServerContext* ctx,
                                                      const v1::ExplainRequest* request,
                                                      v1::ExplainResponse* response) {
-  if (absl::Status a = auth_->Check(ctx, Role::kQuery); !a.ok()) return Done(ctx, a);
-  absl::StatusOr<BestQuery> q =
-      ParseBestQuery(request->kernel(), request->problem(), request->device());
-  if (!q.ok()) return Done(ctx, q.status());
-  if (request->has_max_rel_error()) {
-    absl::StatusOr<double> budget = ParseAccuracyBudget(request->max_rel_error());
-    if (!budget.ok()) return Done(ctx, budget.status());
-    q->max_rel_error = *budget;
-  }
-  absl::StatusOr<v1::ExplainResponse> explained = ktune::Explain(*db_, spaces_->registry(), *q);
-  if (!explained.ok()) return Done(ctx, explained.status());
-  *response = std::move(*explained);
-  return Done(ctx, absl::OkStatus());
+  return RunOn(pool_, ctx, [=]() -> absl::Status {
+    if (absl::Status a = auth_->Check(ctx, Role::kQuery); !a.ok()) return a;
+    absl::StatusOr<BestQuery> q =
+        ParseBestQuery(request->kernel(), request->problem(), request->device());
+    if (!q.ok()) return q.status();
+    if (request->has_max_rel_error()) {
+      absl::StatusOr<double> budget = ParseAccuracyBudget(request->max_rel_error());
+      if (!budget.ok()) return budget.status();
+      q->max_rel_error = *budget;
+    }
+    absl::StatusOr<v1::ExplainResponse> explained = ktune::Explain(*db_, spaces_->registry(), *q);
+    if (!explained.ok()) return explained.status();
+    *response = std::move(*explained);
+    return absl::OkStatus();
+  });
 }
 
 namespace {
@@ -686,25 +709,30 @@ v1::KernelInfo KernelInfoOf(const KernelDefinition& k) {
 grpc::ServerUnaryReactor* TuningServiceImpl::ListKernels(grpc::CallbackServerContext* ctx,
                                                          const v1::ListKernelsRequest*,
                                                          v1::ListKernelsResponse* response) {
-  if (absl::Status a = auth_->Check(ctx, Role::kQuery); !a.ok()) return Done(ctx, a);
-  for (const KernelDefinition* k : spaces_->registry().List()) {
-    *response->add_kernels() = KernelInfoOf(*k);
-  }
-  return Done(ctx, absl::OkStatus());
+  return RunOn(pool_, ctx, [=]() -> absl::Status {
+    if (absl::Status a = auth_->Check(ctx, Role::kQuery); !a.ok()) return a;
+    for (const KernelDefinition* k : spaces_->registry().List()) {
+      *response->add_kernels() = KernelInfoOf(*k);
+    }
+    return absl::OkStatus();
+  });
 }
 
 grpc::ServerUnaryReactor* TuningServiceImpl::RegisterKernel(
     grpc::CallbackServerContext* ctx, const v1::RegisterKernelRequest* request,
     v1::KernelInfo* response) {
-  if (absl::Status a = auth_->Check(ctx, Role::kAdmin); !a.ok()) return Done(ctx, a);
-  if (!request->has_kernel()) {
-    return Done(ctx, absl::InvalidArgumentError("kernel (a KernelSpec) is required"));
-  }
-  absl::StatusOr<const KernelDefinition*> registered = client_kernels_->Register(request->kernel());
-  if (!registered.ok()) return Done(ctx, registered.status());
-  best_->KernelRegistered((*registered)->name);
-  *response = KernelInfoOf(**registered);
-  return Done(ctx, absl::OkStatus());
+  return RunOn(pool_, ctx, [=]() -> absl::Status {
+    if (absl::Status a = auth_->Check(ctx, Role::kAdmin); !a.ok()) return a;
+    if (!request->has_kernel()) {
+      return absl::InvalidArgumentError("kernel (a KernelSpec) is required");
+    }
+    absl::StatusOr<const KernelDefinition*> registered =
+        client_kernels_->Register(request->kernel());
+    if (!registered.ok()) return registered.status();
+    best_->KernelRegistered((*registered)->name);
+    *response = KernelInfoOf(**registered);
+    return absl::OkStatus();
+  });
 }
 
 }  // namespace ktune

@@ -20,6 +20,7 @@
 #include "server/scheduler.h"
 #include "server/task_spaces.h"
 #include "server/telemetry_intake.h"
+#include "server/thread_pool.h"
 
 namespace ktune {
 
@@ -58,6 +59,9 @@ class WorkerServiceImpl final : public v1::WorkerService::CallbackService {
   absl::Mutex owners_mu_;
   // worker id -> Authenticator::CallerOf its registration; with tokens only
   std::map<std::string, std::string> owners_ ABSL_GUARDED_BY(owners_mu_);
+  // The handlers' threads, apart from the clients': a flood of client calls never holds up a
+  // worker's heartbeat or report. Last: destroyed first, finishing every call it took.
+  ThreadPool pool_{8};
 };
 
 // QueryBest is a raw method: its cached answers are sent in the wire form they were serialised to
@@ -165,16 +169,31 @@ class TuningServiceImpl final
   // WatchJob (and, apart, Tune) streams open at once (each holds a polling thread); more get
   // RESOURCE_EXHAUSTED.
   static constexpr int kMaxWatchStreams = 1024;
+  // ExportRecords streams open at once (each holds up to a million records); more get
+  // RESOURCE_EXHAUSTED.
+  static constexpr int kMaxExportStreams = 4;
   // Tasks the reply of a job action lists (Job.tasks): every client reads it (4 MiB by default).
   static constexpr size_t kMaxReplyTasks = 4096;
 
   const Authenticator* auth_;
   absl::Mutex background_mu_;
   std::map<std::string, int64_t> background_ ABSL_GUARDED_BY(background_mu_);  // task -> job
+  // The handlers' threads (RunOn). Last: destroyed first, finishing every call it took.
+  ThreadPool pool_{16};
 };
 
 // Finishes a unary call with `status`.
 grpc::ServerUnaryReactor* Done(grpc::CallbackServerContext* ctx, const absl::Status& status);
+
+// Runs `body` on `pool` and finishes the unary call with the status it returns (having filled
+// the response): the gRPC thread that took the call is free at once (thread_pool.h says why).
+// Every unary handler runs so, but for QueryBest's cached answers.
+template <typename Body>
+grpc::ServerUnaryReactor* RunOn(ThreadPool& pool, grpc::CallbackServerContext* ctx, Body body) {
+  grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
+  pool.Run([reactor, body = std::move(body)]() mutable { reactor->Finish(ToGrpc(body())); });
+  return reactor;
+}
 
 // A Job message from a scheduler status.
 v1::Job ToProto(const JobStatus& status, bool with_tasks);

@@ -236,36 +236,40 @@ bool TuningServiceImpl::KernelKnown(const std::string& kernel) {
 grpc::ServerUnaryReactor* TuningServiceImpl::ReportTelemetry(
     grpc::CallbackServerContext* ctx, const v1::ReportTelemetryRequest* request,
     v1::ReportTelemetryResponse* response) {
-  if (absl::Status a = auth_->Check(ctx, Role::kTelemetry); !a.ok()) return Done(ctx, a);
-  if (request->samples_size() == 0) {
-    return Done(ctx, absl::InvalidArgumentError("no samples"));
-  }
-  if (request->samples_size() > kMaxSamples) {
-    return Done(ctx, absl::ResourceExhaustedError(absl::StrCat(
-                         request->samples_size(), " samples in one call; at most ", kMaxSamples)));
-  }
-  std::vector<TelemetryReport> reports;
-  for (int i = 0; i < request->samples_size(); ++i) {
-    absl::StatusOr<TelemetryReport> r = TelemetryFromProto(request->samples(i));
-    if (!r.ok()) {
-      return Done(ctx, absl::Status(r.status().code(),
-                                    absl::StrCat("samples[", i, "]: ", r.status().message())));
+  return RunOn(pool_, ctx, [=]() -> absl::Status {
+    if (absl::Status a = auth_->Check(ctx, Role::kTelemetry); !a.ok()) return a;
+    if (request->samples_size() == 0) {
+      return absl::InvalidArgumentError("no samples");
     }
-    reports.push_back(*std::move(r));
-  }
-  absl::StatusOr<std::vector<DriftFlag>> raised = telemetry_->Report(std::move(reports));
-  if (!raised.ok()) return Done(ctx, raised.status());
-  response->set_accepted(request->samples_size());
-  for (const DriftFlag& f : *raised) *response->add_raised() = ToProto(f);
-  return Done(ctx, absl::OkStatus());
+    if (request->samples_size() > kMaxSamples) {
+      return absl::ResourceExhaustedError(
+          absl::StrCat(request->samples_size(), " samples in one call; at most ", kMaxSamples));
+    }
+    std::vector<TelemetryReport> reports;
+    for (int i = 0; i < request->samples_size(); ++i) {
+      absl::StatusOr<TelemetryReport> r = TelemetryFromProto(request->samples(i));
+      if (!r.ok()) {
+        return absl::Status(r.status().code(),
+                            absl::StrCat("samples[", i, "]: ", r.status().message()));
+      }
+      reports.push_back(*std::move(r));
+    }
+    absl::StatusOr<std::vector<DriftFlag>> raised = telemetry_->Report(std::move(reports));
+    if (!raised.ok()) return raised.status();
+    response->set_accepted(request->samples_size());
+    for (const DriftFlag& f : *raised) *response->add_raised() = ToProto(f);
+    return absl::OkStatus();
+  });
 }
 
 grpc::ServerUnaryReactor* TuningServiceImpl::ListDrift(grpc::CallbackServerContext* ctx,
                                                        const v1::ListDriftRequest*,
                                                        v1::ListDriftResponse* response) {
-  if (absl::Status a = auth_->Check(ctx, Role::kQuery); !a.ok()) return Done(ctx, a);
-  for (const DriftFlag& f : telemetry_->Flags()) *response->add_flags() = ToProto(f);
-  return Done(ctx, absl::OkStatus());
+  return RunOn(pool_, ctx, [=]() -> absl::Status {
+    if (absl::Status a = auth_->Check(ctx, Role::kQuery); !a.ok()) return a;
+    for (const DriftFlag& f : telemetry_->Flags()) *response->add_flags() = ToProto(f);
+    return absl::OkStatus();
+  });
 }
 
 }  // namespace ktune
