@@ -320,6 +320,27 @@ absl::StatusOr<std::unique_ptr<SqliteTuningDatabase>> SqliteTuningDatabase::Open
 absl::Status SqliteTuningDatabase::Migrate(int target_version) {
   if (schema_version_ >= target_version) return absl::OkStatus();
   KTUNE_ASSIGN_OR_RETURN(SqliteTransaction txn, SqliteTransaction::Begin(db_));
+  // Read again under the transaction's lock: another process may have migrated the file since
+  // Open read it (two commands opening a new file at once: "table meta already exists").
+  {
+    KTUNE_ASSIGN_OR_RETURN(SqliteStatement has,
+                           SqliteStatement::Prepare(db_,
+                                                    "SELECT count(*) FROM sqlite_master WHERE "
+                                                    "type = 'table' AND name = 'meta'"));
+    KTUNE_ASSIGN_OR_RETURN(bool row, has.Step());
+    if (row && has.ColumnInt(0) > 0) {
+      KTUNE_ASSIGN_OR_RETURN(SqliteStatement s, SqliteStatement::Prepare(db_, kSelectVersion));
+      KTUNE_ASSIGN_OR_RETURN(bool found, s.Step());
+      int now = 0;
+      if (found && absl::SimpleAtoi(s.ColumnText(0), &now)) schema_version_ = now;
+      if (schema_version_ > CurrentSqliteSchemaVersion()) {
+        return absl::FailedPreconditionError(
+            absl::StrCat("written by a newer ktune meanwhile (schema version ", schema_version_,
+                         "; this build knows up to ", CurrentSqliteSchemaVersion(), ")"));
+      }
+      if (schema_version_ >= target_version) return absl::OkStatus();  // nothing written
+    }
+  }
   for (int v = schema_version_; v < target_version; ++v) {
     absl::Status st = SqliteExec(db_, kSqliteMigrations[v]);
     if (st.ok() && v + 1 == kTaskColumnsSchemaVersion) st = StoreColumnsOfAllRecords(db_);

@@ -9,6 +9,7 @@
 
 #include <filesystem>
 #include <fstream>
+#include <thread>
 
 #include "absl/strings/str_cat.h"
 #include "db/sqlite_schema.h"
@@ -95,6 +96,25 @@ TEST(SqliteTuningDatabaseTest, UsesWalAndStoresItsSchemaVersion) {
   EXPECT_EQ(ReadOnlyQuery(path, "PRAGMA journal_mode"), "wal");
   EXPECT_EQ(ReadOnlyQuery(path, "SELECT value FROM meta WHERE key = 'version'"),
             std::to_string(CurrentSqliteSchemaVersion()));
+}
+
+// Commands that open a new file at once (two `db import`s, a server and a cron `best`) each
+// create or upgrade it, one after the other: one failed with "table meta already exists".
+TEST(SqliteTuningDatabaseTest, OpeningANewFileAtOnceFromManyConnectionsSucceeds) {
+  for (int round = 0; round < 10; ++round) {
+    TempDir dir;
+    const std::string path = dir.File("new.db");
+    std::vector<absl::Status> opened(4);
+    std::vector<std::thread> threads;
+    for (absl::Status& status : opened) {
+      threads.emplace_back(
+          [&path, &status] { status = SqliteTuningDatabase::Open(path).status(); });
+    }
+    for (std::thread& t : threads) t.join();
+    for (const absl::Status& status : opened) EXPECT_TRUE(status.ok()) << status;
+    EXPECT_EQ(ReadOnlyQuery(path, "SELECT value FROM meta WHERE key = 'version'"),
+              std::to_string(CurrentSqliteSchemaVersion()));
+  }
 }
 
 // Writes `r` into a file of schema version 1 or 2 with the SQL an older ktune ran (the records
