@@ -1,12 +1,18 @@
+#include "server/scheduler.h"
+
+#include <signal.h>
+#include <unistd.h>
+
 #include <algorithm>
+#include <cerrno>
+#include <cmath>
+#include <fstream>
 #include <nlohmann/json.hpp>
 
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "common/event_log.h"
 #include "common/status_macros.h"
-#include "server/scheduler.h"
-
-#include <cmath>
 #include "server/scheduler_internal.h"
 
 // The job table (scheduler_internal.h): jobs from submission or recovery to their end.
@@ -124,11 +130,69 @@ absl::Status Scheduler::AddJobRun(Job job, bool recount) {
   return FinishIfDone(*jobs_[id]);
 }
 
+std::string ThisProcessSession() {
+  char host[256] = {};
+  ::gethostname(host, sizeof(host) - 1);
+  return absl::StrCat(host, ":", ::getpid());
+}
+
+namespace {
+
+// The session a job was submitted in (its stored spec's "session"); empty: a server's job.
+std::string SessionOf(const Job& job) {
+  const nlohmann::json spec = nlohmann::json::parse(job.spec_json, nullptr, false);
+  if (!spec.is_object()) return "";
+  auto it = spec.find("session");
+  return it != spec.end() && it->is_string() ? it->get<std::string>() : "";
+}
+
+// Whether `session`'s process is gone: it ran on this host, and no process has its id. (Another
+// host's session, or an id reused by another process, reads as alive: its job is left alone.)
+bool SessionGone(const std::string& session) {
+  const size_t colon = session.rfind(':');
+  if (colon == std::string::npos) return false;
+  const std::string here = ThisProcessSession();
+  if (session.substr(0, colon) != here.substr(0, here.rfind(':'))) return false;
+  int pid = 0;
+  if (!absl::SimpleAtoi(session.substr(colon + 1), &pid) || pid <= 0) return false;
+  if (::kill(pid, 0) != 0) return errno == ESRCH;
+  // A process killed but not yet reaped by its parent (a zombie) is gone too.
+  std::ifstream stat(absl::StrCat("/proc/", pid, "/stat"));
+  std::string line;
+  if (!std::getline(stat, line)) return false;
+  const size_t name_end = line.rfind(')');  // "PID (NAME) STATE ..."
+  return name_end != std::string::npos && line.compare(name_end, 4, ") Z ") == 0;
+}
+
+}  // namespace
+
+absl::Status Scheduler::EndAbandonedSessions() {
+  KTUNE_ASSIGN_OR_RETURN(std::vector<Job> jobs, db_->ListJobs());
+  for (const Job& job : jobs) {
+    const std::string session = SessionOf(job);
+    if (IsFinal(job.state) || session.empty() || !SessionGone(session)) continue;
+    const std::string pid = session.substr(session.rfind(':') + 1);
+    LogEvent("job_abandoned", {{"job_id", std::to_string(job.id)}, {"session", session}});
+    KTUNE_RETURN_IF_ERROR(
+        db_->SetJobState(job.id, JobState::kCancelled,
+                         absl::StrCat("its ktune tune session (process ", pid,
+                                      ") ended before the job did; what it measured is stored")));
+  }
+  return absl::OkStatus();
+}
+
 absl::Status Scheduler::Recover() {
+  KTUNE_RETURN_IF_ERROR(EndAbandonedSessions());
   absl::MutexLock lock(&mu_);
   KTUNE_ASSIGN_OR_RETURN(std::vector<Job> jobs, db_->ListJobs());
   for (Job& job : jobs) {
     if (IsFinal(job.state)) continue;
+    if (const std::string session = SessionOf(job);
+        !session.empty() && session != options_.session) {
+      LogEvent("job_left_to_its_session",
+               {{"job_id", std::to_string(job.id)}, {"session", session}});
+      continue;
+    }
     LogEvent("job_recovered",
              {{"job_id", std::to_string(job.id)}, {"state", std::string(JobStateName(job.state))}});
     KTUNE_RETURN_IF_ERROR(AddJobRun(std::move(job), /*recount=*/true));
@@ -176,6 +240,7 @@ absl::StatusOr<int64_t> Scheduler::Submit(const JobRequest& r) {
   if (r.max_rel_error) spec["max_rel_error"] = *r.max_rel_error;
   if (r.wall_seconds > 0) spec["budget_wall_seconds"] = r.wall_seconds;
   if (!r.fingerprint_hash.empty()) spec["fingerprint_hash"] = r.fingerprint_hash;
+  if (!options_.session.empty()) spec["session"] = options_.session;
   if (!r.reverify.empty()) {
     spec["reverify"] = nlohmann::json::array();
     for (const Configuration& c : r.reverify) {

@@ -76,7 +76,16 @@ struct SchedulerOptions {
   // tasks a minute of strategy work queued ahead of any second batch, and all of them in memory
   // until the job ended.)
   int max_starting_searches = 4;
+  // Set by a server that lives inside one `ktune tune` session (the embedded default): its jobs
+  // are that session's ("HOST:PID", stored with the job), which no other server resumes while
+  // the process lives (both ran the job: measured twice, past its budget), and which ends
+  // cancelled once a server or session on that host finds the process gone (a killed `tune`
+  // left it running in the file for ever, for the next `ktune serve` to resume).
+  std::string session;
 };
+
+// "HOST:PID" of this process: SchedulerOptions::session of a session's embedded server.
+std::string ThisProcessSession();
 
 // What a worker can measure besides its device class. Its leases hold only candidates of
 // kernels it can build and run.
@@ -170,8 +179,13 @@ class Scheduler {
   Scheduler(TuningDatabase* db, const TaskSpaces* spaces, SchedulerOptions options = {});
   ~Scheduler();
 
-  // Loads the unfinished jobs from the database (call once, at start).
+  // Loads the unfinished jobs from the database (call once, at start), but for those of a
+  // `ktune tune` session (SchedulerOptions::session) other than this scheduler's: a session
+  // still alive keeps its job; one gone from this host has its job ended (EndAbandonedSessions).
   absl::Status Recover();
+  // Ends, cancelled and saying why, the unfinished jobs of `ktune tune` sessions of this host
+  // whose process is gone. (A session's embedded server calls it at start; Recover does too.)
+  absl::Status EndAbandonedSessions();
 
   absl::StatusOr<int64_t> Submit(const JobRequest& request);
   // An active job, one of the last kKeepFinished that ended on this server process (with their

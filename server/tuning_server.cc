@@ -111,6 +111,11 @@ absl::StatusOr<std::unique_ptr<TuningServer>> TuningServer::Start(TuningServerOp
   }
   s->best_ = std::make_unique<BestCache>(s->db_.get(), &s->registry_);
   SchedulerOptions scheduler_options = s->options_.scheduler;
+  // A server that resumes no jobs lives in one session (the embedded default): its jobs are the
+  // session's, which no other server resumes while it lives.
+  if (!s->options_.resume_jobs && scheduler_options.session.empty()) {
+    scheduler_options.session = ThisProcessSession();
+  }
   BestCache* best = s->best_.get();
   Metrics* metrics = &s->metrics_;
   scheduler_options.on_stored = [best, metrics](const std::vector<Record>& records,
@@ -120,7 +125,11 @@ absl::StatusOr<std::unique_ptr<TuningServer>> TuningServer::Start(TuningServerOp
     for (const Record& r : records) metrics->CountMeasurement(std::string(StatusName(r.status)));
   };
   s->scheduler_ = std::make_unique<Scheduler>(s->db_.get(), s->spaces_.get(), scheduler_options);
-  if (s->options_.resume_jobs) KTUNE_RETURN_IF_ERROR(s->scheduler_->Recover());
+  if (s->options_.resume_jobs) {
+    KTUNE_RETURN_IF_ERROR(s->scheduler_->Recover());
+  } else if (s->options_.db_path != ":memory:") {
+    KTUNE_RETURN_IF_ERROR(s->scheduler_->EndAbandonedSessions());
+  }
   s->telemetry_ = std::make_unique<TelemetryIntake>(
       s->db_.get(), s->scheduler_.get(), s->best_.get(), s->spaces_.get(), s->options_.retune,
       s->options_.drift, /*store_flags=*/s->db_lock_ != nullptr);

@@ -6,6 +6,8 @@
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include <atomic>
 #include <chrono>
@@ -558,6 +560,35 @@ TEST_F(TaskSearchTest, SearchesStartAsWorkersNeedThemAndEndWithTheirTask) {
   EXPECT_EQ(done->done, 128);
   EXPECT_EQ(made.load(), 64);
   EXPECT_EQ(live.load(), 0);  // each went with its task, before the job left memory
+}
+
+// A job of a `ktune tune` session (its embedded server's) is that session's: a server started on
+// the file meanwhile leaves it alone while the process lives (both ran it: measured twice, past
+// its budget), and ends it cancelled once the process is gone from this host (a killed tune left
+// it running in the file for ever, for the next server to resume).
+TEST_F(TaskSearchTest, ASessionsJobIsLeftToItUntilItsProcessIsGone) {
+  const std::string me = ThisProcessSession();
+  const pid_t child = fork();
+  if (child == 0) _exit(0);
+  ASSERT_GT(child, 0);
+  ASSERT_EQ(waitpid(child, nullptr, 0), child);
+  const std::string gone = absl::StrCat(me.substr(0, me.rfind(':')), ":", child);
+  for (const auto& [session, ends] : std::vector<std::pair<std::string, bool>>{
+           {me, false}, {gone, true}, {"another-host:1", false}}) {
+    SCOPED_TRACE(session);
+    SchedulerOptions in_session;
+    in_session.session = session;
+    Restart(std::move(in_session));
+    const int64_t job = Submit(4, "random");
+    Restart();  // a server on the file
+    EXPECT_TRUE(LeaseAndReport().empty());
+    absl::StatusOr<JobStatus> status = scheduler_->GetJob(job);
+    ASSERT_TRUE(status.ok()) << status.status();
+    EXPECT_EQ(status->job.state, ends ? JobState::kCancelled : JobState::kQueued);
+    if (ends) {
+      EXPECT_THAT(status->job.message, ::testing::HasSubstr("ktune tune session"));
+    }
+  }
 }
 
 }  // namespace
