@@ -18,7 +18,7 @@ void OnSignal(int signal) {
 }  // namespace
 
 struct InterruptScope::Saved {
-  struct sigaction old_int = {}, old_term = {};
+  struct sigaction old_int = {}, old_term = {}, old_hup = {};
 };
 
 InterruptScope::InterruptScope(std::atomic<bool>* stop) : saved_(std::make_unique<Saved>()) {
@@ -30,11 +30,13 @@ InterruptScope::InterruptScope(std::atomic<bool>* stop) : saved_(std::make_uniqu
   sigemptyset(&action.sa_mask);
   sigaction(SIGINT, &action, &saved_->old_int);
   sigaction(SIGTERM, &action, &saved_->old_term);
+  sigaction(SIGHUP, &action, &saved_->old_hup);  // the terminal closed (an SSH session ended)
 }
 
 InterruptScope::~InterruptScope() {
   sigaction(SIGINT, &saved_->old_int, nullptr);
   sigaction(SIGTERM, &saved_->old_term, nullptr);
+  sigaction(SIGHUP, &saved_->old_hup, nullptr);
   g_stop = nullptr;
 }
 

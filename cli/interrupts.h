@@ -1,4 +1,5 @@
-// Ctrl-C (SIGINT) and SIGTERM for commands that clean up before they exit: `tune` cancels its
+// Ctrl-C (SIGINT), SIGTERM and SIGHUP (the terminal closed) for commands that clean up before
+// they exit: `tune` cancels its
 // job (keeping what was measured), then exits 128 + the signal, as shells expect.
 #ifndef KTUNE_CLI_INTERRUPTS_H_
 #define KTUNE_CLI_INTERRUPTS_H_
@@ -10,8 +11,8 @@
 
 namespace ktune::cli {
 
-// While it lives, the first SIGINT or SIGTERM is recorded (InterruptSignal()) and sets `stop`
-// (when given); a second one acts as usual (SA_RESETHAND): it ends the process. The previous
+// While it lives, the first SIGINT, SIGTERM or SIGHUP is recorded (InterruptSignal()) and sets
+// `stop` (when given); a second one acts as usual (SA_RESETHAND): it ends the process. The previous
 // handlers come back when it ends. One scope at a time.
 class InterruptScope {
  public:

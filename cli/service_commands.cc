@@ -38,10 +38,9 @@
 namespace ktune::cli {
 namespace {
 
-
-// SIGTERM and SIGINT, whichever thread receives them, write to a pipe; OnTerminationSignal's
-// thread reads it and calls back outside the signal handler. (Blocking the signals instead
-// would miss threads that libraries start before main.)
+// SIGTERM, SIGINT and SIGHUP (the terminal closed), whichever thread receives them, write to a
+// pipe; OnTerminationSignal's thread reads it and calls back outside the signal handler. (Blocking
+// the signals instead would miss threads that libraries start before main.)
 int g_signal_pipe[2] = {-1, -1};
 
 void WriteSignal(int) {
@@ -56,6 +55,7 @@ std::thread OnTerminationSignal(std::function<void()> on_signal) {
   sigemptyset(&action.sa_mask);
   sigaction(SIGTERM, &action, nullptr);
   sigaction(SIGINT, &action, nullptr);
+  sigaction(SIGHUP, &action, nullptr);
   return std::thread([on_signal] {
     char byte;
     if (read(g_signal_pipe[0], &byte, 1) == 1) on_signal();

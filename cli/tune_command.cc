@@ -5,6 +5,7 @@
 // Devices: cpu (a registry kernel measured on this machine), cuda[:N] and replay:FILE (a recorded
 // space; its kernel and problem come from the file).
 #include <algorithm>
+#include <csignal>
 #include <cstring>
 #include <filesystem>
 #include <iostream>
@@ -155,13 +156,13 @@ int RunRemoteTune(const TuneArgs& a) {
               << a.server << "; job " << job_id << " waits until one joins (ktune worker --server "
               << a.server << " on such a device), or cancel it (ktune cancel " << job_id << ")\n";
   };
-  // Ctrl-C or SIGTERM cancels the job on the server (what was measured stays stored); the stream
-  // then ends with the job cancelled. A second signal ends this process at once.
+  // Ctrl-C, SIGTERM or SIGHUP cancels the job on the server (what was measured stays stored); the
+  // stream then ends with the job cancelled. A second signal ends this process at once.
   InterruptScope interrupts;
   std::optional<InterruptWatcher> canceller;
   const auto on_submitted = [&](const std::string& job_id) {
     warn_without_worker(job_id);
-    canceller.emplace([&, job_id](int) {
+    canceller.emplace([&, job_id](int signal) {
       v1::CancelJobRequest cancel;
       cancel.set_job_id(job_id);
       v1::Job cancelled;
@@ -172,7 +173,8 @@ int RunRemoteTune(const TuneArgs& a) {
                                           "; waiting for its measurements in flight")
                            : absl::StrCat("could not cancel job ", job_id, " (", s.message(),
                                           "); ktune cancel ", job_id, " --server ", a.server))
-                << " (Ctrl-C again to stop now)" << std::endl;
+                << " (" << (signal == SIGINT ? "Ctrl-C" : "the signal") << " again to stop now)"
+                << std::endl;
     });
   };
   absl::StatusOr<v1::Job> job =

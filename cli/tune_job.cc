@@ -13,6 +13,23 @@
 
 namespace ktune::cli {
 
+void WatchStopper::Watching(grpc::ClientContext* watch) {
+  absl::MutexLock lock(&mu_);
+  watch_ = watch;
+  if (watch_ != nullptr && !why_.ok()) watch_->TryCancel();
+}
+
+void WatchStopper::Stop(absl::Status why) {
+  absl::MutexLock lock(&mu_);
+  why_ = std::move(why);
+  if (watch_ != nullptr) watch_->TryCancel();
+}
+
+absl::Status WatchStopper::reason() {
+  absl::MutexLock lock(&mu_);
+  return why_;
+}
+
 absl::StatusOr<v1::Job> RunTuneJob(v1::TuningService::StubInterface& stub, const TuneJobRequest& r,
                                    const std::function<void(const std::string&)>& on_submitted,
                                    const std::function<void(int64_t, double)>& on_progress) {
@@ -45,6 +62,7 @@ absl::StatusOr<v1::Job> RunTuneJob(v1::TuningService::StubInterface& stub, const
   watch.set_with_tasks(true);
   auto watch_context = ClientContextFor(r.token, 7 * 24 * 3600);
   auto reader = stub.WatchJob(watch_context.get(), watch);
+  if (r.stopper != nullptr) r.stopper->Watching(watch_context.get());
   v1::JobEvent event;
   while (reader->Read(&event)) {
     if (!on_progress) continue;
@@ -53,7 +71,12 @@ absl::StatusOr<v1::Job> RunTuneJob(v1::TuningService::StubInterface& stub, const
         now.tasks_size() == 1 && now.tasks(0).has_best_time_ms() ? now.tasks(0).best_time_ms() : 0;
     on_progress(now.measurements_done(), best);
   }
-  if (absl::Status s = FromGrpc(reader->Finish()); !s.ok()) return s;
+  absl::Status finished = FromGrpc(reader->Finish());
+  if (r.stopper != nullptr) {
+    r.stopper->Watching(nullptr);
+    KTUNE_RETURN_IF_ERROR(r.stopper->reason());
+  }
+  KTUNE_RETURN_IF_ERROR(finished);
   v1::GetJobRequest get;
   get.set_job_id(job.job_id());
   if (absl::Status s = FromGrpc(stub.GetJob(ClientContextFor(r.token).get(), get, &job)); !s.ok()) {

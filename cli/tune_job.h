@@ -11,10 +11,28 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
 #include "db/record.h"
 #include "ktune/v1/tuning_service.grpc.pb.h"
 
 namespace ktune::cli {
+
+// Ends a RunTuneJob's watch from another thread, with a reason: the embedded session's worker
+// when the job can no longer end on its own (its measurements cannot be stored, and a full disk
+// refuses the cancel too: the watch waited for ever).
+class WatchStopper {
+ public:
+  // RunTuneJob's call: the watch now running (null: none).
+  void Watching(grpc::ClientContext* watch);
+  // Cancels the watch (now, or as soon as it starts); RunTuneJob then returns `why`.
+  void Stop(absl::Status why);
+  absl::Status reason();
+
+ private:
+  absl::Mutex mu_;
+  grpc::ClientContext* watch_ ABSL_GUARDED_BY(mu_) = nullptr;
+  absl::Status why_ ABSL_GUARDED_BY(mu_);
+};
 
 struct TuneJobRequest {
   TaskKey task;  // kernel_version may be empty (the registry's); problem as given
@@ -26,6 +44,7 @@ struct TuneJobRequest {
   std::optional<double> agent_share;  // unset: the server's; 0: no limit
   std::optional<double> max_rel_error;  // the accuracy budget (JobSpec.max_rel_error); unset: none
   std::string token;   // bearer token; empty: none
+  WatchStopper* stopper = nullptr;  // may be null
 };
 
 // Submits the job, then follows it: `on_submitted` (may be null) gets the job's id once it is

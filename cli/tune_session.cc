@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <csignal>
 #include <cstring>
 #include <iostream>
 #include <thread>
@@ -21,6 +22,7 @@
 #include "grpcpp/client_context.h"
 #include "ktune/v1/worker_service.grpc.pb.h"
 #include "measurer/worker_loop.h"
+#include "proto/channel.h"
 #include "server/scheduler_internal.h"
 #include "server/tuning_server.h"
 
@@ -76,6 +78,9 @@ class EmbeddedService {
     s->worker_options_.cores = t.cores;              // the space the target was built with
     s->worker_options_.max_candidates = batch_size;  // a batch per lease
     s->worker_options_.registry = registry;          // client kernels: without it, none was leased
+    // Nobody reads the embedded server's log: measurements it cannot store end the session
+    // (a full disk had it measure the same batch again and again, silently).
+    s->worker_options_.stop_when_not_stored = true;
     return s;
   }
   ~EmbeddedService() { Stop().IgnoreError(); }
@@ -94,22 +99,38 @@ class EmbeddedService {
       WorkerLoop loop(workers_.get(), measurer_, worker_options_, &stop_);
       worker_status_ = loop.Run();
       if (worker_status_.ok() && InterruptSignal() == 0) return;
-      Cancel(job_id);
+      // The cancel ends the job and its watch. One that cannot be stored (the disk that refused
+      // the measurements refuses it too) left the job running and the watch waiting for ever.
+      const absl::Status cancelled = Cancel(job_id);
+      if (cancelled.ok()) return;
+      stopper_.Stop(
+          !worker_status_.ok()
+              ? worker_status_
+              : absl::Status(cancelled.code(), absl::StrCat("interrupted, but job ", job_id,
+                                                            " could not be marked cancelled: ",
+                                                            cancelled.message())));
     });
-    watcher_.emplace([this, job_id](int) {
-      Cancel(job_id);
+    watcher_.emplace([this, job_id](int signal) {
+      Cancel(job_id).IgnoreError();  // one that cannot be stored: see the worker's thread above
       std::cerr << "\ninterrupted: job " << job_id
-                << " cancelled; storing the measurements in flight (Ctrl-C again to stop now)"
+                << " cancelled; storing the measurements in flight ("
+                << (signal == SIGINT ? "Ctrl-C" : "the signal") << " again to stop now)"
                 << std::endl;
     });
   }
 
-  void Cancel(const std::string& job_id) {
+  absl::Status Cancel(const std::string& job_id) {
     v1::CancelJobRequest cancel;
     cancel.set_job_id(job_id);
     v1::Job ignored;
-    tuning_->CancelJob(ClientContextFor("").get(), cancel, &ignored);
+    const absl::Status s =
+        FromGrpc(tuning_->CancelJob(ClientContextFor("").get(), cancel, &ignored));
+    // A job that ended meanwhile needs no cancel.
+    return absl::IsFailedPrecondition(s) ? absl::OkStatus() : s;
   }
+
+  // Ends the session's watch when the job cannot end (see StartWorker).
+  WatchStopper* stopper() { return &stopper_; }
 
   // The worker's error, if it had one.
   absl::Status Stop() {
@@ -132,6 +153,7 @@ class EmbeddedService {
   std::thread worker_;
   std::optional<InterruptWatcher> watcher_;  // cancels the job as soon as a signal comes
   absl::Status worker_status_;  // written by the worker thread before it ends
+  WatchStopper stopper_;
 };
 
 // The rest of the summary, from the database once the server has stopped: the job's records
@@ -178,6 +200,7 @@ absl::StatusOr<TuneSummary> RunTuneSession(TuneTarget& t, const std::string& db_
   request.threads = t.threads;
   request.agent_share = o.agent_share;
   request.max_rel_error = o.max_rel_error;
+  request.stopper = service->stopper();
   absl::StatusOr<v1::Job> job = RunTuneJob(
       service->client(), request, [&](const std::string& id) { service->StartWorker(id); },
       o.on_progress);

@@ -318,6 +318,11 @@ absl::Status WorkerLoop::Run() {
       reported_ += report.results_size();
     } else if (IsFatal(s)) {
       return s;
+    } else if (options_.stop_when_not_stored && !absl::IsFailedPrecondition(s) &&
+               !absl::IsNotFound(s)) {
+      return absl::Status(s.code(),
+                          absl::StrCat("the server could not store ", report.results_size(),
+                                       " measurements: ", s.message()));
     } else {
       LogEvent("report_failed", {{"worker_id", worker_id_},
                                  {"lease_id", lease.lease_id()},

@@ -658,6 +658,7 @@ class FlakyReports : public v1::WorkerService::StubInterface {
   FlakyReports(v1::WorkerService::StubInterface* real, int outages, int heartbeat_outages = 0)
       : real_(real), outages_(outages), heartbeat_outages_(heartbeat_outages) {}
   int filled_leases = 0, reports_sent = 0;
+  bool refuse_reports = false;  // every report: the server's disk is full
 
   grpc::Status Register(grpc::ClientContext* c, const v1::RegisterRequest& q,
                         v1::RegisterResponse* r) override {
@@ -671,6 +672,10 @@ class FlakyReports : public v1::WorkerService::StubInterface {
   }
   grpc::Status ReportResults(grpc::ClientContext* c, const v1::ReportResultsRequest& q,
                              v1::ReportResultsResponse* r) override {
+    if (refuse_reports) {
+      return grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
+                          "executing 'COMMIT': database or disk is full (sqlite code 13)");
+    }
     if (outages_ > 0) {
       --outages_;
       return grpc::Status(grpc::StatusCode::UNAVAILABLE, "connection refused");
@@ -738,6 +743,31 @@ TEST_F(ServerTest, AWorkerSendsItsReportAgainAfterAPassingOutage) {
   get.set_job_id(job.job_id());
   ASSERT_TRUE(tuning_->GetJob(Context().get(), get, &job).ok());
   EXPECT_EQ(job.tasks(0).measurements_done(), 4);
+}
+
+// `ktune tune`'s worker (nobody reads its embedded server's log) ends at the first report the
+// server cannot store, saying why: with the disk full it measured the same batch again and
+// again, the progress line standing still.
+TEST_F(ServerTest, AWorkerAskedToStopWhenItsMeasurementsCannotBeStoredStops) {
+  v1::SubmitJobRequest submit;
+  *submit.mutable_spec() = ThreeTaskSpec(4);
+  v1::Job job;
+  ASSERT_TRUE(tuning_->SubmitJob(Context().get(), submit, &job).ok());
+  auto recorded = LoadRecordedSpace(testing::SpaceFile(kSpaces[0]));
+  ReplayMeasurer measurer(recorded->records);
+  FlakyReports full_disk(workers_.get(), /*outages=*/0);
+  full_disk.refuse_reports = true;
+  WorkerLoopOptions options;
+  options.max_candidates = 4;
+  options.idle_exit = absl::Seconds(5);
+  options.stop_when_not_stored = true;
+  WorkerLoop loop(&full_disk, &measurer, options);
+  const absl::Status ran = loop.Run();
+  EXPECT_TRUE(absl::IsResourceExhausted(ran)) << ran;
+  EXPECT_THAT(std::string(ran.message()),
+              ::testing::HasSubstr("could not store 4 measurements: executing 'COMMIT': "
+                                   "database or disk is full"));
+  EXPECT_EQ(full_disk.filled_leases, 1);
 }
 
 // A measurer whose first Measure call takes `first_call` longer.
