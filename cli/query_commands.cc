@@ -278,16 +278,11 @@ struct JobRow {
 
 absl::StatusOr<std::vector<JobRow>> JobsFromDatabase(const std::string& path) {
   KTUNE_ASSIGN_OR_RETURN(auto db, OpenExistingDatabase(path));
-  KTUNE_ASSIGN_OR_RETURN(std::vector<Job> jobs, db->ListJobs());
+  KTUNE_ASSIGN_OR_RETURN(std::vector<TuningDatabase::JobSummary> jobs, db->ListJobSummaries());
   std::vector<JobRow> rows;
-  for (const Job& j : jobs) {
-    JobRow row{j.id, j.name, std::string(JobStateName(j.state)), j.message,
-               static_cast<int64_t>(j.tasks.size())};
-    for (const JobTask& t : j.tasks) {
-      row.done += t.measurements_done;
-      row.total += t.budget;
-    }
-    rows.push_back(std::move(row));
+  for (const auto& [j, tasks, done, total] : jobs) {
+    rows.push_back(
+        {j.id, j.name, std::string(JobStateName(j.state)), j.message, tasks, done, total});
   }
   return rows;
 }

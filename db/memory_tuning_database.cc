@@ -317,6 +317,23 @@ absl::StatusOr<std::vector<Job>> MemoryTuningDatabase::ListJobs() {
   return out;
 }
 
+absl::StatusOr<std::vector<TuningDatabase::JobSummary>> MemoryTuningDatabase::ListJobSummaries() {
+  absl::MutexLock lock(&mu_);
+  std::vector<JobSummary> out;
+  for (auto it = jobs_.rbegin(); it != jobs_.rend(); ++it) {
+    JobSummary summary;
+    summary.job = it->second;
+    summary.job.tasks.clear();
+    summary.task_count = static_cast<int64_t>(it->second.tasks.size());
+    for (const JobTask& t : it->second.tasks) {
+      summary.measurements_done += t.measurements_done;
+      summary.measurements_total += t.budget;
+    }
+    out.push_back(std::move(summary));
+  }
+  return out;
+}
+
 absl::Status MemoryTuningDatabase::SetJobState(int64_t id, JobState state,
                                                const std::string& message) {
   absl::MutexLock lock(&mu_);

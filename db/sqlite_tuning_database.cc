@@ -106,6 +106,11 @@ constexpr char kSelectJob[] =
     "SELECT id, name, spec_json, strategy, priority, state, message, created_at_us, "
     "updated_at_us FROM jobs WHERE id = ?";
 constexpr char kSelectJobIds[] = "SELECT id FROM jobs ORDER BY id DESC";
+constexpr char kSelectJobSummaries[] =
+    "SELECT j.id, j.name, j.spec_json, j.strategy, j.priority, j.state, j.message, "
+    "j.created_at_us, j.updated_at_us, count(t.task_index), coalesce(sum(t.budget), 0), "
+    "coalesce(sum(t.measurements_done), 0) FROM jobs j LEFT JOIN job_tasks t ON t.job_id = j.id "
+    "GROUP BY j.id ORDER BY j.id DESC";
 constexpr char kSelectJobTasks[] =
     "SELECT kernel, kernel_version, problem_json, device_class, state, budget, "
     "measurements_done FROM job_tasks WHERE job_id = ? ORDER BY task_index";
@@ -893,11 +898,10 @@ absl::StatusOr<int64_t> SqliteTuningDatabase::CreateJob(const Job& job) {
   return id;
 }
 
-absl::StatusOr<Job> SqliteTuningDatabase::GetJobLocked(int64_t id) {
-  KTUNE_ASSIGN_OR_RETURN(SqliteStatement s, SqliteStatement::Prepare(db_, kSelectJob));
-  s.Bind(1, id);
-  KTUNE_ASSIGN_OR_RETURN(bool row, s.Step());
-  if (!row) return absl::NotFoundError(absl::StrCat("no job ", id));
+namespace {
+
+// A job's own columns, the first nine of `s`'s row (kSelectJob's), without its tasks.
+absl::StatusOr<Job> JobOfRow(const SqliteStatement& s) {
   Job job;
   job.id = s.ColumnInt(0);
   job.name = s.ColumnText(1);
@@ -908,6 +912,17 @@ absl::StatusOr<Job> SqliteTuningDatabase::GetJobLocked(int64_t id) {
   job.message = s.ColumnText(6);
   job.created_at_us = s.ColumnInt(7);
   job.updated_at_us = s.ColumnInt(8);
+  return job;
+}
+
+}  // namespace
+
+absl::StatusOr<Job> SqliteTuningDatabase::GetJobLocked(int64_t id) {
+  KTUNE_ASSIGN_OR_RETURN(SqliteStatement s, SqliteStatement::Prepare(db_, kSelectJob));
+  s.Bind(1, id);
+  KTUNE_ASSIGN_OR_RETURN(bool row, s.Step());
+  if (!row) return absl::NotFoundError(absl::StrCat("no job ", id));
+  KTUNE_ASSIGN_OR_RETURN(Job job, JobOfRow(s));
   KTUNE_ASSIGN_OR_RETURN(SqliteStatement t, SqliteStatement::Prepare(db_, kSelectJobTasks));
   t.Bind(1, id);
   while (true) {
@@ -946,6 +961,23 @@ absl::StatusOr<std::vector<Job>> SqliteTuningDatabase::ListJobs() {
     jobs.push_back(std::move(job));
   }
   return jobs;
+}
+
+absl::StatusOr<std::vector<TuningDatabase::JobSummary>> SqliteTuningDatabase::ListJobSummaries() {
+  absl::MutexLock lock(&mu_);
+  KTUNE_ASSIGN_OR_RETURN(SqliteStatement s, SqliteStatement::Prepare(db_, kSelectJobSummaries));
+  std::vector<JobSummary> out;
+  while (true) {
+    KTUNE_ASSIGN_OR_RETURN(bool row, s.Step());
+    if (!row) break;
+    JobSummary summary;
+    KTUNE_ASSIGN_OR_RETURN(summary.job, JobOfRow(s));
+    summary.task_count = s.ColumnInt(9);
+    summary.measurements_total = s.ColumnInt(10);
+    summary.measurements_done = s.ColumnInt(11);
+    out.push_back(std::move(summary));
+  }
+  return out;
 }
 
 absl::Status SqliteTuningDatabase::SetJobState(int64_t id, JobState state,

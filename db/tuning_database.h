@@ -199,6 +199,16 @@ class TuningDatabase {
   virtual absl::StatusOr<Job> GetJob(int64_t id) = 0;  // NotFound
   // All jobs, newest first, with their tasks.
   virtual absl::StatusOr<std::vector<Job>> ListJobs() = 0;
+  // All jobs, newest first, without their tasks (Job::tasks empty) but with their counts,
+  // summed by the database: listing jobs read and parsed every task of every job (64 ms a call
+  // for one job of 65,536 tasks).
+  struct JobSummary {
+    Job job;
+    int64_t task_count = 0;
+    int64_t measurements_done = 0;   // the progress its tasks stored
+    int64_t measurements_total = 0;  // the tasks' budgets
+  };
+  virtual absl::StatusOr<std::vector<JobSummary>> ListJobSummaries() = 0;
   // FailedPrecondition when the transition is not allowed (the message names both states).
   virtual absl::Status SetJobState(int64_t id, JobState state, const std::string& message) = 0;
   // Stores the progress of some of a job's tasks, all or none (NotFound, nothing stored, when

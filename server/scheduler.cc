@@ -167,8 +167,8 @@ bool SessionGone(const std::string& session) {
 }  // namespace
 
 absl::Status Scheduler::EndAbandonedSessions() {
-  KTUNE_ASSIGN_OR_RETURN(std::vector<Job> jobs, db_->ListJobs());
-  for (const Job& job : jobs) {
+  KTUNE_ASSIGN_OR_RETURN(std::vector<TuningDatabase::JobSummary> jobs, db_->ListJobSummaries());
+  for (const auto& [job, tasks, done, total] : jobs) {
     const std::string session = SessionOf(job);
     if (IsFinal(job.state) || session.empty() || !SessionGone(session)) continue;
     const std::string pid = session.substr(session.rfind(':') + 1);
@@ -184,15 +184,16 @@ absl::Status Scheduler::EndAbandonedSessions() {
 absl::Status Scheduler::Recover() {
   KTUNE_RETURN_IF_ERROR(EndAbandonedSessions());
   absl::MutexLock lock(&mu_);
-  KTUNE_ASSIGN_OR_RETURN(std::vector<Job> jobs, db_->ListJobs());
-  for (Job& job : jobs) {
-    if (IsFinal(job.state)) continue;
-    if (const std::string session = SessionOf(job);
+  KTUNE_ASSIGN_OR_RETURN(std::vector<TuningDatabase::JobSummary> jobs, db_->ListJobSummaries());
+  for (const TuningDatabase::JobSummary& summary : jobs) {
+    if (IsFinal(summary.job.state)) continue;
+    if (const std::string session = SessionOf(summary.job);
         !session.empty() && session != options_.session) {
       LogEvent("job_left_to_its_session",
-               {{"job_id", std::to_string(job.id)}, {"session", session}});
+               {{"job_id", std::to_string(summary.job.id)}, {"session", session}});
       continue;
     }
+    KTUNE_ASSIGN_OR_RETURN(Job job, db_->GetJob(summary.job.id));  // with its tasks
     LogEvent("job_recovered",
              {{"job_id", std::to_string(job.id)}, {"state", std::string(JobStateName(job.state))}});
     KTUNE_RETURN_IF_ERROR(AddJobRun(std::move(job), /*recount=*/true));
@@ -404,18 +405,18 @@ absl::StatusOr<JobStatus> Scheduler::GetJobProgress(int64_t id,
 }
 
 absl::StatusOr<std::vector<JobStatus>> Scheduler::ListJobs() {
-  KTUNE_ASSIGN_OR_RETURN(std::vector<Job> jobs, db_->ListJobs());
+  KTUNE_ASSIGN_OR_RETURN(std::vector<TuningDatabase::JobSummary> jobs, db_->ListJobSummaries());
   std::vector<JobStatus> out;
   out.reserve(jobs.size());
-  for (Job& j : jobs) {
+  for (TuningDatabase::JobSummary& j : jobs) {
     {
       absl::MutexLock lock(&mu_);
-      if (auto it = jobs_.find(j.id); it != jobs_.end()) {
+      if (auto it = jobs_.find(j.job.id); it != jobs_.end()) {
         // Counts, not a copy of every task (120 ms a call for a job of 65,536 tasks).
         out.push_back(StatusOf(*it->second, TaskPage{0, 0}, /*with_job_tasks=*/false));
         continue;
       }
-      if (auto it = finished_.find(j.id); it != finished_.end()) {
+      if (auto it = finished_.find(j.job.id); it != finished_.end()) {
         out.push_back(it->second);
         continue;
       }
@@ -424,12 +425,10 @@ absl::StatusOr<std::vector<JobStatus>> Scheduler::ListJobs() {
     // Counting each task's records (GetJob) read every record of every task of every job, on
     // every call: 15 s for a list of two large jobs.
     JobStatus s;
-    for (const JobTask& t : j.tasks) {
-      s.done += t.measurements_done;
-      s.total += t.budget;
-    }
-    s.task_count = static_cast<int64_t>(j.tasks.size());
-    s.job = std::move(j);
+    s.done = j.measurements_done;
+    s.total = j.measurements_total;
+    s.task_count = j.task_count;
+    s.job = std::move(j.job);
     out.push_back(std::move(s));
   }
   return out;

@@ -1,0 +1,29 @@
+"""ListJobs' latency on a server holding one job of 65,536 tasks: 20 calls, one at a time.
+Usage: KTUNE_BIN=<ktune> python list_jobs.py"""
+import json, os, statistics, sys, tempfile, time
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from harness import *
+
+
+def main():
+    d = tempfile.mkdtemp(prefix="ktune-list-jobs-")
+    srv, addr = serve(f"{d}/s.db", f"{d}/serve.log")
+    try:
+        t, _ = stubs(addr)
+        spec = {"name": "big", "kernels": ["gemm"],
+                "problems": [{"M": 64 + i, "N": 64, "K": 64} for i in range(1024)],
+                "device_classes": [f"cpu:fake{c}" for c in range(64)], "budget": 16,
+                "strategy": "random"}
+        t.SubmitJob(ts.SubmitJobRequest(spec_text=json.dumps(spec)), timeout=300)
+        lat = []
+        for _ in range(20):
+            a = time.perf_counter()
+            r = t.ListJobs(ts.ListJobsRequest(page_size=10), timeout=120)
+            lat.append((time.perf_counter() - a) * 1e3)
+        print(f"ListJobs of a server holding one job of 65,536 tasks ({len(r.jobs)} listed): {pct(lat)}")
+    finally:
+        srv.terminate(); srv.wait(30)
+
+
+if __name__ == "__main__":
+    main()
