@@ -160,7 +160,9 @@ int RunRemoteTune(const TuneArgs& a) {
   // stream then ends with the job cancelled. A second signal ends this process at once.
   InterruptScope interrupts;
   std::optional<InterruptWatcher> canceller;
+  std::string submitted_id;
   const auto on_submitted = [&](const std::string& job_id) {
+    submitted_id = job_id;
     warn_without_worker(job_id);
     canceller.emplace([&, job_id](int signal) {
       v1::CancelJobRequest cancel;
@@ -182,6 +184,16 @@ int RunRemoteTune(const TuneArgs& a) {
         if (!a.json) progress.Update(done, best);
       });
   if (canceller) canceller->Stop();
+  // The server went away after the job was submitted: the job is stored, and a restarted server
+  // resumes it. "Run it again" submitted a second job of the same task.
+  if (!job.ok() && absl::IsUnavailable(job.status()) && !submitted_id.empty()) {
+    return Fail(cmd, absl::UnavailableError(absl::StrCat(
+                         "the connection to ", a.server, " was lost after job ", submitted_id,
+                         " was submitted; the job is stored there and goes on when the server is "
+                         "back: follow it with ktune watch ",
+                         submitted_id, " --server ", a.server,
+                         " (tune again would submit a second job of the task)")));
+  }
   if (!job.ok()) return UsageOrFail(cmd, job.status());
   if (InterruptSignal() != 0 && job->state() == v1::JOB_STATE_CANCELLED) {
     return FailOrInterrupted(
