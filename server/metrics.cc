@@ -216,6 +216,10 @@ Metrics::Metrics() : registry_(std::make_shared<prometheus::Registry>()) {
                          .Help("Time to commit one report's records.")
                          .Register(*registry_)
                          .Add({}, Buckets());
+  commit_failures_ = &prometheus::BuildCounter()
+                          .Name("ktune_db_commit_failures_total")
+                          .Help("Reports whose records the database refused, by status code.")
+                          .Register(*registry_);
 }
 
 Metrics::~Metrics() = default;
@@ -240,6 +244,10 @@ void Metrics::ObserveRpc(const std::string& method, int code, double seconds) {
 }
 
 void Metrics::ObserveCommit(double seconds) { commit_seconds_->Observe(seconds); }
+
+void Metrics::CountCommitFailure(const std::string& code) {
+  commit_failures_->Add({{"code", code}}).Increment();
+}
 
 void Metrics::CountMeasurement(const std::string& status, int64_t n) {
   measurements_->Add({{"status", status}}).Increment(static_cast<double>(n));

@@ -65,6 +65,8 @@ class Metrics {
   // Thread-safe.
   void ObserveRpc(const std::string& method, int code, double seconds);
   void ObserveCommit(double seconds);
+  // A report whose records the database refused (a full disk, an I/O error), by status code.
+  void CountCommitFailure(const std::string& code);
   void CountMeasurement(const std::string& status, int64_t n = 1);
 
   // Every series: the events counted so far and `gauges`.
@@ -90,6 +92,7 @@ class Metrics {
   prometheus::Family<prometheus::Histogram>* rpc_seconds_;
   prometheus::Family<prometheus::Counter>* measurements_;
   prometheus::Histogram* commit_seconds_;
+  prometheus::Family<prometheus::Counter>* commit_failures_;
 };
 
 // OK when `listen` is IPV4:PORT (port 0 to 65535); InvalidArgument, saying so, otherwise.

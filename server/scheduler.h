@@ -60,6 +60,9 @@ struct SchedulerOptions {
   // Called with the records of each report once they are committed (to refresh caches, count
   // measurements) and the seconds the commit took.
   std::function<void(const std::vector<Record>&, double)> on_stored;
+  // Called with the error when a report's records could not be committed (the report fails; the
+  // lease stands).
+  std::function<void(const absl::Status&)> on_not_stored;
   // Threads that run strategy work (at nice 10: RPCs go first); 0: on the thread of the call that
   // needs it (Lease or Report), still without the scheduler's lock (deterministic, for tests).
   int agent_threads = 2;

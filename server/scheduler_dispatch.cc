@@ -377,6 +377,7 @@ absl::StatusOr<int64_t> Scheduler::Report(const std::string& worker_id, const st
                                      {"lease_id", lease_id},
                                      {"records", std::to_string(records.size())},
                                      {"reason", std::string(added.status().message())}});
+      if (options_.on_not_stored) options_.on_not_stored(added.status());
       return added.status();
     }
     if (auto w = workers_.find(worker_id); w != workers_.end()) {

@@ -124,6 +124,9 @@ absl::StatusOr<std::unique_ptr<TuningServer>> TuningServer::Start(TuningServerOp
     metrics->ObserveCommit(commit_seconds);
     for (const Record& r : records) metrics->CountMeasurement(std::string(StatusName(r.status)));
   };
+  scheduler_options.on_not_stored = [metrics](const absl::Status& why) {
+    metrics->CountCommitFailure(std::string(absl::StatusCodeToString(why.code())));
+  };
   s->scheduler_ = std::make_unique<Scheduler>(s->db_.get(), s->spaces_.get(), scheduler_options);
   if (s->options_.resume_jobs) {
     KTUNE_RETURN_IF_ERROR(s->scheduler_->Recover());

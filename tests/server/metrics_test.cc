@@ -81,6 +81,20 @@ TEST(MetricsTest, AnIdleServerShowsItsGaugesAtZero) {
   EXPECT_THAT(text, ::testing::Not(::testing::HasSubstr("device_class=\"\"")));
 }
 
+// Reports the database refused (a full disk) are counted by code: the slow-commits alert never
+// saw them (only commits that succeeded are timed).
+TEST(MetricsTest, CommitFailuresAreCountedByCode) {
+  Metrics metrics;
+  metrics.CountCommitFailure("RESOURCE_EXHAUSTED");
+  metrics.CountCommitFailure("RESOURCE_EXHAUSTED");
+  metrics.CountCommitFailure("UNAVAILABLE");
+  const std::string text = metrics.Render({});
+  EXPECT_THAT(text, ::testing::HasSubstr(
+                        "ktune_db_commit_failures_total{code=\"RESOURCE_EXHAUSTED\"} 2\n"));
+  EXPECT_THAT(text,
+              ::testing::HasSubstr("ktune_db_commit_failures_total{code=\"UNAVAILABLE\"} 1\n"));
+}
+
 // Only this server's methods get a series of their own: a client calling made-up names (each
 // answered UNIMPLEMENTED) added a series and a histogram per name, for good.
 TEST(MetricsTest, MadeUpMethodNamesShareOneLabel) {

@@ -591,5 +591,47 @@ TEST_F(TaskSearchTest, ASessionsJobIsLeftToItUntilItsProcessIsGone) {
   }
 }
 
+// An in-memory database whose disk is full: every commit of records fails.
+class FullDatabase : public MemoryTuningDatabase {
+ public:
+  absl::StatusOr<int64_t> AddRecords(const std::vector<Record>&) override {
+    return absl::ResourceExhaustedError("database or disk is full");
+  }
+};
+
+// A report whose records cannot be committed fails, tells on_not_stored (the server counts it in
+// ktune_db_commit_failures_total), and leaves the job's count where it was.
+TEST_F(TaskSearchTest, AReportTheDatabaseRefusesIsCountedAndNotRecorded) {
+  FullDatabase full;
+  std::vector<absl::StatusCode> refused;
+  SchedulerOptions options;
+  options.agent_threads = 0;
+  options.on_not_stored = [&](const absl::Status& why) { refused.push_back(why.code()); };
+  scheduler_ = std::make_unique<Scheduler>(&full, &spaces_, std::move(options));
+  worker_ = scheduler_->RegisterWorker(kDevice, "test", kCores);
+  JobRequest r;
+  r.name = "full";
+  r.tasks = {Task()};
+  r.budget = 2;
+  r.strategy = "random";
+  r.spec_json = R"({"name":"full"})";
+  absl::StatusOr<int64_t> job = scheduler_->Submit(r);
+  ASSERT_TRUE(job.ok()) << job.status();
+  absl::StatusOr<LeaseGrant> grant = scheduler_->Lease(worker_, 8);
+  ASSERT_TRUE(grant.ok() && !grant->candidates.empty());
+  std::vector<v1::CandidateResult> results;
+  for (const v1::Candidate& c : grant->candidates) {
+    v1::CandidateResult result;
+    result.set_candidate_id(c.candidate_id());
+    result.set_status(v1::MEASUREMENT_STATUS_OK);
+    result.add_repeat_times_ms(1.0);
+    results.push_back(result);
+  }
+  EXPECT_TRUE(
+      absl::IsResourceExhausted(scheduler_->Report(worker_, grant->lease_id, results).status()));
+  EXPECT_EQ(refused, std::vector<absl::StatusCode>{absl::StatusCode::kResourceExhausted});
+  EXPECT_EQ(scheduler_->GetJob(*job)->done, 0);
+}
+
 }  // namespace
 }  // namespace ktune
