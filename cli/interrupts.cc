@@ -30,7 +30,9 @@ InterruptScope::InterruptScope(std::atomic<bool>* stop) : saved_(std::make_uniqu
   sigemptyset(&action.sa_mask);
   sigaction(SIGINT, &action, &saved_->old_int);
   sigaction(SIGTERM, &action, &saved_->old_term);
-  sigaction(SIGHUP, &action, &saved_->old_hup);  // the terminal closed (an SSH session ended)
+  // The terminal closed (an SSH session ended), unless SIGHUP is ignored (nohup): then it stays so.
+  sigaction(SIGHUP, nullptr, &saved_->old_hup);
+  if (saved_->old_hup.sa_handler != SIG_IGN) sigaction(SIGHUP, &action, nullptr);
 }
 
 InterruptScope::~InterruptScope() {

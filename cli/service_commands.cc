@@ -55,7 +55,9 @@ std::thread OnTerminationSignal(std::function<void()> on_signal) {
   sigemptyset(&action.sa_mask);
   sigaction(SIGTERM, &action, nullptr);
   sigaction(SIGINT, &action, nullptr);
-  sigaction(SIGHUP, &action, nullptr);
+  struct sigaction hup = {};
+  sigaction(SIGHUP, nullptr, &hup);
+  if (hup.sa_handler != SIG_IGN) sigaction(SIGHUP, &action, nullptr);  // nohup keeps it ignored
   return std::thread([on_signal] {
     char byte;
     if (read(g_signal_pipe[0], &byte, 1) == 1) on_signal();

@@ -318,7 +318,7 @@ absl::Status WorkerLoop::Run() {
       reported_ += report.results_size();
     } else if (IsFatal(s)) {
       return s;
-    } else if (options_.stop_when_not_stored && !absl::IsFailedPrecondition(s) &&
+    } else if (options_.stop_when_not_stored && !IsTransient(s) && !absl::IsFailedPrecondition(s) &&
                !absl::IsNotFound(s)) {
       return absl::Status(s.code(),
                           absl::StrCat("the server could not store ", report.results_size(),

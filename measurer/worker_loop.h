@@ -42,7 +42,8 @@ struct WorkerLoopOptions {
   // client wrote, built and run here), and is leased built-in kernels only.
   bool client_kernels = true;
   // A report the server refuses to store (its disk full, its database failing; not a lease that
-  // expired) ends Run with that error, the measurements of that lease lost. For a worker whose
+  // expired, nor an error a retry may get past, such as a database busy beyond the lease) ends
+  // Run with that error, the measurements of that lease lost. For a worker whose
   // server's log nobody reads (`ktune tune`'s embedded one); a fleet worker goes on.
   bool stop_when_not_stored = false;
   // Languages of the registry kernels the measurer builds ("cpp", "cuda"), sent at registration

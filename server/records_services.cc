@@ -132,6 +132,11 @@ class RecordImport final : public grpc::ServerReadReactor<v1::Record> {
 
  private:
   void Store() {
+    // Cancelled while it waited for the pool: the client was told nothing is stored.
+    if (ctx_->IsCancelled()) {
+      return Finish(grpc::Status(grpc::StatusCode::CANCELLED,
+                                 "the import stream was cancelled; nothing was stored"));
+    }
     // Fitted here, not by AddImportedRecords, so that the cache forgets the tasks as stored.
     RegistryFitter fitter(registry_);
     for (size_t i = 0; i < records_.size(); ++i) {

@@ -8,9 +8,11 @@
 #include <cmath>
 #include <fstream>
 #include <nlohmann/json.hpp>
+#include <optional>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
 #include "common/event_log.h"
 #include "common/status_macros.h"
 #include "server/scheduler_internal.h"
@@ -130,10 +132,40 @@ absl::Status Scheduler::AddJobRun(Job job, bool recount) {
   return FinishIfDone(*jobs_[id]);
 }
 
-std::string ThisProcessSession() {
+namespace {
+
+// The fields of /proc/PID/stat after the command name ("PID (NAME) STATE PPID ..."): [0] is the
+// state, [19] the start time (clock ticks after boot). Empty when the process is not there.
+std::vector<std::string> ProcStat(const std::string& pid) {
+  std::ifstream file(absl::StrCat("/proc/", pid, "/stat"));
+  std::string line;
+  if (!std::getline(file, line)) return {};
+  const size_t name_end = line.rfind(')');
+  if (name_end == std::string::npos) return {};
+  return absl::StrSplit(absl::string_view(line).substr(name_end + 1), ' ', absl::SkipEmpty());
+}
+
+// The process's PID namespace ("pid:[4026531836]"): ids mean the same only within one.
+std::string PidNamespace(const std::string& pid) {
+  char target[128] = {};
+  const std::string link = absl::StrCat("/proc/", pid, "/ns/pid");
+  const ssize_t n = ::readlink(link.c_str(), target, sizeof(target) - 1);
+  return n > 0 ? std::string(target, n) : "";
+}
+
+std::string HostName() {
   char host[256] = {};
   ::gethostname(host, sizeof(host) - 1);
-  return absl::StrCat(host, ":", ::getpid());
+  return host;
+}
+
+}  // namespace
+
+std::string ThisProcessSession() {
+  const std::string pid = std::to_string(::getpid());
+  const std::vector<std::string> stat = ProcStat(pid);
+  return absl::StrCat(HostName(), ":", pid, ":", stat.size() > 19 ? stat[19] : "", ":",
+                      PidNamespace("self"));
 }
 
 namespace {
@@ -146,22 +178,34 @@ std::string SessionOf(const Job& job) {
   return it != spec.end() && it->is_string() ? it->get<std::string>() : "";
 }
 
-// Whether `session`'s process is gone: it ran on this host, and no process has its id. (Another
-// host's session, or an id reused by another process, reads as alive: its job is left alone.)
-bool SessionGone(const std::string& session) {
-  const size_t colon = session.rfind(':');
-  if (colon == std::string::npos) return false;
-  const std::string here = ThisProcessSession();
-  if (session.substr(0, colon) != here.substr(0, here.rfind(':'))) return false;
+// A session as stored, HOST:PID:START:PIDNS (ThisProcessSession; START and PIDNS may be empty).
+struct Session {
+  std::string host, pid, start, pid_namespace;
+};
+std::optional<Session> ParseSession(const std::string& text) {
+  // The namespace holds a colon of its own ("pid:[...]"): split at the first three.
+  std::vector<std::string> parts = absl::StrSplit(text, absl::MaxSplits(':', 3));
   int pid = 0;
-  if (!absl::SimpleAtoi(session.substr(colon + 1), &pid) || pid <= 0) return false;
-  if (::kill(pid, 0) != 0) return errno == ESRCH;
-  // A process killed but not yet reaped by its parent (a zombie) is gone too.
-  std::ifstream stat(absl::StrCat("/proc/", pid, "/stat"));
-  std::string line;
-  if (!std::getline(stat, line)) return false;
-  const size_t name_end = line.rfind(')');  // "PID (NAME) STATE ..."
-  return name_end != std::string::npos && line.compare(name_end, 4, ") Z ") == 0;
+  if (parts.size() < 2 || !absl::SimpleAtoi(parts[1], &pid) || pid <= 0) return std::nullopt;
+  parts.resize(4);
+  return Session{parts[0], parts[1], parts[2], parts[3]};
+}
+
+// Whether `session`'s process is gone: it ran on this host, in this PID namespace, and no
+// process has its id, or one has it that started at another time (the id was reused: a
+// container's PID 1 again), or it is a zombie (killed, not yet reaped). Another host's or
+// namespace's session reads as alive: its job is left alone.
+bool SessionGone(const std::string& text) {
+  const std::optional<Session> session = ParseSession(text);
+  if (!session || session->host != HostName()) return false;
+  if (!session->pid_namespace.empty() && session->pid_namespace != PidNamespace("self")) {
+    return false;
+  }
+  if (::kill(std::stoi(session->pid), 0) != 0) return errno == ESRCH;
+  const std::vector<std::string> stat = ProcStat(session->pid);
+  if (stat.empty()) return false;
+  if (stat[0] == "Z") return true;
+  return !session->start.empty() && stat.size() > 19 && stat[19] != session->start;
 }
 
 }  // namespace
@@ -171,12 +215,17 @@ absl::Status Scheduler::EndAbandonedSessions() {
   for (const auto& [job, tasks, done, total] : jobs) {
     const std::string session = SessionOf(job);
     if (IsFinal(job.state) || session.empty() || !SessionGone(session)) continue;
-    const std::string pid = session.substr(session.rfind(':') + 1);
     LogEvent("job_abandoned", {{"job_id", std::to_string(job.id)}, {"session", session}});
-    KTUNE_RETURN_IF_ERROR(
-        db_->SetJobState(job.id, JobState::kCancelled,
-                         absl::StrCat("its ktune tune session (process ", pid,
-                                      ") ended before the job did; what it measured is stored")));
+    const absl::Status ended = db_->SetJobState(
+        job.id, JobState::kCancelled,
+        absl::StrCat("its ktune tune session (process ", ParseSession(session)->pid,
+                     ") ended before the job did; what it measured is stored"));
+    // Best effort: another process starting beside this one may have ended it first, and a
+    // database busy now is no reason not to start.
+    if (!ended.ok() && !absl::IsFailedPrecondition(ended)) {
+      LogEvent("job_abandoned_not_ended",
+               {{"job_id", std::to_string(job.id)}, {"reason", std::string(ended.message())}});
+    }
   }
   return absl::OkStatus();
 }

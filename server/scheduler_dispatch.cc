@@ -192,8 +192,7 @@ absl::StatusOr<LeaseGrant> Scheduler::LeaseLocked(const std::string& worker_id,
           }
           if (t.agent_busy) ++starting;
           preparing |= t.agent_busy;
-          if (starting >= max_starting) break;
-          continue;
+          continue;  // later tasks may have batches (started by a worker of other languages)
         }
         if (NeedsBatch(t)) QueueNextBatch(*job, t, std::nullopt, work);
         preparing |= t.agent_busy;

@@ -16,6 +16,7 @@ ThreadPool::~ThreadPool() {
     stopping_ = true;
     if (!options_.run_queued_at_exit) queue_.clear();
   }
+  if (options_.on_stopping) options_.on_stopping();
   for (std::thread& t : threads_) t.join();
 }
 

@@ -32,6 +32,9 @@ class ThreadPool {
     // Work queued but not started when the pool is destroyed: run (an RPC must be finished) or
     // dropped (strategy work of a server that stops).
     bool run_queued_at_exit = true;
+    // Called by the destructor once the pool is stopping (queued work dropped, if so), before it
+    // waits for the running work: tests.
+    std::function<void()> on_stopping;
   };
   explicit ThreadPool(Options options);
   explicit ThreadPool(int threads) : ThreadPool(Options{threads}) {}

@@ -15,6 +15,7 @@
 #include <future>
 #include <set>
 
+#include "absl/strings/str_split.h"
 #include "absl/synchronization/notification.h"
 #include "absl/time/clock.h"
 #include "agent/search_strategy.h"
@@ -567,14 +568,22 @@ TEST_F(TaskSearchTest, SearchesStartAsWorkersNeedThemAndEndWithTheirTask) {
 // its budget), and ends it cancelled once the process is gone from this host (a killed tune left
 // it running in the file for ever, for the next server to resume).
 TEST_F(TaskSearchTest, ASessionsJobIsLeftToItUntilItsProcessIsGone) {
-  const std::string me = ThisProcessSession();
+  const std::string me = ThisProcessSession();  // HOST:PID:START:PIDNS
+  const std::vector<std::string> parts = absl::StrSplit(me, absl::MaxSplits(':', 3));
+  ASSERT_EQ(parts.size(), 4u) << me;
+  const std::string& host = parts[0];
   const pid_t child = fork();
   if (child == 0) _exit(0);
   ASSERT_GT(child, 0);
   ASSERT_EQ(waitpid(child, nullptr, 0), child);
-  const std::string gone = absl::StrCat(me.substr(0, me.rfind(':')), ":", child);
   for (const auto& [session, ends] : std::vector<std::pair<std::string, bool>>{
-           {me, false}, {gone, true}, {"another-host:1", false}}) {
+           {me, false},
+           {absl::StrCat(host, ":", child), true},  // no such process
+           // This process's id, but a process that started at another time: the id was reused.
+           {absl::StrCat(host, ":", parts[1], ":1:", parts[3]), true},
+           // Another PID namespace (a container on the host's network): not this one's to judge.
+           {absl::StrCat(host, ":", child, ":1:pid:[1]"), false},
+           {"another-host:1", false}}) {
     SCOPED_TRACE(session);
     SchedulerOptions in_session;
     in_session.session = session;

@@ -3,10 +3,8 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
-#include <thread>
 
 #include "absl/synchronization/notification.h"
-#include "absl/time/clock.h"
 
 namespace ktune {
 namespace {
@@ -18,11 +16,11 @@ TEST(ThreadPoolTest, WorkQueuedAtExitRunsOrIsDroppedAsAsked) {
   for (const bool run_queued : {true, false}) {
     std::atomic<int> ran{0};
     absl::Notification started, release;
-    std::thread releaser;
     {
       ThreadPool::Options options;
       options.threads = 1;
       options.run_queued_at_exit = run_queued;
+      options.on_stopping = [&] { release.Notify(); };  // the running work ends once stopping
       ThreadPool pool(options);
       pool.Run([&] {
         started.Notify();
@@ -31,14 +29,7 @@ TEST(ThreadPoolTest, WorkQueuedAtExitRunsOrIsDroppedAsAsked) {
       });
       started.WaitForNotification();
       for (int i = 0; i < 5; ++i) pool.Run([&] { ++ran; });
-      // The running work ends once the destructor below has begun (it has nothing to wait on
-      // that says so: 200 ms is ample for it to mark the pool stopping, which takes a lock).
-      releaser = std::thread([&] {
-        absl::SleepFor(absl::Milliseconds(200));
-        release.Notify();
-      });
     }  // the destructor waits for the running work
-    releaser.join();
     EXPECT_EQ(ran.load(), run_queued ? 6 : 1) << "run_queued_at_exit " << run_queued;
   }
 }
