@@ -190,8 +190,8 @@ class FailedImport final : public grpc::ServerReadReactor<v1::Record> {
 grpc::ServerUnaryReactor* TuningServiceImpl::ListRecords(grpc::CallbackServerContext* ctx,
                                                          const v1::ListRecordsRequest* request,
                                                          v1::ListRecordsResponse* response) {
+  if (absl::Status a = auth_->Check(ctx, Role::kQuery); !a.ok()) return Done(ctx, a);
   return RunOn(pool_, ctx, [=]() -> absl::Status {
-    if (absl::Status a = auth_->Check(ctx, Role::kQuery); !a.ok()) return a;
     const int32_t page_size = request->page_size() == 0 ? 1000 : request->page_size();
     if (page_size < 1 || page_size > 10'000) {
       return absl::InvalidArgumentError("page_size must be between 1 and 10000");
@@ -266,8 +266,8 @@ grpc::ServerReadReactor<v1::Record>* TuningServiceImpl::ImportRecords(
 grpc::ServerUnaryReactor* TuningServiceImpl::ListWorkers(grpc::CallbackServerContext* ctx,
                                                          const v1::ListWorkersRequest*,
                                                          v1::ListWorkersResponse* response) {
+  if (absl::Status a = auth_->Check(ctx, Role::kQuery); !a.ok()) return Done(ctx, a);
   return RunOn(pool_, ctx, [=]() -> absl::Status {
-    if (absl::Status a = auth_->Check(ctx, Role::kQuery); !a.ok()) return a;
     for (const Scheduler::WorkerStatus& w : scheduler_->ListWorkers()) {
       v1::WorkerInfo* info = response->add_workers();
       info->set_worker_id(w.id);

@@ -148,8 +148,8 @@ v1::TaskProgress ToProto(const TaskStatus& t) {
 grpc::ServerUnaryReactor* WorkerServiceImpl::Register(grpc::CallbackServerContext* ctx,
                                                       const v1::RegisterRequest* request,
                                                       v1::RegisterResponse* response) {
+  if (absl::Status a = auth_->Check(ctx, Role::kWorker); !a.ok()) return Done(ctx, a);
   return RunOn(pool_, ctx, [=]() -> absl::Status {
-    if (absl::Status a = auth_->Check(ctx, Role::kWorker); !a.ok()) return a;
     absl::StatusOr<DeviceInfo> device = FromProto(request->device());
     if (!device.ok()) return device.status();
     if (request->host().size() > 253) {
@@ -220,8 +220,8 @@ absl::Status WorkerServiceImpl::CheckOwner(const grpc::CallbackServerContext* ct
 grpc::ServerUnaryReactor* WorkerServiceImpl::LeaseBatch(grpc::CallbackServerContext* ctx,
                                                         const v1::LeaseBatchRequest* request,
                                                         v1::LeaseBatchResponse* response) {
+  if (absl::Status a = auth_->Check(ctx, Role::kWorker); !a.ok()) return Done(ctx, a);
   return RunOn(pool_, ctx, [=]() -> absl::Status {
-    if (absl::Status a = auth_->Check(ctx, Role::kWorker); !a.ok()) return a;
     if (absl::Status o = CheckOwner(ctx, request->worker_id()); !o.ok()) return o;
     absl::StatusOr<LeaseGrant> grant =
         scheduler_->Lease(request->worker_id(), request->max_candidates());
@@ -248,8 +248,8 @@ grpc::ServerUnaryReactor* WorkerServiceImpl::LeaseBatch(grpc::CallbackServerCont
 grpc::ServerUnaryReactor* WorkerServiceImpl::ReportResults(grpc::CallbackServerContext* ctx,
                                                            const v1::ReportResultsRequest* request,
                                                            v1::ReportResultsResponse* response) {
+  if (absl::Status a = auth_->Check(ctx, Role::kWorker); !a.ok()) return Done(ctx, a);
   return RunOn(pool_, ctx, [=]() -> absl::Status {
-    if (absl::Status a = auth_->Check(ctx, Role::kWorker); !a.ok()) return a;
     if (absl::Status o = CheckOwner(ctx, request->worker_id()); !o.ok()) return o;
     if (request->results_size() > 256) {
       return absl::InvalidArgumentError("at most 256 results per report");
@@ -266,8 +266,8 @@ grpc::ServerUnaryReactor* WorkerServiceImpl::ReportResults(grpc::CallbackServerC
 grpc::ServerUnaryReactor* WorkerServiceImpl::Heartbeat(grpc::CallbackServerContext* ctx,
                                                        const v1::HeartbeatRequest* request,
                                                        v1::HeartbeatResponse* response) {
+  if (absl::Status a = auth_->Check(ctx, Role::kWorker); !a.ok()) return Done(ctx, a);
   return RunOn(pool_, ctx, [=]() -> absl::Status {
-    if (absl::Status a = auth_->Check(ctx, Role::kWorker); !a.ok()) return a;
     if (request->lease_ids_size() > 64) {  // the documented limit: each is echoed when revoked
       return absl::InvalidArgumentError(
           absl::StrCat("lease_ids has ", request->lease_ids_size(), " entries; at most 64"));
@@ -290,8 +290,8 @@ grpc::ServerUnaryReactor* WorkerServiceImpl::Heartbeat(grpc::CallbackServerConte
 grpc::ServerUnaryReactor* WorkerServiceImpl::Leave(grpc::CallbackServerContext* ctx,
                                                    const v1::LeaveRequest* request,
                                                    v1::LeaveResponse*) {
+  if (absl::Status a = auth_->Check(ctx, Role::kWorker); !a.ok()) return Done(ctx, a);
   return RunOn(pool_, ctx, [=]() -> absl::Status {
-    if (absl::Status a = auth_->Check(ctx, Role::kWorker); !a.ok()) return a;
     if (absl::Status o = CheckOwner(ctx, request->worker_id()); !o.ok()) return o;
     absl::Status left = scheduler_->Leave(request->worker_id());
     if (left.ok() && auth_->enabled()) {
@@ -307,8 +307,8 @@ grpc::ServerUnaryReactor* WorkerServiceImpl::Leave(grpc::CallbackServerContext* 
 grpc::ServerUnaryReactor* TuningServiceImpl::SubmitJob(grpc::CallbackServerContext* ctx,
                                                        const v1::SubmitJobRequest* request,
                                                        v1::Job* response) {
+  if (absl::Status a = auth_->Check(ctx, Role::kSubmit); !a.ok()) return Done(ctx, a);
   return RunOn(pool_, ctx, [=]() -> absl::Status {
-    if (absl::Status a = auth_->Check(ctx, Role::kSubmit); !a.ok()) return a;
     v1::JobSpec spec = request->spec();
     if (!request->spec_text().empty()) {
       absl::StatusOr<v1::JobSpec> parsed = ParseJobSpecText(request->spec_text());
@@ -330,8 +330,8 @@ grpc::ServerUnaryReactor* TuningServiceImpl::SubmitJob(grpc::CallbackServerConte
 grpc::ServerUnaryReactor* TuningServiceImpl::GetJob(grpc::CallbackServerContext* ctx,
                                                     const v1::GetJobRequest* request,
                                                     v1::Job* response) {
+  if (absl::Status a = auth_->Check(ctx, Role::kQuery); !a.ok()) return Done(ctx, a);
   return RunOn(pool_, ctx, [=]() -> absl::Status {
-    if (absl::Status a = auth_->Check(ctx, Role::kQuery); !a.ok()) return a;
     absl::StatusOr<int64_t> id = ParseJobId(request->job_id());
     if (!id.ok()) return id.status();
     if (request->task_page_size() < 0 ||
@@ -359,8 +359,8 @@ grpc::ServerUnaryReactor* TuningServiceImpl::GetJob(grpc::CallbackServerContext*
 grpc::ServerUnaryReactor* TuningServiceImpl::ListJobs(grpc::CallbackServerContext* ctx,
                                                       const v1::ListJobsRequest* request,
                                                       v1::ListJobsResponse* response) {
+  if (absl::Status a = auth_->Check(ctx, Role::kQuery); !a.ok()) return Done(ctx, a);
   return RunOn(pool_, ctx, [=]() -> absl::Status {
-    if (absl::Status a = auth_->Check(ctx, Role::kQuery); !a.ok()) return a;
     if (request->states_size() > 7) {
       return absl::InvalidArgumentError("states: at most 7 (each job state once)");
     }
@@ -403,8 +403,8 @@ grpc::ServerUnaryReactor* TuningServiceImpl::ListJobs(grpc::CallbackServerContex
 #define KTUNE_JOB_ACTION(Method, Request, call)                                          \
   grpc::ServerUnaryReactor* TuningServiceImpl::Method(                                   \
       grpc::CallbackServerContext* ctx, const v1::Request* request, v1::Job* response) { \
+    if (absl::Status a = auth_->Check(ctx, Role::kSubmit); !a.ok()) return Done(ctx, a); \
     return RunOn(pool_, ctx, [=]() -> absl::Status {                                     \
-      if (absl::Status a = auth_->Check(ctx, Role::kSubmit); !a.ok()) return a;          \
       absl::StatusOr<int64_t> id = ParseJobId(request->job_id());                        \
       if (!id.ok()) return id.status();                                                  \
       absl::StatusOr<JobStatus> status = scheduler_->call(*id);                          \
@@ -662,8 +662,8 @@ absl::StatusOr<std::shared_ptr<const BestAnswer>> TuningServiceImpl::AnswerQuery
 grpc::ServerUnaryReactor* TuningServiceImpl::Explain(grpc::CallbackServerContext* ctx,
                                                      const v1::ExplainRequest* request,
                                                      v1::ExplainResponse* response) {
+  if (absl::Status a = auth_->Check(ctx, Role::kQuery); !a.ok()) return Done(ctx, a);
   return RunOn(pool_, ctx, [=]() -> absl::Status {
-    if (absl::Status a = auth_->Check(ctx, Role::kQuery); !a.ok()) return a;
     absl::StatusOr<BestQuery> q =
         ParseBestQuery(request->kernel(), request->problem(), request->device());
     if (!q.ok()) return q.status();
@@ -709,8 +709,8 @@ v1::KernelInfo KernelInfoOf(const KernelDefinition& k) {
 grpc::ServerUnaryReactor* TuningServiceImpl::ListKernels(grpc::CallbackServerContext* ctx,
                                                          const v1::ListKernelsRequest*,
                                                          v1::ListKernelsResponse* response) {
+  if (absl::Status a = auth_->Check(ctx, Role::kQuery); !a.ok()) return Done(ctx, a);
   return RunOn(pool_, ctx, [=]() -> absl::Status {
-    if (absl::Status a = auth_->Check(ctx, Role::kQuery); !a.ok()) return a;
     for (const KernelDefinition* k : spaces_->registry().List()) {
       *response->add_kernels() = KernelInfoOf(*k);
     }
@@ -721,8 +721,8 @@ grpc::ServerUnaryReactor* TuningServiceImpl::ListKernels(grpc::CallbackServerCon
 grpc::ServerUnaryReactor* TuningServiceImpl::RegisterKernel(
     grpc::CallbackServerContext* ctx, const v1::RegisterKernelRequest* request,
     v1::KernelInfo* response) {
+  if (absl::Status a = auth_->Check(ctx, Role::kAdmin); !a.ok()) return Done(ctx, a);
   return RunOn(pool_, ctx, [=]() -> absl::Status {
-    if (absl::Status a = auth_->Check(ctx, Role::kAdmin); !a.ok()) return a;
     if (!request->has_kernel()) {
       return absl::InvalidArgumentError("kernel (a KernelSpec) is required");
     }

@@ -187,7 +187,8 @@ grpc::ServerUnaryReactor* Done(grpc::CallbackServerContext* ctx, const absl::Sta
 
 // Runs `body` on `pool` and finishes the unary call with the status it returns (having filled
 // the response): the gRPC thread that took the call is free at once (thread_pool.h says why).
-// Every unary handler runs so, but for QueryBest's cached answers.
+// Every unary handler runs so, but for QueryBest's cached answers; each checks the caller's role
+// first, on gRPC's thread (a cheap lookup), so that refused calls never queue ahead of real ones.
 template <typename Body>
 grpc::ServerUnaryReactor* RunOn(ThreadPool& pool, grpc::CallbackServerContext* ctx, Body body) {
   grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();

@@ -236,8 +236,8 @@ bool TuningServiceImpl::KernelKnown(const std::string& kernel) {
 grpc::ServerUnaryReactor* TuningServiceImpl::ReportTelemetry(
     grpc::CallbackServerContext* ctx, const v1::ReportTelemetryRequest* request,
     v1::ReportTelemetryResponse* response) {
+  if (absl::Status a = auth_->Check(ctx, Role::kTelemetry); !a.ok()) return Done(ctx, a);
   return RunOn(pool_, ctx, [=]() -> absl::Status {
-    if (absl::Status a = auth_->Check(ctx, Role::kTelemetry); !a.ok()) return a;
     if (request->samples_size() == 0) {
       return absl::InvalidArgumentError("no samples");
     }
@@ -265,8 +265,8 @@ grpc::ServerUnaryReactor* TuningServiceImpl::ReportTelemetry(
 grpc::ServerUnaryReactor* TuningServiceImpl::ListDrift(grpc::CallbackServerContext* ctx,
                                                        const v1::ListDriftRequest*,
                                                        v1::ListDriftResponse* response) {
+  if (absl::Status a = auth_->Check(ctx, Role::kQuery); !a.ok()) return Done(ctx, a);
   return RunOn(pool_, ctx, [=]() -> absl::Status {
-    if (absl::Status a = auth_->Check(ctx, Role::kQuery); !a.ok()) return a;
     for (const DriftFlag& f : telemetry_->Flags()) *response->add_flags() = ToProto(f);
     return absl::OkStatus();
   });
