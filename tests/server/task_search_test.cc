@@ -618,14 +618,7 @@ TEST_F(TaskSearchTest, AReportTheDatabaseRefusesIsCountedAndNotRecorded) {
   options.on_not_stored = [&](const absl::Status& why) { refused.push_back(why.code()); };
   scheduler_ = std::make_unique<Scheduler>(&full, &spaces_, std::move(options));
   worker_ = scheduler_->RegisterWorker(kDevice, "test", kCores);
-  JobRequest r;
-  r.name = "full";
-  r.tasks = {Task()};
-  r.budget = 2;
-  r.strategy = "random";
-  r.spec_json = R"({"name":"full"})";
-  absl::StatusOr<int64_t> job = scheduler_->Submit(r);
-  ASSERT_TRUE(job.ok()) << job.status();
+  const int64_t job = Submit(2, "random");
   absl::StatusOr<LeaseGrant> grant = scheduler_->Lease(worker_, 8);
   ASSERT_TRUE(grant.ok() && !grant->candidates.empty());
   std::vector<v1::CandidateResult> results;
@@ -639,7 +632,7 @@ TEST_F(TaskSearchTest, AReportTheDatabaseRefusesIsCountedAndNotRecorded) {
   EXPECT_TRUE(
       absl::IsResourceExhausted(scheduler_->Report(worker_, grant->lease_id, results).status()));
   EXPECT_EQ(refused, std::vector<absl::StatusCode>{absl::StatusCode::kResourceExhausted});
-  EXPECT_EQ(scheduler_->GetJob(*job)->done, 0);
+  EXPECT_EQ(scheduler_->GetJob(job)->done, 0);
 }
 
 }  // namespace

@@ -21,11 +21,7 @@ def main():
     d = tempfile.mkdtemp(prefix="ktune-rpc-threads-")
     srv, addr = serve(f"{d}/s.db", f"{d}/serve.log")
     t, _ = stubs(addr)
-    spec = {"name": "big", "kernels": ["gemm"],
-            "problems": [{"M": 64 + i, "N": 64, "K": 64} for i in range(1024)],
-            "device_classes": [f"cpu:fake{c}" for c in range(64)], "budget": 16,
-            "strategy": "random"}
-    t.SubmitJob(ts.SubmitJobRequest(spec_text=json.dumps(spec)), timeout=300)
+    submit_big_job(t)
     print("server holding a job of 65,536 tasks")
     try:
         calls = ["list_workers", "heartbeat"]

@@ -25,6 +25,15 @@ def serve(db, log, extra=()):
     return p, f"127.0.0.1:{listening_port(log)}"
 
 
+def submit_big_job(t):
+    """A job of 65,536 tasks: gemm x 1,024 problems x 64 device classes no worker serves."""
+    spec = {"name": "big", "kernels": ["gemm"],
+            "problems": [{"M": 64 + i, "N": 64, "K": 64} for i in range(1024)],
+            "device_classes": [f"cpu:fake{c}" for c in range(64)], "budget": 16,
+            "strategy": "random"}
+    t.SubmitJob(ts.SubmitJobRequest(spec_text=json.dumps(spec)), timeout=300)
+
+
 def stubs(addr):
     ch = grpc.insecure_channel(addr, options=[("grpc.max_receive_message_length", 256 << 20)])
     return ts_grpc.TuningServiceStub(ch), wp_grpc.WorkerServiceStub(ch)

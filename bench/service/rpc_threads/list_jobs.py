@@ -10,11 +10,7 @@ def main():
     srv, addr = serve(f"{d}/s.db", f"{d}/serve.log")
     try:
         t, _ = stubs(addr)
-        spec = {"name": "big", "kernels": ["gemm"],
-                "problems": [{"M": 64 + i, "N": 64, "K": 64} for i in range(1024)],
-                "device_classes": [f"cpu:fake{c}" for c in range(64)], "budget": 16,
-                "strategy": "random"}
-        t.SubmitJob(ts.SubmitJobRequest(spec_text=json.dumps(spec)), timeout=300)
+        submit_big_job(t)
         lat = []
         for _ in range(20):
             a = time.perf_counter()
