@@ -153,7 +153,9 @@ absl::StatusOr<std::unique_ptr<SqliteTuningDatabase>> OpenExistingDatabase(
     }
     return db;
   }
-  return SqliteTuningDatabase::Open(path);
+  SqliteTuningDatabase::Options options;
+  options.upgrade = false;  // a command that reads changes no file (ktune db migrate does)
+  return SqliteTuningDatabase::Open(path, options);
 }
 
 bool IsSqliteFile(const std::string& path) {

@@ -221,6 +221,46 @@ int RunExport(const ExportArgs& a) {
   return kExitOk;
 }
 
+struct MigrateArgs {
+  std::string db;
+  bool json = false;
+};
+
+// Upgrades an older file to this build's schema, on purpose: commands that only read refuse one
+// (OpenExistingDatabase), writing ones upgrade it as they open it.
+int RunMigrate(const MigrateArgs& a) {
+  const std::string cmd = "db migrate";
+  auto current = OpenExistingDatabase(a.db);
+  if (current.ok() || !absl::IsFailedPrecondition(current.status()) ||
+      !absl::StrContains(current.status().message(), "older ktune")) {
+    if (!current.ok()) return Fail(cmd, current.status());
+    if (a.json) {
+      std::cout << nlohmann::json{{"db", a.db},
+                                  {"schema_version", (*current)->schema_version()},
+                                  {"migrated", false}}
+                       .dump()
+                << "\n";
+    } else {
+      std::cout << a.db << ": schema version " << (*current)->schema_version()
+                << ", this build's; nothing to do\n";
+    }
+    return kExitOk;
+  }
+  current = absl::StatusOr<std::unique_ptr<SqliteTuningDatabase>>();  // closed before upgrading
+  auto upgraded = OpenDatabase(a.db);
+  if (!upgraded.ok()) return Fail(cmd, upgraded.status());
+  if (a.json) {
+    std::cout << nlohmann::json{{"db", a.db},
+                                {"schema_version", (*upgraded)->schema_version()},
+                                {"migrated", true}}
+                     .dump()
+              << "\n";
+  } else {
+    std::cout << a.db << ": upgraded to schema version " << (*upgraded)->schema_version() << "\n";
+  }
+  return kExitOk;
+}
+
 struct StatsArgs {
   std::string db;
   bool json = false;
@@ -294,7 +334,7 @@ int RunCheck(const CheckArgs& a) {
 }  // namespace
 
 void RegisterDbCommands(CLI::App& app, Action* action) {
-  CLI::App* db = app.add_subcommand("db", "Tuning database: import, export, stats, check");
+  CLI::App* db = app.add_subcommand("db", "Tuning database: import, export, stats, check, migrate");
   db->require_subcommand(1);
 
   auto import_args = std::make_shared<ImportArgs>();
@@ -333,6 +373,15 @@ void RegisterDbCommands(CLI::App& app, Action* action) {
   AddDbOption(stats, &stats_args->db);
   stats->add_flag("--json", stats_args->json, "Print as JSON");
   stats->callback([=] { *action = [=] { return RunStats(*stats_args); }; });
+
+  auto migrate_args = std::make_shared<MigrateArgs>();
+  CLI::App* migrate = db->add_subcommand(
+      "migrate",
+      "Upgrade a file of an older ktune to this build's schema (one way: back it up first); "
+      "commands that only read refuse such a file");
+  AddDbOption(migrate, &migrate_args->db);
+  migrate->add_flag("--json", migrate_args->json, "Print the result as JSON");
+  migrate->callback([=] { *action = [=] { return RunMigrate(*migrate_args); }; });
 
   auto check_args = std::make_shared<CheckArgs>();
   CLI::App* check = db->add_subcommand(

@@ -299,12 +299,28 @@ absl::StatusOr<std::unique_ptr<SqliteTuningDatabase>> SqliteTuningDatabase::Open
         path, ": written by a newer ktune (schema version ", stored, "; this build knows up to ",
         CurrentSqliteSchemaVersion(), "). Upgrade ktune; the file was not modified."));
   }
+  if (!options.upgrade && !options.read_only) {
+    if (!has_meta) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          path,
+          ": an SQLite file without ktune's tables; it was not modified. A copy of a "
+          "database in use needs its -wal file too (copy both, or stop the server first)"));
+    }
+    if (stored < CurrentSqliteSchemaVersion()) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          path, ": written by an older ktune (schema version ", stored, "; this build uses ",
+          CurrentSqliteSchemaVersion(),
+          "). A command that only reads does not upgrade it, and older ktune versions cannot "
+          "read it once upgraded: back it up, then run ktune db migrate --db ",
+          path));
+    }
+  }
   if (options.read_only) {
     db->schema_version_ = stored;
     if (stored < CurrentSqliteSchemaVersion()) {
       return absl::FailedPreconditionError(absl::StrCat(
           path, ": written by an older ktune (schema version ", stored,
-          "); it is read-only here, and reading it needs the upgrade a writing command makes"));
+          "); it is read-only here, and reading it needs the upgrade ktune db migrate makes"));
     }
     return db;
   }

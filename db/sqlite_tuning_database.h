@@ -34,6 +34,12 @@ class SqliteTuningDatabase : public TuningDatabase {
     // an older schema is refused (FailedPrecondition: upgrading it writes).
     bool read_only = false;
     bool immutable = false;
+    // False: a file of an older schema, or an SQLite file without ktune's tables, is refused
+    // (FailedPrecondition, naming `ktune db migrate`) and left as it was. Commands that only
+    // read: upgrading goes one way (older ktune versions cannot read the file after it), and
+    // deserves a backup first; an SQLite file without tables is most often a copy of a live
+    // database made without its -wal file, and got an empty schema written into it.
+    bool upgrade = true;
   };
 
   // Opens or creates `path`. Errors name the path: FailedPrecondition for a newer schema,

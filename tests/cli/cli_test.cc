@@ -21,6 +21,7 @@
 #include <thread>
 
 #include "absl/strings/str_cat.h"
+#include "db/sqlite_schema.h"
 #include "db/sqlite_tuning_database.h"
 #include "tests/testing/test_util.h"
 
@@ -634,6 +635,44 @@ TEST(CliTest, ReadingCommandsRefuseAMissingDatabase) {
                        dir.File("k.db"), "--problem", "M=inf"});
   EXPECT_EQ(inf.exit_code, 2) << inf.err;
   EXPECT_THAT(inf.err, HasSubstr("finite"));
+}
+
+// A file of an older ktune: commands that only read refuse it and leave it as it was (they
+// upgraded it, one way, without a word, and the older server then refused the file); `db
+// migrate` upgrades it on purpose.
+TEST(CliTest, ReadingCommandsLeaveAnOlderDatabaseAsItIsAndDbMigrateUpgradesIt) {
+  TempDir dir;
+  const std::string path = dir.File("old.db");
+  {
+    SqliteTuningDatabase::Options old;
+    old.target_version = CurrentSqliteSchemaVersion() - 1;
+    ASSERT_TRUE(SqliteTuningDatabase::Open(path, old).ok());
+  }
+  const auto version = [&] {
+    return testing::ReadOnlyQuery(path, "SELECT value FROM meta WHERE key = 'version'");
+  };
+  const std::string older = std::to_string(CurrentSqliteSchemaVersion() - 1);
+  ASSERT_EQ(version(), older);
+  for (const std::vector<std::string>& args : std::vector<std::vector<std::string>>{
+           {"best", "--db", path, "--kernel", "pnpoly", "--device", "RTX_3090"},
+           {"explain", "--db", path, "--kernel", "pnpoly", "--device", "RTX_3090"},
+           {"db", "stats", "--db", path},
+           {"db", "export", "--db", path},
+           {"jobs", "--db", path}}) {
+    auto r = RunKtune(args);
+    EXPECT_EQ(r.exit_code, 1) << args[0] << ": " << r.err;
+    EXPECT_THAT(r.err, HasSubstr("ktune db migrate --db " + path)) << args[0];
+    EXPECT_EQ(version(), older) << args[0];
+  }
+  auto migrated = RunKtune({"db", "migrate", "--db", path});
+  EXPECT_EQ(migrated.exit_code, 0) << migrated.err;
+  EXPECT_THAT(migrated.out, HasSubstr("upgraded to schema version " +
+                                      std::to_string(CurrentSqliteSchemaVersion())));
+  EXPECT_EQ(version(), std::to_string(CurrentSqliteSchemaVersion()));
+  auto again = RunKtune({"db", "migrate", "--db", path, "--json"});
+  EXPECT_EQ(again.exit_code, 0) << again.err;
+  EXPECT_THAT(again.out, HasSubstr("\"migrated\":false"));
+  EXPECT_EQ(RunKtune({"db", "stats", "--db", path}).exit_code, 0);
 }
 
 // `ktune explain` on a recorded space: the same answer from the database and from a server, as
