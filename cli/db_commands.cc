@@ -13,6 +13,7 @@
 #include "absl/time/clock.h"
 #include "cli/command.h"
 #include "cli/task_query.h"
+#include "common/file_lock.h"
 #include "common/file_util.h"
 #include "db/interchange/record_files.h"
 #include "db/task_columns.h"
@@ -247,6 +248,18 @@ int RunMigrate(const MigrateArgs& a) {
     return kExitOk;
   }
   current = absl::StatusOr<std::unique_ptr<SqliteTuningDatabase>>();  // closed before upgrading
+  // Not under a running server (it holds FILE.lock): an older server would go on writing the
+  // file without what the new schema keeps. A server upgrades the file itself when it starts.
+  std::error_code ec;
+  const std::filesystem::path real = std::filesystem::canonical(a.db, ec);
+  auto lock =
+      ExclusiveFileLock::Acquire((ec ? a.db : real.string()) + ".lock", absl::ZeroDuration());
+  if (!lock.ok()) {
+    return Fail(cmd, absl::FailedPreconditionError(absl::StrCat(
+                         "a ktune server is serving ", a.db, " (", lock.status().message(),
+                         "): stop it first; a server of the new version upgrades the file itself "
+                         "when it starts")));
+  }
   auto upgraded = OpenDatabase(a.db);
   if (!upgraded.ok()) return Fail(cmd, upgraded.status());
   if (a.json) {

@@ -265,7 +265,9 @@ int RunTune(const TuneArgs& a) {
   // built-ins: the embedded server loads them from the file too.
   KernelRegistry registry = KernelRegistry::WithBuiltins();
   if (std::error_code ec; std::filesystem::exists(a.db, ec)) {
-    if (auto db = OpenExistingDatabase(a.db); db.ok()) AddClientKernels(**db, &registry);
+    // OpenDatabase: tune writes the file anyway (an older one is upgraded here, as the embedded
+    // server would; read-only, its kernels were missed: "unknown kernel").
+    if (auto db = OpenDatabase(a.db); db.ok()) AddClientKernels(**db, &registry);
   }
   absl::StatusOr<TuneTarget> target;
   if (absl::StartsWith(a.device, "replay:")) {

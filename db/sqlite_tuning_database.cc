@@ -310,8 +310,8 @@ absl::StatusOr<std::unique_ptr<SqliteTuningDatabase>> SqliteTuningDatabase::Open
       return absl::FailedPreconditionError(absl::StrCat(
           path, ": written by an older ktune (schema version ", stored, "; this build uses ",
           CurrentSqliteSchemaVersion(),
-          "). A command that only reads does not upgrade it, and older ktune versions cannot "
-          "read it once upgraded: back it up, then run ktune db migrate --db ",
+          "). This command does not upgrade it, and older ktune versions cannot read it once "
+          "upgraded: back it up, then run ktune db migrate --db ",
           path));
     }
   }
@@ -324,7 +324,14 @@ absl::StatusOr<std::unique_ptr<SqliteTuningDatabase>> SqliteTuningDatabase::Open
     }
     return db;
   }
-  absl::Status st = SqliteExec(raw, "PRAGMA journal_mode = WAL");
+  // Turning WAL on takes the file's exclusive lock, and SQLite does not wait for it (no busy
+  // handler): another process opening a new file at the same moment got "database is locked".
+  absl::Status st;
+  const absl::Time give_up = absl::Now() + absl::Milliseconds(options.busy_timeout_ms);
+  while (!(st = SqliteExec(raw, "PRAGMA journal_mode = WAL")).ok() && absl::IsAborted(st) &&
+         absl::Now() < give_up) {
+    absl::SleepFor(absl::Milliseconds(10));
+  }
   if (st.ok()) st = SqliteExec(raw, "PRAGMA synchronous = FULL");
   if (st.ok()) st = SqliteExec(raw, "PRAGMA foreign_keys = ON");
   if (!st.ok()) return WithPath(st, path);

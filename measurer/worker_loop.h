@@ -42,9 +42,10 @@ struct WorkerLoopOptions {
   // client wrote, built and run here), and is leased built-in kernels only.
   bool client_kernels = true;
   // A report the server refuses to store (its disk full, its database failing; not a lease that
-  // expired, nor an error a retry may get past, such as a database busy beyond the lease) ends
-  // Run with that error, the measurements of that lease lost. For a worker whose
-  // server's log nobody reads (`ktune tune`'s embedded one); a fleet worker goes on.
+  // expired) ends Run with that error, the measurements of that lease lost: at once, or, for an
+  // error a retry may get past (a database busy, a disk failing to read, past the lease), at the
+  // third lease in a row so. For a worker whose server's log nobody reads (`ktune tune`'s
+  // embedded one); a fleet worker goes on.
   bool stop_when_not_stored = false;
   // Languages of the registry kernels the measurer builds ("cpp", "cuda"), sent at registration
   // so that the server leases only those; empty: any (a replay worker).
@@ -85,6 +86,8 @@ class WorkerLoop {
   std::string worker_id_;
   absl::Duration heartbeat_interval_ = absl::Seconds(5);
   int64_t reported_ = 0;
+  static constexpr int kMaxNotStoredInARow = 3;  // see stop_when_not_stored
+  int not_stored_in_a_row_ = 0;
 };
 
 }  // namespace ktune

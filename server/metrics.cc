@@ -220,6 +220,11 @@ Metrics::Metrics() : registry_(std::make_shared<prometheus::Registry>()) {
                           .Name("ktune_db_commit_failures_total")
                           .Help("Reports whose records the database refused, by status code.")
                           .Register(*registry_);
+  // At 0 from the start, so that increase() sees the first failure (SqliteError's codes).
+  for (const char* code : {"RESOURCE_EXHAUSTED", "UNAVAILABLE", "ABORTED", "PERMISSION_DENIED",
+                           "DATA_LOSS", "INTERNAL"}) {
+    commit_failures_->Add({{"code", code}});
+  }
 }
 
 Metrics::~Metrics() = default;

@@ -201,7 +201,8 @@ bool SessionGone(const std::string& text) {
   if (!session->pid_namespace.empty() && session->pid_namespace != PidNamespace("self")) {
     return false;
   }
-  if (::kill(std::stoi(session->pid), 0) != 0) return errno == ESRCH;
+  // EPERM: a process of another user has the id; its start time says whether it is the session.
+  if (::kill(std::stoi(session->pid), 0) != 0 && errno == ESRCH) return true;
   const std::vector<std::string> stat = ProcStat(session->pid);
   if (stat.empty()) return false;
   if (stat[0] == "Z") return true;

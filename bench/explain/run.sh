@@ -26,6 +26,7 @@ if [[ ! -f "$db" ]]; then
   rm "$dir/synthetic.jsonl"
   mv "$db.partial" "$db"
 fi
+"$ktune" db migrate --db "$db" >/dev/null  # a file kept from an older ktune
 records=$("$ktune" db stats --db "$db" --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["records"])')
 echo "database: $db, $records records"
 
