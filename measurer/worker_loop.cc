@@ -314,12 +314,15 @@ absl::Status WorkerLoop::Run() {
       absl::SleepFor(retry);
       retry = std::min(retry * 2, options_.max_backoff);
     }
+    // Not stored: refused, or failing past the lease (not a lease the server took back).
+    const bool not_stored = !s.ok() && !absl::IsFailedPrecondition(s) && !absl::IsNotFound(s);
+    not_stored_in_a_row_ = not_stored ? not_stored_in_a_row_ + 1 : 0;
     if (s.ok()) {
       reported_ += report.results_size();
     } else if (IsFatal(s)) {
       return s;
-    } else if (options_.stop_when_not_stored && !IsTransient(s) && !absl::IsFailedPrecondition(s) &&
-               !absl::IsNotFound(s)) {
+    } else if (options_.stop_when_not_stored && not_stored &&
+               (!IsTransient(s) || not_stored_in_a_row_ >= kMaxNotStoredInARow)) {
       return absl::Status(s.code(),
                           absl::StrCat("the server could not store ", report.results_size(),
                                        " measurements: ", s.message()));

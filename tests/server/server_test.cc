@@ -770,6 +770,28 @@ TEST_F(ServerTest, AWorkerAskedToStopWhenItsMeasurementsCannotBeStoredStops) {
   EXPECT_EQ(full_disk.filled_leases, 1);
 }
 
+// An error a retry may get past (UNAVAILABLE: a disk failing to read) stops it too once three
+// leases in a row could not be stored: it was retried for ever, measuring the batch again.
+TEST_F(ServerTest,
+       AWorkerAskedToStopWhenItsMeasurementsCannotBeStoredStopsAtTheThirdTransientFailure) {
+  v1::SubmitJobRequest submit;
+  *submit.mutable_spec() = ThreeTaskSpec(4);
+  v1::Job job;
+  ASSERT_TRUE(tuning_->SubmitJob(Context().get(), submit, &job).ok());
+  auto recorded = LoadRecordedSpace(testing::SpaceFile(kSpaces[0]));
+  ReplayMeasurer measurer(recorded->records);
+  FlakyReports failing_disk(workers_.get(), /*outages=*/1'000'000);  // UNAVAILABLE, every time
+  WorkerLoopOptions options;
+  options.max_candidates = 4;
+  options.idle_exit = absl::Seconds(30);
+  options.stop_when_not_stored = true;
+  WorkerLoop loop(&failing_disk, &measurer, options);
+  const absl::Status ran = loop.Run();
+  EXPECT_TRUE(absl::IsUnavailable(ran)) << ran;
+  EXPECT_THAT(std::string(ran.message()), ::testing::HasSubstr("could not store 4 measurements"));
+  EXPECT_EQ(failing_disk.filled_leases, 3);
+}
+
 // A measurer whose first Measure call takes `first_call` longer.
 class SlowFirstCall : public Measurer {
  public:
