@@ -227,27 +227,34 @@ struct MigrateArgs {
   bool json = false;
 };
 
+// What `db migrate` did, as text or JSON.
+void PrintMigration(const MigrateArgs& a, int schema_version, bool migrated) {
+  if (a.json) {
+    std::cout << nlohmann::json{{"db", a.db},
+                                {"schema_version", schema_version},
+                                {"migrated", migrated}}
+                     .dump()
+              << "\n";
+  } else if (migrated) {
+    std::cout << a.db << ": upgraded to schema version " << schema_version << "\n";
+  } else {
+    std::cout << a.db << ": schema version " << schema_version << ", this build's; nothing to do\n";
+  }
+}
+
 // Upgrades an older file to this build's schema, on purpose: commands that only read refuse one
 // (OpenExistingDatabase), writing ones upgrade it as they open it.
 int RunMigrate(const MigrateArgs& a) {
   const std::string cmd = "db migrate";
   auto current = OpenExistingDatabase(a.db);
-  if (current.ok() || !absl::IsFailedPrecondition(current.status()) ||
-      !absl::StrContains(current.status().message(), "older ktune")) {
-    if (!current.ok()) return Fail(cmd, current.status());
-    if (a.json) {
-      std::cout << nlohmann::json{{"db", a.db},
-                                  {"schema_version", (*current)->schema_version()},
-                                  {"migrated", false}}
-                       .dump()
-                << "\n";
-    } else {
-      std::cout << a.db << ": schema version " << (*current)->schema_version()
-                << ", this build's; nothing to do\n";
-    }
+  if (current.ok()) {
+    PrintMigration(a, (*current)->schema_version(), /*migrated=*/false);
     return kExitOk;
   }
-  current = absl::StatusOr<std::unique_ptr<SqliteTuningDatabase>>();  // closed before upgrading
+  if (!absl::IsFailedPrecondition(current.status()) ||
+      !absl::StrContains(current.status().message(), "older ktune")) {
+    return Fail(cmd, current.status());
+  }
   // Not under a running server (it holds FILE.lock): an older server would go on writing the
   // file without what the new schema keeps. A server upgrades the file itself when it starts.
   std::error_code ec;
@@ -262,15 +269,7 @@ int RunMigrate(const MigrateArgs& a) {
   }
   auto upgraded = OpenDatabase(a.db);
   if (!upgraded.ok()) return Fail(cmd, upgraded.status());
-  if (a.json) {
-    std::cout << nlohmann::json{{"db", a.db},
-                                {"schema_version", (*upgraded)->schema_version()},
-                                {"migrated", true}}
-                     .dump()
-              << "\n";
-  } else {
-    std::cout << a.db << ": upgraded to schema version " << (*upgraded)->schema_version() << "\n";
-  }
+  PrintMigration(a, (*upgraded)->schema_version(), /*migrated=*/true);
   return kExitOk;
 }
 
