@@ -116,21 +116,24 @@ std::string TelemetryIntake::Suggestion(const DriftFlag& f) const {
 }
 
 RetuneMode TelemetryIntake::ModeFor(const TaskKey& task) const {
-  // The newest job with the task decides, when its spec says (JobSpec.retune).
-  absl::StatusOr<std::vector<Job>> jobs = db_->ListJobs();
+  // The newest job with the task decides, when its spec says (JobSpec.retune). Jobs are listed
+  // without their tasks, and only those whose spec sets a mode are read whole (every task of
+  // every job was read for each flag raised, under the intake's lock).
+  absl::StatusOr<std::vector<TuningDatabase::JobSummary>> jobs = db_->ListJobSummaries();
   if (!jobs.ok()) return policy_.mode;
   const std::string problem = CanonicalJson(task.problem);
-  for (const Job& job : *jobs) {  // newest first
-    const bool has_task = std::any_of(job.tasks.begin(), job.tasks.end(), [&](const JobTask& t) {
+  for (const TuningDatabase::JobSummary& summary : *jobs) {  // newest first
+    const nlohmann::json spec = nlohmann::json::parse(summary.job.spec_json, nullptr, false);
+    if (!spec.is_object() || !spec.contains("retune") || !spec["retune"].is_string()) continue;
+    absl::StatusOr<RetuneMode> mode = ParseRetuneMode(spec["retune"].get<std::string>());
+    if (!mode.ok()) continue;
+    absl::StatusOr<Job> job = db_->GetJob(summary.job.id);
+    if (!job.ok()) continue;
+    const bool has_task = std::any_of(job->tasks.begin(), job->tasks.end(), [&](const JobTask& t) {
       return t.task.kernel == task.kernel && t.task.device_class == task.device_class &&
              CanonicalJson(t.task.problem) == problem;
     });
-    if (!has_task) continue;
-    const nlohmann::json spec = nlohmann::json::parse(job.spec_json, nullptr, false);
-    if (spec.is_object() && spec.contains("retune") && spec["retune"].is_string()) {
-      absl::StatusOr<RetuneMode> mode = ParseRetuneMode(spec["retune"].get<std::string>());
-      if (mode.ok()) return *mode;
-    }
+    if (has_task) return *mode;
   }
   return policy_.mode;
 }
