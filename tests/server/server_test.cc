@@ -3,8 +3,10 @@
 // handed out again and its late report refused.
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
+#include <sqlite3.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <filesystem>
 #include <fstream>
 #include <functional>
@@ -790,6 +792,42 @@ TEST_F(ServerTest,
   EXPECT_TRUE(absl::IsUnavailable(ran)) << ran;
   EXPECT_THAT(std::string(ran.message()), ::testing::HasSubstr("could not store 4 measurements"));
   EXPECT_EQ(failing_disk.filled_leases, 3);
+}
+
+// Calls that wait for the database hold up no heartbeat: with the file locked by another
+// process, twenty job submissions wait for SQLite's busy timeout (5 s each) while a worker's
+// heartbeat is answered before any of them. A submission stored its job under the scheduler's
+// lock, and the heartbeat waited behind all of them, past its deadline (checked with the binary
+// of b838819). (That the RPC pools keep gRPC's threads free is measured, not tested here: gRPC
+// adds threads of its own after a while; bench/results/rpc-threads-2026-12-06-session51.txt.)
+TEST_F(ServerTest, AHeartbeatIsAnsweredWhileCallsWaitForTheDatabase) {
+  const std::string worker = RegisterWorker();
+  sqlite3* other = nullptr;  // another process's writer, holding the file's write lock
+  ASSERT_EQ(sqlite3_open(dir_.File("server.db").c_str(), &other), SQLITE_OK);
+  ASSERT_EQ(sqlite3_exec(other, "BEGIN IMMEDIATE", nullptr, nullptr, nullptr), SQLITE_OK);
+  std::atomic<int> submits_returned{0};
+  std::vector<std::thread> submits;
+  for (int i = 0; i < 20; ++i) {
+    submits.emplace_back([&] {
+      v1::SubmitJobRequest submit;
+      *submit.mutable_spec() = ThreeTaskSpec(4);
+      v1::Job job;
+      auto ctx = std::make_unique<grpc::ClientContext>();
+      ctx->set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(60));
+      tuning_->SubmitJob(ctx.get(), submit, &job);
+      ++submits_returned;
+    });
+  }
+  // Once the submissions are in (the server has taken every one of them), a heartbeat.
+  absl::SleepFor(absl::Milliseconds(300));
+  v1::HeartbeatRequest beat;
+  beat.set_worker_id(worker);
+  v1::HeartbeatResponse answer;
+  EXPECT_TRUE(workers_->Heartbeat(Context().get(), beat, &answer).ok());
+  EXPECT_EQ(submits_returned.load(), 0) << "the heartbeat waited for the database's callers";
+  sqlite3_exec(other, "ROLLBACK", nullptr, nullptr, nullptr);
+  sqlite3_close(other);
+  for (std::thread& t : submits) t.join();
 }
 
 // A measurer whose first Measure call takes `first_call` longer.
