@@ -4,8 +4,9 @@
 //   lower priority (nice), dropped when the server stops; nothing runs it under the scheduler's
 //   lock, so no lease, report, heartbeat or query waits behind the agent (issue 21);
 // - the RPC handlers (services.h), so that a call waiting for a lock or the database holds up
-//   only its own thread: gRPC 1.51 runs callback handlers on a fixed set of its own threads (two
-//   on a machine of up to five cores), and four slow calls there held up every heartbeat.
+//   only its own thread: gRPC 1.51 runs callback handlers on few threads of its own on a small
+//   machine (it adds more only after a while), and four slow calls there held every heartbeat
+//   205 ms at the median (bench/results/rpc-threads-2026-12-06-session51.txt).
 //
 // With threads == 0, Run runs the work on the caller's thread before it returns (deterministic:
 // tests, and single-threaded embedding).
