@@ -310,13 +310,6 @@ absl::StatusOr<Job> MemoryTuningDatabase::GetJob(int64_t id) {
   return it->second;
 }
 
-absl::StatusOr<std::vector<Job>> MemoryTuningDatabase::ListJobs() {
-  absl::MutexLock lock(&mu_);
-  std::vector<Job> out;
-  for (auto it = jobs_.rbegin(); it != jobs_.rend(); ++it) out.push_back(it->second);
-  return out;
-}
-
 absl::StatusOr<std::vector<TuningDatabase::JobSummary>> MemoryTuningDatabase::ListJobSummaries() {
   absl::MutexLock lock(&mu_);
   std::vector<JobSummary> out;

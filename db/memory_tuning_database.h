@@ -36,7 +36,6 @@ class MemoryTuningDatabase : public TuningDatabase {
       const std::function<absl::Status(const TelemetryReport&)>& fn) override;
   absl::StatusOr<int64_t> CreateJob(const Job& job) override;
   absl::StatusOr<Job> GetJob(int64_t id) override;
-  absl::StatusOr<std::vector<Job>> ListJobs() override;
   absl::StatusOr<std::vector<JobSummary>> ListJobSummaries() override;
   absl::Status SetJobState(int64_t id, JobState state, const std::string& message) override;
   absl::Status UpdateJobTasks(int64_t job_id,

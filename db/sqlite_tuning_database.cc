@@ -105,7 +105,6 @@ constexpr char kInsertJobTask[] =
 constexpr char kSelectJob[] =
     "SELECT id, name, spec_json, strategy, priority, state, message, created_at_us, "
     "updated_at_us FROM jobs WHERE id = ?";
-constexpr char kSelectJobIds[] = "SELECT id FROM jobs ORDER BY id DESC";
 constexpr char kSelectJobSummaries[] =
     "SELECT j.id, j.name, j.spec_json, j.strategy, j.priority, j.state, j.message, "
     "j.created_at_us, j.updated_at_us, count(t.task_index), coalesce(sum(t.budget), 0), "
@@ -967,23 +966,6 @@ absl::StatusOr<Job> SqliteTuningDatabase::GetJobLocked(int64_t id) {
 absl::StatusOr<Job> SqliteTuningDatabase::GetJob(int64_t id) {
   absl::MutexLock lock(&mu_);
   return GetJobLocked(id);
-}
-
-absl::StatusOr<std::vector<Job>> SqliteTuningDatabase::ListJobs() {
-  absl::MutexLock lock(&mu_);
-  KTUNE_ASSIGN_OR_RETURN(SqliteStatement s, SqliteStatement::Prepare(db_, kSelectJobIds));
-  std::vector<int64_t> ids;
-  while (true) {
-    KTUNE_ASSIGN_OR_RETURN(bool row, s.Step());
-    if (!row) break;
-    ids.push_back(s.ColumnInt(0));
-  }
-  std::vector<Job> jobs;
-  for (int64_t id : ids) {
-    KTUNE_ASSIGN_OR_RETURN(Job job, GetJobLocked(id));
-    jobs.push_back(std::move(job));
-  }
-  return jobs;
 }
 
 absl::StatusOr<std::vector<TuningDatabase::JobSummary>> SqliteTuningDatabase::ListJobSummaries() {

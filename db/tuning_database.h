@@ -197,11 +197,9 @@ class TuningDatabase {
   // Stores a new job with its tasks, state queued; returns its id (> 0).
   virtual absl::StatusOr<int64_t> CreateJob(const Job& job) = 0;
   virtual absl::StatusOr<Job> GetJob(int64_t id) = 0;  // NotFound
-  // All jobs, newest first, with their tasks.
-  virtual absl::StatusOr<std::vector<Job>> ListJobs() = 0;
-  // All jobs, newest first, without their tasks (Job::tasks empty) but with their counts,
-  // summed by the database: listing jobs read and parsed every task of every job (64 ms a call
-  // for one job of 65,536 tasks).
+  // All jobs, newest first, without their tasks (Job::tasks empty; GetJob has them) but with
+  // their counts, summed by the database: listing jobs with their tasks read and parsed every
+  // task of every job (64 ms a call for one job of 65,536 tasks).
   struct JobSummary {
     Job job;
     int64_t task_count = 0;

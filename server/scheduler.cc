@@ -195,48 +195,50 @@ std::optional<Session> ParseSession(const std::string& text) {
 // process has its id, or one has it that started at another time (the id was reused: a
 // container's PID 1 again), or it is a zombie (killed, not yet reaped). Another host's or
 // namespace's session reads as alive: its job is left alone.
-bool SessionGone(const std::string& text) {
-  const std::optional<Session> session = ParseSession(text);
-  if (!session || session->host != HostName()) return false;
-  if (!session->pid_namespace.empty() && session->pid_namespace != PidNamespace("self")) {
+bool SessionGone(const Session& session) {
+  if (session.host != HostName()) return false;
+  if (!session.pid_namespace.empty() && session.pid_namespace != PidNamespace("self")) {
     return false;
   }
   // EPERM: a process of another user has the id; its start time says whether it is the session.
-  if (::kill(std::stoi(session->pid), 0) != 0 && errno == ESRCH) return true;
-  const std::vector<std::string> stat = ProcStat(session->pid);
+  if (::kill(std::stoi(session.pid), 0) != 0 && errno == ESRCH) return true;
+  const std::vector<std::string> stat = ProcStat(session.pid);
   if (stat.empty()) return false;
   if (stat[0] == "Z") return true;
-  return !session->start.empty() && stat.size() > 19 && stat[19] != session->start;
+  return !session.start.empty() && stat.size() > 19 && stat[19] != session.start;
 }
 
 }  // namespace
 
+bool Scheduler::EndIfAbandoned(const Job& job) {
+  const std::string text = SessionOf(job);
+  const std::optional<Session> session = ParseSession(text);
+  if (IsFinal(job.state) || !session || !SessionGone(*session)) return false;
+  LogEvent("job_abandoned", {{"job_id", std::to_string(job.id)}, {"session", text}});
+  const absl::Status ended =
+      db_->SetJobState(job.id, JobState::kCancelled,
+                       absl::StrCat("its ktune tune session (process ", session->pid,
+                                    ") ended before the job did; what it measured is stored"));
+  // Best effort: another process starting beside this one may have ended it first, and a
+  // database busy now is no reason not to start.
+  if (!ended.ok() && !absl::IsFailedPrecondition(ended)) {
+    LogEvent("job_abandoned_not_ended",
+             {{"job_id", std::to_string(job.id)}, {"reason", std::string(ended.message())}});
+  }
+  return true;
+}
+
 absl::Status Scheduler::EndAbandonedSessions() {
   KTUNE_ASSIGN_OR_RETURN(std::vector<TuningDatabase::JobSummary> jobs, db_->ListJobSummaries());
-  for (const auto& [job, tasks, done, total] : jobs) {
-    const std::string session = SessionOf(job);
-    if (IsFinal(job.state) || session.empty() || !SessionGone(session)) continue;
-    LogEvent("job_abandoned", {{"job_id", std::to_string(job.id)}, {"session", session}});
-    const absl::Status ended = db_->SetJobState(
-        job.id, JobState::kCancelled,
-        absl::StrCat("its ktune tune session (process ", ParseSession(session)->pid,
-                     ") ended before the job did; what it measured is stored"));
-    // Best effort: another process starting beside this one may have ended it first, and a
-    // database busy now is no reason not to start.
-    if (!ended.ok() && !absl::IsFailedPrecondition(ended)) {
-      LogEvent("job_abandoned_not_ended",
-               {{"job_id", std::to_string(job.id)}, {"reason", std::string(ended.message())}});
-    }
-  }
+  for (const TuningDatabase::JobSummary& summary : jobs) EndIfAbandoned(summary.job);
   return absl::OkStatus();
 }
 
 absl::Status Scheduler::Recover() {
-  KTUNE_RETURN_IF_ERROR(EndAbandonedSessions());
   absl::MutexLock lock(&mu_);
   KTUNE_ASSIGN_OR_RETURN(std::vector<TuningDatabase::JobSummary> jobs, db_->ListJobSummaries());
   for (const TuningDatabase::JobSummary& summary : jobs) {
-    if (IsFinal(summary.job.state)) continue;
+    if (IsFinal(summary.job.state) || EndIfAbandoned(summary.job)) continue;
     if (const std::string session = SessionOf(summary.job);
         !session.empty() && session != options_.session) {
       LogEvent("job_left_to_its_session",
@@ -384,7 +386,7 @@ JobStatus Scheduler::StatusOf(const JobRun& run, TaskPage page, bool with_job_ta
     s.total += t.budget;
     if (!page.Holds(i)) continue;
     TaskStatus ts{t.task, t.state, t.budget, t.done, t.failed, t.best_ms, t.best_config, t.flops};
-    if (t.searched) {
+    if (t.space != nullptr) {  // its search started: the figures are its
       ts.prior_records = t.prior_records;
       ts.warm_started = t.warm_started;
       ts.agent_seconds = t.agent_seconds;

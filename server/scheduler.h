@@ -311,6 +311,9 @@ class Scheduler {
   // `recount`: count each task's progress from the records the job stored (a recovered job); a
   // job just created has none, and counting 65,536 tasks held the lock for seconds.
   absl::Status AddJobRun(Job job, bool recount) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Ends `job`, cancelled and saying why, when it is unfinished and its `ktune tune` session's
+  // process is gone from this host; whether it did.
+  bool EndIfAbandoned(const Job& job);
 
   TuningDatabase* db_;
   const TaskSpaces* spaces_;

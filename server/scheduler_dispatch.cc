@@ -102,7 +102,6 @@ void Scheduler::AfterAgentWork(int64_t job_id, int index, std::shared_ptr<TaskSe
   TaskRun& t = job.tasks[index];
   t.agent_busy = false;
   if (created != nullptr) {
-    t.searched = true;
     t.space = created->space();
     t.started = t.last_result = options_.now();
   }

@@ -33,11 +33,10 @@ struct Scheduler::TaskRun {
   // Set once its strategy work first ran (for the cores of the first worker that leased), and
   // released when the task ends. Shared with the agent thread that works on it; see agent_busy.
   std::shared_ptr<TaskSearch> search;
-  bool searched = false;  // a search was created: prior_records and the figures below are its
   // Strategy work for this task is queued or running on the agent threads: nothing else may call
   // `search` until it is back (AfterAgentWork), and no batch is handed out meanwhile.
   bool agent_busy = false;
-  std::shared_ptr<const SearchSpace> space;
+  std::shared_ptr<const SearchSpace> space;  // set with its first search, kept when it ends
   absl::Time started, last_result;
   std::vector<Point> batch;                         // the search's current batch
   std::vector<std::optional<Observation>> results;  // per batch position
