@@ -221,7 +221,34 @@ absl::Status WithPath(const absl::Status& st, const std::string& path) {
   return absl::Status(st.code(), absl::StrCat(path, ": ", st.message()));
 }
 
+// A read connection to `file` (the absolute name SQLite gives the writer's file: the process may
+// change its working folder later). Read-only: a read connection never writes, whatever runs on it.
+absl::StatusOr<sqlite3*> OpenReadConnection(const std::string& file, int busy_timeout_ms) {
+  sqlite3* raw = nullptr;
+  int rc = sqlite3_open_v2(file.c_str(), &raw, SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX, nullptr);
+  if (rc != SQLITE_OK) {
+    absl::Status st = SqliteError(rc, raw, absl::StrCat("cannot open a read connection to ", file));
+    sqlite3_close(raw);
+    return st;
+  }
+  sqlite3_busy_timeout(raw, busy_timeout_ms);
+  sqlite3_extended_result_codes(raw, 1);
+  return raw;
+}
+
 }  // namespace
+
+template <typename Fn>
+auto SqliteTuningDatabase::Read(Fn&& fn) {
+  using Result = decltype(fn(static_cast<sqlite3*>(nullptr)));
+  if (readers_ != nullptr) {
+    absl::StatusOr<SqliteReaders::Lease> lease = readers_->Borrow();
+    if (!lease.ok()) return Result(WithPath(lease.status(), path_));
+    return fn(lease->db());
+  }
+  absl::MutexLock lock(&mu_);
+  return fn(db_);
+}
 
 // --- opening and migrations --------------------------------------------------------------------
 
@@ -341,6 +368,23 @@ absl::StatusOr<std::unique_ptr<SqliteTuningDatabase>> SqliteTuningDatabase::Open
     st = db->Migrate(target);
   }
   if (!st.ok()) return WithPath(st, path);
+  // Read connections only in WAL mode: in a rollback journal (a file system without shared
+  // memory) a reader's lock would make the writer wait, the stall they exist to remove.
+  std::string journal;
+  {
+    auto s = SqliteStatement::Prepare(raw, "PRAGMA journal_mode");
+    if (!s.ok()) return WithPath(s.status(), path);
+    auto row = s->Step();
+    if (!row.ok()) return WithPath(row.status(), path);
+    if (*row) journal = s->ColumnText(0);
+  }
+  const std::string file = sqlite3_db_filename(raw, "main");
+  if (options.read_connections > 0 && journal == "wal" && !file.empty()) {
+    const int busy_timeout_ms = options.busy_timeout_ms;
+    db->readers_ = std::make_unique<SqliteReaders>(
+        [file, busy_timeout_ms] { return OpenReadConnection(file, busy_timeout_ms); },
+        options.read_connections);
+  }
   return db;
 }
 
@@ -382,6 +426,7 @@ absl::Status SqliteTuningDatabase::Migrate(int target_version) {
 }
 
 SqliteTuningDatabase::~SqliteTuningDatabase() {
+  readers_.reset();  // the writer closes last: it checkpoints the WAL into the file
   absl::MutexLock lock(&mu_);
   sqlite3_close(db_);
 }
@@ -567,11 +612,11 @@ absl::StatusOr<int64_t> SqliteTuningDatabase::AddRecords(const std::vector<Recor
 // records; the pairs are merged here. Rows a pair has not given yet are no faster than its last
 // one, so the answer stands once the last winner is faster than every cut-off pair's last row;
 // otherwise the cut-off pairs are read whole.
-absl::StatusOr<std::vector<int64_t>> SqliteTuningDatabase::RankBest(const BestQuery& q,
-                                                                    const std::string& problem_hash,
-                                                                    const char* column,
-                                                                    const std::string& value,
-                                                                    bool stale) {
+namespace {
+
+absl::StatusOr<std::vector<int64_t>> RankBest(sqlite3* db, const BestQuery& q,
+                                              const std::string& problem_hash, const char* column,
+                                              const std::string& value, bool stale) {
   struct Pair {
     int64_t workload_id, device_id, stale_before_us;
   };
@@ -580,14 +625,14 @@ absl::StatusOr<std::vector<int64_t>> SqliteTuningDatabase::RankBest(const BestQu
     KTUNE_ASSIGN_OR_RETURN(
         SqliteStatement s,
         SqliteStatement::Prepare(
-            db_, absl::StrCat(
-                     "SELECT w.id, d.id, COALESCE((SELECT s.before_us FROM stale_tasks s WHERE "
-                     "s.kernel = k.name AND s.problem_hash = w.problem_hash AND "
-                     "s.device_class = d.device_class), 0) "
-                     "FROM workloads w JOIN kernels k ON w.kernel_id = k.id, devices d "
-                     "WHERE k.name = ?1 AND (?2 = '' OR k.version = ?2) AND w.problem_hash = ?3 "
-                     "AND d.",
-                     column, " = ?4")));
+            db, absl::StrCat(
+                    "SELECT w.id, d.id, COALESCE((SELECT s.before_us FROM stale_tasks s WHERE "
+                    "s.kernel = k.name AND s.problem_hash = w.problem_hash AND "
+                    "s.device_class = d.device_class), 0) "
+                    "FROM workloads w JOIN kernels k ON w.kernel_id = k.id, devices d "
+                    "WHERE k.name = ?1 AND (?2 = '' OR k.version = ?2) AND w.problem_hash = ?3 "
+                    "AND d.",
+                    column, " = ?4")));
     s.Bind(1, q.kernel).Bind(2, q.kernel_version).Bind(3, problem_hash).Bind(4, value);
     while (true) {
       KTUNE_ASSIGN_OR_RETURN(bool row, s.Step());
@@ -598,11 +643,11 @@ absl::StatusOr<std::vector<int64_t>> SqliteTuningDatabase::RankBest(const BestQu
   KTUNE_ASSIGN_OR_RETURN(
       SqliteStatement s,
       SqliteStatement::Prepare(
-          db_, absl::StrCat("SELECT r.id, r.config_hash, r.time_ms, r.record_uid FROM records r "
-                            "WHERE r.workload_id = ?1 AND r.device_id = ?2 AND r.status = 'ok' "
-                            "AND COALESCE(r.measured_at_us, 0) ",
-                            stale ? "< ?3 " : ">= ?3 ", q.max_rel_error ? kWithinBudget : "",
-                            "ORDER BY r.time_ms LIMIT ?4")));
+          db, absl::StrCat("SELECT r.id, r.config_hash, r.time_ms, r.record_uid FROM records r "
+                           "WHERE r.workload_id = ?1 AND r.device_id = ?2 AND r.status = 'ok' "
+                           "AND COALESCE(r.measured_at_us, 0) ",
+                           stale ? "< ?3 " : ">= ?3 ", q.max_rel_error ? kWithinBudget : "",
+                           "ORDER BY r.time_ms LIMIT ?4")));
   struct Row {
     double time_ms;
     std::string uid, config_hash;
@@ -662,10 +707,10 @@ absl::StatusOr<std::vector<int64_t>> SqliteTuningDatabase::RankBest(const BestQu
   return ids;
 }
 
-absl::StatusOr<std::string> SqliteTuningDatabase::FamilyOfClassLocked(
-    const std::string& device_class) {
+// The family of the class's devices in the file, or else the one its name implies.
+absl::StatusOr<std::string> FamilyOfClassIn(sqlite3* db, const std::string& device_class) {
   if (!device_class.empty()) {
-    KTUNE_ASSIGN_OR_RETURN(SqliteStatement s, SqliteStatement::Prepare(db_, kFamilyOfClass));
+    KTUNE_ASSIGN_OR_RETURN(SqliteStatement s, SqliteStatement::Prepare(db, kFamilyOfClass));
     s.Bind(1, device_class);
     KTUNE_ASSIGN_OR_RETURN(bool row, s.Step());
     if (row) return s.ColumnText(0);
@@ -673,51 +718,53 @@ absl::StatusOr<std::string> SqliteTuningDatabase::FamilyOfClassLocked(
   return InferDeviceFamily(device_class);
 }
 
+}  // namespace
+
 absl::StatusOr<std::string> SqliteTuningDatabase::FamilyOfClass(const std::string& device_class) {
-  absl::MutexLock lock(&mu_);
-  return FamilyOfClassLocked(device_class);
+  return Read([&](sqlite3* db) { return FamilyOfClassIn(db, device_class); });
 }
 
 absl::StatusOr<BestResult> SqliteTuningDatabase::QueryBest(const BestQuery& q) {
-  absl::MutexLock lock(&mu_);
-  std::string family = q.family;
-  if (family.empty()) {
-    KTUNE_ASSIGN_OR_RETURN(family, FamilyOfClassLocked(q.device_class));
-  }
-  // Each level's devices, by the column that names them; the class's stale records before the
-  // family's (BestResult::stale).
-  const std::tuple<MatchLevel, const char*, std::string, bool> levels[] = {
-      {MatchLevel::kExact, "fingerprint_hash", q.fingerprint_hash, false},
-      {MatchLevel::kDeviceClass, "device_class", q.device_class, false},
-      {MatchLevel::kExact, "fingerprint_hash", q.fingerprint_hash, true},
-      {MatchLevel::kDeviceClass, "device_class", q.device_class, true},
-      {MatchLevel::kFamily, "family", family, false},
-  };
-  std::string problem_hash = ParamMapHash(q.problem);
-  for (const auto& [level, column, value, stale] : levels) {
-    if (value.empty()) continue;
-    if (q.family_only && level == MatchLevel::kDeviceClass) continue;
-    KTUNE_ASSIGN_OR_RETURN(std::vector<int64_t> winners,
-                           RankBest(q, problem_hash, column, value, stale));
-    if (winners.empty()) continue;
-    KTUNE_ASSIGN_OR_RETURN(
-        SqliteStatement by_id,
-        SqliteStatement::Prepare(db_, absl::StrCat(kRecordColumns, kRecordJoins, kById)));
-    RecordReader reader;
-    BestResult result;
-    result.level = level;
-    result.stale = stale;
-    for (int64_t id : winners) {
-      by_id.Bind(1, id);
-      KTUNE_ASSIGN_OR_RETURN(bool row, by_id.Step());
-      if (!row) return absl::InternalError(absl::StrCat("record ", id, " vanished"));
-      KTUNE_ASSIGN_OR_RETURN(Record r, reader.Read(by_id));
-      result.records.push_back(std::move(r));
-      by_id.Reset();
+  return Read([&](sqlite3* db) -> absl::StatusOr<BestResult> {
+    std::string family = q.family;
+    if (family.empty()) {
+      KTUNE_ASSIGN_OR_RETURN(family, FamilyOfClassIn(db, q.device_class));
     }
-    return result;
-  }
-  return BestResult{};
+    // Each level's devices, by the column that names them; the class's stale records before the
+    // family's (BestResult::stale).
+    const std::tuple<MatchLevel, const char*, std::string, bool> levels[] = {
+        {MatchLevel::kExact, "fingerprint_hash", q.fingerprint_hash, false},
+        {MatchLevel::kDeviceClass, "device_class", q.device_class, false},
+        {MatchLevel::kExact, "fingerprint_hash", q.fingerprint_hash, true},
+        {MatchLevel::kDeviceClass, "device_class", q.device_class, true},
+        {MatchLevel::kFamily, "family", family, false},
+    };
+    std::string problem_hash = ParamMapHash(q.problem);
+    for (const auto& [level, column, value, stale] : levels) {
+      if (value.empty()) continue;
+      if (q.family_only && level == MatchLevel::kDeviceClass) continue;
+      KTUNE_ASSIGN_OR_RETURN(std::vector<int64_t> winners,
+                             RankBest(db, q, problem_hash, column, value, stale));
+      if (winners.empty()) continue;
+      KTUNE_ASSIGN_OR_RETURN(
+          SqliteStatement by_id,
+          SqliteStatement::Prepare(db, absl::StrCat(kRecordColumns, kRecordJoins, kById)));
+      RecordReader reader;
+      BestResult result;
+      result.level = level;
+      result.stale = stale;
+      for (int64_t id : winners) {
+        by_id.Bind(1, id);
+        KTUNE_ASSIGN_OR_RETURN(bool row, by_id.Step());
+        if (!row) return absl::InternalError(absl::StrCat("record ", id, " vanished"));
+        KTUNE_ASSIGN_OR_RETURN(Record r, reader.Read(by_id));
+        result.records.push_back(std::move(r));
+        by_id.Reset();
+      }
+      return result;
+    }
+    return BestResult{};
+  });
 }
 
 absl::StatusOr<std::vector<Record>> SqliteTuningDatabase::TaskRecords(const TaskKey& task) {
@@ -737,153 +784,159 @@ absl::StatusOr<TaskColumns> SqliteTuningDatabase::StaleTaskRecordColumns(const T
 }
 
 absl::StatusOr<TaskColumns> SqliteTuningDatabase::ColumnsOf(const TaskKey& task, bool stale) {
-  absl::MutexLock lock(&mu_);
-  if (schema_version_ < kTaskColumnsSchemaVersion) {
-    return absl::FailedPreconditionError(
-        absl::StrCat(path_, ": schema version ", schema_version_,
-                     " keeps no task columns (open it without a target version to migrate)"));
-  }
-  return ReadStoredColumns(db_, task, stale);
+  return Read([&](sqlite3* db) -> absl::StatusOr<TaskColumns> {
+    if (schema_version_ < kTaskColumnsSchemaVersion) {
+      return absl::FailedPreconditionError(
+          absl::StrCat(path_, ": schema version ", schema_version_,
+                       " keeps no task columns (open it without a target version to migrate)"));
+    }
+    return ReadStoredColumns(db, task, stale);
+  });
 }
 
 absl::StatusOr<std::vector<Record>> SqliteTuningDatabase::RecordsByHandle(
     const std::vector<int64_t>& handles) {
-  absl::MutexLock lock(&mu_);
-  KTUNE_ASSIGN_OR_RETURN(
-      SqliteStatement by_id,
-      SqliteStatement::Prepare(db_, absl::StrCat(kRecordColumns, kRecordJoins, kById)));
-  RecordReader reader;
-  std::vector<Record> out;
-  for (int64_t handle : handles) {
-    by_id.Bind(1, handle);
-    KTUNE_ASSIGN_OR_RETURN(bool row, by_id.Step());
-    if (!row) {
-      return absl::NotFoundError(absl::StrCat(
-          path_, ": no record with handle ", handle,
-          ": the task columns name a record the records table no longer has (repair them with "
-          "ktune db check --repair)"));
+  return Read([&](sqlite3* db) -> absl::StatusOr<std::vector<Record>> {
+    KTUNE_ASSIGN_OR_RETURN(
+        SqliteStatement by_id,
+        SqliteStatement::Prepare(db, absl::StrCat(kRecordColumns, kRecordJoins, kById)));
+    RecordReader reader;
+    std::vector<Record> out;
+    for (int64_t handle : handles) {
+      by_id.Bind(1, handle);
+      KTUNE_ASSIGN_OR_RETURN(bool row, by_id.Step());
+      if (!row) {
+        return absl::NotFoundError(absl::StrCat(
+            path_, ": no record with handle ", handle,
+            ": the task columns name a record the records table no longer has (repair them with "
+            "ktune db check --repair)"));
+      }
+      KTUNE_ASSIGN_OR_RETURN(Record r, reader.Read(by_id));
+      out.push_back(std::move(r));
+      by_id.Reset();
     }
-    KTUNE_ASSIGN_OR_RETURN(Record r, reader.Read(by_id));
-    out.push_back(std::move(r));
-    by_id.Reset();
-  }
-  return out;
+    return out;
+  });
 }
 
 absl::StatusOr<std::vector<Record>> SqliteTuningDatabase::RecordsOf(const TaskKey& task,
                                                                     bool stale) {
-  absl::MutexLock lock(&mu_);
-  KTUNE_ASSIGN_OR_RETURN(
-      SqliteStatement s,
-      SqliteStatement::Prepare(
-          db_, absl::StrCat(kRecordColumns, kRecordJoins, kWorkloadFilter,
-                            OnDevicesWhere("device_class"), Staleness(stale))));
-  s.Bind(1, task.kernel)
-      .Bind(2, task.kernel_version)
-      .Bind(3, ParamMapHash(task.problem))
-      .Bind(4, task.device_class);
-  std::vector<Record> read;
-  std::vector<std::string> uids;
-  RecordReader reader;
-  while (true) {
-    KTUNE_ASSIGN_OR_RETURN(bool row, s.Step());
-    if (!row) break;
-    KTUNE_ASSIGN_OR_RETURN(Record r, reader.Read(s));
-    read.push_back(std::move(r));
-    uids.push_back(s.ColumnText(17));
-  }
-  // A task's records come in the order (measured_at_us IS NOT NULL, measured_at_us, record_uid):
-  // unknown times first, then by time, ties by record id. Sorted here on those keys, since an
-  // ORDER BY makes SQLite's sorter copy every column of every row (on an 11,000-record task, a
-  // tenth of `ktune explain`'s instructions).
-  std::vector<size_t> order(read.size());
-  std::iota(order.begin(), order.end(), 0);
-  std::sort(order.begin(), order.end(), [&](size_t a, size_t b) {
-    const std::optional<int64_t>& ta = read[a].measured_at_us;
-    const std::optional<int64_t>& tb = read[b].measured_at_us;
-    if (ta.has_value() != tb.has_value()) return !ta.has_value();
-    if (ta && *ta != *tb) return *ta < *tb;
-    return uids[a] < uids[b];
+  return Read([&](sqlite3* db) -> absl::StatusOr<std::vector<Record>> {
+    KTUNE_ASSIGN_OR_RETURN(SqliteStatement s,
+                           SqliteStatement::Prepare(
+                               db, absl::StrCat(kRecordColumns, kRecordJoins, kWorkloadFilter,
+                                                OnDevicesWhere("device_class"), Staleness(stale))));
+    s.Bind(1, task.kernel)
+        .Bind(2, task.kernel_version)
+        .Bind(3, ParamMapHash(task.problem))
+        .Bind(4, task.device_class);
+    std::vector<Record> read;
+    std::vector<std::string> uids;
+    RecordReader reader;
+    while (true) {
+      KTUNE_ASSIGN_OR_RETURN(bool row, s.Step());
+      if (!row) break;
+      KTUNE_ASSIGN_OR_RETURN(Record r, reader.Read(s));
+      read.push_back(std::move(r));
+      uids.push_back(s.ColumnText(17));
+    }
+    // A task's records come in the order (measured_at_us IS NOT NULL, measured_at_us, record_uid):
+    // unknown times first, then by time, ties by record id. Sorted here on those keys, since an
+    // ORDER BY makes SQLite's sorter copy every column of every row (on an 11,000-record task, a
+    // tenth of `ktune explain`'s instructions).
+    std::vector<size_t> order(read.size());
+    std::iota(order.begin(), order.end(), 0);
+    std::sort(order.begin(), order.end(), [&](size_t a, size_t b) {
+      const std::optional<int64_t>& ta = read[a].measured_at_us;
+      const std::optional<int64_t>& tb = read[b].measured_at_us;
+      if (ta.has_value() != tb.has_value()) return !ta.has_value();
+      if (ta && *ta != *tb) return *ta < *tb;
+      return uids[a] < uids[b];
+    });
+    std::vector<Record> out;
+    out.reserve(read.size());
+    for (size_t i : order) out.push_back(std::move(read[i]));
+    return out;
   });
-  std::vector<Record> out;
-  out.reserve(read.size());
-  for (size_t i : order) out.push_back(std::move(read[i]));
-  return out;
 }
 
 absl::StatusOr<std::vector<TaskKey>> SqliteTuningDatabase::ListTasks() {
-  absl::MutexLock lock(&mu_);
-  KTUNE_ASSIGN_OR_RETURN(
-      SqliteStatement s,
-      SqliteStatement::Prepare(
-          db_, ListTasksFrom(schema_version_ >= kTaskColumnsSchemaVersion ? "task_columns"
-                                                                          : "records")));
-  std::vector<TaskKey> out;
-  while (true) {
-    KTUNE_ASSIGN_OR_RETURN(bool row, s.Step());
-    if (!row) break;
-    TaskKey t;
-    t.kernel = s.ColumnText(0);
-    t.kernel_version = s.ColumnText(1);
-    KTUNE_ASSIGN_OR_RETURN(t.problem, ParseParamMapJson(s.ColumnText(2)));
-    t.device_class = s.ColumnText(3);
-    out.push_back(std::move(t));
-  }
-  return out;
+  return Read([&](sqlite3* db) -> absl::StatusOr<std::vector<TaskKey>> {
+    KTUNE_ASSIGN_OR_RETURN(
+        SqliteStatement s,
+        SqliteStatement::Prepare(
+            db, ListTasksFrom(schema_version_ >= kTaskColumnsSchemaVersion ? "task_columns"
+                                                                           : "records")));
+    std::vector<TaskKey> out;
+    while (true) {
+      KTUNE_ASSIGN_OR_RETURN(bool row, s.Step());
+      if (!row) break;
+      TaskKey t;
+      t.kernel = s.ColumnText(0);
+      t.kernel_version = s.ColumnText(1);
+      KTUNE_ASSIGN_OR_RETURN(t.problem, ParseParamMapJson(s.ColumnText(2)));
+      t.device_class = s.ColumnText(3);
+      out.push_back(std::move(t));
+    }
+    return out;
+  });
 }
 
 absl::Status SqliteTuningDatabase::ForEachRecord(
     const std::function<absl::Status(const Record&)>& fn) {
-  absl::MutexLock lock(&mu_);
-  KTUNE_ASSIGN_OR_RETURN(
-      SqliteStatement s,
-      SqliteStatement::Prepare(db_, absl::StrCat(kRecordColumns, kRecordJoins, kAllRecordsOrder)));
-  RecordReader reader;
-  while (true) {
-    KTUNE_ASSIGN_OR_RETURN(bool row, s.Step());
-    if (!row) return absl::OkStatus();
-    KTUNE_ASSIGN_OR_RETURN(Record r, reader.Read(s));
-    KTUNE_RETURN_IF_ERROR(fn(r));
-  }
+  return Read([&](sqlite3* db) -> absl::Status {
+    KTUNE_ASSIGN_OR_RETURN(
+        SqliteStatement s,
+        SqliteStatement::Prepare(db, absl::StrCat(kRecordColumns, kRecordJoins, kAllRecordsOrder)));
+    RecordReader reader;
+    while (true) {
+      KTUNE_ASSIGN_OR_RETURN(bool row, s.Step());
+      if (!row) return absl::OkStatus();
+      KTUNE_ASSIGN_OR_RETURN(Record r, reader.Read(s));
+      KTUNE_RETURN_IF_ERROR(fn(r));
+    }
+  });
 }
 
 absl::StatusOr<TuningDatabase::RecordPage> SqliteTuningDatabase::RecordsAfter(int64_t after,
                                                                               size_t limit) {
-  absl::MutexLock lock(&mu_);
-  // The position is the record's row id (insertion order, never reused: AUTOINCREMENT-free
-  // rowids may be, but only after the largest is deleted, and records are never deleted).
-  KTUNE_ASSIGN_OR_RETURN(SqliteStatement s,
-                         SqliteStatement::Prepare(
-                             db_, absl::StrCat(kRecordColumns, ", r.id ", kRecordJoins,
-                                               " WHERE r.id > ? ", kAllRecordsOrder, " LIMIT ?")));
-  s.Bind(1, after).Bind(2, static_cast<int64_t>(limit));
-  RecordPage page;
-  page.last = after;
-  RecordReader reader;
-  while (true) {
-    KTUNE_ASSIGN_OR_RETURN(bool row, s.Step());
-    if (!row) return page;
-    KTUNE_ASSIGN_OR_RETURN(Record r, reader.Read(s));
-    page.records.push_back(std::move(r));
-    page.last = s.ColumnInt(21);
-  }
+  return Read([&](sqlite3* db) -> absl::StatusOr<RecordPage> {
+    // The position is the record's row id (insertion order, never reused: AUTOINCREMENT-free
+    // rowids may be, but only after the largest is deleted, and records are never deleted).
+    KTUNE_ASSIGN_OR_RETURN(SqliteStatement s,
+                           SqliteStatement::Prepare(
+                               db, absl::StrCat(kRecordColumns, ", r.id ", kRecordJoins,
+                                                " WHERE r.id > ? ", kAllRecordsOrder, " LIMIT ?")));
+    s.Bind(1, after).Bind(2, static_cast<int64_t>(limit));
+    RecordPage page;
+    page.last = after;
+    RecordReader reader;
+    while (true) {
+      KTUNE_ASSIGN_OR_RETURN(bool row, s.Step());
+      if (!row) return page;
+      KTUNE_ASSIGN_OR_RETURN(Record r, reader.Read(s));
+      page.records.push_back(std::move(r));
+      page.last = s.ColumnInt(21);
+    }
+  });
 }
 
 absl::StatusOr<DatabaseStats> SqliteTuningDatabase::Stats() {
-  absl::MutexLock lock(&mu_);
-  DatabaseStats stats;
-  KTUNE_ASSIGN_OR_RETURN(stats.kernels, QueryInt(db_, kCountKernels));
-  KTUNE_ASSIGN_OR_RETURN(stats.workloads, QueryInt(db_, kCountWorkloads));
-  KTUNE_ASSIGN_OR_RETURN(stats.devices, QueryInt(db_, kCountDevices));
-  KTUNE_ASSIGN_OR_RETURN(stats.jobs, QueryInt(db_, kCountJobs));
-  KTUNE_ASSIGN_OR_RETURN(SqliteStatement s, SqliteStatement::Prepare(db_, kCountRecordsByStatus));
-  while (true) {
-    KTUNE_ASSIGN_OR_RETURN(bool row, s.Step());
-    if (!row) break;
-    stats.records_by_status[s.ColumnText(0)] = s.ColumnInt(1);
-    stats.records += s.ColumnInt(1);
-  }
-  return stats;
+  return Read([&](sqlite3* db) -> absl::StatusOr<DatabaseStats> {
+    DatabaseStats stats;
+    KTUNE_ASSIGN_OR_RETURN(stats.kernels, QueryInt(db, kCountKernels));
+    KTUNE_ASSIGN_OR_RETURN(stats.workloads, QueryInt(db, kCountWorkloads));
+    KTUNE_ASSIGN_OR_RETURN(stats.devices, QueryInt(db, kCountDevices));
+    KTUNE_ASSIGN_OR_RETURN(stats.jobs, QueryInt(db, kCountJobs));
+    KTUNE_ASSIGN_OR_RETURN(SqliteStatement s, SqliteStatement::Prepare(db, kCountRecordsByStatus));
+    while (true) {
+      KTUNE_ASSIGN_OR_RETURN(bool row, s.Step());
+      if (!row) break;
+      stats.records_by_status[s.ColumnText(0)] = s.ColumnInt(1);
+      stats.records += s.ColumnInt(1);
+    }
+    return stats;
+  });
 }
 
 // --- jobs and checkpoints ------------------------------------------------------------------------
@@ -937,15 +990,14 @@ absl::StatusOr<Job> JobOfRow(const SqliteStatement& s) {
   return job;
 }
 
-}  // namespace
-
-absl::StatusOr<Job> SqliteTuningDatabase::GetJobLocked(int64_t id) {
-  KTUNE_ASSIGN_OR_RETURN(SqliteStatement s, SqliteStatement::Prepare(db_, kSelectJob));
+// Job `id` with its tasks.
+absl::StatusOr<Job> ReadJob(sqlite3* db, int64_t id) {
+  KTUNE_ASSIGN_OR_RETURN(SqliteStatement s, SqliteStatement::Prepare(db, kSelectJob));
   s.Bind(1, id);
   KTUNE_ASSIGN_OR_RETURN(bool row, s.Step());
   if (!row) return absl::NotFoundError(absl::StrCat("no job ", id));
   KTUNE_ASSIGN_OR_RETURN(Job job, JobOfRow(s));
-  KTUNE_ASSIGN_OR_RETURN(SqliteStatement t, SqliteStatement::Prepare(db_, kSelectJobTasks));
+  KTUNE_ASSIGN_OR_RETURN(SqliteStatement t, SqliteStatement::Prepare(db, kSelectJobTasks));
   t.Bind(1, id);
   while (true) {
     KTUNE_ASSIGN_OR_RETURN(bool more, t.Step());
@@ -963,33 +1015,35 @@ absl::StatusOr<Job> SqliteTuningDatabase::GetJobLocked(int64_t id) {
   return job;
 }
 
+}  // namespace
+
 absl::StatusOr<Job> SqliteTuningDatabase::GetJob(int64_t id) {
-  absl::MutexLock lock(&mu_);
-  return GetJobLocked(id);
+  return Read([&](sqlite3* db) { return ReadJob(db, id); });
 }
 
 absl::StatusOr<std::vector<TuningDatabase::JobSummary>> SqliteTuningDatabase::ListJobSummaries() {
-  absl::MutexLock lock(&mu_);
-  KTUNE_ASSIGN_OR_RETURN(SqliteStatement s, SqliteStatement::Prepare(db_, kSelectJobSummaries));
-  std::vector<JobSummary> out;
-  while (true) {
-    KTUNE_ASSIGN_OR_RETURN(bool row, s.Step());
-    if (!row) break;
-    JobSummary summary;
-    KTUNE_ASSIGN_OR_RETURN(summary.job, JobOfRow(s));
-    summary.task_count = s.ColumnInt(9);
-    summary.measurements_total = s.ColumnInt(10);
-    summary.measurements_done = s.ColumnInt(11);
-    out.push_back(std::move(summary));
-  }
-  return out;
+  return Read([&](sqlite3* db) -> absl::StatusOr<std::vector<JobSummary>> {
+    KTUNE_ASSIGN_OR_RETURN(SqliteStatement s, SqliteStatement::Prepare(db, kSelectJobSummaries));
+    std::vector<JobSummary> out;
+    while (true) {
+      KTUNE_ASSIGN_OR_RETURN(bool row, s.Step());
+      if (!row) break;
+      JobSummary summary;
+      KTUNE_ASSIGN_OR_RETURN(summary.job, JobOfRow(s));
+      summary.task_count = s.ColumnInt(9);
+      summary.measurements_total = s.ColumnInt(10);
+      summary.measurements_done = s.ColumnInt(11);
+      out.push_back(std::move(summary));
+    }
+    return out;
+  });
 }
 
 absl::Status SqliteTuningDatabase::SetJobState(int64_t id, JobState state,
                                                const std::string& message) {
   absl::MutexLock lock(&mu_);
   KTUNE_ASSIGN_OR_RETURN(SqliteTransaction txn, SqliteTransaction::Begin(db_));
-  KTUNE_ASSIGN_OR_RETURN(Job job, GetJobLocked(id));
+  KTUNE_ASSIGN_OR_RETURN(Job job, ReadJob(db_, id));
   if (!IsAllowedJobTransition(job.state, state)) {
     return absl::FailedPreconditionError(absl::StrCat(
         "job ", id, " cannot go from ", JobStateName(job.state), " to ", JobStateName(state)));
@@ -1025,18 +1079,19 @@ absl::Status SqliteTuningDatabase::UpdateJobTasks(int64_t job_id,
 // --- stale tasks and telemetry -------------------------------------------------------------------
 
 absl::StatusOr<std::vector<TuningDatabase::StaleBoundary>> SqliteTuningDatabase::StaleBoundaries() {
-  absl::MutexLock lock(&mu_);
-  KTUNE_ASSIGN_OR_RETURN(
-      SqliteStatement s,
-      SqliteStatement::Prepare(db_,
-                               "SELECT kernel, problem_hash, device_class, before_us FROM "
-                               "stale_tasks ORDER BY kernel, problem_hash, device_class"));
-  std::vector<StaleBoundary> out;
-  while (true) {
-    KTUNE_ASSIGN_OR_RETURN(bool row, s.Step());
-    if (!row) return out;
-    out.push_back({s.ColumnText(0), s.ColumnText(1), s.ColumnText(2), s.ColumnInt(3)});
-  }
+  return Read([&](sqlite3* db) -> absl::StatusOr<std::vector<StaleBoundary>> {
+    KTUNE_ASSIGN_OR_RETURN(
+        SqliteStatement s,
+        SqliteStatement::Prepare(db,
+                                 "SELECT kernel, problem_hash, device_class, before_us FROM "
+                                 "stale_tasks ORDER BY kernel, problem_hash, device_class"));
+    std::vector<StaleBoundary> out;
+    while (true) {
+      KTUNE_ASSIGN_OR_RETURN(bool row, s.Step());
+      if (!row) return out;
+      out.push_back({s.ColumnText(0), s.ColumnText(1), s.ColumnText(2), s.ColumnInt(3)});
+    }
+  });
 }
 
 absl::Status SqliteTuningDatabase::MarkStale(const TaskKey& task, int64_t before_us) {
@@ -1087,19 +1142,18 @@ absl::Status SqliteTuningDatabase::AddTelemetry(const std::vector<TelemetryRepor
 
 absl::Status SqliteTuningDatabase::ForEachTelemetry(
     const std::function<absl::Status(const TelemetryReport&)>& fn) {
-  // Pages of reports read under the lock and handed to `fn` outside it, so that `fn` may query
+  // Pages of reports read, each in one Read, and handed to `fn` outside it, so that `fn` may query
   // this database (the drift monitor's recovery asks for each task's lab best); one page at a
   // time keeps a long telemetry history out of memory.
   constexpr int kPage = 1024;
   int64_t after = 0;
   while (true) {
     std::vector<TelemetryReport> page;
-    {
-      absl::MutexLock lock(&mu_);
+    KTUNE_RETURN_IF_ERROR(Read([&](sqlite3* db) -> absl::Status {
       KTUNE_ASSIGN_OR_RETURN(
           SqliteStatement s,
           SqliteStatement::Prepare(
-              db_,
+              db,
               "SELECT t.id, k.name, k.version, w.problem_json, d.fingerprint_json, d.device_class, "
               "d.family, t.config_json, t.count, t.mean_ms, t.stddev_ms, t.window_start_us, "
               "t.window_end_us, t.received_at_us, t.reporter FROM telemetry t JOIN workloads w ON "
@@ -1113,7 +1167,8 @@ absl::Status SqliteTuningDatabase::ForEachTelemetry(
         KTUNE_ASSIGN_OR_RETURN(TelemetryReport r, TelemetryOfRow(s));
         page.push_back(std::move(r));
       }
-    }
+      return absl::OkStatus();
+    }));
     for (const TelemetryReport& r : page) KTUNE_RETURN_IF_ERROR(fn(r));
     if (static_cast<int>(page.size()) < kPage) return absl::OkStatus();
   }
@@ -1130,27 +1185,30 @@ absl::Status SqliteTuningDatabase::SaveCheckpoint(const std::string& key, const 
 
 absl::StatusOr<std::vector<bool>> SqliteTuningDatabase::HasRecords(
     const std::vector<std::string>& record_ids) {
-  absl::MutexLock lock(&mu_);
-  KTUNE_ASSIGN_OR_RETURN(SqliteStatement s, SqliteStatement::Prepare(
-                                                db_, "SELECT 1 FROM records WHERE record_uid = ?"));
-  std::vector<bool> out;
-  out.reserve(record_ids.size());
-  for (const std::string& id : record_ids) {
-    s.Reset();
-    s.Bind(1, id);
-    KTUNE_ASSIGN_OR_RETURN(const bool row, s.Step());
-    out.push_back(row);
-  }
-  return out;
+  return Read([&](sqlite3* db) -> absl::StatusOr<std::vector<bool>> {
+    KTUNE_ASSIGN_OR_RETURN(
+        SqliteStatement s,
+        SqliteStatement::Prepare(db, "SELECT 1 FROM records WHERE record_uid = ?"));
+    std::vector<bool> out;
+    out.reserve(record_ids.size());
+    for (const std::string& id : record_ids) {
+      s.Reset();
+      s.Bind(1, id);
+      KTUNE_ASSIGN_OR_RETURN(const bool row, s.Step());
+      out.push_back(row);
+    }
+    return out;
+  });
 }
 
 absl::StatusOr<std::string> SqliteTuningDatabase::LoadCheckpoint(const std::string& key) {
-  absl::MutexLock lock(&mu_);
-  KTUNE_ASSIGN_OR_RETURN(SqliteStatement s, SqliteStatement::Prepare(db_, kSelectCheckpoint));
-  s.Bind(1, key);
-  KTUNE_ASSIGN_OR_RETURN(bool row, s.Step());
-  if (!row) return absl::NotFoundError(absl::StrCat("no checkpoint '", key, "'"));
-  return s.ColumnBlob(0);
+  return Read([&](sqlite3* db) -> absl::StatusOr<std::string> {
+    KTUNE_ASSIGN_OR_RETURN(SqliteStatement s, SqliteStatement::Prepare(db, kSelectCheckpoint));
+    s.Bind(1, key);
+    KTUNE_ASSIGN_OR_RETURN(bool row, s.Step());
+    if (!row) return absl::NotFoundError(absl::StrCat("no checkpoint '", key, "'"));
+    return s.ColumnBlob(0);
+  });
 }
 
 }  // namespace ktune

@@ -7,7 +7,8 @@
 // Schema: versioned (db/sqlite_schema.h). Opening migrates an older file in one transaction.
 // A file written by a newer ktune is refused with FailedPrecondition and is not modified.
 //
-// Thread-safe: one connection behind a mutex.
+// Thread-safe: writes go through one connection behind a mutex; reads through a few read-only
+// connections of their own (db/sqlite_readers.h), which neither wait for the writer nor hold it.
 #ifndef KTUNE_DB_SQLITE_TUNING_DATABASE_H_
 #define KTUNE_DB_SQLITE_TUNING_DATABASE_H_
 
@@ -18,6 +19,7 @@
 
 #include "absl/base/thread_annotations.h"
 #include "absl/synchronization/mutex.h"
+#include "db/sqlite_readers.h"
 #include "db/tuning_database.h"
 
 namespace ktune {
@@ -40,6 +42,10 @@ class SqliteTuningDatabase : public TuningDatabase {
     // deserves a backup first; an SQLite file without tables is most often a copy of a live
     // database made without its -wal file, and got an empty schema written into it.
     bool upgrade = true;
+    // Read connections beside the writer's, opened as reads need them. 0: every read goes through
+    // the writer's connection, under its lock (as for ":memory:", a read-only file, or a file
+    // SQLite cannot keep in WAL mode, where a reader would hold the writer).
+    int read_connections = 4;
   };
 
   // Opens or creates `path`. Errors name the path: FailedPrecondition for a newer schema,
@@ -94,18 +100,15 @@ class SqliteTuningDatabase : public TuningDatabase {
   // A task's records: those MarkStale hid (`stale`), or the others.
   absl::StatusOr<std::vector<Record>> RecordsOf(const TaskKey& task, bool stale);
   absl::StatusOr<TaskColumns> ColumnsOf(const TaskKey& task, bool stale);
-  // QueryBest's ranking at one level (the devices whose `column` is `value`): the row ids of the
-  // top_k configurations' fastest records, fastest first; among the stale records (MarkStale)
-  // only when `stale`, else among the others.
-  absl::StatusOr<std::vector<int64_t>> RankBest(const BestQuery& q, const std::string& problem_hash,
-                                                const char* column, const std::string& value,
-                                                bool stale) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  absl::StatusOr<std::string> FamilyOfClassLocked(const std::string& device_class)
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Runs fn(sqlite3*) on a read connection (one read transaction), or on the writer's under mu_
+  // when there are none; returns what fn returns. Defined in the .cc, the only place it is used.
+  template <typename Fn>
+  auto Read(Fn&& fn);
   SqliteTuningDatabase(sqlite3* db, std::string path) : db_(db), path_(std::move(path)) {}
   absl::Status Migrate(int target_version);
-  absl::StatusOr<Job> GetJobLocked(int64_t id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
+  // Null when reads use the writer's connection. Destroyed before db_ is closed.
+  std::unique_ptr<SqliteReaders> readers_;
   absl::Mutex mu_;
   sqlite3* db_ ABSL_GUARDED_BY(mu_);
   const std::string path_;

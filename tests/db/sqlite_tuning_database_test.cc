@@ -12,6 +12,8 @@
 #include <thread>
 
 #include "absl/strings/str_cat.h"
+#include "absl/synchronization/notification.h"
+#include "absl/time/clock.h"
 #include "db/sqlite_schema.h"
 #include "tests/testing/test_util.h"
 
@@ -325,6 +327,61 @@ TEST(SqliteTuningDatabaseTest, AWriteBlockedByAnotherWriterFailsCleanly) {
   EXPECT_EQ(added.status().code(), absl::StatusCode::kAborted);
   EXPECT_EQ((*db)->Stats()->records, 0);
   EXPECT_EQ(*(*db)->AddRecords({SimpleRecord(1, 1.0)}), 1);  // and works once the lock is gone
+}
+
+// Reads do not queue behind the writer: while a write waits for another process's lock (holding
+// this database's writer all the while), a QueryBest, a job listing and a walk over the records
+// are answered from the last committed state; the write stores its record once the lock is gone.
+// With one connection for both, every read waited as long as the write did (up to the busy
+// timeout, two minutes here), and so did a server's every query behind a slow commit.
+TEST(SqliteTuningDatabaseTest, ReadsAreAnsweredWhileAWriteWaits) {
+  TempDir dir;
+  std::string path = dir.File("k.db");
+  SqliteTuningDatabase::Options patient;
+  patient.busy_timeout_ms = 120'000;
+  auto db = SqliteTuningDatabase::Open(path, patient);
+  ASSERT_TRUE(db.ok()) << db.status();
+  ASSERT_EQ(*(*db)->AddRecords({SimpleRecord(1, 2.0)}), 1);
+  sqlite3* other = nullptr;
+  sqlite3_open(path.c_str(), &other);
+  ASSERT_EQ(sqlite3_exec(other, "BEGIN IMMEDIATE", nullptr, nullptr, nullptr), SQLITE_OK);
+
+  absl::StatusOr<int64_t> added;
+  std::thread writer([&] { added = (*db)->AddRecords({SimpleRecord(2, 1.0)}); });
+  absl::SleepFor(absl::Milliseconds(200));  // the write waits for `other`'s lock by now
+  const BestQuery q{"softmax", "", {{"rows", int64_t{4096}}}, "", "H100", "", 1};
+  absl::StatusOr<BestResult> best;
+  absl::StatusOr<std::vector<TuningDatabase::JobSummary>> jobs;
+  int walked = 0;
+  absl::Status walk;
+  absl::Notification read;
+  std::thread reader([&] {  // a thread, so that the lock is released even if the reads wait
+    best = (*db)->QueryBest(q);
+    jobs = (*db)->ListJobSummaries();
+    walk = (*db)->ForEachRecord([&](const Record&) {
+      ++walked;
+      return absl::OkStatus();
+    });
+    read.Notify();
+  });
+  const bool read_while_locked = read.WaitForNotificationWithTimeout(absl::Seconds(30));
+  sqlite3_exec(other, "ROLLBACK", nullptr, nullptr, nullptr);
+  sqlite3_close(other);
+  reader.join();
+  writer.join();
+
+  EXPECT_TRUE(read_while_locked) << "the reads waited for the write";
+  ASSERT_TRUE(best.ok()) << best.status();
+  ASSERT_EQ(best->records.size(), 1u);
+  EXPECT_DOUBLE_EQ(*best->records[0].time_ms, 2.0);  // the waiting write is not committed yet
+  EXPECT_TRUE(jobs.ok()) << jobs.status();
+  EXPECT_TRUE(walk.ok()) << walk;
+  EXPECT_EQ(walked, 1);
+  ASSERT_TRUE(added.ok()) << added.status();
+  EXPECT_EQ(*added, 1);
+  auto after = (*db)->QueryBest(q);  // a read after the commit sees it
+  ASSERT_TRUE(after.ok()) << after.status();
+  EXPECT_DOUBLE_EQ(*after->records[0].time_ms, 1.0);
 }
 
 }  // namespace

@@ -1,5 +1,6 @@
 // One contract, every implementation: each test runs against MemoryTuningDatabase and
-// SqliteTuningDatabase (a fresh file) through the TuningDatabase interface only.
+// SqliteTuningDatabase (a fresh file; with read connections, and with reads through the writer's
+// connection) through the TuningDatabase interface only.
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
@@ -796,6 +797,15 @@ INSTANTIATE_TEST_SUITE_P(
                       Backend{"sqlite",
                               [](const std::string& dir) -> std::unique_ptr<TuningDatabase> {
                                 auto db = SqliteTuningDatabase::Open(dir + "/conformance.db");
+                                EXPECT_TRUE(db.ok()) << db.status();
+                                return std::move(db).value();
+                              }},
+                      // Reads through the writer's connection (":memory:", a read-only file).
+                      Backend{"sqlite_one_connection",
+                              [](const std::string& dir) -> std::unique_ptr<TuningDatabase> {
+                                SqliteTuningDatabase::Options one;
+                                one.read_connections = 0;
+                                auto db = SqliteTuningDatabase::Open(dir + "/conformance.db", one);
                                 EXPECT_TRUE(db.ok()) << db.status();
                                 return std::move(db).value();
                               }}),
