@@ -33,8 +33,20 @@ absl::StatusOr<std::vector<bool>> MemoryTuningDatabase::HasRecords(
 }
 
 absl::StatusOr<int64_t> MemoryTuningDatabase::AddRecords(const std::vector<Record>& records) {
+  return AddJobRecords(records, {});
+}
+
+absl::StatusOr<int64_t> MemoryTuningDatabase::AddJobRecords(
+    const std::vector<Record>& records, const std::vector<JobTaskCount>& counts) {
   for (const Record& r : records) KTUNE_RETURN_IF_ERROR(ValidateRecord(r));
   absl::MutexLock lock(&mu_);
+  for (const JobTaskCount& c : counts) {  // every check before the first change: all or none
+    auto job = jobs_.find(c.job_id);
+    if (job == jobs_.end()) return absl::NotFoundError(absl::StrCat("no job ", c.job_id));
+    if (c.task_index < 0 || c.task_index >= static_cast<int>(job->second.tasks.size())) {
+      return absl::NotFoundError(absl::StrCat("job ", c.job_id, " has no task ", c.task_index));
+    }
+  }
   std::vector<const DeviceInfo*> devices;
   for (const Record& r : records) devices.push_back(&r.device);
   KTUNE_RETURN_IF_ERROR(KeepDeviceClasses(devices));
@@ -44,6 +56,13 @@ absl::StatusOr<int64_t> MemoryTuningDatabase::AddRecords(const std::vector<Recor
       records_.push_back(r);
       ++added;
     }
+  }
+  for (const JobTaskCount& c : counts) {
+    Job& job = jobs_.at(c.job_id);
+    JobTask& task = job.tasks[c.task_index];
+    task.measurements_done += c.measured;
+    if (task.state == JobState::kQueued) task.state = JobState::kRunning;
+    job.updated_at_us = absl::ToUnixMicros(absl::Now());
   }
   return added;
 }

@@ -16,6 +16,8 @@ namespace ktune {
 class MemoryTuningDatabase : public TuningDatabase {
  public:
   absl::StatusOr<int64_t> AddRecords(const std::vector<Record>& records) override;
+  absl::StatusOr<int64_t> AddJobRecords(const std::vector<Record>& records,
+                                        const std::vector<JobTaskCount>& counts) override;
   absl::StatusOr<std::vector<bool>> HasRecords(const std::vector<std::string>& record_ids) override;
   absl::StatusOr<BestResult> QueryBest(const BestQuery& query) override;
   absl::StatusOr<std::vector<Record>> TaskRecords(const TaskKey& task) override;

@@ -118,6 +118,9 @@ constexpr char kUpdateJobState[] =
 constexpr char kUpdateJobTask[] =
     "UPDATE job_tasks SET state = ?, measurements_done = ? WHERE job_id = ? AND task_index = ?";
 constexpr char kTouchJob[] = "UPDATE jobs SET updated_at_us = ? WHERE id = ?";
+constexpr char kCountJobTask[] =
+    "UPDATE job_tasks SET measurements_done = measurements_done + ?1, state = CASE state WHEN "
+    "'queued' THEN 'running' ELSE state END WHERE job_id = ?2 AND task_index = ?3";
 constexpr char kUpsertCheckpoint[] =
     "INSERT INTO agent_checkpoints (key, blob, updated_at_us) VALUES (?, ?, ?) "
     "ON CONFLICT (key) DO UPDATE SET blob = excluded.blob, updated_at_us = excluded.updated_at_us";
@@ -557,6 +560,11 @@ class RowInterner {
 };
 
 absl::StatusOr<int64_t> SqliteTuningDatabase::AddRecords(const std::vector<Record>& records) {
+  return AddJobRecords(records, {});
+}
+
+absl::StatusOr<int64_t> SqliteTuningDatabase::AddJobRecords(
+    const std::vector<Record>& records, const std::vector<JobTaskCount>& counts) {
   for (const Record& r : records) KTUNE_RETURN_IF_ERROR(ValidateRecord(r));
   absl::MutexLock lock(&mu_);
   KTUNE_ASSIGN_OR_RETURN(SqliteTransaction txn, SqliteTransaction::Begin(db_));
@@ -599,6 +607,25 @@ absl::StatusOr<int64_t> SqliteTuningDatabase::AddRecords(const std::vector<Recor
   for (auto& [key, builder] : columns) {
     if (schema_version_ < kTaskColumnsSchemaVersion) break;  // an old file kept for a test
     KTUNE_RETURN_IF_ERROR(AppendStoredColumns(db_, key.first, key.second, builder.Take()));
+  }
+  if (!counts.empty()) {
+    KTUNE_ASSIGN_OR_RETURN(SqliteStatement count, SqliteStatement::Prepare(db_, kCountJobTask));
+    std::set<int64_t> jobs;
+    for (const JobTaskCount& c : counts) {
+      count.Bind(1, c.measured).Bind(2, c.job_id).Bind(3, static_cast<int64_t>(c.task_index));
+      KTUNE_RETURN_IF_ERROR(count.Run());
+      if (sqlite3_changes(db_) == 0) {  // the transaction rolls back: nothing is stored
+        return absl::NotFoundError(absl::StrCat("job ", c.job_id, " has no task ", c.task_index));
+      }
+      count.Reset();
+      jobs.insert(c.job_id);
+    }
+    KTUNE_ASSIGN_OR_RETURN(SqliteStatement touch, SqliteStatement::Prepare(db_, kTouchJob));
+    for (int64_t job : jobs) {
+      touch.Bind(1, NowUs()).Bind(2, job);
+      KTUNE_RETURN_IF_ERROR(touch.Run());
+      touch.Reset();
+    }
   }
   KTUNE_RETURN_IF_ERROR(txn.Commit());
   return added;
@@ -1043,10 +1070,17 @@ absl::Status SqliteTuningDatabase::SetJobState(int64_t id, JobState state,
                                                const std::string& message) {
   absl::MutexLock lock(&mu_);
   KTUNE_ASSIGN_OR_RETURN(SqliteTransaction txn, SqliteTransaction::Begin(db_));
-  KTUNE_ASSIGN_OR_RETURN(Job job, ReadJob(db_, id));
-  if (!IsAllowedJobTransition(job.state, state)) {
+  // The job's state alone (reading the job whole parsed every task's problem: 65,536 of them for
+  // a large job, under the scheduler's lock at its first lease and at its end).
+  KTUNE_ASSIGN_OR_RETURN(SqliteStatement current,
+                         SqliteStatement::Prepare(db_, "SELECT state FROM jobs WHERE id = ?"));
+  current.Bind(1, id);
+  KTUNE_ASSIGN_OR_RETURN(bool found, current.Step());
+  if (!found) return absl::NotFoundError(absl::StrCat("no job ", id));
+  KTUNE_ASSIGN_OR_RETURN(JobState from, ParseJobStateName(current.ColumnText(0)));
+  if (!IsAllowedJobTransition(from, state)) {
     return absl::FailedPreconditionError(absl::StrCat(
-        "job ", id, " cannot go from ", JobStateName(job.state), " to ", JobStateName(state)));
+        "job ", id, " cannot go from ", JobStateName(from), " to ", JobStateName(state)));
   }
   KTUNE_ASSIGN_OR_RETURN(SqliteStatement s, SqliteStatement::Prepare(db_, kUpdateJobState));
   s.Bind(1, JobStateName(state)).Bind(2, message).Bind(3, NowUs()).Bind(4, id);

@@ -91,6 +91,13 @@ struct JobTaskProgress {
   int64_t measurements_done = 0;
 };
 
+// How many measurements a report adds to one task of a job (AddJobRecords).
+struct JobTaskCount {
+  int64_t job_id = 0;
+  int task_index = 0;  // into Job::tasks
+  int64_t measured = 0;
+};
+
 struct Job {
   int64_t id = 0;  // assigned by CreateJob
   std::string name;
@@ -114,6 +121,13 @@ class TuningDatabase {
   // kernel or device class, time_ms set/unset against its status, or a payload over
   // kMaxRecordPayloadBytes.
   virtual absl::StatusOr<int64_t> AddRecords(const std::vector<Record>& records) = 0;
+  // A report: `records` stored as AddRecords stores them and, in the same commit, each counted
+  // task's measurements_done raised by its `measured` (a task still queued becomes running). All
+  // or none: NotFound, nothing stored, when a count names a job or task that does not exist. One
+  // commit, so that a report's progress is never behind or ahead of its records, and no second
+  // commit (a second sync of the file) per report.
+  virtual absl::StatusOr<int64_t> AddJobRecords(const std::vector<Record>& records,
+                                                const std::vector<JobTaskCount>& counts) = 0;
 
   // For each RecordId() in `record_ids`, whether such a record is stored (stale ones included),
   // in one read.

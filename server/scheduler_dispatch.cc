@@ -274,6 +274,7 @@ absl::StatusOr<int64_t> Scheduler::Report(const std::string& worker_id, const st
   // 1. Under the lock: check the report and turn it into records; the lease is held meanwhile.
   std::vector<Record> records;
   std::vector<std::pair<LeaseRun::Item, Observation>> observed;
+  std::vector<JobTaskCount> counts;  // the reported tasks' progress, stored with the records
   {
     absl::MutexLock lock(&mu_);
     auto l = leases_.find(lease_id);
@@ -352,11 +353,16 @@ absl::StatusOr<int64_t> Scheduler::Report(const std::string& worker_id, const st
                           {t.batch[item.position], status == MeasurementStatus::kOk,
                            m.time_ms.value_or(0)}});
     }
+    std::map<std::pair<int64_t, int>, int64_t> per_task;
+    for (const auto& [item, obs] : observed) ++per_task[{item.job_id, item.task}];
+    for (const auto& [task, n] : per_task) counts.push_back({task.first, task.second, n});
     lease.committing = true;
   }
-  // 2. Without the lock: commit (the reply waits for it; nothing else does).
+  // 2. Without the lock: commit the records and their tasks' progress in one transaction (the
+  // reply waits for it; nothing else does). The progress was a second commit, under the lock:
+  // every lease and heartbeat waited for a sync of the file per report.
   const absl::Time commit_start = absl::Now();
-  absl::StatusOr<int64_t> added = db_->AddRecords(records);
+  absl::StatusOr<int64_t> added = db_->AddJobRecords(records, counts);
   if (added.ok() && options_.on_stored) {
     options_.on_stored(records, absl::ToDoubleSeconds(absl::Now() - commit_start));
   }
@@ -398,8 +404,7 @@ absl::StatusOr<int64_t> Scheduler::Report(const std::string& worker_id, const st
       }
     }
     ReturnToQueue(lease);  // candidates the report left out go back
-    // The reported tasks, by job: only they changed (every task of the job was stored again at
-    // each report: 65,536 row updates under the lock for a report of one task).
+    // The reported tasks, by job: only they changed.
     std::map<int64_t, std::vector<int>> touched;
     for (const auto& [item, obs] : observed) touched[item.job_id].push_back(item.task);
     leases_.erase(l);
@@ -408,7 +413,6 @@ absl::StatusOr<int64_t> Scheduler::Report(const std::string& worker_id, const st
       if (it == jobs_.end()) continue;
       std::sort(tasks.begin(), tasks.end());
       tasks.erase(std::unique(tasks.begin(), tasks.end()), tasks.end());
-      std::vector<JobTaskProgress> progress;  // the reported tasks, stored in one commit
       for (int index : tasks) {
         TaskRun& t = it->second->tasks[index];
         // A complete batch goes to the search at once (the last one too, before it finishes),
@@ -423,9 +427,7 @@ absl::StatusOr<int64_t> Scheduler::Report(const std::string& worker_id, const st
           t.results.clear();
           QueueNextBatch(*it->second, t, std::move(observations), &work);
         }
-        progress.push_back(ProgressOf(t));
       }
-      status.Update(db_->UpdateJobTasks(id, progress));
       status.Update(FinishIfDone(*it->second));
     }
   }

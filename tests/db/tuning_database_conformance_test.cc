@@ -409,6 +409,39 @@ TEST_P(TuningDatabaseConformanceTest, JobsFollowTheirStateMachine) {
   EXPECT_EQ(db_->Stats()->jobs, 2);
 }
 
+// A report's records and its tasks' progress are stored together: counts add up across reports,
+// a queued task becomes running (a finished one keeps its state), and a count naming a task the
+// job does not have stores neither the records nor any count.
+TEST_P(TuningDatabaseConformanceTest, AReportStoresItsRecordsAndItsTasksProgressTogether) {
+  Job job;
+  job.name = "report";
+  job.tasks.push_back({{"gemm", "v1", {{"M", int64_t{1024}}}, "A100"}, JobState::kQueued, 50, 0});
+  job.tasks.push_back({{"gemm", "v1", {{"M", int64_t{2048}}}, "A100"}, JobState::kQueued, 50, 0});
+  auto id = db_->CreateJob(job);
+  ASSERT_TRUE(id.ok()) << id.status();
+  ASSERT_TRUE(db_->UpdateJobTasks(*id, {{1, JobState::kDone, 2}}).ok());
+
+  auto added = db_->AddJobRecords({MakeRecord("A100", 1, 1.0), MakeRecord("A100", 2, 2.0)},
+                                  {{*id, 0, 2}, {*id, 1, 1}});
+  ASSERT_TRUE(added.ok()) << added.status();
+  EXPECT_EQ(*added, 2);
+  added = db_->AddJobRecords({MakeRecord("A100", 3, 3.0)}, {{*id, 0, 1}});
+  ASSERT_TRUE(added.ok()) << added.status();
+  auto stored = db_->GetJob(*id);
+  ASSERT_TRUE(stored.ok()) << stored.status();
+  EXPECT_EQ(stored->tasks[0].measurements_done, 3);
+  EXPECT_EQ(stored->tasks[0].state, JobState::kRunning);
+  EXPECT_EQ(stored->tasks[1].measurements_done, 3);
+  EXPECT_EQ(stored->tasks[1].state, JobState::kDone);
+
+  auto refused = db_->AddJobRecords({MakeRecord("A100", 4, 4.0)}, {{*id, 0, 1}, {*id, 7, 1}});
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(db_->AddJobRecords({MakeRecord("A100", 4, 4.0)}, {{*id + 100, 0, 1}}).status().code(),
+            absl::StatusCode::kNotFound);
+  EXPECT_EQ(db_->Stats()->records, 3);
+  EXPECT_EQ(db_->GetJob(*id)->tasks[0].measurements_done, 3);
+}
+
 // A regression makes a task's old records stale: they no longer answer, fresh ones do, and
 // nothing is deleted.
 TEST_P(TuningDatabaseConformanceTest, StaleRecordsStopAnsweringButStayStored) {

@@ -606,6 +606,10 @@ class FullDatabase : public MemoryTuningDatabase {
   absl::StatusOr<int64_t> AddRecords(const std::vector<Record>&) override {
     return absl::ResourceExhaustedError("database or disk is full");
   }
+  absl::StatusOr<int64_t> AddJobRecords(const std::vector<Record>&,
+                                        const std::vector<JobTaskCount>&) override {
+    return absl::ResourceExhaustedError("database or disk is full");
+  }
 };
 
 // A report whose records cannot be committed fails, tells on_not_stored (the server counts it in
