@@ -16,7 +16,8 @@ How it works (Kernel Tuner 1.5 accepts any object with a ``tune`` method as ``st
 1. The kernel's search space (``tune_params`` and string ``restrictions``) is registered with
    ``TuningService.RegisterKernel`` as a client kernel (language ``cpp``; ktune never compiles
    it: only this process measures it). Its name is ``kt_<kernel_name>_<hash>`` (the hash covers
-   the source, the space and the restrictions; pass ``kernel=`` to choose another).
+   the source, the space and the restrictions, those given as functions by their source; pass
+   ``kernel=`` to choose another).
 2. This process registers itself as a measurement worker (``WorkerService.Register``) with a
    device fingerprint of the Kernel Tuner device (device class ``kernel_tuner:<lang>:<model>``,
    the compiler, Kernel Tuner's version and options), and submits a job for the task.
@@ -36,6 +37,7 @@ functions). ktune minimises time: it is told the measured times (``result["times
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
 import math
 import numbers
@@ -45,6 +47,7 @@ import re
 import socket
 import subprocess
 import sys
+import textwrap
 import threading
 import time
 import warnings
@@ -186,8 +189,14 @@ class Strategy(OptAlgWrapper):
                  flops: str = "", agent_share: Optional[float] = None,
                  poll_seconds: float = 0.05) -> None:
         super().__init__(_KtuneOptAlg(self))
+        if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral):
+            raise TypeError(f"batch_size must be an int, not {type(batch_size).__name__}")
         if not 1 <= batch_size <= 256:
             raise ValueError("batch_size must be between 1 and 256")
+        if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
+            raise TypeError(f"seed must be an int, not {type(seed).__name__}")
+        if not 0 <= seed < 2**63:
+            raise ValueError(f"seed must be between 0 and 2**63 - 1, not {seed}")
         self.client = client
         self.strategy = strategy
         self.batch_size = batch_size
@@ -224,13 +233,14 @@ class Strategy(OptAlgWrapper):
         """Kernel Tuner's string restrictions, less those naming an index-encoded parameter, and
         the limit Kernel Tuner puts on block sizes (their product at most the device's
         max_threads)."""
+        self.dropped_constraints = []  # this run's (a Strategy may run several times)
         raw = getattr(tuning_options, "restrictions_unmodified", None)  # set as an attribute
         if raw is None:
             raw = tuning_options.get("restrictions")
         if raw is None:
             raw = []
         if callable(raw) or not isinstance(raw, (list, tuple)):
-            self.dropped_constraints = [repr(raw)]
+            self.dropped_constraints = [_restriction_text(raw)]
             raw = []
         encoded = [p.name for p in params if not p.direct]
         out = []
@@ -240,7 +250,7 @@ class Strategy(OptAlgWrapper):
             out.append(f"{' * '.join(blocks)} <= {int(max_threads)}")
         for r in raw:
             if not isinstance(r, str) or any(re.search(rf"\b{re.escape(n)}\b", r) for n in encoded):
-                self.dropped_constraints.append(r if isinstance(r, str) else repr(r))
+                self.dropped_constraints.append(_restriction_text(r))
                 continue
             out.append(r)
         return out
@@ -292,7 +302,12 @@ class Strategy(OptAlgWrapper):
         spec.buffers.add(name="out", elements="1", output=True)
         for p in params:
             spec.default_config[p.name] = str(p.encode(default[p.name]))
-        digest = hashlib.sha256(spec.SerializeToString(deterministic=True)).hexdigest()[:8]
+        # The restrictions ktune goes without are part of the name too: proposals they ruled out
+        # are stored as invalid_config records of the task, which a session with other
+        # restrictions (or none) would otherwise share, never measuring those configurations.
+        # (Without any, the name is what it always was.)
+        dropped = json.dumps(self.dropped_constraints).encode() if self.dropped_constraints else b""
+        digest = hashlib.sha256(spec.SerializeToString(deterministic=True) + dropped).hexdigest()[:8]
         spec.name = self.kernel or f"kt_{_sanitize(name)}_{digest}"
         return spec
 
@@ -438,6 +453,22 @@ class Strategy(OptAlgWrapper):
                 reported_by_job += n
                 if stop:
                     return
+                if not any(c.task.kernel.name == self.kernel_name for c in lease.candidates):
+                    # Only another session's candidates (a job left running by a session that
+                    # crashed, on this device class): they went back. This job may have ended
+                    # meanwhile; leasing on at once spun for ever, handing them back and forth.
+                    current = self.client.get_job(job.job_id)
+                    if current.state.final:
+                        job = current
+                        if job.state is JobState.FAILED:
+                            raise KtuneError(grpc.StatusCode.FAILED_PRECONDITION,
+                                             f"ktune job {job.job_id} failed: {job.message}",
+                                             "kernel_tuner")
+                        if reported_by_job == 0 or remaining() <= 0:
+                            return
+                        job, reported_by_job = self._submit(problem, remaining()), 0
+                        continue
+                    time.sleep(max(self.poll_seconds, 0.25))
         finally:
             try:
                 current = self.client.get_job(job.job_id)
@@ -508,6 +539,20 @@ class Strategy(OptAlgWrapper):
         if error is not None:
             raise error
         return len(results), stop
+
+
+def _restriction_text(r: Any) -> str:
+    """A restriction as text that is the same in every process: a string as it is, a function
+    by its source (its repr names a memory address), or else by its code."""
+    if isinstance(r, str):
+        return r
+    try:
+        return textwrap.dedent(inspect.getsource(r)).strip()
+    except (OSError, TypeError):
+        code = getattr(r, "__code__", None)
+        if code is not None:
+            return f"<code {hashlib.sha256(code.co_code + repr(code.co_consts).encode()).hexdigest()[:16]}>"
+        return f"<{type(r).__name__}>"
 
 
 # Kernel Tuner's runners that measure a batch one configuration after another.
@@ -649,6 +694,7 @@ def cache_document(records: Sequence[Record], tune_params: Optional[dict] = None
         # Kernel Tuner's own name, even empty (its C back end has none, and a cache naming the
         # CPU model was refused there: "different device"); None: the fingerprint's.
         "device_name": (device_name if device_name is not None
+                        else "" if fingerprint.get("lang") in ("C", "FORTRAN")
                         else fingerprint.get("name", task.device_class)),
         "kernel_name": kernel_name or task.kernel,
         "problem_size": problem_size if problem_size is not None else [

@@ -278,3 +278,67 @@ def test_a_chosen_device_class_keeps_its_own_records(empty_server):
     assert len(list(client.export_records(default.task))) == 4
     answer = client.best(chosen.kernel_name, chosen.task.problem, "my-bench-box")
     assert answer.level is MatchLevel.DEVICE_CLASS
+
+
+def _ruled_out(p):  # a restriction given as a function: ktune cannot read it
+    return p["block_size_x"] >= 32 * p["unroll"]
+
+
+def test_a_restriction_function_gets_its_own_kernel_name(empty_server):
+    # Proposals a function restriction rules out are stored as invalid_config records of the task.
+    # A session without it (or with another) shared the task, and never measured them: the name
+    # is hashed from the function's source (its repr named a memory address, and was not hashed).
+    client = empty_server.client()
+    restricted = Strategy(client, strategy="random", batch_size=8, seed=1)
+    run_kernel_tuner(restricted, max_fevals=SPACE, restrictions=_ruled_out)
+    assert restricted.dropped_constraints == [
+        'def _ruled_out(p):  # a restriction given as a function: ktune cannot read it\n'
+        '    return p["block_size_x"] >= 32 * p["unroll"]']
+    invalid = [r for r in client.export_records(restricted.task)
+               if r.status is Status.INVALID_CONFIG]
+    assert invalid  # (64, 4) and (64, 8) and more are ruled out by the function
+    plain = Strategy(client, strategy="random", batch_size=8, seed=2)
+    results, _ = run_kernel_tuner(plain, max_fevals=SPACE)
+    assert plain.kernel_name != restricted.kernel_name
+    assert plain.dropped_constraints == []  # the first run's are not carried over
+    measured = {key(r) for r in results}
+    assert {key(r.config) for r in invalid} & measured  # measured now, not skipped
+    assert len(measured) == SPACE
+    # The same function again is the same kernel: its records are reused.
+    again = Strategy(client, strategy="random", batch_size=8, seed=3)
+    run_kernel_tuner(again, max_fevals=SPACE, restrictions=_ruled_out)
+    assert again.kernel_name == restricted.kernel_name
+
+
+def test_another_sessions_abandoned_job_does_not_hold_a_session(empty_server):
+    # A session that crashed leaves its job running on the bridge's device class. A later
+    # session on that class leased its candidates, handed them back, and leased them again for
+    # ever once its own job had ended: it never returned.
+    import threading
+
+    client = empty_server.client()
+    first = Strategy(client, strategy="random", batch_size=4, seed=1)
+    run_kernel_tuner(first, max_fevals=4)
+    orphan = client.submit(ktune.JobSpec(
+        name="left by a crashed session", kernels=[first.kernel_name],
+        problems=[{"problem_size_x": N * 2, "dtype": "f32"}],
+        device_classes=[first.device.device_class], budget=SPACE, strategy="random"))
+    second = Strategy(client, strategy="random", batch_size=4, seed=2)
+    done = threading.Event()
+    outcome: dict = {}
+
+    def run():
+        try:
+            # Another kernel (a function restriction names it apart): the orphan's are not its.
+            outcome["results"] = run_kernel_tuner(second, max_fevals=6,
+                                                  restrictions=_ruled_out)[0]
+        except BaseException as e:  # noqa: BLE001 - reported by the assertion below
+            outcome["error"] = e
+        done.set()
+
+    threading.Thread(target=run, daemon=True).start()
+    finished = done.wait(timeout=120)
+    client.cancel(orphan.job_id)  # lets a spinning session go, so the test ends either way
+    assert finished, "the session kept leasing the abandoned job's candidates"
+    assert "error" not in outcome, outcome.get("error")
+    assert second.kernel_name != first.kernel_name and outcome["results"]
