@@ -204,7 +204,13 @@ absl::StatusOr<LeaseGrant> Scheduler::LeaseLocked(const std::string& worker_id,
     }
     if (chosen == nullptr) break;
     if (chosen->job.state == JobState::kQueued) {
-      KTUNE_RETURN_IF_ERROR(db_->SetJobState(chosen->job.id, JobState::kRunning, ""));
+      if (absl::Status st = db_->SetJobState(chosen->job.id, JobState::kRunning, ""); !st.ok()) {
+        // The job waits for the next lease. The candidates taken so far are granted: returned
+        // with the error, they stayed in flight for ever (no lease held them, so none expired)
+        // and their job never finished.
+        if (!lease->items.empty()) break;
+        return st;
+      }
       chosen->job.state = JobState::kRunning;
     }
     if (chosen->rate_anchor_pending) {  // measuring begins (again): the time left counts from here
@@ -234,8 +240,13 @@ absl::StatusOr<LeaseGrant> Scheduler::LeaseLocked(const std::string& worker_id,
   std::vector<int64_t> ids;
   for (const auto& [id, job] : jobs_) ids.push_back(id);
   for (int64_t id : ids) {
-    if (auto it = jobs_.find(id); it != jobs_.end()) {
-      KTUNE_RETURN_IF_ERROR(FinishIfDone(*it->second));
+    auto it = jobs_.find(id);
+    if (it == jobs_.end()) continue;
+    // Not the lease's failure (it holds candidates taken from the queues): said, and tried
+    // again at the next lease or report.
+    if (absl::Status st = FinishIfDone(*it->second); !st.ok()) {
+      LogEvent("job_end_not_stored",
+               {{"job_id", std::to_string(id)}, {"reason", std::string(st.message())}});
     }
   }
   // Advance the floor so that jobs submitted later start level with the others.
