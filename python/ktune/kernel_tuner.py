@@ -434,7 +434,16 @@ class Strategy(OptAlgWrapper):
                 if budget.is_done():
                     return
                 lease = worker.lease(self.batch_size)
-                if not lease.lease_id:
+                ours = any(c.task.kernel.name == self.kernel_name for c in lease.candidates)
+                if lease.lease_id:  # ours measured and reported; another kernel's handed back
+                    n, stop = self._measure(func, searchspace, params, lease, worker)
+                    reported_by_job += n
+                    if stop:
+                        return
+                if not ours:
+                    # An empty lease, or only another session's candidates (a job left running on
+                    # this device class by a session that crashed): this job may have ended.
+                    # Leasing on at once spun for ever, handing those back and forth.
                     job = self.client.get_job(job.job_id)
                     if job.state.final:
                         if job.state is JobState.FAILED:
@@ -447,28 +456,8 @@ class Strategy(OptAlgWrapper):
                             return
                         job, reported_by_job = self._submit(problem, remaining()), 0
                         continue
-                    time.sleep(max(self.poll_seconds, lease.retry_after_ms / 1000 / 4))
-                    continue
-                n, stop = self._measure(func, searchspace, params, lease, worker)
-                reported_by_job += n
-                if stop:
-                    return
-                if not any(c.task.kernel.name == self.kernel_name for c in lease.candidates):
-                    # Only another session's candidates (a job left running by a session that
-                    # crashed, on this device class): they went back. This job may have ended
-                    # meanwhile; leasing on at once spun for ever, handing them back and forth.
-                    current = self.client.get_job(job.job_id)
-                    if current.state.final:
-                        job = current
-                        if job.state is JobState.FAILED:
-                            raise KtuneError(grpc.StatusCode.FAILED_PRECONDITION,
-                                             f"ktune job {job.job_id} failed: {job.message}",
-                                             "kernel_tuner")
-                        if reported_by_job == 0 or remaining() <= 0:
-                            return
-                        job, reported_by_job = self._submit(problem, remaining()), 0
-                        continue
-                    time.sleep(max(self.poll_seconds, 0.25))
+                    time.sleep(max(self.poll_seconds, 0.25 if lease.lease_id
+                                   else lease.retry_after_ms / 1000 / 4))
         finally:
             try:
                 current = self.client.get_job(job.job_id)
