@@ -104,7 +104,6 @@ absl::Status Scheduler::AddJobRun(Job job, bool recount) {
       run->wall_deadline = absl::FromUnixMicros(job.created_at_us) + absl::Seconds(wall);
     }
   }
-  run->pass = pass_floor_;
   for (size_t i = 0; i < job.tasks.size(); ++i) {
     TaskRun t;
     t.index = static_cast<int>(i);
@@ -126,6 +125,7 @@ absl::Status Scheduler::AddJobRun(Job job, bool recount) {
     }
     run->tasks.push_back(std::move(t));
   }
+  run->pass = FloorOf(*run);
   run->job = std::move(job);
   const int64_t id = run->job.id;
   jobs_[id] = std::move(run);
@@ -519,6 +519,16 @@ absl::StatusOr<JobStatus> Scheduler::Cancel(int64_t id) {
   return s;
 }
 
+double Scheduler::FloorOf(const JobRun& job) const {
+  double floor = 0;
+  for (const TaskRun& t : job.tasks) {
+    if (auto it = pass_floors_.find(t.task.device_class); it != pass_floors_.end()) {
+      floor = std::max(floor, it->second);
+    }
+  }
+  return floor;
+}
+
 absl::StatusOr<JobStatus> Scheduler::Pause(int64_t id) {
   absl::MutexLock lock(&mu_);
   KTUNE_ASSIGN_OR_RETURN(JobRun * job, FindJob(id));
@@ -540,7 +550,7 @@ absl::StatusOr<JobStatus> Scheduler::Resume(int64_t id) {
   if (job->job.state != JobState::kPaused) return StatusOf(*job);
   KTUNE_RETURN_IF_ERROR(db_->SetJobState(id, JobState::kRunning, ""));
   job->job.state = JobState::kRunning;
-  job->pass = std::max(job->pass, pass_floor_);  // no catching up on the time it was paused
+  job->pass = std::max(job->pass, FloorOf(*job));  // no catching up on the time it was paused
   job->rate_anchor_pending = true;               // nor counting it as measuring time
   return StatusOf(*job);
 }

@@ -224,6 +224,8 @@ absl::StatusOr<LeaseGrant> Scheduler::LeaseLocked(const std::string& worker_id,
     const size_t position = t.queued.front();
     t.queued.pop_front();
     ++t.in_flight;
+    double& floor = pass_floors_[worker.device.device_class];
+    floor = std::max(floor, chosen->pass);  // the class's virtual time: this job's, served now
     chosen->pass += 1.0 / (chosen->job.priority + 1);
     const std::string cid =
         absl::StrCat(chosen->job.id, ".", t.index, ".", position, ".", next_id_++);
@@ -249,10 +251,6 @@ absl::StatusOr<LeaseGrant> Scheduler::LeaseLocked(const std::string& worker_id,
                {{"job_id", std::to_string(id)}, {"reason", std::string(st.message())}});
     }
   }
-  // Advance the floor so that jobs submitted later start level with the others.
-  double floor = 1e300;
-  for (const auto& [id, job] : jobs_) floor = std::min(floor, job->pass);
-  if (floor < 1e300) pass_floor_ = floor;
   if (lease->items.empty()) {
     grant.preparing = preparing;
     if (preparing) grant.retry_after = kRetrySoon;
