@@ -282,7 +282,7 @@ absl::StatusOr<JobRequest> ToJobRequest(const v1::JobSpec& spec, const TaskSpace
   r.budget = spec.budget_measurements();
   r.strategy = StrategyName(spec.strategy());
   r.priority = spec.priority();
-  r.seed = spec.seed() == 0 ? 1 : spec.seed();
+  r.seed = spec.seed();  // 0: the scheduler draws one
   absl::flat_hash_set<std::string> seen;
   for (const v1::KernelRef& k : spec.kernels()) {
     for (const v1::Problem& p : spec.problems()) {

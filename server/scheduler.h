@@ -109,7 +109,7 @@ struct JobRequest {
   int64_t budget = 0;  // measurements per task
   std::string strategy = "ppo";
   int priority = 0;  // 0..100
-  uint64_t seed = 1;
+  uint64_t seed = 1;  // 0: drawn at submission (and stored with the job)
   int batch_size = 0;  // candidates a strategy proposes at a time; 0: SchedulerOptions' (1..1024)
   int threads = 0;     // registry CPU kernels: exactly this many threads; 0: any up to the cores
   // The whole job's wall time, counted from submission (pauses and server restarts included):

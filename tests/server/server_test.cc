@@ -1016,6 +1016,28 @@ TEST_F(ServerTest, ListKernelsShowsTheRegistry) {
   EXPECT_EQ(kernels.kernels(0).default_config().params().at("MR").int_value(), 6);
 }
 
+// A job submitted without a seed gets one of its own, stored with it: two such jobs of one task
+// propose different configurations (every job had seed 1, and concurrent jobs of one task
+// measured the same configurations twice). A seed given is kept.
+TEST_F(ServerTest, AJobWithoutASeedGetsOneOfItsOwn) {
+  std::vector<uint64_t> seeds;
+  for (uint64_t given : {uint64_t{0}, uint64_t{0}, uint64_t{9}}) {
+    v1::SubmitJobRequest submit;
+    *submit.mutable_spec() = ThreeTaskSpec(7);
+    submit.mutable_spec()->set_seed(given);
+    v1::Job job;
+    ASSERT_TRUE(tuning_->SubmitJob(Context().get(), submit, &job).ok());
+    v1::GetJobRequest get;
+    get.set_job_id(job.job_id());
+    ASSERT_TRUE(tuning_->GetJob(Context().get(), get, &job).ok());
+    seeds.push_back(job.spec().seed());
+  }
+  EXPECT_NE(seeds[0], 0u);
+  EXPECT_NE(seeds[1], 0u);
+  EXPECT_NE(seeds[0], seeds[1]);
+  EXPECT_EQ(seeds[2], 9u);
+}
+
 // GetJob and ListJobs give the spec a job was submitted with (they gave its name alone); the
 // kernels, problems and device classes come with the tasks (GetJob), not in every list row.
 TEST_F(ServerTest, AJobKeepsTheSpecItWasSubmittedWith) {
