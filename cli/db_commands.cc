@@ -79,6 +79,7 @@ int RunImport(const ImportArgs& a) {
                                 {"records_added", summary->records_added},
                                 {"seconds", seconds},
                                 {"stale_tasks", summary->stale_tasks},
+                                {"left_open", summary->left_open},
                                 {"problem_size_not_kept", summary->problem_size_not_kept}}
                      .dump()
               << "\n";
@@ -92,6 +93,11 @@ int RunImport(const ImportArgs& a) {
                 << " tasks' records from before a regression stay stale, as in the exporting "
                    "database\n";
     }
+  }
+  if (summary->left_open) {
+    std::cerr << "ktune " << cmd
+              << ": note: a Kernel Tuner cache left open by an interrupted run (no closing "
+                 "braces): read up to its last whole entry, as Kernel Tuner reads it\n";
   }
   if (!summary->problem_size_not_kept.empty()) {
     std::cerr << "ktune " << cmd << ": note: the file's problem_size "

@@ -83,6 +83,19 @@ absl::StatusOr<Json> ParseJson(const std::string& path, const std::string& text)
 
 absl::StatusOr<Configuration> ConfigFrom(const Json& j) { return ParseParamMapJson(j.dump()); }
 
+// A Kernel Tuner cache as Kernel Tuner's read_cache closes one left open: it appends entries while
+// it tunes ("key": {...}, each followed by a comma) and writes the closing braces at the end, so a
+// run interrupted (a crash, Ctrl-C, a killed job) leaves a file that ends after an entry, which
+// Kernel Tuner reads back. Nothing when the text ends closed already (its error is real).
+std::optional<std::string> ClosedKernelTunerCache(absl::string_view text) {
+  text = absl::StripTrailingAsciiWhitespace(text);
+  if (text.empty() || absl::EndsWith(text, "}\n}") || absl::EndsWith(text, "}}}")) {
+    return std::nullopt;
+  }
+  if (absl::EndsWith(text, ",")) text.remove_suffix(1);
+  return absl::StrCat(text, "}\n}");
+}
+
 struct NameParts {
   std::string kernel, device;
 };
@@ -480,7 +493,17 @@ absl::StatusOr<RecordFile> ReadRecordFile(const std::string& path, const ReadOpt
     KTUNE_ASSIGN_OR_RETURN(file.records, ReadJsonl(path, text, &file.stale));
     return file;
   }
-  KTUNE_ASSIGN_OR_RETURN(Json doc, ParseJson(path, text));
+  absl::StatusOr<Json> parsed = ParseJson(path, text);
+  if (!parsed.ok() && file.format == RecordFileFormat::kKernelTuner) {
+    if (std::optional<std::string> closed = ClosedKernelTunerCache(text)) {
+      Json j = Json::parse(*closed, nullptr, false);
+      if (!j.is_discarded()) {
+        parsed = std::move(j);
+        file.left_open = true;
+      }
+    }
+  }
+  KTUNE_ASSIGN_OR_RETURN(Json doc, std::move(parsed));
   if (!doc.is_object()) return FileError(path, "top level", "not a JSON object");
   // The readers check each field's type; this is the net under them: a field of a type they do
   // not check makes nlohmann throw, and that must be an error naming the file, never an abort.
@@ -537,6 +560,7 @@ absl::StatusOr<ImportSummary> ImportRecordFile(TuningDatabase& db, const std::st
   summary.format = file.format;
   summary.records_read = static_cast<int64_t>(file.records.size());
   summary.problem_size_not_kept = file.problem_size_not_kept;
+  summary.left_open = file.left_open;
   auto added = AddImportedRecords(db, std::move(file.records), registry);
   if (!added.ok()) {
     return absl::Status(added.status().code(),

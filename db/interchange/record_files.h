@@ -44,6 +44,9 @@ struct RecordFile {
   // import marks them again (TuningDatabase::MarkStale), so that a backup restored does not
   // answer with records a regression retired.
   std::vector<std::pair<TaskKey, int64_t>> stale;
+  // A Kernel Tuner cache left open by an interrupted run (no closing braces), read as Kernel
+  // Tuner reads it.
+  bool left_open = false;
 };
 
 absl::StatusOr<RecordFile> ReadRecordFile(const std::string& path, const ReadOptions& options);
@@ -63,6 +66,7 @@ struct ImportSummary {
   int64_t records_added = 0;  // the rest were already stored
   std::string problem_size_not_kept;  // RecordFile::problem_size_not_kept
   int64_t stale_tasks = 0;            // tasks whose stale boundary the file carried, marked again
+  bool left_open = false;             // RecordFile::left_open
 };
 
 // Reads `path` and stores its records in one transaction: all of the file or nothing. The stale

@@ -13,6 +13,8 @@
 #include <sstream>
 #include <vector>
 
+#include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "db/memory_tuning_database.h"
 #include "db/sqlite_tuning_database.h"
@@ -228,6 +230,36 @@ TEST(RecordFilesTest, TruncatedJsonNamesTheLineAndStoresNothing) {
   EXPECT_THAT(st.status().message(), HasSubstr(path));
   EXPECT_THAT(st.status().message(), HasSubstr("truncated at line"));
   EXPECT_EQ((*db)->Stats()->records, 0);
+}
+
+// Kernel Tuner leaves its cache open while it tunes (each entry followed by a comma, the closing
+// braces written at the end) and reads such a file back: one left by an interrupted run imports
+// whole, saying so. One cut inside an entry is still refused as truncated.
+TEST(RecordFilesTest, AKernelTunerCacheLeftOpenImportsAsKernelTunerReadsIt) {
+  TempDir dir;
+  const std::string closed = Gunzipped(SpaceFile("pnpoly_RTX_2080_Ti_kernel_tuner_cache.json.gz"));
+  const std::string stripped(absl::StripTrailingAsciiWhitespace(closed));
+  ASSERT_TRUE(absl::EndsWith(stripped, "}\n}"));
+  const std::string open = stripped.substr(0, stripped.size() - 3) + ",\n";
+  WriteFile(dir.File("closed.json"), closed);
+  WriteFile(dir.File("open.json"), open);
+  ReadOptions options;
+  options.kernel = "pnpoly";
+  options.device = "RTX_2080_Ti";
+  auto whole = ReadRecordFile(dir.File("closed.json"), options);
+  auto read = ReadRecordFile(dir.File("open.json"), options);
+  ASSERT_TRUE(whole.ok()) << whole.status();
+  ASSERT_TRUE(read.ok()) << read.status();
+  EXPECT_TRUE(read->left_open);
+  EXPECT_FALSE(whole->left_open);
+  EXPECT_EQ(read->records.size(), whole->records.size());
+  EXPECT_GT(read->records.size(), 1000u);
+
+  const size_t last_entry = open.rfind("\n\"");
+  WriteFile(dir.File("cut.json"), open.substr(0, last_entry + 20));
+  auto cut = ReadRecordFile(dir.File("cut.json"), options);
+  ASSERT_FALSE(cut.ok());
+  EXPECT_THAT(cut.status().message(), HasSubstr("truncated"));
 }
 
 TEST(RecordFilesTest, ABadFieldNamesTheEntryAndStoresNothing) {
