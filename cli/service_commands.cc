@@ -317,7 +317,12 @@ std::string TaskName(const v1::TaskProgress& t) {
 }
 
 std::string BestOf(const v1::TaskProgress& t) {
-  if (!t.has_best_time_ms()) return "no result yet";
+  if (!t.has_best_time_ms()) {
+    // Every measurement failed: "no result yet" read as a task still to come.
+    return t.measurements_failed() > 0 && t.measurements_failed() == t.measurements_done()
+               ? absl::StrCat("no configuration ran, all ", t.measurements_failed(), " failed")
+               : "no result yet";
+  }
   std::string best = absl::StrFormat("best %.4f ms", t.best_time_ms());
   if (t.has_best_gflops()) absl::StrAppendFormat(&best, " (%.1f GFLOP/s)", t.best_gflops());
   return best;
@@ -384,7 +389,10 @@ int RunWatch(const JobArgs& a) {
     for (const v1::TaskProgress& t : job.tasks()) {
       std::cout << absl::StrFormat("  %s: %s, %d measurements", TaskName(t), StateName(t.state()),
                                    t.measurements_done());
-      if (t.has_best_time_ms()) std::cout << ", " << BestOf(t);
+      // Failures said in text too (only --json showed them: a job whose every measurement
+      // failed, a worker with a broken toolchain or the wrong space, read as done).
+      if (t.measurements_failed() > 0) std::cout << " (" << t.measurements_failed() << " failed)";
+      if (t.has_best_time_ms() || t.measurements_failed() > 0) std::cout << ", " << BestOf(t);
       std::cout << "\n";
     }
   }

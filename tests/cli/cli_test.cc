@@ -1415,6 +1415,12 @@ TEST(CliTest, ATuneThroughAServerWithNothingOkSaysWhy) {
   EXPECT_EQ(tune.exit_code, 1) << tune.err;
   EXPECT_THAT(tune.err, HasSubstr("no configuration measured ok in 3 measurements; 3 x "));
   EXPECT_THAT(tune.err, HasSubstr("ktune_kernel")) << tune.err;
+  // watch says the failures in text too (a job whose every measurement failed read "done, 3
+  // measurements" there; only --json counted the failures).
+  auto watched = RunKtune({"watch", "1", "--server", address});
+  EXPECT_THAT(watched.out, HasSubstr("3 measurements (3 failed), no configuration ran, all 3 "
+                                     "failed"))
+      << watched.out;
   // A compile error of every configuration is one reason, though each configuration was built
   // from a file of its own (it was listed as reasons of 1 or 2 each, and the rest went unsaid).
   std::ofstream(dir.File("bad.json")) << R"({"name":"badcc","language":"cpp",
