@@ -104,6 +104,11 @@ std::vector<prometheus::MetricFamily> GaugeFamilies(const Metrics::Gauges& g) {
   out.push_back(ScrapedFamily("ktune_queue_candidates", MetricType::Gauge,
                               "Candidates proposed and waiting for a worker."));
   AddValue(&out.back(), {}, g.queued_candidates);
+  out.push_back(ScrapedFamily("ktune_tasks_without_worker", MetricType::Gauge,
+                              "Tasks of active jobs whose device class no connected worker has."));
+  for (const auto& [device_class, n] : g.tasks_without_worker) {
+    AddValue(&out.back(), {{"device_class", device_class}}, n);
+  }
   out.push_back(ScrapedFamily("ktune_leases_active", MetricType::Gauge, "Leases held by workers."));
   AddValue(&out.back(), {}, g.active_leases);
   out.push_back(ScrapedFamily("ktune_workers", MetricType::Gauge,

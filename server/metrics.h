@@ -6,6 +6,7 @@
 //   ktune_db_commit_duration_seconds             histogram  each report's commit
 //   ktune_best_cache_requests_total{result}      counter  hit | miss
 //   ktune_queue_candidates                       gauge    proposed, waiting for a worker
+//   ktune_tasks_without_worker{device_class}     gauge    tasks no connected worker can take
 //   ktune_leases_active                          gauge
 //   ktune_workers{device_class,state}            gauge    state: measuring | idle
 //   ktune_jobs{state}                            gauge    active jobs: queued, running, paused
@@ -57,6 +58,7 @@ class Metrics {
     int64_t cache_hits = 0, cache_misses = 0;                        // counters, read at scrape
     std::map<std::string, int64_t> drift_flags;  // kind -> flags raised (counter)
     int64_t retune_jobs = 0;                     // retuning jobs started (counter)
+    std::map<std::string, int64_t> tasks_without_worker;  // device class -> tasks
   };
 
   Metrics();

@@ -253,7 +253,10 @@ class Scheduler {
   // Queue, lease, worker and job counts for metrics: workers by (device class, "measuring" |
   // "idle" | "lost"), jobs by state name.
   struct Counts {
-    int64_t queued_candidates = 0;
+    int64_t queued_candidates = 0;  // of jobs that may lease (a paused job's wait for it)
+    // Tasks of queued or running jobs whose device class no worker has (none registered, or
+    // all lost): they wait, and no other count shows it (their searches start at a lease).
+    std::map<std::string, int64_t> tasks_without_worker;
     int64_t active_leases = 0;
     std::map<std::pair<std::string, std::string>, int64_t> workers;
     std::map<std::string, int64_t> jobs;        // active jobs (queued, running, paused) by state

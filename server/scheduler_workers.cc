@@ -1,4 +1,5 @@
 #include <random>
+#include <set>
 
 #include "absl/strings/str_cat.h"
 #include "common/event_log.h"
@@ -79,20 +80,29 @@ Scheduler::Counts Scheduler::CountNow() {
   Counts c;
   c.active_leases = static_cast<int64_t>(leases_.size());
   c.jobs_ended = jobs_ended_;
+  std::map<std::string, bool> measuring;
+  for (const auto& [id, lease] : leases_) measuring[lease->worker] = true;
+  const absl::Time now = options_.now();
+  std::set<std::string> served;  // classes with a worker not lost
+  for (const auto& [id, w] : workers_) {
+    const bool lost = now - w.last_seen > options_.lease_timeout;
+    const char* state = lost ? "lost" : measuring.count(id) ? "measuring" : "idle";
+    ++c.workers[{w.device.device_class, state}];
+    if (!lost) served.insert(w.device.device_class);
+  }
   for (const auto& [id, job] : jobs_) {
     // Ended jobs stay in memory only until their last leases are reported: counted as ended.
     if (scheduler_internal::IsFinal(job->job.state)) continue;
     ++c.jobs[std::string(JobStateName(job->job.state))];
-    for (const TaskRun& t : job->tasks) c.queued_candidates += t.queued.size();
-  }
-  std::map<std::string, bool> measuring;
-  for (const auto& [id, lease] : leases_) measuring[lease->worker] = true;
-  const absl::Time now = options_.now();
-  for (const auto& [id, w] : workers_) {
-    const char* state = now - w.last_seen > options_.lease_timeout ? "lost"
-                        : measuring.count(id)                      ? "measuring"
-                                                                   : "idle";
-    ++c.workers[{w.device.device_class, state}];
+    // A paused job's candidates wait for its resume, not for a worker: counted, they raised the
+    // "work waits, nobody takes it" alert for a pause.
+    if (job->job.state == JobState::kPaused) continue;
+    for (const TaskRun& t : job->tasks) {
+      c.queued_candidates += t.queued.size();
+      if (!scheduler_internal::IsFinal(t.state) && !served.count(t.task.device_class)) {
+        ++c.tasks_without_worker[t.task.device_class];
+      }
+    }
   }
   return c;
 }

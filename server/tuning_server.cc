@@ -195,6 +195,7 @@ absl::StatusOr<std::unique_ptr<TuningServer>> TuningServer::Start(TuningServerOp
             g.drift_flags[DriftKindName(static_cast<DriftKind>(k))] = flags[k];
           }
           g.retune_jobs = raw->telemetry_->retune_jobs_started();
+          g.tasks_without_worker = c.tasks_without_worker;
           return raw->metrics_.Collect(g);
         }));
   }

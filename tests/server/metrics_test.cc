@@ -74,7 +74,9 @@ TEST(MetricsTest, AnIdleServerShowsItsGaugesAtZero) {
   Metrics::Gauges busy;
   busy.workers[{"cpu:x", "measuring"}] = 2;
   busy.jobs_ended["cancelled"] = 3;
+  busy.tasks_without_worker["cpu:y"] = 4;
   const std::string text = metrics.Render(busy);
+  EXPECT_THAT(text, ::testing::HasSubstr("ktune_tasks_without_worker{device_class=\"cpu:y\"} 4\n"));
   EXPECT_THAT(text, ::testing::HasSubstr("ktune_jobs_ended_total{state=\"cancelled\"} 3\n"));
   EXPECT_THAT(
       text, ::testing::HasSubstr("ktune_workers{device_class=\"cpu:x\",state=\"measuring\"} 2\n"));
