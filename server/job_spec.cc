@@ -283,6 +283,7 @@ absl::StatusOr<JobRequest> ToJobRequest(const v1::JobSpec& spec, const TaskSpace
   r.strategy = StrategyName(spec.strategy());
   r.priority = spec.priority();
   r.seed = spec.seed();  // 0: the scheduler draws one
+  r.worker_id = spec.worker_id();
   absl::flat_hash_set<std::string> seen;
   for (const v1::KernelRef& k : spec.kernels()) {
     for (const v1::Problem& p : spec.problems()) {

@@ -95,6 +95,9 @@ absl::Status Scheduler::AddJobRun(Job job, bool recount) {
     if (spec.contains("fingerprint_hash") && spec["fingerprint_hash"].is_string()) {
       run->fingerprint_hash = spec["fingerprint_hash"].get<std::string>();
     }
+    if (spec.contains("worker_id") && spec["worker_id"].is_string()) {
+      run->worker_id = spec["worker_id"].get<std::string>();
+    }
     if (spec.contains("reverify") && spec["reverify"].is_array()) {
       for (const nlohmann::json& c : spec["reverify"]) {
         absl::StatusOr<Configuration> config = ParseParamMapJson(c.dump());
@@ -251,6 +254,7 @@ absl::Status Scheduler::Recover() {
              {{"job_id", std::to_string(job.id)}, {"state", std::string(JobStateName(job.state))}});
     KTUNE_RETURN_IF_ERROR(AddJobRun(std::move(job), /*recount=*/true));
   }
+  EndJobsOfGoneWorkers();  // a job bound to a worker: worker ids do not survive a restart
   return absl::OkStatus();
 }
 
@@ -299,6 +303,7 @@ absl::StatusOr<int64_t> Scheduler::Submit(const JobRequest& r) {
   if (r.max_rel_error) spec["max_rel_error"] = *r.max_rel_error;
   if (r.wall_seconds > 0) spec["budget_wall_seconds"] = r.wall_seconds;
   if (!r.fingerprint_hash.empty()) spec["fingerprint_hash"] = r.fingerprint_hash;
+  if (!r.worker_id.empty()) spec["worker_id"] = r.worker_id;
   if (!options_.session.empty()) spec["session"] = options_.session;
   if (!r.reverify.empty()) {
     spec["reverify"] = nlohmann::json::array();
@@ -323,6 +328,12 @@ absl::StatusOr<int64_t> Scheduler::Submit(const JobRequest& r) {
           absl::StrCat("the server holds ", active, " tasks of unfinished jobs, and this job's ",
                        tasks, " would pass its limit of ", options_.max_active_tasks,
                        ": wait for jobs to end, or cancel some (ktune jobs, ktune cancel)"));
+    }
+    if (!r.worker_id.empty() && !workers_.count(r.worker_id)) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "worker ", r.worker_id,
+          " is not registered with this server: a job bound to a worker (worker_id) needs the "
+          "worker registered first (WorkerService.Register)"));
     }
     tasks_being_stored_ += tasks;
   }
@@ -501,13 +512,20 @@ absl::StatusOr<JobStatus> Scheduler::Cancel(int64_t id) {
   KTUNE_ASSIGN_OR_RETURN(JobRun * job, FindJob(id));
   // A cancelled job stays in memory until its last leases are reported or expire.
   if (job->job.state == JobState::kCancelled) return StatusOf(*job);
-  KTUNE_RETURN_IF_ERROR(db_->SetJobState(id, JobState::kCancelled, "cancelled by a client"));
-  LogEvent("job_cancelled", {{"job_id", std::to_string(id)}});
+  KTUNE_RETURN_IF_ERROR(CancelLocked(*job, "cancelled by a client"));
+  if (auto it = jobs_.find(id); it != jobs_.end()) return StatusOf(*it->second);
+  return finished_.at(id);  // Forget kept its last status
+}
+
+absl::Status Scheduler::CancelLocked(JobRun& job, const std::string& why) {
+  const int64_t id = job.job.id;
+  KTUNE_RETURN_IF_ERROR(db_->SetJobState(id, JobState::kCancelled, why));
+  LogEvent("job_cancelled", {{"job_id", std::to_string(id)}, {"reason", why}});
   ++jobs_ended_["cancelled"];
-  job->job.state = JobState::kCancelled;
-  job->job.message = "cancelled by a client";
+  job.job.state = JobState::kCancelled;
+  job.job.message = why;
   std::vector<JobTaskProgress> cancelled;
-  for (TaskRun& t : job->tasks) {
+  for (TaskRun& t : job.tasks) {
     t.queued.clear();
     if (!IsFinal(t.state)) {
       t.state = JobState::kCancelled;
@@ -515,14 +533,37 @@ absl::StatusOr<JobStatus> Scheduler::Cancel(int64_t id) {
     }
   }
   KTUNE_RETURN_IF_ERROR(db_->UpdateJobTasks(id, cancelled));
-  JobStatus s = StatusOf(*job);
   // Leased candidates are still recorded when reported (their lease keeps the job id).
   bool leased = false;
   for (const auto& [lease_id, lease] : leases_) {
     for (const auto& [cid, item] : lease->items) leased |= item.job_id == id;
   }
   if (!leased) Forget(id);
-  return s;
+  return absl::OkStatus();
+}
+
+void Scheduler::EndJobsOfGoneWorkers() {
+  const absl::Time now = options_.now();
+  std::vector<int64_t> ending;
+  for (const auto& [id, job] : jobs_) {
+    if (job->worker_id.empty() || IsFinal(job->job.state)) continue;
+    auto w = workers_.find(job->worker_id);
+    if (w == workers_.end() || now - w->second.last_seen > options_.lease_timeout) {
+      ending.push_back(id);
+    }
+  }
+  for (int64_t id : ending) {
+    auto it = jobs_.find(id);
+    if (it == jobs_.end()) continue;
+    const std::string why = absl::StrCat(
+        "its worker ", it->second->worker_id,
+        ", the only one that measures it, is gone (it left, stopped sending heartbeats, or the "
+        "server restarted)");
+    if (absl::Status st = CancelLocked(*it->second, why); !st.ok()) {
+      LogEvent("job_end_not_stored",
+               {{"job_id", std::to_string(id)}, {"reason", std::string(st.message())}});
+    }
+  }
 }
 
 double Scheduler::FloorOf(const JobRun& job) const {

@@ -127,6 +127,9 @@ struct JobRequest {
   // measured where the new fingerprint is, not on the class's other workers. Empty: any worker
   // of the task's class.
   std::string fingerprint_hash;
+  // Only this worker measures the job, which ends cancelled when the worker leaves or is lost
+  // (and at Recover: worker ids do not survive a restart). Empty: any worker. See JobSpec.
+  std::string worker_id;
   // The accuracy budget (max relative error) of every task: an ok result whose measured error is
   // above it, or unknown, is stored as too_inaccurate (a failure for the search). Unset: none.
   std::optional<double> max_rel_error;
@@ -300,6 +303,11 @@ class Scheduler {
   void Forget(int64_t id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void ReturnToQueue(LeaseRun& lease) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status FinishIfDone(JobRun& job) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Cancels `job` (a client's cancel, or its worker gone), saying `why`; it leaves memory once
+  // no lease holds its candidates.
+  absl::Status CancelLocked(JobRun& job, const std::string& why) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Cancels the jobs bound to a worker that is gone (left, lost, or unknown to this process).
+  void EndJobsOfGoneWorkers() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Stops leasing the candidates of jobs whose wall time ran out, and ends those with none left
   // in flight.
   absl::Status StopJobsOutOfTime() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);

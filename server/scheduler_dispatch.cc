@@ -179,6 +179,7 @@ absl::StatusOr<LeaseGrant> Scheduler::LeaseLocked(const std::string& worker_id,
       }
       if (chosen != nullptr && job->pass >= chosen->pass) continue;
       if (!job->fingerprint_hash.empty() && job->fingerprint_hash != fingerprint_hash) continue;
+      if (!job->worker_id.empty() && job->worker_id != worker_id) continue;
       int starting = 0;  // searches of this job and class being created (in index order)
       for (TaskRun& t : job->tasks) {
         if (t.task.device_class != worker.device.device_class || IsFinal(t.state)) continue;

@@ -57,6 +57,7 @@ struct Scheduler::JobRun {
   std::optional<double> agent_share;        // unset: TaskSearch's default
   std::vector<Configuration> reverify;      // JobRequest::reverify
   std::string fingerprint_hash;             // JobRequest::fingerprint_hash
+  std::string worker_id;                    // JobRequest::worker_id
   std::optional<double> max_rel_error;      // JobRequest::max_rel_error
   std::optional<absl::Time> wall_deadline;  // JobRequest::wall_seconds after submission
   bool out_of_time = false;                 // past wall_deadline: nothing more is leased

@@ -58,6 +58,7 @@ absl::Status Scheduler::Leave(const std::string& worker_id) {
     }
   }
   if (workers_.erase(worker_id) > 0) LogEvent("worker_left", {{"worker_id", worker_id}});
+  EndJobsOfGoneWorkers();
   return absl::OkStatus();
 }
 
@@ -137,6 +138,7 @@ void Scheduler::ExpireLeases() {
     if (job->job.state == JobState::kCancelled && !leased) gone.push_back(id);
   }
   for (int64_t id : gone) Forget(id);
+  EndJobsOfGoneWorkers();  // a bound job's worker lost: it stopped sending heartbeats
   if (absl::Status s = StopJobsOutOfTime(); !s.ok()) {
     LogEvent("wall_time_check_failed", {{"reason", std::string(s.message())}});
   }

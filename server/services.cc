@@ -83,6 +83,9 @@ v1::JobSpec SpecOf(const Job& job, bool with_tasks) {
     if (auto it = stored.find("retune"); it != stored.end() && it->is_string()) {
       spec.set_retune(it->get<std::string>());
     }
+    if (auto it = stored.find("worker_id"); it != stored.end() && it->is_string()) {
+      spec.set_worker_id(it->get<std::string>());
+    }
   }
   if (absl::StatusOr<v1::Strategy> strategy = ParseStrategy(job.strategy); strategy.ok()) {
     spec.set_strategy(*strategy);

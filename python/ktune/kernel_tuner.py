@@ -405,13 +405,16 @@ class Strategy(OptAlgWrapper):
             worker.leave()
         return None
 
-    def _submit(self, problem: ParamMap, budget: int) -> Job:
+    def _submit(self, problem: ParamMap, budget: int, worker: "_Worker") -> Job:
         assert self.device is not None
+        # Bound to this process's worker: only it measures the job, and the job ends when it
+        # leaves or stops sending heartbeats (a crash), instead of staying running for ever, its
+        # candidates leased back and forth by later sessions of this device class.
         job = self.client.submit(JobSpec(
             name=f"kernel_tuner {self.kernel_name}", kernels=[self.kernel_name], problems=[problem],
             device_classes=[self.device.device_class], budget=budget, strategy=self.strategy,
             seed=self.seed + len(self.job_ids), batch_size=self.batch_size,
-            agent_share=self.agent_share))
+            agent_share=self.agent_share, worker_id=worker.worker_id))
         self.job_ids.append(job.job_id)
         if job.tasks:
             self.task = job.tasks[0].task
@@ -427,7 +430,7 @@ class Strategy(OptAlgWrapper):
 
         if remaining() <= 0:
             return
-        job = self._submit(problem, remaining())
+        job = self._submit(problem, remaining(), worker)
         reported_by_job = 0
         try:
             while True:
@@ -454,7 +457,7 @@ class Strategy(OptAlgWrapper):
                         # out count in it) or its space is exhausted; Kernel Tuner may have more.
                         if reported_by_job == 0 or remaining() <= 0:
                             return
-                        job, reported_by_job = self._submit(problem, remaining()), 0
+                        job, reported_by_job = self._submit(problem, remaining(), worker), 0
                         continue
                     time.sleep(max(self.poll_seconds, 0.25 if lease.lease_id
                                    else lease.retry_after_ms / 1000 / 4))

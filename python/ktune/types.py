@@ -597,13 +597,16 @@ class JobSpec:
     agent_share: Optional[float] = None
     max_rel_error: Optional[float] = None  # accuracy budget; None: none
     kernel_versions: dict[str, str] = field(default_factory=dict)  # kernel -> version
+    # Only this registered worker measures the job, which ends cancelled when the worker leaves
+    # or is lost: a client measuring its own kernel (ktune.kernel_tuner). "": any worker.
+    worker_id: str = ""
 
     def _to_proto(self) -> ts.JobSpec:
         spec = ts.JobSpec(
             name=self.name, budget_measurements=self.budget,
             budget_wall_seconds=self.budget_wall_seconds,
             strategy=strategy_to_proto(self.strategy), priority=self.priority, seed=self.seed,
-            batch_size=self.batch_size, threads=self.threads)
+            batch_size=self.batch_size, threads=self.threads, worker_id=self.worker_id)
         for k in self.kernels:
             spec.kernels.add(name=k, version=self.kernel_versions.get(k, ""))
         for p in self.problems:

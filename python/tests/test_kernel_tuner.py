@@ -4,8 +4,11 @@ proposes, Kernel Tuner measures, every result is committed in a real `ktune serv
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
+import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -342,3 +345,36 @@ def test_another_sessions_abandoned_job_does_not_hold_a_session(empty_server):
     assert finished, "the session kept leasing the abandoned job's candidates"
     assert "error" not in outcome, outcome.get("error")
     assert second.kernel_name != first.kernel_name and outcome["results"]
+
+
+def test_a_crashed_sessions_job_ends_with_its_worker(ktune_bin, tmp_path):
+    # A session killed mid-run (a kernel that crashes the Python process, kill -9) left its job
+    # running for good. The bridge binds its job to its worker: the server cancels the job once
+    # the worker stops sending heartbeats.
+    from conftest import Server
+    server = Server(tmp_path, "--lease-timeout-ms", "600")
+    try:
+        script = "\n".join([
+            "import os, signal, sys",
+            f"sys.path.insert(0, {str(Path(__file__).parent)!r})",
+            "import ktune",
+            "from ktune.kernel_tuner import Strategy",
+            "from test_kernel_tuner import run_kernel_tuner",
+            f"strategy = Strategy(ktune.Client({server.address!r}), strategy='random',",
+            "                    batch_size=2, seed=5)",
+            "strategy._measure = lambda *a, **k: os.kill(os.getpid(), signal.SIGKILL)",
+            "run_kernel_tuner(strategy, max_fevals=8)",
+        ])
+        crashed = subprocess.run([sys.executable, "-c", script], timeout=300)
+        assert crashed.returncode == -signal.SIGKILL
+        client = server.client()
+        jobs = client.jobs()
+        assert len(jobs) == 1
+        deadline = time.monotonic() + 60
+        while not client.get_job(jobs[0].job_id).state.final and time.monotonic() < deadline:
+            time.sleep(0.2)
+        job = client.get_job(jobs[0].job_id)
+        assert job.state is ktune.JobState.CANCELLED, job
+        assert "its worker" in job.message and "is gone" in job.message
+    finally:
+        server.stop()
