@@ -320,7 +320,7 @@ std::string BestOf(const v1::TaskProgress& t) {
   if (!t.has_best_time_ms()) {
     // Every measurement failed: "no result yet" read as a task still to come.
     return t.measurements_failed() > 0 && t.measurements_failed() == t.measurements_done()
-               ? absl::StrCat("no configuration ran, all ", t.measurements_failed(), " failed")
+               ? absl::StrCat("no configuration ran (all ", t.measurements_failed(), " failed)")
                : "no result yet";
   }
   std::string best = absl::StrFormat("best %.4f ms", t.best_time_ms());
@@ -391,8 +391,12 @@ int RunWatch(const JobArgs& a) {
                                    t.measurements_done());
       // Failures said in text too (only --json showed them: a job whose every measurement
       // failed, a worker with a broken toolchain or the wrong space, read as done).
-      if (t.measurements_failed() > 0) std::cout << " (" << t.measurements_failed() << " failed)";
-      if (t.has_best_time_ms() || t.measurements_failed() > 0) std::cout << ", " << BestOf(t);
+      if (t.has_best_time_ms()) {
+        if (t.measurements_failed() > 0) std::cout << " (" << t.measurements_failed() << " failed)";
+        std::cout << ", " << BestOf(t);
+      } else if (t.measurements_failed() > 0) {
+        std::cout << ", " << BestOf(t);  // "no configuration ran (all N failed)"
+      }
       std::cout << "\n";
     }
   }
