@@ -36,6 +36,7 @@ functions). ktune minimises time: it is told the measured times (``result["times
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import inspect
 import json
@@ -413,7 +414,9 @@ class Strategy(OptAlgWrapper):
         job = self.client.submit(JobSpec(
             name=f"kernel_tuner {self.kernel_name}", kernels=[self.kernel_name], problems=[problem],
             device_classes=[self.device.device_class], budget=budget, strategy=self.strategy,
-            seed=self.seed + len(self.job_ids), batch_size=self.batch_size,
+            # seed 0: the server draws one for every job (a fixed 1, 2, ... for the follow-up
+            # jobs repeated every session's proposals).
+            seed=self.seed + len(self.job_ids) if self.seed else 0, batch_size=self.batch_size,
             agent_share=self.agent_share, worker_id=worker.worker_id))
         self.job_ids.append(job.job_id)
         if job.tasks:
@@ -453,6 +456,16 @@ class Strategy(OptAlgWrapper):
                             raise KtuneError(grpc.StatusCode.FAILED_PRECONDITION,
                                              f"ktune job {job.job_id} failed: {job.message}",
                                              "kernel_tuner")
+                        # The server took this process's worker for gone (a restart, heartbeats
+                        # paused for minutes) and ended the job bound to it: a new one, bound to
+                        # the worker as registered now, goes on, said.
+                        worker_gone = (job.state is JobState.CANCELLED and
+                                       "is gone" in job.message)
+                        if worker_gone and remaining() > 0:
+                            warnings.warn(f"ktune job {job.job_id} ended: {job.message}; going on "
+                                          "with a new job", RuntimeWarning, stacklevel=2)
+                            job, reported_by_job = self._submit(problem, remaining(), worker), 0
+                            continue
                         # ktune's budget was spent (proposals Kernel Tuner's restrictions ruled
                         # out count in it) or its space is exhausted; Kernel Tuner may have more.
                         if reported_by_job == 0 or remaining() <= 0:
@@ -534,17 +547,60 @@ class Strategy(OptAlgWrapper):
 
 
 def _restriction_text(r: Any) -> str:
-    """A restriction as text that is the same in every process: a string as it is, a function
-    by its source (its repr names a memory address), or else by its code."""
+    """A restriction as text that is the same in every process and differs where the restriction
+    does: a string as it is; a function by its source (its repr names a memory address) and the
+    values it reads that the source does not show (closure cells, defaults, the module's plain
+    globals it names: make(256) and make(1024) of one lambda are two restrictions); a partial by
+    its function and arguments; another callable by its type and attributes."""
     if isinstance(r, str):
         return r
+    if isinstance(r, functools.partial):
+        return (f"partial({_restriction_text(r.func)}, args={r.args!r}, "
+                f"keywords={sorted(r.keywords.items())!r})")
+    code = getattr(r, "__code__", None)
+    if code is None:
+        attrs = sorted(vars(r).items()) if hasattr(r, "__dict__") else []
+        return f"<{type(r).__qualname__} {', '.join(f'{k}={_stable_repr(v)}' for k, v in attrs)}>"
     try:
-        return textwrap.dedent(inspect.getsource(r)).strip()
+        text = textwrap.dedent(inspect.getsource(r)).strip()
     except (OSError, TypeError):
-        code = getattr(r, "__code__", None)
-        if code is not None:
-            return f"<code {hashlib.sha256(code.co_code + repr(code.co_consts).encode()).hexdigest()[:16]}>"
-        return f"<{type(r).__name__}>"
+        text = f"<code {hashlib.sha256(code.co_code + repr(code.co_consts).encode()).hexdigest()[:16]}>"
+    cells = [_stable_repr(c.cell_contents) for c in (r.__closure__ or ()) if _filled(c)]
+    names = getattr(r, "__globals__", {})
+    read = {n: names[n] for n in code.co_names if n in names and _is_plain(names[n])}
+    extra = [f"closure=[{', '.join(cells)}]" if cells else "",
+             f"defaults=({', '.join(_stable_repr(d) for d in r.__defaults__)})"
+             if r.__defaults__ else "",
+             f"globals={sorted(read.items())!r}" if read else ""]
+    return "\n".join([text] + [e for e in extra if e])
+
+
+def _stable_repr(v: Any) -> str:
+    """repr(v) when it is the same in every process; else one of this process alone (such a
+    restriction's kernel is not shared with another session: it cannot be told apart)."""
+    if isinstance(v, (set, frozenset)):  # printed in hash order, which differs by process
+        return "{" + ", ".join(sorted(_stable_repr(x) for x in v)) + "}"
+    text = repr(v)
+    return text if _is_plain(v) or " at 0x" not in text else f"<{os.getpid()}:{id(v)}>"
+
+
+def _is_plain(v: Any) -> bool:
+    """A value whose repr is the same in every process (numbers, strings, their containers)."""
+    if isinstance(v, (bool, int, float, str, type(None))):
+        return True
+    if isinstance(v, (tuple, list)):
+        return all(_is_plain(x) for x in v)
+    if isinstance(v, dict):
+        return all(_is_plain(k) and _is_plain(x) for k, x in v.items())
+    return False
+
+
+def _filled(cell: Any) -> bool:
+    try:
+        cell.cell_contents
+        return True
+    except ValueError:  # an empty cell
+        return False
 
 
 # Kernel Tuner's runners that measure a batch one configuration after another.

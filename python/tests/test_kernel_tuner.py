@@ -378,3 +378,21 @@ def test_a_crashed_sessions_job_ends_with_its_worker(ktune_bin, tmp_path):
         assert "its worker" in job.message and "is gone" in job.message
     finally:
         server.stop()
+
+
+def test_restrictions_that_differ_only_in_the_values_they_read_are_told_apart():
+    # The source alone named make(256) and make(1024) alike, and their sessions shared a kernel.
+    from ktune.kernel_tuner import _restriction_text
+
+    def make(limit):
+        return lambda p: p["block_size_x"] * p["unroll"] <= limit
+
+    def with_default(p, limit=64):
+        return p["block_size_x"] <= limit
+
+    assert _restriction_text(make(256)) != _restriction_text(make(1024))
+    assert _restriction_text(make(256)) == _restriction_text(make(256))
+    assert "limit" in _restriction_text(with_default) and "64" in _restriction_text(with_default)
+    import functools
+    assert (_restriction_text(functools.partial(with_default, limit=8)) !=
+            _restriction_text(functools.partial(with_default, limit=16)))
