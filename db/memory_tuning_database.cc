@@ -62,6 +62,7 @@ absl::StatusOr<int64_t> MemoryTuningDatabase::AddJobRecords(
     JobTask& task = job.tasks[c.task_index];
     task.measurements_done += c.measured;
     if (task.state == JobState::kQueued) task.state = JobState::kRunning;
+    if (job.state == JobState::kQueued) job.state = JobState::kRunning;
     job.updated_at_us = absl::ToUnixMicros(absl::Now());
   }
   return added;
@@ -375,7 +376,8 @@ absl::Status MemoryTuningDatabase::UpdateJobTasks(int64_t job_id,
   }
   for (const JobTaskProgress& p : progress) {
     tasks[p.task_index].state = p.state;
-    tasks[p.task_index].measurements_done = p.measurements_done;
+    tasks[p.task_index].measurements_done =
+        std::max(tasks[p.task_index].measurements_done, p.measurements_done);
   }
   it->second.updated_at_us = absl::ToUnixMicros(absl::Now());
   return absl::OkStatus();

@@ -115,9 +115,16 @@ constexpr char kSelectJobTasks[] =
     "measurements_done FROM job_tasks WHERE job_id = ? ORDER BY task_index";
 constexpr char kUpdateJobState[] =
     "UPDATE jobs SET state = ?, message = ?, updated_at_us = ? WHERE id = ?";
+// measurements_done never goes down: a report's count (AddJobRecords) committed while the
+// scheduler wrote a task's progress it had read before is kept.
 constexpr char kUpdateJobTask[] =
-    "UPDATE job_tasks SET state = ?, measurements_done = ? WHERE job_id = ? AND task_index = ?";
+    "UPDATE job_tasks SET state = ?, measurements_done = MAX(measurements_done, ?) WHERE job_id = "
+    "? "
+    "AND task_index = ?";
 constexpr char kTouchJob[] = "UPDATE jobs SET updated_at_us = ? WHERE id = ?";
+constexpr char kTouchAndStartJob[] =
+    "UPDATE jobs SET updated_at_us = ?, state = CASE state WHEN 'queued' THEN 'running' ELSE "
+    "state END WHERE id = ?";
 constexpr char kCountJobTask[] =
     "UPDATE job_tasks SET measurements_done = measurements_done + ?1, state = CASE state WHEN "
     "'queued' THEN 'running' ELSE state END WHERE job_id = ?2 AND task_index = ?3";
@@ -620,7 +627,7 @@ absl::StatusOr<int64_t> SqliteTuningDatabase::AddJobRecords(
       count.Reset();
       jobs.insert(c.job_id);
     }
-    KTUNE_ASSIGN_OR_RETURN(SqliteStatement touch, SqliteStatement::Prepare(db_, kTouchJob));
+    KTUNE_ASSIGN_OR_RETURN(SqliteStatement touch, SqliteStatement::Prepare(db_, kTouchAndStartJob));
     for (int64_t job : jobs) {
       touch.Bind(1, NowUs()).Bind(2, job);
       KTUNE_RETURN_IF_ERROR(touch.Run());

@@ -45,8 +45,8 @@ bool IsAllowedJobTransition(JobState from, JobState to) {
     case JobState::kQueued:
       return to == JobState::kRunning || to == JobState::kCancelled;
     case JobState::kRunning:
-      return to == JobState::kPaused || to == JobState::kDone || to == JobState::kFailed ||
-             to == JobState::kCancelled;
+      return to == JobState::kRunning || to == JobState::kPaused || to == JobState::kDone ||
+             to == JobState::kFailed || to == JobState::kCancelled;
     case JobState::kPaused:
       return to == JobState::kRunning || to == JobState::kCancelled;
     default:

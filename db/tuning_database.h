@@ -71,7 +71,8 @@ struct DatabaseStats {
 };
 
 // Job state machine: queued -> running <-> paused; queued|running|paused -> cancelled;
-// running -> done|failed. Done, failed and cancelled are final.
+// running -> done|failed. Done, failed and cancelled are final. Running -> running is allowed (a
+// no-op but for the message): whoever stores that a job started may find it stored already.
 enum class JobState { kQueued, kRunning, kPaused, kDone, kFailed, kCancelled };
 absl::string_view JobStateName(JobState s);
 absl::StatusOr<JobState> ParseJobStateName(absl::string_view name);
@@ -122,7 +123,8 @@ class TuningDatabase {
   // kMaxRecordPayloadBytes.
   virtual absl::StatusOr<int64_t> AddRecords(const std::vector<Record>& records) = 0;
   // A report: `records` stored as AddRecords stores them and, in the same commit, each counted
-  // task's measurements_done raised by its `measured` (a task still queued becomes running). All
+  // task's measurements_done raised by its `measured` (a task or job still queued becomes
+  // running: a job's start is stored with its first measurements, not by the lease). All
   // or none: NotFound, nothing stored, when a count names a job or task that does not exist. One
   // commit, so that a report's progress is never behind or ahead of its records, and no second
   // commit (a second sync of the file) per report.
@@ -224,7 +226,9 @@ class TuningDatabase {
   // FailedPrecondition when the transition is not allowed (the message names both states).
   virtual absl::Status SetJobState(int64_t id, JobState state, const std::string& message) = 0;
   // Stores the progress of some of a job's tasks, all or none (NotFound, nothing stored, when
-  // one index is not a task of the job): one commit for a report that touches many tasks.
+  // one index is not a task of the job): one commit for a report that touches many tasks. A
+  // task's measurements_done never goes down (a report's AddJobRecords committed meanwhile is
+  // kept; a cancel writes what the scheduler had counted before it).
   virtual absl::Status UpdateJobTasks(int64_t job_id,
                                       const std::vector<JobTaskProgress>& progress) = 0;
 

@@ -129,7 +129,8 @@ absl::Status Scheduler::AddJobRun(Job job, bool recount) {
     }
     run->tasks.push_back(std::move(t));
   }
-  run->pass = FloorOf(*run);
+  LiftToFloors(*run);
+  run->start_stored = job.state != JobState::kQueued;
   run->job = std::move(job);
   const int64_t id = run->job.id;
   jobs_[id] = std::move(run);
@@ -513,13 +514,29 @@ absl::StatusOr<JobStatus> Scheduler::Cancel(int64_t id) {
   // A cancelled job stays in memory until its last leases are reported or expire.
   if (job->job.state == JobState::kCancelled) return StatusOf(*job);
   KTUNE_RETURN_IF_ERROR(CancelLocked(*job, "cancelled by a client"));
-  if (auto it = jobs_.find(id); it != jobs_.end()) return StatusOf(*it->second);
-  return finished_.at(id);  // Forget kept its last status
+  JobStatus s = StatusOf(*job);  // before it may leave memory (Forget)
+  ForgetIfNotLeased(id);
+  return s;
+}
+
+void Scheduler::ForgetIfNotLeased(int64_t id) {
+  // Leased candidates are still recorded when reported (their lease keeps the job id).
+  for (const auto& [lease_id, lease] : leases_) {
+    for (const auto& [cid, item] : lease->items) {
+      if (item.job_id == id) return;
+    }
+  }
+  Forget(id);
 }
 
 absl::Status Scheduler::CancelLocked(JobRun& job, const std::string& why) {
   const int64_t id = job.job.id;
-  KTUNE_RETURN_IF_ERROR(db_->SetJobState(id, JobState::kCancelled, why));
+  // FailedPrecondition: the database holds the job as ended already (another process ended it);
+  // it ends here too, or it was tried again at every tick.
+  if (absl::Status st = db_->SetJobState(id, JobState::kCancelled, why);
+      !st.ok() && !absl::IsFailedPrecondition(st)) {
+    return st;
+  }
   LogEvent("job_cancelled", {{"job_id", std::to_string(id)}, {"reason", why}});
   ++jobs_ended_["cancelled"];
   job.job.state = JobState::kCancelled;
@@ -532,14 +549,7 @@ absl::Status Scheduler::CancelLocked(JobRun& job, const std::string& why) {
       cancelled.push_back(ProgressOf(t));
     }
   }
-  KTUNE_RETURN_IF_ERROR(db_->UpdateJobTasks(id, cancelled));
-  // Leased candidates are still recorded when reported (their lease keeps the job id).
-  bool leased = false;
-  for (const auto& [lease_id, lease] : leases_) {
-    for (const auto& [cid, item] : lease->items) leased |= item.job_id == id;
-  }
-  if (!leased) Forget(id);
-  return absl::OkStatus();
+  return db_->UpdateJobTasks(id, cancelled);
 }
 
 void Scheduler::EndJobsOfGoneWorkers() {
@@ -547,8 +557,10 @@ void Scheduler::EndJobsOfGoneWorkers() {
   std::vector<int64_t> ending;
   for (const auto& [id, job] : jobs_) {
     if (job->worker_id.empty() || IsFinal(job->job.state)) continue;
+    // Lost for a while: a worker whose heartbeats pause past the lease timeout (a laptop
+    // asleep, a network blip) keeps its id and comes back; its job waits a little for it.
     auto w = workers_.find(job->worker_id);
-    if (w == workers_.end() || now - w->second.last_seen > options_.lease_timeout) {
+    if (w == workers_.end() || now - w->second.last_seen > 4 * options_.lease_timeout) {
       ending.push_back(id);
     }
   }
@@ -563,17 +575,25 @@ void Scheduler::EndJobsOfGoneWorkers() {
       LogEvent("job_end_not_stored",
                {{"job_id", std::to_string(id)}, {"reason", std::string(st.message())}});
     }
+    ForgetIfNotLeased(id);
   }
 }
 
-double Scheduler::FloorOf(const JobRun& job) const {
-  double floor = 0;
+absl::Status Scheduler::EnsureStartedStored(JobRun& job) {
+  if (job.start_stored) return absl::OkStatus();
+  // Running -> running is allowed: a report may have stored the start since this was read.
+  KTUNE_RETURN_IF_ERROR(db_->SetJobState(job.job.id, JobState::kRunning, ""));
+  job.start_stored = true;
+  return absl::OkStatus();
+}
+
+void Scheduler::LiftToFloors(JobRun& job) const {
   for (const TaskRun& t : job.tasks) {
+    double& pass = job.pass[t.task.device_class];
     if (auto it = pass_floors_.find(t.task.device_class); it != pass_floors_.end()) {
-      floor = std::max(floor, it->second);
+      pass = std::max(pass, it->second);
     }
   }
-  return floor;
 }
 
 absl::StatusOr<JobStatus> Scheduler::Pause(int64_t id) {
@@ -581,10 +601,8 @@ absl::StatusOr<JobStatus> Scheduler::Pause(int64_t id) {
   KTUNE_ASSIGN_OR_RETURN(JobRun * job, FindJob(id));
   KTUNE_RETURN_IF_ERROR(StillOpen(*job, "paused"));
   if (job->job.state == JobState::kPaused) return StatusOf(*job);
-  if (job->job.state == JobState::kQueued) {
-    KTUNE_RETURN_IF_ERROR(db_->SetJobState(id, JobState::kRunning, ""));
-    job->job.state = JobState::kRunning;
-  }
+  KTUNE_RETURN_IF_ERROR(EnsureStartedStored(*job));
+  job->job.state = JobState::kRunning;
   KTUNE_RETURN_IF_ERROR(db_->SetJobState(id, JobState::kPaused, "paused by a client"));
   job->job.state = JobState::kPaused;
   return StatusOf(*job);
@@ -597,7 +615,7 @@ absl::StatusOr<JobStatus> Scheduler::Resume(int64_t id) {
   if (job->job.state != JobState::kPaused) return StatusOf(*job);
   KTUNE_RETURN_IF_ERROR(db_->SetJobState(id, JobState::kRunning, ""));
   job->job.state = JobState::kRunning;
-  job->pass = std::max(job->pass, FloorOf(*job));  // no catching up on the time it was paused
+  LiftToFloors(*job);                            // no catching up on the time it was paused
   job->rate_anchor_pending = true;               // nor counting it as measuring time
   return StatusOf(*job);
 }
@@ -647,9 +665,10 @@ absl::Status Scheduler::FinishIfDone(JobRun& job) {
   if (all_done && in_flight == 0) {
     const int64_t id = job.job.id;
     if (!IsFinal(job.job.state)) {
-      if (job.job.state == JobState::kQueued || job.job.state == JobState::kPaused) {
+      if (job.job.state == JobState::kPaused) {
         KTUNE_RETURN_IF_ERROR(db_->SetJobState(id, JobState::kRunning, ""));
       }
+      KTUNE_RETURN_IF_ERROR(EnsureStartedStored(job));
       std::string why;  // of the first failed task
       for (const TaskRun& t : job.tasks) {
         if (t.state == JobState::kFailed && why.empty()) {

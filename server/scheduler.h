@@ -303,10 +303,16 @@ class Scheduler {
   void Forget(int64_t id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void ReturnToQueue(LeaseRun& lease) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status FinishIfDone(JobRun& job) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // Cancels `job` (a client's cancel, or its worker gone), saying `why`; it leaves memory once
-  // no lease holds its candidates.
+  // Stores `job` as running unless the database holds it as started already (JobRun::
+  // start_stored): before a state that only a started job may take (paused, done, failed).
+  absl::Status EnsureStartedStored(JobRun& job) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Cancels `job` (a client's cancel, or its worker gone), saying `why`. The caller then lets it
+  // leave memory (ForgetIfNotLeased).
   absl::Status CancelLocked(JobRun& job, const std::string& why) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // Cancels the jobs bound to a worker that is gone (left, lost, or unknown to this process).
+  // Forget(id) unless a lease holds candidates of the job (their reports are still recorded).
+  void ForgetIfNotLeased(int64_t id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Cancels the jobs bound to a worker that is gone (left, lost for 4 lease timeouts, or unknown
+  // to this process).
   void EndJobsOfGoneWorkers() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Stops leasing the candidates of jobs whose wall time ran out, and ends those with none left
   // in flight.
@@ -337,15 +343,15 @@ class Scheduler {
   // Jobs this process ended, by final state (a counter: ended jobs leave memory soon).
   std::map<std::string, int64_t> jobs_ended_ ABSL_GUARDED_BY(mu_);
   int64_t next_id_ ABSL_GUARDED_BY(mu_) = 1;
-  // Stride scheduling's virtual time, per device class: the pass of the job last served on it
-  // (never going back). A job starts there, and a resumed one at least there: it competes
-  // level with the jobs being served, gaining nothing from time it could not lease. (One floor,
-  // the lowest pass of all jobs, was held down by a paused job or one no worker serves: a job
-  // submitted or resumed then took 456 of the next 480 candidates.)
+  // Stride scheduling's virtual time, per device class: the pass the job last served on it had
+  // there (never going back). A job's pass on each of its classes starts there, and a resumed
+  // one's is lifted there: it competes level with the jobs being served, gaining nothing from
+  // time it could not lease. (One floor, the lowest pass of all jobs, was held down by a paused
+  // job or one no worker serves: a job submitted or resumed then took 456 of the next 480
+  // candidates.)
   std::map<std::string, double> pass_floors_ ABSL_GUARDED_BY(mu_);
-  // Where `job` stands on entering: the highest floor of its tasks' classes (level with the
-  // others everywhere, ahead of none).
-  double FloorOf(const JobRun& job) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Lifts each of `job`'s passes to its class's floor at least.
+  void LiftToFloors(JobRun& job) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   int64_t tasks_being_stored_ ABSL_GUARDED_BY(mu_) = 0;  // of submits storing their job
   // Last: destroyed first, so running work finishes while the state it reports to exists.
   ThreadPool agents_;

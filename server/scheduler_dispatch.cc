@@ -167,6 +167,11 @@ absl::StatusOr<LeaseGrant> Scheduler::LeaseLocked(const std::string& worker_id,
   bool preparing = false;  // a batch this worker could measure is being prepared
   const std::string fingerprint_hash = worker.device.FingerprintHash();
   const int max_starting = std::max(options_.max_starting_searches, 2 * options_.agent_threads);
+  // A job's pass on this worker's class (0 for a class it has no task on: never chosen there).
+  const auto PassOn = [&worker](const JobRun& job) {
+    auto it = job.pass.find(worker.device.device_class);
+    return it == job.pass.end() ? 0.0 : it->second;
+  };
   while (static_cast<int>(lease->items.size()) < max_candidates) {
     // The job with the lowest pass that has work for this device class.
     JobRun* chosen = nullptr;
@@ -177,7 +182,7 @@ absl::StatusOr<LeaseGrant> Scheduler::LeaseLocked(const std::string& worker_id,
       if (job->out_of_time || (job->wall_deadline && *job->wall_deadline <= worker.last_seen)) {
         continue;
       }
-      if (chosen != nullptr && job->pass >= chosen->pass) continue;
+      if (chosen != nullptr && PassOn(*job) >= PassOn(*chosen)) continue;
       if (!job->fingerprint_hash.empty() && job->fingerprint_hash != fingerprint_hash) continue;
       if (!job->worker_id.empty() && job->worker_id != worker_id) continue;
       int starting = 0;  // searches of this job and class being created (in index order)
@@ -204,16 +209,8 @@ absl::StatusOr<LeaseGrant> Scheduler::LeaseLocked(const std::string& worker_id,
       }
     }
     if (chosen == nullptr) break;
-    if (chosen->job.state == JobState::kQueued) {
-      if (absl::Status st = db_->SetJobState(chosen->job.id, JobState::kRunning, ""); !st.ok()) {
-        // The job waits for the next lease. The candidates taken so far are granted: returned
-        // with the error, they stayed in flight for ever (no lease held them, so none expired)
-        // and their job never finished.
-        if (!lease->items.empty()) break;
-        return st;
-      }
-      chosen->job.state = JobState::kRunning;
-    }
+    // Running from here on; the database has it with the first report (JobRun::start_stored).
+    if (chosen->job.state == JobState::kQueued) chosen->job.state = JobState::kRunning;
     if (chosen->rate_anchor_pending) {  // measuring begins (again): the time left counts from here
       chosen->rate_anchor_pending = false;
       chosen->rate_since = worker.last_seen;
@@ -226,8 +223,9 @@ absl::StatusOr<LeaseGrant> Scheduler::LeaseLocked(const std::string& worker_id,
     t.queued.pop_front();
     ++t.in_flight;
     double& floor = pass_floors_[worker.device.device_class];
-    floor = std::max(floor, chosen->pass);  // the class's virtual time: this job's, served now
-    chosen->pass += 1.0 / (chosen->job.priority + 1);
+    double& pass = chosen->pass[worker.device.device_class];
+    floor = std::max(floor, pass);  // the class's virtual time: this job's, served now
+    pass += 1.0 / (chosen->job.priority + 1);
     const std::string cid =
         absl::StrCat(chosen->job.id, ".", t.index, ".", position, ".", next_id_++);
     lease->items[cid] = {chosen->job.id, t.index, position};
@@ -397,6 +395,9 @@ absl::StatusOr<int64_t> Scheduler::Report(const std::string& worker_id, const st
     if (auto w = workers_.find(worker_id); w != workers_.end()) {
       w->second.measurements += static_cast<int64_t>(records.size());
       w->second.last_seen = options_.now();
+    }
+    for (const JobTaskCount& c : counts) {  // the commit stored their start
+      if (auto it = jobs_.find(c.job_id); it != jobs_.end()) it->second->start_stored = true;
     }
     for (size_t i = 0; i < observed.size(); ++i) {
       const auto& [item, obs] = observed[i];

@@ -61,12 +61,19 @@ struct Scheduler::JobRun {
   std::optional<double> max_rel_error;      // JobRequest::max_rel_error
   std::optional<absl::Time> wall_deadline;  // JobRequest::wall_seconds after submission
   bool out_of_time = false;                 // past wall_deadline: nothing more is leased
-  double pass = 0;                          // stride scheduling: lowest pass leases next
+  // Stride scheduling, per device class (classes serve at different rates: one pass did not
+  // compare across them): on a class, the job with the lowest pass there leases next.
+  std::map<std::string, double> pass;
   std::vector<TaskRun> tasks;
   // The time left is estimated from the measurements since the first lease after the job was
   // loaded or resumed: a restart's wait for workers and first batch, or a pause, is not measuring
   // (counted, the estimate after a restart was several times too high).
   bool rate_anchor_pending = true;
+  // The database holds the job as started (running, or paused after). A job leased for the first
+  // time is running here at once and in the database with its first report's commit: stored by
+  // the lease, under the scheduler's lock, a database another process held stopped every
+  // heartbeat for its busy timeout. EnsureStartedStored stores it where a later state needs it.
+  bool start_stored = false;
   absl::Time rate_since;
   int64_t rate_done_at = 0;  // measurements done at rate_since
 };

@@ -379,6 +379,9 @@ TEST_P(TuningDatabaseConformanceTest, JobsFollowTheirStateMachine) {
                 .code(),
             absl::StatusCode::kNotFound);
   EXPECT_EQ(db_->GetJob(*id)->tasks[1].measurements_done, 18);
+  // A count never goes down (a report committed while the scheduler wrote an older one).
+  EXPECT_TRUE(db_->UpdateJobTasks(*id, {{1, JobState::kRunning, 5}}).ok());
+  EXPECT_EQ(db_->GetJob(*id)->tasks[1].measurements_done, 18);
   EXPECT_TRUE(db_->SetJobState(*id, JobState::kPaused, "").ok());
   EXPECT_TRUE(db_->SetJobState(*id, JobState::kRunning, "").ok());
   EXPECT_TRUE(db_->SetJobState(*id, JobState::kDone, "").ok());

@@ -4,6 +4,7 @@
 
 #include <map>
 #include <string>
+#include <vector>
 
 #include "server/scheduler.h"
 #include "tests/server/one_task_scheduler.h"
@@ -13,10 +14,11 @@ namespace {
 
 class FairShareTest : public OneTaskScheduler {
  protected:
-  int64_t Submit(const TaskKey& task) {
+  int64_t Submit(const TaskKey& task) { return Submit(std::vector<TaskKey>{task}); }
+  int64_t Submit(const std::vector<TaskKey>& tasks) {
     JobRequest r;
     r.name = "fair";
-    r.tasks = {task};
+    r.tasks = tasks;
     r.budget = 1000;
     r.strategy = "random";
     r.batch_size = 4;
@@ -26,11 +28,13 @@ class FairShareTest : public OneTaskScheduler {
     return id.value_or(0);
   }
 
-  // `n` leases of one candidate, each reported at once: how many each job got.
-  std::map<int64_t, int> Serve(int n) {
+  // `n` leases of one candidate by `worker` (worker_ when empty), each reported at once: how many
+  // each job got.
+  std::map<int64_t, int> Serve(int n, std::string worker = "") {
+    if (worker.empty()) worker = worker_;
     std::map<int64_t, int> got;
     for (int i = 0; i < n; ++i) {
-      absl::StatusOr<LeaseGrant> grant = scheduler_->Lease(worker_, 1);
+      absl::StatusOr<LeaseGrant> grant = scheduler_->Lease(worker, 1);
       EXPECT_TRUE(grant.ok()) << grant.status();
       if (!grant.ok() || grant->candidates.empty()) break;
       const std::string& cid = grant->candidates[0].candidate_id();
@@ -39,7 +43,7 @@ class FairShareTest : public OneTaskScheduler {
       result.set_candidate_id(cid);
       result.set_status(v1::MEASUREMENT_STATUS_OK);
       result.add_repeat_times_ms(1.0 + i % 7);
-      EXPECT_TRUE(scheduler_->Report(worker_, grant->lease_id, {result}).ok());
+      EXPECT_TRUE(scheduler_->Report(worker, grant->lease_id, {result}).ok());
     }
     return got;
   }
@@ -73,6 +77,24 @@ TEST_F(FairShareTest, AJobNoWorkerServesDoesNotGiveNewJobsALead) {
   std::map<int64_t, int> got = Serve(20);
   EXPECT_GE(got[served], 8) << "the new job took " << got[late] << " of 20";
   EXPECT_GE(got[late], 8);
+}
+
+// Classes serve at different rates: a job on a busy class and a quiet one shares the quiet
+// class's candidates with the job served there. (With one pass per job, started at the busy
+// class's floor, it waited on the quiet class until the other job had caught up with it.)
+TEST_F(FairShareTest, AJobOnTwoClassesCompetesOnEachAtItsOwnPace) {
+  const DeviceInfo quiet_device{R"({"cores":2,"name":"quiet"})", "cpu:quiet", "x86-64-v3"};
+  const std::string quiet_worker = scheduler_->RegisterWorker(quiet_device, "quiet", kCores);
+  TaskKey quiet = Task();
+  quiet.device_class = quiet_device.device_class;
+  Submit(Task());
+  EXPECT_EQ(Serve(40).size(), 1u);  // the busy class's floor is at 40
+  const int64_t served = Submit(quiet);
+  Serve(2, quiet_worker);  // the quiet class's at 2
+  const int64_t both = Submit(std::vector<TaskKey>{Task(), quiet});
+  std::map<int64_t, int> got = Serve(20, quiet_worker);
+  EXPECT_GE(got[both], 8) << "the job on both classes got " << got[both] << " of 20";
+  EXPECT_GE(got[served], 8);
 }
 
 }  // namespace

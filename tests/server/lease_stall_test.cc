@@ -1,0 +1,79 @@
+// A lease writes nothing to the database under the scheduler's lock: a database another process
+// holds (an import into the server's file, a `ktune tune` on it) no longer stops every lease and
+// heartbeat for its busy timeout. A job's start is stored with its first report.
+#include <gtest/gtest.h>
+#include <sqlite3.h>
+
+#include <thread>
+
+#include "absl/synchronization/notification.h"
+#include "absl/time/clock.h"
+#include "db/sqlite_tuning_database.h"
+#include "kernels/kernel_registry.h"
+#include "server/scheduler.h"
+#include "server/task_spaces.h"
+#include "tests/testing/test_util.h"
+
+namespace ktune {
+namespace {
+
+TEST(LeaseStallTest, ALeaseIsGrantedWhileAnotherProcessHoldsTheDatabase) {
+  testing::TempDir dir;
+  SqliteTuningDatabase::Options patient;
+  patient.busy_timeout_ms = 120'000;
+  auto db = SqliteTuningDatabase::Open(dir.File("s.db"), patient);
+  ASSERT_TRUE(db.ok()) << db.status();
+  KernelRegistry registry = KernelRegistry::WithBuiltins();
+  TaskSpaces spaces(&registry);
+  SchedulerOptions options;
+  options.agent_threads = 0;
+  Scheduler scheduler(db->get(), &spaces, options);
+  const DeviceInfo device{R"({"cores":2,"name":"test"})", "cpu:test", "x86-64-v3"};
+  const std::string worker = scheduler.RegisterWorker(device, "test", 2);
+  const KernelDefinition* gemm = registry.Find("gemm");
+  JobRequest r;
+  r.name = "stall";
+  r.tasks = {{"gemm", gemm->Version(), *gemm->ValidateProblem({{"M", 64}, {"N", 64}, {"K", 64}}),
+              device.device_class}};
+  r.budget = 4;
+  r.batch_size = 4;
+  r.strategy = "random";
+  r.spec_json = "{}";
+  absl::StatusOr<int64_t> id = scheduler.Submit(r);
+  ASSERT_TRUE(id.ok()) << id.status();
+
+  sqlite3* other = nullptr;
+  sqlite3_open(dir.File("s.db").c_str(), &other);
+  ASSERT_EQ(sqlite3_exec(other, "BEGIN IMMEDIATE", nullptr, nullptr, nullptr), SQLITE_OK);
+  absl::StatusOr<LeaseGrant> grant;
+  absl::Notification leased;
+  std::thread lessee([&] {  // a thread, so that the lock is released even if the lease waits
+    grant = scheduler.Lease(worker, 4);
+    leased.Notify();
+  });
+  const bool leased_while_locked = leased.WaitForNotificationWithTimeout(absl::Seconds(30));
+  sqlite3_exec(other, "ROLLBACK", nullptr, nullptr, nullptr);
+  sqlite3_close(other);
+  lessee.join();
+  EXPECT_TRUE(leased_while_locked) << "the lease waited for the database";
+  ASSERT_TRUE(grant.ok()) << grant.status();
+  ASSERT_FALSE(grant->candidates.empty());
+  EXPECT_EQ(scheduler.GetJob(*id)->job.state, JobState::kRunning);
+  EXPECT_EQ((*db)->GetJob(*id)->state, JobState::kQueued);  // nothing measured yet
+
+  std::vector<v1::CandidateResult> results;
+  for (const v1::Candidate& c : grant->candidates) {
+    v1::CandidateResult result;
+    result.set_candidate_id(c.candidate_id());
+    result.set_status(v1::MEASUREMENT_STATUS_OK);
+    result.add_repeat_times_ms(1.0 + results.size());
+    results.push_back(result);
+  }
+  ASSERT_TRUE(scheduler.Report(worker, grant->lease_id, results).ok());
+  const JobState stored = (*db)->GetJob(*id)->state;
+  EXPECT_TRUE(stored == JobState::kRunning || stored == JobState::kDone)
+      << JobStateName(stored);  // started with its first report (done if that was all)
+}
+
+}  // namespace
+}  // namespace ktune
