@@ -11,17 +11,7 @@ namespace {
 
 class CancelTest : public OneTaskScheduler {
  protected:
-  int64_t Submit(int64_t budget) {
-    JobRequest r;
-    r.name = "cancel";
-    r.tasks = {Task()};
-    r.budget = budget;
-    r.strategy = "random";
-    r.spec_json = "{}";
-    absl::StatusOr<int64_t> id = scheduler_->Submit(r);
-    EXPECT_TRUE(id.ok()) << id.status();
-    return id.value_or(0);
-  }
+  int64_t Submit(int64_t budget) { return SubmitRandom({Task()}, budget); }
 };
 
 // The server keeps the last 64 ended jobs' status, dropping the smallest ids first. Cancelling an

@@ -15,18 +15,7 @@ namespace {
 class FairShareTest : public OneTaskScheduler {
  protected:
   int64_t Submit(const TaskKey& task) { return Submit(std::vector<TaskKey>{task}); }
-  int64_t Submit(const std::vector<TaskKey>& tasks) {
-    JobRequest r;
-    r.name = "fair";
-    r.tasks = tasks;
-    r.budget = 1000;
-    r.strategy = "random";
-    r.batch_size = 4;
-    r.spec_json = "{}";
-    absl::StatusOr<int64_t> id = scheduler_->Submit(r);
-    EXPECT_TRUE(id.ok()) << id.status();
-    return id.value_or(0);
-  }
+  int64_t Submit(const std::vector<TaskKey>& tasks) { return SubmitRandom(tasks, 1000, 4); }
 
   // `n` leases of one candidate by `worker` (worker_ when empty), each reported at once: how many
   // each job got.

@@ -8,6 +8,7 @@
 
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "db/memory_tuning_database.h"
 #include "kernels/kernel_registry.h"
@@ -35,6 +36,20 @@ class OneTaskScheduler : public ::testing::Test {
     const KernelDefinition* gemm = registry_.Find("gemm");
     return {"gemm", gemm->Version(), *gemm->ValidateProblem({{"M", 64}, {"N", 64}, {"K", 64}}),
             kDevice.device_class};
+  }
+
+  // A random-search job of `tasks`: its id (0, and the test failed, when it is refused).
+  int64_t SubmitRandom(const std::vector<TaskKey>& tasks, int64_t budget, int batch_size = 0) {
+    JobRequest r;
+    r.name = "test";
+    r.tasks = tasks;
+    r.budget = budget;
+    r.batch_size = batch_size;
+    r.strategy = "random";
+    r.spec_json = "{}";
+    absl::StatusOr<int64_t> id = scheduler_->Submit(r);
+    EXPECT_TRUE(id.ok()) << id.status();
+    return id.value_or(0);
   }
 
   KernelRegistry registry_ = KernelRegistry::WithBuiltins();

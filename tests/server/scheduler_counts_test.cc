@@ -12,18 +12,7 @@ namespace {
 
 class SchedulerCountsTest : public OneTaskScheduler {
  protected:
-  int64_t Submit(const TaskKey& task) {
-    JobRequest r;
-    r.name = "counted";
-    r.tasks = {task};
-    r.budget = 100;
-    r.strategy = "random";
-    r.batch_size = 8;
-    r.spec_json = "{}";
-    absl::StatusOr<int64_t> id = scheduler_->Submit(r);
-    EXPECT_TRUE(id.ok()) << id.status();
-    return id.value_or(0);
-  }
+  int64_t Submit(const TaskKey& task) { return SubmitRandom({task}, 100, 8); }
 };
 
 // A task whose device class no worker has is counted by class (the metrics showed nothing: its
