@@ -226,13 +226,19 @@ class Scheduler {
   absl::StatusOr<LeaseGrant> Lease(const std::string& worker_id, int max_candidates);
   // Stores the results of a lease and returns how many records were added.
   absl::StatusOr<int64_t> Report(const std::string& worker_id, const std::string& lease_id,
-                                 const std::vector<v1::CandidateResult>& results);
+                                 const std::vector<v1::CandidateResult>& results) {
+    return ReportAs(worker_id, lease_id, results, /*by_server=*/false);
+  }
   // Extends the worker's leases; returns the ids of `lease_ids` that are no longer valid.
   absl::StatusOr<std::vector<std::string>> Heartbeat(const std::string& worker_id,
                                                      const std::vector<std::string>& lease_ids);
   absl::Status Leave(const std::string& worker_id);
-  // Takes back expired leases; the server calls it periodically.
+  // Takes back expired leases; the server calls it periodically. A candidate whose lease expired
+  // kMaxLeaseExpiries times (its worker stopped answering each time: a candidate that hangs or
+  // crashes its worker) is stored as lost, a failure, and not handed out again: it was re-leased
+  // for ever, its job never ending.
   void ExpireLeases();
+  static constexpr int kMaxLeaseExpiries = 3;
   // Waits until no strategy work is queued or running (tests; an orderly stop).
   void WaitForAgents() { agents_.WaitIdle(); }
 
@@ -270,6 +276,19 @@ class Scheduler {
  private:
   struct TaskRun;
   struct JobRun;
+  // The candidates of an expired lease the server reports lost (ExpireLeases).
+  struct LostCandidates {
+    std::string worker, lease_id;
+    std::vector<v1::CandidateResult> results;
+  };
+  // ExpireLeases under the lock: expired leases end, but those holding a candidate given up on
+  // stay, for the server to report (`lost`).
+  void ExpireLeasesLocked(std::vector<LostCandidates>* lost) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Report, and by the server itself (`by_server`) the lost candidates of expired leases: only
+  // the server may give the lost status, and its report is not the worker's sign of life.
+  absl::StatusOr<int64_t> ReportAs(const std::string& worker_id, const std::string& lease_id,
+                                   const std::vector<v1::CandidateResult>& results, bool by_server)
+      ABSL_LOCKS_EXCLUDED(mu_);
   struct LeaseRun;
   struct WorkerRun;
 

@@ -124,6 +124,7 @@ void Scheduler::AfterAgentWork(int64_t job_id, int index, std::shared_ptr<TaskSe
     } else {
       t.batch = std::move(points);
       t.results.assign(t.batch.size(), std::nullopt);
+      t.expiries.assign(t.batch.size(), 0);
       for (size_t i = 0; i < t.batch.size(); ++i) t.queued.push_back(i);
     }
   }
@@ -277,8 +278,10 @@ void Scheduler::ReturnToQueue(LeaseRun& lease) {
   lease.items.clear();
 }
 
-absl::StatusOr<int64_t> Scheduler::Report(const std::string& worker_id, const std::string& lease_id,
-                                          const std::vector<v1::CandidateResult>& results) {
+absl::StatusOr<int64_t> Scheduler::ReportAs(const std::string& worker_id,
+                                            const std::string& lease_id,
+                                            const std::vector<v1::CandidateResult>& results,
+                                            bool by_server) {
   // 1. Under the lock: check the report and turn it into records; the lease is held meanwhile.
   std::vector<Record> records;
   std::vector<std::pair<LeaseRun::Item, Observation>> observed;
@@ -330,7 +333,8 @@ absl::StatusOr<int64_t> Scheduler::Report(const std::string& worker_id, const st
       KTUNE_ASSIGN_OR_RETURN(MeasurementStatus status, FromProto(r.status()));
       // Statuses only the server gives: lost (a lease that ended unreported) and too_inaccurate
       // (an error past the job's accuracy budget, which it judges from max_rel_error).
-      if (status == MeasurementStatus::kLost || status == MeasurementStatus::kTooInaccurate) {
+      if ((status == MeasurementStatus::kLost && !by_server) ||
+          status == MeasurementStatus::kTooInaccurate) {
         return absl::InvalidArgumentError(absl::StrCat(
             "candidate ", r.candidate_id(), ": ", StatusName(status),
             " is the server's to give (report the error in max_rel_error, or a failure); "
@@ -392,7 +396,7 @@ absl::StatusOr<int64_t> Scheduler::Report(const std::string& worker_id, const st
       if (options_.on_not_stored) options_.on_not_stored(added.status());
       return added.status();
     }
-    if (auto w = workers_.find(worker_id); w != workers_.end()) {
+    if (auto w = workers_.find(worker_id); w != workers_.end() && !by_server) {
       w->second.measurements += static_cast<int64_t>(records.size());
       w->second.last_seen = options_.now();
     }
@@ -436,6 +440,7 @@ absl::StatusOr<int64_t> Scheduler::Report(const std::string& worker_id, const st
           for (const auto& r : t.results) observations.push_back(*r);
           t.batch.clear();
           t.results.clear();
+          t.expiries.clear();
           QueueNextBatch(*it->second, t, std::move(observations), &work);
         }
       }

@@ -40,6 +40,7 @@ struct Scheduler::TaskRun {
   absl::Time started, last_result;
   std::vector<Point> batch;                         // the search's current batch
   std::vector<std::optional<Observation>> results;  // per batch position
+  std::vector<int> expiries;                        // per batch position: leases that expired
   std::deque<size_t> queued;                        // batch positions not leased
   int64_t in_flight = 0;                            // leased, not reported
   bool exhausted = false;                           // the search has nothing left

@@ -109,13 +109,56 @@ Scheduler::Counts Scheduler::CountNow() {
 }
 
 void Scheduler::ExpireLeases() {
-  absl::MutexLock lock(&mu_);
+  // Expired leases holding a candidate that has now expired kMaxLeaseExpiries times: reported
+  // lost by the server after the lock (the report path stores them and moves their tasks on).
+  std::vector<LostCandidates> lost;
+  {
+    absl::MutexLock lock(&mu_);
+    ExpireLeasesLocked(&lost);
+  }
+  for (const LostCandidates& l : lost) {
+    absl::StatusOr<int64_t> stored = ReportAs(l.worker, l.lease_id, l.results, /*by_server=*/true);
+    if (stored.ok()) continue;
+    LogEvent("lost_not_stored",
+             {{"lease_id", l.lease_id}, {"reason", std::string(stored.status().message())}});
+    absl::MutexLock lock(&mu_);  // expired as any other, tried again at the next expiries
+    if (auto it = leases_.find(l.lease_id); it != leases_.end() && !it->second->committing) {
+      ReturnToQueue(*it->second);
+      leases_.erase(it);
+    }
+  }
+}
+
+void Scheduler::ExpireLeasesLocked(std::vector<LostCandidates>* lost) {
   const absl::Time now = options_.now();
   for (auto it = leases_.begin(); it != leases_.end();) {
     if (it->second->expires <= now && !it->second->committing) {
       LogEvent("lease_expired", {{"lease_id", it->first},
                                  {"worker_id", it->second->worker},
                                  {"candidates", std::to_string(it->second->items.size())}});
+      std::vector<v1::CandidateResult> given_up;
+      for (const auto& [cid, item] : it->second->items) {
+        auto job = jobs_.find(item.job_id);
+        if (job == jobs_.end()) continue;
+        TaskRun& t = job->second->tasks[item.task];
+        if (item.position >= t.expiries.size()) continue;
+        if (++t.expiries[item.position] < kMaxLeaseExpiries) continue;
+        v1::CandidateResult r;
+        r.set_candidate_id(cid);
+        r.set_status(v1::MEASUREMENT_STATUS_LOST);
+        r.set_message(absl::StrCat("its lease expired ", kMaxLeaseExpiries,
+                                   " times: each worker measuring it stopped answering (does it "
+                                   "hang or crash the worker?); not handed out again"));
+        given_up.push_back(std::move(r));
+      }
+      if (!given_up.empty()) {
+        // Kept (the report ends it, and gives back the candidates it leaves out); not expired
+        // again meanwhile.
+        it->second->expires = absl::InfiniteFuture();
+        lost->push_back({it->second->worker, it->first, std::move(given_up)});
+        ++it;
+        continue;
+      }
       ReturnToQueue(*it->second);
       it = leases_.erase(it);
     } else {
