@@ -575,7 +575,8 @@ void Scheduler::EndJobsOfGoneWorkers() {
       LogEvent("job_end_not_stored",
                {{"job_id", std::to_string(id)}, {"reason", std::string(st.message())}});
     }
-    ForgetIfNotLeased(id);
+    // A cancel that could not be stored is tried again at the next tick.
+    if (IsFinal(it->second->job.state)) ForgetIfNotLeased(id);
   }
 }
 

@@ -219,8 +219,13 @@ absl::StatusOr<LeaseGrant> Scheduler::LeaseLocked(const std::string& worker_id,
       for (const TaskRun& task : chosen->tasks) chosen->rate_done_at += task.done;
     }
     TaskRun& t = *chosen_task;
-    if (t.state == JobState::kQueued) t.state = JobState::kRunning;
     const size_t position = t.queued.front();
+    // A candidate of a lease that expired goes alone from then on: a worker that dies loses its
+    // whole lease, and a lease of one tells which candidate it died on (ExpireLeases gives up on
+    // a candidate only after expiries of its own).
+    const bool suspect = position < t.expiries.size() && t.expiries[position] > 0;
+    if (suspect && !lease->items.empty()) break;
+    if (t.state == JobState::kQueued) t.state = JobState::kRunning;
     t.queued.pop_front();
     ++t.in_flight;
     double& floor = pass_floors_[worker.device.device_class];
@@ -237,6 +242,7 @@ absl::StatusOr<LeaseGrant> Scheduler::LeaseLocked(const std::string& worker_id,
     ToProto(config, c.mutable_config()->mutable_params());
     c.set_config_hash(ParamMapHash(config));
     grant.candidates.push_back(std::move(c));
+    if (suspect) break;
   }
   // Tasks the loop found exhausted may have finished their job.
   std::vector<int64_t> ids;
@@ -388,7 +394,9 @@ absl::StatusOr<int64_t> Scheduler::ReportAs(const std::string& worker_id,
     lease.committing = false;
     if (!added.ok()) {
       // The server's own log says why (a full disk showed only in the worker's log, the job
-      // sitting at its count without a word); the lease stands: report again, or it expires.
+      // sitting at its count without a word); the lease stands: report again, or it expires
+      // (one ExpireLeases kept for its own report of lost candidates expires at the next tick).
+      if (lease.expires == absl::InfiniteFuture()) lease.expires = options_.now();
       LogEvent("report_not_stored", {{"worker_id", worker_id},
                                      {"lease_id", lease_id},
                                      {"records", std::to_string(records.size())},

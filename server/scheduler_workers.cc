@@ -122,9 +122,13 @@ void Scheduler::ExpireLeases() {
     LogEvent("lost_not_stored",
              {{"lease_id", l.lease_id}, {"reason", std::string(stored.status().message())}});
     absl::MutexLock lock(&mu_);  // expired as any other, tried again at the next expiries
-    if (auto it = leases_.find(l.lease_id); it != leases_.end() && !it->second->committing) {
-      ReturnToQueue(*it->second);
-      leases_.erase(it);
+    if (auto it = leases_.find(l.lease_id); it != leases_.end()) {
+      if (it->second->committing) {  // the worker's own late report: it ends the lease, or fails
+        it->second->expires = options_.now();  // and the lease expires at the next tick
+      } else {
+        ReturnToQueue(*it->second);
+        leases_.erase(it);
+      }
     }
   }
 }
@@ -142,7 +146,11 @@ void Scheduler::ExpireLeasesLocked(std::vector<LostCandidates>* lost) {
         if (job == jobs_.end()) continue;
         TaskRun& t = job->second->tasks[item.task];
         if (item.position >= t.expiries.size()) continue;
-        if (++t.expiries[item.position] < kMaxLeaseExpiries) continue;
+        // Counted for every candidate of the lease (each goes alone from now on: LeaseLocked),
+        // given up on only when its own lease of one expires the last time.
+        if (++t.expiries[item.position] < kMaxLeaseExpiries || it->second->items.size() > 1) {
+          continue;
+        }
         v1::CandidateResult r;
         r.set_candidate_id(cid);
         r.set_status(v1::MEASUREMENT_STATUS_LOST);

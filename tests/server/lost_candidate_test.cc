@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <string>
+#include <vector>
 
 #include "absl/strings/match.h"
 #include "server/scheduler.h"
@@ -46,6 +47,48 @@ TEST_F(LostCandidateTest, ACandidateWhoseLeasesKeepExpiringIsStoredLost) {
   absl::StatusOr<LeaseGrant> after = scheduler_->Lease(worker_, 1);
   ASSERT_TRUE(after.ok());
   EXPECT_TRUE(after->candidates.empty());  // not handed out again
+}
+
+// A worker dies on one candidate of a lease of four, again and again: the three others are
+// measured (each goes alone after the first expiry), and only the one it dies on is stored lost.
+// (Counted per lease, all four were given up after three rounds.)
+TEST_F(LostCandidateTest, OnlyTheCandidateItsWorkersDieOnIsLost) {
+  const int64_t job = SubmitRandom({Task()}, /*budget=*/4, /*batch_size=*/4);
+  std::string culprit;
+  int ok = 0;
+  for (int lease = 0; lease < 20; ++lease) {
+    absl::StatusOr<LeaseGrant> grant = scheduler_->Lease(worker_, 4);
+    ASSERT_TRUE(grant.ok()) << grant.status();
+    if (grant->candidates.empty()) break;
+    if (culprit.empty()) culprit = grant->candidates[0].config_hash();
+    bool dies = false;
+    std::vector<v1::CandidateResult> results;
+    for (const v1::Candidate& c : grant->candidates) {
+      dies |= c.config_hash() == culprit;
+      v1::CandidateResult r;
+      r.set_candidate_id(c.candidate_id());
+      r.set_status(v1::MEASUREMENT_STATUS_OK);
+      r.add_repeat_times_ms(1.0 + results.size());
+      results.push_back(r);
+    }
+    if (dies) {  // the worker dies: no report, the lease expires
+      now_ += absl::Minutes(1);
+      scheduler_->ExpireLeases();
+    } else {
+      ASSERT_TRUE(scheduler_->Report(worker_, grant->lease_id, results).ok());
+      ok += static_cast<int>(results.size());
+    }
+  }
+  EXPECT_EQ(ok, 3);
+  absl::StatusOr<JobStatus> status = scheduler_->GetJob(job);
+  ASSERT_TRUE(status.ok()) << status.status();
+  EXPECT_EQ(status->job.state, JobState::kDone);
+  auto records = db_.TaskRecords(Task());
+  ASSERT_TRUE(records.ok()) << records.status();
+  int lost = 0;
+  for (const Record& r : *records) lost += r.status == MeasurementStatus::kLost;
+  EXPECT_EQ(records->size(), 4u);
+  EXPECT_EQ(lost, 1);
 }
 
 }  // namespace
