@@ -57,7 +57,7 @@ from typing import Any, Optional, Sequence
 import grpc
 
 from ktune.client import Client
-from ktune.errors import FailedPrecondition, InvalidArgument, KtuneError
+from ktune.errors import FailedPrecondition, InvalidArgument, KtuneError, NotFound
 from ktune.types import (Device, Job, JobSpec, JobState, ParamMap, Record, Status, Task,
                          canonical_json)
 from ktune.v1 import types_pb2 as tp
@@ -571,6 +571,8 @@ def _restriction_text(r: Any) -> str:
     extra = [f"closure=[{', '.join(cells)}]" if cells else "",
              f"defaults=({', '.join(_stable_repr(d) for d in r.__defaults__)})"
              if r.__defaults__ else "",
+             f"kwdefaults={sorted((k, _stable_repr(v)) for k, v in r.__kwdefaults__.items())}"
+             if getattr(r, "__kwdefaults__", None) else "",
              f"globals={sorted(read.items())!r}" if read else ""]
     return "\n".join([text] + [e for e in extra if e])
 
@@ -580,6 +582,11 @@ def _stable_repr(v: Any) -> str:
     restriction's kernel is not shared with another session: it cannot be told apart)."""
     if isinstance(v, (set, frozenset)):  # printed in hash order, which differs by process
         return "{" + ", ".join(sorted(_stable_repr(x) for x in v)) + "}"
+    if inspect.isfunction(v):  # a helper the restriction calls: by its source, not its address
+        try:
+            return textwrap.dedent(inspect.getsource(v)).strip()
+        except (OSError, TypeError):
+            pass
     text = repr(v)
     return text if _is_plain(v) or " at 0x" not in text else f"<{os.getpid()}:{id(v)}>"
 
@@ -684,8 +691,18 @@ class _Worker:
     def lease(self, n: int):
         with self._lock:
             worker_id = self.worker_id
-        return self.client._unary("LeaseBatch", self.client._worker.LeaseBatch,
-                                  wp.LeaseBatchRequest(worker_id=worker_id, max_candidates=n))
+        try:
+            return self.client._unary("LeaseBatch", self.client._worker.LeaseBatch,
+                                      wp.LeaseBatchRequest(worker_id=worker_id, max_candidates=n))
+        except NotFound:
+            # The server restarted and forgot this worker (the heartbeat thread re-registers
+            # too, but only at its next beat): register again now and lease as the new worker.
+            with self._lock:
+                if self.worker_id == worker_id:
+                    self._register()
+                worker_id = self.worker_id
+            return self.client._unary("LeaseBatch", self.client._worker.LeaseBatch,
+                                      wp.LeaseBatchRequest(worker_id=worker_id, max_candidates=n))
 
     def report(self, lease_id: str, results: list) -> int:
         reply = self.client._unary("ReportResults", self.client._worker.ReportResults,
