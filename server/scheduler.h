@@ -236,7 +236,7 @@ class Scheduler {
   // Takes back expired leases; the server calls it periodically. A candidate whose lease expired
   // kMaxLeaseExpiries times (its worker stopped answering each time: a candidate that hangs or
   // crashes its worker) is stored as lost, a failure, and not handed out again: it was re-leased
-  // for ever, its job never ending. After its first expiry a candidate is leased alone, so that
+  // for ever, its job never ending. After its second expiry a candidate is leased alone, so that
   // the others of a lease its worker died on are measured, not given up with it.
   void ExpireLeases() ABSL_LOCKS_EXCLUDED(mu_);
   static constexpr int kMaxLeaseExpiries = 3;

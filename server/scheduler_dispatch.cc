@@ -220,10 +220,11 @@ absl::StatusOr<LeaseGrant> Scheduler::LeaseLocked(const std::string& worker_id,
     }
     TaskRun& t = *chosen_task;
     const size_t position = t.queued.front();
-    // A candidate of a lease that expired goes alone from then on: a worker that dies loses its
-    // whole lease, and a lease of one tells which candidate it died on (ExpireLeases gives up on
-    // a candidate only after expiries of its own).
-    const bool suspect = position < t.expiries.size() && t.expiries[position] > 0;
+    // A candidate of a lease that expired twice goes alone from then on: a worker that dies
+    // loses its whole lease, and a lease of one tells which candidate it died on (ExpireLeases
+    // gives up on a candidate only after an expiry of its own). Once is most often the network
+    // or a worker stopped: the lease's candidates go out together again.
+    const bool suspect = position < t.expiries.size() && t.expiries[position] >= 2;
     if (suspect && !lease->items.empty()) break;
     if (t.state == JobState::kQueued) t.state = JobState::kRunning;
     t.queued.pop_front();

@@ -146,7 +146,7 @@ void Scheduler::ExpireLeasesLocked(std::vector<LostCandidates>* lost) {
         if (job == jobs_.end()) continue;
         TaskRun& t = job->second->tasks[item.task];
         if (item.position >= t.expiries.size()) continue;
-        // Counted for every candidate of the lease (each goes alone from now on: LeaseLocked),
+        // Counted for every candidate of the lease (each goes alone after a second: LeaseLocked),
         // given up on only when its own lease of one expires the last time.
         if (++t.expiries[item.position] < kMaxLeaseExpiries || it->second->items.size() > 1) {
           continue;

@@ -50,7 +50,7 @@ TEST_F(LostCandidateTest, ACandidateWhoseLeasesKeepExpiringIsStoredLost) {
 }
 
 // A worker dies on one candidate of a lease of four, again and again: the three others are
-// measured (each goes alone after the first expiry), and only the one it dies on is stored lost.
+// measured (each goes alone after a second expiry), and only the one it dies on is stored lost.
 // (Counted per lease, all four were given up after three rounds.)
 TEST_F(LostCandidateTest, OnlyTheCandidateItsWorkersDieOnIsLost) {
   const int64_t job = SubmitRandom({Task()}, /*budget=*/4, /*batch_size=*/4);

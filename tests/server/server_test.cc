@@ -795,7 +795,9 @@ TEST_F(ServerTest,
   WorkerLoop loop(&failing_disk, &measurer, options);
   const absl::Status ran = loop.Run();
   EXPECT_TRUE(absl::IsUnavailable(ran)) << ran;
-  EXPECT_THAT(std::string(ran.message()), ::testing::HasSubstr("could not store 4 measurements"));
+  // (4 measurements, or 1: candidates whose lease expired twice are leased alone.)
+  EXPECT_THAT(std::string(ran.message()),
+              ::testing::ContainsRegex("could not store [14] measurements"));
   EXPECT_EQ(failing_disk.filled_leases, 3);
 }
 
