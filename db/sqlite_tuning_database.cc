@@ -118,9 +118,8 @@ constexpr char kUpdateJobState[] =
 // measurements_done never goes down: a report's count (AddJobRecords) committed while the
 // scheduler wrote a task's progress it had read before is kept.
 constexpr char kUpdateJobTask[] =
-    "UPDATE job_tasks SET state = ?, measurements_done = MAX(measurements_done, ?) WHERE job_id = "
-    "? "
-    "AND task_index = ?";
+    "UPDATE job_tasks SET state = ?, measurements_done = MAX(measurements_done, ?) "
+    "WHERE job_id = ? AND task_index = ?";
 constexpr char kTouchJob[] = "UPDATE jobs SET updated_at_us = ? WHERE id = ?";
 constexpr char kTouchAndStartJob[] =
     "UPDATE jobs SET updated_at_us = ?, state = CASE state WHEN 'queued' THEN 'running' ELSE "

@@ -519,14 +519,15 @@ absl::StatusOr<JobStatus> Scheduler::Cancel(int64_t id) {
   return s;
 }
 
-void Scheduler::ForgetIfNotLeased(int64_t id) {
-  // Leased candidates are still recorded when reported (their lease keeps the job id).
-  for (const auto& [lease_id, lease] : leases_) {
-    for (const auto& [cid, item] : lease->items) {
-      if (item.job_id == id) return;
-    }
+bool Scheduler::Leased(const JobRun& job) {
+  for (const TaskRun& t : job.tasks) {
+    if (t.in_flight > 0) return true;
   }
-  Forget(id);
+  return false;
+}
+
+void Scheduler::ForgetIfNotLeased(int64_t id) {
+  if (auto it = jobs_.find(id); it != jobs_.end() && !Leased(*it->second)) Forget(id);
 }
 
 absl::Status Scheduler::CancelLocked(JobRun& job, const std::string& why) {

@@ -277,14 +277,16 @@ class Scheduler {
  private:
   struct TaskRun;
   struct JobRun;
-  // The candidates of an expired lease the server reports lost (ExpireLeases).
-  struct LostCandidates {
+  // The candidate of an expired lease (of one: see ExpireLeasesLocked) the server reports lost.
+  struct LostCandidate {
     std::string worker, lease_id;
-    std::vector<v1::CandidateResult> results;
+    v1::CandidateResult result;
   };
-  // ExpireLeases under the lock: expired leases end, but those holding a candidate given up on
-  // stay, for the server to report (`lost`).
-  void ExpireLeasesLocked(std::vector<LostCandidates>* lost) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // ExpireLeases under the lock: expired leases end, but a lease of one candidate given up on
+  // stays, for the server to report (`lost`).
+  void ExpireLeasesLocked(std::vector<LostCandidate>* lost) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Whether a lease holds candidates of `job` (their reports are still recorded).
+  static bool Leased(const JobRun& job);
   // Report, and by the server itself (`by_server`) the lost candidates of expired leases: only
   // the server may give the lost status, and its report is not the worker's sign of life.
   absl::StatusOr<int64_t> ReportAs(const std::string& worker_id, const std::string& lease_id,
@@ -329,7 +331,7 @@ class Scheduler {
   // Cancels `job` (a client's cancel, or its worker gone), saying `why`. The caller then lets it
   // leave memory (ForgetIfNotLeased).
   absl::Status CancelLocked(JobRun& job, const std::string& why) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // Forget(id) unless a lease holds candidates of the job (their reports are still recorded).
+  // Forget(id) unless the job is Leased.
   void ForgetIfNotLeased(int64_t id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Cancels the jobs bound to a worker that is gone (left, lost for 4 lease timeouts, or unknown
   // to this process).

@@ -111,13 +111,13 @@ Scheduler::Counts Scheduler::CountNow() {
 void Scheduler::ExpireLeases() {
   // Expired leases holding a candidate that has now expired kMaxLeaseExpiries times: reported
   // lost by the server after the lock (the report path stores them and moves their tasks on).
-  std::vector<LostCandidates> lost;
+  std::vector<LostCandidate> lost;
   {
     absl::MutexLock lock(&mu_);
     ExpireLeasesLocked(&lost);
   }
-  for (const LostCandidates& l : lost) {
-    absl::StatusOr<int64_t> stored = ReportAs(l.worker, l.lease_id, l.results, /*by_server=*/true);
+  for (const LostCandidate& l : lost) {
+    absl::StatusOr<int64_t> stored = ReportAs(l.worker, l.lease_id, {l.result}, /*by_server=*/true);
     if (stored.ok()) continue;
     LogEvent("lost_not_stored",
              {{"lease_id", l.lease_id}, {"reason", std::string(stored.status().message())}});
@@ -133,37 +133,34 @@ void Scheduler::ExpireLeases() {
   }
 }
 
-void Scheduler::ExpireLeasesLocked(std::vector<LostCandidates>* lost) {
+void Scheduler::ExpireLeasesLocked(std::vector<LostCandidate>* lost) {
   const absl::Time now = options_.now();
   for (auto it = leases_.begin(); it != leases_.end();) {
     if (it->second->expires <= now && !it->second->committing) {
+      LeaseRun& lease = *it->second;
       LogEvent("lease_expired", {{"lease_id", it->first},
-                                 {"worker_id", it->second->worker},
-                                 {"candidates", std::to_string(it->second->items.size())}});
-      std::vector<v1::CandidateResult> given_up;
-      for (const auto& [cid, item] : it->second->items) {
+                                 {"worker_id", lease.worker},
+                                 {"candidates", std::to_string(lease.items.size())}});
+      // Every candidate of the lease counts the expiry (each goes alone after a second:
+      // LeaseLocked); one is given up on only when its own lease of one expires the last time.
+      bool given_up = false;
+      for (const auto& [cid, item] : lease.items) {
         auto job = jobs_.find(item.job_id);
         if (job == jobs_.end()) continue;
         TaskRun& t = job->second->tasks[item.task];
         if (item.position >= t.expiries.size()) continue;
-        // Counted for every candidate of the lease (each goes alone after a second: LeaseLocked),
-        // given up on only when its own lease of one expires the last time.
-        if (++t.expiries[item.position] < kMaxLeaseExpiries || it->second->items.size() > 1) {
-          continue;
-        }
-        v1::CandidateResult r;
-        r.set_candidate_id(cid);
-        r.set_status(v1::MEASUREMENT_STATUS_LOST);
-        r.set_message(absl::StrCat("its lease expired ", kMaxLeaseExpiries,
-                                   " times: each worker measuring it stopped answering (does it "
-                                   "hang or crash the worker?); not handed out again"));
-        given_up.push_back(std::move(r));
+        given_up = ++t.expiries[item.position] >= kMaxLeaseExpiries && lease.items.size() == 1;
       }
-      if (!given_up.empty()) {
-        // Kept (the report ends it, and gives back the candidates it leaves out); not expired
-        // again meanwhile.
-        it->second->expires = absl::InfiniteFuture();
-        lost->push_back({it->second->worker, it->first, std::move(given_up)});
+      if (given_up) {
+        LostCandidate l{lease.worker, it->first, {}};
+        l.result.set_candidate_id(lease.items.begin()->first);
+        l.result.set_status(v1::MEASUREMENT_STATUS_LOST);
+        l.result.set_message(absl::StrCat("its lease expired ", kMaxLeaseExpiries,
+                                          " times: each worker measuring it stopped answering "
+                                          "(does it hang or crash the worker?); not handed out "
+                                          "again"));
+        lost->push_back(std::move(l));
+        lease.expires = absl::InfiniteFuture();  // kept for the report, which ends it
         ++it;
         continue;
       }
@@ -184,9 +181,7 @@ void Scheduler::ExpireLeasesLocked(std::vector<LostCandidates>* lost) {
   // Cancelled jobs whose last leases are gone leave memory.
   std::vector<int64_t> gone;
   for (const auto& [id, job] : jobs_) {
-    bool leased = false;
-    for (const TaskRun& t : job->tasks) leased |= t.in_flight > 0;
-    if (job->job.state == JobState::kCancelled && !leased) gone.push_back(id);
+    if (job->job.state == JobState::kCancelled && !Leased(*job)) gone.push_back(id);
   }
   for (int64_t id : gone) Forget(id);
   EndJobsOfGoneWorkers();  // a bound job's worker lost: it stopped sending heartbeats
