@@ -274,6 +274,7 @@ struct JobRow {
   int64_t id = 0;
   std::string name, state, message;
   int64_t tasks = -1, done = 0, total = 0;
+  std::string waiting;  // a server's Job.waiting (the database does not know the workers)
 };
 
 absl::StatusOr<std::vector<JobRow>> JobsFromDatabase(const std::string& path) {
@@ -305,7 +306,7 @@ absl::StatusOr<std::vector<JobRow>> JobsFromServer(const JobsArgs& a,
       // task_count 0: a server from before it was sent (every job has a task).
       rows.push_back({id, j.spec().name(), StateName(j.state()), j.message(),
                       j.task_count() > 0 ? j.task_count() : -1, j.measurements_done(),
-                      j.measurements_total()});
+                      j.measurements_total(), j.waiting()});
     }
     request.set_page_token(page.next_page_token());
   } while (!request.page_token().empty());
@@ -328,6 +329,7 @@ int RunJobs(const JobsArgs& a) {
                          {"measurements_done", j.done},
                          {"measurements_total", j.total},
                          {"message", j.message}};
+      if (!a.server.empty()) row["waiting"] = j.waiting;
       if (j.tasks >= 0) row["task_count"] = j.tasks;  // `watch`'s "tasks" is the list
       out.push_back(std::move(row));
     }
@@ -343,6 +345,8 @@ int RunJobs(const JobsArgs& a) {
   for (const JobRow& j : *jobs) {
     std::cout << absl::StrFormat("%-6d %-24s %-10s %6s %d/%d\n", j.id, j.name, j.state,
                                  j.tasks >= 0 ? std::to_string(j.tasks) : "-", j.done, j.total);
+    // A job that waits for a worker said nothing of it: `running 0/400` for as long as it took.
+    if (!j.waiting.empty()) std::cout << "       waiting: " << j.waiting << "\n";
   }
   return kExitOk;
 }

@@ -92,7 +92,8 @@ nlohmann::json JobJson(const v1::Job& job) {
                    {"message", job.message()},
                    {"measurements_done", job.measurements_done()},
                    {"measurements_total", job.measurements_total()},
-                   {"estimated_seconds_left", job.estimated_seconds_left()}};
+                   {"estimated_seconds_left", job.estimated_seconds_left()},
+                   {"waiting", job.waiting()}};
   j["task_count"] = job.task_count();
   for (const v1::TaskProgress& t : job.tasks()) j["tasks"].push_back(TaskJson(t));
   return j;
@@ -341,6 +342,7 @@ std::string ProgressLine(const v1::JobEvent& event) {
     absl::StrAppend(&line, "; ", TaskName(event.changed_task()), ": ",
                     BestOf(event.changed_task()));
   }
+  if (!job.waiting().empty()) absl::StrAppend(&line, "; waiting: ", job.waiting());
   return line;
 }
 
@@ -448,6 +450,7 @@ int RunWorkers(const JobArgs& a) {
   nlohmann::json all = nlohmann::json::array();
   for (const v1::WorkerInfo& w : response.workers()) {
     nlohmann::json j{{"worker_id", w.worker_id()},
+                     {"host", w.host()},
                      {"device_class", w.device().device_class()},
                      {"state", w.state()},
                      {"active_leases", w.active_leases()},
@@ -456,9 +459,16 @@ int RunWorkers(const JobArgs& a) {
     if (a.json) {
       all.push_back(std::move(j));
     } else {
-      std::cout << absl::StrFormat("%-18s %-10s %3d leases %8d measurements  %s\n",
-                                   w.worker_id(), w.state(), w.active_leases(),
-                                   w.measurements_done(), w.device().device_class());
+      // Which machine, and for how long a lost one has been silent (a list of "lost" rows said
+      // neither where to look nor whether it was a minute or an hour).
+      const int64_t silent_s =
+          std::max<int64_t>(0, absl::ToUnixSeconds(absl::Now()) - w.last_heartbeat().seconds());
+      std::cout << absl::StrFormat("%-18s %-16s %-10s %3d leases %8d measurements  %s",
+                                   w.worker_id(), w.host().empty() ? "-" : w.host(), w.state(),
+                                   w.active_leases(), w.measurements_done(),
+                                   w.device().device_class());
+      if (w.state() == "lost") std::cout << "  (silent " << silent_s << " s)";
+      std::cout << "\n";
     }
   }
   if (a.json) std::cout << all.dump() << "\n";

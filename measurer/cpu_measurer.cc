@@ -79,6 +79,7 @@ absl::StatusOr<std::vector<MeasureResult>> CpuMeasurer::Measure(
   KTUNE_ASSIGN_OR_RETURN(TaskState * state, StateFor(task));
   std::vector<MeasureResult> results;
   for (const Configuration& config : configs) {
+    if (StopRequested()) return Stopped(results.size(), configs.size());
     KTUNE_ASSIGN_OR_RETURN(MeasureResult r, MeasureOne(*state, config));
     if (r.status == MeasurementStatus::kOk) {
       state->best_ms = state->best_ms > 0 ? std::min(state->best_ms, *r.time_ms) : *r.time_ms;

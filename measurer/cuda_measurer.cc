@@ -229,6 +229,7 @@ absl::StatusOr<std::vector<MeasureResult>> CudaMeasurer::Measure(
   }
 
   std::vector<cuda_runner::CompileResult> builds;
+  if (StopRequested()) return Stopped(0, configs.size());  // before the batch's builds
   if (!programs.empty()) {
     absl::StatusOr<std::vector<cuda_runner::CompileResult>> compiled = client_.Compile(
         programs, options_.cache_dir, options_.compile_threads, options_.compile_timeout_ms);
@@ -254,6 +255,7 @@ absl::StatusOr<std::vector<MeasureResult>> CudaMeasurer::Measure(
   std::optional<MeasureResult> unprepared;  // the task's inputs or reference failed
   for (size_t i = 0; i < configs.size(); ++i) {
     if (!runnable[i]) continue;
+    if (StopRequested()) return Stopped(i, configs.size());
     if (unprepared) {
       results[i] = *unprepared;
       continue;

@@ -7,11 +7,13 @@
 #ifndef KTUNE_MEASURER_MEASURER_H_
 #define KTUNE_MEASURER_MEASURER_H_
 
+#include <functional>
 #include <optional>
 #include <string>
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "absl/strings/str_cat.h"
 #include "db/record.h"
 
 namespace ktune {
@@ -34,9 +36,27 @@ class Measurer {
   virtual DeviceInfo device() const = 0;
 
   // Measures `configs` of `task`: one result per configuration, in order. Not thread-safe unless
-  // an implementation says so.
+  // an implementation says so. CancelledError when the stop check (below) turned true before the
+  // last configuration was measured: what was measured is dropped with it.
   virtual absl::StatusOr<std::vector<MeasureResult>> Measure(
       const TaskKey& task, const std::vector<Configuration>& configs) = 0;
+
+  // A check that Measure calls make between configurations (and before a batch's builds): once
+  // it returns true, the call stops there, CancelledError. A worker whose lease the server took
+  // back sets it, and stops measuring candidates someone else now measures. Empty: never stops.
+  // Set it between Measure calls, not during one.
+  void set_stop_check(std::function<bool()> stop) { stop_ = std::move(stop); }
+
+ protected:
+  // Whether the stop check says stop; the error to return when it does.
+  bool StopRequested() const { return stop_ && stop_(); }
+  static absl::Status Stopped(size_t measured, size_t of) {
+    return absl::CancelledError(
+        absl::StrCat("stopped after ", measured, " of ", of, " configurations"));
+  }
+
+ private:
+  std::function<bool()> stop_;
 };
 
 // What a result's times must be for the server to store it: at most kMaxRepeatTimes, each a

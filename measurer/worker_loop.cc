@@ -8,6 +8,7 @@
 #include <random>
 #include <thread>
 
+#include "absl/cleanup/cleanup.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "common/event_log.h"
@@ -255,6 +256,11 @@ absl::Status WorkerLoop::Run() {
         absl::Status registered = TakeClientKernel(options_, c.kernel_spec());
         if (!registered.ok()) unusable[c.kernel_spec().name()] = registered;
       }
+      // A revoked lease stops the measurer between candidates, not only between tasks: a
+      // worker measured the rest of its task (minutes of GPU builds) for results the server
+      // refuses, while another worker measured them again.
+      measurer_->set_stop_check([&heartbeat] { return heartbeat.revoked(); });
+      absl::Cleanup no_stop_check = [this] { measurer_->set_stop_check(nullptr); };
       for (const auto& [key, indices] : by_task) {
         if (heartbeat.revoked()) break;
         absl::StatusOr<TaskKey> task = FromProto(lease.candidates(indices[0]).task());
@@ -282,6 +288,7 @@ absl::Status WorkerLoop::Run() {
               absl::StrCat("this worker cannot measure the task: ", results.status().message());
           results = std::vector<MeasureResult>(indices.size(), failed);
         }
+        if (absl::IsCancelled(results.status()) && heartbeat.revoked()) break;
         if (!results.ok()) return results.status();
         for (size_t k = 0; k < indices.size(); ++k) {
           const MeasureResult r = Reportable((*results)[k]);

@@ -276,6 +276,7 @@ grpc::ServerUnaryReactor* TuningServiceImpl::ListWorkers(grpc::CallbackServerCon
       info->set_active_leases(w.active_leases);
       info->mutable_last_heartbeat()->set_seconds(absl::ToUnixSeconds(w.last_seen));
       info->set_measurements_done(w.measurements);
+      info->set_host(w.host);
     }
     return absl::OkStatus();
   });

@@ -418,6 +418,7 @@ JobStatus Scheduler::StatusOf(const JobRun& run, TaskPage page, bool with_job_ta
   if (!run.rate_anchor_pending && since > 0 && seconds > 0 && run.job.state == JobState::kRunning) {
     s.estimated_seconds_left = (s.total - s.done) * seconds / since;
   }
+  s.waiting = WaitingReason(run);
   return s;
 }
 

@@ -161,6 +161,7 @@ struct JobStatus {
   int64_t task_count = 0;  // the job's tasks, listed here or not
   int64_t done = 0, total = 0;
   double estimated_seconds_left = 0;  // 0 when unknown
+  std::string waiting;                // Scheduler::WaitingReason while it is queued or running
 };
 
 // Which of a job's tasks a JobStatus lists: `count` of them from `first`, in the job's order.
@@ -339,6 +340,10 @@ class Scheduler {
   // Stops leasing the candidates of jobs whose wall time ran out, and ends those with none left
   // in flight.
   absl::Status StopJobsOutOfTime() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Why a queued or running job's unfinished tasks are not measured: no worker that may measure
+  // them is registered, or those registered are lost or cannot build their kernels. Empty while
+  // every task has such a worker, and for a job in any other state.
+  std::string WaitingReason(const JobRun& job) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // As GetJob's arguments say.
   JobStatus StatusOf(const JobRun& job, TaskPage page = {}, bool with_job_tasks = true,
                      std::vector<int64_t>* done_by_task = nullptr) const

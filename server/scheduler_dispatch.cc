@@ -16,6 +16,7 @@
 // stores, and the strategy work between the two, which runs without the scheduler's lock.
 namespace ktune {
 
+using scheduler_internal::CanMeasure;
 using scheduler_internal::IsFinal;
 using scheduler_internal::JobSource;
 
@@ -37,18 +38,17 @@ absl::Status ValidateTimes(const v1::CandidateResult& r) {
   return absl::OkStatus();
 }
 
-// Whether a worker with `can` builds and runs a kernel in `language` (empty: not a registry
-// kernel), registered by a client or not.
-bool CanMeasure(const WorkerCapabilities& can, const std::string& language, bool client_kernel) {
-  if (client_kernel && !can.client_kernels) return false;
-  if (language.empty() || can.languages.empty()) return true;
-  return std::find(can.languages.begin(), can.languages.end(), language) != can.languages.end();
-}
-
 // How soon a worker that got nothing asks again while a batch for it is being prepared.
 constexpr absl::Duration kRetrySoon = absl::Milliseconds(10);
 
 }  // namespace
+
+bool scheduler_internal::CanMeasure(const WorkerCapabilities& can, const std::string& language,
+                                    bool client_kernel) {
+  if (client_kernel && !can.client_kernels) return false;
+  if (language.empty() || can.languages.empty()) return true;
+  return std::find(can.languages.begin(), can.languages.end(), language) != can.languages.end();
+}
 
 bool Scheduler::NeedsBatch(const TaskRun& t) {
   return t.search != nullptr && !t.agent_busy && t.queued.empty() && t.in_flight == 0 &&

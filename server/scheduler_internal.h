@@ -107,6 +107,9 @@ namespace scheduler_internal {
 
 std::string JobSource(int64_t job_id);
 bool IsFinal(JobState s);
+// Whether a worker with `can` builds and runs a kernel in `language` (empty: not a registry
+// kernel), registered by a client or not.
+bool CanMeasure(const WorkerCapabilities& can, const std::string& language, bool client_kernel);
 // A task's progress in one job, from the records the job stored (source "job:<id>").
 absl::StatusOr<TaskStatus> CountJobRecords(TuningDatabase& db, int64_t job_id,
                                            const TaskKey& task);

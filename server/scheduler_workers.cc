@@ -2,6 +2,8 @@
 #include <set>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/time/time.h"
 #include "common/event_log.h"
 #include "server/scheduler.h"
 #include "server/scheduler_internal.h"
@@ -74,6 +76,95 @@ std::vector<Scheduler::WorkerStatus> Scheduler::ListWorkers() {
                    held, w.last_seen, w.measurements});
   }
   return out;
+}
+
+std::string Scheduler::WaitingReason(const JobRun& job) const {
+  if (job.job.state != JobState::kQueued && job.job.state != JobState::kRunning) return "";
+  // What the unfinished tasks need of a worker, each need once, with how many tasks need it: a
+  // device class, the language it builds, whether it runs kernels clients registered
+  // (CanMeasure). Tasks come grouped by class, so the last need found is tried first: a poll
+  // of a 65,536-task job copies no string per task.
+  const auto SameNeed = [](const TaskRun& a, const TaskRun& b) {
+    return a.task.device_class == b.task.device_class && a.language == b.language &&
+           a.client_kernel == b.client_kernel;
+  };
+  std::vector<std::pair<const TaskRun*, int64_t>> needs;
+  size_t last = 0;
+  for (const TaskRun& t : job.tasks) {
+    if (scheduler_internal::IsFinal(t.state)) continue;
+    if (last < needs.size() && SameNeed(*needs[last].first, t)) {
+      ++needs[last].second;
+      continue;
+    }
+    last = 0;
+    while (last < needs.size() && !SameNeed(*needs[last].first, t)) ++last;
+    if (last == needs.size()) needs.push_back({&t, 0});
+    ++needs[last].second;
+  }
+  const absl::Time now = options_.now();
+  std::vector<std::string> reasons;
+  for (const auto& [need, tasks] : needs) {
+    const std::string& device_class = need->task.device_class;
+    const std::string& language = need->language;
+    const bool client_kernel = need->client_kernel;
+    int registered = 0, live = 0;
+    bool refuses_client = false;
+    absl::Time heard = absl::InfinitePast();
+    for (const auto& [id, w] : workers_) {
+      if (w.device.device_class != device_class) continue;
+      if (!job.worker_id.empty() && id != job.worker_id) continue;
+      if (!job.fingerprint_hash.empty() && w.device.FingerprintHash() != job.fingerprint_hash) {
+        continue;
+      }
+      ++registered;
+      heard = std::max(heard, w.last_seen);
+      if (now - w.last_seen > options_.lease_timeout) continue;
+      ++live;
+      if (scheduler_internal::CanMeasure(w.capabilities, language, client_kernel)) {
+        registered = -1;  // served
+        break;
+      }
+      // It builds the language, and refuses only because a client registered the kernel.
+      refuses_client |= scheduler_internal::CanMeasure(w.capabilities, language, false);
+    }
+    if (registered < 0) continue;
+    std::string who = absl::StrCat("device class '", device_class, "'");
+    if (!job.worker_id.empty()) who = absl::StrCat("its worker ", job.worker_id, " (", who, ")");
+    if (!job.fingerprint_hash.empty()) absl::StrAppend(&who, " with the job's exact fingerprint");
+    std::string reason = absl::StrCat(tasks, tasks == 1 ? " task waits" : " tasks wait", " for ");
+    const std::string silent =
+        absl::StrCat(" last heard from ",
+                     absl::FormatDuration(absl::Trunc(now - heard, absl::Seconds(1))), " ago");
+    if (!job.worker_id.empty()) {
+      absl::StrAppend(&reason, who,
+                      registered == 0 ? ", which is gone"
+                      : live == 0     ? absl::StrCat(",", silent)
+                                      : ", which cannot measure them");
+    } else if (registered == 0) {
+      absl::StrAppend(&reason, "a worker of ", who, ": none has registered");
+    } else if (live == 0) {
+      absl::StrAppend(
+          &reason, "a worker of ", who, ": ",
+          registered == 1 ? "its worker was" : absl::StrCat("its ", registered, " workers were"),
+          silent);
+    } else {
+      absl::StrAppend(&reason, "a worker of ", who, " that ",
+                      refuses_client
+                          ? "runs kernels registered by clients (its workers run with "
+                            "--no-client-kernels)"
+                          : absl::StrCat("builds ", language, " kernels (its ", live,
+                                         live == 1 ? " worker does" : " workers do", " not)"));
+    }
+    reasons.push_back(std::move(reason));
+  }
+  // A job of many classes none serves: the first three, and how many more.
+  constexpr size_t kMaxReasons = 3;
+  if (reasons.size() > kMaxReasons) {
+    const size_t more = reasons.size() - kMaxReasons;
+    reasons.resize(kMaxReasons);
+    reasons.push_back(absl::StrCat("and ", more, " more"));
+  }
+  return absl::StrJoin(reasons, "; ");
 }
 
 Scheduler::Counts Scheduler::CountNow() {

@@ -121,6 +121,7 @@ v1::Job ToProto(const JobStatus& s, bool with_tasks) {
   out.set_measurements_done(s.done);
   out.set_measurements_total(s.total);
   out.set_estimated_seconds_left(s.estimated_seconds_left);
+  out.set_waiting(s.waiting);
   *out.mutable_created_at() = Timestamp(s.job.created_at_us);
   *out.mutable_updated_at() = Timestamp(s.job.updated_at_us);
   if (!with_tasks) return out;

@@ -460,6 +460,9 @@ class Job:
     created_at: Optional[datetime]
     updated_at: Optional[datetime]
     task_count: int = 0  # its tasks, listed or not
+    # Why a queued or running job's tasks are not measured ("1 task waits for a worker of device
+    # class 'cpu:...': none has registered"); empty while they are, and once it has ended.
+    waiting: str = ""
 
     @classmethod
     def _from_proto(cls, j: ts.Job) -> "Job":
@@ -475,6 +478,7 @@ class Job:
             created_at=_timestamp(j.created_at),
             updated_at=_timestamp(j.updated_at),
             task_count=j.task_count,
+            waiting=j.waiting,
         )
 
 
@@ -568,11 +572,12 @@ class WorkerInfo:
     active_leases: int
     measurements_done: int
     last_heartbeat: Optional[datetime] = None
+    host: str = ""  # the host it registered from
 
     @classmethod
     def _from_proto(cls, w: ts.WorkerInfo) -> "WorkerInfo":
         return cls(w.worker_id, Device._from_proto(w.device), w.state, w.active_leases,
-                   w.measurements_done, _timestamp(w.last_heartbeat))
+                   w.measurements_done, _timestamp(w.last_heartbeat), w.host)
 
 
 @dataclass

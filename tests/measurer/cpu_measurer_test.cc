@@ -279,6 +279,25 @@ TEST_F(CpuMeasurerTest, BuiltinGemmDefaultIsCorrectAndTimed) {
   EXPECT_EQ((*results)[2].status, MeasurementStatus::kInvalidConfig);
 }
 
+TEST_F(CpuMeasurerTest, AStopCheckThatTurnsTrueStopsTheCallBetweenConfigurations) {
+  CpuMeasurer measurer(&registry_, options_);
+  const KernelDefinition* gemm = registry_.Find("gemm");
+  Problem problem{{"M", int64_t{32}}, {"N", int64_t{32}}, {"K", int64_t{32}}};
+  TaskKey task{"gemm", gemm->Version(), problem, measurer.device().device_class};
+  auto config = gemm->DefaultConfiguration(*gemm->ValidateProblem(problem), {1});
+  ASSERT_TRUE(config.ok());
+  int checks = 0;  // the first check lets one configuration run; every later one says stop
+  measurer.set_stop_check([&checks] { return ++checks > 1; });
+  auto stopped = measurer.Measure(task, {*config, *config, *config});
+  EXPECT_TRUE(absl::IsCancelled(stopped.status())) << stopped.status();
+  EXPECT_THAT(stopped.status().message(), HasSubstr("after 1 of 3"));
+  EXPECT_EQ(checks, 2);
+  measurer.set_stop_check(nullptr);  // none: every configuration, as before
+  auto all = measurer.Measure(task, {*config, *config});
+  ASSERT_TRUE(all.ok()) << all.status();
+  EXPECT_EQ(all->size(), 2u);
+}
+
 // gemm_lowp's runs fail unless the runner called its prepare hook first (cpu_kernel_abi.h), so
 // every precision measuring ok shows the runner brackets each configuration's runs.
 TEST_F(CpuMeasurerTest, TheRunnerPreparesBuiltinKernelsThatHaveAPrepareHook) {

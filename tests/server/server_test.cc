@@ -34,6 +34,7 @@ namespace ktune {
 namespace {
 
 using ::testing::HasSubstr;
+using ::testing::Not;
 
 const char* kSpaces[] = {"convolution_A100_T4.json.gz", "convolution_A4000_T4.json.gz",
                          "convolution_MI250X_T4.json.gz"};
@@ -871,6 +872,97 @@ TEST_F(ServerTest, AWorkerDropsALeaseTheServerTookBackInsteadOfReportingIt) {
   ASSERT_TRUE(loop.Run().ok());
   EXPECT_EQ(flaky.filled_leases, 2);  // the batch again, under a new lease
   EXPECT_EQ(flaky.reports_sent, 1);   // only the live lease was reported
+  EXPECT_EQ(loop.reported(), 4);
+  v1::GetJobRequest get;
+  get.set_job_id(job.job_id());
+  ASSERT_TRUE(tuning_->GetJob(Context().get(), get, &job).ok());
+  EXPECT_EQ(job.tasks(0).measurements_done(), 4);
+}
+
+TEST_F(ServerTest, AJobSaysWhichOfItsTasksWaitForAWorkerAndWhy) {
+  FreezeClock();
+  v1::SubmitJobRequest submit;
+  *submit.mutable_spec() = ThreeTaskSpec(4);
+  v1::Job job;
+  ASSERT_TRUE(tuning_->SubmitJob(Context().get(), submit, &job).ok());
+  const std::string first = submit.spec().device_classes(0);
+  const std::string others[] = {submit.spec().device_classes(1), submit.spec().device_classes(2)};
+  const auto Waiting = [&] {
+    v1::GetJobRequest get;
+    get.set_job_id(job.job_id());
+    v1::Job now;
+    EXPECT_TRUE(tuning_->GetJob(Context().get(), get, &now).ok());
+    return now.waiting();
+  };
+  const auto NoneFor = [](const std::string& device_class) {
+    return absl::StrCat("1 task waits for a worker of device class '", device_class,
+                        "': none has registered");
+  };
+  EXPECT_THAT(Waiting(), HasSubstr(NoneFor(first)));
+  EXPECT_THAT(Waiting(), HasSubstr(NoneFor(others[0])));
+  EXPECT_THAT(Waiting(), HasSubstr(NoneFor(others[1])));
+  RegisterWorker();  // of the first class: its task is served, the others still wait
+  EXPECT_THAT(Waiting(), Not(HasSubstr(first)));
+  EXPECT_THAT(Waiting(), HasSubstr(NoneFor(others[0])));
+  Advance(absl::Seconds(75));  // past the lease timeout: the worker is lost
+  EXPECT_THAT(Waiting(),
+              HasSubstr(absl::StrCat("1 task waits for a worker of device class '", first,
+                                     "': its worker was last heard from 1m15s ago")));
+  v1::CancelJobRequest cancel;
+  cancel.set_job_id(job.job_id());
+  ASSERT_TRUE(tuning_->CancelJob(Context().get(), cancel, &job).ok());
+  EXPECT_EQ(job.waiting(), "");  // an ended job waits for nothing
+}
+
+// Measures one configuration at a time, stopping at the caller's stop check; its first call
+// waits after its first configuration until the check says stop (at most 10 s).
+class StopsWhenTold : public Measurer {
+ public:
+  explicit StopsWhenTold(Measurer* real) : real_(real) {}
+  DeviceInfo device() const override { return real_->device(); }
+  absl::StatusOr<std::vector<MeasureResult>> Measure(
+      const TaskKey& task, const std::vector<Configuration>& configs) override {
+    const bool first_call = calls_++ == 0;
+    std::vector<MeasureResult> results;
+    for (const Configuration& config : configs) {
+      if (StopRequested()) {
+        stopped_after = static_cast<int>(results.size());
+        return Stopped(results.size(), configs.size());
+      }
+      KTUNE_ASSIGN_OR_RETURN(std::vector<MeasureResult> one, real_->Measure(task, {config}));
+      results.push_back(one.front());
+      for (int i = 0; first_call && i < 200 && !StopRequested(); ++i) {
+        absl::SleepFor(absl::Milliseconds(50));
+      }
+    }
+    return results;
+  }
+  int stopped_after = -1;  // configurations measured by the call that stopped; -1: none did
+
+ private:
+  Measurer* real_;
+  int calls_ = 0;
+};
+
+TEST_F(ServerTest, AWorkerStopsMeasuringALeaseTheServerTookBackBetweenCandidates) {
+  v1::SubmitJobRequest submit;
+  *submit.mutable_spec() = ThreeTaskSpec(4);
+  v1::Job job;
+  ASSERT_TRUE(tuning_->SubmitJob(Context().get(), submit, &job).ok());
+  auto recorded = LoadRecordedSpace(testing::SpaceFile(kSpaces[0]));
+  ReplayMeasurer replay(recorded->records);
+  // As above, the lease is taken back while its first candidate's measurement is done: the
+  // other three of the lease are not measured (they were, for nothing, before the stop check).
+  StopsWhenTold stops(&replay);
+  FlakyReports flaky(workers_.get(), /*outages=*/0, /*heartbeat_outages=*/4);
+  WorkerLoopOptions options;
+  options.max_candidates = 4;
+  options.idle_exit = absl::Milliseconds(300);
+  WorkerLoop loop(&flaky, &stops, options);
+  ASSERT_TRUE(loop.Run().ok());
+  EXPECT_EQ(stops.stopped_after, 1);
+  EXPECT_EQ(flaky.filled_leases, 2);  // the batch again, under a new lease
+  EXPECT_EQ(flaky.reports_sent, 1);
   EXPECT_EQ(loop.reported(), 4);
   v1::GetJobRequest get;
   get.set_job_id(job.job_id());
@@ -1877,6 +1969,14 @@ TEST(ServerClientKernelTest, AnAdminRegistersAKernelThatWorkersThenMeasure) {
       ASSERT_TRUE(
           stub->LeaseBatch(with("worker-token-0123456789").get(), lease_request, &lease).ok());
       EXPECT_EQ(lease.candidates_size(), 0) << language << (untrusted ? "" : ", no client kernels");
+      // ... and the job says why it waits.
+      v1::GetJobRequest get;
+      get.set_job_id(job.job_id());
+      v1::Job now;
+      ASSERT_TRUE(tuning->GetJob(with("admin-token-0123456789").get(), get, &now).ok());
+      EXPECT_THAT(now.waiting(),
+                  HasSubstr(language == "cuda" ? "that builds cpp kernels (its 1 worker does not)"
+                                               : "that runs kernels registered by clients"));
     }
     WorkerLoopOptions worker;
     worker.token = "worker-token-0123456789";
@@ -1921,6 +2021,7 @@ TEST(ServerClientKernelTest, AnAdminRegistersAKernelThatWorkersThenMeasure) {
     while (events->Read(&event)) job = event.job();
     ASSERT_TRUE(events->Finish().ok());
     EXPECT_EQ(job.state(), v1::JOB_STATE_DONE);
+    EXPECT_EQ(job.waiting(), "");  // an ended job waits for nothing
     ASSERT_EQ(job.tasks_size(), 1);
     EXPECT_EQ(job.tasks(0).measurements_done(), 4);
     EXPECT_TRUE(job.tasks(0).has_best_time_ms()) << "every measurement failed";
