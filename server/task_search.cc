@@ -44,6 +44,24 @@ std::optional<RecordOutcome> OutcomeOf(const TaskColumns& c, size_t i,
   return RecordOutcome{ok, ok ? c.time_ms[i] : 0.0};
 }
 
+// Whether a failure with `status` may be the worker's doing rather than the configuration's: a
+// worker with a broken toolchain, a missing library or the wrong image fails every candidate
+// with these. (An invalid configuration, a wrong result or an inaccurate one is the
+// configuration's.)
+bool MayBeTheWorkers(MeasurementStatus status) {
+  return status == MeasurementStatus::kCompileError || status == MeasurementStatus::kRuntimeError ||
+         status == MeasurementStatus::kTimeout || status == MeasurementStatus::kLost;
+}
+
+// Whether any record of `c` is ok under the accuracy budget.
+bool AnyOk(const TaskColumns& c, std::optional<double> budget) {
+  for (size_t i = 0; i < c.size(); ++i) {
+    const std::optional<RecordOutcome> outcome = OutcomeOf(c, i, budget);
+    if (outcome && outcome->ok) return true;
+  }
+  return false;
+}
+
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<TaskSearch>> TaskSearch::Create(TuningDatabase* db,
@@ -79,6 +97,11 @@ absl::StatusOr<std::unique_ptr<TaskSearch>> TaskSearch::Create(TuningDatabase* d
   std::set<Point> fresh;  // the points of the records since, and of the re-verified
   bool default_known = false;
   const bool stale_as_source = s->space_->size() <= kMaxStaleSourcePoints;
+  // A task nothing ever ran on: its failures may be a broken worker's (MayBeTheWorkers), and
+  // are measured again rather than taken as the configurations' (the fleet review: a worker
+  // image without a compiler failed a job's candidates, and every later job skipped them).
+  const bool trust_failures =
+      AnyOk(known, options.max_rel_error) || AnyOk(stale, options.max_rel_error);
   // Adds the records of `c` that are valid points of the space (others are of another version,
   // threads or space) to the prior, or the stale ones to the transfer source (in a space too
   // large for one, to the prior at points not in `fresh`).
@@ -101,6 +124,7 @@ absl::StatusOr<std::unique_ptr<TaskSearch>> TaskSearch::Create(TuningDatabase* d
         continue;  // measured since, or re-verified now
       }
       if (!outcome) continue;  // the search may measure it again
+      if (!outcome->ok && !trust_failures && MayBeTheWorkers(c.status[i])) continue;  // again
       default_known |= default_point && *p == *default_point;
       if (!s->space_->IsValid(*p)) continue;
       s->prior_.push_back({*p, outcome->ok, outcome->time_ms});

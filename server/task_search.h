@@ -4,12 +4,15 @@
 // The search, in order:
 // 1. Every record the database holds for the task (any job, any earlier tune) that is a valid
 //    point of the space becomes a prior result: never measured again, and the strategy starts
-//    from it. The budget buys new measurements only. Records from before a regression (stale:
-//    they no longer answer queries) are the strategy's transfer source instead, the landscape
-//    of the environment before the change: the strategy learns from them (PPO's prior model
-//    ranks its first batches from them, and weighs them by how far the new results agree), but
-//    may measure any of them again (strategies without transfer sources, all but PPO, search
-//    without them). As prior results they could not be: a retuning search then
+//    from it. The budget buys new measurements only. But while the task has no ok record, its
+//    failures that may be the worker's doing (compile_error, runtime_error, timeout, lost: a
+//    broken toolchain or image fails every candidate) are not prior results, and may be
+//    measured again; once something ran, failures are taken to be the configurations' own. Records
+//    from before a regression (stale: they no longer answer queries) are the strategy's transfer
+//    source instead, the landscape of the environment before the change: the strategy learns from
+//    them (PPO's prior model ranks its first batches from them, and weighs them by how far the new
+//    results agree), but may measure any of them again (strategies without transfer sources, all
+//    but PPO, search without them). As prior results they could not be: a retuning search then
 //    never re-measured the old second-best configurations, which a regression of the best
 //    leaves as the new best, and answered with a slower one found elsewhere.
 // 2. A registry kernel's untuned default configuration is the first batch (of one), unless the

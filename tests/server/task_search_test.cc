@@ -49,8 +49,10 @@ class TaskSearchTest : public OneTaskScheduler {
     return id.value_or(0);
   }
 
-  // One lease, measured (a time derived from the configuration) and reported; its configs.
-  std::vector<Configuration> LeaseAndReport() {
+  // One lease, measured (a time derived from the configuration) and reported with `status`
+  // (times only when ok); its configs.
+  std::vector<Configuration> LeaseAndReport(
+      v1::MeasurementStatus status = v1::MEASUREMENT_STATUS_OK) {
     absl::StatusOr<LeaseGrant> grant = scheduler_->Lease(worker_, 256);
     EXPECT_TRUE(grant.ok()) << grant.status();
     std::vector<Configuration> configs;
@@ -59,8 +61,10 @@ class TaskSearchTest : public OneTaskScheduler {
       Configuration config = *FromProto(c.config().params(), "config");
       v1::CandidateResult r;
       r.set_candidate_id(c.candidate_id());
-      r.set_status(v1::MEASUREMENT_STATUS_OK);
-      r.add_repeat_times_ms(1.0 + std::hash<std::string>()(CanonicalJson(config)) % 1000 / 100.0);
+      r.set_status(status);
+      if (status == v1::MEASUREMENT_STATUS_OK) {
+        r.add_repeat_times_ms(1.0 + std::hash<std::string>()(CanonicalJson(config)) % 1000 / 100.0);
+      }
       results.push_back(r);
       configs.push_back(std::move(config));
     }
@@ -280,6 +284,29 @@ TEST_F(TaskSearchTest, AfterARegressionTheOldRecordsLeadTheSearchAndCanBeMeasure
   EXPECT_EQ(measured.size(), 12u);
   EXPECT_THAT(measured, ::testing::Contains(old_best_config));
   EXPECT_EQ(db_.TaskRecords(Task())->size(), 12u);  // the new records answer
+}
+
+// A worker that builds nothing (a broken toolchain, the wrong image) fails every candidate of a
+// task: a later job may measure those configurations again. Once something ran, failures are
+// the configurations' own, and no job measures them again.
+TEST_F(TaskSearchTest, FailuresOfATaskNothingRanOnAreMeasuredAgainByTheNextJob) {
+  Submit(4, "random", /*batch_size=*/4);
+  std::vector<Configuration> failed;
+  for (std::vector<Configuration> lease = LeaseAndReport(v1::MEASUREMENT_STATUS_COMPILE_ERROR);
+       !lease.empty(); lease = LeaseAndReport(v1::MEASUREMENT_STATUS_COMPILE_ERROR)) {
+    failed.insert(failed.end(), lease.begin(), lease.end());
+  }
+  ASSERT_EQ(failed.size(), 4u);
+  EXPECT_THAT(failed, ::testing::Contains(Default()));
+  absl::StatusOr<std::unique_ptr<TaskSearch>> after_failures = RandomSearch(0);
+  ASSERT_TRUE(after_failures.ok()) << after_failures.status();
+  EXPECT_EQ((*after_failures)->prior_records(), 0);
+  // The next job starts with the default again (it was one of the failures), and it runs.
+  Submit(1, "random", /*batch_size=*/4);
+  EXPECT_EQ(LeaseAndReport(), std::vector<Configuration>{Default()});
+  absl::StatusOr<std::unique_ptr<TaskSearch>> after_a_run = RandomSearch(0);
+  ASSERT_TRUE(after_a_run.ok()) << after_a_run.status();
+  EXPECT_EQ((*after_a_run)->prior_records(), 5);  // the four failures and the run
 }
 
 TEST_F(TaskSearchTest, PpoSavesItsPolicyWhileTheTaskRunsSoARestartKeepsTheLearning) {
