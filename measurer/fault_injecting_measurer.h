@@ -47,6 +47,7 @@ class FaultInjectingMeasurer : public Measurer {
     if (!passed.empty()) {
       inner_->set_stop_check([this] { return StopRequested(); });  // this one's, passed on
       absl::StatusOr<std::vector<MeasureResult>> measured = inner_->Measure(task, passed);
+      inner_->set_stop_check(nullptr);  // it may outlive this one
       if (!measured.ok()) return measured.status();
       for (size_t k = 0; k < where.size(); ++k) results[where[k]] = std::move((*measured)[k]);
     }

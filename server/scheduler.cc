@@ -119,6 +119,14 @@ absl::Status Scheduler::AddJobRun(Job job, bool recount) {
       t.language = k->language;
       t.client_kernel = !k->builtin;
     }
+    const auto need = std::find_if(run->needs.begin(), run->needs.end(), [&t](const auto& n) {
+      return n.device_class == t.task.device_class && n.language == t.language &&
+             n.client_kernel == t.client_kernel;
+    });
+    t.need = static_cast<int>(need - run->needs.begin());
+    if (need == run->needs.end()) {
+      run->needs.push_back({t.task.device_class, t.language, t.client_kernel});
+    }
     // Progress is recounted from the records this job stored: exact after a crash.
     if (recount) {
       KTUNE_ASSIGN_OR_RETURN(TaskStatus counted, CountJobRecords(*db_, job.id, t.task));
@@ -335,6 +343,16 @@ absl::StatusOr<int64_t> Scheduler::Submit(const JobRequest& r) {
           "worker ", r.worker_id,
           " is not registered with this server: a job bound to a worker (worker_id) needs the "
           "worker registered first (WorkerService.Register)"));
+    }
+    if (!r.worker_id.empty()) {
+      // Tasks of another class would wait for ever: only the bound worker measures the job.
+      const std::string& bound = workers_.at(r.worker_id).device.device_class;
+      for (const TaskKey& t : r.tasks) {
+        if (t.device_class == bound) continue;
+        return absl::FailedPreconditionError(absl::StrCat(
+            "worker ", r.worker_id, " measures device class '", bound, "', and this job has '",
+            t.device_class, "': a job bound to a worker (worker_id) is of its device class"));
+      }
     }
     tasks_being_stored_ += tasks;
   }

@@ -22,6 +22,7 @@ struct Scheduler::TaskRun {
   TaskKey task;
   std::string language;        // of its registry kernel; empty: not in the registry (replays)
   bool client_kernel = false;  // a kernel a client registered
+  int need = 0;                // index in JobRun::needs of what it needs of a worker
   int64_t budget = 0;
   int64_t done = 0;  // records of this job's task stored
   int64_t failed = 0;
@@ -66,6 +67,15 @@ struct Scheduler::JobRun {
   // compare across them): on a class, the job with the lowest pass there leases next.
   std::map<std::string, double> pass;
   std::vector<TaskRun> tasks;
+  // What its tasks need of a worker, each need once (TaskRun::need): a device class, the language
+  // it builds, whether it runs client kernels. Fixed when the job is loaded; WaitingReason counts
+  // by it (a poll of a 65,536-task job compared strings per task).
+  struct WorkerNeed {
+    std::string device_class;
+    std::string language;
+    bool client_kernel = false;
+  };
+  std::vector<WorkerNeed> needs;
   // The time left is estimated from the measurements since the first lease after the job was
   // loaded or resumed: a restart's wait for workers and first batch, or a pause, is not measuring
   // (counted, the estimate after a restart was several times too high).

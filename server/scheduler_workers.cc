@@ -78,84 +78,105 @@ std::vector<Scheduler::WorkerStatus> Scheduler::ListWorkers() {
   return out;
 }
 
+namespace {
+
+// "2026-12-07 02:59:00 UTC": a fixed time, so that a watcher's event does not change every second
+// while a worker stays silent.
+std::string SinceText(absl::Time t) {
+  return absl::FormatTime("%Y-%m-%d %H:%M:%S UTC", t, absl::UTCTimeZone());
+}
+
+}  // namespace
+
 std::string Scheduler::WaitingReason(const JobRun& job) const {
   if (job.job.state != JobState::kQueued && job.job.state != JobState::kRunning) return "";
-  // What the unfinished tasks need of a worker, each need once, with how many tasks need it: a
-  // device class, the language it builds, whether it runs kernels clients registered
-  // (CanMeasure). Tasks come grouped by class, so the last need found is tried first: a poll
-  // of a 65,536-task job copies no string per task.
-  const auto SameNeed = [](const TaskRun& a, const TaskRun& b) {
-    return a.task.device_class == b.task.device_class && a.language == b.language &&
-           a.client_kernel == b.client_kernel;
-  };
-  std::vector<std::pair<const TaskRun*, int64_t>> needs;
-  size_t last = 0;
+  std::vector<int64_t> waiting(job.needs.size(), 0);  // unfinished tasks per need
   for (const TaskRun& t : job.tasks) {
-    if (scheduler_internal::IsFinal(t.state)) continue;
-    if (last < needs.size() && SameNeed(*needs[last].first, t)) {
-      ++needs[last].second;
-      continue;
-    }
-    last = 0;
-    while (last < needs.size() && !SameNeed(*needs[last].first, t)) ++last;
-    if (last == needs.size()) needs.push_back({&t, 0});
-    ++needs[last].second;
+    if (!scheduler_internal::IsFinal(t.state)) ++waiting[static_cast<size_t>(t.need)];
   }
   const absl::Time now = options_.now();
+  const auto Lost = [&](const WorkerRun& w) { return now - w.last_seen > options_.lease_timeout; };
+  const auto Tasks = [](int64_t n) {
+    return absl::StrCat(n, n == 1 ? " task waits" : " tasks wait");
+  };
   std::vector<std::string> reasons;
-  for (const auto& [need, tasks] : needs) {
-    const std::string& device_class = need->task.device_class;
-    const std::string& language = need->language;
-    const bool client_kernel = need->client_kernel;
-    int registered = 0, live = 0;
-    bool refuses_client = false;
-    absl::Time heard = absl::InfinitePast();
-    for (const auto& [id, w] : workers_) {
-      if (w.device.device_class != device_class) continue;
-      if (!job.worker_id.empty() && id != job.worker_id) continue;
-      if (!job.fingerprint_hash.empty() && w.device.FingerprintHash() != job.fingerprint_hash) {
-        continue;
-      }
-      ++registered;
-      heard = std::max(heard, w.last_seen);
-      if (now - w.last_seen > options_.lease_timeout) continue;
-      ++live;
-      if (scheduler_internal::CanMeasure(w.capabilities, language, client_kernel)) {
-        registered = -1;  // served
-        break;
-      }
-      // It builds the language, and refuses only because a client registered the kernel.
-      refuses_client |= scheduler_internal::CanMeasure(w.capabilities, language, false);
+  if (!job.worker_id.empty()) {  // a bound job: its worker, or nothing
+    const auto w = workers_.find(job.worker_id);
+    int64_t tasks = 0;
+    for (size_t n = 0; n < job.needs.size(); ++n) tasks += waiting[n];
+    if (tasks == 0) return "";
+    const std::string who = absl::StrCat(Tasks(tasks), " for its worker ", job.worker_id);
+    if (w == workers_.end()) return absl::StrCat(who, ", which is gone");
+    if (Lost(w->second)) {
+      return absl::StrCat(who, ", last heard from at ", SinceText(w->second.last_seen));
     }
-    if (registered < 0) continue;
-    std::string who = absl::StrCat("device class '", device_class, "'");
-    if (!job.worker_id.empty()) who = absl::StrCat("its worker ", job.worker_id, " (", who, ")");
-    if (!job.fingerprint_hash.empty()) absl::StrAppend(&who, " with the job's exact fingerprint");
-    std::string reason = absl::StrCat(tasks, tasks == 1 ? " task waits" : " tasks wait", " for ");
-    const std::string silent =
-        absl::StrCat(" last heard from ",
-                     absl::FormatDuration(absl::Trunc(now - heard, absl::Seconds(1))), " ago");
-    if (!job.worker_id.empty()) {
-      absl::StrAppend(&reason, who,
-                      registered == 0 ? ", which is gone"
-                      : live == 0     ? absl::StrCat(",", silent)
-                                      : ", which cannot measure them");
-    } else if (registered == 0) {
-      absl::StrAppend(&reason, "a worker of ", who, ": none has registered");
-    } else if (live == 0) {
-      absl::StrAppend(
-          &reason, "a worker of ", who, ": ",
-          registered == 1 ? "its worker was" : absl::StrCat("its ", registered, " workers were"),
-          silent);
-    } else {
-      absl::StrAppend(&reason, "a worker of ", who, " that ",
-                      refuses_client
-                          ? "runs kernels registered by clients (its workers run with "
-                            "--no-client-kernels)"
-                          : absl::StrCat("builds ", language, " kernels (its ", live,
-                                         live == 1 ? " worker does" : " workers do", " not)"));
+    for (size_t n = 0; n < job.needs.size(); ++n) {
+      const JobRun::WorkerNeed& need = job.needs[n];
+      if (waiting[n] == 0) continue;
+      if (need.device_class != w->second.device.device_class) {
+        reasons.push_back(absl::StrCat(Tasks(waiting[n]), " of device class '", need.device_class,
+                                       "' for its worker ", job.worker_id, ", which is of '",
+                                       w->second.device.device_class, "'"));
+      } else if (!scheduler_internal::CanMeasure(w->second.capabilities, need.language,
+                                                 need.client_kernel)) {
+        reasons.push_back(absl::StrCat(
+            Tasks(waiting[n]), " for its worker ", job.worker_id, ", which cannot measure them (",
+            need.client_kernel ? "a client kernel" : need.language, ")"));
+      }
     }
-    reasons.push_back(std::move(reason));
+  } else {
+    for (size_t n = 0; n < job.needs.size(); ++n) {
+      const JobRun::WorkerNeed& need = job.needs[n];
+      if (waiting[n] == 0) continue;
+      // The class's workers (of the job's exact fingerprint, when it has one), by why they
+      // cannot take these tasks.
+      int registered = 0, lost = 0, other_language = 0, no_client_kernels = 0;
+      absl::Time heard = absl::InfinitePast();
+      for (const auto& [id, w] : workers_) {
+        if (w.device.device_class != need.device_class) continue;
+        if (!job.fingerprint_hash.empty() && w.device.FingerprintHash() != job.fingerprint_hash) {
+          continue;
+        }
+        ++registered;
+        if (Lost(w)) {
+          ++lost;
+          heard = std::max(heard, w.last_seen);
+        } else if (scheduler_internal::CanMeasure(w.capabilities, need.language,
+                                                  need.client_kernel)) {
+          registered = -1;  // served
+          break;
+        } else if (scheduler_internal::CanMeasure(w.capabilities, need.language, false)) {
+          ++no_client_kernels;  // it builds the language, and refuses client kernels
+        } else {
+          ++other_language;
+        }
+      }
+      if (registered < 0) continue;
+      std::string reason =
+          absl::StrCat(Tasks(waiting[n]), " for a worker of device class '", need.device_class, "'",
+                       job.fingerprint_hash.empty() ? "" : " with the job's fingerprint");
+      if (registered == 0) {
+        absl::StrAppend(&reason, ": none has registered");
+      } else {
+        std::vector<std::string> why;
+        if (other_language > 0) {
+          why.push_back(absl::StrCat(other_language,
+                                     other_language == 1 ? " does not build " : " do not build ",
+                                     need.language, " kernels"));
+        }
+        if (no_client_kernels > 0) {
+          why.push_back(absl::StrCat(no_client_kernels, no_client_kernels == 1 ? " runs" : " run",
+                                     " with --no-client-kernels"));
+        }
+        if (lost > 0) {
+          why.push_back(absl::StrCat(lost, lost == 1 ? " is" : " are", " lost, last heard from at ",
+                                     SinceText(heard)));
+        }
+        absl::StrAppend(&reason, ": of its ", registered,
+                        registered == 1 ? " worker, " : " workers, ", absl::StrJoin(why, ", "));
+      }
+      reasons.push_back(std::move(reason));
+    }
   }
   // A job of many classes none serves: the first three, and how many more.
   constexpr size_t kMaxReasons = 3;

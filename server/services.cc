@@ -682,6 +682,9 @@ grpc::ServerUnaryReactor* TuningServiceImpl::Explain(grpc::CallbackServerContext
 
 namespace {
 
+// ListKernelsResponse's bound (tuning_service.proto).
+constexpr int kMaxListedKernels = 1024;
+
 v1::KernelInfo KernelInfoOf(const KernelDefinition& k) {
   v1::KernelInfo info;
   info.mutable_kernel()->set_name(k.name);
@@ -705,6 +708,27 @@ v1::KernelInfo KernelInfoOf(const KernelDefinition& k) {
   return info;
 }
 
+// A recorded space this server replays (ktune serve --replay): its kernel has no definition
+// here, only the one problem and device class it was recorded for, which the description names
+// (jobs of it give exactly those), and the values its records hold.
+v1::KernelInfo KernelInfoOf(const TaskSpaces::Recorded& r) {
+  v1::KernelInfo info;
+  info.mutable_kernel()->set_name(r.task.kernel);
+  info.mutable_kernel()->set_version(r.task.kernel_version);
+  info.set_language("replay");
+  info.set_description(absl::StrCat("recorded space of device class '", r.task.device_class,
+                                    "', problem ", CanonicalJson(r.task.problem),
+                                    " (replayed; a job gives that problem and class)"));
+  for (const Parameter& p : r.space->parameters()) {
+    v1::ParameterInfo* param = info.add_parameters();
+    param->set_name(p.name);
+    for (const ParamValue& v : p.values) *param->add_values() = ToProto(v);
+  }
+  for (const auto& [name, value] : r.task.problem) info.add_problem_parameters(name);
+  info.set_space_size(r.space->size());
+  return info;
+}
+
 }  // namespace
 
 grpc::ServerUnaryReactor* TuningServiceImpl::ListKernels(grpc::CallbackServerContext* ctx,
@@ -714,6 +738,12 @@ grpc::ServerUnaryReactor* TuningServiceImpl::ListKernels(grpc::CallbackServerCon
   return RunOn(pool_, ctx, [=]() -> absl::Status {
     for (const KernelDefinition* k : spaces_->registry().List()) {
       *response->add_kernels() = KernelInfoOf(*k);
+    }
+    // The recorded spaces too: a replay server listed only its registry, never the kernels its
+    // jobs could tune.
+    for (const TaskSpaces::Recorded& r : spaces_->RecordedSpaces()) {
+      if (response->kernels_size() >= kMaxListedKernels) break;
+      *response->add_kernels() = KernelInfoOf(r);
     }
     return absl::OkStatus();
   });

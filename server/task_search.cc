@@ -45,21 +45,27 @@ std::optional<RecordOutcome> OutcomeOf(const TaskColumns& c, size_t i,
 }
 
 // Whether a failure with `status` may be the worker's doing rather than the configuration's: a
-// worker with a broken toolchain, a missing library or the wrong image fails every candidate
-// with these. (An invalid configuration, a wrong result or an inaccurate one is the
-// configuration's.)
+// worker with a broken toolchain, a missing library or runner, or the wrong image fails every
+// candidate with these. (An invalid configuration, a wrong result or an inaccurate one is the
+// configuration's; a lost one crashed or hung three workers, and is not handed out again.)
 bool MayBeTheWorkers(MeasurementStatus status) {
   return status == MeasurementStatus::kCompileError || status == MeasurementStatus::kRuntimeError ||
-         status == MeasurementStatus::kTimeout || status == MeasurementStatus::kLost;
+         status == MeasurementStatus::kTimeout;
 }
 
-// Whether any record of `c` is ok under the accuracy budget.
-bool AnyOk(const TaskColumns& c, std::optional<double> budget) {
+// When the first record of `c` that ran was measured (timed, or its output checked: ok,
+// too_inaccurate or wrong_result, whatever a job's accuracy budget); nullopt when none ran.
+std::optional<int64_t> FirstRun(const TaskColumns& c) {
+  std::optional<int64_t> first;
   for (size_t i = 0; i < c.size(); ++i) {
-    const std::optional<RecordOutcome> outcome = OutcomeOf(c, i, budget);
-    if (outcome && outcome->ok) return true;
+    const MeasurementStatus s = c.status[i];
+    if (s != MeasurementStatus::kOk && s != MeasurementStatus::kTooInaccurate &&
+        s != MeasurementStatus::kWrongResult) {
+      continue;
+    }
+    first = std::min(first.value_or(c.measured_at_us[i]), c.measured_at_us[i]);
   }
-  return false;
+  return first;
 }
 
 }  // namespace
@@ -97,15 +103,15 @@ absl::StatusOr<std::unique_ptr<TaskSearch>> TaskSearch::Create(TuningDatabase* d
   std::set<Point> fresh;  // the points of the records since, and of the re-verified
   bool default_known = false;
   const bool stale_as_source = s->space_->size() <= kMaxStaleSourcePoints;
-  // A task nothing ever ran on: its failures may be a broken worker's (MayBeTheWorkers), and
-  // are measured again rather than taken as the configurations' (the fleet review: a worker
-  // image without a compiler failed a job's candidates, and every later job skipped them).
-  const bool trust_failures =
-      AnyOk(known, options.max_rel_error) || AnyOk(stale, options.max_rel_error);
   // Adds the records of `c` that are valid points of the space (others are of another version,
   // threads or space) to the prior, or the stale ones to the transfer source (in a space too
   // large for one, to the prior at points not in `fresh`).
   auto add = [&](const TaskColumns& c, bool is_stale) {
+    // Failures from before anything ran (in this set: the fresh records, or those of before a
+    // regression) may be a broken worker's (MayBeTheWorkers): not prior results, measured again
+    // (the fleet review: a worker image without a compiler failed a job's candidates, and every
+    // later job skipped them, the default included).
+    const std::optional<int64_t> first_run = FirstRun(c);
     for (size_t i = 0; i < c.size(); ++i) {
       absl::StatusOr<Point> p = s->space_->ToPoint(c.ConfigOf(i));
       if (!p.ok()) continue;
@@ -124,7 +130,10 @@ absl::StatusOr<std::unique_ptr<TaskSearch>> TaskSearch::Create(TuningDatabase* d
         continue;  // measured since, or re-verified now
       }
       if (!outcome) continue;  // the search may measure it again
-      if (!outcome->ok && !trust_failures && MayBeTheWorkers(c.status[i])) continue;  // again
+      if (!outcome->ok && MayBeTheWorkers(c.status[i]) &&
+          (!first_run || c.measured_at_us[i] < *first_run)) {
+        continue;  // may be measured again
+      }
       default_known |= default_point && *p == *default_point;
       if (!s->space_->IsValid(*p)) continue;
       s->prior_.push_back({*p, outcome->ok, outcome->time_ms});
@@ -138,6 +147,17 @@ absl::StatusOr<std::unique_ptr<TaskSearch>> TaskSearch::Create(TuningDatabase* d
     s->stale_times_.assign(static_cast<size_t>(s->space_->size()), std::nan(""));
   }
   add(stale, /*is_stale=*/true);
+  // A point that failed and also ran ok is ok: a strategy keeps one result per point, the first
+  // (the oldest record), which made a configuration that failed on a broken worker and ran on a
+  // mended one a failure for good.
+  std::set<Point> ran_ok;
+  for (const Observation& o : s->prior_) {
+    if (o.ok) ran_ok.insert(o.point);
+  }
+  s->prior_.erase(
+      std::remove_if(s->prior_.begin(), s->prior_.end(),
+                     [&](const Observation& o) { return !o.ok && ran_ok.count(o.point); }),
+      s->prior_.end());
   s->prior_records_ = static_cast<int64_t>(s->prior_.size());
   std::vector<Configuration> first;
   if (default_config && !default_known) first.push_back(*default_config);

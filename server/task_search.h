@@ -4,10 +4,11 @@
 // The search, in order:
 // 1. Every record the database holds for the task (any job, any earlier tune) that is a valid
 //    point of the space becomes a prior result: never measured again, and the strategy starts
-//    from it. The budget buys new measurements only. But while the task has no ok record, its
-//    failures that may be the worker's doing (compile_error, runtime_error, timeout, lost: a
-//    broken toolchain or image fails every candidate) are not prior results, and may be
-//    measured again; once something ran, failures are taken to be the configurations' own. Records
+//    from it. The budget buys new measurements only. But failures that may be the worker's doing
+//    (compile_error, runtime_error, timeout: a broken toolchain or image fails every candidate)
+//    measured before the task's first record that ran (ok, too_inaccurate, wrong_result) are
+//    not prior results, and may be measured again; from then on they are taken to be the
+//    configurations' own. A point with an ok record is ok, whatever failed there before. Records
 //    from before a regression (stale: they no longer answer queries) are the strategy's transfer
 //    source instead, the landscape of the environment before the change: the strategy learns from
 //    them (PPO's prior model ranks its first batches from them, and weighs them by how far the new

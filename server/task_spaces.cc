@@ -15,8 +15,14 @@ absl::Status TaskSpaces::AddRecordedFile(const std::string& file) {
   KTUNE_ASSIGN_OR_RETURN(RecordedSpace recorded, LoadRecordedSpace(file));
   const Record& first = recorded.records.front();
   TaskKey task{first.kernel, first.kernel_version, first.problem, first.device.device_class};
-  recorded_[Key(task)] = std::make_shared<const SearchSpace>(std::move(recorded.space));
+  recorded_[Key(task)] = {task, std::make_shared<const SearchSpace>(std::move(recorded.space))};
   return absl::OkStatus();
+}
+
+std::vector<TaskSpaces::Recorded> TaskSpaces::RecordedSpaces() const {
+  std::vector<Recorded> out;
+  for (const auto& [key, recorded] : recorded_) out.push_back(recorded);
+  return out;
 }
 
 absl::StatusOr<TaskKey> TaskSpaces::Canonical(const TaskKey& task) const {
@@ -64,7 +70,7 @@ absl::StatusOr<std::shared_ptr<const SearchSpace>> TaskSpaces::Space(const TaskK
     if (threads > 0) {
       return absl::InvalidArgumentError("a recorded space has no threads parameter to fix");
     }
-    return it->second;
+    return it->second.space;
   }
   KTUNE_ASSIGN_OR_RETURN(KernelDefinition def, Definition(task, cores, threads));
   KTUNE_ASSIGN_OR_RETURN(SearchSpace space, def.Space(task.problem, MachineVariables{cores}));

@@ -8,6 +8,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "db/record.h"
@@ -41,6 +42,13 @@ class TaskSpaces {
 
   const KernelRegistry& registry() const { return *registry_; }
 
+  // The recorded spaces served (AddRecordedFile), each with its task, in the order of their keys.
+  struct Recorded {
+    TaskKey task;
+    std::shared_ptr<const SearchSpace> space;
+  };
+  std::vector<Recorded> RecordedSpaces() const;
+
   // The kernel's FLOPs per run for a task, 0 when unknown (recorded spaces).
   double Flops(const TaskKey& task) const;
 
@@ -49,7 +57,7 @@ class TaskSpaces {
   // The task's registry kernel, with `threads` fixed when > 0.
   absl::StatusOr<KernelDefinition> Definition(const TaskKey& task, int cores, int threads) const;
   const KernelRegistry* registry_;
-  std::map<std::string, std::shared_ptr<const SearchSpace>> recorded_;  // by Key()
+  std::map<std::string, Recorded> recorded_;  // by Key()
 };
 
 }  // namespace ktune

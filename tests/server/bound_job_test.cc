@@ -7,6 +7,7 @@
 #include <string>
 
 #include "absl/strings/match.h"
+#include "absl/time/time.h"
 #include "server/scheduler.h"
 #include "tests/server/one_task_scheduler.h"
 
@@ -48,6 +49,33 @@ TEST_F(BoundJobTest, OnlyItsWorkerMeasuresIt) {
   ASSERT_TRUE(mine.ok()) << mine.status();
   EXPECT_FALSE(mine->candidates.empty());
   EXPECT_EQ(scheduler_->GetJob(*job)->job.state, JobState::kRunning);
+}
+
+// Tasks of another class than the worker's would wait for ever: refused.
+TEST_F(BoundJobTest, AJobOfAnotherDeviceClassThanItsWorkersIsRefused) {
+  JobRequest r;
+  r.name = "elsewhere";
+  TaskKey task = Task();
+  task.device_class = "another class";
+  r.tasks = {task};
+  r.budget = 4;
+  r.spec_json = "{}";
+  r.worker_id = worker_;
+  absl::StatusOr<int64_t> job = scheduler_->Submit(r);
+  EXPECT_EQ(job.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_TRUE(absl::StrContains(job.status().message(), "and this job has 'another class'"))
+      << job.status();
+}
+
+TEST_F(BoundJobTest, ItSaysWhenItWaitsForItsSilentWorker) {
+  absl::StatusOr<int64_t> job = SubmitBoundTo(worker_);
+  ASSERT_TRUE(job.ok()) << job.status();
+  EXPECT_EQ(scheduler_->GetJob(*job)->waiting, "");  // its worker is there
+  const absl::Time heard = now_;
+  now_ += absl::Seconds(40);  // past the lease timeout, not yet taken for gone
+  EXPECT_EQ(scheduler_->GetJob(*job)->waiting,
+            absl::StrCat("1 task waits for its worker ", worker_, ", last heard from at ",
+                         absl::FormatTime("%Y-%m-%d %H:%M:%S UTC", heard, absl::UTCTimeZone())));
 }
 
 TEST_F(BoundJobTest, ItEndsWhenItsWorkerLeaves) {

@@ -6,14 +6,17 @@
 #include <sqlite3.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <filesystem>
 #include <fstream>
 #include <functional>
 #include <future>
+#include <iterator>
 #include <optional>
 #include <thread>
 
+#include "absl/strings/match.h"
 #include "absl/synchronization/mutex.h"
 #include "common/status_macros.h"
 #include "db/interchange/record_files.h"
@@ -904,10 +907,14 @@ TEST_F(ServerTest, AJobSaysWhichOfItsTasksWaitForAWorkerAndWhy) {
   RegisterWorker();  // of the first class: its task is served, the others still wait
   EXPECT_THAT(Waiting(), Not(HasSubstr(first)));
   EXPECT_THAT(Waiting(), HasSubstr(NoneFor(others[0])));
+  const absl::Time registered = *frozen_at_;
   Advance(absl::Seconds(75));  // past the lease timeout: the worker is lost
+  // A fixed time, not "75 s ago": a watcher's event would change every second.
   EXPECT_THAT(Waiting(),
-              HasSubstr(absl::StrCat("1 task waits for a worker of device class '", first,
-                                     "': its worker was last heard from 1m15s ago")));
+              HasSubstr(absl::StrCat(
+                  "1 task waits for a worker of device class '", first,
+                  "': of its 1 worker, 1 is lost, last heard from at ",
+                  absl::FormatTime("%Y-%m-%d %H:%M:%S UTC", registered, absl::UTCTimeZone()))));
   v1::CancelJobRequest cancel;
   cancel.set_job_id(job.job_id());
   ASSERT_TRUE(tuning_->CancelJob(Context().get(), cancel, &job).ok());
@@ -1113,6 +1120,35 @@ TEST_F(ServerTest, ListKernelsShowsTheRegistry) {
   EXPECT_EQ(kernels.kernels(0).kernel().name(), "gemm");
   EXPECT_EQ(kernels.kernels(0).kernel().version().size(), 16u);
   EXPECT_EQ(kernels.kernels(0).default_config().params().at("MR").int_value(), 6);
+}
+
+// A replay server's kernels are its recorded spaces: listed with the problem and class a job
+// gives (ListKernels showed the registry only, never what the server could tune).
+TEST_F(ServerTest, ListKernelsShowsTheRecordedSpacesAReplayServerTunes) {
+  v1::ListKernelsResponse kernels;
+  ASSERT_TRUE(tuning_->ListKernels(Context().get(), v1::ListKernelsRequest(), &kernels).ok());
+  std::vector<const v1::KernelInfo*> replayed;
+  for (const v1::KernelInfo& k : kernels.kernels()) {
+    if (k.language() == "replay") replayed.push_back(&k);
+  }
+  ASSERT_EQ(replayed.size(), std::size(kSpaces));
+  for (const char* file : kSpaces) {
+    auto recorded = LoadRecordedSpace(testing::SpaceFile(file));
+    ASSERT_TRUE(recorded.ok());
+    const Record& first = recorded->records.front();
+    const auto it = std::find_if(replayed.begin(), replayed.end(), [&](const v1::KernelInfo* k) {
+      return absl::StrContains(k->description(),
+                               absl::StrCat("device class '", first.device.device_class, "'"));
+    });
+    ASSERT_NE(it, replayed.end()) << file;
+    EXPECT_EQ((*it)->kernel().name(), first.kernel);
+    EXPECT_THAT((*it)->description(), HasSubstr(CanonicalJson(first.problem)));
+    EXPECT_EQ((*it)->space_size(), recorded->space.size());
+    ASSERT_EQ((*it)->parameters_size(), static_cast<int>(recorded->space.parameters().size()));
+    EXPECT_EQ((*it)->parameters(0).name(), recorded->space.parameters()[0].name);
+    EXPECT_EQ((*it)->parameters(0).values_size(),
+              static_cast<int>(recorded->space.parameters()[0].values.size()));
+  }
 }
 
 // A job submitted without a seed gets one of its own, stored with it: two such jobs of one task
@@ -1975,8 +2011,10 @@ TEST(ServerClientKernelTest, AnAdminRegistersAKernelThatWorkersThenMeasure) {
       v1::Job now;
       ASSERT_TRUE(tuning->GetJob(with("admin-token-0123456789").get(), get, &now).ok());
       EXPECT_THAT(now.waiting(),
-                  HasSubstr(language == "cuda" ? "that builds cpp kernels (its 1 worker does not)"
-                                               : "that runs kernels registered by clients"));
+                  HasSubstr(language == "cuda"
+                                ? "of its 1 worker, 1 does not build cpp kernels"
+                                : "of its 2 workers, 1 does not build cpp kernels, 1 runs with "
+                                  "--no-client-kernels"));
     }
     WorkerLoopOptions worker;
     worker.token = "worker-token-0123456789";

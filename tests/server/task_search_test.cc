@@ -287,26 +287,36 @@ TEST_F(TaskSearchTest, AfterARegressionTheOldRecordsLeadTheSearchAndCanBeMeasure
 }
 
 // A worker that builds nothing (a broken toolchain, the wrong image) fails every candidate of a
-// task: a later job may measure those configurations again. Once something ran, failures are
-// the configurations' own, and no job measures them again.
-TEST_F(TaskSearchTest, FailuresOfATaskNothingRanOnAreMeasuredAgainByTheNextJob) {
-  Submit(4, "random", /*batch_size=*/4);
-  std::vector<Configuration> failed;
-  for (std::vector<Configuration> lease = LeaseAndReport(v1::MEASUREMENT_STATUS_COMPILE_ERROR);
-       !lease.empty(); lease = LeaseAndReport(v1::MEASUREMENT_STATUS_COMPILE_ERROR)) {
-    failed.insert(failed.end(), lease.begin(), lease.end());
-  }
-  ASSERT_EQ(failed.size(), 4u);
-  EXPECT_THAT(failed, ::testing::Contains(Default()));
-  absl::StatusOr<std::unique_ptr<TaskSearch>> after_failures = RandomSearch(0);
-  ASSERT_TRUE(after_failures.ok()) << after_failures.status();
-  EXPECT_EQ((*after_failures)->prior_records(), 0);
-  // The next job starts with the default again (it was one of the failures), and it runs.
-  Submit(1, "random", /*batch_size=*/4);
-  EXPECT_EQ(LeaseAndReport(), std::vector<Configuration>{Default()});
-  absl::StatusOr<std::unique_ptr<TaskSearch>> after_a_run = RandomSearch(0);
-  ASSERT_TRUE(after_a_run.ok()) << after_a_run.status();
-  EXPECT_EQ((*after_a_run)->prior_records(), 5);  // the four failures and the run
+// task: later jobs may measure those configurations again. Once something ran, later failures
+// are the configurations' own, and no job measures them again.
+TEST_F(TaskSearchTest, FailuresFromBeforeAnythingRanAreMeasuredAgainByLaterJobs) {
+  const auto MeasureJob = [&](int64_t budget, v1::MeasurementStatus status) {
+    Submit(budget, "random", /*batch_size=*/4);
+    std::vector<Configuration> measured;
+    for (std::vector<Configuration> lease = LeaseAndReport(status); !lease.empty();
+         lease = LeaseAndReport(status)) {
+      measured.insert(measured.end(), lease.begin(), lease.end());
+    }
+    absl::SleepFor(absl::Milliseconds(2));  // the next job's records are measured later
+    return measured;
+  };
+  const auto Prior = [&] {
+    absl::StatusOr<std::unique_ptr<TaskSearch>> search = RandomSearch(0);
+    EXPECT_TRUE(search.ok()) << search.status();
+    return search.ok() ? (*search)->prior_records() : -1;
+  };
+  const std::vector<Configuration> broken = MeasureJob(4, v1::MEASUREMENT_STATUS_COMPILE_ERROR);
+  ASSERT_EQ(broken.size(), 4u);
+  EXPECT_THAT(broken, ::testing::Contains(Default()));
+  EXPECT_EQ(Prior(), 0);
+  // The next job starts with the default again (it was one of the failures), and it runs: the
+  // failures from before stay out of the prior, and the default is ok there, not failed.
+  EXPECT_EQ(MeasureJob(1, v1::MEASUREMENT_STATUS_OK), std::vector<Configuration>{Default()});
+  EXPECT_EQ(Prior(), 1);
+  // Failures after a run are the configurations': prior results, never measured again.
+  const std::vector<Configuration> failing = MeasureJob(3, v1::MEASUREMENT_STATUS_RUNTIME_ERROR);
+  ASSERT_EQ(failing.size(), 3u);
+  EXPECT_EQ(Prior(), 4);
 }
 
 TEST_F(TaskSearchTest, PpoSavesItsPolicyWhileTheTaskRunsSoARestartKeepsTheLearning) {
