@@ -57,7 +57,7 @@ from typing import Any, Optional, Sequence
 import grpc
 
 from ktune.client import Client
-from ktune.errors import FailedPrecondition, InvalidArgument, KtuneError, NotFound
+from ktune.errors import FailedPrecondition, InvalidArgument, KtuneError, NotFound, Unavailable
 from ktune.types import (Device, Job, JobSpec, JobState, ParamMap, Record, Status, Task,
                          canonical_json)
 from ktune.v1 import types_pb2 as tp
@@ -179,6 +179,9 @@ class Strategy(OptAlgWrapper):
             run (``"2 * problem_size_x"``), so ktune shows GFLOP/s; default none.
         agent_share: ktune's ``agent_share`` for the job (None: the server's default).
         poll_seconds: wait between leases when ktune has nothing queued yet.
+        reconnect_seconds: how long to keep trying while the server is unreachable (restarting,
+            a network outage), with a warning, before the run fails with
+            :class:`ktune.errors.Unavailable`; 0: fail at once.
 
     After ``tune_kernel`` returns: :attr:`kernel_name`, :attr:`task`, :attr:`device`,
     :attr:`job_ids` and :attr:`reported` (results committed in ktune by this run).
@@ -188,7 +191,7 @@ class Strategy(OptAlgWrapper):
                  seed: int = 0, kernel: Optional[str] = None,
                  problem: Optional[ParamMap] = None, device_class: Optional[str] = None,
                  flops: str = "", agent_share: Optional[float] = None,
-                 poll_seconds: float = 0.05) -> None:
+                 poll_seconds: float = 0.05, reconnect_seconds: float = 120.0) -> None:
         super().__init__(_KtuneOptAlg(self))
         if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral):
             raise TypeError(f"batch_size must be an int, not {type(batch_size).__name__}")
@@ -198,6 +201,12 @@ class Strategy(OptAlgWrapper):
             raise TypeError(f"seed must be an int, not {type(seed).__name__}")
         if not 0 <= seed < 2**63:
             raise ValueError(f"seed must be between 0 and 2**63 - 1, not {seed}")
+        if isinstance(reconnect_seconds, bool) or not isinstance(reconnect_seconds, numbers.Real):
+            raise TypeError("reconnect_seconds must be a number of seconds, not "
+                            f"{type(reconnect_seconds).__name__}")
+        if not 0 <= reconnect_seconds < math.inf:
+            raise ValueError(f"reconnect_seconds must be >= 0 and finite, not {reconnect_seconds}")
+        self.reconnect_seconds = float(reconnect_seconds)
         self.client = client
         self.strategy = strategy
         self.batch_size = batch_size
@@ -406,18 +415,41 @@ class Strategy(OptAlgWrapper):
             worker.leave()
         return None
 
+    def _retrying(self, what: str, call):
+        """``call()``, tried again with backoff while the server is unreachable (UNAVAILABLE: a
+        restart, a network outage), for up to :attr:`reconnect_seconds`, said once. A restart
+        failed the whole Kernel Tuner run at the next lease; the server's restart ends the job
+        bound to this process's worker, which the loop follows with a new one."""
+        deadline: Optional[float] = None
+        delay = 0.25
+        while True:
+            try:
+                return call()
+            except Unavailable as e:
+                now = time.monotonic()
+                if deadline is None:
+                    deadline = now + self.reconnect_seconds
+                    if self.reconnect_seconds > 0:
+                        warnings.warn(f"ktune server unreachable ({what}: {e.message}); trying "
+                                      f"again for up to {self.reconnect_seconds:g} s",
+                                      RuntimeWarning, stacklevel=3)
+                if now + delay > deadline:
+                    raise
+                time.sleep(delay)
+                delay = min(2 * delay, 2.0)
+
     def _submit(self, problem: ParamMap, budget: int, worker: "_Worker") -> Job:
         assert self.device is not None
         # Bound to this process's worker: only it measures the job, and the job ends when it
         # leaves or stops sending heartbeats (a crash), instead of staying running for ever, its
         # candidates leased back and forth by later sessions of this device class.
-        job = self.client.submit(JobSpec(
+        job = self._retrying("SubmitJob", lambda: self.client.submit(JobSpec(
             name=f"kernel_tuner {self.kernel_name}", kernels=[self.kernel_name], problems=[problem],
             device_classes=[self.device.device_class], budget=budget, strategy=self.strategy,
             # seed 0: the server draws one for every job (a fixed 1, 2, ... for the follow-up
             # jobs repeated every session's proposals).
             seed=self.seed + len(self.job_ids) if self.seed else 0, batch_size=self.batch_size,
-            agent_share=self.agent_share, worker_id=worker.worker_id))
+            agent_share=self.agent_share, worker_id=worker.worker_id)))
         self.job_ids.append(job.job_id)
         if job.tasks:
             self.task = job.tasks[0].task
@@ -439,7 +471,7 @@ class Strategy(OptAlgWrapper):
             while True:
                 if budget.is_done():
                     return
-                lease = worker.lease(self.batch_size)
+                lease = self._retrying("LeaseBatch", lambda: worker.lease(self.batch_size))
                 ours = any(c.task.kernel.name == self.kernel_name for c in lease.candidates)
                 if lease.lease_id:  # ours measured and reported; another kernel's handed back
                     n, stop = self._measure(func, searchspace, params, lease, worker)
@@ -450,7 +482,8 @@ class Strategy(OptAlgWrapper):
                     # An empty lease, or only another session's candidates (a job left running on
                     # this device class by a session that crashed): this job may have ended.
                     # Leasing on at once spun for ever, handing those back and forth.
-                    job = self.client.get_job(job.job_id)
+                    job_id = job.job_id
+                    job = self._retrying("GetJob", lambda: self.client.get_job(job_id))
                     if job.state.final:
                         if job.state is JobState.FAILED:
                             raise KtuneError(grpc.StatusCode.FAILED_PRECONDITION,
@@ -533,7 +566,8 @@ class Strategy(OptAlgWrapper):
                 _fill_result(r, result)
             results.append(r)
         try:
-            stored = worker.report(lease.lease_id, results)
+            stored = self._retrying("ReportResults",
+                                    lambda: worker.report(lease.lease_id, results))
         except FailedPrecondition as e:
             # The lease expired (this process stalled past the lease timeout despite the
             # heartbeats): ktune re-queues the candidates; Kernel Tuner keeps its results.

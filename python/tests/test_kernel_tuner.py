@@ -7,6 +7,7 @@ import json
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -396,3 +397,44 @@ def test_restrictions_that_differ_only_in_the_values_they_read_are_told_apart():
     import functools
     assert (_restriction_text(functools.partial(with_default, limit=8)) !=
             _restriction_text(functools.partial(with_default, limit=16)))
+
+
+def test_a_server_restart_mid_run_is_waited_for_and_the_run_goes_on(ktune_bin, tmp_path):
+    # A ktune server restarted (an upgrade, a crash) while Kernel Tuner tuned through it failed
+    # the whole run at the next lease (UNAVAILABLE). The bridge tries again while the server is
+    # away, re-registers its worker, follows the job the restart ended with a new one, and the
+    # records go on in the same database.
+    from conftest import Process, Server
+    server = Server(tmp_path)
+    restarted: list[Process] = []
+    try:
+        client = server.client()
+        strategy = Strategy(client, strategy="random", batch_size=2, seed=6)
+        measure = strategy._measure
+
+        def measure_then_restart(*args, **kwargs):
+            out = measure(*args, **kwargs)
+            if not restarted:  # after the first lease: down for 2 s, then back on its port
+                server.process.stop()
+
+                def start_again():
+                    time.sleep(2)
+                    restarted.append(Process([str(ktune_bin), "serve", "--listen",
+                                              server.address, "--db", str(server.db)],
+                                             tmp_path / "serve-again.log"))
+                restarted.append(None)  # type: ignore[arg-type]  # restarted once
+                threading.Thread(target=start_again, daemon=True).start()
+            return out
+
+        strategy._measure = measure_then_restart
+        with pytest.warns(RuntimeWarning, match="ktune server unreachable"):
+            results, _ = run_kernel_tuner(strategy, max_fevals=8)
+        assert len(restarted) == 2 and restarted[1] is not None
+        assert len({key(r) for r in results}) == 8
+        assert len(strategy.job_ids) >= 2  # the restart ended the first job; a second went on
+        records = list(client.export_records(strategy.task))
+        assert strategy.reported == len(records) >= 6  # before and after the restart
+    finally:
+        for p in restarted[1:]:
+            p.stop()
+        server.stop()
