@@ -415,8 +415,10 @@ JobStatus Scheduler::StatusOf(const JobRun& run, TaskPage page, bool with_job_ta
   JobStatus s;
   s.job = with_job_tasks ? run.job : WithoutTasks(run.job);
   s.task_count = static_cast<int64_t>(run.tasks.size());
+  std::vector<int64_t> waiting(run.needs.size(), 0);  // unfinished tasks per need
   for (size_t i = 0; i < run.tasks.size(); ++i) {
     const TaskRun& t = run.tasks[i];
+    if (!IsFinal(t.state)) ++waiting[static_cast<size_t>(t.need)];
     s.done += t.done;
     if (done_by_task != nullptr) done_by_task->push_back(t.done);
     s.total += t.budget;
@@ -436,7 +438,7 @@ JobStatus Scheduler::StatusOf(const JobRun& run, TaskPage page, bool with_job_ta
   if (!run.rate_anchor_pending && since > 0 && seconds > 0 && run.job.state == JobState::kRunning) {
     s.estimated_seconds_left = (s.total - s.done) * seconds / since;
   }
-  s.waiting = WaitingReason(run);
+  s.waiting = WaitingReason(run, waiting);
   return s;
 }
 
@@ -671,8 +673,8 @@ absl::Status Scheduler::FinishIfDone(JobRun& job) {
   bool all_done = true;
   std::vector<JobTaskProgress> finished;
   for (TaskRun& t : job.tasks) {
-    if (!IsFinal(t.state) && t.in_flight == 0 && t.queued.empty() && !t.agent_busy &&
-        (t.done >= t.budget || t.exhausted || job.out_of_time)) {
+    if (!IsFinal(t.state) && t.in_flight == 0 && !t.agent_busy &&
+        (t.done >= t.budget || t.exhausted || job.out_of_time) && t.queued.empty()) {
       t.state = JobState::kDone;
       t.search.reset();  // its memory (the strategy's model of the space) goes now, not at the
                          // job's end

@@ -342,8 +342,10 @@ class Scheduler {
   absl::Status StopJobsOutOfTime() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Why a queued or running job's unfinished tasks are not measured: no worker that may measure
   // them is registered, or those registered are lost or cannot build their kernels. Empty while
-  // every task has such a worker, and for a job in any other state.
-  std::string WaitingReason(const JobRun& job) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // every task has such a worker, and for a job in any other state. `waiting`: the job's
+  // unfinished tasks per need (JobRun::needs), counted by the caller's pass over its tasks.
+  std::string WaitingReason(const JobRun& job, const std::vector<int64_t>& waiting) const
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // As GetJob's arguments say.
   JobStatus StatusOf(const JobRun& job, TaskPage page = {}, bool with_job_tasks = true,
                      std::vector<int64_t>* done_by_task = nullptr) const

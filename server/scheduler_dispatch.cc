@@ -173,6 +173,7 @@ absl::StatusOr<LeaseGrant> Scheduler::LeaseLocked(const std::string& worker_id,
     auto it = job.pass.find(worker.device.device_class);
     return it == job.pass.end() ? 0.0 : it->second;
   };
+  std::vector<bool> fits;  // per need of the job being looked at
   while (static_cast<int>(lease->items.size()) < max_candidates) {
     // The job with the lowest pass that has work for this device class.
     JobRun* chosen = nullptr;
@@ -187,9 +188,16 @@ absl::StatusOr<LeaseGrant> Scheduler::LeaseLocked(const std::string& worker_id,
       if (!job->fingerprint_hash.empty() && job->fingerprint_hash != fingerprint_hash) continue;
       if (!job->worker_id.empty() && job->worker_id != worker_id) continue;
       int starting = 0;  // searches of this job and class being created (in index order)
+      // Which of the job's needs this worker meets (its class, language, client kernels): a
+      // task's check is then an index, not a string compare a task.
+      fits.assign(job->needs.size(), false);
+      for (size_t n = 0; n < job->needs.size(); ++n) {
+        const JobRun::WorkerNeed& need = job->needs[n];
+        fits[n] = need.device_class == worker.device.device_class &&
+                  CanMeasure(worker.capabilities, need.language, need.client_kernel);
+      }
       for (TaskRun& t : job->tasks) {
-        if (t.task.device_class != worker.device.device_class || IsFinal(t.state)) continue;
-        if (!CanMeasure(worker.capabilities, t.language, t.client_kernel)) continue;
+        if (IsFinal(t.state) || !fits[static_cast<size_t>(t.need)]) continue;
         if (t.search == nullptr) {
           // Searches start as workers run out of batches, a few at a time, not all at the first
           // lease: see SchedulerOptions::max_starting_searches.

@@ -1,8 +1,10 @@
 #include <random>
 #include <set>
 
+#include "absl/container/flat_hash_map.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/string_view.h"
 #include "absl/time/time.h"
 #include "common/event_log.h"
 #include "server/scheduler.h"
@@ -88,12 +90,8 @@ std::string SinceText(absl::Time t) {
 
 }  // namespace
 
-std::string Scheduler::WaitingReason(const JobRun& job) const {
+std::string Scheduler::WaitingReason(const JobRun& job, const std::vector<int64_t>& waiting) const {
   if (job.job.state != JobState::kQueued && job.job.state != JobState::kRunning) return "";
-  std::vector<int64_t> waiting(job.needs.size(), 0);  // unfinished tasks per need
-  for (const TaskRun& t : job.tasks) {
-    if (!scheduler_internal::IsFinal(t.state)) ++waiting[static_cast<size_t>(t.need)];
-  }
   const absl::Time now = options_.now();
   const auto Lost = [&](const WorkerRun& w) { return now - w.last_seen > options_.lease_timeout; };
   const auto Tasks = [](int64_t n) {
@@ -101,10 +99,10 @@ std::string Scheduler::WaitingReason(const JobRun& job) const {
   };
   std::vector<std::string> reasons;
   if (!job.worker_id.empty()) {  // a bound job: its worker, or nothing
-    const auto w = workers_.find(job.worker_id);
     int64_t tasks = 0;
-    for (size_t n = 0; n < job.needs.size(); ++n) tasks += waiting[n];
+    for (int64_t n : waiting) tasks += n;
     if (tasks == 0) return "";
+    const auto w = workers_.find(job.worker_id);
     const std::string who = absl::StrCat(Tasks(tasks), " for its worker ", job.worker_id);
     if (w == workers_.end()) return absl::StrCat(who, ", which is gone");
     if (Lost(w->second)) {
@@ -125,55 +123,77 @@ std::string Scheduler::WaitingReason(const JobRun& job) const {
       }
     }
   } else {
-    for (size_t n = 0; n < job.needs.size(); ++n) {
-      const JobRun::WorkerNeed& need = job.needs[n];
-      if (waiting[n] == 0) continue;
-      // The class's workers (of the job's exact fingerprint, when it has one), by why they
-      // cannot take these tasks.
+    // One pass over the workers (a fleet may have 10,000), each checked against the needs of its
+    // class that have tasks waiting, until every need is served: the workers of a need's class
+    // (of the job's exact fingerprint, when it has one) by why they cannot take its tasks.
+    struct Tally {
+      bool served = false;
       int registered = 0, lost = 0, other_language = 0, no_client_kernels = 0;
       absl::Time heard = absl::InfinitePast();
-      for (const auto& [id, w] : workers_) {
-        if (w.device.device_class != need.device_class) continue;
-        if (!job.fingerprint_hash.empty() && w.device.FingerprintHash() != job.fingerprint_hash) {
-          continue;
-        }
-        ++registered;
-        if (Lost(w)) {
-          ++lost;
-          heard = std::max(heard, w.last_seen);
-        } else if (scheduler_internal::CanMeasure(w.capabilities, need.language,
+    };
+    std::vector<Tally> tally(job.needs.size());
+    absl::flat_hash_map<absl::string_view, std::vector<size_t>> needs_of_class;
+    size_t unserved = 0;
+    for (size_t n = 0; n < job.needs.size(); ++n) {
+      if (waiting[n] == 0) continue;
+      needs_of_class[job.needs[n].device_class].push_back(n);
+      ++unserved;
+    }
+    for (auto w = workers_.begin(); w != workers_.end() && unserved > 0; ++w) {
+      const WorkerRun& worker = w->second;
+      const auto it = needs_of_class.find(worker.device.device_class);
+      if (it == needs_of_class.end()) continue;
+      if (!job.fingerprint_hash.empty() &&
+          worker.device.FingerprintHash() != job.fingerprint_hash) {
+        continue;
+      }
+      const bool lost = Lost(worker);
+      for (size_t n : it->second) {
+        Tally& t = tally[n];
+        if (t.served) continue;
+        const JobRun::WorkerNeed& need = job.needs[n];
+        ++t.registered;
+        if (lost) {
+          ++t.lost;
+          t.heard = std::max(t.heard, worker.last_seen);
+        } else if (scheduler_internal::CanMeasure(worker.capabilities, need.language,
                                                   need.client_kernel)) {
-          registered = -1;  // served
-          break;
-        } else if (scheduler_internal::CanMeasure(w.capabilities, need.language, false)) {
-          ++no_client_kernels;  // it builds the language, and refuses client kernels
+          t.served = true;
+          --unserved;
+        } else if (scheduler_internal::CanMeasure(worker.capabilities, need.language, false)) {
+          ++t.no_client_kernels;  // it builds the language, and refuses client kernels
         } else {
-          ++other_language;
+          ++t.other_language;
         }
       }
-      if (registered < 0) continue;
+    }
+    for (size_t n = 0; n < job.needs.size() && unserved > 0; ++n) {
+      const JobRun::WorkerNeed& need = job.needs[n];
+      const Tally& t = tally[n];
+      if (waiting[n] == 0 || t.served) continue;
       std::string reason =
           absl::StrCat(Tasks(waiting[n]), " for a worker of device class '", need.device_class, "'",
                        job.fingerprint_hash.empty() ? "" : " with the job's fingerprint");
-      if (registered == 0) {
+      if (t.registered == 0) {
         absl::StrAppend(&reason, ": none has registered");
       } else {
         std::vector<std::string> why;
-        if (other_language > 0) {
-          why.push_back(absl::StrCat(other_language,
-                                     other_language == 1 ? " does not build " : " do not build ",
+        if (t.other_language > 0) {
+          why.push_back(absl::StrCat(t.other_language,
+                                     t.other_language == 1 ? " does not build " : " do not build ",
                                      need.language, " kernels"));
         }
-        if (no_client_kernels > 0) {
-          why.push_back(absl::StrCat(no_client_kernels, no_client_kernels == 1 ? " runs" : " run",
+        if (t.no_client_kernels > 0) {
+          why.push_back(absl::StrCat(t.no_client_kernels,
+                                     t.no_client_kernels == 1 ? " runs" : " run",
                                      " with --no-client-kernels"));
         }
-        if (lost > 0) {
-          why.push_back(absl::StrCat(lost, lost == 1 ? " is" : " are", " lost, last heard from at ",
-                                     SinceText(heard)));
+        if (t.lost > 0) {
+          why.push_back(absl::StrCat(t.lost, t.lost == 1 ? " is" : " are",
+                                     " lost, last heard from at ", SinceText(t.heard)));
         }
-        absl::StrAppend(&reason, ": of its ", registered,
-                        registered == 1 ? " worker, " : " workers, ", absl::StrJoin(why, ", "));
+        absl::StrAppend(&reason, ": of its ", t.registered,
+                        t.registered == 1 ? " worker, " : " workers, ", absl::StrJoin(why, ", "));
       }
       reasons.push_back(std::move(reason));
     }
