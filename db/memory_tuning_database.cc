@@ -1,6 +1,7 @@
 #include "db/memory_tuning_database.h"
 
 #include <algorithm>
+#include <map>
 #include <tuple>
 
 #include "absl/strings/str_cat.h"
@@ -266,6 +267,26 @@ absl::StatusOr<std::vector<TaskKey>> MemoryTuningDatabase::ListTasks() {
   std::sort(tasks.begin(), tasks.end(),
             [](const TaskKey& a, const TaskKey& b) { return TaskOrder(a) < TaskOrder(b); });
   return tasks;
+}
+
+absl::StatusOr<std::vector<TuningDatabase::SourceTaskSummary>>
+MemoryTuningDatabase::SummarizeSource(const std::string& source) {
+  absl::MutexLock lock(&mu_);
+  std::map<decltype(TaskOrder(TaskKey{})), SourceTaskSummary> by_task;
+  for (const Record& r : records_) {
+    if (r.source != source) continue;
+    TaskKey t{r.kernel, r.kernel_version, r.problem, r.device.device_class};
+    SourceTaskSummary& s = by_task[TaskOrder(t)];
+    if (s.records++ == 0) s.task = std::move(t);
+    if (r.status != MeasurementStatus::kOk) ++s.failed;
+    if (r.time_ms && (!s.best_ms || *r.time_ms < *s.best_ms)) {
+      s.best_ms = r.time_ms;
+      s.best_config = r.config;
+    }
+  }
+  std::vector<SourceTaskSummary> out;
+  for (auto& [key, s] : by_task) out.push_back(std::move(s));
+  return out;
 }
 
 absl::Status MemoryTuningDatabase::ForEachRecord(

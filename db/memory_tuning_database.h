@@ -26,6 +26,8 @@ class MemoryTuningDatabase : public TuningDatabase {
   absl::StatusOr<TaskColumns> StaleTaskRecordColumns(const TaskKey& task) override;
   absl::StatusOr<std::vector<Record>> RecordsByHandle(const std::vector<int64_t>& handles) override;
   absl::StatusOr<std::vector<TaskKey>> ListTasks() override;
+  absl::StatusOr<std::vector<SourceTaskSummary>> SummarizeSource(
+      const std::string& source) override;
   absl::StatusOr<std::string> FamilyOfClass(const std::string& device_class) override;
   absl::Status ForEachRecord(const std::function<absl::Status(const Record&)>& fn) override;
   absl::StatusOr<RecordPage> RecordsAfter(int64_t after, size_t limit) override;

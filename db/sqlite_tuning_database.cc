@@ -915,6 +915,42 @@ absl::StatusOr<std::vector<TaskKey>> SqliteTuningDatabase::ListTasks() {
   });
 }
 
+absl::StatusOr<std::vector<TuningDatabase::SourceTaskSummary>>
+SqliteTuningDatabase::SummarizeSource(const std::string& source) {
+  return Read([&](sqlite3* db) -> absl::StatusOr<std::vector<SourceTaskSummary>> {
+    // One scan of the records (none is indexed by source). With exactly one min() aggregate,
+    // SQLite takes the bare column config_json from the row holding the minimum.
+    KTUNE_ASSIGN_OR_RETURN(
+        SqliteStatement s,
+        SqliteStatement::Prepare(
+            db,
+            "SELECT k.name, k.version, w.problem_json, d.device_class, COUNT(*), "
+            "SUM(r.status != 'ok'), MIN(r.time_ms), r.config_json FROM records r "
+            "JOIN workloads w ON r.workload_id = w.id JOIN kernels k ON w.kernel_id = k.id "
+            "JOIN devices d ON r.device_id = d.id WHERE r.source = ? "
+            "GROUP BY r.workload_id, d.device_class"));
+    s.Bind(1, source);
+    std::vector<SourceTaskSummary> out;
+    while (true) {
+      KTUNE_ASSIGN_OR_RETURN(bool row, s.Step());
+      if (!row) break;
+      SourceTaskSummary t;
+      t.task.kernel = s.ColumnText(0);
+      t.task.kernel_version = s.ColumnText(1);
+      KTUNE_ASSIGN_OR_RETURN(t.task.problem, ParseParamMapJson(s.ColumnText(2)));
+      t.task.device_class = s.ColumnText(3);
+      t.records = s.ColumnInt(4);
+      t.failed = s.ColumnInt(5);
+      t.best_ms = s.ColumnOptionalDouble(6);
+      if (t.best_ms) {
+        KTUNE_ASSIGN_OR_RETURN(t.best_config, ParseParamMapJson(s.ColumnText(7)));
+      }
+      out.push_back(std::move(t));
+    }
+    return out;
+  });
+}
+
 absl::Status SqliteTuningDatabase::ForEachRecord(
     const std::function<absl::Status(const Record&)>& fn) {
   return Read([&](sqlite3* db) -> absl::Status {

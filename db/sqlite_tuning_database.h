@@ -78,6 +78,8 @@ class SqliteTuningDatabase : public TuningDatabase {
   absl::StatusOr<TaskColumns> StaleTaskRecordColumns(const TaskKey& task) override;
   absl::StatusOr<std::vector<Record>> RecordsByHandle(const std::vector<int64_t>& handles) override;
   absl::StatusOr<std::vector<TaskKey>> ListTasks() override;
+  absl::StatusOr<std::vector<SourceTaskSummary>> SummarizeSource(
+      const std::string& source) override;
   absl::StatusOr<std::string> FamilyOfClass(const std::string& device_class) override;
   // `fn` runs under the database's lock: it must not call back into this database.
   absl::Status ForEachRecord(const std::function<absl::Status(const Record&)>& fn) override;

@@ -12,6 +12,7 @@
 #include <memory>
 #include <set>
 #include <thread>
+#include <tuple>
 
 #include "absl/strings/str_cat.h"
 #include "db/memory_tuning_database.h"
@@ -116,6 +117,43 @@ TEST_P(TuningDatabaseConformanceTest, ImportedRecordsDoNotClaimThisDatabasesJobs
   }
   EXPECT_EQ(sources,
             (std::map<double, std::string>{{2.0, "job:1"}, {1.0, "import:job:1"}, {3.0, "tvm"}}));
+}
+
+// A job's progress after a restart, for the whole job at once: its own records per task (not
+// another job's, not an import's copy), failures counted, stale records included.
+TEST_P(TuningDatabaseConformanceTest, SummarizeSourceCountsOneSourcesRecordsPerTask) {
+  std::vector<Record> records;
+  for (const auto& [device, tile, time, source] :
+       std::vector<std::tuple<std::string, int64_t, std::optional<double>, std::string>>{
+           {"A100", 8, 3.0, "job:7"},
+           {"A100", 16, 2.0, "job:7"},
+           {"A100", 32, std::nullopt, "job:7"},
+           {"A100", 64, 1.0, "job:8"},          // another job's
+           {"A100", 128, 0.5, "import:job:7"},  // another database's job 7
+           {"H100", 8, 4.0, "job:7"}}) {
+    Record r = MakeRecord(device, tile, time);
+    r.source = source;
+    records.push_back(std::move(r));
+  }
+  ASSERT_TRUE(db_->AddRecords(records).ok());
+  const TaskKey h100{"gemm", "v1", records[0].problem, "H100"};
+  ASSERT_TRUE(db_->MarkStale(h100, *records[5].measured_at_us + 1).ok());  // counted still
+  absl::StatusOr<std::vector<TuningDatabase::SourceTaskSummary>> summary =
+      db_->SummarizeSource("job:7");
+  ASSERT_TRUE(summary.ok()) << summary.status();
+  ASSERT_EQ(summary->size(), 2u);
+  std::map<std::string, TuningDatabase::SourceTaskSummary> by_class;
+  for (const auto& s : *summary) by_class[s.task.device_class] = s;
+  const TuningDatabase::SourceTaskSummary& a100 = by_class["A100"];
+  EXPECT_EQ(a100.task.kernel, "gemm");
+  EXPECT_EQ(a100.task.problem, records[0].problem);
+  EXPECT_EQ(a100.records, 3);
+  EXPECT_EQ(a100.failed, 1);
+  EXPECT_EQ(a100.best_ms, 2.0);
+  EXPECT_EQ(a100.best_config, records[1].config);
+  EXPECT_EQ(by_class["H100"].records, 1);
+  EXPECT_EQ(by_class["H100"].best_ms, 4.0);
+  EXPECT_TRUE(db_->SummarizeSource("job:9")->empty());
 }
 
 TEST_P(TuningDatabaseConformanceTest, ABatchWithOneBadRecordStoresNothing) {
