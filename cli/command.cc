@@ -107,6 +107,16 @@ std::string UnknownCommand(CLI::App& app, int argc, char** argv) {
   return "";
 }
 
+const CLI::Validator& ServerAddress() {
+  static const CLI::Validator kServerAddress(
+      [](std::string& text) -> std::string {
+        absl::Status s = CheckServerAddress(text);
+        return s.ok() ? "" : std::string(s.message());
+      },
+      "HOST:PORT", "SERVER_ADDRESS");
+  return kServerAddress;
+}
+
 const CLI::Validator& AboveZero() {
   static const CLI::Validator kAboveZero(
       [](std::string& text) -> std::string {

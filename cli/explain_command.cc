@@ -114,8 +114,9 @@ void RegisterExplainCommand(CLI::App& app, Action* action) {
                    "Explain the answer within this accuracy budget (as ktune best "
                    "--max-rel-error), and what the budget costs")
       ->check(AboveZero());
-  explain->add_option("--server", args->server,
-                      "Ask this server (HOST:PORT) instead of reading --db");
+  explain
+      ->add_option("--server", args->server, "Ask this server (HOST:PORT) instead of reading --db")
+      ->check(ServerAddress());
   explain->add_option("--token", args->token, "Bearer token (or $KTUNE_TOKEN)");
   AddClientTlsOptions(explain, &args->tls);
   explain->callback([=] { *action = [=] { return RunExplain(*args); }; });

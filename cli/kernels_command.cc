@@ -344,7 +344,9 @@ void RegisterKernelsCommand(CLI::App& app, Action* action) {
       "register", "Register a client kernel with a server (admin role): a KernelSpec in JSON");
   reg->add_option("FILE", r->file, "The kernel: a ktune.v1.KernelSpec as JSON")->required();
   reg->add_option("--source", r->source, "Read the kernel's source from this file instead");
-  reg->add_option("--server", r->server, "Server address")->capture_default_str();
+  reg->add_option("--server", r->server, "Server address")
+      ->check(ServerAddress())
+      ->capture_default_str();
   reg->add_option("--token", r->token, "Bearer token (admin role); default $KTUNE_TOKEN");
   AddClientTlsOptions(reg, &r->tls);
   reg->add_flag("--json", r->json, "Print the registered kernel as JSON");
@@ -374,9 +376,11 @@ void RegisterKernelsCommand(CLI::App& app, Action* action) {
           ->check(CLI::Range(0, 1000))
           ->capture_default_str();
   kernels->add_flag("--json", a->json, "Print as JSON");
-  kernels->add_option("--server", a->server,
-                      "List the kernels this server knows (client kernels registered with it "
-                      "included) instead of this build's registry");
+  kernels
+      ->add_option("--server", a->server,
+                   "List the kernels this server knows (client kernels registered with it "
+                   "included) instead of this build's registry")
+      ->check(ServerAddress());
   kernels->add_option("--token", a->token, "Bearer token, with --server; default $KTUNE_TOKEN");
   AddClientTlsOptions(kernels, &a->tls);
   kernels->callback([=] {

@@ -364,7 +364,8 @@ void RegisterQueryCommands(CLI::App& app, Action* action) {
   best->add_flag("--json", best_args->json, "Print as JSON");
   best->add_option("--server", best_args->server,
                    "Ask this server (HOST:PORT) instead of --db: its cache, and a prediction for "
-                   "a problem never tuned");
+                   "a problem never tuned")
+      ->check(ServerAddress());
   best->add_option("--token", best_args->token, "Bearer token (or $KTUNE_TOKEN)");
   AddClientTlsOptions(best, &best_args->tls);
   best->add_flag("--tune-if-missing", best_args->tune_if_missing,
@@ -384,7 +385,8 @@ void RegisterQueryCommands(CLI::App& app, Action* action) {
   AddDbOption(jobs, &jobs_args->db);
   jobs->add_flag("--json", jobs_args->json, "Print as JSON");
   jobs->add_option("--server", jobs_args->server,
-                   "List the jobs of this server (HOST:PORT) instead of reading --db");
+                   "List the jobs of this server (HOST:PORT) instead of reading --db")
+      ->check(ServerAddress());
   jobs->add_option("--token", jobs_args->token, "Bearer token (or $KTUNE_TOKEN)");
   AddClientTlsOptions(jobs, &jobs_args->tls);
   jobs->callback([=] { *action = [=] { return RunJobs(*jobs_args); }; });

@@ -213,6 +213,8 @@ int RunWorker(const WorkerArgs& a) {
     measurer = std::make_unique<ReplayMeasurer>(recorded->records);
   } else if (a.device == "cpu") {
     auto cpu = std::make_unique<CpuMeasurer>(&registry);
+    // As the CUDA worker's: a worker without its runner failed every candidate it leased.
+    if (absl::Status runner = cpu->CheckRunner(); !runner.ok()) return Fail(cmd, runner);
     cores = cpu->cpu().cores;
     measurer = std::move(cpu);
     languages = {"cpp"};
@@ -402,7 +404,11 @@ int RunWatch(const JobArgs& a) {
       std::cout << "\n";
     }
   }
-  return job.state() == v1::JOB_STATE_DONE ? kExitOk : kExitFailure;
+  if (job.state() == v1::JOB_STATE_DONE) return kExitOk;
+  // Exit 1 said on stderr too (a script with --json read an exit 1 and an empty stderr).
+  std::cerr << "ktune " << cmd << ": job " << job.job_id() << " ended " << StateName(job.state())
+            << (job.message().empty() ? "" : ": ") << job.message() << "\n";
+  return kExitFailure;
 }
 
 // cancel, pause and resume: one call on a job, which answers with the job as it is now.
@@ -543,6 +549,7 @@ void RegisterServiceCommands(CLI::App& app, Action* action) {
   auto worker_args = std::make_shared<WorkerArgs>();
   CLI::App* worker = app.add_subcommand("worker", "Run a measurement worker");
   worker->add_option("--server", worker_args->server, "Server address HOST:PORT")
+      ->check(ServerAddress())
       ->capture_default_str();
   worker->add_option("--device", worker_args->device, "cpu, cuda[:N] or replay:FILE")->capture_default_str();
   worker->add_option("--token", worker_args->token,
@@ -568,7 +575,9 @@ void RegisterServiceCommands(CLI::App& app, Action* action) {
   auto job_args = std::make_shared<JobArgs>();
   CLI::App* submit = app.add_subcommand("submit", "Submit a fleet job (YAML or JSON spec)");
   submit->add_option("JOB", job_args->spec, "Job spec file")->required();
-  submit->add_option("--server", job_args->server, "Server address")->capture_default_str();
+  submit->add_option("--server", job_args->server, "Server address")
+      ->check(ServerAddress())
+      ->capture_default_str();
   submit->add_option("--token", job_args->token, "Bearer token (or $KTUNE_TOKEN)");
   AddClientTlsOptions(submit, &job_args->tls);
   submit->add_flag("--json", job_args->json, "Print the job as JSON");
@@ -576,7 +585,9 @@ void RegisterServiceCommands(CLI::App& app, Action* action) {
 
   CLI::App* watch = app.add_subcommand("watch", "Follow a job's progress until it ends");
   watch->add_option("JOB", job_args->job, "Job id")->required();
-  watch->add_option("--server", job_args->server, "Server address")->capture_default_str();
+  watch->add_option("--server", job_args->server, "Server address")
+      ->check(ServerAddress())
+      ->capture_default_str();
   watch->add_option("--token", job_args->token, "Bearer token (or $KTUNE_TOKEN)");
   AddClientTlsOptions(watch, &job_args->tls);
   watch->add_option("--timeout", job_args->timeout_s, "Give up after this many seconds")
@@ -591,7 +602,9 @@ void RegisterServiceCommands(CLI::App& app, Action* action) {
            {"resume", "Resume a paused job where it stopped"}}) {
     CLI::App* job_action = app.add_subcommand(name, help);
     job_action->add_option("JOB", job_args->job, "Job id")->required();
-    job_action->add_option("--server", job_args->server, "Server address")->capture_default_str();
+    job_action->add_option("--server", job_args->server, "Server address")
+        ->check(ServerAddress())
+        ->capture_default_str();
     job_action->add_option("--token", job_args->token, "Bearer token (or $KTUNE_TOKEN)");
     AddClientTlsOptions(job_action, &job_args->tls);
     job_action->add_flag("--json", job_args->json, "Print the job as JSON");
@@ -600,7 +613,9 @@ void RegisterServiceCommands(CLI::App& app, Action* action) {
   }
 
   CLI::App* workers = app.add_subcommand("workers", "List the workers a server knows");
-  workers->add_option("--server", job_args->server, "Server address")->capture_default_str();
+  workers->add_option("--server", job_args->server, "Server address")
+      ->check(ServerAddress())
+      ->capture_default_str();
   workers->add_option("--token", job_args->token, "Bearer token (or $KTUNE_TOKEN)");
   AddClientTlsOptions(workers, &job_args->tls);
   workers->add_flag("--json", job_args->json, "Print as a JSON array");

@@ -33,7 +33,9 @@ struct ClientArgs {
 };
 
 void AddClientOptions(CLI::App* sub, ClientArgs* a) {
-  sub->add_option("--server", a->server, "Server address HOST:PORT")->capture_default_str();
+  sub->add_option("--server", a->server, "Server address HOST:PORT")
+      ->check(ServerAddress())
+      ->capture_default_str();
   sub->add_option("--token", a->token, "Bearer token (or $KTUNE_TOKEN)");
   AddClientTlsOptions(sub, &a->tls);
   sub->add_flag("--json", a->json, "Print as JSON");
@@ -72,7 +74,9 @@ absl::StatusOr<v1::TelemetrySample> SampleFromJson(const std::string& text) {
   nlohmann::json line;
   try {
     line = nlohmann::json::parse(text);  // NaN and Infinity are not JSON
-  } catch (const nlohmann::json::parse_error& e) {
+  } catch (const nlohmann::json::exception& e) {
+    // parse_error, or out_of_range for a number past a double's range (1e400): that one aborted
+    // the program.
     return absl::InvalidArgumentError(absl::StrCat("not valid JSON: ", e.what()));
   }
   if (!line.is_object()) return absl::InvalidArgumentError("not a JSON object");

@@ -205,13 +205,19 @@ int RunRemoteTune(const TuneArgs& a) {
   }
   const v1::TaskProgress& t = job->tasks(0);
   absl::StatusOr<ParamMap> best = FromProto(t.best_config().params(), "best_config");
+  // The task as the server keys it (dtype filled in), as submit, watch, jobs and best print it:
+  // the problem as typed did not join with theirs.
+  absl::StatusOr<ParamMap> task_problem = FromProto(t.task().problem().params(), "problem");
   if (a.json) {
-    nlohmann::json out{{"job_id", job->job_id()},
-                       {"kernel", a.kernel},
-                       {"problem", nlohmann::json::parse(CanonicalJson(*problem))},
-                       {"device", device_class},
-                       {"measurements", t.measurements_done()},
-                       {"failed", t.measurements_failed()}};
+    nlohmann::json out{
+        {"job_id", job->job_id()},
+        {"state", StateName(job->state())},
+        {"kernel", a.kernel},
+        {"problem",
+         nlohmann::json::parse(CanonicalJson(task_problem.ok() ? *task_problem : *problem))},
+        {"device", device_class},
+        {"measurements", t.measurements_done()},
+        {"failed", t.measurements_failed()}};
     if (t.has_best_time_ms()) {
       out["best_time_ms"] = t.best_time_ms();
       out["best_config"] = nlohmann::json::parse(CanonicalJson(*best));
@@ -229,9 +235,9 @@ int RunRemoteTune(const TuneArgs& a) {
     }
   }
   if (job->state() != v1::JOB_STATE_DONE) {
-    return Fail(cmd, absl::FailedPreconditionError(absl::StrCat("job ", job->job_id(), " ended ",
-                                                                v1::JobState_Name(job->state()),
-                                                                ": ", job->message())));
+    return Fail(
+        cmd, absl::FailedPreconditionError(absl::StrCat(
+                 "job ", job->job_id(), " ended ", StateName(job->state()), ": ", job->message())));
   }
   if (t.has_best_time_ms()) return kExitOk;
   // Say why, as the embedded default does.
@@ -255,7 +261,11 @@ int RunTune(const TuneArgs& a) {
                       "machine and pass the data=file:<hash> it prints in --problem");
   }
   if (!a.server.empty()) return RunRemoteTune(a);
-  if (a.budget < 1) return UsageError(cmd, "--budget must be at least 1");
+  // The job spec's range (server/job_spec.cc), found here: the in-process job refused it after
+  // setting up, with exit 1.
+  if (a.budget < 1 || a.budget > 1'000'000) {
+    return UsageError(cmd, "--budget must be between 1 and 1,000,000");
+  }
   // A job's strategies (PPO's ablations are for `bench search`), checked before the database is
   // opened: the job refused them after it had been created.
   if (absl::Status s = ParseStrategy(a.strategy).status(); !s.ok()) {
@@ -348,7 +358,10 @@ int RunTune(const TuneArgs& a) {
   const bool have_default = s.default_record && s.default_record->time_ms.has_value();
   const double speedup = have_default ? *s.default_record->time_ms / *best.time_ms : 0;
   if (a.json) {
-    nlohmann::json out{{"kernel", t.task.kernel},
+    // job_id as `tune --server` and `jobs` give it: the in-process tune is a job of the database.
+    nlohmann::json out{{"job_id", s.job_id},
+                       {"state", "done"},
+                       {"kernel", t.task.kernel},
                        {"kernel_version", t.task.kernel_version},
                        {"problem", nlohmann::json::parse(CanonicalJson(t.task.problem))},
                        {"device", t.task.device_class},
@@ -454,7 +467,8 @@ void RegisterTuneCommand(CLI::App& app, Action* action) {
                    "kernels with a precision parameter, such as gemm_lowp, trade error for time)")
       ->check(AboveZero());
   tune->add_option("--server", a->server,
-                   "Tune through a running server and its workers (token: $KTUNE_TOKEN)");
+                   "Tune through a running server and its workers (token: $KTUNE_TOKEN)")
+      ->check(ServerAddress());
   tune->add_option("--token", a->token, "With --server: bearer token (or $KTUNE_TOKEN)");
   AddClientTlsOptions(tune, &a->tls);
   tune->add_flag("--json", a->json, "Print the result as JSON");

@@ -68,6 +68,8 @@ absl::StatusOr<TuneTarget> CpuTarget(const KernelRegistry& registry, const std::
 
   TuneTarget t;
   auto measurer = std::make_unique<CpuMeasurer>(&registry, std::move(options));
+  // A missing runner failed every measurement, each stored as a runtime_error record.
+  KTUNE_RETURN_IF_ERROR(measurer->CheckRunner());
   const CpuDescription& cpu = measurer->cpu();
   if (threads > cpu.cores) {
     return absl::InvalidArgumentError(

@@ -58,6 +58,10 @@ class CpuMeasurer : public Measurer {
   absl::StatusOr<std::vector<MeasureResult>> Measure(
       const TaskKey& task, const std::vector<Configuration>& configs) override;
 
+  // FailedPrecondition when the measurement runner is not executable: every candidate would
+  // fail (stored as runtime_error records), so commands check it before they start.
+  absl::Status CheckRunner() const { return runner_.CheckExecutable(); }
+
   // Runners started so far (1 + restarts after crashes and timeouts).
   int64_t runner_starts() const { return runner_.starts(); }
   const CpuKernelCompiler& compiler() const { return compiler_; }

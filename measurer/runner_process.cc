@@ -33,17 +33,22 @@ std::string FindRunner(const std::string& name, const char* env_var) {
   return (self.parent_path() / name).string();
 }
 
+absl::Status RunnerProcess::CheckExecutable() const {
+  if (::access(options_.runner_path.c_str(), X_OK) == 0) return absl::OkStatus();
+  return absl::FailedPreconditionError(absl::StrCat(
+      "the measurement runner '", options_.runner_path,
+      "' is not executable: ", std::strerror(errno), " (set KTUNE_RUNNER to its path)"));
+}
+
 absl::Status RunnerProcess::Start() {
   int down[2], up[2];
   if (::pipe2(down, O_CLOEXEC) != 0 || ::pipe2(up, O_CLOEXEC) != 0) {
     return absl::InternalError(absl::StrCat("pipe: ", std::strerror(errno)));
   }
   // Checked before fork: exec's failure in the child would look like a crash.
-  if (::access(options_.runner_path.c_str(), X_OK) != 0) {
+  if (absl::Status executable = CheckExecutable(); !executable.ok()) {
     ::close(down[0]), ::close(down[1]), ::close(up[0]), ::close(up[1]);
-    return absl::FailedPreconditionError(absl::StrCat(
-        "the measurement runner '", options_.runner_path,
-        "' is not executable: ", std::strerror(errno), " (set KTUNE_RUNNER to its path)"));
+    return executable;
   }
   // Built before fork: the child of a multi-threaded worker may only call async-signal-safe
   // functions (no malloc) until exec.

@@ -31,6 +31,9 @@ class RunnerProcess {
   };
 
   explicit RunnerProcess(Options options) : options_(std::move(options)) {}
+  // FailedPrecondition, naming the path, when the runner is not an executable file: what Call
+  // would fail with, found before anything is measured.
+  absl::Status CheckExecutable() const;
   ~RunnerProcess() { Stop(); }
   RunnerProcess(const RunnerProcess&) = delete;
   RunnerProcess& operator=(const RunnerProcess&) = delete;

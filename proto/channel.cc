@@ -47,9 +47,14 @@ absl::Status CheckServerAddress(const std::string& address) {
     return absl::InvalidArgumentError(absl::StrCat(
         "server address ", address, " has no port; give HOST:PORT (ktune serve listens on 7470)"));
   }
-  if (std::optional<int64_t> port = AddressPort(address); port && *port > 65535) {
+  // A Unix socket's address has a path where the port would be.
+  if (absl::StartsWith(address, "unix:") || absl::StartsWith(address, "unix-abstract:")) {
+    return absl::OkStatus();
+  }
+  // A port that is no number (127.0.0.1:-1 reached port 65535) or past 65535.
+  if (std::optional<int64_t> port = AddressPort(address); !port || *port > 65535) {
     return absl::InvalidArgumentError(
-        absl::StrCat("server address ", address, ": the port must be at most 65535"));
+        absl::StrCat("server address ", address, ": the port must be a number from 0 to 65535"));
   }
   return absl::OkStatus();
 }

@@ -154,6 +154,14 @@ TEST(CliTest, BadUsageExitsWithTwo) {
         {"watch", "1", "--server", "garbage"},
         {"drift", "--server", "garbage"},
         {"cancel", "1", "--server", "garbage"},
+        // A port that is no number (-1 reached port 65535), and an empty address given (an unset
+        // $SERVER: best and tune read the local database or tuned here instead, without a word).
+        {"best", "--kernel", "gemm", "--device", "x", "--server", "127.0.0.1:-1"},
+        {"best", "--kernel", "gemm", "--device", "x", "--server", ""},
+        {"tune", "--kernel", "gemm", "--problem", "M=8,N=8,K=8", "--budget", "2", "--server", ""},
+        {"jobs", "--server", ""},
+        // A budget out of range, found before the tune (the in-process tune exited 1 on it).
+        {"tune", "--kernel", "gemm", "--problem", "M=8,N=8,K=8", "--budget", "2000000"},
         // A CUDA kernel on the CPU (it stored a failure for every measurement).
         {"tune", "--kernel", "cuda_gemm", "--device", "cpu", "--budget", "4"},
         // An accuracy budget on a recorded space without measured errors (the same).
@@ -812,6 +820,7 @@ TEST(CliTest, TelemetryReportRaisesDriftFlagsThatDriftLists) {
     // watch ends with the job and every task, read from GetJob's pages of 4,096.
     auto watched = RunKtune({"watch", largest_id, "--server", address, "--json"});
     EXPECT_EQ(watched.exit_code, 1) << watched.err;  // cancelled, not done
+    EXPECT_THAT(watched.err, HasSubstr("job " + largest_id + " ended cancelled"));  // said
     const std::string last =
         watched.out.substr(watched.out.rfind('\n', watched.out.size() - 2) + 1);
     EXPECT_EQ(nlohmann::json::parse(last)["tasks"].size(), 65536u);
@@ -861,6 +870,7 @@ TEST(CliTest, TelemetryReportRaisesDriftFlagsThatDriftLists) {
   for (const auto& [text, says] : std::vector<std::pair<std::string, std::string>>{
            {R"("count":1,"mean_ms":0.5,"stdev_ms":0.1)", "unknown key 'stdev_ms'"},
            {R"("count":1,"mean_ms":NaN)", "not valid JSON: "},
+           {R"("times_ms":[1e400])", "not valid JSON: "},  // past a double: it aborted (134)
            {R"("count":2.5,"mean_ms":0.5)", "count must be a whole number of calls, not 2.5"},
            {R"("count":10000000000000000000,"mean_ms":0.5)", "count must be a whole number"},
            {R"("times_ms":[])", "times_ms is empty"}}) {
@@ -1478,19 +1488,23 @@ TEST(CliTest, AKernelRegisteredInTheDatabaseIsTunedAndQueriedLocally) {
   EXPECT_EQ(std::count(exported.out.begin(), exported.out.end(), '\n'), 4);
 }
 
-// When nothing measures ok, `tune` says why, not only that: here the measurement runner is
-// missing, so every measurement fails alike, and the message names the runner and the fix.
-TEST(CliTest, TuneWithNothingMeasuredOkSaysWhy) {
+// Without its measurement runner, `tune` says so, naming the runner and the fix, before it
+// measures anything: it failed every measurement alike and stored each as a runtime_error record.
+TEST(CliTest, TuneWithoutTheRunnerSaysSoBeforeMeasuring) {
   testing::TempDir dir;
   ASSERT_EQ(setenv("KTUNE_RUNNER", dir.File("no-such-runner").c_str(), 1), 0);
   auto tune = RunKtune({"tune", "--db", dir.File("k.db"), "--kernel", "gemm", "--problem",
                         "M=96,N=80,K=64", "--device", "cpu", "--budget", "4", "--strategy",
                         "random"});
+  auto worker = RunKtune({"worker", "--device", "cpu", "--server", "127.0.0.1:1"});
   unsetenv("KTUNE_RUNNER");
   EXPECT_EQ(tune.exit_code, 1) << tune.err;
-  EXPECT_THAT(tune.err, HasSubstr("no configuration measured ok in 4 measurements; 4 x "));
   EXPECT_THAT(tune.err, HasSubstr("no-such-runner"));
   EXPECT_THAT(tune.err, HasSubstr("set KTUNE_RUNNER"));
+  EXPECT_FALSE(std::filesystem::exists(dir.File("k.db")));  // nothing was written
+  // A worker says it at start, before it leases (it failed every candidate it was given).
+  EXPECT_EQ(worker.exit_code, 1) << worker.err;
+  EXPECT_THAT(worker.err, HasSubstr("no-such-runner"));
 }
 
 // The embedded default is the server: `ktune tune` without --server runs the task as a job of
