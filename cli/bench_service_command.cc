@@ -310,7 +310,7 @@ int RunBenchService(const BenchServiceArgs& a) {
                        {"tasks", job.task_count()},
                        {"measurements", job.measurements_done()},
                        {"reported", total},
-                       {"job_state", v1::JobState_Name(job.state())},
+                       {"job_state", StateName(job.state())},
                        {"seconds", seconds},
                        {"measurements_per_second", job.measurements_done() / seconds}};
     if (a.json) {
@@ -320,7 +320,7 @@ int RunBenchService(const BenchServiceArgs& a) {
                        "dispatch: %d workers, %d measurements committed in %.2f s: "
                        "%.0f measurements/s (%s)",
                        a.workers, job.measurements_done(), seconds,
-                       job.measurements_done() / seconds, v1::JobState_Name(job.state()))
+                       job.measurements_done() / seconds, StateName(job.state()))
                 << std::endl;
     }
   }
