@@ -918,14 +918,16 @@ absl::StatusOr<std::vector<TaskKey>> SqliteTuningDatabase::ListTasks() {
 absl::StatusOr<std::vector<TuningDatabase::SourceTaskSummary>>
 SqliteTuningDatabase::SummarizeSource(const std::string& source) {
   return Read([&](sqlite3* db) -> absl::StatusOr<std::vector<SourceTaskSummary>> {
-    // One scan of the records (none is indexed by source). With exactly one min() aggregate,
-    // SQLite takes the bare column config_json from the row holding the minimum.
+    // One scan of the records (none is indexed by source): of the table itself, NOT INDEXED
+    // (SQLite chose to walk records_by_task for the GROUP BY, a table lookup a row: 3.9 s
+    // against 0.2 s on 2,000,000 records). With exactly one min() aggregate, SQLite takes the
+    // bare column config_json from the row holding the minimum.
     KTUNE_ASSIGN_OR_RETURN(
         SqliteStatement s,
         SqliteStatement::Prepare(
             db,
             "SELECT k.name, k.version, w.problem_json, d.device_class, COUNT(*), "
-            "SUM(r.status != 'ok'), MIN(r.time_ms), r.config_json FROM records r "
+            "SUM(r.status != 'ok'), MIN(r.time_ms), r.config_json FROM records r NOT INDEXED "
             "JOIN workloads w ON r.workload_id = w.id JOIN kernels k ON w.kernel_id = k.id "
             "JOIN devices d ON r.device_id = d.id WHERE r.source = ? "
             "GROUP BY r.workload_id, d.device_class"));

@@ -433,9 +433,9 @@ class Strategy(OptAlgWrapper):
                         warnings.warn(f"ktune server unreachable ({what}: {e.message}); trying "
                                       f"again for up to {self.reconnect_seconds:g} s",
                                       RuntimeWarning, stacklevel=3)
-                if now + delay > deadline:
+                if now >= deadline:
                     raise
-                time.sleep(delay)
+                time.sleep(min(delay, deadline - now))
                 delay = min(2 * delay, 2.0)
 
     def _submit(self, problem: ParamMap, budget: int, worker: "_Worker") -> Job:
@@ -708,13 +708,17 @@ class _Worker:
         while not self._stop.wait(self.interval):
             with self._lock:
                 leases = list(self._leases)
+                sent = self.worker_id
             try:
                 reply = self.client._unary("Heartbeat", self.client._worker.Heartbeat,
-                                           wp.HeartbeatRequest(worker_id=self.worker_id,
-                                                               lease_ids=leases))
+                                           wp.HeartbeatRequest(worker_id=sent, lease_ids=leases))
                 if reply.reregister:
                     with self._lock:
-                        self._register()
+                        # Not when lease() registered again meanwhile: a third worker, with no
+                        # job bound to it, left the job waiting for the second to be taken
+                        # for gone.
+                        if self.worker_id == sent:
+                            self._register()
             except KtuneError:
                 pass  # the next lease or report says what is wrong
 

@@ -407,6 +407,7 @@ def test_a_server_restart_mid_run_is_waited_for_and_the_run_goes_on(ktune_bin, t
     from conftest import Process, Server
     server = Server(tmp_path)
     restarted: list[Process] = []
+    starter: list[threading.Thread] = []
     try:
         client = server.client()
         strategy = Strategy(client, strategy="random", batch_size=2, seed=6)
@@ -423,7 +424,8 @@ def test_a_server_restart_mid_run_is_waited_for_and_the_run_goes_on(ktune_bin, t
                                               server.address, "--db", str(server.db)],
                                              tmp_path / "serve-again.log"))
                 restarted.append(None)  # type: ignore[arg-type]  # restarted once
-                threading.Thread(target=start_again, daemon=True).start()
+                starter.append(threading.Thread(target=start_again, daemon=True))
+                starter[0].start()
             return out
 
         strategy._measure = measure_then_restart
@@ -435,6 +437,8 @@ def test_a_server_restart_mid_run_is_waited_for_and_the_run_goes_on(ktune_bin, t
         records = list(client.export_records(strategy.task))
         assert strategy.reported == len(records) >= 6  # before and after the restart
     finally:
+        for t in starter:  # a test that failed early leaves no server starting after it
+            t.join(timeout=30)
         for p in restarted[1:]:
             p.stop()
         server.stop()

@@ -135,24 +135,41 @@ TEST_P(TuningDatabaseConformanceTest, SummarizeSourceCountsOneSourcesRecordsPerT
     r.source = source;
     records.push_back(std::move(r));
   }
+  // Another device of the class (another driver): the same task. Another problem: another task.
+  Record other_driver = MakeRecord("A100", 256, 1.5, "ampere", "560");
+  other_driver.source = "job:7";
+  records.push_back(other_driver);
+  Record other_problem = MakeRecord("A100", 512, 0.25);
+  other_problem.problem = {{"M", int64_t{2048}}, {"N", int64_t{2048}}};
+  other_problem.source = "job:7";
+  records.push_back(other_problem);
   ASSERT_TRUE(db_->AddRecords(records).ok());
   const TaskKey h100{"gemm", "v1", records[0].problem, "H100"};
   ASSERT_TRUE(db_->MarkStale(h100, *records[5].measured_at_us + 1).ok());  // counted still
   absl::StatusOr<std::vector<TuningDatabase::SourceTaskSummary>> summary =
       db_->SummarizeSource("job:7");
   ASSERT_TRUE(summary.ok()) << summary.status();
-  ASSERT_EQ(summary->size(), 2u);
-  std::map<std::string, TuningDatabase::SourceTaskSummary> by_class;
-  for (const auto& s : *summary) by_class[s.task.device_class] = s;
-  const TuningDatabase::SourceTaskSummary& a100 = by_class["A100"];
+  ASSERT_EQ(summary->size(), 3u);
+  std::map<std::string, TuningDatabase::SourceTaskSummary> by_task;  // class and problem
+  for (const auto& s : *summary) {
+    by_task[s.task.device_class + " " + CanonicalJson(s.task.problem)] = s;
+  }
+  const TuningDatabase::SourceTaskSummary& a100 =
+      by_task["A100 " + CanonicalJson(records[0].problem)];
   EXPECT_EQ(a100.task.kernel, "gemm");
   EXPECT_EQ(a100.task.problem, records[0].problem);
-  EXPECT_EQ(a100.records, 3);
+  EXPECT_EQ(a100.records, 4);  // both devices of the class
   EXPECT_EQ(a100.failed, 1);
-  EXPECT_EQ(a100.best_ms, 2.0);
-  EXPECT_EQ(a100.best_config, records[1].config);
-  EXPECT_EQ(by_class["H100"].records, 1);
-  EXPECT_EQ(by_class["H100"].best_ms, 4.0);
+  EXPECT_EQ(a100.best_ms, 1.5);
+  EXPECT_EQ(a100.best_config, other_driver.config);
+  const TuningDatabase::SourceTaskSummary& bigger =
+      by_task["A100 " + CanonicalJson(other_problem.problem)];
+  EXPECT_EQ(bigger.records, 1);
+  EXPECT_EQ(bigger.best_ms, 0.25);
+  const TuningDatabase::SourceTaskSummary& h100_summary =
+      by_task["H100 " + CanonicalJson(records[0].problem)];
+  EXPECT_EQ(h100_summary.records, 1);
+  EXPECT_EQ(h100_summary.best_ms, 4.0);
   EXPECT_TRUE(db_->SummarizeSource("job:9")->empty());
 }
 

@@ -637,6 +637,39 @@ TEST_F(TaskSearchTest, ASessionsJobIsLeftToItUntilItsProcessIsGone) {
   }
 }
 
+// A restart recounts a job's progress from the records it stored: a job of 1,024 tasks or more
+// in one read of the database (TuningDatabase::SummarizeSource), matched to its tasks by key.
+TEST_F(TaskSearchTest, ALargeJobsProgressIsRecountedInOneReadAfterARestart) {
+  const KernelDefinition* gemm = registry_.Find("gemm");
+  std::vector<TaskKey> tasks;
+  for (int64_t m = 1; m <= 1024; ++m) {
+    tasks.push_back({"gemm", gemm->Version(),
+                     *gemm->ValidateProblem({{"M", m}, {"N", 16}, {"K", 16}}),
+                     kDevice.device_class});
+  }
+  const int64_t job = SubmitRandom(tasks, /*budget=*/2, /*batch_size=*/2);
+  int64_t measured = 0;
+  for (int i = 0; i < 12; ++i) measured += static_cast<int64_t>(LeaseAndReport().size());
+  ASSERT_GT(measured, 0);
+  absl::StatusOr<JobStatus> before = scheduler_->GetJob(job);
+  ASSERT_TRUE(before.ok());
+  Restart();
+  absl::StatusOr<JobStatus> after = scheduler_->GetJob(job);
+  ASSERT_TRUE(after.ok()) << after.status();
+  EXPECT_EQ(after->done, measured);
+  ASSERT_EQ(after->tasks.size(), before->tasks.size());
+  int64_t tasks_with_records = 0;
+  for (size_t i = 0; i < after->tasks.size(); ++i) {
+    const TaskStatus& a = after->tasks[i];
+    const TaskStatus& b = before->tasks[i];
+    EXPECT_EQ(a.done, b.done) << i;
+    EXPECT_EQ(a.best_ms, b.best_ms) << i;
+    EXPECT_EQ(a.best_config, b.best_config) << i;
+    tasks_with_records += a.done > 0;
+  }
+  EXPECT_GT(tasks_with_records, 1);
+}
+
 // An in-memory database whose disk is full: every commit of records fails.
 class FullDatabase : public MemoryTuningDatabase {
  public:
