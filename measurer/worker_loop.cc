@@ -5,6 +5,7 @@
 #include <condition_variable>
 #include <map>
 #include <mutex>
+#include <optional>
 #include <random>
 #include <thread>
 
@@ -311,10 +312,16 @@ absl::Status WorkerLoop::Run() {
     const absl::Time lease_ends = absl::Now() + absl::Milliseconds(lease.lease_expires_in_ms());
     absl::Duration retry = absl::Milliseconds(100);
     v1::ReportResultsResponse stored;
+    // Once stopping (SIGTERM), the report is tried for a short grace, not the whole lease: a
+    // worker whose server was gone held its shutdown for the lease timeout (25 s of 30; minutes
+    // with the long leases of slow GPU jobs). The lease expires and the candidates go to others.
+    std::optional<absl::Time> give_up_at;
     while (true) {
       s = FromGrpc(stub_->ReportResults(Context(options_.rpc_deadline, options_.token).get(),
                                         report, &stored));
-      if (!IsTransient(s) || absl::Now() + retry >= lease_ends) break;
+      if (Stopping() && !give_up_at) give_up_at = absl::Now() + kReportGraceWhenStopping;
+      const absl::Time until = give_up_at ? std::min(lease_ends, *give_up_at) : lease_ends;
+      if (!IsTransient(s) || absl::Now() + retry >= until) break;
       LogEvent("report_retried", {{"worker_id", worker_id_},
                                   {"lease_id", lease.lease_id()},
                                   {"error", std::string(s.message())}});

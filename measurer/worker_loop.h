@@ -2,7 +2,7 @@
 // measures them with its Measurer and reports the results, again and again. It heartbeats its
 // lease while measuring, registers again when the server forgets it (a restart), retries with
 // exponential backoff while the server is unreachable, and on stop finishes its current lease,
-// reports it and leaves.
+// reports it (trying again for kReportGraceWhenStopping at most, not the whole lease) and leaves.
 #ifndef KTUNE_MEASURER_WORKER_LOOP_H_
 #define KTUNE_MEASURER_WORKER_LOOP_H_
 
@@ -87,6 +87,7 @@ class WorkerLoop {
   absl::Duration heartbeat_interval_ = absl::Seconds(5);
   int64_t reported_ = 0;
   static constexpr int kMaxNotStoredInARow = 3;  // see stop_when_not_stored
+  static constexpr absl::Duration kReportGraceWhenStopping = absl::Seconds(5);
   int not_stored_in_a_row_ = 0;
 };
 

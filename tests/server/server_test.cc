@@ -670,6 +670,7 @@ class FlakyReports : public v1::WorkerService::StubInterface {
       : real_(real), outages_(outages), heartbeat_outages_(heartbeat_outages) {}
   int filled_leases = 0, reports_sent = 0;
   bool refuse_reports = false;  // every report: the server's disk is full
+  int64_t lease_ms = 0;         // > 0: the leases say they live this long (a long lease timeout)
 
   grpc::Status Register(grpc::ClientContext* c, const v1::RegisterRequest& q,
                         v1::RegisterResponse* r) override {
@@ -679,6 +680,7 @@ class FlakyReports : public v1::WorkerService::StubInterface {
                           v1::LeaseBatchResponse* r) override {
     grpc::Status s = real_->LeaseBatch(c, q, r);
     if (s.ok() && r->candidates_size() > 0) ++filled_leases;
+    if (s.ok() && lease_ms > 0) r->set_lease_expires_in_ms(lease_ms);
     return s;
   }
   grpc::Status ReportResults(grpc::ClientContext* c, const v1::ReportResultsRequest& q,
@@ -919,6 +921,46 @@ TEST_F(ServerTest, AJobSaysWhichOfItsTasksWaitForAWorkerAndWhy) {
   cancel.set_job_id(job.job_id());
   ASSERT_TRUE(tuning_->CancelJob(Context().get(), cancel, &job).ok());
   EXPECT_EQ(job.waiting(), "");  // an ended job waits for nothing
+}
+
+// Sets `stop` while it measures (a SIGTERM arriving mid-lease), then measures with `real`.
+class StopsTheWorker : public Measurer {
+ public:
+  StopsTheWorker(Measurer* real, std::atomic<bool>* stop) : real_(real), stop_(stop) {}
+  DeviceInfo device() const override { return real_->device(); }
+  absl::StatusOr<std::vector<MeasureResult>> Measure(
+      const TaskKey& task, const std::vector<Configuration>& configs) override {
+    *stop_ = true;
+    return real_->Measure(task, configs);
+  }
+
+ private:
+  Measurer* real_;
+  std::atomic<bool>* stop_;
+};
+
+// A worker told to stop while its server is unreachable tries its last report for a short
+// grace, not for the whole lease: it held its shutdown for the lease timeout (25 s of 30 by
+// hand; minutes with long leases). The bound below is 6x the grace, far from the 120 s lease.
+TEST_F(ServerTest, AStoppingWorkerGivesUpItsLastReportSoonWhenTheServerIsGone) {
+  v1::SubmitJobRequest submit;
+  *submit.mutable_spec() = ThreeTaskSpec(4);
+  v1::Job job;
+  ASSERT_TRUE(tuning_->SubmitJob(Context().get(), submit, &job).ok());
+  auto recorded = LoadRecordedSpace(testing::SpaceFile(kSpaces[0]));
+  ReplayMeasurer replay(recorded->records);
+  std::atomic<bool> stop{false};
+  StopsTheWorker stops(&replay, &stop);
+  FlakyReports gone(workers_.get(), /*outages=*/1'000'000);  // every report: unreachable
+  gone.lease_ms = 120'000;
+  WorkerLoopOptions options;
+  options.max_candidates = 4;
+  WorkerLoop loop(&gone, &stops, options, &stop);
+  const absl::Time start = absl::Now();
+  EXPECT_TRUE(loop.Run().ok());
+  EXPECT_LT(absl::Now() - start, absl::Seconds(30));
+  EXPECT_EQ(gone.filled_leases, 1);  // stopping: no lease after it
+  EXPECT_EQ(loop.reported(), 0);
 }
 
 // Measures one configuration at a time, stopping at the caller's stop check; its first call
