@@ -89,6 +89,17 @@ std::string ListTasksFrom(const char* table) {
                       "ORDER BY k.name, k.version, w.problem_json, d.device_class");
 }
 
+// A task from the first four columns of `s`'s row: kernel, version, problem JSON, device class
+// (ListTasksFrom's, kSelectJobTasks', SummarizeSource's).
+absl::StatusOr<TaskKey> TaskKeyOfRow(const SqliteStatement& s) {
+  TaskKey t;
+  t.kernel = s.ColumnText(0);
+  t.kernel_version = s.ColumnText(1);
+  KTUNE_ASSIGN_OR_RETURN(t.problem, ParseParamMapJson(s.ColumnText(2)));
+  t.device_class = s.ColumnText(3);
+  return t;
+}
+
 constexpr char kCountKernels[] = "SELECT COUNT(*) FROM kernels";
 constexpr char kCountWorkloads[] = "SELECT COUNT(*) FROM workloads";
 constexpr char kCountDevices[] = "SELECT COUNT(*) FROM devices";
@@ -904,11 +915,7 @@ absl::StatusOr<std::vector<TaskKey>> SqliteTuningDatabase::ListTasks() {
     while (true) {
       KTUNE_ASSIGN_OR_RETURN(bool row, s.Step());
       if (!row) break;
-      TaskKey t;
-      t.kernel = s.ColumnText(0);
-      t.kernel_version = s.ColumnText(1);
-      KTUNE_ASSIGN_OR_RETURN(t.problem, ParseParamMapJson(s.ColumnText(2)));
-      t.device_class = s.ColumnText(3);
+      KTUNE_ASSIGN_OR_RETURN(TaskKey t, TaskKeyOfRow(s));
       out.push_back(std::move(t));
     }
     return out;
@@ -937,10 +944,7 @@ SqliteTuningDatabase::SummarizeSource(const std::string& source) {
       KTUNE_ASSIGN_OR_RETURN(bool row, s.Step());
       if (!row) break;
       SourceTaskSummary t;
-      t.task.kernel = s.ColumnText(0);
-      t.task.kernel_version = s.ColumnText(1);
-      KTUNE_ASSIGN_OR_RETURN(t.task.problem, ParseParamMapJson(s.ColumnText(2)));
-      t.task.device_class = s.ColumnText(3);
+      KTUNE_ASSIGN_OR_RETURN(t.task, TaskKeyOfRow(s));
       t.records = s.ColumnInt(4);
       t.failed = s.ColumnInt(5);
       t.best_ms = s.ColumnOptionalDouble(6);
@@ -1074,10 +1078,7 @@ absl::StatusOr<Job> ReadJob(sqlite3* db, int64_t id) {
     KTUNE_ASSIGN_OR_RETURN(bool more, t.Step());
     if (!more) break;
     JobTask task;
-    task.task.kernel = t.ColumnText(0);
-    task.task.kernel_version = t.ColumnText(1);
-    KTUNE_ASSIGN_OR_RETURN(task.task.problem, ParseParamMapJson(t.ColumnText(2)));
-    task.task.device_class = t.ColumnText(3);
+    KTUNE_ASSIGN_OR_RETURN(task.task, TaskKeyOfRow(t));
     KTUNE_ASSIGN_OR_RETURN(task.state, ParseJobStateName(t.ColumnText(4)));
     task.budget = t.ColumnInt(5);
     task.measurements_done = t.ColumnInt(6);
