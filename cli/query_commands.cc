@@ -275,6 +275,7 @@ struct JobRow {
   std::string name, state, message;
   int64_t tasks = -1, done = 0, total = 0;
   std::string waiting;  // a server's Job.waiting (the database does not know the workers)
+  double seconds_left = 0;  // a server's Job.estimated_seconds_left (0: unknown)
 };
 
 absl::StatusOr<std::vector<JobRow>> JobsFromDatabase(const std::string& path) {
@@ -306,7 +307,7 @@ absl::StatusOr<std::vector<JobRow>> JobsFromServer(const JobsArgs& a,
       // task_count 0: a server from before it was sent (every job has a task).
       rows.push_back({id, j.spec().name(), StateName(j.state()), j.message(),
                       j.task_count() > 0 ? j.task_count() : -1, j.measurements_done(),
-                      j.measurements_total(), j.waiting()});
+                      j.measurements_total(), j.waiting(), j.estimated_seconds_left()});
     }
     request.set_page_token(page.next_page_token());
   } while (!request.page_token().empty());
@@ -329,7 +330,10 @@ int RunJobs(const JobsArgs& a) {
                          {"measurements_done", j.done},
                          {"measurements_total", j.total},
                          {"message", j.message}};
-      if (!a.server.empty()) row["waiting"] = j.waiting;
+      if (!a.server.empty()) {  // what only the server knows, named as watch names it
+        row["waiting"] = j.waiting;
+        row["estimated_seconds_left"] = j.seconds_left;
+      }
       if (j.tasks >= 0) row["task_count"] = j.tasks;  // `watch`'s "tasks" is the list
       out.push_back(std::move(row));
     }

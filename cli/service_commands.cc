@@ -80,7 +80,14 @@ nlohmann::json TaskJson(const v1::TaskProgress& t) {
       {"state", StateName(t.state())},
       {"measurements_done", t.measurements_done()},
       {"measurements_failed", t.measurements_failed()}};
-  if (t.has_best_time_ms()) task["best_time_ms"] = t.best_time_ms();
+  if (t.has_best_time_ms()) {
+    task["best_time_ms"] = t.best_time_ms();
+    // The configuration too: a script following a job had to ask `best` for it afterwards.
+    if (absl::StatusOr<ParamMap> best = FromProto(t.best_config().params(), "best_config");
+        best.ok()) {
+      task["best_config"] = nlohmann::json::parse(CanonicalJson(*best));
+    }
+  }
   if (t.has_best_gflops()) task["best_gflops"] = t.best_gflops();
   return task;
 }

@@ -1399,6 +1399,16 @@ TEST(CliTest, AnInterruptedTuneThroughAServerCancelsItsJobThere) {
   EXPECT_EQ(listed[0].value("state", ""), "cancelled") << jobs.out;
   // Its task count, as from the database (the server's list showed "-", the file's 1).
   EXPECT_EQ(listed[0].value("task_count", 0), 1) << jobs.out;
+  // What only the server knows, under watch's names: why it waits (nothing: it ended) and the
+  // time left (0: it ended).
+  EXPECT_EQ(listed[0].value("waiting", "?"), "") << jobs.out;
+  EXPECT_EQ(listed[0].value("estimated_seconds_left", -1.0), 0.0) << jobs.out;
+  // watch --json gives each task's best configuration with its time (a script asked best after).
+  auto watched = RunKtune({"watch", "1", "--server", address, "--json"});
+  const std::string last = watched.out.substr(watched.out.rfind('\n', watched.out.size() - 2) + 1);
+  const nlohmann::json task = nlohmann::json::parse(last, nullptr, false)["tasks"][0];
+  ASSERT_TRUE(task.contains("best_time_ms")) << last;
+  EXPECT_TRUE(task["best_config"].is_object() && task["best_config"].contains("MR")) << last;
   EXPECT_THAT(RunKtune({"jobs", "--server", address}).out,
               ::testing::ContainsRegex("cancelled +1 "));
 }
