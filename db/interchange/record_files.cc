@@ -490,6 +490,14 @@ absl::StatusOr<RecordFile> ReadRecordFile(const std::string& path, const ReadOpt
   RecordFile file;
   file.format = options.format == RecordFileFormat::kAuto ? DetectFormat(text) : options.format;
   if (file.format == RecordFileFormat::kJsonl) {
+    // Each line names its own task: a kernel, device or problem given for the file was ignored
+    // without a word (db import exp.jsonl --kernel gemm kept every record's own kernel).
+    if (!options.kernel.empty() || !options.device.empty() || !options.problem.empty()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          path,
+          ": a JSONL file's records name their own kernel, device and problem; --kernel, "
+          "--device and --problem are for T4 and Kernel Tuner files"));
+    }
     KTUNE_ASSIGN_OR_RETURN(file.records, ReadJsonl(path, text, &file.stale));
     return file;
   }

@@ -547,6 +547,11 @@ TEST(CliTest, ExportWritesJsonlAndT4Files) {
   ASSERT_EQ(as_given.exit_code, 0) << as_given.err;
   EXPECT_EQ(std::count(as_given.out.begin(), as_given.out.end(), '\n'), 4092);
   std::string db2 = dir.File("k2.db");
+  // A JSONL file's records name their own task: --kernel was ignored without a word.
+  auto jsonl_kernel =
+      RunKtune({"db", "import", dir.File("all.jsonl.gz"), "--db", db2, "--kernel", "x"});
+  EXPECT_EQ(jsonl_kernel.exit_code, 1);
+  EXPECT_THAT(jsonl_kernel.err, HasSubstr("--problem are for T4 and Kernel Tuner files"));
   auto back = RunKtune({"db", "import", dir.File("all.jsonl.gz"), "--db", db2, "--json"});
   ASSERT_EQ(back.exit_code, 0) << back.err;
   EXPECT_EQ(nlohmann::json::parse(back.out)["records_added"], 4092);
