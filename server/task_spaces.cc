@@ -2,6 +2,7 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "common/status_macros.h"
 #include "db/interchange/record_files.h"
 
@@ -28,6 +29,22 @@ std::vector<TaskSpaces::Recorded> TaskSpaces::RecordedSpaces() const {
 absl::StatusOr<TaskKey> TaskSpaces::Canonical(const TaskKey& task) const {
   if (task.device_class.empty()) return absl::InvalidArgumentError("a task needs a device class");
   if (recorded_.count(Key(task))) return task;
+  if (registry_->Find(task.kernel) == nullptr) {
+    // A recorded space's kernel, asked for another class or problem than it was recorded for:
+    // "unknown kernel" said the kernel was not there.
+    std::vector<std::string> recorded;
+    for (const auto& [key, r] : recorded_) {
+      if (r.task.kernel != task.kernel) continue;
+      recorded.push_back(absl::StrCat("device class '", r.task.device_class, "' with problem ",
+                                      CanonicalJson(r.task.problem)));
+    }
+    if (!recorded.empty()) {
+      return absl::NotFoundError(
+          absl::StrCat("kernel '", task.kernel, "' is a recorded space this server replays, for ",
+                       absl::StrJoin(recorded, "; "), ", not for device class '", task.device_class,
+                       "' with problem ", CanonicalJson(task.problem)));
+    }
+  }
   KTUNE_ASSIGN_OR_RETURN(const KernelDefinition* def, registry_->Get(task.kernel));
   // A task no worker could ever measure would wait for ever: CPU workers' classes are "cpu:MODEL"
   // and measure no CUDA kernel. (A C++ kernel may have other classes: bridges such as Kernel

@@ -1365,6 +1365,17 @@ TEST_F(ServerTest, BadRequestsGetTheRightCodeAndSayWhatIsWrong) {
   grpc::Status s = tuning_->SubmitJob(Context().get(), unknown_kernel, &job);
   EXPECT_EQ(s.error_code(), grpc::StatusCode::NOT_FOUND);
   EXPECT_THAT(s.error_message(), HasSubstr("unknown kernel 'fft'"));
+  // A recorded space's kernel for a class it was not recorded on: what it was recorded for (it
+  // said "unknown kernel", of a kernel the server lists).
+  v1::SubmitJobRequest elsewhere;
+  *elsewhere.mutable_spec() = ThreeTaskSpec(4);
+  elsewhere.mutable_spec()->clear_device_classes();
+  elsewhere.mutable_spec()->add_device_classes("NOWORKER");
+  s = tuning_->SubmitJob(Context().get(), elsewhere, &job);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::NOT_FOUND);
+  EXPECT_THAT(s.error_message(), HasSubstr("is a recorded space this server replays, for device "
+                                           "class '"));
+  EXPECT_THAT(s.error_message(), HasSubstr("not for device class 'NOWORKER'"));
 
   v1::SubmitJobRequest bad_problem;
   bad_problem.set_spec_text(
