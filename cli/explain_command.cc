@@ -73,12 +73,9 @@ int RunExplain(const ExplainArgs& a) {
       hint = UnknownKernelHint(**db, registry, a.db, resolved->query.kernel);
     }
   }
-  if (a.json) {
-    std::cout << ExplanationJson(*explained) << "\n";
-  } else {
-    std::cout << ExplanationText(*explained, resolved->query);
-    if (!hint.empty()) std::cout << hint << "\n";
-  }
+  // The plot first: a plot that could not be written printed the whole answer (JSON a script
+  // would parse) and then exited 1; now a failing command prints nothing on stdout, as best
+  // --pareto --plot.
   if (!a.plot.empty()) {
     if (explained->level() == v1::MATCH_LEVEL_NONE) {
       return Fail(cmd, absl::NotFoundError("nothing known: no plot written"));
@@ -89,7 +86,13 @@ int RunExplain(const ExplainArgs& a) {
     if (absl::Status s = WriteExplanationPlot(*explained, title, a.plot); !s.ok()) {
       return Fail(cmd, s);
     }
-    if (!a.json) std::cout << "plot: " << a.plot << "\n";
+  }
+  if (a.json) {
+    std::cout << ExplanationJson(*explained) << "\n";
+  } else {
+    std::cout << ExplanationText(*explained, resolved->query);
+    if (!hint.empty()) std::cout << hint << "\n";
+    if (!a.plot.empty()) std::cout << "plot: " << a.plot << "\n";
   }
   // Nothing known is an answer, not a failure of the command.
   return kExitOk;

@@ -712,6 +712,10 @@ TEST(CliTest, ExplainAnswersFromTheDatabaseAndAServerWithJsonAndAPlot) {
   EXPECT_EQ(unwritable.exit_code, 1);
   EXPECT_THAT(unwritable.err, HasSubstr("cannot write " + dir.File("no/such/dir/e.svg")));
   EXPECT_LT(unwritable.err.size(), 300u) << unwritable.err;
+  auto unwritable_json = RunKtune({"explain", "--db", db, "--kernel", "pnpoly", "--device",
+                                   "RTX_3090", "--json", "--plot", dir.File("no/such/dir/e.svg")});
+  EXPECT_EQ(unwritable_json.exit_code, 1);
+  EXPECT_EQ(unwritable_json.out, "");  // no answer printed by a command that failed
   // A kernel name found nowhere (a typo, most often) is still an answer, and says so.
   for (const char* command : {"best", "explain"}) {
     auto typo = RunKtune({command, "--db", db, "--kernel", "pnpolly", "--device", "RTX_3090"});
