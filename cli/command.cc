@@ -117,6 +117,17 @@ const CLI::Validator& ServerAddress() {
   return kServerAddress;
 }
 
+const CLI::Validator& ZeroOrMore() {
+  static const CLI::Validator kZeroOrMore(
+      [](std::string& text) -> std::string {
+        double value = 0;
+        if (!absl::SimpleAtod(text, &value)) return "must be a number";
+        return value >= 0 && std::isfinite(value) ? "" : "must be 0 or more";
+      },
+      "", "ZERO_OR_MORE");
+  return kZeroOrMore;
+}
+
 const CLI::Validator& AboveZero() {
   static const CLI::Validator kAboveZero(
       [](std::string& text) -> std::string {

@@ -83,6 +83,9 @@ void CheckNumberOptions(CLI::App& app);
 std::string UnknownCommand(CLI::App& app, int argc, char** argv);
 // A check that a number is above 0, saying so (CLI::PositiveNumber prints the largest double).
 const CLI::Validator& AboveZero();
+// A check that a number is 0 or more, saying so (CLI::NonNegativeNumber printed the largest
+// double, 309 digits).
+const CLI::Validator& ZeroOrMore();
 // A check of --server's HOST:PORT (CheckServerAddress): an empty one given (an unset $SERVER)
 // fell back to the local database and an in-process tune, without a word.
 const CLI::Validator& ServerAddress();

@@ -570,7 +570,7 @@ void RegisterServiceCommands(CLI::App& app, Action* action) {
   worker
       ->add_option("--max-measurements", worker_args->max_measurements,
                    "Exit after reporting this many results (0: never)")
-      ->check(CLI::NonNegativeNumber);
+      ->check(ZeroOrMore());
   worker->add_option("--idle-exit", worker_args->idle_exit_s,
                      "Exit after this many seconds with nothing to measure, or with no server "
                      "before the first contact (exit 1; 0: never)");

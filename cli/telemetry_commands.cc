@@ -351,7 +351,7 @@ void RegisterTelemetryCommands(CLI::App& app, Action* action) {
   report
       ->add_option("--skip", report_args->skip,
                    "Skip the file's first N samples (stored by an earlier report that stopped)")
-      ->check(CLI::NonNegativeNumber);
+      ->check(ZeroOrMore());
   AddClientOptions(report, &report_args->client);
   report->callback([=] { *action = [=] { return RunReport(*report_args); }; });
 
