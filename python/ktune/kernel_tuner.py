@@ -443,17 +443,40 @@ class Strategy(OptAlgWrapper):
         # Bound to this process's worker: only it measures the job, and the job ends when it
         # leaves or stops sending heartbeats (a crash), instead of staying running for ever, its
         # candidates leased back and forth by later sessions of this device class.
-        job = self._retrying("SubmitJob", lambda: self.client.submit(JobSpec(
+        spec = JobSpec(
             name=f"kernel_tuner {self.kernel_name}", kernels=[self.kernel_name], problems=[problem],
             device_classes=[self.device.device_class], budget=budget, strategy=self.strategy,
             # seed 0: the server draws one for every job (a fixed 1, 2, ... for the follow-up
             # jobs repeated every session's proposals).
             seed=self.seed + len(self.job_ids) if self.seed else 0, batch_size=self.batch_size,
-            agent_share=self.agent_share, worker_id=worker.worker_id)))
+            agent_share=self.agent_share, worker_id=worker.worker_id)
+        attempts = 0
+
+        def submit() -> Job:
+            nonlocal attempts
+            attempts += 1
+            return self.client.submit(spec)
+
+        job = self._retrying("SubmitJob", submit)
+        if attempts > 1:
+            # A try whose reply was lost may have made a job all the same: bound to this worker,
+            # its candidates would be measured beside this job's, on Kernel Tuner's budget.
+            self._cancel_others_bound_to(worker, keep=job.job_id)
         self.job_ids.append(job.job_id)
         if job.tasks:
             self.task = job.tasks[0].task
         return job
+
+    def _cancel_others_bound_to(self, worker: "_Worker", keep: str) -> None:
+        """Cancels this kernel's unfinished jobs bound to ``worker`` but ``keep``."""
+        try:
+            for j in self.client.jobs(states=["queued", "running", "paused"]):
+                if (j.worker_id == worker.worker_id and j.job_id != keep and
+                        j.name == f"kernel_tuner {self.kernel_name}"):
+                    self.client.cancel(j.job_id)
+        except KtuneError as e:  # the job ends anyway when the worker leaves
+            warnings.warn(f"could not cancel a second ktune job of this run: {e.message}",
+                          RuntimeWarning, stacklevel=3)
 
     def _loop(self, func, searchspace, params: list[_Param], space_size: int, problem: ParamMap,
               worker: "_Worker") -> None:

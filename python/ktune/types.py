@@ -463,6 +463,7 @@ class Job:
     # Why a queued or running job's tasks are not measured ("1 task waits for a worker of device
     # class 'cpu:...': none has registered"); empty while they are, and once it has ended.
     waiting: str = ""
+    worker_id: str = ""  # the worker the job is bound to (JobSpec.worker_id); "" when none
 
     @classmethod
     def _from_proto(cls, j: ts.Job) -> "Job":
@@ -479,6 +480,7 @@ class Job:
             updated_at=_timestamp(j.updated_at),
             task_count=j.task_count,
             waiting=j.waiting,
+            worker_id=j.spec.worker_id,
         )
 
 

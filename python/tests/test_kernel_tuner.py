@@ -11,6 +11,7 @@ import threading
 import time
 from pathlib import Path
 
+import grpc
 import numpy as np
 import pytest
 
@@ -442,3 +443,30 @@ def test_a_server_restart_mid_run_is_waited_for_and_the_run_goes_on(ktune_bin, t
         for p in restarted[1:]:
             p.stop()
         server.stop()
+
+
+def test_a_job_made_by_a_submit_whose_reply_was_lost_is_cancelled(empty_server):
+    # SubmitJob is not safe to send twice: a reply lost on the way back (UNAVAILABLE) left the job
+    # made all the same, bound to this process's worker, its candidates measured beside the job
+    # of the try that answered, on Kernel Tuner's budget.
+    from ktune.errors import Unavailable
+    client = empty_server.client()
+    strategy = Strategy(client, strategy="random", batch_size=2, seed=8)
+    made: list[str] = []
+    real_submit = client.submit
+
+    def submit_losing_the_first_reply(spec, timeout=None):
+        job = real_submit(spec, timeout)
+        made.append(job.job_id)
+        if len(made) == 1:
+            raise Unavailable(grpc.StatusCode.UNAVAILABLE, "the reply was lost", "SubmitJob")
+        return job
+
+    client.submit = submit_losing_the_first_reply
+    with pytest.warns(RuntimeWarning, match="ktune server unreachable"):
+        results, _ = run_kernel_tuner(strategy, max_fevals=6)
+    assert len({key(r) for r in results}) == 6
+    assert len(made) >= 2 and made[0] not in strategy.job_ids
+    lost = client.get_job(made[0])
+    assert lost.state is ktune.JobState.CANCELLED and lost.measurements_done == 0, lost
+    assert lost.worker_id and lost.worker_id == client.get_job(strategy.job_ids[0]).worker_id
