@@ -117,25 +117,31 @@ const CLI::Validator& ServerAddress() {
   return kServerAddress;
 }
 
-const CLI::Validator& ZeroOrMore() {
-  static const CLI::Validator kZeroOrMore(
-      [](std::string& text) -> std::string {
+namespace {
+
+// A validator of a finite number that `min` bounds (from above when `strict`), saying `what`.
+CLI::Validator FiniteNumberFrom(double min, bool strict, std::string what, std::string name) {
+  return CLI::Validator(
+      [min, strict, what](std::string& text) -> std::string {
         double value = 0;
         if (!absl::SimpleAtod(text, &value)) return "must be a number";
-        return value >= 0 && std::isfinite(value) ? "" : "must be 0 or more";
+        const bool ok = std::isfinite(value) && (strict ? value > min : value >= min);
+        return ok ? "" : what;
       },
-      "", "ZERO_OR_MORE");
+      "", std::move(name));
+}
+
+}  // namespace
+
+const CLI::Validator& ZeroOrMore() {
+  static const CLI::Validator kZeroOrMore =
+      FiniteNumberFrom(0, /*strict=*/false, "must be 0 or more", "ZERO_OR_MORE");
   return kZeroOrMore;
 }
 
 const CLI::Validator& AboveZero() {
-  static const CLI::Validator kAboveZero(
-      [](std::string& text) -> std::string {
-        double value = 0;
-        if (!absl::SimpleAtod(text, &value)) return "must be a number";
-        return value > 0 && std::isfinite(value) ? "" : "must be a finite number above 0";
-      },
-      "", "ABOVE_ZERO");
+  static const CLI::Validator kAboveZero =
+      FiniteNumberFrom(0, /*strict=*/true, "must be a finite number above 0", "ABOVE_ZERO");
   return kAboveZero;
 }
 
