@@ -70,8 +70,19 @@ int main(int argc, char** argv) {
         return kExitUsage;
       }
     }
-    app.exit(e);
-    return kExitUsage;
+    // Named as every other usage error is ("ktune best: --max-rel-error: must be ..."): CLI11
+    // said the option alone, and which command it was of only the command line showed.
+    std::string command;
+    for (const CLI::App* sub = &app; sub != nullptr;) {
+      const auto chosen = sub->get_subcommands();
+      sub = chosen.empty() ? nullptr : chosen.front();
+      if (sub != nullptr) command += (command.empty() ? "" : " ") + sub->get_name();
+    }
+    if (command.empty()) {
+      app.exit(e);
+      return kExitUsage;
+    }
+    return UsageError(command, e.what());
   }
   if (!action) return UsageError("", "no command given");
   const int rc = action();

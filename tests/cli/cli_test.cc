@@ -170,9 +170,11 @@ TEST(CliTest, BadUsageExitsWithTwo) {
     auto r = RunKtune(args);
     EXPECT_EQ(r.exit_code, 2) << args[0] << " " << args.back() << ": " << r.err;
   }
-  // Said in a line a person reads (CLI11's own check printed the largest double, 309 digits).
+  // Said in a line a person reads (CLI11's own check printed the largest double, 309 digits),
+  // named with its command as every other usage error (CLI11's said the option alone).
   auto negative = RunKtune({"worker", "--device", "cpu", "--max-measurements", "-1"});
-  EXPECT_THAT(negative.err, HasSubstr("--max-measurements: must be 0 or more"));
+  EXPECT_THAT(negative.err, HasSubstr("ktune worker: --max-measurements: must be 0 or more\n"
+                                      "Run 'ktune worker --help' for usage."));
   EXPECT_LT(negative.err.size(), 200u) << negative.err;
 }
 
