@@ -290,6 +290,12 @@ TEST_F(TaskSearchTest, AfterARegressionTheOldRecordsLeadTheSearchAndCanBeMeasure
 // task: later jobs may measure those configurations again. Once something ran, later failures
 // are the configurations' own, and no job measures them again.
 TEST_F(TaskSearchTest, FailuresFromBeforeAnythingRanAreMeasuredAgainByLaterJobs) {
+  // The scheduler's clock, which stamps the records: each job's a second after the last (the
+  // rule compares their times).
+  absl::Time now = absl::FromUnixSeconds(1'800'000'000);
+  SchedulerOptions options;
+  options.now = [&now] { return now; };
+  Restart(std::move(options));
   const auto MeasureJob = [&](int64_t budget, v1::MeasurementStatus status) {
     Submit(budget, "random", /*batch_size=*/4);
     std::vector<Configuration> measured;
@@ -297,7 +303,7 @@ TEST_F(TaskSearchTest, FailuresFromBeforeAnythingRanAreMeasuredAgainByLaterJobs)
          lease = LeaseAndReport(status)) {
       measured.insert(measured.end(), lease.begin(), lease.end());
     }
-    absl::SleepFor(absl::Milliseconds(2));  // the next job's records are measured later
+    now += absl::Seconds(1);  // the next job's records are measured later
     return measured;
   };
   const auto Prior = [&] {
@@ -317,6 +323,7 @@ TEST_F(TaskSearchTest, FailuresFromBeforeAnythingRanAreMeasuredAgainByLaterJobs)
   const std::vector<Configuration> failing = MeasureJob(3, v1::MEASUREMENT_STATUS_RUNTIME_ERROR);
   ASSERT_EQ(failing.size(), 3u);
   EXPECT_EQ(Prior(), 4);
+  Restart();  // a scheduler on the real clock: this one's reads `now`, which ends here
 }
 
 TEST_F(TaskSearchTest, PpoSavesItsPolicyWhileTheTaskRunsSoARestartKeepsTheLearning) {
