@@ -297,10 +297,7 @@ absl::StatusOr<JobRequest> ToJobRequest(const v1::JobSpec& spec, const TaskSpace
                                            canonical.status().message()));
         }
         // The same task twice would count each record for both copies.
-        const std::string key =
-            absl::StrCat(canonical->kernel, "\n", canonical->kernel_version, "\n",
-                         CanonicalJson(canonical->problem), "\n", canonical->device_class);
-        if (!seen.insert(key).second) {
+        if (!seen.insert(TaskIdentity(*canonical)).second) {
           return absl::InvalidArgumentError(
               absl::StrCat("task ", FormatTask(k.name(), canonical->problem, d),
                            " appears twice (a kernel, problem or device class is repeated)"));

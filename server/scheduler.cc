@@ -39,6 +39,11 @@ ThreadPool::Options AgentPoolOptions(int threads) {
 using scheduler_internal::CountJobRecords;
 using scheduler_internal::IsFinal;
 
+std::string TaskIdentity(const TaskKey& task) {
+  return absl::StrCat(task.kernel, "\n", task.kernel_version, "\n", CanonicalJson(task.problem),
+                      "\n", task.device_class);
+}
+
 namespace scheduler_internal {
 
 std::string JobSource(int64_t job_id) { return absl::StrCat("job:", job_id); }
@@ -115,15 +120,12 @@ absl::Status Scheduler::AddJobRun(Job job, bool recount) {
   // 0.2 s a job on 2,000,000 records, where a task's queries take a fraction of a millisecond).
   constexpr size_t kSummarizeFromTasks = 1024;
   const bool summarize = recount && job.tasks.size() >= kSummarizeFromTasks;
-  std::map<std::string, TuningDatabase::SourceTaskSummary> stored;  // by task key
-  const auto Key = [](const TaskKey& t) {
-    return absl::StrCat(t.kernel, "\n", t.kernel_version, "\n", CanonicalJson(t.problem), "\n",
-                        t.device_class);
-  };
+  std::map<std::string, TuningDatabase::SourceTaskSummary> stored;  // by TaskIdentity
   if (summarize) {
     KTUNE_ASSIGN_OR_RETURN(std::vector<TuningDatabase::SourceTaskSummary> summaries,
                            db_->SummarizeSource(scheduler_internal::JobSource(job.id)));
-    for (TuningDatabase::SourceTaskSummary& s : summaries) stored[Key(s.task)] = std::move(s);
+    for (TuningDatabase::SourceTaskSummary& s : summaries)
+      stored[TaskIdentity(s.task)] = std::move(s);
   }
   for (size_t i = 0; i < job.tasks.size(); ++i) {
     TaskRun t;
@@ -150,7 +152,7 @@ absl::Status Scheduler::AddJobRun(Job job, bool recount) {
       t.failed = counted.failed;
       t.best_ms = counted.best_ms;
       t.best_config = counted.best_config;
-    } else if (auto it = stored.find(Key(t.task)); it != stored.end()) {
+    } else if (auto it = stored.find(TaskIdentity(t.task)); it != stored.end()) {
       t.done = it->second.records;
       t.failed = it->second.failed;
       t.best_ms = it->second.best_ms;

@@ -102,6 +102,10 @@ inline constexpr int64_t kMaxJobWallSeconds = 365 * 24 * 3600;
 // The most tasks one job may have (kernels x problems x device classes).
 inline constexpr int64_t kMaxJobTasks = 65'536;
 
+// A canonical task as one string (kernel, version, canonical problem, device class): two tasks
+// are the same task exactly when these are equal.
+std::string TaskIdentity(const TaskKey& task);
+
 // A job as submitted: canonical tasks (TaskSpaces::Canonical), each with the same budget.
 struct JobRequest {
   std::string name;
