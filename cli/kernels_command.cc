@@ -16,12 +16,12 @@
 #include "cli/command.h"
 #include "common/file_util.h"
 #include "common/status_macros.h"
-#include "google/protobuf/util/json_util.h"
 #include "kernels/kernel_registry.h"
 #include "ktune/v1/tuning_service.grpc.pb.h"
 #include "measurer/cuda_measurer.h"
 #include "measurer/cuda_programs.h"
 #include "proto/channel.h"
+#include "proto/plain_json.h"
 
 namespace ktune::cli {
 namespace {
@@ -35,9 +35,20 @@ struct KernelsArgs {
   ClientTls tls;
 };
 
+// A server's KernelInfo as `kernels --json` writes a kernel of this build: "name" and "version" at
+// the top, the rest in the CLI's plain JSON (PlainJson).
+nlohmann::ordered_json KernelInfoJson(const v1::KernelInfo& info) {
+  nlohmann::ordered_json out = {{"name", info.kernel().name()},
+                                {"version", info.kernel().version()}};
+  nlohmann::ordered_json fields = PlainJson(info);
+  for (auto it = fields.begin(); it != fields.end(); ++it) {
+    if (it.key() != "kernel") out[it.key()] = std::move(it.value());
+  }
+  return out;
+}
+
 // `ktune kernels --server ADDR [NAME]`: the server's kernels (its registry and the client kernels
-// registered with it), one line each, or ListKernels' KernelInfo as JSON (field names as in the
-// proto).
+// registered with it), one line each, or ListKernels' KernelInfo as JSON (KernelInfoJson).
 int RunServerKernels(const KernelsArgs& a) {
   const std::string cmd = "kernels";
   if (!a.problem.empty() || !a.compile_arch.empty()) {
@@ -60,15 +71,9 @@ int RunServerKernels(const KernelsArgs& a) {
                                         absl::StrJoin(names, ", "), ")"));
   }
   if (a.json) {
-    google::protobuf::util::JsonPrintOptions options;
-    options.preserve_proto_field_names = true;
-    std::vector<std::string> out;
-    for (const v1::KernelInfo* k : chosen) {
-      std::string one;
-      (void)google::protobuf::util::MessageToJsonString(*k, &one, options);
-      out.push_back(std::move(one));
-    }
-    std::cout << "[" << absl::StrJoin(out, ",") << "]\n";
+    nlohmann::ordered_json out = nlohmann::ordered_json::array();
+    for (const v1::KernelInfo* k : chosen) out.push_back(KernelInfoJson(*k));
+    std::cout << out.dump(-1, ' ', false, nlohmann::ordered_json::error_handler_t::replace) << "\n";
     return kExitOk;
   }
   for (const v1::KernelInfo* k : chosen) {
@@ -321,12 +326,9 @@ int RunRegister(const RegisterArgs& a) {
                                           : s.error_message()));
   }
   if (a.json) {
-    // Field names as in the proto, as `ktune kernels --server --json` prints KernelInfo.
-    std::string out;
-    google::protobuf::util::JsonPrintOptions options;
-    options.preserve_proto_field_names = true;
-    google::protobuf::util::MessageToJsonString(info, &out, options);
-    std::cout << out << "\n";
+    std::cout << KernelInfoJson(info).dump(-1, ' ', false,
+                                           nlohmann::ordered_json::error_handler_t::replace)
+              << "\n";
   } else {
     std::cout << "registered " << info.kernel().name() << " (version " << info.kernel().version()
               << ", " << info.language() << ")\n";

@@ -1,7 +1,5 @@
 // ktune telemetry report | ktune drift: production telemetry in, drift flags out
 // (server/telemetry_intake.h).
-#include <google/protobuf/util/json_util.h>
-
 #include <cstdio>
 #include <fstream>
 #include <iostream>
@@ -20,6 +18,7 @@
 #include "ktune/v1/tuning_service.grpc.pb.h"
 #include "proto/channel.h"
 #include "proto/convert.h"
+#include "proto/plain_json.h"
 
 namespace ktune::cli {
 namespace {
@@ -39,17 +38,6 @@ void AddClientOptions(CLI::App* sub, ClientArgs* a) {
   sub->add_option("--token", a->token, "Bearer token (or $KTUNE_TOKEN)");
   AddClientTlsOptions(sub, &a->tls);
   sub->add_flag("--json", a->json, "Print as JSON");
-}
-
-std::string MessageJson(const google::protobuf::Message& m) {
-  google::protobuf::util::JsonPrintOptions options;
-  options.preserve_proto_field_names = true;
-  // Every field, empty or default too: `drift --json` with nothing flagged printed {} where
-  // tools read {"flags": []}.
-  options.always_print_primitive_fields = true;
-  std::string json;
-  (void)google::protobuf::util::MessageToJsonString(m, &json, options);
-  return json;
 }
 
 absl::Status SetTimestamp(const nlohmann::json& line, const char* key,
@@ -193,10 +181,10 @@ void NameServer(const std::string& server, v1::DriftFlag* f) {
 }
 
 // report --json: what was stored and raised, on success and on a refusal part-way.
-nlohmann::json ReportJson(int64_t accepted, const std::vector<v1::DriftFlag>& raised) {
-  nlohmann::json out = {{"accepted", accepted}, {"raised", nlohmann::json::array()}};
-  for (const v1::DriftFlag& f : raised)
-    out["raised"].push_back(nlohmann::json::parse(MessageJson(f)));
+nlohmann::ordered_json ReportJson(int64_t accepted, const std::vector<v1::DriftFlag>& raised) {
+  nlohmann::ordered_json out = {{"accepted", accepted},
+                                {"raised", nlohmann::ordered_json::array()}};
+  for (const v1::DriftFlag& f : raised) out["raised"].push_back(PlainJson(f));
   return out;
 }
 
@@ -282,7 +270,7 @@ int RunReport(const ReportArgs& a) {
     if (!st.ok()) {
       const std::string why = OnFileLine(a.file, st.message(), line_of, start);
       if (a.client.json) {  // a script learns what was stored, and where to resume
-        nlohmann::json out = ReportJson(accepted, raised);
+        nlohmann::ordered_json out = ReportJson(accepted, raised);
         out["error"] = why;
         out["resume_skip"] = a.skip + static_cast<int64_t>(start);
         std::cout << out.dump() << "\n";
@@ -324,7 +312,7 @@ int RunDrift(const ClientArgs& a) {
   if (!st.ok()) return Fail(cmd, st);
   for (v1::DriftFlag& f : *response.mutable_flags()) NameServer(a.server, &f);
   if (a.json) {
-    std::cout << MessageJson(response) << "\n";
+    std::cout << PlainJsonText(response) << "\n";
     return kExitOk;
   }
   if (response.flags().empty()) {

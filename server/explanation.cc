@@ -1,7 +1,5 @@
 #include "server/explanation.h"
 
-#include <google/protobuf/util/json_util.h>
-
 #include <algorithm>
 #include <cmath>
 #include <map>
@@ -12,6 +10,7 @@
 #include "common/status_macros.h"
 #include "db/pareto_front.h"
 #include "proto/convert.h"
+#include "proto/plain_json.h"
 #include "server/prediction.h"
 
 namespace ktune {
@@ -409,13 +408,7 @@ absl::StatusOr<v1::ExplainResponse> Explain(TuningDatabase& db, const KernelRegi
 }
 
 std::string ExplanationJson(const v1::ExplainResponse& explanation) {
-  google::protobuf::util::JsonPrintOptions options;
-  options.preserve_proto_field_names = true;
-  options.always_print_primitive_fields = true;
-  std::string json;
-  // Only a message with unknown types fails to print; an ExplainResponse has none.
-  (void)google::protobuf::util::MessageToJsonString(explanation, &json, options);
-  return json;
+  return PlainJsonText(explanation);
 }
 
 }  // namespace ktune

@@ -24,8 +24,8 @@ absl::StatusOr<v1::ExplainResponse> Explain(TuningDatabase& db, const KernelRegi
 // The explanation for a person: a few lines, the answer first. `asked` names the task asked for.
 std::string ExplanationText(const v1::ExplainResponse& explanation, const BestQuery& asked);
 
-// The explanation for tools: the message in protobuf's JSON mapping, with field names as in the
-// .proto and every field present.
+// The explanation for tools: the message as the CLI's other --json output writes it (PlainJson:
+// field names as in the .proto, every field present, records as JSONL interchange lines).
 std::string ExplanationJson(const v1::ExplainResponse& explanation);
 
 }  // namespace ktune

@@ -21,13 +21,12 @@ from pathlib import Path
 from typing import Callable, Iterable, Iterator, Mapping, Optional, Sequence, Union
 
 import grpc
-from google.protobuf import json_format
 
 from ktune.errors import Cancelled, FailedPrecondition, KtuneError, from_rpc_error
 from ktune.types import (BestResult, Device, DeviceLike, ImportResult, Job, JobEvent, JobSpec, JobState,
                          KernelInfo, MatchLevel, ParamMap, Record, Task, TuneEvent, WorkerInfo,
                          canonical_json, device_to_proto, params_to_proto, parse_params,
-                         problem_to_proto, strategy_to_proto)
+                         plain_dict, problem_to_proto, strategy_to_proto)
 from ktune.v1 import tuning_service_pb2 as ts
 from ktune.v1 import tuning_service_pb2_grpc as ts_grpc
 from ktune.v1 import types_pb2 as tp
@@ -310,16 +309,15 @@ class Client:
         """Why a configuration is served (``Explain``): the served record and how many times it
         was measured, the runner-up and whether the gap exceeds the noise, each parameter's
         effect, and for a prediction the tuned neighbour. The ExplainResponse as a dict, as
-        protobuf's JSON mapping gives it: proto field names, 64-bit integers as strings, enums by
-        name (``"MATCH_LEVEL_NONE"``); scalar and list fields always present, message fields
-        (``served``, ``runner_up``, ``noise``) only when there is one (not when nothing is
-        known). With ``max_rel_error``, the answer within that
-        accuracy budget, and under ``precision`` what the budget costs."""
+        ``ktune explain --json`` prints it (:func:`ktune.types.plain_dict`): every field, integers
+        as ints, the level as :class:`MatchLevel` names it (``"none"``), records as
+        :meth:`Record.to_dict`, None for what is not there (``served`` when nothing is known).
+        With ``max_rel_error``, the answer within that accuracy budget, and under ``precision``
+        what the budget costs."""
         request = _lookup(ts.ExplainRequest(), kernel, kernel_version, problem, device,
                           max_rel_error)
         reply = self._unary("Explain", self._tuning.Explain, request, timeout)
-        return json_format.MessageToDict(reply, preserving_proto_field_name=True,
-                                         always_print_fields_with_no_presence=True)
+        return plain_dict(reply)
 
     def report_telemetry(self, samples: Iterable[Mapping], timeout: Optional[float] = None) -> dict:
         """Reports how configurations ran in production (``ReportTelemetry``, telemetry role).
@@ -349,11 +347,11 @@ class Client:
         return [self._flag(f) for f in reply.flags]
 
     def _flag(self, flag) -> dict:
-        """A drift flag as a dict; its suggested command runnable as given (this client's address
+        """A drift flag as a dict, as ``ktune drift --json`` prints it (:func:`ktune.types.plain_dict`:
+        ``"kind": "regression"``); its suggested command runnable as given (this client's address
         in place of the server's "--server ADDR")."""
-        out = json_format.MessageToDict(flag, preserving_proto_field_name=True)
-        if "action" in out:
-            out["action"] = out["action"].replace("--server ADDR", f"--server {self.address}")
+        out = plain_dict(flag)
+        out["action"] = out["action"].replace("--server ADDR", f"--server {self.address}")
         return out
 
     def kernels(self, timeout: Optional[float] = None) -> list[KernelInfo]:

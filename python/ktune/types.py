@@ -356,6 +356,32 @@ class Record:
         if self.stale_before_us is not None:
             out.stale_before_us = self.stale_before_us
 
+    def to_dict(self) -> dict:
+        """The record as a line of ktune's JSONL interchange (``ktune db export``, and what
+        ``ktune best --json`` prints): ``json.dumps`` of it is a line ``ktune db import`` reads."""
+        try:
+            fingerprint: Any = json.loads(self.device.fingerprint_json or "{}")
+        except ValueError:
+            fingerprint = self.device.fingerprint_json
+        out = {"record_id": self.record_id, "kernel": self.task.kernel,
+               "kernel_version": self.task.kernel_version,
+               "problem": dict(sorted(self.task.problem.items())),
+               "device": {"fingerprint": fingerprint, "class": self.device.device_class,
+                          "family": self.device.family},
+               "config": dict(sorted(self.config.items())), "status": self.status.value,
+               "message": self.message, "time_ms": self.time_ms,
+               "repeat_times_ms": list(self.repeat_times_ms), "median_ms": self.median_ms,
+               "min_ms": self.min_ms, "stddev_ms": self.stddev_ms, "worker": self.worker_id,
+               "measured_at": _rfc3339(self.measured_at) if self.measured_at else None,
+               "source": self.source}
+        if self.payload:
+            out["payload"] = self.payload
+        if self.max_rel_error is not None:
+            out["max_rel_error"] = self.max_rel_error
+        if self.stale_before_us is not None:
+            out["stale_before_us"] = self.stale_before_us
+        return out
+
     @classmethod
     def _from_proto(cls, r: tp.Record) -> "Record":
         has = r.HasField
@@ -624,3 +650,70 @@ class JobSpec:
         if self.max_rel_error is not None:
             spec.max_rel_error = self.max_rel_error
         return spec
+
+
+# --- API messages as plain dicts ---
+
+
+def _rfc3339(at: datetime) -> str:
+    """As the CLI writes a time (absl's RFC3339_full): ``2023-01-26T01:06:18.2108+00:00``, the
+    fraction without trailing zeros, none when whole."""
+    text = at.astimezone(timezone.utc).isoformat()
+    if "." not in text:
+        return text
+    head, rest = text.split(".", 1)
+    fraction, zone = rest[:6].rstrip("0"), rest[6:]
+    return f"{head}.{fraction}{zone}" if fraction else head + zone
+
+
+def _enum_name(enum_type, number: int) -> str:
+    """``MATCH_LEVEL_DEVICE_CLASS`` of ``MatchLevel`` -> ``"device_class"``."""
+    value = enum_type.values_by_number.get(number)
+    if value is None:
+        return str(number)
+    prefix = "".join("_" + c if c.isupper() and i else c
+                     for i, c in enumerate(enum_type.name)).upper() + "_"
+    return value.name.removeprefix(prefix).lower()
+
+
+def _plain_field(field, value) -> Any:
+    if field.type == field.TYPE_ENUM:
+        return _enum_name(field.enum_type, value)
+    if field.type == field.TYPE_MESSAGE:
+        return plain_dict(value)
+    return value
+
+
+def plain_dict(message) -> Any:
+    """An API message as ``ktune ... --json`` prints it (the CLI's proto/plain_json.h, rule for
+    rule): proto field names, every field; 64-bit integers as ints; enums by name in lower case
+    without their prefix (``"device_class"``); configurations and problems as ``{"M": 64}``; a
+    record as :meth:`Record.to_dict`; a timestamp as ISO 8601 text; an unset message or
+    ``optional`` field as None."""
+    name = message.DESCRIPTOR.full_name
+    if name == "ktune.v1.ParamValue":
+        return value_from_proto(message)
+    if name in ("ktune.v1.Configuration", "ktune.v1.Problem"):
+        return params_from_proto(message.params)
+    if name == "google.protobuf.Timestamp":
+        return _rfc3339(_timestamp(message) or datetime.fromtimestamp(0, tz=timezone.utc))
+    if name == "ktune.v1.Record":
+        return Record._from_proto(message).to_dict()
+    out: dict = {}
+    for field in message.DESCRIPTOR.fields:
+        oneof = field.containing_oneof  # proto3 `optional` makes a synthetic one: "_<field>"
+        if oneof is not None and oneof.name != "_" + field.name and \
+                message.WhichOneof(oneof.name) != field.name:
+            continue  # a oneof's members other than the one set are not there at all
+        value = getattr(message, field.name)
+        if field.message_type is not None and field.message_type.GetOptions().map_entry:
+            value_field = field.message_type.fields_by_name["value"]
+            out[field.name] = {str(k): _plain_field(value_field, v) for k, v in value.items()}
+        elif field.is_repeated:
+            out[field.name] = [_plain_field(field, v) for v in value]
+        elif field.has_presence and not message.HasField(field.name):
+            out[field.name] = None
+        else:
+            out[field.name] = _plain_field(field, value)
+    return out
+

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import sqlite3
 import subprocess
 import sys
@@ -16,7 +17,7 @@ import ktune
 import ktune.v1.types_pb2
 from ktune import JobSpec, JobState, MatchLevel, Status
 
-from conftest import Server
+from conftest import Server, ktune_cli
 
 PNPOLY_CLASS = "RTX_2080_Ti"
 PNPOLY_NAME = "NVIDIA GeForce RTX 2080 Ti"  # the recorded file's device_name: its fingerprint
@@ -264,9 +265,8 @@ def test_best_and_explain_honour_an_accuracy_budget(empty_server):
     explained = client.explain("lowp_client", {"n": 64}, device, max_rel_error=1e-3)
     assert explained["precision"]["served_error"] == pytest.approx(4e-4)
     # the fastest measured is precision 4, too inaccurate for its job and for this budget
-    assert explained["precision"]["fastest_outside_budget"]["config"]["params"]["precision"] == \
-        {"int_value": "4"}
-    assert explained["precision"]["too_inaccurate_records"] == "1"
+    assert explained["precision"]["fastest_outside_budget"]["config"]["precision"] == 4
+    assert explained["precision"]["too_inaccurate_records"] == 1
     with pytest.raises(ktune.InvalidArgument, match="max_rel_error"):
         client.best("lowp_client", {"n": 64}, device, max_rel_error=-1.0)
 
@@ -474,14 +474,18 @@ def test_explain_says_why_the_best_is_served(records_server):
     client = records_server.client()
     explained = client.explain("pnpoly", {}, PNPOLY_CLASS)
     best = client.best("pnpoly", {}, PNPOLY_CLASS)
-    assert explained["level"] == "MATCH_LEVEL_DEVICE_CLASS"
-    assert explained["served"]["time_ms"] == best.best.time_ms
-    assert int(explained["records"]) == 4092
+    assert explained["level"] == "device_class" == best.level.value
+    assert explained["served"] == best.best.to_dict()
+    assert explained["records"] == 4092
     assert explained["runner_up"]["time_ms"] >= best.best.time_ms
     names = [p["name"] for p in explained["parameters"]]
     assert sorted(names) == ["between_method", "block_size_x", "tile_size", "use_method"]
     spreads = [p["spread"] for p in explained["parameters"]]
     assert spreads == sorted(spreads, reverse=True)  # the largest effect first
+    # One JSON style: the dict is what `ktune explain --json` prints, key for key.
+    printed = ktune_cli("explain", "--server", client.address, "--kernel", "pnpoly", "--device",
+                        PNPOLY_CLASS, "--json")
+    assert json.loads(printed.stdout) == explained
     with pytest.raises(ktune.InvalidArgument, match="kernel.name is required"):
         client.explain("", {}, PNPOLY_CLASS)
 
@@ -503,8 +507,11 @@ def test_telemetry_is_validated_and_flags_drift(records_server):
     import numpy  # pinned in python/requirements.txt
     assert client.report_telemetry(
         [dict(timed, device=PNPOLY_CLASS, times_ms=numpy.array([1.0, 1.1, 0.9]))])["accepted"] == 1
-    assert [f["kind"] for f in reply["raised"]] == ["DRIFT_KIND_NEW_ENVIRONMENT"]
+    assert [f["kind"] for f in reply["raised"]] == ["new_environment"]
     assert [f["id"] for f in client.drift()] == [reply["raised"][0]["id"]]
+    assert reply["raised"][0]["task"]["problem"] == {}  # a plain dict, as `ktune drift --json`'s
+    printed = ktune_cli("drift", "--server", client.address, "--json")
+    assert json.loads(printed.stdout)["flags"] == client.drift()
     # The suggested command runs as given: this client's address, not "ADDR".
     for action in (reply["raised"][0]["action"], client.drift()[0]["action"]):
         assert f"ktune tune --server {client.address} --kernel pnpoly" in action, action

@@ -514,7 +514,7 @@ TEST(CliTest, DbCheckFindsColumnsOutOfStepAndRepairsThem) {
   auto explain =
       RunKtune({"explain", "--db", db, "--kernel", "pnpoly", "--device", "RTX_3090", "--json"});
   ASSERT_EQ(explain.exit_code, 0) << explain.err;
-  EXPECT_EQ(nlohmann::json::parse(explain.out)["records"], "4091");
+  EXPECT_EQ(nlohmann::json::parse(explain.out)["records"], 4091);
 }
 
 TEST(CliTest, ExportWritesJsonlAndT4Files) {
@@ -737,9 +737,18 @@ TEST(CliTest, ExplainAnswersFromTheDatabaseAndAServerWithJsonAndAPlot) {
       {"explain", "--db", db, "--kernel", "pnpoly", "--device", "RTX_3090", "--json"});
   ASSERT_EQ(local.exit_code, 0) << local.err;
   const auto json = nlohmann::json::parse(local.out);
-  EXPECT_EQ(json["level"], "MATCH_LEVEL_DEVICE_CLASS");
-  EXPECT_EQ(json["records"], "4092");
+  // The CLI's one JSON style (best's, export's): enums as best names them, numbers as numbers,
+  // the served record as best --json prints it. It printed protobuf's mapping:
+  // "MATCH_LEVEL_DEVICE_CLASS", "4092", {"params":{"tile_size":{"int_value":"20"}}}.
+  EXPECT_EQ(json["level"], "device_class");
+  EXPECT_EQ(json["records"], 4092);
   EXPECT_EQ(json["parameters"][0]["name"], "tile_size");
+  EXPECT_EQ(json["parameters"][0]["served_value"], 20);
+  EXPECT_EQ(json["predicted_from"], nullptr);
+  auto best =
+      RunKtune({"best", "--db", db, "--kernel", "pnpoly", "--device", "RTX_3090", "--json"});
+  ASSERT_EQ(best.exit_code, 0) << best.err;
+  EXPECT_EQ(json["served"], nlohmann::json::parse(best.out)["best"][0]);
 
   const std::string address = "127.0.0.1:" + std::to_string(testing::FreePort());
   testing::KtuneProcess server({"serve", "--listen", address, "--db", db});
@@ -857,7 +866,14 @@ TEST(CliTest, TelemetryReportRaisesDriftFlagsThatDriftLists) {
   auto served = RunKtune({"kernels", "--server", address, "--json"});
   ASSERT_EQ(served.exit_code, 0) << served.err;
   bool has_gemm = false;
-  for (const auto& k : nlohmann::json::parse(served.out)) has_gemm |= k["kernel"]["name"] == "gemm";
+  for (const auto& k : nlohmann::json::parse(served.out)) {
+    if (k["name"] != "gemm") continue;
+    has_gemm = true;
+    // As `kernels gemm --json` of this build writes it: name at the top, values as numbers.
+    EXPECT_EQ(k["parameters"][0]["name"], "MR") << served.out;
+    EXPECT_EQ(k["parameters"][0]["values"][0], 1) << served.out;
+    EXPECT_EQ(k["language"], "cpp") << served.out;
+  }
   EXPECT_TRUE(has_gemm) << served.out;
   auto one = RunKtune({"kernels", "gemm", "--server", address});
   ASSERT_EQ(one.exit_code, 0) << one.err;
@@ -911,7 +927,11 @@ TEST(CliTest, TelemetryReportRaisesDriftFlagsThatDriftLists) {
   const auto report = nlohmann::json::parse(sent.out);
   EXPECT_EQ(report["accepted"], 6);
   ASSERT_EQ(report["raised"].size(), 1u);
-  EXPECT_EQ(report["raised"][0]["kind"], "DRIFT_KIND_UNTUNED_HOT_PROBLEM");
+  EXPECT_EQ(report["raised"][0]["kind"], "untuned_hot_problem");
+  EXPECT_EQ(report["raised"][0]["task"]["problem"],
+            nlohmann::json({{"K", 64}, {"M", 64}, {"N", 64}, {"dtype", "f32"}}));
+  EXPECT_EQ(report["raised"][0]["calls"], 5000);
+  EXPECT_TRUE(report["raised"][0]["raised_at"].is_string()) << sent.out;
   // The action is a command the operator can run as printed (it said "ktune submit a job for
   // ...", then "--server ADDR"): the address the command reached the server at is in it.
   const std::string suggested = "suggested: ktune tune --server " + address +
@@ -1506,7 +1526,7 @@ TEST(CliTest, AKernelRegisteredInTheDatabaseIsTunedAndQueriedLocally) {
   auto explain = RunKtune({"explain", "--db", db, "--kernel", "scale2", "--problem", "n=1024",
                            "--device", "cpu", "--json"});
   ASSERT_EQ(explain.exit_code, 0) << explain.err;
-  EXPECT_EQ(nlohmann::json::parse(explain.out)["records"], "4") << explain.out;
+  EXPECT_EQ(nlohmann::json::parse(explain.out)["records"], 4) << explain.out;
   auto exported =
       RunKtune({"db", "export", "--db", db, "--kernel", "scale2", "--problem", "n=1024"});
   ASSERT_EQ(exported.exit_code, 0) << exported.err;
