@@ -245,6 +245,12 @@ class Scheduler {
   // the others of a lease its worker died on are measured, not given up with it.
   void ExpireLeases() ABSL_LOCKS_EXCLUDED(mu_);
   static constexpr int kMaxLeaseExpiries = 3;
+  // The server itself stood still for `stalled` (a stopped process, a paused VM, a machine that
+  // slept): every lease's expiry and every worker's last heartbeat move that much later, so that
+  // the heartbeats workers sent meanwhile, queued and not yet read, are not too late. The server
+  // calls it before ExpireLeases when a tick comes far past its time: without it, the first tick
+  // after the stall took back every lease of the fleet and the work was measured twice.
+  void ExtendLeases(absl::Duration stalled) ABSL_LOCKS_EXCLUDED(mu_);
   // Waits until no strategy work is queued or running (tests; an orderly stop).
   void WaitForAgents() { agents_.WaitIdle(); }
 

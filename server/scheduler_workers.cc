@@ -265,6 +265,19 @@ void Scheduler::ExpireLeases() {
   }
 }
 
+void Scheduler::ExtendLeases(absl::Duration stalled) {
+  if (stalled <= absl::ZeroDuration()) return;
+  absl::MutexLock lock(&mu_);
+  LogEvent("server_stalled", {{"seconds", absl::StrCat(absl::ToDoubleSeconds(stalled))},
+                              {"leases", std::to_string(leases_.size())}});
+  // A lease kept for its report (InfiniteFuture) stays as it is.
+  for (auto& [id, lease] : leases_) {
+    if (lease->expires != absl::InfiniteFuture()) lease->expires += stalled;
+  }
+  const absl::Time now = options_.now();
+  for (auto& [id, worker] : workers_) worker.last_seen = std::min(now, worker.last_seen + stalled);
+}
+
 void Scheduler::ExpireLeasesLocked(std::vector<LostCandidate>* lost) {
   const absl::Time now = options_.now();
   for (auto it = leases_.begin(); it != leases_.end();) {

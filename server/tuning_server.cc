@@ -204,7 +204,15 @@ absl::StatusOr<std::unique_ptr<TuningServer>> TuningServer::Start(TuningServerOp
       std::max(absl::Milliseconds(20), s->options_.scheduler.lease_timeout / 10);
   TuningServer* raw = s.get();
   s->expiry_ = std::thread([raw, tick] {
-    while (!raw->stop_.WaitForNotificationWithTimeout(tick)) raw->scheduler_->ExpireLeases();
+    absl::Time due = absl::Now() + tick;
+    while (!raw->stop_.WaitForNotificationWithTimeout(tick)) {
+      // A tick more than a tick late: the process did not run (SIGSTOP, a paused VM, a machine
+      // asleep); the workers' heartbeats of that time are still queued.
+      const absl::Time now = absl::Now();
+      if (now - due > tick) raw->scheduler_->ExtendLeases(now - due);
+      raw->scheduler_->ExpireLeases();
+      due = absl::Now() + tick;
+    }
   });
   return s;
 }

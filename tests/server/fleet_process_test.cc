@@ -21,6 +21,7 @@
 #include "db/sqlite_tuning_database.h"
 #include "grpcpp/create_channel.h"
 #include "ktune/v1/tuning_service.grpc.pb.h"
+#include "ktune/v1/worker_service.grpc.pb.h"
 #include "proto/convert.h"
 #include "tests/testing/test_util.h"
 
@@ -242,6 +243,72 @@ TEST_F(FleetProcessTest, AServerKilledMidJobResumesItAndLosesNothingAcknowledged
   auto [records, distinct] = StoredRecords(job);
   EXPECT_EQ(records, 160);
   EXPECT_EQ(distinct, 160);
+}
+
+// A server that stood still longer than a lease lasts (SIGSTOP here; a paused VM, a machine
+// asleep) gives its leases that time back: its first tick after the stall took back every lease
+// of the fleet, before the heartbeats the workers had sent meanwhile were read, and the work was
+// measured again. The test is the worker: it holds a lease through the stall, then heartbeats it
+// and reports it.
+TEST_F(FleetProcessTest, LeasesOutliveAServerThatStoodStill) {
+  auto server = StartServer();  // leases last 800 ms; the server checks them every 80 ms
+  const std::string job = Submit(8, v1::STRATEGY_RANDOM);
+  auto recorded = LoadRecordedSpace(testing::SpaceFile(kSpace));
+  ASSERT_TRUE(recorded.ok());
+  auto worker =
+      v1::WorkerService::NewStub(grpc::CreateChannel(address_, grpc::InsecureChannelCredentials()));
+  auto call = [](auto method) {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
+    return method(&ctx);
+  };
+  v1::RegisterRequest join;
+  *join.mutable_device() = ToProto(recorded->records.front().device);
+  join.mutable_device()->set_kind(v1::DEVICE_KIND_REPLAY);
+  v1::RegisterResponse joined;
+  ASSERT_TRUE(
+      call([&](grpc::ClientContext* c) { return worker->Register(c, join, &joined); }).ok());
+  v1::LeaseBatchRequest ask;
+  ask.set_worker_id(joined.worker_id());
+  ask.set_max_candidates(4);
+  v1::LeaseBatchResponse lease;
+  for (int i = 0; i < 600 && lease.lease_id().empty(); ++i) {  // the agent prepares the batch
+    ASSERT_TRUE(
+        call([&](grpc::ClientContext* c) { return worker->LeaseBatch(c, ask, &lease); }).ok());
+    if (lease.lease_id().empty()) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  ASSERT_FALSE(lease.lease_id().empty());
+
+  server->Signal(SIGSTOP);
+  std::this_thread::sleep_for(std::chrono::seconds(3));  // almost four lease timeouts
+  server->Signal(SIGCONT);
+  std::this_thread::sleep_for(std::chrono::milliseconds(400));  // five ticks: any expiry ran
+
+  v1::HeartbeatRequest beat;
+  beat.set_worker_id(joined.worker_id());
+  beat.add_lease_ids(lease.lease_id());
+  v1::HeartbeatResponse beaten;
+  ASSERT_TRUE(
+      call([&](grpc::ClientContext* c) { return worker->Heartbeat(c, beat, &beaten); }).ok());
+  EXPECT_THAT(beaten.revoked_lease_ids(), ::testing::IsEmpty());
+  EXPECT_FALSE(beaten.reregister());
+  v1::ReportResultsRequest report;
+  report.set_worker_id(joined.worker_id());
+  report.set_lease_id(lease.lease_id());
+  for (const v1::Candidate& c : lease.candidates()) {
+    v1::CandidateResult* r = report.add_results();
+    r->set_candidate_id(c.candidate_id());
+    r->set_status(v1::MEASUREMENT_STATUS_OK);
+    r->add_repeat_times_ms(1.0);
+  }
+  v1::ReportResultsResponse stored;
+  grpc::Status reported =
+      call([&](grpc::ClientContext* c) { return worker->ReportResults(c, report, &stored); });
+  EXPECT_TRUE(reported.ok()) << reported.error_message();
+  EXPECT_THAT(server->Err(), ::testing::HasSubstr("\"event\":\"server_stalled\""));
+  EXPECT_THAT(server->Err(), ::testing::Not(::testing::HasSubstr("\"event\":\"lease_expired\"")));
+  server->Signal(SIGTERM);
+  EXPECT_EQ(server->Wait(), 0);
 }
 
 TEST_F(FleetProcessTest, TuneThroughAServerWatchesItsJobAndPrintsTheBest) {
