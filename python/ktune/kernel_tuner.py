@@ -31,7 +31,8 @@ Limits: ktune's parameters are integers, so float and string parameters are sent
 into their value lists (and restrictions naming them are left to Kernel Tuner: a proposal they
 rule out is recorded as ``invalid_config``, as are proposals ruled out by restrictions given as
 functions). ktune minimises time: it is told the measured times (``result["times"]``, else
-``result["time"]``) whatever Kernel Tuner's objective is, and records their median.
+``result["time"]``) whatever Kernel Tuner's objective is, and records their median; an
+objective other than time is warned about (it picks only Kernel Tuner's own best).
 """
 
 from __future__ import annotations
@@ -378,6 +379,15 @@ class Strategy(OptAlgWrapper):
 
     def _run(self, func, searchspace):
         runner, options = func.runner, func.tuning_options
+        objectives = options.get("objective") or ["time"]  # Kernel Tuner 1.5 keeps a list
+        if isinstance(objectives, str):
+            objectives = [objectives]
+        if list(objectives) != ["time"]:  # it was ignored without a word
+            named = " and ".join(repr(o) for o in objectives)
+            warnings.warn(f"ktune's agent proposes configurations for the shortest time; Kernel "
+                          f"Tuner's objective {named} only picks Kernel Tuner's best of what was "
+                          f"measured (the same choice when it is a rate of a fixed amount of work, "
+                          "as GFLOP/s is)", stacklevel=4)
         params = self._params(searchspace)
         constraints = self._constraints(options, params, searchspace)
         problem = self._problem(getattr(runner, "kernel_options", {}) or {})

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import threading
 import time
+import warnings
 from pathlib import Path
 
 import grpc
@@ -211,6 +212,21 @@ def test_a_batch_kernel_tuner_stops_in_keeps_what_it_measured(empty_server, tmp_
     # was measured of it before the failure is kept (only the first lease's record was).
     assert 1 < strategy.reported == len(records) < SPACE
     assert all(r.ok and r.config["unroll"] != 2 for r in records)
+
+
+def test_an_objective_other_than_time_is_said_to_pick_only_kernel_tuners_best(empty_server):
+    """ktune searches for time; an objective ktune does not search for (GFLOP/s here, energy in
+    general) is said to decide only Kernel Tuner's own pick (it was ignored without a word)."""
+    client = empty_server.client()
+    gflops = {"GFLOP/s": lambda p: N / (p["time"] / 1e3) / 1e9}
+    with pytest.warns(UserWarning, match="Kernel Tuner's objective 'GFLOP/s' only picks"):
+        results, _ = run_kernel_tuner(Strategy(client, strategy="random", seed=3), max_fevals=4,
+                                      metrics=gflops, objective="GFLOP/s",
+                                      objective_higher_is_better=True)
+    assert len(results) == 4 and all(r["GFLOP/s"] > 0 for r in results)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # time, Kernel Tuner's default: nothing to say
+        run_kernel_tuner(Strategy(client, strategy="random", seed=4), max_fevals=2)
 
 
 def test_restrictions_ktune_cannot_read(empty_server):
