@@ -3,6 +3,7 @@
 // client call carries a deadline.
 #include <google/protobuf/stubs/common.h>
 #include <signal.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -154,6 +155,18 @@ int RunServe(const ServeArgs& a) {
   if (!a.metrics_listen.empty()) {
     if (absl::Status s = CheckMetricsAddress(a.metrics_listen); !s.ok()) {
       return UsageError("serve", std::string(s.message()));
+    }
+  }
+  // Secrets any local user may read (as ssh says of a private key; group may, for a Kubernetes
+  // secret's fsGroup): said, not refused.
+  for (const auto& [path, what] : {std::pair{a.auth, "token file"}, {a.tls_key, "TLS key"}}) {
+    struct stat st;
+    if (!path.empty() && stat(path.c_str(), &st) == 0 && (st.st_mode & S_IROTH)) {
+      LogEvent("secret_readable_by_others",
+               {{"file", path},
+                {"warning", absl::StrFormat("the %s %s can be read by every user of this machine "
+                                            "(mode %04o): chmod o-r it",
+                                            what, path, st.st_mode & 07777)}});
     }
   }
   TuningServerOptions options;

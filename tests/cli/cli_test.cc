@@ -278,6 +278,23 @@ TEST(CliTest, FailuresExitWithOneAndSayWhy) {
       {"serve", "--listen", "999.1.1.1:7", "--db", dir.File("s.db"), "--allow-unauthenticated"});
   EXPECT_EQ(serve.exit_code, 1);
   EXPECT_THAT(serve.err, HasSubstr("cannot listen on 999.1.1.1:7"));
+  // A token file every user of the machine may read is said to be one (group may: a Kubernetes
+  // secret mounted with fsGroup is 0440); the server starts all the same.
+  std::ofstream(dir.File("tokens")) << "0123456789abcdef0123 admin\n";
+  for (const auto& [mode, said] : std::vector<std::pair<std::filesystem::perms, bool>>{
+           {std::filesystem::perms::owner_read | std::filesystem::perms::owner_write |
+                std::filesystem::perms::group_read | std::filesystem::perms::others_read,
+            true},
+           {std::filesystem::perms::owner_read | std::filesystem::perms::group_read, false}}) {
+    std::filesystem::permissions(dir.File("tokens"), mode);
+    auto secret = RunKtune({"serve", "--listen", "999.1.1.1:7", "--db", dir.File("s.db"), "--auth",
+                            dir.File("tokens")});
+    EXPECT_EQ(secret.exit_code, 1);  // it went on to listen
+    EXPECT_EQ(secret.err.find("can be read by every user of this machine (mode 0644): chmod o-r") !=
+                  std::string::npos,
+              said)
+        << secret.err;
+  }
   // Without tokens every caller is admin (and may register kernels that workers build and run):
   // a port open to the network needs --auth, or the flag that accepts it.
   for (const std::string open : {"0.0.0.0:0", "[::]:0", "10.1.2.3:7470", "myhost:7470"}) {
