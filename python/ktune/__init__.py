@@ -15,7 +15,7 @@ from ktune.errors import (AlreadyExists, Cancelled, DeadlineExceeded, FailedPrec
                           ResourceExhausted, Unauthenticated, Unavailable)
 from ktune.types import (STRATEGIES, BestResult, Device, ImportResult, Job, JobEvent, JobSpec,
                          JobState, KernelInfo, MatchLevel, Record, Status, Task, TaskProgress,
-                         TuneEvent, WorkerInfo, parse_params)
+                         TradeOff, TuneEvent, WorkerInfo, parse_params)
 
 __version__ = "0.1.0"
 
@@ -24,5 +24,6 @@ __all__ = [
     "Unauthenticated", "ResourceExhausted", "FailedPrecondition", "Unavailable",
     "DeadlineExceeded", "Cancelled", "Internal", "BestResult", "Device", "ImportResult", "Job",
     "JobEvent", "JobSpec", "JobState", "KernelInfo", "MatchLevel", "Record", "Status", "Task",
-    "TaskProgress", "TuneEvent", "WorkerInfo", "STRATEGIES", "parse_params", "__version__",
+    "TaskProgress", "TradeOff", "TuneEvent", "WorkerInfo", "STRATEGIES", "parse_params",
+    "__version__",
 ]

@@ -24,9 +24,10 @@ import grpc
 
 from ktune.errors import Cancelled, FailedPrecondition, KtuneError, from_rpc_error
 from ktune.types import (BestResult, Device, DeviceLike, ImportResult, Job, JobEvent, JobSpec, JobState,
-                         KernelInfo, MatchLevel, ParamMap, Record, Task, TuneEvent, WorkerInfo,
-                         canonical_json, device_to_proto, params_to_proto, parse_params,
-                         plain_dict, problem_to_proto, strategy_to_proto)
+                         KernelInfo, MatchLevel, ParamMap, Record, Task, TradeOff, TuneEvent,
+                         WorkerInfo, canonical_json, device_to_proto, params_to_proto,
+                         parse_params, plain_dict, problem_to_proto, strategy_to_proto,
+                         time_error_trade_offs)
 from ktune.v1 import tuning_service_pb2 as ts
 from ktune.v1 import tuning_service_pb2_grpc as ts_grpc
 from ktune.v1 import types_pb2 as tp
@@ -318,6 +319,18 @@ class Client:
                           max_rel_error)
         reply = self._unary("Explain", self._tuning.Explain, request, timeout)
         return plain_dict(reply)
+
+    def pareto(self, kernel: str, problem: ProblemLike, device: DeviceLike, *,
+               kernel_version: str = "", timeout: Optional[float] = None) -> list[TradeOff]:
+        """The task's time/error trade-off, as ``ktune best --pareto`` shows it: every
+        configuration measured with its output's error, fastest first; those with ``on_front``
+        are the front (each more accurate than every faster one), from which ``best`` answers
+        each accuracy budget. Read from the task's records (``ExportRecords``, query role);
+        ``device`` names the device class. Empty when no record of the task has an error."""
+        named = tp.DeviceFingerprint()
+        device_to_proto(device, named)  # a TypeError naming anything else
+        task = Task(kernel, _problem(problem), named.device_class, kernel_version)
+        return time_error_trade_offs(self.export_records(task, timeout))
 
     def report_telemetry(self, samples: Iterable[Mapping], timeout: Optional[float] = None) -> dict:
         """Reports how configurations ran in production (``ReportTelemetry``, telemetry role).

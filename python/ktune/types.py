@@ -13,7 +13,7 @@ import numbers
 import warnings
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any, Mapping, Optional, Union
+from typing import Any, Iterable, Mapping, Optional, Union
 
 from ktune.v1 import tuning_service_pb2 as ts
 from ktune.v1 import types_pb2 as tp
@@ -435,6 +435,49 @@ class BestResult:
     def config(self) -> Optional[ParamMap]:
         """The best configuration, or None when nothing is known."""
         return self.records[0].config if self.records else None
+
+
+@dataclass(frozen=True)
+class TradeOff:
+    """One configuration on a task's time/error trade-off (:meth:`ktune.Client.pareto`, ``ktune
+    best --pareto``): its fastest time, the largest error measured for it, and how many records
+    (ok or too_inaccurate, error known) count. ``served``: it has an ok record, so ``best`` can
+    serve it (one measured only as too_inaccurate cannot). ``on_front``: served, and no other
+    served configuration is both faster and at least as accurate: the fastest front point within
+    a budget E is what ``best(max_rel_error=E)`` answers."""
+
+    config: ParamMap
+    time_ms: float
+    max_rel_error: float
+    measurements: int
+    served: bool
+    on_front: bool
+
+
+def time_error_trade_offs(records: Iterable[Record]) -> list[TradeOff]:
+    """Every configuration of ``records`` that ran and had its error measured, fastest first
+    (ties: smaller error, then the configuration's canonical JSON), rule for rule as ktune's
+    ``db/pareto_front.h`` computes it."""
+    by_config: dict[str, list] = {}  # canonical JSON -> [config, time, error, count, served]
+    for r in records:
+        if r.status not in (Status.OK, Status.TOO_INACCURATE):
+            continue
+        time = r.time_ms if r.time_ms is not None else r.median_ms
+        if time is None or r.max_rel_error is None:
+            continue
+        key = canonical_json(r.config)
+        t = by_config.setdefault(key, [r.config, time, r.max_rel_error, 0, False])
+        t[1], t[2] = min(t[1], time), max(t[2], r.max_rel_error)
+        t[3] += 1
+        t[4] = t[4] or r.status is Status.OK
+    out, best_error, any_served = [], 0.0, False
+    for key, (config, time, error, count, served) in sorted(
+            by_config.items(), key=lambda kv: (kv[1][1], kv[1][2], kv[0])):
+        on_front = served and (not any_served or error < best_error)
+        if on_front:
+            best_error, any_served = error, True
+        out.append(TradeOff(dict(config), time, error, count, served, on_front))
+    return out
 
 
 # --- jobs ---

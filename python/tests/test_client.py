@@ -269,6 +269,22 @@ def test_best_and_explain_honour_an_accuracy_budget(empty_server):
     assert explained["precision"]["too_inaccurate_records"] == 1
     with pytest.raises(ktune.InvalidArgument, match="max_rel_error"):
         client.best("lowp_client", {"n": 64}, device, max_rel_error=-1.0)
+    # The trade-off behind those answers, as `ktune best --pareto` shows it, field for field.
+    trade_offs = client.pareto("lowp_client", {"n": 64}, device)
+    assert [(t.config["precision"], t.on_front, t.served) for t in trade_offs] == [
+        (4, False, False), (8, True, True), (16, True, True), (32, True, True)]
+    assert trade_offs[1].max_rel_error == pytest.approx(8e-3) and trade_offs[1].measurements == 1
+    printed = json.loads(ktune_cli("best", "--server", client.address, "--kernel", "lowp_client",
+                                   "--problem", "n=64", "--device", device.device_class,
+                                   "--pareto", "--json").stdout)
+    as_printed = {"front": [], "dominated": [], "not_served": []}
+    for t in trade_offs:
+        part = "not_served" if not t.served else "front" if t.on_front else "dominated"
+        as_printed[part].append({"config": t.config, "time_ms": t.time_ms,
+                                 "max_rel_error": t.max_rel_error,
+                                 "measurements": t.measurements, "served": t.served})
+    assert {k: printed[k] for k in as_printed} == as_printed
+    assert client.pareto("lowp_client", {"n": 65}, device) == []
 
 
 # --- tuning and jobs (replay worker) ---
