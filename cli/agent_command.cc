@@ -131,7 +131,7 @@ int RunAgentTrain(const AgentTrainArgs& a) {
                                 {"budget", a.training.budget},
                                 {"seed", a.training.seed},
                                 {"seconds", seconds}}
-                     .dump()
+                     .dump(-1, ' ', false, kReplaceInvalidUtf8)
               << "\n";
   } else {
     std::cout << absl::StrFormat("wrote %s (%d iterations x %d runs over %d spaces, %.0f s)\n",

@@ -72,7 +72,7 @@ int RunImportBench(const ImportBenchArgs& a) {
                                   {"min_s", t.min_s},
                                   {"median_s", t.median_s},
                                   {"records_per_s", records / t.median_s}}
-                       .dump()
+                       .dump(-1, ' ', false, kReplaceInvalidUtf8)
                 << "\n";
     } else {
       std::cout << absl::StrFormat(
@@ -108,7 +108,7 @@ int RunSpaceBench(const SpaceBenchArgs& a) {
                                   {"valid", size},         {"unconstrained", unconstrained},
                                   {"repeats", a.repeats},  {"min_s", t.min_s},
                                   {"median_s", t.median_s}}
-                       .dump()
+                       .dump(-1, ' ', false, kReplaceInvalidUtf8)
                 << "\n";
     } else {
       std::cout << absl::StrFormat(
@@ -225,7 +225,7 @@ int RunSearchBench(const SearchBenchArgs& a) {
                                         {"agent_ms_per_batch", row.agent_ms_per_batch},
                                         {"agent_share", row.agent_share},
                                         {"evals_to_5pct_runs", row.evals_to_5pct_runs}}
-                             .dump()
+                             .dump(-1, ' ', false, kReplaceInvalidUtf8)
                       << std::endl;
           }
           return;

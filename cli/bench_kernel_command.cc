@@ -135,7 +135,7 @@ int RunRepeatability(const BenchKernelArgs& a, const KernelRegistry& registry) {
                      {"mean_ms", mean},
                      {"cv", cv}};
   if (a.json) {
-    std::cout << out.dump() << "\n";
+    std::cout << out.dump(-1, ' ', false, kReplaceInvalidUtf8) << "\n";
   } else {
     std::cout << absl::StrFormat(
         "%s %s, %s: %d separate runs, mean %.4f ms, coefficient of variation %.2f%%\n", a.kernel,
@@ -300,7 +300,7 @@ int RunBenchKernel(const BenchKernelArgs& a) {
       ++ratios;
     }
     if (a.json) {
-      std::cout << out.dump() << "\n" << std::flush;
+      std::cout << out.dump(-1, ' ', false, kReplaceInvalidUtf8) << "\n" << std::flush;
       continue;
     }
     std::cout << absl::StrFormat(
@@ -322,7 +322,7 @@ int RunBenchKernel(const BenchKernelArgs& a) {
                                   {"vs", a.vs},
                                   {"problems", ratios},
                                   {"tuned_over_vs_geomean", geomean}}
-                       .dump()
+                       .dump(-1, ' ', false, kReplaceInvalidUtf8)
                 << "\n";
     } else {
       std::cout << absl::StrFormat("geometric mean over %d problems: tuned/%s %.3fx\n", ratios,

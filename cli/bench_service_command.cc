@@ -245,7 +245,7 @@ int RunBenchService(const BenchServiceArgs& a) {
                          {"query_best_over_empty", best.calls_per_second / empty.calls_per_second},
                          {"errors", empty.errors + best.errors}};
       if (a.json) {
-        std::cout << out.dump() << std::endl;
+        std::cout << out.dump(-1, ' ', false, kReplaceInvalidUtf8) << std::endl;
       } else {
         std::cout << absl::StrFormat(
                          "%3d clients: QueryBest %8.0f/s (p50 %.3f ms, p99 %.3f ms), empty RPC "
@@ -314,7 +314,7 @@ int RunBenchService(const BenchServiceArgs& a) {
                        {"seconds", seconds},
                        {"measurements_per_second", job.measurements_done() / seconds}};
     if (a.json) {
-      std::cout << out.dump() << std::endl;
+      std::cout << out.dump(-1, ' ', false, kReplaceInvalidUtf8) << std::endl;
     } else {
       std::cout << absl::StrFormat(
                        "dispatch: %d workers, %d measurements committed in %.2f s: "

@@ -12,6 +12,7 @@
 #include <CLI/CLI.hpp>
 #include <functional>
 #include <memory>
+#include <nlohmann/json.hpp>
 #include <string>
 
 #include "absl/status/status.h"
@@ -32,6 +33,10 @@ namespace ktune::cli {
 
 // Where clients and workers find the server unless told (--server).
 inline constexpr char kDefaultServer[] = "127.0.0.1:7470";
+
+// How every --json output is dumped: text that is not UTF-8 (a file name, a path) is written with
+// U+FFFD. A plain dump() threw, and the command aborted (exit 134): `db stats --db $'\xff.db'`.
+inline constexpr auto kReplaceInvalidUtf8 = nlohmann::json::error_handler_t::replace;
 
 inline constexpr int kExitOk = 0;
 inline constexpr int kExitFailure = 1;

@@ -81,7 +81,7 @@ int RunImport(const ImportArgs& a) {
                                 {"stale_tasks", summary->stale_tasks},
                                 {"left_open", summary->left_open},
                                 {"problem_size_not_kept", summary->problem_size_not_kept}}
-                     .dump()
+                     .dump(-1, ' ', false, kReplaceInvalidUtf8)
               << "\n";
   } else {
     std::cout << "imported " << a.file << " (" << RecordFileFormatName(summary->format)
@@ -239,7 +239,7 @@ void PrintMigration(const MigrateArgs& a, int schema_version, bool migrated) {
     std::cout << nlohmann::json{{"db", a.db},
                                 {"schema_version", schema_version},
                                 {"migrated", migrated}}
-                     .dump()
+                     .dump(-1, ' ', false, kReplaceInvalidUtf8)
               << "\n";
   } else if (migrated) {
     std::cout << a.db << ": upgraded to schema version " << schema_version << "\n";
@@ -298,7 +298,7 @@ int RunStats(const StatsArgs& a) {
                                 {"records", stats->records},
                                 {"records_by_status", stats->records_by_status},
                                 {"jobs", stats->jobs}}
-                     .dump()
+                     .dump(-1, ' ', false, kReplaceInvalidUtf8)
               << "\n";
     return kExitOk;
   }
@@ -339,7 +339,7 @@ int RunCheck(const CheckArgs& a) {
                                 {"ok", found.ok()},
                                 {"repaired", repaired},
                                 {"problem", std::string(found.message())}}
-                     .dump()
+                     .dump(-1, ' ', false, kReplaceInvalidUtf8)
               << "\n";
     return found.ok() ? kExitOk : kExitFailure;
   }

@@ -229,7 +229,7 @@ int RunKernels(const KernelsArgs& a) {
     all.push_back(std::move(j));
   }
   if (a.json) {
-    std::cout << all.dump() << "\n";
+    std::cout << all.dump(-1, ' ', false, kReplaceInvalidUtf8) << "\n";
     return kExitOk;
   }
   for (const nlohmann::json& j : all) {
@@ -256,9 +256,11 @@ int RunKernels(const KernelsArgs& a) {
     if (j.contains("space_size")) {
       std::cout << "  space:       " << j["space_size"].get<int64_t>()
                 << " valid configurations for " << a.problem << " on " << machine.cores
-                << " cores\n  default:     " << j["default_config"].dump() << "\n";
+                << " cores\n  default:     "
+                << j["default_config"].dump(-1, ' ', false, kReplaceInvalidUtf8) << "\n";
     } else {
-      std::cout << "  default:     " << j["default_config"].dump() << "\n";
+      std::cout << "  default:     "
+                << j["default_config"].dump(-1, ' ', false, kReplaceInvalidUtf8) << "\n";
     }
     if (j.contains("compiled")) {
       std::cout << "  compiled for " << a.compile_arch << ":\n";
@@ -272,7 +274,7 @@ int RunKernels(const KernelsArgs& a) {
         } else {
           std::cout << "FAILED " << c["log"].get<std::string>() << ": ";
         }
-        std::cout << c["config"].dump() << "\n";
+        std::cout << c["config"].dump(-1, ' ', false, kReplaceInvalidUtf8) << "\n";
       }
     }
   }

@@ -134,7 +134,7 @@ int RunPareto(const BestArgs& a, const std::shared_ptr<grpc::Channel>& channel,
     out["problem"] = nlohmann::json::parse(CanonicalJson(q.problem));
     out["device"] = q.device_class;
     if (!a.plot.empty()) out["plot"] = a.plot;
-    std::cout << out.dump() << "\n";
+    std::cout << out.dump(-1, ' ', false, kReplaceInvalidUtf8) << "\n";
   } else {
     std::cout << ParetoText(trade_offs, absl::StrCat(title, ": time against error"));
     if (!a.plot.empty()) std::cout << "wrote " << a.plot << "\n";
@@ -209,7 +209,7 @@ int RunBest(const BestArgs& a) {
     out["stale"] = best->stale;
     // No kernel of that name anywhere (the server's registry and records, or the local ones).
     out["kernel_unknown"] = best->kernel_unknown || !hint.empty();
-    std::cout << out.dump() << "\n";
+    std::cout << out.dump(-1, ' ', false, kReplaceInvalidUtf8) << "\n";
   } else if (best->records.empty()) {
     std::cout << "nothing known for " << FormatTask(q.kernel, q.problem, q.device_class)
               << (q.max_rel_error
@@ -337,7 +337,7 @@ int RunJobs(const JobsArgs& a) {
       if (j.tasks >= 0) row["task_count"] = j.tasks;  // `watch`'s "tasks" is the list
       out.push_back(std::move(row));
     }
-    std::cout << out.dump() << "\n";
+    std::cout << out.dump(-1, ' ', false, kReplaceInvalidUtf8) << "\n";
     return kExitOk;
   }
   if (jobs->empty()) {

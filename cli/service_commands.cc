@@ -315,7 +315,7 @@ int RunSubmit(const JobArgs& a) {
   }
   if (!s.ok()) return Fail(cmd, s);
   if (a.json) {
-    std::cout << JobJson(job).dump() << "\n";
+    std::cout << JobJson(job).dump(-1, ' ', false, kReplaceInvalidUtf8) << "\n";
   } else {
     std::cout << "job " << job.job_id() << " submitted: " << job.task_count() << " tasks, "
               << job.measurements_total() << " measurements\n";
@@ -382,7 +382,7 @@ int RunWatch(const JobArgs& a) {
   std::string last;  // text: a line only when it says something new (the stream repeats itself)
   while (reader->Read(&event)) {
     if (a.json) {
-      std::cout << JobEventJson(event).dump() << std::endl;
+      std::cout << JobEventJson(event).dump(-1, ' ', false, kReplaceInvalidUtf8) << std::endl;
     } else if (std::string line = ProgressLine(event); line != last) {
       std::cout << line << std::endl;
       last = std::move(line);
@@ -407,7 +407,7 @@ int RunWatch(const JobArgs& a) {
   if (!ended.ok()) return Fail(cmd, ended.status());
   const v1::Job& job = *ended;
   if (a.json) {
-    std::cout << JobJson(job).dump() << std::endl;
+    std::cout << JobJson(job).dump(-1, ' ', false, kReplaceInvalidUtf8) << std::endl;
   } else {
     if (!job.message().empty()) std::cout << "  why: " << job.message() << "\n";
     for (const v1::TaskProgress& t : job.tasks()) {
@@ -456,7 +456,7 @@ int RunJobAction(const std::string& cmd, const JobArgs& a) {
   if (!s.ok())
     return absl::IsInvalidArgument(s) ? UsageError(cmd, std::string(s.message())) : Fail(cmd, s);
   if (a.json) {
-    std::cout << JobJson(job).dump() << "\n";
+    std::cout << JobJson(job).dump(-1, ' ', false, kReplaceInvalidUtf8) << "\n";
   } else {
     std::cout << "job " << job.job_id() << " " << StateName(job.state()) << "\n";
   }
@@ -497,7 +497,7 @@ int RunWorkers(const JobArgs& a) {
       std::cout << "\n";
     }
   }
-  if (a.json) std::cout << all.dump() << "\n";
+  if (a.json) std::cout << all.dump(-1, ' ', false, kReplaceInvalidUtf8) << "\n";
   if (!a.json && response.workers().empty()) std::cout << "no workers registered\n";
   return kExitOk;
 }

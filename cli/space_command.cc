@@ -78,7 +78,7 @@ int RunSpace(const SpaceArgs& a) {
         j["random_draws_to_cutoff"] = *landscape->random_draws_to_cutoff;
       }
     }
-    std::cout << out.dump() << "\n";
+    std::cout << out.dump(-1, ' ', false, kReplaceInvalidUtf8) << "\n";
     return kExitOk;
   }
   std::cout << name << ": " << space->size() << " valid configurations of "

@@ -273,7 +273,8 @@ int RunReport(const ReportArgs& a) {
         nlohmann::ordered_json out = ReportJson(accepted, raised);
         out["error"] = why;
         out["resume_skip"] = a.skip + static_cast<int64_t>(start);
-        std::cout << out.dump() << "\n";
+        std::cout << out.dump(-1, ' ', false, nlohmann::ordered_json::error_handler_t::replace)
+                  << "\n";
       }
       std::cerr << "ktune " << cmd << ": "
                 << (start == 0
@@ -294,7 +295,9 @@ int RunReport(const ReportArgs& a) {
     }
   }
   if (a.client.json) {
-    std::cout << ReportJson(accepted, raised).dump() << "\n";
+    std::cout << ReportJson(accepted, raised)
+                     .dump(-1, ' ', false, nlohmann::ordered_json::error_handler_t::replace)
+              << "\n";
     return kExitOk;
   }
   std::cout << "accepted " << accepted << " samples; " << raised.size() << " drift flags raised\n";

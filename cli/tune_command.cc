@@ -223,7 +223,7 @@ int RunRemoteTune(const TuneArgs& a) {
       out["best_config"] = nlohmann::json::parse(CanonicalJson(*best));
     }
     if (t.has_best_gflops()) out["best_gflops"] = t.best_gflops();
-    std::cout << out.dump() << "\n";
+    std::cout << out.dump(-1, ' ', false, kReplaceInvalidUtf8) << "\n";
   } else {
     std::cout << a.kernel << " on " << device_class << " via " << a.server << " (job "
               << job->job_id() << "): " << t.measurements_done() << " measurements, "
@@ -387,7 +387,7 @@ int RunTune(const TuneArgs& a) {
       out["default"] = nlohmann::json::parse(RecordToJsonLine(*s.default_record));
     }
     if (have_default) out["speedup_over_default"] = speedup;
-    std::cout << out.dump() << "\n";
+    std::cout << out.dump(-1, ' ', false, kReplaceInvalidUtf8) << "\n";
     return kExitOk;
   }
   std::cout << t.task.kernel << " " << FormatParamMapAssignments(t.task.problem) << " on "

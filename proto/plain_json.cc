@@ -2,6 +2,7 @@
 
 #include <cctype>
 #include <map>
+#include <optional>
 #include <string>
 
 #include "absl/strings/ascii.h"
@@ -84,8 +85,12 @@ Json ScalarJson(const Message& m, const FieldDescriptor* f, int index) {
       // bytes fields too: the API's carry text (payloads are JSON); nlohmann replaces bytes that
       // are not UTF-8 when it dumps.
       return repeated ? r->GetRepeatedString(m, f, index) : r->GetString(m, f);
-    case FieldDescriptor::CPPTYPE_ENUM:
-      return EnumJson(repeated ? r->GetRepeatedEnum(m, f, index) : r->GetEnum(m, f));
+    case FieldDescriptor::CPPTYPE_ENUM: {
+      // A value this build does not know (a newer server's) as its number.
+      const int number = repeated ? r->GetRepeatedEnumValue(m, f, index) : r->GetEnumValue(m, f);
+      const EnumValueDescriptor* value = f->enum_type()->FindValueByNumber(number);
+      return value != nullptr ? EnumJson(value) : Json(number);
+    }
     case FieldDescriptor::CPPTYPE_MESSAGE:
       return MessageJson(repeated ? r->GetRepeatedMessage(m, f, index) : r->GetMessage(m, f));
   }
@@ -127,7 +132,11 @@ Json MessageJson(const Message& m) {
     // The interchange's line; a record the core would refuse (none the server sends) falls
     // through to the fields as they are.
     absl::StatusOr<Record> core = FromProto(*record);
-    if (core.ok()) return Json::parse(RecordToJsonLine(*core));
+    if (core.ok()) {
+      return Json::parse(RecordToJsonLine(
+          *core, record->has_stale_before_us() ? std::optional<int64_t>(record->stale_before_us())
+                                               : std::nullopt));
+    }
   }
   Json out = Json::object();
   const google::protobuf::Descriptor* d = m.GetDescriptor();

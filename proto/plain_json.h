@@ -5,10 +5,13 @@
 // interchange write plain JSON. PlainJson writes a message in the plain style:
 //   - field names as in the .proto (snake_case), every field, defaults included;
 //   - integers, int64 too, as numbers; enums by their value's name in lower case without the
-//     enum's prefix (MATCH_LEVEL_DEVICE_CLASS -> "device_class");
+//     enum's prefix (MATCH_LEVEL_DEVICE_CLASS -> "device_class"), a value this build does not
+//     know as its number; a double that is not finite as null (JSON has no NaN);
 //   - Configuration and Problem as {"M": 64, "dtype": "f32"}, a ParamValue as its value;
-//   - a Record as a line of the JSONL interchange (RecordToJsonLine: what `best --json` prints);
-//   - a Timestamp as RFC 3339 text ("2026-12-07T05:17:06+00:00"), null when unset;
+//   - a Record as a line of the JSONL interchange (RecordToJsonLine: what `best --json` prints;
+//     not its config_hash), or field by field when the core refuses it;
+//   - a Timestamp as RFC 3339 text ("2026-12-07T05:17:06+00:00"), whole microseconds; outside
+//     1970-9999 as {"seconds": S, "nanos": N};
 //   - an unset message field as null.
 #ifndef KTUNE_PROTO_PLAIN_JSON_H_
 #define KTUNE_PROTO_PLAIN_JSON_H_

@@ -1,9 +1,15 @@
 #include "server/tuning_server.h"
 
 #include <arpa/inet.h>
+#include <netdb.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
 #include <filesystem>
+#include <functional>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
@@ -15,6 +21,61 @@
 #include "proto/channel.h"
 
 namespace ktune {
+
+namespace {
+
+// Binds each address `listen` names as gRPC will (SO_REUSEADDR, no SO_REUSEPORT), then lets go:
+// a port in use, an address of another machine or a privileged port is said in words, before
+// gRPC logs its own error tree. The bind gRPC does next still decides (a port taken in between
+// fails there). A host name other than localhost is left to gRPC.
+absl::Status ProbeListenAddress(const std::string& listen) {
+  const std::optional<int64_t> port = AddressPort(listen);
+  if (absl::StartsWith(listen, "unix:") || !port || *port == 0) return absl::OkStatus();
+  std::string host = listen.substr(0, listen.rfind(':'));
+  if (host.size() >= 2 && host.front() == '[' && host.back() == ']') {
+    host = host.substr(1, host.size() - 2);
+  }
+  addrinfo hints{};
+  hints.ai_socktype = SOCK_STREAM;
+  // Addresses and localhost only: a name would cost a DNS lookup more (one that may hang where
+  // DNS does not answer), and gRPC resolves it anyway.
+  hints.ai_flags = AI_PASSIVE | (host == "localhost" ? 0 : AI_NUMERICHOST);
+  addrinfo* found = nullptr;
+  if (::getaddrinfo(host.empty() ? nullptr : host.c_str(), std::to_string(*port).c_str(), &hints,
+                    &found) != 0) {
+    return absl::OkStatus();
+  }
+  int error = 0;
+  for (const addrinfo* a = found; a != nullptr && error == 0; a = a->ai_next) {
+    const int fd = ::socket(a->ai_family, a->ai_socktype | SOCK_CLOEXEC, a->ai_protocol);
+    if (fd < 0) continue;  // a family this machine lacks (IPv6): gRPC skips it too
+    const int one = 1;
+    ::setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    if (::bind(fd, a->ai_addr, a->ai_addrlen) != 0) error = errno;
+    ::close(fd);
+  }
+  ::freeaddrinfo(found);
+  switch (error) {
+    case 0:
+      return absl::OkStatus();
+    case EADDRINUSE:
+      return absl::UnavailableError(absl::StrCat(
+          "cannot listen on ", listen, ": port ", *port,
+          " is in use (another ktune serve? `ss -ltnp 'sport = :", *port, "'` names it)"));
+    case EADDRNOTAVAIL:
+      return absl::UnavailableError(
+          absl::StrCat("cannot listen on ", listen, ": ", host,
+                       " is not an address of this machine (0.0.0.0 listens on all of them)"));
+    case EACCES:
+      return absl::PermissionDeniedError(absl::StrCat("cannot listen on ", listen, ": port ", *port,
+                                                      " needs privileges (below 1024)"));
+    default:
+      return absl::UnavailableError(
+          absl::StrCat("cannot listen on ", listen, ": ", std::strerror(error)));
+  }
+}
+
+}  // namespace
 
 absl::Status CheckListenAddress(const std::string& listen) {
   // gRPC takes a port past 65535 modulo 65536 (99999 listened on 34463): refuse it here.
@@ -171,6 +232,7 @@ absl::StatusOr<std::unique_ptr<TuningServer>> TuningServer::Start(TuningServerOp
   builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
   if (!s->options_.listen.empty()) {
     KTUNE_RETURN_IF_ERROR(CheckListenAddress(s->options_.listen));
+    KTUNE_RETURN_IF_ERROR(ProbeListenAddress(s->options_.listen));
     builder.AddListeningPort(s->options_.listen, credentials, &s->port_);
   }
   builder.SetMaxReceiveMessageSize(static_cast<int>(s->options_.max_message_bytes));
@@ -195,6 +257,7 @@ absl::StatusOr<std::unique_ptr<TuningServer>> TuningServer::Start(TuningServerOp
             g.drift_flags[DriftKindName(static_cast<DriftKind>(k))] = flags[k];
           }
           g.retune_jobs = raw->telemetry_->retune_jobs_started();
+          g.leases_expired = c.leases_expired;
           g.tasks_without_worker = c.tasks_without_worker;
           return raw->metrics_.Collect(g);
         }));
@@ -203,15 +266,20 @@ absl::StatusOr<std::unique_ptr<TuningServer>> TuningServer::Start(TuningServerOp
   const absl::Duration tick =
       std::max(absl::Milliseconds(20), s->options_.scheduler.lease_timeout / 10);
   TuningServer* raw = s.get();
-  s->expiry_ = std::thread([raw, tick] {
-    absl::Time due = absl::Now() + tick;
+  // A tick late by more than a quarter of a lease (and a tick): the process did not run (SIGSTOP,
+  // a paused VM, a machine asleep), and the workers' heartbeats of that time are still queued.
+  // The lateness is read on both clocks, the wall's and the scheduler's (tests set their own:
+  // frozen, it stands still through a slow tick; moved on, a lease expires as it should).
+  const absl::Duration stall_threshold = std::max(tick, s->options_.scheduler.lease_timeout / 4);
+  s->expiry_ = std::thread([raw, tick, stall_threshold] {
+    const std::function<absl::Time()>& clock = raw->options_.scheduler.now;
+    absl::Time due = absl::Now() + tick, clock_due = clock() + tick;
     while (!raw->stop_.WaitForNotificationWithTimeout(tick)) {
-      // A tick more than a tick late: the process did not run (SIGSTOP, a paused VM, a machine
-      // asleep); the workers' heartbeats of that time are still queued.
-      const absl::Time now = absl::Now();
-      if (now - due > tick) raw->scheduler_->ExtendLeases(now - due);
+      const absl::Duration late = std::min(absl::Now() - due, clock() - clock_due);
+      if (late > stall_threshold) raw->scheduler_->ExtendLeases(late);
       raw->scheduler_->ExpireLeases();
       due = absl::Now() + tick;
+      clock_due = clock() + tick;
     }
   });
   return s;

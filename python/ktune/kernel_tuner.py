@@ -387,7 +387,7 @@ class Strategy(OptAlgWrapper):
             warnings.warn(f"ktune's agent proposes configurations for the shortest time; Kernel "
                           f"Tuner's objective {named} only picks Kernel Tuner's best of what was "
                           f"measured (the same choice when it is a rate of a fixed amount of work, "
-                          "as GFLOP/s is)", stacklevel=4)
+                          "as GFLOP/s is)", stacklevel=5)  # the caller's tune_kernel
         params = self._params(searchspace)
         constraints = self._constraints(options, params, searchspace)
         problem = self._problem(getattr(runner, "kernel_options", {}) or {})

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import enum
 import json
+import math
 import numbers
 import warnings
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any, Iterable, Mapping, Optional, Union
 
 from ktune.v1 import tuning_service_pb2 as ts
@@ -358,12 +359,14 @@ class Record:
 
     def to_dict(self) -> dict:
         """The record as a line of ktune's JSONL interchange (``ktune db export``, and what
-        ``ktune best --json`` prints): ``json.dumps`` of it is a line ``ktune db import`` reads."""
+        ``ktune best --json`` prints): ``json.dumps`` of it is a line ``ktune db import`` reads.
+        Without a ``record_id`` (a record made here) the line has none: import computes it."""
         try:
-            fingerprint: Any = json.loads(self.device.fingerprint_json or "{}")
+            fingerprint: Any = self.device.fingerprint  # {"name": class} when none was given
         except ValueError:
             fingerprint = self.device.fingerprint_json
-        out = {"record_id": self.record_id, "kernel": self.task.kernel,
+        out = {"record_id": self.record_id} if self.record_id else {}
+        out.update({"kernel": self.task.kernel,
                "kernel_version": self.task.kernel_version,
                "problem": dict(sorted(self.task.problem.items())),
                "device": {"fingerprint": fingerprint, "class": self.device.device_class,
@@ -373,7 +376,7 @@ class Record:
                "repeat_times_ms": list(self.repeat_times_ms), "median_ms": self.median_ms,
                "min_ms": self.min_ms, "stddev_ms": self.stddev_ms, "worker": self.worker_id,
                "measured_at": _rfc3339(self.measured_at) if self.measured_at else None,
-               "source": self.source}
+               "source": self.source})
         if self.payload:
             out["payload"] = self.payload
         if self.max_rel_error is not None:
@@ -400,7 +403,7 @@ class Record:
             record_id=r.record_id,
             config_hash=r.config_hash,
             worker_id=r.worker_id,
-            measured_at=_timestamp(r.measured_at) if r.HasField("measured_at") else None,
+            measured_at=_proto_time(r.measured_at) if r.HasField("measured_at") else None,
             source=r.source,
             payload=r.payload,
             max_rel_error=opt("max_rel_error"),
@@ -698,6 +701,15 @@ class JobSpec:
 # --- API messages as plain dicts ---
 
 
+def _proto_time(ts) -> Optional[datetime]:
+    """A Timestamp to the microsecond, truncated, as the CLI reads one (MicrosFromProto); None
+    outside 1970-9999 or with nanos out of range."""
+    if not (0 <= ts.seconds <= 253_402_300_799 and 0 <= ts.nanos <= 999_999_999):
+        return None
+    return datetime(1970, 1, 1, tzinfo=timezone.utc) + timedelta(seconds=ts.seconds,
+                                                                 microseconds=ts.nanos // 1000)
+
+
 def _rfc3339(at: datetime) -> str:
     """As the CLI writes a time (absl's RFC3339_full): ``2023-01-26T01:06:18.2108+00:00``, the
     fraction without trailing zeros, none when whole."""
@@ -709,11 +721,12 @@ def _rfc3339(at: datetime) -> str:
     return f"{head}.{fraction}{zone}" if fraction else head + zone
 
 
-def _enum_name(enum_type, number: int) -> str:
-    """``MATCH_LEVEL_DEVICE_CLASS`` of ``MatchLevel`` -> ``"device_class"``."""
+def _enum_name(enum_type, number: int) -> Union[str, int]:
+    """``MATCH_LEVEL_DEVICE_CLASS`` of ``MatchLevel`` -> ``"device_class"``; a value this client
+    does not know (a newer server's) as its number."""
     value = enum_type.values_by_number.get(number)
     if value is None:
-        return str(number)
+        return number
     prefix = "".join("_" + c if c.isupper() and i else c
                      for i, c in enumerate(enum_type.name)).upper() + "_"
     return value.name.removeprefix(prefix).lower()
@@ -724,6 +737,8 @@ def _plain_field(field, value) -> Any:
         return _enum_name(field.enum_type, value)
     if field.type == field.TYPE_MESSAGE:
         return plain_dict(value)
+    if isinstance(value, float) and not math.isfinite(value):
+        return None  # JSON has no NaN: the CLI writes null
     return value
 
 
@@ -739,7 +754,8 @@ def plain_dict(message) -> Any:
     if name in ("ktune.v1.Configuration", "ktune.v1.Problem"):
         return params_from_proto(message.params)
     if name == "google.protobuf.Timestamp":
-        return _rfc3339(_timestamp(message) or datetime.fromtimestamp(0, tz=timezone.utc))
+        at = _proto_time(message)
+        return _rfc3339(at) if at else {"seconds": message.seconds, "nanos": message.nanos}
     if name == "ktune.v1.Record":
         return Record._from_proto(message).to_dict()
     out: dict = {}

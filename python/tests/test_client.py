@@ -486,6 +486,33 @@ openssl x509 -req -in client.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out c
         server.stop()
 
 
+def test_plain_dicts_take_what_a_newer_server_may_send(tmp_path):
+    """plain_dict follows the CLI's rules at the edges too (proto/plain_json.h): an enum value the
+    client does not know as its number, NaN as None (json.dumps wrote NaN, which is not JSON),
+    times to the microsecond, truncated, and outside 1970-9999 as their fields; and a record
+    made here is a line `ktune db import` takes."""
+    from ktune.types import plain_dict
+    from ktune.v1 import tuning_service_pb2 as ts
+    reply = ts.ExplainResponse(level=9, gap=float("nan"))
+    plain = plain_dict(reply)
+    assert plain["level"] == 9 and plain["gap"] is None and plain["served"] is None
+    flag = ts.DriftFlag()
+    flag.raised_at.seconds, flag.raised_at.nanos = 1_700_000_000, 999_999_999
+    assert plain_dict(flag)["raised_at"] == "2023-11-14T22:13:20.999999+00:00"
+    flag.raised_at.seconds = 253_402_300_800  # past 9999: a ValueError from datetime
+    assert plain_dict(flag)["raised_at"] == {"seconds": 253_402_300_800, "nanos": 999_999_999}
+    made = ktune.Record(task=ktune.Task("pnpoly", {}, "RTX_3090"),
+                        device=ktune.Device("RTX_3090", "ampere"), config={"tile_size": 4},
+                        status=Status.OK, time_ms=1.5, repeat_times_ms=(1.5,), median_ms=1.5,
+                        source="test")
+    line = made.to_dict()
+    assert "record_id" not in line and line["device"]["fingerprint"] == {"name": "RTX_3090"}
+    (tmp_path / "made.jsonl").write_text(json.dumps(line) + "\n")
+    imported = ktune_cli("db", "import", str(tmp_path / "made.jsonl"), "--db",
+                         str(tmp_path / "made.db"), "--json")
+    assert json.loads(imported.stdout)["records_added"] == 1
+
+
 def test_explain_says_why_the_best_is_served(records_server):
     client = records_server.client()
     explained = client.explain("pnpoly", {}, PNPOLY_CLASS)

@@ -3,6 +3,8 @@
 
 #include <gtest/gtest.h>
 
+#include <cmath>
+
 #include "ktune/v1/tuning_service.pb.h"
 #include "proto/convert.h"
 
@@ -74,6 +76,34 @@ TEST(PlainJsonTest, AOneofShowsOnlyItsMemberAndMapsAreObjects) {
   (*device.mutable_extra())["fingerprint_json"] = R"({"name":"x"})";
   EXPECT_EQ(PlainJson(device)["extra"], Json({{"fingerprint_json", R"({"name":"x"})"}}));
   EXPECT_EQ(PlainJson(device)["kind"], "unspecified");
+}
+
+// What a newer server may send, and what the core would refuse, still prints: an enum value this
+// build does not know as its number (it printed "unknown_enum_value_matchlevel_9"), a record's
+// stale boundary kept, a time outside 1970-9999 as its fields, NaN as null.
+TEST(PlainJsonTest, TheUnknownAndTheOutOfRangePrintAsWhatTheyAre) {
+  v1::ExplainResponse e;
+  e.set_level(static_cast<v1::MatchLevel>(9));
+  e.set_gap(std::nan(""));
+  Record r;
+  r.kernel = "gemm";
+  r.device = DeviceInfo::FromName("cpu:x");
+  r.config = {{"MR", int64_t{4}}};
+  r.status = MeasurementStatus::kCompileError;
+  *e.mutable_served() = ToProto(r);
+  e.mutable_served()->set_stale_before_us(1'700'000'000'000'000);
+  const Json j = PlainJson(e);
+  EXPECT_EQ(j["level"], 9);
+  EXPECT_NE(PlainJsonText(e).find("\"gap\":null"), std::string::npos);
+  EXPECT_EQ(j["served"]["stale_before_us"], 1'700'000'000'000'000);
+  EXPECT_EQ(j["served"]["status"], "compile_error");
+
+  v1::DriftFlag flag;
+  flag.mutable_raised_at()->set_seconds(-5);
+  EXPECT_EQ(PlainJson(flag)["raised_at"], Json({{"seconds", -5}, {"nanos", 0}}));
+  flag.mutable_raised_at()->set_seconds(1'700'000'000);
+  flag.mutable_raised_at()->set_nanos(999'999'999);  // truncated to the microsecond, as stored
+  EXPECT_EQ(PlainJson(flag)["raised_at"], "2023-11-14T22:13:20.999999+00:00");
 }
 
 }  // namespace
