@@ -15,6 +15,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
+#include "db/record.h"
 #include "google/protobuf/descriptor.h"
 #include "ktune/v1/tuning_service.pb.h"
 #include "ktune/v1/worker_service.pb.h"
@@ -111,6 +112,9 @@ std::vector<prometheus::MetricFamily> GaugeFamilies(const Metrics::Gauges& g) {
   }
   out.push_back(ScrapedFamily("ktune_leases_active", MetricType::Gauge, "Leases held by workers."));
   AddValue(&out.back(), {}, g.active_leases);
+  out.push_back(ScrapedFamily("ktune_lease_expiries_total", MetricType::Counter,
+                              "Leases taken back because their worker stopped answering."));
+  AddValue(&out.back(), {}, g.leases_expired);
   out.push_back(ScrapedFamily("ktune_workers", MetricType::Gauge,
                               "Registered workers, by device class and state."));
   for (const auto& [key, n] : g.workers) {
@@ -216,6 +220,11 @@ Metrics::Metrics() : registry_(std::make_shared<prometheus::Registry>()) {
                        .Name("ktune_measurements_total")
                        .Help("Measurement results stored, by status.")
                        .Register(*registry_);
+  // Every status at 0 from the start: a fresh server's dashboard read "No data" for measurements
+  // until the first report, and increase() missed the first failure of a kind.
+  for (int status = 0; status < kMeasurementStatusCount; ++status) {
+    measurements_->Add({{"status", std::string(StatusName(static_cast<MeasurementStatus>(status)))}});
+  }
   commit_seconds_ = &prometheus::BuildHistogram()
                          .Name("ktune_db_commit_duration_seconds")
                          .Help("Time to commit one report's records.")

@@ -4,11 +4,13 @@
 //   ktune_rpc_duration_seconds{method}           histogram  from metadata received to status sent
 //   ktune_measurements_total{status}             counter  results stored from workers
 //   ktune_db_commit_duration_seconds             histogram  each report's commit
+//   ktune_db_commit_failures_total{code}         counter  reports whose records were refused
 //   ktune_best_cache_requests_total{result}      counter  hit | miss
 //   ktune_queue_candidates                       gauge    proposed, waiting for a worker
 //   ktune_tasks_without_worker{device_class}     gauge    tasks no connected worker can take
 //   ktune_leases_active                          gauge
-//   ktune_workers{device_class,state}            gauge    state: measuring | idle
+//   ktune_lease_expiries_total                   counter  leases taken back: a worker went silent
+//   ktune_workers{device_class,state}            gauge    state: measuring | idle | lost (an hour)
 //   ktune_jobs{state}                            gauge    active jobs: queued, running, paused
 //   ktune_jobs_ended_total{state}                counter  jobs ended: done, failed, cancelled
 //   ktune_drift_flags_total{kind}                counter  drift flags raised (telemetry)
@@ -58,6 +60,7 @@ class Metrics {
     int64_t cache_hits = 0, cache_misses = 0;                        // counters, read at scrape
     std::map<std::string, int64_t> drift_flags;  // kind -> flags raised (counter)
     int64_t retune_jobs = 0;                     // retuning jobs started (counter)
+    int64_t leases_expired = 0;                  // leases taken back (counter)
     std::map<std::string, int64_t> tasks_without_worker;  // device class -> tasks
   };
 

@@ -282,6 +282,8 @@ class Scheduler {
     std::map<std::pair<std::string, std::string>, int64_t> workers;
     std::map<std::string, int64_t> jobs;        // active jobs (queued, running, paused) by state
     std::map<std::string, int64_t> jobs_ended;  // jobs this process ended, by final state
+    // Leases this process took back because their worker stopped answering (a counter).
+    int64_t leases_expired = 0;
   };
   Counts CountNow();
 
@@ -381,6 +383,7 @@ class Scheduler {
   std::map<std::string, WorkerRun> workers_ ABSL_GUARDED_BY(mu_);
   // Jobs this process ended, by final state (a counter: ended jobs leave memory soon).
   std::map<std::string, int64_t> jobs_ended_ ABSL_GUARDED_BY(mu_);
+  int64_t leases_expired_ ABSL_GUARDED_BY(mu_) = 0;
   int64_t next_id_ ABSL_GUARDED_BY(mu_) = 1;
   // Stride scheduling's virtual time, per device class: the pass the job last served on it had
   // there (never going back). A job's pass on each of its classes starts there, and a resumed

@@ -213,6 +213,7 @@ Scheduler::Counts Scheduler::CountNow() {
   Counts c;
   c.active_leases = static_cast<int64_t>(leases_.size());
   c.jobs_ended = jobs_ended_;
+  c.leases_expired = leases_expired_;
   std::map<std::string, bool> measuring;
   for (const auto& [id, lease] : leases_) measuring[lease->worker] = true;
   const absl::Time now = options_.now();
@@ -283,6 +284,7 @@ void Scheduler::ExpireLeasesLocked(std::vector<LostCandidate>* lost) {
   for (auto it = leases_.begin(); it != leases_.end();) {
     if (it->second->expires <= now && !it->second->committing) {
       LeaseRun& lease = *it->second;
+      ++leases_expired_;
       LogEvent("lease_expired", {{"lease_id", it->first},
                                  {"worker_id", lease.worker},
                                  {"candidates", std::to_string(lease.items.size())}});

@@ -34,6 +34,7 @@ TEST_F(LostCandidateTest, ACandidateWhoseLeasesKeepExpiringIsStoredLost) {
     EXPECT_EQ(grant->candidates[0].config_hash(), config);  // the same one, leased again
     now_ += absl::Minutes(1);  // past the lease timeout, no report, no heartbeat
     scheduler_->ExpireLeases();
+    EXPECT_EQ(scheduler_->CountNow().leases_expired, expiry);  // ktune_lease_expiries_total
   }
   absl::StatusOr<JobStatus> status = scheduler_->GetJob(job);
   ASSERT_TRUE(status.ok()) << status.status();

@@ -16,6 +16,7 @@
 #include <fstream>
 #include <memory>
 #include <nlohmann/json.hpp>
+#include <regex>
 #include <set>
 #include <thread>
 
@@ -75,7 +76,10 @@ TEST(MetricsTest, AnIdleServerShowsItsGaugesAtZero) {
   busy.workers[{"cpu:x", "measuring"}] = 2;
   busy.jobs_ended["cancelled"] = 3;
   busy.tasks_without_worker["cpu:y"] = 4;
+  busy.leases_expired = 5;
   const std::string text = metrics.Render(busy);
+  EXPECT_THAT(text, ::testing::HasSubstr("# TYPE ktune_lease_expiries_total counter\n"));
+  EXPECT_THAT(text, ::testing::HasSubstr("ktune_lease_expiries_total 5\n"));
   EXPECT_THAT(text, ::testing::HasSubstr("ktune_tasks_without_worker{device_class=\"cpu:y\"} 4\n"));
   EXPECT_THAT(text, ::testing::HasSubstr("ktune_jobs_ended_total{state=\"cancelled\"} 3\n"));
   EXPECT_THAT(
@@ -244,6 +248,28 @@ TEST(MetricsTest, PrometheusScrapesTheServerAndSeesEverySeries) {
       absl::StrCat("curl -s 'http://127.0.0.1:", prometheus_port,
                    "/api/v1/query?query=ktune_rpc_requests_total%7Bcode%3D%22NOT_FOUND%22%7D'"));
   EXPECT_THAT(body, ::testing::HasSubstr("/ktune.v1.TuningService/SubmitJob"));
+
+  // Every metric the Grafana dashboard queries is one the server exports, with the labels the
+  // dashboard reads.
+  const std::string scraped =
+      Shell(absl::StrCat("curl -s http://127.0.0.1:", metrics_port, "/metrics"));
+  const std::string dashboard =
+      testing::ReadWholeFile(KTUNE_SOURCE_DIR "/deploy/grafana/ktune-dashboard.json");
+  const std::regex metric("ktune_[a-z_]+"), suffix("_(bucket|count|sum)$");
+  std::set<std::string> queried;
+  for (auto it = std::sregex_iterator(dashboard.begin(), dashboard.end(), metric);
+       it != std::sregex_iterator(); ++it) {
+    queried.insert(std::regex_replace(it->str(), suffix, ""));
+  }
+  EXPECT_GE(queried.size(), 12u);
+  for (const std::string& name : queried) {
+    EXPECT_THAT(scraped, ::testing::HasSubstr("# TYPE " + name + " ")) << name;
+  }
+  // The workers panel counts the connected ones: a lost worker stays listed for an hour.
+  EXPECT_THAT(dashboard, ::testing::HasSubstr(R"(sum(ktune_workers{instance=~\"$instance\",state!=\"lost\"}))"));
+  // A server that has stored nothing yet shows its measurements at 0 (the dashboard read "No
+  // data"): this one's only job was refused.
+  EXPECT_THAT(scraped, ::testing::HasSubstr("ktune_measurements_total{status=\"ok\"} 0"));
 }
 
 }  // namespace
