@@ -15,12 +15,21 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/strip.h"
 #include "cli/interrupts.h"
+#include "common/event_log.h"
+#include "grpc/support/log.h"
 #include "grpcpp/client_context.h"
 #include "proto/channel.h"
 
 namespace ktune::cli {
 
 int Fail(const std::string& command, const absl::Status& status) {
+  // With --log-format json (serve, worker), stderr holds one JSON object a line, this one too.
+  if (CurrentLogFormat() == LogFormat::kJson) {
+    LogEvent("command_failed", {{"command", command},
+                                {"error", std::string(status.message())},
+                                {"exit_code", std::to_string(kExitFailure)}});
+    return kExitFailure;
+  }
   std::cerr << "ktune " << command << ": " << status.message() << "\n";
   return kExitFailure;
 }
@@ -43,9 +52,32 @@ int ChannelFailure(const std::string& command, const absl::Status& status) {
 }
 
 int UsageError(const std::string& command, const std::string& message) {
+  if (CurrentLogFormat() == LogFormat::kJson) {
+    LogEvent("command_failed",
+             {{"command", command}, {"error", message}, {"exit_code", std::to_string(kExitUsage)}});
+    return kExitUsage;
+  }
   std::cerr << "ktune " << command << ": " << message << "\nRun 'ktune " << command
             << " --help' for usage.\n";
   return kExitUsage;
+}
+
+namespace {
+
+// gRPC's own log lines, as events: with --log-format json a text line of gRPC's broke the one
+// object a line. Errors only, as gRPC prints by default.
+void GrpcLogAsEvent(gpr_log_func_args* args) {
+  if (args->severity < GPR_LOG_SEVERITY_ERROR) return;
+  LogEvent("grpc_log", {{"severity", gpr_log_severity_string(args->severity)},
+                        {"file", absl::StrCat(args->file, ":", args->line)},
+                        {"message", args->message}});
+}
+
+}  // namespace
+
+void UseLogFormat(LogFormat format) {
+  SetLogFormat(format);
+  if (format == LogFormat::kJson) gpr_set_log_function(GrpcLogAsEvent);
 }
 
 void AddDbOption(CLI::App* sub, std::string* path) {

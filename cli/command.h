@@ -18,6 +18,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "agent/policy_training.h"
+#include "common/event_log.h"
 #include "db/sqlite_tuning_database.h"
 #include "ktune/v1/tuning_service.pb.h"
 
@@ -30,6 +31,8 @@ struct ClientTls;
 }
 
 namespace ktune::cli {
+
+inline constexpr char kVersion[] = "0.1.0";  // `ktune --version`, the server's start event
 
 // Where clients and workers find the server unless told (--server).
 inline constexpr char kDefaultServer[] = "127.0.0.1:7470";
@@ -49,6 +52,10 @@ using Action = std::function<int()>;
 // InvalidArgument statuses that come from the command line itself (use UsageError for those).
 int Fail(const std::string& command, const absl::Status& status);
 int UsageError(const std::string& command, const std::string& message);
+// Fail and UsageError write a `command_failed` event instead of text when the log format is
+// json. UseLogFormat sets it (serve, worker), and in json sends gRPC's own error lines through
+// LogEvent too (`grpc_log`).
+void UseLogFormat(LogFormat format);
 // A target that could not be set up: UsageError for InvalidArgument and NotFound (a bad flag,
 // an unknown kernel), Fail otherwise (no GPU, no runner).
 int UsageOrFail(const std::string& command, const absl::Status& status);

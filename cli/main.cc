@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "cli/command.h"
 #if KTUNE_AGENT_FRONT
@@ -26,7 +27,7 @@ int main(int argc, char** argv) {
   absl::SetMutexDeadlockDetectionMode(absl::OnDeadlockCycle::kIgnore);
   CLI::App app{"ktune: reinforcement-learning kernel autotuning", "ktune"};
   app.require_subcommand(1);
-  app.set_version_flag("--version", "ktune 0.1.0");
+  app.set_version_flag("--version", absl::StrCat("ktune ", kVersion));
   app.footer("Run 'ktune COMMAND --help' for a command's options.");
   Action action;
   // Bench first: the service commands add bench search|kernel|service to it.

@@ -133,7 +133,7 @@ int RunServe(const ServeArgs& a) {
   LogFormat format;
   if (!ParseLogFormat(a.log_format, &format))
     return UsageError("serve", "--log-format: text or json");
-  SetLogFormat(format);
+  UseLogFormat(format);
   // An empty address would start a server nobody can reach ("listening on port 0").
   if (a.listen.empty())
     return UsageError("serve", "--listen needs HOST:PORT (port 0: any free one)");
@@ -169,6 +169,15 @@ int RunServe(const ServeArgs& a) {
                                             what, path, st.st_mode & 07777)}});
     }
   }
+  // /metrics takes no token: device classes, job, worker and RPC counts for whoever reaches it.
+  if (!a.metrics_listen.empty() && !IsLoopbackAddress(a.metrics_listen)) {
+    LogEvent("metrics_open",
+             {{"metrics_listen", a.metrics_listen},
+              {"warning",
+               "/metrics answers anyone who reaches it (no token): keep its port to "
+               "the Prometheus that scrapes it (a firewall or NetworkPolicy, "
+               "deploy/README.md)"}});
+  }
   TuningServerOptions options;
   options.listen = a.listen;
   options.db_path = a.db;
@@ -193,8 +202,10 @@ int RunServe(const ServeArgs& a) {
   if (!server.ok()) return Fail("serve", server.status());
   TuningServer* raw = server->get();
   signals = OnTerminationSignal([raw] { raw->Shutdown(); });
-  LogEvent("server_started", {{"listen", a.listen},
+  LogEvent("server_started", {{"version", kVersion},
+                              {"listen", a.listen},
                               {"port", std::to_string(raw->port())},
+                              {"metrics_listen", a.metrics_listen},
                               {"db", a.db},
                               {"auth", a.auth.empty() ? "off" : "on"},
                               {"tls", a.tls_cert.empty() ? "off" : "on"}});
@@ -221,7 +232,7 @@ int RunWorker(const WorkerArgs& a) {
   LogFormat format;
   if (!ParseLogFormat(a.log_format, &format)) return UsageError(cmd, "--log-format: text or json");
   if (a.idle_exit_s < 0) return UsageError(cmd, "--idle-exit: seconds >= 0 (0: never)");
-  SetLogFormat(format);
+  UseLogFormat(format);
   std::unique_ptr<Measurer> measurer;
   // Built-ins, plus the kernels clients registered with the server as they arrive.
   KernelRegistry registry = KernelRegistry::WithBuiltins();

@@ -47,6 +47,8 @@ std::string LogfmtValue(absl::string_view value) {
 
 void SetLogFormat(LogFormat format) { g_format = format; }
 
+LogFormat CurrentLogFormat() { return g_format; }
+
 bool ParseLogFormat(absl::string_view name, LogFormat* format) {
   if (name == "text")
     *format = LogFormat::kText;

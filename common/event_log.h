@@ -21,6 +21,7 @@ enum class LogFormat { kText, kJson, kOff };
 
 // Process-wide; text by default.
 void SetLogFormat(LogFormat format);
+LogFormat CurrentLogFormat();
 // "text" or "json"; false for anything else.
 bool ParseLogFormat(absl::string_view name, LogFormat* format);
 

@@ -1,11 +1,14 @@
 #include "server/auth.h"
 
+#include <atomic>
 #include <fstream>
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "absl/time/clock.h"
+#include "common/event_log.h"
 #include "common/hash.h"
 
 namespace ktune {
@@ -80,6 +83,25 @@ std::string Authenticator::CallerOf(const grpc::CallbackServerContext* ctx) cons
 
 absl::Status Authenticator::Check(const grpc::CallbackServerContext* ctx, Role needed) const {
   if (!enabled()) return absl::OkStatus();
+  absl::Status s = CheckToken(ctx, needed);
+  if (s.ok()) return s;
+  // Refusals are an operator's to follow up (a worker with a revoked token, someone guessing),
+  // but a client retrying in a loop must not flood the log.
+  static std::atomic<int64_t> last_logged_us{0}, unlogged{0};
+  const int64_t now_us = absl::ToUnixMicros(absl::Now());
+  int64_t last = last_logged_us.load();
+  if (now_us - last >= 1'000'000 && last_logged_us.compare_exchange_strong(last, now_us)) {
+    LogEvent("auth_refused", {{"peer", ctx->peer()},
+                              {"role", RoleName(needed)},
+                              {"reason", std::string(s.message())},
+                              {"not_logged_before", std::to_string(unlogged.exchange(0))}});
+  } else {
+    ++unlogged;
+  }
+  return s;
+}
+
+absl::Status Authenticator::CheckToken(const grpc::CallbackServerContext* ctx, Role needed) const {
   const auto& metadata = ctx->client_metadata();
   auto it = metadata.find("authorization");
   if (it == metadata.end()) {

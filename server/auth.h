@@ -33,12 +33,16 @@ class Authenticator {
 
   bool enabled() const { return !tokens_.empty(); }
   // OK, UNAUTHENTICATED (no or unknown token) or PERMISSION_DENIED (the token lacks the role).
+  // A refusal is logged (`auth_refused`: the caller's address, the role, why; never the token),
+  // at most one event a second, saying how many were not logged since.
   absl::Status Check(const grpc::CallbackServerContext* ctx, Role needed) const;
   // Who is calling, for a call that Check let in: a hash of its token (never the token), the
   // same for every call with that token; empty without a token file.
   std::string CallerOf(const grpc::CallbackServerContext* ctx) const;
 
  private:
+  absl::Status CheckToken(const grpc::CallbackServerContext* ctx, Role needed) const;
+
   std::map<std::string, std::set<Role>> tokens_;
 };
 

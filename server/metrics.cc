@@ -94,6 +94,8 @@ prometheus::MetricFamily ByLabel(const char* name, prometheus::MetricType type, 
   return family;
 }
 
+constexpr size_t kMaxDeviceClassSeries = 64;
+
 // The scheduler's state at scrape time, as metric families.
 std::vector<prometheus::MetricFamily> GaugeFamilies(const Metrics::Gauges& g) {
   using prometheus::MetricType;
@@ -107,8 +109,19 @@ std::vector<prometheus::MetricFamily> GaugeFamilies(const Metrics::Gauges& g) {
   AddValue(&out.back(), {}, g.queued_candidates);
   out.push_back(ScrapedFamily("ktune_tasks_without_worker", MetricType::Gauge,
                               "Tasks of active jobs whose device class no connected worker has."));
+  // Classes come from job specs, a client's to write: past 64 the rest are summed in one series,
+  // so that submitting jobs for made-up classes cannot grow the scrape without bound.
+  int64_t others = 0;
+  size_t shown = 0;
   for (const auto& [device_class, n] : g.tasks_without_worker) {
-    AddValue(&out.back(), {{"device_class", device_class}}, n);
+    if (shown++ < kMaxDeviceClassSeries) {
+      AddValue(&out.back(), {{"device_class", device_class}}, n);
+    } else {
+      others += n;
+    }
+  }
+  if (shown > kMaxDeviceClassSeries) {
+    AddValue(&out.back(), {{"device_class", "(other classes)"}}, others);
   }
   out.push_back(ScrapedFamily("ktune_leases_active", MetricType::Gauge, "Leases held by workers."));
   AddValue(&out.back(), {}, g.active_leases);

@@ -92,6 +92,12 @@ absl::StatusOr<std::vector<DriftFlag>> TelemetryIntake::Report(
       f.action = Act(f, &job);
       f.retune_job = job;
       monitor_.SetAction(f.id, f.action, job);
+      LogEvent("drift_flag_raised", {{"flag_id", std::to_string(f.id)},
+                                     {"kind", std::string(DriftKindName(f.kind))},
+                                     {"kernel", f.task.kernel},
+                                     {"device_class", f.task.device_class},
+                                     {"message", f.message},
+                                     {"action", f.action}});
       raised.push_back(std::move(f));
     }
   }

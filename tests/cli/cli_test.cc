@@ -295,6 +295,13 @@ TEST(CliTest, FailuresExitWithOneAndSayWhy) {
               said)
         << secret.err;
   }
+  // /metrics takes no token: one open to other machines is said to be.
+  auto open_metrics = RunKtune({"serve", "--listen", "999.1.1.1:7", "--db", dir.File("s.db"),
+                                "--allow-unauthenticated", "--metrics-listen", "0.0.0.0:0"});
+  EXPECT_THAT(open_metrics.err, HasSubstr("metrics_open metrics_listen=0.0.0.0:0"));
+  auto local_metrics = RunKtune({"serve", "--listen", "999.1.1.1:7", "--db", dir.File("s.db"),
+                                 "--allow-unauthenticated", "--metrics-listen", "127.0.0.1:0"});
+  EXPECT_THAT(local_metrics.err, Not(HasSubstr("metrics_open")));
   // Without tokens every caller is admin (and may register kernels that workers build and run):
   // a port open to the network needs --auth, or the flag that accepts it.
   for (const std::string open : {"0.0.0.0:0", "[::]:0", "10.1.2.3:7470", "myhost:7470"}) {
@@ -792,6 +799,20 @@ TEST(CliTest, ExplainAnswersFromTheDatabaseAndAServerWithJsonAndAPlot) {
                                     address.substr(address.rfind(':') + 1) + " is in use"));
   // Said in words, not by gRPC's error tree first.
   EXPECT_THAT(second.err, Not(HasSubstr("chttp2_server")));
+  // With --log-format json every line of stderr is a JSON object, the failure too.
+  auto second_json = RunKtune(
+      {"serve", "--listen", address, "--db", dir.File("second.db"), "--log-format", "json"});
+  EXPECT_EQ(second_json.exit_code, 1);
+  std::istringstream lines(second_json.err);
+  bool failure_logged = false;
+  for (std::string line; std::getline(lines, line);) {
+    const auto event = nlohmann::json::parse(line, nullptr, false);
+    ASSERT_TRUE(event.is_object()) << line;
+    failure_logged |= event.value("event", "") == "command_failed" &&
+                      event.value("exit_code", "") == "1" &&
+                      event.value("error", "").find("is in use") != std::string::npos;
+  }
+  EXPECT_TRUE(failure_logged) << second_json.err;
   auto remote = RunKtune(
       {"explain", "--server", address, "--kernel", "pnpoly", "--device", "RTX_3090", "--json"});
   ASSERT_EQ(remote.exit_code, 0) << remote.err;
@@ -973,6 +994,8 @@ TEST(CliTest, TelemetryReportRaisesDriftFlagsThatDriftLists) {
                                 "'cpu:x' --budget 100";
   EXPECT_THAT(report["raised"][0]["action"].get<std::string>(), HasSubstr(suggested));
 
+  EXPECT_THAT(server.Err(), HasSubstr("drift_flag_raised flag_id=1 kind=untuned_hot_problem "
+                                      "kernel=gemm device_class=cpu:x"));
   auto listed = RunKtune({"drift", "--server", address});
   ASSERT_EQ(listed.exit_code, 0) << listed.err;
   EXPECT_THAT(listed.out, HasSubstr("#1 untuned_hot_problem  gemm"));

@@ -85,6 +85,18 @@ TEST(MetricsTest, AnIdleServerShowsItsGaugesAtZero) {
   EXPECT_THAT(
       text, ::testing::HasSubstr("ktune_workers{device_class=\"cpu:x\",state=\"measuring\"} 2\n"));
   EXPECT_THAT(text, ::testing::Not(::testing::HasSubstr("device_class=\"\"")));
+  // Made-up classes (a client's job specs) grow no more than 64 series; the rest are summed.
+  Metrics::Gauges flooded;
+  for (int i = 0; i < 100; ++i) flooded.tasks_without_worker[absl::StrCat("made-up-", 100 + i)] = 2;
+  const std::string capped = metrics.Render(flooded);
+  size_t series = 0;
+  for (size_t at = 0; (at = capped.find("ktune_tasks_without_worker{", at)) != std::string::npos;
+       ++at) {
+    ++series;
+  }
+  EXPECT_EQ(series, 65u);
+  EXPECT_THAT(capped, ::testing::HasSubstr(
+                          "ktune_tasks_without_worker{device_class=\"(other classes)\"} 72\n"));
 }
 
 // Reports the database refused (a full disk) are counted by code: the slow-commits alert never

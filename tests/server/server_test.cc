@@ -1758,6 +1758,20 @@ TEST(ServerAuthTest, TokensAndRolesAreEnforced) {
   };
   v1::ListJobsRequest list;
   v1::ListJobsResponse jobs;
+  // A refusal is logged for the operator (who called, for which role, why), never with the token,
+  // and a client retrying in a loop makes one event a second, not one a call.
+  ::testing::internal::CaptureStderr();
+  for (int i = 0; i < 20; ++i) {
+    EXPECT_EQ(tuning->ListJobs(with("guessed-token-0123456789").get(), list, &jobs).error_code(),
+              grpc::StatusCode::UNAUTHENTICATED);
+  }
+  const std::string logged = ::testing::internal::GetCapturedStderr();
+  EXPECT_THAT(logged, HasSubstr("auth_refused peer=ipv4:127.0.0.1:"));
+  EXPECT_THAT(logged, HasSubstr("role=query reason=\"unknown token\""));
+  EXPECT_THAT(logged, Not(HasSubstr("guessed-token")));
+  size_t events = 0;
+  for (size_t at = 0; (at = logged.find("auth_refused", at)) != std::string::npos; ++at) ++events;
+  EXPECT_LT(events, 10u) << logged;
   const grpc::Status no_token = tuning->ListJobs(with("").get(), list, &jobs);
   EXPECT_EQ(no_token.error_code(), grpc::StatusCode::UNAUTHENTICATED);
   EXPECT_THAT(no_token.error_message(), HasSubstr("--token or $KTUNE_TOKEN"));  // what to give
