@@ -65,9 +65,9 @@ int UsageError(const std::string& command, const std::string& message) {
 namespace {
 
 // gRPC's own log lines, as events: with --log-format json a text line of gRPC's broke the one
-// object a line. Errors only, as gRPC prints by default.
+// object a line. gRPC has filtered them by its verbosity already (GRPC_VERBOSITY: errors unless
+// set).
 void GrpcLogAsEvent(gpr_log_func_args* args) {
-  if (args->severity < GPR_LOG_SEVERITY_ERROR) return;
   LogEvent("grpc_log", {{"severity", gpr_log_severity_string(args->severity)},
                         {"file", absl::StrCat(args->file, ":", args->line)},
                         {"message", args->message}});

@@ -1,13 +1,13 @@
 #include "server/auth.h"
 
 #include <atomic>
+#include <chrono>
 #include <fstream>
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
-#include "absl/time/clock.h"
 #include "common/event_log.h"
 #include "common/hash.h"
 
@@ -86,17 +86,20 @@ absl::Status Authenticator::Check(const grpc::CallbackServerContext* ctx, Role n
   absl::Status s = CheckToken(ctx, needed);
   if (s.ok()) return s;
   // Refusals are an operator's to follow up (a worker with a revoked token, someone guessing),
-  // but a client retrying in a loop must not flood the log.
-  static std::atomic<int64_t> last_logged_us{0}, unlogged{0};
-  const int64_t now_us = absl::ToUnixMicros(absl::Now());
-  int64_t last = last_logged_us.load();
-  if (now_us - last >= 1'000'000 && last_logged_us.compare_exchange_strong(last, now_us)) {
-    LogEvent("auth_refused", {{"peer", ctx->peer()},
-                              {"role", RoleName(needed)},
-                              {"reason", std::string(s.message())},
-                              {"not_logged_before", std::to_string(unlogged.exchange(0))}});
+  // but a client retrying in a loop must not flood the log: one event a second at most, on a
+  // clock no wall-clock step moves.
+  const int64_t now_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                             std::chrono::steady_clock::now().time_since_epoch())
+                             .count();
+  int64_t last = refusals_->last_logged_ms.load();
+  if (now_ms - last >= 1000 && refusals_->last_logged_ms.compare_exchange_strong(last, now_ms)) {
+    LogEvent("auth_refused",
+             {{"peer", ctx->peer()},
+              {"role", RoleName(needed)},
+              {"reason", std::string(s.message())},
+              {"not_logged_before", std::to_string(refusals_->unlogged.exchange(0))}});
   } else {
-    ++unlogged;
+    ++refusals_->unlogged;
   }
   return s;
 }

@@ -13,7 +13,11 @@
 #ifndef KTUNE_SERVER_AUTH_H_
 #define KTUNE_SERVER_AUTH_H_
 
+#include <atomic>
+#include <cstdint>
+#include <limits>
 #include <map>
+#include <memory>
 #include <set>
 #include <string>
 
@@ -43,6 +47,12 @@ class Authenticator {
  private:
   absl::Status CheckToken(const grpc::CallbackServerContext* ctx, Role needed) const;
 
+  // The refusals' log limit, this server's own (shared by the copies of one Authenticator).
+  struct RefusalLog {
+    std::atomic<int64_t> last_logged_ms{std::numeric_limits<int64_t>::min() / 2};
+    std::atomic<int64_t> unlogged{0};  // refusals since the last event
+  };
+  std::shared_ptr<RefusalLog> refusals_ = std::make_shared<RefusalLog>();
   std::map<std::string, std::set<Role>> tokens_;
 };
 

@@ -109,19 +109,24 @@ std::vector<prometheus::MetricFamily> GaugeFamilies(const Metrics::Gauges& g) {
   AddValue(&out.back(), {}, g.queued_candidates);
   out.push_back(ScrapedFamily("ktune_tasks_without_worker", MetricType::Gauge,
                               "Tasks of active jobs whose device class no connected worker has."));
-  // Classes come from job specs, a client's to write: past 64 the rest are summed in one series,
-  // so that submitting jobs for made-up classes cannot grow the scrape without bound.
+  // Classes come from job specs, a client's to write: the 64 with the most waiting tasks are
+  // shown, the rest summed in one series of their own (an `overflow` label no class series has),
+  // so that jobs for made-up classes can neither grow the scrape without bound nor, sorting
+  // first, push a real class out.
+  std::vector<std::pair<std::string, int64_t>> waiting(g.tasks_without_worker.begin(),
+                                                       g.tasks_without_worker.end());
+  std::stable_sort(waiting.begin(), waiting.end(),
+                   [](const auto& a, const auto& b) { return a.second > b.second; });
   int64_t others = 0;
-  size_t shown = 0;
-  for (const auto& [device_class, n] : g.tasks_without_worker) {
-    if (shown++ < kMaxDeviceClassSeries) {
-      AddValue(&out.back(), {{"device_class", device_class}}, n);
+  for (size_t i = 0; i < waiting.size(); ++i) {
+    if (i < kMaxDeviceClassSeries) {
+      AddValue(&out.back(), {{"device_class", waiting[i].first}}, waiting[i].second);
     } else {
-      others += n;
+      others += waiting[i].second;
     }
   }
-  if (shown > kMaxDeviceClassSeries) {
-    AddValue(&out.back(), {{"device_class", "(other classes)"}}, others);
+  if (waiting.size() > kMaxDeviceClassSeries) {
+    AddValue(&out.back(), {{"device_class", "(other classes)"}, {"overflow", "true"}}, others);
   }
   out.push_back(ScrapedFamily("ktune_leases_active", MetricType::Gauge, "Leases held by workers."));
   AddValue(&out.back(), {}, g.active_leases);

@@ -14,6 +14,7 @@
 #include "absl/random/random.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
 #include "common/event_log.h"
 #include "common/status_macros.h"
@@ -260,6 +261,8 @@ bool Scheduler::EndIfAbandoned(const Job& job) {
   if (!ended.ok() && !absl::IsFailedPrecondition(ended)) {
     LogEvent("job_abandoned_not_ended",
              {{"job_id", std::to_string(job.id)}, {"reason", std::string(ended.message())}});
+  } else if (ended.ok()) {
+    ++abandoned_jobs_ended_;  // in ktune_jobs_ended_total{state="cancelled"}
   }
   return true;
 }
@@ -748,9 +751,14 @@ absl::Status Scheduler::FinishIfDone(JobRun& job) {
       int64_t done = 0;
       for (const TaskRun& t : job.tasks) done += t.done;
       ++jobs_ended_[any_failed ? "failed" : "done"];
-      LogEvent("job_finished", {{"job_id", std::to_string(id)},
-                                {"state", any_failed ? "failed" : "done"},
-                                {"measurements", std::to_string(done)}});
+      const int64_t now_us = absl::ToUnixMicros(options_.now());
+      LogEvent("job_finished",
+               {{"job_id", std::to_string(id)},
+                {"state", any_failed ? "failed" : "done"},
+                {"measurements", std::to_string(done)},
+                {"seconds", job.job.created_at_us > 0
+                                ? absl::StrFormat("%.1f", (now_us - job.job.created_at_us) / 1e6)
+                                : std::string("?")}});
     }
     Forget(id);
   }

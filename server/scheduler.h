@@ -27,6 +27,7 @@
 #ifndef KTUNE_SERVER_SCHEDULER_H_
 #define KTUNE_SERVER_SCHEDULER_H_
 
+#include <atomic>
 #include <cstdint>
 #include <deque>
 #include <functional>
@@ -384,6 +385,9 @@ class Scheduler {
   // Jobs this process ended, by final state (a counter: ended jobs leave memory soon).
   std::map<std::string, int64_t> jobs_ended_ ABSL_GUARDED_BY(mu_);
   int64_t leases_expired_ ABSL_GUARDED_BY(mu_) = 0;
+  // Jobs of gone `ktune tune` sessions this process cancelled (EndIfAbandoned runs with and
+  // without the lock).
+  std::atomic<int64_t> abandoned_jobs_ended_{0};
   int64_t next_id_ ABSL_GUARDED_BY(mu_) = 1;
   // Stride scheduling's virtual time, per device class: the pass the job last served on it had
   // there (never going back). A job's pass on each of its classes starts there, and a resumed

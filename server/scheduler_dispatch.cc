@@ -406,6 +406,7 @@ absl::StatusOr<int64_t> Scheduler::ReportAs(const std::string& worker_id,
       // sitting at its count without a word); the lease stands: report again, or it expires
       // (one ExpireLeases kept for its own report of lost candidates expires at the next tick).
       if (lease.expires == absl::InfiniteFuture()) lease.expires = options_.now();
+      lease.report_failed = true;
       LogEvent("report_not_stored", {{"worker_id", worker_id},
                                      {"lease_id", lease_id},
                                      {"records", std::to_string(records.size())},

@@ -104,6 +104,9 @@ struct Scheduler::LeaseRun {
   // A report's records are being committed (without the lock): the lease neither expires nor
   // takes another report until the commit is over.
   bool committing = false;
+  // A report of it (the worker's, or the server's of a lost candidate) could not be stored: its
+  // expiry is not a worker gone silent (ktune_lease_expiries_total does not count it).
+  bool report_failed = false;
 };
 
 struct Scheduler::WorkerRun {

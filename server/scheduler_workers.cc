@@ -213,6 +213,9 @@ Scheduler::Counts Scheduler::CountNow() {
   Counts c;
   c.active_leases = static_cast<int64_t>(leases_.size());
   c.jobs_ended = jobs_ended_;
+  if (const int64_t abandoned = abandoned_jobs_ended_.load(); abandoned > 0) {
+    c.jobs_ended["cancelled"] += abandoned;
+  }
   c.leases_expired = leases_expired_;
   std::map<std::string, bool> measuring;
   for (const auto& [id, lease] : leases_) measuring[lease->worker] = true;
@@ -258,6 +261,7 @@ void Scheduler::ExpireLeases() {
     if (auto it = leases_.find(l.lease_id); it != leases_.end()) {
       if (it->second->committing) {  // the worker's own late report: it ends the lease, or fails
         it->second->expires = options_.now();  // and the lease expires at the next tick
+        it->second->report_failed = true;      // counted once, when it expired
       } else {
         ReturnToQueue(*it->second);
         leases_.erase(it);
@@ -284,7 +288,7 @@ void Scheduler::ExpireLeasesLocked(std::vector<LostCandidate>* lost) {
   for (auto it = leases_.begin(); it != leases_.end();) {
     if (it->second->expires <= now && !it->second->committing) {
       LeaseRun& lease = *it->second;
-      ++leases_expired_;
+      if (!lease.report_failed) ++leases_expired_;
       LogEvent("lease_expired", {{"lease_id", it->first},
                                  {"worker_id", lease.worker},
                                  {"candidates", std::to_string(lease.items.size())}});

@@ -50,6 +50,13 @@ google::protobuf::Timestamp Timestamp(int64_t us) {
 
 grpc::Status ToGrpc(const absl::Status& s) {
   if (s.ok()) return grpc::Status::OK;
+  // The server's own failures (a database busy past its timeout, an I/O error, a bug) are the
+  // operator's to see: the client got the message, the log had nothing.
+  if (absl::IsAborted(s) || absl::IsUnavailable(s) || absl::IsInternal(s) || absl::IsDataLoss(s) ||
+      absl::IsUnknown(s)) {
+    LogEvent("rpc_failed",
+             {{"code", absl::StatusCodeToString(s.code())}, {"error", std::string(s.message())}});
+  }
   return grpc::Status(static_cast<grpc::StatusCode>(s.code()), std::string(s.message()));
 }
 

@@ -24,6 +24,9 @@
 
 namespace ktune {
 
+// An RPC's final status. The server's own failures (ABORTED: a database busy past its timeout,
+// UNAVAILABLE, INTERNAL, DATA_LOSS, UNKNOWN) are also logged (`rpc_failed`, code and message);
+// a caller's (a bad argument, a refusal) are not.
 grpc::Status ToGrpc(const absl::Status& s);
 
 class WorkerServiceImpl final : public v1::WorkerService::CallbackService {

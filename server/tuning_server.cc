@@ -24,10 +24,11 @@ namespace ktune {
 
 namespace {
 
-// Binds each address `listen` names as gRPC will (SO_REUSEADDR, no SO_REUSEPORT), then lets go:
-// a port in use, an address of another machine or a privileged port is said in words, before
-// gRPC logs its own error tree. The bind gRPC does next still decides (a port taken in between
-// fails there). A host name other than localhost is left to gRPC.
+// Binds each address `listen` names as gRPC will (SO_REUSEADDR, no SO_REUSEPORT), then lets go.
+// When none binds (gRPC then fails; one is enough for it: localhost's ::1 where IPv6 is off), a
+// port in use, an address of another machine or a privileged port is said in words, before gRPC
+// logs its own error tree. The bind gRPC does next still decides (a port taken in between fails
+// there). A host name other than localhost is left to gRPC.
 absl::Status ProbeListenAddress(const std::string& listen) {
   const std::optional<int64_t> port = AddressPort(listen);
   if (absl::StartsWith(listen, "unix:") || !port || *port == 0) return absl::OkStatus();
@@ -45,16 +46,22 @@ absl::Status ProbeListenAddress(const std::string& listen) {
                     &found) != 0) {
     return absl::OkStatus();
   }
-  int error = 0;
-  for (const addrinfo* a = found; a != nullptr && error == 0; a = a->ai_next) {
+  int error = 0;  // the first address's failure
+  bool bound = false;
+  for (const addrinfo* a = found; a != nullptr && !bound; a = a->ai_next) {
     const int fd = ::socket(a->ai_family, a->ai_socktype | SOCK_CLOEXEC, a->ai_protocol);
     if (fd < 0) continue;  // a family this machine lacks (IPv6): gRPC skips it too
     const int one = 1;
     ::setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-    if (::bind(fd, a->ai_addr, a->ai_addrlen) != 0) error = errno;
+    if (::bind(fd, a->ai_addr, a->ai_addrlen) == 0) {
+      bound = true;
+    } else if (error == 0) {
+      error = errno;
+    }
     ::close(fd);
   }
   ::freeaddrinfo(found);
+  if (bound) return absl::OkStatus();
   switch (error) {
     case 0:
       return absl::OkStatus();
@@ -67,8 +74,10 @@ absl::Status ProbeListenAddress(const std::string& listen) {
           absl::StrCat("cannot listen on ", listen, ": ", host,
                        " is not an address of this machine (0.0.0.0 listens on all of them)"));
     case EACCES:
-      return absl::PermissionDeniedError(absl::StrCat("cannot listen on ", listen, ": port ", *port,
-                                                      " needs privileges (below 1024)"));
+      return absl::PermissionDeniedError(
+          absl::StrCat("cannot listen on ", listen, ": port ", *port,
+                       " needs privileges (it is below net.ipv4.ip_unprivileged_port_start, "
+                       "1024 unless set)"));
     default:
       return absl::UnavailableError(
           absl::StrCat("cannot listen on ", listen, ": ", std::strerror(error)));
@@ -244,7 +253,9 @@ absl::StatusOr<std::unique_ptr<TuningServer>> TuningServer::Start(TuningServerOp
   s->server_ = builder.BuildAndStart();
   if (s->server_ == nullptr || (!s->options_.listen.empty() && s->port_ == 0)) {
     return absl::UnavailableError(
-        absl::StrCat("cannot listen on ", s->options_.listen, " (in use, or a bad address)"));
+        absl::StrCat("cannot listen on ", s->options_.listen,
+                     " (in use, a bad address, or TLS files that do not go together; gRPC's "
+                     "log above says which)"));
   }
   if (!s->options_.metrics_listen.empty()) {
     KTUNE_ASSIGN_OR_RETURN(

@@ -188,11 +188,16 @@ TEST_F(FleetProcessTest, AWorkerKilledMidJobCostsNothingButTime) {
   EXPECT_EQ(distinct, 120);
   // The server's log is one JSON object a line; the killed worker's lease expiry is there.
   std::set<std::string> events;
+  double job_seconds = -1;
   std::istringstream lines(server->Err());
   for (std::string line; std::getline(lines, line);) {
     auto json = nlohmann::json::parse(line, nullptr, false);
     if (json.is_object() && json.contains("event")) events.insert(json["event"]);
+    if (json.is_object() && json.value("event", "") == "job_finished") {
+      job_seconds = std::stod(json.value("seconds", "-1"));  // how long the job took
+    }
   }
+  EXPECT_GT(job_seconds, 0);
   EXPECT_TRUE(events.count("worker_registered"));
   EXPECT_TRUE(events.count("job_submitted"));
   EXPECT_TRUE(events.count("job_finished"));

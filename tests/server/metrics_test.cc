@@ -88,6 +88,7 @@ TEST(MetricsTest, AnIdleServerShowsItsGaugesAtZero) {
   // Made-up classes (a client's job specs) grow no more than 64 series; the rest are summed.
   Metrics::Gauges flooded;
   for (int i = 0; i < 100; ++i) flooded.tasks_without_worker[absl::StrCat("made-up-", 100 + i)] = 2;
+  flooded.tasks_without_worker["real-class"] = 3;  // sorts after them, waits for more
   const std::string capped = metrics.Render(flooded);
   size_t series = 0;
   for (size_t at = 0; (at = capped.find("ktune_tasks_without_worker{", at)) != std::string::npos;
@@ -95,8 +96,11 @@ TEST(MetricsTest, AnIdleServerShowsItsGaugesAtZero) {
     ++series;
   }
   EXPECT_EQ(series, 65u);
-  EXPECT_THAT(capped, ::testing::HasSubstr(
-                          "ktune_tasks_without_worker{device_class=\"(other classes)\"} 72\n"));
+  EXPECT_THAT(capped,
+              ::testing::HasSubstr("ktune_tasks_without_worker{device_class=\"real-class\"} 3\n"));
+  EXPECT_THAT(capped,
+              ::testing::HasSubstr("ktune_tasks_without_worker{device_class=\"(other classes)\","
+                                   "overflow=\"true\"} 74\n"));
 }
 
 // Reports the database refused (a full disk) are counted by code: the slow-commits alert never

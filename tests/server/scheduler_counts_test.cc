@@ -1,9 +1,13 @@
 // What the scheduler counts for the metrics (Scheduler::CountNow): work that waits, and why.
 #include <gtest/gtest.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include <map>
 #include <string>
 
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
 #include "server/scheduler.h"
 #include "tests/server/one_task_scheduler.h"
 
@@ -41,6 +45,29 @@ TEST_F(SchedulerCountsTest, TasksWithoutAWorkerAreCountedAndAPausedJobsQueueIsNo
   EXPECT_EQ(counts.queued_candidates, 0);
   EXPECT_EQ(counts.jobs["paused"], 1);
   EXPECT_EQ(counts.tasks_without_worker.size(), 1u);
+}
+
+// A job whose `ktune tune` session died is cancelled when a server starts, and counted with the
+// jobs this server ended (ktune_jobs_ended_total missed it: the cancel went straight to the
+// database).
+TEST_F(SchedulerCountsTest, AJobOfAGoneSessionCancelledAtStartIsCounted) {
+  const pid_t child = fork();
+  if (child == 0) _exit(0);
+  ASSERT_GT(child, 0);
+  ASSERT_EQ(waitpid(child, nullptr, 0), child);  // reaped: its id names no process now
+  std::vector<std::string> session = absl::StrSplit(ThisProcessSession(), absl::MaxSplits(':', 3));
+  ASSERT_EQ(session.size(), 4u) << ThisProcessSession();
+  session[1] = std::to_string(child);
+  session[2] = "";  // its start time is not known: the id alone says it is gone
+  SchedulerOptions gone;
+  gone.session = absl::StrJoin(session, ":");
+  Restart(gone);
+  const int64_t job = Submit(Task());
+  Restart();  // another server starts on the database
+  EXPECT_EQ(scheduler_->CountNow().jobs_ended["cancelled"], 1);
+  absl::StatusOr<JobStatus> ended = scheduler_->GetJob(job);
+  ASSERT_TRUE(ended.ok()) << ended.status();
+  EXPECT_EQ(ended->job.state, JobState::kCancelled);
 }
 
 }  // namespace

@@ -30,6 +30,7 @@
 #include "measurer/replay_measurer.h"
 #include "measurer/worker_loop.h"
 #include "proto/convert.h"
+#include "server/services.h"
 #include "server/tuning_server.h"
 #include "tests/testing/test_util.h"
 
@@ -1803,6 +1804,19 @@ TEST(ServerAuthTest, TokensAndRolesAreEnforced) {
   auto writer = tuning->ImportRecords(import_ctx.get(), &imported);
   writer->WritesDone();
   EXPECT_EQ(writer->Finish().error_code(), grpc::StatusCode::PERMISSION_DENIED);
+}
+
+// A call the server itself failed (its database busy past the timeout) is in its log; a caller's
+// mistake is not.
+TEST(ServerLogTest, TheServersOwnFailuresAreLoggedAndCallersMistakesAreNot) {
+  ::testing::internal::CaptureStderr();
+  EXPECT_EQ(ToGrpc(absl::AbortedError("database is locked")).error_code(),
+            grpc::StatusCode::ABORTED);
+  EXPECT_EQ(ToGrpc(absl::InvalidArgumentError("budget must be positive")).error_code(),
+            grpc::StatusCode::INVALID_ARGUMENT);
+  const std::string logged = ::testing::internal::GetCapturedStderr();
+  EXPECT_THAT(logged, HasSubstr("rpc_failed code=ABORTED error=\"database is locked\""));
+  EXPECT_THAT(logged, Not(HasSubstr("budget")));
 }
 
 TEST(ServerAuthTest, ABadTokenFileStopsTheServerWithTheLine) {
