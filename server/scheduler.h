@@ -10,9 +10,10 @@
 //
 // Reliability: a lease not reported or heartbeated within the lease timeout expires and its
 // candidates go back to the front of their queue; a report on an expired or unknown lease is
-// refused (FailedPrecondition) and stores nothing. Records carry source "job:<id>", so after a
-// restart (Recover) each task's progress is recounted from the database: nothing acknowledged is
-// lost and nothing is measured twice beyond its budget.
+// refused (FailedPrecondition) and stores nothing; a report sent again after its reply was lost
+// (same worker, same candidates, the lease ended by the first) is answered as the first was.
+// Records carry source "job:<id>", so after a restart (Recover) each task's progress is recounted
+// from the database: nothing acknowledged is lost and nothing is measured twice beyond its budget.
 //
 // Thread-safe: every method takes the scheduler's lock, briefly. Strategy work (a task's
 // initialisation, learning, proposals) and the commit of reported records run without it, so no
@@ -38,6 +39,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/container/flat_hash_map.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
@@ -381,6 +383,16 @@ class Scheduler {
   std::map<int64_t, std::unique_ptr<JobRun>> jobs_ ABSL_GUARDED_BY(mu_);
   std::map<int64_t, JobStatus> finished_ ABSL_GUARDED_BY(mu_);  // the last kKeepFinished
   std::map<std::string, std::unique_ptr<LeaseRun>> leases_ ABSL_GUARDED_BY(mu_);
+  // The last kKeepReportedLeases leases a worker's report ended: a report sent again because the
+  // reply to the first was lost (same worker, same candidates) is answered as the first was.
+  struct ReportedLease {
+    std::string worker;
+    uint64_t candidates = 0;  // a hash of the reported candidate ids, sorted
+    int64_t stored = 0;
+  };
+  static constexpr size_t kKeepReportedLeases = 4096;
+  absl::flat_hash_map<std::string, ReportedLease> reported_leases_ ABSL_GUARDED_BY(mu_);
+  std::deque<std::string> reported_order_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, WorkerRun> workers_ ABSL_GUARDED_BY(mu_);
   // Jobs this process ended, by final state (a counter: ended jobs leave memory soon).
   std::map<std::string, int64_t> jobs_ended_ ABSL_GUARDED_BY(mu_);

@@ -4,6 +4,7 @@
 #include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_cat.h"
 #include "common/event_log.h"
+#include "common/hash.h"
 #include "common/median.h"
 #include "common/status_macros.h"
 #include "common/utf8.h"
@@ -21,6 +22,16 @@ using scheduler_internal::IsFinal;
 using scheduler_internal::JobSource;
 
 namespace {
+
+// Which candidates a report names, whatever their order.
+uint64_t CandidateIdsHash(const std::vector<v1::CandidateResult>& results) {
+  std::vector<std::string> ids;
+  for (const v1::CandidateResult& r : results) ids.push_back(r.candidate_id());
+  std::sort(ids.begin(), ids.end());
+  std::string joined;
+  for (const std::string& id : ids) absl::StrAppend(&joined, id.size(), ":", id, ",");
+  return StableHash64(joined);
+}
 
 // A worker's times, as IsValidTimeMs and kMaxRepeatTimes say.
 absl::Status ValidateTimes(const v1::CandidateResult& r) {
@@ -304,6 +315,15 @@ absl::StatusOr<int64_t> Scheduler::ReportAs(const std::string& worker_id,
   {
     absl::MutexLock lock(&mu_);
     auto l = leases_.find(lease_id);
+    if (l == leases_.end() && !by_server) {
+      // A retry of a report that was stored, its reply lost: it read as refused ("nothing was
+      // stored"), and the worker logged a failure for measurements the database holds.
+      auto done = reported_leases_.find(lease_id);
+      if (done != reported_leases_.end() && done->second.worker == worker_id &&
+          done->second.candidates == CandidateIdsHash(results)) {
+        return done->second.stored;
+      }
+    }
     if (l == leases_.end() || l->second->worker != worker_id) {
       LogEvent("report_refused", {{"worker_id", worker_id}, {"lease_id", lease_id}});
       return absl::FailedPreconditionError(absl::StrCat(
@@ -441,6 +461,15 @@ absl::StatusOr<int64_t> Scheduler::ReportAs(const std::string& worker_id,
     std::map<int64_t, std::vector<int>> touched;
     for (const auto& [item, obs] : observed) touched[item.job_id].push_back(item.task);
     leases_.erase(l);
+    if (!by_server) {
+      reported_leases_[lease_id] = {worker_id, CandidateIdsHash(results),
+                                    static_cast<int64_t>(records.size())};
+      reported_order_.push_back(lease_id);
+      if (reported_order_.size() > kKeepReportedLeases) {
+        reported_leases_.erase(reported_order_.front());
+        reported_order_.pop_front();
+      }
+    }
     for (auto& [id, tasks] : touched) {
       auto it = jobs_.find(id);
       if (it == jobs_.end()) continue;
