@@ -38,6 +38,13 @@ const prometheus::Histogram::BucketBoundaries& Buckets() {
   return *buckets;
 }
 
+// A job lasts from seconds (a compiler's one-task tune) to days (a fleet's sweep).
+const prometheus::Histogram::BucketBoundaries& JobBuckets() {
+  static const auto* buckets = new prometheus::Histogram::BucketBoundaries{
+      1, 10, 60, 300, 900, 3600, 4 * 3600, 12 * 3600, 24 * 3600, 7 * 24 * 3600};
+  return *buckets;
+}
+
 const char* CodeName(int code) {
   static const char* kNames[] = {"OK",
                                  "CANCELLED",
@@ -252,6 +259,15 @@ Metrics::Metrics() : registry_(std::make_shared<prometheus::Registry>()) {
                           .Name("ktune_db_commit_failures_total")
                           .Help("Reports whose records the database refused, by status code.")
                           .Register(*registry_);
+  job_seconds_ = &prometheus::BuildHistogram()
+                      .Name("ktune_job_duration_seconds")
+                      .Help(
+                          "Time from a job's submission to its end, of the jobs this server "
+                          "process ended, by final state.")
+                      .Register(*registry_);
+  for (const char* state : {"done", "failed", "cancelled"}) {
+    job_seconds_->Add({{"state", state}}, JobBuckets());
+  }
   // At 0 from the start, so that increase() sees the first failure (SqliteError's codes).
   for (const char* code : {"RESOURCE_EXHAUSTED", "UNAVAILABLE", "ABORTED", "PERMISSION_DENIED",
                            "DATA_LOSS", "INTERNAL"}) {
@@ -284,6 +300,10 @@ void Metrics::ObserveCommit(double seconds) { commit_seconds_->Observe(seconds);
 
 void Metrics::CountCommitFailure(const std::string& code) {
   commit_failures_->Add({{"code", code}}).Increment();
+}
+
+void Metrics::ObserveJobEnd(const std::string& state, double seconds) {
+  job_seconds_->Add({{"state", state}}, JobBuckets()).Observe(seconds);
 }
 
 void Metrics::CountMeasurement(const std::string& status, int64_t n) {

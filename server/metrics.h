@@ -13,6 +13,7 @@
 //   ktune_workers{device_class,state}            gauge    state: measuring | idle | lost (an hour)
 //   ktune_jobs{state}                            gauge    active jobs: queued, running, paused
 //   ktune_jobs_ended_total{state}                counter  jobs ended: done, failed, cancelled
+//   ktune_job_duration_seconds{state}            histogram  submit to end, of the jobs it ended
 //   ktune_drift_flags_total{kind}                counter  drift flags raised (telemetry)
 //   ktune_retune_jobs_total                      counter  retuning jobs started by drift flags
 //
@@ -73,6 +74,8 @@ class Metrics {
   // A report whose records the database refused (a full disk, an I/O error), by status code.
   void CountCommitFailure(const std::string& code);
   void CountMeasurement(const std::string& status, int64_t n = 1);
+  // A job this process ended, by final state, and how long it lived since it was submitted.
+  void ObserveJobEnd(const std::string& state, double seconds);
 
   // Every series: the events counted so far and `gauges`.
   std::vector<prometheus::MetricFamily> Collect(const Gauges& gauges) const;
@@ -98,6 +101,7 @@ class Metrics {
   prometheus::Family<prometheus::Counter>* measurements_;
   prometheus::Histogram* commit_seconds_;
   prometheus::Family<prometheus::Counter>* commit_failures_;
+  prometheus::Family<prometheus::Histogram>* job_seconds_;
 };
 
 // OK when `listen` is IPV4:PORT (port 0 to 65535); InvalidArgument, saying so, otherwise.

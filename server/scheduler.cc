@@ -587,6 +587,7 @@ absl::Status Scheduler::CancelLocked(JobRun& job, const std::string& why) {
   }
   LogEvent("job_cancelled", {{"job_id", std::to_string(id)}, {"reason", why}});
   ++jobs_ended_["cancelled"];
+  ReportJobEnded(job, "cancelled");
   job.job.state = JobState::kCancelled;
   job.job.message = why;
   std::vector<JobTaskProgress> cancelled;
@@ -598,6 +599,11 @@ absl::Status Scheduler::CancelLocked(JobRun& job, const std::string& why) {
     }
   }
   return db_->UpdateJobTasks(id, cancelled);
+}
+
+void Scheduler::ReportJobEnded(const JobRun& job, const std::string& state) {
+  if (!options_.on_job_ended || job.job.created_at_us <= 0) return;
+  options_.on_job_ended(state, options_.now() - absl::FromUnixMicros(job.job.created_at_us));
 }
 
 void Scheduler::EndJobsOfGoneWorkers() {
@@ -751,6 +757,7 @@ absl::Status Scheduler::FinishIfDone(JobRun& job) {
       int64_t done = 0;
       for (const TaskRun& t : job.tasks) done += t.done;
       ++jobs_ended_[any_failed ? "failed" : "done"];
+      ReportJobEnded(job, any_failed ? "failed" : "done");
       const int64_t now_us = absl::ToUnixMicros(options_.now());
       LogEvent("job_finished",
                {{"job_id", std::to_string(id)},

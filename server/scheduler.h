@@ -66,6 +66,9 @@ struct SchedulerOptions {
   // Called with the error when a report's records could not be committed (the report fails; the
   // lease stands).
   std::function<void(const absl::Status&)> on_not_stored;
+  // Called when this process ends a job ("done", "failed", "cancelled") with how long it lived
+  // since it was submitted; under the scheduler's lock: keep it cheap (a histogram's Observe).
+  std::function<void(const std::string&, absl::Duration)> on_job_ended;
   // Threads that run strategy work (at nice 10: RPCs go first); 0: on the thread of the call that
   // needs it (Lease or Report), still without the scheduler's lock (deterministic, for tests).
   int agent_threads = 2;
@@ -375,6 +378,9 @@ class Scheduler {
   // Ends `job`, cancelled and saying why, when it is unfinished and its `ktune tune` session's
   // process is gone from this host; whether it did.
   bool EndIfAbandoned(const Job& job);
+  // Hands a job's end to SchedulerOptions::on_job_ended.
+  void ReportJobEnded(const JobRun& job, const std::string& state)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   TuningDatabase* db_;
   const TaskSpaces* spaces_;

@@ -197,6 +197,9 @@ absl::StatusOr<std::unique_ptr<TuningServer>> TuningServer::Start(TuningServerOp
   scheduler_options.on_not_stored = [metrics](const absl::Status& why) {
     metrics->CountCommitFailure(std::string(absl::StatusCodeToString(why.code())));
   };
+  scheduler_options.on_job_ended = [metrics](const std::string& state, absl::Duration lived) {
+    metrics->ObserveJobEnd(state, absl::ToDoubleSeconds(lived));
+  };
   s->scheduler_ = std::make_unique<Scheduler>(s->db_.get(), s->spaces_.get(), scheduler_options);
   if (s->options_.resume_jobs) {
     KTUNE_RETURN_IF_ERROR(s->scheduler_->Recover());

@@ -69,6 +69,8 @@ TEST(MetricsTest, AnIdleServerShowsItsGaugesAtZero) {
   for (const char* state : {"done", "failed", "cancelled"}) {
     EXPECT_THAT(idle, ::testing::HasSubstr(
                           absl::StrCat("ktune_jobs_ended_total{state=\"", state, "\"} 0\n")));
+    EXPECT_THAT(idle, ::testing::HasSubstr(absl::StrCat("ktune_job_duration_seconds_count{state=\"",
+                                                        state, "\"} 0\n")));
     EXPECT_THAT(idle, ::testing::Not(
                           ::testing::HasSubstr(absl::StrCat("ktune_jobs{state=\"", state, "\"}"))));
   }
@@ -77,7 +79,13 @@ TEST(MetricsTest, AnIdleServerShowsItsGaugesAtZero) {
   busy.jobs_ended["cancelled"] = 3;
   busy.tasks_without_worker["cpu:y"] = 4;
   busy.leases_expired = 5;
+  metrics.ObserveJobEnd("done", 90);
   const std::string text = metrics.Render(busy);
+  EXPECT_THAT(text, ::testing::HasSubstr("ktune_job_duration_seconds_count{state=\"done\"} 1\n"));
+  EXPECT_THAT(text, ::testing::HasSubstr(
+                        "ktune_job_duration_seconds_bucket{state=\"done\",le=\"60\"} 0\n"));
+  EXPECT_THAT(text, ::testing::HasSubstr(
+                        "ktune_job_duration_seconds_bucket{state=\"done\",le=\"300\"} 1\n"));
   EXPECT_THAT(text, ::testing::HasSubstr("# TYPE ktune_lease_expiries_total counter\n"));
   EXPECT_THAT(text, ::testing::HasSubstr("ktune_lease_expiries_total 5\n"));
   EXPECT_THAT(text, ::testing::HasSubstr("ktune_tasks_without_worker{device_class=\"cpu:y\"} 4\n"));

@@ -70,5 +70,33 @@ TEST_F(SchedulerCountsTest, AJobOfAGoneSessionCancelledAtStartIsCounted) {
   EXPECT_EQ(ended->job.state, JobState::kCancelled);
 }
 
+// Each job this process ends is handed to on_job_ended with its final state and how long it lived
+// since it was submitted (ktune_job_duration_seconds).
+TEST_F(SchedulerCountsTest, EndedJobsAreReportedWithHowLongTheyLived) {
+  absl::Time now = absl::FromUnixSeconds(1'800'000'000);
+  std::vector<std::pair<std::string, absl::Duration>> ended;
+  SchedulerOptions options;
+  options.now = [&now] { return now; };
+  options.on_job_ended = [&ended](const std::string& state, absl::Duration lived) {
+    ended.emplace_back(state, lived);
+  };
+  Restart(options);
+  const int64_t done = SubmitRandom({Task()}, /*budget=*/1, /*batch_size=*/1);
+  absl::StatusOr<LeaseGrant> grant = scheduler_->Lease(worker_, 1);
+  ASSERT_TRUE(grant.ok() && grant->candidates.size() == 1);
+  now += absl::Seconds(90);
+  v1::CandidateResult result;
+  result.set_candidate_id(grant->candidates[0].candidate_id());
+  result.set_status(v1::MEASUREMENT_STATUS_OK);
+  result.add_repeat_times_ms(1.0);
+  ASSERT_TRUE(scheduler_->Report(worker_, grant->lease_id, {result}).ok());
+  ASSERT_EQ(scheduler_->GetJob(done)->job.state, JobState::kDone);
+  const int64_t cancelled = SubmitRandom({Task()}, /*budget=*/4);
+  now += absl::Seconds(5);
+  ASSERT_TRUE(scheduler_->Cancel(cancelled).ok());
+  EXPECT_EQ(ended, (std::vector<std::pair<std::string, absl::Duration>>{
+                       {"done", absl::Seconds(90)}, {"cancelled", absl::Seconds(5)}}));
+}
+
 }  // namespace
 }  // namespace ktune

@@ -635,9 +635,11 @@ TEST_F(ServerTest, TheTimeLeftCountsMeasuringTimeOnly) {
   const std::string id = job.job_id();
   Advance(absl::Seconds(30));  // waiting for a worker
   const std::string worker = RegisterWorker();
-  auto measure_four_in_a_second = [&] {
+  // A quarter second: within the 500 ms lease (a second made the lease expire whenever the
+  // server's expiry tick ran between the Advance and the report).
+  auto measure_four_in_a_quarter_second = [&] {
     const v1::LeaseBatchResponse lease = Lease(worker, 4);
-    Advance(absl::Seconds(1));
+    Advance(absl::Milliseconds(250));
     v1::ReportResultsResponse stored;
     ASSERT_TRUE(
         workers_->ReportResults(Context().get(), OkReport(worker, lease, 2.0), &stored).ok());
@@ -648,8 +650,8 @@ TEST_F(ServerTest, TheTimeLeftCountsMeasuringTimeOnly) {
     EXPECT_TRUE(tuning_->GetJob(Context().get(), get, &job).ok());
     return job.estimated_seconds_left();
   };
-  measure_four_in_a_second();
-  EXPECT_DOUBLE_EQ(time_left(), 20 * 1.0 / 4);  // not 20 * 31 / 4
+  measure_four_in_a_quarter_second();
+  EXPECT_DOUBLE_EQ(time_left(), 20 * 0.25 / 4);  // not 20 * 30.25 / 4
   v1::PauseJobRequest pause;
   pause.set_job_id(id);
   ASSERT_TRUE(tuning_->PauseJob(Context().get(), pause, &job).ok());
@@ -658,8 +660,8 @@ TEST_F(ServerTest, TheTimeLeftCountsMeasuringTimeOnly) {
   resume.set_job_id(id);
   ASSERT_TRUE(tuning_->ResumeJob(Context().get(), resume, &job).ok());
   EXPECT_EQ(time_left(), 0);  // unknown until it measures again
-  measure_four_in_a_second();
-  EXPECT_DOUBLE_EQ(time_left(), 16 * 1.0 / 4);
+  measure_four_in_a_quarter_second();
+  EXPECT_DOUBLE_EQ(time_left(), 16 * 0.25 / 4);
 }
 
 // The worker's stub, with ReportResults (and, apart, Heartbeat) failing UNAVAILABLE their first
