@@ -263,6 +263,12 @@ bool Scheduler::EndIfAbandoned(const Job& job) {
              {{"job_id", std::to_string(job.id)}, {"reason", std::string(ended.message())}});
   } else if (ended.ok()) {
     ++abandoned_jobs_ended_;  // in ktune_jobs_ended_total{state="cancelled"}
+    // ktune_job_duration_seconds too; the callback is thread-safe and needs no lock.
+    if (options_.on_job_ended && job.created_at_us > 0) {
+      options_.on_job_ended(
+          "cancelled",
+          std::max(absl::ZeroDuration(), options_.now() - absl::FromUnixMicros(job.created_at_us)));
+    }
   }
   return true;
 }
@@ -603,7 +609,10 @@ absl::Status Scheduler::CancelLocked(JobRun& job, const std::string& why) {
 
 void Scheduler::ReportJobEnded(const JobRun& job, const std::string& state) {
   if (!options_.on_job_ended || job.job.created_at_us <= 0) return;
-  options_.on_job_ended(state, options_.now() - absl::FromUnixMicros(job.job.created_at_us));
+  // Never below 0: a clock stepped back, or a job created by another host's server.
+  options_.on_job_ended(
+      state,
+      std::max(absl::ZeroDuration(), options_.now() - absl::FromUnixMicros(job.job.created_at_us)));
 }
 
 void Scheduler::EndJobsOfGoneWorkers() {

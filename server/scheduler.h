@@ -67,7 +67,8 @@ struct SchedulerOptions {
   // lease stands).
   std::function<void(const absl::Status&)> on_not_stored;
   // Called when this process ends a job ("done", "failed", "cancelled") with how long it lived
-  // since it was submitted; under the scheduler's lock: keep it cheap (a histogram's Observe).
+  // since it was submitted; under the scheduler's lock or not: keep it cheap and thread-safe (a
+  // histogram's Observe).
   std::function<void(const std::string&, absl::Duration)> on_job_ended;
   // Threads that run strategy work (at nice 10: RPCs go first); 0: on the thread of the call that
   // needs it (Lease or Report), still without the scheduler's lock (deterministic, for tests).
@@ -389,14 +390,16 @@ class Scheduler {
   std::map<int64_t, std::unique_ptr<JobRun>> jobs_ ABSL_GUARDED_BY(mu_);
   std::map<int64_t, JobStatus> finished_ ABSL_GUARDED_BY(mu_);  // the last kKeepFinished
   std::map<std::string, std::unique_ptr<LeaseRun>> leases_ ABSL_GUARDED_BY(mu_);
-  // The last kKeepReportedLeases leases a worker's report ended: a report sent again because the
-  // reply to the first was lost (same worker, same candidates) is answered as the first was.
+  // The leases a worker's report ended, those of the last lease timeout and at least the last
+  // kKeepReportedLeases (at most kMaxReportedLeases): a report sent again because the reply to the
+  // first was lost (same worker, same candidates) is answered as the first was.
   struct ReportedLease {
     std::string worker;
     uint64_t candidates = 0;  // a hash of the reported candidate ids, sorted
-    int64_t stored = 0;
+    int64_t stored = 0;       // what the first reply said
+    absl::Time at;
   };
-  static constexpr size_t kKeepReportedLeases = 4096;
+  static constexpr size_t kKeepReportedLeases = 4096, kMaxReportedLeases = 65536;
   absl::flat_hash_map<std::string, ReportedLease> reported_leases_ ABSL_GUARDED_BY(mu_);
   std::deque<std::string> reported_order_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, WorkerRun> workers_ ABSL_GUARDED_BY(mu_);

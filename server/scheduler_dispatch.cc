@@ -333,8 +333,13 @@ absl::StatusOr<int64_t> Scheduler::ReportAs(const std::string& worker_id,
     }
     LeaseRun& lease = *l->second;
     if (lease.committing) {
-      return absl::FailedPreconditionError(absl::StrCat(
-          "a report of lease ", lease_id, " is being stored; this one stored nothing"));
+      // Most likely this report again, its reply lost to a slow commit: the worker tries again
+      // (UNAVAILABLE is transient to it) and is then answered as the first was, or, if the
+      // commit failed, stores it. The server's own report of a lost candidate gives way.
+      const std::string why =
+          absl::StrCat("a report of lease ", lease_id, " is being stored; this one stored nothing");
+      return by_server ? absl::FailedPreconditionError(why)
+                       : absl::UnavailableError(absl::StrCat(why, ": try again"));
     }
     const auto w = workers_.find(worker_id);
     const DeviceInfo device = w != workers_.end() ? w->second.device : DeviceInfo{};
@@ -462,10 +467,14 @@ absl::StatusOr<int64_t> Scheduler::ReportAs(const std::string& worker_id,
     for (const auto& [item, obs] : observed) touched[item.job_id].push_back(item.task);
     leases_.erase(l);
     if (!by_server) {
-      reported_leases_[lease_id] = {worker_id, CandidateIdsHash(results),
-                                    static_cast<int64_t>(records.size())};
+      const absl::Time now = options_.now();
+      reported_leases_[lease_id] = {worker_id, CandidateIdsHash(results), *added, now};
       reported_order_.push_back(lease_id);
-      if (reported_order_.size() > kKeepReportedLeases) {
+      // At least a lease timeout's worth (a worker retries within its lease), and 4,096 leases.
+      while (!reported_order_.empty() &&
+             (reported_order_.size() > kMaxReportedLeases ||
+              (reported_order_.size() > kKeepReportedLeases &&
+               now - reported_leases_[reported_order_.front()].at > options_.lease_timeout))) {
         reported_leases_.erase(reported_order_.front());
         reported_order_.pop_front();
       }

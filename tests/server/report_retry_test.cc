@@ -5,9 +5,13 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <atomic>
 #include <string>
+#include <thread>
 #include <vector>
 
+#include "absl/synchronization/notification.h"
+#include "db/memory_tuning_database.h"
 #include "server/scheduler.h"
 #include "tests/server/one_task_scheduler.h"
 
@@ -56,6 +60,57 @@ TEST_F(ReportRetryTest, AReportSentAgainAfterItsReplyWasLostIsAnsweredAsTheFirst
   const std::string other = scheduler_->RegisterWorker(kDevice, "other", kCores);
   EXPECT_TRUE(absl::IsFailedPrecondition(
       scheduler_->Report(other, grant->lease_id, AllOk(*grant)).status()));
+}
+
+// A database whose next commit of job records waits until it is let go: a slow commit, the likely
+// reason a report's reply is lost.
+class SlowCommits : public MemoryTuningDatabase {
+ public:
+  absl::StatusOr<int64_t> AddJobRecords(const std::vector<Record>& records,
+                                        const std::vector<JobTaskCount>& counts) override {
+    if (hold_next_) {
+      hold_next_ = false;
+      committing_.Notify();
+      go_on_.WaitForNotification();
+    }
+    return MemoryTuningDatabase::AddJobRecords(records, counts);
+  }
+  std::atomic<bool> hold_next_{false};
+  absl::Notification committing_, go_on_;
+};
+
+// The retry arrives while the first report is still being committed: told to try again
+// (UNAVAILABLE, which a worker retries) rather than refused for good (FAILED_PRECONDITION: the
+// worker logged a failure for measurements the commit then stored), and answered once it is in.
+TEST_F(ReportRetryTest, ARetryDuringTheFirstReportsCommitIsToldToTryAgain) {
+  SlowCommits db;
+  SchedulerOptions options;
+  options.agent_threads = 0;
+  Scheduler scheduler(&db, &spaces_, options);
+  const std::string worker = scheduler.RegisterWorker(kDevice, "test", kCores);
+  JobRequest r;
+  r.name = "slow";
+  r.tasks = {Task()};
+  r.budget = 4;
+  r.batch_size = 1;
+  r.strategy = "random";
+  r.spec_json = "{}";
+  ASSERT_TRUE(scheduler.Submit(r).ok());
+  absl::StatusOr<LeaseGrant> grant = scheduler.Lease(worker, 1);
+  ASSERT_TRUE(grant.ok() && grant->candidates.size() == 1);
+  const std::vector<v1::CandidateResult> results = AllOk(*grant);
+  db.hold_next_ = true;
+  absl::StatusOr<int64_t> first;
+  std::thread reporter([&] { first = scheduler.Report(worker, grant->lease_id, results); });
+  db.committing_.WaitForNotification();
+  absl::StatusOr<int64_t> during = scheduler.Report(worker, grant->lease_id, results);
+  EXPECT_TRUE(absl::IsUnavailable(during.status())) << during.status();
+  db.go_on_.Notify();
+  reporter.join();
+  ASSERT_TRUE(first.ok()) << first.status();
+  absl::StatusOr<int64_t> after = scheduler.Report(worker, grant->lease_id, results);
+  ASSERT_TRUE(after.ok()) << after.status();
+  EXPECT_EQ(*after, *first);
 }
 
 }  // namespace

@@ -63,8 +63,14 @@ TEST_F(SchedulerCountsTest, AJobOfAGoneSessionCancelledAtStartIsCounted) {
   gone.session = absl::StrJoin(session, ":");
   Restart(gone);
   const int64_t job = Submit(Task());
-  Restart();  // another server starts on the database
+  std::vector<std::string> observed;  // ktune_job_duration_seconds' states
+  SchedulerOptions next;
+  next.on_job_ended = [&observed](const std::string& state, absl::Duration) {
+    observed.push_back(state);
+  };
+  Restart(next);  // another server starts on the database
   EXPECT_EQ(scheduler_->CountNow().jobs_ended["cancelled"], 1);
+  EXPECT_EQ(observed, std::vector<std::string>{"cancelled"});
   absl::StatusOr<JobStatus> ended = scheduler_->GetJob(job);
   ASSERT_TRUE(ended.ok()) << ended.status();
   EXPECT_EQ(ended->job.state, JobState::kCancelled);
