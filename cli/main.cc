@@ -46,6 +46,15 @@ int main(int argc, char** argv) {
     std::cerr << unknown << "\n";
     return kExitUsage;
   }
+  // `serve` and `worker` with --log-format json write every line of stderr as a JSON object: an
+  // option they cannot parse too (its failure comes before the option is read).
+  for (int i = 1; i < argc; ++i) {
+    const std::string arg = argv[i];
+    if (arg == "--log-format=json" ||
+        (arg == "--log-format" && i + 1 < argc && std::string(argv[i + 1]) == "json")) {
+      ktune::SetLogFormat(ktune::LogFormat::kJson);
+    }
+  }
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {
@@ -66,6 +75,10 @@ int main(int argc, char** argv) {
         sub = chosen.empty() ? nullptr : chosen.front();
       }
       if (!unexpected.empty()) {
+        if (ktune::CurrentLogFormat() == ktune::LogFormat::kJson) {
+          return UsageError(argc > 1 ? argv[1] : "",
+                            "The following argument was not expected: " + unexpected.front());
+        }
         std::cerr << "The following argument was not expected: " << unexpected.front()
                   << "\nRun with --help for more information.\n";
         return kExitUsage;

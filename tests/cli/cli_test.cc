@@ -813,6 +813,13 @@ TEST(CliTest, ExplainAnswersFromTheDatabaseAndAServerWithJsonAndAPlot) {
                       event.value("error", "").find("is in use") != std::string::npos;
   }
   EXPECT_TRUE(failure_logged) << second_json.err;
+  // An option it cannot parse too (it was a text line).
+  auto bad_option = RunKtune({"serve", "--log-format", "json", "--lease-timeout-ms", "5"});
+  EXPECT_EQ(bad_option.exit_code, 2);
+  const auto parse_failure = nlohmann::json::parse(bad_option.err, nullptr, false);
+  ASSERT_TRUE(parse_failure.is_object()) << bad_option.err;
+  EXPECT_EQ(parse_failure.value("event", ""), "command_failed");
+  EXPECT_THAT(parse_failure.value("error", ""), HasSubstr("--lease-timeout-ms"));
   auto remote = RunKtune(
       {"explain", "--server", address, "--kernel", "pnpoly", "--device", "RTX_3090", "--json"});
   ASSERT_EQ(remote.exit_code, 0) << remote.err;
