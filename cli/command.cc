@@ -22,14 +22,21 @@
 
 namespace ktune::cli {
 
+namespace {
+
+// With --log-format json (serve, worker), stderr holds one JSON object a line: a command's failure
+// is a `command_failed` event. Whether it was written so.
+bool FailedAsEvent(const std::string& command, const std::string& message, int exit_code) {
+  if (CurrentLogFormat() != LogFormat::kJson) return false;
+  LogEvent("command_failed",
+           {{"command", command}, {"error", message}, {"exit_code", std::to_string(exit_code)}});
+  return true;
+}
+
+}  // namespace
+
 int Fail(const std::string& command, const absl::Status& status) {
-  // With --log-format json (serve, worker), stderr holds one JSON object a line, this one too.
-  if (CurrentLogFormat() == LogFormat::kJson) {
-    LogEvent("command_failed", {{"command", command},
-                                {"error", std::string(status.message())},
-                                {"exit_code", std::to_string(kExitFailure)}});
-    return kExitFailure;
-  }
+  if (FailedAsEvent(command, std::string(status.message()), kExitFailure)) return kExitFailure;
   std::cerr << "ktune " << command << ": " << status.message() << "\n";
   return kExitFailure;
 }
@@ -52,11 +59,7 @@ int ChannelFailure(const std::string& command, const absl::Status& status) {
 }
 
 int UsageError(const std::string& command, const std::string& message) {
-  if (CurrentLogFormat() == LogFormat::kJson) {
-    LogEvent("command_failed",
-             {{"command", command}, {"error", message}, {"exit_code", std::to_string(kExitUsage)}});
-    return kExitUsage;
-  }
+  if (FailedAsEvent(command, message, kExitUsage)) return kExitUsage;
   std::cerr << "ktune " << command << ": " << message << "\nRun 'ktune " << command
             << " --help' for usage.\n";
   return kExitUsage;

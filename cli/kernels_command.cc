@@ -73,7 +73,7 @@ int RunServerKernels(const KernelsArgs& a) {
   if (a.json) {
     nlohmann::ordered_json out = nlohmann::ordered_json::array();
     for (const v1::KernelInfo* k : chosen) out.push_back(KernelInfoJson(*k));
-    std::cout << out.dump(-1, ' ', false, nlohmann::ordered_json::error_handler_t::replace) << "\n";
+    std::cout << out.dump(-1, ' ', false, kReplaceInvalidUtf8) << "\n";
     return kExitOk;
   }
   for (const v1::KernelInfo* k : chosen) {
@@ -328,9 +328,7 @@ int RunRegister(const RegisterArgs& a) {
                                           : s.error_message()));
   }
   if (a.json) {
-    std::cout << KernelInfoJson(info).dump(-1, ' ', false,
-                                           nlohmann::ordered_json::error_handler_t::replace)
-              << "\n";
+    std::cout << KernelInfoJson(info).dump(-1, ' ', false, kReplaceInvalidUtf8) << "\n";
   } else {
     std::cout << "registered " << info.kernel().name() << " (version " << info.kernel().version()
               << ", " << info.language() << ")\n";

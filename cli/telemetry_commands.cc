@@ -273,8 +273,7 @@ int RunReport(const ReportArgs& a) {
         nlohmann::ordered_json out = ReportJson(accepted, raised);
         out["error"] = why;
         out["resume_skip"] = a.skip + static_cast<int64_t>(start);
-        std::cout << out.dump(-1, ' ', false, nlohmann::ordered_json::error_handler_t::replace)
-                  << "\n";
+        std::cout << out.dump(-1, ' ', false, kReplaceInvalidUtf8) << "\n";
       }
       std::cerr << "ktune " << cmd << ": "
                 << (start == 0
@@ -295,9 +294,7 @@ int RunReport(const ReportArgs& a) {
     }
   }
   if (a.client.json) {
-    std::cout << ReportJson(accepted, raised)
-                     .dump(-1, ' ', false, nlohmann::ordered_json::error_handler_t::replace)
-              << "\n";
+    std::cout << ReportJson(accepted, raised).dump(-1, ' ', false, kReplaceInvalidUtf8) << "\n";
     return kExitOk;
   }
   std::cout << "accepted " << accepted << " samples; " << raised.size() << " drift flags raised\n";

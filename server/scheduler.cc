@@ -263,12 +263,7 @@ bool Scheduler::EndIfAbandoned(const Job& job) {
              {{"job_id", std::to_string(job.id)}, {"reason", std::string(ended.message())}});
   } else if (ended.ok()) {
     ++abandoned_jobs_ended_;  // in ktune_jobs_ended_total{state="cancelled"}
-    // ktune_job_duration_seconds too; the callback is thread-safe and needs no lock.
-    if (options_.on_job_ended && job.created_at_us > 0) {
-      options_.on_job_ended(
-          "cancelled",
-          std::max(absl::ZeroDuration(), options_.now() - absl::FromUnixMicros(job.created_at_us)));
-    }
+    ReportJobEnded(job, "cancelled");  // ktune_job_duration_seconds too
   }
   return true;
 }
@@ -593,7 +588,7 @@ absl::Status Scheduler::CancelLocked(JobRun& job, const std::string& why) {
   }
   LogEvent("job_cancelled", {{"job_id", std::to_string(id)}, {"reason", why}});
   ++jobs_ended_["cancelled"];
-  ReportJobEnded(job, "cancelled");
+  ReportJobEnded(job.job, "cancelled");
   job.job.state = JobState::kCancelled;
   job.job.message = why;
   std::vector<JobTaskProgress> cancelled;
@@ -607,12 +602,11 @@ absl::Status Scheduler::CancelLocked(JobRun& job, const std::string& why) {
   return db_->UpdateJobTasks(id, cancelled);
 }
 
-void Scheduler::ReportJobEnded(const JobRun& job, const std::string& state) {
-  if (!options_.on_job_ended || job.job.created_at_us <= 0) return;
+void Scheduler::ReportJobEnded(const Job& job, const std::string& state) const {
+  if (!options_.on_job_ended || job.created_at_us <= 0) return;
   // Never below 0: a clock stepped back, or a job created by another host's server.
-  options_.on_job_ended(
-      state,
-      std::max(absl::ZeroDuration(), options_.now() - absl::FromUnixMicros(job.job.created_at_us)));
+  options_.on_job_ended(state, std::max(absl::ZeroDuration(),
+                                        options_.now() - absl::FromUnixMicros(job.created_at_us)));
 }
 
 void Scheduler::EndJobsOfGoneWorkers() {
@@ -766,7 +760,7 @@ absl::Status Scheduler::FinishIfDone(JobRun& job) {
       int64_t done = 0;
       for (const TaskRun& t : job.tasks) done += t.done;
       ++jobs_ended_[any_failed ? "failed" : "done"];
-      ReportJobEnded(job, any_failed ? "failed" : "done");
+      ReportJobEnded(job.job, any_failed ? "failed" : "done");
       const int64_t now_us = absl::ToUnixMicros(options_.now());
       LogEvent("job_finished",
                {{"job_id", std::to_string(id)},

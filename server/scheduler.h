@@ -379,9 +379,9 @@ class Scheduler {
   // Ends `job`, cancelled and saying why, when it is unfinished and its `ktune tune` session's
   // process is gone from this host; whether it did.
   bool EndIfAbandoned(const Job& job);
-  // Hands a job's end to SchedulerOptions::on_job_ended.
-  void ReportJobEnded(const JobRun& job, const std::string& state)
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Hands a job's end to SchedulerOptions::on_job_ended (with or without the lock: the callback is
+  // thread-safe).
+  void ReportJobEnded(const Job& job, const std::string& state) const;
 
   TuningDatabase* db_;
   const TaskSpaces* spaces_;

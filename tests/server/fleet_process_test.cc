@@ -277,7 +277,7 @@ TEST_F(FleetProcessTest, LeasesOutliveAServerThatStoodStill) {
   ask.set_worker_id(joined.worker_id());
   ask.set_max_candidates(4);
   v1::LeaseBatchResponse lease;
-  for (int i = 0; i < 600 && lease.lease_id().empty(); ++i) {  // the agent prepares the batch
+  for (int i = 0; i < 1200 && lease.lease_id().empty(); ++i) {  // the agent prepares the batch
     ASSERT_TRUE(
         call([&](grpc::ClientContext* c) { return worker->LeaseBatch(c, ask, &lease); }).ok());
     if (lease.lease_id().empty()) std::this_thread::sleep_for(std::chrono::milliseconds(50));
@@ -287,7 +287,13 @@ TEST_F(FleetProcessTest, LeasesOutliveAServerThatStoodStill) {
   server->Signal(SIGSTOP);
   std::this_thread::sleep_for(std::chrono::seconds(3));  // almost four lease timeouts
   server->Signal(SIGCONT);
-  std::this_thread::sleep_for(std::chrono::milliseconds(400));  // five ticks: any expiry ran
+  // Its first tick after the stall, which took every lease back: waited for, not assumed.
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+  while (server->Err().find("\"event\":\"server_stalled\"") == std::string::npos &&
+         server->Err().find("\"event\":\"lease_expired\"") == std::string::npos &&
+         std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
 
   v1::HeartbeatRequest beat;
   beat.set_worker_id(joined.worker_id());
