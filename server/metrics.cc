@@ -140,6 +140,11 @@ std::vector<prometheus::MetricFamily> GaugeFamilies(const Metrics::Gauges& g) {
   out.push_back(ScrapedFamily("ktune_lease_expiries_total", MetricType::Counter,
                               "Leases taken back because their worker stopped answering."));
   AddValue(&out.back(), {}, g.leases_expired);
+  out.push_back(ScrapedFamily(
+      "ktune_job_writes_pending", MetricType::Gauge,
+      "Job and task state changes in effect on this server that the database has not stored yet "
+      "(it refuses writes: busy, full)."));
+  AddValue(&out.back(), {}, g.job_writes_pending);
   out.push_back(ScrapedFamily("ktune_workers", MetricType::Gauge,
                               "Registered workers, by device class and state."));
   for (const auto& [key, n] : g.workers) {

@@ -62,6 +62,7 @@ class Metrics {
     std::map<std::string, int64_t> drift_flags;  // kind -> flags raised (counter)
     int64_t retune_jobs = 0;                     // retuning jobs started (counter)
     int64_t leases_expired = 0;                  // leases taken back (counter)
+    int64_t job_writes_pending = 0;  // job and task states the database has not taken yet
     std::map<std::string, int64_t> tasks_without_worker;  // device class -> tasks
   };
 

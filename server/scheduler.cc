@@ -83,7 +83,12 @@ Scheduler::Scheduler(TuningDatabase* db, const TaskSpaces* spaces, SchedulerOpti
       options_(std::move(options)),
       agents_(AgentPoolOptions(options_.agent_threads)) {}
 
-Scheduler::~Scheduler() = default;
+Scheduler::~Scheduler() {
+  // An orderly stop stores what changed; strategy work still running stores its own.
+  if (absl::Status st = FlushJobWrites(/*wait=*/true); !st.ok()) {
+    LogEvent("job_writes_lost_at_exit", {{"reason", std::string(st.message())}});
+  }
+}
 
 absl::Status Scheduler::AddJobRun(Job job, bool recount) {
   auto run = std::make_unique<JobRun>();
@@ -166,7 +171,8 @@ absl::Status Scheduler::AddJobRun(Job job, bool recount) {
   run->job = std::move(job);
   const int64_t id = run->job.id;
   jobs_[id] = std::move(run);
-  return FinishIfDone(*jobs_[id]);
+  FinishIfDone(*jobs_[id]);
+  return absl::OkStatus();
 }
 
 namespace {
@@ -275,22 +281,27 @@ absl::Status Scheduler::EndAbandonedSessions() {
 }
 
 absl::Status Scheduler::Recover() {
-  absl::MutexLock lock(&mu_);
-  KTUNE_ASSIGN_OR_RETURN(std::vector<TuningDatabase::JobSummary> jobs, db_->ListJobSummaries());
-  for (const TuningDatabase::JobSummary& summary : jobs) {
-    if (IsFinal(summary.job.state) || EndIfAbandoned(summary.job)) continue;
-    if (const std::string session = SessionOf(summary.job);
-        !session.empty() && session != options_.session) {
-      LogEvent("job_left_to_its_session",
-               {{"job_id", std::to_string(summary.job.id)}, {"session", session}});
-      continue;
+  {
+    absl::MutexLock lock(&mu_);
+    KTUNE_ASSIGN_OR_RETURN(std::vector<TuningDatabase::JobSummary> jobs, db_->ListJobSummaries());
+    for (const TuningDatabase::JobSummary& summary : jobs) {
+      if (IsFinal(summary.job.state) || EndIfAbandoned(summary.job)) continue;
+      if (const std::string session = SessionOf(summary.job);
+          !session.empty() && session != options_.session) {
+        LogEvent("job_left_to_its_session",
+                 {{"job_id", std::to_string(summary.job.id)}, {"session", session}});
+        continue;
+      }
+      KTUNE_ASSIGN_OR_RETURN(Job job, db_->GetJob(summary.job.id));  // with its tasks
+      LogEvent("job_recovered", {{"job_id", std::to_string(job.id)},
+                                 {"state", std::string(JobStateName(job.state))}});
+      KTUNE_RETURN_IF_ERROR(AddJobRun(std::move(job), /*recount=*/true));
     }
-    KTUNE_ASSIGN_OR_RETURN(Job job, db_->GetJob(summary.job.id));  // with its tasks
-    LogEvent("job_recovered",
-             {{"job_id", std::to_string(job.id)}, {"state", std::string(JobStateName(job.state))}});
-    KTUNE_RETURN_IF_ERROR(AddJobRun(std::move(job), /*recount=*/true));
+    EndJobsOfGoneWorkers();  // a job bound to a worker: worker ids do not survive a restart
   }
-  EndJobsOfGoneWorkers();  // a job bound to a worker: worker ids do not survive a restart
+  // Jobs that recovered ended (all their tasks done before the restart), or cancelled; what the
+  // database refuses now is tried again at every tick.
+  FlushJobWrites(/*wait=*/false).IgnoreError();
   return absl::OkStatus();
 }
 
@@ -552,7 +563,21 @@ absl::StatusOr<std::vector<JobStatus>> Scheduler::ListJobs() {
   return out;
 }
 
-absl::StatusOr<JobStatus> Scheduler::Cancel(int64_t id) {
+absl::StatusOr<JobStatus> Scheduler::Cancel(int64_t id) { return AfterStoring(CancelNow(id)); }
+absl::StatusOr<JobStatus> Scheduler::Pause(int64_t id) { return AfterStoring(PauseNow(id)); }
+absl::StatusOr<JobStatus> Scheduler::Resume(int64_t id) { return AfterStoring(ResumeNow(id)); }
+
+absl::StatusOr<JobStatus> Scheduler::AfterStoring(absl::StatusOr<JobStatus> changed) {
+  if (!changed.ok()) return changed;
+  const absl::Status stored = FlushJobWrites(/*wait=*/true);
+  if (stored.ok()) return changed;
+  return absl::UnavailableError(absl::StrCat(
+      "job ", changed->job.id, " is ", JobStateName(changed->job.state),
+      " on this server, but the database has not stored it yet (", stored.message(),
+      "); the server stores it as soon as the database takes writes: ask again to check"));
+}
+
+absl::StatusOr<JobStatus> Scheduler::CancelNow(int64_t id) {
   // Cancelling a cancelled job changes nothing, also once it has left memory.
   if (absl::StatusOr<JobStatus> s = GetJob(id); s.ok() && s->job.state == JobState::kCancelled) {
     return s;
@@ -561,10 +586,73 @@ absl::StatusOr<JobStatus> Scheduler::Cancel(int64_t id) {
   KTUNE_ASSIGN_OR_RETURN(JobRun * job, FindJob(id));
   // A cancelled job stays in memory until its last leases are reported or expire.
   if (job->job.state == JobState::kCancelled) return StatusOf(*job);
-  KTUNE_RETURN_IF_ERROR(CancelLocked(*job, "cancelled by a client"));
+  CancelLocked(*job, "cancelled by a client");
   JobStatus s = StatusOf(*job);  // before it may leave memory (Forget)
   ForgetIfNotLeased(id);
   return s;
+}
+
+void Scheduler::QueueJobState(const JobRun& job, JobState state, std::string message) {
+  job_writes_.push_back({job.job.id, state, std::move(message), {}});
+}
+
+void Scheduler::QueueTaskProgress(const JobRun& job, std::vector<JobTaskProgress> tasks) {
+  if (tasks.empty()) return;
+  // Joined to the job's last queued progress, if that is the last write: one transaction, not one
+  // a task, while the database refuses writes (a task's progress is its final state and count).
+  if (!job_writes_.empty() && job_writes_.back().job_id == job.job.id &&
+      !job_writes_.back().state) {
+    std::vector<JobTaskProgress>& queued = job_writes_.back().tasks;
+    queued.insert(queued.end(), tasks.begin(), tasks.end());
+    return;
+  }
+  job_writes_.push_back({job.job.id, std::nullopt, "", std::move(tasks)});
+}
+
+absl::Status Scheduler::FlushJobWrites(bool wait) {
+  if (wait) {
+    flush_mu_.Lock();
+  } else if (!flush_mu_.TryLock()) {
+    return absl::OkStatus();  // the thread flushing stores what was queued before it ends
+  }
+  absl::Status failed = absl::OkStatus();
+  int64_t pending = 0;
+  while (true) {
+    JobWrite w;
+    {
+      absl::MutexLock lock(&mu_);
+      if (job_writes_.empty()) break;
+      w = std::move(job_writes_.front());
+      job_writes_.pop_front();
+      job_write_in_flight_ = true;
+    }
+    const absl::Status st = w.state ? db_->SetJobState(w.job_id, *w.state, w.message)
+                                    : db_->UpdateJobTasks(w.job_id, w.tasks);
+    // Refused for good: another process ended or deleted the job (the state here stands).
+    const bool refused = absl::IsFailedPrecondition(st) || absl::IsNotFound(st);
+    if (refused) {
+      LogEvent("job_write_dropped",
+               {{"job_id", std::to_string(w.job_id)}, {"reason", std::string(st.message())}});
+    }
+    absl::MutexLock lock(&mu_);
+    job_write_in_flight_ = false;
+    if (st.ok() || refused) continue;
+    job_writes_.push_front(std::move(w));  // first again: the writes stay in order
+    pending = static_cast<int64_t>(job_writes_.size());
+    failed = st;
+    break;
+  }
+  // Said once while the database refuses, and once when it takes them again.
+  if (!failed.ok() && flush_failing_.empty()) {
+    flush_failing_ = std::string(failed.message());
+    LogEvent("job_writes_not_stored",
+             {{"pending", std::to_string(pending)}, {"reason", flush_failing_}});
+  } else if (failed.ok() && !flush_failing_.empty()) {
+    flush_failing_.clear();
+    LogEvent("job_writes_stored", {});
+  }
+  flush_mu_.Unlock();
+  return failed;
 }
 
 bool Scheduler::Leased(const JobRun& job) {
@@ -578,14 +666,11 @@ void Scheduler::ForgetIfNotLeased(int64_t id) {
   if (auto it = jobs_.find(id); it != jobs_.end() && !Leased(*it->second)) Forget(id);
 }
 
-absl::Status Scheduler::CancelLocked(JobRun& job, const std::string& why) {
+void Scheduler::CancelLocked(JobRun& job, const std::string& why) {
   const int64_t id = job.job.id;
-  // FailedPrecondition: the database holds the job as ended already (another process ended it);
-  // it ends here too, or it was tried again at every tick.
-  if (absl::Status st = db_->SetJobState(id, JobState::kCancelled, why);
-      !st.ok() && !absl::IsFailedPrecondition(st)) {
-    return st;
-  }
+  // Stored later (FlushJobWrites); where the database holds the job as ended already (another
+  // process ended it), the write is dropped and the job ends here too.
+  QueueJobState(job, JobState::kCancelled, why);
   LogEvent("job_cancelled", {{"job_id", std::to_string(id)}, {"reason", why}});
   ++jobs_ended_["cancelled"];
   ReportJobEnded(job.job, "cancelled");
@@ -599,7 +684,7 @@ absl::Status Scheduler::CancelLocked(JobRun& job, const std::string& why) {
       cancelled.push_back(ProgressOf(t));
     }
   }
-  return db_->UpdateJobTasks(id, cancelled);
+  QueueTaskProgress(job, std::move(cancelled));
 }
 
 void Scheduler::ReportJobEnded(const Job& job, const std::string& state) const {
@@ -628,21 +713,16 @@ void Scheduler::EndJobsOfGoneWorkers() {
         "its worker ", it->second->worker_id,
         ", the only one that measures it, is gone (it left, stopped sending heartbeats, or the "
         "server restarted)");
-    if (absl::Status st = CancelLocked(*it->second, why); !st.ok()) {
-      LogEvent("job_end_not_stored",
-               {{"job_id", std::to_string(id)}, {"reason", std::string(st.message())}});
-    }
-    // A cancel that could not be stored is tried again at the next tick.
-    if (IsFinal(it->second->job.state)) ForgetIfNotLeased(id);
+    CancelLocked(*it->second, why);
+    ForgetIfNotLeased(id);
   }
 }
 
-absl::Status Scheduler::EnsureStartedStored(JobRun& job) {
-  if (job.start_stored) return absl::OkStatus();
-  // Running -> running is allowed: a report may have stored the start since this was read.
-  KTUNE_RETURN_IF_ERROR(db_->SetJobState(job.job.id, JobState::kRunning, ""));
+void Scheduler::EnsureStartedStored(JobRun& job) {
+  if (job.start_stored) return;
+  // Running -> running is allowed: a report may have stored the start since this was queued.
+  QueueJobState(job, JobState::kRunning, "");
   job.start_stored = true;
-  return absl::OkStatus();
 }
 
 void Scheduler::LiftToFloors(JobRun& job) const {
@@ -654,24 +734,23 @@ void Scheduler::LiftToFloors(JobRun& job) const {
   }
 }
 
-absl::StatusOr<JobStatus> Scheduler::Pause(int64_t id) {
+absl::StatusOr<JobStatus> Scheduler::PauseNow(int64_t id) {
   absl::MutexLock lock(&mu_);
   KTUNE_ASSIGN_OR_RETURN(JobRun * job, FindJob(id));
   KTUNE_RETURN_IF_ERROR(StillOpen(*job, "paused"));
   if (job->job.state == JobState::kPaused) return StatusOf(*job);
-  KTUNE_RETURN_IF_ERROR(EnsureStartedStored(*job));
-  job->job.state = JobState::kRunning;
-  KTUNE_RETURN_IF_ERROR(db_->SetJobState(id, JobState::kPaused, "paused by a client"));
+  EnsureStartedStored(*job);
+  QueueJobState(*job, JobState::kPaused, "paused by a client");
   job->job.state = JobState::kPaused;
   return StatusOf(*job);
 }
 
-absl::StatusOr<JobStatus> Scheduler::Resume(int64_t id) {
+absl::StatusOr<JobStatus> Scheduler::ResumeNow(int64_t id) {
   absl::MutexLock lock(&mu_);
   KTUNE_ASSIGN_OR_RETURN(JobRun * job, FindJob(id));
   KTUNE_RETURN_IF_ERROR(StillOpen(*job, "resumed"));
   if (job->job.state != JobState::kPaused) return StatusOf(*job);
-  KTUNE_RETURN_IF_ERROR(db_->SetJobState(id, JobState::kRunning, ""));
+  QueueJobState(*job, JobState::kRunning, "");
   job->job.state = JobState::kRunning;
   LiftToFloors(*job);                            // no catching up on the time it was paused
   job->rate_anchor_pending = true;               // nor counting it as measuring time
@@ -682,7 +761,7 @@ JobTaskProgress Scheduler::ProgressOf(const TaskRun& task) {
   return {task.index, task.state, task.done};
 }
 
-absl::Status Scheduler::FailTask(JobRun& job, TaskRun& t, const absl::Status& why) {
+void Scheduler::FailTask(JobRun& job, TaskRun& t, const absl::Status& why) {
   LogEvent("task_failed", {{"job_id", std::to_string(job.job.id)},
                            {"task", std::to_string(t.index)},
                            {"reason", std::string(why.message())}});
@@ -691,7 +770,7 @@ absl::Status Scheduler::FailTask(JobRun& job, TaskRun& t, const absl::Status& wh
                          "): ", why.message());
   t.queued.clear();
   t.search.reset();
-  return db_->UpdateJobTasks(job.job.id, {ProgressOf(t)});
+  QueueTaskProgress(job, {ProgressOf(t)});
 }
 
 void Scheduler::Forget(int64_t id) {
@@ -704,7 +783,7 @@ void Scheduler::Forget(int64_t id) {
   jobs_.erase(it);
 }
 
-absl::Status Scheduler::FinishIfDone(JobRun& job) {
+void Scheduler::FinishIfDone(JobRun& job) {
   bool all_done = true;
   std::vector<JobTaskProgress> finished;
   for (TaskRun& t : job.tasks) {
@@ -717,16 +796,14 @@ absl::Status Scheduler::FinishIfDone(JobRun& job) {
     }
     all_done &= IsFinal(t.state);
   }
-  if (!finished.empty()) KTUNE_RETURN_IF_ERROR(db_->UpdateJobTasks(job.job.id, finished));
+  QueueTaskProgress(job, std::move(finished));
   int64_t in_flight = 0;
   for (const TaskRun& t : job.tasks) in_flight += t.in_flight;
   if (all_done && in_flight == 0) {
     const int64_t id = job.job.id;
     if (!IsFinal(job.job.state)) {
-      if (job.job.state == JobState::kPaused) {
-        KTUNE_RETURN_IF_ERROR(db_->SetJobState(id, JobState::kRunning, ""));
-      }
-      KTUNE_RETURN_IF_ERROR(EnsureStartedStored(job));
+      if (job.job.state == JobState::kPaused) QueueJobState(job, JobState::kRunning, "");
+      EnsureStartedStored(job);
       std::string why;  // of the first failed task
       for (const TaskRun& t : job.tasks) {
         if (t.state == JobState::kFailed && why.empty()) {
@@ -753,8 +830,7 @@ absl::Status Scheduler::FinishIfDone(JobRun& job) {
                            " of ", t.budget,
                            " measured by this job; earlier records are not measured again)");
       }
-      KTUNE_RETURN_IF_ERROR(
-          db_->SetJobState(id, any_failed ? JobState::kFailed : JobState::kDone, why));
+      QueueJobState(job, any_failed ? JobState::kFailed : JobState::kDone, why);
       job.job.state = any_failed ? JobState::kFailed : JobState::kDone;
       job.job.message = why;
       int64_t done = 0;
@@ -772,10 +848,9 @@ absl::Status Scheduler::FinishIfDone(JobRun& job) {
     }
     Forget(id);
   }
-  return absl::OkStatus();
 }
 
-absl::Status Scheduler::StopJobsOutOfTime() {
+void Scheduler::StopJobsOutOfTime() {
   const absl::Time now = options_.now();
   std::vector<int64_t> ending;
   for (auto& [id, job] : jobs_) {
@@ -789,9 +864,8 @@ absl::Status Scheduler::StopJobsOutOfTime() {
   }
   for (int64_t id : ending) {
     auto it = jobs_.find(id);
-    if (it != jobs_.end()) KTUNE_RETURN_IF_ERROR(FinishIfDone(*it->second));
+    if (it != jobs_.end()) FinishIfDone(*it->second);
   }
-  return absl::OkStatus();
 }
 
 }  // namespace ktune

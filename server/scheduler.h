@@ -16,8 +16,10 @@
 // from the database: nothing acknowledged is lost and nothing is measured twice beyond its budget.
 //
 // Thread-safe: every method takes the scheduler's lock, briefly. Strategy work (a task's
-// initialisation, learning, proposals) and the commit of reported records run without it, so no
-// lease, report, heartbeat or query waits behind the agent: the work runs on the agent
+// initialisation, learning, proposals), the commit of reported records and every other write
+// (a job's or task's new state: queued under the lock, stored after it, in order, by
+// FlushJobWrites) run without it, so no lease, report, heartbeat or query waits behind the agent
+// or the database: the work runs on the agent
 // threads (SchedulerOptions::agent_threads), started when a worker needs a batch of a task's
 // class (a few tasks at a time: SchedulerOptions::max_starting_searches) and again as soon as a
 // report completes a batch, so the next batch is ready, or being prepared, while workers measure. A
@@ -224,7 +226,10 @@ class Scheduler {
   // has its done count from the progress its tasks stored (GetJob counts its records).
   absl::StatusOr<std::vector<JobStatus>> ListJobs();
   // Cancel drops queued candidates (leased ones are still recorded when reported); pause stops
-  // leasing; resume continues where the job stopped.
+  // leasing; resume continues where the job stopped. Each takes effect at once and returns once
+  // the new state is stored; when the database refuses it (busy past its timeout, full), the
+  // change still holds on this server, it is stored as soon as the database takes writes (at the
+  // next tick: ExpireLeases), and the call returns UNAVAILABLE saying so (calling again checks).
   absl::StatusOr<JobStatus> Cancel(int64_t id);
   absl::StatusOr<JobStatus> Pause(int64_t id);
   absl::StatusOr<JobStatus> Resume(int64_t id);
@@ -291,6 +296,8 @@ class Scheduler {
     std::map<std::string, int64_t> jobs_ended;  // jobs this process ended, by final state
     // Leases this process took back because their worker stopped answering (a counter).
     int64_t leases_expired = 0;
+    // Job and task states changed in memory, not stored yet (the database refuses writes).
+    int64_t job_writes_pending = 0;
   };
   Counts CountNow();
 
@@ -302,6 +309,32 @@ class Scheduler {
     std::string worker, lease_id;
     v1::CandidateResult result;
   };
+  // A job's new state (SetJobState) or its tasks' progress (UpdateJobTasks), to be stored.
+  struct JobWrite {
+    int64_t job_id = 0;
+    std::optional<JobState> state;  // SetJobState(job_id, *state, message) when set
+    std::string message;
+    std::vector<JobTaskProgress> tasks;  // else UpdateJobTasks(job_id, tasks)
+  };
+  // Queues `job`'s new state, which the scheduler's memory holds from now on.
+  void QueueJobState(const JobRun& job, JobState state, std::string message)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void QueueTaskProgress(const JobRun& job, std::vector<JobTaskProgress> tasks)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Stores the queued job writes, in order, without the scheduler's lock. A write the database
+  // refuses for good (the job ended or deleted by another process: FailedPrecondition, NotFound)
+  // is dropped, with a log event; the first that fails otherwise (busy, full disk) and those after
+  // it stay queued, for the next flush (the tick's, at the latest), and its error is returned.
+  // `wait` false: when another thread is flushing, returns at once (that thread stores what was
+  // queued before it finishes); true: waits for it, then flushes (a caller that must know).
+  absl::Status FlushJobWrites(bool wait) ABSL_LOCKS_EXCLUDED(mu_, flush_mu_);
+  // `changed` once FlushJobWrites(true) stored it; UNAVAILABLE, saying the change holds on this
+  // server, when the database refused it.
+  absl::StatusOr<JobStatus> AfterStoring(absl::StatusOr<JobStatus> changed)
+      ABSL_LOCKS_EXCLUDED(mu_);
+  absl::StatusOr<JobStatus> CancelNow(int64_t id) ABSL_LOCKS_EXCLUDED(mu_);
+  absl::StatusOr<JobStatus> PauseNow(int64_t id) ABSL_LOCKS_EXCLUDED(mu_);
+  absl::StatusOr<JobStatus> ResumeNow(int64_t id) ABSL_LOCKS_EXCLUDED(mu_);
   // ExpireLeases under the lock: expired leases end, but a lease of one candidate given up on
   // stays, for the server to report (`lost`).
   void ExpireLeasesLocked(std::vector<LostCandidate>* lost) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -339,18 +372,21 @@ class Scheduler {
   // What the database keeps of a task's progress (TuningDatabase::UpdateJobTasks).
   static JobTaskProgress ProgressOf(const TaskRun& task);
   // A task whose search broke ends failed, saying why; the job goes on with its other tasks.
-  absl::Status FailTask(JobRun& job, TaskRun& task, const absl::Status& why)
+  void FailTask(JobRun& job, TaskRun& task, const absl::Status& why)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Removes an ended job from memory, keeping its last status for GetJob.
   void Forget(int64_t id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void ReturnToQueue(LeaseRun& lease) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  absl::Status FinishIfDone(JobRun& job) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // Stores `job` as running unless the database holds it as started already (JobRun::
-  // start_stored): before a state that only a started job may take (paused, done, failed).
-  absl::Status EnsureStartedStored(JobRun& job) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Ends `job` (done or failed, saying why) and lets it leave memory once every task is final and
+  // nothing is in flight; tasks that are done are marked so. Their writes are queued.
+  void FinishIfDone(JobRun& job) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Queues `job`'s start (running) unless the database holds it as started already (JobRun::
+  // start_stored) or it is queued: before a state that only a started job may take (paused, done,
+  // failed).
+  void EnsureStartedStored(JobRun& job) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Cancels `job` (a client's cancel, or its worker gone), saying `why`. The caller then lets it
   // leave memory (ForgetIfNotLeased).
-  absl::Status CancelLocked(JobRun& job, const std::string& why) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void CancelLocked(JobRun& job, const std::string& why) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Forget(id) unless the job is Leased.
   void ForgetIfNotLeased(int64_t id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Cancels the jobs bound to a worker that is gone (left, lost for 4 lease timeouts, or unknown
@@ -358,7 +394,7 @@ class Scheduler {
   void EndJobsOfGoneWorkers() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Stops leasing the candidates of jobs whose wall time ran out, and ends those with none left
   // in flight.
-  absl::Status StopJobsOutOfTime() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void StopJobsOutOfTime() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Why a queued or running job's unfinished tasks are not measured: no worker that may measure
   // them is registered, or those registered are lost or cannot build their kernels. Empty while
   // every task has such a worker, and for a job in any other state. `waiting`: the job's
@@ -420,6 +456,13 @@ class Scheduler {
   // Lifts each of `job`'s passes to its class's floor at least.
   void LiftToFloors(JobRun& job) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   int64_t tasks_being_stored_ ABSL_GUARDED_BY(mu_) = 0;  // of submits storing their job
+  // Job writes not stored yet, in the order they were made (FlushJobWrites).
+  std::deque<JobWrite> job_writes_ ABSL_GUARDED_BY(mu_);
+  bool job_write_in_flight_ ABSL_GUARDED_BY(mu_) = false;  // taken from job_writes_ to be stored
+  // Held by the thread storing job_writes_ (one at a time, so that they are stored in order).
+  absl::Mutex flush_mu_ ABSL_ACQUIRED_BEFORE(mu_);
+  // The error of the last flush that failed, until one stores everything (logged once).
+  std::string flush_failing_ ABSL_GUARDED_BY(flush_mu_);
   // Last: destroyed first, so running work finishes while the state it reports to exists.
   ThreadPool agents_;
 };

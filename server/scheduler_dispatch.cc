@@ -86,8 +86,11 @@ void Scheduler::QueueInit(JobRun& job, TaskRun& t, int cores, std::vector<AgentW
     absl::StatusOr<std::vector<Point>> batch =
         created.ok() ? (made = std::move(*created))->NextBatch()
                      : absl::StatusOr<std::vector<Point>>(created.status());
-    absl::MutexLock lock(&mu_);
-    AfterAgentWork(job_id, index, std::move(made), std::move(batch));
+    {
+      absl::MutexLock lock(&mu_);
+      AfterAgentWork(job_id, index, std::move(made), std::move(batch));
+    }
+    FlushJobWrites(/*wait=*/false).IgnoreError();  // refused: the tick tries again, and logs it
   });
 }
 
@@ -100,8 +103,11 @@ void Scheduler::QueueNextBatch(JobRun& job, TaskRun& t,
     const absl::Status completed = done ? search->Complete(*done) : absl::OkStatus();
     absl::StatusOr<std::vector<Point>> batch =
         completed.ok() ? search->NextBatch() : absl::StatusOr<std::vector<Point>>(completed);
-    absl::MutexLock lock(&mu_);
-    AfterAgentWork(job_id, index, nullptr, std::move(batch));
+    {
+      absl::MutexLock lock(&mu_);
+      AfterAgentWork(job_id, index, nullptr, std::move(batch));
+    }
+    FlushJobWrites(/*wait=*/false).IgnoreError();
   });
 }
 
@@ -123,9 +129,8 @@ void Scheduler::AfterAgentWork(int64_t job_id, int index, std::shared_ptr<TaskSe
   }
   // A task that ended meanwhile (failed, its job cancelled) keeps no search.
   if (created != nullptr && !IsFinal(t.state)) t.search = std::move(created);
-  absl::Status status = absl::OkStatus();
   if (!batch.ok()) {
-    if (!IsFinal(t.state)) status = FailTask(job, t, batch.status());
+    if (!IsFinal(t.state)) FailTask(job, t, batch.status());
   } else if (!IsFinal(t.state) && !job.out_of_time) {
     std::vector<Point>& points = *batch;
     const int64_t room = t.budget - t.done;
@@ -139,11 +144,7 @@ void Scheduler::AfterAgentWork(int64_t job_id, int index, std::shared_ptr<TaskSe
       for (size_t i = 0; i < t.batch.size(); ++i) t.queued.push_back(i);
     }
   }
-  if (status.ok()) status = FinishIfDone(job);
-  if (!status.ok()) {
-    LogEvent("agent_work_not_recorded",
-             {{"job_id", std::to_string(job_id)}, {"reason", std::string(status.message())}});
-  }
+  FinishIfDone(job);
 }
 
 void Scheduler::RunAgentWork(std::vector<AgentWork> work) {
@@ -159,6 +160,7 @@ absl::StatusOr<LeaseGrant> Scheduler::Lease(const std::string& worker_id, int ma
     absl::StatusOr<LeaseGrant> grant = LeaseLocked(worker_id, max_candidates, &work);
     const bool ran_here = agents_.inline_mode() && !work.empty();
     RunAgentWork(std::move(work));
+    FlushJobWrites(/*wait=*/false).IgnoreError();  // jobs the lease found ended
     // Inline, the work has just run on this thread: lease again from the batches it made.
     if (!grant.ok() || !grant->lease_id.empty() || !ran_here) return grant;
   }
@@ -268,14 +270,7 @@ absl::StatusOr<LeaseGrant> Scheduler::LeaseLocked(const std::string& worker_id,
   std::vector<int64_t> ids;
   for (const auto& [id, job] : jobs_) ids.push_back(id);
   for (int64_t id : ids) {
-    auto it = jobs_.find(id);
-    if (it == jobs_.end()) continue;
-    // Not the lease's failure (it holds candidates taken from the queues): said, and tried
-    // again at the next lease or report.
-    if (absl::Status st = FinishIfDone(*it->second); !st.ok()) {
-      LogEvent("job_end_not_stored",
-               {{"job_id", std::to_string(id)}, {"reason", std::string(st.message())}});
-    }
+    if (auto it = jobs_.find(id); it != jobs_.end()) FinishIfDone(*it->second);
   }
   if (lease->items.empty()) {
     grant.preparing = preparing;
@@ -420,7 +415,6 @@ absl::StatusOr<int64_t> Scheduler::ReportAs(const std::string& worker_id,
   }
   // 3. Under the lock again: progress, the lease's end, and the strategy work of complete batches.
   std::vector<AgentWork> work;
-  absl::Status status = absl::OkStatus();
   {
     absl::MutexLock lock(&mu_);
     auto l = leases_.find(lease_id);  // still there: a committing lease neither expires nor leaves
@@ -500,11 +494,13 @@ absl::StatusOr<int64_t> Scheduler::ReportAs(const std::string& worker_id,
           QueueNextBatch(*it->second, t, std::move(observations), &work);
         }
       }
-      status.Update(FinishIfDone(*it->second));
+      FinishIfDone(*it->second);
     }
   }
   RunAgentWork(std::move(work));
-  KTUNE_RETURN_IF_ERROR(status);
+  // The jobs and tasks the report ended. Their records are stored: a refused write fails not
+  // the report but is stored later (the tick's flush), and logged.
+  FlushJobWrites(/*wait=*/true).IgnoreError();
   return *added;
 }
 

@@ -52,17 +52,20 @@ absl::StatusOr<std::vector<std::string>> Scheduler::Heartbeat(
 }
 
 absl::Status Scheduler::Leave(const std::string& worker_id) {
-  absl::MutexLock lock(&mu_);
-  for (auto it = leases_.begin(); it != leases_.end();) {
-    if (it->second->worker == worker_id && !it->second->committing) {
-      ReturnToQueue(*it->second);
-      it = leases_.erase(it);
-    } else {
-      ++it;
+  {
+    absl::MutexLock lock(&mu_);
+    for (auto it = leases_.begin(); it != leases_.end();) {
+      if (it->second->worker == worker_id && !it->second->committing) {
+        ReturnToQueue(*it->second);
+        it = leases_.erase(it);
+      } else {
+        ++it;
+      }
     }
+    if (workers_.erase(worker_id) > 0) LogEvent("worker_left", {{"worker_id", worker_id}});
+    EndJobsOfGoneWorkers();
   }
-  if (workers_.erase(worker_id) > 0) LogEvent("worker_left", {{"worker_id", worker_id}});
-  EndJobsOfGoneWorkers();
+  FlushJobWrites(/*wait=*/false).IgnoreError();  // the jobs bound to it, cancelled
   return absl::OkStatus();
 }
 
@@ -217,6 +220,7 @@ Scheduler::Counts Scheduler::CountNow() {
     c.jobs_ended["cancelled"] += abandoned;
   }
   c.leases_expired = leases_expired_;
+  c.job_writes_pending = static_cast<int64_t>(job_writes_.size()) + (job_write_in_flight_ ? 1 : 0);
   std::map<std::string, bool> measuring;
   for (const auto& [id, lease] : leases_) measuring[lease->worker] = true;
   const absl::Time now = options_.now();
@@ -268,6 +272,9 @@ void Scheduler::ExpireLeases() {
       }
     }
   }
+  // The jobs that ended (out of time, their worker gone), and the writes the database refused
+  // before: tried again at every tick.
+  FlushJobWrites(/*wait=*/false).IgnoreError();
 }
 
 void Scheduler::ExtendLeases(absl::Duration stalled) {
@@ -336,9 +343,7 @@ void Scheduler::ExpireLeasesLocked(std::vector<LostCandidate>* lost) {
   }
   for (int64_t id : gone) Forget(id);
   EndJobsOfGoneWorkers();  // a bound job's worker lost: it stopped sending heartbeats
-  if (absl::Status s = StopJobsOutOfTime(); !s.ok()) {
-    LogEvent("wall_time_check_failed", {{"reason", std::string(s.message())}});
-  }
+  StopJobsOutOfTime();
 }
 
 }  // namespace ktune

@@ -272,6 +272,7 @@ absl::StatusOr<std::unique_ptr<TuningServer>> TuningServer::Start(TuningServerOp
           }
           g.retune_jobs = raw->telemetry_->retune_jobs_started();
           g.leases_expired = c.leases_expired;
+          g.job_writes_pending = c.job_writes_pending;
           g.tasks_without_worker = c.tasks_without_worker;
           return raw->metrics_.Collect(g);
         }));

@@ -64,7 +64,9 @@ class FailedPrecondition(KtuneError):
 
 
 class Unavailable(KtuneError):
-    """UNAVAILABLE: the server cannot be reached (not started, wrong address, TLS mismatch)."""
+    """UNAVAILABLE: try again later. The server cannot be reached (not started, wrong address, TLS
+    mismatch), or it answered but could not finish: a report during its lease's first commit, or a
+    cancel, pause or resume in effect on the server that its database has not stored yet."""
 
 
 class DeadlineExceeded(KtuneError):

@@ -32,6 +32,18 @@ class OneTaskScheduler : public ::testing::Test {
     worker_ = scheduler_->RegisterWorker(kDevice, "test", kCores);
   }
 
+  // A report of every candidate of `grant`, measured ok at 1 ms.
+  static std::vector<v1::CandidateResult> AllOk(const LeaseGrant& grant) {
+    std::vector<v1::CandidateResult> results;
+    for (const v1::Candidate& c : grant.candidates) {
+      v1::CandidateResult& r = results.emplace_back();
+      r.set_candidate_id(c.candidate_id());
+      r.set_status(v1::MEASUREMENT_STATUS_OK);
+      r.add_repeat_times_ms(1.0);
+    }
+    return results;
+  }
+
   TaskKey Task() const {
     const KernelDefinition* gemm = registry_.Find("gemm");
     return {"gemm", gemm->Version(), *gemm->ValidateProblem({{"M", 64}, {"N", 64}, {"K", 64}}),

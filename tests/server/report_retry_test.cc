@@ -18,19 +18,7 @@
 namespace ktune {
 namespace {
 
-class ReportRetryTest : public OneTaskScheduler {
- protected:
-  std::vector<v1::CandidateResult> AllOk(const LeaseGrant& grant) {
-    std::vector<v1::CandidateResult> results;
-    for (const v1::Candidate& c : grant.candidates) {
-      v1::CandidateResult& r = results.emplace_back();
-      r.set_candidate_id(c.candidate_id());
-      r.set_status(v1::MEASUREMENT_STATUS_OK);
-      r.add_repeat_times_ms(1.0);
-    }
-    return results;
-  }
-};
+class ReportRetryTest : public OneTaskScheduler {};
 
 TEST_F(ReportRetryTest, AReportSentAgainAfterItsReplyWasLostIsAnsweredAsTheFirst) {
   SubmitRandom({Task()}, /*budget=*/8, /*batch_size=*/4);

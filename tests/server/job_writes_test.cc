@@ -1,0 +1,156 @@
+// The scheduler changes a job's state in memory under its lock and stores it after
+// (FlushJobWrites): a job's end, a cancel or a pause waiting for the database (a slow sync, another
+// process holding the file, a full disk) no longer holds every lease, report and heartbeat of the
+// fleet with it.
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/synchronization/notification.h"
+#include "db/memory_tuning_database.h"
+#include "server/scheduler.h"
+#include "tests/server/one_task_scheduler.h"
+
+namespace ktune {
+namespace {
+
+// A database whose job writes (a job's state, its tasks' progress) wait while held, or fail while
+// refused (as SQLite's "database is locked" past its busy timeout).
+class GatedJobWrites : public MemoryTuningDatabase {
+ public:
+  absl::Status SetJobState(int64_t id, JobState state, const std::string& message) override {
+    if (absl::Status st = Gate(); !st.ok()) return st;
+    return MemoryTuningDatabase::SetJobState(id, state, message);
+  }
+  absl::Status UpdateJobTasks(int64_t job_id,
+                              const std::vector<JobTaskProgress>& progress) override {
+    if (absl::Status st = Gate(); !st.ok()) return st;
+    return MemoryTuningDatabase::UpdateJobTasks(job_id, progress);
+  }
+  std::atomic<bool> hold_{false}, refuse_{false};
+  absl::Notification holding_, release_;
+
+ private:
+  absl::Status Gate() {
+    if (refuse_) return absl::AbortedError("database is locked");
+    if (hold_.exchange(false)) {
+      holding_.Notify();
+      release_.WaitForNotification();
+    }
+    return absl::OkStatus();
+  }
+};
+
+class JobWritesTest : public OneTaskScheduler {
+ protected:
+  JobWritesTest() {
+    SchedulerOptions options;
+    options.agent_threads = 0;
+    scheduler_ = std::make_unique<Scheduler>(&gated_, &spaces_, options);
+    worker_ = scheduler_->RegisterWorker(kDevice, "test", kCores);
+  }
+
+  int64_t Submit(int64_t budget, int batch_size) {
+    JobRequest r;
+    r.name = "writes";
+    r.tasks = {Task()};
+    r.budget = budget;
+    r.batch_size = batch_size;
+    r.strategy = "random";
+    r.spec_json = "{}";
+    absl::StatusOr<int64_t> id = scheduler_->Submit(r);
+    EXPECT_TRUE(id.ok()) << id.status();
+    return id.value_or(0);
+  }
+
+  JobState Stored(int64_t id) {
+    absl::StatusOr<Job> job = gated_.GetJob(id);
+    EXPECT_TRUE(job.ok()) << job.status();
+    return job.ok() ? job->state : JobState::kQueued;
+  }
+
+  GatedJobWrites gated_;
+};
+
+TEST_F(JobWritesTest, AJobsEndWaitingForTheDatabaseHoldsUpNoOtherCall) {
+  const int64_t id = Submit(/*budget=*/1, /*batch_size=*/1);
+  const std::string other = scheduler_->RegisterWorker(kDevice, "other", kCores);
+  absl::StatusOr<LeaseGrant> grant = scheduler_->Lease(worker_, 1);
+  ASSERT_TRUE(grant.ok() && grant->candidates.size() == 1) << grant.status();
+  gated_.hold_ = true;  // the job's end, written after the report's records
+  absl::StatusOr<int64_t> reported;
+  std::thread reporter(
+      [&] { reported = scheduler_->Report(worker_, grant->lease_id, AllOk(*grant)); });
+  ASSERT_TRUE(gated_.holding_.WaitForNotificationWithTimeout(absl::Seconds(30)));
+
+  // Another worker's heartbeat, and a client's query, while the end is being written.
+  absl::Notification answered;
+  absl::StatusOr<std::vector<std::string>> beat;
+  std::thread heartbeat([&] {
+    beat = scheduler_->Heartbeat(other, {});
+    answered.Notify();
+  });
+  const bool in_time = answered.WaitForNotificationWithTimeout(absl::Seconds(20));
+  gated_.release_.Notify();  // also when it waited: the threads must end
+  heartbeat.join();
+  reporter.join();
+  EXPECT_TRUE(in_time) << "the heartbeat waited for the job's end to be written";
+  EXPECT_TRUE(beat.ok()) << beat.status();
+  ASSERT_TRUE(reported.ok()) << reported.status();
+  EXPECT_EQ(*reported, 1);
+  EXPECT_EQ(scheduler_->GetJob(id)->job.state, JobState::kDone);
+  EXPECT_EQ(Stored(id), JobState::kDone);  // the report returned once it was stored
+}
+
+TEST_F(JobWritesTest, ACancelTheDatabaseRefusesHoldsAndIsStoredOnceItTakesWrites) {
+  const int64_t id = Submit(/*budget=*/8, /*batch_size=*/4);
+  gated_.refuse_ = true;
+  absl::StatusOr<JobStatus> cancelled = scheduler_->Cancel(id);
+  ASSERT_TRUE(absl::IsUnavailable(cancelled.status())) << cancelled.status();
+  EXPECT_NE(cancelled.status().message().find("is cancelled on this server"), std::string::npos)
+      << cancelled.status();
+  EXPECT_NE(cancelled.status().message().find("database is locked"), std::string::npos);
+  // In effect here: nothing more is leased, and clients see it cancelled.
+  EXPECT_EQ(scheduler_->GetJob(id)->job.state, JobState::kCancelled);
+  absl::StatusOr<LeaseGrant> grant = scheduler_->Lease(worker_, 4);
+  ASSERT_TRUE(grant.ok()) << grant.status();
+  EXPECT_TRUE(grant->candidates.empty());
+  EXPECT_EQ(Stored(id), JobState::kQueued);
+  EXPECT_GT(scheduler_->CountNow().job_writes_pending, 0);
+
+  scheduler_->ExpireLeases();  // a tick while the database still refuses: kept
+  EXPECT_EQ(Stored(id), JobState::kQueued);
+  gated_.refuse_ = false;
+  scheduler_->ExpireLeases();  // the next tick stores it
+  EXPECT_EQ(Stored(id), JobState::kCancelled);
+  EXPECT_EQ(scheduler_->CountNow().job_writes_pending, 0);
+  absl::StatusOr<JobStatus> again = scheduler_->Cancel(id);
+  ASSERT_TRUE(again.ok()) << again.status();
+  EXPECT_EQ(again->job.state, JobState::kCancelled);
+}
+
+TEST_F(JobWritesTest, AReportWhoseJobEndTheDatabaseRefusesIsStillStored) {
+  const int64_t id = Submit(/*budget=*/1, /*batch_size=*/1);
+  absl::StatusOr<LeaseGrant> grant = scheduler_->Lease(worker_, 1);
+  ASSERT_TRUE(grant.ok() && grant->candidates.size() == 1) << grant.status();
+  gated_.refuse_ = true;  // records go in; the job's end does not
+  absl::StatusOr<int64_t> reported = scheduler_->Report(worker_, grant->lease_id, AllOk(*grant));
+  ASSERT_TRUE(reported.ok()) << reported.status();  // it failed, and the worker sent it again
+  EXPECT_EQ(*reported, 1);
+  EXPECT_EQ(scheduler_->GetJob(id)->job.state, JobState::kDone);
+  EXPECT_NE(Stored(id), JobState::kDone);
+  gated_.refuse_ = false;
+  scheduler_->ExpireLeases();
+  EXPECT_EQ(Stored(id), JobState::kDone);
+  // In order: a job's tasks, then the job.
+  absl::StatusOr<Job> stored = gated_.GetJob(id);
+  ASSERT_TRUE(stored.ok());
+  ASSERT_EQ(stored->tasks.size(), 1u);
+  EXPECT_EQ(stored->tasks[0].state, JobState::kDone);
+}
+
+}  // namespace
+}  // namespace ktune
