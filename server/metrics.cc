@@ -31,7 +31,15 @@
 namespace ktune {
 namespace {
 
-// The buckets of both histograms, in seconds.
+// A piece of strategy work: a random proposal takes microseconds, PPO's learning step on a loaded
+// machine a second and more.
+const prometheus::Histogram::BucketBoundaries& AgentBuckets() {
+  static const auto* buckets = new prometheus::Histogram::BucketBoundaries{
+      0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30};
+  return *buckets;
+}
+
+// The buckets of the RPC and commit histograms, in seconds.
 const prometheus::Histogram::BucketBoundaries& Buckets() {
   static const auto* buckets = new prometheus::Histogram::BucketBoundaries{
       0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 2.5};
@@ -145,6 +153,9 @@ std::vector<prometheus::MetricFamily> GaugeFamilies(const Metrics::Gauges& g) {
       "Job and task state changes in effect on this server that the database has not stored yet "
       "(it refuses writes: busy, full)."));
   AddValue(&out.back(), {}, g.job_writes_pending);
+  out.push_back(ScrapedFamily("ktune_agent_work_queued", MetricType::Gauge,
+                              "Strategy work waiting for an agent thread (--agent-threads)."));
+  AddValue(&out.back(), {}, g.agent_work_queued);
   out.push_back(ScrapedFamily("ktune_workers", MetricType::Gauge,
                               "Registered workers, by device class and state."));
   for (const auto& [key, n] : g.workers) {
@@ -273,6 +284,15 @@ Metrics::Metrics() : registry_(std::make_shared<prometheus::Registry>()) {
   for (const char* state : {"done", "failed", "cancelled"}) {
     job_seconds_->Add({{"state", state}}, JobBuckets());
   }
+  agent_seconds_ = &prometheus::BuildHistogram()
+                        .Name("ktune_agent_work_seconds")
+                        .Help(
+                            "Strategy work on the agent threads, by kind: start (a task's search "
+                            "created, its first batch proposed), batch (results learned, the next "
+                            "batch proposed). Workers wait for it when it is slower than they "
+                            "measure.")
+                        .Register(*registry_);
+  for (const char* kind : {"start", "batch"}) agent_seconds_->Add({{"kind", kind}}, AgentBuckets());
   // At 0 from the start, so that increase() sees the first failure (SqliteError's codes).
   for (const char* code : {"RESOURCE_EXHAUSTED", "UNAVAILABLE", "ABORTED", "PERMISSION_DENIED",
                            "DATA_LOSS", "INTERNAL"}) {
@@ -309,6 +329,10 @@ void Metrics::CountCommitFailure(const std::string& code) {
 
 void Metrics::ObserveJobEnd(const std::string& state, double seconds) {
   job_seconds_->Add({{"state", state}}, JobBuckets()).Observe(seconds);
+}
+
+void Metrics::ObserveAgentWork(const std::string& kind, double seconds) {
+  agent_seconds_->Add({{"kind", kind}}, AgentBuckets()).Observe(seconds);
 }
 
 void Metrics::CountMeasurement(const std::string& status, int64_t n) {

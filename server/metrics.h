@@ -14,6 +14,9 @@
 //   ktune_jobs{state}                            gauge    active jobs: queued, running, paused
 //   ktune_jobs_ended_total{state}                counter  jobs ended: done, failed, cancelled
 //   ktune_job_duration_seconds{state}            histogram  submit to end, of the jobs it ended
+//   ktune_job_writes_pending                     gauge    job/task states the database has not
+//   taken ktune_agent_work_seconds{kind}               histogram  strategy work: start | batch
+//   ktune_agent_work_queued                      gauge    strategy work waiting for an agent thread
 //   ktune_drift_flags_total{kind}                counter  drift flags raised (telemetry)
 //   ktune_retune_jobs_total                      counter  retuning jobs started by drift flags
 //
@@ -63,6 +66,7 @@ class Metrics {
     int64_t retune_jobs = 0;                     // retuning jobs started (counter)
     int64_t leases_expired = 0;                  // leases taken back (counter)
     int64_t job_writes_pending = 0;  // job and task states the database has not taken yet
+    int64_t agent_work_queued = 0;   // strategy work waiting for an agent thread
     std::map<std::string, int64_t> tasks_without_worker;  // device class -> tasks
   };
 
@@ -77,6 +81,8 @@ class Metrics {
   void CountMeasurement(const std::string& status, int64_t n = 1);
   // A job this process ended, by final state, and how long it lived since it was submitted.
   void ObserveJobEnd(const std::string& state, double seconds);
+  // A piece of the agent's strategy work ("start" or "batch": SchedulerOptions::on_agent_work).
+  void ObserveAgentWork(const std::string& kind, double seconds);
 
   // Every series: the events counted so far and `gauges`.
   std::vector<prometheus::MetricFamily> Collect(const Gauges& gauges) const;
@@ -103,6 +109,7 @@ class Metrics {
   prometheus::Histogram* commit_seconds_;
   prometheus::Family<prometheus::Counter>* commit_failures_;
   prometheus::Family<prometheus::Histogram>* job_seconds_;
+  prometheus::Family<prometheus::Histogram>* agent_seconds_;
 };
 
 // OK when `listen` is IPV4:PORT (port 0 to 65535); InvalidArgument, saying so, otherwise.

@@ -72,6 +72,10 @@ struct SchedulerOptions {
   // since it was submitted; under the scheduler's lock or not: keep it cheap and thread-safe (a
   // histogram's Observe).
   std::function<void(const std::string&, absl::Duration)> on_job_ended;
+  // Called after each piece of strategy work with its kind ("start": a task's search created and
+  // its first batch proposed; "batch": a batch's results learned and the next one proposed) and
+  // how long it ran, on the agent thread, without the scheduler's lock: keep it cheap.
+  std::function<void(const std::string&, absl::Duration)> on_agent_work;
   // Threads that run strategy work (at nice 10: RPCs go first); 0: on the thread of the call that
   // needs it (Lease or Report), still without the scheduler's lock (deterministic, for tests).
   int agent_threads = 2;
@@ -298,6 +302,8 @@ class Scheduler {
     int64_t leases_expired = 0;
     // Job and task states changed in memory, not stored yet (the database refuses writes).
     int64_t job_writes_pending = 0;
+    // Strategy work waiting for an agent thread (SchedulerOptions::agent_threads).
+    int64_t agent_work_queued = 0;
   };
   Counts CountNow();
 

@@ -80,12 +80,14 @@ void Scheduler::QueueInit(JobRun& job, TaskRun& t, int cores, std::vector<AgentW
   t.agent_busy = true;
   work->push_back([this, job_id = job.job.id, index = t.index, task = t.task, search, cores,
                    budget_left = t.budget - t.done] {
+    const absl::Time start = absl::Now();
     absl::StatusOr<std::unique_ptr<TaskSearch>> created =
         TaskSearch::Create(db_, *spaces_, task, search, cores, budget_left);
     std::shared_ptr<TaskSearch> made;
     absl::StatusOr<std::vector<Point>> batch =
         created.ok() ? (made = std::move(*created))->NextBatch()
                      : absl::StatusOr<std::vector<Point>>(created.status());
+    if (options_.on_agent_work) options_.on_agent_work("start", absl::Now() - start);
     {
       absl::MutexLock lock(&mu_);
       AfterAgentWork(job_id, index, std::move(made), std::move(batch));
@@ -100,9 +102,11 @@ void Scheduler::QueueNextBatch(JobRun& job, TaskRun& t,
   t.agent_busy = true;
   work->push_back([this, job_id = job.job.id, index = t.index, search = t.search,
                    done = std::move(done)] {
+    const absl::Time start = absl::Now();
     const absl::Status completed = done ? search->Complete(*done) : absl::OkStatus();
     absl::StatusOr<std::vector<Point>> batch =
         completed.ok() ? search->NextBatch() : absl::StatusOr<std::vector<Point>>(completed);
+    if (options_.on_agent_work) options_.on_agent_work("batch", absl::Now() - start);
     {
       absl::MutexLock lock(&mu_);
       AfterAgentWork(job_id, index, nullptr, std::move(batch));

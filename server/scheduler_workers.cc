@@ -220,6 +220,7 @@ Scheduler::Counts Scheduler::CountNow() {
     c.jobs_ended["cancelled"] += abandoned;
   }
   c.leases_expired = leases_expired_;
+  c.agent_work_queued = agents_.Queued();
   c.job_writes_pending = static_cast<int64_t>(job_writes_.size()) + (job_write_in_flight_ ? 1 : 0);
   std::map<std::string, bool> measuring;
   for (const auto& [id, lease] : leases_) measuring[lease->worker] = true;

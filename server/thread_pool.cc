@@ -29,6 +29,11 @@ void ThreadPool::Run(std::function<void()> work) {
   queue_.push_back(std::move(work));
 }
 
+int64_t ThreadPool::Queued() {
+  absl::MutexLock lock(&mu_);
+  return static_cast<int64_t>(queue_.size());
+}
+
 void ThreadPool::WaitIdle() {
   absl::MutexLock lock(&mu_);
   mu_.Await(absl::Condition(

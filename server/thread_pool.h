@@ -48,6 +48,8 @@ class ThreadPool {
   void Run(std::function<void()> work);
   // Waits until no work is queued or running (tests; a server's orderly stop).
   void WaitIdle();
+  // Work queued and not started yet (0 with threads == 0).
+  int64_t Queued();
   bool inline_mode() const { return threads_.empty(); }
 
  private:

@@ -200,6 +200,9 @@ absl::StatusOr<std::unique_ptr<TuningServer>> TuningServer::Start(TuningServerOp
   scheduler_options.on_job_ended = [metrics](const std::string& state, absl::Duration lived) {
     metrics->ObserveJobEnd(state, absl::ToDoubleSeconds(lived));
   };
+  scheduler_options.on_agent_work = [metrics](const std::string& kind, absl::Duration took) {
+    metrics->ObserveAgentWork(kind, absl::ToDoubleSeconds(took));
+  };
   s->scheduler_ = std::make_unique<Scheduler>(s->db_.get(), s->spaces_.get(), scheduler_options);
   if (s->options_.resume_jobs) {
     KTUNE_RETURN_IF_ERROR(s->scheduler_->Recover());
@@ -273,6 +276,7 @@ absl::StatusOr<std::unique_ptr<TuningServer>> TuningServer::Start(TuningServerOp
           g.retune_jobs = raw->telemetry_->retune_jobs_started();
           g.leases_expired = c.leases_expired;
           g.job_writes_pending = c.job_writes_pending;
+          g.agent_work_queued = c.agent_work_queued;
           g.tasks_without_worker = c.tasks_without_worker;
           return raw->metrics_.Collect(g);
         }));

@@ -63,7 +63,10 @@ TEST(MetricsTest, AnIdleServerShowsItsGaugesAtZero) {
   for (const char* line :
        {"ktune_workers{device_class=\"\",state=\"idle\"} 0\n",
         "ktune_workers{device_class=\"\",state=\"measuring\"} 0\n", "ktune_leases_active 0\n",
-        "ktune_queue_candidates 0\n", "ktune_jobs{state=\"running\"} 0\n"}) {
+        "ktune_queue_candidates 0\n", "ktune_jobs{state=\"running\"} 0\n",
+        "ktune_job_writes_pending 0\n", "ktune_agent_work_queued 0\n",
+        "ktune_agent_work_seconds_count{kind=\"start\"} 0\n",
+        "ktune_agent_work_seconds_count{kind=\"batch\"} 0\n"}) {
     EXPECT_THAT(idle, ::testing::HasSubstr(line));
   }
   for (const char* state : {"done", "failed", "cancelled"}) {
@@ -79,8 +82,17 @@ TEST(MetricsTest, AnIdleServerShowsItsGaugesAtZero) {
   busy.jobs_ended["cancelled"] = 3;
   busy.tasks_without_worker["cpu:y"] = 4;
   busy.leases_expired = 5;
+  busy.job_writes_pending = 6;
+  busy.agent_work_queued = 7;
   metrics.ObserveJobEnd("done", 90);
+  metrics.ObserveAgentWork("batch", 0.3);
   const std::string text = metrics.Render(busy);
+  EXPECT_THAT(text, ::testing::HasSubstr("ktune_job_writes_pending 6\n"));
+  EXPECT_THAT(text, ::testing::HasSubstr("ktune_agent_work_queued 7\n"));
+  EXPECT_THAT(text, ::testing::HasSubstr(
+                        "ktune_agent_work_seconds_bucket{kind=\"batch\",le=\"0.25\"} 0\n"));
+  EXPECT_THAT(
+      text, ::testing::HasSubstr("ktune_agent_work_seconds_bucket{kind=\"batch\",le=\"0.5\"} 1\n"));
   EXPECT_THAT(text, ::testing::HasSubstr("ktune_job_duration_seconds_count{state=\"done\"} 1\n"));
   EXPECT_THAT(text, ::testing::HasSubstr(
                         "ktune_job_duration_seconds_bucket{state=\"done\",le=\"60\"} 0\n"));

@@ -104,5 +104,25 @@ TEST_F(SchedulerCountsTest, EndedJobsAreReportedWithHowLongTheyLived) {
                        {"done", absl::Seconds(90)}, {"cancelled", absl::Seconds(5)}}));
 }
 
+// Each piece of strategy work is handed to on_agent_work with its kind and duration
+// (ktune_agent_work_seconds): the search's start with its first batch, then one per batch learned.
+TEST_F(SchedulerCountsTest, StrategyWorkIsReportedByKind) {
+  std::map<std::string, int> work;
+  SchedulerOptions options;
+  options.on_agent_work = [&work](const std::string& kind, absl::Duration took) {
+    EXPECT_GE(took, absl::ZeroDuration());
+    ++work[kind];
+  };
+  Restart(options);
+  SubmitRandom({Task()}, /*budget=*/3, /*batch_size=*/1);
+  for (int i = 0; i < 3; ++i) {
+    absl::StatusOr<LeaseGrant> grant = scheduler_->Lease(worker_, 1);
+    ASSERT_TRUE(grant.ok() && grant->candidates.size() == 1) << i;
+    ASSERT_TRUE(scheduler_->Report(worker_, grant->lease_id, AllOk(*grant)).ok());
+  }
+  // One start; a batch after each of the three results (the last learns and proposes nothing).
+  EXPECT_EQ(work, (std::map<std::string, int>{{"start", 1}, {"batch", 3}}));
+}
+
 }  // namespace
 }  // namespace ktune

@@ -29,6 +29,7 @@ TEST(ThreadPoolTest, WorkQueuedAtExitRunsOrIsDroppedAsAsked) {
       });
       started.WaitForNotification();
       for (int i = 0; i < 5; ++i) pool.Run([&] { ++ran; });
+      EXPECT_EQ(pool.Queued(), 5);  // the backlog the metrics show (ktune_agent_work_queued)
     }  // the destructor waits for the running work
     EXPECT_EQ(ran.load(), run_queued ? 6 : 1) << "run_queued_at_exit " << run_queued;
   }
