@@ -150,8 +150,8 @@ std::vector<prometheus::MetricFamily> GaugeFamilies(const Metrics::Gauges& g) {
   AddValue(&out.back(), {}, g.leases_expired);
   out.push_back(ScrapedFamily(
       "ktune_job_writes_pending", MetricType::Gauge,
-      "Job and task state changes in effect on this server that the database has not stored yet "
-      "(it refuses writes: busy, full)."));
+      "Job and task state changes in effect on this server and not stored yet: 0 but for a "
+      "moment, unless the database refuses writes (busy, full, read-only)."));
   AddValue(&out.back(), {}, g.job_writes_pending);
   out.push_back(ScrapedFamily("ktune_agent_work_queued", MetricType::Gauge,
                               "Strategy work waiting for an agent thread (--agent-threads)."));

@@ -14,8 +14,8 @@
 //   ktune_jobs{state}                            gauge    active jobs: queued, running, paused
 //   ktune_jobs_ended_total{state}                counter  jobs ended: done, failed, cancelled
 //   ktune_job_duration_seconds{state}            histogram  submit to end, of the jobs it ended
-//   ktune_job_writes_pending                     gauge    job/task states the database has not
-//   taken ktune_agent_work_seconds{kind}               histogram  strategy work: start | batch
+//   ktune_job_writes_pending                     gauge    job/task state changes not stored yet
+//   ktune_agent_work_seconds{kind}               histogram  strategy work: start | batch
 //   ktune_agent_work_queued                      gauge    strategy work waiting for an agent thread
 //   ktune_drift_flags_total{kind}                counter  drift flags raised (telemetry)
 //   ktune_retune_jobs_total                      counter  retuning jobs started by drift flags

@@ -84,9 +84,14 @@ Scheduler::Scheduler(TuningDatabase* db, const TaskSpaces* spaces, SchedulerOpti
       agents_(AgentPoolOptions(options_.agent_threads)) {}
 
 Scheduler::~Scheduler() {
-  // An orderly stop stores what changed; strategy work still running stores its own.
-  if (absl::Status st = FlushJobWrites(/*wait=*/true); !st.ok()) {
-    LogEvent("job_writes_lost_at_exit", {{"reason", std::string(st.message())}});
+  // An orderly stop stores what changed, strategy work that was running included (stopped first:
+  // what it changed after the flush was lost). Writes the database still refuses are lost; the
+  // jobs' records are not (a restart recounts them).
+  agents_.Stop();
+  if (absl::Status st = FlushJobWrites(FlushMode::kWait); !st.ok()) {
+    absl::MutexLock lock(&mu_);
+    LogEvent("job_writes_lost_at_exit", {{"pending", std::to_string(job_writes_.size())},
+                                         {"reason", std::string(st.message())}});
   }
 }
 
@@ -301,7 +306,7 @@ absl::Status Scheduler::Recover() {
   }
   // Jobs that recovered ended (all their tasks done before the restart), or cancelled; what the
   // database refuses now is tried again at every tick.
-  FlushJobWrites(/*wait=*/false).IgnoreError();
+  FlushJobWrites(FlushMode::kTry).IgnoreError();
   return absl::OkStatus();
 }
 
@@ -415,7 +420,11 @@ absl::StatusOr<int64_t> Scheduler::Submit(const JobRequest& r) {
 absl::StatusOr<Scheduler::JobRun*> Scheduler::FindJob(int64_t id) {
   auto it = jobs_.find(id);
   if (it != jobs_.end()) return it->second.get();
-  // A job that ended is only in the database: it exists, but there is nothing left to change.
+  // A job that ended exists, but there is nothing left to change (its end may not be stored yet).
+  if (auto f = finished_.find(id); f != finished_.end()) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("job ", id, " has already ended (", JobStateName(f->second.job.state), ")"));
+  }
   if (absl::StatusOr<Job> ended = db_->GetJob(id); ended.ok()) {
     return absl::FailedPreconditionError(
         absl::StrCat("job ", id, " has already ended (", JobStateName(ended->state), ")"));
@@ -569,12 +578,20 @@ absl::StatusOr<JobStatus> Scheduler::Resume(int64_t id) { return AfterStoring(Re
 
 absl::StatusOr<JobStatus> Scheduler::AfterStoring(absl::StatusOr<JobStatus> changed) {
   if (!changed.ok()) return changed;
-  const absl::Status stored = FlushJobWrites(/*wait=*/true);
-  if (stored.ok()) return changed;
+  const int64_t id = changed->job.id;
+  const auto pending = [this, id] {
+    absl::MutexLock lock(&mu_);
+    return WritesPending(id);
+  };
+  if (!pending()) return changed;  // nothing to store (it was so already), or stored meanwhile
+  const absl::Status stored = FlushJobWrites(FlushMode::kWait);
+  if (!pending()) return changed;
   return absl::UnavailableError(absl::StrCat(
-      "job ", changed->job.id, " is ", JobStateName(changed->job.state),
-      " on this server, but the database has not stored it yet (", stored.message(),
-      "); the server stores it as soon as the database takes writes: ask again to check"));
+      "job ", id, " is ", JobStateName(changed->job.state),
+      " on this server, but the database has not stored it yet (",
+      stored.ok() ? "another thread is storing it" : stored.message(),
+      "); the server stores it as soon as the database takes writes, unless it stops first: ask "
+      "again to check"));
 }
 
 absl::StatusOr<JobStatus> Scheduler::CancelNow(int64_t id) {
@@ -594,6 +611,7 @@ absl::StatusOr<JobStatus> Scheduler::CancelNow(int64_t id) {
 
 void Scheduler::QueueJobState(const JobRun& job, JobState state, std::string message) {
   job_writes_.push_back({job.job.id, state, std::move(message), {}});
+  ++pending_writes_[job.job.id];
 }
 
 void Scheduler::QueueTaskProgress(const JobRun& job, std::vector<JobTaskProgress> tasks) {
@@ -607,52 +625,82 @@ void Scheduler::QueueTaskProgress(const JobRun& job, std::vector<JobTaskProgress
     return;
   }
   job_writes_.push_back({job.job.id, std::nullopt, "", std::move(tasks)});
+  ++pending_writes_[job.job.id];
 }
 
-absl::Status Scheduler::FlushJobWrites(bool wait) {
-  if (wait) {
+namespace {
+
+// Errors a retry may mend: the database busy (another process holds it), a full disk, an I/O
+// error, a read-only file. Any other error of a job write (the job ended or deleted by another
+// process, a row that does not parse) stays what it is.
+bool WorthRetrying(const absl::Status& st) {
+  return absl::IsAborted(st) || absl::IsResourceExhausted(st) || absl::IsUnavailable(st) ||
+         absl::IsPermissionDenied(st) || absl::IsDeadlineExceeded(st);
+}
+
+}  // namespace
+
+absl::Status Scheduler::FlushJobWrites(FlushMode mode) {
+  if (mode == FlushMode::kWait) {
     flush_mu_.Lock();
-  } else if (!flush_mu_.TryLock()) {
-    return absl::OkStatus();  // the thread flushing stores what was queued before it ends
+  } else if ((mode == FlushMode::kTry && writes_refused_) || !flush_mu_.TryLock()) {
+    // Another thread is flushing (it looks at the queue again before it stops), or the database
+    // refuses: the tick tries again.
+    return absl::OkStatus();
   }
   absl::Status failed = absl::OkStatus();
-  int64_t pending = 0;
   while (true) {
-    JobWrite w;
+    int64_t pending = 0;
+    while (true) {
+      JobWrite w;
+      {
+        absl::MutexLock lock(&mu_);
+        if (job_writes_.empty()) break;
+        w = std::move(job_writes_.front());
+        job_writes_.pop_front();
+        job_write_in_flight_ = true;
+      }
+      const absl::Status st = w.state ? db_->SetJobState(w.job_id, *w.state, w.message)
+                                      : db_->UpdateJobTasks(w.job_id, w.tasks);
+      const bool retry = !st.ok() && WorthRetrying(st);
+      if (!st.ok() && !retry) {  // the state here stands
+        LogEvent("job_write_dropped",
+                 {{"job_id", std::to_string(w.job_id)}, {"reason", std::string(st.message())}});
+      }
+      absl::MutexLock lock(&mu_);
+      job_write_in_flight_ = false;
+      if (!retry) {
+        if (auto it = pending_writes_.find(w.job_id);
+            it != pending_writes_.end() && --it->second <= 0) {
+          pending_writes_.erase(it);
+        }
+        continue;
+      }
+      job_writes_.push_front(std::move(w));  // first again: the writes stay in order
+      pending = static_cast<int64_t>(job_writes_.size());
+      failed = st;
+      break;
+    }
+    // Said once while the database refuses, and once when it takes them again.
+    if (!failed.ok() && flush_failing_.empty()) {
+      flush_failing_ = std::string(failed.message());
+      LogEvent("job_writes_not_stored",
+               {{"pending", std::to_string(pending)}, {"reason", flush_failing_}});
+    } else if (failed.ok() && !flush_failing_.empty()) {
+      flush_failing_.clear();
+      LogEvent("job_writes_stored", {});
+    }
+    writes_refused_ = !failed.ok();
+    flush_mu_.Unlock();
+    if (!failed.ok()) return failed;
+    // A write queued after the queue was found empty, by a thread that found this one flushing
+    // (its TryLock failed): stored now, not at the next tick.
     {
       absl::MutexLock lock(&mu_);
-      if (job_writes_.empty()) break;
-      w = std::move(job_writes_.front());
-      job_writes_.pop_front();
-      job_write_in_flight_ = true;
+      if (job_writes_.empty()) return failed;
     }
-    const absl::Status st = w.state ? db_->SetJobState(w.job_id, *w.state, w.message)
-                                    : db_->UpdateJobTasks(w.job_id, w.tasks);
-    // Refused for good: another process ended or deleted the job (the state here stands).
-    const bool refused = absl::IsFailedPrecondition(st) || absl::IsNotFound(st);
-    if (refused) {
-      LogEvent("job_write_dropped",
-               {{"job_id", std::to_string(w.job_id)}, {"reason", std::string(st.message())}});
-    }
-    absl::MutexLock lock(&mu_);
-    job_write_in_flight_ = false;
-    if (st.ok() || refused) continue;
-    job_writes_.push_front(std::move(w));  // first again: the writes stay in order
-    pending = static_cast<int64_t>(job_writes_.size());
-    failed = st;
-    break;
+    if (!flush_mu_.TryLock()) return failed;  // that thread, or another, flushes it
   }
-  // Said once while the database refuses, and once when it takes them again.
-  if (!failed.ok() && flush_failing_.empty()) {
-    flush_failing_ = std::string(failed.message());
-    LogEvent("job_writes_not_stored",
-             {{"pending", std::to_string(pending)}, {"reason", flush_failing_}});
-  } else if (failed.ok() && !flush_failing_.empty()) {
-    flush_failing_.clear();
-    LogEvent("job_writes_stored", {});
-  }
-  flush_mu_.Unlock();
-  return failed;
 }
 
 bool Scheduler::Leased(const JobRun& job) {
@@ -668,9 +716,6 @@ void Scheduler::ForgetIfNotLeased(int64_t id) {
 
 void Scheduler::CancelLocked(JobRun& job, const std::string& why) {
   const int64_t id = job.job.id;
-  // Stored later (FlushJobWrites); where the database holds the job as ended already (another
-  // process ended it), the write is dropped and the job ends here too.
-  QueueJobState(job, JobState::kCancelled, why);
   LogEvent("job_cancelled", {{"job_id", std::to_string(id)}, {"reason", why}});
   ++jobs_ended_["cancelled"];
   ReportJobEnded(job.job, "cancelled");
@@ -684,7 +729,11 @@ void Scheduler::CancelLocked(JobRun& job, const std::string& why) {
       cancelled.push_back(ProgressOf(t));
     }
   }
+  // Stored later (FlushJobWrites), the tasks before the job (as a job that ends done): a job
+  // stored as ended has its tasks' end stored. Where the database holds the job as ended already
+  // (another process ended it), the write is dropped and the job ends here too.
   QueueTaskProgress(job, std::move(cancelled));
+  QueueJobState(job, JobState::kCancelled, why);
 }
 
 void Scheduler::ReportJobEnded(const Job& job, const std::string& state) const {
@@ -779,14 +828,23 @@ void Scheduler::Forget(int64_t id) {
   JobStatus last = StatusOf(*it->second);
   last.job.updated_at_us = absl::ToUnixMicros(options_.now());
   finished_[id] = std::move(last);
-  while (finished_.size() > kKeepFinished) finished_.erase(finished_.begin());
+  // The oldest go, but not one whose end is not stored yet: the database has it as it was.
+  for (auto f = finished_.begin(); finished_.size() > kKeepFinished && f != finished_.end();) {
+    f = WritesPending(f->first) ? std::next(f) : finished_.erase(f);
+  }
   jobs_.erase(it);
 }
 
-void Scheduler::FinishIfDone(JobRun& job) {
-  bool all_done = true;
+bool Scheduler::AllTasksFinal(JobRun& job) {
+  while (job.first_open < job.tasks.size() && IsFinal(job.tasks[job.first_open].state)) {
+    ++job.first_open;
+  }
+  return job.first_open == job.tasks.size();
+}
+
+void Scheduler::FinishIfDone(JobRun& job, const std::vector<int>* tasks) {
   std::vector<JobTaskProgress> finished;
-  for (TaskRun& t : job.tasks) {
+  const auto finish_if_done = [&](TaskRun& t) {
     if (!IsFinal(t.state) && t.in_flight == 0 && !t.agent_busy &&
         (t.done >= t.budget || t.exhausted || job.out_of_time) && t.queued.empty()) {
       t.state = JobState::kDone;
@@ -794,12 +852,17 @@ void Scheduler::FinishIfDone(JobRun& job) {
                          // job's end
       finished.push_back(ProgressOf(t));
     }
-    all_done &= IsFinal(t.state);
+  };
+  if (tasks != nullptr) {
+    for (int index : *tasks) finish_if_done(job.tasks[static_cast<size_t>(index)]);
+  } else {
+    for (size_t i = job.first_open; i < job.tasks.size(); ++i) finish_if_done(job.tasks[i]);
   }
   QueueTaskProgress(job, std::move(finished));
+  if (!AllTasksFinal(job)) return;
   int64_t in_flight = 0;
   for (const TaskRun& t : job.tasks) in_flight += t.in_flight;
-  if (all_done && in_flight == 0) {
+  if (in_flight == 0) {
     const int64_t id = job.job.id;
     if (!IsFinal(job.job.state)) {
       if (job.job.state == JobState::kPaused) QueueJobState(job, JobState::kRunning, "");

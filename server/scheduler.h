@@ -327,17 +327,29 @@ class Scheduler {
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void QueueTaskProgress(const JobRun& job, std::vector<JobTaskProgress> tasks)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Who flushes, and so how:
+  // - kWait: a client's call that must know (cancel, pause, resume; the destructor): waits for a
+  //   flush under way, then flushes;
+  // - kTry: a call that must not wait (a lease, report, leave, strategy work): flushes only when no
+  //   other thread does and the last flush did not fail (the database refusing, each such call
+  //   would wait out its busy timeout);
+  // - kRetry: the tick, which retries what the database refused.
+  enum class FlushMode { kWait, kTry, kRetry };
   // Stores the queued job writes, in order, without the scheduler's lock. A write the database
-  // refuses for good (the job ended or deleted by another process: FailedPrecondition, NotFound)
-  // is dropped, with a log event; the first that fails otherwise (busy, full disk) and those after
-  // it stay queued, for the next flush (the tick's, at the latest), and its error is returned.
-  // `wait` false: when another thread is flushing, returns at once (that thread stores what was
-  // queued before it finishes); true: waits for it, then flushes (a caller that must know).
-  absl::Status FlushJobWrites(bool wait) ABSL_LOCKS_EXCLUDED(mu_, flush_mu_);
-  // `changed` once FlushJobWrites(true) stored it; UNAVAILABLE, saying the change holds on this
-  // server, when the database refused it.
+  // refuses for good (the job ended or deleted by another process, or an error that no retry
+  // mends) is dropped, with a log event; the first that fails for a while (busy, a full disk, an
+  // I/O error, a read-only file) and those after it stay queued, for the next flush, and its error
+  // is returned.
+  absl::Status FlushJobWrites(FlushMode mode) ABSL_LOCKS_EXCLUDED(mu_, flush_mu_);
+  // `changed` once its job's writes are stored (FlushJobWrites); UNAVAILABLE, saying the change
+  // holds on this server, while the database refuses them. Another job's refused writes fail no
+  // call but its own.
   absl::StatusOr<JobStatus> AfterStoring(absl::StatusOr<JobStatus> changed)
       ABSL_LOCKS_EXCLUDED(mu_);
+  // Whether writes of job `id` are queued or being stored.
+  bool WritesPending(int64_t id) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    return pending_writes_.count(id) > 0;
+  }
   absl::StatusOr<JobStatus> CancelNow(int64_t id) ABSL_LOCKS_EXCLUDED(mu_);
   absl::StatusOr<JobStatus> PauseNow(int64_t id) ABSL_LOCKS_EXCLUDED(mu_);
   absl::StatusOr<JobStatus> ResumeNow(int64_t id) ABSL_LOCKS_EXCLUDED(mu_);
@@ -384,8 +396,12 @@ class Scheduler {
   void Forget(int64_t id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void ReturnToQueue(LeaseRun& lease) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Ends `job` (done or failed, saying why) and lets it leave memory once every task is final and
-  // nothing is in flight; tasks that are done are marked so. Their writes are queued.
-  void FinishIfDone(JobRun& job) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // nothing is in flight; tasks that are done are marked so: those of `tasks` (indices), or every
+  // task when null (the only changes were to them). Their writes are queued.
+  void FinishIfDone(JobRun& job, const std::vector<int>* tasks = nullptr)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Whether every task of `job` is final (moving JobRun::first_open past those that are).
+  static bool AllTasksFinal(JobRun& job);
   // Queues `job`'s start (running) unless the database holds it as started already (JobRun::
   // start_stored) or it is queued: before a state that only a started job may take (paused, done,
   // failed).
@@ -464,7 +480,12 @@ class Scheduler {
   int64_t tasks_being_stored_ ABSL_GUARDED_BY(mu_) = 0;  // of submits storing their job
   // Job writes not stored yet, in the order they were made (FlushJobWrites).
   std::deque<JobWrite> job_writes_ ABSL_GUARDED_BY(mu_);
+  // Writes of each job queued or being stored (a job's last status stays in finished_ while it has
+  // any, and a call on the job waits for them: AfterStoring).
+  std::map<int64_t, int> pending_writes_ ABSL_GUARDED_BY(mu_);
   bool job_write_in_flight_ ABSL_GUARDED_BY(mu_) = false;  // taken from job_writes_ to be stored
+  // The last flush failed: only the tick and client calls try again (FlushMode).
+  std::atomic<bool> writes_refused_{false};
   // Held by the thread storing job_writes_ (one at a time, so that they are stored in order).
   absl::Mutex flush_mu_ ABSL_ACQUIRED_BEFORE(mu_);
   // The error of the last flush that failed, until one stores everything (logged once).

@@ -92,7 +92,7 @@ void Scheduler::QueueInit(JobRun& job, TaskRun& t, int cores, std::vector<AgentW
       absl::MutexLock lock(&mu_);
       AfterAgentWork(job_id, index, std::move(made), std::move(batch));
     }
-    FlushJobWrites(/*wait=*/false).IgnoreError();  // refused: the tick tries again, and logs it
+    FlushJobWrites(FlushMode::kTry).IgnoreError();  // refused: the tick tries again, and logs it
   });
 }
 
@@ -111,7 +111,7 @@ void Scheduler::QueueNextBatch(JobRun& job, TaskRun& t,
       absl::MutexLock lock(&mu_);
       AfterAgentWork(job_id, index, nullptr, std::move(batch));
     }
-    FlushJobWrites(/*wait=*/false).IgnoreError();
+    FlushJobWrites(FlushMode::kTry).IgnoreError();
   });
 }
 
@@ -148,7 +148,8 @@ void Scheduler::AfterAgentWork(int64_t job_id, int index, std::shared_ptr<TaskSe
       for (size_t i = 0; i < t.batch.size(); ++i) t.queued.push_back(i);
     }
   }
-  FinishIfDone(job);
+  const std::vector<int> changed = {index};
+  FinishIfDone(job, &changed);
 }
 
 void Scheduler::RunAgentWork(std::vector<AgentWork> work) {
@@ -164,7 +165,7 @@ absl::StatusOr<LeaseGrant> Scheduler::Lease(const std::string& worker_id, int ma
     absl::StatusOr<LeaseGrant> grant = LeaseLocked(worker_id, max_candidates, &work);
     const bool ran_here = agents_.inline_mode() && !work.empty();
     RunAgentWork(std::move(work));
-    FlushJobWrites(/*wait=*/false).IgnoreError();  // jobs the lease found ended
+    FlushJobWrites(FlushMode::kTry).IgnoreError();  // tasks its inline strategy work ended
     // Inline, the work has just run on this thread: lease again from the batches it made.
     if (!grant.ok() || !grant->lease_id.empty() || !ran_here) return grant;
   }
@@ -213,7 +214,8 @@ absl::StatusOr<LeaseGrant> Scheduler::LeaseLocked(const std::string& worker_id,
         fits[n] = need.device_class == worker.device.device_class &&
                   CanMeasure(worker.capabilities, need.language, need.client_kernel);
       }
-      for (TaskRun& t : job->tasks) {
+      for (size_t i = job->first_open; i < job->tasks.size(); ++i) {
+        TaskRun& t = job->tasks[i];
         if (IsFinal(t.state) || !fits[static_cast<size_t>(t.need)]) continue;
         if (t.search == nullptr) {
           // Searches start as workers run out of batches, a few at a time, not all at the first
@@ -270,12 +272,8 @@ absl::StatusOr<LeaseGrant> Scheduler::LeaseLocked(const std::string& worker_id,
     grant.candidates.push_back(std::move(c));
     if (suspect) break;
   }
-  // Tasks the loop found exhausted may have finished their job.
-  std::vector<int64_t> ids;
-  for (const auto& [id, job] : jobs_) ids.push_back(id);
-  for (int64_t id : ids) {
-    if (auto it = jobs_.find(id); it != jobs_.end()) FinishIfDone(*it->second);
-  }
+  // (A lease ends no job: the strategy work that finds a task exhausted, and the report that
+  // completes one, end theirs.)
   if (lease->items.empty()) {
     grant.preparing = preparing;
     if (preparing) grant.retry_after = kRetrySoon;
@@ -498,13 +496,14 @@ absl::StatusOr<int64_t> Scheduler::ReportAs(const std::string& worker_id,
           QueueNextBatch(*it->second, t, std::move(observations), &work);
         }
       }
-      FinishIfDone(*it->second);
+      FinishIfDone(*it->second, &tasks);
     }
   }
   RunAgentWork(std::move(work));
   // The jobs and tasks the report ended. Their records are stored: a refused write fails not
-  // the report but is stored later (the tick's flush), and logged.
-  FlushJobWrites(/*wait=*/true).IgnoreError();
+  // the report but is stored later (the tick's flush), and logged. Not waiting: a report waits for
+  // no other job's writes, nor for a database that refuses them.
+  FlushJobWrites(FlushMode::kTry).IgnoreError();
   return *added;
 }
 

@@ -69,6 +69,10 @@ struct Scheduler::JobRun {
   // compare across them): on a class, the job with the lowest pass there leases next.
   std::map<std::string, double> pass;
   std::vector<TaskRun> tasks;
+  // Every task before this one is final (a task never leaves a final state): a lease's walk and
+  // the check whether the job is over start here, not at the first of 65,536 tasks (1.6 ms a
+  // lease and 0.9 ms a report under the lock, measured). Scheduler::AllTasksFinal moves it.
+  size_t first_open = 0;
   // What its tasks need of a worker, each need once (TaskRun::need): a device class, the language
   // it builds, whether it runs client kernels. Fixed when the job is loaded; WaitingReason counts
   // by it (a poll of a 65,536-task job compared strings per task).

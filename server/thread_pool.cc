@@ -10,9 +10,12 @@ ThreadPool::ThreadPool(Options options) : options_(options) {
   for (int i = 0; i < options_.threads; ++i) threads_.emplace_back([this] { Loop(); });
 }
 
-ThreadPool::~ThreadPool() {
+ThreadPool::~ThreadPool() { Stop(); }
+
+void ThreadPool::Stop() {
   {
     absl::MutexLock lock(&mu_);
+    if (stopping_) return;  // stopped already (the threads are joined)
     stopping_ = true;
     if (!options_.run_queued_at_exit) queue_.clear();
   }

@@ -39,7 +39,10 @@ class ThreadPool {
   };
   explicit ThreadPool(Options options);
   explicit ThreadPool(int threads) : ThreadPool(Options{threads}) {}
-  ~ThreadPool();
+  ~ThreadPool();  // Stop()
+  // Stops taking work (Run drops it), runs or drops the queued work as Options say, and waits for
+  // the running work. Idempotent.
+  void Stop();
   ThreadPool(const ThreadPool&) = delete;
   ThreadPool& operator=(const ThreadPool&) = delete;
 

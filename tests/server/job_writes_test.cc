@@ -31,10 +31,12 @@ class GatedJobWrites : public MemoryTuningDatabase {
     return MemoryTuningDatabase::UpdateJobTasks(job_id, progress);
   }
   std::atomic<bool> hold_{false}, refuse_{false};
+  std::atomic<int> tries_{0};  // job writes tried
   absl::Notification holding_, release_;
 
  private:
   absl::Status Gate() {
+    ++tries_;
     if (refuse_) return absl::AbortedError("database is locked");
     if (hold_.exchange(false)) {
       holding_.Notify();
@@ -52,6 +54,8 @@ class JobWritesTest : public OneTaskScheduler {
     scheduler_ = std::make_unique<Scheduler>(&gated_, &spaces_, options);
     worker_ = scheduler_->RegisterWorker(kDevice, "test", kCores);
   }
+  // The scheduler stores what is left as it goes: before the database it writes to.
+  ~JobWritesTest() override { scheduler_.reset(); }
 
   int64_t Submit(int64_t budget, int batch_size) {
     JobRequest r;
@@ -84,7 +88,11 @@ TEST_F(JobWritesTest, AJobsEndWaitingForTheDatabaseHoldsUpNoOtherCall) {
   absl::StatusOr<int64_t> reported;
   std::thread reporter(
       [&] { reported = scheduler_->Report(worker_, grant->lease_id, AllOk(*grant)); });
-  ASSERT_TRUE(gated_.holding_.WaitForNotificationWithTimeout(absl::Seconds(30)));
+  if (!gated_.holding_.WaitForNotificationWithTimeout(absl::Seconds(30))) {
+    gated_.release_.Notify();
+    reporter.join();
+    FAIL() << "the report wrote no job state";
+  }
 
   // Another worker's heartbeat, and a client's query, while the end is being written.
   absl::Notification answered;
@@ -132,6 +140,52 @@ TEST_F(JobWritesTest, ACancelTheDatabaseRefusesHoldsAndIsStoredOnceItTakesWrites
   EXPECT_EQ(again->job.state, JobState::kCancelled);
 }
 
+// While the database refuses, one job's refused write fails no call on another job, and the calls
+// that must not wait (leases, reports) leave the retrying to the tick.
+TEST_F(JobWritesTest, ARefusedWriteHoldsUpNeitherOtherJobsNorLeases) {
+  const int64_t stuck = Submit(/*budget=*/8, /*batch_size=*/4);
+  const int64_t other = Submit(/*budget=*/8, /*batch_size=*/1);
+  absl::StatusOr<LeaseGrant> grant = scheduler_->Lease(worker_, 1);
+  ASSERT_TRUE(grant.ok() && grant->candidates.size() == 1) << grant.status();
+  ASSERT_TRUE(scheduler_->Report(worker_, grant->lease_id, AllOk(*grant)).ok());
+  gated_.refuse_ = true;
+  ASSERT_TRUE(absl::IsUnavailable(scheduler_->Pause(stuck).status()));
+  EXPECT_EQ(scheduler_->GetJob(stuck)->job.state, JobState::kPaused);
+
+  // Resuming a job that is not paused changes nothing: it does not wait for, nor fail on, job
+  // `stuck`'s write.
+  const int tries = gated_.tries_;
+  absl::StatusOr<JobStatus> resumed = scheduler_->Resume(other);
+  ASSERT_TRUE(resumed.ok()) << resumed.status();
+  EXPECT_EQ(resumed->job.state, JobState::kQueued);
+  for (int i = 0; i < 3; ++i) {  // leases and reports of the other job
+    grant = scheduler_->Lease(worker_, 1);
+    ASSERT_TRUE(grant.ok() && grant->candidates.size() == 1) << grant.status();
+    ASSERT_TRUE(scheduler_->Report(worker_, grant->lease_id, AllOk(*grant)).ok());
+  }
+  EXPECT_EQ(gated_.tries_, tries) << "a call retried the refused write";
+
+  gated_.refuse_ = false;
+  scheduler_->ExpireLeases();
+  EXPECT_EQ(Stored(stuck), JobState::kPaused);  // started (running), then paused: in order
+  EXPECT_EQ(scheduler_->CountNow().job_writes_pending, 0);
+}
+
+// A job that ended here is reported as ended, in the state it ended in, while the database still
+// holds it as running.
+TEST_F(JobWritesTest, AJobThatEndedIsSaidToHaveEndedBeforeItsEndIsStored) {
+  const int64_t id = Submit(/*budget=*/1, /*batch_size=*/1);
+  absl::StatusOr<LeaseGrant> grant = scheduler_->Lease(worker_, 1);
+  ASSERT_TRUE(grant.ok() && grant->candidates.size() == 1) << grant.status();
+  gated_.refuse_ = true;
+  ASSERT_TRUE(scheduler_->Report(worker_, grant->lease_id, AllOk(*grant)).ok());
+  EXPECT_EQ(Stored(id), JobState::kRunning);
+  absl::StatusOr<JobStatus> paused = scheduler_->Pause(id);
+  EXPECT_TRUE(absl::IsFailedPrecondition(paused.status())) << paused.status();
+  EXPECT_NE(paused.status().message().find("has already ended (done)"), std::string::npos)
+      << paused.status();
+}
+
 TEST_F(JobWritesTest, AReportWhoseJobEndTheDatabaseRefusesIsStillStored) {
   const int64_t id = Submit(/*budget=*/1, /*batch_size=*/1);
   absl::StatusOr<LeaseGrant> grant = scheduler_->Lease(worker_, 1);
@@ -145,7 +199,6 @@ TEST_F(JobWritesTest, AReportWhoseJobEndTheDatabaseRefusesIsStillStored) {
   gated_.refuse_ = false;
   scheduler_->ExpireLeases();
   EXPECT_EQ(Stored(id), JobState::kDone);
-  // In order: a job's tasks, then the job.
   absl::StatusOr<Job> stored = gated_.GetJob(id);
   ASSERT_TRUE(stored.ok());
   ASSERT_EQ(stored->tasks.size(), 1u);
