@@ -15,13 +15,33 @@ absl::Status SqliteError(int rc, sqlite3* db, absl::string_view what) {
         " (SQLite: ", db ? sqlite3_errmsg(db) : sqlite3_errstr(rc),
         "); restore it from a copy, or give another --db"));
   }
-  std::string msg = absl::StrCat(what, ": ", db ? sqlite3_errmsg(db) : sqlite3_errstr(rc),
-                                 " (sqlite code ", rc, ")");
+  const std::string sqlite = db ? sqlite3_errmsg(db) : sqlite3_errstr(rc);
+  // Conditions an operator fixes: said in words, with the file, not the statement that met them
+  // (`what` is for the errors only a developer can act on).
+  const char* file = db ? sqlite3_db_filename(db, "main") : nullptr;
+  const std::string where = file && *file ? absl::StrCat(file, ": ") : "";
+  const auto said = [&](absl::string_view words) {
+    return absl::StrCat(where, words, " (SQLite: ", sqlite, ")");
+  };
   switch (rc & 0xff) {
     case SQLITE_BUSY:
     case SQLITE_LOCKED:
-      return absl::AbortedError(msg);
+      return absl::AbortedError(
+          said("the database is busy: another process (an import, a backup, another ktune) held it "
+               "past the busy timeout; try again"));
     case SQLITE_FULL:
+      return absl::ResourceExhaustedError(said("the disk holding the database is full"));
+    case SQLITE_IOERR:
+      return absl::UnavailableError(said("the database file could not be read or written"));
+    case SQLITE_READONLY:
+      return absl::PermissionDeniedError(said(
+          "the database is read-only here (the file's or its folder's permissions, a read-only "
+          "mount)"));
+    default:
+      break;
+  }
+  std::string msg = absl::StrCat(what, ": ", sqlite, " (sqlite code ", rc, ")");
+  switch (rc & 0xff) {
     case SQLITE_TOOBIG:
       return absl::ResourceExhaustedError(msg);
     case SQLITE_CONSTRAINT:
@@ -29,9 +49,7 @@ absl::Status SqliteError(int rc, sqlite3* db, absl::string_view what) {
     case SQLITE_RANGE:
       return absl::InvalidArgumentError(msg);
     case SQLITE_CANTOPEN:
-    case SQLITE_IOERR:
       return absl::UnavailableError(msg);
-    case SQLITE_READONLY:
     case SQLITE_PERM:
     case SQLITE_AUTH:
       return absl::PermissionDeniedError(msg);

@@ -325,6 +325,10 @@ TEST(SqliteTuningDatabaseTest, AWriteBlockedByAnotherWriterFailsCleanly) {
   sqlite3_close(other);
   ASSERT_FALSE(added.ok());
   EXPECT_EQ(added.status().code(), absl::StatusCode::kAborted);
+  // What an operator acts on (the file, busy, who may hold it), not the statement that met it.
+  EXPECT_THAT(added.status().message(), HasSubstr(path + ": the database is busy"));
+  EXPECT_THAT(added.status().message(), HasSubstr("another process"));
+  EXPECT_THAT(added.status().message(), Not(HasSubstr("INSERT")));
   EXPECT_EQ((*db)->Stats()->records, 0);
   EXPECT_EQ(*(*db)->AddRecords({SimpleRecord(1, 1.0)}), 1);  // and works once the lock is gone
 }
