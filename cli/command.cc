@@ -29,7 +29,7 @@ namespace {
 bool FailedAsEvent(const std::string& command, const std::string& message, int exit_code) {
   if (CurrentLogFormat() != LogFormat::kJson) return false;
   LogEvent("command_failed",
-           {{"command", command}, {"error", message}, {"exit_code", std::to_string(exit_code)}});
+           {{"command", command}, {"reason", message}, {"exit_code", std::to_string(exit_code)}});
   return true;
 }
 

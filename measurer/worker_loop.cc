@@ -178,7 +178,7 @@ absl::Status WorkerLoop::Run() {
   auto on_unreachable = [&](const absl::Status& s) -> bool {
     if (s.message() != unreachable_reason) {
       unreachable_reason = std::string(s.message());
-      LogEvent("server_unreachable", {{"error", unreachable_reason}});
+      LogEvent("server_unreachable", {{"reason", unreachable_reason}});
     }
     return !ever_reached && options_.idle_exit > absl::ZeroDuration() &&
            absl::Now() - idle_since > options_.idle_exit;
@@ -324,7 +324,7 @@ absl::Status WorkerLoop::Run() {
       if (!IsTransient(s) || absl::Now() + retry >= until) break;
       LogEvent("report_retried", {{"worker_id", worker_id_},
                                   {"lease_id", lease.lease_id()},
-                                  {"error", std::string(s.message())}});
+                                  {"reason", std::string(s.message())}});
       absl::SleepFor(retry);
       retry = std::min(retry * 2, options_.max_backoff);
     }
@@ -343,7 +343,7 @@ absl::Status WorkerLoop::Run() {
     } else {
       LogEvent("report_failed", {{"worker_id", worker_id_},
                                  {"lease_id", lease.lease_id()},
-                                 {"error", std::string(s.message())}});
+                                 {"reason", std::string(s.message())}});
     }
     // FAILED_PRECONDITION: the lease expired and was handed out again; the results are dropped
     // by design (someone else measures them). UNAVAILABLE past the lease: the same.

@@ -55,7 +55,7 @@ grpc::Status ToGrpc(const absl::Status& s) {
   if (absl::IsAborted(s) || absl::IsUnavailable(s) || absl::IsInternal(s) || absl::IsDataLoss(s) ||
       absl::IsUnknown(s)) {
     LogEvent("rpc_failed",
-             {{"code", absl::StatusCodeToString(s.code())}, {"error", std::string(s.message())}});
+             {{"code", absl::StatusCodeToString(s.code())}, {"reason", std::string(s.message())}});
   }
   return grpc::Status(static_cast<grpc::StatusCode>(s.code()), std::string(s.message()));
 }

@@ -810,7 +810,7 @@ TEST(CliTest, ExplainAnswersFromTheDatabaseAndAServerWithJsonAndAPlot) {
     ASSERT_TRUE(event.is_object()) << line;
     failure_logged |= event.value("event", "") == "command_failed" &&
                       event.value("exit_code", "") == "1" &&
-                      event.value("error", "").find("is in use") != std::string::npos;
+                      event.value("reason", "").find("is in use") != std::string::npos;
   }
   EXPECT_TRUE(failure_logged) << second_json.err;
   // An option it cannot parse too (it was a text line).
@@ -819,7 +819,7 @@ TEST(CliTest, ExplainAnswersFromTheDatabaseAndAServerWithJsonAndAPlot) {
   const auto parse_failure = nlohmann::json::parse(bad_option.err, nullptr, false);
   ASSERT_TRUE(parse_failure.is_object()) << bad_option.err;
   EXPECT_EQ(parse_failure.value("event", ""), "command_failed");
-  EXPECT_THAT(parse_failure.value("error", ""), HasSubstr("--lease-timeout-ms"));
+  EXPECT_THAT(parse_failure.value("reason", ""), HasSubstr("--lease-timeout-ms"));
   auto remote = RunKtune(
       {"explain", "--server", address, "--kernel", "pnpoly", "--device", "RTX_3090", "--json"});
   ASSERT_EQ(remote.exit_code, 0) << remote.err;

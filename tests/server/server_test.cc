@@ -1817,7 +1817,7 @@ TEST(ServerLogTest, TheServersOwnFailuresAreLoggedAndCallersMistakesAreNot) {
   EXPECT_EQ(ToGrpc(absl::InvalidArgumentError("budget must be positive")).error_code(),
             grpc::StatusCode::INVALID_ARGUMENT);
   const std::string logged = ::testing::internal::GetCapturedStderr();
-  EXPECT_THAT(logged, HasSubstr("rpc_failed code=ABORTED error=\"database is locked\""));
+  EXPECT_THAT(logged, HasSubstr("rpc_failed code=ABORTED reason=\"database is locked\""));
   EXPECT_THAT(logged, Not(HasSubstr("budget")));
 }
 
