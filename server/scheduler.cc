@@ -27,6 +27,14 @@ namespace {
 
 // Strategy work is background work: RPCs go first on a busy machine, and work not started when
 // the server stops is dropped.
+// One thread that stores job writes, at the RPCs' priority; none where strategy work runs inline.
+ThreadPool::Options WriterPoolOptions(int agent_threads) {
+  ThreadPool::Options options;
+  options.threads = agent_threads > 0 ? 1 : 0;
+  options.run_queued_at_exit = true;
+  return options;
+}
+
 ThreadPool::Options AgentPoolOptions(int threads) {
   ThreadPool::Options options;
   options.threads = threads;
@@ -81,6 +89,7 @@ Scheduler::Scheduler(TuningDatabase* db, const TaskSpaces* spaces, SchedulerOpti
     : db_(db),
       spaces_(spaces),
       options_(std::move(options)),
+      writer_(WriterPoolOptions(options_.agent_threads)),
       agents_(AgentPoolOptions(options_.agent_threads)) {}
 
 Scheduler::~Scheduler() {
@@ -88,6 +97,7 @@ Scheduler::~Scheduler() {
   // what it changed after the flush was lost). Writes the database still refuses are lost; the
   // jobs' records are not (a restart recounts them).
   agents_.Stop();
+  writer_.Stop();
   if (absl::Status st = FlushJobWrites(FlushMode::kWait); !st.ok()) {
     absl::MutexLock lock(&mu_);
     LogEvent("job_writes_lost_at_exit", {{"pending", std::to_string(job_writes_.size())},
@@ -306,7 +316,7 @@ absl::Status Scheduler::Recover() {
   }
   // Jobs that recovered ended (all their tasks done before the restart), or cancelled; what the
   // database refuses now is tried again at every tick.
-  FlushJobWrites(FlushMode::kTry).IgnoreError();
+  RequestFlush(/*retry=*/false);
   return absl::OkStatus();
 }
 
@@ -579,19 +589,46 @@ absl::StatusOr<JobStatus> Scheduler::Resume(int64_t id) { return AfterStoring(Re
 absl::StatusOr<JobStatus> Scheduler::AfterStoring(absl::StatusOr<JobStatus> changed) {
   if (!changed.ok()) return changed;
   const int64_t id = changed->job.id;
-  const auto pending = [this, id] {
+  uint64_t seq = 0;
+  int64_t failures = 0;
+  {
     absl::MutexLock lock(&mu_);
-    return WritesPending(id);
+    if (!WritesPending(id) && !write_errors_.count(id)) return changed;  // so already, or stored
+    seq = next_write_seq_ - 1;
+    failures = failed_flushes_;
+  }
+  RequestFlush(/*retry=*/true);
+  absl::MutexLock lock(&mu_);
+  // Bounded: the call answers within its deadline whatever the database does (a flush waits out
+  // the busy timeout, behind every report's commit).
+  const auto settled = [this, seq, failures]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    return done_write_seq_ >= seq || failed_flushes_ > failures;
   };
-  if (!pending()) return changed;  // nothing to store (it was so already), or stored meanwhile
-  const absl::Status stored = FlushJobWrites(FlushMode::kWait);
-  if (!pending()) return changed;
+  mu_.AwaitWithTimeout(absl::Condition(&settled), kStoreWait);
+  const std::string change = absl::StrCat("job ", id, " is ", JobStateName(changed->job.state),
+                                          " on this server, but the database ");
+  if (auto e = write_errors_.find(id); e != write_errors_.end()) {
+    const absl::Status refused = e->second;
+    write_errors_.erase(e);
+    return absl::Status(refused.code(),
+                        absl::StrCat(change, "refused to store it (", refused.message(),
+                                     "): a restart of the server undoes it"));
+  }
+  if (done_write_seq_ >= seq) return changed;
   return absl::UnavailableError(absl::StrCat(
-      "job ", id, " is ", JobStateName(changed->job.state),
-      " on this server, but the database has not stored it yet (",
-      stored.ok() ? "another thread is storing it" : stored.message(),
+      change, "has not stored it yet (",
+      failed_flushes_ > failures ? flush_error_ : "it is slow to answer",
       "); the server stores it as soon as the database takes writes, unless it stops first: ask "
       "again to check"));
+}
+
+void Scheduler::RequestFlush(bool retry) {
+  if (!retry && writes_refused_) return;        // the tick's request retries
+  if (flush_requested_.exchange(true)) return;  // one is queued, not started: it stores these
+  writer_.Run([this] {
+    flush_requested_ = false;  // writes queued from now on need another
+    FlushJobWrites(FlushMode::kRetry).IgnoreError();
+  });
 }
 
 absl::StatusOr<JobStatus> Scheduler::CancelNow(int64_t id) {
@@ -610,7 +647,7 @@ absl::StatusOr<JobStatus> Scheduler::CancelNow(int64_t id) {
 }
 
 void Scheduler::QueueJobState(const JobRun& job, JobState state, std::string message) {
-  job_writes_.push_back({job.job.id, state, std::move(message), {}});
+  job_writes_.push_back({job.job.id, next_write_seq_++, state, std::move(message), {}});
   ++pending_writes_[job.job.id];
 }
 
@@ -624,7 +661,7 @@ void Scheduler::QueueTaskProgress(const JobRun& job, std::vector<JobTaskProgress
     queued.insert(queued.end(), tasks.begin(), tasks.end());
     return;
   }
-  job_writes_.push_back({job.job.id, std::nullopt, "", std::move(tasks)});
+  job_writes_.push_back({job.job.id, next_write_seq_++, std::nullopt, "", std::move(tasks)});
   ++pending_writes_[job.job.id];
 }
 
@@ -643,10 +680,8 @@ bool WorthRetrying(const absl::Status& st) {
 absl::Status Scheduler::FlushJobWrites(FlushMode mode) {
   if (mode == FlushMode::kWait) {
     flush_mu_.Lock();
-  } else if ((mode == FlushMode::kTry && writes_refused_) || !flush_mu_.TryLock()) {
-    // Another thread is flushing (it looks at the queue again before it stops), or the database
-    // refuses: the tick tries again.
-    return absl::OkStatus();
+  } else if (!flush_mu_.TryLock()) {
+    return absl::OkStatus();  // another thread is flushing: it looks at the queue again
   }
   absl::Status failed = absl::OkStatus();
   while (true) {
@@ -674,10 +709,19 @@ absl::Status Scheduler::FlushJobWrites(FlushMode mode) {
             it != pending_writes_.end() && --it->second <= 0) {
           pending_writes_.erase(it);
         }
+        done_write_seq_ = w.seq;
+        // Another process ended or deleted the job: nothing to tell. Anything else, the call on
+        // the job is told (AfterStoring).
+        if (!st.ok() && !absl::IsFailedPrecondition(st) && !absl::IsNotFound(st)) {
+          if (write_errors_.size() >= kMaxWriteErrors) write_errors_.erase(write_errors_.begin());
+          write_errors_[w.job_id] = st;
+        }
         continue;
       }
       job_writes_.push_front(std::move(w));  // first again: the writes stay in order
       pending = static_cast<int64_t>(job_writes_.size());
+      ++failed_flushes_;
+      flush_error_ = std::string(st.message());
       failed = st;
       break;
     }

@@ -17,8 +17,8 @@
 //
 // Thread-safe: every method takes the scheduler's lock, briefly. Strategy work (a task's
 // initialisation, learning, proposals), the commit of reported records and every other write
-// (a job's or task's new state: queued under the lock, stored after it, in order, by
-// FlushJobWrites) run without it, so no lease, report, heartbeat or query waits behind the agent
+// (a job's or task's new state: queued under the lock, stored in order by a writer thread,
+// RequestFlush) run without it, so no lease, report, heartbeat or query waits behind the agent
 // or the database: the work runs on the agent
 // threads (SchedulerOptions::agent_threads), started when a worker needs a batch of a task's
 // class (a few tasks at a time: SchedulerOptions::max_starting_searches) and again as soon as a
@@ -318,6 +318,7 @@ class Scheduler {
   // A job's new state (SetJobState) or its tasks' progress (UpdateJobTasks), to be stored.
   struct JobWrite {
     int64_t job_id = 0;
+    uint64_t seq = 0;               // 1, 2, ... in the order they were queued
     std::optional<JobState> state;  // SetJobState(job_id, *state, message) when set
     std::string message;
     std::vector<JobTaskProgress> tasks;  // else UpdateJobTasks(job_id, tasks)
@@ -327,25 +328,28 @@ class Scheduler {
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void QueueTaskProgress(const JobRun& job, std::vector<JobTaskProgress> tasks)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // Who flushes, and so how:
-  // - kWait: a client's call that must know (cancel, pause, resume; the destructor): waits for a
-  //   flush under way, then flushes;
-  // - kTry: a call that must not wait (a lease, report, leave, strategy work): flushes only when no
-  //   other thread does and the last flush did not fail (the database refusing, each such call
-  //   would wait out its busy timeout);
-  // - kRetry: the tick, which retries what the database refused.
-  enum class FlushMode { kWait, kTry, kRetry };
+  // Who flushes, and so how: kWait, the destructor: waits for a flush under way, then flushes;
+  // kRetry, the writer thread (RequestFlush): returns when another thread flushes (which looks at
+  // the queue again before it stops).
+  enum class FlushMode { kWait, kRetry };
+  // Has the queued writes stored by the writer thread (writer_), the caller going on at once; with
+  // SchedulerOptions::agent_threads 0, stores them now, on the caller's thread (deterministic:
+  // tests). `retry` false (a lease, a leave, strategy work): not while the last flush failed (the
+  // tick's request retries).
+  void RequestFlush(bool retry) ABSL_LOCKS_EXCLUDED(mu_, flush_mu_);
   // Stores the queued job writes, in order, without the scheduler's lock. A write the database
   // refuses for good (the job ended or deleted by another process, or an error that no retry
   // mends) is dropped, with a log event; the first that fails for a while (busy, a full disk, an
   // I/O error, a read-only file) and those after it stay queued, for the next flush, and its error
   // is returned.
   absl::Status FlushJobWrites(FlushMode mode) ABSL_LOCKS_EXCLUDED(mu_, flush_mu_);
-  // `changed` once its job's writes are stored (FlushJobWrites); UNAVAILABLE, saying the change
-  // holds on this server, while the database refuses them. Another job's refused writes fail no
-  // call but its own.
+  // `changed` (a cancel, pause or resume, made in memory) once the writes queued so far are stored
+  // (at once when its job has none pending: it was so already); UNAVAILABLE, saying the change
+  // holds on this server, when they are not stored within kStoreWait (the database refuses, or is
+  // slow); the database's error when it refused the job's write for good.
   absl::StatusOr<JobStatus> AfterStoring(absl::StatusOr<JobStatus> changed)
       ABSL_LOCKS_EXCLUDED(mu_);
+  static constexpr absl::Duration kStoreWait = absl::Seconds(3);  // well inside a call's deadline
   // Whether writes of job `id` are queued or being stored.
   bool WritesPending(int64_t id) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     return pending_writes_.count(id) > 0;
@@ -484,12 +488,23 @@ class Scheduler {
   // any, and a call on the job waits for them: AfterStoring).
   std::map<int64_t, int> pending_writes_ ABSL_GUARDED_BY(mu_);
   bool job_write_in_flight_ ABSL_GUARDED_BY(mu_) = false;  // taken from job_writes_ to be stored
-  // The last flush failed: only the tick and client calls try again (FlushMode).
+  uint64_t next_write_seq_ ABSL_GUARDED_BY(mu_) = 1;
+  uint64_t done_write_seq_ ABSL_GUARDED_BY(mu_) = 0;  // every write up to it is stored or dropped
+  int64_t failed_flushes_ ABSL_GUARDED_BY(mu_) = 0;
+  std::string flush_error_ ABSL_GUARDED_BY(mu_);  // of the last flush that failed
+  // Writes dropped for an error no retry mends (not another process's end of the job), by job,
+  // until a call on the job reads it (AfterStoring); at most kMaxWriteErrors.
+  std::map<int64_t, absl::Status> write_errors_ ABSL_GUARDED_BY(mu_);
+  static constexpr size_t kMaxWriteErrors = 1024;
+  // The last flush failed: only the writer thread retries (FlushMode, RequestFlush).
   std::atomic<bool> writes_refused_{false};
+  std::atomic<bool> flush_requested_{false};  // a flush is queued on writer_, not started
   // Held by the thread storing job_writes_ (one at a time, so that they are stored in order).
   absl::Mutex flush_mu_ ABSL_ACQUIRED_BEFORE(mu_);
   // The error of the last flush that failed, until one stores everything (logged once).
   std::string flush_failing_ ABSL_GUARDED_BY(flush_mu_);
+  // Stores job writes (RequestFlush): one thread, or none with agent_threads 0.
+  ThreadPool writer_;
   // Last: destroyed first, so running work finishes while the state it reports to exists.
   ThreadPool agents_;
 };

@@ -92,7 +92,7 @@ void Scheduler::QueueInit(JobRun& job, TaskRun& t, int cores, std::vector<AgentW
       absl::MutexLock lock(&mu_);
       AfterAgentWork(job_id, index, std::move(made), std::move(batch));
     }
-    FlushJobWrites(FlushMode::kTry).IgnoreError();  // refused: the tick tries again, and logs it
+    RequestFlush(/*retry=*/false);
   });
 }
 
@@ -111,7 +111,7 @@ void Scheduler::QueueNextBatch(JobRun& job, TaskRun& t,
       absl::MutexLock lock(&mu_);
       AfterAgentWork(job_id, index, nullptr, std::move(batch));
     }
-    FlushJobWrites(FlushMode::kTry).IgnoreError();
+    RequestFlush(/*retry=*/false);
   });
 }
 
@@ -165,7 +165,7 @@ absl::StatusOr<LeaseGrant> Scheduler::Lease(const std::string& worker_id, int ma
     absl::StatusOr<LeaseGrant> grant = LeaseLocked(worker_id, max_candidates, &work);
     const bool ran_here = agents_.inline_mode() && !work.empty();
     RunAgentWork(std::move(work));
-    FlushJobWrites(FlushMode::kTry).IgnoreError();  // tasks its inline strategy work ended
+    RequestFlush(/*retry=*/false);  // tasks its inline strategy work ended
     // Inline, the work has just run on this thread: lease again from the batches it made.
     if (!grant.ok() || !grant->lease_id.empty() || !ran_here) return grant;
   }
@@ -500,10 +500,10 @@ absl::StatusOr<int64_t> Scheduler::ReportAs(const std::string& worker_id,
     }
   }
   RunAgentWork(std::move(work));
-  // The jobs and tasks the report ended. Their records are stored: a refused write fails not
-  // the report but is stored later (the tick's flush), and logged. Not waiting: a report waits for
-  // no other job's writes, nor for a database that refuses them.
-  FlushJobWrites(FlushMode::kTry).IgnoreError();
+  // The jobs and tasks the report ended, stored by the writer thread: the report waits for no
+  // other job's writes, nor for a database that refuses them (its records are stored: a refused
+  // write fails not the report, but is retried at the tick's request, and logged).
+  RequestFlush(/*retry=*/false);
   return *added;
 }
 

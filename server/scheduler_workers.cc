@@ -65,7 +65,7 @@ absl::Status Scheduler::Leave(const std::string& worker_id) {
     if (workers_.erase(worker_id) > 0) LogEvent("worker_left", {{"worker_id", worker_id}});
     EndJobsOfGoneWorkers();
   }
-  FlushJobWrites(FlushMode::kTry).IgnoreError();  // the jobs bound to it, cancelled
+  RequestFlush(/*retry=*/false);  // the jobs bound to it, cancelled
   return absl::OkStatus();
 }
 
@@ -275,7 +275,7 @@ void Scheduler::ExpireLeases() {
   }
   // The jobs that ended (out of time, their worker gone), and the writes the database refused
   // before: tried again at every tick.
-  FlushJobWrites(FlushMode::kRetry).IgnoreError();
+  RequestFlush(/*retry=*/true);
 }
 
 void Scheduler::ExtendLeases(absl::Duration stalled) {

@@ -1,7 +1,7 @@
-// The scheduler changes a job's state in memory under its lock and stores it after
-// (FlushJobWrites): a job's end, a cancel or a pause waiting for the database (a slow sync, another
-// process holding the file, a full disk) no longer holds every lease, report and heartbeat of the
-// fleet with it.
+// The scheduler changes a job's state in memory under its lock and stores it after, in order, on a
+// writer thread (FlushJobWrites; inline with agent_threads 0): a job's end, a cancel or a pause
+// waiting for the database (a slow sync, another process holding the file, a full disk) no longer
+// holds every lease, report and heartbeat of the fleet with it.
 #include <gtest/gtest.h>
 
 #include <atomic>
@@ -9,7 +9,9 @@
 #include <thread>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "absl/synchronization/notification.h"
+#include "absl/time/clock.h"
 #include "db/memory_tuning_database.h"
 #include "server/scheduler.h"
 #include "tests/server/one_task_scheduler.h"
@@ -30,7 +32,7 @@ class GatedJobWrites : public MemoryTuningDatabase {
     if (absl::Status st = Gate(); !st.ok()) return st;
     return MemoryTuningDatabase::UpdateJobTasks(job_id, progress);
   }
-  std::atomic<bool> hold_{false}, refuse_{false};
+  std::atomic<bool> hold_{false}, refuse_{false}, corrupt_{false};
   std::atomic<int> tries_{0};  // job writes tried
   absl::Notification holding_, release_;
 
@@ -38,6 +40,7 @@ class GatedJobWrites : public MemoryTuningDatabase {
   absl::Status Gate() {
     ++tries_;
     if (refuse_) return absl::AbortedError("database is locked");
+    if (corrupt_) return absl::DataLossError("the database file is damaged");
     if (hold_.exchange(false)) {
       holding_.Notify();
       release_.WaitForNotification();
@@ -48,14 +51,20 @@ class GatedJobWrites : public MemoryTuningDatabase {
 
 class JobWritesTest : public OneTaskScheduler {
  protected:
-  JobWritesTest() {
+  JobWritesTest() { Start(/*agent_threads=*/0); }
+  // A scheduler over gated_; with agent threads, its writes are stored by a writer thread.
+  void Start(int agent_threads) {
     SchedulerOptions options;
-    options.agent_threads = 0;
+    options.agent_threads = agent_threads;
+    scheduler_.reset();
     scheduler_ = std::make_unique<Scheduler>(&gated_, &spaces_, options);
     worker_ = scheduler_->RegisterWorker(kDevice, "test", kCores);
   }
   // The scheduler stores what is left as it goes: before the database it writes to.
-  ~JobWritesTest() override { scheduler_.reset(); }
+  ~JobWritesTest() override {
+    if (!gated_.release_.HasBeenNotified()) gated_.release_.Notify();  // a test that failed early
+    scheduler_.reset();
+  }
 
   int64_t Submit(int64_t budget, int batch_size) {
     JobRequest r;
@@ -143,11 +152,16 @@ TEST_F(JobWritesTest, ACancelTheDatabaseRefusesHoldsAndIsStoredOnceItTakesWrites
 // While the database refuses, one job's refused write fails no call on another job, and the calls
 // that must not wait (leases, reports) leave the retrying to the tick.
 TEST_F(JobWritesTest, ARefusedWriteHoldsUpNeitherOtherJobsNorLeases) {
-  const int64_t stuck = Submit(/*budget=*/8, /*batch_size=*/4);
+  JobRequest r;  // a job no worker serves: never started, so its pause stores two writes
+  r.name = "stuck";
+  r.tasks = {Task()};
+  r.tasks[0].device_class = "cpu:nobody";
+  r.budget = 8;
+  r.strategy = "random";
+  r.spec_json = "{}";
+  const int64_t stuck = *scheduler_->Submit(r);
   const int64_t other = Submit(/*budget=*/8, /*batch_size=*/1);
-  absl::StatusOr<LeaseGrant> grant = scheduler_->Lease(worker_, 1);
-  ASSERT_TRUE(grant.ok() && grant->candidates.size() == 1) << grant.status();
-  ASSERT_TRUE(scheduler_->Report(worker_, grant->lease_id, AllOk(*grant)).ok());
+  absl::StatusOr<LeaseGrant> grant;
   gated_.refuse_ = true;
   ASSERT_TRUE(absl::IsUnavailable(scheduler_->Pause(stuck).status()));
   EXPECT_EQ(scheduler_->GetJob(stuck)->job.state, JobState::kPaused);
@@ -167,7 +181,9 @@ TEST_F(JobWritesTest, ARefusedWriteHoldsUpNeitherOtherJobsNorLeases) {
 
   gated_.refuse_ = false;
   scheduler_->ExpireLeases();
-  EXPECT_EQ(Stored(stuck), JobState::kPaused);  // started (running), then paused: in order
+  // Started (running), then paused, in order: paused first is refused (a queued job cannot be),
+  // and the job would be stored running.
+  EXPECT_EQ(Stored(stuck), JobState::kPaused);
   EXPECT_EQ(scheduler_->CountNow().job_writes_pending, 0);
 }
 
@@ -203,6 +219,89 @@ TEST_F(JobWritesTest, AReportWhoseJobEndTheDatabaseRefusesIsStillStored) {
   ASSERT_TRUE(stored.ok());
   ASSERT_EQ(stored->tasks.size(), 1u);
   EXPECT_EQ(stored->tasks[0].state, JobState::kDone);
+}
+
+// With agent threads, a writer thread stores the writes: a cancel whose write the database holds
+// answers within its bound (UNAVAILABLE, the change in effect), and leases and reports go on
+// meanwhile; the write is stored once the database lets go.
+TEST_F(JobWritesTest, ACancelAnswersInBoundedTimeWhileTheDatabaseHoldsItsWrite) {
+  Start(/*agent_threads=*/1);
+  const int64_t held = Submit(/*budget=*/8, /*batch_size=*/4);
+  gated_.hold_ = true;
+  const absl::Time start = absl::Now();
+  absl::StatusOr<JobStatus> cancelled = scheduler_->Cancel(held);
+  const absl::Duration took = absl::Now() - start;
+  const bool was_held = gated_.holding_.HasBeenNotified();
+  EXPECT_TRUE(absl::IsUnavailable(cancelled.status())) << cancelled.status();
+  EXPECT_LT(took, absl::Seconds(8)) << "the call's deadline is 10 s";
+  EXPECT_NE(cancelled.status().message().find("slow to answer"), std::string::npos)
+      << cancelled.status();
+  // Meanwhile another job is leased and reported as usual.
+  const int64_t other = Submit(/*budget=*/8, /*batch_size=*/1);
+  absl::StatusOr<LeaseGrant> grant;
+  for (int i = 0; i < 200 && (!grant.ok() || grant->candidates.empty()); ++i) {
+    grant = scheduler_->Lease(worker_, 1);  // its first batch is prepared by an agent thread
+    if (grant.ok() && grant->candidates.empty()) absl::SleepFor(absl::Milliseconds(10));
+  }
+  ASSERT_TRUE(grant.ok() && grant->candidates.size() == 1) << grant.status();
+  EXPECT_EQ(grant->candidates[0].candidate_id().rfind(absl::StrCat(other, "."), 0), 0u);
+  EXPECT_TRUE(scheduler_->Report(worker_, grant->lease_id, AllOk(*grant)).ok());
+  gated_.release_.Notify();
+  ASSERT_TRUE(was_held) << "the cancel's write never reached the database";
+  for (int i = 0; i < 1000 && Stored(held) != JobState::kCancelled; ++i) {
+    absl::SleepFor(absl::Milliseconds(10));
+  }
+  EXPECT_EQ(Stored(held), JobState::kCancelled);
+  absl::StatusOr<JobStatus> again = scheduler_->Cancel(held);
+  EXPECT_TRUE(again.ok()) << again.status();
+}
+
+// A write the database refuses for good (not another process's end of the job) is not retried
+// for ever, and the call it belongs to says so.
+TEST_F(JobWritesTest, AWriteRefusedForGoodIsDroppedAndItsCallSaysSo) {
+  const int64_t id = Submit(/*budget=*/8, /*batch_size=*/4);
+  gated_.corrupt_ = true;
+  absl::StatusOr<JobStatus> cancelled = scheduler_->Cancel(id);
+  EXPECT_TRUE(absl::IsDataLoss(cancelled.status())) << cancelled.status();
+  EXPECT_NE(cancelled.status().message().find("a restart of the server undoes it"),
+            std::string::npos)
+      << cancelled.status();
+  EXPECT_EQ(scheduler_->CountNow().job_writes_pending, 0);
+  gated_.corrupt_ = false;
+  const int64_t next = Submit(/*budget=*/8, /*batch_size=*/4);  // the queue goes on
+  ASSERT_TRUE(scheduler_->Cancel(next).ok());
+  EXPECT_EQ(Stored(next), JobState::kCancelled);
+}
+
+// Tasks that end out of order end their job: the check whether all are final skips those before
+// the first open one (JobRun::first_open), and a report looks at the tasks it touched only.
+TEST_F(JobWritesTest, TasksEndingOutOfOrderEndTheirJob) {
+  const KernelDefinition* gemm = registry_.Find("gemm");
+  JobRequest r;
+  r.name = "three";
+  for (int64_t m : {16, 32, 48}) {
+    r.tasks.push_back({"gemm", gemm->Version(),
+                       *gemm->ValidateProblem({{"M", m}, {"N", 64}, {"K", 64}}),
+                       kDevice.device_class});
+  }
+  r.budget = 1;
+  r.batch_size = 1;
+  r.strategy = "random";
+  r.spec_json = "{}";
+  const int64_t id = *scheduler_->Submit(r);
+  std::vector<LeaseGrant> grants;
+  for (int i = 0; i < 3; ++i) {
+    absl::StatusOr<LeaseGrant> grant = scheduler_->Lease(worker_, 1);
+    ASSERT_TRUE(grant.ok() && grant->candidates.size() == 1) << i;
+    grants.push_back(*grant);
+  }
+  for (int i : {2, 0}) {
+    ASSERT_TRUE(scheduler_->Report(worker_, grants[i].lease_id, AllOk(grants[i])).ok());
+    EXPECT_EQ(scheduler_->GetJob(id)->job.state, JobState::kRunning) << "after task " << i;
+  }
+  ASSERT_TRUE(scheduler_->Report(worker_, grants[1].lease_id, AllOk(grants[1])).ok());
+  EXPECT_EQ(scheduler_->GetJob(id)->job.state, JobState::kDone);
+  EXPECT_EQ(Stored(id), JobState::kDone);
 }
 
 }  // namespace
