@@ -617,7 +617,10 @@ absl::StatusOr<JobStatus> Scheduler::AfterStoring(absl::StatusOr<JobStatus> chan
   if (done_write_seq_ >= seq) return changed;
   return absl::UnavailableError(absl::StrCat(
       change, "has not stored it yet (",
-      failed_flushes_ > failures ? flush_error_ : "it is slow to answer",
+      failed_flushes_ > failures
+          ? flush_error_
+          : absl::StrCat("no answer from it within ", absl::FormatDuration(kStoreWait),
+                         ": another process may hold it, or its disk is slow"),
       "); the server stores it as soon as the database takes writes, unless it stops first: ask "
       "again to check"));
 }
