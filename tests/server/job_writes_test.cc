@@ -67,16 +67,7 @@ class JobWritesTest : public OneTaskScheduler {
   }
 
   int64_t Submit(int64_t budget, int batch_size) {
-    JobRequest r;
-    r.name = "writes";
-    r.tasks = {Task()};
-    r.budget = budget;
-    r.batch_size = batch_size;
-    r.strategy = "random";
-    r.spec_json = "{}";
-    absl::StatusOr<int64_t> id = scheduler_->Submit(r);
-    EXPECT_TRUE(id.ok()) << id.status();
-    return id.value_or(0);
+    return SubmitRandom({Task()}, budget, batch_size);
   }
 
   JobState Stored(int64_t id) {
@@ -152,14 +143,9 @@ TEST_F(JobWritesTest, ACancelTheDatabaseRefusesHoldsAndIsStoredOnceItTakesWrites
 // While the database refuses, one job's refused write fails no call on another job, and the calls
 // that must not wait (leases, reports) leave the retrying to the tick.
 TEST_F(JobWritesTest, ARefusedWriteHoldsUpNeitherOtherJobsNorLeases) {
-  JobRequest r;  // a job no worker serves: never started, so its pause stores two writes
-  r.name = "stuck";
-  r.tasks = {Task()};
-  r.tasks[0].device_class = "cpu:nobody";
-  r.budget = 8;
-  r.strategy = "random";
-  r.spec_json = "{}";
-  const int64_t stuck = *scheduler_->Submit(r);
+  TaskKey elsewhere = Task();  // a job no worker serves: never started, so its pause stores two
+  elsewhere.device_class = "cpu:nobody";  // writes
+  const int64_t stuck = SubmitRandom({elsewhere}, /*budget=*/8);
   const int64_t other = Submit(/*budget=*/8, /*batch_size=*/1);
   absl::StatusOr<LeaseGrant> grant;
   gated_.refuse_ = true;
@@ -277,18 +263,13 @@ TEST_F(JobWritesTest, AWriteRefusedForGoodIsDroppedAndItsCallSaysSo) {
 // the first open one (JobRun::first_open), and a report looks at the tasks it touched only.
 TEST_F(JobWritesTest, TasksEndingOutOfOrderEndTheirJob) {
   const KernelDefinition* gemm = registry_.Find("gemm");
-  JobRequest r;
-  r.name = "three";
+  std::vector<TaskKey> tasks;
   for (int64_t m : {16, 32, 48}) {
-    r.tasks.push_back({"gemm", gemm->Version(),
-                       *gemm->ValidateProblem({{"M", m}, {"N", 64}, {"K", 64}}),
-                       kDevice.device_class});
+    tasks.push_back({"gemm", gemm->Version(),
+                     *gemm->ValidateProblem({{"M", m}, {"N", 64}, {"K", 64}}),
+                     kDevice.device_class});
   }
-  r.budget = 1;
-  r.batch_size = 1;
-  r.strategy = "random";
-  r.spec_json = "{}";
-  const int64_t id = *scheduler_->Submit(r);
+  const int64_t id = SubmitRandom(tasks, /*budget=*/1, /*batch_size=*/1);
   std::vector<LeaseGrant> grants;
   for (int i = 0; i < 3; ++i) {
     absl::StatusOr<LeaseGrant> grant = scheduler_->Lease(worker_, 1);
