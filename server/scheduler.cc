@@ -27,11 +27,14 @@ namespace {
 
 // Strategy work is background work: RPCs go first on a busy machine, and work not started when
 // the server stops is dropped.
-// One thread that stores job writes, at the RPCs' priority; none where strategy work runs inline.
-ThreadPool::Options WriterPoolOptions(int agent_threads) {
+// The thread that stores job writes (SchedulerOptions::writer_threads), at the RPCs' priority. A
+// request queued at exit is dropped: the destructor's flush stores what is left (it was tried
+// twice more, a busy timeout each, while the database refused).
+ThreadPool::Options WriterPoolOptions(const SchedulerOptions& scheduler) {
   ThreadPool::Options options;
-  options.threads = agent_threads > 0 ? 1 : 0;
-  options.run_queued_at_exit = true;
+  options.threads = scheduler.writer_threads >= 0 ? std::min(scheduler.writer_threads, 1)
+                                                  : (scheduler.agent_threads > 0 ? 1 : 0);
+  options.run_queued_at_exit = false;
   return options;
 }
 
@@ -89,7 +92,7 @@ Scheduler::Scheduler(TuningDatabase* db, const TaskSpaces* spaces, SchedulerOpti
     : db_(db),
       spaces_(spaces),
       options_(std::move(options)),
-      writer_(WriterPoolOptions(options_.agent_threads)),
+      writer_(WriterPoolOptions(options_)),
       agents_(AgentPoolOptions(options_.agent_threads)) {}
 
 Scheduler::~Scheduler() {
@@ -582,17 +585,31 @@ absl::StatusOr<std::vector<JobStatus>> Scheduler::ListJobs() {
   return out;
 }
 
-absl::StatusOr<JobStatus> Scheduler::Cancel(int64_t id) { return AfterStoring(CancelNow(id)); }
-absl::StatusOr<JobStatus> Scheduler::Pause(int64_t id) { return AfterStoring(PauseNow(id)); }
-absl::StatusOr<JobStatus> Scheduler::Resume(int64_t id) { return AfterStoring(ResumeNow(id)); }
+absl::StatusOr<JobStatus> Scheduler::Cancel(int64_t id) {
+  const uint64_t first = NextWriteSeq();
+  return AfterStoring(CancelNow(id), first);
+}
+absl::StatusOr<JobStatus> Scheduler::Pause(int64_t id) {
+  const uint64_t first = NextWriteSeq();
+  return AfterStoring(PauseNow(id), first);
+}
+absl::StatusOr<JobStatus> Scheduler::Resume(int64_t id) {
+  const uint64_t first = NextWriteSeq();
+  return AfterStoring(ResumeNow(id), first);
+}
 
-absl::StatusOr<JobStatus> Scheduler::AfterStoring(absl::StatusOr<JobStatus> changed) {
+absl::StatusOr<JobStatus> Scheduler::AfterStoring(absl::StatusOr<JobStatus> changed,
+                                                  uint64_t first_seq) {
   if (!changed.ok()) return changed;
   const int64_t id = changed->job.id;
   uint64_t seq = 0;
   int64_t failures = 0;
   {
     absl::MutexLock lock(&mu_);
+    // An earlier write's error (a report's task end, another call's change) is not this call's.
+    if (auto e = write_errors_.find(id); e != write_errors_.end() && e->second.first < first_seq) {
+      write_errors_.erase(e);
+    }
     if (!WritesPending(id) && !write_errors_.count(id)) return changed;  // so already, or stored
     seq = next_write_seq_ - 1;
     failures = failed_flushes_;
@@ -608,11 +625,20 @@ absl::StatusOr<JobStatus> Scheduler::AfterStoring(absl::StatusOr<JobStatus> chan
   const std::string change = absl::StrCat("job ", id, " is ", JobStateName(changed->job.state),
                                           " on this server, but the database ");
   if (auto e = write_errors_.find(id); e != write_errors_.end()) {
-    const absl::Status refused = e->second;
-    write_errors_.erase(e);
-    return absl::Status(refused.code(),
-                        absl::StrCat(change, "refused to store it (", refused.message(),
-                                     "): a restart of the server undoes it"));
+    const auto [dropped_seq, refused] = e->second;
+    write_errors_.erase(e);  // read once
+    if (dropped_seq >= first_seq) {
+      // The server's failure, not the caller's mistake (a constraint's INVALID_ARGUMENT read as a
+      // usage error); a job another process ended says so (FAILED_PRECONDITION).
+      if (absl::IsFailedPrecondition(refused) || absl::IsNotFound(refused)) {
+        return absl::Status(refused.code(),
+                            absl::StrCat(change, "holds it otherwise (", refused.message(),
+                                         "): another process ended or removed the job"));
+      }
+      return absl::Status(absl::IsDataLoss(refused) ? refused.code() : absl::StatusCode::kInternal,
+                          absl::StrCat(change, "refused to store it (", refused.message(),
+                                       "): a restart of the server undoes it"));
+    }
   }
   if (done_write_seq_ >= seq) return changed;
   return absl::UnavailableError(absl::StrCat(
@@ -713,11 +739,16 @@ absl::Status Scheduler::FlushJobWrites(FlushMode mode) {
           pending_writes_.erase(it);
         }
         done_write_seq_ = w.seq;
-        // Another process ended or deleted the job: nothing to tell. Anything else, the call on
-        // the job is told (AfterStoring).
-        if (!st.ok() && !absl::IsFailedPrecondition(st) && !absl::IsNotFound(st)) {
-          if (write_errors_.size() >= kMaxWriteErrors) write_errors_.erase(write_errors_.begin());
-          write_errors_[w.job_id] = st;
+        // The call that made the change is told (AfterStoring): another process ended or deleted
+        // the job, or the database refused it for good.
+        if (!st.ok()) {
+          if (write_errors_.size() >= kMaxWriteErrors && !write_errors_.count(w.job_id)) {
+            auto oldest = std::min_element(
+                write_errors_.begin(), write_errors_.end(),
+                [](const auto& a, const auto& b) { return a.second.first < b.second.first; });
+            write_errors_.erase(oldest);
+          }
+          write_errors_[w.job_id] = {w.seq, st};
         }
         continue;
       }

@@ -79,6 +79,10 @@ struct SchedulerOptions {
   // Threads that run strategy work (at nice 10: RPCs go first); 0: on the thread of the call that
   // needs it (Lease or Report), still without the scheduler's lock (deterministic, for tests).
   int agent_threads = 2;
+  // Job and task states are stored by a writer thread (1), or on the thread of the call that
+  // changed them (0: deterministic, for tests; a call then waits for the database); -1: a writer
+  // thread when agent_threads > 0. A server always has one (TuningServer).
+  int writer_threads = -1;
   // Makes a job's strategy by name; unset: MakeStrategy (tests inject strategies here).
   StrategyFactory make_strategy;
   // Tasks of unfinished jobs held at once (each holds its search, space and queue in memory):
@@ -347,8 +351,14 @@ class Scheduler {
   // (at once when its job has none pending: it was so already); UNAVAILABLE, saying the change
   // holds on this server, when they are not stored within kStoreWait (the database refuses, or is
   // slow); the database's error when it refused the job's write for good.
-  absl::StatusOr<JobStatus> AfterStoring(absl::StatusOr<JobStatus> changed)
+  // `first_seq`: next_write_seq_ before the change was made (an error of an earlier write of the
+  // job is not this call's).
+  absl::StatusOr<JobStatus> AfterStoring(absl::StatusOr<JobStatus> changed, uint64_t first_seq)
       ABSL_LOCKS_EXCLUDED(mu_);
+  uint64_t NextWriteSeq() ABSL_LOCKS_EXCLUDED(mu_) {
+    absl::MutexLock lock(&mu_);
+    return next_write_seq_;
+  }
   static constexpr absl::Duration kStoreWait = absl::Seconds(3);  // well inside a call's deadline
   // Whether writes of job `id` are queued or being stored.
   bool WritesPending(int64_t id) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
@@ -492,9 +502,10 @@ class Scheduler {
   uint64_t done_write_seq_ ABSL_GUARDED_BY(mu_) = 0;  // every write up to it is stored or dropped
   int64_t failed_flushes_ ABSL_GUARDED_BY(mu_) = 0;
   std::string flush_error_ ABSL_GUARDED_BY(mu_);  // of the last flush that failed
-  // Writes dropped for an error no retry mends (not another process's end of the job), by job,
-  // until a call on the job reads it (AfterStoring); at most kMaxWriteErrors.
-  std::map<int64_t, absl::Status> write_errors_ ABSL_GUARDED_BY(mu_);
+  // Writes dropped for an error no retry mends (not another process's end of the job), by job:
+  // the last one's seq and error, until a call on the job reads it (AfterStoring); at most
+  // kMaxWriteErrors.
+  std::map<int64_t, std::pair<uint64_t, absl::Status>> write_errors_ ABSL_GUARDED_BY(mu_);
   static constexpr size_t kMaxWriteErrors = 1024;
   // The last flush failed: only the writer thread retries (FlushMode, RequestFlush).
   std::atomic<bool> writes_refused_{false};

@@ -40,8 +40,8 @@ class ThreadPool {
   explicit ThreadPool(Options options);
   explicit ThreadPool(int threads) : ThreadPool(Options{threads}) {}
   ~ThreadPool();  // Stop()
-  // Stops taking work (Run drops it), runs or drops the queued work as Options say, and waits for
-  // the running work. Idempotent.
+  // Runs or drops the queued work as Options say, and waits for the running work; work Run is given
+  // afterwards never runs. Idempotent.
   void Stop();
   ThreadPool(const ThreadPool&) = delete;
   ThreadPool& operator=(const ThreadPool&) = delete;

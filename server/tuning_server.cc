@@ -181,6 +181,9 @@ absl::StatusOr<std::unique_ptr<TuningServer>> TuningServer::Start(TuningServerOp
   }
   s->best_ = std::make_unique<BestCache>(s->db_.get(), &s->registry_);
   SchedulerOptions scheduler_options = s->options_.scheduler;
+  // Job states are stored by a writer thread whatever --agent-threads says: a cancel answers
+  // within its bound, and no RPC or tick waits for the database.
+  scheduler_options.writer_threads = 1;
   // A server that resumes no jobs lives in one session (the embedded default): its jobs are the
   // session's, which no other server resumes while it lives.
   if (!s->options_.resume_jobs && scheduler_options.session.empty()) {

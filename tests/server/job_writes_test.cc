@@ -52,10 +52,12 @@ class GatedJobWrites : public MemoryTuningDatabase {
 class JobWritesTest : public OneTaskScheduler {
  protected:
   JobWritesTest() { Start(/*agent_threads=*/0); }
-  // A scheduler over gated_; with agent threads, its writes are stored by a writer thread.
-  void Start(int agent_threads) {
+  // A scheduler over gated_; with a writer thread (SchedulerOptions::writer_threads), its writes
+  // are stored there.
+  void Start(int agent_threads, int writer_threads = -1) {
     SchedulerOptions options;
     options.agent_threads = agent_threads;
+    options.writer_threads = writer_threads;
     scheduler_.reset();
     scheduler_ = std::make_unique<Scheduler>(&gated_, &spaces_, options);
     worker_ = scheduler_->RegisterWorker(kDevice, "test", kCores);
@@ -207,11 +209,11 @@ TEST_F(JobWritesTest, AReportWhoseJobEndTheDatabaseRefusesIsStillStored) {
   EXPECT_EQ(stored->tasks[0].state, JobState::kDone);
 }
 
-// With agent threads, a writer thread stores the writes: a cancel whose write the database holds
-// answers within its bound (UNAVAILABLE, the change in effect), and leases and reports go on
-// meanwhile; the write is stored once the database lets go.
+// A writer thread stores the writes (a server always has one, whatever its agent threads): a
+// cancel whose write the database holds answers within its bound (UNAVAILABLE, the change in
+// effect), and leases and reports go on meanwhile; the write is stored once the database lets go.
 TEST_F(JobWritesTest, ACancelAnswersInBoundedTimeWhileTheDatabaseHoldsItsWrite) {
-  Start(/*agent_threads=*/1);
+  Start(/*agent_threads=*/0, /*writer_threads=*/1);
   const int64_t held = Submit(/*budget=*/8, /*batch_size=*/4);
   gated_.hold_ = true;
   const absl::Time start = absl::Now();
@@ -257,6 +259,26 @@ TEST_F(JobWritesTest, AWriteRefusedForGoodIsDroppedAndItsCallSaysSo) {
   const int64_t next = Submit(/*budget=*/8, /*batch_size=*/4);  // the queue goes on
   ASSERT_TRUE(scheduler_->Cancel(next).ok());
   EXPECT_EQ(Stored(next), JobState::kCancelled);
+}
+
+// A write of the job that no call made (a task's end, from a report) and that the database refused
+// for good is not a later call's failure.
+TEST_F(JobWritesTest, AnEarlierWritesErrorIsNotALaterCallsFailure) {
+  TaskKey second = Task();
+  second.problem = *registry_.Find("gemm")->ValidateProblem({{"M", 32}, {"N", 64}, {"K", 64}});
+  const int64_t id = SubmitRandom({Task(), second}, /*budget=*/1, /*batch_size=*/1);
+  absl::StatusOr<LeaseGrant> grant = scheduler_->Lease(worker_, 1);
+  ASSERT_TRUE(grant.ok() && grant->candidates.size() == 1) << grant.status();
+  gated_.corrupt_ = true;  // the first task's end, which the report makes; the job goes on
+  ASSERT_TRUE(scheduler_->Report(worker_, grant->lease_id, AllOk(*grant)).ok());
+  const int tries = gated_.tries_;
+  gated_.corrupt_ = false;
+  absl::StatusOr<JobStatus> resumed = scheduler_->Resume(id);  // changes nothing
+  EXPECT_TRUE(resumed.ok()) << resumed.status();
+  absl::StatusOr<JobStatus> paused = scheduler_->Pause(id);
+  EXPECT_TRUE(paused.ok()) << paused.status();
+  EXPECT_EQ(Stored(id), JobState::kPaused);
+  EXPECT_GT(tries, 0) << "the report wrote nothing the database could refuse";
 }
 
 // Tasks that end out of order end their job: the check whether all are final skips those before
