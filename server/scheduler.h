@@ -235,9 +235,10 @@ class Scheduler {
   absl::StatusOr<std::vector<JobStatus>> ListJobs();
   // Cancel drops queued candidates (leased ones are still recorded when reported); pause stops
   // leasing; resume continues where the job stopped. Each takes effect at once and returns once
-  // the new state is stored; when the database refuses it (busy past its timeout, full), the
-  // change still holds on this server, it is stored as soon as the database takes writes (at the
-  // next tick: ExpireLeases), and the call returns UNAVAILABLE saying so (calling again checks).
+  // the new state is stored. When the database does not take it within kStoreWait (busy past its
+  // timeout, full, slow), the change still holds on this server, it is stored as soon as the
+  // database takes writes (retried at every tick: ExpireLeases), and the call returns UNAVAILABLE
+  // saying so (calling again checks); a restart before then loses it.
   absl::StatusOr<JobStatus> Cancel(int64_t id);
   absl::StatusOr<JobStatus> Pause(int64_t id);
   absl::StatusOr<JobStatus> Resume(int64_t id);
@@ -336,10 +337,10 @@ class Scheduler {
   // kRetry, the writer thread (RequestFlush): returns when another thread flushes (which looks at
   // the queue again before it stops).
   enum class FlushMode { kWait, kRetry };
-  // Has the queued writes stored by the writer thread (writer_), the caller going on at once; with
-  // SchedulerOptions::agent_threads 0, stores them now, on the caller's thread (deterministic:
-  // tests). `retry` false (a lease, a leave, strategy work): not while the last flush failed (the
-  // tick's request retries).
+  // Has the queued writes stored by the writer thread (writer_), the caller going on at once;
+  // without one (SchedulerOptions::writer_threads), stores them now, on the caller's thread
+  // (deterministic: tests). `retry` false (a lease, report, leave, strategy work): not while the
+  // last flush failed (the tick's request retries).
   void RequestFlush(bool retry) ABSL_LOCKS_EXCLUDED(mu_, flush_mu_);
   // Stores the queued job writes, in order, without the scheduler's lock. A write the database
   // refuses for good (the job ended or deleted by another process, or an error that no retry
@@ -502,9 +503,10 @@ class Scheduler {
   uint64_t done_write_seq_ ABSL_GUARDED_BY(mu_) = 0;  // every write up to it is stored or dropped
   int64_t failed_flushes_ ABSL_GUARDED_BY(mu_) = 0;
   std::string flush_error_ ABSL_GUARDED_BY(mu_);  // of the last flush that failed
-  // Writes dropped for an error no retry mends (not another process's end of the job), by job:
-  // the last one's seq and error, until a call on the job reads it (AfterStoring); at most
-  // kMaxWriteErrors.
+  // Writes dropped because the database refused them for good (another process ended or deleted
+  // the job, an error no retry mends), by job: the last one's seq and error, until a call on the
+  // job reads it (AfterStoring, which tells only of writes queued after it began); at most
+  // kMaxWriteErrors, the oldest going first.
   std::map<int64_t, std::pair<uint64_t, absl::Status>> write_errors_ ABSL_GUARDED_BY(mu_);
   static constexpr size_t kMaxWriteErrors = 1024;
   // The last flush failed: only the writer thread retries (FlushMode, RequestFlush).
@@ -514,7 +516,7 @@ class Scheduler {
   absl::Mutex flush_mu_ ABSL_ACQUIRED_BEFORE(mu_);
   // The error of the last flush that failed, until one stores everything (logged once).
   std::string flush_failing_ ABSL_GUARDED_BY(flush_mu_);
-  // Stores job writes (RequestFlush): one thread, or none with agent_threads 0.
+  // Stores job writes (RequestFlush): one thread, or none (SchedulerOptions::writer_threads).
   ThreadPool writer_;
   // Last: destroyed first, so running work finishes while the state it reports to exists.
   ThreadPool agents_;

@@ -1,7 +1,7 @@
 // The scheduler changes a job's state in memory under its lock and stores it after, in order, on a
-// writer thread (FlushJobWrites; inline with agent_threads 0): a job's end, a cancel or a pause
-// waiting for the database (a slow sync, another process holding the file, a full disk) no longer
-// holds every lease, report and heartbeat of the fleet with it.
+// writer thread (RequestFlush; inline without one: SchedulerOptions::writer_threads): a job's end,
+// a cancel or a pause waiting for the database (a slow sync, another process holding the file, a
+// full disk) no longer holds every lease, report and heartbeat of the fleet with it.
 #include <gtest/gtest.h>
 
 #include <atomic>
