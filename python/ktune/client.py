@@ -542,7 +542,11 @@ class Client:
 
     def cancel(self, job_id: str, timeout: Optional[float] = None) -> Job:
         """Cancels a job: queued candidates are dropped, leased ones finish and are recorded.
-        A job that has ended: :class:`ktune.FailedPrecondition`; none: :class:`ktune.NotFound`."""
+        A job that has ended: :class:`ktune.FailedPrecondition`; none: :class:`ktune.NotFound`.
+        When the server's database does not store the change within 3 s (another process holds
+        it, a full disk), :class:`ktune.Unavailable`: the job is cancelled on the server all the
+        same, which stores it once the database takes writes (calling again checks). The same
+        holds for :meth:`pause` and :meth:`resume`."""
         return Job._from_proto(self._unary("CancelJob", self._tuning.CancelJob,
                                            ts.CancelJobRequest(job_id=str(job_id)), timeout))
 
