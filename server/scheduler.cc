@@ -25,8 +25,6 @@ namespace ktune {
 
 namespace {
 
-// Strategy work is background work: RPCs go first on a busy machine, and work not started when
-// the server stops is dropped.
 // The thread that stores job writes (SchedulerOptions::writer_threads), at the RPCs' priority. A
 // request queued at exit is dropped: the destructor's flush stores what is left (it was tried
 // twice more, a busy timeout each, while the database refused).
@@ -38,6 +36,8 @@ ThreadPool::Options WriterPoolOptions(const SchedulerOptions& scheduler) {
   return options;
 }
 
+// Strategy work is background work: RPCs go first on a busy machine, and work not started when
+// the server stops is dropped.
 ThreadPool::Options AgentPoolOptions(int threads) {
   ThreadPool::Options options;
   options.threads = threads;
@@ -652,6 +652,7 @@ absl::StatusOr<JobStatus> Scheduler::AfterStoring(absl::StatusOr<JobStatus> chan
 }
 
 void Scheduler::RequestFlush(bool retry) {
+  if (!writes_queued_) return;                  // the common case: every lease and report asks
   if (!retry && writes_refused_) return;        // the tick's request retries
   if (flush_requested_.exchange(true)) return;  // one is queued, not started: it stores these
   writer_.Run([this] {
@@ -678,6 +679,7 @@ absl::StatusOr<JobStatus> Scheduler::CancelNow(int64_t id) {
 void Scheduler::QueueJobState(const JobRun& job, JobState state, std::string message) {
   job_writes_.push_back({job.job.id, next_write_seq_++, state, std::move(message), {}});
   ++pending_writes_[job.job.id];
+  writes_queued_ = true;
 }
 
 void Scheduler::QueueTaskProgress(const JobRun& job, std::vector<JobTaskProgress> tasks) {
@@ -692,6 +694,7 @@ void Scheduler::QueueTaskProgress(const JobRun& job, std::vector<JobTaskProgress
   }
   job_writes_.push_back({job.job.id, next_write_seq_++, std::nullopt, "", std::move(tasks)});
   ++pending_writes_[job.job.id];
+  writes_queued_ = true;
 }
 
 namespace {
@@ -719,7 +722,10 @@ absl::Status Scheduler::FlushJobWrites(FlushMode mode) {
       JobWrite w;
       {
         absl::MutexLock lock(&mu_);
-        if (job_writes_.empty()) break;
+        if (job_writes_.empty()) {
+          writes_queued_ = false;
+          break;
+        }
         w = std::move(job_writes_.front());
         job_writes_.pop_front();
         job_write_in_flight_ = true;
@@ -760,15 +766,13 @@ absl::Status Scheduler::FlushJobWrites(FlushMode mode) {
       break;
     }
     // Said once while the database refuses, and once when it takes them again.
-    if (!failed.ok() && flush_failing_.empty()) {
-      flush_failing_ = std::string(failed.message());
+    const bool was_refused = writes_refused_.exchange(!failed.ok());
+    if (!failed.ok() && !was_refused) {
       LogEvent("job_writes_not_stored",
-               {{"pending", std::to_string(pending)}, {"reason", flush_failing_}});
-    } else if (failed.ok() && !flush_failing_.empty()) {
-      flush_failing_.clear();
+               {{"pending", std::to_string(pending)}, {"reason", std::string(failed.message())}});
+    } else if (failed.ok() && was_refused) {
       LogEvent("job_writes_stored", {});
     }
-    writes_refused_ = !failed.ok();
     flush_mu_.Unlock();
     if (!failed.ok()) return failed;
     // A write queued after the queue was found empty, by a thread that found this one flushing

@@ -511,11 +511,12 @@ class Scheduler {
   static constexpr size_t kMaxWriteErrors = 1024;
   // The last flush failed: only the writer thread retries (FlushMode, RequestFlush).
   std::atomic<bool> writes_refused_{false};
+  // job_writes_ holds writes (set by the Queue* functions, cleared by the flush that empties it):
+  // RequestFlush, called by every lease and report, hands the writer thread nothing otherwise.
+  std::atomic<bool> writes_queued_{false};
   std::atomic<bool> flush_requested_{false};  // a flush is queued on writer_, not started
   // Held by the thread storing job_writes_ (one at a time, so that they are stored in order).
   absl::Mutex flush_mu_ ABSL_ACQUIRED_BEFORE(mu_);
-  // The error of the last flush that failed, until one stores everything (logged once).
-  std::string flush_failing_ ABSL_GUARDED_BY(flush_mu_);
   // Stores job writes (RequestFlush): one thread, or none (SchedulerOptions::writer_threads).
   ThreadPool writer_;
   // Last: destroyed first, so running work finishes while the state it reports to exists.
