@@ -24,6 +24,7 @@
 #include "cli/tune_target.h"
 #include "common/event_log.h"
 #include "common/file_util.h"
+#include "common/metrics_http.h"
 #include "db/interchange/record_files.h"
 #include "grpcpp/create_channel.h"
 #include "kernels/kernel_registry.h"
@@ -32,6 +33,7 @@
 #include "measurer/cuda_measurer.h"
 #include "measurer/replay_measurer.h"
 #include "measurer/worker_loop.h"
+#include "measurer/worker_metrics.h"
 #include "proto/channel.h"
 #include "proto/convert.h"
 #include "server/tuning_server.h"
@@ -219,7 +221,7 @@ int RunServe(const ServeArgs& a) {
 // --- worker ---
 
 struct WorkerArgs {
-  std::string server = kDefaultServer, device = "cpu", token, log_format = "text";
+  std::string server = kDefaultServer, device = "cpu", token, log_format = "text", metrics_listen;
   ClientTls tls;
   int max_candidates = 8;
   int64_t max_measurements = 0;
@@ -232,6 +234,11 @@ int RunWorker(const WorkerArgs& a) {
   LogFormat format;
   if (!ParseLogFormat(a.log_format, &format)) return UsageError(cmd, "--log-format: text or json");
   if (a.idle_exit_s < 0) return UsageError(cmd, "--idle-exit: seconds >= 0 (0: never)");
+  if (!a.metrics_listen.empty()) {
+    if (absl::Status s = CheckMetricsAddress(a.metrics_listen); !s.ok()) {
+      return UsageError(cmd, std::string(s.message()));
+    }
+  }
   UseLogFormat(format);
   std::unique_ptr<Measurer> measurer;
   // Built-ins, plus the kernels clients registered with the server as they arrive.
@@ -281,8 +288,25 @@ int RunWorker(const WorkerArgs& a) {
   options.client_kernels = !a.no_client_kernels;
   options.languages = languages;
   options.channel = *channel;
-  LogEvent("worker_started",
-           {{"device_class", measurer->device().device_class}, {"server", a.server}});
+  // The worker's own counts (measurer/worker_metrics.h), for the fleet's Prometheus.
+  WorkerMetrics metrics;
+  std::unique_ptr<MetricsHttpServer> metrics_http;
+  if (!a.metrics_listen.empty()) {
+    absl::StatusOr<std::unique_ptr<MetricsHttpServer>> started =
+        MetricsHttpServer::Start(a.metrics_listen, [&metrics] { return metrics.Collect(); });
+    if (!started.ok()) return Fail(cmd, started.status());
+    metrics_http = *std::move(started);
+    options.metrics = &metrics;
+    if (!IsLoopbackAddress(a.metrics_listen)) {
+      LogEvent("metrics_open", {{"metrics_listen", a.metrics_listen},
+                                {"warning",
+                                 "/metrics answers anyone who reaches it (no token): keep its "
+                                 "port to the Prometheus that scrapes it"}});
+    }
+  }
+  LogEvent("worker_started", {{"device_class", measurer->device().device_class},
+                              {"server", a.server},
+                              {"metrics_listen", a.metrics_listen}});
   WorkerLoop loop(stub.get(), measurer.get(), options, &stop);
   absl::Status s = loop.Run();
   LogEvent("worker_stopped",
@@ -598,6 +622,9 @@ void RegisterServiceCommands(CLI::App& app, Action* action) {
   worker->add_option("--idle-exit", worker_args->idle_exit_s,
                      "Exit after this many seconds with nothing to measure, or with no server "
                      "before the first contact (exit 1; 0: never)");
+  worker->add_option("--metrics-listen", worker_args->metrics_listen,
+                     "Serve the worker's Prometheus metrics at http://HOST:PORT/metrics "
+                     "(measured, busy time, server outages, lost reports)");
   worker->add_flag("--no-client-kernels", worker_args->no_client_kernels,
                    "Measure built-in kernels only, never a kernel a client registered with the "
                    "server (its code would be built and run here)");

@@ -125,7 +125,10 @@ absl::Status TakeClientKernel(const WorkerLoopOptions& options, const v1::Kernel
 
 WorkerLoop::WorkerLoop(v1::WorkerService::StubInterface* stub, Measurer* measurer,
                        WorkerLoopOptions options, const std::atomic<bool>* stop)
-    : stub_(stub), measurer_(measurer), options_(std::move(options)), stop_(stop) {}
+    : stub_(stub), measurer_(measurer), options_(std::move(options)), stop_(stop) {
+  if (options_.metrics == nullptr) unshown_metrics_ = std::make_unique<WorkerMetrics>();
+  metrics_ = options_.metrics != nullptr ? options_.metrics : unshown_metrics_.get();
+}
 
 absl::Status WorkerLoop::Register() {
   v1::RegisterRequest request;
@@ -143,6 +146,8 @@ absl::Status WorkerLoop::Register() {
       stub_->Register(Context(options_.rpc_deadline, options_.token).get(), request, &response));
   if (!s.ok()) return s;
   worker_id_ = response.worker_id();
+  metrics_->CountRegistration();
+  metrics_->SetServerReachable(true);
   LogEvent("worker_registered", {{"worker_id", worker_id_}, {"server_says", "ok"}});
   if (response.heartbeat_interval_ms() > 0) {
     heartbeat_interval_ = absl::Milliseconds(response.heartbeat_interval_ms());
@@ -176,6 +181,7 @@ absl::Status WorkerLoop::Run() {
   std::string unreachable_reason;
   bool ever_reached = false;
   auto on_unreachable = [&](const absl::Status& s) -> bool {
+    metrics_->SetServerReachable(false);
     if (s.message() != unreachable_reason) {
       unreachable_reason = std::string(s.message());
       LogEvent("server_unreachable", {{"reason", unreachable_reason}});
@@ -229,6 +235,8 @@ absl::Status WorkerLoop::Run() {
     }
     unreachable_reason.clear();
     backoff = absl::Milliseconds(100);
+    metrics_->SetServerReachable(true);
+    metrics_->CountLease(lease.lease_id().empty());
     if (lease.lease_id().empty()) {
       if (lease.preparing()) idle_since = absl::Now();  // work is coming: not idle
       if (options_.idle_exit > absl::ZeroDuration() &&
@@ -245,6 +253,8 @@ absl::Status WorkerLoop::Run() {
     report.set_worker_id(worker_id_);
     report.set_lease_id(lease.lease_id());
     bool revoked = false;
+    const absl::Time measure_start = absl::Now();
+    std::vector<MeasurementStatus> statuses;  // of the results measured
     {
       LeaseHeartbeat heartbeat(stub_, worker_id_, lease.lease_id(), heartbeat_interval_,
                                options_.rpc_deadline, options_.token);
@@ -296,6 +306,7 @@ absl::Status WorkerLoop::Run() {
           v1::CandidateResult* out = report.add_results();
           out->set_candidate_id(lease.candidates(indices[k]).candidate_id());
           out->set_status(ToProto(r.status));
+          statuses.push_back(r.status);
           out->set_message(Utf8Prefix(r.message, 4096));
           for (double t : r.repeat_times_ms) out->add_repeat_times_ms(t);
           if (r.max_rel_error) out->set_max_rel_error(*r.max_rel_error);
@@ -303,7 +314,9 @@ absl::Status WorkerLoop::Run() {
       }
       revoked = heartbeat.revoked();
     }
+    metrics_->ObserveBatch(statuses, absl::ToDoubleSeconds(absl::Now() - measure_start));
     if (revoked) {  // the report would be refused: go on with a new lease
+      metrics_->CountRevokedLease();
       LogEvent("lease_revoked", {{"worker_id", worker_id_}, {"lease_id", lease.lease_id()}});
       continue;
     }
@@ -322,6 +335,8 @@ absl::Status WorkerLoop::Run() {
       if (Stopping() && !give_up_at) give_up_at = absl::Now() + kReportGraceWhenStopping;
       const absl::Time until = give_up_at ? std::min(lease_ends, *give_up_at) : lease_ends;
       if (!IsTransient(s) || absl::Now() + retry >= until) break;
+      metrics_->SetServerReachable(false);
+      metrics_->CountReport(WorkerMetrics::Report::kRetried, 0);
       LogEvent("report_retried", {{"worker_id", worker_id_},
                                   {"lease_id", lease.lease_id()},
                                   {"reason", std::string(s.message())}});
@@ -331,6 +346,11 @@ absl::Status WorkerLoop::Run() {
     // Not stored: refused, or failing past the lease (not a lease the server took back).
     const bool not_stored = !s.ok() && !absl::IsFailedPrecondition(s) && !absl::IsNotFound(s);
     not_stored_in_a_row_ = not_stored ? not_stored_in_a_row_ + 1 : 0;
+    metrics_->SetServerReachable(!IsTransient(s));
+    metrics_->CountReport(s.ok()       ? WorkerMetrics::Report::kStored
+                          : not_stored ? WorkerMetrics::Report::kNotStored
+                                       : WorkerMetrics::Report::kExpired,
+                          report.results_size());
     if (s.ok()) {
       reported_ += report.results_size();
     } else if (IsFatal(s)) {

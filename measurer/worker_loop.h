@@ -17,6 +17,7 @@
 #include "kernels/kernel_registry.h"
 #include "ktune/v1/worker_service.grpc.pb.h"
 #include "measurer/measurer.h"
+#include "measurer/worker_metrics.h"
 
 namespace ktune {
 
@@ -55,6 +56,9 @@ struct WorkerLoopOptions {
   // apart from the loop's, and a retry in between failed at once (workers came back 8 to 10 s
   // after a restarted server listened).
   std::shared_ptr<grpc::Channel> channel;
+  // Where the loop counts what it does (`ktune worker --metrics-listen`); null: counted nowhere.
+  // Must outlive the loop.
+  WorkerMetrics* metrics = nullptr;
 };
 
 // A client kernel that came with a lease, added to `options.registry` so that the measurer finds
@@ -84,6 +88,8 @@ class WorkerLoop {
   WorkerLoopOptions options_;
   const std::atomic<bool>* stop_;
   std::string worker_id_;
+  std::unique_ptr<WorkerMetrics> unshown_metrics_;  // when options_.metrics is null
+  WorkerMetrics* metrics_;                          // options_.metrics, else unshown_metrics_
   absl::Duration heartbeat_interval_ = absl::Seconds(5);
   int64_t reported_ = 0;
   static constexpr int kMaxNotStoredInARow = 3;  // see stop_when_not_stored

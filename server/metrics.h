@@ -38,12 +38,12 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
+#include "common/metrics_http.h"  // MetricsHttpServer, CheckMetricsAddress: the server's /metrics
 #include "grpcpp/support/server_interceptor.h"
 #include "prometheus/metric_family.h"  // plain structs: a scrape's series
 
 namespace prometheus {
 class Counter;
-class Exposer;
 class Histogram;
 class Registry;
 template <typename T>
@@ -112,32 +112,9 @@ class Metrics {
   prometheus::Family<prometheus::Histogram>* agent_seconds_;
 };
 
-// OK when `listen` is IPV4:PORT (port 0 to 65535); InvalidArgument, saying so, otherwise.
-absl::Status CheckMetricsAddress(const std::string& listen);
-
 // The `method` label of a call: its full name ("/ktune.v1.TuningService/QueryBest") when a service
 // of this server has the method, "unknown" otherwise, so that clients cannot add series.
 std::string RpcMethodLabel(const std::string& method);
-
-// Serves GET /metrics over HTTP until destroyed (prometheus-cpp's Exposer). `collect` is called
-// per scrape, on one of the server's threads (several may run at once).
-class MetricsHttpServer {
- public:
-  static absl::StatusOr<std::unique_ptr<MetricsHttpServer>> Start(
-      const std::string& listen, std::function<std::vector<prometheus::MetricFamily>()> collect);
-  ~MetricsHttpServer();
-
-  // Scrapes answered at once: a client that holds a connection open without finishing its
-  // request holds one thread until kRequestTimeoutMs.
-  static constexpr int kThreads = 8;
-  static constexpr int kRequestTimeoutMs = 1000;
-
- private:
-  class Collector;
-  MetricsHttpServer() = default;
-  std::shared_ptr<Collector> collector_;
-  std::unique_ptr<prometheus::Exposer> exposer_;
-};
 
 }  // namespace ktune
 

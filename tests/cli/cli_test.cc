@@ -145,6 +145,8 @@ TEST(CliTest, BadUsageExitsWithTwo) {
   for (const std::vector<std::string>& args :
        {std::vector<std::string>{"worker", "--device", "cpu", "--idle-exit", "-1"},
         {"worker", "--device", "cpu", "--max-measurements", "-1"},
+        {"worker", "--device", "cpu", "--metrics-listen", "garbage"},
+        {"worker", "--device", "cpu", "--metrics-listen", "127.0.0.1:99999"},
         {"watch", "1", "--timeout", "0"},
         {"bench", "service", "--seconds", "-1"},
         {"best", "--kernel", "gemm", "--device", "x", "--server", "127.0.0.1:99999"},
@@ -415,6 +417,17 @@ TEST(CliTest, FailuresExitWithOneAndSayWhy) {
   EXPECT_EQ(worker.exit_code, 1);
   EXPECT_THAT(worker.err, HasSubstr("server_unreachable"));
   EXPECT_THAT(worker.err, HasSubstr("no server to lease from for 1s"));
+  // A worker's metrics port that is taken fails at once, saying so (not after a day unscraped).
+  const int taken = testing::FreePort();
+  testing::KtuneProcess first({"worker", "--server", "127.0.0.1:1", "--device",
+                               "replay:" + SpaceFile("pnpoly_RTX_3090_T4.json.gz"),
+                               "--metrics-listen", absl::StrCat("127.0.0.1:", taken)});
+  ASSERT_TRUE(first.WaitForError("worker_started")) << first.Err();
+  auto second = RunKtune({"worker", "--server", "127.0.0.1:1", "--device",
+                          "replay:" + SpaceFile("pnpoly_RTX_3090_T4.json.gz"), "--metrics-listen",
+                          absl::StrCat("127.0.0.1:", taken)});
+  EXPECT_EQ(second.exit_code, 1);
+  EXPECT_THAT(second.err, HasSubstr(absl::StrCat("cannot serve metrics on 127.0.0.1:", taken)));
 }
 
 // `ktune agent train` on one small space and two synthetic landscapes: it writes a policy that

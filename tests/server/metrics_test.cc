@@ -20,6 +20,7 @@
 #include <set>
 #include <thread>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "prometheus/metric_family.h"
@@ -218,7 +219,7 @@ TEST(MetricsTest, APortInUseIsAnError) {
 TEST(MetricsTest, PrometheusScrapesTheServerAndSeesEverySeries) {
   testing::TempDir dir;
   const int grpc_port = testing::FreePort(), metrics_port = testing::FreePort(),
-            prometheus_port = testing::FreePort();
+            worker_metrics_port = testing::FreePort(), prometheus_port = testing::FreePort();
   testing::KtuneProcess server({"serve", "--listen", absl::StrCat("127.0.0.1:", grpc_port), "--db",
                                 dir.File("m.db"), "--metrics-listen",
                                 absl::StrCat("127.0.0.1:", metrics_port), "--replay",
@@ -234,7 +235,8 @@ TEST(MetricsTest, PrometheusScrapesTheServerAndSeesEverySeries) {
   EXPECT_EQ(rejected.exit_code, 1);  // the spec file's fault (an unknown kernel), not usage
   testing::KtuneProcess worker(
       {"worker", "--server", absl::StrCat("127.0.0.1:", grpc_port), "--device",
-       "replay:" + testing::SpaceFile("convolution_A100_T4.json.gz"), "--idle-exit", "30"});
+       "replay:" + testing::SpaceFile("convolution_A100_T4.json.gz"), "--idle-exit", "30",
+       "--metrics-listen", absl::StrCat("127.0.0.1:", worker_metrics_port)});
 
   // The endpoint itself, as text.
   const std::string text =
@@ -246,21 +248,21 @@ TEST(MetricsTest, PrometheusScrapesTheServerAndSeesEverySeries) {
     std::ofstream config(dir.File("prometheus.yml"));
     config << "global:\n  scrape_interval: 1s\n"
            << "scrape_configs:\n  - job_name: ktune\n    static_configs:\n"
-           << "      - targets: ['127.0.0.1:" << metrics_port << "']\n";
+           << "      - targets: ['127.0.0.1:" << metrics_port << "']\n"
+           << "  - job_name: ktune-worker\n    static_configs:\n"
+           << "      - targets: ['127.0.0.1:" << worker_metrics_port << "']\n";
   }
   Child prometheus(absl::StrCat("prometheus --config.file=", dir.File("prometheus.yml"),
                                 " --storage.tsdb.path=", dir.File("tsdb"),
                                 " --web.listen-address=127.0.0.1:", prometheus_port,
                                 " --log.level=error >", dir.File("prometheus.log"), " 2>&1"));
-  const std::vector<std::string> series = {"ktune_rpc_requests_total",
-                                           "ktune_jobs_ended_total",
-                                           "ktune_rpc_duration_seconds_bucket",
-                                           "ktune_queue_candidates",
-                                           "ktune_leases_active",
-                                           "ktune_workers",
-                                           "ktune_jobs",
-                                           "ktune_best_cache_requests_total",
-                                           "ktune_db_commit_duration_seconds_count"};
+  const std::vector<std::string> series = {
+      "ktune_rpc_requests_total", "ktune_jobs_ended_total", "ktune_rpc_duration_seconds_bucket",
+      "ktune_queue_candidates", "ktune_leases_active", "ktune_workers", "ktune_jobs",
+      "ktune_best_cache_requests_total", "ktune_db_commit_duration_seconds_count",
+      // the worker's own (measurer/worker_metrics.h)
+      "ktune_worker_registrations_total", "ktune_worker_server_reachable",
+      "ktune_worker_busy_seconds_total"};
   std::set<std::string> seen;
   for (int attempt = 0; attempt < 120 && seen.size() < series.size(); ++attempt) {
     absl::SleepFor(absl::Milliseconds(500));
@@ -285,10 +287,12 @@ TEST(MetricsTest, PrometheusScrapesTheServerAndSeesEverySeries) {
                    "/api/v1/query?query=ktune_rpc_requests_total%7Bcode%3D%22NOT_FOUND%22%7D'"));
   EXPECT_THAT(body, ::testing::HasSubstr("/ktune.v1.TuningService/SubmitJob"));
 
-  // Every metric the Grafana dashboard queries is one the server exports, with the labels the
-  // dashboard reads.
+  // Every metric the Grafana dashboard queries is one the server (or, ktune_worker_*, a worker)
+  // exports, with the labels the dashboard reads.
   const std::string scraped =
       Shell(absl::StrCat("curl -s http://127.0.0.1:", metrics_port, "/metrics"));
+  const std::string worker_scraped =
+      Shell(absl::StrCat("curl -s http://127.0.0.1:", worker_metrics_port, "/metrics"));
   const std::string dashboard =
       testing::ReadWholeFile(KTUNE_SOURCE_DIR "/deploy/grafana/ktune-dashboard.json");
   const std::regex metric("ktune_[a-z_]+"), suffix("_(bucket|count|sum)$");
@@ -299,7 +303,9 @@ TEST(MetricsTest, PrometheusScrapesTheServerAndSeesEverySeries) {
   }
   EXPECT_GE(queried.size(), 12u);
   for (const std::string& name : queried) {
-    EXPECT_THAT(scraped, ::testing::HasSubstr("# TYPE " + name + " ")) << name;
+    EXPECT_THAT(absl::StartsWith(name, "ktune_worker_") ? worker_scraped : scraped,
+                ::testing::HasSubstr("# TYPE " + name + " "))
+        << name;
   }
   // The workers panel counts the connected ones: a lost worker stays listed for an hour.
   EXPECT_THAT(dashboard, ::testing::HasSubstr(R"(sum(ktune_workers{instance=~\"$instance\",state!=\"lost\"}))"));

@@ -150,9 +150,18 @@ std::string KtuneProcess::Out() const { return ReadWholeFile(dir_.File("out")); 
 std::string KtuneProcess::Err() const { return ReadWholeFile(dir_.File("err")); }
 
 bool KtuneProcess::WaitForOutput(const std::string& text, double seconds) const {
+  return WaitFor([this] { return Out(); }, text, seconds);
+}
+
+bool KtuneProcess::WaitForError(const std::string& text, double seconds) const {
+  return WaitFor([this] { return Err(); }, text, seconds);
+}
+
+bool KtuneProcess::WaitFor(const std::function<std::string()>& read, const std::string& text,
+                           double seconds) const {
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::duration<double>(seconds);
   while (std::chrono::steady_clock::now() < deadline) {
-    if (Out().find(text) != std::string::npos) return true;
+    if (read().find(text) != std::string::npos) return true;
     siginfo_t info{};
     if (pid_ > 0 && waitid(P_PID, pid_, &info, WEXITED | WNOHANG | WNOWAIT) == 0 &&
         info.si_pid == pid_) {
@@ -160,7 +169,7 @@ bool KtuneProcess::WaitForOutput(const std::string& text, double seconds) const 
     }
     usleep(50'000);
   }
-  return Out().find(text) != std::string::npos;
+  return read().find(text) != std::string::npos;
 }
 
 std::string SpaceFile(const std::string& name) {

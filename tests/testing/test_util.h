@@ -2,6 +2,7 @@
 #ifndef KTUNE_TESTS_TESTING_TEST_UTIL_H_
 #define KTUNE_TESTS_TESTING_TEST_UTIL_H_
 
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -45,11 +46,15 @@ class KtuneProcess {
   // (generous: on a busy machine the binary alone can take seconds to load); true if it printed
   // it. Readiness is waited for, never assumed after a fixed delay.
   bool WaitForOutput(const std::string& text, double seconds = 120) const;
+  // The same for what it wrote to stderr (log events).
+  bool WaitForError(const std::string& text, double seconds = 120) const;
   // True while the running process has a shared library whose file name contains `name` mapped
   // (/proc/PID/maps).
   bool HasLibraryLoaded(const std::string& name) const;
 
  private:
+  bool WaitFor(const std::function<std::string()>& read, const std::string& text,
+               double seconds) const;
   TempDir dir_;
   int pid_ = -1;
   int exit_code_ = -1;

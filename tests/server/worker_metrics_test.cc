@@ -1,0 +1,211 @@
+// A worker's own metrics (`ktune worker --metrics-listen`, measurer/worker_metrics.h): what the
+// worker loop counts against a real server, through outages, refusals and an absent server.
+#include "measurer/worker_metrics.h"
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <chrono>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "db/interchange/record_files.h"
+#include "grpcpp/create_channel.h"
+#include "ktune/v1/tuning_service.grpc.pb.h"
+#include "measurer/replay_measurer.h"
+#include "measurer/worker_loop.h"
+#include "proto/convert.h"
+#include "server/tuning_server.h"
+#include "tests/server/worker_doubles.h"
+#include "tests/testing/test_util.h"
+
+namespace ktune {
+namespace {
+
+constexpr char kSpace[] = "convolution_A100_T4.json.gz";
+
+// The value of a series: a counter's or gauge's value, a histogram's sample count; -1 when the
+// family or the series (with all of `labels`) is not there.
+double Value(const std::vector<prometheus::MetricFamily>& families, const std::string& name,
+             const std::map<std::string, std::string>& labels = {}) {
+  for (const prometheus::MetricFamily& family : families) {
+    if (family.name != name) continue;
+    for (const prometheus::ClientMetric& m : family.metric) {
+      size_t matched = 0;
+      for (const auto& label : m.label) {
+        auto it = labels.find(label.name);
+        if (it != labels.end() && it->second == label.value) ++matched;
+      }
+      if (matched != labels.size()) continue;
+      switch (family.type) {
+        case prometheus::MetricType::Counter:
+          return m.counter.value;
+        case prometheus::MetricType::Gauge:
+          return m.gauge.value;
+        case prometheus::MetricType::Histogram:
+          return static_cast<double>(m.histogram.sample_count);
+        default:
+          return -1;
+      }
+    }
+  }
+  return -1;
+}
+
+class WorkerMetricsTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    TuningServerOptions options;
+    options.listen = "127.0.0.1:0";
+    options.db_path = dir_.File("server.db");
+    options.replay_files = {testing::SpaceFile(kSpace)};
+    options.scheduler.agent_threads = 0;
+    // Leases that expire in half a second: a report that meets outages past it is lost soon.
+    options.scheduler.lease_timeout = absl::Milliseconds(500);
+    options.scheduler.heartbeat_interval = absl::Milliseconds(150);
+    auto server = TuningServer::Start(options);
+    ASSERT_TRUE(server.ok()) << server.status();
+    server_ = *std::move(server);
+    auto channel = grpc::CreateChannel(absl::StrCat("127.0.0.1:", server_->port()),
+                                       grpc::InsecureChannelCredentials());
+    tuning_ = v1::TuningService::NewStub(channel);
+    workers_ = v1::WorkerService::NewStub(channel);
+    auto recorded = LoadRecordedSpace(testing::SpaceFile(kSpace));
+    ASSERT_TRUE(recorded.ok()) << recorded.status();
+    records_ = recorded->records;
+  }
+
+  // A job of `budget` random candidates for the space's task.
+  void Submit(int64_t budget) {
+    v1::SubmitJobRequest submit;
+    v1::JobSpec* spec = submit.mutable_spec();
+    spec->set_name("metrics");
+    spec->add_kernels()->set_name(records_.front().kernel);
+    ToProto(records_.front().problem, spec->add_problems()->mutable_params());
+    spec->add_device_classes(records_.front().device.device_class);
+    spec->set_budget_measurements(budget);
+    spec->set_strategy(v1::STRATEGY_RANDOM);
+    spec->set_seed(3);
+    grpc::ClientContext context;
+    context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
+    v1::Job job;
+    ASSERT_TRUE(tuning_->SubmitJob(&context, submit, &job).ok());
+  }
+
+  testing::TempDir dir_;
+  std::unique_ptr<TuningServer> server_;
+  std::unique_ptr<v1::TuningService::Stub> tuning_;
+  std::unique_ptr<v1::WorkerService::Stub> workers_;
+  std::vector<Record> records_;
+};
+
+TEST_F(WorkerMetricsTest, CountWhatTheWorkerMeasuredAndTheReportsItSentAgain) {
+  Submit(4);
+  ReplayMeasurer measurer(records_);
+  FlakyReports flaky(workers_.get(), /*outages=*/2);
+  WorkerMetrics metrics;
+  WorkerLoopOptions options;
+  options.max_candidates = 4;
+  options.idle_exit = absl::Milliseconds(300);
+  options.metrics = &metrics;
+  WorkerLoop loop(&flaky, &measurer, options);
+  ASSERT_TRUE(loop.Run().ok());
+  ASSERT_EQ(loop.reported(), 4);
+
+  const auto m = metrics.Collect();
+  double measured = 0;
+  for (int i = 0; i < kMeasurementStatusCount; ++i) {
+    const double n =
+        Value(m, "ktune_worker_candidates_total",
+              {{"status", std::string(StatusName(static_cast<MeasurementStatus>(i)))}});
+    ASSERT_GE(n, 0) << "no series of status " << i;  // every status is there, 0 or more
+    measured += n;
+  }
+  EXPECT_EQ(measured, 4);
+  EXPECT_EQ(Value(m, "ktune_worker_leases_total", {{"result", "batch"}}), 1);
+  EXPECT_GE(Value(m, "ktune_worker_leases_total", {{"result", "empty"}}), 1);  // then idle
+  EXPECT_EQ(Value(m, "ktune_worker_measure_seconds"), 1);                      // one batch
+  EXPECT_EQ(Value(m, "ktune_worker_reports_total", {{"result", "retried"}}), 2);
+  EXPECT_EQ(Value(m, "ktune_worker_reports_total", {{"result", "stored"}}), 1);
+  EXPECT_EQ(Value(m, "ktune_worker_reports_total", {{"result", "not_stored"}}), 0);
+  EXPECT_EQ(Value(m, "ktune_worker_results_lost_total"), 0);
+  EXPECT_EQ(Value(m, "ktune_worker_registrations_total"), 1);
+  EXPECT_EQ(Value(m, "ktune_worker_server_reachable"), 1);  // it answered again after the outage
+  EXPECT_EQ(Value(m, "ktune_worker_leases_revoked_total"), 0);
+}
+
+TEST_F(WorkerMetricsTest, CountTheResultsTheServerDidNotStore) {
+  Submit(4);
+  ReplayMeasurer measurer(records_);
+  FlakyReports full_disk(workers_.get(), /*outages=*/0);
+  full_disk.refuse_reports = true;
+  WorkerMetrics metrics;
+  WorkerLoopOptions options;
+  options.max_candidates = 4;
+  options.idle_exit = absl::Seconds(5);
+  options.stop_when_not_stored = true;
+  options.metrics = &metrics;
+  WorkerLoop loop(&full_disk, &measurer, options);
+  EXPECT_FALSE(loop.Run().ok());
+
+  const auto m = metrics.Collect();
+  EXPECT_EQ(Value(m, "ktune_worker_reports_total", {{"result", "not_stored"}}), 1);
+  EXPECT_EQ(Value(m, "ktune_worker_reports_total", {{"result", "stored"}}), 0);
+  EXPECT_EQ(Value(m, "ktune_worker_results_lost_total"), 4);
+  EXPECT_EQ(Value(m, "ktune_worker_server_reachable"), 1);  // it answered: with a refusal
+}
+
+// A lease the server took back while its batch was measured (heartbeats failing past the lease
+// timeout): counted, and its time counted as busy.
+TEST_F(WorkerMetricsTest, CountALeaseTakenBackAndTheTimeSpentOnIt) {
+  Submit(4);
+  ReplayMeasurer replay(records_);
+  SlowFirstCall slow(&replay, absl::Milliseconds(1200));
+  FlakyReports flaky(workers_.get(), /*outages=*/0, /*heartbeat_outages=*/4);
+  WorkerMetrics metrics;
+  WorkerLoopOptions options;
+  options.max_candidates = 4;
+  options.idle_exit = absl::Milliseconds(300);
+  options.metrics = &metrics;
+  WorkerLoop loop(&flaky, &slow, options);
+  ASSERT_TRUE(loop.Run().ok());
+
+  const auto m = metrics.Collect();
+  EXPECT_EQ(Value(m, "ktune_worker_leases_revoked_total"), 1);
+  EXPECT_EQ(Value(m, "ktune_worker_leases_total", {{"result", "batch"}}), 2);  // then again
+  EXPECT_EQ(Value(m, "ktune_worker_reports_total", {{"result", "stored"}}), 1);
+  EXPECT_EQ(Value(m, "ktune_worker_measure_seconds"), 2);
+  EXPECT_GE(Value(m, "ktune_worker_busy_seconds_total"), 1.2);
+}
+
+// A server reached, then lost: every report meets UNAVAILABLE until the worker, told to stop
+// when its measurements cannot be stored, stops at the third lease so.
+TEST_F(WorkerMetricsTest, SayTheServerCannotBeReachedAnyMore) {
+  Submit(4);
+  ReplayMeasurer measurer(records_);
+  FlakyReports gone(workers_.get(), /*outages=*/1'000'000);
+  WorkerMetrics metrics;
+  WorkerLoopOptions options;
+  options.max_candidates = 4;
+  options.idle_exit = absl::Seconds(30);
+  options.stop_when_not_stored = true;
+  options.metrics = &metrics;
+  WorkerLoop loop(&gone, &measurer, options);
+  EXPECT_TRUE(absl::IsUnavailable(loop.Run()));
+
+  const auto m = metrics.Collect();
+  EXPECT_EQ(Value(m, "ktune_worker_server_reachable"), 0);
+  EXPECT_EQ(Value(m, "ktune_worker_registrations_total"), 1);
+  EXPECT_EQ(Value(m, "ktune_worker_leases_total", {{"result", "batch"}}), 3);
+  EXPECT_EQ(Value(m, "ktune_worker_reports_total", {{"result", "not_stored"}}), 3);
+  EXPECT_GE(Value(m, "ktune_worker_reports_total", {{"result", "retried"}}), 3);
+  // (4 candidates a lease, or 1: candidates whose lease expired twice are leased alone.)
+  EXPECT_GE(Value(m, "ktune_worker_results_lost_total"), 3);
+  EXPECT_EQ(Value(m, "ktune_worker_measure_seconds"), 3);
+}
+
+}  // namespace
+}  // namespace ktune
