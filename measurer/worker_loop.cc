@@ -40,6 +40,12 @@ absl::Duration Jittered(absl::Duration d) {
   return d * std::uniform_real_distribution<double>(0.5, 1.5)(rng);
 }
 
+// A call the server did not answer (a partition, a server down or restarting, a reply past the
+// deadline), as ktune_worker_server_reachable counts it; a refusal or a busy database is an answer.
+bool NoAnswer(const absl::Status& s) {
+  return absl::IsUnavailable(s) || absl::IsDeadlineExceeded(s) || absl::IsCancelled(s);
+}
+
 // Errors that a retry may get past: the server restarting, a network outage, a slow reply.
 bool IsTransient(const absl::Status& s) {
   return absl::IsUnavailable(s) || absl::IsDeadlineExceeded(s) || absl::IsAborted(s);
@@ -70,12 +76,14 @@ MeasureResult Reportable(MeasureResult r) {
 }
 
 // Sends Heartbeat for one lease every `interval` until destroyed. revoked() turns true once the
-// server says it took the lease back (it expired, or the server restarted and forgot the
-// worker): its candidates are someone else's now, and measuring them further is wasted.
+// server says it took the lease back (it expired and could not be given back, or the server
+// restarted and forgot the worker): its candidates are someone else's now, and measuring them
+// further is wasted.
 class LeaseHeartbeat {
  public:
   LeaseHeartbeat(v1::WorkerService::StubInterface* stub, std::string worker, std::string lease,
-                 absl::Duration interval, absl::Duration deadline, std::string token)
+                 absl::Duration interval, absl::Duration deadline, std::string token,
+                 WorkerMetrics* metrics)
       : thread_([=] {
           std::unique_lock<std::mutex> lock(mu_);
           while (!cv_.wait_for(lock, absl::ToChronoMilliseconds(interval), [&] { return done_; })) {
@@ -84,9 +92,10 @@ class LeaseHeartbeat {
             request.add_lease_ids(lease);
             v1::HeartbeatResponse response;
             // A failed heartbeat says nothing (the report decides); a reply that revokes does.
-            if (!stub->Heartbeat(Context(deadline, token).get(), request, &response).ok()) {
-              continue;
-            }
+            const absl::Status s =
+                FromGrpc(stub->Heartbeat(Context(deadline, token).get(), request, &response));
+            metrics->SetServerReachable(!NoAnswer(s));  // also while a long batch is measured
+            if (!s.ok()) continue;
             for (const std::string& id : response.revoked_lease_ids()) {
               if (id == lease) revoked_ = true;
             }
@@ -148,6 +157,7 @@ absl::Status WorkerLoop::Register() {
   worker_id_ = response.worker_id();
   metrics_->CountRegistration();
   metrics_->SetServerReachable(true);
+  metrics_->SetWorker(measurer_->device().device_class, options_.host);
   LogEvent("worker_registered", {{"worker_id", worker_id_}, {"server_says", "ok"}});
   if (response.heartbeat_interval_ms() > 0) {
     heartbeat_interval_ = absl::Milliseconds(response.heartbeat_interval_ms());
@@ -181,7 +191,7 @@ absl::Status WorkerLoop::Run() {
   std::string unreachable_reason;
   bool ever_reached = false;
   auto on_unreachable = [&](const absl::Status& s) -> bool {
-    metrics_->SetServerReachable(false);
+    metrics_->SetServerReachable(!NoAnswer(s));
     if (s.message() != unreachable_reason) {
       unreachable_reason = std::string(s.message());
       LogEvent("server_unreachable", {{"reason", unreachable_reason}});
@@ -253,11 +263,11 @@ absl::Status WorkerLoop::Run() {
     report.set_worker_id(worker_id_);
     report.set_lease_id(lease.lease_id());
     bool revoked = false;
-    const absl::Time measure_start = absl::Now();
     std::vector<MeasurementStatus> statuses;  // of the results measured
+    metrics_->BeginBatch();
     {
       LeaseHeartbeat heartbeat(stub_, worker_id_, lease.lease_id(), heartbeat_interval_,
-                               options_.rpc_deadline, options_.token);
+                               options_.rpc_deadline, options_.token, metrics_);
       std::map<std::string, std::vector<int>> by_task;  // serialized task -> candidate indices
       std::map<std::string, absl::Status> unusable;     // kernel -> why it cannot be measured
       for (int i = 0; i < lease.candidates_size(); ++i) {
@@ -313,10 +323,12 @@ absl::Status WorkerLoop::Run() {
         }
       }
       revoked = heartbeat.revoked();
+      // Before the heartbeat's end, which waits for a heartbeat in flight (up to its deadline
+      // when the server hangs): that wait is not measuring.
+      metrics_->EndBatch(statuses);
     }
-    metrics_->ObserveBatch(statuses, absl::ToDoubleSeconds(absl::Now() - measure_start));
     if (revoked) {  // the report would be refused: go on with a new lease
-      metrics_->CountRevokedLease();
+      metrics_->CountRevokedLease(static_cast<int>(statuses.size()));
       LogEvent("lease_revoked", {{"worker_id", worker_id_}, {"lease_id", lease.lease_id()}});
       continue;
     }
@@ -335,8 +347,8 @@ absl::Status WorkerLoop::Run() {
       if (Stopping() && !give_up_at) give_up_at = absl::Now() + kReportGraceWhenStopping;
       const absl::Time until = give_up_at ? std::min(lease_ends, *give_up_at) : lease_ends;
       if (!IsTransient(s) || absl::Now() + retry >= until) break;
-      metrics_->SetServerReachable(false);
-      metrics_->CountReport(WorkerMetrics::Report::kRetried, 0);
+      metrics_->SetServerReachable(!NoAnswer(s));
+      metrics_->CountReportRetry();
       LogEvent("report_retried", {{"worker_id", worker_id_},
                                   {"lease_id", lease.lease_id()},
                                   {"reason", std::string(s.message())}});
@@ -346,10 +358,12 @@ absl::Status WorkerLoop::Run() {
     // Not stored: refused, or failing past the lease (not a lease the server took back).
     const bool not_stored = !s.ok() && !absl::IsFailedPrecondition(s) && !absl::IsNotFound(s);
     not_stored_in_a_row_ = not_stored ? not_stored_in_a_row_ + 1 : 0;
-    metrics_->SetServerReachable(!IsTransient(s));
-    metrics_->CountReport(s.ok()       ? WorkerMetrics::Report::kStored
-                          : not_stored ? WorkerMetrics::Report::kNotStored
-                                       : WorkerMetrics::Report::kExpired,
+    metrics_->SetServerReachable(!NoAnswer(s));
+    // Refused by the server: not stored; taken back, or lapsed while no answer came (the server
+    // takes the lease back): expired.
+    metrics_->CountReport(s.ok()                          ? WorkerMetrics::Report::kStored
+                          : not_stored && !IsTransient(s) ? WorkerMetrics::Report::kNotStored
+                                                          : WorkerMetrics::Report::kExpired,
                           report.results_size());
     if (s.ok()) {
       reported_ += report.results_size();

@@ -139,6 +139,10 @@ std::vector<prometheus::MetricFamily> GaugeFamilies(const Metrics::Gauges& g) {
   out.push_back(ScrapedFamily("ktune_lease_expiries_total", MetricType::Counter,
                               "Leases taken back because their worker stopped answering."));
   AddValue(&out.back(), {}, g.leases_expired);
+  out.push_back(ScrapedFamily("ktune_lease_revivals_total", MetricType::Counter,
+                              "Expired leases given back to their worker, alive after all (a "
+                              "partition, a stopped process), whose candidates nobody had taken."));
+  AddValue(&out.back(), {}, g.leases_revived);
   out.push_back(ScrapedFamily(
       "ktune_job_writes_pending", MetricType::Gauge,
       "Job and task state changes in effect on this server and not stored yet: 0 but for a "

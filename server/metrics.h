@@ -10,6 +10,7 @@
 //   ktune_tasks_without_worker{device_class}     gauge    tasks no connected worker can take
 //   ktune_leases_active                          gauge
 //   ktune_lease_expiries_total                   counter  leases taken back: a worker went silent
+//   ktune_lease_revivals_total                   counter  expired leases given back to their worker
 //   ktune_workers{device_class,state}            gauge    state: measuring | idle | lost (an hour)
 //   ktune_jobs{state}                            gauge    active jobs: queued, running, paused
 //   ktune_jobs_ended_total{state}                counter  jobs ended: done, failed, cancelled
@@ -65,6 +66,7 @@ class Metrics {
     std::map<std::string, int64_t> drift_flags;  // kind -> flags raised (counter)
     int64_t retune_jobs = 0;                     // retuning jobs started (counter)
     int64_t leases_expired = 0;                  // leases taken back (counter)
+    int64_t leases_revived = 0;                  // expired leases given back (counter)
     int64_t job_writes_pending = 0;  // job and task states the database has not taken yet
     int64_t agent_work_queued = 0;   // strategy work waiting for an agent thread
     std::map<std::string, int64_t> tasks_without_worker;  // device class -> tasks

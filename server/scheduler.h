@@ -9,8 +9,11 @@
 // higher priority leases more often, and every job with work leases eventually.
 //
 // Reliability: a lease not reported or heartbeated within the lease timeout expires and its
-// candidates go back to the front of their queue; a report on an expired or unknown lease is
-// refused (FailedPrecondition) and stores nothing; a report sent again after its reply was lost
+// candidates go back to the front of their queue. Its worker may still be alive (a network
+// partition, a stopped process): its next heartbeat or storable report gives it the lease back,
+// as long as every candidate of it still waits unmeasured in its queue (Revive, which says the
+// rest), so its worker's measurements are kept; otherwise a report on an expired or unknown lease
+// is refused (FailedPrecondition) and stores nothing; a report sent again after its reply was lost
 // (same worker, same candidates, the lease ended by the first) is answered as the first was.
 // Records carry source "job:<id>", so after a restart (Recover) each task's progress is recounted
 // from the database: nothing acknowledged is lost and nothing is measured twice beyond its budget.
@@ -255,7 +258,8 @@ class Scheduler {
                                  const std::vector<v1::CandidateResult>& results) {
     return ReportAs(worker_id, lease_id, results, /*by_server=*/false);
   }
-  // Extends the worker's leases; returns the ids of `lease_ids` that are no longer valid.
+  // Extends the worker's leases; returns the ids of `lease_ids` that are no longer valid. An
+  // expired lease whose candidates nobody has taken since is revived and extended (Revive).
   absl::StatusOr<std::vector<std::string>> Heartbeat(const std::string& worker_id,
                                                      const std::vector<std::string>& lease_ids);
   absl::Status Leave(const std::string& worker_id);
@@ -266,6 +270,8 @@ class Scheduler {
   // the others of a lease its worker died on are measured, not given up with it.
   void ExpireLeases() ABSL_LOCKS_EXCLUDED(mu_);
   static constexpr int kMaxLeaseExpiries = 3;
+  // An expired lease is kept this many lease timeouts for its worker to come back to (Revive).
+  static constexpr int kReviveWithinLeaseTimeouts = 10;
   // The server itself stood still for `stalled` (a stopped process, a paused VM, a machine that
   // slept): every lease's expiry and every worker's last heartbeat move that much later, so that
   // the heartbeats workers sent meanwhile, queued and not yet read, are not too late. The server
@@ -305,6 +311,7 @@ class Scheduler {
     std::map<std::string, int64_t> jobs_ended;  // jobs this process ended, by final state
     // Leases this process took back because their worker stopped answering (a counter).
     int64_t leases_expired = 0;
+    int64_t leases_revived = 0;  // expired leases given back to their worker (Revive)
     // Job and task states changed in memory, not stored yet (the database refuses writes).
     int64_t job_writes_pending = 0;
     // Strategy work waiting for an agent thread (SchedulerOptions::agent_threads).
@@ -380,6 +387,20 @@ class Scheduler {
       ABSL_LOCKS_EXCLUDED(mu_);
   struct LeaseRun;
   struct WorkerRun;
+  struct ExpiredLease;
+
+  // Gives `worker_id` back its expired lease `lease_id` when the worker is alive after all (it
+  // heartbeats or reports it) and every candidate of the lease still waits in its task's queue,
+  // unmeasured, the task open and the job running or paused: no one else measures it, and the
+  // worker's results need not be measured again. The revived candidates' expiries are taken back
+  // (the worker did not die on them), so a worker cut off by a partition does not get its
+  // candidates given up on as lost. False, changing nothing, otherwise.
+  bool Revive(const std::string& worker_id, const std::string& lease_id)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Whether Revive would give the lease back now (the worker still registered, the lease expired
+  // within kReviveWithinLeaseTimeouts, the job running or paused, within its wall time).
+  bool CanRevive(const std::string& worker_id, const std::string& lease_id) const
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   static constexpr size_t kKeepFinished = 64;
   static constexpr absl::Duration kForgetLostWorkersAfter = absl::Hours(1);
@@ -479,6 +500,12 @@ class Scheduler {
   // Jobs this process ended, by final state (a counter: ended jobs leave memory soon).
   std::map<std::string, int64_t> jobs_ended_ ABSL_GUARDED_BY(mu_);
   int64_t leases_expired_ ABSL_GUARDED_BY(mu_) = 0;
+  int64_t leases_revived_ ABSL_GUARDED_BY(mu_) = 0;
+  // The leases that expired within kReviveWithinLeaseTimeouts, for Revive, and their ids with
+  // the time each expired, oldest first (a lease revived and expired again is in it twice: an
+  // entry whose time is not its lease's is skipped).
+  std::map<std::string, std::unique_ptr<ExpiredLease>> expired_leases_ ABSL_GUARDED_BY(mu_);
+  std::deque<std::pair<std::string, absl::Time>> expired_order_ ABSL_GUARDED_BY(mu_);
   // Jobs of gone `ktune tune` sessions this process cancelled (EndIfAbandoned runs with and
   // without the lock).
   std::atomic<int64_t> abandoned_jobs_ended_{0};

@@ -321,14 +321,22 @@ absl::StatusOr<int64_t> Scheduler::ReportAs(const std::string& worker_id,
         return done->second.stored;
       }
     }
-    if (l == leases_.end() || l->second->worker != worker_id) {
+    // An expired lease its worker may have back (Revive) is checked as it was, and revived only
+    // once the report is found storable: a report refused after a revival held the candidates
+    // from every other worker for another lease timeout.
+    LeaseRun revivable;
+    if (l == leases_.end() && !by_server && CanRevive(worker_id, lease_id)) {
+      revivable.id = lease_id;
+      revivable.worker = worker_id;
+      revivable.items = expired_leases_.at(lease_id)->items;
+    } else if (l == leases_.end() || l->second->worker != worker_id) {
       LogEvent("report_refused", {{"worker_id", worker_id}, {"lease_id", lease_id}});
       return absl::FailedPreconditionError(absl::StrCat(
           "lease ", lease_id, " is not held by worker ", worker_id,
           " (a lease takes one report, which ends it, and an expired one is handed out again); "
           "nothing was stored"));
     }
-    LeaseRun& lease = *l->second;
+    LeaseRun& lease = l != leases_.end() ? *l->second : revivable;
     if (lease.committing) {
       // Most likely this report again, its reply lost to a slow commit: the worker tries again
       // (UNAVAILABLE is transient to it) and is then answered as the first was, or, if the
@@ -405,7 +413,10 @@ absl::StatusOr<int64_t> Scheduler::ReportAs(const std::string& worker_id,
     std::map<std::pair<int64_t, int>, int64_t> per_task;
     for (const auto& [item, obs] : observed) ++per_task[{item.job_id, item.task}];
     for (const auto& [task, n] : per_task) counts.push_back({task.first, task.second, n});
-    lease.committing = true;
+    if (&lease == &revivable && !Revive(worker_id, lease_id)) {  // cannot fail: checked above
+      return absl::InternalError(absl::StrCat("lease ", lease_id, " could not be given back"));
+    }
+    leases_.at(lease_id)->committing = true;
   }
   // 2. Without the lock: commit the records and their tasks' progress in one transaction (the
   // reply waits for it; nothing else does). The progress was a second commit, under the lock:

@@ -113,6 +113,15 @@ struct Scheduler::LeaseRun {
   bool report_failed = false;
 };
 
+// An expired lease as it was handed out (Scheduler::Revive): its items, and the point each
+// candidate was, since a batch position is reused by the task's next batch.
+struct Scheduler::ExpiredLease {
+  std::string worker;
+  std::map<std::string, LeaseRun::Item> items;  // by candidate id
+  std::map<std::string, Point> points;          // by candidate id
+  absl::Time expired_at;
+};
+
 struct Scheduler::WorkerRun {
   DeviceInfo device;
   WorkerCapabilities capabilities;

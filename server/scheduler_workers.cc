@@ -1,3 +1,4 @@
+#include <algorithm>
 #include <random>
 #include <set>
 
@@ -42,11 +43,15 @@ absl::StatusOr<std::vector<std::string>> Scheduler::Heartbeat(
   std::vector<std::string> revoked;
   for (const std::string& id : lease_ids) {
     auto l = leases_.find(id);
-    if (l == leases_.end() || l->second->worker != worker_id) {
-      revoked.push_back(id);
-    } else {
+    if (l != leases_.end() && l->second->worker == worker_id) {
       l->second->expires = options_.now() + options_.lease_timeout;
-    }
+    } else if (l != leases_.end() || !Revive(worker_id, id)) {
+      revoked.push_back(id);
+      // Told so, the worker drops the lease: it is not to be given back later (its candidates
+      // would wait for a report that never comes).
+      auto e = expired_leases_.find(id);
+      if (e != expired_leases_.end() && e->second->worker == worker_id) expired_leases_.erase(e);
+    }  // else revived, with a fresh expiry
   }
   return revoked;
 }
@@ -220,6 +225,7 @@ Scheduler::Counts Scheduler::CountNow() {
     c.jobs_ended["cancelled"] += abandoned;
   }
   c.leases_expired = leases_expired_;
+  c.leases_revived = leases_revived_;
   c.agent_work_queued = agents_.Queued();
   c.job_writes_pending = static_cast<int64_t>(job_writes_.size()) + (job_write_in_flight_ ? 1 : 0);
   std::map<std::string, bool> measuring;
@@ -323,11 +329,31 @@ void Scheduler::ExpireLeasesLocked(std::vector<LostCandidate>* lost) {
         ++it;
         continue;
       }
+      // Kept for Revive: its worker may be cut off, not dead.
+      auto expired = std::make_unique<ExpiredLease>();
+      expired->worker = lease.worker;
+      expired->items = lease.items;
+      expired->expired_at = now;
+      for (const auto& [cid, item] : lease.items) {
+        auto job = jobs_.find(item.job_id);
+        if (job == jobs_.end()) continue;
+        const TaskRun& t = job->second->tasks[item.task];
+        if (item.position < t.batch.size()) expired->points[cid] = t.batch[item.position];
+      }
+      expired_order_.emplace_back(it->first, now);
+      expired_leases_[it->first] = std::move(expired);
       ReturnToQueue(*it->second);
       it = leases_.erase(it);
     } else {
       ++it;
     }
+  }
+  while (!expired_order_.empty() && now - expired_order_.front().second >
+                                        kReviveWithinLeaseTimeouts * options_.lease_timeout) {
+    const auto& [id, expired_at] = expired_order_.front();
+    auto e = expired_leases_.find(id);
+    if (e != expired_leases_.end() && e->second->expired_at == expired_at) expired_leases_.erase(e);
+    expired_order_.pop_front();
   }
   for (auto it = workers_.begin(); it != workers_.end();) {
     if (now - it->second.last_seen > kForgetLostWorkersAfter) {
@@ -345,6 +371,63 @@ void Scheduler::ExpireLeasesLocked(std::vector<LostCandidate>* lost) {
   for (int64_t id : gone) Forget(id);
   EndJobsOfGoneWorkers();  // a bound job's worker lost: it stopped sending heartbeats
   StopJobsOutOfTime();
+}
+
+bool Scheduler::CanRevive(const std::string& worker_id, const std::string& lease_id) const {
+  auto e = expired_leases_.find(lease_id);
+  const absl::Time now = options_.now();
+  // A worker the server forgot (silent for an hour, or gone) registers again, under a new id.
+  if (e == expired_leases_.end() || e->second->worker != worker_id ||
+      workers_.count(worker_id) == 0 ||
+      now - e->second->expired_at > kReviveWithinLeaseTimeouts * options_.lease_timeout) {
+    return false;
+  }
+  const ExpiredLease& expired = *e->second;
+  // Every candidate, or none: a worker measures its whole lease and reports it whole.
+  for (const auto& [cid, item] : expired.items) {
+    auto job = jobs_.find(item.job_id);
+    if (job == jobs_.end()) return false;
+    const JobRun& run = *job->second;
+    if ((run.job.state != JobState::kRunning && run.job.state != JobState::kPaused) ||
+        run.out_of_time || (run.wall_deadline && *run.wall_deadline <= now)) {
+      return false;
+    }
+    const TaskRun& t = run.tasks[item.task];
+    auto point = expired.points.find(cid);
+    if (scheduler_internal::IsFinal(t.state) || point == expired.points.end() ||
+        item.position >= t.batch.size() || t.batch[item.position] != point->second ||
+        t.results[item.position] ||
+        std::find(t.queued.begin(), t.queued.end(), item.position) == t.queued.end()) {
+      return false;
+    }
+  }
+  return true;
+}
+
+bool Scheduler::Revive(const std::string& worker_id, const std::string& lease_id) {
+  if (!CanRevive(worker_id, lease_id)) return false;
+  auto e = expired_leases_.find(lease_id);
+  const ExpiredLease& expired = *e->second;
+  auto lease = std::make_unique<LeaseRun>();
+  lease->id = lease_id;
+  lease->worker = worker_id;
+  lease->expires = options_.now() + options_.lease_timeout;
+  lease->items = expired.items;
+  for (const auto& [cid, item] : lease->items) {
+    TaskRun& t = jobs_[item.job_id]->tasks[item.task];
+    t.queued.erase(std::find(t.queued.begin(), t.queued.end(), item.position));
+    ++t.in_flight;
+    if (item.position < t.expiries.size() && t.expiries[item.position] > 0) {
+      --t.expiries[item.position];
+    }
+  }
+  LogEvent("lease_revived", {{"lease_id", lease_id},
+                             {"worker_id", worker_id},
+                             {"candidates", std::to_string(lease->items.size())}});
+  ++leases_revived_;
+  leases_[lease_id] = std::move(lease);
+  expired_leases_.erase(e);  // its id stays in expired_order_ until pruned, then skipped
+  return true;
 }
 
 }  // namespace ktune

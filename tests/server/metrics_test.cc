@@ -235,7 +235,7 @@ TEST(MetricsTest, PrometheusScrapesTheServerAndSeesEverySeries) {
   EXPECT_EQ(rejected.exit_code, 1);  // the spec file's fault (an unknown kernel), not usage
   testing::KtuneProcess worker(
       {"worker", "--server", absl::StrCat("127.0.0.1:", grpc_port), "--device",
-       "replay:" + testing::SpaceFile("convolution_A100_T4.json.gz"), "--idle-exit", "30",
+       "replay:" + testing::SpaceFile("convolution_A100_T4.json.gz"), "--idle-exit", "300",
        "--metrics-listen", absl::StrCat("127.0.0.1:", worker_metrics_port)});
 
   // The endpoint itself, as text.

@@ -780,17 +780,21 @@ TEST_F(ServerTest, AWorkerDropsALeaseTheServerTookBackInsteadOfReportingIt) {
   auto recorded = LoadRecordedSpace(testing::SpaceFile(kSpaces[0]));
   ReplayMeasurer replay(recorded->records);
   // Heartbeats every 150 ms fail for 600 ms, past the 500 ms lease timeout, while the first
-  // batch takes 1.2 s: the next heartbeat hears that the lease was taken back.
-  SlowFirstCall slow(&replay, absl::Milliseconds(1200));
+  // batch takes 3 s, and another worker takes the candidates meanwhile: the next heartbeat
+  // hears that the lease was taken back (and not given back: AnotherWorkerTakesThem).
+  SlowFirstCall slow(&replay, absl::Seconds(3));
   FlakyReports flaky(workers_.get(), /*outages=*/0, /*heartbeat_outages=*/4);
+  flaky.before_heartbeats_return = [&] {
+    AnotherWorkerTakesThem(workers_.get(), replay.device(), 4);
+  };
   WorkerLoopOptions options;
   options.max_candidates = 4;
   options.idle_exit = absl::Milliseconds(300);
   WorkerLoop loop(&flaky, &slow, options);
   ASSERT_TRUE(loop.Run().ok());
-  EXPECT_EQ(flaky.filled_leases, 2);  // the batch again, under a new lease
-  EXPECT_EQ(flaky.reports_sent, 1);   // only the live lease was reported
-  EXPECT_EQ(loop.reported(), 4);
+  EXPECT_EQ(flaky.filled_leases, 1);
+  EXPECT_EQ(flaky.reports_sent, 0);  // the lease taken back was not reported
+  EXPECT_EQ(loop.reported(), 0);
   v1::GetJobRequest get;
   get.set_job_id(job.job_id());
   ASSERT_TRUE(tuning_->GetJob(Context().get(), get, &job).ok());
@@ -917,15 +921,18 @@ TEST_F(ServerTest, AWorkerStopsMeasuringALeaseTheServerTookBackBetweenCandidates
   // other three of the lease are not measured (they were, for nothing, before the stop check).
   StopsWhenTold stops(&replay);
   FlakyReports flaky(workers_.get(), /*outages=*/0, /*heartbeat_outages=*/4);
+  flaky.before_heartbeats_return = [&] {
+    AnotherWorkerTakesThem(workers_.get(), replay.device(), 4);
+  };
   WorkerLoopOptions options;
   options.max_candidates = 4;
   options.idle_exit = absl::Milliseconds(300);
   WorkerLoop loop(&flaky, &stops, options);
   ASSERT_TRUE(loop.Run().ok());
   EXPECT_EQ(stops.stopped_after, 1);
-  EXPECT_EQ(flaky.filled_leases, 2);  // the batch again, under a new lease
-  EXPECT_EQ(flaky.reports_sent, 1);
-  EXPECT_EQ(loop.reported(), 4);
+  EXPECT_EQ(flaky.filled_leases, 1);
+  EXPECT_EQ(flaky.reports_sent, 0);
+  EXPECT_EQ(loop.reported(), 0);
   v1::GetJobRequest get;
   get.set_job_id(job.job_id());
   ASSERT_TRUE(tuning_->GetJob(Context().get(), get, &job).ok());

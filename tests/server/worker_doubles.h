@@ -7,13 +7,18 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <chrono>
 #include <cstdint>
+#include <functional>
+#include <memory>
 #include <utility>
 #include <vector>
 
 #include "absl/time/clock.h"
+#include "grpcpp/client_context.h"
 #include "ktune/v1/worker_service.grpc.pb.h"
 #include "measurer/measurer.h"
+#include "proto/convert.h"
 
 namespace ktune {
 
@@ -22,11 +27,21 @@ namespace ktune {
 // that held candidates and of the reports that reached the server.
 class FlakyReports : public v1::WorkerService::StubInterface {
  public:
+  // gRPC's words when nothing listens.
+  static constexpr char kConnectionRefused[] =
+      "failed to connect to all addresses; last error: UNKNOWN: ipv4:127.0.0.1:1: Connection "
+      "refused";
   FlakyReports(v1::WorkerService::StubInterface* real, int outages, int heartbeat_outages = 0)
       : real_(real), outages_(outages), heartbeat_outages_(heartbeat_outages) {}
   int filled_leases = 0, reports_sent = 0;
   bool refuse_reports = false;  // every report: the server's disk is full
   int64_t lease_ms = 0;         // > 0: the leases say they live this long (a long lease timeout)
+  // Called once, on the heartbeat thread, when the last heartbeat outage has passed and before
+  // the next heartbeat reaches the server (AnotherWorkerTakesThem: a lease that cannot be given
+  // back).
+  std::function<void()> before_heartbeats_return;
+  // What a report's outage answers: no answer (UNAVAILABLE), or ABORTED (a busy database).
+  grpc::StatusCode outage_code = grpc::StatusCode::UNAVAILABLE;
 
   grpc::Status Register(grpc::ClientContext* c, const v1::RegisterRequest& q,
                         v1::RegisterResponse* r) override {
@@ -47,7 +62,9 @@ class FlakyReports : public v1::WorkerService::StubInterface {
     }
     if (outages_ > 0) {
       --outages_;
-      return grpc::Status(grpc::StatusCode::UNAVAILABLE, "connection refused");
+      return grpc::Status(outage_code, outage_code == grpc::StatusCode::UNAVAILABLE
+                                           ? kConnectionRefused
+                                           : "the database is busy");
     }
     ++reports_sent;
     return real_->ReportResults(c, q, r);
@@ -55,8 +72,8 @@ class FlakyReports : public v1::WorkerService::StubInterface {
   grpc::Status Heartbeat(grpc::ClientContext* c, const v1::HeartbeatRequest& q,
                          v1::HeartbeatResponse* r) override {
     if (heartbeat_outages_ > 0) {
-      --heartbeat_outages_;
-      return grpc::Status(grpc::StatusCode::UNAVAILABLE, "connection refused");
+      if (--heartbeat_outages_ == 0 && before_heartbeats_return) before_heartbeats_return();
+      return grpc::Status(grpc::StatusCode::UNAVAILABLE, kConnectionRefused);
     }
     return real_->Heartbeat(c, q, r);
   }
@@ -91,6 +108,44 @@ class FlakyReports : public v1::WorkerService::StubInterface {
   int outages_;
   std::atomic<int> heartbeat_outages_;  // the heartbeat has a thread of its own
 };
+
+// Another worker of `device` takes the candidates that a lease's expiry put back in the queue,
+// `n` of them, and reports them measured (ok, 1 ms): the lease of the worker that was cut off
+// cannot be given back to it (Scheduler::Revive) and is revoked. Waits up to 10 s for the expiry.
+inline void AnotherWorkerTakesThem(v1::WorkerService::StubInterface* workers,
+                                   const DeviceInfo& device, int n) {
+  auto context = [] {
+    auto c = std::make_unique<grpc::ClientContext>();
+    c->set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
+    return c;
+  };
+  v1::RegisterRequest reg;
+  *reg.mutable_device() = ToProto(device);
+  reg.set_host("another");
+  v1::RegisterResponse other;
+  ASSERT_TRUE(workers->Register(context().get(), reg, &other).ok());
+  v1::LeaseBatchResponse lease;
+  const absl::Time deadline = absl::Now() + absl::Seconds(10);
+  while (lease.candidates_size() < n && absl::Now() < deadline) {
+    v1::LeaseBatchRequest request;
+    request.set_worker_id(other.worker_id());
+    request.set_max_candidates(n);
+    ASSERT_TRUE(workers->LeaseBatch(context().get(), request, &lease).ok());
+    if (lease.candidates_size() == 0) absl::SleepFor(absl::Milliseconds(20));
+  }
+  ASSERT_EQ(lease.candidates_size(), n);
+  v1::ReportResultsRequest report;
+  report.set_worker_id(other.worker_id());
+  report.set_lease_id(lease.lease_id());
+  for (const v1::Candidate& c : lease.candidates()) {
+    v1::CandidateResult* r = report.add_results();
+    r->set_candidate_id(c.candidate_id());
+    r->set_status(v1::MEASUREMENT_STATUS_OK);
+    r->add_repeat_times_ms(1.0);
+  }
+  v1::ReportResultsResponse stored;
+  ASSERT_TRUE(workers->ReportResults(context().get(), report, &stored).ok());
+}
 
 // A measurer whose first Measure call takes `first_call` longer.
 class SlowFirstCall : public Measurer {

@@ -119,7 +119,7 @@ TEST_F(WorkerMetricsTest, CountWhatTheWorkerMeasuredAndTheReportsItSentAgain) {
   double measured = 0;
   for (int i = 0; i < kMeasurementStatusCount; ++i) {
     const double n =
-        Value(m, "ktune_worker_candidates_total",
+        Value(m, "ktune_worker_measurements_total",
               {{"status", std::string(StatusName(static_cast<MeasurementStatus>(i)))}});
     ASSERT_GE(n, 0) << "no series of status " << i;  // every status is there, 0 or more
     measured += n;
@@ -127,14 +127,16 @@ TEST_F(WorkerMetricsTest, CountWhatTheWorkerMeasuredAndTheReportsItSentAgain) {
   EXPECT_EQ(measured, 4);
   EXPECT_EQ(Value(m, "ktune_worker_leases_total", {{"result", "batch"}}), 1);
   EXPECT_GE(Value(m, "ktune_worker_leases_total", {{"result", "empty"}}), 1);  // then idle
-  EXPECT_EQ(Value(m, "ktune_worker_measure_seconds"), 1);                      // one batch
-  EXPECT_EQ(Value(m, "ktune_worker_reports_total", {{"result", "retried"}}), 2);
+  EXPECT_EQ(Value(m, "ktune_worker_batch_duration_seconds"), 1);               // one batch
+  EXPECT_EQ(Value(m, "ktune_worker_report_retries_total"), 2);
   EXPECT_EQ(Value(m, "ktune_worker_reports_total", {{"result", "stored"}}), 1);
   EXPECT_EQ(Value(m, "ktune_worker_reports_total", {{"result", "not_stored"}}), 0);
-  EXPECT_EQ(Value(m, "ktune_worker_results_lost_total"), 0);
+  EXPECT_EQ(Value(m, "ktune_worker_measurements_dropped_total"), 0);
   EXPECT_EQ(Value(m, "ktune_worker_registrations_total"), 1);
   EXPECT_EQ(Value(m, "ktune_worker_server_reachable"), 1);  // it answered again after the outage
   EXPECT_EQ(Value(m, "ktune_worker_leases_revoked_total"), 0);
+  EXPECT_EQ(Value(m, "ktune_worker_info", {{"device_class", records_.front().device.device_class}}),
+            1);
 }
 
 TEST_F(WorkerMetricsTest, CountTheResultsTheServerDidNotStore) {
@@ -154,13 +156,40 @@ TEST_F(WorkerMetricsTest, CountTheResultsTheServerDidNotStore) {
   const auto m = metrics.Collect();
   EXPECT_EQ(Value(m, "ktune_worker_reports_total", {{"result", "not_stored"}}), 1);
   EXPECT_EQ(Value(m, "ktune_worker_reports_total", {{"result", "stored"}}), 0);
-  EXPECT_EQ(Value(m, "ktune_worker_results_lost_total"), 4);
+  EXPECT_EQ(Value(m, "ktune_worker_measurements_dropped_total"), 4);
   EXPECT_EQ(Value(m, "ktune_worker_server_reachable"), 1);  // it answered: with a refusal
 }
 
 // A lease the server took back while its batch was measured (heartbeats failing past the lease
-// timeout): counted, and its time counted as busy.
+// timeout, another worker taking its candidates): counted, its results dropped, its time busy.
 TEST_F(WorkerMetricsTest, CountALeaseTakenBackAndTheTimeSpentOnIt) {
+  Submit(4);
+  ReplayMeasurer replay(records_);
+  SlowFirstCall slow(&replay, absl::Seconds(3));  // the other worker's takeover well inside it
+  FlakyReports flaky(workers_.get(), /*outages=*/0, /*heartbeat_outages=*/4);
+  flaky.before_heartbeats_return = [&] {
+    AnotherWorkerTakesThem(workers_.get(), replay.device(), 4);
+  };
+  WorkerMetrics metrics;
+  WorkerLoopOptions options;
+  options.max_candidates = 4;
+  options.idle_exit = absl::Milliseconds(300);
+  options.metrics = &metrics;
+  WorkerLoop loop(&flaky, &slow, options);
+  ASSERT_TRUE(loop.Run().ok());
+
+  const auto m = metrics.Collect();
+  EXPECT_EQ(Value(m, "ktune_worker_leases_revoked_total"), 1);
+  EXPECT_EQ(Value(m, "ktune_worker_measurements_dropped_total"), 4);  // the revoked batch
+  EXPECT_EQ(Value(m, "ktune_worker_leases_total", {{"result", "batch"}}), 1);
+  EXPECT_EQ(Value(m, "ktune_worker_reports_total", {{"result", "stored"}}), 0);
+  EXPECT_EQ(Value(m, "ktune_worker_batch_duration_seconds"), 1);
+  EXPECT_GE(Value(m, "ktune_worker_busy_seconds_total"), 3);
+}
+
+// The same cut-off with nobody to take the candidates: the server gives the lease back
+// (Scheduler::Revive), and the batch is reported once, not measured again.
+TEST_F(WorkerMetricsTest, ALeaseGivenBackIsReportedNotMeasuredAgain) {
   Submit(4);
   ReplayMeasurer replay(records_);
   SlowFirstCall slow(&replay, absl::Milliseconds(1200));
@@ -172,13 +201,31 @@ TEST_F(WorkerMetricsTest, CountALeaseTakenBackAndTheTimeSpentOnIt) {
   options.metrics = &metrics;
   WorkerLoop loop(&flaky, &slow, options);
   ASSERT_TRUE(loop.Run().ok());
-
+  EXPECT_EQ(loop.reported(), 4);
+  EXPECT_EQ(flaky.filled_leases, 1);
   const auto m = metrics.Collect();
-  EXPECT_EQ(Value(m, "ktune_worker_leases_revoked_total"), 1);
-  EXPECT_EQ(Value(m, "ktune_worker_leases_total", {{"result", "batch"}}), 2);  // then again
+  EXPECT_EQ(Value(m, "ktune_worker_leases_revoked_total"), 0);
   EXPECT_EQ(Value(m, "ktune_worker_reports_total", {{"result", "stored"}}), 1);
-  EXPECT_EQ(Value(m, "ktune_worker_measure_seconds"), 2);
-  EXPECT_GE(Value(m, "ktune_worker_busy_seconds_total"), 1.2);
+  EXPECT_EQ(Value(m, "ktune_worker_measurements_dropped_total"), 0);
+}
+
+// A busy database answers (ABORTED): the server is reachable, and the report is tried again.
+TEST_F(WorkerMetricsTest, ABusyServerIsReachable) {
+  Submit(4);
+  ReplayMeasurer measurer(records_);
+  FlakyReports busy(workers_.get(), /*outages=*/2);
+  busy.outage_code = grpc::StatusCode::ABORTED;
+  WorkerMetrics metrics;
+  WorkerLoopOptions options;
+  options.max_candidates = 4;
+  options.max_measurements = 4;  // stops after the report, the gauge as the report left it
+  options.metrics = &metrics;
+  WorkerLoop loop(&busy, &measurer, options);
+  ASSERT_TRUE(loop.Run().ok());
+  const auto m = metrics.Collect();
+  EXPECT_EQ(Value(m, "ktune_worker_report_retries_total"), 2);
+  EXPECT_EQ(Value(m, "ktune_worker_reports_total", {{"result", "stored"}}), 1);
+  EXPECT_EQ(Value(m, "ktune_worker_server_reachable"), 1);
 }
 
 // A server reached, then lost: every report meets UNAVAILABLE until the worker, told to stop
@@ -197,14 +244,17 @@ TEST_F(WorkerMetricsTest, SayTheServerCannotBeReachedAnyMore) {
   EXPECT_TRUE(absl::IsUnavailable(loop.Run()));
 
   const auto m = metrics.Collect();
+  // Set by the last report, after the leases (which the server answered).
   EXPECT_EQ(Value(m, "ktune_worker_server_reachable"), 0);
   EXPECT_EQ(Value(m, "ktune_worker_registrations_total"), 1);
   EXPECT_EQ(Value(m, "ktune_worker_leases_total", {{"result", "batch"}}), 3);
-  EXPECT_EQ(Value(m, "ktune_worker_reports_total", {{"result", "not_stored"}}), 3);
-  EXPECT_GE(Value(m, "ktune_worker_reports_total", {{"result", "retried"}}), 3);
+  // Lapsed while no answer came: the server takes the leases back (not a refusal).
+  EXPECT_EQ(Value(m, "ktune_worker_reports_total", {{"result", "expired"}}), 3);
+  EXPECT_EQ(Value(m, "ktune_worker_reports_total", {{"result", "not_stored"}}), 0);
+  EXPECT_GE(Value(m, "ktune_worker_report_retries_total"), 3);
   // (4 candidates a lease, or 1: candidates whose lease expired twice are leased alone.)
-  EXPECT_GE(Value(m, "ktune_worker_results_lost_total"), 3);
-  EXPECT_EQ(Value(m, "ktune_worker_measure_seconds"), 3);
+  EXPECT_GE(Value(m, "ktune_worker_measurements_dropped_total"), 3);
+  EXPECT_EQ(Value(m, "ktune_worker_batch_duration_seconds"), 3);
 }
 
 }  // namespace
