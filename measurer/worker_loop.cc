@@ -333,8 +333,16 @@ absl::Status WorkerLoop::Run() {
       continue;
     }
     // The lease lives until lease_expires_in after the last heartbeat: a report that meets a
-    // passing outage (the server restarting, the network) is sent again until then.
-    const absl::Time lease_ends = absl::Now() + absl::Milliseconds(lease.lease_expires_in_ms());
+    // passing outage (the server restarting, the network) is sent again until then. One that
+    // gets no answer at all is sent again for as long as the server would give the expired lease
+    // back (WorkerService.ReportResults: 10 lease timeouts), so that a partition that ends after
+    // the batch was measured does not cost the batch; the worker could lease nothing meanwhile.
+    // Not so for a worker that stops when its measurements cannot be stored (`ktune tune`'s).
+    const absl::Duration lease_timeout = absl::Milliseconds(lease.lease_expires_in_ms());
+    const absl::Time lease_ends = absl::Now() + lease_timeout;
+    const absl::Time revival_ends = options_.stop_when_not_stored
+                                        ? lease_ends
+                                        : absl::Now() + kRevivalLeaseTimeouts * lease_timeout;
     absl::Duration retry = absl::Milliseconds(100);
     v1::ReportResultsResponse stored;
     // Once stopping (SIGTERM), the report is tried for a short grace, not the whole lease: a
@@ -345,7 +353,8 @@ absl::Status WorkerLoop::Run() {
       s = FromGrpc(stub_->ReportResults(Context(options_.rpc_deadline, options_.token).get(),
                                         report, &stored));
       if (Stopping() && !give_up_at) give_up_at = absl::Now() + kReportGraceWhenStopping;
-      const absl::Time until = give_up_at ? std::min(lease_ends, *give_up_at) : lease_ends;
+      const absl::Time ends = NoAnswer(s) ? revival_ends : lease_ends;
+      const absl::Time until = give_up_at ? std::min(ends, *give_up_at) : ends;
       if (!IsTransient(s) || absl::Now() + retry >= until) break;
       metrics_->SetServerReachable(!NoAnswer(s));
       metrics_->CountReportRetry();

@@ -94,6 +94,9 @@ class WorkerLoop {
   int64_t reported_ = 0;
   static constexpr int kMaxNotStoredInARow = 3;  // see stop_when_not_stored
   static constexpr absl::Duration kReportGraceWhenStopping = absl::Seconds(5);
+  // How many lease timeouts after its expiry the server gives a lease back to its worker
+  // (WorkerService.ReportResults; the server's Scheduler::kReviveWithinLeaseTimeouts).
+  static constexpr int kRevivalLeaseTimeouts = 10;
   int not_stored_in_a_row_ = 0;
 };
 

@@ -209,6 +209,29 @@ TEST_F(WorkerMetricsTest, ALeaseGivenBackIsReportedNotMeasuredAgain) {
   EXPECT_EQ(Value(m, "ktune_worker_measurements_dropped_total"), 0);
 }
 
+// A report that gets no answer past its lease's end is sent again for as long as the server would
+// give the lease back: it gets through, and the batch is stored, not measured again. (It was given
+// up at the lease's end: 1.1 s of outage against a 0.5 s lease.)
+TEST_F(WorkerMetricsTest, AReportThatGetsThroughAfterItsLeaseLapsedIsStored) {
+  Submit(4);
+  ReplayMeasurer measurer(records_);
+  FlakyReports flaky(workers_.get(), /*outages=*/6);
+  WorkerMetrics metrics;
+  WorkerLoopOptions options;
+  options.max_candidates = 4;
+  options.max_backoff = absl::Milliseconds(200);  // 100 + 5 x 200 ms of retries
+  options.idle_exit = absl::Milliseconds(300);
+  options.metrics = &metrics;
+  WorkerLoop loop(&flaky, &measurer, options);
+  ASSERT_TRUE(loop.Run().ok());
+  EXPECT_EQ(loop.reported(), 4);
+  EXPECT_EQ(flaky.filled_leases, 1);
+  const auto m = metrics.Collect();
+  EXPECT_EQ(Value(m, "ktune_worker_report_retries_total"), 6);
+  EXPECT_EQ(Value(m, "ktune_worker_reports_total", {{"result", "stored"}}), 1);
+  EXPECT_EQ(Value(m, "ktune_worker_measurements_dropped_total"), 0);
+}
+
 // A busy database answers (ABORTED): the server is reachable, and the report is tried again.
 TEST_F(WorkerMetricsTest, ABusyServerIsReachable) {
   Submit(4);
