@@ -32,7 +32,10 @@ into their value lists (and restrictions naming them are left to Kernel Tuner: a
 rule out is recorded as ``invalid_config``, as are proposals ruled out by restrictions given as
 functions). ktune minimises time: it is told the measured times (``result["times"]``, else
 ``result["time"]``) whatever Kernel Tuner's objective is, and records their median; an
-objective other than time is warned about (it picks only Kernel Tuner's own best).
+objective other than time is warned about (it picks only Kernel Tuner's own best). Strategy
+options other than the budget (``max_fevals``, ``time_limit``) are warned about and ignored:
+ktune's choices are :class:`Strategy`'s arguments. ``metrics`` are Kernel Tuner's: computed on
+its results, not stored in ktune.
 """
 
 from __future__ import annotations
@@ -73,6 +76,9 @@ except ImportError as e:  # pragma: no cover - documented requirement
                       ) from e
 
 _MAX_VALUES = 4096  # per parameter, the API's limit
+# The strategy options that Kernel Tuner itself applies whatever the strategy (its budget, and how
+# it builds the search space); ktune's agent takes no other.
+_KERNEL_TUNER_BUDGET_OPTIONS = ("max_fevals", "time_limit", "searchspace_construction_options")
 _PROBLEM_MAX = 2**62
 
 
@@ -388,6 +394,16 @@ class Strategy(OptAlgWrapper):
                           f"Tuner's objective {named} only picks Kernel Tuner's best of what was "
                           f"measured (the same choice when it is a rate of a fixed amount of work, "
                           "as GFLOP/s is)", stacklevel=5)  # the caller's tune_kernel
+        # Kernel Tuner's own strategies refuse options they do not take. ktune's agent takes none
+        # of them (its choices are Strategy's arguments); the budget stays Kernel Tuner's. Said,
+        # not refused: they were ignored without a word.
+        given = dict(options.get("strategy_options") or {})
+        unused = sorted(str(k) for k in given if k not in _KERNEL_TUNER_BUDGET_OPTIONS)
+        if unused:
+            warnings.warn("ktune's agent takes no Kernel Tuner strategy options but the budget "
+                          f"(max_fevals, time_limit); ignored: {', '.join(unused)} (ktune's own "
+                          "choices are Strategy's arguments: strategy, batch_size, seed, ...)",
+                          stacklevel=5)  # the caller's tune_kernel
         params = self._params(searchspace)
         constraints = self._constraints(options, params, searchspace)
         problem = self._problem(getattr(runner, "kernel_options", {}) or {})

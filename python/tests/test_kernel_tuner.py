@@ -48,14 +48,15 @@ RESTRICTIONS = ["block_size_x >= 16 * unroll"]  # 19 of the 20 configurations
 SPACE = 19
 
 
-def run_kernel_tuner(strategy, max_fevals: int, **kwargs):
+def run_kernel_tuner(strategy, max_fevals: int, strategy_options=None, **kwargs):
     a = np.ones(N, dtype=np.float32)  # sums exactly in any order
     out = np.zeros(1, dtype=np.float32)
     expected = np.array([N], dtype=np.float32)
     kwargs.setdefault("restrictions", RESTRICTIONS)
     return tune_kernel("vsum", SOURCE, N, [out, a, np.int32(N)], TUNE_PARAMS, lang="C",
                        answer=[expected, None, None], atol=1e-3,
-                       strategy=strategy, strategy_options={"max_fevals": max_fevals},
+                       strategy=strategy,
+                       strategy_options={"max_fevals": max_fevals, **(strategy_options or {})},
                        iterations=5, quiet=True, verbose=False, **kwargs)
 
 
@@ -227,6 +228,20 @@ def test_an_objective_other_than_time_is_said_to_pick_only_kernel_tuners_best(em
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # time, Kernel Tuner's default: nothing to say
         run_kernel_tuner(Strategy(client, strategy="random", seed=4), max_fevals=2)
+
+
+def test_strategy_options_ktune_does_not_take_are_said_to_be_ignored(empty_server):
+    """Kernel Tuner's own strategies refuse options they do not take; ktune's agent takes none but
+    the budget. A genetic algorithm's population size was ignored without a word."""
+    client = empty_server.client()
+    with pytest.warns(UserWarning, match="strategy options .* ignored: maxiter, popsize"):
+        results, _ = run_kernel_tuner(Strategy(client, strategy="random", seed=3), max_fevals=3,
+                                      strategy_options={"popsize": 20, "maxiter": 5})
+    assert len(results) == 3  # the budget still holds
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the budget alone: nothing to say
+        run_kernel_tuner(Strategy(client, strategy="random", seed=4), max_fevals=2,
+                         strategy_options={"time_limit": 600})
 
 
 def test_restrictions_ktune_cannot_read(empty_server):
