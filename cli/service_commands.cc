@@ -207,7 +207,7 @@ int RunServe(const ServeArgs& a) {
   LogEvent("server_started", {{"version", kVersion},
                               {"listen", a.listen},
                               {"port", std::to_string(raw->port())},
-                              {"metrics_listen", a.metrics_listen},
+                              {"metrics_listen", raw->metrics_address()},
                               {"db", a.db},
                               {"auth", a.auth.empty() ? "off" : "on"},
                               {"tls", a.tls_cert.empty() ? "off" : "on"}});
@@ -304,9 +304,10 @@ int RunWorker(const WorkerArgs& a) {
                                  "port to the Prometheus that scrapes it"}});
     }
   }
-  LogEvent("worker_started", {{"device_class", measurer->device().device_class},
-                              {"server", a.server},
-                              {"metrics_listen", a.metrics_listen}});
+  LogEvent("worker_started",
+           {{"device_class", measurer->device().device_class},
+            {"server", a.server},
+            {"metrics_listen", metrics_http != nullptr ? metrics_http->address() : ""}});
   WorkerLoop loop(stub.get(), measurer.get(), options, &stop);
   absl::Status s = loop.Run();
   LogEvent("worker_stopped",

@@ -88,7 +88,13 @@ absl::StatusOr<std::unique_ptr<MetricsHttpServer>> MetricsHttpServer::Start(
   }
   start_errors = nullptr;
   s->exposer_->RegisterCollectable(s->collector_);
+  s->host_ = listen.substr(0, listen.rfind(':'));
   return s;
+}
+
+std::string MetricsHttpServer::address() const {
+  const std::vector<int> ports = exposer_->GetListeningPorts();
+  return absl::StrCat(host_, ":", ports.empty() ? 0 : ports.front());
 }
 
 // The Exposer stops civetweb (ending its scrapes) before the collector goes.

@@ -30,6 +30,9 @@ class MetricsHttpServer {
       const std::string& listen, std::function<std::vector<prometheus::MetricFamily>()> collect);
   ~MetricsHttpServer();
 
+  // Where it listens, the port bound (an asked-for port 0 is a free one): "127.0.0.1:9464".
+  std::string address() const;
+
   // Scrapes answered at once: a client that holds a connection open without finishing its
   // request holds one thread until kRequestTimeoutMs.
   static constexpr int kThreads = 8;
@@ -38,6 +41,7 @@ class MetricsHttpServer {
  private:
   class Collector;
   MetricsHttpServer() = default;
+  std::string host_;  // of the address it was started on
   std::shared_ptr<Collector> collector_;
   std::unique_ptr<prometheus::Exposer> exposer_;
 };

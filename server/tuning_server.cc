@@ -332,4 +332,8 @@ void TuningServer::Wait() {
 
 TuningServer::~TuningServer() { Shutdown(); }
 
+std::string TuningServer::metrics_address() const {
+  return metrics_http_ != nullptr ? metrics_http_->address() : "";
+}
+
 }  // namespace ktune

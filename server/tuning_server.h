@@ -67,6 +67,8 @@ class TuningServer {
   ~TuningServer();
 
   int port() const { return port_; }  // 0 without a port
+  // Where /metrics is served, the port bound ("127.0.0.1:9464"); empty: nowhere.
+  std::string metrics_address() const;
   // A channel to this server inside the process (no network, no credentials): the embedded
   // default's client and worker use it. Valid until Shutdown.
   std::shared_ptr<grpc::Channel> InProcessChannel();

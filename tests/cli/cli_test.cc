@@ -16,6 +16,7 @@
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
+#include <regex>
 #include <set>
 #include <sstream>
 #include <thread>
@@ -428,6 +429,17 @@ TEST(CliTest, FailuresExitWithOneAndSayWhy) {
                           absl::StrCat("127.0.0.1:", taken)});
   EXPECT_EQ(second.exit_code, 1);
   EXPECT_THAT(second.err, HasSubstr(absl::StrCat("cannot serve metrics on 127.0.0.1:", taken)));
+  // Port 0 is a free one, and the log says which (it said 0, where nobody can scrape).
+  testing::KtuneProcess any_port({"worker", "--server", "127.0.0.1:1", "--device",
+                                  "replay:" + SpaceFile("pnpoly_RTX_3090_T4.json.gz"),
+                                  "--metrics-listen", "127.0.0.1:0"});
+  ASSERT_TRUE(any_port.WaitForError("worker_started")) << any_port.Err();
+  std::smatch bound;
+  const std::string started = any_port.Err();
+  ASSERT_TRUE(
+      std::regex_search(started, bound, std::regex("metrics_listen=127\\.0\\.0\\.1:([0-9]+)")))
+      << started;
+  EXPECT_NE(bound[1].str(), "0");
 }
 
 // `ktune agent train` on one small space and two synthetic landscapes: it writes a policy that
