@@ -40,12 +40,6 @@ absl::Duration Jittered(absl::Duration d) {
   return d * std::uniform_real_distribution<double>(0.5, 1.5)(rng);
 }
 
-// A call the server did not answer (a partition, a server down or restarting, a reply past the
-// deadline), as ktune_worker_server_reachable counts it; a refusal or a busy database is an answer.
-bool NoAnswer(const absl::Status& s) {
-  return absl::IsUnavailable(s) || absl::IsDeadlineExceeded(s) || absl::IsCancelled(s);
-}
-
 // Errors that a retry may get past: the server restarting, a network outage, a slow reply.
 bool IsTransient(const absl::Status& s) {
   return absl::IsUnavailable(s) || absl::IsDeadlineExceeded(s) || absl::IsAborted(s);
@@ -94,7 +88,8 @@ class LeaseHeartbeat {
             // A failed heartbeat says nothing (the report decides); a reply that revokes does.
             const absl::Status s =
                 FromGrpc(stub->Heartbeat(Context(deadline, token).get(), request, &response));
-            metrics->SetServerReachable(!NoAnswer(s));  // also while a long batch is measured
+            metrics->SetServerReachable(
+                !NoAnswerFromServer(s));  // also while a long batch is measured
             if (!s.ok()) continue;
             for (const std::string& id : response.revoked_lease_ids()) {
               if (id == lease) revoked_ = true;
@@ -175,6 +170,22 @@ absl::Status WorkerLoop::Run() {
   // The wait before retrying a server that could not be reached: at most max_backoff, jitter
   // included. With the channel, it ends early once the channel connects: its backoff is reset, so
   // that it tries to connect from now on at its first pace (WorkerLoopOptions::channel).
+  // The wait before a report is sent again: `d`, or less once a channel that was not connected
+  // connects (its backoff reset first, as wait_to_retry's). A report sent into gRPC's own backoff
+  // after a long outage failed at once for seconds after the server was back, and its batch was
+  // given up. A connected channel (the server answering an error itself) waits `d`, not less.
+  auto wait_to_resend = [&](absl::Duration d) {
+    const absl::Time until = absl::Now() + d;
+    if (options_.channel == nullptr ||
+        options_.channel->GetState(/*try_to_connect=*/false) == GRPC_CHANNEL_READY) {
+      return absl::SleepFor(d);
+    }
+    grpc::experimental::ChannelResetConnectionBackoff(options_.channel.get());
+    while (absl::Now() < until) {
+      const absl::Time slice = std::min(until, absl::Now() + absl::Milliseconds(200));
+      if (options_.channel->WaitForConnected(absl::ToChronoTime(slice))) return;
+    }
+  };
   auto wait_to_retry = [&](absl::Duration d) {
     const absl::Time until = absl::Now() + std::min(Jittered(d), options_.max_backoff);
     if (options_.channel == nullptr) return wait(until - absl::Now());
@@ -191,7 +202,7 @@ absl::Status WorkerLoop::Run() {
   std::string unreachable_reason;
   bool ever_reached = false;
   auto on_unreachable = [&](const absl::Status& s) -> bool {
-    metrics_->SetServerReachable(!NoAnswer(s));
+    metrics_->SetServerReachable(!NoAnswerFromServer(s));
     if (s.message() != unreachable_reason) {
       unreachable_reason = std::string(s.message());
       LogEvent("server_unreachable", {{"reason", unreachable_reason}});
@@ -353,26 +364,27 @@ absl::Status WorkerLoop::Run() {
       s = FromGrpc(stub_->ReportResults(Context(options_.rpc_deadline, options_.token).get(),
                                         report, &stored));
       if (Stopping() && !give_up_at) give_up_at = absl::Now() + kReportGraceWhenStopping;
-      const absl::Time ends = NoAnswer(s) ? revival_ends : lease_ends;
+      const absl::Time ends = NoAnswerFromServer(s) ? revival_ends : lease_ends;
       const absl::Time until = give_up_at ? std::min(ends, *give_up_at) : ends;
-      if (!IsTransient(s) || absl::Now() + retry >= until) break;
-      metrics_->SetServerReachable(!NoAnswer(s));
+      if (!IsTransient(s) || absl::Now() >= until) break;
+      metrics_->SetServerReachable(!NoAnswerFromServer(s));
       metrics_->CountReportRetry();
       LogEvent("report_retried", {{"worker_id", worker_id_},
                                   {"lease_id", lease.lease_id()},
                                   {"reason", std::string(s.message())}});
-      absl::SleepFor(retry);
+      wait_to_resend(std::min(retry, until - absl::Now()));  // the last try at `until`
       retry = std::min(retry * 2, options_.max_backoff);
     }
     // Not stored: refused, or failing past the lease (not a lease the server took back).
     const bool not_stored = !s.ok() && !absl::IsFailedPrecondition(s) && !absl::IsNotFound(s);
     not_stored_in_a_row_ = not_stored ? not_stored_in_a_row_ + 1 : 0;
-    metrics_->SetServerReachable(!NoAnswer(s));
-    // Refused by the server: not stored; taken back, or lapsed while no answer came (the server
-    // takes the lease back): expired.
-    metrics_->CountReport(s.ok()                          ? WorkerMetrics::Report::kStored
-                          : not_stored && !IsTransient(s) ? WorkerMetrics::Report::kNotStored
-                                                          : WorkerMetrics::Report::kExpired,
+    metrics_->SetServerReachable(!NoAnswerFromServer(s));
+    // Refused by the server (its database busy or failing past the lease, a bad report): not
+    // stored; taken back, or lapsed while no answer came (the server takes the lease back):
+    // expired.
+    metrics_->CountReport(s.ok()                                 ? WorkerMetrics::Report::kStored
+                          : not_stored && !NoAnswerFromServer(s) ? WorkerMetrics::Report::kNotStored
+                                                                 : WorkerMetrics::Report::kExpired,
                           report.results_size());
     if (s.ok()) {
       reported_ += report.results_size();

@@ -81,6 +81,15 @@ absl::StatusOr<std::shared_ptr<grpc::Channel>> MakeChannel(const std::string& ad
   return grpc::CreateCustomChannel(address, grpc::SslCredentials(options), args);
 }
 
+namespace {
+
+// How FromGrpc's messages for a call that got no answer begin (NoAnswerFromServer reads them).
+constexpr char kUnreachable[] = "cannot reach the ktune server";
+constexpr char kConnectionLost[] = "the connection to the ktune server was lost during the call";
+constexpr char kShutDownDuringCall[] = "the server shut down during the call";
+
+}  // namespace
+
 absl::Status FromGrpc(const grpc::Status& status) {
   if (status.ok()) return absl::OkStatus();
   const std::string& said = status.error_message();
@@ -88,9 +97,9 @@ absl::Status FromGrpc(const grpc::Status& status) {
   // gRPC's own words for what went wrong on the way (not the server's answer) say what happened
   // to the call, not what to do: say that too.
   if (said == "Cancelling all calls") {  // a server shutting down; the code varies by call kind
-    message =
-        "the server shut down during the call; run the command again once it is back "
-        "(jobs resume when it restarts)";
+    message = absl::StrCat(kShutDownDuringCall,
+                           "; run the command again once it is back (jobs resume when it "
+                           "restarts)");
   }
   switch (status.error_code()) {
     case grpc::StatusCode::UNAVAILABLE:
@@ -98,7 +107,7 @@ absl::Status FromGrpc(const grpc::Status& status) {
            {"failed to connect to all addresses", "Connection refused", "DNS resolution failed",
             "empty address list"}) {
         if (absl::StrContains(said, unreachable)) {
-          message = absl::StrCat("cannot reach the ktune server (", said,
+          message = absl::StrCat(kUnreachable, " (", said,
                                  "): is `ktune serve` running at that address, and reachable "
                                  "from here?");
           break;
@@ -106,8 +115,8 @@ absl::Status FromGrpc(const grpc::Status& status) {
       }
       for (absl::string_view lost : {"Socket closed", "Connection reset", "Broken pipe"}) {
         if (absl::StrContains(said, lost)) {
-          message = absl::StrCat("the connection to the ktune server was lost during the call (",
-                                 said, "): run it again once the server is back");
+          message =
+              absl::StrCat(kConnectionLost, " (", said, "): run it again once the server is back");
           break;
         }
       }
@@ -132,6 +141,15 @@ absl::Status FromGrpc(const grpc::Status& status) {
       break;
   }
   return absl::Status(static_cast<absl::StatusCode>(status.error_code()), message);
+}
+
+bool NoAnswerFromServer(const absl::Status& status) {
+  if (absl::IsDeadlineExceeded(status) || absl::IsCancelled(status)) return true;
+  if (!absl::IsUnavailable(status)) return false;
+  for (const char* prefix : {kUnreachable, kConnectionLost, kShutDownDuringCall}) {
+    if (absl::StartsWith(status.message(), prefix)) return true;
+  }
+  return false;
 }
 
 }  // namespace ktune

@@ -34,6 +34,12 @@ absl::StatusOr<std::shared_ptr<grpc::Channel>> MakeChannel(const std::string& ad
 // server shutting down, a message too large), one that says what to do.
 absl::Status FromGrpc(const grpc::Status& status);
 
+// Whether a call FromGrpc converted got no answer from the server: it could not be reached, the
+// connection dropped or the server shut down during the call (FromGrpc's words for these), or no
+// reply came before the deadline, or the call was cancelled. An error the server answered with
+// (UNAVAILABLE from its failing disk, ABORTED from a busy database, a refusal) is an answer.
+bool NoAnswerFromServer(const absl::Status& status);
+
 // The contents of a PEM file; NotFound naming it, FailedPrecondition when it is not PEM.
 absl::StatusOr<std::string> ReadPem(const std::string& path);
 

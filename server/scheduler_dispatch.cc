@@ -413,8 +413,10 @@ absl::StatusOr<int64_t> Scheduler::ReportAs(const std::string& worker_id,
     std::map<std::pair<int64_t, int>, int64_t> per_task;
     for (const auto& [item, obs] : observed) ++per_task[{item.job_id, item.task}];
     for (const auto& [task, n] : per_task) counts.push_back({task.first, task.second, n});
-    if (&lease == &revivable && !Revive(worker_id, lease_id)) {  // cannot fail: checked above
-      return absl::InternalError(absl::StrCat("lease ", lease_id, " could not be given back"));
+    // Checked above; only the window or the job's wall time, passing in between, can refuse it.
+    if (&lease == &revivable && !Revive(worker_id, lease_id)) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "lease ", lease_id, " expired and can no longer be given back; nothing was stored"));
     }
     leases_.at(lease_id)->committing = true;
   }

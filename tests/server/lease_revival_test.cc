@@ -250,6 +250,41 @@ TEST_F(LeaseRevivalTest, TheWindowHoldsBehindALeaseThatExpiredTwice) {
   ASSERT_TRUE(scheduler_->Report(worker_, a->lease_id, AllOk(*a)).ok());
 }
 
+TEST_F(LeaseRevivalTest, ACancelledJobsLeaseIsNotGivenBack) {
+  int64_t job = 0;
+  const LeaseGrant grant = LeaseTheSecondBatch(&job);
+  CutOff();
+  ASSERT_TRUE(scheduler_->Cancel(job).ok());
+  absl::StatusOr<int64_t> late = scheduler_->Report(worker_, grant.lease_id, AllOk(grant));
+  EXPECT_TRUE(absl::IsFailedPrecondition(late.status())) << late.status();
+  EXPECT_EQ(scheduler_->CountNow().leases_revived, 0);
+}
+
+// Another worker measured the batch and the task moved on to its next one, whose candidates sit
+// at the same places in the queue: the late report is of other configurations, and is refused
+// (stored, its times would have gone to the new batch's configurations).
+TEST_F(LeaseRevivalTest, ALeaseOfABatchReplacedSinceIsNotGivenBack) {
+  const int64_t job = SubmitRandom({Task()}, /*budget=*/7, /*batch_size=*/3);
+  absl::StatusOr<LeaseGrant> first = scheduler_->Lease(worker_, 3);  // the default alone
+  ASSERT_TRUE(first.ok());
+  ASSERT_TRUE(scheduler_->Report(worker_, first->lease_id, AllOk(*first)).ok());
+  absl::StatusOr<LeaseGrant> grant = scheduler_->Lease(worker_, 3);
+  ASSERT_TRUE(grant.ok());
+  ASSERT_EQ(grant->candidates.size(), 3u);
+  CutOff();
+  const std::string other = scheduler_->RegisterWorker(kDevice, "other", kCores);
+  absl::StatusOr<LeaseGrant> taken = scheduler_->Lease(other, 3);
+  ASSERT_TRUE(taken.ok());
+  ASSERT_EQ(taken->candidates.size(), 3u);
+  ASSERT_TRUE(scheduler_->Report(other, taken->lease_id, AllOk(*taken)).ok());  // batch done
+  absl::StatusOr<int64_t> late = scheduler_->Report(worker_, grant->lease_id, AllOk(*grant));
+  EXPECT_TRUE(absl::IsFailedPrecondition(late.status())) << late.status();
+  absl::StatusOr<LeaseGrant> next = scheduler_->Lease(other, 3);  // the next batch, untouched
+  ASSERT_TRUE(next.ok());
+  EXPECT_EQ(next->candidates.size(), 3u);
+  EXPECT_EQ(Done(job), 4);
+}
+
 // Past kReviveWithinLeaseTimeouts the lease is forgotten: the report is refused, as before.
 TEST_F(LeaseRevivalTest, ALeaseExpiredLongAgoIsNotGivenBack) {
   SubmitRandom({Task()}, /*budget=*/4, /*batch_size=*/4);

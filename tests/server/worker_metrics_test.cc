@@ -192,15 +192,21 @@ TEST_F(WorkerMetricsTest, CountALeaseTakenBackAndTheTimeSpentOnIt) {
 TEST_F(WorkerMetricsTest, ALeaseGivenBackIsReportedNotMeasuredAgain) {
   Submit(4);
   ReplayMeasurer replay(records_);
-  SlowFirstCall slow(&replay, absl::Milliseconds(1200));
-  FlakyReports flaky(workers_.get(), /*outages=*/0, /*heartbeat_outages=*/4);
+  SlowFirstCall slow(&replay, absl::Milliseconds(1500));
+  // 900 ms of heartbeats lost: the 500 ms lease has expired on the server by the next one.
+  FlakyReports flaky(workers_.get(), /*outages=*/0, /*heartbeat_outages=*/6);
   WorkerMetrics metrics;
   WorkerLoopOptions options;
   options.max_candidates = 4;
   options.idle_exit = absl::Milliseconds(300);
   options.metrics = &metrics;
   WorkerLoop loop(&flaky, &slow, options);
-  ASSERT_TRUE(loop.Run().ok());
+  ::testing::internal::CaptureStderr();
+  const absl::Status ran = loop.Run();
+  const std::string log = ::testing::internal::GetCapturedStderr();
+  ASSERT_TRUE(ran.ok()) << ran;
+  EXPECT_THAT(log, ::testing::HasSubstr("lease_expired"));
+  EXPECT_THAT(log, ::testing::HasSubstr("lease_revived"));  // given back, not merely extended
   EXPECT_EQ(loop.reported(), 4);
   EXPECT_EQ(flaky.filled_leases, 1);
   const auto m = metrics.Collect();
@@ -232,23 +238,69 @@ TEST_F(WorkerMetricsTest, AReportThatGetsThroughAfterItsLeaseLapsedIsStored) {
   EXPECT_EQ(Value(m, "ktune_worker_measurements_dropped_total"), 0);
 }
 
-// A busy database answers (ABORTED): the server is reachable, and the report is tried again.
-TEST_F(WorkerMetricsTest, ABusyServerIsReachable) {
+// A busy database answers (ABORTED), report after report, until the worker told to stop when its
+// measurements cannot be stored stops at the third lease so: the server was reachable all along,
+// and the reports were refused (not_stored), not lapsed.
+TEST_F(WorkerMetricsTest, ABusyServerIsReachableAndItsRefusalsAreNotStored) {
   Submit(4);
   ReplayMeasurer measurer(records_);
-  FlakyReports busy(workers_.get(), /*outages=*/2);
+  FlakyReports busy(workers_.get(), /*outages=*/1'000'000);
   busy.outage_code = grpc::StatusCode::ABORTED;
   WorkerMetrics metrics;
   WorkerLoopOptions options;
   options.max_candidates = 4;
-  options.max_measurements = 4;  // stops after the report, the gauge as the report left it
+  options.idle_exit = absl::Seconds(30);
+  options.stop_when_not_stored = true;
   options.metrics = &metrics;
   WorkerLoop loop(&busy, &measurer, options);
-  ASSERT_TRUE(loop.Run().ok());
+  EXPECT_TRUE(absl::IsAborted(loop.Run()));
   const auto m = metrics.Collect();
-  EXPECT_EQ(Value(m, "ktune_worker_report_retries_total"), 2);
-  EXPECT_EQ(Value(m, "ktune_worker_reports_total", {{"result", "stored"}}), 1);
   EXPECT_EQ(Value(m, "ktune_worker_server_reachable"), 1);
+  EXPECT_EQ(Value(m, "ktune_worker_reports_total", {{"result", "not_stored"}}), 3);
+  EXPECT_EQ(Value(m, "ktune_worker_reports_total", {{"result", "expired"}}), 0);
+  EXPECT_GE(Value(m, "ktune_worker_report_retries_total"), 3);
+}
+
+// A measurer whose first batch waits (5 s at most) until the worker's reachable gauge reads 0.
+class WaitsForCutOff : public Measurer {
+ public:
+  WaitsForCutOff(Measurer* real, const WorkerMetrics* metrics) : real_(real), metrics_(metrics) {}
+  DeviceInfo device() const override { return real_->device(); }
+  absl::StatusOr<std::vector<MeasureResult>> Measure(
+      const TaskKey& task, const std::vector<Configuration>& configs) override {
+    const absl::Time deadline = absl::Now() + absl::Seconds(5);
+    while (!seen_cut_off && calls_ == 0 && absl::Now() < deadline) {
+      seen_cut_off = Value(metrics_->Collect(), "ktune_worker_server_reachable") == 0;
+      absl::SleepFor(absl::Milliseconds(10));
+    }
+    ++calls_;
+    return real_->Measure(task, configs);
+  }
+  bool seen_cut_off = false;
+
+ private:
+  Measurer* real_;
+  const WorkerMetrics* metrics_;
+  int calls_ = 0;
+};
+
+// The gauge follows the heartbeats during a batch: a server cut off mid-batch read reachable until
+// the batch ended (minutes for a GPU batch).
+TEST_F(WorkerMetricsTest, TheGaugeFollowsTheHeartbeatsDuringABatch) {
+  Submit(4);
+  ReplayMeasurer replay(records_);
+  WorkerMetrics metrics;
+  WaitsForCutOff waits(&replay, &metrics);
+  FlakyReports flaky(workers_.get(), /*outages=*/0, /*heartbeat_outages=*/2);
+  WorkerLoopOptions options;
+  options.max_candidates = 4;
+  options.idle_exit = absl::Milliseconds(300);
+  options.metrics = &metrics;
+  WorkerLoop loop(&flaky, &waits, options);
+  ASSERT_TRUE(loop.Run().ok());
+  EXPECT_TRUE(waits.seen_cut_off);
+  EXPECT_EQ(loop.reported(), 4);
+  EXPECT_EQ(Value(metrics.Collect(), "ktune_worker_server_reachable"), 1);  // answered since
 }
 
 // A server reached, then lost: every report meets UNAVAILABLE until the worker, told to stop
