@@ -16,28 +16,11 @@ Each binary's folder must hold ktune-agent and ktune-runner beside ktune. Standa
 
 import argparse
 import os
-import socket
 import subprocess
 import tempfile
 import time
-import urllib.request
 
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def scrape(port):
-    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
-    values = {}
-    for line in text.splitlines():
-        if line.startswith("#") or not line.strip():
-            continue
-        name, value = line.rsplit(" ", 1)
-        values[name] = float(value)
-    return values
+from worker_bench_util import free_port, scrape
 
 
 def run(label, ktune, lease_ms, outage_s, problem):
