@@ -88,8 +88,8 @@ class LeaseHeartbeat {
             // A failed heartbeat says nothing (the report decides); a reply that revokes does.
             const absl::Status s =
                 FromGrpc(stub->Heartbeat(Context(deadline, token).get(), request, &response));
-            metrics->SetServerReachable(
-                !NoAnswerFromServer(s));  // also while a long batch is measured
+            // The gauge follows the heartbeats too: a long batch does not hide a cut-off.
+            metrics->SetServerReachable(!NoAnswerFromServer(s));
             if (!s.ok()) continue;
             for (const std::string& id : response.revoked_lease_ids()) {
               if (id == lease) revoked_ = true;
@@ -170,6 +170,15 @@ absl::Status WorkerLoop::Run() {
   // The wait before retrying a server that could not be reached: at most max_backoff, jitter
   // included. With the channel, it ends early once the channel connects: its backoff is reset, so
   // that it tries to connect from now on at its first pace (WorkerLoopOptions::channel).
+  auto wait_to_retry = [&](absl::Duration d) {
+    const absl::Time until = absl::Now() + std::min(Jittered(d), options_.max_backoff);
+    if (options_.channel == nullptr) return wait(until - absl::Now());
+    grpc::experimental::ChannelResetConnectionBackoff(options_.channel.get());
+    while (!Stopping() && absl::Now() < until) {
+      const absl::Time slice = std::min(until, absl::Now() + absl::Milliseconds(200));
+      if (options_.channel->WaitForConnected(absl::ToChronoTime(slice))) return;
+    }
+  };
   // The wait before a report is sent again: `d`, or less once a channel that was not connected
   // connects (its backoff reset first, as wait_to_retry's). A report sent into gRPC's own backoff
   // after a long outage failed at once for seconds after the server was back, and its batch was
@@ -182,15 +191,6 @@ absl::Status WorkerLoop::Run() {
     }
     grpc::experimental::ChannelResetConnectionBackoff(options_.channel.get());
     while (absl::Now() < until) {
-      const absl::Time slice = std::min(until, absl::Now() + absl::Milliseconds(200));
-      if (options_.channel->WaitForConnected(absl::ToChronoTime(slice))) return;
-    }
-  };
-  auto wait_to_retry = [&](absl::Duration d) {
-    const absl::Time until = absl::Now() + std::min(Jittered(d), options_.max_backoff);
-    if (options_.channel == nullptr) return wait(until - absl::Now());
-    grpc::experimental::ChannelResetConnectionBackoff(options_.channel.get());
-    while (!Stopping() && absl::Now() < until) {
       const absl::Time slice = std::min(until, absl::Now() + absl::Milliseconds(200));
       if (options_.channel->WaitForConnected(absl::ToChronoTime(slice))) return;
     }
