@@ -227,7 +227,8 @@ TEST_F(JobWritesTest, ACancelAnswersInBoundedTimeWhileTheDatabaseHoldsItsWrite) 
   // Meanwhile another job is leased and reported as usual.
   const int64_t other = Submit(/*budget=*/8, /*batch_size=*/1);
   absl::StatusOr<LeaseGrant> grant;
-  for (int i = 0; i < 200 && (!grant.ok() || grant->candidates.empty()); ++i) {
+  // Polled for up to 10 s: on a busy machine the agent thread may take seconds to run.
+  for (int i = 0; i < 1000 && (!grant.ok() || grant->candidates.empty()); ++i) {
     grant = scheduler_->Lease(worker_, 1);  // its first batch is prepared by an agent thread
     if (grant.ok() && grant->candidates.empty()) absl::SleepFor(absl::Milliseconds(10));
   }
