@@ -70,9 +70,9 @@ MeasureResult Reportable(MeasureResult r) {
 }
 
 // Sends Heartbeat for one lease every `interval` until destroyed. revoked() turns true once the
-// server says it took the lease back (it expired and could not be given back, or the server
-// restarted and forgot the worker): its candidates are someone else's now, and measuring them
-// further is wasted.
+// server says it took the lease back (it expired and could not be given back): its candidates
+// are someone else's now, and measuring them further is wasted. A server that restarted and
+// forgot the worker revokes nothing: it stores the batch's report after all (the report loop).
 class LeaseHeartbeat {
  public:
   LeaseHeartbeat(v1::WorkerService::StubInterface* stub, std::string worker, std::string lease,
@@ -91,6 +91,9 @@ class LeaseHeartbeat {
             // The gauge follows the heartbeats too: a long batch does not hide a cut-off.
             metrics->SetServerReachable(!NoAnswerFromServer(s));
             if (!s.ok()) continue;
+            // The server restarted and forgot the worker (and so the lease): the batch goes on,
+            // and its report is sent as an earlier process's lease, which the server stores.
+            if (response.reregister()) continue;
             for (const std::string& id : response.revoked_lease_ids()) {
               if (id == lease) revoked_ = true;
             }
@@ -360,9 +363,27 @@ absl::Status WorkerLoop::Run() {
     // worker whose server was gone held its shutdown for the lease timeout (25 s of 30; minutes
     // with the long leases of slow GPU jobs). The lease expires and the candidates go to others.
     std::optional<absl::Time> give_up_at;
+    bool sent_as_earlier = false;  // with the lease's candidates, to a server that restarted
     while (true) {
       s = FromGrpc(stub_->ReportResults(Context(options_.rpc_deadline, options_.token).get(),
                                         report, &stored));
+      if (absl::IsNotFound(s) && !sent_as_earlier) {
+        // The server restarted (or forgot this worker): register again, and send the report
+        // with the lease's candidates (ReportResultsRequest.leased), which it stores rather than
+        // have them measured again. A registration that fails is retried as the report is.
+        LogEvent("worker_forgotten", {{"worker_id", worker_id_}});
+        s = Register();
+        if (s.ok()) {
+          report.set_worker_id(worker_id_);
+          for (const v1::Candidate& c : lease.candidates()) {
+            v1::Candidate* copy = report.add_leased();
+            *copy = c;
+            copy->clear_kernel_spec();  // the server has it
+          }
+          sent_as_earlier = true;
+          continue;
+        }
+      }
       if (Stopping() && !give_up_at) give_up_at = absl::Now() + kReportGraceWhenStopping;
       const absl::Time ends = NoAnswerFromServer(s) ? revival_ends : lease_ends;
       const absl::Time until = give_up_at ? std::min(ends, *give_up_at) : ends;

@@ -143,6 +143,10 @@ std::vector<prometheus::MetricFamily> GaugeFamilies(const Metrics::Gauges& g) {
                               "Expired leases given back to their worker, alive after all (a "
                               "partition, a stopped process), whose candidates nobody had taken."));
   AddValue(&out.back(), {}, g.leases_revived);
+  out.push_back(ScrapedFamily("ktune_earlier_leases_stored_total", MetricType::Counter,
+                              "Reports of leases the server's earlier process handed out (it "
+                              "restarted while they were measured) that were stored."));
+  AddValue(&out.back(), {}, g.earlier_leases_stored);
   out.push_back(ScrapedFamily(
       "ktune_job_writes_pending", MetricType::Gauge,
       "Job and task state changes in effect on this server and not stored yet: 0 but for a "

@@ -67,6 +67,7 @@ class Metrics {
     int64_t retune_jobs = 0;                     // retuning jobs started (counter)
     int64_t leases_expired = 0;                  // leases taken back (counter)
     int64_t leases_revived = 0;                  // expired leases given back (counter)
+    int64_t earlier_leases_stored = 0;           // reports of an earlier process's leases
     int64_t job_writes_pending = 0;  // job and task states the database has not taken yet
     int64_t agent_work_queued = 0;   // strategy work waiting for an agent thread
     std::map<std::string, int64_t> tasks_without_worker;  // device class -> tasks

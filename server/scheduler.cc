@@ -316,6 +316,7 @@ absl::Status Scheduler::Recover() {
       KTUNE_RETURN_IF_ERROR(AddJobRun(std::move(job), /*recount=*/true));
     }
     EndJobsOfGoneWorkers();  // a job bound to a worker: worker ids do not survive a restart
+    recovered_at_ = options_.now();
   }
   // Jobs that recovered ended (all their tasks done before the restart), or cancelled; what the
   // database refuses now is tried again at every tick.

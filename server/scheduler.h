@@ -258,6 +258,31 @@ class Scheduler {
                                  const std::vector<v1::CandidateResult>& results) {
     return ReportAs(worker_id, lease_id, results, /*by_server=*/false);
   }
+  // A report of lease `lease_id` that an earlier process of the server handed out, sent by a
+  // worker that registered again after the restart (WorkerService.ReportResults with `leased`,
+  // the lease's candidates as the worker got them). Stored as a report of this process's lease
+  // would be, and returns how many records were added, when:
+  // - the worker is registered, and this process recovered its jobs (Recover) less than
+  //   kEarlierLeasesWithin ago;
+  // - each candidate's job is active (queued, running or paused, within its wall time, bound
+  //   to no worker, for the worker's fingerprint when it names one), its task open and of the
+  //   worker's device class, and its configuration a point of the task's space on the worker.
+  // Otherwise nothing is stored: FailedPrecondition, or InvalidArgument for a malformed report
+  // (NotFound: the worker is not registered). A result the database already holds for the job
+  // (same configuration, status and time: the earlier process stored the report, its reply
+  // lost) is not stored twice, nor one whose point the task's current batch here has leased to
+  // a worker or measured (a search started since proposed it again). The stored results count
+  // towards their tasks' budgets; one whose point waits unleased in the current batch answers
+  // it there, and the search never proposes the others (they are records of the task:
+  // TaskSearch takes them as measured).
+  absl::StatusOr<int64_t> ReportEarlierLease(const std::string& worker_id,
+                                             const std::string& lease_id,
+                                             const std::vector<v1::Candidate>& leased,
+                                             const std::vector<v1::CandidateResult>& results)
+      ABSL_LOCKS_EXCLUDED(mu_);
+  // A batch measured when the server restarted (minutes of GPU builds, for a slow one) is
+  // reported within this of the restart.
+  static constexpr absl::Duration kEarlierLeasesWithin = absl::Hours(1);
   // Extends the worker's leases; returns the ids of `lease_ids` that are no longer valid. An
   // expired lease whose candidates nobody has taken since is revived and extended (Revive).
   absl::StatusOr<std::vector<std::string>> Heartbeat(const std::string& worker_id,
@@ -312,6 +337,8 @@ class Scheduler {
     // Leases this process took back because their worker stopped answering (a counter).
     int64_t leases_expired = 0;
     int64_t leases_revived = 0;  // expired leases given back to their worker (Revive)
+    // Reports of leases an earlier process handed out that were stored (ReportEarlierLease).
+    int64_t earlier_leases_stored = 0;
     // Job and task states changed in memory, not stored yet (the database refuses writes).
     int64_t job_writes_pending = 0;
     // Strategy work waiting for an agent thread (SchedulerOptions::agent_threads).
@@ -421,6 +448,23 @@ class Scheduler {
   void AfterAgentWork(int64_t job_id, int task, std::shared_ptr<TaskSearch> created,
                       absl::StatusOr<std::vector<Point>> batch) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void RunAgentWork(std::vector<AgentWork> work) ABSL_LOCKS_EXCLUDED(mu_);
+  // Counts a stored result of `t` (not its batch's: the caller places it): done, failed, and
+  // the best so far.
+  void CountResult(TaskRun& t, const Observation& obs, const Configuration& config)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Hands `t`'s batch to its search (strategy work) when every point of it has its result.
+  void QueueIfBatchComplete(JobRun& job, TaskRun& t, std::vector<AgentWork>* work)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // ReportEarlierLease's parts (scheduler_adopt.cc).
+  struct EarlierResult;
+  absl::Status CheckEarlierLease(const std::string& worker_id,
+                                 const std::vector<v1::Candidate>& leased,
+                                 const std::vector<v1::CandidateResult>& results,
+                                 std::vector<EarlierResult>* out)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void StoreEarlierResults(std::vector<EarlierResult>& results, bool stored,
+                           std::vector<AgentWork>* work) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
   // Whether the task needs a new batch from its search (nothing queued or leased, budget left).
   static bool NeedsBatch(const TaskRun& task);
   // What the database keeps of a task's progress (TuningDatabase::UpdateJobTasks).
@@ -501,6 +545,10 @@ class Scheduler {
   std::map<std::string, int64_t> jobs_ended_ ABSL_GUARDED_BY(mu_);
   int64_t leases_expired_ ABSL_GUARDED_BY(mu_) = 0;
   int64_t leases_revived_ ABSL_GUARDED_BY(mu_) = 0;
+  int64_t earlier_leases_stored_ ABSL_GUARDED_BY(mu_) = 0;
+  // When Recover ran (the reports of earlier leases are taken for kEarlierLeasesWithin of it);
+  // never, for a scheduler that did not recover.
+  absl::Time recovered_at_ ABSL_GUARDED_BY(mu_) = absl::InfinitePast();
   // The leases that expired within kReviveWithinLeaseTimeouts, for Revive, and their ids with
   // the time each expired, oldest first (a lease revived and expired again is in it twice: an
   // entry whose time is not its lease's is skipped).

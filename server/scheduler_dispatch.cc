@@ -21,10 +21,10 @@ using scheduler_internal::CanMeasure;
 using scheduler_internal::IsFinal;
 using scheduler_internal::JobSource;
 
-namespace {
+using scheduler_internal::CandidateIdsHash;
+using scheduler_internal::MeasurementOf;
 
-// Which candidates a report names, whatever their order.
-uint64_t CandidateIdsHash(const std::vector<v1::CandidateResult>& results) {
+uint64_t scheduler_internal::CandidateIdsHash(const std::vector<v1::CandidateResult>& results) {
   std::vector<std::string> ids;
   for (const v1::CandidateResult& r : results) ids.push_back(r.candidate_id());
   std::sort(ids.begin(), ids.end());
@@ -32,6 +32,8 @@ uint64_t CandidateIdsHash(const std::vector<v1::CandidateResult>& results) {
   for (const std::string& id : ids) absl::StrAppend(&joined, id.size(), ":", id, ",");
   return StableHash64(joined);
 }
+
+namespace {
 
 // A worker's times, as IsValidTimeMs and kMaxRepeatTimes say.
 absl::Status ValidateTimes(const v1::CandidateResult& r) {
@@ -53,6 +55,65 @@ absl::Status ValidateTimes(const v1::CandidateResult& r) {
 constexpr absl::Duration kRetrySoon = absl::Milliseconds(10);
 
 }  // namespace
+
+absl::StatusOr<MeasureResult> scheduler_internal::MeasurementOf(
+    const v1::CandidateResult& r, bool by_server, std::optional<double> max_rel_error) {
+  KTUNE_RETURN_IF_ERROR(ValidateTimes(r));
+  if (r.has_max_rel_error() && !(r.max_rel_error() >= 0 && std::isfinite(r.max_rel_error()))) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("candidate ", r.candidate_id(), " has the error ", r.max_rel_error(),
+                     "; errors must be finite and >= 0; nothing was stored"));
+  }
+  KTUNE_ASSIGN_OR_RETURN(MeasurementStatus status, FromProto(r.status()));
+  // Statuses only the server gives: lost (a lease that ended unreported) and too_inaccurate
+  // (an error past the job's accuracy budget, which it judges from max_rel_error).
+  if ((status == MeasurementStatus::kLost && !by_server) ||
+      status == MeasurementStatus::kTooInaccurate) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("candidate ", r.candidate_id(), ": ", StatusName(status),
+                     " is the server's to give (report the error in max_rel_error, or a failure); "
+                     "nothing was stored"));
+  }
+  MeasureResult m;
+  m.status = status;
+  m.message = Utf8Prefix(r.message(), 4096);
+  m.repeat_times_ms.assign(r.repeat_times_ms().begin(), r.repeat_times_ms().end());
+  if (status == MeasurementStatus::kOk) {
+    if (m.repeat_times_ms.empty()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("candidate ", r.candidate_id(), " is ok but has no times"));
+    }
+    m.time_ms = Median(m.repeat_times_ms);
+  }
+  if (r.has_max_rel_error()) m.max_rel_error = r.max_rel_error();
+  if (max_rel_error) m = ApplyAccuracyBudget(std::move(m), *max_rel_error);
+  return m;
+}
+
+void Scheduler::CountResult(TaskRun& t, const Observation& obs, const Configuration& config) {
+  t.last_result = options_.now();
+  ++t.done;
+  if (!obs.ok) ++t.failed;
+  if (obs.ok && (!t.best_ms || obs.time_ms < *t.best_ms)) {
+    t.best_ms = obs.time_ms;
+    t.best_config = config;
+  }
+}
+
+void Scheduler::QueueIfBatchComplete(JobRun& job, TaskRun& t, std::vector<AgentWork>* work) {
+  // A complete batch goes to the search at once (the last one too, before it finishes), which
+  // then prepares the next one while workers measure other batches.
+  const bool complete =
+      !t.batch.empty() && t.queued.empty() && t.in_flight == 0 &&
+      std::all_of(t.results.begin(), t.results.end(), [](const auto& r) { return r.has_value(); });
+  if (!complete || IsFinal(t.state) || t.agent_busy) return;
+  std::vector<Observation> observations;
+  for (const auto& r : t.results) observations.push_back(*r);
+  t.batch.clear();
+  t.results.clear();
+  t.expiries.clear();
+  QueueNextBatch(job, t, std::move(observations), work);
+}
 
 bool scheduler_internal::CanMeasure(const WorkerCapabilities& can, const std::string& language,
                                     bool client_kernel) {
@@ -311,6 +372,12 @@ absl::StatusOr<int64_t> Scheduler::ReportAs(const std::string& worker_id,
   std::vector<JobTaskCount> counts;  // the reported tasks' progress, stored with the records
   {
     absl::MutexLock lock(&mu_);
+    if (!by_server && workers_.count(worker_id) == 0) {  // restarted, or forgot a silent worker
+      LogEvent("report_refused", {{"worker_id", worker_id}, {"lease_id", lease_id}});
+      return absl::NotFoundError(absl::StrCat(
+          "unknown worker ", worker_id,
+          "; register again and send the report with its lease's candidates (leased)"));
+    }
     auto l = leases_.find(lease_id);
     if (l == leases_.end() && !by_server) {
       // A retry of a report that was stored, its reply lost: it read as refused ("nothing was
@@ -361,13 +428,6 @@ absl::StatusOr<int64_t> Scheduler::ReportAs(const std::string& worker_id,
         return absl::InvalidArgumentError(absl::StrCat(
             "candidate ", r.candidate_id(), " appears twice in the report; nothing was stored"));
       }
-      KTUNE_RETURN_IF_ERROR(ValidateTimes(r));
-      if (r.has_max_rel_error() &&
-          !(r.max_rel_error() >= 0 && std::isfinite(r.max_rel_error()))) {
-        return absl::InvalidArgumentError(
-            absl::StrCat("candidate ", r.candidate_id(), " has the error ", r.max_rel_error(),
-                         "; errors must be finite and >= 0; nothing was stored"));
-      }
       const LeaseRun::Item& item = it->second;
       auto job = jobs_.find(item.job_id);
       if (job == jobs_.end()) {  // cannot happen while the lease holds it; refuse, don't crash
@@ -375,32 +435,9 @@ absl::StatusOr<int64_t> Scheduler::ReportAs(const std::string& worker_id,
                                                 " is gone; nothing was stored"));
       }
       TaskRun& t = job->second->tasks[item.task];
-      KTUNE_ASSIGN_OR_RETURN(MeasurementStatus status, FromProto(r.status()));
-      // Statuses only the server gives: lost (a lease that ended unreported) and too_inaccurate
-      // (an error past the job's accuracy budget, which it judges from max_rel_error).
-      if ((status == MeasurementStatus::kLost && !by_server) ||
-          status == MeasurementStatus::kTooInaccurate) {
-        return absl::InvalidArgumentError(absl::StrCat(
-            "candidate ", r.candidate_id(), ": ", StatusName(status),
-            " is the server's to give (report the error in max_rel_error, or a failure); "
-            "nothing was stored"));
-      }
-      MeasureResult m;
-      m.status = status;
-      m.message = Utf8Prefix(r.message(), 4096);
-      m.repeat_times_ms.assign(r.repeat_times_ms().begin(), r.repeat_times_ms().end());
-      if (status == MeasurementStatus::kOk) {
-        if (m.repeat_times_ms.empty()) {
-          return absl::InvalidArgumentError(
-              absl::StrCat("candidate ", r.candidate_id(), " is ok but has no times"));
-        }
-        m.time_ms = Median(m.repeat_times_ms);
-      }
-      if (r.has_max_rel_error()) m.max_rel_error = r.max_rel_error();
-      if (job->second->max_rel_error) {
-        m = ApplyAccuracyBudget(std::move(m), *job->second->max_rel_error);
-        status = m.status;
-      }
+      KTUNE_ASSIGN_OR_RETURN(const MeasureResult m,
+                             MeasurementOf(r, by_server, job->second->max_rel_error));
+      const MeasurementStatus status = m.status;
       Record rec = ToRecord(t.task, device, t.space->ToConfiguration(t.batch[item.position]), m,
                             worker_id);
       rec.measured_at_us = now_us;
@@ -462,13 +499,7 @@ absl::StatusOr<int64_t> Scheduler::ReportAs(const std::string& worker_id,
       lease.items.erase(results[i].candidate_id());
       --t.in_flight;
       t.results[item.position] = obs;
-      t.last_result = options_.now();
-      ++t.done;
-      if (!obs.ok) ++t.failed;
-      if (obs.ok && (!t.best_ms || obs.time_ms < *t.best_ms)) {
-        t.best_ms = obs.time_ms;
-        t.best_config = records[i].config;
-      }
+      CountResult(t, obs, records[i].config);
     }
     ReturnToQueue(lease);  // candidates the report left out go back
     // The reported tasks, by job: only they changed.
@@ -493,22 +524,7 @@ absl::StatusOr<int64_t> Scheduler::ReportAs(const std::string& worker_id,
       if (it == jobs_.end()) continue;
       std::sort(tasks.begin(), tasks.end());
       tasks.erase(std::unique(tasks.begin(), tasks.end()), tasks.end());
-      for (int index : tasks) {
-        TaskRun& t = it->second->tasks[index];
-        // A complete batch goes to the search at once (the last one too, before it finishes),
-        // which then prepares the next one while workers measure other batches.
-        const bool complete = !t.batch.empty() && t.queued.empty() && t.in_flight == 0 &&
-                              std::all_of(t.results.begin(), t.results.end(),
-                                          [](const auto& r) { return r.has_value(); });
-        if (complete && !IsFinal(t.state) && !t.agent_busy) {
-          std::vector<Observation> observations;
-          for (const auto& r : t.results) observations.push_back(*r);
-          t.batch.clear();
-          t.results.clear();
-          t.expiries.clear();
-          QueueNextBatch(*it->second, t, std::move(observations), &work);
-        }
-      }
+      for (int index : tasks) QueueIfBatchComplete(*it->second, it->second->tasks[index], &work);
       FinishIfDone(*it->second, &tasks);
     }
   }

@@ -1,7 +1,8 @@
 // The scheduler's private state, shared by its three files (server/scheduler.h):
 //   scheduler.cc          the job table: submit, recover, status, cancel/pause/resume, ends;
 //   scheduler_workers.cc  the worker registry: register, heartbeat, leave, expiry, counts;
-//   scheduler_dispatch.cc lease dispatch: leases, reports, and the strategy work around them.
+//   scheduler_dispatch.cc lease dispatch: leases, reports, and the strategy work around them;
+//   scheduler_adopt.cc    reports of leases an earlier process of the server handed out.
 // Everything here is guarded by Scheduler::mu_.
 #ifndef KTUNE_SERVER_SCHEDULER_INTERNAL_H_
 #define KTUNE_SERVER_SCHEDULER_INTERNAL_H_
@@ -13,6 +14,7 @@
 #include <string>
 #include <vector>
 
+#include "measurer/measurer.h"
 #include "server/scheduler.h"
 
 namespace ktune {
@@ -138,6 +140,14 @@ bool IsFinal(JobState s);
 // Whether a worker with `can` builds and runs a kernel in `language` (empty: not a registry
 // kernel), registered by a client or not.
 bool CanMeasure(const WorkerCapabilities& can, const std::string& language, bool client_kernel);
+// Which candidates a report names, whatever their order.
+uint64_t CandidateIdsHash(const std::vector<v1::CandidateResult>& results);
+// A worker's result as the measurement to store: its times finite and above zero (at most
+// kMaxRepeatTimes), its error finite and >= 0, its status one a worker may give (lost only
+// `by_server`), an ok result's time the median of its times, and the job's accuracy budget
+// (`max_rel_error`) applied. InvalidArgument saying what is wrong, naming the candidate.
+absl::StatusOr<MeasureResult> MeasurementOf(const v1::CandidateResult& r, bool by_server,
+                                            std::optional<double> max_rel_error);
 // A task's progress in one job, from the records the job stored (source "job:<id>").
 absl::StatusOr<TaskStatus> CountJobRecords(TuningDatabase& db, int64_t job_id,
                                            const TaskKey& task);

@@ -226,6 +226,7 @@ Scheduler::Counts Scheduler::CountNow() {
   }
   c.leases_expired = leases_expired_;
   c.leases_revived = leases_revived_;
+  c.earlier_leases_stored = earlier_leases_stored_;
   c.agent_work_queued = agents_.Queued();
   c.job_writes_pending = static_cast<int64_t>(job_writes_.size()) + (job_write_in_flight_ ? 1 : 0);
   std::map<std::string, bool> measuring;

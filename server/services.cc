@@ -265,9 +265,17 @@ grpc::ServerUnaryReactor* WorkerServiceImpl::ReportResults(grpc::CallbackServerC
     if (request->results_size() > 256) {
       return absl::InvalidArgumentError("at most 256 results per report");
     }
+    if (request->leased_size() > 256) {
+      return absl::InvalidArgumentError("at most 256 leased candidates per report");
+    }
     std::vector<v1::CandidateResult> results(request->results().begin(), request->results().end());
+    // A lease of the server's earlier process (it restarted), sent with its candidates.
     absl::StatusOr<int64_t> stored =
-        scheduler_->Report(request->worker_id(), request->lease_id(), results);
+        request->leased_size() > 0
+            ? scheduler_->ReportEarlierLease(request->worker_id(), request->lease_id(),
+                                             {request->leased().begin(), request->leased().end()},
+                                             results)
+            : scheduler_->Report(request->worker_id(), request->lease_id(), results);
     if (!stored.ok()) return stored.status();
     response->set_records_stored(static_cast<int32_t>(*stored));
     return absl::OkStatus();

@@ -279,6 +279,7 @@ absl::StatusOr<std::unique_ptr<TuningServer>> TuningServer::Start(TuningServerOp
           g.retune_jobs = raw->telemetry_->retune_jobs_started();
           g.leases_expired = c.leases_expired;
           g.leases_revived = c.leases_revived;
+          g.earlier_leases_stored = c.earlier_leases_stored;
           g.job_writes_pending = c.job_writes_pending;
           g.agent_work_queued = c.agent_work_queued;
           g.tasks_without_worker = c.tasks_without_worker;

@@ -616,7 +616,7 @@ class Strategy(OptAlgWrapper):
             results.append(r)
         try:
             stored = self._retrying("ReportResults",
-                                    lambda: worker.report(lease.lease_id, results))
+                                    lambda: worker.report(lease, results))
         except FailedPrecondition as e:
             # The lease expired (this process stalled past the lease timeout despite the
             # heartbeats): ktune re-queues the candidates; Kernel Tuner keeps its results.
@@ -791,10 +791,29 @@ class _Worker:
             return self.client._unary("LeaseBatch", self.client._worker.LeaseBatch,
                                       wp.LeaseBatchRequest(worker_id=worker_id, max_candidates=n))
 
-    def report(self, lease_id: str, results: list) -> int:
-        reply = self.client._unary("ReportResults", self.client._worker.ReportResults,
-                                   wp.ReportResultsRequest(worker_id=self.worker_id,
-                                                           lease_id=lease_id, results=results))
+    def report(self, lease, results: list) -> int:
+        with self._lock:
+            worker_id = self.worker_id
+        request = wp.ReportResultsRequest(worker_id=worker_id, lease_id=lease.lease_id,
+                                          results=results)
+        try:
+            reply = self.client._unary("ReportResults", self.client._worker.ReportResults,
+                                       request)
+        except NotFound:
+            # The server restarted and forgot this worker: register again and send the lease's
+            # candidates along (ReportResultsRequest.leased), as ktune's own worker does. The
+            # restarted server refuses them for a job bound to the worker it forgot (this
+            # bridge's): FailedPrecondition, which the caller reports as not stored.
+            with self._lock:
+                if self.worker_id == worker_id:
+                    self._register()
+                request.worker_id = self.worker_id
+            for c in lease.candidates:
+                copy = request.leased.add()
+                copy.CopyFrom(c)
+                copy.ClearField("kernel_spec")
+            reply = self.client._unary("ReportResults", self.client._worker.ReportResults,
+                                       request)
         return reply.records_stored
 
     def leave(self) -> None:

@@ -128,14 +128,14 @@ TEST_F(LeaseRevivalTest, ARefusedLateReportLeavesTheCandidatesToOthers) {
 }
 
 // A worker that left (or that the server forgot) is no longer the lease's: its report would be
-// stored without a device.
+// stored without a device. It is told to register again (NOT_FOUND).
 TEST_F(LeaseRevivalTest, AWorkerThatLeftDoesNotGetItsLeaseBack) {
   int64_t job = 0;
   const LeaseGrant grant = LeaseTheSecondBatch(&job);
   CutOff();
   ASSERT_TRUE(scheduler_->Leave(worker_).ok());
   absl::StatusOr<int64_t> late = scheduler_->Report(worker_, grant.lease_id, AllOk(grant));
-  EXPECT_TRUE(absl::IsFailedPrecondition(late.status())) << late.status();
+  EXPECT_TRUE(absl::IsNotFound(late.status())) << late.status();
   EXPECT_EQ(scheduler_->CountNow().leases_revived, 0);
 }
 
