@@ -353,7 +353,7 @@ absl::Status WorkerLoop::Run() {
     // the batch was measured does not cost the batch; the worker could lease nothing meanwhile.
     // Not so for a worker that stops when its measurements cannot be stored (`ktune tune`'s).
     const absl::Duration lease_timeout = absl::Milliseconds(lease.lease_expires_in_ms());
-    const absl::Time lease_ends = absl::Now() + lease_timeout;
+    absl::Time lease_ends = absl::Now() + lease_timeout;
     const absl::Time revival_ends = options_.stop_when_not_stored
                                         ? lease_ends
                                         : absl::Now() + kRevivalLeaseTimeouts * lease_timeout;
@@ -374,6 +374,9 @@ absl::Status WorkerLoop::Run() {
         LogEvent("worker_forgotten", {{"worker_id", worker_id_}});
         s = Register();
         if (s.ok()) {
+          // A passing refusal of the report sent again (the restarted server still busy) is
+          // retried for a lease timeout from now: the lease's own end has often passed.
+          lease_ends = std::max(lease_ends, absl::Now() + lease_timeout);
           report.set_worker_id(worker_id_);
           for (const v1::Candidate& c : lease.candidates()) {
             v1::Candidate* copy = report.add_leased();
@@ -406,10 +409,13 @@ absl::Status WorkerLoop::Run() {
     metrics_->CountReport(s.ok()                                 ? WorkerMetrics::Report::kStored
                           : not_stored && !NoAnswerFromServer(s) ? WorkerMetrics::Report::kNotStored
                                                                  : WorkerMetrics::Report::kExpired,
-                          report.results_size());
+                          report.results_size(),
+                          s.ok() && sent_as_earlier
+                              ? std::max(0, report.results_size() - stored.records_stored())
+                              : 0);
     if (s.ok()) {
       reported_ += report.results_size();
-    } else if (IsFatal(s)) {
+    } else if (IsFatal(s) && !sent_as_earlier) {  // a refused earlier lease ends only itself
       return s;
     } else if (options_.stop_when_not_stored && not_stored &&
                (!IsTransient(s) || not_stored_in_a_row_ >= kMaxNotStoredInARow)) {

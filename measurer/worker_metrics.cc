@@ -74,7 +74,8 @@ WorkerMetrics::WorkerMetrics() : registry_(std::make_shared<prometheus::Registry
                   .Name("ktune_worker_measurements_dropped_total")
                   .Help(
                       "Measured results the server did not store (expired, refused or revoked "
-                      "leases); they are measured again")
+                      "leases; results of a lease from before a server restart that it left "
+                      "out); they are measured again, or were already")
                   .Register(*registry_)
                   .Add({});
 }
@@ -119,9 +120,9 @@ void WorkerMetrics::CountRevokedLease(int measured) {
 
 void WorkerMetrics::CountReportRetry() { retries_->Increment(); }
 
-void WorkerMetrics::CountReport(Report report, int results) {
+void WorkerMetrics::CountReport(Report report, int results, int left_out) {
   reports_[static_cast<int>(report)]->Increment();
-  if (report != Report::kStored) dropped_->Increment(results);
+  dropped_->Increment(report != Report::kStored ? results : left_out);
 }
 
 std::vector<prometheus::MetricFamily> WorkerMetrics::Collect() const {

@@ -72,8 +72,9 @@ class WorkerMetrics {
   // The server took the lease back while it was measured: its `measured` results are dropped.
   void CountRevokedLease(int measured);
   void CountReportRetry();
-  // `results` is the report's size: dropped unless stored.
-  void CountReport(Report report, int results);
+  // `results` is the report's size: dropped unless stored. `left_out`: of a stored report of an
+  // earlier lease (a restarted server's), the results it did not store, dropped.
+  void CountReport(Report report, int results, int left_out = 0);
 
   // Every series as now.
   std::vector<prometheus::MetricFamily> Collect() const;

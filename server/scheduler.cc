@@ -110,6 +110,7 @@ Scheduler::~Scheduler() {
 
 absl::Status Scheduler::AddJobRun(Job job, bool recount) {
   auto run = std::make_unique<JobRun>();
+  run->recovered = recount;
   // The run options are kept in the stored spec: {"seed": N, "batch_size": B, "threads": T, ...}.
   const nlohmann::json spec = nlohmann::json::parse(job.spec_json, nullptr, false);
   if (spec.is_object()) {
@@ -439,6 +440,10 @@ absl::StatusOr<Scheduler::JobRun*> Scheduler::FindJob(int64_t id) {
     return absl::FailedPreconditionError(
         absl::StrCat("job ", id, " has already ended (", JobStateName(f->second.job.state), ")"));
   }
+  return absl::NotFoundError(absl::StrCat("no job ", id));
+}
+
+absl::Status Scheduler::EndedOrNone(int64_t id) {
   if (absl::StatusOr<Job> ended = db_->GetJob(id); ended.ok()) {
     return absl::FailedPreconditionError(
         absl::StrCat("job ", id, " has already ended (", JobStateName(ended->state), ")"));
@@ -667,14 +672,21 @@ absl::StatusOr<JobStatus> Scheduler::CancelNow(int64_t id) {
   if (absl::StatusOr<JobStatus> s = GetJob(id); s.ok() && s->job.state == JobState::kCancelled) {
     return s;
   }
-  absl::MutexLock lock(&mu_);
-  KTUNE_ASSIGN_OR_RETURN(JobRun * job, FindJob(id));
-  // A cancelled job stays in memory until its last leases are reported or expire.
-  if (job->job.state == JobState::kCancelled) return StatusOf(*job);
-  CancelLocked(*job, "cancelled by a client");
-  JobStatus s = StatusOf(*job);  // before it may leave memory (Forget)
-  ForgetIfNotLeased(id);
-  return s;
+  {
+    absl::MutexLock lock(&mu_);
+    absl::StatusOr<JobRun*> found = FindJob(id);
+    if (found.ok()) {
+      JobRun* job = *found;
+      // A cancelled job stays in memory until its last leases are reported or expire.
+      if (job->job.state == JobState::kCancelled) return StatusOf(*job);
+      CancelLocked(*job, "cancelled by a client");
+      JobStatus s = StatusOf(*job);  // before it may leave memory (Forget)
+      ForgetIfNotLeased(id);
+      return s;
+    }
+    if (!absl::IsNotFound(found.status())) return found.status();
+  }
+  return EndedOrNone(id);
 }
 
 void Scheduler::QueueJobState(const JobRun& job, JobState state, std::string message) {
@@ -867,26 +879,40 @@ void Scheduler::LiftToFloors(JobRun& job) const {
 }
 
 absl::StatusOr<JobStatus> Scheduler::PauseNow(int64_t id) {
-  absl::MutexLock lock(&mu_);
-  KTUNE_ASSIGN_OR_RETURN(JobRun * job, FindJob(id));
-  KTUNE_RETURN_IF_ERROR(StillOpen(*job, "paused"));
-  if (job->job.state == JobState::kPaused) return StatusOf(*job);
-  EnsureStartedStored(*job);
-  QueueJobState(*job, JobState::kPaused, "paused by a client");
-  job->job.state = JobState::kPaused;
-  return StatusOf(*job);
+  {
+    absl::MutexLock lock(&mu_);
+    absl::StatusOr<JobRun*> found = FindJob(id);
+    if (found.ok()) {
+      JobRun* job = *found;
+      KTUNE_RETURN_IF_ERROR(StillOpen(*job, "paused"));
+      if (job->job.state == JobState::kPaused) return StatusOf(*job);
+      EnsureStartedStored(*job);
+      QueueJobState(*job, JobState::kPaused, "paused by a client");
+      job->job.state = JobState::kPaused;
+      return StatusOf(*job);
+    }
+    if (!absl::IsNotFound(found.status())) return found.status();
+  }
+  return EndedOrNone(id);
 }
 
 absl::StatusOr<JobStatus> Scheduler::ResumeNow(int64_t id) {
-  absl::MutexLock lock(&mu_);
-  KTUNE_ASSIGN_OR_RETURN(JobRun * job, FindJob(id));
-  KTUNE_RETURN_IF_ERROR(StillOpen(*job, "resumed"));
-  if (job->job.state != JobState::kPaused) return StatusOf(*job);
-  QueueJobState(*job, JobState::kRunning, "");
-  job->job.state = JobState::kRunning;
-  LiftToFloors(*job);                            // no catching up on the time it was paused
-  job->rate_anchor_pending = true;               // nor counting it as measuring time
-  return StatusOf(*job);
+  {
+    absl::MutexLock lock(&mu_);
+    absl::StatusOr<JobRun*> found = FindJob(id);
+    if (found.ok()) {
+      JobRun* job = *found;
+      KTUNE_RETURN_IF_ERROR(StillOpen(*job, "resumed"));
+      if (job->job.state != JobState::kPaused) return StatusOf(*job);
+      QueueJobState(*job, JobState::kRunning, "");
+      job->job.state = JobState::kRunning;
+      LiftToFloors(*job);               // no catching up on the time it was paused
+      job->rate_anchor_pending = true;  // nor counting it as measuring time
+      return StatusOf(*job);
+    }
+    if (!absl::IsNotFound(found.status())) return found.status();
+  }
+  return EndedOrNone(id);
 }
 
 JobTaskProgress Scheduler::ProgressOf(const TaskRun& task) {

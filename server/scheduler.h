@@ -45,6 +45,7 @@
 #include <vector>
 
 #include "absl/container/flat_hash_map.h"
+#include "absl/container/flat_hash_set.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
@@ -260,21 +261,24 @@ class Scheduler {
   }
   // A report of lease `lease_id` that an earlier process of the server handed out, sent by a
   // worker that registered again after the restart (WorkerService.ReportResults with `leased`,
-  // the lease's candidates as the worker got them). Stored as a report of this process's lease
-  // would be, and returns how many records were added, when:
-  // - the worker is registered, and this process recovered its jobs (Recover) less than
-  //   kEarlierLeasesWithin ago;
-  // - each candidate's job is active (queued, running or paused, within its wall time, bound
-  //   to no worker, for the worker's fingerprint when it names one), its task open and of the
-  //   worker's device class, and its configuration a point of the task's space on the worker.
-  // Otherwise nothing is stored: FailedPrecondition, or InvalidArgument for a malformed report
-  // (NotFound: the worker is not registered). A result the database already holds for the job
-  // (same configuration, status and time: the earlier process stored the report, its reply
-  // lost) is not stored twice, nor one whose point the task's current batch here has leased to
-  // a worker or measured (a search started since proposed it again). The stored results count
-  // towards their tasks' budgets; one whose point waits unleased in the current batch answers
-  // it there, and the search never proposes the others (they are records of the task:
-  // TaskSearch takes them as measured).
+  // the lease's candidates as the worker got them). Returns how many records were added.
+  // - The whole report is refused, storing nothing: InvalidArgument when it is malformed (a
+  //   result of no leased candidate, a candidate twice, a time that is not one); NotFound when
+  //   the worker is not registered; FailedPrecondition past kEarlierLeasesWithin of Recover (or
+  //   without one); Unavailable, to be sent again, while the same report is being stored or a
+  //   task's search is preparing a batch.
+  // - Each result is stored, as a report of this process's lease would store it, when its job
+  //   was recovered by this process and is queued, running or paused within its wall time,
+  //   bound to no worker and for the worker's fingerprint if it names one; its task is open, of
+  //   the worker's class and language; its configuration is a valid point of the task's space
+  //   here (or, before the task's first lease here, of the space on the worker); the task's
+  //   budget has room for it beside what its batch holds; and it is not measured already: the
+  //   database holds no record of the job with the same configuration and times (the earlier
+  //   process stored the report and died before its reply), and the task's batch here has not
+  //   leased or measured the point again. Other results are left out.
+  // - A stored result whose point waits unleased in the task's batch answers it there; the
+  //   search takes the others as earlier records (TaskSearch), and no search starts while they
+  //   are committed.
   absl::StatusOr<int64_t> ReportEarlierLease(const std::string& worker_id,
                                              const std::string& lease_id,
                                              const std::vector<v1::Candidate>& leased,
@@ -448,6 +452,10 @@ class Scheduler {
   void AfterAgentWork(int64_t job_id, int task, std::shared_ptr<TaskSearch> created,
                       absl::StatusOr<std::vector<Point>> batch) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void RunAgentWork(std::vector<AgentWork> work) ABSL_LOCKS_EXCLUDED(mu_);
+  // Keeps a stored report's answer under `key` (a lease id) for its worker's retries
+  // (reported_leases_), pruning the oldest.
+  void RememberReport(const std::string& key, const std::string& worker, uint64_t candidates,
+                      int64_t stored) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Counts a stored result of `t` (not its batch's: the caller places it): done, failed, and
   // the best so far.
   void CountResult(TaskRun& t, const Observation& obs, const Configuration& config)
@@ -461,6 +469,10 @@ class Scheduler {
                                  const std::vector<v1::Candidate>& leased,
                                  const std::vector<v1::CandidateResult>& results,
                                  std::vector<EarlierResult>* out)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Phase 3: which results are stored (the jobs and tasks open, within their budgets, not
+  // leased or measured here again), and their holds; UNAVAILABLE while a task's search works.
+  absl::Status HoldEarlierResults(std::vector<EarlierResult>& results)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void StoreEarlierResults(std::vector<EarlierResult>& results, bool stored,
                            std::vector<AgentWork>* work) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -510,7 +522,13 @@ class Scheduler {
   // FailedPrecondition, naming the state, when `run` has ended and so cannot be `action`.
   absl::Status StillOpen(const JobRun& run, absl::string_view action) const
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // The job `id` in memory; FailedPrecondition naming the end of one that ended on this process
+  // (finished_); NotFound otherwise, for the caller to ask the database with EndedOrNone once it
+  // has released the lock (a read of a job of 65,536 tasks held every lease and report).
   absl::StatusOr<JobRun*> FindJob(int64_t id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // For a job FindJob did not find: FailedPrecondition naming its state when the database has it
+  // (it ended before this process), else NotFound.
+  absl::Status EndedOrNone(int64_t id) ABSL_LOCKS_EXCLUDED(mu_);
   // `recount`: count each task's progress from the records the job stored (a recovered job); a
   // job just created has none, and counting 65,536 tasks held the lock for seconds.
   absl::Status AddJobRun(Job job, bool recount) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -546,6 +564,9 @@ class Scheduler {
   int64_t leases_expired_ ABSL_GUARDED_BY(mu_) = 0;
   int64_t leases_revived_ ABSL_GUARDED_BY(mu_) = 0;
   int64_t earlier_leases_stored_ ABSL_GUARDED_BY(mu_) = 0;
+  // Reports of earlier leases being committed, by their reported_leases_ key: the same report
+  // sent again meanwhile (its reply late) is told to try again, not stored twice.
+  absl::flat_hash_set<std::string> earlier_committing_ ABSL_GUARDED_BY(mu_);
   // When Recover ran (the reports of earlier leases are taken for kEarlierLeasesWithin of it);
   // never, for a scheduler that did not recover.
   absl::Time recovered_at_ ABSL_GUARDED_BY(mu_) = absl::InfinitePast();

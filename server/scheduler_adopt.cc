@@ -22,6 +22,7 @@ using scheduler_internal::CanMeasure;
 using scheduler_internal::IsFinal;
 using scheduler_internal::JobSource;
 using scheduler_internal::MeasurementOf;
+using scheduler_internal::StoredOrRefused;
 
 // One result of an earlier lease, as CheckEarlierLease finds it and the steps after complete it.
 struct Scheduler::EarlierResult {
@@ -31,18 +32,16 @@ struct Scheduler::EarlierResult {
   TaskKey key;  // the task's, canonical
   Configuration config;
   MeasureResult measured;
-  // The task's space as the scheduler had it (null before its first lease here: built without
-  // the lock, for the worker's cores), and the configuration's point in it.
+  // Why it is not stored (empty: it is, so far): see ReportEarlierLease.
+  std::string left_out;
+  // The space its point is checked in: the task's (TaskRun::space) when the task had one at
+  // the first step, else one built without the lock for the worker's cores.
   std::shared_ptr<const SearchSpace> space;
-  bool task_space =
-      false;  // `space` is the task's own (TaskRun::space): its points are the batch's
   int cores = 1, threads = 0;
   Point point;
-  bool duplicate = false;  // the database holds it already
-  // Its point is in the task's current batch here, leased to a worker or measured: that
-  // worker's report, or the result there, stands for it.
-  bool in_batch = false;
-  bool stored() const { return !duplicate && !in_batch; }
+  // The position in the task's batch it answers (it waited there unleased), or -1.
+  int64_t batch_position = -1;
+  Point batch_point;  // its point in the task's space, for the batch
 };
 
 namespace {
@@ -54,10 +53,9 @@ bool ParseCandidateId(const std::string& id, int64_t* job, int* task) {
          *task >= 0;
 }
 
-// Whether record `row` of `columns` is `r`'s measurement: the same configuration, status and
-// time (a time measured twice is not equal to the last bit).
-bool SameMeasurement(const TaskColumns& columns, size_t row, const std::vector<int32_t>& indices,
-                     const MeasureResult& r) {
+// Whether record `row` of `columns` has `r`'s configuration (`indices`), status and time.
+bool SameOutcome(const TaskColumns& columns, size_t row, const std::vector<int32_t>& indices,
+                 const MeasureResult& r) {
   const size_t width = columns.params.size();
   if (!std::equal(indices.begin(), indices.end(), columns.value_index.begin() + row * width)) {
     return false;
@@ -66,6 +64,9 @@ bool SameMeasurement(const TaskColumns& columns, size_t row, const std::vector<i
   const double t = columns.time_ms[row];
   return r.time_ms ? t == *r.time_ms : std::isnan(t);
 }
+
+// The longest lease id taken (this server's are "L" and a number).
+constexpr size_t kMaxLeaseIdBytes = 128;
 
 }  // namespace
 
@@ -93,57 +94,48 @@ absl::Status Scheduler::CheckEarlierLease(const std::string& worker_id,
       return absl::InvalidArgumentError(
           absl::StrCat("candidate ", id, " appears twice in the report; nothing was stored"));
     }
-    EarlierResult e;
-    e.candidate_id = id;
-    if (!ParseCandidateId(id, &e.job_id, &e.task)) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("candidate ", id,
-                       " is not one a ktune server handed out (JOB.TASK.POSITION.N); nothing "
-                       "was stored"));
-    }
-    auto job = jobs_.find(e.job_id);
-    const auto refused = [&](absl::string_view why) {
-      return absl::FailedPreconditionError(
-          absl::StrCat("candidate ", id, ": ", why, "; nothing was stored"));
-    };
-    if (job == jobs_.end() || IsFinal(job->second->job.state)) {
-      return refused(absl::StrCat("job ", e.job_id, " is not active on this server"));
-    }
-    const JobRun& run = *job->second;
-    if (run.out_of_time) return refused(absl::StrCat("job ", e.job_id, " is out of wall time"));
-    if (!run.worker_id.empty()) {
-      return refused(absl::StrCat("job ", e.job_id, " is bound to one worker"));
-    }
-    if (!run.fingerprint_hash.empty() && run.fingerprint_hash != worker.device.FingerprintHash()) {
-      return refused(absl::StrCat("job ", e.job_id, " is measured where another fingerprint is"));
-    }
-    if (static_cast<size_t>(e.task) >= run.tasks.size()) {
-      return refused(absl::StrCat("job ", e.job_id, " has no task ", e.task));
-    }
-    const TaskRun& t = run.tasks[static_cast<size_t>(e.task)];
-    absl::StatusOr<TaskKey> key = FromProto(c->second->task());
-    if (!key.ok() || TaskIdentity(*key) != TaskIdentity(t.task)) {
-      return absl::InvalidArgumentError(absl::StrCat("candidate ", id, " is not of task ", e.task,
-                                                     " of job ", e.job_id, "; nothing was stored"));
-    }
-    if (IsFinal(t.state)) return refused("its task is over");
-    if (t.task.device_class != worker.device.device_class ||
-        !CanMeasure(worker.capabilities, t.language, t.client_kernel)) {
-      return refused("this worker cannot measure its task");
-    }
     absl::StatusOr<ParamMap> config = FromProto(c->second->config().params(), "leased.config");
     if (!config.ok()) {
       return absl::InvalidArgumentError(
           absl::StrCat("candidate ", id, ": ", config.status().message(), "; nothing was stored"));
     }
-    KTUNE_ASSIGN_OR_RETURN(e.measured, MeasurementOf(r, /*by_server=*/false, run.max_rel_error));
-    e.key = t.task;
+    EarlierResult& e = out->emplace_back();
+    e.candidate_id = id;
     e.config = *std::move(config);
+    // What the job decides (its accuracy budget) is applied below; the times are checked here.
+    KTUNE_ASSIGN_OR_RETURN(e.measured, MeasurementOf(r, /*by_server=*/false, std::nullopt));
+    if (!ParseCandidateId(id, &e.job_id, &e.task)) {
+      e.left_out = "not a candidate id this server writes";
+      continue;
+    }
+    auto job = jobs_.find(e.job_id);
+    if (job == jobs_.end() || IsFinal(job->second->job.state) || job->second->out_of_time) {
+      e.left_out = "its job is not active";
+      continue;
+    }
+    const JobRun& run = *job->second;
+    absl::StatusOr<TaskKey> key = FromProto(c->second->task());
+    if (!run.recovered || !run.worker_id.empty() ||
+        (!run.fingerprint_hash.empty() &&
+         run.fingerprint_hash != worker.device.FingerprintHash()) ||
+        static_cast<size_t>(e.task) >= run.tasks.size() || !key.ok() ||
+        TaskIdentity(*key) != TaskIdentity(run.tasks[static_cast<size_t>(e.task)].task)) {
+      e.left_out = "its job or task does not take it from this worker";
+      continue;
+    }
+    const TaskRun& t = run.tasks[static_cast<size_t>(e.task)];
+    if (IsFinal(t.state) || t.task.device_class != worker.device.device_class ||
+        !CanMeasure(worker.capabilities, t.language, t.client_kernel)) {
+      e.left_out = "its task is over, or of another worker";
+      continue;
+    }
+    if (run.max_rel_error) {
+      e.measured = ApplyAccuracyBudget(std::move(e.measured), *run.max_rel_error);
+    }
+    e.key = t.task;
     e.space = t.space;
-    e.task_space = t.space != nullptr;
     e.cores = worker.cores;
     e.threads = run.threads;
-    out->push_back(std::move(e));
   }
   return absl::OkStatus();
 }
@@ -151,6 +143,10 @@ absl::Status Scheduler::CheckEarlierLease(const std::string& worker_id,
 absl::StatusOr<int64_t> Scheduler::ReportEarlierLease(
     const std::string& worker_id, const std::string& lease_id,
     const std::vector<v1::Candidate>& leased, const std::vector<v1::CandidateResult>& results) {
+  if (lease_id.size() > kMaxLeaseIdBytes) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("lease_id has ", lease_id.size(), " bytes; at most ", kMaxLeaseIdBytes));
+  }
   const std::string reported_key = absl::StrCat("earlier ", lease_id);
   const uint64_t candidates = CandidateIdsHash(results);
   std::vector<EarlierResult> earlier;
@@ -170,6 +166,11 @@ absl::StatusOr<int64_t> Scheduler::ReportEarlierLease(
         done->second.candidates == candidates) {
       return done->second.stored;
     }
+    if (earlier_committing_.count(reported_key)) {
+      return absl::UnavailableError(absl::StrCat("a report of lease ", lease_id,
+                                                 " is being stored; this one stored nothing: "
+                                                 "try again"));
+    }
     if (options_.now() - recovered_at_ > kEarlierLeasesWithin) {
       return absl::FailedPreconditionError(absl::StrCat(
           "lease ", lease_id,
@@ -177,32 +178,29 @@ absl::StatusOr<int64_t> Scheduler::ReportEarlierLease(
           "within ",
           absl::FormatDuration(kEarlierLeasesWithin), " of it; nothing was stored"));
     }
+    if (results.empty()) return 0;
     KTUNE_RETURN_IF_ERROR(CheckEarlierLease(worker_id, leased, results, &earlier));
   }
-  // 2. Without the lock: the spaces not built here yet, each configuration's point, and what
-  // the database holds already.
-  std::map<std::string, std::shared_ptr<const SearchSpace>> built;  // by task and cores
+  // 2. Without the lock: the spaces not built here yet, each configuration's point, and the
+  // job's records of it.
+  std::map<std::string, std::shared_ptr<const SearchSpace>> built;  // by task, cores, threads
   std::map<std::string, TaskColumns> stored;                        // by TaskIdentity
   for (EarlierResult& e : earlier) {
+    if (!e.left_out.empty()) continue;
     if (e.space == nullptr) {
       const std::string k = absl::StrCat(TaskIdentity(e.key), "|", e.cores, "|", e.threads);
       if (!built.count(k)) {
         absl::StatusOr<std::shared_ptr<const SearchSpace>> space =
             spaces_->Space(e.key, e.cores, e.threads);
-        if (!space.ok()) {
-          return absl::FailedPreconditionError(
-              absl::StrCat("candidate ", e.candidate_id, ": its task has no space here (",
-                           space.status().message(), "); nothing was stored"));
-        }
-        built[k] = *std::move(space);
+        built[k] = space.ok() ? *std::move(space) : nullptr;
       }
       e.space = built[k];
     }
-    absl::StatusOr<Point> point = e.space->ToPoint(e.config);
-    if (!point.ok()) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("candidate ", e.candidate_id, ": its configuration is not one of its task (",
-                       point.status().message(), "); nothing was stored"));
+    absl::StatusOr<Point> point =
+        e.space != nullptr ? e.space->ToPoint(e.config) : absl::NotFoundError("no space");
+    if (!point.ok() || !e.space->IsValid(*point)) {
+      e.left_out = "its configuration is not a valid one of its task here";
+      continue;
     }
     e.point = *std::move(point);
     const std::string identity = TaskIdentity(e.key);
@@ -210,54 +208,62 @@ absl::StatusOr<int64_t> Scheduler::ReportEarlierLease(
       KTUNE_ASSIGN_OR_RETURN(stored[identity], db_->TaskRecordColumns(e.key));
     }
     const TaskColumns& columns = stored[identity];
-    if (std::optional<std::vector<int32_t>> indices = columns.IndicesOf(e.config)) {
-      for (size_t row = 0; row < columns.size() && !e.duplicate; ++row) {
-        e.duplicate = SameMeasurement(columns, row, *indices, e.measured);
+    std::optional<std::vector<int32_t>> indices = columns.IndicesOf(e.config);
+    std::vector<int64_t> same;  // records with its configuration, status and time
+    for (size_t row = 0; indices && row < columns.size(); ++row) {
+      if (SameOutcome(columns, row, *indices, e.measured)) same.push_back(columns.handles[row]);
+    }
+    if (same.empty()) continue;
+    KTUNE_ASSIGN_OR_RETURN(std::vector<Record> records, db_->RecordsByHandle(same));
+    for (const Record& r : records) {
+      if (r.source == JobSource(e.job_id) && r.repeat_times_ms == e.measured.repeat_times_ms) {
+        e.left_out = "the database holds it already";
       }
     }
   }
-  // 3. Under the lock: the jobs and tasks still open, held so (in flight) while the records
-  // are committed without the lock; the points a batch here holds already left out.
-  const int64_t now_us = absl::ToUnixMicros(options_.now());
+  // 3. Under the lock: the results stored, held in flight (which also keeps a task's search
+  // from starting) while they are committed without the lock.
   std::vector<Record> records;
   std::vector<JobTaskCount> counts;
   {
     absl::MutexLock lock(&mu_);
+    if (!earlier_committing_.insert(reported_key).second) {
+      return absl::UnavailableError(absl::StrCat("a report of lease ", lease_id,
+                                                 " is being stored; this one stored nothing: "
+                                                 "try again"));
+    }
+    absl::Status held = HoldEarlierResults(earlier);
+    if (!held.ok()) {
+      earlier_committing_.erase(reported_key);
+      return held;
+    }
+    const int64_t now_us = absl::ToUnixMicros(options_.now());
     std::map<std::pair<int64_t, int>, int64_t> per_task;
-    for (EarlierResult& e : earlier) {
-      auto job = jobs_.find(e.job_id);
-      if (job == jobs_.end() || IsFinal(job->second->job.state) || job->second->out_of_time ||
-          IsFinal(job->second->tasks[static_cast<size_t>(e.task)].state)) {
-        return absl::FailedPreconditionError(absl::StrCat(
-            "candidate ", e.candidate_id, ": its job or task ended meanwhile; nothing was stored"));
-      }
-      const TaskRun& t = job->second->tasks[static_cast<size_t>(e.task)];
-      if (e.task_space && e.space == t.space) {
-        for (size_t pos = 0; pos < t.batch.size() && !e.in_batch; ++pos) {
-          e.in_batch = t.batch[pos] == e.point &&
-                       std::find(t.queued.begin(), t.queued.end(), pos) == t.queued.end();
-        }
-      }
-      if (!e.stored()) continue;
-      Record rec = ToRecord(e.key, device, e.config, e.measured, worker_id);
+    for (const EarlierResult& e : earlier) {
+      if (!e.left_out.empty()) continue;
+      Record rec =
+          ToRecord(e.key, device, e.space->ToConfiguration(e.point), e.measured, worker_id);
       rec.measured_at_us = now_us;
       rec.source = JobSource(e.job_id);
       records.push_back(std::move(rec));
       ++per_task[{e.job_id, e.task}];
     }
     for (const auto& [task, n] : per_task) counts.push_back({task.first, task.second, n});
-    for (const EarlierResult& e : earlier) {
-      if (e.stored()) ++jobs_.at(e.job_id)->tasks[static_cast<size_t>(e.task)].in_flight;
-    }
   }
   // 4. Without the lock: the records and their tasks' progress, in one commit.
-  absl::StatusOr<int64_t> added =
-      records.empty() ? absl::StatusOr<int64_t>(0) : db_->AddJobRecords(records, counts);
-  if (added.ok() && !records.empty() && options_.on_stored) options_.on_stored(records, 0);
-  // 5. Under the lock: progress, and the strategy work of batches the results completed.
+  const absl::Time commit_start = absl::Now();
+  absl::StatusOr<int64_t> added = records.empty()
+                                      ? absl::StatusOr<int64_t>(0)
+                                      : StoredOrRefused(db_->AddJobRecords(records, counts));
+  if (added.ok() && !records.empty() && options_.on_stored) {
+    options_.on_stored(records, absl::ToDoubleSeconds(absl::Now() - commit_start));
+  }
+  // 5. Under the lock: progress, the holds released, and the strategy work of batches the
+  // results completed (run on both outcomes: a hold's release may complete another's batch).
   std::vector<AgentWork> work;
   {
     absl::MutexLock lock(&mu_);
+    earlier_committing_.erase(reported_key);
     StoreEarlierResults(earlier, added.ok(), &work);
     if (!added.ok()) {
       LogEvent("report_not_stored", {{"worker_id", worker_id},
@@ -265,54 +271,116 @@ absl::StatusOr<int64_t> Scheduler::ReportEarlierLease(
                                      {"records", std::to_string(records.size())},
                                      {"reason", std::string(added.status().message())}});
       if (options_.on_not_stored) options_.on_not_stored(added.status());
-      return added.status();
+    } else {
+      if (auto w = workers_.find(worker_id); w != workers_.end()) {
+        w->second.measurements += static_cast<int64_t>(records.size());
+      }
+      if (!records.empty()) {
+        ++earlier_leases_stored_;
+        RememberReport(reported_key, worker_id, candidates, *added);
+      }
+      std::string left_out;  // the first reason
+      for (const EarlierResult& e : earlier) {
+        if (left_out.empty()) left_out = e.left_out;
+      }
+      LogEvent("earlier_lease_stored",
+               {{"worker_id", worker_id},
+                {"lease_id", lease_id},
+                {"records", std::to_string(*added)},
+                {"left_out", std::to_string(earlier.size() - records.size())},
+                {"reason", left_out}});
     }
-    if (auto w = workers_.find(worker_id); w != workers_.end()) {
-      w->second.measurements += static_cast<int64_t>(records.size());
-    }
-    ++earlier_leases_stored_;
-    const absl::Time now = options_.now();
-    reported_leases_[reported_key] = {worker_id, candidates, *added, now};
-    reported_order_.push_back(reported_key);
-    LogEvent("earlier_lease_stored",
-             {{"worker_id", worker_id},
-              {"lease_id", lease_id},
-              {"records", std::to_string(*added)},
-              {"left_out", std::to_string(earlier.size() - records.size())}});
   }
   RunAgentWork(std::move(work));
   RequestFlush(/*retry=*/false);
-  return *added;
+  return added;
+}
+
+absl::Status Scheduler::HoldEarlierResults(std::vector<EarlierResult>& earlier) {
+  // First without changing anything: a task whose search is at work makes the report wait (its
+  // next batch could hold these points, and take them for unmeasured); and the room each task's
+  // budget has beside its batch (the positions queued or leased).
+  std::map<std::pair<int64_t, int>, int64_t> room;
+  for (const EarlierResult& e : earlier) {
+    if (!e.left_out.empty()) continue;
+    auto job = jobs_.find(e.job_id);
+    if (job == jobs_.end()) continue;
+    const TaskRun& t = job->second->tasks[static_cast<size_t>(e.task)];
+    if (t.agent_busy) {
+      return absl::UnavailableError(
+          absl::StrCat("candidate ", e.candidate_id,
+                       ": its task's search is preparing a batch; nothing was stored: try again"));
+    }
+    room.emplace(std::make_pair(e.job_id, e.task),
+                 t.budget - t.done - t.in_flight - static_cast<int64_t>(t.queued.size()));
+  }
+  for (EarlierResult& e : earlier) {
+    if (!e.left_out.empty()) continue;
+    auto job = jobs_.find(e.job_id);
+    if (job == jobs_.end() || IsFinal(job->second->job.state) || job->second->out_of_time ||
+        IsFinal(job->second->tasks[static_cast<size_t>(e.task)].state)) {
+      e.left_out = "its job or task ended meanwhile";
+      continue;
+    }
+    TaskRun& t = job->second->tasks[static_cast<size_t>(e.task)];
+    // A point of the task's batch here: answered when it waits unleased, else left to the
+    // worker that leased it, or to the result there. The point is the task's own space's
+    // (started since the first step, perhaps for other cores).
+    if (t.space != nullptr) {
+      absl::StatusOr<Point> p = t.space->ToPoint(e.config);
+      if (!p.ok() || !t.space->IsValid(*p)) {
+        e.left_out = "its configuration is not a valid one of its task here";
+        continue;
+      }
+      for (size_t pos = 0; pos < t.batch.size(); ++pos) {
+        if (t.batch[pos] != *p) continue;
+        auto q = std::find(t.queued.begin(), t.queued.end(), pos);
+        if (q == t.queued.end()) {
+          e.left_out = "the restarted job leased or measured it again";
+        } else {
+          e.batch_position = static_cast<int64_t>(pos);
+          e.batch_point = *p;
+          t.queued.erase(q);
+        }
+        break;
+      }
+      if (!e.left_out.empty()) continue;
+    }
+    int64_t& left = room.at({e.job_id, e.task});
+    if (e.batch_position < 0) {  // one answering the batch takes its place there
+      if (left <= 0) {
+        e.left_out = "its task's budget is spent";
+        continue;
+      }
+      --left;
+    }
+    ++t.in_flight;  // the hold, released by StoreEarlierResults
+  }
+  return absl::OkStatus();
 }
 
 void Scheduler::StoreEarlierResults(std::vector<EarlierResult>& earlier, bool stored,
                                     std::vector<AgentWork>* work) {
   std::map<int64_t, std::vector<int>> touched;
   for (const EarlierResult& e : earlier) {
-    if (!e.stored()) continue;
-    auto job = jobs_.find(e.job_id);
-    if (job == jobs_.end()) continue;  // cancelled and forgotten meanwhile
-    TaskRun& t = job->second->tasks[static_cast<size_t>(e.task)];
+    if (!e.left_out.empty()) continue;
+    JobRun& job = *jobs_.at(e.job_id);  // held in memory by the hold (Leased)
+    TaskRun& t = job.tasks[static_cast<size_t>(e.task)];
     --t.in_flight;
     touched[e.job_id].push_back(e.task);
-    if (!stored) continue;
-    job->second->start_stored = true;  // the commit stored its start
-    const Observation obs{e.point, e.measured.status == MeasurementStatus::kOk,
-                          e.measured.time_ms.value_or(0)};
-    CountResult(t, obs, e.config);
-    // The point waiting, unleased, in the task's batch (a search started here proposed it
-    // again) is answered: nobody measures it twice. (One leased or measured here was left out.)
-    if (e.task_space && e.space == t.space) {
-      auto q = std::find_if(t.queued.begin(), t.queued.end(),
-                            [&](size_t pos) { return t.batch[pos] == e.point; });
-      if (q != t.queued.end()) {
-        t.results[*q] = obs;
-        t.queued.erase(q);
+    const auto position = static_cast<size_t>(e.batch_position);
+    if (!stored) {  // the point it answered is measured after all (ReturnToQueue's rule)
+      if (e.batch_position >= 0 && !IsFinal(t.state) && !job.out_of_time) {
+        t.queued.push_front(position);
       }
+      continue;
     }
-    // Budget spent: what the batch still has queued is not handed out (the task ends once
-    // the leased rest is back).
-    if (t.done >= t.budget) t.queued.clear();
+    job.start_stored = true;  // the commit stored its start
+    const Observation obs{e.batch_position >= 0 ? e.batch_point : e.point,
+                          e.measured.status == MeasurementStatus::kOk,
+                          e.measured.time_ms.value_or(0)};
+    CountResult(t, obs, e.space->ToConfiguration(e.point));
+    if (e.batch_position >= 0) t.results[position] = obs;
   }
   for (auto& [id, tasks] : touched) {
     JobRun& job = *jobs_.at(id);

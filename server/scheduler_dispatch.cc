@@ -23,6 +23,7 @@ using scheduler_internal::JobSource;
 
 using scheduler_internal::CandidateIdsHash;
 using scheduler_internal::MeasurementOf;
+using scheduler_internal::StoredOrRefused;
 
 uint64_t scheduler_internal::CandidateIdsHash(const std::vector<v1::CandidateResult>& results) {
   std::vector<std::string> ids;
@@ -56,6 +57,14 @@ constexpr absl::Duration kRetrySoon = absl::Milliseconds(10);
 
 }  // namespace
 
+absl::StatusOr<int64_t> scheduler_internal::StoredOrRefused(absl::StatusOr<int64_t> added) {
+  if (absl::IsNotFound(added.status())) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("nothing was stored: ", added.status().message()));
+  }
+  return added;
+}
+
 absl::StatusOr<MeasureResult> scheduler_internal::MeasurementOf(
     const v1::CandidateResult& r, bool by_server, std::optional<double> max_rel_error) {
   KTUNE_RETURN_IF_ERROR(ValidateTimes(r));
@@ -88,6 +97,21 @@ absl::StatusOr<MeasureResult> scheduler_internal::MeasurementOf(
   if (r.has_max_rel_error()) m.max_rel_error = r.max_rel_error();
   if (max_rel_error) m = ApplyAccuracyBudget(std::move(m), *max_rel_error);
   return m;
+}
+
+void Scheduler::RememberReport(const std::string& key, const std::string& worker,
+                               uint64_t candidates, int64_t stored) {
+  const absl::Time now = options_.now();
+  if (!reported_leases_.count(key)) reported_order_.push_back(key);
+  reported_leases_[key] = {worker, candidates, stored, now};
+  // At least a lease timeout's worth (a worker retries within its lease), and 4,096 leases.
+  while (!reported_order_.empty() &&
+         (reported_order_.size() > kMaxReportedLeases ||
+          (reported_order_.size() > kKeepReportedLeases &&
+           now - reported_leases_[reported_order_.front()].at > options_.lease_timeout))) {
+    reported_leases_.erase(reported_order_.front());
+    reported_order_.pop_front();
+  }
 }
 
 void Scheduler::CountResult(TaskRun& t, const Observation& obs, const Configuration& config) {
@@ -281,7 +305,9 @@ absl::StatusOr<LeaseGrant> Scheduler::LeaseLocked(const std::string& worker_id,
         if (t.search == nullptr) {
           // Searches start as workers run out of batches, a few at a time, not all at the first
           // lease: see SchedulerOptions::max_starting_searches.
-          if (!t.agent_busy && starting < max_starting) {
+          // (Not while a report of an earlier process's lease commits results of the task:
+          // the search would start without them. See ReportEarlierLease.)
+          if (!t.agent_busy && t.in_flight == 0 && starting < max_starting) {
             QueueInit(*job, t, worker.cores, work);
           }
           if (t.agent_busy) ++starting;
@@ -461,7 +487,7 @@ absl::StatusOr<int64_t> Scheduler::ReportAs(const std::string& worker_id,
   // reply waits for it; nothing else does). The progress was a second commit, under the lock:
   // every lease and heartbeat waited for a sync of the file per report.
   const absl::Time commit_start = absl::Now();
-  absl::StatusOr<int64_t> added = db_->AddJobRecords(records, counts);
+  absl::StatusOr<int64_t> added = StoredOrRefused(db_->AddJobRecords(records, counts));
   if (added.ok() && options_.on_stored) {
     options_.on_stored(records, absl::ToDoubleSeconds(absl::Now() - commit_start));
   }
@@ -506,19 +532,7 @@ absl::StatusOr<int64_t> Scheduler::ReportAs(const std::string& worker_id,
     std::map<int64_t, std::vector<int>> touched;
     for (const auto& [item, obs] : observed) touched[item.job_id].push_back(item.task);
     leases_.erase(l);
-    if (!by_server) {
-      const absl::Time now = options_.now();
-      reported_leases_[lease_id] = {worker_id, CandidateIdsHash(results), *added, now};
-      reported_order_.push_back(lease_id);
-      // At least a lease timeout's worth (a worker retries within its lease), and 4,096 leases.
-      while (!reported_order_.empty() &&
-             (reported_order_.size() > kMaxReportedLeases ||
-              (reported_order_.size() > kKeepReportedLeases &&
-               now - reported_leases_[reported_order_.front()].at > options_.lease_timeout))) {
-        reported_leases_.erase(reported_order_.front());
-        reported_order_.pop_front();
-      }
-    }
+    if (!by_server) RememberReport(lease_id, worker_id, CandidateIdsHash(results), *added);
     for (auto& [id, tasks] : touched) {
       auto it = jobs_.find(id);
       if (it == jobs_.end()) continue;

@@ -66,6 +66,7 @@ struct Scheduler::JobRun {
   std::string worker_id;                    // JobRequest::worker_id
   std::optional<double> max_rel_error;      // JobRequest::max_rel_error
   std::optional<absl::Time> wall_deadline;  // JobRequest::wall_seconds after submission
+  bool recovered = false;  // loaded by Recover: leases of an earlier process may hold its tasks
   bool out_of_time = false;                 // past wall_deadline: nothing more is leased
   // Stride scheduling, per device class (classes serve at different rates: one pass did not
   // compare across them): on a class, the job with the lowest pass there leases next.
@@ -148,6 +149,10 @@ uint64_t CandidateIdsHash(const std::vector<v1::CandidateResult>& results);
 // (`max_rel_error`) applied. InvalidArgument saying what is wrong, naming the candidate.
 absl::StatusOr<MeasureResult> MeasurementOf(const v1::CandidateResult& r, bool by_server,
                                             std::optional<double> max_rel_error);
+// A report's commit (TuningDatabase::AddJobRecords) as ReportResults answers it: the database's
+// NotFound (a job or task another process deleted) becomes FailedPrecondition, since NOT_FOUND
+// tells a worker that the server does not know it (it registers again).
+absl::StatusOr<int64_t> StoredOrRefused(absl::StatusOr<int64_t> added);
 // A task's progress in one job, from the records the job stored (source "job:<id>").
 absl::StatusOr<TaskStatus> CountJobRecords(TuningDatabase& db, int64_t job_id,
                                            const TaskKey& task);

@@ -617,9 +617,11 @@ class Strategy(OptAlgWrapper):
         try:
             stored = self._retrying("ReportResults",
                                     lambda: worker.report(lease, results))
-        except FailedPrecondition as e:
+        except (FailedPrecondition, NotFound) as e:
             # The lease expired (this process stalled past the lease timeout despite the
-            # heartbeats): ktune re-queues the candidates; Kernel Tuner keeps its results.
+            # heartbeats), or the server restarted (twice: the worker is unknown again) and
+            # ended the job bound to this worker: ktune re-queues the candidates; Kernel Tuner
+            # keeps its results.
             warnings.warn(f"ktune refused a report, {len(results)} results not stored: "
                           f"{e.message}", RuntimeWarning, stacklevel=2)
             stored, results = 0, []
@@ -737,6 +739,7 @@ class _Worker:
         self.device = device
         self._register()
         self._leases: list[str] = []
+        self._leased_by: dict[str, str] = {}  # lease id -> the worker id that leased it
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._beat = threading.Thread(target=self._heartbeat, name="ktune-heartbeat", daemon=True)
@@ -779,8 +782,8 @@ class _Worker:
         with self._lock:
             worker_id = self.worker_id
         try:
-            return self.client._unary("LeaseBatch", self.client._worker.LeaseBatch,
-                                      wp.LeaseBatchRequest(worker_id=worker_id, max_candidates=n))
+            reply = self.client._unary("LeaseBatch", self.client._worker.LeaseBatch,
+                                       wp.LeaseBatchRequest(worker_id=worker_id, max_candidates=n))
         except NotFound:
             # The server restarted and forgot this worker (the heartbeat thread re-registers
             # too, but only at its next beat): register again now and lease as the new worker.
@@ -788,32 +791,41 @@ class _Worker:
                 if self.worker_id == worker_id:
                     self._register()
                 worker_id = self.worker_id
-            return self.client._unary("LeaseBatch", self.client._worker.LeaseBatch,
-                                      wp.LeaseBatchRequest(worker_id=worker_id, max_candidates=n))
+            reply = self.client._unary("LeaseBatch", self.client._worker.LeaseBatch,
+                                       wp.LeaseBatchRequest(worker_id=worker_id, max_candidates=n))
+        if reply.lease_id:
+            self._leased_by[reply.lease_id] = worker_id
+        return reply
 
     def report(self, lease, results: list) -> int:
+        """Reports `lease`'s results; how many records were stored. A lease taken by this
+        process's worker before the server restarted (it forgot the worker, which registered
+        again: here, or on the heartbeat thread) goes with its candidates
+        (ReportResultsRequest.leased), as ktune's own worker sends it. The restarted server
+        stores none of them for a job bound to the worker it forgot (this bridge's, cancelled
+        by the restart): 0 stored."""
+        def send(worker_id: str):
+            request = wp.ReportResultsRequest(worker_id=worker_id, lease_id=lease.lease_id,
+                                              results=results)
+            if worker_id != self._leased_by.get(lease.lease_id, worker_id):
+                for c in lease.candidates:
+                    copy = request.leased.add()
+                    copy.CopyFrom(c)
+                    copy.ClearField("kernel_spec")
+            return self.client._unary("ReportResults", self.client._worker.ReportResults,
+                                      request)
+
         with self._lock:
             worker_id = self.worker_id
-        request = wp.ReportResultsRequest(worker_id=worker_id, lease_id=lease.lease_id,
-                                          results=results)
         try:
-            reply = self.client._unary("ReportResults", self.client._worker.ReportResults,
-                                       request)
+            reply = send(worker_id)
         except NotFound:
-            # The server restarted and forgot this worker: register again and send the lease's
-            # candidates along (ReportResultsRequest.leased), as ktune's own worker does. The
-            # restarted server refuses them for a job bound to the worker it forgot (this
-            # bridge's): FailedPrecondition, which the caller reports as not stored.
             with self._lock:
                 if self.worker_id == worker_id:
                     self._register()
-                request.worker_id = self.worker_id
-            for c in lease.candidates:
-                copy = request.leased.add()
-                copy.CopyFrom(c)
-                copy.ClearField("kernel_spec")
-            reply = self.client._unary("ReportResults", self.client._worker.ReportResults,
-                                       request)
+                worker_id = self.worker_id
+            reply = send(worker_id)
+        self._leased_by.pop(lease.lease_id, None)
         return reply.records_stored
 
     def leave(self) -> None:

@@ -476,6 +476,47 @@ def test_a_server_restart_mid_run_is_waited_for_and_the_run_goes_on(ktune_bin, t
         server.stop()
 
 
+def test_a_server_restart_between_measuring_and_reporting_ends_no_run(ktune_bin, tmp_path,
+                                                                     monkeypatch):
+    # A ktune server restarted after Kernel Tuner measured a lease and before the bridge reported
+    # it: the restarted server does not know the bridge's worker and answers NOT_FOUND, which
+    # ended the run. The bridge registers again and sends the report with the lease's candidates;
+    # the restart cancelled the job bound to the old worker, so nothing of that lease is stored,
+    # and the run goes on with a new job.
+    from conftest import Process, Server
+    from ktune import kernel_tuner as bridge
+    server = Server(tmp_path)
+    restarted: list[Process] = []
+    real_report = bridge._Worker.report
+
+    def report_after_a_restart(worker, lease, results):
+        if not restarted:
+            server.process.stop()
+            restarted.append(Process([str(ktune_bin), "serve", "--listen", server.address,
+                                      "--db", str(server.db)], tmp_path / "serve-again.log"))
+            restarted[0].wait_for(r"listening on port")
+        return real_report(worker, lease, results)
+
+    monkeypatch.setattr(bridge._Worker, "report", report_after_a_restart)
+    try:
+        client = server.client()
+        strategy = Strategy(client, strategy="random", batch_size=2, seed=6)
+        with pytest.warns(RuntimeWarning, match="going on with a new job"):
+            results, _ = run_kernel_tuner(strategy, max_fevals=8)
+        assert restarted
+        # The lease at the restart is measured but not stored: the new job (its budget what is
+        # left of ktune's records) may propose its points again, which Kernel Tuner answers from
+        # its cache, so the run may end one or two unique configurations short of 8.
+        assert len({key(r) for r in results}) >= 6
+        assert len(strategy.job_ids) >= 2  # the restart ended the first job; a second went on
+        records = list(client.export_records(strategy.task))
+        assert strategy.reported == len(records) >= 6
+    finally:
+        for p in restarted:
+            p.stop()
+        server.stop()
+
+
 def test_a_job_made_by_a_submit_whose_reply_was_lost_is_cancelled(empty_server):
     # SubmitJob is not safe to send twice: a reply lost on the way back (UNAVAILABLE) left the job
     # made all the same, bound to this process's worker, its candidates measured beside the job

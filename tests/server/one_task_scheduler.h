@@ -17,12 +17,14 @@
 
 namespace ktune {
 
-class OneTaskScheduler : public ::testing::Test {
+// `Db`: the database, a MemoryTuningDatabase or a double derived from it.
+template <typename Db = MemoryTuningDatabase>
+class OneTaskSchedulerOn : public ::testing::Test {
  protected:
   static inline const DeviceInfo kDevice{R"({"cores":2,"name":"test"})", "cpu:test", "x86-64-v3"};
   static constexpr int kCores = 2;
 
-  OneTaskScheduler() { Restart(); }
+  OneTaskSchedulerOn() { Restart(); }
 
   // A scheduler on the same database, as after a server restart.
   void Restart(SchedulerOptions options = {}) {
@@ -66,10 +68,12 @@ class OneTaskScheduler : public ::testing::Test {
 
   KernelRegistry registry_ = KernelRegistry::WithBuiltins();
   TaskSpaces spaces_{&registry_};
-  MemoryTuningDatabase db_;
+  Db db_;
   std::unique_ptr<Scheduler> scheduler_;
   std::string worker_;
 };
+
+using OneTaskScheduler = OneTaskSchedulerOn<>;
 
 }  // namespace ktune
 

@@ -19,6 +19,7 @@
 #include "measurer/worker_loop.h"
 #include "proto/convert.h"
 #include "server/tuning_server.h"
+#include "tests/server/metric_value.h"
 #include "tests/server/worker_doubles.h"
 #include "tests/testing/test_util.h"
 
@@ -29,32 +30,6 @@ constexpr char kSpace[] = "convolution_A100_T4.json.gz";
 
 // The value of a series: a counter's or gauge's value, a histogram's sample count; -1 when the
 // family or the series (with all of `labels`) is not there.
-double Value(const std::vector<prometheus::MetricFamily>& families, const std::string& name,
-             const std::map<std::string, std::string>& labels = {}) {
-  for (const prometheus::MetricFamily& family : families) {
-    if (family.name != name) continue;
-    for (const prometheus::ClientMetric& m : family.metric) {
-      size_t matched = 0;
-      for (const auto& label : m.label) {
-        auto it = labels.find(label.name);
-        if (it != labels.end() && it->second == label.value) ++matched;
-      }
-      if (matched != labels.size()) continue;
-      switch (family.type) {
-        case prometheus::MetricType::Counter:
-          return m.counter.value;
-        case prometheus::MetricType::Gauge:
-          return m.gauge.value;
-        case prometheus::MetricType::Histogram:
-          return static_cast<double>(m.histogram.sample_count);
-        default:
-          return -1;
-      }
-    }
-  }
-  return -1;
-}
-
 class WorkerMetricsTest : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -119,24 +94,26 @@ TEST_F(WorkerMetricsTest, CountWhatTheWorkerMeasuredAndTheReportsItSentAgain) {
   double measured = 0;
   for (int i = 0; i < kMeasurementStatusCount; ++i) {
     const double n =
-        Value(m, "ktune_worker_measurements_total",
-              {{"status", std::string(StatusName(static_cast<MeasurementStatus>(i)))}});
+        MetricValue(m, "ktune_worker_measurements_total",
+                    {{"status", std::string(StatusName(static_cast<MeasurementStatus>(i)))}});
     ASSERT_GE(n, 0) << "no series of status " << i;  // every status is there, 0 or more
     measured += n;
   }
   EXPECT_EQ(measured, 4);
-  EXPECT_EQ(Value(m, "ktune_worker_leases_total", {{"result", "batch"}}), 1);
-  EXPECT_GE(Value(m, "ktune_worker_leases_total", {{"result", "empty"}}), 1);  // then idle
-  EXPECT_EQ(Value(m, "ktune_worker_batch_duration_seconds"), 1);               // one batch
-  EXPECT_EQ(Value(m, "ktune_worker_report_retries_total"), 2);
-  EXPECT_EQ(Value(m, "ktune_worker_reports_total", {{"result", "stored"}}), 1);
-  EXPECT_EQ(Value(m, "ktune_worker_reports_total", {{"result", "not_stored"}}), 0);
-  EXPECT_EQ(Value(m, "ktune_worker_measurements_dropped_total"), 0);
-  EXPECT_EQ(Value(m, "ktune_worker_registrations_total"), 1);
-  EXPECT_EQ(Value(m, "ktune_worker_server_reachable"), 1);  // it answered again after the outage
-  EXPECT_EQ(Value(m, "ktune_worker_leases_revoked_total"), 0);
-  EXPECT_EQ(Value(m, "ktune_worker_info", {{"device_class", records_.front().device.device_class}}),
-            1);
+  EXPECT_EQ(MetricValue(m, "ktune_worker_leases_total", {{"result", "batch"}}), 1);
+  EXPECT_GE(MetricValue(m, "ktune_worker_leases_total", {{"result", "empty"}}), 1);  // then idle
+  EXPECT_EQ(MetricValue(m, "ktune_worker_batch_duration_seconds"), 1);               // one batch
+  EXPECT_EQ(MetricValue(m, "ktune_worker_report_retries_total"), 2);
+  EXPECT_EQ(MetricValue(m, "ktune_worker_reports_total", {{"result", "stored"}}), 1);
+  EXPECT_EQ(MetricValue(m, "ktune_worker_reports_total", {{"result", "not_stored"}}), 0);
+  EXPECT_EQ(MetricValue(m, "ktune_worker_measurements_dropped_total"), 0);
+  EXPECT_EQ(MetricValue(m, "ktune_worker_registrations_total"), 1);
+  EXPECT_EQ(MetricValue(m, "ktune_worker_server_reachable"),
+            1);  // it answered again after the outage
+  EXPECT_EQ(MetricValue(m, "ktune_worker_leases_revoked_total"), 0);
+  EXPECT_EQ(
+      MetricValue(m, "ktune_worker_info", {{"device_class", records_.front().device.device_class}}),
+      1);
 }
 
 TEST_F(WorkerMetricsTest, CountTheResultsTheServerDidNotStore) {
@@ -154,10 +131,10 @@ TEST_F(WorkerMetricsTest, CountTheResultsTheServerDidNotStore) {
   EXPECT_FALSE(loop.Run().ok());
 
   const auto m = metrics.Collect();
-  EXPECT_EQ(Value(m, "ktune_worker_reports_total", {{"result", "not_stored"}}), 1);
-  EXPECT_EQ(Value(m, "ktune_worker_reports_total", {{"result", "stored"}}), 0);
-  EXPECT_EQ(Value(m, "ktune_worker_measurements_dropped_total"), 4);
-  EXPECT_EQ(Value(m, "ktune_worker_server_reachable"), 1);  // it answered: with a refusal
+  EXPECT_EQ(MetricValue(m, "ktune_worker_reports_total", {{"result", "not_stored"}}), 1);
+  EXPECT_EQ(MetricValue(m, "ktune_worker_reports_total", {{"result", "stored"}}), 0);
+  EXPECT_EQ(MetricValue(m, "ktune_worker_measurements_dropped_total"), 4);
+  EXPECT_EQ(MetricValue(m, "ktune_worker_server_reachable"), 1);  // it answered: with a refusal
 }
 
 // A lease the server took back while its batch was measured (heartbeats failing past the lease
@@ -179,12 +156,12 @@ TEST_F(WorkerMetricsTest, CountALeaseTakenBackAndTheTimeSpentOnIt) {
   ASSERT_TRUE(loop.Run().ok());
 
   const auto m = metrics.Collect();
-  EXPECT_EQ(Value(m, "ktune_worker_leases_revoked_total"), 1);
-  EXPECT_EQ(Value(m, "ktune_worker_measurements_dropped_total"), 4);  // the revoked batch
-  EXPECT_EQ(Value(m, "ktune_worker_leases_total", {{"result", "batch"}}), 1);
-  EXPECT_EQ(Value(m, "ktune_worker_reports_total", {{"result", "stored"}}), 0);
-  EXPECT_EQ(Value(m, "ktune_worker_batch_duration_seconds"), 1);
-  EXPECT_GE(Value(m, "ktune_worker_busy_seconds_total"), 3);
+  EXPECT_EQ(MetricValue(m, "ktune_worker_leases_revoked_total"), 1);
+  EXPECT_EQ(MetricValue(m, "ktune_worker_measurements_dropped_total"), 4);  // the revoked batch
+  EXPECT_EQ(MetricValue(m, "ktune_worker_leases_total", {{"result", "batch"}}), 1);
+  EXPECT_EQ(MetricValue(m, "ktune_worker_reports_total", {{"result", "stored"}}), 0);
+  EXPECT_EQ(MetricValue(m, "ktune_worker_batch_duration_seconds"), 1);
+  EXPECT_GE(MetricValue(m, "ktune_worker_busy_seconds_total"), 3);
 }
 
 // The same cut-off with nobody to take the candidates: the server gives the lease back
@@ -210,9 +187,9 @@ TEST_F(WorkerMetricsTest, ALeaseGivenBackIsReportedNotMeasuredAgain) {
   EXPECT_EQ(loop.reported(), 4);
   EXPECT_EQ(flaky.filled_leases, 1);
   const auto m = metrics.Collect();
-  EXPECT_EQ(Value(m, "ktune_worker_leases_revoked_total"), 0);
-  EXPECT_EQ(Value(m, "ktune_worker_reports_total", {{"result", "stored"}}), 1);
-  EXPECT_EQ(Value(m, "ktune_worker_measurements_dropped_total"), 0);
+  EXPECT_EQ(MetricValue(m, "ktune_worker_leases_revoked_total"), 0);
+  EXPECT_EQ(MetricValue(m, "ktune_worker_reports_total", {{"result", "stored"}}), 1);
+  EXPECT_EQ(MetricValue(m, "ktune_worker_measurements_dropped_total"), 0);
 }
 
 // A report that gets no answer past its lease's end is sent again for as long as the server would
@@ -233,9 +210,9 @@ TEST_F(WorkerMetricsTest, AReportThatGetsThroughAfterItsLeaseLapsedIsStored) {
   EXPECT_EQ(loop.reported(), 4);
   EXPECT_EQ(flaky.filled_leases, 1);
   const auto m = metrics.Collect();
-  EXPECT_EQ(Value(m, "ktune_worker_report_retries_total"), 6);
-  EXPECT_EQ(Value(m, "ktune_worker_reports_total", {{"result", "stored"}}), 1);
-  EXPECT_EQ(Value(m, "ktune_worker_measurements_dropped_total"), 0);
+  EXPECT_EQ(MetricValue(m, "ktune_worker_report_retries_total"), 6);
+  EXPECT_EQ(MetricValue(m, "ktune_worker_reports_total", {{"result", "stored"}}), 1);
+  EXPECT_EQ(MetricValue(m, "ktune_worker_measurements_dropped_total"), 0);
 }
 
 // A busy database answers (ABORTED), report after report, until the worker told to stop when its
@@ -255,10 +232,10 @@ TEST_F(WorkerMetricsTest, ABusyServerIsReachableAndItsRefusalsAreNotStored) {
   WorkerLoop loop(&busy, &measurer, options);
   EXPECT_TRUE(absl::IsAborted(loop.Run()));
   const auto m = metrics.Collect();
-  EXPECT_EQ(Value(m, "ktune_worker_server_reachable"), 1);
-  EXPECT_EQ(Value(m, "ktune_worker_reports_total", {{"result", "not_stored"}}), 3);
-  EXPECT_EQ(Value(m, "ktune_worker_reports_total", {{"result", "expired"}}), 0);
-  EXPECT_GE(Value(m, "ktune_worker_report_retries_total"), 3);
+  EXPECT_EQ(MetricValue(m, "ktune_worker_server_reachable"), 1);
+  EXPECT_EQ(MetricValue(m, "ktune_worker_reports_total", {{"result", "not_stored"}}), 3);
+  EXPECT_EQ(MetricValue(m, "ktune_worker_reports_total", {{"result", "expired"}}), 0);
+  EXPECT_GE(MetricValue(m, "ktune_worker_report_retries_total"), 3);
 }
 
 // A measurer whose first batch waits (5 s at most) until the worker's reachable gauge reads 0.
@@ -270,7 +247,7 @@ class WaitsForCutOff : public Measurer {
       const TaskKey& task, const std::vector<Configuration>& configs) override {
     const absl::Time deadline = absl::Now() + absl::Seconds(5);
     while (!seen_cut_off && calls_ == 0 && absl::Now() < deadline) {
-      seen_cut_off = Value(metrics_->Collect(), "ktune_worker_server_reachable") == 0;
+      seen_cut_off = MetricValue(metrics_->Collect(), "ktune_worker_server_reachable") == 0;
       absl::SleepFor(absl::Milliseconds(10));
     }
     ++calls_;
@@ -300,7 +277,7 @@ TEST_F(WorkerMetricsTest, TheGaugeFollowsTheHeartbeatsDuringABatch) {
   ASSERT_TRUE(loop.Run().ok());
   EXPECT_TRUE(waits.seen_cut_off);
   EXPECT_EQ(loop.reported(), 4);
-  EXPECT_EQ(Value(metrics.Collect(), "ktune_worker_server_reachable"), 1);  // answered since
+  EXPECT_EQ(MetricValue(metrics.Collect(), "ktune_worker_server_reachable"), 1);  // answered since
 }
 
 // A server reached, then lost: every report meets UNAVAILABLE until the worker, told to stop
@@ -320,16 +297,16 @@ TEST_F(WorkerMetricsTest, SayTheServerCannotBeReachedAnyMore) {
 
   const auto m = metrics.Collect();
   // Set by the last report, after the leases (which the server answered).
-  EXPECT_EQ(Value(m, "ktune_worker_server_reachable"), 0);
-  EXPECT_EQ(Value(m, "ktune_worker_registrations_total"), 1);
-  EXPECT_EQ(Value(m, "ktune_worker_leases_total", {{"result", "batch"}}), 3);
+  EXPECT_EQ(MetricValue(m, "ktune_worker_server_reachable"), 0);
+  EXPECT_EQ(MetricValue(m, "ktune_worker_registrations_total"), 1);
+  EXPECT_EQ(MetricValue(m, "ktune_worker_leases_total", {{"result", "batch"}}), 3);
   // Lapsed while no answer came: the server takes the leases back (not a refusal).
-  EXPECT_EQ(Value(m, "ktune_worker_reports_total", {{"result", "expired"}}), 3);
-  EXPECT_EQ(Value(m, "ktune_worker_reports_total", {{"result", "not_stored"}}), 0);
-  EXPECT_GE(Value(m, "ktune_worker_report_retries_total"), 3);
+  EXPECT_EQ(MetricValue(m, "ktune_worker_reports_total", {{"result", "expired"}}), 3);
+  EXPECT_EQ(MetricValue(m, "ktune_worker_reports_total", {{"result", "not_stored"}}), 0);
+  EXPECT_GE(MetricValue(m, "ktune_worker_report_retries_total"), 3);
   // (4 candidates a lease, or 1: candidates whose lease expired twice are leased alone.)
-  EXPECT_GE(Value(m, "ktune_worker_measurements_dropped_total"), 3);
-  EXPECT_EQ(Value(m, "ktune_worker_batch_duration_seconds"), 3);
+  EXPECT_GE(MetricValue(m, "ktune_worker_measurements_dropped_total"), 3);
+  EXPECT_EQ(MetricValue(m, "ktune_worker_batch_duration_seconds"), 3);
 }
 
 }  // namespace
