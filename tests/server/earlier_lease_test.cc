@@ -31,6 +31,7 @@
 #include "server/tuning_server.h"
 #include "tests/server/metric_value.h"
 #include "tests/server/one_task_scheduler.h"
+#include "tests/server/worker_doubles.h"
 #include "tests/testing/test_util.h"
 
 namespace ktune {
@@ -450,12 +451,7 @@ class RestartsTheServer : public Measurer {
 class EarlierLeaseWorkerTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    options_.listen = "127.0.0.1:0";
-    options_.db_path = dir_.File("server.db");
-    options_.replay_files = {testing::SpaceFile(kSpace)};
-    options_.scheduler.agent_threads = 0;
-    options_.scheduler.lease_timeout = absl::Milliseconds(500);
-    options_.scheduler.heartbeat_interval = absl::Milliseconds(150);
+    options_ = QuickLeaseServer(dir_.File("server.db"), testing::SpaceFile(kSpace));
     server_ = TuningServer::Start(options_);
     ASSERT_TRUE(server_.ok()) << server_.status();
     address_ = absl::StrCat("127.0.0.1:", (*server_)->port());

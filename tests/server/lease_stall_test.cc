@@ -7,6 +7,7 @@
 #include <sqlite3.h>
 
 #include <atomic>
+#include <functional>
 #include <string>
 #include <thread>
 
@@ -22,6 +23,38 @@
 namespace ktune {
 namespace {
 
+const DeviceInfo kDevice{R"({"cores":2,"name":"test"})", "cpu:test", "x86-64-v3"};
+
+// A random-search job of gemm 64^3 on kDevice's class, of `budget` measurements.
+JobRequest GemmJob(const KernelRegistry& registry, int64_t budget) {
+  const KernelDefinition* gemm = registry.Find("gemm");
+  JobRequest r;
+  r.name = "stall";
+  r.tasks = {{"gemm", gemm->Version(), *gemm->ValidateProblem({{"M", 64}, {"N", 64}, {"K", 64}}),
+              kDevice.device_class}};
+  r.budget = budget;
+  r.batch_size = 4;
+  r.strategy = "random";
+  r.spec_json = "{}";
+  return r;
+}
+
+// Leases for `worker` on a thread of its own, so that what holds the database is released even
+// if the lease waits for it: whether the lease came within 30 s, before `release` ran. Then runs
+// `release` and waits for the lease.
+bool LeasedBeforeRelease(Scheduler& scheduler, const std::string& worker,
+                         const std::function<void()>& release, absl::StatusOr<LeaseGrant>* grant) {
+  absl::Notification leased;
+  std::thread lessee([&] {
+    *grant = scheduler.Lease(worker, 4);
+    leased.Notify();
+  });
+  const bool in_time = leased.WaitForNotificationWithTimeout(absl::Seconds(30));
+  release();
+  lessee.join();
+  return in_time;
+}
+
 TEST(LeaseStallTest, ALeaseIsGrantedWhileAnotherProcessHoldsTheDatabase) {
   testing::TempDir dir;
   SqliteTuningDatabase::Options patient;
@@ -33,33 +66,21 @@ TEST(LeaseStallTest, ALeaseIsGrantedWhileAnotherProcessHoldsTheDatabase) {
   SchedulerOptions options;
   options.agent_threads = 0;
   Scheduler scheduler(db->get(), &spaces, options);
-  const DeviceInfo device{R"({"cores":2,"name":"test"})", "cpu:test", "x86-64-v3"};
-  const std::string worker = scheduler.RegisterWorker(device, "test", 2);
-  const KernelDefinition* gemm = registry.Find("gemm");
-  JobRequest r;
-  r.name = "stall";
-  r.tasks = {{"gemm", gemm->Version(), *gemm->ValidateProblem({{"M", 64}, {"N", 64}, {"K", 64}}),
-              device.device_class}};
-  r.budget = 4;
-  r.batch_size = 4;
-  r.strategy = "random";
-  r.spec_json = "{}";
-  absl::StatusOr<int64_t> id = scheduler.Submit(r);
+  const std::string worker = scheduler.RegisterWorker(kDevice, "test", 2);
+  absl::StatusOr<int64_t> id = scheduler.Submit(GemmJob(registry, /*budget=*/4));
   ASSERT_TRUE(id.ok()) << id.status();
 
   sqlite3* other = nullptr;
   sqlite3_open(dir.File("s.db").c_str(), &other);
   ASSERT_EQ(sqlite3_exec(other, "BEGIN IMMEDIATE", nullptr, nullptr, nullptr), SQLITE_OK);
   absl::StatusOr<LeaseGrant> grant;
-  absl::Notification leased;
-  std::thread lessee([&] {  // a thread, so that the lock is released even if the lease waits
-    grant = scheduler.Lease(worker, 4);
-    leased.Notify();
-  });
-  const bool leased_while_locked = leased.WaitForNotificationWithTimeout(absl::Seconds(30));
-  sqlite3_exec(other, "ROLLBACK", nullptr, nullptr, nullptr);
-  sqlite3_close(other);
-  lessee.join();
+  const bool leased_while_locked = LeasedBeforeRelease(
+      scheduler, worker,
+      [&] {
+        sqlite3_exec(other, "ROLLBACK", nullptr, nullptr, nullptr);
+        sqlite3_close(other);
+      },
+      &grant);
   EXPECT_TRUE(leased_while_locked) << "the lease waited for the database";
   ASSERT_TRUE(grant.ok()) << grant.status();
   ASSERT_FALSE(grant->candidates.empty());
@@ -102,20 +123,11 @@ TEST(LeaseStallTest, ALeaseIsGrantedWhileAPauseReadsAJobThatEndedBefore) {
   TaskSpaces spaces(&registry);
   SchedulerOptions options;
   options.agent_threads = 0;
-  const DeviceInfo device{R"({"cores":2,"name":"test"})", "cpu:test", "x86-64-v3"};
-  const KernelDefinition* gemm = registry.Find("gemm");
-  JobRequest r;
-  r.name = "stall";
-  r.tasks = {{"gemm", gemm->Version(), *gemm->ValidateProblem({{"M", 64}, {"N", 64}, {"K", 64}}),
-              device.device_class}};
-  r.budget = 1;
-  r.strategy = "random";
-  r.spec_json = "{}";
   int64_t ended = 0;
   {  // a job measured and ended by an earlier process
     Scheduler before(&db, &spaces, options);
-    const std::string worker = before.RegisterWorker(device, "test", 2);
-    ended = before.Submit(r).value_or(0);
+    const std::string worker = before.RegisterWorker(kDevice, "test", 2);
+    ended = before.Submit(GemmJob(registry, /*budget=*/1)).value_or(0);
     absl::StatusOr<LeaseGrant> grant = before.Lease(worker, 4);
     ASSERT_TRUE(grant.ok()) << grant.status();
     ASSERT_EQ(grant->candidates.size(), 1u);
@@ -127,24 +139,17 @@ TEST(LeaseStallTest, ALeaseIsGrantedWhileAPauseReadsAJobThatEndedBefore) {
   }
   Scheduler scheduler(&db, &spaces, options);
   ASSERT_TRUE(scheduler.Recover().ok());
-  const std::string worker = scheduler.RegisterWorker(device, "test", 2);
-  r.budget = 4;
-  ASSERT_TRUE(scheduler.Submit(r).ok());
+  const std::string worker = scheduler.RegisterWorker(kDevice, "test", 2);
+  ASSERT_TRUE(scheduler.Submit(GemmJob(registry, /*budget=*/4)).ok());
 
   db.hold = true;
   absl::StatusOr<JobStatus> paused;
   std::thread pauser([&] { paused = scheduler.Pause(ended); });
   db.reading.WaitForNotification();
   absl::StatusOr<LeaseGrant> grant;
-  absl::Notification leased;
-  std::thread lessee([&] {  // a thread, so that the read is released even if the lease waits
-    grant = scheduler.Lease(worker, 4);
-    leased.Notify();
-  });
-  const bool leased_while_reading = leased.WaitForNotificationWithTimeout(absl::Seconds(30));
-  db.release.Notify();
+  const bool leased_while_reading = LeasedBeforeRelease(
+      scheduler, worker, [&] { db.release.Notify(); }, &grant);
   pauser.join();
-  lessee.join();
   EXPECT_TRUE(leased_while_reading) << "the lease waited for the pause's read";
   ASSERT_TRUE(grant.ok()) << grant.status();
   EXPECT_FALSE(grant->candidates.empty());

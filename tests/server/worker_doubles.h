@@ -11,6 +11,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <string>
 #include <utility>
 #include <vector>
 
@@ -19,8 +20,25 @@
 #include "ktune/v1/worker_service.grpc.pb.h"
 #include "measurer/measurer.h"
 #include "proto/convert.h"
+#include "server/tuning_server.h"
 
 namespace ktune {
+
+// A server for the worker loop's tests: on a free port of 127.0.0.1, over the database file
+// `db_path`, serving the recorded space `space_file` to replay workers; strategy work inline;
+// leases that expire in half a second (a report that meets outages past it is lost soon),
+// heartbeated every 150 ms.
+inline TuningServerOptions QuickLeaseServer(const std::string& db_path,
+                                            const std::string& space_file) {
+  TuningServerOptions options;
+  options.listen = "127.0.0.1:0";
+  options.db_path = db_path;
+  options.replay_files = {space_file};
+  options.scheduler.agent_threads = 0;
+  options.scheduler.lease_timeout = absl::Milliseconds(500);
+  options.scheduler.heartbeat_interval = absl::Milliseconds(150);
+  return options;
+}
 
 // The worker's stub, with ReportResults (and, apart, Heartbeat) failing UNAVAILABLE their first
 // `outages` times (as when the server restarts or the network drops), and counts of the leases

@@ -33,15 +33,8 @@ constexpr char kSpace[] = "convolution_A100_T4.json.gz";
 class WorkerMetricsTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    TuningServerOptions options;
-    options.listen = "127.0.0.1:0";
-    options.db_path = dir_.File("server.db");
-    options.replay_files = {testing::SpaceFile(kSpace)};
-    options.scheduler.agent_threads = 0;
-    // Leases that expire in half a second: a report that meets outages past it is lost soon.
-    options.scheduler.lease_timeout = absl::Milliseconds(500);
-    options.scheduler.heartbeat_interval = absl::Milliseconds(150);
-    auto server = TuningServer::Start(options);
+    auto server =
+        TuningServer::Start(QuickLeaseServer(dir_.File("server.db"), testing::SpaceFile(kSpace)));
     ASSERT_TRUE(server.ok()) << server.status();
     server_ = *std::move(server);
     auto channel = grpc::CreateChannel(absl::StrCat("127.0.0.1:", server_->port()),
