@@ -272,13 +272,14 @@ class Scheduler {
   //   bound to no worker and for the worker's fingerprint if it names one; its task is open, of
   //   the worker's class and language; its configuration is a valid point of the task's space
   //   here (or, before the task's first lease here, of the space on the worker); the task's
-  //   budget has room for it beside what its batch holds; and it is not measured already: the
-  //   database holds no record of the job with the same configuration and times (the earlier
-  //   process stored the report and died before its reply), and the task's batch here has not
-  //   leased or measured the point again. Other results are left out.
+  //   budget has room for it beside what its batch holds; and the job has no record of the
+  //   configuration (the earlier process stored the report and died before its reply, or this
+  //   process measured it again: TaskRun::stored_since_recovery), nor has the task's batch here
+  //   leased it. Other results are left out.
   // - A stored result whose point waits unleased in the task's batch answers it there; the
-  //   search takes the others as earlier records (TaskSearch), and no search starts while they
-  //   are committed.
+  //   others take their share of the budget of the task's search (TaskSearch::Spend), which
+  //   answers its later points from them, or, for a search not started yet, are among the
+  //   records it starts from. No search starts while they are committed.
   absl::StatusOr<int64_t> ReportEarlierLease(const std::string& worker_id,
                                              const std::string& lease_id,
                                              const std::vector<v1::Candidate>& leased,
@@ -459,6 +460,9 @@ class Scheduler {
   // Counts a stored result of `t` (not its batch's: the caller places it): done, failed, and
   // the best so far.
   void CountResult(TaskRun& t, const Observation& obs, const Configuration& config)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Notes `config`'s result stored for `t` of a recovered job (TaskRun::stored_since_recovery).
+  void NoteStoredSinceRecovery(const JobRun& job, TaskRun& t, const Configuration& config)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Hands `t`'s batch to its search (strategy work) when every point of it has its result.
   void QueueIfBatchComplete(JobRun& job, TaskRun& t, std::vector<AgentWork>* work)

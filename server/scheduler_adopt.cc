@@ -1,7 +1,7 @@
 #include <algorithm>
-#include <cmath>
 #include <map>
 
+#include "absl/cleanup/cleanup.h"
 #include "absl/container/flat_hash_set.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -53,16 +53,19 @@ bool ParseCandidateId(const std::string& id, int64_t* job, int* task) {
          *task >= 0;
 }
 
-// Whether record `row` of `columns` has `r`'s configuration (`indices`), status and time.
-bool SameOutcome(const TaskColumns& columns, size_t row, const std::vector<int32_t>& indices,
-                 const MeasureResult& r) {
+// Whether record `row` of `columns` has the configuration whose value indices are `indices`.
+bool SameConfiguration(const TaskColumns& columns, size_t row,
+                       const std::vector<int32_t>& indices) {
   const size_t width = columns.params.size();
-  if (!std::equal(indices.begin(), indices.end(), columns.value_index.begin() + row * width)) {
-    return false;
-  }
-  if (columns.status[row] != r.status) return false;
-  const double t = columns.time_ms[row];
-  return r.time_ms ? t == *r.time_ms : std::isnan(t);
+  return std::equal(indices.begin(), indices.end(), columns.value_index.begin() + row * width);
+}
+
+// A database error as ReportResults answers it: NOT_FOUND (a record or task gone) would tell the
+// worker that the server does not know it.
+absl::Status AsRefusal(const absl::Status& s) {
+  return absl::IsNotFound(s)
+             ? absl::FailedPreconditionError(absl::StrCat("nothing was stored: ", s.message()))
+             : s;
 }
 
 // The longest lease id taken (this server's are "L" and a number).
@@ -166,11 +169,6 @@ absl::StatusOr<int64_t> Scheduler::ReportEarlierLease(
         done->second.candidates == candidates) {
       return done->second.stored;
     }
-    if (earlier_committing_.count(reported_key)) {
-      return absl::UnavailableError(absl::StrCat("a report of lease ", lease_id,
-                                                 " is being stored; this one stored nothing: "
-                                                 "try again"));
-    }
     if (options_.now() - recovered_at_ > kEarlierLeasesWithin) {
       return absl::FailedPreconditionError(absl::StrCat(
           "lease ", lease_id,
@@ -180,7 +178,18 @@ absl::StatusOr<int64_t> Scheduler::ReportEarlierLease(
     }
     if (results.empty()) return 0;
     KTUNE_RETURN_IF_ERROR(CheckEarlierLease(worker_id, leased, results, &earlier));
+    // One copy of the report at a time, from here to its end: another (the worker sent it
+    // again, the reply late) is told to try again, and then answered as this one was.
+    if (!earlier_committing_.insert(reported_key).second) {
+      return absl::UnavailableError(absl::StrCat("a report of lease ", lease_id,
+                                                 " is being stored; this one stored nothing: "
+                                                 "try again"));
+    }
   }
+  absl::Cleanup release_report = [this, &reported_key] {
+    absl::MutexLock lock(&mu_);
+    earlier_committing_.erase(reported_key);
+  };
   // 2. Without the lock: the spaces not built here yet, each configuration's point, and the
   // job's records of it.
   std::map<std::string, std::shared_ptr<const SearchSpace>> built;  // by task, cores, threads
@@ -203,22 +212,26 @@ absl::StatusOr<int64_t> Scheduler::ReportEarlierLease(
       continue;
     }
     e.point = *std::move(point);
+    // A configuration the job has a record of is not stored again: the earlier process stored
+    // this report and died before its reply, or the restarted job measured it (its search
+    // proposed it again, with the same seed and records), or another earlier lease held it.
     const std::string identity = TaskIdentity(e.key);
     if (!stored.count(identity)) {
-      KTUNE_ASSIGN_OR_RETURN(stored[identity], db_->TaskRecordColumns(e.key));
+      absl::StatusOr<TaskColumns> columns = db_->TaskRecordColumns(e.key);
+      if (!columns.ok()) return AsRefusal(columns.status());
+      stored[identity] = *std::move(columns);
     }
     const TaskColumns& columns = stored[identity];
     std::optional<std::vector<int32_t>> indices = columns.IndicesOf(e.config);
-    std::vector<int64_t> same;  // records with its configuration, status and time
+    std::vector<int64_t> same;  // the records of its configuration, any job's
     for (size_t row = 0; indices && row < columns.size(); ++row) {
-      if (SameOutcome(columns, row, *indices, e.measured)) same.push_back(columns.handles[row]);
+      if (SameConfiguration(columns, row, *indices)) same.push_back(columns.handles[row]);
     }
     if (same.empty()) continue;
-    KTUNE_ASSIGN_OR_RETURN(std::vector<Record> records, db_->RecordsByHandle(same));
-    for (const Record& r : records) {
-      if (r.source == JobSource(e.job_id) && r.repeat_times_ms == e.measured.repeat_times_ms) {
-        e.left_out = "the database holds it already";
-      }
+    absl::StatusOr<std::vector<Record>> records = db_->RecordsByHandle(same);
+    if (!records.ok()) return AsRefusal(records.status());
+    for (const Record& r : *records) {
+      if (r.source == JobSource(e.job_id)) e.left_out = "the job has a record of it already";
     }
   }
   // 3. Under the lock: the results stored, held in flight (which also keeps a task's search
@@ -227,16 +240,7 @@ absl::StatusOr<int64_t> Scheduler::ReportEarlierLease(
   std::vector<JobTaskCount> counts;
   {
     absl::MutexLock lock(&mu_);
-    if (!earlier_committing_.insert(reported_key).second) {
-      return absl::UnavailableError(absl::StrCat("a report of lease ", lease_id,
-                                                 " is being stored; this one stored nothing: "
-                                                 "try again"));
-    }
-    absl::Status held = HoldEarlierResults(earlier);
-    if (!held.ok()) {
-      earlier_committing_.erase(reported_key);
-      return held;
-    }
+    KTUNE_RETURN_IF_ERROR(HoldEarlierResults(earlier));
     const int64_t now_us = absl::ToUnixMicros(options_.now());
     std::map<std::pair<int64_t, int>, int64_t> per_task;
     for (const EarlierResult& e : earlier) {
@@ -263,7 +267,6 @@ absl::StatusOr<int64_t> Scheduler::ReportEarlierLease(
   std::vector<AgentWork> work;
   {
     absl::MutexLock lock(&mu_);
-    earlier_committing_.erase(reported_key);
     StoreEarlierResults(earlier, added.ok(), &work);
     if (!added.ok()) {
       LogEvent("report_not_stored", {{"worker_id", worker_id},
@@ -304,9 +307,9 @@ absl::Status Scheduler::HoldEarlierResults(std::vector<EarlierResult>& earlier) 
   for (const EarlierResult& e : earlier) {
     if (!e.left_out.empty()) continue;
     auto job = jobs_.find(e.job_id);
-    if (job == jobs_.end()) continue;
+    if (job == jobs_.end() || IsFinal(job->second->job.state)) continue;  // left out below
     const TaskRun& t = job->second->tasks[static_cast<size_t>(e.task)];
-    if (t.agent_busy) {
+    if (t.agent_busy && !IsFinal(t.state)) {
       return absl::UnavailableError(
           absl::StrCat("candidate ", e.candidate_id,
                        ": its task's search is preparing a batch; nothing was stored: try again"));
@@ -323,6 +326,11 @@ absl::Status Scheduler::HoldEarlierResults(std::vector<EarlierResult>& earlier) 
       continue;
     }
     TaskRun& t = job->second->tasks[static_cast<size_t>(e.task)];
+    // Stored since the records were read (step 2), or by an earlier report of this one.
+    if (t.stored_since_recovery.contains(ParamMapHash(e.space->ToConfiguration(e.point)))) {
+      e.left_out = "the job has a record of it already";
+      continue;
+    }
     // A point of the task's batch here: answered when it waits unleased, else left to the
     // worker that leased it, or to the result there. The point is the task's own space's
     // (started since the first step, perhaps for other cores).
@@ -379,8 +387,14 @@ void Scheduler::StoreEarlierResults(std::vector<EarlierResult>& earlier, bool st
     const Observation obs{e.batch_position >= 0 ? e.batch_point : e.point,
                           e.measured.status == MeasurementStatus::kOk,
                           e.measured.time_ms.value_or(0)};
-    CountResult(t, obs, e.space->ToConfiguration(e.point));
-    if (e.batch_position >= 0) t.results[position] = obs;
+    const Configuration config = e.space->ToConfiguration(e.point);
+    CountResult(t, obs, config);
+    NoteStoredSinceRecovery(job, t, config);
+    if (e.batch_position >= 0) {
+      t.results[position] = obs;
+    } else if (t.search != nullptr) {
+      t.search->Spend(1);  // no agent work runs on the task while it is held (HoldEarlierResults)
+    }
   }
   for (auto& [id, tasks] : touched) {
     JobRun& job = *jobs_.at(id);

@@ -124,6 +124,16 @@ void Scheduler::CountResult(TaskRun& t, const Observation& obs, const Configurat
   }
 }
 
+void Scheduler::NoteStoredSinceRecovery(const JobRun& job, TaskRun& t,
+                                        const Configuration& config) {
+  if (!job.recovered) return;
+  if (options_.now() - recovered_at_ > kEarlierLeasesWithin) {
+    t.stored_since_recovery.clear();  // no report of an earlier lease is taken any more
+    return;
+  }
+  t.stored_since_recovery.insert(ParamMapHash(config));
+}
+
 void Scheduler::QueueIfBatchComplete(JobRun& job, TaskRun& t, std::vector<AgentWork>* work) {
   // A complete batch goes to the search at once (the last one too, before it finishes), which
   // then prepares the next one while workers measure other batches.
@@ -526,6 +536,7 @@ absl::StatusOr<int64_t> Scheduler::ReportAs(const std::string& worker_id,
       --t.in_flight;
       t.results[item.position] = obs;
       CountResult(t, obs, records[i].config);
+      NoteStoredSinceRecovery(job, t, records[i].config);
     }
     ReturnToQueue(lease);  // candidates the report left out go back
     // The reported tasks, by job: only they changed.

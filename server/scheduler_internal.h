@@ -14,6 +14,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/container/flat_hash_set.h"
 #include "measurer/measurer.h"
 #include "server/scheduler.h"
 
@@ -49,6 +50,11 @@ struct Scheduler::TaskRun {
   std::vector<std::optional<Observation>> results;  // per batch position
   std::vector<int> expiries;                        // per batch position: leases that expired
   std::deque<size_t> queued;                        // batch positions not leased
+  // Of a recovered job, within Scheduler::kEarlierLeasesWithin of Recover: the configurations
+  // (ParamMapHash) whose results this process stored, which a report of a lease from before
+  // the restart must not store again (ReportEarlierLease; its own read of the records may
+  // predate them). Emptied once that time has passed.
+  absl::flat_hash_set<std::string> stored_since_recovery;
   // The search's figures as of its last strategy work (read without touching `search`).
   int64_t prior_records = 0;
   bool warm_started = false;

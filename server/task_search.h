@@ -37,6 +37,7 @@
 #ifndef KTUNE_SERVER_TASK_SEARCH_H_
 #define KTUNE_SERVER_TASK_SEARCH_H_
 
+#include <algorithm>
 #include <cstdint>
 #include <memory>
 #include <optional>
@@ -97,6 +98,10 @@ class TaskSearch {
   // The results of the last batch, one per point, in order. The search finishes when they spend
   // the budget.
   absl::Status Complete(const std::vector<Observation>& results);
+  // `n` measurements of the task stored for this search's job outside its batches (a report of
+  // a lease from before a server restart): they take that much of the budget left, so that the
+  // search finishes (Finish) when the batch out now spends the rest.
+  void Spend(int64_t n) { budget_left_ = std::max<int64_t>(0, budget_left_ - n); }
 
   std::shared_ptr<const SearchSpace> space() const { return space_; }
   // Points of this search's batches that other records answered (see the top of this file).

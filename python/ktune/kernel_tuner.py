@@ -818,13 +818,19 @@ class _Worker:
         with self._lock:
             worker_id = self.worker_id
         try:
-            reply = send(worker_id)
-        except NotFound:
-            with self._lock:
-                if self.worker_id == worker_id:
-                    self._register()
-                worker_id = self.worker_id
-            reply = send(worker_id)
+            try:
+                reply = send(worker_id)
+            except NotFound:
+                with self._lock:
+                    if self.worker_id == worker_id:
+                        self._register()
+                    worker_id = self.worker_id
+                reply = send(worker_id)
+        except Unavailable:
+            raise  # sent again (the caller's _retrying): the lease is still to report
+        except KtuneError:
+            self._leased_by.pop(lease.lease_id, None)
+            raise
         self._leased_by.pop(lease.lease_id, None)
         return reply.records_stored
 

@@ -38,7 +38,8 @@ namespace ktune {
 namespace {
 
 // A database whose next report's commit (AddJobRecords), once held, waits until released, then
-// fails when told to (a busy or full disk).
+// fails when told to (a busy or full disk); and whose next read of a task's records, once held,
+// waits likewise (a slow read).
 class HeldReports : public MemoryTuningDatabase {
  public:
   absl::StatusOr<int64_t> AddJobRecords(const std::vector<Record>& records,
@@ -50,9 +51,17 @@ class HeldReports : public MemoryTuningDatabase {
     }
     return MemoryTuningDatabase::AddJobRecords(records, counts);
   }
-  std::atomic<bool> hold{false};
+  absl::StatusOr<TaskColumns> TaskRecordColumns(const TaskKey& task) override {
+    absl::StatusOr<TaskColumns> read = MemoryTuningDatabase::TaskRecordColumns(task);
+    if (hold_read.exchange(false)) {
+      reading.Notify();
+      release.WaitForNotification();
+    }
+    return read;
+  }
+  std::atomic<bool> hold{false}, hold_read{false};
   bool fail = false;
-  absl::Notification committing, release;
+  absl::Notification committing, reading, release;
 };
 
 class EarlierLeaseTest : public OneTaskSchedulerOn<HeldReports> {
@@ -77,6 +86,13 @@ class EarlierLeaseTest : public OneTaskSchedulerOn<HeldReports> {
     EXPECT_TRUE(second.ok()) << second.status();
     EXPECT_EQ(second->candidates.size(), static_cast<size_t>(std::min<int64_t>(4, budget - 1)));
     return second.value_or(LeaseGrant{});
+  }
+
+  // `grant`'s candidates, measured ok at `ms`.
+  static std::vector<v1::CandidateResult> AllOkAt(const LeaseGrant& grant, double ms) {
+    std::vector<v1::CandidateResult> results = AllOk(grant);
+    for (v1::CandidateResult& r : results) r.set_repeat_times_ms(0, ms);
+    return results;
   }
 
   absl::StatusOr<int64_t> ReportEarlier(const LeaseGrant& grant,
@@ -285,6 +301,52 @@ TEST_F(EarlierLeaseTest, AWorkerWithOtherCoresHasItsBatchStored) {
   ASSERT_TRUE(stored.ok()) << stored.status();
   EXPECT_EQ(*stored, 1);
   EXPECT_EQ(Done(job), 1);
+}
+
+// The restarted search proposed the earlier lease's points again (the same seed, the same
+// records), another worker measured them and its batch moved on: the earlier results, other
+// measurements of the same configurations, are not stored as well (the job paid twice for them).
+TEST_F(EarlierLeaseTest, PointsTheRestartedJobMeasuredAreNotStoredAgain) {
+  int64_t job = 0;
+  const LeaseGrant earlier = LeaseTheSecondBatch(&job, /*budget=*/12);  // 1 done, 4 leased
+  Restart(Options());
+  const std::string other = scheduler_->RegisterWorker(kDevice, "other", kCores);
+  absl::StatusOr<LeaseGrant> again = scheduler_->Lease(other, 8);
+  ASSERT_TRUE(again.ok()) << again.status();
+  std::set<std::string> earlier_points;
+  for (const v1::Candidate& c : earlier.candidates) earlier_points.insert(c.config_hash());
+  for (const v1::Candidate& c : again->candidates)
+    ASSERT_EQ(earlier_points.count(c.config_hash()), 1u);
+  ASSERT_TRUE(scheduler_->Report(other, again->lease_id, AllOk(*again)).ok());
+  EXPECT_EQ(Done(job), 5);
+
+  absl::StatusOr<int64_t> stored = ReportEarlier(earlier, AllOkAt(earlier, 2.0));
+  ASSERT_TRUE(stored.ok()) << stored.status();
+  EXPECT_EQ(*stored, 0);
+  EXPECT_EQ(Done(job), 5);
+  EXPECT_EQ(Records(), 5u);
+}
+
+// The same, with the other worker's report stored while the earlier report read the task's
+// records: what this process stored since its recovery is checked under the lock too.
+TEST_F(EarlierLeaseTest, PointsStoredWhileTheReportReadsAreNotStoredAgain) {
+  int64_t job = 0;
+  const LeaseGrant earlier = LeaseTheSecondBatch(&job, /*budget=*/12);
+  Restart(Options());
+  const std::string other = scheduler_->RegisterWorker(kDevice, "other", kCores);
+  absl::StatusOr<LeaseGrant> again = scheduler_->Lease(other, 8);
+  ASSERT_TRUE(again.ok()) << again.status();
+  db_.hold_read = true;
+  absl::StatusOr<int64_t> stored;
+  std::thread reporter([&] { stored = ReportEarlier(earlier, AllOkAt(earlier, 2.0)); });
+  db_.reading.WaitForNotification();
+  ASSERT_TRUE(scheduler_->Report(other, again->lease_id, AllOk(*again)).ok());
+  db_.release.Notify();
+  reporter.join();
+  ASSERT_TRUE(stored.ok()) << stored.status();
+  EXPECT_EQ(*stored, 0);
+  EXPECT_EQ(Done(job), 5);
+  EXPECT_EQ(Records(), 5u);
 }
 
 // Earlier results that the restarted search's batch leaves no room for (it proposed other
@@ -501,6 +563,7 @@ class EarlierLeaseWorkerTest : public ::testing::Test {
   v1::Job Job() {
     grpc::ClientContext context;
     context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
+    context.set_wait_for_ready(true);
     v1::GetJobRequest get;
     get.set_job_id(job_.job_id());
     v1::Job job;
@@ -541,6 +604,7 @@ TEST_F(EarlierLeaseWorkerTest, ResultsTheRestartedServerLeavesOutAreDropped) {
       [&] {
         grpc::ClientContext context;
         context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
+        context.set_wait_for_ready(true);  // the channel may still be in its reconnect backoff
         v1::CancelJobRequest cancel;
         cancel.set_job_id(job_.job_id());
         v1::Job cancelled;
