@@ -49,11 +49,26 @@ struct TuneArgs {
   uint64_t seed = 1;
   std::optional<double> agent_share;  // --agent-share; unset: the server's
   std::optional<double> max_rel_error;  // --max-rel-error; unset: no accuracy budget
+  std::vector<std::string> start_from;  // --start-from CONFIG, each NAME=VALUE,...
   bool json = false;
   bool flush_l2 = false;  // --device cuda
   ClientTls tls;      // with --server
   std::string token;  // with --server; else $KTUNE_TOKEN
 };
+
+// --start-from's configurations; InvalidArgument naming the one that is not NAME=VALUE,...
+absl::StatusOr<std::vector<Configuration>> StartFrom(const TuneArgs& a) {
+  std::vector<Configuration> out;
+  for (const std::string& text : a.start_from) {
+    absl::StatusOr<ParamMap> config = ParseParamMapAssignments(text);
+    if (!config.ok()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("--start-from '", text, "': ", config.status().message()));
+    }
+    out.push_back(*std::move(config));
+  }
+  return out;
+}
 
 // "; 12 x runtime_error: ...; and 3 x timeout: ...; and 2 more" for the two commonest failure
 // reasons, keyed "status: message" with their counts; empty when there are none. Messages that
@@ -146,6 +161,9 @@ int RunRemoteTune(const TuneArgs& a) {
   request.threads = a.threads;
   request.agent_share = a.agent_share;
   request.max_rel_error = a.max_rel_error;
+  absl::StatusOr<std::vector<Configuration>> initial = StartFrom(a);
+  if (!initial.ok()) return UsageError(cmd, std::string(initial.status().message()));
+  request.initial = *std::move(initial);
   request.token = a.token;
   Progress progress(a.budget);
   // A job for a device class no connected worker serves waits until one joins: say so, or the
@@ -336,6 +354,21 @@ int RunTune(const TuneArgs& a) {
   Progress progress(std::min<int64_t>(a.budget, t.space->size()));
   TuneSessionOptions options{a.strategy, a.budget, a.batch_size, a.seed, a.agent_share,
                              a.max_rel_error};
+  absl::StatusOr<std::vector<Configuration>> initial = StartFrom(a);
+  if (!initial.ok()) return UsageError(cmd, std::string(initial.status().message()));
+  // Here the space is known: a configuration it does not have is said, not skipped.
+  for (size_t i = 0; i < initial->size(); ++i) {
+    absl::StatusOr<Point> point = t.space->ToPoint((*initial)[i]);
+    if (!point.ok() || !t.space->IsValid(*point)) {
+      return UsageError(
+          cmd, absl::StrCat("--start-from '", a.start_from[i], "' is not a configuration of ",
+                            t.task.kernel, " here: ",
+                            point.ok() ? "it breaks one of the kernel's constraints (ktune kernels "
+                                         "shows them)"
+                                       : point.status().message()));
+    }
+  }
+  options.initial = *std::move(initial);
   if (!a.json)
     options.on_progress = [&](int64_t done, double best) { progress.Update(done, best); };
   options.registry = &registry;
@@ -466,6 +499,11 @@ void RegisterTuneCommand(CLI::App& app, Action* action) {
                    "the reference is above this is too_inaccurate, never the answer (e.g. 1e-3; "
                    "kernels with a precision parameter, such as gemm_lowp, trade error for time)")
       ->check(AboveZero());
+  tune->add_option("--start-from", a->start_from,
+                   "A configuration to measure first, after the kernel's default, unless the "
+                   "database has it (e.g. MR=4,NR=16: one known to be good); may be repeated")
+      ->expected(1)
+      ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
   tune->add_option("--server", a->server,
                    "Tune through a running server and its workers (token: $KTUNE_TOKEN)")
       ->check(ServerAddress());

@@ -50,6 +50,8 @@ absl::StatusOr<v1::Job> RunTuneJob(v1::TuningService::StubInterface& stub, const
   spec->set_threads(r.threads);
   if (r.agent_share) spec->set_agent_share(*r.agent_share);
   if (r.max_rel_error) spec->set_max_rel_error(*r.max_rel_error);
+  for (const Configuration& c : r.initial)
+    ToProto(c, spec->add_initial_configs()->mutable_params());
   v1::Job job;
   if (absl::Status s = FromGrpc(stub.SubmitJob(ClientContextFor(r.token).get(), submit, &job));
       !s.ok()) {

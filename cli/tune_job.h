@@ -43,6 +43,7 @@ struct TuneJobRequest {
   int threads = 0;     // CPU kernels: exactly this many threads; 0: any
   std::optional<double> agent_share;  // unset: the server's; 0: no limit
   std::optional<double> max_rel_error;  // the accuracy budget (JobSpec.max_rel_error); unset: none
+  std::vector<Configuration> initial;   // measured first unless known (JobSpec.initial_configs)
   std::string token;   // bearer token; empty: none
   WatchStopper* stopper = nullptr;  // may be null
 };

@@ -200,6 +200,7 @@ absl::StatusOr<TuneSummary> RunTuneSession(TuneTarget& t, const std::string& db_
   request.threads = t.threads;
   request.agent_share = o.agent_share;
   request.max_rel_error = o.max_rel_error;
+  request.initial = o.initial;
   request.stopper = service->stopper();
   absl::StatusOr<v1::Job> job = RunTuneJob(
       service->client(), request, [&](const std::string& id) { service->StartWorker(id); },

@@ -29,6 +29,8 @@ struct TuneSessionOptions {
   // The accuracy budget: measurements with more error are too_inaccurate, and the summary's best
   // is the fastest within it. Unset: none.
   std::optional<double> max_rel_error;
+  // Configurations measured first, after the kernel's default, unless known (--start-from).
+  std::vector<Configuration> initial;
   // Called as the job progresses with (measurements so far, best time so far or 0).
   std::function<void(int64_t, double)> on_progress;
   // The target's registry, where the worker adds the client kernels the server leases to it

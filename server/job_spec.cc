@@ -174,12 +174,29 @@ absl::StatusOr<v1::JobSpec> ParseJobSpecText(const std::string& text) {
         spec.set_retune(v.as<std::string>());
       } else if (key == "max_rel_error") {
         spec.set_max_rel_error(v.as<double>());
+      } else if (key == "initial_configs") {
+        if (!v.IsSequence()) return Bad(v, "initial_configs must be a list of mappings");
+        for (const YAML::Node& c : v) {
+          if (!c.IsMap()) return Bad(c, "each initial configuration must be a mapping {MR: 4}");
+          v1::Configuration* config = spec.add_initial_configs();
+          std::set<std::string> names;
+          for (const auto& pv : c) {
+            const std::string name = pv.first.as<std::string>();
+            if (!names.insert(name).second) {
+              return Bad(pv.first,
+                         absl::StrCat("initial_configs: parameter '", name, "' appears twice"));
+            }
+            KTUNE_ASSIGN_OR_RETURN(v1::ParamValue value,
+                                   Scalar(pv.second, "initial_configs " + name));
+            (*config->mutable_params())[name] = value;
+          }
+        }
       } else {
         return Bad(kv.first, absl::StrCat("unknown field '", key,
                                           "' (fields: name, kernels, problems, device_classes, "
                                           "budget, budget_wall_seconds, strategy, priority, seed, "
                                           "batch_size, threads, agent_share, retune, "
-                                          "max_rel_error)"));
+                                          "max_rel_error, initial_configs)"));
       }
     }
   } catch (const YAML::Exception& e) {
@@ -197,7 +214,8 @@ absl::StatusOr<v1::JobSpec> ParseJobSpecText(const std::string& text) {
         {"threads", "a whole number"},
         {"agent_share", "a number"},
         {"retune", "off, suggest or act"},
-        {"max_rel_error", "a number"}};
+        {"max_rel_error", "a number"},
+        {"initial_configs", "a list of configurations, mappings such as {MR: 4}"}};
     const auto takes = kTakes.find(field);
     const std::string given = value.IsScalar()     ? absl::StrCat("'", value.Scalar(), "'")
                               : value.IsSequence() ? std::string("a list")
@@ -266,6 +284,18 @@ absl::StatusOr<JobRequest> ToJobRequest(const v1::JobSpec& spec, const TaskSpace
     return absl::InvalidArgumentError(
         "max_rel_error must be a finite number above 0 (a relative error, e.g. 1e-3)");
   }
+  if (spec.initial_configs_size() > 64) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "initial_configs has ", spec.initial_configs_size(), " configurations; at most 64"));
+  }
+  std::vector<Configuration> initial;
+  for (const v1::Configuration& c : spec.initial_configs()) {
+    if (c.params().empty() || c.params_size() > 64) {
+      return absl::InvalidArgumentError("initial_configs: a configuration has 1 to 64 parameters");
+    }
+    KTUNE_ASSIGN_OR_RETURN(Configuration config, FromProto(c.params(), "initial_configs"));
+    initial.push_back(std::move(config));
+  }
   const int64_t tasks =
       int64_t{spec.kernels_size()} * spec.problems_size() * spec.device_classes_size();
   if (tasks > kMaxJobTasks) {
@@ -284,6 +314,7 @@ absl::StatusOr<JobRequest> ToJobRequest(const v1::JobSpec& spec, const TaskSpace
   r.priority = spec.priority();
   r.seed = spec.seed();  // 0: the scheduler draws one
   r.worker_id = spec.worker_id();
+  r.initial = std::move(initial);
   absl::flat_hash_set<std::string> seen;
   for (const v1::KernelRef& k : spec.kernels()) {
     for (const v1::Problem& p : spec.problems()) {

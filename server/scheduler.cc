@@ -129,10 +129,12 @@ absl::Status Scheduler::AddJobRun(Job job, bool recount) {
     if (spec.contains("worker_id") && spec["worker_id"].is_string()) {
       run->worker_id = spec["worker_id"].get<std::string>();
     }
-    if (spec.contains("reverify") && spec["reverify"].is_array()) {
-      for (const nlohmann::json& c : spec["reverify"]) {
+    for (const auto& [key, configs] :
+         {std::pair{"reverify", &run->reverify}, std::pair{"initial_configs", &run->initial}}) {
+      if (!spec.contains(key) || !spec[key].is_array()) continue;
+      for (const nlohmann::json& c : spec[key]) {
         absl::StatusOr<Configuration> config = ParseParamMapJson(c.dump());
-        if (config.ok()) run->reverify.push_back(*std::move(config));
+        if (config.ok()) configs->push_back(*std::move(config));
       }
     }
     if (const int64_t wall = spec.value("budget_wall_seconds", int64_t{0}); wall > 0) {
@@ -372,10 +374,12 @@ absl::StatusOr<int64_t> Scheduler::Submit(const JobRequest& r) {
   if (!r.fingerprint_hash.empty()) spec["fingerprint_hash"] = r.fingerprint_hash;
   if (!r.worker_id.empty()) spec["worker_id"] = r.worker_id;
   if (!options_.session.empty()) spec["session"] = options_.session;
-  if (!r.reverify.empty()) {
-    spec["reverify"] = nlohmann::json::array();
-    for (const Configuration& c : r.reverify) {
-      spec["reverify"].push_back(nlohmann::json::parse(CanonicalJson(c)));
+  for (const auto& [key, configs] :
+       {std::pair{"reverify", &r.reverify}, std::pair{"initial_configs", &r.initial}}) {
+    if (configs->empty()) continue;
+    spec[key] = nlohmann::json::array();
+    for (const Configuration& c : *configs) {
+      spec[key].push_back(nlohmann::json::parse(CanonicalJson(c)));
     }
   }
   job.spec_json = spec.dump();

@@ -147,6 +147,9 @@ struct JobRequest {
   // Configurations each task measures again first (TaskSearch::Options::reverify): a retuning
   // job re-verifies the old best configurations in the same runs as the new candidates.
   std::vector<Configuration> reverify;
+  // Configurations each task measures first unless known (JobSpec.initial_configs,
+  // TaskSearch::Options::initial).
+  std::vector<Configuration> initial;
   // Only workers whose device fingerprint hashes to this (DeviceInfo::FingerprintHash) measure
   // the job: a new environment's retuning (a driver update on some of a class's machines) is
   // measured where the new fingerprint is, not on the class's other workers. Empty: any worker

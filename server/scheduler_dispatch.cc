@@ -171,6 +171,7 @@ void Scheduler::QueueInit(JobRun& job, TaskRun& t, int cores, std::vector<AgentW
   search.make_strategy = options_.make_strategy;
   if (job.agent_share) search.max_agent_share = *job.agent_share;
   search.reverify = job.reverify;
+  search.initial = job.initial;
   search.max_rel_error = job.max_rel_error;
   t.agent_busy = true;
   work->push_back([this, job_id = job.job.id, index = t.index, task = t.task, search, cores,

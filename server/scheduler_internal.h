@@ -68,6 +68,7 @@ struct Scheduler::JobRun {
   int threads = 0;
   std::optional<double> agent_share;        // unset: TaskSearch's default
   std::vector<Configuration> reverify;      // JobRequest::reverify
+  std::vector<Configuration> initial;       // JobRequest::initial
   std::string fingerprint_hash;             // JobRequest::fingerprint_hash
   std::string worker_id;                    // JobRequest::worker_id
   std::optional<double> max_rel_error;      // JobRequest::max_rel_error

@@ -93,6 +93,12 @@ v1::JobSpec SpecOf(const Job& job, bool with_tasks) {
     if (auto it = stored.find("worker_id"); it != stored.end() && it->is_string()) {
       spec.set_worker_id(it->get<std::string>());
     }
+    if (auto it = stored.find("initial_configs"); it != stored.end() && it->is_array()) {
+      for (const nlohmann::json& c : *it) {
+        absl::StatusOr<Configuration> config = ParseParamMapJson(c.dump());
+        if (config.ok()) ktune::ToProto(*config, spec.add_initial_configs()->mutable_params());
+      }
+    }
   }
   if (absl::StatusOr<v1::Strategy> strategy = ParseStrategy(job.strategy); strategy.ok()) {
     spec.set_strategy(*strategy);

@@ -162,6 +162,12 @@ absl::StatusOr<std::unique_ptr<TaskSearch>> TaskSearch::Create(TuningDatabase* d
   std::vector<Configuration> first;
   if (default_config && !default_known) first.push_back(*default_config);
   first.insert(first.end(), options.reverify.begin(), options.reverify.end());
+  std::set<Point> prior_points;  // initial configurations the records hold are not measured
+  for (const Observation& o : s->prior_) prior_points.insert(o.point);
+  for (const Configuration& c : options.initial) {
+    absl::StatusOr<Point> p = s->space_->ToPoint(c);
+    if (p.ok() && !prior_points.count(*p)) first.push_back(c);
+  }
   for (const Configuration& c : first) {
     if (static_cast<int64_t>(s->first_points_.size()) >= s->budget_left_) break;
     // The kernel's contract puts its default in its space; re-verified ones may not be.

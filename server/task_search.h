@@ -77,6 +77,10 @@ class TaskSearch {
     // when it is unknown), before the strategy proposes anything: a retuning job re-verifies the
     // old best alongside the new candidates. Those outside the task's space are skipped.
     std::vector<Configuration> reverify;
+    // Configurations measured first too, after those, unless the task's records hold them (a
+    // job's JobSpec.initial_configs: one known to be good, to start from). Those outside the
+    // task's space are skipped.
+    std::vector<Configuration> initial;
     // The job's accuracy budget: earlier records whose error is above it, or unknown, count as
     // failures for the strategy (as this job's own results would). Unset: none.
     std::optional<double> max_rel_error;

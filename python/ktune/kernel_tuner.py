@@ -32,9 +32,11 @@ into their value lists (and restrictions naming them are left to Kernel Tuner: a
 rule out is recorded as ``invalid_config``, as are proposals ruled out by restrictions given as
 functions). ktune minimises time: it is told the measured times (``result["times"]``, else
 ``result["time"]``) whatever Kernel Tuner's objective is, and records their median; an
-objective other than time is warned about (it picks only Kernel Tuner's own best). Strategy
-options other than the budget (``max_fevals``, ``time_limit``) are warned about and ignored:
-ktune's choices are :class:`Strategy`'s arguments. ``metrics`` are Kernel Tuner's: computed on
+objective other than time is warned about (it picks only Kernel Tuner's own best). The strategy
+option ``x0`` (a starting configuration: values in ``tune_params`` order, or a dict by name) is
+measured first, unless ktune's records hold it (``JobSpec.initial_configs``). Other strategy
+options than the budget (``max_fevals``, ``time_limit``) are warned about and ignored: ktune's
+choices are :class:`Strategy`'s arguments. ``metrics`` are Kernel Tuner's: computed on
 its results, not stored in ktune.
 """
 
@@ -79,6 +81,8 @@ _MAX_VALUES = 4096  # per parameter, the API's limit
 # The strategy options that Kernel Tuner itself applies whatever the strategy (its budget, and how
 # it builds the search space); ktune's agent takes no other.
 _KERNEL_TUNER_BUDGET_OPTIONS = ("max_fevals", "time_limit", "searchspace_construction_options")
+# The strategy options ktune takes besides the budget: a starting configuration.
+_KERNEL_TUNER_TAKEN_OPTIONS = _KERNEL_TUNER_BUDGET_OPTIONS + ("x0",)
 _PROBLEM_MAX = 2**62
 
 
@@ -224,6 +228,7 @@ class Strategy(OptAlgWrapper):
         self.flops = flops
         self.agent_share = agent_share
         self.poll_seconds = poll_seconds
+        self._initial: list[ParamMap] = []  # x0, as ktune's configuration (each run's)
         # Set by a run:
         self.kernel_name: str = ""
         self.task: Optional[Task] = None
@@ -398,13 +403,15 @@ class Strategy(OptAlgWrapper):
         # of them (its choices are Strategy's arguments); the budget stays Kernel Tuner's. Said,
         # not refused: they were ignored without a word.
         given = dict(options.get("strategy_options") or {})
-        unused = sorted(str(k) for k in given if k not in _KERNEL_TUNER_BUDGET_OPTIONS)
+        unused = sorted(str(k) for k in given if k not in _KERNEL_TUNER_TAKEN_OPTIONS)
         if unused:
             warnings.warn("ktune's agent takes no Kernel Tuner strategy options but the budget "
-                          f"(max_fevals, time_limit); ignored: {', '.join(unused)} (ktune's own "
-                          "choices are Strategy's arguments: strategy, batch_size, seed, ...)",
-                          stacklevel=5)  # the caller's tune_kernel
+                          f"(max_fevals, time_limit) and x0; ignored: {', '.join(unused)} "
+                          "(ktune's own choices are Strategy's arguments: strategy, batch_size, "
+                          "seed, ...)", stacklevel=5)  # the caller's tune_kernel
         params = self._params(searchspace)
+        self._initial = ([] if given.get("x0") is None
+                         else [self._starting_config(given["x0"], params)])
         constraints = self._constraints(options, params, searchspace)
         problem = self._problem(getattr(runner, "kernel_options", {}) or {})
         if searchspace.size == 0:
@@ -464,6 +471,28 @@ class Strategy(OptAlgWrapper):
                 time.sleep(min(delay, deadline - now))
                 delay = min(2 * delay, 2.0)
 
+    @staticmethod
+    def _starting_config(x0: Any, params: list[_Param]) -> ParamMap:
+        """Kernel Tuner's ``x0`` (values in tune_params order, or a dict by name) as ktune's
+        configuration; ValueError naming what does not fit."""
+        if isinstance(x0, dict):
+            missing = [p.name for p in params if p.name not in x0]
+            if missing or len(x0) != len(params):
+                raise ValueError(f"x0 {x0!r} must give a value to each of tune_params "
+                                 f"({', '.join(p.name for p in params)})")
+            values = [x0[p.name] for p in params]
+        else:
+            values = list(x0)
+            if len(values) != len(params):
+                raise ValueError(f"x0 {x0!r} has {len(values)} values; tune_params has "
+                                 f"{len(params)} ({', '.join(p.name for p in params)})")
+        config = {}
+        for p, v in zip(params, values):
+            if not any(v == w for w in p.values):
+                raise ValueError(f"x0: {v!r} is not one of tune_params[{p.name!r}]'s values")
+            config[p.name] = p.encode(v)
+        return config
+
     def _submit(self, problem: ParamMap, budget: int, worker: "_Worker") -> Job:
         assert self.device is not None
         # Bound to this process's worker: only it measures the job, and the job ends when it
@@ -475,7 +504,8 @@ class Strategy(OptAlgWrapper):
             # seed 0: the server draws one for every job (a fixed 1, 2, ... for the follow-up
             # jobs repeated every session's proposals).
             seed=self.seed + len(self.job_ids) if self.seed else 0, batch_size=self.batch_size,
-            agent_share=self.agent_share, worker_id=worker.worker_id)
+            agent_share=self.agent_share, worker_id=worker.worker_id,
+            initial_configs=list(self._initial))
         attempts = 0
 
         def submit() -> Job:

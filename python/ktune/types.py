@@ -679,6 +679,9 @@ class JobSpec:
     # Only this registered worker measures the job, which ends cancelled when the worker leaves
     # or is lost: a client measuring its own kernel (ktune.kernel_tuner). "": any worker.
     worker_id: str = ""
+    # Configurations each task measures first (after the kernel's untuned default), unless its
+    # records hold them: ones known to be good, to start from. At most 64.
+    initial_configs: list[ParamMap] = field(default_factory=list)
 
     def _to_proto(self) -> ts.JobSpec:
         spec = ts.JobSpec(
@@ -695,6 +698,8 @@ class JobSpec:
             spec.agent_share = self.agent_share
         if self.max_rel_error is not None:
             spec.max_rel_error = self.max_rel_error
+        for c in self.initial_configs:
+            params_to_proto(c, spec.initial_configs.add().params)
         return spec
 
 

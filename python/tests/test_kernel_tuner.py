@@ -244,6 +244,28 @@ def test_strategy_options_ktune_does_not_take_are_said_to_be_ignored(empty_serve
                          strategy_options={"time_limit": 600})
 
 
+def test_x0_is_measured_first(empty_server):
+    """Kernel Tuner's x0 (a starting configuration) is measured in the first batch, beside the
+    kernel's default (JobSpec.initial_configs); it was ignored, with a warning. One that is not a
+    configuration of tune_params is refused, naming the value."""
+    client = empty_server.client()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # x0 is taken: nothing to say
+        results, _ = run_kernel_tuner(Strategy(client, strategy="random", seed=3), max_fevals=4,
+                                      strategy_options={"x0": [512, 4]})
+    assert (512, 4) in [key(r) for r in results][:2]
+    # Given by name, one the first run did not measure: the first of the second run (ktune's
+    # records hold the default now).
+    block, unroll = next((b, u) for b in TUNE_PARAMS["block_size_x"] for u in TUNE_PARAMS["unroll"]
+                         if b >= 16 * u and (b, u) not in {key(r) for r in results})
+    results, _ = run_kernel_tuner(Strategy(client, strategy="random", seed=4), max_fevals=3,
+                                  strategy_options={"x0": {"unroll": unroll, "block_size_x": block}})
+    assert key(results[0]) == (block, unroll)
+    with pytest.raises(ValueError, match="500 is not one of tune_params\\['block_size_x'\\]"):
+        run_kernel_tuner(Strategy(client, strategy="random", seed=5), max_fevals=2,
+                         strategy_options={"x0": [500, 4]})
+
+
 def test_restrictions_ktune_cannot_read(empty_server):
     """Restrictions given as a function stay with Kernel Tuner: ktune's space is then the whole
     product, and a proposal they rule out is recorded as invalid_config (not measured, not lost).

@@ -22,6 +22,7 @@
 #include <thread>
 
 #include "absl/strings/str_cat.h"
+#include "db/interchange/record_files.h"
 #include "db/sqlite_schema.h"
 #include "db/sqlite_tuning_database.h"
 #include "tests/testing/test_util.h"
@@ -1333,6 +1334,36 @@ TEST(CliTest, TuneOnAReplayDeviceStoresEveryMeasurement) {
   EXPECT_LE(second["best"]["time_ms"].get<double>(), result["best"]["time_ms"].get<double>());
   stats = nlohmann::json::parse(RunKtune({"db", "stats", "--db", db, "--json"}).out);
   EXPECT_EQ(stats["records"], 80);
+}
+
+// --start-from: a configuration known to be good is measured first (JobSpec.initial_configs):
+// with a budget of one, the recorded optimum given is the answer. One the space does not have is
+// said, not skipped.
+TEST(CliTest, TuneStartsFromTheConfigurationsGiven) {
+  TempDir dir;
+  const std::string space = SpaceFile("pnpoly_RTX_3090_T4.json.gz");
+  absl::StatusOr<RecordedSpace> recorded = LoadRecordedSpace(space);
+  ASSERT_TRUE(recorded.ok()) << recorded.status();
+  const Record* optimum = nullptr;
+  for (const Record& r : recorded->records) {
+    if (r.time_ms && (optimum == nullptr || *r.time_ms < *optimum->time_ms)) optimum = &r;
+  }
+  ASSERT_NE(optimum, nullptr);
+  auto tune = RunKtune({"tune", "--db", dir.File("k.db"), "--device", "replay:" + space, "--budget",
+                        "1", "--strategy", "random", "--json", "--start-from",
+                        FormatParamMapAssignments(optimum->config)});
+  ASSERT_EQ(tune.exit_code, 0) << tune.err;
+  auto result = nlohmann::json::parse(tune.out);
+  EXPECT_EQ(result["measurements"], 1);
+  EXPECT_EQ(result["best_over_optimum"].get<double>(), 1.0);
+
+  Configuration outside = optimum->config;
+  outside.begin()->second = int64_t{987654321};
+  auto refused = RunKtune({"tune", "--db", dir.File("k.db"), "--device", "replay:" + space,
+                           "--start-from", FormatParamMapAssignments(outside)});
+  EXPECT_EQ(refused.exit_code, 2);
+  EXPECT_THAT(refused.err, HasSubstr("--start-from"));
+  EXPECT_THAT(refused.err, HasSubstr("is not a configuration of pnpoly here"));
 }
 
 TEST(CliTest, TuneOnThisCpuReportsSpeedupAndStoresRecords) {

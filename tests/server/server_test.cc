@@ -30,6 +30,7 @@
 #include "measurer/replay_measurer.h"
 #include "measurer/worker_loop.h"
 #include "proto/convert.h"
+#include "server/job_spec.h"
 #include "server/services.h"
 #include "server/tuning_server.h"
 #include "tests/server/worker_doubles.h"
@@ -1148,6 +1149,7 @@ TEST_F(ServerTest, AJobKeepsTheSpecItWasSubmittedWith) {
   spec.set_budget_wall_seconds(3600);
   spec.set_agent_share(0.5);
   spec.set_retune("off");
+  (*spec.add_initial_configs()->mutable_params())["block_size_x"].set_int_value(32);
   v1::Job submitted;
   ASSERT_TRUE(tuning_->SubmitJob(Context().get(), submit, &submitted).ok());
   v1::GetJobRequest get;
@@ -1165,6 +1167,25 @@ TEST_F(ServerTest, AJobKeepsTheSpecItWasSubmittedWith) {
   EXPECT_EQ(listed.jobs(0).spec().strategy(), v1::STRATEGY_ANNEALING);
   EXPECT_EQ(listed.jobs(0).spec().device_classes_size(), 0);  // with the tasks only
   EXPECT_EQ(listed.jobs(0).task_count(), 3);                  // counted, not copied
+}
+
+// A YAML spec's initial configurations; what is not a list of mappings is refused, naming the
+// field.
+TEST(JobSpecTextTest, InitialConfigurationsAreAListOfMappings) {
+  absl::StatusOr<v1::JobSpec> spec = ParseJobSpecText(
+      "kernels: [gemm]\nproblems: [{M: 64}]\ndevice_classes: [cpu]\nbudget: 5\n"
+      "initial_configs: [{MR: 4, NR: 16}, {MR: 8}]\n");
+  ASSERT_TRUE(spec.ok()) << spec.status();
+  ASSERT_EQ(spec->initial_configs_size(), 2);
+  EXPECT_EQ(spec->initial_configs(0).params().at("NR").int_value(), 16);
+  EXPECT_EQ(spec->initial_configs(1).params().at("MR").int_value(), 8);
+  for (const char* bad :
+       {"initial_configs: 5\n", "initial_configs: [4]\n", "initial_configs: [{MR: 4, MR: 8}]\n"}) {
+    absl::StatusOr<v1::JobSpec> refused =
+        ParseJobSpecText(absl::StrCat("kernels: [gemm]\nbudget: 5\n", bad));
+    EXPECT_TRUE(absl::IsInvalidArgument(refused.status())) << bad;
+    EXPECT_THAT(std::string(refused.status().message()), ::testing::HasSubstr("initial")) << bad;
+  }
 }
 
 // After a restart, ListJobs reads a job that ended before from the progress its tasks stored

@@ -138,6 +138,44 @@ TEST_F(TaskSearchTest, TheDefaultComesFirstOncePerTaskThenBatchesOfTheJobsSize) 
   EXPECT_EQ(done->tasks[0].prior_records, 7);
 }
 
+// A job's initial configurations (JobSpec.initial_configs: one known to be good, Kernel Tuner's
+// x0) are its tasks' first batch, and survive a restart; one the task's records hold, or outside
+// its space, is skipped.
+TEST_F(TaskSearchTest, InitialConfigurationsAreMeasuredFirstUnlessKnown) {
+  Submit(4, "random", /*batch_size=*/4);
+  const std::vector<Configuration> first = LeaseAndReport();  // the default
+  const std::vector<Configuration> known = LeaseAndReport();
+  ASSERT_EQ(known.size(), 3u);
+  absl::StatusOr<std::shared_ptr<const SearchSpace>> space = spaces_.Space(Task(), kCores);
+  ASSERT_TRUE(space.ok()) << space.status();
+  std::set<std::string> measured = {CanonicalJson(first[0])};
+  for (const Configuration& c : known) measured.insert(CanonicalJson(c));
+  Configuration fresh;  // a valid configuration nothing measured
+  for (int64_t i = 0; fresh.empty() || measured.count(CanonicalJson(fresh)); ++i) {
+    fresh = (*space)->ToConfiguration((*space)->PointAt(i));
+  }
+  Configuration outside = fresh;
+  outside["MR"] = int64_t{3};  // not one of MR's values
+
+  JobRequest r;
+  r.name = "start";
+  r.tasks = {Task()};
+  r.budget = 4;
+  r.batch_size = 4;
+  r.strategy = "random";
+  r.spec_json = "{}";
+  r.initial = {known[0], outside, fresh};
+  absl::StatusOr<int64_t> job = scheduler_->Submit(r);
+  ASSERT_TRUE(job.ok()) << job.status();
+  Restart();  // the job's initial configurations are read back from what it stores
+  const std::vector<Configuration> lease = LeaseAndReport();
+  ASSERT_EQ(lease.size(), 1u);  // the first batch: the one not known, alone
+  EXPECT_EQ(CanonicalJson(lease[0]), CanonicalJson(fresh));
+  const std::vector<Configuration> next = LeaseAndReport();
+  EXPECT_EQ(next.size(), 3u);  // then the strategy, for the rest of the budget
+  for (const Configuration& c : next) EXPECT_FALSE(measured.count(CanonicalJson(c)));
+}
+
 TEST_F(TaskSearchTest, AJobsThreadsFixTheThreadCountAndTooManyFailTheTaskSayingWhy) {
   Submit(5, "random", /*batch_size=*/2, /*threads=*/1);
   const std::vector<Configuration> first = LeaseAndReport();
