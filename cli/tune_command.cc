@@ -36,6 +36,7 @@
 #include "proto/channel.h"
 #include "proto/convert.h"
 #include "server/job_spec.h"
+#include "server/task_search.h"
 
 namespace ktune::cli {
 namespace {
@@ -356,16 +357,14 @@ int RunTune(const TuneArgs& a) {
                              a.max_rel_error};
   absl::StatusOr<std::vector<Configuration>> initial = StartFrom(a);
   if (!initial.ok()) return UsageError(cmd, std::string(initial.status().message()));
-  // Here the space is known: a configuration it does not have is said, not skipped.
-  for (size_t i = 0; i < initial->size(); ++i) {
-    absl::StatusOr<Point> point = t.space->ToPoint((*initial)[i]);
-    if (!point.ok() || !t.space->IsValid(*point)) {
+  // Here the space is known: a configuration it does not have is said, not skipped. (The task's
+  // search completes each from the default as this does.)
+  const auto points = TaskSearch::InitialPoints(*t.space, t.default_config, *initial);
+  for (size_t i = 0; i < points.size(); ++i) {
+    if (!points[i].first) {
       return UsageError(
           cmd, absl::StrCat("--start-from '", a.start_from[i], "' is not a configuration of ",
-                            t.task.kernel, " here: ",
-                            point.ok() ? "it breaks one of the kernel's constraints (ktune kernels "
-                                         "shows them)"
-                                       : point.status().message()));
+                            t.task.kernel, " here: ", points[i].second));
     }
   }
   options.initial = *std::move(initial);
@@ -500,8 +499,9 @@ void RegisterTuneCommand(CLI::App& app, Action* action) {
                    "kernels with a precision parameter, such as gemm_lowp, trade error for time)")
       ->check(AboveZero());
   tune->add_option("--start-from", a->start_from,
-                   "A configuration to measure first, after the kernel's default, unless the "
-                   "database has it (e.g. MR=4,NR=16: one known to be good); may be repeated")
+                   "A configuration to measure first, before the kernel's default, unless the "
+                   "database has it (e.g. MR=4,NR=16: one known to be good; the parameters left "
+                   "out take the default's values); may be repeated")
       ->expected(1)
       ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
   tune->add_option("--server", a->server,

@@ -2,6 +2,7 @@
 
 #include <yaml-cpp/yaml.h>
 
+#include <algorithm>
 #include <cmath>
 #include <map>
 #include <nlohmann/json.hpp>
@@ -289,12 +290,19 @@ absl::StatusOr<JobRequest> ToJobRequest(const v1::JobSpec& spec, const TaskSpace
         "initial_configs has ", spec.initial_configs_size(), " configurations; at most 64"));
   }
   std::vector<Configuration> initial;
-  for (const v1::Configuration& c : spec.initial_configs()) {
+  size_t initial_bytes = 0;
+  for (int i = 0; i < spec.initial_configs_size(); ++i) {
+    const v1::Configuration& c = spec.initial_configs(i);
     if (c.params().empty() || c.params_size() > 64) {
-      return absl::InvalidArgumentError("initial_configs: a configuration has 1 to 64 parameters");
+      return absl::InvalidArgumentError(
+          absl::StrCat("initial_configs[", i, "] has ", c.params_size(), " parameters; 1 to 64"));
     }
     KTUNE_ASSIGN_OR_RETURN(Configuration config, FromProto(c.params(), "initial_configs"));
+    initial_bytes += CanonicalJson(config).size();
     initial.push_back(std::move(config));
+  }
+  if (initial_bytes > 64 * 1024) {  // stored with the job, read at every listing
+    return absl::InvalidArgumentError("initial_configs take more than 64 KiB");
   }
   const int64_t tasks =
       int64_t{spec.kernels_size()} * spec.problems_size() * spec.device_classes_size();
@@ -335,6 +343,38 @@ absl::StatusOr<JobRequest> ToJobRequest(const v1::JobSpec& spec, const TaskSpace
         }
         r.tasks.push_back(*std::move(canonical));
       }
+    }
+  }
+  // An initial configuration must name parameters of a kernel of the job (a typo was skipped by
+  // every task, unseen); each task then completes and checks it (TaskSearch::InitialPoints).
+  std::set<std::string> recorded;  // kernels served from recorded spaces (serve --replay)
+  if (!r.initial.empty()) {
+    for (const TaskSpaces::Recorded& s : spaces.RecordedSpaces()) recorded.insert(s.task.kernel);
+  }
+  for (size_t i = 0; i < r.initial.size(); ++i) {
+    std::string why;
+    for (const v1::KernelRef& k : spec.kernels()) {
+      const KernelDefinition* def = spaces.registry().Find(k.name());
+      if (def == nullptr || recorded.count(k.name())) {  // its tasks' searches say
+        why.clear();
+        break;
+      }
+      std::string unknown;
+      for (const auto& [name, value] : r.initial[i]) {
+        if (std::none_of(def->parameters.begin(), def->parameters.end(),
+                         [&](const KernelParameter& p) { return p.name == name; })) {
+          unknown = name;
+        }
+      }
+      if (unknown.empty()) {
+        why.clear();
+        break;
+      }
+      why = absl::StrCat("'", unknown, "' is not a parameter of ", k.name(), " (ktune kernels ",
+                         k.name(), " lists them)");
+    }
+    if (!why.empty()) {
+      return absl::InvalidArgumentError(absl::StrCat("initial_configs[", i, "]: ", why));
     }
   }
   nlohmann::json stored{{"name", r.name},         {"budget", r.budget}, {"strategy", r.strategy},

@@ -5,6 +5,7 @@
 #include <set>
 #include <utility>
 
+#include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "common/event_log.h"
 #include "common/status_macros.h"
@@ -140,8 +141,15 @@ absl::StatusOr<std::unique_ptr<TaskSearch>> TaskSearch::Create(TuningDatabase* d
     }
   };
   add(known, /*is_stale=*/false);
+  // The initial configurations as points of the space (completed from the default, their
+  // numbers taken as the space's: see InitialPoints), and why any is not one.
+  const std::vector<std::pair<std::optional<Point>, std::string>> initial =
+      InitialPoints(*s->space_, default_config, options.initial);
   for (const Configuration& c : options.reverify) {
     if (absl::StatusOr<Point> p = s->space_->ToPoint(c); p.ok()) fresh.insert(*p);
+  }
+  for (const auto& [point, why] : initial) {
+    if (point) fresh.insert(*point);  // asked for: a stale record of it is not its result
   }
   if (stale_as_source && stale.size() > 0) {
     s->stale_times_.assign(static_cast<size_t>(s->space_->size()), std::nan(""));
@@ -159,25 +167,87 @@ absl::StatusOr<std::unique_ptr<TaskSearch>> TaskSearch::Create(TuningDatabase* d
                      [&](const Observation& o) { return !o.ok && ran_ok.count(o.point); }),
       s->prior_.end());
   s->prior_records_ = static_cast<int64_t>(s->prior_.size());
-  std::vector<Configuration> first;
-  if (default_config && !default_known) first.push_back(*default_config);
-  first.insert(first.end(), options.reverify.begin(), options.reverify.end());
-  std::set<Point> prior_points;  // initial configurations the records hold are not measured
+  // The first batch: the job's initial configurations the records do not hold (what the user
+  // asked for comes first, also within a budget of one), then the default, then the re-verified.
+  std::set<Point> prior_points;
   for (const Observation& o : s->prior_) prior_points.insert(o.point);
-  for (const Configuration& c : options.initial) {
-    absl::StatusOr<Point> p = s->space_->ToPoint(c);
-    if (p.ok() && !prior_points.count(*p)) first.push_back(c);
-  }
-  for (const Configuration& c : first) {
-    if (static_cast<int64_t>(s->first_points_.size()) >= s->budget_left_) break;
-    // The kernel's contract puts its default in its space; re-verified ones may not be.
-    absl::StatusOr<Point> p = s->space_->ToPoint(c);
-    if (p.ok() && s->space_->IsValid(*p) &&
-        std::find(s->first_points_.begin(), s->first_points_.end(), *p) == s->first_points_.end()) {
-      s->first_points_.push_back(*p);
+  std::vector<Point> first;
+  for (size_t i = 0; i < initial.size(); ++i) {
+    const auto& [point, why] = initial[i];
+    if (!point) {
+      LogEvent("initial_config_skipped", {{"kernel", task.kernel},
+                                          {"config", CanonicalJson(options.initial[i])},
+                                          {"reason", why}});
+    } else if (!prior_points.count(*point)) {
+      first.push_back(*point);
     }
   }
+  // The kernel's contract puts its default in its space; re-verified ones may not be.
+  const auto add_first = [&](const Configuration& c) {
+    if (absl::StatusOr<Point> p = s->space_->ToPoint(c); p.ok() && s->space_->IsValid(*p)) {
+      first.push_back(*p);
+    }
+  };
+  if (default_config && !default_known) add_first(*default_config);
+  for (const Configuration& c : options.reverify) add_first(c);
+  for (const Point& p : first) {
+    if (std::find(s->first_points_.begin(), s->first_points_.end(), p) != s->first_points_.end()) {
+      continue;
+    }
+    if (static_cast<int64_t>(s->first_points_.size()) >= s->budget_left_) {
+      LogEvent("first_batch_cut", {{"kernel", task.kernel},
+                                   {"budget_left", std::to_string(s->budget_left_)},
+                                   {"effect",
+                                    "the rest of the initial, default or re-verified "
+                                    "configurations is left to the strategy"}});
+      break;
+    }
+    s->first_points_.push_back(p);
+  }
   return s;
+}
+
+std::vector<std::pair<std::optional<Point>, std::string>> TaskSearch::InitialPoints(
+    const SearchSpace& space, const std::optional<Configuration>& default_config,
+    const std::vector<Configuration>& initial) {
+  std::vector<std::pair<std::optional<Point>, std::string>> out;
+  for (const Configuration& given : initial) {
+    Configuration c = default_config.value_or(Configuration());
+    for (const Parameter& p : space.parameters()) {
+      auto it = given.find(p.name);
+      if (it == given.end()) continue;
+      ParamValue v = it->second;
+      // A number written as the other kind (4.0 for 4, from JSON or YAML) is the space's.
+      const bool ints = !p.values.empty() && std::holds_alternative<int64_t>(p.values[0]);
+      const bool doubles = !p.values.empty() && std::holds_alternative<double>(p.values[0]);
+      if (ints && std::holds_alternative<double>(v)) {
+        const double d = std::get<double>(v);
+        if (d == std::floor(d) && std::abs(d) < 9.0e15) v = static_cast<int64_t>(d);
+      } else if (doubles && std::holds_alternative<int64_t>(v)) {
+        v = static_cast<double>(std::get<int64_t>(v));
+      }
+      c[p.name] = v;
+    }
+    std::string unknown;
+    for (const auto& [name, value] : given) {
+      const auto& params = space.parameters();
+      if (std::none_of(params.begin(), params.end(),
+                       [&](const Parameter& p) { return p.name == name; })) {
+        unknown = name;
+      }
+    }
+    absl::StatusOr<Point> p = space.ToPoint(c);
+    if (!unknown.empty()) {
+      out.push_back({std::nullopt, absl::StrCat("'", unknown, "' is not a parameter")});
+    } else if (!p.ok()) {
+      out.push_back({std::nullopt, std::string(p.status().message())});
+    } else if (!space.IsValid(*p)) {
+      out.push_back({std::nullopt, "the space rules it out (a constraint, or the threads)"});
+    } else {
+      out.push_back({*p, ""});
+    }
+  }
+  return out;
 }
 
 absl::Status TaskSearch::StartStrategy() {

@@ -19,7 +19,9 @@
 // 2. A registry kernel's untuned default configuration is the first batch (of one), unless the
 //    database already has it (once per task, and once more after a regression, where the stale
 //    records are the transfer source): speedups are reported against it. It counts
-//    against the budget and becomes a prior result of the strategy.
+//    against the budget and becomes a prior result of the strategy. The job's initial
+//    configurations (JobSpec.initial_configs) that the records do not hold come before it in
+//    that batch, and a retuning job's re-verified ones after it.
 // 3. The strategy loads what it learned before (PPO's policy, by its CheckpointKey) from the
 //    database, is initialised with the seed and the prior results, and proposes batches of
 //    batch_size until the budget is spent or the space exhausted.
@@ -77,9 +79,9 @@ class TaskSearch {
     // when it is unknown), before the strategy proposes anything: a retuning job re-verifies the
     // old best alongside the new candidates. Those outside the task's space are skipped.
     std::vector<Configuration> reverify;
-    // Configurations measured first too, after those, unless the task's records hold them (a
-    // job's JobSpec.initial_configs: one known to be good, to start from). Those outside the
-    // task's space are skipped.
+    // Configurations measured first, before those, unless the task's records hold them (a
+    // job's JobSpec.initial_configs: one known to be good, to start from), completed and read
+    // as InitialPoints says. Those that are not points of the task's space are skipped, logged.
     std::vector<Configuration> initial;
     // The job's accuracy budget: earlier records whose error is above it, or unknown, count as
     // failures for the strategy (as this job's own results would). Unset: none.
@@ -90,6 +92,13 @@ class TaskSearch {
   // `budget_left` (>= 1) new measurements to spend. `db` must outlive the search. Errors: the
   // task has no space for such workers (InvalidArgument, NotFound), an unknown strategy, or the
   // database's.
+  // `initial` as points of `space`, each completed from `default_config` (the parameters it
+  // does not give: "start from" a few tile sizes) and with its numbers taken as the space's (4.0
+  // for an integer parameter is 4); a configuration that is not one has no point, and why.
+  static std::vector<std::pair<std::optional<Point>, std::string>> InitialPoints(
+      const SearchSpace& space, const std::optional<Configuration>& default_config,
+      const std::vector<Configuration>& initial);
+
   static absl::StatusOr<std::unique_ptr<TaskSearch>> Create(TuningDatabase* db,
                                                             const TaskSpaces& spaces,
                                                             const TaskKey& task,

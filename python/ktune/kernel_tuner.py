@@ -410,8 +410,9 @@ class Strategy(OptAlgWrapper):
                           "(ktune's own choices are Strategy's arguments: strategy, batch_size, "
                           "seed, ...)", stacklevel=5)  # the caller's tune_kernel
         params = self._params(searchspace)
-        self._initial = ([] if given.get("x0") is None
-                         else [self._starting_config(given["x0"], params)])
+        x0 = given.get("x0")  # none, or empty: none (as Kernel Tuner reads it)
+        self._initial = ([] if x0 is None or (hasattr(x0, "__len__") and len(x0) == 0)
+                         else [self._starting_config(x0, params)])
         constraints = self._constraints(options, params, searchspace)
         problem = self._problem(getattr(runner, "kernel_options", {}) or {})
         if searchspace.size == 0:

@@ -1357,6 +1357,16 @@ TEST(CliTest, TuneStartsFromTheConfigurationsGiven) {
   EXPECT_EQ(result["measurements"], 1);
   EXPECT_EQ(result["best_over_optimum"].get<double>(), 1.0);
 
+  // A few parameters of a registry kernel: the others are the default's (budget one: the one
+  // measured is the given one, before the default).
+  auto partial = RunKtune({"tune", "--db", dir.File("cpu.db"), "--kernel", "gemm", "--problem",
+                           "M=64,N=64,K=64", "--budget", "1", "--strategy", "random", "--json",
+                           "--start-from", "MR=8,NR=16"});
+  ASSERT_EQ(partial.exit_code, 0) << partial.err;
+  auto best = nlohmann::json::parse(partial.out)["best"]["config"];
+  EXPECT_EQ(best["MR"], 8);
+  EXPECT_EQ(best["NR"], 16);
+
   Configuration outside = optimum->config;
   outside.begin()->second = int64_t{987654321};
   auto refused = RunKtune({"tune", "--db", dir.File("k.db"), "--device", "replay:" + space,

@@ -1188,6 +1188,25 @@ TEST(JobSpecTextTest, InitialConfigurationsAreAListOfMappings) {
   }
 }
 
+// An initial configuration naming a parameter no kernel of the job has is refused at submit (every
+// task skipped it, unseen).
+TEST(JobSpecTextTest, AnInitialConfigurationOfNoKernelOfTheJobIsRefused) {
+  KernelRegistry registry = KernelRegistry::WithBuiltins();
+  TaskSpaces spaces(&registry);
+  absl::StatusOr<v1::JobSpec> spec = ParseJobSpecText(
+      "kernels: [gemm]\nproblems: [{M: 64, N: 64, K: 64}]\ndevice_classes: [cpu:test]\n"
+      "budget: 5\ninitial_configs: [{MR: 4}, {MX: 4}]\n");
+  ASSERT_TRUE(spec.ok()) << spec.status();
+  absl::StatusOr<JobRequest> refused = ToJobRequest(*spec, spaces);
+  EXPECT_TRUE(absl::IsInvalidArgument(refused.status())) << refused.status();
+  EXPECT_THAT(std::string(refused.status().message()),
+              ::testing::HasSubstr("initial_configs[1]: 'MX' is not a parameter of gemm"));
+  spec->mutable_initial_configs()->RemoveLast();
+  absl::StatusOr<JobRequest> taken = ToJobRequest(*spec, spaces);
+  ASSERT_TRUE(taken.ok()) << taken.status();
+  ASSERT_EQ(taken->initial.size(), 1u);
+}
+
 // After a restart, ListJobs reads a job that ended before from the progress its tasks stored
 // (counting every record of every task on each call took seconds), and says what GetJob, which
 // counts the records, says.

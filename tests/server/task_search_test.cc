@@ -176,6 +176,37 @@ TEST_F(TaskSearchTest, InitialConfigurationsAreMeasuredFirstUnlessKnown) {
   for (const Configuration& c : next) EXPECT_FALSE(measured.count(CanonicalJson(c)));
 }
 
+// An initial configuration that gives a few parameters takes the others from the kernel's
+// default, and a whole number written 8.0 is 8: it is measured first, before the default.
+TEST_F(TaskSearchTest, APartialInitialConfigurationIsCompletedFromTheDefault) {
+  absl::StatusOr<std::shared_ptr<const SearchSpace>> space = spaces_.Space(Task(), kCores);
+  ASSERT_TRUE(space.ok()) << space.status();
+  const Configuration partial = {{"MR", 8.0}, {"NR", int64_t{16}}};
+  Configuration completed = Default();
+  completed["MR"] = int64_t{8};
+  completed["NR"] = int64_t{16};
+  ASSERT_NE(CanonicalJson(completed), CanonicalJson(Default()));
+  const auto points = TaskSearch::InitialPoints(**space, Default(), {partial, {{"MX", 1.0}}});
+  ASSERT_TRUE(points[0].first.has_value()) << points[0].second;
+  EXPECT_EQ(CanonicalJson((*space)->ToConfiguration(*points[0].first)), CanonicalJson(completed));
+  EXPECT_FALSE(points[1].first.has_value());
+  EXPECT_THAT(points[1].second, ::testing::HasSubstr("'MX' is not a parameter"));
+
+  JobRequest r;
+  r.name = "partial";
+  r.tasks = {Task()};
+  r.budget = 4;
+  r.batch_size = 4;
+  r.strategy = "random";
+  r.spec_json = "{}";
+  r.initial = {partial};
+  ASSERT_TRUE(scheduler_->Submit(r).ok());
+  const std::vector<Configuration> lease = LeaseAndReport();
+  ASSERT_EQ(lease.size(), 2u);  // the first batch: the given one, then the default
+  EXPECT_EQ(CanonicalJson(lease[0]), CanonicalJson(completed));
+  EXPECT_EQ(CanonicalJson(lease[1]), CanonicalJson(Default()));
+}
+
 TEST_F(TaskSearchTest, AJobsThreadsFixTheThreadCountAndTooManyFailTheTaskSayingWhy) {
   Submit(5, "random", /*batch_size=*/2, /*threads=*/1);
   const std::vector<Configuration> first = LeaseAndReport();
