@@ -100,6 +100,25 @@ absl::StatusOr<v1::Strategy> ParseStrategy(const std::string& name) {
       absl::StrCat("unknown strategy '", name, "'; use ppo, random, anneal, genetic or model"));
 }
 
+namespace {
+
+// The mapping `node` of names to scalars into `out`; `what` names an entry in the errors ("problem
+// parameter 'M' appears twice").
+absl::Status ReadParams(const YAML::Node& node, const std::string& what,
+                        google::protobuf::Map<std::string, v1::ParamValue>* out) {
+  std::set<std::string> names;
+  for (const auto& pv : node) {
+    const std::string name = pv.first.as<std::string>();
+    if (!names.insert(name).second) {
+      return Bad(pv.first, absl::StrCat(what, " '", name, "' appears twice"));
+    }
+    KTUNE_ASSIGN_OR_RETURN((*out)[name], Scalar(pv.second, absl::StrCat(what, " ", name)));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
 absl::StatusOr<v1::JobSpec> ParseJobSpecText(const std::string& text) {
   if (text.size() > (1 << 20)) return absl::InvalidArgumentError("job spec is larger than 1 MiB");
   YAML::Node root;
@@ -140,16 +159,8 @@ absl::StatusOr<v1::JobSpec> ParseJobSpecText(const std::string& text) {
         if (!v.IsSequence()) return Bad(v, "problems must be a list of mappings");
         for (const YAML::Node& p : v) {
           if (!p.IsMap()) return Bad(p, "each problem must be a mapping such as {M: 512}");
-          v1::Problem* problem = spec.add_problems();
-          std::set<std::string> names;
-          for (const auto& pv : p) {
-            const std::string name = pv.first.as<std::string>();
-            if (!names.insert(name).second) {
-              return Bad(pv.first, absl::StrCat("problem parameter '", name, "' appears twice"));
-            }
-            KTUNE_ASSIGN_OR_RETURN(v1::ParamValue value, Scalar(pv.second, "problem " + name));
-            (*problem->mutable_params())[name] = value;
-          }
+          KTUNE_RETURN_IF_ERROR(
+              ReadParams(p, "problem parameter", spec.add_problems()->mutable_params()));
         }
       } else if (key == "device_classes") {
         if (!v.IsSequence()) return Bad(v, "device_classes must be a list");
@@ -179,18 +190,8 @@ absl::StatusOr<v1::JobSpec> ParseJobSpecText(const std::string& text) {
         if (!v.IsSequence()) return Bad(v, "initial_configs must be a list of mappings");
         for (const YAML::Node& c : v) {
           if (!c.IsMap()) return Bad(c, "each initial configuration must be a mapping {MR: 4}");
-          v1::Configuration* config = spec.add_initial_configs();
-          std::set<std::string> names;
-          for (const auto& pv : c) {
-            const std::string name = pv.first.as<std::string>();
-            if (!names.insert(name).second) {
-              return Bad(pv.first,
-                         absl::StrCat("initial_configs: parameter '", name, "' appears twice"));
-            }
-            KTUNE_ASSIGN_OR_RETURN(v1::ParamValue value,
-                                   Scalar(pv.second, "initial_configs " + name));
-            (*config->mutable_params())[name] = value;
-          }
+          KTUNE_RETURN_IF_ERROR(ReadParams(c, "initial_configs: parameter",
+                                           spec.add_initial_configs()->mutable_params()));
         }
       } else {
         return Bad(kv.first, absl::StrCat("unknown field '", key,

@@ -33,17 +33,23 @@ using ::testing::HasSubstr;
 
 class TaskSearchTest : public OneTaskScheduler {
  protected:
-  int64_t Submit(int64_t budget, const std::string& strategy, int batch_size = 0, int threads = 0,
-                 std::optional<double> agent_share = std::nullopt) {
+  // A job of Task() alone.
+  JobRequest Request(int64_t budget, const std::string& strategy, int batch_size = 0) const {
     JobRequest r;
-    r.agent_share = agent_share;
     r.name = "test";
     r.tasks = {Task()};
     r.budget = budget;
     r.strategy = strategy;
     r.batch_size = batch_size;
-    r.threads = threads;
     r.spec_json = R"({"name":"test"})";
+    return r;
+  }
+
+  int64_t Submit(int64_t budget, const std::string& strategy, int batch_size = 0, int threads = 0,
+                 std::optional<double> agent_share = std::nullopt) {
+    JobRequest r = Request(budget, strategy, batch_size);
+    r.agent_share = agent_share;
+    r.threads = threads;
     absl::StatusOr<int64_t> id = scheduler_->Submit(r);
     EXPECT_TRUE(id.ok()) << id.status();
     return id.value_or(0);
@@ -157,13 +163,7 @@ TEST_F(TaskSearchTest, InitialConfigurationsAreMeasuredFirstUnlessKnown) {
   Configuration outside = fresh;
   outside["MR"] = int64_t{3};  // not one of MR's values
 
-  JobRequest r;
-  r.name = "start";
-  r.tasks = {Task()};
-  r.budget = 4;
-  r.batch_size = 4;
-  r.strategy = "random";
-  r.spec_json = "{}";
+  JobRequest r = Request(4, "random", /*batch_size=*/4);
   r.initial = {known[0], outside, fresh};
   absl::StatusOr<int64_t> job = scheduler_->Submit(r);
   ASSERT_TRUE(job.ok()) << job.status();
@@ -192,13 +192,7 @@ TEST_F(TaskSearchTest, APartialInitialConfigurationIsCompletedFromTheDefault) {
   EXPECT_FALSE(points[1].first.has_value());
   EXPECT_THAT(points[1].second, ::testing::HasSubstr("'MX' is not a parameter"));
 
-  JobRequest r;
-  r.name = "partial";
-  r.tasks = {Task()};
-  r.budget = 4;
-  r.batch_size = 4;
-  r.strategy = "random";
-  r.spec_json = "{}";
+  JobRequest r = Request(4, "random", /*batch_size=*/4);
   r.initial = {partial};
   ASSERT_TRUE(scheduler_->Submit(r).ok());
   const std::vector<Configuration> lease = LeaseAndReport();
