@@ -24,7 +24,7 @@ import subprocess
 import tempfile
 import time
 
-from worker_bench_util import free_port, scrape
+from worker_bench_util import alternating, free_port, scrape
 
 
 def stored_records(db):
@@ -106,10 +106,8 @@ def main():
     p.add_argument("--budget", type=int, default=16, help="the tune's budget")
     p.add_argument("--runs", type=int, default=1, help="runs of each binary, alternating")
     a = p.parse_args()
-    for _ in range(a.runs):
-        for spec in a.ktune:
-            label, path = spec.split("=", 1)
-            run(label, path, a.lease_ms, a.outage, a.problem, a.budget)
+    for label, path in alternating(a.ktune, a.runs):
+        run(label, path, a.lease_ms, a.outage, a.problem, a.budget)
 
 
 if __name__ == "__main__":

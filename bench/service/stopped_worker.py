@@ -23,7 +23,7 @@ import subprocess
 import tempfile
 import time
 
-from worker_bench_util import free_port, scrape
+from worker_bench_util import alternating, free_port, scrape
 
 
 def run(label, ktune, stop_s, budget, problem, after_s):
@@ -89,10 +89,8 @@ def main():
                    help="seconds into the first batch the worker is stopped")
     p.add_argument("--runs", type=int, default=1, help="runs of each binary, alternating")
     a = p.parse_args()
-    for _ in range(a.runs):
-        for spec in a.ktune:
-            label, path = spec.split("=", 1)
-            run(label, path, a.stop, a.budget, a.problem, a.after)
+    for label, path in alternating(a.ktune, a.runs):
+        run(label, path, a.stop, a.budget, a.problem, a.after)
 
 
 if __name__ == "__main__":

@@ -11,6 +11,14 @@ def free_port():
         return s.getsockname()[1]
 
 
+def alternating(specs, runs):
+    """(label, path) of each `--ktune LABEL=PATH` in `specs`, `runs` times, one binary after the
+    other: the baselines and the change run under the same load."""
+    for _ in range(runs):
+        for spec in specs:
+            yield tuple(spec.split("=", 1))
+
+
 def scrape(port):
     """The series of the /metrics page at 127.0.0.1:`port`, by name with labels: value."""
     text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
