@@ -17,6 +17,7 @@
 // lease's candidates, and the results are stored instead of measured again.
 namespace ktune {
 
+using scheduler_internal::AsReportRefusal;
 using scheduler_internal::CandidateIdsHash;
 using scheduler_internal::CanMeasure;
 using scheduler_internal::IsFinal;
@@ -58,14 +59,6 @@ bool SameConfiguration(const TaskColumns& columns, size_t row,
                        const std::vector<int32_t>& indices) {
   const size_t width = columns.params.size();
   return std::equal(indices.begin(), indices.end(), columns.value_index.begin() + row * width);
-}
-
-// A database error as ReportResults answers it: NOT_FOUND (a record or task gone) would tell the
-// worker that the server does not know it.
-absl::Status AsRefusal(const absl::Status& s) {
-  return absl::IsNotFound(s)
-             ? absl::FailedPreconditionError(absl::StrCat("nothing was stored: ", s.message()))
-             : s;
 }
 
 // The longest lease id taken (this server's are "L" and a number).
@@ -218,7 +211,7 @@ absl::StatusOr<int64_t> Scheduler::ReportEarlierLease(
     const std::string identity = TaskIdentity(e.key);
     if (!stored.count(identity)) {
       absl::StatusOr<TaskColumns> columns = db_->TaskRecordColumns(e.key);
-      if (!columns.ok()) return AsRefusal(columns.status());
+      if (!columns.ok()) return AsReportRefusal(columns.status());
       stored[identity] = *std::move(columns);
     }
     const TaskColumns& columns = stored[identity];
@@ -229,7 +222,7 @@ absl::StatusOr<int64_t> Scheduler::ReportEarlierLease(
     }
     if (same.empty()) continue;
     absl::StatusOr<std::vector<Record>> records = db_->RecordsByHandle(same);
-    if (!records.ok()) return AsRefusal(records.status());
+    if (!records.ok()) return AsReportRefusal(records.status());
     for (const Record& r : *records) {
       if (r.source == JobSource(e.job_id)) e.left_out = "the job has a record of it already";
     }

@@ -57,11 +57,14 @@ constexpr absl::Duration kRetrySoon = absl::Milliseconds(10);
 
 }  // namespace
 
+absl::Status scheduler_internal::AsReportRefusal(const absl::Status& s) {
+  return absl::IsNotFound(s)
+             ? absl::FailedPreconditionError(absl::StrCat("nothing was stored: ", s.message()))
+             : s;
+}
+
 absl::StatusOr<int64_t> scheduler_internal::StoredOrRefused(absl::StatusOr<int64_t> added) {
-  if (absl::IsNotFound(added.status())) {
-    return absl::FailedPreconditionError(
-        absl::StrCat("nothing was stored: ", added.status().message()));
-  }
+  if (!added.ok()) return AsReportRefusal(added.status());
   return added;
 }
 

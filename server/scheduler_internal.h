@@ -156,9 +156,11 @@ uint64_t CandidateIdsHash(const std::vector<v1::CandidateResult>& results);
 // (`max_rel_error`) applied. InvalidArgument saying what is wrong, naming the candidate.
 absl::StatusOr<MeasureResult> MeasurementOf(const v1::CandidateResult& r, bool by_server,
                                             std::optional<double> max_rel_error);
-// A report's commit (TuningDatabase::AddJobRecords) as ReportResults answers it: the database's
-// NotFound (a job or task another process deleted) becomes FailedPrecondition, since NOT_FOUND
-// tells a worker that the server does not know it (it registers again).
+// A database error as ReportResults answers it: NotFound (a job, task or record another process
+// deleted) becomes FailedPrecondition, since NOT_FOUND tells a worker that the server does not
+// know it (it registers again).
+absl::Status AsReportRefusal(const absl::Status& s);
+// A report's commit (TuningDatabase::AddJobRecords) as ReportResults answers it (AsReportRefusal).
 absl::StatusOr<int64_t> StoredOrRefused(absl::StatusOr<int64_t> added);
 // A task's progress in one job, from the records the job stored (source "job:<id>").
 absl::StatusOr<TaskStatus> CountJobRecords(TuningDatabase& db, int64_t job_id,
