@@ -73,6 +73,8 @@ MeasureResult Reportable(MeasureResult r) {
 // server says it took the lease back (it expired and could not be given back): its candidates
 // are someone else's now, and measuring them further is wasted. A server that restarted and
 // forgot the worker revokes nothing: it stores the batch's report after all (the report loop).
+// Destroying it cancels a heartbeat in flight: the batch's report does not wait for a call stuck
+// on a slow or hung server (up to the RPC deadline), and the call is made without the lock.
 class LeaseHeartbeat {
  public:
   LeaseHeartbeat(v1::WorkerService::StubInterface* stub, std::string worker, std::string lease,
@@ -85,9 +87,14 @@ class LeaseHeartbeat {
             request.set_worker_id(worker);
             request.add_lease_ids(lease);
             v1::HeartbeatResponse response;
+            const std::unique_ptr<grpc::ClientContext> context = Context(deadline, token);
+            in_flight_ = context.get();
+            lock.unlock();
+            const absl::Status s = FromGrpc(stub->Heartbeat(context.get(), request, &response));
+            lock.lock();
+            in_flight_ = nullptr;
+            if (done_) break;  // cancelled by the destructor, or answered after the batch ended
             // A failed heartbeat says nothing (the report decides); a reply that revokes does.
-            const absl::Status s =
-                FromGrpc(stub->Heartbeat(Context(deadline, token).get(), request, &response));
             // The gauge follows the heartbeats too: a long batch does not hide a cut-off.
             metrics->SetServerReachable(!NoAnswerFromServer(s));
             if (!s.ok()) continue;
@@ -104,6 +111,7 @@ class LeaseHeartbeat {
     {
       std::lock_guard<std::mutex> lock(mu_);
       done_ = true;
+      if (in_flight_ != nullptr) in_flight_->TryCancel();  // thread-safe, per gRPC
     }
     cv_.notify_all();
     thread_.join();
@@ -112,7 +120,8 @@ class LeaseHeartbeat {
  private:
   std::mutex mu_;
   std::condition_variable cv_;
-  bool done_ = false;
+  bool done_ = false;                         // guarded by mu_
+  grpc::ClientContext* in_flight_ = nullptr;  // guarded by mu_: the heartbeat being sent
   std::atomic<bool> revoked_{false};
   std::thread thread_;  // last: it starts in the constructor and reads the members above
 };

@@ -4,11 +4,17 @@
 #ifndef KTUNE_TESTS_SERVER_WORKER_DOUBLES_H_
 #define KTUNE_TESTS_SERVER_WORKER_DOUBLES_H_
 
+#include <arpa/inet.h>
 #include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include <atomic>
+#include <cerrno>
 #include <chrono>
 #include <cstdint>
+#include <cstring>
 #include <functional>
 #include <memory>
 #include <string>
@@ -60,6 +66,10 @@ class FlakyReports : public v1::WorkerService::StubInterface {
   std::function<void()> before_heartbeats_return;
   // What a report's outage answers: no answer (UNAVAILABLE), or ABORTED (a busy database).
   grpc::StatusCode outage_code = grpc::StatusCode::UNAVAILABLE;
+  // Set: heartbeats (past their outages) go there instead, a server that hangs (HungServer).
+  v1::WorkerService::StubInterface* heartbeats_to = nullptr;
+  // How the heartbeats sent there ended: cancelled by the worker, or at their deadline.
+  std::atomic<int> heartbeats_cancelled{0}, heartbeats_timed_out{0};
 
   grpc::Status Register(grpc::ClientContext* c, const v1::RegisterRequest& q,
                         v1::RegisterResponse* r) override {
@@ -92,6 +102,12 @@ class FlakyReports : public v1::WorkerService::StubInterface {
     if (heartbeat_outages_ > 0) {
       if (--heartbeat_outages_ == 0 && before_heartbeats_return) before_heartbeats_return();
       return grpc::Status(grpc::StatusCode::UNAVAILABLE, kConnectionRefused);
+    }
+    if (heartbeats_to != nullptr) {
+      grpc::Status s = heartbeats_to->Heartbeat(c, q, r);
+      if (s.error_code() == grpc::StatusCode::CANCELLED) ++heartbeats_cancelled;
+      if (s.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED) ++heartbeats_timed_out;
+      return s;
     }
     return real_->Heartbeat(c, q, r);
   }
@@ -164,6 +180,33 @@ inline void AnotherWorkerTakesThem(v1::WorkerService::StubInterface* workers,
   v1::ReportResultsResponse stored;
   ASSERT_TRUE(workers->ReportResults(context().get(), report, &stored).ok());
 }
+
+// A port of 127.0.0.1 that takes connections and never answers: the HTTP/2 handshake never
+// completes, so a gRPC call to it waits for its deadline, as a call to a hung server does.
+class HungServer {
+ public:
+  HungServer() : fd_(socket(AF_INET, SOCK_STREAM, 0)) {
+    sockaddr_in address{};
+    address.sin_family = AF_INET;
+    address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t size = sizeof(address);
+    if (fd_ < 0 || bind(fd_, reinterpret_cast<sockaddr*>(&address), size) != 0 ||
+        listen(fd_, 16) != 0 || getsockname(fd_, reinterpret_cast<sockaddr*>(&address), &size)) {
+      ADD_FAILURE() << "no listening socket: " << std::strerror(errno);
+    }
+    port_ = ntohs(address.sin_port);
+  }
+  ~HungServer() {
+    if (fd_ >= 0) close(fd_);
+  }
+  HungServer(const HungServer&) = delete;
+  HungServer& operator=(const HungServer&) = delete;
+  int port() const { return port_; }
+
+ private:
+  int fd_;
+  int port_ = 0;
+};
 
 // A measurer whose first Measure call takes `first_call` longer.
 class SlowFirstCall : public Measurer {
