@@ -1,5 +1,7 @@
 #include "server/task_spaces.h"
 
+#include <set>
+
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
@@ -45,7 +47,17 @@ absl::StatusOr<TaskKey> TaskSpaces::Canonical(const TaskKey& task) const {
                        "' with problem ", CanonicalJson(task.problem)));
     }
   }
-  KTUNE_ASSIGN_OR_RETURN(const KernelDefinition* def, registry_->Get(task.kernel));
+  absl::StatusOr<const KernelDefinition*> known = registry_->Get(task.kernel);
+  if (!known.ok() && !recorded_.empty()) {
+    // The registry lists its own kernels; the recorded spaces' are this server's too.
+    std::set<std::string> replayed;
+    for (const auto& [key, r] : recorded_) replayed.insert(r.task.kernel);
+    return absl::Status(known.status().code(), absl::StrCat(known.status().message(),
+                                                            "; recorded spaces this server "
+                                                            "replays: ",
+                                                            absl::StrJoin(replayed, ", ")));
+  }
+  KTUNE_ASSIGN_OR_RETURN(const KernelDefinition* def, std::move(known));
   // A task no worker could ever measure would wait for ever: CPU workers' classes are "cpu:MODEL"
   // and measure no CUDA kernel. (A C++ kernel may have other classes: bridges such as Kernel
   // Tuner's measure client kernels under their own.)

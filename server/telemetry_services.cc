@@ -106,12 +106,26 @@ absl::StatusOr<TelemetryReport> TuningServiceImpl::TelemetryFromProto(
     absl::StatusOr<TaskKey> canonical =
         spaces_->Canonical({q.kernel, "", q.problem, q.device_class});
     if (!canonical.ok()) return absl::InvalidArgumentError(canonical.status().message());
+    // The registry's version (or none named): a value must be one of the parameter's (999 for
+    // a tile size was stored, and no record could ever match its flags). An older version's
+    // values may differ, and are not checked.
+    const bool this_version = q.kernel_version.empty() || q.kernel_version == kernel->Version();
     for (const auto& [name, value] : s.config().params()) {
-      const bool known = std::any_of(kernel->parameters.begin(), kernel->parameters.end(),
-                                     [&](const KernelParameter& p) { return p.name == name; });
-      if (!known) {
+      const auto param = std::find_if(kernel->parameters.begin(), kernel->parameters.end(),
+                                      [&](const KernelParameter& p) { return p.name == name; });
+      if (param == kernel->parameters.end()) {
         return absl::InvalidArgumentError(
             absl::StrCat("config: kernel '", q.kernel, "' has no parameter '", name, "'"));
+      }
+      // A core count joins its values on each worker: any positive integer may be one.
+      if (!this_version || param->add_cores) continue;
+      const bool listed = value.kind_case() == v1::ParamValue::kIntValue &&
+                          std::find(param->values.begin(), param->values.end(),
+                                    value.int_value()) != param->values.end();
+      if (!listed) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "config: parameter '", name, "' of kernel '", q.kernel, "' has no value ",
+            FormatProtoValue(value), "; its values: ", absl::StrJoin(param->values, ", ")));
       }
     }
   }

@@ -1325,6 +1325,9 @@ TEST_F(ServerTest, BadRequestsGetTheRightCodeAndSayWhatIsWrong) {
   grpc::Status s = tuning_->SubmitJob(Context().get(), unknown_kernel, &job);
   EXPECT_EQ(s.error_code(), grpc::StatusCode::NOT_FOUND);
   EXPECT_THAT(s.error_message(), HasSubstr("unknown kernel 'fft'"));
+  // The kernels it may have meant: the registry's, and the recorded spaces' it replays.
+  EXPECT_THAT(s.error_message(), HasSubstr("known kernels: gemm, "));
+  EXPECT_THAT(s.error_message(), HasSubstr("; recorded spaces this server replays: convolution"));
   // A recorded space's kernel for a class it was not recorded on: what it was recorded for (it
   // said "unknown kernel", of a kernel the server lists).
   v1::SubmitJobRequest elsewhere;

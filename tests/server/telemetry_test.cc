@@ -241,6 +241,11 @@ TEST(TelemetryTest, MalformedOrHostileTelemetryIsRefusedClearlyAndStoresNothing)
   st = refused(one(Sample(gemm, {{"bogus", int64_t{1}}}, 1.0)), token);
   EXPECT_EQ(st.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
   EXPECT_THAT(st.error_message(), HasSubstr("config: kernel 'gemm' has no parameter 'bogus'"));
+  // A value the parameter does not have (it was stored, and no record could ever match it).
+  st = refused(one(Sample(gemm, {{"MR", int64_t{999}}}, 1.0)), token);
+  EXPECT_EQ(st.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(st.error_message(),
+              HasSubstr("config: parameter 'MR' of kernel 'gemm' has no value 999; its values: "));
   EXPECT_EQ(StoredTelemetry(dir.File("t.db")), 0);  // nothing of the refused calls
 
   // A histogram is stored as its count, mean and spread (each bucket at its midpoint).
