@@ -41,9 +41,13 @@ results, env = tune_kernel("vsum", SOURCE, n, [out, a, np.int32(n)], tune_params
                            answer=[np.array([n], np.float32), None, None],
                            strategy=strategy, strategy_options={"max_fevals": 16},
                            iterations=7, quiet=True)
-fastest = min(results, key=lambda r: r["time"])
-print(f"Kernel Tuner measured {len(results)} configurations; fastest "
-      f"block_size_x={fastest['block_size_x']} unroll={fastest['unroll']}: {fastest['time']:.4f} ms")
+if results:
+    fastest = min(results, key=lambda r: r["time"])
+    print(f"Kernel Tuner measured {len(results)} configurations; fastest "
+          f"block_size_x={fastest['block_size_x']} unroll={fastest['unroll']}: "
+          f"{fastest['time']:.4f} ms")
+else:  # run again on the same server: ktune has measured every configuration already
+    print("Kernel Tuner measured 0 configurations: ktune's records hold every one of the space")
 print(f"ktune: kernel {strategy.kernel_name}, jobs {strategy.job_ids}, {strategy.reported} "
       f"records committed under {strategy.device.device_class!r}")
 answer = client.best(strategy.kernel_name, strategy.task.problem, strategy.device)

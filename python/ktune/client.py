@@ -51,6 +51,18 @@ def _problem(problem: Optional[ProblemLike]) -> ParamMap:
     return parse_params(problem) if isinstance(problem, str) else dict(problem)
 
 
+def _json_number(value):
+    """json.dumps's fallback for a job spec dict: numpy's scalars and arrays as JSON numbers and
+    lists (a ktune.JobSpec takes them); TypeError naming anything else."""
+    if isinstance(value, numbers.Integral):
+        return int(value)
+    if isinstance(value, numbers.Real):
+        return float(value)
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    raise TypeError(f"the job spec holds a {type(value).__name__}, which JSON cannot carry")
+
+
 def _lookup(request, kernel: str, kernel_version: str, problem: Optional[ProblemLike],
             device: DeviceLike, max_rel_error: Optional[float]):
     """Fills the task, device and budget fields that QueryBest and Explain requests share."""
@@ -61,8 +73,21 @@ def _lookup(request, kernel: str, kernel_version: str, problem: Optional[Problem
     problem_to_proto(_problem(problem), request.problem.params)
     device_to_proto(device, request.device)
     if max_rel_error is not None:
-        request.max_rel_error = max_rel_error
+        request.max_rel_error = _max_rel_error(max_rel_error)
     return request
+
+
+def _max_rel_error(value) -> float:
+    """An accuracy budget as a float; TypeError naming the argument (protobuf's named none)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"max_rel_error must be a number, not {type(value).__name__}")
+    return float(value)
+
+
+def _check_timeout(timeout) -> None:
+    """None, or seconds: TypeError naming the argument (gRPC's was "unsupported operand")."""
+    if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, numbers.Real)):
+        raise TypeError(f"timeout must be a number of seconds, not {type(timeout).__name__}")
 
 
 # The keys of a telemetry sample, as ``ktune telemetry report``'s JSONL lines have them (the same
@@ -181,6 +206,9 @@ class Client:
                  tls: bool = False, *, root_certificates=None, certificate_chain=None,
                  private_key=None, timeout: float = 30.0,
                  options: Sequence[tuple[str, object]] = ()) -> None:
+        if not isinstance(address, str):  # gRPC's own: AttributeError 'encode'
+            raise TypeError(f"address must be 'host:port' (str), not {type(address).__name__}")
+        _check_timeout(timeout)  # None: unary calls have no deadline either
         if token is None:
             token = os.environ.get("KTUNE_TOKEN") or None
         if token is not None:
@@ -230,6 +258,7 @@ class Client:
         client's default, or none when not ``default_deadline`` (a client stream)."""
         if timeout is None and default_deadline:
             timeout = self.timeout
+        _check_timeout(timeout)
         self._check_open(name)
         try:
             return method(request, timeout=timeout, metadata=self._metadata)
@@ -238,6 +267,7 @@ class Client:
 
     def _stream(self, name: str, method, request, timeout: Optional[float] = None) -> Iterator:
         """Iterates a server stream; a failure becomes a KtuneError; leaving early cancels it."""
+        _check_timeout(timeout)
         self._check_open(name)
         call = method(request, timeout=timeout, metadata=self._metadata)
         try:
@@ -289,8 +319,10 @@ class Client:
         levels after it only, for a client whose records at that level do not fit. Served from
         the server's memory.
         """
-        if isinstance(top, bool) or not isinstance(top, int) or not 1 <= top <= 100:
+        # Any integer type (numpy's too: np.int64(3) was "not 3").
+        if isinstance(top, bool) or not isinstance(top, numbers.Integral) or not 1 <= top <= 100:
             raise ValueError(f"top must be an int from 1 to 100, not {top!r}")
+        top = int(top)
         after = {None: 0, MatchLevel.EXACT: ts.MATCH_LEVEL_EXACT,
                  MatchLevel.DEVICE_CLASS: ts.MATCH_LEVEL_DEVICE_CLASS}
         if after_level not in after:
@@ -419,7 +451,7 @@ class Client:
         request = ts.TuneRequest(device=device, budget_measurements=budget,
                                  strategy=strategy_to_proto(strategy), seed=seed)
         if max_rel_error is not None:
-            request.max_rel_error = max_rel_error
+            request.max_rel_error = _max_rel_error(max_rel_error)
         request.kernel.name = kernel
         request.kernel.version = kernel_version
         problem_to_proto(_problem(problem), request.problem.params)
@@ -480,15 +512,18 @@ class Client:
             request = ts.SubmitJobRequest(spec=spec._to_proto())
         elif isinstance(spec, str):
             request = ts.SubmitJobRequest(spec_text=spec)
-        else:
+        elif isinstance(spec, Mapping):
             # allow_nan=False: json.dumps writes NaN, which is not JSON, and the server then said
             # "'max_rel_error' has the wrong type (bad conversion)".
             try:
-                text = json.dumps(dict(spec), allow_nan=False)
+                text = json.dumps(dict(spec), allow_nan=False, default=_json_number)
             except ValueError as e:
                 raise ValueError(f"the job spec holds a number JSON cannot (NaN or infinity): {e}") \
                     from None
             request = ts.SubmitJobRequest(spec_text=text)
+        else:  # a list read as a dict's items blamed NaN
+            raise TypeError(f"spec must be a ktune.JobSpec, a dict or YAML/JSON text, not "
+                            f"{type(spec).__name__}")
         return Job._from_proto(self._unary("SubmitJob", self._tuning.SubmitJob, request, timeout))
 
     def get_job(self, job_id: str, timeout: Optional[float] = None) -> Job:
@@ -542,7 +577,8 @@ class Client:
 
     def cancel(self, job_id: str, timeout: Optional[float] = None) -> Job:
         """Cancels a job: queued candidates are dropped, leased ones finish and are recorded.
-        A job that has ended: :class:`ktune.FailedPrecondition`; none: :class:`ktune.NotFound`.
+        A job already cancelled is returned as it is; one that ended otherwise (done, failed):
+        :class:`ktune.FailedPrecondition`; none: :class:`ktune.NotFound`.
         When the server's database does not store the change within 3 s (another process holds
         it, a full disk), :class:`ktune.Unavailable`: the job is cancelled on the server all the
         same, which stores it once the database takes writes (calling again checks). The same
@@ -568,6 +604,8 @@ class Client:
         At most 1,000,000 per call (:class:`ktune.ResourceExhausted` beyond: export per task)."""
         request = ts.ExportRecordsRequest()
         if task is not None:
+            if not isinstance(task, Task):  # AttributeError '_to_proto'
+                raise TypeError(f"task must be a ktune.Task, not {type(task).__name__}")
             task._to_proto(request.task)
         return (Record._from_proto(r)
                 for r in self._stream("ExportRecords", self._tuning.ExportRecords, request, timeout))
@@ -588,7 +626,9 @@ class Client:
         # anything is sent (a client stream that fails midway is cancelled, and the server
         # stores what it received before the cancellation).
         messages = []
-        for r in records:
+        for i, r in enumerate(records):
+            if not isinstance(r, Record):  # AttributeError '_to_proto'
+                raise TypeError(f"records[{i}] must be a ktune.Record, not {type(r).__name__}")
             m = tp.Record()
             r._to_proto(m)
             messages.append(m)

@@ -102,4 +102,8 @@ def from_rpc_error(error: grpc.RpcError, rpc: str = "") -> KtuneError:
     code = error.code() if hasattr(error, "code") else grpc.StatusCode.UNKNOWN
     details = error.details() if hasattr(error, "details") else str(error)
     cls = _BY_CODE.get(code, Internal)
+    if code == grpc.StatusCode.UNAVAILABLE and details == "Cancelling all calls":
+        # gRPC's words for a server that shuts down with calls open (a watch, a tune stream).
+        details = ("the server shut down (gRPC: Cancelling all calls); call again once it is "
+                   "back: a job's progress is kept")
     return cls(code, details or "", rpc)

@@ -65,7 +65,7 @@ import grpc
 from ktune.client import Client
 from ktune.errors import FailedPrecondition, InvalidArgument, KtuneError, NotFound, Unavailable
 from ktune.types import (Device, Job, JobSpec, JobState, ParamMap, Record, Status, Task,
-                         canonical_json)
+                         canonical_json, strategy_to_proto)
 from ktune.v1 import types_pb2 as tp
 from ktune.v1 import worker_service_pb2 as wp
 
@@ -180,7 +180,7 @@ class Strategy(OptAlgWrapper):
         strategy: ktune's search strategy (``"ppo"``, the default, ``"random"``, ...).
         batch_size: candidates ktune proposes at a time (and Kernel Tuner measures in a row).
         seed: the ktune job's seed (same seed, same proposals).
-        kernel: ktune's name for the kernel (``[a-z0-9_]``, at most 64); default
+        kernel: ktune's name for the kernel (``[A-Za-z0-9_]``, at most 64); default
             ``kt_<kernel_name>_<hash of source, space and restrictions>``.
         problem: the problem as ktune keys it (integers; ``dtype`` a string); default
             ``problem_size_x``/``_y``/``_z`` from Kernel Tuner's ``problem_size``.
@@ -204,6 +204,7 @@ class Strategy(OptAlgWrapper):
                  flops: str = "", agent_share: Optional[float] = None,
                  poll_seconds: float = 0.05, reconnect_seconds: float = 120.0) -> None:
         super().__init__(_KtuneOptAlg(self))
+        strategy_to_proto(strategy)  # a ValueError now, not once Kernel Tuner has set up
         if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral):
             raise TypeError(f"batch_size must be an int, not {type(batch_size).__name__}")
         if not 1 <= batch_size <= 256:

@@ -191,6 +191,9 @@ class Database(PyDatabase):
         super().__init__()
         if isinstance(client, str):
             client = Client(client, options=[("grpc.max_receive_message_length", _RECEIVE_LIMIT)])
+        if not isinstance(client, Client):  # it failed at the first lookup, inside TVM
+            raise TypeError(f"client must be a ktune.Client or 'host:port', not "
+                            f"{type(client).__name__}")
         self.client = client
         self.device = device or local_device()
         self.target = _as_target(target) if target is not None else None

@@ -228,9 +228,18 @@ class Device:
 
     @property
     def fingerprint(self) -> dict:
-        """The fingerprint as a dict (``{"name": device_class}`` when none was given)."""
-        return json.loads(self.fingerprint_json) if self.fingerprint_json else {
-            "name": self.device_class}
+        """The fingerprint as a dict (``{"name": device_class}`` when none was given);
+        ValueError when ``fingerprint_json`` is not a JSON object."""
+        if not self.fingerprint_json:
+            return {"name": self.device_class}
+        try:
+            fingerprint = json.loads(self.fingerprint_json)
+        except ValueError:
+            fingerprint = None
+        if not isinstance(fingerprint, dict):
+            raise ValueError(f"fingerprint_json must be a JSON object, not "
+                             f"{self.fingerprint_json[:80]!r}")
+        return fingerprint
 
     @classmethod
     def make(cls, device_class: str, family: str = "", **facts) -> "Device":
@@ -257,6 +266,7 @@ def device_to_proto(device: DeviceLike, out: tp.DeviceFingerprint) -> None:
     if isinstance(device, str):
         out.device_class = device
     elif isinstance(device, Device):
+        device.fingerprint  # a ValueError for one that is not a JSON object (best ignored it)
         device._to_proto(out)
     else:
         raise TypeError(f"device must be a device class (str) or a ktune.Device, not "
@@ -682,6 +692,14 @@ class JobSpec:
     # Configurations each task measures first (after the kernel's untuned default), unless its
     # records hold them: ones known to be good, to start from. At most 64.
     initial_configs: list[ParamMap] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        # A str is iterable: "pnpoly" went out as the kernels p, n, p, o, l, y.
+        for name in ("kernels", "device_classes", "problems", "initial_configs"):
+            value = getattr(self, name)
+            if isinstance(value, (str, bytes, Mapping)):
+                raise TypeError(f"{name} must be a list, not a {type(value).__name__} "
+                                f"({name}=[{value!r}] for one)")
 
     def _to_proto(self) -> ts.JobSpec:
         spec = ts.JobSpec(

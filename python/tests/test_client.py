@@ -625,3 +625,38 @@ def test_arguments_of_the_wrong_type_say_which(empty_server):
     with pytest.raises(ValueError, match="NaN or infinity"):
         client.submit({"kernels": ["gemm"], "problems": [{"M": 64, "N": 64, "K": 64}],
                        "device_classes": ["cpu:x"], "budget": 4, "max_rel_error": float("nan")})
+    # Found by a user trial: each raised another type's error, or blamed the wrong thing.
+    with pytest.raises(TypeError, match="spec must be a ktune.JobSpec, a dict or YAML/JSON "
+                                        "text, not list"):
+        client.submit(["gemm"])  # it said the spec held a NaN
+    with pytest.raises(TypeError, match=r"kernels must be a list, not a str \(kernels=\['gemm'\]"):
+        ktune.JobSpec(kernels="gemm", problems=[{}], device_classes=["cpu:x"], budget=4)
+    with pytest.raises(TypeError, match="device_classes must be a list, not a str"):
+        ktune.JobSpec(kernels=["gemm"], problems=[{}], device_classes="cpu:x", budget=4)
+    with pytest.raises(TypeError, match=r"records\[0\] must be a ktune.Record, not dict"):
+        client.import_records([{"kernel": "gemm"}])
+    with pytest.raises(TypeError, match="task must be a ktune.Task, not str"):
+        list(client.export_records("gemm"))
+    with pytest.raises(TypeError, match="address must be 'host:port' \\(str\\), not NoneType"):
+        ktune.Client(None)
+    with pytest.raises(TypeError, match="max_rel_error must be a number, not str"):
+        client.best("gemm", {}, "cpu:x", max_rel_error="0.1")
+    with pytest.raises(TypeError, match="timeout must be a number of seconds, not str"):
+        client.best("gemm", {}, "cpu:x", timeout="3")
+    with pytest.raises(ValueError, match="fingerprint_json must be a JSON object"):
+        client.best("gemm", {}, ktune.Device("cpu:x", "", "not json"))  # it was ignored
+
+
+def test_numpy_numbers_are_taken_where_python_numbers_are(empty_server):
+    # A user trial: best(top=np.int64(3)) said "must be an int from 1 to 100, not 3", and a job
+    # spec dict with numpy integers failed in json.dumps (a ktune.JobSpec took them).
+    import numpy  # pinned in python/requirements.txt
+    client = empty_server.client()
+    answer = client.best("gemm", {"M": 64, "N": 64, "K": 64}, "cpu:x", top=numpy.int64(3))
+    assert answer.level is ktune.MatchLevel.NONE
+    job = client.submit({"kernels": ["gemm"],
+                         "problems": [{"M": numpy.int64(64), "N": numpy.int32(64), "K": 64}],
+                         "device_classes": ["cpu:x"], "budget": numpy.int64(4)})
+    assert job.tasks[0].task.problem["M"] == 64
+    assert job.measurements_total == 4
+    client.cancel(job.job_id)

@@ -230,6 +230,12 @@ def test_an_objective_other_than_time_is_said_to_pick_only_kernel_tuners_best(em
         run_kernel_tuner(Strategy(client, strategy="random", seed=4), max_fevals=2)
 
 
+def test_a_bad_strategy_is_refused_when_the_strategy_is_made(empty_server):
+    # A user trial: it was refused only inside tune_kernel, once Kernel Tuner had set up.
+    with pytest.raises(ValueError, match="strategy must be one of .*, not 'bogus'"):
+        Strategy(empty_server.client(), strategy="bogus")
+
+
 def test_strategy_options_ktune_does_not_take_are_said_to_be_ignored(empty_server):
     """Kernel Tuner's own strategies refuse options they do not take; ktune's agent takes none but
     the budget. A genetic algorithm's population size was ignored without a word."""

@@ -52,6 +52,12 @@ def tuned(ktune_bin, tmp_path_factory):
     server.stop()
 
 
+def test_a_database_without_a_client_is_refused_when_made():
+    # A user trial: Database(None) was made, and failed at TVM's first lookup.
+    with pytest.raises(TypeError, match="client must be a ktune.Client or 'host:port', not NoneType"):
+        ktune.tvm.Database(None)
+
+
 def test_a_targets_device_class_is_its_instruction_set():
     """Spellings of one instruction set are one class: TVM fills in the triple of its own build
     (conda's x86_64-conda-linux-gnu, pip's x86_64-linux-gnu), -mcpu fixes the architecture, and
