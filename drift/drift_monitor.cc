@@ -21,7 +21,7 @@ const char* DriftKindName(DriftKind kind) {
   return "regression";
 }
 
-std::optional<double> DatabaseKnowledge::LabBest(const TaskKey& task) {
+std::optional<TuningKnowledge::Best> DatabaseKnowledge::LabBest(const TaskKey& task) {
   BestQuery q;
   q.kernel = task.kernel;
   q.kernel_version = task.kernel_version;
@@ -30,7 +30,9 @@ std::optional<double> DatabaseKnowledge::LabBest(const TaskKey& task) {
   q.family = "-";  // no family fallback: tuned on this class or not
   absl::StatusOr<BestResult> best = db_->QueryBest(q);
   if (!best.ok() || best->level != MatchLevel::kDeviceClass) return std::nullopt;
-  return best->records.front().time_ms;
+  const Record& r = best->records.front();
+  if (!r.time_ms) return std::nullopt;
+  return Best{*r.time_ms, r.config};
 }
 
 bool DatabaseKnowledge::FingerprintTuned(const TaskKey& task, const std::string& fingerprint_hash) {
@@ -57,7 +59,9 @@ std::vector<DriftFlag> DriftMonitor::Observe(const TelemetryReport& report,
                                              TuningKnowledge& knowledge) {
   const TaskKey task{report.kernel, report.kernel_version, report.problem,
                      report.device.device_class};
-  std::optional<double> lab = knowledge.LabBest(task);
+  const std::optional<TuningKnowledge::Best> tuned = knowledge.LabBest(task);
+  const std::optional<double> lab =
+      tuned ? std::optional<double>(tuned->time_ms) : std::optional<double>();
   const std::string fingerprint = report.device.FingerprintHash();
   // A report that names only its class carries no fingerprint to check.
   const bool has_fingerprint =
@@ -87,7 +91,16 @@ std::vector<DriftFlag> DriftMonitor::Observe(const TelemetryReport& report,
         "reports)",
         FormatParamMapAssignments(report.config), f.recent_ms, f.recent_ms / f.reference_ms,
         f.reference_ms, f.reports);
-    if (lab) absl::StrAppend(&f.message, absl::StrFormat("; tuned at %.4g ms", *lab));
+    // The lab time of the task's best: of this configuration when it is the one tuned best.
+    // Beside another configuration it read as that one's ("tuned at 0.8 ms, now 6 ms").
+    if (tuned && tuned->config == report.config) {
+      absl::StrAppend(&f.message, absl::StrFormat("; tuned at %.4g ms", tuned->time_ms));
+    } else if (tuned) {
+      absl::StrAppend(&f.message,
+                      absl::StrFormat("; not the tuned best, %s at %.4g ms in the lab: production "
+                                      "runs another configuration than the one served",
+                                      FormatParamMapAssignments(tuned->config), tuned->time_ms));
+    }
     raised.push_back(f);
   }
   if (!fingerprint_tuned && !state.fingerprints_checked.count(fingerprint) &&

@@ -52,8 +52,13 @@ struct DriftFlag {
 class TuningKnowledge {
  public:
   virtual ~TuningKnowledge() = default;
-  // The task's best tuned time on its device class; nullopt when never tuned there.
-  virtual std::optional<double> LabBest(const TaskKey& task) = 0;
+  // The task's best tuned record on its device class: its time and configuration; nullopt when
+  // never tuned there.
+  struct Best {
+    double time_ms = 0;
+    Configuration config;
+  };
+  virtual std::optional<Best> LabBest(const TaskKey& task) = 0;
   // Whether some record of the task's kernel and problem was measured on exactly this device.
   virtual bool FingerprintTuned(const TaskKey& task, const std::string& fingerprint_hash) = 0;
 };
@@ -62,7 +67,7 @@ class TuningKnowledge {
 class DatabaseKnowledge : public TuningKnowledge {
  public:
   explicit DatabaseKnowledge(TuningDatabase* db) : db_(db) {}
-  std::optional<double> LabBest(const TaskKey& task) override;
+  std::optional<Best> LabBest(const TaskKey& task) override;
   bool FingerprintTuned(const TaskKey& task, const std::string& fingerprint_hash) override;
 
  private:

@@ -65,8 +65,11 @@ TEST(SlowdownDetectorTest, OneWildReportIsNotASlowdown) {
 class FakeKnowledge : public TuningKnowledge {
  public:
   std::optional<double> lab;
+  Configuration lab_config = {{"NR", int64_t{16}}};  // Report's
   std::string tuned_fingerprint;
-  std::optional<double> LabBest(const TaskKey&) override { return lab; }
+  std::optional<Best> LabBest(const TaskKey&) override {
+    return lab ? std::optional<Best>(Best{*lab, lab_config}) : std::nullopt;
+  }
   bool FingerprintTuned(const TaskKey&, const std::string& hash) override {
     return hash == tuned_fingerprint;
   }
@@ -113,6 +116,7 @@ TEST(DriftMonitorTest, FlagsARegressionOfTheServedConfigurationOnce) {
   EXPECT_NEAR(flags[0].recent_ms, 1.5, 0.03);
   EXPECT_EQ(flags[0].lab_ms, 1.0);
   EXPECT_THAT(flags[0].message, ::testing::HasSubstr("NR=16 slowed down"));
+  EXPECT_THAT(flags[0].message, ::testing::HasSubstr("; tuned at 1 ms"));
   for (int i = 0; i < 100; ++i) {
     EXPECT_TRUE(monitor.Observe(Report(ReportMean(rng, 1.5), R"({"driver":"1"})"), k).empty());
   }
@@ -122,6 +126,28 @@ TEST(DriftMonitorTest, FlagsARegressionOfTheServedConfigurationOnce) {
     EXPECT_TRUE(monitor.Observe(Report(ReportMean(rng, 1.5), R"({"driver":"1"})"), k).empty());
   }
   EXPECT_EQ(monitor.Flags().size(), 1u);
+}
+
+// Production runs another configuration than the tuned best: the flag says so, and gives the
+// best's lab time as that configuration's, not as the flagged one's (it read "tuned at 1 ms"
+// beside a configuration the lab never measured).
+TEST(DriftMonitorTest, ARegressionOfAnotherConfigurationThanTheTunedBestSaysSo) {
+  FakeKnowledge k;
+  k.lab = 1.0;
+  k.lab_config = {{"NR", int64_t{32}}};
+  k.tuned_fingerprint = DeviceInfo({R"({"driver":"1"})", "", ""}).FingerprintHash();
+  DriftMonitor monitor;
+  std::mt19937 rng(11);
+  for (int i = 0; i < 300; ++i) {
+    ASSERT_TRUE(monitor.Observe(Report(ReportMean(rng, 1.1), R"({"driver":"1"})"), k).empty());
+  }
+  std::vector<DriftFlag> flags = ObserveUntilFlagged(monitor, 1.5, rng, k);
+  ASSERT_EQ(flags.size(), 1u);
+  EXPECT_EQ(flags[0].lab_ms, 1.0);  // the task's best tuned time, as DriftFlag.lab_ms says
+  EXPECT_THAT(flags[0].message, ::testing::Not(::testing::HasSubstr("tuned at")));
+  EXPECT_THAT(flags[0].message,
+              ::testing::HasSubstr("; not the tuned best, NR=32 at 1 ms in the lab: production "
+                                   "runs another configuration than the one served"));
 }
 
 TEST(DriftMonitorTest, FlagsANewDeviceFingerprintOfATunedTaskOnce) {
