@@ -680,6 +680,8 @@ def _restriction_text(r: Any) -> str:
         return f"<{type(r).__qualname__} {', '.join(f'{k}={_stable_repr(v)}' for k, v in attrs)}>"
     try:
         text = textwrap.dedent(inspect.getsource(r)).strip()
+        if code.co_name == "<lambda>":
+            text = _lambda_source(text, code)
     except (OSError, TypeError):
         text = f"<code {hashlib.sha256(code.co_code + repr(code.co_consts).encode()).hexdigest()[:16]}>"
     cells = [_stable_repr(c.cell_contents) for c in (r.__closure__ or ()) if _filled(c)]
@@ -692,6 +694,44 @@ def _restriction_text(r: Any) -> str:
              if getattr(r, "__kwdefaults__", None) else "",
              f"globals={sorted(read.items())!r}" if read else ""]
     return "\n".join([text] + [e for e in extra if e])
+
+
+def _lambda_source(lines: str, code: Any) -> str:
+    """The lambda itself out of the source lines that hold it (inspect gives the whole lines:
+    `restrictions=[lambda p: p["x"] <= 2, "y >= 32"],` showed a string restriction, which was
+    sent, among those dropped, and reformatting the line named another kernel): the shortest text
+    from a `lambda` that compiles to the same code. The lines when none does."""
+    def compiled(segment: str):
+        try:
+            outer = compile(f"({segment})", "<restriction>", "eval")
+        except (SyntaxError, ValueError):
+            return None
+        inner = [c for c in outer.co_consts if hasattr(c, "co_code")]
+        return inner[0] if len(inner) == 1 else None
+
+    # Compiled alone, a closure's variables are globals: the same constants, arguments and names
+    # then, and the same bytecode only without them. An exact match wins; else the only one.
+    names = set(code.co_names) | set(code.co_freevars)
+    exact, alike = [], []
+    start = lines.find("lambda")
+    while start >= 0:
+        first_alike = None  # the shortest from here; an exact one further on wins over it
+        for end in range(start + len("lambda"), len(lines) + 1):
+            c = compiled(lines[start:end])
+            if c is None or c.co_consts != code.co_consts or c.co_varnames != code.co_varnames \
+                    or set(c.co_names) != names:
+                continue
+            if c.co_code == code.co_code:
+                exact.append(lines[start:end].strip())
+                break
+            if first_alike is None:
+                first_alike = lines[start:end].strip()
+        if first_alike is not None:
+            alike.append(first_alike)
+        start = lines.find("lambda", start + 1)
+    if exact:
+        return exact[0]
+    return alike[0] if len(alike) == 1 else lines
 
 
 def _stable_repr(v: Any) -> str:

@@ -459,6 +459,24 @@ def test_restrictions_that_differ_only_in_the_values_they_read_are_told_apart():
             _restriction_text(functools.partial(with_default, limit=16)))
 
 
+def test_a_lambda_restriction_is_named_by_the_lambda_alone():
+    # inspect gives a lambda's whole lines: a string restriction beside it (which is sent to
+    # ktune) was listed among the dropped ones, and reformatting the line named another kernel.
+    from ktune.kernel_tuner import _restriction_text
+    options = dict(restrictions=[lambda p: p["reps"] <= 2, "block_size_x >= 32"],
+                   lang="C")
+    assert _restriction_text(options["restrictions"][0]) == 'lambda p: p["reps"] <= 2'
+    pair = [lambda p: p["a"] <= 1, lambda p: p["a"] >= 1]
+    assert [_restriction_text(r) for r in pair] == ['lambda p: p["a"] <= 1',
+                                                    'lambda p: p["a"] >= 1']
+
+    def make(limit):
+        return lambda p: p["block_size_x"] * p["unroll"] <= limit
+
+    assert _restriction_text(make(256)) == ('lambda p: p["block_size_x"] * p["unroll"] <= limit\n'
+                                            'closure=[256]')
+
+
 def test_a_server_restart_mid_run_is_waited_for_and_the_run_goes_on(ktune_bin, tmp_path):
     # A ktune server restarted (an upgrade, a crash) while Kernel Tuner tuned through it failed
     # the whole run at the next lease (UNAVAILABLE). The bridge tries again while the server is
