@@ -3,10 +3,14 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <map>
+#include <set>
 
 #include "absl/strings/escaping.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
 #include "common/status_macros.h"
 #include "common/utf8.h"
 #include "kernels/kernel_registry.h"
@@ -99,8 +103,46 @@ absl::Status RegistryFitter::Fit(Record& r) {
   return absl::OkStatus();
 }
 
+namespace {
+
+// What a measurement is without the record's identity: its task, configuration, status and
+// repeat times (exact: a file written from the record keeps every digit).
+std::string MeasurementKey(const Record& r) {
+  return absl::StrCat(r.kernel, "\n", r.kernel_version, "\n", CanonicalJson(r.problem), "\n",
+                      r.device.device_class, "\n", CanonicalJson(r.config), "\n",
+                      StatusName(r.status), "\n",
+                      absl::StrJoin(r.repeat_times_ms, ",", [](std::string* out, double t) {
+                        absl::StrAppend(out, absl::StrFormat("%.17g", t));
+                      }));
+}
+
+// Marks in `drop` the records whose measurement a record of their task already stores.
+absl::Status DropStoredMeasurements(TuningDatabase& db, const std::vector<Record>& records,
+                                    std::vector<bool>& drop) {
+  std::map<std::string, std::vector<size_t>> by_task;  // TaskKey as text -> indices
+  std::map<std::string, TaskKey> tasks;
+  for (size_t i = 0; i < records.size(); ++i) {
+    const Record& r = records[i];
+    const std::string key = absl::StrCat(r.kernel, "\n", r.kernel_version, "\n",
+                                         CanonicalJson(r.problem), "\n", r.device.device_class);
+    by_task[key].push_back(i);
+    tasks.emplace(key, TaskKey{r.kernel, r.kernel_version, r.problem, r.device.device_class});
+  }
+  for (const auto& [key, indices] : by_task) {
+    KTUNE_ASSIGN_OR_RETURN(std::vector<Record> stored, db.TaskRecords(tasks.at(key)));
+    std::set<std::string> measured;
+    for (const Record& s : stored) measured.insert(MeasurementKey(s));
+    for (size_t i : indices) {
+      if (measured.count(MeasurementKey(records[i]))) drop[i] = true;
+    }
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
 absl::StatusOr<int64_t> AddImportedRecords(TuningDatabase& db, std::vector<Record> records,
-                                           const KernelRegistry* registry) {
+                                           const KernelRegistry* registry, bool by_measurement) {
   if (registry != nullptr) {
     RegistryFitter fitter(registry);
     for (size_t i = 0; i < records.size(); ++i) {
@@ -139,6 +181,7 @@ absl::StatusOr<int64_t> AddImportedRecords(TuningDatabase& db, std::vector<Recor
       drop[asked[k]] = true;
     }
   }
+  if (by_measurement) KTUNE_RETURN_IF_ERROR(DropStoredMeasurements(db, records, drop));
   std::vector<Record> kept;
   kept.reserve(records.size());
   for (size_t i = 0; i < records.size(); ++i) {

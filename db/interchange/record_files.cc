@@ -569,7 +569,8 @@ absl::StatusOr<ImportSummary> ImportRecordFile(TuningDatabase& db, const std::st
   summary.records_read = static_cast<int64_t>(file.records.size());
   summary.problem_size_not_kept = file.problem_size_not_kept;
   summary.left_open = file.left_open;
-  auto added = AddImportedRecords(db, std::move(file.records), registry);
+  auto added = AddImportedRecords(db, std::move(file.records), registry,
+                                  /*by_measurement=*/file.format != RecordFileFormat::kJsonl);
   if (!added.ok()) {
     return absl::Status(added.status().code(),
                         absl::StrCat(path, ": nothing imported: ", added.status().message()));

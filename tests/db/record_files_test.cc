@@ -203,6 +203,62 @@ TEST(RecordFilesTest, T4ExportCarriesItsTaskUnderAnyName) {
   EXPECT_EQ((*tasks)[0].device_class, "cpu:x");
 }
 
+// ktune's own T4 or Kernel Tuner export imported back where it came from adds nothing: neither
+// format carries a record's id, and every measurement was stored again (a user trial's explain
+// then counted 300 records for 100 measurements). Into another database it adds every one.
+TEST(RecordFilesTest, AnExportImportedBackWhereItCameFromAddsNothing) {
+  TempDir dir;
+  MemoryTuningDatabase db;
+  Record r;
+  r.kernel = "gemm";
+  r.problem = {{"M", int64_t{64}}, {"N", int64_t{32}}, {"dtype", std::string("f32")}};
+  r.device = DeviceInfo::FromName("cpu:x");
+  r.config = {{"MR", int64_t{4}}};
+  r.repeat_times_ms = {1.5, 1.25, 1.1000000000000001};
+  r.worker = "w1";
+  r.source = "job:1";
+  r.measured_at_us = 1'700'000'000'000'000;
+  FillRepeatStatistics(r);
+  r.time_ms = r.median_ms;
+  Record failed = r;
+  failed.config = {{"MR", int64_t{8}}};
+  failed.status = MeasurementStatus::kCompileError;
+  failed.message = "no";
+  failed.repeat_times_ms.clear();
+  FillRepeatStatistics(failed);
+  failed.time_ms.reset();
+  ASSERT_TRUE(db.AddRecords({r, failed}).ok());
+  const TaskKey task{"gemm", "", r.problem, "cpu:x"};
+  std::ostringstream t4, kt;
+  ASSERT_EQ(*ExportT4(db, task, t4), 2);
+  ASSERT_TRUE(ExportKernelTuner(db, task, kt).ok());
+  WriteFile(dir.File("back_t4.json"), t4.str());
+  WriteFile(dir.File("back_kt.json"), kt.str());
+  for (const char* file : {"back_t4.json", "back_kt.json"}) {
+    auto imported = ImportRecordFile(db, dir.File(file), {});
+    ASSERT_TRUE(imported.ok()) << file << ": " << imported.status();
+    EXPECT_EQ(imported->records_added, 0) << file;
+    EXPECT_GE(imported->records_read, 1) << file;
+    MemoryTuningDatabase other;
+    imported = ImportRecordFile(other, dir.File(file), {});
+    ASSERT_TRUE(imported.ok()) << file << ": " << imported.status();
+    EXPECT_EQ(imported->records_added, imported->records_read) << file;
+  }
+  EXPECT_EQ(db.Stats()->records, 2);
+  // A measurement that differs (another repeat time) is another record.
+  Record again = r;
+  again.repeat_times_ms.back() = 1.2;
+  FillRepeatStatistics(again);
+  MemoryTuningDatabase one;
+  ASSERT_TRUE(one.AddRecords({again}).ok());
+  std::ostringstream other_t4;
+  ASSERT_EQ(*ExportT4(one, task, other_t4), 1);
+  WriteFile(dir.File("other_t4.json"), other_t4.str());
+  auto imported = ImportRecordFile(db, dir.File("other_t4.json"), {});
+  ASSERT_TRUE(imported.ok()) << imported.status();
+  EXPECT_EQ(imported->records_added, 1);
+}
+
 TEST(RecordFilesTest, TruncatedGzipNamesTheFileAndStoresNothing) {
   TempDir dir;
   std::string whole = ReadWholeFile(SpaceFile("pnpoly_RTX_3090_T4.json.gz"));
