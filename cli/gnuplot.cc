@@ -69,16 +69,30 @@ absl::Status RenderGnuplotSvg(const std::function<std::string(const std::string&
   }, saved_pipe{};
   ignore_pipe.sa_handler = SIG_IGN;
   sigaction(SIGPIPE, &ignore_pipe, &saved_pipe);
-  FILE* gnuplot = popen("gnuplot >/dev/null", "w");
+  // gnuplot's stderr goes to a file of ours: its warnings ("empty y range", a plot whose best
+  // never improved) are no news to the user; its errors are quoted when it fails.
+  char messages_path[] = "/tmp/ktune-gnuplot-XXXXXX";
+  const int messages_fd = mkstemp(messages_path);
+  if (messages_fd >= 0) close(messages_fd);
+  const std::string command = messages_fd >= 0
+                                  ? absl::StrCat("gnuplot >/dev/null 2>", messages_path)
+                                  : "gnuplot >/dev/null";
+  FILE* gnuplot = popen(command.c_str(), "w");
+  std::error_code ignored, size_error;
   if (gnuplot == nullptr) {
     sigaction(SIGPIPE, &saved_pipe, nullptr);
+    if (messages_fd >= 0) std::filesystem::remove(messages_path, ignored);
     return absl::InternalError("could not start gnuplot");
   }
   const std::string text = script(partial);
   fwrite(text.data(), 1, text.size(), gnuplot);
   const int status = pclose(gnuplot);
   sigaction(SIGPIPE, &saved_pipe, nullptr);
-  std::error_code ignored, size_error;
+  std::string messages;
+  if (messages_fd >= 0) {
+    messages = ReadFileMaybeGzip(messages_path).value_or("");
+    std::filesystem::remove(messages_path, ignored);
+  }
   const bool drawn = std::filesystem::file_size(partial, size_error) > 0 && !size_error;
   if (!WIFEXITED(status) || WEXITSTATUS(status) != 0 || !drawn) {
     std::filesystem::remove(partial, ignored);
@@ -88,7 +102,8 @@ absl::Status RenderGnuplotSvg(const std::function<std::string(const std::string&
     }
     return absl::InternalError(absl::StrCat(
         "gnuplot failed drawing ", path,
-        WIFEXITED(status) ? absl::StrCat(" (exit ", WEXITSTATUS(status), ")") : " (killed)"));
+        WIFEXITED(status) ? absl::StrCat(" (exit ", WEXITSTATUS(status), ")") : " (killed)",
+        messages.empty() ? "" : ": ", OneLine(messages.substr(0, 2000))));
   }
   // Into place as every output file goes (WriteFileAtomically: a link or a device named by
   // --plot is written through, not replaced by the plot).

@@ -14,6 +14,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "cli/command.h"
+#include "cli/task_query.h"
 #include "common/file_util.h"
 #include "common/status_macros.h"
 #include "kernels/kernel_registry.h"
@@ -32,6 +33,7 @@ struct KernelsArgs {
   bool samples_given = false;  // --samples appeared (it applies to --compile only)
   bool json = false;
   std::string server, token;  // --server: the kernels a server knows, client kernels included
+  std::string db;             // --db: this build's registry and the file's client kernels
   ClientTls tls;
 };
 
@@ -159,8 +161,16 @@ int RunKernels(const KernelsArgs& a) {
                       "--token, --tls-ca, --tls-cert and --tls-key are for --server; without "
                       "it the command lists this build's registry");
   }
+  if (!a.server.empty() && !a.db.empty()) {
+    return UsageError(cmd, "--server lists a server's kernels, --db a file's: give one");
+  }
   if (!a.server.empty()) return RunServerKernels(a);
-  const KernelRegistry registry = KernelRegistry::WithBuiltins();
+  KernelRegistry registry = KernelRegistry::WithBuiltins();
+  if (!a.db.empty()) {  // the kernels registered in a database file, as tune --db knows them
+    absl::StatusOr<std::unique_ptr<SqliteTuningDatabase>> db = OpenExistingDatabase(a.db);
+    if (!db.ok()) return Fail(cmd, db.status());
+    AddClientKernels(**db, &registry);
+  }
   std::vector<const KernelDefinition*> chosen;
   if (!a.name.empty()) {
     auto k = registry.Get(a.name);
@@ -333,6 +343,14 @@ int RunRegister(const RegisterArgs& a) {
     std::cout << "registered " << info.kernel().name() << " (version " << info.kernel().version()
               << ", " << info.language() << ")\n";
   }
+  // The same kernel again is a no-op, and only the description may differ then: the registered
+  // one is kept (a user trial read "registered" as its new description taken).
+  if (info.description() != request.kernel().description()) {
+    std::cerr << "ktune kernels register: " << info.kernel().name()
+              << " was registered before, with the same spec; its description stays \""
+              << info.description() << "\" (a registered kernel is kept as it was first "
+              << "registered)\n";
+  }
   return kExitOk;
 }
 
@@ -358,7 +376,7 @@ void RegisterKernelsCommand(CLI::App& app, Action* action) {
       // --json register F` printed text).
       const bool parents = !a->name.empty() || a->json || !a->problem.empty() ||
                            !a->compile_arch.empty() || !a->server.empty() || !a->token.empty() ||
-                           !a->tls.ca_file.empty() || !a->tls.cert_file.empty() ||
+                           !a->db.empty() || !a->tls.ca_file.empty() || !a->tls.cert_file.empty() ||
                            !a->tls.key_file.empty();
       return parents ? UsageError("kernels register",
                                   "options go after `register` (ktune kernels register FILE "
@@ -383,6 +401,9 @@ void RegisterKernelsCommand(CLI::App& app, Action* action) {
                    "List the kernels this server knows (client kernels registered with it "
                    "included) instead of this build's registry")
       ->check(ServerAddress());
+  kernels->add_option("--db", a->db,
+                      "Also list the client kernels registered in this database file (ktune "
+                      "kernels register with the embedded default, or a server's file)");
   kernels->add_option("--token", a->token, "Bearer token, with --server; default $KTUNE_TOKEN");
   AddClientTlsOptions(kernels, &a->tls);
   kernels->callback([=] {

@@ -422,8 +422,9 @@ int RunTune(const TuneArgs& a) {
     std::cout << out.dump(-1, ' ', false, kReplaceInvalidUtf8) << "\n";
     return kExitOk;
   }
-  std::cout << t.task.kernel << " " << FormatParamMapAssignments(t.task.problem) << " on "
-            << t.device_description << ": " << a.strategy << ", " << s.measurements
+  std::cout << t.task.kernel
+            << (t.task.problem.empty() ? "" : " " + FormatParamMapAssignments(t.task.problem))
+            << " on " << t.device_description << ": " << a.strategy << ", " << s.measurements
             << " measurements in "
             << absl::StrFormat("%.1f s (agent %.1f s)", s.seconds, s.agent_seconds)
             << (s.warm_started ? ", policy warm-started from " + s.checkpoint : "")

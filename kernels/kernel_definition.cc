@@ -82,6 +82,15 @@ absl::StatusOr<Problem> KernelDefinition::ValidateProblem(const Problem& given) 
                        ", e.g. --problem ", p.name, "=", std::min<int64_t>(p.max, 512)));
     }
     const auto* v = std::get_if<int64_t>(&it->second);
+    // A whole number written as a float (M=1e2, or 512.0 from JSON) is that integer; it was
+    // refused as "got '100.0'", a value the user had not typed.
+    const auto* d = std::get_if<double>(&it->second);
+    int64_t whole = 0;
+    if (v == nullptr && d != nullptr && std::isfinite(*d) && std::trunc(*d) == *d &&
+        std::abs(*d) <= 9.0e15) {
+      whole = static_cast<int64_t>(*d);
+      v = &whole;
+    }
     if (v == nullptr) {
       return absl::InvalidArgumentError(absl::StrCat("problem parameter ", p.name,
                                                      " must be an integer, got '",

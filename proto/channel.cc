@@ -101,6 +101,12 @@ absl::Status FromGrpc(const grpc::Status& status) {
                            "; run the command again once it is back (jobs resume when it "
                            "restarts)");
   }
+  // An HTTP server or proxy at the address, not gRPC (gRPC maps its 404 to UNIMPLEMENTED, a 502
+  // to UNAVAILABLE): the address is wrong, which gRPC's words did not say.
+  if (absl::StartsWith(said, "Received http2 header with status")) {
+    message = absl::StrCat("something answers at that address, but not a ktune server (", said,
+                           "): is it the address `ktune serve` listens on?");
+  }
   switch (status.error_code()) {
     case grpc::StatusCode::UNAVAILABLE:
       for (absl::string_view unreachable :

@@ -89,13 +89,17 @@ std::vector<double> Samples(const std::vector<Record>& records) {
   return out;
 }
 
-// Mean and the variance of the mean (sample variance / n).
-std::pair<double, double> MeanAndVarianceOfMean(const std::vector<double>& v) {
-  const double n = static_cast<double>(v.size());
-  const double mean = std::accumulate(v.begin(), v.end(), 0.0) / n;
-  double ss = 0;
-  for (double x : v) ss += (x - mean) * (x - mean);
-  return {mean, ss / (n - 1) / n};
+// The variance of the samples' median, robustly: the spread is 1.4826 x the median absolute
+// deviation (the standard deviation for normal samples, untouched by a few wild repeats), and a
+// median's variance is pi/2 x spread^2 / n. Times are medians: their noise is a median's. (The
+// mean's variance let one repeat preempted to 15x its peers call every gap noise.)
+double VarianceOfMedian(const std::vector<double>& v) {
+  const double median = Median(v);
+  std::vector<double> deviations;
+  deviations.reserve(v.size());
+  for (double x : v) deviations.push_back(std::abs(x - median));
+  const double spread = 1.4826 * Median(std::move(deviations));
+  return M_PI / 2 * spread * spread / static_cast<double>(v.size());
 }
 
 // `time_ranks`: the ranks of the ok records' times, in record order (Ranks of them), shared by
@@ -344,9 +348,7 @@ absl::Status ExplainFromTask(TuningDatabase& db, const Record& served, std::opti
     const std::vector<double> sa = Samples(a);
     const std::vector<double> sb = Samples(b);
     if (sa.size() >= 2 && sb.size() >= 2) {
-      const auto [mean_a, var_a] = MeanAndVarianceOfMean(sa);
-      const auto [mean_b, var_b] = MeanAndVarianceOfMean(sb);
-      out->set_noise(std::sqrt(var_a + var_b) / *served.time_ms);
+      out->set_noise(std::sqrt(VarianceOfMedian(sa) + VarianceOfMedian(sb)) / *served.time_ms);
       out->set_gap_exceeds_noise(out->gap() > 2 * out->noise());
     }
   }

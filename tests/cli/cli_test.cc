@@ -15,6 +15,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <iterator>
 #include <nlohmann/json.hpp>
 #include <regex>
 #include <set>
@@ -1594,6 +1595,23 @@ TEST(CliTest, ATuneThroughAServerWithNothingOkSaysWhy) {
       "flops":"n","bytes":"8 * n","default_config":{"unroll":"1"}})";
   auto registered = RunKtune({"kernels", "register", dir.File("k.json"), "--server", address});
   ASSERT_EQ(registered.exit_code, 0) << registered.err;
+  EXPECT_EQ(registered.err, "");
+  // The same spec with another description: a no-op that says the description is kept (it said
+  // only "registered", and the old description stayed).
+  std::ifstream spec_in(dir.File("k.json"));
+  std::string spec((std::istreambuf_iterator<char>(spec_in)), std::istreambuf_iterator<char>());
+  std::ofstream(dir.File("k2.json")) << "{\"description\":\"new words\"," << spec.substr(1);
+  auto again = RunKtune({"kernels", "register", dir.File("k2.json"), "--server", address});
+  EXPECT_EQ(again.exit_code, 0) << again.err;
+  EXPECT_THAT(again.err, HasSubstr("noexport was registered before, with the same spec; its "
+                                   "description stays \"\""));
+  // The server's file knows it too, without the server (kernels --db: no way but a server).
+  auto listed = RunKtune({"kernels", "noexport", "--db", dir.File("s.db")});
+  EXPECT_EQ(listed.exit_code, 0) << listed.err;
+  EXPECT_THAT(listed.out, HasSubstr("noexport"));
+  EXPECT_THAT(listed.out, HasSubstr("unroll"));
+  EXPECT_EQ(RunKtune({"kernels", "noexport"}).exit_code, 2);  // this build's registry lacks it
+  EXPECT_EQ(RunKtune({"kernels", "--db", dir.File("s.db"), "--server", address}).exit_code, 2);
   testing::KtuneProcess worker({"worker", "--server", address, "--device", "cpu"});
   auto tune = RunKtune({"tune", "--server", address, "--kernel", "noexport", "--problem", "n=1024",
                         "--device", "cpu", "--budget", "3", "--strategy", "random"});

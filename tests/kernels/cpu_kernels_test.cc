@@ -228,6 +228,17 @@ TEST(CpuKernelDefinitions, ValidateProblemNamesTheParameter) {
   ASSERT_FALSE(s.ok());
   EXPECT_THAT(std::string(s.status().message()), HasSubstr("S=12"));
 
+  // A whole number written as a float is that integer (M=1e2 was "got '100.0'"); a fraction is
+  // refused as typed.
+  absl::StatusOr<Problem> floated =
+      conv.ValidateProblem(*ParseParamMapAssignments("C=3,K=5,H=1.3e1,W=13,R=3,S=3"));
+  ASSERT_TRUE(floated.ok()) << floated.status();
+  EXPECT_EQ(floated->at("H"), ParamValue(int64_t{13}));
+  EXPECT_EQ(*floated, *conv.ValidateProblem(good));
+  s = conv.ValidateProblem(*ParseParamMapAssignments("C=3,K=5,H=13.5,W=13,R=3,S=3"));
+  ASSERT_FALSE(s.ok());
+  EXPECT_THAT(std::string(s.status().message()), HasSubstr("H must be an integer, got '13.5'"));
+
   Problem unknown = good;
   unknown["stride"] = int64_t{2};
   s = conv.ValidateProblem(unknown);

@@ -138,6 +138,13 @@ TEST(ApiTest, TransportFailuresSayWhatToDoAndServerAnswersPassAsThey) {
   EXPECT_THAT(
       FromGrpc(grpc::Status(grpc::StatusCode::DEADLINE_EXCEEDED, "Deadline Exceeded")).message(),
       ::testing::HasSubstr("did not answer before the call's deadline passed"));
+  // An HTTP server, not gRPC, at the address (a user trial got gRPC's words alone).
+  const absl::Status http = FromGrpc(
+      grpc::Status(grpc::StatusCode::UNIMPLEMENTED, "Received http2 header with status: 404"));
+  EXPECT_EQ(http.code(), absl::StatusCode::kUnimplemented);
+  EXPECT_THAT(http.message(), HasSubstr("something answers at that address, but not a ktune "
+                                        "server (Received http2 header with status: 404)"));
+  EXPECT_FALSE(NoAnswerFromServer(http));
   EXPECT_THAT(FromGrpc(grpc::Status(grpc::StatusCode::CANCELLED, "Cancelling all calls")).message(),
               ::testing::HasSubstr("the server shut down during the call"));
   // A stream's call gets the same words with another code (ktune watch printed them bare).

@@ -289,6 +289,25 @@ TEST(ExplanationTest, TheGapIsCalledRealOnlyWhenItIsLargerThanTheNoise) {
     EXPECT_THAT(ExplanationText(*e, QueryOf("synthetic", kProblem)),
                 HasSubstr("a real difference"));
   }
+  // One repeat of 31 preempted to 15x the others (a user trial's record): the gap of 2.6% is
+  // still told from the noise (the mean's standard error made it 48%, "within the noise").
+  {
+    std::vector<double> served;
+    for (int i = 0; i < 30; ++i) served.push_back(0.2745 * (1 + 0.001 * (i % 5 - 2)));
+    served.push_back(4.2467);
+    std::vector<double> runner_up;
+    for (int i = 0; i < 10; ++i) runner_up.push_back(0.2817 * (1 + 0.001 * (i % 5 - 2)));
+    MemoryTuningDatabase db;
+    ASSERT_TRUE(db.AddRecords({Measured({{"X", int64_t{1}}}, served, 1),
+                               Measured({{"X", int64_t{2}}}, runner_up, 2)})
+                    .ok());
+    absl::StatusOr<v1::ExplainResponse> e = Explain(db, registry, QueryOf("synthetic", kProblem));
+    ASSERT_TRUE(e.ok()) << e.status();
+    EXPECT_NEAR(e->gap(), 0.2817 / 0.2745 - 1, 1e-9);
+    ASSERT_TRUE(e->has_noise());
+    EXPECT_LT(e->noise(), 0.01);
+    EXPECT_TRUE(e->gap_exceeds_noise());
+  }
   // One sample each (imported records without repeats): the noise is unknown, not zero.
   {
     MemoryTuningDatabase db;
