@@ -588,6 +588,8 @@ class TuneEvent:
     best_time_ms: Optional[float]
     best_config: Optional[ParamMap]
     finished: bool
+    # On the last event: the kernel's untuned default's time (a record of it, this job's or
+    # earlier), for the speedup; None on the others, for a recorded space, or when none is known.
     default_config_time_ms: Optional[float] = None
     job_id: str = ""  # the one-task job the tuning runs as (get_job, watch, cancel)
     # The job's state: on the last event DONE, FAILED or CANCELLED (then ``message`` says why).

@@ -347,6 +347,65 @@ TEST_F(ServerTest, ThreeWorkersFinishAThreeTaskJobWithExactlyTheBudgetRecorded) 
   EXPECT_EQ(stats->records, 120);
 }
 
+// A Tune's last event gives the untuned default's time, for the speedup: a CPU kernel's default
+// (for the measuring worker's cores) is in the first batch (the field was never set).
+TEST_F(ServerTest, ATuningsLastEventHasTheDefaultsTime) {
+  KernelRegistry registry = KernelRegistry::WithBuiltins();
+  CpuMeasurerOptions cpu;
+  cpu.runner_path = KTUNE_RUNNER;
+  cpu.max_seconds = 0.02;
+  CpuMeasurer measurer(&registry, cpu);
+  std::thread worker([&] {
+    auto stub = v1::WorkerService::NewStub(channel_);
+    WorkerLoopOptions options;
+    options.max_candidates = 3;
+    options.idle_exit = absl::Seconds(2);
+    options.registry = &registry;
+    WorkerLoop loop(stub.get(), &measurer, options);
+    EXPECT_TRUE(loop.Run().ok());
+  });
+  v1::TuneRequest tune;
+  tune.mutable_kernel()->set_name("gemm");
+  ToProto(Problem{{"M", int64_t{64}}, {"N", int64_t{64}}, {"K", int64_t{64}}},
+          tune.mutable_problem()->mutable_params());
+  tune.set_device(measurer.device().device_class);
+  tune.set_budget_measurements(3);
+  tune.set_strategy(v1::STRATEGY_RANDOM);
+  grpc::ClientContext tune_ctx;
+  tune_ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(120));
+  auto reader = tuning_->Tune(&tune_ctx, tune);
+  v1::TuneEvent event, last;
+  bool earlier_had_it = false;
+  while (reader->Read(&event)) {
+    if (!event.finished()) earlier_had_it |= event.has_default_config_time_ms();
+    last = event;
+  }
+  ASSERT_TRUE(reader->Finish().ok());
+  worker.join();
+  ASSERT_TRUE(last.finished());
+  EXPECT_EQ(last.measurements_done(), 3);
+  EXPECT_FALSE(earlier_had_it);  // read once, at the end
+  ASSERT_TRUE(last.has_default_config_time_ms());
+  // It is the time of the record of the default configuration.
+  absl::StatusOr<Configuration> wanted = registry.Find("gemm")->DefaultConfiguration(
+      *registry.Find("gemm")->ValidateProblem(
+          {{"M", int64_t{64}}, {"N", int64_t{64}}, {"K", int64_t{64}}}),
+      MachineVariables{1});  // the worker gives its kernels one core (cores_used)
+  ASSERT_TRUE(wanted.ok()) << wanted.status();
+  v1::ListRecordsRequest list;
+  v1::ListRecordsResponse records;
+  ASSERT_TRUE(tuning_->ListRecords(Context().get(), list, &records).ok());
+  int matched = 0;
+  for (const v1::Record& r : records.records()) {
+    absl::StatusOr<ParamMap> config = FromProto(r.config().params(), "config");
+    if (config.ok() && *config == *wanted) {
+      EXPECT_EQ(r.time_ms(), last.default_config_time_ms());
+      ++matched;
+    }
+  }
+  EXPECT_EQ(matched, 1);
+}
+
 // Tune (a one-task job streamed as TuneEvents), ListWorkers, ListRecords pages, ExportRecords
 // and ImportRecords (the same records again add nothing) over the wire.
 TEST_F(ServerTest, TuneRecordsAndWorkersOverTheApi) {
