@@ -174,19 +174,25 @@ TEST(RecordFilesTest, T4ExportReimportsWithTheSameBest) {
   EXPECT_EQ(copy.Stats()->records_by_status.at("compile_error"), 6);
 }
 
-// ktune's T4 export carries its kernel, device and problem in the metadata: under any file name
-// it imports back into the same task (it needed --kernel and --device, and lost the problem).
-TEST(RecordFilesTest, T4ExportCarriesItsTaskUnderAnyName) {
-  TempDir dir;
-  MemoryTuningDatabase db;
+// A gemm record on cpu:x, MR=4, measured at `repeats`.
+Record GemmRecord(std::vector<double> repeats) {
   Record r;
   r.kernel = "gemm";
   r.problem = {{"M", int64_t{64}}, {"N", int64_t{32}}, {"dtype", std::string("f32")}};
   r.device = DeviceInfo::FromName("cpu:x");
   r.config = {{"MR", int64_t{4}}};
-  r.repeat_times_ms = {1.5, 1.25};
+  r.repeat_times_ms = std::move(repeats);
   FillRepeatStatistics(r);
   r.time_ms = r.median_ms;
+  return r;
+}
+
+// ktune's T4 export carries its kernel, device and problem in the metadata: under any file name
+// it imports back into the same task (it needed --kernel and --device, and lost the problem).
+TEST(RecordFilesTest, T4ExportCarriesItsTaskUnderAnyName) {
+  TempDir dir;
+  MemoryTuningDatabase db;
+  const Record r = GemmRecord({1.5, 1.25});
   ASSERT_TRUE(db.AddRecords({r}).ok());
   std::ostringstream out;
   ASSERT_EQ(*ExportT4(db, {"gemm", "", r.problem, "cpu:x"}, out), 1);
@@ -209,17 +215,10 @@ TEST(RecordFilesTest, T4ExportCarriesItsTaskUnderAnyName) {
 TEST(RecordFilesTest, AnExportImportedBackWhereItCameFromAddsNothing) {
   TempDir dir;
   MemoryTuningDatabase db;
-  Record r;
-  r.kernel = "gemm";
-  r.problem = {{"M", int64_t{64}}, {"N", int64_t{32}}, {"dtype", std::string("f32")}};
-  r.device = DeviceInfo::FromName("cpu:x");
-  r.config = {{"MR", int64_t{4}}};
-  r.repeat_times_ms = {1.5, 1.25, 1.1000000000000001};
+  Record r = GemmRecord({1.5, 1.25, 1.1000000000000001});
   r.worker = "w1";
   r.source = "job:1";
   r.measured_at_us = 1'700'000'000'000'000;
-  FillRepeatStatistics(r);
-  r.time_ms = r.median_ms;
   Record failed = r;
   failed.config = {{"MR", int64_t{8}}};
   failed.status = MeasurementStatus::kCompileError;

@@ -100,15 +100,26 @@ std::vector<DriftFlag> ObserveUntilFlagged(DriftMonitor& monitor, double mean_ms
   return flags;
 }
 
-TEST(DriftMonitorTest, FlagsARegressionOfTheServedConfigurationOnce) {
+// A task tuned at 1 ms (Report's configuration) on the device of driver 1.
+FakeKnowledge TunedOnDriver1() {
   FakeKnowledge k;
   k.lab = 1.0;
   k.tuned_fingerprint = DeviceInfo({R"({"driver":"1"})", "", ""}).FingerprintHash();
-  DriftMonitor monitor;
-  std::mt19937 rng(11);
+  return k;
+}
+
+// 300 reports of 1.1 ms from driver 1: none raises a flag.
+void SendStableReports(DriftMonitor& monitor, std::mt19937& rng, FakeKnowledge& k) {
   for (int i = 0; i < 300; ++i) {
     ASSERT_TRUE(monitor.Observe(Report(ReportMean(rng, 1.1), R"({"driver":"1"})"), k).empty());
   }
+}
+
+TEST(DriftMonitorTest, FlagsARegressionOfTheServedConfigurationOnce) {
+  FakeKnowledge k = TunedOnDriver1();
+  DriftMonitor monitor;
+  std::mt19937 rng(11);
+  SendStableReports(monitor, rng, k);
   std::vector<DriftFlag> flags = ObserveUntilFlagged(monitor, 1.5, rng, k);
   ASSERT_EQ(flags.size(), 1u);
   EXPECT_EQ(flags[0].kind, DriftKind::kRegression);
@@ -132,15 +143,11 @@ TEST(DriftMonitorTest, FlagsARegressionOfTheServedConfigurationOnce) {
 // best's lab time as that configuration's, not as the flagged one's (it read "tuned at 1 ms"
 // beside a configuration the lab never measured).
 TEST(DriftMonitorTest, ARegressionOfAnotherConfigurationThanTheTunedBestSaysSo) {
-  FakeKnowledge k;
-  k.lab = 1.0;
+  FakeKnowledge k = TunedOnDriver1();
   k.lab_config = {{"NR", int64_t{32}}};
-  k.tuned_fingerprint = DeviceInfo({R"({"driver":"1"})", "", ""}).FingerprintHash();
   DriftMonitor monitor;
   std::mt19937 rng(11);
-  for (int i = 0; i < 300; ++i) {
-    ASSERT_TRUE(monitor.Observe(Report(ReportMean(rng, 1.1), R"({"driver":"1"})"), k).empty());
-  }
+  SendStableReports(monitor, rng, k);
   std::vector<DriftFlag> flags = ObserveUntilFlagged(monitor, 1.5, rng, k);
   ASSERT_EQ(flags.size(), 1u);
   EXPECT_EQ(flags[0].lab_ms, 1.0);  // the task's best tuned time, as DriftFlag.lab_ms says

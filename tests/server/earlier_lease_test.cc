@@ -523,19 +523,7 @@ class EarlierLeaseWorkerTest : public ::testing::Test {
     absl::StatusOr<RecordedSpace> recorded = LoadRecordedSpace(testing::SpaceFile(kSpace));
     ASSERT_TRUE(recorded.ok()) << recorded.status();
     records_ = recorded->records;
-    const Record& first = records_.front();
-    v1::SubmitJobRequest submit;
-    v1::JobSpec* spec = submit.mutable_spec();
-    spec->set_name("restart");
-    spec->add_kernels()->set_name(first.kernel);
-    ToProto(first.problem, spec->add_problems()->mutable_params());
-    spec->add_device_classes(first.device.device_class);
-    spec->set_budget_measurements(4);
-    spec->set_strategy(v1::STRATEGY_RANDOM);
-    spec->set_seed(3);
-    grpc::ClientContext context;
-    context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
-    ASSERT_TRUE(tuning_->SubmitJob(&context, submit, &job_).ok());
+    SubmitRandomJob(tuning_.get(), records_.front(), 4, "restart", &job_);
   }
 
   // A worker of 4 candidates a lease runs until idle; during its first batch the server is

@@ -23,6 +23,7 @@
 
 #include "absl/time/clock.h"
 #include "grpcpp/client_context.h"
+#include "ktune/v1/tuning_service.grpc.pb.h"
 #include "ktune/v1/worker_service.grpc.pb.h"
 #include "measurer/measurer.h"
 #include "proto/convert.h"
@@ -44,6 +45,23 @@ inline TuningServerOptions QuickLeaseServer(const std::string& db_path,
   options.scheduler.lease_timeout = absl::Milliseconds(500);
   options.scheduler.heartbeat_interval = absl::Milliseconds(150);
   return options;
+}
+
+// Submits a job of `budget` random candidates (seed 3) for `record`'s task; its reply in `job`.
+inline void SubmitRandomJob(v1::TuningService::StubInterface* tuning, const Record& record,
+                            int64_t budget, const std::string& name, v1::Job* job) {
+  v1::SubmitJobRequest submit;
+  v1::JobSpec* spec = submit.mutable_spec();
+  spec->set_name(name);
+  spec->add_kernels()->set_name(record.kernel);
+  ToProto(record.problem, spec->add_problems()->mutable_params());
+  spec->add_device_classes(record.device.device_class);
+  spec->set_budget_measurements(budget);
+  spec->set_strategy(v1::STRATEGY_RANDOM);
+  spec->set_seed(3);
+  grpc::ClientContext context;
+  context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
+  ASSERT_TRUE(tuning->SubmitJob(&context, submit, job).ok());
 }
 
 // The worker's stub, with ReportResults (and, apart, Heartbeat) failing UNAVAILABLE their first

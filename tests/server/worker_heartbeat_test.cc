@@ -36,20 +36,8 @@ TEST(WorkerHeartbeatTest, ABatchsEndCancelsAHeartbeatStuckOnAHungServer) {
   auto workers = v1::WorkerService::NewStub(channel);
   auto recorded = LoadRecordedSpace(testing::SpaceFile(kSpace));
   ASSERT_TRUE(recorded.ok()) << recorded.status();
-  const Record& first = recorded->records.front();
-  v1::SubmitJobRequest submit;
-  v1::JobSpec* spec = submit.mutable_spec();
-  spec->set_name("heartbeat");
-  spec->add_kernels()->set_name(first.kernel);
-  ToProto(first.problem, spec->add_problems()->mutable_params());
-  spec->add_device_classes(first.device.device_class);
-  spec->set_budget_measurements(4);
-  spec->set_strategy(v1::STRATEGY_RANDOM);
-  spec->set_seed(3);
-  grpc::ClientContext context;
-  context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
   v1::Job job;
-  ASSERT_TRUE(tuning->SubmitJob(&context, submit, &job).ok());
+  SubmitRandomJob(tuning.get(), recorded->records.front(), 4, "heartbeat", &job);
 
   HungServer hung;
   auto hung_workers = v1::WorkerService::NewStub(grpc::CreateChannel(

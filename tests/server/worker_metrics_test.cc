@@ -48,19 +48,8 @@ class WorkerMetricsTest : public ::testing::Test {
 
   // A job of `budget` random candidates for the space's task.
   void Submit(int64_t budget) {
-    v1::SubmitJobRequest submit;
-    v1::JobSpec* spec = submit.mutable_spec();
-    spec->set_name("metrics");
-    spec->add_kernels()->set_name(records_.front().kernel);
-    ToProto(records_.front().problem, spec->add_problems()->mutable_params());
-    spec->add_device_classes(records_.front().device.device_class);
-    spec->set_budget_measurements(budget);
-    spec->set_strategy(v1::STRATEGY_RANDOM);
-    spec->set_seed(3);
-    grpc::ClientContext context;
-    context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
     v1::Job job;
-    ASSERT_TRUE(tuning_->SubmitJob(&context, submit, &job).ok());
+    SubmitRandomJob(tuning_.get(), records_.front(), budget, "metrics", &job);
   }
 
   testing::TempDir dir_;
