@@ -147,6 +147,7 @@ int RunExport(const ExportArgs& a) {
   };
   std::ostringstream out;
   absl::StatusOr<int64_t> written;
+  int64_t task_records = 0;  // of a T4 or Kernel Tuner export's task
   if (*format == RecordFileFormat::kJsonl) {
     // --kernel, --device and --problem keep the records that match all that are given.
     written = ExportJsonl(**db, out, [&](const Record& r) {
@@ -190,6 +191,7 @@ int RunExport(const ExportArgs& a) {
     // an error, and the times are still worth exporting).
     if (absl::StatusOr<TaskColumns> c = (*db)->TaskRecordColumns(matching.front());
         written.ok() && c.ok()) {
+      task_records = static_cast<int64_t>(c->size());
       const int64_t with_error = std::count_if(c->max_rel_error.begin(), c->max_rel_error.end(),
                                                [](double e) { return !std::isnan(e); });
       const int64_t refused =
@@ -198,10 +200,11 @@ int RunExport(const ExportArgs& a) {
         std::cerr << "ktune: note: " << with_error << " of the " << c->size()
                   << " records have a measured error, which a " << RecordFileFormatName(*format)
                   << " file cannot hold (the copy answers no --max-rel-error"
-                  << (refused > 0 ? absl::StrCat(", and its ", refused,
-                                                 " too_inaccurate records read back as wrong "
-                                                 "results")
-                                  : "")
+                  << (refused > 0
+                          ? absl::StrCat(
+                                ", and its ", refused, " too_inaccurate records read back as ",
+                                *format == RecordFileFormat::kT4 ? "wrong_result" : "runtime_error")
+                          : "")
                   << "); --format jsonl keeps them\n";
       }
     }
@@ -223,7 +226,18 @@ int RunExport(const ExportArgs& a) {
     bool gzip = absl::EndsWith(a.out, ".gz");
     absl::Status st = WriteFileAtomically(a.out, out.str(), gzip);
     if (!st.ok()) return Fail(cmd, st);
-    std::cerr << "exported " << *written << " records to " << a.out << "\n";
+    if (*format == RecordFileFormat::kKernelTuner) {
+      // A cache has one entry a configuration: say so where records were merged (32 records
+      // came out as 31 without a word).
+      std::cerr << "exported " << *written << " configurations to " << a.out;
+      if (task_records > *written) {
+        std::cerr << " (" << task_records << " records: a Kernel Tuner cache keeps one entry a "
+                  << "configuration, the fastest ok record of one measured more than once)";
+      }
+      std::cerr << "\n";
+    } else {
+      std::cerr << "exported " << *written << " records to " << a.out << "\n";
+    }
   }
   return kExitOk;
 }

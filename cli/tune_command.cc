@@ -375,6 +375,23 @@ int RunTune(const TuneArgs& a) {
   if (!run.ok()) return FailOrInterrupted(cmd, run.status());
   const TuneSummary& s = *run;
   if (!s.best) {
+    // --json still answers with what was done (a script got an empty stdout): the job, the
+    // measurements and failures, best null; the exit stays 1.
+    if (a.json) {
+      const nlohmann::json out{{"job_id", s.job_id},
+                               {"state", "done"},
+                               {"kernel", t.task.kernel},
+                               {"kernel_version", t.task.kernel_version},
+                               {"problem", nlohmann::json::parse(CanonicalJson(t.task.problem))},
+                               {"device", t.task.device_class},
+                               {"strategy", a.strategy},
+                               {"measurements", s.measurements},
+                               {"records_stored", s.records_stored},
+                               {"failures", s.failures},
+                               {"failure_reasons", s.failure_reasons},
+                               {"best", nullptr}};
+      std::cout << out.dump(-1, ' ', false, kReplaceInvalidUtf8) << "\n";
+    }
     // Say why: the commonest reasons first (a missing runner fails every measurement alike).
     // Under a budget, ok measurements that missed it are stored as too_inaccurate: say which
     // budget none met (the reasons below give the errors).

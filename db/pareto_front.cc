@@ -7,16 +7,22 @@
 namespace ktune {
 
 std::vector<TradeOff> TimeErrorTradeOffs(const std::vector<Record>& records) {
-  std::map<std::string, TradeOff> by_config;  // canonical JSON -> trade-off
+  // Per configuration, its ok records and its too_inaccurate ones apart: a configuration with an
+  // ok record sits where `best` serves it, at the ok records' time and error. (A refused record's
+  // faster time put it on the front ahead of what `best --max-rel-error` answered.)
+  struct Seen {
+    TradeOff ok, refused;
+  };
+  std::map<std::string, Seen> by_config;  // canonical JSON -> what was seen
   for (const Record& r : records) {
     if (r.status != MeasurementStatus::kOk && r.status != MeasurementStatus::kTooInaccurate) {
       continue;
     }
     const std::optional<double> time = TradeOffTimeMs(r);
     if (!time || !r.max_rel_error) continue;
-    auto [it, added] = by_config.try_emplace(CanonicalJson(r.config));
-    TradeOff& t = it->second;
-    if (added) {
+    Seen& seen = by_config[CanonicalJson(r.config)];
+    TradeOff& t = r.status == MeasurementStatus::kOk ? seen.ok : seen.refused;
+    if (t.measurements == 0) {
       t.config = r.config;
       t.time_ms = *time;
       t.max_rel_error = *r.max_rel_error;
@@ -25,9 +31,14 @@ std::vector<TradeOff> TimeErrorTradeOffs(const std::vector<Record>& records) {
       t.max_rel_error = std::max(t.max_rel_error, *r.max_rel_error);
     }
     ++t.measurements;
-    t.served |= r.status == MeasurementStatus::kOk;
   }
-  std::vector<std::pair<std::string, TradeOff>> sorted(by_config.begin(), by_config.end());
+  std::vector<std::pair<std::string, TradeOff>> sorted;
+  for (auto& [key, seen] : by_config) {
+    TradeOff t = seen.ok.measurements > 0 ? seen.ok : seen.refused;
+    t.served = seen.ok.measurements > 0;
+    t.measurements = seen.ok.measurements + seen.refused.measurements;
+    sorted.emplace_back(key, std::move(t));
+  }
   std::sort(sorted.begin(), sorted.end(), [](const auto& a, const auto& b) {
     return std::tie(a.second.time_ms, a.second.max_rel_error, a.first) <
            std::tie(b.second.time_ms, b.second.max_rel_error, b.first);

@@ -14,8 +14,11 @@ namespace ktune {
 // One configuration's trade-off.
 struct TradeOff {
   Configuration config;
-  double time_ms = 0;        // its fastest measurement's time (time_ms, else median_ms)
-  double max_rel_error = 0;  // the largest error measured for it
+  // Its fastest measurement's time (time_ms, else median_ms) and the largest error measured for
+  // it: of its ok records when it has any (where `best` serves it), else of its too_inaccurate
+  // ones.
+  double time_ms = 0;
+  double max_rel_error = 0;
   int measurements = 0;      // records of it that count (ok or too_inaccurate, error known)
   // It has an ok record, so `best` can serve it. A configuration measured only as too_inaccurate
   // (refused by a job's accuracy budget) is on the trade-off but is never served: a job with a

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <functional>
 #include <map>
 #include <numeric>
 #include <set>
@@ -214,12 +215,17 @@ ErrorRecords RecordsWithError(const TaskColumns& c) {
   return out;
 }
 
-// The handle of the fastest record (ok or too_inaccurate, error known) of `config`.
+// The handle of the fastest record (error known) of `config`: of its ok records when it has any,
+// as TimeErrorTradeOffs places it, else of its too_inaccurate ones.
 std::optional<int64_t> FastestWithError(const ErrorRecords& e, const Configuration& config) {
+  const bool served = std::any_of(e.records.begin(), e.records.end(), [&](const Record& r) {
+    return r.config == config && r.status == MeasurementStatus::kOk;
+  });
   std::optional<size_t> best;
   for (size_t i = 0; i < e.records.size(); ++i) {
     const Record& r = e.records[i];
     if (r.config != config || TradeOffTime(r) <= 0) continue;
+    if (served && r.status != MeasurementStatus::kOk) continue;
     if (!best || TradeOffTime(r) < TradeOffTime(e.records[*best])) best = i;
   }
   if (!best) return std::nullopt;
@@ -298,9 +304,11 @@ std::vector<int64_t> OkRecordsOfConfigOf(const TaskColumns& c, size_t i,
 
 // Fills everything but the level from the records of the task `served` belongs to, read as
 // columns (TuningDatabase::TaskRecordColumns); only the records quoted whole are read whole.
-// With a budget, the runner-up is the fastest other configuration within it.
+// With a budget, the runner-up is the fastest other configuration within it; with `usable`, one
+// it accepts (a prediction's: valid for the problem asked, not only for the neighbour's).
 absl::Status ExplainFromTask(TuningDatabase& db, const Record& served, std::optional<double> budget,
-                             bool stale, v1::ExplainResponse* out) {
+                             bool stale, v1::ExplainResponse* out,
+                             const std::function<bool(const Configuration&)>& usable = nullptr) {
   const TaskKey task{served.kernel, served.kernel_version, served.problem,
                      served.device.device_class};
   KTUNE_ASSIGN_OR_RETURN(TaskColumns c,
@@ -323,7 +331,8 @@ absl::Status ExplainFromTask(TuningDatabase& db, const Record& served, std::opti
       if (served_row && c.HasConfig(i, *served_row)) {
         if (!RepeatsAMeasurement(c, i, served_seen)) served_records.push_back(c.handles[i]);
       } else if (WithinAccuracyBudget(std::isnan(e) ? std::nullopt : std::optional(e), budget) &&
-                 (!runner_up || c.time_ms[i] < c.time_ms[*runner_up])) {
+                 (!runner_up || c.time_ms[i] < c.time_ms[*runner_up]) &&
+                 (!usable || usable(c.ConfigOf(i)))) {
         runner_up = i;
       }
     } else {
@@ -405,7 +414,22 @@ absl::StatusOr<v1::ExplainResponse> Explain(TuningDatabase& db, const KernelRegi
                                                   predicted->problem,
                                                   predicted->device.device_class});
   out.set_neighbour_distance(ProblemDistance(predicted->problem, query.problem));
-  KTUNE_RETURN_IF_ERROR(ExplainFromTask(db, *predicted, q.max_rel_error, /*stale=*/false, &out));
+  // The runner-up is served for the asked problem too: valid in its space, as PredictBest chose
+  // the served one (the neighbour's best, invalid here, came out 30% faster than the served).
+  const KernelDefinition* kernel = registry.Find(q.kernel);
+  std::optional<SearchSpace> asked;
+  if (kernel != nullptr) {
+    absl::StatusOr<SearchSpace> space =
+        kernel->Space(query.problem, MachineVariables{predicted->device.Cores()});
+    if (space.ok()) asked = *std::move(space);
+  }
+  const auto valid_here = [&asked](const Configuration& config) {
+    if (!asked) return true;
+    absl::StatusOr<Point> point = asked->ToPoint(config);
+    return point.ok() && asked->IsValid(*point);
+  };
+  KTUNE_RETURN_IF_ERROR(
+      ExplainFromTask(db, *predicted, q.max_rel_error, /*stale=*/false, &out, valid_here));
   return out;
 }
 

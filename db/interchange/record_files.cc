@@ -229,6 +229,17 @@ absl::Status FinishRecord(const Json& e, const std::string& path, const std::str
   return absl::OkStatus();
 }
 
+// ktune's names of a file's task, in its "ktune" object: a Kernel Tuner cache's (ExportKernelTuner
+// and the Python bridge's export write it; Kernel Tuner ignores it), a T4 file's metadata's
+// (ExportT4 writes it).
+struct KtuneBlock {
+  std::string kernel_version, family, fingerprint_json;
+  std::optional<Problem> problem;
+};
+absl::StatusOr<std::optional<KtuneBlock>> ReadKtuneBlock(const std::string& path, const Json& doc,
+                                                         const std::string& where);
+void ApplyKtuneBlock(const std::optional<KtuneBlock>& block, const ReadOptions& o, Record& r);
+
 absl::StatusOr<std::vector<Record>> ReadT4(const std::string& path, const Json& doc,
                                            const ReadOptions& options) {
   std::string kernel, device;
@@ -252,6 +263,13 @@ absl::StatusOr<std::vector<Record>> ReadT4(const std::string& path, const Json& 
   if (!doc.contains("results") || !doc["results"].is_array()) {
     return FileError(path, "top level", "no \"results\" array: not a T4 file");
   }
+  // ktune's names of the task (its kernel version, the device's family and fingerprint), which
+  // ktune's T4 export writes into the metadata: without them its records came back as another
+  // task's (another kernel version, a device named only by its class).
+  std::optional<KtuneBlock> block;
+  if (doc.contains("metadata") && doc["metadata"].is_object()) {
+    KTUNE_ASSIGN_OR_RETURN(block, ReadKtuneBlock(path, doc["metadata"], "metadata.ktune"));
+  }
   std::vector<Record> out;
   out.reserve(doc["results"].size());
   size_t index = 0;
@@ -259,6 +277,7 @@ absl::StatusOr<std::vector<Record>> ReadT4(const std::string& path, const Json& 
     std::string where = absl::StrCat("results[", index++, "]");
     if (!e.is_object()) return FileError(path, where, "not an object");
     Record r = Skeleton(o, kernel, device, path);
+    ApplyKtuneBlock(block, o, r);
     if (!e.contains("configuration")) return FileError(path, where, "no configuration");
     auto config = ConfigFrom(e["configuration"]);
     if (!config.ok()) return FileError(path, where + ".configuration", config.status().message());
@@ -298,40 +317,47 @@ absl::StatusOr<std::vector<Record>> ReadT4(const std::string& path, const Json& 
   return out;
 }
 
-// ktune's names of a Kernel Tuner cache's task, in the file's "ktune" object (ExportKernelTuner
-// and the Python bridge's export write it; Kernel Tuner ignores it).
-struct KtuneBlock {
-  std::string kernel_version, family, fingerprint_json;
-  std::optional<Problem> problem;
-};
-
-absl::StatusOr<std::optional<KtuneBlock>> ReadKtuneBlock(const std::string& path, const Json& doc) {
+// `doc`'s "ktune" object (a Kernel Tuner cache's top level, a T4 file's metadata), named in
+// messages as `where`.
+absl::StatusOr<std::optional<KtuneBlock>> ReadKtuneBlock(const std::string& path, const Json& doc,
+                                                         const std::string& where) {
   if (!doc.contains("ktune")) return std::nullopt;
   const Json& b = doc["ktune"];
-  if (!b.is_object()) return FileError(path, "ktune", "not an object");
+  if (!b.is_object()) return FileError(path, where, "not an object");
   KtuneBlock out;
   if (b.contains("kernel_version") && b["kernel_version"].is_string()) {
     out.kernel_version = b["kernel_version"].get<std::string>();
   }
   if (b.contains("problem")) {
-    if (!b["problem"].is_object()) return FileError(path, "ktune.problem", "not an object");
+    if (!b["problem"].is_object()) return FileError(path, where + ".problem", "not an object");
     absl::StatusOr<ParamMap> problem = ParseParamMapJson(b["problem"].dump());
-    if (!problem.ok()) return FileError(path, "ktune.problem", problem.status().message());
+    if (!problem.ok()) return FileError(path, where + ".problem", problem.status().message());
     out.problem = *std::move(problem);
   }
   if (b.contains("device")) {
     const Json& d = b["device"];
-    if (!d.is_object()) return FileError(path, "ktune.device", "not an object");
+    if (!d.is_object()) return FileError(path, where + ".device", "not an object");
     if (d.contains("family") && d["family"].is_string())
       out.family = d["family"].get<std::string>();
     if (d.contains("fingerprint")) {
       if (!d["fingerprint"].is_object()) {
-        return FileError(path, "ktune.device.fingerprint", "not an object");
+        return FileError(path, where + ".device.fingerprint", "not an object");
       }
       out.fingerprint_json = d["fingerprint"].dump();
     }
   }
   return out;
+}
+
+// A record read from a file with ktune's names of its task, unless the caller gave its own.
+void ApplyKtuneBlock(const std::optional<KtuneBlock>& block, const ReadOptions& o, Record& r) {
+  if (!block) return;
+  if (o.kernel.empty()) r.kernel_version = block->kernel_version;
+  if (o.device.empty()) {
+    r.device.family = block->family;
+    if (!block->fingerprint_json.empty()) r.device.fingerprint_json = block->fingerprint_json;
+  }
+  if (o.problem.empty() && block->problem) r.problem = *block->problem;
 }
 
 absl::StatusOr<std::vector<Record>> ReadKernelTuner(const std::string& path, const Json& doc,
@@ -354,7 +380,7 @@ absl::StatusOr<std::vector<Record>> ReadKernelTuner(const std::string& path, con
                                      : "";
   // The task as ktune filed it, where its own export wrote it: Kernel Tuner's names and its
   // problem_size list (values without names) cannot say it, and the records landed elsewhere.
-  KTUNE_ASSIGN_OR_RETURN(std::optional<KtuneBlock> block, ReadKtuneBlock(path, doc));
+  KTUNE_ASSIGN_OR_RETURN(std::optional<KtuneBlock> block, ReadKtuneBlock(path, doc, "ktune"));
   std::vector<Record> out;
   out.reserve(doc["cache"].size());
   for (auto it = doc["cache"].begin(); it != doc["cache"].end(); ++it) {
@@ -365,14 +391,7 @@ absl::StatusOr<std::vector<Record>> ReadKernelTuner(const std::string& path, con
     if (!fingerprint_name.empty()) {
       r.device.fingerprint_json = Json({{"name", fingerprint_name}}).dump();
     }
-    if (block) {
-      if (o.kernel.empty()) r.kernel_version = block->kernel_version;
-      if (o.device.empty()) {
-        r.device.family = block->family;
-        if (!block->fingerprint_json.empty()) r.device.fingerprint_json = block->fingerprint_json;
-      }
-      if (o.problem.empty() && block->problem) r.problem = *block->problem;
-    }
+    ApplyKtuneBlock(block, o, r);
     for (const std::string& k : keys) {
       if (!e.contains(k)) return FileError(path, where, absl::StrCat("no value for parameter ", k));
       const Json& v = e[k];
@@ -618,6 +637,20 @@ static absl::Status RefusePayloads(const std::vector<Record>& records, const cha
       "TVM schedule) that a ", format, " file cannot hold; export --format jsonl to keep it"));
 }
 
+// ktune's names of a task, which neither T4 nor Kernel Tuner's names can carry (ReadKtuneBlock
+// reads them back): the kernel's version, the problem, and the device's family and fingerprint
+// (`device`'s: of the task's first record).
+Json KtuneBlockJson(const TaskKey& task, const DeviceInfo& device) {
+  const Json fingerprint = Json::parse(device.fingerprint_json, nullptr, false);
+  return {{"kernel", task.kernel},
+          {"kernel_version", task.kernel_version},
+          {"problem", Json::parse(CanonicalJson(task.problem))},
+          {"device",
+           {{"class", task.device_class},
+            {"family", device.family},
+            {"fingerprint", fingerprint.is_object() ? fingerprint : Json::object()}}}};
+}
+
 absl::StatusOr<int64_t> ExportT4(TuningDatabase& db, const TaskKey& task, std::ostream& out) {
   KTUNE_ASSIGN_OR_RETURN(std::vector<Record> records, db.TaskRecords(task));
   KTUNE_RETURN_IF_ERROR(RefusePayloads(records, "T4"));
@@ -655,6 +688,7 @@ absl::StatusOr<int64_t> ExportT4(TuningDatabase& db, const TaskKey& task, std::o
                    {"kernel_name", task.kernel},
                    {"device_name", task.device_class}};
   if (!task.problem.empty()) metadata["problem"] = Json::parse(CanonicalJson(task.problem));
+  if (!records.empty()) metadata["ktune"] = KtuneBlockJson(task, records.front().device);
   Json doc = {{"schema_version", "1.0.0"},
               {"metadata", std::move(metadata)},
               {"results", std::move(results)}};
@@ -711,8 +745,21 @@ absl::StatusOr<int64_t> ExportKernelTuner(TuningDatabase& db, const TaskKey& tas
   const std::string device_name = kernel_tuner_cpu        ? ""
                                   : !fact("name").empty() ? fact("name")
                                                           : task.device_class;
+  // A cache holds one entry per configuration: of a configuration measured more than once, its
+  // fastest ok record (what `best` serves), else its latest failure. (The last record read won,
+  // and a failure could hide an ok measurement.)
+  std::map<std::string, const Record*> kept;  // canonical configuration -> its record
+  for (const Record& r : records) {
+    const Record*& k = kept[CanonicalJson(r.config)];
+    const bool ok = r.status == MeasurementStatus::kOk && r.time_ms;
+    const bool kept_ok = k != nullptr && k->status == MeasurementStatus::kOk && k->time_ms;
+    if (k == nullptr || (ok && (!kept_ok || *r.time_ms < *k->time_ms)) || (!ok && !kept_ok)) {
+      k = &r;
+    }
+  }
   Json cache = Json::object();
   for (const Record& r : records) {
+    if (kept.at(CanonicalJson(r.config)) != &r) continue;
     Json entry = Json::object();
     std::string key;
     for (const std::string& k : keys) {
@@ -747,14 +794,7 @@ absl::StatusOr<int64_t> ExportKernelTuner(TuningDatabase& db, const TaskKey& tas
       {"kernel_name", task.kernel},
       // ktune's names of the task, which Kernel Tuner's cannot carry: `db import` files
       // the records under this task again (Kernel Tuner ignores the key).
-      {"ktune",
-       {{"kernel", task.kernel},
-        {"kernel_version", task.kernel_version},
-        {"problem", Json::parse(CanonicalJson(task.problem))},
-        {"device",
-         {{"class", task.device_class},
-          {"family", device.family},
-          {"fingerprint", fingerprint.is_object() ? fingerprint : Json::object()}}}}},
+      {"ktune", KtuneBlockJson(task, device)},
       {"problem_size", std::move(problem_size)},
       {"tune_params_keys", keys},
       {"tune_params", tune_params},

@@ -100,6 +100,8 @@ absl::StatusOr<int64_t> ExportT4(TuningDatabase& db, const TaskKey& task, std::o
 // tune_params_keys with its call's parameter order: this file's is sorted by name (the Python
 // bridge's export_cache writes the run's own order). The device name of a Kernel Tuner C or
 // Fortran device is empty, as Kernel Tuner names it. Returns the number of entries.
+// One entry per configuration: of one measured more than once, its fastest ok record, else its
+// latest. Returns the number of entries.
 absl::StatusOr<int64_t> ExportKernelTuner(TuningDatabase& db, const TaskKey& task,
                                           std::ostream& out);
 

@@ -471,18 +471,25 @@ def time_error_trade_offs(records: Iterable[Record]) -> list[TradeOff]:
     """Every configuration of ``records`` that ran and had its error measured, fastest first
     (ties: smaller error, then the configuration's canonical JSON), rule for rule as ktune's
     ``db/pareto_front.h`` computes it."""
-    by_config: dict[str, list] = {}  # canonical JSON -> [config, time, error, count, served]
+    # Per configuration, its ok records and its too_inaccurate ones apart: one with an ok record
+    # sits where best() serves it, at the ok records' time and error.
+    seen: dict[str, dict] = {}  # canonical JSON -> {status: [config, time, error, count]}
     for r in records:
         if r.status not in (Status.OK, Status.TOO_INACCURATE):
             continue
         time = r.time_ms if r.time_ms is not None else r.median_ms
         if time is None or r.max_rel_error is None:
             continue
-        key = canonical_json(r.config)
-        t = by_config.setdefault(key, [r.config, time, r.max_rel_error, 0, False])
+        kinds = seen.setdefault(canonical_json(r.config), {})
+        t = kinds.setdefault(r.status, [r.config, time, r.max_rel_error, 0])
         t[1], t[2] = min(t[1], time), max(t[2], r.max_rel_error)
         t[3] += 1
-        t[4] = t[4] or r.status is Status.OK
+    by_config: dict[str, list] = {}  # canonical JSON -> [config, time, error, count, served]
+    for key, kinds in seen.items():
+        served = Status.OK in kinds
+        config, time, error, _ = kinds[Status.OK if served else Status.TOO_INACCURATE]
+        count = sum(k[3] for k in kinds.values())
+        by_config[key] = [config, time, error, count, served]
     out, best_error, any_served = [], 0.0, False
     for key, (config, time, error, count, served) in sorted(
             by_config.items(), key=lambda kv: (kv[1][1], kv[1][2], kv[0])):

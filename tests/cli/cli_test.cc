@@ -1076,6 +1076,24 @@ TEST(CliTest, TelemetryReportRaisesDriftFlagsThatDriftLists) {
 // A Kernel Tuner cache file out of ktune: Kernel Tuner's own format, which imports back to the
 // same records and the same best configuration.
 // Records with measured errors (as a precision-tuned kernel leaves them), imported as JSONL:
+// A tune whose every measurement misses its accuracy budget still answers --json (stdout was
+// empty, and a script had nothing to parse): what was done, best null, exit 1.
+TEST(CliTest, ATuneWithNothingWithinItsBudgetStillAnswersJson) {
+  TempDir dir;
+  auto tune = RunKtune({"tune", "--kernel", "gemm", "--problem", "M=16,N=16,K=16", "--device",
+                        "cpu", "--budget", "2", "--strategy", "random", "--max-rel-error", "1e-12",
+                        "--json", "--db", dir.File("t.db")});
+  EXPECT_EQ(tune.exit_code, 1) << tune.err;
+  EXPECT_THAT(tune.err, HasSubstr("no configuration measured ok within --max-rel-error 1e-12"));
+  const nlohmann::json out = nlohmann::json::parse(tune.out, nullptr, false);
+  ASSERT_TRUE(out.is_object()) << tune.out;
+  EXPECT_TRUE(out["best"].is_null());
+  EXPECT_EQ(out["measurements"], 2);
+  EXPECT_EQ(out["records_stored"], 2);
+  EXPECT_EQ(out["failures"]["too_inaccurate"], 2);
+  EXPECT_FALSE(out["job_id"].get<std::string>().empty());
+}
+
 // `best --max-rel-error` serves the fastest within the budget, `best --pareto` shows the front
 // as text, JSON and an SVG, and bad combinations are usage errors.
 TEST(CliTest, BestHonoursAnAccuracyBudgetAndShowsTheParetoFront) {

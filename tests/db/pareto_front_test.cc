@@ -63,5 +63,22 @@ TEST(ParetoFrontTest, RecordsOfOneConfigurationCombineItsFastestTimeAndLargestEr
   EXPECT_TRUE(TimeErrorTradeOffs({Measured(1, 1.0, std::nullopt)}).empty());
 }
 
+// A configuration with an ok record and a faster too_inaccurate one (refused by a tighter budget)
+// sits where `best` serves it: at the ok record's time and error. The refused time put it on the
+// front ahead of what `best --max-rel-error` answered (a user trial: 0.0387 ms shown, 0.0446 ms
+// served, and the fp32 configuration at 0.0399 ms answered).
+TEST(ParetoFrontTest, AServedConfigurationSitsAtItsOkRecordsNotItsRefusedOnes) {
+  const std::vector<TradeOff> all =
+      TimeErrorTradeOffs({Measured(1, 0.0387, 8.73e-3, MeasurementStatus::kTooInaccurate),
+                          Measured(1, 0.0446, 8.73e-3), Measured(2, 0.0399, 5e-7)});
+  ASSERT_EQ(all.size(), 2u);
+  EXPECT_EQ(Ids(all), (std::vector<int64_t>{2, 1}));
+  EXPECT_EQ(all[1].time_ms, 0.0446);
+  EXPECT_EQ(all[1].measurements, 2);
+  EXPECT_TRUE(all[1].served);
+  EXPECT_EQ(Ids(ParetoFront(all)), (std::vector<int64_t>{2}));
+  EXPECT_EQ(Ids({*FastestWithin(all, 1e-2)}), (std::vector<int64_t>{2}));
+}
+
 }  // namespace
 }  // namespace ktune

@@ -219,6 +219,11 @@ TEST(RecordFilesTest, AnExportImportedBackWhereItCameFromAddsNothing) {
   r.worker = "w1";
   r.source = "job:1";
   r.measured_at_us = 1'700'000'000'000'000;
+  // A registry-like kernel's version and a CPU's fingerprint, which the T4 copy lost (its records
+  // came back under another kernel version and device).
+  r.kernel_version = "0123456789abcdef";
+  r.device.fingerprint_json = R"({"cores":2,"name":"x"})";
+  r.device.family = "x86-64-v3";
   Record failed = r;
   failed.config = {{"MR", int64_t{8}}};
   failed.status = MeasurementStatus::kCompileError;
@@ -226,11 +231,19 @@ TEST(RecordFilesTest, AnExportImportedBackWhereItCameFromAddsNothing) {
   failed.repeat_times_ms.clear();
   FillRepeatStatistics(failed);
   failed.time_ms.reset();
-  ASSERT_TRUE(db.AddRecords({r, failed}).ok());
-  const TaskKey task{"gemm", "", r.problem, "cpu:x"};
+  // The same configuration measured again, slower: a Kernel Tuner cache keeps the fastest.
+  Record slower = r;
+  slower.repeat_times_ms = {2.5, 2.25};
+  FillRepeatStatistics(slower);
+  slower.time_ms = slower.median_ms;
+  slower.measured_at_us = *r.measured_at_us + 1;
+  ASSERT_TRUE(db.AddRecords({slower, r, failed}).ok());
+  const TaskKey task{"gemm", r.kernel_version, r.problem, "cpu:x"};
   std::ostringstream t4, kt;
-  ASSERT_EQ(*ExportT4(db, task, t4), 2);
-  ASSERT_TRUE(ExportKernelTuner(db, task, kt).ok());
+  ASSERT_EQ(*ExportT4(db, task, t4), 3);
+  ASSERT_EQ(*ExportKernelTuner(db, task, kt), 2);  // one entry a configuration
+  EXPECT_NE(kt.str().find("1.25"), std::string::npos) << "the fastest record's times";
+  EXPECT_EQ(kt.str().find("2.25"), std::string::npos) << kt.str();
   WriteFile(dir.File("back_t4.json"), t4.str());
   WriteFile(dir.File("back_kt.json"), kt.str());
   for (const char* file : {"back_t4.json", "back_kt.json"}) {
@@ -243,7 +256,15 @@ TEST(RecordFilesTest, AnExportImportedBackWhereItCameFromAddsNothing) {
     ASSERT_TRUE(imported.ok()) << file << ": " << imported.status();
     EXPECT_EQ(imported->records_added, imported->records_read) << file;
   }
-  EXPECT_EQ(db.Stats()->records, 2);
+  EXPECT_EQ(db.Stats()->records, 3);
+  MemoryTuningDatabase copy;
+  ASSERT_TRUE(ImportRecordFile(copy, dir.File("back_t4.json"), {}).ok());
+  ASSERT_EQ(copy.ListTasks()->size(), 1u);
+  EXPECT_EQ(copy.ListTasks()->front().kernel_version, r.kernel_version);
+  const std::vector<Record> copied = *copy.TaskRecords(task);
+  ASSERT_EQ(copied.size(), 3u);
+  EXPECT_EQ(copied.front().device.fingerprint_json, r.device.fingerprint_json);
+  EXPECT_EQ(copied.front().device.family, r.device.family);
   // A measurement that differs (another repeat time) is another record.
   Record again = r;
   again.repeat_times_ms.back() = 1.2;

@@ -14,6 +14,7 @@
 #include "db/memory_tuning_database.h"
 #include "db/sqlite_tuning_database.h"
 #include "kernels/kernel_registry.h"
+#include "proto/convert.h"
 #include "tests/testing/test_util.h"
 
 namespace ktune {
@@ -391,6 +392,39 @@ TEST(ExplanationTest, APredictionNamesTheTunedNeighbourAndItsDistance) {
   EXPECT_THAT(text, HasSubstr("(match: predicted)"));
   EXPECT_THAT(text, HasSubstr("distance 3.00"));
   EXPECT_THAT(text, HasSubstr("never measured for the asked problem"));
+}
+
+// A prediction's runner-up is one that could be served for the asked problem: the neighbour's
+// fastest configuration, which the constraints rule out there (NC < 2 * N or NC == 3072 at N=96),
+// came out as a runner-up 50% faster than the served one, "-50% slower, within the noise".
+TEST(ExplanationTest, APredictionsRunnerUpIsValidForTheAskedProblem) {
+  const KernelRegistry registry = KernelRegistry::WithBuiltins();
+  const KernelDefinition* gemm = registry.Find("gemm");
+  auto problem_of = [&](int64_t n) {
+    return *gemm->ValidateProblem({{"M", n}, {"N", n}, {"K", n}});
+  };
+  const Configuration served = *gemm->DefaultConfiguration(problem_of(128), {2});
+  ASSERT_EQ(served.at("NC"), ParamValue(int64_t{3072}));
+  Configuration invalid_at_96 = served, slower = served;
+  invalid_at_96["NC"] = int64_t{192};
+  slower["MR"] = int64_t{4};
+  MemoryTuningDatabase db;
+  int64_t at = 0;
+  for (const auto& [config, ms] : {std::pair{invalid_at_96, 0.5}, {served, 1.0}, {slower, 1.2}}) {
+    Record r = Measured(config, {ms, ms, ms}, ++at);
+    r.kernel = "gemm";
+    r.kernel_version = gemm->Version();
+    r.problem = problem_of(128);
+    ASSERT_TRUE(db.AddRecords({r}).ok());
+  }
+  absl::StatusOr<v1::ExplainResponse> e = Explain(db, registry, QueryOf("gemm", problem_of(96)));
+  ASSERT_TRUE(e.ok()) << e.status();
+  ASSERT_EQ(e->level(), v1::MATCH_LEVEL_PREDICTED);
+  absl::StatusOr<ParamMap> got = FromProto(e->served().config().params(), "served");
+  EXPECT_EQ(*got, served);
+  got = FromProto(e->runner_up().config().params(), "runner_up");
+  EXPECT_EQ(*got, slower);
+  EXPECT_NEAR(e->gap(), 0.2, 1e-9);
 }
 
 TEST(ExplanationTest, NothingKnownIsAnAnswerThatSaysSo) {
