@@ -180,6 +180,19 @@ const CLI::Validator& AboveZero() {
   return kAboveZero;
 }
 
+const CLI::Validator& SvgPath() {
+  static const CLI::Validator kSvgPath(
+      [](const std::string& path) -> std::string {
+        const std::string ext =
+            absl::AsciiStrToLower(std::filesystem::path(path).extension().string());
+        if (ext.empty() || ext == ".svg") return "";
+        return absl::StrCat("the plot is SVG: name the file .svg (", path,
+                            " would hold SVG under another format's name)");
+      },
+      "FILE.svg", "SVG_PATH");
+  return kSvgPath;
+}
+
 absl::StatusOr<std::unique_ptr<SqliteTuningDatabase>> OpenExistingDatabase(
     const std::string& path) {
   std::error_code ec;

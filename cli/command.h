@@ -102,6 +102,9 @@ const CLI::Validator& ZeroOrMore();
 // fell back to the local database and an in-process tune, without a word.
 const CLI::Validator& ServerAddress();
 
+// A --plot FILE: named .svg, or with no extension (/dev/stdout); x.png got SVG without a word.
+const CLI::Validator& SvgPath();
+
 // Adds --db PATH (default ktune.db in the current directory) to `sub`.
 void AddDbOption(CLI::App* sub, std::string* path);
 absl::StatusOr<std::unique_ptr<SqliteTuningDatabase>> OpenDatabase(const std::string& path);

@@ -109,9 +109,11 @@ void RegisterExplainCommand(CLI::App& app, Action* action) {
   AddDbOption(explain, &args->db);
   AddTaskQueryOptions(explain, &args->task);
   explain->add_flag("--json", args->json, "Print as JSON (the ExplainResponse message)");
-  explain->add_option("--plot", args->plot,
-                      "Also draw the tuning progress and parameter effects to this SVG file "
-                      "(needs gnuplot)");
+  explain
+      ->add_option("--plot", args->plot,
+                   "Also draw the tuning progress and parameter effects to this SVG file "
+                   "(needs gnuplot)")
+      ->check(SvgPath());
   explain
       ->add_option("--max-rel-error", args->max_rel_error,
                    "Explain the answer within this accuracy budget (as ktune best "

@@ -380,7 +380,8 @@ void RegisterQueryCommands(CLI::App& app, Action* action) {
       ->check(AboveZero());
   best->add_flag("--pareto", best_args->pareto,
                  "Show the time/error front instead: which configuration each budget gets");
-  best->add_option("--plot", best_args->plot, "With --pareto: draw the front as an SVG file");
+  best->add_option("--plot", best_args->plot, "With --pareto: draw the front as an SVG file")
+      ->check(SvgPath());
   best->callback([=] { *action = [=] { return RunBest(*best_args); }; });
 
   auto jobs_args = std::make_shared<JobsArgs>();

@@ -131,11 +131,11 @@ absl::StatusOr<Problem> KernelDefinition::ValidateProblem(const Problem& given) 
     const bool input_file = s != nullptr && s->size() == 21 && s->rfind("file:", 0) == 0 &&
                             s->find_first_not_of("0123456789abcdef", 5) == std::string::npos;
     if (known_data == std::end(kInputDistributions) && !input_file) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("problem value data='", FormatParamValue(it->second),
-                       "' is not an input distribution; use ",
-                       absl::StrJoin(kInputDistributions, ", "),
-                       ", or file:<hash> (ktune tune --inputs FILE stores a file)"));
+      return absl::InvalidArgumentError(absl::StrCat(
+          "problem value data='", FormatParamValue(it->second),
+          "' is not an input distribution; use ", absl::StrJoin(kInputDistributions, ", "),
+          ", or file:<hash> (16 lowercase hex digits, which ktune tune --inputs "
+          "FILE gives the file it stores)"));
     }
     if (language != "cpp") {
       return absl::InvalidArgumentError(absl::StrCat(

@@ -787,6 +787,12 @@ TEST(CliTest, ExplainAnswersFromTheDatabaseAndAServerWithJsonAndAPlot) {
                                    "RTX_3090", "--json", "--plot", dir.File("no/such/dir/e.svg")});
   EXPECT_EQ(unwritable_json.exit_code, 1);
   EXPECT_EQ(unwritable_json.out, "");  // no answer printed by a command that failed
+  // The plot is SVG: another format's name is a usage error (x.png got SVG without a word).
+  auto png = RunKtune({"explain", "--db", db, "--kernel", "pnpoly", "--device", "RTX_3090",
+                       "--plot", dir.File("e.png")});
+  EXPECT_EQ(png.exit_code, 2);
+  EXPECT_THAT(png.err, HasSubstr("the plot is SVG: name the file .svg"));
+  EXPECT_FALSE(std::filesystem::exists(dir.File("e.png")));
   // A kernel name found nowhere (a typo, most often) is still an answer, and says so.
   for (const char* command : {"best", "explain"}) {
     auto typo = RunKtune({command, "--db", db, "--kernel", "pnpolly", "--device", "RTX_3090"});
@@ -1192,7 +1198,7 @@ TEST(CliTest, BestHonoursAnAccuracyBudgetAndShowsTheParetoFront) {
   auto t4 = RunKtune({"db", "export", "--db", db, "--format", "t4", "--out", dir.File("l.json")});
   EXPECT_EQ(t4.exit_code, 0) << t4.err;
   EXPECT_THAT(t4.err, HasSubstr("4 of the 4 records have a measured error, which a t4 file"));
-  EXPECT_THAT(t4.err, HasSubstr("its 1 too_inaccurate records read back as wrong results"));
+  EXPECT_THAT(t4.err, HasSubstr("its 1 too_inaccurate records read back as wrong_result"));
 
   EXPECT_EQ(best({"--max-rel-error", "-1"}).exit_code, 2);
   EXPECT_EQ(best({"--plot", dir.File("x.svg")}).exit_code, 2) << "--plot needs --pareto";
