@@ -244,10 +244,12 @@ int RunWorker(const WorkerArgs& a) {
   // Built-ins, plus the kernels clients registered with the server as they arrive.
   KernelRegistry registry = KernelRegistry::WithBuiltins();
   int cores = 1;
-  std::vector<std::string> languages;  // a replay worker replays any kernel's records
+  std::vector<std::string> languages;  // what the worker measures; a replay worker, its file's task
   if (absl::StartsWith(a.device, "replay:")) {
     absl::StatusOr<RecordedSpace> recorded = LoadRecordedSpace(a.device.substr(7));
     if (!recorded.ok()) return Fail(cmd, recorded.status());
+    const Record& first = recorded->records.front();
+    languages = {RecordedSpaceLanguage(first.kernel, first.problem)};
     measurer = std::make_unique<ReplayMeasurer>(recorded->records);
   } else if (a.device == "cpu") {
     auto cpu = std::make_unique<CpuMeasurer>(&registry);

@@ -18,6 +18,7 @@
 #include "absl/strings/str_split.h"
 #include "common/event_log.h"
 #include "common/status_macros.h"
+#include "db/interchange/record_files.h"
 #include "server/scheduler_internal.h"
 
 // The job table (scheduler_internal.h): jobs from submission or recovery to their end.
@@ -164,6 +165,8 @@ absl::Status Scheduler::AddJobRun(Job job, bool recount) {
     if (const KernelDefinition* k = spaces_->registry().Find(t.task.kernel); k != nullptr) {
       t.language = k->language;
       t.client_kernel = !k->builtin;
+    } else if (spaces_->IsRecorded(t.task)) {
+      t.language = RecordedSpaceLanguage(t.task.kernel, t.task.problem);  // its replay workers'
     }
     const auto need = std::find_if(run->needs.begin(), run->needs.end(), [&t](const auto& n) {
       return n.device_class == t.task.device_class && n.language == t.language &&

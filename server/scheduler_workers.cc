@@ -3,6 +3,7 @@
 #include <set>
 
 #include "absl/container/flat_hash_map.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/string_view.h"
@@ -186,7 +187,11 @@ std::string Scheduler::WaitingReason(const JobRun& job, const std::vector<int64_
         absl::StrAppend(&reason, ": none has registered");
       } else {
         std::vector<std::string> why;
-        if (t.other_language > 0) {
+        if (t.other_language > 0 && absl::StartsWith(need.language, "replay:")) {
+          why.push_back(absl::StrCat(t.other_language,
+                                     t.other_language == 1 ? " replays " : " replay ",
+                                     "another recorded space or measures real kernels"));
+        } else if (t.other_language > 0) {
           why.push_back(absl::StrCat(t.other_language,
                                      t.other_language == 1 ? " does not build " : " do not build ",
                                      need.language, " kernels"));

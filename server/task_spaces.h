@@ -48,6 +48,8 @@ class TaskSpaces {
     std::shared_ptr<const SearchSpace> space;
   };
   std::vector<Recorded> RecordedSpaces() const;
+  // Whether `task` (as Canonical gives it) is a recorded space this server replays.
+  bool IsRecorded(const TaskKey& task) const { return recorded_.count(Key(task)) > 0; }
 
   // The kernel's FLOPs per run for a task, 0 when unknown (recorded spaces).
   double Flops(const TaskKey& task) const;

@@ -579,6 +579,10 @@ absl::StatusOr<RecordedSpace> LoadRecordedSpace(const std::string& path,
   return RecordedSpace{*std::move(space), std::move(file.records)};
 }
 
+std::string RecordedSpaceLanguage(const std::string& kernel, const Problem& problem) {
+  return absl::StrCat("replay:", kernel, ":", CanonicalJson(problem));
+}
+
 absl::StatusOr<ImportSummary> ImportRecordFile(TuningDatabase& db, const std::string& path,
                                                const ReadOptions& options,
                                                const KernelRegistry* registry) {

@@ -60,6 +60,12 @@ struct RecordedSpace {
 absl::StatusOr<RecordedSpace> LoadRecordedSpace(const std::string& path,
                                                 const ReadOptions& options = {});
 
+// The "language" a recorded space's task is measured in, as a replay worker of its file says it
+// can measure (WorkerCapabilities::languages) and the scheduler leases its task: only to such a
+// worker. "replay:<kernel>:<canonical problem>". (A replay worker of another file of the same
+// device class answered every candidate of this one invalid_config, stored for good.)
+std::string RecordedSpaceLanguage(const std::string& kernel, const Problem& problem);
+
 struct ImportSummary {
   RecordFileFormat format = RecordFileFormat::kAuto;
   int64_t records_read = 0;

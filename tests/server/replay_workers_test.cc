@@ -1,0 +1,119 @@
+// Replay workers of one device class with different recorded spaces: each measures its own
+// file's task only (RecordedSpaceLanguage), and no registry kernel of the class.
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <chrono>
+#include <map>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "db/interchange/record_files.h"
+#include "db/sqlite_tuning_database.h"
+#include "grpcpp/create_channel.h"
+#include "ktune/v1/tuning_service.grpc.pb.h"
+#include "measurer/replay_measurer.h"
+#include "measurer/worker_loop.h"
+#include "proto/convert.h"
+#include "server/tuning_server.h"
+#include "tests/server/worker_doubles.h"
+#include "tests/testing/test_util.h"
+
+namespace ktune {
+namespace {
+
+using ::testing::HasSubstr;
+
+// A user trial: with the dedispersion and the convolution spaces of the A100 replayed by one
+// worker each, each worker leased the other's candidates and answered them invalid_config (about
+// 40% of every budget, the optimum among them, stored for good), and a gemm job on A100 "ran" on
+// them, every measurement invalid_config.
+TEST(ReplayWorkersTest, EachMeasuresItsOwnRecordedSpaceOnly) {
+  testing::TempDir dir;
+  const std::vector<std::string> files = {testing::SpaceFile("dedispersion_A100_T4.json.gz"),
+                                          testing::SpaceFile("convolution_A100_T4.json.gz")};
+  TuningServerOptions options = QuickLeaseServer(dir.File("server.db"), files[0]);
+  options.replay_files = files;
+  options.scheduler.lease_timeout = absl::Seconds(10);
+  auto server = TuningServer::Start(options);
+  ASSERT_TRUE(server.ok()) << server.status();
+  auto channel = grpc::CreateChannel(absl::StrCat("127.0.0.1:", (*server)->port()),
+                                     grpc::InsecureChannelCredentials());
+  auto tuning = v1::TuningService::NewStub(channel);
+  std::vector<std::vector<Record>> records;
+  for (const std::string& f : files) {
+    absl::StatusOr<RecordedSpace> recorded = LoadRecordedSpace(f);
+    ASSERT_TRUE(recorded.ok()) << recorded.status();
+    ASSERT_EQ(recorded->records.front().device.device_class, "A100");
+    records.push_back(recorded->records);
+  }
+  v1::SubmitJobRequest submit;
+  submit.set_spec_text(
+      "kernels: [dedispersion, convolution]\nproblems: [{}]\ndevice_classes: [A100]\n"
+      "budget: 24\nstrategy: random\nseed: 5\n");
+  v1::Job job;
+  {
+    grpc::ClientContext context;
+    ASSERT_TRUE(tuning->SubmitJob(&context, submit, &job).ok());
+  }
+  v1::SubmitJobRequest gemm;
+  gemm.set_spec_text(
+      "kernels: [cuda_gemm]\nproblems: [{M: 64, N: 64, K: 64}]\ndevice_classes: [A100]\n"
+      "budget: 4\nstrategy: random\n");
+  v1::Job gemm_job;
+  {
+    grpc::ClientContext context;
+    ASSERT_TRUE(tuning->SubmitJob(&context, gemm, &gemm_job).ok());
+  }
+  std::vector<std::thread> workers;
+  for (const std::vector<Record>& r : records) {
+    workers.emplace_back([&channel, &r] {
+      ReplayMeasurer measurer(r);
+      auto stub = v1::WorkerService::NewStub(channel);
+      WorkerLoopOptions w;
+      w.max_candidates = 4;
+      w.idle_exit = absl::Seconds(2);
+      w.languages = {RecordedSpaceLanguage(r.front().kernel, r.front().problem)};
+      WorkerLoop loop(stub.get(), &measurer, w);
+      EXPECT_TRUE(loop.Run().ok());
+    });
+  }
+  for (std::thread& t : workers) t.join();
+  v1::GetJobRequest get;
+  get.set_job_id(job.job_id());
+  {
+    grpc::ClientContext context;
+    ASSERT_TRUE(tuning->GetJob(&context, get, &job).ok());
+  }
+  EXPECT_EQ(job.state(), v1::JOB_STATE_DONE);
+  // The gemm job waits: no worker of the class measures CUDA kernels, and it says so.
+  get.set_job_id(gemm_job.job_id());
+  {
+    grpc::ClientContext context;
+    ASSERT_TRUE(tuning->GetJob(&context, get, &gemm_job).ok());
+  }
+  EXPECT_EQ(gemm_job.state(), v1::JOB_STATE_QUEUED);
+  EXPECT_EQ(gemm_job.measurements_done(), 0);
+  (*server)->Shutdown();
+  auto db = SqliteTuningDatabase::Open(dir.File("server.db"));
+  ASSERT_TRUE(db.ok()) << db.status();
+  std::map<std::string, int> by_kernel, invalid;
+  ASSERT_TRUE((*db)
+                  ->ForEachRecord([&](const Record& r) {
+                    ++by_kernel[r.kernel];
+                    if (r.status == MeasurementStatus::kInvalidConfig) ++invalid[r.kernel];
+                    return absl::OkStatus();
+                  })
+                  .ok());
+  EXPECT_EQ(by_kernel["dedispersion"], 24);
+  EXPECT_EQ(by_kernel["convolution"], 24);
+  EXPECT_EQ(by_kernel["cuda_gemm"], 0);
+  EXPECT_EQ(invalid["dedispersion"], 0);  // every configuration proposed is in its space
+  EXPECT_EQ(invalid["convolution"], 0);
+}
+
+}  // namespace
+}  // namespace ktune
