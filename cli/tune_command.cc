@@ -48,6 +48,7 @@ struct TuneArgs {
   int batch_size = 8;
   int threads = 0;
   uint64_t seed = 1;
+  bool seed_given = false;  // --seed appeared: with --server, 0 (drawn by the server) otherwise
   std::optional<double> agent_share;  // --agent-share; unset: the server's
   std::optional<double> max_rel_error;  // --max-rel-error; unset: no accuracy budget
   std::vector<std::string> start_from;  // --start-from CONFIG, each NAME=VALUE,...
@@ -157,7 +158,9 @@ int RunRemoteTune(const TuneArgs& a) {
   request.task = TaskKey{a.kernel, "", *problem, device_class};
   request.budget = a.budget;
   request.strategy = a.strategy;
-  request.seed = a.seed;
+  // Drawn by the server unless given: two tunes of one task at once (two developers, two CI
+  // runs) with the default seed proposed the same configurations, measuring each twice.
+  request.seed = a.seed_given ? a.seed : 0;
   request.batch_size = a.batch_size;
   request.threads = a.threads;
   request.agent_share = a.agent_share;
@@ -505,7 +508,9 @@ void RegisterTuneCommand(CLI::App& app, Action* action) {
   tune->add_option("--threads", a->threads,
                    "cpu: tune with exactly this many threads (default: any up to the cores)")
       ->check(CLI::Range(1, 1024));
-  tune->add_option("--seed", a->seed, "Random seed")->capture_default_str();
+  CLI::Option* seed = tune->add_option("--seed", a->seed,
+                                       "Random seed (default 1; with --server, one the server "
+                                       "draws, so that concurrent tunes of a task differ)");
   tune->add_option("--agent-share", a->agent_share,
                    "The agent's time as a share of the measuring time (default 0.05: PPO learns "
                    "less often when measurements are cheap; 0: no limit, the same seed then "
@@ -530,7 +535,10 @@ void RegisterTuneCommand(CLI::App& app, Action* action) {
   tune->add_flag("--json", a->json, "Print the result as JSON");
   tune->add_flag("--flush-l2", a->flush_l2,
                  "--device cuda: overwrite the L2 cache before every timed run (cold-cache times)");
-  tune->callback([=] { *action = [=] { return RunTune(*a); }; });
+  tune->callback([=] {
+    a->seed_given = seed->count() > 0;
+    *action = [=] { return RunTune(*a); };
+  });
 }
 
 }  // namespace ktune::cli

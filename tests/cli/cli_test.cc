@@ -1601,6 +1601,12 @@ TEST(CliTest, AnInterruptedTuneThroughAServerCancelsItsJobThere) {
   EXPECT_TRUE(task["best_config"].is_object() && task["best_config"].contains("MR")) << last;
   EXPECT_THAT(RunKtune({"jobs", "--server", address}).out,
               ::testing::ContainsRegex("cancelled +1 "));
+  // Without --seed the server drew the job's seed: two tunes of one task at once with the
+  // default seed 1 proposed the same configurations (a fleet trial: 1,000 records, 500 distinct).
+  const std::string seed =
+      testing::ReadOnlyQuery(db, "SELECT json_extract(spec_json, '$.seed') FROM jobs WHERE id = 1");
+  EXPECT_FALSE(seed.empty());
+  EXPECT_NE(seed, "1");
 }
 
 // Through a server, a tune where nothing measures ok says why, as the embedded default does (it
