@@ -451,11 +451,31 @@ absl::StatusOr<Scheduler::JobRun*> Scheduler::FindJob(int64_t id) {
 }
 
 absl::Status Scheduler::EndedOrNone(int64_t id) {
-  if (absl::StatusOr<Job> ended = db_->GetJob(id); ended.ok()) {
+  absl::StatusOr<Job> stored = db_->GetJob(id);
+  if (!stored.ok()) return absl::NotFoundError(absl::StrCat("no job ", id));
+  if (IsFinal(stored->state)) {
     return absl::FailedPreconditionError(
-        absl::StrCat("job ", id, " has already ended (", JobStateName(ended->state), ")"));
+        absl::StrCat("job ", id, " has already ended (", JobStateName(stored->state), ")"));
   }
-  return absl::NotFoundError(absl::StrCat("no job ", id));
+  // Open in the database and not this server's: a `ktune tune` session's on the same file (the
+  // embedded default), or another process's. It answered "has already ended (running)".
+  const std::string session = SessionOf(*stored);
+  if (session.empty()) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("job ", id, " is ", JobStateName(stored->state),
+                     " in the database, but another process runs it, not this server"));
+  }
+  const std::optional<Session> parsed = ParseSession(session);
+  const std::string who =
+      parsed ? absl::StrCat("process ", parsed->pid, " on ", parsed->host) : session;
+  if (EndIfAbandoned(*stored)) {  // its session was killed: the job could never end otherwise
+    return absl::FailedPreconditionError(
+        absl::StrCat("job ", id, " belonged to a ktune tune session (", who,
+                     ") that ended before it did: it is cancelled now, with what it measured"));
+  }
+  return absl::FailedPreconditionError(
+      absl::StrCat("job ", id, " belongs to a running ktune tune session (", who,
+                   "): stop that command (Ctrl-C), which cancels the job"));
 }
 
 absl::Status Scheduler::StillOpen(const JobRun& run, absl::string_view action) const {
@@ -693,7 +713,12 @@ absl::StatusOr<JobStatus> Scheduler::CancelNow(int64_t id) {
     }
     if (!absl::IsNotFound(found.status())) return found.status();
   }
-  return EndedOrNone(id);
+  const absl::Status ended = EndedOrNone(id);
+  // An abandoned session's job, cancelled just now: what was asked.
+  if (absl::StatusOr<JobStatus> s = GetJob(id); s.ok() && s->job.state == JobState::kCancelled) {
+    return s;
+  }
+  return ended;
 }
 
 void Scheduler::QueueJobState(const JobRun& job, JobState state, std::string message) {

@@ -1,5 +1,7 @@
 // What the scheduler counts for the metrics (Scheduler::CountNow): work that waits, and why.
+#include <gmock/gmock.h>
 #include <gtest/gtest.h>
+#include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -74,6 +76,43 @@ TEST_F(SchedulerCountsTest, AJobOfAGoneSessionCancelledAtStartIsCounted) {
   absl::StatusOr<JobStatus> ended = scheduler_->GetJob(job);
   ASSERT_TRUE(ended.ok()) << ended.status();
   EXPECT_EQ(ended->job.state, JobState::kCancelled);
+}
+
+// A job of a `ktune tune` session on the server's database (the embedded default, on the same
+// file) is the session's to end while it lives, and the server's once it is gone: a fleet trial
+// killed the session, and cancel, pause and resume answered "has already ended (running)" while
+// the job stayed running for ever.
+TEST_F(SchedulerCountsTest, AJobOfASessionIsLeftToItWhileItLivesAndEndedOnceItIsGone) {
+  const pid_t child = fork();
+  if (child == 0) {
+    pause();
+    _exit(0);
+  }
+  ASSERT_GT(child, 0);
+  std::vector<std::string> session = absl::StrSplit(ThisProcessSession(), absl::MaxSplits(':', 3));
+  ASSERT_EQ(session.size(), 4u) << ThisProcessSession();
+  session[1] = std::to_string(child);
+  session[2] = "";  // the id alone says whether it lives
+  SchedulerOptions of_session;
+  of_session.session = absl::StrJoin(session, ":");
+  Restart(of_session);
+  const int64_t job = Submit(Task());
+  Restart(SchedulerOptions());  // a server on the database: the job is left to its session
+  absl::StatusOr<JobStatus> cancelled = scheduler_->Cancel(job);
+  EXPECT_TRUE(absl::IsFailedPrecondition(cancelled.status())) << cancelled.status();
+  EXPECT_THAT(std::string(cancelled.status().message()),
+              ::testing::HasSubstr(absl::StrCat("belongs to a running ktune tune session (process ",
+                                                child, " on ")));
+  ASSERT_EQ(kill(child, SIGKILL), 0);
+  ASSERT_EQ(waitpid(child, nullptr, 0), child);
+  absl::StatusOr<JobStatus> paused = scheduler_->Pause(job);
+  EXPECT_TRUE(absl::IsFailedPrecondition(paused.status())) << paused.status();
+  EXPECT_THAT(std::string(paused.status().message()),
+              ::testing::HasSubstr("that ended before it did: it is cancelled now"));
+  cancelled = scheduler_->Cancel(job);
+  ASSERT_TRUE(cancelled.ok()) << cancelled.status();
+  EXPECT_EQ(cancelled->job.state, JobState::kCancelled);
+  EXPECT_EQ(scheduler_->GetJob(job)->job.state, JobState::kCancelled);
 }
 
 // Each job this process ends is handed to on_job_ended with its final state and how long it lived
