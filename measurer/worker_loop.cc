@@ -415,13 +415,24 @@ absl::Status WorkerLoop::Run() {
     // Refused by the server (its database busy or failing past the lease, a bad report): not
     // stored; taken back, or lapsed while no answer came (the server takes the lease back):
     // expired.
-    metrics_->CountReport(s.ok()                                 ? WorkerMetrics::Report::kStored
-                          : not_stored && !NoAnswerFromServer(s) ? WorkerMetrics::Report::kNotStored
-                                                                 : WorkerMetrics::Report::kExpired,
-                          report.results_size(),
-                          s.ok() && sent_as_earlier
-                              ? std::max(0, report.results_size() - stored.records_stored())
-                              : 0);
+    // A report of an earlier server's lease stores what the restarted server can take: the rest
+    // is left out (its job ended meanwhile, its budget ran out), which the log says, and a report
+    // of which nothing was stored counts as not stored (it counted as stored).
+    const int left_out = s.ok() && sent_as_earlier
+                             ? std::max(0, report.results_size() - stored.records_stored())
+                             : 0;
+    if (left_out > 0) {
+      LogEvent("earlier_results_left_out", {{"worker_id", worker_id_},
+                                            {"lease_id", lease.lease_id()},
+                                            {"left_out", std::to_string(left_out)},
+                                            {"results", std::to_string(report.results_size())}});
+    }
+    const bool none_stored = s.ok() && left_out > 0 && left_out == report.results_size();
+    metrics_->CountReport(s.ok() && !none_stored ? WorkerMetrics::Report::kStored
+                          : none_stored || (not_stored && !NoAnswerFromServer(s))
+                              ? WorkerMetrics::Report::kNotStored
+                              : WorkerMetrics::Report::kExpired,
+                          report.results_size(), left_out);
     if (s.ok()) {
       reported_ += report.results_size();
     } else if (IsFatal(s) && !sent_as_earlier) {  // a refused earlier lease ends only itself

@@ -167,6 +167,11 @@ absl::Status Scheduler::AddJobRun(Job job, bool recount) {
       t.client_kernel = !k->builtin;
     } else if (spaces_->IsRecorded(t.task)) {
       t.language = RecordedSpaceLanguage(t.task.kernel, t.task.problem);  // its replay workers'
+    } else {
+      // A recovered job's kernel this server does not know (started without the --replay FILE
+      // of an earlier run): no worker takes the task, which waits, saying why, until a server
+      // that knows it runs the job (it failed the job for good at its first lease).
+      t.language = scheduler_internal::UnknownKernelLanguage(t.task.kernel);
     }
     const auto need = std::find_if(run->needs.begin(), run->needs.end(), [&t](const auto& n) {
       return n.device_class == t.task.device_class && n.language == t.language &&

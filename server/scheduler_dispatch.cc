@@ -2,6 +2,7 @@
 #include <cmath>
 
 #include "absl/container/flat_hash_set.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "common/event_log.h"
 #include "common/hash.h"
@@ -152,9 +153,14 @@ void Scheduler::QueueIfBatchComplete(JobRun& job, TaskRun& t, std::vector<AgentW
   QueueNextBatch(job, t, std::move(observations), work);
 }
 
+std::string scheduler_internal::UnknownKernelLanguage(const std::string& kernel) {
+  return absl::StrCat(kUnknownKernelLanguagePrefix, kernel);
+}
+
 bool scheduler_internal::CanMeasure(const WorkerCapabilities& can, const std::string& language,
                                     bool client_kernel) {
   if (client_kernel && !can.client_kernels) return false;
+  if (absl::StartsWith(language, kUnknownKernelLanguagePrefix)) return false;
   if (language.empty() || can.languages.empty()) return true;
   return std::find(can.languages.begin(), can.languages.end(), language) != can.languages.end();
 }

@@ -146,8 +146,12 @@ namespace scheduler_internal {
 std::string JobSource(int64_t job_id);
 bool IsFinal(JobState s);
 // Whether a worker with `can` builds and runs a kernel in `language` (empty: not a registry
-// kernel), registered by a client or not.
+// kernel), registered by a client or not. No worker measures an unknown kernel's task.
 bool CanMeasure(const WorkerCapabilities& can, const std::string& language, bool client_kernel);
+// The language of a recovered task whose kernel this server does not know (neither its registry,
+// a client kernel, nor a recorded space it replays): no worker's.
+inline constexpr char kUnknownKernelLanguagePrefix[] = "unknown-kernel:";
+std::string UnknownKernelLanguage(const std::string& kernel);
 // Which candidates a report names, whatever their order.
 uint64_t CandidateIdsHash(const std::vector<v1::CandidateResult>& results);
 // A worker's result as the measurement to store: its times finite and above zero (at most

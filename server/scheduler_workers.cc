@@ -1,4 +1,5 @@
 #include <algorithm>
+#include <cstring>
 #include <random>
 #include <set>
 
@@ -183,6 +184,14 @@ std::string Scheduler::WaitingReason(const JobRun& job, const std::vector<int64_
       std::string reason =
           absl::StrCat(Tasks(waiting[n]), " for a worker of device class '", need.device_class, "'",
                        job.fingerprint_hash.empty() ? "" : " with the job's fingerprint");
+      if (absl::StartsWith(need.language, scheduler_internal::kUnknownKernelLanguagePrefix)) {
+        reasons.push_back(absl::StrCat(
+            Tasks(waiting[n]), ": this server does not know kernel '",
+            need.language.substr(strlen(scheduler_internal::kUnknownKernelLanguagePrefix)),
+            "' (a recorded space: start it with --replay FILE of the space, as the server that "
+            "took the job was)"));
+        continue;
+      }
       if (t.registered == 0) {
         absl::StrAppend(&reason, ": none has registered");
       } else {

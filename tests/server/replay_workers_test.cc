@@ -115,5 +115,72 @@ TEST(ReplayWorkersTest, EachMeasuresItsOwnRecordedSpaceOnly) {
   EXPECT_EQ(invalid["convolution"], 0);
 }
 
+// A server restarted without the --replay FILE of a recorded space its jobs use keeps them
+// waiting, saying why, and one started with it again runs them (a fleet trial: the job failed
+// for good at its first lease, "unknown kernel 'dedispersion'", and resume then answered "has
+// already ended (failed)").
+TEST(ReplayWorkersTest, AJobOfASpaceTheRestartedServerDoesNotReplayWaitsForOneThatDoes) {
+  testing::TempDir dir;
+  const std::string file = testing::SpaceFile("pnpoly_RTX_3090_T4.json.gz");
+  TuningServerOptions options = QuickLeaseServer(dir.File("server.db"), file);
+  options.scheduler.lease_timeout = absl::Seconds(10);
+  v1::Job job;
+  {
+    auto server = TuningServer::Start(options);
+    ASSERT_TRUE(server.ok()) << server.status();
+    auto tuning = v1::TuningService::NewStub(grpc::CreateChannel(
+        absl::StrCat("127.0.0.1:", (*server)->port()), grpc::InsecureChannelCredentials()));
+    v1::SubmitJobRequest submit;
+    submit.set_spec_text(
+        "kernels: [pnpoly]\nproblems: [{}]\ndevice_classes: [RTX_3090]\nbudget: 8\n"
+        "strategy: random\n");
+    grpc::ClientContext context;
+    ASSERT_TRUE(tuning->SubmitJob(&context, submit, &job).ok());
+  }
+  absl::StatusOr<RecordedSpace> recorded = LoadRecordedSpace(file);
+  ASSERT_TRUE(recorded.ok()) << recorded.status();
+  const auto run_worker = [&](std::shared_ptr<grpc::Channel> channel) {
+    ReplayMeasurer measurer(recorded->records);
+    auto stub = v1::WorkerService::NewStub(channel);
+    WorkerLoopOptions w;
+    w.max_candidates = 4;
+    w.idle_exit = absl::Seconds(1);  // an "any" worker (no language), as the tests' are
+    WorkerLoop loop(stub.get(), &measurer, w);
+    EXPECT_TRUE(loop.Run().ok());
+  };
+  const auto get = [](v1::TuningService::Stub* tuning, const std::string& id) {
+    v1::GetJobRequest request;
+    request.set_job_id(id);
+    v1::Job got;
+    grpc::ClientContext context;
+    EXPECT_TRUE(tuning->GetJob(&context, request, &got).ok());
+    return got;
+  };
+  {
+    TuningServerOptions without = options;
+    without.replay_files.clear();
+    auto server = TuningServer::Start(without);
+    ASSERT_TRUE(server.ok()) << server.status();
+    auto channel = grpc::CreateChannel(absl::StrCat("127.0.0.1:", (*server)->port()),
+                                       grpc::InsecureChannelCredentials());
+    auto tuning = v1::TuningService::NewStub(channel);
+    run_worker(channel);  // it takes nothing
+    const v1::Job waiting = get(tuning.get(), job.job_id());
+    EXPECT_EQ(waiting.state(), v1::JOB_STATE_QUEUED);
+    EXPECT_EQ(waiting.measurements_done(), 0);
+    EXPECT_THAT(waiting.waiting(), HasSubstr("this server does not know kernel 'pnpoly' (a "
+                                             "recorded space: start it with --replay FILE"));
+  }
+  auto server = TuningServer::Start(options);
+  ASSERT_TRUE(server.ok()) << server.status();
+  auto channel = grpc::CreateChannel(absl::StrCat("127.0.0.1:", (*server)->port()),
+                                     grpc::InsecureChannelCredentials());
+  auto tuning = v1::TuningService::NewStub(channel);
+  run_worker(channel);
+  const v1::Job done = get(tuning.get(), job.job_id());
+  EXPECT_EQ(done.state(), v1::JOB_STATE_DONE);
+  EXPECT_EQ(done.measurements_done(), 8);
+}
+
 }  // namespace
 }  // namespace ktune
