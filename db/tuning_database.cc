@@ -105,18 +105,20 @@ absl::Status RegistryFitter::Fit(Record& r) {
 
 namespace {
 
-// What a measurement is without the record's identity: its task, configuration and repeat times
-// (exact: a file written from the record keeps every digit) when ok; a failure of the
-// configuration otherwise, whatever its kind and times (T4 and Kernel Tuner files name fewer
-// failures than ktune, and a cache keeps no failure's times).
+// What a measurement is without the record's identity: its task, configuration, time and repeat
+// times (exact: a file written from the record keeps every digit; a file's entry without repeats
+// is told apart by its time) when ok; a failure of the configuration otherwise, whatever its kind
+// and times (T4 and Kernel Tuner files name fewer failures than ktune, and a cache keeps no
+// failure's times).
 std::string MeasurementKey(const Record& r) {
+  const auto exact = [](std::string* out, double t) {
+    absl::StrAppend(out, absl::StrFormat("%.17g", t));
+  };
   const bool ok = r.status == MeasurementStatus::kOk;
   return absl::StrCat(r.kernel, "\n", r.kernel_version, "\n", CanonicalJson(r.problem), "\n",
                       r.device.device_class, "\n", CanonicalJson(r.config), "\n",
-                      ok ? absl::StrJoin(r.repeat_times_ms, ",",
-                                         [](std::string* out, double t) {
-                                           absl::StrAppend(out, absl::StrFormat("%.17g", t));
-                                         })
+                      ok ? absl::StrCat(r.time_ms ? absl::StrFormat("%.17g", *r.time_ms) : "-", ":",
+                                        absl::StrJoin(r.repeat_times_ms, ",", exact))
                          : "failed");
 }
 

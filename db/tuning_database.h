@@ -262,9 +262,9 @@ class TuningDatabase {
 // With `registry`, each record of one of its kernels is first fitted to it (FitRecordToRegistry);
 // the first it refuses fails the import, nothing stored, naming the record (from 1).
 // `by_measurement`, for files that carry no record's identity (T4, Kernel Tuner caches): an ok
-// record whose task, configuration and repeat times equal a stored ok record's, or a failure of a
-// configuration whose task stores a failure of it, is that record (ktune's own export, back), and
-// is skipped: a round trip stored every measurement again.
+// record whose task, configuration, time and repeat times equal a stored ok record's, or a failure
+// of a configuration whose task stores a failure of it, is that record (ktune's own export, back),
+// and is skipped: a round trip stored every measurement again.
 absl::StatusOr<int64_t> AddImportedRecords(TuningDatabase& db, std::vector<Record> records,
                                            const KernelRegistry* registry = nullptr,
                                            bool by_measurement = false);

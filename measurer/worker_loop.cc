@@ -434,7 +434,7 @@ absl::Status WorkerLoop::Run() {
                               : WorkerMetrics::Report::kExpired,
                           report.results_size(), left_out);
     if (s.ok()) {
-      reported_ += report.results_size();
+      reported_ += report.results_size() - left_out;  // what the server stored
     } else if (IsFatal(s) && !sent_as_earlier) {  // a refused earlier lease ends only itself
       return s;
     } else if (options_.stop_when_not_stored && not_stored &&

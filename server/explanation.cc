@@ -93,13 +93,21 @@ std::vector<double> Samples(const std::vector<Record>& records) {
 // The variance of the samples' median, robustly: the spread is 1.4826 x the median absolute
 // deviation (the standard deviation for normal samples, untouched by a few wild repeats), and a
 // median's variance is pi/2 x spread^2 / n. Times are medians: their noise is a median's. (The
-// mean's variance let one repeat preempted to 15x its peers call every gap noise.)
+// mean's variance let one repeat preempted to 15x its peers call every gap noise.) Where more
+// than half the samples are equal (a coarse timer) the deviation is 0, which said any gap was
+// real: the standard deviation is the spread then.
 double VarianceOfMedian(const std::vector<double>& v) {
   const double median = Median(v);
   std::vector<double> deviations;
   deviations.reserve(v.size());
   for (double x : v) deviations.push_back(std::abs(x - median));
-  const double spread = 1.4826 * Median(std::move(deviations));
+  double spread = 1.4826 * Median(std::move(deviations));
+  if (spread == 0 && v.size() >= 2) {
+    const double mean = std::accumulate(v.begin(), v.end(), 0.0) / static_cast<double>(v.size());
+    double ss = 0;
+    for (double x : v) ss += (x - mean) * (x - mean);
+    spread = std::sqrt(ss / static_cast<double>(v.size() - 1));
+  }
   return M_PI / 2 * spread * spread / static_cast<double>(v.size());
 }
 

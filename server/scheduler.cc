@@ -162,11 +162,13 @@ absl::Status Scheduler::AddJobRun(Job job, bool recount) {
     t.budget = job.tasks[i].budget;
     t.state = job.tasks[i].state;
     t.flops = spaces_->Flops(t.task);
-    if (const KernelDefinition* k = spaces_->registry().Find(t.task.kernel); k != nullptr) {
+    // A recorded space first, as TaskSpaces resolves a task: one may bear a registry kernel's
+    // name (a replayed gemm file), and its replay workers measure it, not CPU workers.
+    if (spaces_->IsRecorded(t.task)) {
+      t.language = RecordedSpaceLanguage(t.task.kernel, t.task.problem);  // its replay workers'
+    } else if (const KernelDefinition* k = spaces_->registry().Find(t.task.kernel); k != nullptr) {
       t.language = k->language;
       t.client_kernel = !k->builtin;
-    } else if (spaces_->IsRecorded(t.task)) {
-      t.language = RecordedSpaceLanguage(t.task.kernel, t.task.problem);  // its replay workers'
     } else {
       // A recovered job's kernel this server does not know (started without the --replay FILE
       // of an earlier run): no worker takes the task, which waits, saying why, until a server
@@ -474,9 +476,23 @@ absl::Status Scheduler::EndedOrNone(int64_t id) {
   const std::string who =
       parsed ? absl::StrCat("process ", parsed->pid, " on ", parsed->host) : session;
   if (EndIfAbandoned(*stored)) {  // its session was killed: the job could never end otherwise
-    return absl::FailedPreconditionError(
+    absl::StatusOr<Job> now = db_->GetJob(id);
+    if (now.ok() && IsFinal(now->state)) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("job ", id, " belonged to a ktune tune session (", who,
+                       ") that ended before it did: it is ", JobStateName(now->state),
+                       " now, with what it measured"));
+    }
+    return absl::UnavailableError(
         absl::StrCat("job ", id, " belonged to a ktune tune session (", who,
-                     ") that ended before it did: it is cancelled now, with what it measured"));
+                     ") that ended before it did, but the database did not store its end: ask "
+                     "again"));
+  }
+  if (parsed && parsed->host != HostName()) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("job ", id, " belongs to the ktune tune session of ", who,
+                     ", which this server cannot see: stop that command there (Ctrl-C), which "
+                     "cancels the job"));
   }
   return absl::FailedPreconditionError(
       absl::StrCat("job ", id, " belongs to a running ktune tune session (", who,

@@ -13,6 +13,7 @@
 #include "absl/strings/strip.h"
 #include "absl/time/time.h"
 #include "common/file_util.h"
+#include "common/hash.h"
 #include "common/json_error.h"
 #include "common/status_macros.h"
 #include "kernels/configuration.h"
@@ -233,7 +234,7 @@ absl::Status FinishRecord(const Json& e, const std::string& path, const std::str
 // and the Python bridge's export write it; Kernel Tuner ignores it), a T4 file's metadata's
 // (ExportT4 writes it).
 struct KtuneBlock {
-  std::string kernel_version, family, fingerprint_json;
+  std::string kernel, kernel_version, device_class, family, fingerprint_json;
   std::optional<Problem> problem;
 };
 absl::StatusOr<std::optional<KtuneBlock>> ReadKtuneBlock(const std::string& path, const Json& doc,
@@ -325,6 +326,7 @@ absl::StatusOr<std::optional<KtuneBlock>> ReadKtuneBlock(const std::string& path
   const Json& b = doc["ktune"];
   if (!b.is_object()) return FileError(path, where, "not an object");
   KtuneBlock out;
+  if (b.contains("kernel") && b["kernel"].is_string()) out.kernel = b["kernel"].get<std::string>();
   if (b.contains("kernel_version") && b["kernel_version"].is_string()) {
     out.kernel_version = b["kernel_version"].get<std::string>();
   }
@@ -339,6 +341,9 @@ absl::StatusOr<std::optional<KtuneBlock>> ReadKtuneBlock(const std::string& path
     if (!d.is_object()) return FileError(path, where + ".device", "not an object");
     if (d.contains("family") && d["family"].is_string())
       out.family = d["family"].get<std::string>();
+    if (d.contains("class") && d["class"].is_string()) {
+      out.device_class = d["class"].get<std::string>();
+    }
     if (d.contains("fingerprint")) {
       if (!d["fingerprint"].is_object()) {
         return FileError(path, where + ".device.fingerprint", "not an object");
@@ -350,10 +355,12 @@ absl::StatusOr<std::optional<KtuneBlock>> ReadKtuneBlock(const std::string& path
 }
 
 // A record read from a file with ktune's names of its task, unless the caller gave its own.
+// Its kernel's version only for that kernel, its device's family and fingerprint only for that
+// device class: a T4 file's name may give others (pnpoly_copy_T4.json: class copy).
 void ApplyKtuneBlock(const std::optional<KtuneBlock>& block, const ReadOptions& o, Record& r) {
   if (!block) return;
-  if (o.kernel.empty()) r.kernel_version = block->kernel_version;
-  if (o.device.empty()) {
+  if (o.kernel.empty() && r.kernel == block->kernel) r.kernel_version = block->kernel_version;
+  if (o.device.empty() && r.device.device_class == block->device_class) {
     r.device.family = block->family;
     if (!block->fingerprint_json.empty()) r.device.fingerprint_json = block->fingerprint_json;
   }
@@ -580,7 +587,10 @@ absl::StatusOr<RecordedSpace> LoadRecordedSpace(const std::string& path,
 }
 
 std::string RecordedSpaceLanguage(const std::string& kernel, const Problem& problem) {
-  return absl::StrCat("replay:", kernel, ":", CanonicalJson(problem));
+  // 23 bytes: a worker's language names are at most 32 (the kernel and problem in full made a
+  // replay worker of any file with a problem unable to register).
+  return absl::StrCat(
+      "replay:", StableHashHex(absl::StrCat(kernel, "\n", CanonicalJson(problem))).substr(0, 16));
 }
 
 absl::StatusOr<ImportSummary> ImportRecordFile(TuningDatabase& db, const std::string& path,
@@ -643,16 +653,24 @@ static absl::Status RefusePayloads(const std::vector<Record>& records, const cha
 
 // ktune's names of a task, which neither T4 nor Kernel Tuner's names can carry (ReadKtuneBlock
 // reads them back): the kernel's version, the problem, and the device's family and fingerprint
-// (`device`'s: of the task's first record).
-Json KtuneBlockJson(const TaskKey& task, const DeviceInfo& device) {
-  const Json fingerprint = Json::parse(device.fingerprint_json, nullptr, false);
+// when every record has the same (the file holds one device; records of several machines would
+// all come back as the first's).
+Json KtuneBlockJson(const TaskKey& task, const std::vector<Record>& records) {
+  Json device = {{"class", task.device_class}};
+  const bool one_device =
+      !records.empty() && std::all_of(records.begin(), records.end(), [&](const Record& r) {
+        return r.device.fingerprint_json == records.front().device.fingerprint_json &&
+               r.device.family == records.front().device.family;
+      });
+  if (one_device) {
+    const Json fingerprint = Json::parse(records.front().device.fingerprint_json, nullptr, false);
+    device["family"] = records.front().device.family;
+    if (fingerprint.is_object()) device["fingerprint"] = fingerprint;
+  }
   return {{"kernel", task.kernel},
           {"kernel_version", task.kernel_version},
           {"problem", Json::parse(CanonicalJson(task.problem))},
-          {"device",
-           {{"class", task.device_class},
-            {"family", device.family},
-            {"fingerprint", fingerprint.is_object() ? fingerprint : Json::object()}}}};
+          {"device", std::move(device)}};
 }
 
 absl::StatusOr<int64_t> ExportT4(TuningDatabase& db, const TaskKey& task, std::ostream& out) {
@@ -692,7 +710,7 @@ absl::StatusOr<int64_t> ExportT4(TuningDatabase& db, const TaskKey& task, std::o
                    {"kernel_name", task.kernel},
                    {"device_name", task.device_class}};
   if (!task.problem.empty()) metadata["problem"] = Json::parse(CanonicalJson(task.problem));
-  if (!records.empty()) metadata["ktune"] = KtuneBlockJson(task, records.front().device);
+  if (!records.empty()) metadata["ktune"] = KtuneBlockJson(task, records);
   Json doc = {{"schema_version", "1.0.0"},
               {"metadata", std::move(metadata)},
               {"results", std::move(results)}};
@@ -790,7 +808,6 @@ absl::StatusOr<int64_t> ExportKernelTuner(TuningDatabase& db, const TaskKey& tas
     }
     cache[key] = std::move(entry);
   }
-  const DeviceInfo& device = records.front().device;
   // In this key order, "cache" last: Kernel Tuner reads a file that ends with the cache object
   // (an open cache it may append to), and a sorted one failed there ("Extra data").
   nlohmann::ordered_json doc = {
@@ -798,7 +815,7 @@ absl::StatusOr<int64_t> ExportKernelTuner(TuningDatabase& db, const TaskKey& tas
       {"kernel_name", task.kernel},
       // ktune's names of the task, which Kernel Tuner's cannot carry: `db import` files
       // the records under this task again (Kernel Tuner ignores the key).
-      {"ktune", KtuneBlockJson(task, device)},
+      {"ktune", KtuneBlockJson(task, records)},
       {"problem_size", std::move(problem_size)},
       {"tune_params_keys", keys},
       {"tune_params", tune_params},

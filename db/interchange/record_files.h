@@ -62,7 +62,8 @@ absl::StatusOr<RecordedSpace> LoadRecordedSpace(const std::string& path,
 
 // The "language" a recorded space's task is measured in, as a replay worker of its file says it
 // can measure (WorkerCapabilities::languages) and the scheduler leases its task: only to such a
-// worker. "replay:<kernel>:<canonical problem>". (A replay worker of another file of the same
+// worker. "replay:" and 16 hex digits of a hash of the kernel and the canonical problem (a
+// worker's language names are at most 32 bytes). (A replay worker of another file of the same
 // device class answered every candidate of this one invalid_config, stored for good.)
 std::string RecordedSpaceLanguage(const std::string& kernel, const Problem& problem);
 

@@ -279,6 +279,44 @@ TEST(RecordFilesTest, AnExportImportedBackWhereItCameFromAddsNothing) {
   EXPECT_EQ(imported->records_added, 1);
 }
 
+// Entries without repeat times (another tool's T4 file) are told apart by their times, not taken
+// for a stored record of the configuration; and records of several machines come back under
+// their class alone, not all under the first one's fingerprint.
+TEST(RecordFilesTest, AnImportTellsMeasurementsApartByTimeAndKeepsNoOneMachinesFingerprint) {
+  TempDir dir;
+  MemoryTuningDatabase db, other;
+  Record stored = GemmRecord({});
+  stored.time_ms = 1.0;
+  Record later = stored;
+  later.time_ms = 2.0;
+  ASSERT_TRUE(db.AddRecords({stored}).ok());
+  ASSERT_TRUE(other.AddRecords({later}).ok());
+  const TaskKey task{"gemm", "", stored.problem, "cpu:x"};
+  std::ostringstream t4;
+  ASSERT_EQ(*ExportT4(other, task, t4), 1);
+  WriteFile(dir.File("later.json"), t4.str());
+  auto imported = ImportRecordFile(db, dir.File("later.json"), {});
+  ASSERT_TRUE(imported.ok()) << imported.status();
+  EXPECT_EQ(imported->records_added, 1);  // it was "already present"
+
+  MemoryTuningDatabase two_hosts;
+  Record a = GemmRecord({1.0}), b = GemmRecord({2.0});
+  a.device.fingerprint_json = R"({"host":"a","name":"x"})";
+  b.device.fingerprint_json = R"({"host":"b","name":"x"})";
+  b.config = {{"MR", int64_t{8}}};
+  ASSERT_TRUE(two_hosts.AddRecords({a, b}).ok());
+  std::ostringstream both;
+  ASSERT_EQ(*ExportT4(two_hosts, task, both), 2);
+  WriteFile(dir.File("both.json"), both.str());
+  MemoryTuningDatabase copy;
+  ASSERT_TRUE(ImportRecordFile(copy, dir.File("both.json"), {}).ok());
+  const std::vector<Record> copied = *copy.TaskRecords(task);
+  ASSERT_EQ(copied.size(), 2u);
+  for (const Record& r : copied) {
+    EXPECT_EQ(r.device.fingerprint_json, DeviceInfo::FromName("cpu:x").fingerprint_json);
+  }
+}
+
 TEST(RecordFilesTest, TruncatedGzipNamesTheFileAndStoresNothing) {
   TempDir dir;
   std::string whole = ReadWholeFile(SpaceFile("pnpoly_RTX_3090_T4.json.gz"));

@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <chrono>
+#include <filesystem>
 #include <map>
 #include <memory>
 #include <string>
@@ -113,6 +114,61 @@ TEST(ReplayWorkersTest, EachMeasuresItsOwnRecordedSpaceOnly) {
   EXPECT_EQ(by_kernel["cuda_gemm"], 0);
   EXPECT_EQ(invalid["dedispersion"], 0);  // every configuration proposed is in its space
   EXPECT_EQ(invalid["convolution"], 0);
+}
+
+// A replay worker of a file with a problem registers (its language named the whole problem, past
+// the 32 bytes a language name may have), and a recorded space named like a registry kernel is
+// measured by its replay worker, not waited on by CPU workers (it took the registry's language).
+TEST(ReplayWorkersTest, AReplayedSpaceWithAProblemOrARegistryKernelsNameIsMeasured) {
+  const std::string language = RecordedSpaceLanguage("cuda_gemm", {{"M", int64_t{4096}},
+                                                                   {"N", int64_t{4096}},
+                                                                   {"K", int64_t{4096}},
+                                                                   {"dtype", std::string("f16")}});
+  EXPECT_LE(language.size(), 32u) << language;
+  EXPECT_NE(language, RecordedSpaceLanguage("cuda_gemm", {{"M", int64_t{16}}}));
+  testing::TempDir dir;
+  // pnpoly's records under the name gemm (the file's name names its kernel).
+  const std::string file = dir.File("gemm_RTX_3090_T4.json.gz");
+  std::filesystem::copy_file(testing::SpaceFile("pnpoly_RTX_3090_T4.json.gz"), file);
+  TuningServerOptions options = QuickLeaseServer(dir.File("server.db"), file);
+  options.scheduler.lease_timeout = absl::Seconds(10);
+  auto server = TuningServer::Start(options);
+  ASSERT_TRUE(server.ok()) << server.status();
+  auto channel = grpc::CreateChannel(absl::StrCat("127.0.0.1:", (*server)->port()),
+                                     grpc::InsecureChannelCredentials());
+  auto tuning = v1::TuningService::NewStub(channel);
+  v1::SubmitJobRequest submit;
+  submit.set_spec_text(
+      "kernels: [gemm]\nproblems: [{}]\ndevice_classes: [RTX_3090]\nbudget: 8\n"
+      "strategy: random\n");
+  v1::Job job;
+  {
+    grpc::ClientContext context;
+    ASSERT_TRUE(tuning->SubmitJob(&context, submit, &job).ok());
+  }
+  absl::StatusOr<RecordedSpace> recorded = LoadRecordedSpace(file);
+  ASSERT_TRUE(recorded.ok()) << recorded.status();
+  ASSERT_EQ(recorded->records.front().kernel, "gemm");
+  {
+    ReplayMeasurer measurer(recorded->records);
+    auto stub = v1::WorkerService::NewStub(channel);
+    WorkerLoopOptions w;
+    w.max_candidates = 4;
+    w.idle_exit = absl::Seconds(1);
+    w.languages = {RecordedSpaceLanguage("gemm", recorded->records.front().problem)};
+    WorkerLoop loop(stub.get(), &measurer, w);
+    EXPECT_TRUE(loop.Run().ok());
+    EXPECT_EQ(loop.reported(), 8);
+  }
+  // A language of the longest kind registers.
+  auto stub = v1::WorkerService::NewStub(channel);
+  v1::RegisterRequest reg;
+  reg.mutable_device()->set_device_class("H200");
+  reg.mutable_capabilities()->add_languages(language);
+  v1::RegisterResponse registered;
+  grpc::ClientContext context;
+  const grpc::Status s = stub->Register(&context, reg, &registered);
+  EXPECT_TRUE(s.ok()) << s.error_message();
 }
 
 // A server restarted without the --replay FILE of a recorded space its jobs use keeps them
