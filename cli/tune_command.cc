@@ -377,22 +377,23 @@ int RunTune(const TuneArgs& a) {
   absl::StatusOr<TuneSummary> run = RunTuneSession(t, a.db, options);
   if (!run.ok()) return FailOrInterrupted(cmd, run.status());
   const TuneSummary& s = *run;
+  // --json: what was done. job_id as `tune --server` and `jobs` give it: the in-process tune is
+  // a job of the database.
+  nlohmann::json out{{"job_id", s.job_id},
+                     {"state", "done"},
+                     {"kernel", t.task.kernel},
+                     {"kernel_version", t.task.kernel_version},
+                     {"problem", nlohmann::json::parse(CanonicalJson(t.task.problem))},
+                     {"device", t.task.device_class},
+                     {"strategy", a.strategy},
+                     {"measurements", s.measurements},
+                     {"records_stored", s.records_stored},
+                     {"failures", s.failures}};
   if (!s.best) {
-    // --json still answers with what was done (a script got an empty stdout): the job, the
-    // measurements and failures, best null; the exit stays 1.
+    // --json still answers (a script got an empty stdout): best null; the exit stays 1.
     if (a.json) {
-      const nlohmann::json out{{"job_id", s.job_id},
-                               {"state", "done"},
-                               {"kernel", t.task.kernel},
-                               {"kernel_version", t.task.kernel_version},
-                               {"problem", nlohmann::json::parse(CanonicalJson(t.task.problem))},
-                               {"device", t.task.device_class},
-                               {"strategy", a.strategy},
-                               {"measurements", s.measurements},
-                               {"records_stored", s.records_stored},
-                               {"failures", s.failures},
-                               {"failure_reasons", s.failure_reasons},
-                               {"best", nullptr}};
+      out["failure_reasons"] = s.failure_reasons;
+      out["best"] = nullptr;
       std::cout << out.dump(-1, ' ', false, kReplaceInvalidUtf8) << "\n";
     }
     // Say why: the commonest reasons first (a missing runner fails every measurement alike).
@@ -410,23 +411,12 @@ int RunTune(const TuneArgs& a) {
   const bool have_default = s.default_record && s.default_record->time_ms.has_value();
   const double speedup = have_default ? *s.default_record->time_ms / *best.time_ms : 0;
   if (a.json) {
-    // job_id as `tune --server` and `jobs` give it: the in-process tune is a job of the database.
-    nlohmann::json out{{"job_id", s.job_id},
-                       {"state", "done"},
-                       {"kernel", t.task.kernel},
-                       {"kernel_version", t.task.kernel_version},
-                       {"problem", nlohmann::json::parse(CanonicalJson(t.task.problem))},
-                       {"device", t.task.device_class},
-                       {"strategy", a.strategy},
-                       {"measurements", s.measurements},
-                       {"records_stored", s.records_stored},
-                       {"failures", s.failures},
-                       {"seconds", s.seconds},
-                       {"measurements_per_second", s.measurements / std::max(s.seconds, 1e-9)},
-                       {"agent_seconds", s.agent_seconds},
-                       {"warm_started", s.warm_started},
-                       {"prior_records", s.reused},
-                       {"best", nlohmann::json::parse(RecordToJsonLine(best))}};
+    out["seconds"] = s.seconds;
+    out["measurements_per_second"] = s.measurements / std::max(s.seconds, 1e-9);
+    out["agent_seconds"] = s.agent_seconds;
+    out["warm_started"] = s.warm_started;
+    out["prior_records"] = s.reused;
+    out["best"] = nlohmann::json::parse(RecordToJsonLine(best));
     if (t.optimum_ms > 0) {
       out["space_optimum_ms"] = t.optimum_ms;
       out["best_over_optimum"] = *best.time_ms / t.optimum_ms;

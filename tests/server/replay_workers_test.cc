@@ -28,6 +28,19 @@ namespace {
 
 using ::testing::HasSubstr;
 
+// A server replaying `files` over the database `db`, with leases of 10 s.
+TuningServerOptions ReplayOptions(const std::string& db, const std::vector<std::string>& files) {
+  TuningServerOptions options = QuickLeaseServer(db, files.front());
+  options.replay_files = files;
+  options.scheduler.lease_timeout = absl::Seconds(10);
+  return options;
+}
+
+std::shared_ptr<grpc::Channel> ChannelTo(const TuningServer& server) {
+  return grpc::CreateChannel(absl::StrCat("127.0.0.1:", server.port()),
+                             grpc::InsecureChannelCredentials());
+}
+
 // A user trial: with the dedispersion and the convolution spaces of the A100 replayed by one
 // worker each, each worker leased the other's candidates and answered them invalid_config (about
 // 40% of every budget, the optimum among them, stored for good), and a gemm job on A100 "ran" on
@@ -36,13 +49,9 @@ TEST(ReplayWorkersTest, EachMeasuresItsOwnRecordedSpaceOnly) {
   testing::TempDir dir;
   const std::vector<std::string> files = {testing::SpaceFile("dedispersion_A100_T4.json.gz"),
                                           testing::SpaceFile("convolution_A100_T4.json.gz")};
-  TuningServerOptions options = QuickLeaseServer(dir.File("server.db"), files[0]);
-  options.replay_files = files;
-  options.scheduler.lease_timeout = absl::Seconds(10);
-  auto server = TuningServer::Start(options);
+  auto server = TuningServer::Start(ReplayOptions(dir.File("server.db"), files));
   ASSERT_TRUE(server.ok()) << server.status();
-  auto channel = grpc::CreateChannel(absl::StrCat("127.0.0.1:", (*server)->port()),
-                                     grpc::InsecureChannelCredentials());
+  auto channel = ChannelTo(**server);
   auto tuning = v1::TuningService::NewStub(channel);
   std::vector<std::vector<Record>> records;
   for (const std::string& f : files) {
@@ -130,12 +139,9 @@ TEST(ReplayWorkersTest, AReplayedSpaceWithAProblemOrARegistryKernelsNameIsMeasur
   // pnpoly's records under the name gemm (the file's name names its kernel).
   const std::string file = dir.File("gemm_RTX_3090_T4.json.gz");
   std::filesystem::copy_file(testing::SpaceFile("pnpoly_RTX_3090_T4.json.gz"), file);
-  TuningServerOptions options = QuickLeaseServer(dir.File("server.db"), file);
-  options.scheduler.lease_timeout = absl::Seconds(10);
-  auto server = TuningServer::Start(options);
+  auto server = TuningServer::Start(ReplayOptions(dir.File("server.db"), {file}));
   ASSERT_TRUE(server.ok()) << server.status();
-  auto channel = grpc::CreateChannel(absl::StrCat("127.0.0.1:", (*server)->port()),
-                                     grpc::InsecureChannelCredentials());
+  auto channel = ChannelTo(**server);
   auto tuning = v1::TuningService::NewStub(channel);
   v1::SubmitJobRequest submit;
   submit.set_spec_text(
@@ -178,14 +184,12 @@ TEST(ReplayWorkersTest, AReplayedSpaceWithAProblemOrARegistryKernelsNameIsMeasur
 TEST(ReplayWorkersTest, AJobOfASpaceTheRestartedServerDoesNotReplayWaitsForOneThatDoes) {
   testing::TempDir dir;
   const std::string file = testing::SpaceFile("pnpoly_RTX_3090_T4.json.gz");
-  TuningServerOptions options = QuickLeaseServer(dir.File("server.db"), file);
-  options.scheduler.lease_timeout = absl::Seconds(10);
+  const TuningServerOptions options = ReplayOptions(dir.File("server.db"), {file});
   v1::Job job;
   {
     auto server = TuningServer::Start(options);
     ASSERT_TRUE(server.ok()) << server.status();
-    auto tuning = v1::TuningService::NewStub(grpc::CreateChannel(
-        absl::StrCat("127.0.0.1:", (*server)->port()), grpc::InsecureChannelCredentials()));
+    auto tuning = v1::TuningService::NewStub(ChannelTo(**server));
     v1::SubmitJobRequest submit;
     submit.set_spec_text(
         "kernels: [pnpoly]\nproblems: [{}]\ndevice_classes: [RTX_3090]\nbudget: 8\n"
@@ -217,8 +221,7 @@ TEST(ReplayWorkersTest, AJobOfASpaceTheRestartedServerDoesNotReplayWaitsForOneTh
     without.replay_files.clear();
     auto server = TuningServer::Start(without);
     ASSERT_TRUE(server.ok()) << server.status();
-    auto channel = grpc::CreateChannel(absl::StrCat("127.0.0.1:", (*server)->port()),
-                                       grpc::InsecureChannelCredentials());
+    auto channel = ChannelTo(**server);
     auto tuning = v1::TuningService::NewStub(channel);
     run_worker(channel);  // it takes nothing
     const v1::Job waiting = get(tuning.get(), job.job_id());
@@ -229,8 +232,7 @@ TEST(ReplayWorkersTest, AJobOfASpaceTheRestartedServerDoesNotReplayWaitsForOneTh
   }
   auto server = TuningServer::Start(options);
   ASSERT_TRUE(server.ok()) << server.status();
-  auto channel = grpc::CreateChannel(absl::StrCat("127.0.0.1:", (*server)->port()),
-                                     grpc::InsecureChannelCredentials());
+  auto channel = ChannelTo(**server);
   auto tuning = v1::TuningService::NewStub(channel);
   run_worker(channel);
   const v1::Job done = get(tuning.get(), job.job_id());
