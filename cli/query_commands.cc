@@ -330,9 +330,14 @@ int RunJobs(const JobsArgs& a) {
                          {"measurements_done", j.done},
                          {"measurements_total", j.total},
                          {"message", j.message}};
-      if (!a.server.empty()) {  // what only the server knows, named as watch names it
+      // What only the server knows, named as watch names it; null from a database file, so
+      // that a row has the same keys either way (scripts switching between them broke).
+      if (!a.server.empty()) {
         row["waiting"] = j.waiting;
         row["estimated_seconds_left"] = j.seconds_left;
+      } else {
+        row["waiting"] = nullptr;
+        row["estimated_seconds_left"] = nullptr;
       }
       if (j.tasks >= 0) row["task_count"] = j.tasks;  // `watch`'s "tasks" is the list
       out.push_back(std::move(row));
@@ -351,6 +356,10 @@ int RunJobs(const JobsArgs& a) {
                                  j.tasks >= 0 ? std::to_string(j.tasks) : "-", j.done, j.total);
     // A job that waits for a worker said nothing of it: `running 0/400` for as long as it took.
     if (!j.waiting.empty()) std::cout << "       waiting: " << j.waiting << "\n";
+    // Why it failed, or ended before its budget (only --json and watch said it).
+    if (!j.message.empty() && (j.state == "failed" || j.state == "done")) {
+      std::cout << "       why: " << j.message << "\n";
+    }
   }
   return kExitOk;
 }

@@ -551,6 +551,13 @@ JobStatus Scheduler::StatusOf(const JobRun& run, TaskPage page, bool with_job_ta
   // Only while it runs: a paused job's estimate grew each second it stayed paused.
   if (!run.rate_anchor_pending && since > 0 && seconds > 0 && run.job.state == JobState::kRunning) {
     s.estimated_seconds_left = (s.total - s.done) * seconds / since;
+    // A wall-time budget ends it sooner than its measurements would (a job of 10 s said "about
+    // 278 s left").
+    if (run.wall_deadline) {
+      s.estimated_seconds_left =
+          std::min(s.estimated_seconds_left,
+                   std::max(0.0, absl::ToDoubleSeconds(*run.wall_deadline - options_.now())));
+    }
   }
   s.waiting = WaitingReason(run, waiting);
   return s;

@@ -1098,6 +1098,32 @@ TEST(CliTest, ATuneWithNothingWithinItsBudgetStillAnswersJson) {
   EXPECT_EQ(out["records_stored"], 2);
   EXPECT_EQ(out["failures"]["too_inaccurate"], 2);
   EXPECT_FALSE(out["job_id"].get<std::string>().empty());
+  // jobs --json from the file has the keys it has from a server (what only a server knows, null).
+  auto jobs = RunKtune({"jobs", "--db", dir.File("t.db"), "--json"});
+  ASSERT_EQ(jobs.exit_code, 0) << jobs.err;
+  const nlohmann::json listed = nlohmann::json::parse(jobs.out, nullptr, false);
+  ASSERT_TRUE(listed.is_array() && listed.size() == 1) << jobs.out;
+  EXPECT_TRUE(listed[0].contains("waiting") && listed[0]["waiting"].is_null()) << jobs.out;
+  EXPECT_TRUE(listed[0]["estimated_seconds_left"].is_null()) << jobs.out;
+}
+
+// A job that failed says why in the jobs table (only --json and watch said it).
+TEST(CliTest, TheJobsTableSaysWhyAJobFailed) {
+  testing::TempDir dir;
+  const std::string address = "127.0.0.1:" + std::to_string(testing::FreePort());
+  testing::KtuneProcess server({"serve", "--listen", address, "--db", dir.File("s.db")});
+  ASSERT_TRUE(server.WaitForOutput("listening on port")) << server.Err();
+  testing::KtuneProcess worker({"worker", "--server", address, "--device", "cpu"});
+  // More threads than the worker's cores: the task fails when its search starts.
+  auto tune =
+      RunKtune({"tune", "--server", address, "--kernel", "gemm", "--problem", "M=16,N=16,K=16",
+                "--device", "cpu", "--budget", "2", "--strategy", "random", "--threads", "1024"});
+  EXPECT_EQ(tune.exit_code, 1) << tune.err;
+  auto jobs = RunKtune({"jobs", "--server", address});
+  ASSERT_EQ(jobs.exit_code, 0) << jobs.err;
+  EXPECT_THAT(jobs.out, ::testing::ContainsRegex("failed +1 "));
+  EXPECT_THAT(jobs.out, HasSubstr("       why: ")) << jobs.out;
+  EXPECT_THAT(jobs.out, HasSubstr("threads 1024 is more than the")) << jobs.out;
 }
 
 // `best --max-rel-error` serves the fastest within the budget, `best --pareto` shows the front

@@ -725,6 +725,26 @@ TEST_F(ServerTest, TheTimeLeftCountsMeasuringTimeOnly) {
   EXPECT_DOUBLE_EQ(time_left(), 16 * 0.25 / 4);
 }
 
+// A wall-time budget ends a job sooner than its measurements would: the time left says so (a
+// fleet trial's job of 10 s said "about 278 s left").
+TEST_F(ServerTest, TheTimeLeftIsNoMoreThanTheWallTimeLeft) {
+  FreezeClock();
+  v1::SubmitJobRequest submit;
+  *submit.mutable_spec() = ThreeTaskSpec(8);  // 24 measurements
+  submit.mutable_spec()->set_budget_wall_seconds(1);
+  v1::Job job;
+  ASSERT_TRUE(tuning_->SubmitJob(Context().get(), submit, &job).ok());
+  const std::string worker = RegisterWorker();
+  const v1::LeaseBatchResponse lease = Lease(worker, 4);
+  Advance(absl::Milliseconds(250));
+  v1::ReportResultsResponse stored;
+  ASSERT_TRUE(workers_->ReportResults(Context().get(), OkReport(worker, lease, 2.0), &stored).ok());
+  v1::GetJobRequest get;
+  get.set_job_id(job.job_id());
+  ASSERT_TRUE(tuning_->GetJob(Context().get(), get, &job).ok());
+  EXPECT_NEAR(job.estimated_seconds_left(), 0.75, 0.05);  // not 20 * 0.25 / 4 = 1.25
+}
+
 TEST_F(ServerTest, AWorkerSendsItsReportAgainAfterAPassingOutage) {
   v1::SubmitJobRequest submit;
   *submit.mutable_spec() = ThreeTaskSpec(4);
