@@ -434,7 +434,8 @@ absl::Status WorkerLoop::Run() {
                               : WorkerMetrics::Report::kExpired,
                           report.results_size(), left_out);
     if (s.ok()) {
-      reported_ += report.results_size() - left_out;  // what the server stored
+      reported_ += report.results_size();  // measured and reported (--max-measurements counts
+                                           // these; what the server left out is in the metrics)
     } else if (IsFatal(s) && !sent_as_earlier) {  // a refused earlier lease ends only itself
       return s;
     } else if (options_.stop_when_not_stored && not_stored &&

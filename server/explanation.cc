@@ -93,21 +93,14 @@ std::vector<double> Samples(const std::vector<Record>& records) {
 // The variance of the samples' median, robustly: the spread is 1.4826 x the median absolute
 // deviation (the standard deviation for normal samples, untouched by a few wild repeats), and a
 // median's variance is pi/2 x spread^2 / n. Times are medians: their noise is a median's. (The
-// mean's variance let one repeat preempted to 15x its peers call every gap noise.) Where more
-// than half the samples are equal (a coarse timer) the deviation is 0, which said any gap was
-// real: the standard deviation is the spread then.
+// mean's variance let one repeat preempted to 15x its peers call every gap noise.) 0 where more
+// than half the samples are equal (a coarse timer, a replay).
 double VarianceOfMedian(const std::vector<double>& v) {
   const double median = Median(v);
   std::vector<double> deviations;
   deviations.reserve(v.size());
   for (double x : v) deviations.push_back(std::abs(x - median));
-  double spread = 1.4826 * Median(std::move(deviations));
-  if (spread == 0 && v.size() >= 2) {
-    const double mean = std::accumulate(v.begin(), v.end(), 0.0) / static_cast<double>(v.size());
-    double ss = 0;
-    for (double x : v) ss += (x - mean) * (x - mean);
-    spread = std::sqrt(ss / static_cast<double>(v.size() - 1));
-  }
+  const double spread = 1.4826 * Median(std::move(deviations));
   return M_PI / 2 * spread * spread / static_cast<double>(v.size());
 }
 
@@ -364,8 +357,12 @@ absl::Status ExplainFromTask(TuningDatabase& db, const Record& served, std::opti
     out->set_gap(c.time_ms[*runner_up] / *served.time_ms - 1);
     const std::vector<double> sa = Samples(a);
     const std::vector<double> sb = Samples(b);
-    if (sa.size() >= 2 && sb.size() >= 2) {
-      out->set_noise(std::sqrt(VarianceOfMedian(sa) + VarianceOfMedian(sb)) / *served.time_ms);
+    // A noise of 0 (more than half of each side's samples equal) cannot tell a gap from noise:
+    // it is unknown then, as with one sample (it called a gap of 0.05% "a real difference").
+    const double variance =
+        sa.size() >= 2 && sb.size() >= 2 ? VarianceOfMedian(sa) + VarianceOfMedian(sb) : 0;
+    if (variance > 0) {
+      out->set_noise(std::sqrt(variance) / *served.time_ms);
       out->set_gap_exceeds_noise(out->gap() > 2 * out->noise());
     }
   }

@@ -232,7 +232,9 @@ std::string ExplanationText(const v1::ExplainResponse& e, const BestQuery& asked
                     absl::StrFormat("%.4g ms, %.1f%% slower; ", e.runner_up().time_ms(),
                                     100 * e.gap()));
     if (!e.has_noise()) {
-      absl::StrAppend(&out, "the noise is unknown (fewer than 2 samples of one of them)\n");
+      absl::StrAppend(&out,
+                      "the noise is unknown (fewer than 2 samples of one of them, or most "
+                      "samples of each equal)\n");
     } else {
       absl::StrAppend(&out, absl::StrFormat("%s the noise (standard error %.2f%%)\n",
                                             e.gap_exceeds_noise()

@@ -165,8 +165,14 @@ Record Skeleton(const ReadOptions& o, const std::string& kernel, const std::stri
 absl::Status ResolveNames(const std::string& path, const ReadOptions& o, const Json& doc,
                           std::string* kernel, std::string* device) {
   NameParts parts = PartsFromFileName(path);
-  // ktune's own names, which its Kernel Tuner exports keep beside Kernel Tuner's (KtuneBlock).
+  // ktune's own names, which its Kernel Tuner exports keep beside Kernel Tuner's, and its T4
+  // exports in their metadata (KtuneBlock): they win over the file's name (gemm_lowp_A100_T4.json
+  // read as kernel gemm on class lowp_A100), and --kernel and --device over both.
   const Json* block = doc.contains("ktune") && doc["ktune"].is_object() ? &doc["ktune"] : nullptr;
+  if (block == nullptr && doc.contains("metadata") && doc["metadata"].is_object() &&
+      doc["metadata"].contains("ktune") && doc["metadata"]["ktune"].is_object()) {
+    block = &doc["metadata"]["ktune"];
+  }
   if (block != nullptr) {
     if (block->contains("kernel") && (*block)["kernel"].is_string()) {
       parts.kernel = (*block)["kernel"].get<std::string>();
@@ -361,7 +367,7 @@ void ApplyKtuneBlock(const std::optional<KtuneBlock>& block, const ReadOptions& 
   if (!block) return;
   if (o.kernel.empty() && r.kernel == block->kernel) r.kernel_version = block->kernel_version;
   if (o.device.empty() && r.device.device_class == block->device_class) {
-    r.device.family = block->family;
+    if (!block->family.empty()) r.device.family = block->family;  // none: the class's, inferred
     if (!block->fingerprint_json.empty()) r.device.fingerprint_json = block->fingerprint_json;
   }
   if (o.problem.empty() && block->problem) r.problem = *block->problem;
@@ -657,14 +663,16 @@ static absl::Status RefusePayloads(const std::vector<Record>& records, const cha
 // all come back as the first's).
 Json KtuneBlockJson(const TaskKey& task, const std::vector<Record>& records) {
   Json device = {{"class", task.device_class}};
-  const bool one_device =
-      !records.empty() && std::all_of(records.begin(), records.end(), [&](const Record& r) {
-        return r.device.fingerprint_json == records.front().device.fingerprint_json &&
-               r.device.family == records.front().device.family;
-      });
-  if (one_device) {
-    const Json fingerprint = Json::parse(records.front().device.fingerprint_json, nullptr, false);
+  const auto all_share = [&records](auto field) {
+    return !records.empty() && std::all_of(records.begin(), records.end(), [&](const Record& r) {
+      return field(r) == field(records.front());
+    });
+  };
+  if (all_share([](const Record& r) { return r.device.family; })) {
     device["family"] = records.front().device.family;
+  }
+  if (all_share([](const Record& r) { return r.device.fingerprint_json; })) {
+    const Json fingerprint = Json::parse(records.front().device.fingerprint_json, nullptr, false);
     if (fingerprint.is_object()) device["fingerprint"] = fingerprint;
   }
   return {{"kernel", task.kernel},

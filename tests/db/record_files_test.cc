@@ -303,6 +303,7 @@ TEST(RecordFilesTest, AnImportTellsMeasurementsApartByTimeAndKeepsNoOneMachinesF
   Record a = GemmRecord({1.0}), b = GemmRecord({2.0});
   a.device.fingerprint_json = R"({"host":"a","name":"x"})";
   b.device.fingerprint_json = R"({"host":"b","name":"x"})";
+  a.device.family = b.device.family = "x86-64-v3";  // shared: kept (it was wiped)
   b.config = {{"MR", int64_t{8}}};
   ASSERT_TRUE(two_hosts.AddRecords({a, b}).ok());
   std::ostringstream both;
@@ -314,7 +315,24 @@ TEST(RecordFilesTest, AnImportTellsMeasurementsApartByTimeAndKeepsNoOneMachinesF
   ASSERT_EQ(copied.size(), 2u);
   for (const Record& r : copied) {
     EXPECT_EQ(r.device.fingerprint_json, DeviceInfo::FromName("cpu:x").fingerprint_json);
+    EXPECT_EQ(r.device.family, "x86-64-v3");
   }
+  // The export's own names win over a file name that splits otherwise: a kernel with an
+  // underscore under KERNEL_DEVICE_T4.json (my_kern_A100_T4.json read as kernel my, class
+  // kern_A100).
+  MemoryTuningDatabase named;
+  Record k = GemmRecord({1.0});
+  k.kernel = "my_kern";
+  k.device = DeviceInfo::FromName("A100");
+  ASSERT_TRUE(named.AddRecords({k}).ok());
+  std::ostringstream named_t4;
+  ASSERT_EQ(*ExportT4(named, {"my_kern", "", k.problem, "A100"}, named_t4), 1);
+  WriteFile(dir.File("my_kern_A100_T4.json"), named_t4.str());
+  MemoryTuningDatabase back;
+  ASSERT_TRUE(ImportRecordFile(back, dir.File("my_kern_A100_T4.json"), {}).ok());
+  ASSERT_EQ(back.ListTasks()->size(), 1u);
+  EXPECT_EQ(back.ListTasks()->front().kernel, "my_kern");
+  EXPECT_EQ(back.ListTasks()->front().device_class, "A100");
 }
 
 TEST(RecordFilesTest, TruncatedGzipNamesTheFileAndStoresNothing) {
