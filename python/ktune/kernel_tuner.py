@@ -968,11 +968,16 @@ def cache_document(records: Sequence[Record], tune_params: Optional[dict] = None
         # Tuner ignores the key.
         "ktune": {"kernel": task.kernel, "kernel_version": task.kernel_version,
                   "problem": dict(task.problem),
-                  "device": {"class": records[0].device.device_class,
-                             "family": records[0].device.family,
-                             "fingerprint": fingerprint}},
+                  "device": {"class": records[0].device.device_class}},
         "cache": {},
     }
+    # The family and the fingerprint only when every record has the same, as ktune's own export
+    # writes them: records of several machines came back as the first's.
+    device = doc["ktune"]["device"]
+    if all(r.device.family == records[0].device.family for r in records):
+        device["family"] = records[0].device.family
+    if all(r.device.fingerprint_json == records[0].device.fingerprint_json for r in records):
+        device["fingerprint"] = fingerprint
     for r in records:
         if r.task != task:
             raise ValueError(f"records of two tasks: {task} and {r.task}")

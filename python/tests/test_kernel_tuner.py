@@ -477,6 +477,21 @@ def test_a_lambda_restriction_is_named_by_the_lambda_alone():
                                             'closure=[256]')
 
 
+def test_a_cache_of_several_machines_names_no_ones_fingerprint():
+    # A review: the cache named the first record's fingerprint for every record, and ktune's
+    # import filed records of two machines under the first one's.
+    from ktune.kernel_tuner import cache_document
+    task = ktune.Task("kt_x", {"problem_size_x": 4}, "kernel_tuner:C:x")
+    records = [ktune.Record(task, ktune.Device("kernel_tuner:C:x", "x86-64-v4",
+                                               json.dumps({"host": host, "name": "x"})),
+                            {"block_size_x": b}, Status.OK, time_ms=1.0, repeat_times_ms=(1.0,))
+               for host, b in (("a", 32), ("b", 64))]
+    device = cache_document(records)["ktune"]["device"]
+    assert device == {"class": "kernel_tuner:C:x", "family": "x86-64-v4"}
+    one = cache_document(records[:1])["ktune"]["device"]
+    assert one["fingerprint"] == {"host": "a", "name": "x"}
+
+
 def test_a_server_restart_mid_run_is_waited_for_and_the_run_goes_on(ktune_bin, tmp_path):
     # A ktune server restarted (an upgrade, a crash) while Kernel Tuner tuned through it failed
     # the whole run at the next lease (UNAVAILABLE). The bridge tries again while the server is
