@@ -488,11 +488,12 @@ absl::Status Scheduler::EndedOrNone(int64_t id) {
                      ") that ended before it did, but the database did not store its end: ask "
                      "again"));
   }
-  if (parsed && parsed->host != HostName()) {
+  if (parsed && (parsed->host != HostName() || (!parsed->pid_namespace.empty() &&
+                                                parsed->pid_namespace != PidNamespace("self")))) {
     return absl::FailedPreconditionError(
         absl::StrCat("job ", id, " belongs to the ktune tune session of ", who,
-                     ", which this server cannot see: stop that command there (Ctrl-C), which "
-                     "cancels the job"));
+                     ", which this server cannot see (another host or container): stop that "
+                     "command there (Ctrl-C), which cancels the job"));
   }
   return absl::FailedPreconditionError(
       absl::StrCat("job ", id, " belongs to a running ktune tune session (", who,
