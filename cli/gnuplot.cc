@@ -71,8 +71,16 @@ absl::Status RenderGnuplotSvg(const std::function<std::string(const std::string&
   sigaction(SIGPIPE, &ignore_pipe, &saved_pipe);
   // gnuplot's stderr goes to a file of ours: its warnings ("empty y range", a plot whose best
   // never improved) are no news to the user; its errors are quoted when it fails.
-  char messages_path[] = "/tmp/ktune-gnuplot-XXXXXX";
-  const int messages_fd = mkstemp(messages_path);
+  // In the temporary folder, as a plot to a device is (its name goes into a shell command: the
+  // folder is $TMPDIR's only where its characters are safe there).
+  std::error_code tmp_error;
+  std::string folder = std::filesystem::temp_directory_path(tmp_error).string();
+  if (tmp_error || folder.find_first_not_of("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+                                            "0123456789/._-") != std::string::npos) {
+    folder = "/tmp";
+  }
+  std::string messages_path = folder + "/ktune-gnuplot-XXXXXX";
+  const int messages_fd = mkstemp(messages_path.data());
   if (messages_fd >= 0) close(messages_fd);
   const std::string command = messages_fd >= 0
                                   ? absl::StrCat("gnuplot >/dev/null 2>", messages_path)

@@ -384,19 +384,28 @@ TEST(ExplanationTest, OnARecordedSpaceTheServedConfigurationIsItsOptimum) {
   EXPECT_THAT(ExplanationText(*e, q), HasSubstr("from import:pnpoly_RTX_3090_T4.json.gz"));
 }
 
+// gemm's problem of M = N = K = n, as the registry completes it.
+Problem GemmProblem(const KernelDefinition& gemm, int64_t n) {
+  return *gemm.ValidateProblem({{"M", n}, {"N", n}, {"K", n}});
+}
+
+// A gemm record of `config` for M = N = K = n, three repeats of `ms`.
+Record GemmMeasured(const KernelDefinition& gemm, const Configuration& config, int64_t n, double ms,
+                    int64_t at_us) {
+  Record r = Measured(config, {ms, ms, ms}, at_us);
+  r.kernel = "gemm";
+  r.kernel_version = gemm.Version();
+  r.problem = GemmProblem(gemm, n);
+  return r;
+}
+
 TEST(ExplanationTest, APredictionNamesTheTunedNeighbourAndItsDistance) {
   const KernelRegistry registry = KernelRegistry::WithBuiltins();
   const KernelDefinition* gemm = registry.Find("gemm");
-  auto problem_of = [&](int64_t n) {
-    return *gemm->ValidateProblem({{"M", n}, {"N", n}, {"K", n}});
-  };
+  auto problem_of = [&](int64_t n) { return GemmProblem(*gemm, n); };
   MemoryTuningDatabase db;
   Configuration config = *gemm->DefaultConfiguration(problem_of(128), {2});
-  Record r = Measured(config, {1.0, 1.0, 1.0}, 1);
-  r.kernel = "gemm";
-  r.kernel_version = gemm->Version();
-  r.problem = problem_of(128);
-  ASSERT_TRUE(db.AddRecords({r}).ok());
+  ASSERT_TRUE(db.AddRecords({GemmMeasured(*gemm, config, 128, 1.0, 1)}).ok());
 
   absl::StatusOr<v1::ExplainResponse> e = Explain(db, registry, QueryOf("gemm", problem_of(256)));
   ASSERT_TRUE(e.ok()) << e.status();
@@ -415,9 +424,7 @@ TEST(ExplanationTest, APredictionNamesTheTunedNeighbourAndItsDistance) {
 TEST(ExplanationTest, APredictionsRunnerUpIsValidForTheAskedProblem) {
   const KernelRegistry registry = KernelRegistry::WithBuiltins();
   const KernelDefinition* gemm = registry.Find("gemm");
-  auto problem_of = [&](int64_t n) {
-    return *gemm->ValidateProblem({{"M", n}, {"N", n}, {"K", n}});
-  };
+  auto problem_of = [&](int64_t n) { return GemmProblem(*gemm, n); };
   const Configuration served = *gemm->DefaultConfiguration(problem_of(128), {2});
   ASSERT_EQ(served.at("NC"), ParamValue(int64_t{3072}));
   Configuration invalid_at_96 = served, slower = served;
@@ -426,11 +433,7 @@ TEST(ExplanationTest, APredictionsRunnerUpIsValidForTheAskedProblem) {
   MemoryTuningDatabase db;
   int64_t at = 0;
   for (const auto& [config, ms] : {std::pair{invalid_at_96, 0.5}, {served, 1.0}, {slower, 1.2}}) {
-    Record r = Measured(config, {ms, ms, ms}, ++at);
-    r.kernel = "gemm";
-    r.kernel_version = gemm->Version();
-    r.problem = problem_of(128);
-    ASSERT_TRUE(db.AddRecords({r}).ok());
+    ASSERT_TRUE(db.AddRecords({GemmMeasured(*gemm, config, 128, ms, ++at)}).ok());
   }
   absl::StatusOr<v1::ExplainResponse> e = Explain(db, registry, QueryOf("gemm", problem_of(96)));
   ASSERT_TRUE(e.ok()) << e.status();
