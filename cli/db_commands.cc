@@ -7,6 +7,7 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 
+#include "absl/container/flat_hash_map.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -140,10 +141,15 @@ int RunExport(const ExportArgs& a) {
   // Kernels registered in the database too (a client kernel's problem as its tasks store it).
   KernelRegistry registry = KernelRegistry::WithBuiltins();
   AddClientKernels(**db, &registry);
-  Problem filled = *problem;
-  if (auto stored = RegistryProblem(registry, a.kernel, *problem)) filled = *std::move(stored);
-  const auto problem_matches = [&](const Problem& p) {
-    return a.problem.empty() || p == *problem || p == filled;
+  // Without --kernel, the problem is filled in as each record's kernel stores it (--problem
+  // M=64,N=64,K=64 alone matched no gemm record).
+  // Filled in once a kernel: a JSONL export tests every record.
+  absl::flat_hash_map<std::string, std::optional<Problem>> filled_for;
+  const auto problem_matches = [&](const std::string& kernel, const Problem& p) {
+    if (a.problem.empty() || p == *problem) return true;
+    auto [it, added] = filled_for.try_emplace(kernel);
+    if (added) it->second = RegistryProblem(registry, kernel, *problem);
+    return it->second.has_value() && p == *it->second;
   };
   std::ostringstream out;
   absl::StatusOr<int64_t> written;
@@ -153,7 +159,7 @@ int RunExport(const ExportArgs& a) {
     written = ExportJsonl(**db, out, [&](const Record& r) {
       return (a.kernel.empty() || r.kernel == a.kernel) &&
              (device_class.empty() || r.device.device_class == device_class) &&
-             problem_matches(r.problem);
+             problem_matches(r.kernel, r.problem);
     });
   } else {
     // A T4 or Kernel Tuner file holds one task: pick it from the flags, or the only one there is.
@@ -162,7 +168,8 @@ int RunExport(const ExportArgs& a) {
     std::vector<TaskKey> matching;
     for (const TaskKey& t : *tasks) {
       if ((a.kernel.empty() || t.kernel == a.kernel) &&
-          (device_class.empty() || t.device_class == device_class) && problem_matches(t.problem)) {
+          (device_class.empty() || t.device_class == device_class) &&
+          problem_matches(t.kernel, t.problem)) {
         matching.push_back(t);
       }
     }

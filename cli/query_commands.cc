@@ -125,7 +125,13 @@ int RunPareto(const BestArgs& a, const std::shared_ptr<grpc::Channel>& channel,
   const std::vector<TradeOff> trade_offs = TimeErrorTradeOffs(*records);
   const BestQuery& q = resolved.query;
   const std::string title = FormatTask(q.kernel, q.problem, q.device_class);
-  if (!a.plot.empty()) {
+  if (records->empty() && !a.json) {
+    // Not "no measurement with a measured error": the task has no record at all.
+    std::cout << "nothing known for " << title << " (the front is the exact task's: no record of it"
+              << (a.plot.empty() ? "" : ", so no plot is written") << ")\n";
+    return kExitOk;
+  }
+  if (!a.plot.empty() && !records->empty()) {
     if (absl::Status s = WriteParetoPlot(trade_offs, title, a.plot); !s.ok()) return Fail(cmd, s);
   }
   if (a.json) {
@@ -133,7 +139,7 @@ int RunPareto(const BestArgs& a, const std::shared_ptr<grpc::Channel>& channel,
     out["kernel"] = q.kernel;
     out["problem"] = nlohmann::json::parse(CanonicalJson(q.problem));
     out["device"] = q.device_class;
-    if (!a.plot.empty()) out["plot"] = a.plot;
+    if (!a.plot.empty() && !records->empty()) out["plot"] = a.plot;
     std::cout << out.dump(-1, ' ', false, kReplaceInvalidUtf8) << "\n";
   } else {
     std::cout << ParetoText(trade_offs, absl::StrCat(title, ": time against error"));

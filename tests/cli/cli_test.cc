@@ -297,8 +297,9 @@ TEST(CliTest, FailuresExitWithOneAndSayWhy) {
     EXPECT_EQ(secret.exit_code, 1);  // it went on to listen
     EXPECT_EQ(secret.err.find("secret_readable_by_others") != std::string::npos, said)
         << secret.err;
-    if (said)
+    if (said) {
       EXPECT_THAT(secret.err, HasSubstr("every user of this machine (mode 0644): chmod o-r"));
+    }
   }
   // /metrics takes no token: one open to other machines is said to be.
   auto open_metrics = RunKtune({"serve", "--listen", "999.1.1.1:7", "--db", dir.File("s.db"),
@@ -1463,6 +1464,17 @@ TEST(CliTest, TuneOnThisCpuReportsSpeedupAndStoresRecords) {
                             "M=96,N=80,K=64", "--device", "cpu"});
   ASSERT_EQ(exported.exit_code, 0) << exported.err;
   EXPECT_EQ(std::count(exported.out.begin(), exported.out.end(), '\n'), 16);
+  // And without --kernel: the problem filled in as each record's kernel stores it (matched none).
+  auto any_kernel =
+      RunKtune({"db", "export", "--db", db, "--problem", "M=96,N=80,K=64", "--device", "cpu"});
+  ASSERT_EQ(any_kernel.exit_code, 0) << any_kernel.err;
+  EXPECT_EQ(any_kernel.out, exported.out);
+  // The front of a problem with no record says so (it said no record had a measured error).
+  auto no_front = RunKtune({"best", "--db", db, "--kernel", "gemm", "--problem", "M=8,N=8,K=8",
+                            "--device", "cpu", "--pareto"});
+  ASSERT_EQ(no_front.exit_code, 0) << no_front.err;
+  EXPECT_THAT(no_front.out, HasSubstr("nothing known for gemm K=8,M=8,N=8,dtype=f32"));
+  EXPECT_THAT(no_front.out, Not(HasSubstr("measured error")));
   // A server predicts for a problem never tuned; the answer says from which problem, and that
   // it was measured on another device class of the family than the one asked for (it did not
   // say). A class of no known family gets no prediction.
@@ -1565,7 +1577,9 @@ TEST(CliTest, BenchKernelComparesAtOneThreadCount) {
   EXPECT_EQ(out["tuned_config"]["threads"].get<int>(), threads) << out.dump();
   EXPECT_EQ(out["vs_threads"].get<int>(), threads) << out.dump();
   for (const nlohmann::json& f : out["finalists"]) {
-    if (!f.value("default", false)) EXPECT_EQ(f["config"]["threads"].get<int>(), threads);
+    if (!f.value("default", false)) {
+      EXPECT_EQ(f["config"]["threads"].get<int>(), threads);
+    }
   }
 }
 
