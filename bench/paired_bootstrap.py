@@ -33,10 +33,21 @@ import statistics
 import sys
 
 
+class InputError(Exception):
+    """Files that cannot be compared as given (said, exit 2)."""
+
+
 def load_runs(paths, join=False):
     """{strategy: {space: [runs]}} from the lines that carry evals_to_5pct_runs; with `join`, a
-    (space, strategy) found again extends its runs (seed sets, in the order the files come)."""
+    (space, strategy) found again extends its runs (seed sets, in the order the files come).
+
+    Lines of `ktune bench search` since session 59 also say their protocol, budget and first
+    seed: a PPO variant's lines of two protocols are refused (its policies differ; the other
+    strategies use none), and so are joins of one seed set twice or of two budgets (a miss
+    counts 10x the budget)."""
     runs = {}
+    protocols = {}  # PPO variant -> protocol
+    seeds_of = {}  # (space, strategy) -> [(first_seed, budget, path)]
     for path in paths:
         with open(path) as f:
             for line in f:
@@ -51,6 +62,26 @@ def load_runs(paths, join=False):
                 if not isinstance(values, list) or not values:
                     continue
                 space, strategy = row.get("space"), row.get("strategy")
+                protocol = row.get("protocol")
+                if protocol is not None and str(strategy).startswith("ppo"):
+                    seen = protocols.setdefault(strategy, protocol)
+                    if seen != protocol:
+                        raise InputError(
+                            f"{strategy} has runs of the {seen} and {protocol} protocols "
+                            f"({path}): its policies differ; compare one protocol's runs")
+                if "first_seed" in row:
+                    key = (row["first_seed"], row.get("budget"), path)
+                    earlier = seeds_of.setdefault((space, strategy), [])
+                    for first_seed, budget, where in earlier:
+                        if join and first_seed == key[0]:
+                            raise InputError(
+                                f"{space} {strategy}: the runs from seed {first_seed} are in "
+                                f"{where} and again in {path}; --join joins different seed sets")
+                        if join and budget != key[1]:
+                            raise InputError(
+                                f"{space} {strategy}: budgets {budget} ({where}) and {key[1]} "
+                                f"({path}) cannot be joined: a miss counts 10x the budget")
+                    earlier.append(key)
                 by_space = runs.setdefault(strategy, {})
                 if join and space in by_space:
                     by_space[space] += [float(v) for v in values]
@@ -106,7 +137,7 @@ def compare(subject_runs, other_runs, resamples, rng, spaces_too=False):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("files", nargs="+", help="JSON-lines files with evals_to_5pct_runs")
+    parser.add_argument("files", nargs="*", help="JSON-lines files with evals_to_5pct_runs")
     parser.add_argument("--subject", default="ppo")
     parser.add_argument("--only", nargs="+", default=None,
                         help="count only the spaces with these files' base names")
@@ -126,10 +157,25 @@ def main(argv=None):
     if args.resamples < 1:
         parser.error("--resamples must be at least 1")
 
-    runs = load_runs(args.files, join=args.join)
+    if not args.files:
+        parser.error("no result files (give them before --only, which takes every path after it)")
+    try:
+        runs = load_runs(args.files, join=args.join)
+    except InputError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    if not runs:
+        print("error: no line with evals_to_5pct_runs in the files: give the stderr of "
+              "`ktune bench search --json`", file=sys.stderr)
+        return 2
     if args.only is not None:
         keep = {os.path.basename(p) for p in args.only}
+        found = sorted({sp for by in runs.values() for sp in by})
         runs = {st: {sp: r for sp, r in by.items() if sp in keep} for st, by in runs.items()}
+        if not any(runs.values()):
+            print(f"error: --only matched none of the files' spaces ({', '.join(found)})",
+                  file=sys.stderr)
+            return 2
     if args.subject not in runs or not runs[args.subject]:
         print(f"error: no runs of the subject '{args.subject}' in the files "
               f"(strategies with runs: {', '.join(sorted(runs)) or 'none'})", file=sys.stderr)

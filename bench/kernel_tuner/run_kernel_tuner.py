@@ -344,7 +344,7 @@ def median(values):
 
 def score(space, strategy, budget, traces):
     row = {"space": space.name, "strategy": "kt:" + strategy, "budget": budget, "seeds": len(traces)}
-    for b in CHECKPOINTS:
+    for b in (c for c in CHECKPOINTS if c <= budget):  # as ktune's rows: none past the budget
         m = median([best_over_opt_at(t, space.optimum, b) for t in traces])
         row[f"best/opt@{b}"] = m if math.isfinite(m) else None
     never = 10 * budget
