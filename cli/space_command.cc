@@ -31,6 +31,7 @@ int RunSpace(const SpaceArgs& a) {
   absl::StatusOr<SearchSpace> space = absl::UnknownError("unset");
   std::string name;
   std::optional<RecordedLandscape> landscape;  // --recorded
+  int64_t duplicates_merged = 0;               // --recorded
   if (!a.definition.empty()) {
     auto def = LoadT1Definition(a.definition);
     if (!def.ok()) return Fail(cmd, def.status());
@@ -42,6 +43,7 @@ int RunSpace(const SpaceArgs& a) {
     name = a.recorded;
     space = std::move(rec->space);
     landscape = DescribeLandscape(rec->records);
+    duplicates_merged = rec->duplicates_merged;
   }
   double ms = absl::ToDoubleMilliseconds(absl::Now() - start);
   std::mt19937_64 rng(a.seed);
@@ -71,7 +73,8 @@ int RunSpace(const SpaceArgs& a) {
       nlohmann::json& j = out["recorded"];
       j = {{"configurations", landscape->configurations},
            {"failed", landscape->failed},
-           {"within_2pct_of_optimum", landscape->within_2pct}};
+           {"within_2pct_of_optimum", landscape->within_2pct},
+           {"duplicates_merged", duplicates_merged}};
       if (landscape->optimum_ms) {
         j["optimum_ms"] = *landscape->optimum_ms;
         j["median_over_optimum"] = *landscape->median_ms / *landscape->optimum_ms;
@@ -81,8 +84,12 @@ int RunSpace(const SpaceArgs& a) {
     std::cout << out.dump(-1, ' ', false, kReplaceInvalidUtf8) << "\n";
     return kExitOk;
   }
-  std::cout << name << ": " << space->size() << " valid configurations of "
-            << absl::StrFormat("%.0f", space->unconstrained_size()) << " (loaded in "
+  // A recorded space's valid set is the configurations the file lists, failed ones included
+  // ("4092 valid configurations" beside "330 failed" read as a contradiction).
+  std::cout << name << ": " << space->size()
+            << (landscape ? " recorded configurations of " : " valid configurations of ")
+            << absl::StrFormat("%.0f", space->unconstrained_size())
+            << (landscape ? " combinations of the values" : "") << " (loaded in "
             << absl::StrFormat("%.1f", ms) << " ms)\n";
   for (const Parameter& p : space->parameters()) {
     std::string values;
@@ -93,7 +100,7 @@ int RunSpace(const SpaceArgs& a) {
   for (const std::string& c : space->constraints()) std::cout << "  constraint: " << c << "\n";
   if (landscape) {
     std::cout << "  recorded: " << landscape->configurations << " configurations, "
-              << landscape->failed << " failed";
+              << landscape->failed << " of them failed";
     if (landscape->optimum_ms) {
       std::cout << absl::StrFormat(
           "; optimum %.4g ms, median %.2fx the optimum; %.1f random draws expected to come "
@@ -102,6 +109,12 @@ int RunSpace(const SpaceArgs& a) {
           *landscape->random_draws_to_cutoff, landscape->within_2pct);
     }
     std::cout << "\n";
+    if (duplicates_merged > 0) {
+      std::cout << "  note: " << duplicates_merged
+                << (duplicates_merged == 1 ? " entry repeats" : " entries repeat")
+                << " a configuration listed before: each configuration is replayed as its "
+                   "fastest ok entry (or its first failure)\n";
+    }
   }
   for (const Configuration& c : samples)
     std::cout << "  sample: " << FormatParamMapAssignments(c) << "\n";

@@ -1,10 +1,12 @@
 #include "db/interchange/record_files.h"
 
 #include <algorithm>
+#include <cmath>
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <regex>
 
+#include "absl/container/flat_hash_map.h"
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
@@ -307,7 +309,9 @@ absl::StatusOr<std::vector<Record>> ReadT4(const std::string& path, const Json& 
         return FileError(path, where, "a correct result without a numeric \"time\" measurement");
       }
       double ms = time->get<double>() * scale;
-      if (!(ms >= 0)) return FileError(path, where, "negative or NaN time");
+      if (!(ms > 0) || std::isinf(ms)) {
+        return FileError(path, where, "a correct result's time is not a positive number");
+      }
       r.time_ms = ms;
     } else {
       r.message = time != nullptr && time->is_string()
@@ -431,8 +435,8 @@ absl::StatusOr<std::vector<Record>> ReadKernelTuner(const std::string& path, con
       if (ms >= 1e20) {  // Kernel Tuner's failure sentinel
         r.status = MeasurementStatus::kRuntimeError;
         r.message = "recorded with Kernel Tuner's failure time 1e20";
-      } else if (!(ms >= 0)) {
-        return FileError(path, where, "negative or NaN time");
+      } else if (!(ms > 0)) {
+        return FileError(path, where, "a time that is not a positive number");
       } else {
         r.time_ms = ms;
       }
@@ -582,14 +586,39 @@ absl::StatusOr<RecordFile> ReadRecordFile(const std::string& path, const ReadOpt
 absl::StatusOr<RecordedSpace> LoadRecordedSpace(const std::string& path,
                                                 const ReadOptions& options) {
   KTUNE_ASSIGN_OR_RETURN(RecordFile file, ReadRecordFile(path, options));
+  // One record a configuration, in the order of their first entries: the fastest ok one, or the
+  // first failure. (A file listing a configuration twice had its optimum from the faster entry
+  // and was replayed with the later, slower or failed one: no search could reach the optimum.)
+  std::vector<Record> records;
+  int64_t duplicates_merged = 0;
+  absl::flat_hash_map<std::string, size_t> index_of;
+  bool any_ok = false;
+  for (Record& r : file.records) {
+    any_ok = any_ok || r.status == MeasurementStatus::kOk;
+    auto [it, added] = index_of.try_emplace(CanonicalJson(r.config), records.size());
+    if (added) {
+      records.push_back(std::move(r));
+      continue;
+    }
+    ++duplicates_merged;
+    Record& kept = records[it->second];
+    const bool faster = r.status == MeasurementStatus::kOk &&
+                        (kept.status != MeasurementStatus::kOk || *r.time_ms < *kept.time_ms);
+    if (faster) kept = std::move(r);
+  }
+  if (!any_ok) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(path, ": none of its ", records.size(),
+                     " configurations ran ok: a recorded space needs an optimum to replay"));
+  }
   std::vector<Configuration> configs;
-  configs.reserve(file.records.size());
-  for (const Record& r : file.records) configs.push_back(r.config);
+  configs.reserve(records.size());
+  for (const Record& r : records) configs.push_back(r.config);
   auto space = SearchSpace::FromConfigurations(configs);
   if (!space.ok()) {
     return absl::Status(space.status().code(), absl::StrCat(path, ": ", space.status().message()));
   }
-  return RecordedSpace{*std::move(space), std::move(file.records)};
+  return RecordedSpace{*std::move(space), std::move(records), duplicates_merged};
 }
 
 std::string RecordedSpaceLanguage(const std::string& kernel, const Problem& problem) {

@@ -53,9 +53,13 @@ absl::StatusOr<RecordFile> ReadRecordFile(const std::string& path, const ReadOpt
 
 // A recorded space: the search space whose valid set is the file's configurations, with the
 // file's records (ReplayMeasurer answers from them).
+// A file that lists a configuration more than once keeps one record of it: its fastest ok
+// entry, or its first failure (duplicates_merged counts the others). A file none of whose
+// configurations ran ok is refused (InvalidArgument).
 struct RecordedSpace {
   SearchSpace space;
-  std::vector<Record> records;
+  std::vector<Record> records;  // one a configuration
+  int64_t duplicates_merged = 0;
 };
 absl::StatusOr<RecordedSpace> LoadRecordedSpace(const std::string& path,
                                                 const ReadOptions& options = {});

@@ -16,6 +16,7 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "db/memory_tuning_database.h"
 #include "db/sqlite_tuning_database.h"
 #include "kernels/kernel_registry.h"
@@ -409,6 +410,60 @@ TEST(RecordFilesTest, ABadFieldNamesTheEntryAndStoresNothing) {
   EXPECT_THAT(st.status().message(), HasSubstr("results[1].invalidity"));
   EXPECT_THAT(st.status().message(), HasSubstr("exploded"));
   EXPECT_EQ(db.Stats()->records, 0);
+}
+
+// A T4 entry of a configuration listed before: the space keeps one record of it, its fastest
+// ok entry. (The optimum came from the faster entry while replay served the later, failed one,
+// so no search could reach it.)
+std::string T4Entry(int x, const std::string& time, const std::string& invalidity = "correct") {
+  return absl::StrCat(R"({"configuration": {"x": )", x, R"(}, "invalidity": ")", invalidity,
+                      R"(", "measurements": [{"name": "time", "value": )", time, "}]}");
+}
+
+std::string T4File(const std::vector<std::string>& entries) {
+  return absl::StrCat(R"({"schema_version": "1.0.0", "metadata": {"timeunit": "milliseconds"},
+    "results": [)",
+                      absl::StrJoin(entries, ","), "]}");
+}
+
+TEST(RecordFilesTest, ARecordedSpaceKeepsTheFastestOkEntryOfAConfigurationListedTwice) {
+  TempDir dir;
+  std::string path = dir.File("dup_GPU_T4.json");
+  WriteFile(path, T4File({T4Entry(1, "2.0"), T4Entry(2, "1.0"), T4Entry(3, "3.0"),
+                          T4Entry(2, R"("RuntimeFailedConfig")", "runtime"), T4Entry(3, "2.5")}));
+  absl::StatusOr<RecordedSpace> recorded = LoadRecordedSpace(path);
+  ASSERT_TRUE(recorded.ok()) << recorded.status();
+  EXPECT_EQ(recorded->duplicates_merged, 2);
+  ASSERT_EQ(recorded->records.size(), 3u);
+  EXPECT_EQ(recorded->space.size(), 3);
+  std::vector<double> times;
+  for (const Record& r : recorded->records) {
+    ASSERT_EQ(r.status, MeasurementStatus::kOk) << CanonicalJson(r.config);
+    times.push_back(*r.time_ms);
+  }
+  EXPECT_EQ(times, (std::vector<double>{2.0, 1.0, 2.5})) << "first entries' order, fastest ok";
+}
+
+TEST(RecordFilesTest, ARecordedSpaceWithNoOkConfigurationOrATimeOfZeroIsRefused) {
+  TempDir dir;
+  std::string failed = dir.File("failed_GPU_T4.json");
+  WriteFile(failed, T4File({T4Entry(1, R"("CompileFailedConfig")", "compile"),
+                            T4Entry(2, R"("RuntimeFailedConfig")", "runtime")}));
+  absl::StatusOr<RecordedSpace> none_ok = LoadRecordedSpace(failed);
+  ASSERT_FALSE(none_ok.ok());
+  EXPECT_THAT(none_ok.status().message(), HasSubstr("none of its 2 configurations ran ok"));
+  std::string zero = dir.File("zero_GPU_T4.json");
+  WriteFile(zero, T4File({T4Entry(1, "2.0"), T4Entry(2, "0")}));
+  absl::StatusOr<RecordedSpace> zero_time = LoadRecordedSpace(zero);
+  ASSERT_FALSE(zero_time.ok());
+  EXPECT_THAT(zero_time.status().message(), HasSubstr("results[1]"));
+  EXPECT_THAT(zero_time.status().message(), HasSubstr("time is not a positive number"));
+  std::string kt = dir.File("zero_GPU_kernel_tuner_cache.json");
+  WriteFile(kt, R"({"device_name": "GPU", "kernel_name": "zero", "tune_params_keys": ["x"],
+    "cache": {"1": {"x": 1, "time": 2.0}, "2": {"x": 2, "time": 0}}})");
+  absl::StatusOr<RecordedSpace> kt_zero = LoadRecordedSpace(kt);
+  ASSERT_FALSE(kt_zero.ok());
+  EXPECT_THAT(kt_zero.status().message(), HasSubstr("not a positive number"));
 }
 
 TEST(RecordFilesTest, AnEmptyT4TimestampImportsAsUnknownAndABadOneIsRefused) {
