@@ -14,7 +14,9 @@ namespace ktune {
 std::string KernelFamily(const std::string& kernel) {
   size_t end = kernel.size();
   while (end > 0 && absl::ascii_isdigit(static_cast<unsigned char>(kernel[end - 1]))) --end;
-  return end == 0 ? kernel : kernel.substr(0, end);
+  // Case ignored: MyKern_A100_T4.json and mykern_A100_T4.json are one kernel (as two, each
+  // trained the other's fold).
+  return absl::AsciiStrToLower(end == 0 ? kernel : kernel.substr(0, end));
 }
 
 absl::StatusOr<std::string> TrainPolicy(const std::vector<TrainingSpace>& spaces,

@@ -56,7 +56,8 @@ absl::StatusOr<std::string> TrainPolicy(const std::vector<TrainingSpace>& spaces
                                         const TrainingProgress& progress = nullptr);
 
 // The kernel a recorded space belongs to, for leave-one-kernel-out: its kernel name without a
-// trailing variant number ("convolution6768" and "convolution2442" are "convolution").
+// trailing variant number, in lower case ("convolution6768" and "Convolution2442" are
+// "convolution"). A recorded space's kernel name is its file's (ReadRecordFile).
 std::string KernelFamily(const std::string& kernel);
 
 }  // namespace ktune

@@ -191,21 +191,67 @@ absl::StatusOr<SearchBenchSpaces> LoadSearchBenchSpaces(const SearchBenchOptions
 
 absl::Status CheckSearchBenchOptions(const SearchBenchOptions& options,
                                      const SearchBenchSpaces& loaded) {
-  if (options.protocol != SearchProtocol::kLeaveOneKernelOut) return absl::OkStatus();
   const std::vector<std::string>& kernels = loaded.kernels;
-  if (kernels.size() < 2) {
+  // A source of another kernel was skipped without a word: PPO learns only from its own kernel's.
+  for (const ReplaySpace* source : loaded.sources) {
+    if (std::find(kernels.begin(), kernels.end(), KernelFamily(source->kernel)) == kernels.end()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("--transfer-from ", source->file, ": its kernel '", source->kernel,
+                       "' is none of the tuned spaces' kernels (", absl::StrJoin(kernels, ", "),
+                       "); PPO transfers from spaces of the same kernel only"));
+    }
+  }
+  if (options.protocol != SearchProtocol::kLeaveOneKernelOut) return absl::OkStatus();
+  // Every fold needs another kernel to train on: a tuned one, or a --train-space.
+  std::vector<std::string> all = kernels;
+  for (const auto& space : loaded.train_only) {
+    const std::string k = KernelFamily(space->kernel);
+    if (std::find(all.begin(), all.end(), k) == all.end()) all.push_back(k);
+  }
+  if (all.size() < 2) {
     return absl::InvalidArgumentError(
-        "leave-one-kernel-out needs the spaces of at least two kernels (one is held out, the "
-        "others train its policy)");
+        "leave-one-kernel-out needs the spaces of at least two kernels, tuned (--space) or for "
+        "training only (--train-space): one is held out, the others train its policy");
   }
   for (const std::string& fold : options.folds) {
-    if (std::find(kernels.begin(), kernels.end(), fold) == kernels.end()) {
+    if (std::find(kernels.begin(), kernels.end(), KernelFamily(fold)) == kernels.end()) {
       return absl::InvalidArgumentError(absl::StrCat("no space of kernel '", fold,
                                                      "' to hold out (kernels: ",
                                                      absl::StrJoin(kernels, ", "), ")"));
     }
   }
   return absl::OkStatus();
+}
+
+std::vector<std::string> LeaveOneKernelOutWarnings(const SearchBenchOptions& options,
+                                                   const SearchBenchSpaces& loaded) {
+  std::vector<std::string> warnings;
+  if (options.protocol != SearchProtocol::kLeaveOneKernelOut) return warnings;
+  std::vector<const ReplaySpace*> all;
+  for (const auto* list : {&loaded.spaces, &loaded.train_only}) {
+    for (const auto& space : *list) all.push_back(space.get());
+  }
+  const auto names = [](const ReplaySpace& s) {
+    std::vector<std::string> n;
+    for (const Parameter& p : s.recorded.space.parameters()) n.push_back(p.name);
+    std::sort(n.begin(), n.end());
+    return n;
+  };
+  for (size_t i = 0; i < all.size(); ++i) {
+    for (size_t j = i + 1; j < all.size(); ++j) {
+      if (KernelFamily(all[i]->kernel) == KernelFamily(all[j]->kernel) ||
+          names(*all[i]) != names(*all[j])) {
+        continue;
+      }
+      warnings.push_back(absl::StrCat(
+          all[i]->name, " (kernel ", KernelFamily(all[i]->kernel), ") and ", all[j]->name,
+          " (kernel ", KernelFamily(all[j]->kernel),
+          ") have the same parameters: if they are one kernel, the fold of each trains on the "
+          "other; a space's kernel is its file's name up to the device (trailing digits and "
+          "case ignored)"));
+    }
+  }
+  return warnings;
 }
 
 absl::Status RunSearchBenchmark(const SearchBenchOptions& options,
@@ -239,7 +285,8 @@ absl::Status RunSearchBenchmark(const SearchBenchOptions& options, SearchBenchSp
   }
   for (const std::string& held_out : loaded.kernels) {
     if (!options.folds.empty() &&
-        std::find(options.folds.begin(), options.folds.end(), held_out) == options.folds.end()) {
+        std::none_of(options.folds.begin(), options.folds.end(),
+                     [&](const std::string& f) { return KernelFamily(f) == held_out; })) {
       continue;
     }
     std::vector<TrainingSpace> other_kernels;

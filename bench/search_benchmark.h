@@ -118,10 +118,15 @@ struct SearchBenchSpaces {
 // Loads them. Errors are the files' (missing, unreadable, malformed, no records).
 absl::StatusOr<SearchBenchSpaces> LoadSearchBenchSpaces(const SearchBenchOptions& options);
 // InvalidArgument where the options do not fit the spaces loaded, a mistake of the command
-// line rather than of a file: leave-one-kernel-out over the spaces of fewer than two kernels, or
-// a fold (options.folds) that names none of their kernels.
+// line rather than of a file: leave-one-kernel-out over the spaces of fewer than two kernels
+// (tuned or training-only), a fold (options.folds) that names none of the tuned ones, or a
+// --transfer-from space of none of their kernels.
 absl::Status CheckSearchBenchOptions(const SearchBenchOptions& options,
                                      const SearchBenchSpaces& loaded);
+// Leave-one-kernel-out: a line for each two spaces of different kernels with the same parameter
+// names, most likely one kernel under two file names, which would train each other's folds.
+std::vector<std::string> LeaveOneKernelOutWarnings(const SearchBenchOptions& options,
+                                                   const SearchBenchSpaces& loaded);
 
 // Runs the benchmark on `loaded` (whose replay measurers it uses), after checking the options
 // against it (CheckSearchBenchOptions); `on_row` receives each row as soon as it is complete,

@@ -87,8 +87,9 @@ int RunAgentTrain(const AgentTrainArgs& a) {
   auto loaded = LoadReplaySpaces(files);
   if (!loaded.ok()) return Fail(cmd, loaded.status());
   for (const std::string& excluded : a.exclude_kernels) {
-    if (std::none_of(loaded->begin(), loaded->end(),
-                     [&](const auto& space) { return KernelFamily(space->kernel) == excluded; })) {
+    if (std::none_of(loaded->begin(), loaded->end(), [&](const auto& space) {
+          return KernelFamily(space->kernel) == KernelFamily(excluded);
+        })) {
       return UsageError(cmd, absl::StrCat("--exclude-kernel ", excluded,
                                           ": no space of that kernel among the spaces given"));
     }
@@ -97,8 +98,8 @@ int RunAgentTrain(const AgentTrainArgs& a) {
   std::vector<std::string> used;
   for (auto& space : *loaded) {
     const std::string family = KernelFamily(space->kernel);
-    if (std::find(a.exclude_kernels.begin(), a.exclude_kernels.end(), family) !=
-        a.exclude_kernels.end()) {
+    if (std::any_of(a.exclude_kernels.begin(), a.exclude_kernels.end(),
+                    [&](const std::string& k) { return KernelFamily(k) == family; })) {
       continue;
     }
     training.push_back(space->AsTrainingSpace());

@@ -11,8 +11,10 @@
 #include <nlohmann/json.hpp>
 
 #include "absl/cleanup/cleanup.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
 #include "bench/search_benchmark.h"
@@ -141,6 +143,7 @@ struct SearchBenchArgs {
   double agent_share = 0.05;
   bool json = false;
   bool quiet = false;
+  std::vector<std::string> fold_options_given;  // --train-*, --fold: leave-one-kernel-out's
 };
 
 // Across spaces: each strategy's median evaluations to 5% of the optimum, PPO's ablation, and
@@ -188,9 +191,10 @@ int RunSearchBench(const SearchBenchArgs& a) {
   options.transfer_from = a.transfer_from;
   options.train_spaces = a.train_spaces;
   options.folds = a.folds;
-  if ((!options.train_spaces.empty() || !options.folds.empty()) &&
-      options.protocol != SearchProtocol::kLeaveOneKernelOut) {
-    return UsageError(cmd, "--train-space and --fold need --protocol leave-one-kernel-out");
+  if (!a.fold_options_given.empty() && options.protocol != SearchProtocol::kLeaveOneKernelOut) {
+    return UsageError(cmd, absl::StrCat(absl::StrJoin(a.fold_options_given, ", "),
+                                        ": only --protocol leave-one-kernel-out trains policies "
+                                        "(plain uses the shipped one)"));
   }
   options.measure_ms = a.measure_ms;
   options.agent_share = a.agent_share;
@@ -209,6 +213,9 @@ int RunSearchBench(const SearchBenchArgs& a) {
   if (absl::Status fits = CheckSearchBenchOptions(options, *loaded); !fits.ok()) {
     return UsageError(cmd, std::string(fits.message()));
   }
+  for (const std::string& w : LeaveOneKernelOutWarnings(options, *loaded)) {
+    std::cerr << "ktune bench search: warning: " << w << "\n";
+  }
   std::vector<SearchBenchRow> rows;
   absl::Status st = RunSearchBenchmark(
       options, *loaded,
@@ -219,8 +226,14 @@ int RunSearchBench(const SearchBenchArgs& a) {
           // The agent's cost and each run's count are not among the row's keys (the issue fixes
           // them): on stderr.
           if (!a.quiet) {
+            // How the runs were made: a script joining files (bench/paired_bootstrap.py)
+            // refuses to mix protocols, budgets, or one seed set twice.
             std::cerr << nlohmann::json{{"space", row.space},
                                         {"strategy", row.strategy},
+                                        {"protocol", a.protocol},
+                                        {"budget", a.budget},
+                                        {"first_seed", a.first_seed},
+                                        {"seeds", a.seeds},
                                         {"measure_ms", a.measure_ms},
                                         {"agent_ms_per_batch", row.agent_ms_per_batch},
                                         {"agent_share", row.agent_share},
@@ -231,20 +244,23 @@ int RunSearchBench(const SearchBenchArgs& a) {
           return;
         }
         if (rows.size() == 1) {  // the header with the first row: a bad file prints no table
-          std::cout << absl::StrFormat("%-44s %-8s %8s %8s %8s %8s %8s %8s %6s %8s %6s %9s %7s\n",
+          std::cout << absl::StrFormat("%-44s %-14s %8s %8s %8s %8s %8s %8s %6s %8s %6s %9s %7s\n",
                                        "space", "strategy", "@25", "@50", "@100", "@200", "@400",
                                        "to5%", "hit5%", "to2%", "hit2%", "agent ms", "agent%");
         }
-        std::cout << absl::StrFormat("%-44s %-8s", row.space, row.strategy);
+        std::cout << absl::StrFormat("%-44s %-14s", row.space, row.strategy);
         for (int64_t column : {25, 50, 100, 200, 400}) {  // "-" past the budget
           auto at = std::find_if(row.best_over_opt.begin(), row.best_over_opt.end(),
                                  [&](const auto& p) { return p.first == column; });
           std::cout << (at == row.best_over_opt.end() ? absl::StrFormat(" %8s", "-")
                                                       : absl::StrFormat(" %8.4f", at->second));
         }
-        std::cout << absl::StrFormat(" %8.1f %6.2f %8.1f %6.2f %9.2f %6.1f%%", row.evals_to_5pct,
+        // The agent's share of the measuring time means nothing where replay takes none.
+        std::cout << absl::StrFormat(" %8.1f %6.2f %8.1f %6.2f %9.2f", row.evals_to_5pct,
                                      row.reached_5pct, row.evals_to_2pct, row.reached_2pct,
-                                     row.agent_ms_per_batch, 100 * row.agent_share)
+                                     row.agent_ms_per_batch)
+                  << (a.measure_ms > 0 ? absl::StrFormat(" %6.1f%%", 100 * row.agent_share)
+                                       : absl::StrFormat(" %7s", "-"))
                   << std::endl;
       },
       [&](const std::string& line) {
@@ -288,6 +304,11 @@ void RegisterBenchCommands(CLI::App& app, Action* action) {
       ->required();
   search->add_option("--strategies", search_args->strategies, "Comma-separated strategy names")
       ->capture_default_str();
+  search->footer(
+      "Columns: @B is the best time within B evaluations over the optimum; to5% and to2% the "
+      "median evaluations to within 5% and 2% of the optimum, where a run that never gets there "
+      "counts 10x the budget (so a median above the budget means most runs missed); hit5% and "
+      "hit2% the share of runs that got there.");
   search->add_option("--budget", search_args->budget, "Measurements per run")
       ->check(CLI::Range(int64_t{1}, int64_t{100000}))
       ->capture_default_str();
@@ -341,7 +362,17 @@ void RegisterBenchCommands(CLI::App& app, Action* action) {
   search->add_flag("--json", search_args->json,
                    "One JSON line per space and strategy (the summary goes to stderr)");
   search->add_flag("--quiet", search_args->quiet, "No per-run progress on stderr");
-  search->callback([=] { *action = [=] { return RunSearchBench(*search_args); }; });
+  search->callback([=] {
+    // Options that only leave-one-kernel-out reads, as given (they were ignored under plain).
+    search_args->fold_options_given.clear();
+    for (const CLI::Option* o : search->get_options()) {
+      const std::string name = o->get_name();
+      if (o->count() > 0 && (absl::StartsWith(name, "--train") || name == "--fold")) {
+        search_args->fold_options_given.push_back(name);
+      }
+    }
+    *action = [=] { return RunSearchBench(*search_args); };
+  });
 }
 
 }  // namespace ktune::cli

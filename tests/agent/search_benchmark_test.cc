@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <filesystem>
 #include <set>
 
 #include "tests/testing/test_util.h"
@@ -165,6 +166,7 @@ TEST(SearchBenchmarkTest, TheSummaryBoundsItsComparisonOverRunSeeds) {
 
 TEST(SearchBenchmarkTest, KernelFamiliesJoinAKernelsVariants) {
   EXPECT_EQ(KernelFamily("convolution6768"), "convolution");
+  EXPECT_EQ(KernelFamily("MyKern"), "mykern") << "case ignored: MyKern and mykern are one";
   EXPECT_EQ(KernelFamily("convolution"), "convolution");
   EXPECT_EQ(KernelFamily("gemm"), "gemm");
   EXPECT_EQ(KernelFamily("42"), "42");
@@ -272,6 +274,50 @@ TEST(SearchBenchmarkTest, FoldsRunApartAndTrainingOnlySpacesJoinOtherKernelsFold
   std::vector<std::string> none_lines;
   EXPECT_EQ(run(&none, &none_lines).code(), absl::StatusCode::kInvalidArgument);
   EXPECT_TRUE(none.empty());
+}
+
+// One kernel's spaces with a --train-space of another are a leave-one-kernel-out run (refused as
+// one kernel); a transfer source of another kernel is refused (it was skipped without a word);
+// two spaces of one kernel under two names are said to be alike.
+TEST(SearchBenchmarkTest, WhatLeaveOneKernelOutAndTransferAreGivenIsChecked) {
+  SearchBenchOptions options = SmallLeaveOneKernelOut();
+  options.spaces = {testing::SpaceFile("pnpoly_RTX_2080_Ti_kernel_tuner_cache.json.gz")};
+  absl::StatusOr<SearchBenchSpaces> one = LoadSearchBenchSpaces(options);
+  ASSERT_TRUE(one.ok()) << one.status();
+  EXPECT_EQ(CheckSearchBenchOptions(options, *one).code(), absl::StatusCode::kInvalidArgument);
+  options.train_spaces = {testing::SpaceFile("convolution2442_MI50_kernel_tuner_cache.json.gz")};
+  absl::StatusOr<SearchBenchSpaces> trained = LoadSearchBenchSpaces(options);
+  ASSERT_TRUE(trained.ok()) << trained.status();
+  EXPECT_TRUE(CheckSearchBenchOptions(options, *trained).ok());
+  options.folds = {"PNPOLY"};
+  EXPECT_TRUE(CheckSearchBenchOptions(options, *trained).ok()) << "a fold's case is ignored";
+
+  SearchBenchOptions transfer;
+  transfer.spaces = options.spaces;
+  transfer.transfer_from = options.train_spaces;
+  absl::StatusOr<SearchBenchSpaces> other = LoadSearchBenchSpaces(transfer);
+  ASSERT_TRUE(other.ok()) << other.status();
+  absl::Status refused = CheckSearchBenchOptions(transfer, *other);
+  EXPECT_EQ(refused.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(refused.message().find("none of the tuned spaces' kernels (pnpoly)"), std::string::npos)
+      << refused;
+
+  // The same file under another kernel's name: a fold would train on its own kernel.
+  testing::TempDir dir;
+  const std::string renamed = dir.File("other_RTX_2080_Ti_kernel_tuner_cache.json.gz");
+  std::filesystem::copy_file(testing::SpaceFile("pnpoly_RTX_2080_Ti_kernel_tuner_cache.json.gz"),
+                             renamed);
+  options.train_spaces.push_back(renamed);
+  options.folds.clear();
+  absl::StatusOr<SearchBenchSpaces> alike = LoadSearchBenchSpaces(options);
+  ASSERT_TRUE(alike.ok()) << alike.status();
+  const std::vector<std::string> warnings = LeaveOneKernelOutWarnings(options, *alike);
+  ASSERT_EQ(warnings.size(), 1u);
+  EXPECT_NE(warnings[0].find("(kernel pnpoly) and other_RTX_2080_Ti_kernel_tuner_cache.json.gz "
+                             "(kernel other) have the same parameters"),
+            std::string::npos)
+      << warnings[0];
+  EXPECT_TRUE(LeaveOneKernelOutWarnings(options, *trained).empty());
 }
 
 }  // namespace
