@@ -336,7 +336,8 @@ absl::StatusOr<std::unique_ptr<SqliteTuningDatabase>> SqliteTuningDatabase::Open
     if (!s.ok()) return WithPath(s.status(), path);
     auto row = s->Step();
     if (!row.ok()) return WithPath(row.status(), path);
-    if (!*row || !absl::SimpleAtoi(s->ColumnText(0), &stored)) {
+    // Versions start at 1 (a negative one crashed the migration, which indexes by it).
+    if (!*row || !absl::SimpleAtoi(s->ColumnText(0), &stored) || stored < 1) {
       return absl::DataLossError(absl::StrCat(path, ": meta table has no valid schema version"));
     }
   }

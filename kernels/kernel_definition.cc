@@ -5,6 +5,7 @@
 
 #include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "common/hash.h"
 #include "common/status_macros.h"
@@ -91,6 +92,12 @@ absl::StatusOr<Problem> KernelDefinition::ValidateProblem(const Problem& given) 
       whole = static_cast<int64_t>(*d);
       v = &whole;
     }
+    if (v == nullptr && d != nullptr && std::isfinite(*d) && std::trunc(*d) == *d) {
+      // A whole number too large for exactness (M=99999999999999999999 read as 1e+20): out of
+      // range, not "must be an integer, got '1e+20'", a value the user had not typed.
+      return absl::InvalidArgumentError(absl::StrCat(
+          "problem parameter ", p.name, " is out of range [", p.min, ", ", p.max, "]"));
+    }
     if (v == nullptr) {
       return absl::InvalidArgumentError(absl::StrCat("problem parameter ", p.name,
                                                      " must be an integer, got '",
@@ -143,6 +150,17 @@ absl::StatusOr<Problem> KernelDefinition::ValidateProblem(const Problem& given) 
           ") are supported for CPU kernels"));
     }
     if (*s != kInputDistributions[0]) out["data"] = *s;
+  }
+  // What no worker can allocate is refused here, not measured: every configuration of
+  // M=N=K=65536 was stored as a runtime_error ("buffer A would hold 4.29e+09 floats").
+  for (const BufferSpec& b : buffers) {
+    absl::StatusOr<double> n = EvaluateForProblem(b.elements, out);
+    if (n.ok() && *n > kMaxBufferElements) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("the problem is too large: buffer ", b.name, " would hold ",
+                       absl::StrFormat("%.4g", *n), " elements, and a worker allocates at most ",
+                       absl::StrFormat("%.4g", kMaxBufferElements), " a buffer"));
+    }
   }
   return out;
 }

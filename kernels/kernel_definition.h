@@ -39,6 +39,10 @@ struct ProblemParameter {
   std::string description;
 };
 
+// The most elements a buffer may hold: a problem that needs more is refused (ValidateProblem),
+// and the measurers allocate no more.
+inline constexpr double kMaxBufferElements = 4e9;
+
 struct BufferSpec {
   std::string name;
   std::string elements;  // expression over the problem: number of float32 elements

@@ -49,7 +49,7 @@ absl::StatusOr<CpuMeasurer::TaskState*> CpuMeasurer::StateFor(const TaskKey& tas
   int outputs = 0;
   for (const BufferSpec& b : def.buffers) {
     KTUNE_ASSIGN_OR_RETURN(double n, def.EvaluateForProblem(b.elements, state->problem));
-    if (!(n >= 1) || n > 4e9) {
+    if (!(n >= 1) || n > kMaxBufferElements) {
       return absl::InvalidArgumentError(
           absl::StrCat("buffer ", b.name, " would hold ", n, " floats for this problem"));
     }

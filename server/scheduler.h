@@ -458,7 +458,7 @@ class Scheduler {
   void RunAgentWork(std::vector<AgentWork> work) ABSL_LOCKS_EXCLUDED(mu_);
   // Keeps a stored report's answer under `key` (a lease id) for its worker's retries
   // (reported_leases_), pruning the oldest.
-  void RememberReport(const std::string& key, const std::string& worker, uint64_t candidates,
+  void RememberReport(const std::string& key, const std::string& worker, uint64_t report,
                       int64_t stored) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Counts a stored result of `t` (not its batch's: the caller places it): done, failed, and
   // the best so far.
@@ -558,7 +558,7 @@ class Scheduler {
   // first was lost (same worker, same candidates) is answered as the first was.
   struct ReportedLease {
     std::string worker;
-    uint64_t candidates = 0;  // a hash of the reported candidate ids, sorted
+    uint64_t report = 0;      // ReportHash of its results
     int64_t stored = 0;       // what the first reply said
     absl::Time at;
   };

@@ -18,11 +18,11 @@
 namespace ktune {
 
 using scheduler_internal::AsReportRefusal;
-using scheduler_internal::CandidateIdsHash;
 using scheduler_internal::CanMeasure;
 using scheduler_internal::IsFinal;
 using scheduler_internal::JobSource;
 using scheduler_internal::MeasurementOf;
+using scheduler_internal::ReportHash;
 using scheduler_internal::StoredOrRefused;
 
 // One result of an earlier lease, as CheckEarlierLease finds it and the steps after complete it.
@@ -144,7 +144,7 @@ absl::StatusOr<int64_t> Scheduler::ReportEarlierLease(
         absl::StrCat("lease_id has ", lease_id.size(), " bytes; at most ", kMaxLeaseIdBytes));
   }
   const std::string reported_key = absl::StrCat("earlier ", lease_id);
-  const uint64_t candidates = CandidateIdsHash(results);
+  const uint64_t report = ReportHash(results);
   std::vector<EarlierResult> earlier;
   DeviceInfo device;
   // 1. Under the lock: the worker, the window, and each result's job and task.
@@ -158,9 +158,12 @@ absl::StatusOr<int64_t> Scheduler::ReportEarlierLease(
     device = w->second.device;
     // The same report again, its reply lost: answered as the first was.
     auto done = reported_leases_.find(reported_key);
-    if (done != reported_leases_.end() && done->second.worker == worker_id &&
-        done->second.candidates == candidates) {
-      return done->second.stored;
+    if (done != reported_leases_.end() && done->second.worker == worker_id) {
+      if (done->second.report == report) return done->second.stored;
+      return absl::FailedPreconditionError(absl::StrCat(
+          "earlier lease ", lease_id,
+          " was reported already, with other results; a lease takes one report: nothing was "
+          "stored"));
     }
     if (options_.now() - recovered_at_ > kEarlierLeasesWithin) {
       return absl::FailedPreconditionError(absl::StrCat(
@@ -273,7 +276,7 @@ absl::StatusOr<int64_t> Scheduler::ReportEarlierLease(
       }
       if (!records.empty()) {
         ++earlier_leases_stored_;
-        RememberReport(reported_key, worker_id, candidates, *added);
+        RememberReport(reported_key, worker_id, report, *added);
       }
       std::string left_out;  // the first reason
       for (const EarlierResult& e : earlier) {

@@ -22,16 +22,16 @@ using scheduler_internal::CanMeasure;
 using scheduler_internal::IsFinal;
 using scheduler_internal::JobSource;
 
-using scheduler_internal::CandidateIdsHash;
 using scheduler_internal::MeasurementOf;
+using scheduler_internal::ReportHash;
 using scheduler_internal::StoredOrRefused;
 
-uint64_t scheduler_internal::CandidateIdsHash(const std::vector<v1::CandidateResult>& results) {
-  std::vector<std::string> ids;
-  for (const v1::CandidateResult& r : results) ids.push_back(r.candidate_id());
-  std::sort(ids.begin(), ids.end());
+uint64_t scheduler_internal::ReportHash(const std::vector<v1::CandidateResult>& results) {
+  std::vector<std::string> each;
+  for (const v1::CandidateResult& r : results) each.push_back(r.SerializeAsString());
+  std::sort(each.begin(), each.end());
   std::string joined;
-  for (const std::string& id : ids) absl::StrAppend(&joined, id.size(), ":", id, ",");
+  for (const std::string& e : each) absl::StrAppend(&joined, e.size(), ":", e, ",");
   return StableHash64(joined);
 }
 
@@ -103,11 +103,11 @@ absl::StatusOr<MeasureResult> scheduler_internal::MeasurementOf(
   return m;
 }
 
-void Scheduler::RememberReport(const std::string& key, const std::string& worker,
-                               uint64_t candidates, int64_t stored) {
+void Scheduler::RememberReport(const std::string& key, const std::string& worker, uint64_t report,
+                               int64_t stored) {
   const absl::Time now = options_.now();
   if (!reported_leases_.count(key)) reported_order_.push_back(key);
-  reported_leases_[key] = {worker, candidates, stored, now};
+  reported_leases_[key] = {worker, report, stored, now};
   // At least a lease timeout's worth (a worker retries within its lease), and 4,096 leases.
   while (!reported_order_.empty() &&
          (reported_order_.size() > kMaxReportedLeases ||
@@ -427,11 +427,15 @@ absl::StatusOr<int64_t> Scheduler::ReportAs(const std::string& worker_id,
     auto l = leases_.find(lease_id);
     if (l == leases_.end() && !by_server) {
       // A retry of a report that was stored, its reply lost: it read as refused ("nothing was
-      // stored"), and the worker logged a failure for measurements the database holds.
+      // stored"), and the worker logged a failure for measurements the database holds. Only the
+      // same results again: other ones were answered "stored" and dropped.
       auto done = reported_leases_.find(lease_id);
-      if (done != reported_leases_.end() && done->second.worker == worker_id &&
-          done->second.candidates == CandidateIdsHash(results)) {
-        return done->second.stored;
+      if (done != reported_leases_.end() && done->second.worker == worker_id) {
+        if (done->second.report == ReportHash(results)) return done->second.stored;
+        return absl::FailedPreconditionError(
+            absl::StrCat("lease ", lease_id,
+                         " was reported already, with other results; a lease takes one "
+                         "report: nothing was stored"));
       }
     }
     // An expired lease its worker may have back (Revive) is checked as it was, and revived only
@@ -553,7 +557,7 @@ absl::StatusOr<int64_t> Scheduler::ReportAs(const std::string& worker_id,
     std::map<int64_t, std::vector<int>> touched;
     for (const auto& [item, obs] : observed) touched[item.job_id].push_back(item.task);
     leases_.erase(l);
-    if (!by_server) RememberReport(lease_id, worker_id, CandidateIdsHash(results), *added);
+    if (!by_server) RememberReport(lease_id, worker_id, ReportHash(results), *added);
     for (auto& [id, tasks] : touched) {
       auto it = jobs_.find(id);
       if (it == jobs_.end()) continue;

@@ -152,8 +152,8 @@ bool CanMeasure(const WorkerCapabilities& can, const std::string& language, bool
 // a client kernel, nor a recorded space it replays): no worker's.
 inline constexpr char kUnknownKernelLanguagePrefix[] = "unknown-kernel:";
 std::string UnknownKernelLanguage(const std::string& kernel);
-// Which candidates a report names, whatever their order.
-uint64_t CandidateIdsHash(const std::vector<v1::CandidateResult>& results);
+// A report's results, whatever their order: a retry of it hashes alike, other results do not.
+uint64_t ReportHash(const std::vector<v1::CandidateResult>& results);
 // A worker's result as the measurement to store: its times finite and above zero (at most
 // kMaxRepeatTimes), its error finite and >= 0, its status one a worker may give (lost only
 // `by_server`), an ok result's time the median of its times, and the job's accuracy budget

@@ -323,8 +323,11 @@ void Scheduler::ExpireLeasesLocked(std::vector<LostCandidate>* lost) {
                                  {"candidates", std::to_string(lease.items.size())}});
       // Every candidate of the lease counts the expiry (each goes alone after a second:
       // LeaseLocked); one is given up on only when its own lease of one expires the last time.
+      // Not a lease whose report the database refused (a full disk): its worker measured and
+      // reported the candidates, which were stored lost after three such reports.
       bool given_up = false;
       for (const auto& [cid, item] : lease.items) {
+        if (lease.report_failed) break;
         auto job = jobs_.find(item.job_id);
         if (job == jobs_.end()) continue;
         TaskRun& t = job->second->tasks[item.task];

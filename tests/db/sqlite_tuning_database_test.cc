@@ -234,6 +234,30 @@ TEST(SqliteTuningDatabaseTest, NewerSchemaIsRefusedAndLeftUntouched) {
   EXPECT_EQ(ReadWholeFile(path), before);
 }
 
+// A version below 1 is no version: refused, whichever way the file is opened (a negative one
+// crashed the migration).
+TEST(SqliteTuningDatabaseTest, ANegativeSchemaVersionIsRefusedAndLeftUntouched) {
+  TempDir dir;
+  std::string path = dir.File("negative.db");
+  {
+    auto db = SqliteTuningDatabase::Open(path);
+    ASSERT_TRUE(db.ok());
+    ASSERT_TRUE((*db)->AddRecords({SimpleRecord(1, 2.0)}).ok());
+  }
+  RawExec(path,
+          "UPDATE meta SET value = '-1' WHERE key = 'version'; PRAGMA wal_checkpoint(TRUNCATE);");
+  std::string before = ReadWholeFile(path);
+  for (bool upgrade : {false, true}) {
+    SqliteTuningDatabase::Options options;
+    options.upgrade = upgrade;
+    auto db = SqliteTuningDatabase::Open(path, options);
+    ASSERT_FALSE(db.ok());
+    EXPECT_EQ(db.status().code(), absl::StatusCode::kDataLoss);
+    EXPECT_THAT(db.status().message(), HasSubstr("no valid schema version"));
+  }
+  EXPECT_EQ(ReadWholeFile(path), before);
+}
+
 TEST(SqliteTuningDatabaseTest, AFileThatIsNotADatabaseIsRefusedAndLeftUntouched) {
   TempDir dir;
   std::string path = dir.File("notes.txt");

@@ -252,6 +252,20 @@ TEST(CpuKernelDefinitions, ValidateProblemNamesTheParameter) {
   s = softmax.ValidateProblem(*ParseParamMapAssignments("rows=0,cols=8"));
   ASSERT_FALSE(s.ok());
   EXPECT_THAT(std::string(s.status().message()), HasSubstr("rows=0"));
+
+  // Within every parameter's range, but no worker can allocate it: refused here (every
+  // configuration was stored as a runtime_error), saying which buffer.
+  const KernelDefinition gemm = GemmDefinition();
+  EXPECT_TRUE(gemm.ValidateProblem(*ParseParamMapAssignments("M=32768,N=32768,K=32768")).ok());
+  s = gemm.ValidateProblem(*ParseParamMapAssignments("M=65536,N=65536,K=65536"));
+  ASSERT_FALSE(s.ok());
+  EXPECT_THAT(std::string(s.status().message()),
+              HasSubstr("the problem is too large: buffer A would hold 4.295e+09 elements"));
+  // A whole number too large to hold exactly is out of range, not "must be an integer, got
+  // '1e+20'", which the user never typed.
+  s = gemm.ValidateProblem(*ParseParamMapAssignments("M=99999999999999999999,N=8,K=8"));
+  ASSERT_FALSE(s.ok());
+  EXPECT_THAT(std::string(s.status().message()), HasSubstr("M is out of range [1, 65536]"));
 }
 
 // Where eight rows of im2col panel would pass the panel size limit, the default takes one row

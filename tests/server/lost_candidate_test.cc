@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "absl/strings/match.h"
+#include "db/memory_tuning_database.h"
 #include "server/scheduler.h"
 #include "tests/server/one_task_scheduler.h"
 
@@ -90,6 +91,56 @@ TEST_F(LostCandidateTest, OnlyTheCandidateItsWorkersDieOnIsLost) {
   for (const Record& r : *records) lost += r.status == MeasurementStatus::kLost;
   EXPECT_EQ(records->size(), 4u);
   EXPECT_EQ(lost, 1);
+}
+
+// A database whose disk is full while `full` is set: every report's commit is refused.
+class FullDisk : public MemoryTuningDatabase {
+ public:
+  absl::StatusOr<int64_t> AddJobRecords(const std::vector<Record>& records,
+                                        const std::vector<JobTaskCount>& counts) override {
+    if (full) return absl::ResourceExhaustedError("database or disk is full");
+    return MemoryTuningDatabase::AddJobRecords(records, counts);
+  }
+  bool full = true;
+};
+
+class FullDiskTest : public OneTaskSchedulerOn<FullDisk> {
+ protected:
+  FullDiskTest() {
+    SchedulerOptions options;
+    options.now = [this] { return now_; };
+    Restart(options);
+  }
+  absl::Time now_ = absl::FromUnixSeconds(1'800'000'000);
+};
+
+// A candidate measured and reported while the disk is full is not the candidate's fault: its
+// leases' expiries do not count, and it is measured and stored once there is room. (Three
+// refused reports stored it lost for good, "each worker measuring it stopped answering".)
+TEST_F(FullDiskTest, ACandidateWhoseReportsTheDatabaseRefusedIsNotStoredLost) {
+  const int64_t job = SubmitRandom({Task()}, /*budget=*/1, /*batch_size=*/1);
+  for (int round = 1; round <= Scheduler::kMaxLeaseExpiries; ++round) {
+    absl::StatusOr<LeaseGrant> grant = scheduler_->Lease(worker_, 1);
+    ASSERT_TRUE(grant.ok()) << grant.status();
+    ASSERT_EQ(grant->candidates.size(), 1u) << "round " << round;
+    EXPECT_TRUE(absl::IsResourceExhausted(
+        scheduler_->Report(worker_, grant->lease_id, AllOk(*grant)).status()));
+    // Room again as the last refused lease expires (a lost record could be stored now).
+    if (round == Scheduler::kMaxLeaseExpiries) db_.full = false;
+    now_ += absl::Minutes(1);
+    scheduler_->ExpireLeases();
+  }
+  absl::StatusOr<LeaseGrant> grant = scheduler_->Lease(worker_, 1);
+  ASSERT_TRUE(grant.ok()) << grant.status();
+  ASSERT_EQ(grant->candidates.size(), 1u) << "handed out again, not given up";
+  ASSERT_TRUE(scheduler_->Report(worker_, grant->lease_id, AllOk(*grant)).ok());
+  auto records = db_.TaskRecords(Task());
+  ASSERT_TRUE(records.ok()) << records.status();
+  ASSERT_EQ(records->size(), 1u);
+  EXPECT_EQ((*records)[0].status, MeasurementStatus::kOk);
+  absl::StatusOr<JobStatus> status = scheduler_->GetJob(job);
+  ASSERT_TRUE(status.ok()) << status.status();
+  EXPECT_EQ(status->job.state, JobState::kDone);
 }
 
 }  // namespace

@@ -41,6 +41,15 @@ TEST_F(ReportRetryTest, AReportSentAgainAfterItsReplyWasLostIsAnsweredAsTheFirst
   ASSERT_TRUE(records.ok());
   EXPECT_EQ(records->size(), 5u);  // the default and the four, each stored once
 
+  // Other results for the same candidates are refused, not answered "stored" and dropped.
+  std::vector<v1::CandidateResult> changed = results;
+  changed[0].set_repeat_times_ms(0, 2.5);
+  absl::StatusOr<int64_t> other_results = scheduler_->Report(worker_, grant->lease_id, changed);
+  EXPECT_TRUE(absl::IsFailedPrecondition(other_results.status())) << other_results.status();
+  EXPECT_NE(other_results.status().message().find("reported already, with other results"),
+            std::string::npos)
+      << other_results.status();
+
   // Another report on the ended lease (other candidates, another worker) is still refused.
   results.pop_back();
   EXPECT_TRUE(
