@@ -321,7 +321,8 @@ absl::Status WorkerLoop::Run() {
                 ? absl::StatusOr<std::vector<MeasureResult>>(unusable[task->kernel])
                 : measurer_->Measure(*task, configs);
         // A task this worker cannot measure (a kernel it cannot load, a problem its measurer
-        // refuses) fails its candidates, not the worker.
+        // refuses) fails its candidates, not the worker; the server fails the task.
+        bool unmeasurable = false;
         if (!results.ok() &&
             (absl::IsInvalidArgument(results.status()) || absl::IsNotFound(results.status()) ||
              absl::IsFailedPrecondition(results.status()) ||
@@ -331,6 +332,7 @@ absl::Status WorkerLoop::Run() {
           failed.message =
               absl::StrCat("this worker cannot measure the task: ", results.status().message());
           results = std::vector<MeasureResult>(indices.size(), failed);
+          unmeasurable = true;
         }
         if (absl::IsCancelled(results.status()) && heartbeat.revoked()) break;
         if (!results.ok()) return results.status();
@@ -343,6 +345,7 @@ absl::Status WorkerLoop::Run() {
           out->set_message(Utf8Prefix(r.message, 4096));
           for (double t : r.repeat_times_ms) out->add_repeat_times_ms(t);
           if (r.max_rel_error) out->set_max_rel_error(*r.max_rel_error);
+          out->set_task_unmeasurable(unmeasurable);
         }
       }
       revoked = heartbeat.revoked();

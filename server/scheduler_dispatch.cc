@@ -415,6 +415,10 @@ absl::StatusOr<int64_t> Scheduler::ReportAs(const std::string& worker_id,
   // 1. Under the lock: check the report and turn it into records; the lease is held meanwhile.
   std::vector<Record> records;
   std::vector<std::pair<LeaseRun::Item, Observation>> observed;
+  std::vector<std::string> observed_ids;  // their candidates'
+  // Results of tasks the worker cannot measure at all: not stored; their tasks fail.
+  std::vector<std::pair<LeaseRun::Item, std::string>> unmeasurable;
+  std::vector<std::string> unmeasurable_ids;
   std::vector<JobTaskCount> counts;  // the reported tasks' progress, stored with the records
   {
     absl::MutexLock lock(&mu_);
@@ -485,6 +489,11 @@ absl::StatusOr<int64_t> Scheduler::ReportAs(const std::string& worker_id,
                                                 " is gone; nothing was stored"));
       }
       TaskRun& t = job->second->tasks[item.task];
+      if (r.task_unmeasurable() && !by_server) {
+        unmeasurable.push_back({item, Utf8Prefix(r.message(), 4096)});
+        unmeasurable_ids.push_back(r.candidate_id());
+        continue;
+      }
       KTUNE_ASSIGN_OR_RETURN(const MeasureResult m,
                              MeasurementOf(r, by_server, job->second->max_rel_error));
       const MeasurementStatus status = m.status;
@@ -496,6 +505,7 @@ absl::StatusOr<int64_t> Scheduler::ReportAs(const std::string& worker_id,
       observed.push_back({item,
                           {t.batch[item.position], status == MeasurementStatus::kOk,
                            m.time_ms.value_or(0)}});
+      observed_ids.push_back(r.candidate_id());
     }
     std::map<std::pair<int64_t, int>, int64_t> per_task;
     for (const auto& [item, obs] : observed) ++per_task[{item.job_id, item.task}];
@@ -546,16 +556,28 @@ absl::StatusOr<int64_t> Scheduler::ReportAs(const std::string& worker_id,
       const auto& [item, obs] = observed[i];
       JobRun& job = *jobs_.at(item.job_id);
       TaskRun& t = job.tasks[item.task];
-      lease.items.erase(results[i].candidate_id());
+      lease.items.erase(observed_ids[i]);
       --t.in_flight;
       t.results[item.position] = obs;
       CountResult(t, obs, records[i].config);
       NoteStoredSinceRecovery(job, t, records[i].config);
     }
+    for (size_t i = 0; i < unmeasurable.size(); ++i) {
+      const auto& [item, why] = unmeasurable[i];
+      lease.items.erase(unmeasurable_ids[i]);
+      JobRun& job = *jobs_.at(item.job_id);
+      TaskRun& t = job.tasks[item.task];
+      --t.in_flight;
+      if (!IsFinal(t.state)) {
+        FailTask(job, t,
+                 absl::FailedPreconditionError(absl::StrCat("worker ", worker_id, ": ", why)));
+      }
+    }
     ReturnToQueue(lease);  // candidates the report left out go back
     // The reported tasks, by job: only they changed.
     std::map<int64_t, std::vector<int>> touched;
     for (const auto& [item, obs] : observed) touched[item.job_id].push_back(item.task);
+    for (const auto& [item, why] : unmeasurable) touched[item.job_id].push_back(item.task);
     leases_.erase(l);
     if (!by_server) RememberReport(lease_id, worker_id, ReportHash(results), *added);
     for (auto& [id, tasks] : touched) {

@@ -792,6 +792,54 @@ TEST_F(ServerTest, AWorkerAskedToStopWhenItsMeasurementsCannotBeStoredStops) {
   EXPECT_EQ(full_disk.filled_leases, 1);
 }
 
+// A measurer that cannot measure any task of its device (as a CPU worker without a problem's
+// inputs file): Measure fails with InvalidArgument.
+class CannotMeasure : public Measurer {
+ public:
+  explicit CannotMeasure(DeviceInfo device) : device_(std::move(device)) {}
+  DeviceInfo device() const override { return device_; }
+  absl::StatusOr<std::vector<MeasureResult>> Measure(const TaskKey&,
+                                                     const std::vector<Configuration>&) override {
+    return absl::InvalidArgumentError("this machine has no inputs file (looked for /x.f32)");
+  }
+
+ private:
+  DeviceInfo device_;
+};
+
+// A task the worker cannot measure at all fails, saying why, and stores no record: its whole
+// budget was stored as runtime_error records of configurations that had nothing wrong, and the
+// job ended "done".
+TEST_F(ServerTest, ATaskItsWorkerCannotMeasureFailsSayingWhyAndStoresNothing) {
+  v1::SubmitJobRequest submit;
+  *submit.mutable_spec() = ThreeTaskSpec(4);
+  submit.mutable_spec()->mutable_device_classes()->DeleteSubrange(1, 2);  // the worker's only
+  v1::Job job;
+  ASSERT_TRUE(tuning_->SubmitJob(Context().get(), submit, &job).ok());
+  auto recorded = LoadRecordedSpace(testing::SpaceFile(kSpaces[0]));
+  CannotMeasure measurer(ReplayMeasurer(recorded->records).device());
+  WorkerLoopOptions options;
+  options.max_candidates = 4;
+  options.idle_exit = absl::Seconds(1);
+  WorkerLoop loop(workers_.get(), &measurer, options);
+  ASSERT_TRUE(loop.Run().ok());
+  v1::GetJobRequest get;
+  get.set_job_id(job.job_id());
+  ASSERT_TRUE(tuning_->GetJob(Context().get(), get, &job).ok());
+  const v1::TaskProgress& task = job.tasks(0);
+  EXPECT_EQ(task.state(), v1::JOB_STATE_FAILED);
+  EXPECT_EQ(task.measurements_done(), 0);
+  v1::ListRecordsRequest list;
+  *list.mutable_task() = task.task();
+  v1::ListRecordsResponse records;
+  ASSERT_TRUE(tuning_->ListRecords(Context().get(), list, &records).ok());
+  EXPECT_EQ(records.records_size(), 0);
+  EXPECT_EQ(job.state(), v1::JOB_STATE_FAILED);
+  EXPECT_THAT(job.message(),
+              ::testing::HasSubstr("this worker cannot measure the task: this "
+                                   "machine has no inputs file (looked for /x.f32)"));
+}
+
 // An error a retry may get past (UNAVAILABLE: a disk failing to read) stops it too once three
 // leases in a row could not be stored: it was retried for ever, measuring the batch again.
 TEST_F(ServerTest,
