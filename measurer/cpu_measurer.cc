@@ -26,7 +26,11 @@ CpuMeasurer::CpuMeasurer(const KernelRegistry* registry, CpuMeasurerOptions opti
       compiler_(options_.compile),
       runner_(RunnerProcess::Options{
           options_.runner_path.empty() ? DefaultRunnerPath() : options_.runner_path,
-          options_.memory_limit_bytes}) {}
+          options_.memory_limit_bytes}) {
+  // A candidate or reference that hangs stops when the measurer is asked to stop (a cancelled
+  // job's lease taken back, a worker stopping), not only at its timeout.
+  runner_.set_stop_check([this] { return StopRequested(); });
+}
 
 absl::StatusOr<CpuMeasurer::TaskState*> CpuMeasurer::StateFor(const TaskKey& task) {
   const std::string key = task.kernel + "\n" + CanonicalJson(task.problem);
@@ -112,18 +116,29 @@ absl::StatusOr<MeasureResult> CpuMeasurer::MeasureOne(TaskState& state,
   }
 
   // Prepare first (inputs, reference) under its own generous deadline.
+  if (state.prepare_timed_out) {
+    MeasureResult again = *state.prepare_timed_out;
+    absl::StrAppend(&again.message, " for an earlier candidate of this task; not tried again");
+    return again;
+  }
   runner::RunResponse response;
   std::string death;
   KTUNE_ASSIGN_OR_RETURN(RunnerProcess::Outcome outcome,
                          runner_.Call(request, options_.prepare_timeout_ms, &response, &death));
   if (outcome == RunnerProcess::Outcome::kTimedOut) {
-    return FailedResult(MeasurementStatus::kTimeout,
-                        absl::StrCat("preparing the inputs and reference took longer than ",
-                                     options_.prepare_timeout_ms / 1000.0, " s"));
+    // The reference is the task's, not the configuration's: the task's other candidates fail
+    // at once instead of waiting as long again each.
+    state.prepare_timed_out =
+        FailedResult(MeasurementStatus::kTimeout,
+                     absl::StrCat("preparing the inputs and the reference output took longer than ",
+                                  options_.prepare_timeout_ms / 1000.0, " s"));
+    return *state.prepare_timed_out;
   }
   if (outcome == RunnerProcess::Outcome::kDied) {
-    return FailedResult(MeasurementStatus::kRuntimeError,
-                        absl::StrCat("the runner ", death, " while loading the kernel"));
+    return FailedResult(
+        MeasurementStatus::kRuntimeError,
+        absl::StrCat("the runner ", death,
+                     " while loading the kernel or computing the reference output"));
   }
   if (response.status() != runner::RunResponse::OK) {
     return FailedResult(MeasurementStatus::kRuntimeError, response.message());

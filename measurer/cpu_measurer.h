@@ -16,6 +16,7 @@
 
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 
 #include "kernels/kernel_registry.h"
@@ -73,6 +74,8 @@ class CpuMeasurer : public Measurer {
     std::unique_ptr<SearchSpace> space;
     runner::KernelSpec spec;  // library_path filled per build
     double best_ms = 0;       // 0 until an ok result
+    // Set once preparing the inputs and reference timed out: every later candidate's result.
+    std::optional<MeasureResult> prepare_timed_out;
   };
   absl::StatusOr<TaskState*> StateFor(const TaskKey& task);
   absl::StatusOr<MeasureResult> MeasureOne(TaskState& state, const Configuration& config);

@@ -1,15 +1,17 @@
 #include "measurer/runner_process.h"
 
 #include <fcntl.h>
+#include <poll.h>
 #include <signal.h>
 #include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdlib>
-#include <filesystem>
 #include <cstring>
+#include <filesystem>
 
 #include "absl/strings/str_cat.h"
 #include "measurer/runner/framing.h"
@@ -127,9 +129,22 @@ absl::StatusOr<RunnerProcess::Outcome> RunnerProcess::Call(
   const sighandler_t old = ::signal(SIGPIPE, SIG_IGN);
   const bool sent = runner::WriteFrame(to_child_, request);
   ::signal(SIGPIPE, old);
+  const int64_t deadline_ms = runner::SteadyNowMs() + timeout_ms;
+  // With a stop check: wait for the answer to start in slices, asking it between them (a
+  // cancelled job's worker waited out a reference that hung, up to 10 minutes a candidate).
+  while (sent && stop_) {
+    if (stop_()) {
+      Stop();
+      return absl::CancelledError("stopped while the runner was measuring; it was killed");
+    }
+    const int64_t left_ms = deadline_ms - runner::SteadyNowMs();
+    if (left_ms <= 0) break;
+    pollfd readable{from_child_, POLLIN, 0};
+    const int ready = ::poll(&readable, 1, static_cast<int>(std::min<int64_t>(left_ms, 100)));
+    if (ready > 0 || (ready < 0 && errno != EINTR)) break;  // ReadFrame takes it from here
+  }
   bool timed_out = false;
-  if (sent &&
-      runner::ReadFrame(from_child_, *response, runner::SteadyNowMs() + timeout_ms, &timed_out)) {
+  if (sent && runner::ReadFrame(from_child_, *response, deadline_ms, &timed_out)) {
     return Outcome::kAnswered;
   }
   if (timed_out) {

@@ -7,6 +7,7 @@
 #include <sys/types.h>
 
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -38,8 +39,14 @@ class RunnerProcess {
   RunnerProcess(const RunnerProcess&) = delete;
   RunnerProcess& operator=(const RunnerProcess&) = delete;
 
+  // A check that Call makes every 100 ms while it waits for the child's answer: once it returns
+  // true, the child is killed and Call returns CancelledError (a measurer's stop check: a lease
+  // taken back, a worker stopping, no longer wait for a candidate that hangs).
+  void set_stop_check(std::function<bool()> stop) { stop_ = std::move(stop); }
+
   // Sends `request` (starting the child first if none runs) and waits up to `timeout_ms`.
-  // An error only when the child cannot be started at all. Any protocol whose messages are
+  // An error when the child cannot be started at all, or Cancelled by the stop check (the child
+  // killed). Any protocol whose messages are
   // length-prefixed frames (measurer/runner/framing.h) works: the CPU runner's and the CUDA
   // runner's.
   absl::StatusOr<Outcome> Call(const google::protobuf::MessageLite& request, int64_t timeout_ms,
@@ -62,6 +69,7 @@ class RunnerProcess {
   std::string Reap();
 
   Options options_;
+  std::function<bool()> stop_;
   pid_t pid_ = -1;
   int to_child_ = -1;
   int from_child_ = -1;

@@ -303,7 +303,16 @@ absl::Status WorkerLoop::Run() {
       // A revoked lease stops the measurer between candidates, not only between tasks: a
       // worker measured the rest of its task (minutes of GPU builds) for results the server
       // refuses, while another worker measured them again.
-      measurer_->set_stop_check([&heartbeat] { return heartbeat.revoked(); });
+      // And a worker asked to stop finishes its lease, but not for longer than
+      // kMeasureGraceWhenStopping: a candidate or reference that hangs held SIGTERM off for
+      // its whole timeout (10 minutes for a reference). What it measured is still reported.
+      absl::Time stop_seen = absl::InfiniteFuture();
+      measurer_->set_stop_check([this, &heartbeat, &stop_seen] {
+        if (heartbeat.revoked()) return true;
+        if (!Stopping()) return false;
+        stop_seen = std::min(stop_seen, absl::Now());
+        return absl::Now() - stop_seen > kMeasureGraceWhenStopping;
+      });
       absl::Cleanup no_stop_check = [this] { measurer_->set_stop_check(nullptr); };
       for (const auto& [key, indices] : by_task) {
         if (heartbeat.revoked()) break;
@@ -334,7 +343,7 @@ absl::Status WorkerLoop::Run() {
           results = std::vector<MeasureResult>(indices.size(), failed);
           unmeasurable = true;
         }
-        if (absl::IsCancelled(results.status()) && heartbeat.revoked()) break;
+        if (absl::IsCancelled(results.status()) && (heartbeat.revoked() || Stopping())) break;
         if (!results.ok()) return results.status();
         for (size_t k = 0; k < indices.size(); ++k) {
           const MeasureResult r = Reportable((*results)[k]);

@@ -94,6 +94,8 @@ class WorkerLoop {
   int64_t reported_ = 0;
   static constexpr int kMaxNotStoredInARow = 3;  // see stop_when_not_stored
   static constexpr absl::Duration kReportGraceWhenStopping = absl::Seconds(5);
+  // How long a stopping worker goes on measuring its lease before it gives the rest up.
+  static constexpr absl::Duration kMeasureGraceWhenStopping = absl::Seconds(30);
   // How many lease timeouts after its expiry the server gives a lease back to its worker
   // (WorkerService.ReportResults; the server's Scheduler::kReviveWithinLeaseTimeouts).
   static constexpr int kRevivalLeaseTimeouts = 10;

@@ -26,6 +26,7 @@ int main(int argc, char** argv) {
   ::setenv("CUDA_CACHE_DISABLE", "1", 1);
   int in = -1, out = -1;
   if (!ktune::runner::TakeProtocolPipes(&in, &out)) return 1;
+  ktune::runner::DieWithParent();
 
   ktune::cuda::CudaRunnerSession session;
   ktune::cuda_runner::Request request;

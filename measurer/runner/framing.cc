@@ -2,11 +2,13 @@
 
 #include <fcntl.h>
 #include <poll.h>
+#include <signal.h>
 #include <unistd.h>
 
 #include <cerrno>
 #include <chrono>
 #include <string>
+#include <thread>
 
 namespace ktune::runner {
 namespace {
@@ -85,6 +87,17 @@ bool TakeProtocolPipes(int* in, int* out) {
   ::dup2(2, 1);
   ::close(null_fd);
   return true;
+}
+
+void DieWithParent() {
+  const pid_t parent = ::getppid();
+  std::thread([parent] {
+    // Reparented (to init or a subreaper) once the worker dies: its process id changes.
+    while (::getppid() == parent) std::this_thread::sleep_for(std::chrono::milliseconds(500));
+    // The runner's own process group, when it leads one (RunnerProcess starts it so); else
+    // itself alone.
+    ::kill(::getpgrp() == ::getpid() ? 0 : ::getpid(), SIGKILL);
+  }).detach();
 }
 
 }  // namespace ktune::runner

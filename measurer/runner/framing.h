@@ -27,6 +27,11 @@ int64_t SteadyNowMs();
 // corrupt a frame. False when a descriptor could not be duplicated or opened.
 bool TakeProtocolPipes(int* in, int* out);
 
+// For a runner's main: a thread that kills the runner's process group (the runner and anything
+// its kernel started) once the worker that started it is gone. A worker killed with SIGKILL
+// left its runner spinning on a hung kernel for good, an orphan nobody waits for.
+void DieWithParent();
+
 }  // namespace ktune::runner
 
 #endif  // KTUNE_MEASURER_RUNNER_FRAMING_H_

@@ -17,6 +17,7 @@ int main(int argc, char** argv) {
   }
   int in = -1, out = -1;
   if (!ktune::runner::TakeProtocolPipes(&in, &out)) return 1;
+  ktune::runner::DieWithParent();
 
   ktune::runner::RunnerSession session;
   ktune::runner::RunRequest request;

@@ -4,10 +4,17 @@
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
+#include <atomic>
 #include <cmath>
 #include <fstream>
+#include <thread>
 
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
 #include "kernels/kernel_registry.h"
 #include "measurer/cpu_device.h"
 #include "measurer/input_files.h"
@@ -286,16 +293,72 @@ TEST_F(CpuMeasurerTest, AStopCheckThatTurnsTrueStopsTheCallBetweenConfigurations
   TaskKey task{"gemm", gemm->Version(), problem, measurer.device().device_class};
   auto config = gemm->DefaultConfiguration(*gemm->ValidateProblem(problem), {1});
   ASSERT_TRUE(config.ok());
-  int checks = 0;  // the first check lets one configuration run; every later one says stop
-  measurer.set_stop_check([&checks] { return ++checks > 1; });
+  // The check is asked before each configuration and while the runner works on one, so a
+  // count of checks no longer says where it stops; one that says stop from the start stops
+  // before the first.
+  measurer.set_stop_check([] { return true; });
   auto stopped = measurer.Measure(task, {*config, *config, *config});
   EXPECT_TRUE(absl::IsCancelled(stopped.status())) << stopped.status();
-  EXPECT_THAT(stopped.status().message(), HasSubstr("after 1 of 3"));
-  EXPECT_EQ(checks, 2);
+  EXPECT_THAT(stopped.status().message(), HasSubstr("after 0 of 3"));
   measurer.set_stop_check(nullptr);  // none: every configuration, as before
   auto all = measurer.Measure(task, {*config, *config});
   ASSERT_TRUE(all.ok()) << all.status();
   EXPECT_EQ(all->size(), 2u);
+}
+
+// A candidate that hangs is stopped by the stop check while the runner runs it, not at its
+// timeout (a cancelled job's worker waited out a hung reference, 10 minutes a candidate), and
+// the runner is killed: the next call starts a fresh one.
+TEST_F(CpuMeasurerTest, AStopCheckStopsACandidateThatHangsAndKillsItsRunner) {
+  options_.run_timeout_ms = 600'000;
+  CpuMeasurer measurer(&registry_, options_);
+  TaskKey task{"faulty", "", {{"n", int64_t{1000}}}, measurer.device().device_class};
+  std::atomic<bool> stop{false};
+  measurer.set_stop_check([&stop] { return stop.load(); });
+  std::thread stopper([&stop] {
+    absl::SleepFor(absl::Seconds(3));
+    stop = true;
+  });
+  const absl::Time start = absl::Now();
+  auto stopped = measurer.Measure(task, {Configuration{{"fault", int64_t{2}}}});
+  const absl::Duration took = absl::Now() - start;
+  stopper.join();
+  ASSERT_TRUE(absl::IsCancelled(stopped.status())) << stopped.status();
+  EXPECT_THAT(stopped.status().message(), HasSubstr("stopped while the runner was measuring"));
+  EXPECT_LT(took, absl::Minutes(2)) << "not the 10-minute timeout";
+  measurer.set_stop_check(nullptr);
+  auto healthy = measurer.Measure(task, {Configuration{{"fault", int64_t{0}}}});
+  ASSERT_TRUE(healthy.ok()) << healthy.status();
+  EXPECT_EQ((*healthy)[0].status, MeasurementStatus::kOk) << (*healthy)[0].message;
+}
+
+// A reference that never ends times out once for the task, not once a candidate: the task's
+// later candidates fail at once, saying why.
+TEST_F(CpuMeasurerTest, AReferenceThatHangsTimesOutOnceForItsTask) {
+  KernelDefinition d = FaultyKernel();
+  d.name = "hanging_reference";
+  d.source = R"(
+extern "C" int ktune_reference(const ktune_cpu_call* c) {
+  for (volatile int spin = 0;; spin = spin + 1) {}
+  return 0;
+}
+extern "C" int ktune_kernel(const ktune_cpu_call* c) { return 0; }
+)";
+  d.parameters = {{"unroll", {1, 2}, true, "unused"}};
+  d.default_config = {{"unroll", "1"}};
+  ASSERT_TRUE(registry_.Register(d).ok());
+  options_.prepare_timeout_ms = 1500;
+  CpuMeasurer measurer(&registry_, options_);
+  TaskKey task{"hanging_reference", "", {{"n", int64_t{100}}}, measurer.device().device_class};
+  auto results = measurer.Measure(
+      task, {Configuration{{"unroll", int64_t{1}}}, Configuration{{"unroll", int64_t{2}}}});
+  ASSERT_TRUE(results.ok()) << results.status();
+  EXPECT_EQ((*results)[0].status, MeasurementStatus::kTimeout);
+  EXPECT_THAT((*results)[0].message,
+              HasSubstr("preparing the inputs and the reference output took longer than 1.5 s"));
+  EXPECT_EQ((*results)[1].status, MeasurementStatus::kTimeout);
+  EXPECT_THAT((*results)[1].message, HasSubstr("for an earlier candidate of this task"));
+  EXPECT_EQ(measurer.runner_starts(), 1) << "the second candidate did not start a runner";
 }
 
 // gemm_lowp's runs fail unless the runner called its prepare hook first (cpu_kernel_abi.h), so
@@ -345,6 +408,49 @@ TEST_F(CpuMeasurerTest, MissingRunnerIsAClearError) {
 // The clock behind "% of peak": never below the reported clock, and a clock a real x86 core can
 // run at. (A probe of dependent `add $1` read 8 GHz on this development machine's 2 GHz Xeon,
 // whose cores fold immediate adds, and showed a quarter of the true share of peak.)
+// Whether process `pid` has ended (gone, or a zombie nobody reaped yet).
+bool Ended(pid_t pid) {
+  std::ifstream stat(absl::StrCat("/proc/", pid, "/stat"));
+  std::string line;
+  if (!std::getline(stat, line)) return true;
+  const size_t close = line.rfind(')');
+  return close != std::string::npos && close + 2 < line.size() && line[close + 2] == 'Z';
+}
+
+// A runner whose worker is killed (SIGKILL: no chance to stop it) ends too, even while its
+// input stays open: it was left an orphan spinning on a hung kernel for good.
+TEST(RunnerProcessTest, ARunnerWhoseWorkerIsKilledEndsToo) {
+  testing::TempDir dir;
+  const std::string pid_file = dir.File("runner.pid");
+  // A stand-in worker (sh) starts the runner, its input a pipe that another process keeps open.
+  const std::string script = absl::StrCat("sleep 1000 | exec '", KTUNE_RUNNER, "' & echo $! > '",
+                                          pid_file, "'; exec sleep 1000");
+  const pid_t worker = ::fork();
+  ASSERT_GE(worker, 0);
+  if (worker == 0) {
+    ::execlp("setsid", "setsid", "sh", "-c", script.c_str(), static_cast<char*>(nullptr));
+    ::_exit(127);
+  }
+  pid_t runner = 0;
+  for (int i = 0; i < 100 && runner <= 0; ++i) {
+    absl::SleepFor(absl::Milliseconds(50));
+    std::ifstream(pid_file) >> runner;
+  }
+  ASSERT_GT(runner, 0) << "the runner did not start";
+  absl::SleepFor(absl::Milliseconds(300));
+  EXPECT_FALSE(Ended(runner)) << "it waits for requests while its worker lives";
+  ::kill(worker, SIGKILL);
+  ::waitpid(worker, nullptr, 0);
+  bool ended = false;
+  for (int i = 0; i < 100 && !ended; ++i) {
+    absl::SleepFor(absl::Milliseconds(50));
+    ended = Ended(runner);
+  }
+  ::kill(-worker, SIGKILL);  // the session's sleep (setsid made the worker its group leader)
+  ::kill(runner, SIGKILL);
+  EXPECT_TRUE(ended) << "the runner outlived its worker";
+}
+
 TEST(CpuDeviceTest, TheClockBehindThePeakIsOneACoreCanRunAt) {
   const CpuDescription cpu = DescribeThisCpu();
   EXPECT_GE(cpu.mhz, cpu.nominal_mhz);
