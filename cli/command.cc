@@ -183,6 +183,8 @@ const CLI::Validator& AboveZero() {
 const CLI::Validator& SvgPath() {
   static const CLI::Validator kSvgPath(
       [](const std::string& path) -> std::string {
+        // --plot "" drew nothing and said nothing.
+        if (path.empty()) return "name the SVG file (or /dev/stdout)";
         const std::string ext =
             absl::AsciiStrToLower(std::filesystem::path(path).extension().string());
         if (ext.empty() || ext == ".svg") return "";

@@ -5,6 +5,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
 #include "cli/best_pareto.h"
 #include "cli/command.h"
 #include "cli/task_query.h"
@@ -202,6 +203,18 @@ int RunBest(const BestArgs& a) {
                         found->stale};
     if (best->records.empty()) hint = UnknownKernelHint(**db, registry, a.db, q.kernel);
   }
+  // A forgotten --problem read as "nothing was tuned" (a recorded space's records have none, so
+  // it is not refused).
+  std::string no_problem;
+  if (best->records.empty() && q.problem.empty() && hint.empty()) {
+    if (const KernelDefinition* k = KernelRegistry::WithBuiltins().Find(q.kernel);
+        k != nullptr && !k->problem.empty()) {
+      std::vector<std::string> names;
+      for (const ProblemParameter& p : k->problem) names.push_back(p.name);
+      no_problem = absl::StrCat("no --problem was given, and ", q.kernel, "'s problems have ",
+                                absl::StrJoin(names, ", "));
+    }
+  }
   if (a.json) {
     nlohmann::json records = nlohmann::json::array();
     for (const Record& r : best->records)
@@ -223,7 +236,8 @@ int RunBest(const BestArgs& a) {
                                         "shows what was measured)",
                                         *q.max_rel_error)
                       : "")
-              << (hint.empty() ? "" : ": " + hint) << "\n";
+              << (hint.empty() ? "" : ": " + hint)
+              << (no_problem.empty() ? "" : " (" + no_problem + ")") << "\n";
   } else {
     std::cout << FormatTask(q.kernel, q.problem, q.device_class) << " (match: " << best->level
               << ")\n";

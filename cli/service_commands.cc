@@ -355,8 +355,9 @@ int RunSubmit(const JobArgs& a) {
   if (a.json) {
     std::cout << JobJson(job).dump(-1, ' ', false, kReplaceInvalidUtf8) << "\n";
   } else {
-    std::cout << "job " << job.job_id() << " submitted: " << job.task_count() << " tasks, "
-              << job.measurements_total() << " measurements\n";
+    std::cout << "job " << job.job_id() << " submitted: " << job.task_count()
+              << (job.task_count() == 1 ? " task, " : " tasks, ") << job.measurements_total()
+              << (job.measurements_total() == 1 ? " measurement\n" : " measurements\n");
   }
   // Tasks for a class no worker serves wait without a word (`watch` sat at 0): say so.
   std::vector<std::string> classes(job.spec().device_classes().begin(),
@@ -623,8 +624,8 @@ void RegisterServiceCommands(CLI::App& app, Action* action) {
                    "Exit after reporting this many results (0: never)")
       ->check(ZeroOrMore());
   worker->add_option("--idle-exit", worker_args->idle_exit_s,
-                     "Exit after this many seconds with nothing to measure, or with no server "
-                     "before the first contact (exit 1; 0: never)");
+                     "Exit after this many seconds with nothing to measure (exit 0), or with no "
+                     "server before the first contact (exit 1); 0: never");
   worker->add_option("--metrics-listen", worker_args->metrics_listen,
                      "Serve the worker's Prometheus metrics at http://HOST:PORT/metrics "
                      "(measured, busy time, server outages, lost reports)");

@@ -31,6 +31,11 @@ void AddTaskQueryOptions(CLI::App* sub, TaskQueryArgs* a) {
 }
 
 absl::StatusOr<ResolvedTaskQuery> ResolveTaskQuery(const TaskQueryArgs& a) {
+  // An empty --device ($DEVICE unset) answered "nothing known ... on " (blank), exit 0.
+  if (a.device.empty()) {
+    return absl::InvalidArgumentError(
+        "--device is empty: give cpu, cuda[:N], or a device class (ktune db stats lists them)");
+  }
   absl::StatusOr<Problem> problem = ParseParamMapAssignments(a.problem);
   if (!problem.ok()) {
     return absl::InvalidArgumentError(absl::StrCat("--problem: ", problem.status().message()));

@@ -67,6 +67,9 @@ absl::StatusOr<std::vector<Configuration>> StartFrom(const TuneArgs& a) {
       return absl::InvalidArgumentError(
           absl::StrCat("--start-from '", text, "': ", config.status().message()));
     }
+    if (config->empty()) {  // refused later by the job's checks, under another name (exit 1)
+      return absl::InvalidArgumentError("--start-from is empty: give a configuration, MR=4,NR=16");
+    }
     out.push_back(*std::move(config));
   }
   return out;
@@ -356,8 +359,12 @@ int RunTune(const TuneArgs& a) {
   // logs would drown the progress line.
   SetLogFormat(LogFormat::kOff);
   Progress progress(std::min<int64_t>(a.budget, t.space->size()));
-  TuneSessionOptions options{a.strategy, a.budget, a.batch_size, a.seed, a.agent_share,
-                             a.max_rel_error};
+  // A replayed measurement takes no time, so a share of it left PPO about 0.01 s a run: it never
+  // learned, and its policy was not saved for the next run. Unlimited there, unless given.
+  std::optional<double> agent_share = a.agent_share;
+  if (!agent_share && absl::StartsWith(a.device, "replay:")) agent_share = 0;
+  TuneSessionOptions options{a.strategy, a.budget,    a.batch_size,
+                             a.seed,     agent_share, a.max_rel_error};
   absl::StatusOr<std::vector<Configuration>> initial = StartFrom(a);
   if (!initial.ok()) return UsageError(cmd, std::string(initial.status().message()));
   // Here the space is known: a configuration it does not have is said, not skipped. (The task's
@@ -435,7 +442,7 @@ int RunTune(const TuneArgs& a) {
   std::cout << t.task.kernel
             << (t.task.problem.empty() ? "" : " " + FormatParamMapAssignments(t.task.problem))
             << " on " << t.device_description << ": " << a.strategy << ", " << s.measurements
-            << " measurements in "
+            << (s.measurements == 1 ? " measurement in " : " measurements in ")
             << absl::StrFormat("%.1f s (agent %.1f s)", s.seconds, s.agent_seconds)
             << (s.warm_started ? ", policy warm-started from " + s.checkpoint : "")
             << (s.reused == 0 ? "" : absl::StrCat(", ", s.reused, " earlier measurements reused"))
@@ -504,7 +511,8 @@ void RegisterTuneCommand(CLI::App& app, Action* action) {
   tune->add_option("--agent-share", a->agent_share,
                    "The agent's time as a share of the measuring time (default 0.05: PPO learns "
                    "less often when measurements are cheap; 0: no limit, the same seed then "
-                   "gives the same proposals)")
+                   "gives the same proposals; the default on a replay device, whose "
+                   "measurements take no time)")
       ->check(CLI::Range(0.0, 10.0));
   tune->add_option("--max-rel-error", a->max_rel_error,
                    "Accuracy budget: a configuration whose output's max relative error against "

@@ -121,8 +121,11 @@ absl::Status FromGrpc(const grpc::Status& status) {
       }
       for (absl::string_view lost : {"Socket closed", "Connection reset", "Broken pipe"}) {
         if (absl::StrContains(said, lost)) {
-          message =
-              absl::StrCat(kConnectionLost, " (", said, "): run it again once the server is back");
+          // A plaintext client of a TLS server (or the other way round) sees the same words.
+          message = absl::StrCat(kConnectionLost, " (", said,
+                                 "): run it again once the server is back. A server that "
+                                 "was up may use TLS where this client does not (--tls-ca), "
+                                 "or the other way round");
           break;
         }
       }

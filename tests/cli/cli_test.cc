@@ -211,7 +211,21 @@ TEST(CliTest, OptionsThatWouldBeIgnoredOrFailLateAreUsage) {
            // PPO's ablations are `bench search`'s; a job refused them after creating the file.
            {{"tune", "--kernel", "gemm", "--problem", "M=64,N=64,K=64", "--strategy",
              "ppo-nopolicy", "--db", db},
-            "unknown strategy 'ppo-nopolicy'"}}) {
+            "unknown strategy 'ppo-nopolicy'"},
+           // An empty value where one was meant (an unset shell variable): refused, not read as
+           // "nothing known on <blank>", a plot not drawn, or a job's field (exit 1).
+           {{"best", "--kernel", "gemm", "--problem", "M=64,N=64,K=64", "--device", "", "--db", db},
+            "--device is empty"},
+           {{"best", "--kernel", "gemm", "--problem", "M=64,N=64,K=64", "--device", "cpu",
+             "--pareto", "--plot", "", "--db", db},
+            "name the SVG file"},
+           {{"tune", "--kernel", "gemm", "--problem", "M=64,N=64,K=64", "--start-from", "", "--db",
+             db},
+            "--start-from is empty"},
+           // Leave-one-kernel-out's options under the plain protocol were ignored.
+           {{"bench", "search", "--space", SpaceFile("pnpoly_RTX_3090_T4.json.gz"), "--train-seeds",
+             "3"},
+            "--train-seeds: only --protocol leave-one-kernel-out trains policies"}}) {
     auto r = RunKtune(args);
     EXPECT_EQ(r.exit_code, 2) << args[0] << " " << args[1] << ": " << r.err;
     EXPECT_THAT(r.err, HasSubstr(says)) << args[0] << " " << args[1];
@@ -1387,6 +1401,27 @@ TEST(CliTest, TuneOnAReplayDeviceStoresEveryMeasurement) {
   EXPECT_LE(second["best"]["time_ms"].get<double>(), result["best"]["time_ms"].get<double>());
   stats = nlohmann::json::parse(RunKtune({"db", "stats", "--db", db, "--json"}).out);
   EXPECT_EQ(stats["records"], 80);
+
+  // PPO on a replay device learns (its time is not held to a share of replay's none, which left
+  // it about 0.01 s a run) and saves its policy: the next run starts from it.
+  const std::string ppo_db = dir.File("ppo.db");
+  std::vector<std::string> ppo = {"tune",
+                                  "--db",
+                                  ppo_db,
+                                  "--device",
+                                  "replay:" + SpaceFile("pnpoly_RTX_3090_T4.json.gz"),
+                                  "--budget",
+                                  "32",
+                                  "--strategy",
+                                  "ppo",
+                                  "--json"};
+  auto first_ppo = RunKtune(ppo);
+  ASSERT_EQ(first_ppo.exit_code, 0) << first_ppo.err;
+  EXPECT_EQ(nlohmann::json::parse(first_ppo.out)["warm_started"], false);
+  ppo.insert(ppo.end(), {"--seed", "2"});
+  auto second_ppo = RunKtune(ppo);
+  ASSERT_EQ(second_ppo.exit_code, 0) << second_ppo.err;
+  EXPECT_EQ(nlohmann::json::parse(second_ppo.out)["warm_started"], true) << second_ppo.out;
 }
 
 // --start-from: a configuration known to be good is measured first (JobSpec.initial_configs):
@@ -1470,6 +1505,11 @@ TEST(CliTest, TuneOnThisCpuReportsSpeedupAndStoresRecords) {
       RunKtune({"db", "export", "--db", db, "--problem", "M=96,N=80,K=64", "--device", "cpu"});
   ASSERT_EQ(any_kernel.exit_code, 0) << any_kernel.err;
   EXPECT_EQ(any_kernel.out, exported.out);
+  // A forgotten --problem is said to be one (it read as "nothing was tuned").
+  auto no_problem = RunKtune({"best", "--db", db, "--kernel", "gemm", "--device", "cpu"});
+  ASSERT_EQ(no_problem.exit_code, 0) << no_problem.err;
+  EXPECT_THAT(no_problem.out, HasSubstr("(no --problem was given, and gemm's problems have M, N, "
+                                        "K)"));
   // The front of a problem with no record says so (it said no record had a measured error).
   auto no_front = RunKtune({"best", "--db", db, "--kernel", "gemm", "--problem", "M=8,N=8,K=8",
                             "--device", "cpu", "--pareto"});
