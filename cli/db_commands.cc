@@ -5,6 +5,7 @@
 #include <fstream>
 #include <iostream>
 #include <nlohmann/json.hpp>
+#include <set>
 #include <sstream>
 
 #include "absl/container/flat_hash_map.h"
@@ -18,8 +19,11 @@
 #include "common/file_util.h"
 #include "db/interchange/record_files.h"
 #include "db/task_columns.h"
+#include "google/protobuf/util/json_util.h"
 #include "kernels/kernel_registry.h"
 #include "measurer/cpu_device.h"
+#include "proto/convert.h"
+#include "server/client_kernels.h"
 
 namespace ktune::cli {
 namespace {
@@ -52,7 +56,18 @@ int RunImport(const ImportArgs& a) {
   absl::Time start = absl::Now();
   KernelRegistry registry = KernelRegistry::WithBuiltins();
   AddClientKernels(**db, &registry);
-  auto summary = ImportRecordFile(**db, a.file, options, &registry);
+  // A client kernel's spec the file carries (ktune's own JSONL export of one) is registered in
+  // this database first, as `kernels register` would: the copy's best and explain read its
+  // problems as the original did (without it, R=1024,C=1024 missed records of dtype=f32).
+  ClientKernels client_kernels(db->get(), &registry);
+  const auto register_kernel = [&](const std::string& json) -> absl::Status {
+    v1::KernelSpec spec;
+    if (auto parsed = google::protobuf::util::JsonStringToMessage(json, &spec); !parsed.ok()) {
+      return absl::InvalidArgumentError(parsed.message().ToString());
+    }
+    return client_kernels.Register(spec).status();
+  };
+  auto summary = ImportRecordFile(**db, a.file, options, &registry, register_kernel);
   // A file that could not be imported leaves no new, empty database behind (a renamed copy
   // that does not name its kernel did).
   const auto forget_new_database = [&] {
@@ -80,6 +95,7 @@ int RunImport(const ImportArgs& a) {
                                 {"records_added", summary->records_added},
                                 {"seconds", seconds},
                                 {"stale_tasks", summary->stale_tasks},
+                                {"kernels_registered", summary->kernels_registered},
                                 {"left_open", summary->left_open},
                                 {"problem_size_not_kept", summary->problem_size_not_kept}}
                      .dump(-1, ' ', false, kReplaceInvalidUtf8)
@@ -89,6 +105,11 @@ int RunImport(const ImportArgs& a) {
               << "): " << summary->records_added << " records added, "
               << summary->records_read - summary->records_added << " already present, in "
               << absl::StrFormat("%.2f", seconds) << " s\n";
+    if (summary->kernels_registered > 0) {
+      std::cout << "  " << summary->kernels_registered
+                << " client kernel specs registered (or already there), as the exporting "
+                   "database had them\n";
+    }
     if (summary->stale_tasks > 0) {
       std::cout << "  " << summary->stale_tasks
                 << " tasks' records from before a regression stay stale, as in the exporting "
@@ -156,11 +177,28 @@ int RunExport(const ExportArgs& a) {
   int64_t task_records = 0;  // of a T4 or Kernel Tuner export's task
   if (*format == RecordFileFormat::kJsonl) {
     // --kernel, --device and --problem keep the records that match all that are given.
+    std::set<std::string> kernels;
     written = ExportJsonl(**db, out, [&](const Record& r) {
-      return (a.kernel.empty() || r.kernel == a.kernel) &&
-             (device_class.empty() || r.device.device_class == device_class) &&
-             problem_matches(r.kernel, r.problem);
+      const bool keep = (a.kernel.empty() || r.kernel == a.kernel) &&
+                        (device_class.empty() || r.device.device_class == device_class) &&
+                        problem_matches(r.kernel, r.problem);
+      if (keep) kernels.insert(r.kernel);
+      return keep;
     });
+    // The client kernels of the records come first, as specs an import registers (a copy of a
+    // client kernel's records did not know the kernel, and missed them).
+    std::string specs;
+    for (const std::string& name : kernels) {
+      const KernelDefinition* k = registry.Find(name);
+      if (k == nullptr || k->builtin) continue;
+      std::string json;
+      google::protobuf::util::JsonPrintOptions print;
+      print.preserve_proto_field_names = true;
+      if (!google::protobuf::util::MessageToJsonString(ToProto(*k), &json, print).ok()) continue;
+      absl::StrAppend(&specs, nlohmann::json{{kKernelSpecKey, nlohmann::json::parse(json)}}.dump(),
+                      "\n");
+    }
+    if (!specs.empty()) out.str(specs + out.str());
   } else {
     // A T4 or Kernel Tuner file holds one task: pick it from the flags, or the only one there is.
     auto tasks = (*db)->ListTasks();

@@ -453,13 +453,24 @@ absl::StatusOr<std::vector<Record>> ReadKernelTuner(const std::string& path, con
 }
 
 absl::StatusOr<std::vector<Record>> ReadJsonl(const std::string& path, const std::string& text,
-                                              std::vector<std::pair<TaskKey, int64_t>>* stale) {
+                                              std::vector<std::pair<TaskKey, int64_t>>* stale,
+                                              std::vector<std::string>* kernel_specs) {
   std::vector<Record> out;
   StaleBoundaryCollector latest;
   size_t line_no = 0;
   for (absl::string_view line : absl::StrSplit(text, '\n')) {
     ++line_no;
     if (absl::StripAsciiWhitespace(line).empty()) continue;
+    if (absl::StartsWith(absl::StripLeadingAsciiWhitespace(line), kKernelSpecLinePrefix)) {
+      const Json j = Json::parse(line.begin(), line.end(), nullptr, false);
+      if (j.is_discarded() || !j.is_object() || !j.contains(kKernelSpecKey) ||
+          !j[kKernelSpecKey].is_object()) {
+        return FileError(path, absl::StrCat("line ", line_no),
+                         absl::StrCat("\"", kKernelSpecKey, "\" is not a kernel spec object"));
+      }
+      kernel_specs->push_back(j[kKernelSpecKey].dump());
+      continue;
+    }
     std::optional<int64_t> stale_before_us;
     auto r = RecordFromJsonLine(line, &stale_before_us);
     if (!r.ok()) return FileError(path, absl::StrCat("line ", line_no), r.status().message());
@@ -534,7 +545,7 @@ absl::StatusOr<RecordFile> ReadRecordFile(const std::string& path, const ReadOpt
           ": a JSONL file's records name their own kernel, device and problem; --kernel, "
           "--device and --problem are for T4 and Kernel Tuner files"));
     }
-    KTUNE_ASSIGN_OR_RETURN(file.records, ReadJsonl(path, text, &file.stale));
+    KTUNE_ASSIGN_OR_RETURN(file.records, ReadJsonl(path, text, &file.stale, &file.kernel_specs));
     return file;
   }
   absl::StatusOr<Json> parsed = ParseJson(path, text);
@@ -628,11 +639,20 @@ std::string RecordedSpaceLanguage(const std::string& kernel, const Problem& prob
       "replay:", StableHashHex(absl::StrCat(kernel, "\n", CanonicalJson(problem))).substr(0, 16));
 }
 
-absl::StatusOr<ImportSummary> ImportRecordFile(TuningDatabase& db, const std::string& path,
-                                               const ReadOptions& options,
-                                               const KernelRegistry* registry) {
+absl::StatusOr<ImportSummary> ImportRecordFile(
+    TuningDatabase& db, const std::string& path, const ReadOptions& options,
+    const KernelRegistry* registry,
+    const std::function<absl::Status(const std::string&)>& register_kernel) {
   KTUNE_ASSIGN_OR_RETURN(RecordFile file, ReadRecordFile(path, options));
   ImportSummary summary;
+  for (const std::string& spec : file.kernel_specs) {
+    if (!register_kernel) continue;
+    if (absl::Status s = register_kernel(spec); !s.ok()) {
+      return absl::Status(s.code(),
+                          absl::StrCat(path, ": nothing imported: its kernel spec: ", s.message()));
+    }
+    ++summary.kernels_registered;
+  }
   summary.format = file.format;
   summary.records_read = static_cast<int64_t>(file.records.size());
   summary.problem_size_not_kept = file.problem_size_not_kept;

@@ -47,7 +47,14 @@ struct RecordFile {
   // A Kernel Tuner cache left open by an interrupted run (no closing braces), read as Kernel
   // Tuner reads it.
   bool left_open = false;
+  // JSONL: the client kernels' specs the file carries (lines {"ktune_kernel_spec": {...}}, a
+  // v1.KernelSpec as protobuf JSON), so that a copy knows its kernels as the original did.
+  std::vector<std::string> kernel_specs;
 };
+
+// A JSONL line that carries a client kernel's spec: {"ktune_kernel_spec": SPEC}.
+inline constexpr char kKernelSpecKey[] = "ktune_kernel_spec";
+inline constexpr char kKernelSpecLinePrefix[] = "{\"ktune_kernel_spec\":";
 
 absl::StatusOr<RecordFile> ReadRecordFile(const std::string& path, const ReadOptions& options);
 
@@ -78,15 +85,19 @@ struct ImportSummary {
   std::string problem_size_not_kept;  // RecordFile::problem_size_not_kept
   int64_t stale_tasks = 0;            // tasks whose stale boundary the file carried, marked again
   bool left_open = false;             // RecordFile::left_open
+  int64_t kernels_registered = 0;     // RecordFile::kernel_specs given to register_kernel
 };
 
 // Reads `path` and stores its records in one transaction: all of the file or nothing. The stale
 // boundaries a JSONL file carries are marked after that commit; an error there says that the
 // records were stored.
-// With `registry`, records of its kernels are fitted to it (FitRecordToRegistry).
-absl::StatusOr<ImportSummary> ImportRecordFile(TuningDatabase& db, const std::string& path,
-                                               const ReadOptions& options,
-                                               const KernelRegistry* registry = nullptr);
+// With `registry`, records of its kernels are fitted to it (FitRecordToRegistry). With
+// `register_kernel`, the kernel specs the file carries are given to it first (the spec's JSON);
+// its error stops the import before any record is stored.
+absl::StatusOr<ImportSummary> ImportRecordFile(
+    TuningDatabase& db, const std::string& path, const ReadOptions& options,
+    const KernelRegistry* registry = nullptr,
+    const std::function<absl::Status(const std::string&)>& register_kernel = nullptr);
 
 // Every record (that `keep` keeps, when given), one JSON object a line, in insertion order; a
 // stale record (MarkStale) with its task's boundary ("stale_before_us", RecordToJsonLine).

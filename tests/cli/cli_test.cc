@@ -1789,7 +1789,25 @@ TEST(CliTest, AKernelRegisteredInTheDatabaseIsTunedAndQueriedLocally) {
   auto exported =
       RunKtune({"db", "export", "--db", db, "--kernel", "scale2", "--problem", "n=1024"});
   ASSERT_EQ(exported.exit_code, 0) << exported.err;
-  EXPECT_EQ(std::count(exported.out.begin(), exported.out.end(), '\n'), 4);
+  // The kernel's spec, then its 4 records: a copy knows the kernel as the original does (one
+  // without it read n=1024 as no task, its records being of n=1024,dtype=f32).
+  EXPECT_EQ(std::count(exported.out.begin(), exported.out.end(), '\n'), 5);
+  EXPECT_EQ(nlohmann::json::parse(
+                exported.out.substr(0, exported.out.find('\n')))["ktune_kernel_spec"]["name"],
+            "scale2");
+  std::ofstream(dir.File("copy.jsonl")) << exported.out;
+  const std::string copy = dir.File("copy.db");
+  auto imported = RunKtune({"db", "import", dir.File("copy.jsonl"), "--db", copy, "--json"});
+  ASSERT_EQ(imported.exit_code, 0) << imported.err;
+  EXPECT_EQ(nlohmann::json::parse(imported.out)["records_added"], 4);
+  EXPECT_EQ(nlohmann::json::parse(imported.out)["kernels_registered"], 1);
+  auto best_in_copy = RunKtune({"best", "--db", copy, "--kernel", "scale2", "--problem", "n=1024",
+                                "--device", "cpu", "--json"});
+  ASSERT_EQ(best_in_copy.exit_code, 0) << best_in_copy.err;
+  EXPECT_EQ(nlohmann::json::parse(best_in_copy.out)["level"], "exact") << best_in_copy.out;
+  auto again = RunKtune({"db", "import", dir.File("copy.jsonl"), "--db", copy, "--json"});
+  ASSERT_EQ(again.exit_code, 0) << again.err;  // the same spec again registers nothing new
+  EXPECT_EQ(nlohmann::json::parse(again.out)["records_added"], 0);
 }
 
 // Without its measurement runner, `tune` says so, naming the runner and the fix, before it
