@@ -1,6 +1,7 @@
 // ExplanationText: the explanation as a person reads it, the answer first.
 #include <algorithm>
 #include <cmath>
+#include <set>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -250,6 +251,26 @@ std::string ExplanationText(const v1::ExplainResponse& e, const BestQuery& asked
   absl::StrAppend(&out, "records:   ", e.records(), " of ", s.task().kernel().name(),
                   problem.empty() ? "" : " ", problem, " on ", s.device().device_class(), " (",
                   e.failed_records(), " failed)\n");
+  // Values most of whose records failed, where another value of the parameter ran ok: the
+  // times alone said "TC does not matter" of a parameter whose TC=64 and 128 always gave wrong
+  // results.
+  std::vector<std::string> failing;
+  std::set<std::string> failing_parameters;
+  for (const v1::ParameterEffect& p : e.parameters()) {
+    const bool some_ok = std::any_of(
+        p.values().begin(), p.values().end(),
+        [](const v1::ParameterValueEffect& v) { return v.measurements() > v.failures(); });
+    for (const v1::ParameterValueEffect& v : p.values()) {
+      if (!some_ok || v.failures() < 2 || v.failures() <= v.measurements()) continue;
+      failing.push_back(absl::StrCat(p.name(), "=", FormatProtoValue(v.value()), " (", v.failures(),
+                                     " of ", v.failures() + v.measurements(), " failed)"));
+      failing_parameters.insert(p.name());
+    }
+  }
+  if (!failing.empty()) {
+    absl::StrAppend(&out, "fails (most of its records failed; ktune db export shows why): ",
+                    absl::StrJoin(failing, ", "), "\n");
+  }
   std::vector<std::string> idle, unknown, fixed;
   bool header = false;
   for (const v1::ParameterEffect& p : e.parameters()) {
@@ -266,11 +287,12 @@ std::string ExplanationText(const v1::ExplainResponse& e, const BestQuery& asked
     // "Does not matter" from two of many values (the rest measured once or twice) was said of a
     // parameter whose other values were 5x slower.
     if (compared < 2 || (!p.matters() && compared < 3 && compared < measured)) {
-      unknown.push_back(p.name());
+      if (!failing_parameters.count(p.name())) unknown.push_back(p.name());
       continue;
     }
     if (!p.matters()) {
-      idle.push_back(p.name());
+      // Not "does not matter" where some of its values fail (said above).
+      if (!failing_parameters.count(p.name())) idle.push_back(p.name());
       continue;
     }
     if (!header) absl::StrAppend(&out, "what matters (median time by value, largest effect first):\n");

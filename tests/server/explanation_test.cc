@@ -159,8 +159,11 @@ TEST(ExplanationTest, SaysWhichParametersMatterWhichDoNotAndWhichValuesFail) {
   EXPECT_THAT(text, HasSubstr("does not matter (medians within 5%): B"));
   EXPECT_THAT(text, HasSubstr("re-verified: measured 4 times"));
   EXPECT_THAT(text, HasSubstr("by worker w1"));
-  // C was only ever measured (ok) at one value: nothing to compare, said as such.
-  EXPECT_THAT(text, HasSubstr("too few measurements to tell"));
+  // C=1 always failed: said as such (C was said to have too few measurements to tell, and a
+  // parameter whose failing values ran as fast as the others "does not matter").
+  EXPECT_THAT(text, HasSubstr("fails (most of its records failed; ktune db export shows why): "
+                              "C=1 (24 of 24 failed)"));
+  EXPECT_THAT(text, Not(HasSubstr("too few measurements to tell")));
   EXPECT_THAT(text, HasSubstr("48 of synthetic n=1 on cpu:test (24 failed)"));
 
   const std::string json = ExplanationJson(*e);
