@@ -14,6 +14,7 @@
 #include <fstream>
 #include <mutex>
 #include <sstream>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
@@ -32,7 +33,14 @@ absl::Status ErrnoError(const std::string& what, const std::string& path) {
 // Every member of a gzip file, one after the other, as gzip(1) reads them (`cat a.gz b.gz`, rotated
 // logs); DataLoss for a corrupt or truncated member, and for bytes after the last member that are
 // not one.
-absl::StatusOr<std::string> Gunzip(const std::string& path, const std::string& compressed) {
+absl::Status TooLarge(const std::string& path, size_t max_bytes) {
+  return absl::ResourceExhaustedError(
+      absl::StrCat(path, ": larger than ", max_bytes >> 20,
+                   " MiB (uncompressed); nothing was read from it. Split it into smaller files"));
+}
+
+absl::StatusOr<std::string> Gunzip(const std::string& path, const std::string& compressed,
+                                   size_t max_bytes) {
   z_stream zs{};
   // 16 + MAX_WBITS: expect a gzip header.
   if (inflateInit2(&zs, 16 + MAX_WBITS) != Z_OK) {
@@ -49,6 +57,10 @@ absl::StatusOr<std::string> Gunzip(const std::string& path, const std::string& c
     zs.avail_out = sizeof(buf);
     rc = inflate(&zs, Z_NO_FLUSH);
     out.append(buf, sizeof(buf) - zs.avail_out);
+    if (out.size() > max_bytes) {
+      inflateEnd(&zs);
+      return TooLarge(path, max_bytes);
+    }
     if (rc == Z_STREAM_END && zs.avail_in > 0) {  // another member follows
       if (inflateReset(&zs) != Z_OK) break;
       rc = Z_OK;
@@ -78,17 +90,22 @@ absl::Status RefuseDirectory(const std::string& path) {
   return absl::OkStatus();
 }
 
-absl::StatusOr<std::string> ReadFileMaybeGzip(const std::string& path) {
+absl::StatusOr<std::string> ReadFileMaybeGzip(const std::string& path, size_t max_bytes) {
   if (absl::Status s = RefuseDirectory(path); !s.ok()) return s;
   std::ifstream in(path, std::ios::binary);
   if (!in) return ErrnoError("cannot open", path);
-  std::ostringstream ss;
-  ss << in.rdbuf();
+  // In chunks, up to kMaxReadFileBytes: /dev/zero (or a pipe that never ends) grew the process
+  // to 6 GB in 18 s without a word.
+  std::string data;
+  std::vector<char> chunk(1 << 20);
+  while (in.read(chunk.data(), static_cast<std::streamsize>(chunk.size())) || in.gcount() > 0) {
+    data.append(chunk.data(), static_cast<size_t>(in.gcount()));
+    if (data.size() > max_bytes) return TooLarge(path, max_bytes);
+  }
   if (in.bad()) return ErrnoError("cannot read", path);
-  std::string data = std::move(ss).str();
   if (data.size() >= 2 && static_cast<unsigned char>(data[0]) == 0x1f &&
       static_cast<unsigned char>(data[1]) == 0x8b) {
-    return Gunzip(path, data);
+    return Gunzip(path, data, max_bytes);
   }
   return data;
 }

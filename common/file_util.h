@@ -12,7 +12,10 @@ namespace ktune {
 // Reads a whole file, decompressing it when it is gzip (detected by its magic bytes, not its
 // name). NotFound when it does not exist; DataLoss, naming the file, when the gzip stream is
 // corrupt or truncated.
-absl::StatusOr<std::string> ReadFileMaybeGzip(const std::string& path);
+// ResourceExhausted, reading no more, past `max_bytes` (after decompression).
+inline constexpr size_t kMaxReadFileBytes = size_t{2} << 30;
+absl::StatusOr<std::string> ReadFileMaybeGzip(const std::string& path,
+                                              size_t max_bytes = kMaxReadFileBytes);
 
 // InvalidArgument, "PATH is a directory, not a file", for a directory (an ifstream opens one and
 // reads it as empty); OK for anything else.

@@ -61,6 +61,11 @@ struct TaskKey {
 inline constexpr size_t kMaxRecordPayloadBytes = 1 << 20;
 
 // One measurement of one configuration for one task.
+// The times a record may hold, in ms (its time, repeats, median and minimum): a kernel faster
+// than a picosecond or slower than 11 days is a broken timer or a corrupt file.
+inline constexpr double kMinTimeMs = 1e-9;
+inline constexpr double kMaxTimeMs = 1e9;
+
 struct Record {
   std::string kernel;
   std::string kernel_version;

@@ -14,7 +14,7 @@ MeasureResult FailedResult(MeasurementStatus status, std::string message) {
   return r;
 }
 
-bool IsValidTimeMs(double t) { return std::isfinite(t) && t > 0; }
+bool IsValidTimeMs(double t) { return t >= kMinTimeMs && t <= kMaxTimeMs; }
 
 MeasureResult ResultFromSamples(std::vector<double> times_ms) {
   if (times_ms.empty()) {

@@ -60,8 +60,8 @@ class Measurer {
 };
 
 // What a result's times must be for the server to store it: at most kMaxRepeatTimes, each a
-// finite number of milliseconds above zero (a zero, negative or NaN time would become a task's
-// best answer).
+// number of milliseconds from kMinTimeMs to kMaxTimeMs (a zero, negative, NaN or 1e-300 time
+// would become a task's best answer; 1e308 overflowed the GFLOP/s shown).
 inline constexpr int kMaxRepeatTimes = 1024;
 bool IsValidTimeMs(double t);
 

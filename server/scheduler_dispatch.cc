@@ -47,7 +47,7 @@ absl::Status ValidateTimes(const v1::CandidateResult& r) {
     if (!IsValidTimeMs(t)) {
       return absl::InvalidArgumentError(
           absl::StrCat("candidate ", r.candidate_id(), " has the time ", t,
-                       " ms; times must be finite and above zero; nothing was stored"));
+                       " ms; times must be from 1e-09 to 1e+09 ms; nothing was stored"));
     }
   }
   return absl::OkStatus();

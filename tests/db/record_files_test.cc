@@ -732,6 +732,15 @@ TEST(RecordFilesTest, ARegistryKernelsRecordsAreFittedToItOnImport) {
   EXPECT_THAT(refused.status().message(), HasSubstr("'MR' has value 999"));
   EXPECT_EQ(db.Stats()->records, 0);
 
+  // gemm's own problem parameters with a value it refuses: no query could reach the record.
+  Record negative_m = *RecordFromJsonLine(line(config));
+  negative_m.problem["M"] = int64_t{-5};
+  std::ofstream(dir.File("negative_m.jsonl")) << RecordToJsonLine(negative_m) << "\n";
+  auto bad_problem = ImportRecordFile(db, dir.File("negative_m.jsonl"), {}, &registry);
+  ASSERT_FALSE(bad_problem.ok());
+  EXPECT_THAT(bad_problem.status().message(), HasSubstr("M=-5 is out of range"));
+  EXPECT_EQ(db.Stats()->records, 0);
+
   ASSERT_TRUE(ImportRecordFile(db, dir.File("good.jsonl"), {}, &registry).ok());
   BestQuery q;
   q.kernel = "gemm";

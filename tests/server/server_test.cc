@@ -575,11 +575,16 @@ TEST_F(ServerTest, AReportWithARepeatedCandidateOrABadTimeIsRefusedWhole) {
   const std::pair<std::function<void(v1::ReportResultsRequest*)>, std::string> spoiled[] = {
       {[](v1::ReportResultsRequest* r) { *r->add_results() = r->results(0); }, "appears twice"},
       {[](v1::ReportResultsRequest* r) { r->mutable_results(1)->set_repeat_times_ms(0, NAN); },
-       "finite and above zero"},
+       "from 1e-09 to 1e+09 ms"},
       {[](v1::ReportResultsRequest* r) { r->mutable_results(2)->set_repeat_times_ms(0, -1); },
-       "finite and above zero"},
+       "from 1e-09 to 1e+09 ms"},
       {[](v1::ReportResultsRequest* r) { r->mutable_results(3)->set_repeat_times_ms(0, 0); },
-       "finite and above zero"},
+       "from 1e-09 to 1e+09 ms"},
+      // No kernel runs in 1e-300 ms (it was served as 0.0000 ms) or 1e308 ms.
+      {[](v1::ReportResultsRequest* r) { r->mutable_results(3)->set_repeat_times_ms(0, 1e-300); },
+       "from 1e-09 to 1e+09 ms"},
+      {[](v1::ReportResultsRequest* r) { r->mutable_results(3)->set_repeat_times_ms(0, 1e308); },
+       "from 1e-09 to 1e+09 ms"},
       {[](v1::ReportResultsRequest* r) {
          for (int i = 0; i < 1024; ++i) r->mutable_results(0)->add_repeat_times_ms(1);
        },
