@@ -12,8 +12,9 @@
 namespace ktune::cli {
 
 // While it lives, the first SIGINT, SIGTERM or SIGHUP is recorded (InterruptSignal()) and sets
-// `stop` (when given); a second one acts as usual (SA_RESETHAND): it ends the process. The previous
-// handlers come back when it ends. One scope at a time.
+// `stop` (when given); a second one acts as usual (it ends the process), unless it comes within
+// 300 ms of the first (the same signal sent twice, as `timeout` does). The previous handlers
+// come back when it ends. One scope at a time.
 class InterruptScope {
  public:
   explicit InterruptScope(std::atomic<bool>* stop = nullptr);

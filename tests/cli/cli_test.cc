@@ -1640,6 +1640,8 @@ TEST(CliTest, ASecondInterruptLeavesTheJobCancelledNotRunning) {
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
   }
   ASSERT_THAT(tune.Err(), HasSubstr("interrupted: job 1 cancelled; storing the measurements"));
+  // A person's second Ctrl-C: later than 300 ms (sooner is the same signal sent twice).
+  std::this_thread::sleep_for(std::chrono::milliseconds(400));
   tune.Signal(SIGINT);
   tune.Wait();
   EXPECT_EQ(FirstJobState(db), "cancelled");
@@ -1663,10 +1665,20 @@ TEST(CliTest, AnInterruptedTuneThroughAServerCancelsItsJobThere) {
   EXPECT_EQ(tune.Wait(), 130) << tune.Err();
   EXPECT_THAT(tune.Err(), HasSubstr("interrupted: job 1 cancelled on " + address));
   EXPECT_THAT(tune.Err(), HasSubstr("which are stored on the server"));
+  // The same signal twice at once (`timeout` sends SIGTERM to the command, then to its process
+  // group) is one interrupt: the job is cancelled too (it was left queued, the process ended).
+  testing::KtuneProcess twice(args);
+  ASSERT_EQ(WaitForQuery(db, "SELECT COUNT(*) FROM jobs", "2"), "2") << twice.Err();
+  twice.Signal(SIGTERM);
+  twice.Signal(SIGTERM);
+  EXPECT_EQ(twice.Wait(), 143) << twice.Err();
+  EXPECT_THAT(twice.Err(), HasSubstr("interrupted: job 2 cancelled on " + address));
   auto jobs = RunKtune({"jobs", "--server", address, "--json"});
   ASSERT_EQ(jobs.exit_code, 0) << jobs.err;
-  const nlohmann::json listed = nlohmann::json::parse(jobs.out, nullptr, false);
-  ASSERT_TRUE(listed.is_array() && listed.size() == 1) << jobs.out;
+  nlohmann::json listed = nlohmann::json::parse(jobs.out, nullptr, false);
+  ASSERT_TRUE(listed.is_array() && listed.size() == 2) << jobs.out;
+  EXPECT_EQ(listed[0].value("state", ""), "cancelled") << jobs.out;  // newest first
+  listed.erase(0);
   EXPECT_EQ(listed[0].value("state", ""), "cancelled") << jobs.out;
   // Its task count, as from the database (the server's list showed "-", the file's 1).
   EXPECT_EQ(listed[0].value("task_count", 0), 1) << jobs.out;
