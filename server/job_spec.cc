@@ -349,8 +349,19 @@ absl::StatusOr<JobRequest> ToJobRequest(const v1::JobSpec& spec, const TaskSpace
   // An initial configuration must name parameters of a kernel of the job (a typo was skipped by
   // every task, unseen); each task then completes and checks it (TaskSearch::InitialPoints).
   std::set<std::string> recorded;  // kernels served from recorded spaces (serve --replay)
-  if (!r.initial.empty()) {
+  if (!r.initial.empty() || r.threads > 0) {
     for (const TaskSpaces::Recorded& s : spaces.RecordedSpaces()) recorded.insert(s.task.kernel);
+  }
+  // A thread count needs kernels that take one: the job was created, then failed at its first
+  // lease ("has no threads parameter to fix"), where a local tune refused it up front.
+  if (r.threads > 0) {
+    for (const v1::KernelRef& k : spec.kernels()) {
+      const KernelDefinition* def = spaces.registry().Find(k.name());
+      if (recorded.count(k.name()) || def == nullptr || def->WithFixedThreads(1).ok()) continue;
+      return absl::InvalidArgumentError(
+          absl::StrCat("threads: kernel '", k.name(),
+                       "' has no threads parameter to fix (leave threads out for it)"));
+    }
   }
   for (size_t i = 0; i < r.initial.size(); ++i) {
     std::string why;

@@ -1339,6 +1339,28 @@ TEST(JobSpecTextTest, AnInitialConfigurationOfNoKernelOfTheJobIsRefused) {
   ASSERT_EQ(taken->initial.size(), 1u);
 }
 
+// A thread count for a kernel that takes none is refused at submit (the job was created, then
+// failed at its first lease).
+TEST(JobSpecTextTest, AThreadCountForAKernelWithoutThreadsIsRefused) {
+  KernelRegistry registry = KernelRegistry::WithBuiltins();
+  TaskSpaces spaces(&registry);
+  absl::StatusOr<v1::JobSpec> spec = ParseJobSpecText(
+      "kernels: [cuda_reduce_rows]
+problems: [{rows: 64, cols: 64}]
+device_classes: [H100]
+"
+      "budget: 5
+threads: 2
+");
+  ASSERT_TRUE(spec.ok()) << spec.status();
+  absl::StatusOr<JobRequest> refused = ToJobRequest(*spec, spaces);
+  EXPECT_TRUE(absl::IsInvalidArgument(refused.status())) << refused.status();
+  EXPECT_THAT(std::string(refused.status().message()),
+              ::testing::HasSubstr("threads: kernel 'cuda_reduce_rows' has no threads parameter"));
+  spec->set_threads(0);
+  EXPECT_TRUE(ToJobRequest(*spec, spaces).ok());
+}
+
 // After a restart, ListJobs reads a job that ended before from the progress its tasks stored
 // (counting every record of every task on each call took seconds), and says what GetJob, which
 // counts the records, says.
