@@ -1345,13 +1345,8 @@ TEST(JobSpecTextTest, AThreadCountForAKernelWithoutThreadsIsRefused) {
   KernelRegistry registry = KernelRegistry::WithBuiltins();
   TaskSpaces spaces(&registry);
   absl::StatusOr<v1::JobSpec> spec = ParseJobSpecText(
-      "kernels: [cuda_reduce_rows]
-problems: [{rows: 64, cols: 64}]
-device_classes: [H100]
-"
-      "budget: 5
-threads: 2
-");
+      "kernels: [cuda_reduce_rows]\nproblems: [{rows: 64, cols: 64}]\ndevice_classes: [H100]\n"
+      "budget: 5\nthreads: 2\n");
   ASSERT_TRUE(spec.ok()) << spec.status();
   absl::StatusOr<JobRequest> refused = ToJobRequest(*spec, spaces);
   EXPECT_TRUE(absl::IsInvalidArgument(refused.status())) << refused.status();
