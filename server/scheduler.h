@@ -460,6 +460,10 @@ class Scheduler {
   // (reported_leases_), pruning the oldest.
   void RememberReport(const std::string& key, const std::string& worker, uint64_t report,
                       int64_t stored) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Whether a live worker of `t`'s class, other than those that could not measure it
+  // (TaskRun::unable_workers), could take its candidates.
+  bool AnotherWorkerCouldMeasure(const JobRun& job, const TaskRun& t) const
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Counts a stored result of `t` (not its batch's: the caller places it): done, failed, and
   // the best so far.
   void CountResult(TaskRun& t, const Observation& obs, const Configuration& config)

@@ -321,7 +321,10 @@ absl::StatusOr<LeaseGrant> Scheduler::LeaseLocked(const std::string& worker_id,
       }
       for (size_t i = job->first_open; i < job->tasks.size(); ++i) {
         TaskRun& t = job->tasks[i];
-        if (IsFinal(t.state) || !fits[static_cast<size_t>(t.need)]) continue;
+        if (IsFinal(t.state) || !fits[static_cast<size_t>(t.need)] ||
+            (!t.unable_workers.empty() && t.unable_workers.contains(worker_id))) {
+          continue;
+        }
         if (t.search == nullptr) {
           // Searches start as workers run out of batches, a few at a time, not all at the first
           // lease: see SchedulerOptions::max_starting_searches.
@@ -393,6 +396,20 @@ absl::StatusOr<LeaseGrant> Scheduler::LeaseLocked(const std::string& worker_id,
   grant.expires_in = options_.lease_timeout;
   leases_[lease->id] = std::move(lease);
   return grant;
+}
+
+bool Scheduler::AnotherWorkerCouldMeasure(const JobRun& job, const TaskRun& t) const {
+  const absl::Time now = options_.now();
+  for (const auto& [id, w] : workers_) {
+    if (t.unable_workers.contains(id) || now - w.last_seen > options_.lease_timeout) continue;
+    if (!job.worker_id.empty() && job.worker_id != id) continue;
+    if (w.device.device_class != t.task.device_class) continue;
+    if (!job.fingerprint_hash.empty() && job.fingerprint_hash != w.device.FingerprintHash()) {
+      continue;
+    }
+    if (CanMeasure(w.capabilities, t.language, t.client_kernel)) return true;
+  }
+  return false;
 }
 
 void Scheduler::ReturnToQueue(LeaseRun& lease) {
@@ -568,9 +585,26 @@ absl::StatusOr<int64_t> Scheduler::ReportAs(const std::string& worker_id,
       JobRun& job = *jobs_.at(item.job_id);
       TaskRun& t = job.tasks[item.task];
       --t.in_flight;
-      if (!IsFinal(t.state)) {
+      if (IsFinal(t.state)) continue;
+      // One worker's lack (its inputs file, its compiler) is not the task's: another worker
+      // takes the candidate, and the task fails only when no live one is left that could.
+      t.unable_workers.insert(worker_id);
+      if (AnotherWorkerCouldMeasure(job, t)) {
+        if (!job.out_of_time && !t.results[item.position]) t.queued.push_front(item.position);
+        if (i == 0) {
+          LogEvent("task_unmeasurable_on_worker", {{"job_id", std::to_string(item.job_id)},
+                                                   {"task", std::to_string(item.task)},
+                                                   {"worker_id", worker_id},
+                                                   {"reason", why}});
+        }
+      } else {
         FailTask(job, t,
-                 absl::FailedPreconditionError(absl::StrCat("worker ", worker_id, ": ", why)));
+                 absl::FailedPreconditionError(
+                     absl::StrCat("worker ", worker_id, ": ", why,
+                                  t.unable_workers.size() > 1
+                                      ? absl::StrCat(" (", t.unable_workers.size() - 1,
+                                                     " other workers could not measure it either)")
+                                      : "")));
       }
     }
     ReturnToQueue(lease);  // candidates the report left out go back

@@ -55,6 +55,10 @@ struct Scheduler::TaskRun {
   // the restart must not store again (ReportEarlierLease; its own read of the records may
   // predate them). Emptied once that time has passed.
   absl::flat_hash_set<std::string> stored_since_recovery;
+  // Workers that said they cannot measure the task at all (CandidateResult.task_unmeasurable:
+  // no inputs file, no compiler there): not leased it again. The task fails once no other live
+  // worker could take it.
+  absl::flat_hash_set<std::string> unable_workers;
   // The search's figures as of its last strategy work (read without touching `search`).
   int64_t prior_records = 0;
   bool warm_started = false;
