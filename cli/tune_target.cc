@@ -65,6 +65,7 @@ absl::StatusOr<TuneTarget> CpuTarget(const KernelRegistry& registry, const std::
   }
   if (!dtype.empty()) (*given)["dtype"] = dtype;
   KTUNE_ASSIGN_OR_RETURN(Problem problem, def->ValidateProblem(*given));
+  KTUNE_RETURN_IF_ERROR(def->CheckBuffersFit(problem));
 
   TuneTarget t;
   auto measurer = std::make_unique<CpuMeasurer>(&registry, std::move(options));
@@ -147,6 +148,7 @@ absl::StatusOr<TuneTarget> CudaTarget(const KernelRegistry& registry, const std:
   }
   if (!dtype.empty()) (*given)["dtype"] = dtype;
   KTUNE_ASSIGN_OR_RETURN(Problem problem, def->ValidateProblem(*given));
+  KTUNE_RETURN_IF_ERROR(def->CheckBuffersFit(problem));
   KTUNE_ASSIGN_OR_RETURN(SearchSpace space, def->Space(problem, MachineVariables{}));
   if (space.size() == 0) {
     return absl::InvalidArgumentError(absl::StrCat("no configuration of ", kernel,

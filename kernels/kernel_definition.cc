@@ -151,10 +151,12 @@ absl::StatusOr<Problem> KernelDefinition::ValidateProblem(const Problem& given) 
     }
     if (*s != kInputDistributions[0]) out["data"] = *s;
   }
-  // What no worker can allocate is refused here, not measured: every configuration of
-  // M=N=K=65536 was stored as a runtime_error ("buffer A would hold 4.29e+09 floats").
+  return out;
+}
+
+absl::Status KernelDefinition::CheckBuffersFit(const Problem& problem) const {
   for (const BufferSpec& b : buffers) {
-    absl::StatusOr<double> n = EvaluateForProblem(b.elements, out);
+    absl::StatusOr<double> n = EvaluateForProblem(b.elements, problem);
     if (n.ok() && *n > kMaxBufferElements) {
       return absl::InvalidArgumentError(
           absl::StrCat("the problem is too large: buffer ", b.name, " would hold ",
@@ -162,7 +164,7 @@ absl::StatusOr<Problem> KernelDefinition::ValidateProblem(const Problem& given) 
                        absl::StrFormat("%.4g", kMaxBufferElements), " a buffer"));
     }
   }
-  return out;
+  return absl::OkStatus();
 }
 
 absl::StatusOr<SearchSpace> KernelDefinition::Space(const Problem& problem,

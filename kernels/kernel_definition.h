@@ -114,6 +114,11 @@ struct KernelDefinition {
   // problem is the same as without it). Returns the problem with `dtype` filled in.
   // InvalidArgument saying which parameter and why otherwise.
   absl::StatusOr<Problem> ValidateProblem(const Problem& problem) const;
+  // Whether a worker can allocate the buffers of a validated problem (kMaxBufferElements each):
+  // checked where a problem is to be measured (a job, a tune), not where records are read or
+  // queried (an older release stored records of larger ones). InvalidArgument naming the buffer.
+  // (Every configuration of M=N=K=65536 was stored as a runtime_error.)
+  absl::Status CheckBuffersFit(const Problem& problem) const;
 
   // The search space for a validated problem on a machine.
   absl::StatusOr<SearchSpace> Space(const Problem& problem, const MachineVariables& machine) const;

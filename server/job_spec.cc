@@ -330,7 +330,7 @@ absl::StatusOr<JobRequest> ToJobRequest(const v1::JobSpec& spec, const TaskSpace
       for (const std::string& d : spec.device_classes()) {
         KTUNE_ASSIGN_OR_RETURN(Problem problem, FromProto(p.params(), "problem"));
         TaskKey task{k.name(), k.version(), problem, d};
-        absl::StatusOr<TaskKey> canonical = spaces.Canonical(task);
+        absl::StatusOr<TaskKey> canonical = spaces.CanonicalToMeasure(task);
         if (!canonical.ok()) {
           return absl::Status(canonical.status().code(),
                               absl::StrCat("task ", FormatTask(k.name(), problem, d), ": ",

@@ -517,7 +517,7 @@ absl::StatusOr<std::string> TuningServiceImpl::TuneInBackground(const BestQuery&
     return absl::InvalidArgumentError("tune_if_missing needs device.device_class");
   }
   TaskKey task{q.kernel, q.kernel_version, q.problem, q.device_class};
-  absl::StatusOr<TaskKey> canonical = spaces_->Canonical(task);
+  absl::StatusOr<TaskKey> canonical = spaces_->CanonicalToMeasure(task);
   if (!canonical.ok()) return canonical.status();
   const std::string key = absl::StrCat(canonical->kernel, "\n", CanonicalJson(canonical->problem),
                                        "\n", canonical->device_class);

@@ -82,6 +82,14 @@ absl::StatusOr<TaskKey> TaskSpaces::Canonical(const TaskKey& task) const {
   return out;
 }
 
+absl::StatusOr<TaskKey> TaskSpaces::CanonicalToMeasure(const TaskKey& task) const {
+  KTUNE_ASSIGN_OR_RETURN(TaskKey out, Canonical(task));
+  if (const KernelDefinition* def = registry_->Find(out.kernel); def != nullptr) {
+    KTUNE_RETURN_IF_ERROR(def->CheckBuffersFit(out.problem));
+  }
+  return out;
+}
+
 absl::StatusOr<KernelDefinition> TaskSpaces::Definition(const TaskKey& task, int cores,
                                                         int threads) const {
   KTUNE_ASSIGN_OR_RETURN(const KernelDefinition* def, registry_->Get(task.kernel));

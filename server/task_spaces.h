@@ -28,6 +28,9 @@ class TaskSpaces {
   // registry kernel with its problem validated (dtype filled in) and its current version.
   // InvalidArgument / NotFound saying what is wrong.
   absl::StatusOr<TaskKey> Canonical(const TaskKey& task) const;
+  // Canonical, for a task to be measured (a job's, a tune's): also refused when no worker could
+  // allocate its buffers (KernelDefinition::CheckBuffersFit).
+  absl::StatusOr<TaskKey> CanonicalToMeasure(const TaskKey& task) const;
 
   // The space of a canonical task when measured with `cores` cores. `threads` > 0 tunes a
   // registry kernel with exactly that many threads (KernelDefinition::WithFixedThreads);

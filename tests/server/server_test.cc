@@ -1354,6 +1354,16 @@ TEST(JobSpecTextTest, AThreadCountForAKernelWithoutThreadsIsRefused) {
               ::testing::HasSubstr("threads: kernel 'cuda_reduce_rows' has no threads parameter"));
   spec->set_threads(0);
   EXPECT_TRUE(ToJobRequest(*spec, spaces).ok());
+  // A problem no worker can allocate: refused at submit (every configuration failed at the
+  // workers), though its records can still be read and queried.
+  absl::StatusOr<v1::JobSpec> huge = ParseJobSpecText(
+      "kernels: [gemm]\nproblems: [{M: 65536, N: 65536, K: 65536}]\ndevice_classes: [cpu:test]\n"
+      "budget: 5\n");
+  ASSERT_TRUE(huge.ok()) << huge.status();
+  absl::StatusOr<JobRequest> too_large = ToJobRequest(*huge, spaces);
+  EXPECT_TRUE(absl::IsInvalidArgument(too_large.status())) << too_large.status();
+  EXPECT_THAT(std::string(too_large.status().message()),
+              ::testing::HasSubstr("the problem is too large: buffer A"));
 }
 
 // After a restart, ListJobs reads a job that ended before from the progress its tasks stored
