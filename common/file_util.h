@@ -12,7 +12,8 @@ namespace ktune {
 // Reads a whole file, decompressing it when it is gzip (detected by its magic bytes, not its
 // name). NotFound when it does not exist; DataLoss, naming the file, when the gzip stream is
 // corrupt or truncated.
-// ResourceExhausted, reading no more, past `max_bytes` (after decompression).
+// ResourceExhausted, reading no more, when a stream (a pipe, a device: not a regular file) is
+// longer than `max_bytes`, or gzip data decompresses past `max_bytes` and 64 times its size.
 inline constexpr size_t kMaxReadFileBytes = size_t{2} << 30;
 absl::StatusOr<std::string> ReadFileMaybeGzip(const std::string& path,
                                               size_t max_bytes = kMaxReadFileBytes);

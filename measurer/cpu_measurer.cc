@@ -81,6 +81,9 @@ absl::StatusOr<CpuMeasurer::TaskState*> CpuMeasurer::StateFor(const TaskKey& tas
 absl::StatusOr<std::vector<MeasureResult>> CpuMeasurer::Measure(
     const TaskKey& task, const std::vector<Configuration>& configs) {
   KTUNE_ASSIGN_OR_RETURN(TaskState * state, StateFor(task));
+  // A reference that timed out is tried again by a later call (a later lease or job): the
+  // machine may only have been busy.
+  state->prepare_timed_out.reset();
   std::vector<MeasureResult> results;
   for (const Configuration& config : configs) {
     if (StopRequested()) return Stopped(results.size(), configs.size());

@@ -74,7 +74,8 @@ class CpuMeasurer : public Measurer {
     std::unique_ptr<SearchSpace> space;
     runner::KernelSpec spec;  // library_path filled per build
     double best_ms = 0;       // 0 until an ok result
-    // Set once preparing the inputs and reference timed out: every later candidate's result.
+    // Set once preparing the inputs and reference timed out: the result of every later
+    // candidate of the same Measure call.
     std::optional<MeasureResult> prepare_timed_out;
   };
   absl::StatusOr<TaskState*> StateFor(const TaskKey& task);

@@ -116,6 +116,8 @@ DeviceInfo CudaDeviceInfo(const cuda_runner::DeviceDescription& d) {
 CudaMeasurer::CudaMeasurer(const KernelRegistry* registry, CudaMeasurerOptions options)
     : registry_(registry), options_(std::move(options)), client_(options_.runner_path) {
   if (options_.cache_dir.empty()) options_.cache_dir = DefaultCudaCacheDir();
+  // As the CPU measurer's: a hung candidate or build stops with the lease or the worker.
+  client_.set_stop_check([this] { return StopRequested(); });
 }
 
 absl::StatusOr<std::unique_ptr<CudaMeasurer>> CudaMeasurer::Create(const KernelRegistry* registry,

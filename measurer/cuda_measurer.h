@@ -48,6 +48,8 @@ class CudaRunnerClient {
 
   int64_t starts() const { return process_.starts(); }
   bool running() const { return process_.running(); }
+  // RunnerProcess::set_stop_check: a call stops (the runner killed) once it turns true.
+  void set_stop_check(std::function<bool()> stop) { process_.set_stop_check(std::move(stop)); }
 
  private:
   RunnerProcess process_;

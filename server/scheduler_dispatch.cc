@@ -555,6 +555,7 @@ absl::StatusOr<int64_t> Scheduler::ReportAs(const std::string& worker_id,
       // (one ExpireLeases kept for its own report of lost candidates expires at the next tick).
       if (lease.expires == absl::InfiniteFuture()) lease.expires = options_.now();
       lease.report_failed = true;
+      if (!by_server) lease.worker_report_refused = true;
       LogEvent("report_not_stored", {{"worker_id", worker_id},
                                      {"lease_id", lease_id},
                                      {"records", std::to_string(records.size())},

@@ -125,6 +125,9 @@ struct Scheduler::LeaseRun {
   // A report of it (the worker's, or the server's of a lost candidate) could not be stored: its
   // expiry is not a worker gone silent (ktune_lease_expiries_total does not count it).
   bool report_failed = false;
+  // The worker's own report could not be stored (a full disk): the candidates were measured,
+  // so the expiry counts against none of them (ExpireLeasesLocked).
+  bool worker_report_refused = false;
 };
 
 // An expired lease as it was handed out (Scheduler::Revive): its items, and the point each

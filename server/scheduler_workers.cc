@@ -327,7 +327,7 @@ void Scheduler::ExpireLeasesLocked(std::vector<LostCandidate>* lost) {
       // reported the candidates, which were stored lost after three such reports.
       bool given_up = false;
       for (const auto& [cid, item] : lease.items) {
-        if (lease.report_failed) break;
+        if (lease.worker_report_refused) break;
         auto job = jobs_.find(item.job_id);
         if (job == jobs_.end()) continue;
         TaskRun& t = job->second->tasks[item.task];
