@@ -559,7 +559,7 @@ void RegisterServiceCommands(CLI::App& app, Action* action) {
   serve->add_option("--log-format", serve_args->log_format, "text or json (one object a line)")
       ->capture_default_str();
   serve->add_option("--metrics-listen", serve_args->metrics_listen,
-                    "Serve Prometheus metrics at http://HOST:PORT/metrics");
+                    "Serve Prometheus metrics at http://IPV4:PORT/metrics (or localhost:PORT)");
   CLI::Option* cert =
       serve->add_option("--tls-cert", serve_args->tls_cert, "TLS certificate chain (PEM)");
   CLI::Option* key = serve->add_option("--tls-key", serve_args->tls_key, "TLS private key (PEM)");
@@ -626,9 +626,10 @@ void RegisterServiceCommands(CLI::App& app, Action* action) {
   worker->add_option("--idle-exit", worker_args->idle_exit_s,
                      "Exit after this many seconds with nothing to measure (exit 0), or with no "
                      "server before the first contact (exit 1); 0: never");
-  worker->add_option("--metrics-listen", worker_args->metrics_listen,
-                     "Serve the worker's Prometheus metrics at http://HOST:PORT/metrics "
-                     "(measured, busy time, server outages, lost reports)");
+  worker->add_option(
+      "--metrics-listen", worker_args->metrics_listen,
+      "Serve the worker's Prometheus metrics at http://IPV4:PORT/metrics (or localhost:PORT) "
+      "(measured, busy time, server outages, lost reports)");
   worker->add_flag("--no-client-kernels", worker_args->no_client_kernels,
                    "Measure built-in kernels only, never a kernel a client registered with the "
                    "server (its code would be built and run here)");

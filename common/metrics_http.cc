@@ -20,17 +20,19 @@ namespace ktune {
 
 namespace {
 
-// IPV4:PORT as a socket address.
+// IPV4:PORT (or localhost:PORT, as --listen takes it) as a socket address.
 absl::StatusOr<sockaddr_in> ParseMetricsAddress(const std::string& listen) {
   const size_t colon = listen.rfind(':');
   int port = 0;
   sockaddr_in addr{};
   addr.sin_family = AF_INET;
+  std::string host = colon == std::string::npos ? "" : listen.substr(0, colon);
+  if (host == "localhost") host = "127.0.0.1";
   if (colon == std::string::npos || !absl::SimpleAtoi(listen.substr(colon + 1), &port) ||
-      port < 0 || port > 65535 ||
-      inet_pton(AF_INET, listen.substr(0, colon).c_str(), &addr.sin_addr) != 1) {
+      port < 0 || port > 65535 || inet_pton(AF_INET, host.c_str(), &addr.sin_addr) != 1) {
     return absl::InvalidArgumentError(
-        absl::StrCat("--metrics-listen '", listen, "' is not IPV4:PORT (e.g. 127.0.0.1:9464)"));
+        absl::StrCat("--metrics-listen '", listen,
+                     "' is not IPV4:PORT or localhost:PORT (e.g. 127.0.0.1:9464)"));
   }
   addr.sin_port = htons(static_cast<uint16_t>(port));
   return addr;

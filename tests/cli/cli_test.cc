@@ -504,7 +504,7 @@ TEST(CliTest, BenchSearchRefusesFoldsOutsideLeaveOneKernelOut) {
   const std::string b = SpaceFile("pnpoly_RTX_2080_Ti_kernel_tuner_cache.json.gz");
   auto plain = RunKtune({"bench", "search", "--space", a, b, "--fold", "pnpoly"});
   EXPECT_EQ(plain.exit_code, 2);
-  EXPECT_THAT(plain.err, HasSubstr("need --protocol leave-one-kernel-out"));
+  EXPECT_THAT(plain.err, HasSubstr("--fold: only --protocol leave-one-kernel-out"));
   auto train_only = RunKtune({"bench", "search", "--space", a, "--train-space", b});
   EXPECT_EQ(train_only.exit_code, 2);
   auto unknown = RunKtune({"bench", "search", "--protocol", "leave-one-kernel-out", "--space", a,

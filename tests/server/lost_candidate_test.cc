@@ -14,15 +14,19 @@
 namespace ktune {
 namespace {
 
-class LostCandidateTest : public OneTaskScheduler {
+// The scheduler of OneTaskSchedulerOn<Db> on a clock the test moves (now_).
+template <typename Db = MemoryTuningDatabase>
+class OnATestClock : public OneTaskSchedulerOn<Db> {
  protected:
-  LostCandidateTest() {
+  OnATestClock() {
     SchedulerOptions options;
     options.now = [this] { return now_; };
-    Restart(options);
+    this->Restart(options);
   }
   absl::Time now_ = absl::FromUnixSeconds(1'800'000'000);
 };
+
+using LostCandidateTest = OnATestClock<>;
 
 TEST_F(LostCandidateTest, ACandidateWhoseLeasesKeepExpiringIsStoredLost) {
   const int64_t job = SubmitRandom({Task()}, /*budget=*/1, /*batch_size=*/1);
@@ -104,15 +108,7 @@ class FullDisk : public MemoryTuningDatabase {
   bool full = true;
 };
 
-class FullDiskTest : public OneTaskSchedulerOn<FullDisk> {
- protected:
-  FullDiskTest() {
-    SchedulerOptions options;
-    options.now = [this] { return now_; };
-    Restart(options);
-  }
-  absl::Time now_ = absl::FromUnixSeconds(1'800'000'000);
-};
+using FullDiskTest = OnATestClock<FullDisk>;
 
 // A candidate measured and reported while the disk is full is not the candidate's fault: its
 // leases' expiries do not count, and it is measured and stored once there is room. (Three

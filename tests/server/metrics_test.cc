@@ -216,6 +216,14 @@ TEST(MetricsTest, APortInUseIsAnError) {
                   ::testing::HasSubstr("Address already in use")));
 }
 
+// localhost is taken as --listen takes it (it was refused as "not IPV4:PORT"); a name is not.
+TEST(MetricsTest, LocalhostIsAnAddressToServeMetricsOn) {
+  EXPECT_TRUE(CheckMetricsAddress("localhost:9464").ok());
+  EXPECT_TRUE(CheckMetricsAddress("127.0.0.1:9464").ok());
+  const absl::Status named = CheckMetricsAddress("metrics.example:9464");
+  EXPECT_THAT(std::string(named.message()), ::testing::HasSubstr("is not IPV4:PORT or localhost"));
+}
+
 TEST(MetricsTest, PrometheusScrapesTheServerAndSeesEverySeries) {
   testing::TempDir dir;
   const int grpc_port = testing::FreePort(), metrics_port = testing::FreePort(),
