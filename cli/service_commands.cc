@@ -520,7 +520,10 @@ int RunWorkers(const JobArgs& a) {
                      {"state", w.state()},
                      {"active_leases", w.active_leases()},
                      {"measurements", w.measurements_done()},
-                     {"last_heartbeat_unix", w.last_heartbeat().seconds()}};
+                     {"last_heartbeat_unix", w.last_heartbeat().seconds()},
+                     // As every other --json time: RFC 3339 text (the seconds stay for scripts).
+                     {"last_heartbeat", FormatTimestampUs(w.last_heartbeat().seconds() * 1'000'000 +
+                                                          w.last_heartbeat().nanos() / 1000)}};
     if (a.json) {
       all.push_back(std::move(j));
     } else {

@@ -1694,6 +1694,15 @@ TEST(CliTest, AnInterruptedTuneThroughAServerCancelsItsJobThere) {
   EXPECT_TRUE(task["best_config"].is_object() && task["best_config"].contains("MR")) << last;
   EXPECT_THAT(RunKtune({"jobs", "--server", address}).out,
               ::testing::ContainsRegex("cancelled +1 "));
+  // workers --json gives its times as every --json does (RFC 3339), the seconds beside them.
+  auto workers = RunKtune({"workers", "--server", address, "--json"});
+  ASSERT_EQ(workers.exit_code, 0) << workers.err;
+  const nlohmann::json listed_workers = nlohmann::json::parse(workers.out, nullptr, false);
+  ASSERT_TRUE(listed_workers.is_array() && listed_workers.size() == 1) << workers.out;
+  EXPECT_THAT(listed_workers[0].value("last_heartbeat", ""),
+              ::testing::MatchesRegex("20[0-9][0-9]-[0-9][0-9]-[0-9][0-9]T.*"))
+      << workers.out;
+  EXPECT_GT(listed_workers[0].value("last_heartbeat_unix", int64_t{0}), 0) << workers.out;
   // Without --seed the server drew the job's seed: two tunes of one task at once with the
   // default seed 1 proposed the same configurations (a fleet trial: 1,000 records, 500 distinct).
   const std::string seed =
