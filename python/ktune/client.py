@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Callable, Iterable, Iterator, Mapping, Optional, Sequence, Union
 
 import grpc
+from google.protobuf import json_format
 
 from ktune.errors import Cancelled, FailedPrecondition, KtuneError, from_rpc_error
 from ktune.types import (BestResult, Device, DeviceLike, ImportResult, Job, JobEvent, JobSpec, JobState,
@@ -415,7 +416,17 @@ class Client:
 
     def register_kernel(self, spec: tp.KernelSpec, timeout: Optional[float] = None) -> KernelInfo:
         """Registers a client kernel (admin role). The same spec again is a no-op; another spec
-        under an existing name raises :class:`ktune.AlreadyExists`."""
+        under an existing name raises :class:`ktune.AlreadyExists`. ``spec`` is a KernelSpec
+        message or a dict of its fields (as ``ktune kernels register`` reads the JSON)."""
+        if isinstance(spec, Mapping):
+            # protobuf's own error for a field of the wrong type ("'str' object cannot be
+            # interpreted as an integer") named no field; its JSON parser names it.
+            try:
+                spec = json_format.ParseDict(dict(spec), tp.KernelSpec())
+            except json_format.ParseError as e:
+                raise TypeError(f"spec: {e}") from None
+        elif not isinstance(spec, tp.KernelSpec):
+            raise TypeError(f"spec must be a KernelSpec or a dict, not {type(spec).__name__}")
         reply = self._unary("RegisterKernel", self._tuning.RegisterKernel,
                             ts.RegisterKernelRequest(kernel=spec), timeout)
         return KernelInfo._from_proto(reply)

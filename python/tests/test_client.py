@@ -605,6 +605,14 @@ def test_arguments_of_the_wrong_type_say_which(empty_server):
     client = empty_server.client()
     with pytest.raises(TypeError, match="kernel must be a kernel name"):
         client.best(None, {}, "cpu:x")
+    # A kernel spec's field of the wrong type is named (protobuf said "'str' object cannot be
+    # interpreted as an integer"), before anything is sent.
+    with pytest.raises(TypeError, match=r"spec: .*compile_time"):
+        client.register_kernel({"name": "k", "language": "cpp",
+                                "parameters": [{"name": "u", "values": [1, 2],
+                                                "compile_time": "maybe"}]})
+    with pytest.raises(TypeError, match="spec must be a KernelSpec or a dict, not list"):
+        client.register_kernel(["k"])
     with pytest.raises(TypeError, match="device must be a device class"):
         client.best("gemm", {}, None)
     # A stream's arguments are checked at the call, not at the first event (the generator
