@@ -264,6 +264,11 @@ int RunRemoteTune(const TuneArgs& a) {
         cmd, absl::FailedPreconditionError(absl::StrCat(
                  "job ", job->job_id(), " ended ", StateName(job->state()), ": ", job->message())));
   }
+  // A done job's message says what it left out (a --start-from the space rules out, a search
+  // space that ran out): said, as the embedded default says it.
+  if (!a.json && !job->message().empty()) {
+    std::cerr << "ktune tune: note: " << job->message() << "\n";
+  }
   if (t.has_best_time_ms()) return kExitOk;
   // Say why, as the embedded default does.
   if (t.measurements_done() == 0) {

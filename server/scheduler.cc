@@ -15,6 +15,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "common/event_log.h"
 #include "common/status_macros.h"
@@ -1055,6 +1056,15 @@ void Scheduler::FinishIfDone(JobRun& job, const std::vector<int>* tasks) {
           if (short_tasks++ == 0) first_short = static_cast<int64_t>(i);
         }
       }
+      // The initial configurations a task skipped (its space rules them out), said with the
+      // job's end: the search went on without them, and only the server's log said so.
+      std::string skipped;
+      for (const TaskRun& t : job.tasks) {
+        if (t.skipped_initial.empty() || !skipped.empty()) continue;
+        skipped = absl::StrCat("initial configuration", t.skipped_initial.size() == 1 ? "" : "s",
+                               " skipped by ", t.task.kernel, " on ", t.task.device_class, ": ",
+                               absl::StrJoin(t.skipped_initial, "; "));
+      }
       if (!any_failed && why.empty() && short_tasks > 0) {
         const TaskRun& t = job.tasks[static_cast<size_t>(first_short)];
         why = absl::StrCat(short_tasks == 1 ? "a task's" : absl::StrCat(short_tasks, " tasks'"),
@@ -1063,6 +1073,7 @@ void Scheduler::FinishIfDone(JobRun& job, const std::vector<int>* tasks) {
                            " of ", t.budget,
                            " measured by this job; earlier records are not measured again)");
       }
+      if (!skipped.empty()) why = why.empty() ? skipped : absl::StrCat(why, "; ", skipped);
       QueueJobState(job, any_failed ? JobState::kFailed : JobState::kDone, why);
       job.job.state = any_failed ? JobState::kFailed : JobState::kDone;
       job.job.message = why;

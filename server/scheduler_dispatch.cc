@@ -230,6 +230,7 @@ void Scheduler::AfterAgentWork(int64_t job_id, int index, std::shared_ptr<TaskSe
   if (created != nullptr) {
     t.space = created->space();
     t.started = t.last_result = options_.now();
+    t.skipped_initial = created->skipped_initial();
   }
   if (const TaskSearch* search = created != nullptr ? created.get() : t.search.get()) {
     t.prior_records = search->prior_records();

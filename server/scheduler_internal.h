@@ -59,6 +59,10 @@ struct Scheduler::TaskRun {
   // no inputs file, no compiler there): not leased it again. The task fails once no other live
   // worker could take it.
   absl::flat_hash_set<std::string> unable_workers;
+  // The job's initial configurations its search skipped (TaskSearch::skipped_initial), said in
+  // the job's message when it ends done (a --start-from a client kernel's space rules out was
+  // dropped with only a server log line).
+  std::vector<std::string> skipped_initial;
   // The search's figures as of its last strategy work (read without touching `search`).
   int64_t prior_records = 0;
   bool warm_started = false;

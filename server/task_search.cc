@@ -178,6 +178,8 @@ absl::StatusOr<std::unique_ptr<TaskSearch>> TaskSearch::Create(TuningDatabase* d
       LogEvent("initial_config_skipped", {{"kernel", task.kernel},
                                           {"config", CanonicalJson(options.initial[i])},
                                           {"reason", why}});
+      s->skipped_initial_.push_back(
+          absl::StrCat(FormatParamMapAssignments(options.initial[i]), " (", why, ")"));
     } else if (!prior_points.count(*point)) {
       first.push_back(*point);
     }

@@ -123,6 +123,8 @@ class TaskSearch {
   int64_t prior_records() const { return prior_records_; }
   bool warm_started() const { return warm_started_; }
   double agent_seconds() const { return agent_seconds_; }  // inside the strategy's calls
+  // The job's initial configurations this task skipped, each "MR=99 (why)".
+  const std::vector<std::string>& skipped_initial() const { return skipped_initial_; }
   const AgentTimeBudget& time_budget() const { return time_budget_; }
 
  private:
@@ -169,6 +171,7 @@ class TaskSearch {
   std::vector<Point> proposed_;                       // the current batch, whole
   std::vector<std::optional<Observation>> answered_;  // per point of proposed_
   int64_t answered_by_others_ = 0;
+  std::vector<std::string> skipped_initial_;
 };
 
 }  // namespace ktune

@@ -174,6 +174,13 @@ TEST_F(TaskSearchTest, InitialConfigurationsAreMeasuredFirstUnlessKnown) {
   const std::vector<Configuration> next = LeaseAndReport();
   EXPECT_EQ(next.size(), 3u);  // then the strategy, for the rest of the budget
   for (const Configuration& c : next) EXPECT_FALSE(measured.count(CanonicalJson(c)));
+  // The one outside the space is said with the job's end (only the server's log said it).
+  absl::StatusOr<JobStatus> status = scheduler_->GetJob(*job);
+  ASSERT_TRUE(status.ok()) << status.status();
+  EXPECT_EQ(status->job.state, JobState::kDone);
+  EXPECT_THAT(status->job.message,
+              ::testing::HasSubstr("initial configuration skipped by gemm on "));
+  EXPECT_THAT(status->job.message, ::testing::HasSubstr("MR=3"));
 }
 
 // An initial configuration that gives a few parameters takes the others from the kernel's
