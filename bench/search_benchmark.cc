@@ -231,21 +231,20 @@ std::vector<std::string> LeaveOneKernelOutWarnings(const SearchBenchOptions& opt
   for (const auto* list : {&loaded.spaces, &loaded.train_only}) {
     for (const auto& space : *list) all.push_back(space.get());
   }
-  const auto names = [](const ReplaySpace& s) {
-    std::vector<std::string> n;
-    for (const Parameter& p : s.recorded.space.parameters()) n.push_back(p.name);
+  // Each space's kernel family and sorted parameter names, once.
+  std::vector<std::string> families;
+  std::vector<std::vector<std::string>> names;
+  for (const ReplaySpace* space : all) {
+    families.push_back(KernelFamily(space->kernel));
+    std::vector<std::string>& n = names.emplace_back();
+    for (const Parameter& p : space->recorded.space.parameters()) n.push_back(p.name);
     std::sort(n.begin(), n.end());
-    return n;
-  };
+  }
   for (size_t i = 0; i < all.size(); ++i) {
     for (size_t j = i + 1; j < all.size(); ++j) {
-      if (KernelFamily(all[i]->kernel) == KernelFamily(all[j]->kernel) ||
-          names(*all[i]) != names(*all[j])) {
-        continue;
-      }
+      if (families[i] == families[j] || names[i] != names[j]) continue;
       warnings.push_back(absl::StrCat(
-          all[i]->name, " (kernel ", KernelFamily(all[i]->kernel), ") and ", all[j]->name,
-          " (kernel ", KernelFamily(all[j]->kernel),
+          all[i]->name, " (kernel ", families[i], ") and ", all[j]->name, " (kernel ", families[j],
           ") have the same parameters: if they are one kernel, the fold of each trains on the "
           "other; a space's kernel is its file's name up to the device (trailing digits and "
           "case ignored)"));
