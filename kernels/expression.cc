@@ -150,8 +150,10 @@ absl::StatusOr<std::vector<Token>> Tokenize(absl::string_view s) {
       ++i;
       continue;
     }
+    // Expressions are Python's (Kernel Tuner's restrictions): a C or CUDA author writes && first.
+    const char* hint = (c == '&' || c == '|' || c == '!') ? " (write 'and', 'or', 'not')" : "";
     return absl::InvalidArgumentError(
-        absl::StrCat("unexpected character '", std::string(1, c), "' at column ", col));
+        absl::StrCat("unexpected character '", std::string(1, c), "' at column ", col, hint));
   }
   out.push_back({Tok::kEnd, "", s.size() + 1, {}});
   return out;
@@ -664,7 +666,12 @@ ExprValue Eval(const std::vector<Node>& nodes, int index, const ExprValue* slots
 }  // namespace
 
 absl::StatusOr<Expression> Expression::Compile(absl::string_view text, ExprSymbols& symbols) {
-  KTUNE_ASSIGN_OR_RETURN(std::vector<Token> toks, Tokenize(text));
+  absl::StatusOr<std::vector<Token>> tokenized = Tokenize(text);
+  if (!tokenized.ok()) {  // name the expression: one of a spec's many constraints failed
+    return absl::InvalidArgumentError(
+        absl::StrCat("in expression '", Excerpt(text), "': ", tokenized.status().message()));
+  }
+  const std::vector<Token>& toks = *tokenized;
   Expression e;
   e.text_ = std::string(text);
   ExprParser parser(toks, 0, symbols);
@@ -888,8 +895,12 @@ class ValueListParser {
 
 absl::StatusOr<std::vector<ExprValue>> EvaluateValueList(absl::string_view text,
                                                          ExprSymbols& symbols) {
-  KTUNE_ASSIGN_OR_RETURN(std::vector<Token> toks, Tokenize(text));
-  ValueListParser parser(toks, symbols);
+  absl::StatusOr<std::vector<Token>> tokenized = Tokenize(text);
+  if (!tokenized.ok()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("in value list '", Excerpt(text), "': ", tokenized.status().message()));
+  }
+  ValueListParser parser(*tokenized, symbols);
   auto values = parser.ParseAll();
   if (!values.ok()) {
     return absl::InvalidArgumentError(

@@ -324,6 +324,26 @@ absl::Status KernelDefinition::Validate() const {
   }
   auto space = Space(sample, MachineVariables{});
   if (!space.ok()) return space.status();
+  if (space->size() == 0) {
+    // Not the default's fault: name the constraint that rules out everything by itself, if one
+    // does (the message blamed the default configuration).
+    Problem shown = sample;
+    shown.erase("dtype");
+    std::string culprit = "together they rule out every one";
+    for (const std::string& c : constraints) {
+      KernelDefinition alone = *this;
+      alone.constraints = {c};
+      absl::StatusOr<SearchSpace> s = alone.Space(sample, MachineVariables{});
+      if (s.ok() && s->size() == 0) {
+        culprit = absl::StrCat("'", c, "' alone rules out every one");
+        break;
+      }
+    }
+    return absl::InvalidArgumentError(absl::StrCat(
+        "no configuration satisfies the constraints at the sample problem ",
+        FormatParamMapAssignments(shown), " (each problem parameter at its min): ", culprit,
+        "; relax the constraints, or raise the min"));
+  }
   auto defaults = DefaultConfiguration(sample, MachineVariables{});
   if (!defaults.ok()) return defaults.status();
   if (defaults->size() != parameters.size()) {

@@ -2098,7 +2098,23 @@ TEST(ServerClientKernelTest, AnAdminRegistersAKernelThatWorkersThenMeasure) {
                 (*k->mutable_default_config())["unroll"] = "2";
               },
               "at the sample problem n=1 (each problem parameter at its min): it breaks the "
-              "constraint 'unroll <= n'"}}) {
+              "constraint 'unroll <= n'"},
+             // Constraints that leave no configuration at all: the one to blame is named, not
+             // the default (which was blamed); a constraint's syntax error quotes it.
+             {[](v1::KernelSpec* k) {
+                k->add_constraints("unroll >= 1");
+                k->add_constraints("unroll > 100");
+              },
+              "no configuration satisfies the constraints at the sample problem n=1 (each "
+              "problem parameter at its min): 'unroll > 100' alone rules out every one"},
+             {[](v1::KernelSpec* k) {
+                k->add_constraints("unroll < 2");
+                k->add_constraints("unroll > 4");
+              },
+              "n=1 (each problem parameter at its min): together they rule out every one"},
+             {[](v1::KernelSpec* k) { k->add_constraints("unroll > 2 && unroll < 8"); },
+              "in expression 'unroll > 2 && unroll < 8': unexpected character '&' at column 12 (write "
+              "'and', 'or', 'not')"}}) {
       v1::RegisterKernelRequest spoiled = request;
       spoiled.mutable_kernel()->set_name("spoiled");
       spoil(spoiled.mutable_kernel());
