@@ -7,6 +7,7 @@
 #include <filesystem>
 #include <iostream>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <random>
 #include <regex>
 
@@ -22,6 +23,7 @@
 #include "measurer/cuda_measurer.h"
 #include "measurer/cuda_programs.h"
 #include "proto/channel.h"
+#include "proto/convert.h"
 #include "proto/plain_json.h"
 
 namespace ktune::cli {
@@ -47,48 +49,6 @@ nlohmann::ordered_json KernelInfoJson(const v1::KernelInfo& info) {
     if (it.key() != "kernel") out[it.key()] = std::move(it.value());
   }
   return out;
-}
-
-// `ktune kernels --server ADDR [NAME]`: the server's kernels (its registry and the client kernels
-// registered with it), one line each, or ListKernels' KernelInfo as JSON (KernelInfoJson).
-int RunServerKernels(const KernelsArgs& a) {
-  const std::string cmd = "kernels";
-  if (!a.problem.empty() || !a.compile_arch.empty()) {
-    return UsageError(cmd, "--problem and --compile read this build's registry: drop --server");
-  }
-  absl::StatusOr<std::shared_ptr<grpc::Channel>> channel = MakeChannel(a.server, a.tls);
-  if (!channel.ok()) return ChannelFailure(cmd, channel.status());
-  v1::ListKernelsResponse listed;
-  absl::Status s = FromGrpc(v1::TuningService::NewStub(*channel)->ListKernels(
-      ClientContextFor(a.token).get(), v1::ListKernelsRequest(), &listed));
-  if (!s.ok()) return Fail(cmd, s);
-  std::vector<const v1::KernelInfo*> chosen;
-  std::vector<std::string> names;
-  for (const v1::KernelInfo& k : listed.kernels()) {
-    names.push_back(k.kernel().name());
-    if (a.name.empty() || k.kernel().name() == a.name) chosen.push_back(&k);
-  }
-  if (chosen.empty() && !a.name.empty()) {
-    return UsageError(cmd, absl::StrCat("no kernel '", a.name, "' on ", a.server, " (it has ",
-                                        absl::StrJoin(names, ", "), ")"));
-  }
-  if (a.json) {
-    nlohmann::ordered_json out = nlohmann::ordered_json::array();
-    for (const v1::KernelInfo* k : chosen) out.push_back(KernelInfoJson(*k));
-    std::cout << out.dump(-1, ' ', false, kReplaceInvalidUtf8) << "\n";
-    return kExitOk;
-  }
-  for (const v1::KernelInfo* k : chosen) {
-    std::vector<std::string> parameters;
-    for (const v1::ParameterInfo& p : k->parameters()) {
-      parameters.push_back(absl::StrCat(p.name(), " (", p.values_size(), " values)"));
-    }
-    std::cout << k->kernel().name() << "  (version " << k->kernel().version() << ", "
-              << k->language() << ")  " << k->description()
-              << "\n  problem:     " << absl::StrJoin(k->problem_parameters(), ", ")
-              << "\n  parameters:  " << absl::StrJoin(parameters, ", ") << "\n";
-  }
-  return kExitOk;
 }
 
 // --compile ARCH: the default and `samples` random configurations of a CUDA kernel compiled by
@@ -143,6 +103,194 @@ absl::StatusOr<nlohmann::json> CompileSamples(const KernelDefinition& k, const P
 
 int64_t Cores() { return std::max(1L, ::sysconf(_SC_NPROCESSORS_ONLN)); }
 
+// A kernel's definition as `kernels --json` writes it; with --problem, that problem's space size
+// and default, and with --compile the compiled samples. `version` is the one to show (a client
+// kernel a server lists comes without its source, which the version hashes). Returns an exit
+// code: kExitOk, or the error's (printed).
+int DescribeKernel(const std::string& cmd, const KernelDefinition& k, const std::string& version,
+                   const KernelsArgs& a, const MachineVariables& machine, nlohmann::json* out) {
+  nlohmann::json j{{"name", k.name},
+                   {"version", version},
+                   {"language", k.language},
+                   {"description", k.description},
+                   {"constraints", k.constraints},
+                   {"dtypes", k.dtypes},
+                   {"flops", k.flops},
+                   {"bytes", k.bytes}};
+  for (const KernelParameter& p : k.parameters) {
+    j["parameters"].push_back({{"name", p.name},
+                               {"values", p.values},
+                               {"compile_time", p.compile_time},
+                               {"adds_cores", p.add_cores},
+                               {"description", p.description}});
+  }
+  for (const ProblemParameter& p : k.problem) {
+    j["problem_parameters"].push_back(
+        {{"name", p.name}, {"min", p.min}, {"max", p.max}, {"description", p.description}});
+  }
+  for (const auto& [name, expr] : k.default_config) j["default_config"][name] = expr;
+  if (!a.problem.empty()) {
+    auto given = ParseParamMapAssignments(a.problem);
+    if (!given.ok()) return UsageError(cmd, std::string(given.status().message()));
+    auto problem = k.ValidateProblem(*given);
+    if (!problem.ok()) return UsageError(cmd, std::string(problem.status().message()));
+    auto space = k.Space(*problem, machine);
+    if (!space.ok()) return Fail(cmd, space.status());
+    auto defaults = k.DefaultConfiguration(*problem, machine);
+    if (!defaults.ok()) return Fail(cmd, defaults.status());
+    j["problem"] = nlohmann::json::parse(CanonicalJson(*problem));
+    j["space_size"] = space->size();
+    j["default_config"] = nlohmann::json::parse(CanonicalJson(*defaults));
+    if (!a.compile_arch.empty()) {
+      auto compiled = CompileSamples(k, *problem, *space, *defaults, a.compile_arch, a.samples);
+      if (!compiled.ok()) return UsageOrFail(cmd, compiled.status());
+      // Some samples may fail (a configuration past the device's limits); none compiling
+      // means the architecture or the toolchain is wrong, and that is a failure.
+      const bool any = std::any_of(compiled->begin(), compiled->end(),
+                                   [](const nlohmann::json& c) { return c["ok"].get<bool>(); });
+      if (!compiled->empty() && !any) {
+        return Fail(cmd, absl::InvalidArgumentError(
+                             absl::StrCat("no sample compiled for ", a.compile_arch, ": ",
+                                          (*compiled)[0]["log"].get<std::string>())));
+      }
+      j["compiled"] = *std::move(compiled);
+    }
+  }
+  *out = std::move(j);
+  return kExitOk;
+}
+
+// DescribeKernel's JSON for people.
+void PrintKernel(const nlohmann::json& j, const KernelsArgs& a, const MachineVariables& machine) {
+  std::cout << j["name"].get<std::string>() << "  (version " << j["version"].get<std::string>()
+            << ", " << j["language"].get<std::string>() << ")  "
+            << j["description"].get<std::string>() << "\n  problem:     ";
+  std::vector<std::string> problem;
+  for (const auto& p : j["problem_parameters"]) {
+    problem.push_back(
+        absl::StrCat(p["name"].get<std::string>(), " (", p["description"].get<std::string>(), ")"));
+  }
+  std::cout << absl::StrJoin(problem, ", ") << "; dtype "
+            << absl::StrJoin(j["dtypes"].get<std::vector<std::string>>(), "|") << "\n";
+  std::cout << "  parameters:\n";
+  for (const auto& p : j["parameters"]) {
+    std::cout << "    " << p["name"].get<std::string>() << " in {"
+              << absl::StrJoin(p["values"].get<std::vector<int64_t>>(), ", ")
+              << (p["adds_cores"].get<bool>() ? ", <cores>" : "") << "}"
+              << (p["compile_time"].get<bool>() ? " [compile-time]" : "") << "  "
+              << p["description"].get<std::string>() << "\n";
+  }
+  std::cout << "  constraints: "
+            << absl::StrJoin(j["constraints"].get<std::vector<std::string>>(), "; ") << "\n";
+  if (j.contains("space_size")) {
+    std::cout << "  space:       " << j["space_size"].get<int64_t>() << " valid configurations for "
+              << a.problem << " on " << machine.cores << " cores\n  default:     "
+              << j["default_config"].dump(-1, ' ', false, kReplaceInvalidUtf8) << "\n";
+  } else {
+    std::cout << "  default:     " << j["default_config"].dump(-1, ' ', false, kReplaceInvalidUtf8)
+              << "\n";
+  }
+  if (j.contains("compiled")) {
+    std::cout << "  compiled for " << a.compile_arch << ":\n";
+    for (const auto& c : j["compiled"]) {
+      std::cout << "    " << (c["default"].get<bool>() ? "default " : "");
+      if (c["ok"].get<bool>()) {
+        std::cout << absl::StrFormat(
+            "%d registers x %d threads, %d B shared, %d B spilled, %.0f ms: ",
+            c["registers"].get<int>(), c.value("threads", 0), c["shared_bytes"].get<int>(),
+            c["spill_bytes"].get<int>(), c["compile_ms"].get<double>());
+      } else {
+        std::cout << "FAILED " << c["log"].get<std::string>() << ": ";
+      }
+      std::cout << c["config"].dump(-1, ' ', false, kReplaceInvalidUtf8) << "\n";
+    }
+  }
+}
+
+// This build's definition of a kernel a server lists: a client kernel's spec as the server sent
+// it, or a built-in of the same version; null for a replayed space or another build's built-in.
+std::optional<KernelDefinition> DefinitionOf(const v1::KernelInfo& info,
+                                             const KernelRegistry& builtins) {
+  if (info.has_spec()) {
+    absl::StatusOr<KernelDefinition> k = FromProto(info.spec());
+    if (k.ok()) return *std::move(k);
+    return std::nullopt;
+  }
+  absl::StatusOr<const KernelDefinition*> k = builtins.Get(info.kernel().name());
+  if (k.ok() && (*k)->Version() == info.kernel().version()) return **k;
+  return std::nullopt;
+}
+
+// `ktune kernels --server ADDR [NAME] [--problem P [--compile ARCH]]`: the server's kernels (its
+// registry and the client kernels registered with it), described as the local registry's are
+// (DescribeKernel); a kernel without a definition here (a replayed space, a built-in of another
+// build) as its KernelInfo says: one line, or KernelInfoJson.
+int RunServerKernels(const KernelsArgs& a) {
+  const std::string cmd = "kernels";
+  absl::StatusOr<std::shared_ptr<grpc::Channel>> channel = MakeChannel(a.server, a.tls);
+  if (!channel.ok()) return ChannelFailure(cmd, channel.status());
+  v1::ListKernelsResponse listed;
+  absl::Status s = FromGrpc(v1::TuningService::NewStub(*channel)->ListKernels(
+      ClientContextFor(a.token).get(), v1::ListKernelsRequest(), &listed));
+  if (!s.ok()) return Fail(cmd, s);
+  std::vector<const v1::KernelInfo*> chosen;
+  std::vector<std::string> names;
+  for (const v1::KernelInfo& k : listed.kernels()) {
+    names.push_back(k.kernel().name());
+    if (a.name.empty() || k.kernel().name() == a.name) chosen.push_back(&k);
+  }
+  if (chosen.empty() && !a.name.empty()) {
+    return UsageError(cmd, absl::StrCat("no kernel '", a.name, "' on ", a.server, " (it has ",
+                                        absl::StrJoin(names, ", "), ")"));
+  }
+  const KernelRegistry builtins = KernelRegistry::WithBuiltins();
+  const MachineVariables machine{Cores()};  // --problem: a space on this machine's cores
+  nlohmann::json all = nlohmann::json::array();
+  std::vector<const v1::KernelInfo*> brief;  // per entry of `all`: null when described in full
+  for (const v1::KernelInfo* info : chosen) {
+    std::optional<KernelDefinition> k = DefinitionOf(*info, builtins);
+    if (!k.has_value()) {
+      if (!a.problem.empty()) {
+        return UsageError(cmd, absl::StrCat("--problem needs the kernel's definition, and ",
+                                            info->kernel().name(), " on ", a.server, " is ",
+                                            info->language() == "replay"
+                                                ? "a recorded space (its one problem is above)"
+                                                : "a built-in of another ktune build",
+                                            ": drop --problem"));
+      }
+      all.push_back(nlohmann::json::parse(KernelInfoJson(*info).dump()));
+      brief.push_back(info);
+      continue;
+    }
+    nlohmann::json j;
+    if (int rc = DescribeKernel(cmd, *k, info->kernel().version(), a, machine, &j); rc != 0) {
+      return rc;
+    }
+    all.push_back(std::move(j));
+    brief.push_back(nullptr);
+  }
+  if (a.json) {
+    std::cout << all.dump(-1, ' ', false, kReplaceInvalidUtf8) << "\n";
+    return kExitOk;
+  }
+  for (size_t i = 0; i < all.size(); ++i) {
+    if (brief[i] == nullptr) {
+      PrintKernel(all[i], a, machine);
+      continue;
+    }
+    const v1::KernelInfo* k = brief[i];
+    std::vector<std::string> parameters;
+    for (const v1::ParameterInfo& p : k->parameters()) {
+      parameters.push_back(absl::StrCat(p.name(), " (", p.values_size(), " values)"));
+    }
+    std::cout << k->kernel().name() << "  (version " << k->kernel().version() << ", "
+              << k->language() << ")  " << k->description()
+              << "\n  problem:     " << absl::StrJoin(k->problem_parameters(), ", ")
+              << "\n  parameters:  " << absl::StrJoin(parameters, ", ") << "\n";
+  }
+  return kExitOk;
+}
+
 int RunKernels(const KernelsArgs& a) {
   const std::string cmd = "kernels";
   if (a.samples_given && a.compile_arch.empty()) {
@@ -164,6 +312,14 @@ int RunKernels(const KernelsArgs& a) {
   if (!a.server.empty() && !a.db.empty()) {
     return UsageError(cmd, "--server lists a server's kernels, --db a file's: give one");
   }
+  if (!a.problem.empty() && a.name.empty()) {
+    return UsageError(cmd, "--problem needs a kernel name: ktune kernels NAME --problem ...");
+  }
+  if (!a.compile_arch.empty() && a.problem.empty()) {
+    return UsageError(cmd,
+                      "--compile needs a kernel and a problem: ktune kernels NAME --problem P "
+                      "--compile sm_90");
+  }
   if (!a.server.empty()) return RunServerKernels(a);
   KernelRegistry registry = KernelRegistry::WithBuiltins();
   if (!a.db.empty()) {  // the kernels registered in a database file, as tune --db knows them
@@ -179,115 +335,18 @@ int RunKernels(const KernelsArgs& a) {
   } else {
     chosen = registry.List();
   }
-  if (!a.problem.empty() && chosen.size() != 1) {
-    return UsageError(cmd, "--problem needs a kernel name: ktune kernels NAME --problem ...");
-  }
-  if (!a.compile_arch.empty() && a.problem.empty()) {
-    return UsageError(cmd, "--compile needs a kernel and a problem: ktune kernels NAME --problem P "
-                           "--compile sm_90");
-  }
   const MachineVariables machine{Cores()};
   nlohmann::json all = nlohmann::json::array();
   for (const KernelDefinition* k : chosen) {
-    nlohmann::json j{{"name", k->name},
-                     {"version", k->Version()},
-                     {"language", k->language},
-                     {"description", k->description},
-                     {"constraints", k->constraints},
-                     {"dtypes", k->dtypes},
-                     {"flops", k->flops},
-                     {"bytes", k->bytes}};
-    for (const KernelParameter& p : k->parameters) {
-      j["parameters"].push_back({{"name", p.name},
-                                 {"values", p.values},
-                                 {"compile_time", p.compile_time},
-                                 {"adds_cores", p.add_cores},
-                                 {"description", p.description}});
-    }
-    for (const ProblemParameter& p : k->problem) {
-      j["problem_parameters"].push_back(
-          {{"name", p.name}, {"min", p.min}, {"max", p.max}, {"description", p.description}});
-    }
-    for (const auto& [name, expr] : k->default_config) j["default_config"][name] = expr;
-    if (!a.problem.empty()) {
-      auto given = ParseParamMapAssignments(a.problem);
-      if (!given.ok()) return UsageError(cmd, std::string(given.status().message()));
-      auto problem = k->ValidateProblem(*given);
-      if (!problem.ok()) return UsageError(cmd, std::string(problem.status().message()));
-      auto space = k->Space(*problem, machine);
-      if (!space.ok()) return Fail(cmd, space.status());
-      auto defaults = k->DefaultConfiguration(*problem, machine);
-      if (!defaults.ok()) return Fail(cmd, defaults.status());
-      j["problem"] = nlohmann::json::parse(CanonicalJson(*problem));
-      j["space_size"] = space->size();
-      j["default_config"] = nlohmann::json::parse(CanonicalJson(*defaults));
-      if (!a.compile_arch.empty()) {
-        auto compiled = CompileSamples(*k, *problem, *space, *defaults, a.compile_arch, a.samples);
-        if (!compiled.ok()) return UsageOrFail(cmd, compiled.status());
-        // Some samples may fail (a configuration past the device's limits); none compiling
-        // means the architecture or the toolchain is wrong, and that is a failure.
-        const bool any = std::any_of(compiled->begin(), compiled->end(),
-                                     [](const nlohmann::json& c) { return c["ok"].get<bool>(); });
-        if (!compiled->empty() && !any) {
-          return Fail(cmd, absl::InvalidArgumentError(
-                               absl::StrCat("no sample compiled for ", a.compile_arch, ": ",
-                                            (*compiled)[0]["log"].get<std::string>())));
-        }
-        j["compiled"] = *std::move(compiled);
-      }
-    }
+    nlohmann::json j;
+    if (int rc = DescribeKernel(cmd, *k, k->Version(), a, machine, &j); rc != kExitOk) return rc;
     all.push_back(std::move(j));
   }
   if (a.json) {
     std::cout << all.dump(-1, ' ', false, kReplaceInvalidUtf8) << "\n";
     return kExitOk;
   }
-  for (const nlohmann::json& j : all) {
-    std::cout << j["name"].get<std::string>() << "  (version " << j["version"].get<std::string>()
-              << ", " << j["language"].get<std::string>() << ")  "
-              << j["description"].get<std::string>() << "\n  problem:     ";
-    std::vector<std::string> problem;
-    for (const auto& p : j["problem_parameters"]) {
-      problem.push_back(absl::StrCat(p["name"].get<std::string>(), " (",
-                                     p["description"].get<std::string>(), ")"));
-    }
-    std::cout << absl::StrJoin(problem, ", ") << "; dtype "
-              << absl::StrJoin(j["dtypes"].get<std::vector<std::string>>(), "|") << "\n";
-    std::cout << "  parameters:\n";
-    for (const auto& p : j["parameters"]) {
-      std::cout << "    " << p["name"].get<std::string>() << " in {"
-                << absl::StrJoin(p["values"].get<std::vector<int64_t>>(), ", ")
-                << (p["adds_cores"].get<bool>() ? ", <cores>" : "") << "}"
-                << (p["compile_time"].get<bool>() ? " [compile-time]" : "") << "  "
-                << p["description"].get<std::string>() << "\n";
-    }
-    std::cout << "  constraints: "
-              << absl::StrJoin(j["constraints"].get<std::vector<std::string>>(), "; ") << "\n";
-    if (j.contains("space_size")) {
-      std::cout << "  space:       " << j["space_size"].get<int64_t>()
-                << " valid configurations for " << a.problem << " on " << machine.cores
-                << " cores\n  default:     "
-                << j["default_config"].dump(-1, ' ', false, kReplaceInvalidUtf8) << "\n";
-    } else {
-      std::cout << "  default:     "
-                << j["default_config"].dump(-1, ' ', false, kReplaceInvalidUtf8) << "\n";
-    }
-    if (j.contains("compiled")) {
-      std::cout << "  compiled for " << a.compile_arch << ":\n";
-      for (const auto& c : j["compiled"]) {
-        std::cout << "    " << (c["default"].get<bool>() ? "default " : "");
-        if (c["ok"].get<bool>()) {
-          std::cout << absl::StrFormat(
-              "%d registers x %d threads, %d B shared, %d B spilled, %.0f ms: ",
-              c["registers"].get<int>(), c.value("threads", 0), c["shared_bytes"].get<int>(),
-              c["spill_bytes"].get<int>(), c["compile_ms"].get<double>());
-        } else {
-          std::cout << "FAILED " << c["log"].get<std::string>() << ": ";
-        }
-        std::cout << c["config"].dump(-1, ' ', false, kReplaceInvalidUtf8) << "\n";
-      }
-    }
-  }
+  for (const nlohmann::json& j : all) PrintKernel(j, a, machine);
   return kExitOk;
 }
 
@@ -358,7 +417,8 @@ int RunRegister(const RegisterArgs& a) {
 
 void RegisterKernelsCommand(CLI::App& app, Action* action) {
   auto a = std::make_shared<KernelsArgs>();
-  CLI::App* kernels = app.add_subcommand("kernels", "List the kernel registry, or register a kernel");
+  CLI::App* kernels =
+      app.add_subcommand("kernels", "List the kernel registry, or register a kernel");
   auto r = std::make_shared<RegisterArgs>();
   CLI::App* reg = kernels->add_subcommand(
       "register", "Register a client kernel with a server (admin role): a KernelSpec in JSON");

@@ -719,6 +719,11 @@ v1::KernelInfo KernelInfoOf(const KernelDefinition& k) {
   }
   for (const std::string& c : k.constraints) info.add_constraints(c);
   for (const ProblemParameter& p : k.problem) info.add_problem_parameters(p.name);
+  if (!k.builtin) {  // the rest of a client kernel's definition, for `kernels --problem`
+    *info.mutable_spec() = ToProto(k);
+    info.mutable_spec()->clear_source();
+    info.mutable_spec()->clear_reference_source();
+  }
   for (const auto& [name, expression] : k.default_config) {
     // Defaults may depend on the problem and machine; the API shows constant ones.
     int64_t v;

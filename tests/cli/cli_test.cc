@@ -991,6 +991,16 @@ TEST(CliTest, TelemetryReportRaisesDriftFlagsThatDriftLists) {
   EXPECT_THAT(one.out, HasSubstr("gemm  (version "));
   EXPECT_EQ(RunKtune({"kernels", "fft", "--server", address}).exit_code, 2);
   EXPECT_EQ(RunKtune({"kernels", "gemm", "--server", address, "--problem", "M=8"}).exit_code, 2);
+  // With a problem, a server's kernel is described as the local registry describes it: its
+  // space for that problem and its default (--problem was refused with --server, and the JSON
+  // said space_size 0 with the default's threads missing).
+  auto sized = RunKtune(
+      {"kernels", "gemm", "--server", address, "--problem", "M=64,N=64,K=64", "--json"});
+  ASSERT_EQ(sized.exit_code, 0) << sized.err;
+  auto local = RunKtune({"kernels", "gemm", "--problem", "M=64,N=64,K=64", "--json"});
+  ASSERT_EQ(local.exit_code, 0) << local.err;
+  EXPECT_GT(nlohmann::json::parse(sized.out)[0]["space_size"], 1000) << sized.out;
+  EXPECT_EQ(nlohmann::json::parse(sized.out), nlohmann::json::parse(local.out));
   // Nothing flagged yet: the JSON still has its list, empty.
   auto none = RunKtune({"drift", "--server", address, "--json"});
   ASSERT_EQ(none.exit_code, 0) << none.err;
@@ -1794,6 +1804,20 @@ TEST(CliTest, AKernelRegisteredInTheDatabaseIsTunedAndQueriedLocally) {
     auto registered = RunKtune({"kernels", "register", dir.File("k.json"), "--source",
                                 dir.File("k.cc"), "--server", address});
     ASSERT_EQ(registered.exit_code, 0) << registered.err;
+    // The server describes its client kernel in full: the space and default for a problem, and
+    // the constraints, as `kernels --db` does.
+    auto described = RunKtune(
+        {"kernels", "scale2", "--server", address, "--problem", "n=1000", "--json"});
+    ASSERT_EQ(described.exit_code, 0) << described.err;
+    const nlohmann::json k = nlohmann::json::parse(described.out)[0];
+    EXPECT_EQ(k["space_size"], 4) << described.out;
+    EXPECT_EQ(k["default_config"], nlohmann::json({{"unroll", 1}})) << described.out;
+    EXPECT_EQ(k["problem_parameters"][0]["max"], 16777216) << described.out;
+    auto from_file = RunKtune({"kernels", "scale2", "--db", db, "--json"});
+    ASSERT_EQ(from_file.exit_code, 0) << from_file.err;
+    EXPECT_EQ(k["version"], nlohmann::json::parse(from_file.out)[0]["version"]);
+    auto text = RunKtune({"kernels", "scale2", "--server", address, "--problem", "n=1000"});
+    EXPECT_THAT(text.out, HasSubstr("space:       4 valid configurations for n=1000"));
   }
   auto tune = RunKtune({"tune", "--db", db, "--kernel", "scale2", "--problem", "n=1024", "--device",
                         "cpu", "--budget", "4", "--strategy", "random", "--json"});
