@@ -14,14 +14,15 @@ absl::StatusOr<TuningOutcome> RunTuningLoop(SearchStrategy& strategy, const Sear
   TuningOutcome outcome;
   // The budget keeps the accounts: agent time (the strategy's calls) and measuring time.
   AgentTimeBudget time_budget(options.max_agent_share);
-  auto ms_since = [](absl::Time start) { return absl::ToDoubleMilliseconds(absl::Now() - start); };
-  absl::Time start = absl::Now();
+  const std::function<absl::Time()>& now = options.now;
+  auto ms_since = [&now](absl::Time start) { return absl::ToDoubleMilliseconds(now() - start); };
+  absl::Time start = now();
   KTUNE_RETURN_IF_ERROR(strategy.Initialize(space, options.seed));
   KTUNE_RETURN_IF_ERROR(strategy.AddPriorResults(options.prior));
   KTUNE_RETURN_IF_ERROR(strategy.PreTuning(options.budget, options.batch_size));
   time_budget.AddAgentMs(ms_since(start));
   while (true) {
-    start = absl::Now();
+    start = now();
     strategy.SetTimeAllowance(time_budget.AllowanceMs());
     KTUNE_ASSIGN_OR_RETURN(std::vector<Point> batch, strategy.ProposeBatch());
     time_budget.AddAgentMs(ms_since(start));
@@ -29,7 +30,7 @@ absl::StatusOr<TuningOutcome> RunTuningLoop(SearchStrategy& strategy, const Sear
     std::vector<Configuration> configs;
     configs.reserve(batch.size());
     for (const Point& p : batch) configs.push_back(space.ToConfiguration(p));
-    start = absl::Now();
+    start = now();
     KTUNE_ASSIGN_OR_RETURN(std::vector<MeasureResult> results, measurer.Measure(task, configs));
     time_budget.AddMeasurementMs(ms_since(start));
     if (results.size() != batch.size()) {
@@ -42,13 +43,13 @@ absl::StatusOr<TuningOutcome> RunTuningLoop(SearchStrategy& strategy, const Sear
       observations.push_back({batch[i], ok, ok ? *results[i].time_ms : 0.0});
     }
     if (on_batch) KTUNE_RETURN_IF_ERROR(on_batch(configs, results));
-    start = absl::Now();
+    start = now();
     KTUNE_RETURN_IF_ERROR(strategy.NotifyResults(observations));
     time_budget.AddAgentMs(ms_since(start));
     outcome.trace.insert(outcome.trace.end(), observations.begin(), observations.end());
     ++outcome.batches;
   }
-  start = absl::Now();
+  start = now();
   strategy.PostTuning();  // the agent's work too (PPO's last policy update)
   time_budget.AddAgentMs(ms_since(start));
   outcome.agent_seconds = time_budget.agent_ms() / 1e3;

@@ -5,6 +5,8 @@
 #include <functional>
 #include <vector>
 
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
 #include "agent/search_strategy.h"
 #include "measurer/measurer.h"
 
@@ -18,6 +20,9 @@ struct TuningOptions {
   // The strategy's time may be at most this share of the measurement time (AgentTimeBudget,
   // SetTimeAllowance); 0: no limit.
   double max_agent_share = 0;
+  // The clock the agent's and the measurer's times are read from (tests give one that the
+  // measurer advances).
+  std::function<absl::Time()> now = [] { return absl::Now(); };
 };
 
 struct TuningOutcome {
@@ -32,8 +37,8 @@ using BatchCallback = std::function<absl::Status(const std::vector<Configuration
                                                  const std::vector<MeasureResult>& results)>;
 
 // Initialises `strategy` with `space`, options.seed and options.prior, then proposes, measures
-// and notifies
-// until the strategy's batches run out. Errors of the strategy or the measurer end the run.
+// and notifies until the strategy's batches run out. Errors of the strategy or the measurer end the
+// run.
 absl::StatusOr<TuningOutcome> RunTuningLoop(SearchStrategy& strategy, const SearchSpace& space,
                                             Measurer& measurer, const TaskKey& task,
                                             const TuningOptions& options,

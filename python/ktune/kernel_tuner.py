@@ -341,8 +341,12 @@ class Strategy(OptAlgWrapper):
         env = {}
         try:
             env = dict(runner.get_environment(tuning_options) or {})
-        except Exception:
-            pass
+        except Exception as e:  # a runner of another Kernel Tuner version, a backend that failed
+            # Said, not swallowed: the fingerprint (and a GPU's device class) then lacks the
+            # device name, compiler options and versions, and records are filed under it.
+            warnings.warn(f"ktune: Kernel Tuner's runner gave no environment "
+                          f"({type(e).__name__}: {e}); this device's fingerprint lacks its name, "
+                          f"compiler options and versions", RuntimeWarning, stacklevel=2)
         cpu_model, cpu_family = _cpu_model_and_family()
         backend = getattr(dev, "dev", None)
         facts: dict[str, Any] = {"kind": "kernel_tuner", "lang": lang,

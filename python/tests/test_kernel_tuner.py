@@ -603,3 +603,28 @@ def test_a_job_made_by_a_submit_whose_reply_was_lost_is_cancelled(empty_server):
     lost = client.get_job(made[0])
     assert lost.state is ktune.JobState.CANCELLED and lost.measurements_done == 0, lost
     assert lost.worker_id and lost.worker_id == client.get_job(strategy.job_ids[0]).worker_id
+
+
+def test_a_runner_without_an_environment_is_said_not_swallowed():
+    """A runner whose get_environment fails still gives a device, and says what its fingerprint
+    lacks (the error was swallowed, and records were filed under a poorer fingerprint)."""
+    class Source:
+        lang = "CUDA"
+
+    class DeviceInfo:
+        name = "Some GPU"
+
+    class Runner:
+        kernel_source = Source()
+
+        def get_device_info(self):
+            return DeviceInfo()
+
+        def get_environment(self, tuning_options):
+            raise RuntimeError("no driver")
+
+    strategy = Strategy(ktune.Client("127.0.0.1:1"), strategy="random")
+    with pytest.warns(RuntimeWarning, match="gave no environment \\(RuntimeError: no driver\\)"):
+        device = strategy._device(Runner(), {})
+    assert device.device_class == "kernel_tuner:CUDA:Some GPU"
+    assert json.loads(device.fingerprint_json)["name"] == "Some GPU"

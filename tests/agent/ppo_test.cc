@@ -77,18 +77,28 @@ SearchSpace Bowl() {
       {"a + b < 20"});
 }
 
-// The best time of PPO's first 16 measurements of the bowl, with `source` to transfer from.
-double BestOf16WithTransfer(const TransferSource& source) {
+// One run's best time of its first 16 measurements of the bowl, with `source` to transfer from.
+double BestOf16WithTransfer(const TransferSource& source, uint64_t seed) {
   BowlMeasurer measurer;
   PpoStrategy p;
   EXPECT_TRUE(p.AddTransferSource(source).ok());
-  auto out = RunTuningLoop(p, Bowl(), measurer, {}, {16, 8, 3});
+  auto out = RunTuningLoop(p, Bowl(), measurer, {}, {16, 8, seed});
   EXPECT_TRUE(out.ok()) << out.status();
   double best = 1e9;
   if (out.ok()) {
     for (const Observation& o : out->trace) best = std::min(best, o.time_ms);
   }
   return best;
+}
+
+// The best time of PPO's first 16 measurements of the bowl, with `source` to transfer from, over
+// run seeds 1 to 5: the worst run's.
+double BestOf16WithTransfer(const TransferSource& source) {
+  double worst = 0;
+  for (uint64_t seed = 1; seed <= 5; ++seed) {
+    worst = std::max(worst, BestOf16WithTransfer(source, seed));
+  }
+  return worst;
 }
 
 // Every point of `space` measured, times scaled by `slowdown`: a recorded source device.
@@ -360,7 +370,8 @@ TEST(PpoStrategyTest, TransferFromAnotherDeviceProposesGoodFirstBatches) {
   // The source device's landscape: the same bowl, twice as slow.
   std::vector<double> source_times = Recording(space, measurer, 2.0);
   // Random search's best of 16 draws has a median of 2.1x the optimum here and is within 1.5x in
-  // 15% of runs (simulated); the transferred policy walks to the bowl's bottom before measuring.
+  // 15% of runs (simulated); the transferred policy walks to the bowl's bottom before measuring,
+  // in each of 5 runs (one run passed by luck 15% of the time, with transfer ignored).
   EXPECT_LE(BestOf16WithTransfer({&space, &source_times}), 1.5);
 }
 
@@ -446,7 +457,10 @@ TEST(PpoStrategyTest, PoliciesSaveAndWarmStart) {
   EXPECT_NE(PpoStrategy::PolicyKey("gemm", space), PpoStrategy::PolicyKey("conv", space));
 }
 
-TEST(PpoStrategyTest, TheShippedPolicyIsATrainedPolicyOfThisAgent) {
+// What this checks is that the shipped file is built in, loads into this agent's policy and is not
+// a fresh initialisation; that `ktune agent train` reproduces it is checked by hand
+// (agent/README.md), a training being too long for a unit test.
+TEST(PpoStrategyTest, TheShippedPolicyLoadsAndIsNotAFreshInitialisation) {
   ASSERT_FALSE(PretrainedPolicyJson().empty()) << "agent/pretrained/policy.json was not built in";
   PolicyOptions options;
   options.features = kCandidateFeatures;

@@ -12,6 +12,9 @@
 namespace ktune {
 namespace {
 
+// A LibTorch build has PPO (tests/CMakeLists.txt defines KTUNE_WITH_TORCH).
+constexpr bool kWithTorch = KTUNE_WITH_TORCH;
+
 std::vector<Observation> Trace(std::vector<double> times) {
   std::vector<Observation> t;
   for (double x : times) t.push_back({{}, x > 0, x > 0 ? x : 0});  // x <= 0: failed
@@ -192,7 +195,8 @@ SearchBenchOptions SmallLeaveOneKernelOut() {
 // Leave one kernel out, end to end on two small shared spaces of two kernels: each is tuned once
 // per strategy, after policies (two training seeds) were trained on the other one.
 TEST(SearchBenchmarkTest, LeaveOneKernelOutTrainsAPolicyPerKernelAndTunesEverySpace) {
-  if (AblationStrategyNames().empty()) GTEST_SKIP() << "built without LibTorch: no PPO";
+  if (!kWithTorch) GTEST_SKIP() << "built without LibTorch: no PPO";
+  ASSERT_FALSE(AblationStrategyNames().empty());
   SearchBenchOptions options = SmallLeaveOneKernelOut();
   options.strategies = {"ppo", "ppo-untrained", "random"};
   options.seeds = 1;
@@ -235,7 +239,8 @@ TEST(SearchBenchmarkTest, LeaveOneKernelOutTrainsAPolicyPerKernelAndTunesEverySp
 // training-only space joins the training of every fold but its own kernel family's, and is
 // never tuned.
 TEST(SearchBenchmarkTest, FoldsRunApartAndTrainingOnlySpacesJoinOtherKernelsFolds) {
-  if (AblationStrategyNames().empty()) GTEST_SKIP() << "built without LibTorch: no PPO";
+  if (!kWithTorch) GTEST_SKIP() << "built without LibTorch: no PPO";
+  ASSERT_FALSE(AblationStrategyNames().empty());
   SearchBenchOptions options = SmallLeaveOneKernelOut();
   options.train_spaces = {
       testing::SpaceFile("convolution6768_RTX_Titan_kernel_tuner_cache.json.gz")};

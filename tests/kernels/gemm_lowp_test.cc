@@ -247,9 +247,6 @@ TEST(GemmLowp, TypicalSpaces) {
   }
 }
 
-// oneDNN's fp32 gemm is a float32 gemm; its int8 gemm, quantised by the same code, computes the
-// same integers as gemm_lowp's int8 path, so the two agree far more closely than either agrees
-// with the reference.
 // The AVX-VNNI tiles (gemm_lowp_vnni.cc) replace maddubs + madd + add by one vpdpbusd: on the
 // same quantised inputs they must give exactly what the AVX2 tiles give, for every tile shape,
 // edge tiles (mr < MR, nr < NR) and accumulation onto C (first = false) included.
@@ -292,6 +289,9 @@ TEST(GemmLowp, AvxVnniTilesGiveExactlyWhatAvx2TilesGive) {
   }
 }
 
+// oneDNN's fp32 gemm is a float32 gemm; its int8 gemm, quantised by the same code, computes the
+// same integers as gemm_lowp's int8 path, so the two agree far more closely than either agrees
+// with the reference.
 TEST(GemmOneDnn, MatchesTheReferenceAndTheInt8PathOfGemmLowp) {
   for (int64_t threads : {1, 2}) {
     Gemm g = Uniform(37, 301, 129, 17);

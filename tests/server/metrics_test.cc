@@ -190,9 +190,11 @@ TEST(MetricsTest, SlowClientsDoNotBlockAScrape) {
     });
   }
   // Poll until every slow client is connected (the scrape then queues behind them all).
-  for (int i = 0; i < 100 && connections < static_cast<int>(slow.size()); ++i) {
+  for (int i = 0; i < 500 && connections < static_cast<int>(slow.size()); ++i) {
     absl::SleepFor(absl::Milliseconds(20));
   }
+  // Or the scrape would not queue behind them, and the test would pass without its case.
+  ASSERT_EQ(connections.load(), static_cast<int>(slow.size()));
   // curl gives up after 10 s; the slow clients dribble until it is done.
   const std::string text =
       Shell(absl::StrCat("curl -s --max-time 10 http://127.0.0.1:", port, "/metrics"));

@@ -29,6 +29,9 @@
 namespace ktune {
 namespace {
 
+// A LibTorch build has PPO (tests/CMakeLists.txt defines KTUNE_WITH_TORCH).
+constexpr bool kWithTorch = KTUNE_WITH_TORCH;
+
 using ::testing::HasSubstr;
 
 class TaskSearchTest : public OneTaskScheduler {
@@ -266,7 +269,8 @@ TEST_F(TaskSearchTest, TheBatchSizeSurvivesARestart) {
 
 TEST_F(TaskSearchTest, PpoSavesItsPolicyAndTheNextJobOfTheKernelWarmStarts) {
   absl::StatusOr<std::unique_ptr<SearchStrategy>> ppo = MakeStrategy("ppo");
-  if (!ppo.ok()) GTEST_SKIP() << ppo.status();
+  if (!kWithTorch) GTEST_SKIP() << "built without LibTorch: no PPO";
+  ASSERT_TRUE(ppo.ok()) << ppo.status();
   const std::string key = (*ppo)->CheckpointKey("gemm", **spaces_.Space(Task(), kCores));
   ASSERT_FALSE(key.empty());
   // A job too short to leave the random warm-up: its untrained policy is not kept.
@@ -305,7 +309,8 @@ TEST_F(TaskSearchTest, PpoSavesItsPolicyAndTheNextJobOfTheKernelWarmStarts) {
 // replaces the bad one.
 TEST_F(TaskSearchTest, AnUnusableSavedPolicyIsReplacedNotFatal) {
   absl::StatusOr<std::unique_ptr<SearchStrategy>> ppo = MakeStrategy("ppo");
-  if (!ppo.ok()) GTEST_SKIP() << ppo.status();
+  if (!kWithTorch) GTEST_SKIP() << "built without LibTorch: no PPO";
+  ASSERT_TRUE(ppo.ok()) << ppo.status();
   const std::string key = (*ppo)->CheckpointKey("gemm", **spaces_.Space(Task(), kCores));
   ASSERT_TRUE(db_.SaveCheckpoint(key, R"({"features":15,"hidden":-1})").ok());
   const int64_t job = Submit(29, "ppo", /*batch_size=*/4, /*threads=*/0, /*agent_share=*/0.0);
@@ -326,7 +331,8 @@ TEST_F(TaskSearchTest, AnUnusableSavedPolicyIsReplacedNotFatal) {
 // the old fastest configuration again, which as a prior result it never could.
 TEST_F(TaskSearchTest, AfterARegressionTheOldRecordsLeadTheSearchAndCanBeMeasuredAgain) {
   absl::StatusOr<std::unique_ptr<SearchStrategy>> ppo = MakeStrategy("ppo");
-  if (!ppo.ok()) GTEST_SKIP() << ppo.status();
+  if (!kWithTorch) GTEST_SKIP() << "built without LibTorch: no PPO";
+  ASSERT_TRUE(ppo.ok()) << ppo.status();
   Submit(30, "random", /*batch_size=*/5);
   while (!LeaseAndReport().empty()) {
   }
@@ -398,7 +404,8 @@ TEST_F(TaskSearchTest, FailuresFromBeforeAnythingRanAreMeasuredAgainByLaterJobs)
 
 TEST_F(TaskSearchTest, PpoSavesItsPolicyWhileTheTaskRunsSoARestartKeepsTheLearning) {
   absl::StatusOr<std::unique_ptr<SearchStrategy>> ppo = MakeStrategy("ppo");
-  if (!ppo.ok()) GTEST_SKIP() << ppo.status();
+  if (!kWithTorch) GTEST_SKIP() << "built without LibTorch: no PPO";
+  ASSERT_TRUE(ppo.ok()) << ppo.status();
   const std::string key = (*ppo)->CheckpointKey("gemm", **spaces_.Space(Task(), kCores));
   SchedulerOptions every_batch;
   every_batch.checkpoint_every = absl::ZeroDuration();

@@ -383,9 +383,9 @@ TEST(TelemetryTest, ARegressionInProductionIsFlaggedRetunedAndChangesTheBestAnsw
       delay = i;
     }
   }
-  ASSERT_NE(flag.id(), 0) << "no flag within 50 reports of the regression";
+  ASSERT_NE(flag.id(), 0) << "no flag within 50 reports of the regression";  // the goal's bound
+  EXPECT_GE(delay, 1);
   EXPECT_EQ(flag.kind(), v1::DRIFT_KIND_REGRESSION);
-  EXPECT_LE(delay, 50);
   EXPECT_NEAR(flag.recent_ms() / flag.reference_ms(), 3.0, 0.1);
   ASSERT_FALSE(flag.retune_job_id().empty()) << flag.action();
   EXPECT_THAT(flag.action(), HasSubstr("retuning: job " + flag.retune_job_id()));
