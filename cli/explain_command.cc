@@ -92,6 +92,12 @@ int RunExplain(const ExplainArgs& a) {
   } else {
     std::cout << ExplanationText(*explained, resolved->query);
     if (!hint.empty()) std::cout << hint << "\n";
+    // A forgotten --problem (it read "no tuned problem to predict from", as if none were tuned).
+    if (hint.empty() && explained->level() == v1::MATCH_LEVEL_NONE) {
+      if (const std::string why = NoProblemHint(resolved->query); !why.empty()) {
+        std::cout << why << "\n";
+      }
+    }
     if (!a.plot.empty()) std::cout << "plot: " << a.plot << "\n";
   }
   // Nothing known is an answer, not a failure of the command.

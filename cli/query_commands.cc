@@ -205,16 +205,8 @@ int RunBest(const BestArgs& a) {
   }
   // A forgotten --problem read as "nothing was tuned" (a recorded space's records have none, so
   // it is not refused).
-  std::string no_problem;
-  if (best->records.empty() && q.problem.empty() && hint.empty()) {
-    if (const KernelDefinition* k = KernelRegistry::WithBuiltins().Find(q.kernel);
-        k != nullptr && !k->problem.empty()) {
-      std::vector<std::string> names;
-      for (const ProblemParameter& p : k->problem) names.push_back(p.name);
-      no_problem = absl::StrCat("no --problem was given, and ", q.kernel, "'s problems have ",
-                                absl::StrJoin(names, ", "));
-    }
-  }
+  const std::string no_problem =
+      best->records.empty() && hint.empty() ? NoProblemHint(q) : std::string();
   if (a.json) {
     nlohmann::json records = nlohmann::json::array();
     for (const Record& r : best->records)

@@ -128,4 +128,17 @@ std::string UnknownKernelHint(TuningDatabase& db, const KernelRegistry& registry
                       absl::StrJoin(named, ", "), "; ktune kernels lists the registry)");
 }
 
+std::string NoProblemHint(const BestQuery& query) {
+  if (!query.problem.empty()) return "";
+  // The registry is kept for as long as `k` is read (a temporary's pointer read freed memory:
+  // std::bad_alloc, exit 134, found by the compiler-integration trial).
+  const KernelRegistry builtins = KernelRegistry::WithBuiltins();
+  const KernelDefinition* k = builtins.Find(query.kernel);
+  if (k == nullptr || k->problem.empty()) return "";
+  std::vector<std::string> names;
+  for (const ProblemParameter& p : k->problem) names.push_back(p.name);
+  return absl::StrCat("no --problem was given, and ", query.kernel, "'s problems have ",
+                      absl::StrJoin(names, ", "));
+}
+
 }  // namespace ktune::cli

@@ -53,6 +53,11 @@ void ToRequest(const ResolvedTaskQuery& resolved, v1::KernelRef* kernel, v1::Pro
 std::string UnknownKernelHint(TuningDatabase& db, const KernelRegistry& registry,
                               const std::string& db_path, const std::string& kernel);
 
+// For an answer that found nothing: "no --problem was given, and gemm's problems have M, N, K"
+// when `query` has no problem and its kernel is a built-in with problem parameters (a recorded
+// space's records have none, so an empty problem is not refused); empty otherwise.
+std::string NoProblemHint(const BestQuery& query);
+
 }  // namespace ktune::cli
 
 #endif  // KTUNE_CLI_TASK_QUERY_H_

@@ -1535,6 +1535,24 @@ TEST(CliTest, TuneOnThisCpuReportsSpeedupAndStoresRecords) {
   ASSERT_EQ(no_problem.exit_code, 0) << no_problem.err;
   EXPECT_THAT(no_problem.out, HasSubstr("(no --problem was given, and gemm's problems have M, N, "
                                         "K)"));
+  // Every kernel with problem parameters, text and JSON, and explain too (the hint read a freed
+  // registry: std::bad_alloc or length_error, exit 134, for conv2d and --json).
+  for (const char* kernel : {"gemm", "conv2d", "softmax", "gemm_openblas"}) {
+    for (bool json : {false, true}) {
+      std::vector<std::string> args = {"best", "--db", db, "--kernel", kernel, "--device", "cpu"};
+      if (json) args.push_back("--json");
+      auto r = RunKtune(args);
+      EXPECT_EQ(r.exit_code, 0) << kernel << " " << r.err;
+      if (json) {
+        EXPECT_EQ(nlohmann::json::parse(r.out)["level"], "none") << r.out;
+      }
+    }
+  }
+  auto no_problem_explained =
+      RunKtune({"explain", "--db", db, "--kernel", "softmax", "--device", "cpu"});
+  ASSERT_EQ(no_problem_explained.exit_code, 0) << no_problem_explained.err;
+  EXPECT_THAT(no_problem_explained.out,
+              HasSubstr("no --problem was given, and softmax's problems have rows, cols"));
   // The front of a problem with no record says so (it said no record had a measured error).
   auto no_front = RunKtune({"best", "--db", db, "--kernel", "gemm", "--problem", "M=8,N=8,K=8",
                             "--device", "cpu", "--pareto"});
