@@ -82,7 +82,8 @@ class FlakyReports : public v1::WorkerService::StubInterface {
   // the next heartbeat reaches the server (AnotherWorkerTakesThem: a lease that cannot be given
   // back).
   std::function<void()> before_heartbeats_return;
-  // What a report's outage answers: no answer (UNAVAILABLE), or ABORTED (a busy database).
+  // What a report's outage answers: no answer (UNAVAILABLE), ABORTED (a busy database), or
+  // CANCELLED (a server stopping gracefully cancels the calls in flight).
   grpc::StatusCode outage_code = grpc::StatusCode::UNAVAILABLE;
   // Set: heartbeats (past their outages) go there instead, a server that hangs (HungServer).
   v1::WorkerService::StubInterface* heartbeats_to = nullptr;
@@ -108,8 +109,9 @@ class FlakyReports : public v1::WorkerService::StubInterface {
     }
     if (outages_ > 0) {
       --outages_;
-      return grpc::Status(outage_code, outage_code == grpc::StatusCode::UNAVAILABLE
-                                           ? kConnectionRefused
+      return grpc::Status(outage_code, outage_code == grpc::StatusCode::UNAVAILABLE ? kConnectionRefused
+                                       : outage_code == grpc::StatusCode::CANCELLED
+                                           ? "Cancelled"  // gRPC's, for a server shutting down
                                            : "the database is busy");
     }
     ++reports_sent;
