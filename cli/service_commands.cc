@@ -9,6 +9,7 @@
 #include <atomic>
 #include <fstream>
 #include <iostream>
+#include <iterator>
 #include <nlohmann/json.hpp>
 #include <sstream>
 #include <thread>
@@ -329,7 +330,11 @@ struct JobArgs {
 
 int RunSubmit(const JobArgs& a) {
   const std::string cmd = "submit";
-  absl::StatusOr<std::string> text = ReadFileMaybeGzip(a.spec);
+  // `-` is the standard input, as for telemetry report (a minimal container has no /dev/stdin).
+  absl::StatusOr<std::string> text =
+      a.spec == "-" ? absl::StatusOr<std::string>(std::string(std::istreambuf_iterator<char>(std::cin),
+                                                              std::istreambuf_iterator<char>()))
+                    : ReadFileMaybeGzip(a.spec);
   if (!text.ok()) {
     return Fail(cmd, absl::NotFoundError(
                          absl::StrCat("cannot read ", a.spec, ": ", text.status().message())));
@@ -640,7 +645,8 @@ void RegisterServiceCommands(CLI::App& app, Action* action) {
 
   auto job_args = std::make_shared<JobArgs>();
   CLI::App* submit = app.add_subcommand("submit", "Submit a fleet job (YAML or JSON spec)");
-  submit->add_option("JOB", job_args->spec, "Job spec file")->required();
+  submit->add_option("JOB", job_args->spec, "Job spec file, or - for the standard input")
+      ->required();
   submit->add_option("--server", job_args->server, "Server address")
       ->check(ServerAddress())
       ->capture_default_str();

@@ -54,6 +54,14 @@ absl::StatusOr<Authenticator> Authenticator::FromFile(const std::string& path) {
       return absl::InvalidArgumentError(absl::StrCat(
           path, " line ", number, ": expected 'TOKEN ROLES' with a token of 16+ characters"));
     }
+    // A token given twice had both lines' roles: one "downgraded" by a line added below the old
+    // one kept admin (an operator trial).
+    if (auth.tokens_.count(std::string(fields[0]))) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          path, " line ", number,
+          ": a token given on an earlier line too; give each token once, with all its roles "
+          "comma-separated"));
+    }
     std::set<Role>& roles = auth.tokens_[std::string(fields[0])];
     for (absl::string_view name : absl::StrSplit(fields[1], ',')) {
       bool known = false;

@@ -11,6 +11,7 @@
 //   ktune_leases_active                          gauge
 //   ktune_lease_expiries_total                   counter  leases taken back: a worker went silent
 //   ktune_lease_revivals_total                   counter  expired leases given back to their worker
+//   ktune_earlier_leases_stored_total            counter  batches of a lease from before a restart
 //   ktune_workers{device_class,state}            gauge    state: measuring | idle | lost (an hour)
 //   ktune_jobs{state}                            gauge    active jobs: queued, running, paused
 //   ktune_jobs_ended_total{state}                counter  jobs ended: done, failed, cancelled

@@ -3,6 +3,7 @@
 #include <arpa/inet.h>
 #include <netdb.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -133,6 +134,15 @@ absl::StatusOr<std::string> ServedDatabasePath(const std::string& db_path) {
   if (error) {
     return absl::FailedPreconditionError(
         absl::StrCat("cannot resolve the path ", db_path, ": ", error.message()));
+  }
+  // A file with another name (a hard link) would be served under each name with a lock and a
+  // write-ahead log of its own: two servers, two WALs, one file (an operator trial).
+  if (struct stat st; ::stat(real.c_str(), &st) == 0 && S_ISREG(st.st_mode) && st.st_nlink > 1) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "the database ", db_path, " has ", st.st_nlink,
+        " names (hard links): each name would get its own lock and write-ahead log, and two "
+        "servers could run it; serve one copy (cp, or sqlite3 .backup), and remove the other "
+        "names"));
   }
   // The file, and its folder: SQLite's journal and the lock file are made beside it.
   if (fs::exists(real, error) && ::access(real.c_str(), W_OK) != 0) {

@@ -392,6 +392,12 @@ TEST(CliTest, FailuresExitWithOneAndSayWhy) {
   auto not_text = RunKtune({"submit", dir.File("spec.bin"), "--server", "127.0.0.1:1"});
   EXPECT_EQ(not_text.exit_code, 1);
   EXPECT_THAT(not_text.err, HasSubstr("is not a YAML or JSON text file"));
+  // `-` is the standard input (it was a file named "-"): the binary one is read from there.
+  const std::string from_stdin = dir.File("stdin.err");
+  std::system((testing::KtuneBinary() + " submit - --server 127.0.0.1:1 < '" + dir.File("spec.bin") +
+               "' 2> '" + from_stdin + "'")
+                  .c_str());
+  EXPECT_THAT(testing::ReadWholeFile(from_stdin), HasSubstr("- is not a YAML or JSON text file"));
   // Every command that reads a file says what is wrong with it and exits 1 (a failure), not 2
   // (bad usage, which asks for --help); a table is not begun for a file that cannot be read.
   {

@@ -32,6 +32,7 @@
 #include "proto/convert.h"
 #include "server/job_spec.h"
 #include "server/services.h"
+#include "server/auth.h"
 #include "server/tuning_server.h"
 #include "tests/server/worker_doubles.h"
 #include "tests/testing/test_util.h"
@@ -196,9 +197,29 @@ TEST(TuningServerTest, ASecondServerOnTheSameDatabaseRefusesToStart) {
   auto through_link = TuningServer::Start(linked);
   ASSERT_TRUE(absl::IsFailedPrecondition(through_link.status())) << through_link.status();
   EXPECT_THAT(through_link.status().message(), HasSubstr("served by another ktune server"));
+  // Nor through a hard link, which has a lock file of its own name, and refused even with no
+  // server running: SQLite keeps a write-ahead log per name (it started, beside the first).
+  ASSERT_EQ(::link(dir.File("one.db").c_str(), dir.File("hard.db").c_str()), 0);
+  TuningServerOptions hard = options;
+  hard.db_path = dir.File("hard.db");
+  auto through_hard_link = TuningServer::Start(hard);
+  ASSERT_TRUE(absl::IsFailedPrecondition(through_hard_link.status()))
+      << through_hard_link.status();
+  EXPECT_THAT(through_hard_link.status().message(), HasSubstr("has 2 names (hard links)"));
+  ASSERT_EQ(::unlink(dir.File("hard.db").c_str()), 0);
   first->reset();  // stops it
   auto after = TuningServer::Start(options);
   EXPECT_TRUE(after.ok()) << after.status();
+}
+
+// A token given on two lines had both lines' roles (one "downgraded" by a line added below kept
+// admin): refused, naming the line.
+TEST(AuthenticatorTest, ATokenGivenTwiceIsRefused) {
+  testing::TempDir dir;
+  std::ofstream(dir.File("tokens")) << "abcdefghijklmnopqrs admin\nabcdefghijklmnopqrs worker\n";
+  absl::StatusOr<Authenticator> auth = Authenticator::FromFile(dir.File("tokens"));
+  ASSERT_FALSE(auth.ok());
+  EXPECT_THAT(auth.status().message(), HasSubstr("tokens line 2: a token given on an earlier line"));
 }
 
 // A database in a folder that does not exist, or one this process cannot write, is refused at
