@@ -277,15 +277,20 @@ class Database(PyDatabase):
         return out
 
     def _tvm_records(self) -> list[Record]:
-        return [r for r in self.client.export_records()
+        # Bounded by the client's timeout, as its unary calls are: a stream has no deadline of
+        # its own, and len() of a Database hung for as long as a stalled server stayed stalled
+        # (a compiler-integration trial).
+        return [r for r in self.client.export_records(timeout=self.client.timeout)
                 if r.kernel.startswith(KERNEL_PREFIX) and r.payload]
 
     def get_all_tuning_records(self) -> list[TuningRecord]:
-        """Every TVM record the server holds, any target, ok or failed (one full export)."""
+        """Every TVM record the server holds, any target, ok or failed (one full export, within
+        the client's timeout)."""
         return [self.from_ktune(r) for r in self._tvm_records()]
 
     def __len__(self) -> int:
-        """How many TVM records the server holds (one full export)."""
+        """How many TVM records the server holds (one full export, within the client's
+        timeout)."""
         return len(self._tvm_records())
 
     # --- queries that honour the target ---

@@ -162,8 +162,12 @@ def problem_to_proto(problem: Optional[Mapping[str, ParamValue]], out) -> None:
     for name, value in (problem or {}).items():
         if (isinstance(value, numbers.Real) and not isinstance(value, numbers.Integral)
                 and float(value).is_integer()):
-            warnings.warn(f"problem value {name}={value!r} is a float; problem sizes are stored "
-                          f"as ints, which it does not match: pass {int(value)}",
+            # A registry or registered kernel's problem is made canonical by the server (64.0 is
+            # taken as 64); a kernel known only from its records (Kernel Tuner's, TVM's) is
+            # matched as stored. The warning said "does not match" where it did match.
+            warnings.warn(f"problem value {name}={value!r} is a float; problem sizes are ints: a "
+                          f"registry or registered kernel takes it as {int(value)}, a kernel known "
+                          f"only from its records does not match it; pass {int(value)}",
                           RuntimeWarning, stacklevel=3)
         value_to_proto(value, out[name])
 
@@ -178,12 +182,23 @@ def params_from_proto(params) -> ParamMap:
 
 
 def parse_params(text: str) -> ParamMap:
-    """Parses ``"M=512,N=512,dtype=f32"`` (the CLI's --problem syntax) into a dict."""
+    """Parses ``"M=512,N=512,dtype=f32"`` (the CLI's --problem syntax) into a dict, refusing what
+    the CLI refuses (ValueError): an item without ``=``, a name or a value; a name given twice
+    (the last one won: ``K=64,K=32`` asked about another problem without a word); inf and nan."""
     out: ParamMap = {}
-    for item in filter(None, (s.strip() for s in text.split(","))):
+    if not text.strip():
+        return out
+    for item in (s.strip() for s in text.split(",")):
         name, sep, raw = item.partition("=")
+        name, raw = name.strip(), raw.strip()
         if not sep:
-            raise ValueError(f"expected NAME=VALUE, got {item!r}")
+            raise ValueError(f"{item!r} is not NAME=VALUE (expected e.g. M=1024,N=1024)")
+        if not name:
+            raise ValueError(f"{item!r} has no name")
+        if not raw:
+            raise ValueError(f"{item!r} has no value")
+        if name in out:
+            raise ValueError(f"{name!r} is given twice")
         value: ParamValue
         try:
             value = int(raw)
@@ -192,7 +207,10 @@ def parse_params(text: str) -> ParamMap:
                 value = float(raw)
             except ValueError:
                 value = raw
-        out[name.strip()] = value
+            else:
+                if not math.isfinite(value):
+                    raise ValueError(f"{item!r}: the value must be a finite number or a name")
+        out[name] = value
     return out
 
 

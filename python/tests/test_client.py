@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import sqlite3
 import subprocess
 import sys
@@ -60,6 +61,13 @@ def test_best_problem_as_text(records_server):
     client = records_server.client()
     assert ktune.parse_params("M=512, N=512,dtype=f16,alpha=0.5") == {
         "M": 512, "N": 512, "dtype": "f16", "alpha": 0.5}
+    # What the CLI refuses, refused (a repeated name took its last value: another problem).
+    for text, says in [("M=64,N=64,K=64,K=32", "'K' is given twice"),
+                       ("M=64,,N=64", "'' is not NAME=VALUE"), ("M=64,", "'' is not NAME=VALUE"),
+                       ("=64", "has no name"), ("M=", "has no value"),
+                       ("M=inf", "finite number or a name")]:
+        with pytest.raises(ValueError, match=re.escape(says)):
+            ktune.parse_params(text)
     # pnpoly's recorded problem is empty: "" and {} are the same problem.
     assert client.best("pnpoly", "", PNPOLY_CLASS).best == client.best("pnpoly", {},
                                                                        PNPOLY_CLASS).best
@@ -228,7 +236,7 @@ def test_a_client_kernels_records_keep_their_payload(empty_server):
     assert client.import_records([sized]).records_added == 1
     assert client.best("mc_matmul_1", {"M": 64}, device).level is MatchLevel.EXACT
     for problem in ({"M": 64.0}, "M=64.0"):
-        with pytest.warns(RuntimeWarning, match="M=64.0 is a float; .*: pass 64"):
+        with pytest.warns(RuntimeWarning, match="M=64.0 is a float; .*; pass 64"):
             assert client.best("mc_matmul_1", problem, device).level is not MatchLevel.EXACT
     assert best.records[0].payload in ("[1]", "[2]") and best.records[1].payload == payload
     exported = {r.payload: r for r in client.export_records()}
