@@ -247,3 +247,23 @@ def test_a_failed_candidate_is_a_failed_record(tuned, tmp_path):
 def _llvm(config: dict) -> dict:
     """An llvm target's config as Target() takes it back (without the derived keys)."""
     return {k: v for k, v in config.items() if k not in ("keys", "tag")}
+
+
+def test_a_full_export_gives_up_at_the_clients_timeout_on_a_stalled_server(empty_server):
+    """len() and get_all_tuning_records are one ExportRecords stream each, which had no
+    deadline: against a stalled server (SIGSTOP) len() hung for as long as it stayed stalled.
+    They are bounded by the client's timeout, as its unary calls are."""
+    import signal
+    import time
+    db = ktune.tvm.Database(ktune.Client(empty_server.address, timeout=2))
+    assert len(db) == 0  # connected, and answered while the server runs
+    empty_server.process.proc.send_signal(signal.SIGSTOP)
+    try:
+        start = time.monotonic()
+        # Through TVM's FFI (len() of a TVM Database object), ktune's DeadlineExceeded arrives
+        # as TVM's RuntimeError, with its text.
+        with pytest.raises((ktune.DeadlineExceeded, RuntimeError), match="DEADLINE_EXCEEDED"):
+            len(db)
+        assert time.monotonic() - start < 10
+    finally:
+        empty_server.process.proc.send_signal(signal.SIGCONT)
