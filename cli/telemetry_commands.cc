@@ -1,5 +1,6 @@
 // ktune telemetry report | ktune drift: production telemetry in, drift flags out
 // (server/telemetry_intake.h).
+#include <cmath>
 #include <cstdio>
 #include <fstream>
 #include <iostream>
@@ -134,9 +135,18 @@ absl::StatusOr<v1::TelemetrySample> SampleFromJson(const std::string& text) {
       return absl::InvalidArgumentError("times_ms, count and mean_ms, or histogram is required");
     }
     const nlohmann::json& count = line["count"];
-    if (!count.is_number_integer() ||
+    // A whole number too large for the API is said to be too large (it was "not a whole
+    // number"): 1e12 calls is the server's bound.
+    const bool too_large =
         (count.is_number_unsigned() &&
-         count.get<uint64_t>() > static_cast<uint64_t>(std::numeric_limits<int64_t>::max()))) {
+         count.get<uint64_t>() > static_cast<uint64_t>(std::numeric_limits<int64_t>::max())) ||
+        (count.is_number_float() && count.get<double>() >= 9.2e18 &&
+         count.get<double>() == std::floor(count.get<double>()));
+    if (too_large) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("count is ", count.dump(), "; it must be between 1 and 1e12"));
+    }
+    if (!count.is_number_integer()) {
       return absl::InvalidArgumentError(
           absl::StrCat("count must be a whole number of calls, not ", count.dump()));
     }
@@ -180,9 +190,17 @@ void NameServer(const std::string& server, v1::DriftFlag* f) {
   f->set_action(absl::StrReplaceAll(f->action(), {{"--server ADDR", "--server " + server}}));
 }
 
+// What the server made of the samples a report sent (ReportTelemetryResponse's counts).
+struct ReportCounts {
+  int64_t accepted = 0, duplicates = 0, late = 0;
+};
+
 // report --json: what was stored and raised, on success and on a refusal part-way.
-nlohmann::ordered_json ReportJson(int64_t accepted, const std::vector<v1::DriftFlag>& raised) {
-  nlohmann::ordered_json out = {{"accepted", accepted},
+nlohmann::ordered_json ReportJson(const ReportCounts& counts,
+                                  const std::vector<v1::DriftFlag>& raised) {
+  nlohmann::ordered_json out = {{"accepted", counts.accepted},
+                                {"duplicates", counts.duplicates},
+                                {"late", counts.late},
                                 {"raised", nlohmann::ordered_json::array()}};
   for (const v1::DriftFlag& f : raised) out["raised"].push_back(PlainJson(f));
   return out;
@@ -195,10 +213,12 @@ void PrintFlag(const v1::DriftFlag& f) {
   }
   std::string problem_text;
   for (const auto& [k, v] : problem) absl::StrAppend(&problem_text, problem_text.empty() ? "" : ",", k, "=", v);
-  std::cout << absl::StrFormat("#%d %s  %s%s on %s\n    %s\n    action: %s\n", f.id(),
-                               KindName(f.kind()), f.task().kernel().name(),
-                               problem_text.empty() ? "" : " " + problem_text,
-                               f.task().device_class(), f.message(), f.action());
+  // When it was raised too (only --json said it).
+  const int64_t raised_us = f.raised_at().seconds() * 1'000'000 + f.raised_at().nanos() / 1000;
+  std::cout << absl::StrFormat(
+      "#%d %s  %s%s on %s  (raised %s)\n    %s\n    action: %s\n", f.id(), KindName(f.kind()),
+      f.task().kernel().name(), problem_text.empty() ? "" : " " + problem_text,
+      f.task().device_class(), FormatTimestampUs(raised_us), f.message(), f.action());
 }
 
 struct ReportArgs {
@@ -258,7 +278,7 @@ int RunReport(const ReportArgs& a) {
   absl::StatusOr<std::shared_ptr<grpc::Channel>> channel = MakeChannel(a.client.server, a.client.tls);
   if (!channel.ok()) return ChannelFailure(cmd, channel.status());
   auto stub = v1::TuningService::NewStub(*channel);
-  int64_t accepted = 0;
+  ReportCounts counts;
   std::vector<v1::DriftFlag> raised;
   for (size_t start = 0; start < samples.size(); start += kSamplesPerCall) {
     v1::ReportTelemetryRequest request;
@@ -270,7 +290,7 @@ int RunReport(const ReportArgs& a) {
     if (!st.ok()) {
       const std::string why = OnFileLine(a.file, st.message(), line_of, start);
       if (a.client.json) {  // a script learns what was stored, and where to resume
-        nlohmann::ordered_json out = ReportJson(accepted, raised);
+        nlohmann::ordered_json out = ReportJson(counts, raised);
         out["error"] = why;
         out["resume_skip"] = a.skip + static_cast<int64_t>(start);
         std::cout << out.dump(-1, ' ', false, kReplaceInvalidUtf8) << "\n";
@@ -287,17 +307,30 @@ int RunReport(const ReportArgs& a) {
                 << "\n";
       return Fail(cmd, absl::Status(st.code(), why));
     }
-    accepted += response.accepted();
+    counts.accepted += response.accepted();
+    counts.duplicates += response.duplicates();
+    counts.late += response.late();
     for (v1::DriftFlag& f : *response.mutable_raised()) {
       NameServer(a.client.server, &f);
       raised.push_back(std::move(f));
     }
   }
   if (a.client.json) {
-    std::cout << ReportJson(accepted, raised).dump(-1, ' ', false, kReplaceInvalidUtf8) << "\n";
+    std::cout << ReportJson(counts, raised).dump(-1, ' ', false, kReplaceInvalidUtf8) << "\n";
     return kExitOk;
   }
-  std::cout << "accepted " << accepted << " samples; " << raised.size() << " drift flags raised\n";
+  std::cout << "accepted " << counts.accepted << " samples";
+  if (counts.duplicates > 0) {
+    std::cout << " (" << counts.duplicates
+              << " sent before, with the same window and times: not counted again)";
+  }
+  std::cout << "; " << raised.size() << (raised.size() == 1 ? " drift flag" : " drift flags")
+            << " raised\n";
+  if (counts.late > 0) {
+    std::cout << counts.late
+              << " samples are older than the newest window of their configuration: stored, "
+                 "not taken for recent times\n";
+  }
   for (const v1::DriftFlag& f : raised) PrintFlag(f);
   return kExitOk;
 }
@@ -320,6 +353,35 @@ int RunDrift(const ClientArgs& a) {
     return kExitOk;
   }
   for (const v1::DriftFlag& f : response.flags()) PrintFlag(f);
+  return kExitOk;
+}
+
+struct RetuneArgs {
+  ClientArgs client;
+  int64_t flag_id = 0;
+};
+
+// ktune drift retune ID: the operator's go-ahead for a suggested flag (RetuneDriftFlag).
+int RunRetune(const RetuneArgs& a) {
+  const std::string cmd = "drift retune";
+  absl::StatusOr<std::shared_ptr<grpc::Channel>> channel =
+      MakeChannel(a.client.server, a.client.tls);
+  if (!channel.ok()) return ChannelFailure(cmd, channel.status());
+  v1::RetuneDriftFlagRequest request;
+  request.set_flag_id(a.flag_id);
+  v1::DriftFlag flag;
+  absl::Status st = FromGrpc(v1::TuningService::NewStub(*channel)->RetuneDriftFlag(
+      ClientContextFor(a.client.token).get(), request, &flag));
+  if (absl::IsNotFound(st)) return UsageError(cmd, std::string(st.message()));
+  if (!st.ok()) return Fail(cmd, st);
+  NameServer(a.client.server, &flag);
+  if (a.client.json) {
+    std::cout << PlainJsonText(flag) << "\n";
+    return kExitOk;
+  }
+  PrintFlag(flag);
+  std::cout << "follow it: ktune watch " << flag.retune_job_id() << " --server " << a.client.server
+            << "\n";
   return kExitOk;
 }
 
@@ -347,7 +409,20 @@ void RegisterTelemetryCommands(CLI::App& app, Action* action) {
   CLI::App* drift = app.add_subcommand(
       "drift", "What drift detection flagged from production telemetry, and what was done");
   AddClientOptions(drift, drift_args.get());
-  drift->callback([=] { *action = [=] { return RunDrift(*drift_args); }; });
+  drift->callback([=] {
+    if (!*action) *action = [=] { return RunDrift(*drift_args); };
+  });
+  auto retune_args = std::make_shared<RetuneArgs>();
+  CLI::App* retune = drift->add_subcommand(
+      "retune",
+      "Retune what a flag found, as --retune act would (admin role): a job that measures the old "
+      "best configurations again beside new candidates, the old records no longer served as "
+      "current");
+  retune->add_option("ID", retune_args->flag_id, "The flag's number (ktune drift lists them)")
+      ->required()
+      ->check(CLI::PositiveNumber);
+  AddClientOptions(retune, &retune_args->client);
+  retune->callback([=] { *action = [=] { return RunRetune(*retune_args); }; });
 }
 
 }  // namespace ktune::cli

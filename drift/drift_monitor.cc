@@ -55,8 +55,24 @@ DriftFlag DriftMonitor::NewFlag(DriftKind kind, const TelemetryReport& report) {
   return f;
 }
 
+std::string DriftMonitor::DuplicateKey(const TelemetryReport& r) {
+  if (r.window_start_us == r.received_at_us && r.window_end_us == r.received_at_us) return "";
+  return absl::StrFormat("%s|%s|%d|%d|%d|%.17g|%.17g", CanonicalJson(r.config),
+                         r.device.FingerprintHash(), r.window_start_us, r.window_end_us, r.count,
+                         r.mean_ms, r.stddev_ms);
+}
+
+bool DriftMonitor::IsDuplicate(const TelemetryReport& report) const {
+  const std::string key = DuplicateKey(report);
+  if (key.empty()) return false;
+  absl::MutexLock lock(&mu_);
+  auto it = tasks_.find({report.kernel, CanonicalJson(report.problem), report.device.device_class});
+  return it != tasks_.end() && it->second.seen.count(key) > 0;
+}
+
 std::vector<DriftFlag> DriftMonitor::Observe(const TelemetryReport& report,
-                                             TuningKnowledge& knowledge) {
+                                             TuningKnowledge& knowledge, ReportUse* use) {
+  if (use != nullptr) *use = ReportUse::kJudged;
   const TaskKey task{report.kernel, report.kernel_version, report.problem,
                      report.device.device_class};
   const std::optional<TuningKnowledge::Best> tuned = knowledge.LabBest(task);
@@ -72,12 +88,32 @@ std::vector<DriftFlag> DriftMonitor::Observe(const TelemetryReport& report,
   std::vector<DriftFlag> raised;
   TaskState& state =
       tasks_[{report.kernel, CanonicalJson(report.problem), report.device.device_class}];
+  // A client's retry of a report it had sent counted its calls and its time twice: three slow
+  // windows sent three times raised a regression, and one window of 60,000 calls sent twice a
+  // hot problem (a telemetry trial).
+  if (const std::string key = DuplicateKey(report); !key.empty()) {
+    if (!state.seen.insert(key).second) {
+      if (use != nullptr) *use = ReportUse::kDuplicate;
+      return {};
+    }
+    state.seen_order.push_back(key);
+    if (state.seen_order.size() > kRememberedReports) {
+      state.seen.erase(state.seen_order.front());
+      state.seen_order.pop_front();
+    }
+  }
   state.calls += report.count;
   ++state.reports;
   const std::string config = CanonicalJson(report.config);
   auto [stream, created] = state.streams.try_emplace(config, options_.detector);
   state.stream_calls[config] += report.count;
-  if (stream->second.Observe(report.mean_ms)) {
+  // Windows, not arrival, say what is recent: slow windows of two weeks before, sent late, were
+  // flagged as a recent slowdown (a telemetry trial).
+  auto [newest, first] = state.newest_window.try_emplace(config, report.window_start_us);
+  const bool late = !first && report.window_end_us < newest->second;
+  if (late && use != nullptr) *use = ReportUse::kLate;
+  if (!late) newest->second = std::max(newest->second, report.window_start_us);
+  if (!late && stream->second.Observe(report.mean_ms)) {
     const SlowdownDetector& d = stream->second;
     DriftFlag f = NewFlag(DriftKind::kRegression, report);
     f.config = report.config;

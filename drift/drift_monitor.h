@@ -12,8 +12,10 @@
 #define KTUNE_DRIFT_DRIFT_MONITOR_H_
 
 #include <array>
+#include <deque>
 #include <map>
 #include <optional>
+#include <set>
 #include <string>
 #include <tuple>
 #include <vector>
@@ -74,6 +76,14 @@ class DatabaseKnowledge : public TuningKnowledge {
   TuningDatabase* db_;
 };
 
+// What Observe made of a report.
+enum class ReportUse {
+  kJudged,     // counted, and its time fed to its configuration's slowdown test
+  kDuplicate,  // the same report again (a client's retry): not counted again
+  kLate,       // counted, but its window ends before the newest one its configuration was
+               // judged on (a late backfill): its time is not a "recent" one
+};
+
 struct DriftMonitorOptions {
   SlowdownDetectorOptions detector;
   int64_t hot_calls = 100'000;  // calls of an untuned task that make it hot
@@ -83,8 +93,18 @@ class DriftMonitor {
  public:
   explicit DriftMonitor(DriftMonitorOptions options = {}) : options_(options) {}
 
-  // Feeds one stored report; returns the flags it raised (usually none).
-  std::vector<DriftFlag> Observe(const TelemetryReport& report, TuningKnowledge& knowledge);
+  // Feeds one stored report; returns the flags it raised (usually none), and in `use` (may be
+  // null) what was made of it. A report that gave its window (not the receipt time the server
+  // filled in) is a duplicate when its task already had one with the same configuration, device,
+  // window, count and times among its last kRememberedReports; a slowdown is judged in window
+  // order, so a report whose window ends before the newest judged one is late.
+  std::vector<DriftFlag> Observe(const TelemetryReport& report, TuningKnowledge& knowledge,
+                                 ReportUse* use = nullptr);
+  // Whether Observe would take `report` for a duplicate (the server stores none of them).
+  bool IsDuplicate(const TelemetryReport& report) const;
+  // The identity of a report that gave its own window, as IsDuplicate compares it; empty for one
+  // whose window the server filled in (two such reports may well be alike).
+  static std::string DuplicateKey(const TelemetryReport& report);
   // Every flag raised, oldest first.
   std::vector<DriftFlag> Flags() const;
   std::array<int64_t, kDriftKindCount> CountsByKind() const;
@@ -111,6 +131,8 @@ class DriftMonitor {
   // class can be hot, and a telemetry reporter naming a new one in each sample grew the list
   // (and ListDrift's answer) without bound. Past it, hot problems are not listed.
   static constexpr int kMaxUntunedHotFlags = 1024;
+  // Reports per task whose keys are remembered to know a retry.
+  static constexpr size_t kRememberedReports = 4096;
   // kernel, canonical problem, device class.
   using TaskId = std::tuple<std::string, std::string, std::string>;
   struct TaskState {
@@ -120,6 +142,9 @@ class DriftMonitor {
     int new_environment_flags = 0;                     // at most kMaxNewEnvironmentFlags
     int64_t calls = 0, reports = 0;
     bool hot_flagged = false;
+    std::set<std::string> seen;          // DuplicateKey of the last kRememberedReports reports
+    std::deque<std::string> seen_order;  // the same keys, oldest first
+    std::map<std::string, int64_t> newest_window;  // canonical config -> newest judged start
     // A retune: every stream is judged anew, against a new reference.
     void RestartStreams() {
       for (auto& [config, detector] : streams) detector.Reset();

@@ -30,7 +30,8 @@ bool SlowdownDetector::Observe(double mean_ms) {
     return false;
   }
   if (alarmed_) return false;
-  const double z = std::clamp((x - center_) / scale_, -options_.clip, options_.clip);
+  const double z = std::clamp((x - center_ - std::log(options_.min_slowdown)) / scale_,
+                              -options_.clip, options_.clip);
   cusum_ = std::max(0.0, cusum_ + z - options_.k);
   if (cusum_ > options_.h) {
     alarmed_ = true;

@@ -392,6 +392,12 @@ absl::StatusOr<JobRequest> ToJobRequest(const v1::JobSpec& spec, const TaskSpace
   nlohmann::json stored{{"name", r.name},         {"budget", r.budget}, {"strategy", r.strategy},
                         {"priority", r.priority}, {"seed", r.seed},     {"tasks", r.tasks.size()}};
   if (!spec.retune().empty()) stored["retune"] = spec.retune();  // read by TelemetryIntake
+  // Which kernels and device classes its tasks have: TelemetryIntake finds a task's newest job
+  // without reading every job's tasks.
+  std::set<std::string> kernels, classes;
+  for (const TaskKey& t : r.tasks) kernels.insert(t.kernel), classes.insert(t.device_class);
+  stored["kernels"] = kernels;
+  stored["device_classes"] = classes;
   r.spec_json = stored.dump();  // the scheduler adds the run options it needs to recover
   return r;
 }

@@ -119,6 +119,9 @@ class TuningServiceImpl final
   grpc::ServerUnaryReactor* ListDrift(grpc::CallbackServerContext* ctx,
                                       const v1::ListDriftRequest* request,
                                       v1::ListDriftResponse* response) override;
+  grpc::ServerUnaryReactor* RetuneDriftFlag(grpc::CallbackServerContext* ctx,
+                                            const v1::RetuneDriftFlagRequest* request,
+                                            v1::DriftFlag* response) override;
   grpc::ServerUnaryReactor* ListKernels(grpc::CallbackServerContext* ctx,
                                         const v1::ListKernelsRequest* request,
                                         v1::ListKernelsResponse* response) override;

@@ -76,7 +76,7 @@ int64_t TelemetryIntake::retune_jobs_started() const {
   return retune_jobs_started_;
 }
 
-absl::StatusOr<std::vector<DriftFlag>> TelemetryIntake::Report(
+absl::StatusOr<TelemetryIntake::ReportOutcome> TelemetryIntake::Report(
     std::vector<TelemetryReport> reports) {
   const int64_t now = absl::ToUnixMicros(absl::Now());
   for (TelemetryReport& r : reports) {
@@ -84,10 +84,29 @@ absl::StatusOr<std::vector<DriftFlag>> TelemetryIntake::Report(
     if (r.window_start_us == 0 && r.window_end_us == 0) r.window_start_us = r.window_end_us = now;
   }
   absl::MutexLock lock(&mu_);
-  KTUNE_RETURN_IF_ERROR(db_->AddTelemetry(reports));
-  std::vector<DriftFlag> raised;
-  for (const TelemetryReport& r : reports) {
-    for (DriftFlag& f : monitor_.Observe(r, knowledge_)) {
+  ReportOutcome outcome;
+  // A retry's reports are not stored twice (nor counted twice: DriftMonitor), in this call or
+  // since an earlier one.
+  std::vector<TelemetryReport> fresh;
+  std::set<std::string> in_call;
+  for (TelemetryReport& r : reports) {
+    const std::string key = DriftMonitor::DuplicateKey(r);
+    const bool again =
+        !key.empty() && (!in_call
+                              .insert(absl::StrCat(r.kernel, "|", CanonicalJson(r.problem), "|",
+                                                   r.device.device_class, "|", key))
+                              .second ||
+                         monitor_.IsDuplicate(r));
+    if (again) {
+      ++outcome.duplicates;
+    } else {
+      fresh.push_back(std::move(r));
+    }
+  }
+  if (!fresh.empty()) KTUNE_RETURN_IF_ERROR(db_->AddTelemetry(fresh));
+  for (const TelemetryReport& r : fresh) {
+    ReportUse use;
+    for (DriftFlag& f : monitor_.Observe(r, knowledge_, &use)) {
       int64_t job = 0;
       f.action = Act(f, &job);
       f.retune_job = job;
@@ -98,67 +117,110 @@ absl::StatusOr<std::vector<DriftFlag>> TelemetryIntake::Report(
                                      {"device_class", f.task.device_class},
                                      {"message", f.message},
                                      {"action", f.action}});
-      raised.push_back(std::move(f));
+      outcome.raised.push_back(std::move(f));
     }
+    if (use == ReportUse::kLate) ++outcome.late;
   }
   // The reports are stored and the flags acted on: a failure to save the flags loses only their
   // actions at a restart, and an error here would have the client send the reports again.
-  if (!raised.empty()) {
+  if (!outcome.raised.empty()) {
     if (absl::Status s = SaveFlags(); !s.ok()) {
       LogEvent("drift_flags_not_saved", {{"reason", std::string(s.message())}});
     }
   }
-  return raised;
+  return outcome;
+}
+
+absl::StatusOr<DriftFlag> TelemetryIntake::Retune(int64_t flag_id) {
+  absl::MutexLock lock(&mu_);
+  std::vector<DriftFlag> flags = monitor_.Flags();
+  if (flag_id < 1 || flag_id > static_cast<int64_t>(flags.size())) {
+    return absl::NotFoundError(absl::StrCat("no drift flag ", flag_id, " (", flags.size(),
+                                            " raised; ktune drift lists them)"));
+  }
+  DriftFlag f = flags[flag_id - 1];
+  DropEndedRetuneJobs();
+  if (f.retune_job > 0 && retune_jobs_.count(f.retune_job)) {
+    return absl::FailedPreconditionError(absl::StrCat("flag ", flag_id, " is being retuned by job ",
+                                                      f.retune_job, " (ktune watch ", f.retune_job,
+                                                      ")"));
+  }
+  int64_t job = 0;
+  const std::string action = StartRetune(f, &job);
+  if (job == 0) return absl::FailedPreconditionError(absl::StrCat("flag ", flag_id, ": ", action));
+  f.action = action;
+  f.retune_job = job;
+  monitor_.SetAction(f.id, f.action, job);
+  LogEvent("drift_flag_retuned", {{"flag_id", std::to_string(f.id)},
+                                  {"kind", std::string(DriftKindName(f.kind))},
+                                  {"action", f.action}});
+  if (absl::Status s = SaveFlags(); !s.ok()) {
+    LogEvent("drift_flags_not_saved", {{"reason", std::string(s.message())}});
+  }
+  return f;
 }
 
 std::string TelemetryIntake::Suggestion(const DriftFlag& f) const {
-  // A command the operator can run as it is (the server's address aside), with the budget a
-  // retuning job would have.
-  const std::string problem = FormatParamMapAssignments(f.task.problem);
-  return absl::StrCat("suggested: ktune tune --server ADDR --kernel ", f.task.kernel,
-                      problem.empty() ? "" : absl::StrCat(" --problem ", problem), " --device '",
-                      f.task.device_class, "' --budget ", policy_.budget,
-                      " (or run the server with --retune act)");
+  // The command that does what `act` does (re-measures the old best beside new candidates, and
+  // stops serving the old records): a plain `ktune tune` measured none of the stored
+  // configurations again, and the regressed one stayed served (a telemetry trial).
+  return absl::StrCat(
+      "suggested: ktune drift retune ", f.id, " --server ADDR (a retuning job of ", policy_.budget,
+      " measurements",
+      f.kind == DriftKind::kRegression ? ", the old best configurations measured again first" : "",
+      ")");
 }
 
-RetuneMode TelemetryIntake::ModeFor(const TaskKey& task) const {
-  // The newest job with the task decides, when its spec says (JobSpec.retune). Jobs are listed
-  // without their tasks, and only those whose spec sets a mode are read whole (every task of
-  // every job was read for each flag raised, under the intake's lock).
+RetuneMode TelemetryIntake::ModeFor(const TaskKey& task, bool* from_job) const {
+  // The newest job with the task decides, when its spec says (JobSpec.retune); a newer job whose
+  // spec says nothing gives the task back to the server's policy (one experiment with retune: off
+  // kept a task off it for good). Retuning jobs, the server's own, do not count. Jobs are listed
+  // without their tasks, and only those whose spec names the task's kernel and class (or names
+  // none) are read whole.
+  if (from_job != nullptr) *from_job = false;
   absl::StatusOr<std::vector<TuningDatabase::JobSummary>> jobs = db_->ListJobSummaries();
   if (!jobs.ok()) return policy_.mode;
   const std::string problem = CanonicalJson(task.problem);
+  auto names = [](const nlohmann::json& spec, const char* field, const std::string& value) {
+    if (!spec.contains(field) || !spec[field].is_array()) return true;  // says nothing: maybe
+    for (const nlohmann::json& v : spec[field]) {
+      if (v.is_string() && v.get<std::string>() == value) return true;
+    }
+    return false;
+  };
   for (const TuningDatabase::JobSummary& summary : *jobs) {  // newest first
     const nlohmann::json spec = nlohmann::json::parse(summary.job.spec_json, nullptr, false);
-    if (!spec.is_object() || !spec.contains("retune") || !spec["retune"].is_string()) continue;
-    absl::StatusOr<RetuneMode> mode = ParseRetuneMode(spec["retune"].get<std::string>());
-    if (!mode.ok()) continue;
+    if (!spec.is_object() || spec.contains("retune_of_flag") || spec.contains("reason")) continue;
+    if (!names(spec, "kernels", task.kernel) || !names(spec, "device_classes", task.device_class)) {
+      continue;
+    }
     absl::StatusOr<Job> job = db_->GetJob(summary.job.id);
     if (!job.ok()) continue;
     const bool has_task = std::any_of(job->tasks.begin(), job->tasks.end(), [&](const JobTask& t) {
       return t.task.kernel == task.kernel && t.task.device_class == task.device_class &&
              CanonicalJson(t.task.problem) == problem;
     });
-    if (has_task) return *mode;
+    if (!has_task) continue;
+    if (!spec.contains("retune") || !spec["retune"].is_string()) return policy_.mode;
+    absl::StatusOr<RetuneMode> mode = ParseRetuneMode(spec["retune"].get<std::string>());
+    if (!mode.ok()) return policy_.mode;
+    if (from_job != nullptr) *from_job = true;
+    return *mode;
   }
   return policy_.mode;
 }
 
-bool TelemetryIntake::WorkerWithFingerprint(const DriftFlag& f) const {
+bool TelemetryIntake::WorkerFor(const DriftFlag& f) const {
   for (const Scheduler::WorkerStatus& w : scheduler_->ListWorkers()) {
-    if (!w.lost && w.device.device_class == f.task.device_class &&
-        w.device.FingerprintHash() == f.fingerprint_hash) {
+    if (w.lost || w.device.device_class != f.task.device_class) continue;
+    if (f.kind != DriftKind::kNewEnvironment || w.device.FingerprintHash() == f.fingerprint_hash) {
       return true;
     }
   }
   return false;
 }
 
-std::string TelemetryIntake::Act(const DriftFlag& f, int64_t* job_id) {
-  const RetuneMode mode = ModeFor(f.task);
-  if (mode == RetuneMode::kOff) return "none";
-  if (mode == RetuneMode::kSuggest) return Suggestion(f);
-  // At most max_jobs retuning jobs queued or running.
+void TelemetryIntake::DropEndedRetuneJobs() {
   for (auto it = retune_jobs_.begin(); it != retune_jobs_.end();) {
     absl::StatusOr<JobStatus> job = scheduler_->GetJob(*it);
     const bool over = !job.ok() || job->job.state == JobState::kDone ||
@@ -166,16 +228,24 @@ std::string TelemetryIntake::Act(const DriftFlag& f, int64_t* job_id) {
                       job->job.state == JobState::kCancelled;
     it = over ? retune_jobs_.erase(it) : std::next(it);
   }
+}
+
+std::string TelemetryIntake::Act(const DriftFlag& f, int64_t* job_id) {
+  bool from_job = false;
+  const RetuneMode mode = ModeFor(f.task, &from_job);
+  if (mode == RetuneMode::kOff) return "none";
+  if (mode == RetuneMode::kSuggest) return Suggestion(f);
+  DropEndedRetuneJobs();
   if (static_cast<int>(retune_jobs_.size()) >= policy_.max_jobs) {
-    return absl::StrCat(Suggestion(f), "; not retuned now: ", policy_.max_jobs,
-                        " retuning jobs are running");
+    return absl::StrCat(Suggestion(f), "; not retuned now: ", retune_jobs_.size(),
+                        retune_jobs_.size() == 1 ? " retuning job is" : " retuning jobs are",
+                        " queued or running (serve --retune-max-jobs ", policy_.max_jobs, ")");
   }
-  if (f.kind == DriftKind::kNewEnvironment && !WorkerWithFingerprint(f)) {
-    // The job is measured only by workers of the new fingerprint: without one it would wait.
-    return absl::StrCat("not retuned: no connected worker of ", f.task.device_class,
-                        " has the new fingerprint (", f.fingerprint_hash.substr(0, 12),
-                        "); start one there, or ", Suggestion(f));
-  }
+  return StartRetune(f, job_id);
+}
+
+std::string TelemetryIntake::StartRetune(const DriftFlag& f, int64_t* job_id) {
+  *job_id = 0;
   absl::StatusOr<TaskKey> task = spaces_->Canonical(f.task);
   if (!task.ok() && spaces_->registry().Find(f.task.kernel) == nullptr) {
     // Telemetry takes a kernel known from records (a recorded space, an import), which a job
@@ -189,6 +259,17 @@ std::string TelemetryIntake::Act(const DriftFlag& f, int64_t* job_id) {
   }
   if (!task.ok()) {
     return absl::StrCat("cannot retune: ", task.status().message());
+  }
+  if (!WorkerFor(f)) {
+    // The job would wait for a worker, holding a retuning slot (one for a class with no worker,
+    // a misspelt one too, kept every later flag from being retuned).
+    if (f.kind == DriftKind::kNewEnvironment) {
+      return absl::StrCat("not retuned: no connected worker of ", f.task.device_class,
+                          " has the new fingerprint (", f.fingerprint_hash.substr(0, 12),
+                          "); start one there, then ktune drift retune ", f.id);
+    }
+    return absl::StrCat("not retuned: no worker of device class ", f.task.device_class,
+                        " is connected; start one, then ktune drift retune ", f.id);
   }
   JobRequest request;
   request.name = absl::StrCat("retune-", DriftKindName(f.kind), "-", f.id);
@@ -220,7 +301,9 @@ std::string TelemetryIntake::Act(const DriftFlag& f, int64_t* job_id) {
     best_->Invalidate({touched});
     monitor_.Restart(f.task);
   }
-  request.spec_json = nlohmann::json{{"name", request.name}, {"reason", f.message}}.dump();
+  request.spec_json =
+      nlohmann::json{{"name", request.name}, {"reason", f.message}, {"retune_of_flag", f.id}}
+          .dump();
   absl::StatusOr<int64_t> id = scheduler_->Submit(request);
   if (!id.ok()) return absl::StrCat("cannot retune: ", id.status().message());
   retune_jobs_.insert(*id);

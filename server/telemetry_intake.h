@@ -1,12 +1,14 @@
 // Production telemetry into the server (ReportTelemetry): reports are validated and stored apart
 // from records, run through drift detection (drift/drift_monitor.h), and what is flagged is dealt
-// with by the retune policy: the one of the newest job with the task (JobSpec.retune), else the
-// server's (serve --retune):
+// with by the retune policy: the one of the newest job with the task, when its spec sets one
+// (JobSpec.retune), else the server's (serve --retune):
 //   off      flags are listed, nothing else;
-//   suggest  flags say which command would retune (the default);
-//   act      a bounded retuning job is queued: `budget` measurements, at most `max_jobs` running
-//            at once (further flags are suggested); for a new environment only while a worker
-//            with the new fingerprint is connected (a job goes to the class's workers). For a
+//   suggest  flags name the command that retunes as `act` would, `ktune drift retune ID` (the
+//            default);
+//   act      a bounded retuning job is queued: `budget` measurements, at most `max_jobs` queued or
+//            running at once (further flags are suggested); only while a worker that can measure
+//            it is connected (of the new fingerprint for a new environment: a job goes to the
+//            class's workers; of the class otherwise), or the job would hold a slot waiting. For a
 //            regression the task's records from before the flag are marked stale
 //            (TuningDatabase::MarkStale: they stay stored and answer, said to be stale, only until
 //            a newer record of the task exists), and the old best configurations are re-measured in
@@ -61,9 +63,20 @@ class TelemetryIntake {
   // Stored flags that cannot be read (another version's, a damaged blob) are logged and
   // replaced by those the replay raises: they must not keep the server from starting.
   absl::Status Recover();
-  // Stores `reports` (all or none; received_at_us set here) and returns the flags they raised,
-  // each with the policy's action taken.
-  absl::StatusOr<std::vector<DriftFlag>> Report(std::vector<TelemetryReport> reports);
+  struct ReportOutcome {
+    std::vector<DriftFlag> raised;  // the flags the reports raised, each with its action taken
+    int64_t duplicates = 0;  // reports sent before, as DriftMonitor::IsDuplicate: not stored again
+    int64_t late = 0;        // stored, but older than their configuration's newest judged window
+  };
+  // Stores `reports` (all or none, but for duplicates; received_at_us set here) and runs them
+  // through drift detection.
+  absl::StatusOr<ReportOutcome> Report(std::vector<TelemetryReport> reports);
+  // An operator's go-ahead for flag `flag_id` (ktune drift retune): the retuning job `act` would
+  // have queued, whatever the policy and the retuning jobs running. The flag's action says what
+  // was done. NotFound for no such flag; FailedPrecondition when no job can retune it (a new
+  // environment without a worker there, a kernel known from records only) or a job of it still
+  // runs.
+  absl::StatusOr<DriftFlag> Retune(int64_t flag_id);
 
   std::vector<DriftFlag> Flags() const { return monitor_.Flags(); }
   std::array<int64_t, kDriftKindCount> FlagCounts() const { return monitor_.CountsByKind(); }
@@ -71,14 +84,22 @@ class TelemetryIntake {
 
  private:
   // Applies the policy to a new flag; returns the action's description (and sets *job_id).
-  std::string Act(const DriftFlag& flag, int64_t* job_id);
+  std::string Act(const DriftFlag& flag, int64_t* job_id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Queues the retuning job of `flag` (act's): "retuning: job N" and *job_id, or why not and 0.
+  std::string StartRetune(const DriftFlag& flag, int64_t* job_id)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Forgets retuning jobs that ended; the rest count against max_jobs.
+  void DropEndedRetuneJobs() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   std::string Suggestion(const DriftFlag& flag) const;
-  // Whether a connected worker of the flag's class has its device fingerprint (new_environment).
-  bool WorkerWithFingerprint(const DriftFlag& flag) const;
+  // Whether a connected worker of the flag's class has its device fingerprint (new_environment),
+  // or, for any other kind, is of the flag's class.
+  bool WorkerFor(const DriftFlag& flag) const;
   // Stores every flag with its action (a database checkpoint), for the next restart.
   absl::Status SaveFlags() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // The policy for a task: its newest job's JobSpec.retune, else the server's.
-  RetuneMode ModeFor(const TaskKey& task) const;
+  // The policy for a task: its newest job's JobSpec.retune when that spec sets one, else the
+  // server's (retuning jobs, the server's own, aside). `from_job` (may be null): whether a job
+  // spec decided.
+  RetuneMode ModeFor(const TaskKey& task, bool* from_job = nullptr) const;
 
   TuningDatabase* db_;
   Scheduler* scheduler_;

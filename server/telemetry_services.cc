@@ -123,9 +123,17 @@ absl::StatusOr<TelemetryReport> TuningServiceImpl::TelemetryFromProto(
                           std::find(param->values.begin(), param->values.end(),
                                     value.int_value()) != param->values.end();
       if (!listed) {
+        // A value of another type is said to be one ("has no value 6; its values: 1, 2, 4, 6"
+        // for the string "6" read as a contradiction).
+        const char* kind = value.kind_case() == v1::ParamValue::kStringValue ? " (a string)"
+                           : value.kind_case() == v1::ParamValue::kFloatValue
+                               ? " (a floating-point number)"
+                               : "";
         return absl::InvalidArgumentError(absl::StrCat(
             "config: parameter '", name, "' of kernel '", q.kernel, "' has no value ",
-            FormatProtoValue(value), "; its values: ", absl::StrJoin(param->values, ", ")));
+            value.kind_case() == v1::ParamValue::kStringValue ? "\"" + value.string_value() + "\""
+                                                              : FormatProtoValue(value),
+            kind, "; its values are the integers ", absl::StrJoin(param->values, ", ")));
       }
     }
   }
@@ -268,10 +276,12 @@ grpc::ServerUnaryReactor* TuningServiceImpl::ReportTelemetry(
       }
       reports.push_back(*std::move(r));
     }
-    absl::StatusOr<std::vector<DriftFlag>> raised = telemetry_->Report(std::move(reports));
-    if (!raised.ok()) return raised.status();
+    absl::StatusOr<TelemetryIntake::ReportOutcome> outcome = telemetry_->Report(std::move(reports));
+    if (!outcome.ok()) return outcome.status();
     response->set_accepted(request->samples_size());
-    for (const DriftFlag& f : *raised) *response->add_raised() = ToProto(f);
+    response->set_duplicates(outcome->duplicates);
+    response->set_late(outcome->late);
+    for (const DriftFlag& f : outcome->raised) *response->add_raised() = ToProto(f);
     return absl::OkStatus();
   });
 }
@@ -282,6 +292,18 @@ grpc::ServerUnaryReactor* TuningServiceImpl::ListDrift(grpc::CallbackServerConte
   if (absl::Status a = auth_->Check(ctx, Role::kQuery); !a.ok()) return Done(ctx, a);
   return RunOn(pool_, ctx, [=]() -> absl::Status {
     for (const DriftFlag& f : telemetry_->Flags()) *response->add_flags() = ToProto(f);
+    return absl::OkStatus();
+  });
+}
+
+grpc::ServerUnaryReactor* TuningServiceImpl::RetuneDriftFlag(
+    grpc::CallbackServerContext* ctx, const v1::RetuneDriftFlagRequest* request,
+    v1::DriftFlag* response) {
+  if (absl::Status a = auth_->Check(ctx, Role::kAdmin); !a.ok()) return Done(ctx, a);
+  return RunOn(pool_, ctx, [=]() -> absl::Status {
+    absl::StatusOr<DriftFlag> flag = telemetry_->Retune(request->flag_id());
+    if (!flag.ok()) return flag.status();
+    *response = ToProto(*flag);
     return absl::OkStatus();
   });
 }

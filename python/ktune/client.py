@@ -384,7 +384,10 @@ class Client:
         a time zone, or aware datetimes; default: when the server receives it). At most 1,000 a
         call; a sample the client cannot read raises ValueError naming it and its key, one the
         server refuses refuses the call (:class:`ktune.InvalidArgument`); nothing is stored then.
-        Returns ``{"accepted": n, "raised": [drift flags as dicts]}``."""
+        Returns ``{"accepted": n, "duplicates": d, "late": l, "raised": [drift flags as dicts]}``:
+        of the accepted, ``duplicates`` were sent before (same window and times: a retry; not
+        counted again) and ``late`` are older than their configuration's newest window (stored,
+        not taken for recent times)."""
         request = ts.ReportTelemetryRequest()
         for i, sample in enumerate(samples):
             try:
@@ -393,12 +396,25 @@ class Client:
                 raise ValueError(f"telemetry sample {i}: text that is not valid Unicode "
                                  f"({e.reason}: {e.object[e.start:e.end]!r})") from None
         reply = self._unary("ReportTelemetry", self._tuning.ReportTelemetry, request, timeout)
-        return {"accepted": reply.accepted, "raised": [self._flag(f) for f in reply.raised]}
+        return {"accepted": reply.accepted, "duplicates": reply.duplicates, "late": reply.late,
+                "raised": [self._flag(f) for f in reply.raised]}
 
     def drift(self, timeout: Optional[float] = None) -> list[dict]:
         """What drift detection flagged (``ListDrift``), oldest first, with the server's action."""
         reply = self._unary("ListDrift", self._tuning.ListDrift, ts.ListDriftRequest(), timeout)
         return [self._flag(f) for f in reply.flags]
+
+    def retune_drift_flag(self, flag_id: int, timeout: Optional[float] = None) -> dict:
+        """The go-ahead for a drift flag (``RetuneDriftFlag``, admin role), as ``ktune drift
+        retune ID``: the retuning job the ``act`` policy would have queued, whatever the policy.
+        Returns the flag, its ``action`` saying "retuning: job N" and ``retune_job_id`` set.
+        :class:`ktune.NotFound` for no such flag; :class:`ktune.FailedPrecondition` when no job
+        can retune it now (no connected worker that could measure it, a job of it still runs)."""
+        if isinstance(flag_id, bool) or not isinstance(flag_id, numbers.Integral):
+            raise TypeError(f"flag_id must be an int, not {type(flag_id).__name__}")
+        request = ts.RetuneDriftFlagRequest(flag_id=flag_id)
+        return self._flag(self._unary("RetuneDriftFlag", self._tuning.RetuneDriftFlag, request,
+                                      timeout))
 
     def _flag(self, flag) -> dict:
         """A drift flag as a dict, as ``ktune drift --json`` prints it (:func:`ktune.types.plain_dict`:

@@ -564,8 +564,18 @@ def test_telemetry_is_validated_and_flags_drift(records_server):
     printed = ktune_cli("drift", "--server", client.address, "--json")
     assert json.loads(printed.stdout)["flags"] == client.drift()
     # The suggested command runs as given: this client's address, not "ADDR".
+    flag_id = reply["raised"][0]["id"]
     for action in (reply["raised"][0]["action"], client.drift()[0]["action"]):
-        assert f"ktune tune --server {client.address} --kernel pnpoly" in action, action
+        assert f"ktune drift retune {flag_id} --server {client.address}" in action, action
+    assert reply["duplicates"] == 0 and reply["late"] == 0
+    # The go-ahead: this server knows pnpoly from records only (it replays no space of it), so
+    # no job could tune it (said); an unknown flag is NotFound.
+    with pytest.raises(ktune.FailedPrecondition, match="cannot retune: pnpoly is known here from"):
+        client.retune_drift_flag(flag_id)
+    with pytest.raises(ktune.NotFound, match="no drift flag 99"):
+        client.retune_drift_flag(99)
+    with pytest.raises(TypeError):
+        client.retune_drift_flag("1")
 
 
 def test_telemetry_takes_the_lines_of_ktune_telemetry_report(records_server, tmp_path):

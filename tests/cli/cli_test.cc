@@ -1045,7 +1045,10 @@ TEST(CliTest, TelemetryReportRaisesDriftFlagsThatDriftLists) {
            {R"("count":1,"mean_ms":NaN)", "not valid JSON: "},
            {R"("times_ms":[1e400])", "not valid JSON: "},  // past a double: it aborted (134)
            {R"("count":2.5,"mean_ms":0.5)", "count must be a whole number of calls, not 2.5"},
-           {R"("count":10000000000000000000,"mean_ms":0.5)", "count must be a whole number"},
+           // Whole but too many: said so (it read "not a whole number").
+           {R"("count":10000000000000000000,"mean_ms":0.5)",
+            "count is 10000000000000000000; it must be between 1 and 1e12"},
+           {R"("count":1e30,"mean_ms":0.5)", "count is 1e+30; it must be between 1 and 1e12"},
            {R"("times_ms":[])", "times_ms is empty"}}) {
     std::ofstream(dir.File("one.jsonl"))
         << R"({"kernel":"gemm","device":"cpu:x","config":{"MR":4},)" << text << "}\n";
@@ -1075,10 +1078,11 @@ TEST(CliTest, TelemetryReportRaisesDriftFlagsThatDriftLists) {
   EXPECT_EQ(report["raised"][0]["calls"], 5000);
   EXPECT_TRUE(report["raised"][0]["raised_at"].is_string()) << sent.out;
   // The action is a command the operator can run as printed (it said "ktune submit a job for
-  // ...", then "--server ADDR"): the address the command reached the server at is in it.
-  const std::string suggested = "suggested: ktune tune --server " + address +
-                                " --kernel gemm --problem K=64,M=64,N=64,dtype=f32 --device "
-                                "'cpu:x' --budget 100";
+  // ...", then "--server ADDR"): the address the command reached the server at is in it. It is
+  // the command that retunes as --retune act does (a plain `ktune tune` was suggested, which
+  // measured none of the stored configurations again).
+  const std::string suggested = "suggested: ktune drift retune 1 --server " + address +
+                                " (a retuning job of 100 measurements)";
   EXPECT_THAT(report["raised"][0]["action"].get<std::string>(), HasSubstr(suggested));
 
   EXPECT_THAT(server.Err(), HasSubstr("drift_flag_raised flag_id=1 kind=untuned_hot_problem "
@@ -1086,6 +1090,7 @@ TEST(CliTest, TelemetryReportRaisesDriftFlagsThatDriftLists) {
   auto listed = RunKtune({"drift", "--server", address});
   ASSERT_EQ(listed.exit_code, 0) << listed.err;
   EXPECT_THAT(listed.out, HasSubstr("#1 untuned_hot_problem  gemm"));
+  EXPECT_THAT(listed.out, HasSubstr(" on cpu:x  (raised 20"));  // when (only --json said)
   EXPECT_THAT(listed.out, HasSubstr("called 5000 times but never tuned on cpu:x"));
   EXPECT_THAT(listed.out, HasSubstr(suggested));
   auto json = RunKtune({"drift", "--server", address, "--json"});
@@ -1093,6 +1098,15 @@ TEST(CliTest, TelemetryReportRaisesDriftFlagsThatDriftLists) {
   EXPECT_EQ(nlohmann::json::parse(json.out)["flags"].size(), 1u);
   EXPECT_THAT(nlohmann::json::parse(json.out)["flags"][0]["action"].get<std::string>(),
               HasSubstr(suggested));
+  // The go-ahead: refused while no worker of cpu:x could measure the job (it would wait), and an
+  // unknown flag is the command line's mistake.
+  auto go = RunKtune({"drift", "retune", "1", "--server", address});
+  EXPECT_EQ(go.exit_code, 1) << go.out;
+  EXPECT_THAT(go.err, HasSubstr("flag 1: not retuned: no worker of device class cpu:x is "
+                                "connected; start one, then ktune drift retune 1"));
+  auto no_such = RunKtune({"drift", "retune", "7", "--server", address});
+  EXPECT_EQ(no_such.exit_code, 2) << no_such.err;
+  EXPECT_THAT(no_such.err, HasSubstr("no drift flag 7 (1 raised; ktune drift lists them)"));
 
   // A sample only the server can refuse (a problem out of range) on line 1201 of 1300: the
   // first call's 1000 samples are stored, the message names the file's line and how to resume,

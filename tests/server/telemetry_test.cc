@@ -245,7 +245,14 @@ TEST(TelemetryTest, MalformedOrHostileTelemetryIsRefusedClearlyAndStoresNothing)
   st = refused(one(Sample(gemm, {{"MR", int64_t{999}}}, 1.0)), token);
   EXPECT_EQ(st.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
   EXPECT_THAT(st.error_message(),
-              HasSubstr("config: parameter 'MR' of kernel 'gemm' has no value 999; its values: "));
+              HasSubstr("config: parameter 'MR' of kernel 'gemm' has no value 999; its values are "
+                        "the integers 1, 2, 4, 6"));
+  // A string of a listed value is said to be a string (it read "has no value 6; its values: 1,
+  // 2, 4, 6").
+  v1::TelemetrySample as_text = Sample(gemm, {{"MR", int64_t{6}}}, 1.0);
+  (*as_text.mutable_config()->mutable_params())["MR"].set_string_value("6");
+  st = refused(one(as_text), token);
+  EXPECT_THAT(st.error_message(), HasSubstr("has no value \"6\" (a string); its values are"));
   EXPECT_EQ(StoredTelemetry(dir.File("t.db")), 0);  // nothing of the refused calls
 
   // A histogram is stored as its count, mean and spread (each bucket at its midpoint).
@@ -544,6 +551,14 @@ TEST(TelemetryTest, AnUnmeasuredRetuneLeavesTheOldAnswerServedAsStale) {
     return response;
   };
   for (int i = 0; i < 40; ++i) ASSERT_EQ(report(1.0).raised_size(), 0) << "report " << i;
+  // A worker of the class is connected (act queues no job nobody could measure), and leases
+  // nothing: the job stays unmeasured.
+  auto workers = v1::WorkerService::NewStub(grpc::CreateChannel(
+      absl::StrCat("127.0.0.1:", (*server)->port()), grpc::InsecureChannelCredentials()));
+  v1::RegisterRequest reg;
+  *reg.mutable_device() = ToProto(DeviceInfo::FromName(any.device.device_class));
+  v1::RegisterResponse registered;
+  ASSERT_TRUE(workers->Register(Context().get(), reg, &registered).ok());
   v1::DriftFlag flag;
   for (int i = 0; i < 50 && flag.id() == 0; ++i) {
     v1::ReportTelemetryResponse r = report(2.0);
@@ -668,14 +683,17 @@ TEST(TelemetryTest, ANewEnvironmentIsRetunedOnlyWhereAWorkerHasIt) {
 namespace ktune {
 namespace {
 
-// The newest job of a task decides what its drift flags do (JobSpec.retune); other tasks follow
-// the server (act here).
+// The newest job of a task decides what its drift flags do when its spec says (JobSpec.retune);
+// other tasks, and a task whose newest job says nothing, follow the server (act here). An
+// operator's go-ahead (RetuneDriftFlag) retunes a suggested flag; act queues no job that no
+// connected worker could measure.
 TEST(TelemetryTest, AJobSpecsRetunePolicyOverridesTheServers) {
   testing::TempDir dir;
   TuningServerOptions options;
   options.listen = "127.0.0.1:0";
   options.db_path = dir.File("p.db");
   options.retune.mode = RetuneMode::kAct;
+  options.retune.max_jobs = 8;
   options.drift.hot_calls = 1000;
   auto server = TuningServer::Start(options);
   ASSERT_TRUE(server.ok()) << server.status();
@@ -692,11 +710,19 @@ TEST(TelemetryTest, AJobSpecsRetunePolicyOverridesTheServers) {
   grpc::Status refused = tuning->SubmitJob(Context().get(), bad, &job);
   EXPECT_EQ(refused.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
 
-  auto hot = [&](int64_t n) {
+  // A worker of cpu:x: a retuning job of that class can be measured.
+  auto workers = v1::WorkerService::NewStub(grpc::CreateChannel(
+      absl::StrCat("127.0.0.1:", (*server)->port()), grpc::InsecureChannelCredentials()));
+  v1::RegisterRequest reg;
+  *reg.mutable_device() = ToProto(DeviceInfo::FromName("cpu:x"));
+  v1::RegisterResponse registered;
+  ASSERT_TRUE(workers->Register(Context().get(), reg, &registered).ok());
+
+  auto hot = [&](int64_t n, const std::string& device_class = "cpu:x") {
     v1::TelemetrySample s;
     s.mutable_kernel()->set_name("gemm");
     ToProto(Problem{{"M", n}, {"N", n}, {"K", n}}, s.mutable_problem()->mutable_params());
-    s.mutable_device()->set_device_class("cpu:x");
+    s.mutable_device()->set_device_class(device_class);
     ToProto(Configuration{{"MR", int64_t{4}}}, s.mutable_config()->mutable_params());
     s.set_count(1000);
     s.set_mean_ms(1.0);
@@ -715,6 +741,97 @@ TEST(TelemetryTest, AJobSpecsRetunePolicyOverridesTheServers) {
   ASSERT_EQ(without.raised_size(), 1);
   EXPECT_THAT(without.raised(0).action(), HasSubstr("retuning: job"));
   EXPECT_FALSE(without.raised(0).retune_job_id().empty());
+
+  // The suggestion names the command that retunes as act would (a plain `ktune tune` measured
+  // none of the stored configurations again); RetuneDriftFlag is that command's call.
+  const v1::DriftFlag& suggested = with_job.raised(0);
+  EXPECT_THAT(suggested.action(),
+              HasSubstr("suggested: ktune drift retune " + std::to_string(suggested.id())));
+  v1::RetuneDriftFlagRequest go;
+  go.set_flag_id(suggested.id());
+  v1::DriftFlag retuned;
+  ASSERT_TRUE(tuning->RetuneDriftFlag(Context().get(), go, &retuned).ok());
+  EXPECT_THAT(retuned.action(), HasSubstr("retuning: job"));
+  ASSERT_FALSE(retuned.retune_job_id().empty());
+  v1::ListDriftResponse listed;
+  ASSERT_TRUE(tuning->ListDrift(Context().get(), v1::ListDriftRequest(), &listed).ok());
+  EXPECT_EQ(listed.flags(suggested.id() - 1).retune_job_id(), retuned.retune_job_id());
+  grpc::Status twice = tuning->RetuneDriftFlag(Context().get(), go, &retuned);
+  EXPECT_EQ(twice.error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+  EXPECT_THAT(twice.error_message(), HasSubstr("is being retuned by job"));
+  go.set_flag_id(99);
+  EXPECT_EQ(tuning->RetuneDriftFlag(Context().get(), go, &retuned).error_code(),
+            grpc::StatusCode::NOT_FOUND);
+
+  // A newer job of the task whose spec says nothing gives it back to the server's policy (one
+  // experiment with `retune: suggest` kept it off for good).
+  submit.set_spec_text(
+      "kernels: [gemm]\nproblems: [{M: 32, N: 32, K: 32}]\ndevice_classes: [cpu:x]\n"
+      "budget: 4\nretune: off\n");
+  ASSERT_TRUE(tuning->SubmitJob(Context().get(), submit, &job).ok());
+  submit.set_spec_text(
+      "kernels: [gemm]\nproblems: [{M: 32, N: 32, K: 32}]\ndevice_classes: [cpu:x]\n"
+      "budget: 4\n");
+  ASSERT_TRUE(tuning->SubmitJob(Context().get(), submit, &job).ok());
+  v1::ReportTelemetryResponse newer = hot(32);
+  ASSERT_EQ(newer.raised_size(), 1);
+  EXPECT_THAT(newer.raised(0).action(), HasSubstr("retuning: job"));
+
+  // No worker of the class: no job that would wait, holding a retuning slot (one for a
+  // misspelt class kept every later flag from being retuned).
+  v1::ReportTelemetryResponse nobody = hot(128, "cpu:nobody");
+  ASSERT_EQ(nobody.raised_size(), 1);
+  EXPECT_TRUE(nobody.raised(0).retune_job_id().empty());
+  EXPECT_THAT(nobody.raised(0).action(),
+              HasSubstr("not retuned: no worker of device class cpu:nobody is connected; start "
+                        "one, then ktune drift retune " +
+                        std::to_string(nobody.raised(0).id())));
+}
+
+// A client's retry sends the same samples again: accepted, but neither stored nor counted again;
+// a sample older than its configuration's newest window is stored and said to be late.
+TEST(TelemetryTest, ARetriedReportIsAcceptedButNotStoredTwiceAndOldWindowsAreLate) {
+  testing::TempDir dir;
+  TuningServerOptions options;
+  options.listen = "127.0.0.1:0";
+  options.db_path = dir.File("d.db");
+  auto server = TuningServer::Start(options);
+  ASSERT_TRUE(server.ok()) << server.status();
+  auto tuning = v1::TuningService::NewStub(grpc::CreateChannel(
+      absl::StrCat("127.0.0.1:", (*server)->port()), grpc::InsecureChannelCredentials()));
+  auto sample = [](int64_t hour) {
+    v1::TelemetrySample s;
+    s.mutable_kernel()->set_name("gemm");
+    ToProto(Problem{{"M", int64_t{64}}, {"N", int64_t{64}}, {"K", int64_t{64}}},
+            s.mutable_problem()->mutable_params());
+    s.mutable_device()->set_device_class("cpu:x");
+    ToProto(Configuration{{"MR", int64_t{4}}}, s.mutable_config()->mutable_params());
+    s.set_count(1000);
+    s.set_mean_ms(1.0);
+    const int64_t start = 1'780'000'000 + hour * 3600;  // 2026
+    s.mutable_window_start()->set_seconds(start);
+    s.mutable_window_end()->set_seconds(start + 3600);
+    return s;
+  };
+  v1::ReportTelemetryRequest request;
+  *request.add_samples() = sample(10);
+  *request.add_samples() = sample(11);
+  *request.add_samples() = sample(11);  // twice in one call
+  v1::ReportTelemetryResponse response;
+  ASSERT_TRUE(tuning->ReportTelemetry(Context().get(), request, &response).ok());
+  EXPECT_EQ(response.accepted(), 3);
+  EXPECT_EQ(response.duplicates(), 1);
+  EXPECT_EQ(response.late(), 0);
+  ASSERT_TRUE(tuning->ReportTelemetry(Context().get(), request, &response).ok());  // the retry
+  EXPECT_EQ(response.accepted(), 3);
+  EXPECT_EQ(response.duplicates(), 3);
+  v1::ReportTelemetryRequest old;
+  *old.add_samples() = sample(2);
+  ASSERT_TRUE(tuning->ReportTelemetry(Context().get(), old, &response).ok());
+  EXPECT_EQ(response.duplicates(), 0);
+  EXPECT_EQ(response.late(), 1);
+  server->reset();
+  EXPECT_EQ(StoredTelemetry(dir.File("d.db")), 3);  // hours 10, 11 and 2, once each
 }
 
 }  // namespace
