@@ -116,7 +116,12 @@ int DescribeKernel(const std::string& cmd, const KernelDefinition& k, const std:
                    {"constraints", k.constraints},
                    {"dtypes", k.dtypes},
                    {"flops", k.flops},
-                   {"bytes", k.bytes}};
+                   {"bytes", k.bytes},
+                   // Present when empty too: a client kernel without problem parameters (the
+                   // Kernel Tuner bridge registers such) was read past a missing key.
+                   {"parameters", nlohmann::json::array()},
+                   {"problem_parameters", nlohmann::json::array()},
+                   {"default_config", nlohmann::json::object()}};
   for (const KernelParameter& p : k.parameters) {
     j["parameters"].push_back({{"name", p.name},
                                {"values", p.values},
@@ -249,6 +254,12 @@ int RunServerKernels(const KernelsArgs& a) {
   std::vector<const v1::KernelInfo*> brief;  // per entry of `all`: null when described in full
   for (const v1::KernelInfo* info : chosen) {
     std::optional<KernelDefinition> k = DefinitionOf(*info, builtins);
+    if (k.has_value() && info->has_spec() && !a.compile_arch.empty()) {
+      return UsageError(cmd, absl::StrCat("--compile needs the kernel's source, which a server "
+                                          "does not give for a client kernel: compile ",
+                                          info->kernel().name(),
+                                          " with kernels --db FILE on the server's database"));
+    }
     if (!k.has_value()) {
       if (!a.problem.empty()) {
         return UsageError(cmd, absl::StrCat("--problem needs the kernel's definition, and ",

@@ -38,6 +38,7 @@ struct BestAnswerOf {
   std::string queued_job_id;
   bool stale = false;  // BestResult::stale
   bool kernel_unknown = false;  // QueryBestResponse::kernel_unknown
+  std::string not_queued;       // QueryBestResponse::not_queued
 };
 
 std::string LevelName(v1::MatchLevel level) {
@@ -69,11 +70,9 @@ absl::StatusOr<BestAnswerOf> AskServer(const BestArgs& a,
   v1::QueryBestResponse response;
   KTUNE_RETURN_IF_ERROR(FromGrpc(v1::TuningService::NewStub(channel)->QueryBest(
       ClientContextFor(a.token).get(), request, &response)));
-  BestAnswerOf answer{LevelName(response.level()),
-                      {},
-                      response.queued_job_id(),
-                      response.stale(),
-                      response.kernel_unknown()};
+  BestAnswerOf answer{LevelName(response.level()), {},
+                      response.queued_job_id(),    response.stale(),
+                      response.kernel_unknown(),   response.not_queued()};
   for (v1::Record r : response.best()) {
     r.clear_record_id();  // a predicted record is not a measurement of its own
     KTUNE_ASSIGN_OR_RETURN(Record record, FromProto(r));
@@ -217,6 +216,7 @@ int RunBest(const BestArgs& a) {
                           {"level", best->level},
                           {"best", records}};
     if (!best->queued_job_id.empty()) out["queued_job_id"] = best->queued_job_id;
+    if (!best->not_queued.empty()) out["not_queued"] = best->not_queued;
     out["stale"] = best->stale;
     // No kernel of that name anywhere (the server's registry and records, or the local ones).
     out["kernel_unknown"] = best->kernel_unknown || !hint.empty();
@@ -267,6 +267,9 @@ int RunBest(const BestArgs& a) {
   if (!a.json && !best->queued_job_id.empty()) {
     std::cout << "queued job " << best->queued_job_id << " to tune it (ktune watch "
               << best->queued_job_id << ")\n";
+  }
+  if (!a.json && !best->not_queued.empty()) {
+    std::cout << "no job queued to tune it: " << best->not_queued << "\n";
   }
   // Nothing known is an answer, not a failure of the command.
   return kExitOk;

@@ -146,7 +146,10 @@ absl::StatusOr<v1::TelemetrySample> SampleFromJson(const std::string& text) {
       return absl::InvalidArgumentError(
           absl::StrCat("count is ", count.dump(), "; it must be between 1 and 1e12"));
     }
-    if (!count.is_number_integer()) {
+    // A whole number written with an exponent (2e13) is a whole number; the server says its range.
+    const bool whole_float = count.is_number_float() && std::isfinite(count.get<double>()) &&
+                             count.get<double>() == std::floor(count.get<double>());
+    if (!count.is_number_integer() && !whole_float) {
       return absl::InvalidArgumentError(
           absl::StrCat("count must be a whole number of calls, not ", count.dump()));
     }
@@ -154,7 +157,7 @@ absl::StatusOr<v1::TelemetrySample> SampleFromJson(const std::string& text) {
       return absl::InvalidArgumentError(
           absl::StrCat("mean_ms must be a number, not ", line["mean_ms"].dump()));
     }
-    s.set_count(count.get<int64_t>());
+    s.set_count(whole_float ? static_cast<int64_t>(count.get<double>()) : count.get<int64_t>());
     s.set_mean_ms(line["mean_ms"].get<double>());
     if (line.contains("stddev_ms")) {
       if (!line["stddev_ms"].is_number()) {
@@ -422,7 +425,19 @@ void RegisterTelemetryCommands(CLI::App& app, Action* action) {
       ->required()
       ->check(CLI::PositiveNumber);
   AddClientOptions(retune, &retune_args->client);
-  retune->callback([=] { *action = [=] { return RunRetune(*retune_args); }; });
+  retune->callback([=] {
+    *action = [=] {
+      // `drift`'s own options before `retune` were taken by `drift` and dropped: the go-ahead
+      // went to the default server.
+      const bool parents = drift_args->server != kDefaultServer || !drift_args->token.empty() ||
+                           drift_args->json || !drift_args->tls.ca_file.empty() ||
+                           !drift_args->tls.cert_file.empty() || !drift_args->tls.key_file.empty();
+      return parents ? UsageError("drift retune",
+                                  "options go after `retune` (ktune drift retune ID --server ADDR "
+                                  "[--token T] [--json])")
+                     : RunRetune(*retune_args);
+    };
+  });
 }
 
 }  // namespace ktune::cli

@@ -248,6 +248,10 @@ int RunRemoteTune(const TuneArgs& a) {
       out["best_config"] = nlohmann::json::parse(CanonicalJson(*best));
     }
     if (t.has_best_gflops()) out["best_gflops"] = t.best_gflops();
+    if (t.has_default_config_time_ms() && t.has_best_time_ms()) {
+      out["default_time_ms"] = t.default_config_time_ms();
+      out["speedup_over_default"] = t.default_config_time_ms() / t.best_time_ms();
+    }
     std::cout << out.dump(-1, ' ', false, kReplaceInvalidUtf8) << "\n";
   } else {
     std::cout << a.kernel << " on " << device_class << " via " << a.server << " (job "
@@ -257,6 +261,18 @@ int RunRemoteTune(const TuneArgs& a) {
       std::cout << absl::StrFormat("  best      %.4f ms", t.best_time_ms());
       if (t.has_best_gflops()) std::cout << absl::StrFormat("  %.1f GFLOP/s", t.best_gflops());
       std::cout << "\n  config    " << FormatParamMapAssignments(*best) << "\n";
+      // The untuned default, as the embedded default says it (through a server it was not said).
+      // The best is this job's; the default may have been measured by an earlier job.
+      if (t.has_default_config_time_ms() && t.default_config_time_ms() >= t.best_time_ms()) {
+        std::cout << absl::StrFormat("  default   %.4f ms  -> tuned is %.2fx faster\n",
+                                     t.default_config_time_ms(),
+                                     t.default_config_time_ms() / t.best_time_ms());
+      } else if (t.has_default_config_time_ms()) {
+        std::cout << absl::StrFormat(
+            "  default   %.4f ms, faster than this job's best (an earlier job measured it; ktune "
+            "best serves the task's fastest)\n",
+            t.default_config_time_ms());
+      }
     }
   }
   if (job->state() != v1::JOB_STATE_DONE) {

@@ -1,6 +1,7 @@
 #include "cli/tune_job.h"
 
 #include <algorithm>
+#include <optional>
 #include <set>
 
 #include "absl/strings/str_cat.h"
@@ -66,7 +67,11 @@ absl::StatusOr<v1::Job> RunTuneJob(v1::TuningService::StubInterface& stub, const
   auto reader = stub.WatchJob(watch_context.get(), watch);
   if (r.stopper != nullptr) r.stopper->Watching(watch_context.get());
   v1::JobEvent event;
+  std::optional<double> default_ms;  // the last event's (WatchJob sets it there, GetJob never)
   while (reader->Read(&event)) {
+    if (event.job().tasks_size() == 1 && event.job().tasks(0).has_default_config_time_ms()) {
+      default_ms = event.job().tasks(0).default_config_time_ms();
+    }
     if (!on_progress) continue;
     const v1::Job& now = event.job();
     const double best =
@@ -88,6 +93,7 @@ absl::StatusOr<v1::Job> RunTuneJob(v1::TuningService::StubInterface& stub, const
     return absl::InternalError(
         absl::StrCat("job ", job.job_id(), " has ", job.tasks_size(), " tasks, not one"));
   }
+  if (default_ms) job.mutable_tasks(0)->set_default_config_time_ms(*default_ms);
   return job;
 }
 

@@ -5,6 +5,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "common/hash.h"
 #include "common/utf8.h"
 
 namespace ktune {
@@ -57,9 +58,10 @@ DriftFlag DriftMonitor::NewFlag(DriftKind kind, const TelemetryReport& report) {
 
 std::string DriftMonitor::DuplicateKey(const TelemetryReport& r) {
   if (r.window_start_us == r.received_at_us && r.window_end_us == r.received_at_us) return "";
-  return absl::StrFormat("%s|%s|%d|%d|%d|%.17g|%.17g", CanonicalJson(r.config),
-                         r.device.FingerprintHash(), r.window_start_us, r.window_end_us, r.count,
-                         r.mean_ms, r.stddev_ms);
+  // A hash, 16 hex digits: 4,096 remembered per task are 64 KiB, not the keys' megabytes.
+  return StableHashHex(absl::StrFormat("%s|%s|%d|%d|%d|%.17g|%.17g", CanonicalJson(r.config),
+                                       r.device.FingerprintHash(), r.window_start_us,
+                                       r.window_end_us, r.count, r.mean_ms, r.stddev_ms));
 }
 
 bool DriftMonitor::IsDuplicate(const TelemetryReport& report) const {
@@ -109,8 +111,10 @@ std::vector<DriftFlag> DriftMonitor::Observe(const TelemetryReport& report,
   state.stream_calls[config] += report.count;
   // Windows, not arrival, say what is recent: slow windows of two weeks before, sent late, were
   // flagged as a recent slowdown (a telemetry trial).
+  // Late is more than kLateAfter older: reporters that send their windows minutes or hours apart,
+  // a file of one host's day then another's, or a clock a day off, are judged as before.
   auto [newest, first] = state.newest_window.try_emplace(config, report.window_start_us);
-  const bool late = !first && report.window_end_us < newest->second;
+  const bool late = !first && report.window_end_us < newest->second - kLateAfterUs;
   if (late && use != nullptr) *use = ReportUse::kLate;
   if (!late) newest->second = std::max(newest->second, report.window_start_us);
   if (!late && stream->second.Observe(report.mean_ms)) {

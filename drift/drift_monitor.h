@@ -97,13 +97,15 @@ class DriftMonitor {
   // null) what was made of it. A report that gave its window (not the receipt time the server
   // filled in) is a duplicate when its task already had one with the same configuration, device,
   // window, count and times among its last kRememberedReports; a slowdown is judged in window
-  // order, so a report whose window ends before the newest judged one is late.
+  // order, so a report whose window ends more than kLateAfterUs before the newest judged one
+  // (a backfill of last week) is late.
   std::vector<DriftFlag> Observe(const TelemetryReport& report, TuningKnowledge& knowledge,
                                  ReportUse* use = nullptr);
   // Whether Observe would take `report` for a duplicate (the server stores none of them).
   bool IsDuplicate(const TelemetryReport& report) const;
-  // The identity of a report that gave its own window, as IsDuplicate compares it; empty for one
-  // whose window the server filled in (two such reports may well be alike).
+  // The identity of a report that gave its own window, as IsDuplicate compares it (a hash of its
+  // configuration, device, window, count and times); empty for one whose window the server
+  // filled in (two such reports may well be alike).
   static std::string DuplicateKey(const TelemetryReport& report);
   // Every flag raised, oldest first.
   std::vector<DriftFlag> Flags() const;
@@ -133,6 +135,9 @@ class DriftMonitor {
   static constexpr int kMaxUntunedHotFlags = 1024;
   // Reports per task whose keys are remembered to know a retry.
   static constexpr size_t kRememberedReports = 4096;
+  // A report whose window ends this long before the newest judged window start of its
+  // configuration (any reporter's) is late: 2 days.
+  static constexpr int64_t kLateAfterUs = 2 * 86'400'000'000;
   // kernel, canonical problem, device class.
   using TaskId = std::tuple<std::string, std::string, std::string>;
   struct TaskState {

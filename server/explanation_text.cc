@@ -125,7 +125,8 @@ std::string ParameterLine(const v1::ParameterEffect& p) {
   std::vector<std::string> bad;
   for (const v1::ParameterValueEffect& v : p.values()) {
     if (&v == served) continue;  // the served value is judged by the line itself
-    if (v.failures() > v.measurements()) {
+    // One failure is not a pattern: the optimum's value was called bad for "1 of 1 failed".
+    if (v.failures() >= 2 && v.failures() > v.measurements()) {
       bad.push_back(absl::StrFormat("%s=%s (%d of %d failed)", name, FormatProtoValue(v.value()),
                                     v.failures(), v.failures() + v.measurements()));
     } else if (fastest != nullptr && v.measurements() >= 3 &&
@@ -182,9 +183,30 @@ std::string PrecisionText(const v1::PrecisionChoice& p, const v1::Record& served
   return out;
 }
 
+// The drift flags of the task, one or two lines each: what production says of what is served.
+std::string DriftLines(const v1::ExplainResponse& e) {
+  std::string out;
+  for (const v1::DriftFlag& f : e.drift_flags()) {
+    const char* kind = f.kind() == v1::DRIFT_KIND_REGRESSION        ? "regression"
+                       : f.kind() == v1::DRIFT_KIND_NEW_ENVIRONMENT ? "new environment"
+                                                                    : "untuned hot problem";
+    absl::StrAppend(&out, "production: drift flag #", f.id(), ", ", kind, ": ", f.message(),
+                    "\n            action: ", f.action(), "\n");
+  }
+  return out;
+}
+
+std::string ExplanationBody(const v1::ExplainResponse& e, const BestQuery& asked);
+
 }  // namespace
 
 std::string ExplanationText(const v1::ExplainResponse& e, const BestQuery& asked) {
+  return ExplanationBody(e, asked) + DriftLines(e);
+}
+
+namespace {
+
+std::string ExplanationBody(const v1::ExplainResponse& e, const BestQuery& asked) {
   std::string out = FormatTask(asked.kernel, asked.problem,
                                asked.device_class.empty() ? asked.family : asked.device_class);
   if (e.level() == v1::MATCH_LEVEL_NONE && e.records() > 0 && asked.max_rel_error) {
@@ -314,5 +336,7 @@ std::string ExplanationText(const v1::ExplainResponse& e, const BestQuery& asked
   }
   return out;
 }
+
+}  // namespace
 
 }  // namespace ktune

@@ -187,12 +187,8 @@ class FailedImport final : public grpc::ServerReadReactor<v1::Record> {
   void OnDone() override { delete this; }
 };
 
-// The untuned default's best ok time among the task's records (any job's: a configuration ktune
-// has measured is not measured again), for TuneEvent.default_config_time_ms. A CPU kernel's
-// default uses all the cores the worker gives its kernels (its threads parameter, one that takes
-// the core count): each record is compared with the default for as many cores as it ran threads
-// (the worker's cores_used is not kept with a record). nullopt for a recorded space (no
-// default), or when none measured it.
+}  // namespace
+
 std::optional<double> DefaultConfigTime(TuningDatabase& db, const TaskSpaces& spaces,
                                         const TaskKey& task) {
   const KernelDefinition* kernel = spaces.registry().Find(task.kernel);
@@ -223,8 +219,6 @@ std::optional<double> DefaultConfigTime(TuningDatabase& db, const TaskSpaces& sp
   }
   return best;
 }
-
-}  // namespace
 
 grpc::ServerUnaryReactor* TuningServiceImpl::ListRecords(grpc::CallbackServerContext* ctx,
                                                          const v1::ListRecordsRequest* request,

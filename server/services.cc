@@ -466,13 +466,15 @@ grpc::ServerWriteReactor<v1::JobEvent>* TuningServiceImpl::WatchJob(
         "the server already streams ", kMaxWatchStreams, " jobs; poll GetJob or retry later")));
   }
   Scheduler* scheduler = scheduler_;
+  TuningDatabase* db = db_;
+  const TaskSpaces* spaces = spaces_;
   const int64_t job = *id;
   const bool with_tasks = request->with_tasks();
   // changed_task: the task whose measurements advanced most since the last poll (the same task
   // again while none advanced), with its best so far.
   std::vector<int64_t> done_before;
   int changed = -1;
-  return new Stream([scheduler, job, with_tasks, done_before,
+  return new Stream([scheduler, db, spaces, job, with_tasks, done_before,
                      changed]() mutable -> absl::StatusOr<std::pair<v1::JobEvent, bool>> {
     // Each poll reads the job's counts only (GetJobProgress), and its tasks when the event
     // carries them: a poll copied every task of the job under the scheduler's lock.
@@ -508,6 +510,17 @@ grpc::ServerWriteReactor<v1::JobEvent>* TuningServiceImpl::WatchJob(
       }
     }
     const bool final = IsFinal(event.job().state());
+    // The last event says what the untuned default took, for the speedup (`tune --server`
+    // printed none), for a job of a few tasks (each reads its task's records).
+    if (final && event_tasks && event.job().tasks_size() <= 16) {
+      for (v1::TaskProgress& t : *event.mutable_job()->mutable_tasks()) {
+        absl::StatusOr<TaskKey> task = FromProto(t.task());
+        if (!task.ok()) continue;
+        if (std::optional<double> d = DefaultConfigTime(*db, *spaces, *task)) {
+          t.set_default_config_time_ms(*d);
+        }
+      }
+    }
     return std::make_pair(std::move(event), final);
   });
 }
@@ -522,19 +535,42 @@ absl::StatusOr<std::string> TuningServiceImpl::TuneInBackground(const BestQuery&
   const std::string key = absl::StrCat(canonical->kernel, "\n", CanonicalJson(canonical->problem),
                                        "\n", canonical->device_class);
   absl::MutexLock lock(&background_mu_);
-  if (auto it = background_.find(key); it != background_.end()) {
-    absl::StatusOr<JobStatus> job = scheduler_->GetJob(it->second);
-    if (job.ok() && job->job.state != JobState::kDone && job->job.state != JobState::kFailed &&
-        job->job.state != JobState::kCancelled) {
-      return std::to_string(it->second);  // already queued: the same job
-    }
+  auto running = [&](int64_t id) {
+    absl::StatusOr<JobStatus> job = scheduler_->GetJob(id);
+    return job.ok() && job->job.state != JobState::kDone && job->job.state != JobState::kFailed &&
+           job->job.state != JobState::kCancelled;
+  };
+  if (auto it = background_.find(key); it != background_.end() && running(it->second)) {
+    return std::to_string(it->second);  // already queued: the same job
+  }
+  // A job no connected worker can take would wait, and count against the bound below.
+  const std::vector<Scheduler::WorkerStatus> workers = scheduler_->ListWorkers();
+  if (std::none_of(workers.begin(), workers.end(), [&](const Scheduler::WorkerStatus& w) {
+        return !w.lost && w.device.device_class == canonical->device_class;
+      })) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("no worker of device class ", canonical->device_class,
+                     " is connected (a job would wait); ask again once one is"));
+  }
+  for (auto it = background_.begin(); it != background_.end();) {
+    it = running(it->second) ? std::next(it) : background_.erase(it);
+  }
+  if (background_.size() >= kMaxBackgroundJobs) {
+    return absl::FailedPreconditionError(
+        absl::StrCat(background_.size(),
+                     " tune_if_missing jobs are queued or running, as many as this server takes "
+                     "at once; ask again once one has ended"));
   }
   JobRequest request;
   request.name = "tune_if_missing";
   request.tasks = {*canonical};
   request.budget = kBackgroundBudget;
   request.strategy = "ppo";
-  request.spec_json = R"({"name":"tune_if_missing","seed":1})";
+  request.spec_json = nlohmann::json{{"name", "tune_if_missing"},
+                                     {"seed", 1},
+                                     {"kernels", {canonical->kernel}},
+                                     {"device_classes", {canonical->device_class}}}
+                          .dump();
   absl::StatusOr<int64_t> id = scheduler_->Submit(request);
   if (!id.ok()) return id.status();
   background_[key] = *id;
@@ -665,18 +701,24 @@ absl::StatusOr<std::shared_ptr<const BestAnswer>> TuningServiceImpl::AnswerQuery
   const bool measured = best->message.level() == v1::MATCH_LEVEL_EXACT ||
                         best->message.level() == v1::MATCH_LEVEL_DEVICE_CLASS;
   if (!request.tune_if_missing() || measured) return best;
-  KTUNE_RETURN_IF_ERROR(auth_->Check(ctx, Role::kSubmit));
-  absl::StatusOr<std::string> queued = TuneInBackground(q);
-  if (absl::IsResourceExhausted(queued.status())) {
-    // The server holds as many tasks as it may: the answer still answers, without a job.
-    LogEvent("tune_if_missing_not_queued",
-             {{"kernel", q.kernel}, {"reason", std::string(queued.status().message())}});
-    return best;
-  }
-  KTUNE_ASSIGN_OR_RETURN(std::string job, std::move(queued));
+  // Without a job the answer still answers, saying why none was queued (a token without the
+  // submit role was refused the answer too: PERMISSION_DENIED).
+  const absl::Status allowed = auth_->Check(ctx, Role::kSubmit);
+  absl::StatusOr<std::string> queued =
+      allowed.ok() ? TuneInBackground(q) : absl::StatusOr<std::string>(allowed);
   auto with_job = std::make_shared<BestAnswer>();
   with_job->message = best->message;
-  with_job->message.set_queued_job_id(job);
+  if (queued.ok()) {
+    with_job->message.set_queued_job_id(*queued);
+  } else if (absl::IsResourceExhausted(queued.status()) ||
+             absl::IsFailedPrecondition(queued.status()) ||
+             absl::IsPermissionDenied(queued.status())) {
+    LogEvent("tune_if_missing_not_queued",
+             {{"kernel", q.kernel}, {"reason", std::string(queued.status().message())}});
+    with_job->message.set_not_queued(std::string(queued.status().message()));
+  } else {
+    return queued.status();
+  }
   with_job->wire = with_job->message.SerializeAsString();
   return with_job;
 }
@@ -697,6 +739,17 @@ grpc::ServerUnaryReactor* TuningServiceImpl::Explain(grpc::CallbackServerContext
     absl::StatusOr<v1::ExplainResponse> explained = ktune::Explain(*db_, spaces_->registry(), *q);
     if (!explained.ok()) return explained.status();
     *response = std::move(*explained);
+    // What production says of the task (explain justified a configuration that drift had
+    // flagged 1.3x slower, without a word: a telemetry trial).
+    const TaskKey asked{q->kernel, "", q->problem, q->device_class};
+    absl::StatusOr<TaskKey> canonical = spaces_->Canonical(asked);
+    const std::string problem = CanonicalJson(canonical.ok() ? canonical->problem : q->problem);
+    for (const DriftFlag& f : telemetry_->Flags()) {
+      if (f.task.kernel == q->kernel && f.task.device_class == q->device_class &&
+          CanonicalJson(f.task.problem) == problem) {
+        *response->add_drift_flags() = ToProto(f);
+      }
+    }
     return absl::OkStatus();
   });
 }

@@ -6,6 +6,7 @@
 #define KTUNE_SERVER_SERVICES_H_
 
 #include <map>
+#include <optional>
 #include <set>
 #include <string>
 
@@ -28,6 +29,18 @@ namespace ktune {
 // UNAVAILABLE, INTERNAL, DATA_LOSS, UNKNOWN) are also logged (`rpc_failed`, code and message);
 // a caller's (a bad argument, a refusal) are not.
 grpc::Status ToGrpc(const absl::Status& s);
+
+// The untuned default's best ok time among the task's records (any job's: a configuration ktune
+// has measured is not measured again), for TuneEvent and TaskProgress.default_config_time_ms. A
+// CPU kernel's default uses all the cores the worker gives its kernels (its threads parameter,
+// one that takes the core count): each record is compared with the default for as many cores as
+// it ran threads (the worker's cores_used is not kept with a record). nullopt for a recorded
+// space (no default), or when none measured it. Reads every record of the task.
+std::optional<double> DefaultConfigTime(TuningDatabase& db, const TaskSpaces& spaces,
+                                        const TaskKey& task);
+
+// A drift flag as the API gives it (ListDrift, Explain).
+v1::DriftFlag ToProto(const DriftFlag& f);
 
 class WorkerServiceImpl final : public v1::WorkerService::CallbackService {
  public:
@@ -170,7 +183,12 @@ class TuningServiceImpl final
   // Whether telemetry may name `kernel`: a registry kernel, or one with records.
   bool KernelKnown(const std::string& kernel);
   // tune_if_missing: queues a job for the task (one per task while it runs).
+  // InvalidArgument for a task that cannot be measured; FailedPrecondition, saying why, when
+  // no job is queued (no connected worker of the class; kMaxBackgroundJobs queued or running).
   absl::StatusOr<std::string> TuneInBackground(const BestQuery& query);
+  // tune_if_missing's jobs queued or running at once: a compiler asking for every shape it meets
+  // queued one each, without bound (a compiler-integration trial: 40 for one loop).
+  static constexpr int kMaxBackgroundJobs = 16;
   static constexpr int64_t kBackgroundBudget = 64;
   // WatchJob (and, apart, Tune) streams open at once (each holds a polling thread); more get
   // RESOURCE_EXHAUSTED.

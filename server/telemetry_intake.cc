@@ -188,12 +188,20 @@ RetuneMode TelemetryIntake::ModeFor(const TaskKey& task, bool* from_job) const {
     }
     return false;
   };
+  int read_whole = 0;
   for (const TuningDatabase::JobSummary& summary : *jobs) {  // newest first
     const nlohmann::json spec = nlohmann::json::parse(summary.job.spec_json, nullptr, false);
-    if (!spec.is_object() || spec.contains("retune_of_flag") || spec.contains("reason")) continue;
+    // The server's own jobs (a retuning job, tune_if_missing's) are no one's policy.
+    if (!spec.is_object() || spec.contains("retune_of_flag") || spec.contains("reason") ||
+        spec.value("name", "") == "tune_if_missing") {
+      continue;
+    }
     if (!names(spec, "kernels", task.kernel) || !names(spec, "device_classes", task.device_class)) {
       continue;
     }
+    // A job of an older ktune does not list its kernels and classes: read whole, up to a bound
+    // (this runs under the intake's lock, once a flag).
+    if (!spec.contains("kernels") && ++read_whole > kMaxJobsReadWhole) break;
     absl::StatusOr<Job> job = db_->GetJob(summary.job.id);
     if (!job.ok()) continue;
     const bool has_task = std::any_of(job->tasks.begin(), job->tasks.end(), [&](const JobTask& t) {

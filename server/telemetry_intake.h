@@ -100,6 +100,8 @@ class TelemetryIntake {
   // server's (retuning jobs, the server's own, aside). `from_job` (may be null): whether a job
   // spec decided.
   RetuneMode ModeFor(const TaskKey& task, bool* from_job = nullptr) const;
+  // Jobs ModeFor reads whole that do not list their kernels (an older ktune's): the newest ones.
+  static constexpr int kMaxJobsReadWhole = 64;
 
   TuningDatabase* db_;
   Scheduler* scheduler_;

@@ -1,6 +1,7 @@
 // TuningService's telemetry methods: ReportTelemetry and ListDrift (server/telemetry_intake.h).
 #include <algorithm>
 #include <cmath>
+#include <nlohmann/json.hpp>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
@@ -29,6 +30,8 @@ v1::DriftKind ToProto(DriftKind kind) {
   return v1::DRIFT_KIND_UNSPECIFIED;
 }
 
+}  // namespace
+
 v1::DriftFlag ToProto(const DriftFlag& f) {
   v1::DriftFlag out;
   out.set_id(f.id);
@@ -48,6 +51,8 @@ v1::DriftFlag ToProto(const DriftFlag& f) {
   if (f.retune_job > 0) out.set_retune_job_id(std::to_string(f.retune_job));
   return out;
 }
+
+namespace {
 
 // Count, mean and standard deviation of a histogram, each bucket's calls at its midpoint.
 absl::Status SummariseHistogram(const v1::TimeHistogram& h, TelemetryReport* r) {
@@ -139,7 +144,19 @@ absl::StatusOr<TelemetryReport> TuningServiceImpl::TelemetryFromProto(
   }
   auto fingerprint = s.device().extra().find("fingerprint_json");
   r.device = DeviceInfo::FromName(q.device_class);
-  if (fingerprint != s.device().extra().end()) r.device.fingerprint_json = fingerprint->second;
+  if (fingerprint != s.device().extra().end()) {
+    // Facts given as null are not facts, and a fingerprint of none names only the class: `{}`
+    // and {"driver": null} each read as a device never tuned (a new_environment flag).
+    nlohmann::json facts = nlohmann::json::parse(fingerprint->second, nullptr, false);
+    if (facts.is_object()) {
+      for (auto it = facts.begin(); it != facts.end();) {
+        it = it->is_null() ? facts.erase(it) : std::next(it);
+      }
+      if (!facts.empty()) r.device.fingerprint_json = facts.dump();
+    } else {
+      r.device.fingerprint_json = fingerprint->second;
+    }
+  }
   if (!q.family.empty()) r.device.family = q.family;
   KTUNE_ASSIGN_OR_RETURN(r.config, FromProto(s.config().params(), "config"));
   // A kernel known from a recorded space this server replays: the configuration is one of that

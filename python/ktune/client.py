@@ -314,7 +314,10 @@ class Client:
         class to the architecture family, then to a prediction from the nearest tuned problem;
         ``BestResult.level`` says which answered (:attr:`MatchLevel.NONE` with no records when
         nothing is known). At most ``top`` records (1..100), best first. ``tune_if_missing``
-        queues a background job when nothing is known (``BestResult.queued_job_id``).
+        queues a background job when nothing was measured for the problem on the class (a
+        predicted answer too: ``BestResult.queued_job_id``), or says why not in
+        ``BestResult.not_queued`` (a token without the submit role, no connected worker of the
+        class, as many background jobs queued as the server takes); the answer stands either way.
         ``max_rel_error`` is an accuracy budget: only records whose measured error is known and
         at most this. ``after_level`` (``MatchLevel.EXACT`` or ``DEVICE_CLASS``) answers from the
         levels after it only, for a client whose records at that level do not fit. Served from
@@ -335,7 +338,7 @@ class Client:
         reply = self._unary("QueryBest", self._tuning.QueryBest, request, timeout)
         return BestResult(MatchLevel._from_proto(reply.level),
                           [Record._from_proto(r) for r in reply.best], reply.queued_job_id,
-                          reply.stale, reply.kernel_unknown)
+                          reply.stale, reply.kernel_unknown, reply.not_queued)
 
     def explain(self, kernel: str, problem: ProblemLike, device: DeviceLike, *,
                 kernel_version: str = "", max_rel_error: Optional[float] = None,

@@ -175,6 +175,8 @@ class Database(PyDatabase):
             :func:`local_device`).
         candidates: how many of the best records a query tries, best first, until one's trace
             replays on the workload (a trace from another target of the same kind may not).
+        export_timeout: seconds a full export (``len()``, ``get_all_tuning_records``) may take
+            (default: the client's timeout, at least 120; none when the client has none).
 
     Every call goes to the server (nothing is cached but Workload objects): what another
     process committed is seen at once. Errors are :class:`ktune.KtuneError`, raised into TVM;
@@ -187,7 +189,8 @@ class Database(PyDatabase):
 
     def __init__(self, client: Union[Client, str], *,
                  target: Union[Target, dict, str, None] = None,
-                 device: Optional[str] = None, candidates: int = 8) -> None:
+                 device: Optional[str] = None, candidates: int = 8,
+                 export_timeout: Optional[float] = None) -> None:
         super().__init__()
         if isinstance(client, str):
             client = Client(client, options=[("grpc.max_receive_message_length", _RECEIVE_LIMIT)])
@@ -195,6 +198,12 @@ class Database(PyDatabase):
             raise TypeError(f"client must be a ktune.Client or 'host:port', not "
                             f"{type(client).__name__}")
         self.client = client
+        # The bound of a full export (len(), get_all_tuning_records): given, or the client's
+        # timeout but at least 2 minutes (a compiler's short timeout for lookups is not one for
+        # reading every record); none when the client has none.
+        if export_timeout is None and client.timeout is not None:
+            export_timeout = max(client.timeout, 120.0)
+        self.export_timeout = export_timeout
         self.device = device or local_device()
         self.target = _as_target(target) if target is not None else None
         self.candidates = max(1, min(candidates, _MAX_TOP))
@@ -277,20 +286,19 @@ class Database(PyDatabase):
         return out
 
     def _tvm_records(self) -> list[Record]:
-        # Bounded by the client's timeout, as its unary calls are: a stream has no deadline of
-        # its own, and len() of a Database hung for as long as a stalled server stayed stalled
-        # (a compiler-integration trial).
-        return [r for r in self.client.export_records(timeout=self.client.timeout)
+        # Bounded (export_timeout): a stream has no deadline of its own, and len() of a Database
+        # hung for as long as a stalled server stayed stalled (a compiler-integration trial).
+        return [r for r in self.client.export_records(timeout=self.export_timeout)
                 if r.kernel.startswith(KERNEL_PREFIX) and r.payload]
 
     def get_all_tuning_records(self) -> list[TuningRecord]:
         """Every TVM record the server holds, any target, ok or failed (one full export, within
-        the client's timeout)."""
+        ``export_timeout``)."""
         return [self.from_ktune(r) for r in self._tvm_records()]
 
     def __len__(self) -> int:
-        """How many TVM records the server holds (one full export, within the client's
-        timeout)."""
+        """How many TVM records the server holds (one full export, within
+        ``export_timeout``)."""
         return len(self._tvm_records())
 
     # --- queries that honour the target ---

@@ -448,7 +448,8 @@ class BestResult:
     the records were measured before a regression was flagged on the device class (see
     :meth:`ktune.Client.drift`) and answer until a newer measurement of the task exists.
     ``kernel_unknown``: nothing is known and the server has no kernel of that name (registered
-    or in a record): a misspelt name, most likely.
+    or in a record): a misspelt name, most likely. ``not_queued``: tune_if_missing was asked and
+    no job was queued, and why.
     """
 
     level: MatchLevel
@@ -456,6 +457,7 @@ class BestResult:
     queued_job_id: str = ""  # set when tune_if_missing queued a job
     stale: bool = False
     kernel_unknown: bool = False
+    not_queued: str = ""
 
     @property
     def best(self) -> Optional[Record]:

@@ -686,3 +686,13 @@ def test_numpy_numbers_are_taken_where_python_numbers_are(empty_server):
     assert job.tasks[0].task.problem["M"] == 64
     assert job.measurements_total == 4
     client.cancel(job.job_id)
+
+
+def test_tune_if_missing_says_why_no_job_was_queued(empty_server):
+    """No worker of the class is connected: the answer stands, and says why nothing was queued
+    (a job was queued that waited for ever, one per shape a compiler asked about)."""
+    client = empty_server.client()
+    answer = client.best("gemm", {"M": 64, "N": 64, "K": 64}, "cpu:nobody", tune_if_missing=True)
+    assert answer.level is MatchLevel.NONE
+    assert answer.queued_job_id == ""
+    assert "no worker of device class cpu:nobody is connected" in answer.not_queued

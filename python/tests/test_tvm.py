@@ -252,10 +252,11 @@ def _llvm(config: dict) -> dict:
 def test_a_full_export_gives_up_at_the_clients_timeout_on_a_stalled_server(empty_server):
     """len() and get_all_tuning_records are one ExportRecords stream each, which had no
     deadline: against a stalled server (SIGSTOP) len() hung for as long as it stayed stalled.
-    They are bounded by the client's timeout, as its unary calls are."""
+    They are bounded by export_timeout (the client's timeout, at least 2 minutes, by default)."""
     import signal
     import time
-    db = ktune.tvm.Database(ktune.Client(empty_server.address, timeout=2))
+    db = ktune.tvm.Database(ktune.Client(empty_server.address), export_timeout=2)
+    assert ktune.tvm.Database(ktune.Client(empty_server.address, timeout=1)).export_timeout == 120
     assert len(db) == 0  # connected, and answered while the server runs
     empty_server.process.proc.send_signal(signal.SIGSTOP)
     try:

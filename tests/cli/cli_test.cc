@@ -1104,6 +1104,11 @@ TEST(CliTest, TelemetryReportRaisesDriftFlagsThatDriftLists) {
   EXPECT_EQ(go.exit_code, 1) << go.out;
   EXPECT_THAT(go.err, HasSubstr("flag 1: not retuned: no worker of device class cpu:x is "
                                 "connected; start one, then ktune drift retune 1"));
+  // `drift`'s options before `retune` are refused (taken by `drift`, they were dropped and the
+  // go-ahead went to the default server).
+  auto misplaced = RunKtune({"drift", "--server", address, "retune", "1"});
+  EXPECT_EQ(misplaced.exit_code, 2) << misplaced.err;
+  EXPECT_THAT(misplaced.err, HasSubstr("options go after `retune`"));
   auto no_such = RunKtune({"drift", "retune", "7", "--server", address});
   EXPECT_EQ(no_such.exit_code, 2) << no_such.err;
   EXPECT_THAT(no_such.err, HasSubstr("no drift flag 7 (1 raised; ktune drift lists them)"));
@@ -1185,6 +1190,24 @@ TEST(CliTest, TheJobsTableSaysWhyAJobFailed) {
   EXPECT_THAT(jobs.out, ::testing::ContainsRegex("failed +1 "));
   EXPECT_THAT(jobs.out, HasSubstr("       why: ")) << jobs.out;
   EXPECT_THAT(jobs.out, HasSubstr("threads 1024 is more than the")) << jobs.out;
+  // A tune through the server says what the untuned default took and the speedup, as the
+  // embedded default does (it said neither): the default is the search's first measurement.
+  auto tuned =
+      RunKtune({"tune", "--server", address, "--kernel", "gemm", "--problem", "M=16,N=16,K=16",
+                "--device", "cpu", "--budget", "3", "--strategy", "random"});
+  ASSERT_EQ(tuned.exit_code, 0) << tuned.err;
+  EXPECT_THAT(tuned.out, ::testing::ContainsRegex("default   [0-9.]+ ms  -> tuned is [0-9.]+x "
+                                                  "faster"))
+      << tuned.out;
+  auto tuned_json =
+      RunKtune({"tune", "--server", address, "--kernel", "gemm", "--problem", "M=16,N=16,K=16",
+                "--device", "cpu", "--budget", "2", "--strategy", "random", "--json"});
+  ASSERT_EQ(tuned_json.exit_code, 0) << tuned_json.err;
+  const nlohmann::json out = nlohmann::json::parse(tuned_json.out);
+  ASSERT_TRUE(out.contains("default_time_ms")) << tuned_json.out;
+  // This job's best against the default, which the first job measured.
+  EXPECT_NEAR(out["speedup_over_default"].get<double>(),
+              out["default_time_ms"].get<double>() / out["best_time_ms"].get<double>(), 1e-9);
 }
 
 // `best --max-rel-error` serves the fastest within the budget, `best --pareto` shows the front
@@ -1806,6 +1829,18 @@ TEST(CliTest, ATuneThroughAServerWithNothingOkSaysWhy) {
   EXPECT_THAT(listed.out, HasSubstr("noexport"));
   EXPECT_THAT(listed.out, HasSubstr("unroll"));
   EXPECT_EQ(RunKtune({"kernels", "noexport"}).exit_code, 2);  // this build's registry lacks it
+  // A client kernel without problem parameters (as the Kernel Tuner bridge registers) is listed
+  // by a server (its missing "problem_parameters" was read past).
+  std::ofstream(dir.File("fixed.json")) << R"({"name":"fixed8","language":"cpp",
+      "source":"extern \"C\" int nothing = 0;",
+      "parameters":[{"name":"unroll","values":[1,2],"compile_time":true}],
+      "buffers":[{"name":"x","elements":"8"},{"name":"y","elements":"8","output":true}],
+      "flops":"8","bytes":"64","default_config":{"unroll":"1"}})";
+  auto fixed = RunKtune({"kernels", "register", dir.File("fixed.json"), "--server", address});
+  ASSERT_EQ(fixed.exit_code, 0) << fixed.err;
+  auto served_kernels = RunKtune({"kernels", "--server", address});
+  ASSERT_EQ(served_kernels.exit_code, 0) << served_kernels.err;
+  EXPECT_THAT(served_kernels.out, HasSubstr("fixed8  (version "));
   EXPECT_EQ(RunKtune({"kernels", "--db", dir.File("s.db"), "--server", address}).exit_code, 2);
   testing::KtuneProcess worker({"worker", "--server", address, "--device", "cpu"});
   auto tune = RunKtune({"tune", "--server", address, "--kernel", "noexport", "--problem", "n=1024",
@@ -1871,6 +1906,12 @@ TEST(CliTest, AKernelRegisteredInTheDatabaseIsTunedAndQueriedLocally) {
     EXPECT_EQ(k["version"], nlohmann::json::parse(from_file.out)[0]["version"]);
     auto text = RunKtune({"kernels", "scale2", "--server", address, "--problem", "n=1000"});
     EXPECT_THAT(text.out, HasSubstr("space:       4 valid configurations for n=1000"));
+    // A server gives no client kernel's source: --compile says so (it compiled an empty
+    // program, and blamed the toolchain).
+    auto compiled = RunKtune(
+        {"kernels", "scale2", "--server", address, "--problem", "n=1000", "--compile", "sm_90"});
+    EXPECT_EQ(compiled.exit_code, 2) << compiled.err;
+    EXPECT_THAT(compiled.err, HasSubstr("--compile needs the kernel's source"));
   }
   auto tune = RunKtune({"tune", "--db", db, "--kernel", "scale2", "--problem", "n=1024", "--device",
                         "cpu", "--budget", "4", "--strategy", "random", "--json"});

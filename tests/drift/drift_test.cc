@@ -290,6 +290,9 @@ TEST(DriftMonitorTest, WindowsOlderThanTheNewestJudgedOneAreLate) {
     ASSERT_TRUE(monitor.Observe(at(2.2, 16 * day + i * five_minutes), k, &use).empty()) << i;
     ASSERT_EQ(use, ReportUse::kLate) << i;
   }
+  // A day before the newest is not late (reporters a day apart, a clock a day off): judged.
+  ASSERT_TRUE(monitor.Observe(at(1.1, t - 86'400'000'000), k, &use).empty());
+  EXPECT_EQ(use, ReportUse::kJudged);
   std::vector<DriftFlag> flags;
   for (int i = 0; i < 50 && flags.empty(); ++i, t += five_minutes) {
     flags = monitor.Observe(at(2.2, t), k, &use);  // now, twice as slow: flagged

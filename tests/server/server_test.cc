@@ -1889,9 +1889,34 @@ TEST(ServerPredictionTest, ANeverTunedProblemGetsThePredictionOfTheNearestAndCan
   }
 
   query.set_tune_if_missing(true);
+  // No worker of the class: no job that would wait (a compiler asking for each shape queued one
+  // each, without bound, for a class no worker had), and the answer says why, predicted as before.
+  ASSERT_TRUE(tuning->QueryBest(Context().get(), query, &answer).ok());
+  EXPECT_EQ(answer.level(), v1::MATCH_LEVEL_PREDICTED);
+  EXPECT_TRUE(answer.queued_job_id().empty());
+  EXPECT_THAT(answer.not_queued(), HasSubstr("no worker of device class cpu:test is connected"));
+  auto workers = v1::WorkerService::NewStub(grpc::CreateChannel(
+      absl::StrCat("127.0.0.1:", (*server)->port()), grpc::InsecureChannelCredentials()));
+  v1::RegisterRequest reg;
+  *reg.mutable_device() = ToProto(device);
+  v1::RegisterResponse registered;
+  ASSERT_TRUE(workers->Register(Context().get(), reg, &registered).ok());
   ASSERT_TRUE(tuning->QueryBest(Context().get(), query, &answer).ok());
   const std::string job = answer.queued_job_id();
   EXPECT_FALSE(job.empty());
+  EXPECT_EQ(answer.not_queued(), "");
+  // At most 16 background jobs at once: the 17th problem is answered without one.
+  int not_queued = 0;
+  for (int64_t n = 300; n < 317; ++n) {
+    v1::QueryBestRequest other = query;
+    ToProto(Problem{{"M", n}, {"N", n}, {"K", n}}, other.mutable_problem()->mutable_params());
+    ASSERT_TRUE(tuning->QueryBest(Context().get(), other, &answer).ok());
+    if (answer.queued_job_id().empty()) {
+      ++not_queued;
+      EXPECT_THAT(answer.not_queued(), HasSubstr("16 tune_if_missing jobs are queued or running"));
+    }
+  }
+  EXPECT_EQ(not_queued, 2);  // 1 + 17 asked, 16 queued
   ASSERT_TRUE(tuning->QueryBest(Context().get(), query, &answer).ok());
   EXPECT_EQ(answer.queued_job_id(), job);  // the same job, not a second one
   v1::GetJobRequest get;
@@ -1953,6 +1978,18 @@ TEST(ServerAuthTest, TokensAndRolesAreEnforced) {
             grpc::StatusCode::UNAUTHENTICATED);
   EXPECT_TRUE(tuning->ListJobs(with("query-token-0123456789").get(), list, &jobs).ok());
   EXPECT_TRUE(tuning->ListJobs(with("admin-token-0123456789").get(), list, &jobs).ok());
+  // A query-only token asking tune_if_missing gets its answer, and why no job was queued (it was
+  // refused the answer: PERMISSION_DENIED, and a compiler had to ask again without it).
+  v1::QueryBestRequest ask;
+  ask.mutable_kernel()->set_name("gemm");
+  ToProto(Problem{{"M", int64_t{64}}, {"N", int64_t{64}}, {"K", int64_t{64}}},
+          ask.mutable_problem()->mutable_params());
+  ask.mutable_device()->set_device_class("cpu:x");
+  ask.set_tune_if_missing(true);
+  v1::QueryBestResponse answered;
+  ASSERT_TRUE(tuning->QueryBest(with("query-token-0123456789").get(), ask, &answered).ok());
+  EXPECT_EQ(answered.level(), v1::MATCH_LEVEL_NONE);
+  EXPECT_THAT(answered.not_queued(), HasSubstr("does not have the submit role"));
 
   v1::SubmitJobRequest submit;
   submit.set_spec_text(

@@ -2,12 +2,12 @@
 // driver regression on a replay device is detected, retuned, and changes the best answer.
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
-#include <nlohmann/json.hpp>
 
 #include <atomic>
 #include <cmath>
 #include <fstream>
 #include <limits>
+#include <nlohmann/json.hpp>
 #include <random>
 #include <thread>
 
@@ -21,6 +21,7 @@
 #include "measurer/replay_measurer.h"
 #include "measurer/worker_loop.h"
 #include "proto/convert.h"
+#include "server/explanation.h"
 #include "server/tuning_server.h"
 #include "tests/testing/test_util.h"
 
@@ -582,6 +583,16 @@ TEST(TelemetryTest, AnUnmeasuredRetuneLeavesTheOldAnswerServedAsStale) {
     ASSERT_TRUE(tuning->Explain(Context().get(), explain, &why).ok());
     EXPECT_TRUE(why.stale());
     EXPECT_EQ(why.records(), 64);  // the stale records it describes
+    // And what production said (explain justified the flagged configuration without a word).
+    ASSERT_EQ(why.drift_flags_size(), 1);
+    EXPECT_EQ(why.drift_flags(0).id(), flag.id());
+    BestQuery asked;
+    asked.kernel = any.kernel;
+    asked.device_class = any.device.device_class;
+    const std::string text = ExplanationText(why, asked);
+    EXPECT_THAT(text, HasSubstr("production: drift flag #1, regression: "));
+    EXPECT_THAT(text, HasSubstr("slowed down: recent reports take "));
+    EXPECT_THAT(text, HasSubstr("\n            action: retuning: job " + flag.retune_job_id()));
   };
   expect_stale_answer("retuning job queued, nothing measured");
   // Production goes on, hot (1,000 calls a report): the task is tuned, only stale.
@@ -649,6 +660,20 @@ TEST(TelemetryTest, ANewEnvironmentIsRetunedOnlyWhereAWorkerHasIt) {
     EXPECT_EQ(response.raised_size(), 1);
     return response.raised_size() > 0 ? response.raised(0) : v1::DriftFlag();
   };
+  // A fingerprint of no facts names only the class, and null facts are none: neither is a new
+  // environment (each raised one).
+  for (const std::string facts :
+       {std::string("{}"),
+        nlohmann::json{{"name", any.device.device_class}, {"driver", nullptr}}.dump()}) {
+    v1::ReportTelemetryRequest r;
+    v1::TelemetrySample* sample = r.add_samples();
+    *sample = Sample(any, any.config, *any.time_ms);
+    *sample->mutable_device() = old_device;
+    (*sample->mutable_device()->mutable_extra())["fingerprint_json"] = facts;
+    v1::ReportTelemetryResponse response;
+    ASSERT_TRUE(tuning->ReportTelemetry(Context().get(), r, &response).ok());
+    EXPECT_EQ(response.raised_size(), 0) << facts;
+  }
   const v1::DriftFlag unserved = report_on("999.1");
   EXPECT_EQ(unserved.kind(), v1::DRIFT_KIND_NEW_ENVIRONMENT);
   EXPECT_EQ(unserved.retune_job_id(), "");
@@ -826,12 +851,12 @@ TEST(TelemetryTest, ARetriedReportIsAcceptedButNotStoredTwiceAndOldWindowsAreLat
   EXPECT_EQ(response.accepted(), 3);
   EXPECT_EQ(response.duplicates(), 3);
   v1::ReportTelemetryRequest old;
-  *old.add_samples() = sample(2);
+  *old.add_samples() = sample(-72);  // three days before: late (a day before is not)
   ASSERT_TRUE(tuning->ReportTelemetry(Context().get(), old, &response).ok());
   EXPECT_EQ(response.duplicates(), 0);
   EXPECT_EQ(response.late(), 1);
   server->reset();
-  EXPECT_EQ(StoredTelemetry(dir.File("d.db")), 3);  // hours 10, 11 and 2, once each
+  EXPECT_EQ(StoredTelemetry(dir.File("d.db")), 3);  // hours 10, 11 and -72, once each
 }
 
 }  // namespace
