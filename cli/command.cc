@@ -3,9 +3,11 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <chrono>
 #include <cmath>
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <iostream>
@@ -89,7 +91,25 @@ void AddDbOption(CLI::App* sub, std::string* path) {
 }
 
 absl::StatusOr<std::unique_ptr<SqliteTuningDatabase>> OpenDatabase(const std::string& path) {
-  return SqliteTuningDatabase::Open(path);
+  absl::StatusOr<std::unique_ptr<SqliteTuningDatabase>> db = SqliteTuningDatabase::Open(path);
+  if (db.ok()) return db;
+  // Why, in words, where it is the file system (SQLite said "unable to open database file
+  // (sqlite code 14)" of a file on a read-only mount, as `ktune serve` does not).
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  const fs::path file(path);
+  const fs::path folder = file.has_parent_path() ? file.parent_path() : fs::path(".");
+  if (fs::exists(file, ec) && ::access(path.c_str(), W_OK) != 0) {
+    return absl::PermissionDeniedError(absl::StrCat(
+        "the database ", path, " is not writable by this process (", std::strerror(errno),
+        "): this command stores into it; copy it somewhere writable, or give another --db"));
+  }
+  if (fs::is_directory(folder, ec) && ::access(folder.c_str(), W_OK | X_OK) != 0) {
+    return absl::PermissionDeniedError(
+        absl::StrCat("the folder of the database ", path, " is not writable by this process (",
+                     std::strerror(errno), "): SQLite keeps its journal beside the file"));
+  }
+  return db;
 }
 
 void CheckNumberOptions(CLI::App& app) {

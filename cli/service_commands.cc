@@ -11,6 +11,7 @@
 #include <iostream>
 #include <iterator>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <sstream>
 #include <thread>
 
@@ -20,6 +21,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "absl/time/clock.h"
+#include "absl/time/time.h"
 #include "cli/command.h"
 #include "cli/tune_job.h"
 #include "cli/tune_target.h"
@@ -326,6 +328,7 @@ struct JobArgs {
   ClientTls tls;
   bool json = false;
   int timeout_s = 24 * 3600;  // watch: the stream's deadline
+  int reconnect_s = 120;      // watch: how long a server that went away is waited for
 };
 
 int RunSubmit(const JobArgs& a) {
@@ -420,29 +423,54 @@ int RunWatch(const JobArgs& a) {
   auto stub = v1::TuningService::NewStub(*channel);
   v1::WatchJobRequest request;
   request.set_job_id(a.job);
-  auto ctx = ClientContextFor(a.token, a.timeout_s);
-  std::unique_ptr<grpc::ClientReader<v1::JobEvent>> reader = stub->WatchJob(ctx.get(), request);
+  const absl::Time deadline = absl::Now() + absl::Seconds(a.timeout_s);
   v1::JobEvent event;
   std::string last;  // text: a line only when it says something new (the stream repeats itself)
-  while (reader->Read(&event)) {
-    if (a.json) {
-      std::cout << JobEventJson(event).dump(-1, ' ', false, kReplaceInvalidUtf8) << std::endl;
-    } else if (std::string line = ProgressLine(event); line != last) {
-      std::cout << line << std::endl;
-      last = std::move(line);
+  bool answered = false;  // the server answered this watch once: it is the one to wait for
+  std::optional<absl::Time> gone_since;  // when the server went away, while it is away
+  absl::Status s;
+  // A server that stops (an upgrade, a restart) ends the stream: the watch follows the job again
+  // once it is back, for up to --reconnect seconds (it exited 1, as for a failed job, and a
+  // script could not tell the two apart).
+  while (true) {
+    auto ctx = ClientContextFor(a.token,
+                                std::max<int64_t>(1, absl::ToInt64Seconds(deadline - absl::Now())));
+    std::unique_ptr<grpc::ClientReader<v1::JobEvent>> reader = stub->WatchJob(ctx.get(), request);
+    while (reader->Read(&event)) {
+      if (gone_since)
+        std::cerr << "ktune " << cmd << ": the server is back; following job " << a.job << "\n";
+      answered = true;
+      gone_since.reset();
+      if (a.json) {
+        std::cout << JobEventJson(event).dump(-1, ' ', false, kReplaceInvalidUtf8) << std::endl;
+      } else if (std::string line = ProgressLine(event); line != last) {
+        std::cout << line << std::endl;
+        last = std::move(line);
+      }
     }
+    s = FromGrpc(reader->Finish());
+    const bool away = absl::IsCancelled(s) || absl::IsUnavailable(s);
+    if (!away || !answered || absl::Now() >= deadline) break;
+    if (!gone_since) {
+      gone_since = absl::Now();
+      std::cerr << "ktune " << cmd << ": the server went away (" << s.message()
+                << "); waiting up to " << a.reconnect_s << " s for it to come back (job " << a.job
+                << " is kept)\n";
+    }
+    if (absl::Now() - *gone_since >= absl::Seconds(a.reconnect_s)) break;
+    absl::SleepFor(absl::Seconds(1));
   }
-  absl::Status s = FromGrpc(reader->Finish());
-  if (absl::IsDeadlineExceeded(s)) {  // this command's own --timeout, not the server's silence
+  if (absl::IsDeadlineExceeded(s) || (absl::Now() >= deadline && !s.ok())) {
+    // This command's own --timeout, not the server's silence.
     return Fail(cmd, absl::DeadlineExceededError(absl::StrCat(
                          "--timeout ", a.timeout_s, " s ran out before job ", a.job,
                          " ended; the job goes on (ktune watch ", a.job, " follows it again)")));
   }
-  if ((absl::IsCancelled(s) || absl::IsUnavailable(s)) &&
-      !absl::StrContains(s.message(), "cannot reach")) {  // a server stopping, or gone
-    return Fail(cmd, absl::UnavailableError(absl::StrCat(s.message(), "; job ", a.job,
-                                                         " is kept (ktune watch ", a.job,
-                                                         " follows it again)")));
+  if ((absl::IsCancelled(s) || absl::IsUnavailable(s)) && answered) {  // gone, and not back
+    return Fail(cmd,
+                absl::UnavailableError(absl::StrCat(
+                    s.message(), "; it was not back within --reconnect ", a.reconnect_s, " s; job ",
+                    a.job, " is kept (ktune watch ", a.job, " follows it again)")));
   }
   if (!s.ok()) {
     return absl::IsInvalidArgument(s) ? UsageError(cmd, std::string(s.message())) : Fail(cmd, s);
@@ -664,6 +692,12 @@ void RegisterServiceCommands(CLI::App& app, Action* action) {
   AddClientTlsOptions(watch, &job_args->tls);
   watch->add_option("--timeout", job_args->timeout_s, "Give up after this many seconds")
       ->check(CLI::Range(1, 366 * 24 * 3600))
+      ->capture_default_str();
+  watch
+      ->add_option("--reconnect", job_args->reconnect_s,
+                   "Seconds to wait for a server that went away (a restart) before giving up; 0: "
+                   "give up at once")
+      ->check(CLI::Range(0, 24 * 3600))
       ->capture_default_str();
   watch->add_flag("--json", job_args->json, "One JSON object a line");
   watch->callback([=] { *action = [=] { return RunWatch(*job_args); }; });

@@ -12,7 +12,7 @@
 
 namespace ktune {
 
-absl::StatusOr<std::string> ReadPem(const std::string& path) {
+absl::StatusOr<std::string> ReadPem(const std::string& path, const char* holds) {
   std::ifstream in(path);
   if (!in) return absl::NotFoundError(absl::StrCat("cannot read ", path));
   std::stringstream text;
@@ -20,6 +20,13 @@ absl::StatusOr<std::string> ReadPem(const std::string& path) {
   if (text.str().find("-----BEGIN") == std::string::npos) {
     // The file's content, not the command line, is wrong (ChannelFailure: exit 1, not 2).
     return absl::FailedPreconditionError(absl::StrCat(path, " is not a PEM file"));
+  }
+  // A key given as the CA (or the other way round) is PEM too, and gRPC then failed with "empty
+  // address list" and lines of its own (an operator trial).
+  if (holds != nullptr && text.str().find(absl::StrCat(holds, "-----")) == std::string::npos) {
+    return absl::FailedPreconditionError(
+        absl::StrCat(path, " holds no ", holds, " (-----BEGIN ... ", holds,
+                     "-----): a certificate and a private key go in different options"));
   }
   return text.str();
 }
@@ -73,10 +80,10 @@ absl::StatusOr<std::shared_ptr<grpc::Channel>> MakeChannel(const std::string& ad
     return grpc::CreateCustomChannel(address, grpc::InsecureChannelCredentials(), args);
   }
   grpc::SslCredentialsOptions options;
-  KTUNE_ASSIGN_OR_RETURN(options.pem_root_certs, ReadPem(tls.ca_file));
+  KTUNE_ASSIGN_OR_RETURN(options.pem_root_certs, ReadPem(tls.ca_file, "CERTIFICATE"));
   if (!tls.cert_file.empty() || !tls.key_file.empty()) {
-    KTUNE_ASSIGN_OR_RETURN(options.pem_cert_chain, ReadPem(tls.cert_file));
-    KTUNE_ASSIGN_OR_RETURN(options.pem_private_key, ReadPem(tls.key_file));
+    KTUNE_ASSIGN_OR_RETURN(options.pem_cert_chain, ReadPem(tls.cert_file, "CERTIFICATE"));
+    KTUNE_ASSIGN_OR_RETURN(options.pem_private_key, ReadPem(tls.key_file, "PRIVATE KEY"));
   }
   return grpc::CreateCustomChannel(address, grpc::SslCredentials(options), args);
 }

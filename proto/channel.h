@@ -40,8 +40,9 @@ absl::Status FromGrpc(const grpc::Status& status);
 // (UNAVAILABLE from its failing disk, ABORTED from a busy database, a refusal) is an answer.
 bool NoAnswerFromServer(const absl::Status& status);
 
-// The contents of a PEM file; NotFound naming it, FailedPrecondition when it is not PEM.
-absl::StatusOr<std::string> ReadPem(const std::string& path);
+// The contents of a PEM file; NotFound naming it, FailedPrecondition when it is not PEM, or
+// when `holds` is given ("CERTIFICATE", "PRIVATE KEY") and no block of that kind is in it.
+absl::StatusOr<std::string> ReadPem(const std::string& path, const char* holds = nullptr);
 
 }  // namespace ktune
 

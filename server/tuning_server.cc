@@ -244,11 +244,11 @@ absl::StatusOr<std::unique_ptr<TuningServer>> TuningServer::Start(TuningServerOp
         o.tls_client_ca.empty() ? GRPC_SSL_DONT_REQUEST_CLIENT_CERTIFICATE
                                 : GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY);
     grpc::SslServerCredentialsOptions::PemKeyCertPair pair;
-    KTUNE_ASSIGN_OR_RETURN(pair.cert_chain, ReadPem(o.tls_cert));
-    KTUNE_ASSIGN_OR_RETURN(pair.private_key, ReadPem(o.tls_key));
+    KTUNE_ASSIGN_OR_RETURN(pair.cert_chain, ReadPem(o.tls_cert, "CERTIFICATE"));
+    KTUNE_ASSIGN_OR_RETURN(pair.private_key, ReadPem(o.tls_key, "PRIVATE KEY"));
     tls.pem_key_cert_pairs.push_back(pair);
     if (!o.tls_client_ca.empty()) {
-      KTUNE_ASSIGN_OR_RETURN(tls.pem_root_certs, ReadPem(o.tls_client_ca));
+      KTUNE_ASSIGN_OR_RETURN(tls.pem_root_certs, ReadPem(o.tls_client_ca, "CERTIFICATE"));
     }
     credentials = grpc::SslServerCredentials(tls);
   } else if (!o.tls_client_ca.empty()) {

@@ -17,6 +17,7 @@
 #include <filesystem>
 #include <fstream>
 #include <iterator>
+#include <memory>
 #include <nlohmann/json.hpp>
 #include <regex>
 #include <set>
@@ -427,7 +428,13 @@ TEST(CliTest, FailuresExitWithOneAndSayWhy) {
   {
     std::ofstream not_pem(dir.File("ca.pem"));
     not_pem << "not a certificate\n";
+    // A private key given as the CA is PEM, but no certificate (gRPC said "empty address list").
+    std::ofstream key(dir.File("key.pem"));
+    key << "-----BEGIN PRIVATE KEY-----\nMIIB\n-----END PRIVATE KEY-----\n";
   }
+  auto key_as_ca = RunKtune({"jobs", "--server", "127.0.0.1:1", "--tls-ca", dir.File("key.pem")});
+  EXPECT_EQ(key_as_ca.exit_code, 1) << key_as_ca.err;
+  EXPECT_THAT(key_as_ca.err, HasSubstr("key.pem holds no CERTIFICATE"));
   for (const std::vector<std::string>& args :
        {std::vector<std::string>{"best", "--kernel", "gemm", "--device", "x"},
         {"jobs"},
@@ -1171,6 +1178,34 @@ TEST(CliTest, ATuneWithNothingWithinItsBudgetStillAnswersJson) {
   ASSERT_TRUE(listed.is_array() && listed.size() == 1) << jobs.out;
   EXPECT_TRUE(listed[0].contains("waiting") && listed[0]["waiting"].is_null()) << jobs.out;
   EXPECT_TRUE(listed[0]["estimated_seconds_left"].is_null()) << jobs.out;
+}
+
+// A watch follows its job through a server restart (an upgrade): it exited 1 when the server
+// stopped, as for a failed job, and a script could not tell the two apart.
+TEST(CliTest, AWatchFollowsItsJobThroughAServerRestart) {
+  testing::TempDir dir;
+  const std::string address = "127.0.0.1:" + std::to_string(testing::FreePort());
+  auto server = std::make_unique<testing::KtuneProcess>(
+      std::vector<std::string>{"serve", "--listen", address, "--db", dir.File("s.db")});
+  ASSERT_TRUE(server->WaitForOutput("listening on port")) << server->Err();
+  // A job no worker measures: it stays queued through the restart.
+  std::ofstream(dir.File("job.yaml")) << "kernels: [gemm]\nproblems: [{M: 8, N: 8, K: 8}]\n"
+                                         "device_classes: [cpu:nobody]\nbudget: 2\n";
+  auto submitted = RunKtune({"submit", dir.File("job.yaml"), "--server", address, "--json"});
+  ASSERT_EQ(submitted.exit_code, 0) << submitted.err;
+  const std::string id = nlohmann::json::parse(submitted.out)["job_id"];
+  testing::KtuneProcess watch({"watch", id, "--server", address});
+  ASSERT_TRUE(watch.WaitForOutput("job " + id + " queued")) << watch.Err();
+  server->Signal(SIGTERM);
+  server->Wait();
+  server.reset();
+  ASSERT_TRUE(watch.WaitForError("the server went away")) << watch.Err();
+  testing::KtuneProcess again({"serve", "--listen", address, "--db", dir.File("s.db")});
+  ASSERT_TRUE(again.WaitForOutput("listening on port")) << again.Err();
+  ASSERT_TRUE(watch.WaitForError("the server is back; following job " + id)) << watch.Err();
+  ASSERT_EQ(RunKtune({"cancel", id, "--server", address}).exit_code, 0);
+  EXPECT_EQ(watch.Wait(), 1);  // the job ended cancelled: its own exit, not the restart's
+  EXPECT_THAT(watch.Err(), HasSubstr("job " + id + " ended cancelled"));
 }
 
 // A job that failed says why in the jobs table (only --json and watch said it).
