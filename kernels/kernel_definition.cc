@@ -99,9 +99,12 @@ absl::StatusOr<Problem> KernelDefinition::ValidateProblem(const Problem& given) 
           "problem parameter ", p.name, " is out of range [", p.min, ", ", p.max, "]"));
     }
     if (v == nullptr) {
-      return absl::InvalidArgumentError(absl::StrCat("problem parameter ", p.name,
-                                                     " must be an integer, got '",
-                                                     FormatParamValue(it->second), "'"));
+      // A string that reads as an integer is said to be a string ("got '64'" read as a
+      // contradiction: shapes often come from a config file or the environment as text).
+      const bool text = std::holds_alternative<std::string>(it->second);
+      return absl::InvalidArgumentError(absl::StrCat(
+          "problem parameter ", p.name, " must be an integer, got ", text ? "the string '" : "'",
+          FormatParamValue(it->second), "'", text ? " (give it as a number)" : ""));
     }
     if (*v < p.min || *v > p.max) {
       return absl::InvalidArgumentError(absl::StrCat(

@@ -238,6 +238,10 @@ TEST(CpuKernelDefinitions, ValidateProblemNamesTheParameter) {
   s = conv.ValidateProblem(*ParseParamMapAssignments("C=3,K=5,H=13.5,W=13,R=3,S=3"));
   ASSERT_FALSE(s.ok());
   EXPECT_THAT(std::string(s.status().message()), HasSubstr("H must be an integer, got '13.5'"));
+  Problem as_text = {{"C", int64_t{3}},  {"K", int64_t{5}}, {"H", std::string("13")},
+                     {"W", int64_t{13}}, {"R", int64_t{3}}, {"S", int64_t{3}}};
+  EXPECT_THAT(std::string(conv.ValidateProblem(as_text).status().message()),
+              HasSubstr("H must be an integer, got the string '13' (give it as a number)"));
 
   Problem unknown = good;
   unknown["stride"] = int64_t{2};
