@@ -171,13 +171,12 @@ std::string TelemetryIntake::Suggestion(const DriftFlag& f) const {
       ")");
 }
 
-RetuneMode TelemetryIntake::ModeFor(const TaskKey& task, bool* from_job) const {
+RetuneMode TelemetryIntake::ModeFor(const TaskKey& task) const {
   // The newest job with the task decides, when its spec says (JobSpec.retune); a newer job whose
   // spec says nothing gives the task back to the server's policy (one experiment with retune: off
   // kept a task off it for good). Retuning jobs, the server's own, do not count. Jobs are listed
   // without their tasks, and only those whose spec names the task's kernel and class (or names
   // none) are read whole.
-  if (from_job != nullptr) *from_job = false;
   absl::StatusOr<std::vector<TuningDatabase::JobSummary>> jobs = db_->ListJobSummaries();
   if (!jobs.ok()) return policy_.mode;
   const std::string problem = CanonicalJson(task.problem);
@@ -212,7 +211,6 @@ RetuneMode TelemetryIntake::ModeFor(const TaskKey& task, bool* from_job) const {
     if (!spec.contains("retune") || !spec["retune"].is_string()) return policy_.mode;
     absl::StatusOr<RetuneMode> mode = ParseRetuneMode(spec["retune"].get<std::string>());
     if (!mode.ok()) return policy_.mode;
-    if (from_job != nullptr) *from_job = true;
     return *mode;
   }
   return policy_.mode;
@@ -239,8 +237,7 @@ void TelemetryIntake::DropEndedRetuneJobs() {
 }
 
 std::string TelemetryIntake::Act(const DriftFlag& f, int64_t* job_id) {
-  bool from_job = false;
-  const RetuneMode mode = ModeFor(f.task, &from_job);
+  const RetuneMode mode = ModeFor(f.task);
   if (mode == RetuneMode::kOff) return "none";
   if (mode == RetuneMode::kSuggest) return Suggestion(f);
   DropEndedRetuneJobs();

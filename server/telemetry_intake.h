@@ -97,9 +97,8 @@ class TelemetryIntake {
   // Stores every flag with its action (a database checkpoint), for the next restart.
   absl::Status SaveFlags() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // The policy for a task: its newest job's JobSpec.retune when that spec sets one, else the
-  // server's (retuning jobs, the server's own, aside). `from_job` (may be null): whether a job
-  // spec decided.
-  RetuneMode ModeFor(const TaskKey& task, bool* from_job = nullptr) const;
+  // server's (the server's own jobs, retuning and tune_if_missing, aside).
+  RetuneMode ModeFor(const TaskKey& task) const;
   // Jobs ModeFor reads whole that do not list their kernels (an older ktune's): the newest ones.
   static constexpr int kMaxJobsReadWhole = 64;
 
