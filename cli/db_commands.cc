@@ -1,6 +1,7 @@
 // ktune db import | export | stats | check
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <iostream>
@@ -9,9 +10,11 @@
 #include <sstream>
 
 #include "absl/container/flat_hash_map.h"
+#include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_replace.h"
 #include "absl/time/clock.h"
 #include "cli/command.h"
 #include "cli/task_query.h"
@@ -27,6 +30,15 @@
 
 namespace ktune::cli {
 namespace {
+
+// `word` as one shell word: as it is when it is plain, else in single quotes.
+std::string ShellWord(const std::string& word) {
+  const bool plain = !word.empty() && std::all_of(word.begin(), word.end(), [](char c) {
+    return absl::ascii_isalnum(c) || (c != '\0' && std::strchr("_@%+=:,./-", c) != nullptr);
+  });
+  if (plain) return word;
+  return absl::StrCat("'", absl::StrReplaceAll(word, {{"'", "'\\''"}}), "'");
+}
 
 struct ImportArgs {
   std::string db, file, format = "auto", kernel, device, problem;
@@ -96,11 +108,28 @@ int RunImport(const ImportArgs& a) {
     return Fail(cmd, absl::InvalidArgumentError(absl::StrCat(a.file, " holds no records")));
   }
   double seconds = absl::ToDoubleSeconds(absl::Now() - start);
+  // A server serving the file answers best and explain from its cache, which another process's
+  // records do not reach until it restarts (server/best_cache.h): said, not refused (an import
+  // beside a server is an expected writer: docs/operations.md).
+  if (summary->records_added > 0) {
+    std::error_code canonical_ec;
+    const std::filesystem::path real = std::filesystem::canonical(a.db, canonical_ec);
+    auto lock = ExclusiveFileLock::Acquire((canonical_ec ? a.db : real.string()) + ".lock",
+                                           absl::ZeroDuration());
+    if (!lock.ok() && absl::IsFailedPrecondition(lock.status())) {
+      std::cerr << "ktune " << cmd << ": note: a ktune server is serving " << a.db << " ("
+                << lock.status().message()
+                << "): it answers best and explain from its cache, and serves these records "
+                   "after a restart; to have them served now, import through the server (the "
+                   "Python client's Client.import_records)\n";
+    }
+  }
   if (a.json) {
     std::cout << nlohmann::json{{"file", a.file},
                                 {"format", RecordFileFormatName(summary->format)},
                                 {"records_read", summary->records_read},
                                 {"records_added", summary->records_added},
+                                {"already_present", summary->records_read - summary->records_added},
                                 {"seconds", seconds},
                                 {"stale_tasks", summary->stale_tasks},
                                 {"kernels_registered", summary->kernels_registered},
@@ -220,11 +249,11 @@ int RunExport(const ExportArgs& a) {
       }
     }
     if (matching.size() != 1) {
-      std::string list;
+      std::string list;  // lines to paste: a class with a space ("cpu:AMD EPYC") quoted
       for (const TaskKey& t : matching) {
-        absl::StrAppend(&list, "\n  --kernel ", t.kernel, " --device ", t.device_class,
-                        t.problem.empty() ? "" : " --problem ",
-                        FormatParamMapAssignments(t.problem));
+        absl::StrAppend(&list, "\n  --kernel ", ShellWord(t.kernel), " --device ",
+                        ShellWord(t.device_class), t.problem.empty() ? "" : " --problem ",
+                        ShellWord(FormatParamMapAssignments(t.problem)));
       }
       // Nothing to export is a result, as for a JSONL export (exit 1); several tasks need the
       // command line to say which (usage).
@@ -238,10 +267,24 @@ int RunExport(const ExportArgs& a) {
                                      matching.size(), " match, choose one:", list));
     }
     written = *format == RecordFileFormat::kT4 ? ExportT4(**db, matching.front(), out)
-                                                : ExportKernelTuner(**db, matching.front(), out);
+                                               : ExportKernelTuner(**db, matching.front(), out);
     // Neither format holds a measured error: the copy answers no accuracy budget, and a record
     // refused by one reads back as a wrong result. Said, not refused (every CPU measurement has
     // an error, and the times are still worth exporting).
+    // Nor more than one device: the records of several fingerprints of the class come back
+    // under the class alone (an A100 PCIe's and an A100 SXM's best became one).
+    if (absl::StatusOr<std::vector<Record>> records = (*db)->TaskRecords(matching.front());
+        written.ok() && records.ok()) {
+      std::set<std::string> devices;
+      for (const Record& r : *records) devices.insert(r.device.fingerprint_json);
+      if (devices.size() > 1) {
+        std::cerr << "ktune: note: the records are of " << devices.size() << " devices of class "
+                  << matching.front().device_class << " (fingerprints), and a "
+                  << RecordFileFormatName(*format)
+                  << " file names one: they import back under the class alone; --format jsonl "
+                     "keeps each device\n";
+      }
+    }
     if (absl::StatusOr<TaskColumns> c = (*db)->TaskRecordColumns(matching.front());
         written.ok() && c.ok()) {
       task_records = static_cast<int64_t>(c->size());

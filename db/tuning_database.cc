@@ -115,11 +115,10 @@ absl::Status RegistryFitter::Fit(Record& r) {
 
 namespace {
 
-// What a measurement is without the record's identity: its task, configuration, time and repeat
-// times (exact: a file written from the record keeps every digit; a file's entry without repeats
-// is told apart by its time) when ok; a failure of the configuration otherwise, whatever its kind
-// and times (T4 and Kernel Tuner files name fewer failures than ktune, and a cache keeps no
-// failure's times).
+// What a measurement is without the record's identity or device: its task, configuration, time
+// and repeat times (exact: a file written from the record keeps every digit; a file's entry
+// without repeats is told apart by its time) when ok; a failure of the configuration otherwise,
+// whatever its kind (T4 and Kernel Tuner files name fewer failures than ktune).
 std::string MeasurementKey(const Record& r) {
   const auto exact = [](std::string* out, double t) {
     absl::StrAppend(out, absl::StrFormat("%.17g", t));
@@ -132,7 +131,49 @@ std::string MeasurementKey(const Record& r) {
                          : "failed");
 }
 
-// Marks in `drop` the records whose measurement a record of their task already stores.
+// A device known by its class alone (DeviceInfo::FromName: a file that named no fingerprint).
+bool KnowsOnlyItsClass(const DeviceInfo& d) {
+  return d.fingerprint_json == DeviceInfo::FromName(d.device_class).fingerprint_json;
+}
+
+// The keys under which a stored record `s` is found: its measurement on its own fingerprint, on
+// any fingerprint ("*": asked by a record that knows only its class), and on "?" when `s` itself
+// knows only its class (asked by any record of the class); a failure both at its time (whole
+// seconds) and at any time ("@*": asked by a record that does not say when it failed).
+std::vector<std::string> StoredKeys(const Record& s) {
+  const std::string base = MeasurementKey(s);
+  std::vector<std::string> devices = {s.device.fingerprint_json, "*"};
+  if (KnowsOnlyItsClass(s.device)) devices.push_back("?");
+  std::vector<std::string> times = {""};
+  if (s.status != MeasurementStatus::kOk) {
+    times = {"@*"};
+    if (s.measured_at_us) times.push_back(absl::StrCat("@", *s.measured_at_us / 1000000));
+  }
+  std::vector<std::string> keys;
+  for (const std::string& d : devices) {
+    for (const std::string& t : times) keys.push_back(absl::StrCat(base, "\n", d, t));
+  }
+  return keys;
+}
+
+// The keys that find an incoming record `r` stored: on its own fingerprint or on a stored record
+// that knows only its class ("?"); on any fingerprint when `r` knows only its class; a failure at
+// its time when it says one, else at any time.
+std::vector<std::string> ProbeKeys(const Record& r) {
+  const std::string base = MeasurementKey(r);
+  std::string time;
+  if (r.status != MeasurementStatus::kOk) {
+    time = r.measured_at_us ? absl::StrCat("@", *r.measured_at_us / 1000000) : "@*";
+  }
+  if (KnowsOnlyItsClass(r.device)) return {absl::StrCat(base, "\n*", time)};
+  return {absl::StrCat(base, "\n", r.device.fingerprint_json, time),
+          absl::StrCat(base, "\n?", time)};
+}
+
+// Marks in `drop` the records whose measurement a record of their task already stores: the same
+// configuration measured with the same times on the same device (or a file's device that names
+// only the class), or failed at the same second. Another device of the class, or a failure at
+// another time, is another measurement and is kept.
 absl::Status DropStoredMeasurements(TuningDatabase& db, const std::vector<Record>& records,
                                     std::vector<bool>& drop) {
   std::map<std::string, std::vector<size_t>> by_task;  // TaskKey as text -> indices
@@ -147,9 +188,13 @@ absl::Status DropStoredMeasurements(TuningDatabase& db, const std::vector<Record
   for (const auto& [key, indices] : by_task) {
     KTUNE_ASSIGN_OR_RETURN(std::vector<Record> stored, db.TaskRecords(tasks.at(key)));
     std::set<std::string> measured;
-    for (const Record& s : stored) measured.insert(MeasurementKey(s));
+    for (const Record& s : stored) {
+      for (std::string& k : StoredKeys(s)) measured.insert(std::move(k));
+    }
     for (size_t i : indices) {
-      if (measured.count(MeasurementKey(records[i]))) drop[i] = true;
+      for (const std::string& probe : ProbeKeys(records[i])) {
+        if (measured.count(probe)) drop[i] = true;
+      }
     }
   }
   return absl::OkStatus();

@@ -261,10 +261,13 @@ class TuningDatabase {
 // "import:job:N" copy of a record this database stores as "job:N" (its own, back from a copy).
 // With `registry`, each record of one of its kernels is first fitted to it (FitRecordToRegistry);
 // the first it refuses fails the import, nothing stored, naming the record (from 1).
-// `by_measurement`, for files that carry no record's identity (T4, Kernel Tuner caches): an ok
-// record whose task, configuration, time and repeat times equal a stored ok record's, or a failure
-// of a configuration whose task stores a failure of it, is that record (ktune's own export, back),
-// and is skipped: a round trip stored every measurement again.
+// `by_measurement` (every file import): an ok record whose task, configuration, time and repeat
+// times equal those of a stored ok record of the same device fingerprint, or a failure of a
+// configuration that the fingerprint's task stores as failed at the same second (at any time
+// when the file does not say when), is that record (ktune's own export back, or the same
+// measurements imported under another file name, merged), and is skipped. A file's device that
+// names only its class (DeviceInfo::FromName) matches any fingerprint of the class; another
+// fingerprint of the class is another device, and its measurements are kept.
 absl::StatusOr<int64_t> AddImportedRecords(TuningDatabase& db, std::vector<Record> records,
                                            const KernelRegistry* registry = nullptr,
                                            bool by_measurement = false);

@@ -298,17 +298,26 @@ absl::StatusOr<std::vector<Record>> ReadT4(const std::string& path, const Json& 
     if (!status.ok()) return FileError(path, where + ".invalidity", status.status().message());
     r.status = *status;
     const Json* time = nullptr;
+    double time_scale = scale;  // the measurement's own "unit" wins over metadata.timeunit
     if (e.contains("measurements") && e["measurements"].is_array()) {
       for (const Json& m : e["measurements"]) {
-        if (m.is_object() && m.contains("name") && m["name"] == "time" && m.contains("value"))
-          time = &m["value"];
+        if (!m.is_object() || !m.contains("name") || m["name"] != "time" || !m.contains("value")) {
+          continue;
+        }
+        time = &m["value"];
+        time_scale = scale;
+        if (m.contains("unit") && m["unit"].is_string() && !m["unit"].get<std::string>().empty()) {
+          auto unit = TimeUnitToMs(m["unit"].get<std::string>());
+          if (!unit.ok()) return FileError(path, where + ".measurements", unit.status().message());
+          time_scale = *unit;
+        }
       }
     }
     if (r.status == MeasurementStatus::kOk) {
       if (time == nullptr || !time->is_number()) {
         return FileError(path, where, "a correct result without a numeric \"time\" measurement");
       }
-      double ms = time->get<double>() * scale;
+      double ms = time->get<double>() * time_scale;
       if (!(ms > 0) || std::isinf(ms)) {
         return FileError(path, where, "a correct result's time is not a positive number");
       }
@@ -657,8 +666,10 @@ absl::StatusOr<ImportSummary> ImportRecordFile(
   summary.records_read = static_cast<int64_t>(file.records.size());
   summary.problem_size_not_kept = file.problem_size_not_kept;
   summary.left_open = file.left_open;
-  auto added = AddImportedRecords(db, std::move(file.records), registry,
-                                  /*by_measurement=*/file.format != RecordFileFormat::kJsonl);
+  // JSONL records carry their identity, yet the same measurements imported into two databases
+  // under two file names have two (source "import:FILE"): compared by measurement too, a merge
+  // of the two stores them once.
+  auto added = AddImportedRecords(db, std::move(file.records), registry, /*by_measurement=*/true);
   if (!added.ok()) {
     return absl::Status(added.status().code(),
                         absl::StrCat(path, ": nothing imported: ", added.status().message()));

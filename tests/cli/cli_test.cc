@@ -24,10 +24,12 @@
 #include <sstream>
 #include <thread>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/strip.h"
+#include "common/file_lock.h"
 #include "db/interchange/record_files.h"
 #include "db/sqlite_schema.h"
 #include "db/sqlite_tuning_database.h"
@@ -1393,11 +1395,74 @@ TEST(CliTest, TuningGemmLowpUnderABudgetNeverServesTheInt8Path) {
   }
 }
 
+// A server serving the file answers from its cache, which an import beside it does not reach
+// until it restarts: the import says so (it printed only "N records added", and best --server
+// went on answering the old best). The JSON names what was skipped as present.
+TEST(CliTest, AnImportBesideARunningServerSaysItsAnswersWaitForARestart) {
+  TempDir dir;
+  const std::string db = dir.File("served.db");
+  auto first = RunKtune({"db", "import", SpaceFile("pnpoly_RTX_3090_T4.json.gz"), "--db", db});
+  ASSERT_EQ(first.exit_code, 0) << first.err;
+  EXPECT_EQ(first.err, "");
+  auto lock = ExclusiveFileLock::Acquire(std::filesystem::canonical(db).string() + ".lock",
+                                         absl::ZeroDuration());
+  ASSERT_TRUE(lock.ok()) << lock.status();  // as `ktune serve` holds it
+  auto beside =
+      RunKtune({"db", "import", SpaceFile("convolution_A4000_T4.json.gz"), "--db", db, "--json"});
+  ASSERT_EQ(beside.exit_code, 0) << beside.err;
+  EXPECT_THAT(beside.err, HasSubstr("a ktune server is serving"));
+  EXPECT_THAT(beside.err, HasSubstr("serves these records after a restart"));
+  EXPECT_EQ(nlohmann::json::parse(beside.out)["already_present"], 0);
+  auto again =
+      RunKtune({"db", "import", SpaceFile("pnpoly_RTX_3090_T4.json.gz"), "--db", db, "--json"});
+  ASSERT_EQ(again.exit_code, 0) << again.err;
+  EXPECT_EQ(nlohmann::json::parse(again.out)["records_added"], 0);
+  EXPECT_EQ(nlohmann::json::parse(again.out)["already_present"], 4092);
+  EXPECT_EQ(again.err, "") << "nothing added: nothing for the server to miss";
+}
+
+// A T4 export of a class with a space lists the tasks to choose from as lines to paste (the
+// class was not quoted), and says when the task's records are of several devices of the class,
+// which a T4 file cannot tell apart (they came back under one fingerprint, without a word).
+TEST(CliTest, AT4ExportQuotesItsChoicesAndSaysWhenItMergesDevices) {
+  TempDir dir;
+  {
+    std::ofstream jsonl(dir.File("two.jsonl"));
+    for (int n : {1, 2}) {
+      for (const char* host : {"a", "b"}) {
+        jsonl << nlohmann::json{{"kernel", "k"},
+                                {"problem", {{"n", n}}},
+                                {"device",
+                                 {{"class", "cpu:My CPU"}, {"fingerprint", {{"name", host}}}}},
+                                {"config", {{"x", 1}}},
+                                {"status", "ok"},
+                                {"time_ms", 1.0},
+                                {"repeat_times_ms", {1.0}}}
+                     .dump()
+              << "\n";
+      }
+    }
+  }
+  const std::string db = dir.File("two.db");
+  auto imported = RunKtune({"db", "import", dir.File("two.jsonl"), "--db", db, "--json"});
+  ASSERT_EQ(imported.exit_code, 0) << imported.err;
+  EXPECT_EQ(nlohmann::json::parse(imported.out)["records_added"], 4);  // two devices: 4, not 2
+  auto ambiguous = RunKtune({"db", "export", "--db", db, "--format", "t4", "--kernel", "k"});
+  EXPECT_EQ(ambiguous.exit_code, 2) << ambiguous.err;
+  EXPECT_THAT(ambiguous.err, HasSubstr("--kernel k --device 'cpu:My CPU' --problem n=1"));
+  auto one = RunKtune({"db", "export", "--db", db, "--format", "t4", "--kernel", "k", "--problem",
+                       "n=2", "--out", dir.File("k.json")});
+  ASSERT_EQ(one.exit_code, 0) << one.err;
+  EXPECT_THAT(one.err, HasSubstr("the records are of 2 devices of class cpu:My CPU"));
+  EXPECT_THAT(one.err, HasSubstr("--format jsonl keeps each device"));
+}
+
 TEST(CliTest, ExportWritesAKernelTunerCacheThatImportsBack) {
   TempDir dir;
   const std::string db = dir.File("k.db");
-  auto imported = RunKtune({"db", "import", SpaceFile("pnpoly_RTX_Titan_kernel_tuner_cache.json.gz"),
-                            "--db", db, "--json"});
+  auto imported =
+      RunKtune({"db", "import", SpaceFile("pnpoly_RTX_Titan_kernel_tuner_cache.json.gz"), "--db",
+                db, "--json"});
   ASSERT_EQ(imported.exit_code, 0) << imported.err;
   const int64_t records = nlohmann::json::parse(imported.out)["records_added"];
   // The cache's problem_size has no names ktune could keep: the import says so (files of other

@@ -336,6 +336,87 @@ TEST(RecordFilesTest, AnImportTellsMeasurementsApartByTimeAndKeepsNoOneMachinesF
   EXPECT_EQ(back.ListTasks()->front().device_class, "A100");
 }
 
+// Two devices of one class are two devices: equal times on another fingerprint are another
+// measurement (an A100 SXM file after an A100 PCIe file lost every failure and every equal time
+// as "already present"), while a file that names only the class matches any fingerprint of it,
+// and a failure is that failure only at the same second (or when the file does not say when).
+TEST(RecordFilesTest, AnImportKeepsAnotherDevicesMeasurementsOfTheSameClass) {
+  MemoryTuningDatabase db;
+  Record pcie = GemmRecord({1.0, 1.5});
+  pcie.device.fingerprint_json = R"({"name":"A100-PCIE"})";
+  pcie.measured_at_us = int64_t{1700000000} * 1000000;
+  Record failed = pcie;
+  failed.config = {{"MR", int64_t{8}}};
+  failed.status = MeasurementStatus::kRuntimeError;
+  failed.message = "launch failed";
+  failed.time_ms.reset();
+  failed.repeat_times_ms.clear();
+  FillRepeatStatistics(failed);
+  ASSERT_EQ(*db.AddRecords({pcie, failed}), 2);
+
+  Record sxm = pcie, sxm_failed = failed;
+  sxm.device.fingerprint_json = sxm_failed.device.fingerprint_json = R"({"name":"A100-SXM"})";
+  EXPECT_EQ(*AddImportedRecords(db, {sxm, sxm_failed}, nullptr, /*by_measurement=*/true), 2);
+
+  Record class_only = pcie, class_only_failed = failed;
+  class_only.device = class_only_failed.device = DeviceInfo::FromName("cpu:x");
+  class_only_failed.measured_at_us.reset();
+  EXPECT_EQ(*AddImportedRecords(db, {class_only, class_only_failed}, nullptr, true), 0);
+
+  Record same_second = failed, next_day = failed;
+  *same_second.measured_at_us += 400000;
+  *next_day.measured_at_us += int64_t{86400} * 1000000;
+  EXPECT_EQ(*AddImportedRecords(db, {same_second}, nullptr, true), 0);
+  EXPECT_EQ(*AddImportedRecords(db, {next_day}, nullptr, true), 1);
+}
+
+// Two databases that imported the same file under two names hold the same measurements with two
+// sources: merged through JSONL, they are stored once (the records doubled, and explain's counts
+// with them).
+TEST(RecordFilesTest, AJsonlMergeStoresMeasurementsImportedUnderAnotherNameOnce) {
+  TempDir dir;
+  WriteFile(dir.File("pnpoly_copy_T4.json.gz"),
+            ReadWholeFile(SpaceFile("pnpoly_RTX_3090_T4.json.gz")));
+  MemoryTuningDatabase x, y;
+  ReadOptions as_3090;
+  as_3090.kernel = "pnpoly";
+  as_3090.device = "RTX_3090";
+  ASSERT_TRUE(ImportRecordFile(x, SpaceFile("pnpoly_RTX_3090_T4.json.gz"), {}).ok());
+  ASSERT_TRUE(ImportRecordFile(y, dir.File("pnpoly_copy_T4.json.gz"), as_3090).ok());
+  std::ostringstream jsonl;
+  ASSERT_EQ(*ExportJsonl(x, jsonl), 4092);
+  WriteFile(dir.File("x.jsonl"), jsonl.str());
+  auto merged = ImportRecordFile(y, dir.File("x.jsonl"), {});
+  ASSERT_TRUE(merged.ok()) << merged.status();
+  EXPECT_EQ(merged->records_read, 4092);
+  EXPECT_EQ(merged->records_added, 0);
+  EXPECT_EQ(y.Stats()->records, 4092);
+}
+
+// A T4 measurement's own unit wins over metadata.timeunit (a time in seconds was stored as
+// milliseconds, 1000x off).
+TEST(RecordFilesTest, AT4MeasurementsOwnUnitIsRead) {
+  TempDir dir;
+  WriteFile(dir.File("tu_d_T4.json"),
+            R"({"metadata":{"timeunit":"microseconds"},"results":[{"configuration":{"a":1},)"
+            R"("measurements":[{"name":"time","value":0.002,"unit":"s"}]},)"
+            R"({"configuration":{"a":2},"measurements":[{"name":"time","value":500}]}]})");
+  MemoryTuningDatabase db;
+  ASSERT_TRUE(ImportRecordFile(db, dir.File("tu_d_T4.json"), {}).ok());
+  std::map<int64_t, double> times;
+  for (const Record& r : *db.TaskRecords({"tu", "", {}, "d"})) {
+    times[std::get<int64_t>(r.config.at("a"))] = *r.time_ms;
+  }
+  EXPECT_DOUBLE_EQ(times.at(1), 2.0);
+  EXPECT_DOUBLE_EQ(times.at(2), 0.5);
+  WriteFile(dir.File("bad_d_T4.json"),
+            R"({"results":[{"configuration":{"a":1},)"
+            R"("measurements":[{"name":"time","value":2,"unit":"fortnights"}]}]})");
+  auto bad = ImportRecordFile(db, dir.File("bad_d_T4.json"), {});
+  ASSERT_FALSE(bad.ok());
+  EXPECT_THAT(bad.status().message(), HasSubstr("unknown time unit 'fortnights'"));
+}
+
 TEST(RecordFilesTest, TruncatedGzipNamesTheFileAndStoresNothing) {
   TempDir dir;
   std::string whole = ReadWholeFile(SpaceFile("pnpoly_RTX_3090_T4.json.gz"));
