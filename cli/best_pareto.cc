@@ -5,6 +5,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "cli/gnuplot.h"
+#include "common/error_format.h"
 
 namespace ktune::cli {
 namespace {
@@ -31,8 +32,9 @@ std::string ParetoText(const std::vector<TradeOff>& trade_offs, const std::strin
   absl::StrAppend(&out, absl::StrFormat("%12s  %13s  %s\n", "time (ms)", "max rel error",
                                         "configuration (fastest within any budget >= its error)"));
   for (const TradeOff& t : front) {
-    absl::StrAppend(&out, absl::StrFormat("%12.4f  %13.3g  %s\n", t.time_ms, t.max_rel_error,
-                                          FormatParamMapAssignments(t.config)));
+    absl::StrAppend(
+        &out, absl::StrFormat("%12.4f  %13s  %s\n", t.time_ms, FormatErrorBound(t.max_rel_error),
+                              FormatParamMapAssignments(t.config)));
   }
   if (front.empty()) absl::StrAppend(&out, "(no configuration measured ok: nothing is served)\n");
   // Refused by a job's budget: not served, so not on the front, but what a looser budget buys.
@@ -48,8 +50,9 @@ std::string ParetoText(const std::vector<TradeOff>& trade_offs, const std::strin
   }
   for (size_t i = 0; i < shown; ++i) {
     const TradeOff& t = refused[i];
-    absl::StrAppend(&out, absl::StrFormat("%12.4f  %13.3g  %s\n", t.time_ms, t.max_rel_error,
-                                          FormatParamMapAssignments(t.config)));
+    absl::StrAppend(
+        &out, absl::StrFormat("%12.4f  %13s  %s\n", t.time_ms, FormatErrorBound(t.max_rel_error),
+                              FormatParamMapAssignments(t.config)));
   }
   if (refused.size() > shown) {
     absl::StrAppend(&out, "   ... and ", refused.size() - shown, " more (--json lists them)\n");

@@ -9,6 +9,7 @@
 #include "cli/best_pareto.h"
 #include "cli/command.h"
 #include "cli/task_query.h"
+#include "common/error_format.h"
 #include "common/status_macros.h"
 #include "ktune/v1/tuning_service.grpc.pb.h"
 #include "proto/channel.h"
@@ -246,7 +247,7 @@ int RunBest(const BestArgs& a) {
       }
       if (r.max_rel_error) {
         // A prediction's error is its neighbour's (int8 errors grow with K, say).
-        std::cout << absl::StrFormat("  max rel error %.3g", *r.max_rel_error)
+        std::cout << "  max rel error " << FormatErrorBound(*r.max_rel_error)
                   << (best->level == "predicted" ? " (measured on the tuned problem)" : "");
       }
       if (best->level == "predicted") {
@@ -263,6 +264,12 @@ int RunBest(const BestArgs& a) {
         std::cout << "     payload: " << r.payload.size() << " bytes (--json shows it)\n";
       }
     }
+  }
+  if (!a.json && !q.max_rel_error && !best->records.empty() &&
+      best->records.front().max_rel_error.value_or(0) > kTradedPrecisionError) {
+    std::cout << "note: the served configuration trades precision (no accuracy budget was asked; "
+                 "the kernel's own tolerance only catches broken code): --max-rel-error E serves "
+                 "the fastest within E (docs/precision.md)\n";
   }
   if (!a.json && !best->queued_job_id.empty()) {
     std::cout << "queued job " << best->queued_job_id << " to tune it (ktune watch "

@@ -27,6 +27,7 @@
 #include "cli/tune_job.h"
 #include "cli/tune_session.h"
 #include "cli/tune_target.h"
+#include "common/error_format.h"
 #include "common/event_log.h"
 #include "db/interchange/record_files.h"
 #include "grpcpp/create_channel.h"
@@ -480,11 +481,15 @@ int RunTune(const TuneArgs& a) {
   }
   std::cout << "\n  config    " << FormatParamMapAssignments(best.config) << "\n";
   if (best.max_rel_error) {
-    std::cout << absl::StrFormat("  error     %.3g max relative error against the reference%s\n",
-                                 *best.max_rel_error,
-                                 a.max_rel_error
-                                     ? absl::StrFormat(" (budget %g)", *a.max_rel_error)
-                                     : std::string());
+    std::cout << absl::StrFormat(
+        "  error     %s max relative error against the reference%s\n",
+        FormatErrorBound(*best.max_rel_error),
+        a.max_rel_error ? absl::StrFormat(" (budget %g)", *a.max_rel_error) : std::string());
+    if (!a.max_rel_error && *best.max_rel_error > kTradedPrecisionError) {
+      std::cout << "  note      precision was traded without an accuracy budget (the kernel's "
+                   "own tolerance only catches broken code): give --max-rel-error to bound it "
+                   "(docs/precision.md)\n";
+    }
   }
   if (have_default) {
     const Throughput d = ThroughputOf(t, *s.default_record);

@@ -7,6 +7,7 @@
 #include <numeric>
 #include <set>
 
+#include "common/error_format.h"
 #include "common/median.h"
 #include "common/status_macros.h"
 #include "db/pareto_front.h"
@@ -233,14 +234,14 @@ std::optional<int64_t> FastestWithError(const ErrorRecords& e, const Configurati
   return e.handles[*best];
 }
 
-// Below this largest error, configurations of a task differ only by rounding in a different order
-// (fp32 accumulations err by about 1e-7..1e-5): no precision was traded, nothing to explain.
-constexpr double kPrecisionTradedAbove = 1e-4;
+// Below kTradedPrecisionError (common/error_format.h), configurations of a task differ only by
+// rounding in a different order (fp32 accumulations err by about 1e-7..1e-5): no precision was
+// traded, nothing to explain, and errors that low count as equal.
 
 // The precision part: what the served configuration's error buys against the most accurate one,
 // and what the budget costs. False (nothing to say) when no record has a measured error, and when
 // no budget was asked, no record was too inaccurate and every error is below
-// kPrecisionTradedAbove.
+// kTradedPrecisionError.
 absl::StatusOr<bool> ExplainPrecision(TuningDatabase& db, const TaskColumns& c,
                                       const Record& served, std::optional<double> budget,
                                       v1::PrecisionChoice* out) {
@@ -251,14 +252,21 @@ absl::StatusOr<bool> ExplainPrecision(TuningDatabase& db, const TaskColumns& c,
       std::count(c.status.begin(), c.status.end(), MeasurementStatus::kTooInaccurate);
   double largest = 0;
   for (const TradeOff& t : trade_offs) largest = std::max(largest, t.max_rel_error);
-  if (!budget && refused == 0 && largest < kPrecisionTradedAbove) return false;
+  if (!budget && refused == 0 && largest < kTradedPrecisionError) return false;
   if (budget) out->set_budget(*budget);
   if (served.max_rel_error) out->set_served_error(*served.max_rel_error);
   out->set_too_inaccurate_records(refused);
   const std::vector<TradeOff> front = ParetoFront(trade_offs);  // served configurations only
   out->set_front_size(static_cast<int64_t>(front.size()));
   if (front.empty()) return true;
-  if (auto accurate = FastestWithError(with_error, front.back().config)) {
+  // The most accurate: the front's fastest point of the least error, where errors up to
+  // kTradedPrecisionError tie (a 1-ulp fp32 difference is no precision bought: comparing with
+  // the slowest fp32 configuration credited an int8 one with 1.95x where precision bought 1.03x).
+  const double full_precision = std::max(front.back().max_rel_error, kTradedPrecisionError);
+  const TradeOff& most_accurate = *std::find_if(front.begin(), front.end(), [&](const TradeOff& t) {
+    return t.max_rel_error <= full_precision;
+  });
+  if (auto accurate = FastestWithError(with_error, most_accurate.config)) {
     KTUNE_ASSIGN_OR_RETURN(std::vector<Record> r, db.RecordsByHandle({*accurate}));
     *out->mutable_most_accurate() = ToProto(r[0]);
     out->set_speedup_over_most_accurate(TradeOffTime(r[0]) / *served.time_ms);

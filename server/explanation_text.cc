@@ -7,6 +7,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "absl/time/time.h"
+#include "common/error_format.h"
 #include "proto/convert.h"
 #include "server/explanation.h"
 
@@ -147,19 +148,22 @@ std::string ParameterLine(const v1::ParameterEffect& p) {
 std::string PrecisionText(const v1::PrecisionChoice& p, const v1::Record& served) {
   std::string out = "precision: ";
   if (p.has_served_error()) {
-    absl::StrAppend(&out, absl::StrFormat("served max relative error %.3g", p.served_error()));
+    absl::StrAppend(&out,
+                    absl::StrCat("served max relative error ", FormatErrorBound(p.served_error())));
   } else {
     absl::StrAppend(&out, "the served record has no measured error");
   }
-  absl::StrAppend(&out, p.has_budget() ? absl::StrFormat(" (budget %g)", p.budget())
-                                       : " (no budget asked)");
+  absl::StrAppend(
+      &out, p.has_budget() ? absl::StrFormat(" (budget %g)", p.budget()) : " (no budget asked)");
   if (p.has_most_accurate() && p.most_accurate().config_hash() != served.config_hash()) {
     absl::StrAppend(
-        &out, absl::StrFormat("\n           %.2fx the speed of the most accurate configuration "
-                              "measured (error %.3g, %.4g ms): ",
-                              p.speedup_over_most_accurate(), p.most_accurate().max_rel_error(),
-                              p.most_accurate().has_time_ms() ? p.most_accurate().time_ms()
-                                                              : p.most_accurate().median_ms()),
+        &out,
+        absl::StrFormat("\n           %.2fx the speed of the fastest most accurate configuration "
+                        "measured (error %s, %.4g ms; errors up to 1e-4 tie): ",
+                        p.speedup_over_most_accurate(),
+                        FormatErrorBound(p.most_accurate().max_rel_error()),
+                        p.most_accurate().has_time_ms() ? p.most_accurate().time_ms()
+                                                        : p.most_accurate().median_ms()),
         ConfigText(p.most_accurate()));
   } else if (p.has_most_accurate()) {
     absl::StrAppend(&out, "; it is also the most accurate configuration measured");
@@ -169,8 +173,9 @@ std::string PrecisionText(const v1::PrecisionChoice& p, const v1::Record& served
     const double t = f.has_time_ms() ? f.time_ms() : f.median_ms();
     absl::StrAppend(&out,
                     absl::StrFormat("\n           the budget costs %.2fx: %s runs %.4g ms with "
-                                    "error %.3g",
-                                    served.time_ms() / t, ConfigText(f), t, f.max_rel_error()));
+                                    "error %s",
+                                    served.time_ms() / t, ConfigText(f), t,
+                                    FormatErrorBound(f.max_rel_error())));
   }
   absl::StrAppend(&out, "\n           ", p.front_size(),
                   p.front_size() == 1 ? " configuration" : " configurations",

@@ -1320,6 +1320,12 @@ TEST(CliTest, BestHonoursAnAccuracyBudgetAndShowsTheParetoFront) {
                                          "4 records"));
   auto text = best({"--max-rel-error", "1e-3"});
   EXPECT_THAT(text.out, HasSubstr("max rel error 0.0004"));
+  EXPECT_THAT(text.out, Not(HasSubstr("trades precision")));
+  // Without a budget the int8 answer is served, and said to trade precision (the kernel's own
+  // tolerance is no accuracy budget: gemm_lowp's is 0.5).
+  auto traded = best({});
+  EXPECT_THAT(traded.out, HasSubstr("max rel error 0.008"));
+  EXPECT_THAT(traded.out, HasSubstr("note: the served configuration trades precision"));
 
   auto front = best({"--pareto", "--json", "--plot", dir.File("front.svg")});
   ASSERT_EQ(front.exit_code, 0) << front.err;

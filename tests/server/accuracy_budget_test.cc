@@ -11,6 +11,7 @@
 #include <limits>
 #include <set>
 #include <string>
+#include <tuple>
 
 #include "agent/search_strategy.h"
 #include "db/memory_tuning_database.h"
@@ -214,6 +215,37 @@ TEST_F(AccuracyBudgetTest, ExplainSaysNothingOfPrecisionWhenNoneWasTraded) {
   ASSERT_TRUE(budgeted->has_precision());
   EXPECT_EQ(budgeted->precision().front_size(), 1);
   EXPECT_THAT(ExplanationText(*budgeted, q), HasSubstr("it is also the most accurate"));
+}
+
+// What precision buys is measured against the fastest configuration of full precision: errors up
+// to 1e-4 tie (two fp32 configurations differ by rounding order). Against the slowest fp32
+// configuration, which has the least error by 1 ulp, an int8 one was credited with 4x.
+TEST_F(AccuracyBudgetTest, PrecisionIsComparedWithTheFastestFullPrecisionConfiguration) {
+  std::vector<Record> records;
+  for (auto [tile, time, error] :
+       {std::tuple{8, 4.0, 1e-7}, std::tuple{16, 1.0, 2e-7}, std::tuple{32, 0.9, 1e-2}}) {
+    Record r;
+    r.kernel = "mixed";
+    r.problem = {{"n", int64_t{64}}};
+    r.device = kDevice;
+    r.config = {{"tile", int64_t{tile}}};
+    r.time_ms = time;
+    r.repeat_times_ms = {time};
+    FillRepeatStatistics(r);
+    r.max_rel_error = error;
+    records.push_back(r);
+  }
+  ASSERT_TRUE(db_.AddRecords(records).ok());
+  BestQuery q;
+  q.kernel = "mixed";
+  q.problem = {{"n", int64_t{64}}};
+  q.device_class = kDevice.device_class;
+  absl::StatusOr<v1::ExplainResponse> e = Explain(db_, registry_, q);
+  ASSERT_TRUE(e.ok()) << e.status();
+  ASSERT_TRUE(e->has_precision());
+  EXPECT_EQ(e->precision().most_accurate().time_ms(), 1.0);
+  EXPECT_NEAR(e->precision().speedup_over_most_accurate(), 1.0 / 0.9, 1e-9);
+  EXPECT_THAT(ExplanationText(*e, q), HasSubstr("served max relative error 0.01"));
 }
 
 // The random strategy, keeping the earlier results the search gives it.
