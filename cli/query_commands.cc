@@ -352,15 +352,12 @@ int RunJobs(const JobsArgs& a) {
                          {"measurements_done", j.done},
                          {"measurements_total", j.total},
                          {"message", j.message}};
-      // What only the server knows, named as watch names it; null from a database file, so
-      // that a row has the same keys either way (scripts switching between them broke).
-      if (!a.server.empty()) {
-        row["waiting"] = j.waiting;
-        row["estimated_seconds_left"] = j.seconds_left;
-      } else {
-        row["waiting"] = nullptr;
-        row["estimated_seconds_left"] = nullptr;
-      }
+      // What only the server knows, named as watch names it; null where unknown (a database
+      // file; no estimate; nothing waits), so that a row has the same keys and meanings either
+      // way (scripts switching between them broke, and 0 read as "about to finish").
+      row["waiting"] = j.waiting.empty() ? nlohmann::json(nullptr) : nlohmann::json(j.waiting);
+      row["estimated_seconds_left"] =
+          j.seconds_left > 0 ? nlohmann::json(j.seconds_left) : nlohmann::json(nullptr);
       if (j.tasks >= 0) row["task_count"] = j.tasks;  // `watch`'s "tasks" is the list
       out.push_back(std::move(row));
     }

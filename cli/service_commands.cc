@@ -99,14 +99,18 @@ nlohmann::json TaskJson(const v1::TaskProgress& t) {
 }
 
 nlohmann::json JobJson(const v1::Job& job) {
-  nlohmann::json j{{"job_id", job.job_id()},
-                   {"name", job.spec().name()},
-                   {"state", StateName(job.state())},
-                   {"message", job.message()},
-                   {"measurements_done", job.measurements_done()},
-                   {"measurements_total", job.measurements_total()},
-                   {"estimated_seconds_left", job.estimated_seconds_left()},
-                   {"waiting", job.waiting()}};
+  nlohmann::json j{
+      {"job_id", job.job_id()},
+      {"name", job.spec().name()},
+      {"state", StateName(job.state())},
+      {"message", job.message()},
+      {"measurements_done", job.measurements_done()},
+      {"measurements_total", job.measurements_total()},
+      // null, not 0, where there is no estimate, and where nothing waits
+      {"estimated_seconds_left", job.estimated_seconds_left() > 0
+                                     ? nlohmann::json(job.estimated_seconds_left())
+                                     : nlohmann::json(nullptr)},
+      {"waiting", job.waiting().empty() ? nlohmann::json(nullptr) : nlohmann::json(job.waiting())}};
   j["task_count"] = job.task_count();
   for (const v1::TaskProgress& t : job.tasks()) j["tasks"].push_back(TaskJson(t));
   return j;
@@ -375,6 +379,12 @@ int RunSubmit(const JobArgs& a) {
     std::cerr << "ktune submit: no worker of device class " << absl::StrJoin(waiting, ", ")
               << " is connected to " << a.server << "; those tasks wait until one joins (ktune "
               << "workers lists who is there)\n";
+  } else if (!job.waiting().empty()) {
+    // Workers of the class are there, and none can measure the tasks (a CPU kernel on a class
+    // of GPU workers, a recorded space the class's replay workers do not replay): it waited
+    // without a word, where a class with no worker at all was said.
+    std::cerr << "ktune submit: job " << job.job_id() << " waits: " << job.waiting()
+              << " (ktune workers lists who is there)\n";
   }
   return kExitOk;
 }
@@ -449,13 +459,23 @@ int RunWatch(const JobArgs& a) {
       }
     }
     s = FromGrpc(reader->Finish());
-    const bool away = absl::IsCancelled(s) || absl::IsUnavailable(s);
-    if (!away || !answered || absl::Now() >= deadline) break;
+    // Away: a server that answered and went (a restart), or one not listening yet (a watch
+    // started beside a server restarting: it failed at once, whatever --reconnect said).
+    const bool away =
+        answered ? absl::IsCancelled(s) || absl::IsUnavailable(s) : absl::IsUnavailable(s);
+    if (!away || absl::Now() >= deadline) break;
     if (!gone_since) {
       gone_since = absl::Now();
-      std::cerr << "ktune " << cmd << ": the server went away (" << s.message()
-                << "); waiting up to " << a.reconnect_s << " s for it to come back (job " << a.job
-                << " is kept)\n";
+      // The channel's own advice ("run the command again once it is back") is this loop's job.
+      std::string why(s.message());
+      if (const size_t advice = why.find("; run the command again"); advice != std::string::npos) {
+        why.resize(advice);
+      }
+      std::cerr << "ktune " << cmd << ": "
+                << (answered ? "the server went away (" : "cannot reach the server yet (") << why
+                << "); waiting up to " << a.reconnect_s << " s for it"
+                << (answered ? " to come back" : "") << " (job " << a.job << " is kept; "
+                << "--reconnect 0: give up at once)\n";
     }
     if (absl::Now() - *gone_since >= absl::Seconds(a.reconnect_s)) break;
     absl::SleepFor(absl::Seconds(1));
@@ -466,7 +486,7 @@ int RunWatch(const JobArgs& a) {
                          "--timeout ", a.timeout_s, " s ran out before job ", a.job,
                          " ended; the job goes on (ktune watch ", a.job, " follows it again)")));
   }
-  if ((absl::IsCancelled(s) || absl::IsUnavailable(s)) && answered) {  // gone, and not back
+  if (gone_since && (absl::IsCancelled(s) || absl::IsUnavailable(s))) {  // gone, and not back
     return Fail(cmd,
                 absl::UnavailableError(absl::StrCat(
                     s.message(), "; it was not back within --reconnect ", a.reconnect_s, " s; job ",
@@ -695,8 +715,8 @@ void RegisterServiceCommands(CLI::App& app, Action* action) {
       ->capture_default_str();
   watch
       ->add_option("--reconnect", job_args->reconnect_s,
-                   "Seconds to wait for a server that went away (a restart) before giving up; 0: "
-                   "give up at once")
+                   "Seconds to wait for a server that cannot be reached (one that went away for a "
+                   "restart, or is not listening yet) before giving up; 0: give up at once")
       ->check(CLI::Range(0, 24 * 3600))
       ->capture_default_str();
   watch->add_flag("--json", job_args->json, "One JSON object a line");

@@ -4,6 +4,7 @@
 #include <optional>
 #include <set>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "cli/command.h"
 #include "common/status_macros.h"
@@ -124,10 +125,16 @@ std::vector<std::string> ClassesWithoutWorker(v1::TuningService::StubInterface& 
     if (w.state() != "lost") served.insert(w.device().device_class());
   }
   std::vector<std::string> missing;
+  std::set<std::string> seen;
   for (const std::string& c : device_classes) {
-    if (!served.count(c) && std::find(missing.begin(), missing.end(), c) == missing.end()) {
-      missing.push_back(c);
-    }
+    if (served.count(c) || !seen.insert(c).second) continue;
+    // A class named in another case ("cpu:amd epyc") waited for good beside its workers.
+    const auto near = std::find_if(served.begin(), served.end(), [&](const std::string& s) {
+      return absl::EqualsIgnoreCase(s, c);
+    });
+    missing.push_back(near == served.end() ? c
+                                           : absl::StrCat(c, " (did you mean '", *near,
+                                                          "'? classes match exactly)"));
   }
   return missing;
 }

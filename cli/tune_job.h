@@ -64,8 +64,9 @@ absl::StatusOr<v1::Job> GetJobWithAllTasks(v1::TuningService::StubInterface& stu
                                            const std::string& token, const std::string& job_id);
 
 // The classes of `device_classes` (in order, without repeats) that no connected worker of the
-// server behind `stub` serves: a job's tasks on them wait until one joins. Empty when the server's
-// workers cannot be listed (the caller then has nothing to warn about).
+// server behind `stub` serves: a job's tasks on them wait until one joins. A class that differs
+// from a served one only in case is followed by " (did you mean '...'? ...)". Empty when the
+// server's workers cannot be listed (the caller then has nothing to warn about).
 std::vector<std::string> ClassesWithoutWorker(v1::TuningService::StubInterface& stub,
                                               const std::string& token,
                                               const std::vector<std::string>& device_classes);

@@ -259,7 +259,7 @@ absl::StatusOr<JobRequest> ToJobRequest(const v1::JobSpec& spec, const TaskSpace
   }
   if (spec.budget_measurements() == 0) {  // unset: a spec without one said "between 1 and ..."
     return absl::InvalidArgumentError(
-        "budget is required: the measurements per task, 1 to 1,000,000");
+        "budget is missing or 0: give the measurements per task, 1 to 1,000,000");
   }
   if (spec.budget_measurements() < 1 || spec.budget_measurements() > 1'000'000) {
     return absl::InvalidArgumentError("budget must be between 1 and 1,000,000 per task");

@@ -550,8 +550,15 @@ JobStatus Scheduler::StatusOf(const JobRun& run, TaskPage page, bool with_job_ta
   }
   const int64_t since = s.done - run.rate_done_at;
   const double seconds = absl::ToDoubleSeconds(options_.now() - run.rate_since);
-  // Only while it runs: a paused job's estimate grew each second it stayed paused.
-  if (!run.rate_anchor_pending && since > 0 && seconds > 0 && run.job.state == JobState::kRunning) {
+  int64_t stuck = 0;
+  s.waiting = WaitingReason(run, waiting, &stuck);
+  int64_t unfinished = 0;
+  for (int64_t n : waiting) unfinished += n;
+  // Only while it runs, and while some unfinished task has a worker to measure it: a paused
+  // job's estimate grew each second it stayed paused, and so did the estimate of a job whose
+  // every worker was lost ("about 10 s left", then 14, 19, ... 33: unknown, 0).
+  if (!run.rate_anchor_pending && since > 0 && seconds > 0 && run.job.state == JobState::kRunning &&
+      stuck < unfinished) {
     s.estimated_seconds_left = (s.total - s.done) * seconds / since;
     // A wall-time budget ends it sooner than its measurements would (a job of 10 s said "about
     // 278 s left").
@@ -561,7 +568,6 @@ JobStatus Scheduler::StatusOf(const JobRun& run, TaskPage page, bool with_job_ta
                    std::max(0.0, absl::ToDoubleSeconds(*run.wall_deadline - options_.now())));
     }
   }
-  s.waiting = WaitingReason(run, waiting);
   return s;
 }
 
@@ -949,6 +955,7 @@ absl::StatusOr<JobStatus> Scheduler::PauseNow(int64_t id) {
       KTUNE_RETURN_IF_ERROR(StillOpen(*job, "paused"));
       if (job->job.state == JobState::kPaused) return StatusOf(*job);
       EnsureStartedStored(*job);
+      LogEvent("job_paused", {{"job_id", std::to_string(id)}});
       QueueJobState(*job, JobState::kPaused, "paused by a client");
       job->job.state = JobState::kPaused;
       return StatusOf(*job);
@@ -966,6 +973,7 @@ absl::StatusOr<JobStatus> Scheduler::ResumeNow(int64_t id) {
       JobRun* job = *found;
       KTUNE_RETURN_IF_ERROR(StillOpen(*job, "resumed"));
       if (job->job.state != JobState::kPaused) return StatusOf(*job);
+      LogEvent("job_resumed", {{"job_id", std::to_string(id)}});
       QueueJobState(*job, JobState::kRunning, "");
       job->job.state = JobState::kRunning;
       LiftToFloors(*job);               // no catching up on the time it was paused

@@ -524,8 +524,9 @@ class Scheduler {
   // them is registered, or those registered are lost or cannot build their kernels. Empty while
   // every task has such a worker, and for a job in any other state. `waiting`: the job's
   // unfinished tasks per need (JobRun::needs), counted by the caller's pass over its tasks.
-  std::string WaitingReason(const JobRun& job, const std::vector<int64_t>& waiting) const
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // `stuck`, when given, is set to how many of them wait so.
+  std::string WaitingReason(const JobRun& job, const std::vector<int64_t>& waiting,
+                            int64_t* stuck = nullptr) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // As GetJob's arguments say.
   JobStatus StatusOf(const JobRun& job, TaskPage page = {}, bool with_job_tasks = true,
                      std::vector<int64_t>* done_by_task = nullptr) const

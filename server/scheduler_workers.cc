@@ -100,7 +100,11 @@ std::string SinceText(absl::Time t) {
 
 }  // namespace
 
-std::string Scheduler::WaitingReason(const JobRun& job, const std::vector<int64_t>& waiting) const {
+std::string Scheduler::WaitingReason(const JobRun& job, const std::vector<int64_t>& waiting,
+                                     int64_t* stuck) const {
+  int64_t stuck_here = 0;
+  if (stuck == nullptr) stuck = &stuck_here;
+  *stuck = 0;
   if (job.job.state != JobState::kQueued && job.job.state != JobState::kRunning) return "";
   const absl::Time now = options_.now();
   const auto Lost = [&](const WorkerRun& w) { return now - w.last_seen > options_.lease_timeout; };
@@ -114,6 +118,7 @@ std::string Scheduler::WaitingReason(const JobRun& job, const std::vector<int64_
     if (tasks == 0) return "";
     const auto w = workers_.find(job.worker_id);
     const std::string who = absl::StrCat(Tasks(tasks), " for its worker ", job.worker_id);
+    if (w == workers_.end() || Lost(w->second)) *stuck = tasks;
     if (w == workers_.end()) return absl::StrCat(who, ", which is gone");
     if (Lost(w->second)) {
       return absl::StrCat(who, ", last heard from at ", SinceText(w->second.last_seen));
@@ -121,6 +126,10 @@ std::string Scheduler::WaitingReason(const JobRun& job, const std::vector<int64_
     for (size_t n = 0; n < job.needs.size(); ++n) {
       const JobRun::WorkerNeed& need = job.needs[n];
       if (waiting[n] == 0) continue;
+      const bool measurable =
+          need.device_class == w->second.device.device_class &&
+          scheduler_internal::CanMeasure(w->second.capabilities, need.language, need.client_kernel);
+      if (!measurable) *stuck += waiting[n];
       if (need.device_class != w->second.device.device_class) {
         reasons.push_back(absl::StrCat(Tasks(waiting[n]), " of device class '", need.device_class,
                                        "' for its worker ", job.worker_id, ", which is of '",
@@ -181,6 +190,7 @@ std::string Scheduler::WaitingReason(const JobRun& job, const std::vector<int64_
       const JobRun::WorkerNeed& need = job.needs[n];
       const Tally& t = tally[n];
       if (waiting[n] == 0 || t.served) continue;
+      *stuck += waiting[n];
       std::string reason =
           absl::StrCat(Tasks(waiting[n]), " for a worker of device class '", need.device_class, "'",
                        job.fingerprint_hash.empty() ? "" : " with the job's fingerprint");

@@ -167,20 +167,21 @@ absl::StatusOr<std::unique_ptr<TaskSearch>> TaskSearch::Create(TuningDatabase* d
                      [&](const Observation& o) { return !o.ok && ran_ok.count(o.point); }),
       s->prior_.end());
   s->prior_records_ = static_cast<int64_t>(s->prior_.size());
-  // The first batch: the job's initial configurations the records do not hold (what the user
-  // asked for comes first, also within a budget of one), then the default, then the re-verified.
-  std::set<Point> prior_points;
-  for (const Observation& o : s->prior_) prior_points.insert(o.point);
+  // The first batch: the job's initial configurations the records do not hold measured ok (what
+  // the user asked for comes first, also within a budget of one; one stored only as failed is
+  // measured again, as asked: a timeout of a worker that was stopped, say, is no verdict), then
+  // the default, then the re-verified.
   std::vector<Point> first;
   for (size_t i = 0; i < initial.size(); ++i) {
-    const auto& [point, why] = initial[i];
-    if (!point) {
+    const auto& [point, invalid] = initial[i];
+    const std::string why = point ? "the task's records hold it measured ok" : invalid;
+    if (!point || ran_ok.count(*point)) {
       LogEvent("initial_config_skipped", {{"kernel", task.kernel},
                                           {"config", CanonicalJson(options.initial[i])},
                                           {"reason", why}});
       s->skipped_initial_.push_back(
           absl::StrCat(FormatParamMapAssignments(options.initial[i]), " (", why, ")"));
-    } else if (!prior_points.count(*point)) {
+    } else {
       first.push_back(*point);
     }
   }

@@ -24,17 +24,20 @@ bool WriteAll(int fd, const char* data, size_t n) {
   return true;
 }
 
-// Reads exactly n bytes, waiting at most until deadline_ms.
+// Reads exactly n bytes, waiting at most until deadline_ms. Bytes already there are read even
+// past the deadline: it times out only when nothing came. A caller that was itself stopped
+// (SIGSTOP, a paused VM) past the deadline while the runner went on and answered gets the
+// answer (it stored the candidate as a timeout, for good, though the kernel ran in time).
 bool ReadAll(int fd, char* data, size_t n, int64_t deadline_ms, bool* timed_out) {
   while (n > 0) {
     if (deadline_ms >= 0) {
-      const int64_t left = deadline_ms - SteadyNowMs();
-      if (left <= 0) {
+      const int64_t left = std::max<int64_t>(deadline_ms - SteadyNowMs(), 0);
+      pollfd p{fd, POLLIN, 0};
+      int r = ::poll(&p, 1, static_cast<int>(std::min<int64_t>(left, 1 << 30)));
+      if (r == 0 && left == 0) {
         if (timed_out) *timed_out = true;
         return false;
       }
-      pollfd p{fd, POLLIN, 0};
-      int r = ::poll(&p, 1, static_cast<int>(std::min<int64_t>(left, 1 << 30)));
       if (r < 0 && errno == EINTR) continue;
       if (r < 0) return false;
       if (r == 0) continue;  // loop re-checks the deadline

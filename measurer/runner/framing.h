@@ -16,7 +16,8 @@ bool WriteFrame(int fd, const google::protobuf::MessageLite& message);
 
 // Reads one frame into `message`. Returns false at end of file, on a read error or a malformed
 // or oversized frame. `deadline_ms` < 0 waits forever; otherwise `*timed_out` is set when the
-// deadline passed first (milliseconds of a steady clock, from SteadyNowMs()).
+// deadline passed with nothing to read (milliseconds of a steady clock, from SteadyNowMs()); a
+// frame already there is read, however late the call.
 bool ReadFrame(int fd, google::protobuf::MessageLite& message, int64_t deadline_ms = -1,
                bool* timed_out = nullptr);
 

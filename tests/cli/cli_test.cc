@@ -372,9 +372,17 @@ TEST(CliTest, FailuresExitWithOneAndSayWhy) {
       RunKtune({"serve", "--tls-client-ca", dir.File("c.pem"), "--db", dir.File("s.db")});
   EXPECT_EQ(client_ca_alone.exit_code, 2) << client_ca_alone.err;
   EXPECT_THAT(client_ca_alone.err, HasSubstr("--tls-client-ca requires --tls-cert"));
-  auto watch = RunKtune({"watch", "1", "--server", "127.0.0.1:1"});  // nobody there
-  EXPECT_EQ(watch.exit_code, 1);
+  auto watch = RunKtune({"watch", "1", "--server", "127.0.0.1:1", "--reconnect", "0"});
+  EXPECT_EQ(watch.exit_code, 1);  // nobody there, and no wait asked for
   EXPECT_THAT(watch.err, HasSubstr("ktune watch:"));
+  // A server not listening yet (restarting as the watch starts) is waited for, as one that
+  // went away is (the watch failed at once, whatever --reconnect said).
+  auto patient = RunKtune({"watch", "1", "--server", "127.0.0.1:1", "--reconnect", "1"});
+  EXPECT_EQ(patient.exit_code, 1);
+  EXPECT_THAT(patient.err, HasSubstr("cannot reach the server yet"));
+  EXPECT_THAT(patient.err, HasSubstr("waiting up to 1 s for it"));
+  EXPECT_THAT(patient.err, HasSubstr("it was not back within --reconnect 1 s"));
+  EXPECT_THAT(patient.err, Not(HasSubstr("run the command again once it is back (")));
   auto submit = RunKtune({"submit", dir.File("nope.yaml"), "--server", "127.0.0.1:1"});
   EXPECT_EQ(submit.exit_code, 1);
   EXPECT_THAT(submit.err, HasSubstr("cannot read"));
@@ -447,6 +455,7 @@ TEST(CliTest, FailuresExitWithOneAndSayWhy) {
     for (const std::string& ca : {dir.File("missing.pem"), dir.File("ca.pem")}) {
       std::vector<std::string> with_ca = args;
       with_ca.insert(with_ca.end(), {"--server", "127.0.0.1:1", "--tls-ca", ca});
+      if (args[0] == "watch") with_ca.insert(with_ca.end(), {"--reconnect", "0"});
       auto r = RunKtune(with_ca);
       EXPECT_EQ(r.exit_code, 1) << args[0] << " " << ca << ": " << r.err;
       EXPECT_THAT(r.err, HasSubstr(ca)) << args[0];
@@ -1210,6 +1219,24 @@ TEST(CliTest, AWatchFollowsItsJobThroughAServerRestart) {
   EXPECT_THAT(watch.Err(), HasSubstr("job " + id + " ended cancelled"));
 }
 
+// A job whose class has workers, none of which can measure it (a CPU kernel for a class of replay
+// workers), is said to wait at submit, as a class without any worker is (it waited in silence).
+TEST(CliTest, SubmitSaysAJobWaitsWhenItsClassesWorkersCannotMeasureIt) {
+  testing::TempDir dir;
+  const std::string address = "127.0.0.1:" + std::to_string(testing::FreePort());
+  testing::KtuneProcess server({"serve", "--listen", address, "--db", dir.File("s.db")});
+  ASSERT_TRUE(server.WaitForOutput("listening on port")) << server.Err();
+  testing::KtuneProcess worker({"worker", "--server", address, "--device",
+                                "replay:" + SpaceFile("pnpoly_RTX_3090_T4.json.gz")});
+  ASSERT_TRUE(worker.WaitForError("worker_registered")) << worker.Err();
+  std::ofstream(dir.File("job.yaml")) << "kernels: [gemm]\nproblems: [{M: 8, N: 8, K: 8}]\n"
+                                         "device_classes: [RTX_3090]\nbudget: 2\n";
+  auto submitted = RunKtune({"submit", dir.File("job.yaml"), "--server", address});
+  ASSERT_EQ(submitted.exit_code, 0) << submitted.err;
+  EXPECT_THAT(submitted.err, HasSubstr("waits: 1 task waits for a worker of device class "
+                                       "'RTX_3090': of its 1 worker, 1 does not build cpp"));
+}
+
 // A job that failed says why in the jobs table (only --json and watch said it).
 TEST(CliTest, TheJobsTableSaysWhyAJobFailed) {
   testing::TempDir dir;
@@ -1245,6 +1272,20 @@ TEST(CliTest, TheJobsTableSaysWhyAJobFailed) {
   // This job's best against the default, which the first job measured.
   EXPECT_NEAR(out["speedup_over_default"].get<double>(),
               out["default_time_ms"].get<double>() / out["best_time_ms"].get<double>(), 1e-9);
+  // A job for the worker's class written in another case waits for good: submit says which
+  // class was meant (it said only that no worker of it was connected).
+  auto workers = RunKtune({"workers", "--server", address, "--json"});
+  ASSERT_EQ(workers.exit_code, 0) << workers.err;
+  const std::string cpu_class = nlohmann::json::parse(workers.out)[0]["device_class"];
+  const nlohmann::json spec{{"name", "case"},
+                            {"kernels", {"gemm"}},
+                            {"problems", {{{"M", 16}, {"N", 16}, {"K", 16}}}},
+                            {"device_classes", {absl::AsciiStrToUpper(cpu_class)}},
+                            {"budget", 1}};
+  std::ofstream(dir.File("case.json")) << spec.dump();
+  auto submitted = RunKtune({"submit", dir.File("case.json"), "--server", address});
+  ASSERT_EQ(submitted.exit_code, 0) << submitted.err;
+  EXPECT_THAT(submitted.err, HasSubstr("(did you mean '" + cpu_class + "'?"));
 }
 
 // `best --max-rel-error` serves the fastest within the budget, `best --pareto` shows the front
@@ -1874,10 +1915,12 @@ TEST(CliTest, AnInterruptedTuneThroughAServerCancelsItsJobThere) {
   EXPECT_EQ(listed[0].value("state", ""), "cancelled") << jobs.out;
   // Its task count, as from the database (the server's list showed "-", the file's 1).
   EXPECT_EQ(listed[0].value("task_count", 0), 1) << jobs.out;
-  // What only the server knows, under watch's names: why it waits (nothing: it ended) and the
-  // time left (0: it ended).
-  EXPECT_EQ(listed[0].value("waiting", "?"), "") << jobs.out;
-  EXPECT_EQ(listed[0].value("estimated_seconds_left", -1.0), 0.0) << jobs.out;
+  // What only the server knows, under watch's names: why it waits and the time left, null as
+  // from a database file when there is none (it ended; 0 read as "about to finish").
+  EXPECT_TRUE(listed[0].contains("waiting") && listed[0]["waiting"].is_null()) << jobs.out;
+  EXPECT_TRUE(listed[0].contains("estimated_seconds_left") &&
+              listed[0]["estimated_seconds_left"].is_null())
+      << jobs.out;
   // watch --json gives each task's best configuration with its time (a script asked best after).
   auto watched = RunKtune({"watch", "1", "--server", address, "--json"});
   const std::string last = watched.out.substr(watched.out.rfind('\n', watched.out.size() - 2) + 1);

@@ -106,9 +106,10 @@ class ServerTest : public ::testing::Test {
     return spec;
   }
 
-  // A worker of the first space's device (as a replay worker of it registers), by hand.
-  std::string RegisterWorker() {
-    auto recorded = LoadRecordedSpace(testing::SpaceFile(kSpaces[0]));
+  // A worker of the first space's device (or of kSpaces[space]'s), as a replay worker of it
+  // registers, by hand.
+  std::string RegisterWorker(int space = 0) {
+    auto recorded = LoadRecordedSpace(testing::SpaceFile(kSpaces[space]));
     v1::RegisterRequest reg;
     *reg.mutable_device() = ToProto(ReplayMeasurer(recorded->records).device());
     v1::RegisterResponse worker;
@@ -684,6 +685,11 @@ TEST_F(ServerTest, PauseResumeAndCancelFollowTheJobsState) {
   v1::GetJobRequest get;
   get.set_job_id(id);
   ASSERT_TRUE(tuning_->GetJob(Context().get(), get, &job).ok());
+  // Its first task is done, and no worker can measure the others: no estimate.
+  EXPECT_EQ(job.estimated_seconds_left(), 0);
+  RegisterWorker(1);
+  RegisterWorker(2);
+  ASSERT_TRUE(tuning_->GetJob(Context().get(), get, &job).ok());
   EXPECT_GT(job.estimated_seconds_left(), 0);
   ASSERT_TRUE(pause().ok());
   EXPECT_EQ(job.state(), v1::JOB_STATE_PAUSED);
@@ -716,7 +722,7 @@ TEST_F(ServerTest, PauseResumeAndCancelFollowTheJobsState) {
 TEST_F(ServerTest, TheTimeLeftCountsMeasuringTimeOnly) {
   FreezeClock();
   v1::SubmitJobRequest submit;
-  *submit.mutable_spec() = ThreeTaskSpec(8);  // 24 measurements; this worker can do 8
+  *submit.mutable_spec() = ThreeTaskSpec(12);  // 36 measurements; this worker can do 12
   v1::Job job;
   ASSERT_TRUE(tuning_->SubmitJob(Context().get(), submit, &job).ok());
   const std::string id = job.job_id();
@@ -738,7 +744,7 @@ TEST_F(ServerTest, TheTimeLeftCountsMeasuringTimeOnly) {
     return job.estimated_seconds_left();
   };
   measure_four_in_a_quarter_second();
-  EXPECT_DOUBLE_EQ(time_left(), 20 * 0.25 / 4);  // not 20 * 30.25 / 4
+  EXPECT_DOUBLE_EQ(time_left(), 32 * 0.25 / 4);  // not 32 * 30.25 / 4
   v1::PauseJobRequest pause;
   pause.set_job_id(id);
   ASSERT_TRUE(tuning_->PauseJob(Context().get(), pause, &job).ok());
@@ -748,7 +754,34 @@ TEST_F(ServerTest, TheTimeLeftCountsMeasuringTimeOnly) {
   ASSERT_TRUE(tuning_->ResumeJob(Context().get(), resume, &job).ok());
   EXPECT_EQ(time_left(), 0);  // unknown until it measures again
   measure_four_in_a_quarter_second();
-  EXPECT_DOUBLE_EQ(time_left(), 16 * 0.25 / 4);
+  EXPECT_DOUBLE_EQ(time_left(), 28 * 0.25 / 4);
+}
+
+// While no unfinished task has a worker that can measure it (every worker lost), the time left
+// is unknown (0): it grew every second instead ("about 10 s left", then 14, 19, ... 33).
+TEST_F(ServerTest, TheTimeLeftIsUnknownWhileNoWorkerCanMeasureTheJob) {
+  FreezeClock();
+  v1::SubmitJobRequest submit;
+  *submit.mutable_spec() = ThreeTaskSpec(24);
+  const std::string served_class = submit.spec().device_classes(0);
+  submit.mutable_spec()->clear_device_classes();
+  submit.mutable_spec()->add_device_classes(served_class);  // one task, of this worker's class
+  v1::Job job;
+  ASSERT_TRUE(tuning_->SubmitJob(Context().get(), submit, &job).ok());
+  const std::string worker = RegisterWorker();
+  const v1::LeaseBatchResponse lease = Lease(worker, 4);
+  Advance(absl::Milliseconds(250));
+  v1::ReportResultsResponse stored;
+  ASSERT_TRUE(workers_->ReportResults(Context().get(), OkReport(worker, lease, 2.0), &stored).ok());
+  v1::GetJobRequest get;
+  get.set_job_id(job.job_id());
+  ASSERT_TRUE(tuning_->GetJob(Context().get(), get, &job).ok());
+  EXPECT_DOUBLE_EQ(job.estimated_seconds_left(), 20 * 0.25 / 4);
+  EXPECT_EQ(job.waiting(), "");
+  Advance(absl::Seconds(75));  // past the lease timeout: its only worker is lost
+  ASSERT_TRUE(tuning_->GetJob(Context().get(), get, &job).ok());
+  EXPECT_THAT(job.waiting(), HasSubstr("1 is lost"));
+  EXPECT_EQ(job.estimated_seconds_left(), 0);
 }
 
 // A wall-time budget ends a job sooner than its measurements would: the time left says so (a
@@ -1579,7 +1612,7 @@ TEST_F(ServerTest, BadRequestsGetTheRightCodeAndSayWhatIsWrong) {
            {"kernels: [gemm]\nbudget: 5\npriority: null\n", "not nothing (null)"},
            {"kernels: [gemm]\nbudget: 5\nname: [a, b]\n", "'name' must be text, not a list"},
            {"kernels: [gemm]\nproblems: [{M: 8}]\ndevice_classes: [x]\n",
-            "budget is required: the measurements per task"}}) {
+            "budget is missing or 0: give the measurements per task"}}) {
     v1::SubmitJobRequest request;
     request.set_spec_text(text);
     s = tuning_->SubmitJob(Context().get(), request, &job);

@@ -177,13 +177,35 @@ TEST_F(TaskSearchTest, InitialConfigurationsAreMeasuredFirstUnlessKnown) {
   const std::vector<Configuration> next = LeaseAndReport();
   EXPECT_EQ(next.size(), 3u);  // then the strategy, for the rest of the budget
   for (const Configuration& c : next) EXPECT_FALSE(measured.count(CanonicalJson(c)));
-  // The one outside the space is said with the job's end (only the server's log said it).
+  // The ones skipped are said with the job's end (only the server's log said it).
   absl::StatusOr<JobStatus> status = scheduler_->GetJob(*job);
   ASSERT_TRUE(status.ok()) << status.status();
   EXPECT_EQ(status->job.state, JobState::kDone);
   EXPECT_THAT(status->job.message,
-              ::testing::HasSubstr("initial configuration skipped by gemm on "));
+              ::testing::HasSubstr("initial configurations skipped by gemm on "));
   EXPECT_THAT(status->job.message, ::testing::HasSubstr("MR=3"));
+  // The known one too, and why (it was skipped in silence, though the docs said logged).
+  EXPECT_THAT(status->job.message,
+              ::testing::HasSubstr("(the task's records hold it measured ok)"));
+}
+
+// An initial configuration the task's records hold only as failed is measured again, as asked:
+// a candidate stored as a timeout because its worker was stopped could never be measured again,
+// and the fleet served a slower one for good.
+TEST_F(TaskSearchTest, AnInitialConfigurationStoredOnlyAsFailedIsMeasuredAgain) {
+  Submit(1, "random", /*batch_size=*/1);
+  const std::vector<Configuration> failed = LeaseAndReport(v1::MEASUREMENT_STATUS_TIMEOUT);
+  ASSERT_EQ(failed.size(), 1u);  // the default, stored as a timeout
+  JobRequest r = Request(2, "random", /*batch_size=*/2);
+  r.initial = {failed[0]};
+  absl::StatusOr<int64_t> job = scheduler_->Submit(r);
+  ASSERT_TRUE(job.ok()) << job.status();
+  const std::vector<Configuration> lease = LeaseAndReport();
+  ASSERT_FALSE(lease.empty());
+  EXPECT_EQ(CanonicalJson(lease[0]), CanonicalJson(failed[0]));
+  absl::StatusOr<JobStatus> status = scheduler_->GetJob(*job);
+  ASSERT_TRUE(status.ok()) << status.status();
+  EXPECT_THAT(status->job.message, ::testing::Not(::testing::HasSubstr("skipped")));
 }
 
 // An initial configuration that gives a few parameters takes the others from the kernel's
