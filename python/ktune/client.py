@@ -93,6 +93,17 @@ def _check_timeout(timeout) -> None:
 
 # The keys of a telemetry sample, as ``ktune telemetry report``'s JSONL lines have them (the same
 # list as SampleFromJson's in cli/telemetry_commands.cc).
+def _warn_if_cli_device_name(device: DeviceLike, found: bool) -> None:
+    """``"cpu"`` is the CLI's name for the machine it runs on (``--device cpu``), not a device
+    class: a query for it that found nothing says what to ask instead (it answered nothing, as
+    for a task never tuned)."""
+    if device == "cpu" and not found:
+        warnings.warn("device 'cpu' is the ktune CLI's name for the machine it runs on; the "
+                      "server knows CPUs by their class, such as 'cpu:AMD EPYC' (Client.workers() "
+                      "lists the connected workers' classes; ktune db stats and ktune best print "
+                      "them)", stacklevel=3)
+
+
 _TELEMETRY_KEYS = frozenset({"kernel", "problem", "device", "config", "times_ms", "count",
                              "mean_ms", "stddev_ms", "histogram", "window_start", "window_end"})
 
@@ -336,6 +347,7 @@ class Client:
                                               after_level=after[after_level]), kernel,
                           kernel_version, problem, device, max_rel_error)
         reply = self._unary("QueryBest", self._tuning.QueryBest, request, timeout)
+        _warn_if_cli_device_name(device, found=len(reply.best) > 0)
         return BestResult(MatchLevel._from_proto(reply.level),
                           [Record._from_proto(r) for r in reply.best], reply.queued_job_id,
                           reply.stale, reply.kernel_unknown, reply.not_queued)
@@ -354,6 +366,7 @@ class Client:
         request = _lookup(ts.ExplainRequest(), kernel, kernel_version, problem, device,
                           max_rel_error)
         reply = self._unary("Explain", self._tuning.Explain, request, timeout)
+        _warn_if_cli_device_name(device, found=reply.HasField("served"))
         return plain_dict(reply)
 
     def pareto(self, kernel: str, problem: ProblemLike, device: DeviceLike, *,
@@ -373,6 +386,7 @@ class Client:
             page = self._unary("ListRecords", self._tuning.ListRecords, request, timeout)
             records.extend(Record._from_proto(r) for r in page.records)
             if not page.next_page_token:
+                _warn_if_cli_device_name(device, found=bool(records))
                 return time_error_trade_offs(records)
             request.page_token = page.next_page_token
 

@@ -9,9 +9,11 @@ import sqlite3
 import subprocess
 import sys
 import time
+import warnings
 from datetime import datetime, timezone
 
 import grpc
+
 import pytest
 
 import ktune
@@ -55,6 +57,20 @@ def test_best_answers_each_match_level(records_server):
     assert not nothing.kernel_unknown  # pnpoly is known from its records, though no built-in
     misspelt = client.best("pnpolly", {}, PNPOLY_CLASS)
     assert misspelt.level is MatchLevel.NONE and misspelt.kernel_unknown
+
+
+def test_the_clis_device_name_cpu_is_said_to_be_no_device_class(records_server):
+    client = records_server.client()
+    # `ktune best --device cpu` means this machine; from Python "cpu" found nothing, in silence.
+    with pytest.warns(UserWarning, match="the ktune CLI's name for the machine it runs on"):
+        assert client.best("pnpoly", {}, "cpu").level is MatchLevel.NONE
+    with pytest.warns(UserWarning, match="server knows CPUs by their class"):
+        assert client.explain("pnpoly", {}, "cpu")["served"] is None
+    with pytest.warns(UserWarning, match="Client.workers"):
+        assert client.pareto("pnpoly", {}, "cpu") == []
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a class that answers warns of nothing
+        assert client.best("pnpoly", {}, PNPOLY_CLASS).level is MatchLevel.DEVICE_CLASS
 
 
 def test_best_problem_as_text(records_server):
