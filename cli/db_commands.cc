@@ -120,8 +120,7 @@ int RunImport(const ImportArgs& a) {
       std::cerr << "ktune " << cmd << ": note: a ktune server is serving " << a.db << " ("
                 << lock.status().message()
                 << "): it answers best and explain from its cache, and serves these records "
-                   "after a restart; to have them served now, import through the server (the "
-                   "Python client's Client.import_records)\n";
+                   "once it restarts\n";
     }
   }
   if (a.json) {
@@ -273,8 +272,9 @@ int RunExport(const ExportArgs& a) {
     // an error, and the times are still worth exporting).
     // Nor more than one device: the records of several fingerprints of the class come back
     // under the class alone (an A100 PCIe's and an A100 SXM's best became one).
-    if (absl::StatusOr<std::vector<Record>> records = (*db)->TaskRecords(matching.front());
-        written.ok() && records.ok()) {
+    absl::StatusOr<std::vector<Record>> records =
+        written.ok() ? (*db)->TaskRecords(matching.front()) : written.status();
+    if (records.ok()) {
       std::set<std::string> devices;
       for (const Record& r : *records) devices.insert(r.device.fingerprint_json);
       if (devices.size() > 1) {

@@ -438,6 +438,9 @@ int RunWatch(const JobArgs& a) {
   std::string last;  // text: a line only when it says something new (the stream repeats itself)
   bool answered = false;  // the server answered this watch once: it is the one to wait for
   std::optional<absl::Time> gone_since;  // when the server went away, while it is away
+  // A server never reached is waited for as long as a restart takes, not --reconnect whole: a
+  // mistyped address or a TLS mistake is UNAVAILABLE too, and would fail only after 120 s.
+  const int64_t first_contact_wait_s = std::min<int64_t>(a.reconnect_s, 15);
   absl::Status s;
   // A server that stops (an upgrade, a restart) ends the stream: the watch follows the job again
   // once it is back, for up to --reconnect seconds (it exited 1, as for a failed job, and a
@@ -464,6 +467,7 @@ int RunWatch(const JobArgs& a) {
     const bool away =
         answered ? absl::IsCancelled(s) || absl::IsUnavailable(s) : absl::IsUnavailable(s);
     if (!away || absl::Now() >= deadline) break;
+    const int64_t wait_s = answered ? a.reconnect_s : first_contact_wait_s;
     if (!gone_since) {
       gone_since = absl::Now();
       // The channel's own advice ("run the command again once it is back") is this loop's job.
@@ -473,11 +477,11 @@ int RunWatch(const JobArgs& a) {
       }
       std::cerr << "ktune " << cmd << ": "
                 << (answered ? "the server went away (" : "cannot reach the server yet (") << why
-                << "); waiting up to " << a.reconnect_s << " s for it"
-                << (answered ? " to come back" : "") << " (job " << a.job << " is kept; "
+                << "); waiting up to " << wait_s << " s for it" << (answered ? " to come back" : "")
+                << " (job " << a.job << " is kept; "
                 << "--reconnect 0: give up at once)\n";
     }
-    if (absl::Now() - *gone_since >= absl::Seconds(a.reconnect_s)) break;
+    if (absl::Now() - *gone_since >= absl::Seconds(wait_s)) break;
     absl::SleepFor(absl::Seconds(1));
   }
   if (absl::IsDeadlineExceeded(s) || (absl::Now() >= deadline && !s.ok())) {
@@ -487,10 +491,12 @@ int RunWatch(const JobArgs& a) {
                          " ended; the job goes on (ktune watch ", a.job, " follows it again)")));
   }
   if (gone_since && (absl::IsCancelled(s) || absl::IsUnavailable(s))) {  // gone, and not back
-    return Fail(cmd,
-                absl::UnavailableError(absl::StrCat(
-                    s.message(), "; it was not back within --reconnect ", a.reconnect_s, " s; job ",
-                    a.job, " is kept (ktune watch ", a.job, " follows it again)")));
+    return Fail(
+        cmd, absl::UnavailableError(absl::StrCat(
+                 s.message(),
+                 answered ? absl::StrCat("; it was not back within --reconnect ", a.reconnect_s)
+                          : absl::StrCat("; it could not be reached within ", first_contact_wait_s),
+                 " s; job ", a.job, " is kept (ktune watch ", a.job, " follows it again)")));
   }
   if (!s.ok()) {
     return absl::IsInvalidArgument(s) ? UsageError(cmd, std::string(s.message())) : Fail(cmd, s);
@@ -715,8 +721,8 @@ void RegisterServiceCommands(CLI::App& app, Action* action) {
       ->capture_default_str();
   watch
       ->add_option("--reconnect", job_args->reconnect_s,
-                   "Seconds to wait for a server that cannot be reached (one that went away for a "
-                   "restart, or is not listening yet) before giving up; 0: give up at once")
+                   "Seconds to wait for a server that went away (a restart) before giving up, and "
+                   "up to 15 of them for one not reached yet; 0: give up at once")
       ->check(CLI::Range(0, 24 * 3600))
       ->capture_default_str();
   watch->add_flag("--json", job_args->json, "One JSON object a line");

@@ -215,7 +215,9 @@ absl::StatusOr<Record> RecordFromJsonLine(absl::string_view line,
   if (j.contains("worker")) {
     KTUNE_ASSIGN_OR_RETURN(r.worker, RequiredString(j, "worker"));
   }
-  if (j.contains("measured_at") && !j["measured_at"].is_null()) {
+  // null or "" (as a T4 file's empty timestamp): not known.
+  if (j.contains("measured_at") && !j["measured_at"].is_null() &&
+      !(j["measured_at"].is_string() && j["measured_at"].get<std::string>().empty())) {
     KTUNE_ASSIGN_OR_RETURN(std::string ts, RequiredString(j, "measured_at"));
     KTUNE_ASSIGN_OR_RETURN(r.measured_at_us, ParseTimestampUs(ts));
   }
@@ -276,7 +278,8 @@ absl::StatusOr<int64_t> ParseTimestampUs(absl::string_view text) {
   // RFC 3339 ("2023-12-22T09:54:05.502007+00:00"), and the space-separated form of T4 files.
   if (absl::ParseTime(absl::RFC3339_full, text, &t, &err) ||
       absl::ParseTime("%Y-%m-%d %H:%M:%E*S%Ez", text, &t, &err) ||
-      absl::ParseTime("%Y-%m-%d %H:%M:%E*S", text, &t, &err)) {
+      absl::ParseTime("%Y-%m-%d %H:%M:%E*S", text, &t, &err) ||
+      absl::ParseTime("%Y-%m-%dT%H:%M:%E*S", text, &t, &err)) {  // no offset: UTC
     return absl::ToUnixMicros(t);
   }
   return absl::InvalidArgumentError(absl::StrCat("bad timestamp '", text, "': ", err));

@@ -4,8 +4,12 @@
 #include <cmath>
 #include <cstring>
 #include <map>
+#include <nlohmann/json.hpp>
 #include <set>
+#include <vector>
 
+#include "absl/container/flat_hash_map.h"
+#include "absl/container/flat_hash_set.h"
 #include "absl/strings/escaping.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
@@ -115,60 +119,78 @@ absl::Status RegistryFitter::Fit(Record& r) {
 
 namespace {
 
-// What a measurement is without the record's identity or device: its task, configuration, time
-// and repeat times (exact: a file written from the record keeps every digit; a file's entry
-// without repeats is told apart by its time) when ok; a failure of the configuration otherwise,
-// whatever its kind (T4 and Kernel Tuner files name fewer failures than ktune).
+// What a measurement of a task is without the record's identity or device: its kernel version,
+// configuration, time and repeat times (exact: a file written from the record keeps every
+// digit; a file's entry without repeats is told apart by its time) when ok; a failure of the
+// configuration otherwise, whatever its kind (T4 and Kernel Tuner files name fewer failures than
+// ktune).
 std::string MeasurementKey(const Record& r) {
   const auto exact = [](std::string* out, double t) {
     absl::StrAppend(out, absl::StrFormat("%.17g", t));
   };
   const bool ok = r.status == MeasurementStatus::kOk;
-  return absl::StrCat(r.kernel, "\n", r.kernel_version, "\n", CanonicalJson(r.problem), "\n",
-                      r.device.device_class, "\n", CanonicalJson(r.config), "\n",
+  return absl::StrCat(r.kernel_version, "\n", CanonicalJson(r.config), "\n",
                       ok ? absl::StrCat(r.time_ms ? absl::StrFormat("%.17g", *r.time_ms) : "-", ":",
                                         absl::StrJoin(r.repeat_times_ms, ",", exact))
                          : "failed");
 }
 
-// A device known by its class alone (DeviceInfo::FromName: a file that named no fingerprint).
-bool KnowsOnlyItsClass(const DeviceInfo& d) {
-  return d.fingerprint_json == DeviceInfo::FromName(d.device_class).fingerprint_json;
-}
+// The stored measurements of one task (one device class), to find an incoming record's among.
+class TaskMeasurements {
+ public:
+  explicit TaskMeasurements(const std::string& device_class)
+      : class_only_(DeviceInfo::FromName(device_class).fingerprint_json) {}
 
-// The keys under which a stored record `s` is found: its measurement on its own fingerprint, on
-// any fingerprint ("*": asked by a record that knows only its class), and on "?" when `s` itself
-// knows only its class (asked by any record of the class); a failure both at its time (whole
-// seconds) and at any time ("@*": asked by a record that does not say when it failed).
-std::vector<std::string> StoredKeys(const Record& s) {
-  const std::string base = MeasurementKey(s);
-  std::vector<std::string> devices = {s.device.fingerprint_json, "*"};
-  if (KnowsOnlyItsClass(s.device)) devices.push_back("?");
-  std::vector<std::string> times = {""};
-  if (s.status != MeasurementStatus::kOk) {
-    times = {"@*"};
-    if (s.measured_at_us) times.push_back(absl::StrCat("@", *s.measured_at_us / 1000000));
+  // Adds stored record `s` under its keys: its measurement on its own fingerprint, on any
+  // fingerprint ("*": asked by a record that knows only its class), and on "?" when `s` itself
+  // knows only its class (asked by any record of the class); a failure both at its time (whole
+  // seconds) and at any time ("@*": asked by a record that does not say when it failed).
+  void Add(const Record& s) {
+    const std::string base = MeasurementKey(s);
+    const std::string& device = Canonical(s.device.fingerprint_json);
+    std::vector<std::string> times = {""};
+    if (s.status != MeasurementStatus::kOk) {
+      times = {"@*"};
+      if (s.measured_at_us) times.push_back(absl::StrCat("@", *s.measured_at_us / 1000000));
+    }
+    for (const std::string& t : times) {
+      keys_.insert(absl::StrCat(base, "\n", device, t));
+      keys_.insert(absl::StrCat(base, "\n*", t));
+      if (device == class_only_) keys_.insert(absl::StrCat(base, "\n?", t));
+    }
   }
-  std::vector<std::string> keys;
-  for (const std::string& d : devices) {
-    for (const std::string& t : times) keys.push_back(absl::StrCat(base, "\n", d, t));
-  }
-  return keys;
-}
 
-// The keys that find an incoming record `r` stored: on its own fingerprint or on a stored record
-// that knows only its class ("?"); on any fingerprint when `r` knows only its class; a failure at
-// its time when it says one, else at any time.
-std::vector<std::string> ProbeKeys(const Record& r) {
-  const std::string base = MeasurementKey(r);
-  std::string time;
-  if (r.status != MeasurementStatus::kOk) {
-    time = r.measured_at_us ? absl::StrCat("@", *r.measured_at_us / 1000000) : "@*";
+  // Whether incoming record `r` is stored: on its own fingerprint or on a stored record that
+  // knows only its class ("?"); on any fingerprint when `r` knows only its class; a failure at
+  // its time when it says one, else at any time.
+  bool Holds(const Record& r) {
+    const std::string base = MeasurementKey(r);
+    std::string time;
+    if (r.status != MeasurementStatus::kOk) {
+      time = r.measured_at_us ? absl::StrCat("@", *r.measured_at_us / 1000000) : "@*";
+    }
+    const std::string& device = Canonical(r.device.fingerprint_json);
+    if (device == class_only_) return keys_.contains(absl::StrCat(base, "\n*", time));
+    return keys_.contains(absl::StrCat(base, "\n", device, time)) ||
+           keys_.contains(absl::StrCat(base, "\n?", time));
   }
-  if (KnowsOnlyItsClass(r.device)) return {absl::StrCat(base, "\n*", time)};
-  return {absl::StrCat(base, "\n", r.device.fingerprint_json, time),
-          absl::StrCat(base, "\n?", time)};
-}
+
+ private:
+  // A fingerprint as sorted, compact JSON (a client's may come with spaces or in another key
+  // order, and its own export back would not match it), computed once per text.
+  const std::string& Canonical(const std::string& fingerprint_json) {
+    auto [it, added] = canonical_.try_emplace(fingerprint_json);
+    if (added) {
+      const nlohmann::json j = nlohmann::json::parse(fingerprint_json, nullptr, false);
+      it->second = j.is_discarded() ? fingerprint_json : j.dump();
+    }
+    return it->second;
+  }
+
+  std::string class_only_;  // the canonical fingerprint of a device known by its class alone
+  absl::flat_hash_map<std::string, std::string> canonical_;
+  absl::flat_hash_set<std::string> keys_;
+};
 
 // Marks in `drop` the records whose measurement a record of their task already stores: the same
 // configuration measured with the same times on the same device (or a file's device that names
@@ -180,21 +202,22 @@ absl::Status DropStoredMeasurements(TuningDatabase& db, const std::vector<Record
   std::map<std::string, TaskKey> tasks;
   for (size_t i = 0; i < records.size(); ++i) {
     const Record& r = records[i];
+    // A job's record is known by its identity (AddImportedRecords): not read against the
+    // task's records, which a large JSONL import of job records would read task by task.
+    if (absl::StartsWith(r.source, "job:") || absl::StartsWith(r.source, "import:job:")) continue;
     const std::string key = absl::StrCat(r.kernel, "\n", r.kernel_version, "\n",
                                          CanonicalJson(r.problem), "\n", r.device.device_class);
     by_task[key].push_back(i);
     tasks.emplace(key, TaskKey{r.kernel, r.kernel_version, r.problem, r.device.device_class});
   }
   for (const auto& [key, indices] : by_task) {
-    KTUNE_ASSIGN_OR_RETURN(std::vector<Record> stored, db.TaskRecords(tasks.at(key)));
-    std::set<std::string> measured;
-    for (const Record& s : stored) {
-      for (std::string& k : StoredKeys(s)) measured.insert(std::move(k));
-    }
+    const TaskKey& task = tasks.at(key);
+    KTUNE_ASSIGN_OR_RETURN(std::vector<Record> stored, db.TaskRecords(task));
+    if (stored.empty()) continue;
+    TaskMeasurements measured(task.device_class);
+    for (const Record& s : stored) measured.Add(s);
     for (size_t i : indices) {
-      for (const std::string& probe : ProbeKeys(records[i])) {
-        if (measured.count(probe)) drop[i] = true;
-      }
+      if (measured.Holds(records[i])) drop[i] = true;
     }
   }
   return absl::OkStatus();

@@ -267,7 +267,8 @@ class TuningDatabase {
 // when the file does not say when), is that record (ktune's own export back, or the same
 // measurements imported under another file name, merged), and is skipped. A file's device that
 // names only its class (DeviceInfo::FromName) matches any fingerprint of the class; another
-// fingerprint of the class is another device, and its measurements are kept.
+// fingerprint of the class is another device, and its measurements are kept. A job's record
+// ("job:N", "import:job:N") is known by its identity alone, as above.
 absl::StatusOr<int64_t> AddImportedRecords(TuningDatabase& db, std::vector<Record> records,
                                            const KernelRegistry* registry = nullptr,
                                            bool by_measurement = false);

@@ -262,7 +262,10 @@ absl::StatusOr<bool> ExplainPrecision(TuningDatabase& db, const TaskColumns& c,
   // The most accurate: the front's fastest point of the least error, where errors up to
   // kTradedPrecisionError tie (a 1-ulp fp32 difference is no precision bought: comparing with
   // the slowest fp32 configuration credited an int8 one with 1.95x where precision bought 1.03x).
-  const double full_precision = std::max(front.back().max_rel_error, kTradedPrecisionError);
+  // (A budget below the tie keeps the comparison within it: no speed-up below 1 over a faster
+  // configuration the budget refuses.)
+  const double tie = budget ? std::min(kTradedPrecisionError, *budget) : kTradedPrecisionError;
+  const double full_precision = std::max(front.back().max_rel_error, tie);
   const TradeOff& most_accurate = *std::find_if(front.begin(), front.end(), [&](const TradeOff& t) {
     return t.max_rel_error <= full_precision;
   });

@@ -102,6 +102,9 @@ absl::StatusOr<std::unique_ptr<TaskSearch>> TaskSearch::Create(TuningDatabase* d
     if (p.ok()) default_point = *p;
   }
   std::set<Point> fresh;  // the points of the records since, and of the re-verified
+  // Points whose failure is a verdict on the configuration (a wrong result, an error above the
+  // budget, refused by the kernel), not perhaps the worker's (MayBeTheWorkers).
+  std::set<Point> failed_for_good;
   bool default_known = false;
   const bool stale_as_source = s->space_->size() <= kMaxStaleSourcePoints;
   // Adds the records of `c` that are valid points of the space (others are of another version,
@@ -136,6 +139,7 @@ absl::StatusOr<std::unique_ptr<TaskSearch>> TaskSearch::Create(TuningDatabase* d
         continue;  // may be measured again
       }
       default_known |= default_point && *p == *default_point;
+      if (!outcome->ok && !MayBeTheWorkers(c.status[i])) failed_for_good.insert(*p);
       if (!s->space_->IsValid(*p)) continue;
       s->prior_.push_back({*p, outcome->ok, outcome->time_ms});
     }
@@ -168,14 +172,17 @@ absl::StatusOr<std::unique_ptr<TaskSearch>> TaskSearch::Create(TuningDatabase* d
       s->prior_.end());
   s->prior_records_ = static_cast<int64_t>(s->prior_.size());
   // The first batch: the job's initial configurations the records do not hold measured ok (what
-  // the user asked for comes first, also within a budget of one; one stored only as failed is
-  // measured again, as asked: a timeout of a worker that was stopped, say, is no verdict), then
-  // the default, then the re-verified.
+  // the user asked for comes first, also within a budget of one; one stored as failed only in a
+  // way that may have been the worker's is measured again, as asked: a timeout of a worker that
+  // was stopped is no verdict, a wrong result is), then the default, then the re-verified.
   std::vector<Point> first;
   for (size_t i = 0; i < initial.size(); ++i) {
     const auto& [point, invalid] = initial[i];
-    const std::string why = point ? "the task's records hold it measured ok" : invalid;
-    if (!point || ran_ok.count(*point)) {
+    const std::string why = !point                 ? invalid
+                            : ran_ok.count(*point) ? "the task's records hold it measured ok"
+                                                   : "the task's records hold it failed for good "
+                                                     "(a wrong result, an error above the budget)";
+    if (!point || ran_ok.count(*point) || failed_for_good.count(*point)) {
       LogEvent("initial_config_skipped", {{"kernel", task.kernel},
                                           {"config", CanonicalJson(options.initial[i])},
                                           {"reason", why}});
@@ -184,6 +191,14 @@ absl::StatusOr<std::unique_ptr<TaskSearch>> TaskSearch::Create(TuningDatabase* d
     } else {
       first.push_back(*point);
     }
+  }
+  // A re-measured one's old failure is not told to the strategy, which keeps the first result of
+  // a point: the new one, ok or not, is its result.
+  if (!first.empty()) {
+    const std::set<Point> remeasured(first.begin(), first.end());
+    s->prior_.erase(std::remove_if(s->prior_.begin(), s->prior_.end(),
+                                   [&](const Observation& o) { return remeasured.count(o.point); }),
+                    s->prior_.end());
   }
   // The kernel's contract puts its default in its space; re-verified ones may not be.
   const auto add_first = [&](const Configuration& c) {

@@ -375,13 +375,18 @@ absl::StatusOr<std::optional<KtuneBlock>> ReadKtuneBlock(const std::string& path
 
 // A record read from a file with ktune's names of its task, unless the caller gave its own.
 // Its kernel's version only for that kernel, its device's family and fingerprint only for that
-// device class: a T4 file's name may give others (pnpoly_copy_T4.json: class copy).
+// device class: a T4 file's name may give others (pnpoly_copy_T4.json: class copy). ktune's
+// export of records of several devices of the class names no fingerprint: the records know only
+// their class (DeviceInfo::FromName), which an import matches against any device of it (a
+// Kernel Tuner export named the first device, and the round trip stored every record again).
 void ApplyKtuneBlock(const std::optional<KtuneBlock>& block, const ReadOptions& o, Record& r) {
   if (!block) return;
   if (o.kernel.empty() && r.kernel == block->kernel) r.kernel_version = block->kernel_version;
   if (o.device.empty() && r.device.device_class == block->device_class) {
     if (!block->family.empty()) r.device.family = block->family;  // none: the class's, inferred
-    if (!block->fingerprint_json.empty()) r.device.fingerprint_json = block->fingerprint_json;
+    r.device.fingerprint_json = block->fingerprint_json.empty()
+                                    ? DeviceInfo::FromName(block->device_class).fingerprint_json
+                                    : block->fingerprint_json;
   }
   if (o.problem.empty() && block->problem) r.problem = *block->problem;
 }
@@ -567,8 +572,24 @@ absl::StatusOr<RecordFile> ReadRecordFile(const std::string& path, const ReadOpt
       }
     }
   }
+  if (!parsed.ok() && (absl::StrContains(text, "NaN") || absl::StrContains(text, "Infinity"))) {
+    // Python's json.dump writes them; JSON has no such numbers (a cache with a time of Infinity
+    // was refused with nlohmann's "invalid literal" alone).
+    return absl::Status(parsed.status().code(),
+                        absl::StrCat(parsed.status().message(),
+                                     " (NaN and Infinity are not JSON numbers: write a failure "
+                                     "as Kernel Tuner does, or leave the entry out)"));
+  }
   KTUNE_ASSIGN_OR_RETURN(Json doc, std::move(parsed));
   if (!doc.is_object()) return FileError(path, "top level", "not a JSON object");
+  // Detected from the first 4 KiB: a T4 file whose "results" come after a large "environment"
+  // read as a Kernel Tuner cache ('no "cache" object'). The whole document decides.
+  if (options.format == RecordFileFormat::kAuto) {
+    const bool t4 = doc.contains("results") && doc["results"].is_array();
+    const bool cache = doc.contains("cache") && doc["cache"].is_object();
+    if (t4 && !cache) file.format = RecordFileFormat::kT4;
+    if (cache && !t4) file.format = RecordFileFormat::kKernelTuner;
+  }
   // The readers check each field's type; this is the net under them: a field of a type they do
   // not check makes nlohmann throw, and that must be an error naming the file, never an abort.
   try {

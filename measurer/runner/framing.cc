@@ -63,9 +63,12 @@ bool WriteFrame(int fd, const google::protobuf::MessageLite& message) {
   std::string body;
   if (!message.SerializeToString(&body) || body.size() > kMaxFrameBytes) return false;
   const uint32_t n = static_cast<uint32_t>(body.size());
-  const char header[4] = {static_cast<char>(n & 0xff), static_cast<char>((n >> 8) & 0xff),
-                          static_cast<char>((n >> 16) & 0xff), static_cast<char>(n >> 24)};
-  return WriteAll(fd, header, 4) && WriteAll(fd, body.data(), body.size());
+  // One write of header and body: a reader past its deadline reads what is there (ReadAll), and
+  // a header without its body, between two writes, read as a timeout.
+  std::string frame = {static_cast<char>(n & 0xff), static_cast<char>((n >> 8) & 0xff),
+                       static_cast<char>((n >> 16) & 0xff), static_cast<char>(n >> 24)};
+  frame += body;
+  return WriteAll(fd, frame.data(), frame.size());
 }
 
 bool ReadFrame(int fd, google::protobuf::MessageLite& message, int64_t deadline_ms,

@@ -91,8 +91,6 @@ def _check_timeout(timeout) -> None:
         raise TypeError(f"timeout must be a number of seconds, not {type(timeout).__name__}")
 
 
-# The keys of a telemetry sample, as ``ktune telemetry report``'s JSONL lines have them (the same
-# list as SampleFromJson's in cli/telemetry_commands.cc).
 def _warn_if_cli_device_name(device: DeviceLike, found: bool) -> None:
     """``"cpu"`` is the CLI's name for the machine it runs on (``--device cpu``), not a device
     class: a query for it that found nothing says what to ask instead (it answered nothing, as
@@ -104,6 +102,8 @@ def _warn_if_cli_device_name(device: DeviceLike, found: bool) -> None:
                       "them)", stacklevel=3)
 
 
+# The keys of a telemetry sample, as ``ktune telemetry report``'s JSONL lines have them (the same
+# list as SampleFromJson's in cli/telemetry_commands.cc).
 _TELEMETRY_KEYS = frozenset({"kernel", "problem", "device", "config", "times_ms", "count",
                              "mean_ms", "stddev_ms", "histogram", "window_start", "window_end"})
 

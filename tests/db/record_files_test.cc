@@ -318,6 +318,17 @@ TEST(RecordFilesTest, AnImportTellsMeasurementsApartByTimeAndKeepsNoOneMachinesF
     EXPECT_EQ(r.device.fingerprint_json, DeviceInfo::FromName("cpu:x").fingerprint_json);
     EXPECT_EQ(r.device.family, "x86-64-v3");
   }
+  // Either file, imported back where it came from, adds nothing: records that know only their
+  // class match any device of it (a Kernel Tuner export named the first host, and its round
+  // trip stored both records again).
+  EXPECT_EQ(ImportRecordFile(two_hosts, dir.File("both.json"), {})->records_added, 0);
+  std::ostringstream both_kt;
+  ASSERT_EQ(*ExportKernelTuner(two_hosts, task, both_kt), 2);
+  WriteFile(dir.File("both_kt.json"), both_kt.str());
+  auto kt_back = ImportRecordFile(two_hosts, dir.File("both_kt.json"), {});
+  ASSERT_TRUE(kt_back.ok()) << kt_back.status();
+  EXPECT_EQ(kt_back->records_read, 2);
+  EXPECT_EQ(kt_back->records_added, 0);
   // The export's own names win over a file name that splits otherwise: a kernel with an
   // underscore under KERNEL_DEVICE_T4.json (my_kern_A100_T4.json read as kernel my, class
   // kern_A100).
@@ -357,6 +368,10 @@ TEST(RecordFilesTest, AnImportKeepsAnotherDevicesMeasurementsOfTheSameClass) {
   Record sxm = pcie, sxm_failed = failed;
   sxm.device.fingerprint_json = sxm_failed.device.fingerprint_json = R"({"name":"A100-SXM"})";
   EXPECT_EQ(*AddImportedRecords(db, {sxm, sxm_failed}, nullptr, /*by_measurement=*/true), 2);
+
+  Record spaced = pcie;  // the same fingerprint as a client may write it
+  spaced.device.fingerprint_json = R"({ "name": "A100-PCIE" })";
+  EXPECT_EQ(*AddImportedRecords(db, {spaced}, nullptr, true), 0);
 
   Record class_only = pcie, class_only_failed = failed;
   class_only.device = class_only_failed.device = DeviceInfo::FromName("cpu:x");
@@ -415,6 +430,39 @@ TEST(RecordFilesTest, AT4MeasurementsOwnUnitIsRead) {
   auto bad = ImportRecordFile(db, dir.File("bad_d_T4.json"), {});
   ASSERT_FALSE(bad.ok());
   EXPECT_THAT(bad.status().message(), HasSubstr("unknown time unit 'fortnights'"));
+}
+
+// The format is the whole document's: a T4 file whose "results" follow a large "environment"
+// (past the first 4 KiB) was read as a broken Kernel Tuner cache. And Infinity, which Python's
+// json.dump writes, is named in the error (nlohmann said "invalid literal" alone).
+TEST(RecordFilesTest, AT4FileIsKnownByItsResultsWhereverTheyAreAndInfinityIsNamed) {
+  TempDir dir;
+  const std::string late = R"({"environment":{"notes":")" + std::string(8000, 'x') +
+                           R"("},"metadata":{},"results":[{"configuration":{"a":1},)"
+                           R"("measurements":[{"name":"time","value":2}]}]})";
+  WriteFile(dir.File("late_d_T4.json"), late);
+  MemoryTuningDatabase db;
+  auto imported = ImportRecordFile(db, dir.File("late_d_T4.json"), {});
+  ASSERT_TRUE(imported.ok()) << imported.status();
+  EXPECT_EQ(imported->format, RecordFileFormat::kT4);
+  EXPECT_EQ(imported->records_added, 1);
+  WriteFile(
+      dir.File("inf_d_kernel_tuner_cache.json"),
+      R"({"tune_params_keys":["a"],"cache":{"1":{"a":1,"time":2.0,"times":[2.0,Infinity]}}})");
+  auto inf = ImportRecordFile(db, dir.File("inf_d_kernel_tuner_cache.json"), {});
+  ASSERT_FALSE(inf.ok());
+  EXPECT_THAT(inf.status().message(), HasSubstr("NaN and Infinity are not JSON numbers"));
+}
+
+// An empty measured_at is not known, as a T4 file's empty timestamp is (it was refused with
+// "bad timestamp '': Failed to parse input").
+TEST(RecordFilesTest, AJsonlRecordsEmptyMeasuredAtIsUnknown) {
+  auto r = RecordFromJsonLine(
+      R"({"kernel":"k","device":{"class":"c","fingerprint":{}},"config":{"a":1},"status":"ok",)"
+      R"("time_ms":1.5,)"
+      R"("measured_at":""})");
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_FALSE(r->measured_at_us.has_value());
 }
 
 TEST(RecordFilesTest, TruncatedGzipNamesTheFileAndStoresNothing) {

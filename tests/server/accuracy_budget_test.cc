@@ -11,7 +11,6 @@
 #include <limits>
 #include <set>
 #include <string>
-#include <tuple>
 
 #include "agent/search_strategy.h"
 #include "db/memory_tuning_database.h"
@@ -33,6 +32,21 @@ constexpr double kExactError = 1e-6;   // everyone else's
 
 class AccuracyBudgetTest : public OneTaskScheduler {
  protected:
+  // A record of `kernel` (problem n=64, kDevice) of configuration tile=`tile`, measured once in
+  // `time_ms` with the error `error`.
+  static Record TileRecord(const std::string& kernel, int64_t tile, double time_ms, double error) {
+    Record r;
+    r.kernel = kernel;
+    r.problem = {{"n", int64_t{64}}};
+    r.device = kDevice;
+    r.config = {{"tile", tile}};
+    r.time_ms = time_ms;
+    r.repeat_times_ms = {time_ms};
+    FillRepeatStatistics(r);
+    r.max_rel_error = error;
+    return r;
+  }
+
   int64_t Submit(int64_t budget, std::optional<double> max_rel_error) {
     JobRequest r;
     r.name = "budget";
@@ -189,16 +203,7 @@ TEST_F(AccuracyBudgetTest, AResultWithoutAMeasuredErrorFailsABudgetAndTheBudgetS
 TEST_F(AccuracyBudgetTest, ExplainSaysNothingOfPrecisionWhenNoneWasTraded) {
   std::vector<Record> records;
   for (int64_t tile : {8, 16, 32}) {
-    Record r;
-    r.kernel = "fp32_only";
-    r.problem = {{"n", int64_t{64}}};
-    r.device = kDevice;
-    r.config = {{"tile", tile}};
-    r.time_ms = 1.0 + tile / 8.0;
-    r.repeat_times_ms = {*r.time_ms};
-    FillRepeatStatistics(r);
-    r.max_rel_error = 1e-7 * tile;
-    records.push_back(r);
+    records.push_back(TileRecord("fp32_only", tile, 1.0 + tile / 8.0, 1e-7 * tile));
   }
   ASSERT_TRUE(db_.AddRecords(records).ok());
   BestQuery q;
@@ -221,21 +226,10 @@ TEST_F(AccuracyBudgetTest, ExplainSaysNothingOfPrecisionWhenNoneWasTraded) {
 // to 1e-4 tie (two fp32 configurations differ by rounding order). Against the slowest fp32
 // configuration, which has the least error by 1 ulp, an int8 one was credited with 4x.
 TEST_F(AccuracyBudgetTest, PrecisionIsComparedWithTheFastestFullPrecisionConfiguration) {
-  std::vector<Record> records;
-  for (auto [tile, time, error] :
-       {std::tuple{8, 4.0, 1e-7}, std::tuple{16, 1.0, 2e-7}, std::tuple{32, 0.9, 1e-2}}) {
-    Record r;
-    r.kernel = "mixed";
-    r.problem = {{"n", int64_t{64}}};
-    r.device = kDevice;
-    r.config = {{"tile", int64_t{tile}}};
-    r.time_ms = time;
-    r.repeat_times_ms = {time};
-    FillRepeatStatistics(r);
-    r.max_rel_error = error;
-    records.push_back(r);
-  }
-  ASSERT_TRUE(db_.AddRecords(records).ok());
+  // tile 8 has the least error, by an ulp, and is the slowest; tile 32 is int8-like
+  ASSERT_TRUE(db_.AddRecords({TileRecord("mixed", 8, 4.0, 1e-7), TileRecord("mixed", 16, 1.0, 2e-7),
+                              TileRecord("mixed", 32, 0.9, 1e-2)})
+                  .ok());
   BestQuery q;
   q.kernel = "mixed";
   q.problem = {{"n", int64_t{64}}};

@@ -143,6 +143,23 @@ class ServerTest : public ::testing::Test {
     return report;
   }
 
+  // The job `submit` asks for (the clock frozen), after a worker of the first space's device
+  // measured 4 of its candidates in a quarter second; as GetJob answers then.
+  v1::Job SubmitAndMeasureFourInAQuarterSecond(const v1::SubmitJobRequest& submit) {
+    v1::Job job;
+    EXPECT_TRUE(tuning_->SubmitJob(Context().get(), submit, &job).ok());
+    const std::string worker = RegisterWorker();
+    const v1::LeaseBatchResponse lease = Lease(worker, 4);
+    Advance(absl::Milliseconds(250));
+    v1::ReportResultsResponse stored;
+    EXPECT_TRUE(
+        workers_->ReportResults(Context().get(), OkReport(worker, lease, 2.0), &stored).ok());
+    v1::GetJobRequest get;
+    get.set_job_id(job.job_id());
+    EXPECT_TRUE(tuning_->GetJob(Context().get(), get, &job).ok());
+    return job;
+  }
+
   // A three-task job (ThreeTaskSpec(4)) of which a worker has measured 4 candidates; its id.
   std::string SubmitThreeTasksAndMeasureFour() {
     v1::SubmitJobRequest submit;
@@ -766,19 +783,12 @@ TEST_F(ServerTest, TheTimeLeftIsUnknownWhileNoWorkerCanMeasureTheJob) {
   const std::string served_class = submit.spec().device_classes(0);
   submit.mutable_spec()->clear_device_classes();
   submit.mutable_spec()->add_device_classes(served_class);  // one task, of this worker's class
-  v1::Job job;
-  ASSERT_TRUE(tuning_->SubmitJob(Context().get(), submit, &job).ok());
-  const std::string worker = RegisterWorker();
-  const v1::LeaseBatchResponse lease = Lease(worker, 4);
-  Advance(absl::Milliseconds(250));
-  v1::ReportResultsResponse stored;
-  ASSERT_TRUE(workers_->ReportResults(Context().get(), OkReport(worker, lease, 2.0), &stored).ok());
-  v1::GetJobRequest get;
-  get.set_job_id(job.job_id());
-  ASSERT_TRUE(tuning_->GetJob(Context().get(), get, &job).ok());
+  v1::Job job = SubmitAndMeasureFourInAQuarterSecond(submit);
   EXPECT_DOUBLE_EQ(job.estimated_seconds_left(), 20 * 0.25 / 4);
   EXPECT_EQ(job.waiting(), "");
   Advance(absl::Seconds(75));  // past the lease timeout: its only worker is lost
+  v1::GetJobRequest get;
+  get.set_job_id(job.job_id());
   ASSERT_TRUE(tuning_->GetJob(Context().get(), get, &job).ok());
   EXPECT_THAT(job.waiting(), HasSubstr("1 is lost"));
   EXPECT_EQ(job.estimated_seconds_left(), 0);
@@ -791,16 +801,7 @@ TEST_F(ServerTest, TheTimeLeftIsNoMoreThanTheWallTimeLeft) {
   v1::SubmitJobRequest submit;
   *submit.mutable_spec() = ThreeTaskSpec(8);  // 24 measurements
   submit.mutable_spec()->set_budget_wall_seconds(1);
-  v1::Job job;
-  ASSERT_TRUE(tuning_->SubmitJob(Context().get(), submit, &job).ok());
-  const std::string worker = RegisterWorker();
-  const v1::LeaseBatchResponse lease = Lease(worker, 4);
-  Advance(absl::Milliseconds(250));
-  v1::ReportResultsResponse stored;
-  ASSERT_TRUE(workers_->ReportResults(Context().get(), OkReport(worker, lease, 2.0), &stored).ok());
-  v1::GetJobRequest get;
-  get.set_job_id(job.job_id());
-  ASSERT_TRUE(tuning_->GetJob(Context().get(), get, &job).ok());
+  const v1::Job job = SubmitAndMeasureFourInAQuarterSecond(submit);
   EXPECT_NEAR(job.estimated_seconds_left(), 0.75, 0.05);  // not 20 * 0.25 / 4 = 1.25
 }
 

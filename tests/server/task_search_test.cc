@@ -189,23 +189,41 @@ TEST_F(TaskSearchTest, InitialConfigurationsAreMeasuredFirstUnlessKnown) {
               ::testing::HasSubstr("(the task's records hold it measured ok)"));
 }
 
-// An initial configuration the task's records hold only as failed is measured again, as asked:
-// a candidate stored as a timeout because its worker was stopped could never be measured again,
-// and the fleet served a slower one for good.
-TEST_F(TaskSearchTest, AnInitialConfigurationStoredOnlyAsFailedIsMeasuredAgain) {
+// An initial configuration the task's records hold only as a failure that may have been the
+// worker's (a timeout) is measured again, as asked: a candidate stored as a timeout because its
+// worker was stopped could never be measured again, and the fleet served a slower one for good.
+// One held as a wrong result is not.
+TEST_F(TaskSearchTest, AnInitialConfigurationThatTimedOutIsMeasuredAgain) {
+  absl::StatusOr<std::shared_ptr<const SearchSpace>> space = spaces_.Space(Task(), kCores);
+  ASSERT_TRUE(space.ok()) << space.status();
+  std::vector<Configuration> others;  // valid configurations other than the default
+  for (int64_t i = 0; others.size() < 2; ++i) {
+    Configuration c = (*space)->ToConfiguration((*space)->PointAt(i));
+    if (CanonicalJson(c) != CanonicalJson(Default())) others.push_back(std::move(c));
+  }
   Submit(1, "random", /*batch_size=*/1);
-  const std::vector<Configuration> failed = LeaseAndReport(v1::MEASUREMENT_STATUS_TIMEOUT);
-  ASSERT_EQ(failed.size(), 1u);  // the default, stored as a timeout
-  JobRequest r = Request(2, "random", /*batch_size=*/2);
-  r.initial = {failed[0]};
-  absl::StatusOr<int64_t> job = scheduler_->Submit(r);
+  ASSERT_EQ(LeaseAndReport().size(), 1u);  // the default ran: later failures are verdicts
+  for (auto [config, status] : {std::pair{others[0], v1::MEASUREMENT_STATUS_TIMEOUT},
+                                std::pair{others[1], v1::MEASUREMENT_STATUS_WRONG_RESULT}}) {
+    JobRequest r = Request(1, "random", /*batch_size=*/1);
+    r.initial = {config};
+    ASSERT_TRUE(scheduler_->Submit(r).ok());
+    const std::vector<Configuration> failed = LeaseAndReport(status);
+    ASSERT_EQ(failed.size(), 1u);
+    ASSERT_EQ(CanonicalJson(failed[0]), CanonicalJson(config));
+  }
+  JobRequest again = Request(1, "random", /*batch_size=*/1);
+  again.initial = {others[0], others[1]};
+  absl::StatusOr<int64_t> job = scheduler_->Submit(again);
   ASSERT_TRUE(job.ok()) << job.status();
   const std::vector<Configuration> lease = LeaseAndReport();
-  ASSERT_FALSE(lease.empty());
-  EXPECT_EQ(CanonicalJson(lease[0]), CanonicalJson(failed[0]));
+  ASSERT_EQ(lease.size(), 1u);
+  EXPECT_EQ(CanonicalJson(lease[0]), CanonicalJson(others[0]));  // the timeout, measured again
   absl::StatusOr<JobStatus> status = scheduler_->GetJob(*job);
   ASSERT_TRUE(status.ok()) << status.status();
-  EXPECT_THAT(status->job.message, ::testing::Not(::testing::HasSubstr("skipped")));
+  EXPECT_EQ(status->job.state, JobState::kDone);
+  EXPECT_THAT(status->job.message, HasSubstr("hold it failed for good"));  // the wrong result
+  EXPECT_THAT(status->job.message, ::testing::Not(HasSubstr(FormatParamMapAssignments(others[0]))));
 }
 
 // An initial configuration that gives a few parameters takes the others from the kernel's
