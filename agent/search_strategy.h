@@ -100,6 +100,10 @@ using StrategyFactory =
     std::function<absl::StatusOr<std::unique_ptr<SearchStrategy>>(const std::string& name)>;
 std::vector<std::string> StrategyNames();
 std::vector<std::string> AblationStrategyNames();
+// The strategy of a request or job that names none: "ppo" where this program can run PPO (the
+// `ktune` front counts, since it hands PPO work to ktune-agent), "model" in a build without
+// LibTorch (the best of the other strategies in agent/README.md's figures).
+std::string DefaultStrategyName();
 
 }  // namespace ktune
 

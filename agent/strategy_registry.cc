@@ -22,6 +22,14 @@ std::vector<std::string> StrategyNames() { return {"random", "anneal", "genetic"
 std::vector<std::string> AblationStrategyNames() { return {}; }
 #endif
 
+std::string DefaultStrategyName() {
+#if KTUNE_WITH_TORCH || KTUNE_PPO_IN_AGENT_BINARY
+  return "ppo";
+#else
+  return "model";
+#endif
+}
+
 #if KTUNE_PPO_IN_AGENT_BINARY
 // The `ktune` front runs every command that can run PPO as ktune-agent (cli/agent_front.h).
 constexpr char kWhyNoPpo[] =

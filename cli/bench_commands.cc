@@ -17,6 +17,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
+#include "agent/search_strategy.h"
 #include "bench/search_benchmark.h"
 #include "cli/command.h"
 #include "db/interchange/record_files.h"
@@ -121,17 +122,25 @@ int RunSpaceBench(const SpaceBenchArgs& a) {
   return kExitOk;
 }
 
+// Every strategy this build has: PPO and its ablation first (reported every time: trained,
+// untrained, no policy (a fixed rule on the same pool), the policy alone (no whole-space ranking,
+// not even after stalls), and the policy with the whole-space ranking arms from the start),
+// then the others; without LibTorch, the others alone.
+std::string DefaultBenchStrategies() {
+  const std::vector<std::string> names = StrategyNames();
+  if (std::find(names.begin(), names.end(), "ppo") == names.end()) {
+    return absl::StrJoin(names, ",");
+  }
+  return "ppo,ppo-untrained,ppo-nopolicy,ppo-policyonly,ppo-wholespace,random,anneal,genetic,model";
+}
+
 struct SearchBenchArgs {
   std::vector<std::string> spaces;
   std::string protocol = "plain";
   PolicyTrainingOptions training;
   int synthetic = 16;
   int training_seeds = 1;
-  // PPO's ablation is reported every time: trained, untrained, no policy (a fixed rule on the
-  // same pool), the policy alone (no whole-space ranking, not even after stalls), and the policy
-  // with the whole-space ranking arms from the start.
-  std::string strategies =
-      "ppo,ppo-untrained,ppo-nopolicy,ppo-policyonly,ppo-wholespace,random,anneal,genetic,model";
+  std::string strategies = DefaultBenchStrategies();
   int64_t budget = 400;
   int seeds = 10;
   int first_seed = 1;

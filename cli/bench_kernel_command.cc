@@ -19,6 +19,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "agent/search_strategy.h"
 #include "cli/command.h"
 #include "cli/tune_session.h"
 #include "cli/tune_target.h"
@@ -31,7 +32,7 @@ namespace ktune::cli {
 namespace {
 
 struct BenchKernelArgs {
-  std::string kernel = "gemm", vs, strategy = "ppo", db = "ktune-bench.db", config;
+  std::string kernel = "gemm", vs, strategy = DefaultStrategyName(), db = "ktune-bench.db", config;
   std::string device = "cpu", dtype;
   std::vector<std::string> problems;
   int64_t budget = 500;

@@ -43,20 +43,20 @@ namespace ktune::cli {
 namespace {
 
 struct TuneArgs {
-  std::string db, kernel, problem, device = "cpu", strategy = "ppo", server, dtype;
+  std::string db, kernel, problem, device = "cpu", strategy = DefaultStrategyName(), server, dtype;
   std::string inputs;  // --inputs FILE: raw float32 inputs, stored and named data=file:<hash>
   int64_t budget = 64;
   int batch_size = 8;
   int threads = 0;
   uint64_t seed = 1;
   bool seed_given = false;  // --seed appeared: with --server, 0 (drawn by the server) otherwise
-  std::optional<double> agent_share;  // --agent-share; unset: the server's
+  std::optional<double> agent_share;    // --agent-share; unset: the server's
   std::optional<double> max_rel_error;  // --max-rel-error; unset: no accuracy budget
   std::vector<std::string> start_from;  // --start-from CONFIG, each NAME=VALUE,...
   bool json = false;
   bool flush_l2 = false;  // --device cuda
-  ClientTls tls;      // with --server
-  std::string token;  // with --server; else $KTUNE_TOKEN
+  ClientTls tls;          // with --server
+  std::string token;      // with --server; else $KTUNE_TOKEN
 };
 
 // --start-from's configurations; InvalidArgument naming the one that is not NAME=VALUE,...

@@ -12,6 +12,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
+#include "agent/search_strategy.h"
 #include "db/record.h"
 #include "ktune/v1/tuning_service.grpc.pb.h"
 
@@ -37,15 +38,15 @@ class WatchStopper {
 struct TuneJobRequest {
   TaskKey task;  // kernel_version may be empty (the registry's); problem as given
   int64_t budget = 64;
-  std::string strategy = "ppo";
+  std::string strategy = DefaultStrategyName();
   uint64_t seed = 1;
-  int batch_size = 0;  // 0: the server's
-  int threads = 0;     // CPU kernels: exactly this many threads; 0: any
-  std::optional<double> agent_share;  // unset: the server's; 0: no limit
+  int batch_size = 0;                   // 0: the server's
+  int threads = 0;                      // CPU kernels: exactly this many threads; 0: any
+  std::optional<double> agent_share;    // unset: the server's; 0: no limit
   std::optional<double> max_rel_error;  // the accuracy budget (JobSpec.max_rel_error); unset: none
   std::vector<Configuration> initial;   // measured first unless known (JobSpec.initial_configs)
-  std::string token;   // bearer token; empty: none
-  WatchStopper* stopper = nullptr;  // may be null
+  std::string token;                    // bearer token; empty: none
+  WatchStopper* stopper = nullptr;      // may be null
 };
 
 // Submits the job, then follows it: `on_submitted` (may be null) gets the job's id once it is

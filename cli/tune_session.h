@@ -15,13 +15,14 @@
 #include <string>
 
 #include "absl/status/statusor.h"
+#include "agent/search_strategy.h"
 #include "cli/tune_target.h"
 #include "kernels/kernel_registry.h"
 
 namespace ktune::cli {
 
 struct TuneSessionOptions {
-  std::string strategy = "ppo";
+  std::string strategy = DefaultStrategyName();
   int64_t budget = 64;  // new measurements, the default configuration's included
   int batch_size = 8;
   uint64_t seed = 1;

@@ -10,6 +10,7 @@
 
 #include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_cat.h"
+#include "agent/search_strategy.h"
 #include "common/status_macros.h"
 #include "proto/convert.h"
 
@@ -86,8 +87,10 @@ std::string StrategyName(v1::Strategy s) {
       return "genetic";
     case v1::STRATEGY_MODEL_BASED:
       return "model";
-    default:
+    case v1::STRATEGY_PPO:
       return "ppo";
+    default:
+      return DefaultStrategyName();
   }
 }
 

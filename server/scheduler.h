@@ -132,7 +132,7 @@ struct JobRequest {
   std::string name;
   std::vector<TaskKey> tasks;
   int64_t budget = 0;  // measurements per task
-  std::string strategy = "ppo";
+  std::string strategy = DefaultStrategyName();
   int priority = 0;  // 0..100
   uint64_t seed = 1;  // 0: drawn at submission (and stored with the job)
   int batch_size = 0;  // candidates a strategy proposes at a time; 0: SchedulerOptions' (1..1024)

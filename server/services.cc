@@ -12,6 +12,7 @@
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "agent/search_strategy.h"
 #include "common/event_log.h"
 #include "common/status_macros.h"
 #include "common/utf8.h"
@@ -565,7 +566,7 @@ absl::StatusOr<std::string> TuningServiceImpl::TuneInBackground(const BestQuery&
   request.name = "tune_if_missing";
   request.tasks = {*canonical};
   request.budget = kBackgroundBudget;
-  request.strategy = "ppo";
+  request.strategy = DefaultStrategyName();
   request.spec_json = nlohmann::json{{"name", "tune_if_missing"},
                                      {"seed", 1},
                                      {"kernels", {canonical->kernel}},

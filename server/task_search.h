@@ -62,7 +62,7 @@ inline constexpr int64_t kMaxStaleSourcePoints = int64_t{1} << 22;
 class TaskSearch {
  public:
   struct Options {
-    std::string strategy = "ppo";
+    std::string strategy = DefaultStrategyName();
     uint64_t seed = 1;
     int batch_size = 8;
     int threads = 0;  // > 0: registry CPU kernels tune with exactly this many threads

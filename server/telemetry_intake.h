@@ -42,7 +42,7 @@ struct RetunePolicy {
   int64_t budget = 100;   // measurements of one retuning job
   int max_jobs = 2;       // retuning jobs queued or running at once
   int reverify_top = 4;   // old best configurations re-measured first after a regression
-  std::string strategy = "ppo";
+  std::string strategy = DefaultStrategyName();
   int priority = 50;
   // The retuning job's agent_share (JobRequest::agent_share); unset: the scheduler's default.
   std::optional<double> agent_share;

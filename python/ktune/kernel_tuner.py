@@ -5,7 +5,7 @@
     from kernel_tuner import tune_kernel
 
     client = ktune.Client("127.0.0.1:7470", token=...)   # roles: admin, submit, worker, query
-    strategy = Strategy(client, strategy="ppo")
+    strategy = Strategy(client)                           # ktune's agent proposes
     results, env = tune_kernel("vector_add", source, n, args, tune_params, lang="C",
                                strategy=strategy, strategy_options={"max_fevals": 32})
     print(strategy.task, strategy.job_ids)                # where the records are in ktune
@@ -177,7 +177,8 @@ class Strategy(OptAlgWrapper):
     Args:
         client: a :class:`ktune.Client`; its token needs the admin (RegisterKernel), submit
             (SubmitJob), worker (Register, LeaseBatch, ReportResults) and query roles.
-        strategy: ktune's search strategy (``"ppo"``, the default, ``"random"``, ...).
+        strategy: ktune's search strategy (``"ppo"``, ``"random"``, ...); None (the default):
+            the server's default, ppo (model on a server built without LibTorch).
         batch_size: candidates ktune proposes at a time (and Kernel Tuner measures in a row).
         seed: the ktune job's seed (same seed, same proposals).
         kernel: ktune's name for the kernel (``[A-Za-z0-9_]``, at most 64); default
@@ -198,7 +199,7 @@ class Strategy(OptAlgWrapper):
     :attr:`job_ids` and :attr:`reported` (results committed in ktune by this run).
     """
 
-    def __init__(self, client: Client, *, strategy: Optional[str] = "ppo", batch_size: int = 8,
+    def __init__(self, client: Client, *, strategy: Optional[str] = None, batch_size: int = 8,
                  seed: int = 0, kernel: Optional[str] = None,
                  problem: Optional[ParamMap] = None, device_class: Optional[str] = None,
                  flops: str = "", agent_share: Optional[float] = None,

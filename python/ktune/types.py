@@ -120,7 +120,8 @@ STRATEGIES = ("ppo", "random", "annealing", "genetic", "model_based")
 
 
 def strategy_to_proto(strategy: Optional[str]) -> Any:  # a tp.Strategy value
-    """``None`` or ``""``: the server's default (ppo); else one of :data:`STRATEGIES`."""
+    """``None`` or ``""``: the server's default (ppo; model on a server built without LibTorch);
+    else one of :data:`STRATEGIES`."""
     if not strategy:
         return tp.STRATEGY_UNSPECIFIED
     if strategy not in STRATEGIES:

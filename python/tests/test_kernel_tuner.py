@@ -66,7 +66,7 @@ def key(config: dict) -> tuple:
 
 def test_kernel_tuner_tunes_through_ktune(empty_server, tmp_path):
     client = empty_server.client()
-    strategy = Strategy(client, strategy="ppo", batch_size=4, seed=1)
+    strategy = Strategy(client, batch_size=4, seed=1)  # the server's default: ppo (or model)
     results, env = run_kernel_tuner(strategy, max_fevals=10)
 
     # Kernel Tuner measured what ktune proposed: 10 distinct configurations of its space.
@@ -108,7 +108,7 @@ def test_kernel_tuner_tunes_through_ktune(empty_server, tmp_path):
     assert predicted.level is MatchLevel.PREDICTED and key(predicted.config) in measured
 
     # A second run of the same kernel continues: ktune proposes only what it has not measured.
-    again = Strategy(client, strategy="ppo", batch_size=4, seed=2)
+    again = Strategy(client, batch_size=4, seed=2)
     results2, _ = run_kernel_tuner(again, max_fevals=SPACE - 10)
     assert again.kernel_name == strategy.kernel_name and again.task == strategy.task
     assert {key(r) for r in results2}.isdisjoint(measured)
@@ -180,7 +180,7 @@ def test_kernel_tuner_tunes_through_ktune(empty_server, tmp_path):
 
     # The strategy in simulation mode (Kernel Tuner replays that cache): records under a device
     # class of their own, apart from the measurements.
-    simulated = Strategy(client, strategy="ppo", batch_size=4, seed=3)
+    simulated = Strategy(client, batch_size=4, seed=3)
     tune_kernel("vsum", SOURCE, N, [np.zeros(1, np.float32), np.zeros(N, np.float32), np.int32(N)],
                 TUNE_PARAMS, lang="C", restrictions=RESTRICTIONS, cache=str(cache),
                 simulation_mode=True, strategy=simulated, strategy_options={"max_fevals": 5},
