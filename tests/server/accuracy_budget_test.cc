@@ -46,6 +46,14 @@ class AccuracyBudgetTest : public OneTaskScheduler {
     r.max_rel_error = error;
     return r;
   }
+  // A query for the task of TileRecord(kernel, ...).
+  static BestQuery TileQuery(const std::string& kernel) {
+    BestQuery q;
+    q.kernel = kernel;
+    q.problem = {{"n", int64_t{64}}};
+    q.device_class = kDevice.device_class;
+    return q;
+  }
 
   int64_t Submit(int64_t budget, std::optional<double> max_rel_error) {
     JobRequest r;
@@ -206,10 +214,7 @@ TEST_F(AccuracyBudgetTest, ExplainSaysNothingOfPrecisionWhenNoneWasTraded) {
     records.push_back(TileRecord("fp32_only", tile, 1.0 + tile / 8.0, 1e-7 * tile));
   }
   ASSERT_TRUE(db_.AddRecords(records).ok());
-  BestQuery q;
-  q.kernel = "fp32_only";
-  q.problem = {{"n", int64_t{64}}};
-  q.device_class = kDevice.device_class;
+  BestQuery q = TileQuery("fp32_only");
   absl::StatusOr<v1::ExplainResponse> plain = Explain(db_, registry_, q);
   ASSERT_TRUE(plain.ok()) << plain.status();
   EXPECT_FALSE(plain->has_precision());
@@ -230,10 +235,7 @@ TEST_F(AccuracyBudgetTest, PrecisionIsComparedWithTheFastestFullPrecisionConfigu
   ASSERT_TRUE(db_.AddRecords({TileRecord("mixed", 8, 4.0, 1e-7), TileRecord("mixed", 16, 1.0, 2e-7),
                               TileRecord("mixed", 32, 0.9, 1e-2)})
                   .ok());
-  BestQuery q;
-  q.kernel = "mixed";
-  q.problem = {{"n", int64_t{64}}};
-  q.device_class = kDevice.device_class;
+  const BestQuery q = TileQuery("mixed");
   absl::StatusOr<v1::ExplainResponse> e = Explain(db_, registry_, q);
   ASSERT_TRUE(e.ok()) << e.status();
   ASSERT_TRUE(e->has_precision());
