@@ -17,6 +17,7 @@
 #include "ktune/v1/tuning_service.grpc.pb.h"
 #include "proto/convert.h"
 #include "server/tuning_server.h"
+#include "tests/server/local_stub.h"
 #include "tests/testing/test_util.h"
 
 namespace ktune {
@@ -39,8 +40,7 @@ struct RunningServer {
     auto started = TuningServer::Start(options);
     EXPECT_TRUE(started.ok()) << started.status();
     server = *std::move(started);
-    stub = v1::TuningService::NewStub(grpc::CreateChannel(
-        absl::StrCat("127.0.0.1:", server->port()), grpc::InsecureChannelCredentials()));
+    stub = testing::LocalStub<v1::TuningService>(server->port());
   }
 
   grpc::Status Import(const std::vector<v1::Record>& records,

@@ -30,10 +30,11 @@
 #include "measurer/replay_measurer.h"
 #include "measurer/worker_loop.h"
 #include "proto/convert.h"
+#include "server/auth.h"
 #include "server/job_spec.h"
 #include "server/services.h"
-#include "server/auth.h"
 #include "server/tuning_server.h"
+#include "tests/server/local_stub.h"
 #include "tests/server/worker_doubles.h"
 #include "tests/testing/test_util.h"
 
@@ -1873,8 +1874,7 @@ TEST(ServerPredictionTest, ANeverTunedProblemGetsThePredictionOfTheNearestAndCan
   options.db_path = dir.File("p.db");
   auto server = TuningServer::Start(options);
   ASSERT_TRUE(server.ok()) << server.status();
-  auto tuning = v1::TuningService::NewStub(grpc::CreateChannel(
-      absl::StrCat("127.0.0.1:", (*server)->port()), grpc::InsecureChannelCredentials()));
+  auto tuning = testing::LocalStub<v1::TuningService>((*server)->port());
   v1::QueryBestRequest query;
   query.mutable_kernel()->set_name("gemm");
   ToProto(Problem{{"M", int64_t{256}}, {"N", int64_t{256}}, {"K", int64_t{256}}},
@@ -1912,8 +1912,7 @@ TEST(ServerPredictionTest, ANeverTunedProblemGetsThePredictionOfTheNearestAndCan
   EXPECT_EQ(answer.level(), v1::MATCH_LEVEL_PREDICTED);
   EXPECT_TRUE(answer.queued_job_id().empty());
   EXPECT_THAT(answer.not_queued(), HasSubstr("no worker of device class cpu:test is connected"));
-  auto workers = v1::WorkerService::NewStub(grpc::CreateChannel(
-      absl::StrCat("127.0.0.1:", (*server)->port()), grpc::InsecureChannelCredentials()));
+  auto workers = testing::LocalStub<v1::WorkerService>((*server)->port());
   v1::RegisterRequest reg;
   *reg.mutable_device() = ToProto(device);
   v1::RegisterResponse registered;
@@ -2103,8 +2102,7 @@ TEST(ServerAuthTest, AWorkerActsOnlyWithTheTokenItRegisteredWith) {
                                 "worker-a-token-0123456789 worker\n"
                                 "worker-b-token-0123456789 worker\n");
   ASSERT_TRUE(server.ok()) << server.status();
-  auto stub = v1::WorkerService::NewStub(grpc::CreateChannel(
-      absl::StrCat("127.0.0.1:", (*server)->port()), grpc::InsecureChannelCredentials()));
+  auto stub = testing::LocalStub<v1::WorkerService>((*server)->port());
   auto as = [](const std::string& token) {
     auto ctx = Context();
     ctx->AddMetadata("authorization", "Bearer " + token);
@@ -2392,8 +2390,7 @@ TEST(ServerClientKernelTest, AnAdminRegistersAKernelThatWorkersThenMeasure) {
   // A restarted server still knows the kernel, at the same version.
   auto server = TuningServer::Start(options);
   ASSERT_TRUE(server.ok()) << server.status();
-  auto tuning = v1::TuningService::NewStub(grpc::CreateChannel(
-      absl::StrCat("127.0.0.1:", (*server)->port()), grpc::InsecureChannelCredentials()));
+  auto tuning = testing::LocalStub<v1::TuningService>((*server)->port());
   v1::ListKernelsResponse kernels;
   ASSERT_TRUE(tuning->ListKernels(with("submit-token-0123456789").get(), {}, &kernels).ok());
   bool found = false;

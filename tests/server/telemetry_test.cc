@@ -23,6 +23,7 @@
 #include "proto/convert.h"
 #include "server/explanation.h"
 #include "server/tuning_server.h"
+#include "tests/server/local_stub.h"
 #include "tests/testing/test_util.h"
 
 namespace ktune {
@@ -89,8 +90,7 @@ TEST(TelemetryTest, MalformedOrHostileTelemetryIsRefusedClearlyAndStoresNothing)
   options.replay_files = {testing::SpaceFile(kSpace)};
   auto server = TuningServer::Start(options);
   ASSERT_TRUE(server.ok()) << server.status();
-  auto stub = v1::TuningService::NewStub(grpc::CreateChannel(
-      absl::StrCat("127.0.0.1:", (*server)->port()), grpc::InsecureChannelCredentials()));
+  auto stub = testing::LocalStub<v1::TuningService>((*server)->port());
   // The kernel is known to the server through its records.
   // So is a kernel known only from records (an import), which no space the server has describes.
   Record imported = any;
@@ -427,8 +427,7 @@ TEST(TelemetryTest, ARegressionInProductionIsFlaggedRetunedAndChangesTheBestAnsw
   auto restarted = TuningServer::Start(options);
   ASSERT_TRUE(restarted.ok()) << restarted.status();
   {
-    auto again = v1::TuningService::NewStub(grpc::CreateChannel(
-        absl::StrCat("127.0.0.1:", (*restarted)->port()), grpc::InsecureChannelCredentials()));
+    auto again = testing::LocalStub<v1::TuningService>((*restarted)->port());
     v1::QueryBestResponse served_again;
     ASSERT_TRUE(again->QueryBest(Context().get(), query, &served_again).ok());
     ASSERT_EQ(served_again.best_size(), 1);
@@ -529,8 +528,7 @@ TEST(TelemetryTest, AnUnmeasuredRetuneLeavesTheOldAnswerServedAsStale) {
   options.drift.hot_calls = 1000;
   auto server = TuningServer::Start(options);
   ASSERT_TRUE(server.ok()) << server.status();
-  auto tuning = v1::TuningService::NewStub(grpc::CreateChannel(
-      absl::StrCat("127.0.0.1:", (*server)->port()), grpc::InsecureChannelCredentials()));
+  auto tuning = testing::LocalStub<v1::TuningService>((*server)->port());
   const v1::QueryBestRequest query = QueryFor(any);
   v1::QueryBestResponse before;
   ASSERT_TRUE(tuning->QueryBest(Context().get(), query, &before).ok());
@@ -554,8 +552,7 @@ TEST(TelemetryTest, AnUnmeasuredRetuneLeavesTheOldAnswerServedAsStale) {
   for (int i = 0; i < 40; ++i) ASSERT_EQ(report(1.0).raised_size(), 0) << "report " << i;
   // A worker of the class is connected (act queues no job nobody could measure), and leases
   // nothing: the job stays unmeasured.
-  auto workers = v1::WorkerService::NewStub(grpc::CreateChannel(
-      absl::StrCat("127.0.0.1:", (*server)->port()), grpc::InsecureChannelCredentials()));
+  auto workers = testing::LocalStub<v1::WorkerService>((*server)->port());
   v1::RegisterRequest reg;
   *reg.mutable_device() = ToProto(DeviceInfo::FromName(any.device.device_class));
   v1::RegisterResponse registered;
@@ -722,8 +719,7 @@ TEST(TelemetryTest, AJobSpecsRetunePolicyOverridesTheServers) {
   options.drift.hot_calls = 1000;
   auto server = TuningServer::Start(options);
   ASSERT_TRUE(server.ok()) << server.status();
-  auto tuning = v1::TuningService::NewStub(grpc::CreateChannel(
-      absl::StrCat("127.0.0.1:", (*server)->port()), grpc::InsecureChannelCredentials()));
+  auto tuning = testing::LocalStub<v1::TuningService>((*server)->port());
   v1::SubmitJobRequest submit;
   submit.set_spec_text(
       "kernels: [gemm]\nproblems: [{M: 64, N: 64, K: 64}]\ndevice_classes: [cpu:x]\n"
@@ -736,8 +732,7 @@ TEST(TelemetryTest, AJobSpecsRetunePolicyOverridesTheServers) {
   EXPECT_EQ(refused.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
 
   // A worker of cpu:x: a retuning job of that class can be measured.
-  auto workers = v1::WorkerService::NewStub(grpc::CreateChannel(
-      absl::StrCat("127.0.0.1:", (*server)->port()), grpc::InsecureChannelCredentials()));
+  auto workers = testing::LocalStub<v1::WorkerService>((*server)->port());
   v1::RegisterRequest reg;
   *reg.mutable_device() = ToProto(DeviceInfo::FromName("cpu:x"));
   v1::RegisterResponse registered;
@@ -822,8 +817,7 @@ TEST(TelemetryTest, ARetriedReportIsAcceptedButNotStoredTwiceAndOldWindowsAreLat
   options.db_path = dir.File("d.db");
   auto server = TuningServer::Start(options);
   ASSERT_TRUE(server.ok()) << server.status();
-  auto tuning = v1::TuningService::NewStub(grpc::CreateChannel(
-      absl::StrCat("127.0.0.1:", (*server)->port()), grpc::InsecureChannelCredentials()));
+  auto tuning = testing::LocalStub<v1::TuningService>((*server)->port());
   auto sample = [](int64_t hour) {
     v1::TelemetrySample s;
     s.mutable_kernel()->set_name("gemm");

@@ -15,6 +15,7 @@
 #include "measurer/worker_loop.h"
 #include "proto/convert.h"
 #include "server/tuning_server.h"
+#include "tests/server/local_stub.h"
 #include "tests/server/worker_doubles.h"
 #include "tests/testing/test_util.h"
 
@@ -40,8 +41,7 @@ TEST(WorkerHeartbeatTest, ABatchsEndCancelsAHeartbeatStuckOnAHungServer) {
   SubmitRandomJob(tuning.get(), recorded->records.front(), 4, "heartbeat", &job);
 
   HungServer hung;
-  auto hung_workers = v1::WorkerService::NewStub(grpc::CreateChannel(
-      absl::StrCat("127.0.0.1:", hung.port()), grpc::InsecureChannelCredentials()));
+  auto hung_workers = testing::LocalStub<v1::WorkerService>(hung.port());
   ReplayMeasurer replay(recorded->records);
   // Heartbeats every 150 ms: the first is sent 150 ms into the batch and hangs; the batch ends
   // at 400 ms. Its lease (500 ms) may expire before the report: the server gives it back
