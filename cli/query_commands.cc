@@ -197,6 +197,7 @@ int RunBest(const BestArgs& a) {
     if (absl::Status s = MakeProblemCanonical(registry, &q); !s.ok()) {
       return UsageError(cmd, std::string(s.message()));
     }
+    PinBudgetToErrorMeasure(registry, &q);
     absl::StatusOr<BestResult> found = (*db)->QueryBest(q);
     if (!found.ok()) return Fail(cmd, found.status());
     best = BestAnswerOf{std::string(MatchLevelName(found->level)), std::move(found->records), "",

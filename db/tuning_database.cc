@@ -71,6 +71,12 @@ std::optional<Problem> RegistryProblem(const KernelRegistry& registry, const std
   return *std::move(stored);
 }
 
+void PinBudgetToErrorMeasure(const KernelRegistry& registry, BestQuery* query) {
+  if (!query->max_rel_error || !query->kernel_version.empty()) return;
+  const KernelDefinition* def = registry.Find(query->kernel);
+  if (def != nullptr && def->componentwise_error) query->kernel_version = def->Version();
+}
+
 absl::Status FitRecordToRegistry(const KernelRegistry& registry, Record& r) {
   return RegistryFitter(&registry).Fit(r);
 }

@@ -284,6 +284,12 @@ absl::StatusOr<int64_t> AddImportedRecords(TuningDatabase& db, std::vector<Recor
 // another kernel.
 absl::Status FitRecordToRegistry(const KernelRegistry& registry, Record& r);
 
+// An accuracy budget compares errors of one measure. The versions of a kernel whose error is
+// componentwise (KernelDefinition::componentwise_error) from before that measure stored normwise
+// errors, which read far smaller where a channel was lost; so a query with a budget and no
+// version of such a kernel reads the registry's version only. Other queries are left as given.
+void PinBudgetToErrorMeasure(const KernelRegistry& registry, BestQuery* query);
+
 // FitRecordToRegistry over many records, building each (kernel, problem, cores) space once: an
 // import of 10,000 gemm records built the space 10,000 times (14.5 s, where 0.7 s stored them).
 class RegistryFitter {

@@ -67,6 +67,8 @@ std::string KernelDefinition::Version() const {
   for (const BufferSpec& b : buffers) {
     absl::StrAppend(&text, b.name, ":", b.elements, b.output ? ":out;" : ":in;");
   }
+  // Stored errors of the two measures do not compare; other kernels keep their versions.
+  if (componentwise_error) absl::StrAppend(&text, "\ncomponentwise_error");
   return StableHashHex(text);
 }
 
@@ -270,6 +272,11 @@ absl::Status KernelDefinition::Validate() const {
   if (language != "cpp" && language != "cuda") {
     return absl::InvalidArgumentError(
         absl::StrCat("kernel language must be \"cpp\" or \"cuda\", got '", language, "'"));
+  }
+  if (componentwise_error && language != "cpp") {
+    return absl::InvalidArgumentError(
+        "componentwise_error is measured by the CPU runner only: a cuda kernel's error is max "
+        "|out - ref| / max |ref| per output");
   }
   if (parameters.empty()) return absl::InvalidArgumentError("a kernel needs tunable parameters");
   absl::flat_hash_set<std::string> names = {"cores", "dtype"};

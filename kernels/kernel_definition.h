@@ -92,6 +92,15 @@ struct KernelDefinition {
   // reference magnitude of that buffer: cancellation near zero is not an error) and no NaN.
   double rtol = 1e-4;
   double atol = 1e-5;
+  // How the stored error (Record::max_rel_error) is normalised. False: max |out - ref| / max|ref|
+  // per output, one figure for the whole output. True, for a kernel that is a sum of products of
+  // its inputs (a gemm, a convolution): each element's error is measured against the magnitude
+  // of the terms it sums, max |out - ref| / (|A| |B|) elementwise (the componentwise error of
+  // numerical analysis), the magnitude being the reference run on the inputs' absolute values.
+  // Only that sees an output channel lost beside a much larger one (int8 with one scale for the
+  // whole tensor). CPU kernels only; part of the version. The pass/fail tolerance is rtol either
+  // way.
+  bool componentwise_error = false;
   // Overrides of rtol/atol for a dtype (e.g. "f16"), as {dtype, {rtol, atol}}.
   std::vector<std::pair<std::string, std::pair<double, double>>> dtype_tolerance;
   bool builtin = false;  // pre-built into the runner; otherwise compiled from `source`

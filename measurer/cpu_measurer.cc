@@ -63,6 +63,7 @@ absl::StatusOr<CpuMeasurer::TaskState*> CpuMeasurer::StateFor(const TaskKey& tas
   spec.set_num_outputs(outputs);
   spec.set_rtol(def.rtol);
   spec.set_atol(def.atol);
+  spec.set_componentwise_error(def.componentwise_error);
   spec.set_seed(options_.seed);
   if (auto data = state->problem.find("data"); data != state->problem.end()) {
     std::string distribution = FormatParamValue(data->second);

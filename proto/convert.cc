@@ -280,6 +280,7 @@ v1::KernelSpec ToProto(const KernelDefinition& k) {
     spec.mutable_launch()->set_zero_outputs(k.launch.zero_outputs);
   }
   spec.set_reference_source(k.reference_source);
+  spec.set_componentwise_error(k.componentwise_error);
   spec.set_version(k.Version());
   return spec;
 }
@@ -333,6 +334,7 @@ absl::StatusOr<KernelDefinition> FromProto(const v1::KernelSpec& spec) {
     if (!l.zero_outputs().empty()) k.launch.zero_outputs = l.zero_outputs();
   }
   k.reference_source = spec.reference_source();
+  k.componentwise_error = spec.componentwise_error();
   KTUNE_RETURN_IF_ERROR(k.Validate());
   return k;
 }

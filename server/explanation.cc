@@ -404,6 +404,7 @@ absl::StatusOr<v1::ExplainResponse> Explain(TuningDatabase& db, const KernelRegi
   v1::ExplainResponse out;
   BestQuery q = query;
   q.top_k = 1;
+  PinBudgetToErrorMeasure(registry, &q);
   KTUNE_ASSIGN_OR_RETURN(BestResult best, db.QueryBest(q));
   if (!best.records.empty()) {
     out.set_level(LevelOf(best.level));

@@ -684,6 +684,7 @@ absl::StatusOr<std::shared_ptr<const BestAnswer>> TuningServiceImpl::AnswerQuery
   q.top_k = request.top_k() == 0 ? 1 : request.top_k();
   if (request.has_max_rel_error()) {
     KTUNE_ASSIGN_OR_RETURN(q.max_rel_error, ParseAccuracyBudget(request.max_rel_error()));
+    PinBudgetToErrorMeasure(spaces_->registry(), &q);
   }
   switch (request.after_level()) {
     case v1::MATCH_LEVEL_UNSPECIFIED:

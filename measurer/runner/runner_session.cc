@@ -3,6 +3,7 @@
 #include <dlfcn.h>
 
 #include <algorithm>
+#include <cfloat>
 #include <chrono>
 #include <cmath>
 #include <cstring>
@@ -78,6 +79,7 @@ std::string RunnerSession::Prepare(const KernelSpec& spec) {
   buffer_ptrs_.clear();
   reference_outputs_.clear();
   reference_scale_.clear();
+  reference_magnitude_.clear();
   if (spec.library_path().empty()) {
     const cpu::BuiltinCpuKernel* builtin = cpu::FindBuiltinCpuKernel(spec.name());
     if (builtin == nullptr) return "no built-in kernel named '" + spec.name() + "'";
@@ -152,6 +154,28 @@ std::string RunnerSession::Prepare(const KernelSpec& spec) {
     for (int64_t i = 0; i < sizes[b]; ++i) scale = std::max(scale, std::fabs(double{p[i]}));
     reference_scale_.push_back(scale);
   }
+  return spec.componentwise_error() ? ComputeMagnitudes(call) : "";
+}
+
+std::string RunnerSession::ComputeMagnitudes(ktune_cpu_call call) {
+  const int n = call.num_buffers;
+  const int first_output = n - spec_.num_outputs();
+  std::vector<std::vector<float>> copies(n);
+  std::vector<float*> pointers(n);
+  for (int b = 0; b < n; ++b) {
+    copies[b].resize(call.buffer_elements[b]);
+    if (b < first_output) {
+      const float* in = buffer_ptrs_[b];
+      for (size_t i = 0; i < copies[b].size(); ++i) copies[b][i] = std::fabs(in[i]);
+    }
+    pointers[b] = copies[b].data();
+  }
+  call.buffers = pointers.data();
+  if (reference_(&call) != 0) {
+    return "the reference implementation refused the inputs' absolute values (componentwise "
+           "error)";
+  }
+  for (int b = first_output; b < n; ++b) reference_magnitude_.push_back(std::move(copies[b]));
   return "";
 }
 
@@ -208,11 +232,18 @@ bool RunnerSession::OutputsMatch(RunResponse& response, double& max_rel_error) {
     const std::vector<float>& ref = reference_outputs_[o];
     const double tolerance = spec_.atol() + spec_.rtol() * reference_scale_[o];
     const double scale = reference_scale_[o] > 0 ? reference_scale_[o] : 1.0;
+    const float* magnitude =
+        reference_magnitude_.empty() ? nullptr : reference_magnitude_[o].data();
     int64_t bad = 0, first_bad = -1;
-    double max_diff = 0;
+    double max_diff = 0, max_componentwise = 0;
     for (size_t i = 0; i < ref.size(); ++i) {
       const double diff = std::fabs(double{out[i]} - double{ref[i]});
       max_diff = std::max(max_diff, diff);
+      if (magnitude != nullptr) {
+        // A zero magnitude means every term is zero: any difference there is an error.
+        const double terms = std::max(double{magnitude[i]}, double{FLT_MIN});
+        max_componentwise = std::max(max_componentwise, diff / terms);
+      }
       if (!(diff <= tolerance)) {  // NaN fails too
         if (first_bad < 0) first_bad = static_cast<int64_t>(i);
         ++bad;
@@ -227,7 +258,8 @@ bool RunnerSession::OutputsMatch(RunResponse& response, double& max_rel_error) {
                              FormatFloat(tolerance) + ")");
       return false;
     }
-    max_rel_error = std::max(max_rel_error, max_diff / scale);
+    max_rel_error =
+        std::max(max_rel_error, magnitude != nullptr ? max_componentwise : max_diff / scale);
   }
   return true;
 }

@@ -33,8 +33,12 @@ class RunnerSession {
   bool RunOnce(const ktune_cpu_call& call, RunResponse& response);
   // Checks canaries and the inputs' checksum; false (with `response` filled) when violated.
   bool MemoryIntact(RunResponse& response);
+  // Fills reference_magnitude_: the reference run on the inputs' absolute values, each output
+  // element's sum of |terms| (spec.componentwise_error). Empty on success, else the message.
+  std::string ComputeMagnitudes(ktune_cpu_call call);
   // Compares outputs with the reference; false (with `response` filled) when they differ.
-  // Sets `max_rel_error` to the outputs' largest error relative to their reference's scale.
+  // Sets `max_rel_error` to the outputs' largest error relative to their reference's scale, or
+  // to each element's magnitude when the error is componentwise.
   bool OutputsMatch(RunResponse& response, double& max_rel_error);
 
   std::string prepared_key_;
@@ -45,6 +49,7 @@ class RunnerSession {
   std::vector<float*> buffer_ptrs_;
   std::vector<std::vector<float>> reference_outputs_;
   std::vector<double> reference_scale_;  // max |ref| per output
+  std::vector<std::vector<float>> reference_magnitude_;  // per output; empty: not componentwise
   uint64_t input_checksum_ = 0;
   std::map<std::string, void*> libraries_;  // dlopen handles by path
 };

@@ -384,6 +384,56 @@ TEST_F(CpuMeasurerTest, TheRunnerPreparesBuiltinKernelsThatHaveAPrepareHook) {
   for (const MeasureResult& r : *results) EXPECT_EQ(r.status, MeasurementStatus::kOk) << r.message;
 }
 
+// The blind spot of one normwise error (docs/precision.md): one weight column 3000 times the
+// others leaves per-tensor int8 scales nothing for the other 63 columns, which come out zero.
+// Against max|C| that read about 0.009, as good as per-column scales; gemm_lowp's error is
+// componentwise, so the lost columns count in full.
+TEST_F(CpuMeasurerTest, AWeightColumnLostToPerTensorScalesShowsInTheStoredError) {
+  constexpr int64_t kM = 16, kN = 64, kK = 64;
+  std::vector<float> values;  // A (M x K), then B (K x N): the order the runner fills them in
+  uint32_t state = 12345;
+  auto uniform = [&state] {
+    state = state * 1664525u + 1013904223u;
+    return static_cast<float>(state >> 8) / static_cast<float>(1 << 23) - 1.f;
+  };
+  for (int64_t i = 0; i < kM * kK; ++i) values.push_back(uniform());
+  for (int64_t k = 0; k < kK; ++k)
+    for (int64_t j = 0; j < kN; ++j) values.push_back(uniform() * (j == 0 ? 3000.f : 1.f));
+  testing::TempDir inputs;
+  options_.inputs_dir = inputs.path();
+  {
+    std::ofstream out(inputs.File("uneven.f32"), std::ios::binary);
+    out.write(reinterpret_cast<const char*>(values.data()), values.size() * sizeof(float));
+  }
+  absl::StatusOr<std::string> data = StoreInputFile(inputs.File("uneven.f32"), inputs.path());
+  ASSERT_TRUE(data.ok()) << data.status();
+
+  CpuMeasurer measurer(&registry_, options_);
+  const KernelDefinition* lowp = registry_.Find("gemm_lowp");
+  ASSERT_NE(lowp, nullptr);
+  Problem problem{{"M", kM}, {"N", kN}, {"K", kK}, {"data", *data}};
+  auto validated = lowp->ValidateProblem(problem);
+  ASSERT_TRUE(validated.ok()) << validated.status();
+  auto config = lowp->DefaultConfiguration(*validated, {measurer.cpu().cores});
+  ASSERT_TRUE(config.ok());
+  std::vector<Configuration> configs;
+  for (int64_t scales : {0, 1}) {
+    configs.push_back(*config);
+    configs.back()["precision"] = int64_t{8};
+    configs.back()["scales"] = scales;
+  }
+  TaskKey task{"gemm_lowp", lowp->Version(), problem, measurer.device().device_class};
+  auto results = measurer.Measure(task, configs);
+  ASSERT_TRUE(results.ok()) << results.status();
+  for (const MeasureResult& r : *results) {
+    ASSERT_EQ(r.status, MeasurementStatus::kOk) << r.message;
+    ASSERT_TRUE(r.max_rel_error.has_value());
+  }
+  const double per_tensor = *(*results)[0].max_rel_error, per_column = *(*results)[1].max_rel_error;
+  EXPECT_GE(per_tensor, 0.1) << "63 of 64 columns are zero";
+  EXPECT_LE(per_column, 0.05);
+}
+
 TEST_F(CpuMeasurerTest, BadTasksAreErrorsOfTheCall) {
   CpuMeasurer measurer(&registry_, options_);
   auto unknown = measurer.Measure({"nope", "", {}, ""}, {{}});

@@ -11,6 +11,7 @@
 #include <sstream>
 
 #include "db/record_checks.h"
+#include "kernels/kernel_registry.h"
 #include "ktune/v1/tuning_service.grpc.pb.h"
 #include "ktune/v1/worker_service.grpc.pb.h"
 #include "proto/channel.h"
@@ -124,6 +125,27 @@ TEST(ApiTest, RecordsFromTheWireWithImpossibleValuesAreRefused) {
   elsewhere.mutable_task()->set_device_class("H100");
   EXPECT_THAT(FromProto(elsewhere).status().message(),
               HasSubstr("is not record.device.device_class"));
+}
+
+// The error measure travels with a kernel spec and is part of its version (errors of the two
+// measures do not compare); a CUDA kernel cannot ask for it.
+TEST(ApiTest, KernelSpecsCarryTheirErrorMeasureAndItIsPartOfTheVersion) {
+  const KernelDefinition lowp = GemmLowpDefinition();
+  ASSERT_TRUE(lowp.componentwise_error);
+  const v1::KernelSpec wire = ToProto(lowp);
+  EXPECT_TRUE(wire.componentwise_error());
+  absl::StatusOr<KernelDefinition> back = FromProto(wire);
+  ASSERT_TRUE(back.ok()) << back.status();
+  EXPECT_TRUE(back->componentwise_error);
+  EXPECT_EQ(back->Version(), lowp.Version());
+  KernelDefinition normwise = lowp;
+  normwise.componentwise_error = false;
+  EXPECT_NE(normwise.Version(), lowp.Version());
+  EXPECT_FALSE(GemmDefinition().componentwise_error) << "fp32 kernels keep their versions";
+
+  v1::KernelSpec cuda = ToProto(CudaGemmDefinition());
+  cuda.set_componentwise_error(true);
+  EXPECT_THAT(FromProto(cuda).status().message(), HasSubstr("CPU runner only"));
 }
 
 // gRPC's own failures say what to do ("failed to connect to all addresses" alone did not); the
