@@ -278,9 +278,16 @@ std::string StateName(v1::JobState s) {
 }
 
 std::string TokenOr(const std::string& token) {
-  if (!token.empty()) return token;
   const char* env = std::getenv("KTUNE_TOKEN");
-  return env ? env : "";
+  // A token from a file or a Kubernetes Secret ends in a newline, which gRPC refused by aborting
+  // and printing the whole header, token included: surrounding whitespace is no part of a token.
+  std::string t(absl::StripAsciiWhitespace(!token.empty() ? token : env ? env : ""));
+  if (std::any_of(t.begin(), t.end(), [](char c) { return c < 0x20 || c == 0x7f; })) {
+    std::cerr << "ktune: the token (--token or $KTUNE_TOKEN) holds a control character; it is "
+                 "not sent (the server will refuse the call as unauthenticated)\n";
+    return "";
+  }
+  return t;
 }
 
 std::unique_ptr<grpc::ClientContext> ClientContextFor(const std::string& token, int seconds) {

@@ -80,7 +80,8 @@ int ConnectIfServer(const std::string& command, const std::string& server, const
 // "queued", "running", ...: a job state as the CLI prints it.
 std::string StateName(v1::JobState s);
 
-// `token`, else $KTUNE_TOKEN, else empty.
+// `token`, else $KTUNE_TOKEN, else empty; surrounding whitespace removed. A token with a control
+// character inside is said on stderr (never printed) and not sent: empty.
 std::string TokenOr(const std::string& token);
 // A client context with a deadline `seconds` away and the bearer token (TokenOr), if any.
 std::unique_ptr<grpc::ClientContext> ClientContextFor(const std::string& token, int seconds = 10);
